@@ -1,0 +1,99 @@
+/* keyline: the CA library. Every certificate, whoever asks for it, goes through ca_issue();
+ * front ends (keyline-ca, keyline-estd, keyline-provision) only authenticate the requester and
+ * turn their input into a ca_issue_req. Revocation, CRL and OCSP likewise live here only.
+ *
+ * Configuration (keyline.conf, see docs/ca.md):
+ *   [hsm]   module = /usr/lib/softhsm/libsofthsm2.so   token = pkcs11:token=keyline
+ *           pin = env:KEYLINE_PIN | file:PATH | prompt
+ *   [store] path = state/keyline.db
+ *   [ca]    templates = templates (dir)   crl-url = http://host/crl/{issuer}.crl
+ *           ocsp-url = http://host/ocsp    crl-days = 7   ca-issuers-url = ...
+ *
+ * Thread safety: one ca_ctx may be used from several threads at once (EST server). */
+#ifndef KL_CA_H
+#define KL_CA_H
+
+#include <openssl/ocsp.h>
+#include <openssl/x509.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hsm.h"
+#include "kl_conf.h"
+#include "kl_err.h"
+#include "store.h"
+
+typedef struct ca_ctx ca_ctx;
+
+/* Open the store and the token (reading the PIN from its configured source; the PIN is wiped
+ * after login). `conf` is borrowed and must outlive the ctx. Errors from hsm_open/store_open. */
+kl_rc ca_open(ca_ctx **out, const kl_conf *conf) KL_WUR;
+/* Like ca_open but without the token (read-only work: list, show, audit verify). Operations
+ * that need signing fail with KL_EUSAGE. */
+kl_rc ca_open_nohsm(ca_ctx **out, const kl_conf *conf) KL_WUR;
+void ca_close(ca_ctx *ca);
+store *ca_store(ca_ctx *ca);
+hsm_ctx *ca_hsm(ca_ctx *ca); /* NULL when opened without the token */
+const kl_conf *ca_conf(ca_ctx *ca);
+
+typedef struct {
+    const char *issuer;        /* CA label */
+    const char *template_name; /* template file stem, e.g. "device-idevid" */
+    const uint8_t *csr_der;    /* PKCS#10, DER */
+    size_t csr_len;
+    const char *device_id;     /* optional hardware serial / inventory id */
+    const char *actor;         /* who asked, for the audit log: "cli:root", "est:CN=..." */
+    int pending;               /* record as "pending" instead of "valid" (station) */
+} ca_issue_req;
+
+/* The one issuance pipeline: parse CSR, verify its signature (proof of possession), apply the
+ * template policy, build, lint, reserve the serial (unique by store constraint), sign in the
+ * HSM, record the certificate and the audit entry in one transaction, then return it.
+ * Errors: KL_EINPUT (garbage / bad signature), KL_EPOLICY (template refuses), KL_ENOTFOUND
+ * (unknown issuer or template), KL_EHSM, KL_EIO. Nothing is recorded as issued on failure. */
+kl_rc ca_issue(ca_ctx *ca, const ca_issue_req *req, X509 **cert_out) KL_WUR;
+
+/* Create a CA: generate a key labelled `label` in the token, make a CSR signed by it, and issue
+ * its certificate through ca_issue's pipeline (self-signed when issuer is NULL).
+ * KL_EEXIST if the label is taken. */
+kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const char *subject,
+                hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out) KL_WUR;
+
+/* CA certificate by label (caller frees). KL_ENOTFOUND. */
+kl_rc ca_cert(ca_ctx *ca, const char *label, X509 **out) KL_WUR;
+/* Chain from `label` up to and including its root, leaf (the CA itself) first. */
+kl_rc ca_chain(ca_ctx *ca, const char *label, STACK_OF(X509) **out) KL_WUR;
+/* All CA certificates known to the store (roots, intermediates, rollover certs). */
+kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) **out) KL_WUR;
+
+/* Revocation. reason: RFC 5280 CRLReason code (0 unspecified, 1 keyCompromise, ...).
+ * KL_ENOTFOUND for an unknown serial. */
+kl_rc ca_revoke(ca_ctx *ca, const char *serial_hex, int reason, const char *actor) KL_WUR;
+/* "keyCompromise" -> 1 etc.; -1 for unknown names. */
+int ca_reason_from_name(const char *name);
+const char *ca_reason_name(int reason);
+/* Move a pending certificate to valid (station: after CHALLENGE). */
+kl_rc ca_activate(ca_ctx *ca, const char *serial_hex, const char *actor) KL_WUR;
+
+/* Build and sign (in the HSM) a fresh CRL for `issuer`: version 2, cRLNumber (monotonic, from
+ * the store), AKI, thisUpdate now, nextUpdate now + [ca] crl-days. Audit appended. */
+kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out) KL_WUR;
+
+/* Answer an OCSP request (RFC 6960) for certificates of our CAs. Signed by a delegated OCSP
+ * signer for the issuer if one is set up (see ca_ocsp_signer_ensure), else by the issuing CA.
+ * Unknown issuers give an "unauthorized" response, not an error. */
+kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out) KL_WUR;
+/* Ensure a delegated OCSP signer (key in the HSM, template ocsp-signer) exists for `issuer`. */
+kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor) KL_WUR;
+
+/* Status of a certificate by X509 (for client-cert checks in EST): KL_OK when it was issued by
+ * one of our CAs, is in the store and is "valid" and within its validity; KL_EAUTH otherwise,
+ * with the reason (revoked, expired, unknown). */
+kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert) KL_WUR;
+
+/* Helpers shared by the front ends. */
+char *ca_serial_hex(const ASN1_INTEGER *serial); /* OPENSSL_free */
+/* Parse PEM or DER CSR bytes into DER (caller frees with OPENSSL_free). KL_EINPUT. */
+kl_rc ca_csr_to_der(const uint8_t *in, size_t len, uint8_t **der, size_t *der_len) KL_WUR;
+
+#endif

@@ -1,0 +1,167 @@
+/* keyline: the store: issued certificates, revocations, CA records, device inventory, audit
+ * log. One narrow interface (struct store_ops) with backends behind it; SQLite (WAL,
+ * synchronous=FULL) is the embedded default. A second backend (PostgreSQL) is added by writing
+ * another store_ops and naming it in store_open(); callers do not change.
+ *
+ * Several processes may use one SQLite store at once (busy timeout + retries).
+ * Every store_* call is atomic on its own; ca_issue() uses the reserve/commit pair.
+ * Strings returned inside records are owned by the record (free with the matching _free). */
+#ifndef KL_STORE_H
+#define KL_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "kl_err.h"
+
+typedef struct store store;
+
+/* Certificate status in the store. */
+#define STORE_ST_RESERVED "reserved" /* serial reserved, not yet signed */
+#define STORE_ST_PENDING "pending"   /* signed, not yet confirmed by the device (station) */
+#define STORE_ST_VALID "valid"
+#define STORE_ST_REVOKED "revoked"
+#define STORE_ST_FAILED "failed" /* reservation abandoned (signing failed); serial never reused */
+
+typedef struct {
+    char *serial_hex; /* upper-case hex, no separators, as in `openssl x509 -serial` */
+    char *issuer;     /* CA label */
+    char *subject;    /* RFC 2253 one-line */
+    char *template_name;
+    char *device_id; /* NULL if none */
+    char *status;
+    time_t not_before, not_after;
+    time_t revoked_at; /* 0 if not revoked */
+    int revoke_reason; /* CRL reason code (RFC 5280 5.3.1), -1 if none */
+    uint8_t *der;      /* NULL until signed */
+    size_t der_len;
+    time_t created;
+} store_cert;
+
+typedef struct {
+    char *label;     /* CA label, also the CKA_LABEL of its key in the token */
+    char *template_name;
+    char *parent;    /* issuer CA label, NULL for a self-signed root */
+    char *key_type;  /* "ec-p256" ... */
+    uint8_t *der;    /* CA certificate */
+    size_t der_len;
+    char *status;    /* "active" | "retired" */
+    time_t created;
+} store_ca;
+
+typedef struct {
+    char *device_id;  /* hardware serial */
+    char *model;
+    char *cert_serial; /* hex of the current identity cert, NULL if none */
+    char *state;       /* "pending" | "provisioned" | "failed" | "reprovision" */
+    char *detail;      /* free text: last error, station, fixture */
+    time_t updated;
+} store_device;
+
+typedef struct {
+    int64_t seq;
+    time_t ts;
+    char *actor;
+    char *action;
+    char *detail;
+    char prev_hash[65]; /* hex SHA-256 of previous entry, 64 zeros for the first */
+    char hash[65];      /* hex SHA-256 of this entry (see docs/ca.md for the exact input) */
+} store_audit;
+
+typedef int (*store_cert_cb)(void *arg, const store_cert *c); /* return non-zero to stop */
+
+/* `path`: a file path (SQLite) or "sqlite:PATH". Creates the schema when new.
+ * Errors: KL_EIO (cannot open/create), KL_EINPUT (not a keyline store / newer schema). */
+kl_rc store_open(store **out, const char *path) KL_WUR;
+void store_close(store *s);
+
+/* --- CA records --- */
+kl_rc store_ca_put(store *s, const store_ca *ca) KL_WUR;          /* KL_EEXIST on label clash */
+kl_rc store_ca_get(store *s, const char *label, store_ca *out) KL_WUR; /* KL_ENOTFOUND */
+kl_rc store_ca_list(store *s, store_ca **out, size_t *n) KL_WUR;
+void store_ca_free(store_ca *ca);
+
+/* --- certificates ---
+ * Reserve: insert a row with status "reserved" and the given serial; the UNIQUE constraint on
+ * serial makes a clash KL_EEXIST (the caller draws a new serial). Reserved serials are never
+ * deleted, so a serial is never reused even across crashes. */
+kl_rc store_cert_reserve(store *s, const store_cert *c) KL_WUR;
+/* Set der/not_before/not_after/status (valid or pending) of a reserved row and append the audit
+ * entry, in one transaction. */
+kl_rc store_cert_commit(store *s, const char *serial_hex, const uint8_t *der, size_t der_len,
+                        const char *status, const char *actor, const char *audit_detail) KL_WUR;
+/* Mark a reservation "failed" (signing failed). */
+kl_rc store_cert_abandon(store *s, const char *serial_hex, const char *why) KL_WUR;
+kl_rc store_cert_get(store *s, const char *serial_hex, store_cert *out) KL_WUR; /* KL_ENOTFOUND */
+/* status NULL: all except reserved/failed. issuer NULL: any. Calls cb in issue order. */
+kl_rc store_cert_list(store *s, const char *status, const char *issuer, store_cert_cb cb,
+                      void *arg) KL_WUR;
+/* pending -> valid. KL_ENOTFOUND; KL_EPOLICY if not pending. Audit appended. */
+kl_rc store_cert_activate(store *s, const char *serial_hex, const char *actor) KL_WUR;
+/* Revoke: valid|pending -> revoked with reason and time; audit appended; KL_ENOTFOUND for an
+ * unknown serial; KL_EEXIST if already revoked. */
+kl_rc store_cert_revoke(store *s, const char *serial_hex, int reason, time_t when,
+                        const char *actor) KL_WUR;
+/* Certificates of `issuer` with status pending and created before `older_than`. */
+kl_rc store_cert_list_pending(store *s, time_t older_than, store_cert_cb cb, void *arg) KL_WUR;
+void store_cert_free(store_cert *c);
+
+/* Monotonic CRL number per issuer (returns the next, starting at 1). */
+kl_rc store_crl_number_next(store *s, const char *issuer, int64_t *out) KL_WUR;
+/* A counter that changes whenever a certificate of `issuer` is revoked (CRL cache key). */
+kl_rc store_revocation_epoch(store *s, const char *issuer, int64_t *out) KL_WUR;
+
+/* --- device inventory --- */
+kl_rc store_device_get(store *s, const char *device_id, store_device *out) KL_WUR;
+/* Insert or update. */
+kl_rc store_device_put(store *s, const store_device *d) KL_WUR;
+kl_rc store_device_list(store *s, store_device **out, size_t *n) KL_WUR;
+void store_device_free(store_device *d);
+
+/* --- audit log: append-only SHA-256 hash chain --- */
+kl_rc store_audit_append(store *s, const char *actor, const char *action, const char *detail)
+    KL_WUR;
+/* Recompute the chain. KL_OK when intact; KL_EPOLICY with "entry N: ..." naming the first
+ * edited, inserted or deleted entry. *count gets the number of entries checked. */
+kl_rc store_audit_verify(store *s, int64_t *count) KL_WUR;
+kl_rc store_audit_list(store *s, int64_t from_seq, store_audit **out, size_t *n) KL_WUR;
+void store_audit_free(store_audit *a);
+
+/* --- backend interface --- */
+struct store_ops {
+    const char *name;
+    kl_rc (*open)(store **out, const char *dsn);
+    void (*close)(store *s);
+    kl_rc (*ca_put)(store *s, const store_ca *ca);
+    kl_rc (*ca_get)(store *s, const char *label, store_ca *out);
+    kl_rc (*ca_list)(store *s, store_ca **out, size_t *n);
+    kl_rc (*cert_reserve)(store *s, const store_cert *c);
+    kl_rc (*cert_commit)(store *s, const char *serial, const uint8_t *der, size_t len,
+                         const char *status, const char *actor, const char *detail);
+    kl_rc (*cert_abandon)(store *s, const char *serial, const char *why);
+    kl_rc (*cert_get)(store *s, const char *serial, store_cert *out);
+    kl_rc (*cert_list)(store *s, const char *status, const char *issuer, store_cert_cb cb,
+                       void *arg);
+    kl_rc (*cert_activate)(store *s, const char *serial, const char *actor);
+    kl_rc (*cert_revoke)(store *s, const char *serial, int reason, time_t when,
+                         const char *actor);
+    kl_rc (*cert_list_pending)(store *s, time_t older_than, store_cert_cb cb, void *arg);
+    kl_rc (*crl_number_next)(store *s, const char *issuer, int64_t *out);
+    kl_rc (*revocation_epoch)(store *s, const char *issuer, int64_t *out);
+    kl_rc (*device_get)(store *s, const char *id, store_device *out);
+    kl_rc (*device_put)(store *s, const store_device *d);
+    kl_rc (*device_list)(store *s, store_device **out, size_t *n);
+    kl_rc (*audit_append)(store *s, const char *actor, const char *action, const char *detail);
+    kl_rc (*audit_verify)(store *s, int64_t *count);
+    kl_rc (*audit_list)(store *s, int64_t from, store_audit **out, size_t *n);
+};
+
+/* Every backend's store struct begins with this header. */
+struct store {
+    const struct store_ops *ops;
+};
+
+extern const struct store_ops store_sqlite_ops;
+
+#endif

@@ -1,0 +1,91 @@
+/* keyline: certificate templates (profiles) and the policy that applies them.
+ *
+ * A template is an INI file templates/<name>.tmpl (parsed with libinih); see
+ * docs/ca.md "Templates reference" for every key. A template fixes what goes into a
+ * certificate: allowed key types, subject rules, extensions, validity, path length, CRL DP and
+ * AIA. Extensions in a CSR are never copied: only the subjectAltName kinds the template allows
+ * are taken from a CSR, after validation; any other CSR extension is refused unless listed in
+ * `csr-extensions-ignored`. */
+#ifndef KL_TPL_H
+#define KL_TPL_H
+
+#include <openssl/x509.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "kl_err.h"
+
+#define TPL_MAX_ATTRS 16
+
+typedef enum { TPL_SUBJECT_FROM_CSR = 0, TPL_SUBJECT_FROM_REQUEST } tpl_subject_src;
+
+/* subjectAltName kinds a template may take from the CSR or build itself */
+#define TPL_SAN_DNS 0x1u
+#define TPL_SAN_IP 0x2u
+#define TPL_SAN_HMN 0x4u   /* RFC 4108 HardwareModuleName otherName, built from the hw serial */
+#define TPL_SAN_URI 0x8u
+#define TPL_SAN_EMAIL 0x10u
+
+typedef struct tpl {
+    char name[64];
+    char path[512];
+    int is_ca;           /* basicConstraints cA */
+    int path_len;        /* -1: no pathLenConstraint */
+    unsigned key_types;  /* bit (1u << hsm_key_type) per allowed key type */
+    int validity_days;   /* used when !validity_forever */
+    int validity_forever;/* notAfter = 99991231235959Z (IEEE 802.1AR) */
+    int backdate_secs;   /* notBefore = now - backdate */
+    tpl_subject_src subject_src;
+    int subject_required[TPL_MAX_ATTRS]; /* NIDs, 0-terminated */
+    int subject_allowed[TPL_MAX_ATTRS];  /* NIDs, 0-terminated; anything else refused */
+    int serial_number_from_device;       /* subject serialNumber must equal the device id */
+    uint32_t key_usage;                  /* X509v3_KU_* bits */
+    int key_usage_critical;
+    int eku[8];                          /* NIDs, 0-terminated */
+    unsigned san_from_csr;               /* TPL_SAN_* taken from the CSR after validation */
+    unsigned san_required;               /* TPL_SAN_* that must be present */
+    int san_hmn;                         /* build HardwareModuleName from the device id */
+    char hmn_type_oid[64];               /* hwType OID for HardwareModuleName */
+    int crl_dp;                          /* add CRLDistributionPoints (URL from config) */
+    int aia_ocsp;                        /* add AIA OCSP (URL from config) */
+    int aia_ca_issuers;                  /* add AIA caIssuers (URL from config) */
+    int ocsp_nocheck;                    /* id-pkix-ocsp-nocheck (OCSP signer) */
+    int csr_ext_ignored[8];              /* NIDs of CSR extensions tolerated (not copied) */
+    int max_csr_bytes;                   /* CSR DER larger than this is refused */
+} tpl;
+
+/* Load templates/<name>.tmpl from `dir`. `name` must match [a-z0-9-]+ (no paths).
+ * Errors: KL_ENOTFOUND "no template NAME in DIR"; KL_EINPUT "FILE:LINE: message". */
+kl_rc tpl_load(const char *dir, const char *name, tpl **out) KL_WUR;
+void tpl_free(tpl *t);
+
+/* Inputs to the policy step. Everything is borrowed. */
+typedef struct {
+    const tpl *t;
+    X509_REQ *csr;             /* signature already verified by the caller */
+    const char *device_id;     /* hardware serial (device-idevid), or NULL */
+    const X509_NAME *subject;  /* TPL_SUBJECT_FROM_REQUEST (ca create --subject), else NULL */
+    X509 *issuer_cert;         /* NULL: self-signed (root) */
+    const char *crl_url;       /* NULL/"" : none configured */
+    const char *ocsp_url;
+    const char *ca_issuers_url;
+    time_t now;
+} tpl_policy_in;
+
+/* Check the CSR against the template (key type/size, subject rules, CSR extensions, SAN
+ * validation, device id agreement) and build the unsigned certificate: version 3, the given
+ * serial, subject, issuer, validity (clamped inside the issuer's, error if it cannot fit),
+ * public key from the CSR, SKI, AKI, basicConstraints, keyUsage, EKU, SAN, CRL DP, AIA.
+ * KL_EPOLICY with a precise message when the CSR asks for what the template forbids. */
+kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509 **tbs_out)
+    KL_WUR;
+
+/* Lint an (unsigned or signed) certificate before signing, RFC 5280 basics and the
+ * template's own rules: serial positive, <= 20 octets, >= 64 bits of entropy space;
+ * SKI and AKI present (AKI = issuer SKI; AKI may be absent only on a self-signed root);
+ * validity inside the issuer's; keyUsage consistent with basicConstraints (keyCertSign iff
+ * cA); 802.1AR fields (serialNumber + HMN + 99991231235959Z) for templates that ask for them.
+ * KL_EINTERNAL with "lint: ..." on failure (a failing lint is a keyline bug or a bad template). */
+kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert) KL_WUR;
+
+#endif

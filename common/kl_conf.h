@@ -1,0 +1,38 @@
+/* keyline: INI configuration (keyline.conf), parsed with libinih.
+ *
+ * Sections and keys are kept as written (`[est.label acme]` is section "est.label acme").
+ * Inline `;` comments are stripped by inih. Relative paths are resolved against the directory
+ * of the config file by kl_conf_path(). The conf owns all strings it returns. */
+#ifndef KL_CONF_H
+#define KL_CONF_H
+
+#include <stddef.h>
+
+#include "kl_err.h"
+
+typedef struct kl_conf kl_conf;
+
+/* Errors: KL_ENOTFOUND (no file), KL_EINPUT ("file:line: message"). */
+kl_rc kl_conf_load(kl_conf **out, const char *path) KL_WUR;
+void kl_conf_free(kl_conf *c);
+/* NULL when absent. */
+const char *kl_conf_get(const kl_conf *c, const char *section, const char *key);
+const char *kl_conf_get_default(const kl_conf *c, const char *section, const char *key,
+                                const char *dflt);
+/* Integer value with range check; dflt when absent. KL_EINPUT when not a number in range. */
+kl_rc kl_conf_get_long(const kl_conf *c, const char *section, const char *key, long dflt,
+                       long min, long max, long *out) KL_WUR;
+/* Path value resolved against the config file's directory (caller frees). NULL when absent.
+ * Values that look like URIs (contain ":" before any "/", e.g. pkcs11:...) are returned as is. */
+char *kl_conf_path(const kl_conf *c, const char *section, const char *key);
+/* Resolve any relative path against the config directory (caller frees). */
+char *kl_conf_resolve(const kl_conf *c, const char *value);
+const char *kl_conf_dir(const kl_conf *c);
+const char *kl_conf_file(const kl_conf *c);
+/* Iterate section names (distinct, file order): returns NULL past the end. */
+const char *kl_conf_section(const kl_conf *c, size_t i);
+/* Build a conf in memory (tests, defaults): set/overwrite a value. */
+kl_rc kl_conf_set(kl_conf *c, const char *section, const char *key, const char *value) KL_WUR;
+kl_conf *kl_conf_new(const char *dir);
+
+#endif

@@ -1,0 +1,82 @@
+#include "kl_err.h"
+
+#include <openssl/err.h>
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local char kl_msg[1024];
+
+static void kl_vset(const char *fmt, va_list ap)
+{
+    vsnprintf(kl_msg, sizeof kl_msg, fmt, ap);
+}
+
+kl_rc kl_fail(kl_rc code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    kl_vset(fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+kl_rc kl_fail_ssl(kl_rc code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    kl_vset(fmt, ap);
+    va_end(ap);
+    unsigned long e = ERR_get_error();
+    if (e != 0) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof buf);
+        size_t n = strlen(kl_msg);
+        snprintf(kl_msg + n, sizeof kl_msg - n, " (%s)", buf);
+    }
+    ERR_clear_error();
+    return code;
+}
+
+kl_rc kl_wrap(kl_rc code, const char *fmt, ...)
+{
+    char prefix[512];
+    char old[sizeof kl_msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, kl_msg, sizeof old);
+    snprintf(kl_msg, sizeof kl_msg, "%s: %s", prefix, old);
+    return code;
+}
+
+const char *kl_errmsg(void)
+{
+    return kl_msg[0] ? kl_msg : "unknown error";
+}
+
+const char *kl_rc_name(kl_rc code)
+{
+    static const char *names[] = {"ok",     "usage",    "input",    "policy", "hsm",
+                                  "pin",    "locked",   "notfound", "exists", "auth",
+                                  "io",     "timeout",  "internal"};
+    if ((unsigned)code < sizeof names / sizeof names[0]) {
+        return names[code];
+    }
+    return "unknown";
+}
+
+int kl_rc_exit(kl_rc code)
+{
+    switch (code) {
+    case KL_OK: return 0;
+    case KL_EUSAGE: return 2;
+    case KL_EINPUT: return 3;
+    case KL_EPOLICY: return 4;
+    case KL_EHSM:
+    case KL_EPIN:
+    case KL_ELOCKED: return 5;
+    case KL_ENOTFOUND: return 6;
+    default: return 1;
+    }
+}

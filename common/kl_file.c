@@ -1,0 +1,119 @@
+#include "kl_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+kl_rc kl_file_read(const char *path, size_t cap, uint8_t **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    int fd = strcmp(path, "-") == 0 ? dup(0) : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return kl_fail(errno == ENOENT ? KL_ENOTFOUND : KL_EIO, "%s: %s", path, strerror(errno));
+    }
+    size_t alloc = 4096, n = 0;
+    uint8_t *p = malloc(alloc + 1);
+    kl_rc rc = KL_OK;
+    if (!p) {
+        close(fd);
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    for (;;) {
+        if (n == alloc) {
+            if (alloc > cap) {
+                rc = kl_fail(KL_EINPUT, "%s: larger than the limit of %zu bytes", path, cap);
+                break;
+            }
+            alloc *= 2;
+            uint8_t *q = realloc(p, alloc + 1);
+            if (!q) {
+                rc = kl_fail(KL_EINTERNAL, "out of memory");
+                break;
+            }
+            p = q;
+        }
+        ssize_t r = read(fd, p + n, alloc - n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            rc = kl_fail(KL_EIO, "%s: %s", path, strerror(errno));
+            break;
+        }
+        if (r == 0) {
+            break;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    if (rc == KL_OK && n > cap) {
+        rc = kl_fail(KL_EINPUT, "%s: larger than the limit of %zu bytes", path, cap);
+    }
+    if (rc != KL_OK) {
+        free(p);
+        return rc;
+    }
+    p[n] = 0;
+    *out = p;
+    *len = n;
+    return KL_OK;
+}
+
+static kl_rc kl_write_all(int fd, const void *data, size_t len, const char *path)
+{
+    const uint8_t *p = data;
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0) {
+            return kl_fail(KL_EIO, "%s: %s", path, strerror(errno));
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return KL_OK;
+}
+
+kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode)
+{
+    if (strcmp(path, "-") == 0) {
+        return kl_write_all(1, data, len, "stdout");
+    }
+    size_t n = strlen(path) + 16;
+    char *tmp = malloc(n);
+    if (!tmp) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    snprintf(tmp, n, "%s.tmpXXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        kl_rc rc = kl_fail(KL_EIO, "%s: cannot create: %s", path, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    kl_rc rc = kl_write_all(fd, data, len, path);
+    if (rc == KL_OK && fchmod(fd, mode) != 0) {
+        rc = kl_fail(KL_EIO, "%s: chmod: %s", path, strerror(errno));
+    }
+    if (rc == KL_OK && fsync(fd) != 0) {
+        rc = kl_fail(KL_EIO, "%s: fsync: %s", path, strerror(errno));
+    }
+    if (close(fd) != 0 && rc == KL_OK) {
+        rc = kl_fail(KL_EIO, "%s: close: %s", path, strerror(errno));
+    }
+    if (rc == KL_OK && rename(tmp, path) != 0) {
+        rc = kl_fail(KL_EIO, "%s: rename: %s", path, strerror(errno));
+    }
+    if (rc != KL_OK) {
+        unlink(tmp);
+    }
+    free(tmp);
+    return rc;
+}

@@ -1,0 +1,17 @@
+/* keyline: whole-file helpers. */
+#ifndef KL_FILE_H
+#define KL_FILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kl_err.h"
+
+/* Read a whole file (or "-" for stdin) into a malloc'd buffer (NUL-terminated, not counted),
+ * refusing files larger than `cap` bytes (KL_EINPUT). */
+kl_rc kl_file_read(const char *path, size_t cap, uint8_t **out, size_t *len) KL_WUR;
+/* Write atomically: temp file in the same directory, fsync, rename. The file appears whole or
+ * not at all. `mode` for the new file (e.g. 0644). "-" writes to stdout. */
+kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode) KL_WUR;
+
+#endif

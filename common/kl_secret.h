@@ -1,0 +1,27 @@
+/* keyline: secret (PIN, password) sources.
+ *
+ *   env:VAR     the value of environment variable VAR
+ *   file:PATH   the first line of PATH; the file must be mode 0600 or stricter
+ *   prompt      ask on the controlling terminal with echo off
+ *
+ * A secret never comes from argv. The returned kl_secret is wiped on kl_secret_free(). */
+#ifndef KL_SECRET_H
+#define KL_SECRET_H
+
+#include <stddef.h>
+
+#include "kl_err.h"
+
+typedef struct {
+    char value[256]; /* NUL-terminated */
+    size_t len;
+} kl_secret;
+
+/* `spec` as above; `base_dir` resolves a relative file: path (may be NULL). `what` names the
+ * secret in messages and in the prompt ("token PIN"). Errors: KL_EUSAGE (bad spec),
+ * KL_ENOTFOUND (unset variable, missing file), KL_EPOLICY (file mode too open), KL_EIO. */
+kl_rc kl_secret_read(kl_secret *out, const char *spec, const char *base_dir, const char *what)
+    KL_WUR;
+void kl_secret_free(kl_secret *s);
+
+#endif

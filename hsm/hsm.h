@@ -1,0 +1,73 @@
+/* keyline: the only code that speaks PKCS#11 (through libp11, plus the module's own function
+ * list for what libp11 lacks, such as key generation with explicit attributes).
+ *
+ * Tokens and keys are named by RFC 7512 URIs: the token by `pkcs11:token=LABEL` (also
+ * `serial=`, `manufacturer=`, `model=`), a key by its CKA_LABEL (`object=` in a URI).
+ * Keys handed out as EVP_PKEY sign inside the token and can be used from several threads at
+ * once (libp11 keeps a session pool per slot).
+ *
+ * Ownership: hsm_ctx owns the module and the login; EVP_PKEYs returned are the caller's
+ * (EVP_PKEY_free), but must not outlive the hsm_ctx. */
+#ifndef KL_HSM_H
+#define KL_HSM_H
+
+#include <openssl/evp.h>
+#include <stddef.h>
+
+#include "kl_err.h"
+
+typedef struct hsm_ctx hsm_ctx;
+
+typedef enum {
+    HSM_KEY_EC_P256 = 0,
+    HSM_KEY_EC_P384,
+    HSM_KEY_RSA_3072,
+    HSM_KEY_ED25519, /* refused: libp11 0.4.12 cannot see any key on a token holding one */
+    HSM_KEY__COUNT
+} hsm_key_type;
+
+/* "ec-p256", "ec-p384", "rsa-3072", "ed25519" <-> enum. Returns -1 for unknown names. */
+int hsm_key_type_from_name(const char *name);
+const char *hsm_key_type_name(hsm_key_type t);
+/* Type of any public/private key (software or token); -1 when none of ours. */
+int hsm_key_type_of(const EVP_PKEY *k);
+
+/* Load `module` (path to the PKCS#11 .so), find the token named by `token_uri` (RFC 7512
+ * pkcs11: URI; attributes other than token/serial/manufacturer/model are ignored here), log in
+ * as user with `pin` (may be NULL: no login, public objects only).
+ * Errors, each with a distinct message:
+ *   KL_ENOTFOUND "PKCS#11 module ... cannot be loaded" / "no token matches pkcs11:..."
+ *   KL_EPIN      "wrong PIN (CKR_PIN_INCORRECT)"
+ *   KL_ELOCKED   "PIN locked (CKR_PIN_LOCKED)"
+ *   KL_EUSAGE    malformed URI
+ *   KL_EHSM      other CKR_* with its name */
+kl_rc hsm_open(hsm_ctx **out, const char *module, const char *token_uri, const char *pin) KL_WUR;
+void hsm_close(hsm_ctx *h);
+
+/* Generate a key pair inside the token: token objects, private key CKA_SENSITIVE=TRUE,
+ * CKA_EXTRACTABLE=FALSE, CKA_PRIVATE=TRUE, CKA_SIGN=TRUE; CKA_LABEL = label on both halves and
+ * a fresh random CKA_ID. KL_EEXIST if a key with that label exists; KL_EPOLICY for ed25519.
+ * Serialised internally (SoftHSM wants key generation serialised). *pub_out gets the public
+ * key as a software EVP_PKEY (may pass NULL). */
+kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKEY **pub_out)
+    KL_WUR;
+
+/* Find the private key with CKA_LABEL = label (a bare label or a pkcs11:...;object=L URI) and
+ * return an EVP_PKEY that signs in the token. KL_ENOTFOUND "no key labelled L on token T". */
+kl_rc hsm_key_load(hsm_ctx *h, const char *label, EVP_PKEY **priv_out) KL_WUR;
+
+/* Return the public half of the key labelled `label` as a software EVP_PKEY. */
+kl_rc hsm_key_public(hsm_ctx *h, const char *label, EVP_PKEY **pub_out) KL_WUR;
+
+/* Token label (for messages, audit). */
+const char *hsm_token_label(const hsm_ctx *h);
+
+/* Parse an RFC 7512 URI into the attributes we use (percent-decoded). Any may be NULL-filled.
+ * Caller frees the strings. KL_EUSAGE when it is not a pkcs11: URI. Exposed for tests. */
+typedef struct {
+    char *token, *serial, *manufacturer, *model, *object, *pin_source, *module_path;
+} hsm_uri;
+kl_rc hsm_uri_parse(const char *uri, hsm_uri *out) KL_WUR;
+void hsm_uri_free(hsm_uri *u);
+
+#endif
