@@ -92,6 +92,9 @@ kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor) K
 kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert) KL_WUR;
 
 /* Helpers shared by the front ends. */
+/* User serial input (colons, lower case, 0x prefix, leading zeros) -> the store's upper-case
+ * hex. KL_EUSAGE when not hexadecimal. */
+kl_rc ca_serial_normalise(const char *in, char *out, size_t outlen) KL_WUR;
 char *ca_serial_hex(const ASN1_INTEGER *serial); /* OPENSSL_free */
 /* Parse PEM or DER CSR bytes into DER (caller frees with OPENSSL_free). KL_EINPUT. */
 kl_rc ca_csr_to_der(const uint8_t *in, size_t len, uint8_t **der, size_t *der_len) KL_WUR;

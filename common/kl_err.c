@@ -46,7 +46,16 @@ kl_rc kl_wrap(kl_rc code, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, kl_msg, sizeof old);
-    snprintf(kl_msg, sizeof kl_msg, "%s: %s", prefix, old);
+    size_t n = strlen(prefix);
+    if (n > sizeof kl_msg - 3) {
+        n = sizeof kl_msg - 3;
+    }
+    memcpy(kl_msg, prefix, n);
+    kl_msg[n++] = ':';
+    kl_msg[n++] = ' ';
+    size_t rest = strnlen(old, sizeof kl_msg - n - 1);
+    memcpy(kl_msg + n, old, rest);
+    kl_msg[n + rest] = 0;
     return code;
 }
 

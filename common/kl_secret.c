@@ -117,6 +117,6 @@ kl_rc kl_secret_read(kl_secret *out, const char *spec, const char *base_dir, con
     if (strcmp(spec, "prompt") == 0) {
         return kl_secret_prompt(out, what);
     }
-    return kl_fail(KL_EUSAGE, "%s: unknown source '%.40s' (use env:VAR, file:PATH or prompt)",
-                   what, spec);
+    /* Do not echo the value: it may be a PIN typed where a source belongs. */
+    return kl_fail(KL_EUSAGE, "%s: unknown source (use env:VAR, file:PATH or prompt)", what);
 }

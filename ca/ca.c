@@ -1,0 +1,681 @@
+/* keyline: CA context, caches and the one issuance pipeline (ca_issue). */
+#include <ctype.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ca_internal.h"
+#include "kl_secret.h"
+
+#ifndef KEYLINE_DEFAULT_TEMPLATES
+#define KEYLINE_DEFAULT_TEMPLATES "/usr/share/keyline/templates"
+#endif
+
+#define CA_CSR_HARD_MAX (64 * 1024)
+#define CA_SERIAL_BYTES 16
+#define CA_SERIAL_TRIES 8
+
+static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
+{
+    kl_rc rc = KL_OK;
+    ca_ctx *ca = calloc(1, sizeof *ca);
+    char *store_path = NULL;
+    kl_secret pin;
+    memset(&pin, 0, sizeof pin);
+    *out = NULL;
+    ENSURE(ca, KL_EINTERNAL, "out of memory");
+    pthread_mutex_init(&ca->mu, NULL);
+    ca->conf = conf;
+
+    store_path = kl_conf_path(conf, "store", "path");
+    ENSURE(store_path, KL_EUSAGE, "%s: [store] path is not set", kl_conf_file(conf));
+    TRY(store_open(&ca->st, store_path));
+
+    ca->tpl_dir = kl_conf_path(conf, "ca", "templates");
+    if (!ca->tpl_dir) {
+        ca->tpl_dir = strdup(KEYLINE_DEFAULT_TEMPLATES);
+    }
+    const char *v;
+    if ((v = kl_conf_get(conf, "ca", "crl-url")) && *v) {
+        ca->crl_url = strdup(v);
+    }
+    if ((v = kl_conf_get(conf, "ca", "ocsp-url")) && *v) {
+        ca->ocsp_url = strdup(v);
+    }
+    if ((v = kl_conf_get(conf, "ca", "ca-issuers-url")) && *v) {
+        ca->ca_issuers_url = strdup(v);
+    }
+    TRY(kl_conf_get_long(conf, "ca", "crl-days", 7, 1, 3650, &ca->crl_days));
+
+    if (with_hsm) {
+        const char *module = kl_conf_get(conf, "hsm", "module");
+        const char *token = kl_conf_get(conf, "hsm", "token");
+        ENSURE(module && *module, KL_EUSAGE, "%s: [hsm] module is not set", kl_conf_file(conf));
+        ENSURE(token && *token, KL_EUSAGE, "%s: [hsm] token is not set", kl_conf_file(conf));
+        /* SoftHSM finds its token directory through SOFTHSM2_CONF; letting keyline.conf name
+         * it keeps a state folder self-contained (scripts/demo). */
+        char *shc = kl_conf_path(conf, "hsm", "softhsm2-conf");
+        if (shc) {
+            setenv("SOFTHSM2_CONF", shc, 1);
+            free(shc);
+        }
+        TRY(kl_secret_read(&pin, kl_conf_get(conf, "hsm", "pin"), kl_conf_dir(conf),
+                           "token PIN"));
+        TRY(hsm_open(&ca->hsm, module, token, pin.value));
+    }
+    *out = ca;
+    ca = NULL;
+out:
+    kl_secret_free(&pin);
+    free(store_path);
+    ca_close(ca);
+    return rc;
+}
+
+kl_rc ca_open(ca_ctx **out, const kl_conf *conf)
+{
+    return ca_open_common(out, conf, 1);
+}
+
+kl_rc ca_open_nohsm(ca_ctx **out, const kl_conf *conf)
+{
+    return ca_open_common(out, conf, 0);
+}
+
+void ca_close(ca_ctx *ca)
+{
+    if (!ca) {
+        return;
+    }
+    for (size_t i = 0; i < ca->ncas; i++) {
+        free(ca->cas[i].label);
+        X509_free(ca->cas[i].cert);
+        EVP_PKEY_free(ca->cas[i].key);
+    }
+    for (size_t i = 0; i < ca->ntpls; i++) {
+        tpl_free(ca->tpls[i]);
+    }
+    if (ca->st) {
+        store_close(ca->st);
+    }
+    if (ca->hsm) {
+        hsm_close(ca->hsm);
+    }
+    free(ca->tpl_dir);
+    free(ca->crl_url);
+    free(ca->ocsp_url);
+    free(ca->ca_issuers_url);
+    pthread_mutex_destroy(&ca->mu);
+    free(ca);
+}
+
+store *ca_store(ca_ctx *ca)
+{
+    return ca->st;
+}
+
+hsm_ctx *ca_hsm(ca_ctx *ca)
+{
+    return ca->hsm;
+}
+
+const kl_conf *ca_conf(ca_ctx *ca)
+{
+    return ca->conf;
+}
+
+const EVP_MD *ca_sign_md(const EVP_PKEY *key)
+{
+    if (EVP_PKEY_get_base_id(key) == EVP_PKEY_EC && EVP_PKEY_get_bits(key) > 256) {
+        return EVP_sha384();
+    }
+    return EVP_sha256();
+}
+
+static X509 *ca_der_to_x509(const uint8_t *der, size_t len)
+{
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    if (x && p != der + len) {
+        X509_free(x);
+        x = NULL;
+    }
+    return x;
+}
+
+kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry **out)
+{
+    kl_rc rc = KL_OK;
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    pthread_mutex_lock(&ca->mu);
+    ca_entry *e = NULL;
+    for (size_t i = 0; i < ca->ncas; i++) {
+        if (strcmp(ca->cas[i].label, label) == 0) {
+            e = &ca->cas[i];
+            break;
+        }
+    }
+    if (!e) {
+        ENSURE(ca->ncas < CA_CACHE_MAX, KL_EINTERNAL, "too many CAs in one process");
+        rc = store_ca_get(ca->st, label, &rec);
+        if (rc == KL_ENOTFOUND) {
+            rc = kl_fail(KL_ENOTFOUND, "no CA labelled '%s' (see keyline-ca ca list)", label);
+        }
+        TRY(rc);
+        X509 *x = ca_der_to_x509(rec.der, rec.der_len);
+        ENSURE(x, KL_EINPUT, "CA '%s': stored certificate does not parse", label);
+        e = &ca->cas[ca->ncas];
+        e->label = strdup(label);
+        e->cert = x;
+        e->key = NULL;
+        ENSURE(e->label, KL_EINTERNAL, "out of memory");
+        ca->ncas++;
+    }
+    if (want_key && !e->key) {
+        ENSURE(ca->hsm, KL_EUSAGE, "signing with CA '%s' needs the token", label);
+        TRY(hsm_key_load(ca->hsm, label, &e->key));
+    }
+    *out = e;
+out:
+    pthread_mutex_unlock(&ca->mu);
+    store_ca_free(&rec);
+    return rc;
+}
+
+kl_rc ca_tpl_get(ca_ctx *ca, const char *name, const tpl **out)
+{
+    kl_rc rc = KL_OK;
+    pthread_mutex_lock(&ca->mu);
+    for (size_t i = 0; i < ca->ntpls; i++) {
+        if (strcmp(ca->tpls[i]->name, name) == 0) {
+            *out = ca->tpls[i];
+            goto out;
+        }
+    }
+    ENSURE(ca->ntpls < CA_CACHE_MAX, KL_EINTERNAL, "too many templates in one process");
+    tpl *t = NULL;
+    TRY(tpl_load(ca->tpl_dir, name, &t));
+    ca->tpls[ca->ntpls++] = t;
+    *out = t;
+out:
+    pthread_mutex_unlock(&ca->mu);
+    return rc;
+}
+
+char *ca_serial_hex(const ASN1_INTEGER *serial)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
+    char *hex = bn ? BN_bn2hex(bn) : NULL;
+    BN_free(bn);
+    return hex;
+}
+
+kl_rc ca_serial_normalise(const char *in, char *out, size_t outlen)
+{
+    size_t n = 0;
+    if (in[0] == '0' && (in[1] == 'x' || in[1] == 'X')) {
+        in += 2;
+    }
+    for (; *in; in++) {
+        if (*in == ':' || *in == ' ') {
+            continue;
+        }
+        if (!isxdigit((unsigned char)*in)) {
+            return kl_fail(KL_EUSAGE, "serial must be hexadecimal (like 4F3A...)");
+        }
+        if (n == 0 && *in == '0') {
+            continue; /* BN_bn2hex has no leading zeros */
+        }
+        if (n + 1 >= outlen) {
+            return kl_fail(KL_EUSAGE, "serial too long (at most 20 octets)");
+        }
+        out[n++] = (char)toupper((unsigned char)*in);
+    }
+    if (n == 0) {
+        return kl_fail(KL_EUSAGE, "serial must be a non-zero hexadecimal number");
+    }
+    out[n] = 0;
+    return KL_OK;
+}
+
+kl_rc ca_csr_to_der(const uint8_t *in, size_t len, uint8_t **der, size_t *der_len)
+{
+    *der = NULL;
+    *der_len = 0;
+    X509_REQ *req = NULL;
+    if (len > CA_CSR_HARD_MAX) {
+        return kl_fail(KL_EINPUT, "CSR larger than %d bytes", CA_CSR_HARD_MAX);
+    }
+    if (len >= 10 && memmem(in, len, "-----BEGIN", 10)) {
+        BIO *b = BIO_new_mem_buf(in, (int)len);
+        req = b ? PEM_read_bio_X509_REQ(b, NULL, NULL, NULL) : NULL;
+        BIO_free(b);
+    } else {
+        const unsigned char *p = in;
+        req = d2i_X509_REQ(NULL, &p, (long)len);
+        if (req && p != in + len) {
+            X509_REQ_free(req);
+            req = NULL;
+        }
+    }
+    if (!req) {
+        return kl_fail_ssl(KL_EINPUT, "not a PKCS#10 certificate request (PEM or DER)");
+    }
+    unsigned char *out = NULL;
+    int n = i2d_X509_REQ(req, &out);
+    X509_REQ_free(req);
+    if (n <= 0) {
+        return kl_fail_ssl(KL_EINPUT, "cannot re-encode the CSR");
+    }
+    *der = out;
+    *der_len = (size_t)n;
+    return KL_OK;
+}
+
+/* Serial: 16 octets, positive, first octet in 0x40..0x7f so the encoding is always exactly 16
+ * octets (RFC 5280 4.1.2.2: positive, <= 20 octets; CA/B BR: >= 64 bits from a CSPRNG). */
+static kl_rc ca_serial_new(ASN1_INTEGER **out)
+{
+    uint8_t raw[CA_SERIAL_BYTES];
+    if (RAND_bytes(raw, sizeof raw) != 1) {
+        return kl_fail_ssl(KL_EINTERNAL, "random generator failed");
+    }
+    raw[0] = (uint8_t)((raw[0] & 0x3f) | 0x40);
+    BIGNUM *bn = BN_bin2bn(raw, sizeof raw, NULL);
+    OPENSSL_cleanse(raw, sizeof raw);
+    ASN1_INTEGER *ai = bn ? BN_to_ASN1_INTEGER(bn, NULL) : NULL;
+    BN_free(bn);
+    if (!ai) {
+        return kl_fail_ssl(KL_EINTERNAL, "cannot make a serial number");
+    }
+    *out = ai;
+    return KL_OK;
+}
+
+/* Internal issuance request: the public one plus what only ca_create may set. */
+typedef struct {
+    const ca_issue_req *req;
+    const X509_NAME *subject; /* subject from the request (ca create) */
+    EVP_PKEY *self_key;       /* self-signed: the new CA's own key */
+    const char *self_label;
+} ca_issue_in;
+
+static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
+{
+    kl_rc rc = KL_OK;
+    const ca_issue_req *req = in->req;
+    X509_REQ *csr = NULL;
+    X509 *cert = NULL;
+    ASN1_INTEGER *serial = NULL;
+    EVP_PKEY *csr_key = NULL;
+    char *serial_hex = NULL, *subject_txt = NULL;
+    int reserved = 0;
+    const tpl *t = NULL;
+    const ca_entry *issuer = NULL;
+    EVP_PKEY *sign_key = NULL;
+    const char *issuer_label = in->self_key ? in->self_label : req->issuer;
+    *cert_out = NULL;
+
+    ENSURE(ca->hsm, KL_EUSAGE, "issuing needs the token");
+    ENSURE(req->csr_der && req->csr_len > 0, KL_EINPUT, "empty CSR");
+    ENSURE(req->csr_len <= CA_CSR_HARD_MAX, KL_EINPUT, "CSR larger than %d bytes",
+           CA_CSR_HARD_MAX);
+    ENSURE(issuer_label && *issuer_label, KL_EUSAGE, "no issuer given");
+    ENSURE(req->template_name && *req->template_name, KL_EUSAGE, "no template given");
+    TRY(ca_tpl_get(ca, req->template_name, &t));
+    ENSURE(t->max_csr_bytes <= 0 || req->csr_len <= (size_t)t->max_csr_bytes, KL_EPOLICY,
+           "CSR of %zu bytes exceeds template %s's limit of %d", req->csr_len, t->name,
+           t->max_csr_bytes);
+
+    /* 1. Parse the CSR and check proof of possession. */
+    const unsigned char *p = req->csr_der;
+    csr = d2i_X509_REQ(NULL, &p, (long)req->csr_len);
+    ENSURE_SSL(csr && p == req->csr_der + req->csr_len, KL_EINPUT,
+               "CSR is not valid DER PKCS#10");
+    csr_key = X509_REQ_get_pubkey(csr);
+    ENSURE_SSL(csr_key, KL_EINPUT, "CSR public key cannot be decoded");
+    ENSURE_SSL(X509_REQ_verify(csr, csr_key) == 1, KL_EINPUT,
+               "CSR signature does not verify (no proof of possession)");
+
+    /* 2. Issuer and signing key. */
+    if (in->self_key) {
+        sign_key = in->self_key;
+    } else {
+        TRY(ca_entry_get(ca, req->issuer, 1, &issuer));
+        sign_key = issuer->key;
+        time_t now = time(NULL);
+        ENSURE(X509_cmp_time(X509_get0_notAfter(issuer->cert), &now) > 0, KL_EPOLICY,
+               "CA '%s' has expired", req->issuer);
+    }
+
+    /* 3. Policy + build, then lint, before anything is recorded. */
+    TRY(ca_serial_new(&serial));
+    tpl_policy_in pin = {
+        .t = t,
+        .csr = csr,
+        .device_id = req->device_id,
+        .subject = in->subject,
+        .issuer_cert = issuer ? issuer->cert : NULL,
+        .crl_url = ca->crl_url,
+        .ocsp_url = ca->ocsp_url,
+        .ca_issuers_url = ca->ca_issuers_url,
+        .now = time(NULL),
+        .issuer_label = issuer_label,
+    };
+    TRY(tpl_policy_build(&pin, serial, &cert));
+    TRY(tpl_lint(t, cert, issuer ? issuer->cert : NULL));
+
+    /* 4. Reserve the serial: unique by store constraint; a clash draws a new one. */
+    subject_txt = calloc(1, 1024);
+    ENSURE(subject_txt, KL_EINTERNAL, "out of memory");
+    {
+        BIO *b = BIO_new(BIO_s_mem());
+        ENSURE(b, KL_EINTERNAL, "out of memory");
+        X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+        int n = BIO_read(b, subject_txt, 1023);
+        subject_txt[n > 0 ? n : 0] = 0;
+        BIO_free(b);
+    }
+    for (int tries = 0;; tries++) {
+        serial_hex = ca_serial_hex(X509_get0_serialNumber(cert));
+        ENSURE(serial_hex, KL_EINTERNAL, "out of memory");
+        store_cert rec = {
+            .serial_hex = serial_hex,
+            .issuer = (char *)issuer_label,
+            .subject = subject_txt,
+            .template_name = (char *)t->name,
+            .device_id = (char *)req->device_id,
+            .status = STORE_ST_RESERVED,
+            .revoke_reason = -1,
+        };
+        rc = store_cert_reserve(ca->st, &rec);
+        if (rc != KL_EEXIST || tries + 1 >= CA_SERIAL_TRIES) {
+            break;
+        }
+        OPENSSL_free(serial_hex);
+        serial_hex = NULL;
+        ASN1_INTEGER_free(serial);
+        serial = NULL;
+        TRY(ca_serial_new(&serial));
+        ENSURE_SSL(X509_set_serialNumber(cert, serial) == 1, KL_EINTERNAL, "set serial");
+    }
+    TRY(rc);
+    reserved = 1;
+
+    /* 5. Sign in the HSM and check the result with the issuer's public key. */
+    ENSURE_SSL(X509_sign(cert, sign_key, ca_sign_md(sign_key)) > 0, KL_EHSM,
+               "signing in the HSM failed");
+    {
+        EVP_PKEY *ipub = issuer ? X509_get0_pubkey(issuer->cert) : csr_key;
+        ENSURE_SSL(X509_verify(cert, ipub) == 1, KL_EHSM,
+                   "HSM produced a signature that does not verify");
+    }
+
+    /* 6. Record certificate + audit entry in one transaction, then release. */
+    {
+        unsigned char *der = NULL;
+        int dlen = i2d_X509(cert, &der);
+        ENSURE_SSL(dlen > 0, KL_EINTERNAL, "cannot encode certificate");
+        char detail[1536];
+        snprintf(detail, sizeof detail, "serial=%s issuer=%s template=%s subject=%s%s%s", serial_hex,
+                 issuer_label, t->name, subject_txt, req->device_id ? " device=" : "",
+                 req->device_id ? req->device_id : "");
+        rc = store_cert_commit(ca->st, serial_hex, der, (size_t)dlen,
+                               req->pending ? STORE_ST_PENDING : STORE_ST_VALID,
+                               req->actor ? req->actor : "unknown", detail);
+        OPENSSL_free(der);
+        TRY(rc);
+        reserved = 0;
+    }
+    *cert_out = cert;
+    cert = NULL;
+out:
+    if (reserved) {
+        char why[300];
+        snprintf(why, sizeof why, "%s", kl_errmsg());
+        if (store_cert_abandon(ca->st, serial_hex, why) != KL_OK) {
+            /* keep the original error; the reservation stays "reserved", never reused */
+        }
+        kl_fail(rc, "%s", why);
+    }
+    X509_REQ_free(csr);
+    X509_free(cert);
+    EVP_PKEY_free(csr_key);
+    ASN1_INTEGER_free(serial);
+    OPENSSL_free(serial_hex);
+    free(subject_txt);
+    return rc;
+}
+
+kl_rc ca_issue(ca_ctx *ca, const ca_issue_req *req, X509 **cert_out)
+{
+    ca_issue_in in = {.req = req};
+    return ca_issue_run(ca, &in, cert_out);
+}
+
+/* "CN=Root CA,O=Acme" (RFC 4514 order: most specific first) -> X509_NAME. Backslash escapes
+ * a comma, plus, equals or backslash. */
+static kl_rc ca_name_parse(const char *s, X509_NAME **out)
+{
+    kl_rc rc = KL_OK;
+    char *parts[32];
+    size_t np = 0;
+    X509_NAME *name = X509_NAME_new();
+    char *buf = calloc(1, strlen(s) + 1);
+    ENSURE(name && buf, KL_EINTERNAL, "out of memory");
+    char *w = buf;
+    parts[np++] = w;
+    for (const char *r = s; *r; r++) {
+        if (*r == '\\' && r[1]) {
+            *w++ = *++r;
+        } else if (*r == ',') {
+            *w++ = 0;
+            ENSURE(np < 32, KL_EUSAGE, "subject has too many attributes");
+            parts[np++] = w;
+        } else if (*r == '+') {
+            ENSURE(0, KL_EUSAGE, "subject: multi-valued RDNs ('+') are not supported");
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = 0;
+    for (size_t i = np; i-- > 0;) {
+        char *a = parts[i];
+        while (*a == ' ') {
+            a++;
+        }
+        char *eq = strchr(a, '=');
+        ENSURE(eq && eq != a && eq[1], KL_EUSAGE,
+               "subject: '%s' is not attribute=value (like \"CN=Root CA,O=Acme\")", a);
+        *eq = 0;
+        int nid = OBJ_txt2nid(a);
+        ENSURE(nid != NID_undef, KL_EUSAGE, "subject: unknown attribute '%s'", a);
+        int type = (nid == NID_countryName || nid == NID_serialNumber) ? V_ASN1_PRINTABLESTRING
+                                                                       : MBSTRING_UTF8;
+        ENSURE_SSL(X509_NAME_add_entry_by_NID(name, nid, type, (unsigned char *)eq + 1, -1, -1,
+                                              0) == 1,
+                   KL_EUSAGE, "subject: bad value for %s", a);
+    }
+    ENSURE(X509_NAME_entry_count(name) > 0, KL_EUSAGE, "subject is empty");
+    *out = name;
+    name = NULL;
+out:
+    X509_NAME_free(name);
+    free(buf);
+    return rc;
+}
+
+kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const char *subject,
+                hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out)
+{
+    kl_rc rc = KL_OK;
+    store_ca existing, rec;
+    memset(&existing, 0, sizeof existing);
+    memset(&rec, 0, sizeof rec);
+    X509_NAME *name = NULL;
+    EVP_PKEY *pub = NULL, *priv = NULL;
+    X509_REQ *csr = NULL;
+    X509 *cert = NULL;
+    unsigned char *csr_der = NULL, *cert_der = NULL;
+    *cert_out = NULL;
+
+    ENSURE(ca->hsm, KL_EUSAGE, "creating a CA needs the token");
+    ENSURE(label && *label && strlen(label) < 64 && strspn(label,
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == strlen(label),
+           KL_EUSAGE, "CA label must be 1-63 characters of [A-Za-z0-9._-]");
+    rc = store_ca_get(ca->st, label, &existing);
+    if (rc == KL_OK) {
+        rc = kl_fail(KL_EEXIST, "a CA labelled '%s' already exists", label);
+        goto out;
+    }
+    ENSURE(rc == KL_ENOTFOUND, rc, "%s", kl_errmsg());
+    rc = KL_OK;
+    const tpl *t = NULL;
+    TRY(ca_tpl_get(ca, template_name, &t));
+    ENSURE(t->is_ca || strcmp(t->name, "ocsp-signer") == 0, KL_EPOLICY,
+           "template %s is not a CA template", t->name);
+    ENSURE(issuer || t->is_ca, KL_EPOLICY, "only a CA can be self-signed");
+    ENSURE(t->key_types & (1u << kt), KL_EPOLICY, "key type %s not allowed by template %s",
+           hsm_key_type_name(kt), t->name);
+    TRY(ca_name_parse(subject, &name));
+    if (issuer) {
+        const ca_entry *ie = NULL;
+        TRY(ca_entry_get(ca, issuer, 1, &ie));
+    }
+
+    /* The key is born in the token; the CSR it signs proves the token holds it. */
+    TRY(hsm_key_generate(ca->hsm, label, kt, &pub));
+    TRY(hsm_key_load(ca->hsm, label, &priv));
+    csr = X509_REQ_new();
+    ENSURE(csr, KL_EINTERNAL, "out of memory");
+    ENSURE_SSL(X509_REQ_set_version(csr, 0) == 1 && X509_REQ_set_subject_name(csr, name) == 1 &&
+                   X509_REQ_set_pubkey(csr, pub) == 1,
+               KL_EINTERNAL, "cannot build CA request");
+    ENSURE_SSL(X509_REQ_sign(csr, priv, ca_sign_md(priv)) > 0, KL_EHSM,
+               "signing the CA request in the HSM failed");
+    int clen = i2d_X509_REQ(csr, &csr_der);
+    ENSURE_SSL(clen > 0, KL_EINTERNAL, "cannot encode CA request");
+
+    ca_issue_req req = {
+        .issuer = issuer,
+        .template_name = template_name,
+        .csr_der = csr_der,
+        .csr_len = (size_t)clen,
+        .actor = actor,
+    };
+    ca_issue_in in = {.req = &req, .subject = name, .self_key = issuer ? NULL : priv,
+                      .self_label = label};
+    TRY(ca_issue_run(ca, &in, &cert));
+
+    int dlen = i2d_X509(cert, &cert_der);
+    ENSURE_SSL(dlen > 0, KL_EINTERNAL, "cannot encode certificate");
+    rec.label = (char *)label;
+    rec.template_name = (char *)template_name;
+    rec.parent = (char *)issuer;
+    rec.key_type = (char *)hsm_key_type_name(kt);
+    rec.der = cert_der;
+    rec.der_len = (size_t)dlen;
+    rec.status = "active";
+    rec.created = time(NULL);
+    TRY(store_ca_put(ca->st, &rec));
+    *cert_out = cert;
+    cert = NULL;
+out:
+    store_ca_free(&existing);
+    X509_NAME_free(name);
+    EVP_PKEY_free(pub);
+    EVP_PKEY_free(priv);
+    X509_REQ_free(csr);
+    X509_free(cert);
+    OPENSSL_free(csr_der);
+    OPENSSL_free(cert_der);
+    return rc;
+}
+
+kl_rc ca_cert(ca_ctx *ca, const char *label, X509 **out)
+{
+    const ca_entry *e = NULL;
+    kl_rc rc = ca_entry_get(ca, label, 0, &e);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    X509_up_ref(e->cert);
+    *out = e->cert;
+    return KL_OK;
+}
+
+kl_rc ca_chain(ca_ctx *ca, const char *label, STACK_OF(X509) **out)
+{
+    kl_rc rc = KL_OK;
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    char cur[128];
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    ENSURE(sk, KL_EINTERNAL, "out of memory");
+    snprintf(cur, sizeof cur, "%s", label);
+    for (int depth = 0;; depth++) {
+        ENSURE(depth < 16, KL_EINPUT, "CA chain of '%s' is too deep or loops", label);
+        const ca_entry *e = NULL;
+        TRY(ca_entry_get(ca, cur, 0, &e));
+        X509_up_ref(e->cert);
+        sk_X509_push(sk, e->cert);
+        TRY(store_ca_get(ca->st, cur, &rec));
+        if (!rec.parent || !*rec.parent) {
+            break;
+        }
+        snprintf(cur, sizeof cur, "%s", rec.parent);
+        store_ca_free(&rec);
+        memset(&rec, 0, sizeof rec);
+    }
+    *out = sk;
+    sk = NULL;
+out:
+    store_ca_free(&rec);
+    sk_X509_pop_free(sk, X509_free);
+    return rc;
+}
+
+kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) **out)
+{
+    kl_rc rc = KL_OK;
+    store_ca *list = NULL;
+    size_t n = 0;
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    ENSURE(sk, KL_EINTERNAL, "out of memory");
+    TRY(store_ca_list(ca->st, &list, &n));
+    for (size_t i = 0; i < n; i++) {
+        size_t ll = strlen(list[i].label);
+        if (ll > 5 && strcmp(list[i].label + ll - 5, ".ocsp") == 0) {
+            continue; /* delegated OCSP signers are not CAs */
+        }
+        X509 *x = ca_der_to_x509(list[i].der, list[i].der_len);
+        ENSURE(x, KL_EINPUT, "CA '%s': stored certificate does not parse", list[i].label);
+        sk_X509_push(sk, x);
+    }
+    *out = sk;
+    sk = NULL;
+out:
+    for (size_t i = 0; i < n; i++) {
+        store_ca_free(&list[i]);
+    }
+    free(list);
+    sk_X509_pop_free(sk, X509_free);
+    return rc;
+}
+
+kl_rc ca_activate(ca_ctx *ca, const char *serial_hex, const char *actor)
+{
+    char norm[64];
+    kl_rc rc = ca_serial_normalise(serial_hex, norm, sizeof norm);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    return store_cert_activate(ca->st, norm, actor ? actor : "unknown");
+}

@@ -1,0 +1,338 @@
+/* keyline: revocation, CRLs, OCSP responses and certificate status, one implementation for
+ * the CLI and the servers. */
+#include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ca_internal.h"
+
+/* RFC 5280 5.3.1 CRLReason names (value 7 is not used). */
+static const char *const ca_reasons[] = {
+    "unspecified",          "keyCompromise", "cACompromise", "affiliationChanged",
+    "superseded",           "cessationOfOperation", "certificateHold", NULL,
+    "removeFromCRL",        "privilegeWithdrawn", "aACompromise",
+};
+#define CA_NREASONS (int)(sizeof ca_reasons / sizeof ca_reasons[0])
+
+int ca_reason_from_name(const char *name)
+{
+    for (int i = 0; i < CA_NREASONS; i++) {
+        if (ca_reasons[i] && strcmp(ca_reasons[i], name) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+const char *ca_reason_name(int reason)
+{
+    if (reason >= 0 && reason < CA_NREASONS && ca_reasons[reason]) {
+        return ca_reasons[reason];
+    }
+    return "unspecified";
+}
+
+kl_rc ca_revoke(ca_ctx *ca, const char *serial_hex, int reason, const char *actor)
+{
+    char norm[64];
+    kl_rc rc = ca_serial_normalise(serial_hex, norm, sizeof norm);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    if (reason < 0 || reason >= CA_NREASONS || !ca_reasons[reason] || reason == 8) {
+        return kl_fail(KL_EUSAGE, "invalid revocation reason %d", reason);
+    }
+    rc = store_cert_revoke(ca->st, norm, reason, time(NULL), actor ? actor : "unknown");
+    if (rc == KL_ENOTFOUND) {
+        return kl_fail(KL_ENOTFOUND, "no issued certificate with serial %s", norm);
+    }
+    if (rc == KL_EEXIST) {
+        return kl_fail(KL_EEXIST, "certificate %s is already revoked", norm);
+    }
+    return rc;
+}
+
+typedef struct {
+    X509_CRL *crl;
+    kl_rc rc;
+} ca_crl_fill;
+
+static int ca_crl_add(void *arg, const store_cert *c)
+{
+    ca_crl_fill *f = arg;
+    X509_REVOKED *r = X509_REVOKED_new();
+    BIGNUM *bn = NULL;
+    ASN1_INTEGER *serial = NULL;
+    ASN1_TIME *when = NULL;
+    ASN1_ENUMERATED *reason = NULL;
+    int ok = r && BN_hex2bn(&bn, c->serial_hex) && (serial = BN_to_ASN1_INTEGER(bn, NULL)) &&
+             X509_REVOKED_set_serialNumber(r, serial) &&
+             (when = ASN1_TIME_set(NULL, c->revoked_at)) &&
+             X509_REVOKED_set_revocationDate(r, when);
+    /* RFC 5280 5.3.1: the reason code "unspecified" SHOULD be absent. */
+    if (ok && c->revoke_reason > 0) {
+        ok = (reason = ASN1_ENUMERATED_new()) && ASN1_ENUMERATED_set(reason, c->revoke_reason) &&
+             X509_REVOKED_add1_ext_i2d(r, NID_crl_reason, reason, 0, 0);
+    }
+    if (ok) {
+        ok = X509_CRL_add0_revoked(f->crl, r);
+        if (ok) {
+            r = NULL;
+        }
+    }
+    if (!ok) {
+        f->rc = kl_fail_ssl(KL_EINTERNAL, "cannot add serial %s to the CRL", c->serial_hex);
+    }
+    X509_REVOKED_free(r);
+    BN_free(bn);
+    ASN1_INTEGER_free(serial);
+    ASN1_TIME_free(when);
+    ASN1_ENUMERATED_free(reason);
+    return !ok;
+}
+
+kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
+{
+    kl_rc rc = KL_OK;
+    const ca_entry *e = NULL;
+    X509_CRL *crl = NULL;
+    ASN1_TIME *last = NULL, *next = NULL;
+    ASN1_INTEGER *num = NULL;
+    X509_EXTENSION *aki = NULL;
+    int64_t number = 0;
+    *out = NULL;
+
+    TRY(ca_entry_get(ca, issuer, 1, &e));
+    crl = X509_CRL_new();
+    ENSURE(crl, KL_EINTERNAL, "out of memory");
+    time_t now = time(NULL);
+    last = ASN1_TIME_set(NULL, now);
+    next = ASN1_TIME_set(NULL, now + ca->crl_days * 86400);
+    ENSURE_SSL(last && next && X509_CRL_set_version(crl, X509_CRL_VERSION_2) &&
+                   X509_CRL_set_issuer_name(crl, X509_get_subject_name(e->cert)) &&
+                   X509_CRL_set1_lastUpdate(crl, last) && X509_CRL_set1_nextUpdate(crl, next),
+               KL_EINTERNAL, "cannot build CRL");
+    ca_crl_fill f = {.crl = crl, .rc = KL_OK};
+    TRY(store_cert_list(ca->st, STORE_ST_REVOKED, issuer, ca_crl_add, &f));
+    TRY(f.rc);
+    X509_CRL_sort(crl);
+
+    /* RFC 5280 5.2.3: conforming CRL issuers MUST include the cRLNumber; 5.2.1: MUST include
+     * the authority key identifier. */
+    TRY(store_crl_number_next(ca->st, issuer, &number));
+    num = ASN1_INTEGER_new();
+    ENSURE_SSL(num && ASN1_INTEGER_set_int64(num, number) &&
+                   X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0),
+               KL_EINTERNAL, "cannot add cRLNumber");
+    X509V3_CTX v3;
+    X509V3_set_ctx(&v3, e->cert, NULL, NULL, crl, 0);
+    aki = X509V3_EXT_conf_nid(NULL, &v3, NID_authority_key_identifier, "keyid:always");
+    ENSURE_SSL(aki && X509_CRL_add_ext(crl, aki, -1), KL_EINTERNAL, "cannot add AKI to CRL");
+
+    ENSURE_SSL(X509_CRL_sign(crl, e->key, ca_sign_md(e->key)) > 0, KL_EHSM,
+               "signing the CRL in the HSM failed");
+    char detail[160];
+    snprintf(detail, sizeof detail, "issuer=%s crl-number=%lld entries=%d", issuer,
+             (long long)number, sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)));
+    TRY(store_audit_append(ca->st, "ca", "crl", detail));
+    *out = crl;
+    crl = NULL;
+out:
+    X509_CRL_free(crl);
+    ASN1_TIME_free(last);
+    ASN1_TIME_free(next);
+    ASN1_INTEGER_free(num);
+    X509_EXTENSION_free(aki);
+    return rc;
+}
+
+static int ca_is_ocsp_signer_label(const char *label)
+{
+    size_t n = strlen(label);
+    return n > 5 && strcmp(label + n - 5, ".ocsp") == 0;
+}
+
+kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor)
+{
+    char label[128];
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    snprintf(label, sizeof label, "%s.ocsp", issuer);
+    kl_rc rc = store_ca_get(ca->st, label, &rec);
+    store_ca_free(&rec);
+    if (rc == KL_OK) {
+        return KL_OK;
+    }
+    if (rc != KL_ENOTFOUND) {
+        return rc;
+    }
+    const ca_entry *ie = NULL;
+    rc = ca_entry_get(ca, issuer, 0, &ie);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    char subject[300];
+    snprintf(subject, sizeof subject, "CN=%s OCSP signer", issuer);
+    X509 *cert = NULL;
+    rc = ca_create(ca, label, "ocsp-signer", subject, HSM_KEY_EC_P256, issuer, actor, &cert);
+    X509_free(cert);
+    return rc;
+}
+
+/* Find which of our CAs issued the certificate named by an OCSP CertID. */
+static kl_rc ca_ocsp_find_issuer(ca_ctx *ca, OCSP_CERTID *cid, char *label, size_t labellen)
+{
+    kl_rc rc = KL_OK;
+    store_ca *list = NULL;
+    size_t n = 0;
+    ASN1_OBJECT *md_obj = NULL;
+    TRY(store_ca_list(ca->st, &list, &n));
+    OCSP_id_get0_info(NULL, &md_obj, NULL, NULL, cid);
+    const EVP_MD *md = md_obj ? EVP_get_digestbyobj(md_obj) : NULL;
+    rc = KL_ENOTFOUND;
+    for (size_t i = 0; md && i < n; i++) {
+        if (ca_is_ocsp_signer_label(list[i].label)) {
+            continue;
+        }
+        const ca_entry *e = NULL;
+        if (ca_entry_get(ca, list[i].label, 0, &e) != KL_OK) {
+            continue;
+        }
+        OCSP_CERTID *mine = OCSP_cert_id_new(md, X509_get_subject_name(e->cert),
+                                             X509_get0_pubkey_bitstr(e->cert),
+                                             X509_get0_serialNumber(e->cert));
+        int same = mine && OCSP_id_issuer_cmp(mine, cid) == 0;
+        OCSP_CERTID_free(mine);
+        if (same) {
+            snprintf(label, labellen, "%s", list[i].label);
+            rc = KL_OK;
+            break;
+        }
+    }
+out:
+    for (size_t i = 0; i < n; i++) {
+        store_ca_free(&list[i]);
+    }
+    free(list);
+    return rc;
+}
+
+kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
+{
+    kl_rc rc = KL_OK;
+    OCSP_BASICRESP *bs = NULL;
+    ASN1_TIME *now_t = NULL, *next_t = NULL, *rev_t = NULL;
+    STACK_OF(X509) *extra = NULL;
+    char issuer[128] = "";
+    *out = NULL;
+
+    int nreq = OCSP_request_onereq_count(req);
+    if (nreq <= 0) {
+        *out = OCSP_response_create(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, NULL);
+        return *out ? KL_OK : kl_fail_ssl(KL_EINTERNAL, "cannot build OCSP response");
+    }
+    bs = OCSP_BASICRESP_new();
+    time_t now = time(NULL);
+    now_t = ASN1_TIME_set(NULL, now);
+    next_t = ASN1_TIME_set(NULL, now + 86400);
+    ENSURE(bs && now_t && next_t, KL_EINTERNAL, "out of memory");
+    for (int i = 0; i < nreq; i++) {
+        OCSP_CERTID *cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(req, i));
+        char this_issuer[128];
+        ASN1_INTEGER *serial = NULL;
+        int status = V_OCSP_CERTSTATUS_UNKNOWN, reason = -1;
+        time_t revoked_at = 0;
+        if (ca_ocsp_find_issuer(ca, cid, this_issuer, sizeof this_issuer) == KL_OK &&
+            (!issuer[0] || strcmp(issuer, this_issuer) == 0)) {
+            snprintf(issuer, sizeof issuer, "%s", this_issuer);
+            OCSP_id_get0_info(NULL, NULL, NULL, &serial, cid);
+            char *hex = ca_serial_hex(serial);
+            store_cert c;
+            memset(&c, 0, sizeof c);
+            if (hex && store_cert_get(ca->st, hex, &c) == KL_OK && strcmp(c.issuer, issuer) == 0) {
+                if (strcmp(c.status, STORE_ST_VALID) == 0) {
+                    status = V_OCSP_CERTSTATUS_GOOD;
+                } else if (strcmp(c.status, STORE_ST_REVOKED) == 0) {
+                    status = V_OCSP_CERTSTATUS_REVOKED;
+                    reason = c.revoke_reason > 0 ? c.revoke_reason : OCSP_REVOKED_STATUS_NOSTATUS;
+                    revoked_at = c.revoked_at;
+                }
+                /* pending (not yet confirmed by the device) and unknown serials: "unknown" */
+            }
+            store_cert_free(&c);
+            OPENSSL_free(hex);
+        }
+        ASN1_TIME_free(rev_t);
+        rev_t = status == V_OCSP_CERTSTATUS_REVOKED ? ASN1_TIME_set(NULL, revoked_at) : NULL;
+        ENSURE_SSL(OCSP_basic_add1_status(bs, cid, status, reason, rev_t, now_t, next_t),
+                   KL_EINTERNAL, "cannot add OCSP status");
+    }
+    if (!issuer[0]) {
+        /* RFC 6960 2.3: "unauthorized" when the server is not authoritative for the request. */
+        *out = OCSP_response_create(OCSP_RESPONSE_STATUS_UNAUTHORIZED, NULL);
+        ENSURE_SSL(*out, KL_EINTERNAL, "cannot build OCSP response");
+        goto out;
+    }
+    ENSURE_SSL(OCSP_copy_nonce(bs, req) > 0, KL_EINTERNAL, "cannot copy OCSP nonce");
+
+    /* Delegated signer (RFC 6960 4.2.2.2) when set up, else the issuing CA itself. */
+    char signer_label[160];
+    snprintf(signer_label, sizeof signer_label, "%s.ocsp", issuer);
+    const ca_entry *signer = NULL;
+    if (ca_entry_get(ca, signer_label, 1, &signer) == KL_OK &&
+        X509_cmp_time(X509_get0_notAfter(signer->cert), &now) > 0) {
+        extra = sk_X509_new_null();
+    } else {
+        ERR_clear_error();
+        TRY(ca_entry_get(ca, issuer, 1, &signer));
+    }
+    ENSURE_SSL(OCSP_basic_sign(bs, signer->cert, signer->key, ca_sign_md(signer->key), extra,
+                               extra ? 0 : OCSP_NOCERTS) == 1,
+               KL_EHSM, "signing the OCSP response in the HSM failed");
+    *out = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
+    ENSURE_SSL(*out, KL_EINTERNAL, "cannot build OCSP response");
+out:
+    OCSP_BASICRESP_free(bs);
+    ASN1_TIME_free(now_t);
+    ASN1_TIME_free(next_t);
+    ASN1_TIME_free(rev_t);
+    sk_X509_free(extra);
+    return rc;
+}
+
+kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert)
+{
+    kl_rc rc = KL_OK;
+    char *hex = ca_serial_hex(X509_get0_serialNumber(cert));
+    store_cert c;
+    memset(&c, 0, sizeof c);
+    unsigned char *der = NULL;
+    const ca_entry *issuer = NULL;
+    ENSURE(hex, KL_EINTERNAL, "out of memory");
+    rc = store_cert_get(ca->st, hex, &c);
+    ENSURE(rc == KL_OK, KL_EAUTH, "certificate %s was not issued by this CA", hex);
+    int dlen = i2d_X509(cert, &der);
+    ENSURE(dlen > 0 && c.der && (size_t)dlen == c.der_len &&
+               CRYPTO_memcmp(der, c.der, c.der_len) == 0,
+           KL_EAUTH, "certificate %s does not match the one issued under that serial", hex);
+    TRY(ca_entry_get(ca, c.issuer, 0, &issuer));
+    ENSURE(X509_verify(cert, X509_get0_pubkey(issuer->cert)) == 1, KL_EAUTH,
+           "certificate %s: signature does not verify", hex);
+    ENSURE(strcmp(c.status, STORE_ST_VALID) == 0, KL_EAUTH, "certificate %s is %s", hex,
+           c.status);
+    time_t now = time(NULL);
+    ENSURE(X509_cmp_time(X509_get0_notBefore(cert), &now) < 0, KL_EAUTH,
+           "certificate %s is not yet valid", hex);
+    ENSURE(X509_cmp_time(X509_get0_notAfter(cert), &now) > 0, KL_EAUTH,
+           "certificate %s has expired", hex);
+out:
+    ERR_clear_error();
+    OPENSSL_free(hex);
+    OPENSSL_free(der);
+    store_cert_free(&c);
+    return rc;
+}

@@ -1,0 +1,143 @@
+/* keyline-ca: the security officer's tool. Thin: parse arguments, load config, call ca/. */
+#include "keyline-ca.h"
+
+#include <getopt.h>
+#include <openssl/pem.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kl_file.h"
+
+static const cli_cmd cli_top[] = {
+    {"ca", cmd_ca, "create|cert|list ...", "create CAs in the token, print or list them"},
+    {"issue", cmd_issue, "--issuer L --template T --csr FILE [--out FILE] [--device-id ID]",
+     "issue a certificate for a CSR"},
+    {"revoke", cmd_revoke, "--serial HEX [--reason NAME]", "revoke a certificate"},
+    {"crl", cmd_crl, "--issuer L [--out FILE]", "sign a fresh CRL in the HSM (PEM)"},
+    {"list", cmd_list, "[--status valid|pending|revoked] [--issuer L] [--json]",
+     "list issued certificates"},
+    {"show", cmd_show, "--serial HEX", "show one certificate and its status"},
+    {"audit", cmd_audit, "verify|list", "verify or print the tamper-evident audit log"},
+    {"device", cmd_device, "list", "print the device inventory"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static void cli_help_top(FILE *f)
+{
+    fprintf(f, "usage: keyline-ca [-c|--config FILE] COMMAND [ARGS]\n\n"
+               "PKCS#11-backed certificate authority. Default config: ./keyline.conf\n\n"
+               "commands:\n");
+    for (const cli_cmd *c = cli_top; c->name; c++) {
+        fprintf(f, "  %-8s %s\n", c->name, c->help);
+    }
+    fprintf(f, "\n'keyline-ca COMMAND --help' shows a command's options.\n"
+               "Exit status: 0 ok, 1 error, 2 usage, 3 bad input, 4 refused by policy,\n"
+               "5 token/PIN error, 6 not found.\n");
+}
+
+void cli_usage(const cli_cmd *cmd, const char *group)
+{
+    printf("usage: keyline-ca [-c FILE] %s%s%s %s\n  %s\n", group ? group : "", group ? " " : "",
+           cmd->name, cmd->usage, cmd->help);
+}
+
+kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, char **argv)
+{
+    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+        if (argc < 1 && !group) {
+            cli_help_top(stderr);
+            return kl_fail(KL_EUSAGE, "no command given");
+        }
+        if (!group) {
+            cli_help_top(stdout);
+            return KL_OK;
+        }
+        for (const cli_cmd *t = table; t->name; t++) {
+            cli_usage(t, group);
+        }
+        return argc < 1 ? kl_fail(KL_EUSAGE, "%s: no subcommand given", group) : KL_OK;
+    }
+    for (const cli_cmd *t = table; t->name; t++) {
+        if (strcmp(t->name, argv[0]) == 0) {
+            if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+                cli_usage(t, group);
+                return KL_OK;
+            }
+            return t->fn(c, argc, argv);
+        }
+    }
+    return kl_fail(KL_EUSAGE, "unknown command '%s%s%s' (see keyline-ca --help)",
+                   group ? group : "", group ? " " : "", argv[0]);
+}
+
+kl_rc cli_output(const char *out, const void *data, size_t len)
+{
+    return kl_file_write_atomic(out ? out : "-", data, len, 0644);
+}
+
+kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out)
+{
+    if (!c->conf) {
+        kl_rc rc = kl_conf_load(&c->conf, c->config_path);
+        if (rc != KL_OK) {
+            return rc == KL_ENOTFOUND ? kl_fail(rc, "%s (use -c FILE to name the config)",
+                                                kl_errmsg())
+                                      : rc;
+        }
+    }
+    return with_hsm ? ca_open(out, c->conf) : ca_open_nohsm(out, c->conf);
+}
+
+char *cli_x509_pem(X509 *x, size_t *len)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *p = NULL;
+    if (b && PEM_write_bio_X509(b, x)) {
+        char *data;
+        long n = BIO_get_mem_data(b, &data);
+        p = malloc((size_t)n + 1);
+        if (p) {
+            memcpy(p, data, (size_t)n);
+            p[n] = 0;
+            *len = (size_t)n;
+        }
+    }
+    BIO_free(b);
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    cli c;
+    memset(&c, 0, sizeof c);
+    c.config_path = "keyline.conf";
+    const char *user = getenv("SUDO_USER");
+    if (!user) {
+        struct passwd *pw = getpwuid(getuid());
+        user = pw ? pw->pw_name : "unknown";
+    }
+    snprintf(c.actor, sizeof c.actor, "cli:%s", user);
+
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': c.config_path = optarg; break;
+        case 'h': cli_help_top(stdout); return 0;
+        case 'V': printf("keyline-ca 0.1.0\n"); return 0;
+        default: cli_help_top(stderr); return 2;
+        }
+    }
+    kl_rc rc = cli_dispatch(&c, cli_top, NULL, argc - optind, argv + optind);
+    kl_conf_free(c.conf);
+    if (rc != KL_OK) {
+        fprintf(stderr, "keyline-ca: %s\n", kl_errmsg());
+    }
+    return kl_rc_exit(rc);
+}

@@ -1,0 +1,40 @@
+/* keyline-ca: shared pieces of the command-line tool (one cmd_*.c file per subcommand). */
+#ifndef KEYLINE_CA_TOOL_H
+#define KEYLINE_CA_TOOL_H
+
+#include "ca.h"
+
+typedef struct {
+    const char *config_path;
+    kl_conf *conf;
+    char actor[96];
+} cli;
+
+typedef kl_rc (*cli_fn)(cli *c, int argc, char **argv);
+
+typedef struct {
+    const char *name;
+    cli_fn fn;
+    const char *usage; /* arguments */
+    const char *help;  /* one line */
+} cli_cmd;
+
+/* Dispatch argv[0] among a table (subcommand groups like "ca" and "audit" use it too). */
+kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, char **argv);
+/* Print the usage of one command to stdout. */
+void cli_usage(const cli_cmd *cmd, const char *group);
+/* Write bytes to --out (atomic) or stdout. */
+kl_rc cli_output(const char *out, const void *data, size_t len);
+kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out);
+char *cli_x509_pem(X509 *x, size_t *len);
+
+kl_rc cmd_ca(cli *c, int argc, char **argv);
+kl_rc cmd_issue(cli *c, int argc, char **argv);
+kl_rc cmd_revoke(cli *c, int argc, char **argv);
+kl_rc cmd_crl(cli *c, int argc, char **argv);
+kl_rc cmd_list(cli *c, int argc, char **argv);
+kl_rc cmd_show(cli *c, int argc, char **argv);
+kl_rc cmd_audit(cli *c, int argc, char **argv);
+kl_rc cmd_device(cli *c, int argc, char **argv);
+
+#endif

@@ -1,0 +1,194 @@
+/* Unit tests for common/: buffers, base64, config, secrets, atomic files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kl_b64.h"
+#include "kl_buf.h"
+#include "kl_conf.h"
+#include "kl_file.h"
+#include "kl_secret.h"
+
+static char tmpdir[64];
+
+static void write_file(const char *name, const char *text, mode_t mode)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    assert_int_equal(chmod(p, mode), 0);
+}
+
+static void test_buf_cap(void **state)
+{
+    (void)state;
+    kl_buf b;
+    kl_buf_init(&b, 8, 1);
+    assert_int_equal(kl_buf_put(&b, "12345", 5), KL_OK);
+    assert_int_equal(kl_buf_put(&b, "6789", 4), KL_EINPUT); /* over the cap: unchanged */
+    assert_int_equal(b.len, 5);
+    assert_int_equal(kl_buf_put(&b, "678", 3), KL_OK);
+    char out[8];
+    assert_int_equal(kl_buf_get(&b, out, 6), KL_OK);
+    assert_int_equal(kl_buf_get(&b, out, 3), KL_EINPUT); /* only 2 left: cursor unchanged */
+    assert_int_equal(kl_buf_remaining(&b), 2);
+    assert_int_equal(kl_buf_printf(&b, "x"), KL_EINPUT);
+    kl_buf_free(&b);
+}
+
+static void test_b64(void **state)
+{
+    (void)state;
+    const char *variants[] = {"aGVsbG8gd29ybGQ=", "aGVsbG8g\r\nd29ybGQ=\r\n", "aGVs\nbG8gd29y\nbGQ=\n",
+                              " aGVsbG8gd29ybGQ= "};
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        kl_buf b;
+        kl_buf_init(&b, 1024, 0);
+        assert_int_equal(kl_b64_decode(variants[i], strlen(variants[i]), &b), KL_OK);
+        assert_int_equal(b.len, 11);
+        assert_memory_equal(b.data, "hello world", 11);
+        kl_buf_free(&b);
+    }
+    const char *bad[] = {"aGVsbG8*", "aGVsb===", "a", "aGV=sbG8", "aGVsbG8gd29ybGQ=="};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kl_buf b;
+        kl_buf_init(&b, 1024, 0);
+        assert_int_equal(kl_b64_decode(bad[i], strlen(bad[i]), &b), KL_EINPUT);
+        assert_int_equal(b.len, 0);
+        kl_buf_free(&b);
+    }
+    /* round trip of every length 0..64, wrapped and not */
+    uint8_t data[64];
+    for (int i = 0; i < 64; i++) {
+        data[i] = (uint8_t)(i * 37 + 11);
+    }
+    for (size_t n = 0; n <= 64; n++) {
+        for (int wrap = 0; wrap <= 1; wrap++) {
+            kl_buf e, d;
+            kl_buf_init(&e, 4096, 0);
+            kl_buf_init(&d, 4096, 0);
+            assert_int_equal(kl_b64_encode(data, n, wrap ? 16 : 0, wrap, &e), KL_OK);
+            assert_int_equal(kl_b64_decode((char *)e.data, e.len, &d), KL_OK);
+            assert_int_equal(d.len, n);
+            if (n) {
+                assert_memory_equal(d.data, data, n);
+            }
+            kl_buf_free(&e);
+            kl_buf_free(&d);
+        }
+    }
+}
+
+static void test_conf(void **state)
+{
+    (void)state;
+    write_file("good.conf",
+               "; comment\n[hsm]\nmodule = /m.so\npin = env:X ; inline\n[store]\npath = db.sqlite\n"
+               "[est.label acme]\nissuer = f1\n[n]\nnum = 42\nbad = 4x\n",
+               0644);
+    char p[256];
+    snprintf(p, sizeof p, "%s/good.conf", tmpdir);
+    kl_conf *c = NULL;
+    assert_int_equal(kl_conf_load(&c, p), KL_OK);
+    assert_string_equal(kl_conf_get(c, "hsm", "module"), "/m.so");
+    assert_string_equal(kl_conf_get(c, "hsm", "pin"), "env:X");
+    assert_null(kl_conf_get(c, "hsm", "missing"));
+    assert_string_equal(kl_conf_get(c, "est.label acme", "issuer"), "f1");
+    char *dbp = kl_conf_path(c, "store", "path");
+    char want[300];
+    snprintf(want, sizeof want, "%s/db.sqlite", tmpdir);
+    assert_string_equal(dbp, want);
+    free(dbp);
+    char *uri = kl_conf_resolve(c, "pkcs11:token=x;object=y");
+    assert_string_equal(uri, "pkcs11:token=x;object=y");
+    free(uri);
+    long v = 0;
+    assert_int_equal(kl_conf_get_long(c, "n", "num", 1, 0, 100, &v), KL_OK);
+    assert_int_equal(v, 42);
+    assert_int_equal(kl_conf_get_long(c, "n", "bad", 1, 0, 100, &v), KL_EINPUT);
+    assert_int_equal(kl_conf_get_long(c, "n", "num", 1, 0, 10, &v), KL_EINPUT);
+    assert_int_equal(kl_conf_get_long(c, "n", "absent", 7, 0, 10, &v), KL_OK);
+    assert_int_equal(v, 7);
+    int found = 0;
+    for (size_t i = 0; kl_conf_section(c, i); i++) {
+        found += strcmp(kl_conf_section(c, i), "est.label acme") == 0;
+    }
+    assert_int_equal(found, 1);
+    kl_conf_free(c);
+
+    write_file("bad.conf", "[hsm]\nmodule = x\nthis line has no equals sign\n", 0644);
+    snprintf(p, sizeof p, "%s/bad.conf", tmpdir);
+    assert_int_equal(kl_conf_load(&c, p), KL_EINPUT);
+    assert_non_null(strstr(kl_errmsg(), "bad.conf:3"));
+    snprintf(p, sizeof p, "%s/none.conf", tmpdir);
+    assert_int_equal(kl_conf_load(&c, p), KL_ENOTFOUND);
+}
+
+static void test_secret(void **state)
+{
+    (void)state;
+    kl_secret s;
+    setenv("KL_TEST_SECRET", "s3cret", 1);
+    assert_int_equal(kl_secret_read(&s, "env:KL_TEST_SECRET", NULL, "PIN"), KL_OK);
+    assert_string_equal(s.value, "s3cret");
+    kl_secret_free(&s);
+    assert_int_equal(s.value[0], 0);
+    assert_int_equal(kl_secret_read(&s, "env:KL_TEST_UNSET_VAR", NULL, "PIN"), KL_ENOTFOUND);
+    write_file("pin.ok", "4321\n", 0600);
+    assert_int_equal(kl_secret_read(&s, "file:pin.ok", tmpdir, "PIN"), KL_OK);
+    assert_string_equal(s.value, "4321");
+    assert_int_equal(s.len, 4);
+    kl_secret_free(&s);
+    write_file("pin.open", "4321\n", 0644);
+    assert_int_equal(kl_secret_read(&s, "file:pin.open", tmpdir, "PIN"), KL_EPOLICY);
+    assert_int_equal(kl_secret_read(&s, "file:missing", tmpdir, "PIN"), KL_ENOTFOUND);
+    assert_int_equal(kl_secret_read(&s, "4321", tmpdir, "PIN"), KL_EUSAGE);
+    assert_null(strstr(kl_errmsg(), "4321")); /* a mistyped literal PIN is not echoed back */
+    assert_int_equal(kl_secret_read(&s, NULL, tmpdir, "PIN"), KL_EUSAGE);
+}
+
+static void test_file_atomic(void **state)
+{
+    (void)state;
+    char p[256];
+    snprintf(p, sizeof p, "%s/out.pem", tmpdir);
+    assert_int_equal(kl_file_write_atomic(p, "abc", 3, 0644), KL_OK);
+    uint8_t *d = NULL;
+    size_t n = 0;
+    assert_int_equal(kl_file_read(p, 100, &d, &n), KL_OK);
+    assert_int_equal(n, 3);
+    assert_memory_equal(d, "abc", 3);
+    free(d);
+    assert_int_equal(kl_file_read(p, 2, &d, &n), KL_EINPUT);
+    snprintf(p, sizeof p, "%s/nodir/out.pem", tmpdir);
+    assert_int_equal(kl_file_write_atomic(p, "abc", 3, 0644), KL_EIO);
+}
+
+int main(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/kl-common-XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_b64), cmocka_unit_test(test_conf),
+        cmocka_unit_test(test_secret), cmocka_unit_test(test_file_atomic),
+    };
+    int r = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) {
+        return 1;
+    }
+    return r;
+}
