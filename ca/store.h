@@ -66,7 +66,7 @@ typedef struct {
     char *action;
     char *detail;
     char prev_hash[65]; /* hex SHA-256 of previous entry, 64 zeros for the first */
-    char hash[65];      /* hex SHA-256 of this entry (see docs/ca.md for the exact input) */
+    char hash[65];      /* hex SHA-256 of this entry (docs/internals/store.md: exact input) */
 } store_audit;
 
 typedef int (*store_cert_cb)(void *arg, const store_cert *c); /* return non-zero to stop */
@@ -155,6 +155,8 @@ struct store_ops {
     kl_rc (*audit_append)(store *s, const char *actor, const char *action, const char *detail);
     kl_rc (*audit_verify)(store *s, int64_t *count);
     kl_rc (*audit_list)(store *s, int64_t from, store_audit **out, size_t *n);
+    /* Added after the first version; keep new members at the end. */
+    kl_rc (*audit_head)(store *s, int64_t *seq, char hash[65]);
 };
 
 /* Every backend's store struct begins with this header. */
@@ -163,5 +165,27 @@ struct store {
 };
 
 extern const struct store_ops store_sqlite_ops;
+
+/* --- additions (backend-independent helpers) --- */
+
+/* Free an array returned by store_ca_list / store_device_list / store_audit_list (NULL ok). */
+void store_ca_list_free(store_ca *v, size_t n);
+void store_device_list_free(store_device *v, size_t n);
+void store_audit_list_free(store_audit *v, size_t n);
+
+/* The recorded head of the audit chain: last seq (0 when empty) and its hash (64 zeros when
+ * empty). Export it (log, syslog, another machine) so that a rewrite of the whole store file can
+ * be detected later: a chain alone cannot prove that its tail was not cut off. */
+kl_rc store_audit_head(store *s, int64_t *seq, char hash[65]) KL_WUR;
+
+/* Canonical serial: upper-case hex without separators or leading zero octets, even length (what
+ * `openssl x509 -serial` and BN_bn2hex print). Accepts ':' separators and either case.
+ * KL_EINPUT for non-hex, zero, or longer than 20 octets (RFC 5280 4.1.2.2). `out` >= 41 bytes. */
+kl_rc store_serial_normalize(const char *in, char *out, size_t outsz) KL_WUR;
+
+/* Hash of one audit entry as stored in store_audit.hash (encoding in docs/internals/store.md).
+ * NULL detail hashes as "". KL_EINPUT for a malformed prev_hash or an oversized field. */
+kl_rc store_audit_entry_hash(int64_t seq, time_t ts, const char *actor, const char *action,
+                             const char *detail, const char *prev_hash, char out[65]) KL_WUR;
 
 #endif

@@ -1,0 +1,457 @@
+/* keyline: the store front end: argument checks, serial canonicalisation, backend choice, and
+ * the record _free functions. Backends (store_sqlite.c, ...) implement struct store_ops and
+ * receive canonical serials and non-NULL required arguments. See docs/internals/store.md. */
+#include "store.h"
+
+#include <ctype.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Backends by DSN scheme. A plain path (no "scheme:" prefix) goes to the first one. */
+static const struct store_ops *const store_backends[] = {
+    &store_sqlite_ops,
+};
+
+#define STORE_DEFAULT_ACTOR "keyline"
+
+static const char *actor_or_default(const char *actor)
+{
+    return (actor && actor[0]) ? actor : STORE_DEFAULT_ACTOR;
+}
+
+/* "scheme:rest" where scheme is [a-z][a-z0-9+.-]+ (at least two characters, so a one-letter
+ * prefix is never mistaken for a scheme). Returns the scheme length, 0 when `dsn` is a path. */
+static size_t dsn_scheme_len(const char *dsn)
+{
+    size_t i = 0;
+    if (!islower((unsigned char)dsn[0])) {
+        return 0;
+    }
+    for (i = 1; dsn[i] && dsn[i] != ':'; i++) {
+        unsigned char c = (unsigned char)dsn[i];
+        if (!(islower(c) || isdigit(c) || c == '+' || c == '.' || c == '-')) {
+            return 0;
+        }
+    }
+    return (dsn[i] == ':' && i >= 2) ? i : 0;
+}
+
+kl_rc store_open(store **out, const char *path)
+{
+    if (!out || !path || !path[0]) {
+        return kl_fail(KL_EUSAGE, "store: no store path given");
+    }
+    *out = NULL;
+    size_t n = dsn_scheme_len(path);
+    if (n == 0) {
+        return store_backends[0]->open(out, path);
+    }
+    for (size_t i = 0; i < sizeof store_backends / sizeof store_backends[0]; i++) {
+        const struct store_ops *ops = store_backends[i];
+        if (strlen(ops->name) == n && memcmp(ops->name, path, n) == 0) {
+            if (!path[n + 1]) {
+                return kl_fail(KL_EUSAGE, "store: '%s' names no database", path);
+            }
+            return ops->open(out, path + n + 1);
+        }
+    }
+    return kl_fail(KL_EUSAGE, "store: unknown backend '%.*s' in '%s' (known: sqlite)", (int)n,
+                   path, path);
+}
+
+void store_close(store *s)
+{
+    if (s && s->ops) {
+        s->ops->close(s);
+    }
+}
+
+#define STORE_CHECK(s)                                                                             \
+    do {                                                                                           \
+        if (!(s) || !(s)->ops) {                                                                   \
+            return kl_fail(KL_EUSAGE, "store: no store handle");                                   \
+        }                                                                                          \
+    } while (0)
+
+#define ARG_CHECK(cond, what)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            return kl_fail(KL_EUSAGE, "store: %s", (what));                                        \
+        }                                                                                          \
+    } while (0)
+
+/* RFC 5280 4.1.2.2: "Conforming CAs MUST NOT use serialNumber values longer than 20 octets." */
+#define SERIAL_MAX_HEX 40
+
+kl_rc store_serial_normalize(const char *in, char *out, size_t outsz)
+{
+    char digits[SERIAL_MAX_HEX + 2];
+    size_t nd = 0;
+    int seen_nonzero = 0;
+    if (!in || !out || outsz < SERIAL_MAX_HEX + 1) {
+        return kl_fail(KL_EUSAGE, "store: bad serial buffer");
+    }
+    out[0] = '\0';
+    if (!in[0]) {
+        return kl_fail(KL_EINPUT, "empty serial number");
+    }
+    for (const char *p = in; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == ':') {
+            continue;
+        }
+        if (!isxdigit(c)) {
+            return kl_fail(KL_EINPUT, "serial number '%.80s' is not hexadecimal", in);
+        }
+        if (c == '0' && !seen_nonzero) {
+            continue;
+        }
+        seen_nonzero = 1;
+        if (nd >= SERIAL_MAX_HEX) {
+            return kl_fail(KL_EINPUT, "serial number '%.80s' is longer than 20 octets", in);
+        }
+        digits[nd++] = (char)toupper(c);
+    }
+    if (nd == 0) {
+        return kl_fail(KL_EINPUT, "serial number must be positive, not zero");
+    }
+    size_t o = 0;
+    if (nd % 2) {
+        out[o++] = '0';
+    }
+    memcpy(out + o, digits, nd);
+    out[o + nd] = '\0';
+    return KL_OK;
+}
+
+/* Audit entry hash, version 1 (docs/internals/store.md "Hash chain"):
+ *   SHA-256( "keyline-audit-v1"            16 bytes, domain separation
+ *            || u64be(seq) || u64be((uint64_t)ts)
+ *            || u32be(len) || bytes        for actor, action, detail, prev_hash (in that order) )
+ * Length prefixes make the encoding unambiguous whatever the fields contain. */
+#define AUDIT_FIELD_MAX (1u << 20)
+
+static int put_be(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        p[i] = (uint8_t)(v & 0xff);
+        v >>= 8;
+    }
+    return n;
+}
+
+kl_rc store_audit_entry_hash(int64_t seq, time_t ts, const char *actor, const char *action,
+                             const char *detail, const char *prev_hash, char out[65])
+{
+    static const char tag[] = "keyline-audit-v1";
+    const char *fields[4] = {actor ? actor : "", action ? action : "", detail ? detail : "",
+                             prev_hash ? prev_hash : ""};
+    uint8_t hdr[16];
+    uint8_t md[32];
+    unsigned int mdlen = 0;
+    kl_rc rc = KL_OK;
+    EVP_MD_CTX *ctx = NULL;
+
+    out[0] = '\0';
+    if (strlen(fields[3]) != 64 || strspn(fields[3], "0123456789abcdef") != 64) {
+        return kl_fail(KL_EINPUT, "audit entry %lld: malformed previous hash", (long long)seq);
+    }
+    ctx = EVP_MD_CTX_new();
+    ENSURE_SSL(ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL), KL_EINTERNAL, "SHA-256");
+    ENSURE_SSL(EVP_DigestUpdate(ctx, tag, sizeof tag - 1), KL_EINTERNAL, "SHA-256");
+    put_be(hdr, (uint64_t)seq, 8);
+    put_be(hdr + 8, (uint64_t)(int64_t)ts, 8);
+    ENSURE_SSL(EVP_DigestUpdate(ctx, hdr, 16), KL_EINTERNAL, "SHA-256");
+    for (int i = 0; i < 4; i++) {
+        size_t len = strlen(fields[i]);
+        uint8_t lp[4];
+        ENSURE(len <= AUDIT_FIELD_MAX, KL_EINPUT, "audit field longer than %u bytes",
+               AUDIT_FIELD_MAX);
+        put_be(lp, len, 4);
+        ENSURE_SSL(EVP_DigestUpdate(ctx, lp, 4) && EVP_DigestUpdate(ctx, fields[i], len),
+                   KL_EINTERNAL, "SHA-256");
+    }
+    ENSURE_SSL(EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen == 32, KL_EINTERNAL, "SHA-256");
+    for (int i = 0; i < 32; i++) {
+        static const char hx[] = "0123456789abcdef";
+        out[2 * i] = hx[md[i] >> 4];
+        out[2 * i + 1] = hx[md[i] & 15];
+    }
+    out[64] = '\0';
+out:
+    EVP_MD_CTX_free(ctx);
+    return rc;
+}
+
+/* --- CA records --- */
+
+kl_rc store_ca_put(store *s, const store_ca *ca)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(ca && ca->label && ca->label[0], "CA record without a label");
+    return s->ops->ca_put(s, ca);
+}
+
+kl_rc store_ca_get(store *s, const char *label, store_ca *out)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(label && out, "store_ca_get: missing argument");
+    memset(out, 0, sizeof *out);
+    return s->ops->ca_get(s, label, out);
+}
+
+kl_rc store_ca_list(store *s, store_ca **out, size_t *n)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(out && n, "store_ca_list: missing argument");
+    *out = NULL;
+    *n = 0;
+    return s->ops->ca_list(s, out, n);
+}
+
+void store_ca_free(store_ca *ca)
+{
+    if (!ca) {
+        return;
+    }
+    free(ca->label);
+    free(ca->template_name);
+    free(ca->parent);
+    free(ca->key_type);
+    free(ca->der);
+    free(ca->status);
+    memset(ca, 0, sizeof *ca);
+}
+
+void store_ca_list_free(store_ca *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        store_ca_free(&v[i]);
+    }
+    free(v);
+}
+
+/* --- certificates --- */
+
+#define SERIAL_NORM(in, buf)                                                                       \
+    do {                                                                                           \
+        ARG_CHECK((in) != NULL, "no serial number given");                                         \
+        kl_rc nrc_ = store_serial_normalize((in), (buf), sizeof(buf));                             \
+        if (nrc_ != KL_OK) {                                                                       \
+            return nrc_;                                                                           \
+        }                                                                                          \
+    } while (0)
+
+kl_rc store_cert_reserve(store *s, const store_cert *c)
+{
+    char serial[SERIAL_MAX_HEX + 1];
+    STORE_CHECK(s);
+    ARG_CHECK(c, "store_cert_reserve: no record");
+    SERIAL_NORM(c->serial_hex, serial);
+    ARG_CHECK(c->issuer && c->issuer[0], "certificate reservation without an issuer");
+    store_cert tmp = *c;
+    tmp.serial_hex = serial;
+    return s->ops->cert_reserve(s, &tmp);
+}
+
+kl_rc store_cert_commit(store *s, const char *serial_hex, const uint8_t *der, size_t der_len,
+                        const char *status, const char *actor, const char *audit_detail)
+{
+    char serial[SERIAL_MAX_HEX + 1];
+    STORE_CHECK(s);
+    SERIAL_NORM(serial_hex, serial);
+    ARG_CHECK(der && der_len > 0, "store_cert_commit: no certificate");
+    if (!status || (strcmp(status, STORE_ST_VALID) != 0 && strcmp(status, STORE_ST_PENDING) != 0)) {
+        return kl_fail(KL_EUSAGE, "store: commit status must be \"valid\" or \"pending\", not \"%s\"",
+                       status ? status : "(null)");
+    }
+    return s->ops->cert_commit(s, serial, der, der_len, status, actor_or_default(actor),
+                               audit_detail);
+}
+
+kl_rc store_cert_abandon(store *s, const char *serial_hex, const char *why)
+{
+    char serial[SERIAL_MAX_HEX + 1];
+    STORE_CHECK(s);
+    SERIAL_NORM(serial_hex, serial);
+    return s->ops->cert_abandon(s, serial, why ? why : "");
+}
+
+kl_rc store_cert_get(store *s, const char *serial_hex, store_cert *out)
+{
+    char serial[SERIAL_MAX_HEX + 1];
+    STORE_CHECK(s);
+    ARG_CHECK(out, "store_cert_get: no output record");
+    memset(out, 0, sizeof *out);
+    out->revoke_reason = -1;
+    SERIAL_NORM(serial_hex, serial);
+    return s->ops->cert_get(s, serial, out);
+}
+
+kl_rc store_cert_list(store *s, const char *status, const char *issuer, store_cert_cb cb,
+                      void *arg)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(cb, "store_cert_list: no callback");
+    return s->ops->cert_list(s, status, issuer, cb, arg);
+}
+
+kl_rc store_cert_activate(store *s, const char *serial_hex, const char *actor)
+{
+    char serial[SERIAL_MAX_HEX + 1];
+    STORE_CHECK(s);
+    SERIAL_NORM(serial_hex, serial);
+    return s->ops->cert_activate(s, serial, actor_or_default(actor));
+}
+
+kl_rc store_cert_revoke(store *s, const char *serial_hex, int reason, time_t when,
+                        const char *actor)
+{
+    char serial[SERIAL_MAX_HEX + 1];
+    STORE_CHECK(s);
+    SERIAL_NORM(serial_hex, serial);
+    /* RFC 5280 5.3.1: CRLReason 0..10, value 7 is not used. -1: no reason code. */
+    if (reason < -1 || reason > 10 || reason == 7) {
+        return kl_fail(KL_EINPUT, "invalid CRL reason code %d", reason);
+    }
+    return s->ops->cert_revoke(s, serial, reason, when, actor_or_default(actor));
+}
+
+kl_rc store_cert_list_pending(store *s, time_t older_than, store_cert_cb cb, void *arg)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(cb, "store_cert_list_pending: no callback");
+    return s->ops->cert_list_pending(s, older_than, cb, arg);
+}
+
+void store_cert_free(store_cert *c)
+{
+    if (!c) {
+        return;
+    }
+    free(c->serial_hex);
+    free(c->issuer);
+    free(c->subject);
+    free(c->template_name);
+    free(c->device_id);
+    free(c->status);
+    free(c->der);
+    memset(c, 0, sizeof *c);
+    c->revoke_reason = -1;
+}
+
+kl_rc store_crl_number_next(store *s, const char *issuer, int64_t *out)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(issuer && issuer[0] && out, "store_crl_number_next: missing argument");
+    return s->ops->crl_number_next(s, issuer, out);
+}
+
+kl_rc store_revocation_epoch(store *s, const char *issuer, int64_t *out)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(issuer && issuer[0] && out, "store_revocation_epoch: missing argument");
+    return s->ops->revocation_epoch(s, issuer, out);
+}
+
+/* --- device inventory --- */
+
+kl_rc store_device_get(store *s, const char *device_id, store_device *out)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(device_id && out, "store_device_get: missing argument");
+    memset(out, 0, sizeof *out);
+    return s->ops->device_get(s, device_id, out);
+}
+
+kl_rc store_device_put(store *s, const store_device *d)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(d && d->device_id && d->device_id[0], "device record without a device id");
+    return s->ops->device_put(s, d);
+}
+
+kl_rc store_device_list(store *s, store_device **out, size_t *n)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(out && n, "store_device_list: missing argument");
+    *out = NULL;
+    *n = 0;
+    return s->ops->device_list(s, out, n);
+}
+
+void store_device_free(store_device *d)
+{
+    if (!d) {
+        return;
+    }
+    free(d->device_id);
+    free(d->model);
+    free(d->cert_serial);
+    free(d->state);
+    free(d->detail);
+    memset(d, 0, sizeof *d);
+}
+
+void store_device_list_free(store_device *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        store_device_free(&v[i]);
+    }
+    free(v);
+}
+
+/* --- audit --- */
+
+kl_rc store_audit_append(store *s, const char *actor, const char *action, const char *detail)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(action && action[0], "audit entry without an action");
+    return s->ops->audit_append(s, actor_or_default(actor), action, detail ? detail : "");
+}
+
+kl_rc store_audit_verify(store *s, int64_t *count)
+{
+    int64_t dummy = 0;
+    STORE_CHECK(s);
+    return s->ops->audit_verify(s, count ? count : &dummy);
+}
+
+kl_rc store_audit_list(store *s, int64_t from_seq, store_audit **out, size_t *n)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(out && n, "store_audit_list: missing argument");
+    *out = NULL;
+    *n = 0;
+    return s->ops->audit_list(s, from_seq, out, n);
+}
+
+kl_rc store_audit_head(store *s, int64_t *seq, char hash[65])
+{
+    STORE_CHECK(s);
+    ARG_CHECK(seq && hash, "store_audit_head: missing argument");
+    if (!s->ops->audit_head) {
+        return kl_fail(KL_EUSAGE, "store backend %s has no audit head", s->ops->name);
+    }
+    return s->ops->audit_head(s, seq, hash);
+}
+
+void store_audit_free(store_audit *a)
+{
+    if (!a) {
+        return;
+    }
+    free(a->actor);
+    free(a->action);
+    free(a->detail);
+    memset(a, 0, sizeof *a);
+}
+
+void store_audit_list_free(store_audit *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        store_audit_free(&v[i]);
+    }
+    free(v);
+}

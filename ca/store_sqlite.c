@@ -1,0 +1,1530 @@
+/* keyline: SQLite store backend (the embedded default).
+ *
+ * One connection per store handle, guarded by a mutex (the EST server shares one handle across
+ * threads); prepared statements are cached per handle. Every write runs in BEGIN IMMEDIATE
+ * (retried on SQLITE_BUSY past the busy timeout), so concurrent processes serialise their
+ * writes and the audit chain is extended by one writer at a time. WAL + synchronous=FULL: a
+ * returned KL_OK means the transaction is on disk. Schema, states and the audit encoding are
+ * described in docs/internals/store.md. */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SQ_SCHEMA_VERSION 1
+#define SQ_APPLICATION_ID 0x4b4c5354 /* "KLST" */
+#define SQ_BUSY_TIMEOUT_MS 10000
+#define SQ_BUSY_RETRIES 3 /* BEGIN IMMEDIATE attempts after the busy timeout expired */
+#define SQ_LIST_CHUNK 256 /* rows fetched per lock hold when iterating certificates */
+#define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
+
+static const char *const sq_schema =
+    "CREATE TABLE cas ("
+    " label TEXT PRIMARY KEY NOT NULL,"
+    " template TEXT,"
+    " parent TEXT REFERENCES cas(label),"
+    " key_type TEXT,"
+    " der BLOB,"
+    " status TEXT NOT NULL DEFAULT 'active',"
+    " created INTEGER NOT NULL);"
+    "CREATE TABLE certs ("
+    " id INTEGER PRIMARY KEY," /* issue (reservation) order */
+    " serial TEXT UNIQUE NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN"
+    "  ('reserved','pending','valid','revoked','failed')),"
+    " issuer TEXT NOT NULL,"
+    " subject TEXT,"
+    " template TEXT,"
+    " device_id TEXT,"
+    " not_before INTEGER,"
+    " not_after INTEGER,"
+    " der BLOB,"
+    " created INTEGER NOT NULL,"
+    " revoked_at INTEGER,"
+    " revoke_reason INTEGER,"
+    " fail_reason TEXT);"
+    "CREATE INDEX certs_issuer_status ON certs(issuer, status);"
+    "CREATE INDEX certs_status_created ON certs(status, created);"
+    "CREATE INDEX certs_device ON certs(device_id);"
+    "CREATE TABLE crl_numbers (issuer TEXT PRIMARY KEY NOT NULL, last INTEGER NOT NULL);"
+    "CREATE TABLE revocation_epochs (issuer TEXT PRIMARY KEY NOT NULL, epoch INTEGER NOT NULL);"
+    "CREATE TABLE devices ("
+    " device_id TEXT PRIMARY KEY NOT NULL,"
+    " model TEXT,"
+    " cert_serial TEXT,"
+    " state TEXT NOT NULL,"
+    " detail TEXT,"
+    " updated INTEGER NOT NULL);"
+    "CREATE TABLE audit ("
+    " seq INTEGER PRIMARY KEY,"
+    " ts INTEGER NOT NULL,"
+    " actor TEXT NOT NULL,"
+    " action TEXT NOT NULL,"
+    " detail TEXT NOT NULL,"
+    " prev_hash TEXT NOT NULL,"
+    " hash TEXT NOT NULL);"
+    "CREATE TABLE audit_head ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " seq INTEGER NOT NULL,"
+    " hash TEXT NOT NULL);"
+    "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '" ZERO_HASH "');"
+    /* Guard rails against mistakes, not against an attacker (who can drop them): the hash
+     * chain and audit_head are what detect tampering. */
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+    "CREATE TRIGGER certs_no_delete BEFORE DELETE ON certs"
+    " BEGIN SELECT RAISE(ABORT, 'certificate rows are never deleted'); END;"
+    "CREATE TRIGGER certs_serial_fixed BEFORE UPDATE OF serial ON certs"
+    " BEGIN SELECT RAISE(ABORT, 'a serial number never changes'); END;";
+
+#define CERT_COLS                                                                                  \
+    "id, serial, issuer, subject, template, device_id, status, not_before, not_after, "           \
+    "revoked_at, revoke_reason, der, created"
+
+enum {
+    Q_BEGIN,
+    Q_BEGIN_READ,
+    Q_COMMIT,
+    Q_ROLLBACK,
+    Q_CA_PUT,
+    Q_CA_GET,
+    Q_CA_LIST,
+    Q_CERT_RESERVE,
+    Q_CERT_STATUS,
+    Q_CERT_COMMIT,
+    Q_CERT_ABANDON,
+    Q_CERT_GET,
+    Q_CERT_LIST,
+    Q_CERT_PENDING,
+    Q_CERT_ACTIVATE,
+    Q_CERT_REVOKE,
+    Q_EPOCH_BUMP,
+    Q_EPOCH_GET,
+    Q_CRL_NEXT,
+    Q_DEV_GET,
+    Q_DEV_PUT,
+    Q_DEV_LIST,
+    Q_HEAD_GET,
+    Q_HEAD_SET,
+    Q_AUDIT_INSERT,
+    Q_AUDIT_LIST,
+    Q_COUNT
+};
+
+static const char *const q_sql[Q_COUNT] = {
+    [Q_BEGIN] = "BEGIN IMMEDIATE",
+    [Q_BEGIN_READ] = "BEGIN DEFERRED",
+    [Q_COMMIT] = "COMMIT",
+    [Q_ROLLBACK] = "ROLLBACK",
+    [Q_CA_PUT] = "INSERT INTO cas (label, template, parent, key_type, der, status, created)"
+                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [Q_CA_GET] = "SELECT label, template, parent, key_type, der, status, created FROM cas"
+                 " WHERE label = ?1",
+    [Q_CA_LIST] = "SELECT label, template, parent, key_type, der, status, created FROM cas"
+                  " ORDER BY created, rowid",
+    [Q_CERT_RESERVE] = "INSERT INTO certs (serial, status, issuer, subject, template, device_id,"
+                       " not_before, not_after, created)"
+                       " VALUES (?1, 'reserved', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [Q_CERT_STATUS] = "SELECT status, issuer FROM certs WHERE serial = ?1",
+    [Q_CERT_COMMIT] = "UPDATE certs SET der = ?2, status = ?3, not_before = ?4, not_after = ?5,"
+                      " subject = ?6 WHERE serial = ?1 AND status = 'reserved'",
+    [Q_CERT_ABANDON] = "UPDATE certs SET status = 'failed', fail_reason = ?2"
+                       " WHERE serial = ?1 AND status = 'reserved'",
+    [Q_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
+    [Q_CERT_LIST] = "SELECT " CERT_COLS " FROM certs WHERE id > ?1"
+                    " AND ((?2 IS NULL AND status NOT IN ('reserved', 'failed')) OR status = ?2)"
+                    " AND (?3 IS NULL OR issuer = ?3) ORDER BY id LIMIT ?4",
+    [Q_CERT_PENDING] = "SELECT " CERT_COLS " FROM certs WHERE id > ?1 AND status = 'pending'"
+                       " AND created < ?2 ORDER BY id LIMIT ?3",
+    [Q_CERT_ACTIVATE] = "UPDATE certs SET status = 'valid' WHERE serial = ?1"
+                        " AND status = 'pending'",
+    [Q_CERT_REVOKE] = "UPDATE certs SET status = 'revoked', revoked_at = ?2, revoke_reason = ?3"
+                      " WHERE serial = ?1 AND status IN ('valid', 'pending')",
+    [Q_EPOCH_BUMP] = "INSERT INTO revocation_epochs (issuer, epoch) VALUES (?1, 1)"
+                     " ON CONFLICT (issuer) DO UPDATE SET epoch = epoch + 1",
+    [Q_EPOCH_GET] = "SELECT epoch FROM revocation_epochs WHERE issuer = ?1",
+    [Q_CRL_NEXT] = "INSERT INTO crl_numbers (issuer, last) VALUES (?1, 1)"
+                   " ON CONFLICT (issuer) DO UPDATE SET last = last + 1 RETURNING last",
+    [Q_DEV_GET] = "SELECT device_id, model, cert_serial, state, detail, updated FROM devices"
+                  " WHERE device_id = ?1",
+    [Q_DEV_PUT] = "INSERT INTO devices (device_id, model, cert_serial, state, detail, updated)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device_id) DO UPDATE SET"
+                  " model = excluded.model, cert_serial = excluded.cert_serial,"
+                  " state = excluded.state, detail = excluded.detail, updated = excluded.updated",
+    [Q_DEV_LIST] = "SELECT device_id, model, cert_serial, state, detail, updated FROM devices"
+                   " ORDER BY rowid",
+    [Q_HEAD_GET] = "SELECT seq, hash FROM audit_head WHERE id = 1",
+    [Q_HEAD_SET] = "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
+    [Q_AUDIT_INSERT] = "INSERT INTO audit (seq, ts, actor, action, detail, prev_hash, hash)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [Q_AUDIT_LIST] = "SELECT seq, ts, actor, action, detail, prev_hash, hash FROM audit"
+                     " WHERE seq >= ?1 ORDER BY seq",
+};
+
+typedef struct {
+    struct store base; /* must come first */
+    pthread_mutex_t mu;
+    sqlite3 *db;
+    sqlite3_stmt *st[Q_COUNT];
+    pid_t pid; /* a handle is not usable across fork() */
+    char *path;
+} sq_store;
+
+static sq_store *sq(store *s)
+{
+    return (sq_store *)s;
+}
+
+/* --- errors --- */
+
+static kl_rc sq_fail(sq_store *q, int src, const char *what)
+{
+    const char *m = q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(src);
+    switch (src & 0xff) {
+    case SQLITE_CONSTRAINT:
+        if (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY) {
+            return kl_fail(KL_EEXIST, "store: %s: already exists (%s)", what, m);
+        }
+        return kl_fail(KL_EINPUT, "store: %s: refused by the store (%s)", what, m);
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return kl_fail(KL_EIO, "store: %s: store %s is busy, gave up (%s)", what, q->path, m);
+    case SQLITE_NOTADB:
+        return kl_fail(KL_EINPUT, "store: %s is not a keyline store (%s)", q->path, m);
+    case SQLITE_CORRUPT:
+        return kl_fail(KL_EIO, "store: %s: store %s is corrupt (%s)", what, q->path, m);
+    case SQLITE_NOMEM:
+        return kl_fail(KL_EINTERNAL, "store: %s: out of memory", what);
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_PROTOCOL:
+        return kl_fail(KL_EIO, "store: %s: %s (%s)", what, q->path, m);
+    default:
+        return kl_fail(KL_EINTERNAL, "store: %s: SQLite error %d (%s)", what, src, m);
+    }
+}
+
+/* --- locking, statements, transactions --- */
+
+static kl_rc sq_lock(sq_store *q)
+{
+    /* SQLite: "do not open an SQLite database connection, then fork(), then try to use that
+     * database connection in the child process." */
+    if (q->pid != getpid()) {
+        return kl_fail(KL_EUSAGE, "store: handle for %s used after fork(); open the store in the "
+                                  "child", q->path);
+    }
+    pthread_mutex_lock(&q->mu);
+    return KL_OK;
+}
+
+static void sq_unlock(sq_store *q)
+{
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* A cached statement, reset and with bindings cleared. */
+static kl_rc sq_stmt(sq_store *q, int id, sqlite3_stmt **out)
+{
+    if (!q->st[id]) {
+        int r = sqlite3_prepare_v3(q->db, q_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &q->st[id],
+                                   NULL);
+        if (r != SQLITE_OK) {
+            q->st[id] = NULL;
+            return sq_fail(q, r, "prepare");
+        }
+    }
+    sqlite3_reset(q->st[id]);
+    sqlite3_clear_bindings(q->st[id]);
+    *out = q->st[id];
+    return KL_OK;
+}
+
+/* Reset a statement so it releases its read snapshot (NULL ok). */
+static void sq_done(sqlite3_stmt *st)
+{
+    if (st) {
+        sqlite3_reset(st);
+    }
+}
+
+/* Run a statement that returns no rows (or whose rows we do not need). */
+static kl_rc sq_run(sq_store *q, sqlite3_stmt *st, const char *what)
+{
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    }
+    kl_rc rc = (r == SQLITE_DONE) ? KL_OK : sq_fail(q, r, what);
+    sqlite3_reset(st);
+    return rc;
+}
+
+static void sq_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* BEGIN IMMEDIATE takes the write lock up front, so a transaction never has to upgrade a read
+ * snapshot (which in WAL mode fails with SQLITE_BUSY_SNAPSHOT without waiting). The busy
+ * handler waits up to SQ_BUSY_TIMEOUT_MS; some busy states (recovery) return at once, so retry
+ * a few times with a short randomised pause. */
+static kl_rc sq_begin(sq_store *q)
+{
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sq_stmt(q, Q_BEGIN, &st));
+    for (int attempt = 0;; attempt++) {
+        int r = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (r == SQLITE_DONE) {
+            return KL_OK;
+        }
+        if ((r & 0xff) != SQLITE_BUSY || attempt >= SQ_BUSY_RETRIES) {
+            return sq_fail(q, r, "begin transaction");
+        }
+        sq_sleep_ms(5 + (long)(((unsigned)getpid() * 7919u + (unsigned)attempt * 104729u) % 45u));
+    }
+out:
+    return rc;
+}
+
+/* Finish the transaction: COMMIT when rc is KL_OK, else ROLLBACK keeping rc and its message. */
+static kl_rc sq_end(sq_store *q, kl_rc rc)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_get_autocommit(q->db)) {
+        return rc; /* SQLite already rolled back (I/O error, full disk) or nothing began */
+    }
+    if (rc == KL_OK) {
+        rc = sq_stmt(q, Q_COMMIT, &st);
+        if (rc == KL_OK) {
+            rc = sq_run(q, st, "commit");
+        }
+        if (rc == KL_OK || sqlite3_get_autocommit(q->db)) {
+            return rc;
+        }
+    }
+    /* ROLLBACK needs no lock and cannot meaningfully fail; keep the first error. */
+    if (sq_stmt(q, Q_ROLLBACK, &st) == KL_OK) {
+        sqlite3_step(st);
+        sqlite3_reset(st);
+    }
+    return rc;
+}
+
+static kl_rc sq_exec(sq_store *q, const char *sql, const char *what)
+{
+    int r = sqlite3_exec(q->db, sql, NULL, NULL, NULL);
+    return r == SQLITE_OK ? KL_OK : sq_fail(q, r, what);
+}
+
+/* --- column helpers --- */
+
+static int col_str(sqlite3_stmt *st, int i, char **out)
+{
+    *out = NULL;
+    if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+        return 0;
+    }
+    const unsigned char *t = sqlite3_column_text(st, i);
+    if (!t) {
+        return -1;
+    }
+    *out = strdup((const char *)t);
+    return *out ? 0 : -1;
+}
+
+static int col_blob(sqlite3_stmt *st, int i, uint8_t **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+        return 0;
+    }
+    const void *p = sqlite3_column_blob(st, i);
+    int n = sqlite3_column_bytes(st, i);
+    if (n <= 0) {
+        return 0;
+    }
+    if (!p || !(*out = malloc((size_t)n))) {
+        return -1;
+    }
+    memcpy(*out, p, (size_t)n);
+    *len = (size_t)n;
+    return 0;
+}
+
+static time_t col_time(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? 0 : (time_t)sqlite3_column_int64(st, i);
+}
+
+static int bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    return v ? sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i);
+}
+
+static int bind_blob(sqlite3_stmt *st, int i, const uint8_t *p, size_t n)
+{
+    return (p && n) ? sqlite3_bind_blob64(st, i, p, n, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i);
+}
+
+#define BIND(expr)                                                                                 \
+    do {                                                                                           \
+        int br_ = (expr);                                                                          \
+        if (br_ != SQLITE_OK) {                                                                    \
+            rc = sq_fail(q, br_, "bind");                                                          \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+/* A failed step: map SQLite's code (the message comes from the connection). */
+#define STEP_ENSURE(cond, r, what)                                                                 \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            rc = sq_fail(q, (r), (what));                                                          \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+/* Row of CERT_COLS -> record; returns the row id, -1 when out of memory. */
+static int64_t row_cert(sqlite3_stmt *st, store_cert *c)
+{
+    int bad = 0;
+    memset(c, 0, sizeof *c);
+    bad |= col_str(st, 1, &c->serial_hex);
+    bad |= col_str(st, 2, &c->issuer);
+    bad |= col_str(st, 3, &c->subject);
+    bad |= col_str(st, 4, &c->template_name);
+    bad |= col_str(st, 5, &c->device_id);
+    bad |= col_str(st, 6, &c->status);
+    c->not_before = col_time(st, 7);
+    c->not_after = col_time(st, 8);
+    c->revoked_at = col_time(st, 9);
+    c->revoke_reason = sqlite3_column_type(st, 10) == SQLITE_NULL ? -1
+                                                                 : sqlite3_column_int(st, 10);
+    bad |= col_blob(st, 11, &c->der, &c->der_len);
+    c->created = col_time(st, 12);
+    if (bad) {
+        store_cert_free(c);
+        return -1;
+    }
+    return sqlite3_column_int64(st, 0);
+}
+
+static int row_ca(sqlite3_stmt *st, store_ca *c)
+{
+    int bad = 0;
+    memset(c, 0, sizeof *c);
+    bad |= col_str(st, 0, &c->label);
+    bad |= col_str(st, 1, &c->template_name);
+    bad |= col_str(st, 2, &c->parent);
+    bad |= col_str(st, 3, &c->key_type);
+    bad |= col_blob(st, 4, &c->der, &c->der_len);
+    bad |= col_str(st, 5, &c->status);
+    c->created = col_time(st, 6);
+    if (bad) {
+        store_ca_free(c);
+    }
+    return bad;
+}
+
+static int row_dev(sqlite3_stmt *st, store_device *d)
+{
+    int bad = 0;
+    memset(d, 0, sizeof *d);
+    bad |= col_str(st, 0, &d->device_id);
+    bad |= col_str(st, 1, &d->model);
+    bad |= col_str(st, 2, &d->cert_serial);
+    bad |= col_str(st, 3, &d->state);
+    bad |= col_str(st, 4, &d->detail);
+    d->updated = col_time(st, 5);
+    if (bad) {
+        store_device_free(d);
+    }
+    return bad;
+}
+
+static void copy_hash(char dst[65], const unsigned char *src)
+{
+    snprintf(dst, 65, "%s", src ? (const char *)src : "");
+}
+
+static int row_audit(sqlite3_stmt *st, store_audit *a)
+{
+    int bad = 0;
+    memset(a, 0, sizeof *a);
+    a->seq = sqlite3_column_int64(st, 0);
+    a->ts = col_time(st, 1);
+    bad |= col_str(st, 2, &a->actor);
+    bad |= col_str(st, 3, &a->action);
+    bad |= col_str(st, 4, &a->detail);
+    copy_hash(a->prev_hash, sqlite3_column_text(st, 5));
+    copy_hash(a->hash, sqlite3_column_text(st, 6));
+    if (bad) {
+        store_audit_free(a);
+    }
+    return bad;
+}
+
+/* --- audit chain (caller holds the lock and an open write transaction) --- */
+
+static kl_rc audit_append_tx(sq_store *q, const char *actor, const char *action,
+                             const char *detail)
+{
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int64_t seq = 0;
+    char prev[65];
+    char hash[65];
+    time_t now = time(NULL);
+
+    TRY(sq_stmt(q, Q_HEAD_GET, &st));
+    int r = sqlite3_step(st);
+    ENSURE(r != SQLITE_DONE, KL_EIO, "store: audit head missing in %s (store damaged)", q->path);
+    STEP_ENSURE(r == SQLITE_ROW, r, "read audit head");
+    seq = sqlite3_column_int64(st, 0) + 1;
+    copy_hash(prev, sqlite3_column_text(st, 1));
+    sq_done(st);
+    st = NULL;
+
+    TRY(store_audit_entry_hash(seq, now, actor, action, detail, prev, hash));
+    TRY(sq_stmt(q, Q_AUDIT_INSERT, &st));
+    BIND(sqlite3_bind_int64(st, 1, seq));
+    BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)now));
+    BIND(bind_text(st, 3, actor));
+    BIND(bind_text(st, 4, action));
+    BIND(bind_text(st, 5, detail));
+    BIND(bind_text(st, 6, prev));
+    BIND(bind_text(st, 7, hash));
+    rc = sq_run(q, st, "append audit entry");
+    if (rc == KL_EEXIST) {
+        rc = kl_fail(KL_EIO, "store: audit entry %lld already exists past the recorded head: the "
+                             "audit log was changed outside keyline (run audit verify)",
+                     (long long)seq);
+    }
+    TRY(rc);
+    TRY(sq_stmt(q, Q_HEAD_SET, &st));
+    BIND(sqlite3_bind_int64(st, 1, seq));
+    BIND(bind_text(st, 2, hash));
+    TRY(sq_run(q, st, "update audit head"));
+out:
+    sq_done(st);
+    return rc;
+}
+
+/* --- open / close --- */
+
+static kl_rc sq_pragma_int(sq_store *q, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *st = NULL;
+    int r = sqlite3_prepare_v2(q->db, sql, -1, &st, NULL);
+    if (r == SQLITE_OK) {
+        r = sqlite3_step(st);
+    }
+    if (r == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return KL_OK;
+    }
+    kl_rc rc = sq_fail(q, r, sql);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static kl_rc sq_set_wal(sq_store *q)
+{
+    for (int attempt = 0;; attempt++) {
+        sqlite3_stmt *st = NULL;
+        int r = sqlite3_prepare_v2(q->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (r == SQLITE_OK) {
+            r = sqlite3_step(st);
+        }
+        if (r == SQLITE_ROW) {
+            const unsigned char *mode = sqlite3_column_text(st, 0);
+            int ok = mode && strcmp((const char *)mode, "wal") == 0;
+            sqlite3_finalize(st);
+            if (!ok) {
+                return kl_fail(KL_EIO, "store: %s: cannot switch to WAL journal mode", q->path);
+            }
+            return KL_OK;
+        }
+        sqlite3_finalize(st);
+        if ((r & 0xff) != SQLITE_BUSY || attempt >= SQ_BUSY_RETRIES) {
+            return sq_fail(q, r, "set WAL journal mode");
+        }
+        sq_sleep_ms(20);
+    }
+}
+
+static kl_rc sq_schema_init(sq_store *q)
+{
+    kl_rc rc = KL_OK;
+    int64_t ver = 0;
+    int64_t appid = 0;
+    int64_t ntables = 0;
+    int in_tx = 0;
+
+    TRY(sq_pragma_int(q, "PRAGMA user_version", &ver));
+    if (ver == 0) {
+        /* New file, or another process is creating the schema right now: decide under the
+         * write lock. */
+        TRY(sq_begin(q));
+        in_tx = 1;
+        TRY(sq_pragma_int(q, "PRAGMA user_version", &ver));
+        if (ver == 0) {
+            TRY(sq_pragma_int(q, "SELECT count(*) FROM sqlite_master", &ntables));
+            ENSURE(ntables == 0, KL_EINPUT,
+                   "store: %s is an SQLite database but not a keyline store", q->path);
+            TRY(sq_exec(q, sq_schema, "create schema"));
+            char pragma[96];
+            snprintf(pragma, sizeof pragma, "PRAGMA application_id=%d; PRAGMA user_version=%d",
+                     SQ_APPLICATION_ID, SQ_SCHEMA_VERSION);
+            TRY(sq_exec(q, pragma, "set schema version"));
+            ver = SQ_SCHEMA_VERSION;
+        }
+        in_tx = 0;
+        TRY(sq_end(q, KL_OK));
+    }
+    TRY(sq_pragma_int(q, "PRAGMA application_id", &appid));
+    ENSURE(appid == SQ_APPLICATION_ID, KL_EINPUT,
+           "store: %s is an SQLite database but not a keyline store", q->path);
+    ENSURE(ver <= SQ_SCHEMA_VERSION, KL_EINPUT,
+           "store: %s has schema version %lld, newer than this keyline understands (%d)", q->path,
+           (long long)ver, SQ_SCHEMA_VERSION);
+    /* Later versions migrate here: if (ver < N) { BEGIN IMMEDIATE; ALTER ...; user_version=N } */
+out:
+    if (in_tx) {
+        rc = sq_end(q, rc);
+    }
+    return rc;
+}
+
+static kl_rc sq_check_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    struct stat sb;
+    if (!slash) {
+        return KL_OK; /* relative to the working directory, which exists */
+    }
+    size_t n = (size_t)(slash - path);
+    char *dir = strndup(path, n ? n : 1);
+    if (!dir) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    kl_rc rc = KL_OK;
+    if (stat(dir, &sb) != 0) {
+        rc = kl_fail(KL_EIO, "store: cannot open %s: directory %s: %s", path, dir,
+                     strerror(errno));
+    } else if (!S_ISDIR(sb.st_mode)) {
+        rc = kl_fail(KL_EIO, "store: cannot open %s: %s is not a directory", path, dir);
+    }
+    free(dir);
+    return rc;
+}
+
+static void sq_close(store *s);
+
+static kl_rc sq_open(store **out, const char *path)
+{
+    kl_rc rc = KL_OK;
+    sq_store *q = NULL;
+    struct stat sb;
+
+    *out = NULL;
+    TRY(sq_check_dir(path));
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        return kl_fail(KL_EIO, "store: %s is a directory, not a store file", path);
+    }
+    q = calloc(1, sizeof *q);
+    ENSURE(q, KL_EINTERNAL, "out of memory");
+    q->base.ops = &store_sqlite_ops;
+    q->pid = getpid();
+    pthread_mutex_init(&q->mu, NULL);
+    q->path = strdup(path);
+    ENSURE(q->path, KL_EINTERNAL, "out of memory");
+
+    /* Create a new store file readable by owner and group only (SQLite would use 0644); the
+     * -wal and -shm files inherit this mode. */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    ENSURE(fd >= 0, KL_EIO, "store: cannot open %s: %s", path, strerror(errno));
+    close(fd);
+
+    int r = sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                              SQLITE_OPEN_NOMUTEX, NULL);
+    if (r != SQLITE_OK) {
+        rc = kl_fail(KL_EIO, "store: cannot open %s: %s", path,
+                     q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(r));
+        goto out;
+    }
+    sqlite3_extended_result_codes(q->db, 1);
+    sqlite3_busy_timeout(q->db, SQ_BUSY_TIMEOUT_MS);
+    TRY(sq_set_wal(q));
+    TRY(sq_exec(q, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", "set pragmas"));
+    TRY(sq_schema_init(q));
+    *out = &q->base;
+    q = NULL;
+out:
+    if (q) {
+        sq_close(&q->base);
+    }
+    return rc;
+}
+
+static void sq_close(store *s)
+{
+    sq_store *q = sq(s);
+    if (!q) {
+        return;
+    }
+    if (q->pid == getpid()) {
+        for (int i = 0; i < Q_COUNT; i++) {
+            sqlite3_finalize(q->st[i]);
+        }
+        sqlite3_close(q->db);
+        pthread_mutex_destroy(&q->mu);
+    }
+    /* else: an inherited handle in a fork child; closing it could disturb the parent's WAL, so
+     * only the memory is released. */
+    free(q->path);
+    free(q);
+}
+
+/* --- CA records --- */
+
+static kl_rc sq_ca_put(store *s, const store_ca *ca)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char detail[512];
+    int locked = 0, in_tx = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_begin(q));
+    in_tx = 1;
+    TRY(sq_stmt(q, Q_CA_PUT, &st));
+    BIND(bind_text(st, 1, ca->label));
+    BIND(bind_text(st, 2, ca->template_name));
+    BIND(bind_text(st, 3, ca->parent));
+    BIND(bind_text(st, 4, ca->key_type));
+    BIND(bind_blob(st, 5, ca->der, ca->der_len));
+    BIND(bind_text(st, 6, ca->status ? ca->status : "active"));
+    BIND(sqlite3_bind_int64(st, 7, (sqlite3_int64)(ca->created ? ca->created : time(NULL))));
+    rc = sq_run(q, st, "add CA");
+    if (rc == KL_EEXIST) {
+        rc = kl_fail(KL_EEXIST, "a CA labelled '%s' already exists", ca->label);
+    } else if (rc == KL_EINPUT && sqlite3_extended_errcode(q->db) == SQLITE_CONSTRAINT_FOREIGNKEY) {
+        rc = kl_fail(KL_ENOTFOUND, "parent CA '%s' of '%s' is not in the store",
+                     ca->parent ? ca->parent : "", ca->label);
+    }
+    TRY(rc);
+    snprintf(detail, sizeof detail, "label=%s parent=%s template=%s key=%s", ca->label,
+             ca->parent ? ca->parent : "-", ca->template_name ? ca->template_name : "-",
+             ca->key_type ? ca->key_type : "-");
+    TRY(audit_append_tx(q, "keyline", "ca-create", detail));
+out:
+    sq_done(st);
+    if (in_tx) {
+        rc = sq_end(q, rc);
+    }
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+static kl_rc sq_ca_get(store *s, const char *label, store_ca *outp)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int locked = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_CA_GET, &st));
+    BIND(bind_text(st, 1, label));
+    int r = sqlite3_step(st);
+    ENSURE(r != SQLITE_DONE, KL_ENOTFOUND, "no CA labelled '%s'", label);
+    STEP_ENSURE(r == SQLITE_ROW, r, "read CA");
+    ENSURE(row_ca(st, outp) == 0, KL_EINTERNAL, "out of memory");
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+static kl_rc sq_ca_list(store *s, store_ca **outp, size_t *np)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    store_ca *v = NULL;
+    size_t n = 0, alloc = 0;
+    int r;
+    int locked = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_CA_LIST, &st));
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == alloc) {
+            size_t na = alloc ? alloc * 2 : 8;
+            store_ca *nv = realloc(v, na * sizeof *nv);
+            ENSURE(nv, KL_EINTERNAL, "out of memory");
+            v = nv;
+            alloc = na;
+        }
+        ENSURE(row_ca(st, &v[n]) == 0, KL_EINTERNAL, "out of memory");
+        n++;
+    }
+    STEP_ENSURE(r == SQLITE_DONE, r, "list CAs");
+    *outp = v;
+    *np = n;
+    v = NULL;
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    store_ca_list_free(v, n);
+    return rc;
+}
+
+/* --- certificates --- */
+
+static kl_rc sq_cert_reserve(store *s, const store_cert *c)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int locked = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_CERT_RESERVE, &st));
+    BIND(bind_text(st, 1, c->serial_hex));
+    BIND(bind_text(st, 2, c->issuer));
+    BIND(bind_text(st, 3, c->subject));
+    BIND(bind_text(st, 4, c->template_name));
+    BIND(bind_text(st, 5, c->device_id));
+    BIND(sqlite3_bind_int64(st, 6, (sqlite3_int64)c->not_before));
+    BIND(sqlite3_bind_int64(st, 7, (sqlite3_int64)c->not_after));
+    BIND(sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL)));
+    /* A single INSERT is its own transaction; the busy timeout covers the write lock. */
+    rc = sq_run(q, st, "reserve serial");
+    if (rc == KL_EEXIST) {
+        rc = kl_fail(KL_EEXIST, "serial %s is already in the store", c->serial_hex);
+    }
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+/* Status and issuer of a serial; KL_ENOTFOUND when absent. */
+static kl_rc cert_status(sq_store *q, const char *serial, char status[16], char *issuer,
+                         size_t issuer_sz)
+{
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sq_stmt(q, Q_CERT_STATUS, &st));
+    BIND(bind_text(st, 1, serial));
+    int r = sqlite3_step(st);
+    if (r == SQLITE_DONE) {
+        rc = kl_fail(KL_ENOTFOUND, "no certificate with serial %s", serial);
+        goto out;
+    }
+    STEP_ENSURE(r == SQLITE_ROW, r, "read certificate");
+    const unsigned char *stt = sqlite3_column_text(st, 0);
+    snprintf(status, 16, "%s", stt ? (const char *)stt : "");
+    if (issuer) {
+        const unsigned char *iss = sqlite3_column_text(st, 1);
+        snprintf(issuer, issuer_sz, "%s", iss ? (const char *)iss : "");
+    }
+out:
+    sq_done(st);
+    return rc;
+}
+
+static kl_rc asn1_time_get(const ASN1_TIME *t, time_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    if (!t || !ASN1_TIME_to_tm(t, &tm)) {
+        return kl_fail_ssl(KL_EINPUT, "certificate has an invalid validity time");
+    }
+    *out = timegm(&tm);
+    return KL_OK;
+}
+
+/* What the store keeps from the signed certificate: validity and subject; and a check that the
+ * DER is the certificate for this reservation. */
+static kl_rc cert_parse(const char *serial, const uint8_t *der, size_t len, time_t *nb,
+                        time_t *na, char **subject)
+{
+    kl_rc rc = KL_OK;
+    const unsigned char *p = der;
+    X509 *x = NULL;
+    BIGNUM *bn = NULL;
+    char *hex = NULL;
+    BIO *bio = NULL;
+    char *mem = NULL;
+
+    *subject = NULL;
+    ENSURE(len <= 1L << 24, KL_EINPUT, "certificate %s: DER too large", serial);
+    x = d2i_X509(NULL, &p, (long)len);
+    ENSURE_SSL(x, KL_EINPUT, "certificate %s: not a DER X.509 certificate", serial);
+    ENSURE(p == der + len, KL_EINPUT, "certificate %s: trailing bytes after the DER", serial);
+    bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    ENSURE_SSL(bn, KL_EINPUT, "certificate %s: bad serial number", serial);
+    hex = BN_bn2hex(bn);
+    ENSURE_SSL(hex, KL_EINTERNAL, "serial to hex");
+    ENSURE(!BN_is_negative(bn) && strcmp(hex, serial) == 0, KL_EINPUT,
+           "certificate serial %s does not match the reservation %s", hex, serial);
+    TRY(asn1_time_get(X509_get0_notBefore(x), nb));
+    TRY(asn1_time_get(X509_get0_notAfter(x), na));
+    bio = BIO_new(BIO_s_mem());
+    ENSURE_SSL(bio, KL_EINTERNAL, "BIO_new");
+    ENSURE_SSL(X509_NAME_print_ex(bio, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0,
+               KL_EINPUT, "certificate %s: cannot print subject", serial);
+    long n = BIO_get_mem_data(bio, &mem);
+    *subject = strndup(mem ? mem : "", n > 0 ? (size_t)n : 0);
+    ENSURE(*subject, KL_EINTERNAL, "out of memory");
+out:
+    BIO_free(bio);
+    OPENSSL_free(hex);
+    BN_free(bn);
+    X509_free(x);
+    return rc;
+}
+
+static kl_rc sq_cert_commit(store *s, const char *serial, const uint8_t *der, size_t len,
+                            const char *status, const char *actor, const char *detail)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    time_t nb = 0, na = 0;
+    char *subject = NULL;
+    char *dflt = NULL;
+    char cur[16];
+    int locked = 0, in_tx = 0;
+
+    TRY(cert_parse(serial, der, len, &nb, &na, &subject));
+    if (!detail) {
+        size_t dl = strlen(serial) + strlen(subject) + 32;
+        dflt = malloc(dl);
+        ENSURE(dflt, KL_EINTERNAL, "out of memory");
+        snprintf(dflt, dl, "serial=%s subject=%s", serial, subject);
+        detail = dflt;
+    }
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_begin(q));
+    in_tx = 1;
+    TRY(cert_status(q, serial, cur, NULL, 0));
+    ENSURE(strcmp(cur, STORE_ST_RESERVED) == 0, KL_EPOLICY,
+           "certificate %s is %s, not reserved: cannot commit it", serial, cur);
+    TRY(sq_stmt(q, Q_CERT_COMMIT, &st));
+    BIND(bind_text(st, 1, serial));
+    BIND(bind_blob(st, 2, der, len));
+    BIND(bind_text(st, 3, status));
+    BIND(sqlite3_bind_int64(st, 4, (sqlite3_int64)nb));
+    BIND(sqlite3_bind_int64(st, 5, (sqlite3_int64)na));
+    BIND(bind_text(st, 6, subject));
+    TRY(sq_run(q, st, "record certificate"));
+    ENSURE(sqlite3_changes(q->db) == 1, KL_EINTERNAL, "store: certificate %s not updated", serial);
+    TRY(audit_append_tx(q, actor, "issue", detail));
+out:
+    sq_done(st);
+    if (in_tx) {
+        rc = sq_end(q, rc);
+    }
+    if (locked) {
+        sq_unlock(q);
+    }
+    free(subject);
+    free(dflt);
+    return rc;
+}
+
+/* Shared shape of abandon / activate / revoke: check the state, update, append audit. */
+static kl_rc sq_cert_abandon(store *s, const char *serial, const char *why)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char cur[16];
+    char *detail = NULL;
+    int locked = 0, in_tx = 0;
+
+    size_t dl = strlen(serial) + strlen(why) + 32;
+    detail = malloc(dl);
+    ENSURE(detail, KL_EINTERNAL, "out of memory");
+    snprintf(detail, dl, "serial=%s why=%s", serial, why);
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_begin(q));
+    in_tx = 1;
+    TRY(cert_status(q, serial, cur, NULL, 0));
+    if (strcmp(cur, STORE_ST_FAILED) == 0) {
+        goto out; /* already abandoned: nothing to do */
+    }
+    ENSURE(strcmp(cur, STORE_ST_RESERVED) == 0, KL_EPOLICY,
+           "certificate %s is %s, not reserved: cannot abandon it", serial, cur);
+    TRY(sq_stmt(q, Q_CERT_ABANDON, &st));
+    BIND(bind_text(st, 1, serial));
+    BIND(bind_text(st, 2, why));
+    TRY(sq_run(q, st, "abandon reservation"));
+    TRY(audit_append_tx(q, "keyline", "abandon", detail));
+out:
+    sq_done(st);
+    if (in_tx) {
+        rc = sq_end(q, rc);
+    }
+    if (locked) {
+        sq_unlock(q);
+    }
+    free(detail);
+    return rc;
+}
+
+static kl_rc sq_cert_get(store *s, const char *serial, store_cert *outp)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int locked = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_CERT_GET, &st));
+    BIND(bind_text(st, 1, serial));
+    int r = sqlite3_step(st);
+    ENSURE(r != SQLITE_DONE, KL_ENOTFOUND, "no certificate with serial %s", serial);
+    STEP_ENSURE(r == SQLITE_ROW, r, "read certificate");
+    ENSURE(row_cert(st, outp) >= 0, KL_EINTERNAL, "out of memory");
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+/* Iterate certificates in id order, SQ_LIST_CHUNK rows per lock hold, calling cb without the
+ * lock held (so a callback may call back into the store, and other threads are not starved).
+ * Rows committed during the iteration may or may not be seen; none is seen twice. */
+typedef struct {
+    int query; /* Q_CERT_LIST or Q_CERT_PENDING */
+    const char *status;
+    const char *issuer;
+    time_t older_than;
+} cert_iter;
+
+static kl_rc cert_iterate(sq_store *q, const cert_iter *it, store_cert_cb cb, void *arg)
+{
+    kl_rc rc = KL_OK;
+    store_cert *rows = calloc(SQ_LIST_CHUNK, sizeof *rows);
+    size_t n = 0;
+    int64_t last = 0;
+    int stop = 0;
+
+    if (!rows) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    while (!stop) {
+        sqlite3_stmt *st = NULL;
+        int r = SQLITE_DONE;
+        TRY(sq_lock(q));
+        rc = sq_stmt(q, it->query, &st);
+        if (rc == KL_OK) {
+            int b = sqlite3_bind_int64(st, 1, last);
+            if (it->query == Q_CERT_LIST) {
+                b |= bind_text(st, 2, it->status);
+                b |= bind_text(st, 3, it->issuer);
+                b |= sqlite3_bind_int(st, 4, SQ_LIST_CHUNK);
+            } else {
+                b |= sqlite3_bind_int64(st, 2, (sqlite3_int64)it->older_than);
+                b |= sqlite3_bind_int(st, 3, SQ_LIST_CHUNK);
+            }
+            if (b != SQLITE_OK) {
+                rc = kl_fail(KL_EINTERNAL, "store: bind failed");
+            }
+        }
+        while (rc == KL_OK && n < SQ_LIST_CHUNK && (r = sqlite3_step(st)) == SQLITE_ROW) {
+            int64_t id = row_cert(st, &rows[n]);
+            if (id < 0) {
+                rc = kl_fail(KL_EINTERNAL, "out of memory");
+                break;
+            }
+            last = id;
+            n++;
+        }
+        if (rc == KL_OK && r != SQLITE_ROW && r != SQLITE_DONE) {
+            rc = sq_fail(q, r, "list certificates");
+        }
+        sq_done(st);
+        sq_unlock(q);
+        TRY(rc);
+        size_t got = n;
+        for (size_t i = 0; i < n; i++) {
+            if (!stop && cb(arg, &rows[i]) != 0) {
+                stop = 1;
+            }
+            store_cert_free(&rows[i]);
+        }
+        n = 0;
+        if (got < SQ_LIST_CHUNK) {
+            break;
+        }
+    }
+out:
+    for (size_t i = 0; i < n; i++) {
+        store_cert_free(&rows[i]);
+    }
+    free(rows);
+    return rc;
+}
+
+static kl_rc sq_cert_list(store *s, const char *status, const char *issuer, store_cert_cb cb,
+                          void *arg)
+{
+    cert_iter it = {Q_CERT_LIST, status, issuer, 0};
+    return cert_iterate(sq(s), &it, cb, arg);
+}
+
+static kl_rc sq_cert_list_pending(store *s, time_t older_than, store_cert_cb cb, void *arg)
+{
+    cert_iter it = {Q_CERT_PENDING, NULL, NULL, older_than};
+    return cert_iterate(sq(s), &it, cb, arg);
+}
+
+static kl_rc sq_cert_activate(store *s, const char *serial, const char *actor)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char cur[16];
+    char detail[96];
+    int locked = 0, in_tx = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_begin(q));
+    in_tx = 1;
+    TRY(cert_status(q, serial, cur, NULL, 0));
+    ENSURE(strcmp(cur, STORE_ST_PENDING) == 0, KL_EPOLICY,
+           "certificate %s is %s, not pending: cannot activate it", serial, cur);
+    TRY(sq_stmt(q, Q_CERT_ACTIVATE, &st));
+    BIND(bind_text(st, 1, serial));
+    TRY(sq_run(q, st, "activate certificate"));
+    snprintf(detail, sizeof detail, "serial=%s", serial);
+    TRY(audit_append_tx(q, actor, "activate", detail));
+out:
+    sq_done(st);
+    if (in_tx) {
+        rc = sq_end(q, rc);
+    }
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+static kl_rc sq_cert_revoke(store *s, const char *serial, int reason, time_t when,
+                            const char *actor)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char cur[16];
+    char issuer[256];
+    char detail[512];
+    int locked = 0, in_tx = 0;
+
+    if (when == 0) {
+        when = time(NULL);
+    }
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_begin(q));
+    in_tx = 1;
+    TRY(cert_status(q, serial, cur, issuer, sizeof issuer));
+    ENSURE(strcmp(cur, STORE_ST_REVOKED) != 0, KL_EEXIST, "certificate %s is already revoked",
+           serial);
+    /* A reservation or an abandoned serial never became a certificate: nothing to revoke. */
+    ENSURE(strcmp(cur, STORE_ST_VALID) == 0 || strcmp(cur, STORE_ST_PENDING) == 0, KL_ENOTFOUND,
+           "no certificate with serial %s (only a %s reservation)", serial, cur);
+    TRY(sq_stmt(q, Q_CERT_REVOKE, &st));
+    BIND(bind_text(st, 1, serial));
+    BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)when));
+    BIND(reason >= 0 ? sqlite3_bind_int(st, 3, reason) : sqlite3_bind_null(st, 3));
+    TRY(sq_run(q, st, "revoke certificate"));
+    TRY(sq_stmt(q, Q_EPOCH_BUMP, &st));
+    BIND(bind_text(st, 1, issuer));
+    TRY(sq_run(q, st, "bump revocation epoch"));
+    snprintf(detail, sizeof detail, "serial=%s issuer=%s reason=%d", serial, issuer, reason);
+    TRY(audit_append_tx(q, actor, "revoke", detail));
+out:
+    sq_done(st);
+    if (in_tx) {
+        rc = sq_end(q, rc);
+    }
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+static kl_rc sq_crl_number_next(store *s, const char *issuer, int64_t *outp)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int locked = 0, in_tx = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_begin(q));
+    in_tx = 1;
+    TRY(sq_stmt(q, Q_CRL_NEXT, &st));
+    BIND(bind_text(st, 1, issuer));
+    int r = sqlite3_step(st);
+    STEP_ENSURE(r == SQLITE_ROW, r, "next CRL number");
+    *outp = sqlite3_column_int64(st, 0);
+    TRY(sq_run(q, st, "next CRL number"));
+out:
+    sq_done(st);
+    if (in_tx) {
+        rc = sq_end(q, rc);
+    }
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+static kl_rc sq_revocation_epoch(store *s, const char *issuer, int64_t *outp)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int locked = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_EPOCH_GET, &st));
+    BIND(bind_text(st, 1, issuer));
+    int r = sqlite3_step(st);
+    STEP_ENSURE(r == SQLITE_ROW || r == SQLITE_DONE, r, "read revocation epoch");
+    *outp = r == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+/* --- devices --- */
+
+static kl_rc sq_device_get(store *s, const char *id, store_device *outp)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int locked = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_DEV_GET, &st));
+    BIND(bind_text(st, 1, id));
+    int r = sqlite3_step(st);
+    ENSURE(r != SQLITE_DONE, KL_ENOTFOUND, "no device '%s' in the inventory", id);
+    STEP_ENSURE(r == SQLITE_ROW, r, "read device");
+    ENSURE(row_dev(st, outp) == 0, KL_EINTERNAL, "out of memory");
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+static kl_rc sq_device_put(store *s, const store_device *d)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int locked = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_DEV_PUT, &st));
+    BIND(bind_text(st, 1, d->device_id));
+    BIND(bind_text(st, 2, d->model));
+    BIND(bind_text(st, 3, d->cert_serial));
+    BIND(bind_text(st, 4, d->state ? d->state : "pending"));
+    BIND(bind_text(st, 5, d->detail));
+    BIND(sqlite3_bind_int64(st, 6, (sqlite3_int64)time(NULL)));
+    TRY(sq_run(q, st, "record device"));
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+static kl_rc sq_device_list(store *s, store_device **outp, size_t *np)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    store_device *v = NULL;
+    size_t n = 0, alloc = 0;
+    int r;
+    int locked = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_DEV_LIST, &st));
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == alloc) {
+            size_t na = alloc ? alloc * 2 : 16;
+            store_device *nv = realloc(v, na * sizeof *nv);
+            ENSURE(nv, KL_EINTERNAL, "out of memory");
+            v = nv;
+            alloc = na;
+        }
+        ENSURE(row_dev(st, &v[n]) == 0, KL_EINTERNAL, "out of memory");
+        n++;
+    }
+    STEP_ENSURE(r == SQLITE_DONE, r, "list devices");
+    *outp = v;
+    *np = n;
+    v = NULL;
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    store_device_list_free(v, n);
+    return rc;
+}
+
+/* --- audit --- */
+
+static kl_rc sq_audit_append(store *s, const char *actor, const char *action, const char *detail)
+{
+    sq_store *q = sq(s);
+    kl_rc rc = KL_OK;
+    TRY(sq_lock(q));
+    rc = sq_begin(q);
+    if (rc == KL_OK) {
+        rc = sq_end(q, audit_append_tx(q, actor, action, detail));
+    }
+    sq_unlock(q);
+out:
+    return rc;
+}
+
+static kl_rc sq_audit_head_locked(sq_store *q, int64_t *seq, char hash[65])
+{
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sq_stmt(q, Q_HEAD_GET, &st));
+    int r = sqlite3_step(st);
+    ENSURE(r != SQLITE_DONE, KL_EPOLICY, "audit head missing (store damaged or edited)");
+    STEP_ENSURE(r == SQLITE_ROW, r, "read audit head");
+    *seq = sqlite3_column_int64(st, 0);
+    copy_hash(hash, sqlite3_column_text(st, 1));
+out:
+    sq_done(st);
+    return rc;
+}
+
+static kl_rc sq_audit_head(store *s, int64_t *seq, char hash[65])
+{
+    sq_store *q = sq(s);
+    kl_rc rc = KL_OK;
+    TRY(sq_lock(q));
+    rc = sq_audit_head_locked(q, seq, hash);
+    sq_unlock(q);
+out:
+    return rc;
+}
+
+/* Walk the whole chain in one read snapshot (BEGIN DEFERRED: writers in other processes go on;
+ * threads of this process wait for the handle). Reports the first bad entry. */
+static kl_rc sq_audit_verify(store *s, int64_t *count)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *bt = NULL;
+    kl_rc rc = KL_OK;
+    int locked = 0, in_tx = 0;
+    int64_t expect = 1;
+    int64_t head_seq = 0;
+    char prev[65] = ZERO_HASH;
+    char head_hash[65];
+    char h[65];
+    int r;
+
+    *count = 0;
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_BEGIN_READ, &bt));
+    TRY(sq_run(q, bt, "begin read"));
+    in_tx = 1;
+    TRY(sq_stmt(q, Q_AUDIT_LIST, &st));
+    BIND(sqlite3_bind_int64(st, 1, 1));
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0);
+        time_t ts = col_time(st, 1);
+        const char *actor = (const char *)sqlite3_column_text(st, 2);
+        const char *action = (const char *)sqlite3_column_text(st, 3);
+        const char *detail = (const char *)sqlite3_column_text(st, 4);
+        const char *ph = (const char *)sqlite3_column_text(st, 5);
+        const char *hh = (const char *)sqlite3_column_text(st, 6);
+
+        if (seq > expect) {
+            rc = kl_fail(KL_EPOLICY, "audit entry %lld missing (chain broken after %lld)",
+                         (long long)expect, (long long)(expect - 1));
+            goto out;
+        }
+        ENSURE(seq == expect, KL_EPOLICY, "audit entry %lld: unexpected sequence number",
+               (long long)seq);
+        ENSURE(ph && strcmp(ph, prev) == 0, KL_EPOLICY,
+               "audit entry %lld: previous-hash link broken (entry %lld edited or replaced, or "
+               "entry inserted)",
+               (long long)seq, (long long)(seq - 1));
+        if (store_audit_entry_hash(seq, ts, actor, action, detail, prev, h) != KL_OK ||
+            !hh || strcmp(h, hh) != 0) {
+            rc = kl_fail(KL_EPOLICY, "audit entry %lld: hash mismatch (entry edited)",
+                         (long long)seq);
+            goto out;
+        }
+        memcpy(prev, h, sizeof prev);
+        expect++;
+        (*count)++;
+    }
+    STEP_ENSURE(r == SQLITE_DONE, r, "read audit log");
+    sq_done(st);
+    st = NULL;
+
+    /* The chain cannot show that its tail was cut off: compare with the head that every
+     * append records in the same transaction. */
+    TRY(sq_audit_head_locked(q, &head_seq, head_hash));
+    if (head_seq > *count) {
+        rc = kl_fail(KL_EPOLICY, "audit entry %lld missing (chain broken after %lld)",
+                     (long long)(*count + 1), (long long)*count);
+        goto out;
+    }
+    ENSURE(head_seq == *count, KL_EPOLICY,
+           "audit entry %lld: not recorded in the audit head (appended outside keyline)",
+           (long long)(head_seq + 1));
+    ENSURE(strcmp(head_hash, prev) == 0, KL_EPOLICY,
+           "audit entry %lld: hash does not match the recorded audit head (entry replaced)",
+           (long long)head_seq);
+out:
+    sq_done(st);
+    if (in_tx) {
+        rc = sq_end(q, rc); /* read-only: COMMIT just ends the snapshot */
+    }
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+static kl_rc sq_audit_list(store *s, int64_t from, store_audit **outp, size_t *np)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    store_audit *v = NULL;
+    size_t n = 0, alloc = 0;
+    int r;
+    int locked = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_AUDIT_LIST, &st));
+    BIND(sqlite3_bind_int64(st, 1, from));
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == alloc) {
+            size_t na = alloc ? alloc * 2 : 64;
+            store_audit *nv = realloc(v, na * sizeof *nv);
+            ENSURE(nv, KL_EINTERNAL, "out of memory");
+            v = nv;
+            alloc = na;
+        }
+        ENSURE(row_audit(st, &v[n]) == 0, KL_EINTERNAL, "out of memory");
+        n++;
+    }
+    STEP_ENSURE(r == SQLITE_DONE, r, "list audit log");
+    *outp = v;
+    *np = n;
+    v = NULL;
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    store_audit_list_free(v, n);
+    return rc;
+}
+
+const struct store_ops store_sqlite_ops = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .ca_put = sq_ca_put,
+    .ca_get = sq_ca_get,
+    .ca_list = sq_ca_list,
+    .cert_reserve = sq_cert_reserve,
+    .cert_commit = sq_cert_commit,
+    .cert_abandon = sq_cert_abandon,
+    .cert_get = sq_cert_get,
+    .cert_list = sq_cert_list,
+    .cert_activate = sq_cert_activate,
+    .cert_revoke = sq_cert_revoke,
+    .cert_list_pending = sq_cert_list_pending,
+    .crl_number_next = sq_crl_number_next,
+    .revocation_epoch = sq_revocation_epoch,
+    .device_get = sq_device_get,
+    .device_put = sq_device_put,
+    .device_list = sq_device_list,
+    .audit_append = sq_audit_append,
+    .audit_verify = sq_audit_verify,
+    .audit_list = sq_audit_list,
+    .audit_head = sq_audit_head,
+};
