@@ -70,4 +70,24 @@ typedef struct {
 kl_rc hsm_uri_parse(const char *uri, hsm_uri *out) KL_WUR;
 void hsm_uri_free(hsm_uri *u);
 
+/* --- additions (after the first version of this header) --- */
+
+/* Protection attributes of the private key labelled `label` (bare label or URI), read from the
+ * token: a CA can refuse a key that was imported or is extractable. KL_ENOTFOUND if absent. */
+enum {
+    HSM_PROT_SENSITIVE = 1u << 0,         /* CKA_SENSITIVE */
+    HSM_PROT_EXTRACTABLE = 1u << 1,       /* CKA_EXTRACTABLE (bad for a CA key) */
+    HSM_PROT_ALWAYS_SENSITIVE = 1u << 2,  /* CKA_ALWAYS_SENSITIVE */
+    HSM_PROT_NEVER_EXTRACTABLE = 1u << 3, /* CKA_NEVER_EXTRACTABLE */
+    HSM_PROT_PRIVATE = 1u << 4,           /* CKA_PRIVATE */
+    HSM_PROT_TOKEN = 1u << 5,             /* CKA_TOKEN */
+};
+kl_rc hsm_key_protection(hsm_ctx *h, const char *label, unsigned *flags_out) KL_WUR;
+
+/* "CKR_PIN_INCORRECT" for 0xa0 ("CKR_(unknown)" / "CKR_VENDOR_DEFINED" otherwise; static). */
+const char *hsm_ckr_name(unsigned long ckr);
+/* Our code for a CKR_* value: PIN_INCORRECT/INVALID/LEN_RANGE -> KL_EPIN, PIN_LOCKED ->
+ * KL_ELOCKED, TOKEN_NOT_PRESENT/NOT_RECOGNIZED/SLOT_ID_INVALID -> KL_ENOTFOUND, others KL_EHSM. */
+kl_rc hsm_rc_from_ckr(unsigned long ckr);
+
 #endif

@@ -1,0 +1,1215 @@
+/* keyline: the HSM layer. See hsm.h and docs/internals/hsm.md.
+ *
+ * Two views of one loaded PKCS#11 module:
+ *  - libp11 (PKCS11_CTX): slots, login, key lookup, and EVP_PKEYs that sign in the token using
+ *    libp11's per-slot session pool (safe from several threads);
+ *  - the module's own CK_FUNCTION_LIST, reached by dlopen()ing the same path (the dynamic
+ *    loader hands back the instance libp11 already loaded, so C_Initialize answers
+ *    CKR_CRYPTOKI_ALREADY_INITIALIZED and the login state is shared): key generation with
+ *    explicit attributes, exact CKR_* codes for login, attribute reads, Ed25519 detection.
+ *
+ * libp11 finalises the module when its context is unloaded, so one module instance is shared
+ * (reference counted) by all hsm_ctx of the process that name the same module file. */
+#include "hsm.h"
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <libp11.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <p11-kit/pkcs11.h>
+
+/* ---------------------------------------------------------------------------------------- */
+/* CKR_* names                                                                              */
+
+struct ckr_name {
+    CK_RV rv;
+    const char *name;
+};
+
+#define CKR_ENTRY(x) {x, #x}
+static const struct ckr_name ckr_names[] = {
+    CKR_ENTRY(CKR_OK),
+    CKR_ENTRY(CKR_CANCEL),
+    CKR_ENTRY(CKR_HOST_MEMORY),
+    CKR_ENTRY(CKR_SLOT_ID_INVALID),
+    CKR_ENTRY(CKR_GENERAL_ERROR),
+    CKR_ENTRY(CKR_FUNCTION_FAILED),
+    CKR_ENTRY(CKR_ARGUMENTS_BAD),
+    CKR_ENTRY(CKR_NO_EVENT),
+    CKR_ENTRY(CKR_NEED_TO_CREATE_THREADS),
+    CKR_ENTRY(CKR_CANT_LOCK),
+    CKR_ENTRY(CKR_ATTRIBUTE_READ_ONLY),
+    CKR_ENTRY(CKR_ATTRIBUTE_SENSITIVE),
+    CKR_ENTRY(CKR_ATTRIBUTE_TYPE_INVALID),
+    CKR_ENTRY(CKR_ATTRIBUTE_VALUE_INVALID),
+    CKR_ENTRY(CKR_DATA_INVALID),
+    CKR_ENTRY(CKR_DATA_LEN_RANGE),
+    CKR_ENTRY(CKR_DEVICE_ERROR),
+    CKR_ENTRY(CKR_DEVICE_MEMORY),
+    CKR_ENTRY(CKR_DEVICE_REMOVED),
+    CKR_ENTRY(CKR_ENCRYPTED_DATA_INVALID),
+    CKR_ENTRY(CKR_ENCRYPTED_DATA_LEN_RANGE),
+    CKR_ENTRY(CKR_FUNCTION_CANCELED),
+    CKR_ENTRY(CKR_FUNCTION_NOT_PARALLEL),
+    CKR_ENTRY(CKR_FUNCTION_NOT_SUPPORTED),
+    CKR_ENTRY(CKR_KEY_HANDLE_INVALID),
+    CKR_ENTRY(CKR_KEY_SIZE_RANGE),
+    CKR_ENTRY(CKR_KEY_TYPE_INCONSISTENT),
+    CKR_ENTRY(CKR_KEY_NOT_NEEDED),
+    CKR_ENTRY(CKR_KEY_CHANGED),
+    CKR_ENTRY(CKR_KEY_NEEDED),
+    CKR_ENTRY(CKR_KEY_INDIGESTIBLE),
+    CKR_ENTRY(CKR_KEY_FUNCTION_NOT_PERMITTED),
+    CKR_ENTRY(CKR_KEY_NOT_WRAPPABLE),
+    CKR_ENTRY(CKR_KEY_UNEXTRACTABLE),
+    CKR_ENTRY(CKR_MECHANISM_INVALID),
+    CKR_ENTRY(CKR_MECHANISM_PARAM_INVALID),
+    CKR_ENTRY(CKR_OBJECT_HANDLE_INVALID),
+    CKR_ENTRY(CKR_OPERATION_ACTIVE),
+    CKR_ENTRY(CKR_OPERATION_NOT_INITIALIZED),
+    CKR_ENTRY(CKR_PIN_INCORRECT),
+    CKR_ENTRY(CKR_PIN_INVALID),
+    CKR_ENTRY(CKR_PIN_LEN_RANGE),
+    CKR_ENTRY(CKR_PIN_EXPIRED),
+    CKR_ENTRY(CKR_PIN_LOCKED),
+    CKR_ENTRY(CKR_SESSION_CLOSED),
+    CKR_ENTRY(CKR_SESSION_COUNT),
+    CKR_ENTRY(CKR_SESSION_HANDLE_INVALID),
+    CKR_ENTRY(CKR_SESSION_PARALLEL_NOT_SUPPORTED),
+    CKR_ENTRY(CKR_SESSION_READ_ONLY),
+    CKR_ENTRY(CKR_SESSION_EXISTS),
+    CKR_ENTRY(CKR_SESSION_READ_ONLY_EXISTS),
+    CKR_ENTRY(CKR_SESSION_READ_WRITE_SO_EXISTS),
+    CKR_ENTRY(CKR_SIGNATURE_INVALID),
+    CKR_ENTRY(CKR_SIGNATURE_LEN_RANGE),
+    CKR_ENTRY(CKR_TEMPLATE_INCOMPLETE),
+    CKR_ENTRY(CKR_TEMPLATE_INCONSISTENT),
+    CKR_ENTRY(CKR_TOKEN_NOT_PRESENT),
+    CKR_ENTRY(CKR_TOKEN_NOT_RECOGNIZED),
+    CKR_ENTRY(CKR_TOKEN_WRITE_PROTECTED),
+    CKR_ENTRY(CKR_UNWRAPPING_KEY_HANDLE_INVALID),
+    CKR_ENTRY(CKR_UNWRAPPING_KEY_SIZE_RANGE),
+    CKR_ENTRY(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
+    CKR_ENTRY(CKR_USER_ALREADY_LOGGED_IN),
+    CKR_ENTRY(CKR_USER_NOT_LOGGED_IN),
+    CKR_ENTRY(CKR_USER_PIN_NOT_INITIALIZED),
+    CKR_ENTRY(CKR_USER_TYPE_INVALID),
+    CKR_ENTRY(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+    CKR_ENTRY(CKR_USER_TOO_MANY_TYPES),
+    CKR_ENTRY(CKR_WRAPPED_KEY_INVALID),
+    CKR_ENTRY(CKR_WRAPPED_KEY_LEN_RANGE),
+    CKR_ENTRY(CKR_WRAPPING_KEY_HANDLE_INVALID),
+    CKR_ENTRY(CKR_WRAPPING_KEY_SIZE_RANGE),
+    CKR_ENTRY(CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
+    CKR_ENTRY(CKR_RANDOM_SEED_NOT_SUPPORTED),
+    CKR_ENTRY(CKR_RANDOM_NO_RNG),
+    CKR_ENTRY(CKR_DOMAIN_PARAMS_INVALID),
+    CKR_ENTRY(CKR_CURVE_NOT_SUPPORTED),
+    CKR_ENTRY(CKR_BUFFER_TOO_SMALL),
+    CKR_ENTRY(CKR_SAVED_STATE_INVALID),
+    CKR_ENTRY(CKR_INFORMATION_SENSITIVE),
+    CKR_ENTRY(CKR_STATE_UNSAVEABLE),
+    CKR_ENTRY(CKR_CRYPTOKI_NOT_INITIALIZED),
+    CKR_ENTRY(CKR_CRYPTOKI_ALREADY_INITIALIZED),
+    CKR_ENTRY(CKR_MUTEX_BAD),
+    CKR_ENTRY(CKR_MUTEX_NOT_LOCKED),
+    CKR_ENTRY(CKR_FUNCTION_REJECTED),
+};
+#undef CKR_ENTRY
+
+const char *hsm_ckr_name(unsigned long ckr)
+{
+    for (size_t i = 0; i < sizeof ckr_names / sizeof ckr_names[0]; i++) {
+        if (ckr_names[i].rv == ckr) {
+            return ckr_names[i].name;
+        }
+    }
+    return ckr >= CKR_VENDOR_DEFINED ? "CKR_VENDOR_DEFINED" : "CKR_(unknown)";
+}
+
+kl_rc hsm_rc_from_ckr(unsigned long ckr)
+{
+    switch (ckr) {
+    case CKR_OK: return KL_OK;
+    case CKR_PIN_INCORRECT:
+    case CKR_PIN_INVALID:
+    case CKR_PIN_LEN_RANGE: return KL_EPIN;
+    case CKR_PIN_LOCKED: return KL_ELOCKED;
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_TOKEN_NOT_RECOGNIZED:
+    case CKR_SLOT_ID_INVALID: return KL_ENOTFOUND;
+    case CKR_HOST_MEMORY: return KL_EINTERNAL;
+    default: return KL_EHSM;
+    }
+}
+
+/* "what: CKR_NAME (0x..)" with the code mapped to ours. */
+static kl_rc fail_ckr(CK_RV rv, const char *what)
+{
+    switch (rv) {
+    case CKR_PIN_INCORRECT: return kl_fail(KL_EPIN, "wrong PIN (CKR_PIN_INCORRECT)");
+    case CKR_PIN_LOCKED: return kl_fail(KL_ELOCKED, "PIN locked (CKR_PIN_LOCKED)");
+    default:
+        return kl_fail(hsm_rc_from_ckr(rv), "%s: %s (0x%lx)", what, hsm_ckr_name(rv),
+                       (unsigned long)rv);
+    }
+}
+
+/* libp11 queues the CKR_* of a failed call as the reason of an error in its own library
+ * (ERR_get_CKR_code()). Returns that CKR (0 if none) and empties the OpenSSL error queue. */
+static CK_RV p11_take_ckr(void)
+{
+    CK_RV found = 0;
+    unsigned long e;
+    int lib = ERR_get_CKR_code();
+    while ((e = ERR_get_error()) != 0) {
+        if (ERR_GET_LIB(e) == lib && ERR_GET_REASON(e) != 0) {
+            found = (CK_RV)ERR_GET_REASON(e);
+        }
+    }
+    return found;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* key type names                                                                           */
+
+static const char *const key_type_names[HSM_KEY__COUNT] = {"ec-p256", "ec-p384", "rsa-3072",
+                                                           "ed25519"};
+
+int hsm_key_type_from_name(const char *name)
+{
+    if (name == NULL) {
+        return -1;
+    }
+    for (int i = 0; i < HSM_KEY__COUNT; i++) {
+        if (strcmp(name, key_type_names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+const char *hsm_key_type_name(hsm_key_type t)
+{
+    if ((unsigned)t < HSM_KEY__COUNT) {
+        return key_type_names[t];
+    }
+    return "unknown";
+}
+
+int hsm_key_type_of(const EVP_PKEY *k)
+{
+    if (k == NULL) {
+        return -1;
+    }
+    switch (EVP_PKEY_get_base_id(k)) {
+    case EVP_PKEY_ED25519: return HSM_KEY_ED25519;
+    case EVP_PKEY_RSA: return EVP_PKEY_get_bits(k) == 3072 ? HSM_KEY_RSA_3072 : -1;
+    case EVP_PKEY_EC: {
+        /* Token keys from libp11 are legacy EC_KEYs with a foreign method; the legacy accessor
+         * works for those and for provider keys alike. */
+        const EC_KEY *ec = EVP_PKEY_get0_EC_KEY(k);
+        const EC_GROUP *g = ec != NULL ? EC_KEY_get0_group(ec) : NULL;
+        int nid = g != NULL ? EC_GROUP_get_curve_name(g) : NID_undef;
+        ERR_clear_error();
+        if (nid == NID_X9_62_prime256v1) {
+            return HSM_KEY_EC_P256;
+        }
+        if (nid == NID_secp384r1) {
+            return HSM_KEY_EC_P384;
+        }
+        return -1;
+    }
+    default: return -1;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* RFC 7512 URI                                                                             */
+
+void hsm_uri_free(hsm_uri *u)
+{
+    if (u == NULL) {
+        return;
+    }
+    free(u->token);
+    free(u->serial);
+    free(u->manufacturer);
+    free(u->model);
+    free(u->object);
+    free(u->pin_source);
+    free(u->module_path);
+    memset(u, 0, sizeof *u);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Percent-decode [s, s+n) into a new string. RFC 7512 2.3: "pk11-pchar" and "pk11-qchar"
+ * allow pct-encoded octets anywhere in a value. A decoded NUL cannot be a C string: refused. */
+static kl_rc pct_decode(const char *s, size_t n, char **out)
+{
+    char *d = malloc(n + 1);
+    size_t j = 0;
+    if (d == NULL) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            if (i + 2 >= n) {
+                free(d);
+                return kl_fail(KL_EUSAGE, "pkcs11 URI: truncated percent-encoding");
+            }
+            int a = hexval(s[i + 1]);
+            int b = hexval(s[i + 2]);
+            if (a < 0 || b < 0) {
+                free(d);
+                return kl_fail(KL_EUSAGE, "pkcs11 URI: bad percent-encoding '%%%c%c'", s[i + 1],
+                               s[i + 2]);
+            }
+            if (a == 0 && b == 0) {
+                free(d);
+                return kl_fail(KL_EUSAGE, "pkcs11 URI: %%00 is not allowed in a value");
+            }
+            d[j++] = (char)(a * 16 + b);
+            i += 2;
+        } else {
+            d[j++] = s[i];
+        }
+    }
+    d[j] = '\0';
+    *out = d;
+    return KL_OK;
+}
+
+/* One "name=value" of the path (`query` = 0) or the query (`query` = 1). */
+static kl_rc uri_attr(hsm_uri *u, const char *s, size_t n, int query)
+{
+    kl_rc rc = KL_OK;
+    const char *eq = memchr(s, '=', n);
+    char **slot = NULL;
+    char *val = NULL;
+    size_t nl;
+
+    if (n == 0) {
+        /* An empty component ("pkcs11:a=b;" or "?&"): tolerated, nothing to set. */
+        return KL_OK;
+    }
+    ENSURE(eq != NULL, KL_EUSAGE, "pkcs11 URI: attribute '%.*s' has no '='", (int)n, s);
+    nl = (size_t)(eq - s);
+    ENSURE(nl > 0, KL_EUSAGE, "pkcs11 URI: attribute with an empty name");
+#define IS(name) (nl == strlen(name) && strncmp(s, name, nl) == 0)
+    if (!query) {
+        if (IS("token")) {
+            slot = &u->token;
+        } else if (IS("serial")) {
+            slot = &u->serial;
+        } else if (IS("manufacturer")) {
+            slot = &u->manufacturer;
+        } else if (IS("model")) {
+            slot = &u->model;
+        } else if (IS("object")) {
+            slot = &u->object;
+        }
+        /* Other path attributes (id, type, library-*, slot-*) are valid but unused here. */
+    } else {
+        if (IS("pin-source")) {
+            slot = &u->pin_source;
+        } else if (IS("module-path")) {
+            slot = &u->module_path;
+        } else if (IS("pin-value")) {
+            /* A PIN must not live in a URI that ends up in configs, logs and argv. */
+            ENSURE(0, KL_EUSAGE, "pkcs11 URI: pin-value is not accepted; use pin-source or the "
+                                 "configured PIN source");
+        }
+    }
+#undef IS
+    TRY(pct_decode(eq + 1, n - nl - 1, &val));
+    if (slot != NULL) {
+        /* RFC 7512 2.3: "An attribute name MUST NOT appear more than once in the URI." */
+        ENSURE(*slot == NULL, KL_EUSAGE, "pkcs11 URI: attribute '%.*s' appears twice", (int)nl,
+               s);
+        *slot = val;
+        val = NULL;
+    }
+out:
+    free(val);
+    return rc;
+}
+
+kl_rc hsm_uri_parse(const char *uri, hsm_uri *out)
+{
+    kl_rc rc = KL_OK;
+    const char *p, *q, *end;
+
+    ENSURE(out != NULL, KL_EUSAGE, "hsm_uri_parse: no output");
+    memset(out, 0, sizeof *out);
+    ENSURE(uri != NULL, KL_EUSAGE, "no pkcs11 URI given");
+    /* RFC 3986 3.1: scheme names are case-insensitive. */
+    ENSURE(strncasecmp(uri, "pkcs11:", 7) == 0, KL_EUSAGE, "not a pkcs11: URI: '%s'", uri);
+    p = uri + 7;
+    q = strchr(p, '?');
+    end = q != NULL ? q : p + strlen(p);
+    /* RFC 7512 2.3: pk11-path attributes are separated by ";". */
+    while (p < end) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *e = semi != NULL ? semi : end;
+        TRY(uri_attr(out, p, (size_t)(e - p), 0));
+        p = semi != NULL ? semi + 1 : end;
+    }
+    if (q != NULL) {
+        /* RFC 7512 2.3: pk11-query attributes are separated by "&". */
+        p = q + 1;
+        end = p + strlen(p);
+        while (p < end) {
+            const char *amp = memchr(p, '&', (size_t)(end - p));
+            const char *e = amp != NULL ? amp : end;
+            TRY(uri_attr(out, p, (size_t)(e - p), 1));
+            p = amp != NULL ? amp + 1 : end;
+        }
+    }
+out:
+    if (rc != KL_OK && out != NULL) {
+        hsm_uri_free(out);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* module registry                                                                          */
+
+typedef struct hsm_module {
+    struct hsm_module *next;
+    char *path; /* realpath() of the module file */
+    PKCS11_CTX *p11;
+    PKCS11_SLOT *slots;
+    unsigned int nslots;
+    void *dl;
+    CK_FUNCTION_LIST_PTR fl;
+    int finalize; /* we initialised it ourselves (libp11 had not): finalise on unload */
+    unsigned refs;
+    hsm_ctx *open; /* contexts using this module (linked through hsm_ctx.next) */
+} hsm_module;
+
+struct hsm_ctx {
+    hsm_ctx *next;
+    hsm_module *mod;
+    PKCS11_SLOT *slot;
+    CK_SLOT_ID slot_id;
+    CK_SESSION_HANDLE sess; /* raw session; used only under mu */
+    int have_sess;
+    int logged_in;
+    char *token_label;
+    pthread_mutex_t mu; /* raw session, libp11 key enumeration, key cache */
+    struct {
+        char *label;
+        EVP_PKEY *pk;
+    } *cache;
+    size_t ncache;
+};
+
+static pthread_mutex_t g_mod_mu = PTHREAD_MUTEX_INITIALIZER;
+static hsm_module *g_mods;
+/* SoftHSM wants key generation serialised (see DESIGN.md); process-wide, taken before mu. */
+static pthread_mutex_t g_keygen_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void module_unload(hsm_module *m)
+{
+    if (m == NULL) {
+        return;
+    }
+    if (m->p11 != NULL) {
+        if (m->slots != NULL) {
+            PKCS11_release_all_slots(m->p11, m->slots, m->nslots);
+        }
+        PKCS11_CTX_unload(m->p11); /* C_Finalize */
+        PKCS11_CTX_free(m->p11);
+    }
+    if (m->finalize && m->fl != NULL) {
+        m->fl->C_Finalize(NULL);
+    }
+    if (m->dl != NULL) {
+        dlclose(m->dl);
+    }
+    free(m->path);
+    free(m);
+}
+
+/* Called with g_mod_mu held. */
+static kl_rc module_get(const char *module, hsm_module **out)
+{
+    kl_rc rc = KL_OK;
+    char real[PATH_MAX];
+    hsm_module *m = NULL;
+    CK_C_GetFunctionList getfl;
+    CK_C_INITIALIZE_ARGS args;
+    CK_RV rv;
+
+    ENSURE(realpath(module, real) != NULL, KL_ENOTFOUND,
+           "PKCS#11 module %s cannot be loaded: no such file", module);
+    for (m = g_mods; m != NULL; m = m->next) {
+        if (strcmp(m->path, real) == 0) {
+            m->refs++;
+            *out = m;
+            return KL_OK;
+        }
+    }
+    m = calloc(1, sizeof *m);
+    ENSURE(m != NULL, KL_EINTERNAL, "out of memory");
+    m->path = strdup(real);
+    ENSURE(m->path != NULL, KL_EINTERNAL, "out of memory");
+
+    /* Our own handle first: it gives the loader's message for files that are not modules. */
+    m->dl = dlopen(real, RTLD_NOW | RTLD_LOCAL);
+    ENSURE(m->dl != NULL, KL_ENOTFOUND, "PKCS#11 module %s cannot be loaded: %s", module,
+           dlerror());
+    *(void **)(&getfl) = dlsym(m->dl, "C_GetFunctionList");
+    ENSURE(getfl != NULL, KL_ENOTFOUND,
+           "PKCS#11 module %s cannot be loaded: no C_GetFunctionList", module);
+    rv = getfl(&m->fl);
+    ENSURE(rv == CKR_OK && m->fl != NULL, KL_ENOTFOUND,
+           "PKCS#11 module %s cannot be loaded: C_GetFunctionList: %s", module,
+           hsm_ckr_name(rv));
+
+    m->p11 = PKCS11_CTX_new();
+    ENSURE(m->p11 != NULL, KL_EINTERNAL, "PKCS11_CTX_new failed");
+    if (PKCS11_CTX_load(m->p11, real) < 0) {
+        CK_RV ckr = p11_take_ckr();
+        PKCS11_CTX_free(m->p11);
+        m->p11 = NULL;
+        ENSURE(0, KL_ENOTFOUND, "PKCS#11 module %s cannot be loaded: C_Initialize: %s", module,
+               ckr ? hsm_ckr_name(ckr) : "libp11 failed");
+    }
+    /* libp11 initialised the module with CKF_OS_LOCKING_OK; we share that instance. */
+    memset(&args, 0, sizeof args);
+    args.flags = CKF_OS_LOCKING_OK;
+    rv = m->fl->C_Initialize(&args);
+    if (rv == CKR_OK) {
+        m->finalize = 1;
+    } else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+        ENSURE(0, KL_EHSM, "PKCS#11 module %s: C_Initialize: %s", module, hsm_ckr_name(rv));
+    }
+    if (PKCS11_enumerate_slots(m->p11, &m->slots, &m->nslots) < 0) {
+        CK_RV ckr = p11_take_ckr();
+        m->slots = NULL;
+        m->nslots = 0;
+        ENSURE(0, KL_EHSM, "PKCS#11 module %s: cannot list slots: %s", module,
+               ckr ? hsm_ckr_name(ckr) : "libp11 failed");
+    }
+    m->refs = 1;
+    m->next = g_mods;
+    g_mods = m;
+    *out = m;
+    m = NULL;
+out:
+    module_unload(m);
+    return rc;
+}
+
+/* Called with g_mod_mu held. */
+static void module_put(hsm_module *m)
+{
+    if (m == NULL || --m->refs > 0) {
+        return;
+    }
+    for (hsm_module **pp = &g_mods; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    }
+    module_unload(m);
+}
+
+static int str_match(const char *want, const char *have)
+{
+    return want == NULL || (have != NULL && strcmp(want, have) == 0);
+}
+
+/* Find the slot whose token matches the URI and attach h to it. Called with g_mod_mu held. */
+static kl_rc ctx_attach(hsm_ctx *h, const char *module, const hsm_uri *u, const char *uri)
+{
+    kl_rc rc = KL_OK;
+    TRY(module_get(module, &h->mod));
+    for (unsigned int i = 0; i < h->mod->nslots; i++) {
+        PKCS11_SLOT *s = &h->mod->slots[i];
+        PKCS11_TOKEN *t = s->token;
+        if (t == NULL || !t->initialized) {
+            continue;
+        }
+        /* RFC 7512 2.3: token, manufacturer, serial and model match the CK_TOKEN_INFO fields
+         * (libp11 has already stripped the blank padding). */
+        if (str_match(u->token, t->label) && str_match(u->manufacturer, t->manufacturer) &&
+            str_match(u->serial, t->serialnr) && str_match(u->model, t->model)) {
+            h->slot = s;
+            break;
+        }
+    }
+    ENSURE(h->slot != NULL, KL_ENOTFOUND, "no token matches %s (module %s)", uri, module);
+    for (hsm_ctx *o = h->mod->open; o != NULL; o = o->next) {
+        /* The PKCS#11 login is per token and process: a second context would be logged in
+         * whatever PIN it was given. */
+        ENSURE(o->slot != h->slot, KL_EUSAGE,
+               "token '%s' is already open in this process; share its hsm_ctx",
+               h->slot->token->label);
+    }
+    h->slot_id = PKCS11_get_slotid_from_slot(h->slot);
+    h->token_label = strdup(h->slot->token->label ? h->slot->token->label : "");
+    ENSURE(h->token_label != NULL, KL_EINTERNAL, "out of memory");
+    h->next = h->mod->open;
+    h->mod->open = h;
+out:
+    return rc;
+}
+
+static void ctx_detach(hsm_ctx *h)
+{
+    if (h->mod == NULL) {
+        return;
+    }
+    for (hsm_ctx **pp = &h->mod->open; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == h) {
+            *pp = h->next;
+            break;
+        }
+    }
+    module_put(h->mod);
+    h->mod = NULL;
+}
+
+void hsm_close(hsm_ctx *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < h->ncache; i++) {
+        free(h->cache[i].label);
+        EVP_PKEY_free(h->cache[i].pk);
+    }
+    free(h->cache);
+    pthread_mutex_lock(&g_mod_mu);
+    if (h->mod != NULL) {
+        if (h->logged_in && h->mod->refs > 1) {
+            /* Others keep the module loaded: do not leave this token logged in. When we are
+             * the last user, C_Finalize ends the login anyway. */
+            if (PKCS11_logout(h->slot) < 0) {
+                ERR_clear_error();
+            }
+        }
+        if (h->have_sess) {
+            h->mod->fl->C_CloseSession(h->sess);
+        }
+    }
+    ctx_detach(h);
+    pthread_mutex_unlock(&g_mod_mu);
+    pthread_mutex_destroy(&h->mu);
+    free(h->token_label);
+    free(h);
+}
+
+kl_rc hsm_open(hsm_ctx **out, const char *module, const char *token_uri, const char *pin)
+{
+    kl_rc rc = KL_OK;
+    hsm_uri u;
+    hsm_ctx *h = NULL;
+    CK_FUNCTION_LIST_PTR fl;
+    CK_TOKEN_INFO ti;
+    CK_RV rv;
+
+    memset(&u, 0, sizeof u);
+    ENSURE(out != NULL, KL_EUSAGE, "hsm_open: no output");
+    *out = NULL;
+    TRY(hsm_uri_parse(token_uri, &u));
+    if (module == NULL) {
+        module = u.module_path;
+    }
+    ENSURE(module != NULL && *module != '\0', KL_EUSAGE,
+           "no PKCS#11 module given for %s (set the module path)", token_uri);
+    h = calloc(1, sizeof *h);
+    ENSURE(h != NULL, KL_EINTERNAL, "out of memory");
+    pthread_mutex_init(&h->mu, NULL);
+
+    pthread_mutex_lock(&g_mod_mu);
+    rc = ctx_attach(h, module, &u, token_uri);
+    pthread_mutex_unlock(&g_mod_mu);
+    if (rc != KL_OK) {
+        goto out;
+    }
+    fl = h->mod->fl;
+
+    rv = fl->C_OpenSession(h->slot_id, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                           &h->sess);
+    if (rv == CKR_TOKEN_WRITE_PROTECTED) {
+        rv = fl->C_OpenSession(h->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &h->sess);
+    }
+    if (rv != CKR_OK) {
+        rc = fail_ckr(rv, "C_OpenSession");
+        goto out;
+    }
+    h->have_sess = 1;
+
+    if (pin != NULL) {
+        rv = fl->C_GetTokenInfo(h->slot_id, &ti);
+        ENSURE(rv != CKR_OK || !(ti.flags & CKF_USER_PIN_LOCKED), KL_ELOCKED,
+               "PIN locked (CKR_PIN_LOCKED)");
+        /* Log in through the raw function list first: it gives the exact CKR_* (libp11 only
+         * says "failed"). The login is per token and application, so libp11's own
+         * PKCS11_login below gets CKR_USER_ALREADY_LOGGED_IN, which it accepts. */
+        rv = fl->C_Login(h->sess, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)strlen(pin));
+        if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+            rc = fail_ckr(rv, "C_Login");
+            goto out;
+        }
+        h->logged_in = 1;
+        if (PKCS11_login(h->slot, 0, pin) < 0) {
+            CK_RV ckr = p11_take_ckr();
+            rc = ckr ? fail_ckr(ckr, "PKCS11_login")
+                     : kl_fail(KL_EHSM, "PKCS11_login failed on token '%s'", h->token_label);
+            goto out;
+        }
+    }
+    *out = h;
+    h = NULL;
+out:
+    hsm_uri_free(&u);
+    hsm_close(h);
+    return rc;
+}
+
+const char *hsm_token_label(const hsm_ctx *h)
+{
+    return h != NULL && h->token_label != NULL ? h->token_label : "";
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* raw helpers (call with h->mu held)                                                        */
+
+static kl_rc raw_find(hsm_ctx *h, CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *objs,
+                      CK_ULONG max, CK_ULONG *count)
+{
+    CK_FUNCTION_LIST_PTR fl = h->mod->fl;
+    CK_RV rv = fl->C_FindObjectsInit(h->sess, tmpl, n);
+    if (rv != CKR_OK) {
+        return fail_ckr(rv, "C_FindObjectsInit");
+    }
+    rv = fl->C_FindObjects(h->sess, objs, max, count);
+    fl->C_FindObjectsFinal(h->sess);
+    if (rv != CKR_OK) {
+        return fail_ckr(rv, "C_FindObjects");
+    }
+    return KL_OK;
+}
+
+/* Read one attribute into a malloc'd buffer. */
+static kl_rc raw_attr(hsm_ctx *h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type, uint8_t **val,
+                      size_t *len)
+{
+    CK_FUNCTION_LIST_PTR fl = h->mod->fl;
+    CK_ATTRIBUTE a = {type, NULL, 0};
+    CK_RV rv = fl->C_GetAttributeValue(h->sess, o, &a, 1);
+    if (rv != CKR_OK) {
+        return fail_ckr(rv, "C_GetAttributeValue");
+    }
+    if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > 1u << 20) {
+        return kl_fail(KL_EHSM, "C_GetAttributeValue: attribute 0x%lx unavailable",
+                       (unsigned long)type);
+    }
+    a.pValue = malloc(a.ulValueLen ? a.ulValueLen : 1);
+    if (a.pValue == NULL) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    rv = fl->C_GetAttributeValue(h->sess, o, &a, 1);
+    if (rv != CKR_OK) {
+        free(a.pValue);
+        return fail_ckr(rv, "C_GetAttributeValue");
+    }
+    *val = a.pValue;
+    *len = a.ulValueLen;
+    return KL_OK;
+}
+
+/* Count objects of class `cls` labelled `label` (at most 8 are counted). */
+static kl_rc raw_count_label(hsm_ctx *h, const char *label, CK_OBJECT_CLASS cls,
+                             CK_OBJECT_HANDLE *first, CK_ULONG *count)
+{
+    CK_OBJECT_HANDLE objs[8];
+    CK_ATTRIBUTE t[2] = {
+        {CKA_LABEL, (void *)label, (CK_ULONG)strlen(label)},
+        {CKA_CLASS, &cls, sizeof cls},
+    };
+    kl_rc rc = raw_find(h, t, 2, objs, 8, count);
+    if (rc == KL_OK && *count > 0 && first != NULL) {
+        *first = objs[0];
+    }
+    return rc;
+}
+
+static const char *key_type_label(CK_KEY_TYPE kt)
+{
+    switch (kt) {
+    case CKK_EC_EDWARDS: return "Ed25519/EdDSA";
+    case 0x41UL: return "X25519/Montgomery"; /* CKK_EC_MONTGOMERY */
+    case CKK_DSA: return "DSA";
+    case CKK_DH: return "DH";
+    default: return "unsupported type";
+    }
+}
+
+/* Key objects that libp11 0.4.12 cannot handle (anything but CKK_RSA and CKK_EC, notably
+ * Ed25519 = CKK_EC_EDWARDS): one of them makes libp11 abort its whole key enumeration.
+ * Writes "'label' (type), ..." into buf (empty when there are none). */
+static void raw_foreign_keys(hsm_ctx *h, char *buf, size_t cap)
+{
+    static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++) {
+        CK_OBJECT_CLASS cls = classes[i];
+        CK_ATTRIBUTE t = {CKA_CLASS, &cls, sizeof cls};
+        CK_OBJECT_HANDLE objs[256];
+        CK_ULONG n = 0;
+        if (raw_find(h, &t, 1, objs, 256, &n) != KL_OK) {
+            continue;
+        }
+        for (CK_ULONG j = 0; j < n; j++) {
+            CK_KEY_TYPE kt = CKK_RSA;
+            CK_ATTRIBUTE ta = {CKA_KEY_TYPE, &kt, sizeof kt};
+            uint8_t *lab = NULL;
+            size_t ll = 0;
+            char one[200];
+            if (h->mod->fl->C_GetAttributeValue(h->sess, objs[j], &ta, 1) != CKR_OK ||
+                kt == CKK_RSA || kt == CKK_EC) {
+                continue;
+            }
+            if (raw_attr(h, objs[j], CKA_LABEL, &lab, &ll) != KL_OK) {
+                lab = NULL;
+                ll = 0;
+            }
+            snprintf(one, sizeof one, "'%.*s' (%s)", (int)(ll < 128 ? ll : 128),
+                     lab ? (char *)lab : "", key_type_label(kt));
+            free(lab);
+            if (strstr(buf, one) != NULL) {
+                continue; /* public and private halves share the label */
+            }
+            int w = snprintf(buf + used, cap - used, "%s%s", used ? ", " : "", one);
+            if (w < 0 || (size_t)w >= cap - used) {
+                return;
+            }
+            used += (size_t)w;
+        }
+    }
+}
+
+/* Software public key from a public (or RSA private) key object's attributes. */
+static kl_rc raw_pubkey(hsm_ctx *h, CK_OBJECT_HANDLE o, EVP_PKEY **out)
+{
+    kl_rc rc = KL_OK;
+    uint8_t *kt_buf = NULL, *a = NULL, *b = NULL;
+    size_t kt_len = 0, al = 0, bl = 0;
+    CK_KEY_TYPE kt;
+    OSSL_PARAM_BLD *bld = NULL;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    EVP_PKEY_CTX *chk = NULL;
+    BIGNUM *n = NULL, *e = NULL;
+    ASN1_OBJECT *oid = NULL;
+    ASN1_OCTET_STRING *os = NULL;
+    EVP_PKEY *pk = NULL;
+    const char *alg;
+
+    TRY(raw_attr(h, o, CKA_KEY_TYPE, &kt_buf, &kt_len));
+    ENSURE(kt_len == sizeof kt, KL_EHSM, "bad CKA_KEY_TYPE");
+    memcpy(&kt, kt_buf, sizeof kt);
+    bld = OSSL_PARAM_BLD_new();
+    ENSURE(bld != NULL, KL_EINTERNAL, "out of memory");
+    if (kt == CKK_EC) {
+        const unsigned char *p;
+        const unsigned char *pt;
+        size_t ptlen;
+        int nid;
+        alg = "EC";
+        TRY(raw_attr(h, o, CKA_EC_PARAMS, &a, &al));
+        TRY(raw_attr(h, o, CKA_EC_POINT, &b, &bl));
+        p = a;
+        oid = d2i_ASN1_OBJECT(NULL, &p, (long)al);
+        ENSURE(oid != NULL, KL_EHSM, "CKA_EC_PARAMS is not a named curve");
+        nid = OBJ_obj2nid(oid);
+        ENSURE(nid != NID_undef, KL_EHSM, "CKA_EC_PARAMS names an unknown curve");
+        /* PKCS#11 2.40 says CKA_EC_POINT is a DER OCTET STRING; some tokens give the raw
+         * point. Accept both. */
+        p = b;
+        os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)bl);
+        if (os != NULL && p == b + bl) {
+            pt = ASN1_STRING_get0_data(os);
+            ptlen = (size_t)ASN1_STRING_length(os);
+        } else {
+            ERR_clear_error();
+            pt = b;
+            ptlen = bl;
+        }
+        ENSURE(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid),
+                                               0) &&
+                   OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen),
+               KL_EINTERNAL, "OSSL_PARAM_BLD failed");
+    } else if (kt == CKK_RSA) {
+        alg = "RSA";
+        TRY(raw_attr(h, o, CKA_MODULUS, &a, &al));
+        TRY(raw_attr(h, o, CKA_PUBLIC_EXPONENT, &b, &bl));
+        n = BN_bin2bn(a, (int)al, NULL);
+        e = BN_bin2bn(b, (int)bl, NULL);
+        ENSURE(n != NULL && e != NULL, KL_EINTERNAL, "out of memory");
+        ENSURE(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) &&
+                   OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e),
+               KL_EINTERNAL, "OSSL_PARAM_BLD failed");
+    } else {
+        ENSURE(0, KL_EPOLICY, "key type 0x%lx is not supported", (unsigned long)kt);
+    }
+    params = OSSL_PARAM_BLD_to_param(bld);
+    ENSURE(params != NULL, KL_EINTERNAL, "OSSL_PARAM_BLD_to_param failed");
+    pctx = EVP_PKEY_CTX_new_from_name(NULL, alg, NULL);
+    ENSURE_SSL(pctx != NULL && EVP_PKEY_fromdata_init(pctx) > 0 &&
+                   EVP_PKEY_fromdata(pctx, &pk, EVP_PKEY_PUBLIC_KEY, params) > 0,
+               KL_EHSM, "cannot build the public key from the token's attributes");
+    chk = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
+    ENSURE_SSL(chk != NULL && EVP_PKEY_public_check(chk) > 0, KL_EHSM,
+               "the token's public key does not check out");
+    *out = pk;
+    pk = NULL;
+out:
+    free(kt_buf);
+    free(a);
+    free(b);
+    BN_free(n);
+    BN_free(e);
+    ASN1_OBJECT_free(oid);
+    ASN1_OCTET_STRING_free(os);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    EVP_PKEY_CTX_free(pctx);
+    EVP_PKEY_CTX_free(chk);
+    EVP_PKEY_free(pk);
+    return rc;
+}
+
+/* A key argument is a bare label or a pkcs11: URI with object=. */
+static kl_rc label_of(const hsm_ctx *h, const char *arg, char **out)
+{
+    kl_rc rc = KL_OK;
+    hsm_uri u;
+    memset(&u, 0, sizeof u);
+    ENSURE(arg != NULL && *arg != '\0', KL_EUSAGE, "no key label given");
+    if (strncasecmp(arg, "pkcs11:", 7) != 0) {
+        *out = strdup(arg);
+        ENSURE(*out != NULL, KL_EINTERNAL, "out of memory");
+        return KL_OK;
+    }
+    TRY(hsm_uri_parse(arg, &u));
+    ENSURE(u.object != NULL && *u.object != '\0', KL_EUSAGE, "key URI %s has no object=", arg);
+    ENSURE(u.token == NULL || strcmp(u.token, h->token_label) == 0, KL_ENOTFOUND,
+           "key URI %s names token '%s', but this context holds token '%s'", arg, u.token,
+           h->token_label);
+    *out = u.object;
+    u.object = NULL;
+out:
+    hsm_uri_free(&u);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* keys                                                                                     */
+
+static const CK_BYTE oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+static const CK_BYTE oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+
+kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKEY **pub_out)
+{
+    kl_rc rc = KL_OK;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_BYTE id[20];
+    CK_ULONG bits = 3072;
+    CK_BYTE exp65537[] = {0x01, 0x00, 0x01};
+    CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+    CK_ULONG count = 0;
+    CK_ULONG npub = 0, npriv = 0;
+    CK_ATTRIBUTE pubt[8], privt[12];
+    CK_RV rv;
+    int locked = 0;
+
+    if (pub_out != NULL) {
+        *pub_out = NULL;
+    }
+    ENSURE(h != NULL, KL_EUSAGE, "hsm_key_generate: no context");
+    ENSURE(label != NULL && *label != '\0', KL_EUSAGE, "no key label given");
+    ENSURE(strlen(label) <= 128, KL_EUSAGE, "key label longer than 128 bytes");
+    ENSURE(type != HSM_KEY_ED25519, KL_EPOLICY,
+           "ed25519 keys are refused: libp11 0.4.12 cannot see any key on a token that holds an "
+           "Ed25519 key (SoftHSM 2.6.1 itself supports Ed25519); use ec-p256, ec-p384 or "
+           "rsa-3072");
+    ENSURE((unsigned)type < HSM_KEY__COUNT, KL_EUSAGE, "unknown key type %d", (int)type);
+    ENSURE(h->logged_in, KL_EUSAGE, "key generation needs a login (open the token with a PIN)");
+    ENSURE_SSL(RAND_bytes(id, sizeof id) == 1, KL_EINTERNAL, "RAND_bytes failed");
+
+#define ADD(t, n, type_, ptr, len)                                                               \
+    do {                                                                                         \
+        t[n].type = (type_);                                                                     \
+        t[n].pValue = (void *)(ptr);                                                             \
+        t[n].ulValueLen = (CK_ULONG)(len);                                                       \
+        n++;                                                                                     \
+    } while (0)
+    ADD(pubt, npub, CKA_TOKEN, &yes, sizeof yes);
+    ADD(pubt, npub, CKA_PRIVATE, &no, sizeof no);
+    ADD(pubt, npub, CKA_VERIFY, &yes, sizeof yes);
+    ADD(pubt, npub, CKA_LABEL, label, strlen(label));
+    ADD(pubt, npub, CKA_ID, id, sizeof id);
+    ADD(privt, npriv, CKA_TOKEN, &yes, sizeof yes);
+    ADD(privt, npriv, CKA_PRIVATE, &yes, sizeof yes);
+    ADD(privt, npriv, CKA_SENSITIVE, &yes, sizeof yes);
+    ADD(privt, npriv, CKA_EXTRACTABLE, &no, sizeof no);
+    ADD(privt, npriv, CKA_SIGN, &yes, sizeof yes);
+    /* A CA key signs and does nothing else. */
+    ADD(privt, npriv, CKA_DECRYPT, &no, sizeof no);
+    ADD(privt, npriv, CKA_UNWRAP, &no, sizeof no);
+    ADD(privt, npriv, CKA_DERIVE, &no, sizeof no);
+    ADD(privt, npriv, CKA_LABEL, label, strlen(label));
+    ADD(privt, npriv, CKA_ID, id, sizeof id);
+    switch (type) {
+    case HSM_KEY_EC_P256: ADD(pubt, npub, CKA_EC_PARAMS, oid_p256, sizeof oid_p256); break;
+    case HSM_KEY_EC_P384: ADD(pubt, npub, CKA_EC_PARAMS, oid_p384, sizeof oid_p384); break;
+    case HSM_KEY_RSA_3072:
+        mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+        ADD(pubt, npub, CKA_MODULUS_BITS, &bits, sizeof bits);
+        ADD(pubt, npub, CKA_PUBLIC_EXPONENT, exp65537, sizeof exp65537);
+        break;
+    default: break;
+    }
+#undef ADD
+
+    pthread_mutex_lock(&g_keygen_mu);
+    pthread_mutex_lock(&h->mu);
+    locked = 1;
+    /* Key objects only: a certificate may well carry its key's label. */
+    TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, NULL, &count));
+    if (count == 0) {
+        TRY(raw_count_label(h, label, CKO_PUBLIC_KEY, NULL, &count));
+    }
+    ENSURE(count == 0, KL_EEXIST, "a key labelled '%s' already exists on token '%s'", label,
+           h->token_label);
+    rv = h->mod->fl->C_GenerateKeyPair(h->sess, &mech, pubt, npub, privt, npriv, &pub, &priv);
+    if (rv != CKR_OK) {
+        rc = fail_ckr(rv, "C_GenerateKeyPair");
+        kl_wrap(rc, "generating %s key '%s' on token '%s'", hsm_key_type_name(type), label,
+                h->token_label);
+        goto out;
+    }
+    if (pub_out != NULL) {
+        TRY(raw_pubkey(h, pub, pub_out));
+    }
+out:
+    if (locked) {
+        pthread_mutex_unlock(&h->mu);
+        pthread_mutex_unlock(&g_keygen_mu);
+    }
+    return rc;
+}
+
+static EVP_PKEY *cache_get(hsm_ctx *h, const char *label)
+{
+    for (size_t i = 0; i < h->ncache; i++) {
+        if (strcmp(h->cache[i].label, label) == 0) {
+            EVP_PKEY_up_ref(h->cache[i].pk);
+            return h->cache[i].pk;
+        }
+    }
+    return NULL;
+}
+
+static void cache_put(hsm_ctx *h, const char *label, EVP_PKEY *pk)
+{
+    void *n = realloc(h->cache, (h->ncache + 1) * sizeof *h->cache);
+    char *l = strdup(label);
+    if (n == NULL || l == NULL) {
+        free(l);
+        if (n != NULL) {
+            h->cache = n;
+        }
+        return; /* no cache entry: the next load just enumerates again */
+    }
+    h->cache = n;
+    EVP_PKEY_up_ref(pk);
+    h->cache[h->ncache].label = l;
+    h->cache[h->ncache].pk = pk;
+    h->ncache++;
+}
+
+kl_rc hsm_key_load(hsm_ctx *h, const char *label_arg, EVP_PKEY **priv_out)
+{
+    kl_rc rc = KL_OK;
+    char *label = NULL;
+    PKCS11_KEY *keys = NULL, *hit = NULL;
+    unsigned int nkeys = 0, nhits = 0;
+    EVP_PKEY *pk = NULL;
+    char ed[512];
+    int locked = 0;
+
+    ENSURE(priv_out != NULL, KL_EUSAGE, "hsm_key_load: no output");
+    *priv_out = NULL;
+    ENSURE(h != NULL, KL_EUSAGE, "hsm_key_load: no context");
+    TRY(label_of(h, label_arg, &label));
+    pthread_mutex_lock(&h->mu);
+    locked = 1;
+    pk = cache_get(h, label);
+    if (pk != NULL) {
+        *priv_out = pk;
+        pk = NULL;
+        goto out;
+    }
+    /* libp11 0.4.12 re-runs C_FindObjects on every call and adds objects it has not seen
+     * (keys generated since the last call included); earlier EVP_PKEYs stay valid. */
+    if (PKCS11_enumerate_keys(h->slot->token, &keys, &nkeys) < 0) {
+        CK_RV ckr = p11_take_ckr();
+        raw_foreign_keys(h, ed, sizeof ed);
+        ENSURE(ed[0] == '\0', KL_EHSM,
+               "cannot look up key '%s': token '%s' holds key(s) that libp11 0.4.12 cannot "
+               "handle: %s; while such a key is on the token libp11 cannot enumerate any key "
+               "(move it to another token)",
+               label, h->token_label, ed);
+        ENSURE(0, ckr ? hsm_rc_from_ckr(ckr) : KL_EHSM,
+               "cannot list the keys on token '%s': %s", h->token_label,
+               ckr ? hsm_ckr_name(ckr) : "libp11 failed");
+    }
+    for (unsigned int i = 0; i < nkeys; i++) {
+        if (keys[i].isPrivate && keys[i].label != NULL && strcmp(keys[i].label, label) == 0) {
+            if (hit == NULL) {
+                hit = &keys[i];
+            }
+            nhits++;
+        }
+    }
+    if (hit == NULL) {
+        raw_foreign_keys(h, ed, sizeof ed);
+        ENSURE(ed[0] == '\0', KL_EHSM,
+               "no key labelled '%s' visible on token '%s': it holds key(s) that libp11 "
+               "0.4.12 cannot handle: %s (move them to another token)",
+               label, h->token_label, ed);
+        ENSURE(0, KL_ENOTFOUND, "no key labelled %s on token %s%s", label, h->token_label,
+               h->logged_in ? "" : " (not logged in: private keys are hidden)");
+    }
+    ENSURE(nhits == 1, KL_EHSM, "%u private keys labelled '%s' on token '%s'; refusing to guess",
+           nhits, label, h->token_label);
+    pk = PKCS11_get_private_key(hit);
+    ENSURE_SSL(pk != NULL, KL_EHSM, "libp11 cannot use key '%s' on token '%s'", label,
+               h->token_label);
+    cache_put(h, label, pk);
+    *priv_out = pk;
+    pk = NULL;
+out:
+    if (locked) {
+        pthread_mutex_unlock(&h->mu);
+    }
+    free(label);
+    return rc;
+}
+
+kl_rc hsm_key_public(hsm_ctx *h, const char *label_arg, EVP_PKEY **pub_out)
+{
+    kl_rc rc = KL_OK;
+    char *label = NULL;
+    CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
+    CK_ULONG count = 0;
+    int locked = 0;
+
+    ENSURE(pub_out != NULL, KL_EUSAGE, "hsm_key_public: no output");
+    *pub_out = NULL;
+    ENSURE(h != NULL, KL_EUSAGE, "hsm_key_public: no context");
+    TRY(label_of(h, label_arg, &label));
+    pthread_mutex_lock(&h->mu);
+    locked = 1;
+    TRY(raw_count_label(h, label, CKO_PUBLIC_KEY, &o, &count));
+    if (count == 0) {
+        /* No public object: an RSA private key carries its modulus and exponent. */
+        TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, &o, &count));
+    }
+    ENSURE(count > 0, KL_ENOTFOUND, "no key labelled %s on token %s", label, h->token_label);
+    ENSURE(count == 1, KL_EHSM, "several keys labelled '%s' on token '%s'; refusing to guess",
+           label, h->token_label);
+    TRY(raw_pubkey(h, o, pub_out));
+out:
+    if (locked) {
+        pthread_mutex_unlock(&h->mu);
+    }
+    free(label);
+    return rc;
+}
+
+kl_rc hsm_key_protection(hsm_ctx *h, const char *label_arg, unsigned *flags_out)
+{
+    kl_rc rc = KL_OK;
+    char *label = NULL;
+    CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
+    CK_ULONG count = 0;
+    CK_BBOOL v[6] = {0};
+    CK_ATTRIBUTE t[6] = {
+        {CKA_SENSITIVE, &v[0], 1},       {CKA_EXTRACTABLE, &v[1], 1},
+        {CKA_ALWAYS_SENSITIVE, &v[2], 1}, {CKA_NEVER_EXTRACTABLE, &v[3], 1},
+        {CKA_PRIVATE, &v[4], 1},          {CKA_TOKEN, &v[5], 1},
+    };
+    static const unsigned bit[6] = {HSM_PROT_SENSITIVE,        HSM_PROT_EXTRACTABLE,
+                                    HSM_PROT_ALWAYS_SENSITIVE, HSM_PROT_NEVER_EXTRACTABLE,
+                                    HSM_PROT_PRIVATE,          HSM_PROT_TOKEN};
+    unsigned f = 0;
+    int locked = 0;
+    CK_RV rv;
+
+    ENSURE(flags_out != NULL, KL_EUSAGE, "hsm_key_protection: no output");
+    *flags_out = 0;
+    ENSURE(h != NULL, KL_EUSAGE, "hsm_key_protection: no context");
+    TRY(label_of(h, label_arg, &label));
+    pthread_mutex_lock(&h->mu);
+    locked = 1;
+    TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, &o, &count));
+    ENSURE(count > 0, KL_ENOTFOUND, "no key labelled %s on token %s", label, h->token_label);
+    rv = h->mod->fl->C_GetAttributeValue(h->sess, o, t, 6);
+    /* CKR_ATTRIBUTE_TYPE_INVALID: some attribute unknown; the others are still filled in. */
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID) {
+        rc = fail_ckr(rv, "C_GetAttributeValue");
+        goto out;
+    }
+    for (int i = 0; i < 6; i++) {
+        if (t[i].ulValueLen == 1 && v[i] == CK_TRUE) {
+            f |= bit[i];
+        }
+    }
+    *flags_out = f;
+out:
+    if (locked) {
+        pthread_mutex_unlock(&h->mu);
+    }
+    free(label);
+    return rc;
+}
