@@ -662,10 +662,7 @@ kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) **out)
     *out = sk;
     sk = NULL;
 out:
-    for (size_t i = 0; i < n; i++) {
-        store_ca_free(&list[i]);
-    }
-    free(list);
+    store_ca_list_free(list, n);
     sk_X509_pop_free(sk, X509_free);
     return rc;
 }

@@ -214,10 +214,7 @@ static kl_rc ca_ocsp_find_issuer(ca_ctx *ca, OCSP_CERTID *cid, char *label, size
         }
     }
 out:
-    for (size_t i = 0; i < n; i++) {
-        store_ca_free(&list[i]);
-    }
-    free(list);
+    store_ca_list_free(list, n);
     return rc;
 }
 

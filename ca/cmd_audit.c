@@ -14,7 +14,13 @@ static kl_rc cmd_audit_verify(cli *c, int argc, char **argv)
     ENSURE(argc == 1, KL_EUSAGE, "audit verify takes no arguments");
     TRY(cli_open(c, 0, &ca));
     TRY(store_audit_verify(ca_store(ca), &count));
-    printf("audit log intact: %lld entries\n", (long long)count);
+    int64_t seq = 0;
+    char head[65] = "";
+    TRY(store_audit_head(ca_store(ca), &seq, head));
+    /* The head hash is what to export to an outside log: a chain alone cannot reveal a
+     * rewrite of the whole file. */
+    printf("audit log intact: %lld entries, head %lld %s\n", (long long)count, (long long)seq,
+           head);
 out:
     ca_close(ca);
     return rc;
@@ -39,10 +45,7 @@ static kl_rc cmd_audit_list(cli *c, int argc, char **argv)
                list[i].action, list[i].detail ? list[i].detail : "", list[i].hash);
     }
 out:
-    for (size_t i = 0; i < n; i++) {
-        store_audit_free(&list[i]);
-    }
-    free(list);
+    store_audit_list_free(list, n);
     ca_close(ca);
     return rc;
 }

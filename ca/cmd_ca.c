@@ -125,10 +125,7 @@ static kl_rc cmd_ca_list(cli *c, int argc, char **argv)
                subj);
     }
 out:
-    for (size_t i = 0; i < n; i++) {
-        store_ca_free(&list[i]);
-    }
-    free(list);
+    store_ca_list_free(list, n);
     ca_close(ca);
     return rc;
 }

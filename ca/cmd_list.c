@@ -166,10 +166,7 @@ static kl_rc cmd_device_list(cli *c, int argc, char **argv)
                list[i].detail ? list[i].detail : "");
     }
 out:
-    for (size_t i = 0; i < n; i++) {
-        store_device_free(&list[i]);
-    }
-    free(list);
+    store_device_list_free(list, n);
     ca_close(ca);
     return rc;
 }

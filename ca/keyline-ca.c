@@ -82,10 +82,13 @@ kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out)
 {
     if (!c->conf) {
         kl_rc rc = kl_conf_load(&c->conf, c->config_path);
+        if (rc == KL_ENOTFOUND) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", kl_errmsg());
+            return kl_fail(rc, "%s (use -c FILE to name the config)", msg);
+        }
         if (rc != KL_OK) {
-            return rc == KL_ENOTFOUND ? kl_fail(rc, "%s (use -c FILE to name the config)",
-                                                kl_errmsg())
-                                      : rc;
+            return rc;
         }
     }
     return with_hsm ? ca_open(out, c->conf) : ca_open_nohsm(out, c->conf);

@@ -1,11 +1,11 @@
 /* keyline: certificate templates (profiles) and the policy that applies them.
  *
  * A template is an INI file templates/<name>.tmpl (parsed with libinih); see
- * docs/ca.md "Templates reference" for every key. A template fixes what goes into a
+ * docs/templates.md for every key. A template fixes what goes into a
  * certificate: allowed key types, subject rules, extensions, validity, path length, CRL DP and
  * AIA. Extensions in a CSR are never copied: only the subjectAltName kinds the template allows
  * are taken from a CSR, after validation; any other CSR extension is refused unless listed in
- * `csr-extensions-ignored`. */
+ * `[csr] ignore-extensions`. */
 #ifndef KL_TPL_H
 #define KL_TPL_H
 
@@ -52,6 +52,9 @@ typedef struct tpl {
     int ocsp_nocheck;                    /* id-pkix-ocsp-nocheck (OCSP signer) */
     int csr_ext_ignored[8];              /* NIDs of CSR extensions tolerated (not copied) */
     int max_csr_bytes;                   /* CSR DER larger than this is refused */
+    /* added after the first draft of this header: */
+    uint32_t key_usage_rsa;              /* X509v3_KU_* bits added when the key is RSA */
+    int san_dns_wildcard;                /* allow "*.example.com" dNSNames from the CSR */
 } tpl;
 
 /* Load templates/<name>.tmpl from `dir`. `name` must match [a-z0-9-]+ (no paths).
@@ -69,7 +72,8 @@ typedef struct {
     const char *crl_url;       /* NULL/"" : none configured */
     const char *ocsp_url;
     const char *ca_issuers_url;
-    time_t now;
+    time_t now;                /* 0: time(NULL) */
+    const char *issuer_label;  /* replaces "{issuer}" in the URLs above; NULL when not needed */
 } tpl_policy_in;
 
 /* Check the CSR against the template (key type/size, subject rules, CSR extensions, SAN
@@ -87,5 +91,24 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
  * cA); 802.1AR fields (serialNumber + HMN + 99991231235959Z) for templates that ask for them.
  * KL_EINTERNAL with "lint: ..." on failure (a failing lint is a keyline bug or a bad template). */
 kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert) KL_WUR;
+
+/* Helpers shared by the tpl*.c files, exposed for tests and other front ends. */
+
+/* OID of HardwareModuleName (RFC 4108 5: id-on-hardwareModuleName) */
+#define TPL_OID_HMN "1.3.6.1.5.5.7.8.4"
+/* IEEE 802.1AR 8.5 "no well-defined expiration date" */
+#define TPL_NOTAFTER_FOREVER "99991231235959Z"
+
+/* Key type of a public key as an hsm_key_type value, or -1 when it is none of ours. `name`
+ * (may be NULL) gets a printable description either way ("ec-p256", "rsa-2048",
+ * "ec-secp521r1"). Does not need hsm.c. */
+int tpl_key_type_of(const EVP_PKEY *k, char *name, size_t namelen);
+
+/* Device identity of a certificate: the hwSerialNum of its HardwareModuleName otherName if it
+ * has one, else its subject serialNumber. `hw_type` (may be NULL) gets the dotted hwType OID
+ * ("" when the id came from serialNumber). KL_ENOTFOUND when neither is present; KL_EINPUT
+ * when the HMN is malformed or the serial is not printable or does not fit. */
+kl_rc tpl_cert_device_id(X509 *cert, char *out, size_t outlen, char *hw_type, size_t hw_len)
+    KL_WUR;
 
 #endif

@@ -8,7 +8,10 @@ static _Thread_local char kl_msg[1024];
 
 static void kl_vset(const char *fmt, va_list ap)
 {
-    vsnprintf(kl_msg, sizeof kl_msg, fmt, ap);
+    /* Format into a copy: callers may pass kl_errmsg() itself as an argument. */
+    char tmp[sizeof kl_msg];
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    memcpy(kl_msg, tmp, sizeof kl_msg);
 }
 
 kl_rc kl_fail(kl_rc code, const char *fmt, ...)

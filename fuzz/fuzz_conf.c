@@ -1,4 +1,5 @@
 /* Fuzz the INI config loader (keyline.conf) and template parser inputs via a temp file. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -24,7 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)kl_conf_get(c, kl_conf_section(c, i), "path");
         }
         long v;
-        (void)kl_conf_get_long(c, "est", "max-body", 1, 0, 1000, &v);
+        if (kl_conf_get_long(c, "est", "max-body", 1, 0, 1000, &v) == KL_OK && v > 1000) {
+            abort();
+        }
         kl_conf_free(c);
     }
     unlink(path);

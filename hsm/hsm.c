@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include <libp11.h>
@@ -654,9 +656,28 @@ kl_rc hsm_open(hsm_ctx **out, const char *module, const char *token_uri, const c
     ENSURE(h != NULL, KL_EINTERNAL, "out of memory");
     pthread_mutex_init(&h->mu, NULL);
 
-    pthread_mutex_lock(&g_mod_mu);
-    rc = ctx_attach(h, module, &u, token_uri);
-    pthread_mutex_unlock(&g_mod_mu);
+    /* SoftHSM rewrites its token file on every successful login (token flags), and reads the
+     * token directory when it is initialised: a process starting while another logs in can
+     * see the token as absent or fail to list slots. Such failures are transient; reload the
+     * module and look again, with jitter, before calling the token missing. Only done while
+     * no other context in this process uses the module. */
+    for (int attempt = 0;; attempt++) {
+        pthread_mutex_lock(&g_mod_mu);
+        rc = ctx_attach(h, module, &u, token_uri);
+        int transient = (rc == KL_ENOTFOUND && h->mod != NULL && h->mod->open == NULL) ||
+                        (rc == KL_EHSM && h->mod == NULL);
+        int retry = rc != KL_OK && transient && attempt < 40;
+        if (retry && h->mod != NULL) {
+            module_put(h->mod);
+            h->mod = NULL;
+        }
+        pthread_mutex_unlock(&g_mod_mu);
+        if (!retry) {
+            break;
+        }
+        struct timespec pause = {0, (long)(10 + (attempt * 7919 + (long)getpid()) % 40) * 1000000L};
+        nanosleep(&pause, NULL);
+    }
     if (rc != KL_OK) {
         goto out;
     }
@@ -681,6 +702,14 @@ kl_rc hsm_open(hsm_ctx **out, const char *module, const char *token_uri, const c
          * says "failed"). The login is per token and application, so libp11's own
          * PKCS11_login below gets CKR_USER_ALREADY_LOGGED_IN, which it accepts. */
         rv = fl->C_Login(h->sess, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)strlen(pin));
+        /* SoftHSM reports CKR_GENERAL_ERROR when another process rewrites the token file at
+         * that moment (see above); retry a while. A wrong PIN is never retried. */
+        for (int attempt = 0; rv == CKR_GENERAL_ERROR && attempt < 40; attempt++) {
+            struct timespec pause = {0, (long)(10 + (attempt * 7919 + (long)getpid()) % 40) *
+                                            1000000L};
+            nanosleep(&pause, NULL);
+            rv = fl->C_Login(h->sess, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)strlen(pin));
+        }
         if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
             rc = fail_ckr(rv, "C_Login");
             goto out;

@@ -1,0 +1,1226 @@
+/* keyline: the policy step. A CSR (already proven: signature verified by the caller) and a
+ * template go in; an unsigned certificate comes out, built field by field from the template.
+ * Nothing is copied blindly from the CSR: the subject is re-encoded attribute by attribute after
+ * checks, SANs are re-built from validated values, every other CSR extension is either checked
+ * to ask for no more than the template grants (and then dropped) or refused. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <openssl/asn1t.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hsm.h"
+#include "tpl.h"
+
+#define TPL_MAX_SANS 32
+#define TPL_MAX_URL 1024
+#define TPL_DEVID_MAX 64
+
+/* RFC 4108 5:
+ *   HardwareModuleName ::= SEQUENCE {
+ *       hwType OBJECT IDENTIFIER,
+ *       hwSerialNum OCTET STRING } */
+typedef struct {
+    ASN1_OBJECT *hwType;
+    ASN1_OCTET_STRING *hwSerialNum;
+} TPL_HMN;
+
+ASN1_SEQUENCE(TPL_HMN) = {
+    ASN1_SIMPLE(TPL_HMN, hwType, ASN1_OBJECT),
+    ASN1_SIMPLE(TPL_HMN, hwSerialNum, ASN1_OCTET_STRING),
+} static_ASN1_SEQUENCE_END(TPL_HMN)
+
+/* ---- key types ---------------------------------------------------------------------------- */
+
+int tpl_key_type_of(const EVP_PKEY *k, char *name, size_t namelen)
+{
+    char tmp[64];
+    if (!name) {
+        name = tmp;
+        namelen = sizeof tmp;
+    }
+    if (!k) {
+        snprintf(name, namelen, "none");
+        return -1;
+    }
+    int id = EVP_PKEY_get_base_id(k);
+    if (id == EVP_PKEY_EC) {
+        char grp[64] = "";
+        size_t gl = 0;
+        if (EVP_PKEY_get_group_name(k, grp, sizeof grp, &gl) != 1 || gl == 0) {
+            ERR_clear_error();
+            snprintf(name, namelen, "ec-explicit-parameters");
+            return -1;
+        }
+        int nid = OBJ_txt2nid(grp);
+        if (nid == NID_undef) {
+            nid = EC_curve_nist2nid(grp);
+        }
+        if (nid == NID_X9_62_prime256v1) {
+            snprintf(name, namelen, "ec-p256");
+            return HSM_KEY_EC_P256;
+        }
+        if (nid == NID_secp384r1) {
+            snprintf(name, namelen, "ec-p384");
+            return HSM_KEY_EC_P384;
+        }
+        snprintf(name, namelen, "ec-%s", grp);
+        return -1;
+    }
+    if (id == EVP_PKEY_RSA) {
+        int bits = EVP_PKEY_get_bits(k);
+        snprintf(name, namelen, "rsa-%d", bits);
+        return bits == 3072 ? HSM_KEY_RSA_3072 : -1;
+    }
+    if (id == EVP_PKEY_ED25519) {
+        snprintf(name, namelen, "ed25519");
+        return HSM_KEY_ED25519;
+    }
+    const char *sn = OBJ_nid2sn(id);
+    snprintf(name, namelen, "%s", sn ? sn : "unknown");
+    return -1;
+}
+
+static void tpl_key_types_str(unsigned bits, char *out, size_t outlen)
+{
+    static const char *const names[HSM_KEY__COUNT] = {"ec-p256", "ec-p384", "rsa-3072",
+                                                      "ed25519"};
+    size_t n = 0;
+    out[0] = 0;
+    for (int i = 0; i < HSM_KEY__COUNT; i++) {
+        if (bits & (1u << i)) {
+            int w = snprintf(out + n, outlen - n, "%s%s", n ? " " : "", names[i]);
+            if (w < 0 || (size_t)w >= outlen - n) {
+                return;
+            }
+            n += (size_t)w;
+        }
+    }
+}
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+/* Copy untrusted bytes for an error message: printable ASCII kept, anything else as '?'. */
+static const char *tpl_safe(const void *data, size_t len, char *buf, size_t buflen)
+{
+    const unsigned char *s = data;
+    size_t n = len < buflen - 1 ? len : buflen - 1;
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? (char)s[i] : '?';
+    }
+    buf[n] = 0;
+    if (len > n && n >= 3) {
+        memcpy(buf + n - 3, "...", 3);
+    }
+    return buf;
+}
+
+static const char *tpl_obj_name(const ASN1_OBJECT *o, char *buf, size_t buflen)
+{
+    int nid = OBJ_obj2nid(o);
+    if (nid != NID_undef && OBJ_nid2ln(nid)) {
+        /* OpenSSL's short names are the RFC names for the ones we meet (keyUsage, ...) */
+        snprintf(buf, buflen, "%s", OBJ_nid2sn(nid));
+    } else {
+        OBJ_obj2txt(buf, (int)buflen, o, 1);
+    }
+    return buf;
+}
+
+static int tpl_nid_in(const int *list, int nid)
+{
+    for (; *list; list++) {
+        if (*list == nid) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void tpl_nids_str(const int *list, char *out, size_t outlen)
+{
+    size_t n = 0;
+    out[0] = 0;
+    for (; *list; list++) {
+        int w = snprintf(out + n, outlen - n, "%s%s", n ? " " : "", OBJ_nid2sn(*list));
+        if (w < 0 || (size_t)w >= outlen - n) {
+            return;
+        }
+        n += (size_t)w;
+    }
+    if (n == 0) {
+        snprintf(out, outlen, "none");
+    }
+}
+
+static kl_rc tpl_asn1_time_to_time_t(const ASN1_TIME *at, time_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    if (!at || ASN1_TIME_to_tm(at, &tm) != 1) {
+        return kl_fail_ssl(KL_EINPUT, "certificate has an invalid time");
+    }
+    *out = timegm(&tm);
+    return KL_OK;
+}
+
+/* SKI method 1 (RFC 5280 4.2.1.2): SHA-1 of the subjectPublicKey BIT STRING value. */
+static kl_rc tpl_ski_of(X509 *x, unsigned char md[20])
+{
+    const unsigned char *pk = NULL;
+    int pklen = 0;
+    unsigned int mdlen = 0;
+    X509_PUBKEY *xpk = X509_get_X509_PUBKEY(x);
+    if (!xpk || X509_PUBKEY_get0_param(NULL, &pk, &pklen, NULL, xpk) != 1 ||
+        EVP_Digest(pk, (size_t)pklen, md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20) {
+        return kl_fail_ssl(KL_EINTERNAL, "cannot hash the public key");
+    }
+    return KL_OK;
+}
+
+/* ---- subject ------------------------------------------------------------------------------ */
+
+static const struct {
+    int nid;
+    int max_chars;
+} tpl_attr_limits[] = {
+    /* RFC 5280 Appendix A upper bounds */
+    {NID_commonName, 64},        {NID_organizationName, 64}, {NID_organizationalUnitName, 64},
+    {NID_countryName, 2},        {NID_localityName, 128},    {NID_stateOrProvinceName, 128},
+    {NID_serialNumber, 64},      {NID_domainComponent, 63},  {NID_userId, 64},
+};
+
+static int tpl_attr_max(int nid)
+{
+    for (size_t i = 0; i < sizeof tpl_attr_limits / sizeof tpl_attr_limits[0]; i++) {
+        if (tpl_attr_limits[i].nid == nid) {
+            return tpl_attr_limits[i].max_chars;
+        }
+    }
+    return 64;
+}
+
+/* X.520 PrintableString alphabet (serialNumber, countryName) */
+static int tpl_printable(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(isalnum(c) || strchr(" '()+,-./:=?", c))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static kl_rc tpl_device_id_check(const char *what, const char *id)
+{
+    size_t n = strlen(id);
+    char buf[80];
+    if (n == 0 || n > TPL_DEVID_MAX || !tpl_printable(id, n)) {
+        return kl_fail(KL_EPOLICY,
+                       "%s '%s' must be 1-%d characters of A-Z a-z 0-9 and ' ()+,-./:=?", what,
+                       tpl_safe(id, n, buf, sizeof buf), TPL_DEVID_MAX);
+    }
+    return KL_OK;
+}
+
+/* Check the source subject against the template and re-encode it into a fresh X509_NAME.
+ * Resolves the device id: *devid gets the hardware serial (or "" when there is none). */
+static kl_rc tpl_subject_build(const tpl *t, const X509_NAME *src, const char *device_id,
+                               X509_NAME **out, char *devid, size_t devid_len)
+{
+    kl_rc rc = KL_OK;
+    X509_NAME *name = X509_NAME_new();
+    unsigned char *utf8[TPL_MAX_ATTRS * 2];
+    int nids[TPL_MAX_ATTRS * 2];
+    int lens[TPL_MAX_ATTRS * 2];
+    int n = src ? X509_NAME_entry_count(src) : 0;
+    int count = 0;
+    const char *csr_sn = NULL;
+    char b1[80], b2[80];
+    *out = NULL;
+    devid[0] = 0;
+    memset(utf8, 0, sizeof utf8);
+
+    ENSURE(name, KL_EINTERNAL, "out of memory");
+    ENSURE(n <= TPL_MAX_ATTRS, KL_EPOLICY, "subject has %d attributes (at most %d)", n,
+           TPL_MAX_ATTRS);
+    int prev_set = -1;
+    for (int i = 0; i < n; i++) {
+        const X509_NAME_ENTRY *e = X509_NAME_get_entry(src, i);
+        const ASN1_OBJECT *obj = X509_NAME_ENTRY_get_object(e);
+        int nid = OBJ_obj2nid(obj);
+        int set = X509_NAME_ENTRY_set(e);
+        ENSURE(set != prev_set, KL_EPOLICY,
+               "subject has a multi-valued RDN (%s+...), which template %s does not allow",
+               tpl_obj_name(obj, b1, sizeof b1), t->name);
+        prev_set = set;
+        if (nid == NID_undef || !tpl_nid_in(t->subject_allowed, nid)) {
+            char allowed[200];
+            tpl_nids_str(t->subject_allowed, allowed, sizeof allowed);
+            ENSURE(0, KL_EPOLICY, "subject attribute %s is not allowed by template %s "
+                                  "(allowed: %s)",
+                   tpl_obj_name(obj, b1, sizeof b1), t->name, allowed);
+        }
+        for (int j = 0; j < count; j++) {
+            ENSURE(nids[j] != nid || nid == NID_organizationalUnitName ||
+                       nid == NID_domainComponent,
+                   KL_EPOLICY, "subject has %s more than once", OBJ_nid2sn(nid));
+        }
+        const ASN1_STRING *d = X509_NAME_ENTRY_get_data(e);
+        unsigned char *u = NULL;
+        int ulen = ASN1_STRING_to_UTF8(&u, d);
+        ENSURE_SSL(ulen >= 0, KL_EINPUT, "subject %s is not a valid string", OBJ_nid2sn(nid));
+        utf8[count] = u;
+        nids[count] = nid;
+        lens[count] = ulen;
+        count++;
+        ENSURE(ulen > 0, KL_EPOLICY, "subject %s is empty", OBJ_nid2sn(nid));
+        int chars = 0;
+        for (int k = 0; k < ulen; k++) {
+            ENSURE(u[k] >= 0x20 && u[k] != 0x7f, KL_EPOLICY,
+                   "subject %s contains a control character", OBJ_nid2sn(nid));
+            chars += (u[k] & 0xc0) != 0x80;
+        }
+        ENSURE(chars <= tpl_attr_max(nid), KL_EPOLICY,
+               "subject %s is longer than %d characters", OBJ_nid2sn(nid), tpl_attr_max(nid));
+        if (nid == NID_serialNumber) {
+            csr_sn = (const char *)u; /* ASN1_STRING_to_UTF8 NUL-terminates */
+            ENSURE((size_t)ulen == strlen(csr_sn), KL_EPOLICY,
+                   "subject serialNumber contains a NUL byte");
+        }
+    }
+
+    /* IEEE 802.1AR 8.6: the subject serialNumber carries the device's hardware serial. The
+     * device id given by the front end (station, authenticated EST client) and the CSR must
+     * agree when both are present, on every template. */
+    if (device_id && *device_id) {
+        TRY(tpl_device_id_check("device id", device_id));
+    }
+    if (device_id && *device_id && csr_sn && strcmp(device_id, csr_sn) != 0) {
+        ENSURE(0, KL_EPOLICY, "subject serialNumber '%s' does not match the device id '%s'",
+               tpl_safe(csr_sn, strlen(csr_sn), b1, sizeof b1),
+               tpl_safe(device_id, strlen(device_id), b2, sizeof b2));
+    }
+    if (t->serial_number_from_device) {
+        const char *dev = (device_id && *device_id) ? device_id : csr_sn;
+        ENSURE(dev, KL_EPOLICY,
+               "template %s needs a device id (none given and the CSR subject has no "
+               "serialNumber)",
+               t->name);
+        TRY(tpl_device_id_check("device id", dev));
+        snprintf(devid, devid_len, "%s", dev);
+    } else if (device_id && *device_id) {
+        snprintf(devid, devid_len, "%s", device_id);
+    } else if (csr_sn) {
+        snprintf(devid, devid_len, "%s", csr_sn);
+    }
+
+    /* Re-encode: OpenSSL's string table picks PrintableString for C and serialNumber,
+     * IA5String for DC, UTF8String otherwise (RFC 5280 4.1.2.6). */
+    for (int i = 0; i < count; i++) {
+        if (nids[i] == NID_serialNumber || nids[i] == NID_countryName) {
+            ENSURE(tpl_printable((const char *)utf8[i], (size_t)lens[i]), KL_EPOLICY,
+                   "subject %s must be a PrintableString", OBJ_nid2sn(nids[i]));
+        }
+        ENSURE(nids[i] != NID_countryName || lens[i] == 2, KL_EPOLICY,
+               "subject C must be a two-letter country code");
+        ENSURE_SSL(X509_NAME_add_entry_by_NID(name, nids[i], MBSTRING_UTF8, utf8[i], lens[i],
+                                              -1, 0) == 1,
+                   KL_EPOLICY, "subject %s cannot be encoded", OBJ_nid2sn(nids[i]));
+    }
+    if (t->serial_number_from_device && !csr_sn) {
+        ENSURE_SSL(X509_NAME_add_entry_by_NID(name, NID_serialNumber, MBSTRING_ASC,
+                                              (const unsigned char *)devid, -1, -1, 0) == 1,
+                   KL_EINTERNAL, "cannot add serialNumber");
+    }
+    for (const int *r = t->subject_required; *r; r++) {
+        ENSURE(X509_NAME_get_index_by_NID(name, *r, -1) >= 0, KL_EPOLICY,
+               "subject has no %s, which template %s requires", OBJ_nid2sn(*r), t->name);
+    }
+    *out = name;
+    name = NULL;
+out:
+    for (int i = 0; i < count; i++) {
+        OPENSSL_free(utf8[i]);
+    }
+    X509_NAME_free(name);
+    return rc;
+}
+
+/* ---- subjectAltName ----------------------------------------------------------------------- */
+
+/* RFC 1123 2.1 / RFC 5280 4.2.1.6 preferred name syntax: LDH labels of 1-63 octets, no leading
+ * or trailing hyphen, at most 253 octets in all, not a bare IP address. A wildcard is only a
+ * whole leftmost "*" label, and only when the template allows it, above a registrable-looking
+ * name (at least two more labels). */
+static const char *tpl_dns_problem(const unsigned char *s, size_t n, int wildcard_ok)
+{
+    if (n == 0) {
+        return "empty";
+    }
+    if (n > 253) {
+        return "longer than 253 characters";
+    }
+    if (s[n - 1] == '.') {
+        return "ends with a dot";
+    }
+    size_t labels = 0, i = 0;
+    int last_all_digits = 0;
+    while (i <= n) {
+        size_t j = i;
+        while (j < n && s[j] != '.') {
+            j++;
+        }
+        size_t len = j - i;
+        if (len == 0) {
+            return "has an empty label";
+        }
+        if (len > 63) {
+            return "has a label longer than 63 characters";
+        }
+        if (len == 1 && s[i] == '*') {
+            if (labels != 0) {
+                return "has a wildcard that is not the leftmost label";
+            }
+            if (!wildcard_ok) {
+                return "is a wildcard, which the template does not allow";
+            }
+        } else {
+            last_all_digits = 1;
+            for (size_t k = i; k < j; k++) {
+                unsigned char c = s[k];
+                if (!(isalnum(c) || c == '-')) {
+                    return "has a character other than letters, digits, '-' and '.'";
+                }
+                if (!isdigit(c)) {
+                    last_all_digits = 0;
+                }
+            }
+            if (s[i] == '-' || s[j - 1] == '-') {
+                return "has a label starting or ending with '-'";
+            }
+        }
+        labels++;
+        i = j + 1;
+    }
+    if (last_all_digits) {
+        return "has an all-numeric top-level label (an IP address belongs in an iPAddress SAN)";
+    }
+    if (s[0] == '*' && labels < 3) {
+        return "is a wildcard over fewer than two labels";
+    }
+    return NULL;
+}
+
+static const char *tpl_uri_problem(const unsigned char *s, size_t n)
+{
+    if (n == 0 || n > TPL_MAX_URL) {
+        return "empty or longer than 1024 characters";
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] <= 0x20 || s[i] >= 0x7f) {
+            return "has a space or a non-ASCII character";
+        }
+    }
+    size_t k = 0;
+    while (k < n && (isalnum(s[k]) || s[k] == '+' || s[k] == '-' || s[k] == '.')) {
+        k++;
+    }
+    if (k == 0 || !isalpha(s[0]) || k >= n - 1 || s[k] != ':') {
+        return "has no scheme (RFC 3986 scheme \":\" hier-part)";
+    }
+    return NULL;
+}
+
+static const char *tpl_email_problem(const unsigned char *s, size_t n)
+{
+    const unsigned char *at = memchr(s, '@', n);
+    if (!at || at == s || (size_t)(at - s) > 64) {
+        return "is not local-part@domain";
+    }
+    for (const unsigned char *c = s; c < at; c++) {
+        if (*c <= 0x20 || *c >= 0x7f || *c == '@') {
+            return "has a bad character in the local part";
+        }
+    }
+    return tpl_dns_problem(at + 1, n - (size_t)(at - s) - 1, 0) ? "has a bad domain" : NULL;
+}
+
+static kl_rc tpl_hmn_decode(const GENERAL_NAME *g, TPL_HMN **out)
+{
+    *out = NULL;
+    const OTHERNAME *on = g->d.otherName;
+    if (!on->value || on->value->type != V_ASN1_SEQUENCE) {
+        return kl_fail(KL_EINPUT, "HardwareModuleName is not a SEQUENCE");
+    }
+    const unsigned char *p = on->value->value.sequence->data;
+    long len = on->value->value.sequence->length;
+    const unsigned char *start = p;
+    TPL_HMN *h = (TPL_HMN *)ASN1_item_d2i(NULL, &p, len, ASN1_ITEM_rptr(TPL_HMN));
+    if (!h || p != start + len) {
+        ASN1_item_free((ASN1_VALUE *)h, ASN1_ITEM_rptr(TPL_HMN));
+        return kl_fail_ssl(KL_EINPUT, "HardwareModuleName cannot be decoded");
+    }
+    *out = h;
+    return KL_OK;
+}
+
+static int tpl_is_hmn(const GENERAL_NAME *g)
+{
+    if (g->type != GEN_OTHERNAME) {
+        return 0;
+    }
+    char oid[64];
+    OBJ_obj2txt(oid, sizeof oid, g->d.otherName->type_id, 1);
+    return strcmp(oid, TPL_OID_HMN) == 0;
+}
+
+static GENERAL_NAME *tpl_hmn_build(const char *hw_type, const char *devid)
+{
+    TPL_HMN *h = (TPL_HMN *)ASN1_item_new(ASN1_ITEM_rptr(TPL_HMN));
+    GENERAL_NAME *g = GENERAL_NAME_new();
+    ASN1_TYPE *val = ASN1_TYPE_new();
+    ASN1_STRING *seq = ASN1_STRING_type_new(V_ASN1_SEQUENCE);
+    ASN1_OBJECT *type_id = OBJ_txt2obj(TPL_OID_HMN, 1);
+    unsigned char *der = NULL;
+    int ok = 0;
+    if (!h || !g || !val || !seq || !type_id) {
+        goto out;
+    }
+    ASN1_OBJECT_free(h->hwType);
+    h->hwType = OBJ_txt2obj(hw_type, 1);
+    if (!h->hwType || ASN1_OCTET_STRING_set(h->hwSerialNum, (const unsigned char *)devid,
+                                            (int)strlen(devid)) != 1) {
+        goto out;
+    }
+    int len = ASN1_item_i2d((ASN1_VALUE *)h, &der, ASN1_ITEM_rptr(TPL_HMN));
+    if (len <= 0 || ASN1_STRING_set(seq, der, len) != 1) {
+        goto out;
+    }
+    ASN1_TYPE_set(val, V_ASN1_SEQUENCE, seq);
+    seq = NULL;
+    GENERAL_NAME_set0_othername(g, type_id, val);
+    type_id = NULL;
+    val = NULL;
+    ok = 1;
+out:
+    OPENSSL_free(der);
+    ASN1_item_free((ASN1_VALUE *)h, ASN1_ITEM_rptr(TPL_HMN));
+    ASN1_STRING_free(seq);
+    ASN1_TYPE_free(val);
+    ASN1_OBJECT_free(type_id);
+    if (!ok) {
+        GENERAL_NAME_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+static kl_rc tpl_device_id_from_hmn(const GENERAL_NAME *g, char *out, size_t outlen,
+                                    char *hw_type, size_t hw_len)
+{
+    TPL_HMN *h = NULL;
+    kl_rc rc = tpl_hmn_decode(g, &h);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    int n = ASN1_STRING_length(h->hwSerialNum);
+    const unsigned char *d = ASN1_STRING_get0_data(h->hwSerialNum);
+    if (n <= 0 || (size_t)n >= outlen || !tpl_printable((const char *)d, (size_t)n)) {
+        rc = kl_fail(KL_EINPUT, "HardwareModuleName hwSerialNum is empty, too long or not "
+                                "printable");
+    } else {
+        memcpy(out, d, (size_t)n);
+        out[n] = 0;
+        if (hw_type) {
+            OBJ_obj2txt(hw_type, (int)hw_len, h->hwType, 1);
+        }
+    }
+    ASN1_item_free((ASN1_VALUE *)h, ASN1_ITEM_rptr(TPL_HMN));
+    return rc;
+}
+
+kl_rc tpl_cert_device_id(X509 *cert, char *out, size_t outlen, char *hw_type, size_t hw_len)
+{
+    kl_rc rc = KL_OK;
+    int crit = 0;
+    GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
+    out[0] = 0;
+    if (hw_type && hw_len) {
+        hw_type[0] = 0;
+    }
+    ENSURE(outlen > 1, KL_EUSAGE, "device id buffer too small");
+    ENSURE(gens || crit == -1, KL_EINPUT, "subjectAltName cannot be decoded");
+    for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (tpl_is_hmn(g)) {
+            rc = tpl_device_id_from_hmn(g, out, outlen, hw_type, hw_len);
+            goto out;
+        }
+    }
+    const X509_NAME *subj = X509_get_subject_name(cert);
+    int idx = X509_NAME_get_index_by_NID(subj, NID_serialNumber, -1);
+    ENSURE(idx >= 0, KL_ENOTFOUND, "certificate has neither a HardwareModuleName nor a subject "
+                                   "serialNumber");
+    const ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx));
+    int n = ASN1_STRING_length(d);
+    ENSURE(n > 0 && (size_t)n < outlen &&
+               tpl_printable((const char *)ASN1_STRING_get0_data(d), (size_t)n),
+           KL_EINPUT, "subject serialNumber is empty, too long or not printable");
+    memcpy(out, ASN1_STRING_get0_data(d), (size_t)n);
+    out[n] = 0;
+out:
+    GENERAL_NAMES_free(gens);
+    return rc;
+}
+
+/* One SAN entry from the CSR: refused, tolerated (an HMN we build ourselves anyway) or
+ * validated and copied into `sans`. */
+static kl_rc tpl_san_take(const tpl *t, const GENERAL_NAME *g, const char *devid,
+                          GENERAL_NAMES *sans)
+{
+    kl_rc rc = KL_OK;
+    char b[96];
+    const char *why = NULL;
+    unsigned kind = 0;
+    const char *kname = "";
+    const ASN1_STRING *s = NULL;
+    switch (g->type) {
+    case GEN_DNS:
+        kind = TPL_SAN_DNS;
+        kname = "dNSName";
+        s = g->d.dNSName;
+        break;
+    case GEN_IPADD:
+        kind = TPL_SAN_IP;
+        kname = "iPAddress";
+        s = g->d.iPAddress;
+        break;
+    case GEN_URI:
+        kind = TPL_SAN_URI;
+        kname = "uniformResourceIdentifier";
+        s = g->d.uniformResourceIdentifier;
+        break;
+    case GEN_EMAIL:
+        kind = TPL_SAN_EMAIL;
+        kname = "rfc822Name";
+        s = g->d.rfc822Name;
+        break;
+    case GEN_OTHERNAME:
+        if (tpl_is_hmn(g) && t->san_hmn) {
+            /* The device may state its own HMN; we build ours from the device id, so only
+             * check that they agree. */
+            char dev[TPL_DEVID_MAX + 1], type[64];
+            TRY(tpl_device_id_from_hmn(g, dev, sizeof dev, type, sizeof type));
+            ENSURE(strcmp(type, t->hmn_type_oid) == 0, KL_EPOLICY,
+                   "CSR HardwareModuleName hwType %s differs from template %s's %s", type,
+                   t->name, t->hmn_type_oid);
+            ENSURE(strcmp(dev, devid) == 0, KL_EPOLICY,
+                   "CSR HardwareModuleName hwSerialNum '%s' does not match the device id '%s'",
+                   dev, devid);
+            return KL_OK;
+        }
+        kname = tpl_is_hmn(g) ? "otherName HardwareModuleName" : "otherName";
+        break;
+    case GEN_DIRNAME:
+        kname = "directoryName";
+        break;
+    case GEN_RID:
+        kname = "registeredID";
+        break;
+    default:
+        kname = "x400Address/ediPartyName";
+        break;
+    }
+    ENSURE(kind && (t->san_from_csr & kind), KL_EPOLICY,
+           "CSR requests extension subjectAltName (%s) which template %s does not allow", kname,
+           t->name);
+    const unsigned char *d = ASN1_STRING_get0_data(s);
+    size_t n = (size_t)ASN1_STRING_length(s);
+    switch (kind) {
+    case TPL_SAN_DNS:
+        why = tpl_dns_problem(d, n, t->san_dns_wildcard);
+        break;
+    case TPL_SAN_IP:
+        why = (n == 4 || n == 16) ? NULL : "is not 4 or 16 octets";
+        break;
+    case TPL_SAN_URI:
+        why = tpl_uri_problem(d, n);
+        break;
+    case TPL_SAN_EMAIL:
+        why = tpl_email_problem(d, n);
+        break;
+    }
+    ENSURE(!why, KL_EPOLICY, "CSR subjectAltName %s '%s' %s", kname,
+           kind == TPL_SAN_IP ? "(binary)" : tpl_safe(d, n, b, sizeof b), why);
+    ENSURE(sk_GENERAL_NAME_num(sans) < TPL_MAX_SANS, KL_EPOLICY,
+           "CSR has more than %d subjectAltName entries", TPL_MAX_SANS);
+    GENERAL_NAME *copy = GENERAL_NAME_dup(g);
+    ENSURE(copy, KL_EINTERNAL, "out of memory");
+    if (!sk_GENERAL_NAME_push(sans, copy)) {
+        GENERAL_NAME_free(copy);
+        ENSURE(0, KL_EINTERNAL, "out of memory");
+    }
+out:
+    return rc;
+}
+
+/* ---- CSR extensions ----------------------------------------------------------------------- */
+
+static void tpl_ku_str(uint32_t bits, char *out, size_t outlen)
+{
+    static const struct {
+        uint32_t bit;
+        const char *name;
+    } names[] = {
+        {X509v3_KU_DIGITAL_SIGNATURE, "digitalSignature"},
+        {X509v3_KU_NON_REPUDIATION, "nonRepudiation"},
+        {X509v3_KU_KEY_ENCIPHERMENT, "keyEncipherment"},
+        {X509v3_KU_DATA_ENCIPHERMENT, "dataEncipherment"},
+        {X509v3_KU_KEY_AGREEMENT, "keyAgreement"},
+        {X509v3_KU_KEY_CERT_SIGN, "keyCertSign"},
+        {X509v3_KU_CRL_SIGN, "cRLSign"},
+        {X509v3_KU_ENCIPHER_ONLY, "encipherOnly"},
+        {X509v3_KU_DECIPHER_ONLY, "decipherOnly"},
+    };
+    size_t n = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (bits & names[i].bit) {
+            int w = snprintf(out + n, outlen - n, "%s%s", n ? " " : "", names[i].name);
+            if (w < 0 || (size_t)w >= outlen - n) {
+                return;
+            }
+            n += (size_t)w;
+        }
+    }
+}
+
+static uint32_t tpl_ku_bits(const ASN1_BIT_STRING *ku)
+{
+    /* same layout as X509v3_KU_*: first octet, then decipherOnly in the second */
+    uint32_t bits = 0;
+    if (ku->length > 0) {
+        bits |= ku->data[0];
+    }
+    if (ku->length > 1) {
+        bits |= (uint32_t)ku->data[1] << 8;
+    }
+    return bits;
+}
+
+static kl_rc tpl_csr_extensions(const tpl *t, X509_REQ *csr, int key_type, const char *devid,
+                                GENERAL_NAMES *sans)
+{
+    kl_rc rc = KL_OK;
+    STACK_OF(X509_EXTENSION) *exts = NULL;
+    void *dec = NULL;
+    int dec_nid = NID_undef;
+    char b[96], c[160];
+
+    /* One extensionRequest attribute with one value, or none: a second one would be a place
+     * to hide extensions from a checker that looks at the first only. */
+    int n_req = 0;
+    for (int i = -1; (i = X509_REQ_get_attr_by_NID(csr, NID_ext_req, i)) >= 0;) {
+        n_req++;
+        ENSURE(X509_ATTRIBUTE_count(X509_REQ_get_attr(csr, i)) == 1, KL_EPOLICY,
+               "CSR extensionRequest attribute has more than one value");
+    }
+    for (int i = -1; (i = X509_REQ_get_attr_by_NID(csr, NID_ms_ext_req, i)) >= 0;) {
+        n_req++;
+    }
+    ENSURE(n_req <= 1, KL_EPOLICY, "CSR has more than one extensionRequest attribute");
+    if (n_req == 0) {
+        return KL_OK;
+    }
+    exts = X509_REQ_get_extensions(csr);
+    ENSURE_SSL(exts, KL_EINPUT, "CSR extensionRequest cannot be decoded");
+    uint32_t ku_allowed = t->key_usage | (key_type == HSM_KEY_RSA_3072 ? t->key_usage_rsa : 0);
+
+    for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+        X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+        const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
+        for (int j = 0; j < i; j++) {
+            ENSURE(OBJ_cmp(obj, X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, j))) !=
+                       0,
+                   KL_EPOLICY, "CSR requests extension %s twice", tpl_obj_name(obj, b, sizeof b));
+        }
+        int nid = OBJ_obj2nid(obj);
+        if (nid != NID_undef && tpl_nid_in(t->csr_ext_ignored, nid)) {
+            continue; /* tolerated, never copied */
+        }
+        if (nid == NID_subject_alt_name || nid == NID_basic_constraints ||
+            nid == NID_key_usage || nid == NID_ext_key_usage) {
+            dec = X509V3_EXT_d2i(ext);
+            dec_nid = nid;
+            ENSURE_SSL(dec, KL_EINPUT, "CSR extension %s cannot be decoded",
+                       tpl_obj_name(obj, b, sizeof b));
+        }
+        switch (nid) {
+        case NID_subject_alt_name: {
+            GENERAL_NAMES *gens = dec;
+            ENSURE(sk_GENERAL_NAME_num(gens) > 0, KL_EINPUT, "CSR subjectAltName is empty");
+            for (int k = 0; k < sk_GENERAL_NAME_num(gens); k++) {
+                TRY(tpl_san_take(t, sk_GENERAL_NAME_value(gens, k), devid, sans));
+            }
+            break;
+        }
+        case NID_basic_constraints: {
+            BASIC_CONSTRAINTS *bc = dec;
+            /* A CSR may state what it is; the template alone decides what it gets. */
+            ENSURE(!bc->ca || t->is_ca, KL_EPOLICY,
+                   "CSR requests extension basicConstraints (CA:TRUE) which template %s does "
+                   "not allow",
+                   t->name);
+            break;
+        }
+        case NID_key_usage: {
+            uint32_t want = tpl_ku_bits(dec);
+            if (want & ~ku_allowed) {
+                tpl_ku_str(want & ~ku_allowed, c, sizeof c);
+                ENSURE(0, KL_EPOLICY,
+                       "CSR requests extension keyUsage (%s) which template %s does not allow", c,
+                       t->name);
+            }
+            break;
+        }
+        case NID_ext_key_usage: {
+            EXTENDED_KEY_USAGE *eku = dec;
+            for (int k = 0; k < sk_ASN1_OBJECT_num(eku); k++) {
+                const ASN1_OBJECT *o = sk_ASN1_OBJECT_value(eku, k);
+                ENSURE(tpl_nid_in(t->eku, OBJ_obj2nid(o)), KL_EPOLICY,
+                       "CSR requests extension extendedKeyUsage (%s) which template %s does not "
+                       "allow",
+                       tpl_obj_name(o, b, sizeof b), t->name);
+            }
+            break;
+        }
+        default:
+            ENSURE(0, KL_EPOLICY, "CSR requests extension %s which template %s does not allow",
+                   tpl_obj_name(obj, b, sizeof b), t->name);
+        }
+        if (dec) {
+            X509V3_EXT_METHOD const *m = X509V3_EXT_get_nid(dec_nid);
+            ASN1_item_free(dec, ASN1_ITEM_ptr(m->it));
+            dec = NULL;
+        }
+    }
+out:
+    if (dec) {
+        X509V3_EXT_METHOD const *m = X509V3_EXT_get_nid(dec_nid);
+        ASN1_item_free(dec, ASN1_ITEM_ptr(m->it));
+    }
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    return rc;
+}
+
+/* ---- building ----------------------------------------------------------------------------- */
+
+/* Replace every "{issuer}" in `url` with the issuing CA's label. */
+static kl_rc tpl_url_expand(const char *url, const char *label, char *out, size_t outlen)
+{
+    static const char tag[] = "{issuer}";
+    size_t n = 0;
+    const char *s = url;
+    while (*s) {
+        const char *piece = s;
+        size_t plen = 1;
+        if (strncmp(s, tag, sizeof tag - 1) == 0) {
+            if (!label || !*label) {
+                return kl_fail(KL_EUSAGE, "URL '%s' contains {issuer} but no issuer label was "
+                                          "given",
+                               url);
+            }
+            piece = label;
+            plen = strlen(label);
+            s += sizeof tag - 1;
+        } else {
+            s++;
+        }
+        if (n + plen >= outlen) {
+            return kl_fail(KL_EUSAGE, "URL '%s' is too long once expanded", url);
+        }
+        memcpy(out + n, piece, plen);
+        n += plen;
+    }
+    out[n] = 0;
+    const char *why = tpl_uri_problem((const unsigned char *)out, n);
+    if (why) {
+        return kl_fail(KL_EUSAGE, "URL '%s' %s", out, why);
+    }
+    return KL_OK;
+}
+
+static GENERAL_NAME *tpl_gen_uri(const char *uri)
+{
+    GENERAL_NAME *g = GENERAL_NAME_new();
+    ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+    if (!g || !s || ASN1_STRING_set(s, uri, (int)strlen(uri)) != 1) {
+        GENERAL_NAME_free(g);
+        ASN1_IA5STRING_free(s);
+        return NULL;
+    }
+    GENERAL_NAME_set0_value(g, GEN_URI, s);
+    return g;
+}
+
+static kl_rc tpl_add_ext(X509 *x, int nid, void *value, int crit)
+{
+    if (X509_add1_ext_i2d(x, nid, value, crit, X509V3_ADD_DEFAULT) != 1) {
+        return kl_fail_ssl(KL_EINTERNAL, "cannot add extension %s", OBJ_nid2sn(nid));
+    }
+    return KL_OK;
+}
+
+static kl_rc tpl_add_crl_dp(X509 *x, const char *uri)
+{
+    kl_rc rc = KL_OK;
+    CRL_DIST_POINTS *cdp = sk_DIST_POINT_new_null();
+    DIST_POINT *dp = DIST_POINT_new();
+    GENERAL_NAME *g = tpl_gen_uri(uri);
+    ENSURE(cdp && dp && g, KL_EINTERNAL, "out of memory");
+    dp->distpoint = DIST_POINT_NAME_new();
+    ENSURE(dp->distpoint, KL_EINTERNAL, "out of memory");
+    dp->distpoint->type = 0; /* fullName */
+    dp->distpoint->name.fullname = sk_GENERAL_NAME_new_null();
+    ENSURE(dp->distpoint->name.fullname &&
+               sk_GENERAL_NAME_push(dp->distpoint->name.fullname, g),
+           KL_EINTERNAL, "out of memory");
+    g = NULL;
+    ENSURE(sk_DIST_POINT_push(cdp, dp), KL_EINTERNAL, "out of memory");
+    dp = NULL;
+    TRY(tpl_add_ext(x, NID_crl_distribution_points, cdp, 0));
+out:
+    GENERAL_NAME_free(g);
+    DIST_POINT_free(dp);
+    sk_DIST_POINT_pop_free(cdp, DIST_POINT_free);
+    return rc;
+}
+
+static kl_rc tpl_add_aia(X509 *x, const char *ocsp, const char *ca_issuers)
+{
+    kl_rc rc = KL_OK;
+    AUTHORITY_INFO_ACCESS *aia = sk_ACCESS_DESCRIPTION_new_null();
+    ENSURE(aia, KL_EINTERNAL, "out of memory");
+    const char *urls[2] = {ocsp, ca_issuers};
+    const int methods[2] = {NID_ad_OCSP, NID_ad_ca_issuers};
+    for (int i = 0; i < 2; i++) {
+        if (!urls[i]) {
+            continue;
+        }
+        ACCESS_DESCRIPTION *ad = ACCESS_DESCRIPTION_new();
+        ENSURE(ad, KL_EINTERNAL, "out of memory");
+        ASN1_OBJECT_free(ad->method);
+        ad->method = OBJ_nid2obj(methods[i]);
+        GENERAL_NAME_free(ad->location);
+        ad->location = tpl_gen_uri(urls[i]);
+        if (!ad->location || !sk_ACCESS_DESCRIPTION_push(aia, ad)) {
+            ACCESS_DESCRIPTION_free(ad);
+            ENSURE(0, KL_EINTERNAL, "out of memory");
+        }
+    }
+    if (sk_ACCESS_DESCRIPTION_num(aia) > 0) {
+        TRY(tpl_add_ext(x, NID_info_access, aia, 0));
+    }
+out:
+    sk_ACCESS_DESCRIPTION_pop_free(aia, ACCESS_DESCRIPTION_free);
+    return rc;
+}
+
+static kl_rc tpl_add_key_usage(X509 *x, uint32_t bits, int crit)
+{
+    kl_rc rc = KL_OK;
+    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
+    ENSURE(ku, KL_EINTERNAL, "out of memory");
+    for (int i = 0; i < 9; i++) {
+        uint32_t flag = i < 8 ? (0x80u >> i) : 0x8000u;
+        if (bits & flag) {
+            ENSURE(ASN1_BIT_STRING_set_bit(ku, i, 1) == 1, KL_EINTERNAL, "out of memory");
+        }
+    }
+    TRY(tpl_add_ext(x, NID_key_usage, ku, crit));
+out:
+    ASN1_BIT_STRING_free(ku);
+    return rc;
+}
+
+static kl_rc tpl_add_ocsp_nocheck(X509 *x)
+{
+    /* RFC 6960 4.2.2.2.1: id-pkix-ocsp-nocheck, extnValue NULL */
+    kl_rc rc = KL_OK;
+    static const unsigned char null_der[] = {0x05, 0x00};
+    ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+    X509_EXTENSION *ext = NULL;
+    ENSURE(os && ASN1_OCTET_STRING_set(os, null_der, sizeof null_der) == 1, KL_EINTERNAL,
+           "out of memory");
+    ext = X509_EXTENSION_create_by_NID(NULL, NID_id_pkix_OCSP_noCheck, 0, os);
+    ENSURE_SSL(ext && X509_add_ext(x, ext, -1) == 1, KL_EINTERNAL, "cannot add ocsp-nocheck");
+out:
+    X509_EXTENSION_free(ext);
+    ASN1_OCTET_STRING_free(os);
+    return rc;
+}
+
+/* Validity. notBefore = now - backdate, but never before the issuer's notBefore. notAfter =
+ * now + days, clamped to the issuer's notAfter (RFC 5280 6.1.3 checks every certificate of
+ * the path for validity at the time of use, so a child outliving its issuer only fails
+ * later and more confusingly). 'forever' templates get 99991231235959Z whatever the issuer's
+ * notAfter: IEEE 802.1AR-2018 8.5 "the notAfter value SHOULD be assigned the GeneralizedTime
+ * value of 99991231235959Z" for IDevIDs, which are expected to outlive any CA; tpl_lint
+ * allows exactly this exception. */
+static kl_rc tpl_set_validity(const tpl *t, X509 *x, X509 *issuer, time_t now)
+{
+    kl_rc rc = KL_OK;
+    ASN1_TIME *nb = NULL, *na = NULL;
+    time_t not_before = now - t->backdate_secs;
+    time_t inb = 0, ina = 0;
+    if (issuer) {
+        TRY(tpl_asn1_time_to_time_t(X509_get0_notBefore(issuer), &inb));
+        TRY(tpl_asn1_time_to_time_t(X509_get0_notAfter(issuer), &ina));
+        ENSURE(ina > now, KL_EPOLICY, "the issuing CA has expired");
+        ENSURE(inb <= now, KL_EPOLICY, "the issuing CA is not valid yet");
+        if (not_before < inb) {
+            not_before = inb;
+        }
+    }
+    nb = ASN1_TIME_set(NULL, not_before);
+    ENSURE_SSL(nb, KL_EINTERNAL, "cannot encode notBefore");
+    if (t->validity_forever) {
+        na = ASN1_GENERALIZEDTIME_new();
+        ENSURE(na && ASN1_GENERALIZEDTIME_set_string(na, TPL_NOTAFTER_FOREVER) == 1,
+               KL_EINTERNAL, "cannot encode notAfter");
+    } else {
+        time_t not_after = now + (time_t)t->validity_days * 86400;
+        if (issuer && not_after > ina) {
+            not_after = ina;
+        }
+        ENSURE(not_after > not_before, KL_EPOLICY,
+               "no room for a certificate inside the issuing CA's validity");
+        na = ASN1_TIME_set(NULL, not_after);
+        ENSURE_SSL(na, KL_EINTERNAL, "cannot encode notAfter");
+    }
+    ENSURE_SSL(X509_set1_notBefore(x, nb) == 1 && X509_set1_notAfter(x, na) == 1, KL_EINTERNAL,
+               "cannot set validity");
+out:
+    ASN1_TIME_free(nb);
+    ASN1_TIME_free(na);
+    return rc;
+}
+
+/* The issuer must be a CA allowed to have a CA below it when the template is a CA. */
+static kl_rc tpl_issuer_check(const tpl *t, X509 *issuer)
+{
+    kl_rc rc = KL_OK;
+    int crit = 0;
+    BASIC_CONSTRAINTS *bc = X509_get_ext_d2i(issuer, NID_basic_constraints, &crit, NULL);
+    ASN1_BIT_STRING *ku = X509_get_ext_d2i(issuer, NID_key_usage, &crit, NULL);
+    ENSURE(bc && bc->ca, KL_EPOLICY, "the issuer certificate is not a CA (basicConstraints)");
+    ENSURE(!ku || (tpl_ku_bits(ku) & X509v3_KU_KEY_CERT_SIGN), KL_EPOLICY,
+           "the issuer certificate has no keyCertSign");
+    if (t->is_ca && bc->pathlen) {
+        long pl = ASN1_INTEGER_get(bc->pathlen);
+        ENSURE(pl > 0, KL_EPOLICY,
+               "the issuing CA has pathLenConstraint 0: it cannot issue template %s (a CA)",
+               t->name);
+        ENSURE(t->path_len >= 0 && t->path_len < pl, KL_EPOLICY,
+               "template %s's path-len does not fit under the issuer's pathLenConstraint %ld",
+               t->name, pl);
+    }
+out:
+    BASIC_CONSTRAINTS_free(bc);
+    ASN1_BIT_STRING_free(ku);
+    return rc;
+}
+
+kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509 **tbs_out)
+{
+    kl_rc rc = KL_OK;
+    X509 *x = NULL;
+    X509_NAME *subject = NULL;
+    GENERAL_NAMES *sans = NULL;
+    BASIC_CONSTRAINTS *bc = NULL;
+    EXTENDED_KEY_USAGE *eku = NULL;
+    ASN1_OCTET_STRING *ski = NULL;
+    AUTHORITY_KEYID *akid = NULL;
+    char kname[64], allowed[128];
+    char devid[TPL_DEVID_MAX + 1];
+    char url1[TPL_MAX_URL + 1], url2[TPL_MAX_URL + 1], url3[TPL_MAX_URL + 1];
+    unsigned char md[20];
+
+    ENSURE(tbs_out, KL_EUSAGE, "tpl_policy_build: no output");
+    *tbs_out = NULL;
+    ENSURE(in && in->t && in->csr && serial, KL_EUSAGE,
+           "tpl_policy_build: template, CSR and serial are required");
+    const tpl *t = in->t;
+    time_t now = in->now ? in->now : time(NULL);
+    X509 *issuer = in->issuer_cert;
+
+    /* size: the caller has it as DER already and should check first; this is the backstop */
+    int der_len = i2d_X509_REQ(in->csr, NULL);
+    ENSURE_SSL(der_len > 0, KL_EINPUT, "CSR cannot be encoded");
+    ENSURE(t->max_csr_bytes <= 0 || der_len <= t->max_csr_bytes, KL_EPOLICY,
+           "CSR of %d bytes exceeds template %s's limit of %d", der_len, t->name,
+           t->max_csr_bytes);
+
+    EVP_PKEY *pkey = X509_REQ_get0_pubkey(in->csr);
+    ENSURE_SSL(pkey, KL_EINPUT, "CSR public key cannot be decoded");
+    int kt = tpl_key_type_of(pkey, kname, sizeof kname);
+    if (kt < 0 || !(t->key_types & (1u << kt))) {
+        tpl_key_types_str(t->key_types, allowed, sizeof allowed);
+        ENSURE(0, KL_EPOLICY, "key type %s not allowed by template %s (allowed: %s)", kname,
+               t->name, allowed);
+    }
+    if (issuer) {
+        TRY(tpl_issuer_check(t, issuer));
+    }
+
+    /* subject */
+    const X509_NAME *src = X509_REQ_get_subject_name(in->csr);
+    if (t->subject_src == TPL_SUBJECT_FROM_REQUEST) {
+        if (in->subject) {
+            src = in->subject;
+        }
+    } else {
+        ENSURE(!in->subject, KL_EUSAGE,
+               "template %s takes the subject from the CSR; a subject cannot be given", t->name);
+    }
+    TRY(tpl_subject_build(t, src, in->device_id, &subject, devid, sizeof devid));
+
+    /* CSR extensions, SANs */
+    sans = sk_GENERAL_NAME_new_null();
+    ENSURE(sans, KL_EINTERNAL, "out of memory");
+    TRY(tpl_csr_extensions(t, in->csr, kt, devid, sans));
+    if (t->san_hmn) {
+        /* serial_number_from_device is required with hmn (tpl_load), so devid is set */
+        GENERAL_NAME *g = tpl_hmn_build(t->hmn_type_oid, devid);
+        ENSURE(g, KL_EINTERNAL, "cannot build HardwareModuleName");
+        if (!sk_GENERAL_NAME_push(sans, g)) {
+            GENERAL_NAME_free(g);
+            ENSURE(0, KL_EINTERNAL, "out of memory");
+        }
+    }
+    if (t->san_required) {
+        int found = 0;
+        for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+            const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+            unsigned k = g->type == GEN_DNS       ? TPL_SAN_DNS
+                         : g->type == GEN_IPADD   ? TPL_SAN_IP
+                         : g->type == GEN_URI     ? TPL_SAN_URI
+                         : g->type == GEN_EMAIL   ? TPL_SAN_EMAIL
+                         : tpl_is_hmn(g)          ? TPL_SAN_HMN
+                                                  : 0;
+            found |= (k & t->san_required) != 0;
+        }
+        ENSURE(found, KL_EPOLICY, "template %s requires a subjectAltName in the CSR", t->name);
+    }
+    int subject_empty = X509_NAME_entry_count(subject) == 0;
+    ENSURE(!subject_empty || sk_GENERAL_NAME_num(sans) > 0, KL_EPOLICY,
+           "the subject is empty and there is no subjectAltName");
+
+    /* the certificate */
+    x = X509_new();
+    ENSURE(x, KL_EINTERNAL, "out of memory");
+    ENSURE_SSL(X509_set_version(x, X509_VERSION_3) == 1 && X509_set_serialNumber(x, (ASN1_INTEGER *)serial) == 1 /* copies */ &&
+                   X509_set_subject_name(x, subject) == 1 &&
+                   X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) ==
+                       1 &&
+                   X509_set_pubkey(x, pkey) == 1,
+               KL_EINTERNAL, "cannot build the certificate");
+    TRY(tpl_set_validity(t, x, issuer, now));
+
+    /* RFC 5280 4.2.1.9: CAs MUST mark basicConstraints critical; 802.1AR wants CA:FALSE on
+     * device certificates, and a critical CA:FALSE is harmless everywhere. */
+    bc = BASIC_CONSTRAINTS_new();
+    ENSURE(bc, KL_EINTERNAL, "out of memory");
+    bc->ca = t->is_ca ? 0xff : 0;
+    if (t->is_ca && t->path_len >= 0) {
+        bc->pathlen = ASN1_INTEGER_new();
+        ENSURE(bc->pathlen && ASN1_INTEGER_set(bc->pathlen, t->path_len) == 1, KL_EINTERNAL,
+               "out of memory");
+    }
+    TRY(tpl_add_ext(x, NID_basic_constraints, bc, 1));
+
+    uint32_t ku = t->key_usage | (kt == HSM_KEY_RSA_3072 ? t->key_usage_rsa : 0);
+    TRY(tpl_add_key_usage(x, ku, t->key_usage_critical));
+
+    if (t->eku[0]) {
+        eku = sk_ASN1_OBJECT_new_null();
+        ENSURE(eku, KL_EINTERNAL, "out of memory");
+        for (const int *e = t->eku; *e; e++) {
+            ENSURE(sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(*e)), KL_EINTERNAL, "out of memory");
+        }
+        TRY(tpl_add_ext(x, NID_ext_key_usage, eku, 0));
+    }
+
+    TRY(tpl_ski_of(x, md));
+    ski = ASN1_OCTET_STRING_new();
+    ENSURE(ski && ASN1_OCTET_STRING_set(ski, md, sizeof md) == 1, KL_EINTERNAL, "out of memory");
+    TRY(tpl_add_ext(x, NID_subject_key_identifier, ski, 0));
+
+    /* RFC 5280 4.2.1.1: keyIdentifier = the issuer's SKI (computed the same way when an
+     * external issuer lacks one). On a self-signed root it repeats its own SKI. */
+    akid = AUTHORITY_KEYID_new();
+    ENSURE(akid, KL_EINTERNAL, "out of memory");
+    if (issuer) {
+        /* read the extension itself, not OpenSSL's per-X509 cache of it */
+        ASN1_OCTET_STRING *iski = X509_get_ext_d2i(issuer, NID_subject_key_identifier, NULL,
+                                                   NULL);
+        if (iski) {
+            akid->keyid = iski;
+        } else {
+            unsigned char imd[20];
+            TRY(tpl_ski_of(issuer, imd));
+            akid->keyid = ASN1_OCTET_STRING_new();
+            if (akid->keyid && ASN1_OCTET_STRING_set(akid->keyid, imd, sizeof imd) != 1) {
+                ASN1_OCTET_STRING_free(akid->keyid);
+                akid->keyid = NULL;
+            }
+        }
+    } else {
+        akid->keyid = ASN1_OCTET_STRING_dup(ski);
+    }
+    ENSURE(akid->keyid, KL_EINTERNAL, "out of memory");
+    TRY(tpl_add_ext(x, NID_authority_key_identifier, akid, 0));
+
+    if (sk_GENERAL_NAME_num(sans) > 0) {
+        /* RFC 5280 4.2.1.6: with an empty subject, subjectAltName MUST be critical */
+        TRY(tpl_add_ext(x, NID_subject_alt_name, sans, subject_empty));
+    }
+    if (t->crl_dp && in->crl_url && *in->crl_url) {
+        TRY(tpl_url_expand(in->crl_url, in->issuer_label, url1, sizeof url1));
+        TRY(tpl_add_crl_dp(x, url1));
+    }
+    const char *ocsp = NULL, *cai = NULL;
+    if (t->aia_ocsp && in->ocsp_url && *in->ocsp_url) {
+        TRY(tpl_url_expand(in->ocsp_url, in->issuer_label, url2, sizeof url2));
+        ocsp = url2;
+    }
+    if (t->aia_ca_issuers && in->ca_issuers_url && *in->ca_issuers_url) {
+        TRY(tpl_url_expand(in->ca_issuers_url, in->issuer_label, url3, sizeof url3));
+        cai = url3;
+    }
+    if (ocsp || cai) {
+        TRY(tpl_add_aia(x, ocsp, cai));
+    }
+    if (t->ocsp_nocheck) {
+        TRY(tpl_add_ocsp_nocheck(x));
+    }
+    *tbs_out = x;
+    x = NULL;
+out:
+    X509_free(x);
+    X509_NAME_free(subject);
+    sk_GENERAL_NAME_pop_free(sans, GENERAL_NAME_free);
+    BASIC_CONSTRAINTS_free(bc);
+    sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+    ASN1_OCTET_STRING_free(ski);
+    AUTHORITY_KEYID_free(akid);
+    return rc;
+}
