@@ -1,0 +1,302 @@
+/* Unit tests for the CA library against a throwaway SoftHSM token (tests/lib/with-token.sh):
+ * issuance from several threads on one ca_ctx, serial properties, pending/activate, OCSP
+ * responses checked with OpenSSL's OCSP verifier, CRL contents, client-cert status checks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <openssl/ec.h>
+#include <openssl/ocsp.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ca.h"
+
+static kl_conf *g_conf;
+static ca_ctx *g_ca;
+
+static uint8_t *make_csr(const char *cn, EVP_PKEY **key_out, size_t *len)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509_REQ *r = X509_REQ_new();
+    X509_NAME *n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+    X509_REQ_set_subject_name(r, n);
+    X509_REQ_set_pubkey(r, k);
+    X509_REQ_sign(r, k, EVP_sha256());
+    unsigned char *der = NULL;
+    int n2 = i2d_X509_REQ(r, &der);
+    X509_REQ_free(r);
+    X509_NAME_free(n);
+    if (key_out) {
+        *key_out = k;
+    } else {
+        EVP_PKEY_free(k);
+    }
+    *len = (size_t)n2;
+    return der;
+}
+
+static X509 *issue_one(const char *cn, int pending)
+{
+    size_t len;
+    uint8_t *der = make_csr(cn, NULL, &len);
+    ca_issue_req req = {.issuer = "field1", .template_name = "device-ldevid", .csr_der = der,
+                        .csr_len = len, .actor = "test", .pending = pending};
+    X509 *x = NULL;
+    kl_rc rc = ca_issue(g_ca, &req, &x);
+    if (rc != KL_OK) {
+        fprintf(stderr, "ca_issue: %s\n", kl_errmsg());
+    }
+    OPENSSL_free(der);
+    return x;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *conf = getenv("KL_CONF");
+    if (!conf || kl_conf_load(&g_conf, conf) != KL_OK || ca_open(&g_ca, g_conf) != KL_OK) {
+        fprintf(stderr, "setup: %s\n", kl_errmsg());
+        return -1;
+    }
+    X509 *x = NULL;
+    if (ca_create(g_ca, "root1", "root", "CN=Unit Root,O=Keyline Test", HSM_KEY_EC_P256, NULL,
+                  "test", &x) != KL_OK) {
+        fprintf(stderr, "root: %s\n", kl_errmsg());
+        return -1;
+    }
+    X509_free(x);
+    if (ca_create(g_ca, "field1", "field-ca", "CN=Unit Field CA", HSM_KEY_EC_P256, "root1",
+                  "test", &x) != KL_OK) {
+        fprintf(stderr, "field1: %s\n", kl_errmsg());
+        return -1;
+    }
+    X509_free(x);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    ca_close(g_ca);
+    kl_conf_free(g_conf);
+    return 0;
+}
+
+static void test_serial_and_chain(void **state)
+{
+    (void)state;
+    X509 *x = issue_one("serial test", 0);
+    assert_non_null(x);
+    const ASN1_INTEGER *s = X509_get0_serialNumber(x);
+    /* 16 octets, positive, first octet 0x40..0x7f */
+    assert_int_equal(s->length, 16);
+    assert_int_equal(s->type, V_ASN1_INTEGER);
+    assert_true(s->data[0] >= 0x40 && s->data[0] <= 0x7f);
+    STACK_OF(X509) *chain = NULL;
+    assert_int_equal(ca_chain(g_ca, "field1", &chain), KL_OK);
+    assert_int_equal(sk_X509_num(chain), 2);
+    assert_int_equal(X509_verify(x, X509_get0_pubkey(sk_X509_value(chain, 0))), 1);
+    assert_int_equal(ca_cert_check_valid(g_ca, x), KL_OK);
+    sk_X509_pop_free(chain, X509_free);
+    X509_free(x);
+}
+
+typedef struct {
+    int n;
+    char serials[40][64];
+    int failures;
+} thread_out;
+
+static void *issuer_thread(void *arg)
+{
+    thread_out *o = arg;
+    for (int i = 0; i < 40; i++) {
+        X509 *x = issue_one("threaded", 0);
+        if (!x) {
+            o->failures++;
+            continue;
+        }
+        char *hex = ca_serial_hex(X509_get0_serialNumber(x));
+        snprintf(o->serials[o->n++], 64, "%s", hex);
+        OPENSSL_free(hex);
+        X509_free(x);
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    pthread_t t[4];
+    thread_out out[4];
+    memset(out, 0, sizeof out);
+    for (int i = 0; i < 4; i++) {
+        pthread_create(&t[i], NULL, issuer_thread, &out[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(out[i].failures, 0);
+        assert_int_equal(out[i].n, 40);
+        for (int j = 0; j < 4; j++) {
+            for (int a = 0; a < out[i].n; a++) {
+                for (int b = 0; b < out[j].n; b++) {
+                    if (i != j || a != b) {
+                        assert_string_not_equal(out[i].serials[a], out[j].serials[b]);
+                    }
+                }
+            }
+        }
+    }
+    int64_t count = 0;
+    assert_int_equal(store_audit_verify(ca_store(g_ca), &count), KL_OK);
+    assert_true(count >= 160);
+}
+
+static void test_pending_activate(void **state)
+{
+    (void)state;
+    X509 *x = issue_one("pending device", 1);
+    assert_non_null(x);
+    char *hex = ca_serial_hex(X509_get0_serialNumber(x));
+    store_cert c;
+    memset(&c, 0, sizeof c);
+    assert_int_equal(store_cert_get(ca_store(g_ca), hex, &c), KL_OK);
+    assert_string_equal(c.status, STORE_ST_PENDING);
+    store_cert_free(&c);
+    /* a pending certificate does not authenticate anyone yet */
+    assert_int_equal(ca_cert_check_valid(g_ca, x), KL_EAUTH);
+    assert_int_equal(ca_activate(g_ca, hex, "test"), KL_OK);
+    assert_int_equal(ca_cert_check_valid(g_ca, x), KL_OK);
+    assert_int_not_equal(ca_activate(g_ca, hex, "test"), KL_OK); /* only pending -> valid */
+    OPENSSL_free(hex);
+    X509_free(x);
+}
+
+static int ocsp_status(X509 *leaf, X509 *issuer, X509 *root, int *reason)
+{
+    OCSP_REQUEST *req = OCSP_REQUEST_new();
+    OCSP_CERTID *id = OCSP_cert_to_id(EVP_sha1(), leaf, issuer);
+    OCSP_CERTID *id2 = OCSP_CERTID_dup(id);
+    OCSP_request_add0_id(req, id);
+    OCSP_request_add1_nonce(req, NULL, 16);
+    OCSP_RESPONSE *resp = NULL;
+    assert_int_equal(ca_ocsp_respond(g_ca, req, &resp), KL_OK);
+    assert_int_equal(OCSP_response_status(resp), OCSP_RESPONSE_STATUS_SUCCESSFUL);
+    OCSP_BASICRESP *bs = OCSP_response_get1_basic(resp);
+    assert_non_null(bs);
+    X509_STORE *st = X509_STORE_new();
+    X509_STORE_add_cert(st, root);
+    STACK_OF(X509) *untrusted = sk_X509_new_null();
+    sk_X509_push(untrusted, issuer);
+    assert_int_equal(OCSP_basic_verify(bs, untrusted, st, 0), 1);
+    assert_int_equal(OCSP_check_nonce(req, bs), 1);
+    int status = -1;
+    ASN1_GENERALIZEDTIME *rev = NULL, *thisupd = NULL, *nextupd = NULL;
+    assert_int_equal(OCSP_resp_find_status(bs, id2, &status, reason, &rev, &thisupd, &nextupd),
+                     1);
+    assert_int_equal(OCSP_check_validity(thisupd, nextupd, 300, -1), 1);
+    sk_X509_free(untrusted);
+    X509_STORE_free(st);
+    OCSP_BASICRESP_free(bs);
+    OCSP_RESPONSE_free(resp);
+    OCSP_CERTID_free(id2);
+    OCSP_REQUEST_free(req);
+    return status;
+}
+
+static void test_ocsp_and_crl(void **state)
+{
+    (void)state;
+    X509 *good = issue_one("ocsp good", 0);
+    X509 *bad = issue_one("ocsp revoked", 0);
+    X509 *issuer = NULL, *root = NULL;
+    assert_int_equal(ca_cert(g_ca, "field1", &issuer), KL_OK);
+    assert_int_equal(ca_cert(g_ca, "root1", &root), KL_OK);
+    char *hex = ca_serial_hex(X509_get0_serialNumber(bad));
+    assert_int_equal(ca_revoke(g_ca, hex, 1, "test"), KL_OK);
+    assert_int_equal(ca_revoke(g_ca, hex, 1, "test"), KL_EEXIST);
+    assert_int_equal(ca_revoke(g_ca, "7FFFFFFFFFFFFFFF", 1, "test"), KL_ENOTFOUND);
+    assert_int_equal(ca_cert_check_valid(g_ca, bad), KL_EAUTH);
+
+    int reason = -1;
+    /* signed by the issuing CA itself first, then by a delegated signer */
+    assert_int_equal(ocsp_status(good, issuer, root, &reason), V_OCSP_CERTSTATUS_GOOD);
+    assert_int_equal(ca_ocsp_signer_ensure(g_ca, "field1", "test"), KL_OK);
+    assert_int_equal(ca_ocsp_signer_ensure(g_ca, "field1", "test"), KL_OK); /* idempotent */
+    assert_int_equal(ocsp_status(good, issuer, root, &reason), V_OCSP_CERTSTATUS_GOOD);
+    assert_int_equal(ocsp_status(bad, issuer, root, &reason), V_OCSP_CERTSTATUS_REVOKED);
+    assert_int_equal(reason, 1);
+
+    X509_CRL *crl = NULL;
+    assert_int_equal(ca_crl(g_ca, "field1", &crl), KL_OK);
+    assert_int_equal(X509_CRL_verify(crl, X509_get0_pubkey(issuer)), 1);
+    X509_REVOKED *r = NULL;
+    assert_int_equal(X509_CRL_get0_by_serial(crl, &r, X509_get0_serialNumber(bad)), 1);
+    assert_int_equal(X509_CRL_get0_by_serial(crl, &r, X509_get0_serialNumber(good)), 0);
+    X509_CRL_free(crl);
+
+    /* a certificate from a foreign CA is refused */
+    EVP_PKEY *fk = EVP_EC_gen("P-256");
+    X509 *foreign = X509_new();
+    X509_set_version(foreign, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(foreign), 12345);
+    X509_gmtime_adj(X509_getm_notBefore(foreign), 0);
+    X509_gmtime_adj(X509_getm_notAfter(foreign), 3600);
+    X509_set_pubkey(foreign, fk);
+    X509_sign(foreign, fk, EVP_sha256());
+    assert_int_equal(ca_cert_check_valid(g_ca, foreign), KL_EAUTH);
+    X509_free(foreign);
+    EVP_PKEY_free(fk);
+
+    OPENSSL_free(hex);
+    X509_free(good);
+    X509_free(bad);
+    X509_free(issuer);
+    X509_free(root);
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    X509 *x = NULL;
+    uint8_t junk[64];
+    memset(junk, 0x30, sizeof junk);
+    ca_issue_req req = {.issuer = "field1", .template_name = "device-ldevid", .csr_der = junk,
+                        .csr_len = sizeof junk, .actor = "test"};
+    assert_int_equal(ca_issue(g_ca, &req, &x), KL_EINPUT);
+    size_t len;
+    uint8_t *der = make_csr("x", NULL, &len);
+    req.csr_der = der;
+    req.csr_len = len;
+    req.issuer = "nosuch";
+    assert_int_equal(ca_issue(g_ca, &req, &x), KL_ENOTFOUND);
+    req.issuer = "field1";
+    req.template_name = "../root";
+    assert_int_not_equal(ca_issue(g_ca, &req, &x), KL_OK);
+    assert_null(x);
+    OPENSSL_free(der);
+    assert_int_equal(ca_create(g_ca, "root1", "root", "CN=again", HSM_KEY_EC_P256, NULL, "t", &x),
+                     KL_EEXIST);
+    assert_int_equal(ca_create(g_ca, "bad label!", "root", "CN=x", HSM_KEY_EC_P256, NULL, "t", &x),
+                     KL_EUSAGE);
+    assert_int_equal(ca_create(g_ca, "ed", "root", "CN=x", HSM_KEY_ED25519, NULL, "t", &x),
+                     KL_EPOLICY);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_serial_and_chain), cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_pending_activate), cmocka_unit_test(test_ocsp_and_crl),
+        cmocka_unit_test(test_refusals),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
