@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# EST enrollment throughput vs raw HSM signing (run under tests/lib/with-token.sh, KL_BUILD set;
+# scripts/bench does both). Sets up the CA hierarchy and keyline-estd like the integration
+# tests, then runs bench/est_bench.c against it.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../tests/integration/est_common.sh"
+
+SECONDS_PER_RUN=${KL_BENCH_SECONDS:-5}
+est_setup_ca
+est_write_conf "threads = ${KL_BENCH_THREADS:-$(nproc)}" "max-connections = 4096"
+est_start
+new_csr bench "/CN=sensor-0001/serialNumber=HW0001"
+echo "keyline-estd: $(nproc) CPUs, $SECONDS_PER_RUN s per run; client auth: IDevID certificate"
+"$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 --port "$EST_PORT" --cacert "$D/root1.pem" \
+    --cert "$D/idev.crt" --key "$D/idev.key" --csr "$D/bench.b64" --seconds "$SECONDS_PER_RUN" \
+    --clients "${KL_BENCH_CLIENTS:-2,8,32}"
+curl -s --cacert "$D/root1.pem" "$EST_URL/metrics" | awk '
+    /^keyline_est_issue_seconds_sum/ {s=$2} /^keyline_est_issue_seconds_count/ {n=$2}
+    END { if (n) printf "time inside ca_issue(): %.2f ms per enrollment on average (%d enrollments)\n", 1000*s/n, n }'
+rss=$(ps -o rss= -p "$EST_PID" | tr -d ' ')
+echo "keyline-estd RSS after the run: ${rss} KiB"
+est_stop

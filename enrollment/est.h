@@ -1,0 +1,323 @@
+/* keyline-estd internals: EST (RFC 7030, RFC 8951) server on libmicrohttpd + GnuTLS.
+ *
+ * Layout (one concern per file; see docs/est.md for the operator view):
+ *   est_config.c      [est] and [est.label NAME] sections -> est_config
+ *   est_codec.c       pure wire formats: routing, media types, body decoding, csrattrs,
+ *                     multipart, certs-only PKCS#7, Basic credentials (unit-tested, fuzzable)
+ *   est_auth.c        htpasswd (crypt_r), TLS peer verification, channel binding
+ *   est_handlers.c    the RFC 7030 endpoints; issuance goes through ca_issue() only
+ *   est_revocation.c  /crl/<label>.crl and /ocsp with caches
+ *   est_metrics.c     Prometheus counters and the issuance histogram (atomics)
+ *   est_server.c      MHD daemons, TLS set-up, limits, request glue, access log
+ *   est_main.c        argument parsing and signal handling only
+ *
+ * Nothing here prints except through kl_log; nothing exits. Every error is a kl_rc. */
+#ifndef KL_EST_H
+#define KL_EST_H
+
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "ca.h"
+#include "kl_buf.h"
+#include "kl_conf.h"
+#include "kl_err.h"
+
+/* ------------------------------------------------------------------------------------------
+ * Configuration (est_config.c)
+ * ------------------------------------------------------------------------------------------ */
+
+typedef enum { EST_CB_OFF = 0, EST_CB_OPTIONAL, EST_CB_REQUIRED } est_cb_mode;
+
+#define EST_LABEL_MAX 64
+
+typedef struct {
+    char name[EST_LABEL_MAX]; /* "" for the default (no label in the path) */
+    char *issuer;             /* CA label */
+    char *template_name;
+} est_label;
+
+typedef struct {
+    char *listen;         /* host:port */
+    char *http_listen;    /* NULL when off */
+    char *tls_cert;       /* path: leaf first, then chain (PEM) */
+    char *tls_key;        /* path to a PEM key or a pkcs11: URI */
+    char *tls_priorities; /* GnuTLS priority string */
+    char *htpasswd;       /* path or NULL */
+    char **client_ca;     /* CA labels whose certificates authenticate clients */
+    size_t n_client_ca;
+    est_cb_mode channel_binding;
+    size_t max_body;      /* request body cap, bytes */
+    unsigned max_connections;
+    unsigned per_ip_connections;
+    unsigned timeout;     /* seconds of inactivity before a connection is closed */
+    unsigned threads;     /* MHD thread pool size */
+    int serverkeygen;     /* serve /serverkeygen (default on) */
+    unsigned shutdown_grace; /* seconds to wait for in-flight requests on SIGTERM */
+    est_label *labels;    /* labels[0] is the default (name "") */
+    size_t n_labels;
+} est_config;
+
+#define EST_DEFAULT_PRIORITIES                                                                     \
+    "SECURE256:+SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:"           \
+    "+CHACHA20-POLY1305:+AES-128-GCM:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:"              \
+    "-SIGN-RSA-MD5:%SERVER_PRECEDENCE"
+
+/* Read [est] (and every [est.label NAME]) from `conf`; paths are resolved against the config
+ * file's directory. KL_EUSAGE/KL_EINPUT with "[est] key: message" on a bad or missing value. */
+kl_rc est_config_load(const kl_conf *conf, est_config *out) KL_WUR;
+void est_config_free(est_config *c);
+/* name NULL or "" -> the default label. NULL when unknown. */
+const est_label *est_config_label(const est_config *c, const char *name);
+/* "host:port", "[v6]:port", ":port" (all addresses). host gets "" for any. KL_EUSAGE. */
+kl_rc est_hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *port) KL_WUR;
+
+/* ------------------------------------------------------------------------------------------
+ * Wire formats (est_codec.c): no I/O, no CA, no TLS.
+ * ------------------------------------------------------------------------------------------ */
+
+typedef enum {
+    EST_OP_NONE = 0,
+    EST_OP_CACERTS,
+    EST_OP_SIMPLEENROLL,
+    EST_OP_SIMPLEREENROLL,
+    EST_OP_CSRATTRS,
+    EST_OP_SERVERKEYGEN,
+    EST_OP_FULLCMC,
+} est_op;
+
+/* Endpoint families, also the `endpoint` label of the request counter. */
+typedef enum {
+    EST_EP_OTHER = 0,
+    EST_EP_CACERTS,
+    EST_EP_SIMPLEENROLL,
+    EST_EP_SIMPLEREENROLL,
+    EST_EP_CSRATTRS,
+    EST_EP_SERVERKEYGEN,
+    EST_EP_FULLCMC,
+    EST_EP_CRL,
+    EST_EP_OCSP,
+    EST_EP_HEALTHZ,
+    EST_EP_METRICS,
+    EST_EP__COUNT
+} est_endpoint;
+
+typedef struct {
+    est_endpoint ep;
+    est_op op;                  /* for EST endpoints */
+    char label[EST_LABEL_MAX];  /* EST label ("" = default) or CRL issuer label */
+    const char *ocsp_b64;       /* GET /ocsp/<b64>: points into the path; NULL otherwise */
+} est_route;
+
+/* Map a request path to a route. KL_ENOTFOUND for anything we do not serve (404), including
+ * malformed labels. Labels match [A-Za-z0-9._-]{1,63}. */
+kl_rc est_route_parse(const char *path, est_route *out) KL_WUR;
+const char *est_endpoint_name(est_endpoint ep);
+
+/* 1 when the Content-Type header `ct` (may be NULL) names media type `want` (case-insensitive,
+ * parameters and surrounding whitespace ignored), else 0. */
+int est_media_type_is(const char *ct, const char *want);
+
+/* Decode an EST request body into DER. RFC 8951 3: the body is base64 whether or not a
+ * Content-Transfer-Encoding header is present; wrapped, single-line, with or without a
+ * trailing newline. Also tolerated: PEM armour around the base64; raw DER when the client says
+ * Content-Transfer-Encoding: binary. `cte` may be NULL. KL_EINPUT on bad base64 or empty. */
+kl_rc est_body_decode(const uint8_t *body, size_t len, const char *cte, kl_buf *der) KL_WUR;
+
+/* What a template wants from a CSR, for /csrattrs. */
+typedef struct {
+    int key_nid;          /* NID_X9_62_prime256v1, NID_secp384r1, or NID_rsaEncryption */
+    int rsa_bits;         /* for RSA */
+    int want_serial;      /* subject serialNumber */
+    int want_challenge;   /* challengePassword (channel binding on) */
+} est_csrattrs_in;
+
+/* RFC 7030 4.5.2 CsrAttrs ::= SEQUENCE SIZE (0..MAX) OF AttrOrOID, DER. */
+kl_rc est_csrattrs_encode(const est_csrattrs_in *in, kl_buf *der) KL_WUR;
+
+typedef struct {
+    const char *content_type;
+    const uint8_t *data; /* already in its transfer form (base64 text) */
+    size_t len;
+} est_part;
+
+#define EST_MULTIPART_BOUNDARY "keyline_est_part"
+/* RFC 7030 4.4.2: multipart/mixed body with base64 parts. */
+kl_rc est_multipart_build(const est_part *parts, size_t n, kl_buf *out) KL_WUR;
+
+/* Degenerate certs-only SignedData (RFC 5652 / RFC 7030 4.1.3), DER. Duplicates are dropped. */
+kl_rc est_p7_certs_only(STACK_OF(X509) *certs, kl_buf *der) KL_WUR;
+
+/* Parse an Authorization header "Basic <b64(user:pass)>" (scheme case-insensitive).
+ * user/pass get NUL-terminated strings; pass should be a sensitive buffer.
+ * KL_ENOTFOUND when the header is absent or not Basic; KL_EINPUT when malformed. */
+kl_rc est_basic_parse(const char *authorization, kl_buf *user, kl_buf *pass) KL_WUR;
+
+/* ------------------------------------------------------------------------------------------
+ * Authentication (est_auth.c)
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct est_htpasswd est_htpasswd;
+
+/* Lines "user:hash", '#' comments and blank lines ignored. Hashes must be crypt(3) strings of
+ * the kinds we accept ($2b$/$2y$/$2a$ bcrypt, $y$/$gy$ yescrypt, $6$ sha512crypt); anything
+ * else is refused with "FILE:LINE: ..." (KL_EINPUT) so an operator never believes a plain or
+ * MD5 entry is protecting anything. */
+kl_rc est_htpasswd_parse(const char *name, const char *text, size_t len, est_htpasswd **out)
+    KL_WUR;
+kl_rc est_htpasswd_load(const char *path, est_htpasswd **out) KL_WUR;
+void est_htpasswd_free(est_htpasswd *h);
+size_t est_htpasswd_count(const est_htpasswd *h);
+/* KL_OK when user exists and the password matches; KL_EAUTH otherwise. An unknown user still
+ * costs one crypt_r with a comparable setting, so timing does not reveal which users exist. */
+kl_rc est_htpasswd_verify(const est_htpasswd *h, const char *user, const char *pass) KL_WUR;
+
+/* The client's leaf certificate after GnuTLS verified the presented chain against the
+ * credentials' trust list (MHD_OPTION_HTTPS_MEM_TRUST). KL_ENOTFOUND when the client sent no
+ * certificate; KL_EAUTH with the reason when verification failed. */
+kl_rc est_tls_peer_cert(gnutls_session_t s, X509 **out) KL_WUR;
+
+/* Channel binding value for this session as the base64 text a client puts into
+ * challengePassword: tls-unique (RFC 5929) on TLS 1.2, tls-exporter (RFC 9266) on TLS 1.3. */
+kl_rc est_tls_channel_binding(gnutls_session_t s, kl_buf *b64) KL_WUR;
+
+/* CSR challengePassword as bytes (sensitive buffer). KL_ENOTFOUND when absent. */
+kl_rc est_csr_challenge_password(X509_REQ *req, kl_buf *out) KL_WUR;
+
+/* RFC 7030 3.5 check. KL_OK; KL_EAUTH (mismatch, or required and absent). `s` may be NULL
+ * (no TLS): then only "off" passes, and "optional" passes when the CSR carries none. */
+kl_rc est_channel_binding_check(est_cb_mode mode, X509_REQ *req, gnutls_session_t s) KL_WUR;
+
+/* Subject attribute serialNumber as a string (caller frees), NULL when absent. */
+char *est_name_serial_number(const X509_NAME *name);
+/* RFC 2253 one-line subject into `out` (truncated). */
+void est_name_oneline(const X509_NAME *name, char *out, size_t outlen);
+
+/* ------------------------------------------------------------------------------------------
+ * Metrics (est_metrics.c): lock-free counters, Prometheus text exposition.
+ * ------------------------------------------------------------------------------------------ */
+
+#define EST_METRIC_CODES 14
+#define EST_HIST_BUCKETS 12
+
+typedef struct {
+    atomic_uint_fast64_t requests[EST_EP__COUNT][EST_METRIC_CODES];
+    atomic_uint_fast64_t issue_bucket[EST_HIST_BUCKETS]; /* cumulative at exposition time */
+    atomic_uint_fast64_t issue_count;
+    atomic_uint_fast64_t issue_sum_us;
+    atomic_uint_fast64_t hsm_errors;
+    atomic_uint_fast64_t inflight;
+} est_metrics;
+
+void est_metrics_init(est_metrics *m);
+void est_metrics_request(est_metrics *m, est_endpoint ep, int status);
+void est_metrics_issue(est_metrics *m, double seconds);
+void est_metrics_hsm_error(est_metrics *m);
+kl_rc est_metrics_render(est_metrics *m, kl_buf *out) KL_WUR;
+
+/* ------------------------------------------------------------------------------------------
+ * Request / response between the MHD glue and the handlers.
+ * ------------------------------------------------------------------------------------------ */
+
+#define EST_MAX_HEADERS 6
+
+typedef struct {
+    int status;
+    char content_type[80];
+    kl_buf body; /* owned; sensitive for serverkeygen */
+    struct {
+        char name[40];
+        char value[128];
+    } hdr[EST_MAX_HEADERS];
+    size_t n_hdr;
+} est_resp;
+
+struct est_server;
+
+typedef struct {
+    struct est_server *srv;
+    int tls;                  /* arrived on the TLS listener */
+    gnutls_session_t session; /* NULL on the plain listener */
+    const char *method;
+    const char *path;
+    const char *content_type;     /* may be NULL */
+    const char *cte;              /* Content-Transfer-Encoding, may be NULL */
+    const char *authorization;    /* may be NULL */
+    const uint8_t *body;
+    size_t body_len;
+    est_route route;
+    char identity[200];           /* for the access log: "basic:USER", "cert:SUBJECT", "-" */
+    char note[200];               /* for the access log: serial issued or why refused */
+} est_req;
+
+void est_resp_init(est_resp *r);
+void est_resp_free(est_resp *r);
+void est_resp_header(est_resp *r, const char *name, const char *value);
+/* Plain-text response ("message\n"). */
+void est_resp_text(est_resp *r, int status, const char *msg);
+
+/* ------------------------------------------------------------------------------------------
+ * The server (est_server.c, est_handlers.c, est_revocation.c)
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct est_revocation est_revocation;
+typedef struct est_server est_server;
+
+/* Per-label facts taken from the label's template at start-up. */
+typedef struct {
+    est_csrattrs_in attrs; /* what /csrattrs announces */
+    int keygen_nid;        /* key made by /serverkeygen (same as attrs.key_nid) */
+    int keygen_bits;
+    pthread_mutex_t cacerts_lock; /* /cacerts body cache (CA set changes rarely) */
+    time_t cacerts_at;
+    kl_buf cacerts_b64;
+} est_label_rt;
+
+struct est_server {
+    const kl_conf *conf;
+    est_config cfg;
+    ca_ctx *ca;
+    est_label_rt *label_rt;     /* parallel to cfg.labels */
+    pthread_rwlock_t ht_lock;   /* guards htpasswd (SIGHUP reload) */
+    est_htpasswd *htpasswd;     /* NULL: Basic auth off */
+    STACK_OF(X509) *client_cas; /* certs of the client-ca labels: a client's direct issuer */
+    char *trust_pem;            /* their chains, for MHD_OPTION_HTTPS_MEM_TRUST */
+    char *cert_pem;             /* tls-cert file contents */
+    char *key_pem;              /* tls-key file contents (wiped on free); NULL for pkcs11: */
+    size_t key_pem_len;
+    gnutls_pcert_st *pcerts;    /* pkcs11: key mode: our chain for the cert callback */
+    unsigned n_pcerts;
+    gnutls_privkey_t privkey;   /* pkcs11: key mode */
+    struct MHD_Daemon *tls_d;
+    struct MHD_Daemon *http_d;
+    est_metrics metrics;
+    est_revocation *rev;
+    atomic_int stopping;
+};
+
+/* Build everything from the loaded config: open the CA (token login), load TLS material,
+ * trust anchors, htpasswd, per-label template facts, OCSP signers. */
+kl_rc est_server_new(const kl_conf *conf, est_server **out) KL_WUR;
+kl_rc est_server_start(est_server *s) KL_WUR;
+/* Stop accepting, wait up to the grace period for in-flight requests, stop the daemons. */
+void est_server_stop(est_server *s);
+void est_server_free(est_server *s);
+/* Re-read the htpasswd file (SIGHUP). */
+kl_rc est_server_reload(est_server *s) KL_WUR;
+
+/* Route and answer one complete request. */
+void est_handle(est_req *rq, est_resp *rs);
+
+/* Revocation (est_revocation.c). */
+kl_rc est_revocation_new(struct est_server *srv, est_revocation **out) KL_WUR;
+void est_revocation_free(est_revocation *r);
+void est_handle_crl(est_req *rq, est_resp *rs);
+void est_handle_ocsp(est_req *rq, est_resp *rs);
+
+#endif

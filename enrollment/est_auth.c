@@ -1,0 +1,327 @@
+/* keyline-estd: who is asking. htpasswd (crypt_r), TLS peer verification, channel binding.
+ * The CA-side checks (is this client certificate ours, valid, not revoked) are made by the
+ * handlers with ca_cert_check_valid(); this file stays free of the CA so it can be unit-tested. */
+#include <crypt.h>
+#include <gnutls/x509.h>
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "est.h"
+#include "kl_b64.h"
+#include "kl_file.h"
+
+/* ---------------------------------------------------------------------------------------- */
+/* htpasswd                                                                                 */
+
+typedef struct {
+    char *user;
+    char *hash;
+} est_ht_entry;
+
+struct est_htpasswd {
+    est_ht_entry *e;
+    size_t n;
+    char *dummy; /* a setting of the same kind and cost as real entries, for unknown users */
+};
+
+static const char *const est_ht_prefixes[] = {"$2b$", "$2y$", "$2a$", "$y$", "$gy$", "$6$"};
+
+/* Structure check of a complete hash (not just a setting): the right prefix and a checksum
+ * of the algorithm's length after the last '$'. A truncated line would otherwise load fine
+ * and silently refuse its user forever. */
+static int est_ht_hash_ok(const char *hash)
+{
+    static const size_t sum_len[] = {53, 53, 53, 43, 43, 86}; /* per est_ht_prefixes */
+    const char *last = strrchr(hash, '$');
+    for (size_t i = 0; i < sizeof est_ht_prefixes / sizeof est_ht_prefixes[0]; i++) {
+        if (strncmp(hash, est_ht_prefixes[i], strlen(est_ht_prefixes[i])) == 0) {
+            return last && strlen(last + 1) == sum_len[i] && crypt_checksalt(hash) == CRYPT_SALT_OK;
+        }
+    }
+    return 0;
+}
+
+void est_htpasswd_free(est_htpasswd *h)
+{
+    if (!h) {
+        return;
+    }
+    for (size_t i = 0; i < h->n; i++) {
+        free(h->e[i].user);
+        if (h->e[i].hash) {
+            OPENSSL_cleanse(h->e[i].hash, strlen(h->e[i].hash));
+        }
+        free(h->e[i].hash);
+    }
+    free(h->e);
+    free(h->dummy);
+    free(h);
+}
+
+size_t est_htpasswd_count(const est_htpasswd *h)
+{
+    return h ? h->n : 0;
+}
+
+kl_rc est_htpasswd_parse(const char *name, const char *text, size_t len, est_htpasswd **out)
+{
+    kl_rc rc = KL_OK;
+    est_htpasswd *h = calloc(1, sizeof *h);
+    ENSURE(h, KL_EINTERNAL, "out of memory");
+    size_t lineno = 0;
+    for (size_t pos = 0; pos < len;) {
+        const char *line = text + pos;
+        const char *nl = memchr(line, '\n', len - pos);
+        size_t ll = nl ? (size_t)(nl - line) : len - pos;
+        pos += ll + (nl ? 1 : 0);
+        lineno++;
+        while (ll && (line[ll - 1] == '\r' || line[ll - 1] == ' ' || line[ll - 1] == '\t')) {
+            ll--;
+        }
+        size_t lead = 0;
+        while (lead < ll && (line[lead] == ' ' || line[lead] == '\t')) {
+            lead++;
+        }
+        if (lead == ll || line[lead] == '#') {
+            continue;
+        }
+        const char *colon = memchr(line + lead, ':', ll - lead);
+        ENSURE(colon && colon > line + lead, KL_EINPUT, "%s:%zu: expected user:hash", name,
+               lineno);
+        size_t ulen = (size_t)(colon - line - lead);
+        size_t hlen = ll - (size_t)(colon + 1 - line);
+        ENSURE(hlen > 0 && hlen < CRYPT_OUTPUT_SIZE, KL_EINPUT, "%s:%zu: empty or overlong hash",
+               name, lineno);
+        char *user = strndup(line + lead, ulen);
+        char *hash = strndup(colon + 1, hlen);
+        est_ht_entry *ne = realloc(h->e, (h->n + 1) * sizeof *ne);
+        if (!user || !hash || !ne) {
+            free(user);
+            free(hash);
+            if (ne) {
+                h->e = ne;
+            }
+            ENSURE(0, KL_EINTERNAL, "out of memory");
+        }
+        h->e = ne;
+        h->e[h->n].user = user;
+        h->e[h->n].hash = hash;
+        h->n++;
+        ENSURE(est_ht_hash_ok(hash), KL_EINPUT,
+               "%s:%zu: user %s: unsupported hash (use bcrypt $2b$, yescrypt $y$ or "
+               "sha512crypt $6$, e.g. mkpasswd -m yescrypt)",
+               name, lineno, user);
+        for (size_t i = 0; i + 1 < h->n; i++) {
+            ENSURE(strcmp(h->e[i].user, user) != 0, KL_EINPUT, "%s:%zu: user %s appears twice",
+                   name, lineno, user);
+        }
+    }
+    if (h->n) {
+        /* Same algorithm and cost as a real entry: an unknown user costs what a known one does. */
+        h->dummy = strdup(h->e[0].hash);
+    } else {
+        char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+        if (crypt_gensalt_rn("$y$", 0, NULL, 0, setting, sizeof setting)) {
+            h->dummy = strdup(setting);
+        }
+    }
+    ENSURE(h->dummy, KL_EINTERNAL, "out of memory");
+    *out = h;
+    h = NULL;
+out:
+    est_htpasswd_free(h);
+    return rc;
+}
+
+kl_rc est_htpasswd_load(const char *path, est_htpasswd **out)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    kl_rc rc = kl_file_read(path, 4 * 1024 * 1024, &data, &len);
+    if (rc != KL_OK) {
+        return kl_wrap(rc, "htpasswd");
+    }
+    rc = est_htpasswd_parse(path, (const char *)data, len, out);
+    OPENSSL_cleanse(data, len);
+    free(data);
+    return rc;
+}
+
+kl_rc est_htpasswd_verify(const est_htpasswd *h, const char *user, const char *pass)
+{
+    const char *hash = NULL;
+    for (size_t i = 0; h && user && i < h->n; i++) {
+        if (strcmp(h->e[i].user, user) == 0) {
+            hash = h->e[i].hash;
+        }
+    }
+    int known = hash != NULL;
+    if (!known) {
+        hash = h ? h->dummy : "$6$keylinedummy$";
+    }
+    struct crypt_data *cd = calloc(1, sizeof *cd);
+    if (!cd) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    const char *res = crypt_r(pass ? pass : "", hash, cd);
+    size_t hl = strlen(hash);
+    int ok = res && res[0] != '*' && strlen(res) == hl && CRYPTO_memcmp(res, hash, hl) == 0;
+    OPENSSL_cleanse(cd, sizeof *cd);
+    free(cd);
+    if (ok && known) {
+        return KL_OK;
+    }
+    return kl_fail(KL_EAUTH, known ? "wrong password" : "unknown user");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* TLS                                                                                      */
+
+kl_rc est_tls_peer_cert(gnutls_session_t s, X509 **out)
+{
+    *out = NULL;
+    if (!s || gnutls_certificate_type_get(s) != GNUTLS_CRT_X509) {
+        return kl_fail(KL_ENOTFOUND, "no client certificate");
+    }
+    unsigned n = 0;
+    const gnutls_datum_t *certs = gnutls_certificate_get_peers(s, &n);
+    if (!certs || n == 0) {
+        return kl_fail(KL_ENOTFOUND, "no client certificate");
+    }
+    unsigned status = 0;
+    int r = gnutls_certificate_verify_peers2(s, &status);
+    if (r < 0) {
+        return kl_fail(KL_EAUTH, "client certificate: %s", gnutls_strerror(r));
+    }
+    if (status != 0) {
+        gnutls_datum_t txt = {NULL, 0};
+        kl_rc rc = KL_EAUTH;
+        if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &txt, 0) ==
+            0) {
+            rc = kl_fail(KL_EAUTH, "client certificate: %s", (const char *)txt.data);
+            gnutls_free(txt.data);
+        } else {
+            rc = kl_fail(KL_EAUTH, "client certificate not trusted (status 0x%x)", status);
+        }
+        return rc;
+    }
+    const unsigned char *p = certs[0].data;
+    X509 *x = d2i_X509(NULL, &p, (long)certs[0].size);
+    if (!x) {
+        return kl_fail_ssl(KL_EAUTH, "client certificate: cannot parse");
+    }
+    *out = x;
+    return KL_OK;
+}
+
+kl_rc est_tls_channel_binding(gnutls_session_t s, kl_buf *b64)
+{
+    if (!s) {
+        return kl_fail(KL_EAUTH, "no TLS session for channel binding");
+    }
+    /* RFC 9266 2: tls-exporter for TLS 1.3, where tls-unique is undefined. */
+    int tls13 = gnutls_protocol_get_version(s) == GNUTLS_TLS1_3;
+    gnutls_datum_t cb = {NULL, 0};
+    int r = gnutls_session_channel_binding(s, tls13 ? GNUTLS_CB_TLS_EXPORTER : GNUTLS_CB_TLS_UNIQUE,
+                                           &cb);
+    if (r < 0) {
+        return kl_fail(KL_EAUTH, "channel binding unavailable: %s", gnutls_strerror(r));
+    }
+    kl_rc rc = kl_b64_encode(cb.data, cb.size, 0, 0, b64);
+    gnutls_free(cb.data);
+    return rc;
+}
+
+kl_rc est_csr_challenge_password(X509_REQ *req, kl_buf *out)
+{
+    int idx = X509_REQ_get_attr_by_NID(req, NID_pkcs9_challengePassword, -1);
+    if (idx < 0) {
+        return kl_fail(KL_ENOTFOUND, "no challengePassword");
+    }
+    if (X509_REQ_get_attr_by_NID(req, NID_pkcs9_challengePassword, idx) >= 0) {
+        return kl_fail(KL_EINPUT, "more than one challengePassword attribute");
+    }
+    X509_ATTRIBUTE *a = X509_REQ_get_attr(req, idx);
+    if (!a || X509_ATTRIBUTE_count(a) != 1) {
+        return kl_fail(KL_EINPUT, "challengePassword must have exactly one value");
+    }
+    ASN1_TYPE *t = X509_ATTRIBUTE_get0_type(a, 0);
+    /* PKCS #9: challengePassword is a DirectoryString */
+    if (!t || (t->type != V_ASN1_PRINTABLESTRING && t->type != V_ASN1_UTF8STRING &&
+               t->type != V_ASN1_IA5STRING && t->type != V_ASN1_T61STRING)) {
+        return kl_fail(KL_EINPUT, "challengePassword is not a string");
+    }
+    const ASN1_STRING *str = t->value.asn1_string;
+    return kl_buf_put(out, ASN1_STRING_get0_data(str), (size_t)ASN1_STRING_length(str));
+}
+
+kl_rc est_channel_binding_check(est_cb_mode mode, X509_REQ *req, gnutls_session_t s)
+{
+    kl_rc rc = KL_OK;
+    kl_buf cp, want;
+    kl_buf_init(&cp, 1024, 1);
+    kl_buf_init(&want, 1024, 0);
+    if (mode == EST_CB_OFF) {
+        goto out;
+    }
+    rc = est_csr_challenge_password(req, &cp);
+    if (rc == KL_ENOTFOUND) {
+        rc = KL_OK;
+        /* RFC 7030 3.5: the server policy decides whether the binding is mandatory. */
+        ENSURE(mode != EST_CB_REQUIRED, KL_EAUTH,
+               "channel binding required: put the base64 %s value in challengePassword",
+               s && gnutls_protocol_get_version(s) == GNUTLS_TLS1_3 ? "tls-exporter"
+                                                                     : "tls-unique");
+        goto out;
+    }
+    if (rc != KL_OK) {
+        goto out;
+    }
+    TRY(est_tls_channel_binding(s, &want));
+    /* RFC 7030 3.5: "the EST server MUST verify the tls-unique value" */
+    ENSURE(cp.len == want.len && CRYPTO_memcmp(cp.data, want.data, want.len) == 0, KL_EAUTH,
+           "challengePassword does not match this TLS session's channel binding");
+out:
+    kl_buf_free(&cp);
+    kl_buf_free(&want);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Names                                                                                    */
+
+char *est_name_serial_number(const X509_NAME *name)
+{
+    int idx = X509_NAME_get_index_by_NID(name, NID_serialNumber, -1);
+    if (idx < 0) {
+        return NULL;
+    }
+    const ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
+    unsigned char *utf8 = NULL;
+    int n = ASN1_STRING_to_UTF8(&utf8, d);
+    if (n <= 0) {
+        return NULL;
+    }
+    char *s = strndup((const char *)utf8, (size_t)n);
+    OPENSSL_free(utf8);
+    return s;
+}
+
+void est_name_oneline(const X509_NAME *name, char *out, size_t outlen)
+{
+    out[0] = 0;
+    BIO *b = BIO_new(BIO_s_mem());
+    if (!b) {
+        return;
+    }
+    if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0) {
+        int n = BIO_read(b, out, (int)outlen - 1);
+        out[n > 0 ? n : 0] = 0;
+    }
+    BIO_free(b);
+}

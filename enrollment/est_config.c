@@ -1,0 +1,206 @@
+/* keyline-estd: the [est] configuration section (a contract: see docs/est.md). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "est.h"
+
+static char *est_strdup_or_null(const char *s)
+{
+    return (s && *s) ? strdup(s) : NULL;
+}
+
+kl_rc est_hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *port)
+{
+    if (!s || !*s) {
+        return kl_fail(KL_EUSAGE, "empty address");
+    }
+    const char *h = s, *hend, *colon;
+    if (*s == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':') {
+            return kl_fail(KL_EUSAGE, "%s: expected [IPv6]:port", s);
+        }
+        h = s + 1;
+        hend = rb;
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s))) {
+            return kl_fail(KL_EUSAGE, "%s: expected host:port (IPv6 as [addr]:port)", s);
+        }
+        hend = colon;
+    }
+    if ((size_t)(hend - h) >= hostlen) {
+        return kl_fail(KL_EUSAGE, "%s: host too long", s);
+    }
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (!colon[1] || *end || p < 1 || p > 65535) {
+        return kl_fail(KL_EUSAGE, "%s: bad port", s);
+    }
+    memcpy(host, h, (size_t)(hend - h));
+    host[hend - h] = 0;
+    *port = (uint16_t)p;
+    return KL_OK;
+}
+
+static kl_rc est_config_label_add(est_config *c, const char *name, const char *issuer,
+                                  const char *template_name)
+{
+    if (strlen(name) >= EST_LABEL_MAX) {
+        return kl_fail(KL_EUSAGE, "[est.label %s]: label too long", name);
+    }
+    est_label *l = realloc(c->labels, (c->n_labels + 1) * sizeof *l);
+    if (!l) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    c->labels = l;
+    l = &c->labels[c->n_labels];
+    memset(l, 0, sizeof *l);
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->issuer = strdup(issuer);
+    l->template_name = strdup(template_name);
+    c->n_labels++;
+    if (!l->issuer || !l->template_name) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    return KL_OK;
+}
+
+static kl_rc est_config_uint(const kl_conf *conf, const char *key, long dflt, long min, long max,
+                             unsigned *out)
+{
+    long v;
+    kl_rc rc = kl_conf_get_long(conf, "est", key, dflt, min, max, &v);
+    if (rc == KL_OK) {
+        *out = (unsigned)v;
+    }
+    return rc;
+}
+
+kl_rc est_config_load(const kl_conf *conf, est_config *c)
+{
+    kl_rc rc = KL_OK;
+    memset(c, 0, sizeof *c);
+    char host[256];
+    uint16_t port;
+
+    const char *listen = kl_conf_get_default(conf, "est", "listen", "127.0.0.1:8443");
+    TRY(est_hostport_parse(listen, host, sizeof host, &port));
+    c->listen = strdup(listen);
+    c->http_listen = est_strdup_or_null(kl_conf_get(conf, "est", "http-listen"));
+    if (c->http_listen) {
+        TRY(est_hostport_parse(c->http_listen, host, sizeof host, &port));
+    }
+    c->tls_cert = kl_conf_path(conf, "est", "tls-cert");
+    c->tls_key = kl_conf_path(conf, "est", "tls-key");
+    ENSURE(c->tls_cert, KL_EUSAGE, "[est] tls-cert is not set (PEM file: leaf, then chain)");
+    ENSURE(c->tls_key, KL_EUSAGE, "[est] tls-key is not set (PEM file or pkcs11: URI)");
+    c->tls_priorities =
+        strdup(kl_conf_get_default(conf, "est", "tls-priorities", EST_DEFAULT_PRIORITIES));
+    c->htpasswd = kl_conf_path(conf, "est", "htpasswd");
+
+    const char *cb = kl_conf_get_default(conf, "est", "channel-binding", "off");
+    if (strcmp(cb, "off") == 0) {
+        c->channel_binding = EST_CB_OFF;
+    } else if (strcmp(cb, "optional") == 0) {
+        c->channel_binding = EST_CB_OPTIONAL;
+    } else if (strcmp(cb, "required") == 0) {
+        c->channel_binding = EST_CB_REQUIRED;
+    } else {
+        ENSURE(0, KL_EUSAGE, "[est] channel-binding = %s: expected off, optional or required", cb);
+    }
+
+    /* client-ca: space-separated CA labels */
+    const char *cas = kl_conf_get_default(conf, "est", "client-ca", "");
+    char *dup = strdup(cas), *save = NULL;
+    ENSURE(dup, KL_EINTERNAL, "out of memory");
+    for (char *t = strtok_r(dup, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save)) {
+        char **n = realloc(c->client_ca, (c->n_client_ca + 1) * sizeof *n);
+        if (n) {
+            c->client_ca = n;
+            n[c->n_client_ca] = strdup(t);
+        }
+        if (!n || !n[c->n_client_ca]) {
+            free(dup);
+            ENSURE(0, KL_EINTERNAL, "out of memory");
+        }
+        c->n_client_ca++;
+    }
+    free(dup);
+
+    long body;
+    TRY(kl_conf_get_long(conf, "est", "max-body", 64 * 1024, 1024, 16 * 1024 * 1024, &body));
+    c->max_body = (size_t)body;
+    TRY(est_config_uint(conf, "max-connections", 1024, 1, 65536, &c->max_connections));
+    TRY(est_config_uint(conf, "max-connections-per-ip", 0, 0, 65536, &c->per_ip_connections));
+    TRY(est_config_uint(conf, "timeout", 30, 1, 3600, &c->timeout));
+    TRY(est_config_uint(conf, "threads", 4, 1, 256, &c->threads));
+    TRY(est_config_uint(conf, "shutdown-grace", 30, 0, 3600, &c->shutdown_grace));
+    const char *skg = kl_conf_get_default(conf, "est", "serverkeygen", "on");
+    c->serverkeygen = strcmp(skg, "off") != 0 && strcmp(skg, "no") != 0 && strcmp(skg, "0") != 0;
+
+    const char *issuer = kl_conf_get(conf, "est", "issuer");
+    const char *tmpl = kl_conf_get_default(conf, "est", "template", "device-ldevid");
+    ENSURE(issuer && *issuer, KL_EUSAGE, "[est] issuer is not set (CA label that signs)");
+    TRY(est_config_label_add(c, "", issuer, tmpl));
+
+    /* [est.label NAME]: issuer and template, defaulting to the [est] values. */
+    for (size_t i = 0;; i++) {
+        const char *sec = kl_conf_section(conf, i);
+        if (!sec) {
+            break;
+        }
+        if (strncmp(sec, "est.label ", 10) != 0) {
+            continue;
+        }
+        const char *name = sec + 10;
+        est_route r;
+        char path[128];
+        snprintf(path, sizeof path, "/.well-known/est/%s/cacerts", name);
+        ENSURE(est_route_parse(path, &r) == KL_OK, KL_EUSAGE,
+               "[%s]: a label is 1-63 characters of A-Z a-z 0-9 . _ -", sec);
+        ENSURE(!est_config_label(c, name), KL_EUSAGE, "[%s] appears twice", sec);
+        TRY(est_config_label_add(c, name, kl_conf_get_default(conf, sec, "issuer", issuer),
+                                 kl_conf_get_default(conf, sec, "template", tmpl)));
+    }
+out:
+    if (rc != KL_OK) {
+        est_config_free(c);
+    }
+    return rc;
+}
+
+void est_config_free(est_config *c)
+{
+    free(c->listen);
+    free(c->http_listen);
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->tls_priorities);
+    free(c->htpasswd);
+    for (size_t i = 0; i < c->n_client_ca; i++) {
+        free(c->client_ca[i]);
+    }
+    free(c->client_ca);
+    for (size_t i = 0; i < c->n_labels; i++) {
+        free(c->labels[i].issuer);
+        free(c->labels[i].template_name);
+    }
+    free(c->labels);
+    memset(c, 0, sizeof *c);
+}
+
+const est_label *est_config_label(const est_config *c, const char *name)
+{
+    if (!name) {
+        name = "";
+    }
+    for (size_t i = 0; i < c->n_labels; i++) {
+        if (strcmp(c->labels[i].name, name) == 0) {
+            return &c->labels[i];
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,636 @@
+/* keyline-estd: the RFC 7030 endpoints. Every certificate goes through ca_issue(); this file
+ * only authenticates the requester and turns the request into a ca_issue_req. */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "est.h"
+#include "kl_b64.h"
+#include "kl_log.h"
+
+#define EST_RESP_CAP (4u * 1024 * 1024)
+#define EST_CACERTS_TTL 60 /* seconds; the CA set changes on rollover only */
+
+/* ---------------------------------------------------------------------------------------- */
+/* Responses                                                                                */
+
+void est_resp_init(est_resp *r)
+{
+    memset(r, 0, sizeof *r);
+    kl_buf_init(&r->body, EST_RESP_CAP, 0);
+}
+
+void est_resp_free(est_resp *r)
+{
+    kl_buf_free(&r->body);
+}
+
+void est_resp_header(est_resp *r, const char *name, const char *value)
+{
+    if (r->n_hdr < EST_MAX_HEADERS) {
+        snprintf(r->hdr[r->n_hdr].name, sizeof r->hdr[0].name, "%s", name);
+        snprintf(r->hdr[r->n_hdr].value, sizeof r->hdr[0].value, "%s", value);
+        r->n_hdr++;
+    }
+}
+
+void est_resp_text(est_resp *r, int status, const char *msg)
+{
+    r->status = status;
+    snprintf(r->content_type, sizeof r->content_type, "text/plain; charset=utf-8");
+    kl_buf_reset(&r->body);
+    if (kl_buf_put_str(&r->body, msg) != KL_OK || kl_buf_put_str(&r->body, "\n") != KL_OK) {
+        kl_buf_reset(&r->body);
+    }
+}
+
+static void est_note(est_req *rq, const char *fmt, const char *arg)
+{
+    snprintf(rq->note, sizeof rq->note, fmt, arg);
+}
+
+/* Map a library error to a status. Input and policy messages go back to the client (they
+ * say what is wrong with its request and hold nothing secret); server-side failures do not. */
+static void est_resp_error(est_req *rq, est_resp *rs, kl_rc rc)
+{
+    const char *msg = kl_errmsg();
+    est_note(rq, "%s", msg);
+    switch (rc) {
+    case KL_EINPUT:
+        est_resp_text(rs, 400, msg);
+        return;
+    case KL_EPOLICY:
+    case KL_EAUTH:
+        est_resp_text(rs, 403, msg);
+        return;
+    case KL_EHSM:
+    case KL_EPIN:
+    case KL_ELOCKED:
+        est_metrics_hsm_error(&rq->srv->metrics);
+        kl_error("HSM: %s", msg);
+        est_resp_text(rs, 503, "signing service temporarily unavailable");
+        est_resp_header(rs, "Retry-After", "30");
+        return;
+    case KL_EIO:
+    case KL_ETIMEOUT:
+        kl_error("store: %s", msg);
+        est_resp_text(rs, 503, "service temporarily unavailable");
+        est_resp_header(rs, "Retry-After", "10");
+        return;
+    default:
+        kl_error("internal: %s", msg);
+        est_resp_text(rs, 500, "internal error");
+        return;
+    }
+}
+
+static void est_resp_b64(est_resp *rs, const char *content_type, const uint8_t *der, size_t len)
+{
+    kl_buf_reset(&rs->body);
+    /* RFC 8951 3: base64 body; 64-column lines so `openssl base64 -d` reads it as is. */
+    if (kl_b64_encode(der, len, 64, 0, &rs->body) != KL_OK) {
+        est_resp_text(rs, 500, "internal error");
+        return;
+    }
+    rs->status = 200;
+    snprintf(rs->content_type, sizeof rs->content_type, "%s", content_type);
+    est_resp_header(rs, "Content-Transfer-Encoding", "base64");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Authentication                                                                           */
+
+typedef enum { EST_AUTH_NONE = 0, EST_AUTH_CERT, EST_AUTH_BASIC } est_auth_kind;
+
+typedef struct {
+    est_auth_kind kind;
+    X509 *cert;      /* EST_AUTH_CERT: the verified client certificate */
+    char user[128];  /* EST_AUTH_BASIC */
+    char actor[256]; /* "est:cert:SUBJECT" / "est:basic:USER" */
+    int cert_refused; /* a certificate was presented but is not acceptable */
+} est_auth;
+
+static void est_auth_free(est_auth *a)
+{
+    X509_free(a->cert);
+    memset(a, 0, sizeof *a);
+}
+
+/* The client's certificate must chain (GnuTLS checked) to one of our client-ca labels as its
+ * direct issuer, be in our store, valid, unexpired, unrevoked. */
+static kl_rc est_auth_cert(est_req *rq, est_auth *a)
+{
+    est_server *s = rq->srv;
+    X509 *x = NULL;
+    kl_rc rc = est_tls_peer_cert(rq->session, &x);
+    if (rc == KL_ENOTFOUND) {
+        return KL_OK;
+    }
+    char subj[160];
+    if (rc != KL_OK) {
+        a->cert_refused = 1;
+        kl_warn("client certificate refused: %s", kl_errmsg());
+        return KL_OK;
+    }
+    est_name_oneline(X509_get_subject_name(x), subj, sizeof subj);
+    int issuer_ok = 0;
+    for (int i = 0; s->client_cas && i < sk_X509_num(s->client_cas) && !issuer_ok; i++) {
+        X509 *ca = sk_X509_value(s->client_cas, i);
+        issuer_ok = X509_check_issued(ca, x) == X509_V_OK &&
+                    X509_verify(x, X509_get0_pubkey(ca)) == 1;
+    }
+    if (!issuer_ok) {
+        a->cert_refused = 1;
+        kl_warn("client certificate %s refused: not issued by a client-ca", subj);
+        X509_free(x);
+        return KL_OK;
+    }
+    /* A server or OCSP-signer certificate of ours is not a client identity. */
+    if (X509_check_purpose(x, X509_PURPOSE_SSL_CLIENT, 0) != 1) {
+        a->cert_refused = 1;
+        kl_warn("client certificate %s refused: not for TLS client authentication", subj);
+        X509_free(x);
+        return KL_OK;
+    }
+    rc = ca_cert_check_valid(s->ca, x);
+    if (rc == KL_EAUTH) {
+        a->cert_refused = 1;
+        kl_warn("client certificate %s refused: %s", subj, kl_errmsg());
+        X509_free(x);
+        return KL_OK;
+    }
+    if (rc != KL_OK) {
+        X509_free(x);
+        return rc;
+    }
+    a->kind = EST_AUTH_CERT;
+    a->cert = x;
+    snprintf(a->actor, sizeof a->actor, "est:cert:%s", subj);
+    snprintf(rq->identity, sizeof rq->identity, "cert:%s", subj);
+    return KL_OK;
+}
+
+static kl_rc est_auth_basic(est_req *rq, est_auth *a)
+{
+    est_server *s = rq->srv;
+    kl_buf user, pass;
+    kl_buf_init(&user, 256, 0);
+    kl_buf_init(&pass, 512, 1);
+    kl_rc rc = est_basic_parse(rq->authorization, &user, &pass);
+    if (rc == KL_ENOTFOUND) {
+        rc = KL_OK;
+        goto out;
+    }
+    if (rc != KL_OK) {
+        est_note(rq, "%s", kl_errmsg());
+        rc = KL_OK;
+        goto out;
+    }
+    pthread_rwlock_rdlock(&s->ht_lock);
+    kl_rc v = s->htpasswd ? est_htpasswd_verify(s->htpasswd, (const char *)user.data,
+                                                (const char *)pass.data)
+                          : kl_fail(KL_EAUTH, "Basic authentication is not configured");
+    pthread_rwlock_unlock(&s->ht_lock);
+    if (v == KL_OK) {
+        a->kind = EST_AUTH_BASIC;
+        snprintf(a->user, sizeof a->user, "%s", (const char *)user.data);
+        snprintf(a->actor, sizeof a->actor, "est:basic:%s", a->user);
+        snprintf(rq->identity, sizeof rq->identity, "basic:%s", a->user);
+    } else {
+        /* log the user name (not secret), never the password */
+        snprintf(rq->identity, sizeof rq->identity, "basic-failed:%.100s",
+                 (const char *)user.data);
+        est_note(rq, "%s", kl_errmsg());
+    }
+out:
+    kl_buf_free(&user);
+    kl_buf_free(&pass);
+    return rc;
+}
+
+/* A TLS client certificate wins; HTTP Basic is the fall-back for bootstrap clients.
+ * KL_OK with a->kind NONE when nothing acceptable was presented. */
+static kl_rc est_authenticate(est_req *rq, est_auth *a)
+{
+    memset(a, 0, sizeof *a);
+    kl_rc rc = est_auth_cert(rq, a);
+    if (rc != KL_OK || a->kind != EST_AUTH_NONE) {
+        return rc;
+    }
+    return est_auth_basic(rq, a);
+}
+
+static void est_resp_unauthorized(est_req *rq, est_resp *rs, const est_auth *a)
+{
+    if (!rq->note[0]) {
+        est_note(rq, "%s", a->cert_refused ? "client certificate refused" : "no credentials");
+    }
+    /* RFC 7030 3.2.3 / RFC 9110 11.6.1: a 401 carries WWW-Authenticate. */
+    est_resp_text(rs, 401, "authentication required");
+    est_resp_header(rs, "WWW-Authenticate", "Basic realm=\"keyline-est\", charset=\"UTF-8\"");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Endpoints                                                                                */
+
+static est_label_rt *est_label_runtime(est_server *s, const est_label *l)
+{
+    return &s->label_rt[l - s->cfg.labels];
+}
+
+/* RFC 7030 4.1: /cacerts, "the EST server MUST NOT require client authentication". */
+static void est_cacerts(est_req *rq, est_resp *rs, const est_label *l)
+{
+    est_server *s = rq->srv;
+    est_label_rt *rt = est_label_runtime(s, l);
+    STACK_OF(X509) *chain = NULL, *all = NULL;
+    kl_buf der;
+    kl_buf_init(&der, EST_RESP_CAP, 0);
+    kl_rc rc = KL_OK;
+    time_t now = time(NULL);
+
+    pthread_mutex_lock(&rt->cacerts_lock);
+    if (rt->cacerts_b64.len && now - rt->cacerts_at < EST_CACERTS_TTL) {
+        kl_buf_reset(&rs->body);
+        rc = kl_buf_put(&rs->body, rt->cacerts_b64.data, rt->cacerts_b64.len);
+        pthread_mutex_unlock(&rt->cacerts_lock);
+        if (rc == KL_OK) {
+            rs->status = 200;
+            snprintf(rs->content_type, sizeof rs->content_type, "application/pkcs7-mime");
+            est_resp_header(rs, "Content-Transfer-Encoding", "base64");
+        } else {
+            est_resp_error(rq, rs, rc);
+        }
+        goto out;
+    }
+    pthread_mutex_unlock(&rt->cacerts_lock);
+
+    /* RFC 7030 4.1.3: "the current root CA certificate ... and any additional certificates the
+     * client would need to build a chain", plus the rollover (NewWithOld, OldWithNew) certs. */
+    TRY(ca_chain(s->ca, l->issuer, &chain));
+    TRY(ca_all_certs(s->ca, &all));
+    for (int i = 0; i < sk_X509_num(all); i++) {
+        X509 *x = sk_X509_value(all, i);
+        if (X509_up_ref(x) != 1 || !sk_X509_push(chain, x)) {
+            ENSURE(0, KL_EINTERNAL, "out of memory");
+        }
+    }
+    TRY(est_p7_certs_only(chain, &der));
+    est_resp_b64(rs, "application/pkcs7-mime", der.data, der.len);
+    if (rs->status == 200) {
+        pthread_mutex_lock(&rt->cacerts_lock);
+        kl_buf_reset(&rt->cacerts_b64);
+        if (kl_buf_put(&rt->cacerts_b64, rs->body.data, rs->body.len) == KL_OK) {
+            rt->cacerts_at = now;
+        } else {
+            kl_buf_reset(&rt->cacerts_b64);
+        }
+        pthread_mutex_unlock(&rt->cacerts_lock);
+    }
+out:
+    if (rc != KL_OK) {
+        est_resp_error(rq, rs, rc);
+    }
+    sk_X509_pop_free(chain, X509_free);
+    sk_X509_pop_free(all, X509_free);
+    kl_buf_free(&der);
+}
+
+/* RFC 7030 4.5: /csrattrs. Anonymous like /cacerts (RFC 7030 4.5.1 allows it). */
+static void est_csrattrs(est_req *rq, est_resp *rs, const est_label *l)
+{
+    est_server *s = rq->srv;
+    est_csrattrs_in in = est_label_runtime(s, l)->attrs;
+    in.want_challenge = s->cfg.channel_binding != EST_CB_OFF;
+    kl_buf der;
+    kl_buf_init(&der, 4096, 0);
+    kl_rc rc = est_csrattrs_encode(&in, &der);
+    if (rc == KL_OK) {
+        est_resp_b64(rs, "application/csrattrs", der.data, der.len);
+    } else {
+        est_resp_error(rq, rs, rc);
+    }
+    kl_buf_free(&der);
+}
+
+static double est_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static kl_rc est_issue(est_req *rq, const est_label *l, const uint8_t *csr, size_t csr_len,
+                       const char *device_id, const char *actor, X509 **cert)
+{
+    ca_issue_req ir = {
+        .issuer = l->issuer,
+        .template_name = l->template_name,
+        .csr_der = csr,
+        .csr_len = csr_len,
+        .device_id = device_id,
+        .actor = actor,
+    };
+    double t0 = est_now();
+    kl_rc rc = ca_issue(rq->srv->ca, &ir, cert);
+    if (rc == KL_OK) {
+        est_metrics_issue(&rq->srv->metrics, est_now() - t0);
+        char *serial = ca_serial_hex(X509_get0_serialNumber(*cert));
+        est_note(rq, "issued serial %s", serial ? serial : "?");
+        OPENSSL_free(serial);
+    }
+    return rc;
+}
+
+/* The server-generated key for /serverkeygen: software key of the template's type, a CSR for
+ * it carrying the client's subject (and requested extensions, which the template filters). */
+static kl_rc est_keygen_csr(const est_label_rt *rt, X509_REQ *client, EVP_PKEY **key,
+                            uint8_t **der, size_t *der_len)
+{
+    kl_rc rc = KL_OK;
+    X509_REQ *req = NULL;
+    STACK_OF(X509_EXTENSION) *exts = NULL;
+    *key = NULL;
+    *der = NULL;
+    if (rt->keygen_nid == NID_rsaEncryption) {
+        *key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)(rt->keygen_bits ? rt->keygen_bits
+                                                                             : 3072));
+    } else {
+        *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC",
+                                 rt->keygen_nid == NID_secp384r1 ? "P-384" : "P-256");
+    }
+    ENSURE_SSL(*key, KL_EINTERNAL, "key generation");
+    ENSURE_SSL((req = X509_REQ_new()) != NULL, KL_EINTERNAL, "X509_REQ_new");
+    ENSURE_SSL(X509_REQ_set_version(req, 0) &&
+                   X509_REQ_set_subject_name(req, X509_REQ_get_subject_name(client)) &&
+                   X509_REQ_set_pubkey(req, *key),
+               KL_EINTERNAL, "CSR build");
+    exts = X509_REQ_get_extensions(client);
+    if (exts && sk_X509_EXTENSION_num(exts) > 0) {
+        ENSURE_SSL(X509_REQ_add_extensions(req, exts), KL_EINTERNAL, "CSR extensions");
+    }
+    ENSURE_SSL(X509_REQ_sign(req, *key, EVP_sha256()) > 0, KL_EINTERNAL, "CSR sign");
+    int n = i2d_X509_REQ(req, der);
+    ENSURE_SSL(n > 0, KL_EINTERNAL, "i2d_X509_REQ");
+    *der_len = (size_t)n;
+out:
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_REQ_free(req);
+    if (rc != KL_OK) {
+        EVP_PKEY_free(*key);
+        *key = NULL;
+    }
+    return rc;
+}
+
+/* simpleenroll, simplereenroll, serverkeygen share authentication and CSR checks. */
+static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
+{
+    est_server *s = rq->srv;
+    est_auth a;
+    kl_buf der;
+    kl_buf_init(&der, s->cfg.max_body, 0);
+    X509_REQ *req = NULL;
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+    uint8_t *kg_csr = NULL;
+    size_t kg_csr_len = 0;
+    char *device_id = NULL;
+    kl_rc rc = KL_OK;
+    memset(&a, 0, sizeof a);
+
+    /* RFC 7030 4.2.1: "the HTTP content-type of "application/pkcs10" is used" */
+    if (!est_media_type_is(rq->content_type, "application/pkcs10")) {
+        est_note(rq, "content type %s", rq->content_type ? rq->content_type : "(none)");
+        est_resp_text(rs, 415, "expected Content-Type: application/pkcs10");
+        goto done;
+    }
+    TRY(est_authenticate(rq, &a));
+    if (a.kind == EST_AUTH_NONE) {
+        est_resp_unauthorized(rq, rs, &a);
+        goto done;
+    }
+    /* RFC 7030 4.2.2: "the EST server MUST verify ... the client's certificate"; renewal is for
+     * holders of a certificate, not for password clients. */
+    if (op == EST_OP_SIMPLEREENROLL && a.kind != EST_AUTH_CERT) {
+        est_note(rq, "%s", "reenroll needs a client certificate");
+        est_resp_text(rs, 403, "simplereenroll needs the TLS client certificate being renewed");
+        goto done;
+    }
+    rc = est_body_decode(rq->body, rq->body_len, rq->cte, &der);
+    if (rc != KL_OK) {
+        rc = kl_wrap(KL_EINPUT, "request body is not base64 DER");
+        goto out;
+    }
+    const unsigned char *p = der.data;
+    req = d2i_X509_REQ(NULL, &p, (long)der.len);
+    ENSURE_SSL(req && p == der.data + der.len, KL_EINPUT, "request body is not a PKCS#10 CSR");
+    if (op == EST_OP_SERVERKEYGEN) {
+        /* The client's CSR only carries the subject here, but it must still be intact. */
+        EVP_PKEY *pk = X509_REQ_get0_pubkey(req);
+        ENSURE_SSL(pk && X509_REQ_verify(req, pk) == 1, KL_EINPUT, "CSR signature invalid");
+    }
+    /* RFC 7030 3.5: channel binding through challengePassword */
+    TRY(est_channel_binding_check(s->cfg.channel_binding, req, rq->session));
+
+    if (op == EST_OP_SIMPLEREENROLL) {
+        /* RFC 7030 4.2.2: "The request Subject field and SubjectAltName extension MUST be
+         * identical to the corresponding fields in the certificate being renewed or rekeyed." */
+        ENSURE(X509_NAME_cmp(X509_REQ_get_subject_name(req), X509_get_subject_name(a.cert)) == 0,
+               KL_EPOLICY, "CSR subject differs from the certificate being renewed");
+    }
+    /* The device id: the authenticated certificate's serialNumber (IDevID hardware serial)
+     * wins; a password client names it in its CSR and the template checks it. */
+    device_id = est_name_serial_number(a.kind == EST_AUTH_CERT ? X509_get_subject_name(a.cert)
+                                                               : X509_REQ_get_subject_name(req));
+    if (op == EST_OP_SERVERKEYGEN) {
+        TRY(est_keygen_csr(est_label_runtime(s, l), req, &key, &kg_csr, &kg_csr_len));
+        TRY(est_issue(rq, l, kg_csr, kg_csr_len, device_id, a.actor, &cert));
+    } else {
+        TRY(est_issue(rq, l, der.data, der.len, device_id, a.actor, &cert));
+    }
+
+    STACK_OF(X509) *one = sk_X509_new_null();
+    if (!one || !sk_X509_push(one, cert)) {
+        sk_X509_free(one);
+        ENSURE_SSL(0, KL_EINTERNAL, "sk_X509_push");
+    }
+    kl_buf p7;
+    kl_buf_init(&p7, EST_RESP_CAP, 0);
+    rc = est_p7_certs_only(one, &p7);
+    sk_X509_free(one);
+    if (rc != KL_OK) {
+        kl_buf_free(&p7);
+        goto out;
+    }
+    if (op != EST_OP_SERVERKEYGEN) {
+        /* RFC 7030 4.2.3: certs-only, "containing only the certificate that was issued" */
+        est_resp_b64(rs, "application/pkcs7-mime; smime-type=certs-only", p7.data, p7.len);
+        kl_buf_free(&p7);
+        goto done;
+    }
+    /* RFC 7030 4.4.2: multipart/mixed, private key part application/pkcs8 first. */
+    kl_buf k8, k8b64, p7b64;
+    kl_buf_init(&k8, 64 * 1024, 1);
+    kl_buf_init(&k8b64, 128 * 1024, 1);
+    kl_buf_init(&p7b64, EST_RESP_CAP, 0);
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(key);
+    uint8_t *p8der = NULL;
+    int n = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &p8der) : -1;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    if (n > 0) {
+        rc = kl_buf_put(&k8, p8der, (size_t)n);
+        OPENSSL_clear_free(p8der, (size_t)n);
+    } else {
+        rc = kl_fail_ssl(KL_EINTERNAL, "PKCS#8 encoding");
+    }
+    if (rc == KL_OK) {
+        rc = kl_b64_encode(k8.data, k8.len, 64, 0, &k8b64);
+    }
+    if (rc == KL_OK) {
+        rc = kl_b64_encode(p7.data, p7.len, 64, 0, &p7b64);
+    }
+    if (rc == KL_OK) {
+        est_part parts[2] = {
+            {"application/pkcs8", k8b64.data, k8b64.len},
+            {"application/pkcs7-mime; smime-type=certs-only", p7b64.data, p7b64.len},
+        };
+        kl_buf_free(&rs->body);
+        kl_buf_init(&rs->body, EST_RESP_CAP, 1); /* wiped when MHD is done with it */
+        rc = est_multipart_build(parts, 2, &rs->body);
+    }
+    kl_buf_free(&k8);
+    kl_buf_free(&k8b64);
+    kl_buf_free(&p7b64);
+    kl_buf_free(&p7);
+    if (rc == KL_OK) {
+        rs->status = 200;
+        snprintf(rs->content_type, sizeof rs->content_type,
+                 "multipart/mixed; boundary=" EST_MULTIPART_BOUNDARY);
+    }
+out:
+    if (rc != KL_OK) {
+        est_resp_error(rq, rs, rc);
+    }
+done:
+    free(device_id);
+    OPENSSL_free(kg_csr);
+    EVP_PKEY_free(key); /* OpenSSL clears private key material on free */
+    X509_free(cert);
+    X509_REQ_free(req);
+    est_auth_free(&a);
+    kl_buf_free(&der);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Dispatch                                                                                 */
+
+static int est_method_is(const est_req *rq, const char *m)
+{
+    return rq->method && strcmp(rq->method, m) == 0;
+}
+
+static int est_method_get(const est_req *rq)
+{
+    return est_method_is(rq, "GET") || est_method_is(rq, "HEAD");
+}
+
+static void est_resp_405(est_resp *rs, const char *allow)
+{
+    est_resp_text(rs, 405, "method not allowed");
+    est_resp_header(rs, "Allow", allow);
+}
+
+void est_handle(est_req *rq, est_resp *rs)
+{
+    est_server *s = rq->srv;
+    if (est_route_parse(rq->path, &rq->route) != KL_OK) {
+        est_resp_text(rs, 404, "not found");
+        return;
+    }
+    est_endpoint ep = rq->route.ep;
+    /* The plain-HTTP listener serves only what relying parties fetch without TLS. */
+    if (!rq->tls && ep != EST_EP_CRL && ep != EST_EP_OCSP && ep != EST_EP_HEALTHZ) {
+        est_resp_text(rs, 404, "not found (use the TLS listener)");
+        return;
+    }
+    switch (ep) {
+    case EST_EP_HEALTHZ:
+        if (!est_method_get(rq)) {
+            est_resp_405(rs, "GET, HEAD");
+            return;
+        }
+        est_resp_text(rs, 200, "ok");
+        return;
+    case EST_EP_METRICS:
+        if (!est_method_get(rq)) {
+            est_resp_405(rs, "GET, HEAD");
+            return;
+        }
+        kl_buf_reset(&rs->body);
+        if (est_metrics_render(&s->metrics, &rs->body) != KL_OK) {
+            est_resp_text(rs, 500, "internal error");
+            return;
+        }
+        rs->status = 200;
+        snprintf(rs->content_type, sizeof rs->content_type, "text/plain; version=0.0.4");
+        return;
+    case EST_EP_CRL:
+        est_handle_crl(rq, rs);
+        return;
+    case EST_EP_OCSP:
+        est_handle_ocsp(rq, rs);
+        return;
+    default:
+        break;
+    }
+    const est_label *l = est_config_label(&s->cfg, rq->route.label);
+    if (!l) {
+        est_note(rq, "unknown label %s", rq->route.label);
+        est_resp_text(rs, 404, "unknown EST label");
+        return;
+    }
+    switch (rq->route.op) {
+    case EST_OP_CACERTS:
+        if (!est_method_get(rq)) {
+            est_resp_405(rs, "GET, HEAD");
+            return;
+        }
+        est_cacerts(rq, rs, l);
+        return;
+    case EST_OP_CSRATTRS:
+        if (!est_method_get(rq)) {
+            est_resp_405(rs, "GET, HEAD");
+            return;
+        }
+        est_csrattrs(rq, rs, l);
+        return;
+    case EST_OP_FULLCMC:
+        /* RFC 7030 4.3 is optional; we do not implement Full CMC. */
+        est_resp_text(rs, 501, "fullcmc is not implemented");
+        return;
+    case EST_OP_SERVERKEYGEN:
+        if (!s->cfg.serverkeygen) {
+            est_resp_text(rs, 501, "serverkeygen is disabled on this server");
+            return;
+        }
+        /* fall through */
+    case EST_OP_SIMPLEENROLL:
+    case EST_OP_SIMPLEREENROLL:
+        if (!est_method_is(rq, "POST")) {
+            est_resp_405(rs, "POST");
+            return;
+        }
+        est_enroll(rq, rs, l, rq->route.op);
+        return;
+    default:
+        est_resp_text(rs, 404, "not found");
+        return;
+    }
+}

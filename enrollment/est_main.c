@@ -1,0 +1,95 @@
+/* keyline-estd: EST server. Thin main: arguments, config, signals; the rest is in est_*.c. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "est.h"
+#include "kl_conf.h"
+#include "kl_log.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: keyline-estd [-c keyline.conf] [-v]\n"
+               "  EST (RFC 7030) enrollment server; runs in the foreground, logs to stderr.\n"
+               "  -c, --config FILE  configuration (default ./keyline.conf), section [est]\n"
+               "  -v, --verbose      debug logging\n"
+               "  SIGTERM/SIGINT: finish in-flight requests and exit 0; SIGHUP: reload htpasswd.\n"
+               "  See docs/est.md.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf_path = "keyline.conf";
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            conf_path = optarg;
+            break;
+        case 'v':
+            kl_log_set_level(KL_LOG_DEBUG);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    /* Block the signals before any thread exists, so every MHD thread inherits the mask and
+     * only sigwait() below sees them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    kl_conf *conf = NULL;
+    est_server *srv = NULL;
+    kl_rc rc = kl_conf_load(&conf, conf_path);
+    if (rc == KL_OK) {
+        rc = est_server_new(conf, &srv);
+    }
+    if (rc == KL_OK) {
+        rc = est_server_start(srv);
+    }
+    if (rc != KL_OK) {
+        kl_error("keyline-estd: %s", kl_errmsg());
+        est_server_free(srv);
+        kl_conf_free(conf);
+        return kl_rc_exit(rc);
+    }
+    kl_info("keyline-estd ready");
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0) {
+            continue;
+        }
+        if (sig == SIGHUP) {
+            if (est_server_reload(srv) != KL_OK) {
+                kl_error("reload: %s (keeping the previous users)", kl_errmsg());
+            }
+            continue;
+        }
+        kl_info("%s: stopping (finishing in-flight requests)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    est_server_stop(srv);
+    est_server_free(srv);
+    kl_conf_free(conf);
+    kl_info("keyline-estd stopped");
+    return 0;
+}

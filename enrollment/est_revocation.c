@@ -1,0 +1,428 @@
+/* keyline-estd: revocation in the field. /crl/<issuer>.crl and /ocsp (RFC 6960, RFC 5019).
+ * Both answer from caches so that a crowd of relying parties does not turn into HSM load:
+ *   CRL:  one per issuer, rebuilt (ca_crl) when the store's revocation epoch for that issuer
+ *         moves or half-way to nextUpdate, whichever comes first.
+ *   OCSP: responses to nonce-less requests, keyed by SHA-256 of the request, kept for at most
+ *         EST_OCSP_TTL seconds and dropped as soon as any revocation epoch moves. */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/ocsp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "est.h"
+#include "kl_b64.h"
+#include "kl_log.h"
+
+#define EST_CRL_SLOTS 64
+#define EST_OCSP_SLOTS 512
+#define EST_OCSP_TTL 60
+#define EST_LABELS_TTL 60
+#define EST_OCSP_MAX_REQ 16384
+
+typedef struct {
+    char label[EST_LABEL_MAX];
+    int64_t epoch;
+    time_t refresh_at;
+    uint8_t *der;
+    size_t len;
+} est_crl_slot;
+
+typedef struct {
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    int64_t epoch_sum;
+    time_t at;
+    uint8_t *der;
+    size_t len;
+} est_ocsp_slot;
+
+struct est_revocation {
+    est_server *srv;
+    pthread_mutex_t crl_lock;
+    est_crl_slot crl[EST_CRL_SLOTS];
+    size_t n_crl;
+    pthread_mutex_t ocsp_lock;
+    est_ocsp_slot ocsp[EST_OCSP_SLOTS];
+    char **labels; /* every CA label, for the OCSP cache key */
+    size_t n_labels;
+    time_t labels_at;
+};
+
+static time_t est_asn1_time(const ASN1_TIME *t, time_t dflt)
+{
+    struct tm tm;
+    if (!t || !ASN1_TIME_to_tm(t, &tm)) {
+        return dflt;
+    }
+    return timegm(&tm);
+}
+
+static void est_rev_labels_free(est_revocation *r)
+{
+    for (size_t i = 0; i < r->n_labels; i++) {
+        free(r->labels[i]);
+    }
+    free(r->labels);
+    r->labels = NULL;
+    r->n_labels = 0;
+}
+
+/* Caller holds ocsp_lock. */
+static kl_rc est_rev_labels_refresh(est_revocation *r, time_t now)
+{
+    if (r->labels && now - r->labels_at < EST_LABELS_TTL) {
+        return KL_OK;
+    }
+    store_ca *cas = NULL;
+    size_t n = 0;
+    kl_rc rc = store_ca_list(ca_store(r->srv->ca), &cas, &n);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    est_rev_labels_free(r);
+    r->labels = calloc(n ? n : 1, sizeof *r->labels);
+    for (size_t i = 0; i < n; i++) {
+        if (r->labels && (r->labels[r->n_labels] = strdup(cas[i].label)) != NULL) {
+            r->n_labels++;
+        }
+        store_ca_free(&cas[i]);
+    }
+    free(cas);
+    if (!r->labels) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    r->labels_at = now;
+    return KL_OK;
+}
+
+kl_rc est_revocation_new(est_server *srv, est_revocation **out)
+{
+    est_revocation *r = calloc(1, sizeof *r);
+    if (!r) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    r->srv = srv;
+    pthread_mutex_init(&r->crl_lock, NULL);
+    pthread_mutex_init(&r->ocsp_lock, NULL);
+
+    /* RFC 6960 4.2.2.2: a delegated responder (id-kp-OCSPSigning) for each issuer we serve,
+     * so the CA key is not used for every OCSP answer. Not fatal: without it ca_ocsp_respond()
+     * signs with the CA itself. */
+    const est_config *c = &srv->cfg;
+    for (size_t i = 0; i < c->n_labels + c->n_client_ca; i++) {
+        const char *issuer = i < c->n_labels ? c->labels[i].issuer : c->client_ca[i - c->n_labels];
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++) {
+            const char *o = j < c->n_labels ? c->labels[j].issuer : c->client_ca[j - c->n_labels];
+            seen = strcmp(o, issuer) == 0;
+        }
+        if (seen) {
+            continue;
+        }
+        if (ca_ocsp_signer_ensure(srv->ca, issuer, "est:startup") != KL_OK) {
+            kl_warn("OCSP signer for %s: %s; OCSP answers for it are signed by the CA", issuer,
+                    kl_errmsg());
+        }
+    }
+    *out = r;
+    return KL_OK;
+}
+
+void est_revocation_free(est_revocation *r)
+{
+    if (!r) {
+        return;
+    }
+    for (size_t i = 0; i < r->n_crl; i++) {
+        free(r->crl[i].der);
+    }
+    for (size_t i = 0; i < EST_OCSP_SLOTS; i++) {
+        free(r->ocsp[i].der);
+    }
+    est_rev_labels_free(r);
+    pthread_mutex_destroy(&r->crl_lock);
+    pthread_mutex_destroy(&r->ocsp_lock);
+    free(r);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* CRL                                                                                       */
+
+static kl_rc est_crl_build(est_server *s, const char *label, uint8_t **der, size_t *len,
+                           time_t *refresh_at)
+{
+    X509_CRL *crl = NULL;
+    kl_rc rc = ca_crl(s->ca, label, &crl);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    uint8_t *enc = NULL;
+    int n = i2d_X509_CRL(crl, &enc);
+    if (n <= 0) {
+        X509_CRL_free(crl);
+        return kl_fail_ssl(KL_EINTERNAL, "i2d_X509_CRL");
+    }
+    time_t now = time(NULL);
+    time_t this_up = est_asn1_time(X509_CRL_get0_lastUpdate(crl), now);
+    time_t next_up = est_asn1_time(X509_CRL_get0_nextUpdate(crl), now + 7200);
+    /* Re-sign half-way to nextUpdate: relying parties never see a CRL about to expire. */
+    *refresh_at = this_up + (next_up - this_up) / 2;
+    *der = malloc((size_t)n);
+    if (*der) {
+        memcpy(*der, enc, (size_t)n);
+        *len = (size_t)n;
+    }
+    OPENSSL_free(enc);
+    X509_CRL_free(crl);
+    return *der ? KL_OK : kl_fail(KL_EINTERNAL, "out of memory");
+}
+
+void est_handle_crl(est_req *rq, est_resp *rs)
+{
+    est_server *s = rq->srv;
+    est_revocation *r = s->rev;
+    const char *label = rq->route.label;
+    kl_rc rc = KL_OK;
+    int64_t epoch = 0;
+
+    if (!(strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0)) {
+        est_resp_text(rs, 405, "method not allowed");
+        est_resp_header(rs, "Allow", "GET, HEAD");
+        return;
+    }
+    rc = store_revocation_epoch(ca_store(s->ca), label, &epoch);
+    if (rc != KL_OK) {
+        goto fail;
+    }
+    time_t now = time(NULL);
+    pthread_mutex_lock(&r->crl_lock);
+    est_crl_slot *slot = NULL;
+    for (size_t i = 0; i < r->n_crl; i++) {
+        if (strcmp(r->crl[i].label, label) == 0) {
+            slot = &r->crl[i];
+        }
+    }
+    if (!slot || slot->epoch != epoch || now >= slot->refresh_at) {
+        uint8_t *der = NULL;
+        size_t len = 0;
+        time_t refresh_at = 0;
+        /* Built under the lock: concurrent fetchers wait for one signature, not one each. */
+        rc = est_crl_build(s, label, &der, &len, &refresh_at);
+        if (rc == KL_OK && !slot && r->n_crl < EST_CRL_SLOTS) {
+            slot = &r->crl[r->n_crl++];
+            snprintf(slot->label, sizeof slot->label, "%s", label);
+        }
+        if (rc == KL_OK && slot) {
+            free(slot->der);
+            slot->der = der;
+            slot->len = len;
+            slot->epoch = epoch;
+            slot->refresh_at = refresh_at;
+        } else if (rc == KL_OK) { /* more CA labels than slots: serve uncached */
+            kl_buf_reset(&rs->body);
+            rc = kl_buf_put(&rs->body, der, len);
+            free(der);
+            pthread_mutex_unlock(&r->crl_lock);
+            if (rc != KL_OK) {
+                goto fail;
+            }
+            goto ok;
+        }
+    }
+    if (rc == KL_OK) {
+        kl_buf_reset(&rs->body);
+        rc = kl_buf_put(&rs->body, slot->der, slot->len);
+    }
+    pthread_mutex_unlock(&r->crl_lock);
+    if (rc != KL_OK) {
+        goto fail;
+    }
+ok:
+    rs->status = 200;
+    /* RFC 5280 4.2.1.13 / RFC 2585 4.2: DER, application/pkix-crl */
+    snprintf(rs->content_type, sizeof rs->content_type, "application/pkix-crl");
+    snprintf(rq->note, sizeof rq->note, "crl %s epoch %lld", label, (long long)epoch);
+    return;
+fail:
+    snprintf(rq->note, sizeof rq->note, "%s", kl_errmsg());
+    if (rc == KL_ENOTFOUND) {
+        est_resp_text(rs, 404, "no such CA");
+    } else if (rc == KL_EHSM || rc == KL_EPIN || rc == KL_ELOCKED) {
+        est_metrics_hsm_error(&s->metrics);
+        kl_error("CRL for %s: %s", label, kl_errmsg());
+        est_resp_text(rs, 503, "CRL temporarily unavailable");
+        est_resp_header(rs, "Retry-After", "30");
+    } else {
+        kl_error("CRL for %s: %s", label, kl_errmsg());
+        est_resp_text(rs, 500, "internal error");
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* OCSP                                                                                      */
+
+static void est_ocsp_status_resp(est_resp *rs, int status)
+{
+    OCSP_RESPONSE *resp = OCSP_response_create(status, NULL);
+    uint8_t *enc = NULL;
+    int n = resp ? i2d_OCSP_RESPONSE(resp, &enc) : -1;
+    kl_buf_reset(&rs->body);
+    if (n > 0 && kl_buf_put(&rs->body, enc, (size_t)n) == KL_OK) {
+        rs->status = 200;
+        snprintf(rs->content_type, sizeof rs->content_type, "application/ocsp-response");
+    } else {
+        est_resp_text(rs, 500, "internal error");
+    }
+    OPENSSL_free(enc);
+    OCSP_RESPONSE_free(resp);
+}
+
+/* Sum of every CA's revocation epoch: moves whenever anything is revoked anywhere. */
+static kl_rc est_ocsp_epoch_sum(est_revocation *r, int64_t *sum)
+{
+    kl_rc rc = est_rev_labels_refresh(r, time(NULL));
+    *sum = 0;
+    for (size_t i = 0; rc == KL_OK && i < r->n_labels; i++) {
+        int64_t e = 0;
+        rc = store_revocation_epoch(ca_store(r->srv->ca), r->labels[i], &e);
+        *sum += e;
+    }
+    return rc;
+}
+
+void est_handle_ocsp(est_req *rq, est_resp *rs)
+{
+    est_server *s = rq->srv;
+    est_revocation *r = s->rev;
+    kl_buf der;
+    kl_buf_init(&der, EST_OCSP_MAX_REQ, 0);
+    OCSP_REQUEST *req = NULL;
+    OCSP_RESPONSE *resp = NULL;
+    uint8_t *enc = NULL;
+    int is_get = 0;
+
+    if (strcmp(rq->method, "POST") == 0 && !rq->route.ocsp_b64) {
+        /* RFC 6960 A.1: POST with Content-Type application/ocsp-request, DER body */
+        if (!est_media_type_is(rq->content_type, "application/ocsp-request")) {
+            est_resp_text(rs, 415, "expected Content-Type: application/ocsp-request");
+            goto done;
+        }
+        if (kl_buf_put(&der, rq->body, rq->body_len) != KL_OK) {
+            est_resp_text(rs, 413, "OCSP request too large");
+            goto done;
+        }
+    } else if ((strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0) &&
+               rq->route.ocsp_b64) {
+        /* RFC 6960 A.1: GET {url}/{url-encoding of base64 encoding of the DER request}. The
+         * URL is already percent-decoded; accept base64url too. */
+        is_get = 1;
+        size_t n = strlen(rq->route.ocsp_b64);
+        char *b64 = n < 4 * EST_OCSP_MAX_REQ / 3 + 8 ? strdup(rq->route.ocsp_b64) : NULL;
+        if (!b64) {
+            est_ocsp_status_resp(rs, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+            goto done;
+        }
+        for (char *p = b64; *p; p++) {
+            *p = *p == '-' ? '+' : *p == '_' ? '/' : *p == ' ' ? '+' : *p;
+        }
+        kl_rc rc = kl_b64_decode(b64, n, &der);
+        free(b64);
+        if (rc != KL_OK) {
+            snprintf(rq->note, sizeof rq->note, "%s", kl_errmsg());
+            est_ocsp_status_resp(rs, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+            goto done;
+        }
+    } else {
+        est_resp_text(rs, 405, "use POST /ocsp or GET /ocsp/<base64 request>");
+        est_resp_header(rs, "Allow", "GET, POST");
+        goto done;
+    }
+
+    const unsigned char *p = der.data;
+    req = d2i_OCSP_REQUEST(NULL, &p, (long)der.len);
+    if (!req || p != der.data + der.len) {
+        snprintf(rq->note, sizeof rq->note, "malformed OCSP request");
+        est_ocsp_status_resp(rs, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+        goto done;
+    }
+    /* A nonce makes the answer unique to this request: never cached (RFC 5019 4 prefers
+     * none). */
+    int cacheable = OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, -1) < 0;
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    int64_t esum = 0;
+    time_t now = time(NULL);
+    if (cacheable) {
+        SHA256(der.data, der.len, key);
+        pthread_mutex_lock(&r->ocsp_lock);
+        kl_rc rc = est_ocsp_epoch_sum(r, &esum);
+        est_ocsp_slot *slot = &r->ocsp[(key[0] | key[1] << 8) % EST_OCSP_SLOTS];
+        int hit = rc == KL_OK && slot->der && memcmp(slot->key, key, sizeof key) == 0 &&
+                  slot->epoch_sum == esum && now - slot->at < EST_OCSP_TTL;
+        if (hit) {
+            kl_buf_reset(&rs->body);
+            hit = kl_buf_put(&rs->body, slot->der, slot->len) == KL_OK;
+        }
+        pthread_mutex_unlock(&r->ocsp_lock);
+        cacheable = rc == KL_OK;
+        if (hit) {
+            snprintf(rq->note, sizeof rq->note, "cached");
+            goto ok;
+        }
+    }
+    kl_rc rc = ca_ocsp_respond(s->ca, req, &resp);
+    if (rc != KL_OK) {
+        snprintf(rq->note, sizeof rq->note, "%s", kl_errmsg());
+        kl_error("OCSP: %s", kl_errmsg());
+        if (rc == KL_EHSM || rc == KL_EPIN || rc == KL_ELOCKED) {
+            est_metrics_hsm_error(&s->metrics);
+        }
+        /* RFC 6960 2.3: tryLater / internalError are answered as OCSP responses */
+        est_ocsp_status_resp(rs, rc == KL_EINPUT ? OCSP_RESPONSE_STATUS_MALFORMEDREQUEST
+                                 : (rc == KL_EHSM || rc == KL_EIO) ? OCSP_RESPONSE_STATUS_TRYLATER
+                                                                   : OCSP_RESPONSE_STATUS_INTERNALERROR);
+        goto done;
+    }
+    int n = i2d_OCSP_RESPONSE(resp, &enc);
+    if (n <= 0) {
+        est_resp_text(rs, 500, "internal error");
+        goto done;
+    }
+    kl_buf_reset(&rs->body);
+    if (kl_buf_put(&rs->body, enc, (size_t)n) != KL_OK) {
+        est_resp_text(rs, 500, "internal error");
+        goto done;
+    }
+    if (cacheable && OCSP_response_status(resp) == OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+        uint8_t *copy = malloc((size_t)n);
+        if (copy) {
+            memcpy(copy, enc, (size_t)n);
+            pthread_mutex_lock(&r->ocsp_lock);
+            est_ocsp_slot *slot = &r->ocsp[(key[0] | key[1] << 8) % EST_OCSP_SLOTS];
+            free(slot->der);
+            memcpy(slot->key, key, sizeof key);
+            slot->der = copy;
+            slot->len = (size_t)n;
+            slot->epoch_sum = esum;
+            slot->at = now;
+            pthread_mutex_unlock(&r->ocsp_lock);
+        }
+    }
+ok:
+    rs->status = 200;
+    snprintf(rs->content_type, sizeof rs->content_type, "application/ocsp-response");
+    if (is_get) {
+        /* RFC 5019 6: HTTP caching headers for GET */
+        char cc[64];
+        snprintf(cc, sizeof cc, "max-age=%d, public, no-transform, must-revalidate",
+                 cacheable ? EST_OCSP_TTL : 0);
+        est_resp_header(rs, "Cache-Control", cc);
+    }
+done:
+    OPENSSL_free(enc);
+    OCSP_RESPONSE_free(resp);
+    OCSP_REQUEST_free(req);
+    kl_buf_free(&der);
+}

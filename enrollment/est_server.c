@@ -1,0 +1,692 @@
+/* keyline-estd: libmicrohttpd daemons, TLS set-up, limits, request glue and the access log. */
+#include <arpa/inet.h>
+#include <gnutls/abstract.h>
+#include <gnutls/pkcs11.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "est.h"
+#include "kl_file.h"
+#include "kl_log.h"
+#include "kl_secret.h"
+#include "tpl.h"
+
+/* GnuTLS' certificate callback carries no user pointer; one server per process. */
+static est_server *est_the_server;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Per-request state                                                                        */
+
+typedef struct {
+    est_server *srv;
+    int tls;
+} est_listener;
+
+static est_listener est_listener_tls, est_listener_http;
+
+typedef struct {
+    est_server *srv;
+    int tls;
+    kl_buf body;
+    int too_big;
+    size_t discarded;
+    int responded;
+    double t0;
+    int status;
+    size_t bytes;
+    est_endpoint ep;
+    char method[16];
+    char path[160];
+    char identity[200];
+    char note[200];
+} est_conn_req;
+
+static double est_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+typedef struct {
+    kl_buf b;
+} est_body_holder;
+
+static void est_body_free(void *cls)
+{
+    est_body_holder *h = cls;
+    kl_buf_free(&h->b); /* wipes sensitive bodies (serverkeygen) */
+    free(h);
+}
+
+static enum MHD_Result est_queue(struct MHD_Connection *c, est_conn_req *r, est_resp *rs)
+{
+    est_body_holder *h = calloc(1, sizeof *h);
+    if (!h) {
+        return MHD_NO;
+    }
+    h->b = rs->body; /* ownership moves to the response */
+    kl_buf_init(&rs->body, 0, 0);
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        h->b.len, h->b.len ? h->b.data : (void *)"", est_body_free, h);
+    if (!resp) {
+        est_body_free(h);
+        return MHD_NO;
+    }
+    if (rs->content_type[0]) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, rs->content_type);
+    }
+    for (size_t i = 0; i < rs->n_hdr; i++) {
+        MHD_add_response_header(resp, rs->hdr[i].name, rs->hdr[i].value);
+    }
+    if (atomic_load(&r->srv->stopping)) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    }
+    r->status = rs->status;
+    r->bytes = h->b.len;
+    r->responded = 1;
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)rs->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static void est_req_log_fields(est_conn_req *r, const est_req *rq)
+{
+    snprintf(r->identity, sizeof r->identity, "%s", rq->identity[0] ? rq->identity : "-");
+    snprintf(r->note, sizeof r->note, "%s", rq->note);
+    r->ep = rq->route.ep;
+}
+
+static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    est_listener *L = cls;
+    est_server *s = L->srv;
+    est_conn_req *r = *con_cls;
+
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) {
+            return MHD_NO;
+        }
+        r->srv = s;
+        r->tls = L->tls;
+        r->t0 = est_mono();
+        kl_buf_init(&r->body, s->cfg.max_body, 0);
+        snprintf(r->method, sizeof r->method, "%s", method);
+        snprintf(r->path, sizeof r->path, "%s", url);
+        snprintf(r->identity, sizeof r->identity, "-");
+        *con_cls = r;
+        atomic_fetch_add(&s->metrics.inflight, 1);
+        /* Refuse an announced oversized body before reading it. */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (*end == 0 && n > s->cfg.max_body) {
+                est_resp rs;
+                est_resp_init(&rs);
+                est_resp_text(&rs, 413, "request body too large");
+                est_route rt;
+                r->ep = est_route_parse(url, &rt) == KL_OK ? rt.ep : EST_EP_OTHER;
+                snprintf(r->note, sizeof r->note, "body of %llu bytes over the limit", n);
+                enum MHD_Result ret = est_queue(c, r, &rs);
+                est_resp_free(&rs);
+                return ret;
+            }
+        }
+        return MHD_YES;
+    }
+    if (r->responded) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!r->too_big) {
+            if (kl_buf_put(&r->body, upload_data, *upload_data_size) != KL_OK) {
+                r->too_big = 1;
+                kl_buf_free(&r->body);
+            }
+        } else {
+            /* Chunked uploads have no Content-Length: read and drop up to a bound, then cut
+             * the connection so a client cannot stream forever. */
+            r->discarded += *upload_data_size;
+            if (r->discarded > 4 * s->cfg.max_body) {
+                snprintf(r->note, sizeof r->note, "oversized upload cut");
+                r->status = 413;
+                return MHD_NO;
+            }
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    /* The whole request is here. */
+    est_resp rs;
+    est_resp_init(&rs);
+    est_req rq;
+    memset(&rq, 0, sizeof rq);
+    rq.srv = s;
+    rq.tls = L->tls;
+    rq.method = method;
+    rq.path = url;
+    rq.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
+    rq.cte = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Transfer-Encoding");
+    rq.authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_AUTHORIZATION);
+    rq.body = r->body.data;
+    rq.body_len = r->body.len;
+    if (L->tls) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+        rq.session = ci ? (gnutls_session_t)ci->tls_session : NULL;
+    }
+    if (r->too_big) {
+        if (est_route_parse(url, &rq.route) != KL_OK) {
+            rq.route.ep = EST_EP_OTHER;
+        }
+        snprintf(rq.note, sizeof rq.note, "body over the limit of %zu bytes", s->cfg.max_body);
+        est_resp_text(&rs, 413, "request body too large");
+    } else {
+        est_handle(&rq, &rs);
+    }
+    est_req_log_fields(r, &rq);
+    enum MHD_Result ret = est_queue(c, r, &rs);
+    est_resp_free(&rs);
+    kl_buf_free(&r->body);
+    return ret;
+}
+
+static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                          enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    est_conn_req *r = *con_cls;
+    if (!r) {
+        return;
+    }
+    *con_cls = NULL;
+    double ms = (est_mono() - r->t0) * 1000.0;
+    int status = r->responded ? r->status : 0;
+    const char *why = "";
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        why = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED       ? " (timed out)"
+              : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN     ? " (shutdown)"
+              : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT        ? " (client went away)"
+              : toe == MHD_REQUEST_TERMINATED_READ_ERROR          ? " (read error)"
+                                                                  : " (aborted)";
+    }
+    /* One line per request: method path status bytes duration auth-identity [note]. Paths and
+     * notes hold no secrets (passwords and keys are never put into either). */
+    kl_info("%s %s %d %zu %.1fms %s%s%s%s", r->method, r->path, status, r->bytes, ms,
+            r->identity, r->note[0] ? " " : "", r->note, why);
+    if (status) {
+        est_metrics_request(&r->srv->metrics, r->ep, status);
+    }
+    atomic_fetch_sub(&r->srv->metrics.inflight, 1);
+    kl_buf_free(&r->body);
+    free(r);
+}
+
+static void est_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) {
+        line[--n] = 0;
+    }
+    kl_warn("libmicrohttpd: %s", line);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* TLS material                                                                              */
+
+static int est_pin_cb(void *userdata, int attempt, const char *token_url, const char *token_label,
+                      unsigned int flags, char *pin, size_t pin_max)
+{
+    (void)token_url;
+    (void)flags;
+    est_server *s = userdata;
+    /* Never retry: a second wrong guess walks the token towards CKR_PIN_LOCKED. */
+    if (attempt > 0) {
+        kl_error("TLS key: PIN for token %s rejected", token_label ? token_label : "?");
+        return -1;
+    }
+    kl_secret sec;
+    kl_rc rc = kl_secret_read(&sec, kl_conf_get(s->conf, "hsm", "pin"), kl_conf_dir(s->conf),
+                              "token PIN");
+    int ret = -1;
+    if (rc == KL_OK && sec.len < pin_max) {
+        memcpy(pin, sec.value, sec.len + 1);
+        ret = 0;
+    } else if (rc != KL_OK) {
+        kl_error("TLS key: %s", kl_errmsg());
+    }
+    kl_secret_free(&sec);
+    return ret;
+}
+
+static int est_cert_cb(gnutls_session_t session, const gnutls_datum_t *req_ca_rdn, int nreqs,
+                       const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                       gnutls_pcert_st **pcert, unsigned int *pcert_length,
+                       gnutls_privkey_t *privkey)
+{
+    (void)session;
+    (void)req_ca_rdn;
+    (void)nreqs;
+    (void)pk_algos;
+    (void)pk_algos_length;
+    est_server *s = est_the_server;
+    if (!s || !s->privkey) {
+        return -1;
+    }
+    *pcert = s->pcerts;
+    *pcert_length = s->n_pcerts;
+    *privkey = s->privkey;
+    return 0;
+}
+
+static kl_rc est_tls_load(est_server *s)
+{
+    kl_rc rc = KL_OK;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int r;
+
+    /* Keep GnuTLS from loading every system PKCS#11 module; we add ours when needed. */
+    r = gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL);
+    ENSURE(r >= 0, KL_EINTERNAL, "gnutls_pkcs11_init: %s", gnutls_strerror(r));
+
+    TRY(kl_file_read(s->cfg.tls_cert, 1024 * 1024, &data, &len));
+    s->cert_pem = (char *)data; /* NUL-terminated by kl_file_read */
+    ENSURE(strstr(s->cert_pem, "-----BEGIN CERTIFICATE-----"), KL_EINPUT,
+           "%s: no PEM certificate", s->cfg.tls_cert);
+
+    if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
+        const char *module = kl_conf_get(s->conf, "hsm", "module");
+        ENSURE(module && *module, KL_EUSAGE, "tls-key is a pkcs11: URI but [hsm] module is unset");
+        gnutls_pkcs11_set_pin_function(est_pin_cb, s);
+        r = gnutls_pkcs11_add_provider(module, NULL);
+        ENSURE(r >= 0, KL_EHSM, "GnuTLS cannot load PKCS#11 module %s: %s", module,
+               gnutls_strerror(r));
+        r = gnutls_privkey_init(&s->privkey);
+        ENSURE(r >= 0, KL_EINTERNAL, "gnutls_privkey_init: %s", gnutls_strerror(r));
+        r = gnutls_privkey_import_url(s->privkey, s->cfg.tls_key, 0);
+        ENSURE(r >= 0, KL_EHSM, "TLS key %s: %s", s->cfg.tls_key, gnutls_strerror(r));
+        gnutls_datum_t d = {(unsigned char *)s->cert_pem, (unsigned)strlen(s->cert_pem)};
+        unsigned n = 16;
+        s->pcerts = calloc(n, sizeof *s->pcerts);
+        ENSURE(s->pcerts, KL_EINTERNAL, "out of memory");
+        r = gnutls_pcert_list_import_x509_raw(s->pcerts, &n, &d, GNUTLS_X509_FMT_PEM, 0);
+        ENSURE(r >= 0, KL_EINPUT, "%s: %s", s->cfg.tls_cert, gnutls_strerror(r));
+        s->n_pcerts = n;
+        est_the_server = s;
+    } else {
+        TRY(kl_file_read(s->cfg.tls_key, 1024 * 1024, &data, &len));
+        s->key_pem = (char *)data;
+        s->key_pem_len = len;
+        ENSURE(strstr(s->key_pem, "PRIVATE KEY-----"), KL_EINPUT, "%s: no PEM private key",
+               s->cfg.tls_key);
+    }
+out:
+    return rc;
+}
+
+static kl_rc est_pem_append(kl_buf *pem, X509 *x)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    if (!b || !PEM_write_bio_X509(b, x)) {
+        BIO_free(b);
+        return kl_fail_ssl(KL_EINTERNAL, "PEM_write_bio_X509");
+    }
+    char *p;
+    long n = BIO_get_mem_data(b, &p);
+    kl_rc rc = kl_buf_put(pem, p, (size_t)n);
+    BIO_free(b);
+    return rc;
+}
+
+/* Client trust: every certificate of each client-ca label's chain. The direct issuers are
+ * kept apart: a client's certificate must be issued by one of them, not by any CA that
+ * happens to chain to a trusted root. */
+static kl_rc est_trust_load(est_server *s)
+{
+    kl_rc rc = KL_OK;
+    kl_buf pem;
+    kl_buf_init(&pem, 4 * 1024 * 1024, 0);
+    STACK_OF(X509) *seen = sk_X509_new_null();
+    ENSURE(seen && (s->client_cas = sk_X509_new_null()) != NULL, KL_EINTERNAL, "out of memory");
+    for (size_t i = 0; i < s->cfg.n_client_ca; i++) {
+        STACK_OF(X509) *chain = NULL;
+        rc = ca_chain(s->ca, s->cfg.client_ca[i], &chain);
+        if (rc != KL_OK) {
+            rc = kl_wrap(rc, "[est] client-ca %s", s->cfg.client_ca[i]);
+            goto out;
+        }
+        for (int j = 0; j < sk_X509_num(chain); j++) {
+            X509 *x = sk_X509_value(chain, j);
+            if (j == 0) {
+                X509_up_ref(x);
+                sk_X509_push(s->client_cas, x);
+            }
+            int dup = 0;
+            for (int k = 0; k < sk_X509_num(seen) && !dup; k++) {
+                dup = X509_cmp(x, sk_X509_value(seen, k)) == 0;
+            }
+            if (!dup) {
+                X509_up_ref(x);
+                sk_X509_push(seen, x);
+                rc = est_pem_append(&pem, x);
+            }
+        }
+        sk_X509_pop_free(chain, X509_free);
+        TRY(rc);
+    }
+    if (pem.len) {
+        const char *str;
+        TRY(kl_buf_cstr(&pem, &str));
+        s->trust_pem = (char *)kl_buf_steal(&pem, NULL);
+    } else {
+        kl_warn("[est] client-ca is empty: TLS client certificates are not requested, so "
+                "simplereenroll cannot succeed");
+    }
+out:
+    sk_X509_pop_free(seen, X509_free);
+    kl_buf_free(&pem);
+    return rc;
+}
+
+static const char *est_templates_dir(const kl_conf *conf, char **owned)
+{
+    *owned = kl_conf_path(conf, "ca", "templates");
+    if (!*owned) {
+        *owned = kl_conf_resolve(conf, "templates");
+    }
+    return *owned;
+}
+
+/* What each label's template wants, for /csrattrs and /serverkeygen. */
+static kl_rc est_labels_load(est_server *s)
+{
+    kl_rc rc = KL_OK;
+    char *dir = NULL;
+    est_templates_dir(s->conf, &dir);
+    s->label_rt = calloc(s->cfg.n_labels, sizeof *s->label_rt);
+    ENSURE(s->label_rt && dir, KL_EINTERNAL, "out of memory");
+    for (size_t i = 0; i < s->cfg.n_labels; i++) {
+        est_label_rt *rt = &s->label_rt[i];
+        pthread_mutex_init(&rt->cacerts_lock, NULL);
+        kl_buf_init(&rt->cacerts_b64, 4 * 1024 * 1024, 0);
+        const est_label *l = &s->cfg.labels[i];
+        X509 *issuer = NULL;
+        rc = ca_cert(s->ca, l->issuer, &issuer);
+        if (rc != KL_OK) {
+            rc = kl_wrap(rc, "EST label '%s': issuer %s", l->name, l->issuer);
+            goto out;
+        }
+        X509_free(issuer);
+        tpl *t = NULL;
+        rc = tpl_load(dir, l->template_name, &t);
+        if (rc != KL_OK) {
+            rc = kl_wrap(rc, "EST label '%s'", l->name);
+            goto out;
+        }
+        /* Preference when a template allows several: P-256 (small, fast, everywhere). */
+        if (t->key_types & (1u << HSM_KEY_EC_P256) || !t->key_types) {
+            rt->attrs.key_nid = NID_X9_62_prime256v1;
+        } else if (t->key_types & (1u << HSM_KEY_EC_P384)) {
+            rt->attrs.key_nid = NID_secp384r1;
+        } else if (t->key_types & (1u << HSM_KEY_RSA_3072)) {
+            rt->attrs.key_nid = NID_rsaEncryption;
+            rt->attrs.rsa_bits = 3072;
+        }
+        rt->keygen_nid = rt->attrs.key_nid;
+        rt->keygen_bits = rt->attrs.rsa_bits;
+        rt->attrs.want_serial = t->serial_number_from_device;
+        /* Announce serialNumber whenever the template takes it (802.1AR devices carry their
+         * hardware serial there; the LDevID keeps the IDevID's). */
+        for (int k = 0; k < TPL_MAX_ATTRS; k++) {
+            if (t->subject_required[k] == NID_serialNumber ||
+                t->subject_allowed[k] == NID_serialNumber) {
+                rt->attrs.want_serial = 1;
+            }
+        }
+        tpl_free(t);
+    }
+out:
+    free(dir);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Life cycle                                                                                */
+
+kl_rc est_server_new(const kl_conf *conf, est_server **out)
+{
+    kl_rc rc = KL_OK;
+    est_server *s = calloc(1, sizeof *s);
+    ENSURE(s, KL_EINTERNAL, "out of memory");
+    s->conf = conf;
+    est_metrics_init(&s->metrics);
+    pthread_rwlock_init(&s->ht_lock, NULL);
+    atomic_init(&s->stopping, 0);
+    TRY(est_config_load(conf, &s->cfg));
+    if (s->cfg.htpasswd) {
+        TRY(est_htpasswd_load(s->cfg.htpasswd, &s->htpasswd));
+        kl_info("htpasswd %s: %zu users", s->cfg.htpasswd, est_htpasswd_count(s->htpasswd));
+    }
+    TRY(ca_open(&s->ca, conf));
+    TRY(est_labels_load(s));
+    TRY(est_trust_load(s));
+    TRY(est_tls_load(s));
+    TRY(est_revocation_new(s, &s->rev));
+    *out = s;
+    s = NULL;
+out:
+    est_server_free(s);
+    return rc;
+}
+
+kl_rc est_server_reload(est_server *s)
+{
+    if (!s->cfg.htpasswd) {
+        return KL_OK;
+    }
+    est_htpasswd *h = NULL;
+    kl_rc rc = est_htpasswd_load(s->cfg.htpasswd, &h);
+    if (rc != KL_OK) {
+        return rc; /* keep the old file's users */
+    }
+    pthread_rwlock_wrlock(&s->ht_lock);
+    est_htpasswd *old = s->htpasswd;
+    s->htpasswd = h;
+    pthread_rwlock_unlock(&s->ht_lock);
+    est_htpasswd_free(old);
+    kl_info("htpasswd %s reloaded: %zu users", s->cfg.htpasswd, est_htpasswd_count(h));
+    return KL_OK;
+}
+
+static kl_rc est_resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *sl,
+                         int *v6)
+{
+    char host[256];
+    uint16_t port;
+    kl_rc rc = est_hostport_parse(hostport, host, sizeof host, &port);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%u", port);
+    int e = getaddrinfo(host[0] ? host : NULL, ps, &hints, &ai);
+    if (e != 0 || !ai) {
+        return kl_fail(KL_EUSAGE, "%s: %s", hostport, gai_strerror(e));
+    }
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *sl = ai->ai_addrlen;
+    *v6 = ai->ai_family == AF_INET6;
+    freeaddrinfo(ai);
+    return KL_OK;
+}
+
+static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *hostport)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int v6 = 0;
+    if (est_resolve(hostport, &ss, &sl, &v6) != KL_OK) {
+        return NULL;
+    }
+    est_listener *L = tls ? &est_listener_tls : &est_listener_http;
+    L->srv = s;
+    L->tls = tls;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
+    struct MHD_OptionItem o[24];
+    size_t n = 0;
+    /* MHD_OPTION_ARRAY: integers and function pointers in `value`, data pointers and
+     * closures in `ptr_value`. */
+#define EST_OPT(opt, val, ptr) (o[n++] = (struct MHD_OptionItem){(opt), (intptr_t)(val), (ptr)})
+    EST_OPT(MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)est_mhd_log, NULL); /* first, or MHD warns */
+    EST_OPT(MHD_OPTION_SOCK_ADDR, 0, &ss);
+    if (tls && s->cfg.threads > 1) {
+        EST_OPT(MHD_OPTION_THREAD_POOL_SIZE, s->cfg.threads, NULL);
+    }
+    EST_OPT(MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections, NULL);
+    if (s->cfg.per_ip_connections) {
+        EST_OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->cfg.per_ip_connections, NULL);
+    }
+    EST_OPT(MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.timeout, NULL);
+    EST_OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)est_completed, NULL);
+    if (tls) {
+        EST_OPT(MHD_OPTION_HTTPS_PRIORITIES, 0, s->cfg.tls_priorities);
+        if (s->privkey) {
+            EST_OPT(MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)est_cert_cb);
+        } else {
+            EST_OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, s->cert_pem);
+            EST_OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, s->key_pem);
+        }
+        if (s->trust_pem) {
+            /* Makes MHD ask for (not require) a client certificate; we verify it per request. */
+            EST_OPT(MHD_OPTION_HTTPS_MEM_TRUST, 0, s->trust_pem);
+        }
+    }
+    EST_OPT(MHD_OPTION_END, 0, NULL);
+#undef EST_OPT
+    return MHD_start_daemon(flags, 0, NULL, NULL, est_ahc, L, MHD_OPTION_ARRAY, o,
+                            MHD_OPTION_END);
+}
+
+kl_rc est_server_start(est_server *s)
+{
+    s->tls_d = est_daemon_start(s, 1, s->cfg.listen);
+    /* GnuTLS has parsed the key: our copy is no longer needed. */
+    if (s->key_pem) {
+        OPENSSL_cleanse(s->key_pem, s->key_pem_len);
+    }
+    if (!s->tls_d) {
+        return kl_fail(KL_EIO, "cannot start the TLS listener on %s (address in use? bad "
+                               "certificate or key?)",
+                       s->cfg.listen);
+    }
+    kl_info("EST over TLS on %s (%u threads, %u connections max, %us timeout)", s->cfg.listen,
+            s->cfg.threads, s->cfg.max_connections, s->cfg.timeout);
+    if (s->cfg.http_listen) {
+        s->http_d = est_daemon_start(s, 0, s->cfg.http_listen);
+        if (!s->http_d) {
+            return kl_fail(KL_EIO, "cannot start the plain-HTTP listener on %s",
+                           s->cfg.http_listen);
+        }
+        kl_info("CRL/OCSP over plain HTTP on %s", s->cfg.http_listen);
+    }
+    return KL_OK;
+}
+
+void est_server_stop(est_server *s)
+{
+    atomic_store(&s->stopping, 1);
+    struct MHD_Daemon *d[2] = {s->tls_d, s->http_d};
+    for (int i = 0; i < 2; i++) {
+        if (d[i]) {
+            MHD_socket fd = MHD_quiesce_daemon(d[i]);
+            if (fd != MHD_INVALID_SOCKET) {
+                close(fd);
+            }
+        }
+    }
+    /* Finish what is in flight (an enrollment that reached the HSM completes and is answered);
+     * idle keep-alive connections are simply closed by MHD_stop_daemon. */
+    double deadline = est_mono() + s->cfg.shutdown_grace;
+    while (atomic_load(&s->metrics.inflight) > 0 && est_mono() < deadline) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&s->metrics.inflight) > 0) {
+        kl_warn("shutdown: %llu requests still running after %us, closing them",
+                (unsigned long long)atomic_load(&s->metrics.inflight), s->cfg.shutdown_grace);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (d[i]) {
+            MHD_stop_daemon(d[i]);
+        }
+    }
+    s->tls_d = s->http_d = NULL;
+}
+
+void est_server_free(est_server *s)
+{
+    if (!s) {
+        return;
+    }
+    if (s->tls_d || s->http_d) {
+        est_server_stop(s);
+    }
+    est_revocation_free(s->rev);
+    if (s->label_rt) {
+        for (size_t i = 0; i < s->cfg.n_labels; i++) {
+            pthread_mutex_destroy(&s->label_rt[i].cacerts_lock);
+            kl_buf_free(&s->label_rt[i].cacerts_b64);
+        }
+        free(s->label_rt);
+    }
+    sk_X509_pop_free(s->client_cas, X509_free);
+    free(s->trust_pem);
+    free(s->cert_pem);
+    if (s->key_pem) {
+        OPENSSL_cleanse(s->key_pem, s->key_pem_len);
+        free(s->key_pem);
+    }
+    for (unsigned i = 0; i < s->n_pcerts; i++) {
+        gnutls_pcert_deinit(&s->pcerts[i]);
+    }
+    free(s->pcerts);
+    if (s->privkey) {
+        gnutls_privkey_deinit(s->privkey);
+    }
+    est_the_server = NULL;
+    ca_close(s->ca);
+    gnutls_pkcs11_deinit();
+    est_htpasswd_free(s->htpasswd);
+    pthread_rwlock_destroy(&s->ht_lock);
+    est_config_free(&s->cfg);
+    free(s);
+}

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# keyline-estd: everything that must be refused, and how. Authentication (401), authorisation
+# and policy (403), malformed bodies (400), media types (415), sizes (413), channel binding
+# (RFC 7030 3.5, tls-unique on TLS 1.2 from a Python ssl client).
+set -euo pipefail
+. "$(dirname "$0")/est_common.sh"
+
+est_setup_ca
+est_write_conf "max-body = 16384"
+est_start
+
+enroll() { # STATUS DESCRIPTION BODYFILE [curl args...]
+    local want=$1 what=$2 body=$3
+    shift 3
+    expect_status "$want" "$what" -H "Content-Type: application/pkcs10" --data-binary @"$body" "$@" "$EST/simpleenroll"
+}
+count_issued() { kca list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+
+new_csr dev "/CN=device-r/serialNumber=HWR001"
+before=$(count_issued)
+
+# --- 401: no acceptable credentials ------------------------------------------------------------
+st=$(ecurl -D "$D/hdr" -H "Content-Type: application/pkcs10" --data-binary @"$D/dev.b64" "$EST/simpleenroll")
+[ "$st" = 401 ] || die "no auth: HTTP $st"
+grep -qi '^www-authenticate: Basic realm="keyline-est"' "$D/hdr" || die "401 without WWW-Authenticate"
+ok "no credentials -> 401 with WWW-Authenticate"
+enroll 401 "wrong password" "$D/dev.b64" -u "$EST_USER:wrong"
+enroll 401 "unknown user" "$D/dev.b64" -u "mallory:$EST_PASS"
+enroll 401 "empty password" "$D/dev.b64" -u "$EST_USER:"
+expect_status 401 "malformed Authorization" -H "Authorization: Basic !!!" \
+    -H "Content-Type: application/pkcs10" --data-binary @"$D/dev.b64" "$EST/simpleenroll"
+
+# a client certificate from a CA we do not know (made with openssl, same names as ours)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$D/evil-ca.key" \
+    -subj "/CN=Keyline Factory CA/O=Keyline Test" -days 2 -out "$D/evil-ca.pem" 2>/dev/null
+new_csr evil "/CN=sensor-0001/serialNumber=HW0001"
+openssl x509 -req -in "$D/evil.csr" -CA "$D/evil-ca.pem" -CAkey "$D/evil-ca.key" -days 1 \
+    -set_serial 7 -extfile <(printf 'extendedKeyUsage=clientAuth\n') -out "$D/evil.crt" 2>/dev/null
+enroll 401 "foreign-CA client cert" "$D/dev.b64" --cert "$D/evil.crt" --key "$D/evil.key"
+
+# a revoked IDevID
+new_csr idev2 "/CN=sensor-0002/serialNumber=HW0002"
+kca issue --issuer factory1 --template device-idevid --csr "$D/idev2.csr" --device-id HW0002 --out "$D/idev2.crt" >/dev/null
+new_csr dev2 "/CN=sensor-0002/serialNumber=HW0002"
+enroll 200 "IDevID 2 before revocation" "$D/dev2.b64" --cert "$D/idev2.crt" --key "$D/idev2.key"
+kca revoke --serial "$(serial_of "$D/idev2.crt")" --reason keyCompromise >/dev/null
+enroll 401 "revoked client cert" "$D/dev2.b64" --cert "$D/idev2.crt" --key "$D/idev2.key"
+# ours and valid, but a server certificate (no clientAuth)
+enroll 401 "server cert used as client cert" "$D/dev.b64" --cert "$D/est-server.crt" --key "$D/est-server.key"
+# a refused certificate does not hide good Basic credentials
+enroll 200 "revoked cert + good Basic" "$D/dev.b64" --cert "$D/idev2.crt" --key "$D/idev2.key" -u "$EST_USER:$EST_PASS"
+
+# --- 403: authenticated but not allowed ---------------------------------------------------------
+new_csr ldev "/CN=sensor-0001/serialNumber=HW0001"
+enroll 200 "LDevID for reenroll tests" "$D/ldev.b64" --cert "$D/idev.crt" --key "$D/idev.key"
+p7_to_pem "$D/out" "$D/ldev.pem"
+new_csr other "/CN=someone-else/serialNumber=HW0999"
+expect_status 403 "reenroll with a different subject" --cert "$D/ldev.pem" --key "$D/ldev.key" \
+    -H "Content-Type: application/pkcs10" --data-binary @"$D/other.b64" "$EST/simplereenroll"
+expect_status 403 "reenroll with Basic only" -u "$EST_USER:$EST_PASS" \
+    -H "Content-Type: application/pkcs10" --data-binary @"$D/ldev.b64" "$EST/simplereenroll"
+expect_status 401 "reenroll without credentials" \
+    -H "Content-Type: application/pkcs10" --data-binary @"$D/ldev.b64" "$EST/simplereenroll"
+# template policy: subject attribute the LDevID template does not allow; wrong key type
+new_csr badsubj "/CN=dev/O=Evil Corp"
+enroll 403 "policy: forbidden subject attribute" "$D/badsubj.b64" -u "$EST_USER:$EST_PASS"
+openssl req -new -newkey rsa:2048 -nodes -keyout "$D/rsa.key" -subj "/CN=rsa-dev" -outform DER 2>/dev/null | openssl base64 > "$D/rsa.b64"
+enroll 403 "policy: RSA-2048 key" "$D/rsa.b64" -u "$EST_USER:$EST_PASS"
+# IDevID holder asking for another device's serial number
+new_csr hijack "/CN=sensor-0001/serialNumber=HW0002"
+enroll 403 "IDevID HW0001 asks for serialNumber HW0002" "$D/hijack.b64" --cert "$D/idev.crt" --key "$D/idev.key"
+
+# --- 400: malformed bodies ------------------------------------------------------------------------
+printf '!!! not base64 !!!\n' > "$D/bad.b64"
+enroll 400 "bad base64" "$D/bad.b64" -u "$EST_USER:$EST_PASS"
+head -c 300 /dev/urandom | openssl base64 > "$D/garbage.b64"
+enroll 400 "DER garbage" "$D/garbage.b64" -u "$EST_USER:$EST_PASS"
+: > "$D/empty.b64"
+enroll 400 "empty body" "$D/empty.b64" -u "$EST_USER:$EST_PASS"
+# a CSR whose signature does not match (flip a byte inside the signature)
+openssl req -in "$D/dev.csr" -outform DER > "$D/dev.der"
+python3 - "$D/dev.der" "$D/badsig.der" <<'PY'
+import sys
+d = bytearray(open(sys.argv[1], "rb").read())
+d[-5] ^= 0x01
+open(sys.argv[2], "wb").write(bytes(d))
+PY
+openssl base64 -in "$D/badsig.der" > "$D/badsig.b64"
+enroll 400 "CSR with a bad signature" "$D/badsig.b64" -u "$EST_USER:$EST_PASS"
+{ cat "$D/dev.der"; printf 'trailing'; } | openssl base64 > "$D/trailing.b64"
+enroll 400 "DER with trailing bytes" "$D/trailing.b64" -u "$EST_USER:$EST_PASS"
+
+# --- 415, 413 -------------------------------------------------------------------------------------
+expect_status 415 "wrong content type" -u "$EST_USER:$EST_PASS" -H "Content-Type: text/plain" \
+    --data-binary @"$D/dev.b64" "$EST/simpleenroll"
+expect_status 415 "form-encoded (curl default)" -u "$EST_USER:$EST_PASS" --data @"$D/dev.b64" "$EST/simpleenroll"
+head -c 40000 /dev/zero | tr '\0' 'A' > "$D/big.b64"
+enroll 413 "oversized body (Content-Length)" "$D/big.b64" -u "$EST_USER:$EST_PASS"
+enroll 413 "oversized body (chunked)" "$D/big.b64" -u "$EST_USER:$EST_PASS" -H "Transfer-Encoding: chunked"
+
+after=$(count_issued)
+# issued in this test: IDevID 2, its enrollment, revoked-cert+Basic enrollment, the LDevID
+[ "$after" = $((before + 4)) ] || die "refused requests issued certificates ($before -> $after)"
+ok "nothing was issued for refused requests"
+
+# --- channel binding (RFC 7030 3.5) ---------------------------------------------------------------
+# optional mode: a challengePassword that is not this session's tls-unique is refused
+printf '[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nCN=cb-dev\nserialNumber=HWC001\n[attrs]\nchallengePassword=bm90LXRoZS1iaW5kaW5n\n' > "$D/cbwrong.cnf"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$D/cbwrong.key" \
+    -config "$D/cbwrong.cnf" -outform DER 2>/dev/null | openssl base64 > "$D/cbwrong.b64"
+enroll 403 "challengePassword that is not the channel binding" "$D/cbwrong.b64" -u "$EST_USER:$EST_PASS"
+
+# the right one, from a TLS 1.2 session (tls-unique), over the same connection
+cb_enroll() { # prints the HTTP status of an enrollment that carries this session's tls-unique
+    python3 - "$EST_PORT" "$D" "$EST_USER" "$EST_PASS" "${1:-right}" <<'PY'
+import base64, socket, ssl, subprocess, sys
+port, d, user, pw, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=d + "/root1.pem")
+ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
+cb = base64.b64encode(s.get_channel_binding("tls-unique")).decode()
+if mode == "none":
+    attrs = ""
+else:
+    attrs = "challengePassword=" + cb + "\n"
+conf = "[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nCN=cb-dev\nserialNumber=HWC002\n[attrs]\n" + attrs
+open(d + "/cb.cnf", "w").write(conf)
+der = subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                      "-nodes", "-keyout", d + "/cb.key", "-config", d + "/cb.cnf", "-outform", "DER"],
+                     check=True, capture_output=True).stdout
+body = base64.encodebytes(der)
+auth = base64.b64encode((user + ":" + pw).encode()).decode()
+req = ("POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+       "Content-Type: application/pkcs10\r\nAuthorization: Basic " + auth + "\r\n"
+       "Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)).encode() + body
+s.sendall(req)
+resp = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    resp += b
+print(resp.split(b" ", 2)[1].decode())
+PY
+}
+[ "$(cb_enroll right)" = 200 ] || die "tls-unique channel binding refused"
+ok "channel binding: CSR with this session's tls-unique -> 200"
+est_stop
+
+# required mode: no challengePassword -> 403; the right one still passes
+sed -i 's/^channel-binding = .*/channel-binding = required/' "$KL_CONF"
+est_start
+enroll 403 "channel binding required, CSR without it" "$D/dev.b64" -u "$EST_USER:$EST_PASS"
+[ "$(cb_enroll none)" = 403 ] || die "required mode accepted a CSR without binding"
+[ "$(cb_enroll right)" = 200 ] || die "required mode refused the right binding"
+ok "channel binding required: absent -> 403, right -> 200"
+openssl base64 -d -in <(ecurl "$EST/csrattrs" >/dev/null; cat "$D/out") | openssl asn1parse -inform DER | grep -q challengePassword || die "csrattrs lacks challengePassword"
+est_stop
+ok "SIGTERM -> exit 0"
