@@ -431,8 +431,9 @@ static int64_t row_cert(sqlite3_stmt *st, store_cert *c)
     return sqlite3_column_int64(st, 0);
 }
 
-static int row_ca(sqlite3_stmt *st, store_ca *c)
+static int row_ca(sqlite3_stmt *st, void *out)
 {
+    store_ca *c = out;
     int bad = 0;
     memset(c, 0, sizeof *c);
     bad |= col_str(st, 0, &c->label);
@@ -448,8 +449,9 @@ static int row_ca(sqlite3_stmt *st, store_ca *c)
     return bad;
 }
 
-static int row_dev(sqlite3_stmt *st, store_device *d)
+static int row_dev(sqlite3_stmt *st, void *out)
 {
+    store_device *d = out;
     int bad = 0;
     memset(d, 0, sizeof *d);
     bad |= col_str(st, 0, &d->device_id);
@@ -469,8 +471,9 @@ static void copy_hash(char dst[65], const unsigned char *src)
     snprintf(dst, 65, "%s", src ? (const char *)src : "");
 }
 
-static int row_audit(sqlite3_stmt *st, store_audit *a)
+static int row_audit(sqlite3_stmt *st, void *out)
 {
+    store_audit *a = out;
     int bad = 0;
     memset(a, 0, sizeof *a);
     a->seq = sqlite3_column_int64(st, 0);
@@ -484,6 +487,108 @@ static int row_audit(sqlite3_stmt *st, store_audit *a)
         store_audit_free(a);
     }
     return bad;
+}
+
+static int row_cert_any(sqlite3_stmt *st, void *out)
+{
+    return row_cert(st, out) < 0 ? -1 : 0;
+}
+
+/* --- shared shapes of the ops below --- */
+
+/* A row decoder: 0, or -1 when out of memory (the record is then already freed). */
+typedef int (*sq_row_fn)(sqlite3_stmt *st, void *out);
+
+/* Lock the handle and open a write transaction; on failure nothing is held. */
+static kl_rc sq_write_begin(sq_store *q)
+{
+    kl_rc rc = sq_lock(q);
+    if (rc == KL_OK) {
+        rc = sq_begin(q);
+        if (rc != KL_OK) {
+            sq_unlock(q);
+        }
+    }
+    return rc;
+}
+
+/* Close what sq_write_begin opened: COMMIT when rc is KL_OK, else ROLLBACK; then unlock. */
+static kl_rc sq_write_end(sq_store *q, kl_rc rc)
+{
+    rc = sq_end(q, rc);
+    sq_unlock(q);
+    return rc;
+}
+
+/* The one row that `query` finds for `key` (bound to ?1), decoded into `out`. *found is 0 when
+ * there is none: the caller words its own KL_ENOTFOUND. */
+static kl_rc sq_get_row(sq_store *q, int query, const char *key, sq_row_fn decode, void *out,
+                        const char *what, int *found)
+{
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int locked = 0;
+
+    *found = 0;
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, query, &st));
+    BIND(bind_text(st, 1, key));
+    int r = sqlite3_step(st);
+    if (r == SQLITE_DONE) {
+        goto out;
+    }
+    STEP_ENSURE(r == SQLITE_ROW, r, what);
+    ENSURE(decode(st, out) == 0, KL_EINTERNAL, "out of memory");
+    *found = 1;
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+/* Every row of `query` decoded into a growing array of `size`-byte records (`first` of them
+ * allocated at the start). `from`: the value of ?1, NULL when the query has no parameter.
+ * *vp and *np are set even on failure, to the rows decoded so far, for the caller's typed
+ * _list_free. */
+static kl_rc sq_collect(sq_store *q, int query, const int64_t *from, size_t size, size_t first,
+                        sq_row_fn decode, const char *what, void **vp, size_t *np)
+{
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    unsigned char *v = NULL;
+    size_t n = 0, alloc = 0;
+    int r;
+    int locked = 0;
+
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, query, &st));
+    if (from) {
+        BIND(sqlite3_bind_int64(st, 1, *from));
+    }
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == alloc) {
+            size_t na = alloc ? alloc * 2 : first;
+            unsigned char *nv = realloc(v, na * size);
+            ENSURE(nv, KL_EINTERNAL, "out of memory");
+            v = nv;
+            alloc = na;
+        }
+        ENSURE(decode(st, v + n * size) == 0, KL_EINTERNAL, "out of memory");
+        n++;
+    }
+    STEP_ENSURE(r == SQLITE_DONE, r, what);
+out:
+    sq_done(st);
+    if (locked) {
+        sq_unlock(q);
+    }
+    *vp = v;
+    *np = n;
+    return rc;
 }
 
 /* --- audit chain (caller holds the lock and an open write transaction) --- */
@@ -717,11 +822,9 @@ static kl_rc sq_ca_put(store *s, const store_ca *ca)
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
     char detail[512];
-    int locked = 0, in_tx = 0;
+    int in_tx = 0;
 
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_begin(q));
+    TRY(sq_write_begin(q));
     in_tx = 1;
     TRY(sq_stmt(q, Q_CA_PUT, &st));
     BIND(bind_text(st, 1, ca->label));
@@ -746,72 +849,33 @@ static kl_rc sq_ca_put(store *s, const store_ca *ca)
 out:
     sq_done(st);
     if (in_tx) {
-        rc = sq_end(q, rc);
-    }
-    if (locked) {
-        sq_unlock(q);
+        rc = sq_write_end(q, rc);
     }
     return rc;
 }
 
 static kl_rc sq_ca_get(store *s, const char *label, store_ca *outp)
 {
-    sq_store *q = sq(s);
-    sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    int locked = 0;
-
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_stmt(q, Q_CA_GET, &st));
-    BIND(bind_text(st, 1, label));
-    int r = sqlite3_step(st);
-    ENSURE(r != SQLITE_DONE, KL_ENOTFOUND, "no CA labelled '%s'", label);
-    STEP_ENSURE(r == SQLITE_ROW, r, "read CA");
-    ENSURE(row_ca(st, outp) == 0, KL_EINTERNAL, "out of memory");
+    int found = 0;
+    TRY(sq_get_row(sq(s), Q_CA_GET, label, row_ca, outp, "read CA", &found));
+    ENSURE(found, KL_ENOTFOUND, "no CA labelled '%s'", label);
 out:
-    sq_done(st);
-    if (locked) {
-        sq_unlock(q);
-    }
     return rc;
 }
 
 static kl_rc sq_ca_list(store *s, store_ca **outp, size_t *np)
 {
-    sq_store *q = sq(s);
-    sqlite3_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-    store_ca *v = NULL;
-    size_t n = 0, alloc = 0;
-    int r;
-    int locked = 0;
-
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_stmt(q, Q_CA_LIST, &st));
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == alloc) {
-            size_t na = alloc ? alloc * 2 : 8;
-            store_ca *nv = realloc(v, na * sizeof *nv);
-            ENSURE(nv, KL_EINTERNAL, "out of memory");
-            v = nv;
-            alloc = na;
-        }
-        ENSURE(row_ca(st, &v[n]) == 0, KL_EINTERNAL, "out of memory");
-        n++;
+    void *v = NULL;
+    size_t n = 0;
+    kl_rc rc = sq_collect(sq(s), Q_CA_LIST, NULL, sizeof **outp, 8, row_ca, "list CAs", &v, &n);
+    if (rc != KL_OK) {
+        store_ca_list_free(v, n);
+        return rc;
     }
-    STEP_ENSURE(r == SQLITE_DONE, r, "list CAs");
     *outp = v;
     *np = n;
-    v = NULL;
-out:
-    sq_done(st);
-    if (locked) {
-        sq_unlock(q);
-    }
-    store_ca_list_free(v, n);
-    return rc;
+    return KL_OK;
 }
 
 /* --- certificates --- */
@@ -934,7 +998,7 @@ static kl_rc sq_cert_commit(store *s, const char *serial, const uint8_t *der, si
     char *subject = NULL;
     char *dflt = NULL;
     char cur[16];
-    int locked = 0, in_tx = 0;
+    int in_tx = 0;
 
     TRY(cert_parse(serial, der, len, &nb, &na, &subject));
     if (!detail) {
@@ -944,9 +1008,7 @@ static kl_rc sq_cert_commit(store *s, const char *serial, const uint8_t *der, si
         snprintf(dflt, dl, "serial=%s subject=%s", serial, subject);
         detail = dflt;
     }
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_begin(q));
+    TRY(sq_write_begin(q));
     in_tx = 1;
     TRY(cert_status(q, serial, cur, NULL, 0));
     ENSURE(strcmp(cur, STORE_ST_RESERVED) == 0, KL_EPOLICY,
@@ -964,10 +1026,7 @@ static kl_rc sq_cert_commit(store *s, const char *serial, const uint8_t *der, si
 out:
     sq_done(st);
     if (in_tx) {
-        rc = sq_end(q, rc);
-    }
-    if (locked) {
-        sq_unlock(q);
+        rc = sq_write_end(q, rc);
     }
     free(subject);
     free(dflt);
@@ -982,15 +1041,13 @@ static kl_rc sq_cert_abandon(store *s, const char *serial, const char *why)
     kl_rc rc = KL_OK;
     char cur[16];
     char *detail = NULL;
-    int locked = 0, in_tx = 0;
+    int in_tx = 0;
 
     size_t dl = strlen(serial) + strlen(why) + 32;
     detail = malloc(dl);
     ENSURE(detail, KL_EINTERNAL, "out of memory");
     snprintf(detail, dl, "serial=%s why=%s", serial, why);
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_begin(q));
+    TRY(sq_write_begin(q));
     in_tx = 1;
     TRY(cert_status(q, serial, cur, NULL, 0));
     if (strcmp(cur, STORE_ST_FAILED) == 0) {
@@ -1006,10 +1063,7 @@ static kl_rc sq_cert_abandon(store *s, const char *serial, const char *why)
 out:
     sq_done(st);
     if (in_tx) {
-        rc = sq_end(q, rc);
-    }
-    if (locked) {
-        sq_unlock(q);
+        rc = sq_write_end(q, rc);
     }
     free(detail);
     return rc;
@@ -1017,24 +1071,11 @@ out:
 
 static kl_rc sq_cert_get(store *s, const char *serial, store_cert *outp)
 {
-    sq_store *q = sq(s);
-    sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    int locked = 0;
-
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_stmt(q, Q_CERT_GET, &st));
-    BIND(bind_text(st, 1, serial));
-    int r = sqlite3_step(st);
-    ENSURE(r != SQLITE_DONE, KL_ENOTFOUND, "no certificate with serial %s", serial);
-    STEP_ENSURE(r == SQLITE_ROW, r, "read certificate");
-    ENSURE(row_cert(st, outp) >= 0, KL_EINTERNAL, "out of memory");
+    int found = 0;
+    TRY(sq_get_row(sq(s), Q_CERT_GET, serial, row_cert_any, outp, "read certificate", &found));
+    ENSURE(found, KL_ENOTFOUND, "no certificate with serial %s", serial);
 out:
-    sq_done(st);
-    if (locked) {
-        sq_unlock(q);
-    }
     return rc;
 }
 
@@ -1133,11 +1174,9 @@ static kl_rc sq_cert_activate(store *s, const char *serial, const char *actor)
     kl_rc rc = KL_OK;
     char cur[16];
     char detail[96];
-    int locked = 0, in_tx = 0;
+    int in_tx = 0;
 
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_begin(q));
+    TRY(sq_write_begin(q));
     in_tx = 1;
     TRY(cert_status(q, serial, cur, NULL, 0));
     ENSURE(strcmp(cur, STORE_ST_PENDING) == 0, KL_EPOLICY,
@@ -1150,10 +1189,7 @@ static kl_rc sq_cert_activate(store *s, const char *serial, const char *actor)
 out:
     sq_done(st);
     if (in_tx) {
-        rc = sq_end(q, rc);
-    }
-    if (locked) {
-        sq_unlock(q);
+        rc = sq_write_end(q, rc);
     }
     return rc;
 }
@@ -1167,14 +1203,12 @@ static kl_rc sq_cert_revoke(store *s, const char *serial, int reason, time_t whe
     char cur[16];
     char issuer[256];
     char detail[512];
-    int locked = 0, in_tx = 0;
+    int in_tx = 0;
 
     if (when == 0) {
         when = time(NULL);
     }
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_begin(q));
+    TRY(sq_write_begin(q));
     in_tx = 1;
     TRY(cert_status(q, serial, cur, issuer, sizeof issuer));
     ENSURE(strcmp(cur, STORE_ST_REVOKED) != 0, KL_EEXIST, "certificate %s is already revoked",
@@ -1195,10 +1229,7 @@ static kl_rc sq_cert_revoke(store *s, const char *serial, int reason, time_t whe
 out:
     sq_done(st);
     if (in_tx) {
-        rc = sq_end(q, rc);
-    }
-    if (locked) {
-        sq_unlock(q);
+        rc = sq_write_end(q, rc);
     }
     return rc;
 }
@@ -1208,11 +1239,9 @@ static kl_rc sq_crl_number_next(store *s, const char *issuer, int64_t *outp)
     sq_store *q = sq(s);
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    int locked = 0, in_tx = 0;
+    int in_tx = 0;
 
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_begin(q));
+    TRY(sq_write_begin(q));
     in_tx = 1;
     TRY(sq_stmt(q, Q_CRL_NEXT, &st));
     BIND(bind_text(st, 1, issuer));
@@ -1223,10 +1252,7 @@ static kl_rc sq_crl_number_next(store *s, const char *issuer, int64_t *outp)
 out:
     sq_done(st);
     if (in_tx) {
-        rc = sq_end(q, rc);
-    }
-    if (locked) {
-        sq_unlock(q);
+        rc = sq_write_end(q, rc);
     }
     return rc;
 }
@@ -1257,24 +1283,11 @@ out:
 
 static kl_rc sq_device_get(store *s, const char *id, store_device *outp)
 {
-    sq_store *q = sq(s);
-    sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    int locked = 0;
-
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_stmt(q, Q_DEV_GET, &st));
-    BIND(bind_text(st, 1, id));
-    int r = sqlite3_step(st);
-    ENSURE(r != SQLITE_DONE, KL_ENOTFOUND, "no device '%s' in the inventory", id);
-    STEP_ENSURE(r == SQLITE_ROW, r, "read device");
-    ENSURE(row_dev(st, outp) == 0, KL_EINTERNAL, "out of memory");
+    int found = 0;
+    TRY(sq_get_row(sq(s), Q_DEV_GET, id, row_dev, outp, "read device", &found));
+    ENSURE(found, KL_ENOTFOUND, "no device '%s' in the inventory", id);
 out:
-    sq_done(st);
-    if (locked) {
-        sq_unlock(q);
-    }
     return rc;
 }
 
@@ -1305,39 +1318,17 @@ out:
 
 static kl_rc sq_device_list(store *s, store_device **outp, size_t *np)
 {
-    sq_store *q = sq(s);
-    sqlite3_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-    store_device *v = NULL;
-    size_t n = 0, alloc = 0;
-    int r;
-    int locked = 0;
-
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_stmt(q, Q_DEV_LIST, &st));
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == alloc) {
-            size_t na = alloc ? alloc * 2 : 16;
-            store_device *nv = realloc(v, na * sizeof *nv);
-            ENSURE(nv, KL_EINTERNAL, "out of memory");
-            v = nv;
-            alloc = na;
-        }
-        ENSURE(row_dev(st, &v[n]) == 0, KL_EINTERNAL, "out of memory");
-        n++;
+    void *v = NULL;
+    size_t n = 0;
+    kl_rc rc = sq_collect(sq(s), Q_DEV_LIST, NULL, sizeof **outp, 16, row_dev, "list devices", &v,
+                          &n);
+    if (rc != KL_OK) {
+        store_device_list_free(v, n);
+        return rc;
     }
-    STEP_ENSURE(r == SQLITE_DONE, r, "list devices");
     *outp = v;
     *np = n;
-    v = NULL;
-out:
-    sq_done(st);
-    if (locked) {
-        sq_unlock(q);
-    }
-    store_device_list_free(v, n);
-    return rc;
+    return KL_OK;
 }
 
 /* --- audit --- */
@@ -1345,14 +1336,10 @@ out:
 static kl_rc sq_audit_append(store *s, const char *actor, const char *action, const char *detail)
 {
     sq_store *q = sq(s);
-    kl_rc rc = KL_OK;
-    TRY(sq_lock(q));
-    rc = sq_begin(q);
+    kl_rc rc = sq_write_begin(q);
     if (rc == KL_OK) {
-        rc = sq_end(q, audit_append_tx(q, actor, action, detail));
+        rc = sq_write_end(q, audit_append_tx(q, actor, action, detail));
     }
-    sq_unlock(q);
-out:
     return rc;
 }
 
@@ -1467,40 +1454,17 @@ out:
 
 static kl_rc sq_audit_list(store *s, int64_t from, store_audit **outp, size_t *np)
 {
-    sq_store *q = sq(s);
-    sqlite3_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-    store_audit *v = NULL;
-    size_t n = 0, alloc = 0;
-    int r;
-    int locked = 0;
-
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_stmt(q, Q_AUDIT_LIST, &st));
-    BIND(sqlite3_bind_int64(st, 1, from));
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == alloc) {
-            size_t na = alloc ? alloc * 2 : 64;
-            store_audit *nv = realloc(v, na * sizeof *nv);
-            ENSURE(nv, KL_EINTERNAL, "out of memory");
-            v = nv;
-            alloc = na;
-        }
-        ENSURE(row_audit(st, &v[n]) == 0, KL_EINTERNAL, "out of memory");
-        n++;
+    void *v = NULL;
+    size_t n = 0;
+    kl_rc rc = sq_collect(sq(s), Q_AUDIT_LIST, &from, sizeof **outp, 64, row_audit,
+                          "list audit log", &v, &n);
+    if (rc != KL_OK) {
+        store_audit_list_free(v, n);
+        return rc;
     }
-    STEP_ENSURE(r == SQLITE_DONE, r, "list audit log");
     *outp = v;
     *np = n;
-    v = NULL;
-out:
-    sq_done(st);
-    if (locked) {
-        sq_unlock(q);
-    }
-    store_audit_list_free(v, n);
-    return rc;
+    return KL_OK;
 }
 
 const struct store_ops store_sqlite_ops = {

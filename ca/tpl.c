@@ -20,6 +20,7 @@
 
 #include "hsm.h"
 #include "kl_file.h"
+#include "tpl_internal.h"
 
 #define TPL_FILE_CAP (64 * 1024)
 
@@ -699,16 +700,6 @@ static int tpl_cross_err(tpl_parse *p, const char *key, const char *fmt, ...)
     va_end(ap);
     p->err_line = line > 0 ? line : (p->line > 0 ? p->line : 1);
     return -1;
-}
-
-static int tpl_nid_in(const int *list, int nid)
-{
-    for (; *list; list++) {
-        if (*list == nid) {
-            return 1;
-        }
-    }
-    return 0;
 }
 
 static int tpl_check(tpl_parse *p)

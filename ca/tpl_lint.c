@@ -12,6 +12,7 @@
 
 #include "hsm.h"
 #include "tpl.h"
+#include "tpl_internal.h"
 
 #define LINT(cond, ...)                                                                            \
     do {                                                                                           \
@@ -20,28 +21,6 @@
             goto out;                                                                              \
         }                                                                                          \
     } while (0)
-
-static uint32_t lint_ku_bits(const ASN1_BIT_STRING *ku)
-{
-    uint32_t bits = 0;
-    if (ku->length > 0) {
-        bits |= ku->data[0];
-    }
-    if (ku->length > 1) {
-        bits |= (uint32_t)ku->data[1] << 8;
-    }
-    return bits;
-}
-
-static int lint_ski_of(X509 *x, unsigned char md[20])
-{
-    const unsigned char *pk = NULL;
-    int pklen = 0;
-    unsigned int mdlen = 0;
-    X509_PUBKEY *xpk = X509_get_X509_PUBKEY(x);
-    return xpk && X509_PUBKEY_get0_param(NULL, &pk, &pklen, NULL, xpk) == 1 &&
-           EVP_Digest(pk, (size_t)pklen, md, &mdlen, EVP_sha1(), NULL) == 1 && mdlen == 20;
-}
 
 static int lint_is_forever(const ASN1_TIME *t)
 {
@@ -81,16 +60,6 @@ static int lint_nid_known(int nid)
     default:
         return 0;
     }
-}
-
-static int lint_is_hmn(const GENERAL_NAME *g)
-{
-    char oid[64];
-    if (g->type != GEN_OTHERNAME) {
-        return 0;
-    }
-    OBJ_obj2txt(oid, sizeof oid, g->d.otherName->type_id, 1);
-    return strcmp(oid, TPL_OID_HMN) == 0;
 }
 
 kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
@@ -189,7 +158,7 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
     /* keyUsage (RFC 5280 4.2.1.3): keyCertSign iff cA */
     ku = X509_get_ext_d2i(cert, NID_key_usage, &crit, NULL);
     LINT(ku, "no keyUsage");
-    uint32_t bits = lint_ku_bits(ku);
+    uint32_t bits = tpl_ku_bits(ku);
     LINT(!(bits & X509v3_KU_KEY_CERT_SIGN) || bc->ca, "keyCertSign on an end-entity certificate");
     LINT((bits & X509v3_KU_KEY_CERT_SIGN) || !bc->ca, "a CA certificate without keyCertSign");
     uint32_t want = t->key_usage | (kt == HSM_KEY_RSA_3072 ? t->key_usage_rsa : 0);
@@ -221,7 +190,7 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
     ski = X509_get_ext_d2i(cert, NID_subject_key_identifier, &crit, NULL);
     LINT(ski && ASN1_STRING_length(ski) > 0, "no subjectKeyIdentifier");
     LINT(crit == 0, "subjectKeyIdentifier is critical");
-    LINT(lint_ski_of(cert, md) && ASN1_STRING_length(ski) == 20 &&
+    LINT(tpl_ski_sha1(cert, md) && ASN1_STRING_length(ski) == 20 &&
              memcmp(ASN1_STRING_get0_data(ski), md, 20) == 0,
          "subjectKeyIdentifier is not the SHA-1 of the public key");
 
@@ -241,7 +210,7 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
                 LINT(ASN1_OCTET_STRING_cmp(akid->keyid, iski) == 0,
                      "authorityKeyIdentifier differs from the issuer's subjectKeyIdentifier");
             } else {
-                LINT(lint_ski_of(issuer, md) && ASN1_STRING_length(akid->keyid) == 20 &&
+                LINT(tpl_ski_sha1(issuer, md) && ASN1_STRING_length(akid->keyid) == 20 &&
                          memcmp(ASN1_STRING_get0_data(akid->keyid), md, 20) == 0,
                      "authorityKeyIdentifier differs from the issuer's key hash");
             }
@@ -267,12 +236,7 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
     int n_hmn = 0;
     for (int i = 0; san && i < sk_GENERAL_NAME_num(san); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(san, i);
-        unsigned k = g->type == GEN_DNS     ? TPL_SAN_DNS
-                     : g->type == GEN_IPADD ? TPL_SAN_IP
-                     : g->type == GEN_URI   ? TPL_SAN_URI
-                     : g->type == GEN_EMAIL ? TPL_SAN_EMAIL
-                     : lint_is_hmn(g)       ? TPL_SAN_HMN
-                                            : 0;
+        unsigned k = tpl_san_kind(g);
         unsigned ok = t->san_from_csr | (t->san_hmn ? TPL_SAN_HMN : 0);
         LINT(k & ok, "subjectAltName entry of a kind template %s does not allow", t->name);
         n_hmn += k == TPL_SAN_HMN;

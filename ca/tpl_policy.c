@@ -17,6 +17,7 @@
 
 #include "hsm.h"
 #include "tpl.h"
+#include "tpl_internal.h"
 
 #define TPL_MAX_SANS 32
 #define TPL_MAX_URL 1024
@@ -133,16 +134,6 @@ static const char *tpl_obj_name(const ASN1_OBJECT *o, char *buf, size_t buflen)
     return buf;
 }
 
-static int tpl_nid_in(const int *list, int nid)
-{
-    for (; *list; list++) {
-        if (*list == nid) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static void tpl_nids_str(const int *list, char *out, size_t outlen)
 {
     size_t n = 0;
@@ -167,20 +158,6 @@ static kl_rc tpl_asn1_time_to_time_t(const ASN1_TIME *at, time_t *out)
         return kl_fail_ssl(KL_EINPUT, "certificate has an invalid time");
     }
     *out = timegm(&tm);
-    return KL_OK;
-}
-
-/* SKI method 1 (RFC 5280 4.2.1.2): SHA-1 of the subjectPublicKey BIT STRING value. */
-static kl_rc tpl_ski_of(X509 *x, unsigned char md[20])
-{
-    const unsigned char *pk = NULL;
-    int pklen = 0;
-    unsigned int mdlen = 0;
-    X509_PUBKEY *xpk = X509_get_X509_PUBKEY(x);
-    if (!xpk || X509_PUBKEY_get0_param(NULL, &pk, &pklen, NULL, xpk) != 1 ||
-        EVP_Digest(pk, (size_t)pklen, md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20) {
-        return kl_fail_ssl(KL_EINTERNAL, "cannot hash the public key");
-    }
     return KL_OK;
 }
 
@@ -472,16 +449,6 @@ static kl_rc tpl_hmn_decode(const GENERAL_NAME *g, TPL_HMN **out)
     return KL_OK;
 }
 
-static int tpl_is_hmn(const GENERAL_NAME *g)
-{
-    if (g->type != GEN_OTHERNAME) {
-        return 0;
-    }
-    char oid[64];
-    OBJ_obj2txt(oid, sizeof oid, g->d.otherName->type_id, 1);
-    return strcmp(oid, TPL_OID_HMN) == 0;
-}
-
 static GENERAL_NAME *tpl_hmn_build(const char *hw_type, const char *devid)
 {
     TPL_HMN *h = (TPL_HMN *)ASN1_item_new(ASN1_ITEM_rptr(TPL_HMN));
@@ -701,19 +668,6 @@ static void tpl_ku_str(uint32_t bits, char *out, size_t outlen)
             n += (size_t)w;
         }
     }
-}
-
-static uint32_t tpl_ku_bits(const ASN1_BIT_STRING *ku)
-{
-    /* same layout as X509v3_KU_*: first octet, then decipherOnly in the second */
-    uint32_t bits = 0;
-    if (ku->length > 0) {
-        bits |= ku->data[0];
-    }
-    if (ku->length > 1) {
-        bits |= (uint32_t)ku->data[1] << 8;
-    }
-    return bits;
 }
 
 static kl_rc tpl_csr_extensions(const tpl *t, X509_REQ *csr, int key_type, const char *devid,
@@ -1110,13 +1064,7 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
         int found = 0;
         for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
             const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-            unsigned k = g->type == GEN_DNS       ? TPL_SAN_DNS
-                         : g->type == GEN_IPADD   ? TPL_SAN_IP
-                         : g->type == GEN_URI     ? TPL_SAN_URI
-                         : g->type == GEN_EMAIL   ? TPL_SAN_EMAIL
-                         : tpl_is_hmn(g)          ? TPL_SAN_HMN
-                                                  : 0;
-            found |= (k & t->san_required) != 0;
+            found |= (tpl_san_kind(g) & t->san_required) != 0;
         }
         ENSURE(found, KL_EPOLICY, "template %s requires a subjectAltName in the CSR", t->name);
     }
@@ -1159,7 +1107,7 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
         TRY(tpl_add_ext(x, NID_ext_key_usage, eku, 0));
     }
 
-    TRY(tpl_ski_of(x, md));
+    ENSURE_SSL(tpl_ski_sha1(x, md), KL_EINTERNAL, "cannot hash the public key");
     ski = ASN1_OCTET_STRING_new();
     ENSURE(ski && ASN1_OCTET_STRING_set(ski, md, sizeof md) == 1, KL_EINTERNAL, "out of memory");
     TRY(tpl_add_ext(x, NID_subject_key_identifier, ski, 0));
@@ -1176,7 +1124,7 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
             akid->keyid = iski;
         } else {
             unsigned char imd[20];
-            TRY(tpl_ski_of(issuer, imd));
+            ENSURE_SSL(tpl_ski_sha1(issuer, imd), KL_EINTERNAL, "cannot hash the public key");
             akid->keyid = ASN1_OCTET_STRING_new();
             if (akid->keyid && ASN1_OCTET_STRING_set(akid->keyid, imd, sizeof imd) != 1) {
                 ASN1_OCTET_STRING_free(akid->keyid);

@@ -1067,6 +1067,29 @@ out:
     return rc;
 }
 
+/* Entry of the calls that name one key: the context checked, the key argument resolved into a
+ * malloc'd *label, h->mu taken. On failure nothing is held. `fn` names the caller in errors. */
+static kl_rc key_enter(hsm_ctx *h, const char *fn, const char *label_arg, char **label)
+{
+    if (h == NULL) {
+        return kl_fail(KL_EUSAGE, "%s: no context", fn);
+    }
+    kl_rc rc = label_of(h, label_arg, label);
+    if (rc == KL_OK) {
+        pthread_mutex_lock(&h->mu);
+    }
+    return rc;
+}
+
+/* Exit matching key_enter (locked: whether key_enter succeeded). */
+static void key_leave(hsm_ctx *h, int locked, char *label)
+{
+    if (locked) {
+        pthread_mutex_unlock(&h->mu);
+    }
+    free(label);
+}
+
 static EVP_PKEY *cache_get(hsm_ctx *h, const char *label)
 {
     for (size_t i = 0; i < h->ncache; i++) {
@@ -1108,9 +1131,7 @@ kl_rc hsm_key_load(hsm_ctx *h, const char *label_arg, EVP_PKEY **priv_out)
 
     ENSURE(priv_out != NULL, KL_EUSAGE, "hsm_key_load: no output");
     *priv_out = NULL;
-    ENSURE(h != NULL, KL_EUSAGE, "hsm_key_load: no context");
-    TRY(label_of(h, label_arg, &label));
-    pthread_mutex_lock(&h->mu);
+    TRY(key_enter(h, "hsm_key_load", label_arg, &label));
     locked = 1;
     pk = cache_get(h, label);
     if (pk != NULL) {
@@ -1158,10 +1179,7 @@ kl_rc hsm_key_load(hsm_ctx *h, const char *label_arg, EVP_PKEY **priv_out)
     *priv_out = pk;
     pk = NULL;
 out:
-    if (locked) {
-        pthread_mutex_unlock(&h->mu);
-    }
-    free(label);
+    key_leave(h, locked, label);
     return rc;
 }
 
@@ -1175,9 +1193,7 @@ kl_rc hsm_key_public(hsm_ctx *h, const char *label_arg, EVP_PKEY **pub_out)
 
     ENSURE(pub_out != NULL, KL_EUSAGE, "hsm_key_public: no output");
     *pub_out = NULL;
-    ENSURE(h != NULL, KL_EUSAGE, "hsm_key_public: no context");
-    TRY(label_of(h, label_arg, &label));
-    pthread_mutex_lock(&h->mu);
+    TRY(key_enter(h, "hsm_key_public", label_arg, &label));
     locked = 1;
     TRY(raw_count_label(h, label, CKO_PUBLIC_KEY, &o, &count));
     if (count == 0) {
@@ -1189,10 +1205,7 @@ kl_rc hsm_key_public(hsm_ctx *h, const char *label_arg, EVP_PKEY **pub_out)
            label, h->token_label);
     TRY(raw_pubkey(h, o, pub_out));
 out:
-    if (locked) {
-        pthread_mutex_unlock(&h->mu);
-    }
-    free(label);
+    key_leave(h, locked, label);
     return rc;
 }
 
@@ -1217,9 +1230,7 @@ kl_rc hsm_key_protection(hsm_ctx *h, const char *label_arg, unsigned *flags_out)
 
     ENSURE(flags_out != NULL, KL_EUSAGE, "hsm_key_protection: no output");
     *flags_out = 0;
-    ENSURE(h != NULL, KL_EUSAGE, "hsm_key_protection: no context");
-    TRY(label_of(h, label_arg, &label));
-    pthread_mutex_lock(&h->mu);
+    TRY(key_enter(h, "hsm_key_protection", label_arg, &label));
     locked = 1;
     TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, &o, &count));
     ENSURE(count > 0, KL_ENOTFOUND, "no key labelled %s on token %s", label, h->token_label);
@@ -1236,9 +1247,6 @@ kl_rc hsm_key_protection(hsm_ctx *h, const char *label_arg, unsigned *flags_out)
     }
     *flags_out = f;
 out:
-    if (locked) {
-        pthread_mutex_unlock(&h->mu);
-    }
-    free(label);
+    key_leave(h, locked, label);
     return rc;
 }

@@ -781,12 +781,33 @@ static void verify_fails(fx *f, const char *msg)
     assert_msg_has(msg);
 }
 
+/* `entries` audit entries, then `sql` run on the file: verify must fail with `msg`. */
+static void tamper_expect(fx *f, int entries, const char *sql, const char *msg)
+{
+    fill_audit(f, entries);
+    raw_sql(f->path, sql);
+    verify_fails(f, msg);
+}
+
+/* Audit entry `seq`, read through a handle of its own. Free with store_audit_free. */
+static void audit_entry_read(const char *path, int64_t seq, store_audit *out)
+{
+    store *s = NULL;
+    store_audit *a = NULL;
+    size_t na = 0;
+    assert_rc(store_open(&s, path), KL_OK);
+    assert_rc(store_audit_list(s, seq, &a, &na), KL_OK);
+    *out = a[0];
+    memset(&a[0], 0, sizeof a[0]); /* moved to *out */
+    store_audit_list_free(a, na);
+    store_close(s);
+}
+
 static void test_tamper_edit(void **state)
 {
-    fx *f = *state;
-    fill_audit(f, 10);
-    raw_sql(f->path, "DROP TRIGGER audit_no_update; UPDATE audit SET detail='harmless' WHERE seq=7");
-    verify_fails(f, "audit entry 7: hash mismatch (entry edited)");
+    tamper_expect(*state, 10,
+                  "DROP TRIGGER audit_no_update; UPDATE audit SET detail='harmless' WHERE seq=7",
+                  "audit entry 7: hash mismatch (entry edited)");
 }
 
 static void test_tamper_edit_rehash(void **state)
@@ -794,17 +815,11 @@ static void test_tamper_edit_rehash(void **state)
     fx *f = *state;
     fill_audit(f, 10);
     /* A smarter attacker recomputes the edited entry's own hash: the next link breaks. */
-    store *s = NULL;
-    store_audit *a = NULL;
-    size_t na = 0;
+    store_audit a;
     char h[65];
-    assert_rc(store_open(&s, f->path), KL_OK);
-    assert_rc(store_audit_list(s, 4, &a, &na), KL_OK);
-    assert_rc(store_audit_entry_hash(4, a[0].ts, a[0].actor, a[0].action, "forged", a[0].prev_hash,
-                                     h),
-              KL_OK);
-    store_audit_list_free(a, na);
-    store_close(s);
+    audit_entry_read(f->path, 4, &a);
+    assert_rc(store_audit_entry_hash(4, a.ts, a.actor, a.action, "forged", a.prev_hash, h), KL_OK);
+    store_audit_free(&a);
     char sql[256];
     snprintf(sql, sizeof sql,
              "DROP TRIGGER audit_no_update; UPDATE audit SET detail='forged', hash='%s' WHERE seq=4",
@@ -815,26 +830,21 @@ static void test_tamper_edit_rehash(void **state)
 
 static void test_tamper_delete_middle(void **state)
 {
-    fx *f = *state;
-    fill_audit(f, 10);
-    raw_sql(f->path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq=7");
-    verify_fails(f, "audit entry 7 missing (chain broken after 6)");
+    tamper_expect(*state, 10, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq=7",
+                  "audit entry 7 missing (chain broken after 6)");
 }
 
 static void test_tamper_delete_first(void **state)
 {
-    fx *f = *state;
-    fill_audit(f, 3);
-    raw_sql(f->path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq=1");
-    verify_fails(f, "audit entry 1 missing (chain broken after 0)");
+    tamper_expect(*state, 3, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq=1",
+                  "audit entry 1 missing (chain broken after 0)");
 }
 
 static void test_tamper_delete_last(void **state)
 {
     fx *f = *state;
-    fill_audit(f, 10);
-    raw_sql(f->path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq=10");
-    verify_fails(f, "audit entry 10 missing (chain broken after 9)");
+    tamper_expect(f, 10, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq=10",
+                  "audit entry 10 missing (chain broken after 9)");
     /* A store that cannot verify refuses to extend the chain silently? It still appends after the
      * recorded head, so the gap stays visible. */
     assert_rc(store_audit_append(f->s, "alice", "note", "after"), KL_OK);
@@ -845,10 +855,8 @@ static void test_tamper_delete_last(void **state)
 
 static void test_tamper_truncate_all(void **state)
 {
-    fx *f = *state;
-    fill_audit(f, 5);
-    raw_sql(f->path, "DROP TRIGGER audit_no_delete; DELETE FROM audit");
-    verify_fails(f, "audit entry 1 missing (chain broken after 0)");
+    tamper_expect(*state, 5, "DROP TRIGGER audit_no_delete; DELETE FROM audit",
+                  "audit entry 1 missing (chain broken after 0)");
 }
 
 static void test_tamper_append_outside(void **state)
@@ -856,19 +864,15 @@ static void test_tamper_append_outside(void **state)
     fx *f = *state;
     fill_audit(f, 3);
     /* A well-formed entry 4 written without updating the head. */
-    store *s = NULL;
-    store_audit *a = NULL;
-    size_t na = 0;
+    store_audit a;
     char h[65];
-    assert_rc(store_open(&s, f->path), KL_OK);
-    assert_rc(store_audit_list(s, 3, &a, &na), KL_OK);
-    assert_rc(store_audit_entry_hash(4, 1700000000, "mallory", "note", "x", a[0].hash, h), KL_OK);
+    audit_entry_read(f->path, 3, &a);
+    assert_rc(store_audit_entry_hash(4, 1700000000, "mallory", "note", "x", a.hash, h), KL_OK);
     char sql[512];
     snprintf(sql, sizeof sql,
-             "INSERT INTO audit VALUES (4, 1700000000, 'mallory', 'note', 'x', '%s', '%s')",
-             a[0].hash, h);
-    store_audit_list_free(a, na);
-    store_close(s);
+             "INSERT INTO audit VALUES (4, 1700000000, 'mallory', 'note', 'x', '%s', '%s')", a.hash,
+             h);
+    store_audit_free(&a);
     raw_sql(f->path, sql);
     verify_fails(f, "audit entry 4: not recorded in the audit head");
 }

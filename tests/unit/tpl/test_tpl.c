@@ -899,6 +899,18 @@ static void replace_ext(X509 *x, int nid, const char *value)
     }
 }
 
+/* A fresh ldevid certificate with extension `nid` replaced by `value` (NULL: removed) fails
+ * lint under the field CA with `want`. */
+static void lint_expect_ext(EVP_PKEY *k, int nid, const char *value, const char *want)
+{
+    tpl *t = NULL;
+    X509 *x = tbs_ldevid(&t, k);
+    replace_ext(x, nid, value);
+    lint_expect(t, x, g_field, want);
+    X509_free(x);
+    tpl_free(t);
+}
+
 static void test_lint(void **state)
 {
     (void)state;
@@ -930,11 +942,7 @@ static void test_lint(void **state)
     tpl_free(t);
 
     /* missing AKI */
-    x = tbs_ldevid(&t, k);
-    replace_ext(x, NID_authority_key_identifier, NULL);
-    lint_expect(t, x, g_field, "no authorityKeyIdentifier");
-    X509_free(x);
-    tpl_free(t);
+    lint_expect_ext(k, NID_authority_key_identifier, NULL, "no authorityKeyIdentifier");
 
     /* AKI of another CA */
     x = tbs_ldevid(&t, k);
@@ -945,18 +953,12 @@ static void test_lint(void **state)
     tpl_free(t);
 
     /* keyCertSign on an end-entity certificate */
-    x = tbs_ldevid(&t, k);
-    replace_ext(x, NID_key_usage, "critical,digitalSignature,keyCertSign");
-    lint_expect(t, x, g_field, "keyCertSign on an end-entity certificate");
-    X509_free(x);
-    tpl_free(t);
+    lint_expect_ext(k, NID_key_usage, "critical,digitalSignature,keyCertSign",
+                    "keyCertSign on an end-entity certificate");
 
     /* pathLen without cA, and cA on an end-entity template */
-    x = tbs_ldevid(&t, k);
-    replace_ext(x, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
-    lint_expect(t, x, g_field, "basicConstraints cA is TRUE");
-    X509_free(x);
-    tpl_free(t);
+    lint_expect_ext(k, NID_basic_constraints, "critical,CA:TRUE,pathlen:0",
+                    "basicConstraints cA is TRUE");
 
     /* validity outside the issuer's (issued 30 days before the CA ends, so the period is
      * short and only the issuer's bound is broken) */
@@ -976,16 +978,8 @@ static void test_lint(void **state)
     tpl_free(t);
 
     /* missing SKI; an unexpected extension */
-    x = tbs_ldevid(&t, k);
-    replace_ext(x, NID_subject_key_identifier, NULL);
-    lint_expect(t, x, g_field, "no subjectKeyIdentifier");
-    X509_free(x);
-    tpl_free(t);
-    x = tbs_ldevid(&t, k);
-    replace_ext(x, NID_netscape_comment, "hello");
-    lint_expect(t, x, g_field, "unexpected extension");
-    X509_free(x);
-    tpl_free(t);
+    lint_expect_ext(k, NID_subject_key_identifier, NULL, "no subjectKeyIdentifier");
+    lint_expect_ext(k, NID_netscape_comment, "hello", "unexpected extension");
 
     /* 802.1AR: serialNumber and HMN disagree; finite notAfter */
     {
