@@ -147,8 +147,8 @@ static void test_route_not_found(void **state)
         "/.well-known/est//cacerts",
         "/.well-known/est/bad label/cacerts",
         "/.well-known/est/bad%2flabel/cacerts",
-        "/.well-known/est/"
-        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/cacerts",
+        ("/.well-known/est/"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/cacerts"),
         "/.well-known/est/acme/nosuchop",
         "/.well-known/EST/cacerts",
         "/crl/field1",

@@ -1,0 +1,74 @@
+/* Fuzz the EST request parsers that see network input: request body decoding (base64 per
+ * RFC 8951, with/without Content-Transfer-Encoding), route parsing, Basic credentials, media
+ * types, htpasswd text and the CSR challengePassword extraction. The first input byte picks
+ * the target so one corpus covers them all. */
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "est.h"
+
+/* The result does not matter here, only that the call survives the input. */
+static void fz_ignore(kl_rc rc)
+{
+    (void)rc;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1) {
+        return 0;
+    }
+    uint8_t sel = data[0];
+    data++;
+    size--;
+    char *text = malloc(size + 1);
+    if (!text) {
+        return 0;
+    }
+    memcpy(text, data, size);
+    text[size] = 0;
+    kl_buf a, b;
+    kl_buf_init(&a, 64 * 1024, 0);
+    kl_buf_init(&b, 64 * 1024, 1);
+    switch (sel % 6) {
+    case 0:
+        fz_ignore(est_body_decode(data, size, NULL, &a));
+        break;
+    case 1:
+        fz_ignore(est_body_decode(data, size, "base64", &a));
+        break;
+    case 2: {
+        est_route r;
+        fz_ignore(est_route_parse(text, &r));
+        break;
+    }
+    case 3:
+        fz_ignore(est_basic_parse(text, &a, &b));
+        (void)est_media_type_is(text, "application/pkcs10");
+        break;
+    case 4: {
+        est_htpasswd *h = NULL;
+        if (est_htpasswd_parse("fuzz", text, size, &h) == KL_OK) {
+            (void)est_htpasswd_count(h);
+            est_htpasswd_free(h);
+        }
+        break;
+    }
+    case 5: {
+        const unsigned char *p = data;
+        X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)size);
+        if (req) {
+            fz_ignore(est_csr_challenge_password(req, &a));
+            X509_REQ_free(req);
+        }
+        break;
+    }
+    }
+    kl_buf_free(&a);
+    kl_buf_free(&b);
+    free(text);
+    ERR_clear_error();
+    return 0;
+}
