@@ -2,7 +2,11 @@
  * on the same token (run under tests/lib/with-token.sh; scripts/bench does). Prints:
  *   raw P-256 signatures/s with 1 and 2 threads
  *   ca_issue()/s with 1, 2, 8 threads on one ca_ctx (the EST server's pattern)
- *   and each rate as a ratio of the 2-thread raw rate. */
+ *   and each rate as a ratio of the 2-thread raw rate,
+ *   where the store file lives (fsync to a disk, or tmpfs where fsync costs nothing: a store
+ *   on tmpfs does not measure durability) and how many write operations shared each store
+ *   transaction (group commit).
+ * KL_BENCH_ONLY=issue1: one 1-thread issuing run only (for perf record). */
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <pthread.h>
@@ -10,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <time.h>
 
 #include "ca.h"
@@ -63,6 +68,47 @@ static void *issue(void *arg)
     return NULL;
 }
 
+/* Filesystem of the store file: the figures mean little without it. */
+static void print_store_location(const kl_conf *conf)
+{
+    char *path = kl_conf_path(conf, "store", "path");
+    struct statfs sf;
+    const char *what = "unknown filesystem";
+    if (path && statfs(path, &sf) == 0) {
+        switch ((unsigned long)sf.f_type) {
+        case 0x01021994UL:
+            what = "tmpfs: fsync costs nothing, durability NOT measured";
+            break;
+        case 0xEF53UL:
+            what = "ext4: synchronous=FULL, every commit fsynced to the disk";
+            break;
+        case 0x9123683EUL:
+            what = "btrfs: synchronous=FULL, every commit fsynced to the disk";
+            break;
+        case 0x58465342UL:
+            what = "xfs: synchronous=FULL, every commit fsynced to the disk";
+            break;
+        case 0x794c7630UL:
+            what = "overlayfs: fsync goes to the underlying filesystem";
+            break;
+        default:
+            break;
+        }
+    }
+    printf("store: %s (%s)\n", path ? path : "?", what);
+    free(path);
+}
+
+static void print_batching(uint64_t tx0, uint64_t ops0)
+{
+    uint64_t tx = 0, ops = 0;
+    if (store_write_stats(ca_store(g_ca), &tx, &ops) == KL_OK && tx > tx0) {
+        printf("    store: %llu write ops in %llu transactions (%.2f ops per commit/fsync)\n",
+               (unsigned long long)(ops - ops0), (unsigned long long)(tx - tx0),
+               (double)(ops - ops0) / (double)(tx - tx0));
+    }
+}
+
 static double run(void *(*fn)(void *), int threads, double seconds)
 {
     pthread_t t[64];
@@ -111,15 +157,26 @@ int main(int argc, char **argv)
     g_csr_len = (size_t)i2d_X509_REQ(r, &der);
     g_csr = der;
 
+    const char *only = getenv("KL_BENCH_ONLY"); /* "issue1": one issuing run, for perf */
+    if (only && strcmp(only, "issue1") == 0) {
+        printf("ca_issue() 1 thread: %8.0f certificates/s\n", run(issue, 1, secs));
+        return 0;
+    }
+    print_store_location(conf);
     double raw1 = run(raw_sign, 1, secs);
     double raw2 = run(raw_sign, 2, secs);
     printf("raw HSM P-256 signing (SoftHSM, same token): %8.0f/s 1 thread, %8.0f/s 2 threads\n",
            raw1, raw2);
     int counts[] = {1, 2, 8};
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        uint64_t tx0 = 0, ops0 = 0;
+        if (store_write_stats(ca_store(g_ca), &tx0, &ops0) != KL_OK) {
+            tx0 = ops0 = 0;
+        }
         double rate = run(issue, counts[i], secs);
         printf("ca_issue() %d thread%s: %8.0f certificates/s = %5.1f%% of the 2-thread raw rate\n",
                counts[i], counts[i] > 1 ? "s" : " ", rate, 100.0 * rate / raw2);
+        print_batching(tx0, ops0);
     }
     int64_t count = 0;
     if (store_audit_verify(ca_store(g_ca), &count) != KL_OK) {

@@ -11,7 +11,7 @@ est_setup_ca
 est_write_conf "threads = ${KL_BENCH_THREADS:-$(nproc)}" "max-connections = 4096"
 est_start
 new_csr bench "/CN=sensor-0001/serialNumber=HW0001"
-echo "keyline-estd: $(nproc) CPUs, $SECONDS_PER_RUN s per run; client auth: IDevID certificate"
+echo "keyline-estd: $(nproc) CPUs, threads = ${KL_BENCH_THREADS:-$(nproc)} (KL_BENCH_THREADS), store in $KL_TEST_DIR ($(stat -f -c %T "$KL_TEST_DIR")), $SECONDS_PER_RUN s per run; client auth: IDevID certificate"
 "$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 --port "$EST_PORT" --cacert "$D/root1.pem" \
     --cert "$D/idev.crt" --key "$D/idev.key" --csr "$D/bench.b64" --seconds "$SECONDS_PER_RUN" \
     --clients "${KL_BENCH_CLIENTS:-2,8,32}"

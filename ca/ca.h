@@ -41,6 +41,8 @@ typedef struct {
     const char *template_name; /* template file stem, e.g. "device-idevid" */
     const uint8_t *csr_der;    /* PKCS#10, DER */
     size_t csr_len;
+    X509_REQ *csr;             /* optional: csr_der already parsed by the caller (borrowed);
+                                * saves a second decode. Its signature is still checked. */
     const char *device_id;     /* optional hardware serial / inventory id */
     const char *actor;         /* who asked, for the audit log: "cli:root", "est:CN=..." */
     int pending;               /* record as "pending" instead of "valid" (station) */

@@ -270,6 +270,26 @@ kl_rc store_cert_commit(store *s, const char *serial_hex, const uint8_t *der, si
                                audit_detail);
 }
 
+kl_rc store_cert_commit2(store *s, const char *serial_hex, const uint8_t *der, size_t der_len,
+                         time_t not_before, time_t not_after, const char *subject,
+                         const char *status, const char *actor, const char *audit_detail)
+{
+    char serial[SERIAL_MAX_HEX + 1];
+    STORE_CHECK(s);
+    if (!s->ops->cert_commit2) {
+        return store_cert_commit(s, serial_hex, der, der_len, status, actor, audit_detail);
+    }
+    SERIAL_NORM(serial_hex, serial);
+    ARG_CHECK(der && der_len > 0, "store_cert_commit2: no certificate");
+    ARG_CHECK(subject, "store_cert_commit2: no subject");
+    if (!status || (strcmp(status, STORE_ST_VALID) != 0 && strcmp(status, STORE_ST_PENDING) != 0)) {
+        return kl_fail(KL_EUSAGE, "store: commit status must be \"valid\" or \"pending\", not \"%s\"",
+                       status ? status : "(null)");
+    }
+    return s->ops->cert_commit2(s, serial, der, der_len, not_before, not_after, subject, status,
+                                actor_or_default(actor), audit_detail);
+}
+
 kl_rc store_cert_abandon(store *s, const char *serial_hex, const char *why)
 {
     char serial[SERIAL_MAX_HEX + 1];
@@ -435,6 +455,17 @@ kl_rc store_audit_head(store *s, int64_t *seq, char hash[65])
         return kl_fail(KL_EUSAGE, "store backend %s has no audit head", s->ops->name);
     }
     return s->ops->audit_head(s, seq, hash);
+}
+
+kl_rc store_write_stats(store *s, uint64_t *txns, uint64_t *ops)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(txns && ops, "store_write_stats: missing argument");
+    *txns = *ops = 0;
+    if (!s->ops->write_stats) {
+        return kl_fail(KL_EUSAGE, "store backend %s does not count writes", s->ops->name);
+    }
+    return s->ops->write_stats(s, txns, ops);
 }
 
 void store_audit_free(store_audit *a)

@@ -157,6 +157,10 @@ struct store_ops {
     kl_rc (*audit_list)(store *s, int64_t from, store_audit **out, size_t *n);
     /* Added after the first version; keep new members at the end. */
     kl_rc (*audit_head)(store *s, int64_t *seq, char hash[65]);
+    kl_rc (*cert_commit2)(store *s, const char *serial, const uint8_t *der, size_t len,
+                          time_t not_before, time_t not_after, const char *subject,
+                          const char *status, const char *actor, const char *detail);
+    kl_rc (*write_stats)(store *s, uint64_t *txns, uint64_t *ops);
 };
 
 /* Every backend's store struct begins with this header. */
@@ -187,5 +191,20 @@ kl_rc store_serial_normalize(const char *in, char *out, size_t outsz) KL_WUR;
  * NULL detail hashes as "". KL_EINPUT for a malformed prev_hash or an oversized field. */
 kl_rc store_audit_entry_hash(int64_t seq, time_t ts, const char *actor, const char *action,
                              const char *detail, const char *prev_hash, char out[65]) KL_WUR;
+
+/* store_cert_commit for a caller that built the certificate itself (ca_issue): it passes
+ * notBefore, notAfter and the RFC 2253 subject it already has, so the store does not parse the
+ * DER again (a d2i_X509 decodes the public key: tens of microseconds in OpenSSL 3.0). The DER
+ * is stored as given; the caller vouches that it is the certificate of `serial_hex`. Same
+ * states, errors and audit entry as store_cert_commit. A backend without it falls back to
+ * store_cert_commit. */
+kl_rc store_cert_commit2(store *s, const char *serial_hex, const uint8_t *der, size_t der_len,
+                         time_t not_before, time_t not_after, const char *subject,
+                         const char *status, const char *actor, const char *audit_detail) KL_WUR;
+
+/* Write transactions committed through this handle and the write operations they carried
+ * (group commit: ops / txns is the average batch). For tests, benchmarks and metrics.
+ * KL_EUSAGE when the backend does not count. */
+kl_rc store_write_stats(store *s, uint64_t *txns, uint64_t *ops) KL_WUR;
 
 #endif

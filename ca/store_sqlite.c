@@ -1,9 +1,10 @@
 /* keyline: SQLite store backend (the embedded default).
  *
  * One connection per store handle, guarded by a mutex (the EST server shares one handle across
- * threads); prepared statements are cached per handle. Every write runs in BEGIN IMMEDIATE
- * (retried on SQLITE_BUSY past the busy timeout), so concurrent processes serialise their
- * writes and the audit chain is extended by one writer at a time. WAL + synchronous=FULL: a
+ * threads); prepared statements are cached per handle. Writes are group-committed: concurrent
+ * callers of one handle share one BEGIN IMMEDIATE ... COMMIT, each in its own SAVEPOINT (see
+ * sq_write). BEGIN IMMEDIATE is retried on SQLITE_BUSY past the busy timeout, so concurrent
+ * processes serialise their writes and the audit chain is extended by one writer at a time. WAL + synchronous=FULL: a
  * returned KL_OK means the transaction is on disk. Schema, states and the audit encoding are
  * described in docs/internals/store.md. */
 #include "store.h"
@@ -13,6 +14,7 @@
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/x509.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -28,6 +30,8 @@
 #define SQ_BUSY_TIMEOUT_MS 10000
 #define SQ_BUSY_RETRIES 3 /* BEGIN IMMEDIATE attempts after the busy timeout expired */
 #define SQ_LIST_CHUNK 256 /* rows fetched per lock hold when iterating certificates */
+#define SQ_BATCH_MAX 256  /* write operations per group-commit transaction */
+#define SQ_MSG_MAX 1024   /* = the thread-local kl_errmsg buffer */
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
 
 static const char *const sq_schema =
@@ -100,6 +104,9 @@ enum {
     Q_BEGIN_READ,
     Q_COMMIT,
     Q_ROLLBACK,
+    Q_SAVEPOINT,
+    Q_RELEASE,
+    Q_ROLLBACK_TO,
     Q_CA_PUT,
     Q_CA_GET,
     Q_CA_LIST,
@@ -130,6 +137,9 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_BEGIN_READ] = "BEGIN DEFERRED",
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
+    [Q_SAVEPOINT] = "SAVEPOINT kl_op",
+    [Q_RELEASE] = "RELEASE kl_op",
+    [Q_ROLLBACK_TO] = "ROLLBACK TO kl_op",
     [Q_CA_PUT] = "INSERT INTO cas (label, template, parent, key_type, der, status, created)"
                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [Q_CA_GET] = "SELECT label, template, parent, key_type, der, status, created FROM cas"
@@ -175,14 +185,34 @@ static const char *const q_sql[Q_COUNT] = {
                      " WHERE seq >= ?1 ORDER BY seq",
 };
 
-typedef struct {
+typedef struct sq_store sq_store;
+
+/* One queued write operation (group commit, see sq_write). Lives on the caller's stack until
+ * `done`; the leader fills rc and msg. */
+typedef kl_rc (*sq_tx_fn)(sq_store *q, void *arg);
+typedef struct sq_op {
+    sq_tx_fn fn;
+    void *arg;
+    struct sq_op *next;
+    kl_rc rc;
+    int done;
+    char msg[SQ_MSG_MAX];
+} sq_op;
+
+struct sq_store {
     struct store base; /* must come first */
-    pthread_mutex_t mu;
+    pthread_mutex_t mu; /* the connection and its statements */
     sqlite3 *db;
     sqlite3_stmt *st[Q_COUNT];
     pid_t pid; /* a handle is not usable across fork() */
     char *path;
-} sq_store;
+    /* group commit: queue of waiting write operations, guarded by gmu */
+    pthread_mutex_t gmu;
+    pthread_cond_t gcv;
+    sq_op *qhead, **qtail;
+    int leader; /* a thread is running a batch */
+    uint64_t n_txn, n_ops; /* committed write transactions / operations in them (under mu) */
+};
 
 static sq_store *sq(store *s)
 {
@@ -499,25 +529,155 @@ static int row_cert_any(sqlite3_stmt *st, void *out)
 /* A row decoder: 0, or -1 when out of memory (the record is then already freed). */
 typedef int (*sq_row_fn)(sqlite3_stmt *st, void *out);
 
-/* Lock the handle and open a write transaction; on failure nothing is held. */
-static kl_rc sq_write_begin(sq_store *q)
+/* --- group commit ---
+ *
+ * Every write operation (reserve, commit, abandon, revoke, audit append, ...) is a function run
+ * inside a write transaction with the connection lock held. Concurrent callers share one
+ * transaction: each queues its operation; the first thread to find no batch running becomes
+ * the leader, takes the whole queue (up to SQ_BATCH_MAX), runs it in one BEGIN IMMEDIATE ...
+ * COMMIT (one fsync with synchronous=FULL) and wakes the others. Each operation runs in its own
+ * SAVEPOINT, so one that fails (a UNIQUE clash on reserve, a state check) is rolled back alone
+ * and the others commit. Operations run in queue order, so audit entries are chained in that
+ * order. No caller returns before the COMMIT of its operation returned; a failed COMMIT (or a
+ * transaction SQLite rolled back itself: I/O error, full disk) fails every operation of the
+ * batch. Each caller gets its own kl_rc and message (re-set in its thread with kl_fail). */
+
+static void sq_op_fail(sq_op *op, kl_rc rc, const char *msg)
 {
-    kl_rc rc = sq_lock(q);
-    if (rc == KL_OK) {
-        rc = sq_begin(q);
-        if (rc != KL_OK) {
-            sq_unlock(q);
-        }
-    }
-    return rc;
+    op->rc = rc;
+    snprintf(op->msg, sizeof op->msg, "%s", msg);
 }
 
-/* Close what sq_write_begin opened: COMMIT when rc is KL_OK, else ROLLBACK; then unlock. */
-static kl_rc sq_write_end(sq_store *q, kl_rc rc)
+/* Run a statement-only control statement (SAVEPOINT, RELEASE, ROLLBACK TO). */
+static kl_rc sq_ctl(sq_store *q, int id, const char *what)
 {
-    rc = sq_end(q, rc);
-    sq_unlock(q);
-    return rc;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = sq_stmt(q, id, &st);
+    return rc == KL_OK ? sq_run(q, st, what) : rc;
+}
+
+/* The leader: run `batch` in one transaction. Holds the connection lock throughout. */
+static void sq_batch_run(sq_store *q, sq_op *batch)
+{
+    char why[SQ_MSG_MAX];
+    size_t n = 0;
+    pthread_mutex_lock(&q->mu);
+    kl_rc brc = sq_begin(q);
+    if (brc != KL_OK) {
+        snprintf(why, sizeof why, "%s", kl_errmsg());
+        for (sq_op *op = batch; op; op = op->next) {
+            sq_op_fail(op, brc, why);
+        }
+        pthread_mutex_unlock(&q->mu);
+        return;
+    }
+    kl_rc dead = KL_OK; /* set when SQLite rolled the whole transaction back */
+    for (sq_op *op = batch; op; op = op->next, n++) {
+        if (dead != KL_OK) {
+            sq_op_fail(op, dead, why);
+            continue;
+        }
+        kl_rc rc = sq_ctl(q, Q_SAVEPOINT, "savepoint");
+        if (rc == KL_OK) {
+            rc = op->fn(q, op->arg);
+        }
+        if (rc == KL_OK) {
+            rc = sq_ctl(q, Q_RELEASE, "release savepoint");
+        }
+        op->rc = rc;
+        if (rc != KL_OK) {
+            snprintf(op->msg, sizeof op->msg, "%s", kl_errmsg());
+            ERR_clear_error(); /* nothing of this op's OpenSSL errors for the next one */
+            if (!sqlite3_get_autocommit(q->db)) {
+                /* undo this op only; ROLLBACK TO keeps the savepoint, RELEASE drops it */
+                if (sq_ctl(q, Q_ROLLBACK_TO, "roll back savepoint") != KL_OK ||
+                    sq_ctl(q, Q_RELEASE, "release savepoint") != KL_OK) {
+                    /* cannot isolate this op: give up the whole transaction below */
+                    dead = kl_fail(KL_EIO, "store: %s: cannot roll back one operation (%s)",
+                                   q->path, op->msg);
+                }
+            }
+        }
+        if (dead == KL_OK && sqlite3_get_autocommit(q->db)) {
+            dead = rc != KL_OK ? rc : KL_EIO;
+            snprintf(why, sizeof why, "store: %s: transaction rolled back (%.900s)", q->path,
+                     rc != KL_OK ? op->msg : "unknown reason");
+        } else if (dead != KL_OK) {
+            snprintf(why, sizeof why, "%s", kl_errmsg());
+        }
+    }
+    if (dead == KL_OK) {
+        kl_rc crc = sq_end(q, KL_OK); /* COMMIT, or ROLLBACK if it fails */
+        if (crc != KL_OK) {
+            dead = crc;
+            snprintf(why, sizeof why, "%s", kl_errmsg());
+        }
+    } else {
+        (void)sq_end(q, dead); /* ROLLBACK whatever is left open */
+    }
+    if (dead != KL_OK) {
+        /* nothing of this batch is on disk: every op fails, the successful ones too */
+        for (sq_op *op = batch; op; op = op->next) {
+            if (op->rc == KL_OK) {
+                sq_op_fail(op, dead, why);
+            }
+        }
+    } else {
+        q->n_txn++;
+        q->n_ops += n;
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Queue `fn(q, arg)` for the next group commit and wait until its transaction ended. */
+static kl_rc sq_write(sq_store *q, sq_tx_fn fn, void *arg)
+{
+    if (q->pid != getpid()) {
+        return kl_fail(KL_EUSAGE, "store: handle for %s used after fork(); open the store in the "
+                                  "child", q->path);
+    }
+    sq_op op;
+    op.fn = fn;
+    op.arg = arg;
+    op.next = NULL;
+    op.rc = KL_OK;
+    op.done = 0;
+    op.msg[0] = 0;
+    pthread_mutex_lock(&q->gmu);
+    *q->qtail = &op;
+    q->qtail = &op.next;
+    while (!op.done) {
+        if (q->leader) {
+            pthread_cond_wait(&q->gcv, &q->gmu);
+            continue;
+        }
+        /* lead: take up to SQ_BATCH_MAX queued ops */
+        q->leader = 1;
+        sq_op *batch = q->qhead;
+        sq_op **cut = &q->qhead;
+        for (size_t k = 0; *cut && k < SQ_BATCH_MAX; k++) {
+            cut = &(*cut)->next;
+        }
+        q->qhead = *cut;
+        *cut = NULL;
+        if (!q->qhead) {
+            q->qtail = &q->qhead;
+        }
+        pthread_mutex_unlock(&q->gmu);
+        sq_batch_run(q, batch);
+        pthread_mutex_lock(&q->gmu);
+        for (sq_op *o = batch, *next; o; o = next) {
+            next = o->next;
+            o->done = 1; /* the owner may return (and its stack frame go) once we unlock */
+        }
+        q->leader = 0;
+        pthread_cond_broadcast(&q->gcv);
+    }
+    pthread_mutex_unlock(&q->gmu);
+    if (op.rc != KL_OK) {
+        return kl_fail(op.rc, "%s", op.msg);
+    }
+    return KL_OK;
 }
 
 /* The one row that `query` finds for `key` (bound to ?1), decoded into `out`. *found is 0 when
@@ -765,6 +925,9 @@ static kl_rc sq_open(store **out, const char *path)
     q->base.ops = &store_sqlite_ops;
     q->pid = getpid();
     pthread_mutex_init(&q->mu, NULL);
+    pthread_mutex_init(&q->gmu, NULL);
+    pthread_cond_init(&q->gcv, NULL);
+    q->qtail = &q->qhead;
     q->path = strdup(path);
     ENSURE(q->path, KL_EINTERNAL, "out of memory");
 
@@ -807,6 +970,8 @@ static void sq_close(store *s)
         }
         sqlite3_close(q->db);
         pthread_mutex_destroy(&q->mu);
+        pthread_mutex_destroy(&q->gmu);
+        pthread_cond_destroy(&q->gcv);
     }
     /* else: an inherited handle in a fork child; closing it could disturb the parent's WAL, so
      * only the memory is released. */
@@ -816,16 +981,13 @@ static void sq_close(store *s)
 
 /* --- CA records --- */
 
-static kl_rc sq_ca_put(store *s, const store_ca *ca)
+static kl_rc ca_put_tx(sq_store *q, void *arg)
 {
-    sq_store *q = sq(s);
+    const store_ca *ca = arg;
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
     char detail[512];
-    int in_tx = 0;
 
-    TRY(sq_write_begin(q));
-    in_tx = 1;
     TRY(sq_stmt(q, Q_CA_PUT, &st));
     BIND(bind_text(st, 1, ca->label));
     BIND(bind_text(st, 2, ca->template_name));
@@ -848,10 +1010,12 @@ static kl_rc sq_ca_put(store *s, const store_ca *ca)
     TRY(audit_append_tx(q, "keyline", "ca-create", detail));
 out:
     sq_done(st);
-    if (in_tx) {
-        rc = sq_write_end(q, rc);
-    }
     return rc;
+}
+
+static kl_rc sq_ca_put(store *s, const store_ca *ca)
+{
+    return sq_write(sq(s), ca_put_tx, (void *)ca);
 }
 
 static kl_rc sq_ca_get(store *s, const char *label, store_ca *outp)
@@ -880,15 +1044,12 @@ static kl_rc sq_ca_list(store *s, store_ca **outp, size_t *np)
 
 /* --- certificates --- */
 
-static kl_rc sq_cert_reserve(store *s, const store_cert *c)
+static kl_rc cert_reserve_tx(sq_store *q, void *arg)
 {
-    sq_store *q = sq(s);
+    const store_cert *c = arg;
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    int locked = 0;
 
-    TRY(sq_lock(q));
-    locked = 1;
     TRY(sq_stmt(q, Q_CERT_RESERVE, &st));
     BIND(bind_text(st, 1, c->serial_hex));
     BIND(bind_text(st, 2, c->issuer));
@@ -898,17 +1059,18 @@ static kl_rc sq_cert_reserve(store *s, const store_cert *c)
     BIND(sqlite3_bind_int64(st, 6, (sqlite3_int64)c->not_before));
     BIND(sqlite3_bind_int64(st, 7, (sqlite3_int64)c->not_after));
     BIND(sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL)));
-    /* A single INSERT is its own transaction; the busy timeout covers the write lock. */
     rc = sq_run(q, st, "reserve serial");
     if (rc == KL_EEXIST) {
         rc = kl_fail(KL_EEXIST, "serial %s is already in the store", c->serial_hex);
     }
 out:
     sq_done(st);
-    if (locked) {
-        sq_unlock(q);
-    }
     return rc;
+}
+
+static kl_rc sq_cert_reserve(store *s, const store_cert *c)
+{
+    return sq_write(sq(s), cert_reserve_tx, (void *)c);
 }
 
 /* Status and issuer of a serial; KL_ENOTFOUND when absent. */
@@ -988,83 +1150,126 @@ out:
     return rc;
 }
 
-static kl_rc sq_cert_commit(store *s, const char *serial, const uint8_t *der, size_t len,
-                            const char *status, const char *actor, const char *detail)
+typedef struct {
+    const char *serial;
+    const uint8_t *der;
+    size_t len;
+    const char *status;
+    time_t nb, na;
+    const char *subject;
+    const char *actor;
+    const char *detail;
+} cert_commit_arg;
+
+static kl_rc cert_commit_tx(sq_store *q, void *arg)
 {
-    sq_store *q = sq(s);
+    const cert_commit_arg *a = arg;
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    time_t nb = 0, na = 0;
-    char *subject = NULL;
-    char *dflt = NULL;
     char cur[16];
-    int in_tx = 0;
 
-    TRY(cert_parse(serial, der, len, &nb, &na, &subject));
-    if (!detail) {
-        size_t dl = strlen(serial) + strlen(subject) + 32;
-        dflt = malloc(dl);
-        ENSURE(dflt, KL_EINTERNAL, "out of memory");
-        snprintf(dflt, dl, "serial=%s subject=%s", serial, subject);
-        detail = dflt;
-    }
-    TRY(sq_write_begin(q));
-    in_tx = 1;
-    TRY(cert_status(q, serial, cur, NULL, 0));
+    TRY(cert_status(q, a->serial, cur, NULL, 0));
     ENSURE(strcmp(cur, STORE_ST_RESERVED) == 0, KL_EPOLICY,
-           "certificate %s is %s, not reserved: cannot commit it", serial, cur);
+           "certificate %s is %s, not reserved: cannot commit it", a->serial, cur);
     TRY(sq_stmt(q, Q_CERT_COMMIT, &st));
-    BIND(bind_text(st, 1, serial));
-    BIND(bind_blob(st, 2, der, len));
-    BIND(bind_text(st, 3, status));
-    BIND(sqlite3_bind_int64(st, 4, (sqlite3_int64)nb));
-    BIND(sqlite3_bind_int64(st, 5, (sqlite3_int64)na));
-    BIND(bind_text(st, 6, subject));
+    BIND(bind_text(st, 1, a->serial));
+    BIND(bind_blob(st, 2, a->der, a->len));
+    BIND(bind_text(st, 3, a->status));
+    BIND(sqlite3_bind_int64(st, 4, (sqlite3_int64)a->nb));
+    BIND(sqlite3_bind_int64(st, 5, (sqlite3_int64)a->na));
+    BIND(bind_text(st, 6, a->subject));
     TRY(sq_run(q, st, "record certificate"));
-    ENSURE(sqlite3_changes(q->db) == 1, KL_EINTERNAL, "store: certificate %s not updated", serial);
-    TRY(audit_append_tx(q, actor, "issue", detail));
+    ENSURE(sqlite3_changes(q->db) == 1, KL_EINTERNAL, "store: certificate %s not updated",
+           a->serial);
+    TRY(audit_append_tx(q, a->actor, "issue", a->detail));
 out:
     sq_done(st);
-    if (in_tx) {
-        rc = sq_write_end(q, rc);
+    return rc;
+}
+
+/* Commit with validity and subject already known; the default audit detail when none given. */
+static kl_rc cert_commit_run(sq_store *q, cert_commit_arg *a)
+{
+    char *dflt = NULL;
+    if (!a->detail) {
+        size_t dl = strlen(a->serial) + strlen(a->subject ? a->subject : "") + 32;
+        dflt = malloc(dl);
+        if (!dflt) {
+            return kl_fail(KL_EINTERNAL, "out of memory");
+        }
+        snprintf(dflt, dl, "serial=%s subject=%s", a->serial, a->subject ? a->subject : "");
+        a->detail = dflt;
     }
-    free(subject);
+    kl_rc rc = sq_write(q, cert_commit_tx, a);
     free(dflt);
     return rc;
 }
 
-/* Shared shape of abandon / activate / revoke: check the state, update, append audit. */
-static kl_rc sq_cert_abandon(store *s, const char *serial, const char *why)
+static kl_rc sq_cert_commit(store *s, const char *serial, const uint8_t *der, size_t len,
+                            const char *status, const char *actor, const char *detail)
 {
-    sq_store *q = sq(s);
+    kl_rc rc = KL_OK;
+    char *subject = NULL;
+    cert_commit_arg a = {.serial = serial, .der = der, .len = len, .status = status,
+                         .actor = actor, .detail = detail};
+    TRY(cert_parse(serial, der, len, &a.nb, &a.na, &subject));
+    a.subject = subject;
+    rc = cert_commit_run(sq(s), &a);
+out:
+    free(subject);
+    return rc;
+}
+
+static kl_rc sq_cert_commit2(store *s, const char *serial, const uint8_t *der, size_t len,
+                             time_t not_before, time_t not_after, const char *subject,
+                             const char *status, const char *actor, const char *detail)
+{
+    cert_commit_arg a = {.serial = serial, .der = der, .len = len, .status = status,
+                         .nb = not_before, .na = not_after, .subject = subject,
+                         .actor = actor, .detail = detail};
+    return cert_commit_run(sq(s), &a);
+}
+
+/* Shared shape of abandon / activate / revoke: check the state, update, append audit. */
+typedef struct {
+    const char *serial;
+    const char *why;
+    const char *detail;
+} cert_abandon_arg;
+
+static kl_rc cert_abandon_tx(sq_store *q, void *arg)
+{
+    const cert_abandon_arg *a = arg;
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
     char cur[16];
-    char *detail = NULL;
-    int in_tx = 0;
 
-    size_t dl = strlen(serial) + strlen(why) + 32;
-    detail = malloc(dl);
-    ENSURE(detail, KL_EINTERNAL, "out of memory");
-    snprintf(detail, dl, "serial=%s why=%s", serial, why);
-    TRY(sq_write_begin(q));
-    in_tx = 1;
-    TRY(cert_status(q, serial, cur, NULL, 0));
+    TRY(cert_status(q, a->serial, cur, NULL, 0));
     if (strcmp(cur, STORE_ST_FAILED) == 0) {
         goto out; /* already abandoned: nothing to do */
     }
     ENSURE(strcmp(cur, STORE_ST_RESERVED) == 0, KL_EPOLICY,
-           "certificate %s is %s, not reserved: cannot abandon it", serial, cur);
+           "certificate %s is %s, not reserved: cannot abandon it", a->serial, cur);
     TRY(sq_stmt(q, Q_CERT_ABANDON, &st));
-    BIND(bind_text(st, 1, serial));
-    BIND(bind_text(st, 2, why));
+    BIND(bind_text(st, 1, a->serial));
+    BIND(bind_text(st, 2, a->why));
     TRY(sq_run(q, st, "abandon reservation"));
-    TRY(audit_append_tx(q, "keyline", "abandon", detail));
+    TRY(audit_append_tx(q, "keyline", "abandon", a->detail));
 out:
     sq_done(st);
-    if (in_tx) {
-        rc = sq_write_end(q, rc);
+    return rc;
+}
+
+static kl_rc sq_cert_abandon(store *s, const char *serial, const char *why)
+{
+    size_t dl = strlen(serial) + strlen(why) + 32;
+    char *detail = malloc(dl);
+    if (!detail) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
     }
+    snprintf(detail, dl, "serial=%s why=%s", serial, why);
+    cert_abandon_arg a = {serial, why, detail};
+    kl_rc rc = sq_write(sq(s), cert_abandon_tx, &a);
     free(detail);
     return rc;
 }
@@ -1167,92 +1372,112 @@ static kl_rc sq_cert_list_pending(store *s, time_t older_than, store_cert_cb cb,
     return cert_iterate(sq(s), &it, cb, arg);
 }
 
-static kl_rc sq_cert_activate(store *s, const char *serial, const char *actor)
+typedef struct {
+    const char *serial;
+    const char *actor;
+} cert_activate_arg;
+
+static kl_rc cert_activate_tx(sq_store *q, void *arg)
 {
-    sq_store *q = sq(s);
+    const cert_activate_arg *a = arg;
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
     char cur[16];
     char detail[96];
-    int in_tx = 0;
 
-    TRY(sq_write_begin(q));
-    in_tx = 1;
-    TRY(cert_status(q, serial, cur, NULL, 0));
+    TRY(cert_status(q, a->serial, cur, NULL, 0));
     ENSURE(strcmp(cur, STORE_ST_PENDING) == 0, KL_EPOLICY,
-           "certificate %s is %s, not pending: cannot activate it", serial, cur);
+           "certificate %s is %s, not pending: cannot activate it", a->serial, cur);
     TRY(sq_stmt(q, Q_CERT_ACTIVATE, &st));
-    BIND(bind_text(st, 1, serial));
+    BIND(bind_text(st, 1, a->serial));
     TRY(sq_run(q, st, "activate certificate"));
-    snprintf(detail, sizeof detail, "serial=%s", serial);
-    TRY(audit_append_tx(q, actor, "activate", detail));
+    snprintf(detail, sizeof detail, "serial=%s", a->serial);
+    TRY(audit_append_tx(q, a->actor, "activate", detail));
 out:
     sq_done(st);
-    if (in_tx) {
-        rc = sq_write_end(q, rc);
-    }
+    return rc;
+}
+
+static kl_rc sq_cert_activate(store *s, const char *serial, const char *actor)
+{
+    cert_activate_arg a = {serial, actor};
+    return sq_write(sq(s), cert_activate_tx, &a);
+}
+
+typedef struct {
+    const char *serial;
+    int reason;
+    time_t when;
+    const char *actor;
+} cert_revoke_arg;
+
+static kl_rc cert_revoke_tx(sq_store *q, void *arg)
+{
+    const cert_revoke_arg *a = arg;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char cur[16];
+    char issuer[256];
+    char detail[512];
+
+    TRY(cert_status(q, a->serial, cur, issuer, sizeof issuer));
+    ENSURE(strcmp(cur, STORE_ST_REVOKED) != 0, KL_EEXIST, "certificate %s is already revoked",
+           a->serial);
+    /* A reservation or an abandoned serial never became a certificate: nothing to revoke. */
+    ENSURE(strcmp(cur, STORE_ST_VALID) == 0 || strcmp(cur, STORE_ST_PENDING) == 0, KL_ENOTFOUND,
+           "no certificate with serial %s (only a %s reservation)", a->serial, cur);
+    TRY(sq_stmt(q, Q_CERT_REVOKE, &st));
+    BIND(bind_text(st, 1, a->serial));
+    BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)a->when));
+    BIND(a->reason >= 0 ? sqlite3_bind_int(st, 3, a->reason) : sqlite3_bind_null(st, 3));
+    TRY(sq_run(q, st, "revoke certificate"));
+    TRY(sq_stmt(q, Q_EPOCH_BUMP, &st));
+    BIND(bind_text(st, 1, issuer));
+    TRY(sq_run(q, st, "bump revocation epoch"));
+    snprintf(detail, sizeof detail, "serial=%s issuer=%s reason=%d", a->serial, issuer,
+             a->reason);
+    TRY(audit_append_tx(q, a->actor, "revoke", detail));
+out:
+    sq_done(st);
     return rc;
 }
 
 static kl_rc sq_cert_revoke(store *s, const char *serial, int reason, time_t when,
                             const char *actor)
 {
-    sq_store *q = sq(s);
+    cert_revoke_arg a = {serial, reason, when ? when : time(NULL), actor};
+    return sq_write(sq(s), cert_revoke_tx, &a);
+}
+
+typedef struct {
+    const char *issuer;
+    int64_t *out;
+} crl_next_arg;
+
+static kl_rc crl_number_next_tx(sq_store *q, void *arg)
+{
+    crl_next_arg *a = arg;
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    char cur[16];
-    char issuer[256];
-    char detail[512];
-    int in_tx = 0;
 
-    if (when == 0) {
-        when = time(NULL);
-    }
-    TRY(sq_write_begin(q));
-    in_tx = 1;
-    TRY(cert_status(q, serial, cur, issuer, sizeof issuer));
-    ENSURE(strcmp(cur, STORE_ST_REVOKED) != 0, KL_EEXIST, "certificate %s is already revoked",
-           serial);
-    /* A reservation or an abandoned serial never became a certificate: nothing to revoke. */
-    ENSURE(strcmp(cur, STORE_ST_VALID) == 0 || strcmp(cur, STORE_ST_PENDING) == 0, KL_ENOTFOUND,
-           "no certificate with serial %s (only a %s reservation)", serial, cur);
-    TRY(sq_stmt(q, Q_CERT_REVOKE, &st));
-    BIND(bind_text(st, 1, serial));
-    BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)when));
-    BIND(reason >= 0 ? sqlite3_bind_int(st, 3, reason) : sqlite3_bind_null(st, 3));
-    TRY(sq_run(q, st, "revoke certificate"));
-    TRY(sq_stmt(q, Q_EPOCH_BUMP, &st));
-    BIND(bind_text(st, 1, issuer));
-    TRY(sq_run(q, st, "bump revocation epoch"));
-    snprintf(detail, sizeof detail, "serial=%s issuer=%s reason=%d", serial, issuer, reason);
-    TRY(audit_append_tx(q, actor, "revoke", detail));
+    TRY(sq_stmt(q, Q_CRL_NEXT, &st));
+    BIND(bind_text(st, 1, a->issuer));
+    int r = sqlite3_step(st);
+    STEP_ENSURE(r == SQLITE_ROW, r, "next CRL number");
+    *a->out = sqlite3_column_int64(st, 0);
+    TRY(sq_run(q, st, "next CRL number"));
 out:
     sq_done(st);
-    if (in_tx) {
-        rc = sq_write_end(q, rc);
-    }
     return rc;
 }
 
 static kl_rc sq_crl_number_next(store *s, const char *issuer, int64_t *outp)
 {
-    sq_store *q = sq(s);
-    sqlite3_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-    int in_tx = 0;
-
-    TRY(sq_write_begin(q));
-    in_tx = 1;
-    TRY(sq_stmt(q, Q_CRL_NEXT, &st));
-    BIND(bind_text(st, 1, issuer));
-    int r = sqlite3_step(st);
-    STEP_ENSURE(r == SQLITE_ROW, r, "next CRL number");
-    *outp = sqlite3_column_int64(st, 0);
-    TRY(sq_run(q, st, "next CRL number"));
-out:
-    sq_done(st);
-    if (in_tx) {
-        rc = sq_write_end(q, rc);
+    int64_t v = 0;
+    crl_next_arg a = {issuer, &v};
+    kl_rc rc = sq_write(sq(s), crl_number_next_tx, &a);
+    if (rc == KL_OK) {
+        *outp = v; /* only once committed */
     }
     return rc;
 }
@@ -1291,15 +1516,12 @@ out:
     return rc;
 }
 
-static kl_rc sq_device_put(store *s, const store_device *d)
+static kl_rc device_put_tx(sq_store *q, void *arg)
 {
-    sq_store *q = sq(s);
+    const store_device *d = arg;
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    int locked = 0;
 
-    TRY(sq_lock(q));
-    locked = 1;
     TRY(sq_stmt(q, Q_DEV_PUT, &st));
     BIND(bind_text(st, 1, d->device_id));
     BIND(bind_text(st, 2, d->model));
@@ -1310,10 +1532,12 @@ static kl_rc sq_device_put(store *s, const store_device *d)
     TRY(sq_run(q, st, "record device"));
 out:
     sq_done(st);
-    if (locked) {
-        sq_unlock(q);
-    }
     return rc;
+}
+
+static kl_rc sq_device_put(store *s, const store_device *d)
+{
+    return sq_write(sq(s), device_put_tx, (void *)d);
 }
 
 static kl_rc sq_device_list(store *s, store_device **outp, size_t *np)
@@ -1333,13 +1557,33 @@ static kl_rc sq_device_list(store *s, store_device **outp, size_t *np)
 
 /* --- audit --- */
 
+typedef struct {
+    const char *actor;
+    const char *action;
+    const char *detail;
+} audit_append_arg;
+
+static kl_rc audit_append_op(sq_store *q, void *arg)
+{
+    const audit_append_arg *a = arg;
+    return audit_append_tx(q, a->actor, a->action, a->detail);
+}
+
 static kl_rc sq_audit_append(store *s, const char *actor, const char *action, const char *detail)
 {
+    audit_append_arg a = {actor, action, detail};
+    return sq_write(sq(s), audit_append_op, &a);
+}
+
+static kl_rc sq_write_stats(store *s, uint64_t *txns, uint64_t *ops)
+{
     sq_store *q = sq(s);
-    kl_rc rc = sq_write_begin(q);
-    if (rc == KL_OK) {
-        rc = sq_write_end(q, audit_append_tx(q, actor, action, detail));
-    }
+    kl_rc rc = KL_OK;
+    TRY(sq_lock(q));
+    *txns = q->n_txn;
+    *ops = q->n_ops;
+    sq_unlock(q);
+out:
     return rc;
 }
 
@@ -1491,4 +1735,6 @@ const struct store_ops store_sqlite_ops = {
     .audit_verify = sq_audit_verify,
     .audit_list = sq_audit_list,
     .audit_head = sq_audit_head,
+    .cert_commit2 = sq_cert_commit2,
+    .write_stats = sq_write_stats,
 };

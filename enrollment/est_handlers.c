@@ -327,13 +327,14 @@ static double est_now(void)
 }
 
 static kl_rc est_issue(est_req *rq, const est_label *l, const uint8_t *csr, size_t csr_len,
-                       const char *device_id, const char *actor, X509 **cert)
+                       X509_REQ *parsed, const char *device_id, const char *actor, X509 **cert)
 {
     ca_issue_req ir = {
         .issuer = l->issuer,
         .template_name = l->template_name,
         .csr_der = csr,
         .csr_len = csr_len,
+        .csr = parsed,
         .device_id = device_id,
         .actor = actor,
     };
@@ -451,9 +452,9 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
                                                                : X509_REQ_get_subject_name(req));
     if (op == EST_OP_SERVERKEYGEN) {
         TRY(est_keygen_csr(est_label_runtime(s, l), req, &key, &kg_csr, &kg_csr_len));
-        TRY(est_issue(rq, l, kg_csr, kg_csr_len, device_id, a.actor, &cert));
+        TRY(est_issue(rq, l, kg_csr, kg_csr_len, NULL, device_id, a.actor, &cert));
     } else {
-        TRY(est_issue(rq, l, der.data, der.len, device_id, a.actor, &cert));
+        TRY(est_issue(rq, l, der.data, der.len, req, device_id, a.actor, &cert));
     }
 
     STACK_OF(X509) *one = sk_X509_new_null();

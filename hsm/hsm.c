@@ -634,50 +634,30 @@ void hsm_close(hsm_ctx *h)
     free(h);
 }
 
-kl_rc hsm_open(hsm_ctx **out, const char *module, const char *token_uri, const char *pin)
+/* One attempt at attaching to the token, opening a session and logging in. *transient says
+ * whether a failure looks like SoftHSM's multi-process race (see hsm_open) rather than a real
+ * answer; h is closed on failure. */
+static kl_rc hsm_open_once(hsm_ctx **out, const char *module, const hsm_uri *u,
+                           const char *token_uri, const char *pin, int *transient)
 {
     kl_rc rc = KL_OK;
-    hsm_uri u;
     hsm_ctx *h = NULL;
     CK_FUNCTION_LIST_PTR fl;
     CK_TOKEN_INFO ti;
     CK_RV rv;
+    int alone = 0;
 
-    memset(&u, 0, sizeof u);
-    ENSURE(out != NULL, KL_EUSAGE, "hsm_open: no output");
-    *out = NULL;
-    TRY(hsm_uri_parse(token_uri, &u));
-    if (module == NULL) {
-        module = u.module_path;
-    }
-    ENSURE(module != NULL && *module != '\0', KL_EUSAGE,
-           "no PKCS#11 module given for %s (set the module path)", token_uri);
+    *transient = 0;
     h = calloc(1, sizeof *h);
     ENSURE(h != NULL, KL_EINTERNAL, "out of memory");
     pthread_mutex_init(&h->mu, NULL);
 
-    /* SoftHSM rewrites its token file on every successful login (token flags), and reads the
-     * token directory when it is initialised: a process starting while another logs in can
-     * see the token as absent or fail to list slots. Such failures are transient; reload the
-     * module and look again, with jitter, before calling the token missing. Only done while
-     * no other context in this process uses the module. */
-    for (int attempt = 0;; attempt++) {
-        pthread_mutex_lock(&g_mod_mu);
-        rc = ctx_attach(h, module, &u, token_uri);
-        int transient = (rc == KL_ENOTFOUND && h->mod != NULL && h->mod->open == NULL) ||
-                        (rc == KL_EHSM && h->mod == NULL);
-        int retry = rc != KL_OK && transient && attempt < 40;
-        if (retry && h->mod != NULL) {
-            module_put(h->mod);
-            h->mod = NULL;
-        }
-        pthread_mutex_unlock(&g_mod_mu);
-        if (!retry) {
-            break;
-        }
-        struct timespec pause = {0, (long)(10 + (attempt * 7919 + (long)getpid()) % 40) * 1000000L};
-        nanosleep(&pause, NULL);
-    }
+    pthread_mutex_lock(&g_mod_mu);
+    rc = ctx_attach(h, module, u, token_uri);
+    /* Reloading the module is only possible while nobody else in this process uses it. */
+    alone = h->mod != NULL && h->mod->refs == 1;
+    *transient = (rc == KL_ENOTFOUND && alone) || (rc == KL_EHSM && h->mod == NULL);
+    pthread_mutex_unlock(&g_mod_mu);
     if (rc != KL_OK) {
         goto out;
     }
@@ -702,15 +682,9 @@ kl_rc hsm_open(hsm_ctx **out, const char *module, const char *token_uri, const c
          * says "failed"). The login is per token and application, so libp11's own
          * PKCS11_login below gets CKR_USER_ALREADY_LOGGED_IN, which it accepts. */
         rv = fl->C_Login(h->sess, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)strlen(pin));
-        /* SoftHSM reports CKR_GENERAL_ERROR when another process rewrites the token file at
-         * that moment (see above); retry a while. A wrong PIN is never retried. */
-        for (int attempt = 0; rv == CKR_GENERAL_ERROR && attempt < 40; attempt++) {
-            struct timespec pause = {0, (long)(10 + (attempt * 7919 + (long)getpid()) % 40) *
-                                            1000000L};
-            nanosleep(&pause, NULL);
-            rv = fl->C_Login(h->sess, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)strlen(pin));
-        }
         if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+            /* A wrong PIN is never retried. */
+            *transient = alone && (rv == CKR_GENERAL_ERROR || rv == CKR_USER_PIN_NOT_INITIALIZED);
             rc = fail_ckr(rv, "C_Login");
             goto out;
         }
@@ -725,8 +699,43 @@ kl_rc hsm_open(hsm_ctx **out, const char *module, const char *token_uri, const c
     *out = h;
     h = NULL;
 out:
-    hsm_uri_free(&u);
     hsm_close(h);
+    return rc;
+}
+
+kl_rc hsm_open(hsm_ctx **out, const char *module, const char *token_uri, const char *pin)
+{
+    kl_rc rc = KL_OK;
+    hsm_uri u;
+
+    memset(&u, 0, sizeof u);
+    ENSURE(out != NULL, KL_EUSAGE, "hsm_open: no output");
+    *out = NULL;
+    TRY(hsm_uri_parse(token_uri, &u));
+    if (module == NULL) {
+        module = u.module_path;
+    }
+    ENSURE(module != NULL && *module != '\0', KL_EUSAGE,
+           "no PKCS#11 module given for %s (set the module path)", token_uri);
+
+    /* SoftHSM rewrites its token file on every successful login (token flags) and reads the
+     * token directory when it is initialised: a process starting while another one logs in
+     * can see the token as absent, fail to list slots, or get CKR_GENERAL_ERROR /
+     * CKR_USER_PIN_NOT_INITIALIZED from C_Login, and keeps that view until the module is
+     * reloaded. Such failures are transient: unload, wait with jitter, and try again before
+     * reporting them. */
+    for (int attempt = 0;; attempt++) {
+        int transient = 0;
+        rc = hsm_open_once(out, module, &u, token_uri, pin, &transient);
+        if (rc == KL_OK || !transient || attempt >= 40) {
+            break;
+        }
+        struct timespec pause = {0, (long)(10 + (attempt * 7919 + (long)getpid()) % 40) *
+                                        1000000L};
+        nanosleep(&pause, NULL);
+    }
+out:
+    hsm_uri_free(&u);
     return rc;
 }
 

@@ -1014,6 +1014,160 @@ static void test_threads_share_handle(void **state)
     assert_int_equal(c, 2 * THREADS * PER_THREAD);
 }
 
+/* Group commit: many threads write at once through one handle; their operations share
+ * transactions (each in its own savepoint). Every caller must get its own result and its own
+ * message, a failing operation must not disturb the others in its batch (nor leave half of
+ * itself behind), and the audit chain must verify. */
+#define GC_THREADS 16
+#define GC_ROUNDS 25
+
+typedef struct {
+    store *s;
+    const char *taken; /* a serial reserved before the threads start */
+    pthread_barrier_t *bar;
+    char *huge;        /* an audit detail over the 1 MiB field limit */
+    int id;
+} gc_arg;
+
+#define GC_CHECK(cond, ...)                                                                        \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "group commit thread %d round %d: ", a->id, r);                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, " (last message: %s)\n", kl_errmsg());                                 \
+            return (void *)1;                                                                      \
+        }                                                                                          \
+    } while (0)
+
+static void *gc_thread(void *arg)
+{
+    gc_arg *a = arg;
+    pthread_barrier_wait(a->bar);
+    for (int r = 0; r < GC_ROUNDS; r++) {
+        char serial[41], other[41], subj[64];
+        uint8_t *der = NULL;
+        size_t len = 0;
+        kl_rc rc;
+        random_serial(serial);
+        random_serial(other);
+        snprintf(subj, sizeof subj, "CN=t%d-r%d", a->id, r);
+        GC_CHECK(make_cert(serial, "device", &der, &len), "make_cert");
+
+        rc = reserve(a->s, serial, "field-ca");
+        GC_CHECK(rc == KL_OK, "reserve: %d", rc);
+
+        /* a UNIQUE clash in the same batches as other threads' good operations */
+        rc = reserve(a->s, a->taken, "field-ca");
+        GC_CHECK(rc == KL_EEXIST && strstr(kl_errmsg(), a->taken), "duplicate reserve: %d", rc);
+
+        /* fails after its UPDATE ran (audit detail too long): the savepoint must undo it */
+        if (r % 3 == 0) {
+            rc = store_cert_commit2(a->s, serial, der, len, 1700000000, 1800000000, subj,
+                                    STORE_ST_VALID, "gc", a->huge);
+            GC_CHECK(rc == KL_EINPUT, "oversized commit: %d", rc);
+            store_cert c;
+            GC_CHECK(store_cert_get(a->s, serial, &c) == KL_OK, "get");
+            int still_reserved = strcmp(c.status, STORE_ST_RESERVED) == 0 && !c.der;
+            store_cert_free(&c);
+            GC_CHECK(still_reserved, "failed commit left a partial update");
+        }
+
+        rc = store_cert_commit2(a->s, serial, der, len, 1700000000 + r, 1800000000 + r, subj,
+                                STORE_ST_VALID, "gc", NULL);
+        OPENSSL_free(der);
+        GC_CHECK(rc == KL_OK, "commit2: %d", rc);
+
+        /* errors name this caller's serial, not another thread's */
+        rc = store_cert_commit2(a->s, other, (const uint8_t *)"x", 1, 1, 2, "CN=x",
+                                STORE_ST_VALID, "gc", NULL);
+        GC_CHECK(rc == KL_ENOTFOUND && strstr(kl_errmsg(), other), "unknown commit: %d", rc);
+
+        rc = store_audit_append(a->s, "gc", "note", serial);
+        GC_CHECK(rc == KL_OK, "audit append: %d", rc);
+
+        store_cert c;
+        GC_CHECK(store_cert_get(a->s, serial, &c) == KL_OK, "get");
+        int ok = strcmp(c.status, STORE_ST_VALID) == 0 && strcmp(c.subject, subj) == 0 &&
+                 c.not_before == 1700000000 + r && c.not_after == 1800000000 + r && c.der;
+        store_cert_free(&c);
+        GC_CHECK(ok, "committed row differs from what was committed");
+    }
+    return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+    fx *f = *state;
+    pthread_t t[GC_THREADS];
+    gc_arg args[GC_THREADS];
+    pthread_barrier_t bar;
+    char taken[41];
+    size_t hl = (1u << 20) + 1;
+    char *huge = malloc(hl + 1);
+    assert_non_null(huge);
+    memset(huge, 'x', hl);
+    huge[hl] = 0;
+    random_serial(taken);
+    assert_rc(reserve(f->s, taken, "field-ca"), KL_OK);
+    uint64_t tx0 = 0, ops0 = 0, tx1 = 0, ops1 = 0;
+    assert_rc(store_write_stats(f->s, &tx0, &ops0), KL_OK);
+
+    pthread_barrier_init(&bar, NULL, GC_THREADS);
+    for (int i = 0; i < GC_THREADS; i++) {
+        args[i] = (gc_arg){.s = f->s, .taken = taken, .bar = &bar, .huge = huge, .id = i};
+        assert_int_equal(pthread_create(&t[i], NULL, gc_thread, &args[i]), 0);
+    }
+    int bad = 0;
+    for (int i = 0; i < GC_THREADS; i++) {
+        void *ret = NULL;
+        assert_int_equal(pthread_join(t[i], &ret), 0);
+        bad |= ret != NULL;
+    }
+    pthread_barrier_destroy(&bar);
+    free(huge);
+    assert_false(bad);
+
+    int n = 0;
+    assert_rc(store_cert_list(f->s, STORE_ST_VALID, "field-ca", count_cb, &n), KL_OK);
+    assert_int_equal(n, GC_THREADS * GC_ROUNDS);
+    int64_t c = 0;
+    assert_rc(store_audit_verify(f->s, &c), KL_OK);
+    assert_int_equal(c, 2 * GC_THREADS * GC_ROUNDS); /* commit + note per round */
+
+    /* the operations did share transactions: fewer commits than operations */
+    assert_rc(store_write_stats(f->s, &tx1, &ops1), KL_OK);
+    fprintf(stderr, "group commit: %llu operations in %llu transactions\n",
+            (unsigned long long)(ops1 - ops0), (unsigned long long)(tx1 - tx0));
+    assert_true(ops1 - ops0 > tx1 - tx0);
+    /* failed operations are counted in their batch too; every op ran exactly once */
+    uint64_t per_round = 5; /* reserve, dup reserve, commit, unknown commit, note */
+    uint64_t expect = GC_THREADS * (GC_ROUNDS * per_round + (GC_ROUNDS + 2) / 3);
+    assert_int_equal(ops1 - ops0, expect);
+}
+
+/* A failing operation run alone: its own message, nothing written, the handle still usable. */
+static void test_group_commit_single_failure(void **state)
+{
+    fx *f = *state;
+    char serial[41];
+    random_serial(serial);
+    assert_rc(reserve(f->s, serial, "field-ca"), KL_OK);
+    assert_rc(reserve(f->s, serial, "field-ca"), KL_EEXIST);
+    assert_non_null(strstr(kl_errmsg(), serial));
+    assert_rc(store_cert_commit2(f->s, serial, (const uint8_t *)"x", 1, 1, 2, "CN=x",
+                                 STORE_ST_REVOKED, "gc", NULL),
+              KL_EUSAGE);
+    assert_rc(store_cert_commit2(f->s, serial, (const uint8_t *)"x", 1, 1, 2, "CN=x",
+                                 STORE_ST_VALID, "gc", "d"),
+              KL_OK);
+    assert_rc(store_cert_commit2(f->s, serial, (const uint8_t *)"x", 1, 1, 2, "CN=x",
+                                 STORE_ST_VALID, "gc", "d"),
+              KL_EPOLICY);
+    int64_t c = 0;
+    assert_rc(store_audit_verify(f->s, &c), KL_OK);
+    assert_int_equal(c, 1);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -1057,6 +1211,8 @@ int main(void)
         T(test_concurrent_processes),
         T(test_fork_handle_refused),
         T(test_threads_share_handle),
+        T(test_group_commit),
+        T(test_group_commit_single_failure),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown);
 }
