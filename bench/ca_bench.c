@@ -80,13 +80,13 @@ static void print_store_location(const kl_conf *conf)
             what = "tmpfs: fsync costs nothing, durability NOT measured";
             break;
         case 0xEF53UL:
-            what = "ext4: synchronous=FULL, every commit fsynced to the disk";
+            what = "ext4: synchronous=FULL, every certificate commit fsynced to the disk";
             break;
         case 0x9123683EUL:
-            what = "btrfs: synchronous=FULL, every commit fsynced to the disk";
+            what = "btrfs: synchronous=FULL, every certificate commit fsynced to the disk";
             break;
         case 0x58465342UL:
-            what = "xfs: synchronous=FULL, every commit fsynced to the disk";
+            what = "xfs: synchronous=FULL, every certificate commit fsynced to the disk";
             break;
         case 0x794c7630UL:
             what = "overlayfs: fsync goes to the underlying filesystem";

@@ -196,6 +196,7 @@ typedef struct sq_op {
     struct sq_op *next;
     kl_rc rc;
     int done;
+    int lazy; /* may be made durable by the next synchronous commit (see sq_batch_run) */
     char msg[SQ_MSG_MAX];
 } sq_op;
 
@@ -211,6 +212,7 @@ struct sq_store {
     pthread_cond_t gcv;
     sq_op *qhead, **qtail;
     int leader; /* a thread is running a batch */
+    int sync_normal; /* the connection is at synchronous=NORMAL (under mu) */
     uint64_t n_txn, n_ops; /* committed write transactions / operations in them (under mu) */
 };
 
@@ -562,6 +564,29 @@ static void sq_batch_run(sq_store *q, sq_op *batch)
     char why[SQ_MSG_MAX];
     size_t n = 0;
     pthread_mutex_lock(&q->mu);
+    /* A batch of serial reservations only needs to reach the disk before any certificate
+     * using them is released, and that release waits for the certificate's own commit, which
+     * is synchronous=FULL: in WAL mode that fsync also makes every earlier frame durable, the
+     * reservations included. So a reservations-only batch commits with synchronous=NORMAL (no
+     * fsync) and a certificate costs one fsync, not two. Everything else stays FULL. */
+    int lazy = 1;
+    for (sq_op *op = batch; op; op = op->next) {
+        lazy &= op->lazy;
+    }
+    if (lazy != q->sync_normal &&
+        sq_exec(q, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
+                "set synchronous") == KL_OK) {
+        q->sync_normal = lazy;
+    }
+    if (!lazy && q->sync_normal) {
+        /* could not switch back to FULL: never commit a non-lazy batch without fsync */
+        snprintf(why, sizeof why, "store: %s: cannot set synchronous=FULL", q->path);
+        for (sq_op *op = batch; op; op = op->next) {
+            sq_op_fail(op, KL_EIO, why);
+        }
+        pthread_mutex_unlock(&q->mu);
+        return;
+    }
     kl_rc brc = sq_begin(q);
     if (brc != KL_OK) {
         snprintf(why, sizeof why, "%s", kl_errmsg());
@@ -630,7 +655,7 @@ static void sq_batch_run(sq_store *q, sq_op *batch)
 }
 
 /* Queue `fn(q, arg)` for the next group commit and wait until its transaction ended. */
-static kl_rc sq_write(sq_store *q, sq_tx_fn fn, void *arg)
+static kl_rc sq_write_op(sq_store *q, sq_tx_fn fn, void *arg, int lazy)
 {
     if (q->pid != getpid()) {
         return kl_fail(KL_EUSAGE, "store: handle for %s used after fork(); open the store in the "
@@ -642,6 +667,7 @@ static kl_rc sq_write(sq_store *q, sq_tx_fn fn, void *arg)
     op.next = NULL;
     op.rc = KL_OK;
     op.done = 0;
+    op.lazy = lazy;
     op.msg[0] = 0;
     pthread_mutex_lock(&q->gmu);
     *q->qtail = &op;
@@ -678,6 +704,11 @@ static kl_rc sq_write(sq_store *q, sq_tx_fn fn, void *arg)
         return kl_fail(op.rc, "%s", op.msg);
     }
     return KL_OK;
+}
+
+static kl_rc sq_write(sq_store *q, sq_tx_fn fn, void *arg)
+{
+    return sq_write_op(q, fn, arg, 0);
 }
 
 /* The one row that `query` finds for `key` (bound to ?1), decoded into `out`. *found is 0 when
@@ -1070,7 +1101,8 @@ out:
 
 static kl_rc sq_cert_reserve(store *s, const store_cert *c)
 {
-    return sq_write(sq(s), cert_reserve_tx, (void *)c);
+    /* lazy durability: see sq_batch_run */
+    return sq_write_op(sq(s), cert_reserve_tx, (void *)c, 1);
 }
 
 /* Status and issuer of a serial; KL_ENOTFOUND when absent. */
