@@ -535,47 +535,15 @@ out:
     return rc;
 }
 
-kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const char *subject,
-                hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out)
+kl_rc ca_certify(ca_ctx *ca, EVP_PKEY *priv, EVP_PKEY *pub, const X509_NAME *name,
+                 const char *template_name, const char *issuer, const char *self_label,
+                 const char *actor, X509 **cert_out)
 {
     kl_rc rc = KL_OK;
-    store_ca existing, rec;
-    memset(&existing, 0, sizeof existing);
-    memset(&rec, 0, sizeof rec);
-    X509_NAME *name = NULL;
-    EVP_PKEY *pub = NULL, *priv = NULL;
     X509_REQ *csr = NULL;
-    X509 *cert = NULL;
-    unsigned char *csr_der = NULL, *cert_der = NULL;
+    unsigned char *csr_der = NULL;
     *cert_out = NULL;
-
-    ENSURE(ca->hsm, KL_EUSAGE, "creating a CA needs the token");
-    ENSURE(label && *label && strlen(label) < 64 && strspn(label,
-               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == strlen(label),
-           KL_EUSAGE, "CA label must be 1-63 characters of [A-Za-z0-9._-]");
-    rc = store_ca_get(ca->st, label, &existing);
-    if (rc == KL_OK) {
-        rc = kl_fail(KL_EEXIST, "a CA labelled '%s' already exists", label);
-        goto out;
-    }
-    ENSURE(rc == KL_ENOTFOUND, rc, "%s", kl_errmsg());
-    rc = KL_OK;
-    const tpl *t = NULL;
-    TRY(ca_tpl_get(ca, template_name, &t));
-    ENSURE(t->is_ca || strcmp(t->name, "ocsp-signer") == 0, KL_EPOLICY,
-           "template %s is not a CA template", t->name);
-    ENSURE(issuer || t->is_ca, KL_EPOLICY, "only a CA can be self-signed");
-    ENSURE(t->key_types & (1u << kt), KL_EPOLICY, "key type %s not allowed by template %s",
-           hsm_key_type_name(kt), t->name);
-    TRY(ca_name_parse(subject, &name));
-    if (issuer) {
-        const ca_entry *ie = NULL;
-        TRY(ca_entry_get(ca, issuer, 1, &ie));
-    }
-
-    /* The key is born in the token; the CSR it signs proves the token holds it. */
-    TRY(hsm_key_generate(ca->hsm, label, kt, &pub));
-    TRY(hsm_key_load(ca->hsm, label, &priv));
+    /* The CSR, signed in the token, proves the token holds the key being certified. */
     csr = X509_REQ_new();
     ENSURE(csr, KL_EINTERNAL, "out of memory");
     ENSURE_SSL(X509_REQ_set_version(csr, 0) == 1 && X509_REQ_set_subject_name(csr, name) == 1 &&
@@ -585,7 +553,6 @@ kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const 
                "signing the CA request in the HSM failed");
     int clen = i2d_X509_REQ(csr, &csr_der);
     ENSURE_SSL(clen > 0, KL_EINTERNAL, "cannot encode CA request");
-
     ca_issue_req req = {
         .issuer = issuer,
         .template_name = template_name,
@@ -594,31 +561,99 @@ kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const 
         .actor = actor,
     };
     ca_issue_in in = {.req = &req, .subject = name, .self_key = issuer ? NULL : priv,
-                      .self_label = label};
-    TRY(ca_issue_run(ca, &in, &cert));
+                      .self_label = self_label};
+    TRY(ca_issue_run(ca, &in, cert_out));
+out:
+    X509_REQ_free(csr);
+    OPENSSL_free(csr_der);
+    return rc;
+}
 
-    int dlen = i2d_X509(cert, &cert_der);
-    ENSURE_SSL(dlen > 0, KL_EINTERNAL, "cannot encode certificate");
-    rec.label = (char *)label;
-    rec.template_name = (char *)template_name;
-    rec.parent = (char *)issuer;
-    rec.key_type = (char *)hsm_key_type_name(kt);
-    rec.der = cert_der;
-    rec.der_len = (size_t)dlen;
-    rec.status = "active";
-    rec.created = time(NULL);
-    TRY(store_ca_put(ca->st, &rec));
+kl_rc ca_record(ca_ctx *ca, const char *label, const char *template_name, const char *parent,
+                const char *key_type, X509 *cert, const char *status)
+{
+    unsigned char *der = NULL;
+    int dlen = i2d_X509(cert, &der);
+    if (dlen <= 0) {
+        return kl_fail_ssl(KL_EINTERNAL, "cannot encode certificate");
+    }
+    store_ca rec = {
+        .label = (char *)label,
+        .template_name = (char *)template_name,
+        .parent = (char *)parent,
+        .key_type = (char *)key_type,
+        .der = der,
+        .der_len = (size_t)dlen,
+        .status = (char *)status,
+        .created = time(NULL),
+    };
+    kl_rc rc = store_ca_put(ca->st, &rec);
+    OPENSSL_free(der);
+    return rc;
+}
+
+kl_rc ca_label_check_new(ca_ctx *ca, const char *label)
+{
+    store_ca existing;
+    memset(&existing, 0, sizeof existing);
+    if (!label || !*label || strlen(label) >= 64 ||
+        strspn(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+            strlen(label)) {
+        return kl_fail(KL_EUSAGE, "CA label must be 1-63 characters of [A-Za-z0-9._-]");
+    }
+    kl_rc rc = store_ca_get(ca->st, label, &existing);
+    store_ca_free(&existing);
+    if (rc == KL_OK) {
+        return kl_fail(KL_EEXIST, "a CA labelled '%s' already exists", label);
+    }
+    return rc == KL_ENOTFOUND ? KL_OK : rc;
+}
+
+kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
+                      const X509_NAME *name, hsm_key_type kt, const char *issuer,
+                      const char *actor, X509 **cert_out)
+{
+    kl_rc rc = KL_OK;
+    EVP_PKEY *pub = NULL, *priv = NULL;
+    X509 *cert = NULL;
+    const tpl *t = NULL;
+    *cert_out = NULL;
+
+    ENSURE(ca->hsm, KL_EUSAGE, "creating a CA needs the token");
+    TRY(ca_label_check_new(ca, label));
+    TRY(ca_tpl_get(ca, template_name, &t));
+    ENSURE(t->is_ca || strcmp(t->name, "ocsp-signer") == 0, KL_EPOLICY,
+           "template %s is not a CA template", t->name);
+    ENSURE(issuer || t->is_ca, KL_EPOLICY, "only a CA can be self-signed");
+    ENSURE(t->key_types & (1u << kt), KL_EPOLICY, "key type %s not allowed by template %s",
+           hsm_key_type_name(kt), t->name);
+    if (issuer) {
+        const ca_entry *ie = NULL;
+        TRY(ca_entry_get(ca, issuer, 1, &ie));
+    }
+    TRY(hsm_key_generate(ca->hsm, label, kt, &pub));
+    TRY(hsm_key_load(ca->hsm, label, &priv));
+    TRY(ca_certify(ca, priv, pub, name, template_name, issuer, label, actor, &cert));
+    TRY(ca_record(ca, label, template_name, issuer, hsm_key_type_name(kt), cert, "active"));
     *cert_out = cert;
     cert = NULL;
 out:
-    store_ca_free(&existing);
-    X509_NAME_free(name);
     EVP_PKEY_free(pub);
     EVP_PKEY_free(priv);
-    X509_REQ_free(csr);
     X509_free(cert);
-    OPENSSL_free(csr_der);
-    OPENSSL_free(cert_der);
+    return rc;
+}
+
+kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const char *subject,
+                hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out)
+{
+    X509_NAME *name = NULL;
+    *cert_out = NULL;
+    kl_rc rc = ca_name_parse(subject, &name);
+    if (rc == KL_OK) {
+        rc = ca_create_named(ca, label, template_name, name, kt, issuer, actor, cert_out);
+    }
+    X509_NAME_free(name);
     return rc;
 }
 

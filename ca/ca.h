@@ -61,6 +61,14 @@ kl_rc ca_issue(ca_ctx *ca, const ca_issue_req *req, X509 **cert_out) KL_WUR;
 kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const char *subject,
                 hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out) KL_WUR;
 
+/* Rotate CA `old_label` to a new key in the token, labelled `new_label`, same subject and
+ * template. For a root, also issues the rollover certificates NewWithOld (`NEW.newwithold`) and
+ * OldWithNew (`OLD.oldwithnew`), recorded with status "rollover" (RFC 4210 5.3.1.1; served by
+ * EST /cacerts). For an issuing CA, the new CA is issued by the same parent. Returns the new
+ * CA certificate. The old CA stays usable until its certificate expires or is revoked. */
+kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_key_type kt,
+                const char *actor, X509 **cert_out) KL_WUR;
+
 /* CA certificate by label (caller frees). KL_ENOTFOUND. */
 kl_rc ca_cert(ca_ctx *ca, const char *label, X509 **out) KL_WUR;
 /* Chain from `label` up to and including its root, leaf (the CA itself) first. */

@@ -36,4 +36,18 @@ kl_rc ca_tpl_get(ca_ctx *ca, const char *name, const tpl **out) KL_WUR;
 /* Digest to sign with for a key (SHA-384 for P-384, else SHA-256). */
 const EVP_MD *ca_sign_md(const EVP_PKEY *key);
 
+/* Certify `pub` (whose private half `priv` is in the token) under `issuer` (NULL: self-signed,
+ * then self_label names it) with `name` as subject, through the issuance pipeline. */
+kl_rc ca_certify(ca_ctx *ca, EVP_PKEY *priv, EVP_PKEY *pub, const X509_NAME *name,
+                 const char *template_name, const char *issuer, const char *self_label,
+                 const char *actor, X509 **cert_out) KL_WUR;
+/* Record a CA (or rollover) certificate in the store under `label`. */
+kl_rc ca_record(ca_ctx *ca, const char *label, const char *template_name, const char *parent,
+                const char *key_type, X509 *cert, const char *status) KL_WUR;
+/* KL_OK when `label` is well-formed and not taken (KL_EUSAGE / KL_EEXIST otherwise). */
+kl_rc ca_label_check_new(ca_ctx *ca, const char *label) KL_WUR;
+kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
+                      const X509_NAME *name, hsm_key_type kt, const char *issuer,
+                      const char *actor, X509 **cert_out) KL_WUR;
+
 #endif

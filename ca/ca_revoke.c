@@ -195,8 +195,8 @@ static kl_rc ca_ocsp_find_issuer(ca_ctx *ca, OCSP_CERTID *cid, char *label, size
     const EVP_MD *md = md_obj ? EVP_get_digestbyobj(md_obj) : NULL;
     rc = KL_ENOTFOUND;
     for (size_t i = 0; md && i < n; i++) {
-        if (ca_is_ocsp_signer_label(list[i].label)) {
-            continue;
+        if (ca_is_ocsp_signer_label(list[i].label) || strcmp(list[i].status, "rollover") == 0) {
+            continue; /* OCSP signers and rollover certificates issue no end-entity certs */
         }
         const ca_entry *e = NULL;
         if (ca_entry_get(ca, list[i].label, 0, &e) != KL_OK) {

@@ -130,6 +130,44 @@ out:
     return rc;
 }
 
+static kl_rc cmd_ca_rotate(cli *c, int argc, char **argv)
+{
+    kl_rc rc = KL_OK;
+    const char *label = NULL, *new_label = NULL, *ktype = "ec-p256";
+    ca_ctx *ca = NULL;
+    X509 *cert = NULL;
+    char *pem = NULL;
+    static const struct option opts[] = {{"label", required_argument, NULL, 'l'},
+                                         {"new-label", required_argument, NULL, 'n'},
+                                         {"key-type", required_argument, NULL, 'k'},
+                                         {NULL, 0, NULL, 0}};
+    int ch;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, "l:n:k:", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'l': label = optarg; break;
+        case 'n': new_label = optarg; break;
+        case 'k': ktype = optarg; break;
+        default: return kl_fail(KL_EUSAGE, "ca rotate: bad option (see --help)");
+        }
+    }
+    ENSURE(label && new_label && optind == argc, KL_EUSAGE,
+           "ca rotate needs --label OLD and --new-label NEW");
+    int kt = hsm_key_type_from_name(ktype);
+    ENSURE(kt >= 0, KL_EUSAGE, "unknown key type '%s' (ec-p256, ec-p384, rsa-3072)", ktype);
+    TRY(cli_open(c, 1, &ca));
+    TRY(ca_rotate(ca, label, new_label, (hsm_key_type)kt, c->actor, &cert));
+    size_t len = 0;
+    pem = cli_x509_pem(cert, &len);
+    ENSURE(pem, KL_EINTERNAL, "cannot encode certificate");
+    TRY(cli_output(NULL, pem, len));
+out:
+    free(pem);
+    X509_free(cert);
+    ca_close(ca);
+    return rc;
+}
+
 static const cli_cmd cmd_ca_table[] = {
     {"create", cmd_ca_create,
      "--label L --template T --subject \"CN=...,O=...\" [--key-type ec-p256|ec-p384|rsa-3072] "
@@ -138,6 +176,8 @@ static const cli_cmd cmd_ca_table[] = {
     {"cert", cmd_ca_cert, "--label L [--chain] [--out FILE]",
      "print the CA certificate (PEM); --chain adds its issuers up to the root"},
     {"list", cmd_ca_list, "", "list the CAs"},
+    {"rotate", cmd_ca_rotate, "--label OLD --new-label NEW [--key-type K]",
+     "new CA key in the token; for a root also the NewWithOld/OldWithNew rollover certificates"},
     {NULL, NULL, NULL, NULL},
 };
 
