@@ -1,0 +1,791 @@
+/* keyline-devsim: a simulated device on a serial port or pty, built on the device library
+ * (provisioner/device) and its OpenSSL port (provisioner/devsim_port.c).
+ *
+ *   keyline-devsim --port DEV --serial HWSERIAL --state FILE [--misbehave KIND] [options]
+ *   keyline-devsim --state FILE --print-cert
+ *
+ * State: FILE is one file holding the device's "flash" (transport key, identity key, engine
+ * objects), replaced atomically. While running, devsim_port works on an unpacked copy in a
+ * private temporary directory; the copy is packed back into FILE before every byte of a
+ * response goes out, so the device never claims more than it has persisted: killing the
+ * process at any point is a faithful power cut. (If FILE is an existing directory it is used
+ * as devsim_port's directory directly.)
+ *
+ * Misbehaviours (for the station's tests, docs/station.md):
+ *   corrupt      flip a bit in every third response and in every fourth chunk received
+ *   drop         drop every third response
+ *   slow         delay every response by --delay-ms (default 1500)
+ *   vanish       exit without answering when the --vanish-at request arrives (default
+ *                putcert; it is processed and persisted first, like a power cut)
+ *   bad-csr      every signature is broken (the CSR's, and CHALLENGE's)
+ *   refuse-lock  the firmware vetoes LOCK (ERROR REFUSED) */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "devsim_port.h"
+#include "kl_dev.h"
+#include "kl_file.h"
+#include "kl_hostcrypto.h"
+
+#define PACK_MAGIC "KLDEVSIM1\n"
+#define PACK_MAX (1u << 20)
+#define LOCKED_IDLE_EXIT_MS 3000
+
+enum { MB_NONE = 0, MB_CORRUPT, MB_DROP, MB_SLOW, MB_VANISH, MB_BAD_CSR, MB_REFUSE_LOCK };
+static const char *mb_names[] = {"none",   "corrupt", "drop",       "slow",
+                                 "vanish", "bad-csr", "refuse-lock"};
+
+typedef struct {
+    int fd;
+    const char *state_file;
+    char workdir[PATH_MAX];
+    int packed_dir; /* state_file is a directory used in place */
+    uint8_t *last_pack;
+    size_t last_pack_len;
+    int misbehave;
+    long delay_ms;
+    uint8_t vanish_at;
+    long baud;
+    int pace;
+    int stay;
+    int verbose;
+    unsigned nsend;
+    /* outgoing frame inspection */
+    kl_proto_dec odec;
+    uint8_t obuf[KL_PROTO_RAW_LEN(KL_PROTO_MAX_PAYLOAD)];
+    int locked_sent; /* LOCK_R with state LOCKED went out */
+    unsigned hellos_after_lock;
+    long first_hello_after_lock; /* ms */
+    long linger_ms;
+    int start_locked;
+} devsim;
+
+static volatile sig_atomic_t g_stop;
+static char g_cleanup_dir[PATH_MAX];
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static void die(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "keyline-devsim: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !g_stop) {
+    }
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* ---- single-file state -------------------------------------------------------------------- */
+
+static void rm_workdir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+                char p[PATH_MAX + 256];
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                unlink(p);
+            }
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static void cleanup(void)
+{
+    if (g_cleanup_dir[0]) {
+        rm_workdir(g_cleanup_dir);
+        g_cleanup_dir[0] = 0;
+    }
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* Pack every regular file of dir (names sorted) into a buffer:
+ *   magic | { u32 name_len | name | u32 data_len | data }* | sha256(all before) */
+static kl_rc pack_dir(const char *dir, uint8_t **out, size_t *out_len)
+{
+    kl_rc rc = KL_OK;
+    struct dirent **names = NULL;
+    int n = scandir(dir, &names, NULL, alphasort);
+    uint8_t *buf = malloc(PACK_MAX);
+    size_t len = 0;
+    ENSURE(n >= 0, KL_EIO, "%s: %s", dir, strerror(errno));
+    ENSURE(buf, KL_EINTERNAL, "out of memory");
+    memcpy(buf, PACK_MAGIC, sizeof PACK_MAGIC - 1);
+    len = sizeof PACK_MAGIC - 1;
+    for (int i = 0; i < n; i++) {
+        const char *nm = names[i]->d_name;
+        if (nm[0] == '.' || strchr(nm, '/')) {
+            continue; /* ".", "..", temp files of atomic writes */
+        }
+        char p[PATH_MAX + 256];
+        uint8_t *data = NULL;
+        size_t dlen = 0;
+        snprintf(p, sizeof p, "%s/%s", dir, nm);
+        struct stat sb;
+        if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            continue;
+        }
+        TRY(kl_file_read(p, PACK_MAX, &data, &dlen));
+        size_t nl = strlen(nm);
+        if (len + 8 + nl + dlen + 32 > PACK_MAX) {
+            OPENSSL_cleanse(data, dlen);
+            free(data);
+            rc = kl_fail(KL_EINPUT, "device state larger than %u bytes", PACK_MAX);
+            goto out;
+        }
+        put32(buf + len, (uint32_t)nl);
+        memcpy(buf + len + 4, nm, nl);
+        len += 4 + nl;
+        put32(buf + len, (uint32_t)dlen);
+        memcpy(buf + len + 4, data, dlen);
+        len += 4 + dlen;
+        OPENSSL_cleanse(data, dlen);
+        free(data);
+    }
+    ENSURE(EVP_Digest(buf, len, buf + len, NULL, EVP_sha256(), NULL) == 1, KL_EINTERNAL, "sha256");
+    len += 32;
+    *out = buf;
+    *out_len = len;
+    buf = NULL;
+out:
+    if (names) {
+        for (int i = 0; i < n; i++) {
+            free(names[i]);
+        }
+        free(names);
+    }
+    if (buf) {
+        OPENSSL_cleanse(buf, PACK_MAX);
+        free(buf);
+    }
+    return rc;
+}
+
+static kl_rc unpack_to_dir(const uint8_t *b, size_t len, const char *dir, const char *what)
+{
+    kl_rc rc = KL_OK;
+    uint8_t md[32];
+    size_t off = sizeof PACK_MAGIC - 1;
+    ENSURE(len >= off + 32 && memcmp(b, PACK_MAGIC, off) == 0, KL_EINPUT,
+           "%s: not a keyline-devsim state file", what);
+    ENSURE(EVP_Digest(b, len - 32, md, NULL, EVP_sha256(), NULL) == 1 &&
+               memcmp(md, b + len - 32, 32) == 0,
+           KL_EINPUT, "%s: state file is corrupt (checksum)", what);
+    len -= 32;
+    while (off < len) {
+        ENSURE(len - off >= 4, KL_EINPUT, "%s: truncated state file", what);
+        uint32_t nl = get32(b + off);
+        off += 4;
+        ENSURE(nl > 0 && nl < 64 && len - off >= nl + 4, KL_EINPUT, "%s: bad entry", what);
+        char name[64];
+        memcpy(name, b + off, nl);
+        name[nl] = 0;
+        off += nl;
+        ENSURE(!strchr(name, '/') && name[0] != '.', KL_EINPUT, "%s: bad entry name", what);
+        uint32_t dl = get32(b + off);
+        off += 4;
+        ENSURE(len - off >= dl, KL_EINPUT, "%s: truncated entry", what);
+        char p[PATH_MAX + 128];
+        snprintf(p, sizeof p, "%s/%s", dir, name);
+        int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        ENSURE(fd >= 0, KL_EIO, "%s: %s", p, strerror(errno));
+        ssize_t w = write(fd, b + off, dl);
+        close(fd);
+        ENSURE(w == (ssize_t)dl, KL_EIO, "%s: write failed", p);
+        off += dl;
+    }
+out:
+    return rc;
+}
+
+/* Prepare the directory devsim_port works on. */
+static kl_rc state_open(devsim *ds)
+{
+    kl_rc rc = KL_OK;
+    struct stat sb;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (stat(ds->state_file, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(ds->workdir, sizeof ds->workdir, "%s", ds->state_file);
+        ds->packed_dir = 1;
+        return KL_OK;
+    }
+    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
+    snprintf(ds->workdir, sizeof ds->workdir, "%s/keyline-devsim.XXXXXX", base ? base : "/tmp");
+    ENSURE(mkdtemp(ds->workdir), KL_EIO, "cannot create a work directory: %s", strerror(errno));
+    snprintf(g_cleanup_dir, sizeof g_cleanup_dir, "%s", ds->workdir);
+    rc = kl_file_read(ds->state_file, PACK_MAX, &data, &len);
+    if (rc == KL_ENOTFOUND) {
+        return KL_OK; /* factory new: the port creates its transport key */
+    }
+    TRY(rc);
+    TRY(unpack_to_dir(data, len, ds->workdir, ds->state_file));
+out:
+    if (data) {
+        OPENSSL_cleanse(data, len);
+        free(data);
+    }
+    return rc;
+}
+
+/* Persist the work directory into the state file if anything changed. */
+static kl_rc state_sync(devsim *ds)
+{
+    kl_rc rc = KL_OK;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (ds->packed_dir) {
+        return KL_OK;
+    }
+    TRY(pack_dir(ds->workdir, &buf, &len));
+    if (ds->last_pack && ds->last_pack_len == len && memcmp(ds->last_pack, buf, len) == 0) {
+        goto out;
+    }
+    TRY(kl_file_write_atomic(ds->state_file, buf, len, 0600));
+    if (ds->last_pack) {
+        OPENSSL_cleanse(ds->last_pack, ds->last_pack_len);
+        free(ds->last_pack);
+    }
+    ds->last_pack = buf;
+    ds->last_pack_len = len;
+    buf = NULL;
+out:
+    if (buf) {
+        OPENSSL_cleanse(buf, len);
+        free(buf);
+    }
+    return rc;
+}
+
+/* ---- serial port ----------------------------------------------------------------------------- */
+
+static speed_t baud_code(long b)
+{
+    switch (b) {
+    case 9600: return B9600;
+    case 19200: return B19200;
+    case 38400: return B38400;
+    case 57600: return B57600;
+    case 115200: return B115200;
+    case 230400: return B230400;
+    case 460800: return B460800;
+    case 921600: return B921600;
+    default: return 0;
+    }
+}
+
+static kl_rc port_open(devsim *ds, const char *path)
+{
+    struct termios tio;
+    ds->fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (ds->fd < 0) {
+        return kl_fail(errno == ENOENT ? KL_ENOTFOUND : KL_EIO, "%s: %s", path, strerror(errno));
+    }
+    if (!isatty(ds->fd) || tcgetattr(ds->fd, &tio) != 0) {
+        return kl_fail(KL_EIO, "%s: not a serial port or pty", path);
+    }
+    cfmakeraw(&tio);
+    tio.c_cflag |= CLOCAL | CREAD;
+    tio.c_cc[VMIN] = 0;
+    tio.c_cc[VTIME] = 0;
+    cfsetispeed(&tio, baud_code(ds->baud));
+    cfsetospeed(&tio, baud_code(ds->baud));
+    if (tcsetattr(ds->fd, TCSANOW, &tio) != 0) {
+        return kl_fail(KL_EIO, "%s: cannot set raw mode: %s", path, strerror(errno));
+    }
+    tcflush(ds->fd, TCIOFLUSH); /* whatever the station sent while we were "unplugged" */
+    return KL_OK;
+}
+
+static void pace(devsim *ds, size_t n)
+{
+    if (ds->pace && n) {
+        /* 8N1: 10 bit times per byte */
+        long us = (long)((double)n * 10.0 * 1e6 / (double)ds->baud);
+        struct timespec ts = {us / 1000000L, (us % 1000000L) * 1000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int write_all(devsim *ds, const uint8_t *p, size_t n)
+{
+    pace(ds, n);
+    while (n > 0) {
+        ssize_t w = write(ds->fd, p, n);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Type (and for LOCK_R the reported state) of our own outgoing frame. */
+static uint8_t frame_type(devsim *ds, const uint8_t *data, size_t len, uint8_t *state)
+{
+    kl_proto_frame f;
+    size_t used = 0, off = 0;
+    uint8_t type = 0;
+    *state = 0xff;
+    kl_proto_dec_reset(&ds->odec);
+    while (off < len) {
+        int r = kl_proto_feed(&ds->odec, data + off, len - off, &used, &f);
+        off += used;
+        if (r == KL_PROTO_FRAME) {
+            type = f.type;
+            (void)kl_tlv_get_u8(f.payload, f.payload_len, KL_TAG_STATE, state);
+        }
+        if (used == 0) {
+            break;
+        }
+    }
+    return type;
+}
+
+/* kl_port send: persist, then misbehave, then write. */
+static int dev_send(void *user, const uint8_t *data, size_t len)
+{
+    devsim *ds = user;
+    uint8_t state;
+    uint8_t type = frame_type(ds, data, len, &state);
+    if (state_sync(ds) != KL_OK) {
+        fprintf(stderr, "keyline-devsim: state file: %s\n", kl_errmsg());
+        return -1; /* a device that cannot persist must not answer */
+    }
+    ds->nsend++;
+    if (ds->verbose) {
+        fprintf(stderr, "keyline-devsim: -> %s (%zu bytes)\n", kl_proto_msg_name(type), len);
+    }
+    if (ds->misbehave == MB_VANISH && type == KL_MSG_RESP(ds->vanish_at)) {
+        fprintf(stderr, "keyline-devsim: vanishing after %s (misbehave vanish)\n",
+                kl_proto_msg_name(ds->vanish_at));
+        cleanup();
+        _exit(3);
+    }
+    if (type == KL_MSG_RESP(KL_MSG_LOCK) && state == KL_STATE_LOCKED) {
+        ds->locked_sent = 1;
+    }
+    if (type == KL_MSG_RESP(KL_MSG_HELLO) && (ds->locked_sent || ds->start_locked)) {
+        if (ds->hellos_after_lock++ == 0) {
+            ds->first_hello_after_lock = now_ms();
+        }
+    }
+    if (ds->misbehave == MB_DROP && ds->nsend % 3 == 2) {
+        if (ds->verbose) {
+            fprintf(stderr, "keyline-devsim: dropping that frame (misbehave drop)\n");
+        }
+        return 0;
+    }
+    if (ds->misbehave == MB_SLOW) {
+        sleep_ms(ds->delay_ms);
+    }
+    if (ds->misbehave == MB_CORRUPT && ds->nsend % 3 == 2 && len > 4) {
+        uint8_t *copy = malloc(len);
+        if (!copy) {
+            return -1;
+        }
+        memcpy(copy, data, len);
+        copy[len / 2] ^= 0x10;
+        if (copy[len / 2] == 0) {
+            copy[len / 2] = 0x5a; /* keep the frame in one piece; the CRC catches it */
+        }
+        if (ds->verbose) {
+            fprintf(stderr, "keyline-devsim: corrupting that frame (misbehave corrupt)\n");
+        }
+        int r = write_all(ds, copy, len);
+        free(copy);
+        return r;
+    }
+    return write_all(ds, data, len);
+}
+
+/* ---- --print-cert ------------------------------------------------------------------------- */
+
+static int noop_send(void *user, const uint8_t *data, size_t len)
+{
+    (void)user;
+    (void)data;
+    (void)len;
+    return 0;
+}
+
+/* Open the device's flash without serving (for --print-cert / --print-key). Returns 0, or the
+ * exit status after printing why not. */
+static int offline_open(devsim *ds, devsim_port *port)
+{
+    struct stat sb;
+    if (stat(ds->state_file, &sb) != 0) {
+        die("%s: no such state file (device never started)", ds->state_file);
+        return 6;
+    }
+    if (state_open(ds) != KL_OK || devsim_port_open(port, ds->workdir, noop_send, NULL) != KL_OK) {
+        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
+        return 1;
+    }
+    return 0;
+}
+
+static int print_cert(devsim *ds)
+{
+    devsim_port port;
+    static kl_dev dev;
+    static const kl_dev_info info = {"devsim", "PRINT", ""};
+    uint8_t fp[KL_PROTO_FP_LEN], md[32], der[4096];
+    size_t len = 0;
+    int rc = offline_open(ds, &port);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = 1;
+    if (kl_dev_init(&dev, &devsim_port_ops, &port, &info) != KL_DEV_OK) {
+        die("%s: device state is corrupt", ds->state_file);
+    } else if (!kl_dev_get_cert_fp(&dev, fp)) {
+        fprintf(stderr, "keyline-devsim: %s: the device holds no certificate (state %s)\n",
+                ds->state_file, kl_proto_state_name(kl_dev_get_state(&dev)));
+    } else if (devsim_port_ops.store_read(&port, KL_OBJ_CERT, der, sizeof der, &len) !=
+                   KL_PORT_OK ||
+               EVP_Digest(der, len, md, NULL, EVP_sha256(), NULL) != 1 || memcmp(md, fp, 32) != 0) {
+        die("%s: stored certificate does not match the recorded fingerprint", ds->state_file);
+    } else {
+        const unsigned char *p = der;
+        X509 *x = d2i_X509(NULL, &p, (long)len);
+        if (!x || PEM_write_X509(stdout, x) != 1) {
+            die("%s: stored certificate does not parse", ds->state_file);
+        } else {
+            rc = 0;
+        }
+        X509_free(x);
+    }
+    devsim_port_close(&port);
+    return rc;
+}
+
+/* --print-key: the identity public key (PEM SubjectPublicKeyInfo), for tests that check the
+ * certificate against the key the device really holds. */
+static int print_key(devsim *ds)
+{
+    devsim_port port;
+    uint8_t pub[KL_PROTO_PUB_LEN];
+    EVP_PKEY *pk = NULL;
+    int rc = offline_open(ds, &port);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = 1;
+    if (devsim_port_ops.key_public(&port, pub) != KL_PORT_OK) {
+        die("%s: the device holds no identity key", ds->state_file);
+    } else if (kl_p256_from_pub65(pub, &pk) != KL_OK || PEM_write_PUBKEY(stdout, pk) != 1) {
+        die("%s: identity key cannot be encoded", ds->state_file);
+    } else {
+        rc = 0;
+    }
+    EVP_PKEY_free(pk);
+    devsim_port_close(&port);
+    return rc;
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: keyline-devsim --port DEV --serial HWSERIAL --state FILE [options]\n"
+            "       keyline-devsim --state FILE --print-cert | --print-key\n"
+            "\n"
+            "A simulated keyline device (the device library with an OpenSSL port) on a serial\n"
+            "port or pty. Exits 0 once it is locked and the station has moved on.\n"
+            "\n"
+            "  --port DEV          serial port or pty to serve\n"
+            "  --serial S          hardware serial (1..64 PrintableString characters)\n"
+            "  --state FILE        the device's flash: keys, certificates, state (atomic writes)\n"
+            "  --model M           model name (default keyline-sim)\n"
+            "  --fw V              firmware version (default 1.0.0)\n"
+            "  --baud B            line speed (default 115200)\n"
+            "  --pace              on a pty, take as long as a real UART at --baud would\n"
+            "  --misbehave KIND    corrupt|drop|slow|vanish|bad-csr|refuse-lock\n"
+            "  --delay-ms N        slow: delay per answer (default 1500)\n"
+            "  --vanish-at MSG     vanish: request that makes it vanish: genkey|getcsr|inject|\n"
+            "                      putcert|puttrust|challenge|lock (default putcert)\n"
+            "  --stay              keep serving after LOCK (until SIGTERM)\n"
+            "  --linger-ms N       once locked and seen by the station, keep answering for N ms\n"
+            "                      before leaving (default 1000)\n"
+            "  --print-cert        print the stored device certificate (PEM) and exit\n"
+            "  --print-key         print the device's identity public key (PEM) and exit\n"
+            "  -v, --verbose       log frames on stderr\n"
+            "  -h, --help          this text\n");
+}
+
+int main(int argc, char **argv)
+{
+    static devsim ds;
+    static kl_dev dev;
+    static devsim_port port;
+    const char *port_path = NULL, *serial = NULL, *model = "keyline-sim", *fw = "1.0.0";
+    int want_print = 0;
+    memset(&ds, 0, sizeof ds);
+    ds.fd = -1;
+    ds.baud = 115200;
+    ds.delay_ms = 1500;
+    ds.vanish_at = KL_MSG_PUTCERT;
+    ds.linger_ms = 1000;
+
+    enum {
+        O_PORT = 256,
+        O_SERIAL,
+        O_STATE,
+        O_MODEL,
+        O_FW,
+        O_BAUD,
+        O_PACE,
+        O_MB,
+        O_DELAY,
+        O_VANISH_AT,
+        O_STAY,
+        O_PRINT,
+        O_LINGER,
+        O_PRINT_KEY
+    };
+    static const struct option opts[] = {
+        {"port", required_argument, NULL, O_PORT},
+        {"serial", required_argument, NULL, O_SERIAL},
+        {"state", required_argument, NULL, O_STATE},
+        {"model", required_argument, NULL, O_MODEL},
+        {"fw", required_argument, NULL, O_FW},
+        {"baud", required_argument, NULL, O_BAUD},
+        {"pace", no_argument, NULL, O_PACE},
+        {"misbehave", required_argument, NULL, O_MB},
+        {"delay-ms", required_argument, NULL, O_DELAY},
+        {"vanish-at", required_argument, NULL, O_VANISH_AT},
+        {"stay", no_argument, NULL, O_STAY},
+        {"linger-ms", required_argument, NULL, O_LINGER},
+        {"print-cert", no_argument, NULL, O_PRINT},
+        {"print-key", no_argument, NULL, O_PRINT_KEY},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+        switch (c) {
+        case O_PORT: port_path = optarg; break;
+        case O_SERIAL: serial = optarg; break;
+        case O_STATE: ds.state_file = optarg; break;
+        case O_MODEL: model = optarg; break;
+        case O_FW: fw = optarg; break;
+        case O_BAUD:
+            ds.baud = strtol(optarg, NULL, 10);
+            if (!baud_code(ds.baud)) {
+                die("unsupported baud %s", optarg);
+                return 2;
+            }
+            break;
+        case O_PACE: ds.pace = 1; break;
+        case O_MB: {
+            ds.misbehave = -1;
+            for (int i = 1; i < (int)(sizeof mb_names / sizeof mb_names[0]); i++) {
+                if (strcmp(optarg, mb_names[i]) == 0) {
+                    ds.misbehave = i;
+                }
+            }
+            if (ds.misbehave < 0) {
+                die("--misbehave: unknown kind '%s' (corrupt|drop|slow|vanish|bad-csr|"
+                    "refuse-lock)",
+                    optarg);
+                return 2;
+            }
+            break;
+        }
+        case O_DELAY: ds.delay_ms = strtol(optarg, NULL, 10); break;
+        case O_VANISH_AT: {
+            static const struct {
+                const char *n;
+                uint8_t t;
+            } vt[] = {{"hello", KL_MSG_HELLO},         {"genkey", KL_MSG_GENKEY},
+                      {"getcsr", KL_MSG_GETCSR},       {"inject", KL_MSG_INJECT},
+                      {"putcert", KL_MSG_PUTCERT},     {"puttrust", KL_MSG_PUTTRUST},
+                      {"challenge", KL_MSG_CHALLENGE}, {"lock", KL_MSG_LOCK}};
+            ds.vanish_at = 0;
+            for (size_t i = 0; i < sizeof vt / sizeof vt[0]; i++) {
+                if (strcmp(optarg, vt[i].n) == 0) {
+                    ds.vanish_at = vt[i].t;
+                }
+            }
+            if (!ds.vanish_at) {
+                die("--vanish-at: unknown request '%s'", optarg);
+                return 2;
+            }
+            break;
+        }
+        case O_STAY: ds.stay = 1; break;
+        case O_LINGER: ds.linger_ms = strtol(optarg, NULL, 10); break;
+        case O_PRINT: want_print = 1; break;
+        case O_PRINT_KEY: want_print = 2; break;
+        case 'v': ds.verbose = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        die("unexpected argument '%s'", argv[optind]);
+        return 2;
+    }
+    if (!ds.state_file) {
+        die("%s", "--state FILE is required");
+        return 2;
+    }
+    atexit(cleanup);
+    if (want_print) {
+        return want_print == 1 ? print_cert(&ds) : print_key(&ds);
+    }
+    if (!port_path || !serial) {
+        die("%s", "--port DEV and --serial HWSERIAL are required (or --print-cert)");
+        return 2;
+    }
+    if (!kl_dev_serial_ok(serial)) {
+        die("--serial '%s' must be 1..64 PrintableString characters", serial);
+        return 2;
+    }
+    if (strlen(model) == 0 || strlen(model) > KL_PROTO_MODEL_MAX ||
+        strlen(fw) > KL_PROTO_FWVER_MAX) {
+        die("%s", "--model must be 1..64 bytes and --fw at most 32");
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    kl_dev_info info = {model, serial, fw};
+    if (kl_proto_dec_init(&ds.odec, ds.obuf, sizeof ds.obuf) != KL_PROTO_OK) {
+        return 1;
+    }
+    if (state_open(&ds) != KL_OK || devsim_port_open(&port, ds.workdir, dev_send, &ds) != KL_OK) {
+        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
+        return 1;
+    }
+    port.bad_sig = ds.misbehave == MB_BAD_CSR;
+    port.refuse_lock = ds.misbehave == MB_REFUSE_LOCK;
+    int r = kl_dev_init(&dev, &devsim_port_ops, &port, &info);
+    if (r != KL_DEV_OK) {
+        fprintf(stderr, "keyline-devsim: %s: %s\n", ds.state_file,
+                r == KL_DEV_ESTORAGE ? "device state is corrupt: refusing to run"
+                                     : "cannot start the device engine");
+        return 1;
+    }
+    if (state_sync(&ds) != KL_OK || port_open(&ds, port_path) != KL_OK) {
+        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
+        return 1;
+    }
+    ds.start_locked = kl_dev_get_state(&dev) == KL_STATE_LOCKED;
+    if (ds.verbose) {
+        fprintf(stderr, "keyline-devsim: %s on %s, state %s, misbehave %s\n", serial, port_path,
+                kl_proto_state_name(kl_dev_get_state(&dev)), mb_names[ds.misbehave]);
+    }
+
+    long last_rx = now_ms();
+    unsigned nreads = 0;
+    int code = 0;
+    while (!g_stop) {
+        struct pollfd pfd = {.fd = ds.fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, 100);
+        if (pr < 0 && errno != EINTR) {
+            break;
+        }
+        if (pr > 0) {
+            uint8_t buf[512];
+            ssize_t n = read(ds.fd, buf, sizeof buf);
+            if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                fprintf(stderr, "keyline-devsim: %s: read: %s\n", port_path, strerror(errno));
+                code = 1;
+                break;
+            }
+            if (n > 0) {
+                pace(&ds, (size_t)n);
+                if (ds.misbehave == MB_CORRUPT && ++nreads % 4 == 3 && n > 8) {
+                    buf[n / 2] ^= 0x04; /* station -> device damage: dropped, retransmitted */
+                    if (buf[n / 2] == 0) {
+                        buf[n / 2] = 0x5a;
+                    }
+                }
+                last_rx = now_ms();
+                if (kl_dev_feed(&dev, buf, (size_t)n) == KL_DEV_EPORT) {
+                    fprintf(stderr, "keyline-devsim: %s: cannot answer\n", port_path);
+                }
+            } else if (pfd.revents & POLLHUP) {
+                sleep_ms(50);
+            }
+        }
+        kl_dev_poll(&dev);
+        if (!ds.stay) {
+            /* Locked: leave once the station has seen us locked (a HELLO answered after LOCK,
+             * or at all if we started locked) plus --linger-ms, or after a long silence. */
+            long linger = ds.linger_ms + (ds.misbehave == MB_SLOW ? 2 * ds.delay_ms : 0);
+            if ((ds.hellos_after_lock >= 1 && now_ms() - ds.first_hello_after_lock >= linger) ||
+                ((ds.locked_sent || ds.start_locked) && now_ms() - last_rx > LOCKED_IDLE_EXIT_MS)) {
+                break;
+            }
+        }
+    }
+    if (ds.fd >= 0) {
+        tcdrain(ds.fd);
+        close(ds.fd);
+    }
+    devsim_port_close(&port);
+    if (ds.last_pack) {
+        OPENSSL_cleanse(ds.last_pack, ds.last_pack_len);
+        free(ds.last_pack);
+    }
+    cleanup();
+    return code;
+}

@@ -1,0 +1,281 @@
+/* keyline-provision: the factory provisioning station (docs/station.md).
+ *
+ * Internal interfaces of the station, split by concern:
+ *   st_link.c     one serial line: termios, framing (kl_proto), request/response with
+ *                 timeout and retransmission. The only file that reads or writes a port.
+ *   st_plan.c     pure decisions: what to do with a device given its HELLO and what the store
+ *                 knows about its hardware serial (resume, already provisioned, refuse...).
+ *   st_flow.c     one device from HELLO to LOCK, issuing through ca_issue().
+ *   st_station.c  fixtures (a thread each), hot-plug watch, pending sweep, results, display.
+ *   keyline-provision.c  main: arguments and config only.
+ *
+ * Ownership: the st_station owns its fixtures; a fixture owns its st_link. Nothing here prints
+ * except st_station.c's display/log functions, called from main's threads. */
+#ifndef KL_ST_H
+#define KL_ST_H
+
+#include <limits.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ca.h"
+#include "kl_conf.h"
+#include "kl_err.h"
+#include "kl_proto.h"
+
+#define ST_MAX_FIXTURES 64
+
+/* ---- configuration ([station] in keyline.conf, overridden by the command line) ----------- */
+
+typedef enum { ST_MODE_CSR = 0, ST_MODE_INJECT = 1 } st_mode;
+
+typedef struct {
+    char issuer[128];       /* CA label (required) */
+    char template_name[64]; /* default device-idevid */
+    st_mode mode;           /* default csr */
+    long baud;              /* default 115200 */
+    long timeout_ms;        /* per attempt, default 1000 (HELLO, PUTCERT, PUTTRUST, LOCK) */
+    long slow_timeout_ms;   /* per attempt for GENKEY, GETCSR, INJECT, CHALLENGE: 5000 */
+    long retries;           /* retransmissions after the first attempt, default 3 */
+    long pending_window;    /* seconds, default 3600 */
+    char est_url[KL_PROTO_URL_MAX + 1]; /* optional */
+    char *results;                      /* JSON lines path (malloc'd, resolved), NULL: none */
+} st_config;
+
+/* Fill cfg from [station]. KL_EUSAGE/KL_EINPUT naming the key on a bad value. */
+kl_rc st_config_load(st_config *cfg, const kl_conf *conf) KL_WUR;
+void st_config_free(st_config *cfg);
+const char *st_mode_name(st_mode m);
+int st_mode_from_name(const char *s); /* -1 when unknown */
+
+/* ---- serial line -------------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t type; /* KL_MSG_RESP(request) or KL_MSG_ERROR */
+    size_t len;
+    uint8_t payload[KL_PROTO_MAX_PAYLOAD];
+} st_resp;
+
+typedef struct st_link {
+    int fd;
+    char path[PATH_MAX];
+    long timeout_ms;
+    long retries;
+    uint16_t seq;
+    kl_proto_dec dec;
+    uint8_t rx[KL_PROTO_RAW_LEN(KL_PROTO_MAX_PAYLOAD)];
+    uint8_t tx[KL_PROTO_WIRE_MAX(KL_PROTO_MAX_PAYLOAD)];
+    /* counters for results and the bench (never reset by the link) */
+    uint64_t bytes_tx, bytes_rx;
+    unsigned retransmits, bad_frames;
+    volatile sig_atomic_t *stop; /* checked while waiting; may be NULL */
+    /* Idle polling: when `poll` is set and a request times out, the next request of the same
+     * type resends that frame (same seq) instead of a new one, so a slow device's late answer
+     * still counts and no answer to an older poll is ever taken for a fresh one. */
+    int poll;
+    int poll_pending;
+    uint8_t poll_type;
+    size_t tx_len;
+} st_link;
+
+/* Open a serial port or pty in raw mode (8N1, no flow control) at `baud`.
+ * KL_ENOTFOUND (no such port), KL_EIO (cannot open / not a tty), KL_EUSAGE (baud). */
+kl_rc st_link_open(st_link *l, const char *path, long baud, long timeout_ms, long retries) KL_WUR;
+void st_link_close(st_link *l);
+/* Discard unread input and any half-received frame (new session). */
+void st_link_flush(st_link *l);
+/* Send request `type` and wait for its response (same seq), retransmitting the identical frame
+ * after each timeout or damaged frame, at most `retries` times (<0: the link's default).
+ * Responses with another seq (late answers to earlier attempts) are ignored.
+ * KL_OK with r->type = response or KL_MSG_ERROR; KL_ETIMEOUT "no answer to X after N
+ * attempts"; KL_EIO (port gone); KL_EINTERNAL (stopped). */
+kl_rc st_link_xact(st_link *l, uint8_t type, const uint8_t *payload, size_t len, st_resp *r,
+                   long retries) KL_WUR;
+long st_baud_ok(long baud); /* the baud if supported, else 0 */
+
+/* A device's ERROR answer to request `req` as our error ("device answered X with ERROR CODE
+ * (text)"); returns KL_EPOLICY for REFUSED, KL_EAUTH otherwise. */
+kl_rc st_dev_error(uint8_t req, const st_resp *r);
+
+/* ---- what the device said in HELLO ------------------------------------------------------- */
+
+typedef struct {
+    uint8_t proto;
+    char model[KL_PROTO_MODEL_MAX + 1];
+    char hw_serial[KL_PROTO_SERIAL_MAX + 1];
+    char fw_version[KL_PROTO_FWVER_MAX + 1];
+    uint8_t state;      /* kl_dev_state */
+    uint8_t key_origin; /* KL_KEY_ORIGIN_* */
+    uint16_t max_payload;
+    uint8_t transport_pub[KL_PROTO_PUB_LEN];
+    int has_identity;
+    uint8_t identity_pub[KL_PROTO_PUB_LEN];
+    int has_cert_fp;
+    uint8_t cert_fp[KL_PROTO_FP_LEN];
+} st_hello;
+
+/* Parse and validate a HELLO response payload (untrusted). KL_EINPUT with the reason. */
+kl_rc st_hello_parse(const uint8_t *p, size_t n, st_hello *h) KL_WUR;
+/* Nonzero if s is 1..64 PrintableString characters. */
+int st_serial_ok(const char *s);
+
+/* ---- decisions (pure) --------------------------------------------------------------------- */
+
+/* RFC 5280 5.3.1 CRLReason codes the station uses on its own. */
+#define ST_REASON_KEY_COMPROMISE 1 /* CHALLENGE failed: the device cannot use the certified key */
+#define ST_REASON_CESSATION 5      /* pending certificate abandoned or for a key the device lost */
+
+/* A certificate the store holds for the device's hardware serial. */
+typedef struct {
+    char serial[48];
+    int pending; /* 1 pending, 0 valid */
+    uint8_t fp[KL_PROTO_FP_LEN];
+    uint8_t pub[KL_PROTO_PUB_LEN]; /* all zero if not a P-256 key */
+    int challenge_passed;          /* the inventory records a passed CHALLENGE for this one */
+} st_known_cert;
+
+#define ST_MAX_KNOWN 8
+
+typedef struct {
+    int have_row; /* the inventory has a row for the hardware serial */
+    /* the certificate the inventory points to if it is pending or valid, plus any other
+     * pending certificates of the same device id (crash between issue and row update) */
+    size_t n;
+    st_known_cert c[ST_MAX_KNOWN];
+} st_known;
+
+typedef enum {
+    ST_ACT_FRESH = 0, /* new key (GENKEY/INJECT, FORCE if `force`), new certificate */
+    ST_ACT_RESUME,    /* re-send pending certificate c[resume] and continue */
+    ST_ACT_ACTIVATE,  /* locked after a passed CHALLENGE: activate c[resume] */
+    ST_ACT_ALREADY,   /* locked, certificate valid: report "already provisioned" */
+    ST_ACT_REFUSE     /* stop with `why` */
+} st_action;
+
+typedef struct {
+    st_action action;
+    int force;      /* FRESH: replace the device's existing key */
+    int resume;     /* index into known->c */
+    size_t nrevoke; /* revoke these first (index into known->c) with reason */
+    int revoke[ST_MAX_KNOWN];
+    int revoke_reason[ST_MAX_KNOWN];
+    char why[256];
+} st_plan;
+
+/* Decide from the HELLO and the store. reprovision: --reprovision given (reason for the old
+ * certificates in reprovision_reason). Never returns a plan that issues while a valid
+ * certificate for the device stays unrevoked. */
+void st_plan_decide(const st_hello *h, const st_known *k, st_mode mode, int reprovision,
+                    int reprovision_reason, st_plan *out);
+const char *st_action_name(st_action a);
+
+/* ---- one device ----------------------------------------------------------------------------- */
+
+enum {
+    ST_PH_HELLO = 0,
+    ST_PH_KEY,   /* GENKEY or INJECT */
+    ST_PH_CSR,   /* GETCSR, or the station building the CSR (inject) */
+    ST_PH_ISSUE, /* inventory + ca_issue */
+    ST_PH_PUTCERT,
+    ST_PH_PUTTRUST,
+    ST_PH_CHALLENGE,
+    ST_PH_LOCK,
+    ST_PH__COUNT
+};
+const char *st_phase_name(int ph);
+
+typedef struct {
+    st_hello hello;
+    int have_hello;
+    char cert_serial[48];
+    const char *action; /* "provisioned", "resumed", "already-provisioned", "activated" */
+    int ok;
+    char error[512];
+    int phase;             /* where it stopped */
+    long ms[ST_PH__COUNT]; /* time per phase */
+    long total_ms;
+    uint64_t bytes_tx, bytes_rx; /* this device only */
+    unsigned retransmits;
+    st_mode mode;
+} st_outcome;
+
+struct st_station;
+struct st_fixture;
+/* Provision the device that answered HELLO (payload already parsed into o->hello) on fx's link.
+ * Fills o; never prints. */
+void st_flow_run(struct st_station *st, struct st_fixture *fx, st_outcome *o);
+
+/* ---- the station -------------------------------------------------------------------------- */
+
+typedef struct st_fixture {
+    struct st_station *st;
+    char path[PATH_MAX];
+    char name[64];
+    pthread_t th;
+    int started, exited, watched;
+    st_link link;
+    /* progress, under st->mu */
+    char serial[KL_PROTO_SERIAL_MAX + 1];
+    int phase; /* -1 idle */
+    char status[160];
+    long t0_ms;
+    unsigned n_ok, n_fail;
+} st_fixture;
+
+typedef struct st_station {
+    ca_ctx *ca;
+    const kl_conf *conf;
+    st_config cfg;
+    int reprovision;
+    int reprovision_reason;
+    long count; /* 0: no limit */
+    int display_tty;
+    char actor[160];
+
+    STACK_OF(X509) * chain;   /* issuer first, up to the root (inclusive) */
+    STACK_OF(X509) * anchors; /* the root(s) sent in PUTTRUST */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    volatile sig_atomic_t stop;
+    long finished, failed;
+    size_t nfx;
+    st_fixture *fx[ST_MAX_FIXTURES];
+    char busy[ST_MAX_FIXTURES][KL_PROTO_SERIAL_MAX + 1]; /* hardware serials in progress */
+    int results_fd;
+} st_station;
+
+kl_rc st_station_init(st_station *st, ca_ctx *ca, const kl_conf *conf) KL_WUR;
+void st_station_free(st_station *st);
+/* Start a fixture thread for a port (duplicates ignored). watched: ends when the port goes. */
+kl_rc st_station_add_port(st_station *st, const char *path, int watched) KL_WUR;
+/* Revoke pending certificates older than the pending window (not those in progress here). */
+kl_rc st_station_sweep(st_station *st, unsigned *revoked) KL_WUR;
+/* Run until count devices finished, stop is set, or (without watch) every fixture ended.
+ * watch_glob: also poll this glob(7) pattern for new ports; udev: use libudev hot-plug. */
+kl_rc st_station_run(st_station *st, int udev, const char *watch_glob) KL_WUR;
+
+/* Record (display + log + results file) a finished device. */
+void st_station_report(st_station *st, st_fixture *fx, const st_outcome *o);
+/* An event line: above the live display on a tty, else an info/error log line. */
+void st_event(st_station *st, int error, const char *fmt, ...) KL_PRINTF(3, 4);
+/* Progress update from a fixture thread (fmt may be NULL to keep the text). */
+void st_fixture_progress(st_fixture *fx, int phase, const char *fmt, ...) KL_PRINTF(3, 4);
+
+/* Claim / release a hardware serial for this process (two fixtures, one serial: a clone).
+ * Returns 0 and fills `other` with the fixture holding it when already claimed. */
+int st_station_claim(st_station *st, st_fixture *fx, const char *serial, char *other,
+                     size_t otherlen);
+void st_station_release(st_station *st, const char *serial);
+
+/* Build the JSON line for an outcome (malloc'd, with trailing newline). Exposed for tests. */
+char *st_result_json(const st_outcome *o, const char *fixture, long long unix_ms);
+
+/* Monotonic milliseconds. */
+long st_now_ms(void);
+
+#endif

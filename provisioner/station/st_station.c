@@ -1,0 +1,684 @@
+/* keyline-provision: fixtures, hot-plug, pending sweep, results and the progress display.
+ *
+ * One thread per fixture (port). It polls the port with HELLO until a device answers, runs
+ * st_flow_run() for it, reports, then waits until that device is gone (silence, or another
+ * hardware serial answering) before taking the next one, so a device left on the fixture after
+ * it finished is not provisioned or reported twice. */
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <libudev.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kl_log.h"
+#include "st.h"
+
+#define ST_IDLE_POLL_MS 200
+#define ST_ABSENT_POLLS 2
+
+static void st_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* ---- display ------------------------------------------------------------------------------ */
+
+static int st_drawn_lines; /* lines of the live display currently on screen (main thread) */
+
+static void st_display_clear_locked(st_station *st)
+{
+    if (st->display_tty && st_drawn_lines > 0) {
+        fprintf(stdout, "\033[%dA\033[J", st_drawn_lines);
+        st_drawn_lines = 0;
+    }
+}
+
+static void st_display_draw_locked(st_station *st)
+{
+    if (!st->display_tty) {
+        return;
+    }
+    long now = st_now_ms();
+    int lines = 0;
+    fprintf(stdout, "\033[1mfixture        device             progress  step       time    "
+                    "ok fail\033[0m\033[K\n");
+    lines++;
+    for (size_t i = 0; i < st->nfx; i++) {
+        st_fixture *fx = st->fx[i];
+        char bar[ST_PH__COUNT + 3];
+        int ph = fx->phase;
+        bar[0] = '[';
+        for (int j = 0; j < ST_PH__COUNT; j++) {
+            bar[1 + j] = ph >= 0 && j < ph ? '#' : (ph >= 0 && j == ph ? '>' : '.');
+        }
+        bar[ST_PH__COUNT + 1] = ']';
+        bar[ST_PH__COUNT + 2] = 0;
+        double secs = ph >= 0 ? (double)(now - fx->t0_ms) / 1000.0 : 0.0;
+        fprintf(stdout, "%-14.14s %-18.18s %s %-10.10s %5.1fs %4u %4u  %.60s\033[K\n", fx->name,
+                fx->serial[0] ? fx->serial : "-", bar, ph >= 0 ? st_phase_name(ph) : "idle", secs,
+                fx->n_ok, fx->n_fail,
+                fx->exited ? (st->stop ? "stopped" : "port gone") : fx->status);
+        lines++;
+    }
+    fprintf(stdout, "devices: %ld finished, %ld failed%s\033[K\n", st->finished, st->failed,
+            st->count ? "" : "   (Ctrl-C to stop)");
+    lines++;
+    fflush(stdout);
+    st_drawn_lines = lines;
+}
+
+/* A line above the live display (tty) or a log line (not a tty). */
+void st_event(st_station *st, int error, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (st->display_tty) {
+        pthread_mutex_lock(&st->mu);
+        st_display_clear_locked(st);
+        fprintf(stdout, "%s%s%s\n", error ? "\033[31m" : "", line, error ? "\033[0m" : "");
+        st_display_draw_locked(st);
+        pthread_mutex_unlock(&st->mu);
+    } else if (error) {
+        kl_error("%s", line);
+    } else {
+        kl_info("%s", line);
+    }
+}
+
+void st_fixture_progress(st_fixture *fx, int phase, const char *fmt, ...)
+{
+    st_station *st = fx->st;
+    char text[160] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof text, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_lock(&st->mu);
+    fx->phase = phase;
+    if (fmt) {
+        snprintf(fx->status, sizeof fx->status, "%s", text);
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (!st->display_tty && fmt && phase >= 0) {
+        kl_info("%s: %s: %s", fx->name, fx->serial, text);
+    }
+}
+
+/* ---- serial claims ----------------------------------------------------------------------------
+ */
+
+int st_station_claim(st_station *st, st_fixture *fx, const char *serial, char *other,
+                     size_t otherlen)
+{
+    int ok = 1;
+    pthread_mutex_lock(&st->mu);
+    for (size_t i = 0; i < st->nfx; i++) {
+        if (st->fx[i] != fx && strcmp(st->busy[i], serial) == 0) {
+            snprintf(other, otherlen, "%s", st->fx[i]->name);
+            ok = 0;
+        }
+    }
+    if (ok) {
+        for (size_t i = 0; i < st->nfx; i++) {
+            if (st->fx[i] == fx) {
+                snprintf(st->busy[i], sizeof st->busy[i], "%s", serial);
+            }
+        }
+    }
+    pthread_mutex_unlock(&st->mu);
+    return ok;
+}
+
+void st_station_release(st_station *st, const char *serial)
+{
+    pthread_mutex_lock(&st->mu);
+    for (size_t i = 0; i < st->nfx; i++) {
+        if (strcmp(st->busy[i], serial) == 0) {
+            st->busy[i][0] = 0;
+        }
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+static int st_is_busy(st_station *st, const char *serial)
+{
+    int busy = 0;
+    pthread_mutex_lock(&st->mu);
+    for (size_t i = 0; i < st->nfx; i++) {
+        if (serial && strcmp(st->busy[i], serial) == 0) {
+            busy = 1;
+        }
+    }
+    pthread_mutex_unlock(&st->mu);
+    return busy;
+}
+
+/* ---- results ------------------------------------------------------------------------------- */
+
+void st_station_report(st_station *st, st_fixture *fx, const st_outcome *o)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char *line = st_result_json(o, fx->name, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    const char *serial = o->have_hello ? o->hello.hw_serial : "?";
+    if (o->ok) {
+        st_event(st, 0, "%s: %s: OK %s certificate %s in %.1f s", fx->name, serial, o->action,
+                 o->cert_serial[0] ? o->cert_serial : "-", (double)o->total_ms / 1000.0);
+    } else {
+        st_event(st, 1, "%s: %s: FAILED at %s: %s", fx->name, serial, st_phase_name(o->phase),
+                 o->error);
+    }
+    pthread_mutex_lock(&st->mu);
+    if (line && st->results_fd >= 0) {
+        /* One write() of a whole line on an O_APPEND fd: lines never interleave. */
+        size_t n = strlen(line);
+        if (write(st->results_fd, line, n) != (ssize_t)n || fsync(st->results_fd) != 0) {
+            kl_error("results file: write failed: %s", strerror(errno));
+        }
+    }
+    if (o->ok) {
+        fx->n_ok++;
+    } else {
+        fx->n_fail++;
+        st->failed++;
+    }
+    st->finished++;
+    if (st->count > 0 && st->finished >= st->count) {
+        st->stop = 1;
+    }
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    free(line);
+}
+
+/* ---- fixture thread ------------------------------------------------------------------------- */
+
+static void *st_fixture_main(void *arg)
+{
+    st_fixture *fx = arg;
+    st_station *st = fx->st;
+    st_resp *r = malloc(sizeof *r);
+    int open_ok = 0, need_absent = 0, absent = 0, warned_open = 0;
+    long silent_since = 0;
+    char last_serial[KL_PROTO_SERIAL_MAX + 1] = "";
+    uint8_t hello_req[16];
+    kl_tlv_w w;
+    kl_tlv_w_init(&w, hello_req, sizeof hello_req);
+    (void)kl_tlv_put_u8(&w, KL_TAG_PROTO_MIN, KL_PROTO_VERSION);
+    (void)kl_tlv_put_u8(&w, KL_TAG_PROTO_MAX, KL_PROTO_VERSION);
+    fx->link.fd = -1;
+
+    while (r && !st->stop) {
+        if (!open_ok) {
+            kl_rc rc = st_link_open(&fx->link, fx->path, st->cfg.baud, st->cfg.timeout_ms,
+                                    st->cfg.retries);
+            if (rc != KL_OK) {
+                if (fx->watched) {
+                    break; /* the port went away: the watcher starts a new thread if it returns */
+                }
+                if (!warned_open) {
+                    st_event(st, 1, "%s: %s (retrying)", fx->name, kl_errmsg());
+                    warned_open = 1;
+                }
+                st_fixture_progress(fx, -1, "waiting for port: %s", kl_errmsg());
+                st_sleep_ms(1000);
+                continue;
+            }
+            fx->link.stop = &st->stop;
+            open_ok = 1;
+            warned_open = 0;
+            st_fixture_progress(fx, -1, "waiting for a device");
+        }
+        long t = st_now_ms();
+        uint64_t tx0 = fx->link.bytes_tx, rx0 = fx->link.bytes_rx;
+        /* Idle polls are short: a HELLO sent while nothing was plugged in is lost, and the
+         * next device should not wait a whole timeout for the next poll. The poll is resent
+         * with the same seq (st_link.poll), so a slow device's late answer still counts. */
+        long quick = fx->link.timeout_ms;
+        fx->link.timeout_ms = quick < ST_IDLE_POLL_MS ? quick : ST_IDLE_POLL_MS;
+        fx->link.poll = 1;
+        kl_rc rc = st_link_xact(&fx->link, KL_MSG_HELLO, w.buf, w.len, r, 0);
+        fx->link.poll = 0;
+        fx->link.timeout_ms = quick;
+        if (rc == KL_EIO) {
+            st_event(st, 1, "%s: %s", fx->name, kl_errmsg());
+            st_link_close(&fx->link);
+            open_ok = 0;
+            if (fx->watched) {
+                break;
+            }
+            st_sleep_ms(1000);
+            continue;
+        }
+        if (rc != KL_OK) {
+            if (absent == 0) {
+                silent_since = st_now_ms();
+            }
+            absent++;
+            /* Gone = silent for longer than the device may take to answer (a slow device's
+             * late answer must not look like a new device). */
+            if (need_absent && absent >= ST_ABSENT_POLLS &&
+                st_now_ms() - silent_since >= st->cfg.timeout_ms) {
+                need_absent = 0;
+                st_fixture_progress(fx, -1, "waiting for a device");
+            }
+            continue; /* the poll itself waited ST_IDLE_POLL_MS */
+        }
+        absent = 0;
+        st_outcome *o = calloc(1, sizeof *o);
+        if (!o) {
+            break;
+        }
+        o->mode = st->cfg.mode;
+        o->ms[ST_PH_HELLO] = st_now_ms() - t;
+        o->bytes_tx = fx->link.bytes_tx - tx0; /* the HELLO that found the device */
+        o->bytes_rx = fx->link.bytes_rx - rx0;
+        if (r->type == KL_MSG_ERROR) {
+            (void)st_dev_error(KL_MSG_HELLO, r);
+            o->phase = ST_PH_HELLO;
+            snprintf(o->error, sizeof o->error, "%s", kl_errmsg());
+        } else if (st_hello_parse(r->payload, r->len, &o->hello) != KL_OK) {
+            o->phase = ST_PH_HELLO;
+            snprintf(o->error, sizeof o->error, "%s", kl_errmsg());
+        } else {
+            o->have_hello = 1;
+        }
+        if (need_absent && (!o->have_hello || strcmp(o->hello.hw_serial, last_serial) == 0)) {
+            /* The device we just finished is still attached. */
+            st_fixture_progress(fx, -1, "done: remove device %s", last_serial);
+            free(o);
+            st_sleep_ms(ST_IDLE_POLL_MS);
+            continue;
+        }
+        pthread_mutex_lock(&st->mu);
+        snprintf(fx->serial, sizeof fx->serial, "%s", o->have_hello ? o->hello.hw_serial : "?");
+        fx->t0_ms = t;
+        pthread_mutex_unlock(&st->mu);
+        if (o->have_hello) {
+            st_fixture_progress(fx, ST_PH_HELLO, "HELLO: %s %s fw %s state %s", o->hello.model,
+                                o->hello.hw_serial, o->hello.fw_version,
+                                kl_proto_state_name(o->hello.state));
+            st_flow_run(st, fx, o);
+        }
+        if (!o->ok && st->stop) {
+            /* Interrupted by the stop (Ctrl-C, --count reached on another fixture): not a
+             * device failure; it resumes with its pending certificate next time. */
+            st_event(st, 0, "%s: %s: interrupted at %s (station stopping); resumes next time",
+                     fx->name, o->have_hello ? o->hello.hw_serial : "?", st_phase_name(o->phase));
+            free(o);
+            break;
+        }
+        st_station_report(st, fx, o);
+        snprintf(last_serial, sizeof last_serial, "%s", o->have_hello ? o->hello.hw_serial : "");
+        need_absent = 1;
+        st_fixture_progress(fx, -1, "done: remove device %s", last_serial);
+        free(o);
+    }
+    st_link_close(&fx->link);
+    free(r);
+    pthread_mutex_lock(&st->mu);
+    fx->exited = 1;
+    fx->phase = -1;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+kl_rc st_station_add_port(st_station *st, const char *path, int watched)
+{
+    kl_rc rc = KL_OK;
+    st_fixture *fx = NULL;
+    pthread_mutex_lock(&st->mu);
+    for (size_t i = 0; i < st->nfx; i++) {
+        if (strcmp(st->fx[i]->path, path) == 0) {
+            if (!st->fx[i]->exited) {
+                pthread_mutex_unlock(&st->mu);
+                return KL_OK; /* already driven */
+            }
+            fx = st->fx[i]; /* port came back: reuse its slot and counters */
+            pthread_join(fx->th, NULL);
+            fx->started = 0;
+        }
+    }
+    if (!fx) {
+        if (st->nfx >= ST_MAX_FIXTURES) {
+            pthread_mutex_unlock(&st->mu);
+            return kl_fail(KL_EUSAGE, "more than %d fixtures", ST_MAX_FIXTURES);
+        }
+        fx = calloc(1, sizeof *fx);
+        if (!fx || strlen(path) >= sizeof fx->path) {
+            free(fx);
+            pthread_mutex_unlock(&st->mu);
+            return kl_fail(KL_EUSAGE, "cannot add port %s", path);
+        }
+        fx->st = st;
+        snprintf(fx->path, sizeof fx->path, "%s", path);
+        const char *base = strrchr(path, '/');
+        snprintf(fx->name, sizeof fx->name, "%s", base ? base + 1 : path);
+        st->busy[st->nfx][0] = 0;
+        st->fx[st->nfx++] = fx;
+    }
+    fx->watched = watched;
+    fx->exited = 0;
+    fx->phase = -1;
+    snprintf(fx->status, sizeof fx->status, "opening");
+    if (pthread_create(&fx->th, NULL, st_fixture_main, fx) != 0) {
+        fx->exited = 1;
+        rc = kl_fail(KL_EINTERNAL, "cannot start a thread for %s", path);
+    } else {
+        fx->started = 1;
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (rc == KL_OK) {
+        st_event(st, 0, "%s: fixture on %s", fx->name, path);
+    }
+    return rc;
+}
+
+/* ---- pending sweep -------------------------------------------------------------------------- */
+
+typedef struct {
+    char serial[48];
+    char device_id[KL_PROTO_SERIAL_MAX + 1];
+} st_sweep_item;
+
+typedef struct {
+    st_sweep_item *v;
+    size_t n, cap;
+} st_sweep_list;
+
+static int st_sweep_cb(void *arg, const store_cert *c)
+{
+    st_sweep_list *l = arg;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 16;
+        st_sweep_item *nv = realloc(l->v, nc * sizeof *nv);
+        if (!nv) {
+            return 1;
+        }
+        l->v = nv;
+        l->cap = nc;
+    }
+    snprintf(l->v[l->n].serial, sizeof l->v[l->n].serial, "%s", c->serial_hex);
+    snprintf(l->v[l->n].device_id, sizeof l->v[l->n].device_id, "%s",
+             c->device_id ? c->device_id : "");
+    l->n++;
+    return 0;
+}
+
+kl_rc st_station_sweep(st_station *st, unsigned *revoked)
+{
+    kl_rc rc = KL_OK;
+    st_sweep_list l = {0};
+    store *s = ca_store(st->ca);
+    *revoked = 0;
+    TRY(store_cert_list_pending(s, time(NULL) - st->cfg.pending_window, st_sweep_cb, &l));
+    for (size_t i = 0; i < l.n; i++) {
+        if (l.v[i].device_id[0] && st_is_busy(st, l.v[i].device_id)) {
+            continue;
+        }
+        rc = ca_revoke(st->ca, l.v[i].serial, ST_REASON_CESSATION, st->actor);
+        if (rc == KL_EEXIST || rc == KL_ENOTFOUND) {
+            rc = KL_OK; /* another station got there first */
+            continue;
+        }
+        TRY(rc);
+        (*revoked)++;
+        st_event(st, 0, "revoked pending certificate %s of %s: not confirmed within %ld s",
+                 l.v[i].serial, l.v[i].device_id[0] ? l.v[i].device_id : "?",
+                 st->cfg.pending_window);
+        if (l.v[i].device_id[0]) {
+            store_device d;
+            if (store_device_get(s, l.v[i].device_id, &d) == KL_OK) {
+                if (d.cert_serial && strcmp(d.cert_serial, l.v[i].serial) == 0) {
+                    char detail[200];
+                    snprintf(detail, sizeof detail,
+                             "pending certificate revoked after %ld s without confirmation",
+                             st->cfg.pending_window);
+                    store_device nd = d;
+                    nd.state = "failed";
+                    nd.detail = detail;
+                    nd.updated = time(NULL);
+                    if (store_device_put(s, &nd) != KL_OK) {
+                        st_event(st, 1, "inventory %s: %s", l.v[i].device_id, kl_errmsg());
+                    }
+                }
+                store_device_free(&d);
+            }
+        }
+    }
+out:
+    free(l.v);
+    return rc;
+}
+
+/* ---- watch ---------------------------------------------------------------------------------- */
+
+static int st_udev_wanted(struct udev_device *d)
+{
+    const char *name = udev_device_get_sysname(d);
+    return name && (strncmp(name, "ttyUSB", 6) == 0 || strncmp(name, "ttyACM", 6) == 0);
+}
+
+static void st_glob_scan(st_station *st, const char *pattern)
+{
+    glob_t g;
+    if (glob(pattern, 0, NULL, &g) != 0) {
+        return;
+    }
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        int known_running = 0;
+        pthread_mutex_lock(&st->mu);
+        for (size_t j = 0; j < st->nfx; j++) {
+            if (strcmp(st->fx[j]->path, g.gl_pathv[i]) == 0 && !st->fx[j]->exited) {
+                known_running = 1;
+            }
+        }
+        pthread_mutex_unlock(&st->mu);
+        if (!known_running && st_station_add_port(st, g.gl_pathv[i], 1) != KL_OK) {
+            st_event(st, 1, "%s", kl_errmsg());
+        }
+    }
+    globfree(&g);
+}
+
+kl_rc st_station_run(st_station *st, int use_udev, const char *watch_glob)
+{
+    kl_rc rc = KL_OK;
+    struct udev *udev = NULL;
+    struct udev_monitor *mon = NULL;
+    int mon_fd = -1;
+    long next_sweep = st_now_ms() + st->cfg.pending_window * 500L;
+    long sweep_every = st->cfg.pending_window * 500L;
+    if (sweep_every > 60000) {
+        sweep_every = 60000;
+        next_sweep = st_now_ms() + sweep_every;
+    }
+
+    if (use_udev) {
+        udev = udev_new();
+        ENSURE(udev, KL_EIO, "libudev: cannot initialise");
+        mon = udev_monitor_new_from_netlink(udev, "udev");
+        ENSURE(mon, KL_EIO, "libudev: cannot listen for hot-plug events");
+        ENSURE(udev_monitor_filter_add_match_subsystem_devtype(mon, "tty", NULL) >= 0 &&
+                   udev_monitor_enable_receiving(mon) >= 0,
+               KL_EIO, "libudev: cannot listen for tty events");
+        mon_fd = udev_monitor_get_fd(mon);
+        /* devices already plugged in */
+        struct udev_enumerate *en = udev_enumerate_new(udev);
+        if (en) {
+            udev_enumerate_add_match_subsystem(en, "tty");
+            udev_enumerate_scan_devices(en);
+            struct udev_list_entry *e;
+            udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
+            {
+                struct udev_device *d =
+                    udev_device_new_from_syspath(udev, udev_list_entry_get_name(e));
+                if (d && st_udev_wanted(d) && udev_device_get_devnode(d)) {
+                    if (st_station_add_port(st, udev_device_get_devnode(d), 1) != KL_OK) {
+                        st_event(st, 1, "%s", kl_errmsg());
+                    }
+                }
+                udev_device_unref(d);
+            }
+            udev_enumerate_unref(en);
+        }
+        st_event(st, 0, "watching for ttyUSB*/ttyACM* devices (udev)");
+    }
+    if (watch_glob) {
+        st_glob_scan(st, watch_glob);
+    }
+
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        int running = 0;
+        for (size_t i = 0; i < st->nfx; i++) {
+            running += st->fx[i]->started && !st->fx[i]->exited;
+        }
+        if (!st->stop && (running || use_udev || watch_glob)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 200 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+        }
+        int stop = st->stop;
+        if (st->display_tty) {
+            st_display_clear_locked(st);
+            st_display_draw_locked(st);
+        }
+        pthread_mutex_unlock(&st->mu);
+        if (stop || (!running && !use_udev && !watch_glob)) {
+            break;
+        }
+        if (mon_fd >= 0) {
+            struct pollfd pfd = {.fd = mon_fd, .events = POLLIN};
+            while (poll(&pfd, 1, 0) > 0) {
+                struct udev_device *d = udev_monitor_receive_device(mon);
+                if (!d) {
+                    break;
+                }
+                const char *action = udev_device_get_action(d);
+                if (action && strcmp(action, "add") == 0 && st_udev_wanted(d) &&
+                    udev_device_get_devnode(d)) {
+                    if (st_station_add_port(st, udev_device_get_devnode(d), 1) != KL_OK) {
+                        st_event(st, 1, "%s", kl_errmsg());
+                    }
+                }
+                udev_device_unref(d);
+            }
+        }
+        if (watch_glob) {
+            st_glob_scan(st, watch_glob);
+        }
+        if (st_now_ms() >= next_sweep) {
+            unsigned n = 0;
+            if (st_station_sweep(st, &n) != KL_OK) {
+                st_event(st, 1, "pending sweep: %s", kl_errmsg());
+            }
+            next_sweep = st_now_ms() + sweep_every;
+        }
+    }
+    st->stop = 1;
+    for (size_t i = 0; i < st->nfx; i++) {
+        if (st->fx[i]->started) {
+            pthread_join(st->fx[i]->th, NULL);
+            st->fx[i]->started = 0;
+        }
+    }
+    if (st->display_tty) {
+        pthread_mutex_lock(&st->mu);
+        st_display_clear_locked(st);
+        st_display_draw_locked(st);
+        pthread_mutex_unlock(&st->mu);
+    }
+out:
+    if (mon) {
+        udev_monitor_unref(mon);
+    }
+    if (udev) {
+        udev_unref(udev);
+    }
+    return rc;
+}
+
+/* ---- setup ---------------------------------------------------------------------------------- */
+
+kl_rc st_station_init(st_station *st, ca_ctx *ca, const kl_conf *conf)
+{
+    kl_rc rc = KL_OK;
+    memset(st, 0, sizeof *st);
+    st->results_fd = -1;
+    st->ca = ca;
+    st->conf = conf;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    TRY(st_config_load(&st->cfg, conf));
+    char host[64] = "localhost";
+    (void)gethostname(host, sizeof host - 1);
+    snprintf(st->actor, sizeof st->actor, "station:%s", host);
+
+    rc = ca_chain(ca, st->cfg.issuer, &st->chain);
+    if (rc != KL_OK) {
+        kl_wrap(rc, "[station] issuer '%s'", st->cfg.issuer);
+        goto out;
+    }
+    st->anchors = sk_X509_new_null();
+    ENSURE(st->anchors, KL_EINTERNAL, "out of memory");
+    for (int i = 0; i < sk_X509_num(st->chain); i++) {
+        X509 *c = sk_X509_value(st->chain, i);
+        if (X509_check_issued(c, c) == X509_V_OK) {
+            ENSURE(X509_up_ref(c) == 1 && sk_X509_push(st->anchors, c) > 0, KL_EINTERNAL,
+                   "out of memory");
+        }
+    }
+    ENSURE(sk_X509_num(st->anchors) > 0, KL_EPOLICY,
+           "the chain of issuer '%s' does not end in a self-signed root", st->cfg.issuer);
+    ENSURE(sk_X509_num(st->chain) <= 4, KL_EPOLICY,
+           "the chain of issuer '%s' is longer than a device keeps", st->cfg.issuer);
+    if (st->cfg.results) {
+        st->results_fd = open(st->cfg.results, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        ENSURE(st->results_fd >= 0, KL_EIO, "results file %s: %s", st->cfg.results,
+               strerror(errno));
+    }
+out:
+    return rc;
+}
+
+void st_station_free(st_station *st)
+{
+    for (size_t i = 0; i < st->nfx; i++) {
+        if (st->fx[i]->started) {
+            pthread_join(st->fx[i]->th, NULL);
+        }
+        free(st->fx[i]);
+    }
+    st->nfx = 0;
+    sk_X509_pop_free(st->chain, X509_free);
+    sk_X509_pop_free(st->anchors, X509_free);
+    st->chain = st->anchors = NULL;
+    if (st->results_fd >= 0) {
+        close(st->results_fd);
+    }
+    st->results_fd = -1;
+    st_config_free(&st->cfg);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cv);
+}
