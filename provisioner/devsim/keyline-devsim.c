@@ -511,7 +511,7 @@ static int print_cert(devsim *ds)
 
 /* --print-key: the identity public key (PEM SubjectPublicKeyInfo), for tests that check the
  * certificate against the key the device really holds. */
-static int print_key(devsim *ds)
+static int print_key(devsim *ds, int private_half)
 {
     devsim_port port;
     uint8_t pub[KL_PROTO_PUB_LEN];
@@ -523,6 +523,14 @@ static int print_key(devsim *ds)
     rc = 1;
     if (devsim_port_ops.key_public(&port, pub) != KL_PORT_OK) {
         die("%s: the device holds no identity key", ds->state_file);
+    } else if (private_half) {
+        /* Simulator only: a real device never exports its key. This lets a host EST client
+         * (curl) act for the simulated device in demos and tests. */
+        if (PEM_write_PrivateKey(stdout, port.identity, NULL, NULL, 0, NULL, NULL) != 1) {
+            die("%s: identity key cannot be encoded", ds->state_file);
+        } else {
+            rc = 0;
+        }
     } else if (kl_p256_from_pub65(pub, &pk) != KL_OK || PEM_write_PUBKEY(stdout, pk) != 1) {
         die("%s: identity key cannot be encoded", ds->state_file);
     } else {
@@ -560,6 +568,8 @@ static void usage(FILE *f)
             "                      before leaving (default 1000)\n"
             "  --print-cert        print the stored device certificate (PEM) and exit\n"
             "  --print-key         print the device's identity public key (PEM) and exit\n"
+            "  --print-private-key simulator only: print the identity private key (PEM), so a\n"
+            "                      host EST client can act for the device (demos, tests)\n"
             "  -v, --verbose       log frames on stderr\n"
             "  -h, --help          this text\n");
 }
@@ -592,7 +602,8 @@ int main(int argc, char **argv)
         O_STAY,
         O_PRINT,
         O_LINGER,
-        O_PRINT_KEY
+        O_PRINT_KEY,
+        O_PRINT_PRIV
     };
     static const struct option opts[] = {
         {"port", required_argument, NULL, O_PORT},
@@ -609,6 +620,7 @@ int main(int argc, char **argv)
         {"linger-ms", required_argument, NULL, O_LINGER},
         {"print-cert", no_argument, NULL, O_PRINT},
         {"print-key", no_argument, NULL, O_PRINT_KEY},
+        {"print-private-key", no_argument, NULL, O_PRINT_PRIV},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -669,6 +681,7 @@ int main(int argc, char **argv)
         case O_LINGER: ds.linger_ms = strtol(optarg, NULL, 10); break;
         case O_PRINT: want_print = 1; break;
         case O_PRINT_KEY: want_print = 2; break;
+        case O_PRINT_PRIV: want_print = 3; break;
         case 'v': ds.verbose = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -684,7 +697,7 @@ int main(int argc, char **argv)
     }
     atexit(cleanup);
     if (want_print) {
-        return want_print == 1 ? print_cert(&ds) : print_key(&ds);
+        return want_print == 1 ? print_cert(&ds) : print_key(&ds, want_print == 3);
     }
     if (!port_path || !serial) {
         die("%s", "--port DEV and --serial HWSERIAL are required (or --print-cert)");
