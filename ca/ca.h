@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "hsm.h"
 #include "kl_conf.h"
@@ -100,6 +101,14 @@ kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor) K
  * one of our CAs, is in the store and is "valid" and within its validity; KL_EAUTH otherwise,
  * with the reason (revoked, expired, unknown). */
 kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert) KL_WUR;
+/* The part of ca_cert_check_valid that can change while a client holds a certificate: by serial
+ * (the store's upper-case hex, as ca_serial_hex gives), KL_OK when the store has it "valid" and
+ * `now` is within its recorded notBefore/notAfter; KL_EAUTH with the reason (revoked, pending,
+ * unknown, expired, not yet valid) otherwise; KL_EIO etc. when the store fails. No decoding and
+ * no signature check: the caller must have run ca_cert_check_valid on the certificate once
+ * (which ties the certificate to this serial and to its issuer) and keeps that result, e.g. for
+ * the life of a TLS session (keyline-estd). */
+kl_rc ca_cert_status_check(ca_ctx *ca, const char *serial_hex, time_t now) KL_WUR;
 
 /* Helpers shared by the front ends. */
 /* User serial input (colons, lower case, 0x prefix, leading zeros) -> the store's upper-case

@@ -333,3 +333,28 @@ out:
     store_cert_free(&c);
     return rc;
 }
+
+kl_rc ca_cert_status_check(ca_ctx *ca, const char *serial_hex, time_t now)
+{
+    kl_rc rc = KL_OK;
+    store_cert c;
+    memset(&c, 0, sizeof c);
+    ENSURE(serial_hex && *serial_hex, KL_EINTERNAL, "no serial");
+    rc = store_cert_get(ca->st, serial_hex, &c);
+    if (rc == KL_ENOTFOUND) {
+        rc = kl_fail(KL_EAUTH, "certificate %s was not issued by this CA", serial_hex);
+        goto out;
+    }
+    TRY(rc);
+    ENSURE(strcmp(c.status, STORE_ST_VALID) == 0, KL_EAUTH, "certificate %s is %s", serial_hex,
+           c.status);
+    /* Dates as recorded at issuance (the notBefore/notAfter of the DER in the row). A row
+     * without them is not something we can vouch for. */
+    ENSURE(c.not_before && c.not_after, KL_EAUTH, "certificate %s has no recorded validity",
+           serial_hex);
+    ENSURE(now >= c.not_before, KL_EAUTH, "certificate %s is not yet valid", serial_hex);
+    ENSURE(now < c.not_after, KL_EAUTH, "certificate %s has expired", serial_hex);
+out:
+    store_cert_free(&c);
+    return rc;
+}

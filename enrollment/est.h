@@ -183,6 +183,33 @@ kl_rc est_htpasswd_verify(const est_htpasswd *h, const char *user, const char *p
  * certificate; KL_EAUTH with the reason when verification failed. */
 kl_rc est_tls_peer_cert(gnutls_session_t s, X509 **out) KL_WUR;
 
+/* What a TLS session's client certificate checks established, kept for the life of the
+ * connection (est_server.c makes one per TLS connection and frees it when the connection closes;
+ * est_handlers.c fills and uses it). The peer's certificate list cannot change within a
+ * session (MHD does not renegotiate), but `peers` is compared on every request anyway, so a
+ * different list is verified afresh. Only the checks that cannot change while the session
+ * lasts are cached (GnuTLS chain verification, direct issuer, purpose, the certificate being
+ * the one in our store with a good signature); the store status and dates are checked on every
+ * request (ca_cert_status_check), so a revocation takes effect on the next request. */
+typedef struct {
+    kl_buf peers;      /* cache key: the peer's certificate list as GnuTLS holds it */
+    X509 *cert;        /* the verified client certificate; NULL when nothing is cached */
+    char serial[64];   /* its serial in the store's hex form */
+    char subject[160]; /* RFC 2253 one-line, for logs and the audit actor */
+    time_t not_before; /* the cached verification holds within [not_before, not_after): */
+    time_t not_after;  /* the certificate's and its issuer chain's validity */
+} est_conn_auth;
+
+void est_conn_auth_init(est_conn_auth *ca);
+/* Forget the cached result (keeps the key buffer's memory). */
+void est_conn_auth_reset(est_conn_auth *ca);
+void est_conn_auth_free(est_conn_auth *ca);
+/* The session's peer certificate list in a comparable form (DER of each certificate with its
+ * length). KL_ENOTFOUND when the client sent none. */
+kl_rc est_tls_peers_key(gnutls_session_t s, kl_buf *out) KL_WUR;
+/* 1 when the session's peer certificate list is exactly `key` (as est_tls_peers_key made it). */
+int est_tls_peers_same(gnutls_session_t s, const kl_buf *key);
+
 /* Channel binding value for this session as the base64 text a client puts into
  * challengePassword: tls-unique (RFC 5929) on TLS 1.2, tls-exporter (RFC 9266) on TLS 1.3. */
 kl_rc est_tls_channel_binding(gnutls_session_t s, kl_buf *b64) KL_WUR;
@@ -198,6 +225,8 @@ kl_rc est_channel_binding_check(est_cb_mode mode, X509_REQ *req, gnutls_session_
 char *est_name_serial_number(const X509_NAME *name);
 /* RFC 2253 one-line subject into `out` (truncated). */
 void est_name_oneline(const X509_NAME *name, char *out, size_t outlen);
+/* ASN1_TIME -> time_t (UTC). 0 when malformed. */
+int est_asn1_time_get(const ASN1_TIME *t, time_t *out);
 
 /* ------------------------------------------------------------------------------------------
  * Metrics (est_metrics.c): lock-free counters, Prometheus text exposition.
@@ -244,6 +273,7 @@ typedef struct {
     struct est_server *srv;
     int tls;                  /* arrived on the TLS listener */
     gnutls_session_t session; /* NULL on the plain listener */
+    est_conn_auth *conn_auth; /* per-connection client-certificate cache; NULL when none */
     const char *method;
     const char *path;
     const char *content_type;     /* may be NULL */
@@ -287,6 +317,8 @@ struct est_server {
     pthread_rwlock_t ht_lock;   /* guards htpasswd (SIGHUP reload) */
     est_htpasswd *htpasswd;     /* NULL: Basic auth off */
     STACK_OF(X509) *client_cas; /* certs of the client-ca labels: a client's direct issuer */
+    time_t *client_ca_nb;       /* per client_cas entry: latest notBefore / earliest */
+    time_t *client_ca_na;       /* notAfter over its chain up to the root */
     char *trust_pem;            /* their chains, for MHD_OPTION_HTTPS_MEM_TRUST */
     char *cert_pem;             /* tls-cert file contents */
     char *key_pem;              /* tls-key file contents (wiped on free); NULL for pkcs11: */

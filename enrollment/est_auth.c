@@ -1,6 +1,7 @@
 /* keyline-estd: who is asking. htpasswd (crypt_r), TLS peer verification, channel binding.
  * The CA-side checks (is this client certificate ours, valid, not revoked) are made by the
- * handlers with ca_cert_check_valid(); this file stays free of the CA so it can be unit-tested. */
+ * handlers with ca_cert_check_valid() (once per connection) and ca_cert_status_check() (every
+ * request); this file stays free of the CA so it can be unit-tested. */
 #include <crypt.h>
 #include <gnutls/x509.h>
 #include <openssl/bio.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "est.h"
 #include "kl_b64.h"
@@ -219,6 +221,90 @@ kl_rc est_tls_peer_cert(gnutls_session_t s, X509 **out)
     return KL_OK;
 }
 
+/* Per-connection cache: the peer list is stored as (u32 length, DER) records. */
+#define EST_PEERS_KEY_CAP (256u * 1024)
+
+void est_conn_auth_init(est_conn_auth *ca)
+{
+    memset(ca, 0, sizeof *ca);
+    kl_buf_init(&ca->peers, EST_PEERS_KEY_CAP, 0);
+}
+
+void est_conn_auth_reset(est_conn_auth *ca)
+{
+    X509_free(ca->cert);
+    ca->cert = NULL;
+    ca->serial[0] = 0;
+    ca->subject[0] = 0;
+    ca->not_before = ca->not_after = 0;
+    kl_buf_reset(&ca->peers);
+}
+
+void est_conn_auth_free(est_conn_auth *ca)
+{
+    est_conn_auth_reset(ca);
+    kl_buf_free(&ca->peers);
+}
+
+static const gnutls_datum_t *est_tls_peers(gnutls_session_t s, unsigned *n)
+{
+    *n = 0;
+    if (!s || gnutls_certificate_type_get(s) != GNUTLS_CRT_X509) {
+        return NULL;
+    }
+    const gnutls_datum_t *certs = gnutls_certificate_get_peers(s, n);
+    if (!certs) {
+        *n = 0;
+    }
+    return *n ? certs : NULL;
+}
+
+kl_rc est_tls_peers_key(gnutls_session_t s, kl_buf *out)
+{
+    unsigned n = 0;
+    const gnutls_datum_t *certs = est_tls_peers(s, &n);
+    if (!certs) {
+        return kl_fail(KL_ENOTFOUND, "no client certificate");
+    }
+    kl_buf_reset(out);
+    for (unsigned i = 0; i < n; i++) {
+        uint32_t len = certs[i].size;
+        kl_rc rc = kl_buf_put(out, &len, sizeof len);
+        if (rc == KL_OK) {
+            rc = kl_buf_put(out, certs[i].data, certs[i].size);
+        }
+        if (rc != KL_OK) {
+            kl_buf_reset(out);
+            return rc;
+        }
+    }
+    return KL_OK;
+}
+
+int est_tls_peers_same(gnutls_session_t s, const kl_buf *key)
+{
+    unsigned n = 0;
+    const gnutls_datum_t *certs = est_tls_peers(s, &n);
+    if (!certs || !key->len) {
+        return 0;
+    }
+    size_t pos = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uint32_t len;
+        if (key->len - pos < sizeof len) {
+            return 0;
+        }
+        memcpy(&len, key->data + pos, sizeof len);
+        pos += sizeof len;
+        if (len != certs[i].size || key->len - pos < len ||
+            memcmp(key->data + pos, certs[i].data, len) != 0) {
+            return 0;
+        }
+        pos += len;
+    }
+    return pos == key->len;
+}
+
 kl_rc est_tls_channel_binding(gnutls_session_t s, kl_buf *b64)
 {
     if (!s) {
@@ -324,4 +410,15 @@ void est_name_oneline(const X509_NAME *name, char *out, size_t outlen)
         out[n > 0 ? n : 0] = 0;
     }
     BIO_free(b);
+}
+
+int est_asn1_time_get(const ASN1_TIME *t, time_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1) {
+        return 0;
+    }
+    *out = timegm(&tm);
+    return 1;
 }

@@ -4,6 +4,7 @@
 #include <openssl/obj_mac.h>
 #include <openssl/objects.h>
 #include <openssl/pkcs7.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -347,42 +348,98 @@ out:
 /* ---------------------------------------------------------------------------------------- */
 /* certs-only PKCS#7                                                                         */
 
+/* DER identifier + definite length. Lengths here stay far below 2^24 (the response cap). */
+static kl_rc est_der_hdr(kl_buf *b, uint8_t tag, size_t n)
+{
+    uint8_t h[5];
+    size_t k = 0;
+    h[k++] = tag;
+    if (n < 0x80) {
+        h[k++] = (uint8_t)n;
+    } else if (n <= 0xff) {
+        h[k++] = 0x81;
+        h[k++] = (uint8_t)n;
+    } else if (n <= 0xffff) {
+        h[k++] = 0x82;
+        h[k++] = (uint8_t)(n >> 8);
+        h[k++] = (uint8_t)n;
+    } else if (n <= 0xffffff) {
+        h[k++] = 0x83;
+        h[k++] = (uint8_t)(n >> 16);
+        h[k++] = (uint8_t)(n >> 8);
+        h[k++] = (uint8_t)n;
+    } else {
+        return kl_fail(KL_EINTERNAL, "DER length %zu too large", n);
+    }
+    return kl_buf_put(b, h, k);
+}
+
+static size_t est_der_hdr_len(size_t n)
+{
+    return n < 0x80 ? 2 : n <= 0xff ? 3 : n <= 0xffff ? 4 : 5;
+}
+
+/* Written out directly rather than through OpenSSL's PKCS7 templates: the structure is fixed,
+ * and this runs for every enrollment. The bytes are those i2d_PKCS7 produces for the same
+ * content (the unit test compares them):
+ *
+ *   ContentInfo ::= SEQUENCE { contentType id-signedData, content [0] EXPLICIT SignedData }
+ *   SignedData ::= SEQUENCE { version 1, digestAlgorithms SET {}, encapContentInfo SEQUENCE {
+ *       id-data }, certificates [0] IMPLICIT (in the order given), signerInfos SET {} } */
 kl_rc est_p7_certs_only(STACK_OF(X509) *certs, kl_buf *der)
 {
+    static const uint8_t oid_signed[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
+                                         0xf7, 0x0d, 0x01, 0x07, 0x02};
+    /* version 1, digestAlgorithms SET {}, encapContentInfo SEQUENCE { id-data } */
+    static const uint8_t sd_head[] = {0x02, 0x01, 0x01, 0x31, 0x00, 0x30, 0x0b, 0x06, 0x09,
+                                      0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01};
+    static const uint8_t sd_tail[] = {0x31, 0x00}; /* signerInfos SET {} */
     kl_rc rc = KL_OK;
-    PKCS7 *p7 = PKCS7_new();
-    PKCS7_SIGNED *sd = PKCS7_SIGNED_new();
-    uint8_t *enc = NULL;
-    ENSURE_SSL(p7 && sd, KL_EINTERNAL, "PKCS7_new");
-    /* RFC 7030 4.1.3 / RFC 5652 5.2: degenerate SignedData, no signers, encapsulated content
-     * type id-data with the content itself absent (as `openssl crl2pkcs7 -nocrl` makes). */
-    p7->type = OBJ_nid2obj(NID_pkcs7_signed);
-    p7->d.sign = sd;
-    sd = NULL;
-    p7->d.sign->contents->type = OBJ_nid2obj(NID_pkcs7_data);
-    ENSURE_SSL(ASN1_INTEGER_set(p7->d.sign->version, 1), KL_EINTERNAL, "PKCS7 version");
-    ENSURE_SSL((p7->d.sign->cert = sk_X509_new_null()) != NULL, KL_EINTERNAL, "sk_X509_new");
+    int total = certs ? sk_X509_num(certs) : 0;
+    uint8_t **enc = calloc((size_t)(total > 0 ? total : 1), sizeof *enc);
+    size_t *enc_len = calloc((size_t)(total > 0 ? total : 1), sizeof *enc_len);
+    size_t n = 0, certs_len = 0;
+    kl_buf out;
+    kl_buf_init(&out, der->cap, 0);
+    ENSURE(enc && enc_len, KL_EINTERNAL, "out of memory");
+
     for (int i = 0; certs && i < sk_X509_num(certs); i++) {
         X509 *x = sk_X509_value(certs, i);
         int dup = 0;
-        for (int j = 0; j < sk_X509_num(p7->d.sign->cert) && !dup; j++) {
-            dup = X509_cmp(x, sk_X509_value(p7->d.sign->cert, j)) == 0;
+        for (int j = 0; j < i && !dup; j++) {
+            dup = X509_cmp(x, sk_X509_value(certs, j)) == 0;
         }
-        if (!dup) {
-            ENSURE_SSL(X509_up_ref(x), KL_EINTERNAL, "X509_up_ref");
-            if (!sk_X509_push(p7->d.sign->cert, x)) {
-                X509_free(x);
-                ENSURE_SSL(0, KL_EINTERNAL, "sk_X509_push");
-            }
+        if (dup) {
+            continue;
         }
+        enc[n] = NULL;
+        int l = i2d_X509(x, &enc[n]);
+        ENSURE_SSL(l > 0, KL_EINTERNAL, "i2d_X509");
+        enc_len[n] = (size_t)l;
+        certs_len += (size_t)l;
+        n++;
     }
-    int n = i2d_PKCS7(p7, &enc);
-    ENSURE_SSL(n > 0, KL_EINTERNAL, "i2d_PKCS7");
-    TRY(kl_buf_put(der, enc, (size_t)n));
+    size_t sd_len = sizeof sd_head + est_der_hdr_len(certs_len) + certs_len + sizeof sd_tail;
+    size_t explicit_len = est_der_hdr_len(sd_len) + sd_len;
+    size_t ci_len = sizeof oid_signed + est_der_hdr_len(explicit_len) + explicit_len;
+    TRY(est_der_hdr(&out, 0x30, ci_len));
+    TRY(kl_buf_put(&out, oid_signed, sizeof oid_signed));
+    TRY(est_der_hdr(&out, 0xa0, explicit_len));
+    TRY(est_der_hdr(&out, 0x30, sd_len));
+    TRY(kl_buf_put(&out, sd_head, sizeof sd_head));
+    TRY(est_der_hdr(&out, 0xa0, certs_len));
+    for (size_t i = 0; i < n; i++) {
+        TRY(kl_buf_put(&out, enc[i], enc_len[i]));
+    }
+    TRY(kl_buf_put(&out, sd_tail, sizeof sd_tail));
+    TRY(kl_buf_put(der, out.data, out.len));
 out:
-    OPENSSL_free(enc);
-    PKCS7_SIGNED_free(sd);
-    PKCS7_free(p7);
+    for (size_t i = 0; i < n; i++) {
+        OPENSSL_free(enc[i]);
+    }
+    free(enc);
+    free(enc_len);
+    kl_buf_free(&out);
     return rc;
 }
 

@@ -122,13 +122,50 @@ static void est_auth_free(est_auth *a)
     memset(a, 0, sizeof *a);
 }
 
+static void est_auth_cert_accept(est_req *rq, est_auth *a, X509 *x, const char *subj)
+{
+    a->kind = EST_AUTH_CERT;
+    a->cert = x;
+    snprintf(a->actor, sizeof a->actor, "est:cert:%s", subj);
+    snprintf(rq->identity, sizeof rq->identity, "cert:%s", subj);
+}
+
 /* The client's certificate must chain (GnuTLS checked) to one of our client-ca labels as its
- * direct issuer, be in our store, valid, unexpired, unrevoked. */
+ * direct issuer, be in our store, valid, unexpired, unrevoked.
+ *
+ * With a per-connection cache (rq->conn_auth), the checks that cannot change while the TLS
+ * session lasts run once per connection; the store status and dates run on every request, so
+ * a certificate revoked mid-connection is refused on the next request. */
 static kl_rc est_auth_cert(est_req *rq, est_auth *a)
 {
     est_server *s = rq->srv;
+    est_conn_auth *cache = rq->conn_auth;
     X509 *x = NULL;
-    kl_rc rc = est_tls_peer_cert(rq->session, &x);
+    time_t now = time(NULL);
+    kl_rc rc;
+
+    if (cache && cache->cert) {
+        if (now >= cache->not_before && now < cache->not_after &&
+            est_tls_peers_same(rq->session, &cache->peers)) {
+            rc = ca_cert_status_check(s->ca, cache->serial, now);
+            if (rc == KL_EAUTH) {
+                a->cert_refused = 1;
+                kl_warn("client certificate %s refused: %s", cache->subject, kl_errmsg());
+                est_conn_auth_reset(cache); /* the next request decides afresh */
+                return KL_OK;
+            }
+            if (rc != KL_OK) {
+                return rc;
+            }
+            X509_up_ref(cache->cert);
+            est_auth_cert_accept(rq, a, cache->cert, cache->subject);
+            return KL_OK;
+        }
+        /* Another peer list or outside the window the verification holds for: start over. */
+        est_conn_auth_reset(cache);
+    }
+
+    rc = est_tls_peer_cert(rq->session, &x);
     if (rc == KL_ENOTFOUND) {
         return KL_OK;
     }
@@ -139,13 +176,14 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         return KL_OK;
     }
     est_name_oneline(X509_get_subject_name(x), subj, sizeof subj);
-    int issuer_ok = 0;
-    for (int i = 0; s->client_cas && i < sk_X509_num(s->client_cas) && !issuer_ok; i++) {
+    int issuer_ok = -1;
+    for (int i = 0; s->client_cas && i < sk_X509_num(s->client_cas) && issuer_ok < 0; i++) {
         X509 *ca = sk_X509_value(s->client_cas, i);
-        issuer_ok = X509_check_issued(ca, x) == X509_V_OK &&
-                    X509_verify(x, X509_get0_pubkey(ca)) == 1;
+        if (X509_check_issued(ca, x) == X509_V_OK && X509_verify(x, X509_get0_pubkey(ca)) == 1) {
+            issuer_ok = i;
+        }
     }
-    if (!issuer_ok) {
+    if (issuer_ok < 0) {
         a->cert_refused = 1;
         kl_warn("client certificate %s refused: not issued by a client-ca", subj);
         X509_free(x);
@@ -169,10 +207,27 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         X509_free(x);
         return rc;
     }
-    a->kind = EST_AUTH_CERT;
-    a->cert = x;
-    snprintf(a->actor, sizeof a->actor, "est:cert:%s", subj);
-    snprintf(rq->identity, sizeof rq->identity, "cert:%s", subj);
+    if (cache) {
+        /* Cache only a full success. The window: GnuTLS checked the dates of the leaf and its
+         * issuer chain, so the result holds until the first of them ends. */
+        time_t nb = 0, na = 0;
+        char *hex = ca_serial_hex(X509_get0_serialNumber(x));
+        if (hex && strlen(hex) < sizeof cache->serial &&
+            est_asn1_time_get(X509_get0_notBefore(x), &nb) &&
+            est_asn1_time_get(X509_get0_notAfter(x), &na) &&
+            est_tls_peers_key(rq->session, &cache->peers) == KL_OK) {
+            snprintf(cache->serial, sizeof cache->serial, "%s", hex);
+            snprintf(cache->subject, sizeof cache->subject, "%s", subj);
+            cache->not_before = nb > s->client_ca_nb[issuer_ok] ? nb : s->client_ca_nb[issuer_ok];
+            cache->not_after = na < s->client_ca_na[issuer_ok] ? na : s->client_ca_na[issuer_ok];
+            X509_up_ref(x);
+            cache->cert = x;
+        } else {
+            est_conn_auth_reset(cache);
+        }
+        OPENSSL_free(hex);
+    }
+    est_auth_cert_accept(rq, a, x, subj);
     return KL_OK;
 }
 

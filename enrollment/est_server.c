@@ -192,6 +192,8 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
         rq.session = ci ? (gnutls_session_t)ci->tls_session : NULL;
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        rq.conn_auth = ci ? ci->socket_context : NULL;
     }
     if (r->too_big) {
         if (est_route_parse(url, &rq.route) != KL_OK) {
@@ -207,6 +209,25 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
     est_resp_free(&rs);
     kl_buf_free(&r->body);
     return ret;
+}
+
+/* One est_conn_auth per TLS connection, for the life of the connection (the TLS session). */
+static void est_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                            enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    (void)c;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        est_conn_auth *ca = malloc(sizeof *ca);
+        if (ca) {
+            est_conn_auth_init(ca);
+        }
+        *socket_context = ca; /* NULL (out of memory): requests simply go uncached */
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        est_conn_auth_free(*socket_context);
+        free(*socket_context);
+        *socket_context = NULL;
+    }
 }
 
 static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -370,7 +391,12 @@ static kl_rc est_trust_load(est_server *s)
     kl_buf pem;
     kl_buf_init(&pem, 4 * 1024 * 1024, 0);
     STACK_OF(X509) *seen = sk_X509_new_null();
-    ENSURE(seen && (s->client_cas = sk_X509_new_null()) != NULL, KL_EINTERNAL, "out of memory");
+    time_t *nb = calloc(s->cfg.n_client_ca + 1, sizeof *nb);
+    time_t *na = calloc(s->cfg.n_client_ca + 1, sizeof *na);
+    s->client_ca_nb = nb;
+    s->client_ca_na = na;
+    ENSURE(seen && nb && na && (s->client_cas = sk_X509_new_null()) != NULL, KL_EINTERNAL,
+           "out of memory");
     for (size_t i = 0; i < s->cfg.n_client_ca; i++) {
         STACK_OF(X509) *chain = NULL;
         rc = ca_chain(s->ca, s->cfg.client_ca[i], &chain);
@@ -378,11 +404,33 @@ static kl_rc est_trust_load(est_server *s)
             rc = kl_wrap(rc, "[est] client-ca %s", s->cfg.client_ca[i]);
             goto out;
         }
+        /* The window in which a client certificate verified under this client-ca stays
+         * verified (est_conn_auth): within every certificate of the chain. An unreadable
+         * date gives an empty window (never cached). */
+        time_t wnb = 0, wna = (time_t)INT64_MAX;
+        for (int j = 0; j < sk_X509_num(chain); j++) {
+            time_t t;
+            X509 *x = sk_X509_value(chain, j);
+            if (!est_asn1_time_get(X509_get0_notBefore(x), &t)) {
+                t = (time_t)INT64_MAX;
+            }
+            wnb = t > wnb ? t : wnb;
+            if (!est_asn1_time_get(X509_get0_notAfter(x), &t)) {
+                t = 0;
+            }
+            wna = t < wna ? t : wna;
+        }
         for (int j = 0; j < sk_X509_num(chain); j++) {
             X509 *x = sk_X509_value(chain, j);
             if (j == 0) {
                 X509_up_ref(x);
-                sk_X509_push(s->client_cas, x);
+                if (!sk_X509_push(s->client_cas, x)) {
+                    X509_free(x);
+                    rc = kl_fail(KL_EINTERNAL, "out of memory");
+                    break;
+                }
+                nb[sk_X509_num(s->client_cas) - 1] = wnb;
+                na[sk_X509_num(s->client_cas) - 1] = wna;
             }
             int dup = 0;
             for (int k = 0; k < sk_X509_num(seen) && !dup; k++) {
@@ -578,6 +626,7 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *h
     EST_OPT(MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.timeout, NULL);
     EST_OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)est_completed, NULL);
     if (tls) {
+        EST_OPT(MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)est_conn_notify, NULL);
         EST_OPT(MHD_OPTION_HTTPS_PRIORITIES, 0, s->cfg.tls_priorities);
         if (s->privkey) {
             EST_OPT(MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)est_cert_cb);
@@ -669,6 +718,8 @@ void est_server_free(est_server *s)
         free(s->label_rt);
     }
     sk_X509_pop_free(s->client_cas, X509_free);
+    free(s->client_ca_nb);
+    free(s->client_ca_na);
     free(s->trust_pem);
     free(s->cert_pem);
     if (s->key_pem) {

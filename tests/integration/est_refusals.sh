@@ -45,6 +45,49 @@ new_csr dev2 "/CN=sensor-0002/serialNumber=HW0002"
 enroll 200 "IDevID 2 before revocation" "$D/dev2.b64" --cert "$D/idev2.crt" --key "$D/idev2.key"
 kca revoke --serial "$(serial_of "$D/idev2.crt")" --reason keyCompromise >/dev/null
 enroll 401 "revoked client cert" "$D/dev2.b64" --cert "$D/idev2.crt" --key "$D/idev2.key"
+# revoked in the middle of a keep-alive connection: the TLS session (and its verified client
+# certificate) lives on, the next request on it must still be refused at once
+new_csr idev3 "/CN=sensor-0003/serialNumber=HW0003"
+kca issue --issuer factory1 --template device-idevid --csr "$D/idev3.csr" --device-id HW0003 --out "$D/idev3.crt" >/dev/null
+new_csr dev3 "/CN=sensor-0003/serialNumber=HW0003"
+ka_out=$(python3 - "$EST_PORT" "$D" "$BIN/keyline-ca" "$KL_CONF" "$(serial_of "$D/idev3.crt")" "$EST_USER" "$EST_PASS" <<'PY'
+import base64, socket, ssl, subprocess, sys
+port, d, kca, conf, serial, user, pw = sys.argv[1:8]
+ctx = ssl.create_default_context(cafile=d + "/root1.pem")
+ctx.load_cert_chain(d + "/idev3.crt", d + "/idev3.key")
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port))), server_hostname="127.0.0.1")
+body = open(d + "/dev3.b64", "rb").read()
+f = s.makefile("rb")
+def enroll(basic=False):
+    hdr = ("POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+           "Content-Type: application/pkcs10\r\nContent-Length: %d\r\n" % len(body))
+    if basic:
+        hdr += "Authorization: Basic " + base64.b64encode((user + ":" + pw).encode()).decode() + "\r\n"
+    s.sendall((hdr + "\r\n").encode() + body)
+    status = int(f.readline().split()[1])
+    clen, close = 0, False
+    while True:
+        line = f.readline().strip()
+        if not line:
+            break
+        k, v = line.decode().split(":", 1)
+        if k.lower() == "content-length":
+            clen = int(v)
+        if k.lower() == "connection" and "close" in v.lower():
+            close = True
+    f.read(clen)
+    if close:
+        sys.exit("server closed the keep-alive connection")
+    return status
+got = [enroll(), enroll()]
+subprocess.run([kca, "-c", conf, "revoke", "--serial", serial, "--reason", "keyCompromise"],
+               check=True, stdout=subprocess.DEVNULL)
+got += [enroll(), enroll(), enroll(basic=True)]
+print(" ".join(map(str, got)))
+PY
+) || die "keep-alive revocation client failed"
+[ "$ka_out" = "200 200 401 401 200" ] || die "keep-alive, revoked mid-connection: got $ka_out, expected 200 200 401 401 200"
+ok "client cert revoked mid keep-alive connection -> next request 401 (Basic still works)"
 # ours and valid, but a server certificate (no clientAuth)
 enroll 401 "server cert used as client cert" "$D/dev.b64" --cert "$D/est-server.crt" --key "$D/est-server.key"
 # a refused certificate does not hide good Basic credentials
@@ -101,8 +144,9 @@ enroll 413 "oversized body (Content-Length)" "$D/big.b64" -u "$EST_USER:$EST_PAS
 enroll 413 "oversized body (chunked)" "$D/big.b64" -u "$EST_USER:$EST_PASS" -H "Transfer-Encoding: chunked" -H "Expect: 100-continue"
 
 after=$(count_issued)
-# issued in this test: IDevID 2, its enrollment, revoked-cert+Basic enrollment, the LDevID
-[ "$after" = $((before + 4)) ] || die "refused requests issued certificates ($before -> $after)"
+# issued in this test: IDevID 2, its enrollment, revoked-cert+Basic enrollment, the LDevID,
+# IDevID 3 and its three keep-alive enrollments
+[ "$after" = $((before + 8)) ] || die "refused requests issued certificates ($before -> $after)"
 ok "nothing was issued for refused requests"
 
 # --- channel binding (RFC 7030 3.5) ---------------------------------------------------------------

@@ -481,6 +481,43 @@ static void test_multipart(void **state)
     kl_buf_free(&out);
 }
 
+/* What OpenSSL's own PKCS7 templates make of the same certificates (the reference encoding
+ * est_p7_certs_only must reproduce byte for byte). */
+static int ossl_p7_certs_only(X509 **certs, int n, uint8_t **der)
+{
+    PKCS7 *p7 = PKCS7_new();
+    PKCS7_SIGNED *sd = PKCS7_SIGNED_new();
+    assert_non_null(p7);
+    assert_non_null(sd);
+    p7->type = OBJ_nid2obj(NID_pkcs7_signed);
+    p7->d.sign = sd;
+    sd->contents->type = OBJ_nid2obj(NID_pkcs7_data);
+    assert_true(ASN1_INTEGER_set(sd->version, 1));
+    sd->cert = sk_X509_new_null();
+    for (int i = 0; i < n; i++) {
+        X509_up_ref(certs[i]);
+        sk_X509_push(sd->cert, certs[i]);
+    }
+    *der = NULL;
+    int len = i2d_PKCS7(p7, der);
+    PKCS7_free(p7);
+    return len;
+}
+
+static void p7_same_as_openssl(STACK_OF(X509) *sk, X509 **want, int n)
+{
+    kl_buf der;
+    kl_buf_init(&der, 1 << 20, 0);
+    assert_int_equal(est_p7_certs_only(sk, &der), KL_OK);
+    uint8_t *ref = NULL;
+    int rlen = ossl_p7_certs_only(want, n, &ref);
+    assert_true(rlen > 0);
+    assert_int_equal(der.len, (size_t)rlen);
+    assert_memory_equal(der.data, ref, (size_t)rlen);
+    OPENSSL_free(ref);
+    kl_buf_free(&der);
+}
+
 static void test_p7_certs_only(void **state)
 {
     (void)state;
@@ -510,6 +547,31 @@ static void test_p7_certs_only(void **state)
     p7 = d2i_PKCS7(NULL, &p, (long)der.len);
     assert_non_null(p7);
     PKCS7_free(p7);
+    /* byte for byte what i2d_PKCS7 makes: none, one, two, many (long-form lengths of every
+     * size), duplicates dropped */
+    X509 *want[40];
+    want[0] = a;
+    want[1] = b;
+    p7_same_as_openssl(sk, want, 2);
+    p7_same_as_openssl(NULL, want, 0);
+    STACK_OF(X509) *many = sk_X509_new_null();
+    for (int i = 0; i < 40; i++) {
+        char cn[16];
+        snprintf(cn, sizeof cn, "C%d", i);
+        want[i] = make_cert(k, cn, 100 + i);
+        sk_X509_push(many, want[i]);
+        p7_same_as_openssl(many, want, i + 1);
+    }
+    sk_X509_push(many, want[3]);
+    p7_same_as_openssl(many, want, 40);
+    /* a full output buffer leaves it as it was */
+    kl_buf small;
+    kl_buf_init(&small, 100, 0);
+    assert_int_equal(kl_buf_put(&small, "x", 1), KL_OK);
+    assert_int_not_equal(est_p7_certs_only(many, &small), KL_OK);
+    assert_int_equal(small.len, 1);
+    kl_buf_free(&small);
+    sk_X509_pop_free(many, X509_free);
     sk_X509_free(sk);
     X509_free(a);
     X509_free(b);
