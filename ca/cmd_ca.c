@@ -13,7 +13,6 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
     const char *ktype = "ec-p256";
     ca_ctx *ca = NULL;
     X509 *cert = NULL;
-    char *pem = NULL;
     static const struct option opts[] = {
         {"label", required_argument, NULL, 'l'},   {"template", required_argument, NULL, 't'},
         {"subject", required_argument, NULL, 's'}, {"key-type", required_argument, NULL, 'k'},
@@ -37,12 +36,8 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
     ENSURE(kt >= 0, KL_EUSAGE, "unknown key type '%s' (ec-p256, ec-p384, rsa-3072)", ktype);
     TRY(cli_open(c, 1, &ca));
     TRY(ca_create(ca, label, tname, subject, (hsm_key_type)kt, issuer, c->actor, &cert));
-    size_t len = 0;
-    pem = cli_x509_pem(cert, &len);
-    ENSURE(pem, KL_EINTERNAL, "cannot encode certificate");
-    TRY(cli_output(NULL, pem, len));
+    TRY(cli_output_cert(NULL, cert));
 out:
-    free(pem);
     X509_free(cert);
     ca_close(ca);
     return rc;
@@ -55,7 +50,6 @@ static kl_rc cmd_ca_cert(cli *c, int argc, char **argv)
     int chain = 0;
     ca_ctx *ca = NULL;
     STACK_OF(X509) *sk = NULL;
-    char *pem = NULL;
     static const struct option opts[] = {{"label", required_argument, NULL, 'l'},
                                          {"out", required_argument, NULL, 'o'},
                                          {"chain", no_argument, NULL, 'C'},
@@ -73,24 +67,8 @@ static kl_rc cmd_ca_cert(cli *c, int argc, char **argv)
     ENSURE(label && optind == argc, KL_EUSAGE, "ca cert needs --label L");
     TRY(cli_open(c, 0, &ca));
     TRY(ca_chain(ca, label, &sk));
-    size_t total = 0;
-    for (int i = 0; i < (chain ? sk_X509_num(sk) : 1); i++) {
-        size_t len = 0;
-        char *one = cli_x509_pem(sk_X509_value(sk, i), &len);
-        ENSURE(one, KL_EINTERNAL, "cannot encode certificate");
-        char *grown = realloc(pem, total + len + 1);
-        if (!grown) {
-            free(one);
-        }
-        ENSURE(grown, KL_EINTERNAL, "out of memory");
-        pem = grown;
-        memcpy(pem + total, one, len);
-        total += len;
-        free(one);
-    }
-    TRY(cli_output(out_path, pem, total));
+    TRY(cli_output_certs(out_path, sk, chain ? sk_X509_num(sk) : 1));
 out:
-    free(pem);
     sk_X509_pop_free(sk, X509_free);
     ca_close(ca);
     return rc;
@@ -136,7 +114,6 @@ static kl_rc cmd_ca_rotate(cli *c, int argc, char **argv)
     const char *label = NULL, *new_label = NULL, *ktype = "ec-p256";
     ca_ctx *ca = NULL;
     X509 *cert = NULL;
-    char *pem = NULL;
     static const struct option opts[] = {{"label", required_argument, NULL, 'l'},
                                          {"new-label", required_argument, NULL, 'n'},
                                          {"key-type", required_argument, NULL, 'k'},
@@ -157,12 +134,8 @@ static kl_rc cmd_ca_rotate(cli *c, int argc, char **argv)
     ENSURE(kt >= 0, KL_EUSAGE, "unknown key type '%s' (ec-p256, ec-p384, rsa-3072)", ktype);
     TRY(cli_open(c, 1, &ca));
     TRY(ca_rotate(ca, label, new_label, (hsm_key_type)kt, c->actor, &cert));
-    size_t len = 0;
-    pem = cli_x509_pem(cert, &len);
-    ENSURE(pem, KL_EINTERNAL, "cannot encode certificate");
-    TRY(cli_output(NULL, pem, len));
+    TRY(cli_output_cert(NULL, cert));
 out:
-    free(pem);
     X509_free(cert);
     ca_close(ca);
     return rc;

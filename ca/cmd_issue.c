@@ -15,7 +15,6 @@ kl_rc cmd_issue(cli *c, int argc, char **argv)
     uint8_t *raw = NULL, *der = NULL;
     size_t raw_len = 0, der_len = 0;
     X509 *cert = NULL;
-    char *pem = NULL;
     static const struct option opts[] = {
         {"issuer", required_argument, NULL, 'i'}, {"template", required_argument, NULL, 't'},
         {"csr", required_argument, NULL, 'r'},    {"out", required_argument, NULL, 'o'},
@@ -48,14 +47,10 @@ kl_rc cmd_issue(cli *c, int argc, char **argv)
                         .device_id = dev,
                         .actor = c->actor};
     TRY(ca_issue(ca, &req, &cert));
-    size_t len = 0;
-    pem = cli_x509_pem(cert, &len);
-    ENSURE(pem, KL_EINTERNAL, "cannot encode certificate");
-    TRY(cli_output(out_path, pem, len));
+    TRY(cli_output_cert(out_path, cert));
 out:
     free(raw);
     OPENSSL_free(der);
-    free(pem);
     X509_free(cert);
     ca_close(ca);
     return rc;

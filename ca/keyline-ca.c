@@ -94,22 +94,31 @@ kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out)
     return with_hsm ? ca_open(out, c->conf) : ca_open_nohsm(out, c->conf);
 }
 
-char *cli_x509_pem(X509 *x, size_t *len)
+kl_rc cli_output_certs(const char *out, STACK_OF(X509) *certs, int n)
 {
     BIO *b = BIO_new(BIO_s_mem());
-    char *p = NULL;
-    if (b && PEM_write_bio_X509(b, x)) {
-        char *data;
-        long n = BIO_get_mem_data(b, &data);
-        p = malloc((size_t)n + 1);
-        if (p) {
-            memcpy(p, data, (size_t)n);
-            p[n] = 0;
-            *len = (size_t)n;
+    kl_rc rc = b ? KL_OK : kl_fail(KL_EINTERNAL, "out of memory");
+    for (int i = 0; rc == KL_OK && i < n && i < sk_X509_num(certs); i++) {
+        if (!PEM_write_bio_X509(b, sk_X509_value(certs, i))) {
+            rc = kl_fail_ssl(KL_EINTERNAL, "cannot encode certificate");
         }
     }
+    if (rc == KL_OK) {
+        char *data;
+        long len = BIO_get_mem_data(b, &data);
+        rc = cli_output(out, data, (size_t)len);
+    }
     BIO_free(b);
-    return p;
+    return rc;
+}
+
+kl_rc cli_output_cert(const char *out, X509 *x)
+{
+    STACK_OF(X509) *one = sk_X509_new_null();
+    kl_rc rc = one && sk_X509_push(one, x) ? cli_output_certs(out, one, 1)
+                                           : kl_fail(KL_EINTERNAL, "out of memory");
+    sk_X509_free(one);
+    return rc;
 }
 
 int main(int argc, char **argv)
