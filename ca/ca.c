@@ -41,15 +41,17 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
     if (!ca->tpl_dir) {
         ca->tpl_dir = strdup(KEYLINE_DEFAULT_TEMPLATES);
     }
+    ENSURE(ca->tpl_dir, KL_EINTERNAL, "out of memory");
     const char *v;
+    /* A failed copy must not silently drop the CRL/OCSP pointers from issued certificates. */
     if ((v = kl_conf_get(conf, "ca", "crl-url")) && *v) {
-        ca->crl_url = strdup(v);
+        ENSURE((ca->crl_url = strdup(v)), KL_EINTERNAL, "out of memory");
     }
     if ((v = kl_conf_get(conf, "ca", "ocsp-url")) && *v) {
-        ca->ocsp_url = strdup(v);
+        ENSURE((ca->ocsp_url = strdup(v)), KL_EINTERNAL, "out of memory");
     }
     if ((v = kl_conf_get(conf, "ca", "ca-issuers-url")) && *v) {
-        ca->ca_issuers_url = strdup(v);
+        ENSURE((ca->ca_issuers_url = strdup(v)), KL_EINTERNAL, "out of memory");
     }
     TRY(kl_conf_get_long(conf, "ca", "crl-days", 7, 1, 3650, &ca->crl_days));
 
@@ -173,9 +175,13 @@ kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry *
         ENSURE(x, KL_EINPUT, "CA '%s': stored certificate does not parse", label);
         e = &ca->cas[ca->ncas];
         e->label = strdup(label);
-        e->cert = x;
         e->key = NULL;
-        ENSURE(e->label, KL_EINTERNAL, "out of memory");
+        if (!e->label) {
+            X509_free(x);
+            e->cert = NULL;
+            ENSURE(0, KL_EINTERNAL, "out of memory");
+        }
+        e->cert = x;
         ca->ncas++;
     }
     if (want_key && !e->key) {
@@ -617,6 +623,7 @@ kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
     EVP_PKEY *pub = NULL, *priv = NULL;
     X509 *cert = NULL;
     const tpl *t = NULL;
+    int generated = 0;
     *cert_out = NULL;
 
     ENSURE(ca->hsm, KL_EUSAGE, "creating a CA needs the token");
@@ -632,15 +639,30 @@ kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
         TRY(ca_entry_get(ca, issuer, 1, &ie));
     }
     TRY(hsm_key_generate(ca->hsm, label, kt, &pub));
+    generated = 1;
     TRY(hsm_key_load(ca->hsm, label, &priv));
     TRY(ca_certify(ca, priv, pub, name, template_name, issuer, label, actor, &cert));
     TRY(ca_record(ca, label, template_name, issuer, hsm_key_type_name(kt), cert, "active"));
+    generated = 0;
     *cert_out = cert;
     cert = NULL;
 out:
     EVP_PKEY_free(pub);
     EVP_PKEY_free(priv);
     X509_free(cert);
+    if (generated) {
+        /* No CA came of it (policy refused the subject, lint, HSM): do not leave an orphan
+         * key that would block the label. A certificate already signed was never released;
+         * its serial stays reserved/failed in the store. */
+        char why[512];
+        snprintf(why, sizeof why, "%s", kl_errmsg());
+        if (hsm_key_destroy(ca->hsm, label) != KL_OK) {
+            kl_fail(rc, "%s (and the new key '%s' could not be removed from the token)", why,
+                    label);
+        } else {
+            kl_fail(rc, "%s", why);
+        }
+    }
     return rc;
 }
 
@@ -682,8 +704,8 @@ kl_rc ca_chain(ca_ctx *ca, const char *label, STACK_OF(X509) **out)
         ENSURE(depth < 16, KL_EINPUT, "CA chain of '%s' is too deep or loops", label);
         const ca_entry *e = NULL;
         TRY(ca_entry_get(ca, cur, 0, &e));
+        ENSURE(sk_X509_push(sk, e->cert) > 0, KL_EINTERNAL, "out of memory");
         X509_up_ref(e->cert);
-        sk_X509_push(sk, e->cert);
         TRY(store_ca_get(ca->st, cur, &rec));
         if (!rec.parent || !*rec.parent) {
             break;
@@ -715,7 +737,10 @@ kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) **out)
         }
         X509 *x = ca_der_to_x509(list[i].der, list[i].der_len);
         ENSURE(x, KL_EINPUT, "CA '%s': stored certificate does not parse", list[i].label);
-        sk_X509_push(sk, x);
+        if (sk_X509_push(sk, x) <= 0) {
+            X509_free(x);
+            ENSURE(0, KL_EINTERNAL, "out of memory");
+        }
     }
     *out = sk;
     sk = NULL;

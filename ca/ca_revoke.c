@@ -311,6 +311,9 @@ kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert)
     const ca_entry *issuer = NULL;
     ENSURE(hex, KL_EINTERNAL, "out of memory");
     rc = store_cert_get(ca->st, hex, &c);
+    if (rc == KL_EIO || rc == KL_EINTERNAL) {
+        goto out; /* the store failed: not a verdict on the certificate */
+    }
     ENSURE(rc == KL_OK, KL_EAUTH, "certificate %s was not issued by this CA", hex);
     int dlen = i2d_X509(cert, &der);
     ENSURE(dlen > 0 && c.der && (size_t)dlen == c.der_len &&

@@ -26,6 +26,10 @@ kl_conf *kl_conf_new(const char *dir)
     if (c) {
         c->dir = strdup(dir ? dir : ".");
         c->file = strdup("(memory)");
+        if (!c->dir || !c->file) {
+            kl_conf_free(c);
+            return NULL;
+        }
     }
     return c;
 }
@@ -141,6 +145,11 @@ kl_rc kl_conf_load(kl_conf **out, const char *path)
     }
     free(c->file);
     c->file = strdup(path);
+    if (!c->file) {
+        kl_conf_free(c);
+        fclose(f);
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
     int line = ini_parse_file(f, kl_conf_handler, c);
     fclose(f);
     if (line != 0) {

@@ -255,6 +255,11 @@ fail:
         kl_error("CRL for %s: %s", label, kl_errmsg());
         est_resp_text(rs, 503, "CRL temporarily unavailable");
         est_resp_header(rs, "Retry-After", "30");
+    } else if (rc == KL_EIO || rc == KL_ETIMEOUT) {
+        /* docs/est.md: 503 when the store failed, as for enrollment */
+        kl_error("CRL for %s: store: %s", label, kl_errmsg());
+        est_resp_text(rs, 503, "CRL temporarily unavailable");
+        est_resp_header(rs, "Retry-After", "10");
     } else {
         kl_error("CRL for %s: %s", label, kl_errmsg());
         est_resp_text(rs, 500, "internal error");
@@ -380,9 +385,12 @@ void est_handle_ocsp(est_req *rq, est_resp *rs)
             est_metrics_hsm_error(&s->metrics);
         }
         /* RFC 6960 2.3: tryLater / internalError are answered as OCSP responses */
+        /* HSM and store failures are transient: tryLater, as for KL_EHSM (docs/est.md). */
+        int later = rc == KL_EHSM || rc == KL_EPIN || rc == KL_ELOCKED || rc == KL_EIO ||
+                    rc == KL_ETIMEOUT;
         est_ocsp_status_resp(rs, rc == KL_EINPUT ? OCSP_RESPONSE_STATUS_MALFORMEDREQUEST
-                                 : (rc == KL_EHSM || rc == KL_EIO) ? OCSP_RESPONSE_STATUS_TRYLATER
-                                                                   : OCSP_RESPONSE_STATUS_INTERNALERROR);
+                                 : later         ? OCSP_RESPONSE_STATUS_TRYLATER
+                                                 : OCSP_RESPONSE_STATUS_INTERNALERROR);
         goto done;
     }
     int n = i2d_OCSP_RESPONSE(resp, &enc);

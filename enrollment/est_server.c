@@ -230,6 +230,18 @@ static void est_conn_notify(void *cls, struct MHD_Connection *c, void **socket_c
     }
 }
 
+/* The access log is one line per request, but the path comes percent-decoded from MHD
+ * ("%0a" is a newline) and notes can quote request headers: keep only printable ASCII so a
+ * client cannot forge log lines or send terminal escapes to whoever reads the log. */
+static void est_log_clean(char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e) {
+            *s = '?';
+        }
+    }
+}
+
 static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                           enum MHD_RequestTerminationCode toe)
 {
@@ -252,6 +264,10 @@ static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
     /* One line per request: method path status bytes duration auth-identity [note]. Paths and
      * notes hold no secrets (passwords and keys are never put into either). */
+    est_log_clean(r->method);
+    est_log_clean(r->path);
+    est_log_clean(r->identity);
+    est_log_clean(r->note);
     kl_info("%s %s %d %zu %.1fms %s%s%s%s", r->method, r->path, status, r->bytes, ms,
             r->identity, r->note[0] ? " " : "", r->note, why);
     if (status) {
@@ -270,6 +286,11 @@ static void est_mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) {
         line[--n] = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) {
+            line[i] = '?';
+        }
     }
     kl_warn("libmicrohttpd: %s", line);
 }

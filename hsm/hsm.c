@@ -337,6 +337,11 @@ static kl_rc uri_attr(hsm_uri *u, const char *s, size_t n, int query)
             slot = &u->model;
         } else if (IS("object")) {
             slot = &u->object;
+        } else if (IS("pin-value")) {
+            /* Not a path attribute (RFC 7512 2.3), but refuse it here too: the whole URI is
+             * echoed in later errors ("no token matches ..."). */
+            ENSURE(0, KL_EUSAGE, "pkcs11 URI: pin-value is not accepted; use pin-source or the "
+                                 "configured PIN source");
         }
         /* Other path attributes (id, type, library-*, slot-*) are valid but unused here. */
     } else {
@@ -1097,6 +1102,45 @@ static void key_leave(hsm_ctx *h, int locked, char *label)
         pthread_mutex_unlock(&h->mu);
     }
     free(label);
+}
+
+kl_rc hsm_key_destroy(hsm_ctx *h, const char *label_arg)
+{
+    kl_rc rc = KL_OK;
+    char *label = NULL;
+    int locked = 0;
+    size_t destroyed = 0;
+    TRY(key_enter(h, "hsm_key_destroy", label_arg, &label));
+    locked = 1;
+    static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+    for (size_t c = 0; c < sizeof classes / sizeof classes[0]; c++) {
+        for (;;) {
+            CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
+            CK_ULONG n = 0;
+            TRY(raw_count_label(h, label, classes[c], &o, &n));
+            if (n == 0) {
+                break;
+            }
+            CK_RV rv = h->mod->fl->C_DestroyObject(h->sess, o);
+            if (rv != CKR_OK) {
+                rc = fail_ckr(rv, "C_DestroyObject");
+                goto out;
+            }
+            destroyed++;
+        }
+    }
+    for (size_t i = 0; i < h->ncache; i++) {
+        if (strcmp(h->cache[i].label, label) == 0) {
+            free(h->cache[i].label);
+            EVP_PKEY_free(h->cache[i].pk);
+            h->cache[i] = h->cache[--h->ncache];
+            break;
+        }
+    }
+    ENSURE(destroyed > 0, KL_ENOTFOUND, "no key labelled %s on token %s", label, h->token_label);
+out:
+    key_leave(h, locked, label);
+    return rc;
 }
 
 static EVP_PKEY *cache_get(hsm_ctx *h, const char *label)

@@ -52,6 +52,11 @@ void hsm_close(hsm_ctx *h);
 kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKEY **pub_out)
     KL_WUR;
 
+/* Destroy both halves of the key labelled `label` (undo of a hsm_key_generate whose
+ * certificate could not be made). KL_ENOTFOUND when there is none. Keys handed out earlier by
+ * hsm_key_load stop working. */
+kl_rc hsm_key_destroy(hsm_ctx *h, const char *label) KL_WUR;
+
 /* Find the private key with CKA_LABEL = label (a bare label or a pkcs11:...;object=L URI) and
  * return an EVP_PKEY that signs in the token. KL_ENOTFOUND "no key labelled L on token T". */
 kl_rc hsm_key_load(hsm_ctx *h, const char *label, EVP_PKEY **priv_out) KL_WUR;

@@ -382,7 +382,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     st_known k;
     st_plan plan;
     store_device row;
-    int have_row = 0, claimed = 0, own_row = 0;
+    int have_row = 0, claimed = 0, own_row = 0, challenged = 0;
     uint8_t *csr = NULL;
     size_t csr_len = 0;
     X509 *cert = NULL;
@@ -451,6 +451,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     case ST_ACT_ACTIVATE:
         snprintf(o->cert_serial, sizeof o->cert_serial, "%s", k.c[plan.resume].serial);
         own_row = 1;
+        challenged = 1; /* recorded by the earlier run; a failure here must keep that */
         o->phase = ST_PH_LOCK;
         rc = ca_activate(st->ca, o->cert_serial, actor);
         if (rc == KL_OK) {
@@ -635,6 +636,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         st_fail_phase(o, ST_PH_CHALLENGE);
         goto done;
     }
+    challenged = 1;
 
     /* ---- LOCK, then the certificate becomes valid ---- */
     t = st_now_ms();
@@ -678,9 +680,18 @@ done:
             snprintf(o->error, sizeof o->error, "%s", kl_errmsg());
         }
         if (own_row) {
-            /* The pending certificate (if any) stays: the device may come back and resume. */
-            if (st_inv_put(st, h, o->cert_serial, "failed", "%s on %s: %s", st_phase_name(o->phase),
-                           fx->name, o->error) != KL_OK) {
+            /* The pending certificate (if any) stays: the device may come back and resume.
+             * After a passed CHALLENGE the detail keeps its "challenge passed" prefix: LOCK may
+             * have reached the device even though its answer did not come back (unplug, power
+             * cut), and only that record lets the next HELLO (locked) activate the certificate
+             * instead of refusing a device this station locked itself. */
+            kl_rc ir = challenged
+                           ? st_inv_put(st, h, o->cert_serial, "failed",
+                                        "challenge passed for %s; %s on %s: %s", o->cert_serial,
+                                        st_phase_name(o->phase), fx->name, o->error)
+                           : st_inv_put(st, h, o->cert_serial, "failed", "%s on %s: %s",
+                                        st_phase_name(o->phase), fx->name, o->error);
+            if (ir != KL_OK) {
                 st_event(st, 1, "%s: %s: inventory not updated: %s", fx->name, h->hw_serial,
                          kl_errmsg());
             }

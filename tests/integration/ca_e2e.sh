@@ -16,6 +16,11 @@ grep -c "label:" objects.txt | grep -qx 3 || { cat objects.txt; fail "expected 3
 [ "$(grep -c 'Access:.*sensitive' objects.txt)" = 3 ] || { cat objects.txt; fail "a CA key is not sensitive"; }
 ok "CA private keys: sensitive, never extractable (pkcs11-tool)"
 
+# A CA the template refuses leaves no key behind: the label can be used again right away.
+expect_fail "CA subject with a forbidden attribute" kca ca create --label spare1 --template field-ca --issuer root1 --subject "CN=Spare,emailAddress=x@example.com"
+kca ca create --label spare1 --template field-ca --issuer root1 --subject "CN=Spare CA,O=Keyline Test" >/dev/null || fail "label blocked by the key of a refused CA"
+ok "a refused CA left no orphan key in the token"
+
 # Device certificates of every key type, checked by openssl and GnuTLS.
 cat root1.pem > trust.pem
 n=0
