@@ -36,6 +36,17 @@ for mode in csr inject; do
   ok "$mode: replugged devices resumed with their pending certificates, one certificate each"
 done
 
+# A device that locks itself but vanishes before its LOCK answer reaches the station: the
+# passed CHALLENGE stays on record, so the replugged (locked) device is activated, not refused.
+st_dev 1 LV-1 --misbehave vanish --vanish-at lock; d1=$st_last_dev
+if st_station --port "$F1" --count 1; then fail "lock-vanish: station exit 0"; fi
+st_wait_pid $d1 5 && fail "lock-vanish: devsim exit 0"
+st_dev 1 LV-1
+st_station --port "$F1" --count 1 || { tail -5 station.log; fail "lock-vanish: replug"; }
+[ "$(st_result LV-1 action)" = activated ] || fail "lock-vanish: not activated ($(st_result LV-1 action))"
+st_check_device LV-1
+ok "device that vanished after locking itself is activated on replug"
+
 # --count reached while another fixture is mid-flow: that device is interrupted (not a failed
 # result, exit status 0) and finishes on the next run with one certificate.
 st_unplug 1
