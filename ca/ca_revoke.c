@@ -10,6 +10,8 @@
 
 #include "ca_internal.h"
 
+#define CA_OCSP_MAX_ENTRIES 32
+
 /* RFC 5280 5.3.1 CRLReason names (value 7 is not used). */
 static const char *const ca_reasons[] = {
     "unspecified",          "keyCompromise", "cACompromise", "affiliationChanged",
@@ -95,6 +97,12 @@ static int ca_crl_add(void *arg, const store_cert *c)
     return !ok;
 }
 
+static int ca_is_ocsp_signer_label(const char *label)
+{
+    size_t n = strlen(label);
+    return n > 5 && strcmp(label + n - 5, ".ocsp") == 0;
+}
+
 kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
 {
     kl_rc rc = KL_OK;
@@ -104,8 +112,16 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
     ASN1_INTEGER *num = NULL;
     X509_EXTENSION *aki = NULL;
     int64_t number = 0;
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
     *out = NULL;
 
+    /* Only CAs that issue certificates publish CRLs: not OCSP signers, not rollover
+     * certificates (they have no key of their own under that label). */
+    TRY(store_ca_get(ca->st, issuer, &rec));
+    ENSURE(!ca_is_ocsp_signer_label(issuer) && strcmp(rec.status, "rollover") != 0, KL_EUSAGE,
+           "'%s' is not an issuing CA (it is %s)", issuer,
+           ca_is_ocsp_signer_label(issuer) ? "an OCSP signer" : "a rollover certificate");
     TRY(ca_entry_get(ca, issuer, 1, &e));
     crl = X509_CRL_new();
     ENSURE(crl, KL_EINTERNAL, "out of memory");
@@ -142,18 +158,13 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
     *out = crl;
     crl = NULL;
 out:
+    store_ca_free(&rec);
     X509_CRL_free(crl);
     ASN1_TIME_free(last);
     ASN1_TIME_free(next);
     ASN1_INTEGER_free(num);
     X509_EXTENSION_free(aki);
     return rc;
-}
-
-static int ca_is_ocsp_signer_label(const char *label)
-{
-    size_t n = strlen(label);
-    return n > 5 && strcmp(label + n - 5, ".ocsp") == 0;
 }
 
 kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor)
@@ -228,7 +239,9 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
     *out = NULL;
 
     int nreq = OCSP_request_onereq_count(req);
-    if (nreq <= 0) {
+    /* Each entry costs a CertID match against every CA: bound the work one request can ask
+     * for (RFC 5019 clients send one). */
+    if (nreq <= 0 || nreq > CA_OCSP_MAX_ENTRIES) {
         *out = OCSP_response_create(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, NULL);
         return *out ? KL_OK : kl_fail_ssl(KL_EINTERNAL, "cannot build OCSP response");
     }

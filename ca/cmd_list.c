@@ -155,15 +155,24 @@ static kl_rc cmd_device_list(cli *c, int argc, char **argv)
     ENSURE(argc == 1, KL_EUSAGE, "device list takes no arguments");
     TRY(cli_open(c, 0, &ca));
     TRY(store_device_list(ca_store(ca), &list, &n));
-    printf("%-20s %-12s %-12s %-34s %-20s %s\n", "DEVICE", "MODEL", "STATE", "CERT SERIAL",
-           "UPDATED", "DETAIL");
+    printf("%-20s %-12s %-12s %-34s %-8s %-20s %s\n", "DEVICE", "MODEL", "STATE", "CERT SERIAL",
+           "CERT", "UPDATED", "DETAIL");
     for (size_t i = 0; i < n; i++) {
         char t[32];
         cli_time(list[i].updated, t, sizeof t);
-        printf("%-20s %-12s %-12s %-34s %-20s %s\n", list[i].device_id,
+        /* the certificate's own status (a provisioned device's IDevID may since be revoked) */
+        store_cert sc;
+        memset(&sc, 0, sizeof sc);
+        const char *cst = "-";
+        if (list[i].cert_serial &&
+            store_cert_get(ca_store(ca), list[i].cert_serial, &sc) == KL_OK) {
+            cst = sc.status;
+        }
+        printf("%-20s %-12s %-12s %-34s %-8s %-20s %s\n", list[i].device_id,
                list[i].model ? list[i].model : "-", list[i].state,
-               list[i].cert_serial ? list[i].cert_serial : "-", t,
+               list[i].cert_serial ? list[i].cert_serial : "-", cst, t,
                list[i].detail ? list[i].detail : "");
+        store_cert_free(&sc);
     }
 out:
     store_device_list_free(list, n);

@@ -42,6 +42,7 @@ openssl verify -CAfile root1.pem field1b.pem >/dev/null || fail "rotated issuing
 [ "$(openssl x509 -in field1b.pem -noout -subject)" = "$(openssl x509 -in field1.pem -noout -subject)" ] || fail "rotated issuing CA changed its subject"
 kca issue --issuer field1b --template device-ldevid --csr new.csr --out new-b.pem
 openssl verify -CAfile root1.pem -untrusted field1b.pem new-b.pem >/dev/null || fail "certificate from the rotated issuing CA"
+expect_fail "CRL for a rollover certificate" kca crl --issuer root2.newwithold
 expect_fail "rotating onto a taken label" kca ca rotate --label field1 --new-label field2
 expect_fail "rotating an unknown CA" kca ca rotate --label nosuch --new-label x1
 kca audit verify | grep -q intact || fail "audit"

@@ -235,7 +235,19 @@ static void test_ocsp_and_crl(void **state)
     assert_int_equal(ocsp_status(bad, issuer, root, &reason), V_OCSP_CERTSTATUS_REVOKED);
     assert_int_equal(reason, 1);
 
+    /* one request may not ask about more than 32 certificates */
+    OCSP_REQUEST *big = OCSP_REQUEST_new();
+    for (int i = 0; i < 33; i++) {
+        OCSP_request_add0_id(big, OCSP_cert_to_id(EVP_sha1(), good, issuer));
+    }
+    OCSP_RESPONSE *bresp = NULL;
+    assert_int_equal(ca_ocsp_respond(g_ca, big, &bresp), KL_OK);
+    assert_int_equal(OCSP_response_status(bresp), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+    OCSP_RESPONSE_free(bresp);
+    OCSP_REQUEST_free(big);
+
     X509_CRL *crl = NULL;
+    assert_int_equal(ca_crl(g_ca, "field1.ocsp", &crl), KL_EUSAGE); /* not an issuing CA */
     assert_int_equal(ca_crl(g_ca, "field1", &crl), KL_OK);
     assert_int_equal(X509_CRL_verify(crl, X509_get0_pubkey(issuer)), 1);
     X509_REVOKED *r = NULL;
