@@ -54,8 +54,11 @@ static void *raw_sign(void *arg)
 static void *issue(void *arg)
 {
     (void)arg;
-    ca_issue_req req = {.issuer = "field1", .template_name = "device-ldevid", .csr_der = g_csr,
-                        .csr_len = g_csr_len, .actor = "bench"};
+    ca_issue_req req = {.issuer = "field1",
+                        .template_name = "device-ldevid",
+                        .csr_der = g_csr,
+                        .csr_len = g_csr_len,
+                        .actor = "bench"};
     while (!atomic_load(&g_stop)) {
         X509 *x = NULL;
         if (ca_issue(g_ca, &req, &x) != KL_OK) {
@@ -76,9 +79,7 @@ static void print_store_location(const kl_conf *conf)
     const char *what = "unknown filesystem";
     if (path && statfs(path, &sf) == 0) {
         switch ((unsigned long)sf.f_type) {
-        case 0x01021994UL:
-            what = "tmpfs: fsync costs nothing, durability NOT measured";
-            break;
+        case 0x01021994UL: what = "tmpfs: fsync costs nothing, durability NOT measured"; break;
         case 0xEF53UL:
             what = "ext4: synchronous=FULL, every certificate commit fsynced to the disk";
             break;
@@ -88,11 +89,8 @@ static void print_store_location(const kl_conf *conf)
         case 0x58465342UL:
             what = "xfs: synchronous=FULL, every certificate commit fsynced to the disk";
             break;
-        case 0x794c7630UL:
-            what = "overlayfs: fsync goes to the underlying filesystem";
-            break;
-        default:
-            break;
+        case 0x794c7630UL: what = "overlayfs: fsync goes to the underlying filesystem"; break;
+        default: break;
         }
     }
     printf("store: %s (%s)\n", path ? path : "?", what);

@@ -302,12 +302,12 @@ static int setup_client(void)
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"config", required_argument, NULL, 'c'}, {"hsm-key", required_argument, NULL, 'k'},
-        {"host", required_argument, NULL, 'H'},   {"port", required_argument, NULL, 'p'},
-        {"cacert", required_argument, NULL, 'A'}, {"cert", required_argument, NULL, 'C'},
-        {"key", required_argument, NULL, 'K'},    {"csr", required_argument, NULL, 'r'},
+        {"config", required_argument, NULL, 'c'},  {"hsm-key", required_argument, NULL, 'k'},
+        {"host", required_argument, NULL, 'H'},    {"port", required_argument, NULL, 'p'},
+        {"cacert", required_argument, NULL, 'A'},  {"cert", required_argument, NULL, 'C'},
+        {"key", required_argument, NULL, 'K'},     {"csr", required_argument, NULL, 'r'},
         {"seconds", required_argument, NULL, 's'}, {"clients", required_argument, NULL, 'n'},
-        {"path", required_argument, NULL, 'P'},   {NULL, 0, NULL, 0}};
+        {"path", required_argument, NULL, 'P'},    {NULL, 0, NULL, 0}};
     int ch;
     char *clients = strdup("2,8,32");
     while ((ch = getopt_long(argc, argv, "c:", lo, NULL)) != -1) {
@@ -321,13 +321,15 @@ int main(int argc, char **argv)
         case 'K': opt.key = optarg; break;
         case 'r': opt.csr_path = optarg; break;
         case 's': opt.seconds = atoi(optarg); break;
-        case 'n': free(clients); clients = strdup(optarg); break;
+        case 'n':
+            free(clients);
+            clients = strdup(optarg);
+            break;
         case 'P': opt.path = optarg; break;
         default: return 2;
         }
     }
-    if (!opt.hsm_key || !opt.cacert || !opt.cert || !opt.key || !opt.csr_path ||
-        opt.seconds < 1) {
+    if (!opt.hsm_key || !opt.cacert || !opt.cert || !opt.key || !opt.csr_path || opt.seconds < 1) {
         fprintf(stderr, "usage: est_bench -c CONF --hsm-key LABEL --port N --cacert F --cert F "
                         "--key F --csr REQ.b64 [--seconds S] [--clients 2,8,32]\n");
         return 2;

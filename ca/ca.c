@@ -67,8 +67,7 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
             setenv("SOFTHSM2_CONF", shc, 1);
             free(shc);
         }
-        TRY(kl_secret_read(&pin, kl_conf_get(conf, "hsm", "pin"), kl_conf_dir(conf),
-                           "token PIN"));
+        TRY(kl_secret_read(&pin, kl_conf_get(conf, "hsm", "pin"), kl_conf_dir(conf), "token PIN"));
         TRY(hsm_open(&ca->hsm, module, token, pin.value));
     }
     *out = ca;
@@ -342,8 +341,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
 
     ENSURE(ca->hsm, KL_EUSAGE, "issuing needs the token");
     ENSURE(req->csr_der && req->csr_len > 0, KL_EINPUT, "empty CSR");
-    ENSURE(req->csr_len <= CA_CSR_HARD_MAX, KL_EINPUT, "CSR larger than %d bytes",
-           CA_CSR_HARD_MAX);
+    ENSURE(req->csr_len <= CA_CSR_HARD_MAX, KL_EINPUT, "CSR larger than %d bytes", CA_CSR_HARD_MAX);
     ENSURE(issuer_label && *issuer_label, KL_EUSAGE, "no issuer given");
     ENSURE(req->template_name && *req->template_name, KL_EUSAGE, "no template given");
     TRY(ca_tpl_get(ca, req->template_name, &t));
@@ -451,8 +449,8 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
         int dlen = i2d_X509(cert, &der);
         ENSURE_SSL(dlen > 0, KL_EINTERNAL, "cannot encode certificate");
         char detail[1536];
-        snprintf(detail, sizeof detail, "serial=%s issuer=%s template=%s subject=%s%s%s", serial_hex,
-                 issuer_label, t->name, subject_txt, req->device_id ? " device=" : "",
+        snprintf(detail, sizeof detail, "serial=%s issuer=%s template=%s subject=%s%s%s",
+                 serial_hex, issuer_label, t->name, subject_txt, req->device_id ? " device=" : "",
                  req->device_id ? req->device_id : "");
         rc = store_cert_commit2(ca->st, serial_hex, der, (size_t)dlen, nb, na, subject_txt,
                                 req->pending ? STORE_ST_PENDING : STORE_ST_VALID,
@@ -528,9 +526,9 @@ static kl_rc ca_name_parse(const char *s, X509_NAME **out)
         ENSURE(nid != NID_undef, KL_EUSAGE, "subject: unknown attribute '%s'", a);
         int type = (nid == NID_countryName || nid == NID_serialNumber) ? V_ASN1_PRINTABLESTRING
                                                                        : MBSTRING_UTF8;
-        ENSURE_SSL(X509_NAME_add_entry_by_NID(name, nid, type, (unsigned char *)eq + 1, -1, -1,
-                                              0) == 1,
-                   KL_EUSAGE, "subject: bad value for %s", a);
+        ENSURE_SSL(
+            X509_NAME_add_entry_by_NID(name, nid, type, (unsigned char *)eq + 1, -1, -1, 0) == 1,
+            KL_EUSAGE, "subject: bad value for %s", a);
     }
     ENSURE(X509_NAME_entry_count(name) > 0, KL_EUSAGE, "subject is empty");
     *out = name;
@@ -566,8 +564,8 @@ kl_rc ca_certify(ca_ctx *ca, EVP_PKEY *priv, EVP_PKEY *pub, const X509_NAME *nam
         .csr_len = (size_t)clen,
         .actor = actor,
     };
-    ca_issue_in in = {.req = &req, .subject = name, .self_key = issuer ? NULL : priv,
-                      .self_label = self_label};
+    ca_issue_in in = {
+        .req = &req, .subject = name, .self_key = issuer ? NULL : priv, .self_label = self_label};
     TRY(ca_issue_run(ca, &in, cert_out));
 out:
     X509_REQ_free(csr);
@@ -616,8 +614,8 @@ kl_rc ca_label_check_new(ca_ctx *ca, const char *label)
 }
 
 kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
-                      const X509_NAME *name, hsm_key_type kt, const char *issuer,
-                      const char *actor, X509 **cert_out)
+                      const X509_NAME *name, hsm_key_type kt, const char *issuer, const char *actor,
+                      X509 **cert_out)
 {
     kl_rc rc = KL_OK;
     EVP_PKEY *pub = NULL, *priv = NULL;
@@ -691,7 +689,7 @@ kl_rc ca_cert(ca_ctx *ca, const char *label, X509 **out)
     return KL_OK;
 }
 
-kl_rc ca_chain(ca_ctx *ca, const char *label, STACK_OF(X509) **out)
+kl_rc ca_chain(ca_ctx *ca, const char *label, STACK_OF(X509) * *out)
 {
     kl_rc rc = KL_OK;
     STACK_OF(X509) *sk = sk_X509_new_null();
@@ -722,7 +720,7 @@ out:
     return rc;
 }
 
-kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) **out)
+kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) * *out)
 {
     kl_rc rc = KL_OK;
     store_ca *list = NULL;

@@ -42,11 +42,11 @@ typedef struct {
     const char *template_name; /* template file stem, e.g. "device-idevid" */
     const uint8_t *csr_der;    /* PKCS#10, DER */
     size_t csr_len;
-    X509_REQ *csr;             /* optional: csr_der already parsed by the caller (borrowed);
-                                * saves a second decode. Its signature is still checked. */
-    const char *device_id;     /* optional hardware serial / inventory id */
-    const char *actor;         /* who asked, for the audit log: "cli:root", "est:CN=..." */
-    int pending;               /* record as "pending" instead of "valid" (station) */
+    X509_REQ *csr;         /* optional: csr_der already parsed by the caller (borrowed);
+                            * saves a second decode. Its signature is still checked. */
+    const char *device_id; /* optional hardware serial / inventory id */
+    const char *actor;     /* who asked, for the audit log: "cli:root", "est:CN=..." */
+    int pending;           /* record as "pending" instead of "valid" (station) */
 } ca_issue_req;
 
 /* The one issuance pipeline: parse CSR, verify its signature (proof of possession), apply the
@@ -73,9 +73,9 @@ kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_ke
 /* CA certificate by label (caller frees). KL_ENOTFOUND. */
 kl_rc ca_cert(ca_ctx *ca, const char *label, X509 **out) KL_WUR;
 /* Chain from `label` up to and including its root, leaf (the CA itself) first. */
-kl_rc ca_chain(ca_ctx *ca, const char *label, STACK_OF(X509) **out) KL_WUR;
+kl_rc ca_chain(ca_ctx *ca, const char *label, STACK_OF(X509) * *out) KL_WUR;
 /* All CA certificates known to the store (roots, intermediates, rollover certs). */
-kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) **out) KL_WUR;
+kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) * *out) KL_WUR;
 
 /* Revocation. reason: RFC 5280 CRLReason code (0 unspecified, 1 keyCompromise, ...).
  * KL_ENOTFOUND for an unknown serial. */

@@ -47,7 +47,7 @@ kl_rc ca_record(ca_ctx *ca, const char *label, const char *template_name, const 
 /* KL_OK when `label` is well-formed and not taken (KL_EUSAGE / KL_EEXIST otherwise). */
 kl_rc ca_label_check_new(ca_ctx *ca, const char *label) KL_WUR;
 kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
-                      const X509_NAME *name, hsm_key_type kt, const char *issuer,
-                      const char *actor, X509 **cert_out) KL_WUR;
+                      const X509_NAME *name, hsm_key_type kt, const char *issuer, const char *actor,
+                      X509 **cert_out) KL_WUR;
 
 #endif

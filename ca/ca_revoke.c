@@ -14,9 +14,9 @@
 
 /* RFC 5280 5.3.1 CRLReason names (value 7 is not used). */
 static const char *const ca_reasons[] = {
-    "unspecified",          "keyCompromise", "cACompromise", "affiliationChanged",
-    "superseded",           "cessationOfOperation", "certificateHold", NULL,
-    "removeFromCRL",        "privilegeWithdrawn", "aACompromise",
+    "unspecified",   "keyCompromise",        "cACompromise",    "affiliationChanged",
+    "superseded",    "cessationOfOperation", "certificateHold", NULL,
+    "removeFromCRL", "privilegeWithdrawn",   "aACompromise",
 };
 #define CA_NREASONS (int)(sizeof ca_reasons / sizeof ca_reasons[0])
 
@@ -213,9 +213,9 @@ static kl_rc ca_ocsp_find_issuer(ca_ctx *ca, OCSP_CERTID *cid, char *label, size
         if (ca_entry_get(ca, list[i].label, 0, &e) != KL_OK) {
             continue;
         }
-        OCSP_CERTID *mine = OCSP_cert_id_new(md, X509_get_subject_name(e->cert),
-                                             X509_get0_pubkey_bitstr(e->cert),
-                                             X509_get0_serialNumber(e->cert));
+        OCSP_CERTID *mine =
+            OCSP_cert_id_new(md, X509_get_subject_name(e->cert), X509_get0_pubkey_bitstr(e->cert),
+                             X509_get0_serialNumber(e->cert));
         int same = mine && OCSP_id_issuer_cmp(mine, cid) == 0;
         OCSP_CERTID_free(mine);
         if (same) {
@@ -335,8 +335,7 @@ kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert)
     TRY(ca_entry_get(ca, c.issuer, 0, &issuer));
     ENSURE(X509_verify(cert, X509_get0_pubkey(issuer->cert)) == 1, KL_EAUTH,
            "certificate %s: signature does not verify", hex);
-    ENSURE(strcmp(c.status, STORE_ST_VALID) == 0, KL_EAUTH, "certificate %s is %s", hex,
-           c.status);
+    ENSURE(strcmp(c.status, STORE_ST_VALID) == 0, KL_EAUTH, "certificate %s is %s", hex, c.status);
     time_t now = time(NULL);
     ENSURE(X509_cmp_time(X509_get0_notBefore(cert), &now) < 0, KL_EAUTH,
            "certificate %s is not yet valid", hex);

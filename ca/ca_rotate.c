@@ -29,8 +29,8 @@ kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_ke
 
     ENSURE(ca->hsm, KL_EUSAGE, "rotating a CA needs the token");
     TRY(store_ca_get(ca->st, old_label, &old));
-    ENSURE(strcmp(old.status, "active") == 0, KL_EPOLICY, "CA '%s' is %s, not active",
-           old_label, old.status);
+    ENSURE(strcmp(old.status, "active") == 0, KL_EPOLICY, "CA '%s' is %s, not active", old_label,
+           old.status);
     TRY(ca_entry_get(ca, old_label, 1, &oe));
     const X509_NAME *name = X509_get_subject_name(oe->cert);
     if (old.parent && *old.parent) {
@@ -54,8 +54,8 @@ kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_ke
     TRY(ca_record(ca, nwo_label, old.template_name, old_label, old.key_type, nwo, "rollover"));
     TRY(ca_certify(ca, oe->key, old_pub, name, old.template_name, new_label, NULL, actor, &own));
     TRY(ca_record(ca, own_label, old.template_name, new_label, old.key_type, own, "rollover"));
-    snprintf(detail, sizeof detail, "old=%s new=%s rollover=%s,%s", old_label, new_label,
-             nwo_label, own_label);
+    snprintf(detail, sizeof detail, "old=%s new=%s rollover=%s,%s", old_label, new_label, nwo_label,
+             own_label);
     TRY(store_audit_append(ca->st, actor ? actor : "keyline", "ca-rotate", detail));
 out:
     if (rc != KL_OK && *cert_out) {

@@ -41,8 +41,8 @@ static kl_rc cmd_audit_list(cli *c, int argc, char **argv)
         struct tm tm;
         gmtime_r(&list[i].ts, &tm);
         strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        printf("%lld %s %s %s %s %.16s\n", (long long)list[i].seq, t, list[i].actor,
-               list[i].action, list[i].detail ? list[i].detail : "", list[i].hash);
+        printf("%lld %s %s %s %s %.16s\n", (long long)list[i].seq, t, list[i].actor, list[i].action,
+               list[i].detail ? list[i].detail : "", list[i].hash);
     }
 out:
     store_audit_list_free(list, n);

@@ -84,8 +84,8 @@ static kl_rc cmd_ca_list(cli *c, int argc, char **argv)
     ENSURE(argc == 1, KL_EUSAGE, "ca list takes no arguments");
     TRY(cli_open(c, 0, &ca));
     TRY(store_ca_list(ca_store(ca), &list, &n));
-    printf("%-20s %-14s %-16s %-9s %-8s %-20s %s\n", "LABEL", "TEMPLATE", "ISSUER", "KEY",
-           "STATUS", "NOT AFTER", "SUBJECT");
+    printf("%-20s %-14s %-16s %-9s %-8s %-20s %s\n", "LABEL", "TEMPLATE", "ISSUER", "KEY", "STATUS",
+           "NOT AFTER", "SUBJECT");
     for (size_t i = 0; i < n; i++) {
         const unsigned char *p = list[i].der;
         X509 *x = d2i_X509(NULL, &p, (long)list[i].der_len);

@@ -16,8 +16,8 @@ kl_rc cmd_issue(cli *c, int argc, char **argv)
     size_t raw_len = 0, der_len = 0;
     X509 *cert = NULL;
     static const struct option opts[] = {
-        {"issuer", required_argument, NULL, 'i'}, {"template", required_argument, NULL, 't'},
-        {"csr", required_argument, NULL, 'r'},    {"out", required_argument, NULL, 'o'},
+        {"issuer", required_argument, NULL, 'i'},    {"template", required_argument, NULL, 't'},
+        {"csr", required_argument, NULL, 'r'},       {"out", required_argument, NULL, 'o'},
         {"device-id", required_argument, NULL, 'd'}, {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;

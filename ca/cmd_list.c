@@ -28,11 +28,10 @@ static int cli_list_row(void *arg, const store_cert *c)
     cli_time(c->not_before, nb, sizeof nb);
     cli_time(c->not_after, na, sizeof na);
     if (st->arr) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s?}", "serial",
-                              c->serial_hex, "subject", c->subject ? c->subject : "", "issuer",
-                              c->issuer, "template", c->template_name ? c->template_name : "",
-                              "not_before", nb, "not_after", na, "status", c->status,
-                              "device_id", c->device_id);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s?}", "serial", c->serial_hex,
+                              "subject", c->subject ? c->subject : "", "issuer", c->issuer,
+                              "template", c->template_name ? c->template_name : "", "not_before",
+                              nb, "not_after", na, "status", c->status, "device_id", c->device_id);
         if (!o || json_array_append_new(st->arr, o) != 0) {
             st->rc = kl_fail(KL_EINTERNAL, "out of memory");
             return 1;

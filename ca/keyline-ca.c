@@ -94,7 +94,7 @@ kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out)
     return with_hsm ? ca_open(out, c->conf) : ca_open_nohsm(out, c->conf);
 }
 
-kl_rc cli_output_certs(const char *out, STACK_OF(X509) *certs, int n)
+kl_rc cli_output_certs(const char *out, STACK_OF(X509) * certs, int n)
 {
     BIO *b = BIO_new(BIO_s_mem());
     kl_rc rc = b ? KL_OK : kl_fail(KL_EINTERNAL, "out of memory");

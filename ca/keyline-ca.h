@@ -27,7 +27,7 @@ void cli_usage(const cli_cmd *cmd, const char *group);
 kl_rc cli_output(const char *out, const void *data, size_t len);
 kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out);
 /* PEM of the first n certificates (or one) to --out (atomic) or stdout. */
-kl_rc cli_output_certs(const char *out, STACK_OF(X509) *certs, int n);
+kl_rc cli_output_certs(const char *out, STACK_OF(X509) * certs, int n);
 kl_rc cli_output_cert(const char *out, X509 *x);
 
 kl_rc cmd_ca(cli *c, int argc, char **argv);

@@ -56,8 +56,8 @@ kl_rc store_open(store **out, const char *path)
             return ops->open(out, path + n + 1);
         }
     }
-    return kl_fail(KL_EUSAGE, "store: unknown backend '%.*s' in '%s' (known: sqlite)", (int)n,
-                   path, path);
+    return kl_fail(KL_EUSAGE, "store: unknown backend '%.*s' in '%s' (known: sqlite)", (int)n, path,
+                   path);
 }
 
 void store_close(store *s)
@@ -263,7 +263,8 @@ kl_rc store_cert_commit(store *s, const char *serial_hex, const uint8_t *der, si
     SERIAL_NORM(serial_hex, serial);
     ARG_CHECK(der && der_len > 0, "store_cert_commit: no certificate");
     if (!status || (strcmp(status, STORE_ST_VALID) != 0 && strcmp(status, STORE_ST_PENDING) != 0)) {
-        return kl_fail(KL_EUSAGE, "store: commit status must be \"valid\" or \"pending\", not \"%s\"",
+        return kl_fail(KL_EUSAGE,
+                       "store: commit status must be \"valid\" or \"pending\", not \"%s\"",
                        status ? status : "(null)");
     }
     return s->ops->cert_commit(s, serial, der, der_len, status, actor_or_default(actor),
@@ -283,7 +284,8 @@ kl_rc store_cert_commit2(store *s, const char *serial_hex, const uint8_t *der, s
     ARG_CHECK(der && der_len > 0, "store_cert_commit2: no certificate");
     ARG_CHECK(subject, "store_cert_commit2: no subject");
     if (!status || (strcmp(status, STORE_ST_VALID) != 0 && strcmp(status, STORE_ST_PENDING) != 0)) {
-        return kl_fail(KL_EUSAGE, "store: commit status must be \"valid\" or \"pending\", not \"%s\"",
+        return kl_fail(KL_EUSAGE,
+                       "store: commit status must be \"valid\" or \"pending\", not \"%s\"",
                        status ? status : "(null)");
     }
     return s->ops->cert_commit2(s, serial, der, der_len, not_before, not_after, subject, status,
@@ -309,8 +311,7 @@ kl_rc store_cert_get(store *s, const char *serial_hex, store_cert *out)
     return s->ops->cert_get(s, serial, out);
 }
 
-kl_rc store_cert_list(store *s, const char *status, const char *issuer, store_cert_cb cb,
-                      void *arg)
+kl_rc store_cert_list(store *s, const char *status, const char *issuer, store_cert_cb cb, void *arg)
 {
     STORE_CHECK(s);
     ARG_CHECK(cb, "store_cert_list: no callback");

@@ -40,18 +40,18 @@ typedef struct {
 } store_cert;
 
 typedef struct {
-    char *label;     /* CA label, also the CKA_LABEL of its key in the token */
+    char *label; /* CA label, also the CKA_LABEL of its key in the token */
     char *template_name;
-    char *parent;    /* issuer CA label, NULL for a self-signed root */
-    char *key_type;  /* "ec-p256" ... */
-    uint8_t *der;    /* CA certificate */
+    char *parent;   /* issuer CA label, NULL for a self-signed root */
+    char *key_type; /* "ec-p256" ... */
+    uint8_t *der;   /* CA certificate */
     size_t der_len;
-    char *status;    /* "active" | "retired" */
+    char *status; /* "active" | "retired" */
     time_t created;
 } store_ca;
 
 typedef struct {
-    char *device_id;  /* hardware serial */
+    char *device_id; /* hardware serial */
     char *model;
     char *cert_serial; /* hex of the current identity cert, NULL if none */
     char *state;       /* "pending" | "provisioned" | "failed" | "reprovision" */
@@ -77,7 +77,7 @@ kl_rc store_open(store **out, const char *path) KL_WUR;
 void store_close(store *s);
 
 /* --- CA records --- */
-kl_rc store_ca_put(store *s, const store_ca *ca) KL_WUR;          /* KL_EEXIST on label clash */
+kl_rc store_ca_put(store *s, const store_ca *ca) KL_WUR; /* KL_EEXIST on label clash */
 kl_rc store_ca_get(store *s, const char *label, store_ca *out) KL_WUR; /* KL_ENOTFOUND */
 kl_rc store_ca_list(store *s, store_ca **out, size_t *n) KL_WUR;
 void store_ca_free(store_ca *ca);
@@ -120,8 +120,8 @@ kl_rc store_device_list(store *s, store_device **out, size_t *n) KL_WUR;
 void store_device_free(store_device *d);
 
 /* --- audit log: append-only SHA-256 hash chain --- */
-kl_rc store_audit_append(store *s, const char *actor, const char *action, const char *detail)
-    KL_WUR;
+kl_rc store_audit_append(store *s, const char *actor, const char *action,
+                         const char *detail) KL_WUR;
 /* Recompute the chain. KL_OK when intact; KL_EPOLICY with "entry N: ..." naming the first
  * edited, inserted or deleted entry. *count gets the number of entries checked. */
 kl_rc store_audit_verify(store *s, int64_t *count) KL_WUR;
@@ -144,8 +144,7 @@ struct store_ops {
     kl_rc (*cert_list)(store *s, const char *status, const char *issuer, store_cert_cb cb,
                        void *arg);
     kl_rc (*cert_activate)(store *s, const char *serial, const char *actor);
-    kl_rc (*cert_revoke)(store *s, const char *serial, int reason, time_t when,
-                         const char *actor);
+    kl_rc (*cert_revoke)(store *s, const char *serial, int reason, time_t when, const char *actor);
     kl_rc (*cert_list_pending)(store *s, time_t older_than, store_cert_cb cb, void *arg);
     kl_rc (*crl_number_next)(store *s, const char *issuer, int64_t *out);
     kl_rc (*revocation_epoch)(store *s, const char *issuer, int64_t *out);

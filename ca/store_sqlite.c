@@ -4,9 +4,9 @@
  * threads); prepared statements are cached per handle. Writes are group-committed: concurrent
  * callers of one handle share one BEGIN IMMEDIATE ... COMMIT, each in its own SAVEPOINT (see
  * sq_write). BEGIN IMMEDIATE is retried on SQLITE_BUSY past the busy timeout, so concurrent
- * processes serialise their writes and the audit chain is extended by one writer at a time. WAL + synchronous=FULL: a
- * returned KL_OK means the transaction is on disk. Schema, states and the audit encoding are
- * described in docs/internals/store.md. */
+ * processes serialise their writes and the audit chain is extended by one writer at a time. WAL +
+ * synchronous=FULL: a returned KL_OK means the transaction is on disk. Schema, states and the audit
+ * encoding are described in docs/internals/store.md. */
 #include "store.h"
 
 #include <errno.h>
@@ -96,7 +96,7 @@ static const char *const sq_schema =
     " BEGIN SELECT RAISE(ABORT, 'a serial number never changes'); END;";
 
 #define CERT_COLS                                                                                  \
-    "id, serial, issuer, subject, template, device_id, status, not_before, not_after, "           \
+    "id, serial, issuer, subject, template, device_id, status, not_before, not_after, "            \
     "revoked_at, revoke_reason, der, created"
 
 enum {
@@ -201,7 +201,7 @@ typedef struct sq_op {
 } sq_op;
 
 struct sq_store {
-    struct store base; /* must come first */
+    struct store base;  /* must come first */
     pthread_mutex_t mu; /* the connection and its statements */
     sqlite3 *db;
     sqlite3_stmt *st[Q_COUNT];
@@ -211,8 +211,8 @@ struct sq_store {
     pthread_mutex_t gmu;
     pthread_cond_t gcv;
     sq_op *qhead, **qtail;
-    int leader; /* a thread is running a batch */
-    int sync_normal; /* the connection is at synchronous=NORMAL (under mu) */
+    int leader;            /* a thread is running a batch */
+    int sync_normal;       /* the connection is at synchronous=NORMAL (under mu) */
     uint64_t n_txn, n_ops; /* committed write transactions / operations in them (under mu) */
 };
 
@@ -239,17 +239,14 @@ static kl_rc sq_fail(sq_store *q, int src, const char *what)
         return kl_fail(KL_EINPUT, "store: %s is not a keyline store (%s)", q->path, m);
     case SQLITE_CORRUPT:
         return kl_fail(KL_EIO, "store: %s: store %s is corrupt (%s)", what, q->path, m);
-    case SQLITE_NOMEM:
-        return kl_fail(KL_EINTERNAL, "store: %s: out of memory", what);
+    case SQLITE_NOMEM: return kl_fail(KL_EINTERNAL, "store: %s: out of memory", what);
     case SQLITE_FULL:
     case SQLITE_IOERR:
     case SQLITE_CANTOPEN:
     case SQLITE_READONLY:
     case SQLITE_PERM:
-    case SQLITE_PROTOCOL:
-        return kl_fail(KL_EIO, "store: %s: %s (%s)", what, q->path, m);
-    default:
-        return kl_fail(KL_EINTERNAL, "store: %s: SQLite error %d (%s)", what, src, m);
+    case SQLITE_PROTOCOL: return kl_fail(KL_EIO, "store: %s: %s (%s)", what, q->path, m);
+    default: return kl_fail(KL_EINTERNAL, "store: %s: SQLite error %d (%s)", what, src, m);
     }
 }
 
@@ -260,8 +257,10 @@ static kl_rc sq_lock(sq_store *q)
     /* SQLite: "do not open an SQLite database connection, then fork(), then try to use that
      * database connection in the child process." */
     if (q->pid != getpid()) {
-        return kl_fail(KL_EUSAGE, "store: handle for %s used after fork(); open the store in the "
-                                  "child", q->path);
+        return kl_fail(KL_EUSAGE,
+                       "store: handle for %s used after fork(); open the store in the "
+                       "child",
+                       q->path);
     }
     pthread_mutex_lock(&q->mu);
     return KL_OK;
@@ -276,8 +275,8 @@ static void sq_unlock(sq_store *q)
 static kl_rc sq_stmt(sq_store *q, int id, sqlite3_stmt **out)
 {
     if (!q->st[id]) {
-        int r = sqlite3_prepare_v3(q->db, q_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &q->st[id],
-                                   NULL);
+        int r =
+            sqlite3_prepare_v3(q->db, q_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &q->st[id], NULL);
         if (r != SQLITE_OK) {
             q->st[id] = NULL;
             return sq_fail(q, r, "prepare");
@@ -452,8 +451,7 @@ static int64_t row_cert(sqlite3_stmt *st, store_cert *c)
     c->not_before = col_time(st, 7);
     c->not_after = col_time(st, 8);
     c->revoked_at = col_time(st, 9);
-    c->revoke_reason = sqlite3_column_type(st, 10) == SQLITE_NULL ? -1
-                                                                 : sqlite3_column_int(st, 10);
+    c->revoke_reason = sqlite3_column_type(st, 10) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 10);
     bad |= col_blob(st, 11, &c->der, &c->der_len);
     c->created = col_time(st, 12);
     if (bad) {
@@ -658,8 +656,10 @@ static void sq_batch_run(sq_store *q, sq_op *batch)
 static kl_rc sq_write_op(sq_store *q, sq_tx_fn fn, void *arg, int lazy)
 {
     if (q->pid != getpid()) {
-        return kl_fail(KL_EUSAGE, "store: handle for %s used after fork(); open the store in the "
-                                  "child", q->path);
+        return kl_fail(KL_EUSAGE,
+                       "store: handle for %s used after fork(); open the store in the "
+                       "child",
+                       q->path);
     }
     sq_op op;
     op.fn = fn;
@@ -784,8 +784,7 @@ out:
 
 /* --- audit chain (caller holds the lock and an open write transaction) --- */
 
-static kl_rc audit_append_tx(sq_store *q, const char *actor, const char *action,
-                             const char *detail)
+static kl_rc audit_append_tx(sq_store *q, const char *actor, const char *action, const char *detail)
 {
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
@@ -814,8 +813,9 @@ static kl_rc audit_append_tx(sq_store *q, const char *actor, const char *action,
     BIND(bind_text(st, 7, hash));
     rc = sq_run(q, st, "append audit entry");
     if (rc == KL_EEXIST) {
-        rc = kl_fail(KL_EIO, "store: audit entry %lld already exists past the recorded head: the "
-                             "audit log was changed outside keyline (run audit verify)",
+        rc = kl_fail(KL_EIO,
+                     "store: audit entry %lld already exists past the recorded head: the "
+                     "audit log was changed outside keyline (run audit verify)",
                      (long long)seq);
     }
     TRY(rc);
@@ -929,8 +929,7 @@ static kl_rc sq_check_dir(const char *path)
     }
     kl_rc rc = KL_OK;
     if (stat(dir, &sb) != 0) {
-        rc = kl_fail(KL_EIO, "store: cannot open %s: directory %s: %s", path, dir,
-                     strerror(errno));
+        rc = kl_fail(KL_EIO, "store: cannot open %s: directory %s: %s", path, dir, strerror(errno));
     } else if (!S_ISDIR(sb.st_mode)) {
         rc = kl_fail(KL_EIO, "store: cannot open %s: %s is not a directory", path, dir);
     }
@@ -968,8 +967,8 @@ static kl_rc sq_open(store **out, const char *path)
     ENSURE(fd >= 0, KL_EIO, "store: cannot open %s: %s", path, strerror(errno));
     close(fd);
 
-    int r = sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                              SQLITE_OPEN_NOMUTEX, NULL);
+    int r = sqlite3_open_v2(path, &q->db,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (r != SQLITE_OK) {
         rc = kl_fail(KL_EIO, "store: cannot open %s: %s", path,
                      q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(r));
@@ -1143,8 +1142,8 @@ static kl_rc asn1_time_get(const ASN1_TIME *t, time_t *out)
 
 /* What the store keeps from the signed certificate: validity and subject; and a check that the
  * DER is the certificate for this reservation. */
-static kl_rc cert_parse(const char *serial, const uint8_t *der, size_t len, time_t *nb,
-                        time_t *na, char **subject)
+static kl_rc cert_parse(const char *serial, const uint8_t *der, size_t len, time_t *nb, time_t *na,
+                        char **subject)
 {
     kl_rc rc = KL_OK;
     const unsigned char *p = der;
@@ -1242,8 +1241,12 @@ static kl_rc sq_cert_commit(store *s, const char *serial, const uint8_t *der, si
 {
     kl_rc rc = KL_OK;
     char *subject = NULL;
-    cert_commit_arg a = {.serial = serial, .der = der, .len = len, .status = status,
-                         .actor = actor, .detail = detail};
+    cert_commit_arg a = {.serial = serial,
+                         .der = der,
+                         .len = len,
+                         .status = status,
+                         .actor = actor,
+                         .detail = detail};
     TRY(cert_parse(serial, der, len, &a.nb, &a.na, &subject));
     a.subject = subject;
     rc = cert_commit_run(sq(s), &a);
@@ -1256,9 +1259,15 @@ static kl_rc sq_cert_commit2(store *s, const char *serial, const uint8_t *der, s
                              time_t not_before, time_t not_after, const char *subject,
                              const char *status, const char *actor, const char *detail)
 {
-    cert_commit_arg a = {.serial = serial, .der = der, .len = len, .status = status,
-                         .nb = not_before, .na = not_after, .subject = subject,
-                         .actor = actor, .detail = detail};
+    cert_commit_arg a = {.serial = serial,
+                         .der = der,
+                         .len = len,
+                         .status = status,
+                         .nb = not_before,
+                         .na = not_after,
+                         .subject = subject,
+                         .actor = actor,
+                         .detail = detail};
     return cert_commit_run(sq(s), &a);
 }
 
@@ -1466,8 +1475,7 @@ static kl_rc cert_revoke_tx(sq_store *q, void *arg)
     TRY(sq_stmt(q, Q_EPOCH_BUMP, &st));
     BIND(bind_text(st, 1, issuer));
     TRY(sq_run(q, st, "bump revocation epoch"));
-    snprintf(detail, sizeof detail, "serial=%s issuer=%s reason=%d", a->serial, issuer,
-             a->reason);
+    snprintf(detail, sizeof detail, "serial=%s issuer=%s reason=%d", a->serial, issuer, a->reason);
     TRY(audit_append_tx(q, a->actor, "revoke", detail));
 out:
     sq_done(st);
@@ -1576,8 +1584,8 @@ static kl_rc sq_device_list(store *s, store_device **outp, size_t *np)
 {
     void *v = NULL;
     size_t n = 0;
-    kl_rc rc = sq_collect(sq(s), Q_DEV_LIST, NULL, sizeof **outp, 16, row_dev, "list devices", &v,
-                          &n);
+    kl_rc rc =
+        sq_collect(sq(s), Q_DEV_LIST, NULL, sizeof **outp, 16, row_dev, "list devices", &v, &n);
     if (rc != KL_OK) {
         store_device_list_free(v, n);
         return rc;
@@ -1689,8 +1697,8 @@ static kl_rc sq_audit_verify(store *s, int64_t *count)
                "audit entry %lld: previous-hash link broken (entry %lld edited or replaced, or "
                "entry inserted)",
                (long long)seq, (long long)(seq - 1));
-        if (store_audit_entry_hash(seq, ts, actor, action, detail, prev, h) != KL_OK ||
-            !hh || strcmp(h, hh) != 0) {
+        if (store_audit_entry_hash(seq, ts, actor, action, detail, prev, h) != KL_OK || !hh ||
+            strcmp(h, hh) != 0) {
             rc = kl_fail(KL_EPOLICY, "audit entry %lld: hash mismatch (entry edited)",
                          (long long)seq);
             goto out;

@@ -24,7 +24,14 @@
 
 #define TPL_FILE_CAP (64 * 1024)
 
-typedef enum { SEC_NONE = 0, SEC_TEMPLATE, SEC_SUBJECT, SEC_EXTENSIONS, SEC_CSR, SEC__COUNT } tpl_sec;
+typedef enum {
+    SEC_NONE = 0,
+    SEC_TEMPLATE,
+    SEC_SUBJECT,
+    SEC_EXTENSIONS,
+    SEC_CSR,
+    SEC__COUNT
+} tpl_sec;
 
 static const char *const tpl_sec_names[SEC__COUNT] = {"", "template", "subject", "extensions",
                                                       "csr"};
@@ -44,13 +51,13 @@ struct tpl_parse {
     const char *file;
     const char *text;
     size_t pos, len;
-    int line;             /* line last handed to inih */
-    tpl_sec reader_sec;   /* section the reader last saw */
+    int line;           /* line last handed to inih */
+    tpl_sec reader_sec; /* section the reader last saw */
     int sec_line[SEC__COUNT];
-    int key_line[32];     /* per tpl_keys[] entry: line where set, 0 = unset */
-    void *target;         /* list being filled by the current list setter */
-    unsigned san_kinds;   /* scratch for set_san */
-    int err_line;         /* first error; 0 = none */
+    int key_line[32];   /* per tpl_keys[] entry: line where set, 0 = unset */
+    void *target;       /* list being filled by the current list setter */
+    unsigned san_kinds; /* scratch for set_san */
+    int err_line;       /* first error; 0 = none */
     char err[400];
 };
 
@@ -156,10 +163,14 @@ static const struct {
     const char *name;
     int nid;
 } tpl_attr_names[] = {
-    {"CN", NID_commonName},       {"O", NID_organizationName},
-    {"OU", NID_organizationalUnitName}, {"C", NID_countryName},
-    {"L", NID_localityName},      {"ST", NID_stateOrProvinceName},
-    {"serialNumber", NID_serialNumber}, {"DC", NID_domainComponent},
+    {"CN", NID_commonName},
+    {"O", NID_organizationName},
+    {"OU", NID_organizationalUnitName},
+    {"C", NID_countryName},
+    {"L", NID_localityName},
+    {"ST", NID_stateOrProvinceName},
+    {"serialNumber", NID_serialNumber},
+    {"DC", NID_domainComponent},
     {"UID", NID_userId},
 };
 
@@ -183,16 +194,16 @@ static const struct {
     const char *name;
     int nid;
 } tpl_eku_names[] = {
-    {"serverAuth", NID_server_auth},       {"clientAuth", NID_client_auth},
-    {"codeSigning", NID_code_sign},        {"emailProtection", NID_email_protect},
-    {"timeStamping", NID_time_stamp},      {"OCSPSigning", NID_OCSP_sign},
+    {"serverAuth", NID_server_auth},  {"clientAuth", NID_client_auth},
+    {"codeSigning", NID_code_sign},   {"emailProtection", NID_email_protect},
+    {"timeStamping", NID_time_stamp}, {"OCSPSigning", NID_OCSP_sign},
 };
 
 static const struct {
     const char *name;
     unsigned bit;
 } tpl_san_names[] = {
-    {"dns", TPL_SAN_DNS}, {"ip", TPL_SAN_IP}, {"uri", TPL_SAN_URI},
+    {"dns", TPL_SAN_DNS},     {"ip", TPL_SAN_IP},   {"uri", TPL_SAN_URI},
     {"email", TPL_SAN_EMAIL}, {"hmn", TPL_SAN_HMN},
 };
 
@@ -263,15 +274,13 @@ static int set_validity(tpl_parse *p, const char *v)
     char unit = 0;
     size_t len = strlen(v);
     if (len < 2 || v[len - 1] != 'd' || strspn(v, "0123456789") != len - 1) {
-        return tpl_perr(p, "validity must be 'forever' or a number of days like 365d, got '%s'",
-                        v);
+        return tpl_perr(p, "validity must be 'forever' or a number of days like 365d, got '%s'", v);
     }
     if (tpl_number(p, v, 36500, "d", &n, &unit) != 0) {
         return -1;
     }
     if (unit != 'd' || n < 1) {
-        return tpl_perr(p, "validity must be 'forever' or a number of days like 365d, got '%s'",
-                        v);
+        return tpl_perr(p, "validity must be 'forever' or a number of days like 365d, got '%s'", v);
     }
     p->t->validity_forever = 0;
     p->t->validity_days = (int)n;
@@ -372,9 +381,10 @@ static int add_ku(tpl_parse *p, const char *w)
             return 0;
         }
     }
-    return tpl_perr(p, "unknown key usage '%s' (known: digitalSignature nonRepudiation "
-                       "keyEncipherment dataEncipherment keyAgreement keyCertSign cRLSign "
-                       "encipherOnly decipherOnly)",
+    return tpl_perr(p,
+                    "unknown key usage '%s' (known: digitalSignature nonRepudiation "
+                    "keyEncipherment dataEncipherment keyAgreement keyCertSign cRLSign "
+                    "encipherOnly decipherOnly)",
                     w);
 }
 
@@ -417,8 +427,9 @@ static int add_eku(tpl_parse *p, const char *w)
                                     "extended key usage", w);
         }
     }
-    return tpl_perr(p, "unknown extended key usage '%s' (known: serverAuth clientAuth "
-                       "codeSigning emailProtection timeStamping OCSPSigning)",
+    return tpl_perr(p,
+                    "unknown extended key usage '%s' (known: serverAuth clientAuth "
+                    "codeSigning emailProtection timeStamping OCSPSigning)",
                     w);
 }
 
@@ -476,8 +487,7 @@ static int set_hmn_type(tpl_parse *p, const char *v)
     size_t n = strlen(v);
     if (n == 0 || n >= sizeof p->t->hmn_type_oid || strspn(v, "0123456789.") != n ||
         strstr(v, "..") || v[n - 1] == '.' || strchr(v, '.') == NULL) {
-        return tpl_perr(p, "hmn-type must be a dotted OID like 1.3.6.1.4.1.32473.1, got '%s'",
-                        v);
+        return tpl_perr(p, "hmn-type must be a dotted OID like 1.3.6.1.4.1.32473.1, got '%s'", v);
     }
     ASN1_OBJECT *o = OBJ_txt2obj(v, 1);
     if (!o) {
@@ -526,8 +536,9 @@ static int add_ignored_ext(tpl_parse *p, const char *w)
 {
     int nid = OBJ_txt2nid(w);
     if (nid == NID_undef) {
-        return tpl_perr(p, "unknown extension '%s' (use OpenSSL's name, like "
-                           "subjectKeyIdentifier)",
+        return tpl_perr(p,
+                        "unknown extension '%s' (use OpenSSL's name, like "
+                        "subjectKeyIdentifier)",
                         w);
     }
     /* These four are always checked against the template, never waved through. */
@@ -635,12 +646,12 @@ static char *tpl_reader(char *str, int num, void *stream)
             name[k] = 0;
             tpl_sec sec = tpl_sec_find(name);
             if (sec == SEC_NONE) {
-                tpl_perr(p, "unknown section [%s] (known: [template] [subject] [extensions] "
-                            "[csr])",
+                tpl_perr(p,
+                         "unknown section [%s] (known: [template] [subject] [extensions] "
+                         "[csr])",
                          name);
             } else if (p->sec_line[sec] != 0) {
-                tpl_perr(p, "section [%s] given twice (first at line %d)", name,
-                         p->sec_line[sec]);
+                tpl_perr(p, "section [%s] given twice (first at line %d)", name, p->sec_line[sec]);
             } else {
                 p->sec_line[sec] = p->line;
             }
@@ -671,8 +682,9 @@ static int tpl_handler(void *user, const char *section, const char *name, const 
         return 1;
     }
     if (p->key_line[k] != 0) {
-        tpl_perr(p, "key '%s' given twice (first at line %d; continuation lines are not "
-                    "supported)",
+        tpl_perr(p,
+                 "key '%s' given twice (first at line %d; continuation lines are not "
+                 "supported)",
                  name, p->key_line[k]);
         return 1;
     }
@@ -709,8 +721,8 @@ static int tpl_check(tpl_parse *p)
         if (tpl_keys[i].required && p->key_line[i] == 0) {
             const char *s = tpl_sec_names[tpl_keys[i].sec];
             if (p->sec_line[tpl_keys[i].sec] == 0) {
-                return tpl_cross_err(p, tpl_keys[i].key, "missing section [%s] (needs '%s')",
-                                     s, tpl_keys[i].key);
+                return tpl_cross_err(p, tpl_keys[i].key, "missing section [%s] (needs '%s')", s,
+                                     tpl_keys[i].key);
             }
             return tpl_cross_err(p, tpl_keys[i].key, "[%s] has no '%s'", s, tpl_keys[i].key);
         }
@@ -752,8 +764,9 @@ static int tpl_check(tpl_parse *p)
         return tpl_cross_err(p, "dns-wildcards", "dns-wildcards without dns in san");
     }
     if (t->ocsp_nocheck && !tpl_nid_in(t->eku, NID_OCSP_sign)) {
-        return tpl_cross_err(p, "ocsp-nocheck", "ocsp-nocheck needs OCSPSigning in "
-                                                "extended-key-usage");
+        return tpl_cross_err(p, "ocsp-nocheck",
+                             "ocsp-nocheck needs OCSPSigning in "
+                             "extended-key-usage");
     }
     if (t->is_ca && t->eku[0]) {
         /* Not forbidden by RFC 5280, but an EKU in a CA certificate constrains its whole

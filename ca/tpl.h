@@ -22,39 +22,39 @@ typedef enum { TPL_SUBJECT_FROM_CSR = 0, TPL_SUBJECT_FROM_REQUEST } tpl_subject_
 /* subjectAltName kinds a template may take from the CSR or build itself */
 #define TPL_SAN_DNS 0x1u
 #define TPL_SAN_IP 0x2u
-#define TPL_SAN_HMN 0x4u   /* RFC 4108 HardwareModuleName otherName, built from the hw serial */
+#define TPL_SAN_HMN 0x4u /* RFC 4108 HardwareModuleName otherName, built from the hw serial */
 #define TPL_SAN_URI 0x8u
 #define TPL_SAN_EMAIL 0x10u
 
 typedef struct tpl {
     char name[64];
     char path[512];
-    int is_ca;           /* basicConstraints cA */
-    int path_len;        /* -1: no pathLenConstraint */
-    unsigned key_types;  /* bit (1u << hsm_key_type) per allowed key type */
-    int validity_days;   /* used when !validity_forever */
-    int validity_forever;/* notAfter = 99991231235959Z (IEEE 802.1AR) */
-    int backdate_secs;   /* notBefore = now - backdate */
+    int is_ca;            /* basicConstraints cA */
+    int path_len;         /* -1: no pathLenConstraint */
+    unsigned key_types;   /* bit (1u << hsm_key_type) per allowed key type */
+    int validity_days;    /* used when !validity_forever */
+    int validity_forever; /* notAfter = 99991231235959Z (IEEE 802.1AR) */
+    int backdate_secs;    /* notBefore = now - backdate */
     tpl_subject_src subject_src;
     int subject_required[TPL_MAX_ATTRS]; /* NIDs, 0-terminated */
     int subject_allowed[TPL_MAX_ATTRS];  /* NIDs, 0-terminated; anything else refused */
     int serial_number_from_device;       /* subject serialNumber must equal the device id */
     uint32_t key_usage;                  /* X509v3_KU_* bits */
     int key_usage_critical;
-    int eku[8];                          /* NIDs, 0-terminated */
-    unsigned san_from_csr;               /* TPL_SAN_* taken from the CSR after validation */
-    unsigned san_required;               /* TPL_SAN_* that must be present */
-    int san_hmn;                         /* build HardwareModuleName from the device id */
-    char hmn_type_oid[64];               /* hwType OID for HardwareModuleName */
-    int crl_dp;                          /* add CRLDistributionPoints (URL from config) */
-    int aia_ocsp;                        /* add AIA OCSP (URL from config) */
-    int aia_ca_issuers;                  /* add AIA caIssuers (URL from config) */
-    int ocsp_nocheck;                    /* id-pkix-ocsp-nocheck (OCSP signer) */
-    int csr_ext_ignored[8];              /* NIDs of CSR extensions tolerated (not copied) */
-    int max_csr_bytes;                   /* CSR DER larger than this is refused */
+    int eku[8];             /* NIDs, 0-terminated */
+    unsigned san_from_csr;  /* TPL_SAN_* taken from the CSR after validation */
+    unsigned san_required;  /* TPL_SAN_* that must be present */
+    int san_hmn;            /* build HardwareModuleName from the device id */
+    char hmn_type_oid[64];  /* hwType OID for HardwareModuleName */
+    int crl_dp;             /* add CRLDistributionPoints (URL from config) */
+    int aia_ocsp;           /* add AIA OCSP (URL from config) */
+    int aia_ca_issuers;     /* add AIA caIssuers (URL from config) */
+    int ocsp_nocheck;       /* id-pkix-ocsp-nocheck (OCSP signer) */
+    int csr_ext_ignored[8]; /* NIDs of CSR extensions tolerated (not copied) */
+    int max_csr_bytes;      /* CSR DER larger than this is refused */
     /* added after the first draft of this header: */
-    uint32_t key_usage_rsa;              /* X509v3_KU_* bits added when the key is RSA */
-    int san_dns_wildcard;                /* allow "*.example.com" dNSNames from the CSR */
+    uint32_t key_usage_rsa; /* X509v3_KU_* bits added when the key is RSA */
+    int san_dns_wildcard;   /* allow "*.example.com" dNSNames from the CSR */
 } tpl;
 
 /* Load templates/<name>.tmpl from `dir`. `name` must match [a-z0-9-]+ (no paths).
@@ -65,15 +65,15 @@ void tpl_free(tpl *t);
 /* Inputs to the policy step. Everything is borrowed. */
 typedef struct {
     const tpl *t;
-    X509_REQ *csr;             /* signature already verified by the caller */
-    const char *device_id;     /* hardware serial (device-idevid), or NULL */
-    const X509_NAME *subject;  /* TPL_SUBJECT_FROM_REQUEST (ca create --subject), else NULL */
-    X509 *issuer_cert;         /* NULL: self-signed (root) */
-    const char *crl_url;       /* NULL/"" : none configured */
+    X509_REQ *csr;            /* signature already verified by the caller */
+    const char *device_id;    /* hardware serial (device-idevid), or NULL */
+    const X509_NAME *subject; /* TPL_SUBJECT_FROM_REQUEST (ca create --subject), else NULL */
+    X509 *issuer_cert;        /* NULL: self-signed (root) */
+    const char *crl_url;      /* NULL/"" : none configured */
     const char *ocsp_url;
     const char *ca_issuers_url;
-    time_t now;                /* 0: time(NULL) */
-    const char *issuer_label;  /* replaces "{issuer}" in the URLs above; NULL when not needed */
+    time_t now;               /* 0: time(NULL) */
+    const char *issuer_label; /* replaces "{issuer}" in the URLs above; NULL when not needed */
 } tpl_policy_in;
 
 /* Check the CSR against the template (key type/size, subject rules, CSR extensions, SAN
@@ -81,8 +81,7 @@ typedef struct {
  * serial, subject, issuer, validity (clamped inside the issuer's, error if it cannot fit),
  * public key from the CSR, SKI, AKI, basicConstraints, keyUsage, EKU, SAN, CRL DP, AIA.
  * KL_EPOLICY with a precise message when the CSR asks for what the template forbids. */
-kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509 **tbs_out)
-    KL_WUR;
+kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509 **tbs_out) KL_WUR;
 
 /* Lint an (unsigned or signed) certificate before signing, RFC 5280 basics and the
  * template's own rules: serial positive, <= 20 octets, >= 64 bits of entropy space;
@@ -108,7 +107,6 @@ int tpl_key_type_of(const EVP_PKEY *k, char *name, size_t namelen);
  * has one, else its subject serialNumber. `hw_type` (may be NULL) gets the dotted hwType OID
  * ("" when the id came from serialNumber). KL_ENOTFOUND when neither is present; KL_EINPUT
  * when the HMN is malformed or the serial is not printable or does not fit. */
-kl_rc tpl_cert_device_id(X509 *cert, char *out, size_t outlen, char *hw_type, size_t hw_len)
-    KL_WUR;
+kl_rc tpl_cert_device_id(X509 *cert, char *out, size_t outlen, char *hw_type, size_t hw_len) KL_WUR;
 
 #endif

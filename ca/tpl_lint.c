@@ -17,7 +17,7 @@
 #define LINT(cond, ...)                                                                            \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            rc = kl_fail(KL_EINTERNAL, "lint: " __VA_ARGS__);                                     \
+            rc = kl_fail(KL_EINTERNAL, "lint: " __VA_ARGS__);                                      \
             goto out;                                                                              \
         }                                                                                          \
     } while (0)
@@ -55,10 +55,8 @@ static int lint_nid_known(int nid)
     case NID_subject_alt_name:
     case NID_crl_distribution_points:
     case NID_info_access:
-    case NID_id_pkix_OCSP_noCheck:
-        return 1;
-    default:
-        return 0;
+    case NID_id_pkix_OCSP_noCheck: return 1;
+    default: return 0;
     }
 }
 
@@ -150,8 +148,7 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
     LINT(!bc->pathlen || bc->ca, "pathLenConstraint without cA");
     if (bc->ca) {
         LINT((t->path_len < 0 && !bc->pathlen) ||
-                 (t->path_len >= 0 && bc->pathlen &&
-                  ASN1_INTEGER_get(bc->pathlen) == t->path_len),
+                 (t->path_len >= 0 && bc->pathlen && ASN1_INTEGER_get(bc->pathlen) == t->path_len),
              "pathLenConstraint differs from template %s", t->name);
     }
 
@@ -163,8 +160,7 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
     LINT((bits & X509v3_KU_KEY_CERT_SIGN) || !bc->ca, "a CA certificate without keyCertSign");
     uint32_t want = t->key_usage | (kt == HSM_KEY_RSA_3072 ? t->key_usage_rsa : 0);
     LINT(bits == want, "keyUsage differs from template %s", t->name);
-    LINT(!crit == !t->key_usage_critical, "keyUsage criticality differs from template %s",
-         t->name);
+    LINT(!crit == !t->key_usage_critical, "keyUsage criticality differs from template %s", t->name);
 
     /* extendedKeyUsage: exactly the template's */
     eku = X509_get_ext_d2i(cert, NID_ext_key_usage, &crit, NULL);
@@ -250,8 +246,8 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
         LINT(n_hmn == 1, "802.1AR: %d HardwareModuleName entries (want 1)", n_hmn);
         kl_rc r = tpl_cert_device_id(cert, dev, sizeof dev, type, sizeof type);
         LINT(r == KL_OK, "802.1AR: HardwareModuleName unreadable");
-        LINT(strcmp(type, t->hmn_type_oid) == 0, "802.1AR: hwType %s, template %s wants %s",
-             type, t->name, t->hmn_type_oid);
+        LINT(strcmp(type, t->hmn_type_oid) == 0, "802.1AR: hwType %s, template %s wants %s", type,
+             t->name, t->hmn_type_oid);
         const ASN1_STRING *sn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx));
         LINT((size_t)ASN1_STRING_length(sn) == strlen(dev) &&
                  memcmp(ASN1_STRING_get0_data(sn), dev, strlen(dev)) == 0,
@@ -260,8 +256,7 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
         LINT(n_hmn == 0, "HardwareModuleName on template %s, which has no hmn", t->name);
     }
     for (const int *r = t->subject_required; *r; r++) {
-        LINT(X509_NAME_get_index_by_NID(subj, *r, -1) >= 0, "subject has no %s",
-             OBJ_nid2sn(*r));
+        LINT(X509_NAME_get_index_by_NID(subj, *r, -1) >= 0, "subject has no %s", OBJ_nid2sn(*r));
     }
 
     /* the rest is there only when the template says so (and a URL is configured) */

@@ -32,14 +32,16 @@ typedef struct {
     ASN1_OCTET_STRING *hwSerialNum;
 } TPL_HMN;
 
-ASN1_SEQUENCE(TPL_HMN) = {
-    ASN1_SIMPLE(TPL_HMN, hwType, ASN1_OBJECT),
-    ASN1_SIMPLE(TPL_HMN, hwSerialNum, ASN1_OCTET_STRING),
+ASN1_SEQUENCE(TPL_HMN) =
+    {
+        ASN1_SIMPLE(TPL_HMN, hwType, ASN1_OBJECT),
+        ASN1_SIMPLE(TPL_HMN, hwSerialNum, ASN1_OCTET_STRING),
 } static_ASN1_SEQUENCE_END(TPL_HMN)
 
-/* ---- key types ---------------------------------------------------------------------------- */
+    /* ---- key types ----------------------------------------------------------------------------
+     */
 
-int tpl_key_type_of(const EVP_PKEY *k, char *name, size_t namelen)
+    int tpl_key_type_of(const EVP_PKEY *k, char *name, size_t namelen)
 {
     char tmp[64];
     if (!name) {
@@ -90,8 +92,7 @@ int tpl_key_type_of(const EVP_PKEY *k, char *name, size_t namelen)
 
 static void tpl_key_types_str(unsigned bits, char *out, size_t outlen)
 {
-    static const char *const names[HSM_KEY__COUNT] = {"ec-p256", "ec-p384", "rsa-3072",
-                                                      "ed25519"};
+    static const char *const names[HSM_KEY__COUNT] = {"ec-p256", "ec-p384", "rsa-3072", "ed25519"};
     size_t n = 0;
     out[0] = 0;
     for (int i = 0; i < HSM_KEY__COUNT; i++) {
@@ -168,9 +169,9 @@ static const struct {
     int max_chars;
 } tpl_attr_limits[] = {
     /* RFC 5280 Appendix A upper bounds */
-    {NID_commonName, 64},        {NID_organizationName, 64}, {NID_organizationalUnitName, 64},
-    {NID_countryName, 2},        {NID_localityName, 128},    {NID_stateOrProvinceName, 128},
-    {NID_serialNumber, 64},      {NID_domainComponent, 63},  {NID_userId, 64},
+    {NID_commonName, 64},   {NID_organizationName, 64}, {NID_organizationalUnitName, 64},
+    {NID_countryName, 2},   {NID_localityName, 128},    {NID_stateOrProvinceName, 128},
+    {NID_serialNumber, 64}, {NID_domainComponent, 63},  {NID_userId, 64},
 };
 
 static int tpl_attr_max(int nid)
@@ -241,8 +242,9 @@ static kl_rc tpl_subject_build(const tpl *t, const X509_NAME *src, const char *d
         if (nid == NID_undef || !tpl_nid_in(t->subject_allowed, nid)) {
             char allowed[200];
             tpl_nids_str(t->subject_allowed, allowed, sizeof allowed);
-            ENSURE(0, KL_EPOLICY, "subject attribute %s is not allowed by template %s "
-                                  "(allowed: %s)",
+            ENSURE(0, KL_EPOLICY,
+                   "subject attribute %s is not allowed by template %s "
+                   "(allowed: %s)",
                    tpl_obj_name(obj, b1, sizeof b1), t->name, allowed);
         }
         for (int j = 0; j < count; j++) {
@@ -265,8 +267,8 @@ static kl_rc tpl_subject_build(const tpl *t, const X509_NAME *src, const char *d
                    "subject %s contains a control character", OBJ_nid2sn(nid));
             chars += (u[k] & 0xc0) != 0x80;
         }
-        ENSURE(chars <= tpl_attr_max(nid), KL_EPOLICY,
-               "subject %s is longer than %d characters", OBJ_nid2sn(nid), tpl_attr_max(nid));
+        ENSURE(chars <= tpl_attr_max(nid), KL_EPOLICY, "subject %s is longer than %d characters",
+               OBJ_nid2sn(nid), tpl_attr_max(nid));
         if (nid == NID_serialNumber) {
             csr_sn = (const char *)u; /* ASN1_STRING_to_UTF8 NUL-terminates */
             ENSURE((size_t)ulen == strlen(csr_sn), KL_EPOLICY,
@@ -308,9 +310,9 @@ static kl_rc tpl_subject_build(const tpl *t, const X509_NAME *src, const char *d
         }
         ENSURE(nids[i] != NID_countryName || lens[i] == 2, KL_EPOLICY,
                "subject C must be a two-letter country code");
-        ENSURE_SSL(X509_NAME_add_entry_by_NID(name, nids[i], MBSTRING_UTF8, utf8[i], lens[i],
-                                              -1, 0) == 1,
-                   KL_EPOLICY, "subject %s cannot be encoded", OBJ_nid2sn(nids[i]));
+        ENSURE_SSL(
+            X509_NAME_add_entry_by_NID(name, nids[i], MBSTRING_UTF8, utf8[i], lens[i], -1, 0) == 1,
+            KL_EPOLICY, "subject %s cannot be encoded", OBJ_nid2sn(nids[i]));
     }
     if (t->serial_number_from_device && !csr_sn) {
         ENSURE_SSL(X509_NAME_add_entry_by_NID(name, NID_serialNumber, MBSTRING_ASC,
@@ -490,8 +492,8 @@ out:
     return g;
 }
 
-static kl_rc tpl_device_id_from_hmn(const GENERAL_NAME *g, char *out, size_t outlen,
-                                    char *hw_type, size_t hw_len)
+static kl_rc tpl_device_id_from_hmn(const GENERAL_NAME *g, char *out, size_t outlen, char *hw_type,
+                                    size_t hw_len)
 {
     TPL_HMN *h = NULL;
     kl_rc rc = tpl_hmn_decode(g, &h);
@@ -534,8 +536,9 @@ kl_rc tpl_cert_device_id(X509 *cert, char *out, size_t outlen, char *hw_type, si
     }
     const X509_NAME *subj = X509_get_subject_name(cert);
     int idx = X509_NAME_get_index_by_NID(subj, NID_serialNumber, -1);
-    ENSURE(idx >= 0, KL_ENOTFOUND, "certificate has neither a HardwareModuleName nor a subject "
-                                   "serialNumber");
+    ENSURE(idx >= 0, KL_ENOTFOUND,
+           "certificate has neither a HardwareModuleName nor a subject "
+           "serialNumber");
     const ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx));
     int n = ASN1_STRING_length(d);
     ENSURE(n > 0 && (size_t)n < outlen &&
@@ -587,24 +590,18 @@ static kl_rc tpl_san_take(const tpl *t, const GENERAL_NAME *g, const char *devid
             char dev[TPL_DEVID_MAX + 1], type[64];
             TRY(tpl_device_id_from_hmn(g, dev, sizeof dev, type, sizeof type));
             ENSURE(strcmp(type, t->hmn_type_oid) == 0, KL_EPOLICY,
-                   "CSR HardwareModuleName hwType %s differs from template %s's %s", type,
-                   t->name, t->hmn_type_oid);
+                   "CSR HardwareModuleName hwType %s differs from template %s's %s", type, t->name,
+                   t->hmn_type_oid);
             ENSURE(strcmp(dev, devid) == 0, KL_EPOLICY,
-                   "CSR HardwareModuleName hwSerialNum '%s' does not match the device id '%s'",
-                   dev, devid);
+                   "CSR HardwareModuleName hwSerialNum '%s' does not match the device id '%s'", dev,
+                   devid);
             return KL_OK;
         }
         kname = tpl_is_hmn(g) ? "otherName HardwareModuleName" : "otherName";
         break;
-    case GEN_DIRNAME:
-        kname = "directoryName";
-        break;
-    case GEN_RID:
-        kname = "registeredID";
-        break;
-    default:
-        kname = "x400Address/ediPartyName";
-        break;
+    case GEN_DIRNAME: kname = "directoryName"; break;
+    case GEN_RID: kname = "registeredID"; break;
+    default: kname = "x400Address/ediPartyName"; break;
     }
     ENSURE(kind && (t->san_from_csr & kind), KL_EPOLICY,
            "CSR requests extension subjectAltName (%s) which template %s does not allow", kname,
@@ -612,18 +609,10 @@ static kl_rc tpl_san_take(const tpl *t, const GENERAL_NAME *g, const char *devid
     const unsigned char *d = ASN1_STRING_get0_data(s);
     size_t n = (size_t)ASN1_STRING_length(s);
     switch (kind) {
-    case TPL_SAN_DNS:
-        why = tpl_dns_problem(d, n, t->san_dns_wildcard);
-        break;
-    case TPL_SAN_IP:
-        why = (n == 4 || n == 16) ? NULL : "is not 4 or 16 octets";
-        break;
-    case TPL_SAN_URI:
-        why = tpl_uri_problem(d, n);
-        break;
-    case TPL_SAN_EMAIL:
-        why = tpl_email_problem(d, n);
-        break;
+    case TPL_SAN_DNS: why = tpl_dns_problem(d, n, t->san_dns_wildcard); break;
+    case TPL_SAN_IP: why = (n == 4 || n == 16) ? NULL : "is not 4 or 16 octets"; break;
+    case TPL_SAN_URI: why = tpl_uri_problem(d, n); break;
+    case TPL_SAN_EMAIL: why = tpl_email_problem(d, n); break;
     }
     ENSURE(!why, KL_EPOLICY, "CSR subjectAltName %s '%s' %s", kname,
            kind == TPL_SAN_IP ? "(binary)" : tpl_safe(d, n, b, sizeof b), why);
@@ -702,16 +691,15 @@ static kl_rc tpl_csr_extensions(const tpl *t, X509_REQ *csr, int key_type, const
         X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
         const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
         for (int j = 0; j < i; j++) {
-            ENSURE(OBJ_cmp(obj, X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, j))) !=
-                       0,
+            ENSURE(OBJ_cmp(obj, X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, j))) != 0,
                    KL_EPOLICY, "CSR requests extension %s twice", tpl_obj_name(obj, b, sizeof b));
         }
         int nid = OBJ_obj2nid(obj);
         if (nid != NID_undef && tpl_nid_in(t->csr_ext_ignored, nid)) {
             continue; /* tolerated, never copied */
         }
-        if (nid == NID_subject_alt_name || nid == NID_basic_constraints ||
-            nid == NID_key_usage || nid == NID_ext_key_usage) {
+        if (nid == NID_subject_alt_name || nid == NID_basic_constraints || nid == NID_key_usage ||
+            nid == NID_ext_key_usage) {
             dec = X509V3_EXT_d2i(ext);
             dec_nid = nid;
             ENSURE_SSL(dec, KL_EINPUT, "CSR extension %s cannot be decoded",
@@ -788,8 +776,9 @@ static kl_rc tpl_url_expand(const char *url, const char *label, char *out, size_
         size_t plen = 1;
         if (strncmp(s, tag, sizeof tag - 1) == 0) {
             if (!label || !*label) {
-                return kl_fail(KL_EUSAGE, "URL '%s' contains {issuer} but no issuer label was "
-                                          "given",
+                return kl_fail(KL_EUSAGE,
+                               "URL '%s' contains {issuer} but no issuer label was "
+                               "given",
                                url);
             }
             piece = label;
@@ -844,8 +833,7 @@ static kl_rc tpl_add_crl_dp(X509 *x, const char *uri)
     ENSURE(dp->distpoint, KL_EINTERNAL, "out of memory");
     dp->distpoint->type = 0; /* fullName */
     dp->distpoint->name.fullname = sk_GENERAL_NAME_new_null();
-    ENSURE(dp->distpoint->name.fullname &&
-               sk_GENERAL_NAME_push(dp->distpoint->name.fullname, g),
+    ENSURE(dp->distpoint->name.fullname && sk_GENERAL_NAME_push(dp->distpoint->name.fullname, g),
            KL_EINTERNAL, "out of memory");
     g = NULL;
     ENSURE(sk_DIST_POINT_push(cdp, dp), KL_EINTERNAL, "out of memory");
@@ -948,8 +936,8 @@ static kl_rc tpl_set_validity(const tpl *t, X509 *x, X509 *issuer, time_t now)
     ENSURE_SSL(nb, KL_EINTERNAL, "cannot encode notBefore");
     if (t->validity_forever) {
         na = ASN1_GENERALIZEDTIME_new();
-        ENSURE(na && ASN1_GENERALIZEDTIME_set_string(na, TPL_NOTAFTER_FOREVER) == 1,
-               KL_EINTERNAL, "cannot encode notAfter");
+        ENSURE(na && ASN1_GENERALIZEDTIME_set_string(na, TPL_NOTAFTER_FOREVER) == 1, KL_EINTERNAL,
+               "cannot encode notAfter");
     } else {
         time_t not_after = now + (time_t)t->validity_days * 86400;
         if (issuer && not_after > ina) {
@@ -989,8 +977,7 @@ static int tpl_set_pubkey(X509 *x, X509_REQ *csr, EVP_PKEY *pkey, int kt)
             int alen = 0, blen = 0;
             X509_ALGOR *aa = NULL, *ba = NULL;
             ok = X509_PUBKEY_get0_param(NULL, &a, &alen, &aa, X509_get_X509_PUBKEY(x)) == 1 &&
-                 X509_PUBKEY_get0_param(NULL, &b, &blen, &ba, X509_REQ_get_X509_PUBKEY(csr)) ==
-                     1 &&
+                 X509_PUBKEY_get0_param(NULL, &b, &blen, &ba, X509_REQ_get_X509_PUBKEY(csr)) == 1 &&
                  alen == blen && memcmp(a, b, (size_t)alen) == 0 && X509_ALGOR_cmp(aa, ba) == 0;
         }
         if (ok) {
@@ -1053,8 +1040,7 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
     int der_len = i2d_X509_REQ(in->csr, NULL);
     ENSURE_SSL(der_len > 0, KL_EINPUT, "CSR cannot be encoded");
     ENSURE(t->max_csr_bytes <= 0 || der_len <= t->max_csr_bytes, KL_EPOLICY,
-           "CSR of %d bytes exceeds template %s's limit of %d", der_len, t->name,
-           t->max_csr_bytes);
+           "CSR of %d bytes exceeds template %s's limit of %d", der_len, t->name, t->max_csr_bytes);
 
     EVP_PKEY *pkey = X509_REQ_get0_pubkey(in->csr);
     ENSURE_SSL(pkey, KL_EINPUT, "CSR public key cannot be decoded");
@@ -1108,10 +1094,10 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
     /* the certificate */
     x = X509_new();
     ENSURE(x, KL_EINTERNAL, "out of memory");
-    ENSURE_SSL(X509_set_version(x, X509_VERSION_3) == 1 && X509_set_serialNumber(x, (ASN1_INTEGER *)serial) == 1 /* copies */ &&
+    ENSURE_SSL(X509_set_version(x, X509_VERSION_3) == 1 &&
+                   X509_set_serialNumber(x, (ASN1_INTEGER *)serial) == 1 /* copies */ &&
                    X509_set_subject_name(x, subject) == 1 &&
-                   X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) ==
-                       1 &&
+                   X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) == 1 &&
                    tpl_set_pubkey(x, in->csr, pkey, kt) == 1,
                KL_EINTERNAL, "cannot build the certificate");
     TRY(tpl_set_validity(t, x, issuer, now));
@@ -1151,8 +1137,7 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
     ENSURE(akid, KL_EINTERNAL, "out of memory");
     if (issuer) {
         /* read the extension itself, not OpenSSL's per-X509 cache of it */
-        ASN1_OCTET_STRING *iski = X509_get_ext_d2i(issuer, NID_subject_key_identifier, NULL,
-                                                   NULL);
+        ASN1_OCTET_STRING *iski = X509_get_ext_d2i(issuer, NID_subject_key_identifier, NULL, NULL);
         if (iski) {
             akid->keyid = iski;
         } else {

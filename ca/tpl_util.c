@@ -41,16 +41,11 @@ int tpl_is_hmn(const GENERAL_NAME *g)
 unsigned tpl_san_kind(const GENERAL_NAME *g)
 {
     switch (g->type) {
-    case GEN_DNS:
-        return TPL_SAN_DNS;
-    case GEN_IPADD:
-        return TPL_SAN_IP;
-    case GEN_URI:
-        return TPL_SAN_URI;
-    case GEN_EMAIL:
-        return TPL_SAN_EMAIL;
-    default:
-        return tpl_is_hmn(g) ? TPL_SAN_HMN : 0;
+    case GEN_DNS: return TPL_SAN_DNS;
+    case GEN_IPADD: return TPL_SAN_IP;
+    case GEN_URI: return TPL_SAN_URI;
+    case GEN_EMAIL: return TPL_SAN_EMAIL;
+    default: return tpl_is_hmn(g) ? TPL_SAN_HMN : 0;
     }
 }
 

@@ -16,7 +16,7 @@ typedef struct {
     size_t len;  /* bytes written */
     size_t rpos; /* read cursor */
     size_t alloc;
-    size_t cap;  /* hard limit on len */
+    size_t cap; /* hard limit on len */
     int sensitive;
 } kl_buf;
 

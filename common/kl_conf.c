@@ -157,8 +157,8 @@ kl_rc kl_conf_load(kl_conf **out, const char *path)
         if (line < 0) {
             return kl_fail(KL_EIO, "%s: cannot read", path);
         }
-        return kl_fail(KL_EINPUT, "%s:%d: syntax error (expected [section] or key = value)",
-                       path, line);
+        return kl_fail(KL_EINPUT, "%s:%d: syntax error (expected [section] or key = value)", path,
+                       line);
     }
     *out = c;
     return KL_OK;
@@ -181,8 +181,8 @@ const char *kl_conf_get_default(const kl_conf *c, const char *section, const cha
     return (v && *v) ? v : dflt;
 }
 
-kl_rc kl_conf_get_long(const kl_conf *c, const char *section, const char *key, long dflt,
-                       long min, long max, long *out)
+kl_rc kl_conf_get_long(const kl_conf *c, const char *section, const char *key, long dflt, long min,
+                       long max, long *out)
 {
     const char *v = kl_conf_get(c, section, key);
     if (!v || !*v) {

@@ -20,8 +20,8 @@ const char *kl_conf_get(const kl_conf *c, const char *section, const char *key);
 const char *kl_conf_get_default(const kl_conf *c, const char *section, const char *key,
                                 const char *dflt);
 /* Integer value with range check; dflt when absent. KL_EINPUT when not a number in range. */
-kl_rc kl_conf_get_long(const kl_conf *c, const char *section, const char *key, long dflt,
-                       long min, long max, long *out) KL_WUR;
+kl_rc kl_conf_get_long(const kl_conf *c, const char *section, const char *key, long dflt, long min,
+                       long max, long *out) KL_WUR;
 /* Path value resolved against the config file's directory (caller frees). NULL when absent.
  * Values that look like URIs (contain ":" before any "/", e.g. pkcs11:...) are returned as is. */
 char *kl_conf_path(const kl_conf *c, const char *section, const char *key);

@@ -40,7 +40,8 @@ kl_rc kl_fail_ssl(kl_rc code, const char *fmt, ...) KL_PRINTF(2, 3);
 kl_rc kl_wrap(kl_rc code, const char *fmt, ...) KL_PRINTF(2, 3);
 const char *kl_errmsg(void);
 const char *kl_rc_name(kl_rc code);
-/* Process exit status for a code: 0 ok, 2 usage, 3 input, 4 policy, 5 hsm/pin, 6 not found, 1 other. */
+/* Process exit status for a code: 0 ok, 2 usage, 3 input, 4 policy, 5 hsm/pin, 6 not found, 1
+ * other. */
 int kl_rc_exit(kl_rc code);
 
 /* Guard macros: the function declares `kl_rc rc = KL_OK;` and an `out:` label. */

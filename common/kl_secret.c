@@ -95,8 +95,7 @@ kl_rc kl_secret_read(kl_secret *out, const char *spec, const char *base_dir, con
     if (strncmp(spec, "env:", 4) == 0) {
         const char *v = getenv(spec + 4);
         if (!v) {
-            return kl_fail(KL_ENOTFOUND, "%s: environment variable %s is not set", what,
-                           spec + 4);
+            return kl_fail(KL_ENOTFOUND, "%s: environment variable %s is not set", what, spec + 4);
         }
         if (strlen(v) >= sizeof out->value) {
             return kl_fail(KL_EINPUT, "%s: too long", what);

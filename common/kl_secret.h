@@ -20,8 +20,8 @@ typedef struct {
 /* `spec` as above; `base_dir` resolves a relative file: path (may be NULL). `what` names the
  * secret in messages and in the prompt ("token PIN"). Errors: KL_EUSAGE (bad spec),
  * KL_ENOTFOUND (unset variable, missing file), KL_EPOLICY (file mode too open), KL_EIO. */
-kl_rc kl_secret_read(kl_secret *out, const char *spec, const char *base_dir, const char *what)
-    KL_WUR;
+kl_rc kl_secret_read(kl_secret *out, const char *spec, const char *base_dir,
+                     const char *what) KL_WUR;
 void kl_secret_free(kl_secret *s);
 
 #endif

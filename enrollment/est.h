@@ -53,14 +53,14 @@ typedef struct {
     char **client_ca;     /* CA labels whose certificates authenticate clients */
     size_t n_client_ca;
     est_cb_mode channel_binding;
-    size_t max_body;      /* request body cap, bytes */
+    size_t max_body; /* request body cap, bytes */
     unsigned max_connections;
     unsigned per_ip_connections;
-    unsigned timeout;     /* seconds of inactivity before a connection is closed */
-    unsigned threads;     /* MHD thread pool size */
-    int serverkeygen;     /* serve /serverkeygen (default on) */
+    unsigned timeout;        /* seconds of inactivity before a connection is closed */
+    unsigned threads;        /* MHD thread pool size */
+    int serverkeygen;        /* serve /serverkeygen (default on) */
     unsigned shutdown_grace; /* seconds to wait for in-flight requests on SIGTERM */
-    est_label *labels;    /* labels[0] is the default (name "") */
+    est_label *labels;       /* labels[0] is the default (name "") */
     size_t n_labels;
 } est_config;
 
@@ -110,9 +110,9 @@ typedef enum {
 
 typedef struct {
     est_endpoint ep;
-    est_op op;                  /* for EST endpoints */
-    char label[EST_LABEL_MAX];  /* EST label ("" = default) or CRL issuer label */
-    const char *ocsp_b64;       /* GET /ocsp/<b64>: points into the path; NULL otherwise */
+    est_op op;                 /* for EST endpoints */
+    char label[EST_LABEL_MAX]; /* EST label ("" = default) or CRL issuer label */
+    const char *ocsp_b64;      /* GET /ocsp/<b64>: points into the path; NULL otherwise */
 } est_route;
 
 /* Map a request path to a route. KL_ENOTFOUND for anything we do not serve (404), including
@@ -132,10 +132,10 @@ kl_rc est_body_decode(const uint8_t *body, size_t len, const char *cte, kl_buf *
 
 /* What a template wants from a CSR, for /csrattrs. */
 typedef struct {
-    int key_nid;          /* NID_X9_62_prime256v1, NID_secp384r1, or NID_rsaEncryption */
-    int rsa_bits;         /* for RSA */
-    int want_serial;      /* subject serialNumber */
-    int want_challenge;   /* challengePassword (channel binding on) */
+    int key_nid;        /* NID_X9_62_prime256v1, NID_secp384r1, or NID_rsaEncryption */
+    int rsa_bits;       /* for RSA */
+    int want_serial;    /* subject serialNumber */
+    int want_challenge; /* challengePassword (channel binding on) */
 } est_csrattrs_in;
 
 /* RFC 7030 4.5.2 CsrAttrs ::= SEQUENCE SIZE (0..MAX) OF AttrOrOID, DER. */
@@ -152,7 +152,7 @@ typedef struct {
 kl_rc est_multipart_build(const est_part *parts, size_t n, kl_buf *out) KL_WUR;
 
 /* Degenerate certs-only SignedData (RFC 5652 / RFC 7030 4.1.3), DER. Duplicates are dropped. */
-kl_rc est_p7_certs_only(STACK_OF(X509) *certs, kl_buf *der) KL_WUR;
+kl_rc est_p7_certs_only(STACK_OF(X509) * certs, kl_buf *der) KL_WUR;
 
 /* Parse an Authorization header "Basic <b64(user:pass)>" (scheme case-insensitive).
  * user/pass get NUL-terminated strings; pass should be a sensitive buffer.
@@ -169,8 +169,7 @@ typedef struct est_htpasswd est_htpasswd;
  * the kinds we accept ($2b$/$2y$/$2a$ bcrypt, $y$/$gy$ yescrypt, $6$ sha512crypt); anything
  * else is refused with "FILE:LINE: ..." (KL_EINPUT) so an operator never believes a plain or
  * MD5 entry is protecting anything. */
-kl_rc est_htpasswd_parse(const char *name, const char *text, size_t len, est_htpasswd **out)
-    KL_WUR;
+kl_rc est_htpasswd_parse(const char *name, const char *text, size_t len, est_htpasswd **out) KL_WUR;
 kl_rc est_htpasswd_load(const char *path, est_htpasswd **out) KL_WUR;
 void est_htpasswd_free(est_htpasswd *h);
 size_t est_htpasswd_count(const est_htpasswd *h);
@@ -276,14 +275,14 @@ typedef struct {
     est_conn_auth *conn_auth; /* per-connection client-certificate cache; NULL when none */
     const char *method;
     const char *path;
-    const char *content_type;     /* may be NULL */
-    const char *cte;              /* Content-Transfer-Encoding, may be NULL */
-    const char *authorization;    /* may be NULL */
+    const char *content_type;  /* may be NULL */
+    const char *cte;           /* Content-Transfer-Encoding, may be NULL */
+    const char *authorization; /* may be NULL */
     const uint8_t *body;
     size_t body_len;
     est_route route;
-    char identity[200];           /* for the access log: "basic:USER", "cert:SUBJECT", "-" */
-    char note[200];               /* for the access log: serial issued or why refused */
+    char identity[200]; /* for the access log: "basic:USER", "cert:SUBJECT", "-" */
+    char note[200];     /* for the access log: serial issued or why refused */
 } est_req;
 
 void est_resp_init(est_resp *r);
@@ -313,19 +312,19 @@ struct est_server {
     const kl_conf *conf;
     est_config cfg;
     ca_ctx *ca;
-    est_label_rt *label_rt;     /* parallel to cfg.labels */
-    pthread_rwlock_t ht_lock;   /* guards htpasswd (SIGHUP reload) */
-    est_htpasswd *htpasswd;     /* NULL: Basic auth off */
-    STACK_OF(X509) *client_cas; /* certs of the client-ca labels: a client's direct issuer */
-    time_t *client_ca_nb;       /* per client_cas entry: latest notBefore / earliest */
-    time_t *client_ca_na;       /* notAfter over its chain up to the root */
-    char *trust_pem;            /* their chains, for MHD_OPTION_HTTPS_MEM_TRUST */
-    char *cert_pem;             /* tls-cert file contents */
-    char *key_pem;              /* tls-key file contents (wiped on free); NULL for pkcs11: */
+    est_label_rt *label_rt;      /* parallel to cfg.labels */
+    pthread_rwlock_t ht_lock;    /* guards htpasswd (SIGHUP reload) */
+    est_htpasswd *htpasswd;      /* NULL: Basic auth off */
+    STACK_OF(X509) * client_cas; /* certs of the client-ca labels: a client's direct issuer */
+    time_t *client_ca_nb;        /* per client_cas entry: latest notBefore / earliest */
+    time_t *client_ca_na;        /* notAfter over its chain up to the root */
+    char *trust_pem;             /* their chains, for MHD_OPTION_HTTPS_MEM_TRUST */
+    char *cert_pem;              /* tls-cert file contents */
+    char *key_pem;               /* tls-key file contents (wiped on free); NULL for pkcs11: */
     size_t key_pem_len;
-    gnutls_pcert_st *pcerts;    /* pkcs11: key mode: our chain for the cert callback */
+    gnutls_pcert_st *pcerts; /* pkcs11: key mode: our chain for the cert callback */
     unsigned n_pcerts;
-    gnutls_privkey_t privkey;   /* pkcs11: key mode */
+    gnutls_privkey_t privkey; /* pkcs11: key mode */
     struct MHD_Daemon *tls_d;
     struct MHD_Daemon *http_d;
     est_metrics metrics;

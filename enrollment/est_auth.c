@@ -93,8 +93,7 @@ kl_rc est_htpasswd_parse(const char *name, const char *text, size_t len, est_htp
             continue;
         }
         const char *colon = memchr(line + lead, ':', ll - lead);
-        ENSURE(colon && colon > line + lead, KL_EINPUT, "%s:%zu: expected user:hash", name,
-               lineno);
+        ENSURE(colon && colon > line + lead, KL_EINPUT, "%s:%zu: expected user:hash", name, lineno);
         size_t ulen = (size_t)(colon - line - lead);
         size_t hlen = ll - (size_t)(colon + 1 - line);
         ENSURE(hlen > 0 && hlen < CRYPT_OUTPUT_SIZE, KL_EINPUT, "%s:%zu: empty or overlong hash",
@@ -203,8 +202,7 @@ kl_rc est_tls_peer_cert(gnutls_session_t s, X509 **out)
     if (status != 0) {
         gnutls_datum_t txt = {NULL, 0};
         kl_rc rc = KL_EAUTH;
-        if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &txt, 0) ==
-            0) {
+        if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &txt, 0) == 0) {
             rc = kl_fail(KL_EAUTH, "client certificate: %s", (const char *)txt.data);
             gnutls_free(txt.data);
         } else {
@@ -362,7 +360,7 @@ kl_rc est_channel_binding_check(est_cb_mode mode, X509_REQ *req, gnutls_session_
         ENSURE(mode != EST_CB_REQUIRED, KL_EAUTH,
                "channel binding required: put the base64 %s value in challengePassword",
                s && gnutls_protocol_get_version(s) == GNUTLS_TLS1_3 ? "tls-exporter"
-                                                                     : "tls-unique");
+                                                                    : "tls-unique");
         goto out;
     }
     if (rc != KL_OK) {

@@ -386,7 +386,7 @@ static size_t est_der_hdr_len(size_t n)
  *   ContentInfo ::= SEQUENCE { contentType id-signedData, content [0] EXPLICIT SignedData }
  *   SignedData ::= SEQUENCE { version 1, digestAlgorithms SET {}, encapContentInfo SEQUENCE {
  *       id-data }, certificates [0] IMPLICIT (in the order given), signerInfos SET {} } */
-kl_rc est_p7_certs_only(STACK_OF(X509) *certs, kl_buf *der)
+kl_rc est_p7_certs_only(STACK_OF(X509) * certs, kl_buf *der)
 {
     static const uint8_t oid_signed[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
                                          0xf7, 0x0d, 0x01, 0x07, 0x02};

@@ -62,13 +62,9 @@ static void est_resp_error(est_req *rq, est_resp *rs, kl_rc rc)
     const char *msg = kl_errmsg();
     est_note(rq, "%s", msg);
     switch (rc) {
-    case KL_EINPUT:
-        est_resp_text(rs, 400, msg);
-        return;
+    case KL_EINPUT: est_resp_text(rs, 400, msg); return;
     case KL_EPOLICY:
-    case KL_EAUTH:
-        est_resp_text(rs, 403, msg);
-        return;
+    case KL_EAUTH: est_resp_text(rs, 403, msg); return;
     case KL_EHSM:
     case KL_EPIN:
     case KL_ELOCKED:
@@ -110,9 +106,9 @@ typedef enum { EST_AUTH_NONE = 0, EST_AUTH_CERT, EST_AUTH_BASIC } est_auth_kind;
 
 typedef struct {
     est_auth_kind kind;
-    X509 *cert;      /* EST_AUTH_CERT: the verified client certificate */
-    char user[128];  /* EST_AUTH_BASIC */
-    char actor[256]; /* "est:cert:SUBJECT" / "est:basic:USER" */
+    X509 *cert;       /* EST_AUTH_CERT: the verified client certificate */
+    char user[128];   /* EST_AUTH_BASIC */
+    char actor[256];  /* "est:cert:SUBJECT" / "est:basic:USER" */
     int cert_refused; /* a certificate was presented but is not acceptable */
 } est_auth;
 
@@ -259,8 +255,7 @@ static kl_rc est_auth_basic(est_req *rq, est_auth *a)
         snprintf(rq->identity, sizeof rq->identity, "basic:%s", a->user);
     } else {
         /* log the user name (not secret), never the password */
-        snprintf(rq->identity, sizeof rq->identity, "basic-failed:%.100s",
-                 (const char *)user.data);
+        snprintf(rq->identity, sizeof rq->identity, "basic-failed:%.100s", (const char *)user.data);
         est_note(rq, "%s", kl_errmsg());
     }
 out:
@@ -406,8 +401,8 @@ static kl_rc est_issue(est_req *rq, const est_label *l, const uint8_t *csr, size
 
 /* The server-generated key for /serverkeygen: software key of the template's type, a CSR for
  * it carrying the client's subject (and requested extensions, which the template filters). */
-static kl_rc est_keygen_csr(const est_label_rt *rt, X509_REQ *client, EVP_PKEY **key,
-                            uint8_t **der, size_t *der_len)
+static kl_rc est_keygen_csr(const est_label_rt *rt, X509_REQ *client, EVP_PKEY **key, uint8_t **der,
+                            size_t *der_len)
 {
     kl_rc rc = KL_OK;
     X509_REQ *req = NULL;
@@ -415,8 +410,8 @@ static kl_rc est_keygen_csr(const est_label_rt *rt, X509_REQ *client, EVP_PKEY *
     *key = NULL;
     *der = NULL;
     if (rt->keygen_nid == NID_rsaEncryption) {
-        *key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)(rt->keygen_bits ? rt->keygen_bits
-                                                                             : 3072));
+        *key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA",
+                                 (size_t)(rt->keygen_bits ? rt->keygen_bits : 3072));
     } else {
         *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC",
                                  rt->keygen_nid == NID_secp384r1 ? "P-384" : "P-256");
@@ -637,14 +632,9 @@ void est_handle(est_req *rq, est_resp *rs)
         rs->status = 200;
         snprintf(rs->content_type, sizeof rs->content_type, "text/plain; version=0.0.4");
         return;
-    case EST_EP_CRL:
-        est_handle_crl(rq, rs);
-        return;
-    case EST_EP_OCSP:
-        est_handle_ocsp(rq, rs);
-        return;
-    default:
-        break;
+    case EST_EP_CRL: est_handle_crl(rq, rs); return;
+    case EST_EP_OCSP: est_handle_ocsp(rq, rs); return;
+    default: break;
     }
     const est_label *l = est_config_label(&s->cfg, rq->route.label);
     if (!l) {
@@ -685,8 +675,6 @@ void est_handle(est_req *rq, est_resp *rs)
         }
         est_enroll(rq, rs, l, rq->route.op);
         return;
-    default:
-        est_resp_text(rs, 404, "not found");
-        return;
+    default: est_resp_text(rs, 404, "not found"); return;
     }
 }

@@ -28,18 +28,10 @@ int main(int argc, char **argv)
     int ch;
     while ((ch = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
         switch (ch) {
-        case 'c':
-            conf_path = optarg;
-            break;
-        case 'v':
-            kl_log_set_level(KL_LOG_DEBUG);
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
+        case 'c': conf_path = optarg; break;
+        case 'v': kl_log_set_level(KL_LOG_DEBUG); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
         }
     }
     if (optind != argc) {
@@ -84,7 +76,8 @@ int main(int argc, char **argv)
             }
             continue;
         }
-        kl_info("%s: stopping (finishing in-flight requests)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        kl_info("%s: stopping (finishing in-flight requests)",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT");
         break;
     }
     est_server_stop(srv);

@@ -90,27 +90,26 @@ kl_rc est_metrics_render(est_metrics *m, kl_buf *out)
         if (cum > count) {
             count = cum;
         }
-        TRY(kl_buf_printf(out, "keyline_est_issue_seconds_bucket{le=\"%g\"} %llu\n",
-                          est_hist_le[b], (unsigned long long)cum));
+        TRY(kl_buf_printf(out, "keyline_est_issue_seconds_bucket{le=\"%g\"} %llu\n", est_hist_le[b],
+                          (unsigned long long)cum));
     }
     TRY(kl_buf_printf(out, "keyline_est_issue_seconds_bucket{le=\"+Inf\"} %llu\n",
                       (unsigned long long)count));
     TRY(kl_buf_printf(out, "keyline_est_issue_seconds_sum %.6f\n",
-                      (double)atomic_load_explicit(&m->issue_sum_us, memory_order_relaxed) /
-                          1e6));
+                      (double)atomic_load_explicit(&m->issue_sum_us, memory_order_relaxed) / 1e6));
     TRY(kl_buf_printf(out, "keyline_est_issue_seconds_count %llu\n", (unsigned long long)count));
-    TRY(kl_buf_printf(out,
-                      "# HELP keyline_est_hsm_errors_total Requests that failed in the HSM.\n"
-                      "# TYPE keyline_est_hsm_errors_total counter\n"
-                      "keyline_est_hsm_errors_total %llu\n",
-                      (unsigned long long)atomic_load_explicit(&m->hsm_errors,
-                                                               memory_order_relaxed)));
-    TRY(kl_buf_printf(out,
-                      "# HELP keyline_est_requests_in_flight Requests being processed.\n"
-                      "# TYPE keyline_est_requests_in_flight gauge\n"
-                      "keyline_est_requests_in_flight %llu\n",
-                      (unsigned long long)atomic_load_explicit(&m->inflight,
-                                                               memory_order_relaxed)));
+    TRY(kl_buf_printf(
+        out,
+        "# HELP keyline_est_hsm_errors_total Requests that failed in the HSM.\n"
+        "# TYPE keyline_est_hsm_errors_total counter\n"
+        "keyline_est_hsm_errors_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&m->hsm_errors, memory_order_relaxed)));
+    TRY(kl_buf_printf(
+        out,
+        "# HELP keyline_est_requests_in_flight Requests being processed.\n"
+        "# TYPE keyline_est_requests_in_flight gauge\n"
+        "keyline_est_requests_in_flight %llu\n",
+        (unsigned long long)atomic_load_explicit(&m->inflight, memory_order_relaxed)));
 out:
     return rc;
 }

@@ -386,8 +386,8 @@ void est_handle_ocsp(est_req *rq, est_resp *rs)
         }
         /* RFC 6960 2.3: tryLater / internalError are answered as OCSP responses */
         /* HSM and store failures are transient: tryLater, as for KL_EHSM (docs/est.md). */
-        int later = rc == KL_EHSM || rc == KL_EPIN || rc == KL_ELOCKED || rc == KL_EIO ||
-                    rc == KL_ETIMEOUT;
+        int later =
+            rc == KL_EHSM || rc == KL_EPIN || rc == KL_ELOCKED || rc == KL_EIO || rc == KL_ETIMEOUT;
         est_ocsp_status_resp(rs, rc == KL_EINPUT ? OCSP_RESPONSE_STATUS_MALFORMEDREQUEST
                                  : later         ? OCSP_RESPONSE_STATUS_TRYLATER
                                                  : OCSP_RESPONSE_STATUS_INTERNALERROR);

@@ -129,8 +129,8 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         *con_cls = r;
         atomic_fetch_add(&s->metrics.inflight, 1);
         /* Refuse an announced oversized body before reading it. */
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
             char *end;
             unsigned long long n = strtoull(cl, &end, 10);
@@ -181,11 +181,10 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
     rq.tls = L->tls;
     rq.method = method;
     rq.path = url;
-    rq.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
+    rq.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     rq.cte = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Transfer-Encoding");
-    rq.authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                   MHD_HTTP_HEADER_AUTHORIZATION);
+    rq.authorization =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     rq.body = r->body.data;
     rq.body_len = r->body.len;
     if (L->tls) {
@@ -256,11 +255,11 @@ static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     int status = r->responded ? r->status : 0;
     const char *why = "";
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
-        why = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED       ? " (timed out)"
-              : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN     ? " (shutdown)"
-              : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT        ? " (client went away)"
-              : toe == MHD_REQUEST_TERMINATED_READ_ERROR          ? " (read error)"
-                                                                  : " (aborted)";
+        why = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED   ? " (timed out)"
+              : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutdown)"
+              : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT    ? " (client went away)"
+              : toe == MHD_REQUEST_TERMINATED_READ_ERROR      ? " (read error)"
+                                                              : " (aborted)";
     }
     /* One line per request: method path status bytes duration auth-identity [note]. Paths and
      * notes hold no secrets (passwords and keys are never put into either). */
@@ -268,8 +267,8 @@ static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     est_log_clean(r->path);
     est_log_clean(r->identity);
     est_log_clean(r->note);
-    kl_info("%s %s %d %zu %.1fms %s%s%s%s", r->method, r->path, status, r->bytes, ms,
-            r->identity, r->note[0] ? " " : "", r->note, why);
+    kl_info("%s %s %d %zu %.1fms %s%s%s%s", r->method, r->path, status, r->bytes, ms, r->identity,
+            r->note[0] ? " " : "", r->note, why);
     if (status) {
         est_metrics_request(&r->srv->metrics, r->ep, status);
     }
@@ -310,8 +309,8 @@ static int est_pin_cb(void *userdata, int attempt, const char *token_url, const 
         return -1;
     }
     kl_secret sec;
-    kl_rc rc = kl_secret_read(&sec, kl_conf_get(s->conf, "hsm", "pin"), kl_conf_dir(s->conf),
-                              "token PIN");
+    kl_rc rc =
+        kl_secret_read(&sec, kl_conf_get(s->conf, "hsm", "pin"), kl_conf_dir(s->conf), "token PIN");
     int ret = -1;
     if (rc == KL_OK && sec.len < pin_max) {
         memcpy(pin, sec.value, sec.len + 1);
@@ -356,8 +355,8 @@ static kl_rc est_tls_load(est_server *s)
 
     TRY(kl_file_read(s->cfg.tls_cert, 1024 * 1024, &data, &len));
     s->cert_pem = (char *)data; /* NUL-terminated by kl_file_read */
-    ENSURE(strstr(s->cert_pem, "-----BEGIN CERTIFICATE-----"), KL_EINPUT,
-           "%s: no PEM certificate", s->cfg.tls_cert);
+    ENSURE(strstr(s->cert_pem, "-----BEGIN CERTIFICATE-----"), KL_EINPUT, "%s: no PEM certificate",
+           s->cfg.tls_cert);
 
     if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
         const char *module = kl_conf_get(s->conf, "hsm", "module");
@@ -590,8 +589,7 @@ kl_rc est_server_reload(est_server *s)
     return KL_OK;
 }
 
-static kl_rc est_resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *sl,
-                         int *v6)
+static kl_rc est_resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *sl, int *v6)
 {
     char host[256];
     uint16_t port;
@@ -662,8 +660,7 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *h
     }
     EST_OPT(MHD_OPTION_END, 0, NULL);
 #undef EST_OPT
-    return MHD_start_daemon(flags, 0, NULL, NULL, est_ahc, L, MHD_OPTION_ARRAY, o,
-                            MHD_OPTION_END);
+    return MHD_start_daemon(flags, 0, NULL, NULL, est_ahc, L, MHD_OPTION_ARRAY, o, MHD_OPTION_END);
 }
 
 kl_rc est_server_start(est_server *s)
@@ -674,8 +671,9 @@ kl_rc est_server_start(est_server *s)
         OPENSSL_cleanse(s->key_pem, s->key_pem_len);
     }
     if (!s->tls_d) {
-        return kl_fail(KL_EIO, "cannot start the TLS listener on %s (address in use? bad "
-                               "certificate or key?)",
+        return kl_fail(KL_EIO,
+                       "cannot start the TLS listener on %s (address in use? bad "
+                       "certificate or key?)",
                        s->cfg.listen);
     }
     kl_info("EST over TLS on %s (%u threads, %u connections max, %us timeout)", s->cfg.listen,

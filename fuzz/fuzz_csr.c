@@ -18,8 +18,12 @@ static void fz_policy(const tpl *t, X509_REQ *req)
     ASN1_INTEGER *serial = ASN1_INTEGER_new();
     X509 *tbs = NULL;
     ASN1_INTEGER_set_uint64(serial, 0x4123456789abcdefULL);
-    tpl_policy_in in = {.t = t, .csr = req, .device_id = "HW1", .now = 1700000000,
-                        .crl_url = "http://x/{issuer}.crl", .issuer_label = "fz"};
+    tpl_policy_in in = {.t = t,
+                        .csr = req,
+                        .device_id = "HW1",
+                        .now = 1700000000,
+                        .crl_url = "http://x/{issuer}.crl",
+                        .issuer_label = "fz"};
     if (tpl_policy_build(&in, serial, &tbs) == KL_OK) {
         if (tpl_lint(t, tbs, NULL) != KL_OK) {
             /* policy output that fails lint is acceptable only for self-issued test mode */

@@ -33,12 +33,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kl_buf_init(&a, 64 * 1024, 0);
     kl_buf_init(&b, 64 * 1024, 1);
     switch (sel % 6) {
-    case 0:
-        fz_ignore(est_body_decode(data, size, NULL, &a));
-        break;
-    case 1:
-        fz_ignore(est_body_decode(data, size, "base64", &a));
-        break;
+    case 0: fz_ignore(est_body_decode(data, size, NULL, &a)); break;
+    case 1: fz_ignore(est_body_decode(data, size, "base64", &a)); break;
     case 2: {
         est_route r;
         fz_ignore(est_route_parse(text, &r));

@@ -42,7 +42,10 @@ struct ckr_name {
     const char *name;
 };
 
-#define CKR_ENTRY(x) {x, #x}
+#define CKR_ENTRY(x)                                                                               \
+    {                                                                                              \
+        x, #x                                                                                      \
+    }
 static const struct ckr_name ckr_names[] = {
     CKR_ENTRY(CKR_OK),
     CKR_ENTRY(CKR_CANCEL),
@@ -340,8 +343,9 @@ static kl_rc uri_attr(hsm_uri *u, const char *s, size_t n, int query)
         } else if (IS("pin-value")) {
             /* Not a path attribute (RFC 7512 2.3), but refuse it here too: the whole URI is
              * echoed in later errors ("no token matches ..."). */
-            ENSURE(0, KL_EUSAGE, "pkcs11 URI: pin-value is not accepted; use pin-source or the "
-                                 "configured PIN source");
+            ENSURE(0, KL_EUSAGE,
+                   "pkcs11 URI: pin-value is not accepted; use pin-source or the "
+                   "configured PIN source");
         }
         /* Other path attributes (id, type, library-*, slot-*) are valid but unused here. */
     } else {
@@ -351,16 +355,16 @@ static kl_rc uri_attr(hsm_uri *u, const char *s, size_t n, int query)
             slot = &u->module_path;
         } else if (IS("pin-value")) {
             /* A PIN must not live in a URI that ends up in configs, logs and argv. */
-            ENSURE(0, KL_EUSAGE, "pkcs11 URI: pin-value is not accepted; use pin-source or the "
-                                 "configured PIN source");
+            ENSURE(0, KL_EUSAGE,
+                   "pkcs11 URI: pin-value is not accepted; use pin-source or the "
+                   "configured PIN source");
         }
     }
 #undef IS
     TRY(pct_decode(eq + 1, n - nl - 1, &val));
     if (slot != NULL) {
         /* RFC 7512 2.3: "An attribute name MUST NOT appear more than once in the URI." */
-        ENSURE(*slot == NULL, KL_EUSAGE, "pkcs11 URI: attribute '%.*s' appears twice", (int)nl,
-               s);
+        ENSURE(*slot == NULL, KL_EUSAGE, "pkcs11 URI: attribute '%.*s' appears twice", (int)nl, s);
         *slot = val;
         val = NULL;
     }
@@ -436,7 +440,7 @@ struct hsm_ctx {
     struct {
         char *label;
         EVP_PKEY *pk;
-    } *cache;
+    } * cache;
     size_t ncache;
 };
 
@@ -496,12 +500,11 @@ static kl_rc module_get(const char *module, hsm_module **out)
     ENSURE(m->dl != NULL, KL_ENOTFOUND, "PKCS#11 module %s cannot be loaded: %s", module,
            dlerror());
     *(void **)(&getfl) = dlsym(m->dl, "C_GetFunctionList");
-    ENSURE(getfl != NULL, KL_ENOTFOUND,
-           "PKCS#11 module %s cannot be loaded: no C_GetFunctionList", module);
+    ENSURE(getfl != NULL, KL_ENOTFOUND, "PKCS#11 module %s cannot be loaded: no C_GetFunctionList",
+           module);
     rv = getfl(&m->fl);
     ENSURE(rv == CKR_OK && m->fl != NULL, KL_ENOTFOUND,
-           "PKCS#11 module %s cannot be loaded: C_GetFunctionList: %s", module,
-           hsm_ckr_name(rv));
+           "PKCS#11 module %s cannot be loaded: C_GetFunctionList: %s", module, hsm_ckr_name(rv));
 
     m->p11 = PKCS11_CTX_new();
     ENSURE(m->p11 != NULL, KL_EINTERNAL, "PKCS11_CTX_new failed");
@@ -668,8 +671,7 @@ static kl_rc hsm_open_once(hsm_ctx **out, const char *module, const hsm_uri *u,
     }
     fl = h->mod->fl;
 
-    rv = fl->C_OpenSession(h->slot_id, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
-                           &h->sess);
+    rv = fl->C_OpenSession(h->slot_id, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h->sess);
     if (rv == CKR_TOKEN_WRITE_PROTECTED) {
         rv = fl->C_OpenSession(h->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &h->sess);
     }
@@ -735,8 +737,7 @@ kl_rc hsm_open(hsm_ctx **out, const char *module, const char *token_uri, const c
         if (rc == KL_OK || !transient || attempt >= 40) {
             break;
         }
-        struct timespec pause = {0, (long)(10 + (attempt * 7919 + (long)getpid()) % 40) *
-                                        1000000L};
+        struct timespec pause = {0, (long)(10 + (attempt * 7919 + (long)getpid()) % 40) * 1000000L};
         nanosleep(&pause, NULL);
     }
 out:
@@ -915,10 +916,10 @@ static kl_rc raw_pubkey(hsm_ctx *h, CK_OBJECT_HANDLE o, EVP_PKEY **out)
             pt = b;
             ptlen = bl;
         }
-        ENSURE(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid),
-                                               0) &&
-                   OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen),
-               KL_EINTERNAL, "OSSL_PARAM_BLD failed");
+        ENSURE(
+            OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid), 0) &&
+                OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen),
+            KL_EINTERNAL, "OSSL_PARAM_BLD failed");
     } else if (kt == CKK_RSA) {
         alg = "RSA";
         TRY(raw_attr(h, o, CKA_MODULUS, &a, &al));
@@ -1018,12 +1019,12 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
     ENSURE(h->logged_in, KL_EUSAGE, "key generation needs a login (open the token with a PIN)");
     ENSURE_SSL(RAND_bytes(id, sizeof id) == 1, KL_EINTERNAL, "RAND_bytes failed");
 
-#define ADD(t, n, type_, ptr, len)                                                               \
-    do {                                                                                         \
-        t[n].type = (type_);                                                                     \
-        t[n].pValue = (void *)(ptr);                                                             \
-        t[n].ulValueLen = (CK_ULONG)(len);                                                       \
-        n++;                                                                                     \
+#define ADD(t, n, type_, ptr, len)                                                                 \
+    do {                                                                                           \
+        t[n].type = (type_);                                                                       \
+        t[n].pValue = (void *)(ptr);                                                               \
+        t[n].ulValueLen = (CK_ULONG)(len);                                                         \
+        n++;                                                                                       \
     } while (0)
     ADD(pubt, npub, CKA_TOKEN, &yes, sizeof yes);
     ADD(pubt, npub, CKA_PRIVATE, &no, sizeof no);
@@ -1202,9 +1203,8 @@ kl_rc hsm_key_load(hsm_ctx *h, const char *label_arg, EVP_PKEY **priv_out)
                "handle: %s; while such a key is on the token libp11 cannot enumerate any key "
                "(move it to another token)",
                label, h->token_label, ed);
-        ENSURE(0, ckr ? hsm_rc_from_ckr(ckr) : KL_EHSM,
-               "cannot list the keys on token '%s': %s", h->token_label,
-               ckr ? hsm_ckr_name(ckr) : "libp11 failed");
+        ENSURE(0, ckr ? hsm_rc_from_ckr(ckr) : KL_EHSM, "cannot list the keys on token '%s': %s",
+               h->token_label, ckr ? hsm_ckr_name(ckr) : "libp11 failed");
     }
     for (unsigned int i = 0; i < nkeys; i++) {
         if (keys[i].isPrivate && keys[i].label != NULL && strcmp(keys[i].label, label) == 0) {
@@ -1270,7 +1270,7 @@ kl_rc hsm_key_protection(hsm_ctx *h, const char *label_arg, unsigned *flags_out)
     CK_ULONG count = 0;
     CK_BBOOL v[6] = {0};
     CK_ATTRIBUTE t[6] = {
-        {CKA_SENSITIVE, &v[0], 1},       {CKA_EXTRACTABLE, &v[1], 1},
+        {CKA_SENSITIVE, &v[0], 1},        {CKA_EXTRACTABLE, &v[1], 1},
         {CKA_ALWAYS_SENSITIVE, &v[2], 1}, {CKA_NEVER_EXTRACTABLE, &v[3], 1},
         {CKA_PRIVATE, &v[4], 1},          {CKA_TOKEN, &v[5], 1},
     };

@@ -49,8 +49,7 @@ void hsm_close(hsm_ctx *h);
  * a fresh random CKA_ID. KL_EEXIST if a key with that label exists; KL_EPOLICY for ed25519.
  * Serialised internally (SoftHSM wants key generation serialised). *pub_out gets the public
  * key as a software EVP_PKEY (may pass NULL). */
-kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKEY **pub_out)
-    KL_WUR;
+kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKEY **pub_out) KL_WUR;
 
 /* Destroy both halves of the key labelled `label` (undo of a hsm_key_generate whose
  * certificate could not be made). KL_ENOTFOUND when there is none. Keys handed out earlier by

@@ -75,8 +75,7 @@ out:
 }
 
 kl_rc devsim_port_open(devsim_port *p, const char *dir,
-                       int (*send_fn)(void *user, const uint8_t *data, size_t len),
-                       void *send_user)
+                       int (*send_fn)(void *user, const uint8_t *data, size_t len), void *send_user)
 {
     kl_rc rc = KL_OK;
 
@@ -145,8 +144,7 @@ static int ds_random(void *ctx, uint8_t *buf, size_t n)
 static int ds_sha256(void *ctx, const uint8_t *data, size_t len, uint8_t out[32])
 {
     (void)ctx;
-    return EVP_Digest(data, len, out, NULL, EVP_sha256(), NULL) == 1 ? KL_PORT_OK
-                                                                     : KL_PORT_EFAIL;
+    return EVP_Digest(data, len, out, NULL, EVP_sha256(), NULL) == 1 ? KL_PORT_OK : KL_PORT_EFAIL;
 }
 
 static int ds_key_generate(void *ctx, uint8_t pub[65])
@@ -353,19 +351,9 @@ static int ds_lock(void *ctx)
 }
 
 const kl_port devsim_port_ops = {
-    ds_send,
-    ds_now_ms,
-    ds_random,
-    ds_sha256,
-    ds_key_generate,
-    ds_key_import,
-    ds_key_public,
-    ds_key_sign,
-    ds_transport_public,
-    ds_transport_ecdh,
-    ds_hkdf_sha256,
-    ds_aes256gcm_decrypt,
-    ds_store_read,
-    ds_store_write,
-    ds_lock,
+    ds_send,           ds_now_ms,       ds_random,
+    ds_sha256,         ds_key_generate, ds_key_import,
+    ds_key_public,     ds_key_sign,     ds_transport_public,
+    ds_transport_ecdh, ds_hkdf_sha256,  ds_aes256gcm_decrypt,
+    ds_store_read,     ds_store_write,  ds_lock,
 };

@@ -32,8 +32,7 @@ kl_rc kl_p256_pub65(EVP_PKEY *pk, uint8_t out[KL_PROTO_PUB_LEN])
 }
 
 /* Build an EC key from params: pub (always) and priv (optional). */
-static kl_rc p256_fromdata(const uint8_t pub[KL_PROTO_PUB_LEN], const BIGNUM *priv,
-                           EVP_PKEY **out)
+static kl_rc p256_fromdata(const uint8_t pub[KL_PROTO_PUB_LEN], const BIGNUM *priv, EVP_PKEY **out)
 {
     kl_rc rc = KL_OK;
     OSSL_PARAM_BLD *bld = NULL;
@@ -43,15 +42,16 @@ static kl_rc p256_fromdata(const uint8_t pub[KL_PROTO_PUB_LEN], const BIGNUM *pr
     *out = NULL;
     bld = OSSL_PARAM_BLD_new();
     ENSURE_SSL(bld != NULL, KL_EINTERNAL, "OSSL_PARAM_BLD_new");
-    ENSURE_SSL(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) &&
-                   OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub,
-                                                    KL_PROTO_PUB_LEN) &&
-                   (priv == NULL || OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, priv)),
-               KL_EINTERNAL, "building key parameters");
+    ENSURE_SSL(
+        OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) &&
+            OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, KL_PROTO_PUB_LEN) &&
+            (priv == NULL || OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, priv)),
+        KL_EINTERNAL, "building key parameters");
     params = OSSL_PARAM_BLD_to_param(bld);
     ENSURE_SSL(params != NULL, KL_EINTERNAL, "OSSL_PARAM_BLD_to_param");
     ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-    ENSURE_SSL(ctx != NULL && EVP_PKEY_fromdata_init(ctx) > 0, KL_EINTERNAL, "EVP_PKEY_fromdata_init");
+    ENSURE_SSL(ctx != NULL && EVP_PKEY_fromdata_init(ctx) > 0, KL_EINTERNAL,
+               "EVP_PKEY_fromdata_init");
     /* EC_POINT_oct2point underneath refuses a point that is not on the curve. */
     ENSURE_SSL(EVP_PKEY_fromdata(ctx, out, priv != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
                                  params) > 0,
@@ -112,8 +112,7 @@ kl_rc kl_p256_priv32(EVP_PKEY *pk, uint8_t out[32])
     uint8_t pub[KL_PROTO_PUB_LEN];
 
     TRY(kl_p256_pub65(pk, pub));
-    ENSURE(EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, &d), KL_EINPUT,
-           "not a private key");
+    ENSURE(EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, &d), KL_EINPUT, "not a private key");
     ENSURE(BN_bn2binpad(d, out, 32) == 32, KL_EINPUT, "private scalar too large");
 out:
     BN_clear_free(d);
@@ -164,8 +163,8 @@ kl_rc kl_inject_wrap(const uint8_t transport_pub[KL_PROTO_PUB_LEN], const char *
     int n = 0, m = 0;
 
     ENSURE(transport_pub != NULL && priv != NULL && out != NULL, KL_EINPUT, "inject: NULL");
-    ENSURE(kl_proto_inject_info(info, sizeof(info), &info_len, hw_serial) == KL_PROTO_OK,
-           KL_EINPUT, "inject: bad hardware serial");
+    ENSURE(kl_proto_inject_info(info, sizeof(info), &info_len, hw_serial) == KL_PROTO_OK, KL_EINPUT,
+           "inject: bad hardware serial");
     TRY(kl_p256_from_pub65(transport_pub, &tpk));
     eph = EVP_EC_gen("P-256");
     ENSURE_SSL(eph != NULL, KL_EINTERNAL, "ephemeral key generation");
@@ -178,17 +177,15 @@ kl_rc kl_inject_wrap(const uint8_t transport_pub[KL_PROTO_PUB_LEN], const char *
     memcpy(aad, out->eph_pub, KL_PROTO_PUB_LEN);
     memcpy(aad + KL_PROTO_PUB_LEN, transport_pub, KL_PROTO_PUB_LEN);
     c = EVP_CIPHER_CTX_new();
-    ENSURE_SSL(c != NULL &&
-                   EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
-                   EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, (int)sizeof(out->iv), NULL) ==
-                       1 &&
-                   EVP_EncryptInit_ex(c, NULL, NULL, k, out->iv) == 1 &&
-                   EVP_EncryptUpdate(c, NULL, &n, aad, (int)sizeof(aad)) == 1 &&
-                   EVP_EncryptUpdate(c, out->ct, &n, priv, 32) == 1 &&
-                   EVP_EncryptFinal_ex(c, out->ct + n, &m) == 1 && n + m == 32 &&
-                   EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, (int)sizeof(out->tag),
-                                       out->tag) == 1,
-               KL_EINTERNAL, "AES-256-GCM");
+    ENSURE_SSL(
+        c != NULL && EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
+            EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, (int)sizeof(out->iv), NULL) == 1 &&
+            EVP_EncryptInit_ex(c, NULL, NULL, k, out->iv) == 1 &&
+            EVP_EncryptUpdate(c, NULL, &n, aad, (int)sizeof(aad)) == 1 &&
+            EVP_EncryptUpdate(c, out->ct, &n, priv, 32) == 1 &&
+            EVP_EncryptFinal_ex(c, out->ct + n, &m) == 1 && n + m == 32 &&
+            EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, (int)sizeof(out->tag), out->tag) == 1,
+        KL_EINTERNAL, "AES-256-GCM");
 out:
     OPENSSL_cleanse(z, sizeof(z));
     OPENSSL_cleanse(k, sizeof(k));

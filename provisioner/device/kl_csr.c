@@ -23,10 +23,10 @@ static const uint8_t spki_prefix[] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 
                                       0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
                                       0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00};
 /* AlgorithmIdentifier ecdsa-with-SHA256 (RFC 5758 3.2: parameters absent). */
-static const uint8_t alg_ecdsa_sha256[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48,
-                                           0xce, 0x3d, 0x04, 0x03, 0x02};
-static const uint8_t oid_cn[] = {0x06, 0x03, 0x55, 0x04, 0x03};           /* id-at-commonName */
-static const uint8_t oid_serial[] = {0x06, 0x03, 0x55, 0x04, 0x05};       /* id-at-serialNumber */
+static const uint8_t alg_ecdsa_sha256[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
+                                           0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
+static const uint8_t oid_cn[] = {0x06, 0x03, 0x55, 0x04, 0x03};     /* id-at-commonName */
+static const uint8_t oid_serial[] = {0x06, 0x03, 0x55, 0x04, 0x05}; /* id-at-serialNumber */
 
 #define TAG_INTEGER 0x02u
 #define TAG_BITSTRING 0x03u
@@ -132,8 +132,7 @@ static size_t rdn_len(size_t vlen, size_t *seq_body)
     return hdr_len(hdr_len(*seq_body) + *seq_body) + hdr_len(*seq_body) + *seq_body;
 }
 
-static uint8_t *put_rdn(uint8_t *p, const uint8_t *oid, uint8_t str_tag, const char *v,
-                        size_t vlen)
+static uint8_t *put_rdn(uint8_t *p, const uint8_t *oid, uint8_t str_tag, const char *v, size_t vlen)
 {
     size_t seq_body;
     (void)rdn_len(vlen, &seq_body);
@@ -144,9 +143,8 @@ static uint8_t *put_rdn(uint8_t *p, const uint8_t *oid, uint8_t str_tag, const c
     return put_bytes(p, v, vlen);
 }
 
-int kl_dev_csr_build(const kl_port *port, void *port_ctx, const char *model,
-                     const char *hw_serial, const uint8_t pub[65], uint8_t *out, size_t cap,
-                     size_t *out_len)
+int kl_dev_csr_build(const kl_port *port, void *port_ctx, const char *model, const char *hw_serial,
+                     const uint8_t pub[65], uint8_t *out, size_t cap, size_t *out_len)
 {
     /* The CSR's outer header is at most 4 bytes; TBS is written after it and moved down once
      * the signature (and so the total length) is known. */

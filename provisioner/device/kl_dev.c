@@ -123,8 +123,8 @@ int kl_dev_init(kl_dev *d, const kl_port *port, void *port_ctx, const kl_dev_inf
         port->sha256 == NULL || port->key_generate == NULL || port->key_import == NULL ||
         port->key_public == NULL || port->key_sign == NULL || port->transport_public == NULL ||
         port->transport_ecdh == NULL || port->hkdf_sha256 == NULL ||
-        port->aes256gcm_decrypt == NULL || port->store_read == NULL ||
-        port->store_write == NULL || !info_ok(info)) {
+        port->aes256gcm_decrypt == NULL || port->store_read == NULL || port->store_write == NULL ||
+        !info_ok(info)) {
         return KL_DEV_EARG;
     }
     memset(d, 0, sizeof(*d));
@@ -680,7 +680,7 @@ static int handle(kl_dev *d, const kl_proto_frame *f)
     if (d->have_last && f->seq == d->last_seq && f->crc == d->last_crc) {
         d->stats.retransmits++;
         return d->port->send(d->port_ctx, d->tx, d->tx_len) == KL_PORT_OK ? KL_DEV_OK
-                                                                           : KL_DEV_EPORT;
+                                                                          : KL_DEV_EPORT;
     }
     if (f->version != KL_PROTO_VERSION) {
         return send_error(d, f, KL_ERR_VERSION, "frame version not supported");

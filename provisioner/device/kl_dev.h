@@ -79,7 +79,7 @@ typedef struct {
 /* Counters for diagnostics (never reset by the engine). */
 typedef struct {
     uint32_t frames_ok;
-    uint32_t frames_bad; /* CRC, COBS, oversize, short, length */
+    uint32_t frames_bad;  /* CRC, COBS, oversize, short, length */
     uint32_t retransmits; /* duplicate requests answered from the cache */
     uint32_t errors_sent;
 } kl_dev_stats;
@@ -151,9 +151,8 @@ int kl_dev_get_cert_fp(const kl_dev *d, uint8_t fp[KL_PROTO_FP_LEN]);
  *   attributes = empty; signatureAlgorithm = ecdsa-with-SHA256; signature by port->key_sign.
  * Writes out[0..cap), *out_len. Returns KL_DEV_OK, KL_DEV_EARG (bad strings, buffer too
  * small: KL_DEV_CSR_MAX always suffices) or KL_DEV_EPORT. */
-int kl_dev_csr_build(const kl_port *port, void *port_ctx, const char *model,
-                     const char *hw_serial, const uint8_t pub[65], uint8_t *out, size_t cap,
-                     size_t *out_len);
+int kl_dev_csr_build(const kl_port *port, void *port_ctx, const char *model, const char *hw_serial,
+                     const uint8_t pub[65], uint8_t *out, size_t cap, size_t *out_len);
 #define KL_DEV_CSR_MAX 360u
 
 /* DER-encode a raw r | s signature as ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }

@@ -27,12 +27,12 @@ extern "C" {
 
 enum {
     KL_PORT_OK = 0,
-    KL_PORT_EFAIL = -1,     /* generic failure (hardware, crypto library) */
-    KL_PORT_ENOENT = -2,    /* no such key / object */
-    KL_PORT_ESPACE = -3,    /* output buffer or storage slot too small */
-    KL_PORT_EAUTH = -4,     /* AES-GCM tag mismatch */
-    KL_PORT_EINVAL = -5,    /* invalid input: point not on curve, scalar out of range */
-    KL_PORT_EREFUSED = -6   /* policy veto (lock hook) */
+    KL_PORT_EFAIL = -1,   /* generic failure (hardware, crypto library) */
+    KL_PORT_ENOENT = -2,  /* no such key / object */
+    KL_PORT_ESPACE = -3,  /* output buffer or storage slot too small */
+    KL_PORT_EAUTH = -4,   /* AES-GCM tag mismatch */
+    KL_PORT_EINVAL = -5,  /* invalid input: point not on curve, scalar out of range */
+    KL_PORT_EREFUSED = -6 /* policy veto (lock hook) */
 };
 
 /* Persistent objects the engine stores (through store_read/store_write). Certificates are one
@@ -92,8 +92,8 @@ typedef struct kl_port {
     /* AES-256-GCM decrypt with a 12-byte IV and a 16-byte tag. Writes pt (ct_len bytes) only
      * when the tag verifies; otherwise KL_PORT_EAUTH and pt untouched or wiped. */
     int (*aes256gcm_decrypt)(void *ctx, const uint8_t key[32], const uint8_t iv[12],
-                             const uint8_t *aad, size_t aad_len, const uint8_t *ct,
-                             size_t ct_len, const uint8_t tag[16], uint8_t *pt);
+                             const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t ct_len,
+                             const uint8_t tag[16], uint8_t *pt);
 
     /* ---- persistent storage of engine objects (KL_OBJ_*) ---- */
 

@@ -26,8 +26,8 @@ const char *kl_proto_msg_name(uint8_t type)
 {
     static const char *const names[] = {"?",       "HELLO",    "GENKEY",    "GETCSR", "INJECT",
                                         "PUTCERT", "PUTTRUST", "CHALLENGE", "LOCK"};
-    static const char *const rnames[] = {"?",         "HELLO_R",    "GENKEY_R",
-                                         "GETCSR_R",  "INJECT_R",   "PUTCERT_R",
+    static const char *const rnames[] = {"?",          "HELLO_R",     "GENKEY_R",
+                                         "GETCSR_R",   "INJECT_R",    "PUTCERT_R",
                                          "PUTTRUST_R", "CHALLENGE_R", "LOCK_R"};
     if (type == KL_MSG_ERROR) {
         return "ERROR";
@@ -47,10 +47,10 @@ const char *kl_proto_state_name(unsigned state)
 
 const char *kl_proto_err_name(unsigned code)
 {
-    static const char *const names[] = {"?",         "VERSION",       "UNKNOWN_TYPE", "MALFORMED",
-                                        "STATE",     "LOCKED",        "KEY_EXISTS",   "NO_KEY",
-                                        "CRYPTO",    "STORAGE",       "TOO_LARGE",    "CERT_MISMATCH",
-                                        "CONFIRM",   "INTERNAL",      "REFUSED"};
+    static const char *const names[] = {"?",       "VERSION",  "UNKNOWN_TYPE", "MALFORMED",
+                                        "STATE",   "LOCKED",   "KEY_EXISTS",   "NO_KEY",
+                                        "CRYPTO",  "STORAGE",  "TOO_LARGE",    "CERT_MISMATCH",
+                                        "CONFIRM", "INTERNAL", "REFUSED"};
     return code < sizeof(names) / sizeof(names[0]) ? names[code] : "?";
 }
 
@@ -58,10 +58,10 @@ const char *kl_proto_err_name(unsigned code)
 
 uint32_t kl_crc32(uint32_t crc, const uint8_t *data, size_t len)
 {
-    static const uint32_t t[16] = {
-        0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu, 0x76DC4190u, 0x6B6B51F4u,
-        0x4DB26158u, 0x5005713Cu, 0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu,
-        0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu};
+    static const uint32_t t[16] = {0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu,
+                                   0x76DC4190u, 0x6B6B51F4u, 0x4DB26158u, 0x5005713Cu,
+                                   0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu,
+                                   0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu};
     size_t i;
     crc = ~crc;
     for (i = 0; i < len; i++) {
@@ -360,8 +360,8 @@ int kl_tlv_put_str(kl_tlv_w *w, uint8_t tag, const char *s)
 }
 
 /* Walk one TLV at *off; on success sets tag/value/vlen and advances *off. */
-static int tlv_next(const uint8_t *p, size_t len, size_t *off, uint8_t *tag,
-                    const uint8_t **value, size_t *vlen)
+static int tlv_next(const uint8_t *p, size_t len, size_t *off, uint8_t *tag, const uint8_t **value,
+                    size_t *vlen)
 {
     size_t l;
     if (len - *off < 3u) {

@@ -56,8 +56,8 @@ extern "C" {
 
 enum {
     KL_PROTO_OK = 0,
-    KL_PROTO_NEED_MORE = 0, /* kl_proto_feed: all input consumed, no frame complete */
-    KL_PROTO_FRAME = 1,     /* kl_proto_feed: *frame holds a complete, CRC-checked frame */
+    KL_PROTO_NEED_MORE = 0,  /* kl_proto_feed: all input consumed, no frame complete */
+    KL_PROTO_FRAME = 1,      /* kl_proto_feed: *frame holds a complete, CRC-checked frame */
     KL_PROTO_EOVERSIZE = -1, /* frame larger than the decoder's buffer: dropped */
     KL_PROTO_ECOBS = -2,     /* invalid COBS (truncated block): dropped */
     KL_PROTO_ECRC = -3,      /* CRC mismatch: dropped */
@@ -143,20 +143,20 @@ enum { KL_KEY_ORIGIN_NONE = 0, KL_KEY_ORIGIN_DEVICE = 1, KL_KEY_ORIGIN_INJECTED 
 
 /* Error codes carried in ERROR (KL_TAG_ERR_CODE). */
 enum {
-    KL_ERR_VERSION = 0x01,        /* frame/HELLO version not supported */
-    KL_ERR_UNKNOWN_TYPE = 0x02,   /* request type unknown */
-    KL_ERR_MALFORMED = 0x03,      /* TLV syntax, missing or bad field */
-    KL_ERR_STATE = 0x04,          /* request not allowed in the current state */
-    KL_ERR_LOCKED = 0x05,         /* device is locked; only HELLO is answered */
-    KL_ERR_KEY_EXISTS = 0x06,     /* INJECT without FORCE while a key exists */
-    KL_ERR_NO_KEY = 0x07,         /* request needs an identity key */
-    KL_ERR_CRYPTO = 0x08,         /* unwrap failed (bad tag, bad point, bad scalar) */
-    KL_ERR_STORAGE = 0x09,        /* persistent storage failed */
-    KL_ERR_TOO_LARGE = 0x0A,      /* object larger than the device can keep */
-    KL_ERR_CERT_MISMATCH = 0x0B,  /* leaf certificate does not hold the identity key */
-    KL_ERR_CONFIRM = 0x0C,        /* LOCK confirmation does not match the stored cert */
-    KL_ERR_INTERNAL = 0x0D,       /* port or library failure */
-    KL_ERR_REFUSED = 0x0E         /* device policy refused (e.g. LOCK vetoed by firmware) */
+    KL_ERR_VERSION = 0x01,       /* frame/HELLO version not supported */
+    KL_ERR_UNKNOWN_TYPE = 0x02,  /* request type unknown */
+    KL_ERR_MALFORMED = 0x03,     /* TLV syntax, missing or bad field */
+    KL_ERR_STATE = 0x04,         /* request not allowed in the current state */
+    KL_ERR_LOCKED = 0x05,        /* device is locked; only HELLO is answered */
+    KL_ERR_KEY_EXISTS = 0x06,    /* INJECT without FORCE while a key exists */
+    KL_ERR_NO_KEY = 0x07,        /* request needs an identity key */
+    KL_ERR_CRYPTO = 0x08,        /* unwrap failed (bad tag, bad point, bad scalar) */
+    KL_ERR_STORAGE = 0x09,       /* persistent storage failed */
+    KL_ERR_TOO_LARGE = 0x0A,     /* object larger than the device can keep */
+    KL_ERR_CERT_MISMATCH = 0x0B, /* leaf certificate does not hold the identity key */
+    KL_ERR_CONFIRM = 0x0C,       /* LOCK confirmation does not match the stored cert */
+    KL_ERR_INTERNAL = 0x0D,      /* port or library failure */
+    KL_ERR_REFUSED = 0x0E        /* device policy refused (e.g. LOCK vetoed by firmware) */
 };
 const char *kl_proto_err_name(unsigned code);
 
@@ -184,9 +184,9 @@ typedef struct {
 typedef struct {
     uint8_t *buf;
     size_t cap;
-    size_t len;     /* decoded bytes so far */
-    uint8_t block;  /* bytes left in the current COBS block */
-    uint8_t code;   /* code byte of the current block (0 before the first) */
+    size_t len;    /* decoded bytes so far */
+    uint8_t block; /* bytes left in the current COBS block */
+    uint8_t code;  /* code byte of the current block (0 before the first) */
     uint8_t in_frame;
     int err; /* sticky error for the frame being received (reported at its delimiter) */
 } kl_proto_dec;

@@ -193,15 +193,21 @@ int main(int argc, char **argv)
     const char *subject = "/CN=cb-device/serialNumber=HWCB01";
     const char *path = "/.well-known/est/simpleenroll";
     int insecure = 0, tls12 = 0;
-    static const struct option opts[] = {
-        {"host", required_argument, NULL, 'h'},    {"port", required_argument, NULL, 'p'},
-        {"cafile", required_argument, NULL, 'C'},  {"insecure", no_argument, NULL, 'k'},
-        {"tls12", no_argument, NULL, '2'},         {"user", required_argument, NULL, 'u'},
-        {"pass", required_argument, NULL, 'w'},    {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'K'},     {"cb", required_argument, NULL, 'b'},
-        {"cb-type", required_argument, NULL, 't'}, {"subject", required_argument, NULL, 's'},
-        {"path", required_argument, NULL, 'P'},    {"out", required_argument, NULL, 'o'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"host", required_argument, NULL, 'h'},
+                                         {"port", required_argument, NULL, 'p'},
+                                         {"cafile", required_argument, NULL, 'C'},
+                                         {"insecure", no_argument, NULL, 'k'},
+                                         {"tls12", no_argument, NULL, '2'},
+                                         {"user", required_argument, NULL, 'u'},
+                                         {"pass", required_argument, NULL, 'w'},
+                                         {"cert", required_argument, NULL, 'c'},
+                                         {"key", required_argument, NULL, 'K'},
+                                         {"cb", required_argument, NULL, 'b'},
+                                         {"cb-type", required_argument, NULL, 't'},
+                                         {"subject", required_argument, NULL, 's'},
+                                         {"path", required_argument, NULL, 'P'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
@@ -222,8 +228,7 @@ int main(int argc, char **argv)
         default: usage();
         }
     }
-    if (optind != argc || !port || (!cafile && !insecure) || (!user != !pass) ||
-        (!cert != !key) ||
+    if (optind != argc || !port || (!cafile && !insecure) || (!user != !pass) || (!cert != !key) ||
         (strcmp(cbmode, "right") && strcmp(cbmode, "wrong") && strcmp(cbmode, "none")) ||
         (strcmp(cbtype, "auto") && strcmp(cbtype, "exporter") && strcmp(cbtype, "unique"))) {
         usage();
@@ -238,10 +243,12 @@ int main(int argc, char **argv)
     if ((r = gnutls_certificate_allocate_credentials(&cred)) < 0) {
         die("credentials", gnutls_strerror(r));
     }
-    if (cafile && (r = gnutls_certificate_set_x509_trust_file(cred, cafile, GNUTLS_X509_FMT_PEM)) <= 0) {
+    if (cafile &&
+        (r = gnutls_certificate_set_x509_trust_file(cred, cafile, GNUTLS_X509_FMT_PEM)) <= 0) {
         die("cannot load --cafile", r < 0 ? gnutls_strerror(r) : "no certificates");
     }
-    if (cert && (r = gnutls_certificate_set_x509_key_file(cred, cert, key, GNUTLS_X509_FMT_PEM)) < 0) {
+    if (cert &&
+        (r = gnutls_certificate_set_x509_key_file(cred, cert, key, GNUTLS_X509_FMT_PEM)) < 0) {
         die("cannot load --cert/--key", gnutls_strerror(r));
     }
     if ((r = gnutls_init(&s, GNUTLS_CLIENT)) < 0) {
@@ -276,7 +283,8 @@ int main(int argc, char **argv)
     }
 
     /* The binding of this session: RFC 9266 on TLS 1.3, RFC 5929 on TLS 1.2 */
-    gnutls_channel_binding_t kind = ver == GNUTLS_TLS1_3 ? GNUTLS_CB_TLS_EXPORTER : GNUTLS_CB_TLS_UNIQUE;
+    gnutls_channel_binding_t kind =
+        ver == GNUTLS_TLS1_3 ? GNUTLS_CB_TLS_EXPORTER : GNUTLS_CB_TLS_UNIQUE;
     if (!strcmp(cbtype, "exporter")) {
         kind = GNUTLS_CB_TLS_EXPORTER;
     } else if (!strcmp(cbtype, "unique")) {

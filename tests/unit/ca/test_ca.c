@@ -45,8 +45,12 @@ static X509 *issue_one(const char *cn, int pending)
 {
     size_t len;
     uint8_t *der = make_csr(cn, NULL, &len);
-    ca_issue_req req = {.issuer = "field1", .template_name = "device-ldevid", .csr_der = der,
-                        .csr_len = len, .actor = "test", .pending = pending};
+    ca_issue_req req = {.issuer = "field1",
+                        .template_name = "device-ldevid",
+                        .csr_der = der,
+                        .csr_len = len,
+                        .actor = "test",
+                        .pending = pending};
     X509 *x = NULL;
     kl_rc rc = ca_issue(g_ca, &req, &x);
     if (rc != KL_OK) {
@@ -71,8 +75,8 @@ static int setup(void **state)
         return -1;
     }
     X509_free(x);
-    if (ca_create(g_ca, "field1", "field-ca", "CN=Unit Field CA", HSM_KEY_EC_P256, "root1",
-                  "test", &x) != KL_OK) {
+    if (ca_create(g_ca, "field1", "field-ca", "CN=Unit Field CA", HSM_KEY_EC_P256, "root1", "test",
+                  &x) != KL_OK) {
         fprintf(stderr, "field1: %s\n", kl_errmsg());
         return -1;
     }
@@ -200,8 +204,7 @@ static int ocsp_status(X509 *leaf, X509 *issuer, X509 *root, int *reason)
     assert_int_equal(OCSP_check_nonce(req, bs), 1);
     int status = -1;
     ASN1_GENERALIZEDTIME *rev = NULL, *thisupd = NULL, *nextupd = NULL;
-    assert_int_equal(OCSP_resp_find_status(bs, id2, &status, reason, &rev, &thisupd, &nextupd),
-                     1);
+    assert_int_equal(OCSP_resp_find_status(bs, id2, &status, reason, &rev, &thisupd, &nextupd), 1);
     assert_int_equal(OCSP_check_validity(thisupd, nextupd, 300, -1), 1);
     sk_X509_free(untrusted);
     X509_STORE_free(st);
@@ -281,8 +284,11 @@ static void test_refusals(void **state)
     X509 *x = NULL;
     uint8_t junk[64];
     memset(junk, 0x30, sizeof junk);
-    ca_issue_req req = {.issuer = "field1", .template_name = "device-ldevid", .csr_der = junk,
-                        .csr_len = sizeof junk, .actor = "test"};
+    ca_issue_req req = {.issuer = "field1",
+                        .template_name = "device-ldevid",
+                        .csr_der = junk,
+                        .csr_len = sizeof junk,
+                        .actor = "test"};
     assert_int_equal(ca_issue(g_ca, &req, &x), KL_EINPUT);
     size_t len;
     uint8_t *der = make_csr("x", NULL, &len);

@@ -49,8 +49,8 @@ static void test_buf_cap(void **state)
 static void test_b64(void **state)
 {
     (void)state;
-    const char *variants[] = {"aGVsbG8gd29ybGQ=", "aGVsbG8g\r\nd29ybGQ=\r\n", "aGVs\nbG8gd29y\nbGQ=\n",
-                              " aGVsbG8gd29ybGQ= "};
+    const char *variants[] = {"aGVsbG8gd29ybGQ=", "aGVsbG8g\r\nd29ybGQ=\r\n",
+                              "aGVs\nbG8gd29y\nbGQ=\n", " aGVsbG8gd29ybGQ= "};
     for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
         kl_buf b;
         kl_buf_init(&b, 1024, 0);
@@ -181,8 +181,9 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_b64), cmocka_unit_test(test_conf),
-        cmocka_unit_test(test_secret), cmocka_unit_test(test_file_atomic),
+        cmocka_unit_test(test_buf_cap),     cmocka_unit_test(test_b64),
+        cmocka_unit_test(test_conf),        cmocka_unit_test(test_secret),
+        cmocka_unit_test(test_file_atomic),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];

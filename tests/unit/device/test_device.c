@@ -190,8 +190,7 @@ typedef struct {
     int leaf_len, ca_len;
 } pki;
 
-static X509 *make_cert(EVP_PKEY *subject_key, const char *cn, EVP_PKEY *issuer_key,
-                       X509 *issuer)
+static X509 *make_cert(EVP_PKEY *subject_key, const char *cn, EVP_PKEY *issuer_key, X509 *issuer)
 {
     X509 *x = X509_new();
     X509_NAME *n = X509_NAME_new();
@@ -200,9 +199,8 @@ static X509 *make_cert(EVP_PKEY *subject_key, const char *cn, EVP_PKEY *issuer_k
     assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), 4242), 1);
     assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
     assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
-    assert_int_equal(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn,
-                                                -1, -1, 0),
-                     1);
+    assert_int_equal(
+        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0), 1);
     assert_int_equal(X509_set_subject_name(x, n), 1);
     assert_int_equal(X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n), 1);
     assert_int_equal(X509_set_pubkey(x, subject_key), 1);
@@ -316,9 +314,9 @@ static void do_challenge(station *s, pki *p, int expect_ok)
     assert_int_equal(xfer(s, KL_MSG_CHALLENGE, &w), KL_MSG_RESP(KL_MSG_CHALLENGE));
     assert_int_equal(kl_tlv_get(s->rpay, s->rlen, KL_TAG_SIG, &sig, &sl), KL_PROTO_OK);
     /* verify against the key in the issued certificate, not the one from HELLO */
-    assert_int_equal(kl_challenge_verify(X509_get0_pubkey(p->leaf), SERIAL, nonce, sizeof(nonce),
-                                         sig, sl),
-                     expect_ok ? KL_OK : KL_EAUTH);
+    assert_int_equal(
+        kl_challenge_verify(X509_get0_pubkey(p->leaf), SERIAL, nonce, sizeof(nonce), sig, sl),
+        expect_ok ? KL_OK : KL_EAUTH);
 }
 
 static void put_confirm(kl_tlv_w *w, uint8_t *b, size_t cap, const pki *p, int wrong)
@@ -330,7 +328,8 @@ static void put_confirm(kl_tlv_w *w, uint8_t *b, size_t cap, const pki *p, int w
     assert_int_equal(kl_tlv_put(w, KL_TAG_CONFIRM, fp, 32), KL_PROTO_OK);
 }
 
-/* ---- Tests ------------------------------------------------------------------------------------ */
+/* ---- Tests ------------------------------------------------------------------------------------
+ */
 
 static void test_hello_factory_new(void **state)
 {
@@ -361,7 +360,8 @@ static void test_hello_factory_new(void **state)
     assert_int_equal(tp[0], 4);
     assert_int_equal(kl_tlv_get_u16(s->rpay, s->rlen, KL_TAG_MAX_PAYLOAD, &maxp), KL_PROTO_OK);
     assert_int_equal(maxp, KL_DEV_RX_PAYLOAD);
-    assert_int_equal(kl_tlv_get(s->rpay, s->rlen, KL_TAG_IDENTITY_PUB, &v, &vl), KL_PROTO_ENOTFOUND);
+    assert_int_equal(kl_tlv_get(s->rpay, s->rlen, KL_TAG_IDENTITY_PUB, &v, &vl),
+                     KL_PROTO_ENOTFOUND);
     assert_int_equal(kl_tlv_get(s->rpay, s->rlen, KL_TAG_CERT_FP, &v, &vl), KL_PROTO_ENOTFOUND);
 
     /* version ranges without 1 */
@@ -387,9 +387,8 @@ static void test_genkey_csr_verified_by_openssl(void **state)
 
     req = do_getcsr(s);
     assert_int_equal(X509_REQ_verify(req, X509_REQ_get0_pubkey(req)), 1);
-    assert_int_equal(EVP_PKEY_get_octet_string_param(X509_REQ_get0_pubkey(req), "pub", spk,
-                                                     sizeof(spk), &l),
-                     1);
+    assert_int_equal(
+        EVP_PKEY_get_octet_string_param(X509_REQ_get0_pubkey(req), "pub", spk, sizeof(spk), &l), 1);
     assert_int_equal(l, 65);
     assert_memory_equal(spk, pub, 65);
     n = X509_REQ_get_subject_name(req);
@@ -410,8 +409,10 @@ static void test_csr_sizes(void **state)
 {
     /* Longest identity strings: the CSR must still verify and fit KL_DEV_CSR_MAX. */
     station *s = *state;
-    static const char model64[] = "MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM";
-    static const char serial64[] = "S234567890123456789012345678901234567890123456789012345678901234";
+    static const char model64[] =
+        "MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM";
+    static const char serial64[] =
+        "S234567890123456789012345678901234567890123456789012345678901234";
     uint8_t pub[65], csr[KL_DEV_CSR_MAX];
     size_t len = 0;
     const uint8_t *q;
@@ -421,9 +422,9 @@ static void test_csr_sizes(void **state)
     assert_int_equal(strlen(serial64), 64);
     do_genkey(s, 0, pub, 1);
     for (i = 0; i < 20; i++) { /* signatures of varying length */
-        assert_int_equal(kl_dev_csr_build(&s->ops, &s->port, model64, serial64, pub, csr,
-                                          sizeof(csr), &len),
-                         KL_DEV_OK);
+        assert_int_equal(
+            kl_dev_csr_build(&s->ops, &s->port, model64, serial64, pub, csr, sizeof(csr), &len),
+            KL_DEV_OK);
         q = csr;
         req = d2i_X509_REQ(NULL, &q, (long)len);
         assert_non_null(req);
@@ -439,9 +440,9 @@ static void test_csr_sizes(void **state)
     }
     assert_int_equal(kl_dev_csr_build(&s->ops, &s->port, model64, serial64, pub, csr, 300, &len),
                      KL_DEV_EARG);
-    assert_int_equal(kl_dev_csr_build(&s->ops, &s->port, "m", "bad_serial", pub, csr, sizeof(csr),
-                                      &len),
-                     KL_DEV_EARG);
+    assert_int_equal(
+        kl_dev_csr_build(&s->ops, &s->port, "m", "bad_serial", pub, csr, sizeof(csr), &len),
+        KL_DEV_EARG);
     assert_true(kl_dev_serial_ok("AB 12-/:=?()+,.'"));
     assert_false(kl_dev_serial_ok("a*b"));
     assert_false(kl_dev_serial_ok(""));
@@ -645,9 +646,9 @@ static void test_bad_requests(void **state)
     expect_error(s, 0x30, NULL, KL_ERR_UNKNOWN_TYPE);
     expect_error(s, 0x00, NULL, KL_ERR_UNKNOWN_TYPE);
     /* malformed TLV */
-    assert_int_equal(kl_proto_encode(wire, sizeof(wire), &n, KL_MSG_GENKEY, 77, 0, bad_tlv,
-                                     sizeof(bad_tlv)),
-                     KL_PROTO_OK);
+    assert_int_equal(
+        kl_proto_encode(wire, sizeof(wire), &n, KL_MSG_GENKEY, 77, 0, bad_tlv, sizeof(bad_tlv)),
+        KL_PROTO_OK);
     send_wire(s, wire, n);
     assert_int_equal(err_code(s), KL_ERR_MALFORMED);
     /* FORCE out of range */
@@ -737,7 +738,8 @@ static void test_resume_after_power_cut(void **state)
     power_cycle(s); /* mid-flow: cert stored, no trust yet */
     assert_int_equal(xfer(s, KL_MSG_HELLO, NULL), KL_MSG_RESP(KL_MSG_HELLO));
     assert_int_equal(resp_u8(s, KL_TAG_STATE), KL_STATE_CERT_STORED);
-    assert_int_equal(kl_tlv_get_fixed(s->rpay, s->rlen, KL_TAG_IDENTITY_PUB, pub2, 65), KL_PROTO_OK);
+    assert_int_equal(kl_tlv_get_fixed(s->rpay, s->rlen, KL_TAG_IDENTITY_PUB, pub2, 65),
+                     KL_PROTO_OK);
     assert_memory_equal(pub, pub2, 65);
     assert_int_equal(kl_tlv_get_fixed(s->rpay, s->rlen, KL_TAG_CERT_FP, fp2, 32), KL_PROTO_OK);
     assert_memory_equal(fp, fp2, 32);

@@ -50,15 +50,15 @@ static X509_REQ *make_csr(EVP_PKEY *k, const char *cn, const char *serial, const
     X509_NAME *n = X509_NAME_new();
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
     if (serial) {
-        X509_NAME_add_entry_by_NID(n, NID_serialNumber, MBSTRING_ASC,
-                                   (const unsigned char *)serial, -1, -1, 0);
+        X509_NAME_add_entry_by_NID(n, NID_serialNumber, MBSTRING_ASC, (const unsigned char *)serial,
+                                   -1, -1, 0);
     }
     X509_REQ_set_subject_name(r, n);
     X509_NAME_free(n);
     X509_REQ_set_pubkey(r, k);
     if (cp) {
-        assert_int_equal(X509_REQ_add1_attr_by_NID(r, NID_pkcs9_challengePassword,
-                                                   MBSTRING_ASC, (const unsigned char *)cp, -1),
+        assert_int_equal(X509_REQ_add1_attr_by_NID(r, NID_pkcs9_challengePassword, MBSTRING_ASC,
+                                                   (const unsigned char *)cp, -1),
                          1);
     }
     assert_true(X509_REQ_sign(r, k, EVP_sha256()) > 0);
@@ -218,9 +218,9 @@ static void test_body_variants(void **state)
     assert_int_equal(kl_buf_cstr(&wrapped, &s2), KL_OK);
     assert_int_equal(kl_buf_cstr(&crlf, &s3), KL_OK);
 
-    decode_expect(s1, NULL, der, sizeof der);      /* single line, no newline */
-    decode_expect(s2, NULL, der, sizeof der);      /* wrapped at 64, trailing newline */
-    decode_expect(s3, "base64", der, sizeof der);  /* CRLF-wrapped, with CTE header */
+    decode_expect(s1, NULL, der, sizeof der);       /* single line, no newline */
+    decode_expect(s2, NULL, der, sizeof der);       /* wrapped at 64, trailing newline */
+    decode_expect(s3, "base64", der, sizeof der);   /* CRLF-wrapped, with CTE header */
     decode_expect(s1, " Base64 ", der, sizeof der); /* header case and spaces */
     char buf[1024];
     snprintf(buf, sizeof buf, "%s\n", s1); /* trailing newline */
@@ -249,10 +249,17 @@ static void test_body_bad(void **state)
 {
     (void)state;
     const char *bad[] = {
-        "",        "\r\n",     "   ",     "MII*",   "MIIB!AAA", "QQ===",
-        "Q",       "QQ=A",     "-----BEGIN X-----\nQUFB\n", /* no END */
-        "-----BEGIN X-----",  /* no newline */
-        "\x30\x82\x01\x0a",  /* raw DER without CTE: binary */
+        "",
+        "\r\n",
+        "   ",
+        "MII*",
+        "MIIB!AAA",
+        "QQ===",
+        "Q",
+        "QQ=A",
+        "-----BEGIN X-----\nQUFB\n", /* no END */
+        "-----BEGIN X-----",         /* no newline */
+        "\x30\x82\x01\x0a",          /* raw DER without CTE: binary */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kl_buf out;
@@ -321,15 +328,15 @@ static void test_htpasswd_bad(void **state)
     char dup[1024];
     snprintf(dup, sizeof dup, "a:%s\na:%s\n", hy, hy);
     const char *bad[] = {
-        "alice",                               /* no colon */
-        ":$6$abc$def",                         /* no user */
-        "alice:",                              /* no hash */
-        "alice:secret",                        /* plain text */
+        "alice",                                    /* no colon */
+        ":$6$abc$def",                              /* no user */
+        "alice:",                                   /* no hash */
+        "alice:secret",                             /* plain text */
         "alice:$1$abcdefgh$4r9KVs0zmkHXk1cjoZuMa.", /* md5crypt refused */
-        "alice:$apr1$abc$def",                 /* Apache MD5 refused */
-        "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", /* unsalted SHA-1 refused */
-        "alice:$y$",                           /* truncated */
-        dup,                                   /* duplicate user */
+        "alice:$apr1$abc$def",                      /* Apache MD5 refused */
+        "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",  /* unsalted SHA-1 refused */
+        "alice:$y$",                                /* truncated */
+        dup,                                        /* duplicate user */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         est_htpasswd *h = NULL;
@@ -375,10 +382,10 @@ static void test_basic_parse(void **state)
     assert_int_equal(basic("Bearer abc", u, p), KL_ENOTFOUND);
     assert_int_equal(basic("Basicx dXNlcjpwYXNz", u, p), KL_ENOTFOUND);
     assert_int_equal(basic("Basic ", u, p), KL_EINPUT);
-    assert_int_equal(basic("Basic dXNlcg==", u, p), KL_EINPUT);   /* no colon */
-    assert_int_equal(basic("Basic OnBhc3M=", u, p), KL_EINPUT);   /* :pass, no user */
+    assert_int_equal(basic("Basic dXNlcg==", u, p), KL_EINPUT); /* no colon */
+    assert_int_equal(basic("Basic OnBhc3M=", u, p), KL_EINPUT); /* :pass, no user */
     assert_int_equal(basic("Basic !!!!", u, p), KL_EINPUT);
-    assert_int_equal(basic("Basic dQp4OnA=", u, p), KL_EINPUT);   /* control char */
+    assert_int_equal(basic("Basic dQp4OnA=", u, p), KL_EINPUT); /* control char */
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -392,13 +399,13 @@ static void test_csrattrs(void **state)
     est_csrattrs_in in = {.key_nid = NID_X9_62_prime256v1, .want_serial = 1, .want_challenge = 1};
     assert_int_equal(est_csrattrs_encode(&in, &der), KL_OK);
     static const uint8_t want[] = {
-        0x30, 0x31,
-        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x07, /* challengePassword */
-        0x30, 0x15,                                                       /* Attribute */
-        0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,             /* id-ecPublicKey */
+        0x30, 0x31, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09,
+        0x07,                                                 /* challengePassword */
+        0x30, 0x15,                                           /* Attribute */
+        0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, /* id-ecPublicKey */
         0x31, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, /* P-256 */
-        0x06, 0x03, 0x55, 0x04, 0x05,                                     /* serialNumber */
-        0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,       /* ecdsa-with-SHA256 */
+        0x06, 0x03, 0x55, 0x04, 0x05,                                           /* serialNumber */
+        0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02, /* ecdsa-with-SHA256 */
     };
     assert_int_equal(der.len, sizeof want);
     assert_memory_equal(der.data, want, sizeof want);
@@ -414,8 +421,9 @@ static void test_csrattrs(void **state)
     est_csrattrs_in rsa = {.key_nid = NID_rsaEncryption, .rsa_bits = 3072};
     assert_int_equal(est_csrattrs_encode(&rsa, &der), KL_OK);
     static const uint8_t want_rsa[] = {
-        0x30, 0x1e, 0x30, 0x11, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01,
-        0x01, 0x31, 0x04, 0x02, 0x02, 0x0c, 0x00, /* { rsaEncryption, SET { 3072 } } */
+        0x30, 0x1e, 0x30, 0x11, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7,
+        0x0d, 0x01, 0x01, 0x01, 0x31, 0x04, 0x02, 0x02, 0x0c, 0x00, /* { rsaEncryption, SET { 3072 }
+                                                                       } */
         0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, /* sha256WithRSA */
     };
     assert_int_equal(der.len, sizeof want_rsa);
@@ -456,9 +464,9 @@ static void test_multipart(void **state)
     kl_buf out;
     kl_buf_init(&out, 65536, 0);
     const char *k = "TUlJQmtleQ==\n", *c = "TUlJQ2NlcnQ=\n";
-    est_part parts[2] = {{"application/pkcs8", (const uint8_t *)k, strlen(k)},
-                         {"application/pkcs7-mime; smime-type=certs-only", (const uint8_t *)c,
-                          strlen(c)}};
+    est_part parts[2] = {
+        {"application/pkcs8", (const uint8_t *)k, strlen(k)},
+        {"application/pkcs7-mime; smime-type=certs-only", (const uint8_t *)c, strlen(c)}};
     assert_int_equal(est_multipart_build(parts, 2, &out), KL_OK);
     const char *s;
     assert_int_equal(kl_buf_cstr(&out, &s), KL_OK);
@@ -504,7 +512,7 @@ static int ossl_p7_certs_only(X509 **certs, int n, uint8_t **der)
     return len;
 }
 
-static void p7_same_as_openssl(STACK_OF(X509) *sk, X509 **want, int n)
+static void p7_same_as_openssl(STACK_OF(X509) * sk, X509 **want, int n)
 {
     kl_buf der;
     kl_buf_init(&der, 1 << 20, 0);
@@ -637,8 +645,8 @@ static void test_hostport(void **state)
     assert_int_equal(est_hostport_parse(":80", h, sizeof h, &port), KL_OK);
     assert_string_equal(h, "");
     assert_int_equal(est_hostport_parse("localhost:1", h, sizeof h, &port), KL_OK);
-    const char *bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
-                         "::1:8443", "[::1]8443", "[::1", "host:80x"};
+    const char *bad[] = {"",         "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+                         "::1:8443", "[::1]8443", "[::1",       "host:80x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(est_hostport_parse(bad[i], h, sizeof h, &port), KL_EUSAGE);
     }
@@ -727,9 +735,12 @@ static void test_metrics(void **state)
     assert_int_equal(est_metrics_render(&m, &out), KL_OK);
     const char *s;
     assert_int_equal(kl_buf_cstr(&out, &s), KL_OK);
-    assert_non_null(strstr(s, "keyline_est_requests_total{endpoint=\"simpleenroll\",code=\"200\"} 2\n"));
-    assert_non_null(strstr(s, "keyline_est_requests_total{endpoint=\"simpleenroll\",code=\"401\"} 1\n"));
-    assert_non_null(strstr(s, "keyline_est_requests_total{endpoint=\"cacerts\",code=\"other\"} 1\n"));
+    assert_non_null(
+        strstr(s, "keyline_est_requests_total{endpoint=\"simpleenroll\",code=\"200\"} 2\n"));
+    assert_non_null(
+        strstr(s, "keyline_est_requests_total{endpoint=\"simpleenroll\",code=\"401\"} 1\n"));
+    assert_non_null(
+        strstr(s, "keyline_est_requests_total{endpoint=\"cacerts\",code=\"other\"} 1\n"));
     assert_non_null(strstr(s, "keyline_est_issue_seconds_bucket{le=\"0.005\"} 1\n"));
     assert_non_null(strstr(s, "keyline_est_issue_seconds_bucket{le=\"0.25\"} 2\n"));
     assert_non_null(strstr(s, "keyline_est_issue_seconds_bucket{le=\"5\"} 2\n"));
@@ -743,14 +754,22 @@ static void test_metrics(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_route_ops),        cmocka_unit_test(test_route_other),
-        cmocka_unit_test(test_route_not_found),  cmocka_unit_test(test_media_type),
-        cmocka_unit_test(test_body_variants),    cmocka_unit_test(test_body_bad),
-        cmocka_unit_test(test_htpasswd_verify),  cmocka_unit_test(test_htpasswd_bad),
-        cmocka_unit_test(test_basic_parse),      cmocka_unit_test(test_csrattrs),
-        cmocka_unit_test(test_multipart),        cmocka_unit_test(test_p7_certs_only),
-        cmocka_unit_test(test_challenge_password), cmocka_unit_test(test_hostport),
-        cmocka_unit_test(test_config),           cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_route_ops),
+        cmocka_unit_test(test_route_other),
+        cmocka_unit_test(test_route_not_found),
+        cmocka_unit_test(test_media_type),
+        cmocka_unit_test(test_body_variants),
+        cmocka_unit_test(test_body_bad),
+        cmocka_unit_test(test_htpasswd_verify),
+        cmocka_unit_test(test_htpasswd_bad),
+        cmocka_unit_test(test_basic_parse),
+        cmocka_unit_test(test_csrattrs),
+        cmocka_unit_test(test_multipart),
+        cmocka_unit_test(test_p7_certs_only),
+        cmocka_unit_test(test_challenge_password),
+        cmocka_unit_test(test_hostport),
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_metrics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

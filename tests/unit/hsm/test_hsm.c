@@ -33,9 +33,18 @@ static const char *env_or_skip(const char *name)
     return v;
 }
 
-static const char *module(void) { return env_or_skip("KL_MODULE"); }
-static const char *token_uri(void) { return env_or_skip("KL_TOKEN_URI"); }
-static const char *pin(void) { return env_or_skip("KEYLINE_PIN"); }
+static const char *module(void)
+{
+    return env_or_skip("KL_MODULE");
+}
+static const char *token_uri(void)
+{
+    return env_or_skip("KL_TOKEN_URI");
+}
+static const char *pin(void)
+{
+    return env_or_skip("KEYLINE_PIN");
+}
 
 static hsm_ctx *open_ok(void)
 {
@@ -124,8 +133,7 @@ static void sign_verify(EVP_PKEY *priv, EVP_PKEY *pub, const char *msg)
     assert_int_equal(EVP_DigestSignInit(s, NULL, EVP_sha256(), NULL, priv), 1);
     assert_int_equal(EVP_DigestSign(s, sig, &siglen, (const unsigned char *)msg, strlen(msg)), 1);
     assert_int_equal(EVP_DigestVerifyInit(v, NULL, EVP_sha256(), NULL, pub), 1);
-    assert_int_equal(
-        EVP_DigestVerify(v, sig, siglen, (const unsigned char *)msg, strlen(msg)), 1);
+    assert_int_equal(EVP_DigestVerify(v, sig, siglen, (const unsigned char *)msg, strlen(msg)), 1);
     /* A different message must not verify. */
     assert_int_equal(EVP_DigestVerifyInit(v, NULL, EVP_sha256(), NULL, pub), 1);
     assert_int_not_equal(EVP_DigestVerify(v, sig, siglen, (const unsigned char *)"x", 1), 1);
@@ -145,8 +153,8 @@ static void x509_sign_verify(EVP_PKEY *priv, EVP_PKEY *pub)
     assert_non_null(req);
     assert_non_null(crl);
     assert_int_equal(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
-                                                (const unsigned char *)"keyline hsm test", -1,
-                                                -1, 0),
+                                                (const unsigned char *)"keyline hsm test", -1, -1,
+                                                0),
                      1);
     assert_int_equal(X509_set_version(x, 2), 1);
     assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), 42), 1);
@@ -220,16 +228,16 @@ static void test_uri_bad(void **state)
 {
     (void)state;
     static const char *bad[] = {
-        "token=x",                      /* no scheme */
-        "file:/tmp/x",                  /* other scheme */
-        "pkcs11",                       /* no colon */
-        "pkcs11:token",                 /* no '=' */
-        "pkcs11:=x",                    /* empty name */
-        "pkcs11:token=a%2",             /* truncated escape */
-        "pkcs11:token=a%",              /* truncated escape */
-        "pkcs11:token=a%zz",            /* not hex */
-        "pkcs11:token=a%00b",           /* NUL */
-        "pkcs11:token=a;token=b",       /* RFC 7512: at most once */
+        "token=x",                /* no scheme */
+        "file:/tmp/x",            /* other scheme */
+        "pkcs11",                 /* no colon */
+        "pkcs11:token",           /* no '=' */
+        "pkcs11:=x",              /* empty name */
+        "pkcs11:token=a%2",       /* truncated escape */
+        "pkcs11:token=a%",        /* truncated escape */
+        "pkcs11:token=a%zz",      /* not hex */
+        "pkcs11:token=a%00b",     /* NUL */
+        "pkcs11:token=a;token=b", /* RFC 7512: at most once */
         "pkcs11:object=a?pin-source=x&pin-source=y",
         "pkcs11:token=a?pin-value=1234", /* PINs do not go in URIs */
         "",
@@ -293,8 +301,7 @@ static void test_open_missing_token(void **state)
 {
     (void)state;
     hsm_ctx *h = NULL;
-    assert_int_equal(hsm_open(&h, module(), "pkcs11:token=no-such-token", pin()),
-                     KL_ENOTFOUND);
+    assert_int_equal(hsm_open(&h, module(), "pkcs11:token=no-such-token", pin()), KL_ENOTFOUND);
     assert_null(h);
     assert_non_null(strstr(kl_errmsg(), "no token matches pkcs11:token=no-such-token"));
     assert_int_equal(hsm_open(&h, module(), "pkcs11:token=keyline-test;serial=nope", pin()),
@@ -307,8 +314,7 @@ static void test_open_bad_module(void **state)
 {
     (void)state;
     hsm_ctx *h = NULL;
-    assert_int_equal(hsm_open(&h, "/nonexistent/libnothing.so", token_uri(), pin()),
-                     KL_ENOTFOUND);
+    assert_int_equal(hsm_open(&h, "/nonexistent/libnothing.so", token_uri(), pin()), KL_ENOTFOUND);
     assert_non_null(strstr(kl_errmsg(), "cannot be loaded"));
     /* A file that exists but is no shared object. */
     assert_int_equal(hsm_open(&h, "/etc/hostname", token_uri(), pin()), KL_ENOTFOUND);
@@ -497,8 +503,8 @@ static void test_gen_duplicate(void **state)
     raw_t r;
     CK_OBJECT_CLASS cls = CKO_DATA;
     CK_BBOOL no = CK_FALSE;
-    CK_ATTRIBUTE dt[3] = {{CKA_CLASS, &cls, sizeof cls}, {CKA_TOKEN, &no, 1},
-                          {CKA_LABEL, "shared-label", 12}};
+    CK_ATTRIBUTE dt[3] = {
+        {CKA_CLASS, &cls, sizeof cls}, {CKA_TOKEN, &no, 1}, {CKA_LABEL, "shared-label", 12}};
     CK_OBJECT_HANDLE d;
     raw_open(&r);
     assert_int_equal(r.fl->C_CreateObject(r.sess, dt, 3, &d), CKR_OK);
@@ -577,9 +583,9 @@ static void test_nonextractable(void **state)
     raw_open(&r);
     CK_OBJECT_HANDLE o = raw_find_priv(&r, "prot-ec");
     CK_BBOOL sens = 0, extr = 1, never = 0, priv = 0, sign = 0, decrypt = 1;
-    CK_ATTRIBUTE t[6] = {{CKA_SENSITIVE, &sens, 1},        {CKA_EXTRACTABLE, &extr, 1},
-                         {CKA_NEVER_EXTRACTABLE, &never, 1}, {CKA_PRIVATE, &priv, 1},
-                         {CKA_SIGN, &sign, 1},             {CKA_DECRYPT, &decrypt, 1}};
+    CK_ATTRIBUTE t[6] = {
+        {CKA_SENSITIVE, &sens, 1}, {CKA_EXTRACTABLE, &extr, 1}, {CKA_NEVER_EXTRACTABLE, &never, 1},
+        {CKA_PRIVATE, &priv, 1},   {CKA_SIGN, &sign, 1},        {CKA_DECRYPT, &decrypt, 1}};
     assert_int_equal(r.fl->C_GetAttributeValue(r.sess, o, t, 6), CKR_OK);
     assert_int_equal(sens, CK_TRUE);
     assert_int_equal(extr, CK_FALSE);
@@ -726,13 +732,10 @@ static void test_ed25519_on_token(void **state)
     static CK_BYTE ed_oid[] = {0x06, 0x03, 0x2b, 0x65, 0x70}; /* 1.3.101.112 */
     CK_BBOOL yes = CK_TRUE;
     CK_MECHANISM mech = {CKM_EC_EDWARDS_KEY_PAIR_GEN, NULL, 0};
-    CK_ATTRIBUTE pt[3] = {{CKA_TOKEN, &yes, 1},
-                          {CKA_EC_PARAMS, ed_oid, sizeof ed_oid},
-                          {CKA_LABEL, "edkey", 5}};
-    CK_ATTRIBUTE st[4] = {{CKA_TOKEN, &yes, 1},
-                          {CKA_PRIVATE, &yes, 1},
-                          {CKA_SIGN, &yes, 1},
-                          {CKA_LABEL, "edkey", 5}};
+    CK_ATTRIBUTE pt[3] = {
+        {CKA_TOKEN, &yes, 1}, {CKA_EC_PARAMS, ed_oid, sizeof ed_oid}, {CKA_LABEL, "edkey", 5}};
+    CK_ATTRIBUTE st[4] = {
+        {CKA_TOKEN, &yes, 1}, {CKA_PRIVATE, &yes, 1}, {CKA_SIGN, &yes, 1}, {CKA_LABEL, "edkey", 5}};
     CK_OBJECT_HANDLE po, so;
 
     assert_int_equal(hsm_key_generate(h, "before-ed", HSM_KEY_EC_P256, &pub), KL_OK);

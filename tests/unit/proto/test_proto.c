@@ -91,9 +91,9 @@ static void roundtrip(const uint8_t *payload, size_t plen)
     size_t wlen = 0, used = 0, i;
     int rc = 0, frames = 0;
 
-    assert_int_equal(kl_proto_encode(wire, sizeof(wire), &wlen, KL_MSG_PUTCERT, 0xBEEF, 0, payload,
-                                     plen),
-                     KL_PROTO_OK);
+    assert_int_equal(
+        kl_proto_encode(wire, sizeof(wire), &wlen, KL_MSG_PUTCERT, 0xBEEF, 0, payload, plen),
+        KL_PROTO_OK);
     assert_true(wlen <= KL_PROTO_WIRE_MAX(plen));
     for (i = 0; i + 1 < wlen; i++) {
         assert_int_not_equal(wire[i], 0); /* only the delimiter is zero */
@@ -132,8 +132,8 @@ static void roundtrip(const uint8_t *payload, size_t plen)
 static void test_cobs_roundtrip_edges(void **state)
 {
     static uint8_t p[KL_PROTO_MAX_PAYLOAD];
-    static const size_t sizes[] = {0, 1, 2, 243, 244, 245, 246, 247, 253, 254, 255, 256, 500,
-                                   507, 508, 509, 1000, 2047, 2048};
+    static const size_t sizes[] = {0,   1,   2,   243, 244, 245, 246,  247,  253, 254,
+                                   255, 256, 500, 507, 508, 509, 1000, 2047, 2048};
     size_t i, j;
     (void)state;
     for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
@@ -167,7 +167,8 @@ static void test_encode_no_overflow(void **state)
                          KL_PROTO_ESPACE);
         assert_int_equal(out[cap], 0xEE); /* nothing written past cap */
     }
-    assert_int_equal(kl_proto_encode(out, need, &n, 3, 1, 0, payload, sizeof(payload)), KL_PROTO_OK);
+    assert_int_equal(kl_proto_encode(out, need, &n, 3, 1, 0, payload, sizeof(payload)),
+                     KL_PROTO_OK);
     assert_int_equal(n, need);
     assert_int_equal(kl_proto_encode(out, sizeof(out), &n, 3, 1, 0, NULL, 70000), KL_PROTO_EARG);
 }
@@ -211,9 +212,9 @@ static void test_corruption_rejected(void **state)
     for (i = 0; i < sizeof(payload); i++) {
         payload[i] = (uint8_t)(i * 7);
     }
-    assert_int_equal(kl_proto_encode(wire, sizeof(wire), &wlen, KL_MSG_PUTCERT, 9, 0, payload,
-                                     sizeof(payload)),
-                     KL_PROTO_OK);
+    assert_int_equal(
+        kl_proto_encode(wire, sizeof(wire), &wlen, KL_MSG_PUTCERT, 9, 0, payload, sizeof(payload)),
+        KL_PROTO_OK);
     assert_int_equal(kl_proto_dec_init(&dec, rx, sizeof(rx)), KL_PROTO_OK);
     /* Every single-bit error in every byte but the delimiter: never a frame. */
     for (i = 0; i + 1 < wlen; i++) {
@@ -465,16 +466,11 @@ static void test_random_input(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_crc32_vectors),
-        cmocka_unit_test(test_cobs_roundtrip_edges),
-        cmocka_unit_test(test_encode_no_overflow),
-        cmocka_unit_test(test_multiple_frames_and_idle),
-        cmocka_unit_test(test_corruption_rejected),
-        cmocka_unit_test(test_specific_errors),
-        cmocka_unit_test(test_oversize_and_resync),
-        cmocka_unit_test(test_tlv_put_get),
-        cmocka_unit_test(test_tlv_bounds),
-        cmocka_unit_test(test_signed_message_helpers),
+        cmocka_unit_test(test_crc32_vectors),       cmocka_unit_test(test_cobs_roundtrip_edges),
+        cmocka_unit_test(test_encode_no_overflow),  cmocka_unit_test(test_multiple_frames_and_idle),
+        cmocka_unit_test(test_corruption_rejected), cmocka_unit_test(test_specific_errors),
+        cmocka_unit_test(test_oversize_and_resync), cmocka_unit_test(test_tlv_put_get),
+        cmocka_unit_test(test_tlv_bounds),          cmocka_unit_test(test_signed_message_helpers),
         cmocka_unit_test(test_random_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

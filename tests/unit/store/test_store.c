@@ -178,7 +178,7 @@ static void raw_sql(const char *path, const char *sql)
     do {                                                                                           \
         kl_rc r_ = (expr);                                                                         \
         if (r_ != (want)) {                                                                        \
-            fprintf(stderr, "%s -> %s (%s), want %s\n", #expr, kl_rc_name(r_), kl_errmsg(),       \
+            fprintf(stderr, "%s -> %s (%s), want %s\n", #expr, kl_rc_name(r_), kl_errmsg(),        \
                     kl_rc_name(want));                                                             \
         }                                                                                          \
         assert_int_equal(r_, (want));                                                              \
@@ -187,7 +187,7 @@ static void raw_sql(const char *path, const char *sql)
 #define assert_msg_has(needle)                                                                     \
     do {                                                                                           \
         if (!strstr(kl_errmsg(), (needle))) {                                                      \
-            fprintf(stderr, "message \"%s\" lacks \"%s\"\n", kl_errmsg(), (needle));              \
+            fprintf(stderr, "message \"%s\" lacks \"%s\"\n", kl_errmsg(), (needle));               \
             fail();                                                                                \
         }                                                                                          \
     } while (0)
@@ -242,8 +242,9 @@ static void test_serial_normalize(void **state)
     assert_rc(store_serial_normalize("00123456789012345678901234567890123456789A", out, sizeof out),
               KL_OK); /* 40 significant digits: 20 octets */
     assert_string_equal(out, "123456789012345678901234567890123456789A");
-    assert_rc(store_serial_normalize("00123456789012345678901234567890123456789AB", out, sizeof out),
-              KL_EINPUT); /* 41 significant digits */
+    assert_rc(
+        store_serial_normalize("00123456789012345678901234567890123456789AB", out, sizeof out),
+        KL_EINPUT); /* 41 significant digits */
 }
 
 static void test_audit_hash_vector(void **state)
@@ -252,9 +253,9 @@ static void test_audit_hash_vector(void **state)
     char h[65];
     /* Pins the documented encoding (docs/internals/store.md); computed independently with
      * Python hashlib. */
-    assert_rc(store_audit_entry_hash(1, 1700000000, "alice", "issue", "serial=0A",
-                                     "0000000000000000000000000000000000000000000000000000000000000000",
-                                     h),
+    assert_rc(store_audit_entry_hash(
+                  1, 1700000000, "alice", "issue", "serial=0A",
+                  "0000000000000000000000000000000000000000000000000000000000000000", h),
               KL_OK);
     assert_string_equal(h, "fa615ee859871acf07a6df2aa2890558111acc92d854445234345091acb52743");
     assert_rc(store_audit_entry_hash(1, 0, "a", "b", "c", "xyz", h), KL_EINPUT);
@@ -438,8 +439,10 @@ static void test_duplicate_serial(void **state)
     /* The UNIQUE constraint holds even for writers that bypass the API. */
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    int r = sqlite3_exec(db, "INSERT INTO certs (serial, status, issuer, created) VALUES "
-                             "('7A', 'reserved', 'x', 0)", NULL, NULL, NULL);
+    int r = sqlite3_exec(db,
+                         "INSERT INTO certs (serial, status, issuer, created) VALUES "
+                         "('7A', 'reserved', 'x', 0)",
+                         NULL, NULL, NULL);
     assert_int_equal(r, SQLITE_CONSTRAINT);
     sqlite3_close(db);
 }
@@ -821,9 +824,9 @@ static void test_tamper_edit_rehash(void **state)
     assert_rc(store_audit_entry_hash(4, a.ts, a.actor, a.action, "forged", a.prev_hash, h), KL_OK);
     store_audit_free(&a);
     char sql[256];
-    snprintf(sql, sizeof sql,
-             "DROP TRIGGER audit_no_update; UPDATE audit SET detail='forged', hash='%s' WHERE seq=4",
-             h);
+    snprintf(
+        sql, sizeof sql,
+        "DROP TRIGGER audit_no_update; UPDATE audit SET detail='forged', hash='%s' WHERE seq=4", h);
     raw_sql(f->path, sql);
     verify_fails(f, "audit entry 5: previous-hash link broken (entry 4 edited");
 }
@@ -1025,7 +1028,7 @@ typedef struct {
     store *s;
     const char *taken; /* a serial reserved before the threads start */
     pthread_barrier_t *bar;
-    char *huge;        /* an audit detail over the 1 MiB field limit */
+    char *huge; /* an audit detail over the 1 MiB field limit */
     int id;
 } gc_arg;
 
@@ -1078,8 +1081,8 @@ static void *gc_thread(void *arg)
         GC_CHECK(rc == KL_OK, "commit2: %d", rc);
 
         /* errors name this caller's serial, not another thread's */
-        rc = store_cert_commit2(a->s, other, (const uint8_t *)"x", 1, 1, 2, "CN=x",
-                                STORE_ST_VALID, "gc", NULL);
+        rc = store_cert_commit2(a->s, other, (const uint8_t *)"x", 1, 1, 2, "CN=x", STORE_ST_VALID,
+                                "gc", NULL);
         GC_CHECK(rc == KL_ENOTFOUND && strstr(kl_errmsg(), other), "unknown commit: %d", rc);
 
         rc = store_audit_append(a->s, "gc", "note", serial);

@@ -295,7 +295,8 @@ static void test_load_bad(void **state)
         const char *text;
         const char *want; /* after "DIR/bad.tmpl" */
     } cases[] = {
-        {"[template]\nkind = end-entity\nflavour = vanilla\n", ":3: unknown key 'flavour' in [template]"},
+        {"[template]\nkind = end-entity\nflavour = vanilla\n",
+         ":3: unknown key 'flavour' in [template]"},
         {"[template]\nkind = end-entity\nkey-types = ec-p256\nvalidity = 10y\n",
          ":4: validity must be 'forever' or a number of days"},
         {"[template]\nkind = ca\n\n[extras]\nfoo = bar\n", ":4: unknown section [extras]"},
@@ -410,7 +411,8 @@ static void test_hierarchy(void **state)
     assert_int_equal(X509_get_pathlen(g_factory), 0);
     CRL_DIST_POINTS *cdp = X509_get_ext_d2i(g_factory, NID_crl_distribution_points, NULL, NULL);
     assert_non_null(cdp);
-    GENERAL_NAME *g = sk_GENERAL_NAME_value(sk_DIST_POINT_value(cdp, 0)->distpoint->name.fullname, 0);
+    GENERAL_NAME *g =
+        sk_GENERAL_NAME_value(sk_DIST_POINT_value(cdp, 0)->distpoint->name.fullname, 0);
     assert_int_equal(g->type, GEN_URI);
     assert_string_equal((const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
                         "http://pki.example.com/crl/root.crl");
@@ -418,9 +420,9 @@ static void test_hierarchy(void **state)
     verify_chain(g_factory, g_root, 0);
     /* notAfter of a 10-year CA under a 20-year root is not clamped */
     int days = 0, secs = 0;
-    assert_int_equal(ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(g_factory),
-                                    X509_get0_notAfter(g_factory)),
-                     1);
+    assert_int_equal(
+        ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(g_factory), X509_get0_notAfter(g_factory)),
+        1);
     assert_true(days >= 3650 && days <= 3651);
 }
 
@@ -569,7 +571,8 @@ static void test_ldevid_policy(void **state)
     assert_int_equal(issue("device-ldevid", csr, g_field, g_field_key, &o, &x), KL_OK);
     assert_int_equal(X509_get_key_usage(x), X509v3_KU_DIGITAL_SIGNATURE);
     CRL_DIST_POINTS *cdp = X509_get_ext_d2i(x, NID_crl_distribution_points, NULL, NULL);
-    GENERAL_NAME *g = sk_GENERAL_NAME_value(sk_DIST_POINT_value(cdp, 0)->distpoint->name.fullname, 0);
+    GENERAL_NAME *g =
+        sk_GENERAL_NAME_value(sk_DIST_POINT_value(cdp, 0)->distpoint->name.fullname, 0);
     assert_string_equal((const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
                         "http://pki.example.com/crl/field.crl");
     CRL_DIST_POINTS_free(cdp);
@@ -610,16 +613,20 @@ static void test_ldevid_policy(void **state)
         ext_spec exts[3];
         const char *want;
     } refused[] = {
-        {"CN=device-7,O=Evil Corp", {{NULL, NULL}},
+        {"CN=device-7,O=Evil Corp",
+         {{NULL, NULL}},
          "subject attribute O is not allowed by template device-ldevid (allowed: CN serialNumber)"},
-        {"serialNumber=7", {{NULL, NULL}}, "subject has no CN, which template device-ldevid requires"},
+        {"serialNumber=7",
+         {{NULL, NULL}},
+         "subject has no CN, which template device-ldevid requires"},
         {"CN=device-7+serialNumber=7", {{NULL, NULL}}, "multi-valued RDN"},
         {"CN=device-7,CN=again", {{NULL, NULL}}, "subject has CN more than once"},
         {"CN=", {{NULL, NULL}}, "subject CN is empty"},
         {"CN=0123456789012345678901234567890123456789012345678901234567890123456789",
          {{NULL, NULL}},
          "longer than 64 characters"},
-        {"CN=device-7,serialNumber=7_bad", {{NULL, NULL}},
+        {"CN=device-7,serialNumber=7_bad",
+         {{NULL, NULL}},
          "subject serialNumber must be a PrintableString"},
         {"CN=device-7",
          {{"basicConstraints", "critical,CA:TRUE"}, {NULL, NULL}},
@@ -752,8 +759,8 @@ static void test_est_server(void **state)
         csr = csr_new(k, "CN=est", (ext_spec[]){{"subjectAltName", bad[i].san}, {NULL, NULL}});
         kl_rc rc = issue("est-server", csr, g_field, g_field_key, NULL, &x);
         if (rc != KL_EPOLICY || !strstr(kl_errmsg(), bad[i].want)) {
-            fail_msg("SAN case %s: rc %s '%s', want '%s'", bad[i].san, kl_rc_name(rc),
-                     kl_errmsg(), bad[i].want);
+            fail_msg("SAN case %s: rc %s '%s', want '%s'", bad[i].san, kl_rc_name(rc), kl_errmsg(),
+                     bad[i].want);
         }
         X509_REQ_free(csr);
     }
@@ -1078,16 +1085,11 @@ int main(int argc, char **argv)
         return 2;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_load_shipped),
-        cmocka_unit_test(test_load_bad),
-        cmocka_unit_test(test_hierarchy),
-        cmocka_unit_test(test_idevid),
-        cmocka_unit_test(test_ldevid_policy),
-        cmocka_unit_test(test_est_server),
-        cmocka_unit_test(test_ocsp_signer),
-        cmocka_unit_test(test_ca_issuer_rules),
-        cmocka_unit_test(test_lint),
-        cmocka_unit_test(test_fixtures),
+        cmocka_unit_test(test_load_shipped),  cmocka_unit_test(test_load_bad),
+        cmocka_unit_test(test_hierarchy),     cmocka_unit_test(test_idevid),
+        cmocka_unit_test(test_ldevid_policy), cmocka_unit_test(test_est_server),
+        cmocka_unit_test(test_ocsp_signer),   cmocka_unit_test(test_ca_issuer_rules),
+        cmocka_unit_test(test_lint),          cmocka_unit_test(test_fixtures),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
