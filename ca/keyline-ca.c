@@ -12,7 +12,8 @@
 #include "kl_file.h"
 
 static const cli_cmd cli_top[] = {
-    {"ca", cmd_ca, "create|cert|list ...", "create CAs in the token, print or list them"},
+    {"ca", cmd_ca, "create|cert|list|rotate ...",
+     "create CAs in the token, print, list or rotate them"},
     {"issue", cmd_issue, "--issuer L --template T --csr FILE [--out FILE] [--device-id ID]",
      "issue a certificate for a CSR"},
     {"revoke", cmd_revoke, "--serial HEX [--reason NAME]", "revoke a certificate"},
@@ -62,7 +63,10 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
     }
     for (const cli_cmd *t = table; t->name; t++) {
         if (strcmp(t->name, argv[0]) == 0) {
-            if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+            /* groups (ca, audit, device) list their own subcommands */
+            int is_group = t->fn == cmd_ca || t->fn == cmd_audit || t->fn == cmd_device;
+            if (!is_group && argc > 1 &&
+                (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
                 cli_usage(t, group);
                 return KL_OK;
             }

@@ -1,6 +1,13 @@
 # End to end: keyline-ca against a throwaway SoftHSM token and SQLite store.
 source "$KL_SRC/tests/lib/common.sh"
 
+# --help everywhere, exit 0; no command is a usage error (exit 2)
+kca --help | grep -q "^  issue " || fail "--help lacks issue"
+kca ca --help | grep -q "ca rotate --label OLD" || fail "ca --help lacks its subcommands"
+kca issue --help | grep -q -- "--csr FILE" || fail "issue --help"
+rc=0; kca >/dev/null 2>&1 || rc=$?; [ $rc = 2 ] || fail "no command: exit $rc, expected 2"
+ok "--help for the tool, groups and commands"
+
 make_hierarchy
 ok "CA hierarchy created"
 kca ca list | grep -q factory1 || fail "ca list does not show factory1"
