@@ -81,8 +81,9 @@ expect_status 403 "TLS 1.3 exporter value of an earlier connection, replayed on 
 # openssl s_client prints the RFC 9266 value (-keymatexport EXPORTER-Channel-Binding, 32 bytes,
 # no context), the CSR carrying it is written into that same s_client connection.
 ossl_cb() {
-    timeout 60 python3 - "$EST_PORT" "$D" "$EST_USER" "$EST_PASS" "$1" <<'PY'
+    PYTHONPATH="$KL_SRC/tests/lib" timeout 60 python3 - "$EST_PORT" "$D" "$EST_USER" "$EST_PASS" "$1" <<'PY'
 import base64, re, subprocess, sys, select, time
+import est_http
 port, d, user, pw, mode = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:" + port, "-CAfile", d + "/root1.pem",
                       "-verify_return_error", "-tls1_3", "-nocommands", "-ign_eof",
@@ -100,17 +101,8 @@ km = re.search(rb"Keying material: ([0-9A-Fa-f]+)", out).group(1).decode()
 cb = bytes.fromhex(km)
 if mode == "wrong":
     cb = bytes([cb[0] ^ 1]) + cb[1:]
-conf = ("[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nCN=ossl-cb\nserialNumber=HWOS01\n"
-        "[attrs]\nchallengePassword=" + base64.b64encode(cb).decode() + "\n")
-open(d + "/ossl-cb.cnf", "w").write(conf)
-der = subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                      "-nodes", "-keyout", d + "/ossl-cb.key", "-config", d + "/ossl-cb.cnf", "-outform", "DER"],
-                     check=True, capture_output=True).stdout
-body = base64.encodebytes(der)
-auth = base64.b64encode((user + ":" + pw).encode()).decode()
-req = ("POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-       "Content-Type: application/pkcs10\r\nAuthorization: Basic " + auth + "\r\n"
-       "Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)).encode() + body
+der = est_http.csr_with_challenge(d, "ossl-cb", "ossl-cb", "HWOS01", base64.b64encode(cb).decode())
+req = est_http.enroll_request(base64.encodebytes(der), auth=est_http.basic(user, pw), close=True)
 p.stdin.write(req)
 p.stdin.flush()
 rest, _ = p.communicate(timeout=20)

@@ -70,8 +70,9 @@ na=$(date -d "$(openssl x509 -in "$D/ldev2.pem" -noout -enddate | cut -d= -f2)" 
 left=$(( (na - $(date +%s)) / 86400 ))
 [ "$left" -ge 360 ] && [ "$left" -le 366 ] || die "LDevID valid $left days, this test assumes 365"
 
-ka_out=$(timeout 60 python3 - "$EST_PORT" "$D" <<'PY'
+ka_out=$(PYTHONPATH="$KL_SRC/tests/lib" timeout 60 python3 - "$EST_PORT" "$D" <<'PY'
 import socket, ssl, sys
+import est_http
 port, d = int(sys.argv[1]), sys.argv[2]
 ctx = ssl.create_default_context(cafile=d + "/root1.pem")
 ctx.check_hostname = False
@@ -81,21 +82,8 @@ s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20))
 body = open(d + "/ldev2.b64", "rb").read()
 f = s.makefile("rb")
 def reenroll():
-    s.sendall(("POST /.well-known/est/simplereenroll HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               "Content-Type: application/pkcs10\r\nContent-Length: %d\r\n\r\n" % len(body)).encode() + body)
-    status = int(f.readline().split()[1])
-    clen = 0
-    while True:
-        line = f.readline().strip()
-        if not line:
-            break
-        k, v = line.decode().split(":", 1)
-        if k.lower() == "content-length":
-            clen = int(v)
-        if k.lower() == "connection" and "close" in v.lower():
-            sys.exit("server closed the keep-alive connection")
-    f.read(clen)
-    return status
+    s.sendall(est_http.enroll_request(body, op="simplereenroll"))
+    return est_http.read_response(f)
 got = [reenroll(), reenroll()]
 open(d + "/faketime", "w").write("+400d\n")
 got += [reenroll(), reenroll()]

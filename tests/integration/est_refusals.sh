@@ -50,8 +50,9 @@ enroll 401 "revoked client cert" "$D/dev2.b64" --cert "$D/idev2.crt" --key "$D/i
 new_csr idev3 "/CN=sensor-0003/serialNumber=HW0003"
 kca issue --issuer factory1 --template device-idevid --csr "$D/idev3.csr" --device-id HW0003 --out "$D/idev3.crt" >/dev/null
 new_csr dev3 "/CN=sensor-0003/serialNumber=HW0003"
-ka_out=$(python3 - "$EST_PORT" "$D" "$BIN/keyline-ca" "$KL_CONF" "$(serial_of "$D/idev3.crt")" "$EST_USER" "$EST_PASS" <<'PY'
-import base64, socket, ssl, subprocess, sys
+ka_out=$(PYTHONPATH="$KL_SRC/tests/lib" python3 - "$EST_PORT" "$D" "$BIN/keyline-ca" "$KL_CONF" "$(serial_of "$D/idev3.crt")" "$EST_USER" "$EST_PASS" <<'PY'
+import socket, ssl, subprocess, sys
+import est_http
 port, d, kca, conf, serial, user, pw = sys.argv[1:8]
 ctx = ssl.create_default_context(cafile=d + "/root1.pem")
 ctx.load_cert_chain(d + "/idev3.crt", d + "/idev3.key")
@@ -59,26 +60,9 @@ s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port))), server_h
 body = open(d + "/dev3.b64", "rb").read()
 f = s.makefile("rb")
 def enroll(basic=False):
-    hdr = ("POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-           "Content-Type: application/pkcs10\r\nContent-Length: %d\r\n" % len(body))
-    if basic:
-        hdr += "Authorization: Basic " + base64.b64encode((user + ":" + pw).encode()).decode() + "\r\n"
-    s.sendall((hdr + "\r\n").encode() + body)
-    status = int(f.readline().split()[1])
-    clen, close = 0, False
-    while True:
-        line = f.readline().strip()
-        if not line:
-            break
-        k, v = line.decode().split(":", 1)
-        if k.lower() == "content-length":
-            clen = int(v)
-        if k.lower() == "connection" and "close" in v.lower():
-            close = True
-    f.read(clen)
-    if close:
-        sys.exit("server closed the keep-alive connection")
-    return status
+    auth = est_http.basic(user, pw) if basic else None
+    s.sendall(est_http.enroll_request(body, auth=auth))
+    return est_http.read_response(f)
 got = [enroll(), enroll()]
 subprocess.run([kca, "-c", conf, "revoke", "--serial", serial, "--reason", "keyCompromise"],
                check=True, stdout=subprocess.DEVNULL)
@@ -158,27 +142,16 @@ enroll 403 "challengePassword that is not the channel binding" "$D/cbwrong.b64" 
 
 # the right one, from a TLS 1.2 session (tls-unique), over the same connection
 cb_enroll() { # prints the HTTP status of an enrollment that carries this session's tls-unique
-    python3 - "$EST_PORT" "$D" "$EST_USER" "$EST_PASS" "${1:-right}" <<'PY'
-import base64, socket, ssl, subprocess, sys
+    PYTHONPATH="$KL_SRC/tests/lib" python3 - "$EST_PORT" "$D" "$EST_USER" "$EST_PASS" "${1:-right}" <<'PY'
+import base64, socket, ssl, sys
+import est_http
 port, d, user, pw, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 ctx = ssl.create_default_context(cafile=d + "/root1.pem")
 ctx.maximum_version = ssl.TLSVersion.TLSv1_2
 s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
 cb = base64.b64encode(s.get_channel_binding("tls-unique")).decode()
-if mode == "none":
-    attrs = ""
-else:
-    attrs = "challengePassword=" + cb + "\n"
-conf = "[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nCN=cb-dev\nserialNumber=HWC002\n[attrs]\n" + attrs
-open(d + "/cb.cnf", "w").write(conf)
-der = subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                      "-nodes", "-keyout", d + "/cb.key", "-config", d + "/cb.cnf", "-outform", "DER"],
-                     check=True, capture_output=True).stdout
-body = base64.encodebytes(der)
-auth = base64.b64encode((user + ":" + pw).encode()).decode()
-req = ("POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-       "Content-Type: application/pkcs10\r\nAuthorization: Basic " + auth + "\r\n"
-       "Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)).encode() + body
+der = est_http.csr_with_challenge(d, "cb", "cb-dev", "HWC002", None if mode == "none" else cb)
+req = est_http.enroll_request(base64.encodebytes(der), auth=est_http.basic(user, pw), close=True)
 s.sendall(req)
 resp = b""
 while True:
