@@ -35,10 +35,12 @@ static struct {
     int port, seconds;
     int clients[8];
     int n_clients;
+    int modes; /* bit 1: keep-alive, bit 0: new-handshake */
 } opt = {.conf = "keyline.conf",
          .host = "127.0.0.1",
          .port = 8443,
          .seconds = 5,
+         .modes = 3,
          .path = "/.well-known/est/simpleenroll"};
 
 static double now_s(void)
@@ -301,13 +303,19 @@ static int setup_client(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"config", required_argument, NULL, 'c'},  {"hsm-key", required_argument, NULL, 'k'},
-        {"host", required_argument, NULL, 'H'},    {"port", required_argument, NULL, 'p'},
-        {"cacert", required_argument, NULL, 'A'},  {"cert", required_argument, NULL, 'C'},
-        {"key", required_argument, NULL, 'K'},     {"csr", required_argument, NULL, 'r'},
-        {"seconds", required_argument, NULL, 's'}, {"clients", required_argument, NULL, 'n'},
-        {"path", required_argument, NULL, 'P'},    {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {{"config", required_argument, NULL, 'c'},
+                                       {"hsm-key", required_argument, NULL, 'k'},
+                                       {"host", required_argument, NULL, 'H'},
+                                       {"port", required_argument, NULL, 'p'},
+                                       {"cacert", required_argument, NULL, 'A'},
+                                       {"cert", required_argument, NULL, 'C'},
+                                       {"key", required_argument, NULL, 'K'},
+                                       {"csr", required_argument, NULL, 'r'},
+                                       {"seconds", required_argument, NULL, 's'},
+                                       {"clients", required_argument, NULL, 'n'},
+                                       {"path", required_argument, NULL, 'P'},
+                                       {"modes", required_argument, NULL, 'm'},
+                                       {NULL, 0, NULL, 0}};
     int ch;
     char *clients = strdup("2,8,32");
     while ((ch = getopt_long(argc, argv, "c:", lo, NULL)) != -1) {
@@ -326,12 +334,17 @@ int main(int argc, char **argv)
             clients = strdup(optarg);
             break;
         case 'P': opt.path = optarg; break;
+        case 'm':
+            opt.modes =
+                (strstr(optarg, "keep-alive") ? 2 : 0) | (strstr(optarg, "new-handshake") ? 1 : 0);
+            break;
         default: return 2;
         }
     }
     if (!opt.hsm_key || !opt.cacert || !opt.cert || !opt.key || !opt.csr_path || opt.seconds < 1) {
         fprintf(stderr, "usage: est_bench -c CONF --hsm-key LABEL --port N --cacert F --cert F "
-                        "--key F --csr REQ.b64 [--seconds S] [--clients 2,8,32]\n");
+                        "--key F --csr REQ.b64 [--seconds S] [--clients 2,8,32]\n"
+                        "       [--modes keep-alive,new-handshake]\n");
         return 2;
     }
     for (char *s = strtok(clients, ","); s && opt.n_clients < 8; s = strtok(NULL, ",")) {
@@ -341,7 +354,8 @@ int main(int argc, char **argv)
     if (setup_client() != 0) {
         return 1;
     }
-    double raw = hsm_rate(2);
+    /* KL_BENCH_NO_RAW=1: skip the raw measurement (for profiling the server alone) */
+    double raw = getenv("KL_BENCH_NO_RAW") ? 1.0 : hsm_rate(2);
     if (raw <= 0) {
         return 1;
     }
@@ -349,6 +363,9 @@ int main(int argc, char **argv)
     printf("%-8s %-14s %12s %10s %8s\n", "clients", "mode", "enroll/s", "vs raw", "errors");
     for (int i = 0; i < opt.n_clients; i++) {
         for (int ka = 1; ka >= 0; ka--) {
+            if (!(opt.modes & (1 << ka))) {
+                continue;
+            }
             long fails = 0;
             double r = est_rate(opt.clients[i], ka, &fails);
             printf("%-8d %-14s %12.0f %9.1f%% %8ld\n", opt.clients[i],

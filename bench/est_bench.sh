@@ -14,7 +14,7 @@ new_csr bench "/CN=sensor-0001/serialNumber=HW0001"
 echo "keyline-estd: $(nproc) CPUs, threads = ${KL_BENCH_THREADS:-$(nproc)} (KL_BENCH_THREADS), store in $KL_TEST_DIR ($(stat -f -c %T "$KL_TEST_DIR")), $SECONDS_PER_RUN s per run; client auth: IDevID certificate"
 "$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 --port "$EST_PORT" --cacert "$D/root1.pem" \
     --cert "$D/idev.crt" --key "$D/idev.key" --csr "$D/bench.b64" --seconds "$SECONDS_PER_RUN" \
-    --clients "${KL_BENCH_CLIENTS:-2,8,32}"
+    --clients "${KL_BENCH_CLIENTS:-2,8,32}" --modes "${KL_BENCH_MODES:-keep-alive,new-handshake}"
 curl -s --cacert "$D/root1.pem" "$EST_URL/metrics" | awk '
     /^keyline_est_issue_seconds_sum/ {s=$2} /^keyline_est_issue_seconds_count/ {n=$2}
     END { if (n) printf "time inside ca_issue(): %.2f ms per enrollment on average (%d enrollments)\n", 1000*s/n, n }'

@@ -323,16 +323,48 @@ typedef struct {
     const char *self_label;
 } ca_issue_in;
 
+/* The subject of `cert` as RFC 2253 text, for the store and the audit log. */
+static kl_rc ca_subject_text(X509 *cert, char **out)
+{
+    kl_rc rc = KL_OK;
+    BIO *b = BIO_new(BIO_s_mem());
+    char *mem = NULL;
+    ENSURE_SSL(b && X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0,
+               KL_EINTERNAL, "cannot print the subject");
+    long n = BIO_get_mem_data(b, &mem);
+    *out = strndup(mem ? mem : "", n > 0 ? (size_t)n : 0);
+    ENSURE(*out, KL_EINTERNAL, "out of memory");
+out:
+    BIO_free(b);
+    return rc;
+}
+
+/* Signing failed: nothing was recorded or released; leave an audit entry of the attempt
+ * (best effort) and keep the caller's error message. */
+static void ca_issue_failed(ca_ctx *ca, const ca_issue_req *req, const char *issuer_label,
+                            const char *tpl_name, const char *serial_hex, const char *subject,
+                            kl_rc rc)
+{
+    char why[512], detail[2048];
+    snprintf(why, sizeof why, "%s", kl_errmsg());
+    snprintf(detail, sizeof detail, "serial=%s issuer=%s template=%s subject=%s reason=%s",
+             serial_hex, issuer_label, tpl_name, subject, why);
+    if (store_audit_append(ca->st, req->actor ? req->actor : "unknown", "issue-failed", detail) !=
+        KL_OK) {
+        /* the issuance error matters more than the audit error */
+    }
+    kl_fail(rc, "%s", why);
+}
+
 static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
 {
     kl_rc rc = KL_OK;
     const ca_issue_req *req = in->req;
     X509_REQ *csr = NULL;
+    ca_csr *csr_owned = NULL;
     X509 *cert = NULL;
     ASN1_INTEGER *serial = NULL;
-    EVP_PKEY *csr_key = NULL;
     char *serial_hex = NULL, *subject_txt = NULL;
-    int reserved = 0;
     const tpl *t = NULL;
     const ca_entry *issuer = NULL;
     EVP_PKEY *sign_key = NULL;
@@ -351,17 +383,13 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
 
     /* 1. Parse the CSR and check proof of possession. */
     if (req->csr) {
-        csr = req->csr; /* the caller parsed csr_der already: borrowed, not freed here */
+        /* the caller ran ca_csr_load on csr_der: borrowed, not freed here */
+        csr = ca_csr_req(req->csr);
     } else {
-        const unsigned char *p = req->csr_der;
-        csr = d2i_X509_REQ(NULL, &p, (long)req->csr_len);
-        ENSURE_SSL(csr && p == req->csr_der + req->csr_len, KL_EINPUT,
-                   "CSR is not valid DER PKCS#10");
+        TRY(ca_csr_load(req->csr_der, req->csr_len, &csr_owned));
+        csr = ca_csr_req(csr_owned);
     }
-    csr_key = X509_REQ_get_pubkey(csr);
-    ENSURE_SSL(csr_key, KL_EINPUT, "CSR public key cannot be decoded");
-    ENSURE_SSL(X509_REQ_verify(csr, csr_key) == 1, KL_EINPUT,
-               "CSR signature does not verify (no proof of possession)");
+    ENSURE(csr, KL_EINTERNAL, "no CSR");
 
     /* 2. Issuer and signing key. */
     if (in->self_key) {
@@ -391,30 +419,50 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
     TRY(tpl_policy_build(&pin, serial, &cert));
     TRY(tpl_lint(t, cert, issuer ? issuer->cert : NULL));
 
-    /* 4. Reserve the serial: unique by store constraint; a clash draws a new one. */
-    subject_txt = calloc(1, 1024);
-    ENSURE(subject_txt, KL_EINTERNAL, "out of memory");
-    {
-        BIO *b = BIO_new(BIO_s_mem());
-        ENSURE(b, KL_EINTERNAL, "out of memory");
-        X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
-        int n = BIO_read(b, subject_txt, 1023);
-        subject_txt[n > 0 ? n : 0] = 0;
-        BIO_free(b);
-    }
+    /* 4. Sign in the HSM, check the result with the issuer's public key, and record the
+     * certificate with its audit entry in one transaction before it is released. The serial is
+     * unique by store constraint: a clash (2^-126 per pair) draws a new serial and signs again;
+     * the clashing certificate never leaves this function. */
+    TRY(ca_subject_text(cert, &subject_txt));
+    time_t nb = 0, na = 0;
+    ENSURE_SSL(ca_asn1_time(X509_get0_notBefore(cert), &nb) &&
+                   ca_asn1_time(X509_get0_notAfter(cert), &na),
+               KL_EINTERNAL, "certificate has an invalid validity time");
     for (int tries = 0;; tries++) {
         serial_hex = ca_serial_hex(X509_get0_serialNumber(cert));
         ENSURE(serial_hex, KL_EINTERNAL, "out of memory");
+        if (X509_sign(cert, sign_key, ca_sign_md(sign_key)) <= 0) {
+            rc = kl_fail_ssl(KL_EHSM, "signing in the HSM failed");
+            ca_issue_failed(ca, req, issuer_label, t->name, serial_hex, subject_txt, rc);
+            goto out;
+        }
+        EVP_PKEY *ipub = issuer ? X509_get0_pubkey(issuer->cert) : X509_REQ_get0_pubkey(csr);
+        if (X509_verify(cert, ipub) != 1) {
+            rc = kl_fail_ssl(KL_EHSM, "HSM produced a signature that does not verify");
+            ca_issue_failed(ca, req, issuer_label, t->name, serial_hex, subject_txt, rc);
+            goto out;
+        }
+        unsigned char *der = NULL;
+        int dlen = i2d_X509(cert, &der);
+        ENSURE_SSL(dlen > 0, KL_EINTERNAL, "cannot encode certificate");
+        char detail[1536];
+        snprintf(detail, sizeof detail, "serial=%s issuer=%s template=%s subject=%s%s%s",
+                 serial_hex, issuer_label, t->name, subject_txt, req->device_id ? " device=" : "",
+                 req->device_id ? req->device_id : "");
         store_cert rec = {
             .serial_hex = serial_hex,
             .issuer = (char *)issuer_label,
             .subject = subject_txt,
             .template_name = (char *)t->name,
             .device_id = (char *)req->device_id,
-            .status = STORE_ST_RESERVED,
+            .status = req->pending ? STORE_ST_PENDING : STORE_ST_VALID,
+            .not_before = nb,
+            .not_after = na,
             .revoke_reason = -1,
         };
-        rc = store_cert_reserve(ca->st, &rec);
+        rc = store_cert_insert(ca->st, &rec, der, (size_t)dlen, req->actor ? req->actor : "unknown",
+                               detail);
+        OPENSSL_free(der);
         if (rc != KL_EEXIST || tries + 1 >= CA_SERIAL_TRIES) {
             break;
         }
@@ -426,55 +474,11 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
         ENSURE_SSL(X509_set_serialNumber(cert, serial) == 1, KL_EINTERNAL, "set serial");
     }
     TRY(rc);
-    reserved = 1;
-
-    /* 5. Sign in the HSM and check the result with the issuer's public key. */
-    ENSURE_SSL(X509_sign(cert, sign_key, ca_sign_md(sign_key)) > 0, KL_EHSM,
-               "signing in the HSM failed");
-    {
-        EVP_PKEY *ipub = issuer ? X509_get0_pubkey(issuer->cert) : csr_key;
-        ENSURE_SSL(X509_verify(cert, ipub) == 1, KL_EHSM,
-                   "HSM produced a signature that does not verify");
-    }
-
-    /* 6. Record certificate + audit entry in one transaction, then release. */
-    {
-        /* The store keeps validity and subject; we have them, so it need not re-parse the
-         * DER (a d2i_X509 decodes the public key again: ~90 us in OpenSSL 3.0). */
-        time_t nb = 0, na = 0;
-        ENSURE_SSL(ca_asn1_time(X509_get0_notBefore(cert), &nb) &&
-                       ca_asn1_time(X509_get0_notAfter(cert), &na),
-                   KL_EINTERNAL, "certificate has an invalid validity time");
-        unsigned char *der = NULL;
-        int dlen = i2d_X509(cert, &der);
-        ENSURE_SSL(dlen > 0, KL_EINTERNAL, "cannot encode certificate");
-        char detail[1536];
-        snprintf(detail, sizeof detail, "serial=%s issuer=%s template=%s subject=%s%s%s",
-                 serial_hex, issuer_label, t->name, subject_txt, req->device_id ? " device=" : "",
-                 req->device_id ? req->device_id : "");
-        rc = store_cert_commit2(ca->st, serial_hex, der, (size_t)dlen, nb, na, subject_txt,
-                                req->pending ? STORE_ST_PENDING : STORE_ST_VALID,
-                                req->actor ? req->actor : "unknown", detail);
-        OPENSSL_free(der);
-        TRY(rc);
-        reserved = 0;
-    }
     *cert_out = cert;
     cert = NULL;
 out:
-    if (reserved) {
-        char why[300];
-        snprintf(why, sizeof why, "%s", kl_errmsg());
-        if (store_cert_abandon(ca->st, serial_hex, why) != KL_OK) {
-            /* keep the original error; the reservation stays "reserved", never reused */
-        }
-        kl_fail(rc, "%s", why);
-    }
-    if (csr != req->csr) {
-        X509_REQ_free(csr);
-    }
+    ca_csr_free(csr_owned);
     X509_free(cert);
-    EVP_PKEY_free(csr_key);
     ASN1_INTEGER_free(serial);
     OPENSSL_free(serial_hex);
     free(subject_txt);
@@ -650,8 +654,8 @@ out:
     X509_free(cert);
     if (generated) {
         /* No CA came of it (policy refused the subject, lint, HSM): do not leave an orphan
-         * key that would block the label. A certificate already signed was never released;
-         * its serial stays reserved/failed in the store. */
+         * key that would block the label. A certificate already signed was never released
+         * and, if the store refused it, was never recorded. */
         char why[512];
         snprintf(why, sizeof why, "%s", kl_errmsg());
         if (hsm_key_destroy(ca->hsm, label) != KL_OK) {

@@ -37,13 +37,24 @@ store *ca_store(ca_ctx *ca);
 hsm_ctx *ca_hsm(ca_ctx *ca); /* NULL when opened without the token */
 const kl_conf *ca_conf(ca_ctx *ca);
 
+/* A PKCS#10 request whose signature (proof of possession) has been checked: only ca_csr_load
+ * makes one. */
+typedef struct ca_csr ca_csr;
+/* Parse DER PKCS#10 bytes and check the request's signature with its own key. KL_EINPUT with
+ * the reason when malformed, not exactly one DER structure, or the signature does not verify.
+ * EC P-256/P-384 requests take a fast path (ca/ca_csr.c); the result is the same. */
+kl_rc ca_csr_load(const uint8_t *der, size_t len, ca_csr **out) KL_WUR;
+X509_REQ *ca_csr_req(const ca_csr *c); /* borrowed; for reading the request */
+int ca_csr_fast(const ca_csr *c);      /* 1 if the EC fast path loaded it (tests, benchmarks) */
+void ca_csr_free(ca_csr *c);
+
 typedef struct {
     const char *issuer;        /* CA label */
     const char *template_name; /* template file stem, e.g. "device-idevid" */
     const uint8_t *csr_der;    /* PKCS#10, DER */
     size_t csr_len;
-    X509_REQ *csr;         /* optional: csr_der already parsed by the caller (borrowed);
-                            * saves a second decode. Its signature is still checked. */
+    const ca_csr *csr;     /* optional: ca_csr_load(csr_der, csr_len) done by the caller
+                            * (borrowed): no second parse and signature check */
     const char *device_id; /* optional hardware serial / inventory id */
     const char *actor;     /* who asked, for the audit log: "cli:root", "est:CN=..." */
     int pending;           /* record as "pending" instead of "valid" (station) */

@@ -292,6 +292,30 @@ kl_rc store_cert_commit2(store *s, const char *serial_hex, const uint8_t *der, s
                                 actor_or_default(actor), audit_detail);
 }
 
+kl_rc store_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_t der_len,
+                        const char *actor, const char *audit_detail)
+{
+    char serial[SERIAL_MAX_HEX + 1];
+    STORE_CHECK(s);
+    ARG_CHECK(c, "store_cert_insert: no record");
+    SERIAL_NORM(c->serial_hex, serial);
+    ARG_CHECK(c->issuer && c->issuer[0], "certificate without an issuer");
+    ARG_CHECK(c->subject, "store_cert_insert: no subject");
+    ARG_CHECK(der && der_len > 0, "store_cert_insert: no certificate");
+    if (!c->status ||
+        (strcmp(c->status, STORE_ST_VALID) != 0 && strcmp(c->status, STORE_ST_PENDING) != 0)) {
+        return kl_fail(KL_EUSAGE,
+                       "store: a new certificate is \"valid\" or \"pending\", not \"%s\"",
+                       c->status ? c->status : "(null)");
+    }
+    if (!s->ops->cert_insert) {
+        return kl_fail(KL_EUSAGE, "store backend %s cannot record certificates", s->ops->name);
+    }
+    store_cert tmp = *c;
+    tmp.serial_hex = serial;
+    return s->ops->cert_insert(s, &tmp, der, der_len, actor_or_default(actor), audit_detail);
+}
+
 kl_rc store_cert_abandon(store *s, const char *serial_hex, const char *why)
 {
     char serial[SERIAL_MAX_HEX + 1];

@@ -91,6 +91,13 @@ kl_rc store_cert_reserve(store *s, const store_cert *c) KL_WUR;
  * entry, in one transaction. */
 kl_rc store_cert_commit(store *s, const char *serial_hex, const uint8_t *der, size_t der_len,
                         const char *status, const char *actor, const char *audit_detail) KL_WUR;
+/* Record a signed certificate in one transaction: the full row (c->status "valid" or "pending",
+ * serial, issuer, subject, template, device_id, not_before, not_after from `c`, and the DER) and
+ * the audit entry `issue`. The UNIQUE constraint on serial makes a clash KL_EEXIST (nothing is
+ * written; the caller signs again with a new serial). This is what ca_issue() uses: one write
+ * transaction per certificate instead of reserve + commit. */
+kl_rc store_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_t der_len,
+                        const char *actor, const char *audit_detail) KL_WUR;
 /* Mark a reservation "failed" (signing failed). */
 kl_rc store_cert_abandon(store *s, const char *serial_hex, const char *why) KL_WUR;
 kl_rc store_cert_get(store *s, const char *serial_hex, store_cert *out) KL_WUR; /* KL_ENOTFOUND */
@@ -160,6 +167,8 @@ struct store_ops {
                           time_t not_before, time_t not_after, const char *subject,
                           const char *status, const char *actor, const char *detail);
     kl_rc (*write_stats)(store *s, uint64_t *txns, uint64_t *ops);
+    kl_rc (*cert_insert)(store *s, const store_cert *c, const uint8_t *der, size_t len,
+                         const char *actor, const char *detail);
 };
 
 /* Every backend's store struct begins with this header. */

@@ -111,6 +111,7 @@ enum {
     Q_CA_GET,
     Q_CA_LIST,
     Q_CERT_RESERVE,
+    Q_CERT_INSERT,
     Q_CERT_STATUS,
     Q_CERT_COMMIT,
     Q_CERT_ABANDON,
@@ -149,6 +150,9 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_CERT_RESERVE] = "INSERT INTO certs (serial, status, issuer, subject, template, device_id,"
                        " not_before, not_after, created)"
                        " VALUES (?1, 'reserved', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [Q_CERT_INSERT] = "INSERT INTO certs (serial, status, issuer, subject, template, device_id,"
+                      " not_before, not_after, created, der)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [Q_CERT_STATUS] = "SELECT status, issuer FROM certs WHERE serial = ?1",
     [Q_CERT_COMMIT] = "UPDATE certs SET der = ?2, status = ?3, not_before = ?4, not_after = ?5,"
                       " subject = ?6 WHERE serial = ?1 AND status = 'reserved'",
@@ -214,6 +218,11 @@ struct sq_store {
     int leader;            /* a thread is running a batch */
     int sync_normal;       /* the connection is at synchronous=NORMAL (under mu) */
     uint64_t n_txn, n_ops; /* committed write transactions / operations in them (under mu) */
+    /* point reads (sq_get_row) on a second connection, opened on first use: in WAL mode a
+     * reader does not wait for the writer, so a lookup never queues behind a commit's fsync */
+    pthread_mutex_t rmu;
+    sqlite3 *rdb;
+    sqlite3_stmt *rst[Q_COUNT];
 };
 
 static sq_store *sq(store *s)
@@ -713,29 +722,65 @@ static kl_rc sq_write(sq_store *q, sq_tx_fn fn, void *arg)
 
 /* The one row that `query` finds for `key` (bound to ?1), decoded into `out`. *found is 0 when
  * there is none: the caller words its own KL_ENOTFOUND. */
+/* The reader connection's statement `id` (under rmu), opening the connection on first use. */
+static kl_rc sq_reader_stmt(sq_store *q, int id, sqlite3_stmt **out)
+{
+    if (!q->rdb) {
+        int r =
+            sqlite3_open_v2(q->path, &q->rdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (r == SQLITE_OK) {
+            sqlite3_extended_result_codes(q->rdb, 1);
+            sqlite3_busy_timeout(q->rdb, SQ_BUSY_TIMEOUT_MS);
+            r = sqlite3_exec(q->rdb, "PRAGMA query_only=1", NULL, NULL, NULL);
+        }
+        if (r != SQLITE_OK) {
+            kl_rc rc = kl_fail(KL_EIO, "store: cannot open %s for reading: %s", q->path,
+                               q->rdb ? sqlite3_errmsg(q->rdb) : sqlite3_errstr(r));
+            sqlite3_close(q->rdb);
+            q->rdb = NULL;
+            return rc;
+        }
+    }
+    if (!q->rst[id]) {
+        int r =
+            sqlite3_prepare_v3(q->rdb, q_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &q->rst[id], NULL);
+        if (r != SQLITE_OK) {
+            q->rst[id] = NULL;
+            return kl_fail(KL_EIO, "store: %s: prepare: %s", q->path, sqlite3_errmsg(q->rdb));
+        }
+    }
+    sqlite3_reset(q->rst[id]);
+    sqlite3_clear_bindings(q->rst[id]);
+    *out = q->rst[id];
+    return KL_OK;
+}
+
+/* One row of `query` keyed by ?1, on the reader connection. */
 static kl_rc sq_get_row(sq_store *q, int query, const char *key, sq_row_fn decode, void *out,
                         const char *what, int *found)
 {
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    int locked = 0;
 
     *found = 0;
-    TRY(sq_lock(q));
-    locked = 1;
-    TRY(sq_stmt(q, query, &st));
-    BIND(bind_text(st, 1, key));
+    ENSURE(q->pid == getpid(), KL_EUSAGE,
+           "store: handle for %s used after fork(); open the store in the child", q->path);
+    pthread_mutex_lock(&q->rmu);
+    TRY(sq_reader_stmt(q, query, &st));
+    ENSURE(sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT) == SQLITE_OK, KL_EINTERNAL,
+           "store: bind: %s", sqlite3_errmsg(q->rdb));
     int r = sqlite3_step(st);
     if (r == SQLITE_DONE) {
         goto out;
     }
-    STEP_ENSURE(r == SQLITE_ROW, r, what);
+    ENSURE(r == SQLITE_ROW, KL_EIO, "store: %s: store %s: %s", what, q->path,
+           sqlite3_errmsg(q->rdb));
     ENSURE(decode(st, out) == 0, KL_EINTERNAL, "out of memory");
     *found = 1;
 out:
     sq_done(st);
-    if (locked) {
-        sq_unlock(q);
+    if (q->pid == getpid()) {
+        pthread_mutex_unlock(&q->rmu);
     }
     return rc;
 }
@@ -956,6 +1001,7 @@ static kl_rc sq_open(store **out, const char *path)
     q->pid = getpid();
     pthread_mutex_init(&q->mu, NULL);
     pthread_mutex_init(&q->gmu, NULL);
+    pthread_mutex_init(&q->rmu, NULL);
     pthread_cond_init(&q->gcv, NULL);
     q->qtail = &q->qhead;
     q->path = strdup(path);
@@ -997,8 +1043,11 @@ static void sq_close(store *s)
     if (q->pid == getpid()) {
         for (int i = 0; i < Q_COUNT; i++) {
             sqlite3_finalize(q->st[i]);
+            sqlite3_finalize(q->rst[i]);
         }
+        sqlite3_close(q->rdb);
         sqlite3_close(q->db);
+        pthread_mutex_destroy(&q->rmu);
         pthread_mutex_destroy(&q->mu);
         pthread_mutex_destroy(&q->gmu);
         pthread_cond_destroy(&q->gcv);
@@ -1102,6 +1151,63 @@ static kl_rc sq_cert_reserve(store *s, const store_cert *c)
 {
     /* lazy durability: see sq_batch_run */
     return sq_write_op(sq(s), cert_reserve_tx, (void *)c, 1);
+}
+
+typedef struct {
+    const store_cert *c;
+    const uint8_t *der;
+    size_t len;
+    const char *actor;
+    const char *detail;
+} cert_insert_arg;
+
+static kl_rc cert_insert_tx(sq_store *q, void *arg)
+{
+    const cert_insert_arg *a = arg;
+    const store_cert *c = a->c;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+
+    TRY(sq_stmt(q, Q_CERT_INSERT, &st));
+    BIND(bind_text(st, 1, c->serial_hex));
+    BIND(bind_text(st, 2, c->status));
+    BIND(bind_text(st, 3, c->issuer));
+    BIND(bind_text(st, 4, c->subject));
+    BIND(bind_text(st, 5, c->template_name));
+    BIND(bind_text(st, 6, c->device_id));
+    BIND(sqlite3_bind_int64(st, 7, (sqlite3_int64)c->not_before));
+    BIND(sqlite3_bind_int64(st, 8, (sqlite3_int64)c->not_after));
+    BIND(sqlite3_bind_int64(st, 9, (sqlite3_int64)time(NULL)));
+    BIND(bind_blob(st, 10, a->der, a->len));
+    rc = sq_run(q, st, "record certificate");
+    if (rc == KL_EEXIST) {
+        rc = kl_fail(KL_EEXIST, "serial %s is already in the store", c->serial_hex);
+        goto out;
+    }
+    TRY(rc);
+    TRY(audit_append_tx(q, a->actor, "issue", a->detail));
+out:
+    sq_done(st);
+    return rc;
+}
+
+static kl_rc sq_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_t len,
+                            const char *actor, const char *detail)
+{
+    char *dflt = NULL;
+    if (!detail) {
+        size_t dl = strlen(c->serial_hex) + strlen(c->subject) + 32;
+        dflt = malloc(dl);
+        if (!dflt) {
+            return kl_fail(KL_EINTERNAL, "out of memory");
+        }
+        snprintf(dflt, dl, "serial=%s subject=%s", c->serial_hex, c->subject);
+        detail = dflt;
+    }
+    cert_insert_arg a = {.c = c, .der = der, .len = len, .actor = actor, .detail = detail};
+    kl_rc rc = sq_write(sq(s), cert_insert_tx, &a);
+    free(dflt);
+    return rc;
 }
 
 /* Status and issuer of a serial; KL_ENOTFOUND when absent. */
@@ -1776,5 +1882,6 @@ const struct store_ops store_sqlite_ops = {
     .audit_list = sq_audit_list,
     .audit_head = sq_audit_head,
     .cert_commit2 = sq_cert_commit2,
+    .cert_insert = sq_cert_insert,
     .write_stats = sq_write_stats,
 };

@@ -377,7 +377,7 @@ static double est_now(void)
 }
 
 static kl_rc est_issue(est_req *rq, const est_label *l, const uint8_t *csr, size_t csr_len,
-                       X509_REQ *parsed, const char *device_id, const char *actor, X509 **cert)
+                       const ca_csr *parsed, const char *device_id, const char *actor, X509 **cert)
 {
     ca_issue_req ir = {
         .issuer = l->issuer,
@@ -447,7 +447,7 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
     est_auth a;
     kl_buf der;
     kl_buf_init(&der, s->cfg.max_body, 0);
-    X509_REQ *req = NULL;
+    ca_csr *csr = NULL;
     X509 *cert = NULL;
     EVP_PKEY *key = NULL;
     uint8_t *kg_csr = NULL;
@@ -479,14 +479,10 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
         rc = kl_wrap(KL_EINPUT, "request body is not base64 DER");
         goto out;
     }
-    const unsigned char *p = der.data;
-    req = d2i_X509_REQ(NULL, &p, (long)der.len);
-    ENSURE_SSL(req && p == der.data + der.len, KL_EINPUT, "request body is not a PKCS#10 CSR");
-    if (op == EST_OP_SERVERKEYGEN) {
-        /* The client's CSR only carries the subject here, but it must still be intact. */
-        EVP_PKEY *pk = X509_REQ_get0_pubkey(req);
-        ENSURE_SSL(pk && X509_REQ_verify(req, pk) == 1, KL_EINPUT, "CSR signature invalid");
-    }
+    /* Parsed and its signature checked once, here; ca_issue takes the result as it is. For
+     * serverkeygen the client's CSR only carries the subject, but it must still be intact. */
+    TRY(ca_csr_load(der.data, der.len, &csr));
+    X509_REQ *req = ca_csr_req(csr);
     /* RFC 7030 3.5: channel binding through challengePassword */
     TRY(est_channel_binding_check(s->cfg.channel_binding, req, rq->session));
 
@@ -504,7 +500,7 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
         TRY(est_keygen_csr(est_label_runtime(s, l), req, &key, &kg_csr, &kg_csr_len));
         TRY(est_issue(rq, l, kg_csr, kg_csr_len, NULL, device_id, a.actor, &cert));
     } else {
-        TRY(est_issue(rq, l, der.data, der.len, req, device_id, a.actor, &cert));
+        TRY(est_issue(rq, l, der.data, der.len, csr, device_id, a.actor, &cert));
     }
 
     STACK_OF(X509) *one = sk_X509_new_null();
@@ -574,7 +570,7 @@ done:
     OPENSSL_free(kg_csr);
     EVP_PKEY_free(key); /* OpenSSL clears private key material on free */
     X509_free(cert);
-    X509_REQ_free(req);
+    ca_csr_free(csr);
     est_auth_free(&a);
     kl_buf_free(&der);
 }

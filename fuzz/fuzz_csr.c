@@ -1,5 +1,6 @@
-/* Fuzz the CSR front of the issuance pipeline: PEM/DER parsing, signature check, template
- * policy (device-ldevid and est-server) and lint, without the HSM. */
+/* Fuzz the CSR front of the issuance pipeline: PEM/DER parsing, signature check (ca_csr_load,
+ * checked against OpenSSL's d2i_X509_REQ + X509_REQ_verify), template policy (device-ldevid and
+ * est-server) and lint, without the HSM. */
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
@@ -50,9 +51,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort(); /* ca_csr_to_der re-encoded it: it must parse again */
         }
         EVP_PKEY *k = X509_REQ_get0_pubkey(req);
-        (void)(k && X509_REQ_verify(req, k));
-        fz_policy(fz_tpls[0], req);
+        int slow_ok = k && X509_REQ_verify(req, k) == 1;
+        /* differential: ca_csr_load (EC fast path or general path) agrees with OpenSSL */
+        ca_csr *c = NULL;
+        kl_rc rc = ca_csr_load(der, len, &c);
+        if ((rc == KL_OK) != slow_ok) {
+            abort();
+        }
+        fz_policy(fz_tpls[0], c ? ca_csr_req(c) : req);
         fz_policy(fz_tpls[1], req);
+        ca_csr_free(c);
         X509_REQ_free(req);
         OPENSSL_free(der);
     }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/ocsp.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
@@ -90,6 +91,116 @@ static int teardown(void **state)
     ca_close(g_ca);
     kl_conf_free(g_conf);
     return 0;
+}
+
+/* ---- ca_csr_load: the EC fast path answers exactly as d2i_X509_REQ + X509_REQ_verify ---- */
+
+static int csr_slow_ok(const uint8_t *der, size_t len)
+{
+    const unsigned char *p = der;
+    X509_REQ *r = d2i_X509_REQ(NULL, &p, (long)len);
+    int ok = r && p == der + len && X509_REQ_get0_pubkey(r) &&
+             X509_REQ_verify(r, X509_REQ_get0_pubkey(r)) == 1;
+    X509_REQ_free(r);
+    ERR_clear_error();
+    return ok;
+}
+
+static uint8_t *csr_with(EVP_PKEY *k, const EVP_MD *md, int attrs, size_t *len)
+{
+    X509_REQ *r = X509_REQ_new();
+    X509_NAME *n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)"csr-unit", -1, -1,
+                               0);
+    X509_NAME_add_entry_by_txt(n, "serialNumber", MBSTRING_UTF8, (const unsigned char *)"HW42", -1,
+                               -1, 0);
+    X509_REQ_set_subject_name(r, n);
+    X509_REQ_set_pubkey(r, k);
+    if (attrs) {
+        X509_REQ_add1_attr_by_NID(r, NID_pkcs9_challengePassword, MBSTRING_UTF8,
+                                  (const unsigned char *)"c2VjcmV0", -1);
+        STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+        X509_EXTENSION *e =
+            X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, "DNS:dev.example");
+        sk_X509_EXTENSION_push(exts, e);
+        X509_REQ_add_extensions(r, exts);
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    }
+    X509_REQ_sign(r, k, md);
+    unsigned char *der = NULL;
+    *len = (size_t)i2d_X509_REQ(r, &der);
+    X509_REQ_free(r);
+    X509_NAME_free(n);
+    return der;
+}
+
+static void test_csr_load(void **state)
+{
+    (void)state;
+    EVP_PKEY *keys[3] = {EVP_EC_gen("P-256"), EVP_EC_gen("P-384"),
+                         EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048)};
+    const EVP_MD *mds[3] = {EVP_sha256(), EVP_sha384(), EVP_sha512()};
+    for (int k = 0; k < 3; k++) {
+        for (int m = 0; m < 3; m++) {
+            for (int attrs = 0; attrs < 2; attrs++) {
+                size_t len = 0;
+                uint8_t *der = csr_with(keys[k], mds[m], attrs, &len);
+                ca_csr *c = NULL;
+                assert_int_equal(ca_csr_load(der, len, &c), KL_OK);
+                assert_int_equal(ca_csr_fast(c), k < 2); /* EC keys: the fast path */
+                X509_REQ *r = ca_csr_req(c);
+                unsigned char *enc = NULL;
+                int n = i2d_X509_REQ(r, &enc);
+                assert_int_equal(n, (int)len);
+                assert_memory_equal(enc, der, len);
+                assert_int_equal(EVP_PKEY_eq(X509_REQ_get0_pubkey(r), keys[k]), 1);
+                assert_int_equal(X509_REQ_verify(r, X509_REQ_get0_pubkey(r)), 1);
+                OPENSSL_free(enc);
+                ca_csr_free(c);
+                /* trailing bytes, truncation */
+                uint8_t *longer = malloc(len + 1);
+                memcpy(longer, der, len);
+                longer[len] = 0;
+                assert_int_equal(ca_csr_load(longer, len + 1, &c), KL_EINPUT);
+                assert_int_equal(ca_csr_load(der, len - 1, &c), KL_EINPUT);
+                assert_null(c);
+                free(longer);
+                OPENSSL_free(der);
+            }
+        }
+    }
+    /* Every single-byte change of an EC request (three values per position): the fast path
+     * accepts exactly what OpenSSL's general path accepts. */
+    size_t len = 0;
+    uint8_t *der = csr_with(keys[0], mds[0], 1, &len);
+    uint8_t *mut = malloc(len);
+    int refused = 0;
+    for (size_t i = 0; i < len; i++) {
+        const uint8_t deltas[3] = {0x01, 0x80, 0xff};
+        for (int d = 0; d < 3; d++) {
+            memcpy(mut, der, len);
+            mut[i] ^= deltas[d];
+            ca_csr *c = NULL;
+            kl_rc rc = ca_csr_load(mut, len, &c);
+            int slow = csr_slow_ok(mut, len);
+            if ((rc == KL_OK) != slow) {
+                fail_msg("byte %zu ^ 0x%02x: ca_csr_load %s, OpenSSL %s", i, deltas[d],
+                         rc == KL_OK ? "accepts" : "refuses", slow ? "accepts" : "refuses");
+            }
+            if (rc != KL_OK) {
+                assert_int_equal(rc, KL_EINPUT);
+                assert_non_null(strstr(kl_errmsg(), "CSR"));
+                refused++;
+            }
+            ca_csr_free(c);
+        }
+    }
+    assert_true(refused > (int)len); /* most changes break the signature or the encoding */
+    free(mut);
+    OPENSSL_free(der);
+    for (int k = 0; k < 3; k++) {
+        EVP_PKEY_free(keys[k]);
+    }
 }
 
 static void test_serial_and_chain(void **state)
@@ -312,9 +423,9 @@ static void test_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_serial_and_chain), cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_pending_activate), cmocka_unit_test(test_ocsp_and_crl),
-        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_csr_load),     cmocka_unit_test(test_serial_and_chain),
+        cmocka_unit_test(test_threads),      cmocka_unit_test(test_pending_activate),
+        cmocka_unit_test(test_ocsp_and_crl), cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
