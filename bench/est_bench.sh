@@ -8,16 +8,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 SECONDS_PER_RUN=${KL_BENCH_SECONDS:-5}
 est_setup_ca
-est_write_conf "threads = ${KL_BENCH_THREADS:-$(nproc)}" "max-connections = 4096"
+est_write_conf "threads = ${KL_BENCH_THREADS:-per-connection}" "max-connections = 4096"
 est_start
 new_csr bench "/CN=sensor-0001/serialNumber=HW0001"
-echo "keyline-estd: $(nproc) CPUs, threads = ${KL_BENCH_THREADS:-$(nproc)} (KL_BENCH_THREADS), store in $KL_TEST_DIR ($(stat -f -c %T "$KL_TEST_DIR")), $SECONDS_PER_RUN s per run; client auth: IDevID certificate"
+echo "keyline-estd: $(nproc) CPUs, threads = ${KL_BENCH_THREADS:-per-connection} (KL_BENCH_THREADS), store in $KL_TEST_DIR ($(stat -f -c %T "$KL_TEST_DIR")), $SECONDS_PER_RUN s per run; client auth: IDevID certificate"
 "$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 --port "$EST_PORT" --cacert "$D/root1.pem" \
     --cert "$D/idev.crt" --key "$D/idev.key" --csr "$D/bench.b64" --seconds "$SECONDS_PER_RUN" \
     --clients "${KL_BENCH_CLIENTS:-2,8,32}" --modes "${KL_BENCH_MODES:-keep-alive,new-handshake}"
 curl -s --cacert "$D/root1.pem" "$EST_URL/metrics" | awk '
     /^keyline_est_issue_seconds_sum/ {s=$2} /^keyline_est_issue_seconds_count/ {n=$2}
-    END { if (n) printf "time inside ca_issue(): %.2f ms per enrollment on average (%d enrollments)\n", 1000*s/n, n }'
+    /^keyline_store_transactions_total/ {t=$2} /^keyline_store_writes_total/ {w=$2}
+    END { if (n) printf "time inside ca_issue(): %.2f ms per enrollment on average (%d enrollments)\n", 1000*s/n, n
+          if (t) printf "store: %d write transactions (fsyncs) for %d writes: %.1f per fsync\n", t, w, w/t }'
 rss=$(ps -o rss= -p "$EST_PID" | tr -d ' ')
 echo "keyline-estd RSS after the run: ${rss} KiB"
 est_stop

@@ -436,15 +436,17 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
             ca_issue_failed(ca, req, issuer_label, t->name, serial_hex, subject_txt, rc);
             goto out;
         }
-        EVP_PKEY *ipub = issuer ? X509_get0_pubkey(issuer->cert) : X509_REQ_get0_pubkey(csr);
-        if (X509_verify(cert, ipub) != 1) {
-            rc = kl_fail_ssl(KL_EHSM, "HSM produced a signature that does not verify");
-            ca_issue_failed(ca, req, issuer_label, t->name, serial_hex, subject_txt, rc);
-            goto out;
-        }
         unsigned char *der = NULL;
         int dlen = i2d_X509(cert, &der);
         ENSURE_SSL(dlen > 0, KL_EINTERNAL, "cannot encode certificate");
+        /* the signature checked on the very bytes that will be recorded and released */
+        EVP_PKEY *ipub = issuer ? X509_get0_pubkey(issuer->cert) : X509_REQ_get0_pubkey(csr);
+        rc = ca_signed_der_verify(der, (size_t)dlen, ipub);
+        if (rc != KL_OK) {
+            OPENSSL_free(der);
+            ca_issue_failed(ca, req, issuer_label, t->name, serial_hex, subject_txt, rc);
+            goto out;
+        }
         char detail[1536];
         snprintf(detail, sizeof detail, "serial=%s issuer=%s template=%s subject=%s%s%s",
                  serial_hex, issuer_label, t->name, subject_txt, req->device_id ? " device=" : "",

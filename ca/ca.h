@@ -48,6 +48,11 @@ X509_REQ *ca_csr_req(const ca_csr *c); /* borrowed; for reading the request */
 int ca_csr_fast(const ca_csr *c);      /* 1 if the EC fast path loaded it (tests, benchmarks) */
 void ca_csr_free(ca_csr *c);
 
+/* Check the signature of a DER certificate with the issuer's public key, on exactly these
+ * bytes. KL_EHSM when it does not verify (the HSM signed something else, or garbage). EC keys
+ * take the same fast path as ca_csr_load. */
+kl_rc ca_signed_der_verify(const uint8_t *der, size_t len, EVP_PKEY *pub) KL_WUR;
+
 typedef struct {
     const char *issuer;        /* CA label */
     const char *template_name; /* template file stem, e.g. "device-idevid" */

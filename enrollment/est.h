@@ -57,7 +57,7 @@ typedef struct {
     unsigned max_connections;
     unsigned per_ip_connections;
     unsigned timeout;        /* seconds of inactivity before a connection is closed */
-    unsigned threads;        /* MHD thread pool size */
+    unsigned threads;        /* 0: a thread per connection (default); N: an epoll pool of N */
     int serverkeygen;        /* serve /serverkeygen (default on) */
     unsigned shutdown_grace; /* seconds to wait for in-flight requests on SIGTERM */
     est_label *labels;       /* labels[0] is the default (name "") */

@@ -621,7 +621,18 @@ void est_handle(est_req *rq, est_resp *rs)
             return;
         }
         kl_buf_reset(&rs->body);
-        if (est_metrics_render(&s->metrics, &rs->body) != KL_OK) {
+        uint64_t txns = 0, ops = 0;
+        if (est_metrics_render(&s->metrics, &rs->body) != KL_OK ||
+            store_write_stats(ca_store(s->ca), &txns, &ops) != KL_OK ||
+            kl_buf_printf(&rs->body,
+                          "# HELP keyline_store_transactions_total Write transactions committed "
+                          "(each one fsync; concurrent writes share one).\n"
+                          "# TYPE keyline_store_transactions_total counter\n"
+                          "keyline_store_transactions_total %llu\n"
+                          "# HELP keyline_store_writes_total Write operations committed.\n"
+                          "# TYPE keyline_store_writes_total counter\n"
+                          "keyline_store_writes_total %llu\n",
+                          (unsigned long long)txns, (unsigned long long)ops) != KL_OK) {
             est_resp_text(rs, 500, "internal error");
             return;
         }

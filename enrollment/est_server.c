@@ -615,6 +615,11 @@ static kl_rc est_resolve(const char *hostport, struct sockaddr_storage *ss, sock
     return KL_OK;
 }
 
+/* Stack of a connection thread (threads = per-connection): ample for TLS, OpenSSL, the PKCS#11
+ * module and sanitizer builds, while 1024 connections reserve 1 GiB of address space, of which
+ * only the touched pages cost memory. */
+#define EST_THREAD_STACK (1024 * 1024)
+
 static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *hostport)
 {
     struct sockaddr_storage ss;
@@ -626,8 +631,13 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *h
     est_listener *L = tls ? &est_listener_tls : &est_listener_http;
     L->srv = s;
     L->tls = tls;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
+    /* threads = per-connection: each connection is served by its own thread, so a request
+     * that waits (HSM, store fsync) never holds up another connection's; with a pool, the
+     * connections that share a pool thread are served one after the other. */
+    int per_conn = s->cfg.threads == 0;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                     (per_conn ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL : MHD_USE_EPOLL) |
+                     (v6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
     struct MHD_OptionItem o[24];
     size_t n = 0;
     /* MHD_OPTION_ARRAY: integers and function pointers in `value`, data pointers and
@@ -635,7 +645,9 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *h
 #define EST_OPT(opt, val, ptr) (o[n++] = (struct MHD_OptionItem){(opt), (intptr_t)(val), (ptr)})
     EST_OPT(MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)est_mhd_log, NULL); /* first, or MHD warns */
     EST_OPT(MHD_OPTION_SOCK_ADDR, 0, &ss);
-    if (tls && s->cfg.threads > 1) {
+    if (per_conn) {
+        EST_OPT(MHD_OPTION_THREAD_STACK_SIZE, EST_THREAD_STACK, NULL);
+    } else if (tls && s->cfg.threads > 1) {
         EST_OPT(MHD_OPTION_THREAD_POOL_SIZE, s->cfg.threads, NULL);
     }
     EST_OPT(MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections, NULL);
@@ -676,8 +688,12 @@ kl_rc est_server_start(est_server *s)
                        "certificate or key?)",
                        s->cfg.listen);
     }
-    kl_info("EST over TLS on %s (%u threads, %u connections max, %us timeout)", s->cfg.listen,
-            s->cfg.threads, s->cfg.max_connections, s->cfg.timeout);
+    char threads[32] = "a thread per connection";
+    if (s->cfg.threads) {
+        snprintf(threads, sizeof threads, "%u threads", s->cfg.threads);
+    }
+    kl_info("EST over TLS on %s (%s, %u connections max, %us timeout)", s->cfg.listen, threads,
+            s->cfg.max_connections, s->cfg.timeout);
     if (s->cfg.http_listen) {
         s->http_d = est_daemon_start(s, 0, s->cfg.http_listen);
         if (!s->http_d) {

@@ -92,7 +92,6 @@ est_write_conf() {
         echo "htpasswd = est.htpasswd"
         echo "channel-binding = ${EST_CB:-optional}"
         echo "http-listen = 127.0.0.1:$EST_HTTP_PORT"
-        echo "threads = 4"
         for l in "$@"; do echo "$l"; done
     } >> "$KL_CONF"
     EST_URL="https://127.0.0.1:$EST_PORT"

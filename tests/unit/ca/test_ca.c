@@ -203,6 +203,55 @@ static void test_csr_load(void **state)
     }
 }
 
+/* ca_signed_der_verify: the check of what the HSM signed, on the released bytes */
+static void test_signed_der_verify(void **state)
+{
+    (void)state;
+    X509 *x = issue_one("verify-me", 0), *field = NULL, *root = NULL;
+    assert_non_null(x);
+    assert_int_equal(ca_cert(g_ca, "field1", &field), KL_OK);
+    assert_int_equal(ca_cert(g_ca, "root1", &root), KL_OK);
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    assert_true(n > 100);
+    assert_int_equal(ca_signed_der_verify(der, (size_t)n, X509_get0_pubkey(field)), KL_OK);
+    /* another key, a changed signature, a changed TBS, trailing bytes: refused */
+    assert_int_equal(ca_signed_der_verify(der, (size_t)n, X509_get0_pubkey(root)), KL_EHSM);
+    der[n - 3] ^= 0x01;
+    assert_int_equal(ca_signed_der_verify(der, (size_t)n, X509_get0_pubkey(field)), KL_EHSM);
+    der[n - 3] ^= 0x01;
+    der[40] ^= 0x01;
+    assert_int_equal(ca_signed_der_verify(der, (size_t)n, X509_get0_pubkey(field)), KL_EHSM);
+    der[40] ^= 0x01;
+    unsigned char *longer = OPENSSL_malloc((size_t)n + 1);
+    memcpy(longer, der, (size_t)n);
+    longer[n] = 0;
+    assert_int_equal(ca_signed_der_verify(longer, (size_t)n + 1, X509_get0_pubkey(field)), KL_EHSM);
+    OPENSSL_free(longer);
+    /* an RSA issuer takes OpenSSL's general path */
+    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    X509 *self = X509_new();
+    X509_set_version(self, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(self), 7);
+    X509_set_issuer_name(self, X509_get_subject_name(x));
+    X509_set_subject_name(self, X509_get_subject_name(x));
+    X509_gmtime_adj(X509_getm_notBefore(self), 0);
+    X509_gmtime_adj(X509_getm_notAfter(self), 3600);
+    X509_set_pubkey(self, rsa);
+    assert_true(X509_sign(self, rsa, EVP_sha256()) > 0);
+    unsigned char *rder = NULL;
+    int rn = i2d_X509(self, &rder);
+    assert_int_equal(ca_signed_der_verify(rder, (size_t)rn, rsa), KL_OK);
+    assert_int_equal(ca_signed_der_verify(rder, (size_t)rn, X509_get0_pubkey(field)), KL_EHSM);
+    OPENSSL_free(rder);
+    X509_free(self);
+    EVP_PKEY_free(rsa);
+    OPENSSL_free(der);
+    X509_free(x);
+    X509_free(field);
+    X509_free(root);
+}
+
 static void test_serial_and_chain(void **state)
 {
     (void)state;
@@ -423,9 +472,10 @@ static void test_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_csr_load),     cmocka_unit_test(test_serial_and_chain),
-        cmocka_unit_test(test_threads),      cmocka_unit_test(test_pending_activate),
-        cmocka_unit_test(test_ocsp_and_crl), cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_csr_load),         cmocka_unit_test(test_signed_der_verify),
+        cmocka_unit_test(test_serial_and_chain), cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_pending_activate), cmocka_unit_test(test_ocsp_and_crl),
+        cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
