@@ -200,7 +200,8 @@ typedef struct sq_op {
     struct sq_op *next;
     kl_rc rc;
     int done;
-    int lazy; /* may be made durable by the next synchronous commit (see sq_batch_run) */
+    int lazy;          /* may be made durable by the next synchronous commit (see sq_batch_run) */
+    pthread_cond_t cv; /* its owner waits here (under gmu): woken when done or to lead */
     char msg[SQ_MSG_MAX];
 } sq_op;
 
@@ -213,7 +214,6 @@ struct sq_store {
     char *path;
     /* group commit: queue of waiting write operations, guarded by gmu */
     pthread_mutex_t gmu;
-    pthread_cond_t gcv;
     sq_op *qhead, **qtail;
     int leader;            /* a thread is running a batch */
     int sync_normal;       /* the connection is at synchronous=NORMAL (under mu) */
@@ -544,7 +544,9 @@ typedef int (*sq_row_fn)(sqlite3_stmt *st, void *out);
  * inside a write transaction with the connection lock held. Concurrent callers share one
  * transaction: each queues its operation; the first thread to find no batch running becomes
  * the leader, takes the whole queue (up to SQ_BATCH_MAX), runs it in one BEGIN IMMEDIATE ...
- * COMMIT (one fsync with synchronous=FULL) and wakes the others. Each operation runs in its own
+ * COMMIT (one fsync with synchronous=FULL) and wakes exactly the owners of that batch (each
+ * waits on its own condition variable), then the next in line, who leads the next batch.
+ * Each operation runs in its own
  * SAVEPOINT, so one that fails (a UNIQUE clash on reserve, a state check) is rolled back alone
  * and the others commit. Operations run in queue order, so audit entries are chained in that
  * order. No caller returns before the COMMIT of its operation returned; a failed COMMIT (or a
@@ -678,12 +680,14 @@ static kl_rc sq_write_op(sq_store *q, sq_tx_fn fn, void *arg, int lazy)
     op.done = 0;
     op.lazy = lazy;
     op.msg[0] = 0;
+    pthread_cond_init(&op.cv, NULL);
     pthread_mutex_lock(&q->gmu);
     *q->qtail = &op;
     q->qtail = &op.next;
     while (!op.done) {
         if (q->leader) {
-            pthread_cond_wait(&q->gcv, &q->gmu);
+            /* woken when our op is done, or when we are first in line to lead */
+            pthread_cond_wait(&op.cv, &q->gmu);
             continue;
         }
         /* lead: take up to SQ_BATCH_MAX queued ops */
@@ -704,11 +708,15 @@ static kl_rc sq_write_op(sq_store *q, sq_tx_fn fn, void *arg, int lazy)
         for (sq_op *o = batch, *next; o; o = next) {
             next = o->next;
             o->done = 1; /* the owner may return (and its stack frame go) once we unlock */
+            pthread_cond_signal(&o->cv);
         }
         q->leader = 0;
-        pthread_cond_broadcast(&q->gcv);
+        if (q->qhead) {
+            pthread_cond_signal(&q->qhead->cv); /* hand over: the next in line leads */
+        }
     }
     pthread_mutex_unlock(&q->gmu);
+    pthread_cond_destroy(&op.cv);
     if (op.rc != KL_OK) {
         return kl_fail(op.rc, "%s", op.msg);
     }
@@ -1002,7 +1010,6 @@ static kl_rc sq_open(store **out, const char *path)
     pthread_mutex_init(&q->mu, NULL);
     pthread_mutex_init(&q->gmu, NULL);
     pthread_mutex_init(&q->rmu, NULL);
-    pthread_cond_init(&q->gcv, NULL);
     q->qtail = &q->qhead;
     q->path = strdup(path);
     ENSURE(q->path, KL_EINTERNAL, "out of memory");
@@ -1050,7 +1057,6 @@ static void sq_close(store *s)
         pthread_mutex_destroy(&q->rmu);
         pthread_mutex_destroy(&q->mu);
         pthread_mutex_destroy(&q->gmu);
-        pthread_cond_destroy(&q->gcv);
     }
     /* else: an inherited handle in a fork child; closing it could disturb the parent's WAL, so
      * only the memory is released. */
