@@ -48,6 +48,10 @@ X509_REQ *ca_csr_req(const ca_csr *c); /* borrowed; for reading the request */
 int ca_csr_fast(const ca_csr *c);      /* 1 if the EC fast path loaded it (tests, benchmarks) */
 void ca_csr_free(ca_csr *c);
 
+/* Parse one DER certificate (all of `der`, nothing after it). EC P-256/P-384 v3 certificates
+ * take the fast path of ca_csr_load (same result, exactly re-encoding); *fast (may be NULL)
+ * says which path. Like d2i_X509, no signature is checked. KL_EINPUT when malformed. */
+kl_rc ca_x509_load(const uint8_t *der, size_t len, X509 **out, int *fast) KL_WUR;
 /* Check the signature of a DER certificate with the issuer's public key, on exactly these
  * bytes. KL_EHSM when it does not verify (the HSM signed something else, or garbage). EC keys
  * take the same fast path as ca_csr_load. */

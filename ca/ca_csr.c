@@ -91,6 +91,40 @@ static void csr_init(void)
     ERR_clear_error();
 }
 
+/* An EC public key (P-256/P-384, named curve) from a SubjectPublicKeyInfo TLV, as a legacy
+ * EVP_PKEY (its encoding back to SPKI takes OpenSSL's old, fast path). 1: *out set. 0: not
+ * such a key, or not a point on the curve (EC_KEY_oct2key checks). */
+static int csr_spki_ec(const csr_tlv *spki, EVP_PKEY **out)
+{
+    const uint8_t *p = spki->val, *end = spki->val + spki->len;
+    csr_tlv alg, keybits, kalg, kcurve;
+    if (spki->tag != 0x30 || !csr_next(&p, end, &alg) || alg.tag != 0x30 ||
+        !csr_next(&p, end, &keybits) || keybits.tag != 0x03 || keybits.len < 2 ||
+        keybits.val[0] != 0 || p != end) {
+        return 0;
+    }
+    p = alg.val;
+    end = alg.val + alg.len;
+    if (!csr_next(&p, end, &kalg) || !csr_oid_is(&kalg, NID_X9_62_id_ecPublicKey) ||
+        !csr_next(&p, end, &kcurve) || p != end) {
+        return 0;
+    }
+    const EC_GROUP *grp = csr_oid_is(&kcurve, NID_X9_62_prime256v1) ? csr_groups[0]
+                          : csr_oid_is(&kcurve, NID_secp384r1)      ? csr_groups[1]
+                                                                    : NULL;
+    EC_KEY *ec = grp ? EC_KEY_new() : NULL;
+    EVP_PKEY *pk = ec ? EVP_PKEY_new() : NULL;
+    if (!pk || EC_KEY_set_group(ec, grp) != 1 ||
+        EC_KEY_oct2key(ec, keybits.val + 1, keybits.len - 1, NULL) != 1 ||
+        EVP_PKEY_assign_EC_KEY(pk, ec) != 1) {
+        EVP_PKEY_free(pk);
+        EC_KEY_free(ec);
+        return 0;
+    }
+    *out = pk;
+    return 1;
+}
+
 /* The fast path. 1: *out is the verified request. 0: not for the fast path (nothing set; the
  * caller takes the general path). -1: the signature does not verify (error set). */
 static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
@@ -101,7 +135,7 @@ static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
         return 0;
     }
     const uint8_t *p = der, *end = der + len;
-    csr_tlv csr, cri, sigalg, sig, ver, subj, spki, attrs, alg, keybits, kalg, kcurve, sigoid;
+    csr_tlv csr, cri, sigalg, sig, ver, subj, spki, attrs, sigoid;
     if (!csr_next(&p, end, &csr) || csr.tag != 0x30 || p != end) {
         return 0;
     }
@@ -118,26 +152,10 @@ static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
         spki.tag != 0x30 || !csr_next(&p, end, &attrs) || attrs.tag != 0xa0 || p != end) {
         return 0;
     }
-    /* SubjectPublicKeyInfo: id-ecPublicKey with a named curve we cache */
-    p = spki.val;
-    end = spki.val + spki.len;
-    if (!csr_next(&p, end, &alg) || alg.tag != 0x30 || !csr_next(&p, end, &keybits) ||
-        keybits.tag != 0x03 || keybits.len < 2 || keybits.val[0] != 0 || p != end) {
-        return 0;
-    }
-    p = alg.val;
-    end = alg.val + alg.len;
-    if (!csr_next(&p, end, &kalg) || !csr_oid_is(&kalg, NID_X9_62_id_ecPublicKey) ||
-        !csr_next(&p, end, &kcurve) || p != end) {
-        return 0;
-    }
-    const EC_GROUP *grp = csr_oid_is(&kcurve, NID_X9_62_prime256v1) ? csr_groups[0]
-                          : csr_oid_is(&kcurve, NID_secp384r1)      ? csr_groups[1]
-                                                                    : NULL;
     /* signatureAlgorithm: ecdsa-with-SHA256/384/512, parameters absent (RFC 5758) */
     p = sigalg.val;
     end = sigalg.val + sigalg.len;
-    if (!grp || !csr_next(&p, end, &sigoid) || p != end || sig.len < 2 || sig.val[0] != 0) {
+    if (!csr_next(&p, end, &sigoid) || p != end || sig.len < 2 || sig.val[0] != 0) {
         return 0;
     }
     const EVP_MD *md = csr_oid_is(&sigoid, NID_ecdsa_with_SHA256)   ? csr_mds[0]
@@ -149,7 +167,6 @@ static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
     }
 
     int ret = 0;
-    EC_KEY *ec = EC_KEY_new();
     EVP_PKEY *pk = NULL;
     X509_REQ *req = NULL;
     X509_NAME *name = NULL;
@@ -159,25 +176,20 @@ static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
     unsigned char dgst[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
 
-    /* the key: a point on the curve (EC_KEY_oct2key checks it) */
-    if (!ec || EC_KEY_set_group(ec, grp) != 1 ||
-        EC_KEY_oct2key(ec, keybits.val + 1, keybits.len - 1, NULL) != 1) {
+    /* the key: a point on the curve */
+    if (!csr_spki_ec(&spki, &pk)) {
         goto out;
     }
     /* proof of possession over the exact CertificationRequestInfo bytes */
     if (EVP_Digest(cri.tlv, cri.tlv_len, dgst, &dlen, md, NULL) != 1) {
         goto out;
     }
-    if (ECDSA_verify(0, dgst, (int)dlen, sig.val + 1, (int)(sig.len - 1), ec) != 1) {
+    if (ECDSA_verify(0, dgst, (int)dlen, sig.val + 1, (int)(sig.len - 1),
+                     (EC_KEY *)EVP_PKEY_get0_EC_KEY(pk)) != 1) {
         ret = -1;
         goto out;
     }
-    /* the request object from its parts; EVP_PKEY_assign_EC_KEY takes ec */
-    pk = EVP_PKEY_new();
-    if (!pk || EVP_PKEY_assign_EC_KEY(pk, ec) != 1) {
-        goto out;
-    }
-    ec = NULL;
+    /* the request object from its parts */
     const unsigned char *q = subj.tlv;
     req = X509_REQ_new();
     name = d2i_X509_NAME(NULL, &q, (long)subj.tlv_len);
@@ -230,7 +242,6 @@ out:
     X509_NAME_free(name);
     X509_REQ_free(req);
     EVP_PKEY_free(pk);
-    EC_KEY_free(ec);
     return ret;
 }
 
@@ -279,6 +290,158 @@ kl_rc ca_signed_der_verify(const uint8_t *der, size_t len, EVP_PKEY *pub)
     x = d2i_X509(NULL, &p, (long)len);
     ENSURE_SSL(x && p == der + len, KL_EHSM, "signed certificate does not parse");
     ENSURE_SSL(X509_verify(x, pub) == 1, KL_EHSM, "HSM produced a signature that does not verify");
+out:
+    X509_free(x);
+    return rc;
+}
+
+/* --- certificates: the same approach for X.509 (client certificates in keyline-estd) --- */
+
+/* 1: *out is the certificate. 0: not for the fast path (v1/v2, unique IDs, non-EC keys, BER,
+ * anything that does not re-encode to the input): the caller uses d2i_X509. No signature is
+ * checked here: d2i_X509 does not either. */
+static int x509_load_ec(const uint8_t *der, size_t len, X509 **out)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, csr_init);
+    if (!csr_ready) {
+        return 0;
+    }
+    const uint8_t *p = der, *end = der + len;
+    csr_tlv cert, tbs, sigalg, sig, ver, vint, serial, tsigalg, issuer, validity, subj, spki, exts;
+    csr_tlv nb, na;
+    if (!csr_next(&p, end, &cert) || cert.tag != 0x30 || p != end) {
+        return 0;
+    }
+    p = cert.val;
+    end = cert.val + cert.len;
+    if (!csr_next(&p, end, &tbs) || tbs.tag != 0x30 || !csr_next(&p, end, &sigalg) ||
+        sigalg.tag != 0x30 || !csr_next(&p, end, &sig) || sig.tag != 0x03 || p != end) {
+        return 0;
+    }
+    p = tbs.val;
+    end = tbs.val + tbs.len;
+    /* v3 only: [0] EXPLICIT INTEGER 2 */
+    if (!csr_next(&p, end, &ver) || ver.tag != 0xa0) {
+        return 0;
+    }
+    const uint8_t *vp = ver.val;
+    if (!csr_next(&vp, ver.val + ver.len, &vint) || vint.tag != 0x02 || vint.len != 1 ||
+        vint.val[0] != 2 || vp != ver.val + ver.len) {
+        return 0;
+    }
+    if (!csr_next(&p, end, &serial) || serial.tag != 0x02 || !csr_next(&p, end, &tsigalg) ||
+        tsigalg.tag != 0x30 || !csr_next(&p, end, &issuer) || issuer.tag != 0x30 ||
+        !csr_next(&p, end, &validity) || validity.tag != 0x30 || !csr_next(&p, end, &subj) ||
+        subj.tag != 0x30 || !csr_next(&p, end, &spki) || !csr_next(&p, end, &exts) ||
+        exts.tag != 0xa3 || p != end) {
+        return 0;
+    }
+    const uint8_t *tp = validity.val, *tend = validity.val + validity.len;
+    if (!csr_next(&tp, tend, &nb) || !csr_next(&tp, tend, &na) || tp != tend) {
+        return 0;
+    }
+    int ret = 0;
+    EVP_PKEY *pk = NULL;
+    X509 *x = NULL;
+    ASN1_INTEGER *sn = NULL;
+    X509_ALGOR *a1 = NULL, *a2 = NULL;
+    X509_NAME *in = NULL, *sub = NULL;
+    ASN1_TIME *t1 = NULL, *t2 = NULL;
+    ASN1_BIT_STRING *bits = NULL;
+    unsigned char *enc = NULL;
+    const unsigned char *q;
+    if (!csr_spki_ec(&spki, &pk)) {
+        goto out;
+    }
+#define X509_D2I(var, fn, t)                                                                       \
+    (q = (t).tlv, (var) = fn(NULL, &q, (long)(t).tlv_len),                                         \
+     (var) != NULL && q == (t).tlv + (t).tlv_len)
+    if (!X509_D2I(sn, d2i_ASN1_INTEGER, serial) || !X509_D2I(a1, d2i_X509_ALGOR, tsigalg) ||
+        !X509_D2I(in, d2i_X509_NAME, issuer) || !X509_D2I(t1, d2i_ASN1_TIME, nb) ||
+        !X509_D2I(t2, d2i_ASN1_TIME, na) || !X509_D2I(sub, d2i_X509_NAME, subj) ||
+        !X509_D2I(a2, d2i_X509_ALGOR, sigalg) || !X509_D2I(bits, d2i_ASN1_BIT_STRING, sig)) {
+        goto out;
+    }
+    x = X509_new();
+    const ASN1_BIT_STRING *psig = NULL;
+    const X509_ALGOR *palg = NULL;
+    if (!x || X509_set_version(x, 2) != 1 || X509_set_serialNumber(x, sn) != 1 ||
+        X509_ALGOR_copy((X509_ALGOR *)X509_get0_tbs_sigalg(x), a1) != 1 ||
+        X509_set_issuer_name(x, in) != 1 || X509_set1_notBefore(x, t1) != 1 ||
+        X509_set1_notAfter(x, t2) != 1 || X509_set_subject_name(x, sub) != 1 ||
+        X509_set_pubkey(x, pk) != 1) {
+        goto out;
+    }
+    /* extensions: [3] EXPLICIT SEQUENCE OF Extension */
+    csr_tlv list;
+    const uint8_t *ep = exts.val;
+    if (!csr_next(&ep, exts.val + exts.len, &list) || list.tag != 0x30 ||
+        ep != exts.val + exts.len) {
+        goto out;
+    }
+    for (ep = list.val; ep < list.val + list.len;) {
+        csr_tlv e;
+        X509_EXTENSION *xe = NULL;
+        if (!csr_next(&ep, list.val + list.len, &e) || !X509_D2I(xe, d2i_X509_EXTENSION, e) ||
+            X509_add_ext(x, xe, -1) != 1) {
+            X509_EXTENSION_free(xe);
+            goto out;
+        }
+        X509_EXTENSION_free(xe);
+    }
+#undef X509_D2I
+    /* the outer signature algorithm and value: the object's own fields, set in place */
+    X509_get0_signature(&psig, &palg, x);
+    if (X509_ALGOR_copy((X509_ALGOR *)palg, a2) != 1 ||
+        ASN1_STRING_copy((ASN1_BIT_STRING *)psig, bits) != 1) {
+        goto out;
+    }
+    int n = i2d_X509(x, &enc);
+    if (n < 0 || (size_t)n != len || memcmp(enc, der, len) != 0) {
+        goto out;
+    }
+    *out = x;
+    x = NULL;
+    ret = 1;
+out:
+    if (!ret) {
+        ERR_clear_error();
+    }
+    OPENSSL_free(enc);
+    ASN1_BIT_STRING_free(bits);
+    ASN1_TIME_free(t1);
+    ASN1_TIME_free(t2);
+    X509_NAME_free(in);
+    X509_NAME_free(sub);
+    X509_ALGOR_free(a1);
+    X509_ALGOR_free(a2);
+    ASN1_INTEGER_free(sn);
+    X509_free(x);
+    EVP_PKEY_free(pk);
+    return ret;
+}
+
+kl_rc ca_x509_load(const uint8_t *der, size_t len, X509 **out, int *fast)
+{
+    kl_rc rc = KL_OK;
+    X509 *x = NULL;
+    *out = NULL;
+    if (fast) {
+        *fast = 0;
+    }
+    ENSURE(der && len > 0 && len <= LONG_MAX, KL_EINPUT, "empty or oversized certificate");
+    if (x509_load_ec(der, len, out)) {
+        if (fast) {
+            *fast = 1;
+        }
+        return KL_OK;
+    }
+    const unsigned char *p = der;
+    x = d2i_X509(NULL, &p, (long)len);
+    ENSURE_SSL(x && p == der + len, KL_EINPUT, "not a DER X.509 certificate");
+    *out = x;
+    x = NULL;
 out:
     X509_free(x);
     return rc;

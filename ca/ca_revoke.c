@@ -333,8 +333,8 @@ kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert)
                CRYPTO_memcmp(der, c.der, c.der_len) == 0,
            KL_EAUTH, "certificate %s does not match the one issued under that serial", hex);
     TRY(ca_entry_get(ca, c.issuer, 0, &issuer));
-    ENSURE(X509_verify(cert, X509_get0_pubkey(issuer->cert)) == 1, KL_EAUTH,
-           "certificate %s: signature does not verify", hex);
+    ENSURE(ca_signed_der_verify(der, (size_t)dlen, X509_get0_pubkey(issuer->cert)) == KL_OK,
+           KL_EAUTH, "certificate %s: signature does not verify", hex);
     ENSURE(strcmp(c.status, STORE_ST_VALID) == 0, KL_EAUTH, "certificate %s is %s", hex, c.status);
     time_t now = time(NULL);
     ENSURE(X509_cmp_time(X509_get0_notBefore(cert), &now) < 0, KL_EAUTH,

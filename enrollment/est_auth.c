@@ -183,7 +183,7 @@ kl_rc est_htpasswd_verify(const est_htpasswd *h, const char *user, const char *p
 /* ---------------------------------------------------------------------------------------- */
 /* TLS                                                                                      */
 
-kl_rc est_tls_peer_cert(gnutls_session_t s, X509 **out)
+kl_rc est_tls_peer_cert(gnutls_session_t s, const gnutls_datum_t **out)
 {
     *out = NULL;
     if (!s || gnutls_certificate_type_get(s) != GNUTLS_CRT_X509) {
@@ -210,12 +210,7 @@ kl_rc est_tls_peer_cert(gnutls_session_t s, X509 **out)
         }
         return rc;
     }
-    const unsigned char *p = certs[0].data;
-    X509 *x = d2i_X509(NULL, &p, (long)certs[0].size);
-    if (!x) {
-        return kl_fail_ssl(KL_EAUTH, "client certificate: cannot parse");
-    }
-    *out = x;
+    *out = &certs[0];
     return KL_OK;
 }
 

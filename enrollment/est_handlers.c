@@ -1,6 +1,7 @@
 /* keyline-estd: the RFC 7030 endpoints. Every certificate goes through ca_issue(); this file
  * only authenticates the requester and turns the request into a ca_issue_req. */
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/x509.h>
@@ -161,9 +162,13 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         est_conn_auth_reset(cache);
     }
 
-    rc = est_tls_peer_cert(rq->session, &x);
+    const gnutls_datum_t *peer = NULL;
+    rc = est_tls_peer_cert(rq->session, &peer);
     if (rc == KL_ENOTFOUND) {
         return KL_OK;
+    }
+    if (rc == KL_OK && ca_x509_load(peer->data, peer->size, &x, NULL) != KL_OK) {
+        rc = kl_fail(KL_EAUTH, "client certificate: cannot parse (%s)", kl_errmsg());
     }
     char subj[160];
     if (rc != KL_OK) {
@@ -175,10 +180,12 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
     int issuer_ok = -1;
     for (int i = 0; s->client_cas && i < sk_X509_num(s->client_cas) && issuer_ok < 0; i++) {
         X509 *ca = sk_X509_value(s->client_cas, i);
-        if (X509_check_issued(ca, x) == X509_V_OK && X509_verify(x, X509_get0_pubkey(ca)) == 1) {
+        if (X509_check_issued(ca, x) == X509_V_OK &&
+            ca_signed_der_verify(peer->data, peer->size, X509_get0_pubkey(ca)) == KL_OK) {
             issuer_ok = i;
         }
     }
+    ERR_clear_error();
     if (issuer_ok < 0) {
         a->cert_refused = 1;
         kl_warn("client certificate %s refused: not issued by a client-ca", subj);

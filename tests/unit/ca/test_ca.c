@@ -203,6 +203,83 @@ static void test_csr_load(void **state)
     }
 }
 
+/* ca_x509_load: the EC fast path parses exactly what d2i_X509 parses, to the same object */
+static void x509_same_as_openssl(const uint8_t *der, size_t len, int want_fast)
+{
+    X509 *x = NULL;
+    int fast = -1;
+    assert_int_equal(ca_x509_load(der, len, &x, &fast), KL_OK);
+    assert_int_equal(fast, want_fast);
+    const unsigned char *p = der;
+    X509 *y = d2i_X509(NULL, &p, (long)len);
+    assert_non_null(y);
+    assert_int_equal(X509_cmp(x, y), 0);
+    assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(x), X509_get0_pubkey(y)), 1);
+    assert_int_equal(X509_check_purpose(x, X509_PURPOSE_SSL_CLIENT, 0),
+                     X509_check_purpose(y, X509_PURPOSE_SSL_CLIENT, 0));
+    assert_int_equal(X509_get_extension_flags(x), X509_get_extension_flags(y));
+    X509_free(x);
+    X509_free(y);
+}
+
+static void test_x509_load(void **state)
+{
+    (void)state;
+    X509 *leaf = issue_one("load-me", 0), *root = NULL;
+    assert_non_null(leaf);
+    assert_int_equal(ca_cert(g_ca, "root1", &root), KL_OK);
+    X509 *certs[2] = {leaf, root};
+    for (int i = 0; i < 2; i++) {
+        unsigned char *der = NULL;
+        int n = i2d_X509(certs[i], &der);
+        x509_same_as_openssl(der, (size_t)n, 1);
+        /* every single-byte change: accepted by both or refused by both */
+        uint8_t *mut = malloc((size_t)n);
+        for (int k = 0; k < n; k++) {
+            memcpy(mut, der, (size_t)n);
+            mut[k] ^= (uint8_t)(k % 2 ? 0x01 : 0x80);
+            X509 *x = NULL;
+            kl_rc rc = ca_x509_load(mut, (size_t)n, &x, NULL);
+            const unsigned char *p = mut;
+            X509 *y = d2i_X509(NULL, &p, (long)n);
+            int ok = y && p == mut + n;
+            if ((rc == KL_OK) != ok) {
+                fail_msg("cert %d byte %d: ca_x509_load %d, d2i_X509 %d", i, k, rc, ok);
+            }
+            if (ok) {
+                assert_int_equal(X509_cmp(x, y), 0);
+            }
+            X509_free(x);
+            X509_free(y);
+            ERR_clear_error();
+        }
+        free(mut);
+        X509 *x = NULL;
+        assert_int_equal(ca_x509_load(der, (size_t)n - 1, &x, NULL), KL_EINPUT);
+        assert_null(x);
+        OPENSSL_free(der);
+    }
+    /* RSA: OpenSSL's path */
+    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    X509 *self = X509_new();
+    X509_set_version(self, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(self), 9);
+    X509_set_issuer_name(self, X509_get_subject_name(leaf));
+    X509_set_subject_name(self, X509_get_subject_name(leaf));
+    X509_gmtime_adj(X509_getm_notBefore(self), 0);
+    X509_gmtime_adj(X509_getm_notAfter(self), 3600);
+    X509_set_pubkey(self, rsa);
+    X509_sign(self, rsa, EVP_sha256());
+    unsigned char *rder = NULL;
+    int rn = i2d_X509(self, &rder);
+    x509_same_as_openssl(rder, (size_t)rn, 0);
+    OPENSSL_free(rder);
+    X509_free(self);
+    EVP_PKEY_free(rsa);
+    X509_free(leaf);
+    X509_free(root);
+}
+
 /* ca_signed_der_verify: the check of what the HSM signed, on the released bytes */
 static void test_signed_der_verify(void **state)
 {
@@ -472,10 +549,10 @@ static void test_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_csr_load),         cmocka_unit_test(test_signed_der_verify),
-        cmocka_unit_test(test_serial_and_chain), cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_pending_activate), cmocka_unit_test(test_ocsp_and_crl),
-        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_csr_load),     cmocka_unit_test(test_signed_der_verify),
+        cmocka_unit_test(test_x509_load),    cmocka_unit_test(test_serial_and_chain),
+        cmocka_unit_test(test_threads),      cmocka_unit_test(test_pending_activate),
+        cmocka_unit_test(test_ocsp_and_crl), cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
