@@ -67,6 +67,7 @@ typedef struct {
 #define EST_DEFAULT_PRIORITIES                                                                     \
     "SECURE256:+SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:"           \
     "+CHACHA20-POLY1305:+AES-128-GCM:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:"              \
+    "-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:+GROUP-SECP521R1:"                 \
     "-SIGN-RSA-MD5:%SERVER_PRECEDENCE"
 
 /* Read [est] (and every [est.label NAME]) from `conf`; paths are resolved against the config
@@ -177,10 +178,10 @@ size_t est_htpasswd_count(const est_htpasswd *h);
  * costs one crypt_r with a comparable setting, so timing does not reveal which users exist. */
 kl_rc est_htpasswd_verify(const est_htpasswd *h, const char *user, const char *pass) KL_WUR;
 
-/* The client's leaf certificate after GnuTLS verified the presented chain against the
- * credentials' trust list (MHD_OPTION_HTTPS_MEM_TRUST). KL_ENOTFOUND when the client sent no
- * certificate; KL_EAUTH with the reason when verification failed. */
-kl_rc est_tls_peer_cert(gnutls_session_t s, X509 **out) KL_WUR;
+/* The client's leaf certificate (DER, owned by the session) after GnuTLS verified the presented
+ * chain against the credentials' trust list (MHD_OPTION_HTTPS_MEM_TRUST). KL_ENOTFOUND when
+ * the client sent no certificate; KL_EAUTH with the reason when verification failed. */
+kl_rc est_tls_peer_cert(gnutls_session_t s, const gnutls_datum_t **out) KL_WUR;
 
 /* What a TLS session's client certificate checks established, kept for the life of the
  * connection (est_server.c makes one per TLS connection and frees it when the connection closes;
