@@ -80,6 +80,8 @@ static EC_GROUP *csr_groups[2]; /* P-256, P-384 */
 static EVP_MD *csr_mds[3];      /* SHA-256, SHA-384, SHA-512 */
 static int csr_ready;
 
+static pthread_once_t csr_once = PTHREAD_ONCE_INIT; /* one for every user of csr_init */
+
 static void csr_init(void)
 {
     csr_groups[0] = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
@@ -129,8 +131,7 @@ static int csr_spki_ec(const csr_tlv *spki, EVP_PKEY **out)
  * caller takes the general path). -1: the signature does not verify (error set). */
 static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, csr_init);
+    pthread_once(&csr_once, csr_init);
     if (!csr_ready) {
         return 0;
     }
@@ -249,8 +250,7 @@ out:
 
 kl_rc ca_signed_der_verify(const uint8_t *der, size_t len, EVP_PKEY *pub)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, csr_init);
+    pthread_once(&csr_once, csr_init);
     kl_rc rc = KL_OK;
     const uint8_t *p = der, *end = der + len;
     csr_tlv outer, tbs, alg, sig, oid;
@@ -302,8 +302,7 @@ out:
  * checked here: d2i_X509 does not either. */
 static int x509_load_ec(const uint8_t *der, size_t len, X509 **out)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, csr_init);
+    pthread_once(&csr_once, csr_init);
     if (!csr_ready) {
         return 0;
     }

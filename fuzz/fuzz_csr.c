@@ -1,6 +1,7 @@
 /* Fuzz the CSR front of the issuance pipeline: PEM/DER parsing, signature check (ca_csr_load,
  * checked against OpenSSL's d2i_X509_REQ + X509_REQ_verify), template policy (device-ldevid and
- * est-server) and lint, without the HSM. */
+ * est-server) and lint, without the HSM; and ca_x509_load against d2i_X509 on the same bytes
+ * (the corpus holds certificates too). */
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
@@ -34,8 +35,25 @@ static void fz_policy(const tpl *t, X509_REQ *req)
     ASN1_INTEGER_free(serial);
 }
 
+/* differential: ca_x509_load (EC fast path or d2i_X509) parses the same certificates, to the
+ * same object, as d2i_X509 */
+static void fz_x509(const uint8_t *data, size_t size)
+{
+    X509 *x = NULL;
+    kl_rc rc = ca_x509_load(data, size, &x, NULL);
+    const unsigned char *p = data;
+    X509 *y = size > 0 ? d2i_X509(NULL, &p, (long)size) : NULL;
+    int ok = y && p == data + size;
+    if ((rc == KL_OK) != ok || (ok && X509_cmp(x, y) != 0)) {
+        abort();
+    }
+    X509_free(x);
+    X509_free(y);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    fz_x509(data, size);
     if (!fz_tpls[0]) {
         if (tpl_load(KEYLINE_TEMPLATES_DIR, "device-ldevid", &fz_tpls[0]) != KL_OK ||
             tpl_load(KEYLINE_TEMPLATES_DIR, "est-server", &fz_tpls[1]) != KL_OK) {
