@@ -11,7 +11,7 @@ est_setup_ca
 est_write_conf "max-connections = 4096"
 est_start
 new_csr bench "/CN=sensor-0001/serialNumber=HW0001"
-"$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 --port "$EST_PORT" --cacert "$D/root1.pem" \
+KL_BENCH_NO_RAW=1 "$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 --port "$EST_PORT" --cacert "$D/root1.pem" \
     --cert "$D/idev.crt" --key "$D/idev.key" --csr "$D/bench.b64" --seconds "$secs" \
     --clients 8 > "$D/soak.out" &
 load=$!
