@@ -305,6 +305,12 @@ kl_rc est_tls_channel_binding(gnutls_session_t s, kl_buf *b64)
     }
     /* RFC 9266 2: tls-exporter for TLS 1.3, where tls-unique is undefined. */
     int tls13 = gnutls_protocol_get_version(s) == GNUTLS_TLS1_3;
+    /* RFC 7627 / RFC 9266 3: without the extended master secret, tls-unique can be made equal
+     * on two connections (triple handshake); a TLS 1.2 binding is only meaningful with it. */
+    if (!tls13 && !gnutls_session_ext_master_secret_status(s)) {
+        return kl_fail(KL_EAUTH, "channel binding over TLS 1.2 needs the extended master secret "
+                                 "(RFC 7627); this session did not negotiate it");
+    }
     gnutls_datum_t cb = {NULL, 0};
     int r = gnutls_session_channel_binding(s, tls13 ? GNUTLS_CB_TLS_EXPORTER : GNUTLS_CB_TLS_UNIQUE,
                                            &cb);

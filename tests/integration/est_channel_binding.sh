@@ -59,6 +59,8 @@ grep -q 'TLS1.2, tls-unique (12 bytes)' "$D/cb.err" || die "client did not use a
 cb 403 "TLS 1.2, Basic, tls-unique with one bit flipped" "${basic[@]}" --tls12 --cb wrong
 cb 403 "TLS 1.2, Basic, no challengePassword" "${basic[@]}" --tls12 --cb none
 grep -q 'tls-unique' "$D/out" || die "403 body should name tls-unique: $(cat "$D/out")"
+cb 403 "TLS 1.2 without extended master secret, Basic, right tls-unique" "${basic[@]}" --tls12 --no-ems --cb right
+grep -q 'extended master secret' "$D/out" || die "403 body should name the extended master secret: $(cat "$D/out")"
 cb 403 "TLS 1.2, Basic, tls-exporter instead of tls-unique" "${basic[@]}" --tls12 --cb right --cb-type exporter
 
 # --- a binding is good for its own connection only ---------------------------------------------

@@ -9,7 +9,8 @@
  *                 [--subject /CN=x/serialNumber=y] [--path /.well-known/est/simpleenroll]
  *                 [--out FILE]
  *
- * TLS 1.3 by default (GnuTLS priority forcing it), TLS 1.2 with --tls12. The binding is
+ * TLS 1.3 by default (GnuTLS priority forcing it), TLS 1.2 with --tls12. --no-ems: TLS 1.2 without
+ * the extended master secret. The binding is
  * tls-exporter (RFC 9266) on TLS 1.3 and tls-unique (RFC 5929) on TLS 1.2 unless --cb-type
  * picks one; --cb wrong flips one bit of the right value (same length), --cb none leaves the
  * attribute out. A fresh P-256 key signs the CSR; the challengePassword is the base64 of the
@@ -40,10 +41,12 @@ static void die(const char *what, const char *detail)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: est_cb_client --host H --port P (--cafile F | --insecure) [--tls12]\n"
-                    "       [--user U --pass P] [--cert C --key K] [--cb right|wrong|none]\n"
-                    "       [--cb-type auto|exporter|unique] [--subject /CN=..] [--path P]\n"
-                    "       [--out FILE]\n");
+    fprintf(
+        stderr,
+        "usage: est_cb_client --host H --port P (--cafile F | --insecure) [--tls12 [--no-ems]]\n"
+        "       [--user U --pass P] [--cert C --key K] [--cb right|wrong|none]\n"
+        "       [--cb-type auto|exporter|unique] [--subject /CN=..] [--path P]\n"
+        "       [--out FILE]\n");
     exit(2);
 }
 
@@ -192,22 +195,16 @@ int main(int argc, char **argv)
     const char *cert = NULL, *key = NULL, *cbmode = "right", *cbtype = "auto", *out = NULL;
     const char *subject = "/CN=cb-device/serialNumber=HWCB01";
     const char *path = "/.well-known/est/simpleenroll";
-    int insecure = 0, tls12 = 0;
-    static const struct option opts[] = {{"host", required_argument, NULL, 'h'},
-                                         {"port", required_argument, NULL, 'p'},
-                                         {"cafile", required_argument, NULL, 'C'},
-                                         {"insecure", no_argument, NULL, 'k'},
-                                         {"tls12", no_argument, NULL, '2'},
-                                         {"user", required_argument, NULL, 'u'},
-                                         {"pass", required_argument, NULL, 'w'},
-                                         {"cert", required_argument, NULL, 'c'},
-                                         {"key", required_argument, NULL, 'K'},
-                                         {"cb", required_argument, NULL, 'b'},
-                                         {"cb-type", required_argument, NULL, 't'},
-                                         {"subject", required_argument, NULL, 's'},
-                                         {"path", required_argument, NULL, 'P'},
-                                         {"out", required_argument, NULL, 'o'},
-                                         {NULL, 0, NULL, 0}};
+    int insecure = 0, tls12 = 0, no_ems = 0;
+    static const struct option opts[] = {
+        {"host", required_argument, NULL, 'h'},    {"port", required_argument, NULL, 'p'},
+        {"cafile", required_argument, NULL, 'C'},  {"insecure", no_argument, NULL, 'k'},
+        {"tls12", no_argument, NULL, '2'},         {"no-ems", no_argument, NULL, 'E'},
+        {"user", required_argument, NULL, 'u'},    {"pass", required_argument, NULL, 'w'},
+        {"cert", required_argument, NULL, 'c'},    {"key", required_argument, NULL, 'K'},
+        {"cb", required_argument, NULL, 'b'},      {"cb-type", required_argument, NULL, 't'},
+        {"subject", required_argument, NULL, 's'}, {"path", required_argument, NULL, 'P'},
+        {"out", required_argument, NULL, 'o'},     {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
@@ -216,6 +213,7 @@ int main(int argc, char **argv)
         case 'C': cafile = optarg; break;
         case 'k': insecure = 1; break;
         case '2': tls12 = 1; break;
+        case 'E': no_ems = 1; break;
         case 'u': user = optarg; break;
         case 'w': pass = optarg; break;
         case 'c': cert = optarg; break;
@@ -254,7 +252,10 @@ int main(int argc, char **argv)
     if ((r = gnutls_init(&s, GNUTLS_CLIENT)) < 0) {
         die("gnutls_init", gnutls_strerror(r));
     }
-    const char *prio = tls12 ? "NORMAL:-VERS-ALL:+VERS-TLS1.2" : "NORMAL:-VERS-ALL:+VERS-TLS1.3";
+    /* --no-ems: TLS 1.2 without the extended master secret (RFC 7627) */
+    const char *prio = tls12 ? (no_ems ? "NORMAL:-VERS-ALL:+VERS-TLS1.2:%NO_SESSION_HASH"
+                                       : "NORMAL:-VERS-ALL:+VERS-TLS1.2")
+                             : "NORMAL:-VERS-ALL:+VERS-TLS1.3";
     if ((r = gnutls_priority_set_direct(s, prio, NULL)) < 0) {
         die("priority", gnutls_strerror(r));
     }
