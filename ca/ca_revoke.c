@@ -352,10 +352,9 @@ out:
 kl_rc ca_cert_status_check(ca_ctx *ca, const char *serial_hex, time_t now)
 {
     kl_rc rc = KL_OK;
-    store_cert c;
-    memset(&c, 0, sizeof c);
+    store_cert_state c;
     ENSURE(serial_hex && *serial_hex, KL_EINTERNAL, "no serial");
-    rc = store_cert_get(ca->st, serial_hex, &c);
+    rc = store_cert_state_get(ca->st, serial_hex, &c);
     if (rc == KL_ENOTFOUND) {
         rc = kl_fail(KL_EAUTH, "certificate %s was not issued by this CA", serial_hex);
         goto out;
@@ -370,6 +369,5 @@ kl_rc ca_cert_status_check(ca_ctx *ca, const char *serial_hex, time_t now)
     ENSURE(now >= c.not_before, KL_EAUTH, "certificate %s is not yet valid", serial_hex);
     ENSURE(now < c.not_after, KL_EAUTH, "certificate %s has expired", serial_hex);
 out:
-    store_cert_free(&c);
     return rc;
 }

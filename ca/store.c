@@ -335,6 +335,28 @@ kl_rc store_cert_get(store *s, const char *serial_hex, store_cert *out)
     return s->ops->cert_get(s, serial, out);
 }
 
+kl_rc store_cert_state_get(store *s, const char *serial_hex, store_cert_state *out)
+{
+    char serial[SERIAL_MAX_HEX + 1];
+    STORE_CHECK(s);
+    ARG_CHECK(out, "store_cert_state_get: no output record");
+    memset(out, 0, sizeof *out);
+    SERIAL_NORM(serial_hex, serial);
+    if (s->ops->cert_state) {
+        return s->ops->cert_state(s, serial, out);
+    }
+    store_cert c;
+    memset(&c, 0, sizeof c);
+    kl_rc rc = s->ops->cert_get(s, serial, &c);
+    if (rc == KL_OK) {
+        snprintf(out->status, sizeof out->status, "%s", c.status ? c.status : "");
+        out->not_before = c.not_before;
+        out->not_after = c.not_after;
+    }
+    store_cert_free(&c);
+    return rc;
+}
+
 kl_rc store_cert_list(store *s, const char *status, const char *issuer, store_cert_cb cb, void *arg)
 {
     STORE_CHECK(s);

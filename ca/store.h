@@ -101,6 +101,13 @@ kl_rc store_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_
 /* Mark a reservation "failed" (signing failed). */
 kl_rc store_cert_abandon(store *s, const char *serial_hex, const char *why) KL_WUR;
 kl_rc store_cert_get(store *s, const char *serial_hex, store_cert *out) KL_WUR; /* KL_ENOTFOUND */
+/* A certificate's status and recorded validity, without the rest of the row (no DER): for
+ * checks on every request. KL_ENOTFOUND when absent. */
+typedef struct {
+    char status[16];
+    time_t not_before, not_after;
+} store_cert_state;
+kl_rc store_cert_state_get(store *s, const char *serial_hex, store_cert_state *out) KL_WUR;
 /* status NULL: all except reserved/failed. issuer NULL: any. Calls cb in issue order. */
 kl_rc store_cert_list(store *s, const char *status, const char *issuer, store_cert_cb cb,
                       void *arg) KL_WUR;
@@ -169,6 +176,7 @@ struct store_ops {
     kl_rc (*write_stats)(store *s, uint64_t *txns, uint64_t *ops);
     kl_rc (*cert_insert)(store *s, const store_cert *c, const uint8_t *der, size_t len,
                          const char *actor, const char *detail);
+    kl_rc (*cert_state)(store *s, const char *serial, store_cert_state *out);
 };
 
 /* Every backend's store struct begins with this header. */

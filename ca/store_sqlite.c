@@ -116,6 +116,7 @@ enum {
     Q_CERT_COMMIT,
     Q_CERT_ABANDON,
     Q_CERT_GET,
+    Q_CERT_STATE,
     Q_CERT_LIST,
     Q_CERT_PENDING,
     Q_CERT_ACTIVATE,
@@ -159,6 +160,7 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_CERT_ABANDON] = "UPDATE certs SET status = 'failed', fail_reason = ?2"
                        " WHERE serial = ?1 AND status = 'reserved'",
     [Q_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
+    [Q_CERT_STATE] = "SELECT status, not_before, not_after FROM certs WHERE serial = ?1",
     [Q_CERT_LIST] = "SELECT " CERT_COLS " FROM certs WHERE id > ?1"
                     " AND ((?2 IS NULL AND status NOT IN ('reserved', 'failed')) OR status = ?2)"
                     " AND (?3 IS NULL OR issuer = ?3) ORDER BY id LIMIT ?4",
@@ -1437,6 +1439,27 @@ out:
     return rc;
 }
 
+static int row_cert_state(sqlite3_stmt *st, void *out)
+{
+    store_cert_state *o = out;
+    const unsigned char *stt = sqlite3_column_text(st, 0);
+    snprintf(o->status, sizeof o->status, "%s", stt ? (const char *)stt : "");
+    o->not_before = (time_t)sqlite3_column_int64(st, 1);
+    o->not_after = (time_t)sqlite3_column_int64(st, 2);
+    return 0;
+}
+
+static kl_rc sq_cert_state(store *s, const char *serial, store_cert_state *out)
+{
+    kl_rc rc = KL_OK;
+    int found = 0;
+    TRY(sq_get_row(sq(s), Q_CERT_STATE, serial, row_cert_state, out, "read certificate status",
+                   &found));
+    ENSURE(found, KL_ENOTFOUND, "no certificate with serial %s", serial);
+out:
+    return rc;
+}
+
 /* Iterate certificates in id order, SQ_LIST_CHUNK rows per lock hold, calling cb without the
  * lock held (so a callback may call back into the store, and other threads are not starved).
  * Rows committed during the iteration may or may not be seen; none is seen twice. */
@@ -1889,5 +1912,6 @@ const struct store_ops store_sqlite_ops = {
     .audit_head = sq_audit_head,
     .cert_commit2 = sq_cert_commit2,
     .cert_insert = sq_cert_insert,
+    .cert_state = sq_cert_state,
     .write_stats = sq_write_stats,
 };

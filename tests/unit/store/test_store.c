@@ -328,6 +328,68 @@ static void test_open_errors(void **state)
     assert_int_equal(sb.st_mode & 007, 0);
 }
 
+/* store_cert_insert (what ca_issue uses) and store_cert_state_get (EST's per-request check) */
+static void test_insert_state(void **state)
+{
+    fx *f = *state;
+    uint8_t *der = NULL;
+    size_t len = 0;
+    int64_t n0 = 0, n1 = 0;
+    assert_true(make_cert("5A5A", "dev-ins", &der, &len));
+    store_cert rec = {.serial_hex = "5a5a",
+                      .issuer = "field-ca",
+                      .subject = "CN=dev-ins,O=Keyline Test",
+                      .template_name = "device-ldevid",
+                      .device_id = "dev-ins",
+                      .status = STORE_ST_VALID,
+                      .not_before = 1700000000,
+                      .not_after = 1800000000,
+                      .revoke_reason = -1};
+    assert_rc(store_audit_verify(f->s, &n0), KL_OK);
+    assert_rc(store_cert_insert(f->s, &rec, der, len, "alice", NULL), KL_OK);
+    store_cert c;
+    assert_rc(store_cert_get(f->s, "5A5A", &c), KL_OK);
+    assert_string_equal(c.status, STORE_ST_VALID);
+    assert_string_equal(c.issuer, "field-ca");
+    assert_string_equal(c.subject, "CN=dev-ins,O=Keyline Test");
+    assert_string_equal(c.template_name, "device-ldevid");
+    assert_string_equal(c.device_id, "dev-ins");
+    assert_int_equal(c.der_len, len);
+    assert_memory_equal(c.der, der, len);
+    store_cert_free(&c);
+    store_cert_state cs;
+    assert_rc(store_cert_state_get(f->s, "5a:5a", &cs), KL_OK);
+    assert_string_equal(cs.status, STORE_ST_VALID);
+    assert_int_equal(cs.not_before, 1700000000);
+    assert_int_equal(cs.not_after, 1800000000);
+    assert_rc(store_audit_verify(f->s, &n1), KL_OK);
+    assert_int_equal(n1, n0 + 1); /* the issue entry, same transaction */
+
+    /* the same serial again: KL_EEXIST, nothing written */
+    rec.device_id = "someone-else";
+    assert_rc(store_cert_insert(f->s, &rec, der, len, "mallory", NULL), KL_EEXIST);
+    assert_msg_has("already in the store");
+    assert_rc(store_audit_verify(f->s, &n0), KL_OK);
+    assert_int_equal(n0, n1);
+    assert_rc(store_cert_get(f->s, "5A5A", &c), KL_OK);
+    assert_string_equal(c.device_id, "dev-ins");
+    store_cert_free(&c);
+
+    /* only valid or pending; pending shows as such; revocation is seen at once */
+    rec.serial_hex = "5B";
+    rec.status = STORE_ST_RESERVED;
+    assert_rc(store_cert_insert(f->s, &rec, der, len, "alice", NULL), KL_EUSAGE);
+    rec.status = STORE_ST_PENDING;
+    assert_rc(store_cert_insert(f->s, &rec, der, len, "alice", NULL), KL_OK);
+    assert_rc(store_cert_state_get(f->s, "5B", &cs), KL_OK);
+    assert_string_equal(cs.status, STORE_ST_PENDING);
+    assert_rc(store_cert_revoke(f->s, "5A5A", 1, 0, "alice"), KL_OK);
+    assert_rc(store_cert_state_get(f->s, "5A5A", &cs), KL_OK);
+    assert_string_equal(cs.status, STORE_ST_REVOKED);
+    assert_rc(store_cert_state_get(f->s, "FFFE", &cs), KL_ENOTFOUND);
+    OPENSSL_free(der);
+}
+
 static void test_reserve_commit_get_list(void **state)
 {
     fx *f = *state;
@@ -1193,6 +1255,7 @@ int main(void)
         cmocka_unit_test(test_serial_normalize),
         cmocka_unit_test(test_audit_hash_vector),
         T(test_open_errors),
+        T(test_insert_state),
         T(test_reserve_commit_get_list),
         T(test_list_many),
         T(test_duplicate_serial),
