@@ -447,6 +447,37 @@ out:
     return rc;
 }
 
+/* RFC 7030 4.2.2: the CSR's subjectAltName (from its extensionRequest) must be identical to
+ * the renewed certificate's: both absent, or the same GeneralNames, byte for byte. */
+static kl_rc est_san_same(X509_REQ *req, X509 *cert)
+{
+    kl_rc rc = KL_OK;
+    STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+    const ASN1_OCTET_STRING *csr_san = NULL, *cert_san = NULL;
+    int n = 0;
+    for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+        X509_EXTENSION *e = sk_X509_EXTENSION_value(exts, i);
+        if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) == NID_subject_alt_name) {
+            csr_san = X509_EXTENSION_get_data(e);
+            n++;
+        }
+    }
+    ENSURE(n <= 1, KL_EINPUT, "CSR requests subjectAltName more than once");
+    int ci = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1);
+    if (ci >= 0) {
+        cert_san = X509_EXTENSION_get_data(X509_get_ext(cert, ci));
+    }
+    ENSURE((!csr_san && !cert_san) ||
+               (csr_san && cert_san && ASN1_STRING_cmp(csr_san, cert_san) == 0),
+           KL_EPOLICY, "CSR subjectAltName differs from the certificate being renewed (%s)",
+           !csr_san    ? "the certificate has one, the CSR none"
+           : !cert_san ? "the CSR has one, the certificate none"
+                       : "different names");
+out:
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    return rc;
+}
+
 /* simpleenroll, simplereenroll, serverkeygen share authentication and CSR checks. */
 static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
 {
@@ -498,6 +529,7 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
          * identical to the corresponding fields in the certificate being renewed or rekeyed." */
         ENSURE(X509_NAME_cmp(X509_REQ_get_subject_name(req), X509_get_subject_name(a.cert)) == 0,
                KL_EPOLICY, "CSR subject differs from the certificate being renewed");
+        TRY(est_san_same(req, a.cert));
     }
     /* The device id: the authenticated certificate's serialNumber (IDevID hardware serial)
      * wins; a password client names it in its CSR and the template checks it. */

@@ -84,6 +84,15 @@ p7_to_pem "$D/out" "$D/ldev.pem"
 new_csr other "/CN=someone-else/serialNumber=HW0999"
 expect_status 403 "reenroll with a different subject" --cert "$D/ldev.pem" --key "$D/ldev.key" \
     -H "Content-Type: application/pkcs10" --data-binary @"$D/other.b64" "$EST/simplereenroll"
+grep -q "subject differs" "$D/out" || die "403 body: $(cat "$D/out")"
+# RFC 7030 4.2.2: subjectAltName identical too (the LDevID has none; the IDevID has its HMN)
+new_csr ldevsan "/CN=sensor-0001/serialNumber=HW0001" -addext "subjectAltName=DNS:sensor-0001.example"
+expect_status 403 "reenroll adding a subjectAltName" --cert "$D/ldev.pem" --key "$D/ldev.key" \
+    -H "Content-Type: application/pkcs10" --data-binary @"$D/ldevsan.b64" "$EST/simplereenroll"
+grep -q "subjectAltName differs" "$D/out" || die "403 body: $(cat "$D/out")"
+expect_status 403 "reenroll of the IDevID without its subjectAltName" --cert "$D/idev.crt" --key "$D/idev.key" \
+    -H "Content-Type: application/pkcs10" --data-binary @"$D/ldev.b64" "$EST/simplereenroll"
+grep -q "subjectAltName differs" "$D/out" || die "403 body: $(cat "$D/out")"
 expect_status 403 "reenroll with Basic only" -u "$EST_USER:$EST_PASS" \
     -H "Content-Type: application/pkcs10" --data-binary @"$D/ldev.b64" "$EST/simplereenroll"
 expect_status 401 "reenroll without credentials" \
