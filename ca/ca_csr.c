@@ -74,6 +74,21 @@ static int csr_oid_is(const csr_tlv *t, int nid)
     return t->tag == 0x06 && n > 0 && t->len == n && memcmp(t->val, OBJ_get0_data(o), n) == 0;
 }
 
+/* A SIGNED{...} structure (RFC 5280 / RFC 2986): SEQUENCE { to-be-signed SEQUENCE,
+ * AlgorithmIdentifier, BIT STRING } making up all of der. 0 if not exactly that. */
+static int csr_signed(const uint8_t *der, size_t len, csr_tlv *tbs, csr_tlv *alg, csr_tlv *sig)
+{
+    const uint8_t *p = der, *end = der + len;
+    csr_tlv outer;
+    if (!csr_next(&p, end, &outer) || outer.tag != 0x30 || p != end) {
+        return 0;
+    }
+    p = outer.val;
+    end = outer.val + outer.len;
+    return csr_next(&p, end, tbs) && tbs->tag == 0x30 && csr_next(&p, end, alg) &&
+           alg->tag == 0x30 && csr_next(&p, end, sig) && sig->tag == 0x03 && p == end;
+}
+
 /* --- cached curves and digests --- */
 
 static EC_GROUP *csr_groups[2]; /* P-256, P-384 */
@@ -135,19 +150,11 @@ static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
     if (!csr_ready) {
         return 0;
     }
-    const uint8_t *p = der, *end = der + len;
-    csr_tlv csr, cri, sigalg, sig, ver, subj, spki, attrs, sigoid;
-    if (!csr_next(&p, end, &csr) || csr.tag != 0x30 || p != end) {
+    csr_tlv cri, sigalg, sig, ver, subj, spki, attrs, sigoid;
+    if (!csr_signed(der, len, &cri, &sigalg, &sig)) {
         return 0;
     }
-    p = csr.val;
-    end = csr.val + csr.len;
-    if (!csr_next(&p, end, &cri) || cri.tag != 0x30 || !csr_next(&p, end, &sigalg) ||
-        sigalg.tag != 0x30 || !csr_next(&p, end, &sig) || sig.tag != 0x03 || p != end) {
-        return 0;
-    }
-    p = cri.val;
-    end = cri.val + cri.len;
+    const uint8_t *p = cri.val, *end = cri.val + cri.len;
     if (!csr_next(&p, end, &ver) || ver.tag != 0x02 || ver.len != 1 || ver.val[0] != 0 ||
         !csr_next(&p, end, &subj) || subj.tag != 0x30 || !csr_next(&p, end, &spki) ||
         spki.tag != 0x30 || !csr_next(&p, end, &attrs) || attrs.tag != 0xa0 || p != end) {
@@ -252,20 +259,12 @@ kl_rc ca_signed_der_verify(const uint8_t *der, size_t len, EVP_PKEY *pub)
 {
     pthread_once(&csr_once, csr_init);
     kl_rc rc = KL_OK;
-    const uint8_t *p = der, *end = der + len;
-    csr_tlv outer, tbs, alg, sig, oid;
+    csr_tlv tbs, alg, sig, oid;
     X509 *x = NULL;
     ENSURE(der && len > 0 && pub, KL_EINTERNAL, "nothing to verify");
-    ENSURE(csr_next(&p, end, &outer) && outer.tag == 0x30 && p == end, KL_EHSM,
+    ENSURE(csr_signed(der, len, &tbs, &alg, &sig) && sig.len >= 2 && sig.val[0] == 0, KL_EHSM,
            "signed structure is not DER");
-    p = outer.val;
-    end = outer.val + outer.len;
-    ENSURE(csr_next(&p, end, &tbs) && tbs.tag == 0x30 && csr_next(&p, end, &alg) &&
-               alg.tag == 0x30 && csr_next(&p, end, &sig) && sig.tag == 0x03 && p == end &&
-               sig.len >= 2 && sig.val[0] == 0,
-           KL_EHSM, "signed structure is not DER");
-    p = alg.val;
-    end = alg.val + alg.len;
+    const uint8_t *p = alg.val, *end = alg.val + alg.len;
     const EVP_MD *md = NULL;
     if (csr_ready && csr_next(&p, end, &oid) && p == end) {
         md = csr_oid_is(&oid, NID_ecdsa_with_SHA256)   ? csr_mds[0]
@@ -306,20 +305,12 @@ static int x509_load_ec(const uint8_t *der, size_t len, X509 **out)
     if (!csr_ready) {
         return 0;
     }
-    const uint8_t *p = der, *end = der + len;
-    csr_tlv cert, tbs, sigalg, sig, ver, vint, serial, tsigalg, issuer, validity, subj, spki, exts;
+    csr_tlv tbs, sigalg, sig, ver, vint, serial, tsigalg, issuer, validity, subj, spki, exts;
     csr_tlv nb, na;
-    if (!csr_next(&p, end, &cert) || cert.tag != 0x30 || p != end) {
+    if (!csr_signed(der, len, &tbs, &sigalg, &sig)) {
         return 0;
     }
-    p = cert.val;
-    end = cert.val + cert.len;
-    if (!csr_next(&p, end, &tbs) || tbs.tag != 0x30 || !csr_next(&p, end, &sigalg) ||
-        sigalg.tag != 0x30 || !csr_next(&p, end, &sig) || sig.tag != 0x03 || p != end) {
-        return 0;
-    }
-    p = tbs.val;
-    end = tbs.val + tbs.len;
+    const uint8_t *p = tbs.val, *end = tbs.val + tbs.len;
     /* v3 only: [0] EXPLICIT INTEGER 2 */
     if (!csr_next(&p, end, &ver) || ver.tag != 0xa0) {
         return 0;

@@ -203,6 +203,26 @@ static void test_csr_load(void **state)
     }
 }
 
+/* A self-signed RSA-2048 certificate with the names of `like` (DER; key in *key) */
+static unsigned char *rsa_self_signed(X509 *like, long serial, EVP_PKEY **key, int *len)
+{
+    *key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    X509 *self = X509_new();
+    X509_set_version(self, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(self), serial);
+    X509_set_issuer_name(self, X509_get_subject_name(like));
+    X509_set_subject_name(self, X509_get_subject_name(like));
+    X509_gmtime_adj(X509_getm_notBefore(self), 0);
+    X509_gmtime_adj(X509_getm_notAfter(self), 3600);
+    X509_set_pubkey(self, *key);
+    assert_true(X509_sign(self, *key, EVP_sha256()) > 0);
+    unsigned char *der = NULL;
+    *len = i2d_X509(self, &der);
+    assert_true(*len > 0);
+    X509_free(self);
+    return der;
+}
+
 /* ca_x509_load: the EC fast path parses exactly what d2i_X509 parses, to the same object */
 static void x509_same_as_openssl(const uint8_t *der, size_t len, int want_fast)
 {
@@ -260,21 +280,11 @@ static void test_x509_load(void **state)
         OPENSSL_free(der);
     }
     /* RSA: OpenSSL's path */
-    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
-    X509 *self = X509_new();
-    X509_set_version(self, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(self), 9);
-    X509_set_issuer_name(self, X509_get_subject_name(leaf));
-    X509_set_subject_name(self, X509_get_subject_name(leaf));
-    X509_gmtime_adj(X509_getm_notBefore(self), 0);
-    X509_gmtime_adj(X509_getm_notAfter(self), 3600);
-    X509_set_pubkey(self, rsa);
-    X509_sign(self, rsa, EVP_sha256());
-    unsigned char *rder = NULL;
-    int rn = i2d_X509(self, &rder);
+    EVP_PKEY *rsa = NULL;
+    int rn = 0;
+    unsigned char *rder = rsa_self_signed(leaf, 9, &rsa, &rn);
     x509_same_as_openssl(rder, (size_t)rn, 0);
     OPENSSL_free(rder);
-    X509_free(self);
     EVP_PKEY_free(rsa);
     X509_free(leaf);
     X509_free(root);
@@ -306,22 +316,12 @@ static void test_signed_der_verify(void **state)
     assert_int_equal(ca_signed_der_verify(longer, (size_t)n + 1, X509_get0_pubkey(field)), KL_EHSM);
     OPENSSL_free(longer);
     /* an RSA issuer takes OpenSSL's general path */
-    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
-    X509 *self = X509_new();
-    X509_set_version(self, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(self), 7);
-    X509_set_issuer_name(self, X509_get_subject_name(x));
-    X509_set_subject_name(self, X509_get_subject_name(x));
-    X509_gmtime_adj(X509_getm_notBefore(self), 0);
-    X509_gmtime_adj(X509_getm_notAfter(self), 3600);
-    X509_set_pubkey(self, rsa);
-    assert_true(X509_sign(self, rsa, EVP_sha256()) > 0);
-    unsigned char *rder = NULL;
-    int rn = i2d_X509(self, &rder);
+    EVP_PKEY *rsa = NULL;
+    int rn = 0;
+    unsigned char *rder = rsa_self_signed(x, 7, &rsa, &rn);
     assert_int_equal(ca_signed_der_verify(rder, (size_t)rn, rsa), KL_OK);
     assert_int_equal(ca_signed_der_verify(rder, (size_t)rn, X509_get0_pubkey(field)), KL_EHSM);
     OPENSSL_free(rder);
-    X509_free(self);
     EVP_PKEY_free(rsa);
     OPENSSL_free(der);
     X509_free(x);
