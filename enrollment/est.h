@@ -57,7 +57,8 @@ typedef struct {
     unsigned max_connections;
     unsigned per_ip_connections;
     unsigned timeout;        /* seconds of inactivity before a connection is closed */
-    unsigned threads;        /* 0: a thread per connection (default); N: an epoll pool of N */
+    unsigned threads;        /* I/O threads (MHD epoll pool) */
+    unsigned workers;        /* request handler threads; 0: handle on the I/O threads */
     int serverkeygen;        /* serve /serverkeygen (default on) */
     unsigned shutdown_grace; /* seconds to wait for in-flight requests on SIGTERM */
     est_label *labels;       /* labels[0] is the default (name "") */
@@ -331,6 +332,13 @@ struct est_server {
     est_metrics metrics;
     est_revocation *rev;
     atomic_int stopping;
+    /* worker pool (est_server.c): queue of est_conn_req, guarded by jobs_mu */
+    pthread_t *workers;
+    unsigned n_workers;
+    pthread_mutex_t jobs_mu;
+    pthread_cond_t jobs_cv;
+    void *jobs_head, *jobs_tail;
+    int jobs_stop;
 };
 
 /* Build everything from the loaded config: open the CA (token login), load TLS material,

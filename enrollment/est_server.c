@@ -19,6 +19,9 @@
 #include "kl_secret.h"
 #include "tpl.h"
 
+/* Stack of a worker thread: ample for TLS, OpenSSL, the PKCS#11 module and sanitizer builds. */
+#define EST_THREAD_STACK (1024 * 1024)
+
 /* GnuTLS' certificate callback carries no user pointer; one server per process. */
 static est_server *est_the_server;
 
@@ -47,6 +50,12 @@ typedef struct {
     char path[160];
     char identity[200];
     char note[200];
+    /* handed to a worker (workers > 0): the request, its answer, and the state */
+    struct MHD_Connection *conn;
+    est_req rq;
+    est_resp rs;
+    int job; /* 0: none; 1: queued or running (connection suspended); 2: answered */
+    void *next_job;
 } est_conn_req;
 
 static double est_mono(void)
@@ -103,6 +112,93 @@ static void est_req_log_fields(est_conn_req *r, const est_req *rq)
     snprintf(r->identity, sizeof r->identity, "%s", rq->identity[0] ? rq->identity : "-");
     snprintf(r->note, sizeof r->note, "%s", rq->note);
     r->ep = rq->route.ep;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Workers: a fixed pool of threads that run the request handlers                           */
+
+enum { EST_JOB_NONE = 0, EST_JOB_RUNNING = 1, EST_JOB_DONE = 2 };
+
+static void est_jobs_push(est_server *s, est_conn_req *r)
+{
+    pthread_mutex_lock(&s->jobs_mu);
+    r->next_job = NULL;
+    if (s->jobs_tail) {
+        ((est_conn_req *)s->jobs_tail)->next_job = r;
+    } else {
+        s->jobs_head = r;
+    }
+    s->jobs_tail = r;
+    pthread_cond_signal(&s->jobs_cv);
+    pthread_mutex_unlock(&s->jobs_mu);
+}
+
+static void *est_worker(void *arg)
+{
+    est_server *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->jobs_mu);
+        while (!s->jobs_head && !s->jobs_stop) {
+            pthread_cond_wait(&s->jobs_cv, &s->jobs_mu);
+        }
+        est_conn_req *r = s->jobs_head;
+        if (!r) { /* stopping and nothing left */
+            pthread_mutex_unlock(&s->jobs_mu);
+            return NULL;
+        }
+        s->jobs_head = r->next_job;
+        if (!s->jobs_head) {
+            s->jobs_tail = NULL;
+        }
+        pthread_mutex_unlock(&s->jobs_mu);
+        est_handle(&r->rq, &r->rs);
+        r->job = EST_JOB_DONE; /* read by the I/O thread after MHD_resume_connection's lock */
+        MHD_resume_connection(r->conn);
+    }
+}
+
+static kl_rc est_workers_start(est_server *s)
+{
+    pthread_mutex_init(&s->jobs_mu, NULL);
+    pthread_cond_init(&s->jobs_cv, NULL);
+    s->workers = calloc(s->cfg.workers ? s->cfg.workers : 1, sizeof *s->workers);
+    if (!s->workers) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, EST_THREAD_STACK);
+    for (unsigned i = 0; i < s->cfg.workers; i++) {
+        int e = pthread_create(&s->workers[i], &at, est_worker, s);
+        if (e != 0) {
+            pthread_attr_destroy(&at);
+            return kl_fail(KL_EINTERNAL, "cannot start worker thread: %s", strerror(e));
+        }
+        s->n_workers++;
+    }
+    pthread_attr_destroy(&at);
+    return KL_OK;
+}
+
+/* Let the workers finish every queued request (their connections are resumed with the
+ * answers), then end them. */
+static void est_workers_stop(est_server *s)
+{
+    if (!s->workers) {
+        return;
+    }
+    pthread_mutex_lock(&s->jobs_mu);
+    s->jobs_stop = 1;
+    pthread_cond_broadcast(&s->jobs_cv);
+    pthread_mutex_unlock(&s->jobs_mu);
+    for (unsigned i = 0; i < s->n_workers; i++) {
+        pthread_join(s->workers[i], NULL);
+    }
+    free(s->workers);
+    s->workers = NULL;
+    s->n_workers = 0;
+    pthread_cond_destroy(&s->jobs_cv);
+    pthread_mutex_destroy(&s->jobs_mu);
 }
 
 static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *url,
@@ -172,6 +268,18 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         return MHD_YES;
     }
 
+    if (r->job == EST_JOB_RUNNING) {
+        return MHD_YES; /* suspended; not called until resumed */
+    }
+    if (r->job == EST_JOB_DONE) {
+        /* a worker answered: send it */
+        est_req_log_fields(r, &r->rq);
+        enum MHD_Result ret = est_queue(c, r, &r->rs);
+        est_resp_free(&r->rs);
+        kl_buf_free(&r->body);
+        return ret;
+    }
+
     /* The whole request is here. */
     est_resp rs;
     est_resp_init(&rs);
@@ -200,6 +308,16 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         }
         snprintf(rq.note, sizeof rq.note, "body over the limit of %zu bytes", s->cfg.max_body);
         est_resp_text(&rs, 413, "request body too large");
+    } else if (s->n_workers) {
+        /* A worker handles it (HSM, store): this I/O thread goes on serving other connections
+         * meanwhile. The connection sleeps until the worker resumes it with the answer. */
+        r->conn = c;
+        r->rq = rq;
+        r->rs = rs;
+        r->job = EST_JOB_RUNNING;
+        MHD_suspend_connection(c);
+        est_jobs_push(s, r);
+        return MHD_YES;
     } else {
         est_handle(&rq, &rs);
     }
@@ -615,11 +733,6 @@ static kl_rc est_resolve(const char *hostport, struct sockaddr_storage *ss, sock
     return KL_OK;
 }
 
-/* Stack of a connection thread (threads = per-connection): ample for TLS, OpenSSL, the PKCS#11
- * module and sanitizer builds, while 1024 connections reserve 1 GiB of address space, of which
- * only the touched pages cost memory. */
-#define EST_THREAD_STACK (1024 * 1024)
-
 static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *hostport)
 {
     struct sockaddr_storage ss;
@@ -631,13 +744,14 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *h
     est_listener *L = tls ? &est_listener_tls : &est_listener_http;
     L->srv = s;
     L->tls = tls;
-    /* threads = per-connection: each connection is served by its own thread, so a request
-     * that waits (HSM, store fsync) never holds up another connection's; with a pool, the
-     * connections that share a pool thread are served one after the other. */
-    int per_conn = s->cfg.threads == 0;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-                     (per_conn ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL : MHD_USE_EPOLL) |
-                     (v6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
+    /* `threads` epoll threads do the I/O (TLS, HTTP); with workers, a complete request is
+     * handed to the worker pool and its connection suspended until the answer is ready, so a
+     * request that waits (HSM, store fsync) never holds up the other connections of its I/O
+     * thread. Threads are never created per connection (GnuTLS 3.7 keeps per-thread random
+     * generator state until exit: a thread per connection grew by ~240 bytes per connection). */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME | (v6 ? MHD_USE_IPv6 : 0) |
+                     (tls ? MHD_USE_TLS : 0);
     struct MHD_OptionItem o[24];
     size_t n = 0;
     /* MHD_OPTION_ARRAY: integers and function pointers in `value`, data pointers and
@@ -645,9 +759,7 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *h
 #define EST_OPT(opt, val, ptr) (o[n++] = (struct MHD_OptionItem){(opt), (intptr_t)(val), (ptr)})
     EST_OPT(MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)est_mhd_log, NULL); /* first, or MHD warns */
     EST_OPT(MHD_OPTION_SOCK_ADDR, 0, &ss);
-    if (per_conn) {
-        EST_OPT(MHD_OPTION_THREAD_STACK_SIZE, EST_THREAD_STACK, NULL);
-    } else if (tls && s->cfg.threads > 1) {
+    if (tls && s->cfg.threads > 1) {
         EST_OPT(MHD_OPTION_THREAD_POOL_SIZE, s->cfg.threads, NULL);
     }
     EST_OPT(MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections, NULL);
@@ -677,6 +789,12 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *h
 
 kl_rc est_server_start(est_server *s)
 {
+    if (s->cfg.workers) {
+        kl_rc wrc = est_workers_start(s);
+        if (wrc != KL_OK) {
+            return wrc;
+        }
+    }
     s->tls_d = est_daemon_start(s, 1, s->cfg.listen);
     /* GnuTLS has parsed the key: our copy is no longer needed. */
     if (s->key_pem) {
@@ -688,12 +806,8 @@ kl_rc est_server_start(est_server *s)
                        "certificate or key?)",
                        s->cfg.listen);
     }
-    char threads[32] = "a thread per connection";
-    if (s->cfg.threads) {
-        snprintf(threads, sizeof threads, "%u threads", s->cfg.threads);
-    }
-    kl_info("EST over TLS on %s (%s, %u connections max, %us timeout)", s->cfg.listen, threads,
-            s->cfg.max_connections, s->cfg.timeout);
+    kl_info("EST over TLS on %s (%u I/O threads, %u workers, %u connections max, %us timeout)",
+            s->cfg.listen, s->cfg.threads, s->n_workers, s->cfg.max_connections, s->cfg.timeout);
     if (s->cfg.http_listen) {
         s->http_d = est_daemon_start(s, 0, s->cfg.http_listen);
         if (!s->http_d) {
@@ -728,6 +842,14 @@ void est_server_stop(est_server *s)
         kl_warn("shutdown: %llu requests still running after %us, closing them",
                 (unsigned long long)atomic_load(&s->metrics.inflight), s->cfg.shutdown_grace);
     }
+    /* A request a worker has taken is finished and its connection resumed (never stop a
+     * daemon under a suspended connection); give MHD a moment to send those answers. */
+    est_workers_stop(s);
+    deadline = est_mono() + 2;
+    while (atomic_load(&s->metrics.inflight) > 0 && est_mono() < deadline) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     for (int i = 0; i < 2; i++) {
         if (d[i]) {
             MHD_stop_daemon(d[i]);
@@ -744,6 +866,7 @@ void est_server_free(est_server *s)
     if (s->tls_d || s->http_d) {
         est_server_stop(s);
     }
+    est_workers_stop(s); /* started, but a daemon did not */
     est_revocation_free(s->rev);
     if (s->label_rt) {
         for (size_t i = 0; i < s->cfg.n_labels; i++) {

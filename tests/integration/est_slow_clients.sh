@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# keyline-estd with idle and slow clients (threads = per-connection, the default, and a pool):
+# keyline-estd with idle and slow clients (with the worker pool, the default, and without):
 # 40 idle TCP connections and 4 TLS clients that stop half-way through a request do not hold
 # up a normal enrollment, and the server closes them after `timeout` seconds of inactivity.
 set -euo pipefail
@@ -41,19 +41,19 @@ PY
     sleep 1 # let them connect
 }
 
-for model in ${EST_MODELS:-per-connection 4}; do
-    est_write_conf "threads = $model" "timeout = 2" "max-connections = 128"
+for model in ${EST_MODELS:-16 0}; do
+    est_write_conf "threads = 2" "workers = $model" "timeout = 2" "max-connections = 128"
     est_start
     hold_clients
     st=$(curl -s --max-time 10 --cacert "$D/root1.pem" --cert "$D/idev.crt" --key "$D/idev.key" \
         -H "Content-Type: application/pkcs10" --data-binary @"$D/sc.b64" -o "$D/sc.resp" \
         -w '%{http_code}' "$EST/simpleenroll") || true
-    [ "$st" = 200 ] || die "threads = $model: enrollment beside 44 idle/slow clients: HTTP $st"
+    [ "$st" = 200 ] || die "workers = $model: enrollment beside 44 idle/slow clients: HTTP $st"
     p7_to_pem "$D/sc.resp" "$D/sc.pem"
-    ok "threads = $model: enrollment served while 44 idle or stalled connections are open"
+    ok "workers = $model: enrollment served while 44 idle or stalled connections are open"
     wait "$HOLD_PID"
-    [ "$(cat "$D/hold.out")" = "44/44" ] || die "threads = $model: idle connections closed: $(cat "$D/hold.out"), expected 44/44"
-    ok "threads = $model: idle and stalled connections closed after the 2 s timeout"
+    [ "$(cat "$D/hold.out")" = "44/44" ] || die "workers = $model: idle connections closed: $(cat "$D/hold.out"), expected 44/44"
+    ok "workers = $model: idle and stalled connections closed after the 2 s timeout"
     est_stop
     # the next round appends a fresh [est] section: start from the token config again
     sed -i '/^\[est\]$/,$d' "$KL_CONF"
