@@ -136,7 +136,7 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     TRY(est_config_uint(conf, "max-connections", 1024, 1, 65536, &c->max_connections));
     TRY(est_config_uint(conf, "max-connections-per-ip", 0, 0, 65536, &c->per_ip_connections));
     TRY(est_config_uint(conf, "timeout", 30, 1, 3600, &c->timeout));
-    TRY(est_config_uint(conf, "threads", 4, 1, 256, &c->threads));
+    TRY(est_config_uint(conf, "threads", 2, 1, 256, &c->threads));
     TRY(est_config_uint(conf, "workers", 16, 0, 1024, &c->workers));
     TRY(est_config_uint(conf, "shutdown-grace", 30, 0, 3600, &c->shutdown_grace));
     const char *skg = kl_conf_get_default(conf, "est", "serverkeygen", "on");
