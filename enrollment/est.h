@@ -190,15 +190,17 @@ kl_rc est_tls_peer_cert(gnutls_session_t s, const gnutls_datum_t **out) KL_WUR;
  * session (MHD does not renegotiate), but `peers` is compared on every request anyway, so a
  * different list is verified afresh. Only the checks that cannot change while the session
  * lasts are cached (GnuTLS chain verification, direct issuer, purpose, the certificate being
- * the one in our store with a good signature); the store status and dates are checked on every
- * request (ca_cert_status_check), so a revocation takes effect on the next request. */
+ * the one in our store with a good signature); the store status and dates of the certificate
+ * and of its issuing client-ca certificate are checked on every request (ca_cert_status_check),
+ * so a revocation of either takes effect on the next request. */
 typedef struct {
-    kl_buf peers;      /* cache key: the peer's certificate list as GnuTLS holds it */
-    X509 *cert;        /* the verified client certificate; NULL when nothing is cached */
-    char serial[64];   /* its serial in the store's hex form */
-    char subject[160]; /* RFC 2253 one-line, for logs and the audit actor */
-    time_t not_before; /* the cached verification holds within [not_before, not_after): */
-    time_t not_after;  /* the certificate's and its issuer chain's validity */
+    kl_buf peers;       /* cache key: the peer's certificate list as GnuTLS holds it */
+    X509 *cert;         /* the verified client certificate; NULL when nothing is cached */
+    char serial[64];    /* its serial in the store's hex form */
+    char ca_serial[64]; /* the serial of its issuer, one of the client-ca certificates */
+    char subject[160];  /* RFC 2253 one-line, for logs and the audit actor */
+    time_t not_before;  /* the cached verification holds within [not_before, not_after): */
+    time_t not_after;   /* the certificate's and its issuer chain's validity */
 } est_conn_auth;
 
 void est_conn_auth_init(est_conn_auth *ca);

@@ -127,6 +127,26 @@ static void est_auth_cert_accept(est_req *rq, est_auth *a, X509 *x, const char *
     snprintf(rq->identity, sizeof rq->identity, "cert:%s", subj);
 }
 
+/* The client certificate's issuer, one of our client-ca certificates, must itself be valid in
+ * the store (a revoked factory CA takes every IDevID under it with it). */
+static kl_rc est_issuer_status(est_server *s, const char *ca_serial, time_t now)
+{
+    kl_rc rc = ca_cert_status_check(s->ca, ca_serial, now);
+    if (rc == KL_EAUTH) {
+        rc = kl_fail(KL_EAUTH, "its issuing CA certificate: %s", kl_errmsg());
+    }
+    return rc;
+}
+
+/* What can change while a verified client certificate is in use: its own status and dates in
+ * the store, and its issuer's. KL_EAUTH with the reason. */
+static kl_rc est_cert_and_issuer_status(est_server *s, const char *serial, const char *ca_serial,
+                                        time_t now)
+{
+    kl_rc rc = ca_cert_status_check(s->ca, serial, now);
+    return rc == KL_OK ? est_issuer_status(s, ca_serial, now) : rc;
+}
+
 /* The client's certificate must chain (GnuTLS checked) to one of our client-ca labels as its
  * direct issuer, be in our store, valid, unexpired, unrevoked.
  *
@@ -144,7 +164,7 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
     if (cache && cache->cert) {
         if (now >= cache->not_before && now < cache->not_after &&
             est_tls_peers_same(rq->session, &cache->peers)) {
-            rc = ca_cert_status_check(s->ca, cache->serial, now);
+            rc = est_cert_and_issuer_status(s, cache->serial, cache->ca_serial, now);
             if (rc == KL_EAUTH) {
                 a->cert_refused = 1;
                 kl_warn("client certificate %s refused: %s", cache->subject, kl_errmsg());
@@ -199,14 +219,20 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         X509_free(x);
         return KL_OK;
     }
-    rc = ca_cert_check_valid(s->ca, x);
+    char *ca_hex = ca_serial_hex(X509_get0_serialNumber(sk_X509_value(s->client_cas, issuer_ok)));
+    rc = ca_hex ? ca_cert_check_valid(s->ca, x) : kl_fail(KL_EINTERNAL, "out of memory");
+    if (rc == KL_OK) {
+        rc = est_issuer_status(s, ca_hex, now);
+    }
     if (rc == KL_EAUTH) {
+        OPENSSL_free(ca_hex);
         a->cert_refused = 1;
         kl_warn("client certificate %s refused: %s", subj, kl_errmsg());
         X509_free(x);
         return KL_OK;
     }
     if (rc != KL_OK) {
+        OPENSSL_free(ca_hex);
         X509_free(x);
         return rc;
     }
@@ -215,11 +241,12 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
          * issuer chain, so the result holds until the first of them ends. */
         time_t nb = 0, na = 0;
         char *hex = ca_serial_hex(X509_get0_serialNumber(x));
-        if (hex && strlen(hex) < sizeof cache->serial &&
+        if (hex && strlen(hex) < sizeof cache->serial && strlen(ca_hex) < sizeof cache->ca_serial &&
             est_asn1_time_get(X509_get0_notBefore(x), &nb) &&
             est_asn1_time_get(X509_get0_notAfter(x), &na) &&
             est_tls_peers_key(rq->session, &cache->peers) == KL_OK) {
             snprintf(cache->serial, sizeof cache->serial, "%s", hex);
+            snprintf(cache->ca_serial, sizeof cache->ca_serial, "%s", ca_hex);
             snprintf(cache->subject, sizeof cache->subject, "%s", subj);
             cache->not_before = nb > s->client_ca_nb[issuer_ok] ? nb : s->client_ca_nb[issuer_ok];
             cache->not_after = na < s->client_ca_na[issuer_ok] ? na : s->client_ca_na[issuer_ok];
@@ -230,6 +257,7 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         }
         OPENSSL_free(hex);
     }
+    OPENSSL_free(ca_hex);
     est_auth_cert_accept(rq, a, x, subj);
     return KL_OK;
 }

@@ -142,6 +142,15 @@ after=$(count_issued)
 [ "$after" = $((before + 8)) ] || die "refused requests issued certificates ($before -> $after)"
 ok "nothing was issued for refused requests"
 
+# the issuing CA's own certificate revoked: every certificate under it is refused (Basic still works)
+idev_ca=$(serial_of "$D/factory1.pem")
+new_csr devca "/CN=sensor-0001/serialNumber=HW0001"
+enroll 200 "IDevID before its CA is revoked" "$D/devca.b64" --cert "$D/idev.crt" --key "$D/idev.key"
+kca revoke --serial "$idev_ca" --reason cACompromise >/dev/null
+enroll 401 "IDevID whose factory CA certificate is revoked" "$D/devca.b64" --cert "$D/idev.crt" --key "$D/idev.key"
+grep -q "issuing CA certificate" "$D/estd.log" || die "log does not name the revoked issuing CA"
+enroll 200 "Basic while the factory CA is revoked" "$D/dev.b64" -u "$EST_USER:$EST_PASS"
+
 # --- channel binding (RFC 7030 3.5) ---------------------------------------------------------------
 # optional mode: a challengePassword that is not this session's tls-unique is refused
 printf '[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nCN=cb-dev\nserialNumber=HWC001\n[attrs]\nchallengePassword=bm90LXRoZS1iaW5kaW5n\n' > "$D/cbwrong.cnf"
