@@ -151,8 +151,8 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_CERT_RESERVE] = "INSERT INTO certs (serial, status, issuer, subject, template, device_id,"
                        " not_before, not_after, created)"
                        " VALUES (?1, 'reserved', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [Q_CERT_INSERT] = "INSERT INTO certs (serial, status, issuer, subject, template, device_id,"
-                      " not_before, not_after, created, der)"
+    [Q_CERT_INSERT] = "INSERT INTO certs (serial, issuer, subject, template, device_id,"
+                      " not_before, not_after, created, status, der)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [Q_CERT_STATUS] = "SELECT status, issuer FROM certs WHERE serial = ?1",
     [Q_CERT_COMMIT] = "UPDATE certs SET der = ?2, status = ?3, not_before = ?4, not_after = ?5,"
@@ -1131,13 +1131,11 @@ static kl_rc sq_ca_list(store *s, store_ca **outp, size_t *np)
 
 /* --- certificates --- */
 
-static kl_rc cert_reserve_tx(sq_store *q, void *arg)
+/* ?1..?8 of Q_CERT_RESERVE and Q_CERT_INSERT: serial, issuer, subject, template, device id,
+ * validity, creation time */
+static kl_rc cert_bind_row(sq_store *q, sqlite3_stmt *st, const store_cert *c)
 {
-    const store_cert *c = arg;
-    sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-
-    TRY(sq_stmt(q, Q_CERT_RESERVE, &st));
     BIND(bind_text(st, 1, c->serial_hex));
     BIND(bind_text(st, 2, c->issuer));
     BIND(bind_text(st, 3, c->subject));
@@ -1146,6 +1144,18 @@ static kl_rc cert_reserve_tx(sq_store *q, void *arg)
     BIND(sqlite3_bind_int64(st, 6, (sqlite3_int64)c->not_before));
     BIND(sqlite3_bind_int64(st, 7, (sqlite3_int64)c->not_after));
     BIND(sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL)));
+out:
+    return rc;
+}
+
+static kl_rc cert_reserve_tx(sq_store *q, void *arg)
+{
+    const store_cert *c = arg;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+
+    TRY(sq_stmt(q, Q_CERT_RESERVE, &st));
+    TRY(cert_bind_row(q, st, c));
     rc = sq_run(q, st, "reserve serial");
     if (rc == KL_EEXIST) {
         rc = kl_fail(KL_EEXIST, "serial %s is already in the store", c->serial_hex);
@@ -1177,15 +1187,8 @@ static kl_rc cert_insert_tx(sq_store *q, void *arg)
     kl_rc rc = KL_OK;
 
     TRY(sq_stmt(q, Q_CERT_INSERT, &st));
-    BIND(bind_text(st, 1, c->serial_hex));
-    BIND(bind_text(st, 2, c->status));
-    BIND(bind_text(st, 3, c->issuer));
-    BIND(bind_text(st, 4, c->subject));
-    BIND(bind_text(st, 5, c->template_name));
-    BIND(bind_text(st, 6, c->device_id));
-    BIND(sqlite3_bind_int64(st, 7, (sqlite3_int64)c->not_before));
-    BIND(sqlite3_bind_int64(st, 8, (sqlite3_int64)c->not_after));
-    BIND(sqlite3_bind_int64(st, 9, (sqlite3_int64)time(NULL)));
+    TRY(cert_bind_row(q, st, c));
+    BIND(bind_text(st, 9, c->status));
     BIND(bind_blob(st, 10, a->der, a->len));
     rc = sq_run(q, st, "record certificate");
     if (rc == KL_EEXIST) {
