@@ -54,7 +54,7 @@ typedef struct {
     struct MHD_Connection *conn;
     est_req rq;
     est_resp rs;
-    int job; /* 0: none; 1: queued or running (connection suspended); 2: answered */
+    int job; /* EST_JOB_*: none; queued or running (connection suspended); answered */
     void *next_job;
 } est_conn_req;
 
@@ -276,6 +276,7 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         est_req_log_fields(r, &r->rq);
         enum MHD_Result ret = est_queue(c, r, &r->rs);
         est_resp_free(&r->rs);
+        r->job = EST_JOB_NONE;
         kl_buf_free(&r->body);
         return ret;
     }
@@ -391,6 +392,11 @@ static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         est_metrics_request(&r->srv->metrics, r->ep, status);
     }
     atomic_fetch_sub(&r->srv->metrics.inflight, 1);
+    if (r->job == EST_JOB_DONE) {
+        /* answered by a worker but never sent (the connection went first): the answer may be
+         * a serverkeygen private key, wiped by est_resp_free */
+        est_resp_free(&r->rs);
+    }
     kl_buf_free(&r->body);
     free(r);
 }
