@@ -243,55 +243,6 @@ void store_ca_list_free(store_ca *v, size_t n)
         }                                                                                          \
     } while (0)
 
-kl_rc store_cert_reserve(store *s, const store_cert *c)
-{
-    char serial[SERIAL_MAX_HEX + 1];
-    STORE_CHECK(s);
-    ARG_CHECK(c, "store_cert_reserve: no record");
-    SERIAL_NORM(c->serial_hex, serial);
-    ARG_CHECK(c->issuer && c->issuer[0], "certificate reservation without an issuer");
-    store_cert tmp = *c;
-    tmp.serial_hex = serial;
-    return s->ops->cert_reserve(s, &tmp);
-}
-
-kl_rc store_cert_commit(store *s, const char *serial_hex, const uint8_t *der, size_t der_len,
-                        const char *status, const char *actor, const char *audit_detail)
-{
-    char serial[SERIAL_MAX_HEX + 1];
-    STORE_CHECK(s);
-    SERIAL_NORM(serial_hex, serial);
-    ARG_CHECK(der && der_len > 0, "store_cert_commit: no certificate");
-    if (!status || (strcmp(status, STORE_ST_VALID) != 0 && strcmp(status, STORE_ST_PENDING) != 0)) {
-        return kl_fail(KL_EUSAGE,
-                       "store: commit status must be \"valid\" or \"pending\", not \"%s\"",
-                       status ? status : "(null)");
-    }
-    return s->ops->cert_commit(s, serial, der, der_len, status, actor_or_default(actor),
-                               audit_detail);
-}
-
-kl_rc store_cert_commit2(store *s, const char *serial_hex, const uint8_t *der, size_t der_len,
-                         time_t not_before, time_t not_after, const char *subject,
-                         const char *status, const char *actor, const char *audit_detail)
-{
-    char serial[SERIAL_MAX_HEX + 1];
-    STORE_CHECK(s);
-    if (!s->ops->cert_commit2) {
-        return store_cert_commit(s, serial_hex, der, der_len, status, actor, audit_detail);
-    }
-    SERIAL_NORM(serial_hex, serial);
-    ARG_CHECK(der && der_len > 0, "store_cert_commit2: no certificate");
-    ARG_CHECK(subject, "store_cert_commit2: no subject");
-    if (!status || (strcmp(status, STORE_ST_VALID) != 0 && strcmp(status, STORE_ST_PENDING) != 0)) {
-        return kl_fail(KL_EUSAGE,
-                       "store: commit status must be \"valid\" or \"pending\", not \"%s\"",
-                       status ? status : "(null)");
-    }
-    return s->ops->cert_commit2(s, serial, der, der_len, not_before, not_after, subject, status,
-                                actor_or_default(actor), audit_detail);
-}
-
 kl_rc store_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_t der_len,
                         const char *actor, const char *audit_detail)
 {
@@ -314,14 +265,6 @@ kl_rc store_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_
     store_cert tmp = *c;
     tmp.serial_hex = serial;
     return s->ops->cert_insert(s, &tmp, der, der_len, actor_or_default(actor), audit_detail);
-}
-
-kl_rc store_cert_abandon(store *s, const char *serial_hex, const char *why)
-{
-    char serial[SERIAL_MAX_HEX + 1];
-    STORE_CHECK(s);
-    SERIAL_NORM(serial_hex, serial);
-    return s->ops->cert_abandon(s, serial, why ? why : "");
 }
 
 kl_rc store_cert_get(store *s, const char *serial_hex, store_cert *out)

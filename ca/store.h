@@ -18,11 +18,12 @@
 typedef struct store store;
 
 /* Certificate status in the store. */
-#define STORE_ST_RESERVED "reserved" /* serial reserved, not yet signed */
+#define STORE_ST_RESERVED "reserved" /* earlier versions: serial reserved, not yet signed */
 #define STORE_ST_PENDING "pending"   /* signed, not yet confirmed by the device (station) */
 #define STORE_ST_VALID "valid"
 #define STORE_ST_REVOKED "revoked"
-#define STORE_ST_FAILED "failed" /* reservation abandoned (signing failed); serial never reused */
+#define STORE_ST_FAILED "failed" /* earlier versions: reservation abandoned; serial never reused   \
+                                  */
 
 typedef struct {
     char *serial_hex; /* upper-case hex, no separators, as in `openssl x509 -serial` */
@@ -83,23 +84,16 @@ kl_rc store_ca_list(store *s, store_ca **out, size_t *n) KL_WUR;
 void store_ca_free(store_ca *ca);
 
 /* --- certificates ---
- * Reserve: insert a row with status "reserved" and the given serial; the UNIQUE constraint on
- * serial makes a clash KL_EEXIST (the caller draws a new serial). Reserved serials are never
- * deleted, so a serial is never reused even across crashes. */
-kl_rc store_cert_reserve(store *s, const store_cert *c) KL_WUR;
-/* Set der/not_before/not_after/status (valid or pending) of a reserved row and append the audit
- * entry, in one transaction. */
-kl_rc store_cert_commit(store *s, const char *serial_hex, const uint8_t *der, size_t der_len,
-                        const char *status, const char *actor, const char *audit_detail) KL_WUR;
+ * Rows are never deleted and serials are UNIQUE, so a serial is never reused. Stores written by
+ * earlier versions may hold rows with status "reserved" or "failed" (a serial reserved before
+ * signing, then abandoned): they are never listed as issued and cannot be revoked. */
 /* Record a signed certificate in one transaction: the full row (c->status "valid" or "pending",
  * serial, issuer, subject, template, device_id, not_before, not_after from `c`, and the DER) and
  * the audit entry `issue`. The UNIQUE constraint on serial makes a clash KL_EEXIST (nothing is
- * written; the caller signs again with a new serial). This is what ca_issue() uses: one write
- * transaction per certificate instead of reserve + commit. */
+ * written; the caller signs again with a new serial). The DER is stored as given: the caller
+ * (ca_issue) built and verified it and vouches that it is the certificate of `c`. */
 kl_rc store_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_t der_len,
                         const char *actor, const char *audit_detail) KL_WUR;
-/* Mark a reservation "failed" (signing failed). */
-kl_rc store_cert_abandon(store *s, const char *serial_hex, const char *why) KL_WUR;
 kl_rc store_cert_get(store *s, const char *serial_hex, store_cert *out) KL_WUR; /* KL_ENOTFOUND */
 /* A certificate's status and recorded validity, without the rest of the row (no DER): for
  * checks on every request. KL_ENOTFOUND when absent. */
@@ -150,10 +144,6 @@ struct store_ops {
     kl_rc (*ca_put)(store *s, const store_ca *ca);
     kl_rc (*ca_get)(store *s, const char *label, store_ca *out);
     kl_rc (*ca_list)(store *s, store_ca **out, size_t *n);
-    kl_rc (*cert_reserve)(store *s, const store_cert *c);
-    kl_rc (*cert_commit)(store *s, const char *serial, const uint8_t *der, size_t len,
-                         const char *status, const char *actor, const char *detail);
-    kl_rc (*cert_abandon)(store *s, const char *serial, const char *why);
     kl_rc (*cert_get)(store *s, const char *serial, store_cert *out);
     kl_rc (*cert_list)(store *s, const char *status, const char *issuer, store_cert_cb cb,
                        void *arg);
@@ -170,9 +160,6 @@ struct store_ops {
     kl_rc (*audit_list)(store *s, int64_t from, store_audit **out, size_t *n);
     /* Added after the first version; keep new members at the end. */
     kl_rc (*audit_head)(store *s, int64_t *seq, char hash[65]);
-    kl_rc (*cert_commit2)(store *s, const char *serial, const uint8_t *der, size_t len,
-                          time_t not_before, time_t not_after, const char *subject,
-                          const char *status, const char *actor, const char *detail);
     kl_rc (*write_stats)(store *s, uint64_t *txns, uint64_t *ops);
     kl_rc (*cert_insert)(store *s, const store_cert *c, const uint8_t *der, size_t len,
                          const char *actor, const char *detail);
@@ -207,16 +194,6 @@ kl_rc store_serial_normalize(const char *in, char *out, size_t outsz) KL_WUR;
  * NULL detail hashes as "". KL_EINPUT for a malformed prev_hash or an oversized field. */
 kl_rc store_audit_entry_hash(int64_t seq, time_t ts, const char *actor, const char *action,
                              const char *detail, const char *prev_hash, char out[65]) KL_WUR;
-
-/* store_cert_commit for a caller that built the certificate itself (ca_issue): it passes
- * notBefore, notAfter and the RFC 2253 subject it already has, so the store does not parse the
- * DER again (a d2i_X509 decodes the public key: tens of microseconds in OpenSSL 3.0). The DER
- * is stored as given; the caller vouches that it is the certificate of `serial_hex`. Same
- * states, errors and audit entry as store_cert_commit. A backend without it falls back to
- * store_cert_commit. */
-kl_rc store_cert_commit2(store *s, const char *serial_hex, const uint8_t *der, size_t der_len,
-                         time_t not_before, time_t not_after, const char *subject,
-                         const char *status, const char *actor, const char *audit_detail) KL_WUR;
 
 /* Write transactions committed through this handle and the write operations they carried
  * (group commit: ops / txns is the average batch). For tests, benchmarks and metrics.

@@ -110,11 +110,8 @@ enum {
     Q_CA_PUT,
     Q_CA_GET,
     Q_CA_LIST,
-    Q_CERT_RESERVE,
     Q_CERT_INSERT,
     Q_CERT_STATUS,
-    Q_CERT_COMMIT,
-    Q_CERT_ABANDON,
     Q_CERT_GET,
     Q_CERT_STATE,
     Q_CERT_LIST,
@@ -148,17 +145,10 @@ static const char *const q_sql[Q_COUNT] = {
                  " WHERE label = ?1",
     [Q_CA_LIST] = "SELECT label, template, parent, key_type, der, status, created FROM cas"
                   " ORDER BY created, rowid",
-    [Q_CERT_RESERVE] = "INSERT INTO certs (serial, status, issuer, subject, template, device_id,"
-                       " not_before, not_after, created)"
-                       " VALUES (?1, 'reserved', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [Q_CERT_INSERT] = "INSERT INTO certs (serial, issuer, subject, template, device_id,"
                       " not_before, not_after, created, status, der)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [Q_CERT_STATUS] = "SELECT status, issuer FROM certs WHERE serial = ?1",
-    [Q_CERT_COMMIT] = "UPDATE certs SET der = ?2, status = ?3, not_before = ?4, not_after = ?5,"
-                      " subject = ?6 WHERE serial = ?1 AND status = 'reserved'",
-    [Q_CERT_ABANDON] = "UPDATE certs SET status = 'failed', fail_reason = ?2"
-                       " WHERE serial = ?1 AND status = 'reserved'",
     [Q_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
     [Q_CERT_STATE] = "SELECT status, not_before, not_after FROM certs WHERE serial = ?1",
     [Q_CERT_LIST] = "SELECT " CERT_COLS " FROM certs WHERE id > ?1"
@@ -202,7 +192,6 @@ typedef struct sq_op {
     struct sq_op *next;
     kl_rc rc;
     int done;
-    int lazy;          /* may be made durable by the next synchronous commit (see sq_batch_run) */
     pthread_cond_t cv; /* its owner waits here (under gmu): woken when done or to lead */
     char msg[SQ_MSG_MAX];
 } sq_op;
@@ -218,7 +207,6 @@ struct sq_store {
     pthread_mutex_t gmu;
     sq_op *qhead, **qtail;
     int leader;            /* a thread is running a batch */
-    int sync_normal;       /* the connection is at synchronous=NORMAL (under mu) */
     uint64_t n_txn, n_ops; /* committed write transactions / operations in them (under mu) */
     /* point reads (sq_get_row) on a second connection, opened on first use: in WAL mode a
      * reader does not wait for the writer, so a lookup never queues behind a commit's fsync */
@@ -575,29 +563,6 @@ static void sq_batch_run(sq_store *q, sq_op *batch)
     char why[SQ_MSG_MAX];
     size_t n = 0;
     pthread_mutex_lock(&q->mu);
-    /* A batch of serial reservations only needs to reach the disk before any certificate
-     * using them is released, and that release waits for the certificate's own commit, which
-     * is synchronous=FULL: in WAL mode that fsync also makes every earlier frame durable, the
-     * reservations included. So a reservations-only batch commits with synchronous=NORMAL (no
-     * fsync) and a certificate costs one fsync, not two. Everything else stays FULL. */
-    int lazy = 1;
-    for (sq_op *op = batch; op; op = op->next) {
-        lazy &= op->lazy;
-    }
-    if (lazy != q->sync_normal &&
-        sq_exec(q, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
-                "set synchronous") == KL_OK) {
-        q->sync_normal = lazy;
-    }
-    if (!lazy && q->sync_normal) {
-        /* could not switch back to FULL: never commit a non-lazy batch without fsync */
-        snprintf(why, sizeof why, "store: %s: cannot set synchronous=FULL", q->path);
-        for (sq_op *op = batch; op; op = op->next) {
-            sq_op_fail(op, KL_EIO, why);
-        }
-        pthread_mutex_unlock(&q->mu);
-        return;
-    }
     kl_rc brc = sq_begin(q);
     if (brc != KL_OK) {
         snprintf(why, sizeof why, "%s", kl_errmsg());
@@ -666,7 +631,7 @@ static void sq_batch_run(sq_store *q, sq_op *batch)
 }
 
 /* Queue `fn(q, arg)` for the next group commit and wait until its transaction ended. */
-static kl_rc sq_write_op(sq_store *q, sq_tx_fn fn, void *arg, int lazy)
+static kl_rc sq_write(sq_store *q, sq_tx_fn fn, void *arg)
 {
     if (q->pid != getpid()) {
         return kl_fail(KL_EUSAGE,
@@ -680,7 +645,6 @@ static kl_rc sq_write_op(sq_store *q, sq_tx_fn fn, void *arg, int lazy)
     op.next = NULL;
     op.rc = KL_OK;
     op.done = 0;
-    op.lazy = lazy;
     op.msg[0] = 0;
     pthread_cond_init(&op.cv, NULL);
     pthread_mutex_lock(&q->gmu);
@@ -723,11 +687,6 @@ static kl_rc sq_write_op(sq_store *q, sq_tx_fn fn, void *arg, int lazy)
         return kl_fail(op.rc, "%s", op.msg);
     }
     return KL_OK;
-}
-
-static kl_rc sq_write(sq_store *q, sq_tx_fn fn, void *arg)
-{
-    return sq_write_op(q, fn, arg, 0);
 }
 
 /* The one row that `query` finds for `key` (bound to ?1), decoded into `out`. *found is 0 when
@@ -1131,8 +1090,8 @@ static kl_rc sq_ca_list(store *s, store_ca **outp, size_t *np)
 
 /* --- certificates --- */
 
-/* ?1..?8 of Q_CERT_RESERVE and Q_CERT_INSERT: serial, issuer, subject, template, device id,
- * validity, creation time */
+/* ?1..?8 of Q_CERT_INSERT: serial, issuer, subject, template, device id, validity, creation
+ * time */
 static kl_rc cert_bind_row(sq_store *q, sqlite3_stmt *st, const store_cert *c)
 {
     kl_rc rc = KL_OK;
@@ -1146,29 +1105,6 @@ static kl_rc cert_bind_row(sq_store *q, sqlite3_stmt *st, const store_cert *c)
     BIND(sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL)));
 out:
     return rc;
-}
-
-static kl_rc cert_reserve_tx(sq_store *q, void *arg)
-{
-    const store_cert *c = arg;
-    sqlite3_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-
-    TRY(sq_stmt(q, Q_CERT_RESERVE, &st));
-    TRY(cert_bind_row(q, st, c));
-    rc = sq_run(q, st, "reserve serial");
-    if (rc == KL_EEXIST) {
-        rc = kl_fail(KL_EEXIST, "serial %s is already in the store", c->serial_hex);
-    }
-out:
-    sq_done(st);
-    return rc;
-}
-
-static kl_rc sq_cert_reserve(store *s, const store_cert *c)
-{
-    /* lazy durability: see sq_batch_run */
-    return sq_write_op(sq(s), cert_reserve_tx, (void *)c, 1);
 }
 
 typedef struct {
@@ -1243,192 +1179,6 @@ static kl_rc cert_status(sq_store *q, const char *serial, char status[16], char 
     }
 out:
     sq_done(st);
-    return rc;
-}
-
-static kl_rc asn1_time_get(const ASN1_TIME *t, time_t *out)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    if (!t || !ASN1_TIME_to_tm(t, &tm)) {
-        return kl_fail_ssl(KL_EINPUT, "certificate has an invalid validity time");
-    }
-    *out = timegm(&tm);
-    return KL_OK;
-}
-
-/* What the store keeps from the signed certificate: validity and subject; and a check that the
- * DER is the certificate for this reservation. */
-static kl_rc cert_parse(const char *serial, const uint8_t *der, size_t len, time_t *nb, time_t *na,
-                        char **subject)
-{
-    kl_rc rc = KL_OK;
-    const unsigned char *p = der;
-    X509 *x = NULL;
-    BIGNUM *bn = NULL;
-    char *hex = NULL;
-    BIO *bio = NULL;
-    char *mem = NULL;
-
-    *subject = NULL;
-    ENSURE(len <= 1L << 24, KL_EINPUT, "certificate %s: DER too large", serial);
-    x = d2i_X509(NULL, &p, (long)len);
-    ENSURE_SSL(x, KL_EINPUT, "certificate %s: not a DER X.509 certificate", serial);
-    ENSURE(p == der + len, KL_EINPUT, "certificate %s: trailing bytes after the DER", serial);
-    bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-    ENSURE_SSL(bn, KL_EINPUT, "certificate %s: bad serial number", serial);
-    hex = BN_bn2hex(bn);
-    ENSURE_SSL(hex, KL_EINTERNAL, "serial to hex");
-    ENSURE(!BN_is_negative(bn) && strcmp(hex, serial) == 0, KL_EINPUT,
-           "certificate serial %s does not match the reservation %s", hex, serial);
-    TRY(asn1_time_get(X509_get0_notBefore(x), nb));
-    TRY(asn1_time_get(X509_get0_notAfter(x), na));
-    bio = BIO_new(BIO_s_mem());
-    ENSURE_SSL(bio, KL_EINTERNAL, "BIO_new");
-    ENSURE_SSL(X509_NAME_print_ex(bio, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0,
-               KL_EINPUT, "certificate %s: cannot print subject", serial);
-    long n = BIO_get_mem_data(bio, &mem);
-    *subject = strndup(mem ? mem : "", n > 0 ? (size_t)n : 0);
-    ENSURE(*subject, KL_EINTERNAL, "out of memory");
-out:
-    BIO_free(bio);
-    OPENSSL_free(hex);
-    BN_free(bn);
-    X509_free(x);
-    return rc;
-}
-
-typedef struct {
-    const char *serial;
-    const uint8_t *der;
-    size_t len;
-    const char *status;
-    time_t nb, na;
-    const char *subject;
-    const char *actor;
-    const char *detail;
-} cert_commit_arg;
-
-static kl_rc cert_commit_tx(sq_store *q, void *arg)
-{
-    const cert_commit_arg *a = arg;
-    sqlite3_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-    char cur[16];
-
-    TRY(cert_status(q, a->serial, cur, NULL, 0));
-    ENSURE(strcmp(cur, STORE_ST_RESERVED) == 0, KL_EPOLICY,
-           "certificate %s is %s, not reserved: cannot commit it", a->serial, cur);
-    TRY(sq_stmt(q, Q_CERT_COMMIT, &st));
-    BIND(bind_text(st, 1, a->serial));
-    BIND(bind_blob(st, 2, a->der, a->len));
-    BIND(bind_text(st, 3, a->status));
-    BIND(sqlite3_bind_int64(st, 4, (sqlite3_int64)a->nb));
-    BIND(sqlite3_bind_int64(st, 5, (sqlite3_int64)a->na));
-    BIND(bind_text(st, 6, a->subject));
-    TRY(sq_run(q, st, "record certificate"));
-    ENSURE(sqlite3_changes(q->db) == 1, KL_EINTERNAL, "store: certificate %s not updated",
-           a->serial);
-    TRY(audit_append_tx(q, a->actor, "issue", a->detail));
-out:
-    sq_done(st);
-    return rc;
-}
-
-/* Commit with validity and subject already known; the default audit detail when none given. */
-static kl_rc cert_commit_run(sq_store *q, cert_commit_arg *a)
-{
-    char *dflt = NULL;
-    if (!a->detail) {
-        size_t dl = strlen(a->serial) + strlen(a->subject ? a->subject : "") + 32;
-        dflt = malloc(dl);
-        if (!dflt) {
-            return kl_fail(KL_EINTERNAL, "out of memory");
-        }
-        snprintf(dflt, dl, "serial=%s subject=%s", a->serial, a->subject ? a->subject : "");
-        a->detail = dflt;
-    }
-    kl_rc rc = sq_write(q, cert_commit_tx, a);
-    free(dflt);
-    return rc;
-}
-
-static kl_rc sq_cert_commit(store *s, const char *serial, const uint8_t *der, size_t len,
-                            const char *status, const char *actor, const char *detail)
-{
-    kl_rc rc = KL_OK;
-    char *subject = NULL;
-    cert_commit_arg a = {.serial = serial,
-                         .der = der,
-                         .len = len,
-                         .status = status,
-                         .actor = actor,
-                         .detail = detail};
-    TRY(cert_parse(serial, der, len, &a.nb, &a.na, &subject));
-    a.subject = subject;
-    rc = cert_commit_run(sq(s), &a);
-out:
-    free(subject);
-    return rc;
-}
-
-static kl_rc sq_cert_commit2(store *s, const char *serial, const uint8_t *der, size_t len,
-                             time_t not_before, time_t not_after, const char *subject,
-                             const char *status, const char *actor, const char *detail)
-{
-    cert_commit_arg a = {.serial = serial,
-                         .der = der,
-                         .len = len,
-                         .status = status,
-                         .nb = not_before,
-                         .na = not_after,
-                         .subject = subject,
-                         .actor = actor,
-                         .detail = detail};
-    return cert_commit_run(sq(s), &a);
-}
-
-/* Shared shape of abandon / activate / revoke: check the state, update, append audit. */
-typedef struct {
-    const char *serial;
-    const char *why;
-    const char *detail;
-} cert_abandon_arg;
-
-static kl_rc cert_abandon_tx(sq_store *q, void *arg)
-{
-    const cert_abandon_arg *a = arg;
-    sqlite3_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-    char cur[16];
-
-    TRY(cert_status(q, a->serial, cur, NULL, 0));
-    if (strcmp(cur, STORE_ST_FAILED) == 0) {
-        goto out; /* already abandoned: nothing to do */
-    }
-    ENSURE(strcmp(cur, STORE_ST_RESERVED) == 0, KL_EPOLICY,
-           "certificate %s is %s, not reserved: cannot abandon it", a->serial, cur);
-    TRY(sq_stmt(q, Q_CERT_ABANDON, &st));
-    BIND(bind_text(st, 1, a->serial));
-    BIND(bind_text(st, 2, a->why));
-    TRY(sq_run(q, st, "abandon reservation"));
-    TRY(audit_append_tx(q, "keyline", "abandon", a->detail));
-out:
-    sq_done(st);
-    return rc;
-}
-
-static kl_rc sq_cert_abandon(store *s, const char *serial, const char *why)
-{
-    size_t dl = strlen(serial) + strlen(why) + 32;
-    char *detail = malloc(dl);
-    if (!detail) {
-        return kl_fail(KL_EINTERNAL, "out of memory");
-    }
-    snprintf(detail, dl, "serial=%s why=%s", serial, why);
-    cert_abandon_arg a = {serial, why, detail};
-    kl_rc rc = sq_write(sq(s), cert_abandon_tx, &a);
-    free(detail);
     return rc;
 }
 
@@ -1896,9 +1646,6 @@ const struct store_ops store_sqlite_ops = {
     .ca_put = sq_ca_put,
     .ca_get = sq_ca_get,
     .ca_list = sq_ca_list,
-    .cert_reserve = sq_cert_reserve,
-    .cert_commit = sq_cert_commit,
-    .cert_abandon = sq_cert_abandon,
     .cert_get = sq_cert_get,
     .cert_list = sq_cert_list,
     .cert_activate = sq_cert_activate,
@@ -1913,7 +1660,6 @@ const struct store_ops store_sqlite_ops = {
     .audit_verify = sq_audit_verify,
     .audit_list = sq_audit_list,
     .audit_head = sq_audit_head,
-    .cert_commit2 = sq_cert_commit2,
     .cert_insert = sq_cert_insert,
     .cert_state = sq_cert_state,
     .write_stats = sq_write_stats,

@@ -85,32 +85,42 @@ static void random_serial(char out[41])
     out[32] = '\0';
 }
 
-static kl_rc reserve(store *s, const char *serial, const char *issuer)
+/* The row store_cert_insert records for make_cert(serial, cn): what ca_issue passes. */
+static store_cert cert_row(const char *serial, const char *issuer, const char *status,
+                           const char *subject)
 {
     store_cert c;
     memset(&c, 0, sizeof c);
     c.serial_hex = (char *)serial;
     c.issuer = (char *)issuer;
-    c.subject = (char *)"CN=placeholder";
+    c.subject = (char *)subject;
     c.template_name = (char *)"device-ldevid";
     c.device_id = (char *)"dev-1";
-    return store_cert_reserve(s, &c);
+    c.status = (char *)status;
+    c.not_before = 1700000000;
+    c.not_after = 1800000000;
+    return c;
+}
+
+/* Sign a throwaway certificate with `serial` and record it with the given status and audit
+ * detail (NULL: the default one). */
+static kl_rc issue_as(store *s, const char *serial, const char *issuer, const char *status,
+                      const char *actor, const char *detail)
+{
+    uint8_t *der = NULL;
+    size_t len = 0;
+    if (!make_cert(serial, "device", &der, &len)) {
+        return KL_EINTERNAL;
+    }
+    store_cert c = cert_row(serial, issuer, status, "CN=device,O=Keyline Test");
+    kl_rc rc = store_cert_insert(s, &c, der, len, actor, detail);
+    OPENSSL_free(der);
+    return rc;
 }
 
 static kl_rc issue(store *s, const char *serial, const char *issuer, const char *status)
 {
-    uint8_t *der = NULL;
-    size_t len = 0;
-    kl_rc rc = reserve(s, serial, issuer);
-    if (rc != KL_OK) {
-        return rc;
-    }
-    if (!make_cert(serial, "device", &der, &len)) {
-        return KL_EINTERNAL;
-    }
-    rc = store_cert_commit(s, serial, der, len, status, "tester", NULL);
-    OPENSSL_free(der);
-    return rc;
+    return issue_as(s, serial, issuer, status, "tester", NULL);
 }
 
 static void rm_rf(const char *dir)
@@ -172,6 +182,17 @@ static void raw_sql(const char *path, const char *sql)
     }
     assert_int_equal(r, SQLITE_OK);
     sqlite3_close(db);
+}
+
+/* A row left by an earlier version of keyline (reserve-then-commit): "reserved" or "failed". */
+static void legacy_row(const char *path, const char *serial, const char *status)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO certs (serial, status, issuer, created) VALUES ('%s', '%s', "
+             "'field-ca', 1)",
+             serial, status);
+    raw_sql(path, sql);
 }
 
 #define assert_rc(expr, want)                                                                      \
@@ -390,26 +411,18 @@ static void test_insert_state(void **state)
     OPENSSL_free(der);
 }
 
-static void test_reserve_commit_get_list(void **state)
+static void test_insert_get_list(void **state)
 {
     fx *f = *state;
     store_cert c;
     uint8_t *der = NULL;
     size_t len = 0;
 
-    assert_rc(reserve(f->s, "0a1b2c", "field-ca"), KL_OK);
-    assert_rc(store_cert_get(f->s, "0A1B2C", &c), KL_OK);
-    assert_string_equal(c.serial_hex, "0A1B2C");
-    assert_string_equal(c.status, STORE_ST_RESERVED);
-    assert_null(c.der);
-    assert_int_equal(c.revoke_reason, -1);
-    assert_int_equal(c.revoked_at, 0);
-    store_cert_free(&c);
-
     assert_true(make_cert("0A1B2C", "dev-1", &der, &len));
-    assert_rc(store_cert_commit(f->s, "0a1b2c", der, len, STORE_ST_VALID, "alice", "issued dev-1"),
-              KL_OK);
+    store_cert rec = cert_row("0a1b2c", "field-ca", STORE_ST_VALID, "CN=dev-1,O=Keyline Test");
+    assert_rc(store_cert_insert(f->s, &rec, der, len, "alice", "issued dev-1"), KL_OK);
     assert_rc(store_cert_get(f->s, "0A:1B:2C", &c), KL_OK);
+    assert_string_equal(c.serial_hex, "0A1B2C");
     assert_string_equal(c.status, STORE_ST_VALID);
     assert_string_equal(c.issuer, "field-ca");
     assert_string_equal(c.template_name, "device-ldevid");
@@ -419,13 +432,15 @@ static void test_reserve_commit_get_list(void **state)
     assert_int_equal(c.not_after, 1800000000);
     assert_int_equal(c.der_len, len);
     assert_memory_equal(c.der, der, len);
+    assert_int_equal(c.revoke_reason, -1);
+    assert_int_equal(c.revoked_at, 0);
     assert_true(c.created > 0);
     store_cert_free(&c);
     OPENSSL_free(der);
 
     assert_rc(issue(f->s, "0B", "field-ca", STORE_ST_PENDING), KL_OK);
     assert_rc(issue(f->s, "0C", "factory-ca", STORE_ST_VALID), KL_OK);
-    assert_rc(reserve(f->s, "0D", "field-ca"), KL_OK); /* stays reserved */
+    legacy_row(f->path, "0D", STORE_ST_RESERVED);
 
     collect k = {0};
     assert_rc(store_cert_list(f->s, NULL, NULL, collect_cb, &k), KL_OK);
@@ -462,7 +477,7 @@ static void test_reserve_commit_get_list(void **state)
     assert_rc(store_cert_get(f->s, "FFFF", &c), KL_ENOTFOUND);
     assert_msg_has("no certificate with serial FFFF");
 
-    /* Each commit appended one "issue" audit entry. */
+    /* Each insert appended one "issue" audit entry. */
     store_audit *a = NULL;
     size_t na = 0;
     assert_rc(store_audit_list(f->s, 1, &a, &na), KL_OK);
@@ -491,12 +506,24 @@ static void test_list_many(void **state)
 static void test_duplicate_serial(void **state)
 {
     fx *f = *state;
-    assert_rc(reserve(f->s, "7A", "field-ca"), KL_OK);
-    assert_rc(reserve(f->s, "7A", "field-ca"), KL_EEXIST);
-    assert_rc(reserve(f->s, "7a", "other-ca"), KL_EEXIST);
-    assert_rc(reserve(f->s, "007a", "other-ca"), KL_EEXIST);
+    assert_rc(issue(f->s, "7A", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(issue(f->s, "7A", "field-ca", STORE_ST_PENDING), KL_EEXIST);
+    assert_rc(issue(f->s, "7a", "other-ca", STORE_ST_VALID), KL_EEXIST);
+    assert_rc(issue(f->s, "007a", "other-ca", STORE_ST_VALID), KL_EEXIST);
     assert_msg_has("7A");
-    assert_rc(reserve(f->s, "zz", "field-ca"), KL_EINPUT);
+    store_cert bad = cert_row("zz", "field-ca", STORE_ST_VALID, "CN=x");
+    assert_rc(store_cert_insert(f->s, &bad, (const uint8_t *)"x", 1, "t", NULL), KL_EINPUT);
+    bad = cert_row("7B", "", STORE_ST_VALID, "CN=x");
+    assert_rc(store_cert_insert(f->s, &bad, (const uint8_t *)"x", 1, "t", NULL), KL_EUSAGE);
+    bad = cert_row("7B", "field-ca", STORE_ST_VALID, "CN=x");
+    assert_rc(store_cert_insert(f->s, &bad, NULL, 0, "t", NULL), KL_EUSAGE);
+    /* The clashes and refusals wrote nothing: one row, one audit entry. */
+    int n = 0;
+    assert_rc(store_cert_list(f->s, NULL, NULL, count_cb, &n), KL_OK);
+    assert_int_equal(n, 1);
+    int64_t na = 0;
+    assert_rc(store_audit_verify(f->s, &na), KL_OK);
+    assert_int_equal(na, 1);
 
     /* The UNIQUE constraint holds even for writers that bypass the API. */
     sqlite3 *db = NULL;
@@ -506,83 +533,35 @@ static void test_duplicate_serial(void **state)
                          "('7A', 'reserved', 'x', 0)",
                          NULL, NULL, NULL);
     assert_int_equal(r, SQLITE_CONSTRAINT);
+    /* Rows are never deleted, so a serial never comes free again. */
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM certs", NULL, NULL, NULL), SQLITE_CONSTRAINT);
     sqlite3_close(db);
 }
 
-static void test_commit_errors(void **state)
+/* Rows written by the reserve-then-commit interface of earlier versions: "failed" and
+ * "reserved" rows are not issued certificates. Not listed unless asked for, never revocable or
+ * activatable, and their serials stay taken. */
+static void test_legacy_rows(void **state)
 {
     fx *f = *state;
-    uint8_t *der = NULL;
-    size_t len = 0;
-    const uint8_t junk[] = {0x30, 0x03, 0x02, 0x01, 0x01};
-
-    assert_true(make_cert("11", "x", &der, &len));
-    assert_rc(store_cert_commit(f->s, "11", der, len, STORE_ST_VALID, "t", NULL), KL_ENOTFOUND);
-    assert_rc(reserve(f->s, "11", "field-ca"), KL_OK);
-    assert_rc(store_cert_commit(f->s, "11", der, len, STORE_ST_REVOKED, "t", NULL), KL_EUSAGE);
-    assert_rc(store_cert_commit(f->s, "11", junk, sizeof junk, STORE_ST_VALID, "t", NULL),
-              KL_EINPUT);
-    /* DER of another serial. */
-    assert_rc(reserve(f->s, "12", "field-ca"), KL_OK);
-    assert_rc(store_cert_commit(f->s, "12", der, len, STORE_ST_VALID, "t", NULL), KL_EINPUT);
-    assert_msg_has("does not match");
-    /* Trailing garbage. */
-    uint8_t *longer = malloc(len + 1);
-    memcpy(longer, der, len);
-    longer[len] = 0;
-    assert_rc(store_cert_commit(f->s, "11", longer, len + 1, STORE_ST_VALID, "t", NULL), KL_EINPUT);
-    free(longer);
-
-    assert_rc(store_cert_commit(f->s, "11", der, len, STORE_ST_VALID, "t", NULL), KL_OK);
-    assert_rc(store_cert_commit(f->s, "11", der, len, STORE_ST_VALID, "t", NULL), KL_EPOLICY);
-    OPENSSL_free(der);
-
-    /* Failed commits left no audit entries behind. */
-    int64_t n = 0;
-    assert_rc(store_audit_verify(f->s, &n), KL_OK);
-    assert_int_equal(n, 1);
-}
-
-static void test_abandon(void **state)
-{
-    fx *f = *state;
-    store_cert c;
-    assert_rc(reserve(f->s, "21", "field-ca"), KL_OK);
-    assert_rc(store_cert_abandon(f->s, "21", "token removed"), KL_OK);
-    assert_rc(store_cert_get(f->s, "21", &c), KL_OK);
-    assert_string_equal(c.status, STORE_ST_FAILED);
-    store_cert_free(&c);
-    assert_rc(store_cert_abandon(f->s, "21", "again"), KL_OK); /* idempotent */
-    assert_rc(store_cert_abandon(f->s, "99", "x"), KL_ENOTFOUND);
-    /* The serial is burnt. */
-    assert_rc(reserve(f->s, "21", "field-ca"), KL_EEXIST);
-    /* Not listed by default; listed when asked. */
+    legacy_row(f->path, "21", STORE_ST_FAILED);
+    legacy_row(f->path, "22", STORE_ST_RESERVED);
     int n = 0;
     assert_rc(store_cert_list(f->s, NULL, NULL, count_cb, &n), KL_OK);
     assert_int_equal(n, 0);
     assert_rc(store_cert_list(f->s, STORE_ST_FAILED, NULL, count_cb, &n), KL_OK);
     assert_int_equal(n, 1);
-    /* A signed certificate cannot be abandoned; a failed one cannot be committed. */
-    assert_rc(issue(f->s, "22", "field-ca", STORE_ST_VALID), KL_OK);
-    assert_rc(store_cert_abandon(f->s, "22", "x"), KL_EPOLICY);
-    uint8_t *der = NULL;
-    size_t len = 0;
-    assert_true(make_cert("21", "x", &der, &len));
-    assert_rc(store_cert_commit(f->s, "21", der, len, STORE_ST_VALID, "t", NULL), KL_EPOLICY);
-    OPENSSL_free(der);
-    /* Rows are never deleted. */
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "DELETE FROM certs", NULL, NULL, NULL), SQLITE_CONSTRAINT);
-    sqlite3_close(db);
-
-    store_audit *a = NULL;
-    size_t na = 0;
-    assert_rc(store_audit_list(f->s, 0, &a, &na), KL_OK);
-    assert_int_equal(na, 2);
-    assert_string_equal(a[0].action, "abandon");
-    assert_string_equal(a[0].detail, "serial=21 why=token removed");
-    store_audit_list_free(a, na);
+    assert_rc(issue(f->s, "21", "field-ca", STORE_ST_VALID), KL_EEXIST);
+    assert_rc(issue(f->s, "22", "field-ca", STORE_ST_VALID), KL_EEXIST);
+    assert_rc(store_cert_revoke(f->s, "21", 1, 0, "bob"), KL_ENOTFOUND);
+    assert_rc(store_cert_revoke(f->s, "22", 1, 0, "bob"), KL_ENOTFOUND);
+    assert_rc(store_cert_activate(f->s, "22", "station-3"), KL_EPOLICY);
+    store_cert_state cs;
+    assert_rc(store_cert_state_get(f->s, "22", &cs), KL_OK);
+    assert_string_equal(cs.status, STORE_ST_RESERVED);
+    int64_t na = -1;
+    assert_rc(store_audit_verify(f->s, &na), KL_OK);
+    assert_int_equal(na, 0);
 }
 
 static void test_revoke(void **state)
@@ -595,10 +574,6 @@ static void test_revoke(void **state)
     assert_int_equal(epoch, 0);
     assert_rc(store_cert_revoke(f->s, "31", 1, 0, "bob"), KL_ENOTFOUND);
     assert_msg_has("no certificate with serial 31");
-    assert_rc(reserve(f->s, "31", "field-ca"), KL_OK);
-    assert_rc(store_cert_revoke(f->s, "31", 1, 0, "bob"), KL_ENOTFOUND); /* only reserved */
-    assert_rc(store_cert_abandon(f->s, "31", "x"), KL_OK);
-    assert_rc(store_cert_revoke(f->s, "31", 1, 0, "bob"), KL_ENOTFOUND); /* failed */
 
     assert_rc(issue(f->s, "32", "field-ca", STORE_ST_VALID), KL_OK);
     assert_rc(issue(f->s, "33", "field-ca", STORE_ST_PENDING), KL_OK);
@@ -650,13 +625,15 @@ static void test_activate(void **state)
     store_cert_free(&c);
     assert_rc(store_cert_activate(f->s, "41", "station-3"), KL_EPOLICY);
     assert_rc(store_cert_activate(f->s, "42", "station-3"), KL_ENOTFOUND);
-    assert_rc(reserve(f->s, "43", "field-ca"), KL_OK);
+    assert_rc(issue(f->s, "43", "field-ca", STORE_ST_VALID), KL_OK);
     assert_rc(store_cert_activate(f->s, "43", "station-3"), KL_EPOLICY);
+    assert_msg_has("is valid, not pending");
 
     store_audit *a = NULL;
     size_t na = 0;
     assert_rc(store_audit_list(f->s, 2, &a, &na), KL_OK);
-    assert_int_equal(na, 1);
+    assert_int_equal(na, 2); /* activate 41, issue 43; the refused activations left none */
+    assert_string_equal(a[1].action, "issue");
     assert_int_equal(a[0].seq, 2);
     assert_string_equal(a[0].action, "activate");
     assert_string_equal(a[0].actor, "station-3");
@@ -958,19 +935,12 @@ static int child_main(const char *path, int id)
         char serial[41];
         char detail[64];
         kl_rc rc;
+        snprintf(detail, sizeof detail, "child=%d i=%d", id, i);
         do {
             random_serial(serial);
-            rc = reserve(s, serial, id % 2 ? "field-ca" : "factory-ca");
+            rc = issue_as(s, serial, id % 2 ? "field-ca" : "factory-ca", STORE_ST_VALID, "child",
+                          detail);
         } while (rc == KL_EEXIST);
-        uint8_t *der = NULL;
-        size_t len = 0;
-        if (rc != KL_OK || !make_cert(serial, "concurrent", &der, &len)) {
-            fprintf(stderr, "child %d: reserve: %s\n", id, kl_errmsg());
-            return 1;
-        }
-        snprintf(detail, sizeof detail, "child=%d i=%d", id, i);
-        rc = store_cert_commit(s, serial, der, len, STORE_ST_VALID, "child", detail);
-        OPENSSL_free(der);
         if (rc == KL_OK) {
             rc = store_audit_append(s, "child", "note", detail);
         }
@@ -1088,7 +1058,7 @@ static void test_threads_share_handle(void **state)
 
 typedef struct {
     store *s;
-    const char *taken; /* a serial reserved before the threads start */
+    const char *taken; /* a serial recorded before the threads start */
     pthread_barrier_t *bar;
     char *huge; /* an audit detail over the 1 MiB field limit */
     int id;
@@ -1118,34 +1088,31 @@ static void *gc_thread(void *arg)
         snprintf(subj, sizeof subj, "CN=t%d-r%d", a->id, r);
         GC_CHECK(make_cert(serial, "device", &der, &len), "make_cert");
 
-        rc = reserve(a->s, serial, "field-ca");
-        GC_CHECK(rc == KL_OK, "reserve: %d", rc);
+        store_cert rec = cert_row(serial, "field-ca", STORE_ST_VALID, subj);
 
-        /* a UNIQUE clash in the same batches as other threads' good operations */
-        rc = reserve(a->s, a->taken, "field-ca");
-        GC_CHECK(rc == KL_EEXIST && strstr(kl_errmsg(), a->taken), "duplicate reserve: %d", rc);
-
-        /* fails after its UPDATE ran (audit detail too long): the savepoint must undo it */
+        /* fails after its INSERT ran (audit detail too long): the savepoint must undo it */
         if (r % 3 == 0) {
-            rc = store_cert_commit2(a->s, serial, der, len, 1700000000, 1800000000, subj,
-                                    STORE_ST_VALID, "gc", a->huge);
-            GC_CHECK(rc == KL_EINPUT, "oversized commit: %d", rc);
+            rc = store_cert_insert(a->s, &rec, der, len, "gc", a->huge);
+            GC_CHECK(rc == KL_EINPUT, "oversized insert: %d", rc);
             store_cert c;
-            GC_CHECK(store_cert_get(a->s, serial, &c) == KL_OK, "get");
-            int still_reserved = strcmp(c.status, STORE_ST_RESERVED) == 0 && !c.der;
-            store_cert_free(&c);
-            GC_CHECK(still_reserved, "failed commit left a partial update");
+            rc = store_cert_get(a->s, serial, &c);
+            GC_CHECK(rc == KL_ENOTFOUND, "failed insert left a partial row: %d", rc);
         }
 
-        rc = store_cert_commit2(a->s, serial, der, len, 1700000000 + r, 1800000000 + r, subj,
-                                STORE_ST_VALID, "gc", NULL);
+        rec.not_before += r;
+        rec.not_after += r;
+        rc = store_cert_insert(a->s, &rec, der, len, "gc", NULL);
+        GC_CHECK(rc == KL_OK, "insert: %d", rc);
+
+        /* a UNIQUE clash in the same batches as other threads' good operations */
+        store_cert dup = cert_row(a->taken, "field-ca", STORE_ST_VALID, subj);
+        rc = store_cert_insert(a->s, &dup, der, len, "gc", NULL);
         OPENSSL_free(der);
-        GC_CHECK(rc == KL_OK, "commit2: %d", rc);
+        GC_CHECK(rc == KL_EEXIST && strstr(kl_errmsg(), a->taken), "duplicate insert: %d", rc);
 
         /* errors name this caller's serial, not another thread's */
-        rc = store_cert_commit2(a->s, other, (const uint8_t *)"x", 1, 1, 2, "CN=x", STORE_ST_VALID,
-                                "gc", NULL);
-        GC_CHECK(rc == KL_ENOTFOUND && strstr(kl_errmsg(), other), "unknown commit: %d", rc);
+        rc = store_cert_activate(a->s, other, "gc");
+        GC_CHECK(rc == KL_ENOTFOUND && strstr(kl_errmsg(), other), "unknown activate: %d", rc);
 
         rc = store_audit_append(a->s, "gc", "note", serial);
         GC_CHECK(rc == KL_OK, "audit append: %d", rc);
@@ -1155,7 +1122,7 @@ static void *gc_thread(void *arg)
         int ok = strcmp(c.status, STORE_ST_VALID) == 0 && strcmp(c.subject, subj) == 0 &&
                  c.not_before == 1700000000 + r && c.not_after == 1800000000 + r && c.der;
         store_cert_free(&c);
-        GC_CHECK(ok, "committed row differs from what was committed");
+        GC_CHECK(ok, "recorded row differs from what was inserted");
     }
     return NULL;
 }
@@ -1173,7 +1140,7 @@ static void test_group_commit(void **state)
     memset(huge, 'x', hl);
     huge[hl] = 0;
     random_serial(taken);
-    assert_rc(reserve(f->s, taken, "field-ca"), KL_OK);
+    assert_rc(issue(f->s, taken, "other-ca", STORE_ST_VALID), KL_OK);
     uint64_t tx0 = 0, ops0 = 0, tx1 = 0, ops1 = 0;
     assert_rc(store_write_stats(f->s, &tx0, &ops0), KL_OK);
 
@@ -1197,7 +1164,7 @@ static void test_group_commit(void **state)
     assert_int_equal(n, GC_THREADS * GC_ROUNDS);
     int64_t c = 0;
     assert_rc(store_audit_verify(f->s, &c), KL_OK);
-    assert_int_equal(c, 2 * GC_THREADS * GC_ROUNDS); /* commit + note per round */
+    assert_int_equal(c, 1 + 2 * GC_THREADS * GC_ROUNDS); /* taken; insert + note per round */
 
     /* the operations did share transactions: fewer commits than operations */
     assert_rc(store_write_stats(f->s, &tx1, &ops1), KL_OK);
@@ -1205,7 +1172,7 @@ static void test_group_commit(void **state)
             (unsigned long long)(ops1 - ops0), (unsigned long long)(tx1 - tx0));
     assert_true(ops1 - ops0 > tx1 - tx0);
     /* failed operations are counted in their batch too; every op ran exactly once */
-    uint64_t per_round = 5; /* reserve, dup reserve, commit, unknown commit, note */
+    uint64_t per_round = 4; /* insert, duplicate insert, unknown activate, note */
     uint64_t expect = GC_THREADS * (GC_ROUNDS * per_round + (GC_ROUNDS + 2) / 3);
     assert_int_equal(ops1 - ops0, expect);
 }
@@ -1216,18 +1183,15 @@ static void test_group_commit_single_failure(void **state)
     fx *f = *state;
     char serial[41];
     random_serial(serial);
-    assert_rc(reserve(f->s, serial, "field-ca"), KL_OK);
-    assert_rc(reserve(f->s, serial, "field-ca"), KL_EEXIST);
+    assert_rc(issue(f->s, serial, "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(issue(f->s, serial, "field-ca", STORE_ST_VALID), KL_EEXIST);
     assert_non_null(strstr(kl_errmsg(), serial));
-    assert_rc(store_cert_commit2(f->s, serial, (const uint8_t *)"x", 1, 1, 2, "CN=x",
-                                 STORE_ST_REVOKED, "gc", NULL),
-              KL_EUSAGE);
-    assert_rc(store_cert_commit2(f->s, serial, (const uint8_t *)"x", 1, 1, 2, "CN=x",
-                                 STORE_ST_VALID, "gc", "d"),
-              KL_OK);
-    assert_rc(store_cert_commit2(f->s, serial, (const uint8_t *)"x", 1, 1, 2, "CN=x",
-                                 STORE_ST_VALID, "gc", "d"),
-              KL_EPOLICY);
+    assert_rc(store_cert_activate(f->s, serial, "gc"), KL_EPOLICY);
+    assert_non_null(strstr(kl_errmsg(), serial));
+    char other[41];
+    random_serial(other);
+    assert_rc(issue(f->s, other, "field-ca", STORE_ST_REVOKED), KL_EUSAGE);
+    assert_rc(store_cert_get(f->s, other, &(store_cert){0}), KL_ENOTFOUND);
     int64_t c = 0;
     assert_rc(store_audit_verify(f->s, &c), KL_OK);
     assert_int_equal(c, 1);
@@ -1256,11 +1220,10 @@ int main(void)
         cmocka_unit_test(test_audit_hash_vector),
         T(test_open_errors),
         T(test_insert_state),
-        T(test_reserve_commit_get_list),
+        T(test_insert_get_list),
         T(test_list_many),
         T(test_duplicate_serial),
-        T(test_commit_errors),
-        T(test_abandon),
+        T(test_legacy_rows),
         T(test_revoke),
         T(test_activate),
         T(test_crl_numbers),
