@@ -6,6 +6,8 @@
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
+#include <errno.h>
+#include <signal.h>
 #include <string.h>
 
 /* Backends by DSN scheme. A plain path (no "scheme:" prefix) goes to the first one. */
@@ -380,6 +382,62 @@ kl_rc store_device_put(store *s, const store_device *d)
     STORE_CHECK(s);
     ARG_CHECK(d && d->device_id && d->device_id[0], "device record without a device id");
     return s->ops->device_put(s, d);
+}
+
+static kl_rc claim_check(const char *device_id, const store_claim *me)
+{
+    ARG_CHECK(device_id && device_id[0], "device claim without a device id");
+    ARG_CHECK(me && me->instance && me->instance[0] && strlen(me->instance) < 65 && me->host &&
+                  strlen(me->host) < 256 && me->where && me->where[0] && strlen(me->where) < 128,
+              "device claim: bad holder");
+    return KL_OK;
+}
+
+kl_rc store_device_claim(store *s, const char *device_id, const store_claim *me, char *holder,
+                         size_t holder_len)
+{
+    STORE_CHECK(s);
+    kl_rc rc = claim_check(device_id, me);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    ARG_CHECK(holder && holder_len > 0, "device claim: no room for the holder");
+    holder[0] = 0;
+    if (!s->ops->device_claim) {
+        return kl_fail(KL_EUSAGE, "store backend %s cannot claim devices", s->ops->name);
+    }
+    return s->ops->device_claim(s, device_id, me, holder, holder_len);
+}
+
+kl_rc store_device_unclaim(store *s, const char *device_id, const store_claim *me)
+{
+    STORE_CHECK(s);
+    kl_rc rc = claim_check(device_id, me);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    if (!s->ops->device_unclaim) {
+        return kl_fail(KL_EUSAGE, "store backend %s cannot claim devices", s->ops->name);
+    }
+    return s->ops->device_unclaim(s, device_id, me);
+}
+
+int store_claim_takeover(const store_claim_row *held, const store_claim *me, time_t now)
+{
+    if (strcmp(held->instance, me->instance) == 0) {
+        return strcmp(held->where, me->where) == 0; /* ours: renew; another fixture: a clone */
+    }
+    if (held->expires <= now) {
+        return 1;
+    }
+    if (strcmp(held->host, me->host) != 0) {
+        return 0; /* another machine: only its lease tells */
+    }
+    if (held->pid == me->pid) {
+        return 1; /* our pid under another instance: an earlier process that died */
+    }
+    /* kill(pid, 0): ESRCH = no such process; EPERM = it exists (another user) */
+    return held->pid <= 0 || (kill((pid_t)held->pid, 0) != 0 && errno == ESRCH);
 }
 
 kl_rc store_device_list(store *s, store_device **out, size_t *n)

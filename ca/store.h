@@ -22,8 +22,9 @@ typedef struct store store;
 #define STORE_ST_PENDING "pending"   /* signed, not yet confirmed by the device (station) */
 #define STORE_ST_VALID "valid"
 #define STORE_ST_REVOKED "revoked"
-#define STORE_ST_FAILED "failed" /* earlier versions: reservation abandoned; serial never reused   \
-                                  */
+#define STORE_ST_FAILED                                                                            \
+    "failed" /* earlier versions: reservation abandoned; serial never reused                       \
+              */
 
 typedef struct {
     char *serial_hex; /* upper-case hex, no separators, as in `openssl x509 -serial` */
@@ -127,6 +128,38 @@ kl_rc store_device_put(store *s, const store_device *d) KL_WUR;
 kl_rc store_device_list(store *s, store_device **out, size_t *n) KL_WUR;
 void store_device_free(store_device *d);
 
+/* --- device claims: one provisioning flow per device at a time, across processes ---
+ * A station claims a device (hardware serial) before deciding anything about it and releases
+ * it when done; the pending sweep claims it before revoking. A claim is held by one process
+ * incarnation (`instance`, random per process start) for one place (`where`: a fixture name,
+ * "sweep"), on `host` by `pid`, until `expires`. */
+typedef struct {
+    const char *instance; /* random id of this process start (1..64 chars) */
+    const char *host;     /* gethostname() */
+    long pid;
+    const char *where; /* fixture or task, shown to whoever is refused */
+    time_t expires;    /* lease end; renew by claiming again before it */
+} store_claim;
+/* Take or renew the claim on `device_id`. KL_OK when it was free, stale or already ours (same
+ * instance and where: the lease is renewed); KL_EEXIST when someone else holds it, with
+ * `holder` describing them ("fixture3 (pid 4242)", "fixture1 on host line2 (pid 77)").
+ * Stale (taken over): the lease ended; or the holder ran on this host and its pid is gone, or
+ * is this process's pid under another instance (a restarted process that got the same pid). */
+kl_rc store_device_claim(store *s, const char *device_id, const store_claim *me, char *holder,
+                         size_t holder_len) KL_WUR;
+/* Release a claim held by `me` (same instance and where). Not held by `me`: KL_OK, nothing
+ * changes (it went stale and someone else has it now). */
+kl_rc store_device_unclaim(store *s, const char *device_id, const store_claim *me) KL_WUR;
+/* The staleness rule above, for backends: may `me` take over claim `held` at `now`? */
+typedef struct {
+    char instance[65];
+    char host[256];
+    long pid;
+    char where[128];
+    time_t expires;
+} store_claim_row;
+int store_claim_takeover(const store_claim_row *held, const store_claim *me, time_t now);
+
 /* --- audit log: append-only SHA-256 hash chain --- */
 kl_rc store_audit_append(store *s, const char *actor, const char *action,
                          const char *detail) KL_WUR;
@@ -164,6 +197,9 @@ struct store_ops {
     kl_rc (*cert_insert)(store *s, const store_cert *c, const uint8_t *der, size_t len,
                          const char *actor, const char *detail);
     kl_rc (*cert_state)(store *s, const char *serial, store_cert_state *out);
+    kl_rc (*device_claim)(store *s, const char *device_id, const store_claim *me, char *holder,
+                          size_t holder_len);
+    kl_rc (*device_unclaim)(store *s, const char *device_id, const store_claim *me);
 };
 
 /* Every backend's store struct begins with this header. */

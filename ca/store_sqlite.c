@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SQ_SCHEMA_VERSION 1
+#define SQ_SCHEMA_VERSION 2          /* 2: claims */
 #define SQ_APPLICATION_ID 0x4b4c5354 /* "KLST" */
 #define SQ_BUSY_TIMEOUT_MS 10000
 #define SQ_BUSY_RETRIES 3 /* BEGIN IMMEDIATE attempts after the busy timeout expired */
@@ -33,6 +33,16 @@
 #define SQ_BATCH_MAX 256  /* write operations per group-commit transaction */
 #define SQ_MSG_MAX 1024   /* = the thread-local kl_errmsg buffer */
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
+
+/* Version 2. Claims are coordination between live processes, not records: rows come and go. */
+#define SQ_CLAIMS_TABLE                                                                            \
+    "CREATE TABLE claims ("                                                                        \
+    " device_id TEXT PRIMARY KEY NOT NULL,"                                                        \
+    " instance TEXT NOT NULL,"                                                                     \
+    " host TEXT NOT NULL,"                                                                         \
+    " pid INTEGER NOT NULL,"                                                                       \
+    " place TEXT NOT NULL,"                                                                        \
+    " expires INTEGER NOT NULL);"
 
 static const char *const sq_schema =
     "CREATE TABLE cas ("
@@ -70,8 +80,7 @@ static const char *const sq_schema =
     " cert_serial TEXT,"
     " state TEXT NOT NULL,"
     " detail TEXT,"
-    " updated INTEGER NOT NULL);"
-    "CREATE TABLE audit ("
+    " updated INTEGER NOT NULL);" SQ_CLAIMS_TABLE "CREATE TABLE audit ("
     " seq INTEGER PRIMARY KEY,"
     " ts INTEGER NOT NULL,"
     " actor TEXT NOT NULL,"
@@ -124,6 +133,9 @@ enum {
     Q_DEV_GET,
     Q_DEV_PUT,
     Q_DEV_LIST,
+    Q_CLAIM_GET,
+    Q_CLAIM_PUT,
+    Q_CLAIM_DEL,
     Q_HEAD_GET,
     Q_HEAD_SET,
     Q_AUDIT_INSERT,
@@ -173,6 +185,12 @@ static const char *const q_sql[Q_COUNT] = {
                   " state = excluded.state, detail = excluded.detail, updated = excluded.updated",
     [Q_DEV_LIST] = "SELECT device_id, model, cert_serial, state, detail, updated FROM devices"
                    " ORDER BY rowid",
+    [Q_CLAIM_GET] = "SELECT instance, host, pid, place, expires FROM claims WHERE device_id = ?1",
+    [Q_CLAIM_PUT] = "INSERT INTO claims (device_id, instance, host, pid, place, expires)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device_id) DO UPDATE SET"
+                    " instance = excluded.instance, host = excluded.host, pid = excluded.pid,"
+                    " place = excluded.place, expires = excluded.expires",
+    [Q_CLAIM_DEL] = "DELETE FROM claims WHERE device_id = ?1 AND instance = ?2 AND place = ?3",
     [Q_HEAD_GET] = "SELECT seq, hash FROM audit_head WHERE id = 1",
     [Q_HEAD_SET] = "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
     [Q_AUDIT_INSERT] = "INSERT INTO audit (seq, ts, actor, action, detail, prev_hash, hash)"
@@ -921,7 +939,17 @@ static kl_rc sq_schema_init(sq_store *q)
     ENSURE(ver <= SQ_SCHEMA_VERSION, KL_EINPUT,
            "store: %s has schema version %lld, newer than this keyline understands (%d)", q->path,
            (long long)ver, SQ_SCHEMA_VERSION);
-    /* Later versions migrate here: if (ver < N) { BEGIN IMMEDIATE; ALTER ...; user_version=N } */
+    if (ver < 2) {
+        /* version 1 -> 2: the claims table; decided under the write lock like creation */
+        TRY(sq_begin(q));
+        in_tx = 1;
+        TRY(sq_pragma_int(q, "PRAGMA user_version", &ver));
+        if (ver < 2) {
+            TRY(sq_exec(q, SQ_CLAIMS_TABLE "PRAGMA user_version=2", "add the claims table"));
+        }
+        in_tx = 0;
+        TRY(sq_end(q, KL_OK));
+    }
 out:
     if (in_tx) {
         rc = sq_end(q, rc);
@@ -1483,6 +1511,92 @@ static kl_rc sq_device_list(store *s, store_device **outp, size_t *np)
     return KL_OK;
 }
 
+/* --- device claims --- */
+
+typedef struct {
+    const char *device_id;
+    const store_claim *me;
+    char *holder;
+    size_t holder_len;
+} claim_arg;
+
+static kl_rc claim_tx(sq_store *q, void *arg)
+{
+    const claim_arg *a = arg;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    store_claim_row held;
+    memset(&held, 0, sizeof held);
+
+    TRY(sq_stmt(q, Q_CLAIM_GET, &st));
+    BIND(bind_text(st, 1, a->device_id));
+    int r = sqlite3_step(st);
+    STEP_ENSURE(r == SQLITE_ROW || r == SQLITE_DONE, r, "read device claim");
+    if (r == SQLITE_ROW) {
+        const unsigned char *t;
+        snprintf(held.instance, sizeof held.instance, "%s",
+                 (t = sqlite3_column_text(st, 0)) ? (const char *)t : "");
+        snprintf(held.host, sizeof held.host, "%s",
+                 (t = sqlite3_column_text(st, 1)) ? (const char *)t : "");
+        held.pid = (long)sqlite3_column_int64(st, 2);
+        snprintf(held.where, sizeof held.where, "%s",
+                 (t = sqlite3_column_text(st, 3)) ? (const char *)t : "");
+        held.expires = (time_t)sqlite3_column_int64(st, 4);
+        sq_done(st);
+        st = NULL;
+        if (!store_claim_takeover(&held, a->me, time(NULL))) {
+            if (strcmp(held.host, a->me->host) == 0) {
+                snprintf(a->holder, a->holder_len, "%s (pid %ld)", held.where, held.pid);
+            } else {
+                snprintf(a->holder, a->holder_len, "%s on host %s (pid %ld)", held.where, held.host,
+                         held.pid);
+            }
+            rc = kl_fail(KL_EEXIST, "device %s is claimed by %s", a->device_id, a->holder);
+            goto out;
+        }
+    }
+    sq_done(st);
+    TRY(sq_stmt(q, Q_CLAIM_PUT, &st));
+    BIND(bind_text(st, 1, a->device_id));
+    BIND(bind_text(st, 2, a->me->instance));
+    BIND(bind_text(st, 3, a->me->host));
+    BIND(sqlite3_bind_int64(st, 4, (sqlite3_int64)a->me->pid));
+    BIND(bind_text(st, 5, a->me->where));
+    BIND(sqlite3_bind_int64(st, 6, (sqlite3_int64)a->me->expires));
+    TRY(sq_run(q, st, "record device claim"));
+out:
+    sq_done(st);
+    return rc;
+}
+
+static kl_rc sq_device_claim(store *s, const char *device_id, const store_claim *me, char *holder,
+                             size_t holder_len)
+{
+    claim_arg a = {device_id, me, holder, holder_len};
+    return sq_write(sq(s), claim_tx, &a);
+}
+
+static kl_rc unclaim_tx(sq_store *q, void *arg)
+{
+    const claim_arg *a = arg;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sq_stmt(q, Q_CLAIM_DEL, &st));
+    BIND(bind_text(st, 1, a->device_id));
+    BIND(bind_text(st, 2, a->me->instance));
+    BIND(bind_text(st, 3, a->me->where));
+    TRY(sq_run(q, st, "release device claim"));
+out:
+    sq_done(st);
+    return rc;
+}
+
+static kl_rc sq_device_unclaim(store *s, const char *device_id, const store_claim *me)
+{
+    claim_arg a = {device_id, me, NULL, 0};
+    return sq_write(sq(s), unclaim_tx, &a);
+}
+
 /* --- audit --- */
 
 typedef struct {
@@ -1662,5 +1776,7 @@ const struct store_ops store_sqlite_ops = {
     .audit_head = sq_audit_head,
     .cert_insert = sq_cert_insert,
     .cert_state = sq_cert_state,
+    .device_claim = sq_device_claim,
+    .device_unclaim = sq_device_unclaim,
     .write_stats = sq_write_stats,
 };

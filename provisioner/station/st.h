@@ -224,6 +224,8 @@ typedef struct st_fixture {
     char status[160];
     long t0_ms;
     unsigned n_ok, n_fail;
+    long claim_ms;         /* when this fixture's device claim was last written (st_now_ms) */
+    char claim_where[128]; /* the fixture in claims: its port path (unique in the process) */
 } st_fixture;
 
 typedef struct st_station {
@@ -245,7 +247,10 @@ typedef struct st_station {
     long finished, failed;
     size_t nfx;
     st_fixture *fx[ST_MAX_FIXTURES];
-    char busy[ST_MAX_FIXTURES][KL_PROTO_SERIAL_MAX + 1]; /* hardware serials in progress */
+    /* device claims in the store (one flow per hardware serial across every station process
+     * on the store): this process start's random id and the host it runs on */
+    char instance[33];
+    char host[256];
     int results_fd;
 } st_station;
 
@@ -253,7 +258,8 @@ kl_rc st_station_init(st_station *st, ca_ctx *ca, const kl_conf *conf) KL_WUR;
 void st_station_free(st_station *st);
 /* Start a fixture thread for a port (duplicates ignored). watched: ends when the port goes. */
 kl_rc st_station_add_port(st_station *st, const char *path, int watched) KL_WUR;
-/* Revoke pending certificates older than the pending window (not those in progress here). */
+/* Revoke pending certificates older than the pending window (not those of a device that any
+ * station on the store is provisioning: the sweep claims each device before revoking). */
 kl_rc st_station_sweep(st_station *st, unsigned *revoked) KL_WUR;
 /* Run until count devices finished, stop is set, or (without watch) every fixture ended.
  * watch_glob: also poll this glob(7) pattern for new ports; udev: use libudev hot-plug. */
@@ -266,11 +272,17 @@ void st_event(st_station *st, int error, const char *fmt, ...) KL_PRINTF(3, 4);
 /* Progress update from a fixture thread (fmt may be NULL to keep the text). */
 void st_fixture_progress(st_fixture *fx, int phase, const char *fmt, ...) KL_PRINTF(3, 4);
 
-/* Claim / release a hardware serial for this process (two fixtures, one serial: a clone).
- * Returns 0 and fills `other` with the fixture holding it when already claimed. */
-int st_station_claim(st_station *st, st_fixture *fx, const char *serial, char *other,
-                     size_t otherlen);
-void st_station_release(st_station *st, const char *serial);
+/* Claim a hardware serial in the store for fixture `fx` (NULL: the pending sweep) before
+ * deciding anything about the device; a flow keeps it with st_station_claim_keep before each
+ * phase and releases it at the end. KL_EEXIST with `other` naming the holder when another
+ * fixture (a cloned serial), station process or station PC has it; store errors as such. */
+#define ST_CLAIM_LEASE_S 600    /* a claim not renewed for this long may be taken over */
+#define ST_CLAIM_RENEW_MS 60000 /* a flow renews its claim when it is older than this */
+kl_rc st_station_claim(st_station *st, st_fixture *fx, const char *serial, char *other,
+                       size_t otherlen) KL_WUR;
+/* Renew fx's claim if it is older than ST_CLAIM_RENEW_MS. KL_EEXIST if it was lost. */
+kl_rc st_station_claim_keep(st_station *st, st_fixture *fx, const char *serial) KL_WUR;
+void st_station_release(st_station *st, st_fixture *fx, const char *serial);
 
 /* Build the JSON line for an outcome (malloc'd, with trailing newline). Exposed for tests. */
 char *st_result_json(const st_outcome *o, const char *fixture, long long unix_ms);

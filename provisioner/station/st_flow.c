@@ -391,7 +391,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     uint8_t fp[32], dev_fp[32];
     int have_fp = 0;
     st_resp *r = malloc(sizeof *r);
-    char actor[256], other[64];
+    char actor[256], other[256];
     long t0 = st_now_ms(), t;
     uint64_t tx0 = fx->link.bytes_tx, rx0 = fx->link.bytes_rx;
     unsigned rt0 = fx->link.retransmits;
@@ -404,11 +404,19 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         goto done;
     }
 
-    if (!st_station_claim(st, fx, h->hw_serial, other, sizeof other)) {
+    /* One flow per hardware serial across every station on the store: two fixtures (or two
+     * stations) with the same serial are a cloned serial, and the pending sweep never revokes
+     * a certificate that a flow is resuming. */
+    rc = st_station_claim(st, fx, h->hw_serial, other, sizeof other);
+    if (rc == KL_EEXIST) {
         rc = kl_fail(KL_EEXIST,
                      "hardware serial %s is already being provisioned on %s (cloned "
                      "serial?)",
                      h->hw_serial, other);
+    } else if (rc != KL_OK) {
+        kl_wrap(rc, "store");
+    }
+    if (rc != KL_OK) {
         st_fail_phase(o, ST_PH_HELLO);
         goto done;
     }
@@ -504,6 +512,11 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         }
         t = st_now_ms();
         st_fixture_progress(fx, ST_PH_ISSUE, "issuing");
+        rc = st_station_claim_keep(st, fx, h->hw_serial);
+        if (rc != KL_OK) {
+            st_fail_phase(o, ST_PH_ISSUE);
+            goto done;
+        }
         ca_issue_req req = {
             .issuer = st->cfg.issuer,
             .template_name = st->cfg.template_name,
@@ -559,6 +572,11 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     }
     t = st_now_ms();
     st_fixture_progress(fx, ST_PH_PUTCERT, "PUTCERT %s", o->cert_serial);
+    rc = st_station_claim_keep(st, fx, h->hw_serial);
+    if (rc != KL_OK) {
+        st_fail_phase(o, ST_PH_PUTCERT);
+        goto done;
+    }
     rc = st_put_parts(fx, h, KL_MSG_PUTCERT, KL_TAG_CERT, parts, nparts, NULL, dev_fp, &have_fp);
     if (rc == KL_OK && (!have_fp || CRYPTO_memcmp(dev_fp, fp, sizeof fp) != 0)) {
         rc = kl_fail(KL_EAUTH, "device did not confirm the certificate fingerprint after PUTCERT");
@@ -589,6 +607,11 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     /* ---- CHALLENGE: the device proves it holds the key of the certificate just issued ---- */
     t = st_now_ms();
     st_fixture_progress(fx, ST_PH_CHALLENGE, "CHALLENGE");
+    rc = st_station_claim_keep(st, fx, h->hw_serial);
+    if (rc != KL_OK) {
+        st_fail_phase(o, ST_PH_CHALLENGE);
+        goto done;
+    }
     {
         uint8_t nonce[32], buf[64];
         const uint8_t *sig;
@@ -641,6 +664,11 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     /* ---- LOCK, then the certificate becomes valid ---- */
     t = st_now_ms();
     st_fixture_progress(fx, ST_PH_LOCK, "LOCK");
+    rc = st_station_claim_keep(st, fx, h->hw_serial);
+    if (rc != KL_OK) {
+        st_fail_phase(o, ST_PH_LOCK);
+        goto done;
+    }
     {
         uint8_t buf[64], state = 0;
         kl_tlv_w w;
@@ -698,7 +726,7 @@ done:
         }
     }
     if (claimed) {
-        st_station_release(st, h->hw_serial);
+        st_station_release(st, fx, h->hw_serial);
     }
     if (have_row) {
         store_device_free(&row);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <openssl/rand.h>
 #include <libudev.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -121,50 +122,47 @@ void st_fixture_progress(st_fixture *fx, int phase, const char *fmt, ...)
 /* ---- serial claims ----------------------------------------------------------------------------
  */
 
-int st_station_claim(st_station *st, st_fixture *fx, const char *serial, char *other,
-                     size_t otherlen)
+static store_claim st_claim_of(st_station *st, st_fixture *fx)
 {
-    int ok = 1;
-    pthread_mutex_lock(&st->mu);
-    for (size_t i = 0; i < st->nfx; i++) {
-        if (st->fx[i] != fx && strcmp(st->busy[i], serial) == 0) {
-            snprintf(other, otherlen, "%s", st->fx[i]->name);
-            ok = 0;
-        }
-    }
-    if (ok) {
-        for (size_t i = 0; i < st->nfx; i++) {
-            if (st->fx[i] == fx) {
-                snprintf(st->busy[i], sizeof st->busy[i], "%s", serial);
-            }
-        }
-    }
-    pthread_mutex_unlock(&st->mu);
-    return ok;
+    return (store_claim){.instance = st->instance,
+                         .host = st->host,
+                         .pid = (long)getpid(),
+                         .where = fx ? fx->claim_where : "pending sweep",
+                         .expires = time(NULL) + ST_CLAIM_LEASE_S};
 }
 
-void st_station_release(st_station *st, const char *serial)
+kl_rc st_station_claim(st_station *st, st_fixture *fx, const char *serial, char *other,
+                       size_t otherlen)
 {
-    pthread_mutex_lock(&st->mu);
-    for (size_t i = 0; i < st->nfx; i++) {
-        if (strcmp(st->busy[i], serial) == 0) {
-            st->busy[i][0] = 0;
-        }
+    store_claim me = st_claim_of(st, fx);
+    kl_rc rc = store_device_claim(ca_store(st->ca), serial, &me, other, otherlen);
+    if (rc == KL_OK && fx) {
+        fx->claim_ms = st_now_ms();
     }
-    pthread_mutex_unlock(&st->mu);
+    return rc;
 }
 
-static int st_is_busy(st_station *st, const char *serial)
+kl_rc st_station_claim_keep(st_station *st, st_fixture *fx, const char *serial)
 {
-    int busy = 0;
-    pthread_mutex_lock(&st->mu);
-    for (size_t i = 0; i < st->nfx; i++) {
-        if (serial && strcmp(st->busy[i], serial) == 0) {
-            busy = 1;
-        }
+    char other[256];
+    if (st_now_ms() - fx->claim_ms < ST_CLAIM_RENEW_MS) {
+        return KL_OK;
     }
-    pthread_mutex_unlock(&st->mu);
-    return busy;
+    kl_rc rc = st_station_claim(st, fx, serial, other, sizeof other);
+    if (rc == KL_EEXIST) {
+        rc = kl_fail(KL_EEXIST, "lost the claim on %s to %s (this flow was idle for over %d s)",
+                     serial, other, ST_CLAIM_LEASE_S);
+    }
+    return rc;
+}
+
+void st_station_release(st_station *st, st_fixture *fx, const char *serial)
+{
+    store_claim me = st_claim_of(st, fx);
+    if (store_device_unclaim(ca_store(st->ca), serial, &me) != KL_OK) {
+        /* harmless: the claim goes stale when this process ends or its lease runs out */
+        st_event(st, 1, "%s: releasing the claim on %s: %s", me.where, serial, kl_errmsg());
+    }
 }
 
 /* ---- results ------------------------------------------------------------------------------- */
@@ -369,7 +367,13 @@ kl_rc st_station_add_port(st_station *st, const char *path, int watched)
         snprintf(fx->path, sizeof fx->path, "%s", path);
         const char *base = strrchr(path, '/');
         snprintf(fx->name, sizeof fx->name, "%s", base ? base + 1 : path);
-        st->busy[st->nfx][0] = 0;
+        /* unique within the process (names are basenames and may repeat): claims tell fixtures
+         * apart by it */
+        if (strlen(path) < sizeof fx->claim_where) {
+            snprintf(fx->claim_where, sizeof fx->claim_where, "%s", path);
+        } else {
+            snprintf(fx->claim_where, sizeof fx->claim_where, "%.100s#%zu", fx->name, st->nfx);
+        }
         st->fx[st->nfx++] = fx;
     }
     fx->watched = watched;
@@ -420,6 +424,31 @@ static int st_sweep_cb(void *arg, const store_cert *c)
     return 0;
 }
 
+/* The sweep revoked `serial` of device `dev`: if the inventory still points at it, the device
+ * failed (it never confirmed). */
+static void st_sweep_mark_failed(st_station *st, const char *dev, const char *serial)
+{
+    store *s = ca_store(st->ca);
+    store_device d;
+    if (store_device_get(s, dev, &d) != KL_OK) {
+        return;
+    }
+    if (d.cert_serial && strcmp(d.cert_serial, serial) == 0) {
+        char detail[200];
+        snprintf(detail, sizeof detail,
+                 "pending certificate revoked after %ld s without confirmation",
+                 st->cfg.pending_window);
+        store_device nd = d;
+        nd.state = "failed";
+        nd.detail = detail;
+        nd.updated = time(NULL);
+        if (store_device_put(s, &nd) != KL_OK) {
+            st_event(st, 1, "inventory %s: %s", dev, kl_errmsg());
+        }
+    }
+    store_device_free(&d);
+}
+
 kl_rc st_station_sweep(st_station *st, unsigned *revoked)
 {
     kl_rc rc = KL_OK;
@@ -428,10 +457,35 @@ kl_rc st_station_sweep(st_station *st, unsigned *revoked)
     *revoked = 0;
     TRY(store_cert_list_pending(s, time(NULL) - st->cfg.pending_window, st_sweep_cb, &l));
     for (size_t i = 0; i < l.n; i++) {
-        if (l.v[i].device_id[0] && st_is_busy(st, l.v[i].device_id)) {
-            continue;
+        const char *dev = l.v[i].device_id;
+        if (dev[0]) {
+            /* A station that is provisioning the device may resume this very certificate:
+             * claim the device first, so that the revocation and a resume never overlap. */
+            char other[256];
+            rc = st_station_claim(st, NULL, dev, other, sizeof other);
+            if (rc == KL_EEXIST) {
+                st_event(st, 0, "pending certificate %s of %s kept: %s is provisioning the device",
+                         l.v[i].serial, dev, other);
+                rc = KL_OK;
+                continue;
+            }
+            TRY(rc);
+            /* listed before the claim: the flow that held it may have confirmed it since */
+            store_cert_state cs;
+            rc = store_cert_state_get(s, l.v[i].serial, &cs);
+            if (rc != KL_OK || strcmp(cs.status, STORE_ST_PENDING) != 0) {
+                st_station_release(st, NULL, dev);
+                TRY(rc);
+                continue;
+            }
         }
         rc = ca_revoke(st->ca, l.v[i].serial, ST_REASON_CESSATION, st->actor);
+        if (rc == KL_OK && dev[0]) {
+            st_sweep_mark_failed(st, dev, l.v[i].serial);
+        }
+        if (dev[0]) {
+            st_station_release(st, NULL, dev);
+        }
         if (rc == KL_EEXIST || rc == KL_ENOTFOUND) {
             rc = KL_OK; /* another station got there first */
             continue;
@@ -439,27 +493,7 @@ kl_rc st_station_sweep(st_station *st, unsigned *revoked)
         TRY(rc);
         (*revoked)++;
         st_event(st, 0, "revoked pending certificate %s of %s: not confirmed within %ld s",
-                 l.v[i].serial, l.v[i].device_id[0] ? l.v[i].device_id : "?",
-                 st->cfg.pending_window);
-        if (l.v[i].device_id[0]) {
-            store_device d;
-            if (store_device_get(s, l.v[i].device_id, &d) == KL_OK) {
-                if (d.cert_serial && strcmp(d.cert_serial, l.v[i].serial) == 0) {
-                    char detail[200];
-                    snprintf(detail, sizeof detail,
-                             "pending certificate revoked after %ld s without confirmation",
-                             st->cfg.pending_window);
-                    store_device nd = d;
-                    nd.state = "failed";
-                    nd.detail = detail;
-                    nd.updated = time(NULL);
-                    if (store_device_put(s, &nd) != KL_OK) {
-                        st_event(st, 1, "inventory %s: %s", l.v[i].device_id, kl_errmsg());
-                    }
-                }
-                store_device_free(&d);
-            }
-        }
+                 l.v[i].serial, dev[0] ? dev : "?", st->cfg.pending_window);
     }
 out:
     free(l.v);
@@ -631,9 +665,16 @@ kl_rc st_station_init(st_station *st, ca_ctx *ca, const kl_conf *conf)
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
     TRY(st_config_load(&st->cfg, conf));
-    char host[64] = "localhost";
-    (void)gethostname(host, sizeof host - 1);
-    snprintf(st->actor, sizeof st->actor, "station:%s", host);
+    snprintf(st->host, sizeof st->host, "localhost");
+    (void)gethostname(st->host, sizeof st->host - 1);
+    snprintf(st->actor, sizeof st->actor, "station:%.150s", st->host);
+    {
+        unsigned char r[16];
+        ENSURE_SSL(RAND_bytes(r, sizeof r) == 1, KL_EINTERNAL, "no random instance id");
+        for (size_t i = 0; i < sizeof r; i++) {
+            snprintf(st->instance + 2 * i, 3, "%02x", r[i]);
+        }
+    }
 
     rc = ca_chain(ca, st->cfg.issuer, &st->chain);
     if (rc != KL_OK) {

@@ -1197,6 +1197,181 @@ static void test_group_commit_single_failure(void **state)
     assert_int_equal(c, 1);
 }
 
+/* --- device claims --- */
+
+static store_claim claim_me(const char *instance, const char *where)
+{
+    static char host[256];
+    gethostname(host, sizeof host);
+    host[sizeof host - 1] = 0;
+    return (store_claim){.instance = instance,
+                         .host = host,
+                         .pid = (long)getpid(),
+                         .where = where,
+                         .expires = time(NULL) + 600};
+}
+
+/* A pid that existed and is gone now (a reaped child). */
+static long dead_pid(void)
+{
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0) {
+        _exit(0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(p, &st, 0), p);
+    return (long)p;
+}
+
+static void test_claims(void **state)
+{
+    fx *f = *state;
+    char holder[256];
+    store_claim a1 = claim_me("aaaa", "fixture1");
+    store_claim a2 = claim_me("aaaa", "fixture2");
+
+    /* free -> ours; again by the same fixture: renewed */
+    assert_rc(store_device_claim(f->s, "SN-1", &a1, holder, sizeof holder), KL_OK);
+    a1.expires += 100;
+    assert_rc(store_device_claim(f->s, "SN-1", &a1, holder, sizeof holder), KL_OK);
+    /* another fixture of the same process: a cloned serial */
+    assert_rc(store_device_claim(f->s, "SN-1", &a2, holder, sizeof holder), KL_EEXIST);
+    char want[64];
+    snprintf(want, sizeof want, "fixture1 (pid %ld)", (long)getpid());
+    assert_string_equal(holder, want);
+    assert_msg_has("SN-1");
+    /* another live process on this host (our parent, ctest) */
+    store_claim other = claim_me("bbbb", "fixture9");
+    other.pid = (long)getppid();
+    assert_rc(store_device_claim(f->s, "SN-2", &other, holder, sizeof holder), KL_OK);
+    assert_rc(store_device_claim(f->s, "SN-2", &a1, holder, sizeof holder), KL_EEXIST);
+    /* ... until its lease ends */
+    other.expires = time(NULL) - 1;
+    assert_rc(store_device_claim(f->s, "SN-2", &other, holder, sizeof holder), KL_OK);
+    assert_rc(store_device_claim(f->s, "SN-2", &a1, holder, sizeof holder), KL_OK);
+    /* a process of this host that died, lease still running: taken over */
+    other = claim_me("cccc", "fixture3");
+    other.pid = dead_pid();
+    assert_rc(store_device_claim(f->s, "SN-3", &other, holder, sizeof holder), KL_OK);
+    assert_rc(store_device_claim(f->s, "SN-3", &a1, holder, sizeof holder), KL_OK);
+    /* an earlier process that had our pid (restart in a container): taken over */
+    other = claim_me("dddd", "fixture4");
+    assert_rc(store_device_claim(f->s, "SN-4", &other, holder, sizeof holder), KL_OK);
+    assert_rc(store_device_claim(f->s, "SN-4", &a2, holder, sizeof holder), KL_OK);
+    /* another host: only the lease counts, whatever its pid */
+    other = claim_me("eeee", "fixture5");
+    other.host = "line2";
+    other.pid = dead_pid();
+    assert_rc(store_device_claim(f->s, "SN-5", &other, holder, sizeof holder), KL_OK);
+    assert_rc(store_device_claim(f->s, "SN-5", &a1, holder, sizeof holder), KL_EEXIST);
+    snprintf(want, sizeof want, "fixture5 on host line2 (pid %ld)", other.pid);
+    assert_string_equal(holder, want);
+    other.expires = time(NULL) - 1;
+    assert_rc(store_device_claim(f->s, "SN-5", &other, holder, sizeof holder), KL_OK);
+    assert_rc(store_device_claim(f->s, "SN-5", &a1, holder, sizeof holder), KL_OK);
+
+    /* release: only by the holder; afterwards free for anyone */
+    assert_rc(store_device_unclaim(f->s, "SN-1", &a2), KL_OK); /* not a2's: no change */
+    assert_rc(store_device_claim(f->s, "SN-1", &a2, holder, sizeof holder), KL_EEXIST);
+    assert_rc(store_device_unclaim(f->s, "SN-1", &a1), KL_OK);
+    assert_rc(store_device_claim(f->s, "SN-1", &a2, holder, sizeof holder), KL_OK);
+    assert_rc(store_device_unclaim(f->s, "SN-unknown", &a2), KL_OK);
+
+    /* bad arguments */
+    assert_rc(store_device_claim(f->s, "", &a1, holder, sizeof holder), KL_EUSAGE);
+    store_claim bad = a1;
+    bad.instance = "";
+    assert_rc(store_device_claim(f->s, "SN-6", &bad, holder, sizeof holder), KL_EUSAGE);
+    bad = a1;
+    bad.where = NULL;
+    assert_rc(store_device_unclaim(f->s, "SN-6", &bad), KL_EUSAGE);
+
+    /* claims are not CA actions: no audit entries */
+    int64_t n = -1;
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
+    assert_int_equal(n, 0);
+}
+
+/* Processes racing for one device: exactly one wins while all are alive. */
+#define CLAIM_PROCS 6
+static void test_claims_processes(void **state)
+{
+    fx *f = *state;
+    int res[2], hold[2];
+    assert_int_equal(pipe(res), 0);
+    assert_int_equal(pipe(hold), 0);
+    pid_t pids[CLAIM_PROCS];
+    for (int i = 0; i < CLAIM_PROCS; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            close(res[0]);
+            close(hold[1]);
+            store *s = NULL;
+            char inst[16], where[16], holder[256], out = 'x';
+            snprintf(inst, sizeof inst, "proc%d", i);
+            snprintf(where, sizeof where, "fixture%d", i);
+            store_claim me = claim_me(inst, where);
+            me.pid = (long)getpid();
+            if (store_open(&s, f->path) == KL_OK) {
+                kl_rc rc = store_device_claim(s, "SN-RACE", &me, holder, sizeof holder);
+                out = rc == KL_OK ? 'W' : rc == KL_EEXIST ? 'L' : 'E';
+            }
+            if (write(res[1], &out, 1) != 1) {
+                _exit(1);
+            }
+            char c;
+            while (read(hold[0], &c, 1) > 0) { /* stay alive until the parent has counted */
+            }
+            store_close(s);
+            _exit(0);
+        }
+    }
+    close(res[1]);
+    close(hold[0]);
+    int won = 0, lost = 0;
+    for (int i = 0; i < CLAIM_PROCS; i++) {
+        char c = 0;
+        assert_int_equal(read(res[0], &c, 1), 1);
+        won += c == 'W';
+        lost += c == 'L';
+    }
+    close(hold[1]);
+    for (int i = 0; i < CLAIM_PROCS; i++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+    }
+    close(res[0]);
+    assert_int_equal(won, 1);
+    assert_int_equal(lost, CLAIM_PROCS - 1);
+    /* all exited: the winner's claim is stale now and ours for the taking */
+    char holder[256];
+    store_claim me = claim_me("parent", "fixture0");
+    assert_rc(store_device_claim(f->s, "SN-RACE", &me, holder, sizeof holder), KL_OK);
+}
+
+/* A version-1 store file (before claims) gains the table when opened. */
+static void test_claims_migration(void **state)
+{
+    fx *f = *state;
+    store_close(f->s);
+    f->s = NULL;
+    raw_sql(f->path, "DROP TABLE claims; PRAGMA user_version=1");
+    assert_rc(store_open(&f->s, f->path), KL_OK);
+    char holder[256];
+    store_claim me = claim_me("aaaa", "fixture1");
+    assert_rc(store_device_claim(f->s, "SN-1", &me, holder, sizeof holder), KL_OK);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 2);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -1242,6 +1417,9 @@ int main(void)
         T(test_threads_share_handle),
         T(test_group_commit),
         T(test_group_commit_single_failure),
+        T(test_claims),
+        T(test_claims_processes),
+        T(test_claims_migration),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown);
 }
