@@ -22,25 +22,8 @@
 #include <p11-kit/pkcs11.h>
 
 #include "hsm.h"
+#include "token_env.h"
 
-static const char *env_or_skip(const char *name)
-{
-    const char *v = getenv(name);
-    if (v == NULL) {
-        fprintf(stderr, "%s not set: run under tests/lib/with-token.sh\n", name);
-        exit(77);
-    }
-    return v;
-}
-
-static const char *module(void)
-{
-    return env_or_skip("KL_MODULE");
-}
-static const char *token_uri(void)
-{
-    return env_or_skip("KL_TOKEN_URI");
-}
 static const char *pin(void)
 {
     return env_or_skip("KEYLINE_PIN");
