@@ -21,7 +21,28 @@
 #define CA_SERIAL_BYTES 16
 #define CA_SERIAL_TRIES 8
 
-static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
+kl_rc ca_hsm_params(const kl_conf *conf, const char **module, const char **token)
+{
+    *module = kl_conf_get(conf, "hsm", "module");
+    *token = kl_conf_get(conf, "hsm", "token");
+    if (!*module || !**module) {
+        return kl_fail(KL_EUSAGE, "%s: [hsm] module is not set", kl_conf_file(conf));
+    }
+    if (!*token || !**token) {
+        return kl_fail(KL_EUSAGE, "%s: [hsm] token is not set", kl_conf_file(conf));
+    }
+    /* SoftHSM finds its token directory through SOFTHSM2_CONF; letting keyline.conf name
+     * it keeps a state folder self-contained (scripts/demo). */
+    char *shc = kl_conf_path(conf, "hsm", "softhsm2-conf");
+    if (shc) {
+        setenv("SOFTHSM2_CONF", shc, 1);
+        free(shc);
+    }
+    return KL_OK;
+}
+
+/* with_hsm: log in with the configured PIN; given: an hsm_ctx to use instead (owned). */
+static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm, hsm_ctx *given)
 {
     kl_rc rc = KL_OK;
     ca_ctx *ca = calloc(1, sizeof *ca);
@@ -29,8 +50,12 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
     kl_secret pin;
     memset(&pin, 0, sizeof pin);
     *out = NULL;
+    if (!ca) {
+        hsm_close(given);
+    }
     ENSURE(ca, KL_EINTERNAL, "out of memory");
     pthread_mutex_init(&ca->mu, NULL);
+    ca->hsm = given;
     ca->conf = conf;
 
     store_path = kl_conf_path(conf, "store", "path");
@@ -55,18 +80,9 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
     }
     TRY(kl_conf_get_long(conf, "ca", "crl-days", 7, 1, 3650, &ca->crl_days));
 
-    if (with_hsm) {
-        const char *module = kl_conf_get(conf, "hsm", "module");
-        const char *token = kl_conf_get(conf, "hsm", "token");
-        ENSURE(module && *module, KL_EUSAGE, "%s: [hsm] module is not set", kl_conf_file(conf));
-        ENSURE(token && *token, KL_EUSAGE, "%s: [hsm] token is not set", kl_conf_file(conf));
-        /* SoftHSM finds its token directory through SOFTHSM2_CONF; letting keyline.conf name
-         * it keeps a state folder self-contained (scripts/demo). */
-        char *shc = kl_conf_path(conf, "hsm", "softhsm2-conf");
-        if (shc) {
-            setenv("SOFTHSM2_CONF", shc, 1);
-            free(shc);
-        }
+    if (with_hsm && !given) {
+        const char *module, *token;
+        TRY(ca_hsm_params(conf, &module, &token));
         TRY(kl_secret_read(&pin, kl_conf_get(conf, "hsm", "pin"), kl_conf_dir(conf), "token PIN"));
         TRY(hsm_open(&ca->hsm, module, token, pin.value));
     }
@@ -81,12 +97,17 @@ out:
 
 kl_rc ca_open(ca_ctx **out, const kl_conf *conf)
 {
-    return ca_open_common(out, conf, 1);
+    return ca_open_common(out, conf, 1, NULL);
 }
 
 kl_rc ca_open_nohsm(ca_ctx **out, const kl_conf *conf)
 {
-    return ca_open_common(out, conf, 0);
+    return ca_open_common(out, conf, 0, NULL);
+}
+
+kl_rc ca_open_hsm(ca_ctx **out, const kl_conf *conf, hsm_ctx *hsm)
+{
+    return ca_open_common(out, conf, 1, hsm);
 }
 
 void ca_close(ca_ctx *ca)

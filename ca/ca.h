@@ -32,6 +32,12 @@ kl_rc ca_open(ca_ctx **out, const kl_conf *conf) KL_WUR;
 /* Like ca_open but without the token (read-only work: list, show, audit verify). Operations
  * that need signing fail with KL_EUSAGE. */
 kl_rc ca_open_nohsm(ca_ctx **out, const kl_conf *conf) KL_WUR;
+/* Like ca_open with a token context the caller opened (e.g. hsm_signer_spawn's remote one):
+ * `hsm` is owned by the ca_ctx from then on, closed by ca_close (also when this fails). */
+kl_rc ca_open_hsm(ca_ctx **out, const kl_conf *conf, hsm_ctx *hsm) KL_WUR;
+/* The [hsm] module and token of `conf` (KL_EUSAGE when unset); exports SOFTHSM2_CONF when
+ * [hsm] softhsm2-conf is set. The strings belong to conf. */
+kl_rc ca_hsm_params(const kl_conf *conf, const char **module, const char **token) KL_WUR;
 void ca_close(ca_ctx *ca);
 store *ca_store(ca_ctx *ca);
 hsm_ctx *ca_hsm(ca_ctx *ca); /* NULL when opened without the token */

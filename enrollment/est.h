@@ -56,12 +56,14 @@ typedef struct {
     size_t max_body; /* request body cap, bytes */
     unsigned max_connections;
     unsigned per_ip_connections;
-    unsigned timeout;        /* seconds of inactivity before a connection is closed */
-    unsigned threads;        /* I/O threads (MHD epoll pool) */
-    unsigned workers;        /* request handler threads; 0: handle on the I/O threads */
-    int serverkeygen;        /* serve /serverkeygen (default on) */
-    unsigned shutdown_grace; /* seconds to wait for in-flight requests on SIGTERM */
-    est_label *labels;       /* labels[0] is the default (name "") */
+    unsigned timeout;          /* seconds of inactivity before a connection is closed */
+    unsigned threads;          /* I/O threads (MHD epoll pool) */
+    unsigned workers;          /* request handler threads; 0: handle on the I/O threads */
+    int serverkeygen;          /* serve /serverkeygen (default on) */
+    unsigned shutdown_grace;   /* seconds to wait for in-flight requests on SIGTERM */
+    int signer_inline;         /* [est] signer = inline: this process logs in to the token */
+    unsigned signer_processes; /* [est] signer-processes (signer = process) */
+    est_label *labels;         /* labels[0] is the default (name "") */
     size_t n_labels;
 } est_config;
 
@@ -329,6 +331,8 @@ struct est_server {
     gnutls_pcert_st *pcerts; /* pkcs11: key mode: our chain for the cert callback */
     unsigned n_pcerts;
     gnutls_privkey_t privkey; /* pkcs11: key mode */
+    int tls_key_pk;           /* pkcs11: key through the signers: gnutls_pk_algorithm_t */
+    unsigned tls_key_bits;
     struct MHD_Daemon *tls_d;
     struct MHD_Daemon *http_d;
     est_metrics metrics;
@@ -344,7 +348,9 @@ struct est_server {
 };
 
 /* Build everything from the loaded config: open the CA (token login), load TLS material,
- * trust anchors, htpasswd, per-label template facts, OCSP signers. */
+ * trust anchors, htpasswd, per-label template facts, OCSP signers. With [est] signer =
+ * process (the default) the token login happens in signer processes forked here, before any
+ * thread exists; call it before creating threads. */
 kl_rc est_server_new(const kl_conf *conf, est_server **out) KL_WUR;
 kl_rc est_server_start(est_server *s) KL_WUR;
 /* Stop accepting, wait up to the grace period for in-flight requests, stop the daemons. */

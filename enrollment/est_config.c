@@ -139,6 +139,11 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     TRY(est_config_uint(conf, "threads", 2, 1, 256, &c->threads));
     TRY(est_config_uint(conf, "workers", 16, 0, 1024, &c->workers));
     TRY(est_config_uint(conf, "shutdown-grace", 30, 0, 3600, &c->shutdown_grace));
+    const char *sg = kl_conf_get_default(conf, "est", "signer", "process");
+    ENSURE(strcmp(sg, "process") == 0 || strcmp(sg, "inline") == 0, KL_EUSAGE,
+           "[est] signer = %s: expected process or inline", sg);
+    c->signer_inline = strcmp(sg, "inline") == 0;
+    TRY(est_config_uint(conf, "signer-processes", 2, 1, 64, &c->signer_processes));
     const char *skg = kl_conf_get_default(conf, "est", "serverkeygen", "on");
     c->serverkeygen = strcmp(skg, "off") != 0 && strcmp(skg, "no") != 0 && strcmp(skg, "0") != 0;
 

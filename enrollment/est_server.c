@@ -1,19 +1,24 @@
 /* keyline-estd: libmicrohttpd daemons, TLS set-up, limits, request glue and the access log. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <gnutls/abstract.h>
 #include <gnutls/pkcs11.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "est.h"
+#include "hsm_signer.h"
 #include "kl_file.h"
 #include "kl_log.h"
 #include "kl_secret.h"
@@ -446,6 +451,107 @@ static int est_pin_cb(void *userdata, int attempt, const char *token_url, const 
     return ret;
 }
 
+/* The TLS key through the signer processes (signer = process): GnuTLS hashes, a signer signs
+ * the hash. Which scheme fits a GnuTLS signature algorithm; -1 when we do not sign it (SHA-1,
+ * TLS 1.0/1.1's RSA_RAW, a scheme for another key type). */
+static int est_tls_scheme(const est_server *s, gnutls_sign_algorithm_t algo, hsm_sig_alg *alg,
+                          hsm_md *md)
+{
+    gnutls_pk_algorithm_t pk = gnutls_sign_get_pk_algorithm(algo);
+    hsm_md m;
+    switch (gnutls_sign_get_hash_algorithm(algo)) {
+    case GNUTLS_DIG_SHA256: m = HSM_MD_SHA256; break;
+    case GNUTLS_DIG_SHA384: m = HSM_MD_SHA384; break;
+    case GNUTLS_DIG_SHA512: m = HSM_MD_SHA512; break;
+    default: return -1;
+    }
+    if (s->tls_key_pk == GNUTLS_PK_ECDSA && pk == GNUTLS_PK_ECDSA) {
+        *alg = HSM_SIG_ECDSA;
+        *md = HSM_MD_NONE; /* ECDSA requests carry only the digest */
+    } else if (s->tls_key_pk == GNUTLS_PK_RSA && pk == GNUTLS_PK_RSA) {
+        *alg = HSM_SIG_RSA_PKCS1;
+        *md = m;
+    } else if (s->tls_key_pk == GNUTLS_PK_RSA && pk == GNUTLS_PK_RSA_PSS) {
+        *alg = HSM_SIG_RSA_PSS; /* rsa_pss_rsae_*: salt length = hash length */
+        *md = m;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+static int est_tls_key_info(gnutls_privkey_t key, unsigned int flags, void *userdata)
+{
+    (void)key;
+    const est_server *s = userdata;
+    hsm_sig_alg alg;
+    hsm_md md;
+    if (flags & GNUTLS_PRIVKEY_INFO_PK_ALGO) {
+        return s->tls_key_pk;
+    }
+    if (flags & GNUTLS_PRIVKEY_INFO_PK_ALGO_BITS) {
+        return (int)s->tls_key_bits;
+    }
+    if (flags & GNUTLS_PRIVKEY_INFO_HAVE_SIGN_ALGO) {
+        return est_tls_scheme(s, GNUTLS_FLAGS_TO_SIGN_ALGO(flags), &alg, &md) == 0;
+    }
+    return -1;
+}
+
+static int est_tls_sign_hash(gnutls_privkey_t key, gnutls_sign_algorithm_t algo, void *userdata,
+                             unsigned int flags, const gnutls_datum_t *hash,
+                             gnutls_datum_t *signature)
+{
+    (void)key;
+    (void)flags;
+    est_server *s = userdata;
+    hsm_sig_alg alg;
+    hsm_md md;
+    uint8_t sig[512];
+    size_t len = sizeof sig;
+    if (est_tls_scheme(s, algo, &alg, &md) != 0) {
+        kl_warn("TLS key: signature algorithm %s refused", gnutls_sign_get_name(algo));
+        return GNUTLS_E_UNSUPPORTED_SIGNATURE_ALGORITHM;
+    }
+    if (hsm_key_sign_digest(ca_hsm(s->ca), s->cfg.tls_key, alg, md, hash->data, hash->size, sig,
+                            &len) != KL_OK) {
+        est_metrics_hsm_error(&s->metrics);
+        kl_error("TLS key: %s", kl_errmsg());
+        return GNUTLS_E_PK_SIGN_FAILED;
+    }
+    signature->data = gnutls_malloc(len);
+    if (!signature->data) {
+        return GNUTLS_E_MEMORY_ERROR;
+    }
+    memcpy(signature->data, sig, len);
+    signature->size = (unsigned)len;
+    return 0;
+}
+
+/* A pkcs11: TLS key used through the signer processes: the public half tells GnuTLS the key
+ * type and size; signing is a request to a signer. This process never sees the PIN. */
+static kl_rc est_tls_key_remote(est_server *s)
+{
+    kl_rc rc = KL_OK;
+    EVP_PKEY *pub = NULL;
+    int r;
+    TRY(hsm_key_public(ca_hsm(s->ca), s->cfg.tls_key, &pub));
+    switch (EVP_PKEY_get_base_id(pub)) {
+    case EVP_PKEY_EC: s->tls_key_pk = GNUTLS_PK_ECDSA; break;
+    case EVP_PKEY_RSA: s->tls_key_pk = GNUTLS_PK_RSA; break;
+    default: ENSURE(0, KL_EPOLICY, "TLS key %s: neither EC nor RSA", s->cfg.tls_key);
+    }
+    s->tls_key_bits = (unsigned)EVP_PKEY_get_bits(pub);
+    r = gnutls_privkey_init(&s->privkey);
+    ENSURE(r >= 0, KL_EINTERNAL, "gnutls_privkey_init: %s", gnutls_strerror(r));
+    r = gnutls_privkey_import_ext4(s->privkey, s, NULL, est_tls_sign_hash, NULL, NULL,
+                                   est_tls_key_info, 0);
+    ENSURE(r >= 0, KL_EINTERNAL, "TLS key %s: %s", s->cfg.tls_key, gnutls_strerror(r));
+out:
+    EVP_PKEY_free(pub);
+    return rc;
+}
+
 static int est_cert_cb(gnutls_session_t session, const gnutls_datum_t *req_ca_rdn, int nreqs,
                        const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
                        gnutls_pcert_st **pcert, unsigned int *pcert_length,
@@ -482,7 +588,9 @@ static kl_rc est_tls_load(est_server *s)
     ENSURE(strstr(s->cert_pem, "-----BEGIN CERTIFICATE-----"), KL_EINPUT, "%s: no PEM certificate",
            s->cfg.tls_cert);
 
-    if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
+    if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0 && hsm_is_remote(ca_hsm(s->ca))) {
+        TRY(est_tls_key_remote(s));
+    } else if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
         const char *module = kl_conf_get(s->conf, "hsm", "module");
         ENSURE(module && *module, KL_EUSAGE, "tls-key is a pkcs11: URI but [hsm] module is unset");
         gnutls_pkcs11_set_pin_function(est_pin_cb, s);
@@ -493,6 +601,8 @@ static kl_rc est_tls_load(est_server *s)
         ENSURE(r >= 0, KL_EINTERNAL, "gnutls_privkey_init: %s", gnutls_strerror(r));
         r = gnutls_privkey_import_url(s->privkey, s->cfg.tls_key, 0);
         ENSURE(r >= 0, KL_EHSM, "TLS key %s: %s", s->cfg.tls_key, gnutls_strerror(r));
+    }
+    if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
         gnutls_datum_t d = {(unsigned char *)s->cert_pem, (unsigned)strlen(s->cert_pem)};
         unsigned n = 16;
         s->pcerts = calloc(n, sizeof *s->pcerts);
@@ -668,6 +778,95 @@ out:
 /* ---------------------------------------------------------------------------------------- */
 /* Life cycle                                                                                */
 
+/* signer = process, start-up only: the one step that needs more than the signers' request
+ * table. RFC 6960 delegated OCSP signers are made (key generation in the token, certificate,
+ * store record) by est_revocation_new's ca_ocsp_signer_ensure; a short-lived child logged in
+ * with the PIN does it, so the signers never need key generation or destruction. The parent
+ * then finds the signers in the store. */
+static kl_rc est_setup_child(est_server *s, const char *module, const char *token, const char *pin)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        return kl_fail(KL_EIO, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        prctl(PR_SET_DUMPABLE, 0);
+        close_range(3, ~0U, 0); /* the signers' channels are not ours */
+        hsm_ctx *h = NULL;
+        ca_ctx *ca = NULL;
+        est_revocation *rev = NULL;
+        kl_rc rc = hsm_open(&h, module, token, pin);
+        if (rc == KL_OK) {
+            rc = ca_open_hsm(&ca, s->conf, h);
+        }
+        if (rc == KL_OK) {
+            s->ca = ca;
+            rc = est_revocation_new(s, &rev);
+            est_revocation_free(rev);
+        }
+        if (rc != KL_OK) {
+            kl_error("start-up (OCSP signers): %s", kl_errmsg());
+        }
+        ca_close(ca);
+        _exit(rc == KL_OK ? 0 : 1);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) {
+            return kl_fail(KL_EIO, "waitpid: %s", strerror(errno));
+        }
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        return kl_fail(KL_EHSM, "start-up step in the token failed (see the log above)");
+    }
+    return KL_OK;
+}
+
+/* signer = process: fork the signers (before any thread exists and before this process
+ * loads the PKCS#11 module), run the start-up step, wipe the PIN. *out is the remote token
+ * context the CA uses from then on. */
+static kl_rc est_signers_start(est_server *s, hsm_ctx **out)
+{
+    kl_rc rc = KL_OK;
+    const char *module, *token;
+    kl_secret pin;
+    memset(&pin, 0, sizeof pin);
+    *out = NULL;
+    TRY(ca_hsm_params(s->conf, &module, &token));
+    TRY(kl_secret_read(&pin, kl_conf_get(s->conf, "hsm", "pin"), kl_conf_dir(s->conf),
+                       "token PIN"));
+    TRY(hsm_signer_spawn(module, token, pin.value, s->cfg.signer_processes, out));
+    TRY(est_setup_child(s, module, token, pin.value));
+    /* pin = env:VAR: the value also sits in our environment block (/proc/PID/environ); the
+     * children have their copy, so wipe ours in place and drop the variable. */
+    const char *spec = kl_conf_get(s->conf, "hsm", "pin");
+    if (spec && strncmp(spec, "env:", 4) == 0) {
+        char *v = getenv(spec + 4);
+        if (v) {
+            OPENSSL_cleanse(v, strlen(v));
+        }
+        unsetenv(spec + 4);
+    }
+    size_t n = 0;
+    pid_t pids[64];
+    char list[64 * 12] = "";
+    n = hsm_signer_pids(*out, pids, 64);
+    for (size_t i = 0, used = 0; i < n && used < sizeof list; i++) {
+        used +=
+            (size_t)snprintf(list + used, sizeof list - used, "%s%d", i ? " " : "", (int)pids[i]);
+    }
+    kl_info("token %s: %zu signer processes (%s); this process holds no PIN", token, n, list);
+out:
+    kl_secret_free(&pin);
+    if (rc != KL_OK) {
+        hsm_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 kl_rc est_server_new(const kl_conf *conf, est_server **out)
 {
     kl_rc rc = KL_OK;
@@ -682,7 +881,13 @@ kl_rc est_server_new(const kl_conf *conf, est_server **out)
         TRY(est_htpasswd_load(s->cfg.htpasswd, &s->htpasswd));
         kl_info("htpasswd %s: %zu users", s->cfg.htpasswd, est_htpasswd_count(s->htpasswd));
     }
-    TRY(ca_open(&s->ca, conf));
+    if (s->cfg.signer_inline) {
+        TRY(ca_open(&s->ca, conf));
+    } else {
+        hsm_ctx *h = NULL;
+        TRY(est_signers_start(s, &h));
+        TRY(ca_open_hsm(&s->ca, conf, h));
+    }
     TRY(est_labels_load(s));
     TRY(est_trust_load(s));
     TRY(est_tls_load(s));

@@ -92,6 +92,8 @@ est_write_conf() {
         echo "htpasswd = est.htpasswd"
         echo "channel-binding = ${EST_CB:-optional}"
         echo "http-listen = 127.0.0.1:$EST_HTTP_PORT"
+        # EST_SIGNER=inline: the same test with the token login in the server process
+        if [ -n "${EST_SIGNER:-}" ]; then echo "signer = $EST_SIGNER"; fi
         for l in "$@"; do echo "$l"; done
     } >> "$KL_CONF"
     EST_URL="https://127.0.0.1:$EST_PORT"
