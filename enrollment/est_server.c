@@ -480,6 +480,36 @@ static int est_tls_scheme(const est_server *s, gnutls_sign_algorithm_t algo, hsm
     return 0;
 }
 
+/* GnuTLS 3.7 hands TLS 1.2 RSA PKCS#1 v1.5 signatures to the callback as GNUTLS_SIGN_RSA_RAW
+ * over a DigestInfo. Accept exactly the DER DigestInfo of a SHA-2 hash the table allows
+ * (RFC 8017 9.2, note 1) and send the signer the hash and its name; anything else (MD5+SHA-1
+ * of TLS 1.0/1.1, SHA-1) is refused. Returns the hash's offset in `di`, 0 when refused. */
+static size_t est_tls_digestinfo(const gnutls_datum_t *di, hsm_md *md)
+{
+    static const struct {
+        hsm_md md;
+        uint8_t prefix[19];
+    } known[] = {
+        {HSM_MD_SHA256,
+         {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+          0x05, 0x00, 0x04, 0x20}},
+        {HSM_MD_SHA384,
+         {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+          0x05, 0x00, 0x04, 0x30}},
+        {HSM_MD_SHA512,
+         {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
+          0x05, 0x00, 0x04, 0x40}},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        if (di->size == 19 + hsm_md_size(known[i].md) &&
+            memcmp(di->data, known[i].prefix, 19) == 0) {
+            *md = known[i].md;
+            return 19;
+        }
+    }
+    return 0;
+}
+
 static int est_tls_key_info(gnutls_privkey_t key, unsigned int flags, void *userdata)
 {
     (void)key;
@@ -508,13 +538,16 @@ static int est_tls_sign_hash(gnutls_privkey_t key, gnutls_sign_algorithm_t algo,
     hsm_sig_alg alg;
     hsm_md md;
     uint8_t sig[512];
-    size_t len = sizeof sig;
-    if (est_tls_scheme(s, algo, &alg, &md) != 0) {
+    size_t len = sizeof sig, off = 0;
+    if (algo == GNUTLS_SIGN_RSA_RAW && s->tls_key_pk == GNUTLS_PK_RSA &&
+        (off = est_tls_digestinfo(hash, &md)) > 0) {
+        alg = HSM_SIG_RSA_PKCS1;
+    } else if (est_tls_scheme(s, algo, &alg, &md) != 0) {
         kl_warn("TLS key: signature algorithm %s refused", gnutls_sign_get_name(algo));
         return GNUTLS_E_UNSUPPORTED_SIGNATURE_ALGORITHM;
     }
-    if (hsm_key_sign_digest(ca_hsm(s->ca), s->cfg.tls_key, alg, md, hash->data, hash->size, sig,
-                            &len) != KL_OK) {
+    if (hsm_key_sign_digest(ca_hsm(s->ca), s->cfg.tls_key, alg, md, hash->data + off,
+                            hash->size - off, sig, &len) != KL_OK) {
         est_metrics_hsm_error(&s->metrics);
         kl_error("TLS key: %s", kl_errmsg());
         return GNUTLS_E_PK_SIGN_FAILED;

@@ -75,6 +75,23 @@ est_setup_ca() {
     kca issue --issuer factory1 --template device-idevid --csr "$D/idev.csr" --device-id HW0001 --out "$D/idev.crt" >/dev/null
 }
 
+# est_token_tls_key LABEL P11TOOL-KEYGEN-ARGS...: a TLS server key generated in the token
+# (p11tool), its CSR (certtool, signed in the token) and certificate (est-server template) in
+# $D/est-server.pem; sets EST_TLS_KEY to the key's pkcs11: URI for est_write_conf.
+est_token_tls_key() {
+    local label=$1
+    shift
+    EST_TLS_KEY="$KL_TOKEN_URI;object=$label;type=private"
+    GNUTLS_PIN=$KEYLINE_PIN p11tool --provider "$KL_MODULE" --login --generate-privkey "$@" \
+        --label "$label" "$KL_TOKEN_URI" >/dev/null 2>&1 || die "p11tool keygen"
+    printf 'cn = "localhost"\ndns_name = "localhost"\nip_address = "127.0.0.1"\n' > "$D/tls.tmpl"
+    GNUTLS_PIN=$KEYLINE_PIN certtool --provider "$KL_MODULE" --generate-request \
+        --load-privkey "$EST_TLS_KEY" --template "$D/tls.tmpl" --outfile "$D/tls.csr" \
+        >/dev/null 2>&1 || die "certtool CSR with the token key"
+    kca issue --issuer field1 --template est-server --csr "$D/tls.csr" --out "$D/tls.crt" >/dev/null
+    cat "$D/tls.crt" "$D/field1.pem" > "$D/est-server.pem"
+}
+
 # est_write_conf [extra key = value lines...]: appends [est] to $KL_CONF
 est_write_conf() {
     EST_PORT=$(free_port)

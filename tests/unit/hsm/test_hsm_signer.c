@@ -27,7 +27,6 @@
 #include "hsm_signer.h"
 #include "token_env.h"
 
-
 static char g_pin[64];
 static const char *pin(void)
 {
