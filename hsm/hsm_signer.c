@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -78,6 +79,10 @@ static kl_rc req_check(const hsm_signer_req *r)
         if (c < 0x20 || c > 0x7e) {
             return kl_fail(KL_EINPUT, "signer request: label byte 0x%02x is not printable", c);
         }
+    }
+    /* A bare CKA_LABEL only: the signer's key lookup would parse a URI. */
+    if (strncasecmp(r->label, "pkcs11:", 7) == 0) {
+        return kl_fail(KL_EINPUT, "signer request: a label, not a URI");
     }
     if (r->op == HSM_REQ_PUBKEY) {
         return KL_OK;

@@ -89,6 +89,7 @@ static void test_codec_malformed(void **state)
     static const uint8_t label_ctl[] = {1, 2, 'a', '\n'};
     static const uint8_t label_hi[] = {1, 2, 'a', 0xc3};
     static const uint8_t pub_trailing[] = {1, 1, 'a', 0};
+    static const uint8_t pub_uri[] = {1, 10, 'P', 'K', 'C', 'S', '1', '1', ':', 'a', '=', 'b'};
     static const uint8_t sign_trunc[] = {2, 1, 'a', 1, 0};
     static const uint8_t sign_no_dgst[] = {2, 1, 'a', 1, 0, 32};
     static const uint8_t sign_bad_alg[] = {2, 1, 'a', 9, 0, 1, 0};
@@ -118,6 +119,7 @@ static void test_codec_malformed(void **state)
         {"non-ASCII label", label_hi, sizeof label_hi},
         {"label of 129 bytes", label129, 2 + 129},
         {"trailing byte after PUBKEY", pub_trailing, sizeof pub_trailing},
+        {"a URI for a label", pub_uri, sizeof pub_uri},
         {"SIGN cut short", sign_trunc, sizeof sign_trunc},
         {"SIGN without digest bytes", sign_no_dgst, sizeof sign_no_dgst},
         {"unknown scheme", sign_bad_alg, sizeof sign_bad_alg},
