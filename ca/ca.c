@@ -342,6 +342,8 @@ typedef struct {
     const X509_NAME *subject; /* subject from the request (ca create) */
     EVP_PKEY *self_key;       /* self-signed: the new CA's own key */
     const char *self_label;
+    X509 *issuer_cert; /* an issuer not recorded yet (ca_rotate), with its key; label in req */
+    EVP_PKEY *issuer_key;
 } ca_issue_in;
 
 /* The subject of `cert` as RFC 2253 text, for the store and the audit log. */
@@ -388,6 +390,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
     char *serial_hex = NULL, *subject_txt = NULL;
     const tpl *t = NULL;
     const ca_entry *issuer = NULL;
+    X509 *icert = NULL; /* the issuer's certificate; NULL when self-signed */
     EVP_PKEY *sign_key = NULL;
     const char *issuer_label = in->self_key ? in->self_label : req->issuer;
     *cert_out = NULL;
@@ -416,10 +419,17 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
     if (in->self_key) {
         sign_key = in->self_key;
     } else {
-        TRY(ca_entry_get(ca, req->issuer, 1, &issuer));
-        sign_key = issuer->key;
+        if (in->issuer_key) {
+            sign_key = in->issuer_key;
+            icert = in->issuer_cert;
+        } else {
+            TRY(ca_entry_get(ca, req->issuer, 1, &issuer));
+            sign_key = issuer->key;
+            icert = issuer->cert;
+        }
+        ENSURE(icert, KL_EUSAGE, "no issuer certificate");
         time_t now = time(NULL);
-        ENSURE(X509_cmp_time(X509_get0_notAfter(issuer->cert), &now) > 0, KL_EPOLICY,
+        ENSURE(X509_cmp_time(X509_get0_notAfter(icert), &now) > 0, KL_EPOLICY,
                "CA '%s' has expired", req->issuer);
     }
 
@@ -430,7 +440,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
         .csr = csr,
         .device_id = req->device_id,
         .subject = in->subject,
-        .issuer_cert = issuer ? issuer->cert : NULL,
+        .issuer_cert = icert,
         .crl_url = ca->crl_url,
         .ocsp_url = ca->ocsp_url,
         .ca_issuers_url = ca->ca_issuers_url,
@@ -438,7 +448,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
         .issuer_label = issuer_label,
     };
     TRY(tpl_policy_build(&pin, serial, &cert));
-    TRY(tpl_lint(t, cert, issuer ? issuer->cert : NULL));
+    TRY(tpl_lint(t, cert, icert));
 
     /* 4. Sign in the HSM, check the result with the issuer's public key, and record the
      * certificate with its audit entry in one transaction before it is released. The serial is
@@ -461,7 +471,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
         int dlen = i2d_X509(cert, &der);
         ENSURE_SSL(dlen > 0, KL_EINTERNAL, "cannot encode certificate");
         /* the signature checked on the very bytes that will be recorded and released */
-        EVP_PKEY *ipub = issuer ? X509_get0_pubkey(issuer->cert) : X509_REQ_get0_pubkey(csr);
+        EVP_PKEY *ipub = icert ? X509_get0_pubkey(icert) : X509_REQ_get0_pubkey(csr);
         rc = ca_signed_der_verify(der, (size_t)dlen, ipub);
         if (rc != KL_OK) {
             OPENSSL_free(der);
@@ -566,9 +576,10 @@ out:
     return rc;
 }
 
-kl_rc ca_certify(ca_ctx *ca, EVP_PKEY *priv, EVP_PKEY *pub, const X509_NAME *name,
-                 const char *template_name, const char *issuer, const char *self_label,
-                 const char *actor, X509 **cert_out)
+static kl_rc ca_certify_in(ca_ctx *ca, EVP_PKEY *priv, EVP_PKEY *pub, const X509_NAME *name,
+                           const char *template_name, const char *issuer, const char *self_label,
+                           X509 *issuer_cert, EVP_PKEY *issuer_key, const char *actor,
+                           X509 **cert_out)
 {
     kl_rc rc = KL_OK;
     X509_REQ *csr = NULL;
@@ -591,8 +602,12 @@ kl_rc ca_certify(ca_ctx *ca, EVP_PKEY *priv, EVP_PKEY *pub, const X509_NAME *nam
         .csr_len = (size_t)clen,
         .actor = actor,
     };
-    ca_issue_in in = {
-        .req = &req, .subject = name, .self_key = issuer ? NULL : priv, .self_label = self_label};
+    ca_issue_in in = {.req = &req,
+                      .subject = name,
+                      .self_key = issuer ? NULL : priv,
+                      .self_label = self_label,
+                      .issuer_cert = issuer_cert,
+                      .issuer_key = issuer_key};
     TRY(ca_issue_run(ca, &in, cert_out));
 out:
     X509_REQ_free(csr);
@@ -600,15 +615,31 @@ out:
     return rc;
 }
 
-kl_rc ca_record(ca_ctx *ca, const char *label, const char *template_name, const char *parent,
-                const char *key_type, X509 *cert, const char *status)
+kl_rc ca_certify(ca_ctx *ca, EVP_PKEY *priv, EVP_PKEY *pub, const X509_NAME *name,
+                 const char *template_name, const char *issuer, const char *self_label,
+                 const char *actor, X509 **cert_out)
+{
+    return ca_certify_in(ca, priv, pub, name, template_name, issuer, self_label, NULL, NULL, actor,
+                         cert_out);
+}
+
+kl_rc ca_certify_under(ca_ctx *ca, EVP_PKEY *priv, EVP_PKEY *pub, const X509_NAME *name,
+                       const char *template_name, const char *issuer_label, X509 *issuer_cert,
+                       EVP_PKEY *issuer_key, const char *actor, X509 **cert_out)
+{
+    return ca_certify_in(ca, priv, pub, name, template_name, issuer_label, NULL, issuer_cert,
+                         issuer_key, actor, cert_out);
+}
+
+kl_rc ca_record_fill(store_ca *rec, const char *label, const char *template_name,
+                     const char *parent, const char *key_type, X509 *cert, const char *status)
 {
     unsigned char *der = NULL;
     int dlen = i2d_X509(cert, &der);
     if (dlen <= 0) {
         return kl_fail_ssl(KL_EINTERNAL, "cannot encode certificate");
     }
-    store_ca rec = {
+    *rec = (store_ca){
         .label = (char *)label,
         .template_name = (char *)template_name,
         .parent = (char *)parent,
@@ -618,8 +649,18 @@ kl_rc ca_record(ca_ctx *ca, const char *label, const char *template_name, const 
         .status = (char *)status,
         .created = time(NULL),
     };
-    kl_rc rc = store_ca_put(ca->st, &rec);
-    OPENSSL_free(der);
+    return KL_OK;
+}
+
+kl_rc ca_record(ca_ctx *ca, const char *label, const char *template_name, const char *parent,
+                const char *key_type, X509 *cert, const char *status)
+{
+    store_ca rec;
+    kl_rc rc = ca_record_fill(&rec, label, template_name, parent, key_type, cert, status);
+    if (rc == KL_OK) {
+        rc = store_ca_put(ca->st, &rec);
+        OPENSSL_free(rec.der);
+    }
     return rc;
 }
 
@@ -640,9 +681,30 @@ kl_rc ca_label_check_new(ca_ctx *ca, const char *label)
     return rc == KL_ENOTFOUND ? KL_OK : rc;
 }
 
-kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
-                      const X509_NAME *name, hsm_key_type kt, const char *issuer, const char *actor,
-                      X509 **cert_out)
+void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n, const char *actor,
+                    kl_rc rc)
+{
+    char why[512];
+    snprintf(why, sizeof why, "%s", kl_errmsg());
+    int revoked_all = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!certs[i]) {
+            continue;
+        }
+        char *sh = ca_serial_hex(X509_get0_serialNumber(certs[i]));
+        kl_rc r = sh ? ca_revoke(ca, sh, CA_REASON_CESSATION, actor) : KL_EINTERNAL;
+        revoked_all &= r == KL_OK || r == KL_EEXIST;
+        OPENSSL_free(sh);
+    }
+    kl_rc d = hsm_key_destroy(ca->hsm, label);
+    kl_fail(rc, "%s%s%s", why,
+            revoked_all ? "" : " (and a certificate signed on the way could not be revoked)",
+            d == KL_OK ? "" : " (and the new key could not be removed from the token)");
+}
+
+kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const X509_NAME *name,
+                 hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out,
+                 EVP_PKEY **priv_out)
 {
     kl_rc rc = KL_OK;
     EVP_PKEY *pub = NULL, *priv = NULL;
@@ -650,6 +712,9 @@ kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
     const tpl *t = NULL;
     int generated = 0;
     *cert_out = NULL;
+    if (priv_out) {
+        *priv_out = NULL;
+    }
 
     ENSURE(ca->hsm, KL_EUSAGE, "creating a CA needs the token");
     TRY(ca_label_check_new(ca, label));
@@ -667,28 +732,44 @@ kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
     generated = 1;
     TRY(hsm_key_load(ca->hsm, label, &priv));
     TRY(ca_certify(ca, priv, pub, name, template_name, issuer, label, actor, &cert));
-    TRY(ca_record(ca, label, template_name, issuer, hsm_key_type_name(kt), cert, "active"));
     generated = 0;
     *cert_out = cert;
     cert = NULL;
+    if (priv_out) {
+        *priv_out = priv;
+        priv = NULL;
+    }
 out:
     EVP_PKEY_free(pub);
     EVP_PKEY_free(priv);
     X509_free(cert);
     if (generated) {
         /* No CA came of it (policy refused the subject, lint, HSM): do not leave an orphan
-         * key that would block the label. A certificate already signed was never released
-         * and, if the store refused it, was never recorded. */
-        char why[512];
-        snprintf(why, sizeof why, "%s", kl_errmsg());
-        if (hsm_key_destroy(ca->hsm, label) != KL_OK) {
-            kl_fail(rc, "%s (and the new key '%s' could not be removed from the token)", why,
-                    label);
-        } else {
-            kl_fail(rc, "%s", why);
-        }
+         * key that would block the label. Nothing was signed (or recorded) with it. */
+        ca_key_discard(ca, label, NULL, 0, actor, rc);
     }
     return rc;
+}
+
+kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
+                      const X509_NAME *name, hsm_key_type kt, const char *issuer, const char *actor,
+                      X509 **cert_out)
+{
+    X509 *cert = NULL;
+    *cert_out = NULL;
+    kl_rc rc = ca_key_new(ca, label, template_name, name, kt, issuer, actor, &cert, NULL);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    rc = ca_record(ca, label, template_name, issuer, hsm_key_type_name(kt), cert, "active");
+    if (rc != KL_OK) {
+        /* the certificate was recorded as issued but never released: revoke it with the key */
+        ca_key_discard(ca, label, &cert, 1, actor, rc);
+        X509_free(cert);
+        return rc;
+    }
+    *cert_out = cert;
+    return KL_OK;
 }
 
 kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const char *subject,

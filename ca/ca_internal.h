@@ -41,13 +41,37 @@ const EVP_MD *ca_sign_md(const EVP_PKEY *key);
 kl_rc ca_certify(ca_ctx *ca, EVP_PKEY *priv, EVP_PKEY *pub, const X509_NAME *name,
                  const char *template_name, const char *issuer, const char *self_label,
                  const char *actor, X509 **cert_out) KL_WUR;
+/* ca_certify under an issuer that is not recorded yet: its certificate and key are given
+ * (ca_rotate: the old root certified by the new one before either is recorded). */
+kl_rc ca_certify_under(ca_ctx *ca, EVP_PKEY *priv, EVP_PKEY *pub, const X509_NAME *name,
+                       const char *template_name, const char *issuer_label, X509 *issuer_cert,
+                       EVP_PKEY *issuer_key, const char *actor, X509 **cert_out) KL_WUR;
 /* Record a CA (or rollover) certificate in the store under `label`. */
 kl_rc ca_record(ca_ctx *ca, const char *label, const char *template_name, const char *parent,
                 const char *key_type, X509 *cert, const char *status) KL_WUR;
+/* The store record of ca_record, for store_ca_put_all; the caller frees rec->der with
+ * OPENSSL_free. */
+kl_rc ca_record_fill(store_ca *rec, const char *label, const char *template_name,
+                     const char *parent, const char *key_type, X509 *cert,
+                     const char *status) KL_WUR;
 /* KL_OK when `label` is well-formed and not taken (KL_EUSAGE / KL_EEXIST otherwise). */
 kl_rc ca_label_check_new(ca_ctx *ca, const char *label) KL_WUR;
 kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
                       const X509_NAME *name, hsm_key_type kt, const char *issuer, const char *actor,
                       X509 **cert_out) KL_WUR;
+/* The first half of ca_create_named: checks, a new key `label` in the token and its CA
+ * certificate (recorded in the certificate table like any issued one), but no CA record. On
+ * failure nothing is left in the token. On success the caller records the CA, or undoes it
+ * all with ca_key_discard. *priv_out (may be NULL) gets the new private key. */
+kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const X509_NAME *name,
+                 hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out,
+                 EVP_PKEY **priv_out) KL_WUR;
+/* RFC 5280 5.3.1 cessationOfOperation */
+#define CA_REASON_CESSATION 5
+/* Undo a CA that could not be recorded: revoke (cessationOfOperation) the certificates signed
+ * on the way (NULL entries skipped; they were never released), destroy key `label` in the
+ * token, and keep the caller's error `rc` and message (noting what could not be undone). */
+void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n, const char *actor,
+                    kl_rc rc);
 
 #endif

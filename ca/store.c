@@ -195,6 +195,21 @@ kl_rc store_ca_put(store *s, const store_ca *ca)
     return s->ops->ca_put(s, ca);
 }
 
+kl_rc store_ca_put_all(store *s, const store_ca *cas, size_t n, const char *actor,
+                       const char *action, const char *detail)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(cas && n > 0, "store_ca_put_all: no CA records");
+    for (size_t i = 0; i < n; i++) {
+        ARG_CHECK(cas[i].label && cas[i].label[0], "CA record without a label");
+    }
+    ARG_CHECK(action && action[0], "store_ca_put_all: no audit action");
+    if (!s->ops->ca_put_all) {
+        return kl_fail(KL_EUSAGE, "store backend %s cannot record CAs together", s->ops->name);
+    }
+    return s->ops->ca_put_all(s, cas, n, actor_or_default(actor), action, detail ? detail : "");
+}
+
 kl_rc store_ca_get(store *s, const char *label, store_ca *out)
 {
     STORE_CHECK(s);

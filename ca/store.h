@@ -80,6 +80,11 @@ void store_close(store *s);
 
 /* --- CA records --- */
 kl_rc store_ca_put(store *s, const store_ca *ca) KL_WUR; /* KL_EEXIST on label clash */
+/* Record n CAs in order (each with its ca-create audit entry) and then the audit entry
+ * actor/action/detail, in one transaction: all or nothing (a rotation's new root and its two
+ * rollover certificates). Errors as store_ca_put. */
+kl_rc store_ca_put_all(store *s, const store_ca *cas, size_t n, const char *actor,
+                       const char *action, const char *detail) KL_WUR;
 kl_rc store_ca_get(store *s, const char *label, store_ca *out) KL_WUR; /* KL_ENOTFOUND */
 kl_rc store_ca_list(store *s, store_ca **out, size_t *n) KL_WUR;
 void store_ca_free(store_ca *ca);
@@ -200,6 +205,8 @@ struct store_ops {
     kl_rc (*device_claim)(store *s, const char *device_id, const store_claim *me, char *holder,
                           size_t holder_len);
     kl_rc (*device_unclaim)(store *s, const char *device_id, const store_claim *me);
+    kl_rc (*ca_put_all)(store *s, const store_ca *cas, size_t n, const char *actor,
+                        const char *action, const char *detail);
 };
 
 /* Every backend's store struct begins with this header. */

@@ -1092,6 +1092,31 @@ static kl_rc sq_ca_put(store *s, const store_ca *ca)
     return sq_write(sq(s), ca_put_tx, (void *)ca);
 }
 
+typedef struct {
+    const store_ca *cas;
+    size_t n;
+    const char *actor, *action, *detail;
+} ca_put_all_arg;
+
+static kl_rc ca_put_all_tx(sq_store *q, void *arg)
+{
+    const ca_put_all_arg *a = arg;
+    kl_rc rc = KL_OK;
+    for (size_t i = 0; i < a->n; i++) {
+        TRY(ca_put_tx(q, (void *)&a->cas[i]));
+    }
+    TRY(audit_append_tx(q, a->actor, a->action, a->detail));
+out:
+    return rc;
+}
+
+static kl_rc sq_ca_put_all(store *s, const store_ca *cas, size_t n, const char *actor,
+                           const char *action, const char *detail)
+{
+    ca_put_all_arg a = {cas, n, actor, action, detail};
+    return sq_write(sq(s), ca_put_all_tx, &a); /* one savepoint: all rows or none */
+}
+
 static kl_rc sq_ca_get(store *s, const char *label, store_ca *outp)
 {
     kl_rc rc = KL_OK;
@@ -1778,5 +1803,6 @@ const struct store_ops store_sqlite_ops = {
     .cert_state = sq_cert_state,
     .device_claim = sq_device_claim,
     .device_unclaim = sq_device_unclaim,
+    .ca_put_all = sq_ca_put_all,
     .write_stats = sq_write_stats,
 };

@@ -7,6 +7,24 @@ make_key ec-p256 old.key
 openssl req -new -key old.key -subj "/CN=device before rotation" -out old.csr
 kca issue --issuer field1 --template device-ldevid --csr old.csr --out old.pem
 
+# All or nothing: a rotation that fails at its last step (the store refuses the OldWithNew
+# record: a trigger injects the failure into the real store file) leaves no CA, no key in the
+# token, and the certificates signed on the way revoked; the same command then succeeds.
+tokobjs() { pkcs11-tool --module "$KL_MODULE" --token-label keyline-test --login --pin "$KEYLINE_PIN" --list-objects 2>/dev/null; }
+sqlite3 "$KL_TEST_DIR/keyline.db" "CREATE TRIGGER inject BEFORE INSERT ON cas WHEN NEW.label LIKE '%.oldwithnew' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+expect_fail "rotation whose last store write fails" kca ca rotate --label root1 --new-label root2 --key-type ec-p384
+sqlite3 "$KL_TEST_DIR/keyline.db" "DROP TRIGGER inject"
+if kca ca list | grep -q "^root2"; then fail "failed rotation left CA records"; fi
+if tokobjs | grep -q "label: *root2$"; then fail "failed rotation left its key in the token"; fi
+tokobjs | grep -q "label: *root1$" || fail "token listing does not show root1 (cannot check the token)"
+kca list --status revoked --json | python3 -c '
+import json, sys
+iss = sorted(c["issuer"] for c in json.load(sys.stdin))
+sys.exit(0 if iss == ["root1", "root2", "root2"] else "revoked after the failed rotation: %s" % iss)' ||
+  fail "the certificates signed by the failed rotation are not all revoked"
+if kca audit list | grep -q "ca-rotate"; then fail "failed rotation audited as done"; fi
+ok "failed rotation undone: no CA, no key, its three certificates revoked"
+
 kca ca rotate --label root1 --new-label root2 --key-type ec-p384 > root2.pem
 kca ca cert --label root2.newwithold > nwo.pem
 kca ca cert --label root1.oldwithnew > own.pem

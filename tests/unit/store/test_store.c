@@ -746,6 +746,58 @@ static void test_cas(void **state)
     store_audit_list_free(a, na);
 }
 
+/* Several CAs and a closing audit entry in one transaction (ca rotate): all or nothing. */
+static void test_ca_put_all(void **state)
+{
+    fx *f = *state;
+    uint8_t *der = NULL;
+    size_t len = 0;
+    assert_true(make_cert("01", "Root", &der, &len));
+    store_ca v[3];
+    memset(v, 0, sizeof v);
+    for (int i = 0; i < 3; i++) {
+        v[i].template_name = (char *)"root-ca";
+        v[i].key_type = (char *)"ec-p384";
+        v[i].der = der;
+        v[i].der_len = len;
+    }
+    v[0].label = (char *)"root2";
+    v[1].label = (char *)"root2.newwithold";
+    v[1].parent = (char *)"root1"; /* not in the store: the whole call fails */
+    v[1].status = (char *)"rollover";
+    assert_rc(store_ca_put_all(f->s, v, 2, "officer", "ca-rotate", "old=root1 new=root2"),
+              KL_ENOTFOUND);
+    store_ca g;
+    assert_rc(store_ca_get(f->s, "root2", &g), KL_ENOTFOUND); /* rolled back with the rest */
+    int64_t na = -1;
+    assert_rc(store_audit_verify(f->s, &na), KL_OK);
+    assert_int_equal(na, 0);
+
+    v[0].label = (char *)"root1";
+    assert_rc(store_ca_put(f->s, &v[0]), KL_OK);
+    v[0].label = (char *)"root2";
+    v[2].label = (char *)"root1"; /* clashes after two good rows */
+    assert_rc(store_ca_put_all(f->s, v, 3, "officer", "ca-rotate", "x"), KL_EEXIST);
+    assert_rc(store_ca_get(f->s, "root2.newwithold", &g), KL_ENOTFOUND);
+    v[2].label = (char *)"root1.oldwithnew";
+    v[2].parent = (char *)"root2";
+    v[2].status = (char *)"rollover";
+    assert_rc(store_ca_put_all(f->s, v, 3, "officer", "ca-rotate", "old=root1 new=root2"), KL_OK);
+    assert_rc(store_ca_get(f->s, "root1.oldwithnew", &g), KL_OK);
+    assert_string_equal(g.status, "rollover");
+    assert_string_equal(g.parent, "root2");
+    store_ca_free(&g);
+    store_audit *a = NULL;
+    size_t n = 0;
+    assert_rc(store_audit_list(f->s, 1, &a, &n), KL_OK);
+    assert_int_equal(n, 5); /* root1; root2 and its two rollovers; ca-rotate last */
+    assert_string_equal(a[4].action, "ca-rotate");
+    assert_string_equal(a[4].actor, "officer");
+    assert_string_equal(a[4].detail, "old=root1 new=root2");
+    store_audit_list_free(a, n);
+    OPENSSL_free(der);
+}
+
 static void test_audit_append_verify(void **state)
 {
     fx *f = *state;
@@ -1404,6 +1456,7 @@ int main(void)
         T(test_crl_numbers),
         T(test_devices),
         T(test_cas),
+        T(test_ca_put_all),
         T(test_audit_append_verify),
         T(test_tamper_edit),
         T(test_tamper_edit_rehash),
