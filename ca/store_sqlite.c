@@ -133,6 +133,7 @@ enum {
     Q_DEV_GET,
     Q_DEV_PUT,
     Q_DEV_LIST,
+    Q_DEV_REVOKED,
     Q_CLAIM_GET,
     Q_CLAIM_PUT,
     Q_CLAIM_DEL,
@@ -191,6 +192,8 @@ static const char *const q_sql[Q_COUNT] = {
                     " instance = excluded.instance, host = excluded.host, pid = excluded.pid,"
                     " place = excluded.place, expires = excluded.expires",
     [Q_CLAIM_DEL] = "DELETE FROM claims WHERE device_id = ?1 AND instance = ?2 AND place = ?3",
+    [Q_DEV_REVOKED] = "UPDATE devices SET state = 'revoked', detail = ?2, updated = ?3"
+                      " WHERE cert_serial = ?1",
     [Q_HEAD_GET] = "SELECT seq, hash FROM audit_head WHERE id = 1",
     [Q_HEAD_SET] = "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
     [Q_AUDIT_INSERT] = "INSERT INTO audit (seq, ts, actor, action, detail, prev_hash, hash)"
@@ -1416,6 +1419,14 @@ static kl_rc cert_revoke_tx(sq_store *q, void *arg)
     TRY(sq_stmt(q, Q_EPOCH_BUMP, &st));
     BIND(bind_text(st, 1, issuer));
     TRY(sq_run(q, st, "bump revocation epoch"));
+    /* the inventory row of a device whose current certificate this is says so (the station
+     * writes its own state afterwards when it revokes in a flow) */
+    TRY(sq_stmt(q, Q_DEV_REVOKED, &st));
+    BIND(bind_text(st, 1, a->serial));
+    snprintf(detail, sizeof detail, "certificate %s revoked (reason %d)", a->serial, a->reason);
+    BIND(bind_text(st, 2, detail));
+    BIND(sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL)));
+    TRY(sq_run(q, st, "update the inventory"));
     snprintf(detail, sizeof detail, "serial=%s issuer=%s reason=%d", a->serial, issuer, a->reason);
     TRY(audit_append_tx(q, a->actor, "revoke", detail));
 out:

@@ -36,4 +36,11 @@ kca show --serial "$old" | grep -qi "revoked" || fail "old certificate $old not 
 kca show --serial "$old" | grep -qi "superseded" || fail "old certificate not revoked as superseded"
 [ "$(st_valid_count R-1)" = 1 ] || fail "reprovision: not exactly one valid certificate"
 ok "--reprovision --reason superseded: old $old revoked, new $new valid"
+kca device list | grep -q "^R-1 .* provisioned .*$new" || { kca device list; fail "inventory after reprovision"; }
+
+# an officer revokes the device's certificate: the inventory row says so at once
+kca revoke --serial "$new" --reason keyCompromise >/dev/null
+kca device list | grep -q "^R-1 .* revoked .*$new .*certificate $new revoked (reason 1)" ||
+  { kca device list; fail "inventory does not show the revocation"; }
+ok "revoking a device's certificate marks its inventory row revoked"
 kca audit verify >/dev/null || fail "audit verify"

@@ -695,6 +695,23 @@ static void test_devices(void **state)
     assert_string_equal(v[1].device_id, "HW-0002");
     assert_string_equal(v[1].state, "pending");
     store_device_list_free(v, n);
+
+    /* revoking a device's current certificate marks its inventory row, in the same
+     * transaction; rows pointing at other certificates stay as they are */
+    assert_rc(issue(f->s, "0C0C", "factory-ca", STORE_ST_VALID), KL_OK);
+    d.device_id = (char *)"HW-0003";
+    d.state = (char *)"provisioned";
+    d.cert_serial = (char *)"0C0C";
+    assert_rc(store_device_put(f->s, &d), KL_OK);
+    assert_rc(store_cert_revoke(f->s, "0c:0c", 1, 0, "officer"), KL_OK);
+    assert_rc(store_device_get(f->s, "HW-0003", &g), KL_OK);
+    assert_string_equal(g.state, "revoked");
+    assert_string_equal(g.detail, "certificate 0C0C revoked (reason 1)");
+    assert_string_equal(g.cert_serial, "0C0C");
+    store_device_free(&g);
+    assert_rc(store_device_get(f->s, "HW-0001", &g), KL_OK);
+    assert_string_equal(g.state, "provisioned");
+    store_device_free(&g);
 }
 
 static void test_cas(void **state)
