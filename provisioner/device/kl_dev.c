@@ -325,6 +325,23 @@ static int h_getcsr(req_t *r)
     return 0;
 }
 
+/* 1 <= d < n, the P-256 group order (big-endian), without branching on d: the new key is
+ * checked before the old one is dropped, so a bad scalar changes nothing. */
+static int scalar_ok(const uint8_t d[32])
+{
+    static const uint8_t n[32] = {0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF,
+                                  0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17,
+                                  0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51};
+    unsigned borrow = 0, any = 0;
+    int i;
+    for (i = 31; i >= 0; i--) {
+        unsigned diff = (unsigned)d[i] - (unsigned)n[i] - borrow;
+        borrow = (diff >> 8) & 1u; /* d - n borrows all the way out: d < n */
+        any |= d[i];
+    }
+    return (int)(borrow & ((any | (0u - any)) >> 8 & 1u));
+}
+
 static int h_inject(req_t *r)
 {
     kl_dev *d = r->d;
@@ -368,6 +385,11 @@ static int h_inject(req_t *r)
     if (prc != KL_PORT_OK) {
         r->why = "unwrap failed";
         err = prc == KL_PORT_EAUTH ? KL_ERR_CRYPTO : KL_ERR_INTERNAL;
+        goto out;
+    }
+    if (!scalar_ok(priv)) {
+        r->why = "invalid private key";
+        err = KL_ERR_CRYPTO;
         goto out;
     }
     if (d->state != KL_STATE_FACTORY_NEW && drop_identity(d) != 0) {

@@ -564,6 +564,36 @@ static void test_inject_roundtrip(void **state)
     expect_error(s, KL_MSG_INJECT, &w, KL_ERR_KEY_EXISTS);
     do_genkey(s, 0, got, 0);
     assert_memory_equal(got, want, 65);
+
+    /* INJECT FORCE of a scalar outside [1, n-1] (correctly wrapped): CRYPTO and nothing
+     * changes, the key in place stays */
+    static const uint8_t bad[3][32] = {
+        {0},
+        {0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF,
+         0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17,
+         0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51}, /* n */
+        {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+         0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+         0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(kl_inject_wrap(tp, SERIAL, bad[i], &wr), KL_OK);
+        kl_tlv_w_init(&w, b, sizeof(b));
+        assert_int_equal(kl_inject_put(&wr, 1, &w), KL_OK);
+        expect_error(s, KL_MSG_INJECT, &w, KL_ERR_CRYPTO);
+        assert_int_equal(kl_dev_get_state(&s->dev), KL_STATE_KEY_READY);
+        assert_int_equal(xfer(s, KL_MSG_HELLO, NULL), KL_MSG_RESP(KL_MSG_HELLO));
+        assert_int_equal(kl_tlv_get_fixed(s->rpay, s->rlen, KL_TAG_IDENTITY_PUB, got, 65),
+                         KL_PROTO_OK);
+        assert_memory_equal(got, want, 65);
+    }
+    /* n - 1, the largest valid scalar, is accepted with FORCE */
+    uint8_t top[32];
+    memcpy(top, bad[1], 32);
+    top[31] -= 1;
+    assert_int_equal(kl_inject_wrap(tp, SERIAL, top, &wr), KL_OK);
+    kl_tlv_w_init(&w, b, sizeof(b));
+    assert_int_equal(kl_inject_put(&wr, 1, &w), KL_OK);
+    assert_int_equal(xfer(s, KL_MSG_INJECT, &w), KL_MSG_RESP(KL_MSG_INJECT));
     EVP_PKEY_free(k);
 }
 
