@@ -446,6 +446,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
         .ca_issuers_url = ca->ca_issuers_url,
         .now = time(NULL),
         .issuer_label = issuer_label,
+        .csr_der_len = req->csr_len, /* the DER that was parsed (ca_csr_load re-encodes exactly) */
     };
     TRY(tpl_policy_build(&pin, serial, &cert));
     TRY(tpl_lint(t, cert, icert));

@@ -74,6 +74,7 @@ typedef struct {
     const char *ca_issuers_url;
     time_t now;               /* 0: time(NULL) */
     const char *issuer_label; /* replaces "{issuer}" in the URLs above; NULL when not needed */
+    size_t csr_der_len;       /* the CSR's DER size when the caller has it; 0: re-encode it */
 } tpl_policy_in;
 
 /* Check the CSR against the template (key type/size, subject rules, CSR extensions, SAN
