@@ -117,6 +117,20 @@ for k in $kids; do
 done
 ok "SIGKILL of the network process: the signers die with it"
 
+# --- start-up refusals ------------------------------------------------------------------------------
+rc=0
+KEYLINE_PIN=975319 "$BIN/keyline-estd" -c "$KL_CONF" 2>"$D/wrongpin.log" || rc=$?
+[ "$rc" = 5 ] || die "wrong PIN: exit $rc, expected 5"
+grep -q "wrong PIN (CKR_PIN_INCORRECT)" "$D/wrongpin.log" || die "wrong PIN message: $(cat "$D/wrongpin.log")"
+if grep -q 975319 "$D/wrongpin.log"; then die "the PIN appears in the log"; fi
+cp "$KL_CONF" "$D/bad.conf"
+echo "signer = thread" >> "$D/bad.conf"
+rc=0
+"$BIN/keyline-estd" -c "$D/bad.conf" 2>"$D/badconf.log" || rc=$?
+[ "$rc" = 2 ] || die "signer = thread: exit $rc, expected 2"
+grep -q "signer = thread: expected process or inline" "$D/badconf.log" || die "bad signer message"
+ok "start-up refusals: wrong PIN (exit 5, CKR_PIN_INCORRECT), unknown signer mode (exit 2)"
+
 # --- signer = inline: today's single process ---------------------------------------------------
 echo "signer = inline" >> "$KL_CONF"
 est_start
