@@ -344,6 +344,7 @@ typedef struct {
     const char *self_label;
     X509 *issuer_cert; /* an issuer not recorded yet (ca_rotate), with its key; label in req */
     EVP_PKEY *issuer_key;
+    int check_only; /* ca_issue_check: stop before signing */
 } ca_issue_in;
 
 /* The subject of `cert` as RFC 2253 text, for the store and the audit log. */
@@ -450,6 +451,9 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
     };
     TRY(tpl_policy_build(&pin, serial, &cert));
     TRY(tpl_lint(t, cert, icert));
+    if (in->check_only) {
+        goto out;
+    }
 
     /* 4. Sign in the HSM, check the result with the issuer's public key, and record the
      * certificate with its audit entry in one transaction before it is released. The serial is
@@ -493,6 +497,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
             .not_before = nb,
             .not_after = na,
             .revoke_reason = -1,
+            .request_id = req->request_id,
         };
         rc = store_cert_insert(ca->st, &rec, der, (size_t)dlen, req->actor ? req->actor : "unknown",
                                detail);
@@ -523,6 +528,15 @@ kl_rc ca_issue(ca_ctx *ca, const ca_issue_req *req, X509 **cert_out)
 {
     ca_issue_in in = {.req = req};
     return ca_issue_run(ca, &in, cert_out);
+}
+
+kl_rc ca_issue_check(ca_ctx *ca, const ca_issue_req *req)
+{
+    X509 *none = NULL;
+    ca_issue_in in = {.req = req, .check_only = 1};
+    kl_rc rc = ca_issue_run(ca, &in, &none);
+    X509_free(none);
+    return rc;
 }
 
 /* "CN=Root CA,O=Acme" (RFC 4514 order: most specific first) -> X509_NAME. Backslash escapes

@@ -73,7 +73,14 @@ typedef struct {
     const char *device_id; /* optional hardware serial / inventory id */
     const char *actor;     /* who asked, for the audit log: "cli:root", "est:CN=..." */
     int pending;           /* record as "pending" instead of "valid" (station) */
+    int64_t request_id;    /* optional: the held request this issuance approves (same store
+                            * transaction; KL_EPOLICY if it is no longer pending) */
 } ca_issue_req;
+
+/* Everything ca_issue checks before signing (CSR, proof of possession, issuer, template
+ * policy, build, lint), without signing or recording anything: whether a request would be
+ * issued. Same errors as ca_issue. */
+kl_rc ca_issue_check(ca_ctx *ca, const ca_issue_req *req) KL_WUR;
 
 /* The one issuance pipeline: parse CSR, verify its signature (proof of possession), apply the
  * template policy, build, lint, reserve the serial (unique by store constraint), sign in the

@@ -23,6 +23,8 @@ static const cli_cmd cli_top[] = {
     {"show", cmd_show, "--serial HEX", "show one certificate and its status"},
     {"audit", cmd_audit, "verify|list", "verify or print the tamper-evident audit log"},
     {"device", cmd_device, "list", "print the device inventory"},
+    {"request", cmd_request, "list|show|approve|reject ...",
+     "EST enrollment requests held for approval"},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -38,5 +38,6 @@ kl_rc cmd_list(cli *c, int argc, char **argv);
 kl_rc cmd_show(cli *c, int argc, char **argv);
 kl_rc cmd_audit(cli *c, int argc, char **argv);
 kl_rc cmd_device(cli *c, int argc, char **argv);
+kl_rc cmd_request(cli *c, int argc, char **argv);
 
 #endif

@@ -485,6 +485,94 @@ void store_device_list_free(store_device *v, size_t n)
     free(v);
 }
 
+/* --- held enrollment requests --- */
+
+#define RQ_OPS(s)                                                                                  \
+    do {                                                                                           \
+        if (!(s)->ops->request_submit) {                                                           \
+            return kl_fail(KL_EUSAGE, "store backend %s cannot hold requests", (s)->ops->name);    \
+        }                                                                                          \
+    } while (0)
+
+kl_rc store_request_submit(store *s, const store_request *r, store_request *out)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(r && out && r->label && r->csr_hash && strlen(r->csr_hash) == 64 && r->csr &&
+                  r->csr_len > 0 && r->issuer && r->issuer[0] && r->template_name &&
+                  r->template_name[0] && r->subject,
+              "store_request_submit: incomplete request");
+    RQ_OPS(s);
+    memset(out, 0, sizeof *out);
+    return s->ops->request_submit(s, r, out);
+}
+
+kl_rc store_request_get(store *s, int64_t id, store_request *out)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(out, "store_request_get: no output");
+    RQ_OPS(s);
+    memset(out, 0, sizeof *out);
+    return s->ops->request_get(s, id, out);
+}
+
+kl_rc store_request_list(store *s, const char *status, store_request **out, size_t *n)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(out && n, "store_request_list: missing argument");
+    RQ_OPS(s);
+    *out = NULL;
+    *n = 0;
+    kl_rc rc = s->ops->request_list(s, out, n);
+    if (rc != KL_OK || !status) {
+        return rc;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp((*out)[i].status, status) == 0) {
+            (*out)[k++] = (*out)[i];
+        } else {
+            store_request_free(&(*out)[i]);
+        }
+    }
+    *n = k;
+    return KL_OK;
+}
+
+kl_rc store_request_reject(store *s, int64_t id, const char *reason, const char *actor)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(reason && reason[0], "rejecting a request needs a reason");
+    RQ_OPS(s);
+    return s->ops->request_reject(s, id, reason, actor_or_default(actor));
+}
+
+void store_request_free(store_request *r)
+{
+    if (!r) {
+        return;
+    }
+    free(r->label);
+    free(r->csr_hash);
+    free(r->csr);
+    free(r->issuer);
+    free(r->template_name);
+    free(r->device_id);
+    free(r->requester);
+    free(r->subject);
+    free(r->status);
+    free(r->cert_serial);
+    free(r->reason);
+    memset(r, 0, sizeof *r);
+}
+
+void store_request_list_free(store_request *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        store_request_free(&v[i]);
+    }
+    free(v);
+}
+
 /* --- audit --- */
 
 kl_rc store_audit_append(store *s, const char *actor, const char *action, const char *detail)

@@ -39,6 +39,7 @@ typedef struct {
     uint8_t *der;      /* NULL until signed */
     size_t der_len;
     time_t created;
+    int64_t request_id; /* store_cert_insert only: the held request this approves (0: none) */
 } store_cert;
 
 typedef struct {
@@ -71,6 +72,26 @@ typedef struct {
     char hash[65];      /* hex SHA-256 of this entry (docs/internals/store.md: exact input) */
 } store_audit;
 
+/* An enrollment request held for an officer's decision (EST `approval = manual`). */
+typedef struct {
+    int64_t id;
+    char *label;    /* EST label ("" for the default) */
+    char *csr_hash; /* lower-case hex SHA-256 of the CSR DER: (label, csr_hash) is unique */
+    uint8_t *csr;
+    size_t csr_len;
+    char *issuer, *template_name,
+        *device_id;    /* what approval issues with (device_id may be NULL) */
+    char *requester;   /* the authenticated client, as in audit actors */
+    char *subject;     /* the CSR's subject, RFC 2253 */
+    char *status;      /* pending | approved | rejected */
+    char *cert_serial; /* approved: the certificate issued */
+    char *reason;      /* rejected: why */
+    time_t created, decided;
+} store_request;
+#define STORE_RQ_PENDING "pending"
+#define STORE_RQ_APPROVED "approved"
+#define STORE_RQ_REJECTED "rejected"
+
 typedef int (*store_cert_cb)(void *arg, const store_cert *c); /* return non-zero to stop */
 
 /* `path`: a file path (SQLite) or "sqlite:PATH". Creates the schema when new.
@@ -93,7 +114,10 @@ void store_ca_free(store_ca *ca);
  * Rows are never deleted and serials are UNIQUE, so a serial is never reused. Stores written by
  * earlier versions may hold rows with status "reserved" or "failed" (a serial reserved before
  * signing, then abandoned): they are never listed as issued and cannot be revoked. */
-/* Record a signed certificate in one transaction: the full row (c->status "valid" or "pending",
+/* (If c->request_id is set, the same transaction marks that held request approved with this
+ * certificate, or fails with KL_EPOLICY if it is no longer pending: two approvals of one
+ * request cannot both issue.)
+ * Record a signed certificate in one transaction: the full row (c->status "valid" or "pending",
  * serial, issuer, subject, template, device_id, not_before, not_after from `c`, and the DER) and
  * the audit entry `issue`. The UNIQUE constraint on serial makes a clash KL_EEXIST (nothing is
  * written; the caller signs again with a new serial). The DER is stored as given: the caller
@@ -132,6 +156,20 @@ kl_rc store_device_get(store *s, const char *device_id, store_device *out) KL_WU
 kl_rc store_device_put(store *s, const store_device *d) KL_WUR;
 kl_rc store_device_list(store *s, store_device **out, size_t *n) KL_WUR;
 void store_device_free(store_device *d);
+
+/* --- held enrollment requests ---
+ * Submit: record `r` (label, csr_hash, csr, issuer, template_name, device_id, requester,
+ * subject) as pending with a `request` audit entry, unless a request with the same label and
+ * CSR hash exists; either way *out gets the stored row (its status says what became of it). */
+kl_rc store_request_submit(store *s, const store_request *r, store_request *out) KL_WUR;
+kl_rc store_request_get(store *s, int64_t id, store_request *out) KL_WUR; /* KL_ENOTFOUND */
+/* All requests in id order (status NULL) or those with `status`. */
+kl_rc store_request_list(store *s, const char *status, store_request **out, size_t *n) KL_WUR;
+/* pending -> rejected with `reason`, audit `reject`. KL_ENOTFOUND; KL_EPOLICY if not pending.
+ * (Approval happens in store_cert_insert, with the certificate.) */
+kl_rc store_request_reject(store *s, int64_t id, const char *reason, const char *actor) KL_WUR;
+void store_request_free(store_request *r);
+void store_request_list_free(store_request *v, size_t n);
 
 /* --- device claims: one provisioning flow per device at a time, across processes ---
  * A station claims a device (hardware serial) before deciding anything about it and releases
@@ -207,6 +245,10 @@ struct store_ops {
     kl_rc (*device_unclaim)(store *s, const char *device_id, const store_claim *me);
     kl_rc (*ca_put_all)(store *s, const store_ca *cas, size_t n, const char *actor,
                         const char *action, const char *detail);
+    kl_rc (*request_submit)(store *s, const store_request *r, store_request *out);
+    kl_rc (*request_get)(store *s, int64_t id, store_request *out);
+    kl_rc (*request_list)(store *s, store_request **out, size_t *n);
+    kl_rc (*request_reject)(store *s, int64_t id, const char *reason, const char *actor);
 };
 
 /* Every backend's store struct begins with this header. */

@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SQ_SCHEMA_VERSION 2          /* 2: claims */
+#define SQ_SCHEMA_VERSION 3          /* 2: claims; 3: requests */
 #define SQ_APPLICATION_ID 0x4b4c5354 /* "KLST" */
 #define SQ_BUSY_TIMEOUT_MS 10000
 #define SQ_BUSY_RETRIES 3 /* BEGIN IMMEDIATE attempts after the busy timeout expired */
@@ -43,6 +43,27 @@
     " pid INTEGER NOT NULL,"                                                                       \
     " place TEXT NOT NULL,"                                                                        \
     " expires INTEGER NOT NULL);"
+
+/* Version 3: enrollment requests held for approval. */
+#define SQ_REQUESTS_TABLE                                                                          \
+    "CREATE TABLE requests ("                                                                      \
+    " id INTEGER PRIMARY KEY,"                                                                     \
+    " label TEXT NOT NULL,"                                                                        \
+    " csr_hash TEXT NOT NULL,"                                                                     \
+    " csr BLOB NOT NULL,"                                                                          \
+    " issuer TEXT NOT NULL,"                                                                       \
+    " template TEXT NOT NULL,"                                                                     \
+    " device_id TEXT,"                                                                             \
+    " requester TEXT NOT NULL,"                                                                    \
+    " subject TEXT NOT NULL,"                                                                      \
+    " status TEXT NOT NULL CHECK (status IN ('pending','approved','rejected')),"                   \
+    " cert_serial TEXT,"                                                                           \
+    " reason TEXT,"                                                                                \
+    " created INTEGER NOT NULL,"                                                                   \
+    " decided INTEGER,"                                                                            \
+    " UNIQUE (label, csr_hash));"                                                                  \
+    "CREATE TRIGGER requests_no_delete BEFORE DELETE ON requests"                                  \
+    " BEGIN SELECT RAISE(ABORT, 'requests are never deleted'); END;"
 
 static const char *const sq_schema =
     "CREATE TABLE cas ("
@@ -80,7 +101,7 @@ static const char *const sq_schema =
     " cert_serial TEXT,"
     " state TEXT NOT NULL,"
     " detail TEXT,"
-    " updated INTEGER NOT NULL);" SQ_CLAIMS_TABLE "CREATE TABLE audit ("
+    " updated INTEGER NOT NULL);" SQ_CLAIMS_TABLE SQ_REQUESTS_TABLE "CREATE TABLE audit ("
     " seq INTEGER PRIMARY KEY,"
     " ts INTEGER NOT NULL,"
     " actor TEXT NOT NULL,"
@@ -134,6 +155,12 @@ enum {
     Q_DEV_PUT,
     Q_DEV_LIST,
     Q_DEV_REVOKED,
+    Q_RQ_FIND,
+    Q_RQ_GET,
+    Q_RQ_INSERT,
+    Q_RQ_LIST,
+    Q_RQ_APPROVE,
+    Q_RQ_REJECT,
     Q_CLAIM_GET,
     Q_CLAIM_PUT,
     Q_CLAIM_DEL,
@@ -186,6 +213,19 @@ static const char *const q_sql[Q_COUNT] = {
                   " state = excluded.state, detail = excluded.detail, updated = excluded.updated",
     [Q_DEV_LIST] = "SELECT device_id, model, cert_serial, state, detail, updated FROM devices"
                    " ORDER BY rowid",
+#define RQ_COLS                                                                                    \
+    "id, label, csr_hash, csr, issuer, template, device_id, requester, subject, status,"           \
+    " cert_serial, reason, created, decided"
+    [Q_RQ_FIND] = "SELECT " RQ_COLS " FROM requests WHERE label = ?1 AND csr_hash = ?2",
+    [Q_RQ_GET] = "SELECT " RQ_COLS " FROM requests WHERE id = CAST(?1 AS INTEGER)",
+    [Q_RQ_INSERT] = "INSERT INTO requests (label, csr_hash, csr, issuer, template, device_id,"
+                    " requester, subject, status, created)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
+    [Q_RQ_LIST] = "SELECT " RQ_COLS " FROM requests WHERE id >= ?1 ORDER BY id",
+    [Q_RQ_APPROVE] = "UPDATE requests SET status = 'approved', cert_serial = ?2, decided = ?3"
+                     " WHERE id = ?1 AND status = 'pending'",
+    [Q_RQ_REJECT] = "UPDATE requests SET status = 'rejected', reason = ?2, decided = ?3"
+                    " WHERE id = ?1 AND status = 'pending'",
     [Q_CLAIM_GET] = "SELECT instance, host, pid, place, expires FROM claims WHERE device_id = ?1",
     [Q_CLAIM_PUT] = "INSERT INTO claims (device_id, instance, host, pid, place, expires)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device_id) DO UPDATE SET"
@@ -953,6 +993,17 @@ static kl_rc sq_schema_init(sq_store *q)
         in_tx = 0;
         TRY(sq_end(q, KL_OK));
     }
+    if (ver < 3) {
+        /* version 2 -> 3: held enrollment requests */
+        TRY(sq_begin(q));
+        in_tx = 1;
+        TRY(sq_pragma_int(q, "PRAGMA user_version", &ver));
+        if (ver < 3) {
+            TRY(sq_exec(q, SQ_REQUESTS_TABLE "PRAGMA user_version=3", "add the requests table"));
+        }
+        in_tx = 0;
+        TRY(sq_end(q, KL_OK));
+    }
 out:
     if (in_tx) {
         rc = sq_end(q, rc);
@@ -1189,6 +1240,22 @@ static kl_rc cert_insert_tx(sq_store *q, void *arg)
     }
     TRY(rc);
     TRY(audit_append_tx(q, a->actor, "issue", a->detail));
+    if (c->request_id > 0) {
+        /* the certificate approves a held request: both or neither */
+        char detail[128];
+        sq_done(st);
+        TRY(sq_stmt(q, Q_RQ_APPROVE, &st));
+        BIND(sqlite3_bind_int64(st, 1, (sqlite3_int64)c->request_id));
+        BIND(bind_text(st, 2, c->serial_hex));
+        BIND(sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL)));
+        TRY(sq_run(q, st, "approve request"));
+        ENSURE(sqlite3_changes(q->db) == 1, KL_EPOLICY,
+               "request %lld is not pending (decided meanwhile, or unknown)",
+               (long long)c->request_id);
+        snprintf(detail, sizeof detail, "request=%lld serial=%s", (long long)c->request_id,
+                 c->serial_hex);
+        TRY(audit_append_tx(q, a->actor, "approve", detail));
+    }
 out:
     sq_done(st);
     return rc;
@@ -1547,6 +1614,167 @@ static kl_rc sq_device_list(store *s, store_device **outp, size_t *np)
     return KL_OK;
 }
 
+/* --- held enrollment requests --- */
+
+static int row_request(sqlite3_stmt *st, void *out)
+{
+    store_request *r = out;
+    int bad = 0;
+    memset(r, 0, sizeof *r);
+    r->id = (int64_t)sqlite3_column_int64(st, 0);
+    bad |= col_str(st, 1, &r->label);
+    bad |= col_str(st, 2, &r->csr_hash);
+    bad |= col_blob(st, 3, &r->csr, &r->csr_len);
+    bad |= col_str(st, 4, &r->issuer);
+    bad |= col_str(st, 5, &r->template_name);
+    bad |= col_str(st, 6, &r->device_id);
+    bad |= col_str(st, 7, &r->requester);
+    bad |= col_str(st, 8, &r->subject);
+    bad |= col_str(st, 9, &r->status);
+    bad |= col_str(st, 10, &r->cert_serial);
+    bad |= col_str(st, 11, &r->reason);
+    r->created = col_time(st, 12);
+    r->decided = col_time(st, 13);
+    if (bad) {
+        store_request_free(r);
+    }
+    return bad;
+}
+
+typedef struct {
+    const store_request *r;
+    store_request *out;
+} rq_submit_arg;
+
+/* The row of (label, csr_hash) into a->out; *found 0 when there is none. */
+static kl_rc rq_find(sq_store *q, const store_request *r, store_request *out, int *found)
+{
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    *found = 0;
+    TRY(sq_stmt(q, Q_RQ_FIND, &st));
+    BIND(bind_text(st, 1, r->label));
+    BIND(bind_text(st, 2, r->csr_hash));
+    int x = sqlite3_step(st);
+    STEP_ENSURE(x == SQLITE_ROW || x == SQLITE_DONE, x, "read request");
+    if (x == SQLITE_ROW) {
+        ENSURE(row_request(st, out) == 0, KL_EINTERNAL, "out of memory");
+        *found = 1;
+    }
+out:
+    sq_done(st);
+    return rc;
+}
+
+static kl_rc rq_submit_tx(sq_store *q, void *arg)
+{
+    const rq_submit_arg *a = arg;
+    const store_request *r = a->r;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int found = 0;
+    char detail[1200];
+
+    TRY(rq_find(q, r, a->out, &found));
+    if (found) {
+        goto out;
+    }
+    TRY(sq_stmt(q, Q_RQ_INSERT, &st));
+    BIND(bind_text(st, 1, r->label));
+    BIND(bind_text(st, 2, r->csr_hash));
+    BIND(bind_blob(st, 3, r->csr, r->csr_len));
+    BIND(bind_text(st, 4, r->issuer));
+    BIND(bind_text(st, 5, r->template_name));
+    BIND(bind_text(st, 6, r->device_id));
+    BIND(bind_text(st, 7, r->requester ? r->requester : "unknown"));
+    BIND(bind_text(st, 8, r->subject));
+    BIND(sqlite3_bind_int64(st, 9, (sqlite3_int64)time(NULL)));
+    TRY(sq_run(q, st, "hold request"));
+    snprintf(detail, sizeof detail, "request=%lld label=%s issuer=%s template=%s subject=%.900s",
+             (long long)sqlite3_last_insert_rowid(q->db), r->label, r->issuer, r->template_name,
+             r->subject);
+    TRY(audit_append_tx(q, r->requester ? r->requester : "unknown", "request", detail));
+    TRY(rq_find(q, r, a->out, &found));
+    ENSURE(found, KL_EINTERNAL, "store: the request just recorded is not there");
+out:
+    sq_done(st);
+    if (rc != KL_OK) {
+        store_request_free(a->out);
+    }
+    return rc;
+}
+
+static kl_rc sq_request_submit(store *s, const store_request *r, store_request *out)
+{
+    rq_submit_arg a = {r, out};
+    return sq_write(sq(s), rq_submit_tx, &a);
+}
+
+static kl_rc sq_request_get(store *s, int64_t id, store_request *out)
+{
+    kl_rc rc = KL_OK;
+    int found = 0;
+    char key[32];
+    snprintf(key, sizeof key, "%lld", (long long)id);
+    TRY(sq_get_row(sq(s), Q_RQ_GET, key, row_request, out, "read request", &found));
+    ENSURE(found, KL_ENOTFOUND, "no request %lld", (long long)id);
+out:
+    return rc;
+}
+
+static kl_rc sq_request_list(store *s, store_request **outp, size_t *np)
+{
+    void *v = NULL;
+    size_t n = 0;
+    int64_t from = 0;
+    kl_rc rc = sq_collect(sq(s), Q_RQ_LIST, &from, sizeof **outp, 16, row_request, "list requests",
+                          &v, &n);
+    if (rc != KL_OK) {
+        store_request_list_free(v, n);
+        return rc;
+    }
+    *outp = v;
+    *np = n;
+    return KL_OK;
+}
+
+typedef struct {
+    int64_t id;
+    const char *reason, *actor;
+} rq_reject_arg;
+
+static kl_rc rq_reject_tx(sq_store *q, void *arg)
+{
+    const rq_reject_arg *a = arg;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char detail[700];
+    TRY(sq_stmt(q, Q_RQ_REJECT, &st));
+    BIND(sqlite3_bind_int64(st, 1, (sqlite3_int64)a->id));
+    BIND(bind_text(st, 2, a->reason));
+    BIND(sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL)));
+    TRY(sq_run(q, st, "reject request"));
+    ENSURE(sqlite3_changes(q->db) == 1, KL_EPOLICY, "request %lld is not pending",
+           (long long)a->id);
+    snprintf(detail, sizeof detail, "request=%lld reason=%.600s", (long long)a->id, a->reason);
+    TRY(audit_append_tx(q, a->actor, "reject", detail));
+out:
+    sq_done(st);
+    return rc;
+}
+
+static kl_rc sq_request_reject(store *s, int64_t id, const char *reason, const char *actor)
+{
+    store_request tmp;
+    kl_rc rc = sq_request_get(s, id, &tmp); /* KL_ENOTFOUND for an unknown id */
+    store_request_free(&tmp);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    rq_reject_arg a = {id, reason, actor};
+    return sq_write(sq(s), rq_reject_tx, &a);
+}
+
 /* --- device claims --- */
 
 typedef struct {
@@ -1815,5 +2043,9 @@ const struct store_ops store_sqlite_ops = {
     .device_claim = sq_device_claim,
     .device_unclaim = sq_device_unclaim,
     .ca_put_all = sq_ca_put_all,
+    .request_submit = sq_request_submit,
+    .request_get = sq_request_get,
+    .request_list = sq_request_list,
+    .request_reject = sq_request_reject,
     .write_stats = sq_write_stats,
 };

@@ -41,6 +41,7 @@ typedef struct {
     char name[EST_LABEL_MAX]; /* "" for the default (no label in the path) */
     char *issuer;             /* CA label */
     char *template_name;
+    int approval_manual; /* approval = manual: simpleenroll is held for an officer (202) */
 } est_label;
 
 typedef struct {
@@ -63,6 +64,7 @@ typedef struct {
     unsigned shutdown_grace;   /* seconds to wait for in-flight requests on SIGTERM */
     int signer_inline;         /* [est] signer = inline: this process logs in to the token */
     unsigned signer_processes; /* [est] signer-processes (signer = process) */
+    unsigned retry_after;      /* seconds in the Retry-After of a 202 (held request) */
     est_label *labels;         /* labels[0] is the default (name "") */
     size_t n_labels;
 } est_config;

@@ -45,8 +45,17 @@ kl_rc est_hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *po
     return KL_OK;
 }
 
+static kl_rc est_config_approval(const char *sec, const char *v, int *manual)
+{
+    if (strcmp(v, "auto") == 0 || strcmp(v, "manual") == 0) {
+        *manual = strcmp(v, "manual") == 0;
+        return KL_OK;
+    }
+    return kl_fail(KL_EUSAGE, "[%s] approval = %s: expected auto or manual", sec, v);
+}
+
 static kl_rc est_config_label_add(est_config *c, const char *name, const char *issuer,
-                                  const char *template_name)
+                                  const char *template_name, int approval_manual)
 {
     if (strlen(name) >= EST_LABEL_MAX) {
         return kl_fail(KL_EUSAGE, "[est.label %s]: label too long", name);
@@ -61,6 +70,7 @@ static kl_rc est_config_label_add(est_config *c, const char *name, const char *i
     snprintf(l->name, sizeof l->name, "%s", name);
     l->issuer = strdup(issuer);
     l->template_name = strdup(template_name);
+    l->approval_manual = approval_manual;
     c->n_labels++;
     if (!l->issuer || !l->template_name) {
         return kl_fail(KL_EINTERNAL, "out of memory");
@@ -150,7 +160,11 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     const char *issuer = kl_conf_get(conf, "est", "issuer");
     const char *tmpl = kl_conf_get_default(conf, "est", "template", "device-ldevid");
     ENSURE(issuer && *issuer, KL_EUSAGE, "[est] issuer is not set (CA label that signs)");
-    TRY(est_config_label_add(c, "", issuer, tmpl));
+    TRY(est_config_uint(conf, "retry-after", 60, 1, 86400, &c->retry_after));
+    const char *appr = kl_conf_get_default(conf, "est", "approval", "auto");
+    int manual = 0;
+    TRY(est_config_approval("est", appr, &manual));
+    TRY(est_config_label_add(c, "", issuer, tmpl, manual));
 
     /* [est.label NAME]: issuer and template, defaulting to the [est] values. */
     for (size_t i = 0;; i++) {
@@ -168,8 +182,10 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
         ENSURE(est_route_parse(path, &r) == KL_OK, KL_EUSAGE,
                "[%s]: a label is 1-63 characters of A-Z a-z 0-9 . _ -", sec);
         ENSURE(!est_config_label(c, name), KL_EUSAGE, "[%s] appears twice", sec);
+        int lm = 0;
+        TRY(est_config_approval(sec, kl_conf_get_default(conf, sec, "approval", appr), &lm));
         TRY(est_config_label_add(c, name, kl_conf_get_default(conf, sec, "issuer", issuer),
-                                 kl_conf_get_default(conf, sec, "template", tmpl)));
+                                 kl_conf_get_default(conf, sec, "template", tmpl), lm));
     }
 out:
     if (rc != KL_OK) {

@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -506,6 +507,107 @@ out:
     return rc;
 }
 
+/* A certs-only PKCS#7 (DER) holding one certificate: what the enrollment endpoints return
+ * (RFC 7030 4.2.3: "containing only the certificate that was issued"). */
+static kl_rc est_p7_one(X509 *cert, kl_buf *p7)
+{
+    STACK_OF(X509) *one = sk_X509_new_null();
+    if (!one || !sk_X509_push(one, cert)) {
+        sk_X509_free(one);
+        return kl_fail_ssl(KL_EINTERNAL, "sk_X509_push");
+    }
+    kl_rc rc = est_p7_certs_only(one, p7);
+    sk_X509_free(one);
+    return rc;
+}
+
+/* RFC 7030 4.2.3: "If the server responds with 202, the client MUST retry the same request
+ * after the delay given in Retry-After" - here while an officer decides (`keyline-ca request
+ * approve|reject`). The request is keyed by label and CSR: the retry finds it and gets the
+ * certificate once approved, 403 once rejected. A CSR that policy would refuse is refused now,
+ * not held. */
+static kl_rc est_hold(est_req *rq, est_resp *rs, const est_label *l, const est_auth *a,
+                      const kl_buf *der, const ca_csr *csr, const char *device_id)
+{
+    est_server *s = rq->srv;
+    kl_rc rc = KL_OK;
+    store_request got;
+    X509 *cert = NULL;
+    store_cert sc;
+    memset(&got, 0, sizeof got);
+    memset(&sc, 0, sizeof sc);
+    ca_issue_req ir = {
+        .issuer = l->issuer,
+        .template_name = l->template_name,
+        .csr_der = der->data,
+        .csr_len = der->len,
+        .csr = csr,
+        .device_id = device_id,
+        .actor = a->actor,
+    };
+    TRY(ca_issue_check(s->ca, &ir));
+
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    char hash[2 * SHA256_DIGEST_LENGTH + 1], subject[512];
+    SHA256(der->data, der->len, md);
+    for (size_t i = 0; i < sizeof md; i++) {
+        snprintf(hash + 2 * i, 3, "%02x", md[i]);
+    }
+    est_name_oneline(X509_REQ_get_subject_name(ca_csr_req(csr)), subject, sizeof subject);
+    store_request r = {
+        .label = (char *)l->name,
+        .csr_hash = hash,
+        .csr = der->data,
+        .csr_len = der->len,
+        .issuer = l->issuer,
+        .template_name = l->template_name,
+        .device_id = (char *)device_id,
+        .requester = (char *)a->actor,
+        .subject = subject,
+    };
+    TRY(store_request_submit(ca_store(s->ca), &r, &got));
+    char msg[700];
+    if (strcmp(got.status, STORE_RQ_PENDING) == 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%u", s->cfg.retry_after);
+        snprintf(msg, sizeof msg, "request %lld is waiting for approval; retry the same request",
+                 (long long)got.id);
+        est_resp_text(rs, 202, msg);
+        est_resp_header(rs, "Retry-After", ra);
+        snprintf(rq->note, sizeof rq->note, "held as request %lld", (long long)got.id);
+        goto out;
+    }
+    if (strcmp(got.status, STORE_RQ_REJECTED) == 0) {
+        snprintf(msg, sizeof msg, "request %lld was rejected: %.500s", (long long)got.id,
+                 got.reason ? got.reason : "");
+        est_resp_text(rs, 403, msg);
+        snprintf(rq->note, sizeof rq->note, "request %lld rejected", (long long)got.id);
+        goto out;
+    }
+    /* approved: hand out the certificate the officer issued, if it is still good */
+    ENSURE(got.cert_serial, KL_EINTERNAL, "request %lld approved without a certificate",
+           (long long)got.id);
+    TRY(store_cert_get(ca_store(s->ca), got.cert_serial, &sc));
+    ENSURE(strcmp(sc.status, STORE_ST_VALID) == 0, KL_EPOLICY,
+           "the certificate issued for request %lld (%s) is %s", (long long)got.id, got.cert_serial,
+           sc.status);
+    TRY(ca_x509_load(sc.der, sc.der_len, &cert, NULL));
+    kl_buf p7;
+    kl_buf_init(&p7, EST_RESP_CAP, 0);
+    rc = est_p7_one(cert, &p7);
+    if (rc == KL_OK) {
+        est_resp_b64(rs, "application/pkcs7-mime; smime-type=certs-only", p7.data, p7.len);
+        snprintf(rq->note, sizeof rq->note, "request %lld: serial %s", (long long)got.id,
+                 got.cert_serial);
+    }
+    kl_buf_free(&p7);
+out:
+    X509_free(cert);
+    store_cert_free(&sc);
+    store_request_free(&got);
+    return rc;
+}
+
 /* simpleenroll, simplereenroll, serverkeygen share authentication and CSR checks. */
 static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
 {
@@ -563,6 +665,10 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
      * wins; a password client names it in its CSR and the template checks it. */
     device_id = est_name_serial_number(a.kind == EST_AUTH_CERT ? X509_get_subject_name(a.cert)
                                                                : X509_REQ_get_subject_name(req));
+    if (op == EST_OP_SIMPLEENROLL && l->approval_manual) {
+        TRY(est_hold(rq, rs, l, &a, &der, csr, device_id));
+        goto done;
+    }
     if (op == EST_OP_SERVERKEYGEN) {
         TRY(est_keygen_csr(est_label_runtime(s, l), req, &key, &kg_csr, &kg_csr_len));
         TRY(est_issue(rq, l, kg_csr, kg_csr_len, NULL, device_id, a.actor, &cert));
@@ -570,15 +676,9 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
         TRY(est_issue(rq, l, der.data, der.len, csr, device_id, a.actor, &cert));
     }
 
-    STACK_OF(X509) *one = sk_X509_new_null();
-    if (!one || !sk_X509_push(one, cert)) {
-        sk_X509_free(one);
-        ENSURE_SSL(0, KL_EINTERNAL, "sk_X509_push");
-    }
     kl_buf p7;
     kl_buf_init(&p7, EST_RESP_CAP, 0);
-    rc = est_p7_certs_only(one, &p7);
-    sk_X509_free(one);
+    rc = est_p7_one(cert, &p7);
     if (rc != KL_OK) {
         kl_buf_free(&p7);
         goto out;

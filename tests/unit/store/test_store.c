@@ -1420,13 +1420,14 @@ static void test_claims_processes(void **state)
     assert_rc(store_device_claim(f->s, "SN-RACE", &me, holder, sizeof holder), KL_OK);
 }
 
-/* A version-1 store file (before claims) gains the table when opened. */
+/* A version-1 store file (before claims and requests) gains both tables when opened. */
 static void test_claims_migration(void **state)
 {
     fx *f = *state;
     store_close(f->s);
     f->s = NULL;
-    raw_sql(f->path, "DROP TABLE claims; PRAGMA user_version=1");
+    raw_sql(f->path, "DROP TABLE claims; DROP TRIGGER requests_no_delete; DROP TABLE requests;"
+                     " PRAGMA user_version=1");
     assert_rc(store_open(&f->s, f->path), KL_OK);
     char holder[256];
     store_claim me = claim_me("aaaa", "fixture1");
@@ -1436,8 +1437,113 @@ static void test_claims_migration(void **state)
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 2);
+    assert_int_equal(sqlite3_column_int(st, 0), 3);
     sqlite3_finalize(st);
+    sqlite3_close(db);
+    store_request *v = NULL;
+    size_t n = 1;
+    assert_rc(store_request_list(f->s, NULL, &v, &n), KL_OK);
+    assert_int_equal(n, 0);
+}
+
+static store_request rq_of(const char *label, const char *hash, const uint8_t *csr, size_t len)
+{
+    return (store_request){.label = (char *)label,
+                           .csr_hash = (char *)hash,
+                           .csr = (uint8_t *)csr,
+                           .csr_len = len,
+                           .issuer = (char *)"field-ca",
+                           .template_name = (char *)"device-ldevid",
+                           .requester = (char *)"est:basic:bootstrap",
+                           .subject = (char *)"CN=dev-7"};
+}
+
+/* Held enrollment requests: submit is idempotent per (label, CSR); approval comes with the
+ * certificate in one transaction; reject; every decision once. */
+static void test_requests(void **state)
+{
+    fx *f = *state;
+    static const char h1[] = "1111111111111111111111111111111111111111111111111111111111111111";
+    static const char h2[] = "2222222222222222222222222222222222222222222222222222222222222222";
+    const uint8_t csr[] = {0x30, 0x03, 0x02, 0x01, 0x07};
+    store_request a, b;
+    store_request r = rq_of("", h1, csr, sizeof csr);
+    assert_rc(store_request_submit(f->s, &r, &a), KL_OK);
+    assert_true(a.id > 0);
+    assert_string_equal(a.status, STORE_RQ_PENDING);
+    assert_int_equal(a.csr_len, sizeof csr);
+    assert_null(a.device_id);
+    /* the same CSR again (the client's retry): the same request, no new audit entry */
+    assert_rc(store_request_submit(f->s, &r, &b), KL_OK);
+    assert_int_equal(b.id, a.id);
+    store_request_free(&b);
+    /* the same CSR under another label: another request */
+    r.label = (char *)"fleet";
+    assert_rc(store_request_submit(f->s, &r, &b), KL_OK);
+    assert_true(b.id != a.id);
+    int64_t second = b.id;
+    store_request_free(&b);
+    r = rq_of("", h2, csr, sizeof csr);
+    r.csr_hash = (char *)"abc"; /* not a SHA-256 hex */
+    assert_rc(store_request_submit(f->s, &r, &b), KL_EUSAGE);
+
+    /* approve: the certificate's insert carries the request id */
+    uint8_t *der = NULL;
+    size_t len = 0;
+    assert_true(make_cert("7E57", "dev-7", &der, &len));
+    store_cert c = cert_row("7E57", "field-ca", STORE_ST_VALID, "CN=dev-7");
+    c.request_id = a.id;
+    assert_rc(store_cert_insert(f->s, &c, der, len, "officer", NULL), KL_OK);
+    assert_rc(store_request_get(f->s, a.id, &b), KL_OK);
+    assert_string_equal(b.status, STORE_RQ_APPROVED);
+    assert_string_equal(b.cert_serial, "7E57");
+    assert_true(b.decided > 0);
+    store_request_free(&b);
+    /* a second approval (another officer at the same time) records nothing */
+    c = cert_row("7E58", "field-ca", STORE_ST_VALID, "CN=dev-7");
+    c.request_id = a.id;
+    assert_rc(store_cert_insert(f->s, &c, der, len, "officer2", NULL), KL_EPOLICY);
+    assert_rc(store_cert_get(f->s, "7E58", &(store_cert){0}), KL_ENOTFOUND);
+    assert_rc(store_request_reject(f->s, a.id, "too late", "officer2"), KL_EPOLICY);
+    OPENSSL_free(der);
+
+    /* reject */
+    assert_rc(store_request_reject(f->s, second, "", "officer"), KL_EUSAGE);
+    assert_rc(store_request_reject(f->s, second, "unknown device", "officer"), KL_OK);
+    assert_rc(store_request_reject(f->s, second, "again", "officer"), KL_EPOLICY);
+    assert_rc(store_request_reject(f->s, 999, "x", "officer"), KL_ENOTFOUND);
+    assert_rc(store_request_get(f->s, 999, &b), KL_ENOTFOUND);
+
+    store_request *v = NULL;
+    size_t n = 0;
+    assert_rc(store_request_list(f->s, NULL, &v, &n), KL_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[1].status, STORE_RQ_REJECTED);
+    assert_string_equal(v[1].reason, "unknown device");
+    assert_string_equal(v[1].label, "fleet");
+    store_request_list_free(v, n);
+    assert_rc(store_request_list(f->s, STORE_RQ_APPROVED, &v, &n), KL_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(v[0].id, a.id);
+    store_request_list_free(v, n);
+    store_request_free(&a);
+
+    /* audit: request x2, issue + approve, reject; the chain verifies */
+    store_audit *au = NULL;
+    size_t na = 0;
+    assert_rc(store_audit_list(f->s, 1, &au, &na), KL_OK);
+    assert_int_equal(na, 5);
+    assert_string_equal(au[0].action, "request");
+    assert_string_equal(au[0].actor, "est:basic:bootstrap");
+    assert_string_equal(au[3].action, "approve");
+    assert_string_equal(au[4].action, "reject");
+    store_audit_list_free(au, na);
+    int64_t cnt = 0;
+    assert_rc(store_audit_verify(f->s, &cnt), KL_OK);
+    /* requests are never deleted */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM requests", NULL, NULL, NULL), SQLITE_CONSTRAINT);
     sqlite3_close(db);
 }
 
@@ -1490,6 +1596,7 @@ int main(void)
         T(test_claims),
         T(test_claims_processes),
         T(test_claims_migration),
+        T(test_requests),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown);
 }
