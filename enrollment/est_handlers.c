@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "est.h"
+#include "hsm_signer.h"
 #include "kl_b64.h"
 #include "kl_log.h"
 
@@ -779,6 +780,15 @@ void est_handle(est_req *rq, est_resp *rs)
         if (!est_method_get(rq)) {
             est_resp_405(rs, "GET, HEAD");
             return;
+        }
+        /* With signer processes: unhealthy once none is left (they are not respawned, the
+         * server holds no PIN), so a load balancer or supervisor takes it out or restarts it. */
+        if (ca_hsm(rq->srv->ca) && hsm_is_remote(ca_hsm(rq->srv->ca))) {
+            pid_t one;
+            if (hsm_signer_pids(ca_hsm(rq->srv->ca), &one, 1) == 0) {
+                est_resp_text(rs, 503, "no signer process is left: restart keyline-estd");
+                return;
+            }
         }
         est_resp_text(rs, 200, "ok");
         return;

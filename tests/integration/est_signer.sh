@@ -79,7 +79,9 @@ for i in 1 2; do
         -H "Content-Type: application/pkcs10" --data-binary @"$D/dx.b64" "$EST/simpleenroll"
 done
 [ $(($(date +%s) - t0)) -lt 5 ] || die "the failed requests hung"
-expect_status 200 "healthz still answers" "$EST_URL/healthz"
+expect_status 503 "healthz says unhealthy with no signer left" "$EST_URL/healthz"
+grep -q "no signer process is left" "$D/out" || die "healthz body: $(cat "$D/out")"
+expect_status 200 "cacerts still answers" "$EST/cacerts"
 expect_status 200 "metrics" "$EST_URL/metrics"
 n=$(awk '/^keyline_est_hsm_errors_total/ {print $2}' "$D/out")
 [ "${n:-0}" -ge 1 ] || die "dead signers not counted as HSM errors"
