@@ -194,17 +194,26 @@ kl_rc est_tls_peer_cert(gnutls_session_t s, const gnutls_datum_t **out) KL_WUR;
  * session (MHD does not renegotiate), but `peers` is compared on every request anyway, so a
  * different list is verified afresh. Only the checks that cannot change while the session
  * lasts are cached (GnuTLS chain verification, direct issuer, purpose, the certificate being
- * the one in our store with a good signature); the store status and dates of the certificate
- * and of its issuing client-ca certificate are checked on every request (ca_cert_status_check),
- * so a revocation of either takes effect on the next request. */
+ * the one in our store with a good signature); the store status and dates of the certificate,
+ * of its issuing client-ca certificate and of the CA certificates above that are checked on
+ * every request (ca_cert_status_check), so a revocation of any takes effect on the next
+ * request. */
+/* The store serials of a client-ca certificate and of every CA certificate above it, up to the
+ * root: a client certificate is refused when any of them is revoked or expired in the store. */
+#define EST_CHAIN_MAX 8
 typedef struct {
-    kl_buf peers;       /* cache key: the peer's certificate list as GnuTLS holds it */
-    X509 *cert;         /* the verified client certificate; NULL when nothing is cached */
-    char serial[64];    /* its serial in the store's hex form */
-    char ca_serial[64]; /* the serial of its issuer, one of the client-ca certificates */
-    char subject[160];  /* RFC 2253 one-line, for logs and the audit actor */
-    time_t not_before;  /* the cached verification holds within [not_before, not_after): */
-    time_t not_after;   /* the certificate's and its issuer chain's validity */
+    char serial[EST_CHAIN_MAX][64];
+    int n;
+} est_ca_chain;
+
+typedef struct {
+    kl_buf peers;      /* cache key: the peer's certificate list as GnuTLS holds it */
+    X509 *cert;        /* the verified client certificate; NULL when nothing is cached */
+    char serial[64];   /* its serial in the store's hex form */
+    int ca_index;      /* its issuer: index into client_cas / client_ca_chain */
+    char subject[160]; /* RFC 2253 one-line, for logs and the audit actor */
+    time_t not_before; /* the cached verification holds within [not_before, not_after): */
+    time_t not_after;  /* the certificate's and its issuer chain's validity */
 } est_conn_auth;
 
 void est_conn_auth_init(est_conn_auth *ca);
@@ -320,15 +329,16 @@ struct est_server {
     const kl_conf *conf;
     est_config cfg;
     ca_ctx *ca;
-    est_label_rt *label_rt;      /* parallel to cfg.labels */
-    pthread_rwlock_t ht_lock;    /* guards htpasswd (SIGHUP reload) */
-    est_htpasswd *htpasswd;      /* NULL: Basic auth off */
-    STACK_OF(X509) * client_cas; /* certs of the client-ca labels: a client's direct issuer */
-    time_t *client_ca_nb;        /* per client_cas entry: latest notBefore / earliest */
-    time_t *client_ca_na;        /* notAfter over its chain up to the root */
-    char *trust_pem;             /* their chains, for MHD_OPTION_HTTPS_MEM_TRUST */
-    char *cert_pem;              /* tls-cert file contents */
-    char *key_pem;               /* tls-key file contents (wiped on free); NULL for pkcs11: */
+    est_label_rt *label_rt;        /* parallel to cfg.labels */
+    pthread_rwlock_t ht_lock;      /* guards htpasswd (SIGHUP reload) */
+    est_htpasswd *htpasswd;        /* NULL: Basic auth off */
+    STACK_OF(X509) * client_cas;   /* certs of the client-ca labels: a client's direct issuer */
+    time_t *client_ca_nb;          /* per client_cas entry: latest notBefore / earliest */
+    time_t *client_ca_na;          /* notAfter over its chain up to the root */
+    est_ca_chain *client_ca_chain; /* per client_cas entry: serials of it and its ancestors */
+    char *trust_pem;               /* their chains, for MHD_OPTION_HTTPS_MEM_TRUST */
+    char *cert_pem;                /* tls-cert file contents */
+    char *key_pem;                 /* tls-key file contents (wiped on free); NULL for pkcs11: */
     size_t key_pem_len;
     gnutls_pcert_st *pcerts; /* pkcs11: key mode: our chain for the cert callback */
     unsigned n_pcerts;

@@ -131,22 +131,31 @@ static void est_auth_cert_accept(est_req *rq, est_auth *a, X509 *x, const char *
 
 /* The client certificate's issuer, one of our client-ca certificates, must itself be valid in
  * the store (a revoked factory CA takes every IDevID under it with it). */
-static kl_rc est_issuer_status(est_server *s, const char *ca_serial, time_t now)
+/* The issuing client-ca certificate `idx` and every CA certificate above it, in the store:
+ * valid, unexpired, unrevoked. KL_EAUTH naming the first that is not. */
+static kl_rc est_issuer_status(est_server *s, int idx, time_t now)
 {
-    kl_rc rc = ca_cert_status_check(s->ca, ca_serial, now);
-    if (rc == KL_EAUTH) {
-        rc = kl_fail(KL_EAUTH, "its issuing CA certificate: %s", kl_errmsg());
+    const est_ca_chain *cc = &s->client_ca_chain[idx];
+    for (int i = 0; i < cc->n; i++) {
+        kl_rc rc = ca_cert_status_check(s->ca, cc->serial[i], now);
+        if (rc == KL_EAUTH) {
+            return i == 0 ? kl_fail(KL_EAUTH, "its issuing CA certificate: %s", kl_errmsg())
+                          : kl_fail(KL_EAUTH, "CA certificate %s above its issuer: %s",
+                                    cc->serial[i], kl_errmsg());
+        }
+        if (rc != KL_OK) {
+            return rc;
+        }
     }
-    return rc;
+    return KL_OK;
 }
 
 /* What can change while a verified client certificate is in use: its own status and dates in
  * the store, and its issuer's. KL_EAUTH with the reason. */
-static kl_rc est_cert_and_issuer_status(est_server *s, const char *serial, const char *ca_serial,
-                                        time_t now)
+static kl_rc est_cert_and_issuer_status(est_server *s, const char *serial, int ca_index, time_t now)
 {
     kl_rc rc = ca_cert_status_check(s->ca, serial, now);
-    return rc == KL_OK ? est_issuer_status(s, ca_serial, now) : rc;
+    return rc == KL_OK ? est_issuer_status(s, ca_index, now) : rc;
 }
 
 /* The client's certificate must chain (GnuTLS checked) to one of our client-ca labels as its
@@ -166,7 +175,7 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
     if (cache && cache->cert) {
         if (now >= cache->not_before && now < cache->not_after &&
             est_tls_peers_same(rq->session, &cache->peers)) {
-            rc = est_cert_and_issuer_status(s, cache->serial, cache->ca_serial, now);
+            rc = est_cert_and_issuer_status(s, cache->serial, cache->ca_index, now);
             if (rc == KL_EAUTH) {
                 a->cert_refused = 1;
                 kl_warn("client certificate %s refused: %s", cache->subject, kl_errmsg());
@@ -221,20 +230,17 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         X509_free(x);
         return KL_OK;
     }
-    char *ca_hex = ca_serial_hex(X509_get0_serialNumber(sk_X509_value(s->client_cas, issuer_ok)));
-    rc = ca_hex ? ca_cert_check_valid(s->ca, x) : kl_fail(KL_EINTERNAL, "out of memory");
+    rc = ca_cert_check_valid(s->ca, x);
     if (rc == KL_OK) {
-        rc = est_issuer_status(s, ca_hex, now);
+        rc = est_issuer_status(s, issuer_ok, now);
     }
     if (rc == KL_EAUTH) {
-        OPENSSL_free(ca_hex);
         a->cert_refused = 1;
         kl_warn("client certificate %s refused: %s", subj, kl_errmsg());
         X509_free(x);
         return KL_OK;
     }
     if (rc != KL_OK) {
-        OPENSSL_free(ca_hex);
         X509_free(x);
         return rc;
     }
@@ -243,12 +249,12 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
          * issuer chain, so the result holds until the first of them ends. */
         time_t nb = 0, na = 0;
         char *hex = ca_serial_hex(X509_get0_serialNumber(x));
-        if (hex && strlen(hex) < sizeof cache->serial && strlen(ca_hex) < sizeof cache->ca_serial &&
+        if (hex && strlen(hex) < sizeof cache->serial &&
             est_asn1_time_get(X509_get0_notBefore(x), &nb) &&
             est_asn1_time_get(X509_get0_notAfter(x), &na) &&
             est_tls_peers_key(rq->session, &cache->peers) == KL_OK) {
             snprintf(cache->serial, sizeof cache->serial, "%s", hex);
-            snprintf(cache->ca_serial, sizeof cache->ca_serial, "%s", ca_hex);
+            cache->ca_index = issuer_ok;
             snprintf(cache->subject, sizeof cache->subject, "%s", subj);
             cache->not_before = nb > s->client_ca_nb[issuer_ok] ? nb : s->client_ca_nb[issuer_ok];
             cache->not_after = na < s->client_ca_na[issuer_ok] ? na : s->client_ca_na[issuer_ok];
@@ -259,7 +265,6 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         }
         OPENSSL_free(hex);
     }
-    OPENSSL_free(ca_hex);
     est_auth_cert_accept(rq, a, x, subj);
     return KL_OK;
 }

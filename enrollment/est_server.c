@@ -682,8 +682,9 @@ static kl_rc est_trust_load(est_server *s)
     time_t *na = calloc(s->cfg.n_client_ca + 1, sizeof *na);
     s->client_ca_nb = nb;
     s->client_ca_na = na;
-    ENSURE(seen && nb && na && (s->client_cas = sk_X509_new_null()) != NULL, KL_EINTERNAL,
-           "out of memory");
+    s->client_ca_chain = calloc(s->cfg.n_client_ca + 1, sizeof *s->client_ca_chain);
+    ENSURE(seen && nb && na && s->client_ca_chain && (s->client_cas = sk_X509_new_null()) != NULL,
+           KL_EINTERNAL, "out of memory");
     for (size_t i = 0; i < s->cfg.n_client_ca; i++) {
         STACK_OF(X509) *chain = NULL;
         rc = ca_chain(s->ca, s->cfg.client_ca[i], &chain);
@@ -716,8 +717,21 @@ static kl_rc est_trust_load(est_server *s)
                     rc = kl_fail(KL_EINTERNAL, "out of memory");
                     break;
                 }
-                nb[sk_X509_num(s->client_cas) - 1] = wnb;
-                na[sk_X509_num(s->client_cas) - 1] = wna;
+                int k = sk_X509_num(s->client_cas) - 1;
+                nb[k] = wnb;
+                na[k] = wna;
+                /* the serials to check per request: this CA and each one above it */
+                est_ca_chain *cc = &s->client_ca_chain[k];
+                for (int m = 0; m < sk_X509_num(chain) && rc == KL_OK; m++) {
+                    char *hex = ca_serial_hex(X509_get0_serialNumber(sk_X509_value(chain, m)));
+                    if (!hex || strlen(hex) >= sizeof cc->serial[0] || cc->n >= EST_CHAIN_MAX) {
+                        rc = kl_fail(KL_EUSAGE, "[est] client-ca %s: chain too long or bad serial",
+                                     s->cfg.client_ca[i]);
+                    } else {
+                        snprintf(cc->serial[cc->n++], sizeof cc->serial[0], "%s", hex);
+                    }
+                    OPENSSL_free(hex);
+                }
             }
             int dup = 0;
             for (int k = 0; k < sk_X509_num(seen) && !dup; k++) {
@@ -1122,6 +1136,7 @@ void est_server_free(est_server *s)
     sk_X509_pop_free(s->client_cas, X509_free);
     free(s->client_ca_nb);
     free(s->client_ca_na);
+    free(s->client_ca_chain);
     free(s->trust_pem);
     free(s->cert_pem);
     if (s->key_pem) {
