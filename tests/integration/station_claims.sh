@@ -80,4 +80,15 @@ sb=$!; st_pids+=($sb)
 st_wait_grep "revoked pending certificate $ab" station-b.log 20 || fail "sweep: abandoned not revoked"
 kill $sb; wait $sb 2>/dev/null || true
 ok "unclaimed abandoned certificate revoked by the same sweep"
+
+# 4. a device that arrives while a pending sweep (here: of another station, simulated by its
+#    claim row) holds it waits for the sweep instead of failing as a "clone"
+sleep 2.5 &
+holder=$!; st_pids+=($holder)
+sqlite3 "$KL_TEST_DIR/keyline.db" "INSERT INTO claims VALUES ('W-1', 'other-station', '$(hostname)', $holder, 'pending sweep', $(( $(date +%s) + 600 )))"
+st_dev 1 W-1
+st_station --port "$F1" --count 1 || { tail -20 station.log; fail "wait for sweep: station exit"; }
+grep -q "W-1: waiting for pending sweep (pid $holder) to finish" station.log || fail "the flow did not wait for the sweep"
+st_check_device W-1
+ok "device held by a pending sweep: the flow waits, then provisions it"
 kca audit verify >/dev/null || fail "audit verify"
