@@ -65,8 +65,9 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
     }
     for (const cli_cmd *t = table; t->name; t++) {
         if (strcmp(t->name, argv[0]) == 0) {
-            /* groups (ca, audit, device) list their own subcommands */
-            int is_group = t->fn == cmd_ca || t->fn == cmd_audit || t->fn == cmd_device;
+            /* groups (ca, audit, device, request) list their own subcommands */
+            int is_group = t->fn == cmd_ca || t->fn == cmd_audit || t->fn == cmd_device ||
+                           t->fn == cmd_request;
             if (!is_group && argc > 1 &&
                 (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
                 cli_usage(t, group);

@@ -5,6 +5,7 @@ source "$KL_SRC/tests/lib/common.sh"
 kca --help | grep -q "^  issue " || fail "--help lacks issue"
 kca ca --help | grep -q "ca rotate --label OLD" || fail "ca --help lacks its subcommands"
 kca issue --help | grep -q -- "--csr FILE" || fail "issue --help"
+kca request --help | grep -q "request approve --id N" || fail "request --help lacks its subcommands"
 rc=0; kca >/dev/null 2>&1 || rc=$?; [ $rc = 2 ] || fail "no command: exit $rc, expected 2"
 ok "--help for the tool, groups and commands"
 
