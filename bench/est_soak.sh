@@ -16,20 +16,28 @@ KL_BENCH_NO_RAW=1 "$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 --port "$EST_P
     --clients 8 > "$D/soak.out" &
 load=$!
 samples=()
+ssamples=() # the signer processes (signer = process, the default): their RSS summed
+signer_rss() { local s=0 p; for p in $(pgrep -P "$EST_PID"); do s=$((s + $(ps -o rss= -p "$p" | tr -d ' '))); done; echo $s; }
 t=0
 while kill -0 "$load" 2>/dev/null; do
   samples+=("$t:$(ps -o rss= -p "$EST_PID" | tr -d ' ')")
+  ssamples+=("$t:$(signer_rss)")
   sleep 20
   t=$((t + 20))
 done
 wait "$load"
 cat "$D/soak.out"
-echo "keyline-estd RSS (KiB) every 20 s: ${samples[*]}"
-first=""; last=""
-for s in "${samples[@]}"; do
-  [ "${s%%:*}" -ge 60 ] && [ -z "$first" ] && first=${s#*:}
-  last=${s#*:}
-done
-[ -n "$first" ] && echo "growth from minute 1 to the end: $((last - first)) KiB ($first -> $last KiB)"
+growth() { # growth WHAT SAMPLES...: from the first sample after minute 1 to the last
+  local what=$1 first="" last="" s; shift
+  echo "$what RSS (KiB) every 20 s: $*"
+  for s in "$@"; do
+    [ "${s%%:*}" -ge 60 ] && [ -z "$first" ] && first=${s#*:}
+    last=${s#*:}
+  done
+  [ -n "$first" ] && echo "$what growth from minute 1 to the end: $((last - first)) KiB ($first -> $last KiB)"
+  return 0
+}
+growth "keyline-estd" "${samples[@]}"
+growth "signer processes (sum)" "${ssamples[@]}"
 echo "enrollments: $(kca list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
 est_stop
