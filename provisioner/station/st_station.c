@@ -128,7 +128,7 @@ static store_claim st_claim_of(st_station *st, st_fixture *fx)
                          .host = st->host,
                          .pid = (long)getpid(),
                          .where = fx ? fx->claim_where : "pending sweep",
-                         .expires = time(NULL) + ST_CLAIM_LEASE_S};
+                         .expires = time(NULL) + st->claim_lease_s};
 }
 
 kl_rc st_station_claim(st_station *st, st_fixture *fx, const char *serial, char *other,
@@ -150,8 +150,8 @@ kl_rc st_station_claim_keep(st_station *st, st_fixture *fx, const char *serial)
     }
     kl_rc rc = st_station_claim(st, fx, serial, other, sizeof other);
     if (rc == KL_EEXIST) {
-        rc = kl_fail(KL_EEXIST, "lost the claim on %s to %s (this flow was idle for over %d s)",
-                     serial, other, ST_CLAIM_LEASE_S);
+        rc = kl_fail(KL_EEXIST, "lost the claim on %s to %s (this flow was idle for over %ld s)",
+                     serial, other, st->claim_lease_s);
     }
     return rc;
 }
@@ -665,6 +665,10 @@ kl_rc st_station_init(st_station *st, ca_ctx *ca, const kl_conf *conf)
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
     TRY(st_config_load(&st->cfg, conf));
+    /* A flow renews its claim between phases, so the lease must outlast the longest phase the
+     * timeouts allow: generously, 16 exchanges each waiting for every retry of a slow answer. */
+    long phase_max_s = 16 * (st->cfg.retries + 1) * (st->cfg.slow_timeout_ms / 1000 + 1);
+    st->claim_lease_s = phase_max_s + 60 > ST_CLAIM_LEASE_S ? phase_max_s + 60 : ST_CLAIM_LEASE_S;
     snprintf(st->host, sizeof st->host, "localhost");
     (void)gethostname(st->host, sizeof st->host - 1);
     snprintf(st->actor, sizeof st->actor, "station:%.150s", st->host);

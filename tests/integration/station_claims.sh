@@ -91,4 +91,17 @@ st_station --port "$F1" --count 1 || { tail -20 station.log; fail "wait for swee
 grep -q "W-1: waiting for pending sweep (pid $holder) to finish" station.log || fail "the flow did not wait for the sweep"
 st_check_device W-1
 ok "device held by a pending sweep: the flow waits, then provisions it"
+
+# 5. the lease outlasts the longest phase the timeouts allow: slow-timeout 60 s x 4 attempts x
+#    16 exchanges + 60 s = 3964 s (the 600 s minimum with the timeouts above)
+sed -i 's/^slow-timeout-ms = .*/slow-timeout-ms = 60000/' "$KL_CONF"
+st_dev 1 L-1 --misbehave slow --delay-ms 400
+"$KPROV" -c "$KL_CONF" --port "$F1" --count 1 >>station.log 2>&1 &
+sa=$!; st_pids+=($sa)
+st_wait_grep "L-1: GENKEY" station.log 20 || fail "lease: flow never started"
+left=$(sqlite3 "$KL_TEST_DIR/keyline.db" "SELECT expires - strftime('%s','now') FROM claims WHERE device_id = 'L-1'")
+[ -n "$left" ] && [ "$left" -ge 3900 ] && [ "$left" -le 3964 ] || fail "lease: claim expires in '$left' s, expected ~3964"
+wait $sa || { tail -20 station.log; fail "lease: station exit"; }
+[ -z "$(sqlite3 "$KL_TEST_DIR/keyline.db" "SELECT 1 FROM claims WHERE device_id = 'L-1'")" ] || fail "lease: claim not released"
+ok "claim lease follows the timeouts ($left s left during the flow) and is released at the end"
 kca audit verify >/dev/null || fail "audit verify"
