@@ -25,6 +25,18 @@ sys.exit(0 if iss == ["root1", "root2", "root2"] else "revoked after the failed 
 if kca audit list | grep -q "ca-rotate"; then fail "failed rotation audited as done"; fi
 ok "failed rotation undone: no CA, no key, its three certificates revoked"
 
+# ca create undoes itself the same way when its CA record cannot be written
+sqlite3 "$KL_TEST_DIR/keyline.db" "CREATE TRIGGER inject BEFORE INSERT ON cas WHEN NEW.label = 'field9' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+expect_fail "ca create whose store write fails" kca ca create --label field9 --template field-ca --issuer root1 --subject "CN=Field 9,O=Keyline Test"
+sqlite3 "$KL_TEST_DIR/keyline.db" "DROP TRIGGER inject"
+if tokobjs | grep -q "label: *field9$"; then fail "failed ca create left its key in the token"; fi
+kca list --status revoked --json | python3 -c '
+import json, sys
+sys.exit(0 if any(c["subject"].startswith("CN=Field 9") for c in json.load(sys.stdin)) else "not revoked")' ||
+  fail "the certificate of the failed ca create is not revoked"
+kca ca create --label field9 --template field-ca --issuer root1 --subject "CN=Field 9,O=Keyline Test" >/dev/null
+ok "failed ca create undone (no key, certificate revoked); the same command then succeeds"
+
 kca ca rotate --label root1 --new-label root2 --key-type ec-p384 > root2.pem
 kca ca cert --label root2.newwithold > nwo.pem
 kca ca cert --label root1.oldwithnew > own.pem
