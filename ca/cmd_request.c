@@ -1,6 +1,7 @@
 /* keyline-ca request list|show|approve|reject: enrollment requests held for an officer's
  * decision (keyline-estd with `approval = manual`, docs/est.md). */
 #include <getopt.h>
+#include <jansson.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -61,13 +62,17 @@ static kl_rc cmd_request_list(cli *c, int argc, char **argv)
     store_request *list = NULL;
     size_t n = 0;
     const char *status = NULL;
+    int as_json = 0;
+    json_t *arr = NULL;
     static const struct option opts[] = {{"status", required_argument, NULL, 's'},
+                                         {"json", no_argument, NULL, 'j'},
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "s:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "s:j", opts, NULL)) != -1) {
         switch (ch) {
         case 's': status = optarg; break;
+        case 'j': as_json = 1; break;
         default: return kl_fail(KL_EUSAGE, "request list: bad option (see --help)");
         }
     }
@@ -77,6 +82,28 @@ static kl_rc cmd_request_list(cli *c, int argc, char **argv)
            KL_EUSAGE, "request list --status pending|approved|rejected");
     TRY(cli_open(c, 0, &ca));
     TRY(store_request_list(ca_store(ca), status, &list, &n));
+    if (as_json) {
+        arr = json_array();
+        ENSURE(arr, KL_EINTERNAL, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            char t[32], d[32];
+            req_time(list[i].created, t, sizeof t);
+            req_time(list[i].decided, d, sizeof d);
+            json_t *o =
+                json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:s?}", "id",
+                          (json_int_t)list[i].id, "status", list[i].status, "label", list[i].label,
+                          "requester", list[i].requester, "subject", list[i].subject, "issuer",
+                          list[i].issuer, "template", list[i].template_name, "device_id",
+                          list[i].device_id, "created", t, "decided", list[i].decided ? d : NULL,
+                          "cert_serial", list[i].cert_serial, "reason", list[i].reason);
+            ENSURE(o && json_array_append_new(arr, o) == 0, KL_EINTERNAL, "out of memory");
+        }
+        char *s = json_dumps(arr, JSON_INDENT(1));
+        ENSURE(s, KL_EINTERNAL, "out of memory");
+        printf("%s\n", s);
+        free(s);
+        goto out;
+    }
     printf("%-6s %-9s %-20s %-12s %-30s %s\n", "ID", "STATUS", "CREATED", "LABEL", "REQUESTER",
            "SUBJECT");
     for (size_t i = 0; i < n; i++) {
@@ -86,6 +113,7 @@ static kl_rc cmd_request_list(cli *c, int argc, char **argv)
                list[i].label[0] ? list[i].label : "-", list[i].requester, list[i].subject);
     }
 out:
+    json_decref(arr);
     store_request_list_free(list, n);
     ca_close(ca);
     return rc;
@@ -181,7 +209,7 @@ out:
 }
 
 static const cli_cmd cmd_request_table[] = {
-    {"list", cmd_request_list, "[--status pending|approved|rejected]",
+    {"list", cmd_request_list, "[--status pending|approved|rejected] [--json]",
      "list enrollment requests held for approval"},
     {"show", cmd_request_show, "--id N", "show one request and its CSR (PEM)"},
     {"approve", cmd_request_approve, "--id N",

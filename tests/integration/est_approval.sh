@@ -68,6 +68,14 @@ st=$(enroll held2 "$EST/held")
 [ "$st" = 403 ] && grep -q "request $id2 was rejected: unknown device" "$D/out" ||
     die "retry after reject: HTTP $st ($(cat "$D/out"))"
 ok "rejected: the retry gets 403 with the reason"
+kca request list --json | python3 -c '
+import json, sys
+r = {x["id"]: x for x in json.load(sys.stdin)}
+a, b = r[int(sys.argv[1])], r[int(sys.argv[2])]
+assert a["status"] == "approved" and a["cert_serial"] and a["decided"], a
+assert b["status"] == "rejected" and b["reason"] == "unknown device" and b["cert_serial"] is None, b
+assert a["requester"] == "est:basic:" + sys.argv[3] and a["label"] == "held", a' "$id" "$id2" "$EST_USER" ||
+    die "request list --json"
 
 # a CSR the template refuses (RSA-2048 for an EC template) is refused at once, not held
 openssl req -new -newkey rsa:2048 -nodes -keyout "$D/rsa.key" -subj "/CN=rsa-device" -out "$D/rsa.csr" 2>/dev/null
