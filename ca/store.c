@@ -538,6 +538,15 @@ kl_rc store_request_list(store *s, const char *status, store_request **out, size
     return KL_OK;
 }
 
+kl_rc store_request_count(store *s, const char *status, int64_t *n)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(status && n, "store_request_count: missing argument");
+    RQ_OPS(s);
+    *n = 0;
+    return s->ops->request_count(s, status, n);
+}
+
 kl_rc store_request_reject(store *s, int64_t id, const char *reason, const char *actor)
 {
     STORE_CHECK(s);

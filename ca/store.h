@@ -165,6 +165,8 @@ kl_rc store_request_submit(store *s, const store_request *r, store_request *out)
 kl_rc store_request_get(store *s, int64_t id, store_request *out) KL_WUR; /* KL_ENOTFOUND */
 /* All requests in id order (status NULL) or those with `status`. */
 kl_rc store_request_list(store *s, const char *status, store_request **out, size_t *n) KL_WUR;
+/* How many requests have `status` (for /metrics). */
+kl_rc store_request_count(store *s, const char *status, int64_t *n) KL_WUR;
 /* pending -> rejected with `reason`, audit `reject`. KL_ENOTFOUND; KL_EPOLICY if not pending.
  * (Approval happens in store_cert_insert, with the certificate.) */
 kl_rc store_request_reject(store *s, int64_t id, const char *reason, const char *actor) KL_WUR;
@@ -249,6 +251,7 @@ struct store_ops {
     kl_rc (*request_get)(store *s, int64_t id, store_request *out);
     kl_rc (*request_list)(store *s, store_request **out, size_t *n);
     kl_rc (*request_reject)(store *s, int64_t id, const char *reason, const char *actor);
+    kl_rc (*request_count)(store *s, const char *status, int64_t *n);
 };
 
 /* Every backend's store struct begins with this header. */

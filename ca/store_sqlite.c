@@ -161,6 +161,7 @@ enum {
     Q_RQ_LIST,
     Q_RQ_APPROVE,
     Q_RQ_REJECT,
+    Q_RQ_COUNT,
     Q_CLAIM_GET,
     Q_CLAIM_PUT,
     Q_CLAIM_DEL,
@@ -226,6 +227,7 @@ static const char *const q_sql[Q_COUNT] = {
                      " WHERE id = ?1 AND status = 'pending'",
     [Q_RQ_REJECT] = "UPDATE requests SET status = 'rejected', reason = ?2, decided = ?3"
                     " WHERE id = ?1 AND status = 'pending'",
+    [Q_RQ_COUNT] = "SELECT count(*) FROM requests WHERE status = ?1",
     [Q_CLAIM_GET] = "SELECT instance, host, pid, place, expires FROM claims WHERE device_id = ?1",
     [Q_CLAIM_PUT] = "INSERT INTO claims (device_id, instance, host, pid, place, expires)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device_id) DO UPDATE SET"
@@ -1738,6 +1740,18 @@ static kl_rc sq_request_list(store *s, store_request **outp, size_t *np)
     return KL_OK;
 }
 
+static int row_count(sqlite3_stmt *st, void *out)
+{
+    *(int64_t *)out = (int64_t)sqlite3_column_int64(st, 0);
+    return 0;
+}
+
+static kl_rc sq_request_count(store *s, const char *status, int64_t *n)
+{
+    int found = 0;
+    return sq_get_row(sq(s), Q_RQ_COUNT, status, row_count, n, "count requests", &found);
+}
+
 typedef struct {
     int64_t id;
     const char *reason, *actor;
@@ -2047,5 +2061,6 @@ const struct store_ops store_sqlite_ops = {
     .request_get = sq_request_get,
     .request_list = sq_request_list,
     .request_reject = sq_request_reject,
+    .request_count = sq_request_count,
     .write_stats = sq_write_stats,
 };

@@ -818,6 +818,30 @@ void est_handle(est_req *rq, est_resp *rs)
             est_resp_text(rs, 500, "internal error");
             return;
         }
+        int64_t held = 0;
+        if (store_request_count(ca_store(s->ca), STORE_RQ_PENDING, &held) != KL_OK ||
+            kl_buf_printf(&rs->body,
+                          "# HELP keyline_est_requests_pending Enrollment requests held for an "
+                          "officer's approval (approval = manual).\n"
+                          "# TYPE keyline_est_requests_pending gauge\n"
+                          "keyline_est_requests_pending %lld\n",
+                          (long long)held) != KL_OK) {
+            est_resp_text(rs, 500, "internal error");
+            return;
+        }
+        hsm_ctx *h = ca_hsm(s->ca);
+        if (h && hsm_is_remote(h)) {
+            pid_t pids[64];
+            if (kl_buf_printf(&rs->body,
+                              "# HELP keyline_est_signer_processes Signer processes alive "
+                              "(signer = process; not respawned).\n"
+                              "# TYPE keyline_est_signer_processes gauge\n"
+                              "keyline_est_signer_processes %zu\n",
+                              hsm_signer_pids(h, pids, 64)) != KL_OK) {
+                est_resp_text(rs, 500, "internal error");
+                return;
+            }
+        }
         rs->status = 200;
         snprintf(rs->content_type, sizeof rs->content_type, "text/plain; version=0.0.4");
         return;

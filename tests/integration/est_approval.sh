@@ -39,6 +39,8 @@ sed -n '/BEGIN CERTIFICATE REQUEST/,/END CERTIFICATE REQUEST/p' "$D/show.txt" |
 openssl pkey -in "$D/held1.key" -pubout | cmp -s - "$D/held1.shown.pub" || die "request show: not the client's CSR"
 grep -q "^status: *pending" "$D/show.txt" || die "request show: status"
 [ "$(ncerts)" = "$n0" ] || die "a held request issued a certificate"
+expect_status 200 "metrics" "$EST_URL/metrics"
+grep -q '^keyline_est_requests_pending 1$' "$D/out" || die "metrics: held request not counted"
 ok "held request: 202 + Retry-After 7, same request $id on retry, listed and shown for the officer"
 
 # approve: the officer's tool issues; the retry picks the certificate up
@@ -68,6 +70,8 @@ st=$(enroll held2 "$EST/held")
 [ "$st" = 403 ] && grep -q "request $id2 was rejected: unknown device" "$D/out" ||
     die "retry after reject: HTTP $st ($(cat "$D/out"))"
 ok "rejected: the retry gets 403 with the reason"
+expect_status 200 "metrics" "$EST_URL/metrics"
+grep -q '^keyline_est_requests_pending 0$' "$D/out" || die "metrics: decided requests still pending"
 kca request list --json | python3 -c '
 import json, sys
 r = {x["id"]: x for x in json.load(sys.stdin)}

@@ -58,6 +58,7 @@ grep -q "Responder Id: CN *= *field1 OCSP signer" "$D/ocsp.txt" || die "OCSP not
 ok "OCSP answered by the delegated OCSP signer (made at start-up), through a signer"
 expect_status 200 "metrics" "$EST_URL/metrics"
 grep -q '^keyline_est_hsm_errors_total 0' "$D/out" || die "hsm errors before any signer died"
+grep -q '^keyline_est_signer_processes 3$' "$D/out" || die "metrics: not 3 signer processes"
 
 # --- signers die -----------------------------------------------------------------------------
 set -- $kids
@@ -83,6 +84,7 @@ expect_status 503 "healthz says unhealthy with no signer left" "$EST_URL/healthz
 grep -q "no signer process is left" "$D/out" || die "healthz body: $(cat "$D/out")"
 expect_status 200 "cacerts still answers" "$EST/cacerts"
 expect_status 200 "metrics" "$EST_URL/metrics"
+grep -q '^keyline_est_signer_processes 0$' "$D/out" || die "metrics: signers still counted"
 n=$(awk '/^keyline_est_hsm_errors_total/ {print $2}' "$D/out")
 [ "${n:-0}" -ge 1 ] || die "dead signers not counted as HSM errors"
 grep -q "signer process $1 is gone" "$D/estd.log" || die "signer death not logged"

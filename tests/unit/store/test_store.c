@@ -1522,6 +1522,11 @@ static void test_requests(void **state)
     assert_string_equal(v[1].reason, "unknown device");
     assert_string_equal(v[1].label, "fleet");
     store_request_list_free(v, n);
+    int64_t cnt_p = -1, cnt_a = -1;
+    assert_rc(store_request_count(f->s, STORE_RQ_PENDING, &cnt_p), KL_OK);
+    assert_rc(store_request_count(f->s, STORE_RQ_APPROVED, &cnt_a), KL_OK);
+    assert_int_equal(cnt_p, 0);
+    assert_int_equal(cnt_a, 1);
     assert_rc(store_request_list(f->s, STORE_RQ_APPROVED, &v, &n), KL_OK);
     assert_int_equal(n, 1);
     assert_int_equal(v[0].id, a.id);
