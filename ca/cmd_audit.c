@@ -38,9 +38,7 @@ static kl_rc cmd_audit_list(cli *c, int argc, char **argv)
     TRY(store_audit_list(ca_store(ca), 1, &list, &n));
     for (size_t i = 0; i < n; i++) {
         char t[32];
-        struct tm tm;
-        gmtime_r(&list[i].ts, &tm);
-        strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        cli_time(list[i].ts, t, sizeof t);
         printf("%lld %s %s %s %s %.16s\n", (long long)list[i].seq, t, list[i].actor, list[i].action,
                list[i].detail ? list[i].detail : "", list[i].hash);
     }

@@ -9,13 +9,6 @@
 
 #include "keyline-ca.h"
 
-static void cli_time(time_t t, char *buf, size_t n)
-{
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 typedef struct {
     json_t *arr; /* --json */
     kl_rc rc;

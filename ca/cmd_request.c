@@ -44,17 +44,6 @@ static kl_rc req_args(int argc, char **argv, const char *what, int64_t *id, cons
     return KL_OK;
 }
 
-static void req_time(time_t t, char *buf, size_t n)
-{
-    struct tm tm;
-    if (!t) {
-        snprintf(buf, n, "-");
-        return;
-    }
-    gmtime_r(&t, &tm);
-    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static kl_rc cmd_request_list(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
@@ -87,8 +76,8 @@ static kl_rc cmd_request_list(cli *c, int argc, char **argv)
         ENSURE(arr, KL_EINTERNAL, "out of memory");
         for (size_t i = 0; i < n; i++) {
             char t[32], d[32];
-            req_time(list[i].created, t, sizeof t);
-            req_time(list[i].decided, d, sizeof d);
+            cli_time(list[i].created, t, sizeof t);
+            cli_time(list[i].decided, d, sizeof d);
             json_t *o =
                 json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:s?}", "id",
                           (json_int_t)list[i].id, "status", list[i].status, "label", list[i].label,
@@ -108,7 +97,7 @@ static kl_rc cmd_request_list(cli *c, int argc, char **argv)
            "SUBJECT");
     for (size_t i = 0; i < n; i++) {
         char t[32];
-        req_time(list[i].created, t, sizeof t);
+        cli_time(list[i].created, t, sizeof t);
         printf("%-6lld %-9s %-20s %-12s %-30s %s\n", (long long)list[i].id, list[i].status, t,
                list[i].label[0] ? list[i].label : "-", list[i].requester, list[i].subject);
     }
@@ -131,8 +120,8 @@ static kl_rc cmd_request_show(cli *c, int argc, char **argv)
     TRY(cli_open(c, 0, &ca));
     TRY(store_request_get(ca_store(ca), id, &r));
     char t1[32], t2[32];
-    req_time(r.created, t1, sizeof t1);
-    req_time(r.decided, t2, sizeof t2);
+    cli_time(r.created, t1, sizeof t1);
+    cli_time(r.decided, t2, sizeof t2);
     printf("request:    %lld\nstatus:     %s\nlabel:      %s\nrequester:  %s\nsubject:    %s\n"
            "issuer:     %s\ntemplate:   %s\ndevice id:  %s\ncreated:    %s\ndecided:    %s\n",
            (long long)r.id, r.status, r.label[0] ? r.label : "-", r.requester, r.subject, r.issuer,

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kl_file.h"
@@ -78,6 +79,17 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
     }
     return kl_fail(KL_EUSAGE, "unknown command '%s%s%s' (see keyline-ca --help)",
                    group ? group : "", group ? " " : "", argv[0]);
+}
+
+void cli_time(time_t t, char *buf, size_t n)
+{
+    struct tm tm;
+    if (!t) {
+        snprintf(buf, n, "-");
+        return;
+    }
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 kl_rc cli_output(const char *out, const void *data, size_t len)

@@ -23,6 +23,8 @@ typedef struct {
 kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, char **argv);
 /* Print the usage of one command to stdout. */
 void cli_usage(const cli_cmd *cmd, const char *group);
+/* UTC time as 2026-11-25T20:00:00Z; "-" for 0 (not set). */
+void cli_time(time_t t, char *buf, size_t n);
 /* Write bytes to --out (atomic) or stdout. */
 kl_rc cli_output(const char *out, const void *data, size_t len);
 kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out);

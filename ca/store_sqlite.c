@@ -984,24 +984,22 @@ static kl_rc sq_schema_init(sq_store *q)
     ENSURE(ver <= SQ_SCHEMA_VERSION, KL_EINPUT,
            "store: %s has schema version %lld, newer than this keyline understands (%d)", q->path,
            (long long)ver, SQ_SCHEMA_VERSION);
-    if (ver < 2) {
-        /* version 1 -> 2: the claims table; decided under the write lock like creation */
+    /* Migrations, one step per version, each decided under the write lock like creation so
+     * that racing first opens agree. sq_migrations[i] takes version i + 1 to i + 2. */
+    static const struct {
+        const char *sql, *what;
+    } sq_migrations[] = {
+        {SQ_CLAIMS_TABLE "PRAGMA user_version=2", "add the claims table"},
+        {SQ_REQUESTS_TABLE "PRAGMA user_version=3", "add the requests table"},
+    };
+    _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION - 1,
+                   "one migration per schema version");
+    for (int64_t v = ver; v < SQ_SCHEMA_VERSION; v++) {
         TRY(sq_begin(q));
         in_tx = 1;
         TRY(sq_pragma_int(q, "PRAGMA user_version", &ver));
-        if (ver < 2) {
-            TRY(sq_exec(q, SQ_CLAIMS_TABLE "PRAGMA user_version=2", "add the claims table"));
-        }
-        in_tx = 0;
-        TRY(sq_end(q, KL_OK));
-    }
-    if (ver < 3) {
-        /* version 2 -> 3: held enrollment requests */
-        TRY(sq_begin(q));
-        in_tx = 1;
-        TRY(sq_pragma_int(q, "PRAGMA user_version", &ver));
-        if (ver < 3) {
-            TRY(sq_exec(q, SQ_REQUESTS_TABLE "PRAGMA user_version=3", "add the requests table"));
+        if (ver == v) {
+            TRY(sq_exec(q, sq_migrations[v - 1].sql, sq_migrations[v - 1].what));
         }
         in_tx = 0;
         TRY(sq_end(q, KL_OK));

@@ -277,6 +277,7 @@ void st_fixture_progress(st_fixture *fx, int phase, const char *fmt, ...) KL_PRI
  * deciding anything about the device; a flow keeps it with st_station_claim_keep before each
  * phase and releases it at the end. KL_EEXIST with `other` naming the holder when another
  * fixture (a cloned serial), station process or station PC has it; store errors as such. */
+#define ST_SWEEP_WHERE "pending sweep" /* the place the sweep's claims name */
 #define ST_CLAIM_LEASE_S 600    /* minimum lease: a claim not renewed this long may be taken */
 #define ST_CLAIM_RENEW_MS 60000 /* a flow renews its claim when it is older than this */
 kl_rc st_station_claim(st_station *st, st_fixture *fx, const char *serial, char *other,

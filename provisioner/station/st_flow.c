@@ -408,9 +408,12 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
      * stations) with the same serial are a cloned serial, and the pending sweep never revokes
      * a certificate that a flow is resuming. */
     rc = st_station_claim(st, fx, h->hw_serial, other, sizeof other);
-    /* a pending sweep holds a device only while it revokes one certificate (milliseconds):
-     * wait for it rather than fail the device (then decide with what the sweep left) */
-    for (int i = 0; i < 250 && rc == KL_EEXIST && strncmp(other, "pending sweep", 13) == 0; i++) {
+    /* A pending sweep holds a device only while it revokes one certificate (milliseconds):
+     * wait for it rather than fail the device (then decide with what the sweep left). The
+     * holder text starts with the holder's place (store_device_claim). */
+    for (int i = 0; i < 250 && rc == KL_EEXIST &&
+                    strncmp(other, ST_SWEEP_WHERE " ", strlen(ST_SWEEP_WHERE) + 1) == 0;
+         i++) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         if (i == 0) {
             st_event(st, 0, "%s: %s: waiting for %s to finish with the device", fx->name,

@@ -127,7 +127,7 @@ static store_claim st_claim_of(st_station *st, st_fixture *fx)
     return (store_claim){.instance = st->instance,
                          .host = st->host,
                          .pid = (long)getpid(),
-                         .where = fx ? fx->claim_where : "pending sweep",
+                         .where = fx ? fx->claim_where : ST_SWEEP_WHERE,
                          .expires = time(NULL) + st->claim_lease_s};
 }
 
