@@ -382,6 +382,62 @@ kl_rc store_revocation_epoch(store *s, const char *issuer, int64_t *out)
     return s->ops->revocation_epoch(s, issuer, out);
 }
 
+/* --- published CRLs --- */
+
+kl_rc store_crl_put(store *s, const char *issuer, int64_t number, time_t this_update,
+                    time_t next_update, const uint8_t *der, size_t len, const char *actor,
+                    const char *detail)
+{
+    char dflt[1100];
+    STORE_CHECK(s);
+    ARG_CHECK(issuer && issuer[0], "store_crl_put: CRL without an issuer");
+    ARG_CHECK(der && len > 0, "store_crl_put: no CRL");
+    if (len > STORE_CRL_MAX) {
+        return kl_fail(KL_EINPUT, "CRL of '%.200s' is %zu bytes, more than the store keeps (%zu)",
+                       issuer, len, STORE_CRL_MAX);
+    }
+    /* RFC 5280 5.2.3: "CRLNumber ::= INTEGER (0..MAX)" */
+    if (number < 0) {
+        return kl_fail(KL_EINPUT, "CRL of '%.200s' has a negative number (%lld)", issuer,
+                       (long long)number);
+    }
+    if (next_update <= this_update) {
+        return kl_fail(KL_EINPUT,
+                       "CRL of '%.200s': nextUpdate (%lld) is not after thisUpdate (%lld)", issuer,
+                       (long long)next_update, (long long)this_update);
+    }
+    if (!s->ops->crl_put) {
+        return kl_fail(KL_EUSAGE, "store backend %s cannot keep CRLs", s->ops->name);
+    }
+    if (!detail) {
+        snprintf(dflt, sizeof dflt, "issuer=%.900s number=%lld", issuer, (long long)number);
+        detail = dflt;
+    }
+    return s->ops->crl_put(s, issuer, number, this_update, next_update, der, len,
+                           actor_or_default(actor), detail);
+}
+
+kl_rc store_crl_get(store *s, const char *issuer, store_crl *out)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(issuer && issuer[0] && out, "store_crl_get: missing argument");
+    memset(out, 0, sizeof *out);
+    if (!s->ops->crl_get) {
+        return kl_fail(KL_EUSAGE, "store backend %s cannot keep CRLs", s->ops->name);
+    }
+    return s->ops->crl_get(s, issuer, out);
+}
+
+void store_crl_free(store_crl *c)
+{
+    if (!c) {
+        return;
+    }
+    free(c->issuer);
+    free(c->der);
+    memset(c, 0, sizeof *c);
+}
+
 /* --- device inventory --- */
 
 kl_rc store_device_get(store *s, const char *device_id, store_device *out)

@@ -150,6 +150,34 @@ kl_rc store_crl_number_next(store *s, const char *issuer, int64_t *out) KL_WUR;
 /* A counter that changes whenever a certificate of `issuer` is revoked (CRL cache key). */
 kl_rc store_revocation_epoch(store *s, const char *issuer, int64_t *out) KL_WUR;
 
+/* --- published CRLs ---
+ * The latest signed CRL of each issuer, so that a process which must not use the issuer's key
+ * (an offline root) can serve the CRL an officer published. One row per issuer. */
+typedef struct {
+    char *issuer;   /* CA label */
+    int64_t number; /* its cRLNumber (RFC 5280 5.2.3) */
+    time_t this_update, next_update;
+    time_t created; /* when this CRL was stored */
+    uint8_t *der;   /* the CertificateList as signed */
+    size_t der_len;
+} store_crl;
+#define STORE_CRL_MAX ((size_t)64 * 1024 * 1024) /* largest CRL the store keeps, in bytes */
+/* Record the CRL `der` (len bytes) of `issuer`, numbered `number`, valid from `this_update` to
+ * `next_update`, and the audit entry `crl` (actor, detail; NULL detail: "issuer=... number=...")
+ * in one transaction. The row is replaced only by a higher number: a CRL with a lower or equal
+ * number than the stored one (an older CRL signed concurrently, committed last) leaves the newer
+ * row in place and is still KL_OK, and its audit entry is still appended (it was signed). The
+ * DER is stored as given: the caller signed and checked it and vouches for issuer, number and
+ * times. KL_EUSAGE: no issuer, NULL der or len 0; KL_EINPUT: len > STORE_CRL_MAX, a negative
+ * number, next_update not after this_update. */
+kl_rc store_crl_put(store *s, const char *issuer, int64_t number, time_t this_update,
+                    time_t next_update, const uint8_t *der, size_t len, const char *actor,
+                    const char *detail) KL_WUR;
+/* The stored CRL of `issuer` into *out (owned by the caller: store_crl_free). KL_ENOTFOUND
+ * "no CRL published for '<issuer>'" when none was recorded. */
+kl_rc store_crl_get(store *s, const char *issuer, store_crl *out) KL_WUR;
+void store_crl_free(store_crl *c); /* NULL ok */
+
 /* --- device inventory --- */
 kl_rc store_device_get(store *s, const char *device_id, store_device *out) KL_WUR;
 /* Insert or update. */
@@ -252,6 +280,10 @@ struct store_ops {
     kl_rc (*request_list)(store *s, store_request **out, size_t *n);
     kl_rc (*request_reject)(store *s, int64_t id, const char *reason, const char *actor);
     kl_rc (*request_count)(store *s, const char *status, int64_t *n);
+    kl_rc (*crl_put)(store *s, const char *issuer, int64_t number, time_t this_update,
+                     time_t next_update, const uint8_t *der, size_t len, const char *actor,
+                     const char *detail);
+    kl_rc (*crl_get)(store *s, const char *issuer, store_crl *out);
 };
 
 /* Every backend's store struct begins with this header. */

@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SQ_SCHEMA_VERSION 3          /* 2: claims; 3: requests */
+#define SQ_SCHEMA_VERSION 4          /* 2: claims; 3: requests; 4: crls */
 #define SQ_APPLICATION_ID 0x4b4c5354 /* "KLST" */
 #define SQ_BUSY_TIMEOUT_MS 10000
 #define SQ_BUSY_RETRIES 3 /* BEGIN IMMEDIATE attempts after the busy timeout expired */
@@ -65,6 +65,16 @@
     "CREATE TRIGGER requests_no_delete BEFORE DELETE ON requests"                                  \
     " BEGIN SELECT RAISE(ABORT, 'requests are never deleted'); END;"
 
+/* Version 4: the latest signed CRL of each issuer (served without the issuer's key). */
+#define SQ_CRLS_TABLE                                                                              \
+    "CREATE TABLE crls ("                                                                          \
+    " issuer TEXT PRIMARY KEY NOT NULL,"                                                           \
+    " number INTEGER NOT NULL,"                                                                    \
+    " this_update INTEGER NOT NULL,"                                                               \
+    " next_update INTEGER NOT NULL,"                                                               \
+    " der BLOB NOT NULL,"                                                                          \
+    " created INTEGER NOT NULL);"
+
 static const char *const sq_schema =
     "CREATE TABLE cas ("
     " label TEXT PRIMARY KEY NOT NULL,"
@@ -101,7 +111,8 @@ static const char *const sq_schema =
     " cert_serial TEXT,"
     " state TEXT NOT NULL,"
     " detail TEXT,"
-    " updated INTEGER NOT NULL);" SQ_CLAIMS_TABLE SQ_REQUESTS_TABLE "CREATE TABLE audit ("
+    " updated INTEGER NOT NULL);" SQ_CLAIMS_TABLE SQ_REQUESTS_TABLE SQ_CRLS_TABLE
+    "CREATE TABLE audit ("
     " seq INTEGER PRIMARY KEY,"
     " ts INTEGER NOT NULL,"
     " actor TEXT NOT NULL,"
@@ -151,6 +162,8 @@ enum {
     Q_EPOCH_BUMP,
     Q_EPOCH_GET,
     Q_CRL_NEXT,
+    Q_CRL_PUT,
+    Q_CRL_GET,
     Q_DEV_GET,
     Q_DEV_PUT,
     Q_DEV_LIST,
@@ -206,6 +219,14 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_EPOCH_GET] = "SELECT epoch FROM revocation_epochs WHERE issuer = ?1",
     [Q_CRL_NEXT] = "INSERT INTO crl_numbers (issuer, last) VALUES (?1, 1)"
                    " ON CONFLICT (issuer) DO UPDATE SET last = last + 1 RETURNING last",
+    /* only a higher number replaces the row (see crl_put_tx) */
+    [Q_CRL_PUT] = "INSERT INTO crls (issuer, number, this_update, next_update, der, created)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (issuer) DO UPDATE SET"
+                  " number = excluded.number, this_update = excluded.this_update,"
+                  " next_update = excluded.next_update, der = excluded.der,"
+                  " created = excluded.created WHERE excluded.number > crls.number",
+    [Q_CRL_GET] = "SELECT issuer, number, this_update, next_update, der, created FROM crls"
+                  " WHERE issuer = ?1",
     [Q_DEV_GET] = "SELECT device_id, model, cert_serial, state, detail, updated FROM devices"
                   " WHERE device_id = ?1",
     [Q_DEV_PUT] = "INSERT INTO devices (device_id, model, cert_serial, state, detail, updated)"
@@ -991,6 +1012,7 @@ static kl_rc sq_schema_init(sq_store *q)
     } sq_migrations[] = {
         {SQ_CLAIMS_TABLE "PRAGMA user_version=2", "add the claims table"},
         {SQ_REQUESTS_TABLE "PRAGMA user_version=3", "add the requests table"},
+        {SQ_CRLS_TABLE "PRAGMA user_version=4", "add the crls table"},
     };
     _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION - 1,
                    "one migration per schema version");
@@ -1563,6 +1585,76 @@ out:
     return rc;
 }
 
+/* --- published CRLs --- */
+
+typedef struct {
+    const char *issuer;
+    int64_t number;
+    time_t this_update, next_update;
+    const uint8_t *der;
+    size_t len;
+    const char *actor, *detail;
+} crl_put_arg;
+
+static kl_rc crl_put_tx(sq_store *q, void *arg)
+{
+    const crl_put_arg *a = arg;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+
+    /* The upsert replaces the row only for a higher number, decided inside the write
+     * transaction: of two CRLs signed concurrently, the older one committed last does not
+     * overwrite the newer one. */
+    TRY(sq_stmt(q, Q_CRL_PUT, &st));
+    BIND(bind_text(st, 1, a->issuer));
+    BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)a->number));
+    BIND(sqlite3_bind_int64(st, 3, (sqlite3_int64)a->this_update));
+    BIND(sqlite3_bind_int64(st, 4, (sqlite3_int64)a->next_update));
+    BIND(bind_blob(st, 5, a->der, a->len));
+    BIND(sqlite3_bind_int64(st, 6, (sqlite3_int64)time(NULL)));
+    TRY(sq_run(q, st, "record CRL"));
+    /* kept or replaced, this CRL was signed: audit it either way */
+    TRY(audit_append_tx(q, a->actor, "crl", a->detail));
+out:
+    sq_done(st);
+    return rc;
+}
+
+static kl_rc sq_crl_put(store *s, const char *issuer, int64_t number, time_t this_update,
+                        time_t next_update, const uint8_t *der, size_t len, const char *actor,
+                        const char *detail)
+{
+    crl_put_arg a = {issuer, number, this_update, next_update, der, len, actor, detail};
+    return sq_write(sq(s), crl_put_tx, &a);
+}
+
+static int row_crl(sqlite3_stmt *st, void *out)
+{
+    store_crl *c = out;
+    int bad = 0;
+    memset(c, 0, sizeof *c);
+    bad |= col_str(st, 0, &c->issuer);
+    c->number = (int64_t)sqlite3_column_int64(st, 1);
+    c->this_update = col_time(st, 2);
+    c->next_update = col_time(st, 3);
+    bad |= col_blob(st, 4, &c->der, &c->der_len);
+    c->created = col_time(st, 5);
+    if (bad) {
+        store_crl_free(c);
+    }
+    return bad;
+}
+
+static kl_rc sq_crl_get(store *s, const char *issuer, store_crl *outp)
+{
+    kl_rc rc = KL_OK;
+    int found = 0;
+    TRY(sq_get_row(sq(s), Q_CRL_GET, issuer, row_crl, outp, "read CRL", &found));
+    ENSURE(found, KL_ENOTFOUND, "no CRL published for '%s'", issuer);
+out:
+    return rc;
+}
+
 /* --- devices --- */
 
 static kl_rc sq_device_get(store *s, const char *id, store_device *outp)
@@ -2060,5 +2152,7 @@ const struct store_ops store_sqlite_ops = {
     .request_list = sq_request_list,
     .request_reject = sq_request_reject,
     .request_count = sq_request_count,
+    .crl_put = sq_crl_put,
+    .crl_get = sq_crl_get,
     .write_stats = sq_write_stats,
 };

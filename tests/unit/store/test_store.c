@@ -1420,30 +1420,39 @@ static void test_claims_processes(void **state)
     assert_rc(store_device_claim(f->s, "SN-RACE", &me, holder, sizeof holder), KL_OK);
 }
 
-/* A version-1 store file (before claims and requests) gains both tables when opened. */
+/* PRAGMA user_version of the store file. */
+static int file_user_version(const char *path)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* A version-1 store file (before claims, requests and crls) gains every table when opened. */
 static void test_claims_migration(void **state)
 {
     fx *f = *state;
     store_close(f->s);
     f->s = NULL;
     raw_sql(f->path, "DROP TABLE claims; DROP TRIGGER requests_no_delete; DROP TABLE requests;"
-                     " PRAGMA user_version=1");
+                     " DROP TABLE crls; PRAGMA user_version=1");
     assert_rc(store_open(&f->s, f->path), KL_OK);
     char holder[256];
     store_claim me = claim_me("aaaa", "fixture1");
     assert_rc(store_device_claim(f->s, "SN-1", &me, holder, sizeof holder), KL_OK);
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 3);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    assert_int_equal(file_user_version(f->path), 4);
     store_request *v = NULL;
     size_t n = 1;
     assert_rc(store_request_list(f->s, NULL, &v, &n), KL_OK);
     assert_int_equal(n, 0);
+    store_crl c;
+    assert_rc(store_crl_get(f->s, "root", &c), KL_ENOTFOUND);
 }
 
 static store_request rq_of(const char *label, const char *hash, const uint8_t *csr, size_t len)
@@ -1552,6 +1561,297 @@ static void test_requests(void **state)
     sqlite3_close(db);
 }
 
+/* --- published CRLs --- */
+
+#define CRL_T0 1700000000
+#define CRL_DAY 86400
+
+/* A CRL-sized byte string (the store does not parse it), distinct per `tag`. */
+static uint8_t *crl_bytes(size_t len, uint8_t tag)
+{
+    uint8_t *p = malloc(len);
+    assert_non_null(p);
+    for (size_t i = 0; i < len; i++) {
+        p[i] = (uint8_t)(i * 31u + tag);
+    }
+    p[0] = 0x30;
+    return p;
+}
+
+/* The audit log: how many entries have `action`; the chain must verify and *total (if given)
+ * gets the number of entries. */
+static size_t audit_count(store *s, const char *action, int64_t *total)
+{
+    store_audit *a = NULL;
+    size_t na = 0, k = 0;
+    int64_t c = -1;
+    assert_rc(store_audit_list(s, 1, &a, &na), KL_OK);
+    for (size_t i = 0; i < na; i++) {
+        k += strcmp(a[i].action, action) == 0;
+    }
+    store_audit_list_free(a, na);
+    assert_rc(store_audit_verify(s, &c), KL_OK);
+    assert_int_equal(c, (int64_t)na);
+    if (total) {
+        *total = c;
+    }
+    return k;
+}
+
+/* Round trip; only a higher number replaces the row; every put is audited. */
+static void test_crls(void **state)
+{
+    fx *f = *state;
+    const size_t la = 3000, lb = 1234;
+    uint8_t *da = crl_bytes(la, 1), *db = crl_bytes(lb, 2);
+    store_crl c;
+
+    assert_rc(store_crl_get(f->s, "root", &c), KL_ENOTFOUND);
+    assert_msg_has("no CRL published for 'root'");
+
+    time_t before = time(NULL);
+    assert_rc(store_crl_put(f->s, "root", 5, CRL_T0, CRL_T0 + 30 * CRL_DAY, da, la, "officer",
+                            "root crl 5"),
+              KL_OK);
+    time_t after = time(NULL);
+    assert_rc(store_crl_get(f->s, "root", &c), KL_OK);
+    assert_string_equal(c.issuer, "root");
+    assert_int_equal(c.number, 5);
+    assert_int_equal(c.this_update, CRL_T0);
+    assert_int_equal(c.next_update, CRL_T0 + 30 * CRL_DAY);
+    assert_true(c.created >= before && c.created <= after);
+    assert_int_equal(c.der_len, la);
+    assert_memory_equal(c.der, da, la);
+    store_crl_free(&c);
+    assert_null(c.der);
+    store_crl_free(NULL);
+
+    /* an older CRL (signed concurrently, committed last) and an equal number: not an error,
+     * the newer row stays */
+    assert_rc(store_crl_put(f->s, "root", 3, CRL_T0 + CRL_DAY, CRL_T0 + 40 * CRL_DAY, db, lb,
+                            "officer2", "root crl 3"),
+              KL_OK);
+    assert_rc(store_crl_put(f->s, "root", 5, CRL_T0 + CRL_DAY, CRL_T0 + 40 * CRL_DAY, db, lb,
+                            "officer2", "root crl 5 again"),
+              KL_OK);
+    assert_rc(store_crl_get(f->s, "root", &c), KL_OK);
+    assert_int_equal(c.number, 5);
+    assert_int_equal(c.this_update, CRL_T0);
+    assert_int_equal(c.der_len, la);
+    assert_memory_equal(c.der, da, la);
+    store_crl_free(&c);
+
+    /* a higher number replaces it */
+    assert_rc(store_crl_put(f->s, "root", 7, CRL_T0 + 2 * CRL_DAY, CRL_T0 + 32 * CRL_DAY, db, lb,
+                            "officer", "root crl 7"),
+              KL_OK);
+    /* another issuer is another row; NULL actor and detail get defaults */
+    assert_rc(store_crl_put(f->s, "field-ca", 1, CRL_T0, CRL_T0 + CRL_DAY, da, 10, NULL, NULL),
+              KL_OK);
+
+    /* it survives a reopen */
+    store_close(f->s);
+    assert_rc(store_open(&f->s, f->path), KL_OK);
+    assert_rc(store_crl_get(f->s, "root", &c), KL_OK);
+    assert_int_equal(c.number, 7);
+    assert_int_equal(c.this_update, CRL_T0 + 2 * CRL_DAY);
+    assert_int_equal(c.next_update, CRL_T0 + 32 * CRL_DAY);
+    assert_int_equal(c.der_len, lb);
+    assert_memory_equal(c.der, db, lb);
+    store_crl_free(&c);
+    assert_rc(store_crl_get(f->s, "field-ca", &c), KL_OK);
+    assert_int_equal(c.number, 1);
+    assert_int_equal(c.der_len, 10);
+    assert_memory_equal(c.der, da, 10);
+    store_crl_free(&c);
+    assert_rc(store_crl_get(f->s, "sub-ca", &c), KL_ENOTFOUND);
+    assert_msg_has("no CRL published for 'sub-ca'");
+
+    /* one `crl` entry per put, kept or not, with its actor and detail; the chain verifies */
+    store_audit *a = NULL;
+    size_t na = 0;
+    assert_rc(store_audit_list(f->s, 1, &a, &na), KL_OK);
+    assert_int_equal(na, 5);
+    static const char *const want[5][2] = {{"officer", "root crl 5"},
+                                           {"officer2", "root crl 3"},
+                                           {"officer2", "root crl 5 again"},
+                                           {"officer", "root crl 7"},
+                                           {"keyline", "issuer=field-ca number=1"}};
+    for (size_t i = 0; i < na; i++) {
+        assert_string_equal(a[i].action, "crl");
+        assert_string_equal(a[i].actor, want[i][0]);
+        assert_string_equal(a[i].detail, want[i][1]);
+    }
+    store_audit_list_free(a, na);
+    int64_t total = 0;
+    assert_int_equal(audit_count(f->s, "crl", &total), 5);
+    assert_int_equal(total, 5);
+    free(da);
+    free(db);
+}
+
+/* Bad arguments are refused and write nothing. */
+static void test_crl_bad_args(void **state)
+{
+    fx *f = *state;
+    uint8_t d[16] = {0x30, 0x0e};
+    store_crl c;
+    const time_t t0 = CRL_T0, t1 = CRL_T0 + CRL_DAY;
+
+    assert_rc(store_crl_put(NULL, "root", 1, t0, t1, d, sizeof d, "o", NULL), KL_EUSAGE);
+    assert_rc(store_crl_put(f->s, NULL, 1, t0, t1, d, sizeof d, "o", NULL), KL_EUSAGE);
+    assert_rc(store_crl_put(f->s, "", 1, t0, t1, d, sizeof d, "o", NULL), KL_EUSAGE);
+    assert_msg_has("without an issuer");
+    assert_rc(store_crl_put(f->s, "root", 1, t0, t1, NULL, sizeof d, "o", NULL), KL_EUSAGE);
+    assert_msg_has("no CRL");
+    assert_rc(store_crl_put(f->s, "root", 1, t0, t1, d, 0, "o", NULL), KL_EUSAGE);
+    /* refused on the length alone: the buffer is never read */
+    assert_rc(store_crl_put(f->s, "root", 1, t0, t1, d, STORE_CRL_MAX + 1, "o", NULL), KL_EINPUT);
+    assert_msg_has("bytes, more than the store keeps");
+    assert_rc(store_crl_put(f->s, "root", -1, t0, t1, d, sizeof d, "o", NULL), KL_EINPUT);
+    assert_msg_has("negative number");
+    assert_rc(store_crl_put(f->s, "root", 1, t0, t0, d, sizeof d, "o", NULL), KL_EINPUT);
+    assert_msg_has("nextUpdate");
+    assert_rc(store_crl_put(f->s, "root", 1, t1, t0, d, sizeof d, "o", NULL), KL_EINPUT);
+    assert_msg_has("is not after thisUpdate");
+    assert_rc(store_crl_get(f->s, NULL, &c), KL_EUSAGE);
+    assert_rc(store_crl_get(f->s, "", &c), KL_EUSAGE);
+    assert_rc(store_crl_get(f->s, "root", NULL), KL_EUSAGE);
+    assert_rc(store_crl_get(NULL, "root", &c), KL_EUSAGE);
+    /* an oversized audit detail fails the put as a whole: no row either */
+    char *huge = malloc((1u << 20) + 2);
+    assert_non_null(huge);
+    memset(huge, 'x', (1u << 20) + 1);
+    huge[(1u << 20) + 1] = 0;
+    assert_rc(store_crl_put(f->s, "root", 1, t0, t1, d, sizeof d, "o", huge), KL_EINPUT);
+    free(huge);
+
+    assert_rc(store_crl_get(f->s, "root", &c), KL_ENOTFOUND);
+    int64_t total = -1;
+    assert_int_equal(audit_count(f->s, "crl", &total), 0);
+    assert_int_equal(total, 0);
+
+    /* number 0 (RFC 5280: 0..MAX) and the largest CRL the store keeps are accepted */
+    assert_rc(store_crl_put(f->s, "root", 0, t0, t1, d, sizeof d, "o", NULL), KL_OK);
+    uint8_t *big = crl_bytes(STORE_CRL_MAX, 3);
+    assert_rc(store_crl_put(f->s, "root", 1, t0, t1, big, STORE_CRL_MAX, "o", NULL), KL_OK);
+    assert_rc(store_crl_get(f->s, "root", &c), KL_OK);
+    assert_int_equal(c.number, 1);
+    assert_int_equal(c.der_len, STORE_CRL_MAX);
+    assert_memory_equal(c.der, big, STORE_CRL_MAX);
+    store_crl_free(&c);
+    free(big);
+}
+
+/* Threads publishing CRLs of one issuer through one handle, numbers in no particular order
+ * (group commit batches them): the highest number wins, every put is audited. */
+#define CRL_THREADS 8
+#define CRL_PER_THREAD 16
+
+typedef struct {
+    store *s;
+    int id;
+} crl_thread_arg;
+
+static void *crl_thread(void *arg)
+{
+    const crl_thread_arg *a = arg;
+    uint8_t der[8] = {0x30, 0x06};
+    for (int i = CRL_PER_THREAD - 1; i >= 0; i--) {
+        int64_t number = (int64_t)i * CRL_THREADS + a->id + 1; /* 1 .. THREADS * PER_THREAD */
+        der[2] = (uint8_t)number;
+        if (store_crl_put(a->s, "field-ca", number, CRL_T0 + number, CRL_T0 + number + CRL_DAY, der,
+                          sizeof der, "thread", NULL) != KL_OK) {
+            fprintf(stderr, "crl thread %d: %s\n", a->id, kl_errmsg());
+            return (void *)1;
+        }
+    }
+    return NULL;
+}
+
+static void test_crls_threads(void **state)
+{
+    fx *f = *state;
+    pthread_t t[CRL_THREADS];
+    crl_thread_arg args[CRL_THREADS];
+    for (int i = 0; i < CRL_THREADS; i++) {
+        args[i] = (crl_thread_arg){f->s, i};
+        assert_int_equal(pthread_create(&t[i], NULL, crl_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < CRL_THREADS; i++) {
+        void *ret = NULL;
+        assert_int_equal(pthread_join(t[i], &ret), 0);
+        assert_null(ret);
+    }
+    const int64_t top = CRL_THREADS * CRL_PER_THREAD;
+    store_crl c;
+    assert_rc(store_crl_get(f->s, "field-ca", &c), KL_OK);
+    assert_int_equal(c.number, top);
+    assert_int_equal(c.this_update, CRL_T0 + top);
+    assert_int_equal(c.der_len, 8);
+    assert_int_equal(c.der[2], (uint8_t)top);
+    store_crl_free(&c);
+    assert_int_equal(audit_count(f->s, "crl", NULL), (size_t)top);
+}
+
+/* A version-3 store file (before crls) gains the table when opened and keeps its data. */
+static void test_crls_migration(void **state)
+{
+    fx *f = *state;
+    static const char h1[] = "1111111111111111111111111111111111111111111111111111111111111111";
+    const uint8_t csr[] = {0x30, 0x03, 0x02, 0x01, 0x07};
+    store_request r = rq_of("", h1, csr, sizeof csr), got;
+    assert_rc(issue(f->s, "0A01", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(store_request_submit(f->s, &r, &got), KL_OK);
+    store_request_free(&got);
+    assert_rc(store_audit_append(f->s, "alice", "note", "before the migration"), KL_OK);
+    int64_t seq0 = 0;
+    char head0[65];
+    assert_rc(store_audit_head(f->s, &seq0, head0), KL_OK);
+    assert_int_equal(seq0, 3);
+    store_close(f->s);
+    f->s = NULL;
+    raw_sql(f->path, "DROP TABLE crls; PRAGMA user_version=3");
+    assert_int_equal(file_user_version(f->path), 3);
+
+    assert_rc(store_open(&f->s, f->path), KL_OK);
+    assert_int_equal(file_user_version(f->path), 4);
+    /* the data is still there, the chain unchanged */
+    store_cert cert;
+    assert_rc(store_cert_get(f->s, "0A01", &cert), KL_OK);
+    assert_string_equal(cert.status, STORE_ST_VALID);
+    store_cert_free(&cert);
+    store_request *v = NULL;
+    size_t n = 0;
+    assert_rc(store_request_list(f->s, NULL, &v, &n), KL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].csr_hash, h1);
+    store_request_list_free(v, n);
+    int64_t seq = 0;
+    char head[65];
+    assert_rc(store_audit_head(f->s, &seq, head), KL_OK);
+    assert_int_equal(seq, seq0);
+    assert_string_equal(head, head0);
+    /* and the new table works */
+    store_crl c;
+    assert_rc(store_crl_get(f->s, "root", &c), KL_ENOTFOUND);
+    uint8_t d[4] = {0x30, 0x02, 0x05, 0x00};
+    assert_rc(store_crl_put(f->s, "root", 1, CRL_T0, CRL_T0 + CRL_DAY, d, sizeof d, "o", NULL),
+              KL_OK);
+    assert_rc(store_crl_get(f->s, "root", &c), KL_OK);
+    assert_int_equal(c.number, 1);
+    assert_memory_equal(c.der, d, sizeof d);
+    store_crl_free(&c);
+    int64_t total = 0;
+    assert_int_equal(audit_count(f->s, "crl", &total), 1);
+    assert_int_equal(total, seq0 + 1);
+    /* a second open finds version 4 and migrates nothing */
+    store_close(f->s);
+    assert_rc(store_open(&f->s, f->path), KL_OK);
+    assert_rc(store_crl_get(f->s, "root", &c), KL_OK);
+    store_crl_free(&c);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -1602,6 +1902,10 @@ int main(void)
         T(test_claims_processes),
         T(test_claims_migration),
         T(test_requests),
+        T(test_crls),
+        T(test_crl_bad_args),
+        T(test_crls_threads),
+        T(test_crls_migration),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown);
 }
