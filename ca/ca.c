@@ -852,8 +852,7 @@ kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) * *out)
     ENSURE(sk, KL_EINTERNAL, "out of memory");
     TRY(store_ca_list(ca->st, &list, &n));
     for (size_t i = 0; i < n; i++) {
-        size_t ll = strlen(list[i].label);
-        if (ll > 5 && strcmp(list[i].label + ll - 5, ".ocsp") == 0) {
+        if (ca_is_ocsp_signer_label(list[i].label)) {
             continue; /* delegated OCSP signers are not CAs */
         }
         X509 *x = ca_der_to_x509(list[i].der, list[i].der_len);

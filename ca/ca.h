@@ -40,6 +40,10 @@ kl_rc ca_open_hsm(ca_ctx **out, const kl_conf *conf, hsm_ctx *hsm) KL_WUR;
 kl_rc ca_hsm_params(const kl_conf *conf, const char **module, const char **token) KL_WUR;
 void ca_close(ca_ctx *ca);
 store *ca_store(ca_ctx *ca);
+/* A CA's delegated OCSP signer (RFC 6960 4.2.2.2) is the CA record and token key "<CA>.ocsp". */
+#define CA_OCSP_SUFFIX ".ocsp"
+/* 1 when `label` names a delegated OCSP signer, not a CA. */
+int ca_is_ocsp_signer_label(const char *label);
 hsm_ctx *ca_hsm(ca_ctx *ca); /* NULL when opened without the token */
 const kl_conf *ca_conf(ca_ctx *ca);
 
@@ -120,7 +124,9 @@ const char *ca_reason_name(int reason);
 kl_rc ca_activate(ca_ctx *ca, const char *serial_hex, const char *actor) KL_WUR;
 
 /* Build and sign (in the HSM) a fresh CRL for `issuer`: version 2, cRLNumber (monotonic, from
- * the store), AKI, thisUpdate now, nextUpdate now + [ca] crl-days. Audit appended. */
+ * the store), AKI, thisUpdate now, nextUpdate now + [ca] crl-days. Published in the store as
+ * the issuer's latest CRL (store_crl_put; keyline-estd serves it for CAs whose key it does not
+ * sign with) with its audit entry "crl", in one transaction. */
 kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out) KL_WUR;
 
 /* Answer an OCSP request (RFC 6960) for certificates of our CAs. Signed by a delegated OCSP

@@ -97,10 +97,10 @@ static int ca_crl_add(void *arg, const store_cert *c)
     return !ok;
 }
 
-static int ca_is_ocsp_signer_label(const char *label)
+int ca_is_ocsp_signer_label(const char *label)
 {
-    size_t n = strlen(label);
-    return n > 5 && strcmp(label + n - 5, ".ocsp") == 0;
+    size_t n = strlen(label), k = strlen(CA_OCSP_SUFFIX);
+    return n > k && strcmp(label + n - k, CA_OCSP_SUFFIX) == 0;
 }
 
 kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
@@ -111,6 +111,7 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
     ASN1_TIME *last = NULL, *next = NULL;
     ASN1_INTEGER *num = NULL;
     X509_EXTENSION *aki = NULL;
+    unsigned char *der = NULL;
     int64_t number = 0;
     store_ca rec;
     memset(&rec, 0, sizeof rec);
@@ -151,10 +152,15 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
 
     ENSURE_SSL(X509_CRL_sign(crl, e->key, ca_sign_md(e->key)) > 0, KL_EHSM,
                "signing the CRL in the HSM failed");
+    /* Published in the store (keyline-estd serves it for CAs whose key it does not use) with
+     * its audit entry, in one transaction. */
     char detail[160];
     snprintf(detail, sizeof detail, "issuer=%s crl-number=%lld entries=%d", issuer,
              (long long)number, sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)));
-    TRY(store_audit_append(ca->st, "ca", "crl", detail));
+    int dl = i2d_X509_CRL(crl, &der);
+    ENSURE_SSL(dl > 0, KL_EINTERNAL, "cannot encode the CRL");
+    TRY(store_crl_put(ca->st, issuer, number, now, now + ca->crl_days * 86400, der, (size_t)dl,
+                      "ca", detail));
     *out = crl;
     crl = NULL;
 out:
@@ -164,6 +170,7 @@ out:
     ASN1_TIME_free(next);
     ASN1_INTEGER_free(num);
     X509_EXTENSION_free(aki);
+    OPENSSL_free(der);
     return rc;
 }
 
@@ -172,7 +179,7 @@ kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor)
     char label[128];
     store_ca rec;
     memset(&rec, 0, sizeof rec);
-    snprintf(label, sizeof label, "%s.ocsp", issuer);
+    snprintf(label, sizeof label, "%s" CA_OCSP_SUFFIX, issuer);
     kl_rc rc = store_ca_get(ca->st, label, &rec);
     store_ca_free(&rec);
     if (rc == KL_OK) {
@@ -291,7 +298,7 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
 
     /* Delegated signer (RFC 6960 4.2.2.2) when set up, else the issuing CA itself. */
     char signer_label[160];
-    snprintf(signer_label, sizeof signer_label, "%s.ocsp", issuer);
+    snprintf(signer_label, sizeof signer_label, "%s" CA_OCSP_SUFFIX, issuer);
     const ca_entry *signer = NULL;
     if (ca_entry_get(ca, signer_label, 1, &signer) == KL_OK &&
         X509_cmp_time(X509_get0_notAfter(signer->cert), &now) > 0) {

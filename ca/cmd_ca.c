@@ -37,6 +37,7 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
     TRY(cli_open(c, 1, &ca));
     TRY(ca_create(ca, label, tname, subject, (hsm_key_type)kt, issuer, c->actor, &cert));
     TRY(cli_output_cert(NULL, cert));
+    TRY(cli_crl_publish(ca, label, "the new CA's first", NULL));
 out:
     X509_free(cert);
     ca_close(ca);
@@ -135,6 +136,7 @@ static kl_rc cmd_ca_rotate(cli *c, int argc, char **argv)
     TRY(cli_open(c, 1, &ca));
     TRY(ca_rotate(ca, label, new_label, (hsm_key_type)kt, c->actor, &cert));
     TRY(cli_output_cert(NULL, cert));
+    TRY(cli_crl_publish(ca, new_label, "the new CA's first", NULL));
 out:
     X509_free(cert);
     ca_close(ca);

@@ -12,6 +12,8 @@ kl_rc cmd_revoke(cli *c, int argc, char **argv)
     kl_rc rc = KL_OK;
     const char *serial = NULL, *reason_name = "unspecified";
     ca_ctx *ca = NULL;
+    store_cert cert;
+    memset(&cert, 0, sizeof cert);
     static const struct option opts[] = {{"serial", required_argument, NULL, 's'},
                                          {"reason", required_argument, NULL, 'r'},
                                          {NULL, 0, NULL, 0}};
@@ -34,7 +36,21 @@ kl_rc cmd_revoke(cli *c, int argc, char **argv)
     TRY(cli_open(c, 1, &ca));
     TRY(ca_revoke(ca, serial, reason, c->actor));
     printf("revoked %s (%s)\n", serial, reason_name);
+    /* The issuer's published CRL follows at once: keyline-estd serves the stored CRL of a CA
+     * whose key it does not sign with (a root), so that one changes only here. */
+    char norm[64], why[256];
+    TRY(ca_serial_normalise(serial, norm, sizeof norm));
+    TRY(store_cert_get(ca_store(ca), norm, &cert));
+    rc = cli_crl_publish(ca, cert.issuer, "after the revocation", NULL);
+    if (rc != KL_OK) {
+        snprintf(why, sizeof why, "%s", kl_errmsg());
+        rc = kl_fail(rc,
+                     "revoked %s, but the CRL of %s was not published: %s (run keyline-ca crl "
+                     "--issuer %s)",
+                     norm, cert.issuer, why, cert.issuer);
+    }
 out:
+    store_cert_free(&cert);
     ca_close(ca);
     return rc;
 }
@@ -60,7 +76,7 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
     }
     ENSURE(issuer && optind == argc, KL_EUSAGE, "crl needs --issuer L");
     TRY(cli_open(c, 1, &ca));
-    TRY(ca_crl(ca, issuer, &crl));
+    TRY(cli_crl_publish(ca, issuer, "on request", &crl));
     b = BIO_new(BIO_s_mem());
     ENSURE(b && PEM_write_bio_X509_CRL(b, crl), KL_EINTERNAL, "cannot encode CRL");
     char *data;

@@ -18,7 +18,8 @@ static const cli_cmd cli_top[] = {
     {"issue", cmd_issue, "--issuer L --template T --csr FILE [--out FILE] [--device-id ID]",
      "issue a certificate for a CSR"},
     {"revoke", cmd_revoke, "--serial HEX [--reason NAME]", "revoke a certificate"},
-    {"crl", cmd_crl, "--issuer L [--out FILE]", "sign a fresh CRL in the HSM (PEM)"},
+    {"crl", cmd_crl, "--issuer L [--out FILE]",
+     "sign a fresh CRL in the HSM, publish it in the store, print it (PEM)"},
     {"list", cmd_list, "[--status valid|pending|revoked] [--issuer L] [--json]",
      "list issued certificates"},
     {"show", cmd_show, "--serial HEX", "show one certificate and its status"},
@@ -137,6 +138,24 @@ kl_rc cli_output_cert(const char *out, X509 *x)
     kl_rc rc = one && sk_X509_push(one, x) ? cli_output_certs(out, one, 1)
                                            : kl_fail(KL_EINTERNAL, "out of memory");
     sk_X509_free(one);
+    return rc;
+}
+
+kl_rc cli_crl_publish(ca_ctx *ca, const char *issuer, const char *why, X509_CRL **out)
+{
+    X509_CRL *crl = NULL;
+    kl_rc rc = ca_crl(ca, issuer, &crl);
+    if (rc == KL_OK) {
+        ASN1_INTEGER *num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
+        fprintf(stderr, "keyline-ca: published CRL number %lld of %s (%s)\n",
+                num ? (long long)ASN1_INTEGER_get(num) : -1LL, issuer, why);
+        ASN1_INTEGER_free(num);
+    }
+    if (out) {
+        *out = crl;
+    } else {
+        X509_CRL_free(crl);
+    }
     return rc;
 }
 

@@ -31,6 +31,9 @@ kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out);
 /* PEM of the first n certificates (or one) to --out (atomic) or stdout. */
 kl_rc cli_output_certs(const char *out, STACK_OF(X509) * certs, int n);
 kl_rc cli_output_cert(const char *out, X509 *x);
+/* Sign and publish a fresh CRL of `issuer` (ca_crl) and say so on stderr, with `why`; the CRL
+ * to *out when out is not NULL. */
+kl_rc cli_crl_publish(ca_ctx *ca, const char *issuer, const char *why, X509_CRL **out);
 
 kl_rc cmd_ca(cli *c, int argc, char **argv);
 kl_rc cmd_issue(cli *c, int argc, char **argv);

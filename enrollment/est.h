@@ -64,6 +64,7 @@ typedef struct {
     unsigned shutdown_grace;   /* seconds to wait for in-flight requests on SIGTERM */
     int signer_inline;         /* [est] signer = inline: this process logs in to the token */
     unsigned signer_processes; /* [est] signer-processes (signer = process) */
+    int ca_keys_all;           /* [est] ca-keys = all: sign with any CA key (others' CRLs too) */
     unsigned retry_after;      /* seconds in the Retry-After of a 202 (held request) */
     est_label *labels;         /* labels[0] is the default (name "") */
     size_t n_labels;
@@ -81,6 +82,10 @@ kl_rc est_config_load(const kl_conf *conf, est_config *out) KL_WUR;
 void est_config_free(est_config *c);
 /* name NULL or "" -> the default label. NULL when unknown. */
 const est_label *est_config_label(const est_config *c, const char *name);
+/* 1 when this server signs with CA `ca_label`'s key: ca-keys = all, or the CA issues for a label
+ * ([est] issuer or an [est.label] issuer). Other CAs are offline here: their CRL is the one an
+ * officer published (keyline-ca crl), their OCSP answers come from their delegated signer. */
+int est_config_ca_online(const est_config *c, const char *ca_label);
 /* "host:port", "[v6]:port", ":port" (all addresses). host gets "" for any. KL_EUSAGE. */
 kl_rc est_hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *port) KL_WUR;
 

@@ -98,6 +98,19 @@ static kl_rc est_rev_labels_refresh(est_revocation *r, time_t now)
     return KL_OK;
 }
 
+/* Add a copy of `label` to cas (EST_CRL_SLOTS room) unless it is there already. */
+static void est_ca_list_add(char **cas, size_t *n, const char *label)
+{
+    for (size_t j = 0; j < *n; j++) {
+        if (strcmp(cas[j], label) == 0) {
+            return;
+        }
+    }
+    if (*n < EST_CRL_SLOTS && (cas[*n] = strdup(label)) != NULL) {
+        (*n)++;
+    }
+}
+
 kl_rc est_revocation_new(est_server *srv, est_revocation **out)
 {
     est_revocation *r = calloc(1, sizeof *r);
@@ -108,24 +121,32 @@ kl_rc est_revocation_new(est_server *srv, est_revocation **out)
     pthread_mutex_init(&r->crl_lock, NULL);
     pthread_mutex_init(&r->ocsp_lock, NULL);
 
-    /* RFC 6960 4.2.2.2: a delegated responder (id-kp-OCSPSigning) for each issuer we serve,
-     * so the CA key is not used for every OCSP answer. Not fatal: without it ca_ocsp_respond()
-     * signs with the CA itself. */
+    /* RFC 6960 4.2.2.2: a delegated responder (id-kp-OCSPSigning) for each CA whose
+     * certificates relying parties ask about: the issuers, the client CAs and every CA above
+     * them (the CA key is then not used for every OCSP answer, and a CA this server does not
+     * sign with, a root, still gets answers). Not fatal: without one ca_ocsp_respond() signs
+     * with the CA itself, where that key is online. */
     const est_config *c = &srv->cfg;
+    char *cas[EST_CRL_SLOTS];
+    size_t n = 0;
     for (size_t i = 0; i < c->n_labels + c->n_client_ca; i++) {
-        const char *issuer = i < c->n_labels ? c->labels[i].issuer : c->client_ca[i - c->n_labels];
-        int seen = 0;
-        for (size_t j = 0; j < i && !seen; j++) {
-            const char *o = j < c->n_labels ? c->labels[j].issuer : c->client_ca[j - c->n_labels];
-            seen = strcmp(o, issuer) == 0;
+        est_ca_list_add(cas, &n,
+                        i < c->n_labels ? c->labels[i].issuer : c->client_ca[i - c->n_labels]);
+    }
+    for (size_t i = 0; i < n; i++) { /* the list grows as parents are found */
+        store_ca rec;
+        memset(&rec, 0, sizeof rec);
+        if (store_ca_get(ca_store(srv->ca), cas[i], &rec) == KL_OK && rec.parent) {
+            est_ca_list_add(cas, &n, rec.parent);
         }
-        if (seen) {
-            continue;
-        }
-        if (ca_ocsp_signer_ensure(srv->ca, issuer, "est:startup") != KL_OK) {
-            kl_warn("OCSP signer for %s: %s; OCSP answers for it are signed by the CA", issuer,
+        store_ca_free(&rec);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ca_ocsp_signer_ensure(srv->ca, cas[i], "est:startup") != KL_OK) {
+            kl_warn("OCSP signer for %s: %s; OCSP answers for it are signed by the CA", cas[i],
                     kl_errmsg());
         }
+        free(cas[i]);
     }
     *out = r;
     return KL_OK;
@@ -151,9 +172,54 @@ void est_revocation_free(est_revocation *r)
 /* ---------------------------------------------------------------------------------------- */
 /* CRL                                                                                       */
 
-static kl_rc est_crl_build(est_server *s, const char *label, uint8_t **der, size_t *len,
-                           time_t *refresh_at)
+/* A CA this server does not sign with (est_config_ca_online): the CRL an officer published
+ * (keyline-ca crl, ca create, revoke), read again every EST_LABELS_TTL seconds and whenever the
+ * CA's revocation epoch moves. */
+static kl_rc est_crl_published(est_server *s, const char *label, uint8_t **der, size_t *len,
+                               time_t *refresh_at, int *unpublished)
 {
+    store_crl c;
+    store_ca rec;
+    memset(&c, 0, sizeof c);
+    memset(&rec, 0, sizeof rec);
+    kl_rc rc = store_ca_get(ca_store(s->ca), label, &rec);
+    store_ca_free(&rec);
+    if (rc == KL_ENOTFOUND) {
+        return kl_fail(KL_ENOTFOUND, "no CA labelled '%s'", label);
+    }
+    if (rc == KL_OK) {
+        rc = store_crl_get(ca_store(s->ca), label, &c);
+    }
+    if (rc == KL_ENOTFOUND) {
+        kl_warn("CRL for %s: none published, and this server does not sign with that CA's key "
+                "([est] ca-keys): run keyline-ca crl --issuer %s",
+                label, label);
+        *unpublished = 1;
+        return kl_fail(KL_ENOTFOUND, "no CRL published for '%s'", label);
+    }
+    if (rc != KL_OK) {
+        return rc;
+    }
+    time_t now = time(NULL);
+    if (c.next_update <= now) {
+        kl_warn("CRL for %s: the published CRL number %lld passed its nextUpdate %lld s ago; "
+                "run keyline-ca crl --issuer %s",
+                label, (long long)c.number, (long long)(now - c.next_update), label);
+    }
+    *refresh_at = now + EST_LABELS_TTL;
+    *der = c.der;
+    *len = c.der_len;
+    c.der = NULL;
+    store_crl_free(&c);
+    return KL_OK;
+}
+
+static kl_rc est_crl_build(est_server *s, const char *label, uint8_t **der, size_t *len,
+                           time_t *refresh_at, int *unpublished)
+{
+    if (!est_config_ca_online(&s->cfg, label)) {
+        return est_crl_published(s, label, der, len, refresh_at, unpublished);
+    }
     X509_CRL *crl = NULL;
     kl_rc rc = ca_crl(s->ca, label, &crl);
     if (rc != KL_OK) {
@@ -187,6 +253,7 @@ void est_handle_crl(est_req *rq, est_resp *rs)
     const char *label = rq->route.label;
     kl_rc rc = KL_OK;
     int64_t epoch = 0;
+    int unpublished = 0;
 
     if (!(strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0)) {
         est_resp_text(rs, 405, "method not allowed");
@@ -210,7 +277,7 @@ void est_handle_crl(est_req *rq, est_resp *rs)
         size_t len = 0;
         time_t refresh_at = 0;
         /* Built under the lock: concurrent fetchers wait for one signature, not one each. */
-        rc = est_crl_build(s, label, &der, &len, &refresh_at);
+        rc = est_crl_build(s, label, &der, &len, &refresh_at, &unpublished);
         if (rc == KL_OK && !slot && r->n_crl < EST_CRL_SLOTS) {
             slot = &r->crl[r->n_crl++];
             snprintf(slot->label, sizeof slot->label, "%s", label);
@@ -249,7 +316,7 @@ ok:
 fail:
     snprintf(rq->note, sizeof rq->note, "%s", kl_errmsg());
     if (rc == KL_ENOTFOUND) {
-        est_resp_text(rs, 404, "no such CA");
+        est_resp_text(rs, 404, unpublished ? "no CRL published for this CA" : "no such CA");
     } else if (rc == KL_EHSM || rc == KL_EPIN || rc == KL_ELOCKED) {
         est_metrics_hsm_error(&s->metrics);
         kl_error("CRL for %s: %s", label, kl_errmsg());

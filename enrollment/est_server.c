@@ -871,6 +871,8 @@ static kl_rc est_setup_child(est_server *s, const char *module, const char *toke
     return KL_OK;
 }
 
+#define EST_SIGN_KEYS_MAX 64
+
 /* signer = process: fork the signers (before any thread exists and before this process
  * loads the PKCS#11 module), run the start-up step, wipe the PIN. *out is the remote token
  * context the CA uses from then on. */
@@ -884,7 +886,28 @@ static kl_rc est_signers_start(est_server *s, hsm_ctx **out)
     TRY(ca_hsm_params(s->conf, &module, &token));
     TRY(kl_secret_read(&pin, kl_conf_get(s->conf, "hsm", "pin"), kl_conf_dir(s->conf),
                        "token PIN"));
-    TRY(hsm_signer_spawn(module, token, pin.value, s->cfg.signer_processes, out));
+    /* ca-keys = issuers: the signers sign only with the issuing CAs' keys, the delegated OCSP
+     * signers' and a pkcs11: TLS key; a compromised server cannot use a root's key. */
+    const char *keys[EST_SIGN_KEYS_MAX + 1];
+    size_t nk = 0;
+    for (size_t i = 0; i < s->cfg.n_labels; i++) {
+        int seen = 0;
+        for (size_t j = 0; j < nk; j++) {
+            seen |= strcmp(keys[j], s->cfg.labels[i].issuer) == 0;
+        }
+        if (!seen) {
+            ENSURE(nk < EST_SIGN_KEYS_MAX - 2, KL_EUSAGE, "more than %d issuing CAs",
+                   EST_SIGN_KEYS_MAX - 2);
+            keys[nk++] = s->cfg.labels[i].issuer;
+        }
+    }
+    keys[nk++] = "*" CA_OCSP_SUFFIX;
+    if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
+        keys[nk++] = s->cfg.tls_key;
+    }
+    keys[nk] = NULL;
+    TRY(hsm_signer_spawn(module, token, pin.value, s->cfg.signer_processes,
+                         s->cfg.ca_keys_all ? NULL : keys, out));
     TRY(est_setup_child(s, module, token, pin.value));
     /* pin = env:VAR: the value also sits in our environment block (/proc/PID/environ); the
      * children have their copy, so wipe ours in place and drop the variable. */
@@ -904,7 +927,18 @@ static kl_rc est_signers_start(est_server *s, hsm_ctx **out)
         used +=
             (size_t)snprintf(list + used, sizeof list - used, "%s%d", i ? " " : "", (int)pids[i]);
     }
-    kl_info("token %s: %zu signer processes (%s); this process holds no PIN", token, n, list);
+    char with[512] = "any key in the token ([est] ca-keys = all)";
+    if (!s->cfg.ca_keys_all) {
+        size_t used = 0;
+        with[0] = '\0';
+        for (size_t i = 0; keys[i] != NULL && used < sizeof with; i++) {
+            /* the TLS key by role: a pkcs11: URI may carry a pin-value */
+            used += (size_t)snprintf(with + used, sizeof with - used, "%s%s", i ? ", " : "",
+                                     strncmp(keys[i], "pkcs11:", 7) == 0 ? "the TLS key" : keys[i]);
+        }
+    }
+    kl_info("token %s: %zu signer processes (%s); this process holds no PIN; they sign with %s",
+            token, n, list, with);
 out:
     kl_secret_free(&pin);
     if (rc != KL_OK) {

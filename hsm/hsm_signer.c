@@ -13,7 +13,7 @@
 #include "hsm_signer.h"
 
 #include <errno.h>
-#include <poll.h>
+#include <fnmatch.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +22,7 @@
 #include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -199,7 +200,9 @@ static double mono_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Read one frame (timeout_ms < 0: wait for ever). *body points into rd until the next call. */
+/* Read one frame (timeout_ms < 0: wait for ever). *body points into rd until the next call.
+ * With a timeout the socket must carry SO_RCVTIMEO (channel_timeout): a recv that waits that
+ * long without data ends with EAGAIN, so a round trip costs one blocking recv, no poll. */
 static int frame_read(int fd, frame_rd *rd, int timeout_ms, const uint8_t **body, size_t *len)
 {
     if (rd->used) {
@@ -222,24 +225,13 @@ static int frame_read(int fd, frame_rd *rd, int timeout_ms, const uint8_t **body
                 return FRAME_OK;
             }
         }
-        if (timeout_ms >= 0) {
-            double left = deadline - mono_ms();
-            if (left <= 0) {
-                return FRAME_TIMEOUT;
-            }
-            struct pollfd pfd = {fd, POLLIN, 0};
-            int pr = poll(&pfd, 1, (int)left + 1);
-            if (pr < 0 && errno == EINTR) {
-                continue;
-            }
-            if (pr < 0) {
-                return FRAME_ERR;
-            }
-            if (pr == 0) {
-                return FRAME_TIMEOUT;
-            }
-        }
         ssize_t n = recv(fd, rd->buf + rd->have, sizeof rd->buf - rd->have, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && timeout_ms >= 0) {
+            if (mono_ms() >= deadline) {
+                return FRAME_TIMEOUT;
+            }
+            continue;
+        }
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -251,6 +243,13 @@ static int frame_read(int fd, frame_rd *rd, int timeout_ms, const uint8_t **body
         }
         rd->have += (size_t)n;
     }
+}
+
+/* The parent's end of a channel: a recv gives up after SIGNER_REQ_TIMEOUT_MS without data. */
+static int channel_timeout(int fd)
+{
+    struct timeval tv = {SIGNER_REQ_TIMEOUT_MS / 1000, (SIGNER_REQ_TIMEOUT_MS % 1000) * 1000};
+    return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
 /* Send header and body in one write (the body is at buf + 4, buf has room for the header). */
@@ -342,7 +341,56 @@ out:
 /* ---------------------------------------------------------------------------------------- */
 /* the signer process                                                                       */
 
-static void signer_serve(int fd, hsm_ctx *h)
+#define SIGNER_KEYS_MAX 64u
+
+/* The keys a signer may sign with: fnmatch(3) patterns over key labels (pkcs11: URIs in the
+ * list are reduced to their object= label at start-up). n_keys == -1: any key. */
+typedef struct {
+    char *keys[SIGNER_KEYS_MAX];
+    int n_keys;
+} signer_policy;
+
+static kl_rc policy_init(signer_policy *p, hsm_ctx *h, const char *const *sign_keys)
+{
+    kl_rc rc = KL_OK;
+    p->n_keys = -1;
+    if (sign_keys == NULL) {
+        return KL_OK;
+    }
+    p->n_keys = 0;
+    for (const char *const *k = sign_keys; *k != NULL; k++) {
+        ENSURE((unsigned)p->n_keys < SIGNER_KEYS_MAX, KL_EUSAGE,
+               "more than %u signing keys for a signer", SIGNER_KEYS_MAX);
+        TRY(hsm_label_of(h, *k, &p->keys[p->n_keys]));
+        p->n_keys++;
+    }
+out:
+    return rc;
+}
+
+/* KL_EPOLICY unless the policy lets `label` (a label or a pkcs11: URI) sign. */
+static kl_rc policy_check(const signer_policy *p, hsm_ctx *h, const char *label)
+{
+    char *l = NULL;
+    if (p->n_keys < 0) {
+        return KL_OK;
+    }
+    kl_rc rc = hsm_label_of(h, label, &l);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    for (int i = 0; i < p->n_keys; i++) {
+        if (fnmatch(p->keys[i], l, 0) == 0) {
+            free(l);
+            return KL_OK;
+        }
+    }
+    rc = kl_fail(KL_EPOLICY, "key '%s' is not one this server signs with (offline)", l);
+    free(l);
+    return rc;
+}
+
+static void signer_serve(int fd, hsm_ctx *h, const signer_policy *pol)
 {
     frame_rd *rd = calloc(1, sizeof *rd);
     if (rd == NULL) {
@@ -376,7 +424,7 @@ static void signer_serve(int fd, hsm_ctx *h)
                 }
             }
             EVP_PKEY_free(pub);
-        } else if (rc == KL_OK) {
+        } else if (rc == KL_OK && (rc = policy_check(pol, h, rq.label)) == KL_OK) {
             out_len = 512;
             rc = sign_local(h, rq.label, (hsm_sig_alg)rq.alg, (hsm_md)rq.md, rq.dgst, rq.dgst_len,
                             out, &out_len);
@@ -389,7 +437,8 @@ static void signer_serve(int fd, hsm_ctx *h)
 }
 
 /* Runs in the child after fork(); never returns. */
-static void signer_child(int fd, pid_t parent, const char *module, const char *token_uri, char *pin)
+static void signer_child(int fd, pid_t parent, const char *module, const char *token_uri, char *pin,
+                         const char *const *sign_keys)
 {
     /* Die with the parent: the kernel sends SIGKILL when it exits; it may already have. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -421,6 +470,11 @@ static void signer_child(int fd, pid_t parent, const char *module, const char *t
     hsm_ctx *h = NULL;
     kl_rc rc = hsm_open(&h, module, token_uri, pin);
     OPENSSL_cleanse(pin, strlen(pin));
+    signer_policy pol;
+    memset(&pol, 0, sizeof pol);
+    if (rc == KL_OK) {
+        rc = policy_init(&pol, h, sign_keys);
+    }
     if (rc != KL_OK) {
         answer_write(fd, rc, NULL, 0);
         _exit(2);
@@ -429,7 +483,7 @@ static void signer_child(int fd, pid_t parent, const char *module, const char *t
     if (answer_write(fd, KL_OK, (const uint8_t *)tl, strnlen(tl, SIGNER_MSG_MAX)) != 0) {
         _exit(0);
     }
-    signer_serve(fd, h);
+    signer_serve(fd, h, &pol);
     _exit(0);
 }
 
@@ -467,8 +521,9 @@ static void reap(pid_t pid)
     }
 }
 
-kl_rc hsm_signer_fork(const char *module, const char *token_uri, const char *pin, int *fd,
-                      pid_t *pid, char *token_label, size_t token_label_cap)
+kl_rc hsm_signer_fork(const char *module, const char *token_uri, const char *pin,
+                      const char *const *sign_keys, int *fd, pid_t *pid, char *token_label,
+                      size_t token_label_cap)
 {
     kl_rc rc = KL_OK;
     int sv[2] = {-1, -1};
@@ -486,6 +541,7 @@ kl_rc hsm_signer_fork(const char *module, const char *token_uri, const char *pin
            "cannot start signer processes: this process already runs %u threads", self_threads());
     ENSURE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, KL_EIO, "socketpair: %s",
            strerror(errno));
+    ENSURE(channel_timeout(sv[0]) == 0, KL_EIO, "SO_RCVTIMEO: %s", strerror(errno));
     rd = calloc(1, sizeof *rd);
     ENSURE(rd != NULL, KL_EINTERNAL, "out of memory");
     /* The child logs in from this copy and wipes it; the caller's buffer may be read-only. */
@@ -497,7 +553,7 @@ kl_rc hsm_signer_fork(const char *module, const char *token_uri, const char *pin
     ENSURE(child >= 0, KL_EIO, "fork: %s", strerror(errno));
     if (child == 0) {
         close(sv[0]);
-        signer_child(sv[1], parent, module, token_uri, pinbuf);
+        signer_child(sv[1], parent, module, token_uri, pinbuf, sign_keys);
         _exit(1);
     }
     OPENSSL_cleanse(pinbuf, sizeof pinbuf);
@@ -579,7 +635,7 @@ void hsm_remote_free(hsm_remote *r)
 }
 
 kl_rc hsm_signer_spawn(const char *module, const char *token_uri, const char *pin, unsigned n,
-                       hsm_ctx **out)
+                       const char *const *sign_keys, hsm_ctx **out)
 {
     kl_rc rc = KL_OK;
     char label[SIGNER_MSG_MAX + 1] = "";
@@ -597,7 +653,7 @@ kl_rc hsm_signer_spawn(const char *module, const char *token_uri, const char *pi
         r->ch[i].fd = -1;
     }
     for (unsigned i = 0; i < n; i++) {
-        TRY(hsm_signer_fork(module, token_uri, pin, &r->ch[i].fd, &r->ch[i].pid, label,
+        TRY(hsm_signer_fork(module, token_uri, pin, sign_keys, &r->ch[i].fd, &r->ch[i].pid, label,
                             sizeof label));
         r->n++;
         r->nlive++;

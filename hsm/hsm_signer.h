@@ -44,15 +44,21 @@ typedef enum {
  * hsm_close() closes the channels and reaps the children. Each child logs in from a private
  * copy of the PIN and wipes it (libp11 keeps one on its slot, in the child); the caller wipes
  * its own (kl_secret_free) once it has no more children to fork.
+ * `sign_keys` limits what the signers sign with: a NULL-terminated list of fnmatch(3) patterns
+ * over key labels (a pkcs11: URI entry stands for its object= label), e.g. {"field1",
+ * "*.ocsp", NULL}; a signature request for any other key is refused with KL_EPOLICY ("key 'X'
+ * is not one this server signs with"). Public keys are served for every key. NULL: any key.
  * Errors: the first child's failure (KL_EPIN "wrong PIN ...", KL_ENOTFOUND, ...), KL_EUSAGE
- * when a PKCS#11 module is already initialised in this process, KL_EIO (fork, socketpair). */
+ * when a PKCS#11 module is already initialised in this process or the list has more than 64
+ * entries, KL_EIO (fork, socketpair). */
 kl_rc hsm_signer_spawn(const char *module, const char *token_uri, const char *pin, unsigned n,
-                       hsm_ctx **out) KL_WUR;
+                       const char *const *sign_keys, hsm_ctx **out) KL_WUR;
 
 /* Lower level, for tests: start one signer; *fd is the parent's end of its channel (close to
  * end the child), *pid its process id. Same errors as hsm_signer_spawn. */
-kl_rc hsm_signer_fork(const char *module, const char *token_uri, const char *pin, int *fd,
-                      pid_t *pid, char *token_label, size_t token_label_cap) KL_WUR;
+kl_rc hsm_signer_fork(const char *module, const char *token_uri, const char *pin,
+                      const char *const *sign_keys, int *fd, pid_t *pid, char *token_label,
+                      size_t token_label_cap) KL_WUR;
 
 /* Sign a digest with the private key labelled `label` (bare label or pkcs11: URI with
  * object=). Local context: in the token; remote context: one request to a free signer

@@ -178,7 +178,7 @@ static int setup_keys(void **state)
 static hsm_ctx *spawn(unsigned n)
 {
     hsm_ctx *h = NULL;
-    if (hsm_signer_spawn(module(), token_uri(), pin(), n, &h) != KL_OK) {
+    if (hsm_signer_spawn(module(), token_uri(), pin(), n, NULL, &h) != KL_OK) {
         fail_msg("hsm_signer_spawn: %s", kl_errmsg());
     }
     assert_true(hsm_is_remote(h));
@@ -248,6 +248,49 @@ static void test_remote_sign(void **state)
     hsm_close(h);
 }
 
+/* sign_keys: only the listed keys sign (exact label, fnmatch pattern, pkcs11: URI); every
+ * public key is still served; the refusal names the key and leaves the signer working. */
+static void test_sign_keys(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {"sig-p2*", "pkcs11:token=keyline-test;object=sig-rsa", NULL};
+    hsm_ctx *h = NULL;
+    if (hsm_signer_spawn(module(), token_uri(), pin(), 1, keys, &h) != KL_OK) {
+        fail_msg("hsm_signer_spawn: %s", kl_errmsg());
+    }
+    uint8_t dg[48], sig[512];
+    size_t sl = sizeof sig;
+    memset(dg, 0x33, sizeof dg);
+    assert_int_equal(
+        hsm_key_sign_digest(h, "sig-p256", HSM_SIG_ECDSA, HSM_MD_NONE, dg, 32, sig, &sl), KL_OK);
+    sl = sizeof sig;
+    assert_int_equal(
+        hsm_key_sign_digest(h, "sig-rsa", HSM_SIG_RSA_PSS, HSM_MD_SHA256, dg, 32, sig, &sl), KL_OK);
+    sl = sizeof sig;
+    assert_int_equal(hsm_key_sign_digest(h, "pkcs11:object=sig-p384", HSM_SIG_ECDSA, HSM_MD_NONE,
+                                         dg, 48, sig, &sl),
+                     KL_EPOLICY);
+    assert_non_null(strstr(kl_errmsg(), "key 'sig-p384' is not one this server signs with"));
+    EVP_PKEY *pub = NULL, *priv = NULL;
+    assert_int_equal(hsm_key_public(h, "sig-p384", &pub), KL_OK);
+    /* through an EVP_PKEY (what X509_sign does): refused too */
+    assert_int_equal(hsm_key_load(h, "sig-p384", &priv), KL_OK);
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    size_t l = sizeof sig;
+    assert_int_equal(EVP_DigestSignInit(m, NULL, EVP_sha256(), NULL, priv), 1);
+    assert_int_not_equal(EVP_DigestSign(m, sig, &l, dg, 10), 1);
+    EVP_MD_CTX_free(m);
+    EVP_PKEY_free(priv);
+    EVP_PKEY_free(pub);
+    /* the one signer is still there */
+    pid_t pids[2];
+    assert_int_equal(hsm_signer_pids(h, pids, 2), 1);
+    sl = sizeof sig;
+    assert_int_equal(
+        hsm_key_sign_digest(h, "sig-p256", HSM_SIG_ECDSA, HSM_MD_NONE, dg, 32, sig, &sl), KL_OK);
+    hsm_close(h);
+}
+
 /* RSA PSS and PKCS#1 v1.5 through hsm_key_sign_digest (the TLS key path), both modes. */
 static void sign_digest_check(hsm_ctx *h)
 {
@@ -308,7 +351,7 @@ static void test_sign_digest(void **state)
     sign_digest_check(h);
     /* a local context is open: no fork now */
     hsm_ctx *r = NULL;
-    assert_int_equal(hsm_signer_spawn(module(), token_uri(), pin(), 1, &r), KL_EUSAGE);
+    assert_int_equal(hsm_signer_spawn(module(), token_uri(), pin(), 1, NULL, &r), KL_EUSAGE);
     assert_null(r);
     hsm_close(h);
 }
@@ -333,7 +376,7 @@ static void test_wrong_pin(void **state)
 {
     (void)state;
     hsm_ctx *h = NULL;
-    kl_rc rc = hsm_signer_spawn(module(), token_uri(), "0000", 2, &h);
+    kl_rc rc = hsm_signer_spawn(module(), token_uri(), "0000", 2, NULL, &h);
     if (rc != KL_EPIN) {
         fail_msg("wrong PIN: %s", kl_errmsg());
     }
@@ -386,7 +429,7 @@ static void test_live_malformed(void **state)
     char tl[64];
     uint8_t ans[HSM_SIGNER_FRAME_MAX];
     size_t al = 0;
-    assert_int_equal(hsm_signer_fork(module(), token_uri(), pin(), &fd, &pid, tl, sizeof tl),
+    assert_int_equal(hsm_signer_fork(module(), token_uri(), pin(), NULL, &fd, &pid, tl, sizeof tl),
                      KL_OK);
     assert_string_equal(tl, "keyline-test");
     static const uint8_t junk[] = {7, 1, 'a'};
@@ -432,7 +475,7 @@ static void test_live_malformed(void **state)
     close(fd);
 
     /* a zero length, and EOF in the middle of a frame */
-    assert_int_equal(hsm_signer_fork(module(), token_uri(), pin(), &fd, &pid, tl, sizeof tl),
+    assert_int_equal(hsm_signer_fork(module(), token_uri(), pin(), NULL, &fd, &pid, tl, sizeof tl),
                      KL_OK);
     static const uint8_t zero[] = {0, 0, 0, 0};
     assert_int_equal(send(fd, zero, sizeof zero, MSG_NOSIGNAL), 4);
@@ -440,7 +483,7 @@ static void test_live_malformed(void **state)
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 3);
     close(fd);
-    assert_int_equal(hsm_signer_fork(module(), token_uri(), pin(), &fd, &pid, tl, sizeof tl),
+    assert_int_equal(hsm_signer_fork(module(), token_uri(), pin(), NULL, &fd, &pid, tl, sizeof tl),
                      KL_OK);
     static const uint8_t half[] = {0, 0, 0, 10, 1, 2};
     assert_int_equal(send(fd, half, sizeof half, MSG_NOSIGNAL), (ssize_t)sizeof half);
@@ -545,7 +588,7 @@ int main(void)
         cmocka_unit_test(test_remote_sign),     cmocka_unit_test(test_sign_digest),
         cmocka_unit_test(test_remote_refuses),  cmocka_unit_test(test_wrong_pin),
         cmocka_unit_test(test_live_malformed),  cmocka_unit_test(test_signer_killed),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads),         cmocka_unit_test(test_sign_keys),
     };
     return cmocka_run_group_tests(tests, setup_keys, NULL);
 }

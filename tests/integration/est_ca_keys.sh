@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# [est] ca-keys: with `issuers` (the default) keyline-estd's signers sign only with the issuing
+# CA's key, the delegated OCSP signers' and the TLS key; the root is offline for the server.
+# Its CRL is the one keyline-ca published (ca create, revoke, crl), its OCSP answers come from
+# its delegated signer (made at start-up by the start-up child). With `all` the server signs
+# the root's CRL itself again.
+set -euo pipefail
+. "$(dirname "$0")/est_common.sh"
+
+crl_number() { openssl crl -inform DER -in "$1" -noout -crlnumber | cut -d= -f2; }
+
+est_setup_ca
+# a second intermediate, to be revoked by the officer below
+kca ca create --label field2 --template field-ca --subject "CN=Keyline Field CA 2,O=Keyline Test" \
+    --issuer root1 > "$D/field2.pem" 2> "$D/create.err"
+grep -q "published CRL number 1 of field2" "$D/create.err" || die "ca create: no first CRL: $(cat "$D/create.err")"
+ok "ca create publishes the new CA's first CRL"
+
+# root1's published CRL is taken away before the start: 404 and a log line saying what to do
+sqlite3 "$D/keyline.db" "DELETE FROM crls WHERE issuer = 'root1'"
+est_write_conf
+est_start
+grep -q "they sign with field1, \*.ocsp" "$D/estd.log" || die "start-up log: $(grep signer "$D/estd.log")"
+ok "signers sign with field1 and the OCSP signers only (logged)"
+st=$(curl -s -o "$D/out" -w '%{http_code}' "$EST_HTTP/crl/root1.crl")
+[ "$st" = 404 ] || die "unpublished root CRL: HTTP $st"
+grep -q "no CRL published" "$D/out" || die "404 body: $(cat "$D/out")"
+grep -q "run keyline-ca crl --issuer root1" "$D/estd.log" || die "no hint in the log"
+st=$(curl -s -o "$D/out" -w '%{http_code}' "$EST_HTTP/crl/nosuchca.crl")
+[ "$st" = 404 ] && grep -q "no such CA" "$D/out" || die "unknown CA: HTTP $st $(cat "$D/out")"
+ok "offline CA without a published CRL: 404 and a hint in the log; unknown CA: 404"
+
+kca crl --issuer root1 --out "$D/root1-published.pem" 2> "$D/crl.err"
+grep -q "published CRL number" "$D/crl.err" || die "keyline-ca crl did not say it published"
+expect_status 200 "root CRL once published" "$EST_HTTP/crl/root1.crl"
+cp "$D/out" "$D/root1.crl"
+openssl crl -in "$D/root1-published.pem" -outform DER -out "$D/root1-published.der"
+cmp -s "$D/root1.crl" "$D/root1-published.der" || die "served root CRL is not the published one"
+openssl crl -inform DER -in "$D/root1.crl" -noout -verify -CAfile "$D/root1.pem" 2>&1 |
+    grep -q "verify OK" || die "root CRL signature"
+n1=$(crl_number "$D/root1.crl")
+curl -s -o "$D/root1-again.crl" "$EST_HTTP/crl/root1.crl"
+cmp -s "$D/root1.crl" "$D/root1-again.crl" || die "the server re-signed an offline CA's CRL"
+ok "root CRL served byte for byte as published (number $n1), not re-signed"
+
+# the issuing CA's CRL is still signed on demand by the server
+expect_status 200 "field1 CRL" "$EST_HTTP/crl/field1.crl"
+openssl crl -inform DER -in "$D/out" -noout -verify -CAfile "$D/field1.pem" 2>&1 |
+    grep -q "verify OK" || die "field1 CRL signature"
+ok "field1 (issuing CA) CRL signed by the server"
+
+# OCSP about an intermediate (issued by the offline root): the root's delegated signer answers
+openssl ocsp -issuer "$D/root1.pem" -cert "$D/field2.pem" -url "$EST_HTTP/ocsp" -resp_text \
+    -CAfile "$D/root1.pem" > "$D/ocsp.txt" 2>&1 || true
+grep -q "Response verify OK" "$D/ocsp.txt" || die "OCSP for field2: $(cat "$D/ocsp.txt")"
+grep -q "field2.pem: good" "$D/ocsp.txt" || die "OCSP status: $(cat "$D/ocsp.txt")"
+grep -q "Responder Id: CN *= *Keyline Test Root OCSP signer\|Responder Id: CN *= *root1 OCSP signer" "$D/ocsp.txt" ||
+    die "not answered by root1's delegated signer: $(grep 'Responder' "$D/ocsp.txt")"
+ok "OCSP for a certificate of the offline root: answered by its delegated signer"
+
+# the officer revokes the intermediate: keyline-ca publishes root1's CRL, the server serves it
+kca revoke --serial "$(serial_of "$D/field2.pem")" --reason cACompromise > /dev/null 2> "$D/revoke.err"
+grep -q "published CRL number .* of root1 (after the revocation)" "$D/revoke.err" ||
+    die "revoke did not publish: $(cat "$D/revoke.err")"
+expect_status 200 "root CRL after the revocation" "$EST_HTTP/crl/root1.crl"
+n2=$(crl_number "$D/out")
+[ "$n2" != "$n1" ] || die "the new root CRL was not picked up (number $n2)"
+openssl crl -inform DER -in "$D/out" -noout -text | grep -q "$(serial_of "$D/field2.pem")" ||
+    die "revoked intermediate not in the root CRL"
+openssl ocsp -issuer "$D/root1.pem" -cert "$D/field2.pem" -url "$EST_HTTP/ocsp" -resp_text \
+    -CAfile "$D/root1.pem" > "$D/ocsp.txt" 2>&1 || true
+grep -q "field2.pem: revoked" "$D/ocsp.txt" || die "OCSP after revoke: $(cat "$D/ocsp.txt")"
+ok "revoked intermediate: in the root CRL (number $n2) at once, OCSP revoked"
+
+# enrollment still works and nothing tried the root's key
+new_csr dev "/CN=keys-dev/serialNumber=HWK001"
+expect_status 200 "simpleenroll" -u "$EST_USER:$EST_PASS" -H "Content-Type: application/pkcs10" \
+    --data-binary @"$D/dev.b64" "$EST/simpleenroll"
+expect_status 200 "metrics" "$EST_URL/metrics"
+grep -q '^keyline_est_hsm_errors_total 0' "$D/out" || die "HSM errors: $(grep hsm_errors "$D/out")"
+if grep -q "not one this server signs with" "$D/estd.log"; then
+    die "something asked a signer for an offline key: $(grep 'not one' "$D/estd.log")"
+fi
+ok "enrollment works; no request for an offline key"
+est_stop
+
+# ca-keys = all: the server signs the root's CRL itself (a number past the published one)
+sed -i 's/^\[est\]$/[est]\nca-keys = all/' "$KL_CONF"
+est_start
+grep -q "they sign with any key in the token" "$D/estd.log" || die "ca-keys = all not logged"
+expect_status 200 "root CRL signed by the server" "$EST_HTTP/crl/root1.crl"
+n3=$(crl_number "$D/out")
+[ "$((16#${n3:-0}))" -gt "$((16#$n2))" ] || die "ca-keys = all: root CRL number $n3 not past $n2"
+openssl crl -inform DER -in "$D/out" -noout -verify -CAfile "$D/root1.pem" 2>&1 |
+    grep -q "verify OK" || die "root CRL signature (all)"
+ok "ca-keys = all: the server signs the root's CRL (number $n3)"
+est_stop
+
+sed -i 's/^ca-keys = all$/ca-keys = some/' "$KL_CONF"
+if "$BIN/keyline-estd" -c "$KL_CONF" 2> "$D/bad.err"; then die "ca-keys = some accepted"; fi
+grep -q "ca-keys = some: expected issuers or all" "$D/bad.err" || die "bad value message: $(cat "$D/bad.err")"
+ok "ca-keys = some: refused with a clear message"
