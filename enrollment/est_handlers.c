@@ -786,10 +786,12 @@ void est_handle(est_req *rq, est_resp *rs)
             est_resp_405(rs, "GET, HEAD");
             return;
         }
-        /* With signer processes: unhealthy once none is left (they are not respawned, the
-         * server holds no PIN), so a load balancer or supervisor takes it out or restarts it. */
+        /* With signer processes: dead ones are replaced first (by their keeper); unhealthy
+         * when none is running and none can be started, so a load balancer or supervisor takes
+         * the server out or restarts it. */
         if (ca_hsm(rq->srv->ca) && hsm_is_remote(ca_hsm(rq->srv->ca))) {
             pid_t one;
+            (void)hsm_signer_revive(ca_hsm(rq->srv->ca));
             if (hsm_signer_pids(ca_hsm(rq->srv->ca), &one, 1) == 0) {
                 est_resp_text(rs, 503, "no signer process is left: restart keyline-estd");
                 return;

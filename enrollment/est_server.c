@@ -937,8 +937,9 @@ static kl_rc est_signers_start(est_server *s, hsm_ctx **out)
                                      strncmp(keys[i], "pkcs11:", 7) == 0 ? "the TLS key" : keys[i]);
         }
     }
-    kl_info("token %s: %zu signer processes (%s); this process holds no PIN; they sign with %s",
-            token, n, list, with);
+    kl_info("token %s: %zu signer processes (%s, kept by process %d); this process holds no "
+            "PIN; they sign with %s",
+            token, n, list, (int)hsm_signer_keeper_pid(*out), with);
 out:
     kl_secret_free(&pin);
     if (rc != KL_OK) {

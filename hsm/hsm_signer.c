@@ -437,8 +437,8 @@ static void signer_serve(int fd, hsm_ctx *h, const signer_policy *pol)
 }
 
 /* Runs in the child after fork(); never returns. */
-static void signer_child(int fd, pid_t parent, const char *module, const char *token_uri, char *pin,
-                         const char *const *sign_keys)
+/* The first steps of a keeper or a signer after fork(); returns the channel's new number, 3. */
+static int child_setup(int fd, pid_t parent)
 {
     /* Die with the parent: the kernel sends SIGKILL when it exits; it may already have. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -448,8 +448,8 @@ static void signer_child(int fd, pid_t parent, const char *module, const char *t
     /* The network process runs as the same user: keep it from attaching to us (ptrace,
      * /proc/PID/mem) to read the PIN or use the session. */
     prctl(PR_SET_DUMPABLE, 0);
-    /* SIGINT/SIGTERM are for the parent, which finishes its in-flight requests (through us)
-     * before it closes our channel; we end on EOF. */
+    /* SIGINT/SIGTERM are for the server, which finishes its in-flight requests (through the
+     * signers) before it closes the channels; keeper and signers end on EOF. */
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
@@ -458,14 +458,20 @@ static void signer_child(int fd, pid_t parent, const char *module, const char *t
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     /* Nothing inherited but stdio (logging) and our channel: no listening sockets, no store,
-     * no other signer's channel (its EOF must reach it when the parent goes). */
+     * no other signer's channel (its EOF must reach it when the server goes). */
     if (fd != 3) {
         if (dup2(fd, 3) < 0) {
             _exit(1);
         }
-        fd = 3;
     }
     close_range(4, ~0U, 0);
+    return 3;
+}
+
+static void signer_child(int fd, pid_t parent, const char *module, const char *token_uri, char *pin,
+                         const char *const *sign_keys)
+{
+    fd = child_setup(fd, parent);
 
     hsm_ctx *h = NULL;
     kl_rc rc = hsm_open(&h, module, token_uri, pin);
@@ -521,6 +527,45 @@ static void reap(pid_t pid)
     }
 }
 
+/* A new signer's first frame: the token label, or why it could not log in. */
+static kl_rc signer_hello(int fd, frame_rd *rd, pid_t pid, char *token_label,
+                          size_t token_label_cap)
+{
+    kl_rc rc = KL_OK;
+    const uint8_t *body = NULL;
+    size_t len = 0;
+    int fr = frame_read(fd, rd, SIGNER_HELLO_TIMEOUT_MS, &body, &len);
+    ENSURE(fr == FRAME_OK, KL_EHSM, "signer process %d did not start (%s)", (int)pid,
+           fr == FRAME_EOF       ? "it exited"
+           : fr == FRAME_TIMEOUT ? "no answer"
+                                 : "bad answer");
+    if (body[0] != KL_OK) {
+        kl_rc code = body[0] <= KL_EINTERNAL ? (kl_rc)body[0] : KL_EHSM;
+        ENSURE(0, code, "%.*s", (int)(len - 1 < SIGNER_MSG_MAX ? len - 1 : SIGNER_MSG_MAX),
+               (const char *)body + 1);
+    }
+    snprintf(token_label, token_label_cap, "%.*s",
+             (int)(len - 1 < SIGNER_MSG_MAX ? len - 1 : SIGNER_MSG_MAX), (const char *)body + 1);
+    rd->have = rd->used = 0;
+out:
+    return rc;
+}
+
+/* Refuse to fork signers (or their keeper) from a process where that is unsafe. */
+static kl_rc fork_check(const char *module, const char *token_uri, const char *pin)
+{
+    kl_rc rc = KL_OK;
+    ENSURE(module != NULL && token_uri != NULL && pin != NULL, KL_EUSAGE,
+           "a signer needs the module, the token and the PIN");
+    ENSURE(!hsm_module_loaded(), KL_EUSAGE,
+           "cannot start signer processes: this process already has a PKCS#11 module "
+           "initialised (fork them first)");
+    ENSURE(self_threads() <= 1, KL_EUSAGE,
+           "cannot start signer processes: this process already runs %u threads", self_threads());
+out:
+    return rc;
+}
+
 kl_rc hsm_signer_fork(const char *module, const char *token_uri, const char *pin,
                       const char *const *sign_keys, int *fd, pid_t *pid, char *token_label,
                       size_t token_label_cap)
@@ -532,13 +577,7 @@ kl_rc hsm_signer_fork(const char *module, const char *token_uri, const char *pin
     char pinbuf[256];
     *fd = -1;
     *pid = -1;
-    ENSURE(module != NULL && token_uri != NULL && pin != NULL, KL_EUSAGE,
-           "a signer needs the module, the token and the PIN");
-    ENSURE(!hsm_module_loaded(), KL_EUSAGE,
-           "cannot start signer processes: this process already has a PKCS#11 module "
-           "initialised (fork them first)");
-    ENSURE(self_threads() <= 1, KL_EUSAGE,
-           "cannot start signer processes: this process already runs %u threads", self_threads());
+    TRY(fork_check(module, token_uri, pin));
     ENSURE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, KL_EIO, "socketpair: %s",
            strerror(errno));
     ENSURE(channel_timeout(sv[0]) == 0, KL_EIO, "SO_RCVTIMEO: %s", strerror(errno));
@@ -559,20 +598,7 @@ kl_rc hsm_signer_fork(const char *module, const char *token_uri, const char *pin
     OPENSSL_cleanse(pinbuf, sizeof pinbuf);
     close(sv[1]);
     sv[1] = -1;
-    const uint8_t *body = NULL;
-    size_t len = 0;
-    int fr = frame_read(sv[0], rd, SIGNER_HELLO_TIMEOUT_MS, &body, &len);
-    ENSURE(fr == FRAME_OK, KL_EHSM, "signer process %d did not start (%s)", (int)child,
-           fr == FRAME_EOF       ? "it exited"
-           : fr == FRAME_TIMEOUT ? "no answer"
-                                 : "bad answer");
-    if (body[0] != KL_OK) {
-        kl_rc code = body[0] <= KL_EINTERNAL ? (kl_rc)body[0] : KL_EHSM;
-        ENSURE(0, code, "%.*s", (int)(len - 1 < SIGNER_MSG_MAX ? len - 1 : SIGNER_MSG_MAX),
-               (const char *)body + 1);
-    }
-    snprintf(token_label, token_label_cap, "%.*s",
-             (int)(len - 1 < SIGNER_MSG_MAX ? len - 1 : SIGNER_MSG_MAX), (const char *)body + 1);
+    TRY(signer_hello(sv[0], rd, child, token_label, token_label_cap));
     *fd = sv[0];
     *pid = child;
     sv[0] = -1;
@@ -588,6 +614,229 @@ out:
     }
     if (child > 0) {
         reap(child);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* the keeper: forks signers, also after the server has wiped the PIN                         */
+
+/* Keeper wire (server -> keeper): one byte 'S' = start one more signer. Answer: status byte,
+ * 4-byte big-endian pid, then (error) a message; on OK the server's end of the new signer's
+ * channel rides along as SCM_RIGHTS. */
+#define KEEPER_SPAWN 'S'
+/* After the first signers, at most one more per this many ms (a signer that crashes on every
+ * request must not turn into a fork loop). */
+#define KEEPER_RESPAWN_GAP_MS 1000
+
+static void keeper_answer(int kfd, kl_rc st, pid_t pid, int pass_fd, const char *msg)
+{
+    uint8_t b[5 + SIGNER_MSG_MAX];
+    size_t ml = msg ? strnlen(msg, SIGNER_MSG_MAX) : 0;
+    b[0] = (uint8_t)st;
+    b[1] = (uint8_t)((uint32_t)pid >> 24);
+    b[2] = (uint8_t)((uint32_t)pid >> 16);
+    b[3] = (uint8_t)((uint32_t)pid >> 8);
+    b[4] = (uint8_t)pid;
+    if (ml) {
+        memcpy(b + 5, msg, ml);
+    }
+    struct iovec iov = {b, 5 + ml};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } cm;
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    memset(&cm, 0, sizeof cm);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (pass_fd >= 0) {
+        mh.msg_control = cm.buf;
+        mh.msg_controllen = sizeof cm.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    }
+    while (sendmsg(kfd, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+    }
+}
+
+/* Forget children that have exited; returns how many are left. */
+static unsigned keeper_reap(pid_t *kids, unsigned n)
+{
+    pid_t p;
+    while ((p = waitpid(-1, NULL, WNOHANG)) > 0) {
+        for (unsigned i = 0; i < n; i++) {
+            if (kids[i] == p) {
+                kids[i] = kids[--n];
+                break;
+            }
+        }
+    }
+    return n;
+}
+
+/* Runs in the keeper after fork(); never returns. Holds the PIN for its whole life (a signer's
+ * libp11 slot holds it too), has no PKCS#11 module loaded (so its forks are clean), and forks
+ * at most `max` live signers. */
+static void keeper_main(int kfd, pid_t server, const char *module, const char *token_uri, char *pin,
+                        const char *const *sign_keys, unsigned max)
+{
+    kfd = child_setup(kfd, server);
+    pid_t kids[SIGNER_MAX];
+    unsigned n = 0, started = 0;
+    double last = 0;
+    for (;;) {
+        uint8_t op = 0;
+        ssize_t got = recv(kfd, &op, 1, 0);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got <= 0 || op != KEEPER_SPAWN) {
+            break; /* the server closed its end (or is gone), or garbage */
+        }
+        /* A signer the server saw die may not be a zombie yet: give it a moment. */
+        n = keeper_reap(kids, n);
+        for (int i = 0; i < 50 && n >= max; i++) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            n = keeper_reap(kids, n);
+        }
+        if (n >= max) {
+            keeper_answer(kfd, KL_EUSAGE, 0, -1, "all signer processes are running");
+            continue;
+        }
+        if (started >= max && mono_ms() - last < KEEPER_RESPAWN_GAP_MS) {
+            keeper_answer(kfd, KL_EHSM, 0, -1,
+                          "a signer was started less than a second ago; try again");
+            continue;
+        }
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+            keeper_answer(kfd, KL_EIO, 0, -1, "socketpair failed");
+            continue;
+        }
+        pid_t me = getpid();
+        pid_t child = fork();
+        if (child == 0) {
+            close(sv[0]);
+            signer_child(sv[1], me, module, token_uri, pin, sign_keys);
+            _exit(1);
+        }
+        close(sv[1]);
+        if (child < 0) {
+            close(sv[0]);
+            keeper_answer(kfd, KL_EIO, 0, -1, "fork failed");
+            continue;
+        }
+        kids[n++] = child;
+        started++;
+        last = mono_ms();
+        keeper_answer(kfd, KL_OK, child, sv[0], NULL);
+        close(sv[0]);
+    }
+    /* The signers end on EOF of their channels, which the server holds: wait for them. */
+    OPENSSL_cleanse(pin, strlen(pin));
+    for (unsigned i = 0; i < n; i++) {
+        reap(kids[i]);
+    }
+    _exit(0);
+}
+
+/* Start the keeper; *kfd is the server's end of its channel. */
+static kl_rc keeper_fork(const char *module, const char *token_uri, const char *pin,
+                         const char *const *sign_keys, unsigned max, int *kfd, pid_t *kpid)
+{
+    kl_rc rc = KL_OK;
+    int sv[2] = {-1, -1};
+    char pinbuf[256];
+    TRY(fork_check(module, token_uri, pin));
+    ENSURE(strlen(pin) < sizeof pinbuf, KL_EUSAGE, "PIN longer than %zu bytes", sizeof pinbuf - 1);
+    ENSURE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, KL_EIO, "socketpair: %s",
+           strerror(errno));
+    ENSURE(channel_timeout(sv[0]) == 0, KL_EIO, "SO_RCVTIMEO: %s", strerror(errno));
+    memcpy(pinbuf, pin, strlen(pin) + 1);
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t child = fork();
+    ENSURE(child >= 0, KL_EIO, "fork: %s", strerror(errno));
+    if (child == 0) {
+        close(sv[0]);
+        keeper_main(sv[1], parent, module, token_uri, pinbuf, sign_keys, max);
+        _exit(1);
+    }
+    *kfd = sv[0];
+    *kpid = child;
+    sv[0] = -1;
+out:
+    OPENSSL_cleanse(pinbuf, sizeof pinbuf);
+    if (sv[0] >= 0) {
+        close(sv[0]);
+    }
+    if (sv[1] >= 0) {
+        close(sv[1]);
+    }
+    return rc;
+}
+
+/* Ask the keeper for one more signer and wait for its hello. *gone (may be NULL) is set when
+ * the keeper itself no longer answers. */
+static kl_rc keeper_spawn(int kfd, frame_rd *rd, int *fd, pid_t *pid, char *token_label,
+                          size_t token_label_cap, int *gone)
+{
+    kl_rc rc = KL_OK;
+    int dummy = 0;
+    gone = gone ? gone : &dummy;
+    uint8_t op = KEEPER_SPAWN, b[5 + SIGNER_MSG_MAX];
+    int got_fd = -1;
+    *fd = -1;
+    ssize_t w;
+    while ((w = send(kfd, &op, 1, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+    }
+    *gone = w != 1;
+    ENSURE(w == 1, KL_EHSM, "the signer keeper is gone (%s)", strerror(errno));
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } cm;
+    struct iovec iov = {b, sizeof b};
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cm.buf;
+    mh.msg_controllen = sizeof cm.buf;
+    ssize_t n;
+    while ((n = recvmsg(kfd, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+    }
+    for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+            c->cmsg_len == CMSG_LEN(sizeof(int))) {
+            memcpy(&got_fd, CMSG_DATA(c), sizeof(int));
+        }
+    }
+    *gone = n < 5;
+    ENSURE(n >= 5, KL_EHSM, "the signer keeper is gone (%s)",
+           n == 0  ? "it exited"
+           : n < 0 ? strerror(errno)
+                   : "short answer");
+    pid_t p = (pid_t)((uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 | b[4]);
+    if (b[0] != KL_OK) {
+        kl_rc code = b[0] <= KL_EINTERNAL ? (kl_rc)b[0] : KL_EHSM;
+        ENSURE(0, code, "signer keeper: %.*s", (int)(n - 5), (const char *)b + 5);
+    }
+    ENSURE(got_fd >= 0 && p > 0, KL_EHSM, "signer keeper: no channel with its answer");
+    ENSURE(channel_timeout(got_fd) == 0, KL_EIO, "SO_RCVTIMEO: %s", strerror(errno));
+    TRY(signer_hello(got_fd, rd, p, token_label, token_label_cap));
+    *fd = got_fd;
+    *pid = p;
+    got_fd = -1;
+out:
+    if (got_fd >= 0) {
+        close(got_fd);
     }
     return rc;
 }
@@ -610,6 +859,11 @@ struct hsm_remote {
     unsigned free_head; /* sequential requests take turns over the signers */
     unsigned nfree;
     unsigned nlive;
+    int keeper_fd; /* -1: no keeper (signers cannot be replaced) */
+    pid_t keeper_pid;
+    pthread_mutex_t spawn_mu; /* one conversation with the keeper at a time */
+    double refused_at;        /* mono_ms of the keeper's last refusal (spawn_mu) */
+    char token[SIGNER_MSG_MAX + 1];
 };
 
 void hsm_remote_free(hsm_remote *r)
@@ -622,13 +876,20 @@ void hsm_remote_free(hsm_remote *r)
             close(r->ch[i].fd); /* EOF: the signer exits */
         }
     }
+    if (r->keeper_fd >= 0) {
+        close(r->keeper_fd); /* EOF: the keeper waits for its signers, then exits */
+    }
+    if (r->keeper_pid > 0) {
+        reap(r->keeper_pid);
+    }
     for (unsigned i = 0; i < r->n; i++) {
         if (r->ch[i].pid > 0) {
-            reap(r->ch[i].pid);
+            reap(r->ch[i].pid); /* children of ours only without a keeper */
         }
     }
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->spawn_mu);
     free(r->ch);
     free(r->free_ids);
     free(r);
@@ -646,24 +907,88 @@ kl_rc hsm_signer_spawn(const char *module, const char *token_uri, const char *pi
     ENSURE(r != NULL, KL_EINTERNAL, "out of memory");
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
+    pthread_mutex_init(&r->spawn_mu, NULL);
+    r->keeper_fd = -1;
     r->ch = calloc(n, sizeof *r->ch);
     r->free_ids = calloc(n, sizeof *r->free_ids);
     ENSURE(r->ch != NULL && r->free_ids != NULL, KL_EINTERNAL, "out of memory");
     for (unsigned i = 0; i < n; i++) {
         r->ch[i].fd = -1;
     }
+    TRY(keeper_fork(module, token_uri, pin, sign_keys, n, &r->keeper_fd, &r->keeper_pid));
     for (unsigned i = 0; i < n; i++) {
-        TRY(hsm_signer_fork(module, token_uri, pin, sign_keys, &r->ch[i].fd, &r->ch[i].pid, label,
-                            sizeof label));
+        TRY(keeper_spawn(r->keeper_fd, &r->ch[i].rd, &r->ch[i].fd, &r->ch[i].pid, label,
+                         sizeof label, NULL));
         r->n++;
         r->nlive++;
         r->free_ids[(r->free_head + r->nfree++) % n] = i;
     }
+    snprintf(r->token, sizeof r->token, "%s", label);
     rc = hsm_ctx_new_remote(r, label, out);
     r = NULL; /* owned by the context, or freed */
 out:
     hsm_remote_free(r);
     return rc;
+}
+
+/* Replace dead signers through the keeper (as many as it will start now). Returns how many
+ * were started. Never called with r->mu held. */
+static unsigned chan_respawn(hsm_remote *r)
+{
+    unsigned started = 0;
+    pthread_mutex_lock(&r->spawn_mu);
+    /* no keeper, or it refused less than a second ago (it starts one a second): do not ask
+     * (nor log) on every request while none is running */
+    if (r->keeper_fd < 0 || mono_ms() - r->refused_at < KEEPER_RESPAWN_GAP_MS) {
+        pthread_mutex_unlock(&r->spawn_mu);
+        return 0;
+    }
+    for (unsigned id = 0; id < r->n; id++) {
+        pthread_mutex_lock(&r->mu);
+        int dead = r->ch[id].fd < 0;
+        pid_t old = r->ch[id].pid;
+        pthread_mutex_unlock(&r->mu);
+        if (!dead) {
+            continue;
+        }
+        /* the slot is dead: nobody else touches it (chan_take only hands out live ones) */
+        int fd = -1;
+        pid_t pid = -1;
+        char tl[SIGNER_MSG_MAX + 1];
+        memset(&r->ch[id].rd, 0, sizeof r->ch[id].rd);
+        int gone = 0;
+        kl_rc rc = keeper_spawn(r->keeper_fd, &r->ch[id].rd, &fd, &pid, tl, sizeof tl, &gone);
+        if (gone) {
+            kl_error("the signer keeper (process %d) is gone: dead signers are not replaced any "
+                     "more (%s)",
+                     (int)r->keeper_pid, kl_errmsg());
+            close(r->keeper_fd);
+            r->keeper_fd = -1;
+            break;
+        }
+        if (rc == KL_OK && strcmp(tl, r->token) != 0) {
+            close(fd);
+            rc = kl_fail(KL_EHSM, "new signer %d logged in to token '%s', not '%s'", (int)pid, tl,
+                         r->token);
+        }
+        if (rc != KL_OK) {
+            kl_error("signer process %d not replaced: %s", (int)old, kl_errmsg());
+            r->refused_at = mono_ms();
+            break;
+        }
+        pthread_mutex_lock(&r->mu);
+        r->ch[id].fd = fd;
+        r->ch[id].pid = pid;
+        r->nlive++;
+        r->free_ids[(r->free_head + r->nfree++) % r->n] = id;
+        pthread_cond_signal(&r->cv);
+        unsigned live = r->nlive;
+        pthread_mutex_unlock(&r->mu);
+        kl_info("signer process %d replaces %d; %u of %u running", (int)pid, (int)old, live, r->n);
+        started++;
+    }
+    pthread_mutex_unlock(&r->spawn_mu);
+    return started;
 }
 
 static kl_rc chan_take(hsm_remote *r, unsigned *id)
@@ -674,6 +999,9 @@ static kl_rc chan_take(hsm_remote *r, unsigned *id)
     }
     if (r->nlive == 0) {
         pthread_mutex_unlock(&r->mu);
+        if (chan_respawn(r) > 0) {
+            return chan_take(r, id);
+        }
         return kl_fail(KL_EHSM, "no signer process is left (all %u have died)", r->n);
     }
     *id = r->free_ids[r->free_head];
@@ -734,6 +1062,7 @@ static kl_rc remote_call(hsm_remote *r, const hsm_signer_req *rq, uint8_t *out, 
         pid_t pid = c->pid;
         unsigned live = chan_give(r, id, 1);
         kl_error("signer process %d is gone (%s); %u of %u left", (int)pid, why, live, r->n);
+        (void)chan_respawn(r); /* this request still fails: it may be what killed the signer */
         rc = kl_fail(KL_EHSM, "signer process %d is gone (%s)", (int)pid, why);
         goto out;
     }
@@ -995,6 +1324,47 @@ out:
 int hsm_is_remote(const hsm_ctx *h)
 {
     return hsm_ctx_remote(h) != NULL;
+}
+
+/* Find idle signers that have exited (EOF waiting on their channel) without a request to
+ * find out; drop them from the ring. Called with r->mu held. */
+static void chan_probe_idle(hsm_remote *r)
+{
+    unsigned keep = 0;
+    for (unsigned k = 0; k < r->nfree; k++) {
+        unsigned id = r->free_ids[(r->free_head + k) % r->n];
+        char b;
+        ssize_t n = recv(r->ch[id].fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            kl_error("signer process %d is gone (it has exited); %u of %u left", (int)r->ch[id].pid,
+                     r->nlive - 1, r->n);
+            close(r->ch[id].fd);
+            r->ch[id].fd = -1;
+            r->nlive--;
+            continue;
+        }
+        r->free_ids[(r->free_head + keep++) % r->n] = id;
+    }
+    r->nfree = keep;
+}
+
+unsigned hsm_signer_revive(hsm_ctx *h)
+{
+    hsm_remote *r = hsm_ctx_remote(h);
+    if (r == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&r->mu);
+    chan_probe_idle(r);
+    int all = r->nlive == r->n;
+    pthread_mutex_unlock(&r->mu);
+    return all ? 0 : chan_respawn(r);
+}
+
+pid_t hsm_signer_keeper_pid(hsm_ctx *h)
+{
+    hsm_remote *r = hsm_ctx_remote(h);
+    return r != NULL && r->keeper_fd >= 0 ? r->keeper_pid : -1;
 }
 
 size_t hsm_signer_pids(hsm_ctx *h, pid_t *pids, size_t max)

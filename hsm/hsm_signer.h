@@ -39,11 +39,13 @@ typedef enum {
     HSM_MD_SHA512 = 3,
 } hsm_md;
 
-/* Start `n` (1..64) signer processes, each logged in to the token with `pin` (not NULL).
- * Returns once every child has opened the token and said so; *out is a remote hsm_ctx whose
- * hsm_close() closes the channels and reaps the children. Each child logs in from a private
- * copy of the PIN and wipes it (libp11 keeps one on its slot, in the child); the caller wipes
- * its own (kl_secret_free) once it has no more children to fork.
+/* Start `n` (1..64) signer processes, each logged in to the token with `pin` (not NULL),
+ * through a keeper child that forks them (and later replaces dead ones: at most n running, at
+ * most one new a second after the first n; hsm_signer_revive). Returns once every signer has
+ * opened the token and said so; *out is a remote hsm_ctx whose hsm_close() closes the
+ * channels and reaps the keeper (which reaps the signers). Each signer logs in from a private
+ * copy of the PIN and wipes it (libp11 keeps one on its slot, in the signer); the keeper keeps
+ * its copy for replacements; the caller wipes its own (kl_secret_free).
  * `sign_keys` limits what the signers sign with: a NULL-terminated list of fnmatch(3) patterns
  * over key labels (a pkcs11: URI entry stands for its object= label), e.g. {"field1",
  * "*.ocsp", NULL}; a signature request for any other key is refused with KL_EPOLICY ("key 'X'
@@ -73,6 +75,12 @@ kl_rc hsm_key_sign_digest(hsm_ctx *h, const char *label, hsm_sig_alg alg, hsm_md
 
 /* 1 when `h` forwards to signer processes, else 0. */
 int hsm_is_remote(const hsm_ctx *h);
+/* Replace the remote context's dead signers now, as far as the keeper allows (one a second
+ * after the first ones; never more than were spawned). Returns how many were started. Dead
+ * signers are also replaced by the request that finds one dead, and when none is left. */
+unsigned hsm_signer_revive(hsm_ctx *h);
+/* Process id of the keeper of a remote context (hsm_signer_spawn), -1 when there is none. */
+pid_t hsm_signer_keeper_pid(hsm_ctx *h);
 /* Process ids of a remote context's live signers (for tests and diagnostics); returns how
  * many were written (at most max). */
 size_t hsm_signer_pids(hsm_ctx *h, pid_t *pids, size_t max);

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # keyline-estd's privilege separation ([est] signer = process, the default): the process that
 # serves TLS has no PKCS#11 module mapped, no token file open and no PIN in its environment;
-# its signer children have the module. Enrollment, serverkeygen, CRL and OCSP (answered by
-# the delegated OCSP signer that the start-up step made) work through them. A dead signer
-# gives 503 and counts as an HSM error; SIGTERM still exits 0 and the children are reaped.
-# Then the same server with signer = inline: one process with the module.
+# its signer processes (children of its keeper child) have the module. Enrollment,
+# serverkeygen, CRL and OCSP (answered by the delegated OCSP signer that the start-up step
+# made) work through them. A dead signer gives 503 for the request that was using it, counts
+# as an HSM error and is replaced by the keeper; with the keeper gone too, 503 and /healthz 503.
+# SIGTERM still exits 0 and everything is reaped. Then signer = inline: one process.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -13,7 +14,13 @@ est_write_conf "signer-processes = 3"
 est_start
 ok "started (signer = process, 3 signers)"
 
-kids=$(pgrep -P "$EST_PID" | tr '\n' ' ')
+# signers_of PID: the keeper (the server's one child) and its children, the signers
+signers_of() {
+    keeper=$(pgrep -P "$1" | tr "\\n" " " | sed "s/ *$//")
+    [ "$(echo $keeper | wc -w)" = 1 ] || die "expected one keeper child of $1, found: $keeper"
+    kids=$(pgrep -P "$keeper" | tr '\n' ' ')
+}
+signers_of "$EST_PID"
 [ "$(echo $kids | wc -w)" = 3 ] || die "expected 3 signer processes, found: $kids"
 if grep -q softhsm "/proc/$EST_PID/maps"; then
     die "the network process has the PKCS#11 module mapped"
@@ -30,9 +37,11 @@ for k in $kids; do
         grep -q softhsm "/proc/$k/maps" || die "signer $k has no PKCS#11 module mapped"
     fi
     grep -q '^TracerPid:[[:space:]]*0' "/proc/$k/status" || die "signer $k is traced"
-    [ "$(awk '/^PPid:/ {print $2}' "/proc/$k/status")" = "$EST_PID" ] || die "signer $k parent"
+    [ "$(awk '/^PPid:/ {print $2}' "/proc/$k/status")" = "$keeper" ] || die "signer $k parent"
 done
-ok "signers: module mapped, children of the network process"
+if grep -q softhsm "/proc/$keeper/maps" 2>/dev/null; then die "the keeper has the module mapped"; fi
+grep -q '^TracerPid:[[:space:]]*0' "/proc/$keeper/status" || die "keeper is traced"
+ok "signers: module mapped, children of the keeper (no module), child of the network process"
 
 # --- everything that signs ---------------------------------------------------------------------
 new_csr dev "/CN=sig-dev/serialNumber=HWS001"
@@ -60,7 +69,7 @@ expect_status 200 "metrics" "$EST_URL/metrics"
 grep -q '^keyline_est_hsm_errors_total 0' "$D/out" || die "hsm errors before any signer died"
 grep -q '^keyline_est_signer_processes 3$' "$D/out" || die "metrics: not 3 signer processes"
 
-# --- signers die -----------------------------------------------------------------------------
+# --- signers die and are replaced ------------------------------------------------------------
 set -- $kids
 kill -KILL "$1" "$2"
 sleep 0.2
@@ -69,10 +78,33 @@ for i in 1 2 3 4; do
     ecurl -u "$EST_USER:$EST_PASS" -H "Content-Type: application/pkcs10" \
         --data-binary @"$D/d$i.b64" "$EST/simpleenroll" > "$D/st$i" || true
 done
-[ "$(cat "$D/st4")" = 200 ] || die "the last signer does not serve (HTTP $(cat "$D/st4"))"
-ok "2 of 3 signers killed: the third serves"
-kill -KILL "$3"
-sleep 0.2
+[ "$(cat "$D/st4")" = 200 ] || die "no signer serves after 2 of 3 were killed (HTTP $(cat "$D/st4"))"
+grep -q "signer process $1 is gone" "$D/estd.log" || die "signer death not logged"
+# replaced by the keeper (one a second): /healthz revives them too
+for _ in $(seq 1 40); do
+    curl -s --cacert "$D/root1.pem" -o /dev/null "$EST_URL/healthz"
+    curl -s --cacert "$D/root1.pem" "$EST_URL/metrics" > "$D/out"
+    grep -q '^keyline_est_signer_processes 3$' "$D/out" && break
+    sleep 0.25
+done
+grep -q '^keyline_est_signer_processes 3$' "$D/out" || die "killed signers not replaced: $(grep signer_processes "$D/out")"
+grep -q "signer process [0-9]* replaces $1;" "$D/estd.log" || die "replacement of $1 not logged"
+grep -q "signer process [0-9]* replaces $2;" "$D/estd.log" || die "replacement of $2 not logged"
+signers_of "$EST_PID"
+case " $kids " in *" $1 "* | *" $2 "*) die "a killed signer is still listed: $kids" ;; esac
+[ "$(echo $kids | wc -w)" = 3 ] || die "after the replacement: $kids"
+n=$(awk '/^keyline_est_hsm_errors_total/ {print $2}' "$D/out")
+[ "${n:-0}" -ge 1 ] || die "dead signers not counted as HSM errors"
+new_csr d5 "/CN=sig-after-5/serialNumber=HWS105"
+expect_status 200 "simpleenroll on the replaced signers" -u "$EST_USER:$EST_PASS" \
+    -H "Content-Type: application/pkcs10" --data-binary @"$D/d5.b64" "$EST/simpleenroll"
+ok "2 of 3 signers killed: the third serves, the keeper replaces both (logged, $n HSM errors)"
+
+# --- the keeper killed: its signers end with it, nothing can replace them ----------------------
+kill -KILL "$keeper"
+sleep 0.3
+expect_status 503 "healthz finds the signers gone (no request needed)" "$EST_URL/healthz"
+grep -q "no signer process is left" "$D/out" || die "healthz body: $(cat "$D/out")"
 new_csr dx "/CN=sig-none/serialNumber=HWS199"
 t0=$(date +%s)
 for i in 1 2; do
@@ -80,46 +112,42 @@ for i in 1 2; do
         -H "Content-Type: application/pkcs10" --data-binary @"$D/dx.b64" "$EST/simpleenroll"
 done
 [ $(($(date +%s) - t0)) -lt 5 ] || die "the failed requests hung"
-expect_status 503 "healthz says unhealthy with no signer left" "$EST_URL/healthz"
-grep -q "no signer process is left" "$D/out" || die "healthz body: $(cat "$D/out")"
 expect_status 200 "cacerts still answers" "$EST/cacerts"
 expect_status 200 "metrics" "$EST_URL/metrics"
 grep -q '^keyline_est_signer_processes 0$' "$D/out" || die "metrics: signers still counted"
-n=$(awk '/^keyline_est_hsm_errors_total/ {print $2}' "$D/out")
-[ "${n:-0}" -ge 1 ] || die "dead signers not counted as HSM errors"
-grep -q "signer process $1 is gone" "$D/estd.log" || die "signer death not logged"
+grep -q "signer keeper (process $keeper) is gone" "$D/estd.log" || die "keeper death not logged"
 grep -q "no signer process is left" "$D/estd.log" || die "no-signer error not logged"
-ok "dead signers: 503, counted ($n HSM errors), logged"
+ok "keeper killed: its signers end, 503 at once, healthz 503, logged"
 est_stop
-ok "SIGTERM -> exit 0 with dead signers"
+ok "SIGTERM -> exit 0 with no keeper and no signer"
 
 # --- SIGTERM reaps live signers ------------------------------------------------------------
 est_start
-kids=$(pgrep -P "$EST_PID" | tr '\n' ' ')
+signers_of "$EST_PID"
 [ "$(echo $kids | wc -w)" = 3 ] || die "restart: expected 3 signers: $kids"
-kill -TERM $kids # a signal for the whole group (^C, systemd) must not take the signers first
+kill -TERM $keeper $kids # a signal for the whole group (^C, systemd) must not take them first
 new_csr dy "/CN=sig-term/serialNumber=HWS200"
 expect_status 200 "signers ignore SIGTERM meant for the parent" -u "$EST_USER:$EST_PASS" \
     -H "Content-Type: application/pkcs10" --data-binary @"$D/dy.b64" "$EST/simpleenroll"
 est_stop
-for k in $kids; do
-    if kill -0 "$k" 2>/dev/null; then die "signer $k survived the server"; fi
+for k in $keeper $kids; do
+    if kill -0 "$k" 2>/dev/null; then die "keeper or signer $k survived the server"; fi
 done
-ok "SIGTERM -> exit 0, signers reaped"
+ok "SIGTERM -> exit 0, keeper and signers gone"
 
 # --- a killed network process takes its signers along ----------------------------------------
 est_start
-kids=$(pgrep -P "$EST_PID" | tr '\n' ' ')
+signers_of "$EST_PID"
 kill -KILL "$EST_PID"
 wait "$EST_PID" 2>/dev/null || true
 EST_PID=
 sleep 0.3
-for k in $kids; do
+for k in $keeper $kids; do
     if kill -0 "$k" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$k/status" 2>/dev/null; then
-        die "signer $k outlived its parent"
+        die "keeper or signer $k outlived the network process"
     fi
 done
-ok "SIGKILL of the network process: the signers die with it"
+ok "SIGKILL of the network process: the keeper and the signers die with it"
 
 # --- start-up refusals ------------------------------------------------------------------------------
 rc=0

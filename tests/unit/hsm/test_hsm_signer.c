@@ -496,53 +496,80 @@ static void test_live_malformed(void **state)
 
 /* ---- dead signers ------------------------------------------------------------------------ */
 
+static int sign_once(hsm_ctx *h)
+{
+    uint8_t dg[32] = {1}, sig[512];
+    size_t sl = sizeof sig;
+    kl_rc rc = hsm_key_sign_digest(h, "sig-p256", HSM_SIG_ECDSA, HSM_MD_NONE, dg, 32, sig, &sl);
+    if (rc != KL_OK) {
+        assert_int_equal(rc, KL_EHSM);
+        assert_non_null(strstr(kl_errmsg(), "signer process"));
+    }
+    return rc == KL_OK;
+}
+
+/* Signers are children of a keeper, which replaces dead ones (one a second after the first
+ * ones); with the keeper gone, nothing is replaced and requests fail at once. */
 static void test_signer_killed(void **state)
 {
     (void)state;
     hsm_ctx *h = spawn(2);
     EVP_PKEY *priv = NULL, *pub = NULL;
-    uint8_t dg[32] = {1}, sig[512];
-    size_t sl = sizeof sig;
-    pid_t pids[2];
+    pid_t pids[2], again[2];
     assert_int_equal(hsm_key_load(h, "sig-p256", &priv), KL_OK);
     assert_int_equal(hsm_key_public(h, "sig-p256", &pub), KL_OK);
     assert_int_equal(hsm_signer_pids(h, pids, 2), 2);
-    /* one dies: requests fail once on its channel, then the other signer answers */
+    pid_t keeper = hsm_signer_keeper_pid(h);
+    assert_true(keeper > 0);
+    assert_int_equal(waitpid(pids[0], NULL, WNOHANG), -1); /* not our children: the keeper's */
+    assert_int_equal(errno, ECHILD);
+
+    /* one dies: the request on it fails, the keeper replaces it at once (the first replacement
+     * comes more than a second after the start) */
+    sleep(1);
     assert_int_equal(kill(pids[0], SIGKILL), 0);
     usleep(100 * 1000);
-    int failed = 0;
+    int ok = 0;
     for (int i = 0; i < 4; i++) {
-        sl = sizeof sig;
-        kl_rc rc = hsm_key_sign_digest(h, "sig-p256", HSM_SIG_ECDSA, HSM_MD_NONE, dg, 32, sig, &sl);
-        if (rc != KL_OK) {
-            assert_int_equal(rc, KL_EHSM);
-            assert_non_null(strstr(kl_errmsg(), "signer process"));
-            failed++;
-        }
+        ok += sign_once(h);
     }
-    assert_true(failed <= 1);
-    assert_int_equal(hsm_signer_pids(h, pids, 2), 1);
+    assert_true(ok >= 3);
+    assert_int_equal(hsm_signer_pids(h, again, 2), 2);
+    assert_true(again[0] != pids[0] && again[1] != pids[0]);
     digest_sign_verify(priv, pub, EVP_sha256());
-    /* all gone: a clean error at once, no hang */
-    assert_int_equal(kill(pids[0], SIGKILL), 0);
+
+    /* another, right away: not replaced within the second... */
+    assert_int_equal(kill(again[0], SIGKILL), 0);
     usleep(100 * 1000);
+    assert_int_equal(hsm_signer_revive(h), 0);
+    assert_int_equal(hsm_signer_pids(h, pids, 2), 1);
+    /* ...but after it */
+    usleep(1100 * 1000);
+    assert_int_equal(hsm_signer_revive(h), 1);
+    assert_int_equal(hsm_signer_pids(h, pids, 2), 2);
+    assert_int_equal(hsm_signer_revive(h), 0); /* all running: nothing to do */
+    digest_sign_verify(priv, pub, EVP_sha256());
+
+    /* the keeper killed: its signers end with it; a clean error at once, no hang */
+    assert_int_equal(kill(keeper, SIGKILL), 0);
+    usleep(300 * 1000);
     time_t t0 = time(NULL);
-    for (int i = 0; i < 3; i++) {
-        sl = sizeof sig;
-        assert_int_equal(
-            hsm_key_sign_digest(h, "sig-p256", HSM_SIG_ECDSA, HSM_MD_NONE, dg, 32, sig, &sl),
-            KL_EHSM);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(sign_once(h), 0);
     }
     assert_non_null(strstr(kl_errmsg(), "no signer process is left"));
-    EVP_MD_CTX *s = EVP_MD_CTX_new();
-    sl = sizeof sig;
-    assert_int_equal(EVP_DigestSignInit(s, NULL, EVP_sha256(), NULL, priv), 1);
-    assert_int_not_equal(EVP_DigestSign(s, sig, &sl, dg, sizeof dg), 1);
-    EVP_MD_CTX_free(s);
+    assert_int_equal(hsm_signer_revive(h), 0);
+    assert_int_equal(hsm_signer_pids(h, pids, 2), 0);
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    uint8_t dg[32] = {1}, sig[512];
+    size_t sl = sizeof sig;
+    assert_int_equal(EVP_DigestSignInit(m, NULL, EVP_sha256(), NULL, priv), 1);
+    assert_int_not_equal(EVP_DigestSign(m, sig, &sl, dg, sizeof dg), 1);
+    EVP_MD_CTX_free(m);
     assert_true(time(NULL) - t0 < 5);
     EVP_PKEY_free(priv);
     EVP_PKEY_free(pub);
-    hsm_close(h); /* reaps both */
+    hsm_close(h); /* reaps the keeper */
     assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
     assert_int_equal(errno, ECHILD);
 }
