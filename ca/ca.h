@@ -124,7 +124,8 @@ const char *ca_reason_name(int reason);
 kl_rc ca_activate(ca_ctx *ca, const char *serial_hex, const char *actor) KL_WUR;
 
 /* Build and sign (in the HSM) a fresh CRL for `issuer`: version 2, cRLNumber (monotonic, from
- * the store), AKI, thisUpdate now, nextUpdate now + [ca] crl-days. Published in the store as
+ * the store), AKI, thisUpdate now, nextUpdate now + the CA template's crl-validity or else
+ * [ca] crl-days. Published in the store as
  * the issuer's latest CRL (store_crl_put; keyline-estd serves it for CAs whose key it does not
  * sign with) with its audit entry "crl", in one transaction. */
 kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out) KL_WUR;

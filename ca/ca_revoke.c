@@ -124,11 +124,18 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
            "'%s' is not an issuing CA (it is %s)", issuer,
            ca_is_ocsp_signer_label(issuer) ? "an OCSP signer" : "a rollover certificate");
     TRY(ca_entry_get(ca, issuer, 1, &e));
+    /* nextUpdate: the CA template's crl-validity (a root's CRL lasts between ceremonies), or
+     * [ca] crl-days */
+    const tpl *t = NULL;
+    long days = ca->crl_days;
+    if (rec.template_name && ca_tpl_get(ca, rec.template_name, &t) == KL_OK && t->crl_days > 0) {
+        days = t->crl_days;
+    }
     crl = X509_CRL_new();
     ENSURE(crl, KL_EINTERNAL, "out of memory");
     time_t now = time(NULL);
     last = ASN1_TIME_set(NULL, now);
-    next = ASN1_TIME_set(NULL, now + ca->crl_days * 86400);
+    next = ASN1_TIME_set(NULL, now + days * 86400);
     ENSURE_SSL(last && next && X509_CRL_set_version(crl, X509_CRL_VERSION_2) &&
                    X509_CRL_set_issuer_name(crl, X509_get_subject_name(e->cert)) &&
                    X509_CRL_set1_lastUpdate(crl, last) && X509_CRL_set1_nextUpdate(crl, next),
@@ -159,8 +166,8 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
              (long long)number, sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)));
     int dl = i2d_X509_CRL(crl, &der);
     ENSURE_SSL(dl > 0, KL_EINTERNAL, "cannot encode the CRL");
-    TRY(store_crl_put(ca->st, issuer, number, now, now + ca->crl_days * 86400, der, (size_t)dl,
-                      "ca", detail));
+    TRY(store_crl_put(ca->st, issuer, number, now, now + days * 86400, der, (size_t)dl, "ca",
+                      detail));
     *out = crl;
     crl = NULL;
 out:

@@ -287,6 +287,24 @@ static int set_validity(tpl_parse *p, const char *v)
     return 0;
 }
 
+static int set_crl_validity(tpl_parse *p, const char *v)
+{
+    long n = 0;
+    char unit = 0;
+    size_t len = strlen(v);
+    if (len < 2 || v[len - 1] != 'd' || strspn(v, "0123456789") != len - 1) {
+        return tpl_perr(p, "crl-validity must be a number of days like 90d, got '%s'", v);
+    }
+    if (tpl_number(p, v, 3650, "d", &n, &unit) != 0) {
+        return -1;
+    }
+    if (unit != 'd' || n < 1) {
+        return tpl_perr(p, "crl-validity must be 1d to 3650d, got '%s'", v);
+    }
+    p->t->crl_days = (int)n;
+    return 0;
+}
+
 static int set_backdate(tpl_parse *p, const char *v)
 {
     long n = 0;
@@ -564,6 +582,7 @@ static const tpl_key tpl_keys[] = {
     {SEC_TEMPLATE, "key-types", set_key_types, 1},
     {SEC_TEMPLATE, "validity", set_validity, 1},
     {SEC_TEMPLATE, "backdate", set_backdate, 0},
+    {SEC_TEMPLATE, "crl-validity", set_crl_validity, 0},
     {SEC_TEMPLATE, "path-len", set_path_len, 0},
     {SEC_SUBJECT, "source", set_source, 1},
     {SEC_SUBJECT, "allowed", set_allowed, 1},
@@ -737,6 +756,9 @@ static int tpl_check(tpl_parse *p)
     }
     if (!t->is_ca && t->path_len >= 0) {
         return tpl_cross_err(p, "path-len", "path-len is only for kind = ca");
+    }
+    if (!t->is_ca && t->crl_days > 0) {
+        return tpl_cross_err(p, "crl-validity", "crl-validity is only for kind = ca");
     }
     for (const int *r = t->subject_required; *r; r++) {
         if (!tpl_nid_in(t->subject_allowed, *r)) {

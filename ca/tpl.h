@@ -35,6 +35,7 @@ typedef struct tpl {
     int validity_days;    /* used when !validity_forever */
     int validity_forever; /* notAfter = 99991231235959Z (IEEE 802.1AR) */
     int backdate_secs;    /* notBefore = now - backdate */
+    int crl_days;         /* kind = ca: nextUpdate of its CRLs; 0: [ca] crl-days */
     tpl_subject_src subject_src;
     int subject_required[TPL_MAX_ATTRS]; /* NIDs, 0-terminated */
     int subject_allowed[TPL_MAX_ATTRS];  /* NIDs, 0-terminated; anything else refused */

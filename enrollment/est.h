@@ -44,6 +44,13 @@ typedef struct {
     int approval_manual; /* approval = manual: simpleenroll is held for an officer (202) */
 } est_label;
 
+/* [est] ca-keys */
+typedef enum {
+    EST_CA_KEYS_INTERMEDIATES = 0, /* every CA but the self-signed roots (default) */
+    EST_CA_KEYS_ISSUERS,           /* only the labels' issuing CAs */
+    EST_CA_KEYS_ALL,               /* every CA key on the token */
+} est_ca_keys;
+
 typedef struct {
     char *listen;         /* host:port */
     char *http_listen;    /* NULL when off */
@@ -64,7 +71,7 @@ typedef struct {
     unsigned shutdown_grace;   /* seconds to wait for in-flight requests on SIGTERM */
     int signer_inline;         /* [est] signer = inline: this process logs in to the token */
     unsigned signer_processes; /* [est] signer-processes (signer = process) */
-    int ca_keys_all;           /* [est] ca-keys = all: sign with any CA key (others' CRLs too) */
+    est_ca_keys ca_keys;       /* [est] ca-keys: which CA keys this server signs with */
     unsigned retry_after;      /* seconds in the Retry-After of a 202 (held request) */
     est_label *labels;         /* labels[0] is the default (name "") */
     size_t n_labels;
@@ -82,10 +89,6 @@ kl_rc est_config_load(const kl_conf *conf, est_config *out) KL_WUR;
 void est_config_free(est_config *c);
 /* name NULL or "" -> the default label. NULL when unknown. */
 const est_label *est_config_label(const est_config *c, const char *name);
-/* 1 when this server signs with CA `ca_label`'s key: ca-keys = all, or the CA issues for a label
- * ([est] issuer or an [est.label] issuer). Other CAs are offline here: their CRL is the one an
- * officer published (keyline-ca crl), their OCSP answers come from their delegated signer. */
-int est_config_ca_online(const est_config *c, const char *ca_label);
 /* "host:port", "[v6]:port", ":port" (all addresses). host gets "" for any. KL_EUSAGE. */
 kl_rc est_hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *port) KL_WUR;
 
@@ -354,6 +357,8 @@ struct est_server {
     struct MHD_Daemon *http_d;
     est_metrics metrics;
     est_revocation *rev;
+    char **online;   /* CA labels this server signs with (ca-keys != all), from start-up */
+    size_t n_online; /* the signers refuse every other CA key */
     atomic_int stopping;
     /* worker pool (est_server.c): queue of est_conn_req, guarded by jobs_mu */
     pthread_t *workers;
@@ -375,6 +380,11 @@ void est_server_stop(est_server *s);
 void est_server_free(est_server *s);
 /* Re-read the htpasswd file (SIGHUP). */
 kl_rc est_server_reload(est_server *s) KL_WUR;
+
+/* 1 when this server signs with CA `ca_label`'s key ([est] ca-keys, decided at start-up).
+ * Other CAs are offline here: their CRL is the one published in the store (keyline-ca), their
+ * OCSP answers come from their delegated signers. */
+int est_ca_online(const est_server *s, const char *ca_label);
 
 /* Route and answer one complete request. */
 void est_handle(est_req *rq, est_resp *rs);

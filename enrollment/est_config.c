@@ -154,10 +154,12 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
            "[est] signer = %s: expected process or inline", sg);
     c->signer_inline = strcmp(sg, "inline") == 0;
     TRY(est_config_uint(conf, "signer-processes", 2, 1, 64, &c->signer_processes));
-    const char *ck = kl_conf_get_default(conf, "est", "ca-keys", "issuers");
-    ENSURE(strcmp(ck, "issuers") == 0 || strcmp(ck, "all") == 0, KL_EUSAGE,
-           "[est] ca-keys = %s: expected issuers or all", ck);
-    c->ca_keys_all = strcmp(ck, "all") == 0;
+    const char *ck = kl_conf_get_default(conf, "est", "ca-keys", "intermediates");
+    ENSURE(strcmp(ck, "intermediates") == 0 || strcmp(ck, "issuers") == 0 || strcmp(ck, "all") == 0,
+           KL_EUSAGE, "[est] ca-keys = %s: expected intermediates, issuers or all", ck);
+    c->ca_keys = strcmp(ck, "all") == 0       ? EST_CA_KEYS_ALL
+                 : strcmp(ck, "issuers") == 0 ? EST_CA_KEYS_ISSUERS
+                                              : EST_CA_KEYS_INTERMEDIATES;
     const char *skg = kl_conf_get_default(conf, "est", "serverkeygen", "on");
     c->serverkeygen = strcmp(skg, "off") != 0 && strcmp(skg, "no") != 0 && strcmp(skg, "0") != 0;
 
@@ -216,19 +218,6 @@ void est_config_free(est_config *c)
     }
     free(c->labels);
     memset(c, 0, sizeof *c);
-}
-
-int est_config_ca_online(const est_config *c, const char *ca_label)
-{
-    if (c->ca_keys_all) {
-        return 1;
-    }
-    for (size_t i = 0; i < c->n_labels; i++) {
-        if (strcmp(c->labels[i].issuer, ca_label) == 0) {
-            return 1;
-        }
-    }
-    return 0;
 }
 
 const est_label *est_config_label(const est_config *c, const char *name)

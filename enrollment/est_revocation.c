@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "est.h"
+#include "hsm_signer.h"
 #include "kl_b64.h"
 #include "kl_log.h"
 
@@ -98,6 +99,33 @@ static kl_rc est_rev_labels_refresh(est_revocation *r, time_t now)
     return KL_OK;
 }
 
+/* Start-up, with the whole token (the start-up child, or signer = inline): publish a CRL for
+ * an offline CA that has none yet (a store from before CRLs were published, a CA made by an
+ * older keyline-ca) or whose published one is past half its validity. The running server
+ * never signs for it. */
+static void est_crl_publish_missing(est_server *srv, const char *label)
+{
+    store_crl c;
+    memset(&c, 0, sizeof c);
+    kl_rc rc = store_crl_get(ca_store(srv->ca), label, &c);
+    time_t now = time(NULL);
+    const char *why = rc == KL_ENOTFOUND ? "none was published"
+                      : rc == KL_OK && now >= c.this_update + (c.next_update - c.this_update) / 2
+                          ? "the published one is past half its validity"
+                          : NULL;
+    store_crl_free(&c);
+    if (!why) {
+        return;
+    }
+    X509_CRL *crl = NULL;
+    if (ca_crl(srv->ca, label, &crl) != KL_OK) {
+        kl_warn("CRL for %s: %s, and signing one at start-up failed: %s", label, why, kl_errmsg());
+        return;
+    }
+    kl_info("CRL for %s: published a new one at start-up (%s)", label, why);
+    X509_CRL_free(crl);
+}
+
 /* Add a copy of `label` to cas (EST_CRL_SLOTS room) unless it is there already. */
 static void est_ca_list_add(char **cas, size_t *n, const char *label)
 {
@@ -141,10 +169,14 @@ kl_rc est_revocation_new(est_server *srv, est_revocation **out)
         }
         store_ca_free(&rec);
     }
+    int whole_token = !hsm_is_remote(ca_hsm(srv->ca));
     for (size_t i = 0; i < n; i++) {
         if (ca_ocsp_signer_ensure(srv->ca, cas[i], "est:startup") != KL_OK) {
             kl_warn("OCSP signer for %s: %s; OCSP answers for it are signed by the CA", cas[i],
                     kl_errmsg());
+        }
+        if (whole_token && !est_ca_online(srv, cas[i])) {
+            est_crl_publish_missing(srv, cas[i]);
         }
         free(cas[i]);
     }
@@ -172,7 +204,7 @@ void est_revocation_free(est_revocation *r)
 /* ---------------------------------------------------------------------------------------- */
 /* CRL                                                                                       */
 
-/* A CA this server does not sign with (est_config_ca_online): the CRL an officer published
+/* A CA this server does not sign with (est_ca_online): the CRL an officer published
  * (keyline-ca crl, ca create, revoke), read again every EST_LABELS_TTL seconds and whenever the
  * CA's revocation epoch moves. */
 static kl_rc est_crl_published(est_server *s, const char *label, uint8_t **der, size_t *len,
@@ -217,7 +249,7 @@ static kl_rc est_crl_published(est_server *s, const char *label, uint8_t **der, 
 static kl_rc est_crl_build(est_server *s, const char *label, uint8_t **der, size_t *len,
                            time_t *refresh_at, int *unpublished)
 {
-    if (!est_config_ca_online(&s->cfg, label)) {
+    if (!est_ca_online(s, label)) {
         return est_crl_published(s, label, der, len, refresh_at, unpublished);
     }
     X509_CRL *crl = NULL;

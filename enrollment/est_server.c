@@ -873,6 +873,70 @@ static kl_rc est_setup_child(est_server *s, const char *module, const char *toke
 
 #define EST_SIGN_KEYS_MAX 64
 
+int est_ca_online(const est_server *s, const char *ca_label)
+{
+    if (s->cfg.ca_keys == EST_CA_KEYS_ALL) {
+        return 1;
+    }
+    for (size_t i = 0; i < s->n_online; i++) {
+        if (strcmp(s->online[i], ca_label) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static kl_rc est_online_add(est_server *s, const char *label)
+{
+    if (est_ca_online(s, label)) {
+        return KL_OK;
+    }
+    if (s->n_online >= EST_SIGN_KEYS_MAX - 2) {
+        return kl_fail(KL_EUSAGE, "more than %d CAs to sign with ([est] ca-keys)",
+                       EST_SIGN_KEYS_MAX - 2);
+    }
+    char **v = realloc(s->online, (s->n_online + 1) * sizeof *v);
+    if (!v) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    s->online = v;
+    if (!(v[s->n_online] = strdup(label))) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    s->n_online++;
+    return KL_OK;
+}
+
+/* The CAs this server signs with, fixed at start-up ([est] ca-keys): the labels' issuers, and
+ * with `intermediates` every CA in the store that is not a self-signed root (a rollover
+ * certificate has no key of its own; OCSP signers are allowed by pattern). A CA created later
+ * is offline for this server until it restarts: its published CRL is served. */
+static kl_rc est_online_load(est_server *s, store *st)
+{
+    kl_rc rc = KL_OK;
+    store_ca *list = NULL;
+    size_t n = 0;
+    if (s->cfg.ca_keys == EST_CA_KEYS_ALL) {
+        return KL_OK;
+    }
+    for (size_t i = 0; i < s->cfg.n_labels; i++) {
+        TRY(est_online_add(s, s->cfg.labels[i].issuer));
+    }
+    if (s->cfg.ca_keys == EST_CA_KEYS_INTERMEDIATES) {
+        TRY(store_ca_list(st, &list, &n));
+        for (size_t i = 0; i < n; i++) {
+            const store_ca *c = &list[i];
+            if (c->parent && strcmp(c->parent, c->label) != 0 &&
+                strcmp(c->status, "rollover") != 0 && !ca_is_ocsp_signer_label(c->label)) {
+                TRY(est_online_add(s, c->label));
+            }
+        }
+    }
+out:
+    store_ca_list_free(list, n);
+    return rc;
+}
+
 /* signer = process: fork the signers (before any thread exists and before this process
  * loads the PKCS#11 module), run the start-up step, wipe the PIN. *out is the remote token
  * context the CA uses from then on. */
@@ -886,20 +950,13 @@ static kl_rc est_signers_start(est_server *s, hsm_ctx **out)
     TRY(ca_hsm_params(s->conf, &module, &token));
     TRY(kl_secret_read(&pin, kl_conf_get(s->conf, "hsm", "pin"), kl_conf_dir(s->conf),
                        "token PIN"));
-    /* ca-keys = issuers: the signers sign only with the issuing CAs' keys, the delegated OCSP
-     * signers' and a pkcs11: TLS key; a compromised server cannot use a root's key. */
+    /* ca-keys: the signers sign only with the online CAs' keys (est_online_load), the
+     * delegated OCSP signers' and a pkcs11: TLS key; a compromised server cannot use a root's
+     * key. */
     const char *keys[EST_SIGN_KEYS_MAX + 1];
     size_t nk = 0;
-    for (size_t i = 0; i < s->cfg.n_labels; i++) {
-        int seen = 0;
-        for (size_t j = 0; j < nk; j++) {
-            seen |= strcmp(keys[j], s->cfg.labels[i].issuer) == 0;
-        }
-        if (!seen) {
-            ENSURE(nk < EST_SIGN_KEYS_MAX - 2, KL_EUSAGE, "more than %d issuing CAs",
-                   EST_SIGN_KEYS_MAX - 2);
-            keys[nk++] = s->cfg.labels[i].issuer;
-        }
+    for (size_t i = 0; i < s->n_online; i++) {
+        keys[nk++] = s->online[i];
     }
     keys[nk++] = "*" CA_OCSP_SUFFIX;
     if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
@@ -907,7 +964,7 @@ static kl_rc est_signers_start(est_server *s, hsm_ctx **out)
     }
     keys[nk] = NULL;
     TRY(hsm_signer_spawn(module, token, pin.value, s->cfg.signer_processes,
-                         s->cfg.ca_keys_all ? NULL : keys, out));
+                         s->cfg.ca_keys == EST_CA_KEYS_ALL ? NULL : keys, out));
     TRY(est_setup_child(s, module, token, pin.value));
     /* pin = env:VAR: the value also sits in our environment block (/proc/PID/environ); the
      * children have their copy, so wipe ours in place and drop the variable. */
@@ -928,7 +985,7 @@ static kl_rc est_signers_start(est_server *s, hsm_ctx **out)
             (size_t)snprintf(list + used, sizeof list - used, "%s%d", i ? " " : "", (int)pids[i]);
     }
     char with[512] = "any key in the token ([est] ca-keys = all)";
-    if (!s->cfg.ca_keys_all) {
+    if (s->cfg.ca_keys != EST_CA_KEYS_ALL) {
         size_t used = 0;
         with[0] = '\0';
         for (size_t i = 0; keys[i] != NULL && used < sizeof with; i++) {
@@ -965,8 +1022,21 @@ kl_rc est_server_new(const kl_conf *conf, est_server **out)
     }
     if (s->cfg.signer_inline) {
         TRY(ca_open(&s->ca, conf));
+        TRY(est_online_load(s, ca_store(s->ca)));
     } else {
         hsm_ctx *h = NULL;
+        /* the set is fixed in the signers at their fork: read it from the store first (the
+         * CA, which needs the signers, is opened after them) */
+        char *path = kl_conf_path(conf, "store", "path");
+        store *st = NULL;
+        ENSURE(path, KL_EUSAGE, "%s: [store] path is not set", kl_conf_file(conf));
+        rc = store_open(&st, path);
+        free(path);
+        if (rc == KL_OK) {
+            rc = est_online_load(s, st);
+        }
+        store_close(st);
+        TRY(rc);
         TRY(est_signers_start(s, &h));
         TRY(ca_open_hsm(&s->ca, conf, h));
     }
@@ -1161,6 +1231,10 @@ void est_server_free(est_server *s)
     }
     est_workers_stop(s); /* started, but a daemon did not */
     est_revocation_free(s->rev);
+    for (size_t i = 0; i < s->n_online; i++) {
+        free(s->online[i]);
+    }
+    free(s->online);
     if (s->label_rt) {
         for (size_t i = 0; i < s->cfg.n_labels; i++) {
             pthread_mutex_destroy(&s->label_rt[i].cacerts_lock);

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# [est] ca-keys: with `issuers` (the default) keyline-estd's signers sign only with the issuing
-# CA's key, the delegated OCSP signers' and the TLS key; the root is offline for the server.
-# Its CRL is the one keyline-ca published (ca create, revoke, crl), its OCSP answers come from
-# its delegated signer (made at start-up by the start-up child). With `all` the server signs
-# the root's CRL itself again.
+# [est] ca-keys: with `intermediates` (the default) keyline-estd's signers sign only with the
+# keys of the CAs that are not self-signed roots, the delegated OCSP signers' and the TLS key;
+# with `issuers` only with the labels' issuing CAs. The CAs left out are offline for the
+# server: their CRL is the one published in the store (keyline-ca ca create / revoke / crl, or
+# the start-up child when none is), their OCSP answers come from their delegated signers
+# (made at start-up). With `all` the server signs every CA's CRL itself again.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -16,22 +17,40 @@ kca ca create --label field2 --template field-ca --subject "CN=Keyline Field CA 
 grep -q "published CRL number 1 of field2" "$D/create.err" || die "ca create: no first CRL: $(cat "$D/create.err")"
 ok "ca create publishes the new CA's first CRL"
 
-# root1's published CRL is taken away before the start: 404 and a log line saying what to do
-sqlite3 "$D/keyline.db" "DELETE FROM crls WHERE issuer = 'root1'"
+# a second root, outside what the server serves, whose CRL goes missing
+kca ca create --label root2 --template root --subject "CN=Keyline Other Root" > /dev/null 2>&1
+# root1's published CRL is taken away before the start (a store from an older keyline): the
+# start-up child publishes one
+sqlite3 "$D/keyline.db" "DELETE FROM crls WHERE issuer IN ('root1', 'root2')"
 est_write_conf
 est_start
-grep -q "they sign with field1, \*.ocsp" "$D/estd.log" || die "start-up log: $(grep signer "$D/estd.log")"
-ok "signers sign with field1 and the OCSP signers only (logged)"
-st=$(curl -s -o "$D/out" -w '%{http_code}' "$EST_HTTP/crl/root1.crl")
-[ "$st" = 404 ] || die "unpublished root CRL: HTTP $st"
+grep -q "they sign with field1, factory1, field2, \*.ocsp$" "$D/estd.log" ||
+    die "start-up log: $(grep 'sign with' "$D/estd.log")"
+ok "ca-keys = intermediates: signers sign with every CA but the roots, and the OCSP signers (logged)"
+grep -q "CRL for root1: published a new one at start-up (none was published)" "$D/estd.log" ||
+    die "no start-up CRL for root1: $(grep 'CRL for' "$D/estd.log")"
+if grep -q "CRL for root2" "$D/estd.log"; then die "start-up touched root2, which it does not serve"; fi
+expect_status 200 "root1 CRL published at start-up" "$EST_HTTP/crl/root1.crl"
+openssl crl -inform DER -in "$D/out" -noout -verify -CAfile "$D/root1.pem" 2>&1 |
+    grep -q "verify OK" || die "start-up root CRL signature"
+nu=$(openssl crl -inform DER -in "$D/out" -noout -nextupdate | cut -d= -f2)
+days=$(( ($(date -d "$nu" +%s) - $(date +%s)) / 86400 ))
+[ "$days" -ge 89 ] && [ "$days" -le 90 ] || die "root CRL nextUpdate in $days days, expected 90 (crl-validity)"
+ok "root CRL published by the start-up child, valid 90 days (root template crl-validity)"
+st=$(curl -s -o "$D/out" -w '%{http_code}' "$EST_HTTP/crl/root2.crl")
+[ "$st" = 404 ] || die "unpublished root2 CRL: HTTP $st"
 grep -q "no CRL published" "$D/out" || die "404 body: $(cat "$D/out")"
-grep -q "run keyline-ca crl --issuer root1" "$D/estd.log" || die "no hint in the log"
+grep -q "run keyline-ca crl --issuer root2" "$D/estd.log" || die "no hint in the log"
 st=$(curl -s -o "$D/out" -w '%{http_code}' "$EST_HTTP/crl/nosuchca.crl")
 [ "$st" = 404 ] && grep -q "no such CA" "$D/out" || die "unknown CA: HTTP $st $(cat "$D/out")"
 ok "offline CA without a published CRL: 404 and a hint in the log; unknown CA: 404"
 
 kca crl --issuer root1 --out "$D/root1-published.pem" 2> "$D/crl.err"
 grep -q "published CRL number" "$D/crl.err" || die "keyline-ca crl did not say it published"
+# the server re-reads a published CRL every 60 s and when the CA's revocation epoch moves; a
+# restart reads it at once (and does not publish another: this one is fresh)
+est_stop
+est_start
 expect_status 200 "root CRL once published" "$EST_HTTP/crl/root1.crl"
 cp "$D/out" "$D/root1.crl"
 openssl crl -in "$D/root1-published.pem" -outform DER -out "$D/root1-published.der"
@@ -84,8 +103,18 @@ fi
 ok "enrollment works; no request for an offline key"
 est_stop
 
+# ca-keys = issuers: factory1 (a client CA, not an issuer) is offline too: its published CRL
+sed -i 's/^\[est\]$/[est]\nca-keys = issuers/' "$KL_CONF"
+est_start
+grep -q "they sign with field1, \*.ocsp$" "$D/estd.log" || die "issuers: $(grep 'sign with' "$D/estd.log" | tail -1)"
+expect_status 200 "factory1 CRL (published)" "$EST_HTTP/crl/factory1.crl"
+sqlite3 "$D/keyline.db" "SELECT hex(der) FROM crls WHERE issuer = 'factory1'" | xxd -r -p > "$D/factory1-published.der"
+cmp -s "$D/out" "$D/factory1-published.der" || die "ca-keys = issuers: factory1 CRL is not the published one"
+ok "ca-keys = issuers: only field1 signs; factory1's CRL is the published one"
+est_stop
+
 # ca-keys = all: the server signs the root's CRL itself (a number past the published one)
-sed -i 's/^\[est\]$/[est]\nca-keys = all/' "$KL_CONF"
+sed -i 's/^ca-keys = issuers$/ca-keys = all/' "$KL_CONF"
 est_start
 grep -q "they sign with any key in the token" "$D/estd.log" || die "ca-keys = all not logged"
 expect_status 200 "root CRL signed by the server" "$EST_HTTP/crl/root1.crl"
@@ -98,5 +127,5 @@ est_stop
 
 sed -i 's/^ca-keys = all$/ca-keys = some/' "$KL_CONF"
 if "$BIN/keyline-estd" -c "$KL_CONF" 2> "$D/bad.err"; then die "ca-keys = some accepted"; fi
-grep -q "ca-keys = some: expected issuers or all" "$D/bad.err" || die "bad value message: $(cat "$D/bad.err")"
+grep -q "ca-keys = some: expected intermediates, issuers or all" "$D/bad.err" || die "bad value message: $(cat "$D/bad.err")"
 ok "ca-keys = some: refused with a clear message"

@@ -257,6 +257,7 @@ static void test_load_shipped(void **state)
     assert_true(t->is_ca);
     assert_int_equal(t->path_len, -1);
     assert_int_equal(t->validity_days, 7300);
+    assert_int_equal(t->crl_days, 90); /* crl-validity: the officer signs root CRLs */
     assert_int_equal(t->key_usage, X509v3_KU_KEY_CERT_SIGN | X509v3_KU_CRL_SIGN);
     assert_false(t->crl_dp);
     tpl_free(t);
@@ -297,6 +298,11 @@ static void test_load_bad(void **state)
     } cases[] = {
         {"[template]\nkind = end-entity\nflavour = vanilla\n",
          ":3: unknown key 'flavour' in [template]"},
+        {"[template]\nkind = ca\ncrl-validity = 3m\n",
+         ":3: crl-validity must be a number of days like 90d, got '3m'"},
+        {"[template]\nkind = ca\ncrl-validity = 3651d\n",
+         ":3: '3651d' is out of range (at most 3650)"},
+        {"[template]\nkind = ca\ncrl-validity = 0d\n", ":3: crl-validity must be 1d to 3650d"},
         {"[template]\nkind = end-entity\nkey-types = ec-p256\nvalidity = 10y\n",
          ":4: validity must be 'forever' or a number of days"},
         {"[template]\nkind = ca\n\n[extras]\nfoo = bar\n", ":4: unknown section [extras]"},
@@ -350,6 +356,9 @@ static void test_load_bad(void **state)
         {"[template]\nkind = end-entity\nkey-types = ec-p256\nvalidity = 1d\npath-len = 0\n"
          "[subject]\nsource = csr\nallowed = CN\n[extensions]\nkey-usage = digitalSignature\n",
          ":5: path-len is only for kind = ca"},
+        {"[template]\nkind = end-entity\nkey-types = ec-p256\nvalidity = 1d\ncrl-validity = 9d\n"
+         "[subject]\nsource = csr\nallowed = CN\n[extensions]\nkey-usage = digitalSignature\n",
+         ":5: crl-validity is only for kind = ca"},
         {"[template]\nkind = end-entity\nkey-types = ec-p256\nvalidity = 1d\n"
          "[subject]\nsource = csr\nallowed = CN serialNumber\nserial-number = device-id\n"
          "[extensions]\nkey-usage = digitalSignature\nsan = hmn\n",
