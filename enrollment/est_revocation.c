@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/ocsp.h>
 #include <openssl/sha.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,17 +216,25 @@ static kl_rc est_crl_published(est_server *s, const char *label, uint8_t **der, 
     memset(&c, 0, sizeof c);
     memset(&rec, 0, sizeof rec);
     kl_rc rc = store_ca_get(ca_store(s->ca), label, &rec);
+    /* OCSP signers and rollover certificates issue nothing: no CRL of their own */
+    int issuing = rc == KL_OK && !ca_is_ocsp_signer_label(label) &&
+                  !(rec.status && strcmp(rec.status, "rollover") == 0);
     store_ca_free(&rec);
-    if (rc == KL_ENOTFOUND) {
-        return kl_fail(KL_ENOTFOUND, "no CA labelled '%s'", label);
+    if (rc == KL_ENOTFOUND || (rc == KL_OK && !issuing)) {
+        return kl_fail(KL_ENOTFOUND, "no issuing CA labelled '%s'", label);
     }
     if (rc == KL_OK) {
         rc = store_crl_get(ca_store(s->ca), label, &c);
     }
     if (rc == KL_ENOTFOUND) {
-        kl_warn("CRL for %s: none published, and this server does not sign with that CA's key "
-                "([est] ca-keys): run keyline-ca crl --issuer %s",
-                label, label);
+        /* once a minute at most: relying parties may ask many times a second */
+        static _Atomic time_t warned;
+        time_t now = time(NULL), last = atomic_load(&warned);
+        if (now - last >= 60 && atomic_compare_exchange_strong(&warned, &last, now)) {
+            kl_warn("CRL for %s: none published, and this server does not sign with that CA's "
+                    "key ([est] ca-keys): run keyline-ca crl --issuer %s",
+                    label, label);
+        }
         *unpublished = 1;
         return kl_fail(KL_ENOTFOUND, "no CRL published for '%s'", label);
     }

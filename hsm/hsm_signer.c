@@ -436,7 +436,6 @@ static void signer_serve(int fd, hsm_ctx *h, const signer_policy *pol)
     }
 }
 
-/* Runs in the child after fork(); never returns. */
 /* The first steps of a keeper or a signer after fork(); returns the channel's new number, 3. */
 static int child_setup(int fd, pid_t parent)
 {
@@ -468,6 +467,7 @@ static int child_setup(int fd, pid_t parent)
     return 3;
 }
 
+/* Runs in a signer after fork(); never returns. */
 static void signer_child(int fd, pid_t parent, const char *module, const char *token_uri, char *pin,
                          const char *const *sign_keys)
 {

@@ -43,7 +43,9 @@ grep -q "no CRL published" "$D/out" || die "404 body: $(cat "$D/out")"
 grep -q "run keyline-ca crl --issuer root2" "$D/estd.log" || die "no hint in the log"
 st=$(curl -s -o "$D/out" -w '%{http_code}' "$EST_HTTP/crl/nosuchca.crl")
 [ "$st" = 404 ] && grep -q "no such CA" "$D/out" || die "unknown CA: HTTP $st $(cat "$D/out")"
-ok "offline CA without a published CRL: 404 and a hint in the log; unknown CA: 404"
+st=$(curl -s -o "$D/out" -w '%{http_code}' "$EST_HTTP/crl/root1.ocsp.crl")
+[ "$st" = 404 ] && grep -q "no such CA" "$D/out" || die "OCSP signer's CRL: HTTP $st $(cat "$D/out")"
+ok "offline CA without a published CRL: 404 and a hint in the log; unknown CA, OCSP signer: 404"
 
 kca crl --issuer root1 --out "$D/root1-published.pem" 2> "$D/crl.err"
 grep -q "published CRL number" "$D/crl.err" || die "keyline-ca crl did not say it published"
