@@ -16,8 +16,14 @@ KL_BENCH_NO_RAW=1 "$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 --port "$EST_P
     --clients 8 > "$D/soak.out" &
 load=$!
 samples=()
-ssamples=() # the signer processes (signer = process, the default): their RSS summed
-signer_rss() { local s=0 p; for p in $(pgrep -P "$EST_PID"); do s=$((s + $(ps -o rss= -p "$p" | tr -d ' '))); done; echo $s; }
+ssamples=() # signer = process (the default): the keeper and its signers, their RSS summed
+signer_rss() {
+  local s=0 p
+  for p in $(pgrep -P "$EST_PID") $(pgrep -P "$(pgrep -P "$EST_PID" | head -1)"); do
+    s=$((s + $(ps -o rss= -p "$p" | tr -d ' ')))
+  done
+  echo $s
+}
 t=0
 while kill -0 "$load" 2>/dev/null; do
   samples+=("$t:$(ps -o rss= -p "$EST_PID" | tr -d ' ')")
@@ -38,6 +44,6 @@ growth() { # growth WHAT SAMPLES...: from the first sample after minute 1 to the
   return 0
 }
 growth "keyline-estd" "${samples[@]}"
-growth "signer processes (sum)" "${ssamples[@]}"
+growth "signer keeper and signers (sum)" "${ssamples[@]}"
 echo "enrollments: $(kca list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
 est_stop
