@@ -123,6 +123,7 @@ void ca_close(ca_ctx *ca)
     for (size_t i = 0; i < ca->ntpls; i++) {
         tpl_free(ca->tpls[i]);
     }
+    sk_X509_pop_free(ca->retired, X509_free);
     if (ca->st) {
         store_close(ca->st);
     }
@@ -160,7 +161,7 @@ const EVP_MD *ca_sign_md(const EVP_PKEY *key)
     return EVP_sha256();
 }
 
-static X509 *ca_der_to_x509(const uint8_t *der, size_t len)
+X509 *ca_der_to_x509(const uint8_t *der, size_t len)
 {
     const unsigned char *p = der;
     X509 *x = d2i_X509(NULL, &p, (long)len);
@@ -169,6 +170,15 @@ static X509 *ca_der_to_x509(const uint8_t *der, size_t len)
         x = NULL;
     }
     return x;
+}
+
+/* With ca->mu held: *x becomes e's certificate (then *x = NULL); the old one is retired. */
+static void ca_entry_swap_cert(ca_ctx *ca, ca_entry *e, X509 **x)
+{
+    if ((ca->retired || (ca->retired = sk_X509_new_null())) && sk_X509_push(ca->retired, e->cert)) {
+        e->cert = *x;
+        *x = NULL;
+    }
 }
 
 kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry **out)
@@ -203,6 +213,20 @@ kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry *
         }
         e->cert = x;
         ca->ncas++;
+    }
+    if (ca_is_ocsp_signer_label(label) && ca_cert_past_half(e->cert, time(NULL))) {
+        /* a delegated OCSP signer near its end: another process (keyline-ca crl, another
+         * server) may have renewed it in the store */
+        store_ca now_rec;
+        memset(&now_rec, 0, sizeof now_rec);
+        if (store_ca_get(ca->st, label, &now_rec) == KL_OK) {
+            X509 *x = ca_der_to_x509(now_rec.der, now_rec.der_len);
+            if (x && X509_cmp(x, e->cert) != 0) {
+                ca_entry_swap_cert(ca, e, &x);
+            }
+            X509_free(x);
+        }
+        store_ca_free(&now_rec);
     }
     if (want_key && !e->key) {
         ENSURE(ca->hsm, KL_EUSAGE, "signing with CA '%s' needs the token", label);
@@ -334,6 +358,29 @@ static int ca_asn1_time(const ASN1_TIME *t, time_t *out)
     }
     *out = timegm(&tm);
     return 1;
+}
+
+int ca_cert_past_half(const X509 *cert, time_t now)
+{
+    time_t nb = 0, na = 0;
+    if (!ca_asn1_time(X509_get0_notBefore(cert), &nb) ||
+        !ca_asn1_time(X509_get0_notAfter(cert), &na)) {
+        return 1;
+    }
+    return now >= nb + (na - nb) / 2;
+}
+
+void ca_entry_set_cert(ca_ctx *ca, const char *label, X509 *cert)
+{
+    pthread_mutex_lock(&ca->mu);
+    for (size_t i = 0; i < ca->ncas; i++) {
+        if (strcmp(ca->cas[i].label, label) == 0) {
+            ca_entry_swap_cert(ca, &ca->cas[i], &cert);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ca->mu);
+    X509_free(cert); /* not cached (it is read from the store when first used), or no memory */
 }
 
 /* Internal issuance request: the public one plus what only ca_create may set. */

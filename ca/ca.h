@@ -134,8 +134,16 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out) KL_WUR;
  * signer for the issuer if one is set up (see ca_ocsp_signer_ensure), else by the issuing CA.
  * Unknown issuers give an "unauthorized" response, not an error. */
 kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out) KL_WUR;
-/* Ensure a delegated OCSP signer (key in the HSM, template ocsp-signer) exists for `issuer`. */
-kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor) KL_WUR;
+/* Ensure a delegated OCSP signer (key in the HSM, template ocsp-signer) exists for `issuer`
+ * and is current: made when missing (a key generated in the token), renewed (a new
+ * certificate for the same key, issued by `issuer`, recorded; the CA record's certificate
+ * replaced, audit "ca-recert") once less than half of its validity is left. Both need the
+ * issuer's key. *renewed (NULL ok) says whether it renewed one. */
+kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor, int *renewed) KL_WUR;
+/* 1 when `issuer` has a delegated OCSP signer that is past half its validity (the next
+ * ca_ocsp_signer_ensure renews it), else 0 (none, or fresh). *not_after (NULL ok) gets its
+ * notAfter. */
+int ca_ocsp_signer_due(ca_ctx *ca, const char *issuer, time_t *not_after);
 
 /* Status of a certificate by X509 (for client-cert checks in EST): KL_OK when it was issued by
  * one of our CAs, is in the store and is "valid" and within its validity; KL_EAUTH otherwise,

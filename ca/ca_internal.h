@@ -27,12 +27,21 @@ struct ca_ctx {
     size_t ncas;
     tpl *tpls[CA_CACHE_MAX];
     size_t ntpls;
+    STACK_OF(X509) * retired; /* certificates a renewal replaced in cas[]: borrowed pointers
+                                 to them stay valid until ca_close */
 };
 
 /* Cached CA certificate (and, if want_key, its HSM key) by label. Borrowed pointers, valid for
  * the ctx lifetime. */
 kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry **out) KL_WUR;
 kl_rc ca_tpl_get(ca_ctx *ca, const char *name, const tpl **out) KL_WUR;
+/* Replace the cached certificate of `label` (owned from then on; the old one is kept until
+ * ca_close). */
+void ca_entry_set_cert(ca_ctx *ca, const char *label, X509 *cert);
+/* A certificate from DER (NULL when it does not parse). */
+X509 *ca_der_to_x509(const uint8_t *der, size_t len);
+/* 1 when less than half of `cert`'s validity is left at `now` (or its dates do not parse). */
+int ca_cert_past_half(const X509 *cert, time_t now);
 /* Digest to sign with for a key (SHA-384 for P-384, else SHA-256). */
 const EVP_MD *ca_sign_md(const EVP_PKEY *key);
 

@@ -181,17 +181,84 @@ out:
     return rc;
 }
 
-kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor)
+/* A new certificate for the delegated signer `label`'s key (same subject), issued by `issuer`
+ * through the pipeline (recorded like every certificate), then the CA record's certificate
+ * replaced and the cache updated. */
+static kl_rc ca_ocsp_signer_renew(ca_ctx *ca, const char *issuer, const char *label,
+                                  const uint8_t *old_der, size_t old_len, const char *actor)
+{
+    kl_rc rc = KL_OK;
+    X509 *old = ca_der_to_x509(old_der, old_len), *cert = NULL;
+    const ca_entry *se = NULL;
+    unsigned char *der = NULL;
+    char *sn = NULL;
+    ENSURE(old, KL_EINPUT, "OCSP signer '%s': stored certificate does not parse", label);
+    TRY(ca_entry_get(ca, label, 1, &se));
+    TRY(ca_certify(ca, se->key, X509_get0_pubkey(old), X509_get_subject_name(old), "ocsp-signer",
+                   issuer, NULL, actor, &cert));
+    int dl = i2d_X509(cert, &der);
+    ENSURE_SSL(dl > 0, KL_EINTERNAL, "cannot encode certificate");
+    sn = ca_serial_hex(X509_get0_serialNumber(cert));
+    char detail[256];
+    snprintf(detail, sizeof detail, "label=%s issuer=%s serial=%s (renewed)", label, issuer,
+             sn ? sn : "?");
+    TRY(store_ca_recert(ca->st, label, der, (size_t)dl, actor, detail));
+    ca_entry_set_cert(ca, label, cert);
+    cert = NULL;
+out:
+    X509_free(old);
+    X509_free(cert);
+    OPENSSL_free(der);
+    OPENSSL_free(sn);
+    return rc;
+}
+
+int ca_ocsp_signer_due(ca_ctx *ca, const char *issuer, time_t *not_after)
 {
     char label[128];
     store_ca rec;
     memset(&rec, 0, sizeof rec);
     snprintf(label, sizeof label, "%s" CA_OCSP_SUFFIX, issuer);
-    kl_rc rc = store_ca_get(ca->st, label, &rec);
-    store_ca_free(&rec);
-    if (rc == KL_OK) {
-        return KL_OK;
+    int due = 0;
+    if (store_ca_get(ca->st, label, &rec) == KL_OK) {
+        X509 *x = ca_der_to_x509(rec.der, rec.der_len);
+        due = !x || ca_cert_past_half(x, time(NULL));
+        struct tm tm;
+        memset(&tm, 0, sizeof tm);
+        if (not_after && x && ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1) {
+            *not_after = timegm(&tm);
+        }
+        X509_free(x);
     }
+    store_ca_free(&rec);
+    return due;
+}
+
+kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor, int *renewed)
+{
+    char label[128];
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    if (renewed) {
+        *renewed = 0;
+    }
+    snprintf(label, sizeof label, "%s" CA_OCSP_SUFFIX, issuer);
+    kl_rc rc = store_ca_get(ca->st, label, &rec);
+    if (rc == KL_OK) {
+        /* short-lived instead of revocable (ocsp-signer template): renewed past half its life */
+        X509 *x = ca_der_to_x509(rec.der, rec.der_len);
+        int due = !x || ca_cert_past_half(x, time(NULL));
+        X509_free(x);
+        if (due) {
+            rc = ca_ocsp_signer_renew(ca, issuer, label, rec.der, rec.der_len, actor);
+            if (rc == KL_OK && renewed) {
+                *renewed = 1;
+            }
+        }
+        store_ca_free(&rec);
+        return rc;
+    }
+    store_ca_free(&rec);
     if (rc != KL_ENOTFOUND) {
         return rc;
     }

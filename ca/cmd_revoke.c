@@ -77,6 +77,13 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
     ENSURE(issuer && optind == argc, KL_EUSAGE, "crl needs --issuer L");
     TRY(cli_open(c, 1, &ca));
     TRY(cli_crl_publish(ca, issuer, "on request", &crl));
+    /* the officer's run for an offline CA (a root) also keeps its delegated OCSP signer,
+     * which keyline-estd cannot renew without that CA's key */
+    if (ca_ocsp_signer_due(ca, issuer, NULL)) {
+        int renewed = 0;
+        TRY(ca_ocsp_signer_ensure(ca, issuer, c->actor, &renewed));
+        fprintf(stderr, "keyline-ca: renewed the OCSP signer of %s\n", issuer);
+    }
     b = BIO_new(BIO_s_mem());
     ENSURE(b && PEM_write_bio_X509_CRL(b, crl), KL_EINTERNAL, "cannot encode CRL");
     char *data;

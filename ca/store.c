@@ -417,6 +417,17 @@ kl_rc store_crl_put(store *s, const char *issuer, int64_t number, time_t this_up
                            actor_or_default(actor), detail);
 }
 
+kl_rc store_ca_recert(store *s, const char *label, const uint8_t *der, size_t len,
+                      const char *actor, const char *detail)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(label && label[0] && der && len, "store_ca_recert: missing argument");
+    if (!s->ops->ca_recert) {
+        return kl_fail(KL_EUSAGE, "store backend %s cannot renew CA certificates", s->ops->name);
+    }
+    return s->ops->ca_recert(s, label, der, len, actor ? actor : "keyline", detail ? detail : "");
+}
+
 kl_rc store_crl_get(store *s, const char *issuer, store_crl *out)
 {
     STORE_CHECK(s);

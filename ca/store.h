@@ -107,6 +107,11 @@ kl_rc store_ca_put(store *s, const store_ca *ca) KL_WUR; /* KL_EEXIST on label c
 kl_rc store_ca_put_all(store *s, const store_ca *cas, size_t n, const char *actor,
                        const char *action, const char *detail) KL_WUR;
 kl_rc store_ca_get(store *s, const char *label, store_ca *out) KL_WUR; /* KL_ENOTFOUND */
+/* Replace the certificate of record `label` (a renewed certificate for the same key: a
+ * delegated OCSP signer's) and append the audit entry actor/"ca-recert"/detail, in one
+ * transaction. KL_ENOTFOUND for an unknown label. */
+kl_rc store_ca_recert(store *s, const char *label, const uint8_t *der, size_t len,
+                      const char *actor, const char *detail) KL_WUR;
 kl_rc store_ca_list(store *s, store_ca **out, size_t *n) KL_WUR;
 void store_ca_free(store_ca *ca);
 
@@ -284,6 +289,8 @@ struct store_ops {
                      time_t next_update, const uint8_t *der, size_t len, const char *actor,
                      const char *detail);
     kl_rc (*crl_get)(store *s, const char *issuer, store_crl *out);
+    kl_rc (*ca_recert)(store *s, const char *label, const uint8_t *der, size_t len,
+                       const char *actor, const char *detail);
 };
 
 /* Every backend's store struct begins with this header. */

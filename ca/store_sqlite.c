@@ -149,6 +149,7 @@ enum {
     Q_RELEASE,
     Q_ROLLBACK_TO,
     Q_CA_PUT,
+    Q_CA_RECERT,
     Q_CA_GET,
     Q_CA_LIST,
     Q_CERT_INSERT,
@@ -193,6 +194,7 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_SAVEPOINT] = "SAVEPOINT kl_op",
     [Q_RELEASE] = "RELEASE kl_op",
     [Q_ROLLBACK_TO] = "ROLLBACK TO kl_op",
+    [Q_CA_RECERT] = "UPDATE cas SET der = ?2 WHERE label = ?1",
     [Q_CA_PUT] = "INSERT INTO cas (label, template, parent, key_type, der, status, created)"
                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [Q_CA_GET] = "SELECT label, template, parent, key_type, der, status, created FROM cas"
@@ -1166,6 +1168,36 @@ out:
 static kl_rc sq_ca_put(store *s, const store_ca *ca)
 {
     return sq_write(sq(s), ca_put_tx, (void *)ca);
+}
+
+typedef struct {
+    const char *label;
+    const uint8_t *der;
+    size_t len;
+    const char *actor, *detail;
+} ca_recert_arg;
+
+static kl_rc ca_recert_tx(sq_store *q, void *arg)
+{
+    const ca_recert_arg *a = arg;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sq_stmt(q, Q_CA_RECERT, &st));
+    BIND(bind_text(st, 1, a->label));
+    BIND(bind_blob(st, 2, a->der, a->len));
+    TRY(sq_run(q, st, "renew CA certificate"));
+    ENSURE(sqlite3_changes(q->db) == 1, KL_ENOTFOUND, "no CA labelled '%s'", a->label);
+    TRY(audit_append_tx(q, a->actor, "ca-recert", a->detail));
+out:
+    sq_done(st);
+    return rc;
+}
+
+static kl_rc sq_ca_recert(store *s, const char *label, const uint8_t *der, size_t len,
+                          const char *actor, const char *detail)
+{
+    ca_recert_arg a = {label, der, len, actor, detail};
+    return sq_write(sq(s), ca_recert_tx, &a);
 }
 
 typedef struct {
@@ -2154,5 +2186,6 @@ const struct store_ops store_sqlite_ops = {
     .request_count = sq_request_count,
     .crl_put = sq_crl_put,
     .crl_get = sq_crl_get,
+    .ca_recert = sq_ca_recert,
     .write_stats = sq_write_stats,
 };

@@ -86,6 +86,20 @@ kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsig
     if (strcmp(path, "-") == 0) {
         return kl_write_all(1, data, len, "stdout");
     }
+    struct stat sb;
+    if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        /* a device, FIFO or symbolic link (/dev/null, /dev/stdout, a link the user keeps):
+         * write through it; a rename would replace the node itself */
+        int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        if (fd < 0) {
+            return kl_fail(KL_EIO, "%s: cannot open: %s", path, strerror(errno));
+        }
+        kl_rc rc = kl_write_all(fd, data, len, path);
+        if (close(fd) != 0 && rc == KL_OK) {
+            rc = kl_fail(KL_EIO, "%s: close: %s", path, strerror(errno));
+        }
+        return rc;
+    }
     size_t n = strlen(path) + 16;
     char *tmp = malloc(n);
     if (!tmp) {

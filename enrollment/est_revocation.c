@@ -51,6 +51,10 @@ struct est_revocation {
     char **labels; /* every CA label, for the OCSP cache key */
     size_t n_labels;
     time_t labels_at;
+    pthread_mutex_t upkeep_lock;
+    char *served[EST_CRL_SLOTS]; /* the CAs whose delegated OCSP signers this server keeps */
+    size_t n_served;
+    time_t upkeep_at, warned_at;
 };
 
 static time_t est_asn1_time(const ASN1_TIME *t, time_t dflt)
@@ -171,15 +175,20 @@ kl_rc est_revocation_new(est_server *srv, est_revocation **out)
         store_ca_free(&rec);
     }
     int whole_token = !hsm_is_remote(ca_hsm(srv->ca));
+    pthread_mutex_init(&r->upkeep_lock, NULL); /* upkeep_at 0: the first OCSP request */
     for (size_t i = 0; i < n; i++) {
-        if (ca_ocsp_signer_ensure(srv->ca, cas[i], "est:startup") != KL_OK) {
+        int renewed = 0;
+        /* without the whole token (the server after its start-up step) only an online CA's
+         * signer can be renewed; the start-up step did the rest */
+        if ((whole_token || est_ca_online(srv, cas[i])) &&
+            ca_ocsp_signer_ensure(srv->ca, cas[i], "est:startup", &renewed) != KL_OK) {
             kl_warn("OCSP signer for %s: %s; OCSP answers for it are signed by the CA", cas[i],
                     kl_errmsg());
         }
         if (whole_token && !est_ca_online(srv, cas[i])) {
             est_crl_publish_missing(srv, cas[i]);
         }
-        free(cas[i]);
+        r->served[r->n_served++] = cas[i]; /* n <= EST_CRL_SLOTS */
     }
     *out = r;
     return KL_OK;
@@ -197,8 +206,12 @@ void est_revocation_free(est_revocation *r)
         free(r->ocsp[i].der);
     }
     est_rev_labels_free(r);
+    for (size_t i = 0; i < r->n_served; i++) {
+        free(r->served[i]);
+    }
     pthread_mutex_destroy(&r->crl_lock);
     pthread_mutex_destroy(&r->ocsp_lock);
+    pthread_mutex_destroy(&r->upkeep_lock);
     free(r);
 }
 
@@ -393,6 +406,42 @@ static void est_ocsp_status_resp(est_resp *rs, int status)
     OCSP_RESPONSE_free(resp);
 }
 
+/* Every EST_LABELS_TTL seconds, on an OCSP request: the delegated signers are short-lived
+ * (ocsp-signer template), so renew those of the CAs this server signs with once past half
+ * their life (through the signers: no key is made); for an offline CA only its start-up step
+ * or keyline-ca crl can, so say so (hourly) once it is due. */
+static void est_ocsp_upkeep(est_revocation *r, time_t now)
+{
+    if (pthread_mutex_trylock(&r->upkeep_lock) != 0) {
+        return; /* another request does it */
+    }
+    if (now - r->upkeep_at >= EST_LABELS_TTL) {
+        r->upkeep_at = now;
+        for (size_t i = 0; i < r->n_served; i++) {
+            const char *ca = r->served[i];
+            time_t na = 0;
+            if (!ca_ocsp_signer_due(r->srv->ca, ca, &na)) {
+                continue;
+            }
+            int renewed = 0;
+            if (!est_ca_online(r->srv, ca)) {
+                if (now - r->warned_at >= 3600) {
+                    kl_warn("OCSP signer of %s (a CA this server does not sign with) is past half "
+                            "its validity, %lld s left: restart keyline-estd or run keyline-ca "
+                            "crl --issuer %s to renew it",
+                            ca, (long long)(na - now), ca);
+                    r->warned_at = now;
+                }
+            } else if (ca_ocsp_signer_ensure(r->srv->ca, ca, "est:renew", &renewed) != KL_OK) {
+                kl_warn("OCSP signer of %s: renewal failed: %s", ca, kl_errmsg());
+            } else if (renewed) {
+                kl_info("OCSP signer of %s renewed", ca);
+            }
+        }
+    }
+    pthread_mutex_unlock(&r->upkeep_lock);
+}
+
 /* Sum of every CA's revocation epoch: moves whenever anything is revoked anywhere. */
 static kl_rc est_ocsp_epoch_sum(est_revocation *r, int64_t *sum)
 {
@@ -454,6 +503,7 @@ void est_handle_ocsp(est_req *rq, est_resp *rs)
         goto done;
     }
 
+    est_ocsp_upkeep(r, time(NULL));
     const unsigned char *p = der.data;
     req = d2i_OCSP_REQUEST(NULL, &p, (long)der.len);
     if (!req || p != der.data + der.len) {

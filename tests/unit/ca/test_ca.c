@@ -469,8 +469,11 @@ static void test_ocsp_and_crl(void **state)
     int reason = -1;
     /* signed by the issuing CA itself first, then by a delegated signer */
     assert_int_equal(ocsp_status(good, issuer, root, &reason), V_OCSP_CERTSTATUS_GOOD);
-    assert_int_equal(ca_ocsp_signer_ensure(g_ca, "field1", "test"), KL_OK);
-    assert_int_equal(ca_ocsp_signer_ensure(g_ca, "field1", "test"), KL_OK); /* idempotent */
+    int renewed = -1;
+    assert_int_equal(ca_ocsp_signer_ensure(g_ca, "field1", "test", &renewed), KL_OK);
+    assert_int_equal(renewed, 0);
+    assert_int_equal(ca_ocsp_signer_ensure(g_ca, "field1", "test", &renewed), KL_OK);
+    assert_int_equal(renewed, 0); /* idempotent while fresh */
     assert_int_equal(ocsp_status(good, issuer, root, &reason), V_OCSP_CERTSTATUS_GOOD);
     assert_int_equal(ocsp_status(bad, issuer, root, &reason), V_OCSP_CERTSTATUS_REVOKED);
     assert_int_equal(reason, 1);

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -172,6 +173,36 @@ static void test_file_atomic(void **state)
     assert_int_equal(kl_file_read(p, 2, &d, &n), KL_EINPUT);
     snprintf(p, sizeof p, "%s/nodir/out.pem", tmpdir);
     assert_int_equal(kl_file_write_atomic(p, "abc", 3, 0644), KL_EIO);
+
+    /* not a regular file: written through, the node itself stays (a rename over /dev/null,
+     * as root, would leave a regular file there for the whole machine) */
+    struct stat sb;
+    assert_int_equal(kl_file_write_atomic("/dev/null", "abc", 3, 0644), KL_OK);
+    assert_int_equal(lstat("/dev/null", &sb), 0);
+    assert_true(S_ISCHR(sb.st_mode));
+    char target[256], link[256];
+    snprintf(target, sizeof target, "%s/target.pem", tmpdir);
+    snprintf(link, sizeof link, "%s/link.pem", tmpdir);
+    assert_int_equal(kl_file_write_atomic(target, "old", 3, 0644), KL_OK);
+    assert_int_equal(symlink(target, link), 0);
+    assert_int_equal(kl_file_write_atomic(link, "new!", 4, 0644), KL_OK);
+    assert_int_equal(lstat(link, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+    assert_int_equal(kl_file_read(target, 100, &d, &n), KL_OK);
+    assert_int_equal(n, 4);
+    assert_memory_equal(d, "new!", 4);
+    free(d);
+    snprintf(p, sizeof p, "%s/fifo", tmpdir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    int rfd = open(p, O_RDONLY | O_NONBLOCK); /* a reader, so the write end opens */
+    assert_true(rfd >= 0);
+    assert_int_equal(kl_file_write_atomic(p, "xyz", 3, 0644), KL_OK);
+    char got[4] = "";
+    assert_int_equal(read(rfd, got, 3), 3);
+    assert_memory_equal(got, "xyz", 3);
+    close(rfd);
+    assert_int_equal(lstat(p, &sb), 0);
+    assert_true(S_ISFIFO(sb.st_mode));
 }
 
 int main(void)

@@ -761,6 +761,27 @@ static void test_cas(void **state)
     assert_string_equal(a[1].action, "ca-create");
     assert_string_equal(a[1].detail, "label=field-ca parent=root template=root-ca key=ec-p384");
     store_audit_list_free(a, na);
+
+    /* a renewed certificate for the same record (delegated OCSP signers) */
+    uint8_t *der2 = NULL;
+    size_t len2 = 0;
+    assert_true(make_cert("02", "Field", &der2, &len2));
+    assert_rc(store_ca_recert(f->s, "missing", der2, len2, "test", "x"), KL_ENOTFOUND);
+    assert_rc(store_ca_recert(f->s, "field-ca", der2, len2, "test", "label=field-ca renewed"),
+              KL_OK);
+    assert_rc(store_ca_get(f->s, "field-ca", &g), KL_OK);
+    assert_int_equal(g.der_len, len2);
+    assert_memory_equal(g.der, der2, len2);
+    assert_string_equal(g.parent, "root"); /* the rest of the record stays */
+    store_ca_free(&g);
+    OPENSSL_free(der2);
+    assert_rc(store_audit_list(f->s, 1, &a, &na), KL_OK);
+    assert_int_equal(na, 3); /* the unknown label appended nothing */
+    assert_string_equal(a[2].action, "ca-recert");
+    assert_string_equal(a[2].actor, "test");
+    store_audit_list_free(a, na);
+    int64_t count = 0;
+    assert_rc(store_audit_verify(f->s, &count), KL_OK);
 }
 
 /* Several CAs and a closing audit entry in one transaction (ca rotate): all or nothing. */
