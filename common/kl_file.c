@@ -90,7 +90,7 @@ kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsig
     if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
         /* a device, FIFO or symbolic link (/dev/null, /dev/stdout, a link the user keeps):
          * write through it; a rename would replace the node itself */
-        int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        int fd = open(path, O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, (mode_t)mode);
         if (fd < 0) {
             return kl_fail(KL_EIO, "%s: cannot open: %s", path, strerror(errno));
         }

@@ -13,7 +13,7 @@ kl_rc kl_file_read(const char *path, size_t cap, uint8_t **out, size_t *len) KL_
 /* Write atomically: temp file in the same directory, fsync, rename. The file appears whole or
  * not at all. `mode` for the new file (e.g. 0644). "-" writes to stdout. An existing path that
  * is not a regular file (a device such as /dev/null, a FIFO, a symbolic link such as
- * /dev/stdout) is written through instead, never replaced. */
+ * /dev/stdout, created at its target if dangling) is written through instead, never replaced. */
 kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode) KL_WUR;
 
 #endif

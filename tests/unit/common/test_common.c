@@ -192,6 +192,15 @@ static void test_file_atomic(void **state)
     assert_int_equal(n, 4);
     assert_memory_equal(d, "new!", 4);
     free(d);
+    /* a dangling link: its target is created */
+    snprintf(target, sizeof target, "%s/later.pem", tmpdir);
+    snprintf(link, sizeof link, "%s/dangling.pem", tmpdir);
+    assert_int_equal(symlink(target, link), 0);
+    assert_int_equal(kl_file_write_atomic(link, "abc", 3, 0600), KL_OK);
+    assert_int_equal(lstat(link, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+    assert_int_equal(stat(target, &sb), 0);
+    assert_int_equal(sb.st_size, 3);
     snprintf(p, sizeof p, "%s/fifo", tmpdir);
     assert_int_equal(mkfifo(p, 0600), 0);
     int rfd = open(p, O_RDONLY | O_NONBLOCK); /* a reader, so the write end opens */
