@@ -349,7 +349,7 @@ static kl_rc ca_serial_new(ASN1_INTEGER **out)
     return KL_OK;
 }
 
-static int ca_asn1_time(const ASN1_TIME *t, time_t *out)
+int ca_asn1_time(const ASN1_TIME *t, time_t *out)
 {
     struct tm tm;
     memset(&tm, 0, sizeof tm);

@@ -40,6 +40,8 @@ kl_rc ca_tpl_get(ca_ctx *ca, const char *name, const tpl **out) KL_WUR;
 void ca_entry_set_cert(ca_ctx *ca, const char *label, X509 *cert);
 /* A certificate from DER (NULL when it does not parse). */
 X509 *ca_der_to_x509(const uint8_t *der, size_t len);
+/* An ASN1_TIME as time_t: 1, or 0 when it does not convert. */
+int ca_asn1_time(const ASN1_TIME *t, time_t *out);
 /* 1 when less than half of `cert`'s validity is left at `now` (or its dates do not parse). */
 int ca_cert_past_half(const X509 *cert, time_t now);
 /* Digest to sign with for a key (SHA-384 for P-384, else SHA-256). */

@@ -181,14 +181,30 @@ out:
     return rc;
 }
 
-/* A new certificate for the delegated signer `label`'s key (same subject), issued by `issuer`
- * through the pipeline (recorded like every certificate), then the CA record's certificate
- * replaced and the cache updated. */
-static kl_rc ca_ocsp_signer_renew(ca_ctx *ca, const char *issuer, const char *label,
-                                  const uint8_t *old_der, size_t old_len, const char *actor)
+/* The delegated signer of `issuer` (record "<issuer>.ocsp", name into label): its certificate
+ * (*cert, the caller frees) and whether it is past half its life (*due; also when it does
+ * not parse). KL_ENOTFOUND when there is none. */
+static kl_rc ca_ocsp_signer_get(ca_ctx *ca, const char *issuer, char *label, size_t cap,
+                                X509 **cert, int *due)
+{
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    snprintf(label, cap, "%s" CA_OCSP_SUFFIX, issuer);
+    kl_rc rc = store_ca_get(ca->st, label, &rec);
+    *cert = rc == KL_OK ? ca_der_to_x509(rec.der, rec.der_len) : NULL;
+    *due = rc == KL_OK && (!*cert || ca_cert_past_half(*cert, time(NULL)));
+    store_ca_free(&rec);
+    return rc;
+}
+
+/* A new certificate for the delegated signer `label`'s key (same subject as `old`), issued by
+ * `issuer` through the pipeline (recorded like every certificate), then the CA record's
+ * certificate replaced and the cache updated. */
+static kl_rc ca_ocsp_signer_renew(ca_ctx *ca, const char *issuer, const char *label, X509 *old,
+                                  const char *actor)
 {
     kl_rc rc = KL_OK;
-    X509 *old = ca_der_to_x509(old_der, old_len), *cert = NULL;
+    X509 *cert = NULL;
     const ca_entry *se = NULL;
     unsigned char *der = NULL;
     char *sn = NULL;
@@ -206,7 +222,6 @@ static kl_rc ca_ocsp_signer_renew(ca_ctx *ca, const char *issuer, const char *la
     ca_entry_set_cert(ca, label, cert);
     cert = NULL;
 out:
-    X509_free(old);
     X509_free(cert);
     OPENSSL_free(der);
     OPENSSL_free(sn);
@@ -216,49 +231,35 @@ out:
 int ca_ocsp_signer_due(ca_ctx *ca, const char *issuer, time_t *not_after)
 {
     char label[128];
-    store_ca rec;
-    memset(&rec, 0, sizeof rec);
-    snprintf(label, sizeof label, "%s" CA_OCSP_SUFFIX, issuer);
+    X509 *x = NULL;
     int due = 0;
-    if (store_ca_get(ca->st, label, &rec) == KL_OK) {
-        X509 *x = ca_der_to_x509(rec.der, rec.der_len);
-        due = !x || ca_cert_past_half(x, time(NULL));
-        struct tm tm;
-        memset(&tm, 0, sizeof tm);
-        if (not_after && x && ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1) {
-            *not_after = timegm(&tm);
-        }
-        X509_free(x);
+    if (ca_ocsp_signer_get(ca, issuer, label, sizeof label, &x, &due) == KL_OK && x && not_after) {
+        ca_asn1_time(X509_get0_notAfter(x), not_after);
     }
-    store_ca_free(&rec);
+    X509_free(x);
     return due;
 }
 
 kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor, int *renewed)
 {
     char label[128];
-    store_ca rec;
-    memset(&rec, 0, sizeof rec);
+    X509 *x = NULL;
+    int due = 0;
     if (renewed) {
         *renewed = 0;
     }
-    snprintf(label, sizeof label, "%s" CA_OCSP_SUFFIX, issuer);
-    kl_rc rc = store_ca_get(ca->st, label, &rec);
+    kl_rc rc = ca_ocsp_signer_get(ca, issuer, label, sizeof label, &x, &due);
     if (rc == KL_OK) {
         /* short-lived instead of revocable (ocsp-signer template): renewed past half its life */
-        X509 *x = ca_der_to_x509(rec.der, rec.der_len);
-        int due = !x || ca_cert_past_half(x, time(NULL));
-        X509_free(x);
         if (due) {
-            rc = ca_ocsp_signer_renew(ca, issuer, label, rec.der, rec.der_len, actor);
+            rc = ca_ocsp_signer_renew(ca, issuer, label, x, actor);
             if (rc == KL_OK && renewed) {
                 *renewed = 1;
             }
         }
-        store_ca_free(&rec);
+        X509_free(x);
         return rc;
     }
-    store_ca_free(&rec);
     if (rc != KL_ENOTFOUND) {
         return rc;
     }

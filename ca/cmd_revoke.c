@@ -79,9 +79,11 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
     TRY(cli_crl_publish(ca, issuer, "on request", &crl));
     /* the officer's run for an offline CA (a root) also keeps its delegated OCSP signer,
      * which keyline-estd cannot renew without that CA's key */
+    int renewed = 0;
     if (ca_ocsp_signer_due(ca, issuer, NULL)) {
-        int renewed = 0;
         TRY(ca_ocsp_signer_ensure(ca, issuer, c->actor, &renewed));
+    }
+    if (renewed) {
         fprintf(stderr, "keyline-ca: renewed the OCSP signer of %s\n", issuer);
     }
     b = BIO_new(BIO_s_mem());
