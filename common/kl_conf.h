@@ -1,8 +1,12 @@
-/* keyline: INI configuration (keyline.conf), parsed with libinih.
+/* keyline: INI configuration (keyline.conf).
  *
- * Sections and keys are kept as written (`[est.label acme]` is section "est.label acme").
- * Inline `;` comments are stripped by inih. Relative paths are resolved against the directory
- * of the config file by kl_conf_path(). The conf owns all strings it returns. */
+ * The dialect libinih reads (kl_conf.c says exactly what is kept and what is stricter), parsed
+ * here because the system libinih cuts lines at 200 bytes: `[section]`, `key = value` (or
+ * `key: value`), comment lines starting with ';' or '#', inline comments after " ;". Sections
+ * and keys are kept as written (`[est.label acme]` is section "est.label acme"); whitespace
+ * around names and values is dropped. A line may be up to KL_CONF_LINE_MAX bytes (not counting
+ * its line end); a longer one is an error, never cut. Relative paths are resolved against the
+ * directory of the config file by kl_conf_path(). The conf owns all strings it returns. */
 #ifndef KL_CONF_H
 #define KL_CONF_H
 
@@ -12,7 +16,10 @@
 
 typedef struct kl_conf kl_conf;
 
-/* Errors: KL_ENOTFOUND (no file), KL_EINPUT ("file:line: message"). */
+#define KL_CONF_LINE_MAX 8192 /* bytes in one line of keyline.conf, line end not counted */
+
+/* Errors: KL_ENOTFOUND (no file), KL_EIO (cannot read), KL_EINPUT ("file:line: message": a
+ * syntax error, a line longer than KL_CONF_LINE_MAX, a NUL byte; or a file over 1 MiB). */
 kl_rc kl_conf_load(kl_conf **out, const char *path) KL_WUR;
 void kl_conf_free(kl_conf *c);
 /* NULL when absent. */

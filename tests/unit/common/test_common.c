@@ -135,6 +135,102 @@ static void test_conf(void **state)
     assert_int_equal(kl_conf_load(&c, p), KL_ENOTFOUND);
 }
 
+/* Write `name`: `before`, then a line "tls-priority = XXX..." of `len` bytes, then more. */
+static void conf_long_line(char *text, size_t cap, const char *name, const char *before, size_t len)
+{
+    int n = snprintf(text, cap, "%stls-priority = ", before);
+    size_t pad = len - strlen("tls-priority = ");
+    assert_true((size_t)n + pad + 16 < cap);
+    memset(text + n, 'X', pad);
+    snprintf(text + n + pad, cap - (size_t)n - pad, "\n[x]\ny = z\n");
+    write_file(name, text, 0644);
+}
+
+/* Issue 10, defect 9: libinih (INI_MAX_LINE 200) cut long lines and read the rest as a line of
+ * its own, so a long CRL URL with "=" or ":" in its query lost its tail without an error. */
+static void test_conf_long_lines(void **state)
+{
+    (void)state;
+    char url[700];
+    int n = snprintf(url, sizeof url, "http://crl.example.com/crl/{issuer}.crl?a=b&c=d:e&pad=");
+    while (n < 600) {
+        url[n] = (char)('a' + n % 26);
+        n++;
+    }
+    url[n] = '\0';
+    char uri[400];
+    n = snprintf(uri, sizeof uri,
+                 "pkcs11:model=SoftHSM%%20v2;manufacturer=SoftHSM%%20project;"
+                 "token=keyline;object=factory1;type=private;id=");
+    while (n < 300) {
+        n += snprintf(uri + n, sizeof uri - (size_t)n, "%%%02x", n & 0xff);
+    }
+    char section[100];
+    snprintf(section, sizeof section, "est.label %s",
+             "a-label-that-is-longer-than-fifty-bytes-"
+             "which-inih-cut-silently");
+    size_t cap = 2 * 8192 + 4096;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    snprintf(text, cap,
+             "\xEF\xBB\xBF# a comment\r\n[ca]\r\ncrl-url = %s\r\n[hsm]\ntoken=%s ; inline comment\n"
+             "module : /m.so\n  pin = env:X\nempty =\n[%s]\nissuer = f1\n",
+             url, uri, section);
+    write_file("long.conf", text, 0644);
+    char p[256];
+    snprintf(p, sizeof p, "%s/long.conf", tmpdir);
+    kl_conf *c = NULL;
+    assert_int_equal(kl_conf_load(&c, p), KL_OK);
+    assert_string_equal(kl_conf_get(c, "ca", "crl-url"), url);
+    assert_string_equal(kl_conf_get(c, "hsm", "token"), uri);
+    assert_string_equal(kl_conf_get(c, "hsm", "module"), "/m.so");
+    assert_string_equal(kl_conf_get(c, "hsm", "pin"), "env:X"); /* indented: a line of its own */
+    assert_string_equal(kl_conf_get(c, "hsm", "empty"), "");
+    assert_string_equal(kl_conf_get(c, section, "issuer"), "f1");
+    kl_conf_free(c);
+
+    /* A line of exactly the limit is read whole; one byte more is refused, naming file:line. */
+    conf_long_line(text, cap, "max.conf", "[est]\n", 8192);
+    snprintf(p, sizeof p, "%s/max.conf", tmpdir);
+    assert_int_equal(kl_conf_load(&c, p), KL_OK);
+    assert_int_equal(strlen(kl_conf_get(c, "est", "tls-priority")), 8192 - 15);
+    assert_string_equal(kl_conf_get(c, "x", "y"), "z");
+    kl_conf_free(c);
+    conf_long_line(text, cap, "over.conf", "[est]\n\n", 8193);
+    snprintf(p, sizeof p, "%s/over.conf", tmpdir);
+    assert_int_equal(kl_conf_load(&c, p), KL_EINPUT);
+    assert_null(c);
+    assert_non_null(strstr(kl_errmsg(), "over.conf:3: line longer than 8192 bytes"));
+    free(text);
+
+    /* Other malformed lines: each refused with its line number. */
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"[hsm\nx = y\n", "bad1.conf:1:"},
+        {"[hsm]\n= y\n", "bad1.conf:2:"},
+        {"[hsm]\nx = y\n[]\n", "bad1.conf:3:"},
+        {"[hsm] trailing\n", "bad1.conf:1:"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_file("bad1.conf", bad[i].text, 0644);
+        snprintf(p, sizeof p, "%s/bad1.conf", tmpdir);
+        assert_int_equal(kl_conf_load(&c, p), KL_EINPUT);
+        if (!strstr(kl_errmsg(), bad[i].want)) {
+            fprintf(stderr, "case %zu: \"%s\" lacks \"%s\"\n", i, kl_errmsg(), bad[i].want);
+            fail();
+        }
+    }
+    /* A NUL byte is not text. */
+    snprintf(p, sizeof p, "%s/nul.conf", tmpdir);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite("[a]\nb = c\nd = e\0f\n", 1, 18, f), 18);
+    fclose(f);
+    assert_int_equal(kl_conf_load(&c, p), KL_EINPUT);
+    assert_non_null(strstr(kl_errmsg(), "nul.conf:3:"));
+}
+
 static void test_secret(void **state)
 {
     (void)state;
@@ -221,9 +317,9 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buf_cap),     cmocka_unit_test(test_b64),
-        cmocka_unit_test(test_conf),        cmocka_unit_test(test_secret),
-        cmocka_unit_test(test_file_atomic),
+        cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_b64),
+        cmocka_unit_test(test_conf),    cmocka_unit_test(test_conf_long_lines),
+        cmocka_unit_test(test_secret),  cmocka_unit_test(test_file_atomic),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
