@@ -209,6 +209,8 @@ kl_rc est_tls_peer_cert(gnutls_session_t s, const gnutls_datum_t **out) KL_WUR;
 /* The store serials of a client-ca certificate and of every CA certificate above it, up to the
  * root: a client certificate is refused when any of them is revoked or expired in the store. */
 #define EST_CHAIN_MAX 8
+/* A device id (hardware serial) with its NUL; templates allow at most 64 characters. */
+#define EST_DEVICE_ID_MAX 80
 typedef struct {
     char serial[EST_CHAIN_MAX][64];
     int n;
@@ -220,6 +222,7 @@ typedef struct {
     char serial[64];   /* its serial in the store's hex form */
     int ca_index;      /* its issuer: index into client_cas / client_ca_chain */
     char subject[160]; /* RFC 2253 one-line, for logs and the audit actor */
+    char device_id[EST_DEVICE_ID_MAX]; /* the device it belongs to ("" none): est_handlers.c */
     time_t not_before; /* the cached verification holds within [not_before, not_after): */
     time_t not_after;  /* the certificate's and its issuer chain's validity */
 } est_conn_auth;
@@ -328,6 +331,8 @@ typedef struct {
     est_csrattrs_in attrs; /* what /csrattrs announces */
     int keygen_nid;        /* key made by /serverkeygen (same as attrs.key_nid) */
     int keygen_bits;
+    int device_cert; /* the template takes subject serialNumber: a device certificate, issued
+                      * only with the device id (IEEE 802.1AR hardware serial) */
     pthread_mutex_t cacerts_lock; /* /cacerts body cache (CA set changes rarely) */
     time_t cacerts_at;
     kl_buf cacerts_b64;

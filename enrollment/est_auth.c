@@ -229,6 +229,7 @@ void est_conn_auth_reset(est_conn_auth *ca)
     ca->cert = NULL;
     ca->serial[0] = 0;
     ca->subject[0] = 0;
+    ca->device_id[0] = 0;
     ca->not_before = ca->not_after = 0;
     kl_buf_reset(&ca->peers);
 }

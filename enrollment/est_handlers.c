@@ -109,10 +109,11 @@ typedef enum { EST_AUTH_NONE = 0, EST_AUTH_CERT, EST_AUTH_BASIC } est_auth_kind;
 
 typedef struct {
     est_auth_kind kind;
-    X509 *cert;       /* EST_AUTH_CERT: the verified client certificate */
-    char user[128];   /* EST_AUTH_BASIC */
-    char actor[256];  /* "est:cert:SUBJECT" / "est:basic:USER" */
-    int cert_refused; /* a certificate was presented but is not acceptable */
+    X509 *cert;                        /* EST_AUTH_CERT: the verified client certificate */
+    char device_id[EST_DEVICE_ID_MAX]; /* EST_AUTH_CERT: the device it belongs to, "" none */
+    char user[128];                    /* EST_AUTH_BASIC */
+    char actor[256];                   /* "est:cert:SUBJECT" / "est:basic:USER" */
+    int cert_refused;                  /* a certificate was presented but is not acceptable */
 } est_auth;
 
 static void est_auth_free(est_auth *a)
@@ -121,10 +122,12 @@ static void est_auth_free(est_auth *a)
     memset(a, 0, sizeof *a);
 }
 
-static void est_auth_cert_accept(est_req *rq, est_auth *a, X509 *x, const char *subj)
+static void est_auth_cert_accept(est_req *rq, est_auth *a, X509 *x, const char *subj,
+                                 const char *device_id)
 {
     a->kind = EST_AUTH_CERT;
     a->cert = x;
+    snprintf(a->device_id, sizeof a->device_id, "%s", device_id);
     snprintf(a->actor, sizeof a->actor, "est:cert:%s", subj);
     snprintf(rq->identity, sizeof rq->identity, "cert:%s", subj);
 }
@@ -158,6 +161,42 @@ static kl_rc est_cert_and_issuer_status(est_server *s, const char *serial, int c
     return rc == KL_OK ? est_issuer_status(s, ca_index, now) : rc;
 }
 
+/* IEEE 802.1AR: the device a client certificate belongs to, which it stays bound to for every
+ * enrollment. The store row says which device the certificate was issued for (ca_issue records
+ * the device id the front end gave: the station's hardware serial, or the one EST bound); a
+ * row without one falls back to the certificate's subject serialNumber, which the template
+ * checked against the device id at issuance. Both present and different: KL_EAUTH. `out` gets
+ * "" when the certificate belongs to no device. Called after ca_cert_check_valid. */
+static kl_rc est_cert_device_id(est_server *s, X509 *x, char *out, size_t outlen)
+{
+    kl_rc rc = KL_OK;
+    store_cert sc;
+    memset(&sc, 0, sizeof sc);
+    char *serial = ca_serial_hex(X509_get0_serialNumber(x));
+    char *sn = est_name_serial_number(X509_get_subject_name(x));
+    out[0] = 0;
+    ENSURE(serial, KL_EINTERNAL, "out of memory");
+    rc = store_cert_get(ca_store(s->ca), serial, &sc);
+    if (rc == KL_ENOTFOUND) {
+        rc = kl_fail(KL_EAUTH, "certificate %s was not issued by this CA", serial);
+    }
+    TRY(rc);
+    const char *recorded = sc.device_id && *sc.device_id ? sc.device_id : NULL;
+    ENSURE(!recorded || !sn || strcmp(recorded, sn) == 0, KL_EAUTH,
+           "its subject serialNumber is not the device id %s recorded for it", recorded);
+    const char *dev = recorded ? recorded : sn;
+    if (dev) {
+        ENSURE(strlen(dev) < outlen, KL_EAUTH, "its device id is longer than %zu characters",
+               outlen - 1);
+        snprintf(out, outlen, "%s", dev);
+    }
+out:
+    store_cert_free(&sc);
+    free(sn);
+    OPENSSL_free(serial);
+    return rc;
+}
+
 /* The client's certificate must chain (GnuTLS checked) to one of our client-ca labels as its
  * direct issuer, be in our store, valid, unexpired, unrevoked.
  *
@@ -186,7 +225,7 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
                 return rc;
             }
             X509_up_ref(cache->cert);
-            est_auth_cert_accept(rq, a, cache->cert, cache->subject);
+            est_auth_cert_accept(rq, a, cache->cert, cache->subject, cache->device_id);
             return KL_OK;
         }
         /* Another peer list or outside the window the verification holds for: start over. */
@@ -230,9 +269,13 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         X509_free(x);
         return KL_OK;
     }
+    char devid[EST_DEVICE_ID_MAX] = "";
     rc = ca_cert_check_valid(s->ca, x);
     if (rc == KL_OK) {
         rc = est_issuer_status(s, issuer_ok, now);
+    }
+    if (rc == KL_OK) {
+        rc = est_cert_device_id(s, x, devid, sizeof devid);
     }
     if (rc == KL_EAUTH) {
         a->cert_refused = 1;
@@ -256,6 +299,7 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
             snprintf(cache->serial, sizeof cache->serial, "%s", hex);
             cache->ca_index = issuer_ok;
             snprintf(cache->subject, sizeof cache->subject, "%s", subj);
+            snprintf(cache->device_id, sizeof cache->device_id, "%s", devid);
             cache->not_before = nb > s->client_ca_nb[issuer_ok] ? nb : s->client_ca_nb[issuer_ok];
             cache->not_after = na < s->client_ca_na[issuer_ok] ? na : s->client_ca_na[issuer_ok];
             X509_up_ref(x);
@@ -265,7 +309,7 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         }
         OPENSSL_free(hex);
     }
-    est_auth_cert_accept(rq, a, x, subj);
+    est_auth_cert_accept(rq, a, x, subj, devid);
     return KL_OK;
 }
 
@@ -614,6 +658,71 @@ out:
     return rc;
 }
 
+/* A CSR's subject serialNumber for a message: printable ASCII, at most 64 characters. */
+static void est_sn_print(const char *sn, char *out, size_t outlen)
+{
+    size_t i = 0;
+    for (; sn[i] && i < 64 && i + 1 < outlen; i++) {
+        out[i] = sn[i] >= 0x20 && sn[i] < 0x7f ? sn[i] : '?';
+    }
+    out[i] = 0;
+}
+
+/* The device id an enrollment is issued for, and recorded with (*out, NULL for none; caller
+ * frees). IEEE 802.1AR 8.6: the device's hardware serial is the subject serialNumber.
+ *
+ * A client authenticated by certificate stays bound to the device its chain started with (the
+ * IDevID's hardware serial, carried on by every LDevID issued under it): the CSR must name
+ * exactly that device, and a device certificate is never issued without it, so no certificate
+ * that names no device can come out of EST and be used to claim another device's id. A
+ * certificate that belongs to no device (issued elsewhere without one) enrolls for no device
+ * certificate and names no device.
+ *
+ * An HTTP Basic client is a bootstrap credential, not a device: its CSR names the device, which
+ * the certificate is then bound to; a device certificate needs one. KL_EPOLICY (403) with the
+ * reason otherwise. */
+static kl_rc est_device_id_bind(est_server *s, const est_label *l, const est_auth *a, X509_REQ *req,
+                                char **out)
+{
+    kl_rc rc = KL_OK;
+    char *sn = est_name_serial_number(X509_REQ_get_subject_name(req));
+    char shown[80] = "";
+    int device_cert = est_label_runtime(s, l)->device_cert;
+    *out = NULL;
+    if (sn) {
+        est_sn_print(sn, shown, sizeof shown);
+    }
+    if (a->kind != EST_AUTH_CERT) {
+        ENSURE(sn || !device_cert, KL_EPOLICY,
+               "template %s issues device certificates: the CSR subject needs the device's "
+               "serialNumber (its hardware serial)",
+               l->template_name);
+        *out = sn;
+        sn = NULL;
+        goto out;
+    }
+    const char *bound = a->device_id;
+    ENSURE(bound[0] || (!sn && !device_cert), KL_EPOLICY,
+           "this client certificate has no device id (none recorded for it, no serialNumber in "
+           "its subject): it cannot enroll %s",
+           sn ? "for a device serialNumber" : "for a device certificate");
+    if (bound[0]) {
+        ENSURE(sn || !device_cert, KL_EPOLICY,
+               "CSR subject has no serialNumber: this client certificate belongs to device %s; "
+               "put %s in the subject serialNumber",
+               bound, bound);
+        ENSURE(!sn || strcmp(sn, bound) == 0, KL_EPOLICY,
+               "CSR subject serialNumber %s is not %s, the device this client certificate "
+               "belongs to",
+               shown, bound);
+        *out = strdup(bound);
+        ENSURE(*out, KL_EINTERNAL, "out of memory");
+    }
+out:
+    free(sn);
+    return rc;
+}
+
 /* simpleenroll, simplereenroll, serverkeygen share authentication and CSR checks. */
 static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
 {
@@ -667,10 +776,7 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
                KL_EPOLICY, "CSR subject differs from the certificate being renewed");
         TRY(est_san_same(req, a.cert));
     }
-    /* The device id: the authenticated certificate's serialNumber (IDevID hardware serial)
-     * wins; a password client names it in its CSR and the template checks it. */
-    device_id = est_name_serial_number(a.kind == EST_AUTH_CERT ? X509_get_subject_name(a.cert)
-                                                               : X509_REQ_get_subject_name(req));
+    TRY(est_device_id_bind(s, l, &a, req, &device_id));
     if (op == EST_OP_SIMPLEENROLL && l->approval_manual) {
         TRY(est_hold(rq, rs, l, &a, &der, csr, device_id));
         goto done;

@@ -815,6 +815,9 @@ static kl_rc est_labels_load(est_server *s)
                 rt->attrs.want_serial = 1;
             }
         }
+        /* Such a template makes device certificates: est_handlers.c issues them only with the
+         * device id in the subject serialNumber. */
+        rt->device_cert = rt->attrs.want_serial;
         tpl_free(t);
     }
 out:

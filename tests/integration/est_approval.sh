@@ -82,7 +82,7 @@ assert a["requester"] == "est:basic:" + sys.argv[3] and a["label"] == "held", a'
     die "request list --json"
 
 # a CSR the template refuses (RSA-2048 for an EC template) is refused at once, not held
-openssl req -new -newkey rsa:2048 -nodes -keyout "$D/rsa.key" -subj "/CN=rsa-device" -out "$D/rsa.csr" 2>/dev/null
+openssl req -new -newkey rsa:2048 -nodes -keyout "$D/rsa.key" -subj "/CN=rsa-device/serialNumber=HWRSA1" -out "$D/rsa.csr" 2>/dev/null
 openssl req -in "$D/rsa.csr" -outform DER | openssl base64 > "$D/rsa.b64"
 st=$(enroll rsa "$EST/held")
 [ "$st" = 403 ] || die "policy-refused CSR: HTTP $st, expected 403 ($(cat "$D/out"))"

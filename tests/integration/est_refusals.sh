@@ -98,10 +98,12 @@ expect_status 403 "reenroll with Basic only" -u "$EST_USER:$EST_PASS" \
 expect_status 401 "reenroll without credentials" \
     -H "Content-Type: application/pkcs10" --data-binary @"$D/ldev.b64" "$EST/simplereenroll"
 # template policy: subject attribute the LDevID template does not allow; wrong key type
-new_csr badsubj "/CN=dev/O=Evil Corp"
+new_csr badsubj "/CN=dev/serialNumber=HWR002/O=Evil Corp"
 enroll 403 "policy: forbidden subject attribute" "$D/badsubj.b64" -u "$EST_USER:$EST_PASS"
-openssl req -new -newkey rsa:2048 -nodes -keyout "$D/rsa.key" -subj "/CN=rsa-dev" -outform DER 2>/dev/null | openssl base64 > "$D/rsa.b64"
+grep -q "subject attribute O is not allowed" "$D/out" || die "403 body: $(cat "$D/out")"
+openssl req -new -newkey rsa:2048 -nodes -keyout "$D/rsa.key" -subj "/CN=rsa-dev/serialNumber=HWR003" -outform DER 2>/dev/null | openssl base64 > "$D/rsa.b64"
 enroll 403 "policy: RSA-2048 key" "$D/rsa.b64" -u "$EST_USER:$EST_PASS"
+grep -qi "key" "$D/out" || die "403 body: $(cat "$D/out")"
 # IDevID holder asking for another device's serial number
 new_csr hijack "/CN=sensor-0001/serialNumber=HW0002"
 enroll 403 "IDevID HW0001 asks for serialNumber HW0002" "$D/hijack.b64" --cert "$D/idev.crt" --key "$D/idev.key"
