@@ -36,7 +36,7 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
     ENSURE(kt >= 0, KL_EUSAGE, "unknown key type '%s' (ec-p256, ec-p384, rsa-3072)", ktype);
     TRY(cli_open(c, 1, &ca));
     TRY(ca_create(ca, label, tname, subject, (hsm_key_type)kt, issuer, c->actor, &cert));
-    TRY(cli_output_cert(NULL, cert));
+    TRY(cli_output_cert(c, NULL, cert));
     TRY(cli_crl_publish(ca, label, "the new CA's first", NULL));
 out:
     X509_free(cert);
@@ -68,7 +68,7 @@ static kl_rc cmd_ca_cert(cli *c, int argc, char **argv)
     ENSURE(label && optind == argc, KL_EUSAGE, "ca cert needs --label L");
     TRY(cli_open(c, 0, &ca));
     TRY(ca_chain(ca, label, &sk));
-    TRY(cli_output_certs(out_path, sk, chain ? sk_X509_num(sk) : 1));
+    TRY(cli_output_certs(c, out_path, sk, chain ? sk_X509_num(sk) : 1));
 out:
     sk_X509_pop_free(sk, X509_free);
     ca_close(ca);
@@ -135,7 +135,7 @@ static kl_rc cmd_ca_rotate(cli *c, int argc, char **argv)
     ENSURE(kt >= 0, KL_EUSAGE, "unknown key type '%s' (ec-p256, ec-p384, rsa-3072)", ktype);
     TRY(cli_open(c, 1, &ca));
     TRY(ca_rotate(ca, label, new_label, (hsm_key_type)kt, c->actor, &cert));
-    TRY(cli_output_cert(NULL, cert));
+    TRY(cli_output_cert(c, NULL, cert));
     TRY(cli_crl_publish(ca, new_label, "the new CA's first", NULL));
 out:
     X509_free(cert);

@@ -33,6 +33,7 @@ kl_rc cmd_issue(cli *c, int argc, char **argv)
     }
     ENSURE(optind == argc, KL_EUSAGE, "issue: unexpected argument '%s'", argv[optind]);
     ENSURE(issuer && tname && csr_path, KL_EUSAGE, "issue needs --issuer, --template and --csr");
+    TRY(cli_out_check(c, out_path)); /* before anything is issued */
     TRY(kl_file_read(csr_path, 64 * 1024, &raw, &raw_len));
     rc = ca_csr_to_der(raw, raw_len, &der, &der_len);
     if (rc != KL_OK) {
@@ -47,7 +48,7 @@ kl_rc cmd_issue(cli *c, int argc, char **argv)
                         .device_id = dev,
                         .actor = c->actor};
     TRY(ca_issue(ca, &req, &cert));
-    TRY(cli_output_cert(out_path, cert));
+    TRY(cli_output_cert(c, out_path, cert));
 out:
     free(raw);
     OPENSSL_free(der);

@@ -75,6 +75,7 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
         }
     }
     ENSURE(issuer && optind == argc, KL_EUSAGE, "crl needs --issuer L");
+    TRY(cli_out_check(c, out_path)); /* before a CRL is signed */
     TRY(cli_open(c, 1, &ca));
     TRY(cli_crl_publish(ca, issuer, "on request", &crl));
     /* the officer's run for an offline CA (a root) also keeps its delegated OCSP signer,
@@ -90,7 +91,7 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
     ENSURE(b && PEM_write_bio_X509_CRL(b, crl), KL_EINTERNAL, "cannot encode CRL");
     char *data;
     long n = BIO_get_mem_data(b, &data);
-    TRY(cli_output(out_path, data, (size_t)n));
+    TRY(cli_output(c, out_path, data, (size_t)n));
 out:
     BIO_free(b);
     X509_CRL_free(crl);

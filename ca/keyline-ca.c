@@ -2,11 +2,13 @@
 #include "keyline-ca.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <openssl/pem.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -93,28 +95,133 @@ void cli_time(time_t t, char *buf, size_t n)
     strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-kl_rc cli_output(const char *out, const void *data, size_t len)
+/* The configuration, loaded on first use. */
+static kl_rc cli_conf(cli *c)
 {
-    return kl_file_write_atomic(out ? out : "-", data, len, 0644);
+    if (c->conf) {
+        return KL_OK;
+    }
+    kl_rc rc = kl_conf_load(&c->conf, c->config_path);
+    if (rc == KL_ENOTFOUND) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", kl_errmsg());
+        return kl_fail(rc, "%s (use -c FILE to name the config)", msg);
+    }
+    return rc;
+}
+
+/* `path` with its directory and any symbolic links resolved, also when it does not exist (yet):
+ * a dangling link is followed to where a write through it would land. NULL when its directory
+ * does not exist (nothing can be written there). Caller frees. */
+static char *cli_path_canon(const char *path, int depth)
+{
+    char *r = realpath(path, NULL);
+    if (r || depth > 8) {
+        return r;
+    }
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX], link[PATH_MAX], joined[2 * PATH_MAX + 2];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    if (slash == path) {
+        snprintf(dir, sizeof dir, "/");
+    }
+    ssize_t n = readlink(path, link, sizeof link - 1);
+    if (n > 0) {
+        link[n] = 0;
+        snprintf(joined, sizeof joined, "%s%s%s", link[0] == '/' ? "" : dir,
+                 link[0] == '/' ? "" : "/", link);
+        return cli_path_canon(joined, depth + 1);
+    }
+    char *rdir = realpath(dir, NULL);
+    if (!rdir) {
+        return NULL;
+    }
+    snprintf(joined, sizeof joined, "%s/%s", strcmp(rdir, "/") == 0 ? "" : rdir,
+             slash ? slash + 1 : path);
+    free(rdir);
+    return strdup(joined);
+}
+
+/* 1 when writing to `out` would write over file `keep`: the same device and inode when both
+ * exist, else the same resolved path. */
+static int cli_same_file(const char *out, const char *keep)
+{
+    struct stat a, b;
+    if (stat(out, &a) == 0 && stat(keep, &b) == 0) {
+        return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    }
+    char *ca = cli_path_canon(out, 0), *cb = cli_path_canon(keep, 0);
+    int same = ca && cb && strcmp(ca, cb) == 0;
+    free(ca);
+    free(cb);
+    return same;
+}
+
+kl_rc cli_out_check(cli *c, const char *out)
+{
+    kl_rc rc = KL_OK;
+    char *db = NULL, *pin = NULL, *shc = NULL;
+    if (!out || strcmp(out, "-") == 0) {
+        return KL_OK;
+    }
+    TRY(cli_conf(c));
+    /* what a PEM written over it would destroy: the store (SQLite keeps its write-ahead log,
+     * shared-memory index and rollback journal beside the database, existing or not at any
+     * moment), the configuration, and what it points at for the token */
+    const char *store = kl_conf_get(c->conf, "store", "path");
+    if (store && strncmp(store, "sqlite:", 7) == 0) {
+        db = strdup(store + 7); /* opened as given, like store_open does */
+    } else {
+        db = kl_conf_path(c->conf, "store", "path");
+    }
+    const char *pin_spec = kl_conf_get(c->conf, "hsm", "pin");
+    if (pin_spec && strncmp(pin_spec, "file:", 5) == 0) {
+        pin = pin_spec[5] == '/' ? strdup(pin_spec + 5) : kl_conf_resolve(c->conf, pin_spec + 5);
+    }
+    shc = kl_conf_path(c->conf, "hsm", "softhsm2-conf");
+    struct {
+        const char *what, *path, *suffix;
+    } keep[] = {
+        {"the configuration", kl_conf_file(c->conf), ""},
+        {"the store's database", db, ""},
+        {"the store's write-ahead log", db, "-wal"},
+        {"the store's shared-memory index", db, "-shm"},
+        {"the store's rollback journal", db, "-journal"},
+        {"the token PIN file", pin, ""},
+        {"the SoftHSM configuration", shc, ""},
+    };
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+        if (!keep[i].path) {
+            continue;
+        }
+        char p[PATH_MAX + 16];
+        snprintf(p, sizeof p, "%s%s", keep[i].path, keep[i].suffix);
+        ENSURE(!cli_same_file(out, p), KL_EUSAGE,
+               "refusing --out %s: it is %s (%s); nothing was written", out, keep[i].what, p);
+    }
+out:
+    free(db);
+    free(pin);
+    free(shc);
+    return rc;
+}
+
+kl_rc cli_output(cli *c, const char *out, const void *data, size_t len)
+{
+    kl_rc rc = cli_out_check(c, out);
+    return rc != KL_OK ? rc : kl_file_write_atomic(out ? out : "-", data, len, 0644);
 }
 
 kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out)
 {
-    if (!c->conf) {
-        kl_rc rc = kl_conf_load(&c->conf, c->config_path);
-        if (rc == KL_ENOTFOUND) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s", kl_errmsg());
-            return kl_fail(rc, "%s (use -c FILE to name the config)", msg);
-        }
-        if (rc != KL_OK) {
-            return rc;
-        }
+    kl_rc rc = cli_conf(c);
+    if (rc != KL_OK) {
+        return rc;
     }
     return with_hsm ? ca_open(out, c->conf) : ca_open_nohsm(out, c->conf);
 }
 
-kl_rc cli_output_certs(const char *out, STACK_OF(X509) * certs, int n)
+kl_rc cli_output_certs(cli *c, const char *out, STACK_OF(X509) * certs, int n)
 {
     BIO *b = BIO_new(BIO_s_mem());
     kl_rc rc = b ? KL_OK : kl_fail(KL_EINTERNAL, "out of memory");
@@ -126,16 +233,16 @@ kl_rc cli_output_certs(const char *out, STACK_OF(X509) * certs, int n)
     if (rc == KL_OK) {
         char *data;
         long len = BIO_get_mem_data(b, &data);
-        rc = cli_output(out, data, (size_t)len);
+        rc = cli_output(c, out, data, (size_t)len);
     }
     BIO_free(b);
     return rc;
 }
 
-kl_rc cli_output_cert(const char *out, X509 *x)
+kl_rc cli_output_cert(cli *c, const char *out, X509 *x)
 {
     STACK_OF(X509) *one = sk_X509_new_null();
-    kl_rc rc = one && sk_X509_push(one, x) ? cli_output_certs(out, one, 1)
+    kl_rc rc = one && sk_X509_push(one, x) ? cli_output_certs(c, out, one, 1)
                                            : kl_fail(KL_EINTERNAL, "out of memory");
     sk_X509_free(one);
     return rc;

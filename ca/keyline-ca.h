@@ -25,12 +25,17 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
 void cli_usage(const cli_cmd *cmd, const char *group);
 /* UTC time as 2026-11-25T20:00:00Z; "-" for 0 (not set). */
 void cli_time(time_t t, char *buf, size_t n);
-/* Write bytes to --out (atomic) or stdout. */
-kl_rc cli_output(const char *out, const void *data, size_t len);
+/* KL_EUSAGE when --out `out` would write over the store (database, -wal, -shm, -journal), the
+ * configuration, the PIN file or the SoftHSM configuration: compared by device and inode when
+ * both exist, else by resolved path (links followed). KL_OK for NULL or "-" (stdout). Commands
+ * that act before they write (issue, crl) call it first, so a refusal leaves nothing behind. */
+kl_rc cli_out_check(cli *c, const char *out);
+/* Write bytes to --out (atomic; cli_out_check first) or stdout. */
+kl_rc cli_output(cli *c, const char *out, const void *data, size_t len);
 kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out);
 /* PEM of the first n certificates (or one) to --out (atomic) or stdout. */
-kl_rc cli_output_certs(const char *out, STACK_OF(X509) * certs, int n);
-kl_rc cli_output_cert(const char *out, X509 *x);
+kl_rc cli_output_certs(cli *c, const char *out, STACK_OF(X509) * certs, int n);
+kl_rc cli_output_cert(cli *c, const char *out, X509 *x);
 /* Sign and publish a fresh CRL of `issuer` (ca_crl) and say so on stderr, with `why`; the CRL
  * to *out when out is not NULL. */
 kl_rc cli_crl_publish(ca_ctx *ca, const char *issuer, const char *why, X509_CRL **out);
