@@ -15,6 +15,18 @@ void kl_secret_free(kl_secret *s)
     OPENSSL_cleanse(s, sizeof *s);
 }
 
+void kl_secret_env_scrub(const char *spec)
+{
+    if (!spec || strncmp(spec, "env:", 4) != 0 || !spec[4]) {
+        return;
+    }
+    char *v = getenv(spec + 4);
+    if (v) {
+        OPENSSL_cleanse(v, strlen(v));
+    }
+    unsetenv(spec + 4);
+}
+
 static void kl_secret_chomp(kl_secret *s)
 {
     s->len = strcspn(s->value, "\r\n");

@@ -24,4 +24,10 @@ kl_rc kl_secret_read(kl_secret *out, const char *spec, const char *base_dir,
                      const char *what) KL_WUR;
 void kl_secret_free(kl_secret *s);
 
+/* For a long-running process, once the secret is used: when `spec` is env:VAR, wipe VAR's value
+ * in place (the bytes sit in the process's environment block, which /proc/PID/environ and a
+ * core dump show even after unsetenv) and remove VAR from the environment. Children started
+ * later do not get it. Any other spec (or NULL): nothing. Not thread-safe (setenv family). */
+void kl_secret_env_scrub(const char *spec);
+
 #endif

@@ -629,9 +629,14 @@ void hsm_close(hsm_ctx *h)
     if (h->mod != NULL) {
         if (h->logged_in && h->mod->refs > 1) {
             /* Others keep the module loaded: do not leave this token logged in. When we are
-             * the last user, C_Finalize ends the login anyway. */
+             * the last user, C_Finalize ends the login anyway. PKCS11_logout drops libp11's
+             * cached keys of the slot; it does not log out (libp11 never logged in: see
+             * hsm_open_once), so C_Logout goes through our session. */
             if (PKCS11_logout(h->slot) < 0) {
                 ERR_clear_error();
+            }
+            if (h->have_sess) {
+                (void)h->mod->fl->C_Logout(h->sess);
             }
         }
         if (h->have_sess) {
@@ -688,9 +693,11 @@ static kl_rc hsm_open_once(hsm_ctx **out, const char *module, const hsm_uri *u,
         rv = fl->C_GetTokenInfo(h->slot_id, &ti);
         ENSURE(rv != CKR_OK || !(ti.flags & CKF_USER_PIN_LOCKED), KL_ELOCKED,
                "PIN locked (CKR_PIN_LOCKED)");
-        /* Log in through the raw function list first: it gives the exact CKR_* (libp11 only
-         * says "failed"). The login is per token and application, so libp11's own
-         * PKCS11_login below gets CKR_USER_ALREADY_LOGGED_IN, which it accepts. */
+        /* Log in through the module's own function list only: it gives the exact CKR_*
+         * (libp11 only says "failed"), and the login is per token and application, so
+         * libp11's sessions see the private objects too. Never through PKCS11_login: libp11
+         * 0.4.12 keeps a copy of the PIN in its slot (prev_pin, for re-login after fork) for
+         * the life of the context, where a core dump or a memory read finds it. */
         rv = fl->C_Login(h->sess, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)strlen(pin));
         if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
             /* A wrong PIN is never retried. */
@@ -699,12 +706,6 @@ static kl_rc hsm_open_once(hsm_ctx **out, const char *module, const hsm_uri *u,
             goto out;
         }
         h->logged_in = 1;
-        if (PKCS11_login(h->slot, 0, pin) < 0) {
-            CK_RV ckr = p11_take_ckr();
-            rc = ckr ? fail_ckr(ckr, "PKCS11_login")
-                     : kl_fail(KL_EHSM, "PKCS11_login failed on token '%s'", h->token_label);
-            goto out;
-        }
     }
     *out = h;
     h = NULL;

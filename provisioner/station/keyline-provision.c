@@ -160,8 +160,9 @@ int main(int argc, char **argv)
     if (rc != KL_OK) {
         goto out;
     }
-    /* ca_open asks for the PIN (env:, file: or prompt with echo off) and wipes it after login. */
-    rc = ca_open(&ca, conf);
+    /* The PIN (env:, file: or prompt with echo off) lives until the login only; the process
+     * is not dumpable from before it is read (st_ca_open). */
+    rc = st_ca_open(&ca, conf);
     if (rc != KL_OK) {
         goto out;
     }

@@ -255,6 +255,12 @@ typedef struct st_station {
     int results_fd;
 } st_station;
 
+/* Open the CA with the token logged in, for a process that runs all shift: the process is made
+ * non-dumpable first (no core dump, no ptrace or /proc/PID/mem by other processes of the
+ * operator while it holds a session), the PIN from [hsm] pin is read, used for the login only
+ * (hsm_open keeps no copy) and wiped, and an env: variable is wiped and removed from the
+ * environment. Errors of ca_open (wrong PIN, PIN source, token, store). */
+kl_rc st_ca_open(ca_ctx **out, const kl_conf *conf) KL_WUR;
 kl_rc st_station_init(st_station *st, ca_ctx *ca, const kl_conf *conf) KL_WUR;
 void st_station_free(st_station *st);
 /* Start a fixture thread for a port (duplicates ignored). watched: ends when the port goes. */

@@ -14,11 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "hsm.h"
 #include "kl_log.h"
+#include "kl_secret.h"
 #include "st.h"
 
 #define ST_IDLE_POLL_MS 200
@@ -654,6 +657,33 @@ out:
 }
 
 /* ---- setup ---------------------------------------------------------------------------------- */
+
+kl_rc st_ca_open(ca_ctx **out, const kl_conf *conf)
+{
+    kl_rc rc = KL_OK;
+    kl_secret pin;
+    hsm_ctx *h = NULL;
+    const char *module, *token;
+    memset(&pin, 0, sizeof pin);
+    *out = NULL;
+    /* Before the PIN is read: a dumpable process lets any process of the same user read its
+     * memory (ptrace, /proc/PID/mem) and leaves core files. */
+    ENSURE(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0, KL_EINTERNAL, "prctl(PR_SET_DUMPABLE): %s",
+           strerror(errno));
+    TRY(ca_hsm_params(conf, &module, &token));
+    const char *spec = kl_conf_get(conf, "hsm", "pin");
+    TRY(kl_secret_read(&pin, spec, kl_conf_dir(conf), "token PIN"));
+    rc = hsm_open(&h, module, token, pin.value);
+    kl_secret_free(&pin);
+    kl_secret_env_scrub(spec);
+    TRY(rc);
+    rc = ca_open_hsm(out, conf, h); /* takes h, also when it fails */
+    h = NULL;
+out:
+    kl_secret_free(&pin);
+    hsm_close(h);
+    return rc;
+}
 
 kl_rc st_station_init(st_station *st, ca_ctx *ca, const kl_conf *conf)
 {
