@@ -1,0 +1,89 @@
+/* keyline-cad: the CA service. The only process that holds the PIN, the PKCS#11 session and
+ * write access to the store; front ends (keyline-estd, keyline-provision) ask it for whole
+ * operations on named profiles over the CA protocol (ca/client/cap.h, docs/ca-protocol.md).
+ *
+ * Roles are bound to what the daemon verifies itself: the peer uid (SO_PEERCRED) on its Unix
+ * socket. Audit actors come from the same place, never from anything the front end says about
+ * itself beyond "this is what I authenticated". */
+#ifndef KL_CAD_H
+#define KL_CAD_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ca.h"
+#include "cap.h"
+#include "kl_conf.h"
+
+#define CAD_NAME_MAX 64
+#define CAD_MAX_ROLES 32
+#define CAD_MAX_PROFILES 64
+#define CAD_MAX_UIDS 16
+
+typedef struct {
+    char name[CAD_NAME_MAX + 1];
+    uid_t uids[CAD_MAX_UIDS];
+    size_t nuids;
+} cad_role;
+
+typedef struct {
+    char name[CAD_NAME_MAX + 1];
+    char issuer[129];
+    char template_name[129];
+    uint32_t clients; /* bit i: roles[i] may use it */
+} cad_profile;
+
+typedef struct {
+    cad_role roles[CAD_MAX_ROLES];
+    size_t nroles;
+    cad_profile profiles[CAD_MAX_PROFILES];
+    size_t nprofiles;
+    char *socket_path; /* resolved */
+    unsigned socket_mode;
+    gid_t socket_gid; /* (gid_t)-1: leave as created */
+    unsigned max_conns;
+} cad_cfg;
+
+/* Read [cad], [role NAME] and [profile NAME] (see keyline-cad(8) / docs/ca-protocol.md).
+ * Without [profile] sections, profiles are derived from [est] (profile "est", labels
+ * "est.LABEL") and [station] ("station"), open to the role of the same name; a role without a
+ * [role] section is the daemon's own uid (one-user deployments, as before keyline-cad).
+ * KL_EINPUT naming the section and key for anything malformed. */
+kl_rc cad_cfg_load(cad_cfg *cfg, const kl_conf *conf) KL_WUR;
+void cad_cfg_free(cad_cfg *cfg);
+const cad_profile *cad_profile_find(const cad_cfg *cfg, const char *name);
+
+/* What the daemon knows of a connected front end. */
+typedef struct {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+    char user[64];   /* user name of uid, or the number */
+    uint32_t roles;  /* bit i: cfg->roles[i] */
+    char actor[512]; /* "uid 998 (keyline-est) as est" */
+} cad_peer;
+
+typedef struct {
+    const kl_conf *conf;
+    cad_cfg cfg;
+    ca_ctx *ca;
+    char instance[33]; /* random per daemon start (claims) */
+    volatile int stop;
+    int listen_fd;
+    pthread_mutex_t lock;
+    unsigned nconns;
+} cad;
+
+/* Answer one request: `rsp` gets a whole frame (success or refusal). Never fails: a refusal
+ * is an answer. Exposed for tests and the fuzzer. */
+void cad_dispatch(cad *d, const cad_peer *peer, const cap_msg *req, kl_buf *rsp);
+/* Fill `peer` from the connected socket (SO_PEERCRED) and map it to roles. */
+kl_rc cad_peer_identify(const cad *d, int fd, cad_peer *peer) KL_WUR;
+
+/* The socket: create it (removing a stale one), listen, serve until d->stop, one thread per
+ * connection (at most max_conns). */
+kl_rc cad_serve(cad *d) KL_WUR;
+
+#endif

@@ -1,0 +1,236 @@
+/* keyline-cad: [cad], [role NAME] and [profile NAME] configuration. */
+#include <ctype.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cad.h"
+
+#define CAD_DEFAULT_SOCKET "/run/keyline/cad.sock"
+
+static int cad_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CAD_NAME_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int cad_role_index(const cad_cfg *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nroles; i++) {
+        if (strcmp(cfg->roles[i].name, name) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static kl_rc cad_role_add(cad_cfg *cfg, const char *name, int *idx)
+{
+    int i = cad_role_index(cfg, name);
+    if (i >= 0) {
+        *idx = i;
+        return KL_OK;
+    }
+    if (!cad_name_ok(name)) {
+        return kl_fail(KL_EINPUT, "role '%s': 1-%d characters of A-Z a-z 0-9 . _ -", name,
+                       CAD_NAME_MAX);
+    }
+    if (cfg->nroles == CAD_MAX_ROLES) {
+        return kl_fail(KL_EINPUT, "more than %d roles", CAD_MAX_ROLES);
+    }
+    cad_role *r = &cfg->roles[cfg->nroles];
+    memset(r, 0, sizeof *r);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    *idx = (int)cfg->nroles++;
+    return KL_OK;
+}
+
+/* "keyline-est, 998" -> uids. */
+static kl_rc cad_role_users(cad_role *r, const char *sec, const char *list)
+{
+    kl_rc rc = KL_OK;
+    char *dup = strdup(list), *save = NULL;
+    ENSURE(dup, KL_EINTERNAL, "out of memory");
+    for (char *t = strtok_r(dup, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+        ENSURE(r->nuids < CAD_MAX_UIDS, KL_EINPUT, "[%s] users: more than %d", sec, CAD_MAX_UIDS);
+        char *end = NULL;
+        unsigned long v = strtoul(t, &end, 10);
+        if (*t && end && !*end) {
+            r->uids[r->nuids++] = (uid_t)v;
+            continue;
+        }
+        struct passwd pw, *res = NULL;
+        char buf[2048];
+        ENSURE(getpwnam_r(t, &pw, buf, sizeof buf, &res) == 0 && res, KL_EINPUT,
+               "[%s] users: no such user '%s'", sec, t);
+        r->uids[r->nuids++] = res->pw_uid;
+    }
+    ENSURE(r->nuids > 0, KL_EINPUT, "[%s] users: empty", sec);
+out:
+    free(dup);
+    return rc;
+}
+
+static kl_rc cad_profile_add(cad_cfg *cfg, const char *name, const char *issuer,
+                             const char *template_name, const char *clients)
+{
+    kl_rc rc = KL_OK;
+    char *dup = NULL, *save = NULL;
+    ENSURE(cad_name_ok(name), KL_EINPUT, "profile '%s': 1-%d characters of A-Z a-z 0-9 . _ -", name,
+           CAD_NAME_MAX);
+    ENSURE(!cad_profile_find(cfg, name), KL_EINPUT, "profile '%s' is defined twice", name);
+    ENSURE(cfg->nprofiles < CAD_MAX_PROFILES, KL_EINPUT, "more than %d profiles", CAD_MAX_PROFILES);
+    ENSURE(issuer && *issuer && strlen(issuer) < 129, KL_EINPUT,
+           "[profile %s] issuer is not set (the CA label that signs)", name);
+    ENSURE(template_name && *template_name && strlen(template_name) < 129, KL_EINPUT,
+           "[profile %s] template is not set", name);
+    ENSURE(clients && *clients, KL_EINPUT,
+           "[profile %s] clients is not set (the roles that may use it)", name);
+    cad_profile *p = &cfg->profiles[cfg->nprofiles];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    snprintf(p->issuer, sizeof p->issuer, "%s", issuer);
+    snprintf(p->template_name, sizeof p->template_name, "%s", template_name);
+    dup = strdup(clients);
+    ENSURE(dup, KL_EINTERNAL, "out of memory");
+    for (char *t = strtok_r(dup, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+        int idx = -1;
+        TRY(cad_role_add(cfg, t, &idx));
+        p->clients |= UINT32_C(1) << idx;
+    }
+    cfg->nprofiles++;
+out:
+    free(dup);
+    return rc;
+}
+
+const cad_profile *cad_profile_find(const cad_cfg *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nprofiles; i++) {
+        if (strcmp(cfg->profiles[i].name, name) == 0) {
+            return &cfg->profiles[i];
+        }
+    }
+    return NULL;
+}
+
+/* Profiles as the configuration before keyline-cad implied them: [est] issuer/template
+ * ("est"), [est.label NAME] ("est.NAME"), [station] issuer/template ("station"). */
+static kl_rc cad_profiles_derive(cad_cfg *cfg, const kl_conf *conf)
+{
+    kl_rc rc = KL_OK;
+    const char *est_issuer = kl_conf_get(conf, "est", "issuer");
+    const char *est_tpl = kl_conf_get_default(conf, "est", "template", "device-ldevid");
+    if (est_issuer) {
+        TRY(cad_profile_add(cfg, "est", est_issuer, est_tpl, "est"));
+    }
+    for (size_t i = 0;; i++) {
+        const char *sec = kl_conf_section(conf, i);
+        if (!sec) {
+            break;
+        }
+        if (strncmp(sec, "est.label ", 10) != 0) {
+            continue;
+        }
+        char name[CAD_NAME_MAX + 8];
+        snprintf(name, sizeof name, "est.%s", sec + 10);
+        TRY(cad_profile_add(cfg, name, kl_conf_get_default(conf, sec, "issuer", est_issuer),
+                            kl_conf_get_default(conf, sec, "template", est_tpl), "est"));
+    }
+    const char *st_issuer = kl_conf_get(conf, "station", "issuer");
+    if (st_issuer) {
+        TRY(cad_profile_add(cfg, "station", st_issuer,
+                            kl_conf_get_default(conf, "station", "template", "device-idevid"),
+                            "station"));
+    }
+out:
+    return rc;
+}
+
+static kl_rc cad_socket_opts(cad_cfg *cfg, const kl_conf *conf)
+{
+    kl_rc rc = KL_OK;
+    long v = 0;
+    cfg->socket_path = kl_conf_path(conf, "cad", "socket");
+    if (!cfg->socket_path) {
+        cfg->socket_path = strdup(CAD_DEFAULT_SOCKET);
+    }
+    ENSURE(cfg->socket_path, KL_EINTERNAL, "out of memory");
+    const char *mode = kl_conf_get_default(conf, "cad", "socket-mode", "0660");
+    char *end = NULL;
+    unsigned long m = strtoul(mode, &end, 8);
+    ENSURE(*mode && end && !*end && m <= 0777, KL_EINPUT,
+           "[cad] socket-mode '%s' is not an octal mode such as 0660", mode);
+    cfg->socket_mode = (unsigned)m;
+    cfg->socket_gid = (gid_t)-1;
+    const char *grp = kl_conf_get(conf, "cad", "socket-group");
+    if (grp) {
+        struct group g, *res = NULL;
+        char buf[4096];
+        ENSURE(getgrnam_r(grp, &g, buf, sizeof buf, &res) == 0 && res, KL_EINPUT,
+               "[cad] socket-group: no such group '%s'", grp);
+        cfg->socket_gid = res->gr_gid;
+    }
+    TRY(kl_conf_get_long(conf, "cad", "max-connections", 256, 1, 4096, &v));
+    cfg->max_conns = (unsigned)v;
+out:
+    return rc;
+}
+
+kl_rc cad_cfg_load(cad_cfg *cfg, const kl_conf *conf)
+{
+    kl_rc rc = KL_OK;
+    memset(cfg, 0, sizeof *cfg);
+    TRY(cad_socket_opts(cfg, conf));
+    int explicit_profiles = 0;
+    for (size_t i = 0;; i++) {
+        const char *sec = kl_conf_section(conf, i);
+        if (!sec) {
+            break;
+        }
+        if (strncmp(sec, "role ", 5) == 0) {
+            int idx = -1;
+            TRY(cad_role_add(cfg, sec + 5, &idx));
+            const char *users = kl_conf_get(conf, sec, "users");
+            ENSURE(users, KL_EINPUT, "[%s] users is not set (user names or uids)", sec);
+            TRY(cad_role_users(&cfg->roles[idx], sec, users));
+        } else if (strncmp(sec, "profile ", 8) == 0) {
+            explicit_profiles = 1;
+            TRY(cad_profile_add(cfg, sec + 8, kl_conf_get(conf, sec, "issuer"),
+                                kl_conf_get(conf, sec, "template"),
+                                kl_conf_get(conf, sec, "clients")));
+        }
+    }
+    if (!explicit_profiles) {
+        TRY(cad_profiles_derive(cfg, conf));
+    }
+    /* A role no [role] section binds is this daemon's own user (one-user deployments). */
+    for (size_t i = 0; i < cfg->nroles; i++) {
+        if (cfg->roles[i].nuids == 0) {
+            cfg->roles[i].uids[0] = geteuid();
+            cfg->roles[i].nuids = 1;
+        }
+    }
+out:
+    if (rc != KL_OK) {
+        cad_cfg_free(cfg);
+    }
+    return rc;
+}
+
+void cad_cfg_free(cad_cfg *cfg)
+{
+    free(cfg->socket_path);
+    cfg->socket_path = NULL;
+}

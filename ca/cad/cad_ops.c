@@ -1,0 +1,598 @@
+/* keyline-cad: the request table. Each op is one function; the table says which need a
+ * profile the caller's role may use. Policy is enforced here and in ca_issue(), where the key
+ * is: a front end only says what it authenticated. */
+#include <openssl/ocsp.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cad.h"
+#include "kl_log.h"
+#include "store.h"
+
+typedef struct {
+    cad *d;
+    const cad_peer *peer;
+    const cap_msg *req;
+    kl_buf *rsp;
+    const cad_profile *prof; /* ops with a profile: checked against the peer's roles */
+    char holder[512];        /* a refused claim: who holds the device */
+} cad_call;
+
+typedef kl_rc (*cad_fn)(cad_call *c);
+
+/* --- helpers -------------------------------------------------------------------------- */
+
+static kl_rc cad_str(const cad_call *c, cap_tag tag, char *out, size_t cap)
+{
+    kl_rc rc = cap_get_str(c->req, tag, out, cap);
+    if (rc == KL_ENOTFOUND) {
+        out[0] = 0;
+        return KL_OK;
+    }
+    return rc;
+}
+
+static void cad_roles_text(const cad *d, uint32_t roles, char *out, size_t cap)
+{
+    out[0] = 0;
+    for (size_t i = 0; i < d->cfg.nroles; i++) {
+        if (roles & (UINT32_C(1) << i)) {
+            size_t n = strlen(out);
+            snprintf(out + n, cap - n, "%s%s", n ? "," : "", d->cfg.roles[i].name);
+        }
+    }
+    if (!out[0]) {
+        snprintf(out, cap, "(none)");
+    }
+}
+
+/* The refusal is an answer and an audit entry: who asked for what they may not have. */
+static kl_rc cad_refuse_profile(cad_call *c, const char *profile)
+{
+    char roles[256];
+    cad_roles_text(c->d, c->peer->roles, roles, sizeof roles);
+    char detail[512];
+    snprintf(detail, sizeof detail, "%s: profile '%s' is not open to role %s",
+             cap_op_name(c->req->op), profile, roles);
+    if (store_audit_append(ca_store(c->d->ca), c->peer->actor, "refused", detail) != KL_OK) {
+        kl_warn("cad: audit of a refusal failed: %s", kl_errmsg());
+    }
+    return kl_fail(KL_EPOLICY, "profile '%s' is not open to role %s (uid %u)", profile, roles,
+                   (unsigned)c->peer->uid);
+}
+
+static kl_rc cad_profile_for(cad_call *c)
+{
+    char name[CAD_NAME_MAX + 1];
+    kl_rc rc = cap_get_str(c->req, CAP_T_PROFILE, name, sizeof name);
+    if (rc != KL_OK) {
+        return kl_fail(KL_EINPUT, "profile name missing or longer than %d bytes", CAD_NAME_MAX);
+    }
+    c->prof = cad_profile_find(&c->d->cfg, name);
+    if (!c->prof) {
+        return kl_fail(KL_ENOTFOUND, "no profile '%s'", name);
+    }
+    if (!(c->prof->clients & c->peer->roles)) {
+        return cad_refuse_profile(c, name);
+    }
+    return KL_OK;
+}
+
+/* Does one of the peer's profiles issue with (issuer, template)? (activate, abandon, poll) */
+static int cad_peer_may(const cad_call *c, const char *issuer, const char *template_name)
+{
+    for (size_t i = 0; i < c->d->cfg.nprofiles; i++) {
+        const cad_profile *p = &c->d->cfg.profiles[i];
+        if ((p->clients & c->peer->roles) && strcmp(p->issuer, issuer) == 0 &&
+            (!template_name || strcmp(p->template_name, template_name) == 0)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The audit actor: the peer as the daemon knows it, plus what the front end authenticated. */
+static kl_rc cad_actor(const cad_call *c, char *out, size_t cap)
+{
+    kl_rc rc = KL_OK;
+    char method[17], serial[65], user[257];
+    TRY(cad_str(c, CAP_T_AUTH, method, sizeof method));
+    TRY(cad_str(c, CAP_T_AUTH_SERIAL, serial, sizeof serial));
+    TRY(cad_str(c, CAP_T_AUTH_USER, user, sizeof user));
+    if (strcmp(method, "cert") == 0) {
+        ENSURE(serial[0], KL_EINPUT, "auth cert without the client certificate's serial");
+        snprintf(out, cap, "%s; client cert %s", c->peer->actor, serial);
+    } else if (strcmp(method, "basic") == 0) {
+        ENSURE(user[0], KL_EINPUT, "auth basic without the user name");
+        snprintf(out, cap, "%s; basic user %s", c->peer->actor, user);
+    } else if (strcmp(method, "station") == 0 || strcmp(method, "none") == 0) {
+        snprintf(out, cap, "%s; %s", c->peer->actor, method);
+    } else {
+        ENSURE(0, KL_EINPUT, "unknown auth method '%s' (cert, basic, station, none)", method);
+    }
+out:
+    return rc;
+}
+
+/* A certificate-authenticated request stays bound to the device its chain started with: the
+ * device id comes from the store's record of the client certificate, never from the CSR or the
+ * front end alone. */
+static kl_rc cad_device_bind(const cad_call *c, char *device_id, size_t cap)
+{
+    kl_rc rc = KL_OK;
+    char method[17], serial[65], norm[65];
+    store_cert sc;
+    memset(&sc, 0, sizeof sc);
+    TRY(cad_str(c, CAP_T_AUTH, method, sizeof method));
+    TRY(cad_str(c, CAP_T_DEVICE_ID, device_id, cap));
+    if (strcmp(method, "cert") != 0) {
+        goto out;
+    }
+    TRY(cad_str(c, CAP_T_AUTH_SERIAL, serial, sizeof serial));
+    TRY(ca_serial_normalise(serial, norm, sizeof norm));
+    rc = store_cert_get(ca_store(c->d->ca), norm, &sc);
+    if (rc == KL_ENOTFOUND) {
+        rc = kl_fail(KL_EAUTH, "client certificate %s was not issued by this CA", norm);
+    }
+    TRY(rc);
+    ENSURE(strcmp(sc.status, STORE_ST_VALID) == 0, KL_EAUTH, "client certificate %s is %s", norm,
+           sc.status);
+    if (sc.device_id && *sc.device_id) {
+        ENSURE(!device_id[0] || strcmp(device_id, sc.device_id) == 0, KL_EPOLICY,
+               "client certificate %s belongs to device '%s', not '%s'", norm, sc.device_id,
+               device_id);
+        snprintf(device_id, cap, "%s", sc.device_id);
+    }
+out:
+    store_cert_free(&sc);
+    return rc;
+}
+
+static kl_rc cad_put_cert(kl_buf *rsp, cap_tag tag, X509 *x)
+{
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    if (n <= 0) {
+        return kl_fail_ssl(KL_EINTERNAL, "i2d_X509");
+    }
+    kl_rc rc = cap_put_bytes(rsp, tag, der, (size_t)n);
+    OPENSSL_free(der);
+    return rc;
+}
+
+/* --- ops ------------------------------------------------------------------------------ */
+
+static kl_rc cad_op_hello(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    uint64_t v = cap_get_u64(c->req, CAP_T_VERSION, 0);
+    ENSURE(v == CAP_VERSION, KL_EUSAGE, "client speaks version %llu, keyline-cad %d",
+           (unsigned long long)v, CAP_VERSION);
+    TRY(cap_put_u64(c->rsp, CAP_T_VERSION, CAP_VERSION));
+    for (size_t i = 0; i < c->d->cfg.nroles; i++) {
+        if (c->peer->roles & (UINT32_C(1) << i)) {
+            TRY(cap_put_str(c->rsp, CAP_T_ROLE, c->d->cfg.roles[i].name));
+        }
+    }
+out:
+    return rc;
+}
+
+static kl_rc cad_op_issue(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char actor[512], device_id[129];
+    X509 *cert = NULL;
+    char *serial = NULL;
+    TRY(cad_actor(c, actor, sizeof actor));
+    TRY(cad_device_bind(c, device_id, sizeof device_id));
+    const cap_field *csr = cap_find(c->req, CAP_T_CSR, 0);
+    ca_issue_req ir = {
+        .issuer = c->prof->issuer,
+        .template_name = c->prof->template_name,
+        .csr_der = csr->val,
+        .csr_len = csr->len,
+        .device_id = device_id[0] ? device_id : NULL,
+        .actor = actor,
+        .pending = cap_get_u64(c->req, CAP_T_PENDING, 0) == 1,
+    };
+    TRY(ca_issue(c->d->ca, &ir, &cert));
+    serial = ca_serial_hex(X509_get0_serialNumber(cert));
+    ENSURE(serial, KL_EINTERNAL, "serial of the new certificate");
+    TRY(cad_put_cert(c->rsp, CAP_T_CERT, cert));
+    TRY(cap_put_str(c->rsp, CAP_T_SERIAL, serial));
+out:
+    OPENSSL_free(serial);
+    X509_free(cert);
+    return rc;
+}
+
+/* A pending certificate the peer's profiles issue: activate / abandon act only on those. */
+static kl_rc cad_pending_own(cad_call *c, char *norm, size_t cap)
+{
+    kl_rc rc = KL_OK;
+    char serial[65];
+    store_cert sc;
+    memset(&sc, 0, sizeof sc);
+    TRY(cad_str(c, CAP_T_SERIAL, serial, sizeof serial));
+    TRY(ca_serial_normalise(serial, norm, cap));
+    TRY(store_cert_get(ca_store(c->d->ca), norm, &sc));
+    ENSURE(cad_peer_may(c, sc.issuer, sc.template_name), KL_EPOLICY,
+           "certificate %s (issuer %s, template %s) is outside the profiles of %s", norm, sc.issuer,
+           sc.template_name, c->peer->actor);
+    ENSURE(strcmp(sc.status, STORE_ST_PENDING) == 0, KL_EPOLICY,
+           "certificate %s is %s, not pending", norm, sc.status);
+out:
+    store_cert_free(&sc);
+    return rc;
+}
+
+static kl_rc cad_op_activate(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char norm[65];
+    TRY(cad_pending_own(c, norm, sizeof norm));
+    TRY(ca_activate(c->d->ca, norm, c->peer->actor));
+out:
+    return rc;
+}
+
+static kl_rc cad_op_abandon(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char norm[65];
+    uint64_t reason = cap_get_u64(c->req, CAP_T_REASON, 5);
+    /* a front end abandons what the device never confirmed (cessationOfOperation) or what it
+     * failed to prove it holds (keyCompromise); other reasons are the officer's */
+    ENSURE(reason == 1 || reason == 5, KL_EPOLICY,
+           "abandon takes reason keyCompromise (1) or cessationOfOperation (5), not %llu",
+           (unsigned long long)reason);
+    TRY(cad_pending_own(c, norm, sizeof norm));
+    TRY(ca_revoke(c->d->ca, norm, (int)reason, c->peer->actor));
+out:
+    return rc;
+}
+
+static kl_rc cad_request_answer(cad_call *c, const store_request *r)
+{
+    kl_rc rc = KL_OK;
+    store_cert sc;
+    memset(&sc, 0, sizeof sc);
+    TRY(cap_put_u64(c->rsp, CAP_T_REQUEST_ID, (uint64_t)r->id));
+    TRY(cap_put_str(c->rsp, CAP_T_STATUS, r->status));
+    if (strcmp(r->status, STORE_RQ_REJECTED) == 0 && r->reason) {
+        TRY(cap_put_str(c->rsp, CAP_T_MESSAGE, r->reason));
+    }
+    if (strcmp(r->status, STORE_RQ_APPROVED) == 0) {
+        ENSURE(r->cert_serial, KL_EINTERNAL, "request %lld approved without a certificate",
+               (long long)r->id);
+        TRY(store_cert_get(ca_store(c->d->ca), r->cert_serial, &sc));
+        ENSURE(strcmp(sc.status, STORE_ST_VALID) == 0, KL_EPOLICY,
+               "the certificate issued for request %lld (%s) is %s", (long long)r->id,
+               r->cert_serial, sc.status);
+        TRY(cap_put_bytes(c->rsp, CAP_T_CERT, sc.der, sc.der_len));
+    }
+out:
+    store_cert_free(&sc);
+    return rc;
+}
+
+/* RFC 7030 4.2.3 manual approval, keyed by profile and CSR: the same request again finds the
+ * same row. A CSR that policy would refuse is refused now, not held. */
+static kl_rc cad_op_submit(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char actor[512], device_id[129], hash[2 * SHA256_DIGEST_LENGTH + 1], subject[512];
+    store_request got;
+    ca_csr *csr = NULL;
+    memset(&got, 0, sizeof got);
+    TRY(cad_actor(c, actor, sizeof actor));
+    TRY(cad_device_bind(c, device_id, sizeof device_id));
+    const cap_field *f = cap_find(c->req, CAP_T_CSR, 0);
+    TRY(ca_csr_load(f->val, f->len, &csr));
+    ca_issue_req ir = {
+        .issuer = c->prof->issuer,
+        .template_name = c->prof->template_name,
+        .csr_der = f->val,
+        .csr_len = f->len,
+        .csr = csr,
+        .device_id = device_id[0] ? device_id : NULL,
+        .actor = actor,
+    };
+    TRY(ca_issue_check(c->d->ca, &ir));
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256(f->val, f->len, md);
+    for (size_t i = 0; i < sizeof md; i++) {
+        snprintf(hash + 2 * i, 3, "%02x", md[i]);
+    }
+    X509_NAME_oneline(X509_REQ_get_subject_name(ca_csr_req(csr)), subject, sizeof subject);
+    /* requests of the default EST profile keep the label "" they had before keyline-cad */
+    const char *label = strcmp(c->prof->name, "est") == 0        ? ""
+                        : strncmp(c->prof->name, "est.", 4) == 0 ? c->prof->name + 4
+                                                                 : c->prof->name;
+    store_request r = {
+        .label = (char *)label,
+        .csr_hash = hash,
+        .csr = (uint8_t *)f->val,
+        .csr_len = f->len,
+        .issuer = (char *)c->prof->issuer,
+        .template_name = (char *)c->prof->template_name,
+        .device_id = device_id[0] ? device_id : NULL,
+        .requester = actor,
+        .subject = subject,
+    };
+    TRY(store_request_submit(ca_store(c->d->ca), &r, &got));
+    TRY(cad_request_answer(c, &got));
+out:
+    ca_csr_free(csr);
+    store_request_free(&got);
+    return rc;
+}
+
+static kl_rc cad_op_poll(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    store_request r;
+    memset(&r, 0, sizeof r);
+    int64_t id = (int64_t)cap_get_u64(c->req, CAP_T_REQUEST_ID, 0);
+    TRY(store_request_get(ca_store(c->d->ca), id, &r));
+    ENSURE(cad_peer_may(c, r.issuer, r.template_name), KL_EPOLICY,
+           "request %lld is outside the profiles of %s", (long long)id, c->peer->actor);
+    TRY(cad_request_answer(c, &r));
+out:
+    store_request_free(&r);
+    return rc;
+}
+
+/* RFC 7030 4.1.3: the issuing chain up to the root and the rollover certificates. */
+static kl_rc cad_op_cacerts(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    STACK_OF(X509) *chain = NULL, *all = NULL;
+    TRY(ca_chain(c->d->ca, c->prof->issuer, &chain));
+    TRY(ca_all_certs(c->d->ca, &all));
+    TRY(cap_put_str(c->rsp, CAP_T_ISSUER, c->prof->issuer));
+    for (int i = 0; i < sk_X509_num(chain); i++) {
+        TRY(cad_put_cert(c->rsp, CAP_T_CA_CERT, sk_X509_value(chain, i)));
+    }
+    for (int i = 0; i < sk_X509_num(all); i++) {
+        X509 *x = sk_X509_value(all, i);
+        int dup = 0;
+        for (int j = 0; j < sk_X509_num(chain) && !dup; j++) {
+            dup = X509_cmp(x, sk_X509_value(chain, j)) == 0;
+        }
+        if (!dup) {
+            TRY(cad_put_cert(c->rsp, CAP_T_CA_CERT, x));
+        }
+    }
+out:
+    sk_X509_pop_free(chain, X509_free);
+    sk_X509_pop_free(all, X509_free);
+    return rc;
+}
+
+static kl_rc cad_op_crl(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char issuer[129];
+    store_crl crl;
+    memset(&crl, 0, sizeof crl);
+    TRY(cad_str(c, CAP_T_ISSUER, issuer, sizeof issuer));
+    TRY(store_crl_get(ca_store(c->d->ca), issuer, &crl));
+    TRY(cap_put_bytes(c->rsp, CAP_T_CRL, crl.der, crl.der_len));
+out:
+    store_crl_free(&crl);
+    return rc;
+}
+
+static kl_rc cad_op_ocsp(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    OCSP_REQUEST *req = NULL;
+    OCSP_RESPONSE *resp = NULL;
+    unsigned char *der = NULL;
+    const cap_field *f = cap_find(c->req, CAP_T_OCSP_REQ, 0);
+    const unsigned char *p = f->val;
+    req = d2i_OCSP_REQUEST(NULL, &p, (long)f->len);
+    ENSURE_SSL(req && p == f->val + f->len, KL_EINPUT, "OCSP request does not parse");
+    TRY(ca_ocsp_respond(c->d->ca, req, &resp));
+    int n = i2d_OCSP_RESPONSE(resp, &der);
+    ENSURE_SSL(n > 0, KL_EINTERNAL, "i2d_OCSP_RESPONSE");
+    TRY(cap_put_bytes(c->rsp, CAP_T_OCSP_RESP, der, (size_t)n));
+out:
+    OPENSSL_free(der);
+    OCSP_REQUEST_free(req);
+    OCSP_RESPONSE_free(resp);
+    return rc;
+}
+
+/* By serial: the store's record. By certificate: ca_cert_check_valid first (issued by one of
+ * our CAs, signature, validity, status), then the record: what a front end needs to accept a
+ * TLS client certificate and to know which device it belongs to. */
+static kl_rc cad_op_cert_status(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char serial[65], norm[65];
+    X509 *x = NULL;
+    char *hex = NULL;
+    store_cert sc;
+    memset(&sc, 0, sizeof sc);
+    const cap_field *f = cap_find(c->req, CAP_T_CERT, 0);
+    if (f) {
+        TRY(ca_x509_load(f->val, f->len, &x, NULL));
+        TRY(ca_cert_check_valid(c->d->ca, x));
+        hex = ca_serial_hex(X509_get0_serialNumber(x));
+        ENSURE(hex, KL_EINTERNAL, "serial");
+        snprintf(norm, sizeof norm, "%s", hex);
+    } else {
+        TRY(cad_str(c, CAP_T_SERIAL, serial, sizeof serial));
+        ENSURE(serial[0], KL_EINPUT, "cert-status needs a serial or a certificate");
+        TRY(ca_serial_normalise(serial, norm, sizeof norm));
+    }
+    TRY(store_cert_get(ca_store(c->d->ca), norm, &sc));
+    TRY(cap_put_str(c->rsp, CAP_T_SERIAL, norm));
+    TRY(cap_put_str(c->rsp, CAP_T_STATUS, sc.status));
+    TRY(cap_put_str(c->rsp, CAP_T_ISSUER, sc.issuer));
+    if (sc.device_id && *sc.device_id) {
+        TRY(cap_put_str(c->rsp, CAP_T_DEVICE_ID, sc.device_id));
+    }
+    TRY(cap_put_u64(c->rsp, CAP_T_NOT_AFTER, (uint64_t)sc.not_after));
+out:
+    OPENSSL_free(hex);
+    X509_free(x);
+    store_cert_free(&sc);
+    return rc;
+}
+
+/* Claims: the holder is the connected process (its pid on this host), never what it says. */
+static kl_rc cad_claim_of(cad_call *c, store_claim *me, char *dev, size_t devcap, char *inst,
+                          size_t instcap, char *where, size_t wherecap, char *host, size_t hostcap)
+{
+    kl_rc rc = KL_OK;
+    TRY(cad_str(c, CAP_T_DEVICE_ID, dev, devcap));
+    TRY(cad_str(c, CAP_T_INSTANCE, inst, instcap));
+    TRY(cad_str(c, CAP_T_FIXTURE, where, wherecap));
+    if (gethostname(host, hostcap) != 0) {
+        snprintf(host, hostcap, "localhost");
+    }
+    host[hostcap - 1] = 0;
+    uint64_t lease = cap_get_u64(c->req, CAP_T_LEASE, 600);
+    ENSURE(lease >= 1 && lease <= 86400, KL_EINPUT, "lease of %llu s (1..86400)",
+           (unsigned long long)lease);
+    *me = (store_claim){.instance = inst,
+                        .host = host,
+                        .pid = (long)c->peer->pid,
+                        .where = where,
+                        .expires = time(NULL) + (time_t)lease};
+out:
+    return rc;
+}
+
+static kl_rc cad_op_claim(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char dev[129], inst[129], where[129], host[256];
+    store_claim me;
+    TRY(cad_claim_of(c, &me, dev, sizeof dev, inst, sizeof inst, where, sizeof where, host,
+                     sizeof host));
+    rc = store_device_claim(ca_store(c->d->ca), dev, &me, c->holder, sizeof c->holder);
+    if (rc == KL_EEXIST) {
+        rc = kl_fail(KL_EEXIST, "device %s is held by %s", dev, c->holder);
+    }
+out:
+    return rc;
+}
+
+static kl_rc cad_op_release(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char dev[129], inst[129], where[129], host[256];
+    store_claim me;
+    TRY(cad_claim_of(c, &me, dev, sizeof dev, inst, sizeof inst, where, sizeof where, host,
+                     sizeof host));
+    TRY(store_device_unclaim(ca_store(c->d->ca), dev, &me));
+out:
+    return rc;
+}
+
+static kl_rc cad_op_device(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char dev[129];
+    store_device row;
+    store_cert sc;
+    memset(&row, 0, sizeof row);
+    memset(&sc, 0, sizeof sc);
+    TRY(cad_str(c, CAP_T_DEVICE_ID, dev, sizeof dev));
+    TRY(store_device_get(ca_store(c->d->ca), dev, &row));
+    TRY(cap_put_str(c->rsp, CAP_T_DEVICE_ID, row.device_id));
+    TRY(cap_put_str(c->rsp, CAP_T_STATE, row.state));
+    if (row.cert_serial && store_cert_get(ca_store(c->d->ca), row.cert_serial, &sc) == KL_OK) {
+        TRY(cap_put_str(c->rsp, CAP_T_SERIAL, sc.serial_hex));
+        TRY(cap_put_str(c->rsp, CAP_T_STATUS, sc.status));
+        if (sc.der) {
+            TRY(cap_put_bytes(c->rsp, CAP_T_CERT, sc.der, sc.der_len));
+        }
+    }
+out:
+    store_device_free(&row);
+    store_cert_free(&sc);
+    return rc;
+}
+
+/* --- the table ------------------------------------------------------------------------ */
+
+typedef struct {
+    cad_fn fn;
+    int needs_profile; /* the request names a profile the peer's role must have */
+} cad_op_row;
+
+static const cad_op_row cad_table[CAP_OP__END] = {
+    [CAP_OP_HELLO] = {cad_op_hello, 0},
+    [CAP_OP_ISSUE] = {cad_op_issue, 1},
+    [CAP_OP_ACTIVATE] = {cad_op_activate, 0},
+    [CAP_OP_SUBMIT] = {cad_op_submit, 1},
+    [CAP_OP_POLL] = {cad_op_poll, 0},
+    [CAP_OP_CACERTS] = {cad_op_cacerts, 1},
+    [CAP_OP_CRL] = {cad_op_crl, 0},
+    [CAP_OP_OCSP] = {cad_op_ocsp, 0},
+    [CAP_OP_CERT_STATUS] = {cad_op_cert_status, 0},
+    [CAP_OP_CLAIM] = {cad_op_claim, 0},
+    [CAP_OP_RELEASE] = {cad_op_release, 0},
+    [CAP_OP_ABANDON] = {cad_op_abandon, 0},
+    [CAP_OP_DEVICE] = {cad_op_device, 0},
+};
+
+static void cad_answer_error(kl_buf *rsp, uint8_t op, kl_rc code, const char *msg,
+                             const char *holder)
+{
+    char m[2048];
+    snprintf(m, sizeof m, "%s", msg && *msg ? msg : kl_rc_name(code));
+    /* a control byte (from a library message) would make the answer unparseable */
+    for (char *p = m; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            *p = ' ';
+        }
+    }
+    if (cap_msg_begin(rsp, (cap_op)op, (uint8_t)code) != KL_OK ||
+        cap_put_str(rsp, CAP_T_MESSAGE, m) != KL_OK ||
+        (holder[0] && cap_put_str(rsp, CAP_T_HOLDER, holder) != KL_OK) ||
+        cap_msg_end(rsp) != KL_OK) {
+        kl_buf_reset(rsp);
+    }
+}
+
+void cad_dispatch(cad *d, const cad_peer *peer, const cap_msg *req, kl_buf *rsp)
+{
+    cad_call c = {.d = d, .peer = peer, .req = req, .rsp = rsp};
+    kl_rc rc = KL_OK;
+    const cad_op_row *row = req->op < CAP_OP__END ? &cad_table[req->op] : NULL;
+    if (!row || !row->fn) {
+        rc = kl_fail(KL_EUSAGE, "op %u is not served", req->op);
+    } else if (!peer->roles && req->op != CAP_OP_HELLO) {
+        rc = kl_fail(KL_EPOLICY, "uid %u has no role at this keyline-cad", (unsigned)peer->uid);
+    } else {
+        rc = cap_msg_begin(rsp, (cap_op)req->op, KL_OK);
+        if (rc == KL_OK && row->needs_profile) {
+            rc = cad_profile_for(&c);
+        }
+        if (rc == KL_OK) {
+            rc = row->fn(&c);
+        }
+        if (rc == KL_OK) {
+            rc = cap_msg_end(rsp);
+        }
+    }
+    if (rc != KL_OK) {
+        char msg[2048];
+        snprintf(msg, sizeof msg, "%s", kl_errmsg());
+        cad_answer_error(rsp, req->op, rc, msg, c.holder);
+        kl_info("cad: %s from %s refused: %s: %s", cap_op_name(req->op), peer->actor,
+                kl_rc_name(rc), msg);
+    }
+}

@@ -1,0 +1,274 @@
+/* keyline-cad: the Unix socket, peer credentials, one thread per connection. */
+#include <errno.h>
+#include <poll.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cad.h"
+#include "kl_log.h"
+
+kl_rc cad_peer_identify(const cad *d, int fd, cad_peer *peer)
+{
+    struct ucred cr;
+    socklen_t len = sizeof cr;
+    memset(peer, 0, sizeof *peer);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 || len != sizeof cr) {
+        return kl_fail(KL_EIO, "SO_PEERCRED: %s", strerror(errno));
+    }
+    peer->pid = cr.pid;
+    peer->uid = cr.uid;
+    peer->gid = cr.gid;
+    struct passwd pw, *res = NULL;
+    char buf[2048];
+    if (getpwuid_r(cr.uid, &pw, buf, sizeof buf, &res) == 0 && res) {
+        snprintf(peer->user, sizeof peer->user, "%s", res->pw_name);
+    } else {
+        snprintf(peer->user, sizeof peer->user, "%u", (unsigned)cr.uid);
+    }
+    char roles[200] = "";
+    for (size_t i = 0; i < d->cfg.nroles; i++) {
+        const cad_role *r = &d->cfg.roles[i];
+        for (size_t j = 0; j < r->nuids; j++) {
+            if (r->uids[j] == cr.uid) {
+                peer->roles |= UINT32_C(1) << i;
+                size_t n = strlen(roles);
+                snprintf(roles + n, sizeof roles - n, "%s%s", n ? "," : "", r->name);
+                break;
+            }
+        }
+    }
+    snprintf(peer->actor, sizeof peer->actor, "uid %u (%s) as %s", (unsigned)cr.uid, peer->user,
+             roles[0] ? roles : "no role");
+    return KL_OK;
+}
+
+static int cad_read_full(int fd, uint8_t *p, size_t n, volatile int *stop)
+{
+    size_t got = 0;
+    while (got < n) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int r = poll(&pf, 1, 500);
+        if (*stop) {
+            return -1;
+        }
+        if (r == 0 || (r < 0 && errno == EINTR)) {
+            continue;
+        }
+        if (r < 0) {
+            return -1;
+        }
+        ssize_t k = recv(fd, p + got, n - got, 0);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            return -1;
+        }
+        got += (size_t)k;
+    }
+    return 0;
+}
+
+static int cad_write_full(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+typedef struct {
+    cad *d;
+    int fd;
+} cad_conn;
+
+/* One connection: frames in, frames out, until the peer closes or sends garbage (answered
+ * once, then closed: a framing error leaves nothing to resynchronise on). */
+static void *cad_conn_run(void *arg)
+{
+    cad_conn *cx = arg;
+    cad *d = cx->d;
+    cad_peer peer;
+    kl_buf rsp;
+    uint8_t *body = malloc(CAP_REQ_MAX);
+    kl_buf_init(&rsp, CAP_RESP_MAX, 0);
+    if (!body || cad_peer_identify(d, cx->fd, &peer) != KL_OK) {
+        kl_warn("cad: connection refused: %s", body ? kl_errmsg() : "out of memory");
+        goto done;
+    }
+    for (;;) {
+        uint8_t hdr[4];
+        if (cad_read_full(cx->fd, hdr, sizeof hdr, &d->stop) != 0) {
+            break;
+        }
+        uint32_t n = cap_frame_len(hdr);
+        cap_msg req;
+        int fatal = n < 3 || n > CAP_REQ_MAX;
+        if (fatal) {
+            kl_warn("cad: %s sent a frame of %u bytes (3..%u); closing", peer.actor, n,
+                    CAP_REQ_MAX);
+            break;
+        }
+        if (cad_read_full(cx->fd, body, n, &d->stop) != 0) {
+            break;
+        }
+        if (cap_msg_parse(body, n, 0, &req) != KL_OK) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "malformed request: %s", kl_errmsg());
+            kl_warn("cad: %s: %s; closing", peer.actor, msg);
+            uint8_t op = body[1] > 0 && body[1] < CAP_OP__END ? body[1] : CAP_OP_HELLO;
+            if (cap_msg_begin(&rsp, (cap_op)op, KL_EINPUT) == KL_OK &&
+                cap_put_str(&rsp, CAP_T_MESSAGE, msg) == KL_OK && cap_msg_end(&rsp) == KL_OK) {
+                (void)cad_write_full(cx->fd, rsp.data, rsp.len);
+            }
+            break;
+        }
+        cad_dispatch(d, &peer, &req, &rsp);
+        if (rsp.len == 0 || cad_write_full(cx->fd, rsp.data, rsp.len) != 0) {
+            break;
+        }
+    }
+done:
+    close(cx->fd);
+    free(body);
+    kl_buf_free(&rsp);
+    pthread_mutex_lock(&d->lock);
+    d->nconns--;
+    pthread_mutex_unlock(&d->lock);
+    free(cx);
+    return NULL;
+}
+
+/* A socket file left by a daemon that died is replaced; one a live daemon answers on is not. */
+static kl_rc cad_socket_clear(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        return KL_OK;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        return kl_fail(KL_EUSAGE, "%s exists and is not a socket", path);
+    }
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        close(s);
+        return kl_fail(KL_EEXIST, "another keyline-cad answers on %s", path);
+    }
+    if (s >= 0) {
+        close(s);
+    }
+    if (unlink(path) != 0) {
+        return kl_fail(KL_EIO, "cannot remove stale socket %s: %s", path, strerror(errno));
+    }
+    return KL_OK;
+}
+
+static kl_rc cad_listen(cad *d)
+{
+    kl_rc rc = KL_OK;
+    const char *path = d->cfg.socket_path;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    ENSURE(strlen(path) < sizeof sa.sun_path, KL_EUSAGE, "[cad] socket path longer than %zu bytes",
+           sizeof sa.sun_path - 1);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    TRY(cad_socket_clear(path));
+    d->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ENSURE(d->listen_fd >= 0, KL_EIO, "socket: %s", strerror(errno));
+    /* no window in which the socket is reachable with wider permissions */
+    mode_t old = umask(0777 & ~d->cfg.socket_mode);
+    int b = bind(d->listen_fd, (struct sockaddr *)&sa, sizeof sa);
+    int e = errno;
+    umask(old);
+    ENSURE(b == 0, KL_EIO, "bind %s: %s", path, strerror(e));
+    ENSURE(chmod(path, d->cfg.socket_mode) == 0, KL_EIO, "chmod %s: %s", path, strerror(errno));
+    if (d->cfg.socket_gid != (gid_t)-1) {
+        ENSURE(chown(path, (uid_t)-1, d->cfg.socket_gid) == 0, KL_EIO, "chown %s: %s", path,
+               strerror(errno));
+    }
+    ENSURE(listen(d->listen_fd, 128) == 0, KL_EIO, "listen %s: %s", path, strerror(errno));
+out:
+    return rc;
+}
+
+kl_rc cad_serve(cad *d)
+{
+    kl_rc rc = KL_OK;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    TRY(cad_listen(d));
+    kl_info("keyline-cad: listening on %s (%zu profiles, %zu roles)", d->cfg.socket_path,
+            d->cfg.nprofiles, d->cfg.nroles);
+    while (!d->stop) {
+        struct pollfd pf = {.fd = d->listen_fd, .events = POLLIN};
+        int r = poll(&pf, 1, 500);
+        if (r <= 0) {
+            continue;
+        }
+        int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            continue;
+        }
+        pthread_mutex_lock(&d->lock);
+        int full = d->nconns >= d->cfg.max_conns;
+        if (!full) {
+            d->nconns++;
+        }
+        pthread_mutex_unlock(&d->lock);
+        cad_conn *cx = full ? NULL : malloc(sizeof *cx);
+        pthread_t t;
+        if (!cx) {
+            if (!full) {
+                pthread_mutex_lock(&d->lock);
+                d->nconns--;
+                pthread_mutex_unlock(&d->lock);
+            }
+            kl_warn("cad: connection limit (%u) reached; refusing one", d->cfg.max_conns);
+            close(fd);
+            continue;
+        }
+        *cx = (cad_conn){.d = d, .fd = fd};
+        if (pthread_create(&t, &attr, cad_conn_run, cx) != 0) {
+            close(fd);
+            free(cx);
+            pthread_mutex_lock(&d->lock);
+            d->nconns--;
+            pthread_mutex_unlock(&d->lock);
+        }
+    }
+    /* let connection threads see the stop flag and finish their current request */
+    for (int i = 0; i < 100; i++) {
+        pthread_mutex_lock(&d->lock);
+        unsigned n = d->nconns;
+        pthread_mutex_unlock(&d->lock);
+        if (n == 0) {
+            break;
+        }
+        usleep(50 * 1000);
+    }
+    close(d->listen_fd);
+    (void)unlink(d->cfg.socket_path);
+out:
+    pthread_attr_destroy(&attr);
+    return rc;
+}

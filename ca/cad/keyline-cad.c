@@ -1,0 +1,117 @@
+/* keyline-cad: the CA service. Thin main: arguments, config, signals; cad_*.c does the rest. */
+#include <getopt.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+
+#include "cad.h"
+#include "kl_log.h"
+
+static cad g_cad;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: keyline-cad [-c keyline.conf] [-v]\n"
+               "  The CA service: the only process holding the token PIN and the store. Front\n"
+               "  ends (keyline-estd, keyline-provision) ask it for whole operations on named\n"
+               "  profiles over a Unix socket ([cad] socket). Runs in the foreground, logs to\n"
+               "  stderr; SIGTERM/SIGINT: finish the requests in hand and exit 0.\n"
+               "  -c, --config FILE  configuration (default $KEYLINE_CONF, else ./keyline.conf)\n"
+               "  -v, --verbose      debug logging\n"
+               "  -V, --version      print the version\n"
+               "  See keyline-cad(8) and docs/ca-protocol.md.\n"
+               "Exit status: 0 ok, 1 error, 2 usage, 3 bad input, 4 refused by policy,\n"
+               "5 token/PIN error, 6 not found.\n");
+}
+
+static void cad_on_signal(int sig)
+{
+    (void)sig;
+    g_cad.stop = 1;
+}
+
+/* pin = env:VAR: the value also sits in our environment block (/proc/PID/environ). */
+static void cad_env_pin_scrub(const kl_conf *conf)
+{
+    const char *spec = kl_conf_get(conf, "hsm", "pin");
+    if (spec && strncmp(spec, "env:", 4) == 0) {
+        char *v = getenv(spec + 4);
+        if (v) {
+            OPENSSL_cleanse(v, strlen(v));
+        }
+        unsetenv(spec + 4);
+    }
+}
+
+static kl_rc cad_run(const char *conf_path)
+{
+    kl_rc rc = KL_OK;
+    kl_conf *conf = NULL;
+    unsigned char rnd[16];
+    memset(&g_cad, 0, sizeof g_cad);
+    pthread_mutex_init(&g_cad.lock, NULL);
+    g_cad.listen_fd = -1;
+    TRY(kl_conf_load(&conf, conf_path));
+    g_cad.conf = conf;
+    TRY(cad_cfg_load(&g_cad.cfg, conf));
+    /* the PIN and the token session live here: no core dumps, no ptrace by the same user */
+    prctl(PR_SET_DUMPABLE, 0);
+    rc = ca_open(&g_cad.ca, conf);
+    cad_env_pin_scrub(conf);
+    TRY(rc);
+    ENSURE(RAND_bytes(rnd, sizeof rnd) == 1, KL_EINTERNAL, "RAND_bytes");
+    for (size_t i = 0; i < sizeof rnd; i++) {
+        snprintf(g_cad.instance + 2 * i, 3, "%02x", rnd[i]);
+    }
+    for (size_t i = 0; i < g_cad.cfg.nprofiles; i++) {
+        const cad_profile *p = &g_cad.cfg.profiles[i];
+        kl_info("keyline-cad: profile %s: issuer %s, template %s", p->name, p->issuer,
+                p->template_name);
+    }
+    TRY(cad_serve(&g_cad));
+    kl_info("keyline-cad: stopped");
+out:
+    ca_close(g_cad.ca);
+    cad_cfg_free(&g_cad.cfg);
+    kl_conf_free(conf);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf_path = getenv("KEYLINE_CONF") ? getenv("KEYLINE_CONF") : "keyline.conf";
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:vVh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': conf_path = optarg; break;
+        case 'v': kl_log_set_level(KL_LOG_DEBUG); break;
+        case 'V': printf("keyline-cad %s\n", KEYLINE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cad_on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    kl_rc rc = cad_run(conf_path);
+    if (rc != KL_OK) {
+        fprintf(stderr, "keyline-cad: %s\n", kl_errmsg());
+    }
+    return kl_rc_exit(rc);
+}

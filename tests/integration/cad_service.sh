@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# keyline-cad: the CA service answers the CA protocol's request table on its Unix socket, for
+# the profiles each role may use, and refuses (with an audit entry) what a role lacks.
+# Real SoftHSM token, real SQLite store, the daemon as the tests' own user plus one request
+# from another uid (setpriv) that has no role.
+set -euo pipefail
+BIN=${KL_BUILD:?KL_BUILD not set}/bin
+D=${KL_TEST_DIR:?run under tests/lib/with-token.sh}
+kca() { "$BIN/keyline-ca" -c "$KL_CONF" "$@"; }
+cc() { "$BIN/kl_cad_client" "$@"; }
+die() { echo "FAIL: $*" >&2; [ -f "$D/cad.log" ] && tail -n 30 "$D/cad.log" >&2; exit 1; }
+ok() { echo "ok - $*"; }
+new_csr() {
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$D/$1.key" \
+        -subj "$2" -outform DER -out "$D/$1.der" 2>/dev/null
+}
+
+kca ca create --label root1 --template root --subject "CN=Keyline Test Root,O=Keyline Test" >/dev/null
+kca ca create --label factory1 --template factory-ca --subject "CN=Keyline Factory CA,O=Keyline Test" --issuer root1 >/dev/null
+kca ca create --label field1 --template field-ca --subject "CN=Keyline Field CA,O=Keyline Test" --issuer root1 >/dev/null
+kca ca cert --label field1 --chain > "$D/field1-chain.pem"
+kca ca cert --label root1 > "$D/root1.pem"
+
+SOCK="$D/cad.sock"
+cat >> "$KL_CONF" <<CONF
+
+[cad]
+socket = cad.sock
+socket-mode = 0666
+
+[role est]
+users = $(id -u)
+
+[role station]
+users = 4242
+
+[profile ldevid]
+issuer = field1
+template = device-ldevid
+clients = est
+
+[profile idevid]
+issuer = factory1
+template = device-idevid
+clients = station
+CONF
+
+"$BIN/keyline-cad" -c "$KL_CONF" 2>"$D/cad.log" &
+CAD_PID=$!
+trap 'kill $CAD_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+[ -S "$SOCK" ] || die "keyline-cad did not create its socket"
+[ "$(stat -c %a "$SOCK")" = 666 ] || die "socket mode $(stat -c %a "$SOCK"), want 666"
+
+out=$(cc "$SOCK" hello version=1) || die "hello"
+grep -qx "role=est" <<<"$out" || die "hello: roles: $out"
+ok "hello names the caller's role (est, by its uid)"
+
+# issue through the profile the role has
+new_csr dev1 "/CN=sensor-0001/serialNumber=HW0001"
+cc -o "$D/dev1.pem" "$SOCK" issue profile=ldevid csr=@"$D/dev1.der" auth=basic auth-user=bootstrap \
+    device-id=HW0001 > "$D/issue.out" || die "issue: $(cat "$D/issue.out")"
+openssl verify -CAfile "$D/root1.pem" -untrusted "$D/field1-chain.pem" "$D/dev1.pem" >/dev/null \
+    || die "issued certificate does not verify"
+serial1=$(openssl x509 -in "$D/dev1.pem" -noout -serial | cut -d= -f2)
+grep -q "serial=$serial1" "$D/issue.out" || die "issue answer lacks the serial"
+kca show --serial "$serial1" | grep -q "HW0001" || die "store row lacks the device id"
+kca audit list | grep -q "uid $(id -u) .* as est; basic user bootstrap" \
+    || die "audit actor is not what keyline-cad authenticated: $(kca audit list | tail -3)"
+ok "issue: certificate from the profile's CA, recorded with device id and the authenticated actor"
+
+# a profile the role lacks: refused, naming role and profile, audited
+rc=0; cc "$SOCK" issue profile=idevid csr=@"$D/dev1.der" auth=station 2>"$D/err" || rc=$?
+[ "$rc" = 4 ] || die "foreign profile: exit $rc, want 4"
+grep -q "profile 'idevid' is not open to role est" "$D/err" || die "refusal text: $(cat "$D/err")"
+kca audit list | grep -q "refused" || die "refusal not audited"
+ok "a profile the role lacks is refused (exit 4) with role and profile named, and audited"
+
+rc=0; cc "$SOCK" issue profile=nosuch csr=@"$D/dev1.der" auth=basic auth-user=x 2>"$D/err" || rc=$?
+[ "$rc" = 6 ] || die "unknown profile: exit $rc, want 6"
+ok "unknown profile: not found (exit 6)"
+
+# device binding: a client certificate of HW0001 cannot ask for HW0002
+new_csr dev2 "/CN=victim/serialNumber=HW0002"
+rc=0; cc "$SOCK" issue profile=ldevid csr=@"$D/dev2.der" auth=cert auth-serial="$serial1" \
+    device-id=HW0002 2>"$D/err" || rc=$?
+[ "$rc" = 4 ] || die "device hijack: exit $rc, want 4 ($(cat "$D/err"))"
+grep -q "belongs to device 'HW0001'" "$D/err" || die "hijack refusal text: $(cat "$D/err")"
+rc=0; cc "$SOCK" issue profile=ldevid csr=@"$D/dev2.der" auth=cert auth-serial=0BADC0DE 2>"$D/err" || rc=$?
+[ "$rc" != 0 ] || die "unknown client certificate accepted"
+ok "a certificate-authenticated request stays bound to its device; unknown client certs refused"
+
+# pending -> activate; pending -> abandon; activate refuses what is not pending
+new_csr dev3 "/CN=sensor-0003/serialNumber=HW0003"
+cc -o "$D/dev3.pem" "$SOCK" issue profile=ldevid csr=@"$D/dev3.der" auth=basic auth-user=b \
+    device-id=HW0003 pending=1 >/dev/null || die "pending issue"
+s3=$(openssl x509 -in "$D/dev3.pem" -noout -serial | cut -d= -f2)
+cc "$SOCK" cert-status serial="$s3" | grep -qx "status=pending" || die "not pending"
+cc "$SOCK" activate serial="$s3" >/dev/null || die "activate"
+cc "$SOCK" cert-status serial="$s3" | grep -qx "status=valid" || die "not valid after activate"
+rc=0; cc "$SOCK" activate serial="$s3" 2>/dev/null || rc=$?
+[ "$rc" = 4 ] || die "activate of a valid cert: exit $rc, want 4"
+new_csr dev4 "/CN=sensor-0004/serialNumber=HW0004"
+cc -o "$D/dev4.pem" "$SOCK" issue profile=ldevid csr=@"$D/dev4.der" auth=basic auth-user=b \
+    device-id=HW0004 pending=1 >/dev/null || die "pending issue 2"
+s4=$(openssl x509 -in "$D/dev4.pem" -noout -serial | cut -d= -f2)
+rc=0; cc "$SOCK" abandon serial="$s4" reason=0 2>/dev/null || rc=$?
+[ "$rc" = 4 ] || die "abandon with reason unspecified: exit $rc, want 4"
+cc "$SOCK" abandon serial="$s4" reason=1 >/dev/null || die "abandon"
+cc "$SOCK" cert-status serial="$s4" | grep -qx "status=revoked" || die "not revoked after abandon"
+ok "pending certificates: activate, abandon (keyCompromise/cessationOfOperation only)"
+
+# officer-issued certificates are outside the est role's profiles
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$D/srv.key" \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost -outform DER -out "$D/srv.der" 2>/dev/null
+kca issue --issuer field1 --template est-server --csr <(openssl req -inform DER -in "$D/srv.der") \
+    --out "$D/srv.pem" >/dev/null
+ssrv=$(openssl x509 -in "$D/srv.pem" -noout -serial | cut -d= -f2)
+rc=0; cc "$SOCK" abandon serial="$ssrv" reason=1 2>"$D/err" || rc=$?
+[ "$rc" = 4 ] || die "abandon outside profiles: exit $rc"
+grep -q "outside the profiles" "$D/err" || die "text: $(cat "$D/err")"
+ok "a front end cannot revoke what its profiles did not issue"
+
+# cacerts, crl, ocsp, cert-status by certificate
+cc -o "$D/cacerts.pem" "$SOCK" cacerts profile=ldevid >/dev/null || die "cacerts"
+n=$(grep -c "BEGIN CERTIFICATE" "$D/cacerts.pem")
+[ "$n" -ge 2 ] || die "cacerts: $n certificates"
+openssl verify -CAfile "$D/root1.pem" -untrusted "$D/cacerts.pem" "$D/dev1.pem" >/dev/null \
+    || die "cacerts does not chain the issued certificate"
+rc=0; cc "$SOCK" crl issuer=nosuch 2>/dev/null || rc=$?
+[ "$rc" = 6 ] || die "crl of an unknown CA: exit $rc, want 6"
+kca crl --issuer field1 >/dev/null
+cc -o "$D/field1.crl" "$SOCK" crl issuer=field1 >/dev/null || die "crl"
+openssl crl -inform DER -in "$D/field1.crl" -noout -text | grep -q "$s4" || die "crl lacks $s4"
+openssl ocsp -issuer <(head -n "$(grep -n END "$D/field1-chain.pem" | head -1 | cut -d: -f1)" "$D/field1-chain.pem") \
+    -cert "$D/dev4.pem" -no_nonce -reqout "$D/ocsp.req" >/dev/null 2>&1 || die "ocsp req"
+cc -o "$D/ocsp.resp" "$SOCK" ocsp ocsp-req=@"$D/ocsp.req" >/dev/null || die "ocsp"
+openssl ocsp -respin "$D/ocsp.resp" -resp_text -noverify 2>/dev/null | grep -q "Cert Status: revoked" \
+    || die "ocsp answer"
+openssl x509 -in "$D/dev1.pem" -outform DER -out "$D/dev1.der.crt"
+out=$(cc "$SOCK" cert-status cert=@"$D/dev1.der.crt") || die "cert-status by cert"
+grep -qx "device-id=HW0001" <<<"$out" || die "cert-status: $out"
+ok "cacerts, crl, ocsp and cert-status answer from the store and the token"
+
+# malformed frames: answered or dropped, the daemon keeps serving
+python3 - "$SOCK" <<'PY'
+import socket, struct, sys
+def send(b):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b)
+    s.settimeout(5)
+    try: s.recv(4096)
+    except Exception: pass
+    s.close()
+send(b"\xff\xff\xff\xff")                                   # absurd length
+send(struct.pack(">I", 3) + b"\x09\x01\x00")                 # wrong version
+send(struct.pack(">I", 8) + b"\x01\x02\x00\x08\x00\x00\x00\x00")  # truncated field
+send(struct.pack(">I", 3) + b"\x01\x63\x00")                 # unknown op
+body = b"\x01\x07\x00" + b"\x0a" + struct.pack(">I", 3) + b"a\x00b"  # NUL in a string
+send(struct.pack(">I", len(body)) + body)
+PY
+cc "$SOCK" hello version=1 >/dev/null || die "daemon stopped serving after malformed frames"
+ok "malformed frames are refused and the daemon keeps serving"
+
+# another uid with no role: refused
+chmod 711 "$D"
+rc=0; setpriv --reuid 4243 --regid 4243 --clear-groups "$BIN/kl_cad_client" "$SOCK" crl issuer=field1 \
+    2>"$D/err" || rc=$?
+[ "$rc" = 4 ] || die "uid without role: exit $rc ($(cat "$D/err"))"
+grep -q "uid 4243 has no role" "$D/err" || die "text: $(cat "$D/err")"
+# uid 4242 is the station role: the est profile is refused for it
+rc=0; setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SOCK" issue profile=ldevid \
+    csr=@"$D/dev2.der" auth=station 2>"$D/err" || rc=$?
+[ "$rc" = 4 ] || die "station uid on the est profile: exit $rc ($(cat "$D/err"))"
+grep -q "not open to role station" "$D/err" || die "text: $(cat "$D/err")"
+ok "roles come from SO_PEERCRED: an unknown uid and the wrong role are refused"
+
+kill -TERM "$CAD_PID"
+rc=0; wait "$CAD_PID" || rc=$?
+trap - EXIT
+[ "$rc" = 0 ] || die "keyline-cad exited $rc on SIGTERM"
+[ ! -e "$SOCK" ] || die "socket left behind"
+kca audit verify >/dev/null || die "audit chain broken"
+ok "SIGTERM: exit 0, socket removed, audit chain intact"

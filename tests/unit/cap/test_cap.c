@@ -1,0 +1,173 @@
+/* The CA protocol codec (ca/client/cap.c): what the table allows parses and re-encodes;
+ * everything else is refused with a reason. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cap.h"
+
+static kl_buf g;
+
+static void begin(cap_op op, uint8_t status)
+{
+    kl_buf_init(&g, 1 << 20, 0);
+    assert_int_equal(cap_msg_begin(&g, op, status), KL_OK);
+}
+
+static kl_rc finish(int is_response, cap_msg *m)
+{
+    assert_int_equal(cap_msg_end(&g), KL_OK);
+    kl_rc rc = cap_msg_parse(g.data + 4, g.len - 4, is_response, m);
+    return rc;
+}
+
+static void test_issue_roundtrip(void **st)
+{
+    (void)st;
+    cap_msg m;
+    uint8_t csr[] = {0x30, 0x03, 0x02, 0x01, 0x00};
+    begin(CAP_OP_ISSUE, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "ldevid"), KL_OK);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_CSR, csr, sizeof csr), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_AUTH, "cert"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_AUTH_SERIAL, "0A1B"), KL_OK);
+    assert_int_equal(cap_put_u64(&g, CAP_T_PENDING, 1), KL_OK);
+    assert_int_equal(finish(0, &m), KL_OK);
+    assert_int_equal(m.op, CAP_OP_ISSUE);
+    assert_int_equal(m.n, 5);
+    char s[65];
+    assert_int_equal(cap_get_str(&m, CAP_T_PROFILE, s, sizeof s), KL_OK);
+    assert_string_equal(s, "ldevid");
+    assert_int_equal(cap_get_u64(&m, CAP_T_PENDING, 0), 1);
+    assert_int_equal(cap_find(&m, CAP_T_CSR, 0)->len, sizeof csr);
+    assert_null(cap_find(&m, CAP_T_DEVICE_ID, 0));
+    assert_int_equal(cap_get_str(&m, CAP_T_DEVICE_ID, s, sizeof s), KL_ENOTFOUND);
+    assert_int_equal(cap_get_str(&m, CAP_T_PROFILE, s, 3), KL_EINPUT); /* does not fit */
+    kl_buf_free(&g);
+}
+
+static void test_refusals(void **st)
+{
+    (void)st;
+    cap_msg m;
+    /* a required field missing */
+    begin(CAP_OP_ISSUE, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "ldevid"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    /* a field the op does not take (a signing request cannot smuggle a digest or a CRL) */
+    begin(CAP_OP_ACTIVATE, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_SERIAL, "0A"), KL_OK);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_CRL, "x", 1), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    /* duplicate */
+    begin(CAP_OP_CRL, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_ISSUER, "a"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_ISSUER, "b"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    /* control byte in a string, empty string */
+    begin(CAP_OP_CRL, 0);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_ISSUER, "a\nb", 3), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    begin(CAP_OP_CRL, 0);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_ISSUER, "", 0), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    /* integer of the wrong size */
+    begin(CAP_OP_POLL, 0);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_REQUEST_ID, "1234", 4), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    /* a request with a status, a status out of range */
+    begin(CAP_OP_HELLO, 4);
+    assert_int_equal(cap_put_u64(&g, CAP_T_VERSION, 1), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    begin(CAP_OP_HELLO, 200);
+    assert_int_equal(finish(1, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    /* an error answer carries a message, not a certificate */
+    begin(CAP_OP_ISSUE, KL_EPOLICY);
+    assert_int_equal(cap_put_str(&g, CAP_T_MESSAGE, "no"), KL_OK);
+    assert_int_equal(finish(1, &m), KL_OK);
+    kl_buf_free(&g);
+    begin(CAP_OP_ISSUE, KL_EPOLICY);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_CERT, "x", 1), KL_OK);
+    assert_int_equal(finish(1, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    /* oversize value refused by the encoder, buffer unchanged */
+    begin(CAP_OP_CRL, 0);
+    size_t before = g.len;
+    char big[200];
+    memset(big, 'a', sizeof big);
+    big[sizeof big - 1] = 0;
+    assert_int_equal(cap_put_str(&g, CAP_T_ISSUER, big), KL_EINPUT);
+    assert_int_equal(g.len, before);
+    kl_buf_free(&g);
+}
+
+static void test_raw_frames(void **st)
+{
+    (void)st;
+    cap_msg m;
+    const uint8_t short_hdr[] = {1, 1};
+    assert_int_equal(cap_msg_parse(short_hdr, sizeof short_hdr, 0, &m), KL_EINPUT);
+    const uint8_t bad_version[] = {2, 1, 0};
+    assert_int_equal(cap_msg_parse(bad_version, sizeof bad_version, 0, &m), KL_EINPUT);
+    const uint8_t bad_op[] = {1, 99, 0};
+    assert_int_equal(cap_msg_parse(bad_op, sizeof bad_op, 0, &m), KL_EINPUT);
+    const uint8_t zero_op[] = {1, 0, 0};
+    assert_int_equal(cap_msg_parse(zero_op, sizeof zero_op, 0, &m), KL_EINPUT);
+    /* field length past the end, truncated field header */
+    const uint8_t overrun[] = {1, 7, 0, 10, 0, 0, 0, 9, 'a'};
+    assert_int_equal(cap_msg_parse(overrun, sizeof overrun, 0, &m), KL_EINPUT);
+    const uint8_t trunc[] = {1, 7, 0, 10, 0, 0};
+    assert_int_equal(cap_msg_parse(trunc, sizeof trunc, 0, &m), KL_EINPUT);
+    /* unknown tag */
+    const uint8_t unknown_tag[] = {1, 7, 0, 200, 0, 0, 0, 1, 'a'};
+    assert_int_equal(cap_msg_parse(unknown_tag, sizeof unknown_tag, 0, &m), KL_EINPUT);
+    const uint8_t ok[] = {1, 7, 0, 10, 0, 0, 0, 1, 'a'};
+    assert_int_equal(cap_msg_parse(ok, sizeof ok, 0, &m), KL_OK);
+    assert_string_equal(cap_op_name(CAP_OP_CRL), "crl");
+    assert_string_equal(cap_op_name(0), "?");
+}
+
+static void test_repeat_cacerts(void **st)
+{
+    (void)st;
+    cap_msg m;
+    begin(CAP_OP_CACERTS, KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_ISSUER, "field1"), KL_OK);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(cap_put_bytes(&g, CAP_T_CA_CERT, "\x30\x00", 2), KL_OK);
+    }
+    assert_int_equal(finish(1, &m), KL_OK);
+    assert_non_null(cap_find(&m, CAP_T_CA_CERT, 4));
+    assert_null(cap_find(&m, CAP_T_CA_CERT, 5));
+    kl_buf_free(&g);
+    begin(CAP_OP_CACERTS, KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_ISSUER, "field1"), KL_OK);
+    for (int i = 0; i < CAP_FIELDS_MAX; i++) {
+        assert_int_equal(cap_put_bytes(&g, CAP_T_CA_CERT, "\x30\x00", 2), KL_OK);
+    }
+    assert_int_equal(finish(1, &m), KL_EINPUT); /* more than CAP_FIELDS_MAX */
+    kl_buf_free(&g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_issue_roundtrip),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_raw_frames),
+        cmocka_unit_test(test_repeat_cacerts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
