@@ -730,10 +730,21 @@ kl_rc ca_label_check_new(ca_ctx *ca, const char *label)
 {
     store_ca existing;
     memset(&existing, 0, sizeof existing);
-    if (!label || !*label || strlen(label) >= 64 ||
-        strspn(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
-            strlen(label)) {
-        return kl_fail(KL_EUSAGE, "CA label must be 1-63 characters of [A-Za-z0-9._-]");
+    /* A label is a token object's CKA_LABEL, a store key, part of the /crl/<label>.crl and
+     * /.well-known/est/<label>/ paths and of the names keyline derives from it ("<CA>.ocsp",
+     * "<root>.newwithold"): letters, digits and inner separators only. The label itself is
+     * echoed only once it is known to be printable. */
+    size_t n = label ? strlen(label) : 0;
+    if (n == 0 || n > CA_LABEL_MAX ||
+        strspn(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != n) {
+        return kl_fail(KL_EUSAGE, "CA label must be 1-%d characters of [A-Za-z0-9._-]",
+                       CA_LABEL_MAX);
+    }
+    if (!isalnum((unsigned char)label[0]) || !isalnum((unsigned char)label[n - 1]) ||
+        strstr(label, "..")) {
+        return kl_fail(KL_EUSAGE,
+                       "CA label '%s' must start and end with a letter or digit, without '..'",
+                       label);
     }
     kl_rc rc = store_ca_get(ca->st, label, &existing);
     store_ca_free(&existing);
@@ -741,6 +752,41 @@ kl_rc ca_label_check_new(ca_ctx *ca, const char *label)
         return kl_fail(KL_EEXIST, "a CA labelled '%s' already exists", label);
     }
     return rc == KL_ENOTFOUND ? KL_OK : rc;
+}
+
+/* 1 when `label` ends with `suffix` (and has something before it). */
+static int ca_label_ends(const char *label, const char *suffix)
+{
+    size_t n = strlen(label), k = strlen(suffix);
+    return n > k && strcmp(label + n - k, suffix) == 0;
+}
+
+kl_rc ca_label_role_check(const char *label, const char *template_name, const char *issuer)
+{
+    /* keyline-estd's signers may use every "*.ocsp" key (the delegated OCSP signers) and
+     * treat such a record as a signer, not a CA: that suffix is only ever the signer of the
+     * CA before it, made with the ocsp-signer template. */
+    int is_signer = template_name && strcmp(template_name, "ocsp-signer") == 0;
+    if (ca_is_ocsp_signer_label(label) || is_signer) {
+        char want[CA_LABEL_MAX + 16];
+        snprintf(want, sizeof want, "%s" CA_OCSP_SUFFIX, issuer ? issuer : "ISSUER");
+        if (!is_signer) {
+            return kl_fail(KL_EUSAGE,
+                           "CA label '%s' is reserved: '" CA_OCSP_SUFFIX "' names the delegated "
+                           "OCSP signer of the CA before it (template ocsp-signer)",
+                           label);
+        }
+        if (!issuer || strcmp(label, want) != 0) {
+            return kl_fail(KL_EUSAGE, "an OCSP signer is labelled after its CA: --label %s", want);
+        }
+    }
+    if (ca_label_ends(label, CA_ROLLOVER_NWO) || ca_label_ends(label, CA_ROLLOVER_OWN)) {
+        return kl_fail(KL_EUSAGE,
+                       "CA label '%s' is reserved: '" CA_ROLLOVER_NWO "' and '" CA_ROLLOVER_OWN
+                       "' name the rollover certificates of a root rotation",
+                       label);
+    }
+    return KL_OK;
 }
 
 void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n, const char *actor,
@@ -780,6 +826,7 @@ kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const
 
     ENSURE(ca->hsm, KL_EUSAGE, "creating a CA needs the token");
     TRY(ca_label_check_new(ca, label));
+    TRY(ca_label_role_check(label, template_name, issuer));
     TRY(ca_tpl_get(ca, template_name, &t));
     ENSURE(t->is_ca || strcmp(t->name, "ocsp-signer") == 0, KL_EPOLICY,
            "template %s is not a CA template", t->name);

@@ -65,8 +65,18 @@ kl_rc ca_record(ca_ctx *ca, const char *label, const char *template_name, const 
 kl_rc ca_record_fill(store_ca *rec, const char *label, const char *template_name,
                      const char *parent, const char *key_type, X509 *cert,
                      const char *status) KL_WUR;
+/* Labels: 1-63 of [A-Za-z0-9._-], starting and ending with a letter or digit, no "..". */
+#define CA_LABEL_MAX 63
+/* a root rotation's rollover certificates: "<new root>.newwithold", "<old root>.oldwithnew" */
+#define CA_ROLLOVER_NWO ".newwithold"
+#define CA_ROLLOVER_OWN ".oldwithnew"
 /* KL_OK when `label` is well-formed and not taken (KL_EUSAGE / KL_EEXIST otherwise). */
 kl_rc ca_label_check_new(ca_ctx *ca, const char *label) KL_WUR;
+/* KL_OK when a new key and CA record may be labelled `label` with this template and issuer:
+ * the suffixes keyline derives itself are reserved (".ocsp" only for the ocsp-signer template
+ * as "<issuer>.ocsp", which that template must use; ".newwithold"/".oldwithnew" never: only a
+ * rotation records them). KL_EUSAGE with the reason. No store access. */
+kl_rc ca_label_role_check(const char *label, const char *template_name, const char *issuer) KL_WUR;
 kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
                       const X509_NAME *name, hsm_key_type kt, const char *issuer, const char *actor,
                       X509 **cert_out) KL_WUR;

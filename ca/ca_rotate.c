@@ -37,7 +37,10 @@ kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_ke
     *cert_out = NULL;
 
     ENSURE(ca->hsm, KL_EUSAGE, "rotating a CA needs the token");
+    /* the new label is checked before anything is looked up or made */
+    TRY(ca_label_check_new(ca, new_label));
     TRY(store_ca_get(ca->st, old_label, &old));
+    TRY(ca_label_role_check(new_label, old.template_name, old.parent));
     ENSURE(strcmp(old.status, "active") == 0, KL_EPOLICY, "CA '%s' is %s, not active", old_label,
            old.status);
     TRY(ca_entry_get(ca, old_label, 1, &oe));
@@ -52,8 +55,14 @@ kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_ke
         snprintf(detail, sizeof detail, "old=%s new=%s parent=%s", old_label, new_label,
                  old.parent);
     } else {
-        snprintf(nwo_label, sizeof nwo_label, "%s.newwithold", new_label);
-        snprintf(own_label, sizeof own_label, "%s.oldwithnew", old_label);
+        ENSURE(strlen(new_label) + strlen(CA_ROLLOVER_NWO) <= CA_LABEL_MAX &&
+                   strlen(old_label) + strlen(CA_ROLLOVER_OWN) <= CA_LABEL_MAX,
+               KL_EUSAGE,
+               "rotating root '%s' to '%s': the rollover labels '%s" CA_ROLLOVER_NWO
+               "' and '%s" CA_ROLLOVER_OWN "' must fit in %d characters",
+               old_label, new_label, new_label, old_label, CA_LABEL_MAX);
+        snprintf(nwo_label, sizeof nwo_label, "%s" CA_ROLLOVER_NWO, new_label);
+        snprintf(own_label, sizeof own_label, "%s" CA_ROLLOVER_OWN, old_label);
         TRY(ca_label_check_new(ca, nwo_label));
         TRY(ca_label_check_new(ca, own_label));
         TRY(ca_key_new(ca, new_label, old.template_name, name, kt, NULL, actor, &newc, &new_priv));

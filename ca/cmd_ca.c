@@ -37,7 +37,15 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
     TRY(cli_open(c, 1, &ca));
     TRY(ca_create(ca, label, tname, subject, (hsm_key_type)kt, issuer, c->actor, &cert));
     TRY(cli_output_cert(c, NULL, cert));
-    TRY(cli_crl_publish(ca, label, "the new CA's first", NULL));
+    if (!ca_is_ocsp_signer_label(label)) { /* a delegated OCSP signer issues no CRL */
+        rc = cli_crl_publish(ca, label, "the new CA's first", NULL);
+        if (rc != KL_OK) {
+            rc = kl_wrap(rc,
+                         "CA '%s' was created, but its first CRL was not published "
+                         "(keyline-ca crl --issuer %s publishes one)",
+                         label, label);
+        }
+    }
 out:
     X509_free(cert);
     ca_close(ca);

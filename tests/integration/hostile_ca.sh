@@ -48,4 +48,35 @@ openssl x509 -in out.pem -noout -subject | grep -q "Test Field CA" || fail "--ou
 kca crl --issuer field1 --out /dev/null 2>/dev/null || fail "--out /dev/null"
 ok "defect 8: --out refuses the store's files and the config by any name"
 
+# --- defect 10: labels are checked before anything is made --------------------------------------
+# "corp.ocsp" would match the OCSP signers' allowance in keyline-estd's signers; a failed
+# create or rotate must leave no key, no CA record, no certificate and no audit entry.
+tokobjs() { pkcs11-tool --module "$KL_MODULE" --token-label keyline-test --login --pin "$KEYLINE_PIN" --list-objects 2>/dev/null | grep -c "label:"; }
+before_tok=$(tokobjs)
+before_cas=$(kca ca list)
+before_n=$(count_certs)
+before_audit=$(count_audit)
+long=$(printf 'a%.0s' $(seq 1 64))
+for label in corp.ocsp field1.ocsp x.newwithold root1.oldwithnew -dash .dot a..b trail. "$long" \
+  "two words" "sl/ash" "pct%41" ""; do
+  expect_rc 2 "ca create --label '$label'" kca ca create --label "$label" --template root --subject "CN=Hostile"
+done
+expect_rc 2 "an OCSP signer label under the wrong issuer" \
+  kca ca create --label factory1.ocsp --template ocsp-signer --issuer field1 --subject "CN=x"
+expect_rc 2 "an OCSP signer under an ordinary label" \
+  kca ca create --label signer1 --template ocsp-signer --issuer field1 --subject "CN=x"
+expect_rc 2 "ca rotate --new-label corp.ocsp" kca ca rotate --label root1 --new-label corp.ocsp
+expect_rc 2 "ca rotate of an issuing CA --new-label x.ocsp" kca ca rotate --label field1 --new-label x.ocsp
+expect_rc 2 "ca rotate --new-label with no room for its rollover labels" \
+  kca ca rotate --label root1 --new-label "$(printf 'r%.0s' $(seq 1 60))"
+[ "$(tokobjs)" = "$before_tok" ] || fail "a refused label left objects in the token"
+[ "$(kca ca list)" = "$before_cas" ] || fail "a refused label left a CA record"
+[ "$(count_certs)" = "$before_n" ] || fail "a refused label left a certificate"
+[ "$(count_audit)" = "$before_audit" ] || fail "a refused label left audit entries"
+# the delegated OCSP signer of a CA may still be made by hand, exactly as keyline-estd makes it
+kca ca create --label field1.ocsp --template ocsp-signer --issuer field1 --subject "CN=field1 OCSP signer" >/dev/null ||
+  fail "ca create of field1's own OCSP signer"
+kca ca list | grep -q "^field1.ocsp " || fail "field1.ocsp not recorded"
+ok "defect 10: labels refused before anything is made; an issuer's own .ocsp signer still works"
+
 echo "hostile_ca: all passed"

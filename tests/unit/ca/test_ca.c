@@ -522,6 +522,7 @@ static void test_refusals(void **state)
 {
     (void)state;
     X509 *x = NULL;
+    EVP_PKEY *k = NULL;
     uint8_t junk[64];
     memset(junk, 0x30, sizeof junk);
     ca_issue_req req = {.issuer = "field1",
@@ -545,6 +546,17 @@ static void test_refusals(void **state)
                      KL_EEXIST);
     assert_int_equal(ca_create(g_ca, "bad label!", "root", "CN=x", HSM_KEY_EC_P256, NULL, "t", &x),
                      KL_EUSAGE);
+    /* reserved suffixes (issue 10, defect 10): refused before a key is made */
+    const char *reserved[] = {"corp.ocsp", "root1.newwithold", "x.oldwithnew", "-x", "x.", "a..b"};
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
+        assert_int_equal(
+            ca_create(g_ca, reserved[i], "root", "CN=x", HSM_KEY_EC_P256, NULL, "t", &x),
+            KL_EUSAGE);
+        assert_int_equal(hsm_key_load(ca_hsm(g_ca), reserved[i], &k), KL_ENOTFOUND);
+    }
+    assert_int_equal(
+        ca_create(g_ca, "root1.ocsp", "ocsp-signer", "CN=x", HSM_KEY_EC_P256, "field1", "t", &x),
+        KL_EUSAGE);
     assert_int_equal(ca_create(g_ca, "ed", "root", "CN=x", HSM_KEY_ED25519, NULL, "t", &x),
                      KL_EPOLICY);
 }
