@@ -65,6 +65,7 @@ typedef struct {
     unsigned max_connections;
     unsigned per_ip_connections;
     unsigned timeout;          /* seconds of inactivity before a connection is closed */
+    unsigned request_timeout;  /* seconds a request may take to arrive, headers and body */
     unsigned threads;          /* I/O threads (MHD epoll pool) */
     unsigned workers;          /* request handler threads; 0: handle on the I/O threads */
     int serverkeygen;          /* serve /serverkeygen (default on) */
@@ -269,12 +270,14 @@ typedef struct {
     atomic_uint_fast64_t issue_sum_us;
     atomic_uint_fast64_t hsm_errors;
     atomic_uint_fast64_t inflight;
+    atomic_uint_fast64_t conns_cut; /* closed at their request deadline (request-timeout) */
 } est_metrics;
 
 void est_metrics_init(est_metrics *m);
 void est_metrics_request(est_metrics *m, est_endpoint ep, int status);
 void est_metrics_issue(est_metrics *m, double seconds);
 void est_metrics_hsm_error(est_metrics *m);
+void est_metrics_conns_cut(est_metrics *m, size_t n);
 kl_rc est_metrics_render(est_metrics *m, kl_buf *out) KL_WUR;
 
 /* ------------------------------------------------------------------------------------------
@@ -365,6 +368,14 @@ struct est_server {
     char **online;   /* CA labels this server signs with (ca-keys != all), from start-up */
     size_t n_online; /* the signers refuse every other CA key */
     atomic_int stopping;
+    /* open connections of both listeners and their request deadlines (est_server.c): a list of
+     * est_conn guarded by conns_mu, swept once a second by the sweeper thread */
+    pthread_mutex_t conns_mu;
+    void *conns;
+    pthread_t sweeper;
+    int sweeper_on;
+    pthread_cond_t sweep_cv;
+    int sweep_stop;
     /* worker pool (est_server.c): queue of est_conn_req, guarded by jobs_mu */
     pthread_t *workers;
     unsigned n_workers;

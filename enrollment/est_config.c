@@ -144,8 +144,12 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     TRY(kl_conf_get_long(conf, "est", "max-body", 64 * 1024, 1024, 16 * 1024 * 1024, &body));
     c->max_body = (size_t)body;
     TRY(est_config_uint(conf, "max-connections", 1024, 1, 65536, &c->max_connections));
-    TRY(est_config_uint(conf, "max-connections-per-ip", 0, 0, 65536, &c->per_ip_connections));
+    /* One address must not take every slot (slowloris): 64 by default, 0 for no limit. */
+    TRY(est_config_uint(conf, "max-connections-per-ip", 64, 0, 65536, &c->per_ip_connections));
     TRY(est_config_uint(conf, "timeout", 30, 1, 3600, &c->timeout));
+    /* The inactivity timeout alone lets a client that sends a byte now and then hold a slot
+     * forever: a request must also arrive whole (headers and body) within this. */
+    TRY(est_config_uint(conf, "request-timeout", 30, 1, 3600, &c->request_timeout));
     TRY(est_config_uint(conf, "threads", 2, 1, 256, &c->threads));
     TRY(est_config_uint(conf, "workers", 16, 0, 1024, &c->workers));
     TRY(est_config_uint(conf, "shutdown-grace", 30, 0, 3600, &c->shutdown_grace));

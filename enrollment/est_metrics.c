@@ -24,6 +24,7 @@ void est_metrics_init(est_metrics *m)
     atomic_init(&m->issue_sum_us, 0);
     atomic_init(&m->hsm_errors, 0);
     atomic_init(&m->inflight, 0);
+    atomic_init(&m->conns_cut, 0);
 }
 
 void est_metrics_request(est_metrics *m, est_endpoint ep, int status)
@@ -57,6 +58,11 @@ void est_metrics_issue(est_metrics *m, double seconds)
 void est_metrics_hsm_error(est_metrics *m)
 {
     atomic_fetch_add_explicit(&m->hsm_errors, 1, memory_order_relaxed);
+}
+
+void est_metrics_conns_cut(est_metrics *m, size_t n)
+{
+    atomic_fetch_add_explicit(&m->conns_cut, (uint_fast64_t)n, memory_order_relaxed);
 }
 
 kl_rc est_metrics_render(est_metrics *m, kl_buf *out)
@@ -110,6 +116,13 @@ kl_rc est_metrics_render(est_metrics *m, kl_buf *out)
         "# TYPE keyline_est_requests_in_flight gauge\n"
         "keyline_est_requests_in_flight %llu\n",
         (unsigned long long)atomic_load_explicit(&m->inflight, memory_order_relaxed)));
+    TRY(kl_buf_printf(
+        out,
+        "# HELP keyline_est_connections_cut_total Connections closed because a request on them "
+        "was not complete within request-timeout (slow or stalled clients).\n"
+        "# TYPE keyline_est_connections_cut_total counter\n"
+        "keyline_est_connections_cut_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&m->conns_cut, memory_order_relaxed)));
 out:
     return rc;
 }

@@ -70,6 +70,24 @@ static double est_mono(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* One per connection on either listener, from MHD_CONNECTION_NOTIFY_STARTED to _CLOSED (its
+ * socket context). The request deadline: libmicrohttpd's own timeout is one of inactivity, so
+ * a client that sends a header line every few seconds (slowloris) would hold its slot for as
+ * long as it likes. Each connection must deliver a whole request (TLS handshake, headers,
+ * body) within [est] request-timeout of being opened, or of the answer to its previous request
+ * (keep-alive); the sweeper thread shuts down the socket of one that does not, and the I/O
+ * thread then closes it as a connection the client broke. While its request is being handled
+ * or answered a connection has no deadline. All fields but `auth` are guarded by
+ * srv->conns_mu. */
+typedef struct est_conn {
+    est_conn_auth auth; /* TLS listener: the client-certificate cache (est_handlers.c) */
+    MHD_socket fd;
+    double deadline; /* est_mono() by which the request must be complete; 0: none */
+    int cut;         /* the sweeper shut it down */
+    char addr[INET6_ADDRSTRLEN];
+    struct est_conn *prev, *next;
+} est_conn;
+
 typedef struct {
     kl_buf b;
 } est_body_holder;
@@ -286,7 +304,15 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         return ret;
     }
 
-    /* The whole request is here. */
+    /* The whole request is here: no deadline while it is handled and answered. */
+    const union MHD_ConnectionInfo *sci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    est_conn *k = sci ? sci->socket_context : NULL;
+    if (k) {
+        pthread_mutex_lock(&s->conns_mu);
+        k->deadline = 0;
+        pthread_mutex_unlock(&s->conns_mu);
+    }
     est_resp rs;
     est_resp_init(&rs);
     est_req rq;
@@ -305,8 +331,7 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
         rq.session = ci ? (gnutls_session_t)ci->tls_session : NULL;
-        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-        rq.conn_auth = ci ? ci->socket_context : NULL;
+        rq.conn_auth = k ? &k->auth : NULL;
     }
     if (r->too_big) {
         if (est_route_parse(url, &rq.route) != KL_OK) {
@@ -334,23 +359,130 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
     return ret;
 }
 
-/* One est_conn_auth per TLS connection, for the life of the connection (the TLS session). */
+/* The est_conn of a connection: made when it opens (its deadline starts then, before the TLS
+ * handshake), put on the server's list, taken off and freed when it closes. MHD calls _CLOSED
+ * before it closes the socket, so while an est_conn is on the list its fd is this connection's
+ * (the sweeper never shuts down a reused descriptor). */
 static void est_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
                             enum MHD_ConnectionNotificationCode toe)
 {
-    (void)cls;
-    (void)c;
+    est_listener *L = cls;
+    est_server *s = L->srv;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        est_conn_auth *ca = malloc(sizeof *ca);
-        if (ca) {
-            est_conn_auth_init(ca);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        est_conn *k = calloc(1, sizeof *k);
+        *socket_context = k;
+        if (!k) {
+            /* out of memory: without a deadline it must not stay */
+            if (ci) {
+                shutdown(ci->connect_fd, SHUT_RDWR);
+            }
+            return;
         }
-        *socket_context = ca; /* NULL (out of memory): requests simply go uncached */
+        k->fd = ci ? ci->connect_fd : MHD_INVALID_SOCKET;
+        est_conn_auth_init(&k->auth);
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+        if (sa && sa->sa_family == AF_INET) {
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, k->addr,
+                      sizeof k->addr);
+        } else if (sa && sa->sa_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, k->addr,
+                      sizeof k->addr);
+        }
+        pthread_mutex_lock(&s->conns_mu);
+        k->deadline = est_mono() + s->cfg.request_timeout;
+        k->next = s->conns;
+        if (k->next) {
+            k->next->prev = k;
+        }
+        s->conns = k;
+        pthread_mutex_unlock(&s->conns_mu);
     } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
-        est_conn_auth_free(*socket_context);
-        free(*socket_context);
+        est_conn *k = *socket_context;
+        pthread_mutex_lock(&s->conns_mu);
+        if (k->prev) {
+            k->prev->next = k->next;
+        } else {
+            s->conns = k->next;
+        }
+        if (k->next) {
+            k->next->prev = k->prev;
+        }
+        pthread_mutex_unlock(&s->conns_mu);
+        est_conn_auth_free(&k->auth);
+        free(k);
         *socket_context = NULL;
     }
+}
+
+/* The sweeper: once a second, shut down the connections past their request deadline. */
+static void *est_sweeper(void *arg)
+{
+    est_server *s = arg;
+    pthread_mutex_lock(&s->conns_mu);
+    while (!s->sweep_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += 1;
+        (void)pthread_cond_timedwait(&s->sweep_cv, &s->conns_mu, &until);
+        double now = est_mono();
+        size_t n = 0;
+        char first[INET6_ADDRSTRLEN] = "";
+        for (est_conn *k = s->conns; k; k = k->next) {
+            if (k->deadline > 0 && now >= k->deadline && !k->cut && k->fd != MHD_INVALID_SOCKET) {
+                /* The I/O thread sees the socket end and closes the connection (as MHD's own
+                 * MHD_stop_daemon does from another thread). */
+                shutdown(k->fd, SHUT_RDWR);
+                k->cut = 1;
+                if (!n++) {
+                    snprintf(first, sizeof first, "%s", k->addr[0] ? k->addr : "?");
+                }
+            }
+        }
+        if (n) {
+            pthread_mutex_unlock(&s->conns_mu);
+            est_metrics_conns_cut(&s->metrics, n);
+            kl_warn("closed %zu connection%s (the first from %s) that did not deliver a whole "
+                    "request within request-timeout = %us",
+                    n, n == 1 ? "" : "s", first, s->cfg.request_timeout);
+            pthread_mutex_lock(&s->conns_mu);
+        }
+    }
+    pthread_mutex_unlock(&s->conns_mu);
+    return NULL;
+}
+
+static kl_rc est_sweeper_start(est_server *s)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->sweep_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    s->sweep_stop = 0;
+    int e = pthread_create(&s->sweeper, NULL, est_sweeper, s);
+    if (e != 0) {
+        pthread_cond_destroy(&s->sweep_cv);
+        return kl_fail(KL_EINTERNAL, "cannot start the connection sweeper: %s", strerror(e));
+    }
+    s->sweeper_on = 1;
+    return KL_OK;
+}
+
+static void est_sweeper_stop(est_server *s)
+{
+    if (!s->sweeper_on) {
+        return;
+    }
+    pthread_mutex_lock(&s->conns_mu);
+    s->sweep_stop = 1;
+    pthread_cond_broadcast(&s->sweep_cv);
+    pthread_mutex_unlock(&s->conns_mu);
+    pthread_join(s->sweeper, NULL);
+    pthread_cond_destroy(&s->sweep_cv);
+    s->sweeper_on = 0;
 }
 
 /* The access log is one line per request, but the path comes percent-decoded from MHD
@@ -369,16 +501,28 @@ static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                           enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)c;
     est_conn_req *r = *con_cls;
     if (!r) {
         return;
     }
     *con_cls = NULL;
+    /* the next request on this connection (keep-alive) has request-timeout from now */
+    const union MHD_ConnectionInfo *sci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    est_conn *k = sci ? sci->socket_context : NULL;
+    int cut = 0;
+    if (k) {
+        pthread_mutex_lock(&r->srv->conns_mu);
+        k->deadline = est_mono() + r->srv->cfg.request_timeout;
+        cut = k->cut;
+        pthread_mutex_unlock(&r->srv->conns_mu);
+    }
     double ms = (est_mono() - r->t0) * 1000.0;
     int status = r->responded ? r->status : 0;
     const char *why = "";
-    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    if (cut) {
+        why = " (request-timeout)";
+    } else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
         why = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED   ? " (timed out)"
               : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutdown)"
               : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT    ? " (client went away)"
@@ -1017,6 +1161,7 @@ kl_rc est_server_new(const kl_conf *conf, est_server **out)
     s->conf = conf;
     est_metrics_init(&s->metrics);
     pthread_rwlock_init(&s->ht_lock, NULL);
+    pthread_mutex_init(&s->conns_mu, NULL);
     atomic_init(&s->stopping, 0);
     TRY(est_config_load(conf, &s->cfg));
     if (s->cfg.htpasswd) {
@@ -1134,8 +1279,8 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *h
     }
     EST_OPT(MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.timeout, NULL);
     EST_OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)est_completed, NULL);
+    EST_OPT(MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)est_conn_notify, L);
     if (tls) {
-        EST_OPT(MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)est_conn_notify, NULL);
         EST_OPT(MHD_OPTION_HTTPS_PRIORITIES, 0, s->cfg.tls_priorities);
         if (s->privkey) {
             EST_OPT(MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)est_cert_cb);
@@ -1161,6 +1306,10 @@ kl_rc est_server_start(est_server *s)
             return wrc;
         }
     }
+    kl_rc src = est_sweeper_start(s);
+    if (src != KL_OK) {
+        return src;
+    }
     s->tls_d = est_daemon_start(s, 1, s->cfg.listen);
     /* GnuTLS has parsed the key: our copy is no longer needed. */
     if (s->key_pem) {
@@ -1172,8 +1321,14 @@ kl_rc est_server_start(est_server *s)
                        "certificate or key?)",
                        s->cfg.listen);
     }
-    kl_info("EST over TLS on %s (%u I/O threads, %u workers, %u connections max, %us timeout)",
-            s->cfg.listen, s->cfg.threads, s->n_workers, s->cfg.max_connections, s->cfg.timeout);
+    char per_ip[32] = "no limit";
+    if (s->cfg.per_ip_connections) {
+        snprintf(per_ip, sizeof per_ip, "%u", s->cfg.per_ip_connections);
+    }
+    kl_info("EST over TLS on %s (%u I/O threads, %u workers, %u connections max, %s per "
+            "address, %us timeout, %us per request)",
+            s->cfg.listen, s->cfg.threads, s->n_workers, s->cfg.max_connections, per_ip,
+            s->cfg.timeout, s->cfg.request_timeout);
     if (s->cfg.http_listen) {
         s->http_d = est_daemon_start(s, 0, s->cfg.http_listen);
         if (!s->http_d) {
@@ -1222,6 +1377,7 @@ void est_server_stop(est_server *s)
         }
     }
     s->tls_d = s->http_d = NULL;
+    est_sweeper_stop(s);
 }
 
 void est_server_free(est_server *s)
@@ -1233,6 +1389,8 @@ void est_server_free(est_server *s)
         est_server_stop(s);
     }
     est_workers_stop(s); /* started, but a daemon did not */
+    est_sweeper_stop(s);
+    pthread_mutex_destroy(&s->conns_mu);
     est_revocation_free(s->rev);
     for (size_t i = 0; i < s->n_online; i++) {
         free(s->online[i]);

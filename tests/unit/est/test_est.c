@@ -679,6 +679,9 @@ static void test_config(void **state)
     assert_int_equal(cfg.channel_binding, EST_CB_OPTIONAL);
     assert_int_equal(cfg.max_body, 2048);
     assert_int_equal(cfg.timeout, 30);
+    /* slowloris defaults: a per-address limit and a whole-request deadline */
+    assert_int_equal(cfg.per_ip_connections, 64);
+    assert_int_equal(cfg.request_timeout, 30);
     assert_true(cfg.serverkeygen);
     assert_int_equal(cfg.n_labels, 3);
     const est_label *l = est_config_label(&cfg, NULL);
@@ -700,6 +703,16 @@ static void test_config(void **state)
     assert_int_equal(kl_conf_set(c, "est", "max-body", "12"), KL_OK);
     assert_int_equal(est_config_load(c, &cfg), KL_EINPUT);
     assert_int_equal(kl_conf_set(c, "est", "max-body", "4096"), KL_OK);
+    assert_int_equal(kl_conf_set(c, "est", "request-timeout", "0"), KL_OK);
+    assert_int_not_equal(est_config_load(c, &cfg), KL_OK); /* no deadline is not an option */
+    assert_int_equal(kl_conf_set(c, "est", "request-timeout", "3601"), KL_OK);
+    assert_int_not_equal(est_config_load(c, &cfg), KL_OK);
+    assert_int_equal(kl_conf_set(c, "est", "request-timeout", "5"), KL_OK);
+    assert_int_equal(kl_conf_set(c, "est", "max-connections-per-ip", "0"), KL_OK);
+    assert_int_equal(est_config_load(c, &cfg), KL_OK); /* 0: no per-address limit, on purpose */
+    assert_int_equal(cfg.request_timeout, 5);
+    assert_int_equal(cfg.per_ip_connections, 0);
+    est_config_free(&cfg);
     assert_int_equal(kl_conf_set(c, "est", "listen", "8443"), KL_OK);
     assert_int_equal(est_config_load(c, &cfg), KL_EUSAGE);
     assert_int_equal(kl_conf_set(c, "est", "listen", "127.0.0.1:8443"), KL_OK);
@@ -730,6 +743,7 @@ static void test_metrics(void **state)
     est_metrics_issue(&m, 0.2);
     est_metrics_issue(&m, 60.0);
     est_metrics_hsm_error(&m);
+    est_metrics_conns_cut(&m, 3);
     kl_buf out;
     kl_buf_init(&out, 65536, 0);
     assert_int_equal(est_metrics_render(&m, &out), KL_OK);
@@ -747,6 +761,7 @@ static void test_metrics(void **state)
     assert_non_null(strstr(s, "keyline_est_issue_seconds_bucket{le=\"+Inf\"} 3\n"));
     assert_non_null(strstr(s, "keyline_est_issue_seconds_count 3\n"));
     assert_non_null(strstr(s, "keyline_est_hsm_errors_total 1\n"));
+    assert_non_null(strstr(s, "keyline_est_connections_cut_total 3\n"));
     assert_non_null(strstr(s, "# TYPE keyline_est_issue_seconds histogram\n"));
     kl_buf_free(&out);
 }
