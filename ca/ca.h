@@ -166,4 +166,14 @@ char *ca_serial_hex(const ASN1_INTEGER *serial); /* OPENSSL_free */
 /* Parse PEM or DER CSR bytes into DER (caller frees with OPENSSL_free). KL_EINPUT. */
 kl_rc ca_csr_to_der(const uint8_t *in, size_t len, uint8_t **der, size_t *der_len) KL_WUR;
 
+/* What a template asks of a request (front ends' /csrattrs, the CA service's device binding).
+ * device_cert: the subject takes serialNumber (IEEE 802.1AR hardware serial), so certificates
+ * of this template are issued only with a device id. KL_ENOTFOUND for an unknown template. */
+typedef struct {
+    unsigned key_types; /* bit (1u << hsm_key_type) per allowed key type; 0: any */
+    int device_cert;
+    int is_ca;
+} ca_tpl_info;
+kl_rc ca_template_info(ca_ctx *ca, const char *template_name, ca_tpl_info *out) KL_WUR;
+
 #endif

@@ -119,21 +119,29 @@ out:
     return rc;
 }
 
-/* A certificate-authenticated request stays bound to the device its chain started with: the
- * device id comes from the store's record of the client certificate, never from the CSR or the
- * front end alone. */
-static kl_rc cad_device_bind(const cad_call *c, char *device_id, size_t cap)
+/* The subject serialNumber of a name (IEEE 802.1AR: the hardware serial), "" when absent. */
+static void cad_name_sn(const X509_NAME *n, char *out, size_t cap)
+{
+    out[0] = 0;
+    int i = X509_NAME_get_index_by_NID(n, NID_serialNumber, -1);
+    const ASN1_STRING *v = i >= 0 ? X509_NAME_ENTRY_get_data(X509_NAME_get_entry(n, i)) : NULL;
+    if (v && (size_t)ASN1_STRING_length(v) < cap) {
+        memcpy(out, ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
+        out[ASN1_STRING_length(v)] = 0;
+    }
+}
+
+/* The device a client certificate belongs to: its store row's device id, else its subject
+ * serialNumber (which the template checked at issuance). KL_EAUTH when it is not ours or not
+ * valid. */
+static kl_rc cad_client_device(const cad_call *c, const char *serial, char *dev, size_t cap)
 {
     kl_rc rc = KL_OK;
-    char method[17], serial[65], norm[65];
+    char norm[65];
+    X509 *x = NULL;
     store_cert sc;
     memset(&sc, 0, sizeof sc);
-    TRY(cad_str(c, CAP_T_AUTH, method, sizeof method));
-    TRY(cad_str(c, CAP_T_DEVICE_ID, device_id, cap));
-    if (strcmp(method, "cert") != 0) {
-        goto out;
-    }
-    TRY(cad_str(c, CAP_T_AUTH_SERIAL, serial, sizeof serial));
+    dev[0] = 0;
     TRY(ca_serial_normalise(serial, norm, sizeof norm));
     rc = store_cert_get(ca_store(c->d->ca), norm, &sc);
     if (rc == KL_ENOTFOUND) {
@@ -143,13 +151,53 @@ static kl_rc cad_device_bind(const cad_call *c, char *device_id, size_t cap)
     ENSURE(strcmp(sc.status, STORE_ST_VALID) == 0, KL_EAUTH, "client certificate %s is %s", norm,
            sc.status);
     if (sc.device_id && *sc.device_id) {
-        ENSURE(!device_id[0] || strcmp(device_id, sc.device_id) == 0, KL_EPOLICY,
-               "client certificate %s belongs to device '%s', not '%s'", norm, sc.device_id,
-               device_id);
-        snprintf(device_id, cap, "%s", sc.device_id);
+        snprintf(dev, cap, "%s", sc.device_id);
+    } else if (sc.der && ca_x509_load(sc.der, sc.der_len, &x, NULL) == KL_OK) {
+        cad_name_sn(X509_get_subject_name(x), dev, cap);
     }
 out:
+    X509_free(x);
     store_cert_free(&sc);
+    return rc;
+}
+
+/* IEEE 802.1AR: the device id a request is issued for. A certificate-authenticated requester
+ * stays bound to the device its chain started with (never one the front end or the CSR names
+ * instead); a certificate that belongs to no device asks for no device. Other requesters
+ * (HTTP Basic bootstrap, the station) name the device. A device template's certificate is
+ * never issued without the device id; ca_issue then checks the CSR's serialNumber against
+ * it. KL_EPOLICY with the reason. */
+static kl_rc cad_device_bind(const cad_call *c, const ca_csr *csr, char *device_id, size_t cap)
+{
+    kl_rc rc = KL_OK;
+    char method[17], serial[65], bound[129], sn[129];
+    ca_tpl_info ti;
+    TRY(cad_str(c, CAP_T_AUTH, method, sizeof method));
+    TRY(cad_str(c, CAP_T_DEVICE_ID, device_id, cap));
+    TRY(ca_template_info(c->d->ca, c->prof->template_name, &ti));
+    cad_name_sn(X509_REQ_get_subject_name(ca_csr_req(csr)), sn, sizeof sn);
+    if (strcmp(method, "cert") == 0) {
+        TRY(cad_str(c, CAP_T_AUTH_SERIAL, serial, sizeof serial));
+        TRY(cad_client_device(c, serial, bound, sizeof bound));
+        if (!bound[0]) {
+            ENSURE(!device_id[0] && !sn[0] && !ti.device_cert, KL_EPOLICY,
+                   "client certificate %s belongs to no device: it cannot enroll for %s", serial,
+                   ti.device_cert ? "a device certificate" : "a device id");
+        }
+        ENSURE(!device_id[0] || strcmp(device_id, bound) == 0, KL_EPOLICY,
+               "client certificate %s belongs to device '%s', not '%s'", serial, bound, device_id);
+        ENSURE(!sn[0] || strcmp(sn, bound) == 0, KL_EPOLICY,
+               "CSR subject serialNumber is not '%s', the device client certificate %s belongs to",
+               bound, serial);
+        snprintf(device_id, cap, "%s", bound);
+    } else if (!device_id[0] && sn[0]) {
+        snprintf(device_id, cap, "%s", sn);
+    }
+    ENSURE((device_id[0] && sn[0]) || !ti.device_cert, KL_EPOLICY,
+           "template %s makes device certificates: the CSR subject needs the device's "
+           "serialNumber%s%s",
+           c->prof->template_name, device_id[0] ? " " : "", device_id);
+out:
     return rc;
 }
 
@@ -189,14 +237,17 @@ static kl_rc cad_op_issue(cad_call *c)
     char actor[512], device_id[129];
     X509 *cert = NULL;
     char *serial = NULL;
-    TRY(cad_actor(c, actor, sizeof actor));
-    TRY(cad_device_bind(c, device_id, sizeof device_id));
+    ca_csr *parsed = NULL;
     const cap_field *csr = cap_find(c->req, CAP_T_CSR, 0);
+    TRY(cad_actor(c, actor, sizeof actor));
+    TRY(ca_csr_load(csr->val, csr->len, &parsed));
+    TRY(cad_device_bind(c, parsed, device_id, sizeof device_id));
     ca_issue_req ir = {
         .issuer = c->prof->issuer,
         .template_name = c->prof->template_name,
         .csr_der = csr->val,
         .csr_len = csr->len,
+        .csr = parsed,
         .device_id = device_id[0] ? device_id : NULL,
         .actor = actor,
         .pending = cap_get_u64(c->req, CAP_T_PENDING, 0) == 1,
@@ -207,6 +258,7 @@ static kl_rc cad_op_issue(cad_call *c)
     TRY(cad_put_cert(c->rsp, CAP_T_CERT, cert));
     TRY(cap_put_str(c->rsp, CAP_T_SERIAL, serial));
 out:
+    ca_csr_free(parsed);
     OPENSSL_free(serial);
     X509_free(cert);
     return rc;
@@ -291,10 +343,10 @@ static kl_rc cad_op_submit(cad_call *c)
     store_request got;
     ca_csr *csr = NULL;
     memset(&got, 0, sizeof got);
-    TRY(cad_actor(c, actor, sizeof actor));
-    TRY(cad_device_bind(c, device_id, sizeof device_id));
     const cap_field *f = cap_find(c->req, CAP_T_CSR, 0);
+    TRY(cad_actor(c, actor, sizeof actor));
     TRY(ca_csr_load(f->val, f->len, &csr));
+    TRY(cad_device_bind(c, csr, device_id, sizeof device_id));
     ca_issue_req ir = {
         .issuer = c->prof->issuer,
         .template_name = c->prof->template_name,
@@ -525,6 +577,25 @@ out:
     return rc;
 }
 
+/* What the profile's template asks of a CSR: the key types it takes (the first is the one a
+ * server-generated key gets) and whether it makes device certificates. */
+static kl_rc cad_op_profile(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    ca_tpl_info ti;
+    static const hsm_key_type order[] = {HSM_KEY_EC_P256, HSM_KEY_EC_P384, HSM_KEY_RSA_3072};
+    TRY(ca_template_info(c->d->ca, c->prof->template_name, &ti));
+    TRY(cap_put_str(c->rsp, CAP_T_ISSUER, c->prof->issuer));
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        if (!ti.key_types || (ti.key_types & (1u << order[i]))) {
+            TRY(cap_put_str(c->rsp, CAP_T_KEY_TYPE, hsm_key_type_name(order[i])));
+        }
+    }
+    TRY(cap_put_u64(c->rsp, CAP_T_DEVICE_CERT, ti.device_cert ? 1 : 0));
+out:
+    return rc;
+}
+
 /* --- the table ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -546,6 +617,7 @@ static const cad_op_row cad_table[CAP_OP__END] = {
     [CAP_OP_RELEASE] = {cad_op_release, 0},
     [CAP_OP_ABANDON] = {cad_op_abandon, 0},
     [CAP_OP_DEVICE] = {cad_op_device, 0},
+    [CAP_OP_PROFILE] = {cad_op_profile, 1},
 };
 
 static void cad_answer_error(kl_buf *rsp, uint8_t op, kl_rc code, const char *msg,

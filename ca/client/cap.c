@@ -41,6 +41,8 @@ static const cap_tag_info cap_tags[CAP_T__END] = {
     [CAP_T_RETRY_AFTER] = {CAP_U64, 0, 8},
     [CAP_T_NOT_AFTER] = {CAP_U64, 0, 8},
     [CAP_T_STATE] = {CAP_STR, 0, 32},
+    [CAP_T_KEY_TYPE] = {CAP_STR, 1, 16},
+    [CAP_T_DEVICE_CERT] = {CAP_U64, 0, 8},
 };
 
 typedef struct {
@@ -85,6 +87,9 @@ static const cap_op_info cap_ops[CAP_OP__END] = {
                        B(CAP_T_DEVICE_ID) | B(CAP_T_STATE) | B(CAP_T_SERIAL) | B(CAP_T_STATUS) |
                            B(CAP_T_CERT),
                        B(CAP_T_DEVICE_ID) | B(CAP_T_STATE)},
+    [CAP_OP_PROFILE] = {"profile", B(CAP_T_PROFILE), B(CAP_T_PROFILE),
+                        B(CAP_T_ISSUER) | B(CAP_T_KEY_TYPE) | B(CAP_T_DEVICE_CERT),
+                        B(CAP_T_ISSUER) | B(CAP_T_DEVICE_CERT)},
 };
 
 /* What an error answer may carry, whatever the op. */

@@ -41,6 +41,7 @@ typedef enum {
     CAP_OP_RELEASE = 11,    /* release that claim */
     CAP_OP_ABANDON = 12,    /* revoke a pending certificate that never became valid */
     CAP_OP_DEVICE = 13,     /* device id -> inventory row and its certificate */
+    CAP_OP_PROFILE = 14,    /* profile -> what its template asks (EST /csrattrs) */
     CAP_OP__END
 } cap_op;
 
@@ -72,6 +73,8 @@ typedef enum {
     CAP_T_RETRY_AFTER = 25, /* u64: seconds */
     CAP_T_NOT_AFTER = 26,   /* u64: Unix time */
     CAP_T_STATE = 27,       /* str: inventory state of a device */
+    CAP_T_KEY_TYPE = 28,    /* str: a key type the template takes, "ec-p256" ... (repeatable) */
+    CAP_T_DEVICE_CERT = 29, /* u64: 1 = the template makes device certificates */
     CAP_T__END
 } cap_tag;
 

@@ -121,6 +121,31 @@ rc=0; cc "$SOCK" abandon serial="$ssrv" reason=1 2>"$D/err" || rc=$?
 grep -q "outside the profiles" "$D/err" || die "text: $(cat "$D/err")"
 ok "a front end cannot revoke what its profiles did not issue"
 
+# issue 10 defect 1 carried into keyline-cad: no device certificate without the device id, and
+# a client certificate that belongs to no device enrolls for none
+new_csr nosn "/CN=no-serial"
+rc=0; cc "$SOCK" issue profile=ldevid csr=@"$D/nosn.der" auth=basic auth-user=b 2>"$D/err" || rc=$?
+[ "$rc" = 4 ] || die "device certificate without device id: exit $rc"
+grep -q "needs the device's serialNumber" "$D/err" || die "text: $(cat "$D/err")"
+rc=0; cc "$SOCK" issue profile=ldevid csr=@"$D/dev2.der" auth=cert auth-serial="$ssrv" 2>"$D/err" || rc=$?
+[ "$rc" = 4 ] || die "deviceless client cert enrolling HW0002: exit $rc"
+grep -q "belongs to no device" "$D/err" || die "text: $(cat "$D/err")"
+rc=0; cc "$SOCK" issue profile=ldevid csr=@"$D/dev2.der" auth=cert auth-serial="$serial1" 2>"$D/err" || rc=$?
+[ "$rc" = 4 ] || die "CSR naming another device under HW0001's cert: exit $rc"
+new_csr renew0 "/CN=sensor-0001"
+rc=0; cc "$SOCK" issue profile=ldevid csr=@"$D/renew0.der" auth=cert auth-serial="$serial1" 2>"$D/err" || rc=$?
+[ "$rc" = 4 ] || die "renewal CSR without serialNumber: exit $rc"
+new_csr renew1 "/CN=sensor-0001/serialNumber=HW0001"
+cc -o "$D/renew1.pem" "$SOCK" issue profile=ldevid csr=@"$D/renew1.der" auth=cert auth-serial="$serial1" \
+    >/dev/null || die "renewal by the bound device"
+openssl x509 -in "$D/renew1.pem" -noout -subject | grep -q "serialNumber *= *HW0001" \
+    || die "renewed certificate lacks the bound device id: $(openssl x509 -in "$D/renew1.pem" -noout -subject)"
+ok "device binding: no device certificate without the id; a deviceless cert names no device; renewal keeps it"
+
+out=$(cc "$SOCK" profile profile=ldevid) || die "profile op"
+grep -qx "device-cert=1" <<<"$out" && grep -qx "key-type=ec-p256" <<<"$out" || die "profile: $out"
+ok "profile: what the template asks (for EST /csrattrs)"
+
 # cacerts, crl, ocsp, cert-status by certificate
 cc -o "$D/cacerts.pem" "$SOCK" cacerts profile=ldevid >/dev/null || die "cacerts"
 n=$(grep -c "BEGIN CERTIFICATE" "$D/cacerts.pem")

@@ -52,6 +52,8 @@ static const tool_field fields[] = {
     {"retry-after", CAP_T_RETRY_AFTER, 'u'},
     {"not-after", CAP_T_NOT_AFTER, 'u'},
     {"state", CAP_T_STATE, 's'},
+    {"key-type", CAP_T_KEY_TYPE, 's'},
+    {"device-cert", CAP_T_DEVICE_CERT, 'u'},
     {NULL, 0, 0},
 };
 
