@@ -713,7 +713,10 @@ static int handle(kl_dev *d, const kl_proto_frame *f)
     if (kl_tlv_check(f->payload, f->payload_len) != KL_PROTO_OK) {
         return send_error(d, f, KL_ERR_MALFORMED, "malformed TLV payload");
     }
-    if (d->state == KL_STATE_LOCKED && f->type != KL_MSG_HELLO) {
+    /* Locked: HELLO, and CHALLENGE, which changes nothing but lets the station check that the
+     * unit holds its certificate's key: everything HELLO says is public, so a clone could
+     * copy it (line-protocol.md 4.7). */
+    if (d->state == KL_STATE_LOCKED && f->type != KL_MSG_HELLO && f->type != KL_MSG_CHALLENGE) {
         return send_error(d, f, KL_ERR_LOCKED, "device is locked");
     }
     kl_tlv_w_init(&w, d->resp, sizeof(d->resp));

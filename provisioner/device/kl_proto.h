@@ -147,7 +147,7 @@ enum {
     KL_ERR_UNKNOWN_TYPE = 0x02,  /* request type unknown */
     KL_ERR_MALFORMED = 0x03,     /* TLV syntax, missing or bad field */
     KL_ERR_STATE = 0x04,         /* request not allowed in the current state */
-    KL_ERR_LOCKED = 0x05,        /* device is locked; only HELLO is answered */
+    KL_ERR_LOCKED = 0x05,        /* device is locked; only HELLO and CHALLENGE are answered */
     KL_ERR_KEY_EXISTS = 0x06,    /* INJECT without FORCE while a key exists */
     KL_ERR_NO_KEY = 0x07,        /* request needs an identity key */
     KL_ERR_CRYPTO = 0x08,        /* unwrap failed (bad tag, bad point, bad scalar) */

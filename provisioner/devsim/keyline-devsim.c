@@ -18,7 +18,12 @@
  *   vanish       exit without answering when the --vanish-at request arrives (default
  *                putcert; it is processed and persisted first, like a power cut)
  *   bad-csr      every signature is broken (the CSR's, and CHALLENGE's)
- *   refuse-lock  the firmware vetoes LOCK (ERROR REFUSED) */
+ *   refuse-lock  the firmware vetoes LOCK (ERROR REFUSED)
+ *   counterfeit  a clone of a genuine unit made from its public identity only: --state is a
+ *                copy of the genuine unit's flash (locked, certificate fingerprint, identity
+ *                public key); at start the copied private key is replaced by one of the
+ *                clone's own (the genuine public key kept in clone-pub), so it answers HELLO
+ *                exactly like the genuine unit but cannot sign for its certificate */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -45,9 +50,18 @@
 #define PACK_MAX (1u << 20)
 #define LOCKED_IDLE_EXIT_MS 3000
 
-enum { MB_NONE = 0, MB_CORRUPT, MB_DROP, MB_SLOW, MB_VANISH, MB_BAD_CSR, MB_REFUSE_LOCK };
-static const char *mb_names[] = {"none",   "corrupt", "drop",       "slow",
-                                 "vanish", "bad-csr", "refuse-lock"};
+enum {
+    MB_NONE = 0,
+    MB_CORRUPT,
+    MB_DROP,
+    MB_SLOW,
+    MB_VANISH,
+    MB_BAD_CSR,
+    MB_REFUSE_LOCK,
+    MB_COUNTERFEIT
+};
+static const char *mb_names[] = {"none",   "corrupt", "drop",        "slow",
+                                 "vanish", "bad-csr", "refuse-lock", "counterfeit"};
 
 typedef struct {
     int fd;
@@ -541,6 +555,49 @@ static int print_key(devsim *ds, int private_half)
     return rc;
 }
 
+/* ---- counterfeit ----------------------------------------------------------------------------- */
+
+#define CF_PUB_FILE "clone-pub"
+static uint8_t g_cf_pub[KL_PROTO_PUB_LEN];
+
+/* The genuine unit's public key, reported in HELLO; signatures come from the clone's own key. */
+static int cf_key_public(void *ctx, uint8_t pub[65])
+{
+    (void)ctx;
+    memcpy(pub, g_cf_pub, sizeof g_cf_pub);
+    return KL_PORT_OK;
+}
+
+/* Turn the copied flash into a counterfeit's: keep the genuine public key (clone-pub), drop the
+ * genuine private key for a key of the clone's own. A second start finds clone-pub. */
+static kl_rc cf_setup(devsim *ds, devsim_port *port, kl_port *ops)
+{
+    kl_rc rc = KL_OK;
+    char path[PATH_MAX + 32];
+    uint8_t *data = NULL, fresh[KL_PROTO_PUB_LEN];
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/%s", ds->workdir, CF_PUB_FILE);
+    rc = kl_file_read(path, 1024, &data, &len);
+    if (rc == KL_ENOTFOUND) {
+        rc = KL_OK;
+        ENSURE(port->identity, KL_EUSAGE,
+               "--misbehave counterfeit needs --state copied from a provisioned unit");
+        TRY(kl_p256_pub65(port->identity, g_cf_pub));
+        TRY(kl_file_write_atomic(path, g_cf_pub, sizeof g_cf_pub, 0600));
+        ENSURE(devsim_port_ops.key_generate(port, fresh) == KL_PORT_OK, KL_EINTERNAL,
+               "counterfeit: cannot make the clone's own key");
+    } else {
+        TRY(rc);
+        ENSURE(len == sizeof g_cf_pub, KL_EINPUT, "%s: not a public key", path);
+        memcpy(g_cf_pub, data, len);
+    }
+    *ops = devsim_port_ops;
+    ops->key_public = cf_key_public;
+out:
+    free(data);
+    return rc;
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -559,7 +616,7 @@ static void usage(FILE *f)
             "  --fw V              firmware version (default 1.0.0)\n"
             "  --baud B            line speed (default 115200)\n"
             "  --pace              on a pty, take as long as a real UART at --baud would\n"
-            "  --misbehave KIND    corrupt|drop|slow|vanish|bad-csr|refuse-lock\n"
+            "  --misbehave KIND    corrupt|drop|slow|vanish|bad-csr|refuse-lock|counterfeit\n"
             "  --delay-ms N        slow: delay per answer (default 1500)\n"
             "  --vanish-at MSG     vanish: request that makes it vanish: genkey|getcsr|inject|\n"
             "                      putcert|puttrust|challenge|lock (default putcert)\n"
@@ -650,7 +707,7 @@ int main(int argc, char **argv)
             }
             if (ds.misbehave < 0) {
                 die("--misbehave: unknown kind '%s' (corrupt|drop|slow|vanish|bad-csr|"
-                    "refuse-lock)",
+                    "refuse-lock|counterfeit)",
                     optarg);
                 return 2;
             }
@@ -729,7 +786,13 @@ int main(int argc, char **argv)
     }
     port.bad_sig = ds.misbehave == MB_BAD_CSR;
     port.refuse_lock = ds.misbehave == MB_REFUSE_LOCK;
-    int r = kl_dev_init(&dev, &devsim_port_ops, &port, &info);
+    static kl_port ops;
+    ops = devsim_port_ops;
+    if (ds.misbehave == MB_COUNTERFEIT && cf_setup(&ds, &port, &ops) != KL_OK) {
+        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
+        return 1;
+    }
+    int r = kl_dev_init(&dev, &ops, &port, &info);
     if (r != KL_DEV_OK) {
         fprintf(stderr, "keyline-devsim: %s: %s\n", ds.state_file,
                 r == KL_DEV_ESTORAGE ? "device state is corrupt: refusing to run"

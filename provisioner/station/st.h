@@ -151,8 +151,8 @@ typedef struct {
 typedef enum {
     ST_ACT_FRESH = 0, /* new key (GENKEY/INJECT, FORCE if `force`), new certificate */
     ST_ACT_RESUME,    /* re-send pending certificate c[resume] and continue */
-    ST_ACT_ACTIVATE,  /* locked after a passed CHALLENGE: activate c[resume] */
-    ST_ACT_ALREADY,   /* locked, certificate valid: report "already provisioned" */
+    ST_ACT_ACTIVATE,  /* locked after a passed CHALLENGE: CHALLENGE, then activate c[resume] */
+    ST_ACT_ALREADY,   /* locked, certificate valid: CHALLENGE, then "already provisioned" */
     ST_ACT_REFUSE     /* stop with `why` */
 } st_action;
 

@@ -369,6 +369,92 @@ out:
     return rc;
 }
 
+/* A certificate of the store, by hex serial. */
+static kl_rc st_cert_load(st_station *st, const char *serial, X509 **out)
+{
+    kl_rc rc = KL_OK;
+    store_cert c;
+    *out = NULL;
+    TRY(store_cert_get(ca_store(st->ca), serial, &c));
+    const unsigned char *p = c.der;
+    *out = c.der ? d2i_X509(NULL, &p, (long)c.der_len) : NULL;
+    store_cert_free(&c);
+    ENSURE(*out, KL_EINTERNAL, "stored certificate %s does not parse", serial);
+out:
+    ERR_clear_error();
+    return rc;
+}
+
+/* CHALLENGE with a fresh nonce; the signature is verified with the key of `cert` (the
+ * certificate issued or on record, never the key the device reports). *forged = 1 when the
+ * device answered with a signature that does not verify (it cannot sign with that key); other
+ * failures (no answer, ERROR, malformed) leave it 0. */
+static kl_rc st_challenge(st_fixture *fx, const st_hello *h, X509 *cert, st_resp *r, int *forged)
+{
+    kl_rc rc = KL_OK;
+    uint8_t nonce[32], buf[64];
+    const uint8_t *sig;
+    size_t slen;
+    kl_tlv_w w;
+    *forged = 0;
+    ENSURE_SSL(RAND_bytes(nonce, sizeof nonce) == 1, KL_EINTERNAL, "no random nonce");
+    kl_tlv_w_init(&w, buf, sizeof buf);
+    PUTW(kl_tlv_put(&w, KL_TAG_NONCE, nonce, sizeof nonce));
+    TRY(st_req(fx, KL_MSG_CHALLENGE, &w, r));
+    ENSURE(kl_tlv_get_var(r->payload, r->len, KL_TAG_SIG, 8, 80, &sig, &slen) == KL_PROTO_OK,
+           KL_EINPUT, "CHALLENGE answer lacks a signature");
+    rc = kl_challenge_verify(X509_get0_pubkey(cert), h->hw_serial, nonce, sizeof nonce, sig, slen);
+    *forged = rc != KL_OK;
+out:
+    return rc;
+}
+
+/* A device that says it is locked with certificate `serial` (ALREADY, ACTIVATE): everything
+ * HELLO says is public, so it proves with CHALLENGE that it holds that certificate's key before
+ * the station believes it. On failure nothing about the certificate or the inventory changes
+ * (the genuine unit keeps its identity); a forged signature goes to the audit log. */
+static kl_rc st_locked_prove(st_station *st, st_fixture *fx, st_outcome *o, const char *serial,
+                             const char *actor, st_resp *r)
+{
+    kl_rc rc = KL_OK;
+    X509 *cert = NULL;
+    int forged = 0;
+    long t = st_now_ms();
+    o->phase = ST_PH_CHALLENGE;
+    st_fixture_progress(fx, ST_PH_CHALLENGE, "CHALLENGE (locked, %s)", serial);
+    TRY(st_cert_load(st, serial, &cert));
+    rc = st_challenge(fx, &o->hello, cert, r, &forged);
+    if (rc != KL_OK) {
+        char why[300], detail[700];
+        snprintf(why, sizeof why, "%s", kl_errmsg());
+        if (forged) {
+            snprintf(detail, sizeof detail,
+                     "device %s on %s says it is locked with certificate %s but cannot sign with "
+                     "its key (%s)",
+                     o->hello.hw_serial, fx->name, serial, why);
+            if (store_audit_append(ca_store(st->ca), actor, "device-proof-failed", detail) !=
+                KL_OK) {
+                st_event(st, 1, "%s: %s: audit log not written: %s", fx->name, o->hello.hw_serial,
+                         kl_errmsg());
+            }
+            rc = kl_fail(KL_EAUTH,
+                         "locked device cannot prove it holds the key of certificate %s (%s); "
+                         "counterfeit or clone of %s? nothing changed",
+                         serial, why, o->hello.hw_serial);
+        } else {
+            rc = kl_fail(rc,
+                         "locked device cannot prove it holds the key of certificate %s: %s; "
+                         "not accepted, nothing changed",
+                         serial, why);
+        }
+        goto out;
+    }
+    o->ms[ST_PH_CHALLENGE] = st_now_ms() - t;
+out:
+    X509_free(cert);
+    return rc;
+}
+
 static void st_fail_phase(st_outcome *o, int phase)
 {
     o->phase = phase;
@@ -467,11 +553,21 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         goto done;
     case ST_ACT_ALREADY:
         snprintf(o->cert_serial, sizeof o->cert_serial, "%s", k.c[plan.resume].serial);
+        rc = st_locked_prove(st, fx, o, o->cert_serial, actor, r);
+        if (rc != KL_OK) {
+            st_fail_phase(o, ST_PH_CHALLENGE);
+            goto done;
+        }
         o->action = "already-provisioned";
         o->ok = 1;
         goto done;
     case ST_ACT_ACTIVATE:
         snprintf(o->cert_serial, sizeof o->cert_serial, "%s", k.c[plan.resume].serial);
+        rc = st_locked_prove(st, fx, o, o->cert_serial, actor, r);
+        if (rc != KL_OK) {
+            st_fail_phase(o, ST_PH_CHALLENGE); /* the inventory keeps "challenge passed" */
+            goto done;
+        }
         own_row = 1;
         challenged = 1; /* recorded by the earlier run; a failure here must keep that */
         o->phase = ST_PH_LOCK;
@@ -491,16 +587,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         goto done;
     case ST_ACT_RESUME: {
         snprintf(o->cert_serial, sizeof o->cert_serial, "%s", k.c[plan.resume].serial);
-        store_cert c;
-        rc = store_cert_get(ca_store(st->ca), o->cert_serial, &c);
-        if (rc == KL_OK) {
-            const unsigned char *p = c.der;
-            cert = c.der ? d2i_X509(NULL, &p, (long)c.der_len) : NULL;
-            store_cert_free(&c);
-            if (!cert) {
-                rc = kl_fail(KL_EINTERNAL, "stored certificate %s does not parse", o->cert_serial);
-            }
-        }
+        rc = st_cert_load(st, o->cert_serial, &cert);
         if (rc != KL_OK) {
             st_fail_phase(o, ST_PH_ISSUE);
             goto done;
@@ -627,28 +714,12 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         goto done;
     }
     {
-        uint8_t nonce[32], buf[64];
-        const uint8_t *sig;
-        size_t slen;
-        kl_tlv_w w;
-        if (RAND_bytes(nonce, sizeof nonce) != 1) {
-            rc = kl_fail_ssl(KL_EINTERNAL, "no random nonce");
+        int forged = 0;
+        rc = st_challenge(fx, h, cert, r, &forged);
+        if (rc != KL_OK && !forged) {
             st_fail_phase(o, ST_PH_CHALLENGE);
             goto done;
         }
-        kl_tlv_w_init(&w, buf, sizeof buf);
-        (void)kl_tlv_put(&w, KL_TAG_NONCE, nonce, sizeof nonce);
-        rc = st_req(fx, KL_MSG_CHALLENGE, &w, r);
-        if (rc == KL_OK &&
-            kl_tlv_get_var(r->payload, r->len, KL_TAG_SIG, 8, 80, &sig, &slen) != KL_PROTO_OK) {
-            rc = kl_fail(KL_EINPUT, "CHALLENGE answer lacks a signature");
-        }
-        if (rc != KL_OK) {
-            st_fail_phase(o, ST_PH_CHALLENGE);
-            goto done;
-        }
-        rc = kl_challenge_verify(X509_get0_pubkey(cert), h->hw_serial, nonce, sizeof nonce, sig,
-                                 slen);
         if (rc != KL_OK) {
             /* The device cannot sign with the certified key: that certificate must never be
              * trusted. Revoke it now rather than leave it pending. */

@@ -222,7 +222,8 @@ void st_plan_decide(const st_hello *h, const st_known *k, st_mode mode, int repr
         }
         if (fp_match >= 0 && k->c[fp_match].challenge_passed) {
             /* A previous station run verified CHALLENGE and sent LOCK, then stopped before
-             * activating: the device proves nothing new by being asked again (it is locked). */
+             * activating. The flow has the device prove possession again first (a locked
+             * device answers CHALLENGE; its fingerprint alone is public), as for ALREADY. */
             out->action = ST_ACT_ACTIVATE;
             out->resume = fp_match;
             return;

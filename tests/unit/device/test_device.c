@@ -480,12 +480,19 @@ static void test_full_flow_and_lock(void **state)
     assert_int_equal(xfer(s, KL_MSG_LOCK, &w), KL_MSG_RESP(KL_MSG_LOCK));
     assert_int_equal(resp_u8(s, KL_TAG_STATE), KL_STATE_LOCKED);
 
-    /* locked: only HELLO */
+    /* locked: only HELLO, and CHALLENGE (a locked unit still proves it holds its key: a clone
+     * can copy everything HELLO says), which leaves the state LOCKED */
     expect_error(s, KL_MSG_GETCSR, NULL, KL_ERR_LOCKED);
     expect_error(s, KL_MSG_GENKEY, NULL, KL_ERR_LOCKED);
     expect_error(s, KL_MSG_LOCK, &w, KL_ERR_LOCKED);
     assert_int_equal(xfer(s, KL_MSG_HELLO, NULL), KL_MSG_RESP(KL_MSG_HELLO));
     assert_int_equal(resp_u8(s, KL_TAG_STATE), KL_STATE_LOCKED);
+    do_challenge(s, &p, 1);
+    assert_int_equal(kl_dev_get_state(&s->dev), KL_STATE_LOCKED);
+    kl_tlv_w_init(&w, b, sizeof(b));
+    expect_error(s, KL_MSG_CHALLENGE, &w, KL_ERR_MALFORMED); /* no nonce: still checked */
+    put_confirm(&w, b, sizeof(b), &p, 0);
+    expect_error(s, KL_MSG_LOCK, &w, KL_ERR_LOCKED);
 
     /* and after a power cycle */
     power_cycle(s);
@@ -500,6 +507,8 @@ static void test_full_flow_and_lock(void **state)
         assert_int_equal(kl_tlv_put(&w, KL_TAG_FORCE, z, 1), KL_PROTO_OK);
         expect_error(s, KL_MSG_GENKEY, &w, KL_ERR_LOCKED);
     }
+    do_challenge(s, &p, 1);
+    assert_int_equal(kl_dev_get_state(&s->dev), KL_STATE_LOCKED);
     pki_free(&p);
 }
 
