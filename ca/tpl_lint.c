@@ -113,6 +113,18 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
     int kt = tpl_key_type_of(pk, kname, sizeof kname);
     LINT(kt >= 0 && (t->key_types & (1u << kt)), "key type %s not allowed by template %s", kname,
          t->name);
+    if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC) {
+        /* RFC 5480 2.1.1: namedCurve only; 2.2: the uncompressed form is the one every
+         * implementation must support (tpl_set_pubkey writes it whatever the CSR had) */
+        const unsigned char *kbits = NULL;
+        int klen = 0, kptype = V_ASN1_UNDEF;
+        X509_ALGOR *kalg = NULL;
+        LINT(X509_PUBKEY_get0_param(NULL, &kbits, &klen, &kalg, X509_get_X509_PUBKEY(cert)) == 1,
+             "cannot read the public key");
+        X509_ALGOR_get0(NULL, &kptype, NULL, kalg);
+        LINT(kptype == V_ASN1_OBJECT, "EC key without a named curve (RFC 5480 2.1.1)");
+        LINT(klen > 0 && kbits[0] == 0x04, "EC key point not in uncompressed form");
+    }
 
     /* validity */
     const ASN1_TIME *nb = X509_get0_notBefore(cert), *na = X509_get0_notAfter(cert);

@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 #include <limits.h>
 #include <stdio.h>
@@ -89,6 +90,147 @@ ASN1_SEQUENCE(TPL_HMN) =
     const char *sn = OBJ_nid2sn(id);
     snprintf(name, namelen, "%s", sn ? sn : "unknown");
     return -1;
+}
+
+/* ---- the request's own encoding: version, signature algorithm, key parameters --------------
+ * OpenSSL verifies requests that PKIX forbids or that rest on a broken digest. A signature is
+ * proof of possession only as far as its digest resists collisions, and an SPKI is copied into
+ * the certificate, where relying parties judge it by RFC 5480. KL_EINPUT for encodings an RFC
+ * forbids, KL_EPOLICY for well-formed but weak digests. */
+
+/* SHA-2 of at least 256 bits: the digests a proof of possession may rest on. */
+static int tpl_md_strong(int md_nid)
+{
+    return md_nid == NID_sha256 || md_nid == NID_sha384 || md_nid == NID_sha512;
+}
+
+static const char *tpl_md_name(int md_nid)
+{
+    switch (md_nid) {
+    case NID_sha1: return "SHA-1";
+    case NID_sha224: return "SHA-224";
+    case NID_md5: return "MD5";
+    case NID_md4: return "MD4";
+    case NID_md2: return "MD2";
+    default: {
+        const char *sn = OBJ_nid2sn(md_nid);
+        return sn ? sn : "an unknown digest";
+    }
+    }
+}
+
+/* RSASSA-PSS (RFC 4055 3.1): hashAlgorithm and the MGF1 hash, both SHA-1 when absent. */
+static kl_rc tpl_pss_check(const void *pval, int ptype)
+{
+    kl_rc rc = KL_OK;
+    RSA_PSS_PARAMS *pss = NULL;
+    X509_ALGOR *mgf_md = NULL;
+    ENSURE(ptype == V_ASN1_SEQUENCE &&
+               (pss = ASN1_item_unpack(pval, ASN1_ITEM_rptr(RSA_PSS_PARAMS))) != NULL,
+           KL_EINPUT, "CSR signed with RSASSA-PSS without valid parameters (RFC 4055 3.1)");
+    int md = pss->hashAlgorithm ? OBJ_obj2nid(pss->hashAlgorithm->algorithm) : NID_sha1;
+    int mgf = pss->maskGenAlgorithm ? OBJ_obj2nid(pss->maskGenAlgorithm->algorithm) : NID_mgf1;
+    int mgf_nid = NID_sha1;
+    if (pss->maskGenAlgorithm) {
+        const ASN1_TYPE *mp = pss->maskGenAlgorithm->parameter;
+        ENSURE(mgf == NID_mgf1 && mp && mp->type == V_ASN1_SEQUENCE &&
+                   (mgf_md = ASN1_item_unpack(mp->value.sequence, ASN1_ITEM_rptr(X509_ALGOR))),
+               KL_EINPUT, "CSR signed with RSASSA-PSS: mask generation is not MGF1 (RFC 4055 3.1)");
+        mgf_nid = OBJ_obj2nid(mgf_md->algorithm);
+    }
+    ENSURE(tpl_md_strong(md), KL_EPOLICY,
+           "CSR signed with RSASSA-PSS using %s: %s is not accepted (SHA-256, SHA-384 or SHA-512)",
+           tpl_md_name(md), tpl_md_name(md));
+    ENSURE(tpl_md_strong(mgf_nid), KL_EPOLICY,
+           "CSR signed with RSASSA-PSS, MGF1 with %s: %s is not accepted (SHA-256, SHA-384 or "
+           "SHA-512)",
+           tpl_md_name(mgf_nid), tpl_md_name(mgf_nid));
+out:
+    RSA_PSS_PARAMS_free(pss);
+    X509_ALGOR_free(mgf_md);
+    return rc;
+}
+
+static kl_rc tpl_csr_encoding_check(X509_REQ *csr)
+{
+    kl_rc rc = KL_OK;
+    /* RFC 2986 4.1: "version is the version number, for compatibility with future revisions
+     * of this document. It shall be 0 for this version of the standard." */
+    long version = X509_REQ_get_version(csr); /* -1: does not fit, or never set */
+    ENSURE(version == 0, KL_EINPUT, "CSR version %s%ld (PKCS#10: only version 0 (v1) exists)",
+           version < 0 ? "not 0: " : "", version);
+
+    const X509_ALGOR *alg = NULL;
+    const ASN1_OBJECT *obj = NULL;
+    const void *pval = NULL;
+    int ptype = V_ASN1_UNDEF, md = NID_undef, pk = NID_undef;
+    char name[80];
+    X509_REQ_get0_signature(csr, NULL, &alg);
+    X509_ALGOR_get0(&obj, &ptype, &pval, alg);
+    OBJ_obj2txt(name, sizeof name, obj, 0);
+    int nid = OBJ_obj2nid(obj);
+    ENSURE(nid != NID_undef && OBJ_find_sigid_algs(nid, &md, &pk), KL_EPOLICY,
+           "CSR signed with %s: not an accepted signature algorithm", name);
+    if (nid == NID_rsassaPss) {
+        TRY(tpl_pss_check(pval, ptype));
+    } else if (nid == NID_ED25519) {
+        /* RFC 8410 3: "the parameters MUST be absent" */
+        ENSURE(ptype == V_ASN1_UNDEF, KL_EINPUT,
+               "CSR signature algorithm %s with parameters (RFC 8410 3: they MUST be absent)",
+               name);
+    } else {
+        ENSURE(md != NID_undef && tpl_md_strong(md), KL_EPOLICY,
+               "CSR signed with %s: %s is not accepted (SHA-256, SHA-384 or SHA-512)", name,
+               tpl_md_name(md));
+        if (pk == NID_X9_62_id_ecPublicKey) {
+            /* RFC 5758 3.2: "When the ecdsa-with-SHA224, ecdsa-with-SHA256, ecdsa-with-SHA384,
+             * or ecdsa-with-SHA512 algorithm identifier appears in the algorithm field as an
+             * AlgorithmIdentifier, the encoding MUST omit the parameters field." */
+            ENSURE(ptype == V_ASN1_UNDEF, KL_EINPUT,
+                   "CSR signature algorithm %s with parameters (RFC 5758 3.2: they MUST be "
+                   "absent)",
+                   name);
+        } else if (pk == NID_rsaEncryption) {
+            /* RFC 4055 5: "the parameters MUST be NULL. Implementations MUST accept the
+             * parameters being absent as well as present." */
+            ENSURE(ptype == V_ASN1_NULL || ptype == V_ASN1_UNDEF, KL_EINPUT,
+                   "CSR signature algorithm %s with parameters other than NULL (RFC 4055 5)", name);
+        } else {
+            ENSURE(0, KL_EPOLICY, "CSR signed with %s: not an accepted signature algorithm", name);
+        }
+    }
+
+    /* the key's own AlgorithmIdentifier and encoding */
+    ASN1_OBJECT *kobj = NULL;
+    const unsigned char *kbits = NULL;
+    int klen = 0, kptype = V_ASN1_UNDEF;
+    X509_ALGOR *kalg = NULL;
+    ENSURE_SSL(X509_PUBKEY_get0_param(&kobj, &kbits, &klen, &kalg, X509_REQ_get_X509_PUBKEY(csr)) ==
+                   1,
+               KL_EINPUT, "CSR public key cannot be read");
+    if (OBJ_obj2nid(kobj) == NID_X9_62_id_ecPublicKey) {
+        X509_ALGOR_get0(NULL, &kptype, NULL, kalg);
+        /* RFC 5480 2.1.1: "ECParameters ::= CHOICE { namedCurve OBJECT IDENTIFIER
+         * -- implicitCurve NULL -- specifiedCurve SpecifiedECDomain }
+         * -- implicitCurve and specifiedCurve MUST NOT be used in PKIX." A P-256 key with
+         * explicit parameters is the same key, but a certificate carrying them is refused by
+         * verifiers (OpenSSL: error 94): certify only the named curve. */
+        ENSURE(kptype == V_ASN1_OBJECT, KL_EINPUT,
+               "CSR key has %s curve parameters (RFC 5480 2.1.1: namedCurve only)",
+               kptype == V_ASN1_SEQUENCE ? "explicit"
+               : kptype == V_ASN1_NULL   ? "implicit"
+                                         : "no");
+        /* RFC 5480 2.2: "The first octet of the OCTET STRING indicates whether the key is
+         * compressed or uncompressed. The uncompressed form is indicated by 0x04 and the
+         * compressed form is indicated by either 0x02 or 0x03". A compressed point is the
+         * same key; the certificate gets it uncompressed (tpl_set_pubkey), the form every
+         * implementation MUST support. */
+        ENSURE(klen > 0 && (kbits[0] == 0x04 || kbits[0] == 0x02 || kbits[0] == 0x03), KL_EINPUT,
+               "CSR key point is neither uncompressed nor compressed (RFC 5480 2.2: 04, 02 or "
+               "03)");
+    }
+out:
+    return rc;
 }
 
 static void tpl_key_types_str(unsigned bits, char *out, size_t outlen)
@@ -957,36 +1099,50 @@ out:
     return rc;
 }
 
-/* The certificate's subjectPublicKeyInfo = the CSR's. X509_set_pubkey() with the provider key
- * that d2i_X509_REQ made costs ~140 us in OpenSSL 3.0 (an OSSL_ENCODER to DER, then a full
- * OSSL_DECODER pass of that DER, whose result it throws away). For EC keys a legacy EC_KEY
- * copy takes the old pub_encode path (~4 us). The result must encode exactly the CSR's
- * SubjectPublicKeyInfo; otherwise (or for other key types) the slow path is used. */
+/* The certificate's subjectPublicKeyInfo = the CSR's key, on its named curve, as an
+ * uncompressed point (tpl_csr_encoding_check refused every other EC encoding, and re-encodes
+ * nothing but a compressed point). X509_set_pubkey() with the provider key that d2i_X509_REQ
+ * made costs ~140 us in OpenSSL 3.0 (an OSSL_ENCODER to DER, then a full OSSL_DECODER pass of
+ * that DER, whose result it throws away). For EC keys a legacy EC_KEY copy takes the old
+ * pub_encode path (~4 us). An uncompressed key must encode exactly the CSR's
+ * SubjectPublicKeyInfo, a compressed one the same key uncompressed; otherwise nothing is
+ * built. Other key types take the slow path. */
 static int tpl_set_pubkey(X509 *x, X509_REQ *csr, EVP_PKEY *pkey, int kt)
 {
-    if (kt == HSM_KEY_EC_P256 || kt == HSM_KEY_EC_P384) {
-        EC_KEY *ec = EVP_PKEY_get1_EC_KEY(pkey);
-        EVP_PKEY *legacy = ec ? EVP_PKEY_new() : NULL;
-        int ok = legacy && EVP_PKEY_assign_EC_KEY(legacy, ec) == 1;
-        if (!ok) {
-            EC_KEY_free(ec);
-        }
-        ok = ok && X509_set_pubkey(x, legacy) == 1;
-        EVP_PKEY_free(legacy);
-        if (ok) {
-            const unsigned char *a = NULL, *b = NULL;
-            int alen = 0, blen = 0;
-            X509_ALGOR *aa = NULL, *ba = NULL;
-            ok = X509_PUBKEY_get0_param(NULL, &a, &alen, &aa, X509_get_X509_PUBKEY(x)) == 1 &&
-                 X509_PUBKEY_get0_param(NULL, &b, &blen, &ba, X509_REQ_get_X509_PUBKEY(csr)) == 1 &&
-                 alen == blen && memcmp(a, b, (size_t)alen) == 0 && X509_ALGOR_cmp(aa, ba) == 0;
-        }
-        if (ok) {
-            return 1;
-        }
+    if (kt != HSM_KEY_EC_P256 && kt != HSM_KEY_EC_P384) {
+        return X509_set_pubkey(x, pkey);
+    }
+    const unsigned char *a = NULL, *b = NULL;
+    int alen = 0, blen = 0;
+    X509_ALGOR *aa = NULL, *ba = NULL;
+    if (X509_PUBKEY_get0_param(NULL, &b, &blen, &ba, X509_REQ_get_X509_PUBKEY(csr)) != 1 ||
+        blen < 1) {
+        return 0;
+    }
+    int compressed = b[0] != 0x04;
+    /* the CSR's key object is shared (a borrowed ca_csr): a compressed one is copied before
+     * its encoding form is changed */
+    const EC_KEY *src = EVP_PKEY_get0_EC_KEY(pkey);
+    EC_KEY *ec = !src ? NULL : compressed ? EC_KEY_dup(src) : EVP_PKEY_get1_EC_KEY(pkey);
+    EVP_PKEY *legacy = ec ? EVP_PKEY_new() : NULL;
+    int ok = legacy && EVP_PKEY_assign_EC_KEY(legacy, ec) == 1;
+    if (!ok) {
+        EC_KEY_free(ec);
+    }
+    if (ok && compressed) {
+        EC_KEY_set_conv_form(ec, POINT_CONVERSION_UNCOMPRESSED);
+        EC_KEY_set_asn1_flag(ec, OPENSSL_EC_NAMED_CURVE);
+    }
+    ok = ok && X509_set_pubkey(x, legacy) == 1 &&
+         X509_PUBKEY_get0_param(NULL, &a, &alen, &aa, X509_get_X509_PUBKEY(x)) == 1 &&
+         X509_ALGOR_cmp(aa, ba) == 0 && alen > 0 && a[0] == 0x04 &&
+         (compressed ? EVP_PKEY_eq(X509_get0_pubkey(x), pkey) == 1
+                     : alen == blen && memcmp(a, b, (size_t)alen) == 0);
+    EVP_PKEY_free(legacy);
+    if (!ok) {
         ERR_clear_error();
     }
-    return X509_set_pubkey(x, pkey);
+    return ok;
 }
 
 /* The issuer must be a CA allowed to have a CA below it when the template is a CA. */
@@ -1045,6 +1201,7 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
     ENSURE(t->max_csr_bytes <= 0 || der_len <= t->max_csr_bytes, KL_EPOLICY,
            "CSR of %d bytes exceeds template %s's limit of %d", der_len, t->name, t->max_csr_bytes);
 
+    TRY(tpl_csr_encoding_check(in->csr));
     EVP_PKEY *pkey = X509_REQ_get0_pubkey(in->csr);
     ENSURE_SSL(pkey, KL_EINPUT, "CSR public key cannot be decoded");
     int kt = tpl_key_type_of(pkey, kname, sizeof kname);

@@ -79,4 +79,42 @@ kca ca create --label field1.ocsp --template ocsp-signer --issuer field1 --subje
 kca ca list | grep -q "^field1.ocsp " || fail "field1.ocsp not recorded"
 ok "defect 10: labels refused before anything is made; an issuer's own .ocsp signer still works"
 
+# --- defects 3 and 13: CSRs openssl verifies but keyline must refuse or re-encode -------------
+# The issue-10 rows of tests/data/csr/verdicts.txt, through keyline-ca (exit 0 ok, 3 input,
+# 4 policy); what is issued must pass openssl verify with an uncompressed named-curve key.
+cat root1.pem field1.pem > chain.pem
+bad=""
+before_n=$(count_certs)
+refused=0
+while read -r file tname dev verdict msg; do
+  case $verdict in ok) want=0 ;; input) want=3 ;; policy) want=4 ;; *) continue ;; esac
+  got=0
+  kca issue --issuer field1 --template "$tname" --csr "$KL_SRC/tests/data/csr/$file" --out "$file.crt" \
+    2>"$file.err" >/dev/null || got=$?
+  if [ "$got" != "$want" ]; then bad="$bad
+  $file: exit $got, expected $want ($(cat "$file.err"))"; continue; fi
+  if [ "$want" != 0 ]; then
+    refused=$((refused + 1))
+    grep -qF -- "$msg" "$file.err" || bad="$bad
+  $file: message '$(cat "$file.err")' lacks '$msg'"
+    continue
+  fi
+  openssl verify -CAfile root1.pem -untrusted field1.pem "$file.crt" >/dev/null 2>&1 ||
+    bad="$bad
+  $file: openssl verify: $(openssl verify -CAfile root1.pem -untrusted field1.pem "$file.crt" 2>&1 | tr '\n' ' ')"
+  if openssl x509 -in "$file.crt" -noout -text | grep -q "id-ecPublicKey"; then
+    openssl x509 -in "$file.crt" -noout -pubkey | openssl pkey -pubin -outform DER |
+      openssl asn1parse -inform DER | grep -q "prime256v1" || bad="$bad
+  $file: certificate key without a named curve"
+    pt=$(openssl x509 -in "$file.crt" -noout -pubkey | openssl pkey -pubin -outform DER | tail -c 65 | head -c 1 | od -An -tx1 | tr -d ' ')
+    [ "$pt" = 04 ] || bad="$bad
+  $file: certificate key point is not uncompressed"
+  fi
+done < <(sed -n '/^# issue 10/,$p' "$KL_SRC/tests/data/csr/verdicts.txt")
+[ -z "$bad" ] || fail "CSR fixtures:$bad"
+[ "$refused" -ge 8 ] || fail "only $refused CSR fixtures were refused"
+[ "$(count_certs)" = "$((before_n + 5))" ] || fail "refused CSRs were recorded"
+# the compressed point is the same key: it signs what the certificate's key verifies
+ok "defects 3, 13: explicit parameters, version 1, NULL ECDSA parameters, SHA-1/SHA-224/MD5 refused; compressed points re-encoded"
+
 echo "hostile_ca: all passed"

@@ -79,6 +79,8 @@ static X509_REQ *csr_new(EVP_PKEY *k, const char *subject, const ext_spec *exts)
 {
     X509_REQ *r = X509_REQ_new();
     assert_non_null(r);
+    /* an X509_REQ_new() version is an empty INTEGER (X509_REQ_get_version: -1), encoded as 0 */
+    assert_int_equal(X509_REQ_set_version(r, 0), 1);
     X509_NAME *n = name_new(subject);
     assert_int_equal(X509_REQ_set_subject_name(r, n), 1);
     X509_NAME_free(n);
@@ -776,6 +778,7 @@ static void test_est_server(void **state)
     /* IP of 5 octets: build the GENERAL_NAME by hand, the config syntax cannot */
     {
         X509_REQ *r = X509_REQ_new();
+        X509_REQ_set_version(r, 0);
         X509_NAME *n = name_new("CN=est");
         X509_REQ_set_subject_name(r, n);
         X509_NAME_free(n);
@@ -957,6 +960,25 @@ static void test_lint(void **state)
     X509_free(x);
     tpl_free(t);
 
+    /* an EC key as a compressed point, or with explicit curve parameters (RFC 5480) */
+    for (int form = 0; form < 2; form++) {
+        x = tbs_ldevid(&t, k);
+        EC_KEY *ec = EC_KEY_dup(EVP_PKEY_get0_EC_KEY(k));
+        if (form == 0) {
+            EC_KEY_set_conv_form(ec, POINT_CONVERSION_COMPRESSED);
+        } else {
+            EC_KEY_set_asn1_flag(ec, OPENSSL_EC_EXPLICIT_CURVE);
+        }
+        EVP_PKEY *odd = EVP_PKEY_new();
+        assert_int_equal(EVP_PKEY_assign_EC_KEY(odd, ec), 1);
+        assert_int_equal(X509_set_pubkey(x, odd), 1);
+        EVP_PKEY_free(odd);
+        lint_expect(t, x, g_field,
+                    form == 0 ? "not in uncompressed form" : "without a named curve");
+        X509_free(x);
+        tpl_free(t);
+    }
+
     /* missing AKI */
     lint_expect_ext(k, NID_authority_key_identifier, NULL, "no authorityKeyIdentifier");
 
@@ -1071,10 +1093,28 @@ static void test_fixtures(void **state)
         issue_opts o = {.device_id = strcmp(dev, "-") ? dev : NULL};
         X509 *x = NULL;
         kl_rc rc = issue(tname, csr, g_field, g_field_key, &o, &x);
-        kl_rc want = strcmp(verdict, "ok") == 0 ? KL_OK : KL_EPOLICY;
+        kl_rc want = strcmp(verdict, "ok") == 0      ? KL_OK
+                     : strcmp(verdict, "input") == 0 ? KL_EINPUT
+                                                     : KL_EPOLICY;
         if (rc != want || (want != KL_OK && !strstr(kl_errmsg(), msg))) {
             fail_msg("%s with %s: rc %s '%s', want %s '%s'", file, tname, kl_rc_name(rc),
                      rc ? kl_errmsg() : "", verdict, msg);
+        }
+        if (x && EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC) {
+            /* the certificate's EC key: named curve (RFC 5480 2.1.1), uncompressed point
+             * (RFC 5480 2.2: "MUST support the uncompressed form"), whatever the CSR had */
+            const unsigned char *kb = NULL;
+            int kl = 0;
+            const X509_ALGOR *ka = NULL;
+            const void *pv = NULL;
+            int pt = 0;
+            assert_int_equal(
+                X509_PUBKEY_get0_param(NULL, &kb, &kl, (X509_ALGOR **)&ka, X509_get_X509_PUBKEY(x)),
+                1);
+            X509_ALGOR_get0(NULL, &pt, &pv, ka);
+            assert_int_equal(pt, V_ASN1_OBJECT);
+            assert_true(kl > 0 && kb[0] == 0x04);
+            assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(x), pk), 1);
         }
         X509_free(x);
         X509_REQ_free(csr);
