@@ -65,10 +65,13 @@ typedef struct {
     char actor[512]; /* "uid 998 (keyline-est) as est" */
 } cad_peer;
 
+typedef struct cad_rev cad_rev;
+
 typedef struct {
     const kl_conf *conf;
     cad_cfg cfg;
     ca_ctx *ca;
+    cad_rev *rev;
     char instance[33]; /* random per daemon start (claims) */
     volatile int stop;
     int listen_fd;
@@ -81,6 +84,15 @@ typedef struct {
 void cad_dispatch(cad *d, const cad_peer *peer, const cap_msg *req, kl_buf *rsp);
 /* Fill `peer` from the connected socket (SO_PEERCRED) and map it to roles. */
 kl_rc cad_peer_identify(const cad *d, int fd, cad_peer *peer) KL_WUR;
+
+/* CRLs and OCSP answers from caches (cad_rev.c). cad_rev_crl appends the crl field of a fresh
+ * CRL of CA `label` (re-signed when its revocation epoch moved or half-way to nextUpdate, or
+ * the officer's published one for a root); cad_rev_ocsp the ocsp-resp field answering a DER
+ * OCSP request. KL_ENOTFOUND for an unknown CA or an unpublished root CRL. */
+kl_rc cad_rev_new(cad *d, cad_rev **out) KL_WUR;
+void cad_rev_free(cad_rev *r);
+kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out) KL_WUR;
+kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out) KL_WUR;
 
 /* The socket: create it (removing a stale one), listen, serve until d->stop, one thread per
  * connection (at most max_conns). */

@@ -432,35 +432,16 @@ static kl_rc cad_op_crl(cad_call *c)
 {
     kl_rc rc = KL_OK;
     char issuer[129];
-    store_crl crl;
-    memset(&crl, 0, sizeof crl);
     TRY(cad_str(c, CAP_T_ISSUER, issuer, sizeof issuer));
-    TRY(store_crl_get(ca_store(c->d->ca), issuer, &crl));
-    TRY(cap_put_bytes(c->rsp, CAP_T_CRL, crl.der, crl.der_len));
+    TRY(cad_rev_crl(c->d->rev, issuer, c->rsp));
 out:
-    store_crl_free(&crl);
     return rc;
 }
 
 static kl_rc cad_op_ocsp(cad_call *c)
 {
-    kl_rc rc = KL_OK;
-    OCSP_REQUEST *req = NULL;
-    OCSP_RESPONSE *resp = NULL;
-    unsigned char *der = NULL;
     const cap_field *f = cap_find(c->req, CAP_T_OCSP_REQ, 0);
-    const unsigned char *p = f->val;
-    req = d2i_OCSP_REQUEST(NULL, &p, (long)f->len);
-    ENSURE_SSL(req && p == f->val + f->len, KL_EINPUT, "OCSP request does not parse");
-    TRY(ca_ocsp_respond(c->d->ca, req, &resp));
-    int n = i2d_OCSP_RESPONSE(resp, &der);
-    ENSURE_SSL(n > 0, KL_EINTERNAL, "i2d_OCSP_RESPONSE");
-    TRY(cap_put_bytes(c->rsp, CAP_T_OCSP_RESP, der, (size_t)n));
-out:
-    OPENSSL_free(der);
-    OCSP_REQUEST_free(req);
-    OCSP_RESPONSE_free(resp);
-    return rc;
+    return cad_rev_ocsp(c->d->rev, f->val, f->len, c->rsp);
 }
 
 /* By serial: the store's record. By certificate: ca_cert_check_valid first (issued by one of

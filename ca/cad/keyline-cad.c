@@ -10,22 +10,24 @@
 
 #include "cad.h"
 #include "kl_log.h"
+#include "kl_version.h"
 
 static cad g_cad;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: keyline-cad [-c keyline.conf] [-v]\n"
-               "  The CA service: the only process holding the token PIN and the store. Front\n"
-               "  ends (keyline-estd, keyline-provision) ask it for whole operations on named\n"
-               "  profiles over a Unix socket ([cad] socket). Runs in the foreground, logs to\n"
-               "  stderr; SIGTERM/SIGINT: finish the requests in hand and exit 0.\n"
-               "  -c, --config FILE  configuration (default $KEYLINE_CONF, else ./keyline.conf)\n"
-               "  -v, --verbose      debug logging\n"
-               "  -V, --version      print the version\n"
-               "  See keyline-cad(8) and docs/ca-protocol.md.\n"
-               "Exit status: 0 ok, 1 error, 2 usage, 3 bad input, 4 refused by policy,\n"
-               "5 token/PIN error, 6 not found.\n");
+    fprintf(f,
+            "usage: keyline-cad [-c keyline.conf] [-v]\n"
+            "  The CA service: the only process holding the token PIN and the store. Front\n"
+            "  ends (keyline-estd, keyline-provision) ask it for whole operations on named\n"
+            "  profiles over a Unix socket ([cad] socket). Runs in the foreground, logs to\n"
+            "  stderr; SIGTERM/SIGINT: finish the requests in hand and exit 0.\n"
+            "  -c, --config FILE  configuration (default $KEYLINE_CONF, else " KL_CONF_DEFAULT ")\n"
+            "  -v, --verbose      debug logging\n"
+            "  -V, --version      print the version\n"
+            "  See keyline-cad(8) and docs/ca-protocol.md.\n"
+            "Exit status: 0 ok, 1 error, 2 usage, 3 bad input, 4 refused by policy,\n"
+            "5 token/PIN error, 6 not found.\n");
 }
 
 static void cad_on_signal(int sig)
@@ -63,6 +65,7 @@ static kl_rc cad_run(const char *conf_path)
     rc = ca_open(&g_cad.ca, conf);
     cad_env_pin_scrub(conf);
     TRY(rc);
+    TRY(cad_rev_new(&g_cad, &g_cad.rev));
     ENSURE(RAND_bytes(rnd, sizeof rnd) == 1, KL_EINTERNAL, "RAND_bytes");
     for (size_t i = 0; i < sizeof rnd; i++) {
         snprintf(g_cad.instance + 2 * i, 3, "%02x", rnd[i]);
@@ -75,6 +78,7 @@ static kl_rc cad_run(const char *conf_path)
     TRY(cad_serve(&g_cad));
     kl_info("keyline-cad: stopped");
 out:
+    cad_rev_free(g_cad.rev);
     ca_close(g_cad.ca);
     cad_cfg_free(&g_cad.cfg);
     kl_conf_free(conf);
@@ -83,7 +87,7 @@ out:
 
 int main(int argc, char **argv)
 {
-    const char *conf_path = getenv("KEYLINE_CONF") ? getenv("KEYLINE_CONF") : "keyline.conf";
+    const char *conf_path = kl_conf_default_path();
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"version", no_argument, NULL, 'V'},
@@ -94,7 +98,7 @@ int main(int argc, char **argv)
         switch (ch) {
         case 'c': conf_path = optarg; break;
         case 'v': kl_log_set_level(KL_LOG_DEBUG); break;
-        case 'V': printf("keyline-cad %s\n", KEYLINE_VERSION); return 0;
+        case 'V': kl_version_print("keyline-cad"); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -1,0 +1,316 @@
+/* keyline-cad: CRLs and OCSP answers for front ends, from caches so that a crowd of relying
+ * parties behind keyline-estd does not turn into HSM load.
+ *   CRL:  one per CA. A CA keyline-cad signs CRLs for (not a self-signed root, unless
+ *         [cad] ca-keys = all) is re-signed (ca_crl) when its revocation epoch moves or half-way
+ *         to nextUpdate; a root's CRL is the one the officer published (keyline-ca crl), read
+ *         again every CAD_PUBLISHED_TTL seconds or when its epoch moves.
+ *   OCSP: answers to nonce-less requests, keyed by SHA-256 of the request, kept at most
+ *         CAD_OCSP_TTL seconds and dropped as soon as any revocation epoch moves; delegated
+ *         OCSP signers renewed once past half their life. */
+#include <openssl/ocsp.h>
+#include <openssl/sha.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cad.h"
+#include "kl_log.h"
+#include "store.h"
+
+#define CAD_CRL_SLOTS 64
+#define CAD_OCSP_SLOTS 512
+#define CAD_OCSP_TTL 60
+#define CAD_PUBLISHED_TTL 60
+
+typedef struct {
+    char label[129];
+    int64_t epoch;
+    time_t refresh_at;
+    uint8_t *der;
+    size_t len;
+} cad_crl_slot;
+
+typedef struct {
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    int64_t epoch_sum;
+    time_t at;
+    uint8_t *der;
+    size_t len;
+} cad_ocsp_slot;
+
+struct cad_rev {
+    cad *d;
+    int all_keys;
+    pthread_mutex_t crl_lock;
+    cad_crl_slot crl[CAD_CRL_SLOTS];
+    size_t n_crl;
+    pthread_mutex_t ocsp_lock;
+    cad_ocsp_slot ocsp[CAD_OCSP_SLOTS];
+    pthread_mutex_t upkeep_lock;
+    time_t upkeep_at;
+};
+
+kl_rc cad_rev_new(cad *d, cad_rev **out)
+{
+    cad_rev *r = calloc(1, sizeof *r);
+    if (!r) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    const char *keys = kl_conf_get_default(d->conf, "cad", "ca-keys", "intermediates");
+    if (strcmp(keys, "all") != 0 && strcmp(keys, "intermediates") != 0) {
+        free(r);
+        return kl_fail(KL_EINPUT, "[cad] ca-keys = %s: expected intermediates or all", keys);
+    }
+    r->d = d;
+    r->all_keys = strcmp(keys, "all") == 0;
+    pthread_mutex_init(&r->crl_lock, NULL);
+    pthread_mutex_init(&r->ocsp_lock, NULL);
+    pthread_mutex_init(&r->upkeep_lock, NULL);
+    *out = r;
+    return KL_OK;
+}
+
+void cad_rev_free(cad_rev *r)
+{
+    if (!r) {
+        return;
+    }
+    for (size_t i = 0; i < r->n_crl; i++) {
+        free(r->crl[i].der);
+    }
+    for (size_t i = 0; i < CAD_OCSP_SLOTS; i++) {
+        free(r->ocsp[i].der);
+    }
+    pthread_mutex_destroy(&r->crl_lock);
+    pthread_mutex_destroy(&r->ocsp_lock);
+    pthread_mutex_destroy(&r->upkeep_lock);
+    free(r);
+}
+
+/* An issuing CA (not an OCSP signer or a rollover certificate); *signs: keyline-cad keeps its
+ * CRL fresh itself. */
+static kl_rc cad_rev_ca(cad_rev *r, const char *label, int *signs)
+{
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    kl_rc rc = store_ca_get(ca_store(r->d->ca), label, &rec);
+    int issuing = rc == KL_OK && !ca_is_ocsp_signer_label(label) &&
+                  !(rec.status && strcmp(rec.status, "rollover") == 0);
+    *signs = issuing && (r->all_keys || (rec.parent && *rec.parent));
+    store_ca_free(&rec);
+    if (rc == KL_ENOTFOUND || (rc == KL_OK && !issuing)) {
+        return kl_fail(KL_ENOTFOUND, "no issuing CA labelled '%s'", label);
+    }
+    return rc;
+}
+
+static kl_rc cad_rev_published(cad_rev *r, const char *label, uint8_t **der, size_t *len,
+                               time_t *refresh_at)
+{
+    store_crl c;
+    memset(&c, 0, sizeof c);
+    kl_rc rc = store_crl_get(ca_store(r->d->ca), label, &c);
+    if (rc == KL_ENOTFOUND) {
+        return kl_fail(KL_ENOTFOUND, "no CRL published for '%s': run keyline-ca crl --issuer %s",
+                       label, label);
+    }
+    if (rc != KL_OK) {
+        return rc;
+    }
+    time_t now = time(NULL);
+    if (c.next_update <= now) {
+        kl_warn("CRL for %s: the published CRL number %lld passed its nextUpdate; run "
+                "keyline-ca crl --issuer %s",
+                label, (long long)c.number, label);
+    }
+    *refresh_at = now + CAD_PUBLISHED_TTL;
+    *der = c.der;
+    *len = c.der_len;
+    c.der = NULL;
+    store_crl_free(&c);
+    return KL_OK;
+}
+
+static time_t cad_asn1_time(const ASN1_TIME *t, time_t dflt)
+{
+    struct tm tm;
+    if (!t || !ASN1_TIME_to_tm(t, &tm)) {
+        return dflt;
+    }
+    return timegm(&tm);
+}
+
+static kl_rc cad_rev_sign(cad_rev *r, const char *label, uint8_t **der, size_t *len,
+                          time_t *refresh_at)
+{
+    X509_CRL *crl = NULL;
+    uint8_t *enc = NULL;
+    kl_rc rc = ca_crl(r->d->ca, label, &crl);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    int n = i2d_X509_CRL(crl, &enc);
+    if (n <= 0) {
+        X509_CRL_free(crl);
+        return kl_fail_ssl(KL_EINTERNAL, "i2d_X509_CRL");
+    }
+    time_t now = time(NULL);
+    time_t this_up = cad_asn1_time(X509_CRL_get0_lastUpdate(crl), now);
+    time_t next_up = cad_asn1_time(X509_CRL_get0_nextUpdate(crl), now + 7200);
+    /* re-sign half-way to nextUpdate: relying parties never see a CRL about to expire */
+    *refresh_at = this_up + (next_up - this_up) / 2;
+    *der = malloc((size_t)n);
+    if (*der) {
+        memcpy(*der, enc, (size_t)n);
+        *len = (size_t)n;
+    }
+    OPENSSL_free(enc);
+    X509_CRL_free(crl);
+    return *der ? KL_OK : kl_fail(KL_EINTERNAL, "out of memory");
+}
+
+kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
+{
+    kl_rc rc = KL_OK;
+    int signs = 0;
+    int64_t epoch = 0;
+    TRY(cad_rev_ca(r, label, &signs));
+    TRY(store_revocation_epoch(ca_store(r->d->ca), label, &epoch));
+    time_t now = time(NULL);
+    pthread_mutex_lock(&r->crl_lock);
+    cad_crl_slot *slot = NULL;
+    for (size_t i = 0; i < r->n_crl; i++) {
+        if (strcmp(r->crl[i].label, label) == 0) {
+            slot = &r->crl[i];
+        }
+    }
+    if (!slot && r->n_crl < CAD_CRL_SLOTS) {
+        slot = &r->crl[r->n_crl++];
+        memset(slot, 0, sizeof *slot);
+        snprintf(slot->label, sizeof slot->label, "%s", label);
+    }
+    if (!slot) {
+        rc = kl_fail(KL_EINTERNAL, "more than %d CAs with CRLs", CAD_CRL_SLOTS);
+    } else if (!slot->der || slot->epoch != epoch || now >= slot->refresh_at) {
+        uint8_t *der = NULL;
+        size_t len = 0;
+        time_t refresh_at = 0;
+        /* built under the lock: concurrent fetchers wait for one signature, not one each */
+        rc = signs ? cad_rev_sign(r, label, &der, &len, &refresh_at)
+                   : cad_rev_published(r, label, &der, &len, &refresh_at);
+        if (rc == KL_OK) {
+            free(slot->der);
+            *slot =
+                (cad_crl_slot){.epoch = epoch, .refresh_at = refresh_at, .der = der, .len = len};
+            snprintf(slot->label, sizeof slot->label, "%s", label);
+        }
+    }
+    if (rc == KL_OK) {
+        rc = cap_put_bytes(out, CAP_T_CRL, slot->der, slot->len);
+    }
+    pthread_mutex_unlock(&r->crl_lock);
+out:
+    return rc;
+}
+
+/* Sum of every CA's revocation epoch: moves whenever anything is revoked anywhere. */
+static kl_rc cad_rev_epoch_sum(cad_rev *r, int64_t *sum)
+{
+    store_ca *cas = NULL;
+    size_t n = 0;
+    *sum = 0;
+    kl_rc rc = store_ca_list(ca_store(r->d->ca), &cas, &n);
+    for (size_t i = 0; rc == KL_OK && i < n; i++) {
+        int64_t e = 0;
+        rc = store_revocation_epoch(ca_store(r->d->ca), cas[i].label, &e);
+        *sum += e;
+    }
+    store_ca_list_free(cas, n);
+    return rc;
+}
+
+/* Once a minute, on an OCSP request: renew the delegated signers of the CAs keyline-cad signs
+ * for once past half their life (the ocsp-signer template makes them short-lived). */
+static void cad_rev_upkeep(cad_rev *r, time_t now)
+{
+    if (pthread_mutex_trylock(&r->upkeep_lock) != 0) {
+        return;
+    }
+    if (now - r->upkeep_at >= CAD_PUBLISHED_TTL) {
+        r->upkeep_at = now;
+        store_ca *cas = NULL;
+        size_t n = 0;
+        if (store_ca_list(ca_store(r->d->ca), &cas, &n) == KL_OK) {
+            for (size_t i = 0; i < n; i++) {
+                int signs = 0, renewed = 0;
+                if (cad_rev_ca(r, cas[i].label, &signs) != KL_OK || !signs ||
+                    !ca_ocsp_signer_due(r->d->ca, cas[i].label, NULL)) {
+                    continue;
+                }
+                if (ca_ocsp_signer_ensure(r->d->ca, cas[i].label, "cad:renew", &renewed) != KL_OK) {
+                    kl_warn("OCSP signer of %s: renewal failed: %s", cas[i].label, kl_errmsg());
+                } else if (renewed) {
+                    kl_info("OCSP signer of %s renewed", cas[i].label);
+                }
+            }
+        }
+        store_ca_list_free(cas, n);
+    }
+    pthread_mutex_unlock(&r->upkeep_lock);
+}
+
+kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
+{
+    kl_rc rc = KL_OK;
+    OCSP_REQUEST *req = NULL;
+    OCSP_RESPONSE *resp = NULL;
+    uint8_t *enc = NULL;
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    int64_t esum = 0;
+    time_t now = time(NULL);
+    cad_rev_upkeep(r, now);
+    const unsigned char *p = der;
+    req = d2i_OCSP_REQUEST(NULL, &p, (long)len);
+    ENSURE_SSL(req && p == der + len, KL_EINPUT, "OCSP request does not parse");
+    /* a nonce makes the answer unique to this request: never cached (RFC 5019 4) */
+    int cacheable = OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, -1) < 0;
+    if (cacheable) {
+        SHA256(der, len, key);
+        cacheable = cad_rev_epoch_sum(r, &esum) == KL_OK;
+        pthread_mutex_lock(&r->ocsp_lock);
+        cad_ocsp_slot *slot = &r->ocsp[(key[0] | key[1] << 8) % CAD_OCSP_SLOTS];
+        int hit = cacheable && slot->der && memcmp(slot->key, key, sizeof key) == 0 &&
+                  slot->epoch_sum == esum && now - slot->at < CAD_OCSP_TTL;
+        if (hit) {
+            rc = cap_put_bytes(out, CAP_T_OCSP_RESP, slot->der, slot->len);
+        }
+        pthread_mutex_unlock(&r->ocsp_lock);
+        if (hit) {
+            goto out;
+        }
+    }
+    TRY(ca_ocsp_respond(r->d->ca, req, &resp));
+    int n = i2d_OCSP_RESPONSE(resp, &enc);
+    ENSURE_SSL(n > 0, KL_EINTERNAL, "i2d_OCSP_RESPONSE");
+    TRY(cap_put_bytes(out, CAP_T_OCSP_RESP, enc, (size_t)n));
+    if (cacheable && OCSP_response_status(resp) == OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+        uint8_t *copy = malloc((size_t)n);
+        if (copy) {
+            memcpy(copy, enc, (size_t)n);
+            pthread_mutex_lock(&r->ocsp_lock);
+            cad_ocsp_slot *slot = &r->ocsp[(key[0] | key[1] << 8) % CAD_OCSP_SLOTS];
+            free(slot->der);
+            memcpy(slot->key, key, sizeof key);
+            slot->der = copy;
+            slot->len = (size_t)n;
+            slot->epoch_sum = esum;
+            slot->at = now;
+            pthread_mutex_unlock(&r->ocsp_lock);
+        }
+    }
+out:
+    OPENSSL_free(enc);
+    OCSP_RESPONSE_free(resp);
+    OCSP_REQUEST_free(req);
+    return rc;
+}
