@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "kl_file.h"
+#include "kl_version.h"
 
 static const cli_cmd cli_top[] = {
     {"ca", cmd_ca, "create|cert|list|rotate ...",
@@ -35,7 +36,8 @@ static const cli_cmd cli_top[] = {
 static void cli_help_top(FILE *f)
 {
     fprintf(f, "usage: keyline-ca [-c|--config FILE] COMMAND [ARGS]\n\n"
-               "PKCS#11-backed certificate authority. Default config: ./keyline.conf\n\n"
+               "PKCS#11-backed certificate authority.\n"
+               "Default config: $KEYLINE_CONF, else " KL_CONF_DEFAULT "\n\n"
                "commands:\n");
     for (const cli_cmd *c = cli_top; c->name; c++) {
         fprintf(f, "  %-8s %s\n", c->name, c->help);
@@ -270,7 +272,7 @@ int main(int argc, char **argv)
 {
     cli c;
     memset(&c, 0, sizeof c);
-    c.config_path = "keyline.conf";
+    c.config_path = kl_conf_default_path();
     const char *user = getenv("SUDO_USER");
     if (!user) {
         struct passwd *pw = getpwuid(getuid());
@@ -287,7 +289,7 @@ int main(int argc, char **argv)
         switch (ch) {
         case 'c': c.config_path = optarg; break;
         case 'h': cli_help_top(stdout); return 0;
-        case 'V': printf("keyline-ca 0.1.0\n"); return 0;
+        case 'V': kl_version_print("keyline-ca"); return 0;
         default: cli_help_top(stderr); return 2;
         }
     }

@@ -18,6 +18,7 @@
 #include "ca.h"
 #include "kl_conf.h"
 #include "kl_log.h"
+#include "kl_version.h"
 #include "st.h"
 
 static st_station *g_station;
@@ -39,8 +40,8 @@ static void usage(FILE *f)
         "Provision devices on serial fixtures: key, IDevID certificate from the factory CA,\n"
         "trust anchors, proof of possession, lock. One thread per fixture.\n"
         "\n"
-        "  -c, --config FILE      keyline.conf ([hsm], [store], [station]); default "
-        "./keyline.conf\n"
+        "  -c, --config FILE      keyline.conf ([hsm], [store], [station]); default\n"
+        "                         $KEYLINE_CONF, else " KL_CONF_DEFAULT "\n"
         "  -p, --port DEV         a fixture's serial port (repeatable): /dev/ttyUSB0, a pty...\n"
         "  -m, --mode csr|inject  key born on the device (csr) or made by the station (inject);\n"
         "                         default [station] mode, else csr\n"
@@ -52,6 +53,7 @@ static void usage(FILE *f)
         "                         keyCompromise, cessationOfOperation, ...)\n"
         "  -r, --results FILE     append one JSON line per device (default [station] results)\n"
         "  -v, --verbose          debug logging\n"
+        "  -V, --version          print the version\n"
         "  -h, --help             this text\n"
         "\n"
         "Stop with Ctrl-C (SIGINT) or SIGTERM: devices in progress stay pending and resume\n"
@@ -60,7 +62,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    const char *conf_path = "keyline.conf", *mode = NULL, *reason = NULL, *results = NULL;
+    const char *conf_path = kl_conf_default_path(), *mode = NULL, *reason = NULL, *results = NULL;
     const char *watch_glob = NULL;
     const char *ports[ST_MAX_FIXTURES];
     size_t nports = 0;
@@ -84,11 +86,12 @@ int main(int argc, char **argv)
         {"reason", required_argument, NULL, OPT_REASON},
         {"results", required_argument, NULL, 'r'},
         {"verbose", no_argument, NULL, 'v'},
+        {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
-    while ((c = getopt_long(argc, argv, "c:p:m:n:wr:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:p:m:n:wr:vVh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': conf_path = optarg; break;
         case 'p':
@@ -115,6 +118,7 @@ int main(int argc, char **argv)
         case OPT_REASON: reason = optarg; break;
         case 'r': results = optarg; break;
         case 'v': kl_log_set_level(KL_LOG_DEBUG); break;
+        case 'V': kl_version_print("keyline-provision"); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
