@@ -1051,7 +1051,7 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
     CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
     CK_ULONG count = 0;
     CK_ULONG npub = 0, npriv = 0;
-    CK_ATTRIBUTE pubt[8], privt[12];
+    CK_ATTRIBUTE pubt[12], privt[14];
     CK_RV rv;
     int locked = 0;
 
@@ -1074,6 +1074,7 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
 
 #define ADD(t, n, type_, ptr, len)                                                                 \
     do {                                                                                           \
+        ENSURE(n < sizeof t / sizeof t[0], KL_EINTERNAL, "key template too long");                 \
         t[n].type = (type_);                                                                       \
         t[n].pValue = (void *)(ptr);                                                               \
         t[n].ulValueLen = (CK_ULONG)(len);                                                         \
@@ -1082,6 +1083,11 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
     ADD(pubt, npub, CKA_TOKEN, &yes, sizeof yes);
     ADD(pubt, npub, CKA_PRIVATE, &no, sizeof no);
     ADD(pubt, npub, CKA_VERIFY, &yes, sizeof yes);
+    /* The public half verifies and nothing else, and neither half can be changed later (a
+     * modifiable private key could be made extractable or given decrypt by a PIN holder). */
+    ADD(pubt, npub, CKA_ENCRYPT, &no, sizeof no);
+    ADD(pubt, npub, CKA_WRAP, &no, sizeof no);
+    ADD(pubt, npub, CKA_MODIFIABLE, &no, sizeof no);
     ADD(pubt, npub, CKA_LABEL, label, strlen(label));
     ADD(pubt, npub, CKA_ID, id, sizeof id);
     ADD(privt, npriv, CKA_TOKEN, &yes, sizeof yes);
@@ -1093,6 +1099,7 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
     ADD(privt, npriv, CKA_DECRYPT, &no, sizeof no);
     ADD(privt, npriv, CKA_UNWRAP, &no, sizeof no);
     ADD(privt, npriv, CKA_DERIVE, &no, sizeof no);
+    ADD(privt, npriv, CKA_MODIFIABLE, &no, sizeof no);
     ADD(privt, npriv, CKA_LABEL, label, strlen(label));
     ADD(privt, npriv, CKA_ID, id, sizeof id);
     switch (type) {
@@ -1336,15 +1343,17 @@ kl_rc hsm_key_protection(hsm_ctx *h, const char *label_arg, unsigned *flags_out)
     char *label = NULL;
     CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
     CK_ULONG count = 0;
-    CK_BBOOL v[6] = {0};
-    CK_ATTRIBUTE t[6] = {
+    CK_BBOOL v[7] = {0};
+    CK_ATTRIBUTE t[7] = {
         {CKA_SENSITIVE, &v[0], 1},        {CKA_EXTRACTABLE, &v[1], 1},
         {CKA_ALWAYS_SENSITIVE, &v[2], 1}, {CKA_NEVER_EXTRACTABLE, &v[3], 1},
         {CKA_PRIVATE, &v[4], 1},          {CKA_TOKEN, &v[5], 1},
+        {CKA_MODIFIABLE, &v[6], 1},
     };
-    static const unsigned bit[6] = {HSM_PROT_SENSITIVE,        HSM_PROT_EXTRACTABLE,
+    static const unsigned bit[7] = {HSM_PROT_SENSITIVE,        HSM_PROT_EXTRACTABLE,
                                     HSM_PROT_ALWAYS_SENSITIVE, HSM_PROT_NEVER_EXTRACTABLE,
-                                    HSM_PROT_PRIVATE,          HSM_PROT_TOKEN};
+                                    HSM_PROT_PRIVATE,          HSM_PROT_TOKEN,
+                                    HSM_PROT_MODIFIABLE};
     unsigned f = 0;
     int locked = 0;
     CK_RV rv;
@@ -1359,13 +1368,13 @@ kl_rc hsm_key_protection(hsm_ctx *h, const char *label_arg, unsigned *flags_out)
     }
     TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, &o, &count));
     ENSURE(count > 0, KL_ENOTFOUND, "no key labelled %s on token %s", label, h->token_label);
-    rv = h->mod->fl->C_GetAttributeValue(h->sess, o, t, 6);
+    rv = h->mod->fl->C_GetAttributeValue(h->sess, o, t, 7);
     /* CKR_ATTRIBUTE_TYPE_INVALID: some attribute unknown; the others are still filled in. */
     if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID) {
         rc = fail_ckr(rv, "C_GetAttributeValue");
         goto out;
     }
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         if (t[i].ulValueLen == 1 && v[i] == CK_TRUE) {
             f |= bit[i];
         }

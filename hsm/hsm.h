@@ -85,6 +85,7 @@ enum {
     HSM_PROT_NEVER_EXTRACTABLE = 1u << 3, /* CKA_NEVER_EXTRACTABLE */
     HSM_PROT_PRIVATE = 1u << 4,           /* CKA_PRIVATE */
     HSM_PROT_TOKEN = 1u << 5,             /* CKA_TOKEN */
+    HSM_PROT_MODIFIABLE = 1u << 6,        /* CKA_MODIFIABLE (keyline makes CA keys without) */
 };
 kl_rc hsm_key_protection(hsm_ctx *h, const char *label, unsigned *flags_out) KL_WUR;
 

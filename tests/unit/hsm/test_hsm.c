@@ -560,6 +560,7 @@ static void test_nonextractable(void **state)
     assert_true(f & HSM_PROT_PRIVATE);
     assert_true(f & HSM_PROT_TOKEN);
     assert_false(f & HSM_PROT_EXTRACTABLE);
+    assert_false(f & HSM_PROT_MODIFIABLE);
     assert_int_equal(hsm_key_protection(h, "no-such-key", &f), KL_ENOTFOUND);
 
     /* Independently, through the module's own function list. */
@@ -597,6 +598,17 @@ static void test_nonextractable(void **state)
     assert_int_equal(r.fl->C_GetAttributeValue(r.sess, po, &ib, 1), CKR_OK);
     assert_int_equal(ia.ulValueLen, ib.ulValueLen);
     assert_memory_equal(id1, id2, ia.ulValueLen);
+    /* Neither half can be changed: a PIN holder cannot give the CA key decrypt or export, and
+     * the public half verifies only. */
+    CK_BBOOL yes = CK_TRUE, pmod = 1, penc = 1, pwrap = 1;
+    CK_ATTRIBUTE mk = {CKA_DECRYPT, &yes, 1};
+    assert_int_not_equal(r.fl->C_SetAttributeValue(r.sess, o, &mk, 1), CKR_OK);
+    CK_ATTRIBUTE pt[3] = {
+        {CKA_MODIFIABLE, &pmod, 1}, {CKA_ENCRYPT, &penc, 1}, {CKA_WRAP, &pwrap, 1}};
+    assert_int_equal(r.fl->C_GetAttributeValue(r.sess, po, pt, 3), CKR_OK);
+    assert_int_equal(pmod, CK_FALSE);
+    assert_int_equal(penc, CK_FALSE);
+    assert_int_equal(pwrap, CK_FALSE);
     raw_close(&r);
     hsm_close(h);
 
