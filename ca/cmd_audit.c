@@ -49,7 +49,9 @@ out:
 }
 
 static const cli_cmd cmd_audit_table[] = {
-    {"verify", cmd_audit_verify, "", "recompute the hash chain; non-zero exit if tampered"},
+    {"verify", cmd_audit_verify, "",
+     "check the hash chain, and the certificates and CA records against it; non-zero exit if "
+     "tampered"},
     {"list", cmd_audit_list, "", "print the audit entries"},
     {NULL, NULL, NULL, NULL},
 };

@@ -4,11 +4,13 @@
 #include "store.h"
 
 #include <ctype.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "store_audit.h"
 
 /* Backends by DSN scheme. A plain path (no "scheme:" prefix) goes to the first one. */
 static const struct store_ops *const store_backends[] = {
@@ -127,64 +129,7 @@ kl_rc store_serial_normalize(const char *in, char *out, size_t outsz)
     return KL_OK;
 }
 
-/* Audit entry hash, version 1 (docs/internals/store.md "Hash chain"):
- *   SHA-256( "keyline-audit-v1"            16 bytes, domain separation
- *            || u64be(seq) || u64be((uint64_t)ts)
- *            || u32be(len) || bytes        for actor, action, detail, prev_hash (in that order) )
- * Length prefixes make the encoding unambiguous whatever the fields contain. */
-#define AUDIT_FIELD_MAX (1u << 20)
-
-static int put_be(uint8_t *p, uint64_t v, int n)
-{
-    for (int i = n - 1; i >= 0; i--) {
-        p[i] = (uint8_t)(v & 0xff);
-        v >>= 8;
-    }
-    return n;
-}
-
-kl_rc store_audit_entry_hash(int64_t seq, time_t ts, const char *actor, const char *action,
-                             const char *detail, const char *prev_hash, char out[65])
-{
-    static const char tag[] = "keyline-audit-v1";
-    const char *fields[4] = {actor ? actor : "", action ? action : "", detail ? detail : "",
-                             prev_hash ? prev_hash : ""};
-    uint8_t hdr[16];
-    uint8_t md[32];
-    unsigned int mdlen = 0;
-    kl_rc rc = KL_OK;
-    EVP_MD_CTX *ctx = NULL;
-
-    out[0] = '\0';
-    if (strlen(fields[3]) != 64 || strspn(fields[3], "0123456789abcdef") != 64) {
-        return kl_fail(KL_EINPUT, "audit entry %lld: malformed previous hash", (long long)seq);
-    }
-    ctx = EVP_MD_CTX_new();
-    ENSURE_SSL(ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL), KL_EINTERNAL, "SHA-256");
-    ENSURE_SSL(EVP_DigestUpdate(ctx, tag, sizeof tag - 1), KL_EINTERNAL, "SHA-256");
-    put_be(hdr, (uint64_t)seq, 8);
-    put_be(hdr + 8, (uint64_t)(int64_t)ts, 8);
-    ENSURE_SSL(EVP_DigestUpdate(ctx, hdr, 16), KL_EINTERNAL, "SHA-256");
-    for (int i = 0; i < 4; i++) {
-        size_t len = strlen(fields[i]);
-        uint8_t lp[4];
-        ENSURE(len <= AUDIT_FIELD_MAX, KL_EINPUT, "audit field longer than %u bytes",
-               AUDIT_FIELD_MAX);
-        put_be(lp, len, 4);
-        ENSURE_SSL(EVP_DigestUpdate(ctx, lp, 4) && EVP_DigestUpdate(ctx, fields[i], len),
-                   KL_EINTERNAL, "SHA-256");
-    }
-    ENSURE_SSL(EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen == 32, KL_EINTERNAL, "SHA-256");
-    for (int i = 0; i < 32; i++) {
-        static const char hx[] = "0123456789abcdef";
-        out[2 * i] = hx[md[i] >> 4];
-        out[2 * i + 1] = hx[md[i] & 15];
-    }
-    out[64] = '\0';
-out:
-    EVP_MD_CTX_free(ctx);
-    return rc;
-}
+/* The audit entry hash is in store_audit.c, with the rest of what the log holds. */
 
 /* --- CA records --- */
 
@@ -655,6 +600,9 @@ kl_rc store_audit_append(store *s, const char *actor, const char *action, const 
 {
     STORE_CHECK(s);
     ARG_CHECK(action && action[0], "audit entry without an action");
+    /* these entries state what a row holds (store_audit.h): only the store writes them */
+    ARG_CHECK(!store_audit_action_reserved(action),
+              "that audit action is written by the store only");
     return s->ops->audit_append(s, actor_or_default(actor), action, detail ? detail : "");
 }
 

@@ -241,8 +241,12 @@ int store_claim_takeover(const store_claim_row *held, const store_claim *me, tim
 /* --- audit log: append-only SHA-256 hash chain --- */
 kl_rc store_audit_append(store *s, const char *actor, const char *action,
                          const char *detail) KL_WUR;
-/* Recompute the chain. KL_OK when intact; KL_EPOLICY with "entry N: ..." naming the first
- * edited, inserted or deleted entry. *count gets the number of entries checked. */
+/* Recompute the chain, then check the certificate rows and CA records against it (DER hash,
+ * status, revocation; docs/internals/store.md "State against the log"). KL_OK when both hold;
+ * KL_EPOLICY naming the first edited, inserted or deleted entry ("audit entry N: ...") or the
+ * first row the log does not vouch for ("certificate S: ...", "CA 'L': ..."). *count gets the
+ * number of entries checked. Actions the store writes itself (issue, activate, revoke,
+ * ca-create, ca-recert, *-baseline) are KL_EUSAGE in store_audit_append. */
 kl_rc store_audit_verify(store *s, int64_t *count) KL_WUR;
 kl_rc store_audit_list(store *s, int64_t from_seq, store_audit **out, size_t *n) KL_WUR;
 void store_audit_free(store_audit *a);

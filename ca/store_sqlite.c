@@ -25,7 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SQ_SCHEMA_VERSION 4          /* 2: claims; 3: requests; 4: crls */
+#include "store_audit.h"
+
+#define SQ_SCHEMA_VERSION 5          /* 2: claims; 3: requests; 4: crls; 5: audit baselines */
 #define SQ_APPLICATION_ID 0x4b4c5354 /* "KLST" */
 #define SQ_BUSY_TIMEOUT_MS 10000
 #define SQ_BUSY_RETRIES 3 /* BEGIN IMMEDIATE attempts after the busy timeout expired */
@@ -928,6 +930,87 @@ out:
     return rc;
 }
 
+/* One CA record (label set) or certificate row (serial set), as the audit checks read it. */
+typedef struct {
+    const char *label, *serial, *status;
+    const uint8_t *der;
+    size_t der_len;
+    int reason;        /* -1: none */
+    time_t revoked_at; /* 0: none */
+} sq_audit_row;
+typedef kl_rc (*sq_audit_visit)(sq_store *q, void *arg, const sq_audit_row *w);
+
+/* Every CA record, then every certificate row, in the caller's transaction. */
+static kl_rc sq_audit_rows(sq_store *q, sq_audit_visit visit, void *arg)
+{
+    static const char *const sql[2] = {
+        "SELECT label, der FROM cas ORDER BY rowid",
+        "SELECT serial, der, status, revoke_reason, revoked_at FROM certs ORDER BY id",
+    };
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int r;
+    for (int k = 0; k < 2; k++) {
+        r = sqlite3_prepare_v2(q->db, sql[k], -1, &st, NULL);
+        STEP_ENSURE(r == SQLITE_OK, r, "read the rows to check");
+        while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *name = (const char *)sqlite3_column_text(st, 0);
+            sq_audit_row w = {.der = sqlite3_column_blob(st, 1),
+                              .der_len = (size_t)sqlite3_column_bytes(st, 1),
+                              .reason = -1};
+            if (k == 0) {
+                w.label = name ? name : "";
+            } else {
+                w.serial = name ? name : "";
+                w.status = (const char *)sqlite3_column_text(st, 2);
+                w.status = w.status ? w.status : "";
+                if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
+                    w.reason = sqlite3_column_int(st, 3);
+                }
+                w.revoked_at = col_time(st, 4);
+            }
+            TRY(visit(q, arg, &w));
+        }
+        STEP_ENSURE(r == SQLITE_DONE, r, "read the rows to check");
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static kl_rc sq_baseline_row(sq_store *q, void *arg, const sq_audit_row *w)
+{
+    char *d = NULL;
+    kl_rc rc = KL_OK;
+    (void)arg;
+    if (w->label) {
+        rc = store_audit_detail_ca(w->label, w->der, w->der_len, NULL, &d);
+    } else if (strcmp(w->status, STORE_ST_PENDING) == 0 || strcmp(w->status, STORE_ST_VALID) == 0 ||
+               strcmp(w->status, STORE_ST_REVOKED) == 0) {
+        rc = store_audit_detail_baseline(w->serial, w->status, w->reason, w->revoked_at, w->der,
+                                         w->der_len, &d);
+    } else {
+        return KL_OK; /* reserved / failed: never a certificate */
+    }
+    if (rc == KL_OK) {
+        rc = audit_append_tx(q, "keyline", w->label ? "ca-baseline" : "cert-baseline", d);
+    }
+    free(d);
+    return rc;
+}
+
+/* Schema 5. Entries written before audit verify checked the rows carry no certificate hashes
+ * (and revoke entries no time), so the rows of an older store cannot be checked against them.
+ * The migration records what the rows hold now, one cert-baseline entry per certificate and
+ * one ca-baseline per CA record, in the migration's transaction: rows changed before the
+ * upgrade cannot be told from genuine ones, rows changed after it can. */
+static kl_rc sq_audit_baseline(sq_store *q)
+{
+    return sq_audit_rows(q, sq_baseline_row, NULL);
+}
+
 /* --- open / close --- */
 
 static kl_rc sq_pragma_int(sq_store *q, const char *sql, int64_t *out)
@@ -1011,10 +1094,12 @@ static kl_rc sq_schema_init(sq_store *q)
      * that racing first opens agree. sq_migrations[i] takes version i + 1 to i + 2. */
     static const struct {
         const char *sql, *what;
+        kl_rc (*fn)(sq_store *q); /* run before sql, in the same transaction; NULL: none */
     } sq_migrations[] = {
-        {SQ_CLAIMS_TABLE "PRAGMA user_version=2", "add the claims table"},
-        {SQ_REQUESTS_TABLE "PRAGMA user_version=3", "add the requests table"},
-        {SQ_CRLS_TABLE "PRAGMA user_version=4", "add the crls table"},
+        {SQ_CLAIMS_TABLE "PRAGMA user_version=2", "add the claims table", NULL},
+        {SQ_REQUESTS_TABLE "PRAGMA user_version=3", "add the requests table", NULL},
+        {SQ_CRLS_TABLE "PRAGMA user_version=4", "add the crls table", NULL},
+        {"PRAGMA user_version=5", "record audit baselines", sq_audit_baseline},
     };
     _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION - 1,
                    "one migration per schema version");
@@ -1023,6 +1108,9 @@ static kl_rc sq_schema_init(sq_store *q)
         in_tx = 1;
         TRY(sq_pragma_int(q, "PRAGMA user_version", &ver));
         if (ver == v) {
+            if (sq_migrations[v - 1].fn) {
+                TRY(sq_migrations[v - 1].fn(q));
+            }
             TRY(sq_exec(q, sq_migrations[v - 1].sql, sq_migrations[v - 1].what));
         }
         in_tx = 0;
@@ -1139,6 +1227,7 @@ static kl_rc ca_put_tx(sq_store *q, void *arg)
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
     char detail[512];
+    char *full = NULL; /* detail with the certificate's hash (store_audit.h) */
 
     TRY(sq_stmt(q, Q_CA_PUT, &st));
     BIND(bind_text(st, 1, ca->label));
@@ -1159,8 +1248,10 @@ static kl_rc ca_put_tx(sq_store *q, void *arg)
     snprintf(detail, sizeof detail, "label=%s parent=%s template=%s key=%s", ca->label,
              ca->parent ? ca->parent : "-", ca->template_name ? ca->template_name : "-",
              ca->key_type ? ca->key_type : "-");
-    TRY(audit_append_tx(q, "keyline", "ca-create", detail));
+    TRY(store_audit_detail_ca(ca->label, ca->der, ca->der_len, detail, &full));
+    TRY(audit_append_tx(q, "keyline", "ca-create", full));
 out:
+    free(full);
     sq_done(st);
     return rc;
 }
@@ -1182,13 +1273,16 @@ static kl_rc ca_recert_tx(sq_store *q, void *arg)
     const ca_recert_arg *a = arg;
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
+    char *full = NULL;
     TRY(sq_stmt(q, Q_CA_RECERT, &st));
     BIND(bind_text(st, 1, a->label));
     BIND(bind_blob(st, 2, a->der, a->len));
     TRY(sq_run(q, st, "renew CA certificate"));
     ENSURE(sqlite3_changes(q->db) == 1, KL_ENOTFOUND, "no CA labelled '%s'", a->label);
-    TRY(audit_append_tx(q, a->actor, "ca-recert", a->detail));
+    TRY(store_audit_detail_ca(a->label, a->der, a->len, a->detail, &full));
+    TRY(audit_append_tx(q, a->actor, "ca-recert", full));
 out:
+    free(full);
     sq_done(st);
     return rc;
 }
@@ -1282,6 +1376,7 @@ static kl_rc cert_insert_tx(sq_store *q, void *arg)
     const store_cert *c = a->c;
     sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
+    char *full = NULL; /* detail with status and DER hash (store_audit.h) */
 
     TRY(sq_stmt(q, Q_CERT_INSERT, &st));
     TRY(cert_bind_row(q, st, c));
@@ -1293,7 +1388,8 @@ static kl_rc cert_insert_tx(sq_store *q, void *arg)
         goto out;
     }
     TRY(rc);
-    TRY(audit_append_tx(q, a->actor, "issue", a->detail));
+    TRY(store_audit_detail_issue(c->serial_hex, c->status, a->der, a->len, a->detail, &full));
+    TRY(audit_append_tx(q, a->actor, "issue", full));
     if (c->request_id > 0) {
         /* the certificate approves a held request: both or neither */
         char detail[128];
@@ -1311,6 +1407,7 @@ static kl_rc cert_insert_tx(sq_store *q, void *arg)
         TRY(audit_append_tx(q, a->actor, "approve", detail));
     }
 out:
+    free(full);
     sq_done(st);
     return rc;
 }
@@ -1525,6 +1622,7 @@ static kl_rc cert_revoke_tx(sq_store *q, void *arg)
     char cur[16];
     char issuer[256];
     char detail[512];
+    char *full = NULL; /* the revoke entry's detail (store_audit.h) */
 
     TRY(cert_status(q, a->serial, cur, issuer, sizeof issuer));
     ENSURE(strcmp(cur, STORE_ST_REVOKED) != 0, KL_EEXIST, "certificate %s is already revoked",
@@ -1548,9 +1646,10 @@ static kl_rc cert_revoke_tx(sq_store *q, void *arg)
     BIND(bind_text(st, 2, detail));
     BIND(sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL)));
     TRY(sq_run(q, st, "update the inventory"));
-    snprintf(detail, sizeof detail, "serial=%s issuer=%s reason=%d", a->serial, issuer, a->reason);
-    TRY(audit_append_tx(q, a->actor, "revoke", detail));
+    TRY(store_audit_detail_revoke(a->serial, issuer, a->reason, a->when, &full));
+    TRY(audit_append_tx(q, a->actor, "revoke", full));
 out:
+    free(full);
     sq_done(st);
     return rc;
 }
@@ -2055,13 +2154,26 @@ out:
     return rc;
 }
 
+/* A row against the log (store_audit.h). */
+static kl_rc sq_state_row(sq_store *q, void *arg, const sq_audit_row *w)
+{
+    (void)q;
+    if (w->label) {
+        return store_audit_state_ca(arg, w->label, w->der, w->der_len);
+    }
+    return store_audit_state_cert(arg, w->serial, w->status, w->der, w->der_len, w->revoked_at,
+                                  w->reason);
+}
+
 /* Walk the whole chain in one read snapshot (BEGIN DEFERRED: writers in other processes go on;
- * threads of this process wait for the handle). Reports the first bad entry. */
+ * threads of this process wait for the handle). Reports the first bad entry; then, in the same
+ * snapshot, the first row that disagrees with the log. */
 static kl_rc sq_audit_verify(store *s, int64_t *count)
 {
     sq_store *q = sq(s);
     sqlite3_stmt *st = NULL;
     sqlite3_stmt *bt = NULL;
+    store_audit_state *x = NULL;
     kl_rc rc = KL_OK;
     int locked = 0, in_tx = 0;
     int64_t expect = 1;
@@ -2072,6 +2184,7 @@ static kl_rc sq_audit_verify(store *s, int64_t *count)
     int r;
 
     *count = 0;
+    TRY(store_audit_state_new(&x));
     TRY(sq_lock(q));
     locked = 1;
     TRY(sq_stmt(q, Q_BEGIN_READ, &bt));
@@ -2082,9 +2195,16 @@ static kl_rc sq_audit_verify(store *s, int64_t *count)
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t seq = sqlite3_column_int64(st, 0);
         time_t ts = col_time(st, 1);
-        const char *actor = (const char *)sqlite3_column_text(st, 2);
-        const char *action = (const char *)sqlite3_column_text(st, 3);
-        const char *detail = (const char *)sqlite3_column_text(st, 4);
+        /* the bytes as stored, with their lengths: a NUL must not hide what follows it */
+        const char *f[3];
+        size_t fl[3];
+        static const char *const fname[3] = {"actor", "action", "detail"};
+        for (int i = 0; i < 3; i++) {
+            f[i] = (const char *)sqlite3_column_text(st, 2 + i);
+            fl[i] = (size_t)sqlite3_column_bytes(st, 2 + i);
+            ENSURE(!f[i] || !memchr(f[i], 0, fl[i]), KL_EPOLICY,
+                   "audit entry %lld: NUL byte in %s (entry edited)", (long long)seq, fname[i]);
+        }
         const char *ph = (const char *)sqlite3_column_text(st, 5);
         const char *hh = (const char *)sqlite3_column_text(st, 6);
 
@@ -2099,13 +2219,15 @@ static kl_rc sq_audit_verify(store *s, int64_t *count)
                "audit entry %lld: previous-hash link broken (entry %lld edited or replaced, or "
                "entry inserted)",
                (long long)seq, (long long)(seq - 1));
-        if (store_audit_entry_hash(seq, ts, actor, action, detail, prev, h) != KL_OK || !hh ||
-            strcmp(h, hh) != 0) {
+        if (store_audit_entry_hash_len(seq, ts, f[0], fl[0], f[1], fl[1], f[2], fl[2], prev, h) !=
+                KL_OK ||
+            !hh || strcmp(h, hh) != 0) {
             rc = kl_fail(KL_EPOLICY, "audit entry %lld: hash mismatch (entry edited)",
                          (long long)seq);
             goto out;
         }
         memcpy(prev, h, sizeof prev);
+        TRY(store_audit_state_entry(x, seq, f[1], f[2], fl[2]));
         expect++;
         (*count)++;
     }
@@ -2127,7 +2249,11 @@ static kl_rc sq_audit_verify(store *s, int64_t *count)
     ENSURE(strcmp(head_hash, prev) == 0, KL_EPOLICY,
            "audit entry %lld: hash does not match the recorded audit head (entry replaced)",
            (long long)head_seq);
+    /* The chain is intact: do the rows say what it says? */
+    TRY(sq_audit_rows(q, sq_state_row, x));
+    TRY(store_audit_state_verdict(x));
 out:
+    store_audit_state_free(x);
     sq_done(st);
     if (in_tx) {
         rc = sq_end(q, rc); /* read-only: COMMIT just ends the snapshot */

@@ -205,6 +205,9 @@ static void legacy_row(const char *path, const char *serial, const char *status)
         assert_int_equal(r_, (want));                                                              \
     } while (0)
 
+/* Does `s` start with `prefix`? */
+#define prefix_is(s, prefix) (strncmp((s), (prefix), strlen(prefix)) == 0)
+
 #define assert_msg_has(needle)                                                                     \
     do {                                                                                           \
         if (!strstr(kl_errmsg(), (needle))) {                                                      \
@@ -484,8 +487,10 @@ static void test_insert_get_list(void **state)
     assert_int_equal(na, 3);
     assert_string_equal(a[0].action, "issue");
     assert_string_equal(a[0].actor, "alice");
-    assert_string_equal(a[0].detail, "issued dev-1");
-    assert_string_equal(a[1].detail, "serial=0B subject=CN=device,O=Keyline Test");
+    /* the caller's detail behind the serial, then the status and DER hash (store_audit.h) */
+    assert_true(prefix_is(a[0].detail, "serial=0A1B2C issued dev-1 status=valid der-sha256="));
+    assert_true(prefix_is(a[1].detail,
+                          "serial=0B subject=CN=device,O=Keyline Test status=pending der-sha256="));
     store_audit_list_free(a, na);
 }
 
@@ -608,7 +613,8 @@ static void test_revoke(void **state)
     assert_rc(store_audit_list(f->s, 1, &a, &na), KL_OK);
     assert_string_equal(a[na - 2].action, "revoke");
     assert_string_equal(a[na - 2].actor, "bob");
-    assert_string_equal(a[na - 2].detail, "serial=32 issuer=field-ca reason=1");
+    assert_string_equal(a[na - 2].detail,
+                        "serial=32 issuer=field-ca reason=1 revoked-at=1750000000");
     store_audit_list_free(a, na);
     int64_t n = 0;
     assert_rc(store_audit_verify(f->s, &n), KL_OK);
@@ -759,7 +765,8 @@ static void test_cas(void **state)
     assert_rc(store_audit_list(f->s, 1, &a, &na), KL_OK);
     assert_int_equal(na, 2); /* failed puts appended nothing */
     assert_string_equal(a[1].action, "ca-create");
-    assert_string_equal(a[1].detail, "label=field-ca parent=root template=root-ca key=ec-p384");
+    assert_true(prefix_is(a[1].detail,
+                          "label=field-ca parent=root template=root-ca key=ec-p384 der-sha256="));
     store_audit_list_free(a, na);
 
     /* a renewed certificate for the same record (delegated OCSP signers) */
@@ -1467,7 +1474,7 @@ static void test_claims_migration(void **state)
     char holder[256];
     store_claim me = claim_me("aaaa", "fixture1");
     assert_rc(store_device_claim(f->s, "SN-1", &me, holder, sizeof holder), KL_OK);
-    assert_int_equal(file_user_version(f->path), 4);
+    assert_int_equal(file_user_version(f->path), 5);
     store_request *v = NULL;
     size_t n = 1;
     assert_rc(store_request_list(f->s, NULL, &v, &n), KL_OK);
@@ -1836,8 +1843,8 @@ static void test_crls_migration(void **state)
     assert_int_equal(file_user_version(f->path), 3);
 
     assert_rc(store_open(&f->s, f->path), KL_OK);
-    assert_int_equal(file_user_version(f->path), 4);
-    /* the data is still there, the chain unchanged */
+    assert_int_equal(file_user_version(f->path), 5);
+    /* the data is still there, the chain too (plus the certificate's baseline entry, 4 -> 5) */
     store_cert cert;
     assert_rc(store_cert_get(f->s, "0A01", &cert), KL_OK);
     assert_string_equal(cert.status, STORE_ST_VALID);
@@ -1851,8 +1858,14 @@ static void test_crls_migration(void **state)
     int64_t seq = 0;
     char head[65];
     assert_rc(store_audit_head(f->s, &seq, head), KL_OK);
-    assert_int_equal(seq, seq0);
-    assert_string_equal(head, head0);
+    assert_int_equal(seq, seq0 + 1);
+    store_audit *ba = NULL;
+    size_t nba = 0;
+    assert_rc(store_audit_list(f->s, seq, &ba, &nba), KL_OK);
+    assert_int_equal(nba, 1);
+    assert_string_equal(ba[0].action, "cert-baseline");
+    assert_string_equal(ba[0].prev_hash, head0); /* appended to the old chain */
+    store_audit_list_free(ba, nba);
     /* and the new table works */
     store_crl c;
     assert_rc(store_crl_get(f->s, "root", &c), KL_ENOTFOUND);
@@ -1865,12 +1878,308 @@ static void test_crls_migration(void **state)
     store_crl_free(&c);
     int64_t total = 0;
     assert_int_equal(audit_count(f->s, "crl", &total), 1);
-    assert_int_equal(total, seq0 + 1);
-    /* a second open finds version 4 and migrates nothing */
+    assert_int_equal(total, seq0 + 2);
+    /* a second open finds version 5 and migrates nothing */
     store_close(f->s);
     assert_rc(store_open(&f->s, f->path), KL_OK);
     assert_rc(store_crl_get(f->s, "root", &c), KL_OK);
     store_crl_free(&c);
+}
+
+/* --- the store's state against the audit log (issue 10, defect 11) ---
+ * A chain that verifies proves nothing about the rows it describes unless they are compared:
+ * every certificate row needs the entry that issued it, with the hash of its DER; its status
+ * must be what the issue, activate and revoke entries make it; every CA record needs its
+ * ca-create (and ca-recert) entry with the hash of its certificate. */
+
+#define ZERO64 "0000000000000000000000000000000000000000000000000000000000000000"
+
+/* Lower-case hex SHA-256 of `der`. */
+static void sha256_hex(const uint8_t *der, size_t len, char out[65])
+{
+    uint8_t md[32];
+    unsigned int n = 0;
+    assert_int_equal(EVP_Digest(der, len, md, &n, EVP_sha256(), NULL), 1);
+    for (int i = 0; i < 32; i++) {
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    }
+}
+
+/* A store with every kind of state: valid, pending, activated, revoked (with and without a
+ * reason), a CA record renewed once. Verifies. */
+static void state_fill(fx *f)
+{
+    uint8_t *der = NULL;
+    size_t len = 0;
+    store_ca ca;
+    assert_true(make_cert("01", "Root", &der, &len));
+    memset(&ca, 0, sizeof ca);
+    ca.label = (char *)"root";
+    ca.template_name = (char *)"root";
+    ca.der = der;
+    ca.der_len = len;
+    assert_rc(store_ca_put(f->s, &ca), KL_OK);
+    ca.label = (char *)"field-ca";
+    ca.parent = (char *)"root";
+    assert_rc(store_ca_put(f->s, &ca), KL_OK);
+    OPENSSL_free(der);
+    assert_true(make_cert("02", "Field", &der, &len));
+    assert_rc(store_ca_recert(f->s, "field-ca", der, len, "test", "label=field-ca renewed"), KL_OK);
+    OPENSSL_free(der);
+    assert_rc(issue(f->s, "0A01", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(issue(f->s, "0A02", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(issue(f->s, "0A03", "field-ca", STORE_ST_PENDING), KL_OK);
+    assert_rc(issue(f->s, "0A04", "field-ca", STORE_ST_PENDING), KL_OK);
+    assert_rc(store_cert_activate(f->s, "0A04", "station"), KL_OK);
+    assert_rc(issue(f->s, "0C01", "field-ca", STORE_ST_PENDING), KL_OK);
+    assert_rc(store_cert_revoke(f->s, "0A01", 1, 1750000000, "bob"), KL_OK);
+    assert_rc(store_cert_revoke(f->s, "0A03", -1, 0, "bob"), KL_OK);
+    assert_rc(store_audit_append(f->s, "alice", "note", "the end"), KL_OK);
+    int64_t n = 0;
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
+}
+
+static void test_audit_state_intact(void **state)
+{
+    fx *f = *state;
+    state_fill(f);
+    /* the issue entry names the certificate's serial, status and DER hash */
+    store_cert c;
+    char h[65], want[200];
+    assert_rc(store_cert_get(f->s, "0A02", &c), KL_OK);
+    sha256_hex(c.der, c.der_len, h);
+    store_cert_free(&c);
+    snprintf(want, sizeof want,
+             "serial=0A02 subject=CN=device,O=Keyline Test status=valid der-sha256=%s", h);
+    store_audit *a = NULL;
+    size_t na = 0;
+    int found = 0;
+    assert_rc(store_audit_list(f->s, 1, &a, &na), KL_OK);
+    for (size_t i = 0; i < na; i++) {
+        found += strcmp(a[i].action, "issue") == 0 && strcmp(a[i].detail, want) == 0;
+    }
+    store_audit_list_free(a, na);
+    assert_int_equal(found, 1);
+    /* the caller's detail is kept, the store's fields follow it */
+    assert_rc(
+        issue_as(f->s, "0A05", "field-ca", STORE_ST_VALID, "x", "serial=0A05 issuer=field-ca"),
+        KL_OK);
+    assert_rc(issue_as(f->s, "0A06", "field-ca", STORE_ST_VALID, "x", "no serial here"), KL_OK);
+    assert_rc(store_audit_list(f->s, 1, &a, &na), KL_OK);
+    assert_non_null(
+        strstr(a[na - 2].detail, "serial=0A05 issuer=field-ca status=valid der-sha256="));
+    assert_non_null(
+        strstr(a[na - 1].detail, "serial=0A06 no serial here status=valid der-sha256="));
+    store_audit_list_free(a, na);
+    int64_t n = 0;
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
+}
+
+/* Entries only the store writes cannot be appended by anyone else: they would forge state. */
+static void test_audit_store_actions(void **state)
+{
+    fx *f = *state;
+    static const char *const own[] = {"issue",     "revoke",        "activate",   "ca-create",
+                                      "ca-recert", "cert-baseline", "ca-baseline"};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
+        assert_rc(store_audit_append(f->s, "mallory", own[i], "serial=0A01"), KL_EUSAGE);
+    }
+    assert_rc(store_audit_append(f->s, "alice", "issue-failed", "serial=0A01"), KL_OK);
+}
+
+/* state_fill, then `sql` on the file: verify fails with every string of `msgs` in its message. */
+static void state_tamper(fx *f, const char *sql, const char *m1, const char *m2)
+{
+    state_fill(f);
+    store_close(f->s);
+    f->s = NULL;
+    raw_sql(f->path, sql);
+    verify_fails(f, m1);
+    if (m2) {
+        assert_msg_has(m2);
+    }
+}
+
+static void test_tamper_unrevoke(void **state)
+{
+    state_tamper(*state,
+                 "UPDATE certs SET status = 'valid', revoked_at = NULL, revoke_reason = NULL"
+                 " WHERE serial = '0A01'",
+                 "certificate 0A01: status valid, but audit entry", "revoked it");
+}
+
+static void test_tamper_der_swap(void **state)
+{
+    state_tamper(*state,
+                 "CREATE TEMP TABLE t AS SELECT serial, der FROM certs;"
+                 " UPDATE certs SET der = (SELECT der FROM t WHERE t.serial = '0A04')"
+                 " WHERE serial = '0A02';"
+                 " UPDATE certs SET der = (SELECT der FROM t WHERE t.serial = '0A02')"
+                 " WHERE serial = '0A04'",
+                 "certificate 0A02: DER does not match", "certificate replaced");
+}
+
+static void test_tamper_empty_log(void **state)
+{
+    state_tamper(*state,
+                 "DROP TRIGGER audit_no_delete; DELETE FROM audit;"
+                 " UPDATE audit_head SET seq = 0, hash = '" ZERO64 "'",
+                 "the audit log is empty, but the store holds certificates", NULL);
+}
+
+static void test_tamper_nul_detail(void **state)
+{
+    state_tamper(
+        *state,
+        "DROP TRIGGER audit_no_update;"
+        " UPDATE audit SET detail = detail || char(0) || ' and more' WHERE action = 'note'",
+        "audit entry 12: NUL byte in detail", NULL);
+}
+
+static void test_tamper_revoked_without_entry(void **state)
+{
+    state_tamper(*state,
+                 "UPDATE certs SET status = 'revoked', revoked_at = 1, revoke_reason = 4"
+                 " WHERE serial = '0A02'",
+                 "certificate 0A02: status revoked, but no audit entry revokes it", NULL);
+}
+
+static void test_tamper_reason(void **state)
+{
+    state_tamper(*state, "UPDATE certs SET revoke_reason = 4 WHERE serial = '0A01'",
+                 "certificate 0A01: revocation reason 4, but audit entry", "says 1");
+}
+
+static void test_tamper_revocation_time(void **state)
+{
+    state_tamper(*state, "UPDATE certs SET revoked_at = 1760000000 WHERE serial = '0A01'",
+                 "certificate 0A01: revoked at 1760000000, but audit entry", "says 1750000000");
+}
+
+static void test_tamper_pending_to_valid(void **state)
+{
+    state_tamper(*state, "UPDATE certs SET status = 'valid' WHERE serial = '0C01'",
+                 "certificate 0C01: status valid, but audit entry 9 left it pending", NULL);
+}
+
+static void test_tamper_row_added(void **state)
+{
+    state_tamper(*state,
+                 "INSERT INTO certs (serial, status, issuer, subject, der, created)"
+                 " SELECT '0B01', 'valid', issuer, subject, der, created FROM certs"
+                 " WHERE serial = '0A02'",
+                 "certificate 0B01: no audit entry issued it", NULL);
+}
+
+static void test_tamper_row_deleted(void **state)
+{
+    state_tamper(*state, "DROP TRIGGER certs_no_delete; DELETE FROM certs WHERE serial = '0A02'",
+                 "issued certificate 0A02, which is not in the store", NULL);
+}
+
+static void test_tamper_row_failed(void **state)
+{
+    state_tamper(*state, "UPDATE certs SET status = 'failed' WHERE serial = '0A02'",
+                 "certificate 0A02: status failed, but audit entry", "issued it");
+}
+
+static void test_tamper_ca_der(void **state)
+{
+    state_tamper(*state,
+                 "UPDATE cas SET der = (SELECT der FROM cas WHERE label = 'field-ca')"
+                 " WHERE label = 'root'",
+                 "CA 'root': certificate does not match", "audit entry 1");
+}
+
+static void test_tamper_ca_added(void **state)
+{
+    state_tamper(*state,
+                 "INSERT INTO cas (label, template, der, status, created)"
+                 " SELECT 'evil-ca', template, der, status, created FROM cas WHERE label = 'root'",
+                 "CA 'evil-ca': no audit entry created it", NULL);
+}
+
+/* Append an entry the way keyline before the state check did (hash, head), with raw SQL. */
+static void legacy_append(const char *path, const char *action, const char *detail)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    char h[65], prev[65];
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT seq, hash FROM audit_head", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t seq = sqlite3_column_int64(st, 0) + 1;
+    snprintf(prev, sizeof prev, "%s", (const char *)sqlite3_column_text(st, 1));
+    sqlite3_finalize(st);
+    assert_rc(store_audit_entry_hash(seq, 1700000000, "legacy", action, detail, prev, h), KL_OK);
+    char *sql = sqlite3_mprintf("INSERT INTO audit VALUES (%lld, 1700000000, 'legacy', %Q, %Q, %Q,"
+                                " %Q); UPDATE audit_head SET seq = %lld, hash = %Q",
+                                (long long)seq, action, detail, prev, h, (long long)seq, h);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_free(sql);
+    sqlite3_close(db);
+}
+
+/* A version-4 store: its entries carry no certificate hashes. Opening it appends one baseline
+ * entry per certificate and CA record (their DER hash and state as found), after which the
+ * state is checked like any other; the schema becomes version 5. */
+static void test_audit_baseline_migration(void **state)
+{
+    fx *f = *state;
+    state_fill(f);
+    store_close(f->s);
+    f->s = NULL;
+    /* the same rows with the entries an earlier keyline wrote */
+    raw_sql(f->path, "DROP TRIGGER audit_no_delete; DELETE FROM audit;"
+                     " UPDATE audit_head SET seq = 0, hash = '" ZERO64 "';"
+                     " CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+                     " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+                     " PRAGMA user_version = 4");
+    legacy_append(f->path, "ca-create", "label=root parent=- template=root key=-");
+    legacy_append(f->path, "ca-create", "label=field-ca parent=root template=root key=-");
+    legacy_append(f->path, "ca-recert", "label=field-ca renewed");
+    static const char *const serials[] = {"0A01", "0A02", "0A03", "0A04", "0C01"};
+    for (size_t i = 0; i < 5; i++) {
+        char d[64];
+        snprintf(d, sizeof d, "serial=%s issuer=field-ca template=t subject=CN=x", serials[i]);
+        legacy_append(f->path, "issue", d);
+    }
+    legacy_append(f->path, "activate", "serial=0A04");
+    legacy_append(f->path, "revoke", "serial=0A01 issuer=field-ca reason=1");
+    legacy_append(f->path, "revoke", "serial=0A03 issuer=field-ca reason=-1");
+
+    assert_rc(store_open(&f->s, f->path), KL_OK);
+    assert_int_equal(file_user_version(f->path), 5);
+    int64_t total = 0;
+    assert_int_equal(audit_count(f->s, "cert-baseline", &total), 5);
+    assert_int_equal(audit_count(f->s, "ca-baseline", NULL), 2);
+    assert_int_equal(total, 11 + 7);
+    store_audit *a = NULL;
+    size_t na = 0;
+    assert_rc(store_audit_list(f->s, 12, &a, &na), KL_OK);
+    assert_string_equal(a[0].actor, "keyline");
+    assert_string_equal(a[0].action, "ca-baseline");
+    assert_true(prefix_is(a[0].detail, "label=root der-sha256="));
+    int rev = 0;
+    for (size_t i = 0; i < na; i++) {
+        rev += prefix_is(a[i].detail,
+                         "serial=0A01 status=revoked reason=1 revoked-at=1750000000 der-sha256=");
+    }
+    assert_int_equal(rev, 1);
+    store_audit_list_free(a, na);
+    /* a second open migrates nothing */
+    store_close(f->s);
+    assert_rc(store_open(&f->s, f->path), KL_OK);
+    int64_t total2 = 0;
+    assert_int_equal(audit_count(f->s, "cert-baseline", &total2), 5);
+    assert_int_equal(total2, total);
+    /* from now on the rows are held to the baseline */
+    store_close(f->s);
+    f->s = NULL;
+    raw_sql(f->path, "UPDATE certs SET der = (SELECT der FROM certs WHERE serial = '0A04')"
+                     " WHERE serial = '0A02'");
+    verify_fails(f, "certificate 0A02: DER does not match");
 }
 
 static int group_setup(void **state)
@@ -1927,6 +2236,22 @@ int main(void)
         T(test_crl_bad_args),
         T(test_crls_threads),
         T(test_crls_migration),
+        T(test_audit_state_intact),
+        T(test_audit_store_actions),
+        T(test_tamper_unrevoke),
+        T(test_tamper_der_swap),
+        T(test_tamper_empty_log),
+        T(test_tamper_nul_detail),
+        T(test_tamper_revoked_without_entry),
+        T(test_tamper_reason),
+        T(test_tamper_revocation_time),
+        T(test_tamper_pending_to_valid),
+        T(test_tamper_row_added),
+        T(test_tamper_row_deleted),
+        T(test_tamper_row_failed),
+        T(test_tamper_ca_der),
+        T(test_tamper_ca_added),
+        T(test_audit_baseline_migration),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown);
 }
