@@ -498,6 +498,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
     };
     TRY(tpl_policy_build(&pin, serial, &cert));
     TRY(tpl_lint(t, cert, icert));
+    TRY(in->subject ? KL_OK : ca_subject_check(ca, cert, t->is_ca)); /* never a CA's name */
     if (in->check_only) {
         goto out;
     }

@@ -40,6 +40,10 @@ kl_rc ca_tpl_get(ca_ctx *ca, const char *name, const tpl **out) KL_WUR;
 void ca_entry_set_cert(ca_ctx *ca, const char *label, X509 *cert);
 /* A certificate from DER (NULL when it does not parse). */
 X509 *ca_der_to_x509(const uint8_t *der, size_t len);
+/* ca_subject.c: KL_EPOLICY when `cert`, issued from a request, has the subject of a CA in the
+ * store (the same attributes in any order); a CA certificate (is_ca) for that CA's own key is
+ * not refused. Store errors as such. */
+kl_rc ca_subject_check(ca_ctx *ca, const X509 *cert, int is_ca) KL_WUR;
 /* An ASN1_TIME as time_t: 1, or 0 when it does not convert. */
 int ca_asn1_time(const ASN1_TIME *t, time_t *out);
 /* 1 when less than half of `cert`'s validity is left at `now` (or its dates do not parse). */

@@ -23,7 +23,10 @@
  *                copy of the genuine unit's flash (locked, certificate fingerprint, identity
  *                public key); at start the copied private key is replaced by one of the
  *                clone's own (the genuine public key kept in clone-pub), so it answers HELLO
- *                exactly like the genuine unit but cannot sign for its certificate */
+ *                exactly like the genuine unit but cannot sign for its certificate
+ *   evil-subject GETCSR answers a CSR for the device's own key (valid signature) whose subject
+ *                is --csr-subject (e.g. the factory CA's DN) instead of
+ *                CN=<model>, serialNumber=<serial> */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -58,10 +61,11 @@ enum {
     MB_VANISH,
     MB_BAD_CSR,
     MB_REFUSE_LOCK,
-    MB_COUNTERFEIT
+    MB_COUNTERFEIT,
+    MB_EVIL_SUBJECT
 };
-static const char *mb_names[] = {"none",   "corrupt", "drop",        "slow",
-                                 "vanish", "bad-csr", "refuse-lock", "counterfeit"};
+static const char *mb_names[] = {"none",    "corrupt",     "drop",        "slow",        "vanish",
+                                 "bad-csr", "refuse-lock", "counterfeit", "evil-subject"};
 
 typedef struct {
     int fd;
@@ -86,6 +90,8 @@ typedef struct {
     long first_hello_after_lock; /* ms */
     long linger_ms;
     int start_locked;
+    devsim_port *port;
+    X509_NAME *csr_subject; /* evil-subject */
 } devsim;
 
 static volatile sig_atomic_t g_stop;
@@ -383,19 +389,22 @@ static int write_all(devsim *ds, const uint8_t *p, size_t n)
     return 0;
 }
 
-/* Type (and for LOCK_R the reported state) of our own outgoing frame. */
-static uint8_t frame_type(devsim *ds, const uint8_t *data, size_t len, uint8_t *state)
+/* Type, seq (and for LOCK_R the reported state) of our own outgoing frame. */
+static uint8_t frame_type(devsim *ds, const uint8_t *data, size_t len, uint8_t *state,
+                          uint16_t *seq)
 {
     kl_proto_frame f;
     size_t used = 0, off = 0;
     uint8_t type = 0;
     *state = 0xff;
+    *seq = 0;
     kl_proto_dec_reset(&ds->odec);
     while (off < len) {
         int r = kl_proto_feed(&ds->odec, data + off, len - off, &used, &f);
         off += used;
         if (r == KL_PROTO_FRAME) {
             type = f.type;
+            *seq = f.seq;
             (void)kl_tlv_get_u8(f.payload, f.payload_len, KL_TAG_STATE, state);
         }
         if (used == 0) {
@@ -405,12 +414,66 @@ static uint8_t frame_type(devsim *ds, const uint8_t *data, size_t len, uint8_t *
     return type;
 }
 
+/* "CN=A,O=B" -> X509_NAME (no escapes: test input); NULL when malformed. */
+static X509_NAME *dn_parse(const char *dn)
+{
+    char buf[512], *save = NULL;
+    X509_NAME *name = X509_NAME_new();
+    if (!name || strlen(dn) >= sizeof buf) {
+        X509_NAME_free(name);
+        return NULL;
+    }
+    snprintf(buf, sizeof buf, "%s", dn);
+    for (char *a = strtok_r(buf, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(a, '=');
+        if (!eq || eq == a) {
+            X509_NAME_free(name);
+            return NULL;
+        }
+        *eq = 0;
+        if (X509_NAME_add_entry_by_txt(name, a, MBSTRING_UTF8, (const unsigned char *)eq + 1, -1,
+                                       -1, 0) != 1) {
+            X509_NAME_free(name);
+            return NULL;
+        }
+    }
+    return name;
+}
+
+/* evil-subject: answer GETCSR (seq) with a CSR for the identity key, signed by it (a valid
+ * proof of possession), whose subject is --csr-subject. */
+static int evil_csr_send(devsim *ds, uint16_t seq)
+{
+    static uint8_t payload[KL_PROTO_MAX_PAYLOAD], wire[KL_PROTO_WIRE_MAX(KL_PROTO_MAX_PAYLOAD)];
+    X509_REQ *req = X509_REQ_new();
+    unsigned char *der = NULL;
+    size_t wlen = 0;
+    kl_tlv_w w;
+    int ret = -1, n = 0;
+    EVP_PKEY *k = ds->port->identity;
+    if (req && k && X509_REQ_set_version(req, 0) == 1 &&
+        X509_REQ_set_subject_name(req, ds->csr_subject) == 1 && X509_REQ_set_pubkey(req, k) == 1 &&
+        X509_REQ_sign(req, k, EVP_sha256()) > 0 && (n = i2d_X509_REQ(req, &der)) > 0) {
+        kl_tlv_w_init(&w, payload, sizeof payload);
+        if (kl_tlv_put(&w, KL_TAG_CSR, der, (size_t)n) == KL_PROTO_OK &&
+            kl_proto_encode(wire, sizeof wire, &wlen, KL_MSG_RESP(KL_MSG_GETCSR), seq, 0, payload,
+                            w.len) == KL_PROTO_OK) {
+            fprintf(stderr, "keyline-devsim: GETCSR answered with an evil subject\n");
+            ret = write_all(ds, wire, wlen);
+        }
+    }
+    OPENSSL_free(der);
+    X509_REQ_free(req);
+    return ret;
+}
+
 /* kl_port send: persist, then misbehave, then write. */
 static int dev_send(void *user, const uint8_t *data, size_t len)
 {
     devsim *ds = user;
     uint8_t state;
-    uint8_t type = frame_type(ds, data, len, &state);
+    uint16_t seq;
+    uint8_t type = frame_type(ds, data, len, &state, &seq);
     if (state_sync(ds) != KL_OK) {
         fprintf(stderr, "keyline-devsim: state file: %s\n", kl_errmsg());
         return -1; /* a device that cannot persist must not answer */
@@ -432,6 +495,9 @@ static int dev_send(void *user, const uint8_t *data, size_t len)
         if (ds->hellos_after_lock++ == 0) {
             ds->first_hello_after_lock = now_ms();
         }
+    }
+    if (ds->misbehave == MB_EVIL_SUBJECT && type == KL_MSG_RESP(KL_MSG_GETCSR)) {
+        return evil_csr_send(ds, seq);
     }
     if (ds->misbehave == MB_DROP && ds->nsend % 3 == 2) {
         if (ds->verbose) {
@@ -616,7 +682,9 @@ static void usage(FILE *f)
             "  --fw V              firmware version (default 1.0.0)\n"
             "  --baud B            line speed (default 115200)\n"
             "  --pace              on a pty, take as long as a real UART at --baud would\n"
-            "  --misbehave KIND    corrupt|drop|slow|vanish|bad-csr|refuse-lock|counterfeit\n"
+            "  --misbehave KIND    corrupt|drop|slow|vanish|bad-csr|refuse-lock|counterfeit|\n"
+            "                      evil-subject\n"
+            "  --csr-subject DN    evil-subject: the CSR's subject, e.g. \"CN=Acme CA,O=Acme\"\n"
             "  --delay-ms N        slow: delay per answer (default 1500)\n"
             "  --vanish-at MSG     vanish: request that makes it vanish: genkey|getcsr|inject|\n"
             "                      putcert|puttrust|challenge|lock (default putcert)\n"
@@ -660,7 +728,8 @@ int main(int argc, char **argv)
         O_PRINT,
         O_LINGER,
         O_PRINT_KEY,
-        O_PRINT_PRIV
+        O_PRINT_PRIV,
+        O_CSR_SUBJECT
     };
     static const struct option opts[] = {
         {"port", required_argument, NULL, O_PORT},
@@ -678,6 +747,7 @@ int main(int argc, char **argv)
         {"print-cert", no_argument, NULL, O_PRINT},
         {"print-key", no_argument, NULL, O_PRINT_KEY},
         {"print-private-key", no_argument, NULL, O_PRINT_PRIV},
+        {"csr-subject", required_argument, NULL, O_CSR_SUBJECT},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -707,7 +777,7 @@ int main(int argc, char **argv)
             }
             if (ds.misbehave < 0) {
                 die("--misbehave: unknown kind '%s' (corrupt|drop|slow|vanish|bad-csr|"
-                    "refuse-lock|counterfeit)",
+                    "refuse-lock|counterfeit|evil-subject)",
                     optarg);
                 return 2;
             }
@@ -739,6 +809,14 @@ int main(int argc, char **argv)
         case O_PRINT: want_print = 1; break;
         case O_PRINT_KEY: want_print = 2; break;
         case O_PRINT_PRIV: want_print = 3; break;
+        case O_CSR_SUBJECT:
+            X509_NAME_free(ds.csr_subject);
+            ds.csr_subject = dn_parse(optarg);
+            if (!ds.csr_subject) {
+                die("--csr-subject: '%s' is not a DN like CN=A,O=B", optarg);
+                return 2;
+            }
+            break;
         case 'v': ds.verbose = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -758,6 +836,10 @@ int main(int argc, char **argv)
     }
     if (!port_path || !serial) {
         die("%s", "--port DEV and --serial HWSERIAL are required (or --print-cert)");
+        return 2;
+    }
+    if ((ds.misbehave == MB_EVIL_SUBJECT) != (ds.csr_subject != NULL)) {
+        die("%s", "--misbehave evil-subject and --csr-subject DN go together");
         return 2;
     }
     if (!kl_dev_serial_ok(serial)) {
@@ -784,6 +866,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
         return 1;
     }
+    ds.port = &port;
     port.bad_sig = ds.misbehave == MB_BAD_CSR;
     port.refuse_lock = ds.misbehave == MB_REFUSE_LOCK;
     static kl_port ops;
@@ -858,6 +941,7 @@ int main(int argc, char **argv)
         close(ds.fd);
     }
     devsim_port_close(&port);
+    X509_NAME_free(ds.csr_subject);
     if (ds.last_pack) {
         OPENSSL_cleanse(ds.last_pack, ds.last_pack_len);
         free(ds.last_pack);

@@ -122,6 +122,10 @@ typedef struct {
 kl_rc st_hello_parse(const uint8_t *p, size_t n, st_hello *h) KL_WUR;
 /* Nonzero if s is 1..64 PrintableString characters. */
 int st_serial_ok(const char *s);
+/* The subject of a device's CSR must be what the station knows, exactly CN=<MODEL> then
+ * serialNumber=<HW_SERIAL> from HELLO (line-protocol.md 4.3): the device does not name its
+ * IDevID. KL_EPOLICY naming the CSR's subject (RFC 2253, escaped) otherwise. */
+kl_rc st_csr_subject_check(const X509_NAME *name, const st_hello *h) KL_WUR;
 
 /* ---- decisions (pure) --------------------------------------------------------------------- */
 

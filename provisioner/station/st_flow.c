@@ -254,6 +254,7 @@ static kl_rc st_key_csr(st_fixture *fx, st_outcome *o, int force, uint8_t **csr,
     ENSURE(st_pub65(X509_REQ_get0_pubkey(req), csr_pub) &&
                CRYPTO_memcmp(csr_pub, pub, sizeof pub) == 0,
            KL_EPOLICY, "device's CSR is not for the key it generated");
+    TRY(st_csr_subject_check(X509_REQ_get_subject_name(req), &o->hello));
     *csr = malloc(vlen);
     ENSURE(*csr, KL_EINTERNAL, "out of memory");
     memcpy(*csr, v, vlen);

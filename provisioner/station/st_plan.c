@@ -1,6 +1,9 @@
 /* keyline-provision: the pure parts. Config, HELLO validation, the resume/refuse decision and
  * the JSON result line. No I/O here, so tests/unit/station covers all of it. */
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +100,45 @@ int st_serial_ok(const char *s)
         }
     }
     return 1;
+}
+
+/* One RDN holding one attribute `nid` whose value, as UTF-8, is exactly `want`. */
+static int st_rdn_is(const X509_NAME *name, int i, int nid, const char *want)
+{
+    const X509_NAME_ENTRY *e = X509_NAME_get_entry(name, i);
+    unsigned char *u = NULL;
+    int n = e ? ASN1_STRING_to_UTF8(&u, X509_NAME_ENTRY_get_data(e)) : -1;
+    int ok = e && X509_NAME_ENTRY_set(e) == i &&
+             OBJ_obj2nid(X509_NAME_ENTRY_get_object(e)) == nid && n >= 0 &&
+             (size_t)n == strlen(want) && memcmp(u, want, (size_t)n) == 0;
+    OPENSSL_free(u);
+    return ok;
+}
+
+kl_rc st_csr_subject_check(const X509_NAME *name, const st_hello *h)
+{
+    /* line-protocol.md 4.3: subject = CN MODEL, serialNumber HW_SERIAL. A device that asks for
+     * more or other names (a CA's, another unit's) gets nothing: it could otherwise make an
+     * IDevID whose subject is its issuer's DN (issue 10). */
+    if (X509_NAME_entry_count(name) == 2 && st_rdn_is(name, 0, NID_commonName, h->model) &&
+        st_rdn_is(name, 1, NID_serialNumber, h->hw_serial)) {
+        return KL_OK;
+    }
+    char got[160] = "";
+    BIO *b = BIO_new(BIO_s_mem());
+    char *mem = NULL;
+    long n;
+    /* RFC 2253 escaping (control and non-ASCII bytes), in the CSR's order */
+    if (b && X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~XN_FLAG_DN_REV) >= 0 &&
+        (n = BIO_get_mem_data(b, &mem)) > 0) {
+        snprintf(got, sizeof got, "%.*s%s", (int)(n < 120 ? n : 120), mem, n > 120 ? "..." : "");
+    }
+    BIO_free(b);
+    ERR_clear_error();
+    return kl_fail(KL_EPOLICY,
+                   "device's CSR asks for subject '%s', not 'CN=%s,serialNumber=%s' "
+                   "(line-protocol 4.3); nothing issued",
+                   got, h->model, h->hw_serial);
 }
 
 static int st_text_ok(const char *s)

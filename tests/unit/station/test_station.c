@@ -383,6 +383,68 @@ static void test_link(void **state)
     assert_non_null(strstr(kl_errmsg(), "no answer to LOCK after 3 attempts"));
 }
 
+/* ---- CSR subject (issue 10, defect 7) ------------------------------------------------------ */
+
+/* "CN=a|serialNumber=b" style: entries separated by '|', '+' before an attribute joins the
+ * previous RDN (multi-valued) */
+static X509_NAME *name_of(const char *spec)
+{
+    char buf[256], *save = NULL;
+    X509_NAME *n = X509_NAME_new();
+    assert_non_null(n);
+    snprintf(buf, sizeof buf, "%s", spec);
+    for (char *a = strtok_r(buf, "|", &save); a; a = strtok_r(NULL, "|", &save)) {
+        int join = a[0] == '+';
+        char *eq = strchr(a + join, '=');
+        assert_non_null(eq);
+        *eq = 0;
+        assert_int_equal(X509_NAME_add_entry_by_txt(n, a + join, MBSTRING_UTF8,
+                                                    (const unsigned char *)eq + 1, -1, -1,
+                                                    join ? -1 : 0),
+                         1);
+    }
+    return n;
+}
+
+static void subject_case(const st_hello *h, const char *spec, kl_rc want)
+{
+    X509_NAME *n = name_of(spec);
+    kl_rc rc = st_csr_subject_check(n, h);
+    if (rc != want) {
+        fail_msg("subject %s: got %d (%s), want %d", spec, rc, kl_errmsg(), want);
+    }
+    X509_NAME_free(n);
+}
+
+static void test_csr_subject(void **state)
+{
+    (void)state;
+    st_hello h;
+    hello_base(&h, KL_STATE_KEY_READY);
+    strcpy(h.model, "Acme sensor \xc3\xa9 3");
+    subject_case(&h, "CN=Acme sensor \xc3\xa9 3|serialNumber=SN1", KL_OK);
+    /* the station certifies what it knows, nothing the device chose */
+    subject_case(&h, "CN=Test Factory CA|O=Keyline Test|OU=root", KL_EPOLICY);
+    subject_case(&h, "CN=Acme sensor \xc3\xa9 3|serialNumber=SN1|O=Keyline Test", KL_EPOLICY);
+    subject_case(&h, "CN=Acme sensor \xc3\xa9 3|O=x|serialNumber=SN1", KL_EPOLICY);
+    subject_case(&h, "O=x|CN=Acme sensor \xc3\xa9 3|serialNumber=SN1", KL_EPOLICY);
+    subject_case(&h, "serialNumber=SN1|CN=Acme sensor \xc3\xa9 3", KL_EPOLICY);
+    subject_case(&h, "CN=Acme sensor \xc3\xa9 3|+serialNumber=SN1", KL_EPOLICY);
+    subject_case(&h, "CN=Acme sensor \xc3\xa9 3", KL_EPOLICY);
+    subject_case(&h, "serialNumber=SN1", KL_EPOLICY);
+    subject_case(&h, "CN=Acme sensor \xc3\xa9 3|serialNumber=SN2", KL_EPOLICY);
+    subject_case(&h, "CN=Acme sensor \xc3\xa9 3|serialNumber=sn1", KL_EPOLICY);
+    subject_case(&h, "CN=acme sensor \xc3\xa9 3|serialNumber=SN1", KL_EPOLICY);
+    subject_case(&h, "CN=Acme sensor \xc3\xa9 3 |serialNumber=SN1", KL_EPOLICY);
+    subject_case(&h, "CN=Acme sensor \xc3\xa9 3|serialNumber=SN1 ", KL_EPOLICY);
+    subject_case(&h, "", KL_EPOLICY);
+    X509_NAME *n = name_of("CN=Test Factory CA|O=Keyline Test|OU=root");
+    assert_int_equal(st_csr_subject_check(n, &h), KL_EPOLICY);
+    assert_non_null(strstr(kl_errmsg(), "CN=Test Factory CA"));
+    assert_non_null(strstr(kl_errmsg(), "serialNumber=SN1"));
+    X509_NAME_free(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -390,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_plan_locked), cmocka_unit_test(test_plan_no_duplicate),
         cmocka_unit_test(test_hello_parse), cmocka_unit_test(test_config),
         cmocka_unit_test(test_result_json), cmocka_unit_test(test_link),
+        cmocka_unit_test(test_csr_subject),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,105 @@
+/* keyline: no certificate issued from a request takes the name of a CA (issue 10, defect 7).
+ *
+ * A relying party finds a certificate's issuer by name: an end-entity certificate whose subject
+ * is a CA's DN (a device whose CSR copied its factory CA's DN) can be taken for that CA in chain
+ * building and in every log and UI that shows names, and a CA certificate under an existing
+ * CA's name for another key is a second CA of that name. ca_issue() refuses both, for every
+ * front end (station, EST, keyline-ca issue). ca create, rotate and OCSP signer renewal name
+ * their subjects themselves and do not come here (a rotation keeps the old name for a new key,
+ * on purpose). */
+#include <openssl/x509.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ca_internal.h"
+
+/* Whether attribute i of a and attribute j of b are equal the way X509_NAME_cmp compares names:
+ * canonical form (case, inner spaces, string types do not count). -1 on error. */
+static int ca_subject_attr_eq(const X509_NAME *a, int i, const X509_NAME *b, int j)
+{
+    X509_NAME *x = X509_NAME_new(), *y = X509_NAME_new();
+    int eq = -1;
+    if (x && y && X509_NAME_add_entry(x, X509_NAME_get_entry(a, i), -1, 0) == 1 &&
+        X509_NAME_add_entry(y, X509_NAME_get_entry(b, j), -1, 0) == 1) {
+        eq = X509_NAME_cmp(x, y) == 0;
+    }
+    X509_NAME_free(x);
+    X509_NAME_free(y);
+    return eq;
+}
+
+/* The same attributes in any order or RDN grouping: a reordered DN reads the same to a person.
+ * An empty name is nobody's (every CA template requires a CN). */
+static int ca_subject_same(const X509_NAME *a, const X509_NAME *b)
+{
+    enum { MAX_ATTRS = 64 };
+    unsigned char used[MAX_ATTRS] = {0};
+    int n = X509_NAME_entry_count(a);
+    if (n == 0 || n != X509_NAME_entry_count(b)) {
+        return 0;
+    }
+    if (n > MAX_ATTRS) {
+        return X509_NAME_cmp(a, b) == 0;
+    }
+    for (int i = 0; i < n; i++) {
+        int found = 0;
+        for (int j = 0; j < n && !found; j++) {
+            if (used[j]) {
+                continue;
+            }
+            int eq = ca_subject_attr_eq(a, i, b, j);
+            if (eq < 0) {
+                return -1;
+            }
+            if (eq) {
+                used[j] = 1;
+                found = 1;
+            }
+        }
+        if (!found) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+kl_rc ca_subject_check(ca_ctx *ca, const X509 *cert, int is_ca)
+{
+    kl_rc rc = KL_OK;
+    store_ca *cas = NULL;
+    size_t n = 0;
+    const X509_NAME *subject = X509_get_subject_name(cert);
+    TRY(store_ca_list(ca->st, &cas, &n));
+    for (size_t i = 0; i < n; i++) {
+        X509 *x = ca_der_to_x509(cas[i].der, cas[i].der_len);
+        if (!x) {
+            continue; /* not ours to judge here: ca_entry_get reports it */
+        }
+        int same = ca_subject_same(subject, X509_get_subject_name(x));
+        /* a CA certificate for the very key of the CA of that name (a cross-certificate) is the
+         * same CA, not a second one */
+        int same_key =
+            is_ca && same == 1 && EVP_PKEY_eq(X509_get0_pubkey(x), X509_get0_pubkey(cert)) == 1;
+        X509_free(x);
+        ENSURE_SSL(same >= 0, KL_EINTERNAL, "cannot compare names");
+        if (same && !same_key) {
+            char text[256] = "";
+            BIO *b = BIO_new(BIO_s_mem());
+            char *mem = NULL;
+            long len;
+            if (b && X509_NAME_print_ex(b, subject, 0, XN_FLAG_RFC2253) >= 0 &&
+                (len = BIO_get_mem_data(b, &mem)) > 0) {
+                snprintf(text, sizeof text, "%.*s", (int)(len < 200 ? len : 200), mem);
+            }
+            BIO_free(b);
+            rc = kl_fail(KL_EPOLICY,
+                         "subject '%s' is the subject of CA '%s': a certificate issued from a "
+                         "request never takes a CA's name",
+                         text, cas[i].label);
+            goto out;
+        }
+    }
+out:
+    store_ca_list_free(cas, n);
+    return rc;
+}
