@@ -117,6 +117,7 @@ void ca_close(ca_ctx *ca)
     }
     for (size_t i = 0; i < ca->ncas; i++) {
         free(ca->cas[i].label);
+        free(ca->cas[i].parent);
         X509_free(ca->cas[i].cert);
         EVP_PKEY_free(ca->cas[i].key);
     }
@@ -205,10 +206,13 @@ kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry *
         ENSURE(x, KL_EINPUT, "CA '%s': stored certificate does not parse", label);
         e = &ca->cas[ca->ncas];
         e->label = strdup(label);
+        e->parent = rec.parent && *rec.parent ? strdup(rec.parent) : NULL;
         e->key = NULL;
-        if (!e->label) {
+        if (!e->label || (rec.parent && *rec.parent && !e->parent)) {
             X509_free(x);
-            e->cert = NULL;
+            free(e->label);
+            free(e->parent);
+            memset(e, 0, sizeof *e);
             ENSURE(0, KL_EINTERNAL, "out of memory");
         }
         e->cert = x;
@@ -383,6 +387,65 @@ void ca_entry_set_cert(ca_ctx *ca, const char *label, X509 *cert)
     X509_free(cert); /* not cached (it is read from the store when first used), or no memory */
 }
 
+/* CA certificate `cert` (of CA `label`) in the store at `now`: KL_OK when recorded "valid" and
+ * within its recorded validity, else KL_EPOLICY "CA 'who' cannot issue: ..." saying which
+ * certificate and why. */
+static kl_rc ca_cert_usable(ca_ctx *ca, const char *who, const char *label, const X509 *cert,
+                            time_t now)
+{
+    kl_rc rc = KL_OK;
+    store_cert_state st;
+    store_cert row;
+    memset(&row, 0, sizeof row);
+    char why[160], whose[160];
+    char *serial = ca_serial_hex(X509_get0_serialNumber(cert));
+    ENSURE(serial, KL_EINTERNAL, "out of memory");
+    if (strcmp(who, label) == 0) {
+        snprintf(whose, sizeof whose, "its certificate %s", serial);
+    } else {
+        snprintf(whose, sizeof whose, "the certificate %s of CA '%s' above it", serial, label);
+    }
+    rc = store_cert_state_get(ca->st, serial, &st);
+    if (rc == KL_ENOTFOUND) {
+        rc = kl_fail(KL_EPOLICY, "CA '%s' cannot issue: %s is not recorded as issued", who, whose);
+        goto out;
+    }
+    TRY(rc);
+    why[0] = 0;
+    if (strcmp(st.status, STORE_ST_VALID) != 0) {
+        if (strcmp(st.status, STORE_ST_REVOKED) == 0 &&
+            store_cert_get(ca->st, serial, &row) == KL_OK) {
+            snprintf(why, sizeof why, "is revoked (%s)", ca_reason_name(row.revoke_reason));
+        } else {
+            snprintf(why, sizeof why, "is %s", st.status);
+        }
+    } else if (now >= st.not_after) {
+        snprintf(why, sizeof why, "has expired");
+    } else if (now < st.not_before) {
+        snprintf(why, sizeof why, "is not yet valid");
+    }
+    ENSURE(!why[0], KL_EPOLICY, "CA '%s' cannot issue: %s %s", who, whose, why);
+out:
+    store_cert_free(&row);
+    OPENSSL_free(serial);
+    return rc;
+}
+
+kl_rc ca_issuer_check(ca_ctx *ca, const char *label, time_t now)
+{
+    kl_rc rc = KL_OK;
+    const char *cur = label;
+    for (int depth = 0; cur; depth++) {
+        ENSURE(depth < 16, KL_EINPUT, "CA chain of '%s' is too deep or loops", label);
+        const ca_entry *e = NULL;
+        TRY(ca_entry_get(ca, cur, 0, &e));
+        TRY(ca_cert_usable(ca, label, cur, e->cert, now));
+        cur = e->parent; /* cached entries live as long as the ctx */
+    }
+out:
+    return rc;
+}
+
 /* Internal issuance request: the public one plus what only ca_create may set. */
 typedef struct {
     const ca_issue_req *req;
@@ -476,9 +539,15 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
             icert = issuer->cert;
         }
         ENSURE(icert, KL_EUSAGE, "no issuer certificate");
-        time_t now = time(NULL);
-        ENSURE(X509_cmp_time(X509_get0_notAfter(icert), &now) > 0, KL_EPOLICY,
-               "CA '%s' has expired", req->issuer);
+        /* A CA whose certificate, or one above it, is revoked or outside its validity issues
+         * nothing. Read from the store every time (one indexed lookup per CA in the chain):
+         * another process (keyline-ca revoke) may have revoked it a moment ago. */
+        if (in->issuer_key) {
+            /* a new root not recorded as a CA yet (ca_rotate): its own certificate */
+            TRY(ca_cert_usable(ca, req->issuer, req->issuer, icert, time(NULL)));
+        } else {
+            TRY(ca_issuer_check(ca, req->issuer, time(NULL)));
+        }
     }
 
     /* 3. Policy + build, then lint, before anything is recorded. */
@@ -837,6 +906,7 @@ kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const
     if (issuer) {
         const ca_entry *ie = NULL;
         TRY(ca_entry_get(ca, issuer, 1, &ie));
+        TRY(ca_issuer_check(ca, issuer, time(NULL))); /* before a key is made */
     }
     TRY(hsm_key_generate(ca->hsm, label, kt, &pub));
     generated = 1;
@@ -955,6 +1025,62 @@ kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) * *out)
         if (sk_X509_push(sk, x) <= 0) {
             X509_free(x);
             ENSURE(0, KL_EINTERNAL, "out of memory");
+        }
+    }
+    *out = sk;
+    sk = NULL;
+out:
+    store_ca_list_free(list, n);
+    sk_X509_pop_free(sk, X509_free);
+    return rc;
+}
+
+/* Push a certificate of CA `label` onto `sk` (once; up-referenced) when it may still be trusted
+ * at `now` (ca_issuer_check). */
+static kl_rc ca_cacerts_add(ca_ctx *ca, STACK_OF(X509) * sk, const char *label, time_t now)
+{
+    kl_rc rc = ca_issuer_check(ca, label, now);
+    if (rc == KL_EPOLICY) {
+        return KL_OK; /* revoked, expired or not yet valid (itself or above): not served */
+    }
+    const ca_entry *e = NULL;
+    if (rc != KL_OK || (rc = ca_entry_get(ca, label, 0, &e)) != KL_OK) {
+        return rc;
+    }
+    for (int i = 0; i < sk_X509_num(sk); i++) {
+        if (X509_cmp(sk_X509_value(sk, i), e->cert) == 0) {
+            return KL_OK;
+        }
+    }
+    if (X509_up_ref(e->cert) != 1 || sk_X509_push(sk, e->cert) <= 0) {
+        X509_free(e->cert);
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    return KL_OK;
+}
+
+kl_rc ca_cacerts(ca_ctx *ca, const char *label, time_t now, STACK_OF(X509) * *out)
+{
+    kl_rc rc = KL_OK;
+    store_ca *list = NULL;
+    size_t n = 0;
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    *out = NULL;
+    ENSURE(sk, KL_EINTERNAL, "out of memory");
+    /* RFC 7030 4.1.3: the chain of the label's CA first (an unknown label is an error) */
+    const char *cur = label;
+    for (int depth = 0; cur; depth++) {
+        ENSURE(depth < 16, KL_EINPUT, "CA chain of '%s' is too deep or loops", label);
+        const ca_entry *e = NULL;
+        TRY(ca_entry_get(ca, cur, 0, &e));
+        TRY(ca_cacerts_add(ca, sk, cur, now));
+        cur = e->parent;
+    }
+    /* then every other CA: other roots, their issuing CAs, the rollover certificates */
+    TRY(store_ca_list(ca->st, &list, &n));
+    for (size_t i = 0; i < n; i++) {
+        if (!ca_is_ocsp_signer_label(list[i].label)) { /* delegated OCSP signers are no CAs */
+            TRY(ca_cacerts_add(ca, sk, list[i].label, now));
         }
     }
     *out = sk;

@@ -107,12 +107,27 @@ kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const 
 kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_key_type kt,
                 const char *actor, X509 **cert_out) KL_WUR;
 
+/* Whether CA `label` may sign at `now`: its certificate and every CA certificate above it
+ * recorded in the store as "valid" (not revoked) and within their recorded validity. KL_OK, or
+ * KL_EPOLICY naming the CA and why ("CA 'field1' cannot issue: its certificate 6D.. is revoked
+ * (cACompromise)"); KL_ENOTFOUND for an unknown label; KL_EIO etc. when the store fails. One
+ * indexed store lookup per CA in the chain, no cache: ca_issue runs it for every issuance, so a
+ * revocation by another process sharing the store (keyline-ca revoke while keyline-estd runs)
+ * takes effect on the next one. */
+kl_rc ca_issuer_check(ca_ctx *ca, const char *label, time_t now) KL_WUR;
+
 /* CA certificate by label (caller frees). KL_ENOTFOUND. */
 kl_rc ca_cert(ca_ctx *ca, const char *label, X509 **out) KL_WUR;
 /* Chain from `label` up to and including its root, leaf (the CA itself) first. */
 kl_rc ca_chain(ca_ctx *ca, const char *label, STACK_OF(X509) * *out) KL_WUR;
 /* All CA certificates known to the store (roots, intermediates, rollover certs). */
 kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) * *out) KL_WUR;
+/* The CA certificates to publish for CA `label` (EST /cacerts, RFC 7030 4.1.3): its chain up
+ * to its root first, then every other CA (other roots, issuing CAs, rollover certificates),
+ * each once, without delegated OCSP signers and without any CA that ca_issuer_check refuses at
+ * `now` (revoked, expired or not yet valid, itself or a CA above it). KL_ENOTFOUND for an
+ * unknown label; the store's errors. The caller frees the stack (sk_X509_pop_free). */
+kl_rc ca_cacerts(ca_ctx *ca, const char *label, time_t now, STACK_OF(X509) * *out) KL_WUR;
 
 /* Revocation. reason: RFC 5280 CRLReason code (0 unspecified, 1 keyCompromise, ...).
  * KL_ENOTFOUND for an unknown serial. */

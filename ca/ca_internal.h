@@ -11,6 +11,7 @@
 
 typedef struct {
     char *label;
+    char *parent; /* the CA record's issuer label (fixed for a label); NULL for a root */
     X509 *cert;
     EVP_PKEY *key; /* NULL until first signing use */
 } ca_entry;

@@ -18,6 +18,7 @@
  * again. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "ca_internal.h"
 
@@ -55,6 +56,8 @@ kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_ke
         snprintf(detail, sizeof detail, "old=%s new=%s parent=%s", old_label, new_label,
                  old.parent);
     } else {
+        /* the old root signs NewWithOld: it must still be able to, before a key is made */
+        TRY(ca_issuer_check(ca, old_label, time(NULL)));
         ENSURE(strlen(new_label) + strlen(CA_ROLLOVER_NWO) <= CA_LABEL_MAX &&
                    strlen(old_label) + strlen(CA_ROLLOVER_OWN) <= CA_LABEL_MAX,
                KL_EUSAGE,

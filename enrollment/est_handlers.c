@@ -18,7 +18,9 @@
 #include "kl_log.h"
 
 #define EST_RESP_CAP (4u * 1024 * 1024)
-#define EST_CACERTS_TTL 60 /* seconds; the CA set changes on rollover only */
+/* seconds a /cacerts answer is reused: a CA's rollover, revocation or expiry shows there
+ * within this time (enrollment under it is refused at once: ca_issue reads the store) */
+#define EST_CACERTS_TTL 60
 
 /* ---------------------------------------------------------------------------------------- */
 /* Responses                                                                                */
@@ -385,7 +387,7 @@ static void est_cacerts(est_req *rq, est_resp *rs, const est_label *l)
 {
     est_server *s = rq->srv;
     est_label_rt *rt = est_label_runtime(s, l);
-    STACK_OF(X509) *chain = NULL, *all = NULL;
+    STACK_OF(X509) *chain = NULL;
     kl_buf der;
     kl_buf_init(&der, EST_RESP_CAP, 0);
     kl_rc rc = KL_OK;
@@ -408,15 +410,10 @@ static void est_cacerts(est_req *rq, est_resp *rs, const est_label *l)
     pthread_mutex_unlock(&rt->cacerts_lock);
 
     /* RFC 7030 4.1.3: "the current root CA certificate ... and any additional certificates the
-     * client would need to build a chain", plus the rollover (NewWithOld, OldWithNew) certs. */
-    TRY(ca_chain(s->ca, l->issuer, &chain));
-    TRY(ca_all_certs(s->ca, &all));
-    for (int i = 0; i < sk_X509_num(all); i++) {
-        X509 *x = sk_X509_value(all, i);
-        if (X509_up_ref(x) != 1 || !sk_X509_push(chain, x)) {
-            ENSURE(0, KL_EINTERNAL, "out of memory");
-        }
-    }
+     * client would need to build a chain", plus the rollover (NewWithOld, OldWithNew) certs;
+     * never a CA that is revoked, expired or not yet valid (itself or above it): a client
+     * takes what it gets here as trust anchors. */
+    TRY(ca_cacerts(s->ca, l->issuer, now, &chain));
     TRY(est_p7_certs_only(chain, &der));
     est_resp_b64(rs, "application/pkcs7-mime", der.data, der.len);
     if (rs->status == 200) {
@@ -434,7 +431,6 @@ out:
         est_resp_error(rq, rs, rc);
     }
     sk_X509_pop_free(chain, X509_free);
-    sk_X509_pop_free(all, X509_free);
     kl_buf_free(&der);
 }
 

@@ -117,4 +117,49 @@ done < <(sed -n '/^# issue 10/,$p' "$KL_SRC/tests/data/csr/verdicts.txt")
 # the compressed point is the same key: it signs what the certificate's key verifies
 ok "defects 3, 13: explicit parameters, version 1, NULL ECDSA parameters, SHA-1/SHA-224/MD5 refused; compressed points re-encoded"
 
+# --- defect 2: a revoked, expired or not yet valid CA (or one above it) issues nothing ---------
+# Checked in ca_issue (keyline-ca, keyline-estd and the station alike) against the store on every
+# issuance: keyline-ca policy refusal, exit 4, naming the CA and why. Dates as recorded in the
+# store (the certificate's own); an expired CA is made by editing its row, as the templates
+# cannot make a CA that is already expired.
+kca ca create --label field2 --template field-ca --issuer root1 --subject "CN=Hostile Field CA 2,O=Keyline Test" >field2.pem
+issue_under() { kca issue --issuer "$1" --template device-ldevid --csr dev.csr --out "$2"; }
+issue_under field1 before.pem || fail "issuance under field1 before its revocation"
+before_n=$(count_certs)
+f1=$(openssl x509 -in field1.pem -noout -serial | cut -d= -f2)
+kca revoke --serial "$f1" --reason cACompromise >/dev/null 2>&1
+expect_rc 4 "issue under revoked field1" issue_under field1 x.pem
+refusal() { kca issue --issuer "$1" --template device-ldevid --csr dev.csr 2>&1 >/dev/null || true; }
+refusal field1 | grep -q "CA 'field1' cannot issue: its certificate $f1 is revoked (cACompromise)" ||
+  fail "the refusal does not say field1 is revoked (cACompromise): $(refusal field1)"
+before_tok=$(tokobjs)
+expect_rc 4 "a CA under revoked field1" \
+  kca ca create --label field1sub --template field-ca --issuer field1 --subject "CN=Under Revoked"
+[ "$(tokobjs)" = "$before_tok" ] || fail "a refused ca create under a revoked CA left a key"
+[ ! -e x.pem ] || fail "--out written for a refused issuance"
+[ "$(count_certs)" = "$before_n" ] || fail "issuance under a revoked CA was recorded"
+issue_under field2 ok2.pem || fail "field2, a sibling of revoked field1, must still issue"
+# expired and not yet valid, as recorded in the store
+f2=$(openssl x509 -in field2.pem -noout -serial | cut -d= -f2)
+sqlite3 keyline.db "UPDATE certs SET not_after = strftime('%s','now') - 60 WHERE serial = '$f2'"
+expect_rc 4 "issue under expired field2" issue_under field2 x.pem
+refusal field2 | grep -q "field2.*has expired" || fail "the refusal does not say field2 expired"
+sqlite3 keyline.db "UPDATE certs SET not_after = strftime('%s','now') + 86400, not_before = strftime('%s','now') + 3600 WHERE serial = '$f2'"
+expect_rc 4 "issue under not yet valid field2" issue_under field2 x.pem
+sqlite3 keyline.db "UPDATE certs SET not_before = strftime('%s','now') - 3600 WHERE serial = '$f2'"
+issue_under field2 ok3.pem || fail "field2 valid again"
+r1=$(openssl x509 -in root1.pem -noout -serial | cut -d= -f2)
+sqlite3 keyline.db "UPDATE certs SET not_after = strftime('%s','now') - 60 WHERE serial = '$r1'"
+expect_rc 4 "issue under field2 whose root has expired" issue_under field2 x.pem
+refusal field2 | grep -q "CA 'field2' cannot issue: the certificate $r1 of CA 'root1' above it has expired" ||
+  fail "the refusal does not name root1 as expired: $(refusal field2)"
+sqlite3 keyline.db "UPDATE certs SET not_after = strftime('%s','now') + 86400 * 3650 WHERE serial = '$r1'"
+issue_under field2 ok4.pem || fail "field2 with its root valid again"
+kca revoke --serial "$r1" --reason keyCompromise >/dev/null 2>&1
+expect_rc 4 "issue under field2 whose root is revoked" issue_under field2 x.pem
+refusal field2 | grep -q "root1' above it is revoked (keyCompromise)" ||
+  fail "the refusal does not name root1 as revoked: $(refusal field2)"
+expect_rc 4 "a root rotation signed by the revoked root" kca ca rotate --label root1 --new-label root9
+ok "defect 2: revoked, expired and not yet valid CAs (themselves or above) issue nothing"
+
 echo "hostile_ca: all passed"

@@ -561,13 +561,79 @@ static void test_refusals(void **state)
                      KL_EPOLICY);
 }
 
+/* issue 10, defect 2: a revoked CA issues nothing and is not served as a CA certificate */
+static int sk_has_subject(STACK_OF(X509) * sk, X509 *x)
+{
+    for (int i = 0; i < sk_X509_num(sk); i++) {
+        if (X509_cmp(sk_X509_value(sk, i), x) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void test_revoked_issuer(void **state)
+{
+    (void)state;
+    X509 *f2 = NULL, *root = NULL, *f1 = NULL, *x = NULL;
+    STACK_OF(X509) *sk = NULL;
+    assert_int_equal(ca_create(g_ca, "field2", "field-ca", "CN=Unit Field CA 2", HSM_KEY_EC_P256,
+                               "root1", "test", &f2),
+                     KL_OK);
+    assert_int_equal(ca_cert(g_ca, "root1", &root), KL_OK);
+    assert_int_equal(ca_cert(g_ca, "field1", &f1), KL_OK);
+    time_t now = time(NULL);
+    assert_int_equal(ca_issuer_check(g_ca, "field2", now), KL_OK);
+    assert_int_equal(ca_issuer_check(g_ca, "nosuch", now), KL_ENOTFOUND);
+    /* outside the recorded validity of field2 or of root1 above it */
+    assert_int_equal(ca_issuer_check(g_ca, "field2", now + 40L * 365 * 86400), KL_EPOLICY);
+    assert_non_null(strstr(kl_errmsg(), "has expired"));
+    assert_int_equal(ca_issuer_check(g_ca, "field2", now - 86400), KL_EPOLICY);
+    assert_non_null(strstr(kl_errmsg(), "is not yet valid"));
+
+    char *sn = ca_serial_hex(X509_get0_serialNumber(f2));
+    assert_int_equal(ca_revoke(g_ca, sn, 2 /* cACompromise */, "test"), KL_OK);
+    assert_int_equal(ca_issuer_check(g_ca, "field2", now), KL_EPOLICY);
+    assert_non_null(strstr(kl_errmsg(), "CA 'field2' cannot issue"));
+    assert_non_null(strstr(kl_errmsg(), "revoked (cACompromise)"));
+    size_t len;
+    uint8_t *der = make_csr("under-revoked", NULL, &len);
+    ca_issue_req req = {.issuer = "field2",
+                        .template_name = "device-ldevid",
+                        .csr_der = der,
+                        .csr_len = len,
+                        .actor = "test"};
+    assert_int_equal(ca_issue(g_ca, &req, &x), KL_EPOLICY);
+    assert_null(x);
+    assert_int_equal(ca_issue_check(g_ca, &req), KL_EPOLICY);
+    req.issuer = "field1";
+    assert_int_equal(ca_issue(g_ca, &req, &x), KL_OK); /* its sibling still issues */
+    X509_free(x);
+    OPENSSL_free(der);
+
+    /* what /cacerts serves: never the revoked CA, whichever label asks */
+    assert_int_equal(ca_cacerts(g_ca, "field1", now, &sk), KL_OK);
+    assert_true(sk_has_subject(sk, f1) && sk_has_subject(sk, root) && !sk_has_subject(sk, f2));
+    assert_true(X509_cmp(sk_X509_value(sk, 0), f1) == 0); /* the label's chain first */
+    sk_X509_pop_free(sk, X509_free);
+    assert_int_equal(ca_cacerts(g_ca, "field2", now, &sk), KL_OK);
+    assert_true(sk_has_subject(sk, root) && !sk_has_subject(sk, f2));
+    sk_X509_pop_free(sk, X509_free);
+    assert_int_equal(ca_cacerts(g_ca, "nosuch", now, &sk), KL_ENOTFOUND);
+    OPENSSL_free(sn);
+    X509_free(f2);
+    X509_free(f1);
+    X509_free(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_csr_load),     cmocka_unit_test(test_signed_der_verify),
-        cmocka_unit_test(test_x509_load),    cmocka_unit_test(test_serial_and_chain),
-        cmocka_unit_test(test_threads),      cmocka_unit_test(test_pending_activate),
-        cmocka_unit_test(test_ocsp_and_crl), cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_csr_load),       cmocka_unit_test(test_signed_der_verify),
+        cmocka_unit_test(test_x509_load),      cmocka_unit_test(test_serial_and_chain),
+        cmocka_unit_test(test_threads),        cmocka_unit_test(test_pending_activate),
+        cmocka_unit_test(test_ocsp_and_crl),   cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_revoked_issuer),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
