@@ -10,10 +10,15 @@
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME keyline)
 set(CPACK_PACKAGE_VENDOR "keyline developers")
-set(CPACK_PACKAGE_CONTACT "keyline developers <dev@keyline.local>")
+# Maintainer (control file and changelog.Debian): a real address for packages that leave the
+# building; lintian refuses a .local host.
+set(KEYLINE_DEB_MAINTAINER "keyline developers <dev@keyline.example>" CACHE STRING
+  "Maintainer of the Debian packages")
+set(CPACK_PACKAGE_CONTACT "${KEYLINE_DEB_MAINTAINER}")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 set(CPACK_STRIP_FILES ON)
+set(CPACK_PRE_BUILD_SCRIPTS ${CMAKE_CURRENT_LIST_DIR}/deb/strip-comment.cmake)
 set(CPACK_COMPONENTS_ALL keyline devsim)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
@@ -31,13 +36,14 @@ set(CPACK_DEBIAN_KEYLINE_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_KEYLINE_PACKAGE_SUGGESTS "softhsm2, opensc, gnutls-bin")
 set(CPACK_COMPONENT_KEYLINE_DESCRIPTION
   "PKCS#11-backed certificate authority for IoT device identities
-keyline issues and manages device certificates with CA keys that never leave a
-PKCS#11 token: a CA service (keyline-cad) that alone holds the token PIN and the
-certificate store, the security officer's tool (keyline-ca), an EST enrollment
-server for devices in the field (keyline-estd, RFC 7030) and a factory
-provisioning station (keyline-provision) that gives every device an IEEE 802.1AR
-identity over its serial line. Every certificate goes through one issuance
-pipeline and is recorded with a tamper-evident audit log.")
+keyline issues and manages device certificates with CA keys that never
+leave a PKCS#11 token: a CA service (keyline-cad) that alone holds the
+token PIN and the certificate store, the security officer's tool
+(keyline-ca), an EST enrollment server for devices in the field
+(keyline-estd, RFC 7030) and a factory provisioning station
+(keyline-provision) that gives every device an IEEE 802.1AR identity over
+its serial line. Every certificate goes through one issuance pipeline and
+is recorded with a tamper-evident audit log.")
 set(CPACK_DEBIAN_KEYLINE_PACKAGE_CONTROL_EXTRA
   ${CMAKE_BINARY_DIR}/packaging/deb/postinst ${CMAKE_SOURCE_DIR}/packaging/deb/prerm
   ${CMAKE_SOURCE_DIR}/packaging/deb/postrm ${CMAKE_BINARY_DIR}/packaging/deb/conffiles)
@@ -46,9 +52,10 @@ set(CPACK_DEBIAN_DEVSIM_PACKAGE_NAME keyline-devsim)
 set(CPACK_DEBIAN_DEVSIM_PACKAGE_SECTION devel)
 set(CPACK_COMPONENT_DEVSIM_DESCRIPTION
   "simulated keyline device for tests and demonstrations
-keyline-devsim plays a device on a serial port or pty for the keyline factory
-station (keyline-provision): it generates its key, answers the line protocol,
-stores its certificates and can misbehave on purpose. It prints its private key
-on request, so it does not belong on a production host.")
+keyline-devsim plays a device on a serial port or pty for the keyline
+factory station (keyline-provision): it generates its key, answers the
+line protocol, stores its certificates and can misbehave on purpose. It
+prints its private key on request, so it does not belong on a production
+host.")
 
 include(CPack)
