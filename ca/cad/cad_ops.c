@@ -334,6 +334,15 @@ out:
     return rc;
 }
 
+/* The label a held request of this profile is recorded under: requests of the default EST
+ * profile keep the label "" they had before keyline-cad, those of "est.NAME" the label NAME. */
+static const char *cad_request_label(const cad_profile *p)
+{
+    return strcmp(p->name, "est") == 0        ? ""
+           : strncmp(p->name, "est.", 4) == 0 ? p->name + 4
+                                              : p->name;
+}
+
 /* RFC 7030 4.2.3 manual approval, keyed by profile and CSR: the same request again finds the
  * same row. A CSR that policy would refuse is refused now, not held. */
 static kl_rc cad_op_submit(cad_call *c)
@@ -363,10 +372,7 @@ static kl_rc cad_op_submit(cad_call *c)
         snprintf(hash + 2 * i, 3, "%02x", md[i]);
     }
     X509_NAME_oneline(X509_REQ_get_subject_name(ca_csr_req(csr)), subject, sizeof subject);
-    /* requests of the default EST profile keep the label "" they had before keyline-cad */
-    const char *label = strcmp(c->prof->name, "est") == 0        ? ""
-                        : strncmp(c->prof->name, "est.", 4) == 0 ? c->prof->name + 4
-                                                                 : c->prof->name;
+    const char *label = cad_request_label(c->prof);
     store_request r = {
         .label = (char *)label,
         .csr_hash = hash,
@@ -444,9 +450,43 @@ static kl_rc cad_op_ocsp(cad_call *c)
     return cad_rev_ocsp(c->d->rev, f->val, f->len, c->rsp);
 }
 
+/* A valid certificate is only as good as the CAs above it: its issuing CA certificate and every
+ * CA certificate up to the root must be valid in the store and within their recorded dates (a
+ * revoked factory CA takes every IDevID under it with it). KL_EAUTH naming the first that is
+ * not; the store's errors as they are. One status lookup per CA, no cache: a revocation by the
+ * officer takes effect on the next request. */
+static kl_rc cad_issuer_chain_status(cad_call *c, const char *serial, const char *issuer,
+                                     time_t now)
+{
+    kl_rc rc = KL_OK;
+    STACK_OF(X509) *chain = NULL;
+    char *hex = NULL;
+    TRY(ca_chain(c->d->ca, issuer, &chain));
+    for (int i = 0; i < sk_X509_num(chain); i++) {
+        OPENSSL_free(hex);
+        hex = ca_serial_hex(X509_get0_serialNumber(sk_X509_value(chain, i)));
+        ENSURE(hex, KL_EINTERNAL, "out of memory");
+        rc = ca_cert_status_check(c->d->ca, hex, now);
+        if (rc == KL_EAUTH) {
+            rc = i == 0
+                     ? kl_fail(KL_EAUTH, "certificate %s: its issuing CA certificate: %s", serial,
+                               kl_errmsg())
+                     : kl_fail(KL_EAUTH, "certificate %s: CA certificate %s above its issuer: %s",
+                               serial, hex, kl_errmsg());
+        }
+        TRY(rc);
+    }
+out:
+    OPENSSL_free(hex);
+    sk_X509_pop_free(chain, X509_free);
+    return rc;
+}
+
 /* By serial: the store's record. By certificate: ca_cert_check_valid first (issued by one of
  * our CAs, signature, validity, status), then the record: what a front end needs to accept a
- * TLS client certificate and to know which device it belongs to. */
+ * TLS client certificate and to know which device it belongs to. Either way a certificate the
+ * store holds as valid is refused (KL_EAUTH) when a CA certificate above it is not
+ * (cad_issuer_chain_status). */
 static kl_rc cad_op_cert_status(cad_call *c)
 {
     kl_rc rc = KL_OK;
@@ -468,6 +508,9 @@ static kl_rc cad_op_cert_status(cad_call *c)
         TRY(ca_serial_normalise(serial, norm, sizeof norm));
     }
     TRY(store_cert_get(ca_store(c->d->ca), norm, &sc));
+    if (strcmp(sc.status, STORE_ST_VALID) == 0) {
+        TRY(cad_issuer_chain_status(c, norm, sc.issuer, time(NULL)));
+    }
     TRY(cap_put_str(c->rsp, CAP_T_SERIAL, norm));
     TRY(cap_put_str(c->rsp, CAP_T_STATUS, sc.status));
     TRY(cap_put_str(c->rsp, CAP_T_ISSUER, sc.issuer));
@@ -577,6 +620,47 @@ out:
     return rc;
 }
 
+/* A CA's certificate and those above it, the CA first: what a front end trusts for TLS client
+ * certificates ([est] client-ca). Public data, open to any role. */
+static kl_rc cad_op_ca_chain(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char issuer[129];
+    STACK_OF(X509) *chain = NULL;
+    TRY(cad_str(c, CAP_T_ISSUER, issuer, sizeof issuer));
+    TRY(ca_chain(c->d->ca, issuer, &chain));
+    TRY(cap_put_str(c->rsp, CAP_T_ISSUER, issuer));
+    for (int i = 0; i < sk_X509_num(chain); i++) {
+        TRY(cad_put_cert(c->rsp, CAP_T_CA_CERT, sk_X509_value(chain, i)));
+    }
+out:
+    sk_X509_pop_free(chain, X509_free);
+    return rc;
+}
+
+/* How many requests of the profile wait for an officer (EST /metrics): the rows submit made
+ * for it (its label, issuer and template), not other front ends' queues. */
+static kl_rc cad_op_pending(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    store_request *v = NULL;
+    size_t n = 0;
+    uint64_t count = 0;
+    const char *label = cad_request_label(c->prof);
+    TRY(store_request_list(ca_store(c->d->ca), STORE_RQ_PENDING, &v, &n));
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].label && strcmp(v[i].label, label) == 0 && v[i].issuer &&
+            strcmp(v[i].issuer, c->prof->issuer) == 0 && v[i].template_name &&
+            strcmp(v[i].template_name, c->prof->template_name) == 0) {
+            count++;
+        }
+    }
+    TRY(cap_put_u64(c->rsp, CAP_T_COUNT, count));
+out:
+    store_request_list_free(v, n);
+    return rc;
+}
+
 /* --- the table ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -599,6 +683,8 @@ static const cad_op_row cad_table[CAP_OP__END] = {
     [CAP_OP_ABANDON] = {cad_op_abandon, 0},
     [CAP_OP_DEVICE] = {cad_op_device, 0},
     [CAP_OP_PROFILE] = {cad_op_profile, 1},
+    [CAP_OP_CA_CHAIN] = {cad_op_ca_chain, 0},
+    [CAP_OP_PENDING] = {cad_op_pending, 1},
 };
 
 static void cad_answer_error(kl_buf *rsp, uint8_t op, kl_rc code, const char *msg,

@@ -105,15 +105,27 @@ static kl_rc cac_read_all(int fd, uint8_t *p, size_t n, const struct timespec *d
     return KL_OK;
 }
 
+/* An idle pooled connection, or -1. One the daemon has closed meanwhile (it restarted, or
+ * dropped an idle connection) is readable at EOF: it is closed here and the next one tried, so
+ * that a request which must not be sent twice (issue) does not go to a dead connection. */
 static int cac_take(cac *c)
 {
-    int fd = -1;
-    pthread_mutex_lock(&c->lock);
-    if (c->nidle) {
-        fd = c->idle[--c->nidle];
+    for (;;) {
+        int fd = -1;
+        pthread_mutex_lock(&c->lock);
+        if (c->nidle) {
+            fd = c->idle[--c->nidle];
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (fd < 0) {
+            return -1;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 0) == 0) {
+            return fd; /* nothing pending: the connection is open and idle */
+        }
+        close(fd); /* EOF, an error, or bytes nobody asked for */
     }
-    pthread_mutex_unlock(&c->lock);
-    return fd;
 }
 
 static void cac_give(cac *c, int fd)
@@ -134,7 +146,8 @@ static void cac_give(cac *c, int fd)
 static int cac_op_idempotent(uint8_t op)
 {
     return op == CAP_OP_HELLO || op == CAP_OP_POLL || op == CAP_OP_CACERTS || op == CAP_OP_CRL ||
-           op == CAP_OP_OCSP || op == CAP_OP_CERT_STATUS || op == CAP_OP_DEVICE;
+           op == CAP_OP_OCSP || op == CAP_OP_CERT_STATUS || op == CAP_OP_DEVICE ||
+           op == CAP_OP_PROFILE || op == CAP_OP_CA_CHAIN || op == CAP_OP_PENDING;
 }
 
 static kl_rc cac_exchange(cac *c, int fd, const kl_buf *req, cac_resp *resp, size_t *got)

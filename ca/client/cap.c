@@ -43,6 +43,7 @@ static const cap_tag_info cap_tags[CAP_T__END] = {
     [CAP_T_STATE] = {CAP_STR, 0, 32},
     [CAP_T_KEY_TYPE] = {CAP_STR, 1, 16},
     [CAP_T_DEVICE_CERT] = {CAP_U64, 0, 8},
+    [CAP_T_COUNT] = {CAP_U64, 0, 8},
 };
 
 typedef struct {
@@ -90,6 +91,10 @@ static const cap_op_info cap_ops[CAP_OP__END] = {
     [CAP_OP_PROFILE] = {"profile", B(CAP_T_PROFILE), B(CAP_T_PROFILE),
                         B(CAP_T_ISSUER) | B(CAP_T_KEY_TYPE) | B(CAP_T_DEVICE_CERT),
                         B(CAP_T_ISSUER) | B(CAP_T_DEVICE_CERT)},
+    [CAP_OP_CA_CHAIN] = {"ca-chain", B(CAP_T_ISSUER), B(CAP_T_ISSUER),
+                         B(CAP_T_ISSUER) | B(CAP_T_CA_CERT), B(CAP_T_ISSUER) | B(CAP_T_CA_CERT)},
+    [CAP_OP_PENDING] = {"pending", B(CAP_T_PROFILE), B(CAP_T_PROFILE), B(CAP_T_COUNT),
+                        B(CAP_T_COUNT)},
 };
 
 /* What an error answer may carry, whatever the op. */

@@ -42,6 +42,8 @@ typedef enum {
     CAP_OP_ABANDON = 12,    /* revoke a pending certificate that never became valid */
     CAP_OP_DEVICE = 13,     /* device id -> inventory row and its certificate */
     CAP_OP_PROFILE = 14,    /* profile -> what its template asks (EST /csrattrs) */
+    CAP_OP_CA_CHAIN = 15,   /* CA label -> its certificate and those above it (client trust) */
+    CAP_OP_PENDING = 16,    /* profile -> how many of its requests wait for an officer */
     CAP_OP__END
 } cap_op;
 
@@ -75,6 +77,7 @@ typedef enum {
     CAP_T_STATE = 27,       /* str: inventory state of a device */
     CAP_T_KEY_TYPE = 28,    /* str: a key type the template takes, "ec-p256" ... (repeatable) */
     CAP_T_DEVICE_CERT = 29, /* u64: 1 = the template makes device certificates */
+    CAP_T_COUNT = 30,       /* u64: a number of things (held requests) */
     CAP_T__END
 } cap_tag;
 

@@ -167,6 +167,33 @@ out=$(cc "$SOCK" cert-status cert=@"$D/dev1.der.crt") || die "cert-status by cer
 grep -qx "device-id=HW0001" <<<"$out" || die "cert-status: $out"
 ok "cacerts, crl, ocsp and cert-status answer from the store and the token"
 
+# ca-chain: a CA and those above it (a front end's client trust); pending: held requests of a
+# profile; cert-status refuses a valid certificate whose issuing CA is revoked
+cc -o "$D/chain.pem" "$SOCK" ca-chain issuer=factory1 >/dev/null || die "ca-chain"
+[ "$(grep -c "BEGIN CERTIFICATE" "$D/chain.pem")" = 2 ] || die "ca-chain: not factory1 + root1"
+openssl x509 -in "$D/chain.pem" -noout -subject | grep -q "Keyline Factory CA" || die "ca-chain: factory1 first"
+rc=0; cc "$SOCK" ca-chain issuer=nosuch 2>/dev/null || rc=$?
+[ "$rc" = 6 ] || die "ca-chain of an unknown CA: exit $rc, want 6"
+new_csr held1 "/CN=held-1/serialNumber=HWH001"
+cc "$SOCK" submit profile=ldevid csr=@"$D/held1.der" auth=basic auth-user=b | grep -qx "status=pending" ||
+    die "submit"
+cc "$SOCK" pending profile=ldevid | grep -qx "count=1" || die "pending: $(cc "$SOCK" pending profile=ldevid)"
+rc=0; cc "$SOCK" pending profile=idevid 2>/dev/null || rc=$?
+[ "$rc" = 4 ] || die "pending of a foreign profile: exit $rc, want 4"
+new_csr idv "/CN=sensor-0009/serialNumber=HW0009"
+cc -o "$D/idv.pem" "$SOCK" issue profile=ldevid csr=@"$D/idv.der" auth=basic auth-user=b >/dev/null ||
+    die "issue under field1"
+kca ca create --label field9 --template field-ca --subject "CN=Keyline Field CA 9" --issuer root1 >/dev/null 2>&1
+kca issue --issuer field9 --template device-ldevid --csr <(openssl req -inform DER -in "$D/idv.der") \
+    --device-id HW0009 --out "$D/f9.pem" >/dev/null
+openssl x509 -in "$D/f9.pem" -outform DER -out "$D/f9.der"
+cc "$SOCK" cert-status cert=@"$D/f9.der" | grep -qx "status=valid" || die "cert-status under field9"
+kca revoke --serial "$(kca ca cert --label field9 | openssl x509 -noout -serial | cut -d= -f2)" \
+    --reason cACompromise >/dev/null 2>&1
+rc=0; cc "$SOCK" cert-status cert=@"$D/f9.der" 2>"$D/err" || rc=$?
+[ "$rc" != 0 ] && grep -q "its issuing CA certificate" "$D/err" || die "cert under revoked field9: exit $rc $(cat "$D/err")"
+ok "ca-chain, pending (per profile, role-checked), cert-status refuses a certificate under a revoked CA"
+
 # malformed frames: answered or dropped, the daemon keeps serving
 python3 - "$SOCK" <<'PY'
 import socket, struct, sys

@@ -161,13 +161,64 @@ static void test_repeat_cacerts(void **st)
     kl_buf_free(&g);
 }
 
+/* ca-chain (front ends' client trust) and pending (held requests of a profile, for /metrics):
+ * what they carry and nothing else. */
+static void test_ca_chain_pending(void **st)
+{
+    (void)st;
+    cap_msg m;
+    begin(CAP_OP_CA_CHAIN, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_ISSUER, "factory1"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_OK);
+    assert_string_equal(cap_op_name(CAP_OP_CA_CHAIN), "ca-chain");
+    kl_buf_free(&g);
+    begin(CAP_OP_CA_CHAIN, 0); /* the label is required */
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    begin(CAP_OP_CA_CHAIN, 0); /* a request carries no certificate */
+    assert_int_equal(cap_put_str(&g, CAP_T_ISSUER, "factory1"), KL_OK);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_CA_CERT, "\x30\x00", 2), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    begin(CAP_OP_CA_CHAIN, KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_ISSUER, "factory1"), KL_OK);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_CA_CERT, "\x30\x00", 2), KL_OK);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_CA_CERT, "\x30\x00", 2), KL_OK);
+    assert_int_equal(finish(1, &m), KL_OK);
+    assert_non_null(cap_find(&m, CAP_T_CA_CERT, 1));
+    kl_buf_free(&g);
+    begin(CAP_OP_CA_CHAIN, KL_OK); /* an answer without a certificate is not one */
+    assert_int_equal(cap_put_str(&g, CAP_T_ISSUER, "factory1"), KL_OK);
+    assert_int_equal(finish(1, &m), KL_EINPUT);
+    kl_buf_free(&g);
+
+    begin(CAP_OP_PENDING, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "est"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_OK);
+    assert_string_equal(cap_op_name(CAP_OP_PENDING), "pending");
+    kl_buf_free(&g);
+    begin(CAP_OP_PENDING, 0); /* the count is the answer's, not the request's */
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "est"), KL_OK);
+    assert_int_equal(cap_put_u64(&g, CAP_T_COUNT, 3), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    begin(CAP_OP_PENDING, KL_OK);
+    assert_int_equal(cap_put_u64(&g, CAP_T_COUNT, 3), KL_OK);
+    assert_int_equal(finish(1, &m), KL_OK);
+    assert_int_equal(cap_get_u64(&m, CAP_T_COUNT, 0), 3);
+    kl_buf_free(&g);
+    begin(CAP_OP_PENDING, KL_OK); /* a count is 8 bytes */
+    assert_int_equal(cap_put_bytes(&g, CAP_T_COUNT, "\x03", 1), KL_OK);
+    assert_int_equal(finish(1, &m), KL_EINPUT);
+    kl_buf_free(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_issue_roundtrip),
-        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_raw_frames),
-        cmocka_unit_test(test_repeat_cacerts),
+        cmocka_unit_test(test_issue_roundtrip),  cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_raw_frames),       cmocka_unit_test(test_repeat_cacerts),
+        cmocka_unit_test(test_ca_chain_pending),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
