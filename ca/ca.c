@@ -41,6 +41,12 @@ kl_rc ca_hsm_params(const kl_conf *conf, const char **module, const char **token
     return KL_OK;
 }
 
+char *ca_templates_dir(const kl_conf *conf)
+{
+    char *dir = kl_conf_path(conf, "ca", "templates");
+    return dir ? dir : strdup(KEYLINE_DEFAULT_TEMPLATES);
+}
+
 /* with_hsm: log in with the configured PIN; given: an hsm_ctx to use instead (owned). */
 static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm, hsm_ctx *given)
 {
@@ -62,10 +68,7 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm, hsm
     ENSURE(store_path, KL_EUSAGE, "%s: [store] path is not set", kl_conf_file(conf));
     TRY(store_open(&ca->st, store_path));
 
-    ca->tpl_dir = kl_conf_path(conf, "ca", "templates");
-    if (!ca->tpl_dir) {
-        ca->tpl_dir = strdup(KEYLINE_DEFAULT_TEMPLATES);
-    }
+    ca->tpl_dir = ca_templates_dir(conf);
     ENSURE(ca->tpl_dir, KL_EINTERNAL, "out of memory");
     const char *v;
     /* A failed copy must not silently drop the CRL/OCSP pointers from issued certificates. */

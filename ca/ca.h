@@ -39,6 +39,11 @@ kl_rc ca_open_hsm(ca_ctx **out, const kl_conf *conf, hsm_ctx *hsm) KL_WUR;
  * [hsm] softhsm2-conf is set. The strings belong to conf. */
 kl_rc ca_hsm_params(const kl_conf *conf, const char **module, const char **token) KL_WUR;
 void ca_close(ca_ctx *ca);
+/* The template folder of `conf`: [ca] templates (relative to the config file), else the
+ * compiled-in default under the install prefix (${datadir}/keyline/templates). The one place
+ * every binary takes it from, so what keyline-estd announces is what ca_issue enforces.
+ * Caller frees; NULL when out of memory. */
+char *ca_templates_dir(const kl_conf *conf);
 store *ca_store(ca_ctx *ca);
 /* A CA's delegated OCSP signer (RFC 6960 4.2.2.2) is the CA record and token key "<CA>.ocsp". */
 #define CA_OCSP_SUFFIX ".ocsp"

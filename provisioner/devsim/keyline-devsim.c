@@ -48,6 +48,7 @@
 #include "kl_dev.h"
 #include "kl_file.h"
 #include "kl_hostcrypto.h"
+#include "kl_version.h"
 
 #define PACK_MAGIC "KLDEVSIM1\n"
 #define PACK_MAX (1u << 20)
@@ -696,6 +697,7 @@ static void usage(FILE *f)
             "  --print-private-key simulator only: print the identity private key (PEM), so a\n"
             "                      host EST client can act for the device (demos, tests)\n"
             "  -v, --verbose       log frames on stderr\n"
+            "  -V, --version       print the version\n"
             "  -h, --help          this text\n");
 }
 
@@ -749,11 +751,12 @@ int main(int argc, char **argv)
         {"print-private-key", no_argument, NULL, O_PRINT_PRIV},
         {"csr-subject", required_argument, NULL, O_CSR_SUBJECT},
         {"verbose", no_argument, NULL, 'v'},
+        {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
-    while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "vVh", opts, NULL)) != -1) {
         switch (c) {
         case O_PORT: port_path = optarg; break;
         case O_SERIAL: serial = optarg; break;
@@ -818,6 +821,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'v': ds.verbose = 1; break;
+        case 'V': kl_version_print("keyline-devsim"); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
