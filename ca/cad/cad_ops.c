@@ -106,12 +106,12 @@ static kl_rc cad_actor(const cad_call *c, char *out, size_t cap)
     TRY(cad_str(c, CAP_T_AUTH_USER, user, sizeof user));
     if (strcmp(method, "cert") == 0) {
         ENSURE(serial[0], KL_EINPUT, "auth cert without the client certificate's serial");
-        snprintf(out, cap, "%s; client cert %s", c->peer->actor, serial);
+        snprintf(out, cap, "%.400s; client cert %.64s", c->peer->actor, serial);
     } else if (strcmp(method, "basic") == 0) {
         ENSURE(user[0], KL_EINPUT, "auth basic without the user name");
-        snprintf(out, cap, "%s; basic user %s", c->peer->actor, user);
+        snprintf(out, cap, "%.400s; basic user %.256s", c->peer->actor, user);
     } else if (strcmp(method, "station") == 0 || strcmp(method, "none") == 0) {
-        snprintf(out, cap, "%s; %s", c->peer->actor, method);
+        snprintf(out, cap, "%.400s; %.16s", c->peer->actor, method);
     } else {
         ENSURE(0, KL_EINPUT, "unknown auth method '%s' (cert, basic, station, none)", method);
     }
@@ -234,7 +234,7 @@ out:
 static kl_rc cad_op_issue(cad_call *c)
 {
     kl_rc rc = KL_OK;
-    char actor[512], device_id[129];
+    char actor[1024], device_id[129];
     X509 *cert = NULL;
     char *serial = NULL;
     ca_csr *parsed = NULL;
@@ -348,7 +348,7 @@ static const char *cad_request_label(const cad_profile *p)
 static kl_rc cad_op_submit(cad_call *c)
 {
     kl_rc rc = KL_OK;
-    char actor[512], device_id[129], hash[2 * SHA256_DIGEST_LENGTH + 1], subject[512];
+    char actor[1024], device_id[129], hash[2 * SHA256_DIGEST_LENGTH + 1], subject[512];
     store_request got;
     ca_csr *csr = NULL;
     memset(&got, 0, sizeof got);
@@ -407,30 +407,20 @@ out:
     return rc;
 }
 
-/* RFC 7030 4.1.3: the issuing chain up to the root and the rollover certificates. */
+/* RFC 7030 4.1.3: the issuing chain up to the root, then the other CAs (rollover
+ * certificates), each once; never a CA that is revoked, expired or not yet valid, itself or
+ * above it (ca_cacerts): a client takes what it gets here as trust anchors. */
 static kl_rc cad_op_cacerts(cad_call *c)
 {
     kl_rc rc = KL_OK;
-    STACK_OF(X509) *chain = NULL, *all = NULL;
-    TRY(ca_chain(c->d->ca, c->prof->issuer, &chain));
-    TRY(ca_all_certs(c->d->ca, &all));
+    STACK_OF(X509) *certs = NULL;
+    TRY(ca_cacerts(c->d->ca, c->prof->issuer, time(NULL), &certs));
     TRY(cap_put_str(c->rsp, CAP_T_ISSUER, c->prof->issuer));
-    for (int i = 0; i < sk_X509_num(chain); i++) {
-        TRY(cad_put_cert(c->rsp, CAP_T_CA_CERT, sk_X509_value(chain, i)));
-    }
-    for (int i = 0; i < sk_X509_num(all); i++) {
-        X509 *x = sk_X509_value(all, i);
-        int dup = 0;
-        for (int j = 0; j < sk_X509_num(chain) && !dup; j++) {
-            dup = X509_cmp(x, sk_X509_value(chain, j)) == 0;
-        }
-        if (!dup) {
-            TRY(cad_put_cert(c->rsp, CAP_T_CA_CERT, x));
-        }
+    for (int i = 0; i < sk_X509_num(certs); i++) {
+        TRY(cad_put_cert(c->rsp, CAP_T_CA_CERT, sk_X509_value(certs, i)));
     }
 out:
-    sk_X509_pop_free(chain, X509_free);
-    sk_X509_pop_free(all, X509_free);
+    sk_X509_pop_free(certs, X509_free);
     return rc;
 }
 
