@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "ca_internal.h"
+#include "kl_log.h"
 #include "kl_secret.h"
 
 #ifndef KEYLINE_DEFAULT_TEMPLATES
@@ -185,6 +186,38 @@ static void ca_entry_swap_cert(ca_ctx *ca, ca_entry *e, X509 **x)
     }
 }
 
+/* A CA key must be sensitive and never extractable: one that is not (imported, or replaced on
+ * the token by someone with the PIN) is refused before anything is signed with it. Keys keyline
+ * made before CKA_MODIFIABLE false are still used, with a warning. Signer processes (remote
+ * contexts) cannot read attributes: the check is theirs to skip. */
+static kl_rc ca_key_hygiene(ca_ctx *ca, const char *label)
+{
+    unsigned prot = 0;
+    kl_rc rc = hsm_key_protection(ca->hsm, label, &prot);
+    if (rc == KL_EPOLICY) {
+        return KL_OK;
+    }
+    if (rc != KL_OK) {
+        return rc;
+    }
+    if ((prot & HSM_PROT_EXTRACTABLE) || !(prot & HSM_PROT_SENSITIVE) ||
+        !(prot & HSM_PROT_NEVER_EXTRACTABLE)) {
+        return kl_fail(KL_EPOLICY,
+                       "CA key '%s' on the token is %s: a CA key must be made in the token, "
+                       "sensitive and never extractable; refusing to sign with it",
+                       label,
+                       (prot & HSM_PROT_EXTRACTABLE)  ? "extractable"
+                       : !(prot & HSM_PROT_SENSITIVE) ? "not sensitive"
+                                                      : "one that was once extractable");
+    }
+    if (prot & HSM_PROT_MODIFIABLE) {
+        kl_warn("CA key '%s' is modifiable (made before keyline set CKA_MODIFIABLE false): "
+                "consider rotating it (keyline-ca ca rotate)",
+                label);
+    }
+    return KL_OK;
+}
+
 kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry **out)
 {
     kl_rc rc = KL_OK;
@@ -237,6 +270,7 @@ kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry *
     }
     if (want_key && !e->key) {
         ENSURE(ca->hsm, KL_EUSAGE, "signing with CA '%s' needs the token", label);
+        TRY(ca_key_hygiene(ca, label));
         TRY(hsm_key_load(ca->hsm, label, &e->key));
     }
     *out = e;
