@@ -5,8 +5,10 @@
  *   est_codec.c       pure wire formats: routing, media types, body decoding, csrattrs,
  *                     multipart, certs-only PKCS#7, Basic credentials (unit-tested, fuzzable)
  *   est_auth.c        htpasswd (crypt_r), TLS peer verification, channel binding
- *   est_handlers.c    the RFC 7030 endpoints; issuance goes through ca_issue() only
- *   est_revocation.c  /crl/<label>.crl and /ocsp with caches
+ *   est_handlers.c    the RFC 7030 endpoints: authenticate, then ask keyline-cad
+ *   est_cad.c         the requests to keyline-cad (ca/client: the CA protocol), nothing else
+ *                     of the CA: no PIN, no token, no store (docs/ca-protocol.md)
+ *   est_revocation.c  /crl/<label>.crl and /ocsp: HTTP in front of keyline-cad's crl and ocsp
  *   est_metrics.c     Prometheus counters and the issuance histogram (atomics)
  *   est_server.c      MHD daemons, TLS set-up, limits, request glue, access log
  *   est_main.c        argument parsing and signal handling only
@@ -24,7 +26,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "ca.h"
+#include "cac.h"
 #include "kl_buf.h"
 #include "kl_conf.h"
 #include "kl_err.h"
@@ -39,23 +41,20 @@ typedef enum { EST_CB_OFF = 0, EST_CB_OPTIONAL, EST_CB_REQUIRED } est_cb_mode;
 
 typedef struct {
     char name[EST_LABEL_MAX]; /* "" for the default (no label in the path) */
-    char *issuer;             /* CA label */
-    char *template_name;
-    int approval_manual; /* approval = manual: simpleenroll is held for an officer (202) */
+    char *profile;            /* keyline-cad profile: [..] profile, else "est" / "est.NAME" */
+    char *issuer;             /* [est] issuer (keyline-cad derives its profile from it); NULL */
+    char *template_name;      /* when only a profile is named */
+    int approval_manual;      /* approval = manual: simpleenroll is held for an officer (202) */
 } est_label;
-
-/* [est] ca-keys */
-typedef enum {
-    EST_CA_KEYS_INTERMEDIATES = 0, /* every CA but the self-signed roots (default) */
-    EST_CA_KEYS_ISSUERS,           /* only the labels' issuing CAs */
-    EST_CA_KEYS_ALL,               /* every CA key on the token */
-} est_ca_keys;
 
 typedef struct {
     char *listen;         /* host:port */
     char *http_listen;    /* NULL when off */
+    char *cad;            /* keyline-cad's socket: [est] cad, else [cad] socket, else default */
     char *tls_cert;       /* path: leaf first, then chain (PEM) */
-    char *tls_key;        /* path to a PEM key or a pkcs11: URI */
+    char *tls_key;        /* path to a PEM key or a pkcs11: URI (a token of its own) */
+    char *tls_key_pin;    /* [est] tls-key-pin: env:VAR | file:PATH, for a pkcs11: key */
+    char *tls_key_module; /* [est] tls-key-module, else [hsm] module: PKCS#11 module path */
     char *tls_priorities; /* GnuTLS priority string */
     char *htpasswd;       /* path or NULL */
     char **client_ca;     /* CA labels whose certificates authenticate clients */
@@ -64,19 +63,20 @@ typedef struct {
     size_t max_body; /* request body cap, bytes */
     unsigned max_connections;
     unsigned per_ip_connections;
-    unsigned timeout;          /* seconds of inactivity before a connection is closed */
-    unsigned request_timeout;  /* seconds a request may take to arrive, headers and body */
-    unsigned threads;          /* I/O threads (MHD epoll pool) */
-    unsigned workers;          /* request handler threads; 0: handle on the I/O threads */
-    int serverkeygen;          /* serve /serverkeygen (default on) */
-    unsigned shutdown_grace;   /* seconds to wait for in-flight requests on SIGTERM */
-    int signer_inline;         /* [est] signer = inline: this process logs in to the token */
-    unsigned signer_processes; /* [est] signer-processes (signer = process) */
-    est_ca_keys ca_keys;       /* [est] ca-keys: which CA keys this server signs with */
-    unsigned retry_after;      /* seconds in the Retry-After of a 202 (held request) */
-    est_label *labels;         /* labels[0] is the default (name "") */
+    unsigned timeout;         /* seconds of inactivity before a connection is closed */
+    unsigned request_timeout; /* seconds a request may take to arrive, headers and body */
+    unsigned threads;         /* I/O threads (MHD epoll pool) */
+    unsigned workers;         /* request handler threads; 0: handle on the I/O threads */
+    int serverkeygen;         /* serve /serverkeygen (default on) */
+    unsigned shutdown_grace;  /* seconds to wait for in-flight requests on SIGTERM */
+    unsigned cad_timeout;     /* seconds keyline-cad has to answer one request */
+    unsigned retry_after;     /* seconds in the Retry-After of a 202 (held request) */
+    est_label *labels;        /* labels[0] is the default (name "") */
     size_t n_labels;
 } est_config;
+
+/* keyline-cad's socket when neither [est] cad nor [cad] socket names one (as keyline-cad). */
+#define EST_CAD_SOCKET_DEFAULT "/run/keyline/cad.sock"
 
 #define EST_DEFAULT_PRIORITIES                                                                     \
     "SECURE256:+SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:"           \
@@ -85,9 +85,13 @@ typedef struct {
     "-SIGN-RSA-MD5:%SERVER_PRECEDENCE"
 
 /* Read [est] (and every [est.label NAME]) from `conf`; paths are resolved against the config
- * file's directory. KL_EUSAGE/KL_EINPUT with "[est] key: message" on a bad or missing value. */
+ * file's directory. KL_EUSAGE/KL_EINPUT with "[est] key: message" on a bad or missing value.
+ * [est] signer, signer-processes and ca-keys (the signer processes keyline-cad replaced) are
+ * accepted and ignored: est_config_obsolete names them. */
 kl_rc est_config_load(const kl_conf *conf, est_config *out) KL_WUR;
 void est_config_free(est_config *c);
+/* The obsolete keys `conf` sets, one line for a start-up warning ("" when none). */
+void est_config_obsolete(const kl_conf *conf, char *out, size_t outlen);
 /* name NULL or "" -> the default label. NULL when unknown. */
 const est_label *est_config_label(const est_config *c, const char *name);
 /* "host:port", "[v6]:port", ":port" (all addresses). host gets "" for any. KL_EUSAGE. */
@@ -202,26 +206,19 @@ kl_rc est_tls_peer_cert(gnutls_session_t s, const gnutls_datum_t **out) KL_WUR;
  * est_handlers.c fills and uses it). The peer's certificate list cannot change within a
  * session (MHD does not renegotiate), but `peers` is compared on every request anyway, so a
  * different list is verified afresh. Only the checks that cannot change while the session
- * lasts are cached (GnuTLS chain verification, direct issuer, purpose, the certificate being
- * the one in our store with a good signature); the store status and dates of the certificate,
- * of its issuing client-ca certificate and of the CA certificates above that are checked on
- * every request (ca_cert_status_check), so a revocation of any takes effect on the next
- * request. */
-/* The store serials of a client-ca certificate and of every CA certificate above it, up to the
- * root: a client certificate is refused when any of them is revoked or expired in the store. */
-#define EST_CHAIN_MAX 8
+ * lasts are cached (GnuTLS chain verification, direct issuer, purpose, and keyline-cad's
+ * cert-status by certificate: ours, the one in the store under its serial, signature); the
+ * store status of the certificate, of its issuing CA certificate and of the CA certificates
+ * above that are asked of keyline-cad on every request (cert-status by serial), so a
+ * revocation of any takes effect on the next request. */
 /* A device id (hardware serial) with its NUL; templates allow at most 64 characters. */
 #define EST_DEVICE_ID_MAX 80
-typedef struct {
-    char serial[EST_CHAIN_MAX][64];
-    int n;
-} est_ca_chain;
 
 typedef struct {
     kl_buf peers;      /* cache key: the peer's certificate list as GnuTLS holds it */
     X509 *cert;        /* the verified client certificate; NULL when nothing is cached */
-    char serial[64];   /* its serial in the store's hex form */
-    int ca_index;      /* its issuer: index into client_cas / client_ca_chain */
+    char serial[65];   /* its serial in the store's hex form */
+    int ca_index;      /* its issuer: index into client_cas */
     char subject[160]; /* RFC 2253 one-line, for logs and the audit actor */
     char device_id[EST_DEVICE_ID_MAX]; /* the device it belongs to ("" none): est_handlers.c */
     time_t not_before; /* the cached verification holds within [not_before, not_after): */
@@ -268,7 +265,8 @@ typedef struct {
     atomic_uint_fast64_t issue_bucket[EST_HIST_BUCKETS]; /* cumulative at exposition time */
     atomic_uint_fast64_t issue_count;
     atomic_uint_fast64_t issue_sum_us;
-    atomic_uint_fast64_t hsm_errors;
+    atomic_uint_fast64_t hsm_errors; /* keyline-cad answered with a token error */
+    atomic_uint_fast64_t cad_errors; /* keyline-cad could not be reached or did not answer */
     atomic_uint_fast64_t inflight;
     atomic_uint_fast64_t conns_cut; /* closed at their request deadline (request-timeout) */
 } est_metrics;
@@ -277,6 +275,7 @@ void est_metrics_init(est_metrics *m);
 void est_metrics_request(est_metrics *m, est_endpoint ep, int status);
 void est_metrics_issue(est_metrics *m, double seconds);
 void est_metrics_hsm_error(est_metrics *m);
+void est_metrics_cad_error(est_metrics *m);
 void est_metrics_conns_cut(est_metrics *m, size_t n);
 kl_rc est_metrics_render(est_metrics *m, kl_buf *out) KL_WUR;
 
@@ -326,47 +325,48 @@ void est_resp_text(est_resp *r, int status, const char *msg);
  * The server (est_server.c, est_handlers.c, est_revocation.c)
  * ------------------------------------------------------------------------------------------ */
 
-typedef struct est_revocation est_revocation;
 typedef struct est_server est_server;
 
-/* Per-label facts taken from the label's template at start-up. */
+/* Per-label facts from keyline-cad's profile op (what the profile's template asks of a CSR),
+ * fetched at start-up and again once older than EST_PROFILE_TTL, so that /csrattrs announces
+ * what keyline-cad enforces. Guarded by lock. */
 typedef struct {
+    char issuer[129];      /* the profile's issuing CA (for logs) */
     est_csrattrs_in attrs; /* what /csrattrs announces */
     int keygen_nid;        /* key made by /serverkeygen (same as attrs.key_nid) */
     int keygen_bits;
     int device_cert; /* the template takes subject serialNumber: a device certificate, issued
                       * only with the device id (IEEE 802.1AR hardware serial) */
-    pthread_mutex_t cacerts_lock; /* /cacerts body cache (CA set changes rarely) */
-    time_t cacerts_at;
+} est_label_facts;
+
+typedef struct {
+    pthread_mutex_t lock;
+    est_label_facts facts;
+    time_t profile_at;
+    time_t cacerts_at; /* /cacerts body cache (the CA set changes rarely) */
     kl_buf cacerts_b64;
 } est_label_rt;
 
 struct est_server {
     const kl_conf *conf;
     est_config cfg;
-    ca_ctx *ca;
-    est_label_rt *label_rt;        /* parallel to cfg.labels */
-    pthread_rwlock_t ht_lock;      /* guards htpasswd (SIGHUP reload) */
-    est_htpasswd *htpasswd;        /* NULL: Basic auth off */
-    STACK_OF(X509) * client_cas;   /* certs of the client-ca labels: a client's direct issuer */
-    time_t *client_ca_nb;          /* per client_cas entry: latest notBefore / earliest */
-    time_t *client_ca_na;          /* notAfter over its chain up to the root */
-    est_ca_chain *client_ca_chain; /* per client_cas entry: serials of it and its ancestors */
-    char *trust_pem;               /* their chains, for MHD_OPTION_HTTPS_MEM_TRUST */
-    char *cert_pem;                /* tls-cert file contents */
-    char *key_pem;                 /* tls-key file contents (wiped on free); NULL for pkcs11: */
+    cac *cad;                    /* keyline-cad: every CA operation (est_cad.c) */
+    est_label_rt *label_rt;      /* parallel to cfg.labels */
+    pthread_rwlock_t ht_lock;    /* guards htpasswd (SIGHUP reload) */
+    est_htpasswd *htpasswd;      /* NULL: Basic auth off */
+    STACK_OF(X509) * client_cas; /* certs of the client-ca labels: a client's direct issuer */
+    time_t *client_ca_nb;        /* per client_cas entry: latest notBefore / earliest */
+    time_t *client_ca_na;        /* notAfter over its chain up to the root */
+    char *trust_pem;             /* their chains, for MHD_OPTION_HTTPS_MEM_TRUST */
+    char *cert_pem;              /* tls-cert file contents */
+    char *key_pem;               /* tls-key file contents (wiped on free); NULL for pkcs11: */
     size_t key_pem_len;
     gnutls_pcert_st *pcerts; /* pkcs11: key mode: our chain for the cert callback */
     unsigned n_pcerts;
-    gnutls_privkey_t privkey; /* pkcs11: key mode */
-    int tls_key_pk;           /* pkcs11: key through the signers: gnutls_pk_algorithm_t */
-    unsigned tls_key_bits;
+    gnutls_privkey_t privkey; /* pkcs11: key mode (GnuTLS opens the TLS key's own token) */
     struct MHD_Daemon *tls_d;
     struct MHD_Daemon *http_d;
     est_metrics metrics;
-    est_revocation *rev;
-    char **online;   /* CA labels this server signs with (ca-keys != all), from start-up */
-    size_t n_online; /* the signers refuse every other CA key */
     atomic_int stopping;
     /* open connections of both listeners and their request deadlines (est_server.c): a list of
      * est_conn guarded by conns_mu, swept once a second by the sweeper thread */
@@ -385,10 +385,9 @@ struct est_server {
     int jobs_stop;
 };
 
-/* Build everything from the loaded config: open the CA (token login), load TLS material,
- * trust anchors, htpasswd, per-label template facts, OCSP signers. With [est] signer =
- * process (the default) the token login happens in signer processes forked here, before any
- * thread exists; call it before creating threads. */
+/* Build everything from the loaded config: connect to keyline-cad (waiting for it a few
+ * seconds), take each label's profile, the client-ca certificates and the TLS material,
+ * htpasswd. This process never holds a CA PIN, opens the CA token or the store. */
 kl_rc est_server_new(const kl_conf *conf, est_server **out) KL_WUR;
 kl_rc est_server_start(est_server *s) KL_WUR;
 /* Stop accepting, wait up to the grace period for in-flight requests, stop the daemons. */
@@ -397,18 +396,68 @@ void est_server_free(est_server *s);
 /* Re-read the htpasswd file (SIGHUP). */
 kl_rc est_server_reload(est_server *s) KL_WUR;
 
-/* 1 when this server signs with CA `ca_label`'s key ([est] ca-keys, decided at start-up).
- * Other CAs are offline here: their CRL is the one published in the store (keyline-ca), their
- * OCSP answers come from their delegated signers. */
-int est_ca_online(const est_server *s, const char *ca_label);
-
 /* Route and answer one complete request. */
 void est_handle(est_req *rq, est_resp *rs);
 
-/* Revocation (est_revocation.c). */
-kl_rc est_revocation_new(struct est_server *srv, est_revocation **out) KL_WUR;
-void est_revocation_free(est_revocation *r);
+/* Revocation (est_revocation.c): HTTP in front of keyline-cad's crl and ocsp. */
 void est_handle_crl(est_req *rq, est_resp *rs);
 void est_handle_ocsp(est_req *rq, est_resp *rs);
+/* Map an error to an HTTP answer (est_handlers.c): input 400, policy/auth 403, HSM 503 with
+ * Retry-After 30, keyline-cad or its store unreachable 503 with Retry-After 10, else 500. */
+void est_resp_error(est_req *rq, est_resp *rs, kl_rc rc);
+
+/* ------------------------------------------------------------------------------------------
+ * keyline-cad (est_cad.c): the CA protocol requests keyline-estd makes. Each returns keyline-
+ * cad's own code and message on a refusal, KL_EIO / KL_ETIMEOUT when it cannot be reached.
+ * ------------------------------------------------------------------------------------------ */
+
+/* Connect (waiting up to wait_s seconds for the socket to answer) and log the roles. */
+kl_rc est_cad_open(est_server *s, unsigned wait_s) KL_WUR;
+/* HELLO: is keyline-cad there and speaking our version (/healthz). */
+kl_rc est_cad_hello(est_server *s) KL_WUR;
+
+/* profile op: what the profile's template asks of a CSR. */
+typedef struct {
+    char issuer[129];
+    int key_nid;  /* the preferred key type: NID_X9_62_prime256v1, NID_secp384r1, NID_rsaEncryption
+                   */
+    int rsa_bits; /* for RSA */
+    int device_cert;
+} est_profile_info;
+kl_rc est_cad_profile(est_server *s, const char *profile, est_profile_info *out) KL_WUR;
+
+/* cacerts (by profile) or ca-chain (by CA label): the CA certificates, in the answer's order. */
+kl_rc est_cad_certs(est_server *s, cap_op op, const char *name, STACK_OF(X509) * *out) KL_WUR;
+
+/* cert-status, by certificate (der) or by serial. KL_EAUTH with keyline-cad's reason when it
+ * refuses the certificate (not ours, bad signature, not valid, a CA above it not valid). */
+typedef struct {
+    char serial[65];
+    char status[33]; /* "valid", "pending", "revoked" */
+    char issuer[129];
+    char device_id[129]; /* the device recorded for it, "" none */
+    time_t not_after;
+} est_cert_state;
+kl_rc est_cad_cert_status(est_server *s, const uint8_t *der, size_t der_len, const char *serial,
+                          est_cert_state *out) KL_WUR;
+
+/* issue: *cert gets the new certificate, serial its hex serial. */
+kl_rc est_cad_issue(est_server *s, const cac_issue_req *r, X509 **cert, char serial[65]) KL_WUR;
+
+/* submit: a request held for an officer (RFC 7030 4.2.3). */
+typedef struct {
+    long long id;
+    char status[33]; /* "pending", "approved", "rejected" */
+    char message[600];
+    X509 *cert; /* approved: the certificate the officer issued */
+} est_held;
+kl_rc est_cad_submit(est_server *s, const cac_issue_req *r, est_held *out) KL_WUR;
+void est_held_free(est_held *h);
+
+/* crl (by CA label) or ocsp (a DER OCSP request): the DER answer into out. */
+kl_rc est_cad_crl(est_server *s, const char *issuer, kl_buf *out) KL_WUR;
+kl_rc est_cad_ocsp(est_server *s, const uint8_t *req, size_t len, kl_buf *out) KL_WUR;
+/* pending: requests of the profile held for an officer. */
+kl_rc est_cad_pending(est_server *s, const char *profile, uint64_t *n) KL_WUR;
 
 #endif

@@ -54,8 +54,20 @@ static kl_rc est_config_approval(const char *sec, const char *v, int *manual)
     return kl_fail(KL_EUSAGE, "[%s] approval = %s: expected auto or manual", sec, v);
 }
 
-static kl_rc est_config_label_add(est_config *c, const char *name, const char *issuer,
-                                  const char *template_name, int approval_manual)
+static char *est_strdup_opt(const char *s, int *oom)
+{
+    char *d = s ? strdup(s) : NULL;
+    if (s && !d) {
+        *oom = 1;
+    }
+    return d;
+}
+
+/* profile: the keyline-cad profile the label asks for; issuer/template (may be NULL when a
+ * profile is named) are what keyline-cad derives the default profiles from. */
+static kl_rc est_config_label_add(est_config *c, const char *name, const char *profile,
+                                  const char *issuer, const char *template_name,
+                                  int approval_manual)
 {
     if (strlen(name) >= EST_LABEL_MAX) {
         return kl_fail(KL_EUSAGE, "[est.label %s]: label too long", name);
@@ -68,11 +80,15 @@ static kl_rc est_config_label_add(est_config *c, const char *name, const char *i
     l = &c->labels[c->n_labels];
     memset(l, 0, sizeof *l);
     snprintf(l->name, sizeof l->name, "%s", name);
-    l->issuer = strdup(issuer);
-    l->template_name = strdup(template_name);
+    int oom = 0;
+    char dflt[EST_LABEL_MAX + 8];
+    snprintf(dflt, sizeof dflt, "%s%s", *name ? "est." : "est", name);
+    l->profile = est_strdup_opt(profile ? profile : dflt, &oom);
+    l->issuer = est_strdup_opt(issuer, &oom);
+    l->template_name = est_strdup_opt(template_name, &oom);
     l->approval_manual = approval_manual;
     c->n_labels++;
-    if (!l->issuer || !l->template_name) {
+    if (oom) {
         return kl_fail(KL_EINTERNAL, "out of memory");
     }
     return KL_OK;
@@ -103,10 +119,26 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     if (c->http_listen) {
         TRY(est_hostport_parse(c->http_listen, host, sizeof host, &port));
     }
+    /* one configuration serves both: keyline-cad listens on [cad] socket */
+    c->cad = kl_conf_path(conf, "est", "cad");
+    if (!c->cad) {
+        c->cad = kl_conf_path(conf, "cad", "socket");
+    }
+    if (!c->cad) {
+        c->cad = strdup(EST_CAD_SOCKET_DEFAULT);
+    }
+    ENSURE(c->cad, KL_EINTERNAL, "out of memory");
+    TRY(est_config_uint(conf, "cad-timeout", 30, 1, 600, &c->cad_timeout));
     c->tls_cert = kl_conf_path(conf, "est", "tls-cert");
     c->tls_key = kl_conf_path(conf, "est", "tls-key");
     ENSURE(c->tls_cert, KL_EUSAGE, "[est] tls-cert is not set (PEM file: leaf, then chain)");
-    ENSURE(c->tls_key, KL_EUSAGE, "[est] tls-key is not set (PEM file or pkcs11: URI)");
+    ENSURE(c->tls_key, KL_EUSAGE,
+           "[est] tls-key is not set (PEM file, or pkcs11: URI of a key on a token of its own)");
+    c->tls_key_pin = est_strdup_or_null(kl_conf_get(conf, "est", "tls-key-pin"));
+    c->tls_key_module = kl_conf_path(conf, "est", "tls-key-module");
+    if (!c->tls_key_module) {
+        c->tls_key_module = est_strdup_or_null(kl_conf_get(conf, "hsm", "module"));
+    }
     c->tls_priorities =
         strdup(kl_conf_get_default(conf, "est", "tls-priorities", EST_DEFAULT_PRIORITIES));
     c->htpasswd = kl_conf_path(conf, "est", "htpasswd");
@@ -153,28 +185,23 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     TRY(est_config_uint(conf, "threads", 2, 1, 256, &c->threads));
     TRY(est_config_uint(conf, "workers", 16, 0, 1024, &c->workers));
     TRY(est_config_uint(conf, "shutdown-grace", 30, 0, 3600, &c->shutdown_grace));
-    const char *sg = kl_conf_get_default(conf, "est", "signer", "process");
-    ENSURE(strcmp(sg, "process") == 0 || strcmp(sg, "inline") == 0, KL_EUSAGE,
-           "[est] signer = %s: expected process or inline", sg);
-    c->signer_inline = strcmp(sg, "inline") == 0;
-    TRY(est_config_uint(conf, "signer-processes", 2, 1, 64, &c->signer_processes));
-    const char *ck = kl_conf_get_default(conf, "est", "ca-keys", "intermediates");
-    ENSURE(strcmp(ck, "intermediates") == 0 || strcmp(ck, "issuers") == 0 || strcmp(ck, "all") == 0,
-           KL_EUSAGE, "[est] ca-keys = %s: expected intermediates, issuers or all", ck);
-    c->ca_keys = strcmp(ck, "all") == 0       ? EST_CA_KEYS_ALL
-                 : strcmp(ck, "issuers") == 0 ? EST_CA_KEYS_ISSUERS
-                                              : EST_CA_KEYS_INTERMEDIATES;
     const char *skg = kl_conf_get_default(conf, "est", "serverkeygen", "on");
     c->serverkeygen = strcmp(skg, "off") != 0 && strcmp(skg, "no") != 0 && strcmp(skg, "0") != 0;
 
     const char *issuer = kl_conf_get(conf, "est", "issuer");
     const char *tmpl = kl_conf_get_default(conf, "est", "template", "device-ldevid");
-    ENSURE(issuer && *issuer, KL_EUSAGE, "[est] issuer is not set (CA label that signs)");
+    const char *profile = kl_conf_get(conf, "est", "profile");
+    if (issuer && !*issuer) {
+        issuer = NULL;
+    }
+    ENSURE(issuer || (profile && *profile), KL_EUSAGE,
+           "[est] issuer is not set (the CA label that signs; or name a keyline-cad profile with "
+           "[est] profile)");
     TRY(est_config_uint(conf, "retry-after", 60, 1, 86400, &c->retry_after));
     const char *appr = kl_conf_get_default(conf, "est", "approval", "auto");
     int manual = 0;
     TRY(est_config_approval("est", appr, &manual));
-    TRY(est_config_label_add(c, "", issuer, tmpl, manual));
+    TRY(est_config_label_add(c, "", profile, issuer, tmpl, manual));
 
     /* [est.label NAME]: issuer and template, defaulting to the [est] values. */
     for (size_t i = 0;; i++) {
@@ -194,8 +221,11 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
         ENSURE(!est_config_label(c, name), KL_EUSAGE, "[%s] appears twice", sec);
         int lm = 0;
         TRY(est_config_approval(sec, kl_conf_get_default(conf, sec, "approval", appr), &lm));
-        TRY(est_config_label_add(c, name, kl_conf_get_default(conf, sec, "issuer", issuer),
-                                 kl_conf_get_default(conf, sec, "template", tmpl), lm));
+        const char *lp = kl_conf_get(conf, sec, "profile");
+        const char *li = kl_conf_get_default(conf, sec, "issuer", issuer);
+        ENSURE(li || lp, KL_EUSAGE, "[%s]: neither issuer nor profile is set", sec);
+        TRY(est_config_label_add(c, name, lp, li, kl_conf_get_default(conf, sec, "template", tmpl),
+                                 lm));
     }
 out:
     if (rc != KL_OK) {
@@ -208,8 +238,11 @@ void est_config_free(est_config *c)
 {
     free(c->listen);
     free(c->http_listen);
+    free(c->cad);
     free(c->tls_cert);
     free(c->tls_key);
+    free(c->tls_key_pin);
+    free(c->tls_key_module);
     free(c->tls_priorities);
     free(c->htpasswd);
     for (size_t i = 0; i < c->n_client_ca; i++) {
@@ -217,6 +250,7 @@ void est_config_free(est_config *c)
     }
     free(c->client_ca);
     for (size_t i = 0; i < c->n_labels; i++) {
+        free(c->labels[i].profile);
         free(c->labels[i].issuer);
         free(c->labels[i].template_name);
     }
@@ -235,4 +269,19 @@ const est_label *est_config_label(const est_config *c, const char *name)
         }
     }
     return NULL;
+}
+
+void est_config_obsolete(const kl_conf *conf, char *out, size_t outlen)
+{
+    /* keyline-estd's signer processes are gone: keyline-cad holds the token, and which CA keys it
+     * signs CRLs with is [cad] ca-keys */
+    static const char *const keys[] = {"signer", "signer-processes", "ca-keys"};
+    size_t used = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0] && used < outlen; i++) {
+        if (kl_conf_get(conf, "est", keys[i])) {
+            used += (size_t)snprintf(out + used, outlen - used, "%s[est] %s", used ? ", " : "",
+                                     keys[i]);
+        }
+    }
 }

@@ -1,5 +1,6 @@
-/* keyline-estd: the RFC 7030 endpoints. Every certificate goes through ca_issue(); this file
- * only authenticates the requester and turns the request into a ca_issue_req. */
+/* keyline-estd: the RFC 7030 endpoints. Every certificate comes from keyline-cad (its
+ * ca_issue()); this file only authenticates the requester and turns the request into an issue
+ * (or submit) request for the label's profile, saying what it authenticated. */
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -13,14 +14,17 @@
 #include <time.h>
 
 #include "est.h"
-#include "hsm_signer.h"
 #include "kl_b64.h"
 #include "kl_log.h"
 
 #define EST_RESP_CAP (4u * 1024 * 1024)
 /* seconds a /cacerts answer is reused: a CA's rollover, revocation or expiry shows there
- * within this time (enrollment under it is refused at once: ca_issue reads the store) */
+ * within this time (enrollment under it is refused at once: keyline-cad's ca_issue reads the
+ * store) */
 #define EST_CACERTS_TTL 60
+/* seconds a label's profile facts (keyline-cad's profile op: /csrattrs, /serverkeygen's key
+ * type, whether the template makes device certificates) are reused */
+#define EST_PROFILE_TTL 60
 
 /* ---------------------------------------------------------------------------------------- */
 /* Responses                                                                                */
@@ -60,9 +64,10 @@ static void est_note(est_req *rq, const char *fmt, const char *arg)
     snprintf(rq->note, sizeof rq->note, fmt, arg);
 }
 
-/* Map a library error to a status. Input and policy messages go back to the client (they
- * say what is wrong with its request and hold nothing secret); server-side failures do not. */
-static void est_resp_error(est_req *rq, est_resp *rs, kl_rc rc)
+/* Map an error (most are keyline-cad's answers) to a status. Input and policy messages go back
+ * to the client (they say what is wrong with its request and hold nothing secret);
+ * server-side failures do not. */
+void est_resp_error(est_req *rq, est_resp *rs, kl_rc rc)
 {
     const char *msg = kl_errmsg();
     est_note(rq, "%s", msg);
@@ -80,7 +85,9 @@ static void est_resp_error(est_req *rq, est_resp *rs, kl_rc rc)
         return;
     case KL_EIO:
     case KL_ETIMEOUT:
-        kl_error("store: %s", msg);
+        /* keyline-cad unreachable or slow, or its store failed */
+        est_metrics_cad_error(&rq->srv->metrics);
+        kl_error("keyline-cad: %s", msg);
         est_resp_text(rs, 503, "service temporarily unavailable");
         est_resp_header(rs, "Retry-After", "10");
         return;
@@ -112,9 +119,9 @@ typedef enum { EST_AUTH_NONE = 0, EST_AUTH_CERT, EST_AUTH_BASIC } est_auth_kind;
 typedef struct {
     est_auth_kind kind;
     X509 *cert;                        /* EST_AUTH_CERT: the verified client certificate */
+    char serial[65];                   /* EST_AUTH_CERT: its serial, as keyline-cad has it */
     char device_id[EST_DEVICE_ID_MAX]; /* EST_AUTH_CERT: the device it belongs to, "" none */
     char user[128];                    /* EST_AUTH_BASIC */
-    char actor[256];                   /* "est:cert:SUBJECT" / "est:basic:USER" */
     int cert_refused;                  /* a certificate was presented but is not acceptable */
 } est_auth;
 
@@ -124,66 +131,49 @@ static void est_auth_free(est_auth *a)
     memset(a, 0, sizeof *a);
 }
 
-static void est_auth_cert_accept(est_req *rq, est_auth *a, X509 *x, const char *subj,
-                                 const char *device_id)
+static void est_auth_cert_accept(est_req *rq, est_auth *a, X509 *x, const char *serial,
+                                 const char *subj, const char *device_id)
 {
     a->kind = EST_AUTH_CERT;
     a->cert = x;
+    snprintf(a->serial, sizeof a->serial, "%s", serial);
     snprintf(a->device_id, sizeof a->device_id, "%s", device_id);
-    snprintf(a->actor, sizeof a->actor, "est:cert:%s", subj);
     snprintf(rq->identity, sizeof rq->identity, "cert:%s", subj);
 }
 
-/* The client certificate's issuer, one of our client-ca certificates, must itself be valid in
- * the store (a revoked factory CA takes every IDevID under it with it). */
-/* The issuing client-ca certificate `idx` and every CA certificate above it, in the store:
- * valid, unexpired, unrevoked. KL_EAUTH naming the first that is not. */
-static kl_rc est_issuer_status(est_server *s, int idx, time_t now)
+/* What can change while a verified client certificate is in use, asked of keyline-cad by
+ * serial: its own status and dates in the store, and those of its issuing CA certificate and
+ * every CA certificate above it (a revoked factory CA takes every IDevID under it with it).
+ * KL_EAUTH with the reason. */
+static kl_rc est_cert_status_now(est_server *s, const char *serial, time_t now)
 {
-    const est_ca_chain *cc = &s->client_ca_chain[idx];
-    for (int i = 0; i < cc->n; i++) {
-        kl_rc rc = ca_cert_status_check(s->ca, cc->serial[i], now);
-        if (rc == KL_EAUTH) {
-            return i == 0 ? kl_fail(KL_EAUTH, "its issuing CA certificate: %s", kl_errmsg())
-                          : kl_fail(KL_EAUTH, "CA certificate %s above its issuer: %s",
-                                    cc->serial[i], kl_errmsg());
-        }
-        if (rc != KL_OK) {
-            return rc;
-        }
+    est_cert_state st;
+    kl_rc rc = est_cad_cert_status(s, NULL, 0, serial, &st);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    if (strcmp(st.status, "valid") != 0) {
+        return kl_fail(KL_EAUTH, "certificate %s is %s", st.serial, st.status);
+    }
+    if (st.not_after && now >= st.not_after) {
+        return kl_fail(KL_EAUTH, "certificate %s has expired", st.serial);
     }
     return KL_OK;
 }
 
-/* What can change while a verified client certificate is in use: its own status and dates in
- * the store, and its issuer's. KL_EAUTH with the reason. */
-static kl_rc est_cert_and_issuer_status(est_server *s, const char *serial, int ca_index, time_t now)
-{
-    kl_rc rc = ca_cert_status_check(s->ca, serial, now);
-    return rc == KL_OK ? est_issuer_status(s, ca_index, now) : rc;
-}
-
 /* IEEE 802.1AR: the device a client certificate belongs to, which it stays bound to for every
- * enrollment. The store row says which device the certificate was issued for (ca_issue records
- * the device id the front end gave: the station's hardware serial, or the one EST bound); a
- * row without one falls back to the certificate's subject serialNumber, which the template
- * checked against the device id at issuance. Both present and different: KL_EAUTH. `out` gets
- * "" when the certificate belongs to no device. Called after ca_cert_check_valid. */
-static kl_rc est_cert_device_id(est_server *s, X509 *x, char *out, size_t outlen)
+ * enrollment. keyline-cad's row says which device the certificate was issued for (the station's
+ * hardware serial, or the one EST bound); a row without one falls back to the certificate's
+ * subject serialNumber, which the template checked at issuance. Both present and different:
+ * KL_EAUTH. `out` gets "" when the certificate belongs to no device. keyline-cad binds every
+ * issuance to the same device (cad_device_bind); this early look gives the client the better
+ * answer. */
+static kl_rc est_cert_device_id(X509 *x, const char *recorded_in, char *out, size_t outlen)
 {
     kl_rc rc = KL_OK;
-    store_cert sc;
-    memset(&sc, 0, sizeof sc);
-    char *serial = ca_serial_hex(X509_get0_serialNumber(x));
     char *sn = est_name_serial_number(X509_get_subject_name(x));
+    const char *recorded = recorded_in && *recorded_in ? recorded_in : NULL;
     out[0] = 0;
-    ENSURE(serial, KL_EINTERNAL, "out of memory");
-    rc = store_cert_get(ca_store(s->ca), serial, &sc);
-    if (rc == KL_ENOTFOUND) {
-        rc = kl_fail(KL_EAUTH, "certificate %s was not issued by this CA", serial);
-    }
-    TRY(rc);
-    const char *recorded = sc.device_id && *sc.device_id ? sc.device_id : NULL;
     ENSURE(!recorded || !sn || strcmp(recorded, sn) == 0, KL_EAUTH,
            "its subject serialNumber is not the device id %s recorded for it", recorded);
     const char *dev = recorded ? recorded : sn;
@@ -193,18 +183,17 @@ static kl_rc est_cert_device_id(est_server *s, X509 *x, char *out, size_t outlen
         snprintf(out, outlen, "%s", dev);
     }
 out:
-    store_cert_free(&sc);
     free(sn);
-    OPENSSL_free(serial);
     return rc;
 }
 
-/* The client's certificate must chain (GnuTLS checked) to one of our client-ca labels as its
- * direct issuer, be in our store, valid, unexpired, unrevoked.
+/* The client's certificate must chain (GnuTLS checked, against the client-ca chains keyline-cad
+ * gave at start-up) to one of our client-ca labels as its direct issuer, and keyline-cad must
+ * find it ours, valid, unexpired, unrevoked, under valid CAs (cert-status by certificate).
  *
  * With a per-connection cache (rq->conn_auth), the checks that cannot change while the TLS
- * session lasts run once per connection; the store status and dates run on every request, so
- * a certificate revoked mid-connection is refused on the next request. */
+ * session lasts run once per connection; the status checks run on every request (cert-status
+ * by serial), so a certificate revoked mid-connection is refused on the next request. */
 static kl_rc est_auth_cert(est_req *rq, est_auth *a)
 {
     est_server *s = rq->srv;
@@ -216,7 +205,7 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
     if (cache && cache->cert) {
         if (now >= cache->not_before && now < cache->not_after &&
             est_tls_peers_same(rq->session, &cache->peers)) {
-            rc = est_cert_and_issuer_status(s, cache->serial, cache->ca_index, now);
+            rc = est_cert_status_now(s, cache->serial, now);
             if (rc == KL_EAUTH) {
                 a->cert_refused = 1;
                 kl_warn("client certificate %s refused: %s", cache->subject, kl_errmsg());
@@ -227,7 +216,8 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
                 return rc;
             }
             X509_up_ref(cache->cert);
-            est_auth_cert_accept(rq, a, cache->cert, cache->subject, cache->device_id);
+            est_auth_cert_accept(rq, a, cache->cert, cache->serial, cache->subject,
+                                 cache->device_id);
             return KL_OK;
         }
         /* Another peer list or outside the window the verification holds for: start over. */
@@ -239,21 +229,25 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
     if (rc == KL_ENOTFOUND) {
         return KL_OK;
     }
-    if (rc == KL_OK && ca_x509_load(peer->data, peer->size, &x, NULL) != KL_OK) {
-        rc = kl_fail(KL_EAUTH, "client certificate: cannot parse (%s)", kl_errmsg());
+    if (rc == KL_OK) {
+        const unsigned char *p = peer->data;
+        x = d2i_X509(NULL, &p, (long)peer->size);
+        if (!x || p != peer->data + peer->size) {
+            rc = kl_fail_ssl(KL_EAUTH, "client certificate: cannot parse");
+        }
     }
     char subj[160];
     if (rc != KL_OK) {
         a->cert_refused = 1;
         kl_warn("client certificate refused: %s", kl_errmsg());
+        X509_free(x);
         return KL_OK;
     }
     est_name_oneline(X509_get_subject_name(x), subj, sizeof subj);
     int issuer_ok = -1;
     for (int i = 0; s->client_cas && i < sk_X509_num(s->client_cas) && issuer_ok < 0; i++) {
         X509 *ca = sk_X509_value(s->client_cas, i);
-        if (X509_check_issued(ca, x) == X509_V_OK &&
-            ca_signed_der_verify(peer->data, peer->size, X509_get0_pubkey(ca)) == KL_OK) {
+        if (X509_check_issued(ca, x) == X509_V_OK && X509_verify(x, X509_get0_pubkey(ca)) == 1) {
             issuer_ok = i;
         }
     }
@@ -272,12 +266,15 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         return KL_OK;
     }
     char devid[EST_DEVICE_ID_MAX] = "";
-    rc = ca_cert_check_valid(s->ca, x);
-    if (rc == KL_OK) {
-        rc = est_issuer_status(s, issuer_ok, now);
+    est_cert_state st;
+    /* keyline-cad: ours (the very certificate recorded under its serial, signed by the CA
+     * that row names), valid, within its dates, and every CA above it valid */
+    rc = est_cad_cert_status(s, peer->data, peer->size, NULL, &st);
+    if (rc == KL_OK && strcmp(st.status, "valid") != 0) {
+        rc = kl_fail(KL_EAUTH, "certificate %s is %s", st.serial, st.status);
     }
     if (rc == KL_OK) {
-        rc = est_cert_device_id(s, x, devid, sizeof devid);
+        rc = est_cert_device_id(x, st.device_id, devid, sizeof devid);
     }
     if (rc == KL_EAUTH) {
         a->cert_refused = 1;
@@ -293,12 +290,10 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         /* Cache only a full success. The window: GnuTLS checked the dates of the leaf and its
          * issuer chain, so the result holds until the first of them ends. */
         time_t nb = 0, na = 0;
-        char *hex = ca_serial_hex(X509_get0_serialNumber(x));
-        if (hex && strlen(hex) < sizeof cache->serial &&
-            est_asn1_time_get(X509_get0_notBefore(x), &nb) &&
+        if (est_asn1_time_get(X509_get0_notBefore(x), &nb) &&
             est_asn1_time_get(X509_get0_notAfter(x), &na) &&
             est_tls_peers_key(rq->session, &cache->peers) == KL_OK) {
-            snprintf(cache->serial, sizeof cache->serial, "%s", hex);
+            snprintf(cache->serial, sizeof cache->serial, "%s", st.serial);
             cache->ca_index = issuer_ok;
             snprintf(cache->subject, sizeof cache->subject, "%s", subj);
             snprintf(cache->device_id, sizeof cache->device_id, "%s", devid);
@@ -309,9 +304,8 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         } else {
             est_conn_auth_reset(cache);
         }
-        OPENSSL_free(hex);
     }
-    est_auth_cert_accept(rq, a, x, subj, devid);
+    est_auth_cert_accept(rq, a, x, st.serial, subj, devid);
     return KL_OK;
 }
 
@@ -339,7 +333,6 @@ static kl_rc est_auth_basic(est_req *rq, est_auth *a)
     if (v == KL_OK) {
         a->kind = EST_AUTH_BASIC;
         snprintf(a->user, sizeof a->user, "%s", (const char *)user.data);
-        snprintf(a->actor, sizeof a->actor, "est:basic:%s", a->user);
         snprintf(rq->identity, sizeof rq->identity, "basic:%s", a->user);
     } else {
         /* log the user name (not secret), never the password */
@@ -382,6 +375,36 @@ static est_label_rt *est_label_runtime(est_server *s, const est_label *l)
     return &s->label_rt[l - s->cfg.labels];
 }
 
+/* The label's profile facts, asked of keyline-cad again once older than EST_PROFILE_TTL. */
+static kl_rc est_label_profile(est_server *s, const est_label *l, est_label_facts *out)
+{
+    est_label_rt *rt = est_label_runtime(s, l);
+    time_t now = time(NULL);
+    kl_rc rc = KL_OK;
+    pthread_mutex_lock(&rt->lock);
+    if (!rt->profile_at || now - rt->profile_at >= EST_PROFILE_TTL) {
+        est_profile_info pi;
+        rc = est_cad_profile(s, l->profile, &pi);
+        if (rc == KL_OK) {
+            est_label_facts *f = &rt->facts;
+            memset(f, 0, sizeof *f);
+            snprintf(f->issuer, sizeof f->issuer, "%s", pi.issuer);
+            f->attrs.key_nid = f->keygen_nid = pi.key_nid;
+            f->attrs.rsa_bits = f->keygen_bits = pi.rsa_bits;
+            /* Announce serialNumber whenever the template takes it (802.1AR devices carry their
+             * hardware serial there; the LDevID keeps the IDevID's): such a template makes
+             * device certificates, issued only with the device id. */
+            f->attrs.want_serial = f->device_cert = pi.device_cert;
+            rt->profile_at = now;
+        }
+    }
+    if (rc == KL_OK) {
+        *out = rt->facts;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return rc;
+}
+
 /* RFC 7030 4.1: /cacerts, "the EST server MUST NOT require client authentication". */
 static void est_cacerts(est_req *rq, est_resp *rs, const est_label *l)
 {
@@ -393,11 +416,11 @@ static void est_cacerts(est_req *rq, est_resp *rs, const est_label *l)
     kl_rc rc = KL_OK;
     time_t now = time(NULL);
 
-    pthread_mutex_lock(&rt->cacerts_lock);
+    pthread_mutex_lock(&rt->lock);
     if (rt->cacerts_b64.len && now - rt->cacerts_at < EST_CACERTS_TTL) {
         kl_buf_reset(&rs->body);
         rc = kl_buf_put(&rs->body, rt->cacerts_b64.data, rt->cacerts_b64.len);
-        pthread_mutex_unlock(&rt->cacerts_lock);
+        pthread_mutex_unlock(&rt->lock);
         if (rc == KL_OK) {
             rs->status = 200;
             snprintf(rs->content_type, sizeof rs->content_type, "application/pkcs7-mime");
@@ -407,24 +430,24 @@ static void est_cacerts(est_req *rq, est_resp *rs, const est_label *l)
         }
         goto out;
     }
-    pthread_mutex_unlock(&rt->cacerts_lock);
+    pthread_mutex_unlock(&rt->lock);
 
     /* RFC 7030 4.1.3: "the current root CA certificate ... and any additional certificates the
      * client would need to build a chain", plus the rollover (NewWithOld, OldWithNew) certs;
      * never a CA that is revoked, expired or not yet valid (itself or above it): a client
-     * takes what it gets here as trust anchors. */
-    TRY(ca_cacerts(s->ca, l->issuer, now, &chain));
+     * takes what it gets here as trust anchors. keyline-cad's cacerts op picks them. */
+    TRY(est_cad_certs(s, CAP_OP_CACERTS, l->profile, &chain));
     TRY(est_p7_certs_only(chain, &der));
     est_resp_b64(rs, "application/pkcs7-mime", der.data, der.len);
     if (rs->status == 200) {
-        pthread_mutex_lock(&rt->cacerts_lock);
+        pthread_mutex_lock(&rt->lock);
         kl_buf_reset(&rt->cacerts_b64);
         if (kl_buf_put(&rt->cacerts_b64, rs->body.data, rs->body.len) == KL_OK) {
             rt->cacerts_at = now;
         } else {
             kl_buf_reset(&rt->cacerts_b64);
         }
-        pthread_mutex_unlock(&rt->cacerts_lock);
+        pthread_mutex_unlock(&rt->lock);
     }
 out:
     if (rc != KL_OK) {
@@ -434,15 +457,20 @@ out:
     kl_buf_free(&der);
 }
 
-/* RFC 7030 4.5: /csrattrs. Anonymous like /cacerts (RFC 7030 4.5.1 allows it). */
+/* RFC 7030 4.5: /csrattrs. Anonymous like /cacerts (RFC 7030 4.5.1 allows it). What it
+ * announces is what keyline-cad's profile op says the template enforces. */
 static void est_csrattrs(est_req *rq, est_resp *rs, const est_label *l)
 {
     est_server *s = rq->srv;
-    est_csrattrs_in in = est_label_runtime(s, l)->attrs;
-    in.want_challenge = s->cfg.channel_binding != EST_CB_OFF;
+    est_label_facts pf;
     kl_buf der;
     kl_buf_init(&der, 4096, 0);
-    kl_rc rc = est_csrattrs_encode(&in, &der);
+    kl_rc rc = est_label_profile(s, l, &pf);
+    if (rc == KL_OK) {
+        est_csrattrs_in in = pf.attrs;
+        in.want_challenge = s->cfg.channel_binding != EST_CB_OFF;
+        rc = est_csrattrs_encode(&in, &der);
+    }
     if (rc == KL_OK) {
         est_resp_b64(rs, "application/csrattrs", der.data, der.len);
     } else {
@@ -458,33 +486,46 @@ static double est_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static kl_rc est_issue(est_req *rq, const est_label *l, const uint8_t *csr, size_t csr_len,
-                       const ca_csr *parsed, const char *device_id, const char *actor, X509 **cert)
+/* What the front end authenticated, as keyline-cad takes it: the client certificate's serial
+ * (keyline-cad binds the request to that certificate's device) or the Basic user name. */
+static cac_issue_req est_cad_req(const est_label *l, const est_auth *a, const uint8_t *csr,
+                                 size_t csr_len, const char *device_id)
 {
-    ca_issue_req ir = {
-        .issuer = l->issuer,
-        .template_name = l->template_name,
-        .csr_der = csr,
+    cac_issue_req r = {
+        .profile = l->profile,
+        .csr = csr,
         .csr_len = csr_len,
-        .csr = parsed,
-        .device_id = device_id,
-        .actor = actor,
+        .auth =
+            {
+                .method = a->kind == EST_AUTH_CERT ? "cert" : "basic",
+                .client_serial = a->kind == EST_AUTH_CERT ? a->serial : NULL,
+                .user = a->kind == EST_AUTH_BASIC ? a->user : NULL,
+            },
+        /* a certificate's device comes from keyline-cad's own record; a Basic client's CSR
+         * names it (keyline-cad reads it from there) */
+        .device_id = a->kind == EST_AUTH_CERT && device_id && *device_id ? device_id : NULL,
     };
+    return r;
+}
+
+static kl_rc est_issue(est_req *rq, const est_label *l, const est_auth *a, const uint8_t *csr,
+                       size_t csr_len, const char *device_id, X509 **cert)
+{
+    cac_issue_req r = est_cad_req(l, a, csr, csr_len, device_id);
+    char serial[65];
     double t0 = est_now();
-    kl_rc rc = ca_issue(rq->srv->ca, &ir, cert);
+    kl_rc rc = est_cad_issue(rq->srv, &r, cert, serial);
     if (rc == KL_OK) {
         est_metrics_issue(&rq->srv->metrics, est_now() - t0);
-        char *serial = ca_serial_hex(X509_get0_serialNumber(*cert));
-        est_note(rq, "issued serial %s", serial ? serial : "?");
-        OPENSSL_free(serial);
+        est_note(rq, "issued serial %s", serial);
     }
     return rc;
 }
 
 /* The server-generated key for /serverkeygen: software key of the template's type, a CSR for
  * it carrying the client's subject (and requested extensions, which the template filters). */
-static kl_rc est_keygen_csr(const est_label_rt *rt, X509_REQ *client, EVP_PKEY **key, uint8_t **der,
-                            size_t *der_len)
+static kl_rc est_keygen_csr(const est_label_facts *rt, X509_REQ *client, EVP_PKEY **key,
+                            uint8_t **der, size_t *der_len)
 {
     kl_rc rc = KL_OK;
     X509_REQ *req = NULL;
@@ -569,88 +610,53 @@ static kl_rc est_p7_one(X509 *cert, kl_buf *p7)
 
 /* RFC 7030 4.2.3: "If the server responds with 202, the client MUST retry the same request
  * after the delay given in Retry-After" - here while an officer decides (`keyline-ca request
- * approve|reject`). The request is keyed by label and CSR: the retry finds it and gets the
- * certificate once approved, 403 once rejected. A CSR that policy would refuse is refused now,
- * not held. */
+ * approve|reject`). keyline-cad keys the request by profile and CSR: the retry finds it and
+ * gets the certificate once approved, 403 once rejected. A CSR that policy would refuse is
+ * refused now, not held. */
 static kl_rc est_hold(est_req *rq, est_resp *rs, const est_label *l, const est_auth *a,
-                      const kl_buf *der, const ca_csr *csr, const char *device_id)
+                      const kl_buf *der, const char *device_id)
 {
     est_server *s = rq->srv;
     kl_rc rc = KL_OK;
-    store_request got;
-    X509 *cert = NULL;
-    store_cert sc;
+    est_held got;
     memset(&got, 0, sizeof got);
-    memset(&sc, 0, sizeof sc);
-    ca_issue_req ir = {
-        .issuer = l->issuer,
-        .template_name = l->template_name,
-        .csr_der = der->data,
-        .csr_len = der->len,
-        .csr = csr,
-        .device_id = device_id,
-        .actor = a->actor,
-    };
-    TRY(ca_issue_check(s->ca, &ir));
-
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    char hash[2 * SHA256_DIGEST_LENGTH + 1], subject[512];
-    SHA256(der->data, der->len, md);
-    for (size_t i = 0; i < sizeof md; i++) {
-        snprintf(hash + 2 * i, 3, "%02x", md[i]);
-    }
-    est_name_oneline(X509_REQ_get_subject_name(ca_csr_req(csr)), subject, sizeof subject);
-    store_request r = {
-        .label = (char *)l->name,
-        .csr_hash = hash,
-        .csr = der->data,
-        .csr_len = der->len,
-        .issuer = l->issuer,
-        .template_name = l->template_name,
-        .device_id = (char *)device_id,
-        .requester = (char *)a->actor,
-        .subject = subject,
-    };
-    TRY(store_request_submit(ca_store(s->ca), &r, &got));
+    cac_issue_req r = est_cad_req(l, a, der->data, der->len, device_id);
+    TRY(est_cad_submit(s, &r, &got));
     char msg[700];
-    if (strcmp(got.status, STORE_RQ_PENDING) == 0) {
+    if (strcmp(got.status, "pending") == 0) {
         char ra[16];
         snprintf(ra, sizeof ra, "%u", s->cfg.retry_after);
         snprintf(msg, sizeof msg, "request %lld is waiting for approval; retry the same request",
-                 (long long)got.id);
+                 got.id);
         est_resp_text(rs, 202, msg);
         est_resp_header(rs, "Retry-After", ra);
-        snprintf(rq->note, sizeof rq->note, "held as request %lld", (long long)got.id);
+        snprintf(rq->note, sizeof rq->note, "held as request %lld", got.id);
         goto out;
     }
-    if (strcmp(got.status, STORE_RQ_REJECTED) == 0) {
-        snprintf(msg, sizeof msg, "request %lld was rejected: %.500s", (long long)got.id,
-                 got.reason ? got.reason : "");
+    if (strcmp(got.status, "rejected") == 0) {
+        snprintf(msg, sizeof msg, "request %lld was rejected: %.500s", got.id, got.message);
         est_resp_text(rs, 403, msg);
-        snprintf(rq->note, sizeof rq->note, "request %lld rejected", (long long)got.id);
+        snprintf(rq->note, sizeof rq->note, "request %lld rejected", got.id);
         goto out;
     }
-    /* approved: hand out the certificate the officer issued, if it is still good */
-    ENSURE(got.cert_serial, KL_EINTERNAL, "request %lld approved without a certificate",
-           (long long)got.id);
-    TRY(store_cert_get(ca_store(s->ca), got.cert_serial, &sc));
-    ENSURE(strcmp(sc.status, STORE_ST_VALID) == 0, KL_EPOLICY,
-           "the certificate issued for request %lld (%s) is %s", (long long)got.id, got.cert_serial,
-           sc.status);
-    TRY(ca_x509_load(sc.der, sc.der_len, &cert, NULL));
+    /* approved: keyline-cad hands out the certificate the officer issued while it is valid */
+    ENSURE(strcmp(got.status, "approved") == 0 && got.cert, KL_EIO,
+           "keyline-cad: request %lld is '%s'", got.id, got.status);
     kl_buf p7;
     kl_buf_init(&p7, EST_RESP_CAP, 0);
-    rc = est_p7_one(cert, &p7);
+    rc = est_p7_one(got.cert, &p7);
     if (rc == KL_OK) {
+        char *hex = NULL;
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(got.cert), NULL);
+        hex = bn ? BN_bn2hex(bn) : NULL;
         est_resp_b64(rs, "application/pkcs7-mime; smime-type=certs-only", p7.data, p7.len);
-        snprintf(rq->note, sizeof rq->note, "request %lld: serial %s", (long long)got.id,
-                 got.cert_serial);
+        snprintf(rq->note, sizeof rq->note, "request %lld: serial %s", got.id, hex ? hex : "?");
+        OPENSSL_free(hex);
+        BN_free(bn);
     }
     kl_buf_free(&p7);
 out:
-    X509_free(cert);
-    store_cert_free(&sc);
-    store_request_free(&got);
+    est_held_free(&got);
     return rc;
 }
 
@@ -676,23 +682,26 @@ static void est_sn_print(const char *sn, char *out, size_t outlen)
  *
  * An HTTP Basic client is a bootstrap credential, not a device: its CSR names the device, which
  * the certificate is then bound to; a device certificate needs one. KL_EPOLICY (403) with the
- * reason otherwise. */
-static kl_rc est_device_id_bind(est_server *s, const est_label *l, const est_auth *a, X509_REQ *req,
+ * reason otherwise.
+ *
+ * keyline-cad enforces the same binding for every issuance (cad_device_bind, from its own
+ * record of the client certificate); this early check is here for its better answers (which
+ * device, what to put where). */
+static kl_rc est_device_id_bind(const est_label_facts *pf, const est_auth *a, X509_REQ *req,
                                 char **out)
 {
     kl_rc rc = KL_OK;
     char *sn = est_name_serial_number(X509_REQ_get_subject_name(req));
     char shown[80] = "";
-    int device_cert = est_label_runtime(s, l)->device_cert;
+    int device_cert = pf->device_cert;
     *out = NULL;
     if (sn) {
         est_sn_print(sn, shown, sizeof shown);
     }
     if (a->kind != EST_AUTH_CERT) {
         ENSURE(sn || !device_cert, KL_EPOLICY,
-               "template %s issues device certificates: the CSR subject needs the device's "
-               "serialNumber (its hardware serial)",
-               l->template_name);
+               "this profile issues device certificates: the CSR subject needs the device's "
+               "serialNumber (its hardware serial)");
         *out = sn;
         sn = NULL;
         goto out;
@@ -719,6 +728,30 @@ out:
     return rc;
 }
 
+/* The request body as a CSR: base64 DER (RFC 8951), all of it, its signature intact (proof of
+ * possession; keyline-cad checks it again with the template policy). KL_EINPUT (400). */
+static kl_rc est_csr_parse(est_req *rq, kl_buf *der, X509_REQ **out)
+{
+    kl_rc rc = est_body_decode(rq->body, rq->body_len, rq->cte, der);
+    if (rc != KL_OK) {
+        return kl_wrap(KL_EINPUT, "request body is not base64 DER");
+    }
+    const unsigned char *p = der->data;
+    *out = d2i_X509_REQ(NULL, &p, (long)der->len);
+    if (!*out || p != der->data + der->len) {
+        X509_REQ_free(*out);
+        *out = NULL;
+        return kl_fail_ssl(KL_EINPUT, "request body is not one PKCS#10 CSR");
+    }
+    EVP_PKEY *pub = X509_REQ_get0_pubkey(*out);
+    if (!pub || X509_REQ_verify(*out, pub) != 1) {
+        X509_REQ_free(*out);
+        *out = NULL;
+        return kl_fail_ssl(KL_EINPUT, "CSR signature does not verify (no proof of possession)");
+    }
+    return KL_OK;
+}
+
 /* simpleenroll, simplereenroll, serverkeygen share authentication and CSR checks. */
 static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
 {
@@ -726,12 +759,13 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
     est_auth a;
     kl_buf der;
     kl_buf_init(&der, s->cfg.max_body, 0);
-    ca_csr *csr = NULL;
+    X509_REQ *req = NULL;
     X509 *cert = NULL;
     EVP_PKEY *key = NULL;
     uint8_t *kg_csr = NULL;
     size_t kg_csr_len = 0;
     char *device_id = NULL;
+    est_label_facts pf;
     kl_rc rc = KL_OK;
     memset(&a, 0, sizeof a);
 
@@ -753,15 +787,9 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
         est_resp_text(rs, 403, "simplereenroll needs the TLS client certificate being renewed");
         goto done;
     }
-    rc = est_body_decode(rq->body, rq->body_len, rq->cte, &der);
-    if (rc != KL_OK) {
-        rc = kl_wrap(KL_EINPUT, "request body is not base64 DER");
-        goto out;
-    }
-    /* Parsed and its signature checked once, here; ca_issue takes the result as it is. For
-     * serverkeygen the client's CSR only carries the subject, but it must still be intact. */
-    TRY(ca_csr_load(der.data, der.len, &csr));
-    X509_REQ *req = ca_csr_req(csr);
+    /* For serverkeygen the client's CSR only carries the subject, but it must still be
+     * intact. */
+    TRY(est_csr_parse(rq, &der, &req));
     /* RFC 7030 3.5: channel binding through challengePassword */
     TRY(est_channel_binding_check(s->cfg.channel_binding, req, rq->session));
 
@@ -772,16 +800,17 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
                KL_EPOLICY, "CSR subject differs from the certificate being renewed");
         TRY(est_san_same(req, a.cert));
     }
-    TRY(est_device_id_bind(s, l, &a, req, &device_id));
+    TRY(est_label_profile(s, l, &pf));
+    TRY(est_device_id_bind(&pf, &a, req, &device_id));
     if (op == EST_OP_SIMPLEENROLL && l->approval_manual) {
-        TRY(est_hold(rq, rs, l, &a, &der, csr, device_id));
+        TRY(est_hold(rq, rs, l, &a, &der, device_id));
         goto done;
     }
     if (op == EST_OP_SERVERKEYGEN) {
-        TRY(est_keygen_csr(est_label_runtime(s, l), req, &key, &kg_csr, &kg_csr_len));
-        TRY(est_issue(rq, l, kg_csr, kg_csr_len, NULL, device_id, a.actor, &cert));
+        TRY(est_keygen_csr(&pf, req, &key, &kg_csr, &kg_csr_len));
+        TRY(est_issue(rq, l, &a, kg_csr, kg_csr_len, device_id, &cert));
     } else {
-        TRY(est_issue(rq, l, der.data, der.len, csr, device_id, a.actor, &cert));
+        TRY(est_issue(rq, l, &a, der.data, der.len, device_id, &cert));
     }
 
     kl_buf p7;
@@ -845,7 +874,7 @@ done:
     OPENSSL_free(kg_csr);
     EVP_PKEY_free(key); /* OpenSSL clears private key material on free */
     X509_free(cert);
-    ca_csr_free(csr);
+    X509_REQ_free(req);
     est_auth_free(&a);
     kl_buf_free(&der);
 }
@@ -869,6 +898,49 @@ static void est_resp_405(est_resp *rs, const char *allow)
     est_resp_header(rs, "Allow", allow);
 }
 
+/* /metrics: the counters of this process, and what only keyline-cad knows that still means
+ * something here: how many requests of this server's profiles wait for an officer, and whether
+ * keyline-cad answers at all. (The store's write counters are keyline-cad's, not a front end's.) */
+static void est_metrics_page(est_req *rq, est_resp *rs)
+{
+    est_server *s = rq->srv;
+    kl_rc rc = KL_OK;
+    uint64_t held = 0;
+    int up = 1;
+    for (size_t i = 0; i < s->cfg.n_labels && up; i++) {
+        int seen = 0; /* labels may share a profile: count its queue once */
+        for (size_t j = 0; j < i && !seen; j++) {
+            seen = strcmp(s->cfg.labels[j].profile, s->cfg.labels[i].profile) == 0;
+        }
+        uint64_t n = 0;
+        if (!seen) {
+            up = est_cad_pending(s, s->cfg.labels[i].profile, &n) == KL_OK;
+            held += n;
+        }
+    }
+    kl_buf_reset(&rs->body);
+    TRY(est_metrics_render(&s->metrics, &rs->body));
+    TRY(kl_buf_printf(&rs->body,
+                      "# HELP keyline_est_cad_up 1 when keyline-cad answered this scrape.\n"
+                      "# TYPE keyline_est_cad_up gauge\n"
+                      "keyline_est_cad_up %d\n",
+                      up));
+    if (up) {
+        TRY(kl_buf_printf(&rs->body,
+                          "# HELP keyline_est_requests_pending Enrollment requests held for an "
+                          "officer's approval (approval = manual).\n"
+                          "# TYPE keyline_est_requests_pending gauge\n"
+                          "keyline_est_requests_pending %llu\n",
+                          (unsigned long long)held));
+    }
+    rs->status = 200;
+    snprintf(rs->content_type, sizeof rs->content_type, "text/plain; version=0.0.4");
+out:
+    if (rc != KL_OK) {
+        est_resp_text(rs, 500, "internal error");
+    }
+}
+
 void est_handle(est_req *rq, est_resp *rs)
 {
     est_server *s = rq->srv;
@@ -888,16 +960,15 @@ void est_handle(est_req *rq, est_resp *rs)
             est_resp_405(rs, "GET, HEAD");
             return;
         }
-        /* With signer processes: dead ones are replaced first (by their keeper); unhealthy
-         * when none is running and none can be started, so a load balancer or supervisor takes
-         * the server out or restarts it. */
-        if (ca_hsm(rq->srv->ca) && hsm_is_remote(ca_hsm(rq->srv->ca))) {
-            pid_t one;
-            (void)hsm_signer_revive(ca_hsm(rq->srv->ca));
-            if (hsm_signer_pids(ca_hsm(rq->srv->ca), &one, 1) == 0) {
-                est_resp_text(rs, 503, "no signer process is left: restart keyline-estd");
-                return;
-            }
+        /* Healthy while keyline-cad answers (HELLO): without it nothing can be enrolled or
+         * revocation-checked, so a load balancer or supervisor takes this server out until it
+         * is back (keyline-estd reconnects by itself). */
+        if (est_cad_hello(s) != KL_OK) {
+            est_metrics_cad_error(&s->metrics);
+            est_note(rq, "%s", kl_errmsg());
+            est_resp_text(rs, 503, "keyline-cad is not answering");
+            est_resp_header(rs, "Retry-After", "10");
+            return;
         }
         est_resp_text(rs, 200, "ok");
         return;
@@ -906,48 +977,7 @@ void est_handle(est_req *rq, est_resp *rs)
             est_resp_405(rs, "GET, HEAD");
             return;
         }
-        kl_buf_reset(&rs->body);
-        uint64_t txns = 0, ops = 0;
-        if (est_metrics_render(&s->metrics, &rs->body) != KL_OK ||
-            store_write_stats(ca_store(s->ca), &txns, &ops) != KL_OK ||
-            kl_buf_printf(&rs->body,
-                          "# HELP keyline_store_transactions_total Write transactions committed "
-                          "(each one fsync; concurrent writes share one).\n"
-                          "# TYPE keyline_store_transactions_total counter\n"
-                          "keyline_store_transactions_total %llu\n"
-                          "# HELP keyline_store_writes_total Write operations committed.\n"
-                          "# TYPE keyline_store_writes_total counter\n"
-                          "keyline_store_writes_total %llu\n",
-                          (unsigned long long)txns, (unsigned long long)ops) != KL_OK) {
-            est_resp_text(rs, 500, "internal error");
-            return;
-        }
-        int64_t held = 0;
-        if (store_request_count(ca_store(s->ca), STORE_RQ_PENDING, &held) != KL_OK ||
-            kl_buf_printf(&rs->body,
-                          "# HELP keyline_est_requests_pending Enrollment requests held for an "
-                          "officer's approval (approval = manual).\n"
-                          "# TYPE keyline_est_requests_pending gauge\n"
-                          "keyline_est_requests_pending %lld\n",
-                          (long long)held) != KL_OK) {
-            est_resp_text(rs, 500, "internal error");
-            return;
-        }
-        hsm_ctx *h = ca_hsm(s->ca);
-        if (h && hsm_is_remote(h)) {
-            pid_t pids[64];
-            if (kl_buf_printf(&rs->body,
-                              "# HELP keyline_est_signer_processes Signer processes alive "
-                              "(signer = process; not respawned).\n"
-                              "# TYPE keyline_est_signer_processes gauge\n"
-                              "keyline_est_signer_processes %zu\n",
-                              hsm_signer_pids(h, pids, 64)) != KL_OK) {
-                est_resp_text(rs, 500, "internal error");
-                return;
-            }
-        }
-        rs->status = 200;
-        snprintf(rs->content_type, sizeof rs->content_type, "text/plain; version=0.0.4");
+        est_metrics_page(rq, rs);
         return;
     case EST_EP_CRL: est_handle_crl(rq, rs); return;
     case EST_EP_OCSP: est_handle_ocsp(rq, rs); return;

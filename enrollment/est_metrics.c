@@ -23,6 +23,7 @@ void est_metrics_init(est_metrics *m)
     atomic_init(&m->issue_count, 0);
     atomic_init(&m->issue_sum_us, 0);
     atomic_init(&m->hsm_errors, 0);
+    atomic_init(&m->cad_errors, 0);
     atomic_init(&m->inflight, 0);
     atomic_init(&m->conns_cut, 0);
 }
@@ -60,6 +61,11 @@ void est_metrics_hsm_error(est_metrics *m)
     atomic_fetch_add_explicit(&m->hsm_errors, 1, memory_order_relaxed);
 }
 
+void est_metrics_cad_error(est_metrics *m)
+{
+    atomic_fetch_add_explicit(&m->cad_errors, 1, memory_order_relaxed);
+}
+
 void est_metrics_conns_cut(est_metrics *m, size_t n)
 {
     atomic_fetch_add_explicit(&m->conns_cut, (uint_fast64_t)n, memory_order_relaxed);
@@ -85,8 +91,8 @@ kl_rc est_metrics_render(est_metrics *m, kl_buf *out)
                               est_endpoint_name((est_endpoint)e), code, (unsigned long long)v));
         }
     }
-    TRY(kl_buf_put_str(out, "# HELP keyline_est_issue_seconds Time spent in ca_issue() per "
-                            "enrollment.\n"
+    TRY(kl_buf_put_str(out, "# HELP keyline_est_issue_seconds Time an enrollment's issue request "
+                            "to keyline-cad took (its ca_issue() and the round trip).\n"
                             "# TYPE keyline_est_issue_seconds histogram\n"));
     /* Read the count first: buckets may run slightly ahead of it, never behind +Inf. */
     uint_fast64_t count = atomic_load_explicit(&m->issue_count, memory_order_relaxed);
@@ -106,10 +112,18 @@ kl_rc est_metrics_render(est_metrics *m, kl_buf *out)
     TRY(kl_buf_printf(out, "keyline_est_issue_seconds_count %llu\n", (unsigned long long)count));
     TRY(kl_buf_printf(
         out,
-        "# HELP keyline_est_hsm_errors_total Requests that failed in the HSM.\n"
+        "# HELP keyline_est_hsm_errors_total Requests that failed in the HSM (keyline-cad's "
+        "token).\n"
         "# TYPE keyline_est_hsm_errors_total counter\n"
         "keyline_est_hsm_errors_total %llu\n",
         (unsigned long long)atomic_load_explicit(&m->hsm_errors, memory_order_relaxed)));
+    TRY(kl_buf_printf(
+        out,
+        "# HELP keyline_est_cad_errors_total Requests answered 503 because keyline-cad could not "
+        "be reached, did not answer in time, or its store failed.\n"
+        "# TYPE keyline_est_cad_errors_total counter\n"
+        "keyline_est_cad_errors_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&m->cad_errors, memory_order_relaxed)));
     TRY(kl_buf_printf(
         out,
         "# HELP keyline_est_requests_in_flight Requests being processed.\n"

@@ -11,21 +11,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "est.h"
-#include "hsm_signer.h"
 #include "kl_file.h"
 #include "kl_log.h"
 #include "kl_secret.h"
-#include "tpl.h"
 
 /* Stack of a worker thread: ample for TLS, OpenSSL, the PKCS#11 module and sanitizer builds. */
 #define EST_THREAD_STACK (1024 * 1024)
+/* Seconds keyline-estd waits at start-up for keyline-cad's socket to answer. */
+#define EST_CAD_WAIT 10
 
 /* GnuTLS' certificate callback carries no user pointer; one server per process. */
 static est_server *est_the_server;
@@ -570,6 +568,9 @@ static void est_mhd_log(void *cls, const char *fmt, va_list ap)
 /* ---------------------------------------------------------------------------------------- */
 /* TLS material                                                                              */
 
+/* GnuTLS asks for the PIN of the TLS key's own token ([est] tls-key-pin: env:VAR or
+ * file:PATH, read each time it asks and wiped at once). Never the CA token's PIN: keyline-estd
+ * has none. */
 static int est_pin_cb(void *userdata, int attempt, const char *token_url, const char *token_label,
                       unsigned int flags, char *pin, size_t pin_max)
 {
@@ -581,9 +582,14 @@ static int est_pin_cb(void *userdata, int attempt, const char *token_url, const 
         kl_error("TLS key: PIN for token %s rejected", token_label ? token_label : "?");
         return -1;
     }
+    if (!s->cfg.tls_key_pin) {
+        kl_error("TLS key: token %s wants a PIN and [est] tls-key-pin is not set (env:VAR or "
+                 "file:PATH)",
+                 token_label ? token_label : "?");
+        return -1;
+    }
     kl_secret sec;
-    kl_rc rc =
-        kl_secret_read(&sec, kl_conf_get(s->conf, "hsm", "pin"), kl_conf_dir(s->conf), "token PIN");
+    kl_rc rc = kl_secret_read(&sec, s->cfg.tls_key_pin, kl_conf_dir(s->conf), "TLS key token PIN");
     int ret = -1;
     if (rc == KL_OK && sec.len < pin_max) {
         memcpy(pin, sec.value, sec.len + 1);
@@ -595,138 +601,25 @@ static int est_pin_cb(void *userdata, int attempt, const char *token_url, const 
     return ret;
 }
 
-/* The TLS key through the signer processes (signer = process): GnuTLS hashes, a signer signs
- * the hash. Which scheme fits a GnuTLS signature algorithm; -1 when we do not sign it (SHA-1,
- * TLS 1.0/1.1's RSA_RAW, a scheme for another key type). */
-static int est_tls_scheme(const est_server *s, gnutls_sign_algorithm_t algo, hsm_sig_alg *alg,
-                          hsm_md *md)
+/* The value of attribute `attr` ("token") in the path of a pkcs11: URI, into out ("" absent). */
+static void est_p11_attr(const char *uri, const char *attr, char *out, size_t outlen)
 {
-    gnutls_pk_algorithm_t pk = gnutls_sign_get_pk_algorithm(algo);
-    hsm_md m;
-    switch (gnutls_sign_get_hash_algorithm(algo)) {
-    case GNUTLS_DIG_SHA256: m = HSM_MD_SHA256; break;
-    case GNUTLS_DIG_SHA384: m = HSM_MD_SHA384; break;
-    case GNUTLS_DIG_SHA512: m = HSM_MD_SHA512; break;
-    default: return -1;
+    out[0] = 0;
+    if (!uri || strncmp(uri, "pkcs11:", 7) != 0) {
+        return;
     }
-    if (s->tls_key_pk == GNUTLS_PK_ECDSA && pk == GNUTLS_PK_ECDSA) {
-        *alg = HSM_SIG_ECDSA;
-        *md = HSM_MD_NONE; /* ECDSA requests carry only the digest */
-    } else if (s->tls_key_pk == GNUTLS_PK_RSA && pk == GNUTLS_PK_RSA) {
-        *alg = HSM_SIG_RSA_PKCS1;
-        *md = m;
-    } else if (s->tls_key_pk == GNUTLS_PK_RSA && pk == GNUTLS_PK_RSA_PSS) {
-        *alg = HSM_SIG_RSA_PSS; /* rsa_pss_rsae_*: salt length = hash length */
-        *md = m;
-    } else {
-        return -1;
-    }
-    return 0;
-}
-
-/* GnuTLS 3.7 hands TLS 1.2 RSA PKCS#1 v1.5 signatures to the callback as GNUTLS_SIGN_RSA_RAW
- * over a DigestInfo. Accept exactly the DER DigestInfo of a SHA-2 hash the table allows
- * (RFC 8017 9.2, note 1) and send the signer the hash and its name; anything else (MD5+SHA-1
- * of TLS 1.0/1.1, SHA-1) is refused. Returns the hash's offset in `di`, 0 when refused. */
-static size_t est_tls_digestinfo(const gnutls_datum_t *di, hsm_md *md)
-{
-    static const struct {
-        hsm_md md;
-        uint8_t prefix[19];
-    } known[] = {
-        {HSM_MD_SHA256,
-         {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-          0x05, 0x00, 0x04, 0x20}},
-        {HSM_MD_SHA384,
-         {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
-          0x05, 0x00, 0x04, 0x30}},
-        {HSM_MD_SHA512,
-         {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
-          0x05, 0x00, 0x04, 0x40}},
-    };
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
-        if (di->size == 19 + hsm_md_size(known[i].md) &&
-            memcmp(di->data, known[i].prefix, 19) == 0) {
-            *md = known[i].md;
-            return 19;
+    size_t al = strlen(attr);
+    for (const char *p = uri + 7; *p && *p != '?';) {
+        size_t n = strcspn(p, ";?");
+        if (n > al && strncmp(p, attr, al) == 0 && p[al] == '=') {
+            snprintf(out, outlen, "%.*s", (int)(n - al - 1), p + al + 1);
+            return;
+        }
+        p += n;
+        if (*p == ';') {
+            p++;
         }
     }
-    return 0;
-}
-
-static int est_tls_key_info(gnutls_privkey_t key, unsigned int flags, void *userdata)
-{
-    (void)key;
-    const est_server *s = userdata;
-    hsm_sig_alg alg;
-    hsm_md md;
-    if (flags & GNUTLS_PRIVKEY_INFO_PK_ALGO) {
-        return s->tls_key_pk;
-    }
-    if (flags & GNUTLS_PRIVKEY_INFO_PK_ALGO_BITS) {
-        return (int)s->tls_key_bits;
-    }
-    if (flags & GNUTLS_PRIVKEY_INFO_HAVE_SIGN_ALGO) {
-        return est_tls_scheme(s, GNUTLS_FLAGS_TO_SIGN_ALGO(flags), &alg, &md) == 0;
-    }
-    return -1;
-}
-
-static int est_tls_sign_hash(gnutls_privkey_t key, gnutls_sign_algorithm_t algo, void *userdata,
-                             unsigned int flags, const gnutls_datum_t *hash,
-                             gnutls_datum_t *signature)
-{
-    (void)key;
-    (void)flags;
-    est_server *s = userdata;
-    hsm_sig_alg alg;
-    hsm_md md;
-    uint8_t sig[512];
-    size_t len = sizeof sig, off = 0;
-    if (algo == GNUTLS_SIGN_RSA_RAW && s->tls_key_pk == GNUTLS_PK_RSA &&
-        (off = est_tls_digestinfo(hash, &md)) > 0) {
-        alg = HSM_SIG_RSA_PKCS1;
-    } else if (est_tls_scheme(s, algo, &alg, &md) != 0) {
-        kl_warn("TLS key: signature algorithm %s refused", gnutls_sign_get_name(algo));
-        return GNUTLS_E_UNSUPPORTED_SIGNATURE_ALGORITHM;
-    }
-    if (hsm_key_sign_digest(ca_hsm(s->ca), s->cfg.tls_key, alg, md, hash->data + off,
-                            hash->size - off, sig, &len) != KL_OK) {
-        est_metrics_hsm_error(&s->metrics);
-        kl_error("TLS key: %s", kl_errmsg());
-        return GNUTLS_E_PK_SIGN_FAILED;
-    }
-    signature->data = gnutls_malloc(len);
-    if (!signature->data) {
-        return GNUTLS_E_MEMORY_ERROR;
-    }
-    memcpy(signature->data, sig, len);
-    signature->size = (unsigned)len;
-    return 0;
-}
-
-/* A pkcs11: TLS key used through the signer processes: the public half tells GnuTLS the key
- * type and size; signing is a request to a signer. This process never sees the PIN. */
-static kl_rc est_tls_key_remote(est_server *s)
-{
-    kl_rc rc = KL_OK;
-    EVP_PKEY *pub = NULL;
-    int r;
-    TRY(hsm_key_public(ca_hsm(s->ca), s->cfg.tls_key, &pub));
-    switch (EVP_PKEY_get_base_id(pub)) {
-    case EVP_PKEY_EC: s->tls_key_pk = GNUTLS_PK_ECDSA; break;
-    case EVP_PKEY_RSA: s->tls_key_pk = GNUTLS_PK_RSA; break;
-    default: ENSURE(0, KL_EPOLICY, "TLS key %s: neither EC nor RSA", s->cfg.tls_key);
-    }
-    s->tls_key_bits = (unsigned)EVP_PKEY_get_bits(pub);
-    r = gnutls_privkey_init(&s->privkey);
-    ENSURE(r >= 0, KL_EINTERNAL, "gnutls_privkey_init: %s", gnutls_strerror(r));
-    r = gnutls_privkey_import_ext4(s->privkey, s, NULL, est_tls_sign_hash, NULL, NULL,
-                                   est_tls_key_info, 0);
-    ENSURE(r >= 0, KL_EINTERNAL, "TLS key %s: %s", s->cfg.tls_key, gnutls_strerror(r));
-out:
-    EVP_PKEY_free(pub);
-    return rc;
 }
 
 static int est_cert_cb(gnutls_session_t session, const gnutls_datum_t *req_ca_rdn, int nreqs,
@@ -749,6 +642,9 @@ static int est_cert_cb(gnutls_session_t session, const gnutls_datum_t *req_ca_rd
     return 0;
 }
 
+/* The TLS key: a PEM file, or a key on a token of its own (pkcs11: URI) that GnuTLS opens
+ * itself, with the module [est] tls-key-module (else [hsm] module) and the PIN from
+ * [est] tls-key-pin. A key on the CA token is refused: keyline-estd holds no CA PIN. */
 static kl_rc est_tls_load(est_server *s)
 {
     kl_rc rc = KL_OK;
@@ -765,21 +661,25 @@ static kl_rc est_tls_load(est_server *s)
     ENSURE(strstr(s->cert_pem, "-----BEGIN CERTIFICATE-----"), KL_EINPUT, "%s: no PEM certificate",
            s->cfg.tls_cert);
 
-    if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0 && hsm_is_remote(ca_hsm(s->ca))) {
-        TRY(est_tls_key_remote(s));
-    } else if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
-        const char *module = kl_conf_get(s->conf, "hsm", "module");
-        ENSURE(module && *module, KL_EUSAGE, "tls-key is a pkcs11: URI but [hsm] module is unset");
+    if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
+        char mine[128], ca_token[128];
+        est_p11_attr(s->cfg.tls_key, "token", mine, sizeof mine);
+        est_p11_attr(kl_conf_get(s->conf, "hsm", "token"), "token", ca_token, sizeof ca_token);
+        ENSURE(!ca_token[0] || strcmp(mine, ca_token) != 0, KL_EUSAGE,
+               "[est] tls-key is a key on the CA token (token=%s): keyline-estd holds no CA PIN; "
+               "put the TLS key on a token of its own (with [est] tls-key-pin) or in a PEM file",
+               mine);
+        ENSURE(s->cfg.tls_key_module, KL_EUSAGE,
+               "[est] tls-key is a pkcs11: URI but neither [est] tls-key-module nor [hsm] module "
+               "names the PKCS#11 module");
         gnutls_pkcs11_set_pin_function(est_pin_cb, s);
-        r = gnutls_pkcs11_add_provider(module, NULL);
-        ENSURE(r >= 0, KL_EHSM, "GnuTLS cannot load PKCS#11 module %s: %s", module,
+        r = gnutls_pkcs11_add_provider(s->cfg.tls_key_module, NULL);
+        ENSURE(r >= 0, KL_EHSM, "GnuTLS cannot load PKCS#11 module %s: %s", s->cfg.tls_key_module,
                gnutls_strerror(r));
         r = gnutls_privkey_init(&s->privkey);
         ENSURE(r >= 0, KL_EINTERNAL, "gnutls_privkey_init: %s", gnutls_strerror(r));
         r = gnutls_privkey_import_url(s->privkey, s->cfg.tls_key, 0);
         ENSURE(r >= 0, KL_EHSM, "TLS key %s: %s", s->cfg.tls_key, gnutls_strerror(r));
-    }
-    if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
         gnutls_datum_t d = {(unsigned char *)s->cert_pem, (unsigned)strlen(s->cert_pem)};
         unsigned n = 16;
         s->pcerts = calloc(n, sizeof *s->pcerts);
@@ -788,6 +688,7 @@ static kl_rc est_tls_load(est_server *s)
         ENSURE(r >= 0, KL_EINPUT, "%s: %s", s->cfg.tls_cert, gnutls_strerror(r));
         s->n_pcerts = n;
         est_the_server = s;
+        kl_info("TLS key %s on token %s (module %s)", s->cfg.tls_key, mine, s->cfg.tls_key_module);
     } else {
         TRY(kl_file_read(s->cfg.tls_key, 1024 * 1024, &data, &len));
         s->key_pem = (char *)data;
@@ -813,9 +714,9 @@ static kl_rc est_pem_append(kl_buf *pem, X509 *x)
     return rc;
 }
 
-/* Client trust: every certificate of each client-ca label's chain. The direct issuers are
- * kept apart: a client's certificate must be issued by one of them, not by any CA that
- * happens to chain to a trusted root. */
+/* Client trust: every certificate of each client-ca label's chain (keyline-cad's ca-chain op).
+ * The direct issuers are kept apart: a client's certificate must be issued by one of them, not
+ * by any CA that happens to chain to a trusted root. */
 static kl_rc est_trust_load(est_server *s)
 {
     kl_rc rc = KL_OK;
@@ -826,12 +727,11 @@ static kl_rc est_trust_load(est_server *s)
     time_t *na = calloc(s->cfg.n_client_ca + 1, sizeof *na);
     s->client_ca_nb = nb;
     s->client_ca_na = na;
-    s->client_ca_chain = calloc(s->cfg.n_client_ca + 1, sizeof *s->client_ca_chain);
-    ENSURE(seen && nb && na && s->client_ca_chain && (s->client_cas = sk_X509_new_null()) != NULL,
-           KL_EINTERNAL, "out of memory");
+    ENSURE(seen && nb && na && (s->client_cas = sk_X509_new_null()) != NULL, KL_EINTERNAL,
+           "out of memory");
     for (size_t i = 0; i < s->cfg.n_client_ca; i++) {
         STACK_OF(X509) *chain = NULL;
-        rc = ca_chain(s->ca, s->cfg.client_ca[i], &chain);
+        rc = est_cad_certs(s, CAP_OP_CA_CHAIN, s->cfg.client_ca[i], &chain);
         if (rc != KL_OK) {
             rc = kl_wrap(rc, "[est] client-ca %s", s->cfg.client_ca[i]);
             goto out;
@@ -864,18 +764,6 @@ static kl_rc est_trust_load(est_server *s)
                 int k = sk_X509_num(s->client_cas) - 1;
                 nb[k] = wnb;
                 na[k] = wna;
-                /* the serials to check per request: this CA and each one above it */
-                est_ca_chain *cc = &s->client_ca_chain[k];
-                for (int m = 0; m < sk_X509_num(chain) && rc == KL_OK; m++) {
-                    char *hex = ca_serial_hex(X509_get0_serialNumber(sk_X509_value(chain, m)));
-                    if (!hex || strlen(hex) >= sizeof cc->serial[0] || cc->n >= EST_CHAIN_MAX) {
-                        rc = kl_fail(KL_EUSAGE, "[est] client-ca %s: chain too long or bad serial",
-                                     s->cfg.client_ca[i]);
-                    } else {
-                        snprintf(cc->serial[cc->n++], sizeof cc->serial[0], "%s", hex);
-                    }
-                    OPENSSL_free(hex);
-                }
             }
             int dup = 0;
             for (int k = 0; k < sk_X509_num(seen) && !dup; k++) {
@@ -904,254 +792,40 @@ out:
     return rc;
 }
 
-static const char *est_templates_dir(const kl_conf *conf, char **owned)
-{
-    *owned = kl_conf_path(conf, "ca", "templates");
-    if (!*owned) {
-        *owned = kl_conf_resolve(conf, "templates");
-    }
-    return *owned;
-}
-
-/* What each label's template wants, for /csrattrs and /serverkeygen. */
+/* Each label's profile at keyline-cad: it must exist and be open to this process's role
+ * (refused at start-up with keyline-cad's reason otherwise); what it asks of a CSR is fetched
+ * again as /csrattrs and enrollment need it (est_handlers.c). */
 static kl_rc est_labels_load(est_server *s)
 {
     kl_rc rc = KL_OK;
-    char *dir = NULL;
-    est_templates_dir(s->conf, &dir);
     s->label_rt = calloc(s->cfg.n_labels, sizeof *s->label_rt);
-    ENSURE(s->label_rt && dir, KL_EINTERNAL, "out of memory");
+    ENSURE(s->label_rt, KL_EINTERNAL, "out of memory");
     for (size_t i = 0; i < s->cfg.n_labels; i++) {
-        est_label_rt *rt = &s->label_rt[i];
-        pthread_mutex_init(&rt->cacerts_lock, NULL);
-        kl_buf_init(&rt->cacerts_b64, 4 * 1024 * 1024, 0);
+        pthread_mutex_init(&s->label_rt[i].lock, NULL);
+        kl_buf_init(&s->label_rt[i].cacerts_b64, 4 * 1024 * 1024, 0);
+    }
+    for (size_t i = 0; i < s->cfg.n_labels; i++) {
         const est_label *l = &s->cfg.labels[i];
-        X509 *issuer = NULL;
-        rc = ca_cert(s->ca, l->issuer, &issuer);
+        est_profile_info pi;
+        rc = est_cad_profile(s, l->profile, &pi);
         if (rc != KL_OK) {
-            rc = kl_wrap(rc, "EST label '%s': issuer %s", l->name, l->issuer);
+            rc = kl_wrap(rc, "EST label '%s': keyline-cad profile %s", l->name, l->profile);
             goto out;
         }
-        X509_free(issuer);
-        tpl *t = NULL;
-        rc = tpl_load(dir, l->template_name, &t);
-        if (rc != KL_OK) {
-            rc = kl_wrap(rc, "EST label '%s'", l->name);
-            goto out;
+        if (l->issuer && strcmp(l->issuer, pi.issuer) != 0) {
+            kl_warn("EST label '%s': [est] issuer is %s, but keyline-cad's profile %s issues with "
+                    "%s (keyline-cad decides)",
+                    l->name, l->issuer, l->profile, pi.issuer);
         }
-        /* Preference when a template allows several: P-256 (small, fast, everywhere). */
-        if (t->key_types & (1u << HSM_KEY_EC_P256) || !t->key_types) {
-            rt->attrs.key_nid = NID_X9_62_prime256v1;
-        } else if (t->key_types & (1u << HSM_KEY_EC_P384)) {
-            rt->attrs.key_nid = NID_secp384r1;
-        } else if (t->key_types & (1u << HSM_KEY_RSA_3072)) {
-            rt->attrs.key_nid = NID_rsaEncryption;
-            rt->attrs.rsa_bits = 3072;
-        }
-        rt->keygen_nid = rt->attrs.key_nid;
-        rt->keygen_bits = rt->attrs.rsa_bits;
-        rt->attrs.want_serial = t->serial_number_from_device;
-        /* Announce serialNumber whenever the template takes it (802.1AR devices carry their
-         * hardware serial there; the LDevID keeps the IDevID's). */
-        for (int k = 0; k < TPL_MAX_ATTRS; k++) {
-            if (t->subject_required[k] == NID_serialNumber ||
-                t->subject_allowed[k] == NID_serialNumber) {
-                rt->attrs.want_serial = 1;
-            }
-        }
-        /* Such a template makes device certificates: est_handlers.c issues them only with the
-         * device id in the subject serialNumber. */
-        rt->device_cert = rt->attrs.want_serial;
-        tpl_free(t);
+        kl_info("EST label '%s': keyline-cad profile %s (issuer %s)%s", l->name, l->profile,
+                pi.issuer, l->approval_manual ? ", held for approval" : "");
     }
 out:
-    free(dir);
     return rc;
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Life cycle                                                                                */
-
-/* signer = process, start-up only: the one step that needs more than the signers' request
- * table. RFC 6960 delegated OCSP signers are made (key generation in the token, certificate,
- * store record) by est_revocation_new's ca_ocsp_signer_ensure; a short-lived child logged in
- * with the PIN does it, so the signers never need key generation or destruction. The parent
- * then finds the signers in the store. */
-static kl_rc est_setup_child(est_server *s, const char *module, const char *token, const char *pin)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        return kl_fail(KL_EIO, "fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        prctl(PR_SET_DUMPABLE, 0);
-        close_range(3, ~0U, 0); /* the signers' channels are not ours */
-        hsm_ctx *h = NULL;
-        ca_ctx *ca = NULL;
-        est_revocation *rev = NULL;
-        kl_rc rc = hsm_open(&h, module, token, pin);
-        if (rc == KL_OK) {
-            rc = ca_open_hsm(&ca, s->conf, h);
-        }
-        if (rc == KL_OK) {
-            s->ca = ca;
-            rc = est_revocation_new(s, &rev);
-            est_revocation_free(rev);
-        }
-        if (rc != KL_OK) {
-            kl_error("start-up (OCSP signers): %s", kl_errmsg());
-        }
-        ca_close(ca);
-        _exit(rc == KL_OK ? 0 : 1);
-    }
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0) {
-        if (errno != EINTR) {
-            return kl_fail(KL_EIO, "waitpid: %s", strerror(errno));
-        }
-    }
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        return kl_fail(KL_EHSM, "start-up step in the token failed (see the log above)");
-    }
-    return KL_OK;
-}
-
-#define EST_SIGN_KEYS_MAX 64
-
-int est_ca_online(const est_server *s, const char *ca_label)
-{
-    if (s->cfg.ca_keys == EST_CA_KEYS_ALL) {
-        return 1;
-    }
-    for (size_t i = 0; i < s->n_online; i++) {
-        if (strcmp(s->online[i], ca_label) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static kl_rc est_online_add(est_server *s, const char *label)
-{
-    if (est_ca_online(s, label)) {
-        return KL_OK;
-    }
-    if (s->n_online >= EST_SIGN_KEYS_MAX - 2) {
-        return kl_fail(KL_EUSAGE, "more than %d CAs to sign with ([est] ca-keys)",
-                       EST_SIGN_KEYS_MAX - 2);
-    }
-    char **v = realloc(s->online, (s->n_online + 1) * sizeof *v);
-    if (!v) {
-        return kl_fail(KL_EINTERNAL, "out of memory");
-    }
-    s->online = v;
-    if (!(v[s->n_online] = strdup(label))) {
-        return kl_fail(KL_EINTERNAL, "out of memory");
-    }
-    s->n_online++;
-    return KL_OK;
-}
-
-/* The CAs this server signs with, fixed at start-up ([est] ca-keys): the labels' issuers, and
- * with `intermediates` every CA in the store that is not a self-signed root (a rollover
- * certificate has no key of its own; OCSP signers are allowed by pattern). A CA created later
- * is offline for this server until it restarts: its published CRL is served. */
-static kl_rc est_online_load(est_server *s, store *st)
-{
-    kl_rc rc = KL_OK;
-    store_ca *list = NULL;
-    size_t n = 0;
-    if (s->cfg.ca_keys == EST_CA_KEYS_ALL) {
-        return KL_OK;
-    }
-    for (size_t i = 0; i < s->cfg.n_labels; i++) {
-        TRY(est_online_add(s, s->cfg.labels[i].issuer));
-    }
-    if (s->cfg.ca_keys == EST_CA_KEYS_INTERMEDIATES) {
-        TRY(store_ca_list(st, &list, &n));
-        for (size_t i = 0; i < n; i++) {
-            const store_ca *c = &list[i];
-            if (c->parent && strcmp(c->parent, c->label) != 0 &&
-                strcmp(c->status, "rollover") != 0 && !ca_is_ocsp_signer_label(c->label)) {
-                TRY(est_online_add(s, c->label));
-            }
-        }
-    }
-out:
-    store_ca_list_free(list, n);
-    return rc;
-}
-
-/* signer = process: fork the signers (before any thread exists and before this process
- * loads the PKCS#11 module), run the start-up step, wipe the PIN. *out is the remote token
- * context the CA uses from then on. */
-static kl_rc est_signers_start(est_server *s, hsm_ctx **out)
-{
-    kl_rc rc = KL_OK;
-    const char *module, *token;
-    kl_secret pin;
-    memset(&pin, 0, sizeof pin);
-    *out = NULL;
-    TRY(ca_hsm_params(s->conf, &module, &token));
-    TRY(kl_secret_read(&pin, kl_conf_get(s->conf, "hsm", "pin"), kl_conf_dir(s->conf),
-                       "token PIN"));
-    /* ca-keys: the signers sign only with the online CAs' keys (est_online_load), the
-     * delegated OCSP signers' and a pkcs11: TLS key; a compromised server cannot use a root's
-     * key. */
-    const char *keys[EST_SIGN_KEYS_MAX + 1];
-    size_t nk = 0;
-    for (size_t i = 0; i < s->n_online; i++) {
-        keys[nk++] = s->online[i];
-    }
-    keys[nk++] = "*" CA_OCSP_SUFFIX;
-    if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
-        keys[nk++] = s->cfg.tls_key;
-    }
-    keys[nk] = NULL;
-    TRY(hsm_signer_spawn(module, token, pin.value, s->cfg.signer_processes,
-                         s->cfg.ca_keys == EST_CA_KEYS_ALL ? NULL : keys, out));
-    TRY(est_setup_child(s, module, token, pin.value));
-    /* pin = env:VAR: the value also sits in our environment block (/proc/PID/environ); the
-     * children have their copy, so wipe ours in place and drop the variable. */
-    const char *spec = kl_conf_get(s->conf, "hsm", "pin");
-    if (spec && strncmp(spec, "env:", 4) == 0) {
-        char *v = getenv(spec + 4);
-        if (v) {
-            OPENSSL_cleanse(v, strlen(v));
-        }
-        unsetenv(spec + 4);
-    }
-    size_t n = 0;
-    pid_t pids[64];
-    char list[64 * 12] = "";
-    n = hsm_signer_pids(*out, pids, 64);
-    for (size_t i = 0, used = 0; i < n && used < sizeof list; i++) {
-        used +=
-            (size_t)snprintf(list + used, sizeof list - used, "%s%d", i ? " " : "", (int)pids[i]);
-    }
-    char with[512] = "any key in the token ([est] ca-keys = all)";
-    if (s->cfg.ca_keys != EST_CA_KEYS_ALL) {
-        size_t used = 0;
-        with[0] = '\0';
-        for (size_t i = 0; keys[i] != NULL && used < sizeof with; i++) {
-            /* the TLS key by role: a pkcs11: URI may carry a pin-value */
-            used += (size_t)snprintf(with + used, sizeof with - used, "%s%s", i ? ", " : "",
-                                     strncmp(keys[i], "pkcs11:", 7) == 0 ? "the TLS key" : keys[i]);
-        }
-    }
-    kl_info("token %s: %zu signer processes (%s, kept by process %d); this process holds no "
-            "PIN; they sign with %s",
-            token, n, list, (int)hsm_signer_keeper_pid(*out), with);
-out:
-    kl_secret_free(&pin);
-    if (rc != KL_OK) {
-        hsm_close(*out);
-        *out = NULL;
-    }
-    return rc;
-}
 
 kl_rc est_server_new(const kl_conf *conf, est_server **out)
 {
@@ -1164,34 +838,22 @@ kl_rc est_server_new(const kl_conf *conf, est_server **out)
     pthread_mutex_init(&s->conns_mu, NULL);
     atomic_init(&s->stopping, 0);
     TRY(est_config_load(conf, &s->cfg));
+    char obsolete[128];
+    est_config_obsolete(conf, obsolete, sizeof obsolete);
+    if (obsolete[0]) {
+        kl_warn("%s: %s no longer appl%s and %s ignored: keyline-cad holds the token (which CA "
+                "keys it signs CRLs with is [cad] ca-keys)",
+                kl_conf_file(conf), obsolete, strchr(obsolete, ',') ? "y" : "ies",
+                strchr(obsolete, ',') ? "are" : "is");
+    }
     if (s->cfg.htpasswd) {
         TRY(est_htpasswd_load(s->cfg.htpasswd, &s->htpasswd));
         kl_info("htpasswd %s: %zu users", s->cfg.htpasswd, est_htpasswd_count(s->htpasswd));
     }
-    if (s->cfg.signer_inline) {
-        TRY(ca_open(&s->ca, conf));
-        TRY(est_online_load(s, ca_store(s->ca)));
-    } else {
-        hsm_ctx *h = NULL;
-        /* the set is fixed in the signers at their fork: read it from the store first (the
-         * CA, which needs the signers, is opened after them) */
-        char *path = kl_conf_path(conf, "store", "path");
-        store *st = NULL;
-        ENSURE(path, KL_EUSAGE, "%s: [store] path is not set", kl_conf_file(conf));
-        rc = store_open(&st, path);
-        free(path);
-        if (rc == KL_OK) {
-            rc = est_online_load(s, st);
-        }
-        store_close(st);
-        TRY(rc);
-        TRY(est_signers_start(s, &h));
-        TRY(ca_open_hsm(&s->ca, conf, h));
-    }
+    TRY(est_cad_open(s, EST_CAD_WAIT));
     TRY(est_labels_load(s));
     TRY(est_trust_load(s));
     TRY(est_tls_load(s));
-    TRY(est_revocation_new(s, &s->rev));
     *out = s;
     s = NULL;
 out:
@@ -1391,14 +1053,9 @@ void est_server_free(est_server *s)
     est_workers_stop(s); /* started, but a daemon did not */
     est_sweeper_stop(s);
     pthread_mutex_destroy(&s->conns_mu);
-    est_revocation_free(s->rev);
-    for (size_t i = 0; i < s->n_online; i++) {
-        free(s->online[i]);
-    }
-    free(s->online);
     if (s->label_rt) {
         for (size_t i = 0; i < s->cfg.n_labels; i++) {
-            pthread_mutex_destroy(&s->label_rt[i].cacerts_lock);
+            pthread_mutex_destroy(&s->label_rt[i].lock);
             kl_buf_free(&s->label_rt[i].cacerts_b64);
         }
         free(s->label_rt);
@@ -1406,7 +1063,6 @@ void est_server_free(est_server *s)
     sk_X509_pop_free(s->client_cas, X509_free);
     free(s->client_ca_nb);
     free(s->client_ca_na);
-    free(s->client_ca_chain);
     free(s->trust_pem);
     free(s->cert_pem);
     if (s->key_pem) {
@@ -1421,7 +1077,7 @@ void est_server_free(est_server *s)
         gnutls_privkey_deinit(s->privkey);
     }
     est_the_server = NULL;
-    ca_close(s->ca);
+    cac_close(s->cad);
     gnutls_pkcs11_deinit();
     est_htpasswd_free(s->htpasswd);
     pthread_rwlock_destroy(&s->ht_lock);

@@ -6,7 +6,8 @@
  *         again every CAD_PUBLISHED_TTL seconds or when its epoch moves.
  *   OCSP: answers to nonce-less requests, keyed by SHA-256 of the request, kept at most
  *         CAD_OCSP_TTL seconds and dropped as soon as any revocation epoch moves; delegated
- *         OCSP signers renewed once past half their life. */
+ *         OCSP signers made at start-up (cad_rev_startup) and renewed once past half their
+ *         life. */
 #include <openssl/ocsp.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
@@ -47,8 +48,10 @@ struct cad_rev {
     pthread_mutex_t ocsp_lock;
     cad_ocsp_slot ocsp[CAD_OCSP_SLOTS];
     pthread_mutex_t upkeep_lock;
-    time_t upkeep_at;
+    time_t upkeep_at, warned_at;
 };
+
+static void cad_rev_startup(cad_rev *r);
 
 kl_rc cad_rev_new(cad *d, cad_rev **out)
 {
@@ -66,6 +69,7 @@ kl_rc cad_rev_new(cad *d, cad_rev **out)
     pthread_mutex_init(&r->crl_lock, NULL);
     pthread_mutex_init(&r->ocsp_lock, NULL);
     pthread_mutex_init(&r->upkeep_lock, NULL);
+    cad_rev_startup(r);
     *out = r;
     return KL_OK;
 }
@@ -169,6 +173,82 @@ static kl_rc cad_rev_sign(cad_rev *r, const char *label, uint8_t **der, size_t *
     return *der ? KL_OK : kl_fail(KL_EINTERNAL, "out of memory");
 }
 
+/* Add a copy of `label` to cas (CAD_CRL_SLOTS room) unless it is there already. */
+static void cad_rev_list_add(char **cas, size_t *n, const char *label)
+{
+    for (size_t j = 0; j < *n; j++) {
+        if (strcmp(cas[j], label) == 0) {
+            return;
+        }
+    }
+    if (*n < CAD_CRL_SLOTS && (cas[*n] = strdup(label)) != NULL) {
+        (*n)++;
+    }
+}
+
+/* A CA whose CRLs keyline-cad does not sign (a root): publish one now when none is published
+ * (a store from before CRLs were published) or the published one is past half its validity. */
+static void cad_rev_publish_missing(cad_rev *r, const char *label)
+{
+    store_crl c;
+    memset(&c, 0, sizeof c);
+    kl_rc rc = store_crl_get(ca_store(r->d->ca), label, &c);
+    time_t now = time(NULL);
+    const char *why = rc == KL_ENOTFOUND ? "none was published"
+                      : rc == KL_OK && now >= c.this_update + (c.next_update - c.this_update) / 2
+                          ? "the published one is past half its validity"
+                          : NULL;
+    store_crl_free(&c);
+    X509_CRL *crl = NULL;
+    if (!why) {
+        return;
+    }
+    if (ca_crl(r->d->ca, label, &crl) != KL_OK) {
+        kl_warn("CRL for %s: %s, and signing one at start-up failed: %s", label, why, kl_errmsg());
+        return;
+    }
+    kl_info("CRL for %s: published a new one at start-up (%s)", label, why);
+    X509_CRL_free(crl);
+}
+
+/* Start-up, before any front end is served (the step keyline-estd ran while it held the
+ * token): for each profile's issuing CA and every CA above it, the RFC 6960 4.2.2.2 delegated
+ * OCSP signer is made when there is none and renewed when past half its life (OCSP answers then
+ * do not need the CA key, a root's included), and a CA whose CRLs keyline-cad does not sign gets
+ * one published when it has none or an old one. Not fatal: without a delegated signer
+ * ca_ocsp_respond() signs with the CA itself. */
+static void cad_rev_startup(cad_rev *r)
+{
+    char *cas[CAD_CRL_SLOTS];
+    size_t n = 0;
+    for (size_t i = 0; i < r->d->cfg.nprofiles; i++) {
+        cad_rev_list_add(cas, &n, r->d->cfg.profiles[i].issuer);
+    }
+    for (size_t i = 0; i < n; i++) { /* the list grows as parents are found */
+        store_ca rec;
+        memset(&rec, 0, sizeof rec);
+        if (store_ca_get(ca_store(r->d->ca), cas[i], &rec) == KL_OK && rec.parent && *rec.parent) {
+            cad_rev_list_add(cas, &n, rec.parent);
+        }
+        store_ca_free(&rec);
+    }
+    for (size_t i = 0; i < n; i++) {
+        int signs = 0, renewed = 0;
+        if (cad_rev_ca(r, cas[i], &signs) == KL_OK) {
+            if (ca_ocsp_signer_ensure(r->d->ca, cas[i], "cad:startup", &renewed) != KL_OK) {
+                kl_warn("OCSP signer for %s: %s; OCSP answers for it are signed by the CA", cas[i],
+                        kl_errmsg());
+            } else if (renewed) {
+                kl_info("OCSP signer of %s renewed", cas[i]);
+            }
+            if (!signs) {
+                cad_rev_publish_missing(r, cas[i]);
+            }
+        }
+        free(cas[i]);
+    }
+}
+
 kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
 {
     kl_rc rc = KL_OK;
@@ -241,10 +321,20 @@ static void cad_rev_upkeep(cad_rev *r, time_t now)
         store_ca *cas = NULL;
         size_t n = 0;
         if (store_ca_list(ca_store(r->d->ca), &cas, &n) == KL_OK) {
+            int warn = now - r->warned_at >= 3600;
             for (size_t i = 0; i < n; i++) {
                 int signs = 0, renewed = 0;
-                if (cad_rev_ca(r, cas[i].label, &signs) != KL_OK || !signs ||
+                if (cad_rev_ca(r, cas[i].label, &signs) != KL_OK ||
                     !ca_ocsp_signer_due(r->d->ca, cas[i].label, NULL)) {
+                    continue;
+                }
+                if (!signs) { /* hourly: only the officer can renew it */
+                    if (warn) {
+                        r->warned_at = now;
+                        kl_warn("OCSP signer of %s (a CA keyline-cad does not sign with: [cad] "
+                                "ca-keys) is past half its life: run keyline-ca crl --issuer %s",
+                                cas[i].label, cas[i].label);
+                    }
                     continue;
                 }
                 if (ca_ocsp_signer_ensure(r->d->ca, cas[i].label, "cad:renew", &renewed) != KL_OK) {

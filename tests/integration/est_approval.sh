@@ -3,6 +3,8 @@
 # 202 + Retry-After (RFC 7030 4.2.3) and holds the request; `keyline-ca request approve`
 # issues the certificate through the CA pipeline and the client's retry gets it (200);
 # `request reject` makes the retry 403; a CSR that policy refuses is refused at once, not held.
+# keyline-cad holds the request (submit): the requester it records is what it authenticated
+# itself (the peer uid and role) plus what keyline-estd says it verified (the Basic user).
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -31,7 +33,7 @@ id=$(grep -o 'request [0-9]*' "$D/out" | awk '{print $2}')
 [ -n "$id" ] || die "202 body does not name the request: $(cat "$D/out")"
 st=$(enroll held1 "$EST/held")
 [ "$st" = 202 ] && grep -q "request $id " "$D/out" || die "retry: HTTP $st, $(cat "$D/out")"
-kca request list --status pending | grep -q "^$id .*pending .*held .*est:basic:$EST_USER .*CN=held-device-1" ||
+kca request list --status pending | grep -q "^$id .*pending .*held .*as est; basic user $EST_USER .*CN=held-device-1" ||
     { kca request list; die "request list does not show the pending request"; }
 kca request show --id "$id" > "$D/show.txt"
 sed -n '/BEGIN CERTIFICATE REQUEST/,/END CERTIFICATE REQUEST/p' "$D/show.txt" |
@@ -78,7 +80,9 @@ r = {x["id"]: x for x in json.load(sys.stdin)}
 a, b = r[int(sys.argv[1])], r[int(sys.argv[2])]
 assert a["status"] == "approved" and a["cert_serial"] and a["decided"], a
 assert b["status"] == "rejected" and b["reason"] == "unknown device" and b["cert_serial"] is None, b
-assert a["requester"] == "est:basic:" + sys.argv[3] and a["label"] == "held", a' "$id" "$id2" "$EST_USER" ||
+assert a["requester"].endswith(" as est; basic user " + sys.argv[3]), a
+assert a["requester"].startswith("uid %d " % int(sys.argv[4])) and a["label"] == "held", a' \
+    "$id" "$id2" "$EST_USER" "$(id -u)" ||
     die "request list --json"
 
 # a CSR the template refuses (RSA-2048 for an EC template) is refused at once, not held

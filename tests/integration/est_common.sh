@@ -2,6 +2,10 @@
 # keyline-estd integration helpers, sourced by the other est_*.sh tests. Run on its own (as
 # ctest does) it is the start/stop smoke test: start, /healthz, /metrics, SIGTERM -> exit 0.
 #
+# keyline-estd is a client of keyline-cad, the CA service (docs/ca-protocol.md): est_start
+# starts keyline-cad first (socket $D/cad.sock, log $D/cad.log) and keyline-estd without the
+# token PIN in its environment; est_stop stops both (SIGTERM, each must exit 0).
+#
 # Needs tests/lib/with-token.sh (fresh SoftHSM token, $KL_CONF) and KL_BUILD.
 set -euo pipefail
 
@@ -9,7 +13,12 @@ BIN=${KL_BUILD:?KL_BUILD not set}/bin
 D=${KL_TEST_DIR:?run under tests/lib/with-token.sh}
 
 kca() { "$BIN/keyline-ca" -c "$KL_CONF" "$@"; }
-die() { echo "FAIL: $*" >&2; [ -f "$D/estd.log" ] && tail -n 40 "$D/estd.log" >&2; exit 1; }
+die() {
+    echo "FAIL: $*" >&2
+    [ -f "$D/estd.log" ] && tail -n 40 "$D/estd.log" >&2
+    [ -f "$D/cad.log" ] && { echo "--- cad.log" >&2; tail -n 20 "$D/cad.log" >&2; }
+    exit 1
+}
 ok() { echo "ok - $*"; }
 
 free_port() {
@@ -75,42 +84,52 @@ est_setup_ca() {
     kca issue --issuer factory1 --template device-idevid --csr "$D/idev.csr" --device-id HW0001 --out "$D/idev.crt" >/dev/null
 }
 
-# est_token_tls_key LABEL P11TOOL-KEYGEN-ARGS...: a TLS server key generated in the token
-# (p11tool), its CSR (certtool, signed in the token) and certificate (est-server template) in
-# $D/est-server.pem; sets EST_TLS_KEY to the key's pkcs11: URI for est_write_conf.
+# est_token_tls_key LABEL P11TOOL-KEYGEN-ARGS...: a TLS server key generated (p11tool) on a
+# token of keyline-estd's own, "est-tls" (not the CA token: keyline-estd holds no CA PIN), its
+# CSR (certtool, signed in that token) and certificate (est-server template) in
+# $D/est-server.pem; sets EST_TLS_KEY to the key's pkcs11: URI and EST_TLS_PIN (the token's
+# PIN, exported: est_write_conf writes tls-key-pin = env:EST_TLS_PIN).
 est_token_tls_key() {
     local label=$1
     shift
-    EST_TLS_KEY="$KL_TOKEN_URI;object=$label;type=private"
-    GNUTLS_PIN=$KEYLINE_PIN p11tool --provider "$KL_MODULE" --login --generate-privkey "$@" \
-        --label "$label" "$KL_TOKEN_URI" >/dev/null 2>&1 || die "p11tool keygen"
+    export EST_TLS_PIN=est-tls-pin-7f3a9c1e
+    if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label: *est-tls *$"; then
+        softhsm2-util --init-token --free --label est-tls --pin "$EST_TLS_PIN" --so-pin "$KL_SO_PIN" \
+            >/dev/null || die "second token"
+    fi
+    EST_TLS_KEY="pkcs11:token=est-tls;object=$label;type=private"
+    GNUTLS_PIN=$EST_TLS_PIN p11tool --provider "$KL_MODULE" --login --generate-privkey "$@" \
+        --label "$label" "pkcs11:token=est-tls" >/dev/null 2>&1 || die "p11tool keygen"
     printf 'cn = "localhost"\ndns_name = "localhost"\nip_address = "127.0.0.1"\n' > "$D/tls.tmpl"
-    GNUTLS_PIN=$KEYLINE_PIN certtool --provider "$KL_MODULE" --generate-request \
+    GNUTLS_PIN=$EST_TLS_PIN certtool --provider "$KL_MODULE" --generate-request \
         --load-privkey "$EST_TLS_KEY" --template "$D/tls.tmpl" --outfile "$D/tls.csr" \
         >/dev/null 2>&1 || die "certtool CSR with the token key"
     kca issue --issuer field1 --template est-server --csr "$D/tls.csr" --out "$D/tls.crt" >/dev/null
     cat "$D/tls.crt" "$D/field1.pem" > "$D/est-server.pem"
 }
 
-# est_write_conf [extra key = value lines...]: appends [est] to $KL_CONF
+# est_write_conf [extra key = value lines...]: appends [est] (and, once, [cad] with the
+# socket both daemons use) to $KL_CONF
 est_write_conf() {
     EST_PORT=$(free_port)
     EST_HTTP_PORT=$(free_port)
     while [ "$EST_HTTP_PORT" = "$EST_PORT" ]; do EST_HTTP_PORT=$(free_port); done
+    if ! grep -qx '\[cad\]' "$KL_CONF"; then
+        printf '\n[cad]\nsocket = cad.sock\n' >> "$KL_CONF"
+    fi
     {
         echo
         echo "[est]"
         echo "listen = 127.0.0.1:$EST_PORT"
         echo "tls-cert = est-server.pem"
         echo "tls-key = ${EST_TLS_KEY:-est-server.key}"
+        if [ -n "${EST_TLS_PIN:-}" ]; then echo "tls-key-pin = env:EST_TLS_PIN"; fi
         echo "issuer = field1"
         echo "template = device-ldevid"
         echo "client-ca = factory1 field1"
         echo "htpasswd = est.htpasswd"
         echo "channel-binding = ${EST_CB:-optional}"
         echo "http-listen = 127.0.0.1:$EST_HTTP_PORT"
-        # EST_SIGNER=inline: the same test with the token login in the server process
-        if [ -n "${EST_SIGNER:-}" ]; then echo "signer = $EST_SIGNER"; fi
         for l in "$@"; do echo "$l"; done
     } >> "$KL_CONF"
     EST_URL="https://127.0.0.1:$EST_PORT"
@@ -118,30 +137,64 @@ est_write_conf() {
     EST="$EST_URL/.well-known/est"
 }
 
-est_start() {
-    "$BIN/keyline-estd" -c "$KL_CONF" 2>>"$D/estd.log" &
-    EST_PID=$!
-    for _ in $(seq 1 100); do
-        if curl -sf --cacert "$D/root1.pem" "$EST_URL/healthz" >/dev/null 2>&1; then
-            return 0
-        fi
-        kill -0 "$EST_PID" 2>/dev/null || die "keyline-estd exited during start-up"
-        sleep 0.1
-    done
-    die "keyline-estd did not answer /healthz"
+# cad_start [PREFIX...]: keyline-cad (through PREFIX, e.g. env LD_PRELOAD=... for faketime),
+# until its socket answers; CAD_PID
+cad_start() {
+    "$@" "$BIN/keyline-cad" -c "$KL_CONF" 2>>"$D/cad.log" &
+    CAD_PID=$!
+    wait_up "$CAD_PID" keyline-cad "$BIN/kl_cad_client" "$D/cad.sock" hello version=1
 }
 
-# est_stop: SIGTERM, expect exit status 0
-est_stop() {
-    kill -TERM "$EST_PID"
+# wait_up PID NAME CMD...: until CMD succeeds (10 s at most), as long as PID lives
+wait_up() {
+    local pid=$1 name=$2
+    shift 2
+    for _ in $(seq 1 100); do
+        if "$@" >/dev/null 2>&1; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || die "$name exited during start-up"
+        sleep 0.1
+    done
+    die "$name did not answer ($*)"
+}
+
+# term_wait PID NAME: SIGTERM, expect exit status 0
+term_wait() {
+    kill -TERM "$1"
     local rc=0
-    wait "$EST_PID" || rc=$?
-    [ "$rc" = 0 ] || die "keyline-estd exited $rc on SIGTERM"
+    wait "$1" || rc=$?
+    [ "$rc" = 0 ] || die "$2 exited $rc on SIGTERM"
+}
+
+cad_stop() {
+    term_wait "$CAD_PID" keyline-cad
+    CAD_PID=
+}
+
+# est_run [PREFIX...]: keyline-estd in the background (EST_PID), without the token PIN in its
+# environment (it never needs it; keyline-cad has it)
+est_run() {
+    "$@" env -u KEYLINE_PIN "$BIN/keyline-estd" -c "$KL_CONF" 2>>"$D/estd.log" &
+    EST_PID=$!
+}
+
+est_start() {
+    if [ -z "${CAD_PID:-}" ]; then cad_start; fi
+    est_run
+    wait_up "$EST_PID" keyline-estd curl -sf --cacert "$D/root1.pem" "$EST_URL/healthz"
+}
+
+# est_stop: SIGTERM to keyline-estd, then to keyline-cad; each must exit 0
+est_stop() {
+    term_wait "$EST_PID" keyline-estd
     EST_PID=
+    if [ -n "${CAD_PID:-}" ]; then cad_stop; fi
 }
 
 est_cleanup() {
     if [ -n "${EST_PID:-}" ]; then kill -KILL "$EST_PID" 2>/dev/null || true; fi
+    if [ -n "${CAD_PID:-}" ]; then kill -KILL "$CAD_PID" 2>/dev/null || true; fi
 }
 trap est_cleanup EXIT
 
@@ -173,6 +226,11 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     grep -q '^keyline_est_requests_total{endpoint="healthz",code="200"} [1-9]' "$D/out" || die "metrics content"
     grep -q '^# TYPE keyline_est_issue_seconds histogram' "$D/out" || die "metrics histogram"
     grep -q '^keyline_est_hsm_errors_total 0' "$D/out" || die "metrics hsm errors"
+    grep -q '^keyline_est_cad_up 1$' "$D/out" || die "metrics: keyline-cad not up"
+    grep -q '^keyline_est_requests_pending 0$' "$D/out" || die "metrics: requests pending"
+    if grep -q -e '^keyline_store_' -e '^keyline_est_signer_processes' "$D/out"; then
+        die "metrics: store or signer metrics from a process that has neither"
+    fi
     # TLS versions: 1.2 and 1.3 accepted, 1.1 refused
     curl -s --cacert "$D/root1.pem" --tlsv1.2 --tls-max 1.2 -o /dev/null "$EST_URL/healthz" || die "TLS 1.2 refused"
     curl -s --cacert "$D/root1.pem" --tlsv1.3 -o /dev/null "$EST_URL/healthz" || die "TLS 1.3 refused"

@@ -11,6 +11,8 @@
 #      the certificate, not a server broken by faketime
 #   3. the CA's per-request view (ca_cert_status_check, via tests/tools/kl_cert_status): "ok"
 #      today, "has expired" 400 days ahead
+# keyline-cad (which issues, and checks client certificates for keyline-estd) runs on the same
+# clock as keyline-estd in each part.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -29,11 +31,12 @@ STATUS=$BIN/kl_cert_status
 est_setup_ca
 est_write_conf
 
-# est_start_with PREFIX...: like est_start, but run through PREFIX (env/faketime) and probe
-# /healthz without verifying the server (its certificate may have expired on the fake clock)
+# est_start_with PREFIX...: like est_start, but run keyline-cad and keyline-estd through PREFIX
+# (env/faketime) and probe /healthz without verifying the server (its certificate may have
+# expired on the fake clock)
 est_start_with() {
-    "$@" "$BIN/keyline-estd" -c "$KL_CONF" 2>>"$D/estd.log" &
-    EST_PID=$!
+    cad_start "$@"
+    est_run "$@"
     for _ in $(seq 1 100); do
         if curl -sfk "$EST_URL/healthz" >/dev/null 2>&1; then
             return 0

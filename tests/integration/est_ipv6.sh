@@ -33,8 +33,8 @@ EST_HTTP="http://[::1]:$H6"
 EST="$EST_URL/.well-known/est"
 
 # est_start, with curl -g (no URL globbing: the brackets are an IPv6 literal)
-"$BIN/keyline-estd" -c "$KL_CONF" 2>>"$D/estd.log" &
-EST_PID=$!
+cad_start
+est_run
 for i in $(seq 1 100); do
     curl -sfg --cacert "$D/root1.pem" "$EST_URL/healthz" >/dev/null 2>&1 && break
     kill -0 "$EST_PID" 2>/dev/null || die "keyline-estd exited during start-up"

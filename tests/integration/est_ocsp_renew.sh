@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Delegated OCSP signers are short-lived (ocsp-signer template) and renewed once past half
-# their life: by keyline-estd for the CAs it signs with (through its signers, on OCSP
-# traffic), and by keyline-ca crl for an offline CA (a root), whose renewed certificate the
-# running server then picks up from the store. Here the signer certificates are past half
+# their life: by keyline-cad for the CAs it signs with (on the OCSP traffic keyline-estd
+# forwards), and by keyline-ca crl for an offline CA (a root, [cad] ca-keys = intermediates),
+# whose renewed certificate the running keyline-cad then picks up from the store. keyline-cad
+# makes the missing ones at start-up (for its profiles' CAs and those above them). Here the signer certificates are past half
 # their life at once (ocsp-signer validity 1d; every CA template and it backdated by 24h, as a
 # certificate cannot start before its issuer), so every check finds them due.
 set -euo pipefail
@@ -29,8 +30,12 @@ kca ca create --label field2 --template field-ca --subject "CN=Keyline Field CA 
     --issuer root1 > "$D/field2.pem" 2>/dev/null
 est_write_conf
 est_start
-grep -q "OCSP signer of root1 (a CA this server does not sign with) is past half" "$D/estd.log" &&
-    die "warned before any OCSP request"
+grep -q "OCSP signer of root1 .* is past half" "$D/cad.log" && die "warned before any OCSP request"
+for ca in field1 root1; do
+    [ -n "$(sqlite3 "$D/keyline.db" "SELECT label FROM cas WHERE label = '$ca.ocsp'")" ] ||
+        die "keyline-cad did not make $ca's OCSP signer at start-up"
+done
+ok "keyline-cad made the delegated OCSP signers of field1 and root1 at start-up"
 
 new_csr dev "/CN=renew-dev/serialNumber=HWR001"
 expect_status 200 "simpleenroll" -u "$EST_USER:$EST_PASS" -H "Content-Type: application/pkcs10" \
@@ -39,7 +44,7 @@ p7_to_pem "$D/out" "$D/dev.pem"
 s0=$(sqlite3 "$D/keyline.db" "SELECT hex(der) FROM cas WHERE label = 'field1.ocsp'")
 ocsp_query "$D/field1.pem" "$D/dev.pem" "$D/o1.txt"
 grep -q "dev.pem: good" "$D/o1.txt" || die "status: $(cat "$D/o1.txt")"
-grep -q "OCSP signer of field1 renewed" "$D/estd.log" || die "field1's signer not renewed: $(grep -i ocsp "$D/estd.log")"
+grep -q "OCSP signer of field1 renewed" "$D/cad.log" || die "field1's signer not renewed: $(grep -i ocsp "$D/cad.log")"
 s1=$(sqlite3 "$D/keyline.db" "SELECT hex(der) FROM cas WHERE label = 'field1.ocsp'")
 [ "$s0" != "$s1" ] || die "field1.ocsp record unchanged"
 echo "$s1" | xxd -r -p | openssl x509 -inform DER -noout -serial | cut -d= -f2 > "$D/s1"
@@ -53,10 +58,10 @@ ocsp_query "$D/root1.pem" "$D/field1.pem" "$D/o-root.txt"
 ocsp_query "$D/field1.pem" "$D/est-server.crt" "$D/o2.txt"
 [ "$(responder_serial "$D/o2.txt")" = "$(cat "$D/s1")" ] ||
     die "answer not signed by the renewed signer: $(responder_serial "$D/o2.txt") vs $(cat "$D/s1")"
-ok "field1's OCSP signer renewed by the server (same key, new certificate recorded and audited), answers use it"
+ok "field1's OCSP signer renewed by keyline-cad (same key, new certificate recorded and audited), answers use it"
 
-grep -q "OCSP signer of root1 (a CA this server does not sign with) is past half" "$D/estd.log" ||
-    die "no warning for the offline root's signer: $(grep -i 'ocsp signer' "$D/estd.log")"
+grep -q "OCSP signer of root1 (a CA keyline-cad does not sign with: \[cad\] ca-keys) is past half its life: run keyline-ca crl --issuer root1" "$D/cad.log" ||
+    die "no warning for the offline root's signer: $(grep -i 'ocsp signer' "$D/cad.log")"
 r0=$(responder_serial "$D/o-root.txt")
 kca crl --issuer root1 --out "$D/root1-crl.pem" 2> "$D/crl.err"
 grep -q "renewed the OCSP signer of root1" "$D/crl.err" || die "keyline-ca crl: $(cat "$D/crl.err")"
@@ -66,6 +71,6 @@ r1=$(sqlite3 "$D/keyline.db" "SELECT hex(der) FROM cas WHERE label = 'root1.ocsp
 ocsp_query "$D/root1.pem" "$D/field2.pem" "$D/o3.txt"
 grep -q "field2.pem: good" "$D/o3.txt" || die "status: $(cat "$D/o3.txt")"
 [ "$(responder_serial "$D/o3.txt")" = "$r1" ] ||
-    die "the server still answers with the old root1 signer: $(responder_serial "$D/o3.txt") vs $r1"
-ok "root1 (offline): warned, renewed by keyline-ca crl, picked up by the running server"
+    die "keyline-cad still answers with the old root1 signer: $(responder_serial "$D/o3.txt") vs $r1"
+ok "root1 (offline): warned, renewed by keyline-ca crl, picked up by the running keyline-cad"
 est_stop
