@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <openssl/ssl.h>
+
 #include "ca.h"
 #include "cap.h"
 #include "kl_conf.h"
@@ -26,6 +28,8 @@ typedef struct {
     char name[CAD_NAME_MAX + 1];
     uid_t uids[CAD_MAX_UIDS];
     size_t nuids;
+    char certs[CAD_MAX_UIDS][128]; /* front-end certificate subject CNs (TCP listener) */
+    size_t ncerts;
 } cad_role;
 
 typedef struct {
@@ -44,6 +48,10 @@ typedef struct {
     unsigned socket_mode;
     gid_t socket_gid; /* (gid_t)-1: leave as created */
     unsigned max_conns;
+    char *listen;   /* [cad] listen HOST:PORT (mutual TLS), NULL: none */
+    char *tls_cert; /* resolved paths */
+    char *tls_key;
+    char *tls_client_ca;
 } cad_cfg;
 
 /* Read [cad], [role NAME] and [profile NAME] (see keyline-cad(8) / docs/ca-protocol.md).
@@ -60,7 +68,8 @@ typedef struct {
     pid_t pid;
     uid_t uid;
     gid_t gid;
-    char user[64];   /* user name of uid, or the number */
+    char user[64];   /* user name of uid, or the number; "CN=..." over TLS */
+    char host[256];  /* where the peer runs: this host, or "frontend CN" over TLS */
     uint32_t roles;  /* bit i: cfg->roles[i] */
     char actor[512]; /* "uid 998 (keyline-est) as est" */
 } cad_peer;
@@ -75,6 +84,8 @@ typedef struct {
     char instance[33]; /* random per daemon start (claims) */
     volatile int stop;
     int listen_fd;
+    int tcp_fd;   /* -1: no TCP listener */
+    SSL_CTX *tls; /* the TCP listener's context */
     pthread_mutex_t lock;
     unsigned nconns;
 } cad;
@@ -93,6 +104,11 @@ kl_rc cad_rev_new(cad *d, cad_rev **out) KL_WUR;
 void cad_rev_free(cad_rev *r);
 kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out) KL_WUR;
 kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out) KL_WUR;
+
+/* The TCP listener ([cad] listen, tls-cert, tls-key, tls-client-ca): nothing when listen is
+ * unset. cad_tls_peer identifies a connected front end by its verified certificate. */
+kl_rc cad_tls_setup(cad *d) KL_WUR;
+kl_rc cad_tls_peer(const cad *d, SSL *ssl, cad_peer *peer) KL_WUR;
 
 /* The socket: create it (removing a stale one), listen, serve until d->stop, one thread per
  * connection (at most max_conns). */

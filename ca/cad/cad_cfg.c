@@ -56,6 +56,22 @@ static kl_rc cad_role_add(cad_cfg *cfg, const char *name, int *idx)
     return KL_OK;
 }
 
+/* "est1.example.com, est2.example.com" -> front-end certificate CNs. */
+static kl_rc cad_role_certs(cad_role *r, const char *sec, const char *list)
+{
+    kl_rc rc = KL_OK;
+    char *dup = strdup(list), *save = NULL;
+    ENSURE(dup, KL_EINTERNAL, "out of memory");
+    for (char *t = strtok_r(dup, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+        ENSURE(r->ncerts < CAD_MAX_UIDS, KL_EINPUT, "[%s] certs: more than %d", sec, CAD_MAX_UIDS);
+        ENSURE(strlen(t) < sizeof r->certs[0], KL_EINPUT, "[%s] certs: '%s' too long", sec, t);
+        snprintf(r->certs[r->ncerts++], sizeof r->certs[0], "%s", t);
+    }
+out:
+    free(dup);
+    return rc;
+}
+
 /* "keyline-est, 998" -> uids. */
 static kl_rc cad_role_users(cad_role *r, const char *sec, const char *list)
 {
@@ -184,6 +200,14 @@ static kl_rc cad_socket_opts(cad_cfg *cfg, const kl_conf *conf)
     }
     TRY(kl_conf_get_long(conf, "cad", "max-connections", 256, 1, 4096, &v));
     cfg->max_conns = (unsigned)v;
+    const char *listen = kl_conf_get(conf, "cad", "listen");
+    if (listen) {
+        cfg->listen = strdup(listen);
+        cfg->tls_cert = kl_conf_path(conf, "cad", "tls-cert");
+        cfg->tls_key = kl_conf_path(conf, "cad", "tls-key");
+        cfg->tls_client_ca = kl_conf_path(conf, "cad", "tls-client-ca");
+        ENSURE(cfg->listen, KL_EINTERNAL, "out of memory");
+    }
 out:
     return rc;
 }
@@ -203,8 +227,16 @@ kl_rc cad_cfg_load(cad_cfg *cfg, const kl_conf *conf)
             int idx = -1;
             TRY(cad_role_add(cfg, sec + 5, &idx));
             const char *users = kl_conf_get(conf, sec, "users");
-            ENSURE(users, KL_EINPUT, "[%s] users is not set (user names or uids)", sec);
-            TRY(cad_role_users(&cfg->roles[idx], sec, users));
+            const char *certs = kl_conf_get(conf, sec, "certs");
+            ENSURE(users || certs, KL_EINPUT,
+                   "[%s] needs users (user names or uids) or certs (front-end certificate CNs)",
+                   sec);
+            if (users) {
+                TRY(cad_role_users(&cfg->roles[idx], sec, users));
+            }
+            if (certs) {
+                TRY(cad_role_certs(&cfg->roles[idx], sec, certs));
+            }
         } else if (strncmp(sec, "profile ", 8) == 0) {
             explicit_profiles = 1;
             TRY(cad_profile_add(cfg, sec + 8, kl_conf_get(conf, sec, "issuer"),
@@ -217,7 +249,7 @@ kl_rc cad_cfg_load(cad_cfg *cfg, const kl_conf *conf)
     }
     /* A role no [role] section binds is this daemon's own user (one-user deployments). */
     for (size_t i = 0; i < cfg->nroles; i++) {
-        if (cfg->roles[i].nuids == 0) {
+        if (cfg->roles[i].nuids == 0 && cfg->roles[i].ncerts == 0) {
             cfg->roles[i].uids[0] = geteuid();
             cfg->roles[i].nuids = 1;
         }
@@ -232,5 +264,9 @@ out:
 void cad_cfg_free(cad_cfg *cfg)
 {
     free(cfg->socket_path);
-    cfg->socket_path = NULL;
+    free(cfg->listen);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->tls_client_ca);
+    cfg->socket_path = cfg->listen = cfg->tls_cert = cfg->tls_key = cfg->tls_client_ca = NULL;
 }

@@ -62,8 +62,8 @@ static kl_rc cad_refuse_profile(cad_call *c, const char *profile)
     if (store_audit_append(ca_store(c->d->ca), c->peer->actor, "refused", detail) != KL_OK) {
         kl_warn("cad: audit of a refusal failed: %s", kl_errmsg());
     }
-    return kl_fail(KL_EPOLICY, "profile '%s' is not open to role %s (uid %u)", profile, roles,
-                   (unsigned)c->peer->uid);
+    return kl_fail(KL_EPOLICY, "profile '%s' is not open to role %s (%s)", profile, roles,
+                   c->peer->user);
 }
 
 static kl_rc cad_profile_for(cad_call *c)
@@ -523,10 +523,7 @@ static kl_rc cad_claim_of(cad_call *c, store_claim *me, char *dev, size_t devcap
     TRY(cad_str(c, CAP_T_DEVICE_ID, dev, devcap));
     TRY(cad_str(c, CAP_T_INSTANCE, inst, instcap));
     TRY(cad_str(c, CAP_T_FIXTURE, where, wherecap));
-    if (gethostname(host, hostcap) != 0) {
-        snprintf(host, hostcap, "localhost");
-    }
-    host[hostcap - 1] = 0;
+    snprintf(host, hostcap, "%s", c->peer->host);
     uint64_t lease = cap_get_u64(c->req, CAP_T_LEASE, 600);
     ENSURE(lease >= 1 && lease <= 86400, KL_EINPUT, "lease of %llu s (1..86400)",
            (unsigned long long)lease);
@@ -704,7 +701,13 @@ void cad_dispatch(cad *d, const cad_peer *peer, const cap_msg *req, kl_buf *rsp)
     if (!row || !row->fn) {
         rc = kl_fail(KL_EUSAGE, "op %u is not served", req->op);
     } else if (!peer->roles && req->op != CAP_OP_HELLO) {
-        rc = kl_fail(KL_EPOLICY, "uid %u has no role at this keyline-cad", (unsigned)peer->uid);
+        char who[96];
+        if (peer->uid != (uid_t)-1) {
+            snprintf(who, sizeof who, "uid %u", (unsigned)peer->uid);
+        } else {
+            snprintf(who, sizeof who, "front end %.80s", peer->user);
+        }
+        rc = kl_fail(KL_EPOLICY, "%s has no role at this keyline-cad", who);
     } else {
         rc = cap_msg_begin(rsp, (cap_op)req->op, KL_OK);
         if (rc == KL_OK && row->needs_profile) {

@@ -45,25 +45,51 @@ kl_rc cad_peer_identify(const cad *d, int fd, cad_peer *peer)
     }
     snprintf(peer->actor, sizeof peer->actor, "uid %u (%s) as %s", (unsigned)cr.uid, peer->user,
              roles[0] ? roles : "no role");
+    if (gethostname(peer->host, sizeof peer->host) != 0) {
+        snprintf(peer->host, sizeof peer->host, "localhost");
+    }
+    peer->host[sizeof peer->host - 1] = 0;
     return KL_OK;
 }
 
-static int cad_read_full(int fd, uint8_t *p, size_t n, volatile int *stop)
+typedef struct {
+    cad *d;
+    int fd;
+    int tcp;  /* accepted on the TCP listener: mutual TLS */
+    SSL *ssl; /* NULL on the Unix socket */
+} cad_conn;
+
+/* Read exactly n bytes, waking every half second to notice a stop. */
+static int cad_read_full(cad_conn *cx, uint8_t *p, size_t n, volatile int *stop)
 {
     size_t got = 0;
     while (got < n) {
-        struct pollfd pf = {.fd = fd, .events = POLLIN};
-        int r = poll(&pf, 1, 500);
-        if (*stop) {
-            return -1;
+        if (!cx->ssl || SSL_pending(cx->ssl) == 0) {
+            struct pollfd pf = {.fd = cx->fd, .events = POLLIN};
+            int r = poll(&pf, 1, 500);
+            if (*stop) {
+                return -1;
+            }
+            if (r == 0 || (r < 0 && errno == EINTR)) {
+                continue;
+            }
+            if (r < 0) {
+                return -1;
+            }
         }
-        if (r == 0 || (r < 0 && errno == EINTR)) {
+        if (cx->ssl) {
+            int k = SSL_read(cx->ssl, p + got, (int)(n - got > 65536 ? 65536 : n - got));
+            if (k <= 0) {
+                int e = SSL_get_error(cx->ssl, k);
+                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+                    continue;
+                }
+                return -1;
+            }
+            got += (size_t)k;
             continue;
         }
-        if (r < 0) {
-            return -1;
-        }
-        ssize_t k = recv(fd, p + got, n - got, 0);
+        ssize_t k = recv(cx->fd, p + got, n - got, 0);
         if (k < 0 && errno == EINTR) {
             continue;
         }
@@ -75,10 +101,19 @@ static int cad_read_full(int fd, uint8_t *p, size_t n, volatile int *stop)
     return 0;
 }
 
-static int cad_write_full(int fd, const uint8_t *p, size_t n)
+static int cad_write_full(cad_conn *cx, const uint8_t *p, size_t n)
 {
     while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (cx->ssl) {
+            int w = SSL_write(cx->ssl, p, (int)(n > 65536 ? 65536 : n));
+            if (w <= 0) {
+                return -1;
+            }
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        ssize_t w = send(cx->fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) {
             continue;
         }
@@ -91,10 +126,21 @@ static int cad_write_full(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
-typedef struct {
-    cad *d;
-    int fd;
-} cad_conn;
+/* The TLS handshake (at most 10 s) and the front end's identity from its certificate. */
+static kl_rc cad_conn_tls(cad_conn *cx, cad_peer *peer)
+{
+    struct timeval tv = {10, 0};
+    (void)setsockopt(cx->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    (void)setsockopt(cx->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    cx->ssl = SSL_new(cx->d->tls);
+    if (!cx->ssl || SSL_set_fd(cx->ssl, cx->fd) != 1) {
+        return kl_fail_ssl(KL_EINTERNAL, "SSL_new");
+    }
+    if (SSL_accept(cx->ssl) != 1) {
+        return kl_fail_ssl(KL_EAUTH, "TLS handshake");
+    }
+    return cad_tls_peer(cx->d, cx->ssl, peer);
+}
 
 /* One connection: frames in, frames out, until the peer closes or sends garbage (answered
  * once, then closed: a framing error leaves nothing to resynchronise on). */
@@ -106,13 +152,16 @@ static void *cad_conn_run(void *arg)
     kl_buf rsp;
     uint8_t *body = malloc(CAP_REQ_MAX);
     kl_buf_init(&rsp, CAP_RESP_MAX, 0);
-    if (!body || cad_peer_identify(d, cx->fd, &peer) != KL_OK) {
-        kl_warn("cad: connection refused: %s", body ? kl_errmsg() : "out of memory");
+    kl_rc who = !body     ? kl_fail(KL_EINTERNAL, "out of memory")
+                : cx->tcp ? cad_conn_tls(cx, &peer)
+                          : cad_peer_identify(d, cx->fd, &peer);
+    if (who != KL_OK) {
+        kl_warn("cad: connection refused: %s", kl_errmsg());
         goto done;
     }
     for (;;) {
         uint8_t hdr[4];
-        if (cad_read_full(cx->fd, hdr, sizeof hdr, &d->stop) != 0) {
+        if (cad_read_full(cx, hdr, sizeof hdr, &d->stop) != 0) {
             break;
         }
         uint32_t n = cap_frame_len(hdr);
@@ -123,7 +172,7 @@ static void *cad_conn_run(void *arg)
                     CAP_REQ_MAX);
             break;
         }
-        if (cad_read_full(cx->fd, body, n, &d->stop) != 0) {
+        if (cad_read_full(cx, body, n, &d->stop) != 0) {
             break;
         }
         if (cap_msg_parse(body, n, 0, &req) != KL_OK) {
@@ -133,12 +182,12 @@ static void *cad_conn_run(void *arg)
             uint8_t op = body[1] > 0 && body[1] < CAP_OP__END ? body[1] : CAP_OP_HELLO;
             if (cap_msg_begin(&rsp, (cap_op)op, KL_EINPUT) == KL_OK &&
                 cap_put_str(&rsp, CAP_T_MESSAGE, msg) == KL_OK && cap_msg_end(&rsp) == KL_OK) {
-                (void)cad_write_full(cx->fd, rsp.data, rsp.len);
+                (void)cad_write_full(cx, rsp.data, rsp.len);
             }
             break;
         }
         cad_dispatch(d, &peer, &req, &rsp);
-        if (rsp.len == 0 || cad_write_full(cx->fd, rsp.data, rsp.len) != 0) {
+        if (rsp.len == 0 || cad_write_full(cx, rsp.data, rsp.len) != 0) {
             break;
         }
     }
@@ -217,15 +266,18 @@ kl_rc cad_serve(cad *d)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     TRY(cad_listen(d));
+    TRY(cad_tls_setup(d));
     kl_info("keyline-cad: listening on %s (%zu profiles, %zu roles)", d->cfg.socket_path,
             d->cfg.nprofiles, d->cfg.nroles);
     while (!d->stop) {
-        struct pollfd pf = {.fd = d->listen_fd, .events = POLLIN};
-        int r = poll(&pf, 1, 500);
+        struct pollfd pf[2] = {{.fd = d->listen_fd, .events = POLLIN},
+                               {.fd = d->tcp_fd, .events = POLLIN}};
+        int r = poll(pf, d->tcp_fd >= 0 ? 2 : 1, 500);
         if (r <= 0) {
             continue;
         }
-        int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        int tcp = !(pf[0].revents & POLLIN);
+        int fd = accept4(tcp ? d->tcp_fd : d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
             continue;
         }
@@ -247,7 +299,7 @@ kl_rc cad_serve(cad *d)
             close(fd);
             continue;
         }
-        *cx = (cad_conn){.d = d, .fd = fd};
+        *cx = (cad_conn){.d = d, .fd = fd, .tcp = tcp};
         if (pthread_create(&t, &attr, cad_conn_run, cx) != 0) {
             close(fd);
             free(cx);
@@ -268,6 +320,10 @@ kl_rc cad_serve(cad *d)
     }
     close(d->listen_fd);
     (void)unlink(d->cfg.socket_path);
+    if (d->tcp_fd >= 0) {
+        close(d->tcp_fd);
+        d->tcp_fd = -1;
+    }
 out:
     pthread_attr_destroy(&attr);
     return rc;

@@ -57,6 +57,7 @@ static kl_rc cad_run(const char *conf_path)
     memset(&g_cad, 0, sizeof g_cad);
     pthread_mutex_init(&g_cad.lock, NULL);
     g_cad.listen_fd = -1;
+    g_cad.tcp_fd = -1;
     TRY(kl_conf_load(&conf, conf_path));
     g_cad.conf = conf;
     TRY(cad_cfg_load(&g_cad.cfg, conf));
@@ -79,6 +80,7 @@ static kl_rc cad_run(const char *conf_path)
     kl_info("keyline-cad: stopped");
 out:
     cad_rev_free(g_cad.rev);
+    SSL_CTX_free(g_cad.tls);
     ca_close(g_cad.ca);
     cad_cfg_free(&g_cad.cfg);
     kl_conf_free(conf);

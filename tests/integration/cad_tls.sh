@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# keyline-cad's TCP listener for front ends on other hosts: mutual TLS, the front end's role
+# from its certificate (frontend template, subject CN), the certificate checked against the
+# store (a revoked front end is refused), no certificate no connection. The client is Python's
+# ssl module speaking the CA protocol's frames, so the daemon is not graded by its own client.
+set -euo pipefail
+BIN=${KL_BUILD:?KL_BUILD not set}/bin
+D=${KL_TEST_DIR:?run under tests/lib/with-token.sh}
+kca() { "$BIN/keyline-ca" -c "$KL_CONF" "$@"; }
+die() { echo "FAIL: $*" >&2; [ -f "$D/cad.log" ] && tail -n 20 "$D/cad.log" >&2; exit 1; }
+ok() { echo "ok - $*"; }
+key_csr() { # NAME SUBJECT [openssl req args]
+    local n=$1 s=$2; shift 2
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$D/$n.key" \
+        -subj "$s" -out "$D/$n.csr" "$@" 2>/dev/null
+}
+
+kca ca create --label root1 --template root --subject "CN=TLS Test Root" >/dev/null
+kca ca create --label field1 --template field-ca --subject "CN=TLS Test Field" --issuer root1 >/dev/null
+kca ca cert --label root1 > "$D/root1.pem"
+kca ca cert --label field1 > "$D/field1.pem"
+cat "$D/root1.pem" "$D/field1.pem" > "$D/client-ca.pem"
+
+key_csr cad "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1"
+kca issue --issuer field1 --template est-server --csr "$D/cad.csr" --out "$D/cad.crt" >/dev/null
+cat "$D/cad.crt" "$D/field1.pem" > "$D/cad-chain.pem"
+for fe in est1 rogue revoked; do
+    key_csr "$fe" "/CN=$fe.example"
+    kca issue --issuer field1 --template frontend --csr "$D/$fe.csr" --out "$D/$fe.crt" >/dev/null
+done
+kca revoke --serial "$(openssl x509 -in "$D/revoked.crt" -noout -serial | cut -d= -f2)" \
+    --reason keyCompromise >/dev/null
+# a TLS server certificate is not a front end's (no clientAuth)
+cp "$D/cad.crt" "$D/server-as-client.crt"; cp "$D/cad.key" "$D/server-as-client.key"
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >> "$KL_CONF" <<CONF
+
+[cad]
+socket = cad.sock
+listen = 127.0.0.1:$PORT
+tls-cert = cad-chain.pem
+tls-key = cad.key
+tls-client-ca = client-ca.pem
+
+[role est]
+certs = est1.example, revoked.example, 127.0.0.1
+
+[profile ldevid]
+issuer = field1
+template = device-ldevid
+clients = est
+CONF
+
+"$BIN/keyline-cad" -c "$KL_CONF" 2>"$D/cad.log" &
+CAD_PID=$!
+trap 'kill $CAD_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null && break
+    sleep 0.1
+done
+
+key_csr dev "/CN=sensor-0009/serialNumber=HW0009" -outform DER
+cat > "$D/client.py" <<'PY'
+import socket, ssl, struct, sys
+d, port, who, op = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def field(tag, v):
+    if isinstance(v, int): v = struct.pack(">Q", v)
+    if isinstance(v, str): v = v.encode()
+    return bytes([tag]) + struct.pack(">I", len(v)) + v
+def frame(op, fields):
+    body = bytes([1, op, 0]) + b"".join(field(t, v) for t, v in fields)
+    return struct.pack(">I", len(body)) + body
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(d + "/root1.pem")
+if who != "none":
+    ctx.load_cert_chain(d + "/" + who + ".crt", d + "/" + who + ".key")
+try:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 10), server_hostname="127.0.0.1")
+    if op == "hello":
+        s.sendall(frame(1, [(23, 1)]))
+    else:
+        csr = open(d + "/dev.csr", "rb").read()
+        s.sendall(frame(2, [(1, "ldevid"), (2, csr), (3, "basic"), (5, "bootstrap")]))
+    hdr = b""
+    while len(hdr) < 4:
+        chunk = s.recv(4 - len(hdr))
+        if not chunk: break
+        hdr += chunk
+    if len(hdr) < 4:
+        print("closed"); sys.exit(0)
+    n = struct.unpack(">I", hdr)[0]
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        if not chunk: break
+        body += chunk
+    print("status=%d" % body[2])
+    pos = 3
+    while pos < len(body):
+        tag, ln = body[pos], struct.unpack(">I", body[pos+1:pos+5])[0]
+        v = body[pos+5:pos+5+ln]; pos += 5 + ln
+        if tag in (17, 24, 8): print("%d=%s" % (tag, v.decode()))
+        if tag == 12: open(d + "/issued.der", "wb").write(v); print("cert")
+except (ssl.SSLError, ConnectionError, OSError) as e:
+    print("tls-refused %s" % type(e).__name__)
+PY
+fe() { python3 "$D/client.py" "$D" "$PORT" "$@"; }
+
+out=$(fe est1 hello)
+grep -qx "status=0" <<<"$out" && grep -qx "24=est" <<<"$out" || die "hello as est1: $out"
+out=$(fe est1 issue)
+grep -qx "cert" <<<"$out" || die "issue over TLS: $out"
+openssl x509 -inform DER -in "$D/issued.der" -noout -subject | grep -q "serialNumber *= *HW0009" \
+    || die "issued certificate"
+kca audit list | grep -q "front end CN=est1.example (cert .*) as est; basic user bootstrap" \
+    || die "audit actor: $(kca audit list | tail -2)"
+ok "a front end with a frontend certificate gets its role by CN and issues; the audit names it"
+
+out=$(fe rogue hello)
+grep -qx "status=0" <<<"$out" || die "rogue hello: $out"
+out=$(fe rogue issue)
+grep -q "has no role" <<<"$out" || die "rogue issue: $out"
+ok "a valid front-end certificate whose CN has no role is refused"
+
+out=$(fe revoked hello)
+grep -Eq "closed|tls-refused" <<<"$out" || die "revoked front end: $out"
+grep -q "revoked" "$D/cad.log" || die "log does not say why the revoked front end was refused"
+ok "a revoked front-end certificate is refused (store check, not just the chain)"
+
+out=$(fe none hello)
+grep -Eq "closed|tls-refused" <<<"$out" || die "no client certificate: $out"
+out=$(fe server-as-client hello)
+grep -Eq "closed|tls-refused" <<<"$out" || die "serverAuth-only certificate as a client: $out"
+ok "no client certificate, or one not for TLS clients: no connection"
+
+kill -TERM "$CAD_PID"
+rc=0; wait "$CAD_PID" || rc=$?
+trap - EXIT
+[ "$rc" = 0 ] || die "keyline-cad exited $rc"
+ok "SIGTERM: exit 0"
