@@ -192,6 +192,10 @@ static void *cad_conn_run(void *arg)
         }
     }
 done:
+    if (cx->ssl) {
+        (void)SSL_shutdown(cx->ssl);
+        SSL_free(cx->ssl);
+    }
     close(cx->fd);
     free(body);
     kl_buf_free(&rsp);
