@@ -442,33 +442,16 @@ static kl_rc cad_op_ocsp(cad_call *c)
 
 /* A valid certificate is only as good as the CAs above it: its issuing CA certificate and every
  * CA certificate up to the root must be valid in the store and within their recorded dates (a
- * revoked factory CA takes every IDevID under it with it). KL_EAUTH naming the first that is
- * not; the store's errors as they are. One status lookup per CA, no cache: a revocation by the
- * officer takes effect on the next request. */
-static kl_rc cad_issuer_chain_status(cad_call *c, const char *serial, const char *issuer,
-                                     time_t now)
+ * revoked factory CA takes every IDevID under it with it). ca_issuer_check walks the cached
+ * chain with one status lookup per CA and no cache, so a revocation by the officer takes effect
+ * on the next request. KL_EAUTH with its reason; the store's errors as they are. */
+static kl_rc cad_issuer_chain_status(cad_call *c, const char *serial, const char *issuer)
 {
-    kl_rc rc = KL_OK;
-    STACK_OF(X509) *chain = NULL;
-    char *hex = NULL;
-    TRY(ca_chain(c->d->ca, issuer, &chain));
-    for (int i = 0; i < sk_X509_num(chain); i++) {
-        OPENSSL_free(hex);
-        hex = ca_serial_hex(X509_get0_serialNumber(sk_X509_value(chain, i)));
-        ENSURE(hex, KL_EINTERNAL, "out of memory");
-        rc = ca_cert_status_check(c->d->ca, hex, now);
-        if (rc == KL_EAUTH) {
-            rc = i == 0
-                     ? kl_fail(KL_EAUTH, "certificate %s: its issuing CA certificate: %s", serial,
-                               kl_errmsg())
-                     : kl_fail(KL_EAUTH, "certificate %s: CA certificate %s above its issuer: %s",
-                               serial, hex, kl_errmsg());
-        }
-        TRY(rc);
+    kl_rc rc = ca_issuer_check(c->d->ca, issuer, time(NULL));
+    if (rc == KL_EPOLICY) {
+        rc = kl_fail(KL_EAUTH, "certificate %s: its issuing CA is not valid: %s", serial,
+                     kl_errmsg());
     }
-out:
-    OPENSSL_free(hex);
-    sk_X509_pop_free(chain, X509_free);
     return rc;
 }
 
@@ -499,7 +482,7 @@ static kl_rc cad_op_cert_status(cad_call *c)
     }
     TRY(store_cert_get(ca_store(c->d->ca), norm, &sc));
     if (strcmp(sc.status, STORE_ST_VALID) == 0) {
-        TRY(cad_issuer_chain_status(c, norm, sc.issuer, time(NULL)));
+        TRY(cad_issuer_chain_status(c, norm, sc.issuer));
     }
     TRY(cap_put_str(c->rsp, CAP_T_SERIAL, norm));
     TRY(cap_put_str(c->rsp, CAP_T_STATUS, sc.status));

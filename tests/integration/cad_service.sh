@@ -191,7 +191,7 @@ cc "$SOCK" cert-status cert=@"$D/f9.der" | grep -qx "status=valid" || die "cert-
 kca revoke --serial "$(kca ca cert --label field9 | openssl x509 -noout -serial | cut -d= -f2)" \
     --reason cACompromise >/dev/null 2>&1
 rc=0; cc "$SOCK" cert-status cert=@"$D/f9.der" 2>"$D/err" || rc=$?
-[ "$rc" != 0 ] && grep -q "its issuing CA certificate" "$D/err" || die "cert under revoked field9: exit $rc $(cat "$D/err")"
+[ "$rc" != 0 ] && grep -q "its issuing CA is not valid: CA .field9. cannot issue" "$D/err" || die "cert under revoked field9: exit $rc $(cat "$D/err")"
 ok "ca-chain, pending (per profile, role-checked), cert-status refuses a certificate under a revoked CA"
 
 # malformed frames: answered or dropped, the daemon keeps serving

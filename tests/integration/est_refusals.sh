@@ -150,7 +150,8 @@ new_csr devca "/CN=sensor-0001/serialNumber=HW0001"
 enroll 200 "IDevID before its CA is revoked" "$D/devca.b64" --cert "$D/idev.crt" --key "$D/idev.key"
 kca revoke --serial "$idev_ca" --reason cACompromise >/dev/null
 enroll 401 "IDevID whose factory CA certificate is revoked" "$D/devca.b64" --cert "$D/idev.crt" --key "$D/idev.key"
-grep -q "issuing CA certificate" "$D/estd.log" || die "log does not name the revoked issuing CA"
+grep -q "its issuing CA is not valid: CA 'factory1' cannot issue: its certificate $idev_ca is revoked (cACompromise)" "$D/estd.log" ||
+    die "log does not name the revoked issuing CA"
 enroll 200 "Basic while the factory CA is revoked" "$D/dev.b64" -u "$EST_USER:$EST_PASS"
 
 # --- channel binding (RFC 7030 3.5) ---------------------------------------------------------------
@@ -209,7 +210,7 @@ expect_status 200 "LDevID reenroll before the root is revoked" --cert "$D/ldev.p
 kca revoke --serial "$(serial_of "$D/root1.pem")" --reason cACompromise >/dev/null
 expect_status 401 "LDevID once the root above its issuer is revoked" --cert "$D/ldev.pem" --key "$D/ldev.key" \
     -H "Content-Type: application/pkcs10" --data-binary @"$D/ldev.b64" "$EST/simplereenroll"
-grep -q "CA certificate $(serial_of "$D/root1.pem") above its issuer" "$D/estd.log" ||
+grep -q "CA 'field1' cannot issue: the certificate $(serial_of "$D/root1.pem") of CA 'root1' above it is revoked" "$D/estd.log" ||
     die "log does not name the revoked CA above the issuer"
 est_stop
 ok "SIGTERM -> exit 0"

@@ -694,7 +694,38 @@ static void test_config(void **state)
     l = est_config_label(&cfg, "line2");
     assert_string_equal(l->issuer, "factory1");
     assert_null(est_config_label(&cfg, "nope"));
+    /* keyline-cad: the profiles it derives from [est] and [est.label], its socket */
+    assert_string_equal(est_config_label(&cfg, NULL)->profile, "est");
+    assert_string_equal(est_config_label(&cfg, "acme")->profile, "est.acme");
+    assert_string_equal(cfg.cad, EST_CAD_SOCKET_DEFAULT);
+    assert_int_equal(cfg.cad_timeout, 30);
+    assert_null(cfg.tls_key_pin);
     est_config_free(&cfg);
+    /* [cad] socket is read (one file for both daemons); [est] cad wins; explicit profiles */
+    assert_int_equal(kl_conf_set(c, "cad", "socket", "run/cad.sock"), KL_OK);
+    assert_int_equal(kl_conf_set(c, "est.label line2", "profile", "line2-ldevid"), KL_OK);
+    assert_int_equal(kl_conf_set(c, "est", "tls-key-pin", "file:tls.pin"), KL_OK);
+    assert_int_equal(kl_conf_set(c, "hsm", "module", "/usr/lib/softhsm/libsofthsm2.so"), KL_OK);
+    assert_int_equal(est_config_load(c, &cfg), KL_OK);
+    assert_string_equal(cfg.cad, "/etc/keyline/run/cad.sock");
+    assert_string_equal(est_config_label(&cfg, "line2")->profile, "line2-ldevid");
+    assert_string_equal(cfg.tls_key_pin, "file:tls.pin"); /* a spec, read when GnuTLS asks */
+    assert_string_equal(cfg.tls_key_module, "/usr/lib/softhsm/libsofthsm2.so");
+    est_config_free(&cfg);
+    assert_int_equal(kl_conf_set(c, "est", "cad", "/run/other.sock"), KL_OK);
+    assert_int_equal(est_config_load(c, &cfg), KL_OK);
+    assert_string_equal(cfg.cad, "/run/other.sock");
+    est_config_free(&cfg);
+    /* the signer processes' keys: accepted (any value), named for one warning */
+    char obs[128];
+    est_config_obsolete(c, obs, sizeof obs);
+    assert_string_equal(obs, "");
+    assert_int_equal(kl_conf_set(c, "est", "signer", "thread"), KL_OK);
+    assert_int_equal(kl_conf_set(c, "est", "ca-keys", "some"), KL_OK);
+    assert_int_equal(est_config_load(c, &cfg), KL_OK);
+    est_config_free(&cfg);
+    est_config_obsolete(c, obs, sizeof obs);
+    assert_string_equal(obs, "[est] signer, [est] ca-keys");
 
     /* bad values */
     assert_int_equal(kl_conf_set(c, "est", "channel-binding", "maybe"), KL_OK);
@@ -724,6 +755,12 @@ static void test_config(void **state)
     assert_int_equal(kl_conf_set(c, "est", "tls-cert", "a.pem"), KL_OK);
     assert_int_equal(kl_conf_set(c, "est", "tls-key", "a.key"), KL_OK);
     assert_int_equal(est_config_load(c, &cfg), KL_EUSAGE); /* no issuer */
+    /* a profile instead: keyline-cad knows its issuer */
+    assert_int_equal(kl_conf_set(c, "est", "profile", "ldevid"), KL_OK);
+    assert_int_equal(est_config_load(c, &cfg), KL_OK);
+    assert_string_equal(cfg.labels[0].profile, "ldevid");
+    assert_null(cfg.labels[0].issuer);
+    est_config_free(&cfg);
     kl_conf_free(c);
 }
 
