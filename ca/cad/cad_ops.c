@@ -631,6 +631,316 @@ out:
     return rc;
 }
 
+/* --- the station's ops (keyline-provision, docs/station.md) ----------------------------- */
+
+/* A certificate of the peer's profiles for device `dev` (inventory, revoke, proof-failed): the
+ * station names only certificates it could have asked for itself. */
+static kl_rc cad_cert_own(cad_call *c, const char *serial, const char *dev, char *norm, size_t cap,
+                          store_cert *sc)
+{
+    kl_rc rc = KL_OK;
+    TRY(ca_serial_normalise(serial, norm, cap));
+    TRY(store_cert_get(ca_store(c->d->ca), norm, sc));
+    ENSURE(cad_peer_may(c, sc->issuer, sc->template_name), KL_EPOLICY,
+           "certificate %s (issuer %s, template %s) is outside the profiles of %s", norm,
+           sc->issuer, sc->template_name, c->peer->actor);
+    ENSURE(!dev || (sc->device_id && strcmp(sc->device_id, dev) == 0), KL_EPOLICY,
+           "certificate %s is not a certificate of device %s", norm, dev);
+out:
+    return rc;
+}
+
+/* The inventory row of a device, as the station sees it (states pending, failed, provisioned;
+ * "revoked" is what a revocation writes). The certificate it names must be one of the caller's
+ * profiles for that device, valid for "provisioned"; a row that points at a valid certificate
+ * keeps pointing at it until that certificate is revoked (a front end does not hide a
+ * provisioned device). Audited with the actor the daemon authenticated. */
+static kl_rc cad_op_inventory(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char dev[129], model[65], state[33], detail[513], serial[65], norm[65] = "", audit[1024];
+    store_cert sc, old;
+    store_device row;
+    memset(&sc, 0, sizeof sc);
+    memset(&old, 0, sizeof old);
+    memset(&row, 0, sizeof row);
+    TRY(cad_str(c, CAP_T_DEVICE_ID, dev, sizeof dev));
+    TRY(cad_str(c, CAP_T_MODEL, model, sizeof model));
+    TRY(cad_str(c, CAP_T_STATE, state, sizeof state));
+    TRY(cad_str(c, CAP_T_DETAIL, detail, sizeof detail));
+    TRY(cad_str(c, CAP_T_SERIAL, serial, sizeof serial));
+    ENSURE(strcmp(state, "pending") == 0 || strcmp(state, "failed") == 0 ||
+               strcmp(state, "provisioned") == 0,
+           KL_EPOLICY, "inventory state '%s' (pending, failed, provisioned)", state);
+    if (serial[0]) {
+        TRY(cad_cert_own(c, serial, dev, norm, sizeof norm, &sc));
+        ENSURE(strcmp(state, "provisioned") != 0 || strcmp(sc.status, STORE_ST_VALID) == 0,
+               KL_EPOLICY, "device %s: certificate %s is %s, not valid: not provisioned", dev, norm,
+               sc.status);
+    } else {
+        ENSURE(strcmp(state, "provisioned") != 0, KL_EPOLICY,
+               "device %s: provisioned names its certificate", dev);
+    }
+    rc = store_device_get(ca_store(c->d->ca), dev, &row);
+    if (rc == KL_OK && row.cert_serial && *row.cert_serial && strcmp(row.cert_serial, norm) != 0 &&
+        store_cert_get(ca_store(c->d->ca), row.cert_serial, &old) == KL_OK) {
+        ENSURE(strcmp(old.status, STORE_ST_VALID) != 0, KL_EPOLICY,
+               "device %s holds valid certificate %s: revoke it before recording another", dev,
+               row.cert_serial);
+    }
+    if (rc == KL_ENOTFOUND) {
+        rc = KL_OK;
+    }
+    TRY(rc);
+    store_device d = {
+        .device_id = dev,
+        .model = model,
+        .cert_serial = norm[0] ? norm : NULL,
+        .state = state,
+        .detail = detail,
+        .updated = time(NULL),
+    };
+    TRY(store_device_put(ca_store(c->d->ca), &d));
+    snprintf(audit, sizeof audit, "device %s: %s, certificate %s: %s", dev, state,
+             norm[0] ? norm : "-", detail);
+    TRY(store_audit_append(ca_store(c->d->ca), c->peer->actor, "inventory", audit));
+out:
+    store_cert_free(&sc);
+    store_cert_free(&old);
+    store_device_free(&row);
+    return rc;
+}
+
+typedef struct {
+    cad_call *c;
+    const char *dev;
+    const char *skip; /* the row's certificate, answered already */
+    size_t n;
+    kl_rc rc;
+} cad_known_scan;
+
+static int cad_known_cb(void *arg, const store_cert *sc)
+{
+    cad_known_scan *s = arg;
+    if (!sc->device_id || strcmp(sc->device_id, s->dev) != 0 || !sc->der ||
+        strcmp(sc->template_name ? sc->template_name : "", s->c->prof->template_name) != 0 ||
+        (s->skip && strcmp(sc->serial_hex, s->skip) == 0)) {
+        return 0;
+    }
+    if (s->n >= 8) {
+        return 1; /* the station keeps at most 8 (ST_MAX_KNOWN) */
+    }
+    s->rc = cap_put_bytes(s->c->rsp, CAP_T_PEND_CERT, sc->der, sc->der_len);
+    s->n++;
+    return s->rc != KL_OK;
+}
+
+/* What the station decides a device's flow from: the inventory row (state, detail, its
+ * certificate with status) and every pending certificate of the profile for that device id
+ * (a crash between issue and the row's update leaves one the row does not name). */
+static kl_rc cad_op_known(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char dev[129];
+    store_device row;
+    store_cert sc;
+    int have_cert = 0;
+    memset(&row, 0, sizeof row);
+    memset(&sc, 0, sizeof sc);
+    TRY(cad_str(c, CAP_T_DEVICE_ID, dev, sizeof dev));
+    TRY(cap_put_str(c->rsp, CAP_T_DEVICE_ID, dev));
+    rc = store_device_get(ca_store(c->d->ca), dev, &row);
+    if (rc == KL_OK) {
+        TRY(cap_put_str(c->rsp, CAP_T_STATE, row.state));
+        if (row.detail && *row.detail) {
+            TRY(cap_put_str(c->rsp, CAP_T_DETAIL, row.detail));
+        }
+        if (row.cert_serial && *row.cert_serial) {
+            rc = store_cert_get(ca_store(c->d->ca), row.cert_serial, &sc);
+            if (rc == KL_OK && sc.der) {
+                have_cert = 1;
+                TRY(cap_put_str(c->rsp, CAP_T_SERIAL, sc.serial_hex));
+                TRY(cap_put_str(c->rsp, CAP_T_STATUS, sc.status));
+                TRY(cap_put_bytes(c->rsp, CAP_T_CERT, sc.der, sc.der_len));
+            }
+            if (rc == KL_ENOTFOUND) {
+                rc = KL_OK;
+            }
+            TRY(rc);
+        }
+    } else if (rc == KL_ENOTFOUND) {
+        rc = KL_OK;
+    }
+    TRY(rc);
+    cad_known_scan scan = {.c = c, .dev = dev, .skip = have_cert ? sc.serial_hex : NULL};
+    TRY(store_cert_list(ca_store(c->d->ca), STORE_ST_PENDING, c->prof->issuer, cad_known_cb,
+                        &scan));
+    TRY(scan.rc);
+out:
+    store_device_free(&row);
+    store_cert_free(&sc);
+    return rc;
+}
+
+/* --reprovision: the station revokes the old certificate of a device it is about to give a new
+ * one. Only certificates of its profiles, only the reasons a station states (unspecified,
+ * keyCompromise, affiliationChanged, superseded, cessationOfOperation); CA and other reasons are
+ * the officer's. */
+static kl_rc cad_op_revoke(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char serial[65], norm[65];
+    store_cert sc;
+    memset(&sc, 0, sizeof sc);
+    uint64_t reason = cap_get_u64(c->req, CAP_T_REASON, 0);
+    ENSURE(reason == 0 || reason == 1 || reason == 3 || reason == 4 || reason == 5, KL_EPOLICY,
+           "a front end revokes with unspecified, keyCompromise, affiliationChanged, superseded "
+           "or cessationOfOperation (0, 1, 3, 4, 5), not %llu",
+           (unsigned long long)reason);
+    TRY(cad_str(c, CAP_T_SERIAL, serial, sizeof serial));
+    TRY(cad_cert_own(c, serial, NULL, norm, sizeof norm, &sc));
+    ENSURE(sc.device_id && *sc.device_id, KL_EPOLICY,
+           "certificate %s belongs to no device: the officer revokes it", norm);
+    TRY(ca_revoke(c->d->ca, norm, (int)reason, c->peer->actor));
+out:
+    store_cert_free(&sc);
+    return rc;
+}
+
+typedef struct {
+    const cad_profile *p;
+    char (*v)[2][129];
+    size_t n, cap;
+} cad_sweep_list;
+
+static int cad_sweep_cb(void *arg, const store_cert *sc)
+{
+    cad_sweep_list *l = arg;
+    if (!sc->issuer || strcmp(sc->issuer, l->p->issuer) != 0 || !sc->template_name ||
+        strcmp(sc->template_name, l->p->template_name) != 0) {
+        return 0;
+    }
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 16;
+        char(*nv)[2][129] = realloc(l->v, nc * sizeof *nv);
+        if (!nv) {
+            return 1;
+        }
+        l->v = nv;
+        l->cap = nc;
+    }
+    snprintf(l->v[l->n][0], 129, "%s", sc->serial_hex);
+    snprintf(l->v[l->n][1], 129, "%s", sc->device_id ? sc->device_id : "");
+    l->n++;
+    return 0;
+}
+
+/* The station's pending sweep, done where the store is: every pending certificate of the
+ * profile older than `age` seconds is revoked (cessationOfOperation), each only after its
+ * device is claimed ("pending sweep", held by the calling process) and its status read again
+ * under the claim (a flow that held the device may have confirmed it meanwhile); a device
+ * another flow holds keeps its certificate. The inventory row that still names it becomes
+ * failed. Answers how many were revoked. */
+static kl_rc cad_op_sweep(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    store *s = ca_store(c->d->ca);
+    char inst[129], other[512], host[256];
+    cad_sweep_list l = {.p = c->prof};
+    uint64_t count = 0;
+    uint64_t age = cap_get_u64(c->req, CAP_T_AGE, 0);
+    ENSURE(age >= 1 && age <= 365ULL * 86400, KL_EINPUT, "sweep age of %llu s (1..31536000)",
+           (unsigned long long)age);
+    TRY(cad_str(c, CAP_T_INSTANCE, inst, sizeof inst));
+    TRY(store_cert_list_pending(s, time(NULL) - (time_t)age, cad_sweep_cb, &l));
+    if (gethostname(host, sizeof host) != 0) {
+        snprintf(host, sizeof host, "localhost");
+    }
+    host[sizeof host - 1] = 0;
+    store_claim me = {.instance = inst,
+                      .host = host,
+                      .pid = (long)c->peer->pid,
+                      .where = "pending sweep",
+                      .expires = time(NULL) + 600};
+    for (size_t i = 0; i < l.n; i++) {
+        const char *serial = l.v[i][0], *dev = l.v[i][1];
+        if (dev[0]) {
+            rc = store_device_claim(s, dev, &me, other, sizeof other);
+            if (rc == KL_EEXIST) {
+                kl_info("cad: sweep: pending certificate %s of %s kept: %s is provisioning the "
+                        "device",
+                        serial, dev, other);
+                rc = KL_OK;
+                continue;
+            }
+            TRY(rc);
+            store_cert_state cs;
+            rc = store_cert_state_get(s, serial, &cs);
+            if (rc != KL_OK || strcmp(cs.status, STORE_ST_PENDING) != 0) {
+                if (store_device_unclaim(s, dev, &me) != KL_OK) {
+                    kl_warn("cad: sweep: releasing %s: %s", dev, kl_errmsg());
+                }
+                TRY(rc);
+                continue;
+            }
+        }
+        rc = ca_revoke(c->d->ca, serial, 5, c->peer->actor);
+        if (rc == KL_OK && dev[0]) {
+            store_device d;
+            if (store_device_get(s, dev, &d) == KL_OK) {
+                if (d.cert_serial && strcmp(d.cert_serial, serial) == 0) {
+                    char detail[200];
+                    snprintf(detail, sizeof detail,
+                             "pending certificate revoked after %llu s without confirmation",
+                             (unsigned long long)age);
+                    store_device nd = d;
+                    nd.state = "failed";
+                    nd.detail = detail;
+                    nd.updated = time(NULL);
+                    if (store_device_put(s, &nd) != KL_OK) {
+                        kl_warn("cad: sweep: inventory %s: %s", dev, kl_errmsg());
+                    }
+                }
+                store_device_free(&d);
+            }
+        }
+        if (dev[0] && store_device_unclaim(s, dev, &me) != KL_OK) {
+            kl_warn("cad: sweep: releasing %s: %s", dev, kl_errmsg());
+        }
+        if (rc == KL_EEXIST || rc == KL_ENOTFOUND) {
+            rc = KL_OK; /* another sweep got there first */
+            continue;
+        }
+        TRY(rc);
+        count++;
+        kl_info("cad: sweep: revoked pending certificate %s of %s: not confirmed within %llu s",
+                serial, dev[0] ? dev : "?", (unsigned long long)age);
+    }
+    TRY(cap_put_u64(c->rsp, CAP_T_COUNT, count));
+out:
+    free(l.v);
+    return rc;
+}
+
+/* A locked device said it holds certificate S of device D but could not sign with its key
+ * (counterfeit or clone): an audit entry, with the actor the daemon authenticated. */
+static kl_rc cad_op_proof_failed(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char dev[129], serial[65], norm[65], msg[2049], detail[2400];
+    store_cert sc;
+    memset(&sc, 0, sizeof sc);
+    TRY(cad_str(c, CAP_T_DEVICE_ID, dev, sizeof dev));
+    TRY(cad_str(c, CAP_T_SERIAL, serial, sizeof serial));
+    TRY(cad_str(c, CAP_T_MESSAGE, msg, sizeof msg));
+    TRY(cad_cert_own(c, serial, dev, norm, sizeof norm, &sc));
+    snprintf(detail, sizeof detail, "device %s, certificate %s: %s", dev, norm, msg);
+    TRY(store_audit_append(ca_store(c->d->ca), c->peer->actor, "device-proof-failed", detail));
+out:
+    store_cert_free(&sc);
+    return rc;
+}
+
 /* --- the table ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -655,6 +965,11 @@ static const cad_op_row cad_table[CAP_OP__END] = {
     [CAP_OP_PROFILE] = {cad_op_profile, 1},
     [CAP_OP_CA_CHAIN] = {cad_op_ca_chain, 0},
     [CAP_OP_PENDING] = {cad_op_pending, 1},
+    [CAP_OP_INVENTORY] = {cad_op_inventory, 1},
+    [CAP_OP_KNOWN] = {cad_op_known, 1},
+    [CAP_OP_REVOKE] = {cad_op_revoke, 0},
+    [CAP_OP_SWEEP] = {cad_op_sweep, 1},
+    [CAP_OP_PROOF_FAIL] = {cad_op_proof_failed, 0},
 };
 
 static void cad_answer_error(kl_buf *rsp, uint8_t op, kl_rc code, const char *msg,

@@ -44,6 +44,10 @@ static const cap_tag_info cap_tags[CAP_T__END] = {
     [CAP_T_KEY_TYPE] = {CAP_STR, 1, 16},
     [CAP_T_DEVICE_CERT] = {CAP_U64, 0, 8},
     [CAP_T_COUNT] = {CAP_U64, 0, 8},
+    [CAP_T_MODEL] = {CAP_STR, 0, 64},
+    [CAP_T_DETAIL] = {CAP_STR, 0, 512},
+    [CAP_T_PEND_CERT] = {CAP_BYTES, 1, 64 * 1024},
+    [CAP_T_AGE] = {CAP_U64, 0, 8},
 };
 
 typedef struct {
@@ -95,6 +99,24 @@ static const cap_op_info cap_ops[CAP_OP__END] = {
                          B(CAP_T_ISSUER) | B(CAP_T_CA_CERT), B(CAP_T_ISSUER) | B(CAP_T_CA_CERT)},
     [CAP_OP_PENDING] = {"pending", B(CAP_T_PROFILE), B(CAP_T_PROFILE), B(CAP_T_COUNT),
                         B(CAP_T_COUNT)},
+    [CAP_OP_INVENTORY] = {"inventory",
+                          B(CAP_T_PROFILE) | B(CAP_T_DEVICE_ID) | B(CAP_T_MODEL) | B(CAP_T_STATE) |
+                              B(CAP_T_DETAIL) | B(CAP_T_SERIAL),
+                          B(CAP_T_PROFILE) | B(CAP_T_DEVICE_ID) | B(CAP_T_MODEL) | B(CAP_T_STATE) |
+                              B(CAP_T_DETAIL),
+                          0, 0},
+    [CAP_OP_KNOWN] = {"known", B(CAP_T_PROFILE) | B(CAP_T_DEVICE_ID),
+                      B(CAP_T_PROFILE) | B(CAP_T_DEVICE_ID),
+                      B(CAP_T_DEVICE_ID) | B(CAP_T_STATE) | B(CAP_T_DETAIL) | B(CAP_T_SERIAL) |
+                          B(CAP_T_STATUS) | B(CAP_T_CERT) | B(CAP_T_PEND_CERT),
+                      B(CAP_T_DEVICE_ID)},
+    [CAP_OP_REVOKE] = {"revoke", B(CAP_T_SERIAL) | B(CAP_T_REASON),
+                       B(CAP_T_SERIAL) | B(CAP_T_REASON), 0, 0},
+    [CAP_OP_SWEEP] = {"sweep", B(CAP_T_PROFILE) | B(CAP_T_AGE) | B(CAP_T_INSTANCE),
+                      B(CAP_T_PROFILE) | B(CAP_T_AGE) | B(CAP_T_INSTANCE), B(CAP_T_COUNT),
+                      B(CAP_T_COUNT)},
+    [CAP_OP_PROOF_FAIL] = {"proof-failed", B(CAP_T_DEVICE_ID) | B(CAP_T_SERIAL) | B(CAP_T_MESSAGE),
+                           B(CAP_T_DEVICE_ID) | B(CAP_T_SERIAL) | B(CAP_T_MESSAGE), 0, 0},
 };
 
 /* What an error answer may carry, whatever the op. */

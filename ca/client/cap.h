@@ -44,6 +44,11 @@ typedef enum {
     CAP_OP_PROFILE = 14,    /* profile -> what its template asks (EST /csrattrs) */
     CAP_OP_CA_CHAIN = 15,   /* CA label -> its certificate and those above it (client trust) */
     CAP_OP_PENDING = 16,    /* profile -> how many of its requests wait for an officer */
+    CAP_OP_INVENTORY = 17,  /* station: a device's inventory row (checked, audited by cad) */
+    CAP_OP_KNOWN = 18,      /* station: device row + its certificate + pending certificates */
+    CAP_OP_REVOKE = 19,     /* station --reprovision: revoke a certificate of its profiles */
+    CAP_OP_SWEEP = 20,      /* station: claim-then-revoke pending certificates older than age */
+    CAP_OP_PROOF_FAIL = 21, /* station: audit a locked device that failed CHALLENGE */
     CAP_OP__END
 } cap_op;
 
@@ -78,6 +83,10 @@ typedef enum {
     CAP_T_KEY_TYPE = 28,    /* str: a key type the template takes, "ec-p256" ... (repeatable) */
     CAP_T_DEVICE_CERT = 29, /* u64: 1 = the template makes device certificates */
     CAP_T_COUNT = 30,       /* u64: a number of things (held requests) */
+    CAP_T_MODEL = 31,       /* str: device model (HELLO) */
+    CAP_T_DETAIL = 32,      /* str: inventory detail text */
+    CAP_T_PEND_CERT = 33,   /* bytes: a pending certificate DER (repeatable) */
+    CAP_T_AGE = 34,         /* u64: seconds (pending sweep window) */
     CAP_T__END
 } cap_tag;
 

@@ -4,7 +4,8 @@
  *                     [--count N] [--watch] [--watch-glob PATTERN]
  *                     [--reprovision --reason R] [--results FILE]
  *
- * main only parses arguments, loads the config, opens the CA and hands over to st_station. */
+ * main only parses arguments, loads the config and hands over to st_station, which asks
+ * keyline-cad for everything the CA does: the station holds no PIN, token or store. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -12,10 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ca.h"
 #include "kl_conf.h"
 #include "kl_log.h"
 #include "kl_version.h"
@@ -40,7 +41,7 @@ static void usage(FILE *f)
         "Provision devices on serial fixtures: key, IDevID certificate from the factory CA,\n"
         "trust anchors, proof of possession, lock. One thread per fixture.\n"
         "\n"
-        "  -c, --config FILE      keyline.conf ([hsm], [store], [station]); default\n"
+        "  -c, --config FILE      keyline.conf ([station], [cad] socket); default\n"
         "                         $KEYLINE_CONF, else " KL_CONF_DEFAULT "\n"
         "  -p, --port DEV         a fixture's serial port (repeatable): /dev/ttyUSB0, a pty...\n"
         "  -m, --mode csr|inject  key born on the device (csr) or made by the station (inject);\n"
@@ -50,7 +51,8 @@ static void usage(FILE *f)
         "      --watch-glob PAT   also pick up ports matching a glob (ptys in tests)\n"
         "      --reprovision      replace an existing IDevID: revoke it first (needs --reason)\n"
         "      --reason R         revocation reason for --reprovision (superseded,\n"
-        "                         keyCompromise, cessationOfOperation, ...)\n"
+        "                         keyCompromise, cessationOfOperation, affiliationChanged,\n"
+        "                         unspecified)\n"
         "  -r, --results FILE     append one JSON line per device (default [station] results)\n"
         "  -v, --verbose          debug logging\n"
         "  -V, --version          print the version\n"
@@ -69,7 +71,6 @@ int main(int argc, char **argv)
     long count = 0;
     int watch = 0, reprovision = 0, exit_code = 0;
     kl_conf *conf = NULL;
-    ca_ctx *ca = NULL;
     st_station st;
     int st_ready = 0;
     kl_rc rc = KL_OK;
@@ -142,8 +143,8 @@ int main(int argc, char **argv)
                             "certificate is revoked)\n");
             return 2;
         }
-        reason_code = ca_reason_from_name(reason);
-        if (reason_code < 0 || reason_code == 8) {
+        reason_code = st_reason_from_name(reason);
+        if (reason_code < 0) {
             fprintf(stderr, "keyline-provision: unknown revocation reason '%s'\n", reason);
             return 2;
         }
@@ -164,13 +165,13 @@ int main(int argc, char **argv)
     if (rc != KL_OK) {
         goto out;
     }
-    /* The PIN (env:, file: or prompt with echo off) lives until the login only; the process
-     * is not dumpable from before it is read (st_ca_open). */
-    rc = st_ca_open(&ca, conf);
-    if (rc != KL_OK) {
+    /* No PIN, token or store here: keyline-cad holds them. The process is still made
+     * non-dumpable: in inject mode it holds each device's new private key for a moment. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        rc = kl_fail(KL_EINTERNAL, "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
         goto out;
     }
-    rc = st_station_init(&st, ca, conf);
+    rc = st_station_init(&st, conf);
     st_ready = 1;
     if (rc != KL_OK) {
         goto out;
@@ -200,9 +201,10 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    kl_info("station: issuer %s, template %s, mode %s, %ld baud, timeouts %ld/%ld ms x %ld, "
+    kl_info("station: keyline-cad %s, profile %s, issuer %s, mode %s, %ld baud, timeouts %ld/%ld "
+            "ms x %ld, "
             "pending window %ld s",
-            st.cfg.issuer, st.cfg.template_name, st_mode_name(st.cfg.mode), st.cfg.baud,
+            st.cfg.cad, st.cfg.profile, st.cfg.issuer, st_mode_name(st.cfg.mode), st.cfg.baud,
             st.cfg.timeout_ms, st.cfg.slow_timeout_ms, st.cfg.retries + 1, st.cfg.pending_window);
     {
         unsigned n = 0;
@@ -242,7 +244,6 @@ out:
         st.stop = 1;
         st_station_free(&st);
     }
-    ca_close(ca);
     kl_conf_free(conf);
     return exit_code;
 }

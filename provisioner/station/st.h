@@ -5,7 +5,9 @@
  *                 timeout and retransmission. The only file that reads or writes a port.
  *   st_plan.c     pure decisions: what to do with a device given its HELLO and what the store
  *                 knows about its hardware serial (resume, already provisioned, refuse...).
- *   st_flow.c     one device from HELLO to LOCK, issuing through ca_issue().
+ *   st_flow.c     one device from HELLO to LOCK, issuing through keyline-cad.
+ *   st_ca.c       the requests to keyline-cad (cac_call): known, inventory, claim, revoke,
+ *                 sweep, proof-failed, cacerts. The station holds no PIN, token or store.
  *   st_station.c  fixtures (a thread each), hot-plug watch, pending sweep, results, display.
  *   keyline-provision.c  main: arguments and config only.
  *
@@ -17,12 +19,13 @@
 #include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ca.h"
+#include "cac.h"
 #include "kl_conf.h"
 #include "kl_err.h"
 #include "kl_proto.h"
@@ -44,6 +47,9 @@ typedef struct {
     long pending_window;    /* seconds, default 3600 */
     char est_url[KL_PROTO_URL_MAX + 1]; /* optional */
     char *results;                      /* JSON lines path (malloc'd, resolved), NULL: none */
+    char profile[65];                   /* keyline-cad profile, default "station" */
+    char *cad;        /* keyline-cad endpoint ([station] cad, else [cad] socket; malloc'd) */
+    long cad_timeout; /* seconds, default 30 */
 } st_config;
 
 /* Fill cfg from [station]. KL_EUSAGE/KL_EINPUT naming the key on a bad value. */
@@ -135,7 +141,7 @@ kl_rc st_csr_subject_check(const X509_NAME *name, const st_hello *h) KL_WUR;
 
 /* A certificate the store holds for the device's hardware serial. */
 typedef struct {
-    char serial[48];
+    char serial[65];
     int pending; /* 1 pending, 0 valid */
     uint8_t fp[KL_PROTO_FP_LEN];
     uint8_t pub[KL_PROTO_PUB_LEN]; /* all zero if not a P-256 key */
@@ -195,7 +201,7 @@ const char *st_phase_name(int ph);
 typedef struct {
     st_hello hello;
     int have_hello;
-    char cert_serial[48];
+    char cert_serial[65];
     const char *action; /* "provisioned", "resumed", "already-provisioned", "activated" */
     int ok;
     char error[512];
@@ -233,7 +239,7 @@ typedef struct st_fixture {
 } st_fixture;
 
 typedef struct st_station {
-    ca_ctx *ca;
+    cac *cac; /* keyline-cad: every certificate, inventory row, claim and revocation */
     const kl_conf *conf;
     st_config cfg;
     int reprovision;
@@ -259,18 +265,15 @@ typedef struct st_station {
     int results_fd;
 } st_station;
 
-/* Open the CA with the token logged in, for a process that runs all shift: the process is made
- * non-dumpable first (no core dump, no ptrace or /proc/PID/mem by other processes of the
- * operator while it holds a session), the PIN from [hsm] pin is read, used for the login only
- * (hsm_open keeps no copy) and wiped, and an env: variable is wiped and removed from the
- * environment. Errors of ca_open (wrong PIN, PIN source, token, store). */
-kl_rc st_ca_open(ca_ctx **out, const kl_conf *conf) KL_WUR;
-kl_rc st_station_init(st_station *st, ca_ctx *ca, const kl_conf *conf) KL_WUR;
+/* Load [station], connect to keyline-cad (st_cad_open) and fetch the chain (st_cad_chain).
+ * Errors: configuration (KL_EUSAGE), keyline-cad unreachable (KL_EIO) or refusing. */
+kl_rc st_station_init(st_station *st, const kl_conf *conf) KL_WUR;
 void st_station_free(st_station *st);
 /* Start a fixture thread for a port (duplicates ignored). watched: ends when the port goes. */
 kl_rc st_station_add_port(st_station *st, const char *path, int watched) KL_WUR;
-/* Revoke pending certificates older than the pending window (not those of a device that any
- * station on the store is provisioning: the sweep claims each device before revoking). */
+/* keyline-cad's sweep: revoke the profile's pending certificates older than the pending
+ * window (not those of a device that any station is provisioning: keyline-cad claims each
+ * device before revoking, and reads its status again under the claim). */
 kl_rc st_station_sweep(st_station *st, unsigned *revoked) KL_WUR;
 /* Run until count devices finished, stop is set, or (without watch) every fixture ended.
  * watch_glob: also poll this glob(7) pattern for new ports; udev: use libudev hot-plug. */
@@ -295,6 +298,34 @@ kl_rc st_station_claim(st_station *st, st_fixture *fx, const char *serial, char 
 /* Renew fx's claim if it is older than ST_CLAIM_RENEW_MS. KL_EEXIST if it was lost. */
 kl_rc st_station_claim_keep(st_station *st, st_fixture *fx, const char *serial) KL_WUR;
 void st_station_release(st_station *st, st_fixture *fx, const char *serial);
+
+/* ---- keyline-cad (st_ca.c) ------------------------------------------------------------------ */
+
+/* Connect (cfg.cad) and check the profile: it must issue under [station] issuer when that is
+ * set (then cfg.issuer is the profile's issuer) and make device certificates. */
+kl_rc st_cad_open(st_station *st) KL_WUR;
+/* st->chain from cacerts of the profile: issuer first, up to the root. */
+kl_rc st_cad_chain(st_station *st) KL_WUR;
+/* known: the inventory row's certificate (pending or valid) and every pending certificate of
+ * the profile for hardware serial `id`; certs[i] is k->c[i]'s certificate (X509_free each). */
+kl_rc st_known_load(st_station *st, const char *id, st_known *k, X509 *certs[ST_MAX_KNOWN]) KL_WUR;
+/* inventory: the device's row (state pending|failed|provisioned, detail, its certificate). */
+kl_rc st_cad_inventory(st_station *st, const st_hello *h, const char *cert_serial,
+                       const char *state, const char *detail) KL_WUR;
+/* revoke: a certificate of the profile for --reprovision (reasons of st_reason_from_name). */
+kl_rc st_cad_revoke(st_station *st, const char *serial, int reason) KL_WUR;
+/* proof-failed: audit a locked device that could not sign with certificate `serial`'s key. */
+kl_rc st_cad_proof_failed(st_station *st, const char *device_id, const char *serial,
+                          const char *msg) KL_WUR;
+/* claim / release of a device for `where` (fixture or ST_SWEEP_WHERE); KL_EEXIST with the
+ * holder in `other` when another flow has it. */
+kl_rc st_cad_claim(st_station *st, const char *serial, const char *where, char *other,
+                   size_t otherlen) KL_WUR;
+kl_rc st_cad_release(st_station *st, const char *serial, const char *where) KL_WUR;
+/* The CRLReason names a station may state: unspecified, keyCompromise, affiliationChanged,
+ * superseded, cessationOfOperation. -1 for any other. */
+int st_reason_from_name(const char *name);
+const char *st_reason_name(int reason);
 
 /* Build the JSON line for an outcome (malloc'd, with trailing newline). Exposed for tests. */
 char *st_result_json(const st_outcome *o, const char *fixture, long long unix_ms);

@@ -1,13 +1,14 @@
 /* keyline-provision: one device, HELLO to LOCK (docs/station.md "What the station does").
  *
- * Order that keeps identities unique and never lost (issue 4, point 5):
+ * Every step that touches the CA is a keyline-cad request (st_ca.c); the station holds no PIN,
+ * token or store. Order that keeps identities unique and never lost (issue 4, point 5):
  *   1. inventory row "pending" for the hardware serial
- *   2. ca_issue(.pending = 1): the certificate is committed (status pending) before any byte of
+ *   2. issue with pending=1: the certificate is committed (status pending) before any byte of
  *      it goes to the device
  *   3. inventory row points at the certificate
  *   4. PUTCERT, PUTTRUST, CHALLENGE (verified against the issued certificate's key)
  *   5. inventory records the passed CHALLENGE, then LOCK
- *   6. ca_activate + inventory "provisioned"
+ *   6. activate + inventory "provisioned"
  * A crash anywhere leaves a pending certificate that st_plan_decide() resumes when the device
  * comes back, or that the pending-window sweep revokes. */
 #include <openssl/core_names.h>
@@ -17,6 +18,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,117 +40,6 @@ static int st_pub65(EVP_PKEY *pk, uint8_t out[KL_PROTO_PUB_LEN])
     return 1;
 }
 
-static void st_known_add(st_known *k, const store_cert *c, const store_device *row)
-{
-    if (k->n >= ST_MAX_KNOWN || !c->der) {
-        return;
-    }
-    for (size_t i = 0; i < k->n; i++) {
-        if (strcmp(k->c[i].serial, c->serial_hex) == 0) {
-            return;
-        }
-    }
-    st_known_cert *e = &k->c[k->n];
-    memset(e, 0, sizeof *e);
-    snprintf(e->serial, sizeof e->serial, "%s", c->serial_hex);
-    e->pending = strcmp(c->status, STORE_ST_PENDING) == 0;
-    SHA256(c->der, c->der_len, e->fp);
-    const unsigned char *p = c->der;
-    X509 *x = d2i_X509(NULL, &p, (long)c->der_len);
-    if (x) {
-        (void)st_pub65(X509_get0_pubkey(x), e->pub);
-        X509_free(x);
-    }
-    ERR_clear_error();
-    if (row && row->cert_serial && strcmp(row->cert_serial, c->serial_hex) == 0 && row->detail &&
-        strncmp(row->detail, "challenge passed", 16) == 0) {
-        e->challenge_passed = 1;
-    }
-    k->n++;
-}
-
-typedef struct {
-    const char *device_id;
-    const char *template_name;
-    store_cert found[ST_MAX_KNOWN];
-    size_t n;
-} st_pending_scan;
-
-static int st_pending_cb(void *arg, const store_cert *c)
-{
-    st_pending_scan *s = arg;
-    if (s->n >= ST_MAX_KNOWN) {
-        return 1;
-    }
-    if (!c->device_id || strcmp(c->device_id, s->device_id) != 0 ||
-        (c->template_name && strcmp(c->template_name, s->template_name) != 0)) {
-        return 0;
-    }
-    /* copy what st_known_add needs */
-    store_cert *d = &s->found[s->n];
-    memset(d, 0, sizeof *d);
-    d->serial_hex = strdup(c->serial_hex);
-    d->status = strdup(c->status);
-    d->der = c->der ? malloc(c->der_len) : NULL;
-    if (!d->serial_hex || !d->status || (c->der && !d->der)) {
-        free(d->serial_hex);
-        free(d->status);
-        free(d->der);
-        return 1;
-    }
-    if (d->der) {
-        memcpy(d->der, c->der, c->der_len);
-    }
-    d->der_len = c->der_len;
-    s->n++;
-    return 0;
-}
-
-/* What the store knows about hardware serial `id`: the inventory row's certificate (pending or
- * valid) and every pending certificate of the station's template for that device id. */
-static kl_rc st_known_load(st_station *st, const char *id, st_known *k, store_device *row,
-                           int *have_row)
-{
-    kl_rc rc = KL_OK;
-    store *s = ca_store(st->ca);
-    st_pending_scan scan = {.device_id = id, .template_name = st->cfg.template_name};
-    store_cert c;
-    memset(&c, 0, sizeof c);
-    memset(k, 0, sizeof *k);
-    *have_row = 0;
-    rc = store_device_get(s, id, row);
-    if (rc == KL_ENOTFOUND) {
-        rc = KL_OK;
-    } else if (rc == KL_OK) {
-        *have_row = 1;
-        k->have_row = 1;
-    }
-    TRY(rc);
-    if (*have_row && row->cert_serial && *row->cert_serial) {
-        rc = store_cert_get(s, row->cert_serial, &c);
-        if (rc == KL_OK &&
-            (strcmp(c.status, STORE_ST_PENDING) == 0 || strcmp(c.status, STORE_ST_VALID) == 0)) {
-            st_known_add(k, &c, row);
-        }
-        if (rc == KL_ENOTFOUND) {
-            rc = KL_OK;
-        }
-        TRY(rc);
-    }
-    TRY(store_cert_list(s, STORE_ST_PENDING, NULL, st_pending_cb, &scan));
-    for (size_t i = 0; i < scan.n; i++) {
-        st_known_add(k, &scan.found[i], *have_row ? row : NULL);
-    }
-out:
-    store_cert_free(&c);
-    for (size_t i = 0; i < scan.n; i++) {
-        free(scan.found[i].serial_hex);
-        free(scan.found[i].status);
-        free(scan.found[i].der);
-    }
-    return rc;
-}
-
 static kl_rc st_inv_put(st_station *st, const st_hello *h, const char *cert_serial,
                         const char *state, const char *fmt, ...) KL_PRINTF(5, 6);
 static kl_rc st_inv_put(st_station *st, const st_hello *h, const char *cert_serial,
@@ -159,15 +50,7 @@ static kl_rc st_inv_put(st_station *st, const st_hello *h, const char *cert_seri
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    store_device d = {
-        .device_id = (char *)h->hw_serial,
-        .model = (char *)h->model,
-        .cert_serial = cert_serial && *cert_serial ? (char *)cert_serial : NULL,
-        .state = (char *)state,
-        .detail = detail,
-        .updated = time(NULL),
-    };
-    kl_rc rc = store_device_put(ca_store(st->ca), &d);
+    kl_rc rc = st_cad_inventory(st, h, cert_serial, state, detail);
     if (rc != KL_OK) {
         return kl_wrap(rc, "inventory");
     }
@@ -370,22 +253,6 @@ out:
     return rc;
 }
 
-/* A certificate of the store, by hex serial. */
-static kl_rc st_cert_load(st_station *st, const char *serial, X509 **out)
-{
-    kl_rc rc = KL_OK;
-    store_cert c;
-    *out = NULL;
-    TRY(store_cert_get(ca_store(st->ca), serial, &c));
-    const unsigned char *p = c.der;
-    *out = c.der ? d2i_X509(NULL, &p, (long)c.der_len) : NULL;
-    store_cert_free(&c);
-    ENSURE(*out, KL_EINTERNAL, "stored certificate %s does not parse", serial);
-out:
-    ERR_clear_error();
-    return rc;
-}
-
 /* CHALLENGE with a fresh nonce; the signature is verified with the key of `cert` (the
  * certificate issued or on record, never the key the device reports). *forged = 1 when the
  * device answered with a signature that does not verify (it cannot sign with that key); other
@@ -415,15 +282,14 @@ out:
  * the station believes it. On failure nothing about the certificate or the inventory changes
  * (the genuine unit keeps its identity); a forged signature goes to the audit log. */
 static kl_rc st_locked_prove(st_station *st, st_fixture *fx, st_outcome *o, const char *serial,
-                             const char *actor, st_resp *r)
+                             X509 *cert, st_resp *r)
 {
     kl_rc rc = KL_OK;
-    X509 *cert = NULL;
     int forged = 0;
     long t = st_now_ms();
     o->phase = ST_PH_CHALLENGE;
     st_fixture_progress(fx, ST_PH_CHALLENGE, "CHALLENGE (locked, %s)", serial);
-    TRY(st_cert_load(st, serial, &cert));
+    ENSURE(cert, KL_EINTERNAL, "no certificate %s from keyline-cad", serial);
     rc = st_challenge(fx, &o->hello, cert, r, &forged);
     if (rc != KL_OK) {
         char why[300], detail[700];
@@ -433,8 +299,7 @@ static kl_rc st_locked_prove(st_station *st, st_fixture *fx, st_outcome *o, cons
                      "device %s on %s says it is locked with certificate %s but cannot sign with "
                      "its key (%s)",
                      o->hello.hw_serial, fx->name, serial, why);
-            if (store_audit_append(ca_store(st->ca), actor, "device-proof-failed", detail) !=
-                KL_OK) {
+            if (st_cad_proof_failed(st, o->hello.hw_serial, serial, detail) != KL_OK) {
                 st_event(st, 1, "%s: %s: audit log not written: %s", fx->name, o->hello.hw_serial,
                          kl_errmsg());
             }
@@ -452,7 +317,6 @@ static kl_rc st_locked_prove(st_station *st, st_fixture *fx, st_outcome *o, cons
     }
     o->ms[ST_PH_CHALLENGE] = st_now_ms() - t;
 out:
-    X509_free(cert);
     return rc;
 }
 
@@ -468,8 +332,8 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     const st_hello *h = &o->hello;
     st_known k;
     st_plan plan;
-    store_device row;
-    int have_row = 0, claimed = 0, own_row = 0, challenged = 0;
+    X509 *kcert[ST_MAX_KNOWN] = {0};
+    int claimed = 0, own_row = 0, challenged = 0;
     uint8_t *csr = NULL;
     size_t csr_len = 0;
     X509 *cert = NULL;
@@ -478,14 +342,12 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     uint8_t fp[32], dev_fp[32];
     int have_fp = 0;
     st_resp *r = malloc(sizeof *r);
-    char actor[256], other[256];
+    char other[256];
     long t0 = st_now_ms(), t;
     uint64_t tx0 = fx->link.bytes_tx, rx0 = fx->link.bytes_rx;
     unsigned rt0 = fx->link.retransmits;
-    memset(&row, 0, sizeof row);
     o->mode = st->cfg.mode;
     o->phase = ST_PH_HELLO;
-    snprintf(actor, sizeof actor, "%s:%s", st->actor, fx->name);
     if (!r) {
         snprintf(o->error, sizeof o->error, "out of memory");
         goto done;
@@ -515,7 +377,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
                      "serial?)",
                      h->hw_serial, other);
     } else if (rc != KL_OK) {
-        kl_wrap(rc, "store");
+        kl_wrap(rc, "keyline-cad");
     }
     if (rc != KL_OK) {
         st_fail_phase(o, ST_PH_HELLO);
@@ -524,9 +386,9 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     claimed = 1;
 
     /* ---- decide ---- */
-    rc = st_known_load(st, h->hw_serial, &k, &row, &have_row);
+    rc = st_known_load(st, h->hw_serial, &k, kcert);
     if (rc != KL_OK) {
-        kl_wrap(rc, "store");
+        kl_wrap(rc, "keyline-cad");
         st_fail_phase(o, ST_PH_HELLO);
         goto done;
     }
@@ -537,14 +399,14 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     }
     for (size_t i = 0; i < plan.nrevoke; i++) {
         const st_known_cert *c = &k.c[plan.revoke[i]];
-        rc = ca_revoke(st->ca, c->serial, plan.revoke_reason[i], actor);
+        rc = st_cad_revoke(st, c->serial, plan.revoke_reason[i]);
         if (rc != KL_OK && rc != KL_EEXIST) {
             kl_wrap(rc, "revoking old certificate %s", c->serial);
             st_fail_phase(o, ST_PH_HELLO);
             goto done;
         }
         st_event(st, 0, "%s: %s: revoked old certificate %s (%s)", fx->name, h->hw_serial,
-                 c->serial, ca_reason_name(plan.revoke_reason[i]));
+                 c->serial, st_reason_name(plan.revoke_reason[i]));
     }
 
     switch (plan.action) {
@@ -554,7 +416,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         goto done;
     case ST_ACT_ALREADY:
         snprintf(o->cert_serial, sizeof o->cert_serial, "%s", k.c[plan.resume].serial);
-        rc = st_locked_prove(st, fx, o, o->cert_serial, actor, r);
+        rc = st_locked_prove(st, fx, o, o->cert_serial, kcert[plan.resume], r);
         if (rc != KL_OK) {
             st_fail_phase(o, ST_PH_CHALLENGE);
             goto done;
@@ -564,7 +426,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         goto done;
     case ST_ACT_ACTIVATE:
         snprintf(o->cert_serial, sizeof o->cert_serial, "%s", k.c[plan.resume].serial);
-        rc = st_locked_prove(st, fx, o, o->cert_serial, actor, r);
+        rc = st_locked_prove(st, fx, o, o->cert_serial, kcert[plan.resume], r);
         if (rc != KL_OK) {
             st_fail_phase(o, ST_PH_CHALLENGE); /* the inventory keeps "challenge passed" */
             goto done;
@@ -572,7 +434,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         own_row = 1;
         challenged = 1; /* recorded by the earlier run; a failure here must keep that */
         o->phase = ST_PH_LOCK;
-        rc = ca_activate(st->ca, o->cert_serial, actor);
+        rc = cac_activate(st->cac, o->cert_serial);
         if (rc == KL_OK) {
             rc = st_inv_put(st, h, o->cert_serial, "provisioned",
                             "locked on %s (activated after "
@@ -588,8 +450,10 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         goto done;
     case ST_ACT_RESUME: {
         snprintf(o->cert_serial, sizeof o->cert_serial, "%s", k.c[plan.resume].serial);
-        rc = st_cert_load(st, o->cert_serial, &cert);
-        if (rc != KL_OK) {
+        cert = kcert[plan.resume];
+        kcert[plan.resume] = NULL;
+        if (!cert) {
+            rc = kl_fail(KL_EINTERNAL, "no certificate %s from keyline-cad", o->cert_serial);
             st_fail_phase(o, ST_PH_ISSUE);
             goto done;
         }
@@ -619,24 +483,35 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
             st_fail_phase(o, ST_PH_ISSUE);
             goto done;
         }
-        ca_issue_req req = {
-            .issuer = st->cfg.issuer,
-            .template_name = st->cfg.template_name,
-            .csr_der = csr,
-            .csr_len = csr_len,
-            .device_id = h->hw_serial,
-            .actor = actor,
-            .pending = 1,
-        };
-        rc = ca_issue(st->ca, &req, &cert);
+        {
+            cac_issue_req req = {
+                .profile = st->cfg.profile,
+                .csr = csr,
+                .csr_len = csr_len,
+                .auth = {.method = "station"},
+                .device_id = h->hw_serial,
+                .pending = 1,
+            };
+            uint8_t *der = NULL;
+            size_t der_len = 0;
+            char sh[65] = "";
+            rc = cac_issue(st->cac, &req, &der, &der_len, sh);
+            if (rc == KL_OK) {
+                const unsigned char *p = der;
+                cert = d2i_X509(NULL, &p, (long)der_len);
+                if (!cert) {
+                    ERR_clear_error();
+                    rc = kl_fail(KL_EINPUT, "keyline-cad issued %s but sent no certificate", sh);
+                }
+            }
+            free(der);
+            snprintf(o->cert_serial, sizeof o->cert_serial, "%s", sh);
+        }
         if (rc != KL_OK) {
             kl_wrap(rc, "issuing refused");
             st_fail_phase(o, ST_PH_ISSUE);
             goto done;
         }
-        char *sh = ca_serial_hex(X509_get0_serialNumber(cert));
-        snprintf(o->cert_serial, sizeof o->cert_serial, "%s", sh ? sh : "");
-        OPENSSL_free(sh);
         rc = st_inv_put(st, h, o->cert_serial, "pending", "issued on %s, not yet confirmed",
                         fx->name);
         if (rc != KL_OK) {
@@ -726,7 +601,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
              * trusted. Revoke it now rather than leave it pending. */
             char why[300];
             snprintf(why, sizeof why, "%s", kl_errmsg());
-            kl_rc r2 = ca_revoke(st->ca, o->cert_serial, ST_REASON_KEY_COMPROMISE, actor);
+            kl_rc r2 = cac_abandon(st->cac, o->cert_serial, ST_REASON_KEY_COMPROMISE);
             rc = kl_fail(KL_EAUTH,
                          "CHALLENGE signature does not verify against certificate %s "
                          "(%s); certificate %s",
@@ -771,7 +646,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
             goto done;
         }
     }
-    rc = ca_activate(st->ca, o->cert_serial, actor);
+    rc = cac_activate(st->cac, o->cert_serial);
     if (rc == KL_OK) {
         rc = st_inv_put(st, h, o->cert_serial, "provisioned", "locked on %s", fx->name);
     }
@@ -814,8 +689,8 @@ done:
     if (claimed) {
         st_station_release(st, fx, h->hw_serial);
     }
-    if (have_row) {
-        store_device_free(&row);
+    for (size_t i = 0; i < ST_MAX_KNOWN; i++) {
+        X509_free(kcert[i]);
     }
     o->total_ms = st_now_ms() - t0 + o->ms[ST_PH_HELLO];
     o->bytes_tx += fx->link.bytes_tx - tx0;

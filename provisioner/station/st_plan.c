@@ -35,10 +35,21 @@ kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
     memset(cfg, 0, sizeof *cfg);
     const char *file = kl_conf_file(conf) ? kl_conf_file(conf) : "config";
 
+    /* keyline-cad issues for the profile ([station] profile, default "station", which
+     * keyline-cad derives from [station] issuer/template); [station] issuer is then the CA
+     * the station expects that profile to issue under */
+    const char *prof = kl_conf_get(conf, "station", "profile");
+    ENSURE(!prof || (*prof && strlen(prof) < sizeof cfg->profile), KL_EUSAGE,
+           "%s: [station] profile is empty or longer than %zu bytes", file,
+           sizeof cfg->profile - 1);
+    snprintf(cfg->profile, sizeof cfg->profile, "%s", prof ? prof : "station");
     v = kl_conf_get(conf, "station", "issuer");
-    ENSURE(v && *v, KL_EUSAGE, "%s: [station] issuer is not set (the factory CA label)", file);
-    ENSURE(strlen(v) < sizeof cfg->issuer, KL_EUSAGE, "%s: [station] issuer too long", file);
-    snprintf(cfg->issuer, sizeof cfg->issuer, "%s", v);
+    ENSURE((v && *v) || prof, KL_EUSAGE,
+           "%s: [station] issuer is not set (the factory CA label; or name a keyline-cad "
+           "profile with [station] profile)",
+           file);
+    ENSURE(!v || strlen(v) < sizeof cfg->issuer, KL_EUSAGE, "%s: [station] issuer too long", file);
+    snprintf(cfg->issuer, sizeof cfg->issuer, "%s", v ? v : "");
 
     v = kl_conf_get_default(conf, "station", "template", "device-idevid");
     ENSURE(*v && strlen(v) < sizeof cfg->template_name, KL_EUSAGE,
@@ -74,6 +85,16 @@ kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
         snprintf(cfg->est_url, sizeof cfg->est_url, "%s", v);
     }
     cfg->results = kl_conf_path(conf, "station", "results");
+    /* one configuration serves both: keyline-cad listens on [cad] socket */
+    cfg->cad = kl_conf_path(conf, "station", "cad");
+    if (!cfg->cad) {
+        cfg->cad = kl_conf_path(conf, "cad", "socket");
+    }
+    if (!cfg->cad) {
+        cfg->cad = strdup("/run/keyline/cad.sock");
+    }
+    ENSURE(cfg->cad, KL_EINTERNAL, "out of memory");
+    TRY(kl_conf_get_long(conf, "station", "cad-timeout", 30, 1, 600, &cfg->cad_timeout));
 out:
     return rc;
 }
@@ -82,6 +103,8 @@ void st_config_free(st_config *cfg)
 {
     free(cfg->results);
     cfg->results = NULL;
+    free(cfg->cad);
+    cfg->cad = NULL;
 }
 
 /* ---- HELLO -------------------------------------------------------------------------------- */

@@ -19,9 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "hsm.h"
 #include "kl_log.h"
-#include "kl_secret.h"
 #include "st.h"
 
 #define ST_IDLE_POLL_MS 200
@@ -125,20 +123,10 @@ void st_fixture_progress(st_fixture *fx, int phase, const char *fmt, ...)
 /* ---- serial claims ----------------------------------------------------------------------------
  */
 
-static store_claim st_claim_of(st_station *st, st_fixture *fx)
-{
-    return (store_claim){.instance = st->instance,
-                         .host = st->host,
-                         .pid = (long)getpid(),
-                         .where = fx ? fx->claim_where : ST_SWEEP_WHERE,
-                         .expires = time(NULL) + st->claim_lease_s};
-}
-
 kl_rc st_station_claim(st_station *st, st_fixture *fx, const char *serial, char *other,
                        size_t otherlen)
 {
-    store_claim me = st_claim_of(st, fx);
-    kl_rc rc = store_device_claim(ca_store(st->ca), serial, &me, other, otherlen);
+    kl_rc rc = st_cad_claim(st, serial, fx ? fx->claim_where : ST_SWEEP_WHERE, other, otherlen);
     if (rc == KL_OK && fx) {
         fx->claim_ms = st_now_ms();
     }
@@ -161,10 +149,10 @@ kl_rc st_station_claim_keep(st_station *st, st_fixture *fx, const char *serial)
 
 void st_station_release(st_station *st, st_fixture *fx, const char *serial)
 {
-    store_claim me = st_claim_of(st, fx);
-    if (store_device_unclaim(ca_store(st->ca), serial, &me) != KL_OK) {
+    const char *where = fx ? fx->claim_where : ST_SWEEP_WHERE;
+    if (st_cad_release(st, serial, where) != KL_OK) {
         /* harmless: the claim goes stale when this process ends or its lease runs out */
-        st_event(st, 1, "%s: releasing the claim on %s: %s", me.where, serial, kl_errmsg());
+        st_event(st, 1, "%s: releasing the claim on %s: %s", where, serial, kl_errmsg());
     }
 }
 
@@ -396,113 +384,6 @@ kl_rc st_station_add_port(st_station *st, const char *path, int watched)
     return rc;
 }
 
-/* ---- pending sweep -------------------------------------------------------------------------- */
-
-typedef struct {
-    char serial[48];
-    char device_id[KL_PROTO_SERIAL_MAX + 1];
-} st_sweep_item;
-
-typedef struct {
-    st_sweep_item *v;
-    size_t n, cap;
-} st_sweep_list;
-
-static int st_sweep_cb(void *arg, const store_cert *c)
-{
-    st_sweep_list *l = arg;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 16;
-        st_sweep_item *nv = realloc(l->v, nc * sizeof *nv);
-        if (!nv) {
-            return 1;
-        }
-        l->v = nv;
-        l->cap = nc;
-    }
-    snprintf(l->v[l->n].serial, sizeof l->v[l->n].serial, "%s", c->serial_hex);
-    snprintf(l->v[l->n].device_id, sizeof l->v[l->n].device_id, "%s",
-             c->device_id ? c->device_id : "");
-    l->n++;
-    return 0;
-}
-
-/* The sweep revoked `serial` of device `dev`: if the inventory still points at it, the device
- * failed (it never confirmed). */
-static void st_sweep_mark_failed(st_station *st, const char *dev, const char *serial)
-{
-    store *s = ca_store(st->ca);
-    store_device d;
-    if (store_device_get(s, dev, &d) != KL_OK) {
-        return;
-    }
-    if (d.cert_serial && strcmp(d.cert_serial, serial) == 0) {
-        char detail[200];
-        snprintf(detail, sizeof detail,
-                 "pending certificate revoked after %ld s without confirmation",
-                 st->cfg.pending_window);
-        store_device nd = d;
-        nd.state = "failed";
-        nd.detail = detail;
-        nd.updated = time(NULL);
-        if (store_device_put(s, &nd) != KL_OK) {
-            st_event(st, 1, "inventory %s: %s", dev, kl_errmsg());
-        }
-    }
-    store_device_free(&d);
-}
-
-kl_rc st_station_sweep(st_station *st, unsigned *revoked)
-{
-    kl_rc rc = KL_OK;
-    st_sweep_list l = {0};
-    store *s = ca_store(st->ca);
-    *revoked = 0;
-    TRY(store_cert_list_pending(s, time(NULL) - st->cfg.pending_window, st_sweep_cb, &l));
-    for (size_t i = 0; i < l.n; i++) {
-        const char *dev = l.v[i].device_id;
-        if (dev[0]) {
-            /* A station that is provisioning the device may resume this very certificate:
-             * claim the device first, so that the revocation and a resume never overlap. */
-            char other[256];
-            rc = st_station_claim(st, NULL, dev, other, sizeof other);
-            if (rc == KL_EEXIST) {
-                st_event(st, 0, "pending certificate %s of %s kept: %s is provisioning the device",
-                         l.v[i].serial, dev, other);
-                rc = KL_OK;
-                continue;
-            }
-            TRY(rc);
-            /* listed before the claim: the flow that held it may have confirmed it since */
-            store_cert_state cs;
-            rc = store_cert_state_get(s, l.v[i].serial, &cs);
-            if (rc != KL_OK || strcmp(cs.status, STORE_ST_PENDING) != 0) {
-                st_station_release(st, NULL, dev);
-                TRY(rc);
-                continue;
-            }
-        }
-        rc = ca_revoke(st->ca, l.v[i].serial, ST_REASON_CESSATION, st->actor);
-        if (rc == KL_OK && dev[0]) {
-            st_sweep_mark_failed(st, dev, l.v[i].serial);
-        }
-        if (dev[0]) {
-            st_station_release(st, NULL, dev);
-        }
-        if (rc == KL_EEXIST || rc == KL_ENOTFOUND) {
-            rc = KL_OK; /* another station got there first */
-            continue;
-        }
-        TRY(rc);
-        (*revoked)++;
-        st_event(st, 0, "revoked pending certificate %s of %s: not confirmed within %ld s",
-                 l.v[i].serial, dev[0] ? dev : "?", st->cfg.pending_window);
-    }
-out:
-    free(l.v);
-    return rc;
-}
-
 /* ---- watch ---------------------------------------------------------------------------------- */
 
 static int st_udev_wanted(struct udev_device *d)
@@ -658,39 +539,11 @@ out:
 
 /* ---- setup ---------------------------------------------------------------------------------- */
 
-kl_rc st_ca_open(ca_ctx **out, const kl_conf *conf)
-{
-    kl_rc rc = KL_OK;
-    kl_secret pin;
-    hsm_ctx *h = NULL;
-    const char *module, *token;
-    memset(&pin, 0, sizeof pin);
-    *out = NULL;
-    /* Before the PIN is read: a dumpable process lets any process of the same user read its
-     * memory (ptrace, /proc/PID/mem) and leaves core files. */
-    ENSURE(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0, KL_EINTERNAL, "prctl(PR_SET_DUMPABLE): %s",
-           strerror(errno));
-    TRY(ca_hsm_params(conf, &module, &token));
-    const char *spec = kl_conf_get(conf, "hsm", "pin");
-    TRY(kl_secret_read(&pin, spec, kl_conf_dir(conf), "token PIN"));
-    rc = hsm_open(&h, module, token, pin.value);
-    kl_secret_free(&pin);
-    kl_secret_env_scrub(spec);
-    TRY(rc);
-    rc = ca_open_hsm(out, conf, h); /* takes h, also when it fails */
-    h = NULL;
-out:
-    kl_secret_free(&pin);
-    hsm_close(h);
-    return rc;
-}
-
-kl_rc st_station_init(st_station *st, ca_ctx *ca, const kl_conf *conf)
+kl_rc st_station_init(st_station *st, const kl_conf *conf)
 {
     kl_rc rc = KL_OK;
     memset(st, 0, sizeof *st);
     st->results_fd = -1;
-    st->ca = ca;
     st->conf = conf;
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
@@ -710,9 +563,10 @@ kl_rc st_station_init(st_station *st, ca_ctx *ca, const kl_conf *conf)
         }
     }
 
-    rc = ca_chain(ca, st->cfg.issuer, &st->chain);
+    TRY(st_cad_open(st));
+    rc = st_cad_chain(st);
     if (rc != KL_OK) {
-        kl_wrap(rc, "[station] issuer '%s'", st->cfg.issuer);
+        kl_wrap(rc, "CA certificates of profile '%s'", st->cfg.profile);
         goto out;
     }
     st->anchors = sk_X509_new_null();
@@ -753,6 +607,8 @@ void st_station_free(st_station *st)
         close(st->results_fd);
     }
     st->results_fd = -1;
+    cac_close(st->cac);
+    st->cac = NULL;
     st_config_free(&st->cfg);
     pthread_mutex_destroy(&st->mu);
     pthread_cond_destroy(&st->cv);

@@ -59,8 +59,9 @@ sa=$!; st_pids+=($sa)
 st_wait_grep "S-res: resuming with pending certificate $pend" station.log 30 || fail "sweep: no resume"
 timeout 30 "$KPROV" -c conf-b --port "$F2" --count 1 >>station-b.log 2>&1 &
 sb=$!; st_pids+=($sb)
-st_wait_grep "pending certificate $pend of S-res kept: $F1 (pid $sa) is provisioning" station-b.log 20 ||
-  { tail -5 station-b.log; fail "sweep: B did not keep the certificate A is resuming"; }
+# B's sweep runs in keyline-cad (claim as B, re-check, revoke), which logs what it keeps
+st_wait_grep "sweep: pending certificate $pend of S-res kept: $F1 (pid $sa) is provisioning" cad.log 20 ||
+  { tail -5 station-b.log cad.log; fail "sweep: B did not keep the certificate A is resuming"; }
 kill $sb; wait $sb 2>/dev/null || true
 wait $sa || { tail -20 station.log; fail "sweep: resuming station exit"; }
 [ "$(st_result S-res action)" = resumed ] || fail "sweep: action $(st_result S-res action)"
@@ -77,7 +78,7 @@ sleep 2.2
 st_unplug 1
 timeout 30 "$KPROV" -c conf-b --port "$F2" --count 1 >>station-b.log 2>&1 &
 sb=$!; st_pids+=($sb)
-st_wait_grep "revoked pending certificate $ab" station-b.log 20 || fail "sweep: abandoned not revoked"
+st_wait_grep "sweep: revoked pending certificate $ab of S-ab" cad.log 20 || fail "sweep: abandoned not revoked"
 kill $sb; wait $sb 2>/dev/null || true
 ok "unclaimed abandoned certificate revoked by the same sweep"
 

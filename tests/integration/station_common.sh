@@ -3,16 +3,53 @@
 #
 # Fixtures are pty pairs made by socat: the station opens $KL_TEST_DIR/fixN, the simulated
 # device $KL_TEST_DIR/devN. socat keeps both ends while devices come and go (replug).
+# The station is a client of keyline-cad (docs/ca-protocol.md): st_setup starts keyline-cad
+# (socket $KL_TEST_DIR/cad.sock, log cad.log; it derives profile "station" from [station]
+# issuer/template) and st_cleanup stops it with SIGTERM, which must exit 0.
 source "$KL_SRC/tests/lib/common.sh"
 
 KPROV="$KL_BIN/keyline-provision"
 KDEV="$KL_BIN/keyline-devsim"
 st_pids=()
+CAD_PID=
+
+# st_cad_start: keyline-cad on $KL_CONF, until it answers on cad.sock (10 s); CAD_PID
+st_cad_start() {
+  "$KL_BIN/keyline-cad" -c "$KL_CONF" >>"$KL_TEST_DIR/cad.log" 2>&1 &
+  CAD_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    "$KL_BIN/kl_cad_client" "$KL_TEST_DIR/cad.sock" hello version=1 >/dev/null 2>&1 && return 0
+    kill -0 "$CAD_PID" 2>/dev/null || { cat "$KL_TEST_DIR/cad.log" >&2; fail "keyline-cad exited during start-up"; }
+    sleep 0.1
+  done
+  fail "keyline-cad did not answer on $KL_TEST_DIR/cad.sock"
+}
+
+# st_cad_stop: SIGTERM; keyline-cad must exit 0 (within 20 s)
+st_cad_stop() {
+  [ -n "$CAD_PID" ] || return 0
+  local pid=$CAD_PID rc=0
+  CAD_PID=
+  kill -TERM "$pid" 2>/dev/null || true
+  st_wait_pid "$pid" 20 || rc=$?
+  [ "$rc" = 0 ] || { tail -20 "$KL_TEST_DIR/cad.log" >&2; fail "keyline-cad exited $rc on SIGTERM"; }
+}
 
 st_cleanup() {
-  local p
+  local st=$? p
   for p in "${st_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${st_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$CAD_PID" ]; then
+    if [ "$st" = 0 ]; then
+      st_cad_stop
+    else
+      kill -TERM "$CAD_PID" 2>/dev/null || true
+      wait "$CAD_PID" 2>/dev/null || true
+      echo "--- cad.log (last lines)" >&2
+      tail -20 "$KL_TEST_DIR/cad.log" >&2 || true
+    fi
+  fi
   # A sanitizer report in any station or devsim log fails the test, even where the test
   # expected the process to fail anyway.
   if grep -l "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" "$KL_TEST_DIR"/*.log 2>/dev/null; then
@@ -22,10 +59,13 @@ st_cleanup() {
 }
 trap st_cleanup EXIT
 
-# st_setup [extra [station] lines...]: CA hierarchy + a [station] section
+# st_setup [extra [station] lines...]: CA hierarchy + a [station] section, keyline-cad started
 st_setup() {
   make_hierarchy
   {
+    echo
+    echo "[cad]"
+    echo "socket = cad.sock"
     echo
     echo "[station]"
     echo "issuer = factory1"
@@ -38,6 +78,7 @@ st_setup() {
     echo "results = results.jsonl"
     local l; for l in "$@"; do echo "$l"; done
   } >>"$KL_CONF"
+  st_cad_start
 }
 
 # st_fixture N: pty pair fixN (station side) <-> devN (device side)
@@ -161,10 +202,25 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   expect_fail "print-cert without state" "$KDEV" --state nothing.state --print-cert
   st_setup
   expect_fail "station on a port that is not a tty" "$KPROV" -c "$KL_CONF" --port "$KL_CONF" --count 1
-  set +e; KEYLINE_PIN=9999 "$KPROV" -c "$KL_CONF" --port /dev/null --count 1 2>pin.err; st=$?; set -e
-  [ $st = 5 ] && grep -q "wrong PIN" pin.err || fail "wrong PIN: exit $st, $(cat pin.err)"
-  ok "wrong PIN refused with exit 5: $(cat pin.err)"
+  # the station holds no PIN: a wrong one in its environment changes nothing, keyline-cad
+  # (which holds the token) refuses to start with it
+  st_fixture 1
+  st_dev 1 CL-1
+  KEYLINE_PIN=9999 st_station --port "$KL_TEST_DIR/fix1" --count 1 || { tail station.log; fail "station with a wrong PIN in its environment"; }
+  ok "the station does not use a PIN (a wrong KEYLINE_PIN in its environment is ignored)"
+  set +e; KEYLINE_PIN=9999 "$KL_BIN/keyline-cad" -c "$KL_CONF" 2>pin.err; st=$?; set -e
+  [ $st = 5 ] && grep -q "wrong PIN" pin.err || fail "keyline-cad with a wrong PIN: exit $st, $(cat pin.err)"
+  ok "keyline-cad refuses a wrong PIN with exit 5: $(cat pin.err)"
+  # no keyline-cad: a clear error naming the socket
+  sed 's/^socket = cad.sock/socket = nocad.sock/' "$KL_CONF" >nocad.conf
+  set +e; "$KPROV" -c nocad.conf --port /dev/null --count 1 2>nocad.err; st=$?; set -e
+  [ $st != 0 ] && grep -q "keyline-cad at .*nocad.sock" nocad.err || fail "no keyline-cad: exit $st, $(cat nocad.err)"
+  ok "no keyline-cad: $(cat nocad.err)"
+  # [station] issuer must be what keyline-cad's profile issues under
   sed -i 's/^issuer = factory1/issuer = nosuchca/' "$KL_CONF"
-  expect_fail "station with an unknown issuer" "$KPROV" -c "$KL_CONF" --port /dev/null --count 1
+  set +e; "$KPROV" -c "$KL_CONF" --port /dev/null --count 1 2>iss.err; st=$?; set -e
+  [ $st != 0 ] && grep -q "issuer is 'nosuchca' but keyline-cad's profile 'station' issues under 'factory1'" iss.err ||
+    fail "station with another issuer than its profile: exit $st, $(cat iss.err)"
+  ok "station whose issuer is not its profile's refused: $(cat iss.err)"
   ok "command-line contract"
 fi

@@ -75,7 +75,8 @@ sleep 2.2
 st_unplug 1
 timeout 20 "$KPROV" -c "$KL_CONF" --port "$F1" --count 1 >>station.log 2>&1 &
 sp=$!; st_pids+=($sp)
-st_wait_grep "revoked pending certificate $ab" station.log 15 || fail "abandoned pending certificate not revoked"
+# keyline-cad runs the sweep (claim, re-check, revoke) and logs each certificate
+st_wait_grep "sweep: revoked pending certificate $ab of V-abandon" cad.log 15 || fail "abandoned pending certificate not revoked"
 kill $sp; wait $sp 2>/dev/null || true
 kca show --serial "$ab" | grep -qi revoked || fail "abandoned certificate $ab not revoked in the store"
 sed -i 's/^pending-window = 1$/pending-window = 3600/' "$KL_CONF"

@@ -3,7 +3,7 @@
  *   kl_cad_client [-o FILE] SOCKET OP [name=value | name=@FILE ...]
  *
  * OP: hello issue activate submit poll cacerts crl ocsp cert-status claim release abandon
- * device profile ca-chain pending. Field names as in docs/ca-protocol.md (profile, csr, auth,
+ * device profile ca-chain pending inventory known revoke sweep proof-failed. Field names as in docs/ca-protocol.md (profile, csr, auth,
  * auth-serial, auth-user, device-id, pending, serial, request-id, issuer, ocsp-req, cert, reason,
  * instance, fixture, lease); @FILE reads the value's bytes from a file (CSR, OCSP request,
  * certificate: DER). Prints the answer's string and integer fields as name=value; -o FILE writes
@@ -55,6 +55,10 @@ static const tool_field fields[] = {
     {"key-type", CAP_T_KEY_TYPE, 's'},
     {"device-cert", CAP_T_DEVICE_CERT, 'u'},
     {"count", CAP_T_COUNT, 'u'},
+    {"model", CAP_T_MODEL, 's'},
+    {"detail", CAP_T_DETAIL, 's'},
+    {"pending-cert", CAP_T_PEND_CERT, 'b'},
+    {"age", CAP_T_AGE, 'u'},
     {NULL, 0, 0},
 };
 
@@ -114,7 +118,7 @@ static kl_rc put_arg(kl_buf *b, const char *arg)
 
 static void write_out(FILE *out, const cap_field *f)
 {
-    if (f->tag == CAP_T_CERT || f->tag == CAP_T_CA_CERT) {
+    if (f->tag == CAP_T_CERT || f->tag == CAP_T_CA_CERT || f->tag == CAP_T_PEND_CERT) {
         const unsigned char *p = f->val;
         X509 *x = d2i_X509(NULL, &p, f->len);
         if (x) {

@@ -213,12 +213,91 @@ static void test_ca_chain_pending(void **st)
     kl_buf_free(&g);
 }
 
+/* The station's ops (keyline-provision through keyline-cad): what each carries, nothing else. */
+static void test_station_ops(void **st)
+{
+    (void)st;
+    cap_msg m;
+    assert_string_equal(cap_op_name(CAP_OP_INVENTORY), "inventory");
+    assert_string_equal(cap_op_name(CAP_OP_KNOWN), "known");
+    assert_string_equal(cap_op_name(CAP_OP_REVOKE), "revoke");
+    assert_string_equal(cap_op_name(CAP_OP_SWEEP), "sweep");
+    assert_string_equal(cap_op_name(CAP_OP_PROOF_FAIL), "proof-failed");
+
+    begin(CAP_OP_INVENTORY, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "station"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_DEVICE_ID, "SN-1"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_MODEL, "KL-100"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_STATE, "pending"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_DETAIL, "provisioning on fix1"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_OK);
+    kl_buf_free(&g);
+    begin(CAP_OP_INVENTORY, 0); /* the detail is required */
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "station"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_DEVICE_ID, "SN-1"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_MODEL, "KL-100"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_STATE, "pending"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    begin(CAP_OP_INVENTORY, 0); /* a detail with a control byte is not a string */
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "station"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_DEVICE_ID, "SN-1"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_MODEL, "KL-100"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_STATE, "pending"), KL_OK);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_DETAIL, "a\nb", 3), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+
+    begin(CAP_OP_KNOWN, KL_OK); /* pending certificates repeat; no row: only the device id */
+    assert_int_equal(cap_put_str(&g, CAP_T_DEVICE_ID, "SN-1"), KL_OK);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_PEND_CERT, "\x30\x00", 2), KL_OK);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_PEND_CERT, "\x30\x00", 2), KL_OK);
+    assert_int_equal(finish(1, &m), KL_OK);
+    assert_non_null(cap_find(&m, CAP_T_PEND_CERT, 1));
+    kl_buf_free(&g);
+    begin(CAP_OP_KNOWN, 0); /* a request carries no certificate */
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "station"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_DEVICE_ID, "SN-1"), KL_OK);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_PEND_CERT, "\x30\x00", 2), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+
+    begin(CAP_OP_REVOKE, 0); /* the reason is required */
+    assert_int_equal(cap_put_str(&g, CAP_T_SERIAL, "01AB"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    begin(CAP_OP_REVOKE, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_SERIAL, "01AB"), KL_OK);
+    assert_int_equal(cap_put_u64(&g, CAP_T_REASON, 4), KL_OK);
+    assert_int_equal(finish(0, &m), KL_OK);
+    kl_buf_free(&g);
+
+    begin(CAP_OP_SWEEP, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "station"), KL_OK);
+    assert_int_equal(cap_put_u64(&g, CAP_T_AGE, 3600), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_INSTANCE, "0123abcd"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_OK);
+    kl_buf_free(&g);
+    begin(CAP_OP_SWEEP, 0); /* an age is 8 bytes */
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "station"), KL_OK);
+    assert_int_equal(cap_put_bytes(&g, CAP_T_AGE, "\x10", 1), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_INSTANCE, "0123abcd"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+
+    begin(CAP_OP_PROOF_FAIL, 0); /* the message is required */
+    assert_int_equal(cap_put_str(&g, CAP_T_DEVICE_ID, "SN-1"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_SERIAL, "01AB"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_issue_roundtrip),  cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_raw_frames),       cmocka_unit_test(test_repeat_cacerts),
-        cmocka_unit_test(test_ca_chain_pending),
+        cmocka_unit_test(test_ca_chain_pending), cmocka_unit_test(test_station_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
