@@ -14,13 +14,12 @@ ok() { echo "ok - $*"; }
 FORBIDDEN_SYMS='^(hsm_|store_|ca_issue|PKCS11_|sqlite3_)'
 FORBIDDEN_LIBS='lib(p11|sqlite3|pq)\.so'
 
-# The front ends that are clients of keyline-cad. TODO: add keyline-provision (the station,
-# provisioner/station/) once it no longer links hsm/ and the store (being converted in parallel);
-# today `nm bin/keyline-provision` still shows hsm_*, store_* and PKCS11_* symbols.
+# The front ends that are clients of keyline-cad: keyline-estd (enrollment/) and
+# keyline-provision (the station, provisioner/station/).
 if [ $# -gt 0 ]; then
     frontends=("$@")
 else
-    frontends=(keyline-estd)
+    frontends=(keyline-estd keyline-provision)
 fi
 
 # bad_symbols FILE: the forbidden symbol names FILE defines or references, one per line
