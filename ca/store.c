@@ -610,7 +610,66 @@ kl_rc store_audit_verify(store *s, int64_t *count)
 {
     int64_t dummy = 0;
     STORE_CHECK(s);
+    if (s->ops->audit_verify_report) {
+        store_audit_report r;
+        memset(&r, 0, sizeof r);
+        kl_rc rc = s->ops->audit_verify_report(s, &r);
+        if (count) {
+            *count = r.entries;
+        }
+        return rc;
+    }
     return s->ops->audit_verify(s, count ? count : &dummy);
+}
+
+kl_rc store_audit_verify_report(store *s, store_audit_report *out)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(out, "store_audit_verify_report: missing argument");
+    memset(out, 0, sizeof *out);
+    if (!s->ops->audit_verify_report) {
+        return kl_fail(KL_EUSAGE, "store backend %s cannot check audit checkpoints", s->ops->name);
+    }
+    return s->ops->audit_verify_report(s, out);
+}
+
+kl_rc store_audit_checkpoint_make(store *s, const store_audit_signer *sg,
+                                  store_audit_checkpoint *out, int *made)
+{
+    int dummy = 0;
+    STORE_CHECK(s);
+    ARG_CHECK(sg && sg->key_new && sg->sign, "store_audit_checkpoint_make: no signer");
+    if (out) {
+        memset(out, 0, sizeof *out);
+    }
+    made = made ? made : &dummy;
+    *made = 0;
+    if (!s->ops->audit_checkpoint) {
+        return kl_fail(KL_EUSAGE, "store backend %s cannot keep audit checkpoints", s->ops->name);
+    }
+    return s->ops->audit_checkpoint(s, sg, out, made);
+}
+
+kl_rc store_audit_key_get(store *s, char **label, uint8_t **spki, size_t *spki_len)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(label && spki && spki_len, "store_audit_key_get: missing argument");
+    *label = NULL;
+    *spki = NULL;
+    *spki_len = 0;
+    if (!s->ops->audit_key_get) {
+        return kl_fail(KL_EUSAGE, "store backend %s cannot keep audit checkpoints", s->ops->name);
+    }
+    return s->ops->audit_key_get(s, label, spki, spki_len);
+}
+
+void store_audit_checkpoint_free(store_audit_checkpoint *c)
+{
+    if (!c) {
+        return;
+    }
+    free(c->sig);
+    memset(c, 0, sizeof *c);
 }
 
 kl_rc store_audit_list(store *s, int64_t from_seq, store_audit **out, size_t *n)

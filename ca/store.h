@@ -251,6 +251,82 @@ kl_rc store_audit_verify(store *s, int64_t *count) KL_WUR;
 kl_rc store_audit_list(store *s, int64_t from_seq, store_audit **out, size_t *n) KL_WUR;
 void store_audit_free(store_audit *a);
 
+/* --- audit checkpoints (docs/internals/store.md "Checkpoints") ---
+ * An unkeyed chain shows accidents only: whoever can write the store can recompute it. So its
+ * head is signed now and then with the audit key, which lives in the HSM: a checkpoint is
+ * (seq, hash of entry seq, time, signature). The store records the key's public half (one
+ * audit key per store) and the checkpoints; audit verify checks every signature and that each
+ * checkpoint's (seq, hash) is still in the recomputed chain. */
+#define STORE_AUDIT_CP_TAG "keyline-audit-checkpoint-v1" /* 27 bytes, domain separation */
+#define STORE_AUDIT_CP_TBS_LEN (27 + 8 + 8 + 4 + 64)
+#define STORE_AUDIT_KEY_LABEL_MAX 64
+#define STORE_AUDIT_SIG_MAX 1024
+
+/* The bytes a checkpoint signs: STORE_AUDIT_CP_TAG || u64be(seq) || u64be(ts) || u32be(64) ||
+ * hash (64 lower-case hex ASCII characters). `hash` must be 64 characters. Public so that an
+ * external verifier can rebuild them. */
+void store_audit_checkpoint_tbs(int64_t seq, time_t ts, const char *hash,
+                                uint8_t out[STORE_AUDIT_CP_TBS_LEN]);
+
+typedef struct {
+    int64_t seq;   /* the entry it covers (0: none) */
+    char hash[65]; /* that entry's hash */
+    time_t ts;     /* when it was signed */
+    /* the signature (ECDSA: DER Ecdsa-Sig-Value); owned: store_audit_checkpoint_free */
+    uint8_t *sig;
+    size_t sig_len;
+} store_audit_checkpoint;
+void store_audit_checkpoint_free(store_audit_checkpoint *c); /* NULL ok */
+
+/* What signs checkpoints: the caller's (ca/ca_audit.c: the token). Both are called inside the
+ * store's write transaction (so the signed head is the head when the checkpoint commits, and
+ * two processes never make the key twice); they must not call into the store. Outputs are
+ * malloc'd and freed by the store. */
+typedef struct {
+    /* Only when the store records no audit key yet: make (or find) it and give its label and
+     * DER SubjectPublicKeyInfo. An error is returned by store_audit_checkpoint_make as such. */
+    kl_rc (*key_new)(void *arg, char **label, uint8_t **spki, size_t *spki_len);
+    /* Sign `tbs` with the key labelled `label`. */
+    kl_rc (*sign)(void *arg, const char *label, const uint8_t *tbs, size_t tbs_len, uint8_t **sig,
+                  size_t *sig_len);
+    void *arg;
+} store_audit_signer;
+
+/* Sign the audit head, in one write transaction: read the recorded key (none: sg->key_new,
+ * recorded in the same transaction as the first checkpoint), the last checkpoint and the head;
+ * if the head is the last checkpoint's entry (or the log is empty) nothing is signed (*made 0,
+ * `out` gets that checkpoint). Otherwise the store refuses to sign (KL_EPOLICY) a head that
+ * does not extend what was signed: the last checkpoint must verify with the recorded key, its
+ * entry must still have its hash, and every entry after it must recompute and link up to the
+ * head (the whole chain for a first checkpoint). A key recorded without any checkpoint, or
+ * checkpoints without a key, are KL_EPOLICY too (rows deleted). The new signature must verify
+ * with the recorded key (KL_EPOLICY: the signer's key is not the store's). *made 1, `out` (NULL
+ * ok) the new checkpoint. */
+kl_rc store_audit_checkpoint_make(store *s, const store_audit_signer *sg,
+                                  store_audit_checkpoint *out, int *made) KL_WUR;
+/* The recorded audit key: label and DER SubjectPublicKeyInfo (caller frees both).
+ * KL_ENOTFOUND when none is recorded. */
+kl_rc store_audit_key_get(store *s, char **label, uint8_t **spki, size_t *spki_len) KL_WUR;
+
+/* What store_audit_verify_report found, all from one read snapshot. */
+typedef struct {
+    int64_t entries;  /* entries checked */
+    int64_t head_seq; /* the recorded head */
+    char head_hash[65];
+    int64_t checkpoints; /* checkpoints checked (signature and (seq, hash)) */
+    int64_t cp_seq;      /* the last checkpoint's entry, 0: none */
+    time_t cp_ts;        /* when it was signed */
+    int has_key;         /* an audit key is recorded */
+    char key_label[STORE_AUDIT_KEY_LABEL_MAX + 1];
+    char key_sha256[65]; /* lower-case hex SHA-256 of its SubjectPublicKeyInfo DER */
+} store_audit_report;
+/* store_audit_verify, also checking the checkpoints: each one's signature with the recorded
+ * key and its (seq, hash) against the recomputed chain; KL_EPOLICY naming the first checkpoint
+ * that fails, in the order of the entries ("audit checkpoint at entry N: ..."). Entries after
+ * the last checkpoint are not an error here (out->entries - out->cp_seq), nor is a store
+ * without checkpoints and key (the caller decides: ca_audit_verify). */
+kl_rc store_audit_verify_report(store *s, store_audit_report *out) KL_WUR;
+
 /* --- backend interface --- */
 struct store_ops {
     const char *name;
@@ -295,6 +371,10 @@ struct store_ops {
     kl_rc (*crl_get)(store *s, const char *issuer, store_crl *out);
     kl_rc (*ca_recert)(store *s, const char *label, const uint8_t *der, size_t len,
                        const char *actor, const char *detail);
+    kl_rc (*audit_checkpoint)(store *s, const store_audit_signer *sg, store_audit_checkpoint *out,
+                              int *made);
+    kl_rc (*audit_key_get)(store *s, char **label, uint8_t **spki, size_t *spki_len);
+    kl_rc (*audit_verify_report)(store *s, store_audit_report *out);
 };
 
 /* Every backend's store struct begins with this header. */

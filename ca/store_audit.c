@@ -11,7 +11,9 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -692,4 +694,220 @@ kl_rc store_audit_state_verdict(store_audit_state *x)
         }
     }
     return x->failed ? kl_fail(KL_EPOLICY, "%s", x->err) : KL_OK;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------
+ * The chain's head signed with the audit key in the HSM (docs/internals/store.md
+ * "Checkpoints"). A chain anyone with write access can recompute; a signature only the token
+ * can make. So a rewrite of signed entries (edited, deleted, reordered, the chain recomputed
+ * and the triggers dropped first) leaves a checkpoint whose (seq, hash) is no longer in the
+ * chain, and a forged checkpoint does not verify. */
+
+void store_audit_checkpoint_tbs(int64_t seq, time_t ts, const char *hash,
+                                uint8_t out[STORE_AUDIT_CP_TBS_LEN])
+{
+    static const char tag[] = STORE_AUDIT_CP_TAG;
+    _Static_assert(sizeof tag - 1 == 27, "the checkpoint tag is 27 bytes");
+    memcpy(out, tag, 27);
+    put_be(out + 27, (uint64_t)seq, 8);
+    put_be(out + 35, (uint64_t)(int64_t)ts, 8);
+    put_be(out + 43, 64, 4);
+    memcpy(out + 47, hash, 64);
+}
+
+static int hash_ok(const char *h)
+{
+    return h && strlen(h) == 64 && strspn(h, "0123456789abcdef") == 64;
+}
+
+static EVP_PKEY *spki_parse(const uint8_t *spki, size_t len)
+{
+    const unsigned char *p = spki;
+    EVP_PKEY *k = spki && len ? d2i_PUBKEY(NULL, &p, (long)len) : NULL;
+    if (k && p != spki + len) {
+        EVP_PKEY_free(k);
+        k = NULL;
+    }
+    ERR_clear_error();
+    return k;
+}
+
+/* 1 when `sig` is `k`'s signature over the checkpoint's bytes. */
+static int cp_sig_ok(EVP_PKEY *k, int64_t seq, time_t ts, const char *hash, const uint8_t *sig,
+                     size_t sig_len)
+{
+    uint8_t tbs[STORE_AUDIT_CP_TBS_LEN];
+    if (!k || !hash_ok(hash) || !sig || !sig_len) {
+        return 0;
+    }
+    store_audit_checkpoint_tbs(seq, ts, hash, tbs);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, k) == 1 &&
+             EVP_DigestVerify(ctx, sig, sig_len, tbs, sizeof tbs) == 1;
+    EVP_MD_CTX_free(ctx);
+    ERR_clear_error();
+    return ok;
+}
+
+kl_rc store_audit_cp_sig_check(const uint8_t *spki, size_t spki_len, int64_t seq, time_t ts,
+                               const char *hash, const uint8_t *sig, size_t sig_len)
+{
+    EVP_PKEY *k = spki_parse(spki, spki_len);
+    if (!k) {
+        return kl_fail(KL_EINPUT, "the recorded audit key does not parse (key record edited)");
+    }
+    int ok = cp_sig_ok(k, seq, ts, hash, sig, sig_len);
+    EVP_PKEY_free(k);
+    return ok ? KL_OK
+              : kl_fail(KL_EPOLICY,
+                        "audit checkpoint at entry %lld: signature does not verify with the "
+                        "recorded audit key",
+                        (long long)seq);
+}
+
+typedef struct {
+    int64_t seq;
+    char hash[65];
+    time_t ts;
+    int sig_ok;
+} cp_rec;
+
+struct store_audit_cps {
+    EVP_PKEY *key;
+    int has_key, key_bad;
+    char label[STORE_AUDIT_KEY_LABEL_MAX + 1];
+    char key_sha[65];
+    cp_rec *v;
+    size_t n, alloc;
+    size_t next;      /* the next checkpoint the walk reaches */
+    int64_t good_seq; /* the last checkpoint found in the chain (0: none yet) */
+};
+
+kl_rc store_audit_cps_new(store_audit_cps **out, const char *label, const uint8_t *spki,
+                          size_t spki_len)
+{
+    store_audit_cps *x = calloc(1, sizeof *x);
+    *out = NULL;
+    if (!x) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    if (spki) {
+        x->has_key = 1;
+        snprintf(x->label, sizeof x->label, "%s", label ? label : "");
+        x->key = spki_parse(spki, spki_len);
+        x->key_bad = x->key == NULL;
+        kl_rc rc = der_sha256_hex(spki, spki_len, x->key_sha);
+        if (rc != KL_OK) {
+            store_audit_cps_free(x);
+            return rc;
+        }
+    }
+    *out = x;
+    return KL_OK;
+}
+
+void store_audit_cps_free(store_audit_cps *x)
+{
+    if (!x) {
+        return;
+    }
+    EVP_PKEY_free(x->key);
+    free(x->v);
+    free(x);
+}
+
+kl_rc store_audit_cps_add(store_audit_cps *x, int64_t seq, const char *hash, time_t ts,
+                          const uint8_t *sig, size_t sig_len)
+{
+    if (x->n == x->alloc) {
+        size_t na = x->alloc ? x->alloc * 2 : 64;
+        cp_rec *v = realloc(x->v, na * sizeof *v);
+        if (!v) {
+            return kl_fail(KL_EINTERNAL, "out of memory");
+        }
+        x->v = v;
+        x->alloc = na;
+    }
+    cp_rec *c = &x->v[x->n++];
+    c->seq = seq;
+    snprintf(c->hash, sizeof c->hash, "%s", hash ? hash : "");
+    c->ts = ts;
+    /* checked now, reported when the walk reaches it (first failure in entry order) */
+    c->sig_ok = cp_sig_ok(x->key, seq, ts, hash, sig, sig_len);
+    return KL_OK;
+}
+
+kl_rc store_audit_cps_start(store_audit_cps *x)
+{
+    if (x->has_key && x->key_bad) {
+        return kl_fail(KL_EPOLICY, "the recorded audit key '%s' does not parse (key record edited)",
+                       x->label);
+    }
+    if (x->has_key && x->n == 0) {
+        /* the key is recorded in the transaction of the first checkpoint */
+        return kl_fail(KL_EPOLICY,
+                       "the audit key '%s' is recorded but there is no audit checkpoint: the "
+                       "checkpoints were deleted",
+                       x->label);
+    }
+    if (!x->has_key && x->n > 0) {
+        return kl_fail(KL_EPOLICY,
+                       "%zu audit checkpoint(s) but no recorded audit key: the key record was "
+                       "deleted",
+                       x->n);
+    }
+    for (size_t i = 0; i < x->n; i++) {
+        if (x->v[i].seq < 1) {
+            return kl_fail(KL_EPOLICY, "audit checkpoint at entry %lld: no such entry (edited)",
+                           (long long)x->v[i].seq);
+        }
+    }
+    return KL_OK;
+}
+
+kl_rc store_audit_cps_entry(store_audit_cps *x, int64_t seq, const char *hash)
+{
+    for (; x->next < x->n && x->v[x->next].seq == seq; x->next++) {
+        const cp_rec *c = &x->v[x->next];
+        if (!c->sig_ok) {
+            return kl_fail(KL_EPOLICY,
+                           "audit checkpoint at entry %lld: signature does not verify with the "
+                           "recorded audit key '%s' (checkpoint forged or edited)",
+                           (long long)seq, x->label);
+        }
+        if (strcmp(c->hash, hash) != 0) {
+            return kl_fail(KL_EPOLICY,
+                           "audit checkpoint at entry %lld: the chain no longer has the signed "
+                           "hash there: an entry in %lld..%lld was edited, deleted, inserted or "
+                           "reordered after it was signed",
+                           (long long)seq, (long long)(x->good_seq + 1), (long long)seq);
+        }
+        x->good_seq = seq;
+    }
+    return KL_OK;
+}
+
+kl_rc store_audit_cps_end(store_audit_cps *x, int64_t entries, store_audit_report *r)
+{
+    if (x->next < x->n) {
+        const cp_rec *c = &x->v[x->next];
+        if (entries == 0) {
+            return kl_fail(KL_EPOLICY,
+                           "the audit log is empty, but audit checkpoint at entry %lld signed "
+                           "it: the log was deleted",
+                           (long long)c->seq);
+        }
+        return kl_fail(KL_EPOLICY,
+                       "audit checkpoint at entry %lld: the log ends at entry %lld (entries "
+                       "%lld..%lld deleted)",
+                       (long long)c->seq, (long long)entries, (long long)(entries + 1),
+                       (long long)c->seq);
+    }
+    r->checkpoints = (int64_t)x->n;
+    r->cp_seq = x->n ? x->v[x->n - 1].seq : 0;
+    r->cp_ts = x->n ? x->v[x->n - 1].ts : 0;
+    r->has_key = x->has_key;
+    snprintf(r->key_label, sizeof r->key_label, "%s", x->label);
+    snprintf(r->key_sha256, sizeof r->key_sha256, "%s", x->has_key ? x->key_sha : "");
+    return KL_OK;
 }

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "kl_err.h"
+#include "store.h"
 
 /* store_audit_entry_hash with explicit field lengths (fields may hold any bytes). */
 kl_rc store_audit_entry_hash_len(int64_t seq, time_t ts, const char *actor, size_t actor_len,
@@ -62,5 +63,28 @@ kl_rc store_audit_state_cert(store_audit_state *x, const char *serial, const cha
                              int revoke_reason) KL_WUR;
 /* KL_OK when rows and log agree; KL_EPOLICY with the first inconsistency. */
 kl_rc store_audit_state_verdict(store_audit_state *x) KL_WUR;
+
+/* ---- checkpoints (store.h "audit checkpoints") ----
+ * One signature: KL_OK when `sig` is the recorded key's (DER SubjectPublicKeyInfo `spki`)
+ * signature over store_audit_checkpoint_tbs(seq, ts, hash) (SHA-256); KL_EPOLICY when it
+ * does not verify; KL_EINPUT when spki does not parse. */
+kl_rc store_audit_cp_sig_check(const uint8_t *spki, size_t spki_len, int64_t seq, time_t ts,
+                               const char *hash, const uint8_t *sig, size_t sig_len) KL_WUR;
+
+/* The checkpoint check of store_audit_verify_report. In one read snapshot a backend gives the
+ * recorded key (_new; NULL spki: none), every checkpoint in seq order (_add), then every entry
+ * in seq order after its hash was checked (_entry), then the number of entries (_end, which
+ * fills the checkpoint part of the report). Each returns KL_EPOLICY at the first checkpoint
+ * that fails (in the order of the entries), KL_EINTERNAL when out of memory. */
+typedef struct store_audit_cps store_audit_cps;
+kl_rc store_audit_cps_new(store_audit_cps **out, const char *label, const uint8_t *spki,
+                          size_t spki_len) KL_WUR;
+void store_audit_cps_free(store_audit_cps *x); /* NULL ok */
+kl_rc store_audit_cps_add(store_audit_cps *x, int64_t seq, const char *hash, time_t ts,
+                          const uint8_t *sig, size_t sig_len) KL_WUR;
+/* Before the first entry: a key without checkpoints, checkpoints without a key. */
+kl_rc store_audit_cps_start(store_audit_cps *x) KL_WUR;
+kl_rc store_audit_cps_entry(store_audit_cps *x, int64_t seq, const char *hash) KL_WUR;
+kl_rc store_audit_cps_end(store_audit_cps *x, int64_t entries, store_audit_report *r) KL_WUR;
 
 #endif

@@ -27,7 +27,8 @@
 
 #include "store_audit.h"
 
-#define SQ_SCHEMA_VERSION 5          /* 2: claims; 3: requests; 4: crls; 5: audit baselines */
+#define SQ_SCHEMA_VERSION                                                                          \
+    6 /* 2: claims; 3: requests; 4: crls; 5: audit baselines; 6: checkpoints */
 #define SQ_APPLICATION_ID 0x4b4c5354 /* "KLST" */
 #define SQ_BUSY_TIMEOUT_MS 10000
 #define SQ_BUSY_RETRIES 3 /* BEGIN IMMEDIATE attempts after the busy timeout expired */
@@ -76,6 +77,29 @@
     " next_update INTEGER NOT NULL,"                                                               \
     " der BLOB NOT NULL,"                                                                          \
     " created INTEGER NOT NULL);"
+
+/* Version 6: the audit key's public half and the signed checkpoints of the chain (one key per
+ * store; the key row is written with the first checkpoint). The triggers are guard rails only:
+ * the signatures are what detect a rewrite. */
+#define SQ_AUDIT_CP_TABLES                                                                         \
+    "CREATE TABLE audit_key ("                                                                     \
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"                                                      \
+    " label TEXT NOT NULL,"                                                                        \
+    " spki BLOB NOT NULL,"                                                                         \
+    " created INTEGER NOT NULL);"                                                                  \
+    "CREATE TABLE audit_checkpoints ("                                                             \
+    " seq INTEGER PRIMARY KEY,"                                                                    \
+    " hash TEXT NOT NULL,"                                                                         \
+    " ts INTEGER NOT NULL,"                                                                        \
+    " sig BLOB NOT NULL);"                                                                         \
+    "CREATE TRIGGER audit_key_no_update BEFORE UPDATE ON audit_key"                                \
+    " BEGIN SELECT RAISE(ABORT, 'the audit key is never changed'); END;"                           \
+    "CREATE TRIGGER audit_key_no_delete BEFORE DELETE ON audit_key"                                \
+    " BEGIN SELECT RAISE(ABORT, 'the audit key is never changed'); END;"                           \
+    "CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints"                \
+    " BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;"                        \
+    "CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints"                \
+    " BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;"
 
 static const char *const sq_schema =
     "CREATE TABLE cas ("
@@ -136,7 +160,7 @@ static const char *const sq_schema =
     "CREATE TRIGGER certs_no_delete BEFORE DELETE ON certs"
     " BEGIN SELECT RAISE(ABORT, 'certificate rows are never deleted'); END;"
     "CREATE TRIGGER certs_serial_fixed BEFORE UPDATE OF serial ON certs"
-    " BEGIN SELECT RAISE(ABORT, 'a serial number never changes'); END;";
+    " BEGIN SELECT RAISE(ABORT, 'a serial number never changes'); END;" SQ_AUDIT_CP_TABLES;
 
 #define CERT_COLS                                                                                  \
     "id, serial, issuer, subject, template, device_id, status, not_before, not_after, "            \
@@ -185,6 +209,11 @@ enum {
     Q_HEAD_SET,
     Q_AUDIT_INSERT,
     Q_AUDIT_LIST,
+    Q_AKEY_GET,
+    Q_AKEY_PUT,
+    Q_CP_LAST,
+    Q_CP_LIST,
+    Q_CP_PUT,
     Q_COUNT
 };
 
@@ -267,6 +296,11 @@ static const char *const q_sql[Q_COUNT] = {
                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [Q_AUDIT_LIST] = "SELECT seq, ts, actor, action, detail, prev_hash, hash FROM audit"
                      " WHERE seq >= ?1 ORDER BY seq",
+    [Q_AKEY_GET] = "SELECT label, spki FROM audit_key WHERE id = 1",
+    [Q_AKEY_PUT] = "INSERT INTO audit_key (id, label, spki, created) VALUES (1, ?1, ?2, ?3)",
+    [Q_CP_LAST] = "SELECT seq, hash, ts, sig FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+    [Q_CP_LIST] = "SELECT seq, hash, ts, sig FROM audit_checkpoints ORDER BY seq",
+    [Q_CP_PUT] = "INSERT INTO audit_checkpoints (seq, hash, ts, sig) VALUES (?1, ?2, ?3, ?4)",
 };
 
 typedef struct sq_store sq_store;
@@ -1100,6 +1134,7 @@ static kl_rc sq_schema_init(sq_store *q)
         {SQ_REQUESTS_TABLE "PRAGMA user_version=3", "add the requests table", NULL},
         {SQ_CRLS_TABLE "PRAGMA user_version=4", "add the crls table", NULL},
         {"PRAGMA user_version=5", "record audit baselines", sq_audit_baseline},
+        {SQ_AUDIT_CP_TABLES "PRAGMA user_version=6", "add the audit checkpoint tables", NULL},
     };
     _Static_assert(sizeof sq_migrations / sizeof sq_migrations[0] == SQ_SCHEMA_VERSION - 1,
                    "one migration per schema version");
@@ -2143,13 +2178,31 @@ out:
     return rc;
 }
 
+/* On the reader connection: a WAL reader does not wait for a commit's fsync, so keyline-cad can
+ * look at the head after every request (its checkpoint rule) without queueing behind writers. */
 static kl_rc sq_audit_head(store *s, int64_t *seq, char hash[65])
 {
     sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    TRY(sq_lock(q));
-    rc = sq_audit_head_locked(q, seq, hash);
-    sq_unlock(q);
+    ENSURE(q->pid == getpid(), KL_EUSAGE,
+           "store: handle for %s used after fork(); open the store in the child", q->path);
+    pthread_mutex_lock(&q->rmu);
+    rc = sq_reader_stmt(q, Q_HEAD_GET, &st);
+    if (rc == KL_OK) {
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW) {
+            *seq = sqlite3_column_int64(st, 0);
+            copy_hash(hash, sqlite3_column_text(st, 1));
+        } else if (r == SQLITE_DONE) {
+            rc = kl_fail(KL_EPOLICY, "audit head missing (store damaged or edited)");
+        } else {
+            rc = kl_fail(KL_EIO, "store: read audit head: store %s: %s", q->path,
+                         sqlite3_errmsg(q->rdb));
+        }
+    }
+    sq_done(st);
+    pthread_mutex_unlock(&q->rmu);
 out:
     return rc;
 }
@@ -2165,15 +2218,91 @@ static kl_rc sq_state_row(sq_store *q, void *arg, const sq_audit_row *w)
                                   w->reason);
 }
 
+/* The current row of Q_AUDIT_LIST as entry `expect`, following the entry whose hash is `prev`:
+ * KL_OK with its hash recomputed from the stored bytes (with their lengths: a NUL must not hide
+ * what follows it) in h; KL_EPOLICY naming what is wrong. */
+static kl_rc sq_entry_check(sqlite3_stmt *st, int64_t expect, const char *prev, char h[65])
+{
+    int64_t seq = sqlite3_column_int64(st, 0);
+    time_t ts = col_time(st, 1);
+    const char *f[3];
+    size_t fl[3];
+    static const char *const fname[3] = {"actor", "action", "detail"};
+    for (int i = 0; i < 3; i++) {
+        f[i] = (const char *)sqlite3_column_text(st, 2 + i);
+        fl[i] = (size_t)sqlite3_column_bytes(st, 2 + i);
+        if (f[i] && memchr(f[i], 0, fl[i])) {
+            return kl_fail(KL_EPOLICY, "audit entry %lld: NUL byte in %s (entry edited)",
+                           (long long)seq, fname[i]);
+        }
+    }
+    const char *ph = (const char *)sqlite3_column_text(st, 5);
+    const char *hh = (const char *)sqlite3_column_text(st, 6);
+    if (seq > expect) {
+        return kl_fail(KL_EPOLICY, "audit entry %lld missing (chain broken after %lld)",
+                       (long long)expect, (long long)(expect - 1));
+    }
+    if (seq != expect) {
+        return kl_fail(KL_EPOLICY, "audit entry %lld: unexpected sequence number", (long long)seq);
+    }
+    if (!ph || strcmp(ph, prev) != 0) {
+        return kl_fail(KL_EPOLICY,
+                       "audit entry %lld: previous-hash link broken (entry %lld edited or "
+                       "replaced, or entry inserted)",
+                       (long long)seq, (long long)(seq - 1));
+    }
+    if (store_audit_entry_hash_len(seq, ts, f[0], fl[0], f[1], fl[1], f[2], fl[2], prev, h) !=
+            KL_OK ||
+        !hh || strcmp(h, hh) != 0) {
+        return kl_fail(KL_EPOLICY, "audit entry %lld: hash mismatch (entry edited)",
+                       (long long)seq);
+    }
+    return KL_OK;
+}
+
+/* The recorded audit key and every checkpoint, for the check of store_audit_verify_report (in
+ * the caller's read transaction). */
+static kl_rc sq_cps_load(sq_store *q, store_audit_cps **out)
+{
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int r;
+    *out = NULL;
+    TRY(sq_stmt(q, Q_AKEY_GET, &st));
+    r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        const uint8_t *spki = sqlite3_column_blob(st, 1);
+        size_t n = (size_t)sqlite3_column_bytes(st, 1);
+        /* a row with an empty key is a key that does not parse, not "no key" */
+        TRY(store_audit_cps_new(out, (const char *)sqlite3_column_text(st, 0),
+                                spki ? spki : (const uint8_t *)"", n));
+    } else {
+        STEP_ENSURE(r == SQLITE_DONE, r, "read the audit key");
+        TRY(store_audit_cps_new(out, NULL, NULL, 0));
+    }
+    sq_done(st);
+    TRY(sq_stmt(q, Q_CP_LIST, &st));
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        TRY(store_audit_cps_add(*out, sqlite3_column_int64(st, 0),
+                                (const char *)sqlite3_column_text(st, 1), col_time(st, 2),
+                                sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3)));
+    }
+    STEP_ENSURE(r == SQLITE_DONE, r, "read the audit checkpoints");
+out:
+    sq_done(st);
+    return rc;
+}
+
 /* Walk the whole chain in one read snapshot (BEGIN DEFERRED: writers in other processes go on;
- * threads of this process wait for the handle). Reports the first bad entry; then, in the same
- * snapshot, the first row that disagrees with the log. */
-static kl_rc sq_audit_verify(store *s, int64_t *count)
+ * threads of this process wait for the handle). Reports the first bad entry or checkpoint (in
+ * entry order); then, in the same snapshot, the first row that disagrees with the log. */
+static kl_rc sq_audit_verify_report(store *s, store_audit_report *out)
 {
     sq_store *q = sq(s);
     sqlite3_stmt *st = NULL;
     sqlite3_stmt *bt = NULL;
     store_audit_state *x = NULL;
+    store_audit_cps *cps = NULL;
     kl_rc rc = KL_OK;
     int locked = 0, in_tx = 0;
     int64_t expect = 1;
@@ -2183,53 +2312,28 @@ static kl_rc sq_audit_verify(store *s, int64_t *count)
     char h[65];
     int r;
 
-    *count = 0;
+    memset(out, 0, sizeof *out);
     TRY(store_audit_state_new(&x));
     TRY(sq_lock(q));
     locked = 1;
     TRY(sq_stmt(q, Q_BEGIN_READ, &bt));
     TRY(sq_run(q, bt, "begin read"));
     in_tx = 1;
+    TRY(sq_cps_load(q, &cps));
+    TRY(store_audit_cps_start(cps));
     TRY(sq_stmt(q, Q_AUDIT_LIST, &st));
     BIND(sqlite3_bind_int64(st, 1, 1));
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t seq = sqlite3_column_int64(st, 0);
-        time_t ts = col_time(st, 1);
-        /* the bytes as stored, with their lengths: a NUL must not hide what follows it */
-        const char *f[3];
-        size_t fl[3];
-        static const char *const fname[3] = {"actor", "action", "detail"};
-        for (int i = 0; i < 3; i++) {
-            f[i] = (const char *)sqlite3_column_text(st, 2 + i);
-            fl[i] = (size_t)sqlite3_column_bytes(st, 2 + i);
-            ENSURE(!f[i] || !memchr(f[i], 0, fl[i]), KL_EPOLICY,
-                   "audit entry %lld: NUL byte in %s (entry edited)", (long long)seq, fname[i]);
-        }
-        const char *ph = (const char *)sqlite3_column_text(st, 5);
-        const char *hh = (const char *)sqlite3_column_text(st, 6);
-
-        if (seq > expect) {
-            rc = kl_fail(KL_EPOLICY, "audit entry %lld missing (chain broken after %lld)",
-                         (long long)expect, (long long)(expect - 1));
-            goto out;
-        }
-        ENSURE(seq == expect, KL_EPOLICY, "audit entry %lld: unexpected sequence number",
-               (long long)seq);
-        ENSURE(ph && strcmp(ph, prev) == 0, KL_EPOLICY,
-               "audit entry %lld: previous-hash link broken (entry %lld edited or replaced, or "
-               "entry inserted)",
-               (long long)seq, (long long)(seq - 1));
-        if (store_audit_entry_hash_len(seq, ts, f[0], fl[0], f[1], fl[1], f[2], fl[2], prev, h) !=
-                KL_OK ||
-            !hh || strcmp(h, hh) != 0) {
-            rc = kl_fail(KL_EPOLICY, "audit entry %lld: hash mismatch (entry edited)",
-                         (long long)seq);
-            goto out;
-        }
+        TRY(sq_entry_check(st, expect, prev, h));
         memcpy(prev, h, sizeof prev);
-        TRY(store_audit_state_entry(x, seq, f[1], f[2], fl[2]));
+        /* a checkpoint of this entry: its signature, and the hash it signed */
+        TRY(store_audit_cps_entry(cps, seq, h));
+        TRY(store_audit_state_entry(x, seq, (const char *)sqlite3_column_text(st, 3),
+                                    (const char *)sqlite3_column_text(st, 4),
+                                    (size_t)sqlite3_column_bytes(st, 4)));
         expect++;
-        (*count)++;
+        out->entries++;
     }
     STEP_ENSURE(r == SQLITE_DONE, r, "read audit log");
     sq_done(st);
@@ -2238,26 +2342,256 @@ static kl_rc sq_audit_verify(store *s, int64_t *count)
     /* The chain cannot show that its tail was cut off: compare with the head that every
      * append records in the same transaction. */
     TRY(sq_audit_head_locked(q, &head_seq, head_hash));
-    if (head_seq > *count) {
+    if (head_seq > out->entries) {
         rc = kl_fail(KL_EPOLICY, "audit entry %lld missing (chain broken after %lld)",
-                     (long long)(*count + 1), (long long)*count);
+                     (long long)(out->entries + 1), (long long)out->entries);
         goto out;
     }
-    ENSURE(head_seq == *count, KL_EPOLICY,
+    ENSURE(head_seq == out->entries, KL_EPOLICY,
            "audit entry %lld: not recorded in the audit head (appended outside keyline)",
            (long long)(head_seq + 1));
     ENSURE(strcmp(head_hash, prev) == 0, KL_EPOLICY,
            "audit entry %lld: hash does not match the recorded audit head (entry replaced)",
            (long long)head_seq);
+    out->head_seq = head_seq;
+    memcpy(out->head_hash, head_hash, sizeof out->head_hash);
+    /* ... nor that head and tail were cut together: a checkpoint past the end can */
+    TRY(store_audit_cps_end(cps, out->entries, out));
     /* The chain is intact: do the rows say what it says? */
     TRY(sq_audit_rows(q, sq_state_row, x));
     TRY(store_audit_state_verdict(x));
 out:
     store_audit_state_free(x);
+    store_audit_cps_free(cps);
     sq_done(st);
     if (in_tx) {
         rc = sq_end(q, rc); /* read-only: COMMIT just ends the snapshot */
     }
+    if (locked) {
+        sq_unlock(q);
+    }
+    return rc;
+}
+
+static kl_rc sq_audit_verify(store *s, int64_t *count)
+{
+    store_audit_report r;
+    kl_rc rc = sq_audit_verify_report(s, &r);
+    *count = r.entries;
+    return rc;
+}
+
+/* --- audit checkpoints (caller holds the lock and an open write transaction) --- */
+
+/* Do the entries after entry `from` (whose hash is `from_hash`; 0: from the start) recompute
+ * and link up to the head (`head`, `head_hash`)? What a new checkpoint signs must extend what
+ * the last one signed. */
+static kl_rc sq_chain_extends(sq_store *q, int64_t from, const char *from_hash, int64_t head,
+                              const char *head_hash)
+{
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char prev[65];
+    char h[65];
+    int64_t expect = from + 1;
+    int r;
+    snprintf(prev, sizeof prev, "%s", from ? from_hash : ZERO_HASH);
+    TRY(sq_stmt(q, Q_AUDIT_LIST, &st));
+    BIND(sqlite3_bind_int64(st, 1, from ? from : 1));
+    if (from) {
+        r = sqlite3_step(st);
+        STEP_ENSURE(r == SQLITE_ROW || r == SQLITE_DONE, r, "read audit log");
+        const char *hh = r == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 6) : NULL;
+        ENSURE(r == SQLITE_ROW && sqlite3_column_int64(st, 0) == from && hh &&
+                   strcmp(hh, from_hash) == 0,
+               KL_EPOLICY,
+               "audit entry %lld is not the one its checkpoint signed (entries rewritten)",
+               (long long)from);
+    }
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        TRY(sq_entry_check(st, expect, prev, h));
+        memcpy(prev, h, sizeof prev);
+        expect++;
+    }
+    STEP_ENSURE(r == SQLITE_DONE, r, "read audit log");
+    ENSURE(expect - 1 == head && strcmp(prev, head_hash) == 0, KL_EPOLICY,
+           "the audit log ends at entry %lld, but the recorded head is entry %lld",
+           (long long)(expect - 1), (long long)head);
+out:
+    sq_done(st);
+    return rc;
+}
+
+typedef struct {
+    const store_audit_signer *sg;
+    store_audit_checkpoint *out;
+    int made;
+} cp_arg;
+
+static kl_rc audit_checkpoint_tx(sq_store *q, void *arg)
+{
+    cp_arg *a = arg;
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char *label = NULL;
+    uint8_t *spki = NULL, *sig = NULL;
+    size_t spki_len = 0, sig_len = 0;
+    int has_key = 0, has_cp = 0;
+    store_audit_checkpoint last;
+    int64_t head = 0;
+    char head_hash[65];
+    uint8_t tbs[STORE_AUDIT_CP_TBS_LEN];
+    int r;
+    memset(&last, 0, sizeof last);
+
+    TRY(sq_stmt(q, Q_AKEY_GET, &st));
+    r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        has_key = 1;
+        ENSURE(col_str(st, 0, &label) == 0 && col_blob(st, 1, &spki, &spki_len) == 0, KL_EINTERNAL,
+               "out of memory");
+    } else {
+        STEP_ENSURE(r == SQLITE_DONE, r, "read the audit key");
+    }
+    sq_done(st);
+    TRY(sq_stmt(q, Q_CP_LAST, &st));
+    r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        has_cp = 1;
+        last.seq = sqlite3_column_int64(st, 0);
+        copy_hash(last.hash, sqlite3_column_text(st, 1));
+        last.ts = col_time(st, 2);
+        ENSURE(col_blob(st, 3, &last.sig, &last.sig_len) == 0, KL_EINTERNAL, "out of memory");
+    } else {
+        STEP_ENSURE(r == SQLITE_DONE, r, "read the last audit checkpoint");
+    }
+    sq_done(st);
+    st = NULL;
+    TRY(sq_audit_head_locked(q, &head, head_hash));
+
+#define CP_REFUSE(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            char why_[600];                                                                        \
+            snprintf(why_, sizeof why_, __VA_ARGS__);                                              \
+            rc =                                                                                   \
+                kl_fail(KL_EPOLICY,                                                                \
+                        "refusing to sign the audit log: %s (run keyline-ca audit verify)", why_); \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+    CP_REFUSE(has_cp || !has_key,
+              "the audit key '%.64s' is recorded but there is no checkpoint: the checkpoints "
+              "were deleted",
+              label ? label : "");
+    CP_REFUSE(has_key || !has_cp, "checkpoints but no recorded audit key: the key was deleted");
+    if (head == 0 && !has_cp) {
+        goto out; /* an empty log: nothing to sign (the key is made with the first checkpoint) */
+    }
+    if (has_cp) {
+        CP_REFUSE(last.seq <= head,
+                  "the last checkpoint is at entry %lld, past the head (entry %lld): entries "
+                  "deleted",
+                  (long long)last.seq, (long long)head);
+        if (store_audit_cp_sig_check(spki, spki_len, last.seq, last.ts, last.hash, last.sig,
+                                     last.sig_len) != KL_OK) {
+            CP_REFUSE(0, "%.500s", kl_errmsg());
+        }
+        if (last.seq == head) {
+            CP_REFUSE(strcmp(last.hash, head_hash) == 0,
+                      "the head is not the entry the last checkpoint signed (entry %lld "
+                      "replaced)",
+                      (long long)head);
+            if (a->out) {
+                *a->out = last; /* already signed */
+                memset(&last, 0, sizeof last);
+            }
+            goto out;
+        }
+    }
+    rc = sq_chain_extends(q, has_cp ? last.seq : 0, last.hash, head, head_hash);
+    if (rc != KL_OK) {
+        CP_REFUSE(0, "%.500s", kl_errmsg());
+    }
+#undef CP_REFUSE
+    time_t now = time(NULL);
+    if (!has_key) {
+        TRY(a->sg->key_new(a->sg->arg, &label, &spki, &spki_len));
+        ENSURE(label && label[0] && strlen(label) <= STORE_AUDIT_KEY_LABEL_MAX && spki && spki_len,
+               KL_EINTERNAL, "audit key: no label or public key");
+        TRY(sq_stmt(q, Q_AKEY_PUT, &st));
+        BIND(bind_text(st, 1, label));
+        BIND(bind_blob(st, 2, spki, spki_len));
+        BIND(sqlite3_bind_int64(st, 3, (sqlite3_int64)now));
+        TRY(sq_run(q, st, "record the audit key"));
+    }
+    store_audit_checkpoint_tbs(head, now, head_hash, tbs);
+    TRY(a->sg->sign(a->sg->arg, label, tbs, sizeof tbs, &sig, &sig_len));
+    ENSURE(sig && sig_len > 0 && sig_len <= STORE_AUDIT_SIG_MAX, KL_EHSM,
+           "audit key '%s': a signature of %zu bytes", label, sig_len);
+    if (store_audit_cp_sig_check(spki, spki_len, head, now, head_hash, sig, sig_len) != KL_OK) {
+        rc = kl_fail(KL_EPOLICY,
+                     "the audit key '%s' that signed is not the one recorded in the store (its "
+                     "signature does not verify with the recorded public key); no checkpoint "
+                     "recorded",
+                     label);
+        goto out;
+    }
+    TRY(sq_stmt(q, Q_CP_PUT, &st));
+    BIND(sqlite3_bind_int64(st, 1, head));
+    BIND(bind_text(st, 2, head_hash));
+    BIND(sqlite3_bind_int64(st, 3, (sqlite3_int64)now));
+    BIND(bind_blob(st, 4, sig, sig_len));
+    TRY(sq_run(q, st, "record the audit checkpoint"));
+    a->made = 1;
+    if (a->out) {
+        a->out->seq = head;
+        memcpy(a->out->hash, head_hash, sizeof a->out->hash);
+        a->out->ts = now;
+        a->out->sig = sig;
+        a->out->sig_len = sig_len;
+        sig = NULL;
+    }
+out:
+    sq_done(st);
+    free(label);
+    free(spki);
+    free(sig);
+    store_audit_checkpoint_free(&last);
+    return rc;
+}
+
+static kl_rc sq_audit_checkpoint(store *s, const store_audit_signer *sg,
+                                 store_audit_checkpoint *out, int *made)
+{
+    cp_arg a = {sg, out, 0};
+    kl_rc rc = sq_write(sq(s), audit_checkpoint_tx, &a);
+    *made = rc == KL_OK && a.made;
+    if (rc != KL_OK && out) {
+        store_audit_checkpoint_free(out); /* written by an op whose transaction failed */
+    }
+    return rc;
+}
+
+static kl_rc sq_audit_key_get(store *s, char **label, uint8_t **spki, size_t *spki_len)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int locked = 0;
+    TRY(sq_lock(q));
+    locked = 1;
+    TRY(sq_stmt(q, Q_AKEY_GET, &st));
+    int r = sqlite3_step(st);
+    ENSURE(r != SQLITE_DONE, KL_ENOTFOUND, "no audit key recorded in the store");
+    STEP_ENSURE(r == SQLITE_ROW, r, "read the audit key");
+    if (col_str(st, 0, label) != 0 || col_blob(st, 1, spki, spki_len) != 0) {
+        free(*label);
+        *label = NULL;
+        ENSURE(0, KL_EINTERNAL, "out of memory");
+    }
+out:
+    sq_done(st);
     if (locked) {
         sq_unlock(q);
     }
@@ -2314,4 +2648,7 @@ const struct store_ops store_sqlite_ops = {
     .crl_get = sq_crl_get,
     .ca_recert = sq_ca_recert,
     .write_stats = sq_write_stats,
+    .audit_checkpoint = sq_audit_checkpoint,
+    .audit_key_get = sq_audit_key_get,
+    .audit_verify_report = sq_audit_verify_report,
 };

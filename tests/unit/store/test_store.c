@@ -26,6 +26,10 @@
 
 static EVP_PKEY *g_key;
 
+#define SCHEMA_VERSION 6 /* what store_open makes of any older file */
+/* SQL that takes a version-6 file back to version 5's tables (the triggers go with them) */
+#define DROP_V6 "DROP TABLE audit_key; DROP TABLE audit_checkpoints;"
+
 typedef struct {
     char dir[256];
     char path[300];
@@ -1469,12 +1473,12 @@ static void test_claims_migration(void **state)
     store_close(f->s);
     f->s = NULL;
     raw_sql(f->path, "DROP TABLE claims; DROP TRIGGER requests_no_delete; DROP TABLE requests;"
-                     " DROP TABLE crls; PRAGMA user_version=1");
+                     " DROP TABLE crls; " DROP_V6 " PRAGMA user_version=1");
     assert_rc(store_open(&f->s, f->path), KL_OK);
     char holder[256];
     store_claim me = claim_me("aaaa", "fixture1");
     assert_rc(store_device_claim(f->s, "SN-1", &me, holder, sizeof holder), KL_OK);
-    assert_int_equal(file_user_version(f->path), 5);
+    assert_int_equal(file_user_version(f->path), SCHEMA_VERSION);
     store_request *v = NULL;
     size_t n = 1;
     assert_rc(store_request_list(f->s, NULL, &v, &n), KL_OK);
@@ -1839,11 +1843,11 @@ static void test_crls_migration(void **state)
     assert_int_equal(seq0, 3);
     store_close(f->s);
     f->s = NULL;
-    raw_sql(f->path, "DROP TABLE crls; PRAGMA user_version=3");
+    raw_sql(f->path, "DROP TABLE crls; " DROP_V6 " PRAGMA user_version=3");
     assert_int_equal(file_user_version(f->path), 3);
 
     assert_rc(store_open(&f->s, f->path), KL_OK);
-    assert_int_equal(file_user_version(f->path), 5);
+    assert_int_equal(file_user_version(f->path), SCHEMA_VERSION);
     /* the data is still there, the chain too (plus the certificate's baseline entry, 4 -> 5) */
     store_cert cert;
     assert_rc(store_cert_get(f->s, "0A01", &cert), KL_OK);
@@ -2135,7 +2139,7 @@ static void test_audit_baseline_migration(void **state)
                      " UPDATE audit_head SET seq = 0, hash = '" ZERO64 "';"
                      " CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
                      " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
-                     " PRAGMA user_version = 4");
+                     " " DROP_V6 " PRAGMA user_version = 4");
     legacy_append(f->path, "ca-create", "label=root parent=- template=root key=-");
     legacy_append(f->path, "ca-create", "label=field-ca parent=root template=root key=-");
     legacy_append(f->path, "ca-recert", "label=field-ca renewed");
@@ -2150,7 +2154,7 @@ static void test_audit_baseline_migration(void **state)
     legacy_append(f->path, "revoke", "serial=0A03 issuer=field-ca reason=-1");
 
     assert_rc(store_open(&f->s, f->path), KL_OK);
-    assert_int_equal(file_user_version(f->path), 5);
+    assert_int_equal(file_user_version(f->path), SCHEMA_VERSION);
     int64_t total = 0;
     assert_int_equal(audit_count(f->s, "cert-baseline", &total), 5);
     assert_int_equal(audit_count(f->s, "ca-baseline", NULL), 2);
@@ -2180,6 +2184,469 @@ static void test_audit_baseline_migration(void **state)
     raw_sql(f->path, "UPDATE certs SET der = (SELECT der FROM certs WHERE serial = '0A04')"
                      " WHERE serial = '0A02'");
     verify_fails(f, "certificate 0A02: DER does not match");
+}
+
+/* --- audit checkpoints (issue 11 item 5) ---
+ * The chain's head signed with the audit key. The store sees a signer only (key_new, sign);
+ * here a software P-256 key is that signer, the token's is tested in tests/unit/ca and
+ * tests/integration/audit_checkpoint.sh. Someone with write access to the file rewrites the
+ * chain consistently (rechain: triggers dropped, every hash and the head recomputed): the
+ * checkpoints must catch it. */
+
+typedef struct {
+    EVP_PKEY *key;      /* signs */
+    EVP_PKEY *recorded; /* the public key key_new gives (NULL: key's) */
+    int key_new_calls, sign_calls;
+} sw_signer;
+
+static kl_rc sw_key_new(void *arg, char **label, uint8_t **spki, size_t *len)
+{
+    sw_signer *w = arg;
+    unsigned char *der = NULL;
+    int n = i2d_PUBKEY(w->recorded ? w->recorded : w->key, &der);
+    w->key_new_calls++;
+    if (n <= 0 || !(*spki = malloc((size_t)n))) {
+        OPENSSL_free(der);
+        return kl_fail(KL_EINTERNAL, "i2d_PUBKEY");
+    }
+    memcpy(*spki, der, (size_t)n);
+    OPENSSL_free(der);
+    *len = (size_t)n;
+    *label = strdup("keyline-audit");
+    return KL_OK;
+}
+
+static int sw_sign_raw(EVP_PKEY *key, const uint8_t *tbs, size_t len, uint8_t **sig,
+                       size_t *sig_len)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    size_t n = 0;
+    int ok = md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+             EVP_DigestSign(md, NULL, &n, tbs, len) == 1 && (*sig = malloc(n)) != NULL &&
+             EVP_DigestSign(md, *sig, &n, tbs, len) == 1;
+    EVP_MD_CTX_free(md);
+    *sig_len = n;
+    return ok;
+}
+
+static kl_rc sw_sign(void *arg, const char *label, const uint8_t *tbs, size_t len, uint8_t **sig,
+                     size_t *sig_len)
+{
+    sw_signer *w = arg;
+    w->sign_calls++;
+    if (strcmp(label, "keyline-audit") != 0 || !sw_sign_raw(w->key, tbs, len, sig, sig_len)) {
+        return kl_fail(KL_EHSM, "sw_sign");
+    }
+    return KL_OK;
+}
+
+static store_audit_signer sw_of(sw_signer *w)
+{
+    return (store_audit_signer){sw_key_new, sw_sign, w};
+}
+
+/* Sign the head; return the checkpoint's entry. */
+static int64_t checkpoint(store *s, sw_signer *w, int want_made)
+{
+    store_audit_signer sg = sw_of(w);
+    store_audit_checkpoint cp;
+    int made = -1;
+    assert_rc(store_audit_checkpoint_make(s, &sg, &cp, &made), KL_OK);
+    assert_int_equal(made, want_made);
+    int64_t seq = cp.seq;
+    store_audit_checkpoint_free(&cp);
+    return seq;
+}
+
+static void notes(store *s, int n, const char *what)
+{
+    for (int i = 0; i < n; i++) {
+        char d[64];
+        snprintf(d, sizeof d, "%s %d", what, i + 1);
+        assert_rc(store_audit_append(s, "alice", "note", d), KL_OK);
+    }
+}
+
+/* Recompute the whole chain and the head from the rows as they are, as anyone who can write
+ * the file can (tests/integration/audit_checkpoint.sh does the same with python3). */
+static void rechain(const char *path)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    char prev[65] = ZERO64, h[65];
+    int64_t seq = 0;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TRIGGER IF EXISTS audit_no_update;"
+                                  " DROP TRIGGER IF EXISTS audit_no_delete; BEGIN",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT seq, ts, actor, action, detail FROM audit"
+                                        " ORDER BY seq",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        seq = sqlite3_column_int64(st, 0);
+        assert_rc(store_audit_entry_hash(seq, (time_t)sqlite3_column_int64(st, 1),
+                                         (const char *)sqlite3_column_text(st, 2),
+                                         (const char *)sqlite3_column_text(st, 3),
+                                         (const char *)sqlite3_column_text(st, 4), prev, h),
+                  KL_OK);
+        char *sql = sqlite3_mprintf("UPDATE audit SET prev_hash = %Q, hash = %Q WHERE seq = %lld",
+                                    prev, h, (long long)seq);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_free(sql);
+        memcpy(prev, h, sizeof prev);
+    }
+    sqlite3_finalize(st);
+    char *sql = sqlite3_mprintf("UPDATE audit_head SET seq = %lld, hash = %Q; COMMIT",
+                                (long long)seq, prev);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_free(sql);
+    sqlite3_close(db);
+}
+
+/* `sql` (triggers on checkpoints and key dropped first), then the chain recomputed: verify
+ * must fail naming `msg`, and the store must refuse to sign the rewritten head. */
+static void cp_tamper(fx *f, const char *sql, const char *msg)
+{
+    char full[1024];
+    sw_signer w = {.key = g_key};
+    store_close(f->s);
+    f->s = NULL;
+    snprintf(full, sizeof full,
+             "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;"
+             " DROP TRIGGER audit_checkpoints_no_update; DROP TRIGGER audit_checkpoints_no_delete;"
+             " DROP TRIGGER audit_key_no_update; DROP TRIGGER audit_key_no_delete; %s",
+             sql);
+    raw_sql(f->path, full);
+    rechain(f->path);
+    verify_fails(f, msg);
+    notes(f->s, 1, "after the rewrite");
+    store_audit_signer sg = sw_of(&w);
+    assert_rc(store_audit_checkpoint_make(f->s, &sg, NULL, NULL), KL_EPOLICY);
+    assert_msg_has("refusing to sign the audit log");
+    assert_int_equal(w.sign_calls, 0);
+}
+
+/* Six entries, checkpoints at 3 and 6, two unsigned entries after them. */
+static void cp_fill(fx *f)
+{
+    sw_signer w = {.key = g_key};
+    notes(f->s, 3, "event");
+    assert_int_equal(checkpoint(f->s, &w, 1), 3);
+    notes(f->s, 3, "later");
+    assert_int_equal(checkpoint(f->s, &w, 1), 6);
+    notes(f->s, 2, "unsigned");
+    store_audit_report r;
+    assert_rc(store_audit_verify_report(f->s, &r), KL_OK);
+    assert_int_equal(r.checkpoints, 2);
+    assert_int_equal(r.cp_seq, 6);
+    assert_int_equal(r.entries, 8);
+}
+
+static void test_checkpoint_sign_verify(void **state)
+{
+    fx *f = *state;
+    sw_signer w = {.key = g_key};
+    store_audit_report r;
+    /* an empty log: nothing to sign, no key made */
+    assert_int_equal(checkpoint(f->s, &w, 0), 0);
+    assert_int_equal(w.key_new_calls + w.sign_calls, 0);
+    assert_rc(store_audit_verify_report(f->s, &r), KL_OK);
+    assert_int_equal(r.checkpoints, 0);
+    assert_int_equal(r.has_key, 0);
+    char *label = NULL;
+    uint8_t *spki = NULL;
+    size_t spki_len = 0;
+    assert_rc(store_audit_key_get(f->s, &label, &spki, &spki_len), KL_ENOTFOUND);
+
+    notes(f->s, 5, "event");
+    assert_int_equal(checkpoint(f->s, &w, 1), 5);
+    assert_int_equal(w.key_new_calls, 1);
+    assert_int_equal(w.sign_calls, 1);
+    /* the head is signed already */
+    assert_int_equal(checkpoint(f->s, &w, 0), 5);
+    assert_int_equal(w.sign_calls, 1);
+    notes(f->s, 3, "more");
+    assert_int_equal(checkpoint(f->s, &w, 1), 8);
+    assert_int_equal(w.key_new_calls, 1); /* one key per store */
+
+    assert_rc(store_audit_verify_report(f->s, &r), KL_OK);
+    assert_int_equal(r.entries, 8);
+    assert_int_equal(r.head_seq, 8);
+    assert_int_equal(r.checkpoints, 2);
+    assert_int_equal(r.cp_seq, 8);
+    assert_true(r.cp_ts >= time(NULL) - 60);
+    assert_int_equal(r.has_key, 1);
+    assert_string_equal(r.key_label, "keyline-audit");
+    assert_rc(store_audit_key_get(f->s, &label, &spki, &spki_len), KL_OK);
+    assert_string_equal(label, "keyline-audit");
+    unsigned char *der = NULL;
+    int n = i2d_PUBKEY(g_key, &der);
+    assert_int_equal((size_t)n, spki_len);
+    assert_memory_equal(der, spki, spki_len);
+    char fp[65];
+    sha256_hex(der, spki_len, fp);
+    assert_string_equal(r.key_sha256, fp);
+    OPENSSL_free(der);
+    free(label);
+    free(spki);
+
+    /* The signed bytes, as docs/internals/store.md gives them, verify with OpenSSL on the row
+     * as stored. */
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT seq, hash, ts, sig FROM audit_checkpoints"
+                                        " WHERE seq = 8",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    uint8_t tbs[STORE_AUDIT_CP_TBS_LEN], want[STORE_AUDIT_CP_TBS_LEN];
+    const char *hash = (const char *)sqlite3_column_text(st, 1);
+    int64_t ts = sqlite3_column_int64(st, 2);
+    store_audit_checkpoint_tbs(8, (time_t)ts, hash, tbs);
+    memcpy(want, "keyline-audit-checkpoint-v1", 27);
+    for (int i = 0; i < 8; i++) {
+        want[27 + i] = (uint8_t)((uint64_t)8 >> (8 * (7 - i)));
+        want[35 + i] = (uint8_t)((uint64_t)ts >> (8 * (7 - i)));
+    }
+    memcpy(want + 43, "\0\0\0\x40", 4);
+    memcpy(want + 47, hash, 64);
+    assert_memory_equal(tbs, want, sizeof want);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, g_key), 1);
+    assert_int_equal(EVP_DigestVerify(md, sqlite3_column_blob(st, 3),
+                                      (size_t)sqlite3_column_bytes(st, 3), tbs, sizeof tbs),
+                     1);
+    EVP_MD_CTX_free(md);
+    sqlite3_finalize(st);
+    /* the triggers refuse casual edits of checkpoints and key */
+    assert_int_equal(sqlite3_exec(db, "UPDATE audit_checkpoints SET ts = 1", NULL, NULL, NULL),
+                     SQLITE_CONSTRAINT);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM audit_checkpoints", NULL, NULL, NULL),
+                     SQLITE_CONSTRAINT);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM audit_key", NULL, NULL, NULL),
+                     SQLITE_CONSTRAINT);
+    assert_int_equal(sqlite3_exec(db, "UPDATE audit_key SET label = 'x'", NULL, NULL, NULL),
+                     SQLITE_CONSTRAINT);
+    sqlite3_close(db);
+}
+
+/* An entry's detail edited and the chain recomputed: the checkpoint after it fails, naming the
+ * entries since the last checkpoint that still matches. */
+static void test_checkpoint_edit_rechained(void **state)
+{
+    fx *f = *state;
+    cp_fill(f);
+    cp_tamper(f, "UPDATE audit SET detail = 'later 2 (rewritten)' WHERE seq = 5",
+              "audit checkpoint at entry 6: the chain no longer has the signed hash there: an "
+              "entry in 4..6 was edited");
+}
+
+static void test_checkpoint_edit_first(void **state)
+{
+    fx *f = *state;
+    cp_fill(f);
+    cp_tamper(f, "UPDATE audit SET actor = 'mallory' WHERE seq = 1",
+              "audit checkpoint at entry 3: the chain no longer has the signed hash there: an "
+              "entry in 1..3");
+}
+
+/* Two entries swapped, the chain recomputed. */
+static void test_checkpoint_reorder(void **state)
+{
+    fx *f = *state;
+    cp_fill(f);
+    cp_tamper(f,
+              "CREATE TEMP TABLE t AS SELECT * FROM audit WHERE seq IN (4, 5);"
+              " UPDATE audit SET ts = (SELECT ts FROM t WHERE seq = 5),"
+              "  actor = (SELECT actor FROM t WHERE seq = 5),"
+              "  detail = (SELECT detail FROM t WHERE seq = 5) WHERE seq = 4;"
+              " UPDATE audit SET ts = (SELECT ts FROM t WHERE seq = 4),"
+              "  actor = (SELECT actor FROM t WHERE seq = 4),"
+              "  detail = (SELECT detail FROM t WHERE seq = 4) WHERE seq = 5;",
+              "audit checkpoint at entry 6");
+}
+
+/* The last entries deleted (signed ones among them), the chain and head recomputed. */
+static void test_checkpoint_truncate(void **state)
+{
+    fx *f = *state;
+    cp_fill(f);
+    cp_tamper(f, "DELETE FROM audit WHERE seq > 4",
+              "audit checkpoint at entry 6: the log ends at entry 4 (entries 5..6 deleted)");
+}
+
+/* One entry deleted in the middle, the rest renumbered and recomputed. */
+static void test_checkpoint_delete_renumber(void **state)
+{
+    fx *f = *state;
+    cp_fill(f);
+    cp_tamper(f, "DELETE FROM audit WHERE seq = 2; UPDATE audit SET seq = seq - 1 WHERE seq > 2",
+              "audit checkpoint at entry 3");
+}
+
+/* A signature byte flipped. */
+static void test_checkpoint_forged(void **state)
+{
+    fx *f = *state;
+    cp_fill(f);
+    cp_tamper(f,
+              "UPDATE audit_checkpoints SET sig = CAST(substr(sig, 1, 10) ||"
+              " (CASE WHEN substr(sig, 11, 1) = x'00' THEN x'01' ELSE x'00' END) ||"
+              " substr(sig, 12) AS BLOB) WHERE seq = 6",
+              "audit checkpoint at entry 6: signature does not verify with the recorded audit "
+              "key 'keyline-audit' (checkpoint forged or edited)");
+}
+
+/* A checkpoint moved to the rewritten chain's hash: its signature no longer verifies. */
+static void test_checkpoint_hash_moved(void **state)
+{
+    fx *f = *state;
+    cp_fill(f);
+    cp_tamper(f, "UPDATE audit SET detail = 'x' WHERE seq = 2;",
+              "audit checkpoint at entry 3"); /* rechain moved entry 3's hash away */
+    store_close(f->s);
+    f->s = NULL;
+    raw_sql(f->path, "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit WHERE seq = 3)"
+                     " WHERE seq = 3");
+    verify_fails(f, "audit checkpoint at entry 3: signature does not verify");
+}
+
+/* The checkpoints, or the key record, deleted. */
+static void test_checkpoint_rows_deleted(void **state)
+{
+    fx *f = *state;
+    cp_fill(f);
+    cp_tamper(f, "DELETE FROM audit_checkpoints; UPDATE audit SET detail = 'x' WHERE seq = 1",
+              "the audit key 'keyline-audit' is recorded but there is no audit checkpoint");
+    store_close(f->s);
+    f->s = NULL;
+    raw_sql(f->path, "DELETE FROM audit_key");
+    /* now the store looks as if it never had either: not an error for the store (the CLI
+     * refuses a log with entries and no checkpoint, and compares with the token's key) */
+    int64_t c = 0;
+    assert_rc(store_open(&f->s, f->path), KL_OK);
+    assert_rc(store_audit_verify(f->s, &c), KL_OK);
+}
+
+static void test_checkpoint_key_deleted(void **state)
+{
+    fx *f = *state;
+    cp_fill(f);
+    cp_tamper(f, "DELETE FROM audit_key", "2 audit checkpoint(s) but no recorded audit key");
+}
+
+/* A signer whose key is not the recorded one: nothing is recorded. */
+static void test_checkpoint_wrong_key(void **state)
+{
+    fx *f = *state;
+    EVP_PKEY *other = EVP_EC_gen("P-256");
+    sw_signer w = {.key = g_key, .recorded = other};
+    store_audit_signer sg = sw_of(&w);
+    notes(f->s, 2, "event");
+    assert_rc(store_audit_checkpoint_make(f->s, &sg, NULL, NULL), KL_EPOLICY);
+    assert_msg_has("is not the one recorded in the store");
+    char *label = NULL;
+    uint8_t *spki = NULL;
+    size_t n = 0;
+    assert_rc(store_audit_key_get(f->s, &label, &spki, &n), KL_ENOTFOUND); /* rolled back */
+    /* the right signer works, and later a wrong one cannot add a checkpoint */
+    sw_signer ok = {.key = g_key};
+    assert_int_equal(checkpoint(f->s, &ok, 1), 2);
+    notes(f->s, 1, "more");
+    sw_signer bad = {.key = other};
+    sg = sw_of(&bad);
+    assert_rc(store_audit_checkpoint_make(f->s, &sg, NULL, NULL), KL_EPOLICY);
+    assert_msg_has("is not the one recorded in the store");
+    store_audit_report r;
+    assert_rc(store_audit_verify_report(f->s, &r), KL_OK);
+    assert_int_equal(r.checkpoints, 1);
+    EVP_PKEY_free(other);
+}
+
+/* A version-5 store (entries, no checkpoint tables) gains the tables; its first checkpoint
+ * covers every entry written before. */
+static void test_checkpoint_migration(void **state)
+{
+    fx *f = *state;
+    notes(f->s, 4, "before");
+    int64_t seq0 = 0;
+    char head0[65];
+    assert_rc(store_audit_head(f->s, &seq0, head0), KL_OK);
+    store_close(f->s);
+    f->s = NULL;
+    raw_sql(f->path, DROP_V6 " PRAGMA user_version=5");
+    assert_int_equal(file_user_version(f->path), 5);
+    assert_rc(store_open(&f->s, f->path), KL_OK);
+    assert_int_equal(file_user_version(f->path), SCHEMA_VERSION);
+    int64_t seq = 0;
+    char head[65];
+    assert_rc(store_audit_head(f->s, &seq, head), KL_OK);
+    assert_int_equal(seq, seq0); /* no entry added by this step */
+    assert_string_equal(head, head0);
+    store_audit_report r;
+    assert_rc(store_audit_verify_report(f->s, &r), KL_OK);
+    assert_int_equal(r.checkpoints, 0);
+    sw_signer w = {.key = g_key};
+    assert_int_equal(checkpoint(f->s, &w, 1), 4);
+    assert_rc(store_audit_verify_report(f->s, &r), KL_OK);
+    assert_int_equal(r.cp_seq, 4);
+    /* a second open migrates nothing; an edit of an entry from before the upgrade is caught */
+    store_close(f->s);
+    assert_rc(store_open(&f->s, f->path), KL_OK);
+    assert_int_equal(file_user_version(f->path), SCHEMA_VERSION);
+    cp_tamper(f, "UPDATE audit SET detail = 'x' WHERE seq = 1", "audit checkpoint at entry 4");
+}
+
+/* Threads append and sign through one handle (checkpoints are group-committed writes). */
+typedef struct {
+    store *s;
+    int rc;
+} cp_thread_arg;
+
+static void *cp_thread(void *p)
+{
+    cp_thread_arg *a = p;
+    sw_signer w = {.key = g_key};
+    store_audit_signer sg = sw_of(&w);
+    for (int i = 0; i < 20 && a->rc == KL_OK; i++) {
+        a->rc = store_audit_append(a->s, "t", "note", "x");
+        if (a->rc == KL_OK && i % 4 == 3) {
+            a->rc = store_audit_checkpoint_make(a->s, &sg, NULL, NULL);
+        }
+    }
+    return NULL;
+}
+
+static void test_checkpoint_threads(void **state)
+{
+    fx *f = *state;
+    pthread_t t[4];
+    cp_thread_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (cp_thread_arg){f->s, KL_OK};
+        assert_int_equal(pthread_create(&t[i], NULL, cp_thread, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(a[i].rc, KL_OK);
+    }
+    sw_signer w = {.key = g_key};
+    store_audit_signer sg = sw_of(&w);
+    store_audit_checkpoint cp;
+    assert_rc(store_audit_checkpoint_make(f->s, &sg, &cp, NULL), KL_OK); /* maybe signed already */
+    assert_int_equal(cp.seq, 80);
+    store_audit_checkpoint_free(&cp);
+    store_audit_report r;
+    assert_rc(store_audit_verify_report(f->s, &r), KL_OK);
+    assert_int_equal(r.entries, 80);
+    assert_int_equal(r.cp_seq, 80);
+    assert_true(r.checkpoints >= 2);
 }
 
 static int group_setup(void **state)
@@ -2252,6 +2719,19 @@ int main(void)
         T(test_tamper_ca_der),
         T(test_tamper_ca_added),
         T(test_audit_baseline_migration),
+        T(test_checkpoint_sign_verify),
+        T(test_checkpoint_edit_rechained),
+        T(test_checkpoint_edit_first),
+        T(test_checkpoint_reorder),
+        T(test_checkpoint_truncate),
+        T(test_checkpoint_delete_renumber),
+        T(test_checkpoint_forged),
+        T(test_checkpoint_hash_moved),
+        T(test_checkpoint_rows_deleted),
+        T(test_checkpoint_key_deleted),
+        T(test_checkpoint_wrong_key),
+        T(test_checkpoint_migration),
+        T(test_checkpoint_threads),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown);
 }
