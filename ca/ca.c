@@ -119,6 +119,7 @@ void ca_close(ca_ctx *ca)
     if (!ca) {
         return;
     }
+    ca_audit_close(ca); /* may sign the audit head: needs the store and the token */
     for (size_t i = 0; i < ca->ncas; i++) {
         free(ca->cas[i].label);
         free(ca->cas[i].parent);
@@ -891,6 +892,10 @@ kl_rc ca_label_role_check(const char *label, const char *template_name, const ch
         return kl_fail(KL_EUSAGE,
                        "CA label '%s' is reserved: '" CA_ROLLOVER_NWO "' and '" CA_ROLLOVER_OWN
                        "' name the rollover certificates of a root rotation",
+                       label);
+    }
+    if (strcmp(label, CA_AUDIT_KEY_LABEL) == 0) {
+        return kl_fail(KL_EUSAGE, "CA label '%s' is reserved: it is the audit key's (ca_audit.c)",
                        label);
     }
     return KL_OK;

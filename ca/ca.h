@@ -196,4 +196,49 @@ typedef struct {
 } ca_tpl_info;
 kl_rc ca_template_info(ca_ctx *ca, const char *template_name, ca_tpl_info *out) KL_WUR;
 
+/* --- audit checkpoints (ca/ca_audit.c; docs/internals/store.md "Checkpoints") ---
+ * The audit chain's head signed with the audit key, an EC P-256 key made in the token like a CA
+ * key (sensitive, never extractable, not modifiable) the first time a process holding the PIN
+ * has entries to sign. Its public half is recorded in the store, so verifying needs no token. */
+#define CA_AUDIT_KEY_LABEL "keyline-audit"
+typedef struct {
+    int64_t seq;   /* the entry the last checkpoint covers (0: the log is empty) */
+    char hash[65]; /* its hash */
+    time_t ts;     /* when that checkpoint was signed */
+    int made;      /* 1: signed by this call; 0: the head was signed already */
+} ca_audit_cp;
+#define CA_AUDIT_ADOPT_KEY 1u /* a store without an audit key takes the token's existing one */
+/* Sign the audit head with the audit key (making the key on first need): nothing when the head
+ * is signed already. The store refuses (KL_EPOLICY) to sign a head that does not extend the
+ * last checkpoint (store_audit_checkpoint_make). KL_EUSAGE without a local token (opened
+ * without it, or signer processes only); a key labelled CA_AUDIT_KEY_LABEL on the token that
+ * the store does not record is KL_EPOLICY unless `flags` has CA_AUDIT_ADOPT_KEY. Thread-safe.
+ * `out` may be NULL. */
+kl_rc ca_audit_checkpoint(ca_ctx *ca, ca_audit_cp *out) KL_WUR;
+kl_rc ca_audit_checkpoint_ex(ca_ctx *ca, unsigned flags, ca_audit_cp *out) KL_WUR;
+/* The CA service's rule: ca_audit_checkpoint_due signs the head once it is `every` (> 0) or
+ * more entries past the last checkpoint this ctx knows of. Cheap when nothing is due (one read
+ * of the head on the store's reader connection); a failure is logged (kl_error) and retried
+ * after 10 s. No-op without a local token or before ca_audit_checkpoint_every. */
+void ca_audit_checkpoint_every(ca_ctx *ca, int64_t every);
+void ca_audit_checkpoint_due(ca_ctx *ca);
+/* ca_audit_checkpoint when the ctx has a local token (else nothing), logging a failure with
+ * `why` (ca_crl: "CRL of field1"); never fails. */
+void ca_audit_checkpoint_try(ca_ctx *ca, const char *why);
+/* Run fn(ca, arg) at the start of ca_close (keyline-ca signs the head there; fn may use the
+ * ctx, and must keep kl_errmsg() as it found it). One hook per ctx. */
+typedef void (*ca_close_fn)(ca_ctx *ca, void *arg);
+void ca_close_hook_set(ca_ctx *ca, ca_close_fn fn, void *arg);
+
+typedef struct {
+    store_audit_report r;
+    int token_compared; /* 1: the recorded audit key was compared with the token's */
+    char note[512];     /* why it was not */
+} ca_audit_verdict;
+/* store_audit_verify_report, then: a log with entries but no checkpoint is KL_EPOLICY; and the
+ * recorded audit key against the token's (read without the PIN): KL_EPOLICY when they differ or
+ * only one side has it. token: 1 the comparison is required (KL_EHSM when the token cannot be
+ * read), 0 when the token can be read, -1 never. */
+kl_rc ca_audit_verify(ca_ctx *ca, int token, ca_audit_verdict *out) KL_WUR;
+
 #endif

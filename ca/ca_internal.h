@@ -28,9 +28,13 @@ struct ca_ctx {
     size_t ncas;
     tpl *tpls[CA_CACHE_MAX];
     size_t ntpls;
-    STACK_OF(X509) * retired; /* certificates a renewal replaced in cas[]: borrowed pointers
-                                 to them stay valid until ca_close */
+    STACK_OF(X509) * retired;     /* certificates a renewal replaced in cas[]: borrowed pointers
+                                     to them stay valid until ca_close */
+    struct ca_audit_state *audit; /* ca_audit.c: checkpoints, the close hook (NULL until used) */
 };
+
+/* ca_audit.c: run the close hook and free the checkpoint state (first thing in ca_close). */
+void ca_audit_close(ca_ctx *ca);
 
 /* Cached CA certificate (and, if want_key, its HSM key) by label. Borrowed pointers, valid for
  * the ctx lifetime. */

@@ -168,6 +168,10 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
     ENSURE_SSL(dl > 0, KL_EINTERNAL, "cannot encode the CRL");
     TRY(store_crl_put(ca->st, issuer, number, now, now + days * 86400, der, (size_t)dl, "ca",
                       detail));
+    /* every CRL signed also signs the audit head (docs/internals/store.md "Checkpoints") */
+    char why[200];
+    snprintf(why, sizeof why, "CRL %lld of %s", (long long)number, issuer);
+    ca_audit_checkpoint_try(ca, why);
     *out = crl;
     crl = NULL;
 out:

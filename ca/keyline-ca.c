@@ -26,7 +26,8 @@ static const cli_cmd cli_top[] = {
     {"list", cmd_list, "[--status valid|pending|revoked] [--issuer L] [--json]",
      "list issued certificates"},
     {"show", cmd_show, "--serial HEX", "show one certificate and its status"},
-    {"audit", cmd_audit, "verify|list", "verify or print the tamper-evident audit log"},
+    {"audit", cmd_audit, "verify|list|checkpoint",
+     "verify, print or sign (in the HSM) the tamper-evident audit log"},
     {"device", cmd_device, "list", "print the device inventory"},
     {"request", cmd_request, "list|show|approve|reject ...",
      "EST enrollment requests held for approval"},
@@ -214,13 +215,37 @@ kl_rc cli_output(cli *c, const char *out, const void *data, size_t len)
     return rc != KL_OK ? rc : kl_file_write_atomic(out ? out : "-", data, len, 0644);
 }
 
+/* Every command that opened the token signs the audit head before it closes the context
+ * (docs/ca.md "Audit verify"): whatever it appended, and whatever processes without the token
+ * appended since the last checkpoint. The command's own result and message stand; a failure to
+ * sign is a warning (the entries stay unsigned until the next checkpoint, and audit verify says
+ * how many there are). */
+static void cli_audit_checkpoint(ca_ctx *ca, void *arg)
+{
+    char saved[1024];
+    ca_audit_cp cp;
+    (void)arg;
+    snprintf(saved, sizeof saved, "%s", kl_errmsg());
+    if (ca_audit_checkpoint(ca, &cp) != KL_OK) {
+        fprintf(stderr, "keyline-ca: warning: audit log not signed: %s\n", kl_errmsg());
+    }
+    (void)kl_fail(KL_OK, "%s", saved);
+}
+
 kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out)
 {
     kl_rc rc = cli_conf(c);
     if (rc != KL_OK) {
         return rc;
     }
-    return with_hsm ? ca_open(out, c->conf) : ca_open_nohsm(out, c->conf);
+    if (!with_hsm) {
+        return ca_open_nohsm(out, c->conf);
+    }
+    rc = ca_open(out, c->conf);
+    if (rc == KL_OK) {
+        ca_close_hook_set(*out, cli_audit_checkpoint, c);
+    }
+    return rc;
 }
 
 kl_rc cli_output_certs(cli *c, const char *out, STACK_OF(X509) * certs, int n)

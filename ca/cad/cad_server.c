@@ -190,6 +190,8 @@ static void *cad_conn_run(void *arg)
         if (rsp.len == 0 || cad_write_full(cx, rsp.data, rsp.len) != 0) {
             break;
         }
+        /* [cad] audit-checkpoint-every: after the answer, so the signing never delays one */
+        ca_audit_checkpoint_due(d->ca);
     }
 done:
     if (cx->ssl) {

@@ -49,9 +49,25 @@ static void cad_env_pin_scrub(const kl_conf *conf)
     }
 }
 
+/* Sign the audit head now and say so. */
+static kl_rc cad_audit_checkpoint(const char *when)
+{
+    ca_audit_cp cp;
+    kl_rc rc = ca_audit_checkpoint(g_cad.ca, &cp);
+    if (rc != KL_OK) {
+        return kl_wrap(rc, "audit checkpoint at %s", when);
+    }
+    if (cp.seq > 0) {
+        kl_info("keyline-cad: audit checkpoint at %s: entry %lld %s%s", when, (long long)cp.seq,
+                cp.hash, cp.made ? "" : " (signed already)");
+    }
+    return KL_OK;
+}
+
 static kl_rc cad_run(const char *conf_path)
 {
     kl_rc rc = KL_OK;
+    long every = 0;
     kl_conf *conf = NULL;
     unsigned char rnd[16];
     memset(&g_cad, 0, sizeof g_cad);
@@ -76,7 +92,18 @@ static kl_rc cad_run(const char *conf_path)
         kl_info("keyline-cad: profile %s: issuer %s, template %s", p->name, p->issuer,
                 p->template_name);
     }
-    TRY(cad_serve(&g_cad));
+    /* The audit head is signed at start (what was appended while we were down; and the audit
+     * key checked against the store before anything is served), every `every` entries (after
+     * each request, cad_server.c), on every CRL (ca_crl) and at shutdown. */
+    TRY(kl_conf_get_long(conf, "cad", "audit-checkpoint-every", 100, 1, 1000000, &every));
+    TRY(cad_audit_checkpoint("start"));
+    ca_audit_checkpoint_every(g_cad.ca, every);
+    rc = cad_serve(&g_cad);
+    if (rc == KL_OK) {
+        /* after the last request, before the token and the store close */
+        rc = cad_audit_checkpoint("shutdown");
+    }
+    TRY(rc);
     kl_info("keyline-cad: stopped");
 out:
     cad_rev_free(g_cad.rev);

@@ -16,13 +16,15 @@ kca ca cert --label factory1 | openssl x509 -noout -text > factory1.txt
 grep -q "CA:TRUE, pathlen:0" factory1.txt || fail "factory CA lacks CA:TRUE pathlen:0"
 cmp <(kca ca cert --label factory1) factory1.pem || fail "ca cert differs from what ca create printed"
 
-# CA keys are non-extractable and sensitive, seen by a third-party tool.
+# CA keys (and the audit key that signs the audit log's checkpoints) are non-extractable and
+# sensitive, seen by a third-party tool.
 pkcs11-tool --module "$KL_MODULE" --token-label keyline-test --login --pin "$KEYLINE_PIN" \
   --list-objects --type privkey > objects.txt 2>&1
-grep -c "label:" objects.txt | grep -qx 3 || { cat objects.txt; fail "expected 3 private keys"; }
-[ "$(grep -c 'never extractable' objects.txt)" = 3 ] || { cat objects.txt; fail "a CA key is extractable"; }
-[ "$(grep -c 'Access:.*sensitive' objects.txt)" = 3 ] || { cat objects.txt; fail "a CA key is not sensitive"; }
-ok "CA private keys: sensitive, never extractable (pkcs11-tool)"
+grep -c "label:" objects.txt | grep -qx 4 || { cat objects.txt; fail "expected 3 CA keys and the audit key"; }
+grep -q "label: *keyline-audit$" objects.txt || { cat objects.txt; fail "no audit key"; }
+[ "$(grep -c 'never extractable' objects.txt)" = 4 ] || { cat objects.txt; fail "a CA key is extractable"; }
+[ "$(grep -c 'Access:.*sensitive' objects.txt)" = 4 ] || { cat objects.txt; fail "a CA key is not sensitive"; }
+ok "CA private keys and the audit key: sensitive, never extractable (pkcs11-tool)"
 
 # A CA the template refuses leaves no key behind: the label can be used again right away.
 expect_fail "CA subject with a forbidden attribute" kca ca create --label spare1 --template field-ca --issuer root1 --subject "CN=Spare,emailAddress=x@example.com"

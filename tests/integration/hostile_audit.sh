@@ -35,7 +35,7 @@ tamper swap "CREATE TEMP TABLE t AS SELECT serial, der FROM certs;
   "certificate $s2" "DER does not match"
 tamper wipe "DROP TRIGGER audit_no_delete; DELETE FROM audit;
   UPDATE audit_head SET seq = 0, hash = '0000000000000000000000000000000000000000000000000000000000000000';" \
-  "audit log is empty" "certificates"
+  "audit log is empty" "deleted"
 seq=$(sqlite3 keyline.db "SELECT max(seq) FROM audit WHERE action = 'revoke'")
 tamper nul "DROP TRIGGER audit_no_update; UPDATE audit SET detail = detail || char(0) || ' reason=0' WHERE seq = $seq;" \
   "audit entry $seq" "NUL byte"
