@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "ca.h"
+#include "ca_backend.h"
 
 static ca_ctx *g_ca;
 static EVP_PKEY *g_key;

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "ca_internal.h"
+#include "ca_backend.h"
 #include "kl_log.h"
 #include "kl_secret.h"
 

@@ -44,12 +44,10 @@ void ca_close(ca_ctx *ca);
  * every binary takes it from, so what keyline-estd announces is what ca_issue enforces.
  * Caller frees; NULL when out of memory. */
 char *ca_templates_dir(const kl_conf *conf);
-store *ca_store(ca_ctx *ca);
 /* A CA's delegated OCSP signer (RFC 6960 4.2.2.2) is the CA record and token key "<CA>.ocsp". */
 #define CA_OCSP_SUFFIX ".ocsp"
 /* 1 when `label` names a delegated OCSP signer, not a CA. */
 int ca_is_ocsp_signer_label(const char *label);
-hsm_ctx *ca_hsm(ca_ctx *ca); /* NULL when opened without the token */
 const kl_conf *ca_conf(ca_ctx *ca);
 
 /* A PKCS#10 request whose signature (proof of possession) has been checked: only ca_csr_load

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "keyline-ca.h"
+#include "ca_backend.h"
 
 static kl_rc cmd_audit_verify(cli *c, int argc, char **argv)
 {

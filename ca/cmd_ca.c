@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "keyline-ca.h"
+#include "ca_backend.h"
 
 static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
 {

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "keyline-ca.h"
+#include "ca_backend.h"
 
 typedef struct {
     json_t *arr; /* --json */

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "keyline-ca.h"
+#include "ca_backend.h"
 
 /* --id N (and, for reject, --reason TEXT). */
 static kl_rc req_args(int argc, char **argv, const char *what, int64_t *id, const char **reason)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "keyline-ca.h"
+#include "ca_backend.h"
 
 kl_rc cmd_revoke(cli *c, int argc, char **argv)
 {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cad.h"
+#include "ca_backend.h"
 #include "kl_log.h"
 #include "store.h"
 

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "cad.h"
+#include "ca_backend.h"
 #include "kl_log.h"
 #include "store.h"
 

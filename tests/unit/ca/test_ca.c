@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "ca.h"
+#include "ca_backend.h"
 
 static kl_conf *g_conf;
 static ca_ctx *g_ca;
