@@ -142,6 +142,23 @@ static kl_rc cad_conn_tls(cad_conn *cx, cad_peer *peer)
     return cad_tls_peer(cx->d, cx->ssl, peer);
 }
 
+/* Ops that never append an audit entry when they succeed. */
+static int cad_op_read_only(uint8_t op)
+{
+    switch (op) {
+    case CAP_OP_HELLO:
+    case CAP_OP_POLL:
+    case CAP_OP_CACERTS:
+    case CAP_OP_CERT_STATUS:
+    case CAP_OP_DEVICE:
+    case CAP_OP_PROFILE:
+    case CAP_OP_CA_CHAIN:
+    case CAP_OP_PENDING:
+    case CAP_OP_KNOWN: return 1;
+    default: return 0;
+    }
+}
+
 /* One connection: frames in, frames out, until the peer closes or sends garbage (answered
  * once, then closed: a framing error leaves nothing to resynchronise on). */
 static void *cad_conn_run(void *arg)
@@ -190,8 +207,12 @@ static void *cad_conn_run(void *arg)
         if (rsp.len == 0 || cad_write_full(cx, rsp.data, rsp.len) != 0) {
             break;
         }
-        /* [cad] audit-checkpoint-every: after the answer, so the signing never delays one */
-        ca_audit_checkpoint_due(d->ca);
+        /* [cad] audit-checkpoint-every: after the answer, so the signing never delays one; only
+         * after a request that may have appended entries (a write, or any refusal: refusals
+         * of a profile are audited), so lookups cost no store read */
+        if (!cad_op_read_only(req.op) || rsp.data[6] != KL_OK) {
+            ca_audit_checkpoint_due(d->ca);
+        }
     }
 done:
     if (cx->ssl) {
