@@ -31,6 +31,7 @@ static const cli_cmd cli_top[] = {
     {"device", cmd_device, "list", "print the device inventory"},
     {"request", cmd_request, "list|show|approve|reject ...",
      "EST enrollment requests held for approval"},
+    {"config", cmd_config, "check", "check keyline.conf and print it with its defaults"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -99,7 +100,7 @@ void cli_time(time_t t, char *buf, size_t n)
 }
 
 /* The configuration, loaded on first use. */
-static kl_rc cli_conf(cli *c)
+kl_rc cli_conf(cli *c)
 {
     if (c->conf) {
         return KL_OK;

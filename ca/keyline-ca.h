@@ -33,6 +33,8 @@ kl_rc cli_out_check(cli *c, const char *out);
 /* Write bytes to --out (atomic; cli_out_check first) or stdout. */
 kl_rc cli_output(cli *c, const char *out, const void *data, size_t len);
 kl_rc cli_open(cli *c, int with_hsm, ca_ctx **out);
+/* Load c->conf from c->config_path once (kl_conf_load: unknown keys refused). */
+kl_rc cli_conf(cli *c) KL_WUR;
 /* PEM of the first n certificates (or one) to --out (atomic) or stdout. */
 kl_rc cli_output_certs(cli *c, const char *out, STACK_OF(X509) * certs, int n);
 kl_rc cli_output_cert(cli *c, const char *out, X509 *x);
@@ -49,5 +51,6 @@ kl_rc cmd_show(cli *c, int argc, char **argv);
 kl_rc cmd_audit(cli *c, int argc, char **argv);
 kl_rc cmd_device(cli *c, int argc, char **argv);
 kl_rc cmd_request(cli *c, int argc, char **argv);
+kl_rc cmd_config(cli *c, int argc, char **argv);
 
 #endif

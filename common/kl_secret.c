@@ -37,13 +37,12 @@ static kl_rc kl_secret_from_file(kl_secret *out, const char *path, const char *w
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
-        return kl_fail(errno == ENOENT ? KL_ENOTFOUND : KL_EIO, "%s file %s: %s", what, path,
-                       strerror(errno));
+        return kl_fail(KL_EPIN, "%s file %s: %s", what, path, strerror(errno));
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return kl_fail(KL_EIO, "%s file %s: not a regular file", what, path);
+        return kl_fail(KL_EPIN, "%s file %s: not a regular file", what, path);
     }
     if (st.st_mode & 077) {
         close(fd);
@@ -53,12 +52,12 @@ static kl_rc kl_secret_from_file(kl_secret *out, const char *path, const char *w
     ssize_t n = read(fd, out->value, sizeof out->value - 1);
     close(fd);
     if (n < 0) {
-        return kl_fail(KL_EIO, "%s file %s: %s", what, path, strerror(errno));
+        return kl_fail(KL_EPIN, "%s file %s: %s", what, path, strerror(errno));
     }
     out->value[n] = 0;
     kl_secret_chomp(out);
     if (out->len == 0) {
-        return kl_fail(KL_EINPUT, "%s file %s is empty", what, path);
+        return kl_fail(KL_EPIN, "%s file %s is empty", what, path);
     }
     return KL_OK;
 }
@@ -67,12 +66,12 @@ static kl_rc kl_secret_prompt(kl_secret *out, const char *what)
 {
     int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
     if (fd < 0) {
-        return kl_fail(KL_EUSAGE, "%s: pin source 'prompt' needs a terminal", what);
+        return kl_fail(KL_EPIN, "%s: pin source 'prompt' needs a terminal", what);
     }
     struct termios old, quiet;
     if (tcgetattr(fd, &old) != 0) {
         close(fd);
-        return kl_fail(KL_EIO, "%s: cannot read terminal settings", what);
+        return kl_fail(KL_EPIN, "%s: cannot read terminal settings", what);
     }
     quiet = old;
     quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
@@ -81,7 +80,7 @@ static kl_rc kl_secret_prompt(kl_secret *out, const char *what)
     int m = snprintf(msg, sizeof msg, "Enter %s: ", what);
     if (write(fd, msg, (size_t)m) < 0 || tcsetattr(fd, TCSAFLUSH, &quiet) != 0) {
         close(fd);
-        return kl_fail(KL_EIO, "%s: cannot prompt on the terminal", what);
+        return kl_fail(KL_EPIN, "%s: cannot prompt on the terminal", what);
     }
     ssize_t n = read(fd, out->value, sizeof out->value - 1);
     tcsetattr(fd, TCSAFLUSH, &old);
@@ -90,7 +89,7 @@ static kl_rc kl_secret_prompt(kl_secret *out, const char *what)
     }
     close(fd);
     if (n <= 0) {
-        return kl_fail(KL_EIO, "%s: no input", what);
+        return kl_fail(KL_EPIN, "%s: no input", what);
     }
     out->value[n] = 0;
     kl_secret_chomp(out);
@@ -101,16 +100,17 @@ kl_rc kl_secret_read(kl_secret *out, const char *spec, const char *base_dir, con
 {
     memset(out, 0, sizeof *out);
     if (!spec || !*spec) {
-        return kl_fail(KL_EUSAGE, "%s: no source configured (use env:VAR, file:PATH or prompt)",
+        return kl_fail(KL_EPIN, "%s: no source configured (use env:VAR, file:PATH or prompt)",
                        what);
     }
     if (strncmp(spec, "env:", 4) == 0) {
         const char *v = getenv(spec + 4);
         if (!v) {
-            return kl_fail(KL_ENOTFOUND, "%s: environment variable %s is not set", what, spec + 4);
+            return kl_fail(KL_EPIN, "%s: environment variable %s is not set", what, spec + 4);
         }
         if (strlen(v) >= sizeof out->value) {
-            return kl_fail(KL_EINPUT, "%s: too long", what);
+            return kl_fail(KL_EPIN, "%s: environment variable %s: longer than %zu bytes", what,
+                           spec + 4, sizeof out->value - 1);
         }
         strcpy(out->value, v);
         out->len = strlen(v);

@@ -18,8 +18,11 @@ typedef struct {
 } kl_secret;
 
 /* `spec` as above; `base_dir` resolves a relative file: path (may be NULL). `what` names the
- * secret in messages and in the prompt ("token PIN"). Errors: KL_EUSAGE (bad spec),
- * KL_ENOTFOUND (unset variable, missing file), KL_EPOLICY (file mode too open), KL_EIO. */
+ * secret in messages and in the prompt ("token PIN"). Errors: KL_EUSAGE (a spec that is none of
+ * the above; the message never repeats it: it may be a PIN typed where a source belongs),
+ * KL_EPOLICY (file readable by group or others), KL_EPIN (no spec, an unset variable, a missing,
+ * unreadable, non-regular or empty file, no terminal to prompt on: the PIN error, exit status 5,
+ * like a wrong PIN). */
 kl_rc kl_secret_read(kl_secret *out, const char *spec, const char *base_dir,
                      const char *what) KL_WUR;
 void kl_secret_free(kl_secret *s);

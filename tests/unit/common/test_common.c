@@ -90,17 +90,27 @@ static void test_b64(void **state)
     }
 }
 
+/* Write `text` to tmpdir/NAME and load it into *out (NULL on failure). */
+static kl_rc conf_write_load(const char *name, const char *text, kl_conf **out)
+{
+    char p[256];
+    write_file(name, text, 0644);
+    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
+    return kl_conf_load(out, p);
+}
+
 static void test_conf(void **state)
 {
     (void)state;
-    write_file("good.conf",
-               "; comment\n[hsm]\nmodule = /m.so\npin = env:X ; inline\n[store]\npath = db.sqlite\n"
-               "[est.label acme]\nissuer = f1\n[n]\nnum = 42\nbad = 4x\n",
-               0644);
-    char p[256];
-    snprintf(p, sizeof p, "%s/good.conf", tmpdir);
     kl_conf *c = NULL;
-    assert_int_equal(kl_conf_load(&c, p), KL_OK);
+    char p[256];
+    assert_int_equal(
+        conf_write_load("good.conf",
+                        "; comment\n[hsm]\nmodule = /m.so\npin = env:X ; inline\n[store]\n"
+                        "path = db.sqlite\n[est.label acme]\nissuer = f1\n[station]\n"
+                        "retries = 42\nbaud = 4x\n",
+                        &c),
+        KL_OK);
     assert_string_equal(kl_conf_get(c, "hsm", "module"), "/m.so");
     assert_string_equal(kl_conf_get(c, "hsm", "pin"), "env:X");
     assert_null(kl_conf_get(c, "hsm", "missing"));
@@ -114,11 +124,12 @@ static void test_conf(void **state)
     assert_string_equal(uri, "pkcs11:token=x;object=y");
     free(uri);
     long v = 0;
-    assert_int_equal(kl_conf_get_long(c, "n", "num", 1, 0, 100, &v), KL_OK);
+    assert_int_equal(kl_conf_get_long(c, "station", "retries", 1, 0, 100, &v), KL_OK);
     assert_int_equal(v, 42);
-    assert_int_equal(kl_conf_get_long(c, "n", "bad", 1, 0, 100, &v), KL_EINPUT);
-    assert_int_equal(kl_conf_get_long(c, "n", "num", 1, 0, 10, &v), KL_EINPUT);
-    assert_int_equal(kl_conf_get_long(c, "n", "absent", 7, 0, 10, &v), KL_OK);
+    assert_int_equal(kl_conf_get_long(c, "station", "baud", 1, 0, 100, &v), KL_EINPUT);
+    assert_non_null(strstr(kl_errmsg(), "good.conf:11: [station] baud = 4x"));
+    assert_int_equal(kl_conf_get_long(c, "station", "retries", 1, 0, 10, &v), KL_EINPUT);
+    assert_int_equal(kl_conf_get_long(c, "station", "absent", 7, 0, 10, &v), KL_OK);
     assert_int_equal(v, 7);
     int found = 0;
     for (size_t i = 0; kl_conf_section(c, i); i++) {
@@ -135,14 +146,14 @@ static void test_conf(void **state)
     assert_int_equal(kl_conf_load(&c, p), KL_ENOTFOUND);
 }
 
-/* Write `name`: `before`, then a line "tls-priority = XXX..." of `len` bytes, then more. */
+/* Write `name`: `before`, then a line "tls-priorities = XXX..." of `len` bytes, then more. */
 static void conf_long_line(char *text, size_t cap, const char *name, const char *before, size_t len)
 {
-    int n = snprintf(text, cap, "%stls-priority = ", before);
-    size_t pad = len - strlen("tls-priority = ");
-    assert_true((size_t)n + pad + 16 < cap);
+    int n = snprintf(text, cap, "%stls-priorities = ", before);
+    size_t pad = len - strlen("tls-priorities = ");
+    assert_true((size_t)n + pad + 24 < cap);
     memset(text + n, 'X', pad);
-    snprintf(text + n + pad, cap - (size_t)n - pad, "\n[x]\ny = z\n");
+    snprintf(text + n + pad, cap - (size_t)n - pad, "\n[station]\nmode = z\n");
     write_file(name, text, 0644);
 }
 
@@ -174,7 +185,7 @@ static void test_conf_long_lines(void **state)
     assert_non_null(text);
     snprintf(text, cap,
              "\xEF\xBB\xBF# a comment\r\n[ca]\r\ncrl-url = %s\r\n[hsm]\ntoken=%s ; inline comment\n"
-             "module : /m.so\n  pin = env:X\nempty =\n[%s]\nissuer = f1\n",
+             "module : /m.so\n  pin = env:X\nsofthsm2-conf =\n[%s]\nissuer = f1\n",
              url, uri, section);
     write_file("long.conf", text, 0644);
     char p[256];
@@ -185,7 +196,7 @@ static void test_conf_long_lines(void **state)
     assert_string_equal(kl_conf_get(c, "hsm", "token"), uri);
     assert_string_equal(kl_conf_get(c, "hsm", "module"), "/m.so");
     assert_string_equal(kl_conf_get(c, "hsm", "pin"), "env:X"); /* indented: a line of its own */
-    assert_string_equal(kl_conf_get(c, "hsm", "empty"), "");
+    assert_string_equal(kl_conf_get(c, "hsm", "softhsm2-conf"), "");
     assert_string_equal(kl_conf_get(c, section, "issuer"), "f1");
     kl_conf_free(c);
 
@@ -193,8 +204,8 @@ static void test_conf_long_lines(void **state)
     conf_long_line(text, cap, "max.conf", "[est]\n", 8192);
     snprintf(p, sizeof p, "%s/max.conf", tmpdir);
     assert_int_equal(kl_conf_load(&c, p), KL_OK);
-    assert_int_equal(strlen(kl_conf_get(c, "est", "tls-priority")), 8192 - 15);
-    assert_string_equal(kl_conf_get(c, "x", "y"), "z");
+    assert_int_equal(strlen(kl_conf_get(c, "est", "tls-priorities")), 8192 - 17);
+    assert_string_equal(kl_conf_get(c, "station", "mode"), "z");
     kl_conf_free(c);
     conf_long_line(text, cap, "over.conf", "[est]\n\n", 8193);
     snprintf(p, sizeof p, "%s/over.conf", tmpdir);
@@ -209,7 +220,7 @@ static void test_conf_long_lines(void **state)
     } bad[] = {
         {"[hsm\nx = y\n", "bad1.conf:1:"},
         {"[hsm]\n= y\n", "bad1.conf:2:"},
-        {"[hsm]\nx = y\n[]\n", "bad1.conf:3:"},
+        {"[hsm]\nmodule = y\n[]\n", "bad1.conf:3:"},
         {"[hsm] trailing\n", "bad1.conf:1:"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -225,10 +236,135 @@ static void test_conf_long_lines(void **state)
     snprintf(p, sizeof p, "%s/nul.conf", tmpdir);
     FILE *f = fopen(p, "w");
     assert_non_null(f);
-    assert_int_equal(fwrite("[a]\nb = c\nd = e\0f\n", 1, 18, f), 18);
+    assert_int_equal(fwrite("[hsm]\nmodule = c\ntoken = e\0f\n", 1, 29, f), 29);
     fclose(f);
     assert_int_equal(kl_conf_load(&c, p), KL_EINPUT);
     assert_non_null(strstr(kl_errmsg(), "nul.conf:3:"));
+}
+
+/* Issue 12: a typo'd key (`channel-bindings = required`) was read, never looked at, and left
+ * channel binding off. Every section and key is now checked against the registry. */
+static void conf_expect_error(const char *text, const char *want)
+{
+    kl_conf *c = NULL;
+    kl_rc rc = conf_write_load("strict.conf", text, &c);
+    if (rc != KL_EINPUT || !strstr(kl_errmsg(), want)) {
+        fail_msg("\"%s\": rc %s \"%s\", want \"%s\"", text, kl_rc_name(rc), rc ? kl_errmsg() : "",
+                 want);
+    }
+    assert_null(c);
+}
+
+static void test_conf_strict(void **state)
+{
+    (void)state;
+    /* unknown keys: file:line, the section, and the closest key of that section */
+    conf_expect_error("[hsm]\nmodule = /m.so\n\n[est]\nlisten = :8443\n; a comment\n"
+                      "channel-bindings = required\n",
+                      "strict.conf:7: unknown key 'channel-bindings' in [est]; did you mean "
+                      "'channel-binding'?");
+    conf_expect_error("[ca]\ncrl_days = 7\n",
+                      "strict.conf:2: unknown key 'crl_days' in [ca]; did you mean 'crl-days'?");
+    conf_expect_error("[station]\ntimout-ms = 10\n", "did you mean 'timeout-ms'?");
+    conf_expect_error("[est]\nMax-Body = 10\n", "did you mean 'max-body'?");
+    conf_expect_error("[est]\ntemplte = x\n", "did you mean 'template'?");
+    /* a key of another section says where it belongs */
+    conf_expect_error("[est]\ncrl-days = 7\n",
+                      "strict.conf:2: unknown key 'crl-days' in [est]; it belongs in [ca]");
+    conf_expect_error("[station]\nusers = keyline-station\n",
+                      "unknown key 'users' in [station]; it belongs in [role NAME]");
+    /* nothing close: no guess */
+    conf_expect_error("[hsm]\nmodule = /m.so\nfrobnicate = yes\n",
+                      "strict.conf:3: unknown key 'frobnicate' in [hsm] (keyline.conf(5) lists "
+                      "every key)");
+    /* a key of the parameterised sections is checked too */
+    conf_expect_error("[est.label acme]\nissuer = f1\ntemplat = t\n",
+                      "strict.conf:3: unknown key 'templat' in [est.label acme]; did you mean "
+                      "'template'?");
+    conf_expect_error("[role est]\nuser = keyline-est\n",
+                      "unknown key 'user' in [role est]; did you mean 'users'?");
+    /* unknown sections, with or without keys, named where they start */
+    conf_expect_error("[hsm]\nmodule = /m.so\n[estd]\nlisten = :1\n",
+                      "strict.conf:3: unknown section [estd]; did you mean [est]?");
+    conf_expect_error("[hsm]\nmodule = /m.so\n[stations]\n",
+                      "strict.conf:3: unknown section [stations]; did you mean [station]?");
+    conf_expect_error("[est.lable acme]\nissuer = f1\n",
+                      "strict.conf:1: unknown section [est.lable acme]; did you mean [est.label "
+                      "acme]?");
+    conf_expect_error("[profiles ldevid]\n", "did you mean [profile ldevid]?");
+    conf_expect_error("[logging]\nlevel = debug\n",
+                      "strict.conf:1: unknown section [logging] (keyline.conf(5) lists every "
+                      "section)");
+    /* parameterised sections need a valid name; fixed ones take none */
+    conf_expect_error("[role]\nusers = a\n",
+                      "strict.conf:1: section [role] needs a name: [role NAME]");
+    conf_expect_error("[profile a/b]\n", "strict.conf:1: section [profile a/b]: the name after "
+                                         "'profile' is 1 to 64 characters");
+    conf_expect_error("[est acme]\n", "strict.conf:1: section [est acme]: [est] takes no name");
+    /* a key before any section */
+    conf_expect_error("; header\nmodule = /m.so\n[hsm]\n",
+                      "strict.conf:2: key 'module' before any [section]");
+    /* what is echoed is bounded and printable */
+    conf_expect_error("[hsm]\nmodule\x01\x1b[2J = x\n", "unknown key 'module??[2J' in [hsm]");
+
+    /* every kind of section of the registry is accepted, with line numbers kept per key */
+    kl_conf *c = NULL;
+    assert_int_equal(conf_write_load("all.conf",
+                                     "[hsm]\nmodule = /m.so\ntoken = pkcs11:token=t\npin = env:P\n"
+                                     "[store]\npath = k.db\n[ca]\ncrl-days = 9\n"
+                                     "[cad]\nsocket = cad.sock\nsocket-mode = 0600\n"
+                                     "[role est]\nusers = keyline-est, 998\n"
+                                     "[profile ldevid]\nissuer = field1\ntemplate = device-ldevid\n"
+                                     "clients = est\n"
+                                     "[est]\nchannel-binding = required\nprofile = ldevid\n"
+                                     "tls-key-pin = env:T\nrequest-timeout = 10\nsigner = inline\n"
+                                     "[est.label acme-2.x_y]\nissuer = f2\napproval = manual\n"
+                                     "[station]\nissuer = factory1\nprofile = idevid\n"
+                                     "[est]\nchannel-binding = optional\n",
+                                     &c),
+                     KL_OK);
+    assert_string_equal(kl_conf_get(c, "est.label acme-2.x_y", "approval"), "manual");
+    assert_string_equal(kl_conf_get(c, "role est", "users"), "keyline-est, 998");
+    assert_int_equal(kl_conf_line(c, "hsm", "module"), 2);
+    assert_int_equal(kl_conf_line(c, "profile ldevid", "clients"), 17);
+    /* a key set twice: the later value and its line count */
+    assert_string_equal(kl_conf_get(c, "est", "channel-binding"), "optional");
+    assert_int_equal(kl_conf_line(c, "est", "channel-binding"), 31);
+    assert_int_equal(kl_conf_line(c, "est", "listen"), 0);
+    kl_conf_free(c);
+
+    /* confs built in memory are not checked (tests set what they need) */
+    c = kl_conf_new("/tmp");
+    assert_non_null(c);
+    assert_int_equal(kl_conf_set(c, "anything", "goes", "here"), KL_OK);
+    assert_string_equal(kl_conf_get(c, "anything", "goes"), "here");
+    assert_int_equal(kl_conf_line(c, "anything", "goes"), 0);
+    kl_conf_free(c);
+
+    /* the registry itself: each row's section is known, no row twice, sections together */
+    size_t n = 0;
+    const kl_conf_key *t = kl_conf_keys(&n);
+    assert_true(n > 40);
+    for (size_t i = 0; i < n; i++) {
+        char sec[96];
+        const char *star = strstr(t[i].section, " *");
+        snprintf(sec, sizeof sec, "%.*s%s", star ? (int)(star - t[i].section) : 64, t[i].section,
+                 star ? " x" : "");
+        assert_true(kl_conf_section_known(sec));
+        assert_ptr_equal(kl_conf_key_find(sec, t[i].key), &t[i]);
+        assert_false(t[i].dflt && t[i].note); /* one or the other */
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(t[j].section, t[i].section) == 0) {
+                assert_string_not_equal(t[j].key, t[i].key);
+                assert_true(j == i - 1 || strcmp(t[j + 1].section, t[i].section) == 0);
+            }
+        }
+    }
+    assert_false(kl_conf_section_known(""));
+    assert_false(kl_conf_section_known("est.label "));
+    assert_false(kl_conf_section_known("role a b"));
+    assert_null(kl_conf_key_find("est", "channel-bindings"));
+    assert_non_null(kl_conf_key_find("cad", "audit-checkpoint-every"));
 }
 
 static void test_secret(void **state)
@@ -240,7 +376,9 @@ static void test_secret(void **state)
     assert_string_equal(s.value, "s3cret");
     kl_secret_free(&s);
     assert_int_equal(s.value[0], 0);
-    assert_int_equal(kl_secret_read(&s, "env:KL_TEST_UNSET_VAR", NULL, "PIN"), KL_ENOTFOUND);
+    /* issue 12: a missing or unreadable PIN source is the PIN error (exit status 5) */
+    assert_int_equal(kl_secret_read(&s, "env:KL_TEST_UNSET_VAR", NULL, "PIN"), KL_EPIN);
+    assert_int_equal(kl_rc_exit(KL_EPIN), 5);
     write_file("pin.ok", "4321\n", 0600);
     assert_int_equal(kl_secret_read(&s, "file:pin.ok", tmpdir, "PIN"), KL_OK);
     assert_string_equal(s.value, "4321");
@@ -248,10 +386,20 @@ static void test_secret(void **state)
     kl_secret_free(&s);
     write_file("pin.open", "4321\n", 0644);
     assert_int_equal(kl_secret_read(&s, "file:pin.open", tmpdir, "PIN"), KL_EPOLICY);
-    assert_int_equal(kl_secret_read(&s, "file:missing", tmpdir, "PIN"), KL_ENOTFOUND);
+    assert_int_equal(kl_secret_read(&s, "file:missing", tmpdir, "PIN"), KL_EPIN);
+    assert_non_null(strstr(kl_errmsg(), "PIN file"));
+    assert_int_equal(kl_secret_read(&s, "file:/nonexistent", NULL, "PIN"), KL_EPIN);
+    assert_int_equal(kl_secret_read(&s, "file:/", NULL, "PIN"), KL_EPIN); /* a directory */
+    write_file("pin.empty", "\n", 0600);
+    assert_int_equal(kl_secret_read(&s, "file:pin.empty", tmpdir, "PIN"), KL_EPIN);
+    write_file("pin.locked", "4321\n", 0000);
+    if (geteuid() != 0) { /* root reads a mode 000 file */
+        assert_int_equal(kl_secret_read(&s, "file:pin.locked", tmpdir, "PIN"), KL_EPIN);
+    }
     assert_int_equal(kl_secret_read(&s, "4321", tmpdir, "PIN"), KL_EUSAGE);
     assert_null(strstr(kl_errmsg(), "4321")); /* a mistyped literal PIN is not echoed back */
-    assert_int_equal(kl_secret_read(&s, NULL, tmpdir, "PIN"), KL_EUSAGE);
+    assert_int_equal(kl_secret_read(&s, NULL, tmpdir, "PIN"), KL_EPIN);
+    assert_int_equal(kl_secret_read(&s, "", tmpdir, "PIN"), KL_EPIN);
 }
 
 static void test_file_atomic(void **state)
@@ -317,9 +465,10 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_b64),
-        cmocka_unit_test(test_conf),    cmocka_unit_test(test_conf_long_lines),
-        cmocka_unit_test(test_secret),  cmocka_unit_test(test_file_atomic),
+        cmocka_unit_test(test_buf_cap),     cmocka_unit_test(test_b64),
+        cmocka_unit_test(test_conf),        cmocka_unit_test(test_conf_long_lines),
+        cmocka_unit_test(test_conf_strict), cmocka_unit_test(test_secret),
+        cmocka_unit_test(test_file_atomic),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
