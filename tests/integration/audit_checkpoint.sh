@@ -212,7 +212,8 @@ for _ in $(seq 1 50); do
 done
 [ "$during" -gt "$before" ] || { cat cad.log >&2; fail "no checkpoint after 4 issuances with every = 3"; }
 [ "$gap" -lt 3 ] || fail "keyline-cad left $gap entries unsigned (every = 3)"
-ok "keyline-cad signs every 3 entries ($before -> $during checkpoints, $gap unsigned)"
+grep -q "info audit checkpoint at entry [0-9]* [0-9a-f]\{64\}$" cad.log || { cat cad.log >&2; fail "checkpoint not logged"; }
+ok "keyline-cad signs every 3 entries ($before -> $during checkpoints, $gap unsigned), and logs each"
 kill -TERM $CAD_PID
 wait $CAD_PID || { cat cad.log >&2; fail "keyline-cad exit after SIGTERM"; }
 trap - EXIT
