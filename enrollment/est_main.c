@@ -13,6 +13,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: keyline-estd [-c keyline.conf] [-v]\n"
                "  EST (RFC 7030) enrollment server; runs in the foreground, logs to stderr.\n"
+               "  A client of keyline-cad ([cad] socket): it holds no CA PIN, token or store.\n"
                "  -c, --config FILE  configuration, section [est] (default $KEYLINE_CONF, else\n"
                "                     " KL_CONF_DEFAULT ")\n"
                "  -v, --verbose      debug logging\n"
