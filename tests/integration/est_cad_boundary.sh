@@ -9,6 +9,7 @@
 # no role at keyline-cad.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
+. "$(dirname "$0")/../lib/core_dump.sh"
 command -v gcore >/dev/null && command -v gdb >/dev/null || die "gcore and gdb are required (scripts/deps installs gdb)"
 [ "$(id -u)" = 0 ] || die "this test dumps keyline-estd with gcore (ptrace): run it as root, as ctest here does"
 
@@ -68,9 +69,8 @@ grep -q "uid $(id -u) (.*) as est; basic user $EST_USER" "$D/audit.txt" ||
 ok "audit: the actor is what keyline-cad authenticated (uid and role) plus the Basic user"
 
 # --- no PIN in keyline-estd's memory ----------------------------------------------------------
-rm -f "$D"/core.*
-gcore -o "$D/core" "$EST_PID" >/dev/null 2>&1 || die "gcore $EST_PID failed"
-core="$D/core.$EST_PID"
+core="$D/core"
+kl_core_dump "$EST_PID" "$core" || die "gcore $EST_PID failed"
 [ -s "$core" ] || die "no core file"
 # the dump is real: it holds what keyline-estd does keep (an htpasswd user, the issued serial)
 grep -q -a -F "factory-bcrypt" "$core" || die "core dump lacks the htpasswd users (dump broken?)"

@@ -7,6 +7,7 @@
 # asked inside each through gdb). gcore/gdb attach through ptrace: needs root (CAP_SYS_PTRACE),
 # as every station test here runs.
 source "$KL_SRC/tests/integration/station_common.sh"
+source "$KL_SRC/tests/lib/core_dump.sh"
 command -v gcore >/dev/null && command -v gdb >/dev/null || fail "gcore and gdb are required (scripts/deps installs gdb)"
 [ "$(id -u)" = 0 ] || fail "this test dumps a non-dumpable process with gcore: run it as root"
 
@@ -34,9 +35,8 @@ pin_check() {
   [ "$d" = 0 ] || fail "$src: station is dumpable (PR_GET_DUMPABLE = '${d:-?}')"
   n=$(tr '\0' '\n' <"/proc/$pid/environ" | grep -c -F -- "$PIN" || true)
   [ "$n" = 0 ] || fail "$src: the PIN is in /proc/$pid/environ"
-  rm -f "core-$src".*
-  gcore -o "$KL_TEST_DIR/core-$src" "$pid" >/dev/null 2>&1 || fail "$src: gcore $pid failed"
-  local core="$KL_TEST_DIR/core-$src.$pid"
+  local core="$KL_TEST_DIR/core-$src"
+  kl_core_dump "$pid" "$core" || fail "$src: gcore $pid failed"
   [ -s "$core" ] || fail "$src: no core file"
   # the dump is real: it holds what the station does keep (the device's hardware serial)
   grep -q -a -F -- "$serial" "$core" || fail "$src: core dump lacks the device serial (dump broken?)"
