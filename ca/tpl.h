@@ -4,8 +4,10 @@
  * docs/templates.md for every key. A template fixes what goes into a
  * certificate: allowed key types, subject rules, extensions, validity, path length, CRL DP and
  * AIA. Extensions in a CSR are never copied: only the subjectAltName kinds the template allows
- * are taken from a CSR, after validation; any other CSR extension is refused unless listed in
- * `[csr] ignore-extensions`. */
+ * are taken from a CSR, after validation; basicConstraints, keyUsage and extendedKeyUsage that
+ * ask for no more than the template, and the extensions the CA writes itself (SKI, AKI, CRL DP,
+ * AIA: a renewal CSR may copy them from the old certificate), are dropped; any other CSR
+ * extension is refused unless listed in `[csr] ignore-extensions`. */
 #ifndef KL_TPL_H
 #define KL_TPL_H
 

@@ -2,7 +2,8 @@
  * template go in; an unsigned certificate comes out, built field by field from the template.
  * Nothing is copied blindly from the CSR: the subject is re-encoded attribute by attribute after
  * checks, SANs are re-built from validated values, every other CSR extension is either checked
- * to ask for no more than the template grants (and then dropped) or refused. */
+ * to ask for no more than the template grants (and then dropped), one the CA always writes
+ * itself (dropped), or refused. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <openssl/asn1t.h>
@@ -802,6 +803,18 @@ static void tpl_ku_str(uint32_t bits, char *out, size_t outlen)
     }
 }
 
+/* Extensions the CA writes itself from the issuer, the configuration and the template, whatever
+ * a CSR says: dropped, never refused. A renewal CSR may carry them because the client copied
+ * every extension of its current certificate into it (cisco/libest's simplereenroll does,
+ * est_client_reenroll(): "The CA is responsible for re-applying any X509 extensions"); refusing
+ * them left such clients unable to renew (issue 12). The key identifiers are the CA's to compute
+ * (RFC 5280 4.2.1.1, 4.2.1.2) and the URLs are the configuration's. */
+static int tpl_ext_ca_writes(int nid)
+{
+    return nid == NID_subject_key_identifier || nid == NID_authority_key_identifier ||
+           nid == NID_crl_distribution_points || nid == NID_info_access;
+}
+
 static kl_rc tpl_csr_extensions(const tpl *t, X509_REQ *csr, int key_type, const char *devid,
                                 GENERAL_NAMES *sans)
 {
@@ -841,6 +854,9 @@ static kl_rc tpl_csr_extensions(const tpl *t, X509_REQ *csr, int key_type, const
         if (nid != NID_undef && tpl_nid_in(t->csr_ext_ignored, nid)) {
             continue; /* tolerated, never copied */
         }
+        if (tpl_ext_ca_writes(nid)) {
+            continue; /* ours replaces it */
+        }
         if (nid == NID_subject_alt_name || nid == NID_basic_constraints || nid == NID_key_usage ||
             nid == NID_ext_key_usage) {
             dec = X509V3_EXT_d2i(ext);
@@ -864,6 +880,21 @@ static kl_rc tpl_csr_extensions(const tpl *t, X509_REQ *csr, int key_type, const
                    "CSR requests extension basicConstraints (CA:TRUE) which template %s does "
                    "not allow",
                    t->name);
+            /* a CA template's path length is a limit too: no longer one, and not none */
+            int64_t want = -1;
+            if (bc->ca && t->path_len >= 0 &&
+                (!bc->pathlen || ASN1_INTEGER_get_int64(&want, bc->pathlen) != 1 || want < 0 ||
+                 want > t->path_len)) {
+                if (bc->pathlen) {
+                    snprintf(c, sizeof c, "%lld", (long long)want);
+                } else {
+                    snprintf(c, sizeof c, "none");
+                }
+                ENSURE(0, KL_EPOLICY,
+                       "CSR requests extension basicConstraints (CA:TRUE, pathlen:%s) which "
+                       "template %s limits to pathlen:%d",
+                       c, t->name, t->path_len);
+            }
             break;
         }
         case NID_key_usage: {
@@ -888,7 +919,8 @@ static kl_rc tpl_csr_extensions(const tpl *t, X509_REQ *csr, int key_type, const
             break;
         }
         default:
-            ENSURE(0, KL_EPOLICY, "CSR requests extension %s which template %s does not allow",
+            ENSURE(0, KL_EPOLICY, "CSR requests %sextension %s which template %s does not allow",
+                   X509_EXTENSION_get_critical(ext) ? "critical " : "",
                    tpl_obj_name(obj, b, sizeof b), t->name);
         }
         if (dec) {

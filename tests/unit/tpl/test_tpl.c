@@ -654,8 +654,9 @@ static void test_ldevid_policy(void **state)
          {{"1.2.3.4.5.6", "DER:0500"}, {NULL, NULL}},
          "CSR requests extension 1.2.3.4.5.6 which template device-ldevid does not allow"},
         {"CN=device-7",
-         {{"subjectKeyIdentifier", "0102030405"}, {NULL, NULL}},
-         "CSR requests extension subjectKeyIdentifier which template device-ldevid"},
+         {{"1.2.3.4.5.6", "critical,DER:0500"}, {NULL, NULL}},
+         "CSR requests critical extension 1.2.3.4.5.6 which template device-ldevid does not "
+         "allow"},
         {"CN=device-7",
          {{"subjectAltName", "DNS:device-7.example.com"}, {NULL, NULL}},
          "CSR requests extension subjectAltName (dNSName) which template device-ldevid does not "
@@ -710,6 +711,90 @@ static void test_ldevid_policy(void **state)
     late.now = ca_end + 10;
     assert_refused(issue("device-ldevid", csr, g_field, NULL, &late, &x), KL_EPOLICY,
                    "the issuing CA has expired");
+    X509_REQ_free(csr);
+    EVP_PKEY_free(k);
+}
+
+/* RFC 5280 4.2.1.2 method 1, computed here: SHA-1 of the subjectPublicKey bits. */
+static void ski_expected(X509 *x, unsigned char md[20])
+{
+    const ASN1_BIT_STRING *bits = X509_get0_pubkey_bitstr(x);
+    unsigned int n = 0;
+    assert_int_equal(EVP_Digest(ASN1_STRING_get0_data(bits), (size_t)ASN1_STRING_length(bits), md,
+                                &n, EVP_sha1(), NULL),
+                     1);
+    assert_int_equal(n, 20);
+}
+
+/* Issue 12, item 5: a renewal CSR that copies every extension of the current certificate
+ * (cisco/libest) is accepted; what the CA writes itself is dropped and written afresh. */
+static void test_csr_ext_ca_writes(void **state)
+{
+    (void)state;
+    EVP_PKEY *k = key_new("P-256");
+    X509 *x = NULL;
+    issue_opts o = {.crl_url = "http://pki.example.com/crl/{issuer}.crl",
+                    .ocsp_url = "http://pki.example.com/ocsp",
+                    .issuer_label = "field"};
+    X509_REQ *csr =
+        csr_new(k, "CN=device-7,serialNumber=7",
+                (ext_spec[]){{"basicConstraints", "critical,CA:FALSE"},
+                             {"keyUsage", "critical,digitalSignature"},
+                             {"extendedKeyUsage", "clientAuth"},
+                             {"subjectKeyIdentifier", "0102030405"},
+                             {"authorityKeyIdentifier", "DER:30068004aabbccdd"},
+                             {"crlDistributionPoints", "URI:http://old.example.com/old.crl"},
+                             {"authorityInfoAccess", "OCSP;URI:http://old.example.com/ocsp"},
+                             {NULL, NULL}});
+    assert_int_equal(issue("device-ldevid", csr, g_field, g_field_key, &o, &x), KL_OK);
+    /* ours, not the request's: SKI from the key, AKI = the issuer's SKI, the configured URLs */
+    unsigned char md[20];
+    ski_expected(x, md);
+    const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(x);
+    assert_int_equal(ASN1_STRING_length(ski), 20);
+    assert_memory_equal(ASN1_STRING_get0_data(ski), md, 20);
+    assert_int_equal(
+        ASN1_OCTET_STRING_cmp(X509_get0_authority_key_id(x), X509_get0_subject_key_id(g_field)), 0);
+    CRL_DIST_POINTS *cdp = X509_get_ext_d2i(x, NID_crl_distribution_points, NULL, NULL);
+    assert_int_equal(sk_DIST_POINT_num(cdp), 1);
+    GENERAL_NAME *g =
+        sk_GENERAL_NAME_value(sk_DIST_POINT_value(cdp, 0)->distpoint->name.fullname, 0);
+    assert_string_equal((const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
+                        "http://pki.example.com/crl/field.crl");
+    CRL_DIST_POINTS_free(cdp);
+    AUTHORITY_INFO_ACCESS *aia = X509_get_ext_d2i(x, NID_info_access, NULL, NULL);
+    assert_int_equal(sk_ACCESS_DESCRIPTION_num(aia), 1);
+    g = sk_ACCESS_DESCRIPTION_value(aia, 0)->location;
+    assert_string_equal((const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
+                        "http://pki.example.com/ocsp");
+    AUTHORITY_INFO_ACCESS_free(aia);
+    /* each extension once */
+    for (int i = 0; i < X509_get_ext_count(x); i++) {
+        int nid = OBJ_obj2nid(X509_EXTENSION_get_object(X509_get_ext(x, i)));
+        assert_int_equal(X509_get_ext_by_NID(x, nid, -1), i); /* the first of its kind */
+        assert_int_equal(X509_get_ext_by_NID(x, nid, i), -1); /* and the last */
+    }
+    verify_chain(x, g_field, X509_PURPOSE_SSL_CLIENT);
+    X509_free(x);
+    X509_REQ_free(csr);
+
+    /* the same, from libest's shape on disk: every extension of a certificate keyline issued */
+    char path[600];
+    snprintf(path, sizeof path, "%s/csr/libest-reenroll.pem", g_data_dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    csr = PEM_read_X509_REQ(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(csr);
+    STACK_OF(X509_EXTENSION) *asked = X509_REQ_get_extensions(csr);
+    assert_int_equal(sk_X509_EXTENSION_num(asked), 7);
+    sk_X509_EXTENSION_pop_free(asked, X509_EXTENSION_free);
+    assert_int_equal(issue("device-ldevid", csr, g_field, g_field_key, &o, &x), KL_OK);
+    ski_expected(x, md);
+    assert_memory_equal(ASN1_STRING_get0_data(X509_get0_subject_key_id(x)), md, 20);
+    assert_int_equal(
+        ASN1_OCTET_STRING_cmp(X509_get0_authority_key_id(x), X509_get0_subject_key_id(g_field)), 0);
+    X509_free(x);
     X509_REQ_free(csr);
     EVP_PKEY_free(k);
 }
@@ -858,6 +943,32 @@ static void test_ca_issuer_rules(void **state)
     /* factory-ca has pathLen 0: no CA below it */
     assert_refused(issue("field-ca", csr, g_factory, g_factory_key, NULL, &x), KL_EPOLICY,
                    "pathLenConstraint 0");
+    /* a CA template's path length is a limit a CSR may not widen; at or under it: dropped */
+    static const struct {
+        const char *bc, *want;
+    } pathlen[] = {
+        {"critical,CA:TRUE", "basicConstraints (CA:TRUE, pathlen:none) which template field-ca "
+                             "limits to pathlen:0"},
+        {"critical,CA:TRUE,pathlen:1", "(CA:TRUE, pathlen:1) which template field-ca limits"},
+        {"critical,CA:TRUE,pathlen:0", NULL},
+        {"critical,CA:FALSE", NULL},
+    };
+    issue_opts ro = {.crl_url = "http://pki.example.com/crl/{issuer}.crl", .issuer_label = "root"};
+    for (size_t i = 0; i < sizeof pathlen / sizeof pathlen[0]; i++) {
+        X509_REQ *pcsr = csr_new(k, "CN=Another Field CA",
+                                 (ext_spec[]){{"basicConstraints", pathlen[i].bc}, {NULL, NULL}});
+        kl_rc rc = issue("field-ca", pcsr, g_root, g_root_key, &ro, &x);
+        if (pathlen[i].want) {
+            assert_refused(rc, KL_EPOLICY, pathlen[i].want);
+        } else {
+            assert_int_equal(rc, KL_OK);
+            BASIC_CONSTRAINTS *bc = X509_get_ext_d2i(x, NID_basic_constraints, NULL, NULL);
+            assert_true(bc && bc->ca && ASN1_INTEGER_get(bc->pathlen) == 0);
+            BASIC_CONSTRAINTS_free(bc);
+            X509_free(x);
+        }
+        X509_REQ_free(pcsr);
+    }
     /* an end-entity certificate is no issuer */
     EVP_PKEY *dk = key_new("P-256");
     X509_REQ *dcsr = csr_new(dk, "CN=device-9", NULL);
@@ -1134,11 +1245,12 @@ int main(int argc, char **argv)
         return 2;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_load_shipped),  cmocka_unit_test(test_load_bad),
-        cmocka_unit_test(test_hierarchy),     cmocka_unit_test(test_idevid),
-        cmocka_unit_test(test_ldevid_policy), cmocka_unit_test(test_est_server),
-        cmocka_unit_test(test_ocsp_signer),   cmocka_unit_test(test_ca_issuer_rules),
-        cmocka_unit_test(test_lint),          cmocka_unit_test(test_fixtures),
+        cmocka_unit_test(test_load_shipped),    cmocka_unit_test(test_load_bad),
+        cmocka_unit_test(test_hierarchy),       cmocka_unit_test(test_idevid),
+        cmocka_unit_test(test_ldevid_policy),   cmocka_unit_test(test_csr_ext_ca_writes),
+        cmocka_unit_test(test_est_server),      cmocka_unit_test(test_ocsp_signer),
+        cmocka_unit_test(test_ca_issuer_rules), cmocka_unit_test(test_lint),
+        cmocka_unit_test(test_fixtures),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
