@@ -49,8 +49,8 @@ char *ca_templates_dir(const kl_conf *conf)
     return dir ? dir : strdup(KEYLINE_DEFAULT_TEMPLATES);
 }
 
-/* with_hsm: log in with the configured PIN; given: an hsm_ctx to use instead (owned). */
-static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm, hsm_ctx *given)
+/* with_hsm: open the token and log in with the configured PIN. */
+static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
 {
     kl_rc rc = KL_OK;
     ca_ctx *ca = calloc(1, sizeof *ca);
@@ -58,12 +58,8 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm, hsm
     kl_secret pin;
     memset(&pin, 0, sizeof pin);
     *out = NULL;
-    if (!ca) {
-        hsm_close(given);
-    }
     ENSURE(ca, KL_EINTERNAL, "out of memory");
     pthread_mutex_init(&ca->mu, NULL);
-    ca->hsm = given;
     ca->conf = conf;
 
     store_path = kl_conf_path(conf, "store", "path");
@@ -85,7 +81,7 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm, hsm
     }
     TRY(kl_conf_get_long(conf, "ca", "crl-days", 7, 1, 3650, &ca->crl_days));
 
-    if (with_hsm && !given) {
+    if (with_hsm) {
         const char *module, *token;
         TRY(ca_hsm_params(conf, &module, &token));
         TRY(kl_secret_read(&pin, kl_conf_get(conf, "hsm", "pin"), kl_conf_dir(conf), "token PIN"));
@@ -102,17 +98,12 @@ out:
 
 kl_rc ca_open(ca_ctx **out, const kl_conf *conf)
 {
-    return ca_open_common(out, conf, 1, NULL);
+    return ca_open_common(out, conf, 1);
 }
 
 kl_rc ca_open_nohsm(ca_ctx **out, const kl_conf *conf)
 {
-    return ca_open_common(out, conf, 0, NULL);
-}
-
-kl_rc ca_open_hsm(ca_ctx **out, const kl_conf *conf, hsm_ctx *hsm)
-{
-    return ca_open_common(out, conf, 1, hsm);
+    return ca_open_common(out, conf, 0);
 }
 
 void ca_close(ca_ctx *ca)
@@ -190,15 +181,11 @@ static void ca_entry_swap_cert(ca_ctx *ca, ca_entry *e, X509 **x)
 
 /* A CA key must be sensitive and never extractable: one that is not (imported, or replaced on
  * the token by someone with the PIN) is refused before anything is signed with it. Keys keyline
- * made before CKA_MODIFIABLE false are still used, with a warning. Signer processes (remote
- * contexts) cannot read attributes: the check is theirs to skip. */
+ * made before CKA_MODIFIABLE false are still used, with a warning. */
 static kl_rc ca_key_hygiene(ca_ctx *ca, const char *label)
 {
     unsigned prot = 0;
     kl_rc rc = hsm_key_protection(ca->hsm, label, &prot);
-    if (rc == KL_EPOLICY) {
-        return KL_OK;
-    }
     if (rc != KL_OK) {
         return rc;
     }

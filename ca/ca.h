@@ -32,9 +32,6 @@ kl_rc ca_open(ca_ctx **out, const kl_conf *conf) KL_WUR;
 /* Like ca_open but without the token (read-only work: list, show, audit verify). Operations
  * that need signing fail with KL_EUSAGE. */
 kl_rc ca_open_nohsm(ca_ctx **out, const kl_conf *conf) KL_WUR;
-/* Like ca_open with a token context the caller opened (e.g. hsm_signer_spawn's remote one):
- * `hsm` is owned by the ca_ctx from then on, closed by ca_close (also when this fails). */
-kl_rc ca_open_hsm(ca_ctx **out, const kl_conf *conf, hsm_ctx *hsm) KL_WUR;
 /* The [hsm] module and token of `conf` (KL_EUSAGE when unset); exports SOFTHSM2_CONF when
  * [hsm] softhsm2-conf is set. The strings belong to conf. */
 kl_rc ca_hsm_params(const kl_conf *conf, const char **module, const char **token) KL_WUR;
@@ -208,8 +205,8 @@ typedef struct {
 #define CA_AUDIT_ADOPT_KEY 1u /* a store without an audit key takes the token's existing one */
 /* Sign the audit head with the audit key (making the key on first need): nothing when the head
  * is signed already. The store refuses (KL_EPOLICY) to sign a head that does not extend the
- * last checkpoint (store_audit_checkpoint_make). KL_EUSAGE without a local token (opened
- * without it, or signer processes only); a key labelled CA_AUDIT_KEY_LABEL on the token that
+ * last checkpoint (store_audit_checkpoint_make). KL_EUSAGE without the token (opened
+ * without it); a key labelled CA_AUDIT_KEY_LABEL on the token that
  * the store does not record is KL_EPOLICY unless `flags` has CA_AUDIT_ADOPT_KEY. Thread-safe.
  * `out` may be NULL. */
 kl_rc ca_audit_checkpoint(ca_ctx *ca, ca_audit_cp *out) KL_WUR;

@@ -8,7 +8,7 @@
  *
  * Who signs: keyline-cad (every [cad] audit-checkpoint-every entries, on every CRL, at start
  * and at shutdown) and keyline-ca (before it closes a context that opened the token, and on
- * every CRL). Processes without the token (or with signer processes only) never sign. */
+ * every CRL). Processes without the token never sign. */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -20,7 +20,6 @@
 #include <time.h>
 
 #include "ca_internal.h"
-#include "hsm_signer.h"
 #include "kl_log.h"
 
 #define CA_AUDIT_RETRY_S 10 /* after a failed checkpoint, keyline-cad waits this long */
@@ -243,7 +242,7 @@ kl_rc ca_audit_checkpoint_ex(ca_ctx *ca, unsigned flags, ca_audit_cp *out)
     if (out) {
         memset(out, 0, sizeof *out);
     }
-    if (!ca->hsm || hsm_is_remote(ca->hsm)) {
+    if (!ca->hsm) {
         return kl_fail(KL_EUSAGE, "signing the audit log needs the token (keyline-cad, or "
                                   "keyline-ca with the PIN)");
     }
@@ -275,7 +274,7 @@ void ca_audit_checkpoint_due(ca_ctx *ca)
     struct ca_audit_state *st = ca->audit;
     int64_t head = 0;
     char hash[65];
-    if (!st || atomic_load(&st->every) <= 0 || !ca->hsm || hsm_is_remote(ca->hsm)) {
+    if (!st || atomic_load(&st->every) <= 0 || !ca->hsm) {
         return;
     }
     if (store_audit_head(ca->st, &head, hash) != KL_OK ||
@@ -302,8 +301,8 @@ void ca_audit_checkpoint_due(ca_ctx *ca)
 void ca_audit_checkpoint_try(ca_ctx *ca, const char *why)
 {
     ca_audit_cp cp;
-    if (!ca->hsm || hsm_is_remote(ca->hsm)) {
-        return; /* signer processes never sign the audit log */
+    if (!ca->hsm) {
+        return; /* a process without the token never signs the audit log */
     }
     if (ca_audit_checkpoint(ca, &cp) != KL_OK) {
         kl_error("audit checkpoint after %s failed: %s", why, kl_errmsg());

@@ -437,7 +437,6 @@ struct hsm_ctx {
     int have_sess;
     int logged_in;
     char *token_label;
-    hsm_remote *remote; /* set: a remote context (hsm_signer.c), no module, no session */
     pthread_mutex_t mu; /* raw session, libp11 key enumeration, key cache */
     struct {
         char *label;
@@ -624,7 +623,6 @@ void hsm_close(hsm_ctx *h)
         EVP_PKEY_free(h->cache[i].pk);
     }
     free(h->cache);
-    hsm_remote_free(h->remote);
     pthread_mutex_lock(&g_mod_mu);
     if (h->mod != NULL) {
         if (h->logged_in && h->mod->refs > 1) {
@@ -754,45 +752,12 @@ const char *hsm_token_label(const hsm_ctx *h)
     return h != NULL && h->token_label != NULL ? h->token_label : "";
 }
 
-kl_rc hsm_ctx_new_remote(hsm_remote *r, const char *token_label, hsm_ctx **out)
-{
-    hsm_ctx *h = calloc(1, sizeof *h);
-    char *tl = strdup(token_label != NULL ? token_label : "");
-    *out = NULL;
-    if (h == NULL || tl == NULL) {
-        free(h);
-        free(tl);
-        hsm_remote_free(r);
-        return kl_fail(KL_EINTERNAL, "out of memory");
-    }
-    pthread_mutex_init(&h->mu, NULL);
-    h->remote = r;
-    h->token_label = tl;
-    h->logged_in = 1; /* the signers are */
-    *out = h;
-    return KL_OK;
-}
-
-hsm_remote *hsm_ctx_remote(const hsm_ctx *h)
-{
-    return h != NULL ? h->remote : NULL;
-}
-
 int hsm_module_loaded(void)
 {
     pthread_mutex_lock(&g_mod_mu);
     int loaded = g_mods != NULL;
     pthread_mutex_unlock(&g_mod_mu);
     return loaded;
-}
-
-/* What a remote context cannot do: the signer's request table has no such entry. */
-static kl_rc remote_refused(const hsm_ctx *h, const char *what)
-{
-    return kl_fail(KL_EPOLICY,
-                   "%s is not available in this process: token '%s' is reached through signer "
-                   "processes that only fetch public keys and sign digests",
-                   what, h->token_label);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1059,9 +1024,6 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
         *pub_out = NULL;
     }
     ENSURE(h != NULL, KL_EUSAGE, "hsm_key_generate: no context");
-    if (h->remote != NULL) {
-        return remote_refused(h, "key generation");
-    }
     ENSURE(label != NULL && *label != '\0', KL_EUSAGE, "no key label given");
     ENSURE(strlen(label) <= 128, KL_EUSAGE, "key label longer than 128 bytes");
     ENSURE(type != HSM_KEY_ED25519, KL_EPOLICY,
@@ -1173,10 +1135,6 @@ kl_rc hsm_key_destroy(hsm_ctx *h, const char *label_arg)
     size_t destroyed = 0;
     TRY(key_enter(h, "hsm_key_destroy", label_arg, &label));
     locked = 1;
-    if (h->remote != NULL) {
-        rc = remote_refused(h, "destroying a key");
-        goto out;
-    }
     static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
     for (size_t c = 0; c < sizeof classes / sizeof classes[0]; c++) {
         for (;;) {
@@ -1257,13 +1215,6 @@ kl_rc hsm_key_load(hsm_ctx *h, const char *label_arg, EVP_PKEY **priv_out)
         pk = NULL;
         goto out;
     }
-    if (h->remote != NULL) {
-        TRY(hsm_remote_key_load(h->remote, label, &pk));
-        cache_put(h, label, pk);
-        *priv_out = pk;
-        pk = NULL;
-        goto out;
-    }
     /* libp11 0.4.12 re-runs C_FindObjects on every call and adds objects it has not seen
      * (keys generated since the last call included); earlier EVP_PKEYs stay valid. */
     if (PKCS11_enumerate_keys(h->slot->token, &keys, &nkeys) < 0) {
@@ -1319,10 +1270,6 @@ kl_rc hsm_key_public(hsm_ctx *h, const char *label_arg, EVP_PKEY **pub_out)
     *pub_out = NULL;
     TRY(key_enter(h, "hsm_key_public", label_arg, &label));
     locked = 1;
-    if (h->remote != NULL) {
-        TRY(hsm_remote_key_public(h->remote, label, pub_out));
-        goto out;
-    }
     TRY(raw_count_label(h, label, CKO_PUBLIC_KEY, &o, &count));
     if (count == 0) {
         /* No public object: an RSA private key carries its modulus and exponent. */
@@ -1362,10 +1309,6 @@ kl_rc hsm_key_protection(hsm_ctx *h, const char *label_arg, unsigned *flags_out)
     *flags_out = 0;
     TRY(key_enter(h, "hsm_key_protection", label_arg, &label));
     locked = 1;
-    if (h->remote != NULL) {
-        rc = remote_refused(h, "reading key attributes");
-        goto out;
-    }
     TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, &o, &count));
     ENSURE(count > 0, KL_ENOTFOUND, "no key labelled %s on token %s", label, h->token_label);
     rv = h->mod->fl->C_GetAttributeValue(h->sess, o, t, 7);
