@@ -41,6 +41,7 @@ static est_listener est_listener_tls, est_listener_http;
 typedef struct {
     est_server *srv;
     int tls;
+    int http10; /* the request was HTTP/1.0: so is the status line of the answer */
     kl_buf body;
     int too_big;
     size_t discarded;
@@ -119,6 +120,13 @@ static enum MHD_Result est_queue(struct MHD_Connection *c, est_conn_req *r, est_
     }
     if (atomic_load(&r->srv->stopping)) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    }
+    /* RFC 9110 6.2: a server ought to answer in the major version of the request; some EST
+     * clients (a libest variant forcing HTTP/1.0) compare the status line literally. */
+    if (r->http10 &&
+        MHD_set_response_options(resp, MHD_RF_HTTP_1_0_SERVER, MHD_RO_END) != MHD_YES) {
+        MHD_destroy_response(resp);
+        return MHD_NO;
     }
     r->status = rs->status;
     r->bytes = h->b.len;
@@ -226,7 +234,6 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
                                const char *method, const char *version, const char *upload_data,
                                size_t *upload_data_size, void **con_cls)
 {
-    (void)version;
     est_listener *L = cls;
     est_server *s = L->srv;
     est_conn_req *r = *con_cls;
@@ -238,6 +245,7 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         }
         r->srv = s;
         r->tls = L->tls;
+        r->http10 = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
         r->t0 = est_mono();
         kl_buf_init(&r->body, s->cfg.max_body, 0);
         snprintf(r->method, sizeof r->method, "%s", method);
