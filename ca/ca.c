@@ -472,6 +472,21 @@ out:
     return rc;
 }
 
+/* A retired CA signs nothing more, while what it issued stays valid under it (so this is not
+ * part of ca_issuer_check, which also decides what /cacerts serves and which client
+ * certificates are good). Read every time: keyline-ca may retire it while keyline-cad runs. */
+static kl_rc ca_issuer_not_retired(ca_ctx *ca, const char *label)
+{
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    kl_rc rc = store_ca_get(ca->st, label, &rec);
+    if (rc == KL_OK && rec.status && strcmp(rec.status, "retired") == 0) {
+        rc = kl_fail(KL_EPOLICY, "CA '%s' cannot issue: it is retired", label);
+    }
+    store_ca_free(&rec);
+    return rc;
+}
+
 /* Internal issuance request: the public one plus what only ca_create may set. */
 typedef struct {
     const ca_issue_req *req;
@@ -573,6 +588,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
             TRY(ca_cert_usable(ca, req->issuer, req->issuer, icert, time(NULL)));
         } else {
             TRY(ca_issuer_check(ca, req->issuer, time(NULL)));
+            TRY(ca_issuer_not_retired(ca, req->issuer));
         }
     }
 
