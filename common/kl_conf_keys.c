@@ -102,6 +102,9 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"station", "pending-window", "3600", NULL, 0},
     {"station", "est-url", NULL, NULL, 0},
     {"station", "results", NULL, NULL, P},
+
+    /* keyline-estd: /metrics and /healthz on a plain-HTTP listener of their own */
+    {"est", "metrics-listen", NULL, NULL, 0},
 };
 
 const kl_conf_key *kl_conf_keys(size_t *n)

@@ -50,6 +50,7 @@ typedef struct {
 typedef struct {
     char *listen;         /* host:port */
     char *http_listen;    /* NULL when off */
+    char *metrics_listen; /* plain HTTP, /metrics and /healthz only; NULL when off */
     char *cad;            /* keyline-cad's socket: [est] cad, else [cad] socket, else default */
     char *tls_cert;       /* path: leaf first, then chain (PEM) */
     char *tls_key;        /* path to a PEM key or a pkcs11: URI (a token of its own) */
@@ -301,6 +302,7 @@ struct est_server;
 typedef struct {
     struct est_server *srv;
     int tls;                  /* arrived on the TLS listener */
+    int metrics_only;         /* arrived on the [est] metrics-listen listener */
     gnutls_session_t session; /* NULL on the plain listener */
     est_conn_auth *conn_auth; /* per-connection client-certificate cache; NULL when none */
     const char *method;
@@ -358,14 +360,15 @@ struct est_server {
     time_t *client_ca_nb;        /* per client_cas entry: latest notBefore / earliest */
     time_t *client_ca_na;        /* notAfter over its chain up to the root */
     char *trust_pem;             /* their chains, for MHD_OPTION_HTTPS_MEM_TRUST */
-    char *cert_pem;              /* tls-cert file contents */
-    char *key_pem;               /* tls-key file contents (wiped on free); NULL for pkcs11: */
-    size_t key_pem_len;
-    gnutls_pcert_st *pcerts; /* pkcs11: key mode: our chain for the cert callback */
-    unsigned n_pcerts;
-    gnutls_privkey_t privkey; /* pkcs11: key mode (GnuTLS opens the TLS key's own token) */
+    /* The TLS certificate chain and key handshakes present (est_server.c): `tls` is swapped by
+     * SIGHUP; a replaced one goes on `tls_retired` until no connection opened before the swap
+     * is left (a handshake may still hold its pointers). All three guarded by conns_mu. */
+    struct est_tls_creds *tls;
+    struct est_tls_creds *tls_retired;
+    uint64_t tls_gen;
     struct MHD_Daemon *tls_d;
     struct MHD_Daemon *http_d;
+    struct MHD_Daemon *metrics_d; /* [est] metrics-listen */
     est_metrics metrics;
     atomic_int stopping;
     /* open connections of both listeners and their request deadlines (est_server.c): a list of

@@ -119,6 +119,10 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     if (c->http_listen) {
         TRY(est_hostport_parse(c->http_listen, host, sizeof host, &port));
     }
+    c->metrics_listen = est_strdup_or_null(kl_conf_get(conf, "est", "metrics-listen"));
+    if (c->metrics_listen) {
+        TRY(est_hostport_parse(c->metrics_listen, host, sizeof host, &port));
+    }
     /* one configuration serves both: keyline-cad listens on [cad] socket */
     c->cad = kl_conf_path(conf, "est", "cad");
     if (!c->cad) {
@@ -238,6 +242,7 @@ void est_config_free(est_config *c)
 {
     free(c->listen);
     free(c->http_listen);
+    free(c->metrics_listen);
     free(c->cad);
     free(c->tls_cert);
     free(c->tls_key);

@@ -949,8 +949,14 @@ void est_handle(est_req *rq, est_resp *rs)
         return;
     }
     est_endpoint ep = rq->route.ep;
-    /* The plain-HTTP listener serves only what relying parties fetch without TLS. */
-    if (!rq->tls && ep != EST_EP_CRL && ep != EST_EP_OCSP && ep != EST_EP_HEALTHZ) {
+    /* The metrics listener serves only what Prometheus and health checks fetch. */
+    if (rq->metrics_only) {
+        if (ep != EST_EP_METRICS && ep != EST_EP_HEALTHZ) {
+            est_resp_text(rs, 404, "not found (metrics listener: /metrics and /healthz only)");
+            return;
+        }
+    } else if (!rq->tls && ep != EST_EP_CRL && ep != EST_EP_OCSP && ep != EST_EP_HEALTHZ) {
+        /* The plain-HTTP listener serves only what relying parties fetch without TLS. */
         est_resp_text(rs, 404, "not found (use the TLS listener)");
         return;
     }

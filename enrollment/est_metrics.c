@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "est.h"
+#include "kl_version.h"
 
 static const int est_metric_codes[EST_METRIC_CODES] = {200, 202, 400, 401, 403, 404, 405,
                                                        408, 413, 415, 500, 501, 503, 0};
@@ -74,6 +75,12 @@ void est_metrics_conns_cut(est_metrics *m, size_t n)
 kl_rc est_metrics_render(est_metrics *m, kl_buf *out)
 {
     kl_rc rc = KL_OK;
+    /* The usual Prometheus idiom: a constant 1 whose labels say what is running. */
+    TRY(kl_buf_printf(out,
+                      "# HELP keyline_build_info Version and git revision of this keyline-estd.\n"
+                      "# TYPE keyline_build_info gauge\n"
+                      "keyline_build_info{version=\"%s\",revision=\"%s\"} 1\n",
+                      KL_VERSION, KL_REVISION));
     TRY(kl_buf_put_str(out, "# HELP keyline_est_requests_total EST server requests by endpoint "
                             "and HTTP status.\n"
                             "# TYPE keyline_est_requests_total counter\n"));

@@ -34,9 +34,19 @@ static est_server *est_the_server;
 typedef struct {
     est_server *srv;
     int tls;
+    int metrics_only; /* [est] metrics-listen: /metrics and /healthz only */
 } est_listener;
 
-static est_listener est_listener_tls, est_listener_http;
+static est_listener est_listener_tls, est_listener_http, est_listener_metrics;
+
+/* A TLS certificate chain and its key (est_server.h: est_server.tls). */
+typedef struct est_tls_creds {
+    gnutls_pcert_st *pcerts;
+    unsigned n_pcerts;
+    gnutls_privkey_t privkey;
+    uint64_t gen; /* est_server.tls_gen when it was loaded */
+    struct est_tls_creds *next;
+} est_tls_creds;
 
 typedef struct {
     est_server *srv;
@@ -84,6 +94,7 @@ typedef struct est_conn {
     double deadline; /* est_mono() by which the request must be complete; 0: none */
     int cut;         /* the sweeper shut it down */
     char addr[INET6_ADDRSTRLEN];
+    uint64_t tls_gen; /* srv->tls_gen when it opened: its handshake uses that or a newer one */
     struct est_conn *prev, *next;
 } est_conn;
 
@@ -325,6 +336,7 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
     memset(&rq, 0, sizeof rq);
     rq.srv = s;
     rq.tls = L->tls;
+    rq.metrics_only = L->metrics_only;
     rq.method = method;
     rq.path = url;
     rq.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -365,6 +377,24 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
     return ret;
 }
 
+/* The client's address as the access log and warnings print it: dotted quad for IPv4 (also
+ * for an IPv4 client of a dual-stack IPv6 socket, ::ffff:a.b.c.d), RFC 5952 text for IPv6
+ * (no brackets, no port), "-" when unknown. */
+static void est_addr_format(const struct sockaddr *sa, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "-");
+    if (sa && sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)outlen);
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            inet_ntop(AF_INET, &a->s6_addr[12], out, (socklen_t)outlen);
+        } else {
+            inet_ntop(AF_INET6, a, out, (socklen_t)outlen);
+        }
+    }
+}
+
 /* The est_conn of a connection: made when it opens (its deadline starts then, before the TLS
  * handshake), put on the server's list, taken off and freed when it closes. MHD calls _CLOSED
  * before it closes the socket, so while an est_conn is on the list its fd is this connection's
@@ -389,15 +419,9 @@ static void est_conn_notify(void *cls, struct MHD_Connection *c, void **socket_c
         k->fd = ci ? ci->connect_fd : MHD_INVALID_SOCKET;
         est_conn_auth_init(&k->auth);
         ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-        if (sa && sa->sa_family == AF_INET) {
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, k->addr,
-                      sizeof k->addr);
-        } else if (sa && sa->sa_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, k->addr,
-                      sizeof k->addr);
-        }
+        est_addr_format(ci ? ci->client_addr : NULL, k->addr, sizeof k->addr);
         pthread_mutex_lock(&s->conns_mu);
+        k->tls_gen = s->tls_gen;
         k->deadline = est_mono() + s->cfg.request_timeout;
         k->next = s->conns;
         if (k->next) {
@@ -443,7 +467,7 @@ static void *est_sweeper(void *arg)
                 shutdown(k->fd, SHUT_RDWR);
                 k->cut = 1;
                 if (!n++) {
-                    snprintf(first, sizeof first, "%s", k->addr[0] ? k->addr : "?");
+                    snprintf(first, sizeof first, "%s", k->addr);
                 }
             }
         }
@@ -517,10 +541,12 @@ static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     est_conn *k = sci ? sci->socket_context : NULL;
     int cut = 0;
+    char addr[INET6_ADDRSTRLEN] = "-";
     if (k) {
         pthread_mutex_lock(&r->srv->conns_mu);
         k->deadline = est_mono() + r->srv->cfg.request_timeout;
         cut = k->cut;
+        snprintf(addr, sizeof addr, "%s", k->addr);
         pthread_mutex_unlock(&r->srv->conns_mu);
     }
     double ms = (est_mono() - r->t0) * 1000.0;
@@ -535,14 +561,14 @@ static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
               : toe == MHD_REQUEST_TERMINATED_READ_ERROR      ? " (read error)"
                                                               : " (aborted)";
     }
-    /* One line per request: method path status bytes duration auth-identity [note]. Paths and
-     * notes hold no secrets (passwords and keys are never put into either). */
+    /* One line per request: client-address method path status bytes duration auth-identity
+     * [note]. Paths and notes hold no secrets (passwords and keys are never put into either). */
     est_log_clean(r->method);
     est_log_clean(r->path);
     est_log_clean(r->identity);
     est_log_clean(r->note);
-    kl_info("%s %s %d %zu %.1fms %s%s%s%s", r->method, r->path, status, r->bytes, ms, r->identity,
-            r->note[0] ? " " : "", r->note, why);
+    kl_info("%s %s %s %d %zu %.1fms %s%s%s%s", addr, r->method, r->path, status, r->bytes, ms,
+            r->identity, r->note[0] ? " " : "", r->note, why);
     if (status) {
         est_metrics_request(&r->srv->metrics, r->ep, status);
     }
@@ -630,6 +656,122 @@ static void est_p11_attr(const char *uri, const char *attr, char *out, size_t ou
     }
 }
 
+static void est_tls_creds_free(est_tls_creds *c)
+{
+    if (!c) {
+        return;
+    }
+    for (unsigned i = 0; i < c->n_pcerts; i++) {
+        gnutls_pcert_deinit(&c->pcerts[i]);
+    }
+    free(c->pcerts);
+    if (c->privkey) {
+        gnutls_privkey_deinit(c->privkey);
+    }
+    free(c);
+}
+
+/* The key must be the certificate's: sign a fixed message with it and verify that with the
+ * certificate's public key (works for a token key too, whose public half GnuTLS may not
+ * read). */
+static kl_rc est_tls_creds_check(const est_tls_creds *c, const char *cert_path, const char *key)
+{
+    kl_rc rc = KL_OK;
+    gnutls_datum_t sig = {NULL, 0};
+    static const char msg[] = "keyline-estd: does the TLS key match its certificate?";
+    const gnutls_datum_t data = {(unsigned char *)msg, sizeof msg - 1};
+    gnutls_pubkey_t pub = c->pcerts[0].pubkey;
+    gnutls_digest_algorithm_t dig = GNUTLS_DIG_SHA256;
+    unsigned bits = 0;
+    int pk = gnutls_pubkey_get_pk_algorithm(pub, &bits);
+    (void)gnutls_pubkey_get_preferred_hash_algorithm(pub, &dig, NULL);
+    gnutls_sign_algorithm_t sa = gnutls_pk_to_sign((gnutls_pk_algorithm_t)pk, dig);
+    ENSURE(sa != GNUTLS_SIGN_UNKNOWN, KL_EINPUT, "%s: no signature algorithm for its %s key",
+           cert_path, gnutls_pk_get_name((gnutls_pk_algorithm_t)pk));
+    int r = gnutls_privkey_sign_data2(c->privkey, sa, 0, &data, &sig);
+    ENSURE(r >= 0, KL_EINPUT,
+           "TLS key %s does not match the certificate %s (cannot make a %s "
+           "signature: %s)",
+           key, cert_path, gnutls_sign_get_name(sa), gnutls_strerror(r));
+    r = gnutls_pubkey_verify_data2(pub, sa, 0, &data, &sig);
+    ENSURE(r >= 0, KL_EINPUT, "TLS key %s does not match the certificate %s (%s)", key, cert_path,
+           gnutls_strerror(r));
+out:
+    gnutls_free(sig.data);
+    return rc;
+}
+
+/* The serial of our certificate, in hex, for the log. */
+static void est_tls_creds_serial(const est_tls_creds *c, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "?");
+    gnutls_x509_crt_t crt;
+    if (gnutls_x509_crt_init(&crt) < 0) {
+        return;
+    }
+    unsigned char ser[64];
+    size_t n = sizeof ser;
+    if (gnutls_x509_crt_import(crt, &c->pcerts[0].cert, GNUTLS_X509_FMT_DER) >= 0 &&
+        gnutls_x509_crt_get_serial(crt, ser, &n) >= 0 && n * 2 < outlen) {
+        for (size_t i = 0; i < n; i++) {
+            snprintf(out + 2 * i, outlen - 2 * i, "%02X", ser[i]);
+        }
+    }
+    gnutls_x509_crt_deinit(crt);
+}
+
+/* Read [est] tls-cert and tls-key (a PEM file, or a pkcs11: URI once est_tls_load has added
+ * the module) into new credentials; the key must match the certificate. */
+static kl_rc est_tls_creds_load(est_server *s, est_tls_creds **out)
+{
+    kl_rc rc = KL_OK;
+    uint8_t *cert = NULL, *key = NULL;
+    size_t cert_len = 0, key_len = 0;
+    int r;
+    est_tls_creds *c = calloc(1, sizeof *c);
+    ENSURE(c, KL_EINTERNAL, "out of memory");
+
+    TRY(kl_file_read(s->cfg.tls_cert, 1024 * 1024, &cert, &cert_len));
+    ENSURE(strstr((char *)cert, "-----BEGIN CERTIFICATE-----"), KL_EINPUT, "%s: no PEM certificate",
+           s->cfg.tls_cert);
+    gnutls_datum_t d = {cert, (unsigned)cert_len};
+    unsigned n = 16;
+    c->pcerts = calloc(n, sizeof *c->pcerts);
+    ENSURE(c->pcerts, KL_EINTERNAL, "out of memory");
+    r = gnutls_pcert_list_import_x509_raw(c->pcerts, &n, &d, GNUTLS_X509_FMT_PEM, 0);
+    ENSURE(r >= 0 && n > 0, KL_EINPUT, "%s: %s", s->cfg.tls_cert,
+           r < 0 ? gnutls_strerror(r) : "no certificate");
+    c->n_pcerts = n;
+
+    r = gnutls_privkey_init(&c->privkey);
+    ENSURE(r >= 0, KL_EINTERNAL, "gnutls_privkey_init: %s", gnutls_strerror(r));
+    if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
+        r = gnutls_privkey_import_url(c->privkey, s->cfg.tls_key, 0);
+        ENSURE(r >= 0, KL_EHSM, "TLS key %s: %s", s->cfg.tls_key, gnutls_strerror(r));
+    } else {
+        TRY(kl_file_read(s->cfg.tls_key, 1024 * 1024, &key, &key_len));
+        ENSURE(strstr((char *)key, "PRIVATE KEY-----"), KL_EINPUT, "%s: no PEM private key",
+               s->cfg.tls_key);
+        gnutls_datum_t kd = {key, (unsigned)key_len};
+        r = gnutls_privkey_import_x509_raw(c->privkey, &kd, GNUTLS_X509_FMT_PEM, NULL, 0);
+        ENSURE(r >= 0, KL_EINPUT, "%s: %s", s->cfg.tls_key, gnutls_strerror(r));
+    }
+    TRY(est_tls_creds_check(c, s->cfg.tls_cert, s->cfg.tls_key));
+    *out = c;
+    c = NULL;
+out:
+    if (key) {
+        OPENSSL_cleanse(key, key_len);
+        free(key);
+    }
+    free(cert);
+    est_tls_creds_free(c);
+    return rc;
+}
+
+/* Every TLS handshake (MHD_OPTION_HTTPS_CERT_CALLBACK) takes the current credentials. GnuTLS
+ * keeps the pointers for the session without owning them: est_tls_reload frees replaced
+ * credentials only when every connection that could have taken them is gone. */
 static int est_cert_cb(gnutls_session_t session, const gnutls_datum_t *req_ca_rdn, int nreqs,
                        const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
                        gnutls_pcert_st **pcert, unsigned int *pcert_length,
@@ -641,13 +783,64 @@ static int est_cert_cb(gnutls_session_t session, const gnutls_datum_t *req_ca_rd
     (void)pk_algos;
     (void)pk_algos_length;
     est_server *s = est_the_server;
-    if (!s || !s->privkey) {
+    if (!s) {
         return -1;
     }
-    *pcert = s->pcerts;
-    *pcert_length = s->n_pcerts;
-    *privkey = s->privkey;
+    pthread_mutex_lock(&s->conns_mu);
+    est_tls_creds *c = s->tls;
+    pthread_mutex_unlock(&s->conns_mu);
+    if (!c) {
+        return -1;
+    }
+    *pcert = c->pcerts;
+    *pcert_length = c->n_pcerts;
+    *privkey = c->privkey;
     return 0;
+}
+
+/* SIGHUP: load tls-cert and tls-key again; new handshakes present them. On any error the
+ * current ones stay. */
+static kl_rc est_tls_reload(est_server *s)
+{
+    est_tls_creds *c = NULL;
+    kl_rc rc = est_tls_creds_load(s, &c);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    char serial[80];
+    est_tls_creds_serial(c, serial, sizeof serial);
+    pthread_mutex_lock(&s->conns_mu);
+    est_tls_creds *old = s->tls;
+    c->gen = ++s->tls_gen;
+    s->tls = c;
+    old->next = s->tls_retired;
+    s->tls_retired = old;
+    /* A connection opened at generation g takes credentials of generation g or later: those
+     * older than every open connection are no longer reachable. */
+    uint64_t oldest = s->tls_gen;
+    for (est_conn *k = s->conns; k; k = k->next) {
+        oldest = k->tls_gen < oldest ? k->tls_gen : oldest;
+    }
+    est_tls_creds **pp = &s->tls_retired, *drop = NULL;
+    while (*pp) {
+        est_tls_creds *x = *pp;
+        if (x->gen < oldest) {
+            *pp = x->next;
+            x->next = drop;
+            drop = x;
+        } else {
+            pp = &x->next;
+        }
+    }
+    pthread_mutex_unlock(&s->conns_mu);
+    while (drop) {
+        est_tls_creds *x = drop;
+        drop = x->next;
+        est_tls_creds_free(x);
+    }
+    kl_info("TLS certificate %s (serial %s) and key reloaded: new connections present them",
+            s->cfg.tls_cert, serial);
+    return KL_OK;
 }
 
 /* The TLS key: a PEM file, or a key on a token of its own (pkcs11: URI) that GnuTLS opens
@@ -656,18 +849,11 @@ static int est_cert_cb(gnutls_session_t session, const gnutls_datum_t *req_ca_rd
 static kl_rc est_tls_load(est_server *s)
 {
     kl_rc rc = KL_OK;
-    uint8_t *data = NULL;
-    size_t len = 0;
     int r;
 
     /* Keep GnuTLS from loading every system PKCS#11 module; we add ours when needed. */
     r = gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL);
     ENSURE(r >= 0, KL_EINTERNAL, "gnutls_pkcs11_init: %s", gnutls_strerror(r));
-
-    TRY(kl_file_read(s->cfg.tls_cert, 1024 * 1024, &data, &len));
-    s->cert_pem = (char *)data; /* NUL-terminated by kl_file_read */
-    ENSURE(strstr(s->cert_pem, "-----BEGIN CERTIFICATE-----"), KL_EINPUT, "%s: no PEM certificate",
-           s->cfg.tls_cert);
 
     if (strncmp(s->cfg.tls_key, "pkcs11:", 7) == 0) {
         char mine[128], ca_token[128];
@@ -684,26 +870,10 @@ static kl_rc est_tls_load(est_server *s)
         r = gnutls_pkcs11_add_provider(s->cfg.tls_key_module, NULL);
         ENSURE(r >= 0, KL_EHSM, "GnuTLS cannot load PKCS#11 module %s: %s", s->cfg.tls_key_module,
                gnutls_strerror(r));
-        r = gnutls_privkey_init(&s->privkey);
-        ENSURE(r >= 0, KL_EINTERNAL, "gnutls_privkey_init: %s", gnutls_strerror(r));
-        r = gnutls_privkey_import_url(s->privkey, s->cfg.tls_key, 0);
-        ENSURE(r >= 0, KL_EHSM, "TLS key %s: %s", s->cfg.tls_key, gnutls_strerror(r));
-        gnutls_datum_t d = {(unsigned char *)s->cert_pem, (unsigned)strlen(s->cert_pem)};
-        unsigned n = 16;
-        s->pcerts = calloc(n, sizeof *s->pcerts);
-        ENSURE(s->pcerts, KL_EINTERNAL, "out of memory");
-        r = gnutls_pcert_list_import_x509_raw(s->pcerts, &n, &d, GNUTLS_X509_FMT_PEM, 0);
-        ENSURE(r >= 0, KL_EINPUT, "%s: %s", s->cfg.tls_cert, gnutls_strerror(r));
-        s->n_pcerts = n;
-        est_the_server = s;
         kl_info("TLS key %s on token %s (module %s)", s->cfg.tls_key, mine, s->cfg.tls_key_module);
-    } else {
-        TRY(kl_file_read(s->cfg.tls_key, 1024 * 1024, &data, &len));
-        s->key_pem = (char *)data;
-        s->key_pem_len = len;
-        ENSURE(strstr(s->key_pem, "PRIVATE KEY-----"), KL_EINPUT, "%s: no PEM private key",
-               s->cfg.tls_key);
     }
+    TRY(est_tls_creds_load(s, &s->tls));
+    est_the_server = s;
 out:
     return rc;
 }
@@ -871,6 +1041,12 @@ out:
 
 kl_rc est_server_reload(est_server *s)
 {
+    /* The certificate first, on its own: a bad one is logged here and does not keep the
+     * users from being reloaded (main reports this function's error as about them). */
+    if (est_tls_reload(s) != KL_OK) {
+        kl_error("SIGHUP: TLS certificate and key not reloaded, the previous ones stay in use: %s",
+                 kl_errmsg());
+    }
     if (!s->cfg.htpasswd) {
         return KL_OK;
     }
@@ -914,17 +1090,15 @@ static kl_rc est_resolve(const char *hostport, struct sockaddr_storage *ss, sock
     return KL_OK;
 }
 
-static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *hostport)
+static struct MHD_Daemon *est_daemon_start(est_server *s, est_listener *L, const char *hostport)
 {
+    int tls = L->tls;
     struct sockaddr_storage ss;
     socklen_t sl;
     int v6 = 0;
     if (est_resolve(hostport, &ss, &sl, &v6) != KL_OK) {
         return NULL;
     }
-    est_listener *L = tls ? &est_listener_tls : &est_listener_http;
-    L->srv = s;
-    L->tls = tls;
     /* `threads` epoll threads do the I/O (TLS, HTTP); with workers, a complete request is
      * handed to the worker pool and its connection suspended until the answer is ready, so a
      * request that waits (HSM, store fsync) never holds up the other connections of its I/O
@@ -952,12 +1126,8 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, int tls, const char *h
     EST_OPT(MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)est_conn_notify, L);
     if (tls) {
         EST_OPT(MHD_OPTION_HTTPS_PRIORITIES, 0, s->cfg.tls_priorities);
-        if (s->privkey) {
-            EST_OPT(MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)est_cert_cb);
-        } else {
-            EST_OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, s->cert_pem);
-            EST_OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, s->key_pem);
-        }
+        /* always the callback, never MHD_OPTION_HTTPS_MEM_CERT: SIGHUP swaps what it returns */
+        EST_OPT(MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)est_cert_cb);
         if (s->trust_pem) {
             /* Makes MHD ask for (not require) a client certificate; we verify it per request. */
             EST_OPT(MHD_OPTION_HTTPS_MEM_TRUST, 0, s->trust_pem);
@@ -980,11 +1150,10 @@ kl_rc est_server_start(est_server *s)
     if (src != KL_OK) {
         return src;
     }
-    s->tls_d = est_daemon_start(s, 1, s->cfg.listen);
-    /* GnuTLS has parsed the key: our copy is no longer needed. */
-    if (s->key_pem) {
-        OPENSSL_cleanse(s->key_pem, s->key_pem_len);
-    }
+    est_listener_tls = (est_listener){s, 1, 0};
+    est_listener_http = (est_listener){s, 0, 0};
+    est_listener_metrics = (est_listener){s, 0, 1};
+    s->tls_d = est_daemon_start(s, &est_listener_tls, s->cfg.listen);
     if (!s->tls_d) {
         return kl_fail(KL_EIO,
                        "cannot start the TLS listener on %s (address in use? bad "
@@ -1000,12 +1169,21 @@ kl_rc est_server_start(est_server *s)
             s->cfg.listen, s->cfg.threads, s->n_workers, s->cfg.max_connections, per_ip,
             s->cfg.timeout, s->cfg.request_timeout);
     if (s->cfg.http_listen) {
-        s->http_d = est_daemon_start(s, 0, s->cfg.http_listen);
+        s->http_d = est_daemon_start(s, &est_listener_http, s->cfg.http_listen);
         if (!s->http_d) {
             return kl_fail(KL_EIO, "cannot start the plain-HTTP listener on %s",
                            s->cfg.http_listen);
         }
         kl_info("CRL/OCSP over plain HTTP on %s", s->cfg.http_listen);
+    }
+    if (s->cfg.metrics_listen) {
+        s->metrics_d = est_daemon_start(s, &est_listener_metrics, s->cfg.metrics_listen);
+        if (!s->metrics_d) {
+            return kl_fail(KL_EIO, "cannot start the metrics listener on %s",
+                           s->cfg.metrics_listen);
+        }
+        kl_info("/metrics and /healthz over plain HTTP on %s (and still on the TLS listener)",
+                s->cfg.metrics_listen);
     }
     return KL_OK;
 }
@@ -1013,8 +1191,8 @@ kl_rc est_server_start(est_server *s)
 void est_server_stop(est_server *s)
 {
     atomic_store(&s->stopping, 1);
-    struct MHD_Daemon *d[2] = {s->tls_d, s->http_d};
-    for (int i = 0; i < 2; i++) {
+    struct MHD_Daemon *d[3] = {s->tls_d, s->http_d, s->metrics_d};
+    for (int i = 0; i < 3; i++) {
         if (d[i]) {
             MHD_socket fd = MHD_quiesce_daemon(d[i]);
             if (fd != MHD_INVALID_SOCKET) {
@@ -1041,12 +1219,12 @@ void est_server_stop(est_server *s)
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (d[i]) {
             MHD_stop_daemon(d[i]);
         }
     }
-    s->tls_d = s->http_d = NULL;
+    s->tls_d = s->http_d = s->metrics_d = NULL;
     est_sweeper_stop(s);
 }
 
@@ -1055,7 +1233,7 @@ void est_server_free(est_server *s)
     if (!s) {
         return;
     }
-    if (s->tls_d || s->http_d) {
+    if (s->tls_d || s->http_d || s->metrics_d) {
         est_server_stop(s);
     }
     est_workers_stop(s); /* started, but a daemon did not */
@@ -1072,19 +1250,13 @@ void est_server_free(est_server *s)
     free(s->client_ca_nb);
     free(s->client_ca_na);
     free(s->trust_pem);
-    free(s->cert_pem);
-    if (s->key_pem) {
-        OPENSSL_cleanse(s->key_pem, s->key_pem_len);
-        free(s->key_pem);
-    }
-    for (unsigned i = 0; i < s->n_pcerts; i++) {
-        gnutls_pcert_deinit(&s->pcerts[i]);
-    }
-    free(s->pcerts);
-    if (s->privkey) {
-        gnutls_privkey_deinit(s->privkey);
-    }
     est_the_server = NULL;
+    est_tls_creds_free(s->tls);
+    while (s->tls_retired) {
+        est_tls_creds *x = s->tls_retired;
+        s->tls_retired = x->next;
+        est_tls_creds_free(x);
+    }
     cac_close(s->cad);
     gnutls_pkcs11_deinit();
     est_htpasswd_free(s->htpasswd);
