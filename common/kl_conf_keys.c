@@ -54,6 +54,8 @@ static const kl_conf_key kl_conf_key_table[] = {
     /* keyline-estd, the EST server */
     {"est", "listen", "127.0.0.1:8443", NULL, 0},
     {"est", "http-listen", NULL, NULL, 0},
+    /* /metrics and /healthz on a plain-HTTP listener of their own */
+    {"est", "metrics-listen", NULL, NULL, 0},
     {"est", "cad", NULL, "[cad] socket", P},
     {"est", "cad-timeout", "30", NULL, 0},
     {"est", "tls-cert", NULL, "required", P},
@@ -103,8 +105,8 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"station", "est-url", NULL, NULL, 0},
     {"station", "results", NULL, NULL, P},
 
-    /* keyline-estd: /metrics and /healthz on a plain-HTTP listener of their own */
-    {"est", "metrics-listen", NULL, NULL, 0},
+    /* every daemon (kl_log_configure) */
+    {"log", "format", "text", NULL, 0},
 };
 
 const kl_conf_key *kl_conf_keys(size_t *n)

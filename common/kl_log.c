@@ -1,13 +1,133 @@
 #include "kl_log.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static kl_log_level kl_level = KL_LOG_INFO;
+static kl_log_format kl_format = KL_LOG_TEXT;
+static const char *kl_prog = "keyline";
 
 void kl_log_set_level(kl_log_level lvl)
 {
     kl_level = lvl;
+}
+
+void kl_log_set_format(kl_log_format fmt)
+{
+    kl_format = fmt;
+}
+
+void kl_log_set_prog(const char *prog)
+{
+    kl_prog = prog;
+}
+
+static kl_rc kl_log_format_parse(const char *v, const char *where, kl_log_format *out)
+{
+    if (strcmp(v, "text") == 0) {
+        *out = KL_LOG_TEXT;
+        return KL_OK;
+    }
+    if (strcmp(v, "json") == 0) {
+        *out = KL_LOG_JSON;
+        return KL_OK;
+    }
+    return kl_fail(KL_EUSAGE, "%s: '%s' is neither text nor json", where, v);
+}
+
+kl_rc kl_log_configure(const kl_conf *conf, const char *prog)
+{
+    kl_rc rc = KL_OK;
+    kl_log_format fmt = kl_format;
+    const char *env = getenv("KEYLINE_LOG_FORMAT");
+    kl_log_set_prog(prog);
+    if (env && *env) {
+        TRY(kl_log_format_parse(env, "KEYLINE_LOG_FORMAT", &fmt));
+    } else if (conf) {
+        const char *v = kl_conf_get(conf, "log", "format");
+        if (v) {
+            TRY(kl_log_format_parse(v, "[log] format", &fmt));
+        }
+    }
+    kl_format = fmt;
+out:
+    return rc;
+}
+
+/* Length of the valid UTF-8 sequence at p (1..4), 0 if p does not start one (RFC 3629 4). */
+static size_t kl_utf8_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    unsigned char lo = 0x80;
+    unsigned char hi = 0xbf;
+    size_t n;
+    if (c < 0x80) {
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80; /* no overlong forms */
+        hi = c == 0xed ? 0x9f : 0xbf; /* no surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf; /* nothing above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+    for (size_t i = 2; i < n; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf) {
+            return 0;
+        }
+    }
+    return n;
+}
+
+size_t kl_log_json_escape(char *out, size_t cap, const char *in)
+{
+    const unsigned char *p = (const unsigned char *)in;
+    size_t o = 0;
+    while (*p) {
+        char tmp[8];
+        const char *piece = tmp;
+        size_t plen;
+        size_t adv = 1;
+        if (*p == '"' || *p == '\\') {
+            tmp[0] = '\\';
+            tmp[1] = (char)*p;
+            plen = 2;
+        } else if (*p == '\n' || *p == '\r' || *p == '\t') {
+            tmp[0] = '\\';
+            tmp[1] = *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't';
+            plen = 2;
+        } else if (*p < 0x20 || *p == 0x7f) {
+            snprintf(tmp, sizeof tmp, "\\u%04x", (unsigned)*p);
+            plen = 6;
+        } else if ((adv = kl_utf8_len(p)) == 0) {
+            piece = "\\ufffd";
+            plen = 6;
+            adv = 1;
+        } else {
+            piece = (const char *)p;
+            plen = adv;
+        }
+        if (o + plen >= cap) {
+            break;
+        }
+        memcpy(out + o, piece, plen);
+        o += plen;
+        p += adv;
+    }
+    out[o] = '\0';
+    return o;
 }
 
 void kl_log(kl_log_level lvl, const char *fmt, ...)
@@ -16,17 +136,27 @@ void kl_log(kl_log_level lvl, const char *fmt, ...)
     if (lvl < kl_level) {
         return;
     }
-    char line[2048];
-    struct timespec ts;
+    char ts[40];
+    char msg[2048];
+    struct timespec now;
     struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = (int)strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-    n += snprintf(line + n, sizeof line - (size_t)n, ".%03ldZ %s ", ts.tv_nsec / 1000000L,
-                  names[lvl]);
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof ts - n, ".%03ldZ", now.tv_nsec / 1000000L);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s\n", line); /* one fprintf: lines from threads do not interleave */
+    /* one fprintf per line: lines from threads do not interleave */
+    if (kl_format == KL_LOG_JSON) {
+        char emsg[sizeof msg * 2];
+        char eprog[128];
+        kl_log_json_escape(emsg, sizeof emsg, msg);
+        kl_log_json_escape(eprog, sizeof eprog, kl_prog);
+        fprintf(stderr, "{\"ts\":\"%s\",\"level\":\"%s\",\"prog\":\"%s\",\"msg\":\"%s\"}\n", ts,
+                names[lvl], eprog, emsg);
+    } else {
+        fprintf(stderr, "%s %s %s\n", ts, names[lvl], msg);
+    }
 }

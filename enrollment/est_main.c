@@ -7,6 +7,7 @@
 #include "est.h"
 #include "kl_conf.h"
 #include "kl_log.h"
+#include "kl_notify.h"
 #include "kl_version.h"
 
 static void usage(FILE *f)
@@ -25,6 +26,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *conf_path = kl_conf_default_path();
+    if (kl_log_configure(NULL, "keyline-estd") != KL_OK) {
+        fprintf(stderr, "keyline-estd: %s\n", kl_errmsg());
+        return 2;
+    }
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"version", no_argument, NULL, 'V'},
@@ -59,6 +64,9 @@ int main(int argc, char **argv)
     est_server *srv = NULL;
     kl_rc rc = kl_conf_load(&conf, conf_path);
     if (rc == KL_OK) {
+        rc = kl_log_configure(conf, "keyline-estd");
+    }
+    if (rc == KL_OK) {
         rc = est_server_new(conf, &srv);
     }
     if (rc == KL_OK) {
@@ -71,19 +79,24 @@ int main(int argc, char **argv)
         return kl_rc_exit(rc);
     }
     kl_info("keyline-estd ready");
+    /* est_server_new() waited for keyline-cad to answer; the listeners are up */
+    kl_notify_ready();
     for (;;) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0) {
             continue;
         }
         if (sig == SIGHUP) {
+            kl_notify_reloading();
             if (est_server_reload(srv) != KL_OK) {
                 kl_error("reload: %s (keeping the previous users)", kl_errmsg());
             }
+            kl_notify_ready();
             continue;
         }
         kl_info("%s: stopping (finishing in-flight requests)",
                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        kl_notify_stopping();
         break;
     }
     est_server_stop(srv);

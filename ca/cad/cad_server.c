@@ -12,6 +12,7 @@
 
 #include "cad.h"
 #include "kl_log.h"
+#include "kl_notify.h"
 
 kl_rc cad_peer_identify(const cad *d, int fd, cad_peer *peer)
 {
@@ -296,6 +297,7 @@ kl_rc cad_serve(cad *d)
     TRY(cad_tls_setup(d));
     kl_info("keyline-cad: listening on %s (%zu profiles, %zu roles)", d->cfg.socket_path,
             d->cfg.nprofiles, d->cfg.nroles);
+    kl_notify_ready();
     while (!d->stop) {
         struct pollfd pf[2] = {{.fd = d->listen_fd, .events = POLLIN},
                                {.fd = d->tcp_fd, .events = POLLIN}};
@@ -335,6 +337,7 @@ kl_rc cad_serve(cad *d)
             pthread_mutex_unlock(&d->lock);
         }
     }
+    kl_notify_stopping();
     /* let connection threads see the stop flag and finish their current request */
     for (int i = 0; i < 100; i++) {
         pthread_mutex_lock(&d->lock);

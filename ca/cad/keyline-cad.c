@@ -75,6 +75,7 @@ static kl_rc cad_run(const char *conf_path)
     g_cad.listen_fd = -1;
     g_cad.tcp_fd = -1;
     TRY(kl_conf_load(&conf, conf_path));
+    TRY(kl_log_configure(conf, "keyline-cad"));
     g_cad.conf = conf;
     TRY(cad_cfg_load(&g_cad.cfg, conf));
     /* the PIN and the token session live here: no core dumps, no ptrace by the same user */
@@ -98,7 +99,7 @@ static kl_rc cad_run(const char *conf_path)
     TRY(kl_conf_get_long(conf, "cad", "audit-checkpoint-every", 100, 1, 1000000, &every));
     TRY(cad_audit_checkpoint("start"));
     ca_audit_checkpoint_every(g_cad.ca, every);
-    rc = cad_serve(&g_cad);
+    rc = cad_serve(&g_cad); /* sends READY=1 once it listens, STOPPING=1 when asked to stop */
     if (rc == KL_OK) {
         /* after the last request, before the token and the store close */
         rc = cad_audit_checkpoint("shutdown");
@@ -117,6 +118,10 @@ out:
 int main(int argc, char **argv)
 {
     const char *conf_path = kl_conf_default_path();
+    if (kl_log_configure(NULL, "keyline-cad") != KL_OK) {
+        fprintf(stderr, "keyline-cad: %s\n", kl_errmsg());
+        return 2;
+    }
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"version", no_argument, NULL, 'V'},
@@ -144,7 +149,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     kl_rc rc = cad_run(conf_path);
     if (rc != KL_OK) {
-        fprintf(stderr, "keyline-cad: %s\n", kl_errmsg());
+        kl_error("keyline-cad: %s", kl_errmsg());
     }
     return kl_rc_exit(rc);
 }

@@ -162,6 +162,9 @@ int main(int argc, char **argv)
         }
     }
     rc = kl_conf_load(&conf, conf_path);
+    if (rc == KL_OK) {
+        rc = kl_log_configure(conf, "keyline-provision");
+    }
     if (rc != KL_OK) {
         goto out;
     }
