@@ -19,6 +19,7 @@
 
 #include "kl_conf.h"
 #include "kl_log.h"
+#include "kl_notify.h"
 #include "kl_version.h"
 #include "st.h"
 
@@ -226,7 +227,15 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (watch || watch_glob) {
+        /* a service (--watch): keyline-cad answered (the sweep), the fixtures given are open;
+         * ports already plugged in are picked up by st_station_run's first scan */
+        kl_notify_ready();
+    }
     rc = st_station_run(&st, watch, watch_glob);
+    if (st.stop) {
+        kl_notify_stopping();
+    }
     if (rc != KL_OK) {
         goto out;
     }

@@ -6,49 +6,7 @@
 # SIGHUP to keyline-estd: RELOADING=1 then READY=1; SIGTERM: STOPPING=1, then exit 0.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
-
-# notify_listen NAME CHECK-CMD...: a datagram socket $D/NAME.notify; each message is a line in
-# $D/NAME.msgs, READY=1 followed by " check=ok" or " check=failed" (CHECK-CMD run right away)
-notify_listen() {
-    local name=$1
-    shift
-    rm -f "$D/$name.notify" "$D/$name.msgs"
-    python3 - "$D/$name.notify" "$D/$name.msgs" "$@" <<'PY' &
-import socket, subprocess, sys
-path, out, check = sys.argv[1], sys.argv[2], sys.argv[3:]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(path)
-with open(out, "a") as f:
-    f.write("listening\n")
-    f.flush()
-    while True:
-        for m in s.recv(4096).decode().split("\n"):
-            if not m:
-                continue
-            if m == "READY=1":
-                r = subprocess.run(check, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                m += " check=" + ("ok" if r.returncode == 0 else "failed")
-            f.write(m + "\n")
-            f.flush()
-PY
-    LISTENER_PID=$!
-    for _ in $(seq 1 50); do
-        grep -qx listening "$D/$name.msgs" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    die "notify listener for $name did not start"
-}
-
-# wait_msg NAME LINE: until $D/NAME.msgs holds LINE (10 s)
-wait_msg() {
-    for _ in $(seq 1 100); do
-        grep -qx "$2" "$D/$1.msgs" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    die "$1: no '$2' from the daemon (got: $(tr '\n' ' ' < "$D/$1.msgs" 2>/dev/null))"
-}
-
-listener_stop() { kill "$LISTENER_PID" 2>/dev/null || true; wait "$LISTENER_PID" 2>/dev/null || true; }
+. "$KL_SRC/tests/lib/notify_listen.sh"
 
 est_setup_ca
 est_write_conf
