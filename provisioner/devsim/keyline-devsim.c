@@ -89,6 +89,7 @@ typedef struct {
     int locked_sent; /* LOCK_R with state LOCKED went out */
     unsigned hellos_after_lock;
     long first_hello_after_lock; /* ms */
+    long last_work_after_lock;   /* ms: the last answer other than HELLO once locked */
     long linger_ms;
     int start_locked;
     devsim_port *port;
@@ -496,6 +497,8 @@ static int dev_send(void *user, const uint8_t *data, size_t len)
         if (ds->hellos_after_lock++ == 0) {
             ds->first_hello_after_lock = now_ms();
         }
+    } else if (ds->hellos_after_lock > 0) {
+        ds->last_work_after_lock = now_ms(); /* a station still at work (CHALLENGE) */
     }
     if (ds->misbehave == MB_EVIL_SUBJECT && type == KL_MSG_RESP(KL_MSG_GETCSR)) {
         return evil_csr_send(ds, seq);
@@ -669,37 +672,36 @@ out:
 
 static void usage(FILE *f)
 {
-    fprintf(
-        f,
-        "usage: keyline-devsim --port DEV --serial HWSERIAL --state FILE [options]\n"
-        "       keyline-devsim --state FILE --print-cert | --print-key\n"
-        "\n"
-        "A simulated keyline device (the device library with an OpenSSL port) on a serial\n"
-        "port or pty. Exits 0 once it is locked and the station has moved on.\n"
-        "\n"
-        "  --port DEV          serial port or pty to serve\n"
-        "  --serial S          hardware serial (1..64 PrintableString characters)\n"
-        "  --state FILE        the device's flash: keys, certificates, state (atomic writes)\n"
-        "  --model M           model name (default keyline-sim)\n"
-        "  --fw V              firmware version (default 1.0.0)\n"
-        "  --baud B            line speed (default 115200)\n"
-        "  --pace              on a pty, take as long as a real UART at --baud would\n"
-        "  --misbehave KIND    corrupt|drop|slow|vanish|bad-csr|refuse-lock|counterfeit|\n"
-        "                      evil-subject\n"
-        "  --csr-subject DN    evil-subject: the CSR's subject, e.g. \"CN=Acme CA,O=Acme\"\n"
-        "  --delay-ms N        slow: delay per answer (default 1500)\n"
-        "  --vanish-at MSG     vanish: request that makes it vanish: genkey|getcsr|inject|\n"
-        "                      putcert|puttrust|challenge|lock (default putcert)\n"
-        "  --stay              keep serving after LOCK (until SIGTERM)\n"
-        "  --linger-ms N       once locked and seen by the station, leave after N ms of silence\n"
-        "                      from it (default 1000)\n"
-        "  --print-cert        print the stored device certificate (PEM) and exit\n"
-        "  --print-key         print the device's identity public key (PEM) and exit\n"
-        "  --print-private-key simulator only: print the identity private key (PEM), so a\n"
-        "                      host EST client can act for the device (demos, tests)\n"
-        "  -v, --verbose       log frames on stderr\n"
-        "  -V, --version       print the version\n"
-        "  -h, --help          this text\n");
+    fprintf(f,
+            "usage: keyline-devsim --port DEV --serial HWSERIAL --state FILE [options]\n"
+            "       keyline-devsim --state FILE --print-cert | --print-key\n"
+            "\n"
+            "A simulated keyline device (the device library with an OpenSSL port) on a serial\n"
+            "port or pty. Exits 0 once it is locked and the station has moved on.\n"
+            "\n"
+            "  --port DEV          serial port or pty to serve\n"
+            "  --serial S          hardware serial (1..64 PrintableString characters)\n"
+            "  --state FILE        the device's flash: keys, certificates, state (atomic writes)\n"
+            "  --model M           model name (default keyline-sim)\n"
+            "  --fw V              firmware version (default 1.0.0)\n"
+            "  --baud B            line speed (default 115200)\n"
+            "  --pace              on a pty, take as long as a real UART at --baud would\n"
+            "  --misbehave KIND    corrupt|drop|slow|vanish|bad-csr|refuse-lock|counterfeit|\n"
+            "                      evil-subject\n"
+            "  --csr-subject DN    evil-subject: the CSR's subject, e.g. \"CN=Acme CA,O=Acme\"\n"
+            "  --delay-ms N        slow: delay per answer (default 1500)\n"
+            "  --vanish-at MSG     vanish: request that makes it vanish: genkey|getcsr|inject|\n"
+            "                      putcert|puttrust|challenge|lock (default putcert)\n"
+            "  --stay              keep serving after LOCK (until SIGTERM)\n"
+            "  --linger-ms N       once locked and seen by the station, leave after N ms in\n"
+            "                      which it asked nothing but HELLO (default 1000)\n"
+            "  --print-cert        print the stored device certificate (PEM) and exit\n"
+            "  --print-key         print the device's identity public key (PEM) and exit\n"
+            "  --print-private-key simulator only: print the identity private key (PEM), so a\n"
+            "                      host EST client can act for the device (demos, tests)\n"
+            "  -v, --verbose       log frames on stderr\n"
+            "  -V, --version       print the version\n"
+            "  -h, --help          this text\n");
 }
 
 int main(int argc, char **argv)
@@ -933,12 +935,15 @@ int main(int argc, char **argv)
         kl_dev_poll(&dev);
         if (!ds.stay) {
             /* Locked: leave once the station has seen us locked (a HELLO answered after LOCK,
-             * or at all if we started locked) and then said nothing for --linger-ms (it may
-             * still ask for a CHALLENGE, however slowly a loaded machine runs it), or after a
-             * long silence. */
+             * or at all if we started locked) and asked nothing but HELLO for --linger-ms (a
+             * restarted station may still ask for a CHALLENGE, however slowly a loaded machine
+             * runs it; a station that only polls with HELLO does not keep us), or after a long
+             * silence. */
             long linger = ds.linger_ms + (ds.misbehave == MB_SLOW ? 2 * ds.delay_ms : 0);
-            if ((ds.hellos_after_lock >= 1 && now_ms() - ds.first_hello_after_lock >= linger &&
-                 now_ms() - last_rx >= linger) ||
+            long since = ds.last_work_after_lock > ds.first_hello_after_lock
+                             ? ds.last_work_after_lock
+                             : ds.first_hello_after_lock;
+            if ((ds.hellos_after_lock >= 1 && now_ms() - since >= linger) ||
                 ((ds.locked_sent || ds.start_locked) && now_ms() - last_rx > LOCKED_IDLE_EXIT_MS)) {
                 break;
             }
