@@ -103,6 +103,15 @@ openssl pkey -inform DER -in "$D/skg-key.der" -out "$D/skg-server.key"
 [ "$(openssl x509 -in "$D/skg.pem" -noout -pubkey)" = "$(openssl pkey -in "$D/skg-server.key" -pubout)" ] || die "serverkeygen key/cert mismatch"
 openssl x509 -in "$D/skg.pem" -noout -subject | grep -q "keyless-device-7" || die "serverkeygen subject"
 ok "serverkeygen: PKCS#8 key + certificate that match"
+# the recipe docs/est.md gives (tr, awk, openssl) splits the same answer the same way
+(cd "$D" && tr -d '\r' < out |
+    awk '/^--/ { part++; body = 0; next } body { print > ("recipe-part" part ".b64") } /^$/ { body = 1 }')
+openssl base64 -d -in "$D/recipe-part1.b64" | openssl pkey -inform DER -out "$D/recipe.key"
+openssl base64 -d -in "$D/recipe-part2.b64" | openssl pkcs7 -inform DER -print_certs -out "$D/recipe.pem"
+cmp <(openssl pkey -in "$D/recipe.key" -pubout) <(openssl x509 -in "$D/recipe.pem" -noout -pubkey) >/dev/null \
+    || die "the docs/est.md serverkeygen recipe does not split the answer"
+cmp "$D/recipe.pem" "$D/skg.pem" >/dev/null || die "the recipe's certificate differs"
+ok "serverkeygen: the docs/est.md recipe (tr, awk, openssl) splits the answer"
 
 # --- fullcmc, methods -------------------------------------------------------------------------
 expect_status 501 "fullcmc" -u "$EST_USER:$EST_PASS" -H "Content-Type: application/pkcs7-mime" --data-binary x "$EST/fullcmc"
