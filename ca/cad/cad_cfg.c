@@ -56,17 +56,20 @@ static kl_rc cad_role_add(cad_cfg *cfg, const char *name, int *idx)
     return KL_OK;
 }
 
-/* "est1.example.com, est2.example.com" -> front-end certificate CNs. */
-static kl_rc cad_role_certs(cad_role *r, const char *sec, const char *list)
+/* A comma- or space-separated list of [sec] key -> at most `max` tokens of under 128 bytes,
+ * appended to tok[*n...]. */
+static kl_rc cad_list_split(const char *sec, const char *key, const char *list, char tok[][128],
+                            size_t max, size_t *n)
 {
     kl_rc rc = KL_OK;
     char *dup = strdup(list), *save = NULL;
     ENSURE(dup, KL_EINTERNAL, "out of memory");
     for (char *t = strtok_r(dup, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
-        ENSURE(r->ncerts < CAD_MAX_UIDS, KL_EINPUT, "[%s] certs: more than %d", sec, CAD_MAX_UIDS);
-        ENSURE(strlen(t) < sizeof r->certs[0], KL_EINPUT, "[%s] certs: '%s' too long", sec, t);
-        snprintf(r->certs[r->ncerts++], sizeof r->certs[0], "%s", t);
+        ENSURE(*n < max, KL_EINPUT, "[%s] %s: more than %zu", sec, key, max);
+        ENSURE(strlen(t) < 128, KL_EINPUT, "[%s] %s: '%s' too long", sec, key, t);
+        snprintf(tok[(*n)++], 128, "%s", t);
     }
+    ENSURE(*n > 0, KL_EINPUT, "[%s] %s: empty", sec, key);
 out:
     free(dup);
     return rc;
@@ -76,25 +79,23 @@ out:
 static kl_rc cad_role_users(cad_role *r, const char *sec, const char *list)
 {
     kl_rc rc = KL_OK;
-    char *dup = strdup(list), *save = NULL;
-    ENSURE(dup, KL_EINTERNAL, "out of memory");
-    for (char *t = strtok_r(dup, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
-        ENSURE(r->nuids < CAD_MAX_UIDS, KL_EINPUT, "[%s] users: more than %d", sec, CAD_MAX_UIDS);
+    char tok[CAD_MAX_UIDS][128];
+    size_t n = 0;
+    TRY(cad_list_split(sec, "users", list, tok, CAD_MAX_UIDS - r->nuids, &n));
+    for (size_t i = 0; i < n; i++) {
         char *end = NULL;
-        unsigned long v = strtoul(t, &end, 10);
-        if (*t && end && !*end) {
+        unsigned long v = strtoul(tok[i], &end, 10);
+        if (end && !*end) {
             r->uids[r->nuids++] = (uid_t)v;
             continue;
         }
         struct passwd pw, *res = NULL;
         char buf[2048];
-        ENSURE(getpwnam_r(t, &pw, buf, sizeof buf, &res) == 0 && res, KL_EINPUT,
-               "[%s] users: no such user '%s'", sec, t);
+        ENSURE(getpwnam_r(tok[i], &pw, buf, sizeof buf, &res) == 0 && res, KL_EINPUT,
+               "[%s] users: no such user '%s'", sec, tok[i]);
         r->uids[r->nuids++] = res->pw_uid;
     }
-    ENSURE(r->nuids > 0, KL_EINPUT, "[%s] users: empty", sec);
 out:
-    free(dup);
     return rc;
 }
 
@@ -102,7 +103,8 @@ static kl_rc cad_profile_add(cad_cfg *cfg, const char *name, const char *issuer,
                              const char *template_name, const char *clients)
 {
     kl_rc rc = KL_OK;
-    char *dup = NULL, *save = NULL;
+    char sec[CAD_NAME_MAX + 16], roles[CAD_MAX_ROLES][128];
+    size_t nroles = 0;
     ENSURE(cad_name_ok(name), KL_EINPUT, "profile '%s': 1-%d characters of A-Z a-z 0-9 . _ -", name,
            CAD_NAME_MAX);
     ENSURE(!cad_profile_find(cfg, name), KL_EINPUT, "profile '%s' is defined twice", name);
@@ -118,16 +120,15 @@ static kl_rc cad_profile_add(cad_cfg *cfg, const char *name, const char *issuer,
     snprintf(p->name, sizeof p->name, "%s", name);
     snprintf(p->issuer, sizeof p->issuer, "%s", issuer);
     snprintf(p->template_name, sizeof p->template_name, "%s", template_name);
-    dup = strdup(clients);
-    ENSURE(dup, KL_EINTERNAL, "out of memory");
-    for (char *t = strtok_r(dup, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+    snprintf(sec, sizeof sec, "profile %s", name);
+    TRY(cad_list_split(sec, "clients", clients, roles, CAD_MAX_ROLES, &nroles));
+    for (size_t i = 0; i < nroles; i++) {
         int idx = -1;
-        TRY(cad_role_add(cfg, t, &idx));
+        TRY(cad_role_add(cfg, roles[i], &idx));
         p->clients |= UINT32_C(1) << idx;
     }
     cfg->nprofiles++;
 out:
-    free(dup);
     return rc;
 }
 
@@ -235,7 +236,8 @@ kl_rc cad_cfg_load(cad_cfg *cfg, const kl_conf *conf)
                 TRY(cad_role_users(&cfg->roles[idx], sec, users));
             }
             if (certs) {
-                TRY(cad_role_certs(&cfg->roles[idx], sec, certs));
+                cad_role *r = &cfg->roles[idx];
+                TRY(cad_list_split(sec, "certs", certs, r->certs, CAD_MAX_UIDS, &r->ncerts));
             }
         } else if (strncmp(sec, "profile ", 8) == 0) {
             explicit_profiles = 1;

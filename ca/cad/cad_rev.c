@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ca_internal.h"
 #include "cad.h"
 #include "ca_backend.h"
 #include "kl_log.h"
@@ -136,15 +137,6 @@ static kl_rc cad_rev_published(cad_rev *r, const char *label, uint8_t **der, siz
     return KL_OK;
 }
 
-static time_t cad_asn1_time(const ASN1_TIME *t, time_t dflt)
-{
-    struct tm tm;
-    if (!t || !ASN1_TIME_to_tm(t, &tm)) {
-        return dflt;
-    }
-    return timegm(&tm);
-}
-
 static kl_rc cad_rev_sign(cad_rev *r, const char *label, uint8_t **der, size_t *len,
                           time_t *refresh_at)
 {
@@ -160,8 +152,9 @@ static kl_rc cad_rev_sign(cad_rev *r, const char *label, uint8_t **der, size_t *
         return kl_fail_ssl(KL_EINTERNAL, "i2d_X509_CRL");
     }
     time_t now = time(NULL);
-    time_t this_up = cad_asn1_time(X509_CRL_get0_lastUpdate(crl), now);
-    time_t next_up = cad_asn1_time(X509_CRL_get0_nextUpdate(crl), now + 7200);
+    time_t this_up = now, next_up = now + 7200;
+    (void)ca_asn1_time(X509_CRL_get0_lastUpdate(crl), &this_up);
+    (void)ca_asn1_time(X509_CRL_get0_nextUpdate(crl), &next_up);
     /* re-sign half-way to nextUpdate: relying parties never see a CRL about to expire */
     *refresh_at = this_up + (next_up - this_up) / 2;
     *der = malloc((size_t)n);

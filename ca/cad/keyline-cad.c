@@ -1,6 +1,5 @@
 /* keyline-cad: the CA service. Thin main: arguments, config, signals; cad_*.c does the rest. */
 #include <getopt.h>
-#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,6 +9,7 @@
 
 #include "cad.h"
 #include "kl_log.h"
+#include "kl_secret.h"
 #include "kl_version.h"
 
 static cad g_cad;
@@ -34,19 +34,6 @@ static void cad_on_signal(int sig)
 {
     (void)sig;
     g_cad.stop = 1;
-}
-
-/* pin = env:VAR: the value also sits in our environment block (/proc/PID/environ). */
-static void cad_env_pin_scrub(const kl_conf *conf)
-{
-    const char *spec = kl_conf_get(conf, "hsm", "pin");
-    if (spec && strncmp(spec, "env:", 4) == 0) {
-        char *v = getenv(spec + 4);
-        if (v) {
-            OPENSSL_cleanse(v, strlen(v));
-        }
-        unsetenv(spec + 4);
-    }
 }
 
 /* Sign the audit head now and say so. */
@@ -81,7 +68,7 @@ static kl_rc cad_run(const char *conf_path)
     /* the PIN and the token session live here: no core dumps, no ptrace by the same user */
     prctl(PR_SET_DUMPABLE, 0);
     rc = ca_open(&g_cad.ca, conf);
-    cad_env_pin_scrub(conf);
+    kl_secret_env_scrub(kl_conf_get(conf, "hsm", "pin"));
     TRY(rc);
     TRY(cad_rev_new(&g_cad, &g_cad.rev));
     ENSURE(RAND_bytes(rnd, sizeof rnd) == 1, KL_EINTERNAL, "RAND_bytes");
