@@ -232,34 +232,57 @@ out:
     return rc;
 }
 
+/* What issue and submit share: the actor, the CSR parsed once, the bound device id, and the
+ * request for the profile's CA and template. Free with cad_prep_free. */
+typedef struct {
+    char actor[1024];
+    char device_id[129];
+    ca_csr *csr;
+    ca_issue_req ir;
+} cad_prep;
+
+static kl_rc cad_prepare(cad_call *c, cad_prep *p)
+{
+    kl_rc rc = KL_OK;
+    const cap_field *f = cap_find(c->req, CAP_T_CSR, 0);
+    memset(p, 0, sizeof *p);
+    TRY(cad_actor(c, p->actor, sizeof p->actor));
+    TRY(ca_csr_load(f->val, f->len, &p->csr));
+    TRY(cad_device_bind(c, p->csr, p->device_id, sizeof p->device_id));
+    p->ir = (ca_issue_req){
+        .issuer = c->prof->issuer,
+        .template_name = c->prof->template_name,
+        .csr_der = f->val,
+        .csr_len = f->len,
+        .csr = p->csr,
+        .device_id = p->device_id[0] ? p->device_id : NULL,
+        .actor = p->actor,
+    };
+out:
+    return rc;
+}
+
+static void cad_prep_free(cad_prep *p)
+{
+    ca_csr_free(p->csr);
+    p->csr = NULL;
+}
+
 static kl_rc cad_op_issue(cad_call *c)
 {
     kl_rc rc = KL_OK;
-    char actor[1024], device_id[129];
     X509 *cert = NULL;
     char *serial = NULL;
-    ca_csr *parsed = NULL;
-    const cap_field *csr = cap_find(c->req, CAP_T_CSR, 0);
-    TRY(cad_actor(c, actor, sizeof actor));
-    TRY(ca_csr_load(csr->val, csr->len, &parsed));
-    TRY(cad_device_bind(c, parsed, device_id, sizeof device_id));
-    ca_issue_req ir = {
-        .issuer = c->prof->issuer,
-        .template_name = c->prof->template_name,
-        .csr_der = csr->val,
-        .csr_len = csr->len,
-        .csr = parsed,
-        .device_id = device_id[0] ? device_id : NULL,
-        .actor = actor,
-        .pending = cap_get_u64(c->req, CAP_T_PENDING, 0) == 1,
-    };
-    TRY(ca_issue(c->d->ca, &ir, &cert));
+    cad_prep p;
+    TRY(cad_prepare(c, &p));
+    p.ir.pending = cap_get_u64(c->req, CAP_T_PENDING, 0) == 1;
+    TRY(ca_issue(c->d->ca, &p.ir, &cert));
     serial = ca_serial_hex(X509_get0_serialNumber(cert));
     ENSURE(serial, KL_EINTERNAL, "serial of the new certificate");
     TRY(cad_put_cert(c->rsp, CAP_T_CERT, cert));
     TRY(cap_put_str(c->rsp, CAP_T_SERIAL, serial));
 out:
-    ca_csr_free(parsed);
+    cad_prep_free(&p);
     OPENSSL_free(serial);
     X509_free(cert);
     return rc;
@@ -349,30 +372,19 @@ static const char *cad_request_label(const cad_profile *p)
 static kl_rc cad_op_submit(cad_call *c)
 {
     kl_rc rc = KL_OK;
-    char actor[1024], device_id[129], hash[2 * SHA256_DIGEST_LENGTH + 1], subject[512];
+    char hash[2 * SHA256_DIGEST_LENGTH + 1], subject[512];
     store_request got;
-    ca_csr *csr = NULL;
+    cad_prep p;
     memset(&got, 0, sizeof got);
     const cap_field *f = cap_find(c->req, CAP_T_CSR, 0);
-    TRY(cad_actor(c, actor, sizeof actor));
-    TRY(ca_csr_load(f->val, f->len, &csr));
-    TRY(cad_device_bind(c, csr, device_id, sizeof device_id));
-    ca_issue_req ir = {
-        .issuer = c->prof->issuer,
-        .template_name = c->prof->template_name,
-        .csr_der = f->val,
-        .csr_len = f->len,
-        .csr = csr,
-        .device_id = device_id[0] ? device_id : NULL,
-        .actor = actor,
-    };
-    TRY(ca_issue_check(c->d->ca, &ir));
+    TRY(cad_prepare(c, &p));
+    TRY(ca_issue_check(c->d->ca, &p.ir));
     unsigned char md[SHA256_DIGEST_LENGTH];
     SHA256(f->val, f->len, md);
     for (size_t i = 0; i < sizeof md; i++) {
         snprintf(hash + 2 * i, 3, "%02x", md[i]);
     }
-    X509_NAME_oneline(X509_REQ_get_subject_name(ca_csr_req(csr)), subject, sizeof subject);
+    X509_NAME_oneline(X509_REQ_get_subject_name(ca_csr_req(p.csr)), subject, sizeof subject);
     const char *label = cad_request_label(c->prof);
     store_request r = {
         .label = (char *)label,
@@ -381,14 +393,14 @@ static kl_rc cad_op_submit(cad_call *c)
         .csr_len = f->len,
         .issuer = (char *)c->prof->issuer,
         .template_name = (char *)c->prof->template_name,
-        .device_id = device_id[0] ? device_id : NULL,
-        .requester = actor,
+        .device_id = p.device_id[0] ? p.device_id : NULL,
+        .requester = p.actor,
         .subject = subject,
     };
     TRY(store_request_submit(ca_store(c->d->ca), &r, &got));
     TRY(cad_request_answer(c, &got));
 out:
-    ca_csr_free(csr);
+    cad_prep_free(&p);
     store_request_free(&got);
     return rc;
 }
