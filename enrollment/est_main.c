@@ -1,53 +1,36 @@
 /* keyline-estd: EST server. Thin main: arguments, config, signals; the rest is in est_*.c. */
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "est.h"
 #include "kl_conf.h"
+#include "kl_daemon.h"
 #include "kl_log.h"
 #include "kl_notify.h"
 #include "kl_version.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: keyline-estd [-c keyline.conf] [-v]\n"
-               "  EST (RFC 7030) enrollment server; runs in the foreground, logs to stderr.\n"
-               "  A client of keyline-cad ([cad] socket): it holds no CA PIN, token or store.\n"
-               "  -c, --config FILE  configuration, section [est] (default $KEYLINE_CONF, else\n"
-               "                     " KL_CONF_DEFAULT ")\n"
-               "  -v, --verbose      debug logging\n"
-               "  -V, --version      print the version\n"
-               "  SIGTERM/SIGINT: finish in-flight requests and exit 0; SIGHUP: reload htpasswd.\n"
-               "  See docs/est.md.\n");
+    fprintf(f,
+            "usage: keyline-estd [-c keyline.conf] [-v]\n"
+            "  EST (RFC 7030) enrollment server; runs in the foreground, logs to stderr.\n"
+            "  A client of keyline-cad ([cad] socket): it holds no CA PIN, token or store.\n"
+            "  -c, --config FILE  configuration, section [est] (default $KEYLINE_CONF, else\n"
+            "                     " KL_CONF_DEFAULT ")\n"
+            "  -v, --verbose      debug logging\n"
+            "  -V, --version      print the version\n"
+            "  SIGTERM/SIGINT: finish in-flight requests and exit 0; SIGHUP: reload htpasswd and\n"
+            "  the TLS certificate and key.\n"
+            "  See docs/est.md.\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *conf_path = kl_conf_default_path();
-    if (kl_log_configure(NULL, "keyline-estd") != KL_OK) {
-        fprintf(stderr, "keyline-estd: %s\n", kl_errmsg());
-        return 2;
-    }
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"verbose", no_argument, NULL, 'v'},
-                                         {"version", no_argument, NULL, 'V'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int ch;
-    while ((ch = getopt_long(argc, argv, "c:vVh", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'c': conf_path = optarg; break;
-        case 'v': kl_log_set_level(KL_LOG_DEBUG); break;
-        case 'V': kl_version_print("keyline-estd"); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (optind != argc) {
-        usage(stderr);
-        return 2;
+    const char *conf_path = NULL;
+    int early = kl_daemon_args(argc, argv, "keyline-estd", usage, &conf_path);
+    if (early >= 0) {
+        return early;
     }
 
     /* Block the signals before any thread exists, so every MHD thread inherits the mask and

@@ -1,5 +1,4 @@
 /* keyline-cad: the CA service. Thin main: arguments, config, signals; cad_*.c does the rest. */
-#include <getopt.h>
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,6 +7,7 @@
 #include <sys/prctl.h>
 
 #include "cad.h"
+#include "kl_daemon.h"
 #include "kl_log.h"
 #include "kl_secret.h"
 #include "kl_version.h"
@@ -104,29 +104,10 @@ out:
 
 int main(int argc, char **argv)
 {
-    const char *conf_path = kl_conf_default_path();
-    if (kl_log_configure(NULL, "keyline-cad") != KL_OK) {
-        fprintf(stderr, "keyline-cad: %s\n", kl_errmsg());
-        return 2;
-    }
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"verbose", no_argument, NULL, 'v'},
-                                         {"version", no_argument, NULL, 'V'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int ch;
-    while ((ch = getopt_long(argc, argv, "c:vVh", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'c': conf_path = optarg; break;
-        case 'v': kl_log_set_level(KL_LOG_DEBUG); break;
-        case 'V': kl_version_print("keyline-cad"); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (optind != argc) {
-        usage(stderr);
-        return 2;
+    const char *conf_path = NULL;
+    int early = kl_daemon_args(argc, argv, "keyline-cad", usage, &conf_path);
+    if (early >= 0) {
+        return early;
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
