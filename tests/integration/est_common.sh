@@ -175,7 +175,9 @@ cad_stop() {
 # est_run [PREFIX...]: keyline-estd in the background (EST_PID), without the token PIN in its
 # environment (it never needs it; keyline-cad has it)
 est_run() {
-    "$@" env -u KEYLINE_PIN "$BIN/keyline-estd" -c "$KL_CONF" 2>>"$D/estd.log" &
+    # env first: a wrapper such as setpriv then starts keyline-estd itself (an `env` run under
+    # another uid cannot enter a build folder that is 0700, as a fresh clone in mktemp -d is)
+    env -u KEYLINE_PIN "$@" "$BIN/keyline-estd" -c "$KL_CONF" 2>>"$D/estd.log" &
     EST_PID=$!
 }
 
