@@ -20,6 +20,7 @@
 
 #include "hsm.h"
 #include "kl_file.h"
+#include "matter.h"
 #include "tpl_internal.h"
 
 #define TPL_FILE_CAP (64 * 1024)
@@ -335,6 +336,16 @@ static int set_path_len(tpl_parse *p, const char *v)
     return 0;
 }
 
+static int set_matter(tpl_parse *p, const char *v)
+{
+    int k = matter_kind_from_name(v);
+    if (k < 0) {
+        return tpl_perr(p, "matter must be paa, pai or dac, got '%s'", v);
+    }
+    p->t->matter = k;
+    return 0;
+}
+
 static int set_source(tpl_parse *p, const char *v)
 {
     if (strcmp(v, "csr") == 0) {
@@ -355,7 +366,13 @@ static int add_attr(tpl_parse *p, const char *w)
                                     "subject attribute", w);
         }
     }
-    return tpl_perr(p, "unknown subject attribute '%s' (known: CN O OU C L ST serialNumber DC UID)",
+    if (strcmp(w, MATTER_SN_VID) == 0 || strcmp(w, MATTER_SN_PID) == 0) {
+        int nid = w[7] == 'v' ? matter_nid_vid() : matter_nid_pid();
+        return tpl_nid_list_add(p, (int *)p->target, TPL_MAX_ATTRS, nid, "subject attribute", w);
+    }
+    return tpl_perr(p,
+                    "unknown subject attribute '%s' (known: CN O OU C L ST serialNumber DC UID "
+                    "matter-vid matter-pid)",
                     w);
 }
 
@@ -584,6 +601,7 @@ static const tpl_key tpl_keys[] = {
     {SEC_TEMPLATE, "backdate", set_backdate, 0},
     {SEC_TEMPLATE, "crl-validity", set_crl_validity, 0},
     {SEC_TEMPLATE, "path-len", set_path_len, 0},
+    {SEC_TEMPLATE, "matter", set_matter, 0},
     {SEC_SUBJECT, "source", set_source, 1},
     {SEC_SUBJECT, "allowed", set_allowed, 1},
     {SEC_SUBJECT, "required", set_required, 0},
@@ -795,6 +813,13 @@ static int tpl_check(tpl_parse *p)
          * subtree in some verifiers (OpenSSL, Windows) and surprises people. */
         return tpl_cross_err(p, "extended-key-usage",
                              "extended-key-usage on a ca template is not supported");
+    }
+    if (t->matter) {
+        const char *key = NULL;
+        const char *why = matter_tpl_problem(t, &key);
+        if (why) {
+            return tpl_cross_err(p, key, "%s", why);
+        }
     }
     return 0;
 }

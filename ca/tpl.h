@@ -58,6 +58,7 @@ typedef struct tpl {
     /* added after the first draft of this header: */
     uint32_t key_usage_rsa; /* X509v3_KU_* bits added when the key is RSA */
     int san_dns_wildcard;   /* allow "*.example.com" dNSNames from the CSR */
+    int matter;             /* matter_kind (ca/matter.h): Matter PAA/PAI/DAC profile, 0: none */
 } tpl;
 
 /* Load templates/<name>.tmpl from `dir`. `name` must match [a-z0-9-]+ (no paths).

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "hsm.h"
+#include "matter.h"
 #include "tpl.h"
 #include "tpl_internal.h"
 
@@ -279,6 +280,9 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
     int has_nocheck = X509_get_ext_by_NID(cert, NID_id_pkix_OCSP_noCheck, -1) >= 0;
     LINT(!has_nocheck == !t->ocsp_nocheck, "id-pkix-ocsp-nocheck %s on template %s",
          has_nocheck ? "present" : "missing", t->name);
+    if (t->matter) {
+        TRY(matter_lint(t, cert, issuer_cert));
+    }
 out:
     BN_free(bn);
     BASIC_CONSTRAINTS_free(bc);

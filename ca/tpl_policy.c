@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "hsm.h"
+#include "matter.h"
 #include "tpl.h"
 #include "tpl_internal.h"
 
@@ -1257,6 +1258,9 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
                "template %s takes the subject from the CSR; a subject cannot be given", t->name);
     }
     TRY(tpl_subject_build(t, src, in->device_id, &subject, devid, sizeof devid));
+    if (t->matter) {
+        TRY(matter_policy_check(t, subject, issuer));
+    }
 
     /* CSR extensions, SANs */
     sans = sk_GENERAL_NAME_new_null();
