@@ -216,10 +216,62 @@ typedef struct {
 struct st_station;
 struct st_fixture;
 /* Provision the device that answered HELLO (payload already parsed into o->hello) on fx's link.
- * Fills o; never prints. */
+ * Fills o; never prints. Runs the wanted rows of the step table (st_flow_steps) in order. */
 void st_flow_run(struct st_station *st, struct st_fixture *fx, st_outcome *o);
 
+/* One device's flow, as the steps share it (owned by st_flow_run, freed at its end). */
+typedef struct st_flow {
+    struct st_station *st;
+    struct st_fixture *fx;
+    st_outcome *o;
+    const st_hello *h; /* &o->hello */
+    st_resp *r;        /* scratch answer */
+    st_known k;        /* what keyline-cad knows of the hardware serial (decide) */
+    X509 *kcert[ST_MAX_KNOWN];
+    st_plan plan;
+    int claimed;                   /* the device claim is ours: released at the end */
+    int own_row;                   /* this flow wrote the inventory row: a failure updates it */
+    int challenged;                /* the inventory records a passed CHALLENGE */
+    uint8_t pub[KL_PROTO_PUB_LEN]; /* the device's new public key (GENKEY, INJECT) */
+    EVP_PKEY *key;                 /* inject: the station-made key until the CSR is signed */
+    uint8_t *csr;
+    size_t csr_len;
+    X509 *cert;     /* the certificate being delivered */
+    uint8_t fp[32]; /* its SHA-256, confirmed by PUTCERT and LOCK */
+} st_flow;
+
+/* A row of the step table. `phase` (ST_PH_*) is what the display, the results file and the
+ * dashboard show and where a failure is counted; `wanted` NULL runs always; `run` returns
+ * KL_OK or fails with kl_fail (the flow stops there). */
+typedef struct {
+    const char *name;
+    int phase;
+    int (*wanted)(const st_flow *f);
+    kl_rc (*run)(st_flow *f);
+} st_step;
+const st_step *st_flow_steps(size_t *n);
+/* wanted: the device gets a certificate delivered (fresh or resumed), as PUTCERT..LOCK. */
+int st_want_deliver(const st_flow *f);
+
+/* The troubleshooting hint (docs/station.md section 7, "what to do") for a failure message;
+ * a static string, never NULL. */
+const char *st_hint(const char *error);
+
 /* ---- the station -------------------------------------------------------------------------- */
+
+/* The last device a fixture finished, as the dashboard shows it. */
+typedef struct {
+    int have; /* 0 until a device finished */
+    int ok;
+    char serial[KL_PROTO_SERIAL_MAX + 1];
+    char cert_serial[65];
+    const char *action; /* st_outcome's */
+    int phase;          /* where it failed */
+    char error[512];
+    const char *hint; /* st_hint(error) when it failed */
+    long long end_unix_ms;
+    long total_ms;
+} st_last;
 
 typedef struct st_fixture {
     struct st_station *st;
@@ -234,6 +286,9 @@ typedef struct st_fixture {
     char status[160];
     long t0_ms;
     unsigned n_ok, n_fail;
+    const char *step;      /* the flow step running (st_flow_steps' name), NULL between devices */
+    long step_ms;          /* when it started (st_now_ms) */
+    st_last last;          /* the last device this fixture finished */
     long claim_ms;         /* when this fixture's device claim was last written (st_now_ms) */
     char claim_where[128]; /* the fixture in claims: its port path (unique in the process) */
 } st_fixture;
@@ -285,6 +340,8 @@ void st_station_report(st_station *st, st_fixture *fx, const st_outcome *o);
 void st_event(st_station *st, int error, const char *fmt, ...) KL_PRINTF(3, 4);
 /* Progress update from a fixture thread (fmt may be NULL to keep the text). */
 void st_fixture_progress(st_fixture *fx, int phase, const char *fmt, ...) KL_PRINTF(3, 4);
+/* The flow step a fixture runs (a static name; NULL: none). */
+void st_fixture_step(st_fixture *fx, const char *step);
 
 /* Claim a hardware serial in the store for fixture `fx` (NULL: the pending sweep) before
  * deciding anything about the device; a flow keeps it with st_station_claim_keep before each

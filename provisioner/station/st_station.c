@@ -120,6 +120,14 @@ void st_fixture_progress(st_fixture *fx, int phase, const char *fmt, ...)
     }
 }
 
+void st_fixture_step(st_fixture *fx, const char *step)
+{
+    pthread_mutex_lock(&fx->st->mu);
+    fx->step = step;
+    fx->step_ms = st_now_ms();
+    pthread_mutex_unlock(&fx->st->mu);
+}
+
 /* ---- serial claims ----------------------------------------------------------------------------
  */
 
@@ -178,6 +186,20 @@ void st_station_report(st_station *st, st_fixture *fx, const st_outcome *o)
         if (write(st->results_fd, line, n) != (ssize_t)n || fsync(st->results_fd) != 0) {
             kl_error("results file: write failed: %s", strerror(errno));
         }
+    }
+    st_last *l = &fx->last;
+    memset(l, 0, sizeof *l);
+    l->have = 1;
+    l->ok = o->ok;
+    snprintf(l->serial, sizeof l->serial, "%s", serial);
+    snprintf(l->cert_serial, sizeof l->cert_serial, "%s", o->cert_serial);
+    l->action = o->action;
+    l->phase = o->phase;
+    l->total_ms = o->total_ms;
+    l->end_unix_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (!o->ok) {
+        snprintf(l->error, sizeof l->error, "%s", o->error);
+        l->hint = st_hint(o->error);
     }
     if (o->ok) {
         fx->n_ok++;
