@@ -1,0 +1,154 @@
+/* Unit tests for provisioner/station/st_matter.c against the Matter SDK's own vectors
+ * (project-chip/connectedhomeip):
+ *   - SPAKE2+ verifier: src/protocols/secure_channel/tests/TestPASESession.cpp,
+ *     sTestSpake2p01_* (passcode 20202021, salt "SPAKE2P Key Salt", 1000 iterations);
+ *   - QR code: src/darwin/Framework/CHIPTests/MTRSetupPayloadSerializerTests.m
+ *     (VID 0xFFF1, PID 1, standard flow, on-network, discriminator 0xabc, passcode 12121212),
+ *     and the SDK examples' default payload (VID 0xFFF1, PID 0x8000, BLE, 3840, 20202021);
+ *   - manual code: src/setup_payload/tests/TestManualCode.cpp (passcode 123456780,
+ *     discriminator 2560 -> "2361087535" + Verhoeff) and the examples' "34970112332". */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kl_file.h"
+#include "st_matter.h"
+
+static const uint8_t sdk_w0[32] = {0xB9, 0x61, 0x70, 0xAA, 0xE8, 0x03, 0x34, 0x68, 0x84, 0x72, 0x4F,
+                                   0xE9, 0xA3, 0xB2, 0x87, 0xC3, 0x03, 0x30, 0xC2, 0xA6, 0x60, 0x37,
+                                   0x5D, 0x17, 0xBB, 0x20, 0x5A, 0x8C, 0xF1, 0xAE, 0xCB, 0x35};
+static const uint8_t sdk_L[65] = {0x04, 0x57, 0xF8, 0xAB, 0x79, 0xEE, 0x25, 0x3A, 0xB6, 0xA8, 0xE4,
+                                  0x6B, 0xB0, 0x9E, 0x54, 0x3A, 0xE4, 0x22, 0x73, 0x6D, 0xE5, 0x01,
+                                  0xE3, 0xDB, 0x37, 0xD4, 0x41, 0xFE, 0x34, 0x49, 0x20, 0xD0, 0x95,
+                                  0x48, 0xE4, 0xC1, 0x82, 0x40, 0x63, 0x0C, 0x4F, 0xF4, 0x91, 0x3C,
+                                  0x53, 0x51, 0x38, 0x39, 0xB7, 0xC0, 0x7F, 0xCC, 0x06, 0x27, 0xA1,
+                                  0xB8, 0x57, 0x3A, 0x14, 0x9F, 0xCD, 0x1F, 0xA4, 0x66, 0xCF};
+
+static void test_verifier_sdk(void **state)
+{
+    (void)state;
+    uint8_t v[ST_MATTER_VERIFIER_LEN];
+    const char *salt = "SPAKE2P Key Salt";
+    assert_int_equal(st_matter_verifier(20202021, (const uint8_t *)salt, 16, 1000, v), KL_OK);
+    assert_memory_equal(v, sdk_w0, 32);
+    assert_memory_equal(v + 32, sdk_L, 65);
+    /* another passcode gives another verifier */
+    assert_int_equal(st_matter_verifier(20202022, (const uint8_t *)salt, 16, 1000, v), KL_OK);
+    assert_memory_not_equal(v, sdk_w0, 32);
+    /* refusals: invalid passcode, salt length, iterations */
+    assert_int_equal(st_matter_verifier(12345678, (const uint8_t *)salt, 16, 1000, v), KL_EUSAGE);
+    assert_int_equal(st_matter_verifier(20202021, (const uint8_t *)salt, 15, 1000, v), KL_EUSAGE);
+    assert_int_equal(st_matter_verifier(20202021, (const uint8_t *)salt, 16, 999, v), KL_EUSAGE);
+    assert_int_equal(st_matter_verifier(20202021, (const uint8_t *)salt, 16, 100001, v), KL_EUSAGE);
+}
+
+static void test_qr_sdk(void **state)
+{
+    (void)state;
+    char qr[ST_MATTER_QR_MAX];
+    assert_int_equal(st_matter_qr(0xFFF1, 1, 0, 0x04, 0xabc, 12121212, qr), KL_OK);
+    assert_string_equal(qr, "MT:-24J06.H14BK9C7R900");
+    assert_int_equal(st_matter_qr(0xFFF1, 0x8000, 0, ST_MATTER_DISCOVERY_BLE, 3840, 20202021, qr),
+                     KL_OK);
+    assert_string_equal(qr, "MT:Y.K9042C00KA0648G00");
+    assert_int_equal(st_matter_qr(0xFFF1, 1, 4, 2, 1, 1, qr), KL_EUSAGE);
+    assert_int_equal(st_matter_qr(0xFFF1, 1, 0, 2, 0x1000, 1, qr), KL_EUSAGE);
+}
+
+static void test_manual_sdk(void **state)
+{
+    (void)state;
+    char m[ST_MATTER_MANUAL_LEN + 1];
+    assert_int_equal(st_matter_manual(2560, 123456780, m), KL_OK);
+    assert_memory_equal(m, "2361087535", 10);
+    assert_int_equal(st_matter_manual(3840, 20202021, m), KL_OK);
+    assert_string_equal(m, "34970112332");
+    /* Verhoeff: 236 -> 3 (the classic example), and every single-digit change is caught */
+    assert_int_equal(st_matter_verhoeff("236"), '3');
+    assert_int_equal(st_matter_verhoeff("2x6"), '?');
+    for (int pos = 0; pos < 10; pos++) {
+        char b[12];
+        memcpy(b, "3497011233", 11);
+        b[pos] = (char)('0' + (b[pos] - '0' + 1) % 10);
+        assert_int_not_equal(st_matter_verhoeff(b), '2');
+    }
+}
+
+static void test_passcodes(void **state)
+{
+    (void)state;
+    static const uint32_t bad[] = {0,        11111111, 22222222,    33333333, 44444444,
+                                   55555555, 66666666, 77777777,    88888888, 99999999,
+                                   12345678, 87654321, 99999999 + 1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_false(st_matter_passcode_valid(bad[i]));
+    }
+    assert_true(st_matter_passcode_valid(1));
+    assert_true(st_matter_passcode_valid(20202021));
+    assert_true(st_matter_passcode_valid(99999998));
+}
+
+static void test_onboard_and_label(void **state)
+{
+    (void)state;
+    st_matter_onboard a, b;
+    uint8_t v[ST_MATTER_VERIFIER_LEN];
+    char qr[ST_MATTER_QR_MAX], man[ST_MATTER_MANUAL_LEN + 1], path[4096];
+    assert_int_equal(st_matter_onboard_new(&a, 0xFFF1, 0x8000, 1000), KL_OK);
+    assert_int_equal(st_matter_onboard_new(&b, 0xFFF1, 0x8000, 1000), KL_OK);
+    assert_true(st_matter_passcode_valid(a.passcode));
+    assert_true(a.discriminator <= 0xfff);
+    assert_memory_not_equal(a.salt, b.salt, sizeof a.salt);
+    assert_memory_not_equal(a.unique_id, b.unique_id, sizeof a.unique_id);
+    /* everything is derived from the same passcode */
+    assert_int_equal(st_matter_verifier(a.passcode, a.salt, sizeof a.salt, 1000, v), KL_OK);
+    assert_memory_equal(v, a.verifier, sizeof v);
+    assert_int_equal(st_matter_qr(0xFFF1, 0x8000, 0, 2, a.discriminator, a.passcode, qr), KL_OK);
+    assert_string_equal(qr, a.qr);
+    assert_int_equal(st_matter_manual(a.discriminator, a.passcode, man), KL_OK);
+    assert_string_equal(man, a.manual);
+
+    char dir[] = "/tmp/kl-matter-label.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(st_matter_label_write(dir, "SN 01/'x", &a, path, sizeof path), KL_OK);
+    char want[128];
+    snprintf(want, sizeof want, "%s/SN_01__x.svg", dir);
+    assert_string_equal(path, want);
+    uint8_t *svg = NULL;
+    size_t len = 0;
+    assert_int_equal(kl_file_read(path, 1 << 20, &svg, &len), KL_OK);
+    char *s = malloc(len + 1);
+    memcpy(s, svg, len);
+    s[len] = 0;
+    char manual_fmt[16];
+    snprintf(manual_fmt, sizeof manual_fmt, "%.4s-%.3s-%.4s", a.manual, a.manual + 4, a.manual + 7);
+    assert_non_null(strstr(s, "<svg "));
+    assert_non_null(strstr(s, manual_fmt));
+    assert_non_null(strstr(s, "S/N SN 01/&apos;x"));
+    assert_non_null(strstr(s, "VID FFF1 PID 8000"));
+    free(s);
+    free(svg);
+    unlink(path);
+    rmdir(dir);
+    st_matter_onboard_wipe(&a);
+    st_matter_onboard_wipe(&b);
+    assert_int_equal(a.passcode, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_verifier_sdk),      cmocka_unit_test(test_qr_sdk),
+        cmocka_unit_test(test_manual_sdk),        cmocka_unit_test(test_passcodes),
+        cmocka_unit_test(test_onboard_and_label),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
