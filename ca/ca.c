@@ -61,6 +61,7 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
     ENSURE(ca, KL_EINTERNAL, "out of memory");
     pthread_mutex_init(&ca->mu, NULL);
     ca->conf = conf;
+    pthread_mutex_init(&ca->tok_mu, NULL);
 
     store_path = kl_conf_path(conf, "store", "path");
     ENSURE(store_path, KL_EUSAGE, "%s: [store] path is not set", kl_conf_file(conf));
@@ -122,6 +123,11 @@ void ca_close(ca_ctx *ca)
         tpl_free(ca->tpls[i]);
     }
     sk_X509_pop_free(ca->retired, X509_free);
+    for (size_t i = 0; i < ca->ntoks; i++) {
+        free(ca->toks[i].label);
+        hsm_close(ca->toks[i].h);
+    }
+    pthread_mutex_destroy(&ca->tok_mu);
     if (ca->st) {
         store_close(ca->st);
     }
@@ -140,6 +146,110 @@ store *ca_store(ca_ctx *ca)
 {
     return ca->st;
 }
+/* With tok_mu held: open `uri` for CA `label` and keep it. The PIN comes from `pin_spec`
+ * (a kl_secret source), else the URI's pin-source (RFC 7512 2.4: a file), else the terminal. */
+static kl_rc ca_token_add(ca_ctx *ca, const char *label, const char *module, const char *uri,
+                          const char *pin_spec)
+{
+    kl_rc rc = KL_OK;
+    kl_secret pin;
+    hsm_uri u;
+    char *spec = NULL;
+    hsm_ctx *h = NULL;
+    memset(&pin, 0, sizeof pin);
+    memset(&u, 0, sizeof u);
+    ENSURE(ca->ntoks < CA_TOKENS_MAX, KL_EUSAGE, "more than %d CA tokens in one process",
+           CA_TOKENS_MAX);
+    TRY(hsm_uri_parse(uri, &u));
+    if (!pin_spec && u.pin_source) {
+        ENSURE(asprintf(&spec, "file:%s", u.pin_source) > 0, KL_EINTERNAL, "out of memory");
+    }
+    TRY(kl_secret_read(&pin,
+                       pin_spec ? pin_spec
+                       : spec   ? spec
+                                : "prompt",
+                       kl_conf_dir(ca->conf), "PIN of the token of CA"));
+    rc = hsm_open(&h, module, uri, pin.value);
+    if (rc != KL_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", kl_errmsg());
+        rc = kl_fail(rc, "CA '%s' lives on a token of its own (%s): %s", label, uri, why);
+        goto out;
+    }
+    ca->toks[ca->ntoks].label = strdup(label);
+    ENSURE(ca->toks[ca->ntoks].label, KL_EINTERNAL, "out of memory");
+    ca->toks[ca->ntoks++].h = h;
+    h = NULL;
+out:
+    hsm_close(h);
+    kl_secret_free(&pin);
+    hsm_uri_free(&u);
+    free(spec);
+    return rc;
+}
+
+static hsm_ctx *ca_token_find(ca_ctx *ca, const char *label)
+{
+    for (size_t i = 0; i < ca->ntoks; i++) {
+        if (strcmp(ca->toks[i].label, label) == 0) {
+            return ca->toks[i].h;
+        }
+    }
+    return NULL;
+}
+
+kl_rc ca_hsm_of(ca_ctx *ca, const char *label, hsm_ctx **out)
+{
+    kl_rc rc = KL_OK;
+    char sect[KL_CONF_NAME_MAX + 8];
+    snprintf(sect, sizeof sect, "hsm %s", label);
+    pthread_mutex_lock(&ca->tok_mu);
+    *out = ca_token_find(ca, label);
+    const char *uri = kl_conf_get(ca->conf, sect, "token");
+    if (!*out && uri && *uri) {
+        const char *module = kl_conf_get(ca->conf, sect, "module");
+        const char *pin = kl_conf_get(ca->conf, sect, "pin");
+        const char *dmod = NULL, *dtok = NULL;
+        if (!module && ca_hsm_params(ca->conf, &dmod, &dtok) == KL_OK) {
+            module = dmod;
+        }
+        ENSURE(module, KL_EUSAGE, "%s: [%s] needs a module (or [hsm] module)",
+               kl_conf_file(ca->conf), sect);
+        ENSURE(pin && *pin, KL_EUSAGE, "%s: [%s] pin is not set", kl_conf_file(ca->conf), sect);
+        TRY(ca_token_add(ca, label, module, uri, pin));
+        *out = ca->toks[ca->ntoks - 1].h;
+    }
+    if (!*out) {
+        *out = ca->hsm;
+    }
+    ENSURE(*out, KL_EUSAGE, "signing with CA '%s' needs the token", label);
+out:
+    pthread_mutex_unlock(&ca->tok_mu);
+    return rc;
+}
+
+kl_rc ca_token_open(ca_ctx *ca, const char *label, const char *uri)
+{
+    kl_rc rc = KL_OK;
+    char sect[KL_CONF_NAME_MAX + 8];
+    const char *module = NULL, *dtok = NULL;
+    snprintf(sect, sizeof sect, "hsm %s", label);
+    pthread_mutex_lock(&ca->tok_mu);
+    ENSURE(!ca_token_find(ca, label), KL_EEXIST, "CA '%s': its token is open already", label);
+    const char *conf_uri = kl_conf_get(ca->conf, sect, "token");
+    ENSURE(!conf_uri || strcmp(conf_uri, uri) == 0, KL_EUSAGE,
+           "--token %s: keyline.conf names another token for CA '%s' ([%s] token = %s)", uri, label,
+           sect, conf_uri);
+    module = kl_conf_get(ca->conf, sect, "module");
+    if (!module) {
+        TRY(ca_hsm_params(ca->conf, &module, &dtok));
+    }
+    TRY(ca_token_add(ca, label, module, uri, kl_conf_get(ca->conf, sect, "pin")));
+out:
+    pthread_mutex_unlock(&ca->tok_mu);
+    return rc;
+}
+
 
 hsm_ctx *ca_hsm(ca_ctx *ca)
 {
@@ -182,10 +292,34 @@ static void ca_entry_swap_cert(ca_ctx *ca, ca_entry *e, X509 **x)
 /* A CA key must be sensitive and never extractable: one that is not (imported, or replaced on
  * the token by someone with the PIN) is refused before anything is signed with it. Keys keyline
  * made before CKA_MODIFIABLE false are still used, with a warning. */
-static kl_rc ca_key_hygiene(ca_ctx *ca, const char *label)
+static kl_rc ca_key_hygiene(hsm_ctx *h, const char *label)
+/* Whether CA `label`'s key may be used at all, from its store record (`rec`, or read when
+ * NULL): a retired CA's key is destroyed and it signs nothing more (issue, CRL, OCSP); an
+ * external CA's and a rollover certificate's key is not keyline's. */
+static kl_rc ca_key_usable(ca_ctx *ca, const char *label, const store_ca *rec)
+{
+    store_ca own;
+    memset(&own, 0, sizeof own);
+    kl_rc rc = rec ? KL_OK : store_ca_get(ca->st, label, &own);
+    const char *st = rc != KL_OK ? NULL : rec ? rec->status : own.status;
+    if (st && strcmp(st, CA_ST_RETIRED) == 0) {
+        rc = kl_fail(KL_EPOLICY,
+                     "CA '%s' is retired: its key was destroyed and nothing more is signed with "
+                     "it (its final CRL stands; OCSP is answered by its delegated signer)",
+                     label);
+    } else if (st && strcmp(st, CA_ST_EXTERNAL) == 0) {
+        rc = kl_fail(KL_EPOLICY,
+                     "CA '%s' is an external CA (ca import): keyline holds no key of it", label);
+    } else if (st && strcmp(st, CA_ST_ROLLOVER) == 0) {
+        rc = kl_fail(KL_EPOLICY, "'%s' is a rollover certificate: it has no key of its own", label);
+    }
+    store_ca_free(&own);
+    return rc;
+}
+
 {
     unsigned prot = 0;
-    kl_rc rc = hsm_key_protection(ca->hsm, label, &prot);
+    kl_rc rc = hsm_key_protection(h, label, &prot);
     if (rc != KL_OK) {
         return rc;
     }
@@ -258,9 +392,11 @@ kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry *
         store_ca_free(&now_rec);
     }
     if (want_key && !e->key) {
-        ENSURE(ca->hsm, KL_EUSAGE, "signing with CA '%s' needs the token", label);
-        TRY(ca_key_hygiene(ca, label));
-        TRY(hsm_key_load(ca->hsm, label, &e->key));
+        hsm_ctx *h = NULL;
+        TRY(ca_key_usable(ca, label, rec.status ? &rec : NULL));
+        TRY(ca_hsm_of(ca, label, &h));
+        TRY(ca_key_hygiene(h, label));
+        TRY(hsm_key_load(h, label, &e->key));
     }
     *out = e;
 out:
@@ -920,7 +1056,9 @@ void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n,
         revoked_all &= r == KL_OK || r == KL_EEXIST;
         OPENSSL_free(sh);
     }
-    kl_rc d = hsm_key_destroy(ca->hsm, label);
+    hsm_ctx *h = NULL;
+    kl_rc d = ca_hsm_of(ca, label, &h);
+    d = d == KL_OK ? hsm_key_destroy(h, label) : d;
     kl_fail(rc, "%s%s%s", why,
             revoked_all ? "" : " (and a certificate signed on the way could not be revoked)",
             d == KL_OK ? "" : " (and the new key could not be removed from the token)");
@@ -954,13 +1092,15 @@ kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const
         TRY(ca_entry_get(ca, issuer, 1, &ie));
         TRY(ca_issuer_check(ca, issuer, time(NULL))); /* before a key is made */
     }
-    TRY(hsm_key_generate(ca->hsm, label, kt, &pub));
+    TRY(ca_hsm_of(ca, label, &h));
+    TRY(hsm_key_generate(h, label, kt, &pub));
     generated = 1;
-    TRY(hsm_key_load(ca->hsm, label, &priv));
+    TRY(hsm_key_load(h, label, &priv));
     TRY(ca_certify(ca, priv, pub, name, template_name, issuer, label, actor, &cert));
     generated = 0;
     *cert_out = cert;
     cert = NULL;
+    hsm_ctx *h = NULL;
     if (priv_out) {
         *priv_out = priv;
         priv = NULL;
@@ -1025,6 +1165,11 @@ kl_rc ca_cert(ca_ctx *ca, const char *label, X509 **out)
 
 kl_rc ca_chain(ca_ctx *ca, const char *label, STACK_OF(X509) * *out)
 {
+kl_rc ca_subject_parse(const char *subject, X509_NAME **out)
+{
+    return ca_name_parse(subject, out);
+}
+
     kl_rc rc = KL_OK;
     STACK_OF(X509) *sk = sk_X509_new_null();
     char cur[128];

@@ -99,13 +99,77 @@ kl_rc ca_issue(ca_ctx *ca, const ca_issue_req *req, X509 **cert_out) KL_WUR;
 kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const char *subject,
                 hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out) KL_WUR;
 
-/* Rotate CA `old_label` to a new key in the token, labelled `new_label`, same subject and
- * template. For a root, also issues the rollover certificates NewWithOld (`NEW.newwithold`) and
- * OldWithNew (`OLD.oldwithnew`), recorded with status "rollover" (RFC 4210 5.3.1.1; served by
- * EST /cacerts). For an issuing CA, the new CA is issued by the same parent. Returns the new
- * CA certificate. The old CA stays usable until its certificate expires or is revoked. */
-kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_key_type kt,
-                const char *actor, X509 **cert_out) KL_WUR;
+/* --- the CA key lifecycle (ca_rotate.c, ca_external.c; docs/key-ceremony.md) ---------------
+ * One request struct and one function per operation, so that a ceremony (officers' approvals
+ * over the exact request) can run the very same function once its approvals are in. Each is all
+ * or nothing: on failure no CA is recorded and no new key is left in a token. */
+typedef struct {
+    const char *label, *template_name, *subject; /* subject "CN=...,O=..." */
+    hsm_key_type key_type;
+    const char *issuer; /* parent CA label; NULL: self-signed (or, ca_create_csr, outside) */
+    const char *token;  /* NULL: the CA's [hsm LABEL] token, else [hsm]; a pkcs11: URI: the
+                         * key is made on that token (ca_token_open) */
+    const char *actor;
+} ca_create_req;
+kl_rc ca_create_run(ca_ctx *ca, const ca_create_req *req, X509 **cert_out) KL_WUR;
+/* A CA key for a parent outside keyline (an offline root elsewhere, a corporate PKI): the key
+ * `label` is made in its token and a PKCS#10 request for `subject`, signed by it, returned (DER,
+ * OPENSSL_free). No CA is recorded until ca_import; the audit entry "ca-csr" keeps the template.
+ * req->issuer must be NULL. */
+kl_rc ca_create_csr(ca_ctx *ca, const ca_create_req *req, uint8_t **csr_der,
+                    size_t *csr_len) KL_WUR;
+typedef struct {
+    const char *label;   /* the CA whose key ca_create_csr made */
+    const uint8_t *cert; /* its certificate from the outside parent, PEM or DER */
+    size_t cert_len;
+    const uint8_t *chain; /* the parent's chain up to its self-signed root, PEM */
+    size_t chain_len;
+    const char *actor;
+} ca_import_req;
+/* Install the certificate of ca_create_csr's key: KL_EINPUT unless its public key is the
+ * token's key `label`, it is a CA certificate (basicConstraints cA, keyCertSign) and it
+ * verifies up to the chain's self-signed root. The chain's certificates are recorded as
+ * external CAs "<label>.up1" (the parent), "<label>.up2"... (status "external": no key, no
+ * CRL), `label` under them as an active CA, with the audit entry "ca-import". */
+kl_rc ca_import(ca_ctx *ca, const ca_import_req *req, X509 **cert_out) KL_WUR;
+
+typedef struct {
+    const char *label;     /* the CA to rotate (OLD) */
+    const char *new_label; /* NEW */
+    const char *issuer;    /* issuing CAs only: the parent of NEW. NULL: the successor of OLD's
+                            * parent (the newest active CA with its subject and template, so a
+                            * CA rotated after its root is certified by the new root), else the
+                            * parent itself */
+    hsm_key_type key_type;
+    const char *token; /* as in ca_create_req */
+    const char *actor;
+} ca_rotate_req;
+/* Rotate CA req->label to a new key labelled req->new_label, same subject and template. For a
+ * root, also the rollover certificates NewWithOld (`NEW.newwithold`) and OldWithNew
+ * (`OLD.oldwithnew`), recorded with status "rollover" (RFC 4210 5.3.1.1; served by EST
+ * /cacerts). Returns the new CA certificate. OLD stays usable until it is retired. */
+kl_rc ca_rotate(ca_ctx *ca, const ca_rotate_req *req, X509 **cert_out) KL_WUR;
+/* The successor of CA `label` (see ca_rotate_req.issuer) into out (cap bytes): `label` itself
+ * when it has none. Store errors; KL_ENOTFOUND for an unknown label. */
+kl_rc ca_successor(ca_ctx *ca, const char *label, char *out, size_t cap) KL_WUR;
+
+typedef struct {
+    const char *label;
+    const char *actor;
+} ca_retire_req;
+/* Retire CA req->label for good: its delegated OCSP signer made or renewed (so OCSP for what it
+ * issued is answered after this), a final CRL published whose nextUpdate is past the last
+ * notAfter of what it issued, the record set "retired" (audit "ca-retire"), and its private key
+ * destroyed in the token. From then on nothing is signed with it: issue, CRL and OCSP signing
+ * refuse (KL_EPOLICY "CA 'L' is retired ..."). Run again after a failure, it finishes what is
+ * left (a retired CA whose key is still on the token loses it). KL_EPOLICY for a CA with active
+ * CAs below it, a rollover certificate, an external CA or an OCSP signer. *final_crl (NULL ok)
+ * gets the final CRL (NULL when it was published by an earlier run). */
+kl_rc ca_retire(ca_ctx *ca, const ca_retire_req *req, X509_CRL **final_crl) KL_WUR;
+/* Open `uri` as the token of CA `label` for this ctx (ca create --token): its PIN from [hsm
+ * LABEL] pin, else the URI's pin-source, else the terminal. KL_EUSAGE when keyline.conf names
+ * another token for it. */
+kl_rc ca_token_open(ca_ctx *ca, const char *label, const char *uri) KL_WUR;
 
 /* Whether CA `label` may sign at `now`: its certificate and every CA certificate above it
  * recorded in the store as "valid" (not revoked) and within their recorded validity. KL_OK, or

@@ -105,6 +105,11 @@ int ca_is_ocsp_signer_label(const char *label)
 
 kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
 {
+{
+    return ca_crl_until(ca, issuer, 0, out);
+}
+
+kl_rc ca_crl_until(ca_ctx *ca, const char *issuer, time_t next_update, X509_CRL **out)
     kl_rc rc = KL_OK;
     const ca_entry *e = NULL;
     X509_CRL *crl = NULL;
@@ -135,8 +140,9 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
     ENSURE(crl, KL_EINTERNAL, "out of memory");
     time_t now = time(NULL);
     last = ASN1_TIME_set(NULL, now);
-    next = ASN1_TIME_set(NULL, now + days * 86400);
+    next = ASN1_TIME_set(NULL, until);
     ENSURE_SSL(last && next && X509_CRL_set_version(crl, X509_CRL_VERSION_2) &&
+    time_t until = next_update > now ? next_update : now + days * 86400;
                    X509_CRL_set_issuer_name(crl, X509_get_subject_name(e->cert)) &&
                    X509_CRL_set1_lastUpdate(crl, last) && X509_CRL_set1_nextUpdate(crl, next),
                KL_EINTERNAL, "cannot build CRL");
@@ -166,8 +172,7 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
              (long long)number, sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)));
     int dl = i2d_X509_CRL(crl, &der);
     ENSURE_SSL(dl > 0, KL_EINTERNAL, "cannot encode the CRL");
-    TRY(store_crl_put(ca->st, issuer, number, now, now + days * 86400, der, (size_t)dl, "ca",
-                      detail));
+    TRY(store_crl_put(ca->st, issuer, number, now, until, der, (size_t)dl, "ca", detail));
     /* every CRL signed also signs the audit head (docs/internals/store.md "Checkpoints") */
     char why[200];
     snprintf(why, sizeof why, "CRL %lld of %s", (long long)number, issuer);
@@ -235,6 +240,21 @@ out:
 int ca_ocsp_signer_due(ca_ctx *ca, const char *issuer, time_t *not_after)
 {
     char label[128];
+kl_rc ca_ocsp_signer_final(ca_ctx *ca, const char *issuer, const char *actor)
+{
+    char label[128];
+    X509 *x = NULL;
+    int due = 0;
+    kl_rc rc = ca_ocsp_signer_get(ca, issuer, label, sizeof label, &x, &due);
+    if (rc == KL_OK) {
+        rc = ca_ocsp_signer_renew(ca, issuer, label, x, actor);
+    } else if (rc == KL_ENOTFOUND) {
+        rc = ca_ocsp_signer_ensure(ca, issuer, actor, NULL);
+    }
+    X509_free(x);
+    return rc;
+}
+
     X509 *x = NULL;
     int due = 0;
     if (ca_ocsp_signer_get(ca, issuer, label, sizeof label, &x, &due) == KL_OK && x && not_after) {
@@ -320,7 +340,6 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
     kl_rc rc = KL_OK;
     OCSP_BASICRESP *bs = NULL;
     ASN1_TIME *now_t = NULL, *next_t = NULL, *rev_t = NULL;
-    STACK_OF(X509) *extra = NULL;
     char issuer[128] = "";
     *out = NULL;
 
@@ -396,7 +415,6 @@ out:
     ASN1_TIME_free(now_t);
     ASN1_TIME_free(next_t);
     ASN1_TIME_free(rev_t);
-    sk_X509_free(extra);
     return rc;
 }
 

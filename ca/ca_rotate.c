@@ -21,9 +21,111 @@
 #include <time.h>
 
 #include "ca_internal.h"
+#include "kl_log.h"
 
-kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_key_type kt,
-                const char *actor, X509 **cert_out)
+kl_rc ca_successor(ca_ctx *ca, const char *label, char *out, size_t cap)
+{
+    kl_rc rc = KL_OK;
+    store_ca rec, *list = NULL;
+    size_t n = 0;
+    X509 *mine = NULL;
+    memset(&rec, 0, sizeof rec);
+    TRY(store_ca_get(ca->st, label, &rec));
+    mine = ca_der_to_x509(rec.der, rec.der_len);
+    ENSURE(mine, KL_EINPUT, "CA '%s': stored certificate does not parse", label);
+    TRY(store_ca_list(ca->st, &list, &n));
+    snprintf(out, cap, "%s", label);
+    time_t best = rec.created;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i].label, label) == 0 || strcmp(list[i].status, CA_ST_ACTIVE) != 0 ||
+            strcmp(list[i].template_name, rec.template_name) != 0 || list[i].created < best) {
+            continue;
+        }
+        X509 *x = ca_der_to_x509(list[i].der, list[i].der_len);
+        if (x && X509_NAME_cmp(X509_get_subject_name(x), X509_get_subject_name(mine)) == 0) {
+            best = list[i].created;
+            snprintf(out, cap, "%s", list[i].label);
+        }
+        X509_free(x);
+    }
+out:
+    X509_free(mine);
+    store_ca_list_free(list, n);
+    store_ca_free(&rec);
+    return rc;
+}
+
+/* An issuing CA: a new one under req->issuer or the successor of its parent (into parent[96],
+ * which rec points to). */
+static kl_rc ca_rotate_issuing(ca_ctx *ca, const ca_rotate_req *req, const store_ca *old,
+                               const X509_NAME *name, X509 **newc, store_ca *rec, char *parent,
+                               char *detail, size_t dcap)
+{
+    kl_rc rc = KL_OK;
+    if (req->issuer) {
+        snprintf(parent, 96, "%s", req->issuer);
+    } else {
+        TRY(ca_successor(ca, old->parent, parent, 96));
+    }
+    TRY(ca_key_new(ca, req->new_label, old->template_name, name, req->key_type, parent, req->actor,
+                   newc, NULL));
+    rc = ca_record_fill(rec, req->new_label, old->template_name, parent,
+                        hsm_key_type_name(req->key_type), *newc, CA_ST_ACTIVE);
+    snprintf(detail, dcap, "old=%s new=%s parent=%s", req->label, req->new_label, parent);
+out:
+    return rc;
+}
+
+/* A root: the new self-signed root and both rollover certificates (recs[0..2], which point
+ * into labels[2]: the rollover labels). */
+static kl_rc ca_rotate_root(ca_ctx *ca, const ca_rotate_req *req, const store_ca *old,
+                            const ca_entry *oe, X509 *made[3], store_ca recs[3], size_t *nrecs,
+                            char labels[2][96], char *detail, size_t dcap)
+{
+    kl_rc rc = KL_OK;
+    EVP_PKEY *old_pub = NULL, *new_pub = NULL, *new_priv = NULL;
+    char *nwo_label = labels[0], *own_label = labels[1];
+    const char *old_label = req->label, *new_label = req->new_label;
+    const X509_NAME *name = X509_get_subject_name(oe->cert);
+    const char *kname = hsm_key_type_name(req->key_type);
+    ENSURE(!req->issuer, KL_EUSAGE, "'%s' is a root: --issuer is for issuing CAs", old_label);
+    /* the old root signs NewWithOld: it must still be able to, before a key is made */
+    TRY(ca_issuer_check(ca, old_label, time(NULL)));
+    ENSURE(strlen(new_label) + strlen(CA_ROLLOVER_NWO) <= CA_LABEL_MAX &&
+               strlen(old_label) + strlen(CA_ROLLOVER_OWN) <= CA_LABEL_MAX,
+           KL_EUSAGE,
+           "rotating root '%s' to '%s': the rollover labels '%s" CA_ROLLOVER_NWO
+           "' and '%s" CA_ROLLOVER_OWN "' must fit in %d characters",
+           old_label, new_label, new_label, old_label, CA_LABEL_MAX);
+    snprintf(nwo_label, 96, "%s" CA_ROLLOVER_NWO, new_label);
+    snprintf(own_label, 96, "%s" CA_ROLLOVER_OWN, old_label);
+    TRY(ca_label_check_new(ca, nwo_label));
+    TRY(ca_label_check_new(ca, own_label));
+    TRY(ca_key_new(ca, new_label, old->template_name, name, req->key_type, NULL, req->actor,
+                   &made[0], &new_priv));
+    ENSURE_SSL((old_pub = X509_get_pubkey(oe->cert)) && (new_pub = X509_get_pubkey(made[0])),
+               KL_EINTERNAL, "cannot read the CA public keys");
+    TRY(ca_certify(ca, new_priv, new_pub, name, old->template_name, old_label, NULL, req->actor,
+                   &made[1]));
+    TRY(ca_certify_under(ca, oe->key, old_pub, name, old->template_name, new_label, made[0],
+                         new_priv, req->actor, &made[2]));
+    TRY(ca_record_fill(&recs[(*nrecs)++], new_label, old->template_name, NULL, kname, made[0],
+                       CA_ST_ACTIVE));
+    /* NewWithOld certifies the new key, OldWithNew the old one */
+    TRY(ca_record_fill(&recs[(*nrecs)++], nwo_label, old->template_name, old_label, kname, made[1],
+                       CA_ST_ROLLOVER));
+    TRY(ca_record_fill(&recs[(*nrecs)++], own_label, old->template_name, new_label, old->key_type,
+                       made[2], CA_ST_ROLLOVER));
+    snprintf(detail, dcap, "old=%s new=%s rollover=%s,%s", old_label, new_label, nwo_label,
+             own_label);
+out:
+    EVP_PKEY_free(old_pub);
+    EVP_PKEY_free(new_pub);
+    EVP_PKEY_free(new_priv);
+    return rc;
+}
+
+kl_rc ca_rotate(ca_ctx *ca, const ca_rotate_req *req, X509 **cert_out)
 {
     kl_rc rc = KL_OK;
     store_ca old, recs[3];
@@ -31,78 +133,43 @@ kl_rc ca_rotate(ca_ctx *ca, const char *old_label, const char *new_label, hsm_ke
     memset(recs, 0, sizeof recs);
     size_t nrecs = 0;
     const ca_entry *oe = NULL;
-    EVP_PKEY *old_pub = NULL, *new_pub = NULL, *new_priv = NULL;
-    X509 *newc = NULL, *nwo = NULL, *own = NULL;
-    int made = 0;
-    char nwo_label[96], own_label[96], detail[300];
+    X509 *made[3] = {NULL, NULL, NULL}; /* NEW, NewWithOld, OldWithNew */
+    char detail[300], labels[2][96];
     *cert_out = NULL;
 
     ENSURE(ca->hsm, KL_EUSAGE, "rotating a CA needs the token");
+    ENSURE(req->label && req->new_label, KL_EUSAGE, "rotating needs the old and the new label");
     /* the new label is checked before anything is looked up or made */
-    TRY(ca_label_check_new(ca, new_label));
-    TRY(store_ca_get(ca->st, old_label, &old));
-    TRY(ca_label_role_check(new_label, old.template_name, old.parent));
-    ENSURE(strcmp(old.status, "active") == 0, KL_EPOLICY, "CA '%s' is %s, not active", old_label,
-           old.status);
-    TRY(ca_entry_get(ca, old_label, 1, &oe));
-    const X509_NAME *name = X509_get_subject_name(oe->cert);
-    const char *kname = hsm_key_type_name(kt);
-    if (old.parent && *old.parent) {
-        /* An issuing CA: a new one under the same parent. */
-        TRY(ca_key_new(ca, new_label, old.template_name, name, kt, old.parent, actor, &newc, NULL));
-        made = 1;
-        TRY(ca_record_fill(&recs[nrecs++], new_label, old.template_name, old.parent, kname, newc,
-                           "active"));
-        snprintf(detail, sizeof detail, "old=%s new=%s parent=%s", old_label, new_label,
-                 old.parent);
-    } else {
-        /* the old root signs NewWithOld: it must still be able to, before a key is made */
-        TRY(ca_issuer_check(ca, old_label, time(NULL)));
-        ENSURE(strlen(new_label) + strlen(CA_ROLLOVER_NWO) <= CA_LABEL_MAX &&
-                   strlen(old_label) + strlen(CA_ROLLOVER_OWN) <= CA_LABEL_MAX,
-               KL_EUSAGE,
-               "rotating root '%s' to '%s': the rollover labels '%s" CA_ROLLOVER_NWO
-               "' and '%s" CA_ROLLOVER_OWN "' must fit in %d characters",
-               old_label, new_label, new_label, old_label, CA_LABEL_MAX);
-        snprintf(nwo_label, sizeof nwo_label, "%s" CA_ROLLOVER_NWO, new_label);
-        snprintf(own_label, sizeof own_label, "%s" CA_ROLLOVER_OWN, old_label);
-        TRY(ca_label_check_new(ca, nwo_label));
-        TRY(ca_label_check_new(ca, own_label));
-        TRY(ca_key_new(ca, new_label, old.template_name, name, kt, NULL, actor, &newc, &new_priv));
-        made = 1;
-        ENSURE_SSL((old_pub = X509_get_pubkey(oe->cert)) && (new_pub = X509_get_pubkey(newc)),
-                   KL_EINTERNAL, "cannot read the CA public keys");
-        TRY(ca_certify(ca, new_priv, new_pub, name, old.template_name, old_label, NULL, actor,
-                       &nwo));
-        TRY(ca_certify_under(ca, oe->key, old_pub, name, old.template_name, new_label, newc,
-                             new_priv, actor, &own));
-        TRY(ca_record_fill(&recs[nrecs++], new_label, old.template_name, NULL, kname, newc,
-                           "active"));
-        /* NewWithOld certifies the new key, OldWithNew the old one */
-        TRY(ca_record_fill(&recs[nrecs++], nwo_label, old.template_name, old_label, kname, nwo,
-                           "rollover"));
-        TRY(ca_record_fill(&recs[nrecs++], own_label, old.template_name, new_label, old.key_type,
-                           own, "rollover"));
-        snprintf(detail, sizeof detail, "old=%s new=%s rollover=%s,%s", old_label, new_label,
-                 nwo_label, own_label);
+    TRY(ca_label_check_new(ca, req->new_label));
+    TRY(store_ca_get(ca->st, req->label, &old));
+    TRY(ca_label_role_check(req->new_label, old.template_name, old.parent));
+    ENSURE(strcmp(old.status, CA_ST_ACTIVE) == 0, KL_EPOLICY, "CA '%s' is %s, not active",
+           req->label, old.status);
+    TRY(ca_entry_get(ca, req->label, 1, &oe));
+    if (req->token) {
+        TRY(ca_token_open(ca, req->new_label, req->token));
     }
-    TRY(store_ca_put_all(ca->st, recs, nrecs, actor ? actor : "keyline", "ca-rotate", detail));
-    *cert_out = newc;
-    newc = NULL;
+    if (old.parent && *old.parent) {
+        TRY(ca_rotate_issuing(ca, req, &old, X509_get_subject_name(oe->cert), &made[0], &recs[0],
+                              labels[0], detail, sizeof detail));
+        nrecs = 1;
+    } else {
+        TRY(ca_rotate_root(ca, req, &old, oe, made, recs, &nrecs, labels, detail, sizeof detail));
+    }
+    TRY(store_ca_put_all(ca->st, recs, nrecs, req->actor ? req->actor : "keyline", "ca-rotate",
+                         detail));
+    *cert_out = made[0];
+    made[0] = NULL;
 out:
-    if (rc != KL_OK && made) {
-        X509 *signed_certs[3] = {newc, nwo, own};
-        ca_key_discard(ca, new_label, signed_certs, 3, actor, rc);
+    if (rc != KL_OK && made[0]) {
+        ca_key_discard(ca, req->new_label, made, 3, req->actor, rc);
     }
     for (size_t i = 0; i < nrecs; i++) {
         OPENSSL_free(recs[i].der);
     }
     store_ca_free(&old);
-    EVP_PKEY_free(old_pub);
-    EVP_PKEY_free(new_pub);
-    EVP_PKEY_free(new_priv);
-    X509_free(newc);
-    X509_free(nwo);
-    X509_free(own);
+    for (int i = 0; i < 3; i++) {
+        X509_free(made[i]);
+    }
     return rc;
 }

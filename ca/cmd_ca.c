@@ -1,53 +1,140 @@
-/* keyline-ca ca create|cert|list */
+/* keyline-ca ca create|import|cert|list|rotate|retire: the CA key lifecycle (docs/key-ceremony.md).
+ * Each subcommand parses its options into the library's request struct (ca.h) and runs it. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/pem.h>
+
 #include "keyline-ca.h"
 #include "ca_backend.h"
+#include "ca_image.h"
+#include "kl_file.h"
+
+#define CLI_KEY_TYPES "ec-p256, ec-p384, rsa-3072"
+#define CLI_KEY_TYPES_BAR "ec-p256|ec-p384|rsa-3072"
+#include "ca_image.h"
+
+/* --csr-out: the key and a PEM request for a parent outside keyline (ca import installs it). */
+static kl_rc cmd_ca_create_csr(cli *c, ca_ctx *ca, const ca_create_req *req, const char *out)
+{
+    kl_rc rc = KL_OK;
+    uint8_t *der = NULL;
+    size_t len = 0;
+    X509_REQ *x = NULL;
+    BIO *b = BIO_new(BIO_s_mem());
+    char *pem = NULL;
+    ENSURE(b, KL_EINTERNAL, "out of memory");
+    TRY(cli_out_check(c, out));
+    TRY(ca_create_csr(ca, req, &der, &len));
+    const unsigned char *p = der;
+    ENSURE_SSL((x = d2i_X509_REQ(NULL, &p, (long)len)) && PEM_write_bio_X509_REQ(b, x),
+               KL_EINTERNAL, "cannot encode the request");
+    long n = BIO_get_mem_data(b, &pem);
+    TRY(cli_output(c, out, pem, (size_t)n));
+    fprintf(stderr,
+            "keyline-ca: key '%s' made; have the parent sign %s, then: keyline-ca ca import "
+            "--label %s --cert FILE --chain FILE\n",
+            req->label, out, req->label);
+out:
+    X509_REQ_free(x);
+    BIO_free(b);
+    OPENSSL_free(der);
+    return rc;
+}
 
 static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
-    const char *label = NULL, *tname = NULL, *subject = NULL, *issuer = NULL;
-    const char *ktype = "ec-p256";
+    const char *ktype = "ec-p256", *csr_out = NULL;
+    ca_create_req req = {.actor = c->actor};
     ca_ctx *ca = NULL;
     X509 *cert = NULL;
     static const struct option opts[] = {
         {"label", required_argument, NULL, 'l'},   {"template", required_argument, NULL, 't'},
         {"subject", required_argument, NULL, 's'}, {"key-type", required_argument, NULL, 'k'},
-        {"issuer", required_argument, NULL, 'i'},  {NULL, 0, NULL, 0}};
+        {"issuer", required_argument, NULL, 'i'},  {"token", required_argument, NULL, 'T'},
+        {"csr-out", required_argument, NULL, 'R'}, {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
     while ((ch = getopt_long(argc, argv, "l:t:s:k:i:", opts, NULL)) != -1) {
         switch (ch) {
-        case 'l': label = optarg; break;
-        case 't': tname = optarg; break;
-        case 's': subject = optarg; break;
+        case 'l': req.label = optarg; break;
+        case 't': req.template_name = optarg; break;
+        case 's': req.subject = optarg; break;
         case 'k': ktype = optarg; break;
-        case 'i': issuer = optarg; break;
+        case 'i': req.issuer = optarg; break;
+        case 'T': req.token = optarg; break;
+        case 'R': csr_out = optarg; break;
         default: return kl_fail(KL_EUSAGE, "ca create: bad option (see --help)");
         }
     }
     ENSURE(optind == argc, KL_EUSAGE, "ca create: unexpected argument '%s'", argv[optind]);
-    ENSURE(label && tname && subject, KL_EUSAGE,
+    ENSURE(req.label && req.template_name && req.subject, KL_EUSAGE,
            "ca create needs --label, --template and --subject");
+    ENSURE(!csr_out || strcmp(csr_out, "-") != 0, KL_EUSAGE, "--csr-out needs a file");
     int kt = hsm_key_type_from_name(ktype);
-    ENSURE(kt >= 0, KL_EUSAGE, "unknown key type '%s' (ec-p256, ec-p384, rsa-3072)", ktype);
+    ENSURE(kt >= 0, KL_EUSAGE, "unknown key type '%s' (%s)", ktype, CLI_KEY_TYPES);
+    req.key_type = (hsm_key_type)kt;
     TRY(cli_open(c, 1, &ca));
-    TRY(ca_create(ca, label, tname, subject, (hsm_key_type)kt, issuer, c->actor, &cert));
+    if (csr_out) {
+        TRY(cmd_ca_create_csr(c, ca, &req, csr_out));
+        goto out;
+    }
+    TRY(ca_create_run(ca, &req, &cert));
     TRY(cli_output_cert(c, NULL, cert));
-    if (!ca_is_ocsp_signer_label(label)) { /* a delegated OCSP signer issues no CRL */
-        rc = cli_crl_publish(ca, label, "the new CA's first", NULL);
+    /* a delegated OCSP signer or a firmware key issues no CRL */
+    if (!ca_is_ocsp_signer_label(req.label) && !ca_is_firmware_template(req.template_name)) {
+        rc = cli_crl_publish(ca, req.label, "the new CA's first", NULL);
         if (rc != KL_OK) {
             rc = kl_wrap(rc,
                          "CA '%s' was created, but its first CRL was not published "
                          "(keyline-ca crl --issuer %s publishes one)",
-                         label, label);
+                         req.label, req.label);
         }
     }
 out:
+    X509_free(cert);
+    ca_close(ca);
+    return rc;
+}
+
+static kl_rc cmd_ca_import(cli *c, int argc, char **argv)
+{
+    kl_rc rc = KL_OK;
+    const char *cert_path = NULL, *chain_path = NULL;
+    ca_import_req req = {.actor = c->actor};
+    uint8_t *cert_b = NULL, *chain_b = NULL;
+    ca_ctx *ca = NULL;
+    X509 *cert = NULL;
+    static const struct option opts[] = {{"label", required_argument, NULL, 'l'},
+                                         {"cert", required_argument, NULL, 'C'},
+                                         {"chain", required_argument, NULL, 'H'},
+                                         {NULL, 0, NULL, 0}};
+    int ch;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, "l:", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'l': req.label = optarg; break;
+        case 'C': cert_path = optarg; break;
+        case 'H': chain_path = optarg; break;
+        default: return kl_fail(KL_EUSAGE, "ca import: bad option (see --help)");
+        }
+    }
+    ENSURE(req.label && cert_path && chain_path && optind == argc, KL_EUSAGE,
+           "ca import needs --label L --cert FILE --chain FILE");
+    TRY(kl_file_read(cert_path, 64 * 1024, &cert_b, &req.cert_len));
+    TRY(kl_file_read(chain_path, 256 * 1024, &chain_b, &req.chain_len));
+    req.cert = cert_b;
+    req.chain = chain_b;
+    TRY(cli_open(c, 1, &ca));
+    TRY(ca_import(ca, &req, &cert));
+    TRY(cli_output_cert(c, NULL, cert));
+    rc = cli_crl_publish(ca, req.label, "the imported CA's first", NULL);
+out:
+    free(cert_b);
+    free(chain_b);
     X509_free(cert);
     ca_close(ca);
     return rc;
@@ -121,31 +208,42 @@ out:
 static kl_rc cmd_ca_rotate(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
-    const char *label = NULL, *new_label = NULL, *ktype = "ec-p256";
+    const char *ktype = "ec-p256";
+    ca_rotate_req req = {.actor = c->actor};
     ca_ctx *ca = NULL;
     X509 *cert = NULL;
-    static const struct option opts[] = {{"label", required_argument, NULL, 'l'},
-                                         {"new-label", required_argument, NULL, 'n'},
-                                         {"key-type", required_argument, NULL, 'k'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"label", required_argument, NULL, 'l'},    {"new-label", required_argument, NULL, 'n'},
+        {"key-type", required_argument, NULL, 'k'}, {"issuer", required_argument, NULL, 'i'},
+        {"token", required_argument, NULL, 'T'},    {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "l:n:k:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "l:n:k:i:", opts, NULL)) != -1) {
         switch (ch) {
-        case 'l': label = optarg; break;
-        case 'n': new_label = optarg; break;
+        case 'l': req.label = optarg; break;
+        case 'n': req.new_label = optarg; break;
         case 'k': ktype = optarg; break;
+        case 'i': req.issuer = optarg; break;
+        case 'T': req.token = optarg; break;
         default: return kl_fail(KL_EUSAGE, "ca rotate: bad option (see --help)");
         }
     }
-    ENSURE(label && new_label && optind == argc, KL_EUSAGE,
+    ENSURE(req.label && req.new_label && optind == argc, KL_EUSAGE,
            "ca rotate needs --label OLD and --new-label NEW");
     int kt = hsm_key_type_from_name(ktype);
-    ENSURE(kt >= 0, KL_EUSAGE, "unknown key type '%s' (ec-p256, ec-p384, rsa-3072)", ktype);
+    ENSURE(kt >= 0, KL_EUSAGE, "unknown key type '%s' (%s)", ktype, CLI_KEY_TYPES);
+    req.key_type = (hsm_key_type)kt;
     TRY(cli_open(c, 1, &ca));
-    TRY(ca_rotate(ca, label, new_label, (hsm_key_type)kt, c->actor, &cert));
+    TRY(ca_rotate(ca, &req, &cert));
     TRY(cli_output_cert(c, NULL, cert));
-    TRY(cli_crl_publish(ca, new_label, "the new CA's first", NULL));
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    TRY(store_ca_get(ca_store(ca), req.new_label, &rec));
+    int firmware = ca_is_firmware_template(rec.template_name);
+    store_ca_free(&rec);
+    if (!firmware) { /* a firmware key issues no CRL */
+        TRY(cli_crl_publish(ca, req.new_label, "the new CA's first", NULL));
+    }
 out:
     X509_free(cert);
     ca_close(ca);
@@ -154,14 +252,19 @@ out:
 
 static const cli_cmd cmd_ca_table[] = {
     {"create", cmd_ca_create,
-     "--label L --template T --subject \"CN=...,O=...\" [--key-type ec-p256|ec-p384|rsa-3072] "
-     "[--issuer L2]",
-     "generate a CA key in the token and its certificate (self-signed without --issuer)"},
+     "--label L --template T --subject \"CN=...,O=...\" [--key-type " CLI_KEY_TYPES_BAR "] "
+     "[--issuer L2] [--token URI] [--csr-out FILE]",
+     "generate a CA key in the token and its certificate (self-signed without --issuer); "
+     "--csr-out: a request for a parent outside keyline instead"},
+    {"import", cmd_ca_import, "--label L --cert FILE --chain FILE",
+     "install the certificate an outside parent signed for a --csr-out key, with its chain"},
     {"cert", cmd_ca_cert, "--label L [--chain] [--out FILE]",
      "print the CA certificate (PEM); --chain adds its issuers up to the root"},
     {"list", cmd_ca_list, "", "list the CAs"},
-    {"rotate", cmd_ca_rotate, "--label OLD --new-label NEW [--key-type K]",
-     "new CA key in the token; for a root also the NewWithOld/OldWithNew rollover certificates"},
+    {"rotate", cmd_ca_rotate,
+     "--label OLD --new-label NEW [--issuer PARENT] [--key-type K] [--token URI]",
+     "new CA key in the token, certified by the parent's successor (or --issuer); for a root "
+     "the NewWithOld/OldWithNew rollover certificates"},
     {NULL, NULL, NULL, NULL},
 };
 

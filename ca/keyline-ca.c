@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ceremony.h"
 #include "kl_file.h"
 #include "kl_version.h"
 
@@ -49,6 +50,19 @@ static void cli_help_top(FILE *f)
                "5 token/PIN error, 6 not found.\n");
 }
 
+/* [ceremony] quorum: a command of the ceremony table (ca/ceremony_ops.c) runs only through
+ * `keyline-ca ceremony run` once the quorum is set; the plain command refuses and says so. */
+static kl_rc cli_ceremony_guard(cli *c, const char *group, const char *name)
+{
+    char op[64];
+    snprintf(op, sizeof op, "%s%s%s", group ? group : "", group ? " " : "", name);
+    if (!ceremony_op_find(op)) {
+        return KL_OK;
+    }
+    kl_rc rc = cli_conf(c);
+    return rc != KL_OK ? rc : ceremony_guard(c->conf, group, name);
+}
+
 void cli_usage(const cli_cmd *cmd, const char *group)
 {
     printf("usage: keyline-ca [-c FILE] %s%s%s %s\n  %s\n", group ? group : "", group ? " " : "",
@@ -81,7 +95,8 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
                 cli_usage(t, group);
                 return KL_OK;
             }
-            return t->fn(c, argc, argv);
+            kl_rc rc = is_group ? KL_OK : cli_ceremony_guard(c, group, t->name);
+            return rc != KL_OK ? rc : t->fn(c, argc, argv);
         }
     }
     return kl_fail(KL_EUSAGE, "unknown command '%s%s%s' (see keyline-ca --help)",

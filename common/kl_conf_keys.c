@@ -32,6 +32,9 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"ca", "ca-issuers-url", NULL, NULL, 0},
     {"ca", "crl-days", "7", NULL, 0},
 
+    /* quorum ceremonies (ca/ceremony.h): 0 none, M: M officers approve each CA operation */
+    {"ceremony", "quorum", "0", NULL, 0},
+
     /* keyline-cad, the CA service */
     {"cad", "socket", "/run/keyline/cad.sock", NULL, P},
     {"cad", "socket-mode", "0660", NULL, 0},

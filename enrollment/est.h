@@ -4,7 +4,7 @@
  *   est_config.c      [est] and [est.label NAME] sections -> est_config
  *   est_codec.c       pure wire formats: routing, media types, body decoding, csrattrs,
  *                     multipart, certs-only PKCS#7, Basic credentials (unit-tested, fuzzable)
- *   est_auth.c        htpasswd (crypt_r), TLS peer verification, channel binding
+ *   est_auth.c        TLS peer verification, channel binding (htpasswd: common/kl_http.c)
  *   est_handlers.c    the RFC 7030 endpoints: authenticate, then ask keyline-cad
  *   est_cad.c         the requests to keyline-cad (ca/client: the CA protocol), nothing else
  *                     of the CA: no PIN, no token, no store (docs/ca-protocol.md)
@@ -30,6 +30,7 @@
 #include "kl_buf.h"
 #include "kl_conf.h"
 #include "kl_err.h"
+#include "kl_http.h"
 
 /* ------------------------------------------------------------------------------------------
  * Configuration (est_config.c)
@@ -95,8 +96,6 @@ void est_config_free(est_config *c);
 void est_config_obsolete(const kl_conf *conf, char *out, size_t outlen);
 /* name NULL or "" -> the default label. NULL when unknown. */
 const est_label *est_config_label(const est_config *c, const char *name);
-/* "host:port", "[v6]:port", ":port" (all addresses). host gets "" for any. KL_EUSAGE. */
-kl_rc est_hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *port) KL_WUR;
 
 /* ------------------------------------------------------------------------------------------
  * Wire formats (est_codec.c): no I/O, no CA, no TLS.
@@ -174,28 +173,11 @@ kl_rc est_multipart_build(const est_part *parts, size_t n, kl_buf *out) KL_WUR;
 /* Degenerate certs-only SignedData (RFC 5652 / RFC 7030 4.1.3), DER. Duplicates are dropped. */
 kl_rc est_p7_certs_only(STACK_OF(X509) * certs, kl_buf *der) KL_WUR;
 
-/* Parse an Authorization header "Basic <b64(user:pass)>" (scheme case-insensitive).
- * user/pass get NUL-terminated strings; pass should be a sensitive buffer.
- * KL_ENOTFOUND when the header is absent or not Basic; KL_EINPUT when malformed. */
-kl_rc est_basic_parse(const char *authorization, kl_buf *user, kl_buf *pass) KL_WUR;
-
 /* ------------------------------------------------------------------------------------------
  * Authentication (est_auth.c)
  * ------------------------------------------------------------------------------------------ */
 
-typedef struct est_htpasswd est_htpasswd;
-
-/* Lines "user:hash", '#' comments and blank lines ignored. Hashes must be crypt(3) strings of
- * the kinds we accept ($2b$/$2y$/$2a$ bcrypt, $y$/$gy$ yescrypt, $6$ sha512crypt); anything
- * else is refused with "FILE:LINE: ..." (KL_EINPUT) so an operator never believes a plain or
- * MD5 entry is protecting anything. */
-kl_rc est_htpasswd_parse(const char *name, const char *text, size_t len, est_htpasswd **out) KL_WUR;
-kl_rc est_htpasswd_load(const char *path, est_htpasswd **out) KL_WUR;
-void est_htpasswd_free(est_htpasswd *h);
-size_t est_htpasswd_count(const est_htpasswd *h);
-/* KL_OK when user exists and the password matches; KL_EAUTH otherwise. An unknown user still
- * costs one crypt_r with a comparable setting, so timing does not reveal which users exist. */
-kl_rc est_htpasswd_verify(const est_htpasswd *h, const char *user, const char *pass) KL_WUR;
+/* htpasswd files and Basic credentials: kl_http.h (shared with the station dashboard). */
 
 /* The client's leaf certificate (DER, owned by the session) after GnuTLS verified the presented
  * chain against the credentials' trust list (MHD_OPTION_HTTPS_MEM_TRUST). KL_ENOTFOUND when
@@ -355,7 +337,7 @@ struct est_server {
     cac *cad;                    /* keyline-cad: every CA operation (est_cad.c) */
     est_label_rt *label_rt;      /* parallel to cfg.labels */
     pthread_rwlock_t ht_lock;    /* guards htpasswd (SIGHUP reload) */
-    est_htpasswd *htpasswd;      /* NULL: Basic auth off */
+    kl_htpasswd *htpasswd;       /* NULL: Basic auth off */
     STACK_OF(X509) * client_cas; /* certs of the client-ca labels: a client's direct issuer */
     time_t *client_ca_nb;        /* per client_cas entry: latest notBefore / earliest */
     time_t *client_ca_na;        /* notAfter over its chain up to the root */

@@ -10,41 +10,6 @@ static char *est_strdup_or_null(const char *s)
     return (s && *s) ? strdup(s) : NULL;
 }
 
-kl_rc est_hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *port)
-{
-    if (!s || !*s) {
-        return kl_fail(KL_EUSAGE, "empty address");
-    }
-    const char *h = s, *hend, *colon;
-    if (*s == '[') {
-        const char *rb = strchr(s, ']');
-        if (!rb || rb[1] != ':') {
-            return kl_fail(KL_EUSAGE, "%s: expected [IPv6]:port", s);
-        }
-        h = s + 1;
-        hend = rb;
-        colon = rb + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon || memchr(s, ':', (size_t)(colon - s))) {
-            return kl_fail(KL_EUSAGE, "%s: expected host:port (IPv6 as [addr]:port)", s);
-        }
-        hend = colon;
-    }
-    if ((size_t)(hend - h) >= hostlen) {
-        return kl_fail(KL_EUSAGE, "%s: host too long", s);
-    }
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (!colon[1] || *end || p < 1 || p > 65535) {
-        return kl_fail(KL_EUSAGE, "%s: bad port", s);
-    }
-    memcpy(host, h, (size_t)(hend - h));
-    host[hend - h] = 0;
-    *port = (uint16_t)p;
-    return KL_OK;
-}
-
 static kl_rc est_config_approval(const char *sec, const char *v, int *manual)
 {
     if (strcmp(v, "auto") == 0 || strcmp(v, "manual") == 0) {
@@ -113,15 +78,15 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     uint16_t port;
 
     const char *listen = kl_conf_get_default(conf, "est", "listen", "127.0.0.1:8443");
-    TRY(est_hostport_parse(listen, host, sizeof host, &port));
+    TRY(kl_hostport_parse(listen, host, sizeof host, &port));
     c->listen = strdup(listen);
     c->http_listen = est_strdup_or_null(kl_conf_get(conf, "est", "http-listen"));
     if (c->http_listen) {
-        TRY(est_hostport_parse(c->http_listen, host, sizeof host, &port));
+        TRY(kl_hostport_parse(c->http_listen, host, sizeof host, &port));
     }
     c->metrics_listen = est_strdup_or_null(kl_conf_get(conf, "est", "metrics-listen"));
     if (c->metrics_listen) {
-        TRY(est_hostport_parse(c->metrics_listen, host, sizeof host, &port));
+        TRY(kl_hostport_parse(c->metrics_listen, host, sizeof host, &port));
     }
     /* one configuration serves both: keyline-cad listens on [cad] socket */
     c->cad = kl_conf_path(conf, "est", "cad");

@@ -315,7 +315,7 @@ static kl_rc est_auth_basic(est_req *rq, est_auth *a)
     kl_buf user, pass;
     kl_buf_init(&user, 256, 0);
     kl_buf_init(&pass, 512, 1);
-    kl_rc rc = est_basic_parse(rq->authorization, &user, &pass);
+    kl_rc rc = kl_basic_parse(rq->authorization, &user, &pass);
     if (rc == KL_ENOTFOUND) {
         rc = KL_OK;
         goto out;
@@ -326,8 +326,8 @@ static kl_rc est_auth_basic(est_req *rq, est_auth *a)
         goto out;
     }
     pthread_rwlock_rdlock(&s->ht_lock);
-    kl_rc v = s->htpasswd ? est_htpasswd_verify(s->htpasswd, (const char *)user.data,
-                                                (const char *)pass.data)
+    kl_rc v = s->htpasswd ? kl_htpasswd_verify(s->htpasswd, (const char *)user.data,
+                                               (const char *)pass.data)
                           : kl_fail(KL_EAUTH, "Basic authentication is not configured");
     pthread_rwlock_unlock(&s->ht_lock);
     if (v == KL_OK) {

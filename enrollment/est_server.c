@@ -1025,8 +1025,8 @@ kl_rc est_server_new(const kl_conf *conf, est_server **out)
                 strchr(obsolete, ',') ? "are" : "is");
     }
     if (s->cfg.htpasswd) {
-        TRY(est_htpasswd_load(s->cfg.htpasswd, &s->htpasswd));
-        kl_info("htpasswd %s: %zu users", s->cfg.htpasswd, est_htpasswd_count(s->htpasswd));
+        TRY(kl_htpasswd_load(s->cfg.htpasswd, &s->htpasswd));
+        kl_info("htpasswd %s: %zu users", s->cfg.htpasswd, kl_htpasswd_count(s->htpasswd));
     }
     TRY(est_cad_open(s, EST_CAD_WAIT));
     TRY(est_labels_load(s));
@@ -1050,43 +1050,17 @@ kl_rc est_server_reload(est_server *s)
     if (!s->cfg.htpasswd) {
         return KL_OK;
     }
-    est_htpasswd *h = NULL;
-    kl_rc rc = est_htpasswd_load(s->cfg.htpasswd, &h);
+    kl_htpasswd *h = NULL;
+    kl_rc rc = kl_htpasswd_load(s->cfg.htpasswd, &h);
     if (rc != KL_OK) {
         return rc; /* keep the old file's users */
     }
     pthread_rwlock_wrlock(&s->ht_lock);
-    est_htpasswd *old = s->htpasswd;
+    kl_htpasswd *old = s->htpasswd;
     s->htpasswd = h;
     pthread_rwlock_unlock(&s->ht_lock);
-    est_htpasswd_free(old);
-    kl_info("htpasswd %s reloaded: %zu users", s->cfg.htpasswd, est_htpasswd_count(h));
-    return KL_OK;
-}
-
-static kl_rc est_resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *sl, int *v6)
-{
-    char host[256];
-    uint16_t port;
-    kl_rc rc = est_hostport_parse(hostport, host, sizeof host, &port);
-    if (rc != KL_OK) {
-        return rc;
-    }
-    struct addrinfo hints, *ai = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    char ps[8];
-    snprintf(ps, sizeof ps, "%u", port);
-    int e = getaddrinfo(host[0] ? host : NULL, ps, &hints, &ai);
-    if (e != 0 || !ai) {
-        return kl_fail(KL_EUSAGE, "%s: %s", hostport, gai_strerror(e));
-    }
-    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-    *sl = ai->ai_addrlen;
-    *v6 = ai->ai_family == AF_INET6;
-    freeaddrinfo(ai);
+    kl_htpasswd_free(old);
+    kl_info("htpasswd %s reloaded: %zu users", s->cfg.htpasswd, kl_htpasswd_count(h));
     return KL_OK;
 }
 
@@ -1096,7 +1070,7 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, est_listener *L, const
     struct sockaddr_storage ss;
     socklen_t sl;
     int v6 = 0;
-    if (est_resolve(hostport, &ss, &sl, &v6) != KL_OK) {
+    if (kl_hostport_resolve(hostport, &ss, &sl, &v6) != KL_OK) {
         return NULL;
     }
     /* `threads` epoll threads do the I/O (TLS, HTTP); with workers, a complete request is
@@ -1259,7 +1233,7 @@ void est_server_free(est_server *s)
     }
     cac_close(s->cad);
     gnutls_pkcs11_deinit();
-    est_htpasswd_free(s->htpasswd);
+    kl_htpasswd_free(s->htpasswd);
     pthread_rwlock_destroy(&s->ht_lock);
     est_config_free(&s->cfg);
     free(s);

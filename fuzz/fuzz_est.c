@@ -41,14 +41,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case 3:
-        fz_ignore(est_basic_parse(text, &a, &b));
+        fz_ignore(kl_basic_parse(text, &a, &b));
         (void)est_media_type_is(text, "application/pkcs10");
         break;
     case 4: {
-        est_htpasswd *h = NULL;
-        if (est_htpasswd_parse("fuzz", text, size, &h) == KL_OK) {
-            (void)est_htpasswd_count(h);
-            est_htpasswd_free(h);
+        kl_htpasswd *h = NULL;
+        if (kl_htpasswd_parse("fuzz", text, size, &h) == KL_OK) {
+            (void)kl_htpasswd_count(h);
+            kl_htpasswd_free(h);
         }
         break;
     }

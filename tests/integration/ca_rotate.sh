@@ -1,11 +1,22 @@
 # CA key rotation: a new root key with NewWithOld / OldWithNew rollover certificates, checked
-# with openssl verify from both sides of the rollover; rotating an issuing CA.
+# with openssl verify and certtool from both sides of the rollover; rotating an issuing CA after
+# its root (certified by the new root) or under --issuer; a device IDevID issued before the root
+# rotation validates with only the old and with only the new root as trust anchor.
 source "$KL_SRC/tests/lib/common.sh"
 
 make_hierarchy
 make_key ec-p256 old.key
 openssl req -new -key old.key -subj "/CN=device before rotation" -out old.csr
 kca issue --issuer field1 --template device-ldevid --csr old.csr --out old.pem
+make_key ec-p256 idev.key
+openssl req -new -key idev.key -subj "/CN=Sensor/serialNumber=HW0001" -out idev.csr
+kca issue --issuer factory1 --template device-idevid --csr idev.csr --device-id HW0001 --out idev-old.pem
+# certtool_anchor ANCHOR CHAIN...: certtool verifies the chain (leaf first) against ANCHOR only
+certtool_anchor() {
+  local anchor=$1; shift
+  cat "$@" > ct-chain.pem
+  certtool --verify --load-ca-certificate "$anchor" --infile ct-chain.pem >ct.out 2>&1 && grep -q "Chain verification output: Verified" ct.out
+}
 
 # All or nothing: a rotation that fails at its last step (the store refuses the OldWithNew
 # record: a trigger injects the failure into the real store file) leaves no CA, no key in the
@@ -66,15 +77,49 @@ openssl verify -CAfile root2.pem -untrusted untrusted-old.pem old.pem >/dev/null
 if openssl verify -CAfile root1.pem -untrusted field2.pem new.pem >/dev/null 2>&1; then fail "new chain verified without NewWithOld"; fi
 ok "both trust anchors validate both chains through the rollover certificates"
 
-# Rotating an issuing CA: a new key under the same parent, same subject.
+# Rotating an issuing CA after its root: the new CA is certified by the root's successor
+# (root2), same subject; its devices chain to root2, and to root1 through NewWithOld.
 kca ca rotate --label field1 --new-label field1b > field1b.pem
-openssl verify -CAfile root1.pem field1b.pem >/dev/null || fail "rotated issuing CA does not chain to root1"
+openssl verify -CAfile root2.pem field1b.pem >/dev/null || fail "issuing CA rotated after its root is not certified by the new root"
+if openssl verify -CAfile root1.pem field1b.pem >/dev/null 2>&1; then fail "rotated issuing CA still certified by the old root key"; fi
+kca ca list | grep -q "^field1b .* root2 " || { kca ca list; fail "field1b's parent is not root2"; }
 [ "$(openssl x509 -in field1b.pem -noout -subject)" = "$(openssl x509 -in field1.pem -noout -subject)" ] || fail "rotated issuing CA changed its subject"
 kca issue --issuer field1b --template device-ldevid --csr new.csr --out new-b.pem
-openssl verify -CAfile root1.pem -untrusted field1b.pem new-b.pem >/dev/null || fail "certificate from the rotated issuing CA"
+openssl verify -CAfile root2.pem -untrusted field1b.pem new-b.pem >/dev/null || fail "certificate from the rotated issuing CA"
+cat field1b.pem nwo.pem > untrusted-b.pem
+openssl verify -CAfile root1.pem -untrusted untrusted-b.pem new-b.pem >/dev/null || fail "old anchor cannot validate the rotated CA's device"
+ok "an issuing CA rotated after its root is certified by the new root"
+
+# --issuer names the parent: the old root, while it is still active
+kca ca rotate --label field9 --new-label field9b --issuer root1 > field9b.pem
+openssl verify -CAfile root1.pem field9b.pem >/dev/null || fail "--issuer root1 not honoured"
+expect_fail "--issuer on a root" kca ca rotate --label root2 --new-label root3 --issuer root1
+expect_fail "--issuer that is no CA" kca ca rotate --label field9b --new-label field9c --issuer nosuch
+ok "ca rotate --issuer PARENT certifies the new CA under PARENT"
+
+# The factory CA rotated too; an IDevID issued before the root rotation (factory1 under root1)
+# and one issued after (factory2 under root2) validate with only the old root and with only the
+# new root as trust anchor, through the rollover certificates: openssl verify and certtool.
+kca ca rotate --label factory1 --new-label factory2 > factory2.pem
+openssl req -new -key idev.key -subj "/CN=Sensor/serialNumber=HW0002" -out idev2.csr
+kca issue --issuer factory2 --template device-idevid --csr idev2.csr --device-id HW0002 --out idev-new.pem
+cat factory1.pem own.pem > u-old.pem
+cat factory2.pem nwo.pem > u-new.pem
+openssl verify -CAfile root1.pem -untrusted factory1.pem idev-old.pem >/dev/null || fail "old IDevID, old anchor (openssl)"
+openssl verify -CAfile root2.pem -untrusted u-old.pem idev-old.pem >/dev/null || fail "old IDevID, new anchor only (openssl)"
+openssl verify -CAfile root1.pem -untrusted u-new.pem idev-new.pem >/dev/null || fail "new IDevID, old anchor only (openssl)"
+openssl verify -CAfile root2.pem -untrusted factory2.pem idev-new.pem >/dev/null || fail "new IDevID, new anchor (openssl)"
+certtool_anchor root1.pem idev-old.pem factory1.pem || { cat ct.out; fail "old IDevID, old anchor (certtool)"; }
+certtool_anchor root2.pem idev-old.pem factory1.pem own.pem || { cat ct.out; fail "old IDevID, new anchor only (certtool)"; }
+certtool_anchor root1.pem idev-new.pem factory2.pem nwo.pem || { cat ct.out; fail "new IDevID, old anchor only (certtool)"; }
+certtool_anchor root2.pem idev-new.pem factory2.pem || { cat ct.out; fail "new IDevID, new anchor (certtool)"; }
+# the check can fail: without OldWithNew the new anchor does not reach the old IDevID
+if certtool_anchor root2.pem idev-old.pem factory1.pem; then fail "certtool verified the old IDevID under root2 without OldWithNew"; fi
+ok "IDevIDs from before and after the root rotation validate under either root alone (openssl, certtool)"
+
 expect_fail "CRL for a rollover certificate" kca crl --issuer root2.newwithold
 expect_fail "rotating onto a taken label" kca ca rotate --label field1 --new-label field2
 expect_fail "rotating an unknown CA" kca ca rotate --label nosuch --new-label x1
 kca audit verify | grep -q intact || fail "audit"
-grep -c "ca-rotate" <(kca audit list) | grep -qx 2 || fail "rotations not in the audit log"
+grep -c "ca-rotate" <(kca audit list) | grep -qx 4 || fail "rotations not in the audit log"
 echo "ca_rotate: all passed"

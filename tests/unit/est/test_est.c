@@ -282,7 +282,7 @@ static void test_body_bad(void **state)
 /* ---------------------------------------------------------------------------------------- */
 /* htpasswd                                                                                 */
 
-static void test_htpasswd_verify(void **state)
+static void tkl_htpasswd_verify(void **state)
 {
     (void)state;
     char *hy = make_hash("$y$", "yes-pass");
@@ -296,32 +296,32 @@ static void test_htpasswd_verify(void **state)
              "  bob:%s   \n"
              "carol:%s",
              hy, hb, h6);
-    est_htpasswd *h = NULL;
-    assert_int_equal(est_htpasswd_parse("test", text, strlen(text), &h), KL_OK);
-    assert_int_equal(est_htpasswd_count(h), 3);
-    assert_int_equal(est_htpasswd_verify(h, "alice", "yes-pass"), KL_OK);
-    assert_int_equal(est_htpasswd_verify(h, "bob", "bcrypt-pass"), KL_OK);
-    assert_int_equal(est_htpasswd_verify(h, "carol", "sha-pass"), KL_OK);
-    assert_int_equal(est_htpasswd_verify(h, "alice", "yes-pass "), KL_EAUTH);
-    assert_int_equal(est_htpasswd_verify(h, "alice", ""), KL_EAUTH);
-    assert_int_equal(est_htpasswd_verify(h, "bob", "sha-pass"), KL_EAUTH);
-    assert_int_equal(est_htpasswd_verify(h, "dave", "yes-pass"), KL_EAUTH);
-    assert_int_equal(est_htpasswd_verify(h, "Alice", "yes-pass"), KL_EAUTH);
-    assert_int_equal(est_htpasswd_verify(h, "", "x"), KL_EAUTH);
-    assert_int_equal(est_htpasswd_verify(h, NULL, NULL), KL_EAUTH);
-    est_htpasswd_free(h);
+    kl_htpasswd *h = NULL;
+    assert_int_equal(kl_htpasswd_parse("test", text, strlen(text), &h), KL_OK);
+    assert_int_equal(kl_htpasswd_count(h), 3);
+    assert_int_equal(kl_htpasswd_verify(h, "alice", "yes-pass"), KL_OK);
+    assert_int_equal(kl_htpasswd_verify(h, "bob", "bcrypt-pass"), KL_OK);
+    assert_int_equal(kl_htpasswd_verify(h, "carol", "sha-pass"), KL_OK);
+    assert_int_equal(kl_htpasswd_verify(h, "alice", "yes-pass "), KL_EAUTH);
+    assert_int_equal(kl_htpasswd_verify(h, "alice", ""), KL_EAUTH);
+    assert_int_equal(kl_htpasswd_verify(h, "bob", "sha-pass"), KL_EAUTH);
+    assert_int_equal(kl_htpasswd_verify(h, "dave", "yes-pass"), KL_EAUTH);
+    assert_int_equal(kl_htpasswd_verify(h, "Alice", "yes-pass"), KL_EAUTH);
+    assert_int_equal(kl_htpasswd_verify(h, "", "x"), KL_EAUTH);
+    assert_int_equal(kl_htpasswd_verify(h, NULL, NULL), KL_EAUTH);
+    kl_htpasswd_free(h);
 
     /* an empty file is valid and refuses everyone */
-    assert_int_equal(est_htpasswd_parse("empty", "", 0, &h), KL_OK);
-    assert_int_equal(est_htpasswd_count(h), 0);
-    assert_int_equal(est_htpasswd_verify(h, "alice", "yes-pass"), KL_EAUTH);
-    est_htpasswd_free(h);
+    assert_int_equal(kl_htpasswd_parse("empty", "", 0, &h), KL_OK);
+    assert_int_equal(kl_htpasswd_count(h), 0);
+    assert_int_equal(kl_htpasswd_verify(h, "alice", "yes-pass"), KL_EAUTH);
+    kl_htpasswd_free(h);
     free(hy);
     free(hb);
     free(h6);
 }
 
-static void test_htpasswd_bad(void **state)
+static void tkl_htpasswd_bad(void **state)
 {
     (void)state;
     char *hy = make_hash("$y$", "p");
@@ -339,8 +339,8 @@ static void test_htpasswd_bad(void **state)
         dup,                                        /* duplicate user */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        est_htpasswd *h = NULL;
-        assert_int_equal(est_htpasswd_parse("bad", bad[i], strlen(bad[i]), &h), KL_EINPUT);
+        kl_htpasswd *h = NULL;
+        assert_int_equal(kl_htpasswd_parse("bad", bad[i], strlen(bad[i]), &h), KL_EINPUT);
         assert_null(h);
         assert_non_null(strstr(kl_errmsg(), "bad:"));
     }
@@ -355,7 +355,7 @@ static int basic(const char *hdr, char *u, char *p)
     kl_buf user, pass;
     kl_buf_init(&user, 256, 0);
     kl_buf_init(&pass, 256, 1);
-    kl_rc rc = est_basic_parse(hdr, &user, &pass);
+    kl_rc rc = kl_basic_parse(hdr, &user, &pass);
     if (rc == KL_OK) {
         strcpy(u, (const char *)user.data);
         strcpy(p, (const char *)pass.data);
@@ -365,7 +365,7 @@ static int basic(const char *hdr, char *u, char *p)
     return rc;
 }
 
-static void test_basic_parse(void **state)
+static void tkl_basic_parse(void **state)
 {
     (void)state;
     char u[256], p[256];
@@ -637,20 +637,20 @@ static void test_hostport(void **state)
     (void)state;
     char h[64];
     uint16_t port;
-    assert_int_equal(est_hostport_parse("127.0.0.1:8443", h, sizeof h, &port), KL_OK);
+    assert_int_equal(kl_hostport_parse("127.0.0.1:8443", h, sizeof h, &port), KL_OK);
     assert_string_equal(h, "127.0.0.1");
     assert_int_equal(port, 8443);
-    assert_int_equal(est_hostport_parse("[::1]:8443", h, sizeof h, &port), KL_OK);
+    assert_int_equal(kl_hostport_parse("[::1]:8443", h, sizeof h, &port), KL_OK);
     assert_string_equal(h, "::1");
-    assert_int_equal(est_hostport_parse(":80", h, sizeof h, &port), KL_OK);
+    assert_int_equal(kl_hostport_parse(":80", h, sizeof h, &port), KL_OK);
     assert_string_equal(h, "");
-    assert_int_equal(est_hostport_parse("localhost:1", h, sizeof h, &port), KL_OK);
+    assert_int_equal(kl_hostport_parse("localhost:1", h, sizeof h, &port), KL_OK);
     const char *bad[] = {"",         "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
                          "::1:8443", "[::1]8443", "[::1",       "host:80x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(est_hostport_parse(bad[i], h, sizeof h, &port), KL_EUSAGE);
+        assert_int_equal(kl_hostport_parse(bad[i], h, sizeof h, &port), KL_EUSAGE);
     }
-    assert_int_equal(est_hostport_parse(NULL, h, sizeof h, &port), KL_EUSAGE);
+    assert_int_equal(kl_hostport_parse(NULL, h, sizeof h, &port), KL_EUSAGE);
 }
 
 static void test_config(void **state)
@@ -812,9 +812,9 @@ int main(void)
         cmocka_unit_test(test_media_type),
         cmocka_unit_test(test_body_variants),
         cmocka_unit_test(test_body_bad),
-        cmocka_unit_test(test_htpasswd_verify),
-        cmocka_unit_test(test_htpasswd_bad),
-        cmocka_unit_test(test_basic_parse),
+        cmocka_unit_test(tkl_htpasswd_verify),
+        cmocka_unit_test(tkl_htpasswd_bad),
+        cmocka_unit_test(tkl_basic_parse),
         cmocka_unit_test(test_csrattrs),
         cmocka_unit_test(test_multipart),
         cmocka_unit_test(test_p7_certs_only),

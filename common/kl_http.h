@@ -1,0 +1,40 @@
+/* keyline: what the HTTP front ends share (keyline-estd, keyline-provision's dashboard).
+ * Listen addresses, HTTP Basic credentials (RFC 7617) and htpasswd-style password files.
+ * Nothing here knows PKI; the library (keyline_http) links libcrypt for crypt_r. */
+#ifndef KL_HTTP_H
+#define KL_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "kl_buf.h"
+#include "kl_err.h"
+
+/* "host:port", "[v6]:port", ":port" (all addresses). host gets "" for any. KL_EUSAGE. */
+kl_rc kl_hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *port) KL_WUR;
+/* The socket address to bind for "host:port" (numeric or resolvable host; "" = any).
+ * *v6 is set for an IPv6 address. KL_EUSAGE naming the address when it does not resolve. */
+kl_rc kl_hostport_resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *sl,
+                          int *v6) KL_WUR;
+
+/* Parse an Authorization header "Basic <b64(user:pass)>" (scheme case-insensitive).
+ * user/pass get NUL-terminated strings; pass should be a sensitive buffer.
+ * KL_ENOTFOUND when the header is absent or not Basic; KL_EINPUT when malformed. */
+kl_rc kl_basic_parse(const char *authorization, kl_buf *user, kl_buf *pass) KL_WUR;
+
+typedef struct kl_htpasswd kl_htpasswd;
+
+/* Lines "user:hash", '#' comments and blank lines ignored. Hashes must be crypt(3) strings of
+ * the kinds we accept ($2b$/$2y$/$2a$ bcrypt, $y$/$gy$ yescrypt, $6$ sha512crypt); anything
+ * else is refused with "FILE:LINE: ..." (KL_EINPUT) so an operator never believes a plain or
+ * MD5 entry is protecting anything. */
+kl_rc kl_htpasswd_parse(const char *name, const char *text, size_t len, kl_htpasswd **out) KL_WUR;
+kl_rc kl_htpasswd_load(const char *path, kl_htpasswd **out) KL_WUR;
+void kl_htpasswd_free(kl_htpasswd *h);
+size_t kl_htpasswd_count(const kl_htpasswd *h);
+/* KL_OK when user exists and the password matches; KL_EAUTH otherwise. An unknown user still
+ * costs one crypt_r with a comparable setting, so timing does not reveal which users exist. */
+kl_rc kl_htpasswd_verify(const kl_htpasswd *h, const char *user, const char *pass) KL_WUR;
+
+#endif
