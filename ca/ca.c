@@ -60,8 +60,8 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
     *out = NULL;
     ENSURE(ca, KL_EINTERNAL, "out of memory");
     pthread_mutex_init(&ca->mu, NULL);
-    ca->conf = conf;
     pthread_mutex_init(&ca->tok_mu, NULL);
+    ca->conf = conf;
 
     store_path = kl_conf_path(conf, "store", "path");
     ENSURE(store_path, KL_EUSAGE, "%s: [store] path is not set", kl_conf_file(conf));
@@ -122,12 +122,12 @@ void ca_close(ca_ctx *ca)
     for (size_t i = 0; i < ca->ntpls; i++) {
         tpl_free(ca->tpls[i]);
     }
-    sk_X509_pop_free(ca->retired, X509_free);
     for (size_t i = 0; i < ca->ntoks; i++) {
         free(ca->toks[i].label);
         hsm_close(ca->toks[i].h);
     }
     pthread_mutex_destroy(&ca->tok_mu);
+    sk_X509_pop_free(ca->retired, X509_free);
     if (ca->st) {
         store_close(ca->st);
     }
@@ -142,10 +142,6 @@ void ca_close(ca_ctx *ca)
     free(ca);
 }
 
-store *ca_store(ca_ctx *ca)
-{
-    return ca->st;
-}
 /* With tok_mu held: open `uri` for CA `label` and keep it. The PIN comes from `pin_spec`
  * (a kl_secret source), else the URI's pin-source (RFC 7512 2.4: a file), else the terminal. */
 static kl_rc ca_token_add(ca_ctx *ca, const char *label, const char *module, const char *uri,
@@ -250,6 +246,10 @@ out:
     return rc;
 }
 
+store *ca_store(ca_ctx *ca)
+{
+    return ca->st;
+}
 
 hsm_ctx *ca_hsm(ca_ctx *ca)
 {
@@ -289,10 +289,6 @@ static void ca_entry_swap_cert(ca_ctx *ca, ca_entry *e, X509 **x)
     }
 }
 
-/* A CA key must be sensitive and never extractable: one that is not (imported, or replaced on
- * the token by someone with the PIN) is refused before anything is signed with it. Keys keyline
- * made before CKA_MODIFIABLE false are still used, with a warning. */
-static kl_rc ca_key_hygiene(hsm_ctx *h, const char *label)
 /* Whether CA `label`'s key may be used at all, from its store record (`rec`, or read when
  * NULL): a retired CA's key is destroyed and it signs nothing more (issue, CRL, OCSP); an
  * external CA's and a rollover certificate's key is not keyline's. */
@@ -317,6 +313,10 @@ static kl_rc ca_key_usable(ca_ctx *ca, const char *label, const store_ca *rec)
     return rc;
 }
 
+/* A CA key must be sensitive and never extractable: one that is not (imported, or replaced on
+ * the token by someone with the PIN) is refused before anything is signed with it. Keys keyline
+ * made before CKA_MODIFIABLE false are still used, with a warning. */
+static kl_rc ca_key_hygiene(hsm_ctx *h, const char *label)
 {
     unsigned prot = 0;
     kl_rc rc = hsm_key_protection(h, label, &prot);
@@ -1072,6 +1072,7 @@ kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const
     EVP_PKEY *pub = NULL, *priv = NULL;
     X509 *cert = NULL;
     const tpl *t = NULL;
+    hsm_ctx *h = NULL;
     int generated = 0;
     *cert_out = NULL;
     if (priv_out) {
@@ -1100,7 +1101,6 @@ kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const
     generated = 0;
     *cert_out = cert;
     cert = NULL;
-    hsm_ctx *h = NULL;
     if (priv_out) {
         *priv_out = priv;
         priv = NULL;
@@ -1138,6 +1138,11 @@ kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
     return KL_OK;
 }
 
+kl_rc ca_subject_parse(const char *subject, X509_NAME **out)
+{
+    return ca_name_parse(subject, out);
+}
+
 kl_rc ca_create(ca_ctx *ca, const char *label, const char *template_name, const char *subject,
                 hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out)
 {
@@ -1165,11 +1170,6 @@ kl_rc ca_cert(ca_ctx *ca, const char *label, X509 **out)
 
 kl_rc ca_chain(ca_ctx *ca, const char *label, STACK_OF(X509) * *out)
 {
-kl_rc ca_subject_parse(const char *subject, X509_NAME **out)
-{
-    return ca_name_parse(subject, out);
-}
-
     kl_rc rc = KL_OK;
     STACK_OF(X509) *sk = sk_X509_new_null();
     char cur[128];

@@ -38,11 +38,6 @@ struct ca_ctx {
     STACK_OF(X509) * retired;     /* certificates a renewal replaced in cas[]: borrowed pointers
                                      to them stay valid until ca_close */
     struct ca_audit_state *audit; /* ca_audit.c: checkpoints, the close hook (NULL until used) */
-};
-
-/* ca_audit.c: run the close hook and free the checkpoint state (first thing in ca_close). */
-void ca_audit_close(ca_ctx *ca);
-
     /* CAs on a token of their own ([hsm LABEL] or ca create --token): opened on first use */
     pthread_mutex_t tok_mu;
     struct {
@@ -50,14 +45,19 @@ void ca_audit_close(ca_ctx *ca);
         hsm_ctx *h;
     } toks[CA_TOKENS_MAX];
     size_t ntoks;
-/* Cached CA certificate (and, if want_key, its HSM key) by label. Borrowed pointers, valid for
- * the ctx lifetime. */
+};
+
 /* The token that holds (or is to hold) the key of CA `label`: the token of its [hsm LABEL]
  * section, or one opened for it with ca_token_open, opened and logged in on first use (its PIN
  * from that section); else the [hsm] token. KL_EUSAGE when there is none (opened without the
  * token); hsm_open's errors for an absent token or a wrong PIN, naming the CA. */
 kl_rc ca_hsm_of(ca_ctx *ca, const char *label, hsm_ctx **out) KL_WUR;
 
+/* ca_audit.c: run the close hook and free the checkpoint state (first thing in ca_close). */
+void ca_audit_close(ca_ctx *ca);
+
+/* Cached CA certificate (and, if want_key, its HSM key) by label. Borrowed pointers, valid for
+ * the ctx lifetime. */
 kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry **out) KL_WUR;
 kl_rc ca_tpl_get(ca_ctx *ca, const char *name, const tpl **out) KL_WUR;
 /* Replace the cached certificate of `label` (owned from then on; the old one is kept until
@@ -116,11 +116,6 @@ kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
 kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const X509_NAME *name,
                  hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out,
                  EVP_PKEY **priv_out) KL_WUR;
-/* RFC 5280 5.3.1 cessationOfOperation */
-#define CA_REASON_CESSATION 5
-/* Undo a CA that could not be recorded: revoke (cessationOfOperation) the certificates signed
- * on the way (NULL entries skipped; they were never released), destroy key `label` in the
- * token, and keep the caller's error `rc` and message (noting what could not be undone). */
 /* "CN=Root CA,O=Acme" (RFC 4514 order) -> X509_NAME (caller frees). KL_EUSAGE. */
 kl_rc ca_subject_parse(const char *subject, X509_NAME **out) KL_WUR;
 /* ca_crl with nextUpdate `next_update` when it is in the future (a retired CA's final CRL),
@@ -129,6 +124,11 @@ kl_rc ca_crl_until(ca_ctx *ca, const char *issuer, time_t next_update, X509_CRL 
 /* A retiring CA's delegated OCSP signer: a fresh certificate for it (renewed now, whatever its
  * age), or a new signer when it has none. Needs the CA's key. */
 kl_rc ca_ocsp_signer_final(ca_ctx *ca, const char *issuer, const char *actor) KL_WUR;
+/* RFC 5280 5.3.1 cessationOfOperation */
+#define CA_REASON_CESSATION 5
+/* Undo a CA that could not be recorded: revoke (cessationOfOperation) the certificates signed
+ * on the way (NULL entries skipped; they were never released), destroy key `label` in the
+ * token, and keep the caller's error `rc` and message (noting what could not be undone). */
 void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n, const char *actor,
                     kl_rc rc);
 

@@ -105,11 +105,11 @@ int ca_is_ocsp_signer_label(const char *label)
 
 kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
 {
-{
     return ca_crl_until(ca, issuer, 0, out);
 }
 
 kl_rc ca_crl_until(ca_ctx *ca, const char *issuer, time_t next_update, X509_CRL **out)
+{
     kl_rc rc = KL_OK;
     const ca_entry *e = NULL;
     X509_CRL *crl = NULL;
@@ -139,10 +139,10 @@ kl_rc ca_crl_until(ca_ctx *ca, const char *issuer, time_t next_update, X509_CRL 
     crl = X509_CRL_new();
     ENSURE(crl, KL_EINTERNAL, "out of memory");
     time_t now = time(NULL);
+    time_t until = next_update > now ? next_update : now + days * 86400;
     last = ASN1_TIME_set(NULL, now);
     next = ASN1_TIME_set(NULL, until);
     ENSURE_SSL(last && next && X509_CRL_set_version(crl, X509_CRL_VERSION_2) &&
-    time_t until = next_update > now ? next_update : now + days * 86400;
                    X509_CRL_set_issuer_name(crl, X509_get_subject_name(e->cert)) &&
                    X509_CRL_set1_lastUpdate(crl, last) && X509_CRL_set1_nextUpdate(crl, next),
                KL_EINTERNAL, "cannot build CRL");
@@ -237,9 +237,6 @@ out:
     return rc;
 }
 
-int ca_ocsp_signer_due(ca_ctx *ca, const char *issuer, time_t *not_after)
-{
-    char label[128];
 kl_rc ca_ocsp_signer_final(ca_ctx *ca, const char *issuer, const char *actor)
 {
     char label[128];
@@ -255,6 +252,9 @@ kl_rc ca_ocsp_signer_final(ca_ctx *ca, const char *issuer, const char *actor)
     return rc;
 }
 
+int ca_ocsp_signer_due(ca_ctx *ca, const char *issuer, time_t *not_after)
+{
+    char label[128];
     X509 *x = NULL;
     int due = 0;
     if (ca_ocsp_signer_get(ca, issuer, label, sizeof label, &x, &due) == KL_OK && x && not_after) {
@@ -340,6 +340,7 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
     kl_rc rc = KL_OK;
     OCSP_BASICRESP *bs = NULL;
     ASN1_TIME *now_t = NULL, *next_t = NULL, *rev_t = NULL;
+    STACK_OF(X509) *extra = NULL;
     char issuer[128] = "";
     *out = NULL;
 
@@ -415,6 +416,7 @@ out:
     ASN1_TIME_free(now_t);
     ASN1_TIME_free(next_t);
     ASN1_TIME_free(rev_t);
+    sk_X509_free(extra);
     return rc;
 }
 

@@ -79,10 +79,13 @@ static kl_rc ceremony_run_ca_rotate(ca_ctx *ca, const ceremony_req *r, const cha
 {
     kl_rc rc = KL_OK;
     X509 *cert = NULL;
-    hsm_key_type kt;
     const char *label = ceremony_req_get(r, "new-label");
-    TRY(ceremony_key_type(r, &kt));
-    TRY(ca_rotate(ca, ceremony_req_get(r, "label"), label, kt, actor, &cert));
+    ca_rotate_req rq = {.label = ceremony_req_get(r, "label"),
+                        .new_label = label,
+                        .issuer = ceremony_req_get(r, "issuer"),
+                        .actor = actor};
+    TRY(ceremony_key_type(r, &rq.key_type));
+    TRY(ca_rotate(ca, &rq, &cert));
     TRY(ceremony_res_cert(res, label, cert));
     TRY(ceremony_res_crl(ca, res, label));
 out:
@@ -102,7 +105,11 @@ const ceremony_op ceremony_ops[] = {
      ceremony_run_ca_create},
     {"ca rotate",
      "new CA key in the token (and rollover certificates for a root)",
-     {{"label", 1, NULL}, {"new-label", 1, NULL}, {"key-type", 0, "ec-p256"}, {NULL, 0, NULL}},
+     {{"label", 1, NULL},
+      {"new-label", 1, NULL},
+      {"key-type", 0, "ec-p256"},
+      {"issuer", 0, NULL},
+      {NULL, 0, NULL}},
      ceremony_run_ca_rotate},
     {NULL, NULL, {{NULL, 0, NULL}}, NULL},
 };
