@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "ca_internal.h"
+#include "ca_image.h"
 #include "ca_backend.h"
 #include "kl_log.h"
 #include "kl_secret.h"
@@ -1083,8 +1084,8 @@ kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const
     TRY(ca_label_check_new(ca, label));
     TRY(ca_label_role_check(label, template_name, issuer));
     TRY(ca_tpl_get(ca, template_name, &t));
-    ENSURE(t->is_ca || strcmp(t->name, "ocsp-signer") == 0, KL_EPOLICY,
-           "template %s is not a CA template", t->name);
+    ENSURE(t->is_ca || strcmp(t->name, "ocsp-signer") == 0 || ca_is_firmware_template(t->name),
+           KL_EPOLICY, "template %s is not a CA template", t->name);
     ENSURE(issuer || t->is_ca, KL_EPOLICY, "only a CA can be self-signed");
     ENSURE(t->key_types & (1u << kt), KL_EPOLICY, "key type %s not allowed by template %s",
            hsm_key_type_name(kt), t->name);
@@ -1208,8 +1209,9 @@ kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) * *out)
     ENSURE(sk, KL_EINTERNAL, "out of memory");
     TRY(store_ca_list(ca->st, &list, &n));
     for (size_t i = 0; i < n; i++) {
-        if (ca_is_ocsp_signer_label(list[i].label)) {
-            continue; /* delegated OCSP signers are not CAs */
+        if (ca_is_ocsp_signer_label(list[i].label) ||
+            ca_is_firmware_template(list[i].template_name)) {
+            continue; /* delegated OCSP signers and firmware keys are not CAs */
         }
         X509 *x = ca_der_to_x509(list[i].der, list[i].der_len);
         ENSURE(x, KL_EINPUT, "CA '%s': stored certificate does not parse", list[i].label);
@@ -1270,7 +1272,9 @@ kl_rc ca_cacerts(ca_ctx *ca, const char *label, time_t now, STACK_OF(X509) * *ou
     /* then every other CA: other roots, their issuing CAs, the rollover certificates */
     TRY(store_ca_list(ca->st, &list, &n));
     for (size_t i = 0; i < n; i++) {
-        if (!ca_is_ocsp_signer_label(list[i].label)) { /* delegated OCSP signers are no CAs */
+        /* delegated OCSP signers and firmware keys are no CAs */
+        if (!ca_is_ocsp_signer_label(list[i].label) &&
+            !ca_is_firmware_template(list[i].template_name)) {
             TRY(ca_cacerts_add(ca, sk, list[i].label, now));
         }
     }

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "ca_internal.h"
+#include "ca_image.h"
 
 #define CA_OCSP_MAX_ENTRIES 32
 
@@ -125,6 +126,8 @@ kl_rc ca_crl_until(ca_ctx *ca, const char *issuer, time_t next_update, X509_CRL 
     /* Only CAs that issue certificates publish CRLs: not OCSP signers, not rollover
      * certificates (they have no key of their own under that label). */
     TRY(store_ca_get(ca->st, issuer, &rec));
+    ENSURE(!ca_is_firmware_template(rec.template_name), KL_EUSAGE,
+           "'%s' is not an issuing CA (it is a firmware key)", issuer);
     ENSURE(!ca_is_ocsp_signer_label(issuer) && strcmp(rec.status, "rollover") != 0, KL_EUSAGE,
            "'%s' is not an issuing CA (it is %s)", issuer,
            ca_is_ocsp_signer_label(issuer) ? "an OCSP signer" : "a rollover certificate");

@@ -9,6 +9,7 @@
 
 #include "keyline-ca.h"
 #include "ca_backend.h"
+#include "ca_image.h"
 #include "kl_file.h"
 
 #define CLI_KEY_TYPES "ec-p256, ec-p384, rsa-3072"
@@ -82,7 +83,8 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
     }
     TRY(ca_create_run(ca, &req, &cert));
     TRY(cli_output_cert(c, NULL, cert));
-    if (!ca_is_ocsp_signer_label(req.label)) { /* a delegated OCSP signer issues no CRL */
+    /* a delegated OCSP signer or a firmware key issues no CRL */
+    if (!ca_is_ocsp_signer_label(req.label) && !ca_is_firmware_template(req.template_name)) {
         rc = cli_crl_publish(ca, req.label, "the new CA's first", NULL);
         if (rc != KL_OK) {
             rc = kl_wrap(rc,
@@ -233,7 +235,14 @@ static kl_rc cmd_ca_rotate(cli *c, int argc, char **argv)
     TRY(cli_open(c, 1, &ca));
     TRY(ca_rotate(ca, &req, &cert));
     TRY(cli_output_cert(c, NULL, cert));
-    TRY(cli_crl_publish(ca, req.new_label, "the new CA's first", NULL));
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    TRY(store_ca_get(ca_store(ca), req.new_label, &rec));
+    int firmware = ca_is_firmware_template(rec.template_name);
+    store_ca_free(&rec);
+    if (!firmware) { /* a firmware key issues no CRL */
+        TRY(cli_crl_publish(ca, req.new_label, "the new CA's first", NULL));
+    }
 out:
     X509_free(cert);
     ca_close(ca);

@@ -33,6 +33,10 @@ static const cli_cmd cli_top[] = {
     {"request", cmd_request, "list|show|approve|reject ...",
      "EST enrollment requests held for approval"},
     {"config", cmd_config, "check", "check keyline.conf and print it with its defaults"},
+    {"sign-image", cmd_sign_image,
+     "--key LABEL --in FILE --out FILE --version X.Y.Z[+B] [--security-counter N] "
+     "[--header-size BYTES] [--align N] [--pad-header] [--format mcuboot|cms]",
+     "sign a firmware image in the HSM (MCUboot image or detached CMS) and record it"},
     {NULL, NULL, NULL, NULL},
 };
 

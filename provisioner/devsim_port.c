@@ -350,10 +350,45 @@ static int ds_lock(void *ctx)
     return DS(ctx)->refuse_lock ? KL_PORT_EREFUSED : KL_PORT_OK;
 }
 
+/* kl_port.ecdsa_verify (firmware images, kl_dev_image.h) */
+static int ds_ecdsa_verify(void *ctx, const uint8_t pub[65], const uint8_t digest[32],
+                           const uint8_t sig[64])
+{
+    (void)ctx;
+    EVP_PKEY *pk = NULL;
+    EVP_PKEY_CTX *pc = NULL;
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
+    unsigned char *der = NULL;
+    int ret = KL_PORT_EFAIL, n = 0;
+    if (!es || !r || !s || ECDSA_SIG_set0(es, r, s) != 1) {
+        goto out;
+    }
+    r = s = NULL;
+    if (kl_p256_from_pub65(pub, &pk) != KL_OK) {
+        ret = KL_PORT_EINVAL;
+        goto out;
+    }
+    if ((n = i2d_ECDSA_SIG(es, &der)) <= 0 || !(pc = EVP_PKEY_CTX_new(pk, NULL)) ||
+        EVP_PKEY_verify_init(pc) <= 0) {
+        goto out;
+    }
+    ret = EVP_PKEY_verify(pc, der, (size_t)n, digest, 32) == 1 ? KL_PORT_OK : KL_PORT_EAUTH;
+out:
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    OPENSSL_free(der);
+    EVP_PKEY_CTX_free(pc);
+    EVP_PKEY_free(pk);
+    return ret;
+}
+
 const kl_port devsim_port_ops = {
     ds_send,           ds_now_ms,       ds_random,
     ds_sha256,         ds_key_generate, ds_key_import,
     ds_key_public,     ds_key_sign,     ds_transport_public,
     ds_transport_ecdh, ds_hkdf_sha256,  ds_aes256gcm_decrypt,
     ds_store_read,     ds_store_write,  ds_lock,
+    ds_ecdsa_verify,
 };

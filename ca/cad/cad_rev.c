@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "ca_internal.h"
+#include "ca_image.h"
 #include "cad.h"
 #include "ca_backend.h"
 #include "kl_log.h"
@@ -101,6 +102,7 @@ static kl_rc cad_rev_ca(cad_rev *r, const char *label, int *signs)
     memset(&rec, 0, sizeof rec);
     kl_rc rc = store_ca_get(ca_store(r->d->ca), label, &rec);
     int issuing = rc == KL_OK && !ca_is_ocsp_signer_label(label) &&
+                  !ca_is_firmware_template(rec.template_name) &&
                   !(rec.status && strcmp(rec.status, "rollover") == 0);
     *signs = issuing && (r->all_keys || (rec.parent && *rec.parent));
     store_ca_free(&rec);

@@ -41,6 +41,8 @@ enum {
 enum {
     KL_OBJ_STATE = 0x01,   /* engine state record, KL_DEV_STATE_REC_LEN bytes */
     KL_OBJ_EST_URL = 0x02, /* ASCII, no terminator */
+    KL_OBJ_FWKEYS = 0x03,  /* firmware keys: 1..2 P-256 points of 65 bytes (kl_dev_image.h) */
+    KL_OBJ_FWSTATE = 0x04, /* installed image: counter and version (kl_dev_image.h) */
     KL_OBJ_CERT = 0x10,    /* 0x10..0x17 */
     KL_OBJ_TRUST = 0x20    /* 0x20..0x27 */
 };
@@ -108,6 +110,12 @@ typedef struct kl_port {
      * to close the provisioning port for good, blow a fuse, enable secure boot. Return
      * KL_PORT_EREFUSED (or any error) to veto the lock: the station gets ERROR REFUSED. */
     int (*lock)(void *ctx);
+
+    /* OPTIONAL (kl_dev_image.h needs it). Verify an ECDSA P-256 signature (raw r | s) of a
+     * 32-byte SHA-256 digest under public key pub: KL_PORT_OK when it verifies, KL_PORT_EAUTH
+     * when it does not, KL_PORT_EINVAL when pub is not a point on the curve. */
+    int (*ecdsa_verify)(void *ctx, const uint8_t pub[65], const uint8_t digest[32],
+                        const uint8_t sig[64]);
 } kl_port;
 
 #ifdef __cplusplus

@@ -1,0 +1,145 @@
+/* keyline: firmware signing (ca_image.h): the key checks, the MCUboot or CMS signature in the
+ * token, the record in the store before the signed bytes are released. */
+#include "ca_image.h"
+
+#include <openssl/cms.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "ca_internal.h"
+
+int ca_is_firmware_template(const char *template_name)
+{
+    return template_name && strcmp(template_name, CA_TEMPLATE_FIRMWARE) == 0;
+}
+
+/* The firmware key `label`: a firmware record, active, its chain usable now; *e with the key. */
+static kl_rc ca_image_key(ca_ctx *ca, const char *label, const ca_entry **e)
+{
+    kl_rc rc = KL_OK;
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    ENSURE(ca->hsm, KL_EUSAGE, "signing an image needs the token");
+    rc = store_ca_get(ca->st, label, &rec);
+    if (rc == KL_ENOTFOUND) {
+        rc = kl_fail(KL_ENOTFOUND, "no firmware key labelled '%s' (see keyline-ca ca list)", label);
+    }
+    TRY(rc);
+    ENSURE(ca_is_firmware_template(rec.template_name), KL_EPOLICY,
+           "'%s' is not a firmware key (template %s, not " CA_TEMPLATE_FIRMWARE ")", label,
+           rec.template_name);
+    ENSURE(rec.status && strcmp(rec.status, "active") == 0, KL_EPOLICY,
+           "firmware key '%s' is %s: it signs nothing more", label, rec.status);
+    rc = ca_issuer_check(ca, label, time(NULL));
+    if (rc == KL_EPOLICY) {
+        /* "CA 'fw1' cannot issue: ..." reads wrong for a signing key */
+        rc = kl_wrap(rc, "firmware key '%s' cannot sign", label);
+    }
+    TRY(rc);
+    TRY(ca_entry_get(ca, label, 1, e));
+out:
+    store_ca_free(&rec);
+    return rc;
+}
+
+/* Detached CMS SignedData (DER) over in: signing certificate and the CAs above it but the root
+ * included, so `openssl cms -verify -CAfile root.pem` needs only the root. */
+static kl_rc ca_image_cms(ca_ctx *ca, const ca_entry *e, const uint8_t *in, size_t in_len,
+                          uint8_t **out, size_t *out_len)
+{
+    kl_rc rc = KL_OK;
+    STACK_OF(X509) *chain = NULL, *extra = sk_X509_new_null();
+    BIO *data = BIO_new_mem_buf(in, (int)in_len);
+    CMS_ContentInfo *cms = NULL;
+    unsigned char *der = NULL;
+    ENSURE(extra && data && in_len <= IMG_PAYLOAD_MAX, KL_EINTERNAL, "out of memory");
+    TRY(ca_chain(ca, e->label, &chain));
+    for (int i = 1; i + 1 < sk_X509_num(chain); i++) { /* not the key's own, not the root */
+        ENSURE(sk_X509_push(extra, sk_X509_value(chain, i)) > 0, KL_EINTERNAL, "out of memory");
+    }
+    cms = CMS_sign(e->cert, e->key, extra, data, CMS_DETACHED | CMS_BINARY);
+    ENSURE_SSL(cms, KL_EHSM, "signing the CMS in the HSM failed");
+    int n = i2d_CMS_ContentInfo(cms, &der);
+    ENSURE_SSL(n > 0, KL_EINTERNAL, "cannot encode the CMS");
+    /* check what the token signed before anything is recorded */
+    BIO *again = BIO_new_mem_buf(in, (int)in_len);
+    X509_STORE *none = X509_STORE_new();
+    int ok = again && none &&
+             CMS_verify(cms, NULL, none, again, NULL, CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY) == 1;
+    BIO_free(again);
+    X509_STORE_free(none);
+    ENSURE_SSL(ok, KL_EHSM, "the HSM's CMS signature does not verify");
+    *out = der;
+    *out_len = (size_t)n;
+    der = NULL;
+out:
+    OPENSSL_free(der);
+    CMS_ContentInfo_free(cms);
+    BIO_free(data);
+    sk_X509_free(extra); /* borrowed from chain */
+    sk_X509_pop_free(chain, X509_free);
+    return rc;
+}
+
+static void ca_hex(const uint8_t *p, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        snprintf(out + 2 * i, 3, "%02x", p[i]);
+    }
+}
+
+/* The store record of a signing: an audit entry "sign-image" (docs/firmware.md). */
+static kl_rc ca_image_record(ca_ctx *ca, const ca_image_req *req, const ca_image_result *res)
+{
+    char hash[65], khash[65], ver[32], cnt[16], detail[400];
+    ca_hex(res->hash, 32, hash);
+    ca_hex(res->key_hash, 32, khash);
+    img_version_format(&req->mcuboot.version, ver, sizeof ver);
+    if (req->mcuboot.has_counter) {
+        snprintf(cnt, sizeof cnt, "%lu", (unsigned long)req->mcuboot.counter);
+    } else {
+        snprintf(cnt, sizeof cnt, "-");
+    }
+    snprintf(detail, sizeof detail,
+             "key=%s cert=%s format=%s version=%s counter=%s sha256=%s keyhash=%s size=%zu",
+             req->key_label, res->key_serial, req->format == CA_IMAGE_CMS ? "cms" : "mcuboot", ver,
+             cnt, hash, khash, req->in_len);
+    return store_audit_append(ca->st, req->actor ? req->actor : "keyline", "sign-image", detail);
+}
+
+kl_rc ca_image_sign(ca_ctx *ca, const ca_image_req *req, uint8_t **out, size_t *out_len,
+                    ca_image_result *res)
+{
+    kl_rc rc = KL_OK;
+    const ca_entry *e = NULL;
+    uint8_t *signed_bytes = NULL;
+    size_t signed_len = 0;
+    *out = NULL;
+    *out_len = 0;
+    memset(res, 0, sizeof *res);
+    ENSURE(req->key_label && req->in, KL_EUSAGE, "sign-image needs a key and an input");
+    TRY(ca_image_key(ca, req->key_label, &e));
+    char *serial = ca_serial_hex(X509_get0_serialNumber(e->cert));
+    ENSURE(serial, KL_EINTERNAL, "out of memory");
+    snprintf(res->key_serial, sizeof res->key_serial, "%s", serial);
+    OPENSSL_free(serial);
+    TRY(img_key_hash(X509_get0_pubkey(e->cert), res->key_hash));
+    if (req->format == CA_IMAGE_CMS) {
+        TRY(ca_image_cms(ca, e, req->in, req->in_len, &signed_bytes, &signed_len));
+        SHA256(req->in, req->in_len, res->hash);
+    } else {
+        img_result ir;
+        TRY(img_mcuboot_sign(&req->mcuboot, req->in, req->in_len, e->key, X509_get0_pubkey(e->cert),
+                             &signed_bytes, &signed_len, &ir));
+        memcpy(res->hash, ir.hash, 32);
+    }
+    TRY(ca_image_record(ca, req, res)); /* recorded before it is released */
+    *out = signed_bytes;
+    *out_len = signed_len;
+    signed_bytes = NULL;
+out:
+    OPENSSL_free(signed_bytes);
+    return rc;
+}

@@ -1,0 +1,47 @@
+/* keyline: firmware signing with code-signing keys in the token (docs/firmware.md).
+ *
+ * A firmware key is a CA-like object: a key made in the token by `keyline-ca ca create
+ * --template firmware --issuer CA` (rotated with `ca rotate`), recorded under its label with
+ * its certificate (extendedKeyUsage codeSigning, no CA). It signs images and nothing else: no
+ * certificates (its certificate is no CA), no CRLs, and it is not served as a CA by EST. */
+#ifndef KL_CA_IMAGE_H
+#define KL_CA_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ca.h"
+#include "image_mcuboot.h"
+
+#define CA_TEMPLATE_FIRMWARE "firmware"
+/* 1 when a CA record of this template is a firmware signing key (NULL: 0). */
+int ca_is_firmware_template(const char *template_name);
+
+typedef enum { CA_IMAGE_MCUBOOT = 0, CA_IMAGE_CMS } ca_image_format;
+
+typedef struct {
+    const char *key_label; /* a CA record of template firmware, active */
+    ca_image_format format;
+    img_params mcuboot; /* version, counter, header size, ... (CMS: version and counter are
+                           recorded only) */
+    const uint8_t *in;
+    size_t in_len;
+    const char *actor;
+} ca_image_req;
+
+typedef struct {
+    uint8_t hash[32]; /* MCUboot: the image's SHA256 TLV; CMS: SHA-256 of the signed file */
+    uint8_t key_hash[32];
+    char key_serial[48]; /* the firmware key certificate's serial (upper-case hex) */
+} ca_image_result;
+
+/* Sign `req->in` with the firmware key `req->key_label` (in the token) and record the signing
+ * (image hash, version, security counter, key, who) in the store and its audit log before
+ * returning the signed bytes in *out (OPENSSL_free). Refuses (KL_EPOLICY) a label that is not a
+ * firmware key, a retired one, and one whose certificate or a CA above it is revoked, expired
+ * or not yet valid; KL_ENOTFOUND for an unknown label; the writer's errors (image_mcuboot.h).
+ * Nothing is recorded or returned on failure. */
+kl_rc ca_image_sign(ca_ctx *ca, const ca_image_req *req, uint8_t **out, size_t *out_len,
+                    ca_image_result *res) KL_WUR;
+
+#endif
