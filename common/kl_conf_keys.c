@@ -23,6 +23,10 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"hsm", "token", NULL, "required", 0},
     {"hsm", "pin", NULL, "required for the token", S},
     {"hsm", "softhsm2-conf", NULL, NULL, P},
+    /* a CA on a token of its own (an offline root): [hsm LABEL], LABEL the CA's */
+    {"hsm *", "module", NULL, "[hsm] module", P},
+    {"hsm *", "token", NULL, "required", 0},
+    {"hsm *", "pin", NULL, "required", S},
 
     {"store", "path", NULL, "required", P},
 
