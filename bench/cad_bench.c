@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_lib.h"
 #include "ca.h"
 #include "cac.h"
 
@@ -188,6 +189,7 @@ int main(int argc, char **argv)
     printf("issue through keyline-cad, %d clients:  %8.0f certificates/s = %.2f of in-process\n",
            THREADS, viacad, inproc > 0 ? viacad / inproc : 0.0);
     printf("errors: %d\n", atomic_load(&g_errors));
+    bench_figure("cad.issue.8c", viacad, "1/s", "ca_issue.inproc.8t", inproc, 0);
     rc = atomic_load(&g_errors) ? 1 : 0;
 out:
     cac_close(g_cac);

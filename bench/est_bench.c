@@ -4,10 +4,17 @@
  *             --cert client.pem --key client.key --csr req.b64 [--seconds S] [--clients 2,8,32]
  *
  * 1. raw rate: 2 threads sign SHA-256 digests with the token key LABEL (ECDSA in the HSM),
- * 2. for each client count, keep-alive (one TLS connection per client, many requests) and
- *    new-handshake (a TLS handshake per request): POST simpleenroll as fast as answers come,
- *    authenticated with the client certificate; counts 200s only.
- * Prints enrollments/s and the ratio to the raw 2-thread signing rate. OpenSSL client code: the
+ * 2. for each client count and mode: POST simpleenroll as fast as answers come; counts 200s only.
+ *      keep-alive     one TLS connection per client, many requests, client certificate
+ *      new-handshake  a full TLS handshake per request (no tickets), client certificate
+ *      resume         a new TCP + TLS connection per request resuming the previous session
+ *                     with its ticket (a device's renewal retry); the share that resumed is
+ *                     printed
+ *      basic          keep-alive with HTTP Basic (KL_BENCH_BASIC=user:password, no client
+ *                     certificate)
+ * Prints enrollments/s, the ratio to the raw 2-thread signing rate, and figures for
+ * bench/results.json (bench_lib.h) against the crypto floor scripts/bench measured (ca_bench)
+ * and, for basic, against mTLS keep-alive with the same clients. OpenSSL client code: the
  * server side is GnuTLS, so the numbers also say the two interoperate under load. */
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -25,23 +32,24 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "hsm.h"
-#include "kl_conf.h"
+#include "bench_lib.h"
+#include "kl_b64.h"
 #include "kl_file.h"
-#include "kl_secret.h"
 
 static struct {
     const char *conf, *hsm_key, *host, *cacert, *cert, *key, *csr_path, *path;
     int port, seconds;
     int clients[8];
     int n_clients;
-    int modes; /* bit 1: keep-alive, bit 0: new-handshake */
+    int modes; /* EST_M_* bits */
 } opt = {.conf = "keyline.conf",
          .host = "127.0.0.1",
          .port = 8443,
          .seconds = 5,
          .modes = 3,
          .path = "/.well-known/est/simpleenroll"};
+
+enum { EST_M_NEW = 1, EST_M_KEEP = 2, EST_M_RESUME = 4, EST_M_BASIC = 8 };
 
 static double now_s(void)
 {
@@ -51,97 +59,20 @@ static double now_s(void)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* raw HSM signing                                                                          */
-
-typedef struct {
-    EVP_PKEY *key;
-    double until;
-    long count;
-    int failed;
-} sign_arg;
-
-static void *sign_thread(void *p)
-{
-    sign_arg *a = p;
-    unsigned char dgst[32], sig[512];
-    memset(dgst, 0x5a, sizeof dgst);
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(a->key, NULL);
-    if (!ctx || EVP_PKEY_sign_init(ctx) <= 0) {
-        a->failed = 1;
-        EVP_PKEY_CTX_free(ctx);
-        return NULL;
-    }
-    while (now_s() < a->until) {
-        for (int i = 0; i < 16; i++) {
-            size_t sl = sizeof sig;
-            dgst[0] = (unsigned char)a->count;
-            if (EVP_PKEY_sign(ctx, sig, &sl, dgst, sizeof dgst) <= 0) {
-                a->failed = 1;
-                EVP_PKEY_CTX_free(ctx);
-                return NULL;
-            }
-            a->count++;
-        }
-    }
-    EVP_PKEY_CTX_free(ctx);
-    return NULL;
-}
-
-static double hsm_rate(int threads)
-{
-    kl_conf *conf = NULL;
-    hsm_ctx *h = NULL;
-    EVP_PKEY *key = NULL;
-    kl_secret pin;
-    double rate = -1;
-    memset(&pin, 0, sizeof pin);
-    if (kl_conf_load(&conf, opt.conf) != KL_OK ||
-        kl_secret_read(&pin, kl_conf_get(conf, "hsm", "pin"), kl_conf_dir(conf), "token PIN") !=
-            KL_OK ||
-        hsm_open(&h, kl_conf_get(conf, "hsm", "module"), kl_conf_get(conf, "hsm", "token"),
-                 pin.value) != KL_OK ||
-        hsm_key_load(h, opt.hsm_key, &key) != KL_OK) {
-        fprintf(stderr, "est_bench: HSM: %s\n", kl_errmsg());
-        goto out;
-    }
-    sign_arg a[16];
-    pthread_t t[16];
-    double t0 = now_s();
-    for (int i = 0; i < threads; i++) {
-        a[i] = (sign_arg){.key = key, .until = t0 + (opt.seconds < 5 ? opt.seconds : 5)};
-        pthread_create(&t[i], NULL, sign_thread, &a[i]);
-    }
-    long total = 0;
-    for (int i = 0; i < threads; i++) {
-        pthread_join(t[i], NULL);
-        total += a[i].count;
-        if (a[i].failed) {
-            fprintf(stderr, "est_bench: HSM signing failed\n");
-        }
-    }
-    rate = (double)total / (now_s() - t0);
-out:
-    kl_secret_free(&pin);
-    EVP_PKEY_free(key);
-    hsm_close(h);
-    kl_conf_free(conf);
-    return rate;
-}
-
-/* ---------------------------------------------------------------------------------------- */
 /* EST client                                                                               */
 
-static SSL_CTX *g_ctx;
-static char *g_req;
-static size_t g_req_len;
+static SSL_CTX *g_ctx, *g_ctx_resume, *g_ctx_basic;
+static char *g_req, *g_req_basic;
+static size_t g_req_len, g_req_basic_len;
 
 typedef struct {
-    int keepalive;
+    int mode; /* one EST_M_* */
     double until;
-    long ok, fail, handshakes;
+    long ok, fail, handshakes, resumed;
+    SSL_SESSION *sess;
 } client_arg;
 
-static SSL *client_connect(void)
+static SSL *client_connect(SSL_CTX *ctx, SSL_SESSION *sess)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
@@ -154,8 +85,11 @@ static SSL *client_connect(void)
         }
         return NULL;
     }
-    SSL *ssl = SSL_new(g_ctx);
+    SSL *ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
+    if (sess) {
+        SSL_set_session(ssl, sess);
+    }
     SSL_set_tlsext_host_name(ssl, "localhost");
     if (SSL_connect(ssl) != 1) {
         SSL_free(ssl);
@@ -176,9 +110,11 @@ static void client_close(SSL *ssl)
 }
 
 /* One request/response on `ssl`; returns the HTTP status or -1. */
-static int client_roundtrip(SSL *ssl)
+static int client_roundtrip(SSL *ssl, int basic)
 {
-    if (SSL_write(ssl, g_req, (int)g_req_len) != (int)g_req_len) {
+    const char *req = basic ? g_req_basic : g_req;
+    int req_len = (int)(basic ? g_req_basic_len : g_req_len);
+    if (SSL_write(ssl, req, req_len) != req_len) {
         return -1;
     }
     char buf[16384];
@@ -220,50 +156,109 @@ static void *client_thread(void *p)
 {
     client_arg *a = p;
     SSL *ssl = NULL;
+    SSL_CTX *ctx = a->mode == EST_M_BASIC    ? g_ctx_basic
+                   : a->mode == EST_M_RESUME ? g_ctx_resume
+                                             : g_ctx;
+    int keep = a->mode == EST_M_KEEP || a->mode == EST_M_BASIC;
     while (now_s() < a->until) {
         if (!ssl) {
-            ssl = client_connect();
+            ssl = client_connect(ctx, a->mode == EST_M_RESUME ? a->sess : NULL);
             if (!ssl) {
                 a->fail++;
                 continue;
             }
             a->handshakes++;
+            a->resumed += SSL_session_reused(ssl);
         }
-        int st = client_roundtrip(ssl);
+        int st = client_roundtrip(ssl, a->mode == EST_M_BASIC);
         if (st == 200) {
             a->ok++;
         } else {
             a->fail++;
         }
-        if (st < 0 || !a->keepalive) {
+        if (st < 0 || !keep) {
+            if (a->mode == EST_M_RESUME) {
+                /* after a response: TLS 1.3 tickets arrive after the handshake */
+                SSL_SESSION *ns = SSL_get1_session(ssl);
+                if (ns && SSL_SESSION_is_resumable(ns)) {
+                    SSL_SESSION_free(a->sess);
+                    a->sess = ns;
+                } else {
+                    SSL_SESSION_free(ns);
+                }
+            }
             client_close(ssl);
             ssl = NULL;
         }
     }
     client_close(ssl);
+    SSL_SESSION_free(a->sess);
     return NULL;
 }
 
-static double est_rate(int clients, int keepalive, long *fails)
+static double est_rate(int clients, int mode, long *fails, double *resumed)
 {
     client_arg *a = calloc((size_t)clients, sizeof *a);
     pthread_t *t = calloc((size_t)clients, sizeof *t);
     double t0 = now_s();
     for (int i = 0; i < clients; i++) {
-        a[i] = (client_arg){.keepalive = keepalive, .until = t0 + opt.seconds};
+        a[i] = (client_arg){.mode = mode, .until = t0 + opt.seconds};
         pthread_create(&t[i], NULL, client_thread, &a[i]);
     }
-    long ok = 0;
+    long ok = 0, hs = 0, res = 0;
     *fails = 0;
     for (int i = 0; i < clients; i++) {
         pthread_join(t[i], NULL);
         ok += a[i].ok;
         *fails += a[i].fail;
+        hs += a[i].handshakes;
+        res += a[i].resumed;
     }
+    *resumed = hs ? (double)res / (double)hs : 0;
     double rate = (double)ok / (now_s() - t0);
     free(a);
     free(t);
     return rate;
+}
+
+static SSL_CTX *client_ctx(int with_cert, int tickets)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (SSL_CTX_load_verify_locations(ctx, opt.cacert, NULL) != 1 ||
+        (with_cert && (SSL_CTX_use_certificate_chain_file(ctx, opt.cert) != 1 ||
+                       SSL_CTX_use_PrivateKey_file(ctx, opt.key, SSL_FILETYPE_PEM) != 1))) {
+        ERR_print_errors_fp(stderr);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (tickets) {
+        /* sessions kept by the client thread itself (client_arg.sess) */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    } else {
+        /* new-handshake mode means full handshakes: no session resumption */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    }
+    return ctx;
+}
+
+/* The request: POST of the CSR, with `auth` (an Authorization header line or "") */
+static char *make_request(const uint8_t *csr, size_t csr_len, const char *auth, size_t *len)
+{
+    size_t cap = csr_len + strlen(auth) + 512;
+    char *req = malloc(cap);
+    if (!req) {
+        return NULL;
+    }
+    int n = snprintf(req, cap,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/pkcs10\r\n"
+                     "%sContent-Length: %zu\r\n\r\n",
+                     opt.path, opt.host, auth, csr_len);
+    memcpy(req + n, csr, csr_len);
+    *len = (size_t)n + csr_len;
+    return req;
 }
 
 static int setup_client(void)
@@ -276,29 +271,62 @@ static int setup_client(void)
     }
     /* One CSR for every request: the server issues a new certificate (new serial) each time,
      * and the client's own key generation stays out of the measurement. */
-    size_t cap = csr_len + 512;
-    g_req = malloc(cap);
-    int n = snprintf(g_req, cap,
-                     "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/pkcs10\r\n"
-                     "Content-Length: %zu\r\n\r\n",
-                     opt.path, opt.host, csr_len);
-    memcpy(g_req + n, csr, csr_len);
-    g_req_len = (size_t)n + csr_len;
+    g_req = make_request(csr, csr_len, "", &g_req_len);
+    const char *basic = getenv("KL_BENCH_BASIC"); /* user:password, not in argv */
+    if ((opt.modes & EST_M_BASIC) && basic) {
+        kl_buf b64;
+        kl_buf_init(&b64, 4096, 1);
+        char hdr[4200];
+        if (kl_b64_encode((const uint8_t *)basic, strlen(basic), 0, 0, &b64) == KL_OK &&
+            kl_buf_put(&b64, "", 1) == KL_OK) {
+            snprintf(hdr, sizeof hdr, "Authorization: Basic %s\r\n", (const char *)b64.data);
+            g_req_basic = make_request(csr, csr_len, hdr, &g_req_basic_len);
+            OPENSSL_cleanse(hdr, sizeof hdr);
+        }
+        kl_buf_free(&b64);
+    }
     free(csr);
-
-    g_ctx = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_min_proto_version(g_ctx, TLS1_2_VERSION);
-    if (SSL_CTX_load_verify_locations(g_ctx, opt.cacert, NULL) != 1 ||
-        SSL_CTX_use_certificate_chain_file(g_ctx, opt.cert) != 1 ||
-        SSL_CTX_use_PrivateKey_file(g_ctx, opt.key, SSL_FILETYPE_PEM) != 1) {
-        ERR_print_errors_fp(stderr);
+    if ((opt.modes & EST_M_BASIC) && !g_req_basic) {
+        fprintf(stderr, "est_bench: mode basic needs KL_BENCH_BASIC=user:password\n");
         return -1;
     }
-    SSL_CTX_set_verify(g_ctx, SSL_VERIFY_PEER, NULL);
-    /* new-handshake mode means full handshakes: no session resumption */
-    SSL_CTX_set_session_cache_mode(g_ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_options(g_ctx, SSL_OP_NO_TICKET);
-    return 0;
+    g_ctx = client_ctx(1, 0);
+    g_ctx_resume = client_ctx(1, 1);
+    g_ctx_basic = client_ctx(0, 0);
+    return g_req && g_ctx && g_ctx_resume && g_ctx_basic ? 0 : -1;
+}
+
+static const struct {
+    int bit;
+    const char *name, *fig;
+} est_modes[] = {{EST_M_KEEP, "keep-alive", "mtls.keepalive"},
+                 {EST_M_NEW, "new-handshake", "mtls.new_handshake"},
+                 {EST_M_RESUME, "resume", "mtls.resume"},
+                 {EST_M_BASIC, "basic", "basic.keepalive"}};
+
+/* Figures for bench/results.json: each against the crypto floor with 8 threads (the issue's
+ * target: keep-alive at 8 clients >= 35% of it), Basic against mTLS keep-alive with the same
+ * clients (>= 80%), resumption against full handshakes. */
+static void est_figure(int clients, int mode, double rate, double resumed)
+{
+    char name[96], limit[96];
+    const char *fig = "";
+    for (size_t i = 0; i < sizeof est_modes / sizeof est_modes[0]; i++) {
+        fig = est_modes[i].bit == mode ? est_modes[i].fig : fig;
+    }
+    snprintf(name, sizeof name, "est.%s.%dc", fig, clients);
+    if (mode == EST_M_BASIC) {
+        snprintf(limit, sizeof limit, "est.mtls.keepalive.%dc", clients);
+        bench_figure(name, rate, "1/s", limit, -1, 0.8);
+    } else if (mode == EST_M_RESUME) {
+        snprintf(limit, sizeof limit, "est.mtls.new_handshake.%dc", clients);
+        bench_figure(name, rate, "1/s", limit, -1, 0);
+        snprintf(name, sizeof name, "est.mtls.resume.%dc.reused", clients);
+        bench_figure(name, resumed, "ratio", NULL, 0, 0);
+    } else {
+        bench_figure(name, rate, "1/s", "crypto_floor.8t", -1,
+                     mode == EST_M_KEEP && clients == 8 ? 0.35 : 0);
+    }
 }
 
 int main(int argc, char **argv)
@@ -335,8 +363,10 @@ int main(int argc, char **argv)
             break;
         case 'P': opt.path = optarg; break;
         case 'm':
-            opt.modes =
-                (strstr(optarg, "keep-alive") ? 2 : 0) | (strstr(optarg, "new-handshake") ? 1 : 0);
+            opt.modes = 0;
+            for (size_t i = 0; i < sizeof est_modes / sizeof est_modes[0]; i++) {
+                opt.modes |= strstr(optarg, est_modes[i].name) ? est_modes[i].bit : 0;
+            }
             break;
         default: return 2;
         }
@@ -344,7 +374,7 @@ int main(int argc, char **argv)
     if (!opt.hsm_key || !opt.cacert || !opt.cert || !opt.key || !opt.csr_path || opt.seconds < 1) {
         fprintf(stderr, "usage: est_bench -c CONF --hsm-key LABEL --port N --cacert F --cert F "
                         "--key F --csr REQ.b64 [--seconds S] [--clients 2,8,32]\n"
-                        "       [--modes keep-alive,new-handshake]\n");
+                        "       [--modes keep-alive,new-handshake,resume,basic]\n");
         return 2;
     }
     for (char *s = strtok(clients, ","); s && opt.n_clients < 8; s = strtok(NULL, ",")) {
@@ -356,31 +386,43 @@ int main(int argc, char **argv)
     }
     /* KL_BENCH_NO_RAW=1: skip the raw measurement (for profiling the server alone) */
     int no_raw = getenv("KL_BENCH_NO_RAW") != NULL;
-    double raw = no_raw ? 1.0 : hsm_rate(2);
+    double raw =
+        no_raw ? 1.0
+               : bench_raw_sign_label(opt.conf, opt.hsm_key, 2, opt.seconds < 5 ? opt.seconds : 5);
     if (raw <= 0) {
         return 1;
     }
     if (!no_raw) {
         printf("raw HSM signing (ECDSA, 2 threads, same token): %.0f signatures/s\n", raw);
     }
-    printf("%-8s %-14s %12s %10s %8s\n", "clients", "mode", "enroll/s", "vs raw", "errors");
+    printf("%-8s %-14s %12s %10s %8s %8s\n", "clients", "mode", "enroll/s", "vs raw", "errors",
+           "resumed");
     for (int i = 0; i < opt.n_clients; i++) {
-        for (int ka = 1; ka >= 0; ka--) {
-            if (!(opt.modes & (1 << ka))) {
+        for (size_t m = 0; m < sizeof est_modes / sizeof est_modes[0]; m++) {
+            if (!(opt.modes & est_modes[m].bit)) {
                 continue;
             }
             long fails = 0;
-            double r = est_rate(opt.clients[i], ka, &fails);
-            if (no_raw) {
-                printf("%-8d %-14s %12.0f %10s %8ld\n", opt.clients[i],
-                       ka ? "keep-alive" : "new-handshake", r, "-", fails);
-            } else {
-                printf("%-8d %-14s %12.0f %9.1f%% %8ld\n", opt.clients[i],
-                       ka ? "keep-alive" : "new-handshake", r, 100.0 * r / raw, fails);
+            double resumed = 0;
+            double r = est_rate(opt.clients[i], est_modes[m].bit, &fails, &resumed);
+            char vs[16] = "-", res[16] = "-";
+            if (!no_raw) {
+                snprintf(vs, sizeof vs, "%.1f%%", 100.0 * r / raw);
             }
+            if (est_modes[m].bit == EST_M_RESUME) {
+                snprintf(res, sizeof res, "%.0f%%", 100.0 * resumed);
+            }
+            printf("%-8d %-14s %12.0f %10s %8ld %8s\n", opt.clients[i], est_modes[m].name, r, vs,
+                   fails, res);
             fflush(stdout);
+            if (getenv("KL_BENCH_RESULTS")) {
+                est_figure(opt.clients[i], est_modes[m].bit, r, resumed);
+            }
         }
     }
+    SSL_CTX_free(g_ctx_resume);
+    SSL_CTX_free(g_ctx_basic);
+    free(g_req_basic);
     SSL_CTX_free(g_ctx);
     free(g_req);
     return 0;
