@@ -28,6 +28,7 @@ static void check_frame(const kl_proto_frame *f, const uint8_t *buf, size_t cap)
     size_t vl, wl = 0, used = 0;
     uint8_t u8;
     uint16_t u16;
+    uint32_t u32;
     char s[80];
 
     if (f->payload < buf || f->payload + f->payload_len > buf + cap) {
@@ -38,6 +39,8 @@ static void check_frame(const kl_proto_frame *f, const uint8_t *buf, size_t cap)
         (void)kl_tlv_get_u8(f->payload, f->payload_len, KL_TAG_STATE, &u8);
         (void)kl_tlv_get_u16(f->payload, f->payload_len, KL_TAG_MAX_PAYLOAD, &u16);
         (void)kl_tlv_get_str(f->payload, f->payload_len, KL_TAG_MODEL, s, sizeof(s));
+        (void)kl_tlv_get_u32(f->payload, f->payload_len, KL_TAG_MATTER_ITERATIONS, &u32);
+        (void)kl_proto_matter_check(f->payload, f->payload_len);
     }
     if (f->version != KL_PROTO_VERSION) {
         return; /* the encoder only writes v1 */

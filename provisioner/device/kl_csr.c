@@ -10,9 +10,9 @@
  *        subject       Name,
  *        subjectPKInfo SubjectPublicKeyInfo,
  *        attributes    [0] Attributes }
- * The shape is fixed (P-256 key, two-RDN subject, empty attributes, ecdsa-with-SHA256), so
- * every length is computed up front; only the signature length varies (r and s lose leading
- * zeros and may gain a 0x00 sign byte). */
+ * The shape is fixed (P-256 key, two-RDN subject (four for a Matter device), empty attributes,
+ * ecdsa-with-SHA256), so every length is computed up front; only the signature length varies (r and
+ * s lose leading zeros and may gain a 0x00 sign byte). */
 #include <string.h>
 
 #include "kl_dev.h"
@@ -27,6 +27,11 @@ static const uint8_t alg_ecdsa_sha256[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
                                            0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
 static const uint8_t oid_cn[] = {0x06, 0x03, 0x55, 0x04, 0x03};     /* id-at-commonName */
 static const uint8_t oid_serial[] = {0x06, 0x03, 0x55, 0x04, 0x05}; /* id-at-serialNumber */
+/* Matter VendorID 1.3.6.1.4.1.37244.2.1 and ProductID ...2.2 (Matter 6.2.2.1) */
+static const uint8_t oid_matter_vid[] = {0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04,
+                                         0x01, 0x82, 0xa2, 0x7c, 0x02, 0x01};
+static const uint8_t oid_matter_pid[] = {0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04,
+                                         0x01, 0x82, 0xa2, 0x7c, 0x02, 0x02};
 
 #define TAG_INTEGER 0x02u
 #define TAG_BITSTRING 0x03u
@@ -125,26 +130,55 @@ int kl_dev_sig_der(const uint8_t rs[64], uint8_t *out, size_t cap, size_t *out_l
     return KL_DEV_OK;
 }
 
-static size_t rdn_len(size_t vlen, size_t *seq_body)
+static size_t rdn_len_oid(size_t oid_len, size_t vlen, size_t *seq_body)
 {
-    /* SET { SEQ { OID(5), STRING(vlen) } } */
-    *seq_body = sizeof(oid_cn) + hdr_len(vlen) + vlen;
+    /* SET { SEQ { OID, STRING(vlen) } } */
+    *seq_body = oid_len + hdr_len(vlen) + vlen;
     return hdr_len(hdr_len(*seq_body) + *seq_body) + hdr_len(*seq_body) + *seq_body;
 }
 
-static uint8_t *put_rdn(uint8_t *p, const uint8_t *oid, uint8_t str_tag, const char *v, size_t vlen)
+static size_t rdn_len(size_t vlen, size_t *seq_body)
+{
+    return rdn_len_oid(sizeof(oid_cn), vlen, seq_body);
+}
+
+static uint8_t *put_rdn_oid(uint8_t *p, const uint8_t *oid, size_t oid_len, uint8_t str_tag,
+                            const char *v, size_t vlen)
 {
     size_t seq_body;
-    (void)rdn_len(vlen, &seq_body);
+    (void)rdn_len_oid(oid_len, vlen, &seq_body);
     p = put_hdr(p, TAG_SET, hdr_len(seq_body) + seq_body);
     p = put_hdr(p, TAG_SEQ, seq_body);
-    p = put_bytes(p, oid, sizeof(oid_cn));
+    p = put_bytes(p, oid, oid_len);
     p = put_hdr(p, str_tag, vlen);
     return put_bytes(p, v, vlen);
 }
 
+static uint8_t *put_rdn(uint8_t *p, const uint8_t *oid, uint8_t str_tag, const char *v, size_t vlen)
+{
+    return put_rdn_oid(p, oid, sizeof(oid_cn), str_tag, v, vlen);
+}
+
+/* Four upper-case hex digits (Matter 6.2.2.1). */
+static void hex4(uint16_t v, char out[4])
+{
+    static const char hx[] = "0123456789ABCDEF";
+    int i;
+    for (i = 3; i >= 0; i--) {
+        out[i] = hx[v & 0xFu];
+        v = (uint16_t)(v >> 4);
+    }
+}
+
 int kl_dev_csr_build(const kl_port *port, void *port_ctx, const char *model, const char *hw_serial,
                      const uint8_t pub[65], uint8_t *out, size_t cap, size_t *out_len)
+{
+    return kl_dev_csr_build_matter(port, port_ctx, model, hw_serial, 0, 0, pub, out, cap, out_len);
+}
+
+int kl_dev_csr_build_matter(const kl_port *port, void *port_ctx, const char *model,
+                            const char *hw_serial, uint16_t vid, uint16_t pid,
+                            const uint8_t pub[65], uint8_t *out, size_t cap, size_t *out_len)
 {
     /* The CSR's outer header is at most 4 bytes; TBS is written after it and moved down once
      * the signature (and so the total length) is known. */
@@ -152,6 +186,8 @@ int kl_dev_csr_build(const kl_port *port, void *port_ctx, const char *model, con
     size_t ml, sl, sb, name_body, tbs_body, tbs_len, sig_len, bits_body, csr_body, h;
     uint8_t digest[32], rs[64], sig[KL_DEV_SIG_DER_MAX];
     uint8_t *tbs, *p;
+    char vhex[4], phex[4];
+    const int matter = vid != 0 || pid != 0;
 
     if (port == NULL || model == NULL || hw_serial == NULL || pub == NULL || out == NULL ||
         out_len == NULL || pub[0] != 0x04) {
@@ -163,6 +199,12 @@ int kl_dev_csr_build(const kl_port *port, void *port_ctx, const char *model, con
         return KL_DEV_EARG;
     }
     name_body = rdn_len(ml, &sb) + rdn_len(sl, &sb);
+    if (matter) {
+        hex4(vid, vhex);
+        hex4(pid, phex);
+        name_body += rdn_len_oid(sizeof(oid_matter_vid), 4, &sb) +
+                     rdn_len_oid(sizeof(oid_matter_pid), 4, &sb);
+    }
     tbs_body = 3u /* version */ + hdr_len(name_body) + name_body + sizeof(spki_prefix) + 65u +
                2u /* [0] {} */;
     tbs_len = hdr_len(tbs_body) + tbs_body;
@@ -180,6 +222,10 @@ int kl_dev_csr_build(const kl_port *port, void *port_ctx, const char *model, con
     p = put_rdn(p, oid_cn, TAG_UTF8, model, ml);
     /* X.520: serialNumber is a PrintableString (checked by kl_dev_serial_ok). */
     p = put_rdn(p, oid_serial, TAG_PRINTABLE, hw_serial, sl);
+    if (matter) {
+        p = put_rdn_oid(p, oid_matter_vid, sizeof(oid_matter_vid), TAG_UTF8, vhex, 4);
+        p = put_rdn_oid(p, oid_matter_pid, sizeof(oid_matter_pid), TAG_UTF8, phex, 4);
+    }
     p = put_bytes(p, spki_prefix, sizeof(spki_prefix));
     p = put_bytes(p, pub, 65u);
     *p++ = 0xA0; /* attributes [0] IMPLICIT SET OF Attribute: empty */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kl_dev.h"
+#include "kl_dev_image.h"
 
 #define REC_MAGIC0 'K'
 #define REC_MAGIC1 'L'
@@ -113,8 +114,9 @@ static int info_ok(const kl_dev_info *i)
     }
     ml = strlen(i->model);
     fl = strlen(i->fw_version);
+    /* a Matter device names both its VendorID and ProductID, or neither */
     return ml > 0 && ml <= KL_PROTO_MODEL_MAX && fl <= KL_PROTO_FWVER_MAX &&
-           kl_dev_serial_ok(i->hw_serial);
+           kl_dev_serial_ok(i->hw_serial) && (i->matter_vid == 0) == (i->matter_pid == 0);
 }
 
 int kl_dev_init(kl_dev *d, const kl_port *port, void *port_ctx, const kl_dev_info *info)
@@ -317,8 +319,9 @@ static int h_getcsr(req_t *r)
     if (room < 3u + KL_DEV_CSR_MAX) {
         FAIL(r, KL_ERR_INTERNAL, "response buffer too small");
     }
-    if (kl_dev_csr_build(d->port, d->port_ctx, d->info->model, d->info->hw_serial, pub,
-                         r->w->buf + r->w->len + 3u, room - 3u, &len) != KL_DEV_OK) {
+    if (kl_dev_csr_build_matter(d->port, d->port_ctx, d->info->model, d->info->hw_serial,
+                                d->info->matter_vid, d->info->matter_pid, pub,
+                                r->w->buf + r->w->len + 3u, room - 3u, &len) != KL_DEV_OK) {
         FAIL(r, KL_ERR_INTERNAL, "CSR signing failed");
     }
     PUT(r, kl_tlv_put_reserve(r->w, KL_TAG_CSR, len, &v));
@@ -525,10 +528,10 @@ static int h_putcert(req_t *r)
 static int h_puttrust(req_t *r)
 {
     kl_dev *d = r->d;
-    const uint8_t *anchor, *url;
-    size_t alen, ulen = 0;
+    const uint8_t *anchor, *url, *fwk;
+    size_t alen, ulen = 0, fwlen = 0;
     uint8_t index, count;
-    int err, prc, urc;
+    int err, prc, urc, frc;
     rec_t rec;
 
     if (d->state < KL_STATE_CERT_STORED) {
@@ -545,6 +548,12 @@ static int h_puttrust(req_t *r)
     urc = kl_tlv_get_var(r->p, r->n, KL_TAG_EST_URL, 1, KL_PROTO_URL_MAX, &url, &ulen);
     if ((urc != KL_PROTO_OK && urc != KL_PROTO_ENOTFOUND) || (urc == KL_PROTO_OK && index != 0)) {
         FAIL(r, KL_ERR_MALFORMED, "EST_URL bad or not in part 0");
+    }
+    frc = kl_tlv_get_var(r->p, r->n, KL_TAG_FW_KEYS, 65, 65 * KL_DEV_MAX_FW_KEYS, &fwk, &fwlen);
+    if ((frc != KL_PROTO_OK && frc != KL_PROTO_ENOTFOUND) ||
+        (frc == KL_PROTO_OK && (index != 0 || fwlen % 65 != 0 || fwk[0] != 0x04 ||
+                                (fwlen > 65 && fwk[65] != 0x04)))) {
+        FAIL(r, KL_ERR_MALFORMED, "FW_KEYS bad or not in part 0");
     }
     if (d->state > KL_STATE_CERT_STORED) {
         rec_from_dev(&rec, d);
@@ -568,6 +577,12 @@ static int h_puttrust(req_t *r)
                                    urc == KL_PROTO_OK ? ulen : 0);
         if (prc != KL_PORT_OK) {
             FAIL(r, map_port_err(prc), "EST URL store failed");
+        }
+        /* Part 0 without FW_KEYS clears stored firmware keys, likewise. */
+        prc = d->port->store_write(d->port_ctx, KL_OBJ_FWKEYS, frc == KL_PROTO_OK ? fwk : NULL,
+                                   frc == KL_PROTO_OK ? fwlen : 0);
+        if (prc != KL_PORT_OK) {
+            FAIL(r, map_port_err(prc), "firmware key store failed");
         }
     }
     d->trust_mask = (uint8_t)(d->trust_mask | (1u << index));
@@ -648,9 +663,29 @@ static int h_lock(req_t *r)
     return 0;
 }
 
+/* MATTER (spec 4.10): the onboarding set, checked, stored as received in one object. */
+static int h_matter(req_t *r)
+{
+    kl_dev *d = r->d;
+    int prc;
+    if (d->state < KL_STATE_CERT_STORED) {
+        FAIL(r, KL_ERR_STATE, "MATTER needs the DAC and PAI stored");
+    }
+    if (kl_proto_matter_check(r->p, r->n) != KL_PROTO_OK) {
+        FAIL(r, KL_ERR_MALFORMED, "MATTER field missing or out of range");
+    }
+    prc = d->port->store_write(d->port_ctx, KL_OBJ_MATTER, r->p, r->n);
+    if (prc != KL_PORT_OK) {
+        FAIL(r, map_port_err(prc), "Matter data store failed");
+    }
+    PUT(r, kl_tlv_put_u8(r->w, KL_TAG_STATE, d->state));
+    return 0;
+}
+
 typedef int (*handler_fn)(req_t *r);
 static const handler_fn handlers[] = {
-    NULL, h_hello, h_genkey, h_getcsr, h_inject, h_putcert, h_puttrust, h_challenge, h_lock,
+    NULL,      h_hello,    h_genkey,    h_getcsr, h_inject,
+    h_putcert, h_puttrust, h_challenge, h_lock,   h_matter,
 };
 
 /* ---- Dispatch ------------------------------------------------------------------------------ */

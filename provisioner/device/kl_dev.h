@@ -74,7 +74,14 @@ typedef struct {
     const char *model;
     const char *hw_serial;
     const char *fw_version;
+    /* A Matter device's VendorID and ProductID (both nonzero), which its CSR names (spec 4.3,
+     * 4.10); 0 and 0 for any other device. */
+    uint16_t matter_vid, matter_pid;
 } kl_dev_info;
+
+/* Persistent object holding the last MATTER request's payload as received (spec 4.10); see
+ * kl_port.h for the other KL_OBJ_* ids. */
+#define KL_OBJ_MATTER 0x05u
 
 /* Counters for diagnostics (never reset by the engine). */
 typedef struct {
@@ -153,7 +160,12 @@ int kl_dev_get_cert_fp(const kl_dev *d, uint8_t fp[KL_PROTO_FP_LEN]);
  * small: KL_DEV_CSR_MAX always suffices) or KL_DEV_EPORT. */
 int kl_dev_csr_build(const kl_port *port, void *port_ctx, const char *model, const char *hw_serial,
                      const uint8_t pub[65], uint8_t *out, size_t cap, size_t *out_len);
-#define KL_DEV_CSR_MAX 360u
+/* The same with the Matter VendorID and ProductID RDNs after serialNumber (UTF8String, four
+ * upper-case hex digits; OIDs 1.3.6.1.4.1.37244.2.1 and .2.2). vid = pid = 0: as above. */
+int kl_dev_csr_build_matter(const kl_port *port, void *port_ctx, const char *model,
+                            const char *hw_serial, uint16_t vid, uint16_t pid,
+                            const uint8_t pub[65], uint8_t *out, size_t cap, size_t *out_len);
+#define KL_DEV_CSR_MAX 408u
 
 /* DER-encode a raw r | s signature as ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }
  * (RFC 3279 2.2.3) into out[0..cap). Returns KL_DEV_OK or KL_DEV_EARG (cap < 72 may fail). */

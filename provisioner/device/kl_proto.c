@@ -25,10 +25,10 @@ const char *kl_proto_strerror(int rc)
 const char *kl_proto_msg_name(uint8_t type)
 {
     static const char *const names[] = {"?",       "HELLO",    "GENKEY",    "GETCSR", "INJECT",
-                                        "PUTCERT", "PUTTRUST", "CHALLENGE", "LOCK"};
-    static const char *const rnames[] = {"?",          "HELLO_R",     "GENKEY_R",
-                                         "GETCSR_R",   "INJECT_R",    "PUTCERT_R",
-                                         "PUTTRUST_R", "CHALLENGE_R", "LOCK_R"};
+                                        "PUTCERT", "PUTTRUST", "CHALLENGE", "LOCK",   "MATTER"};
+    static const char *const rnames[] = {"?",        "HELLO_R",   "GENKEY_R",   "GETCSR_R",
+                                         "INJECT_R", "PUTCERT_R", "PUTTRUST_R", "CHALLENGE_R",
+                                         "LOCK_R",   "MATTER_R"};
     if (type == KL_MSG_ERROR) {
         return "ERROR";
     }
@@ -351,6 +351,14 @@ int kl_tlv_put_u16(kl_tlv_w *w, uint8_t tag, uint16_t v)
     return kl_tlv_put(w, tag, b, 2);
 }
 
+int kl_tlv_put_u32(kl_tlv_w *w, uint8_t tag, uint32_t v)
+{
+    uint8_t b[4];
+    put_be16(b, (uint16_t)(v >> 16));
+    put_be16(b + 2, (uint16_t)v);
+    return kl_tlv_put(w, tag, b, 4);
+}
+
 int kl_tlv_put_str(kl_tlv_w *w, uint8_t tag, const char *s)
 {
     if (s == NULL) {
@@ -463,6 +471,69 @@ int kl_tlv_get_u16(const uint8_t *p, size_t len, uint8_t tag, uint16_t *v)
     int rc = kl_tlv_get_fixed(p, len, tag, b, 2);
     if (rc == KL_PROTO_OK) {
         *v = get_be16(b);
+    }
+    return rc;
+}
+
+int kl_tlv_get_u32(const uint8_t *p, size_t len, uint8_t tag, uint32_t *v)
+{
+    uint8_t b[4];
+    int rc = kl_tlv_get_fixed(p, len, tag, b, 4);
+    if (rc == KL_PROTO_OK) {
+        *v = ((uint32_t)get_be16(b) << 16) | get_be16(b + 2);
+    }
+    return rc;
+}
+
+/* A MATTER variable field: present, length in [min, max]. */
+static int matter_var(const uint8_t *p, size_t len, uint8_t tag, size_t min, size_t max,
+                      const uint8_t **v, size_t *vlen)
+{
+    int rc = kl_tlv_get(p, len, tag, v, vlen);
+    if (rc != KL_PROTO_OK) {
+        return rc;
+    }
+    return (*vlen < min || *vlen > max) ? KL_PROTO_EFORMAT : KL_PROTO_OK;
+}
+
+int kl_proto_matter_check(const uint8_t *p, size_t len)
+{
+    const uint8_t *v;
+    size_t vlen;
+    uint16_t disc;
+    uint32_t iter;
+    int rc = kl_tlv_check(p, len);
+    if (rc == KL_PROTO_OK) {
+        rc = matter_var(p, len, KL_TAG_MATTER_CD, 1, KL_PROTO_MATTER_CD_MAX, &v, &vlen);
+    }
+    if (rc == KL_PROTO_OK) {
+        rc = matter_var(p, len, KL_TAG_MATTER_SALT, KL_PROTO_MATTER_SALT_MIN,
+                        KL_PROTO_MATTER_SALT_MAX, &v, &vlen);
+    }
+    if (rc == KL_PROTO_OK) {
+        rc = matter_var(p, len, KL_TAG_MATTER_UNIQUE_ID, KL_PROTO_MATTER_UID_MIN,
+                        KL_PROTO_MATTER_UID_MAX, &v, &vlen);
+    }
+    if (rc == KL_PROTO_OK) {
+        rc = matter_var(p, len, KL_TAG_MATTER_VERIFIER, KL_PROTO_MATTER_VERIFIER_LEN,
+                        KL_PROTO_MATTER_VERIFIER_LEN, &v, &vlen);
+        /* L, after the 32 bytes of w0, is an uncompressed point */
+        if (rc == KL_PROTO_OK && v[32] != 0x04) {
+            rc = KL_PROTO_EFORMAT;
+        }
+    }
+    if (rc == KL_PROTO_OK) {
+        rc = kl_tlv_get_u16(p, len, KL_TAG_MATTER_DISCRIMINATOR, &disc);
+        if (rc == KL_PROTO_OK && disc > 0x0FFFu) {
+            rc = KL_PROTO_EFORMAT;
+        }
+    }
+    if (rc == KL_PROTO_OK) {
+        rc = kl_tlv_get_u32(p, len, KL_TAG_MATTER_ITERATIONS, &iter);
+        if (rc == KL_PROTO_OK &&
+            (iter < KL_PROTO_MATTER_ITER_MIN || iter > KL_PROTO_MATTER_ITER_MAX)) {
+            rc = KL_PROTO_EFORMAT;
+        }
     }
     return rc;
 }

@@ -48,6 +48,16 @@ extern "C" {
 #define KL_PROTO_NONCE_MIN 16u
 #define KL_PROTO_NONCE_MAX 64u
 
+/* MATTER field limits (spec 4.10) */
+#define KL_PROTO_MATTER_CD_MAX 800u
+#define KL_PROTO_MATTER_VERIFIER_LEN 97u
+#define KL_PROTO_MATTER_SALT_MIN 16u
+#define KL_PROTO_MATTER_SALT_MAX 32u
+#define KL_PROTO_MATTER_UID_MIN 16u
+#define KL_PROTO_MATTER_UID_MAX 32u
+#define KL_PROTO_MATTER_ITER_MIN 1000u
+#define KL_PROTO_MATTER_ITER_MAX 100000u
+
 /* Domain-separation strings (exact bytes, no terminator on the wire; see the spec). */
 #define KL_PROTO_INJECT_INFO "keyline inject v1"
 #define KL_PROTO_CHALLENGE_CTX "keyline challenge v1"
@@ -85,6 +95,7 @@ enum {
     KL_MSG_PUTTRUST = 0x06,
     KL_MSG_CHALLENGE = 0x07,
     KL_MSG_LOCK = 0x08,
+    KL_MSG_MATTER = 0x09,   /* Matter onboarding data (spec 4.10) */
     KL_MSG_RESPONSE = 0x80, /* bit set in every response type */
     KL_MSG_ERROR = 0xFF
 };
@@ -121,11 +132,19 @@ enum {
     KL_TAG_CERT = 0x52,          /* DER certificate */
     KL_TAG_ANCHOR = 0x53,        /* DER certificate */
     KL_TAG_EST_URL = 0x54,       /* ASCII URL, 1..255 */
+    KL_TAG_FW_KEYS = 0x55,       /* firmware keys: 1..2 P-256 points, 65 bytes each */
     KL_TAG_NONCE = 0x60,         /* 16..64 bytes */
     KL_TAG_SIG = 0x61,           /* DER ECDSA-Sig-Value */
     KL_TAG_CONFIRM = 0x70,       /* 32 bytes = CERT_FP */
-    KL_TAG_ERR_CODE = 0xF0,      /* u8, KL_ERR_* */
-    KL_TAG_ERR_TEXT = 0xF1       /* ASCII, 0..64, for humans and logs only */
+    /* MATTER (spec 4.10) */
+    KL_TAG_MATTER_CD = 0x80,            /* 1..KL_PROTO_MATTER_CD_MAX bytes */
+    KL_TAG_MATTER_DISCRIMINATOR = 0x81, /* u16, 0..4095 */
+    KL_TAG_MATTER_ITERATIONS = 0x82,    /* u32, 1000..100000 */
+    KL_TAG_MATTER_SALT = 0x83,          /* 16..32 bytes */
+    KL_TAG_MATTER_VERIFIER = 0x84,      /* 97 bytes: w0 | L */
+    KL_TAG_MATTER_UNIQUE_ID = 0x85,     /* 16..32 bytes */
+    KL_TAG_ERR_CODE = 0xF0,             /* u8, KL_ERR_* */
+    KL_TAG_ERR_TEXT = 0xF1              /* ASCII, 0..64, for humans and logs only */
 };
 
 /* Device states, in provisioning order (persisted by the device; reported in HELLO). */
@@ -231,6 +250,7 @@ void kl_tlv_w_init(kl_tlv_w *w, uint8_t *buf, size_t cap);
 int kl_tlv_put(kl_tlv_w *w, uint8_t tag, const void *value, size_t len);
 int kl_tlv_put_u8(kl_tlv_w *w, uint8_t tag, uint8_t v);
 int kl_tlv_put_u16(kl_tlv_w *w, uint8_t tag, uint16_t v);
+int kl_tlv_put_u32(kl_tlv_w *w, uint8_t tag, uint32_t v);
 int kl_tlv_put_str(kl_tlv_w *w, uint8_t tag, const char *s); /* no terminator on the wire */
 /* Reserve a field of len bytes and return a pointer to its value for the caller to fill. */
 int kl_tlv_put_reserve(kl_tlv_w *w, uint8_t tag, size_t len, uint8_t **value);
@@ -252,6 +272,12 @@ int kl_tlv_get_var(const uint8_t *p, size_t len, uint8_t tag, size_t min, size_t
                    const uint8_t **value, size_t *vlen);
 int kl_tlv_get_u8(const uint8_t *p, size_t len, uint8_t tag, uint8_t *v);
 int kl_tlv_get_u16(const uint8_t *p, size_t len, uint8_t tag, uint16_t *v);
+int kl_tlv_get_u32(const uint8_t *p, size_t len, uint8_t tag, uint32_t *v);
+
+/* Check a MATTER request payload (spec 4.10): every field present with its size and range.
+ * KL_PROTO_OK, KL_PROTO_ENOTFOUND (a field missing) or KL_PROTO_EFORMAT. Station and device
+ * both use it. */
+int kl_proto_matter_check(const uint8_t *p, size_t len);
 /* Copy a string field into out[0..cap) NUL-terminated; fails (EFORMAT) when it holds a NUL
  * byte or does not fit with its terminator. */
 int kl_tlv_get_str(const uint8_t *p, size_t len, uint8_t tag, char *out, size_t cap);

@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "devsim_matter.h"
 #include "devsim_port.h"
 #include "kl_dev.h"
 #include "kl_file.h"
@@ -63,10 +64,12 @@ enum {
     MB_BAD_CSR,
     MB_REFUSE_LOCK,
     MB_COUNTERFEIT,
-    MB_EVIL_SUBJECT
+    MB_EVIL_SUBJECT,
+    MB_P384_CSR
 };
-static const char *mb_names[] = {"none",    "corrupt",     "drop",        "slow",        "vanish",
-                                 "bad-csr", "refuse-lock", "counterfeit", "evil-subject"};
+static const char *mb_names[] = {"none",         "corrupt", "drop",        "slow",
+                                 "vanish",       "bad-csr", "refuse-lock", "counterfeit",
+                                 "evil-subject", "p384-csr"};
 
 typedef struct {
     int fd;
@@ -93,7 +96,8 @@ typedef struct {
     long linger_ms;
     int start_locked;
     devsim_port *port;
-    X509_NAME *csr_subject; /* evil-subject */
+    X509_NAME *csr_subject; /* evil-subject, p384-csr */
+    EVP_PKEY *p384;         /* p384-csr: the key of the CSR (not the identity key) */
 } devsim;
 
 static volatile sig_atomic_t g_stop;
@@ -453,6 +457,13 @@ static int evil_csr_send(devsim *ds, uint16_t seq)
     kl_tlv_w w;
     int ret = -1, n = 0;
     EVP_PKEY *k = ds->port->identity;
+    if (ds->misbehave == MB_P384_CSR) {
+        /* a device answering with a key the Matter profile does not allow (issue 19) */
+        if (!ds->p384) {
+            ds->p384 = EVP_EC_gen("P-384");
+        }
+        k = ds->p384;
+    }
     if (req && k && X509_REQ_set_version(req, 0) == 1 &&
         X509_REQ_set_subject_name(req, ds->csr_subject) == 1 && X509_REQ_set_pubkey(req, k) == 1 &&
         X509_REQ_sign(req, k, EVP_sha256()) > 0 && (n = i2d_X509_REQ(req, &der)) > 0) {
@@ -500,7 +511,8 @@ static int dev_send(void *user, const uint8_t *data, size_t len)
     } else if (ds->hellos_after_lock > 0) {
         ds->last_work_after_lock = now_ms(); /* a station still at work (CHALLENGE) */
     }
-    if (ds->misbehave == MB_EVIL_SUBJECT && type == KL_MSG_RESP(KL_MSG_GETCSR)) {
+    if ((ds->misbehave == MB_EVIL_SUBJECT || ds->misbehave == MB_P384_CSR) &&
+        type == KL_MSG_RESP(KL_MSG_GETCSR)) {
         return evil_csr_send(ds, seq);
     }
     if (ds->misbehave == MB_DROP && ds->nsend % 3 == 2) {
@@ -562,7 +574,7 @@ static int print_cert(devsim *ds)
 {
     devsim_port port;
     static kl_dev dev;
-    static const kl_dev_info info = {"devsim", "PRINT", ""};
+    static const kl_dev_info info = {"devsim", "PRINT", "", 0, 0};
     uint8_t fp[KL_PROTO_FP_LEN], md[32], der[4096];
     size_t len = 0;
     int rc = offline_open(ds, &port);
@@ -589,6 +601,19 @@ static int print_cert(devsim *ds)
         }
         X509_free(x);
     }
+    devsim_port_close(&port);
+    return rc;
+}
+
+/* --print-matter: what MATTER stored, with the DAC and PAI (docs/line-protocol.md 4.10) */
+static int print_matter(devsim *ds)
+{
+    devsim_port port;
+    int rc = offline_open(ds, &port);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = devsim_matter_print(&port, ds->state_file, stdout);
     devsim_port_close(&port);
     return rc;
 }
@@ -674,7 +699,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: keyline-devsim --port DEV --serial HWSERIAL --state FILE [options]\n"
-            "       keyline-devsim --state FILE --print-cert | --print-key\n"
+            "       keyline-devsim --state FILE --print-cert | --print-key | --print-matter\n"
             "\n"
             "A simulated keyline device (the device library with an OpenSSL port) on a serial\n"
             "port or pty. Exits 0 once it is locked and the station has moved on.\n"
@@ -687,8 +712,10 @@ static void usage(FILE *f)
             "  --baud B            line speed (default 115200)\n"
             "  --pace              on a pty, take as long as a real UART at --baud would\n"
             "  --misbehave KIND    corrupt|drop|slow|vanish|bad-csr|refuse-lock|counterfeit|\n"
-            "                      evil-subject\n"
-            "  --csr-subject DN    evil-subject: the CSR's subject, e.g. \"CN=Acme CA,O=Acme\"\n"
+            "                      evil-subject|p384-csr (a CSR for a P-384 key)\n"
+            "  --csr-subject DN    evil-subject, p384-csr: the CSR's subject, e.g. \"CN=Acme CA\"\n"
+            "  --matter-vid V      a Matter device (hex VendorID, e.g. 0xFFF1): the CSR names V\n"
+            "  --matter-pid P      and ProductID P; it keeps what MATTER sends (docs/matter.md)\n"
             "  --delay-ms N        slow: delay per answer (default 1500)\n"
             "  --vanish-at MSG     vanish: request that makes it vanish: genkey|getcsr|inject|\n"
             "                      putcert|puttrust|challenge|lock (default putcert)\n"
@@ -697,6 +724,7 @@ static void usage(FILE *f)
             "                      which it asked nothing but HELLO (default 1000)\n"
             "  --print-cert        print the stored device certificate (PEM) and exit\n"
             "  --print-key         print the device's identity public key (PEM) and exit\n"
+            "  --print-matter      print the Matter data the device holds (JSON) and exit\n"
             "  --print-private-key simulator only: print the identity private key (PEM), so a\n"
             "                      host EST client can act for the device (demos, tests)\n"
             "  -v, --verbose       log frames on stderr\n"
@@ -711,6 +739,7 @@ int main(int argc, char **argv)
     static devsim_port port;
     const char *port_path = NULL, *serial = NULL, *model = "keyline-sim", *fw = "1.0.0";
     int want_print = 0;
+    uint16_t matter_vid = 0, matter_pid = 0;
     memset(&ds, 0, sizeof ds);
     ds.fd = -1;
     ds.baud = 115200;
@@ -734,7 +763,10 @@ int main(int argc, char **argv)
         O_LINGER,
         O_PRINT_KEY,
         O_PRINT_PRIV,
-        O_CSR_SUBJECT
+        O_CSR_SUBJECT,
+        O_MATTER_VID,
+        O_MATTER_PID,
+        O_PRINT_MATTER
     };
     static const struct option opts[] = {
         {"port", required_argument, NULL, O_PORT},
@@ -753,6 +785,9 @@ int main(int argc, char **argv)
         {"print-key", no_argument, NULL, O_PRINT_KEY},
         {"print-private-key", no_argument, NULL, O_PRINT_PRIV},
         {"csr-subject", required_argument, NULL, O_CSR_SUBJECT},
+        {"matter-vid", required_argument, NULL, O_MATTER_VID},
+        {"matter-pid", required_argument, NULL, O_MATTER_PID},
+        {"print-matter", no_argument, NULL, O_PRINT_MATTER},
         {"verbose", no_argument, NULL, 'v'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
@@ -815,6 +850,18 @@ int main(int argc, char **argv)
         case O_PRINT: want_print = 1; break;
         case O_PRINT_KEY: want_print = 2; break;
         case O_PRINT_PRIV: want_print = 3; break;
+        case O_PRINT_MATTER: want_print = 4; break;
+        case O_MATTER_VID:
+        case O_MATTER_PID: {
+            char *end = NULL;
+            unsigned long v = strtoul(optarg, &end, 16);
+            if (!*optarg || *end || v == 0 || v > 0xffff) {
+                die("--matter-vid/--matter-pid: '%s' is not a nonzero 16-bit hex number", optarg);
+                return 2;
+            }
+            *(c == O_MATTER_VID ? &matter_vid : &matter_pid) = (uint16_t)v;
+            break;
+        }
         case O_CSR_SUBJECT:
             X509_NAME_free(ds.csr_subject);
             ds.csr_subject = dn_parse(optarg);
@@ -839,14 +886,22 @@ int main(int argc, char **argv)
     }
     atexit(cleanup);
     if (want_print) {
+        if (want_print == 4) {
+            return print_matter(&ds);
+        }
         return want_print == 1 ? print_cert(&ds) : print_key(&ds, want_print == 3);
     }
     if (!port_path || !serial) {
         die("%s", "--port DEV and --serial HWSERIAL are required (or --print-cert)");
         return 2;
     }
-    if ((ds.misbehave == MB_EVIL_SUBJECT) != (ds.csr_subject != NULL)) {
-        die("%s", "--misbehave evil-subject and --csr-subject DN go together");
+    if ((ds.misbehave == MB_EVIL_SUBJECT || ds.misbehave == MB_P384_CSR) !=
+        (ds.csr_subject != NULL)) {
+        die("%s", "--misbehave evil-subject or p384-csr and --csr-subject DN go together");
+        return 2;
+    }
+    if ((matter_vid == 0) != (matter_pid == 0)) {
+        die("%s", "--matter-vid and --matter-pid go together");
         return 2;
     }
     if (!kl_dev_serial_ok(serial)) {
@@ -865,7 +920,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    kl_dev_info info = {model, serial, fw};
+    kl_dev_info info = {model, serial, fw, matter_vid, matter_pid};
     if (kl_proto_dec_init(&ds.odec, ds.obuf, sizeof ds.obuf) != KL_PROTO_OK) {
         return 1;
     }

@@ -858,6 +858,83 @@ static void test_misbehaving_port(void **state)
     pki_free(&p);
 }
 
+/* A MATTER payload (spec 4.10); `bad` breaks one field: 1 verifier point, 2 iterations,
+ * 3 discriminator, 4 no CD. */
+static void matter_payload(kl_tlv_w *w, uint8_t *b, size_t cap, int bad)
+{
+    uint8_t cd[300], salt[32], ver[97], uid[16];
+    memset(cd, 0xC5, sizeof(cd));
+    memset(salt, 0x5A, sizeof(salt));
+    memset(ver, 0x11, sizeof(ver));
+    memset(uid, 0x77, sizeof(uid));
+    ver[32] = bad == 1 ? 0x02 : 0x04;
+    kl_tlv_w_init(w, b, cap);
+    if (bad != 4) {
+        assert_int_equal(kl_tlv_put(w, KL_TAG_MATTER_CD, cd, sizeof(cd)), KL_PROTO_OK);
+    }
+    assert_int_equal(kl_tlv_put_u16(w, KL_TAG_MATTER_DISCRIMINATOR, bad == 3 ? 0x1000 : 0xF00),
+                     KL_PROTO_OK);
+    assert_int_equal(kl_tlv_put_u32(w, KL_TAG_MATTER_ITERATIONS, bad == 2 ? 999u : 10000u),
+                     KL_PROTO_OK);
+    assert_int_equal(kl_tlv_put(w, KL_TAG_MATTER_SALT, salt, sizeof(salt)), KL_PROTO_OK);
+    assert_int_equal(kl_tlv_put(w, KL_TAG_MATTER_VERIFIER, ver, sizeof(ver)), KL_PROTO_OK);
+    assert_int_equal(kl_tlv_put(w, KL_TAG_MATTER_UNIQUE_ID, uid, sizeof(uid)), KL_PROTO_OK);
+}
+
+/* A Matter device: its CSR names VID and PID (checked by OpenSSL's parser), it keeps the MATTER
+ * set as sent once it holds its DAC, refuses it before, malformed, or once locked. */
+static void test_matter(void **state)
+{
+    station *s = *state;
+    uint8_t pub[65], b[1024], stored[1024], cb[128];
+    size_t n = 0;
+    kl_tlv_w w, cw;
+    pki p;
+    char txt[64];
+    memset(&p, 0, sizeof(p));
+    s->info.matter_vid = 0xFFF1;
+    s->info.matter_pid = 0x8000;
+    do_genkey(s, 0, pub, 1);
+    X509_REQ *req = do_getcsr(s);
+    const X509_NAME *nm = X509_REQ_get_subject_name(req);
+    assert_int_equal(X509_NAME_entry_count(nm), 4);
+    for (int i = 2; i < 4; i++) {
+        const X509_NAME_ENTRY *e = X509_NAME_get_entry(nm, i);
+        OBJ_obj2txt(txt, sizeof(txt), X509_NAME_ENTRY_get_object(e), 1);
+        assert_string_equal(txt, i == 2 ? "1.3.6.1.4.1.37244.2.1" : "1.3.6.1.4.1.37244.2.2");
+        const ASN1_STRING *v = X509_NAME_ENTRY_get_data(e);
+        assert_int_equal(ASN1_STRING_type(v), V_ASN1_UTF8STRING);
+        assert_int_equal(ASN1_STRING_length(v), 4);
+        assert_memory_equal(ASN1_STRING_get0_data(v), i == 2 ? "FFF1" : "8000", 4);
+    }
+    pki_issue(&p, req);
+    X509_REQ_free(req);
+
+    matter_payload(&w, b, sizeof(b), 0);
+    expect_error(s, KL_MSG_MATTER, &w, KL_ERR_STATE); /* no DAC yet */
+    do_putcert(s, &p);
+    for (int bad = 1; bad <= 4; bad++) {
+        matter_payload(&w, b, sizeof(b), bad);
+        expect_error(s, KL_MSG_MATTER, &w, KL_ERR_MALFORMED);
+    }
+    assert_int_equal(s->ops.store_read(&s->port, KL_OBJ_MATTER, stored, sizeof(stored), &n),
+                     KL_PORT_ENOENT);
+    matter_payload(&w, b, sizeof(b), 0);
+    assert_int_equal(xfer(s, KL_MSG_MATTER, &w), KL_MSG_RESP(KL_MSG_MATTER));
+    assert_int_equal(resp_u8(s, KL_TAG_STATE), KL_STATE_CERT_STORED);
+    assert_int_equal(s->ops.store_read(&s->port, KL_OBJ_MATTER, stored, sizeof(stored), &n),
+                     KL_PORT_OK);
+    assert_int_equal(n, w.len);
+    assert_memory_equal(stored, b, n);
+
+    do_puttrust(s, &p);
+    do_challenge(s, &p, 1);
+    put_confirm(&cw, cb, sizeof(cb), &p, 0);
+    assert_int_equal(xfer(s, KL_MSG_LOCK, &cw), KL_MSG_RESP(KL_MSG_LOCK));
+    expect_error(s, KL_MSG_MATTER, &w, KL_ERR_LOCKED);
+    pki_free(&p);
+}
+
 static void test_storage_failure(void **state)
 {
     station *s = *state;
@@ -885,6 +962,7 @@ int main(void)
         T(test_corrupt_state_record_fails_closed),
         T(test_misbehaving_port),
         T(test_storage_failure),
+        T(test_matter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

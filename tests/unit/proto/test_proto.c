@@ -407,6 +407,43 @@ static void test_signed_message_helpers(void **state)
 
 /* Fuzz-ish: random bytes and mutated frames in random chunks, small and full-size decoders.
  * Nothing may crash (run under ASan in CI) and every frame must lie inside the buffer. */
+/* MATTER (spec 4.10): u32 fields, and the payload check both sides use */
+static void test_matter_check(void **state)
+{
+    uint8_t b[1200], v97[97], salt[16];
+    const uint8_t *v;
+    size_t vl;
+    uint32_t u = 0;
+    kl_tlv_w w;
+    (void)state;
+    memset(v97, 0x33, sizeof(v97));
+    v97[32] = 0x04;
+    memset(salt, 1, sizeof(salt));
+    kl_tlv_w_init(&w, b, sizeof(b));
+    assert_int_equal(kl_tlv_put_u32(&w, KL_TAG_MATTER_ITERATIONS, 100000u), KL_PROTO_OK);
+    assert_int_equal(kl_tlv_get_u32(b, w.len, KL_TAG_MATTER_ITERATIONS, &u), KL_PROTO_OK);
+    assert_int_equal(u, 100000u);
+    assert_memory_equal(b, "\x82\x00\x04\x00\x01\x86\xa0", 7);
+    assert_int_equal(kl_proto_matter_check(b, w.len), KL_PROTO_ENOTFOUND);
+    assert_int_equal(kl_tlv_put(&w, KL_TAG_MATTER_CD, "cd", 2), KL_PROTO_OK);
+    assert_int_equal(kl_tlv_put(&w, KL_TAG_MATTER_SALT, salt, sizeof(salt)), KL_PROTO_OK);
+    assert_int_equal(kl_tlv_put(&w, KL_TAG_MATTER_UNIQUE_ID, salt, sizeof(salt)), KL_PROTO_OK);
+    assert_int_equal(kl_tlv_put(&w, KL_TAG_MATTER_VERIFIER, v97, sizeof(v97)), KL_PROTO_OK);
+    assert_int_equal(kl_proto_matter_check(b, w.len), KL_PROTO_ENOTFOUND);
+    assert_int_equal(kl_tlv_put_u16(&w, KL_TAG_MATTER_DISCRIMINATOR, 4095), KL_PROTO_OK);
+    assert_int_equal(kl_proto_matter_check(b, w.len), KL_PROTO_OK);
+    /* each bound: a salt one byte short, a verifier whose L is not uncompressed */
+    assert_int_equal(kl_tlv_get(b, w.len, KL_TAG_MATTER_SALT, &v, &vl), KL_PROTO_OK);
+    b[(size_t)(v - b) - 1] = 15; /* length field's low byte */
+    assert_int_equal(kl_proto_matter_check(b, w.len), KL_PROTO_EFORMAT);
+    b[(size_t)(v - b) - 1] = 16;
+    assert_int_equal(kl_tlv_get(b, w.len, KL_TAG_MATTER_VERIFIER, &v, &vl), KL_PROTO_OK);
+    b[(size_t)(v - b) + 32] = 0x02;
+    assert_int_equal(kl_proto_matter_check(b, w.len), KL_PROTO_EFORMAT);
+    assert_string_equal(kl_proto_msg_name(KL_MSG_MATTER), "MATTER");
+    assert_string_equal(kl_proto_msg_name(KL_MSG_RESP(KL_MSG_MATTER)), "MATTER_R");
+}
+
 static void test_random_input(void **state)
 {
     static uint8_t rx[RAWMAX], wire[WIREMAX], in[4096];
@@ -471,7 +508,7 @@ int main(void)
         cmocka_unit_test(test_corruption_rejected), cmocka_unit_test(test_specific_errors),
         cmocka_unit_test(test_oversize_and_resync), cmocka_unit_test(test_tlv_put_get),
         cmocka_unit_test(test_tlv_bounds),          cmocka_unit_test(test_signed_message_helpers),
-        cmocka_unit_test(test_random_input),
+        cmocka_unit_test(test_random_input),        cmocka_unit_test(test_matter_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
