@@ -396,7 +396,14 @@ kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry *
         hsm_ctx *h = NULL;
         TRY(ca_key_usable(ca, label, rec.status ? &rec : NULL));
         TRY(ca_hsm_of(ca, label, &h));
-        TRY(ca_key_hygiene(h, label));
+        rc = ca_key_hygiene(h, label);
+        if (rc == KL_ENOTFOUND && h == ca->hsm) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", kl_errmsg());
+            rc = kl_fail(rc, "%s (a CA on a token of its own is named in [hsm %s] of %s)", why,
+                         label, kl_conf_file(ca->conf));
+        }
+        TRY(rc);
         TRY(hsm_key_load(h, label, &e->key));
     }
     *out = e;
