@@ -213,6 +213,20 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out) KL_WUR;
  * signer for the issuer if one is set up (see ca_ocsp_signer_ensure), else by the issuing CA.
  * Unknown issuers give an "unauthorized" response, not an error. */
 kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out) KL_WUR;
+/* One certificate's status for a pre-produced OCSP answer: serial (store hex), status
+ * V_OCSP_CERTSTATUS_GOOD / _REVOKED / _UNKNOWN, for revoked its reason (RFC 5280 5.3.1, <= 0:
+ * none) and time. */
+typedef struct {
+    const char *serial_hex;
+    int status, reason;
+    time_t revoked_at;
+} ca_ocsp_status;
+/* A nonce-less OCSP response (RFC 5019) for one certificate of `issuer`, made ahead of any
+ * request (keyline-cad's pre-produced answers): SHA-1 CertID, thisUpdate `now`, nextUpdate
+ * `next_update`, signed as ca_ocsp_respond signs, the responder named by key hash. *der
+ * (OPENSSL_free) and *len get the DER OCSPResponse. KL_EINPUT: a bad serial; KL_EHSM. */
+kl_rc ca_ocsp_single(ca_ctx *ca, const char *issuer, const ca_ocsp_status *st, time_t now,
+                     time_t next_update, uint8_t **der, size_t *len) KL_WUR;
 /* Ensure a delegated OCSP signer (key in the HSM, template ocsp-signer) exists for `issuer`
  * and is current: made when missing (a key generated in the token), renewed (a new
  * certificate for the same key, issued by `issuer`, recorded; the CA record's certificate

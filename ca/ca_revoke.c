@@ -338,12 +338,93 @@ out:
     return rc;
 }
 
+/* Sign `bs` for `issuer`: by its delegated signer (RFC 6960 4.2.2.2) when set up and current,
+ * with the signer's certificate in the response, else by the issuing CA itself. `flags`:
+ * OCSP_RESPID_KEY and the like. */
+static kl_rc ca_ocsp_sign(ca_ctx *ca, const char *issuer, OCSP_BASICRESP *bs, time_t now,
+                          unsigned long flags)
+{
+    kl_rc rc = KL_OK;
+    STACK_OF(X509) *extra = NULL;
+    char signer_label[160];
+    snprintf(signer_label, sizeof signer_label, "%s" CA_OCSP_SUFFIX, issuer);
+    const ca_entry *signer = NULL;
+    if (ca_entry_get(ca, signer_label, 1, &signer) == KL_OK &&
+        X509_cmp_time(X509_get0_notAfter(signer->cert), &now) > 0) {
+        extra = sk_X509_new_null();
+        ENSURE(extra, KL_EINTERNAL, "out of memory");
+    } else {
+        ERR_clear_error();
+        TRY(ca_entry_get(ca, issuer, 1, &signer));
+        flags |= OCSP_NOCERTS;
+    }
+    ENSURE_SSL(
+        OCSP_basic_sign(bs, signer->cert, signer->key, ca_sign_md(signer->key), extra, flags) == 1,
+        KL_EHSM, "signing the OCSP response in the HSM failed");
+out:
+    sk_X509_free(extra);
+    return rc;
+}
+
+kl_rc ca_ocsp_single(ca_ctx *ca, const char *issuer, const ca_ocsp_status *st, time_t now,
+                     time_t next_update, uint8_t **der, size_t *len)
+{
+    kl_rc rc = KL_OK;
+    const ca_entry *e = NULL;
+    OCSP_BASICRESP *bs = NULL;
+    OCSP_RESPONSE *resp = NULL;
+    OCSP_CERTID *cid = NULL;
+    ASN1_INTEGER *serial = NULL;
+    ASN1_TIME *now_t = NULL, *next_t = NULL, *rev_t = NULL;
+    BIGNUM *bn = NULL;
+    *der = NULL;
+    *len = 0;
+    TRY(ca_entry_get(ca, issuer, 0, &e));
+    ENSURE(st->serial_hex && BN_hex2bn(&bn, st->serial_hex) > 0 &&
+               (serial = BN_to_ASN1_INTEGER(bn, NULL)) != NULL,
+           KL_EINPUT, "bad serial");
+    /* RFC 5019 2.1.1: clients use SHA-1 for the CertID; the responder answers them */
+    cid = OCSP_cert_id_new(EVP_sha1(), X509_get_subject_name(e->cert),
+                           X509_get0_pubkey_bitstr(e->cert), serial);
+    bs = OCSP_BASICRESP_new();
+    now_t = ASN1_TIME_set(NULL, now);
+    next_t = ASN1_TIME_set(NULL, next_update);
+    ENSURE_SSL(cid && bs && now_t && next_t, KL_EINTERNAL, "out of memory");
+    int status = st->status, reason = -1;
+    if (status == V_OCSP_CERTSTATUS_REVOKED) {
+        reason = st->reason > 0 ? st->reason : OCSP_REVOKED_STATUS_NOSTATUS;
+        rev_t = ASN1_TIME_set(NULL, st->revoked_at);
+        ENSURE_SSL(rev_t, KL_EINTERNAL, "out of memory");
+    }
+    ENSURE_SSL(OCSP_basic_add1_status(bs, cid, status, reason, rev_t, now_t, next_t), KL_EINTERNAL,
+               "cannot add OCSP status");
+    /* no nonce (RFC 5019 4: pre-produced responses cannot carry the client's); the responder
+     * named by its key hash, the smaller form */
+    TRY(ca_ocsp_sign(ca, issuer, bs, now, OCSP_RESPID_KEY));
+    resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
+    ENSURE_SSL(resp, KL_EINTERNAL, "cannot build OCSP response");
+    unsigned char *enc = NULL;
+    int n = i2d_OCSP_RESPONSE(resp, &enc);
+    ENSURE_SSL(n > 0, KL_EINTERNAL, "cannot encode OCSP response");
+    *der = enc;
+    *len = (size_t)n;
+out:
+    OCSP_RESPONSE_free(resp);
+    OCSP_BASICRESP_free(bs);
+    OCSP_CERTID_free(cid);
+    ASN1_INTEGER_free(serial);
+    ASN1_TIME_free(now_t);
+    ASN1_TIME_free(next_t);
+    ASN1_TIME_free(rev_t);
+    BN_free(bn);
+    return rc;
+}
+
 kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
 {
     kl_rc rc = KL_OK;
     OCSP_BASICRESP *bs = NULL;
     ASN1_TIME *now_t = NULL, *next_t = NULL, *rev_t = NULL;
-    STACK_OF(X509) *extra = NULL;
     char issuer[128] = "";
     *out = NULL;
 
@@ -397,21 +478,7 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
         goto out;
     }
     ENSURE_SSL(OCSP_copy_nonce(bs, req) > 0, KL_EINTERNAL, "cannot copy OCSP nonce");
-
-    /* Delegated signer (RFC 6960 4.2.2.2) when set up, else the issuing CA itself. */
-    char signer_label[160];
-    snprintf(signer_label, sizeof signer_label, "%s" CA_OCSP_SUFFIX, issuer);
-    const ca_entry *signer = NULL;
-    if (ca_entry_get(ca, signer_label, 1, &signer) == KL_OK &&
-        X509_cmp_time(X509_get0_notAfter(signer->cert), &now) > 0) {
-        extra = sk_X509_new_null();
-    } else {
-        ERR_clear_error();
-        TRY(ca_entry_get(ca, issuer, 1, &signer));
-    }
-    ENSURE_SSL(OCSP_basic_sign(bs, signer->cert, signer->key, ca_sign_md(signer->key), extra,
-                               extra ? 0 : OCSP_NOCERTS) == 1,
-               KL_EHSM, "signing the OCSP response in the HSM failed");
+    TRY(ca_ocsp_sign(ca, issuer, bs, now, 0));
     *out = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
     ENSURE_SSL(*out, KL_EINTERNAL, "cannot build OCSP response");
 out:
@@ -419,7 +486,6 @@ out:
     ASN1_TIME_free(now_t);
     ASN1_TIME_free(next_t);
     ASN1_TIME_free(rev_t);
-    sk_X509_free(extra);
     return rc;
 }
 

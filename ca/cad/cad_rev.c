@@ -7,7 +7,8 @@
  *   OCSP: answers to nonce-less requests, keyed by SHA-256 of the request, kept at most
  *         CAD_OCSP_TTL seconds and dropped as soon as any revocation epoch moves; delegated
  *         OCSP signers made at start-up (cad_rev_startup) and renewed once past half their
- *         life. */
+ *         life. Before any of that, a request of the RFC 5019 shape is answered from the
+ *         pre-produced answers (cad_ocsp.c) when there is one. */
 #include <openssl/ocsp.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "ca_internal.h"
 #include "ca_image.h"
 #include "cad.h"
+#include "cad_ocsp.h"
 #include "ca_backend.h"
 #include "kl_log.h"
 #include "store.h"
@@ -52,6 +54,7 @@ struct cad_rev {
     cad_ocsp_slot ocsp[CAD_OCSP_SLOTS];
     pthread_mutex_t upkeep_lock;
     time_t upkeep_at, warned_at;
+    cad_ocsp *pre; /* NULL: [cad] ocsp-preproduce = 0 */
 };
 
 static void cad_rev_startup(cad_rev *r);
@@ -73,6 +76,12 @@ kl_rc cad_rev_new(cad *d, cad_rev **out)
     pthread_mutex_init(&r->ocsp_lock, NULL);
     pthread_mutex_init(&r->upkeep_lock, NULL);
     cad_rev_startup(r);
+    /* after start-up: the delegated signers the answers are signed with exist now */
+    kl_rc rc = cad_ocsp_new(d, &r->pre);
+    if (rc != KL_OK) {
+        cad_rev_free(r);
+        return rc;
+    }
     *out = r;
     return KL_OK;
 }
@@ -82,6 +91,7 @@ void cad_rev_free(cad_rev *r)
     if (!r) {
         return;
     }
+    cad_ocsp_free(r->pre);
     for (size_t i = 0; i < r->n_crl; i++) {
         free(r->crl[i].der);
     }
@@ -358,6 +368,9 @@ kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
     const unsigned char *p = der;
     req = d2i_OCSP_REQUEST(NULL, &p, (long)len);
     ENSURE_SSL(req && p == der + len, KL_EINPUT, "OCSP request does not parse");
+    if (cad_ocsp_lookup(r->pre, req, out)) {
+        goto out;
+    }
     /* a nonce makes the answer unique to this request: never cached (RFC 5019 4) */
     int cacheable = OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, -1) < 0;
     if (cacheable) {

@@ -1,0 +1,22 @@
+/* keyline-cad: pre-produced OCSP answers (cad_ocsp.c; docs/performance.md "OCSP").
+ * cad_ocsp_new reads [cad] ocsp-preproduce (most answers kept, 0: off, *out NULL) and
+ * ocsp-validity (seconds from thisUpdate to nextUpdate) and starts the thread that signs and
+ * refreshes them; cad_ocsp_free stops it. cad_ocsp_lookup appends the pre-produced answer to a
+ * one-certificate, extension-free SHA-1 request (the CAP_T_OCSP_RESP field) and returns 1, or
+ * returns 0 (o NULL, another shape, not pre-produced): the caller answers live. */
+#ifndef KL_CAD_OCSP_H
+#define KL_CAD_OCSP_H
+
+#include <openssl/ocsp.h>
+
+#include "cad.h"
+
+typedef struct cad_ocsp cad_ocsp;
+
+kl_rc cad_ocsp_new(cad *d, cad_ocsp **out) KL_WUR;
+void cad_ocsp_free(cad_ocsp *o);
+int cad_ocsp_lookup(cad_ocsp *o, OCSP_REQUEST *req, kl_buf *out);
+/* Wake the thread now (after a revocation this process made). */
+void cad_ocsp_kick(cad_ocsp *o);
+
+#endif

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Pre-produced OCSP answers (RFC 5019; ca/cad/cad_ocsp.c), checked with openssl ocsp as the
+# relying party, through keyline-estd's plain-HTTP /ocsp:
+#   - a nonce-less request for a valid certificate is answered from the pre-produced answers
+#     (told apart from a live one by its responder id: by key hash, where live answers name the
+#     responder), verifies against the root, says good;
+#   - the answer is re-signed before half its validity (ocsp-validity = 8 here) and never
+#     served past its nextUpdate;
+#   - a revocation by the officer (keyline-ca revoke, another process) turns the pre-produced
+#     answer to revoked with its reason; the time it took is printed (the bound 5 s is
+#     measured by bench/ocsp_bench.sh, not asserted here);
+#   - a request with a nonce is still signed live and echoes the nonce;
+#   - GET /ocsp/<base64> gets the same pre-produced answer with RFC 5019 caching headers;
+#   - [cad] ocsp-preproduce = 0 turns it off: every answer is live.
+set -euo pipefail
+. "$(dirname "$0")/est_common.sh"
+
+query() { # query CERT-PEM OUT [openssl ocsp args...]: POST, verified against the root
+    local cert=$1 out=$2
+    shift 2
+    openssl ocsp -issuer "$D/field1.pem" -cert "$cert" -url "$EST_HTTP/ocsp" -CAfile "$D/root1.pem" \
+        -resp_text "$@" > "$out" 2>&1 || true
+    grep -q "Response verify OK" "$out" || die "OCSP answer does not verify: $(cat "$out")"
+}
+by_key() { grep -q "Responder Id: [0-9A-F]\{40\}$" "$1"; }
+field() { grep -m1 "$2" "$1" | sed 's/^[^:]*: //'; }
+
+est_setup_ca
+printf '\n[cad]\nsocket = cad.sock\nocsp-validity = 8\n' >> "$KL_CONF"
+est_write_conf
+est_start
+new_csr dev "/CN=pre-dev/serialNumber=HWP001"
+expect_status 200 "simpleenroll" -u "$EST_USER:$EST_PASS" -H "Content-Type: application/pkcs10" \
+    --data-binary @"$D/dev.b64" "$EST/simpleenroll"
+p7_to_pem "$D/out" "$D/dev.pem"
+serial=$(serial_of "$D/dev.pem")
+
+# the first full pass runs at start-up; a certificate issued after it is taken in by the next
+# (every min(60, validity / 4) s = 2 s here); until then it is answered live
+for _ in $(seq 1 100); do
+    query "$D/dev.pem" "$D/o1.txt" -no_nonce
+    by_key "$D/o1.txt" && break
+    sleep 0.2
+done
+by_key "$D/o1.txt" || die "no pre-produced answer after 20 s: $(cat "$D/o1.txt"; grep OCSP "$D/cad.log")"
+grep -q "dev.pem: good" "$D/o1.txt" || die "status: $(cat "$D/o1.txt")"
+grep -q "OCSP: .* answers pre-produced" "$D/cad.log" || die "no pre-production in the log"
+ok "nonce-less request answered from the pre-produced answers (responder by key hash), good, verifies"
+
+t1=$(field "$D/o1.txt" "This Update")
+n1=$(field "$D/o1.txt" "Next Update")
+[ $(( $(date -d "$n1" +%s) - $(date -d "$t1" +%s) )) = 8 ] || die "validity $t1 .. $n1, expected 8 s"
+for _ in $(seq 1 60); do
+    sleep 0.5
+    query "$D/dev.pem" "$D/o2.txt" -no_nonce
+    t2=$(field "$D/o2.txt" "This Update")
+    if by_key "$D/o2.txt" && [ "$t2" != "$t1" ]; then break; fi
+done
+[ "$t2" != "$t1" ] || die "answer not re-signed in 30 s (thisUpdate still $t1)"
+age=$(( $(date -d "$t2" +%s) - $(date -d "$t1" +%s) ))
+[ "$age" -lt 4 ] || die "re-signed only after $age s, not before half of the 8 s validity"
+ok "pre-produced answer re-signed before half its validity ($age s after the first)"
+
+start=$(date +%s.%N)
+kca revoke --serial "$serial" --reason keyCompromise > /dev/null 2>&1 || die "revoke"
+done_at=
+for _ in $(seq 1 150); do
+    query "$D/dev.pem" "$D/o3.txt" -no_nonce
+    if grep -q "dev.pem: revoked" "$D/o3.txt"; then done_at=$(date +%s.%N); break; fi
+    sleep 0.2
+done
+[ -n "$done_at" ] || die "revocation not visible over OCSP after 30 s: $(cat "$D/o3.txt")"
+by_key "$D/o3.txt" || die "the revoked answer is not the pre-produced one"
+grep -q "Reason: keyCompromise" "$D/o3.txt" || die "reason: $(cat "$D/o3.txt")"
+ok "revocation visible over OCSP (pre-produced, keyCompromise) $(echo "$done_at - $start" | bc) s after keyline-ca revoke returned"
+
+query "$D/dev.pem" "$D/o4.txt"
+grep -q "dev.pem: revoked" "$D/o4.txt" || die "nonce request: $(cat "$D/o4.txt")"
+by_key "$D/o4.txt" && die "a request with a nonce got a pre-produced answer"
+grep -q "WARNING: no nonce" "$D/o4.txt" && die "nonce not echoed"
+ok "a request with a nonce is signed live (nonce echoed, responder by name)"
+
+openssl ocsp -issuer "$D/field1.pem" -cert "$D/dev.pem" -no_nonce -reqout "$D/req.der" > /dev/null 2>&1
+b64=$(openssl base64 -A < "$D/req.der" | sed 's/+/%2B/g; s/\//%2F/g; s/=/%3D/g')
+curl -s -D "$D/get.hdr" -o "$D/get.der" "$EST_HTTP/ocsp/$b64"
+grep -qi "^cache-control: max-age=" "$D/get.hdr" || die "GET: $(cat "$D/get.hdr")"
+openssl ocsp -respin "$D/get.der" -resp_text -noverify > "$D/get.txt" 2>&1
+by_key "$D/get.txt" || die "GET answer not pre-produced: $(cat "$D/get.txt")"
+grep -q "Cert Status: revoked" "$D/get.txt" || die "GET status: $(cat "$D/get.txt")"
+ok "GET /ocsp/<base64> answered from the pre-produced answers with Cache-Control"
+
+est_stop
+sed -i 's/^ocsp-validity = 8$/ocsp-validity = 8\nocsp-preproduce = 0/' "$KL_CONF"
+grep -q "^ocsp-preproduce = 0" "$KL_CONF" || die "config not changed"
+est_start
+sleep 1
+for _ in 1 2 3; do
+    query "$D/dev.pem" "$D/o5.txt" -no_nonce
+    grep -q "dev.pem: revoked" "$D/o5.txt" || die "status: $(cat "$D/o5.txt")"
+    by_key "$D/o5.txt" && die "ocsp-preproduce = 0 still pre-produces"
+    sleep 1
+done
+ok "[cad] ocsp-preproduce = 0: answers are signed live"
+est_stop
