@@ -69,9 +69,9 @@ const char *kl_errmsg(void)
 
 const char *kl_rc_name(kl_rc code)
 {
-    static const char *names[] = {"ok",  "usage",   "input",    "policy", "hsm",
-                                  "pin", "locked",  "notfound", "exists", "auth",
-                                  "io",  "timeout", "internal"};
+    static const char *names[] = {"ok",  "usage",   "input",    "policy",     "hsm",
+                                  "pin", "locked",  "notfound", "exists",     "auth",
+                                  "io",  "timeout", "internal", "unavailable"};
     if ((unsigned)code < sizeof names / sizeof names[0]) {
         return names[code];
     }

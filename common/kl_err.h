@@ -22,6 +22,12 @@ typedef enum {
     KL_EIO,       /* file, socket, serial line, store I/O */
     KL_ETIMEOUT,  /* a peer did not answer in time */
     KL_EINTERNAL, /* a bug or an unexpected library failure */
+    /* A service is there but cannot serve now: no keyline-cad answers (every address of the
+     * front end's list), or keyline-cad's store is unreachable (database restarting). Nothing
+     * was carried out, or nothing that a retry would duplicate: retry later (EST 503 with
+     * Retry-After, the station tries the device again). Last: the CA protocol carries kl_rc
+     * values as its status byte, so codes are appended, never renumbered. */
+    KL_EUNAVAIL,
 } kl_rc;
 
 #if defined(__GNUC__)

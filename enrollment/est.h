@@ -52,7 +52,10 @@ typedef struct {
     char *listen;         /* host:port */
     char *http_listen;    /* NULL when off */
     char *metrics_listen; /* plain HTTP, /metrics and /healthz only; NULL when off */
-    char *cad;            /* keyline-cad's socket: [est] cad, else [cad] socket, else default */
+    char *cad;            /* keyline-cad's addresses: [est] cad, else [cad] socket, else default */
+    char *cad_tls_cert;   /* [est] cad-tls-cert, -key, -ca: for tls: addresses (resolved); NULL */
+    char *cad_tls_key;
+    char *cad_tls_ca;
     char *tls_cert;       /* path: leaf first, then chain (PEM) */
     char *tls_key;        /* path to a PEM key or a pkcs11: URI (a token of its own) */
     char *tls_key_pin;    /* [est] tls-key-pin: env:VAR | file:PATH, for a pkcs11: key */

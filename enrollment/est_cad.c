@@ -1,8 +1,9 @@
 /* keyline-estd: its requests to keyline-cad, the CA service (docs/ca-protocol.md). This is all
  * keyline-estd knows of the CA: it holds no PIN, opens no token and no store; keyline-cad
  * applies the template policy, the device binding, the issuer's status, records and audits.
- * Every function returns keyline-cad's own code and message on a refusal, and KL_EIO /
- * KL_ETIMEOUT when keyline-cad cannot be reached or does not answer in time. */
+ * Every function returns keyline-cad's own code and message on a refusal, and KL_EUNAVAIL when
+ * no keyline-cad of [est] cad answers (or its store is unreachable): est_resp_error makes that a
+ * 503 with Retry-After. */
 #include <openssl/obj_mac.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -58,9 +59,15 @@ kl_rc est_cad_open(est_server *s, unsigned wait_s)
     char roles[256] = "";
     kl_rc rc = KL_OK;
     time_t until = time(NULL) + wait_s;
+    cac_cfg cfg = {.addrs = s->cfg.cad,
+                   .base_dir = kl_conf_dir(s->conf),
+                   .tls_cert = s->cfg.cad_tls_cert,
+                   .tls_key = s->cfg.cad_tls_key,
+                   .tls_ca = s->cfg.cad_tls_ca,
+                   .timeout_s = s->cfg.cad_timeout};
     for (int tries = 0;; tries++) {
-        rc = cac_open(&s->cad, s->cfg.cad, s->cfg.cad_timeout, roles, sizeof roles);
-        if (rc != KL_EIO || time(NULL) >= until) {
+        rc = cac_open_cfg(&s->cad, &cfg, roles, sizeof roles);
+        if (rc != KL_EUNAVAIL || time(NULL) >= until) {
             break;
         }
         if (tries == 0) {
@@ -71,9 +78,10 @@ kl_rc est_cad_open(est_server *s, unsigned wait_s)
     if (rc != KL_OK) {
         return kl_wrap(rc, "keyline-cad at %s", s->cfg.cad);
     }
-    kl_info("keyline-cad at %s: this process has role%s %s there; it holds no CA PIN, token or "
-            "store",
-            s->cfg.cad, strchr(roles, ',') ? "s" : "", roles[0] ? roles : "(none)");
+    kl_info("keyline-cad at %s (answered: %s): this process has role%s %s there; it holds no CA "
+            "PIN, token or store",
+            s->cfg.cad, cac_addr_current(s->cad), strchr(roles, ',') ? "s" : "",
+            roles[0] ? roles : "(none)");
     return KL_OK;
 }
 

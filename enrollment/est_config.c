@@ -89,7 +89,9 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
         TRY(kl_hostport_parse(c->metrics_listen, host, sizeof host, &port));
     }
     /* one configuration serves both: keyline-cad listens on [cad] socket */
-    c->cad = kl_conf_path(conf, "est", "cad");
+    /* a list of addresses (cac.h); relative socket paths are taken from the configuration's
+     * folder by cac_open_cfg */
+    c->cad = est_strdup_or_null(kl_conf_get(conf, "est", "cad"));
     if (!c->cad) {
         c->cad = kl_conf_path(conf, "cad", "socket");
     }
@@ -98,6 +100,11 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     }
     ENSURE(c->cad, KL_EINTERNAL, "out of memory");
     TRY(est_config_uint(conf, "cad-timeout", 30, 1, 600, &c->cad_timeout));
+    /* keyline-cad on another host (a tls: address): this front end's certificate and key, and
+     * the CA that issued keyline-cad's certificate */
+    c->cad_tls_cert = kl_conf_path(conf, "est", "cad-tls-cert");
+    c->cad_tls_key = kl_conf_path(conf, "est", "cad-tls-key");
+    c->cad_tls_ca = kl_conf_path(conf, "est", "cad-tls-ca");
     c->tls_cert = kl_conf_path(conf, "est", "tls-cert");
     c->tls_key = kl_conf_path(conf, "est", "tls-key");
     ENSURE(c->tls_cert, KL_EUSAGE, "[est] tls-cert is not set (PEM file: leaf, then chain)");
@@ -209,6 +216,9 @@ void est_config_free(est_config *c)
     free(c->http_listen);
     free(c->metrics_listen);
     free(c->cad);
+    free(c->cad_tls_cert);
+    free(c->cad_tls_key);
+    free(c->cad_tls_ca);
     free(c->tls_cert);
     free(c->tls_key);
     free(c->tls_key_pin);

@@ -85,7 +85,11 @@ void est_resp_error(est_req *rq, est_resp *rs, kl_rc rc)
         return;
     case KL_EIO:
     case KL_ETIMEOUT:
-        /* keyline-cad unreachable or slow, or its store failed */
+    case KL_EUNAVAIL:
+        /* RFC 7030 4.2.3: "The server MUST answer with a suitable 4xx or 5xx HTTP error code
+         * when a problem occurs": 503 with Retry-After (RFC 7231 7.1.3) when no keyline-cad of
+         * [est] cad answers or its store is unreachable (a database restart). The client's
+         * retry is a new request; nothing half-done is left for it to duplicate. */
         est_metrics_cad_error(&rq->srv->metrics);
         kl_error("keyline-cad: %s", msg);
         est_resp_text(rs, 503, "service temporarily unavailable");

@@ -142,13 +142,13 @@ void est_handle_ocsp(est_req *rq, est_resp *rs)
         if (rc == KL_EHSM || rc == KL_EPIN || rc == KL_ELOCKED) {
             est_metrics_hsm_error(&s->metrics);
         }
-        if (rc == KL_EIO || rc == KL_ETIMEOUT) {
+        if (rc == KL_EIO || rc == KL_ETIMEOUT || rc == KL_EUNAVAIL) {
             est_metrics_cad_error(&s->metrics);
         }
         /* RFC 6960 2.3: tryLater / internalError are answered as OCSP responses */
         /* HSM, keyline-cad and store failures are transient: tryLater (docs/est.md). */
-        int later =
-            rc == KL_EHSM || rc == KL_EPIN || rc == KL_ELOCKED || rc == KL_EIO || rc == KL_ETIMEOUT;
+        int later = rc == KL_EHSM || rc == KL_EPIN || rc == KL_ELOCKED || rc == KL_EIO ||
+                    rc == KL_ETIMEOUT || rc == KL_EUNAVAIL;
         est_ocsp_status_resp(rs, rc == KL_EINPUT ? OCSP_RESPONSE_STATUS_MALFORMEDREQUEST
                                  : later         ? OCSP_RESPONSE_STATUS_TRYLATER
                                                  : OCSP_RESPONSE_STATUS_INTERNALERROR);

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -19,6 +20,8 @@
 
 #include "cad.h"
 #include "kl_log.h"
+
+static atomic_ulong cad_tls_conns; /* connections identified on the TCP listener */
 
 kl_rc cad_tls_setup(cad *d)
 {
@@ -105,7 +108,13 @@ kl_rc cad_tls_peer(const cad *d, SSL *ssl, cad_peer *peer)
     peer->pid = 0;
     peer->uid = (uid_t)-1;
     snprintf(peer->user, sizeof peer->user, "CN=%.60s", cn);
-    snprintf(peer->host, sizeof peer->host, "frontend %.200s", cn);
+    /* A device claim's holder is (instance, host, pid); a remote front end has no pid this
+     * host could check, so its "host" names this very connection (daemon instance and a
+     * connection number): the liveness rules for processes on this host never match it, and a
+     * claim it holds ends only with its lease or its own release (same instance), whichever
+     * daemon the front end reaches next. Two stations with one certificate stay apart. */
+    snprintf(peer->host, sizeof peer->host, "frontend %.100s via cad %.16s#%lu", cn, d->instance,
+             (unsigned long)atomic_fetch_add(&cad_tls_conns, 1) + 1);
     char roles[200] = "";
     for (size_t i = 0; i < d->cfg.nroles; i++) {
         const cad_role *r = &d->cfg.roles[i];

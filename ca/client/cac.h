@@ -4,10 +4,20 @@
  * the PIN, opens the token or writes the store. Requests and answers are in cap.h; the table
  * and the semantics in docs/ca-protocol.md.
  *
+ * Addresses: a list of keyline-cad daemons, tried in order ("unix:/run/keyline/cad.sock",
+ * a bare socket path, or "tls:HOST:PORT" for a daemon on another host, reached with mutual TLS:
+ * the front end's client certificate, the daemon's certificate checked against a CA file and
+ * HOST). A call goes to the daemon that answered last; when it cannot be reached, or dies
+ * before answering, the call goes to the next one, except a request that changes something
+ * (issue, activate ...) once it may have reached a daemon: that is never sent twice, the call
+ * fails with KL_EUNAVAIL and the front end retries it as a new request (EST 503, the station
+ * tries the device again), which the device claim and the store's records make safe.
+ *
  * Thread safety: one cac may be used from several threads at once; it keeps a small pool of
  * connections (one per concurrent call). Errors: the daemon's own code and message (KL_EPOLICY
- * "profile 'x' is not open to role 'est'" ...), or KL_EIO when the daemon cannot be reached or
- * closes the connection, KL_ETIMEOUT when it does not answer in time. */
+ * "profile 'x' is not open to role 'est'" ..., KL_EUNAVAIL when its store is unreachable),
+ * KL_EUNAVAIL when no daemon of the list answers (unreachable, closed the connection, did not
+ * answer in time), KL_EIO when a daemon sends something that is not an answer. */
 #ifndef KL_CAC_H
 #define KL_CAC_H
 
@@ -20,12 +30,42 @@
 
 typedef struct cac cac;
 
-/* `endpoint`: "unix:PATH" or a path to keyline-cad's Unix socket. Connects once (HELLO) to
- * check the daemon speaks this version; *roles (may be NULL) gets the caller's roles as the
- * daemon sees them, comma-separated (room for roles_cap bytes). */
-kl_rc cac_open(cac **out, const char *endpoint, unsigned timeout_s, char *roles,
+/* Most addresses in one list. */
+#define CAC_ADDR_MAX 8
+
+typedef struct {
+    /* Comma-separated addresses (above), at least one. */
+    const char *addrs;
+    /* Relative socket and file paths are taken from this folder (the configuration file's);
+     * NULL: as given. */
+    const char *base_dir;
+    /* For tls: addresses (NULL otherwise): the front end's certificate (PEM, leaf then chain),
+     * its key (PEM, read once by cac_open and wiped; not readable by others), and the CA
+     * certificates that issued the daemons' (PEM). */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_ca;
+    unsigned timeout_s; /* one request's answer; 0: 30 */
+} cac_cfg;
+
+/* Parse the list, load the TLS credentials, and say HELLO (to the first daemon that answers)
+ * to check it speaks this version; *roles (may be NULL) gets the caller's roles as that daemon
+ * sees them, comma-separated (room for roles_cap bytes). KL_EUSAGE for a malformed list or
+ * missing TLS settings, KL_EINPUT for unreadable credentials, KL_EUNAVAIL when no daemon
+ * answers (nothing is left open then). */
+kl_rc cac_open_cfg(cac **out, const cac_cfg *cfg, char *roles, size_t roles_cap) KL_WUR;
+/* The same with one Unix socket address (or a list of them) and no TLS. */
+kl_rc cac_open(cac **out, const char *addrs, unsigned timeout_s, char *roles,
                size_t roles_cap) KL_WUR;
 void cac_close(cac *c);
+
+/* The address that answered the last call (for logs; valid while c is open). */
+const char *cac_addr_current(cac *c);
+
+/* How many calls made by the calling thread so far ended in KL_EUNAVAIL (any cac): a front end
+ * that runs one job per thread compares it before and after a job to tell "the CA service
+ * was unavailable, try again" from a failure of the job itself. */
+unsigned long cac_thread_unavailable(void);
 
 /* One answer: the body and the message parsed from it (fields point into body). */
 typedef struct {

@@ -179,7 +179,7 @@ kl_rc cap_msg_parse(const uint8_t *body, size_t len, int is_response, cap_msg *o
     if (!is_response && out->status != 0) {
         return kl_fail(KL_EINPUT, "a request carries status 0, not %u", out->status);
     }
-    if (out->status > KL_EINTERNAL) {
+    if (out->status > KL_EUNAVAIL) {
         return kl_fail(KL_EINPUT, "unknown status %u", out->status);
     }
     const cap_op_info *oi = &cap_ops[out->op];

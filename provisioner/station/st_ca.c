@@ -67,19 +67,45 @@ static kl_rc st_cad_send(st_station *st, kl_buf *req, kl_rc built)
     return rc;
 }
 
+static void st_cad_cfg_free(cac_cfg *c)
+{
+    free((char *)c->tls_cert);
+    free((char *)c->tls_key);
+    free((char *)c->tls_ca);
+}
+
+/* [station] cad: one address or a list (cac.h), relative socket paths from the configuration's
+ * folder; st->cfg.cad ([cad] socket or the default) when it is not set. A tls: address takes
+ * [station] cad-tls-cert, cad-tls-key (read here, as the station's user, and wiped) and
+ * cad-tls-ca. */
+static kl_rc st_cad_connect(st_station *st, cac_cfg *c)
+{
+    const char *list = kl_conf_get(st->conf, "station", "cad");
+    *c = (cac_cfg){.addrs = list && *list ? list : st->cfg.cad,
+                   .base_dir = kl_conf_dir(st->conf),
+                   .tls_cert = kl_conf_path(st->conf, "station", "cad-tls-cert"),
+                   .tls_key = kl_conf_path(st->conf, "station", "cad-tls-key"),
+                   .tls_ca = kl_conf_path(st->conf, "station", "cad-tls-ca"),
+                   .timeout_s = (unsigned)st->cfg.cad_timeout};
+    return cac_open_cfg(&st->cac, c, NULL, 0);
+}
+
 kl_rc st_cad_open(st_station *st)
 {
     kl_rc rc = KL_OK;
     kl_buf req;
     cac_resp resp;
+    cac_cfg cad;
     char issuer[128];
     kl_buf_init(&req, 4096, 0);
     memset(&resp, 0, sizeof resp);
-    rc = cac_open(&st->cac, st->cfg.cad, (unsigned)st->cfg.cad_timeout, NULL, 0);
+    rc = st_cad_connect(st, &cad);
     if (rc != KL_OK) {
-        kl_wrap(rc, "keyline-cad at %s", st->cfg.cad);
+        kl_wrap(rc, "keyline-cad at %s", cad.addrs);
+        st_cad_cfg_free(&cad);
         goto out;
     }
+    st_cad_cfg_free(&cad);
     /* the profile must issue under the CA [station] issuer names, if it names one: a
      * configuration that says factory2 must not quietly provision under factory1 */
     TRY(cap_msg_begin(&req, CAP_OP_PROFILE, 0));

@@ -25,6 +25,10 @@
 #define ST_IDLE_POLL_MS 200
 #define ST_ABSENT_POLLS 2
 
+/* A device whose flow keyline-cad could not serve is tried again after this long, doubling. */
+#define ST_CA_RETRY_MIN_MS 500
+#define ST_CA_RETRY_MAX_MS 8000
+
 static void st_sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -224,6 +228,7 @@ static void *st_fixture_main(void *arg)
     st_station *st = fx->st;
     st_resp *r = malloc(sizeof *r);
     int open_ok = 0, need_absent = 0, absent = 0, warned_open = 0;
+    long ca_wait_ms = ST_CA_RETRY_MIN_MS;
     long silent_since = 0;
     char last_serial[KL_PROTO_SERIAL_MAX + 1] = "";
     uint8_t hello_req[16];
@@ -323,7 +328,24 @@ static void *st_fixture_main(void *arg)
             st_fixture_progress(fx, ST_PH_HELLO, "HELLO: %s %s fw %s state %s", o->hello.model,
                                 o->hello.hw_serial, o->hello.fw_version,
                                 kl_proto_state_name(o->hello.state));
+            unsigned long unavail = cac_thread_unavailable();
             st_flow_run(st, fx, o);
+            if (!o->ok && !st->stop && cac_thread_unavailable() != unavail) {
+                /* keyline-cad (every address of [station] cad) or its store could not serve:
+                 * not the device's failure. The device stays attached and is tried again from
+                 * HELLO (it resumes with its pending certificate, if one was recorded), waiting
+                 * longer each time, up to ST_CA_RETRY_MAX_MS; nothing is reported yet. */
+                st_event(st, 1, "%s: %s: CA service unavailable (%s); trying again in %ld ms",
+                         fx->name, o->hello.hw_serial, o->error, ca_wait_ms);
+                st_fixture_progress(fx, -1, "keyline-cad unavailable: retrying %s",
+                                    o->hello.hw_serial);
+                free(o);
+                st_sleep_ms(ca_wait_ms);
+                ca_wait_ms =
+                    ca_wait_ms * 2 > ST_CA_RETRY_MAX_MS ? ST_CA_RETRY_MAX_MS : ca_wait_ms * 2;
+                continue;
+            }
+            ca_wait_ms = ST_CA_RETRY_MIN_MS;
         }
         if (!o->ok && st->stop) {
             /* Interrupted by the stop (Ctrl-C, --count reached on another fixture): not a
