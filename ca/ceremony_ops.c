@@ -62,13 +62,16 @@ static kl_rc ceremony_run_ca_create(ca_ctx *ca, const ceremony_req *r, const cha
 {
     kl_rc rc = KL_OK;
     X509 *cert = NULL;
-    hsm_key_type kt;
-    const char *label = ceremony_req_get(r, "label");
-    TRY(ceremony_key_type(r, &kt));
-    TRY(ca_create(ca, label, ceremony_req_get(r, "template"), ceremony_req_get(r, "subject"), kt,
-                  ceremony_req_get(r, "issuer"), actor, &cert));
-    TRY(ceremony_res_cert(res, label, cert));
-    TRY(ceremony_res_crl(ca, res, label));
+    ca_create_req rq = {.label = ceremony_req_get(r, "label"),
+                        .template_name = ceremony_req_get(r, "template"),
+                        .subject = ceremony_req_get(r, "subject"),
+                        .issuer = ceremony_req_get(r, "issuer"),
+                        .token = ceremony_req_get(r, "token"),
+                        .actor = actor};
+    TRY(ceremony_key_type(r, &rq.key_type));
+    TRY(ca_create_run(ca, &rq, &cert));
+    TRY(ceremony_res_cert(res, rq.label, cert));
+    TRY(ceremony_res_crl(ca, res, rq.label));
 out:
     X509_free(cert);
     return rc;
@@ -83,6 +86,7 @@ static kl_rc ceremony_run_ca_rotate(ca_ctx *ca, const ceremony_req *r, const cha
     ca_rotate_req rq = {.label = ceremony_req_get(r, "label"),
                         .new_label = label,
                         .issuer = ceremony_req_get(r, "issuer"),
+                        .token = ceremony_req_get(r, "token"),
                         .actor = actor};
     TRY(ceremony_key_type(r, &rq.key_type));
     TRY(ca_rotate(ca, &rq, &cert));
@@ -93,6 +97,8 @@ out:
     return rc;
 }
 
+/* Every row: the plain command's words and options (its defaults made explicit), so that what
+ * the officers sign is what the plain command would have done. */
 const ceremony_op ceremony_ops[] = {
     {"ca create",
      "generate a CA key in the token and its certificate",
@@ -101,6 +107,7 @@ const ceremony_op ceremony_ops[] = {
       {"subject", 1, NULL},
       {"key-type", 0, "ec-p256"},
       {"issuer", 0, NULL},
+      {"token", 0, NULL},
       {NULL, 0, NULL}},
      ceremony_run_ca_create},
     {"ca rotate",
@@ -109,6 +116,7 @@ const ceremony_op ceremony_ops[] = {
       {"new-label", 1, NULL},
       {"key-type", 0, "ec-p256"},
       {"issuer", 0, NULL},
+      {"token", 0, NULL},
       {NULL, 0, NULL}},
      ceremony_run_ca_rotate},
     {NULL, NULL, {{NULL, 0, NULL}}, NULL},
