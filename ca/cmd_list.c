@@ -13,12 +13,28 @@
 typedef struct {
     json_t *arr; /* --json */
     kl_rc rc;
+    time_t now, ending_by; /* --expiring: only rows valid now and ending by ending_by */
 } cli_list_state;
+
+/* --expiring DAYS[d]: 1..36500 days */
+static kl_rc cli_list_days(const char *s, long *days)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (end == s || (*end && strcmp(end, "d") != 0) || v < 1 || v > 36500) {
+        return kl_fail(KL_EUSAGE, "--expiring %s: a number of days like 30d", s);
+    }
+    *days = v;
+    return KL_OK;
+}
 
 static int cli_list_row(void *arg, const store_cert *c)
 {
     cli_list_state *st = arg;
     char nb[32], na[32];
+    if (st->ending_by && (c->not_after <= st->now || c->not_after > st->ending_by)) {
+        return 0;
+    }
     cli_time(c->not_before, nb, sizeof nb);
     cli_time(c->not_after, na, sizeof na);
     if (st->arr) {
@@ -43,10 +59,12 @@ kl_rc cmd_list(cli *c, int argc, char **argv)
     const char *status = NULL, *issuer = NULL;
     int as_json = 0;
     ca_ctx *ca = NULL;
-    cli_list_state st = {NULL, KL_OK};
+    cli_list_state st = {NULL, KL_OK, time(NULL), 0};
+    long days = 0;
     static const struct option opts[] = {{"status", required_argument, NULL, 's'},
                                          {"issuer", required_argument, NULL, 'i'},
                                          {"json", no_argument, NULL, 'j'},
+                                         {"expiring", required_argument, NULL, 'e'},
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
@@ -55,6 +73,11 @@ kl_rc cmd_list(cli *c, int argc, char **argv)
         case 's': status = optarg; break;
         case 'i': issuer = optarg; break;
         case 'j': as_json = 1; break;
+        case 'e':
+            TRY(cli_list_days(optarg, &days));
+            st.ending_by = st.now + days * 86400;
+            status = status ? status : "valid";
+            break;
         default: return kl_fail(KL_EUSAGE, "list: bad option (see --help)");
         }
     }

@@ -17,15 +17,15 @@
 #include "kl_version.h"
 
 static const cli_cmd cli_top[] = {
-    {"ca", cmd_ca, "create|cert|list|rotate ...",
-     "create CAs in the token, print, list or rotate them"},
+    {"ca", cmd_ca, "create|import|cert|list|rotate|retire ...",
+     "create, import, print, list, rotate or retire CAs (docs/key-ceremony.md)"},
     {"issue", cmd_issue, "--issuer L --template T --csr FILE [--out FILE] [--device-id ID]",
      "issue a certificate for a CSR"},
     {"revoke", cmd_revoke, "--serial HEX [--reason NAME]", "revoke a certificate"},
     {"crl", cmd_crl, "--issuer L [--out FILE]",
      "sign a fresh CRL in the HSM, publish it in the store, print it (PEM)"},
-    {"list", cmd_list, "[--status valid|pending|revoked] [--issuer L] [--json]",
-     "list issued certificates"},
+    {"list", cmd_list, "[--status valid|pending|revoked] [--issuer L] [--expiring DAYSd] [--json]",
+     "list issued certificates (--expiring 30d: valid ones ending within 30 days)"},
     {"show", cmd_show, "--serial HEX", "show one certificate and its status"},
     {"audit", cmd_audit, "verify|list|checkpoint",
      "verify, print or sign (in the HSM) the tamper-evident audit log"},
@@ -33,6 +33,8 @@ static const cli_cmd cli_top[] = {
     {"request", cmd_request, "list|show|approve|reject ...",
      "EST enrollment requests held for approval"},
     {"config", cmd_config, "check", "check keyline.conf and print it with its defaults"},
+    {"maintain", cmd_maintain, "[--issuer L] [--dry-run]",
+     "re-sign CRLs and renew OCSP signers past half their life (idempotent; the daily timer)"},
     {"sign-image", cmd_sign_image,
      "--key LABEL --in FILE --out FILE --version X.Y.Z[+B] [--security-counter N] "
      "[--header-size BYTES] [--align N] [--pad-header] [--format mcuboot|cms]",

@@ -52,6 +52,7 @@ kl_rc cmd_audit(cli *c, int argc, char **argv);
 kl_rc cmd_device(cli *c, int argc, char **argv);
 kl_rc cmd_request(cli *c, int argc, char **argv);
 kl_rc cmd_config(cli *c, int argc, char **argv);
+kl_rc cmd_maintain(cli *c, int argc, char **argv);
 kl_rc cmd_sign_image(cli *c, int argc, char **argv);
 
 #endif
