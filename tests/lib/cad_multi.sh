@@ -199,12 +199,13 @@ cm_fixture() {
 }
 
 # cm_devices FIXTURE SERIAL...: a background "operator" plugs the devices into FIXTURE one after
-# the other (each leaves by itself once locked)
+# the other (each leaves by itself once locked); $CM_DEV_ARGS are added to each devsim
 cm_devices() {
   local fx=$1; shift
   (
     for s in "$@"; do
-      "$KDEV" --port "$KL_TEST_DIR/dev$fx" --serial "$s" --state "$KL_TEST_DIR/$s.state" >>"$KL_TEST_DIR/$s.log" 2>&1 || exit 1
+      # shellcheck disable=SC2086 # CM_DEV_ARGS: extra devsim arguments, word-split
+      "$KDEV" --port "$KL_TEST_DIR/dev$fx" --serial "$s" --state "$KL_TEST_DIR/$s.state" ${CM_DEV_ARGS:-} >>"$KL_TEST_DIR/$s.log" 2>&1 || exit 1
     done
   ) &
   cm_pids+=($!)

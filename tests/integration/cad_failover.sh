@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# keyline-cad killed with SIGKILL under load (issue 13 item 4): the front ends list two daemons
+# (est1 and station 1 on Unix sockets, est2 and station 2 over mutual TLS) and fail over to the
+# other; a request that was in flight on the dead one comes back to its client as "unavailable"
+# (EST 503 + Retry-After, the station tries the device again), and its retry gives no device a
+# second identity. Then no daemon at all: EST 503 + Retry-After and /healthz 503, the station
+# keeps the device waiting instead of failing it; a daemon starts again and both resume by
+# themselves. audit verify: one valid chain after the kills.
+source "$KL_SRC/tests/lib/cad_multi.sh"
+CM_EST_N=${CM_EST_N:-24}
+CM_DEV_N=${CM_DEV_N:-3}
+
+cm_setup
+cm_cad_start a
+cm_cad_start b
+cm_est_start 1 "cad-a.sock, cad-b.sock"
+cm_est_start 2 "$(cm_tls a), $(cm_tls b)" est2
+cm_station_conf 1 "cad-a.sock, cad-b.sock"
+cm_station_conf 2 "$(cm_tls a), $(cm_tls b)" station2
+
+for e in 1 2; do
+  for i in $(seq 1 "$CM_EST_N"); do cm_key_csr "e$e-$i" "/CN=ldev-$e-$i/serialNumber=F$e-$i"; done
+done
+for s in 1 2; do cm_fixture "$s-1"; cm_fixture "$s-2"; done
+devs=()
+CM_DEV_ARGS="--misbehave slow --delay-ms 150"
+for s in 1 2; do
+  for f in 1 2; do
+    list=(); for i in $(seq 1 "$CM_DEV_N"); do list+=("K-$s-$f-$i"); done
+    cm_devices "$s-$f" "${list[@]}"
+    devs+=("${list[@]}")
+  done
+done
+CM_DEV_ARGS=
+for e in 1 2; do
+  for c in 0 1 2 3; do
+    (
+      for i in $(seq 1 "$CM_EST_N"); do
+        [ $((i % 4)) = "$c" ] || continue
+        echo "e$e-$i $(cm_enroll "$e" "e$e-$i")"
+        sleep 0.2
+      done
+    ) >"est-load-$e-$c.txt" &
+    cm_pids+=($!)
+  done
+done
+timeout 240 "$KL_BIN/keyline-provision" -c st1.conf --port fix1-1 --port fix1-2 --count $((2 * CM_DEV_N)) >>st1.log 2>&1 &
+sp1=$!
+timeout 240 "$KL_BIN/keyline-provision" -c st2.conf --port fix2-1 --port fix2-2 --count $((2 * CM_DEV_N)) >>st2.log 2>&1 &
+sp2=$!
+
+# SIGKILL daemon a once it has issued some of the load, while the rest is in flight
+for _ in $(seq 1 200); do
+  n=$(kca list --json | python3 -c 'import json,sys; print(sum(1 for c in json.load(sys.stdin) if (c.get("device_id") or "")[:1] in "FK"))')
+  [ "$n" -lt 6 ] || break
+  sleep 0.05
+done
+kill -KILL "${CM_PID[a]}"
+wait "${CM_PID[a]}" 2>/dev/null || true
+unset "CM_PID[a]"
+ok "keyline-cad a killed (SIGKILL) after $n of $((2 * CM_EST_N + 4 * CM_DEV_N)) certificates"
+
+wait $sp1 || fail "station 1 exited non-zero after the kill"
+wait $sp2 || fail "station 2 exited non-zero after the kill"
+for _ in $(seq 1 900); do
+  [ "$(cat est-load-*.txt | wc -l)" -lt $((2 * CM_EST_N)) ] || break
+  sleep 0.2
+done
+bad=$(grep -vh ' 200$' est-load-*.txt || true)
+[ -z "$bad" ] || fail "EST after the kill: $bad"
+n503=$(cat e*.503 | wc -l)
+ok "all $((2 * CM_EST_N)) EST enrollments answered 200 ($n503 answers were 503 on the way: $(sort e*.503 | uniq -c | tr -s ' ' | tr '\n' ';'))"
+if [ "$n503" -gt 0 ]; then
+  grep -vqx 10 <(cat e*.503) && fail "a 503 without Retry-After: 10: $(sort -u e*.503)"
+fi
+
+# no second identity: each device one valid certificate, nothing pending left behind for it
+kca list --json >all.json
+for d in "${devs[@]}"; do
+  [ "$(cm_valid_count "$d")" = 1 ] || fail "device $d: $(cm_valid_count "$d") valid certificates"
+done
+python3 - "${devs[@]}" <<'PY' || fail "pending certificates left for provisioned devices"
+import json, sys
+left = [c for c in json.load(open("all.json")) if c.get("status") == "pending" and c.get("device_id") in sys.argv[1:]]
+assert not left, [(c["device_id"], c["serial"]) for c in left]
+PY
+for e in 1 2; do for i in $(seq 1 "$CM_EST_N"); do
+  kca show --serial "$(cm_serial "e$e-$i.pem")" >/dev/null || fail "e$e-$i: certificate not recorded"
+done; done
+grep -h "CA service unavailable" st1.log st2.log | head -2 | sed 's/^/  station: /' || true
+ok "every device one valid certificate and no pending leftover; every EST certificate recorded"
+
+# ---- no daemon at all ----------------------------------------------------------------------------
+kill -KILL "${CM_PID[b]}"; wait "${CM_PID[b]}" 2>/dev/null || true; unset "CM_PID[b]"
+cm_key_csr down1 "/CN=down/serialNumber=DOWN-1"
+openssl req -in down1.csr -outform DER | openssl base64 >down1.b64
+st=$(curl -s --cacert root1.pem -u "$CM_USER:$CM_PASS" -H "Content-Type: application/pkcs10" -D down1.hdr \
+  -o down1.out -w '%{http_code}' --data-binary @down1.b64 "https://127.0.0.1:${CM_PORT[est1]}/.well-known/est/simpleenroll")
+[ "$st" = 503 ] && tr -d '\r' <down1.hdr | grep -qix 'retry-after: 10' || fail "no keyline-cad: HTTP $st, $(cat down1.hdr)"
+st=$(curl -s --cacert root1.pem -o /dev/null -w '%{http_code}' "https://127.0.0.1:${CM_PORT[est2]}/healthz")
+[ "$st" = 503 ] || fail "est2 /healthz with no keyline-cad: $st"
+ok "no keyline-cad: simpleenroll 503 + Retry-After: 10, /healthz 503"
+
+cm_cad_start a
+st=$(cm_enroll 1 down1)
+[ "$st" = 200 ] && [ ! -s down1.503 ] || fail "keyline-cad a back: est1 HTTP $st ($(cat down1.503))"
+st=$(cm_enroll 2 e2-1)
+[ "$st" = 200 ] || fail "keyline-cad a back: est2 (TLS) HTTP $st"
+ok "keyline-cad a started again: both keyline-estd serve again by themselves (no restart)"
+
+# the station: keyline-cad goes away in the middle of a device, comes back, the device finishes
+: >st1.jsonl
+"$KL_BIN/keyline-devsim" --port "$KL_TEST_DIR/dev1-1" --serial WAIT-1 --state "$KL_TEST_DIR/WAIT-1.state" \
+  --misbehave slow --delay-ms 200 >>WAIT-1.log 2>&1 &
+cm_pids+=($!)
+timeout 120 "$KL_BIN/keyline-provision" -c st1.conf --port fix1-1 --count 1 >>st1b.log 2>&1 &
+sp=$!
+for _ in $(seq 1 100); do grep -q "WAIT-1: HELLO" st1b.log && break; sleep 0.05; done
+kill -KILL "${CM_PID[a]}"; wait "${CM_PID[a]}" 2>/dev/null || true; unset "CM_PID[a]"
+for _ in $(seq 1 200); do [ "$(grep -c "WAIT-1: CA service unavailable" st1b.log)" -ge 3 ] && break; sleep 0.05; done
+[ "$(grep -c "WAIT-1: CA service unavailable" st1b.log)" -ge 3 ] || fail "station: no retries while keyline-cad is down: $(tail -3 st1b.log)"
+[ ! -s st1.jsonl ] || fail "station reported the device while keyline-cad was down: $(cat st1.jsonl)"
+kill -0 $sp || fail "station exited while keyline-cad was down"
+ok "no keyline-cad mid-device: the station keeps WAIT-1 waiting ($(grep -m1 -o "CA service unavailable.*" st1b.log | cut -c1-110))"
+cm_cad_start a
+wait $sp || fail "station exit after keyline-cad came back: $(tail -3 st1b.log)"
+[ "$(cm_result st1.jsonl WAIT-1 outcome)" = ok ] || fail "WAIT-1: $(cat st1.jsonl)"
+[ "$(cm_valid_count WAIT-1)" = 1 ] || fail "WAIT-1: $(cm_valid_count WAIT-1) valid certificates"
+ok "keyline-cad back: the station finished WAIT-1 by itself, one valid certificate"
+
+kca audit verify >verify.txt || fail "audit verify after the kills: $(cat verify.txt)"
+ok "audit verify: $(head -1 verify.txt)"
+for n in est1 est2; do kill -TERM "${CM_PID[$n]}"; wait "${CM_PID[$n]}" || fail "$n exit on SIGTERM"; unset "CM_PID[$n]"; done
+cm_cad_stop a
