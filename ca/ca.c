@@ -1125,6 +1125,27 @@ out:
     return rc;
 }
 
+kl_rc ca_cert_to_token(ca_ctx *ca, const char *label, X509 *cert)
+{
+    unsigned char *der = NULL;
+    hsm_ctx *h = NULL;
+    int n = i2d_X509(cert, &der);
+    kl_rc rc = n > 0 ? ca_hsm_of(ca, label, &h) : kl_fail_ssl(KL_EINTERNAL, "i2d_X509");
+    if (rc == KL_OK) {
+        rc = hsm_cert_put(h, label, der, (size_t)n);
+    }
+    OPENSSL_free(der);
+    if (rc != KL_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", kl_errmsg());
+        rc = kl_fail(rc,
+                     "CA '%s' is recorded, but its certificate could not be stored on the "
+                     "token: %s",
+                     label, why);
+    }
+    return rc;
+}
+
 kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
                       const X509_NAME *name, hsm_key_type kt, const char *issuer, const char *actor,
                       X509 **cert_out)
@@ -1143,7 +1164,8 @@ kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
         return rc;
     }
     *cert_out = cert;
-    return KL_OK;
+    /* a delegated OCSP signer's certificate is renewed monthly: the store has it */
+    return ca_is_ocsp_signer_label(label) ? KL_OK : ca_cert_to_token(ca, label, cert);
 }
 
 kl_rc ca_subject_parse(const char *subject, X509_NAME **out)

@@ -276,6 +276,7 @@ kl_rc ca_import(ca_ctx *ca, const ca_import_req *req, X509 **cert_out)
     TRY(ca_import_record(ca, req, tname, cert, chain));
     X509_up_ref(cert);
     *cert_out = cert;
+    rc = ca_cert_to_token(ca, req->label, cert);
 out:
     sk_X509_pop_free(certs, X509_free);
     sk_X509_pop_free(chain, X509_free);

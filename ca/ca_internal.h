@@ -116,6 +116,9 @@ kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
 kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const X509_NAME *name,
                  hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out,
                  EVP_PKEY **priv_out) KL_WUR;
+/* Store a recorded CA's certificate on its token beside its key (hsm_cert_put): KL_OK, or the
+ * error saying the CA is recorded but the token lacks its certificate. */
+kl_rc ca_cert_to_token(ca_ctx *ca, const char *label, X509 *cert) KL_WUR;
 /* "CN=Root CA,O=Acme" (RFC 4514 order) -> X509_NAME (caller frees). KL_EUSAGE. */
 kl_rc ca_subject_parse(const char *subject, X509_NAME **out) KL_WUR;
 /* ca_crl with nextUpdate `next_update` when it is in the future (a retired CA's final CRL),

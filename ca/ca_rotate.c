@@ -160,6 +160,7 @@ kl_rc ca_rotate(ca_ctx *ca, const ca_rotate_req *req, X509 **cert_out)
                          detail));
     *cert_out = made[0];
     made[0] = NULL;
+    rc = ca_cert_to_token(ca, req->new_label, *cert_out);
 out:
     if (rc != KL_OK && made[0]) {
         ca_key_discard(ca, req->new_label, made, 3, req->actor, rc);

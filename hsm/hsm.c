@@ -1327,3 +1327,78 @@ out:
     key_leave(h, locked, label);
     return rc;
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* certificate objects                                                                      */
+
+/* Destroy the certificate objects labelled `label` (h->mu held). */
+static kl_rc raw_cert_clear(hsm_ctx *h, const char *label)
+{
+    for (;;) {
+        CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
+        CK_ULONG n = 0;
+        kl_rc rc = raw_count_label(h, label, CKO_CERTIFICATE, &o, &n);
+        if (rc != KL_OK || n == 0) {
+            return rc;
+        }
+        CK_RV rv = h->mod->fl->C_DestroyObject(h->sess, o);
+        if (rv != CKR_OK) {
+            return fail_ckr(rv, "C_DestroyObject");
+        }
+    }
+}
+
+kl_rc hsm_cert_put(hsm_ctx *h, const char *label_arg, const uint8_t *der, size_t len)
+{
+    kl_rc rc = KL_OK;
+    char *label = NULL;
+    uint8_t *id = NULL, *subj = NULL, *iss = NULL, *ser = NULL;
+    size_t idlen = 0;
+    int locked = 0, sl, il, nl;
+    CK_OBJECT_HANDLE key = CK_INVALID_HANDLE, obj = CK_INVALID_HANDLE;
+    CK_ULONG count = 0;
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    ENSURE(x != NULL && p == der + len, KL_EINPUT, "hsm_cert_put: not one DER certificate");
+    sl = i2d_X509_NAME(X509_get_subject_name(x), &subj);
+    il = i2d_X509_NAME(X509_get_issuer_name(x), &iss);
+    nl = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &ser);
+    ENSURE_SSL(sl > 0 && il > 0 && nl > 0, KL_EINTERNAL, "cannot encode the certificate's names");
+    TRY(key_enter(h, "hsm_cert_put", label_arg, &label));
+    locked = 1;
+    ENSURE(h->logged_in, KL_EUSAGE, "storing a certificate needs a login");
+    TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, &key, &count));
+    ENSURE(count == 1, count ? KL_EHSM : KL_ENOTFOUND, "%s private key labelled %s on token %s",
+           count ? "more than one" : "no", label, h->token_label);
+    TRY(raw_attr(h, key, CKA_ID, &id, &idlen));
+    TRY(raw_cert_clear(h, label));
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_CERTIFICATE_TYPE ct = CKC_X_509;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    /* PKCS#11 2.40 4.6.3: the X.509 certificate object; CKA_ID as the key's, so tools pair
+     * them (pkcs11-tool, p11tool, libp11's PKCS11_find_certificate) */
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof cls},
+        {CKA_CERTIFICATE_TYPE, &ct, sizeof ct},
+        {CKA_TOKEN, &yes, sizeof yes},
+        {CKA_PRIVATE, &no, sizeof no},
+        {CKA_LABEL, label, (CK_ULONG)strlen(label)},
+        {CKA_ID, id, (CK_ULONG)idlen},
+        {CKA_SUBJECT, subj, (CK_ULONG)sl},
+        {CKA_ISSUER, iss, (CK_ULONG)il},
+        {CKA_SERIAL_NUMBER, ser, (CK_ULONG)nl},
+        {CKA_VALUE, (void *)der, (CK_ULONG)len},
+    };
+    CK_RV rv = h->mod->fl->C_CreateObject(h->sess, t, sizeof t / sizeof t[0], &obj);
+    if (rv != CKR_OK) {
+        rc = fail_ckr(rv, "C_CreateObject (certificate)");
+    }
+out:
+    key_leave(h, locked, label);
+    X509_free(x);
+    free(id);
+    OPENSSL_free(subj);
+    OPENSSL_free(iss);
+    OPENSSL_free(ser);
+    return rc;
+}

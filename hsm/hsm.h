@@ -89,6 +89,13 @@ enum {
 };
 kl_rc hsm_key_protection(hsm_ctx *h, const char *label, unsigned *flags_out) KL_WUR;
 
+/* Store the X.509 certificate `der` (len bytes) on the token as a CKO_CERTIFICATE object
+ * labelled like the private key `label` and with its CKA_ID (a public token object, so
+ * pkcs11-tool and p11tool users see the CA certificate beside its key), replacing any
+ * certificate object with that label. KL_ENOTFOUND without that private key; KL_EINPUT when
+ * `der` is not one certificate. */
+kl_rc hsm_cert_put(hsm_ctx *h, const char *label, const uint8_t *der, size_t len) KL_WUR;
+
 /* "CKR_PIN_INCORRECT" for 0xa0 ("CKR_(unknown)" / "CKR_VENDOR_DEFINED" otherwise; static). */
 const char *hsm_ckr_name(unsigned long ckr);
 /* Our code for a CKR_* value: PIN_INCORRECT/INVALID/LEN_RANGE -> KL_EPIN, PIN_LOCKED ->

@@ -18,6 +18,19 @@ certtool_anchor() {
   certtool --verify --load-ca-certificate "$anchor" --infile ct-chain.pem >ct.out 2>&1 && grep -q "Chain verification output: Verified" ct.out
 }
 
+# CA certificates on the token too (CKO_CERTIFICATE, the key's CKA_ID), as PKCS#11 tools see it
+p11() { pkcs11-tool --module "$KL_MODULE" --token-label keyline-test --login --pin "$KEYLINE_PIN" "$@" 2>/dev/null; }
+objid() { p11 --list-objects --type "$1" | awk -v l="$2" '$1 == "label:" { hit = ($2 == l) } hit && $1 == "ID:" { print $2; exit }'; }
+for l in root1 factory1 field1; do
+  kid=$(objid privkey $l); cid=$(objid cert $l)
+  [ -n "$kid" ] && [ "$kid" = "$cid" ] || fail "certificate object of $l: ID '$cid', key ID '$kid'"
+  p11 --read-object --type cert --label $l -o $l.obj.der
+  cmp $l.obj.der <(openssl x509 -in $l.pem -outform DER) || fail "certificate object of $l differs from the CA certificate"
+done
+p11tool --provider "$KL_MODULE" --list-all-certs "pkcs11:token=keyline-test" 2>/dev/null | grep -q "Label: root1" ||
+  fail "p11tool does not list root1's certificate"
+ok "CA certificates stored on the token beside their keys (pkcs11-tool IDs and bytes, p11tool)"
+
 # All or nothing: a rotation that fails at its last step (the store refuses the OldWithNew
 # record: a trigger injects the failure into the real store file) leaves no CA, no key in the
 # token, and the certificates signed on the way revoked; the same command then succeeds.
@@ -60,6 +73,7 @@ grep -q "root1.oldwithnew .*rollover" list.txt || { cat list.txt; fail "ca list 
 [ "$(openssl x509 -in nwo.pem -noout -pubkey)" = "$(openssl x509 -in root2.pem -noout -pubkey)" ] || fail "NewWithOld does not carry the new key"
 openssl verify -CAfile root1.pem nwo.pem >/dev/null || fail "NewWithOld is not signed by the old root"
 openssl verify -CAfile root2.pem own.pem >/dev/null || fail "OldWithNew is not signed by the new root"
+[ "$(objid cert root2)" = "$(objid privkey root2)" ] || fail "rotated root's certificate object"
 ok "root rotated: new self-signed root + NewWithOld + OldWithNew"
 
 # A new issuing CA under the new root, and a device certificate from it.
