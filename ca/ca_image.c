@@ -34,8 +34,11 @@ static kl_rc ca_image_key(ca_ctx *ca, const char *label, const ca_entry **e)
            "firmware key '%s' is %s: it signs nothing more", label, rec.status);
     rc = ca_issuer_check(ca, label, time(NULL));
     if (rc == KL_EPOLICY) {
-        /* "CA 'fw1' cannot issue: ..." reads wrong for a signing key */
-        rc = kl_wrap(rc, "firmware key '%s' cannot sign", label);
+        /* "CA 'fw1' cannot issue: its certificate .. is revoked": said of a signing key */
+        char why[512];
+        snprintf(why, sizeof why, "%s", kl_errmsg());
+        const char *p = strstr(why, "cannot issue: ");
+        rc = kl_fail(rc, "firmware key '%s' cannot sign: %s", label, p ? p + 14 : why);
     }
     TRY(rc);
     TRY(ca_entry_get(ca, label, 1, e));

@@ -119,6 +119,7 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"station", "retries", "3", NULL, 0},
     {"station", "pending-window", "3600", NULL, 0},
     {"station", "est-url", NULL, NULL, 0},
+    {"station", "firmware-keys", NULL, NULL, 0},
     {"station", "results", NULL, NULL, P},
 
     /* every daemon (kl_log_configure) */

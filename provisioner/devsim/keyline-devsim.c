@@ -46,6 +46,7 @@
 
 #include "devsim_matter.h"
 #include "devsim_port.h"
+#include "devsim_update.h"
 #include "kl_dev.h"
 #include "kl_file.h"
 #include "kl_hostcrypto.h"
@@ -699,6 +700,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: keyline-devsim --port DEV --serial HWSERIAL --state FILE [options]\n"
+            "       keyline-devsim --state FILE --update IMAGE\n"
             "       keyline-devsim --state FILE --print-cert | --print-key | --print-matter\n"
             "\n"
             "A simulated keyline device (the device library with an OpenSSL port) on a serial\n"
@@ -727,6 +729,9 @@ static void usage(FILE *f)
             "  --print-matter      print the Matter data the device holds (JSON) and exit\n"
             "  --print-private-key simulator only: print the identity private key (PEM), so a\n"
             "                      host EST client can act for the device (demos, tests)\n"
+            "  --update FILE       verify the MCUboot image FILE with the firmware keys and\n"
+            "                      security counter the device holds; install it (record its\n"
+            "                      version and counter) or print why not (exit 4)\n"
             "  -v, --verbose       log frames on stderr\n"
             "  -V, --version       print the version\n"
             "  -h, --help          this text\n");
@@ -739,6 +744,7 @@ int main(int argc, char **argv)
     static devsim_port port;
     const char *port_path = NULL, *serial = NULL, *model = "keyline-sim", *fw = "1.0.0";
     int want_print = 0;
+    const char *update_file = NULL;
     uint16_t matter_vid = 0, matter_pid = 0;
     memset(&ds, 0, sizeof ds);
     ds.fd = -1;
@@ -749,6 +755,7 @@ int main(int argc, char **argv)
 
     enum {
         O_PORT = 256,
+        O_UPDATE,
         O_SERIAL,
         O_STATE,
         O_MODEL,
@@ -770,6 +777,7 @@ int main(int argc, char **argv)
     };
     static const struct option opts[] = {
         {"port", required_argument, NULL, O_PORT},
+        {"update", required_argument, NULL, O_UPDATE},
         {"serial", required_argument, NULL, O_SERIAL},
         {"state", required_argument, NULL, O_STATE},
         {"model", required_argument, NULL, O_MODEL},
@@ -870,6 +878,7 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_UPDATE: update_file = optarg; break;
         case 'v': ds.verbose = 1; break;
         case 'V': kl_version_print("keyline-devsim"); return 0;
         case 'h': usage(stdout); return 0;
@@ -885,6 +894,18 @@ int main(int argc, char **argv)
         return 2;
     }
     atexit(cleanup);
+    if (update_file) { /* docs/firmware.md: verify, then record version and counter */
+        int urc = offline_open(&ds, &port);
+        if (urc == 0) {
+            urc = devsim_update(&port, update_file, stdout);
+            if (urc == 0 && state_sync(&ds) != KL_OK) { /* the state file is the flash */
+                fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
+                urc = 1;
+            }
+            devsim_port_close(&port);
+        }
+        return urc;
+    }
     if (want_print) {
         if (want_print == 4) {
             return print_matter(&ds);

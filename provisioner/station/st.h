@@ -50,11 +50,19 @@ typedef struct {
     char profile[65];                   /* keyline-cad profile, default "station" */
     char *cad;        /* keyline-cad endpoint ([station] cad, else [cad] socket; malloc'd) */
     long cad_timeout; /* seconds, default 30 */
+    /* [station] firmware-keys (st_firmware.c): P-256 points sent with PUTTRUST */
+    uint8_t fw_keys[2][KL_PROTO_PUB_LEN];
+    size_t nfw_keys;
 } st_config;
 
 /* Fill cfg from [station]. KL_EUSAGE/KL_EINPUT naming the key on a bad value. */
 kl_rc st_config_load(st_config *cfg, const kl_conf *conf) KL_WUR;
 void st_config_free(st_config *cfg);
+/* st_firmware.c: cfg->fw_keys from [station] firmware-keys, certificate files (PEM) of firmware
+ * keys, relative to the config file: codeSigning, no CA, EC P-256, at most ST_FW_KEYS_MAX.
+ * KL_EUSAGE / KL_EINPUT naming the file. */
+#define ST_FW_KEYS_MAX 2
+kl_rc st_firmware_keys_load(st_config *cfg, const kl_conf *conf) KL_WUR;
 const char *st_mode_name(st_mode m);
 int st_mode_from_name(const char *s); /* -1 when unknown */
 

@@ -570,6 +570,12 @@ static int st_trust_first_part(st_flow *f, kl_tlv_w *w)
     if (url[0] && kl_tlv_put_str(w, KL_TAG_EST_URL, url) != KL_PROTO_OK) {
         return -1;
     }
+    /* [station] firmware-keys: the device checks update images against them (firmware.md) */
+    const st_config *c = &f->st->cfg;
+    if (c->nfw_keys &&
+        kl_tlv_put(w, KL_TAG_FW_KEYS, c->fw_keys, KL_PROTO_PUB_LEN * c->nfw_keys) != KL_PROTO_OK) {
+        return -1;
+    }
     return 0;
 }
 

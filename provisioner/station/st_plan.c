@@ -84,6 +84,7 @@ kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
         }
         snprintf(cfg->est_url, sizeof cfg->est_url, "%s", v);
     }
+    TRY(st_firmware_keys_load(cfg, conf));
     cfg->results = kl_conf_path(conf, "station", "results");
     /* one configuration serves both: keyline-cad listens on [cad] socket */
     cfg->cad = kl_conf_path(conf, "station", "cad");
