@@ -1,6 +1,7 @@
-/* keyline: the store front end: argument checks, serial canonicalisation, backend choice, and
- * the record _free functions. Backends (store_sqlite.c, ...) implement struct store_ops and
- * receive canonical serials and non-NULL required arguments. See docs/internals/store.md. */
+/* keyline: the store front end: argument checks, serial canonicalisation, driver choice, and
+ * the record _free functions. The operations (store_ca.c, store_cert.c, store_inv.c,
+ * store_log.c) receive canonical serials and non-NULL required arguments. See
+ * docs/internals/store.md. */
 #include "store.h"
 
 #include <ctype.h>
@@ -11,10 +12,11 @@
 #include <string.h>
 
 #include "store_audit.h"
+#include "store_db.h"
 
-/* Backends by DSN scheme. A plain path (no "scheme:" prefix) goes to the first one. */
-static const struct store_ops *const store_backends[] = {
-    &store_sqlite_ops,
+/* Drivers by DSN scheme. A plain path (no "scheme:" prefix) goes to the first one. */
+static const db_driver *const store_drivers[] = {
+    &store_sqlite_driver,
 };
 
 #define STORE_DEFAULT_ACTOR "keyline"
@@ -49,31 +51,24 @@ kl_rc store_open(store **out, const char *path)
     *out = NULL;
     size_t n = dsn_scheme_len(path);
     if (n == 0) {
-        return store_backends[0]->open(out, path);
+        return store_core_open(out, store_drivers[0], path);
     }
-    for (size_t i = 0; i < sizeof store_backends / sizeof store_backends[0]; i++) {
-        const struct store_ops *ops = store_backends[i];
-        if (strlen(ops->name) == n && memcmp(ops->name, path, n) == 0) {
+    for (size_t i = 0; i < sizeof store_drivers / sizeof store_drivers[0]; i++) {
+        const db_driver *drv = store_drivers[i];
+        if (strlen(drv->name) == n && memcmp(drv->name, path, n) == 0) {
             if (!path[n + 1]) {
                 return kl_fail(KL_EUSAGE, "store: '%s' names no database", path);
             }
-            return ops->open(out, path + n + 1);
+            return store_core_open(out, drv, path + n + 1);
         }
     }
     return kl_fail(KL_EUSAGE, "store: unknown backend '%.*s' in '%s' (known: sqlite)", (int)n, path,
                    path);
 }
 
-void store_close(store *s)
-{
-    if (s && s->ops) {
-        s->ops->close(s);
-    }
-}
-
 #define STORE_CHECK(s)                                                                             \
     do {                                                                                           \
-        if (!(s) || !(s)->ops) {                                                                   \
+        if (!(s)) {                                                                                \
             return kl_fail(KL_EUSAGE, "store: no store handle");                                   \
         }                                                                                          \
     } while (0)
@@ -137,7 +132,7 @@ kl_rc store_ca_put(store *s, const store_ca *ca)
 {
     STORE_CHECK(s);
     ARG_CHECK(ca && ca->label && ca->label[0], "CA record without a label");
-    return s->ops->ca_put(s, ca);
+    return st_ca_put(s, ca);
 }
 
 kl_rc store_ca_put_all(store *s, const store_ca *cas, size_t n, const char *actor,
@@ -149,10 +144,7 @@ kl_rc store_ca_put_all(store *s, const store_ca *cas, size_t n, const char *acto
         ARG_CHECK(cas[i].label && cas[i].label[0], "CA record without a label");
     }
     ARG_CHECK(action && action[0], "store_ca_put_all: no audit action");
-    if (!s->ops->ca_put_all) {
-        return kl_fail(KL_EUSAGE, "store backend %s cannot record CAs together", s->ops->name);
-    }
-    return s->ops->ca_put_all(s, cas, n, actor_or_default(actor), action, detail ? detail : "");
+    return st_ca_put_all(s, cas, n, actor_or_default(actor), action, detail ? detail : "");
 }
 
 kl_rc store_ca_get(store *s, const char *label, store_ca *out)
@@ -160,7 +152,7 @@ kl_rc store_ca_get(store *s, const char *label, store_ca *out)
     STORE_CHECK(s);
     ARG_CHECK(label && out, "store_ca_get: missing argument");
     memset(out, 0, sizeof *out);
-    return s->ops->ca_get(s, label, out);
+    return st_ca_get(s, label, out);
 }
 
 kl_rc store_ca_list(store *s, store_ca **out, size_t *n)
@@ -169,7 +161,7 @@ kl_rc store_ca_list(store *s, store_ca **out, size_t *n)
     ARG_CHECK(out && n, "store_ca_list: missing argument");
     *out = NULL;
     *n = 0;
-    return s->ops->ca_list(s, out, n);
+    return st_ca_list(s, out, n);
 }
 
 void store_ca_free(store_ca *ca)
@@ -221,12 +213,9 @@ kl_rc store_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_
                        "store: a new certificate is \"valid\" or \"pending\", not \"%s\"",
                        c->status ? c->status : "(null)");
     }
-    if (!s->ops->cert_insert) {
-        return kl_fail(KL_EUSAGE, "store backend %s cannot record certificates", s->ops->name);
-    }
     store_cert tmp = *c;
     tmp.serial_hex = serial;
-    return s->ops->cert_insert(s, &tmp, der, der_len, actor_or_default(actor), audit_detail);
+    return st_cert_insert(s, &tmp, der, der_len, actor_or_default(actor), audit_detail);
 }
 
 kl_rc store_cert_get(store *s, const char *serial_hex, store_cert *out)
@@ -237,7 +226,7 @@ kl_rc store_cert_get(store *s, const char *serial_hex, store_cert *out)
     memset(out, 0, sizeof *out);
     out->revoke_reason = -1;
     SERIAL_NORM(serial_hex, serial);
-    return s->ops->cert_get(s, serial, out);
+    return st_cert_get(s, serial, out);
 }
 
 kl_rc store_cert_state_get(store *s, const char *serial_hex, store_cert_state *out)
@@ -247,26 +236,14 @@ kl_rc store_cert_state_get(store *s, const char *serial_hex, store_cert_state *o
     ARG_CHECK(out, "store_cert_state_get: no output record");
     memset(out, 0, sizeof *out);
     SERIAL_NORM(serial_hex, serial);
-    if (s->ops->cert_state) {
-        return s->ops->cert_state(s, serial, out);
-    }
-    store_cert c;
-    memset(&c, 0, sizeof c);
-    kl_rc rc = s->ops->cert_get(s, serial, &c);
-    if (rc == KL_OK) {
-        snprintf(out->status, sizeof out->status, "%s", c.status ? c.status : "");
-        out->not_before = c.not_before;
-        out->not_after = c.not_after;
-    }
-    store_cert_free(&c);
-    return rc;
+    return st_cert_state(s, serial, out);
 }
 
 kl_rc store_cert_list(store *s, const char *status, const char *issuer, store_cert_cb cb, void *arg)
 {
     STORE_CHECK(s);
     ARG_CHECK(cb, "store_cert_list: no callback");
-    return s->ops->cert_list(s, status, issuer, cb, arg);
+    return st_cert_list(s, status, issuer, cb, arg);
 }
 
 kl_rc store_cert_activate(store *s, const char *serial_hex, const char *actor)
@@ -274,7 +251,7 @@ kl_rc store_cert_activate(store *s, const char *serial_hex, const char *actor)
     char serial[SERIAL_MAX_HEX + 1];
     STORE_CHECK(s);
     SERIAL_NORM(serial_hex, serial);
-    return s->ops->cert_activate(s, serial, actor_or_default(actor));
+    return st_cert_activate(s, serial, actor_or_default(actor));
 }
 
 kl_rc store_cert_revoke(store *s, const char *serial_hex, int reason, time_t when,
@@ -287,14 +264,14 @@ kl_rc store_cert_revoke(store *s, const char *serial_hex, int reason, time_t whe
     if (reason < -1 || reason > 10 || reason == 7) {
         return kl_fail(KL_EINPUT, "invalid CRL reason code %d", reason);
     }
-    return s->ops->cert_revoke(s, serial, reason, when, actor_or_default(actor));
+    return st_cert_revoke(s, serial, reason, when, actor_or_default(actor));
 }
 
 kl_rc store_cert_list_pending(store *s, time_t older_than, store_cert_cb cb, void *arg)
 {
     STORE_CHECK(s);
     ARG_CHECK(cb, "store_cert_list_pending: no callback");
-    return s->ops->cert_list_pending(s, older_than, cb, arg);
+    return st_cert_list_pending(s, older_than, cb, arg);
 }
 
 void store_cert_free(store_cert *c)
@@ -317,14 +294,14 @@ kl_rc store_crl_number_next(store *s, const char *issuer, int64_t *out)
 {
     STORE_CHECK(s);
     ARG_CHECK(issuer && issuer[0] && out, "store_crl_number_next: missing argument");
-    return s->ops->crl_number_next(s, issuer, out);
+    return st_crl_number_next(s, issuer, out);
 }
 
 kl_rc store_revocation_epoch(store *s, const char *issuer, int64_t *out)
 {
     STORE_CHECK(s);
     ARG_CHECK(issuer && issuer[0] && out, "store_revocation_epoch: missing argument");
-    return s->ops->revocation_epoch(s, issuer, out);
+    return st_revocation_epoch(s, issuer, out);
 }
 
 /* --- published CRLs --- */
@@ -351,15 +328,12 @@ kl_rc store_crl_put(store *s, const char *issuer, int64_t number, time_t this_up
                        "CRL of '%.200s': nextUpdate (%lld) is not after thisUpdate (%lld)", issuer,
                        (long long)next_update, (long long)this_update);
     }
-    if (!s->ops->crl_put) {
-        return kl_fail(KL_EUSAGE, "store backend %s cannot keep CRLs", s->ops->name);
-    }
     if (!detail) {
         snprintf(dflt, sizeof dflt, "issuer=%.900s number=%lld", issuer, (long long)number);
         detail = dflt;
     }
-    return s->ops->crl_put(s, issuer, number, this_update, next_update, der, len,
-                           actor_or_default(actor), detail);
+    return st_crl_put(s, issuer, number, this_update, next_update, der, len,
+                      actor_or_default(actor), detail);
 }
 
 kl_rc store_ca_recert(store *s, const char *label, const uint8_t *der, size_t len,
@@ -367,10 +341,7 @@ kl_rc store_ca_recert(store *s, const char *label, const uint8_t *der, size_t le
 {
     STORE_CHECK(s);
     ARG_CHECK(label && label[0] && der && len, "store_ca_recert: missing argument");
-    if (!s->ops->ca_recert) {
-        return kl_fail(KL_EUSAGE, "store backend %s cannot renew CA certificates", s->ops->name);
-    }
-    return s->ops->ca_recert(s, label, der, len, actor ? actor : "keyline", detail ? detail : "");
+    return st_ca_recert(s, label, der, len, actor ? actor : "keyline", detail ? detail : "");
 }
 
 kl_rc store_crl_get(store *s, const char *issuer, store_crl *out)
@@ -378,10 +349,7 @@ kl_rc store_crl_get(store *s, const char *issuer, store_crl *out)
     STORE_CHECK(s);
     ARG_CHECK(issuer && issuer[0] && out, "store_crl_get: missing argument");
     memset(out, 0, sizeof *out);
-    if (!s->ops->crl_get) {
-        return kl_fail(KL_EUSAGE, "store backend %s cannot keep CRLs", s->ops->name);
-    }
-    return s->ops->crl_get(s, issuer, out);
+    return st_crl_get(s, issuer, out);
 }
 
 void store_crl_free(store_crl *c)
@@ -401,14 +369,14 @@ kl_rc store_device_get(store *s, const char *device_id, store_device *out)
     STORE_CHECK(s);
     ARG_CHECK(device_id && out, "store_device_get: missing argument");
     memset(out, 0, sizeof *out);
-    return s->ops->device_get(s, device_id, out);
+    return st_device_get(s, device_id, out);
 }
 
 kl_rc store_device_put(store *s, const store_device *d)
 {
     STORE_CHECK(s);
     ARG_CHECK(d && d->device_id && d->device_id[0], "device record without a device id");
-    return s->ops->device_put(s, d);
+    return st_device_put(s, d);
 }
 
 static kl_rc claim_check(const char *device_id, const store_claim *me)
@@ -430,10 +398,7 @@ kl_rc store_device_claim(store *s, const char *device_id, const store_claim *me,
     }
     ARG_CHECK(holder && holder_len > 0, "device claim: no room for the holder");
     holder[0] = 0;
-    if (!s->ops->device_claim) {
-        return kl_fail(KL_EUSAGE, "store backend %s cannot claim devices", s->ops->name);
-    }
-    return s->ops->device_claim(s, device_id, me, holder, holder_len);
+    return st_device_claim(s, device_id, me, holder, holder_len);
 }
 
 kl_rc store_device_unclaim(store *s, const char *device_id, const store_claim *me)
@@ -443,10 +408,7 @@ kl_rc store_device_unclaim(store *s, const char *device_id, const store_claim *m
     if (rc != KL_OK) {
         return rc;
     }
-    if (!s->ops->device_unclaim) {
-        return kl_fail(KL_EUSAGE, "store backend %s cannot claim devices", s->ops->name);
-    }
-    return s->ops->device_unclaim(s, device_id, me);
+    return st_device_unclaim(s, device_id, me);
 }
 
 int store_claim_takeover(const store_claim_row *held, const store_claim *me, time_t now)
@@ -473,7 +435,7 @@ kl_rc store_device_list(store *s, store_device **out, size_t *n)
     ARG_CHECK(out && n, "store_device_list: missing argument");
     *out = NULL;
     *n = 0;
-    return s->ops->device_list(s, out, n);
+    return st_device_list(s, out, n);
 }
 
 void store_device_free(store_device *d)
@@ -499,13 +461,6 @@ void store_device_list_free(store_device *v, size_t n)
 
 /* --- held enrollment requests --- */
 
-#define RQ_OPS(s)                                                                                  \
-    do {                                                                                           \
-        if (!(s)->ops->request_submit) {                                                           \
-            return kl_fail(KL_EUSAGE, "store backend %s cannot hold requests", (s)->ops->name);    \
-        }                                                                                          \
-    } while (0)
-
 kl_rc store_request_submit(store *s, const store_request *r, store_request *out)
 {
     STORE_CHECK(s);
@@ -513,28 +468,25 @@ kl_rc store_request_submit(store *s, const store_request *r, store_request *out)
                   r->csr_len > 0 && r->issuer && r->issuer[0] && r->template_name &&
                   r->template_name[0] && r->subject,
               "store_request_submit: incomplete request");
-    RQ_OPS(s);
     memset(out, 0, sizeof *out);
-    return s->ops->request_submit(s, r, out);
+    return st_request_submit(s, r, out);
 }
 
 kl_rc store_request_get(store *s, int64_t id, store_request *out)
 {
     STORE_CHECK(s);
     ARG_CHECK(out, "store_request_get: no output");
-    RQ_OPS(s);
     memset(out, 0, sizeof *out);
-    return s->ops->request_get(s, id, out);
+    return st_request_get(s, id, out);
 }
 
 kl_rc store_request_list(store *s, const char *status, store_request **out, size_t *n)
 {
     STORE_CHECK(s);
     ARG_CHECK(out && n, "store_request_list: missing argument");
-    RQ_OPS(s);
     *out = NULL;
     *n = 0;
-    kl_rc rc = s->ops->request_list(s, out, n);
+    kl_rc rc = st_request_list(s, out, n);
     if (rc != KL_OK || !status) {
         return rc;
     }
@@ -554,17 +506,15 @@ kl_rc store_request_count(store *s, const char *status, int64_t *n)
 {
     STORE_CHECK(s);
     ARG_CHECK(status && n, "store_request_count: missing argument");
-    RQ_OPS(s);
     *n = 0;
-    return s->ops->request_count(s, status, n);
+    return st_request_count(s, status, n);
 }
 
 kl_rc store_request_reject(store *s, int64_t id, const char *reason, const char *actor)
 {
     STORE_CHECK(s);
     ARG_CHECK(reason && reason[0], "rejecting a request needs a reason");
-    RQ_OPS(s);
-    return s->ops->request_reject(s, id, reason, actor_or_default(actor));
+    return st_request_reject(s, id, reason, actor_or_default(actor));
 }
 
 void store_request_free(store_request *r)
@@ -603,23 +553,19 @@ kl_rc store_audit_append(store *s, const char *actor, const char *action, const 
     /* these entries state what a row holds (store_audit.h): only the store writes them */
     ARG_CHECK(!store_audit_action_reserved(action),
               "that audit action is written by the store only");
-    return s->ops->audit_append(s, actor_or_default(actor), action, detail ? detail : "");
+    return st_audit_append(s, actor_or_default(actor), action, detail ? detail : "");
 }
 
 kl_rc store_audit_verify(store *s, int64_t *count)
 {
-    int64_t dummy = 0;
     STORE_CHECK(s);
-    if (s->ops->audit_verify_report) {
-        store_audit_report r;
-        memset(&r, 0, sizeof r);
-        kl_rc rc = s->ops->audit_verify_report(s, &r);
-        if (count) {
-            *count = r.entries;
-        }
-        return rc;
+    store_audit_report r;
+    memset(&r, 0, sizeof r);
+    kl_rc rc = st_audit_verify_report(s, &r);
+    if (count) {
+        *count = r.entries;
     }
-    return s->ops->audit_verify(s, count ? count : &dummy);
+    return rc;
 }
 
 kl_rc store_audit_verify_report(store *s, store_audit_report *out)
@@ -627,10 +573,7 @@ kl_rc store_audit_verify_report(store *s, store_audit_report *out)
     STORE_CHECK(s);
     ARG_CHECK(out, "store_audit_verify_report: missing argument");
     memset(out, 0, sizeof *out);
-    if (!s->ops->audit_verify_report) {
-        return kl_fail(KL_EUSAGE, "store backend %s cannot check audit checkpoints", s->ops->name);
-    }
-    return s->ops->audit_verify_report(s, out);
+    return st_audit_verify_report(s, out);
 }
 
 kl_rc store_audit_checkpoint_make(store *s, const store_audit_signer *sg,
@@ -644,10 +587,7 @@ kl_rc store_audit_checkpoint_make(store *s, const store_audit_signer *sg,
     }
     made = made ? made : &dummy;
     *made = 0;
-    if (!s->ops->audit_checkpoint) {
-        return kl_fail(KL_EUSAGE, "store backend %s cannot keep audit checkpoints", s->ops->name);
-    }
-    return s->ops->audit_checkpoint(s, sg, out, made);
+    return st_audit_checkpoint(s, sg, out, made);
 }
 
 kl_rc store_audit_key_get(store *s, char **label, uint8_t **spki, size_t *spki_len)
@@ -657,10 +597,7 @@ kl_rc store_audit_key_get(store *s, char **label, uint8_t **spki, size_t *spki_l
     *label = NULL;
     *spki = NULL;
     *spki_len = 0;
-    if (!s->ops->audit_key_get) {
-        return kl_fail(KL_EUSAGE, "store backend %s cannot keep audit checkpoints", s->ops->name);
-    }
-    return s->ops->audit_key_get(s, label, spki, spki_len);
+    return st_audit_key_get(s, label, spki, spki_len);
 }
 
 void store_audit_checkpoint_free(store_audit_checkpoint *c)
@@ -678,17 +615,14 @@ kl_rc store_audit_list(store *s, int64_t from_seq, store_audit **out, size_t *n)
     ARG_CHECK(out && n, "store_audit_list: missing argument");
     *out = NULL;
     *n = 0;
-    return s->ops->audit_list(s, from_seq, out, n);
+    return st_audit_list(s, from_seq, out, n);
 }
 
 kl_rc store_audit_head(store *s, int64_t *seq, char hash[65])
 {
     STORE_CHECK(s);
     ARG_CHECK(seq && hash, "store_audit_head: missing argument");
-    if (!s->ops->audit_head) {
-        return kl_fail(KL_EUSAGE, "store backend %s has no audit head", s->ops->name);
-    }
-    return s->ops->audit_head(s, seq, hash);
+    return st_audit_head(s, seq, hash);
 }
 
 kl_rc store_write_stats(store *s, uint64_t *txns, uint64_t *ops)
@@ -696,10 +630,7 @@ kl_rc store_write_stats(store *s, uint64_t *txns, uint64_t *ops)
     STORE_CHECK(s);
     ARG_CHECK(txns && ops, "store_write_stats: missing argument");
     *txns = *ops = 0;
-    if (!s->ops->write_stats) {
-        return kl_fail(KL_EUSAGE, "store backend %s does not count writes", s->ops->name);
-    }
-    return s->ops->write_stats(s, txns, ops);
+    return st_write_stats(s, txns, ops);
 }
 
 void store_audit_free(store_audit *a)

@@ -1,7 +1,8 @@
 /* keyline: the store: issued certificates, revocations, CA records, device inventory, audit
- * log. One narrow interface (struct store_ops) with backends behind it; SQLite (WAL,
- * synchronous=FULL) is the embedded default. A second backend (PostgreSQL) is added by writing
- * another store_ops and naming it in store_open(); callers do not change.
+ * log. The operations and their rules (audit chain, CRL numbers, approvals, claims,
+ * checkpoints) are written once above a small driver interface that is storage and
+ * transactions only (ca/store_db.h): SQLite (WAL, synchronous=FULL) is the embedded default.
+ * docs/internals/store.md "Layers"; HACKING.md "Store data" to add a table.
  *
  * Several processes may use one SQLite store at once (busy timeout + retries).
  * Every store_* call is atomic on its own; ca_issue() uses the reserve/commit pair.
@@ -228,7 +229,7 @@ kl_rc store_device_claim(store *s, const char *device_id, const store_claim *me,
 /* Release a claim held by `me` (same instance and where). Not held by `me`: KL_OK, nothing
  * changes (it went stale and someone else has it now). */
 kl_rc store_device_unclaim(store *s, const char *device_id, const store_claim *me) KL_WUR;
-/* The staleness rule above, for backends: may `me` take over claim `held` at `now`? */
+/* The staleness rule above: may `me` take over claim `held` at `now`? */
 typedef struct {
     char instance[65];
     char host[256];
@@ -327,64 +328,7 @@ typedef struct {
  * without checkpoints and key (the caller decides: ca_audit_verify). */
 kl_rc store_audit_verify_report(store *s, store_audit_report *out) KL_WUR;
 
-/* --- backend interface --- */
-struct store_ops {
-    const char *name;
-    kl_rc (*open)(store **out, const char *dsn);
-    void (*close)(store *s);
-    kl_rc (*ca_put)(store *s, const store_ca *ca);
-    kl_rc (*ca_get)(store *s, const char *label, store_ca *out);
-    kl_rc (*ca_list)(store *s, store_ca **out, size_t *n);
-    kl_rc (*cert_get)(store *s, const char *serial, store_cert *out);
-    kl_rc (*cert_list)(store *s, const char *status, const char *issuer, store_cert_cb cb,
-                       void *arg);
-    kl_rc (*cert_activate)(store *s, const char *serial, const char *actor);
-    kl_rc (*cert_revoke)(store *s, const char *serial, int reason, time_t when, const char *actor);
-    kl_rc (*cert_list_pending)(store *s, time_t older_than, store_cert_cb cb, void *arg);
-    kl_rc (*crl_number_next)(store *s, const char *issuer, int64_t *out);
-    kl_rc (*revocation_epoch)(store *s, const char *issuer, int64_t *out);
-    kl_rc (*device_get)(store *s, const char *id, store_device *out);
-    kl_rc (*device_put)(store *s, const store_device *d);
-    kl_rc (*device_list)(store *s, store_device **out, size_t *n);
-    kl_rc (*audit_append)(store *s, const char *actor, const char *action, const char *detail);
-    kl_rc (*audit_verify)(store *s, int64_t *count);
-    kl_rc (*audit_list)(store *s, int64_t from, store_audit **out, size_t *n);
-    /* Added after the first version; keep new members at the end. */
-    kl_rc (*audit_head)(store *s, int64_t *seq, char hash[65]);
-    kl_rc (*write_stats)(store *s, uint64_t *txns, uint64_t *ops);
-    kl_rc (*cert_insert)(store *s, const store_cert *c, const uint8_t *der, size_t len,
-                         const char *actor, const char *detail);
-    kl_rc (*cert_state)(store *s, const char *serial, store_cert_state *out);
-    kl_rc (*device_claim)(store *s, const char *device_id, const store_claim *me, char *holder,
-                          size_t holder_len);
-    kl_rc (*device_unclaim)(store *s, const char *device_id, const store_claim *me);
-    kl_rc (*ca_put_all)(store *s, const store_ca *cas, size_t n, const char *actor,
-                        const char *action, const char *detail);
-    kl_rc (*request_submit)(store *s, const store_request *r, store_request *out);
-    kl_rc (*request_get)(store *s, int64_t id, store_request *out);
-    kl_rc (*request_list)(store *s, store_request **out, size_t *n);
-    kl_rc (*request_reject)(store *s, int64_t id, const char *reason, const char *actor);
-    kl_rc (*request_count)(store *s, const char *status, int64_t *n);
-    kl_rc (*crl_put)(store *s, const char *issuer, int64_t number, time_t this_update,
-                     time_t next_update, const uint8_t *der, size_t len, const char *actor,
-                     const char *detail);
-    kl_rc (*crl_get)(store *s, const char *issuer, store_crl *out);
-    kl_rc (*ca_recert)(store *s, const char *label, const uint8_t *der, size_t len,
-                       const char *actor, const char *detail);
-    kl_rc (*audit_checkpoint)(store *s, const store_audit_signer *sg, store_audit_checkpoint *out,
-                              int *made);
-    kl_rc (*audit_key_get)(store *s, char **label, uint8_t **spki, size_t *spki_len);
-    kl_rc (*audit_verify_report)(store *s, store_audit_report *out);
-};
-
-/* Every backend's store struct begins with this header. */
-struct store {
-    const struct store_ops *ops;
-};
-
-extern const struct store_ops store_sqlite_ops;
-
-/* --- additions (backend-independent helpers) --- */
+/* --- helpers --- */
 
 /* Free an array returned by store_ca_list / store_device_list / store_audit_list (NULL ok). */
 void store_ca_list_free(store_ca *v, size_t n);
@@ -408,7 +352,7 @@ kl_rc store_audit_entry_hash(int64_t seq, time_t ts, const char *actor, const ch
 
 /* Write transactions committed through this handle and the write operations they carried
  * (group commit: ops / txns is the average batch). For tests, benchmarks and metrics.
- * KL_EUSAGE when the backend does not count. */
+ */
 kl_rc store_write_stats(store *s, uint64_t *txns, uint64_t *ops) KL_WUR;
 
 #endif

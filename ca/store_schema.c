@@ -1,0 +1,284 @@
+/* keyline: the store's schema, one list of steps for every driver (store_db.h).
+ *
+ * Step i takes a store from version i to i + 1; step 0 creates version 1. A new store runs
+ * every step in one transaction; an older one runs the missing steps, one transaction each
+ * (SQLite stores written by earlier versions of keyline open and are brought forward). Each
+ * step carries its SQLite and its PostgreSQL DDL (types: INTEGER -> BIGINT, BLOB -> BYTEA; a
+ * refusing trigger calls kl_refuse()) and optionally a function run after the DDL in the same
+ * transaction (a data migration written with the store's statements, like st_audit_baseline).
+ *
+ * To add data: append a step (never edit a released one), keep the version's comment, add a
+ * migration test in tests/unit/store (HACKING.md "Store data"). The guard-rail triggers are
+ * against mistakes, not against an attacker (who can drop them): the hash chain, the audit head
+ * and the signed checkpoints are what detect tampering. */
+#include "store_db.h"
+
+/* ---- SQLite ---- */
+
+/* Version 2. Claims are coordination between live processes, not records: rows come and go. */
+#define SQ_CLAIMS_TABLE                                                                            \
+    "CREATE TABLE claims ("                                                                        \
+    " device_id TEXT PRIMARY KEY NOT NULL,"                                                        \
+    " instance TEXT NOT NULL,"                                                                     \
+    " host TEXT NOT NULL,"                                                                         \
+    " pid INTEGER NOT NULL,"                                                                       \
+    " place TEXT NOT NULL,"                                                                        \
+    " expires INTEGER NOT NULL);"
+
+/* Version 3: enrollment requests held for approval. */
+#define SQ_REQUESTS_TABLE                                                                          \
+    "CREATE TABLE requests ("                                                                      \
+    " id INTEGER PRIMARY KEY,"                                                                     \
+    " label TEXT NOT NULL,"                                                                        \
+    " csr_hash TEXT NOT NULL,"                                                                     \
+    " csr BLOB NOT NULL,"                                                                          \
+    " issuer TEXT NOT NULL,"                                                                       \
+    " template TEXT NOT NULL,"                                                                     \
+    " device_id TEXT,"                                                                             \
+    " requester TEXT NOT NULL,"                                                                    \
+    " subject TEXT NOT NULL,"                                                                      \
+    " status TEXT NOT NULL CHECK (status IN ('pending','approved','rejected')),"                   \
+    " cert_serial TEXT,"                                                                           \
+    " reason TEXT,"                                                                                \
+    " created INTEGER NOT NULL,"                                                                   \
+    " decided INTEGER,"                                                                            \
+    " UNIQUE (label, csr_hash));"                                                                  \
+    "CREATE TRIGGER requests_no_delete BEFORE DELETE ON requests"                                  \
+    " BEGIN SELECT RAISE(ABORT, 'requests are never deleted'); END;"
+
+/* Version 4: the latest signed CRL of each issuer (served without the issuer's key). */
+#define SQ_CRLS_TABLE                                                                              \
+    "CREATE TABLE crls ("                                                                          \
+    " issuer TEXT PRIMARY KEY NOT NULL,"                                                           \
+    " number INTEGER NOT NULL,"                                                                    \
+    " this_update INTEGER NOT NULL,"                                                               \
+    " next_update INTEGER NOT NULL,"                                                               \
+    " der BLOB NOT NULL,"                                                                          \
+    " created INTEGER NOT NULL);"
+
+/* Version 6: the audit key's public half and the signed checkpoints of the chain (one key per
+ * store; the key row is written with the first checkpoint). The triggers are guard rails only:
+ * the signatures are what detect a rewrite. */
+#define SQ_AUDIT_CP_TABLES                                                                         \
+    "CREATE TABLE audit_key ("                                                                     \
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"                                                      \
+    " label TEXT NOT NULL,"                                                                        \
+    " spki BLOB NOT NULL,"                                                                         \
+    " created INTEGER NOT NULL);"                                                                  \
+    "CREATE TABLE audit_checkpoints ("                                                             \
+    " seq INTEGER PRIMARY KEY,"                                                                    \
+    " hash TEXT NOT NULL,"                                                                         \
+    " ts INTEGER NOT NULL,"                                                                        \
+    " sig BLOB NOT NULL);"                                                                         \
+    "CREATE TRIGGER audit_key_no_update BEFORE UPDATE ON audit_key"                                \
+    " BEGIN SELECT RAISE(ABORT, 'the audit key is never changed'); END;"                           \
+    "CREATE TRIGGER audit_key_no_delete BEFORE DELETE ON audit_key"                                \
+    " BEGIN SELECT RAISE(ABORT, 'the audit key is never changed'); END;"                           \
+    "CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints"                \
+    " BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;"                        \
+    "CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints"                \
+    " BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;"
+
+/* Version 1. */
+#define SQ_BASE_TABLES                                                                             \
+    "CREATE TABLE cas ("                                                                           \
+    " label TEXT PRIMARY KEY NOT NULL,"                                                            \
+    " template TEXT,"                                                                              \
+    " parent TEXT REFERENCES cas(label),"                                                          \
+    " key_type TEXT,"                                                                              \
+    " der BLOB,"                                                                                   \
+    " status TEXT NOT NULL DEFAULT 'active',"                                                      \
+    " created INTEGER NOT NULL);"                                                                  \
+    "CREATE TABLE certs ("                                                                         \
+    " id INTEGER PRIMARY KEY," /* issue (reservation) order */                                     \
+    " serial TEXT UNIQUE NOT NULL,"                                                                \
+    " status TEXT NOT NULL CHECK (status IN"                                                       \
+    "  ('reserved','pending','valid','revoked','failed')),"                                        \
+    " issuer TEXT NOT NULL,"                                                                       \
+    " subject TEXT,"                                                                               \
+    " template TEXT,"                                                                              \
+    " device_id TEXT,"                                                                             \
+    " not_before INTEGER,"                                                                         \
+    " not_after INTEGER,"                                                                          \
+    " der BLOB,"                                                                                   \
+    " created INTEGER NOT NULL,"                                                                   \
+    " revoked_at INTEGER,"                                                                         \
+    " revoke_reason INTEGER,"                                                                      \
+    " fail_reason TEXT);"                                                                          \
+    "CREATE INDEX certs_issuer_status ON certs(issuer, status);"                                   \
+    "CREATE INDEX certs_status_created ON certs(status, created);"                                 \
+    "CREATE INDEX certs_device ON certs(device_id);"                                               \
+    "CREATE TABLE crl_numbers (issuer TEXT PRIMARY KEY NOT NULL, last INTEGER NOT NULL);"          \
+    "CREATE TABLE revocation_epochs (issuer TEXT PRIMARY KEY NOT NULL, epoch INTEGER NOT NULL);"   \
+    "CREATE TABLE devices ("                                                                       \
+    " device_id TEXT PRIMARY KEY NOT NULL,"                                                        \
+    " model TEXT,"                                                                                 \
+    " cert_serial TEXT,"                                                                           \
+    " state TEXT NOT NULL,"                                                                        \
+    " detail TEXT,"                                                                                \
+    " updated INTEGER NOT NULL);"                                                                  \
+    "CREATE TABLE audit ("                                                                         \
+    " seq INTEGER PRIMARY KEY,"                                                                    \
+    " ts INTEGER NOT NULL,"                                                                        \
+    " actor TEXT NOT NULL,"                                                                        \
+    " action TEXT NOT NULL,"                                                                       \
+    " detail TEXT NOT NULL,"                                                                       \
+    " prev_hash TEXT NOT NULL,"                                                                    \
+    " hash TEXT NOT NULL);"                                                                        \
+    "CREATE TABLE audit_head ("                                                                    \
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"                                                      \
+    " seq INTEGER NOT NULL,"                                                                       \
+    " hash TEXT NOT NULL);"                                                                        \
+    "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '" STORE_ZERO_HASH "');"                 \
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit"                                        \
+    " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"                             \
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"                                        \
+    " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"                             \
+    "CREATE TRIGGER certs_no_delete BEFORE DELETE ON certs"                                        \
+    " BEGIN SELECT RAISE(ABORT, 'certificate rows are never deleted'); END;"                       \
+    "CREATE TRIGGER certs_serial_fixed BEFORE UPDATE OF serial ON certs"                           \
+    " BEGIN SELECT RAISE(ABORT, 'a serial number never changes'); END;"
+
+/* ---- PostgreSQL (the same tables; cas and devices get an id for their listing order) ---- */
+
+#define PG_REFUSE(name, when, table, msg)                                                          \
+    "CREATE TRIGGER " name " BEFORE " when " ON " table " FOR EACH ROW"                            \
+    " EXECUTE FUNCTION kl_refuse('" msg "');"
+
+#define PG_BASE_TABLES                                                                             \
+    "CREATE FUNCTION kl_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"                     \
+    " RAISE EXCEPTION USING MESSAGE = TG_ARGV[0], ERRCODE = 'integrity_constraint_violation';"     \
+    " END $$;"                                                                                     \
+    "CREATE TABLE cas ("                                                                           \
+    " label TEXT PRIMARY KEY NOT NULL,"                                                            \
+    " template TEXT,"                                                                              \
+    " parent TEXT REFERENCES cas(label),"                                                          \
+    " key_type TEXT,"                                                                              \
+    " der BYTEA,"                                                                                  \
+    " status TEXT NOT NULL DEFAULT 'active',"                                                      \
+    " created BIGINT NOT NULL,"                                                                    \
+    " id BIGINT GENERATED BY DEFAULT AS IDENTITY UNIQUE);"                                         \
+    "CREATE TABLE certs ("                                                                         \
+    " id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"                                     \
+    " serial TEXT UNIQUE NOT NULL,"                                                                \
+    " status TEXT NOT NULL CHECK (status IN"                                                       \
+    "  ('reserved','pending','valid','revoked','failed')),"                                        \
+    " issuer TEXT NOT NULL,"                                                                       \
+    " subject TEXT,"                                                                               \
+    " template TEXT,"                                                                              \
+    " device_id TEXT,"                                                                             \
+    " not_before BIGINT,"                                                                          \
+    " not_after BIGINT,"                                                                           \
+    " der BYTEA,"                                                                                  \
+    " created BIGINT NOT NULL,"                                                                    \
+    " revoked_at BIGINT,"                                                                          \
+    " revoke_reason BIGINT,"                                                                       \
+    " fail_reason TEXT);"                                                                          \
+    "CREATE INDEX certs_issuer_status ON certs(issuer, status);"                                   \
+    "CREATE INDEX certs_status_created ON certs(status, created);"                                 \
+    "CREATE INDEX certs_device ON certs(device_id);"                                               \
+    "CREATE TABLE crl_numbers (issuer TEXT PRIMARY KEY NOT NULL, last BIGINT NOT NULL);"           \
+    "CREATE TABLE revocation_epochs (issuer TEXT PRIMARY KEY NOT NULL, epoch BIGINT NOT NULL);"    \
+    "CREATE TABLE devices ("                                                                       \
+    " device_id TEXT PRIMARY KEY NOT NULL,"                                                        \
+    " model TEXT,"                                                                                 \
+    " cert_serial TEXT,"                                                                           \
+    " state TEXT NOT NULL,"                                                                        \
+    " detail TEXT,"                                                                                \
+    " updated BIGINT NOT NULL,"                                                                    \
+    " id BIGINT GENERATED BY DEFAULT AS IDENTITY UNIQUE);"                                         \
+    "CREATE INDEX devices_cert ON devices(cert_serial);"                                           \
+    "CREATE TABLE audit ("                                                                         \
+    " seq BIGINT PRIMARY KEY,"                                                                     \
+    " ts BIGINT NOT NULL,"                                                                         \
+    " actor TEXT NOT NULL,"                                                                        \
+    " action TEXT NOT NULL,"                                                                       \
+    " detail TEXT NOT NULL,"                                                                       \
+    " prev_hash TEXT NOT NULL,"                                                                    \
+    " hash TEXT NOT NULL);"                                                                        \
+    "CREATE TABLE audit_head ("                                                                    \
+    " id BIGINT PRIMARY KEY CHECK (id = 1),"                                                       \
+    " seq BIGINT NOT NULL,"                                                                        \
+    " hash TEXT NOT NULL);"                                                                        \
+    "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '" STORE_ZERO_HASH                       \
+    "');" PG_REFUSE("audit_no_update", "UPDATE", "audit", "the audit log is append-only")          \
+        PG_REFUSE("audit_no_delete", "DELETE", "audit", "the audit log is append-only") PG_REFUSE( \
+            "certs_no_delete", "DELETE", "certs",                                                  \
+            "certificate rows are never deleted") "CREATE TRIGGER certs_serial_fixed BEFORE "      \
+                                                  "UPDATE OF serial ON certs FOR EACH ROW"         \
+                                                  " WHEN (OLD.serial IS DISTINCT FROM NEW.serial)" \
+                                                  " EXECUTE FUNCTION kl_refuse('a serial number "  \
+                                                  "never changes');"
+
+#define PG_CLAIMS_TABLE                                                                            \
+    "CREATE TABLE claims ("                                                                        \
+    " device_id TEXT PRIMARY KEY NOT NULL,"                                                        \
+    " instance TEXT NOT NULL,"                                                                     \
+    " host TEXT NOT NULL,"                                                                         \
+    " pid BIGINT NOT NULL,"                                                                        \
+    " place TEXT NOT NULL,"                                                                        \
+    " expires BIGINT NOT NULL);"
+
+#define PG_REQUESTS_TABLE                                                                          \
+    "CREATE TABLE requests ("                                                                      \
+    " id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"                                     \
+    " label TEXT NOT NULL,"                                                                        \
+    " csr_hash TEXT NOT NULL,"                                                                     \
+    " csr BYTEA NOT NULL,"                                                                         \
+    " issuer TEXT NOT NULL,"                                                                       \
+    " template TEXT NOT NULL,"                                                                     \
+    " device_id TEXT,"                                                                             \
+    " requester TEXT NOT NULL,"                                                                    \
+    " subject TEXT NOT NULL,"                                                                      \
+    " status TEXT NOT NULL CHECK (status IN ('pending','approved','rejected')),"                   \
+    " cert_serial TEXT,"                                                                           \
+    " reason TEXT,"                                                                                \
+    " created BIGINT NOT NULL,"                                                                    \
+    " decided BIGINT,"                                                                             \
+    " UNIQUE (label, csr_hash));" PG_REFUSE("requests_no_delete", "DELETE", "requests",            \
+                                            "requests are never deleted")
+
+#define PG_CRLS_TABLE                                                                              \
+    "CREATE TABLE crls ("                                                                          \
+    " issuer TEXT PRIMARY KEY NOT NULL,"                                                           \
+    " number BIGINT NOT NULL,"                                                                     \
+    " this_update BIGINT NOT NULL,"                                                                \
+    " next_update BIGINT NOT NULL,"                                                                \
+    " der BYTEA NOT NULL,"                                                                         \
+    " created BIGINT NOT NULL);"
+
+#define PG_AUDIT_CP_TABLES                                                                         \
+    "CREATE TABLE audit_key ("                                                                     \
+    " id BIGINT PRIMARY KEY CHECK (id = 1),"                                                       \
+    " label TEXT NOT NULL,"                                                                        \
+    " spki BYTEA NOT NULL,"                                                                        \
+    " created BIGINT NOT NULL);"                                                                   \
+    "CREATE TABLE audit_checkpoints ("                                                             \
+    " seq BIGINT PRIMARY KEY,"                                                                     \
+    " hash TEXT NOT NULL,"                                                                         \
+    " ts BIGINT NOT NULL,"                                                                         \
+    " sig BYTEA NOT NULL);" PG_REFUSE("audit_key_no_update", "UPDATE", "audit_key",                \
+                                      "the audit key is never changed")                            \
+        PG_REFUSE("audit_key_no_delete", "DELETE", "audit_key", "the audit key is never changed")  \
+            PG_REFUSE("audit_checkpoints_no_update", "UPDATE", "audit_checkpoints",                \
+                      "audit checkpoints are append-only")                                         \
+                PG_REFUSE("audit_checkpoints_no_delete", "DELETE", "audit_checkpoints",            \
+                          "audit checkpoints are append-only")
+
+/* ---- the steps ---- */
+
+const store_schema_step store_schema_steps[] = {
+    /* 1: CA records, certificates, CRL numbers, revocation epochs, devices, the audit chain */
+    {"create the store", SQ_BASE_TABLES, PG_BASE_TABLES, NULL},
+    /* 2: device claims */
+    {"add the claims table", SQ_CLAIMS_TABLE, PG_CLAIMS_TABLE, NULL},
+    /* 3: enrollment requests held for approval */
+    {"add the requests table", SQ_REQUESTS_TABLE, PG_REQUESTS_TABLE, NULL},
+    /* 4: the latest signed CRL of each issuer */
+    {"add the crls table", SQ_CRLS_TABLE, PG_CRLS_TABLE, NULL},
+    /* 5: baselines of the rows an older store holds (nothing on a new store) */
+    {"record audit baselines", NULL, NULL, st_audit_baseline},
+    /* 6: the audit key and signed checkpoints */
+    {"add the audit checkpoint tables", SQ_AUDIT_CP_TABLES, PG_AUDIT_CP_TABLES, NULL},
+};
+const size_t store_schema_nsteps = sizeof store_schema_steps / sizeof store_schema_steps[0];
