@@ -209,9 +209,26 @@ typedef struct {
     char device_id[EST_DEVICE_ID_MAX]; /* the device it belongs to ("" none): est_handlers.c */
     time_t not_before; /* the cached verification holds within [not_before, not_after): */
     time_t not_after;  /* the certificate's and its issuer chain's validity */
+    /* HTTP Basic: the HMAC-SHA256, under a key made at random per process, of the last
+     * Authorization header verified on this connection, and whose it was (est_basic_*). Never
+     * the password, nor anything it could be found from without the key. */
+    uint8_t basic_mac[32];
+    unsigned long basic_gen; /* est_basic_generation() when verified; 0: nothing */
+    char basic_user[128];
 } est_conn_auth;
 
 void est_conn_auth_init(est_conn_auth *ca);
+/* A verified HTTP Basic credential, remembered for the connection it came on (keep-alive
+ * requests then cost no password hash). est_basic_generation: the current htpasswd's (read
+ * under ht_lock before verifying); est_basic_forget_all: after a reload (under its write lock),
+ * every remembered credential is verified again. est_basic_cached: 1 and the user into `user`
+ * when `authorization` is the very header remembered, of the current generation; a header that
+ * differs takes the full verification, so a wrong password costs what it always did. */
+unsigned long est_basic_generation(void);
+void est_basic_forget_all(void);
+int est_basic_cached(const est_conn_auth *ca, const char *authorization, char *user, size_t cap);
+void est_basic_remember(est_conn_auth *ca, const char *authorization, const char *user,
+                        unsigned long gen);
 /* Forget the cached result (keeps the key buffer's memory). */
 void est_conn_auth_reset(est_conn_auth *ca);
 void est_conn_auth_free(est_conn_auth *ca);

@@ -5,6 +5,10 @@
 #include <gnutls/x509.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -74,6 +78,74 @@ void est_conn_auth_free(est_conn_auth *ca)
 {
     est_conn_auth_reset(ca);
     kl_buf_free(&ca->peers);
+    OPENSSL_cleanse(ca->basic_mac, sizeof ca->basic_mac);
+    ca->basic_gen = 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* HTTP Basic, remembered per connection                                                    */
+
+static uint8_t est_basic_key[32];
+static int est_basic_key_ok;
+static pthread_once_t est_basic_once = PTHREAD_ONCE_INIT;
+static atomic_ulong est_basic_gen = 1;
+
+static void est_basic_key_make(void)
+{
+    est_basic_key_ok = RAND_bytes(est_basic_key, sizeof est_basic_key) == 1;
+}
+
+unsigned long est_basic_generation(void)
+{
+    return atomic_load(&est_basic_gen);
+}
+
+void est_basic_forget_all(void)
+{
+    unsigned long g = atomic_fetch_add(&est_basic_gen, 1) + 1;
+    if (g == 0) { /* 0 means "nothing remembered" */
+        atomic_fetch_add(&est_basic_gen, 1);
+    }
+}
+
+/* HMAC-SHA256 of the header under the process key: a connection's memory of a credential
+ * says nothing about the password to whoever reads it without the key. */
+static int est_basic_mac(const char *authorization, uint8_t mac[32])
+{
+    unsigned int n = 32;
+    pthread_once(&est_basic_once, est_basic_key_make);
+    return est_basic_key_ok && authorization &&
+           HMAC(EVP_sha256(), est_basic_key, sizeof est_basic_key,
+                (const unsigned char *)authorization, strlen(authorization), mac, &n) &&
+           n == 32;
+}
+
+int est_basic_cached(const est_conn_auth *ca, const char *authorization, char *user, size_t cap)
+{
+    uint8_t mac[32];
+    if (!ca || !ca->basic_gen || ca->basic_gen != est_basic_generation() ||
+        !est_basic_mac(authorization, mac)) {
+        return 0;
+    }
+    int same = CRYPTO_memcmp(mac, ca->basic_mac, sizeof mac) == 0;
+    OPENSSL_cleanse(mac, sizeof mac);
+    if (same) {
+        snprintf(user, cap, "%s", ca->basic_user);
+    }
+    return same;
+}
+
+void est_basic_remember(est_conn_auth *ca, const char *authorization, const char *user,
+                        unsigned long gen)
+{
+    if (!ca) {
+        return;
+    }
+    ca->basic_gen = 0;
+    if (strlen(user) < sizeof ca->basic_user && est_basic_mac(authorization, ca->basic_mac)) {
+        snprintf(ca->basic_user, sizeof ca->basic_user, "%s", user);
+        ca->basic_gen = gen;
+    }
 }
 
 static const gnutls_datum_t *est_tls_peers(gnutls_session_t s, unsigned *n)

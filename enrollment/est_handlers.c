@@ -316,6 +316,13 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
 static kl_rc est_auth_basic(est_req *rq, est_auth *a)
 {
     est_server *s = rq->srv;
+    /* the very header verified earlier on this connection (keep-alive): no second hash */
+    if (est_basic_cached(rq->conn_auth, rq->authorization, a->user, sizeof a->user)) {
+        a->kind = EST_AUTH_BASIC;
+        snprintf(rq->identity, sizeof rq->identity, "basic:%s", a->user);
+        kl_debug("basic:%s: the credential verified earlier on this connection", a->user);
+        return KL_OK;
+    }
     kl_buf user, pass;
     kl_buf_init(&user, 256, 0);
     kl_buf_init(&pass, 512, 1);
@@ -330,11 +337,13 @@ static kl_rc est_auth_basic(est_req *rq, est_auth *a)
         goto out;
     }
     pthread_rwlock_rdlock(&s->ht_lock);
+    unsigned long gen = est_basic_generation();
     kl_rc v = s->htpasswd ? kl_htpasswd_verify(s->htpasswd, (const char *)user.data,
                                                (const char *)pass.data)
                           : kl_fail(KL_EAUTH, "Basic authentication is not configured");
     pthread_rwlock_unlock(&s->ht_lock);
     if (v == KL_OK) {
+        est_basic_remember(rq->conn_auth, rq->authorization, (const char *)user.data, gen);
         a->kind = EST_AUTH_BASIC;
         snprintf(a->user, sizeof a->user, "%s", (const char *)user.data);
         snprintf(rq->identity, sizeof rq->identity, "basic:%s", a->user);

@@ -39,6 +39,11 @@ typedef struct {
 
 static est_listener est_listener_tls, est_listener_http, est_listener_metrics;
 
+/* TLS session tickets (RFC 5077, RFC 8446 4.6.1): a device's renewal retry resumes instead of
+ * a full handshake. GnuTLS derives the keys that encrypt the tickets from this master key and
+ * rotates them itself; made at start, wiped at exit, never written anywhere. */
+static gnutls_datum_t est_ticket_key;
+
 /* A TLS certificate chain and its key (est_server.h: est_server.tls). */
 typedef struct est_tls_creds {
     gnutls_pcert_st *pcerts;
@@ -395,6 +400,24 @@ static void est_addr_format(const struct sockaddr *sa, char *out, size_t outlen)
     }
 }
 
+/* Before the handshake (MHD has made the GnuTLS session, nothing read yet): tickets on. A
+ * resumed session keeps its client certificate (GnuTLS stores the peer's chain in the
+ * ticket), which the handlers verify and look up on every request as on a full handshake. */
+static void est_tickets_enable(const est_listener *L, struct MHD_Connection *c)
+{
+    if (!L->tls || !est_ticket_key.data) {
+        return;
+    }
+    const union MHD_ConnectionInfo *si =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    int r = si && si->tls_session ? gnutls_session_ticket_enable_server(
+                                        (gnutls_session_t)si->tls_session, &est_ticket_key)
+                                  : GNUTLS_E_INVALID_SESSION;
+    if (r < 0) {
+        kl_warn("TLS session tickets not enabled for a connection: %s", gnutls_strerror(r));
+    }
+}
+
 /* The est_conn of a connection: made when it opens (its deadline starts then, before the TLS
  * handshake), put on the server's list, taken off and freed when it closes. MHD calls _CLOSED
  * before it closes the socket, so while an est_conn is on the list its fd is this connection's
@@ -418,6 +441,7 @@ static void est_conn_notify(void *cls, struct MHD_Connection *c, void **socket_c
         }
         k->fd = ci ? ci->connect_fd : MHD_INVALID_SOCKET;
         est_conn_auth_init(&k->auth);
+        est_tickets_enable(L, c);
         ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         est_addr_format(ci ? ci->client_addr : NULL, k->addr, sizeof k->addr);
         pthread_mutex_lock(&s->conns_mu);
@@ -1058,6 +1082,7 @@ kl_rc est_server_reload(est_server *s)
     pthread_rwlock_wrlock(&s->ht_lock);
     kl_htpasswd *old = s->htpasswd;
     s->htpasswd = h;
+    est_basic_forget_all(); /* credentials remembered by connections are checked again */
     pthread_rwlock_unlock(&s->ht_lock);
     kl_htpasswd_free(old);
     kl_info("htpasswd %s reloaded: %zu users", s->cfg.htpasswd, kl_htpasswd_count(h));
@@ -1123,6 +1148,12 @@ kl_rc est_server_start(est_server *s)
     kl_rc src = est_sweeper_start(s);
     if (src != KL_OK) {
         return src;
+    }
+    if (!est_ticket_key.data) {
+        int r = gnutls_session_ticket_key_generate(&est_ticket_key);
+        if (r < 0) {
+            return kl_fail(KL_EINTERNAL, "TLS session ticket key: %s", gnutls_strerror(r));
+        }
     }
     est_listener_tls = (est_listener){s, 1, 0};
     est_listener_http = (est_listener){s, 0, 0};
@@ -1232,6 +1263,11 @@ void est_server_free(est_server *s)
         est_tls_creds_free(x);
     }
     cac_close(s->cad);
+    if (est_ticket_key.data) {
+        gnutls_memset(est_ticket_key.data, 0, est_ticket_key.size);
+        gnutls_free(est_ticket_key.data);
+        est_ticket_key = (gnutls_datum_t){NULL, 0};
+    }
     gnutls_pkcs11_deinit();
     kl_htpasswd_free(s->htpasswd);
     pthread_rwlock_destroy(&s->ht_lock);

@@ -280,6 +280,41 @@ static void test_body_bad(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* HTTP Basic remembered per connection                                                      */
+
+static void test_basic_remembered(void **state)
+{
+    (void)state;
+    est_conn_auth ca;
+    est_conn_auth_init(&ca);
+    char user[128] = "";
+    const char *hdr = "Basic Ym9vdHN0cmFwOnNlY3JldA==";
+    assert_int_equal(est_basic_cached(&ca, hdr, user, sizeof user), 0); /* nothing yet */
+    est_basic_remember(&ca, hdr, "bootstrap", est_basic_generation());
+    assert_int_equal(est_basic_cached(&ca, hdr, user, sizeof user), 1);
+    assert_string_equal(user, "bootstrap");
+    /* not the password, nor the header: a keyed hash of it */
+    assert_null(memmem(&ca, sizeof ca, "c2VjcmV0", 8));
+    assert_null(memmem(&ca, sizeof ca, "Ym9vdHN0cmFwOnNlY3JldA", 22));
+    /* another header (another password, other case, a byte more) is not the remembered one */
+    assert_int_equal(est_basic_cached(&ca, "Basic Ym9vdHN0cmFwOnNlY3JldB==", user, sizeof user), 0);
+    assert_int_equal(est_basic_cached(&ca, "basic Ym9vdHN0cmFwOnNlY3JldA==", user, sizeof user), 0);
+    assert_int_equal(est_basic_cached(&ca, "Basic Ym9vdHN0cmFwOnNlY3JldA== ", user, sizeof user),
+                     0);
+    assert_int_equal(est_basic_cached(&ca, NULL, user, sizeof user), 0);
+    assert_int_equal(est_basic_cached(NULL, hdr, user, sizeof user), 0);
+    /* a reload of the password file forgets every remembered credential */
+    est_basic_forget_all();
+    assert_int_equal(est_basic_cached(&ca, hdr, user, sizeof user), 0);
+    /* verified before the reload, remembered after it: not used */
+    unsigned long old = est_basic_generation();
+    est_basic_forget_all();
+    est_basic_remember(&ca, hdr, "bootstrap", old);
+    assert_int_equal(est_basic_cached(&ca, hdr, user, sizeof user), 0);
+    est_conn_auth_free(&ca);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* htpasswd                                                                                 */
 
 static void tkl_htpasswd_verify(void **state)
@@ -813,6 +848,7 @@ int main(void)
         cmocka_unit_test(test_body_variants),
         cmocka_unit_test(test_body_bad),
         cmocka_unit_test(tkl_htpasswd_verify),
+        cmocka_unit_test(test_basic_remembered),
         cmocka_unit_test(tkl_htpasswd_bad),
         cmocka_unit_test(tkl_basic_parse),
         cmocka_unit_test(test_csrattrs),
