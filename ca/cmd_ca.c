@@ -11,6 +11,7 @@
 #include "ca_backend.h"
 #include "ca_image.h"
 #include "kl_file.h"
+#include "matter.h"
 
 #define CLI_KEY_TYPES "ec-p256, ec-p384, rsa-3072"
 #define CLI_KEY_TYPES_BAR "ec-p256|ec-p384|rsa-3072"
@@ -46,7 +47,8 @@ out:
 static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
-    const char *ktype = "ec-p256", *csr_out = NULL;
+    const char *ktype = "ec-p256", *csr_out = NULL, *vid = NULL, *pid = NULL;
+    char msubject[1024];
     ca_create_req req = {.actor = c->actor};
     ca_ctx *ca = NULL;
     X509 *cert = NULL;
@@ -54,7 +56,8 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
         {"label", required_argument, NULL, 'l'},   {"template", required_argument, NULL, 't'},
         {"subject", required_argument, NULL, 's'}, {"key-type", required_argument, NULL, 'k'},
         {"issuer", required_argument, NULL, 'i'},  {"token", required_argument, NULL, 'T'},
-        {"csr-out", required_argument, NULL, 'R'}, {NULL, 0, NULL, 0}};
+        {"csr-out", required_argument, NULL, 'R'}, {"vid", required_argument, NULL, 1001},
+        {"pid", required_argument, NULL, 1002},    {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
     while ((ch = getopt_long(argc, argv, "l:t:s:k:i:", opts, NULL)) != -1) {
@@ -66,12 +69,19 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
         case 'i': req.issuer = optarg; break;
         case 'T': req.token = optarg; break;
         case 'R': csr_out = optarg; break;
+        case 1001: vid = optarg; break;
+        case 1002: pid = optarg; break;
         default: return kl_fail(KL_EUSAGE, "ca create: bad option (see --help)");
         }
     }
     ENSURE(optind == argc, KL_EUSAGE, "ca create: unexpected argument '%s'", argv[optind]);
     ENSURE(req.label && req.template_name && req.subject, KL_EUSAGE,
            "ca create needs --label, --template and --subject");
+    ENSURE(vid || !pid, KL_EUSAGE, "--pid needs --vid");
+    if (vid) { /* Matter PAA/PAI (docs/matter.md): the VendorID/ProductID attributes */
+        TRY(matter_subject_append(req.subject, vid, pid, msubject, sizeof msubject));
+        req.subject = msubject;
+    }
     ENSURE(!csr_out || strcmp(csr_out, "-") != 0, KL_EUSAGE, "--csr-out needs a file");
     int kt = hsm_key_type_from_name(ktype);
     ENSURE(kt >= 0, KL_EUSAGE, "unknown key type '%s' (%s)", ktype, CLI_KEY_TYPES);
@@ -252,7 +262,7 @@ out:
 static const cli_cmd cmd_ca_table[] = {
     {"create", cmd_ca_create,
      "--label L --template T --subject \"CN=...,O=...\" [--key-type " CLI_KEY_TYPES_BAR "] "
-     "[--issuer L2] [--token URI] [--csr-out FILE]",
+     "[--issuer L2] [--token URI] [--csr-out FILE] [--vid 0xFFF1 [--pid 0x8000]]",
      "generate a CA key in the token and its certificate (self-signed without --issuer); "
      "--csr-out: a request for a parent outside keyline instead"},
     {"import", cmd_ca_import, "--label L --cert FILE --chain FILE",

@@ -121,6 +121,14 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"station", "est-url", NULL, NULL, 0},
     {"station", "firmware-keys", NULL, NULL, 0},
     {"station", "results", NULL, NULL, P},
+    /* Matter devices (docs/matter.md) */
+    {"station", "matter", "no", NULL, 0},
+    {"station", "matter-vid", NULL, "required with matter = yes", 0},
+    {"station", "matter-pid", NULL, "required with matter = yes", 0},
+    {"station", "matter-cd", NULL, "required with matter = yes", P},
+    {"station", "matter-iterations", "10000", NULL, 0},
+    {"station", "matter-keep-passcode", "no", NULL, 0},
+    {"station", "labels", NULL, NULL, P},
 
     /* every daemon (kl_log_configure) */
     {"log", "format", "text", NULL, 0},

@@ -29,6 +29,7 @@
 #include "kl_conf.h"
 #include "kl_err.h"
 #include "kl_proto.h"
+#include "st_matter.h"
 
 #define ST_MAX_FIXTURES 64
 
@@ -202,6 +203,7 @@ enum {
     ST_PH_PUTTRUST,
     ST_PH_CHALLENGE,
     ST_PH_LOCK,
+    ST_PH_MATTER, /* MATTER: a Matter device's onboarding data (between PUTTRUST and CHALLENGE) */
     ST_PH__COUNT
 };
 const char *st_phase_name(int ph);
@@ -219,6 +221,7 @@ typedef struct {
     uint64_t bytes_tx, bytes_rx; /* this device only */
     unsigned retransmits;
     st_mode mode;
+    st_matter_result matter; /* the Matter step's codes for the results line (done = 0: none) */
 } st_outcome;
 
 struct st_station;
@@ -326,6 +329,7 @@ typedef struct st_station {
     char host[256];
     long claim_lease_s; /* >= ST_CLAIM_LEASE_S and longer than any one phase can take */
     int results_fd;
+    st_matter_cfg matter; /* [station] matter, matter-vid ... labels (st_matter.h) */
 } st_station;
 
 /* Load [station], connect to keyline-cad (st_cad_open) and fetch the chain (st_cad_chain).

@@ -33,6 +33,7 @@
 #include "kl_hostcrypto.h"
 #include "kl_log.h"
 #include "st.h"
+#include "st_matter_flow.h"
 
 /* Uncompressed P-256 point of a public key; zeros (and 0) when the key is not P-256. */
 static int st_pub65(EVP_PKEY *pk, uint8_t out[KL_PROTO_PUB_LEN])
@@ -395,10 +396,15 @@ static kl_rc st_getcsr(st_flow *f)
     const unsigned char *p = v;
     req = d2i_X509_REQ(NULL, &p, (long)vlen);
     ENSURE(req && p == v + vlen, KL_EINPUT, "device sent a CSR that is not DER PKCS#10");
+    if (f->st->matter.enabled) {
+        TRY(st_matter_csr_check(req, &f->st->matter, f->h)); /* P-256, VID, PID, CN, serial */
+    }
     ENSURE(st_pub65(X509_REQ_get0_pubkey(req), csr_pub) &&
                CRYPTO_memcmp(csr_pub, f->pub, sizeof csr_pub) == 0,
            KL_EPOLICY, "device's CSR is not for the key it generated");
-    TRY(st_csr_subject_check(X509_REQ_get_subject_name(req), f->h));
+    if (!f->st->matter.enabled) {
+        TRY(st_csr_subject_check(X509_REQ_get_subject_name(req), f->h));
+    }
     f->csr = malloc(vlen);
     ENSURE(f->csr, KL_EINTERNAL, "out of memory");
     memcpy(f->csr, v, vlen);
@@ -686,6 +692,7 @@ static const st_step st_steps[] = {
     {"issue", ST_PH_ISSUE, st_want_fresh, st_step_issue},
     {"putcert", ST_PH_PUTCERT, st_want_deliver, st_step_putcert},
     {"puttrust", ST_PH_PUTTRUST, st_want_deliver, st_step_puttrust},
+    {"matter", ST_PH_MATTER, st_want_matter, st_step_matter},
     {"challenge", ST_PH_CHALLENGE, st_want_deliver, st_step_challenge},
     {"lock", ST_PH_LOCK, st_want_deliver, st_step_lock},
     {"record", ST_PH_LOCK, st_want_deliver, st_step_record},

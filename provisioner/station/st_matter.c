@@ -13,11 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "kl_buf.h"
 #include "kl_file.h"
+#include "kl_proto.h"
 
-#define ST_MATTER_CD_MAX 4096
+/* the MATTER request carries it whole (line-protocol.md 4.10) */
+#define ST_MATTER_CD_MAX ((size_t)KL_PROTO_MATTER_CD_MAX)
 
 /* ---- configuration ---------------------------------------------------------------------- */
 
@@ -56,13 +59,26 @@ kl_rc st_matter_cfg_load(st_matter_cfg *cfg, const kl_conf *conf)
     memset(cfg, 0, sizeof *cfg);
     TRY(st_matter_bool(conf, "matter", &cfg->enabled));
     TRY(st_matter_bool(conf, "matter-keep-passcode", &cfg->keep_passcode));
+    /* keeping it needs the store's Matter columns and an HSM key to encrypt to (docs/matter.md
+     * "Keeping the passcode"): refuse rather than pretend */
+    ENSURE(!cfg->keep_passcode, KL_EUSAGE,
+           "[station] matter-keep-passcode = yes is not available yet: the passcode is on the "
+           "label and in the results line only");
     if (kl_conf_get(conf, "station", "labels")) {
         cfg->labels = kl_conf_path(conf, "station", "labels");
         ENSURE(cfg->labels, KL_EINTERNAL, "out of memory");
     }
+    if (cfg->labels) {
+        struct stat sb;
+        ENSURE(stat(cfg->labels, &sb) == 0 && S_ISDIR(sb.st_mode), KL_EUSAGE,
+               "[station] labels = %s is not a folder", cfg->labels);
+    }
     if (!cfg->enabled) {
         goto out;
     }
+    /* the device makes its DAC key: the station never holds a Matter device's key */
+    ENSURE(strcmp(kl_conf_get_default(conf, "station", "mode", "csr"), "csr") == 0, KL_EUSAGE,
+           "[station] matter = yes needs mode = csr (the device makes its DAC key)");
     TRY(st_matter_id_key(conf, "matter-vid", &cfg->vid));
     TRY(st_matter_id_key(conf, "matter-pid", &cfg->pid));
     /* Matter 2.5.2: VID 0 is unassigned; PID 0 is reserved */
@@ -80,7 +96,7 @@ kl_rc st_matter_cfg_load(st_matter_cfg *cfg, const kl_conf *conf)
         goto out;
     }
     ENSURE(cfg->cd_len > 0 && cfg->cd_len <= ST_MATTER_CD_MAX, KL_EUSAGE,
-           "[station] matter-cd %s: %zu bytes (1..%d)", cfg->cd_path, cfg->cd_len,
+           "[station] matter-cd %s: %zu bytes (1..%zu)", cfg->cd_path, cfg->cd_len,
            ST_MATTER_CD_MAX);
 out:
     if (rc != KL_OK) {

@@ -55,6 +55,16 @@ typedef struct {
 kl_rc st_matter_cfg_load(st_matter_cfg *cfg, const kl_conf *conf) KL_WUR;
 void st_matter_cfg_free(st_matter_cfg *cfg);
 
+/* What a device's flow keeps of its Matter step for the results line (no passcode but the one
+ * the codes carry, as the label does). done = 0: no Matter step ran. */
+typedef struct {
+    int done;
+    unsigned discriminator;
+    char qr[ST_MATTER_QR_MAX];
+    char manual[ST_MATTER_MANUAL_LEN + 1];
+    char label[512]; /* the label file written, "" when labels is not set */
+} st_matter_result;
+
 /* One device's onboarding data. The passcode is a secret until the label is printed: wipe
  * the struct with st_matter_onboard_wipe. */
 typedef struct {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "st.h"
+#include "st_matter_flow.h"
 
 /* ---- config --------------------------------------------------------------------------------- */
 
@@ -346,8 +347,8 @@ void st_plan_decide(const st_hello *h, const st_known *k, st_mode mode, int repr
 
 const char *st_phase_name(int ph)
 {
-    static const char *n[] = {"hello",   "key",      "csr",       "issue",
-                              "putcert", "puttrust", "challenge", "lock"};
+    static const char *n[] = {"hello",    "key",       "csr",  "issue", "putcert",
+                              "puttrust", "challenge", "lock", "matter"};
     return ph >= 0 && ph < ST_PH__COUNT ? n[ph] : "idle";
 }
 
@@ -392,6 +393,9 @@ char *st_result_json(const st_outcome *o, const char *fixture, long long unix_ms
     json_object_set_new(j, "bytes", b);
     b = NULL;
     json_object_set_new(j, "retransmits", json_integer(o->retransmits));
+    if (o->matter.done) {
+        json_object_set_new(j, "matter", st_matter_result_json(&o->matter));
+    }
     s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
     if (s) {
         size_t n = strlen(s);

@@ -592,6 +592,7 @@ kl_rc st_station_init(st_station *st, const kl_conf *conf)
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
     TRY(st_config_load(&st->cfg, conf));
+    TRY(st_matter_cfg_load(&st->matter, conf));
     /* A flow renews its claim between phases, so the lease must outlast the longest phase the
      * timeouts allow: generously, 16 exchanges each waiting for every retry of a slow answer. */
     long phase_max_s = 16 * (st->cfg.retries + 1) * (st->cfg.slow_timeout_ms / 1000 + 1);
@@ -647,6 +648,7 @@ void st_station_free(st_station *st)
     sk_X509_pop_free(st->chain, X509_free);
     sk_X509_pop_free(st->anchors, X509_free);
     st->chain = st->anchors = NULL;
+    st_matter_cfg_free(&st->matter);
     if (st->results_fd >= 0) {
         close(st->results_fd);
     }
