@@ -129,6 +129,9 @@ void ca_close(ca_ctx *ca)
     }
     pthread_mutex_destroy(&ca->tok_mu);
     sk_X509_pop_free(ca->retired, X509_free);
+    for (size_t i = 0; i < ca->ndropped; i++) {
+        EVP_PKEY_free(ca->dropped_keys[i]);
+    }
     if (ca->st) {
         store_close(ca->st);
     }
@@ -342,6 +345,19 @@ static kl_rc ca_key_hygiene(hsm_ctx *h, const char *label)
     return KL_OK;
 }
 
+/* Signing with `label`'s cached key failed in the token: the next ca_entry_get finds the key
+ * again (a fresh object handle), so service resumes by itself when the token is back. */
+static void ca_key_failed(ca_ctx *ca, const char *label)
+{
+    pthread_mutex_lock(&ca->mu);
+    for (size_t i = 0; i < ca->ncas; i++) {
+        if (strcmp(ca->cas[i].label, label) == 0) {
+            ca->cas[i].key_stale = 1;
+        }
+    }
+    pthread_mutex_unlock(&ca->mu);
+}
+
 kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry **out)
 {
     kl_rc rc = KL_OK;
@@ -392,6 +408,12 @@ kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry *
         }
         store_ca_free(&now_rec);
     }
+    if (want_key && e->key && e->key_stale && ca->ndropped < CA_DROPPED_KEYS_MAX) {
+        /* the token failed while signing with this handle (a token removed and put back, a
+         * session or object handle gone): find the key again instead of failing for good */
+        ca->dropped_keys[ca->ndropped++] = e->key;
+        e->key = NULL; /* key_stale stays set until the key is found again */
+    }
     if (want_key && !e->key) {
         hsm_ctx *h = NULL;
         TRY(ca_key_usable(ca, label, rec.status ? &rec : NULL));
@@ -403,8 +425,14 @@ kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry *
             rc = kl_fail(rc, "%s (a CA on a token of its own is named in [hsm %s] of %s)", why,
                          label, kl_conf_file(ca->conf));
         }
+        rc = rc != KL_OK ? rc : hsm_key_load(h, label, &e->key);
+        if (rc == KL_ENOTFOUND && e->key_stale) {
+            /* this key signed here before: gone now is the token's failure (removed, replaced,
+             * unreadable; EST 503, exit 5), not an unknown name */
+            rc = kl_wrap(KL_EHSM, "CA '%s': its key was in the token and is not now", label);
+        }
         TRY(rc);
-        TRY(hsm_key_load(h, label, &e->key));
+        e->key_stale = 0;
     }
     *out = e;
 out:
@@ -772,6 +800,9 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
         ENSURE(serial_hex, KL_EINTERNAL, "out of memory");
         if (X509_sign(cert, sign_key, ca_sign_md(sign_key)) <= 0) {
             rc = kl_fail_ssl(KL_EHSM, "signing in the HSM failed");
+            if (issuer) {
+                ca_key_failed(ca, issuer_label);
+            }
             ca_issue_failed(ca, req, issuer_label, t->name, serial_hex, subject_txt, rc);
             goto out;
         }

@@ -21,7 +21,9 @@ typedef struct {
     char *parent; /* the CA record's issuer label (fixed for a label); NULL for a root */
     X509 *cert;
     EVP_PKEY *key; /* NULL until first signing use */
+    int key_stale; /* signing with `key` failed in the token: find the key again before next use */
 } ca_entry;
+#define CA_DROPPED_KEYS_MAX 64
 
 struct ca_ctx {
     const kl_conf *conf;
@@ -35,8 +37,11 @@ struct ca_ctx {
     size_t ncas;
     tpl *tpls[CA_CACHE_MAX];
     size_t ntpls;
-    STACK_OF(X509) * retired;     /* certificates a renewal replaced in cas[]: borrowed pointers
-                                     to them stay valid until ca_close */
+    STACK_OF(X509) * retired; /* certificates a renewal replaced in cas[]: borrowed pointers
+                                 to them stay valid until ca_close */
+    /* keys replaced after a token fault (ca_key_failed): another thread may still hold one */
+    EVP_PKEY *dropped_keys[CA_DROPPED_KEYS_MAX];
+    size_t ndropped;
     struct ca_audit_state *audit; /* ca_audit.c: checkpoints, the close hook (NULL until used) */
     /* CAs on a token of their own ([hsm LABEL] or ca create --token): opened on first use */
     pthread_mutex_t tok_mu;
