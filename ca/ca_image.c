@@ -15,6 +15,16 @@ int ca_is_firmware_template(const char *template_name)
     return template_name && strcmp(template_name, CA_TEMPLATE_FIRMWARE) == 0;
 }
 
+int ca_is_firmware_key(ca_ctx *ca, const char *label)
+{
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    int yes =
+        store_ca_get(ca->st, label, &rec) == KL_OK && ca_is_firmware_template(rec.template_name);
+    store_ca_free(&rec);
+    return yes;
+}
+
 /* The firmware key `label`: a firmware record, active, its chain usable now; *e with the key. */
 static kl_rc ca_image_key(ca_ctx *ca, const char *label, const ca_entry **e)
 {
@@ -93,10 +103,13 @@ static void ca_hex(const uint8_t *p, size_t n, char *out)
     }
 }
 
-/* The store record of a signing: an audit entry "sign-image" (docs/firmware.md). */
+/* The store record of a signing: a row of the images table and its audit entry "sign-image",
+ * one transaction (store_image_put). */
 static kl_rc ca_image_record(ca_ctx *ca, const ca_image_req *req, const ca_image_result *res)
 {
     char hash[65], khash[65], ver[32], cnt[16], detail[400];
+    const char *actor = req->actor ? req->actor : "keyline";
+    const char *format = req->format == CA_IMAGE_CMS ? "cms" : "mcuboot";
     ca_hex(res->hash, 32, hash);
     ca_hex(res->key_hash, 32, khash);
     img_version_format(&req->mcuboot.version, ver, sizeof ver);
@@ -107,9 +120,19 @@ static kl_rc ca_image_record(ca_ctx *ca, const ca_image_req *req, const ca_image
     }
     snprintf(detail, sizeof detail,
              "key=%s cert=%s format=%s version=%s counter=%s sha256=%s keyhash=%s size=%zu",
-             req->key_label, res->key_serial, req->format == CA_IMAGE_CMS ? "cms" : "mcuboot", ver,
-             cnt, hash, khash, req->in_len);
-    return store_audit_append(ca->st, req->actor ? req->actor : "keyline", "sign-image", detail);
+             req->key_label, res->key_serial, format, ver, cnt, hash, khash, req->in_len);
+    store_image rec = {
+        .sha256 = hash,
+        .format = (char *)format,
+        .version = ver,
+        .security_counter = req->mcuboot.has_counter ? (int64_t)req->mcuboot.counter : -1,
+        .key_label = (char *)req->key_label,
+        .key_serial = (char *)res->key_serial,
+        .key_hash = khash,
+        .size = (int64_t)req->in_len,
+        .actor = (char *)actor,
+    };
+    return store_image_put(ca->st, &rec, detail);
 }
 
 kl_rc ca_image_sign(ca_ctx *ca, const ca_image_req *req, uint8_t **out, size_t *out_len,

@@ -16,6 +16,8 @@
 #define CA_TEMPLATE_FIRMWARE "firmware"
 /* 1 when a CA record of this template is a firmware signing key (NULL: 0). */
 int ca_is_firmware_template(const char *template_name);
+/* 1 when the CA record `label` is a firmware key; 0 when it is not or there is none. */
+int ca_is_firmware_key(ca_ctx *ca, const char *label);
 
 typedef enum { CA_IMAGE_MCUBOOT = 0, CA_IMAGE_CMS } ca_image_format;
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ca.h"
+#include "ca_image.h"
 #include "ceremony.h"
 
 /* label, serial and the fingerprints of `cert` and its key into `res`. */
@@ -33,8 +34,8 @@ static kl_rc ceremony_res_crl(ca_ctx *ca, ceremony_kvs *res, const char *label)
     kl_rc rc = KL_OK;
     X509_CRL *crl = NULL;
     char num[32];
-    if (ca_is_ocsp_signer_label(label)) {
-        return KL_OK; /* a delegated OCSP signer issues no CRL */
+    if (ca_is_ocsp_signer_label(label) || ca_is_firmware_key(ca, label)) {
+        return KL_OK; /* a delegated OCSP signer or a firmware key issues no CRL */
     }
     TRY(ca_crl(ca, label, &crl));
     ASN1_INTEGER *n = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);

@@ -1,10 +1,12 @@
 /* keyline-ca sign-image: a firmware image signed in the HSM (MCUboot format or detached CMS). */
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ca_backend.h"
 #include "ca_image.h"
 #include "keyline-ca.h"
 #include "kl_file.h"
@@ -109,6 +111,56 @@ kl_rc cmd_sign_image(cli *c, int argc, char **argv)
 out:
     free(in);
     OPENSSL_free(img);
+    ca_close(ca);
+    return rc;
+}
+
+/* keyline-ca list --images [--json]: every signing recorded in the store, oldest first. */
+kl_rc cli_list_images(cli *c, int as_json)
+{
+    kl_rc rc = KL_OK;
+    ca_ctx *ca = NULL;
+    store_image *v = NULL;
+    size_t n = 0;
+    json_t *arr = as_json ? json_array() : NULL;
+    ENSURE(!as_json || arr, KL_EINTERNAL, "out of memory");
+    TRY(cli_open(c, 0, &ca));
+    TRY(store_image_list(ca_store(ca), &v, &n));
+    if (!as_json) {
+        printf("%-5s %-20s %-14s %-7s %-16s %-10s %-64s %s\n", "ID", "SIGNED", "KEY", "FORMAT",
+               "VERSION", "COUNTER", "SHA256", "BY");
+    }
+    for (size_t i = 0; i < n; i++) {
+        char when[32], cnt[16] = "-";
+        cli_time(v[i].created, when, sizeof when);
+        if (v[i].security_counter >= 0) {
+            snprintf(cnt, sizeof cnt, "%lld", (long long)v[i].security_counter);
+        }
+        if (!as_json) {
+            printf("%-5lld %-20s %-14s %-7s %-16s %-10s %-64s %s\n", (long long)v[i].id, when,
+                   v[i].key_label, v[i].format, v[i].version, cnt, v[i].sha256, v[i].actor);
+            continue;
+        }
+        json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s}", "id",
+                              (json_int_t)v[i].id, "signed", when, "key", v[i].key_label,
+                              "key_serial", v[i].key_serial, "key_hash", v[i].key_hash, "format",
+                              v[i].format, "version", v[i].version, "sha256", v[i].sha256, "size",
+                              (json_int_t)v[i].size, "actor", v[i].actor);
+        ENSURE(o, KL_EINTERNAL, "out of memory");
+        if (v[i].security_counter >= 0) {
+            json_object_set_new(o, "security_counter", json_integer(v[i].security_counter));
+        }
+        ENSURE(json_array_append_new(arr, o) == 0, KL_EINTERNAL, "out of memory");
+    }
+    if (as_json) {
+        char *s = json_dumps(arr, JSON_INDENT(1));
+        ENSURE(s, KL_EINTERNAL, "out of memory");
+        printf("%s\n", s);
+        free(s);
+    }
+out:
+    json_decref(arr);
+    store_image_list_free(v, n);
     ca_close(ca);
     return rc;
 }

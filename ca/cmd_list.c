@@ -57,15 +57,14 @@ kl_rc cmd_list(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
     const char *status = NULL, *issuer = NULL;
-    int as_json = 0;
+    int as_json = 0, images = 0;
     ca_ctx *ca = NULL;
     cli_list_state st = {NULL, KL_OK, time(NULL), 0};
     long days = 0;
-    static const struct option opts[] = {{"status", required_argument, NULL, 's'},
-                                         {"issuer", required_argument, NULL, 'i'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"expiring", required_argument, NULL, 'e'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"status", required_argument, NULL, 's'}, {"issuer", required_argument, NULL, 'i'},
+        {"json", no_argument, NULL, 'j'},         {"expiring", required_argument, NULL, 'e'},
+        {"images", no_argument, NULL, 'I'},       {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
     while ((ch = getopt_long(argc, argv, "s:i:j", opts, NULL)) != -1) {
@@ -73,6 +72,7 @@ kl_rc cmd_list(cli *c, int argc, char **argv)
         case 's': status = optarg; break;
         case 'i': issuer = optarg; break;
         case 'j': as_json = 1; break;
+        case 'I': images = 1; break;
         case 'e':
             TRY(cli_list_days(optarg, &days));
             st.ending_by = st.now + days * 86400;
@@ -82,6 +82,10 @@ kl_rc cmd_list(cli *c, int argc, char **argv)
         }
     }
     ENSURE(optind == argc, KL_EUSAGE, "list: unexpected argument '%s'", argv[optind]);
+    if (images) { /* firmware image signings (docs/firmware.md) */
+        ENSURE(!status && !issuer && !days, KL_EUSAGE, "list --images takes only --json");
+        return cli_list_images(c, as_json);
+    }
     ENSURE(!status || strcmp(status, "valid") == 0 || strcmp(status, "revoked") == 0 ||
                strcmp(status, "pending") == 0,
            KL_EUSAGE, "--status must be valid, pending or revoked");

@@ -24,8 +24,11 @@ static const cli_cmd cli_top[] = {
     {"revoke", cmd_revoke, "--serial HEX [--reason NAME]", "revoke a certificate"},
     {"crl", cmd_crl, "--issuer L [--out FILE]",
      "sign a fresh CRL in the HSM, publish it in the store, print it (PEM)"},
-    {"list", cmd_list, "[--status valid|pending|revoked] [--issuer L] [--expiring DAYSd] [--json]",
-     "list issued certificates (--expiring 30d: valid ones ending within 30 days)"},
+    {"list", cmd_list,
+     "[--status valid|pending|revoked] [--issuer L] [--expiring DAYSd] [--json] | --images "
+     "[--json]",
+     "list issued certificates (--expiring 30d: valid ones ending within 30 days); --images: "
+     "firmware image signings"},
     {"show", cmd_show, "--serial HEX", "show one certificate and its status"},
     {"audit", cmd_audit, "verify|list|checkpoint",
      "verify, print or sign (in the HSM) the tamper-evident audit log"},

@@ -207,6 +207,28 @@ kl_rc store_request_reject(store *s, int64_t id, const char *reason, const char 
 void store_request_free(store_request *r);
 void store_request_list_free(store_request *v, size_t n);
 
+/* --- firmware image signings (ca/store_image.c; keyline-ca sign-image, docs/firmware.md) --- */
+typedef struct {
+    int64_t id;
+    char *sha256;             /* 64 hex: MCUboot's SHA256 TLV, or SHA-256 of a CMS-signed file */
+    char *format;             /* "mcuboot" | "cms" */
+    char *version;            /* "1.2.3+4" */
+    int64_t security_counter; /* -1: the image has none */
+    char *key_label;          /* the firmware key (a CA record of template firmware) */
+    char *key_serial;         /* its certificate's serial (upper-case hex) */
+    char *key_hash;           /* 64 hex: MCUboot key hash, SHA-256 of its SubjectPublicKeyInfo */
+    int64_t size;             /* bytes signed (the input file) */
+    char *actor;              /* who signed */
+    time_t created;
+} store_image;
+/* Record a signing and its audit entry "sign-image" (`detail`) in one write transaction.
+ * KL_EUSAGE for an incomplete record or malformed hashes; the store's errors. */
+kl_rc store_image_put(store *s, const store_image *img, const char *detail) KL_WUR;
+/* Every signing, oldest first. The caller frees with store_image_list_free. */
+kl_rc store_image_list(store *s, store_image **out, size_t *n) KL_WUR;
+void store_image_free(store_image *m);
+void store_image_list_free(store_image *v, size_t n);
+
 /* --- device claims: one provisioning flow per device at a time, across processes ---
  * A station claims a device (hardware serial) before deciding anything about it and releases
  * it when done; the pending sweep claims it before revoking. A claim is held by one process

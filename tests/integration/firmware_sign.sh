@@ -65,7 +65,21 @@ fw_flip app.bin 100 app.bad
   fail "CMS verified over altered content"
 ok "detached CMS verifies with openssl cms -verify (and fails for altered content)"
 
-# --- every signing in the audit log (and, once the store has its table, in list --images) -----
+# --- every signing in the store (list --images) and in the audit log ---------------------------
+kca list --images --json >images.json
+python3 - "$(fw_field app.img hash)" "$(sha256sum app.bin | cut -d' ' -f1)" "$(fw_keyhash fw1.pem)" <<'PY' || fail "list --images --json"
+import json, sys
+v = json.load(open("images.json"))
+assert len(v) == 3, v
+a, z, c = v
+assert (a["key"], a["format"], a["version"], a["security_counter"], a["sha256"], a["size"]) == \
+    ("fw1", "mcuboot", "1.2.3+4", 7, sys.argv[1], 3000), a
+assert "security_counter" not in z and z["version"] == "1.0.0+0", z
+assert c["format"] == "cms" and c["sha256"] == sys.argv[2], c
+assert all(x["key_hash"] == sys.argv[3] and x["actor"].startswith("cli:") for x in v), v
+PY
+kca list --images | grep -q "fw1  *mcuboot 1.2.3+4  *7  *$(fw_field app.img hash)" || fail "list --images table"
+expect_fail "list --images with --status" kca list --images --status valid
 kca audit list >audit.txt
 [ "$(grep -c " sign-image " audit.txt)" = 3 ] || { cat audit.txt; fail "expected 3 sign-image audit entries"; }
 grep " sign-image " audit.txt | grep -q "key=fw1 .*format=mcuboot version=1.2.3+4 counter=7 sha256=$(fw_field app.img hash)" ||
@@ -89,6 +103,8 @@ expect_fail "writing over the store" kca sign-image --key fw1 --in app.bin --out
 expect_fail "a missing input" kca sign-image --key fw1 --in nosuch.bin --out r.img --version 1.0.0
 [ ! -e r.img ] || fail "a refused sign-image wrote its output"
 [ "$(kca audit list | grep -c " sign-image ")" = "$n0" ] || fail "a refused sign-image was recorded"
+[ "$(kca list --images --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 3 ] ||
+  fail "a refused sign-image is in list --images"
 kca sign-image --help | grep -q -- "--security-counter" || fail "sign-image --help"
 ok "refusals write and record nothing"
 

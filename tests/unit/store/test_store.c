@@ -26,9 +26,9 @@
 
 static EVP_PKEY *g_key;
 
-#define SCHEMA_VERSION 6 /* what store_open makes of any older file */
-/* SQL that takes a version-6 file back to version 5's tables (the triggers go with them) */
-#define DROP_V6 "DROP TABLE audit_key; DROP TABLE audit_checkpoints;"
+#define SCHEMA_VERSION 7 /* what store_open makes of any older file */
+/* SQL that takes a version-7 file back to version 5's tables (the triggers go with them) */
+#define DROP_V6 "DROP TABLE audit_key; DROP TABLE audit_checkpoints; DROP TABLE images;"
 
 typedef struct {
     char dir[256];
