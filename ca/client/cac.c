@@ -138,6 +138,23 @@ out:
     return rc;
 }
 
+kl_rc cac_addrs_check(const char *addrs, unsigned *n, int *tls)
+{
+    kl_rc rc = KL_OK;
+    cac *c = calloc(1, sizeof *c);
+    *n = 0;
+    *tls = 0;
+    ENSURE(c, KL_EINTERNAL, "out of memory");
+    TRY(cac_addrs_parse(c, addrs, NULL));
+    *n = c->naddrs;
+    for (unsigned i = 0; i < c->naddrs; i++) {
+        *tls |= c->addrs[i].tls;
+    }
+out:
+    free(c);
+    return rc;
+}
+
 /* ---- TLS credentials --------------------------------------------------------------------------
  */
 

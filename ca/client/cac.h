@@ -59,6 +59,11 @@ kl_rc cac_open(cac **out, const char *addrs, unsigned timeout_s, char *roles,
                size_t roles_cap) KL_WUR;
 void cac_close(cac *c);
 
+/* Parse an address list as cac_open_cfg does, without connecting (configuration checks, tests,
+ * the fuzzer): KL_OK with *n addresses and *tls 1 when one is a tls: address, or KL_EUSAGE
+ * naming the bad one. */
+kl_rc cac_addrs_check(const char *addrs, unsigned *n, int *tls) KL_WUR;
+
 /* The address that answered the last call (for logs; valid while c is open). */
 const char *cac_addr_current(cac *c);
 

@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include "cac.h"
 #include "cap.h"
 
 static kl_buf g;
@@ -292,12 +293,66 @@ static void test_station_ops(void **st)
     kl_buf_free(&g);
 }
 
+/* The client's address lists (cac.h): what parses, and what is refused with a message. */
+static void test_addrs(void **st)
+{
+    (void)st;
+    static const struct {
+        const char *list;
+        kl_rc rc;
+        unsigned n;
+        int tls;
+    } cases[] = {
+        {"/run/keyline/cad.sock", KL_OK, 1, 0},
+        {"cad.sock", KL_OK, 1, 0},
+        {"unix:/run/a.sock, unix:/run/b.sock", KL_OK, 2, 0},
+        {"unix:/run/a.sock,tls:10.0.0.5:7443", KL_OK, 2, 1},
+        {" tls:ca1.example:7443 ,\ttls:[2001:db8::5]:7443 ", KL_OK, 2, 1},
+        {"unix:/odd:name.sock", KL_OK, 1, 0},
+        {"a,b,c,d,e,f,g,h", KL_OK, 8, 0},
+        {"a,b,c,d,e,f,g,h,i", KL_EUSAGE, 0, 0}, /* more than CAC_ADDR_MAX */
+        {"", KL_EUSAGE, 0, 0},
+        {"a.sock,", KL_EUSAGE, 0, 0},
+        {",a.sock", KL_EUSAGE, 0, 0},
+        {"a.sock,,b.sock", KL_EUSAGE, 0, 0},
+        {"unix:", KL_EUSAGE, 0, 0},
+        {"tls:", KL_EUSAGE, 0, 0},
+        {"tls:host", KL_EUSAGE, 0, 0},
+        {"tls::7443", KL_EUSAGE, 0, 0},
+        {"tls:host:", KL_EUSAGE, 0, 0},
+        {"tls:host:0", KL_EUSAGE, 0, 0},
+        {"tls:host:65536", KL_EUSAGE, 0, 0},
+        {"tls:host:74x3", KL_EUSAGE, 0, 0},
+        {"tcp:host:7443", KL_EUSAGE, 0, 0},
+        {"host:7443", KL_EUSAGE, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unsigned n = 99;
+        int tls = 9;
+        kl_rc rc = cac_addrs_check(cases[i].list, &n, &tls);
+        if (rc != cases[i].rc || (rc == KL_OK && (n != cases[i].n || tls != cases[i].tls))) {
+            fail_msg("'%s': rc %s n %u tls %d (%s)", cases[i].list, kl_rc_name(rc), n, tls,
+                     kl_errmsg());
+        }
+        if (rc != KL_OK) {
+            assert_non_null(strstr(kl_errmsg(), "keyline-cad"));
+        }
+    }
+    char longp[200];
+    memset(longp, 'x', sizeof longp - 1);
+    longp[sizeof longp - 1] = 0;
+    unsigned n;
+    int tls;
+    assert_int_equal(cac_addrs_check(longp, &n, &tls), KL_EUSAGE); /* over sun_path */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_issue_roundtrip),  cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_raw_frames),       cmocka_unit_test(test_repeat_cacerts),
         cmocka_unit_test(test_ca_chain_pending), cmocka_unit_test(test_station_ops),
+        cmocka_unit_test(test_addrs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
