@@ -349,9 +349,12 @@ static void test_addrs(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_issue_roundtrip),  cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_raw_frames),       cmocka_unit_test(test_repeat_cacerts),
-        cmocka_unit_test(test_ca_chain_pending), cmocka_unit_test(test_station_ops),
+        cmocka_unit_test(test_issue_roundtrip),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_raw_frames),
+        cmocka_unit_test(test_repeat_cacerts),
+        cmocka_unit_test(test_ca_chain_pending),
+        cmocka_unit_test(test_station_ops),
         cmocka_unit_test(test_addrs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
