@@ -12,7 +12,7 @@
  *
  * Portable C99, no malloc, no I/O: the image is a pointer and a length (on a microcontroller,
  * usually the memory-mapped secondary slot), crypto and storage come from the port (kl_port.h:
- * sha256, ecdsa_verify, store_read, store_write). Stack use is under 256 bytes. */
+ * sha256, ecdsa_verify, store_read, store_write). Stack use is well under 1 KiB. */
 #ifndef KL_DEV_IMAGE_H
 #define KL_DEV_IMAGE_H
 
