@@ -18,6 +18,7 @@
 
 #include "devsim_port.h"
 #include "kl_dev.h"
+#include "kl_dev_image.h"
 #include "kl_hostcrypto.h"
 
 #define MODEL "acme-sensor-3"
@@ -946,6 +947,68 @@ static void test_storage_failure(void **state)
     do_genkey(s, 0, pub, 1);
 }
 
+/* PUTTRUST part 0 FW_KEYS (docs/line-protocol.md 4.6, docs/firmware.md): one or two P-256
+ * points stored as KL_OBJ_FWKEYS; anything else MALFORMED; part 0 without it deletes them. */
+static void fw_puttrust(station *s, pki *p, uint8_t index, uint8_t count, const uint8_t *k,
+                        size_t klen, int expect_ok)
+{
+    uint8_t b[KL_PROTO_MAX_PAYLOAD];
+    kl_tlv_w w;
+    kl_tlv_w_init(&w, b, sizeof(b));
+    assert_int_equal(kl_tlv_put_u8(&w, KL_TAG_INDEX, index), KL_PROTO_OK);
+    assert_int_equal(kl_tlv_put_u8(&w, KL_TAG_COUNT, count), KL_PROTO_OK);
+    assert_int_equal(kl_tlv_put(&w, KL_TAG_ANCHOR, p->ca_der, (size_t)p->ca_len), KL_PROTO_OK);
+    if (k) {
+        assert_int_equal(kl_tlv_put(&w, KL_TAG_FW_KEYS, k, klen), KL_PROTO_OK);
+    }
+    if (expect_ok) {
+        assert_int_equal(xfer(s, KL_MSG_PUTTRUST, &w), KL_MSG_RESP(KL_MSG_PUTTRUST));
+    } else {
+        expect_error(s, KL_MSG_PUTTRUST, &w, KL_ERR_MALFORMED);
+    }
+}
+
+static void test_puttrust_fw_keys(void **state)
+{
+    station *s = *state;
+    pki p;
+    uint8_t pub[65], keys[3][65], got[KL_DEV_MAX_FW_KEYS][65];
+    size_t n = 9;
+    memset(&p, 0, sizeof(p));
+    do_genkey(s, 0, pub, 1);
+    X509_REQ *req = do_getcsr(s);
+    pki_issue(&p, req);
+    X509_REQ_free(req);
+    do_putcert(s, &p);
+    for (int i = 0; i < 3; i++) {
+        EVP_PKEY *k = EVP_EC_gen("P-256");
+        assert_int_equal(kl_p256_pub65(k, keys[i]), KL_OK);
+        EVP_PKEY_free(k);
+    }
+    fw_puttrust(s, &p, 0, 1, keys[0], 65, 1);
+    assert_int_equal(kl_dev_fw_keys(&s->ops, &s->port, got, &n), KL_IMG_OK);
+    assert_int_equal(n, 1);
+    assert_memory_equal(got[0], keys[0], 65);
+    fw_puttrust(s, &p, 0, 1, keys[0], 130, 1); /* keys[0] and keys[1]: a change-over */
+    assert_int_equal(kl_dev_fw_keys(&s->ops, &s->port, got, &n), KL_IMG_OK);
+    assert_int_equal(n, 2);
+    assert_memory_equal(got[1], keys[1], 65);
+    fw_puttrust(s, &p, 0, 1, keys[0], 195, 0); /* three keys */
+    fw_puttrust(s, &p, 0, 1, keys[0], 64, 0);  /* not a whole point */
+    fw_puttrust(s, &p, 0, 1, keys[0], 100, 0);
+    keys[1][0] = 0x02; /* a compressed point as the second key */
+    fw_puttrust(s, &p, 0, 1, keys[0], 130, 0);
+    fw_puttrust(s, &p, 0, 1, keys[1], 65, 0);
+    keys[1][0] = 0x04;
+    fw_puttrust(s, &p, 1, 2, keys[0], 65, 0); /* only in part 0 */
+    assert_int_equal(kl_dev_fw_keys(&s->ops, &s->port, got, &n), KL_IMG_OK);
+    assert_int_equal(n, 2); /* refusals changed nothing */
+    fw_puttrust(s, &p, 0, 1, NULL, 0, 1);
+    assert_int_equal(kl_dev_fw_keys(&s->ops, &s->port, got, &n), KL_IMG_OK);
+    assert_int_equal(n, 0); /* part 0 without FW_KEYS deletes them */
+    pki_free(&p);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -963,6 +1026,7 @@ int main(void)
         T(test_misbehaving_port),
         T(test_storage_failure),
         T(test_matter),
+        T(test_puttrust_fw_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
