@@ -233,6 +233,9 @@ kl_rc ceremony_req_new(const char *op, int argc, char **argv, const char *propos
         }
     }
     TRY(ceremony_params_check(o, &r.params));
+    if (o->prepare) {
+        TRY(o->prepare(&r.params));
+    }
     ENSURE_SSL(RAND_bytes(nonce, sizeof nonce) == 1, KL_EINTERNAL, "no random nonce");
     for (size_t i = 0; i < sizeof nonce; i++) {
         snprintf(r.nonce + 2 * i, 3, "%02x", nonce[i]);
@@ -488,7 +491,8 @@ kl_rc ceremony_guard(const kl_conf *conf, const char *group, const char *name)
     char op[64];
     long q = 0;
     snprintf(op, sizeof op, "%s%s%s", group ? group : "", group ? " " : "", name ? name : "");
-    if (!ceremony_op_find(op)) {
+    const ceremony_op *o = ceremony_op_find(op);
+    if (!o || (o->flags & CEREMONY_OP_SELF_GUARDED)) {
         return KL_OK;
     }
     kl_rc rc = ceremony_quorum(conf, &q);

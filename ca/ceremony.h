@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "ca.h"
+#include "ceremony_store.h"
 #include "kl_buf.h"
 #include "kl_conf.h"
 #include "kl_err.h"
@@ -28,7 +29,7 @@
 #define CEREMONY_REQ_MAX (16 * 1024)         /* bytes of one canonical request */
 #define CEREMONY_TRANSCRIPT_MAX (256 * 1024) /* bytes of one transcript */
 #define CEREMONY_KV_MAX 16                   /* parameters of a request, fields of a result */
-#define CEREMONY_VALUE_MAX 1024              /* bytes of one value */
+#define CEREMONY_VALUE_MAX 4096              /* bytes of one value (a certificate in base64) */
 #define CEREMONY_APPROVALS_MAX 32            /* approvals in one transcript */
 #define CEREMONY_NAME_MAX 64                 /* officer names: 1-64 of [A-Za-z0-9._-] */
 #define CEREMONY_CERT_MAX (16 * 1024)        /* DER of an officer certificate */
@@ -70,11 +71,18 @@ typedef struct {
  * command refuses while [ceremony] quorum is set (ceremony_guard) and the ceremony runs `run`.
  * Add a row (ceremony_ops.c) for each new guarded command; its run function calls the same
  * library function as the plain command. */
+/* At proposal, after the defaults: turn what the proposer gave into what the officers sign
+ * (officer add: a certificate file into its base64 DER). KL_EUSAGE/KL_EINPUT with the reason. */
+typedef kl_rc (*ceremony_prep_fn)(ceremony_kvs *params);
+#define CEREMONY_OP_SELF_GUARDED 1u /* ceremony_guard passes it: the command decides itself */
+
 typedef struct {
     const char *op;
     const char *help;
     ceremony_param params[CEREMONY_KV_MAX];
     ceremony_run_fn run;
+    ceremony_prep_fn prepare; /* NULL: none */
+    unsigned flags;           /* CEREMONY_OP_* */
 } ceremony_op;
 
 /* The table (ceremony_ops.c), ending with a row whose op is NULL. */
@@ -171,13 +179,35 @@ typedef struct {
 kl_rc ceremony_transcript_verify(const uint8_t *p, size_t n, const ceremony_pins *pins,
                                  ceremony_transcript *out) KL_WUR;
 
+/* ---- running (ceremony_run.c; officers and ceremonies in the store: ceremony_store.h) ---- */
+/* Run ceremony `id` with the CA token (ceremony_run.c): the request parses; the approvals of
+ * active registered officers whose signatures verify over the exact request bytes with their
+ * registered certificates are counted, each officer once; fewer than max(quorum, 1) is
+ * KL_EPOLICY, logged as ceremony-refused with what did not count. Then the op runs; its result,
+ * the counted approvals and the quorum make the transcript, signed with the audit key (made on
+ * first need) and stored with the ceremony (done). A failed op leaves it proposed
+ * (ceremony-failed). `out` (NULL ok) gets the transcript's bytes (caller frees). */
+kl_rc ceremony_run(ca_ctx *ca, int64_t id, long quorum, const char *actor, uint8_t **out,
+                   size_t *out_len) KL_WUR;
+
+/* ---- officers (keyline-ca officer; their store records: ceremony_store.h) ----
+ * An officer's certificate from PEM or DER bytes: o->cert (DER, malloc'd) and both fingerprints.
+ * KL_EINPUT when it is no certificate; KL_EPOLICY unless its key is EC P-256, EC P-384 or RSA of
+ * 2048 bits or more. `what` names it in messages. o->name is left as it is. */
+kl_rc ceremony_officer_cert(const uint8_t *data, size_t len, const char *what,
+                            ceremony_officer *o) KL_WUR;
+/* `officer add|remove` under the quorum: KL_OK while fewer than [ceremony] quorum officers are
+ * active (registering the first M) or the quorum is 0; else KL_EPOLICY naming the ceremony
+ * (M officers decide who the officers are). */
+kl_rc ceremony_officer_guard(const kl_conf *conf, store *s, const char *what) KL_WUR;
+
 /* ---- the quorum rule ----
  * [ceremony] quorum (0..CEREMONY_APPROVALS_MAX, default 0): 0, no ceremonies; M >= 1, every
  * operation of the table needs M distinct officers' approvals and its plain command refuses. */
 kl_rc ceremony_quorum(const kl_conf *conf, long *out) KL_WUR;
 /* For the plain commands (keyline-ca's dispatcher, before running `group name`): KL_OK when the
- * command is not in the table or the quorum is 0; KL_EPOLICY pointing to `keyline-ca ceremony
- * propose ...` otherwise. */
+ * command is not in the table, is CEREMONY_OP_SELF_GUARDED, or the quorum is 0; KL_EPOLICY
+ * pointing to `keyline-ca ceremony propose ...` otherwise. */
 kl_rc ceremony_guard(const kl_conf *conf, const char *group, const char *name) KL_WUR;
 
 #endif

@@ -1,6 +1,8 @@
 /* keyline: the operations that need the quorum, and how a ceremony runs each (ceremony.h).
  * A row per guarded command: its words, its options (as the plain command names them, with
  * the plain command's defaults) and a run function calling the same library function. */
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +10,10 @@
 
 #include "ca.h"
 #include "ca_image.h"
+#include "ca_backend.h"
 #include "ceremony.h"
+#include "kl_b64.h"
+#include "kl_file.h"
 
 /* label, serial and the fingerprints of `cert` and its key into `res`. */
 static kl_rc ceremony_res_cert(ceremony_kvs *res, const char *label, X509 *cert)
@@ -98,6 +103,142 @@ out:
     return rc;
 }
 
+/* ---- officers ---- */
+
+static X509 *officer_x509(const uint8_t *data, size_t len)
+{
+    BIO *b = BIO_new_mem_buf(data, (int)len);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    if (!x) {
+        const unsigned char *p = data;
+        x = d2i_X509(NULL, &p, (long)len);
+        if (x && p != data + len) {
+            X509_free(x);
+            x = NULL;
+        }
+    }
+    ERR_clear_error();
+    return x;
+}
+
+kl_rc ceremony_officer_cert(const uint8_t *data, size_t len, const char *what, ceremony_officer *o)
+{
+    kl_rc rc = KL_OK;
+    unsigned char *der = NULL;
+    X509 *x = len <= 2 * CEREMONY_CERT_MAX ? officer_x509(data, len) : NULL;
+    ENSURE(x, KL_EINPUT, "%s: not a certificate (PEM or DER)", what);
+    EVP_PKEY *pub = X509_get0_pubkey(x);
+    int id = pub ? EVP_PKEY_get_base_id(pub) : 0, bits = pub ? EVP_PKEY_get_bits(pub) : 0;
+    ENSURE((id == EVP_PKEY_EC && (bits == 256 || bits == 384)) ||
+               (id == EVP_PKEY_RSA && bits >= 2048),
+           KL_EPOLICY, "%s: an officer key must be EC P-256, EC P-384 or RSA of 2048 bits or more",
+           what);
+    int n = i2d_X509(x, &der);
+    ENSURE_SSL(n > 0 && n <= CEREMONY_CERT_MAX, KL_EINPUT, "%s: certificate too large", what);
+    o->cert = malloc((size_t)n);
+    ENSURE(o->cert, KL_EINTERNAL, "out of memory");
+    memcpy(o->cert, der, (size_t)n);
+    o->cert_len = (size_t)n;
+    TRY(ceremony_cert_sha256(x, o->cert_sha256));
+    TRY(ceremony_key_sha256(pub, o->key_sha256));
+out:
+    OPENSSL_free(der);
+    X509_free(x);
+    return rc;
+}
+
+static int officer_count_active(store *s, kl_rc *rc)
+{
+    ceremony_officer *v = NULL;
+    size_t n = 0;
+    int active = 0;
+    *rc = ceremony_officer_list(s, &v, &n);
+    for (size_t i = 0; *rc == KL_OK && i < n; i++) {
+        active += strcmp(v[i].status, CEREMONY_OFFICER_ACTIVE) == 0;
+    }
+    ceremony_officer_list_free(v, n);
+    return active;
+}
+
+kl_rc ceremony_officer_guard(const kl_conf *conf, store *s, const char *what)
+{
+    kl_rc rc = KL_OK;
+    long q = 0;
+    TRY(ceremony_quorum(conf, &q));
+    if (q == 0) {
+        return KL_OK;
+    }
+    int active = officer_count_active(s, &rc);
+    TRY(rc);
+    ENSURE(active < q, KL_EPOLICY,
+           "'officer %s' needs a ceremony: %d officers are registered and [ceremony] quorum = %ld: "
+           "keyline-ca ceremony propose officer %s ...",
+           what, active, q, what);
+out:
+    return rc;
+}
+
+/* officer add --cert FILE: what the officers sign is the certificate itself (base64 DER). */
+static kl_rc ceremony_prep_officer_add(ceremony_kvs *params)
+{
+    kl_rc rc = KL_OK;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    ceremony_officer o;
+    kl_buf b;
+    const char *cb64;
+    memset(&o, 0, sizeof o);
+    kl_buf_init(&b, CEREMONY_VALUE_MAX + 1, 0);
+    const char *path = ceremony_kvs_get(params, "cert");
+    TRY(ceremony_name_check(ceremony_kvs_get(params, "name")));
+    TRY(kl_file_read(path, 2 * CEREMONY_CERT_MAX, &data, &len));
+    TRY(ceremony_officer_cert(data, len, path, &o));
+    rc = kl_b64_encode(o.cert, o.cert_len, 0, 0, &b);
+    ENSURE(rc == KL_OK, KL_EINPUT, "%s: certificate too large for a ceremony", path);
+    TRY(kl_buf_cstr(&b, &cb64));
+    TRY(ceremony_kvs_set(params, "cert", cb64));
+out:
+    kl_buf_free(&b);
+    ceremony_officer_free(&o);
+    free(data);
+    return rc;
+}
+
+static kl_rc ceremony_run_officer_add(ca_ctx *ca, const ceremony_req *r, const char *actor,
+                                      ceremony_kvs *res)
+{
+    kl_rc rc = KL_OK;
+    ceremony_officer o;
+    kl_buf der;
+    const char *b64 = ceremony_req_get(r, "cert");
+    memset(&o, 0, sizeof o);
+    kl_buf_init(&der, CEREMONY_CERT_MAX, 0);
+    TRY(ceremony_name_check(ceremony_req_get(r, "name")));
+    snprintf(o.name, sizeof o.name, "%s", ceremony_req_get(r, "name"));
+    TRY(kl_b64_decode(b64, strlen(b64), &der));
+    TRY(ceremony_officer_cert(der.data, der.len, "the request's certificate", &o));
+    TRY(ceremony_officer_add(ca_store(ca), &o, actor));
+    TRY(ceremony_kvs_set(res, "officer", o.name));
+    TRY(ceremony_kvs_set(res, "cert-sha256", o.cert_sha256));
+    TRY(ceremony_kvs_set(res, "key-sha256", o.key_sha256));
+out:
+    kl_buf_free(&der);
+    ceremony_officer_free(&o);
+    return rc;
+}
+
+static kl_rc ceremony_run_officer_remove(ca_ctx *ca, const ceremony_req *r, const char *actor,
+                                         ceremony_kvs *res)
+{
+    kl_rc rc = KL_OK;
+    const char *name = ceremony_req_get(r, "name");
+    TRY(ceremony_officer_remove(ca_store(ca), name, actor));
+    TRY(ceremony_kvs_set(res, "officer", name));
+out:
+    return rc;
+}
+
 /* Every row: the plain command's words and options (its defaults made explicit), so that what
  * the officers sign is what the plain command would have done. */
 const ceremony_op ceremony_ops[] = {
@@ -110,7 +251,9 @@ const ceremony_op ceremony_ops[] = {
       {"issuer", 0, NULL},
       {"token", 0, NULL},
       {NULL, 0, NULL}},
-     ceremony_run_ca_create},
+     ceremony_run_ca_create,
+     NULL,
+     0},
     {"ca rotate",
      "new CA key in the token (and rollover certificates for a root)",
      {{"label", 1, NULL},
@@ -119,6 +262,21 @@ const ceremony_op ceremony_ops[] = {
       {"issuer", 0, NULL},
       {"token", 0, NULL},
       {NULL, 0, NULL}},
-     ceremony_run_ca_rotate},
-    {NULL, NULL, {{NULL, 0, NULL}}, NULL},
+     ceremony_run_ca_rotate,
+     NULL,
+     0},
+    /* while fewer than the quorum are active, registering them needs no ceremony */
+    {"officer add",
+     "register an officer by the certificate of the key on their own token",
+     {{"name", 1, NULL}, {"cert", 1, NULL}, {NULL, 0, NULL}},
+     ceremony_run_officer_add,
+     ceremony_prep_officer_add,
+     CEREMONY_OP_SELF_GUARDED},
+    {"officer remove",
+     "an officer who left: their approvals count no more",
+     {{"name", 1, NULL}, {NULL, 0, NULL}},
+     ceremony_run_officer_remove,
+     NULL,
+     CEREMONY_OP_SELF_GUARDED},
+    {NULL, NULL, {{NULL, 0, NULL}}, NULL, NULL, 0},
 };

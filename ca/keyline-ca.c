@@ -36,6 +36,10 @@ static const cli_cmd cli_top[] = {
     {"request", cmd_request, "list|show|approve|reject ...",
      "EST enrollment requests held for approval"},
     {"config", cmd_config, "check", "check keyline.conf and print it with its defaults"},
+    {"officer", cmd_officer, "add|list|remove ...",
+     "the security officers whose approvals a ceremony counts"},
+    {"ceremony", cmd_ceremony, "propose|approve|run|show|list|export|verify ...",
+     "M of N officers approve a CA operation's exact request before it runs"},
     {"maintain", cmd_maintain, "[--issuer L] [--dry-run]",
      "re-sign CRLs and renew OCSP signers past half their life (idempotent; the daily timer)"},
     {"sign-image", cmd_sign_image,
@@ -98,7 +102,8 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
         if (strcmp(t->name, argv[0]) == 0) {
             /* groups (ca, audit, device, request) list their own subcommands */
             int is_group = t->fn == cmd_ca || t->fn == cmd_audit || t->fn == cmd_device ||
-                           t->fn == cmd_request;
+                           t->fn == cmd_request || t->fn == cmd_officer ||
+                           t->fn == cmd_ceremony;
             if (!is_group && argc > 1 &&
                 (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
                 cli_usage(t, group);

@@ -52,6 +52,8 @@ kl_rc cmd_audit(cli *c, int argc, char **argv);
 kl_rc cmd_device(cli *c, int argc, char **argv);
 kl_rc cmd_request(cli *c, int argc, char **argv);
 kl_rc cmd_config(cli *c, int argc, char **argv);
+kl_rc cmd_officer(cli *c, int argc, char **argv);
+kl_rc cmd_ceremony(cli *c, int argc, char **argv);
 kl_rc cmd_maintain(cli *c, int argc, char **argv);
 kl_rc cmd_sign_image(cli *c, int argc, char **argv);
 /* list --images (cmd_image.c): the image signings in the store, as a table or JSON. */

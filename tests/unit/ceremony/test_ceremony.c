@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ceremony.h"
 #include "hsm.h"
@@ -381,6 +382,99 @@ static void test_transcript_quorum_and_officers(void **state)
     tr_teardown(&f);
 }
 
+/* officer add: what the officers sign is the certificate itself, not the file name */
+static void test_req_officer_add(void **state)
+{
+    (void)state;
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    size_t len;
+    uint8_t *der = self_signed(k, "dave", &len);
+    char path[] = "/tmp/kl-officer-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, der, len), (ssize_t)len);
+    close(fd);
+    char *argv[] = {"--name", "dave", "--cert", path};
+    ceremony_req r, back;
+    assert_int_equal(ceremony_req_new("officer add", 4, argv, "cli:test", &r), KL_OK);
+    unlink(path);
+    const char *b64 = ceremony_req_get(&r, "cert");
+    assert_non_null(b64);
+    assert_int_equal(strncmp(b64, "MII", 3), 0);
+    kl_buf b;
+    encode(&r, &b);
+    assert_int_equal(ceremony_req_parse(b.data, b.len, &back), KL_OK);
+    assert_string_equal(ceremony_req_get(&back, "cert"), b64);
+    ceremony_req_free(&back);
+    ceremony_req_free(&r);
+    kl_buf_free(&b);
+    char *bad[] = {"--name", "dave", "--cert", "/nonexistent"};
+    assert_int_not_equal(ceremony_req_new("officer add", 4, bad, "cli:test", &r), KL_OK);
+    free(der);
+    EVP_PKEY_free(k);
+}
+
+/* The store's officers and ceremonies (store_ceremony.c) on a real SQLite file: the rules the
+ * store decides itself (unique names and keys, one approval per officer, states). */
+static void test_store_records(void **state)
+{
+    (void)state;
+    char path[256];
+    snprintf(path, sizeof path, "%s/ceremony.db", getenv("KL_TEST_DIR"));
+    store *s = NULL;
+    assert_int_equal(store_open(&s, path), KL_OK);
+    ceremony_officer a = {.name = "alice", .cert = (uint8_t *)"x", .cert_len = 1};
+    memset(a.key_sha256, 'a', 64);
+    memset(a.cert_sha256, 'c', 64);
+    assert_int_equal(ceremony_officer_add(s, &a, "t"), KL_OK);
+    ceremony_officer b = a; /* another name, the same key */
+    snprintf(b.name, sizeof b.name, "bob");
+    assert_int_equal(ceremony_officer_add(s, &b, "t"), KL_EEXIST);
+    memset(b.key_sha256, 'b', 64);
+    assert_int_equal(ceremony_officer_add(s, &b, "t"), KL_OK);
+    ceremony_officer got;
+    assert_int_equal(ceremony_officer_by_key(s, b.key_sha256, &got), KL_OK);
+    assert_string_equal(got.name, "bob");
+    ceremony_officer_free(&got);
+    assert_int_equal(ceremony_officer_remove(s, "bob", "t"), KL_OK);
+    assert_int_equal(ceremony_officer_remove(s, "bob", "t"), KL_EPOLICY);
+    assert_int_equal(ceremony_officer_remove(s, "nobody", "t"), KL_ENOTFOUND);
+    assert_int_equal(ceremony_officer_by_key(s, b.key_sha256, &got), KL_ENOTFOUND);
+    /* a removed officer's name and key stay taken */
+    assert_int_equal(ceremony_officer_add(s, &b, "t"), KL_EEXIST);
+
+    const uint8_t req[] = "request bytes\n";
+    int64_t id = 0, id2 = 0;
+    assert_int_equal(ceremony_db_propose(s, "ca create", "00ff", req, sizeof req - 1, 1, "t", &id),
+                     KL_OK);
+    assert_int_equal(ceremony_db_propose(s, "ca create", "00ff", req, sizeof req - 1, 1, "t", &id2),
+                     KL_EEXIST); /* nonce */
+    assert_int_equal(ceremony_db_approve(s, id, "alice", (const uint8_t *)"s1", 2, "t"), KL_OK);
+    assert_int_equal(ceremony_db_approve(s, id, "alice", (const uint8_t *)"s2", 2, "t"), KL_OK);
+    ceremony_rec r;
+    assert_int_equal(ceremony_db_get(s, id, &r), KL_OK);
+    assert_int_equal(r.nap, 1); /* approving again replaces */
+    assert_memory_equal(r.ap[0].sig, "s2", 2);
+    assert_memory_equal(r.req, req, sizeof req - 1);
+    ceremony_rec_free(&r);
+    assert_int_equal(ceremony_db_claim(s, id, "t"), KL_OK);
+    assert_int_equal(ceremony_db_claim(s, id, "t"), KL_EPOLICY); /* one runner */
+    assert_int_equal(ceremony_db_approve(s, id, "alice", (const uint8_t *)"s3", 2, "t"),
+                     KL_EPOLICY);
+    assert_int_equal(ceremony_db_finish(s, id, NULL, 0, "it failed", "t"), KL_OK);
+    assert_int_equal(ceremony_db_claim(s, id, "t"), KL_OK); /* failed: open again */
+    assert_int_equal(ceremony_db_finish(s, id, (const uint8_t *)"tr", 2, NULL, "t"), KL_OK);
+    assert_int_equal(ceremony_db_get(s, id, &r), KL_OK);
+    assert_string_equal(r.status, CEREMONY_ST_DONE);
+    assert_int_equal(r.transcript_len, 2);
+    ceremony_rec_free(&r);
+    assert_int_equal(ceremony_db_get(s, 999, &r), KL_ENOTFOUND);
+    int64_t n = 0;
+    assert_int_equal(store_audit_verify(s, &n), KL_OK);
+    assert_int_equal(n, 8); /* 2 officer-add, officer-remove, propose, 2 approve, failed, run */
+    store_close(s);
+}
+
 static void test_guard(void **state)
 {
     (void)state;
@@ -391,6 +485,9 @@ static void test_guard(void **state)
     assert_int_equal(ceremony_guard(c, "ca", "rotate"), KL_EPOLICY);
     assert_int_equal(ceremony_guard(c, "ca", "list"), KL_OK);
     assert_int_equal(ceremony_guard(c, NULL, "issue"), KL_OK);
+    /* officer add|remove decide themselves (free while fewer than the quorum are active) */
+    assert_int_equal(ceremony_guard(c, "officer", "add"), KL_OK);
+    assert_int_equal(ceremony_guard(c, "officer", "remove"), KL_OK);
     assert_int_equal(kl_conf_set(c, "ceremony", "quorum", "-1"), KL_OK);
     assert_int_equal(ceremony_guard(c, "ca", "create"), KL_EINPUT);
     kl_conf_free(c);
@@ -407,6 +504,8 @@ int main(void)
         cmocka_unit_test(test_transcript_roundtrip),
         cmocka_unit_test(test_transcript_every_byte),
         cmocka_unit_test(test_transcript_quorum_and_officers),
+        cmocka_unit_test(test_req_officer_add),
+        cmocka_unit_test(test_store_records),
         cmocka_unit_test(test_guard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,9 +26,12 @@
 
 static EVP_PKEY *g_key;
 
-#define SCHEMA_VERSION 7 /* what store_open makes of any older file */
-/* SQL that takes a version-7 file back to version 5's tables (the triggers go with them) */
-#define DROP_V6 "DROP TABLE audit_key; DROP TABLE audit_checkpoints; DROP TABLE images;"
+#define SCHEMA_VERSION 9 /* what store_open makes of any older file */
+/* SQL that takes a current file back to version 5's tables (the triggers go with them) */
+#define DROP_V6                                                                                    \
+    "DROP TABLE audit_key; DROP TABLE audit_checkpoints; DROP TABLE images;"                       \
+    " DROP TABLE matter_onboarding;"                                                               \
+    " DROP TABLE officers; DROP TABLE ceremonies; DROP TABLE ceremony_approvals;"
 
 typedef struct {
     char dir[256];

@@ -1,0 +1,178 @@
+/* keyline: running a ceremony: count the approvals, run the operation, sign the transcript
+ * (ceremony_store.h). */
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ca_backend.h"
+#include "ceremony.h"
+#include "ceremony_store.h"
+#include "kl_log.h"
+
+/* Approval `a` of `rec` as the transcript shows it, with the officer's registered certificate;
+ * KL_EPOLICY with the reason when it does not count. */
+static kl_rc run_approval(store *s, const ceremony_rec *rec, const ceremony_sig *a,
+                          ceremony_approval *out)
+{
+    kl_rc rc = KL_OK;
+    ceremony_officer o;
+    memset(&o, 0, sizeof o);
+    memset(out, 0, sizeof *out);
+    rc = ceremony_officer_get(s, a->officer, &o);
+    if (rc == KL_ENOTFOUND || (rc == KL_OK && strcmp(o.status, CEREMONY_OFFICER_ACTIVE) != 0)) {
+        rc = kl_fail(KL_EPOLICY, "%s is not a registered officer", a->officer);
+        goto out;
+    }
+    TRY(rc);
+    snprintf(out->name, sizeof out->name, "%s", o.name);
+    out->at = a->at;
+    out->cert = o.cert;
+    out->cert_len = o.cert_len;
+    o.cert = NULL;
+    out->sig = malloc(a->sig_len);
+    ENSURE(out->sig, KL_EINTERNAL, "out of memory");
+    memcpy(out->sig, a->sig, a->sig_len);
+    out->sig_len = a->sig_len;
+    rc = ceremony_approval_check(out, rec->req, rec->req_len, NULL);
+    ENSURE(rc == KL_OK, KL_EPOLICY, "%s signed other bytes than this request", a->officer);
+out:
+    if (rc != KL_OK) {
+        free(out->cert);
+        free(out->sig);
+        memset(out, 0, sizeof *out);
+    }
+    ceremony_officer_free(&o);
+    return rc;
+}
+
+/* The counted approvals into t->ap; what did not count into `why`. Store errors as such. */
+static kl_rc run_count(store *s, const ceremony_rec *rec, ceremony_transcript *t, char *why,
+                       size_t cap)
+{
+    why[0] = 0;
+    for (size_t i = 0; i < rec->nap; i++) {
+        kl_rc rc = run_approval(s, rec, &rec->ap[i], &t->ap[t->nap]);
+        if (rc == KL_OK) {
+            t->nap++;
+        } else if (rc == KL_EPOLICY) {
+            size_t used = strlen(why);
+            snprintf(why + used, cap - used, "%s%s", used ? "; " : "", kl_errmsg());
+        } else {
+            return rc;
+        }
+    }
+    return KL_OK;
+}
+
+/* Sign the transcript body with the audit key (made on first need, as a checkpoint does). */
+static kl_rc run_sign(ca_ctx *ca, ceremony_transcript *t, kl_buf *out)
+{
+    kl_rc rc = KL_OK;
+    char *label = NULL;
+    EVP_PKEY *key = NULL;
+    kl_buf body;
+    kl_buf_init(&body, CEREMONY_TRANSCRIPT_MAX, 0);
+    TRY(ca_audit_checkpoint(ca, NULL));
+    TRY(store_audit_key_get(ca_store(ca), &label, &t->audit_spki, &t->audit_spki_len));
+    TRY(hsm_key_load(ca_hsm(ca), label, &key));
+    TRY(ceremony_transcript_body(t, &body));
+    TRY(ceremony_sign(key, body.data, body.len, &t->audit_sig, &t->audit_sig_len));
+    TRY(ceremony_transcript_encode(t, out));
+out:
+    kl_buf_free(&body);
+    EVP_PKEY_free(key);
+    free(label);
+    return rc;
+}
+
+/* Refuse: the audit entry and the ceremony's note, then the error. */
+static kl_rc run_refuse(store *s, const ceremony_rec *rec, const char *actor, const char *msg)
+{
+    char detail[1400];
+    snprintf(detail, sizeof detail, "id=%lld op=%s: %s", (long long)rec->id, rec->op, msg);
+    if (ceremony_db_note(s, rec->id, "ceremony-refused", detail, actor) != KL_OK) {
+        return kl_wrap(KL_EPOLICY, "ceremony %lld refused (%s), and the refusal was not logged",
+                       (long long)rec->id, msg);
+    }
+    return kl_fail(KL_EPOLICY, "ceremony %lld refused: %s", (long long)rec->id, msg);
+}
+
+/* The op, then the signed transcript; a failure puts the ceremony back to proposed. */
+static kl_rc run_op(ca_ctx *ca, const ceremony_rec *rec, ceremony_transcript *t, const char *actor,
+                    kl_buf *out)
+{
+    kl_rc rc = KL_OK;
+    ceremony_req req;
+    memset(&req, 0, sizeof req);
+    TRY(ceremony_req_parse(t->req, t->req_len, &req));
+    TRY(ceremony_db_claim(ca_store(ca), rec->id, actor));
+    rc = ceremony_op_find(req.op)->run(ca, &req, actor, &t->result);
+    if (rc == KL_OK) {
+        rc = run_sign(ca, t, out);
+    }
+    if (rc != KL_OK) {
+        char msg[1024], detail[1200];
+        snprintf(msg, sizeof msg, "%s", kl_errmsg());
+        snprintf(detail, sizeof detail, "id=%lld op=%s: %s", (long long)rec->id, rec->op, msg);
+        if (ceremony_db_finish(ca_store(ca), rec->id, NULL, 0, detail, actor) != KL_OK) {
+            kl_warn("ceremony %lld: the failure was not recorded: %s", (long long)rec->id,
+                    kl_errmsg());
+        }
+        (void)kl_fail(rc, "ceremony %lld failed: %s", (long long)rec->id, msg);
+        goto out;
+    }
+    TRY(ceremony_db_finish(ca_store(ca), rec->id, out->data, out->len, NULL, actor));
+out:
+    ceremony_req_free(&req);
+    return rc;
+}
+
+kl_rc ceremony_run(ca_ctx *ca, int64_t id, long quorum, const char *actor, uint8_t **out,
+                   size_t *out_len)
+{
+    kl_rc rc = KL_OK;
+    ceremony_rec rec;
+    ceremony_transcript t;
+    char why[1024];
+    kl_buf enc;
+    memset(&rec, 0, sizeof rec);
+    memset(&t, 0, sizeof t);
+    kl_buf_init(&enc, CEREMONY_TRANSCRIPT_MAX, 0);
+    ENSURE(ca_hsm(ca), KL_EUSAGE, "ceremony run needs the CA token");
+    TRY(ceremony_db_get(ca_store(ca), id, &rec));
+    ENSURE(strcmp(rec.status, CEREMONY_ST_PROPOSED) == 0, KL_EPOLICY,
+           "ceremony %lld is %s, not proposed%s", (long long)id, rec.status,
+           strcmp(rec.status, CEREMONY_ST_RUNNING) == 0
+               ? " (a run was interrupted: check the CA and the audit log by hand)"
+               : "");
+    t.quorum = quorum < 1 ? 1 : quorum;
+    TRY(run_count(ca_store(ca), &rec, &t, why, sizeof why));
+    if (t.nap < (size_t)t.quorum) {
+        char msg[1200];
+        snprintf(msg, sizeof msg,
+                 "%zu valid approval%s of distinct registered officers, the quorum is %ld%s%s",
+                 t.nap, t.nap == 1 ? "" : "s", t.quorum, why[0] ? " (" : "", why);
+        if (why[0]) {
+            snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ")");
+        }
+        rc = run_refuse(ca_store(ca), &rec, actor, msg);
+        goto out;
+    }
+    t.id = id;
+    t.req = rec.req;
+    t.req_len = rec.req_len;
+    rec.req = NULL;
+    t.ran = time(NULL);
+    t.runner = strdup(actor);
+    ENSURE(t.runner, KL_EINTERNAL, "out of memory");
+    TRY(run_op(ca, &rec, &t, actor, &enc));
+    if (out) {
+        *out = kl_buf_steal(&enc, out_len);
+    }
+out:
+    kl_buf_free(&enc);
+    ceremony_transcript_free(&t);
+    ceremony_rec_free(&rec);
+    return rc;
+}

@@ -1,0 +1,155 @@
+# Quorum ceremonies (issue 14 item 3): three officers, each with a key on a SoftHSM token of
+# their own (made with pkcs11-tool and p11tool, certificates made with openssl through libp11's
+# engine), [ceremony] quorum = 2: two officers register, the third and a removal need a
+# ceremony. A ceremony one approval short, an unregistered officer, an
+# officer who approves twice, a removed officer and approvals over other bytes are refused and
+# logged; two of three creates a root end to end; its transcript verifies offline and fails with
+# one altered byte.
+source "$KL_SRC/tests/lib/common.sh"
+
+MOD=$KL_MODULE
+# officer_token NAME PIN TOOL KEYTYPE: a token "officer-NAME" with key "NAME", and NAME.pem
+cat > engine.cnf <<CNF
+openssl_conf = init
+[init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+dynamic_path = $(find /usr/lib -name pkcs11.so -path '*engines-3*' | head -1)
+MODULE_PATH = $MOD
+init = 0
+CNF
+officer_token() {
+  local name=$1 pin=$2 tool=$3
+  softhsm2-util --init-token --free --label "officer-$name" --pin "$pin" --so-pin "$KL_SO_PIN" >/dev/null
+  case $tool in
+    pkcs11-tool) pkcs11-tool --module "$MOD" --token-label "officer-$name" --login --pin "$pin" \
+                   --keypairgen --key-type "$4" --label "$name" --id 01 >/dev/null 2>&1 ;;
+    p11tool) GNUTLS_PIN=$pin p11tool --provider "$MOD" --login --generate-privkey=ECDSA \
+               --curve=secp384r1 --label="$name" "pkcs11:token=officer-$name" >/dev/null 2>&1 ;;
+  esac
+  OFFICER_PIN=$pin OPENSSL_CONF=$PWD/engine.cnf openssl req -new -x509 -engine pkcs11 -keyform engine \
+    -key "pkcs11:token=officer-$name;object=$name;type=private" -passin env:OFFICER_PIN \
+    -subj "/CN=$name/O=Keyline Officers" -days 365 -out "$name.pem" 2>/dev/null
+  openssl x509 -in "$name.pem" -noout >/dev/null || fail "no certificate for officer $name"
+}
+officer_token alice 1111 pkcs11-tool EC:prime256v1
+officer_token bob 2222 pkcs11-tool rsa:2048
+officer_token carol 3333 p11tool
+officer_token mallory 4444 pkcs11-tool EC:prime256v1
+ok "four officer tokens (EC P-256, RSA-2048, EC P-384 by p11tool), certificates by openssl's pkcs11 engine"
+
+printf '\n[ceremony]\nquorum = 2\n' >> "$KL_CONF"
+kca config check | grep -q "quorum" || fail "config check does not show [ceremony] quorum"
+approve() { # approve ID NAME PIN: with the officer's token, PIN from the environment
+  OFFICER_PIN=$3 kca ceremony approve --id "$1" --token "pkcs11:token=officer-$2;object=$2" --pin env:OFFICER_PIN
+}
+# the first two officers register as such; from then on the officers decide who is one
+kca officer add --name alice --cert alice.pem >/dev/null
+expect_fail "the same key under a second name" kca officer add --name alice2 --cert alice.pem
+expect_fail "a bad officer name" kca officer add --name "a b" --cert mallory.pem
+kca officer add --name bob --cert bob.pem >/dev/null
+rc=0; kca officer add --name carol --cert carol.pem 2>err.txt || rc=$?
+[ $rc = 4 ] && grep -q "ceremony propose officer add" err.txt || { cat err.txt; fail "a third officer added without a ceremony (exit $rc)"; }
+oid=$(kca ceremony propose officer add --name carol --cert carol.pem)
+kca ceremony show --id "$oid" | grep -q "^param cert: MII" || fail "the officer ceremony does not carry the certificate"
+approve "$oid" alice 1111 2>/dev/null
+echo 2222 > bob.pin; chmod 600 bob.pin
+kca ceremony approve --id "$oid" --token "pkcs11:token=officer-bob;object=bob" --pin file:bob.pin 2>/dev/null
+kca ceremony run --id "$oid" 2>/dev/null
+kca officer list | grep -q "^carol .*active" || fail "officer list lacks carol"
+ok "two officers registered, the third by a ceremony they approved (bob's RSA key, PIN from a 0600 file)"
+
+rc=0; kca ca create --label root1 --template root --subject "CN=Quorum Root,O=Keyline Test" 2>err.txt || rc=$?
+[ $rc = 4 ] && grep -q "ceremony propose ca create" err.txt || { cat err.txt; fail "plain ca create not refused (exit $rc)"; }
+rc=0; kca ca rotate --label x --new-label y 2>err.txt || rc=$?
+[ $rc = 4 ] || fail "plain ca rotate not refused (exit $rc)"
+ok "plain ca create and ca rotate refused under quorum 2: $(cat err.txt)"
+
+id=$(kca ceremony propose ca create --label root1 --template root \
+       --subject "CN=Quorum Root,O=Keyline Test" --key-type ec-p384)
+kca ceremony show --id "$id" | grep -q "param subject: CN=Quorum Root,O=Keyline Test" || fail "show lacks the request"
+refusals() { kca audit list > refusals.txt; grep -c "ceremony-refused" refusals.txt || true; }
+tokkeys() { pkcs11-tool --module "$MOD" --token-label keyline-test --login --pin "$KEYLINE_PIN" --list-objects 2>/dev/null | grep -c "label: *root1$" || true; }
+
+expect_fail "run with no approval" kca ceremony run --id "$id"
+approve "$id" alice 1111 2>/dev/null
+before=$(refusals)
+expect_fail "run one signature short" kca ceremony run --id "$id"
+[ "$(refusals)" -gt "$before" ] || fail "the short run was not logged"
+kca audit list | grep "ceremony-refused" | tail -1 | grep -q "1 valid approval" || fail "refusal entry does not say why"
+approve "$id" alice 1111 2>/dev/null
+expect_fail "run with alice's approval given twice" kca ceremony run --id "$id"
+kca ca list | grep -q "^root1 " && fail "a refused ceremony made a CA"
+[ "$(tokkeys)" = 0 ] || fail "a refused ceremony left a key in the token"
+ok "one signature short (and the same officer twice) refused and logged; no CA, no key"
+
+before=$(refusals)
+expect_fail "approval by an unregistered officer's token" approve "$id" mallory 4444
+[ "$(refusals)" -gt "$before" ] || fail "the unregistered approval was not logged"
+echo 9999 > wrong.pin; chmod 600 wrong.pin
+expect_fail "approval with a wrong PIN" kca ceremony approve --id "$id" --token "pkcs11:token=officer-bob;object=bob" --pin file:wrong.pin
+kca ceremony approve --id "$id" --token "pkcs11:token=officer-bob;object=bob" --pin file:bob.pin 2>/dev/null
+expect_fail "officer remove without a ceremony" kca officer remove --name bob
+rid=$(kca ceremony propose officer remove --name bob)
+approve "$rid" alice 1111 2>/dev/null
+approve "$rid" carol 3333 2>/dev/null
+kca ceremony run --id "$rid" 2>/dev/null
+kca officer list | grep -q "^bob .*removed" || fail "bob not removed"
+expect_fail "run counting a removed officer" kca ceremony run --id "$id"
+kca audit list | grep "ceremony-refused" | tail -1 | grep -q "bob is not a registered officer" || fail "refusal does not name bob"
+ok "an unregistered officer's approval refused at approve, a removed officer's at run, both logged"
+
+# approvals over other bytes: the request edited in the store after alice signed it, and alice's
+# signature copied onto another ceremony
+approve "$id" carol 3333 2>/dev/null
+sqlite3 keyline.db "UPDATE ceremonies SET request = CAST(replace(CAST(request AS TEXT), 'CN=Quorum Root', 'CN=Other Root') AS BLOB) WHERE id = $id"
+expect_fail "run of a request edited after approval" kca ceremony run --id "$id"
+kca audit list | grep "ceremony-refused" | tail -1 | grep -q "alice signed other bytes" || fail "refusal does not say alice signed other bytes"
+sqlite3 keyline.db "UPDATE ceremonies SET request = CAST(replace(CAST(request AS TEXT), 'CN=Other Root', 'CN=Quorum Root') AS BLOB) WHERE id = $id"
+id2=$(kca ceremony propose ca create --label root9 --template root --subject "CN=Quorum Root,O=Keyline Test")
+approve "$id2" carol 3333 2>/dev/null
+sqlite3 keyline.db "INSERT INTO ceremony_approvals (ceremony, officer, sig, at) SELECT $id2, officer, sig, at FROM ceremony_approvals WHERE ceremony = $id AND officer = 'alice'"
+expect_fail "run with alice's signature from another ceremony" kca ceremony run --id "$id2"
+ok "approvals over other bytes refused"
+
+kca ceremony run --id "$id" --out run.tr 2>/dev/null
+kca ca list | grep -q "^root1 " || fail "the ceremony did not create root1"
+kca ca cert --label root1 > root1.pem
+openssl x509 -in root1.pem -noout -subject | grep -q "Quorum Root" || fail "root1 has another subject"
+expect_fail "a second run of the same ceremony" kca ceremony run --id "$id"
+kca ceremony export --id "$id" --out tr.txt
+cmp -s tr.txt run.tr || fail "export differs from what run wrote"
+grep -q "^result cert-sha256: $(openssl x509 -in root1.pem -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f)$" tr.txt ||
+  fail "transcript's cert-sha256 is not root1's"
+grep -q "^result key-sha256: $(openssl x509 -in root1.pem -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1)$" tr.txt ||
+  fail "transcript's key-sha256 is not root1's key"
+grep -q "^approval: alice$" tr.txt && grep -q "^approval: carol$" tr.txt || fail "transcript lacks the approvals"
+ok "2 of 3 (alice EC P-256, carol P-384 by p11tool) created root1 end to end; transcript names its key and certificate"
+
+# offline: no configuration, store or token
+mkdir offline && cp tr.txt alice.pem carol.pem bob.pem offline/
+akey=$(kca audit verify | sed -n 's/.*SHA-256 of its public key \([0-9a-f]*\).*/\1/p')
+[ -n "$akey" ] || fail "audit verify does not print the audit key"
+(cd offline && env -u SOFTHSM2_CONF -u KEYLINE_PIN "$KL_BIN/keyline-ca" -c /nonexistent ceremony verify \
+   --audit-key-sha256 "$akey" --officers <(cat alice.pem carol.pem) tr.txt) > verify.txt ||
+  { cat verify.txt; fail "transcript does not verify offline"; }
+grep -q "transcript verified" verify.txt || fail "verify says nothing"
+expect_fail "verify pinned to officers without carol" "$KL_BIN/keyline-ca" ceremony verify --officers offline/alice.pem tr.txt
+expect_fail "verify pinned to another audit key" "$KL_BIN/keyline-ca" ceremony verify --audit-key-sha256 "${akey%?}0" tr.txt
+size=$(stat -c %s tr.txt)
+for off in 40 $((size / 5)) $((size / 3)) $((size / 2)) $((size * 2 / 3)) $((size - 60)) $((size - 2)); do
+  python3 -c 'import sys; d = bytearray(open(sys.argv[1], "rb").read()); o = int(sys.argv[2]); d[o] ^= 1 if d[o] != 10 else 32; open(sys.argv[3], "wb").write(d)' tr.txt "$off" bad.txt
+  cmp -s tr.txt bad.txt && fail "byte $off not altered"
+  if "$KL_BIN/keyline-ca" ceremony verify bad.txt >/dev/null 2>&1; then fail "transcript with byte $off altered verifies"; fi
+done
+ok "transcript verifies offline (audit key and officers pinned); one altered byte at 7 places fails"
+
+kca audit verify | grep -q "intact" || fail "audit log does not verify after the ceremonies"
+kca audit list > audit.txt
+for a in ceremony-propose ceremony-approve ceremony-refused ceremony-run officer-add officer-remove; do
+  grep -q " $a " audit.txt || { tail -5 audit.txt; fail "audit log lacks $a"; }
+done
+ok "audit log intact, with every ceremony and officer action"
