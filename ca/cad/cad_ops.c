@@ -14,6 +14,7 @@
 #include "ca_backend.h"
 #include "kl_log.h"
 #include "store.h"
+#include "store_matter.h"
 
 typedef struct {
     cad *d;
@@ -954,6 +955,39 @@ out:
     return rc;
 }
 
+/* A Matter device's onboarding data (docs/matter.md), beside its inventory row: the DAC named
+ * must be a certificate of the caller's profiles for that device; the values are checked
+ * again here (the front end is not trusted to have). Audited "matter-onboarding". */
+static kl_rc cad_op_matter(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char dev[129], serial[65], norm[65];
+    store_cert sc;
+    memset(&sc, 0, sizeof sc);
+    const cap_field *salt = cap_find(c->req, CAP_T_MATTER_SALT, 0);
+    const cap_field *ver = cap_find(c->req, CAP_T_MATTER_VERIFIER, 0);
+    TRY(cad_str(c, CAP_T_DEVICE_ID, dev, sizeof dev));
+    TRY(cad_str(c, CAP_T_SERIAL, serial, sizeof serial));
+    TRY(cad_cert_own(c, serial, dev, norm, sizeof norm, &sc));
+    store_matter m = {
+        .device_id = dev,
+        .cert_serial = norm,
+        .discriminator = (int64_t)cap_get_u64(c->req, CAP_T_MATTER_DISCRIMINATOR, 1u << 16),
+        .iterations = (int64_t)cap_get_u64(c->req, CAP_T_MATTER_ITERATIONS, 0),
+        .salt = (uint8_t *)salt->val,
+        .salt_len = salt->len,
+        .verifier = (uint8_t *)ver->val,
+        .verifier_len = ver->len,
+    };
+    rc = store_matter_put(ca_store(c->d->ca), &m, c->peer->actor);
+    if (rc == KL_EUSAGE) {
+        rc = kl_fail(KL_EPOLICY, "device %s: %s", dev, kl_errmsg());
+    }
+out:
+    store_cert_free(&sc);
+    return rc;
+}
+
 /* --- the table ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -983,6 +1017,7 @@ static const cad_op_row cad_table[CAP_OP__END] = {
     [CAP_OP_REVOKE] = {cad_op_revoke, 0},
     [CAP_OP_SWEEP] = {cad_op_sweep, 1},
     [CAP_OP_PROOF_FAIL] = {cad_op_proof_failed, 0},
+    [CAP_OP_MATTER] = {cad_op_matter, 1},
 };
 
 static void cad_answer_error(kl_buf *rsp, uint8_t op, kl_rc code, const char *msg,

@@ -48,6 +48,10 @@ static const cap_tag_info cap_tags[CAP_T__END] = {
     [CAP_T_DETAIL] = {CAP_STR, 0, 512},
     [CAP_T_PEND_CERT] = {CAP_BYTES, 1, 64 * 1024},
     [CAP_T_AGE] = {CAP_U64, 0, 8},
+    [CAP_T_MATTER_DISCRIMINATOR] = {CAP_U64, 0, 8},
+    [CAP_T_MATTER_ITERATIONS] = {CAP_U64, 0, 8},
+    [CAP_T_MATTER_SALT] = {CAP_BYTES, 0, 32},
+    [CAP_T_MATTER_VERIFIER] = {CAP_BYTES, 0, 97},
 };
 
 typedef struct {
@@ -58,6 +62,9 @@ typedef struct {
 
 #define AUTHF (B(CAP_T_AUTH) | B(CAP_T_AUTH_SERIAL) | B(CAP_T_AUTH_USER))
 #define CLAIMF (B(CAP_T_DEVICE_ID) | B(CAP_T_INSTANCE) | B(CAP_T_FIXTURE))
+#define MATTERF                                                                                    \
+    (B(CAP_T_PROFILE) | B(CAP_T_DEVICE_ID) | B(CAP_T_SERIAL) | B(CAP_T_MATTER_DISCRIMINATOR) |     \
+     B(CAP_T_MATTER_ITERATIONS) | B(CAP_T_MATTER_SALT) | B(CAP_T_MATTER_VERIFIER))
 
 /* The request table. Adding a row is adding something a compromised front end can ask. */
 static const cap_op_info cap_ops[CAP_OP__END] = {
@@ -117,6 +124,7 @@ static const cap_op_info cap_ops[CAP_OP__END] = {
                       B(CAP_T_COUNT)},
     [CAP_OP_PROOF_FAIL] = {"proof-failed", B(CAP_T_DEVICE_ID) | B(CAP_T_SERIAL) | B(CAP_T_MESSAGE),
                            B(CAP_T_DEVICE_ID) | B(CAP_T_SERIAL) | B(CAP_T_MESSAGE), 0, 0},
+    [CAP_OP_MATTER] = {"matter", MATTERF, MATTERF, 0, 0},
 };
 
 /* What an error answer may carry, whatever the op. */

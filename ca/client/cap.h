@@ -49,6 +49,7 @@ typedef enum {
     CAP_OP_REVOKE = 19,     /* station --reprovision: revoke a certificate of its profiles */
     CAP_OP_SWEEP = 20,      /* station: claim-then-revoke pending certificates older than age */
     CAP_OP_PROOF_FAIL = 21, /* station: audit a locked device that failed CHALLENGE */
+    CAP_OP_MATTER = 22,     /* station: a Matter device's onboarding data (docs/matter.md) */
     CAP_OP__END
 } cap_op;
 
@@ -87,6 +88,10 @@ typedef enum {
     CAP_T_DETAIL = 32,      /* str: inventory detail text */
     CAP_T_PEND_CERT = 33,   /* bytes: a pending certificate DER (repeatable) */
     CAP_T_AGE = 34,         /* u64: seconds (pending sweep window) */
+    CAP_T_MATTER_DISCRIMINATOR = 35, /* u64: 0..4095 */
+    CAP_T_MATTER_ITERATIONS = 36,    /* u64: PBKDF2 iterations, 1000..100000 */
+    CAP_T_MATTER_SALT = 37,          /* bytes: 16..32 */
+    CAP_T_MATTER_VERIFIER = 38,      /* bytes: SPAKE2+ verifier w0 || L, 97 */
     CAP_T__END
 } cap_tag;
 

@@ -96,6 +96,33 @@ out:
     return rc;
 }
 
+/* keyline-cad keeps what the device holds beside its inventory row (CA-protocol op matter). */
+static kl_rc st_matter_record(st_flow *f, const st_matter_onboard *ob)
+{
+    kl_rc rc = KL_OK;
+    kl_buf req;
+    cac_resp resp;
+    kl_buf_init(&req, 4096, 0);
+    memset(&resp, 0, sizeof resp);
+    TRY(cap_msg_begin(&req, CAP_OP_MATTER, 0));
+    TRY(cap_put_str(&req, CAP_T_PROFILE, f->st->cfg.profile));
+    TRY(cap_put_str(&req, CAP_T_DEVICE_ID, f->h->hw_serial));
+    TRY(cap_put_str(&req, CAP_T_SERIAL, f->o->cert_serial));
+    TRY(cap_put_u64(&req, CAP_T_MATTER_DISCRIMINATOR, ob->discriminator));
+    TRY(cap_put_u64(&req, CAP_T_MATTER_ITERATIONS, ob->iterations));
+    TRY(cap_put_bytes(&req, CAP_T_MATTER_SALT, ob->salt, sizeof ob->salt));
+    TRY(cap_put_bytes(&req, CAP_T_MATTER_VERIFIER, ob->verifier, sizeof ob->verifier));
+    TRY(cap_msg_end(&req));
+    rc = cac_call(f->st->cac, &req, &resp);
+    if (rc != KL_OK) {
+        kl_wrap(rc, "keyline-cad did not record the Matter data of %s", f->h->hw_serial);
+    }
+out:
+    cac_resp_free(&resp);
+    kl_buf_free(&req);
+    return rc;
+}
+
 kl_rc st_step_matter(st_flow *f)
 {
     kl_rc rc = KL_OK;
@@ -106,6 +133,7 @@ kl_rc st_step_matter(st_flow *f)
     TRY(st_station_claim_keep(f->st, f->fx, f->h->hw_serial));
     TRY(st_matter_onboard_new(&ob, m->vid, m->pid, (uint32_t)m->iterations));
     TRY(st_matter_send(f, &ob));
+    TRY(st_matter_record(f, &ob));
     /* the device holds this verifier now: the label must carry its passcode */
     res->done = 1;
     res->discriminator = ob.discriminator;

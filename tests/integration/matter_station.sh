@@ -161,6 +161,20 @@ PY
   [ "$(st_result $s matter.label)" = "$KL_TEST_DIR/$lab" ] || fail "$s: results label $(st_result $s matter.label)"
 done
 [ "$(st_result MT-0001 matter.qr)" != "$(st_result MT-0002 matter.qr)" ] || fail "same onboarding payload twice"
+# the store keeps discriminator, salt, iterations and verifier beside the inventory row (read
+# with sqlite3, not keyline), with an audit entry; never the passcode
+store=$(sed -n 's/^path *= *//p' "$KL_CONF" | head -1)
+for s in MT-0001 MT-0002; do
+  row=$(sqlite3 "$store" "SELECT m.discriminator || ' ' || m.iterations || ' ' || lower(hex(m.salt)) || ' ' || lower(hex(m.verifier)) || ' ' || m.cert_serial || ' ' || d.state FROM matter_onboarding m JOIN devices d ON d.device_id = m.device_id WHERE m.device_id = '$s'")
+  want=$(python3 -c 'import json,sys,base64; d=json.load(open(sys.argv[1]))
+print(d["discriminator"], d["iterations"], base64.b64decode(d["salt"]).hex(), base64.b64decode(d["verifier"]).hex())' $s.matter.json)
+  dacsn=$(openssl x509 -in $s.dac.pem -noout -serial | cut -d= -f2 | tr A-F a-f)
+  [ "$row" = "$want ${dacsn} provisioned" ] || [ "$row" = "$want $(echo $dacsn | tr a-f A-F) provisioned" ] ||
+    fail "$s: store row '$row', device has '$want', DAC $dacsn"
+done
+[ "$(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-onboarding'")" = 2 ] ||
+  fail "matter-onboarding audit entries: $(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-onboarding'")"
+ok "the store keeps each device's discriminator, salt, iterations and verifier with its inventory row (sqlite3), audited"
 ok "QR and manual codes decode to VID FFF1, PID 8000, the discriminator and a valid passcode; the verifier recomputed from it is the device's; the passcode is not on the device; labels written"
 
 # ---- 7. refusals ------------------------------------------------------------------------------

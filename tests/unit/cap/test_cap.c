@@ -291,6 +291,26 @@ static void test_station_ops(void **st)
     assert_int_equal(cap_put_str(&g, CAP_T_SERIAL, "01AB"), KL_OK);
     assert_int_equal(finish(0, &m), KL_EINPUT);
     kl_buf_free(&g);
+
+    /* matter (docs/matter.md): every field required; salt at most 32 bytes, verifier 97 */
+    static const uint8_t salt[33] = {0}, ver[98] = {0};
+    for (int k = 0; k < 2; k++) {
+        begin(CAP_OP_MATTER, 0);
+        assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "station"), KL_OK);
+        assert_int_equal(cap_put_str(&g, CAP_T_DEVICE_ID, "SN-1"), KL_OK);
+        assert_int_equal(cap_put_str(&g, CAP_T_SERIAL, "01AB"), KL_OK);
+        assert_int_equal(cap_put_u64(&g, CAP_T_MATTER_DISCRIMINATOR, 3840), KL_OK);
+        assert_int_equal(cap_put_bytes(&g, CAP_T_MATTER_SALT, salt, 32), KL_OK);
+        assert_int_equal(cap_put_bytes(&g, CAP_T_MATTER_VERIFIER, ver, 97), KL_OK);
+        assert_int_not_equal(cap_put_bytes(&g, CAP_T_MATTER_SALT + k, k ? ver : salt, 33 + k * 65),
+                             KL_OK);
+        if (k == 0) {
+            assert_int_equal(cap_put_u64(&g, CAP_T_MATTER_ITERATIONS, 10000), KL_OK);
+        }
+        assert_int_equal(finish(0, &m), k == 0 ? KL_OK : KL_EINPUT); /* 1: no iterations */
+        kl_buf_free(&g);
+    }
+    assert_string_equal(cap_op_name(CAP_OP_MATTER), "matter");
 }
 
 /* The client's address lists (cac.h): what parses, and what is refused with a message. */

@@ -1,0 +1,139 @@
+/* Unit tests for the matter_onboarding table (ca/store_matter.c): a device's onboarding data
+ * recorded with its audit entry, read back, replaced when the device is provisioned again;
+ * values out of range refused. The migration from older versions (the table made when an older
+ * store is opened) is in test_store.c (DROP_V6). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store_matter.h"
+
+typedef struct {
+    char dir[256], path[300];
+    store *s;
+} fx;
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/kl-store-matter-XXXXXX");
+    if (!f || !mkdtemp(f->dir)) {
+        return -1;
+    }
+    snprintf(f->path, sizeof f->path, "%s/keyline.db", f->dir);
+    if (store_open(&f->s, f->path) != KL_OK) {
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    char cmd[300];
+    store_close(f->s);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static int sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+        v = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static uint8_t g_salt[32], g_ver[97];
+
+static store_matter rec(const char *dev, int64_t disc)
+{
+    memset(g_salt, 0x5a, sizeof g_salt);
+    memset(g_ver, 0x11, sizeof g_ver);
+    g_ver[32] = 0x04;
+    store_matter m = {.device_id = (char *)dev,
+                      .cert_serial = "4a1b2c3d4e5f60718293a4b5c6d7e8f9",
+                      .discriminator = disc,
+                      .iterations = 10000,
+                      .salt = g_salt,
+                      .salt_len = sizeof g_salt,
+                      .verifier = g_ver,
+                      .verifier_len = sizeof g_ver};
+    return m;
+}
+
+static void test_put_get_replace(void **state)
+{
+    fx *f = *state;
+    store_matter m = rec("SN-1", 3840), got;
+    assert_int_equal(store_matter_get(f->s, "SN-1", &got), KL_ENOTFOUND);
+    assert_int_equal(store_matter_put(f->s, &m, "station:test"), KL_OK);
+    assert_int_equal(store_matter_get(f->s, "SN-1", &got), KL_OK);
+    assert_string_equal(got.device_id, "SN-1");
+    assert_int_equal(got.discriminator, 3840);
+    assert_int_equal(got.iterations, 10000);
+    assert_int_equal(got.salt_len, 32);
+    assert_memory_equal(got.salt, g_salt, 32);
+    assert_int_equal(got.verifier_len, 97);
+    assert_memory_equal(got.verifier, g_ver, 97);
+    assert_true(got.updated > 0);
+    store_matter_free(&got);
+    /* provisioned again: replaced, one row */
+    m = rec("SN-1", 17);
+    assert_int_equal(store_matter_put(f->s, &m, "station:test"), KL_OK);
+    assert_int_equal(store_matter_get(f->s, "SN-1", &got), KL_OK);
+    assert_int_equal(got.discriminator, 17);
+    store_matter_free(&got);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM matter_onboarding"), 1);
+    assert_int_equal(
+        sql_int(f->path, "SELECT count(*) FROM audit WHERE action = 'matter-onboarding'"), 2);
+}
+
+static void test_refusals(void **state)
+{
+    fx *f = *state;
+    store_matter m = rec("SN-2", 4096);
+    assert_int_equal(store_matter_put(f->s, &m, "t"), KL_EUSAGE); /* discriminator > 12 bits */
+    m = rec("SN-2", 1);
+    m.iterations = 999;
+    assert_int_equal(store_matter_put(f->s, &m, "t"), KL_EUSAGE);
+    m = rec("SN-2", 1);
+    m.salt_len = 15;
+    assert_int_equal(store_matter_put(f->s, &m, "t"), KL_EUSAGE);
+    m = rec("SN-2", 1);
+    m.verifier_len = 96;
+    assert_int_equal(store_matter_put(f->s, &m, "t"), KL_EUSAGE);
+    m = rec("SN-2", 1);
+    g_ver[32] = 0x02; /* L not an uncompressed point */
+    assert_int_equal(store_matter_put(f->s, &m, "t"), KL_EUSAGE);
+    m = rec("", 1);
+    assert_int_equal(store_matter_put(f->s, &m, "t"), KL_EUSAGE);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM matter_onboarding"), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_get_replace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
