@@ -677,7 +677,7 @@ out:
 static void est_sn_print(const char *sn, char *out, size_t outlen)
 {
     size_t i = 0;
-    for (; sn[i] && i < 64 && i + 1 < outlen; i++) {
+    for (; i < 64 && i + 1 < outlen && sn[i]; i++) {
         out[i] = sn[i] >= 0x20 && sn[i] < 0x7f ? sn[i] : '?';
     }
     out[i] = 0;
