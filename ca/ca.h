@@ -208,6 +208,19 @@ kl_rc ca_activate(ca_ctx *ca, const char *serial_hex, const char *actor) KL_WUR;
  * the issuer's latest CRL (store_crl_put; keyline-estd serves it for CAs whose key it does not
  * sign with) with its audit entry "crl", in one transaction. */
 kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out) KL_WUR;
+/* The same CRL as DER, at any size (ca_crl.c): written from the store's revoked certificates in
+ * serial order, the hash signed in the HSM, never parsed back. next_update 0: as ca_crl sets it.
+ * Its number is taken only when it is recorded: a CRL that fails uses none. *out: free with
+ * ca_crl_result_free. */
+typedef struct {
+    uint8_t *der;
+    size_t len;
+    int64_t number;
+    size_t entries;
+    time_t this_update, next_update;
+} ca_crl_result;
+kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_result *out) KL_WUR;
+void ca_crl_result_free(ca_crl_result *r);
 
 /* Answer an OCSP request (RFC 6960) for certificates of our CAs. Signed by a delegated OCSP
  * signer for the issuer if one is set up (see ca_ocsp_signer_ensure), else by the issuing CA.

@@ -59,45 +59,6 @@ kl_rc ca_revoke(ca_ctx *ca, const char *serial_hex, int reason, const char *acto
     return rc;
 }
 
-typedef struct {
-    X509_CRL *crl;
-    kl_rc rc;
-} ca_crl_fill;
-
-static int ca_crl_add(void *arg, const store_cert *c)
-{
-    ca_crl_fill *f = arg;
-    X509_REVOKED *r = X509_REVOKED_new();
-    BIGNUM *bn = NULL;
-    ASN1_INTEGER *serial = NULL;
-    ASN1_TIME *when = NULL;
-    ASN1_ENUMERATED *reason = NULL;
-    int ok = r && BN_hex2bn(&bn, c->serial_hex) && (serial = BN_to_ASN1_INTEGER(bn, NULL)) &&
-             X509_REVOKED_set_serialNumber(r, serial) &&
-             (when = ASN1_TIME_set(NULL, c->revoked_at)) &&
-             X509_REVOKED_set_revocationDate(r, when);
-    /* RFC 5280 5.3.1: the reason code "unspecified" SHOULD be absent. */
-    if (ok && c->revoke_reason > 0) {
-        ok = (reason = ASN1_ENUMERATED_new()) && ASN1_ENUMERATED_set(reason, c->revoke_reason) &&
-             X509_REVOKED_add1_ext_i2d(r, NID_crl_reason, reason, 0, 0);
-    }
-    if (ok) {
-        ok = X509_CRL_add0_revoked(f->crl, r);
-        if (ok) {
-            r = NULL;
-        }
-    }
-    if (!ok) {
-        f->rc = kl_fail_ssl(KL_EINTERNAL, "cannot add serial %s to the CRL", c->serial_hex);
-    }
-    X509_REVOKED_free(r);
-    BN_free(bn);
-    ASN1_INTEGER_free(serial);
-    ASN1_TIME_free(when);
-    ASN1_ENUMERATED_free(reason);
-    return !ok;
-}
-
 int ca_is_ocsp_signer_label(const char *label)
 {
     size_t n = strlen(label), k = strlen(CA_OCSP_SUFFIX);
@@ -111,85 +72,16 @@ kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out)
 
 kl_rc ca_crl_until(ca_ctx *ca, const char *issuer, time_t next_update, X509_CRL **out)
 {
-    kl_rc rc = KL_OK;
-    const ca_entry *e = NULL;
-    X509_CRL *crl = NULL;
-    ASN1_TIME *last = NULL, *next = NULL;
-    ASN1_INTEGER *num = NULL;
-    X509_EXTENSION *aki = NULL;
-    unsigned char *der = NULL;
-    int64_t number = 0;
-    store_ca rec;
-    memset(&rec, 0, sizeof rec);
+    ca_crl_result r;
     *out = NULL;
-
-    /* Only CAs that issue certificates publish CRLs: not OCSP signers, not rollover
-     * certificates (they have no key of their own under that label). */
-    TRY(store_ca_get(ca->st, issuer, &rec));
-    ENSURE(!ca_is_firmware_template(rec.template_name), KL_EUSAGE,
-           "'%s' is not an issuing CA (it is a firmware key)", issuer);
-    ENSURE(!ca_is_ocsp_signer_label(issuer) && strcmp(rec.status, "rollover") != 0, KL_EUSAGE,
-           "'%s' is not an issuing CA (it is %s)", issuer,
-           ca_is_ocsp_signer_label(issuer) ? "an OCSP signer" : "a rollover certificate");
-    TRY(ca_entry_get(ca, issuer, 1, &e));
-    /* nextUpdate: the CA template's crl-validity (a root's CRL lasts between ceremonies), or
-     * [ca] crl-days */
-    const tpl *t = NULL;
-    long days = ca->crl_days;
-    if (rec.template_name && ca_tpl_get(ca, rec.template_name, &t) == KL_OK && t->crl_days > 0) {
-        days = t->crl_days;
+    kl_rc rc = ca_crl_der(ca, issuer, next_update, &r);
+    if (rc != KL_OK) {
+        return rc;
     }
-    crl = X509_CRL_new();
-    ENSURE(crl, KL_EINTERNAL, "out of memory");
-    time_t now = time(NULL);
-    time_t until = next_update > now ? next_update : now + days * 86400;
-    last = ASN1_TIME_set(NULL, now);
-    next = ASN1_TIME_set(NULL, until);
-    ENSURE_SSL(last && next && X509_CRL_set_version(crl, X509_CRL_VERSION_2) &&
-                   X509_CRL_set_issuer_name(crl, X509_get_subject_name(e->cert)) &&
-                   X509_CRL_set1_lastUpdate(crl, last) && X509_CRL_set1_nextUpdate(crl, next),
-               KL_EINTERNAL, "cannot build CRL");
-    ca_crl_fill f = {.crl = crl, .rc = KL_OK};
-    TRY(store_cert_list(ca->st, STORE_ST_REVOKED, issuer, ca_crl_add, &f));
-    TRY(f.rc);
-    X509_CRL_sort(crl);
-
-    /* RFC 5280 5.2.3: conforming CRL issuers MUST include the cRLNumber; 5.2.1: MUST include
-     * the authority key identifier. */
-    TRY(store_crl_number_next(ca->st, issuer, &number));
-    num = ASN1_INTEGER_new();
-    ENSURE_SSL(num && ASN1_INTEGER_set_int64(num, number) &&
-                   X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0),
-               KL_EINTERNAL, "cannot add cRLNumber");
-    X509V3_CTX v3;
-    X509V3_set_ctx(&v3, e->cert, NULL, NULL, crl, 0);
-    aki = X509V3_EXT_conf_nid(NULL, &v3, NID_authority_key_identifier, "keyid:always");
-    ENSURE_SSL(aki && X509_CRL_add_ext(crl, aki, -1), KL_EINTERNAL, "cannot add AKI to CRL");
-
-    ENSURE_SSL(X509_CRL_sign(crl, e->key, ca_sign_md(e->key)) > 0, KL_EHSM,
-               "signing the CRL in the HSM failed");
-    /* Published in the store (keyline-estd serves it for CAs whose key it does not use) with
-     * its audit entry, in one transaction. */
-    char detail[160];
-    snprintf(detail, sizeof detail, "issuer=%s crl-number=%lld entries=%d", issuer,
-             (long long)number, sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)));
-    int dl = i2d_X509_CRL(crl, &der);
-    ENSURE_SSL(dl > 0, KL_EINTERNAL, "cannot encode the CRL");
-    TRY(store_crl_put(ca->st, issuer, number, now, until, der, (size_t)dl, "ca", detail));
-    /* every CRL signed also signs the audit head (docs/internals/store.md "Checkpoints") */
-    char why[200];
-    snprintf(why, sizeof why, "CRL %lld of %s", (long long)number, issuer);
-    ca_audit_checkpoint_try(ca, why);
-    *out = crl;
-    crl = NULL;
-out:
-    store_ca_free(&rec);
-    X509_CRL_free(crl);
-    ASN1_TIME_free(last);
-    ASN1_TIME_free(next);
-    ASN1_INTEGER_free(num);
-    X509_EXTENSION_free(aki);
-    OPENSSL_free(der);
+    const unsigned char *p = r.der;
+    *out = d2i_X509_CRL(NULL, &p, (long)r.len);
+    rc = *out ? KL_OK : kl_fail_ssl(KL_EINTERNAL, "the CRL just signed does not parse");
+    ca_crl_result_free(&r);
     return rc;
 }
 

@@ -4,35 +4,184 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "keyline-ca.h"
+#include "kl_file.h"
 #include "ca_backend.h"
+
+/* "2026-12-01", "2026-12-01T08:00:00Z" (UTC) or "@SECONDS" into *out; 0 when malformed. */
+static int revoke_time_parse(const char *s, time_t *out)
+{
+    struct tm tm;
+    char *end = NULL;
+    if (s[0] == '@') {
+        long long v = strtoll(s + 1, &end, 10);
+        *out = (time_t)v;
+        return end && end != s + 1 && !*end && v >= 0;
+    }
+    static const char *const fmts[] = {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"};
+    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+        memset(&tm, 0, sizeof tm);
+        end = strptime(s, fmts[i], &tm);
+        if (end && !*end) {
+            *out = timegm(&tm);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The lines of FILE (serials or device ids; blank lines and '#' comments skipped) as items
+ * pointing into *text (the caller frees both). */
+static kl_rc revoke_list_read(const char *path, char **text, char ***items, size_t *n)
+{
+    kl_rc rc = KL_OK;
+    uint8_t *data = NULL;
+    size_t len = 0, cap = 0;
+    *text = NULL;
+    *items = NULL;
+    *n = 0;
+    TRY(kl_file_read(path, (size_t)512 * 1024 * 1024, &data, &len));
+    char *t = realloc(data, len + 1);
+    ENSURE(t, KL_EINTERNAL, "out of memory");
+    data = NULL;
+    t[len] = 0;
+    *text = t;
+    ENSURE(strlen(t) == len, KL_EINPUT, "%s: a NUL byte in the list", path);
+    for (char *line = t, *next = NULL; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) {
+            *next++ = 0;
+        }
+        line += strspn(line, " \t\r");
+        line[strcspn(line, " \t\r#")] = 0;
+        if (!*line) {
+            continue;
+        }
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 4096;
+            char **v = realloc(*items, cap * sizeof *v);
+            ENSURE(v, KL_EINTERNAL, "out of memory");
+            *items = v;
+        }
+        (*items)[(*n)++] = line;
+    }
+    ENSURE(*n > 0, KL_EINPUT, "%s: no serial or device id in it", path);
+out:
+    free(data);
+    return rc;
+}
+
+/* After the revocations: each issuer's CRL, once. */
+static kl_rc revoke_publish(ca_ctx *ca, const store_revoke_result *res, const char *what)
+{
+    kl_rc rc = KL_OK;
+    for (size_t i = 0; i < res->n_issuers; i++) {
+        kl_rc r = cli_crl_publish(ca, res->issuers[i], "after the revocation", NULL);
+        if (r != KL_OK && rc == KL_OK) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", kl_errmsg());
+            rc = kl_fail(r,
+                         "%s, but the CRL of %s was not published: %s (run keyline-ca crl "
+                         "--issuer %s)",
+                         what, res->issuers[i], why, res->issuers[i]);
+        }
+    }
+    return rc;
+}
+
+/* keyline-ca revoke --from FILE | --issued-by LABEL --between T1 T2: one transaction, one
+ * audit entry per certificate, then one CRL per issuer concerned. */
+static kl_rc revoke_many(cli *c, store_revoke_req *rq)
+{
+    kl_rc rc = KL_OK;
+    ca_ctx *ca = NULL;
+    char *text = NULL, **items = NULL;
+    size_t n = 0;
+    store_revoke_result res;
+    memset(&res, 0, sizeof res);
+    if (rq->source) {
+        TRY(revoke_list_read(rq->source, &text, &items, &n));
+        rq->items = (const char *const *)items;
+        rq->n_items = n;
+    }
+    TRY(cli_open(c, 1, &ca));
+    if (rq->issuer) {
+        store_ca rec;
+        memset(&rec, 0, sizeof rec);
+        rc = store_ca_get(ca_store(ca), rq->issuer, &rec);
+        store_ca_free(&rec);
+        ENSURE(rc != KL_ENOTFOUND, KL_EUSAGE, "--issued-by %s: no such CA", rq->issuer);
+        TRY(rc);
+    }
+    rq->actor = c->actor;
+    TRY(store_cert_revoke_many(ca_store(ca), rq, &res));
+    printf("revoked %zu certificate%s (%s)%s", res.revoked, res.revoked == 1 ? "" : "s",
+           ca_reason_name(rq->reason < 0 ? 0 : rq->reason), res.already ? "; " : "\n");
+    if (res.already) {
+        printf("%zu already revoked\n", res.already);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "revoked %zu certificates", res.revoked);
+    TRY(revoke_publish(ca, &res, what));
+out:
+    ca_close(ca);
+    free(items);
+    free(text);
+    return rc;
+}
 
 kl_rc cmd_revoke(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
-    const char *serial = NULL, *reason_name = "unspecified";
+    const char *serial = NULL, *reason_name = "unspecified", *t1 = NULL, *t2 = NULL;
     ca_ctx *ca = NULL;
     store_cert cert;
+    store_revoke_req rq;
     memset(&cert, 0, sizeof cert);
-    static const struct option opts[] = {{"serial", required_argument, NULL, 's'},
-                                         {"reason", required_argument, NULL, 'r'},
-                                         {NULL, 0, NULL, 0}};
+    memset(&rq, 0, sizeof rq);
+    static const struct option opts[] = {
+        {"serial", required_argument, NULL, 's'},  {"reason", required_argument, NULL, 'r'},
+        {"from", required_argument, NULL, 'f'},    {"issued-by", required_argument, NULL, 'i'},
+        {"between", required_argument, NULL, 'b'}, {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
     while ((ch = getopt_long(argc, argv, "s:r:", opts, NULL)) != -1) {
         switch (ch) {
         case 's': serial = optarg; break;
         case 'r': reason_name = optarg; break;
+        case 'f': rq.source = optarg; break;
+        case 'i': rq.issuer = optarg; break;
+        case 'b':
+            /* --between T1 T2: the second time is the next argument */
+            t1 = optarg;
+            t2 = optind < argc && strncmp(argv[optind], "--", 2) != 0 ? argv[optind++] : NULL;
+            break;
         default: return kl_fail(KL_EUSAGE, "revoke: bad option (see --help)");
         }
     }
-    ENSURE(serial && optind == argc, KL_EUSAGE, "revoke needs --serial HEX");
+    int modes = (serial != NULL) + (rq.source != NULL) + (rq.issuer != NULL || t1 != NULL);
+    ENSURE(modes == 1 && optind == argc, KL_EUSAGE,
+           "revoke needs one of --serial HEX, --from FILE, --issued-by LABEL --between T1 T2");
     int reason = ca_reason_from_name(reason_name);
     ENSURE(reason >= 0 && reason != 8, KL_EUSAGE,
            "unknown reason '%s' (unspecified, keyCompromise, cACompromise, affiliationChanged, "
            "superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise)",
            reason_name);
+    if (!serial) {
+        ENSURE(!rq.issuer == !t1, KL_EUSAGE, "--issued-by LABEL needs --between T1 T2");
+        ENSURE(!t1 || (t2 && revoke_time_parse(t1, &rq.from) && revoke_time_parse(t2, &rq.until) &&
+                       rq.from <= rq.until),
+               KL_EUSAGE,
+               "--between T1 T2: two times, YYYY-MM-DD[THH:MM:SSZ] (UTC) or @SECONDS, T1 <= T2");
+        /* a date alone as T2 means the whole day */
+        if (t2 && strlen(t2) == 10) {
+            rq.until += 86399;
+        }
+        rq.reason = reason;
+        return revoke_many(c, &rq);
+    }
     /* Revocation is a CA action: it takes the officer's token login like issuing. */
     TRY(cli_open(c, 1, &ca));
     TRY(ca_revoke(ca, serial, reason, c->actor));
@@ -61,8 +210,9 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
     kl_rc rc = KL_OK;
     const char *issuer = NULL, *out_path = NULL;
     ca_ctx *ca = NULL;
-    X509_CRL *crl = NULL;
+    ca_crl_result crl;
     BIO *b = NULL;
+    memset(&crl, 0, sizeof crl);
     static const struct option opts[] = {{"issuer", required_argument, NULL, 'i'},
                                          {"out", required_argument, NULL, 'o'},
                                          {NULL, 0, NULL, 0}};
@@ -78,7 +228,10 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
     ENSURE(issuer && optind == argc, KL_EUSAGE, "crl needs --issuer L");
     TRY(cli_out_check(c, out_path)); /* before a CRL is signed */
     TRY(cli_open(c, 1, &ca));
-    TRY(cli_crl_publish(ca, issuer, "on request", &crl));
+    /* DER from the store to the PEM output, never parsed: a CRL of millions of entries */
+    TRY(ca_crl_der(ca, issuer, 0, &crl));
+    fprintf(stderr, "keyline-ca: published CRL number %lld of %s (on request)\n",
+            (long long)crl.number, issuer);
     /* the officer's run for an offline CA (a root) also keeps its delegated OCSP signer,
      * which keyline-estd cannot renew without that CA's key */
     int renewed = 0;
@@ -89,13 +242,15 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
         fprintf(stderr, "keyline-ca: renewed the OCSP signer of %s\n", issuer);
     }
     b = BIO_new(BIO_s_mem());
-    ENSURE(b && PEM_write_bio_X509_CRL(b, crl), KL_EINTERNAL, "cannot encode CRL");
+    ENSURE(b && PEM_write_bio(b, PEM_STRING_X509_CRL, "", crl.der, (long)crl.len) > 0, KL_EINTERNAL,
+           "cannot encode CRL");
+    ca_crl_result_free(&crl); /* before the PEM copy is made: one CRL-sized buffer less */
     char *data;
     long n = BIO_get_mem_data(b, &data);
     TRY(cli_output(c, out_path, data, (size_t)n));
 out:
     BIO_free(b);
-    X509_CRL_free(crl);
+    ca_crl_result_free(&crl);
     ca_close(ca);
     return rc;
 }

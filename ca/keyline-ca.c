@@ -21,7 +21,9 @@ static const cli_cmd cli_top[] = {
      "create, import, print, list, rotate or retire CAs (docs/key-ceremony.md)"},
     {"issue", cmd_issue, "--issuer L --template T --csr FILE [--out FILE] [--device-id ID]",
      "issue a certificate for a CSR"},
-    {"revoke", cmd_revoke, "--serial HEX [--reason NAME]", "revoke a certificate"},
+    {"revoke", cmd_revoke,
+     "--serial HEX | --from FILE | --issued-by L --between T1 T2 [--reason NAME]",
+     "revoke a certificate, a list (serials or device ids) or a batch, then publish the CRLs"},
     {"crl", cmd_crl, "--issuer L [--out FILE]",
      "sign a fresh CRL in the HSM, publish it in the store, print it (PEM)"},
     {"list", cmd_list,
@@ -307,6 +309,16 @@ kl_rc cli_output_cert(cli *c, const char *out, X509 *x)
 
 kl_rc cli_crl_publish(ca_ctx *ca, const char *issuer, const char *why, X509_CRL **out)
 {
+    if (!out) { /* DER only, never parsed back: a CRL of any size (ca_crl_der) */
+        ca_crl_result r;
+        kl_rc rc = ca_crl_der(ca, issuer, 0, &r);
+        if (rc == KL_OK) {
+            fprintf(stderr, "keyline-ca: published CRL number %lld of %s (%s)\n",
+                    (long long)r.number, issuer, why);
+        }
+        ca_crl_result_free(&r);
+        return rc;
+    }
     X509_CRL *crl = NULL;
     kl_rc rc = ca_crl(ca, issuer, &crl);
     if (rc == KL_OK) {

@@ -147,6 +147,43 @@ kl_rc store_cert_activate(store *s, const char *serial_hex, const char *actor) K
  * unknown serial; KL_EEXIST if already revoked. */
 kl_rc store_cert_revoke(store *s, const char *serial_hex, int reason, time_t when,
                         const char *actor) KL_WUR;
+/* Revoke many certificates in one transaction (store_revoke.c): those named by `items` (each a
+ * serial, a device id whose current certificate is meant, or either prefixed "serial:" /
+ * "device:"), or, with `issuer`, every valid or pending certificate it issued (created) from
+ * `from` to `until` inclusive. Each as store_cert_revoke: reason (-1 none) and time `when` (0:
+ * now), the device marked, one audit entry "revoke"; the epochs of the issuers concerned move
+ * once. All or nothing: an item that names no certificate (nor a device that has one), or a
+ * reservation, fails the whole with its position (KL_ENOTFOUND, KL_EINPUT). An item already
+ * revoked is counted in res->already, not changed. */
+#define STORE_REVOKE_ISSUERS_MAX 64
+typedef struct {
+    const char *const *items;
+    size_t n_items;
+    const char *source; /* names the list in errors ("FILE"), NULL: "list" */
+    const char *issuer; /* NULL: the items */
+    time_t from, until;
+    int reason;
+    time_t when;
+    const char *actor;
+} store_revoke_req;
+typedef struct {
+    size_t revoked, already;
+    char issuers[STORE_REVOKE_ISSUERS_MAX][129]; /* whose certificates were revoked */
+    size_t n_issuers;
+} store_revoke_result;
+kl_rc store_cert_revoke_many(store *s, const store_revoke_req *req,
+                             store_revoke_result *res) KL_WUR;
+/* The revoked certificates of `issuer` in serial order (numeric), one callback per row within
+ * one read snapshot, without the rest of the row (no DER): what a CRL lists. The record's
+ * strings live until the callback returns; a non-KL_OK return stops and is returned. */
+typedef struct {
+    const char *serial_hex;
+    time_t revoked_at;
+    int reason; /* -1: none */
+} store_revoked;
+typedef kl_rc (*store_revoked_cb)(void *arg, const store_revoked *r);
+kl_rc store_revoked_stream(store *s, const char *issuer, store_revoked_cb cb, void *arg) KL_WUR;
+
 /* Certificates of `issuer` with status pending and created before `older_than`. */
 kl_rc store_cert_list_pending(store *s, time_t older_than, store_cert_cb cb, void *arg) KL_WUR;
 void store_cert_free(store_cert *c);
@@ -167,7 +204,17 @@ typedef struct {
     uint8_t *der;   /* the CertificateList as signed */
     size_t der_len;
 } store_crl;
-#define STORE_CRL_MAX ((size_t)64 * 1024 * 1024) /* largest CRL the store keeps, in bytes */
+/* largest CRL the store keeps, in bytes: some 5 million entries (about 50 bytes each) */
+#define STORE_CRL_MAX ((size_t)256 * 1024 * 1024)
+/* A CRL's number is taken with the CRL, so a CRL that fails before it is recorded uses none
+ * (store_revoke.c): store_crl_number_peek gives the number the next CRL of `issuer` would get
+ * (last taken + 1); store_crl_commit records the signed CRL `crl` (issuer, number, this/next
+ * update, der) taking that number, with its audit entry "crl" (actor, detail), in one
+ * transaction. KL_EEXIST when another CRL took the number meanwhile (sign again with a new
+ * one); KL_EINPUT as store_crl_put. */
+kl_rc store_crl_number_peek(store *s, const char *issuer, int64_t *out) KL_WUR;
+kl_rc store_crl_commit(store *s, const store_crl *crl, const char *actor,
+                       const char *detail) KL_WUR;
 /* Record the CRL `der` (len bytes) of `issuer`, numbered `number`, valid from `this_update` to
  * `next_update`, and the audit entry `crl` (actor, detail; NULL detail: "issuer=... number=...")
  * in one transaction. The row is replaced only by a higher number: a CRL with a lower or equal

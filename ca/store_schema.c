@@ -300,6 +300,18 @@
     "CREATE INDEX images_sha256 ON images(sha256);" PG_REFUSE(                                     \
         "images_no_update", "UPDATE", "images", "image signings are never changed")                \
         PG_REFUSE("images_no_delete", "DELETE", "images", "image signings are never deleted")
+/* Version 10. Serials are upper-case hex of whole octets, no leading zero octet: (length, text)
+ * is numeric order. */
+#define SQ_REVOKED_INDEXES                                                                         \
+    "CREATE INDEX IF NOT EXISTS certs_revoked ON certs(issuer, length(serial), serial, "           \
+    "revoked_at,"                                                                                  \
+    " revoke_reason) WHERE status = 'revoked';"                                                    \
+    "CREATE INDEX IF NOT EXISTS devices_cert_serial ON devices(cert_serial);"
+#define PG_REVOKED_INDEXES                                                                         \
+    "CREATE INDEX IF NOT EXISTS certs_revoked ON certs(issuer, (length(serial)), serial, "         \
+    "revoked_at,"                                                                                  \
+    " revoke_reason) WHERE status = 'revoked';"                                                    \
+    "CREATE INDEX IF NOT EXISTS devices_cert_serial ON devices(cert_serial);"
 
 /* Version 9: quorum ceremonies (ca/ceremony_store.h): the officers, whose certificates are kept
  * for ever (a name or key is never reused), the ceremonies with their exact request bytes, and
@@ -403,5 +415,9 @@ const store_schema_step store_schema_steps[] = {
     {"add the matter_onboarding table", SQ_MATTER_TABLE, PG_MATTER_TABLE, NULL},
     /* 9: officers and quorum ceremonies */
     {"add the ceremony tables", SQ_CEREMONY_TABLES, PG_CEREMONY_TABLES, NULL},
+    /* 10: the revoked certificates of an issuer in serial order (CRLs streamed from the index
+     * alone), and a device by its current certificate (revocation marks it) */
+    {"index revoked certificates and devices by certificate", SQ_REVOKED_INDEXES,
+     PG_REVOKED_INDEXES, NULL},
 };
 const size_t store_schema_nsteps = sizeof store_schema_steps / sizeof store_schema_steps[0];

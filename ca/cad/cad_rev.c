@@ -152,31 +152,18 @@ static kl_rc cad_rev_published(cad_rev *r, const char *label, uint8_t **der, siz
 static kl_rc cad_rev_sign(cad_rev *r, const char *label, uint8_t **der, size_t *len,
                           time_t *refresh_at)
 {
-    X509_CRL *crl = NULL;
-    uint8_t *enc = NULL;
-    kl_rc rc = ca_crl(r->d->ca, label, &crl);
+    ca_crl_result crl;
+    kl_rc rc = ca_crl_der(r->d->ca, label, 0, &crl);
     if (rc != KL_OK) {
         return rc;
     }
-    int n = i2d_X509_CRL(crl, &enc);
-    if (n <= 0) {
-        X509_CRL_free(crl);
-        return kl_fail_ssl(KL_EINTERNAL, "i2d_X509_CRL");
-    }
-    time_t now = time(NULL);
-    time_t this_up = now, next_up = now + 7200;
-    (void)ca_asn1_time(X509_CRL_get0_lastUpdate(crl), &this_up);
-    (void)ca_asn1_time(X509_CRL_get0_nextUpdate(crl), &next_up);
     /* re-sign half-way to nextUpdate: relying parties never see a CRL about to expire */
-    *refresh_at = this_up + (next_up - this_up) / 2;
-    *der = malloc((size_t)n);
-    if (*der) {
-        memcpy(*der, enc, (size_t)n);
-        *len = (size_t)n;
-    }
-    OPENSSL_free(enc);
-    X509_CRL_free(crl);
-    return *der ? KL_OK : kl_fail(KL_EINTERNAL, "out of memory");
+    *refresh_at = crl.this_update + (crl.next_update - crl.this_update) / 2;
+    *der = crl.der; /* the DER as signed, not parsed and encoded again */
+    *len = crl.len;
+    crl.der = NULL;
+    ca_crl_result_free(&crl);
+    return KL_OK;
 }
 
 /* Add a copy of `label` to cas (CAD_CRL_SLOTS room) unless it is there already. */

@@ -26,7 +26,7 @@
 
 static EVP_PKEY *g_key;
 
-#define SCHEMA_VERSION 9 /* what store_open makes of any older file */
+#define SCHEMA_VERSION 10 /* what store_open makes of any older file */
 /* SQL that takes a current file back to version 5's tables (the triggers go with them) */
 #define DROP_V6                                                                                    \
     "DROP TABLE audit_key; DROP TABLE audit_checkpoints; DROP TABLE images;"                       \
@@ -574,6 +574,70 @@ static void test_legacy_rows(void **state)
     int64_t na = -1;
     assert_rc(store_audit_verify(f->s, &na), KL_OK);
     assert_int_equal(na, 0);
+}
+
+typedef struct {
+    char serials[8][41];
+    size_t n;
+} rv_seen;
+
+static kl_rc rv_seen_cb(void *arg, const store_revoked *r)
+{
+    rv_seen *v = arg;
+    if (v->n < 8) {
+        snprintf(v->serials[v->n++], sizeof v->serials[0], "%s", r->serial_hex);
+    }
+    return KL_OK;
+}
+
+/* store_cert_revoke_many (items and a batch by period) and store_revoked_stream */
+static void test_revoke_many(void **state)
+{
+    fx *f = *state;
+    store_revoke_result res;
+    assert_rc(issue(f->s, "0A01", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(issue(f->s, "FF", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(issue(f->s, "1B02", "field-ca", STORE_ST_PENDING), KL_OK);
+    assert_rc(issue(f->s, "C3", "factory-ca", STORE_ST_VALID), KL_OK);
+    store_device d = {.device_id = "HWX1", .model = "m", .cert_serial = "C3", .state = "provisioned"};
+    assert_rc(store_device_put(f->s, &d), KL_OK);
+    /* one unknown item: nothing is revoked */
+    const char *bad[] = {"0A01", "serial:77", "FF"};
+    store_revoke_req rq = {.items = bad, .n_items = 3, .source = "list.txt", .reason = 1,
+                           .actor = "bob"};
+    assert_rc(store_cert_revoke_many(f->s, &rq, &res), KL_ENOTFOUND);
+    assert_msg_has("list.txt item 2");
+    rv_seen v = {0};
+    assert_rc(store_revoked_stream(f->s, "field-ca", rv_seen_cb, &v), KL_OK);
+    assert_int_equal(v.n, 0);
+    /* a serial, a device id, an explicit serial */
+    const char *good[] = {"a01", "HWX1", "serial:FF"};
+    rq.items = good;
+    assert_rc(store_cert_revoke_many(f->s, &rq, &res), KL_OK);
+    assert_int_equal(res.revoked, 3);
+    assert_int_equal(res.already, 0);
+    assert_int_equal(res.n_issuers, 2);
+    assert_rc(store_device_get(f->s, "HWX1", &d), KL_OK);
+    assert_string_equal(d.state, "revoked");
+    store_device_free(&d);
+    /* again: already revoked, counted */
+    assert_rc(store_cert_revoke_many(f->s, &rq, &res), KL_OK);
+    assert_int_equal(res.revoked, 0);
+    assert_int_equal(res.already, 3);
+    /* a batch by period: the pending one left */
+    store_revoke_req b = {.issuer = "field-ca", .from = 0, .until = time(NULL) + 10,
+                          .reason = -1, .actor = "bob"};
+    assert_rc(store_cert_revoke_many(f->s, &b, &res), KL_OK);
+    assert_int_equal(res.revoked, 1);
+    /* numeric serial order: FF < 0A01 < 1B02 */
+    memset(&v, 0, sizeof v);
+    assert_rc(store_revoked_stream(f->s, "field-ca", rv_seen_cb, &v), KL_OK);
+    assert_int_equal(v.n, 3);
+    assert_string_equal(v.serials[0], "FF");
+    assert_string_equal(v.serials[1], "0A01");
+    assert_string_equal(v.serials[2], "1B02");
+    int64_t n = 0;
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
 }
 
 static void test_revoke(void **state)
@@ -2680,6 +2744,7 @@ int main(void)
         T(test_duplicate_serial),
         T(test_legacy_rows),
         T(test_revoke),
+        T(test_revoke_many),
         T(test_activate),
         T(test_crl_numbers),
         T(test_devices),

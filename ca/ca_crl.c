@@ -1,0 +1,366 @@
+/* keyline: CRLs written as DER straight from the store (RFC 5280 5.1), at any size.
+ *
+ * The revoked certificates of the issuer come from store_revoked_stream in serial order (an
+ * index holds what an entry needs: no certificate row, no DER is read) and are encoded one by
+ * one into the revokedCertificates buffer; the TBSCertList around it is hashed in pieces, the
+ * hash signed in the token (EVP_PKEY_sign with the CA key: the key never leaves it), and the
+ * CertificateList assembled once. Nothing is parsed or encoded twice: memory is about twice
+ * the CRL's size. The cRLNumber is the one after the last taken and is only taken when the CRL
+ * is recorded (store_crl_commit): a CRL that fails on the way uses no number. */
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ca_image.h"
+#include "ca_internal.h"
+
+/* A growable byte array, at most `cap` bytes. */
+typedef struct {
+    uint8_t *p;
+    size_t len, alloc, cap;
+} crl_buf;
+
+static int crl_buf_put(crl_buf *b, const void *v, size_t n)
+{
+    if (n > b->cap - b->len) {
+        return -1;
+    }
+    if (b->len + n > b->alloc) {
+        size_t na = b->alloc ? b->alloc : 1 << 16;
+        while (na < b->len + n) {
+            na *= 2;
+        }
+        na = na > b->cap ? b->cap : na;
+        uint8_t *np = realloc(b->p, na);
+        if (!np) {
+            return -1;
+        }
+        b->p = np;
+        b->alloc = na;
+    }
+    memcpy(b->p + b->len, v, n);
+    b->len += n;
+    return 0;
+}
+
+/* DER tag and length of `len` content octets into h; returns the header's size. */
+static size_t crl_hdr(uint8_t tag, size_t len, uint8_t h[6])
+{
+    size_t n = 0;
+    h[n++] = tag;
+    if (len < 0x80) {
+        h[n++] = (uint8_t)len;
+        return n;
+    }
+    int k = len > 0xffffff ? 4 : len > 0xffff ? 3 : len > 0xff ? 2 : 1;
+    h[n++] = (uint8_t)(0x80 | k);
+    for (int i = k - 1; i >= 0; i--) {
+        h[n++] = (uint8_t)(len >> (8 * i));
+    }
+    return n;
+}
+
+/* RFC 5280 5.1.2.4: UTCTime through 2049, GeneralizedTime from 2050. */
+static size_t crl_time(time_t t, uint8_t out[17])
+{
+    struct tm tm;
+    char s[20];
+    gmtime_r(&t, &tm);
+    int gen = tm.tm_year + 1900 >= 2050;
+    size_t n = strftime(s, sizeof s, gen ? "%Y%m%d%H%M%SZ" : "%y%m%d%H%M%SZ", &tm);
+    out[0] = gen ? V_ASN1_GENERALIZEDTIME : V_ASN1_UTCTIME;
+    out[1] = (uint8_t)n;
+    memcpy(out + 2, s, n);
+    return n + 2;
+}
+
+typedef struct {
+    crl_buf entries;
+    size_t count;
+    kl_rc rc;
+} crl_fill;
+
+static int crl_nibble(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* One revokedCertificates entry: SEQUENCE { userCertificate, revocationDate,
+ * crlEntryExtensions { reasonCode } when there is a reason other than unspecified }. */
+static kl_rc crl_entry(void *arg, const store_revoked *r)
+{
+    crl_fill *f = arg;
+    kl_rc rc = KL_OK;
+    uint8_t e[128], serial[34], t[17];
+    size_t hl = strlen(r->serial_hex), sn = 0;
+    ENSURE(hl > 0 && hl <= 64, KL_EINPUT, "store: serial %s too long for a CRL", r->serial_hex);
+    for (size_t i = 0; i < hl;) {
+        int hi = hl % 2 && i == 0 ? 0 : crl_nibble(r->serial_hex[i++]);
+        int lo = crl_nibble(r->serial_hex[i++]);
+        ENSURE(hi >= 0 && lo >= 0, KL_EINPUT, "store: serial %s is not hex", r->serial_hex);
+        serial[1 + sn++] = (uint8_t)(hi << 4 | lo);
+    }
+    /* INTEGER: positive, so a leading 0x00 when the high bit is set; no leading zero octets */
+    uint8_t *sp = serial + 1;
+    while (sn > 1 && sp[0] == 0 && !(sp[1] & 0x80)) {
+        sp++;
+        sn--;
+    }
+    if (sp[0] & 0x80) {
+        *--sp = 0;
+        sn++;
+    }
+    size_t tn = crl_time(r->revoked_at, t);
+    /* RFC 5280 5.3.1: the reason code "unspecified" SHOULD be absent */
+    static const uint8_t reason_ext[] = {0x30, 0x0c, 0x30, 0x0a, 0x06, 0x03, 0x55,
+                                         0x1d, 0x15, 0x04, 0x03, 0x0a, 0x01};
+    int with_reason = r->reason > 0;
+    size_t body = 2 + sn + tn + (with_reason ? sizeof reason_ext + 1 : 0);
+    size_t n = crl_hdr(V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, body, e);
+    e[n++] = V_ASN1_INTEGER;
+    e[n++] = (uint8_t)sn;
+    memcpy(e + n, sp, sn);
+    n += sn;
+    memcpy(e + n, t, tn);
+    n += tn;
+    if (with_reason) {
+        memcpy(e + n, reason_ext, sizeof reason_ext);
+        n += sizeof reason_ext;
+        e[n++] = (uint8_t)r->reason;
+    }
+    ENSURE(crl_buf_put(&f->entries, e, n) == 0, KL_EINPUT,
+           "the CRL would exceed %zu bytes (the store's limit)", (size_t)STORE_CRL_MAX);
+    f->count++;
+    return KL_OK;
+out:
+    return rc;
+}
+
+/* crlExtensions [0] EXPLICIT: cRLNumber (RFC 5280 5.2.3: MUST) and the authority key
+ * identifier (5.2.1: MUST), DER into *der (OPENSSL_free). */
+static kl_rc crl_extensions(const ca_entry *e, int64_t number, uint8_t **der, size_t *len)
+{
+    kl_rc rc = KL_OK;
+    X509_EXTENSIONS *exts = sk_X509_EXTENSION_new_null();
+    ASN1_INTEGER *num = ASN1_INTEGER_new();
+    X509_EXTENSION *aki = NULL;
+    X509V3_CTX v3;
+    uint8_t *inner = NULL;
+    ENSURE(exts && num && ASN1_INTEGER_set_int64(num, number), KL_EINTERNAL, "out of memory");
+    ENSURE_SSL(X509V3_add1_i2d(&exts, NID_crl_number, num, 0, 0) == 1, KL_EINTERNAL,
+               "cannot add cRLNumber");
+    X509V3_set_ctx(&v3, e->cert, NULL, NULL, NULL, 0);
+    aki = X509V3_EXT_conf_nid(NULL, &v3, NID_authority_key_identifier, "keyid:always");
+    ENSURE_SSL(aki && sk_X509_EXTENSION_push(exts, aki), KL_EINTERNAL, "cannot add the AKI");
+    aki = NULL;
+    int n = i2d_X509_EXTENSIONS(exts, &inner);
+    ENSURE_SSL(n > 0, KL_EINTERNAL, "cannot encode the CRL extensions");
+    uint8_t h[6];
+    size_t hn = crl_hdr(0xa0, (size_t)n, h);
+    *der = OPENSSL_malloc(hn + (size_t)n);
+    ENSURE(*der, KL_EINTERNAL, "out of memory");
+    memcpy(*der, h, hn);
+    memcpy(*der + hn, inner, (size_t)n);
+    *len = hn + (size_t)n;
+out:
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    ASN1_INTEGER_free(num);
+    X509_EXTENSION_free(aki);
+    OPENSSL_free(inner);
+    return rc;
+}
+
+/* The signature AlgorithmIdentifier for the CA key (DER into alg, OPENSSL_free). */
+static kl_rc crl_sig_alg(EVP_PKEY *key, const EVP_MD *md, uint8_t **alg, size_t *len)
+{
+    int sig_nid = 0;
+    int base = EVP_PKEY_get_base_id(key);
+    if (!OBJ_find_sigid_by_algs(&sig_nid, EVP_MD_get_type(md), base)) {
+        return kl_fail(KL_EINTERNAL, "no signature algorithm for this CA key");
+    }
+    X509_ALGOR *a = X509_ALGOR_new();
+    /* RFC 5758 3.2: ECDSA without parameters; RFC 4055 5: RSA with NULL */
+    int ok = a && X509_ALGOR_set0(a, OBJ_nid2obj(sig_nid),
+                                  base == EVP_PKEY_RSA ? V_ASN1_NULL : V_ASN1_UNDEF, NULL);
+    int n = ok ? i2d_X509_ALGOR(a, alg) : -1;
+    X509_ALGOR_free(a);
+    if (n <= 0) {
+        return kl_fail_ssl(KL_EINTERNAL, "cannot encode the signature algorithm");
+    }
+    *len = (size_t)n;
+    return KL_OK;
+}
+
+/* Hash the TBS pieces, sign the hash with the CA key in the token. */
+static kl_rc crl_sign(const ca_entry *e, const EVP_MD *md, const crl_buf *parts, size_t nparts,
+                      uint8_t **sig, size_t *siglen)
+{
+    kl_rc rc = KL_OK;
+    uint8_t dgst[EVP_MAX_MD_SIZE];
+    unsigned int dl = 0;
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pc = NULL;
+    ENSURE(m && EVP_DigestInit_ex(m, md, NULL) == 1, KL_EINTERNAL, "digest");
+    for (size_t i = 0; i < nparts; i++) {
+        ENSURE(EVP_DigestUpdate(m, parts[i].p, parts[i].len) == 1, KL_EINTERNAL, "digest");
+    }
+    ENSURE(EVP_DigestFinal_ex(m, dgst, &dl) == 1, KL_EINTERNAL, "digest");
+    pc = EVP_PKEY_CTX_new(e->key, NULL);
+    ENSURE_SSL(pc && EVP_PKEY_sign_init(pc) > 0 && EVP_PKEY_CTX_set_signature_md(pc, md) > 0 &&
+                   (EVP_PKEY_get_base_id(e->key) != EVP_PKEY_RSA ||
+                    EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING) > 0) &&
+                   EVP_PKEY_sign(pc, NULL, siglen, dgst, dl) > 0,
+               KL_EHSM, "signing the CRL in the HSM failed");
+    *sig = OPENSSL_malloc(*siglen);
+    ENSURE(*sig, KL_EINTERNAL, "out of memory");
+    ENSURE_SSL(EVP_PKEY_sign(pc, *sig, siglen, dgst, dl) > 0, KL_EHSM,
+               "signing the CRL in the HSM failed");
+out:
+    EVP_MD_CTX_free(m);
+    EVP_PKEY_CTX_free(pc);
+    return rc;
+}
+
+/* The CA checks of ca_crl: an issuing CA with a key here; its nextUpdate span in seconds. */
+static kl_rc crl_issuer(ca_ctx *ca, const char *issuer, const ca_entry **e, long *span)
+{
+    kl_rc rc = KL_OK;
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    /* Only CAs that issue certificates publish CRLs: not OCSP signers, not rollover
+     * certificates (they have no key of their own under that label), not firmware keys. */
+    TRY(store_ca_get(ca->st, issuer, &rec));
+    ENSURE(!ca_is_firmware_template(rec.template_name), KL_EUSAGE,
+           "'%s' is not an issuing CA (it is a firmware key)", issuer);
+    ENSURE(!ca_is_ocsp_signer_label(issuer) && strcmp(rec.status, "rollover") != 0, KL_EUSAGE,
+           "'%s' is not an issuing CA (it is %s)", issuer,
+           ca_is_ocsp_signer_label(issuer) ? "an OCSP signer" : "a rollover certificate");
+    TRY(ca_entry_get(ca, issuer, 1, e));
+    /* nextUpdate: the CA template's crl-validity (a root's CRL lasts between ceremonies), or
+     * [ca] crl-days */
+    const tpl *t = NULL;
+    long days = ca->crl_days;
+    if (rec.template_name && ca_tpl_get(ca, rec.template_name, &t) == KL_OK && t->crl_days > 0) {
+        days = t->crl_days;
+    }
+    *span = days * 86400;
+out:
+    store_ca_free(&rec);
+    return rc;
+}
+
+/* One attempt with the number after the last taken: KL_EEXIST when it was taken meanwhile. */
+static kl_rc crl_once(ca_ctx *ca, const char *issuer, const ca_entry *e, time_t now, time_t until,
+                      crl_buf *entries, ca_crl_result *out)
+{
+    kl_rc rc = KL_OK;
+    uint8_t *ext = NULL, *alg = NULL, *name = NULL, *sig = NULL;
+    size_t ext_len = 0, alg_len = 0, sig_len = 0;
+    int64_t number = 0;
+    const EVP_MD *md = ca_sign_md(e->key);
+    TRY(store_crl_number_peek(ca->st, issuer, &number));
+    TRY(crl_extensions(e, number, &ext, &ext_len));
+    TRY(crl_sig_alg(e->key, md, &alg, &alg_len));
+    int name_len = i2d_X509_NAME(X509_get_subject_name(e->cert), &name);
+    ENSURE_SSL(name_len > 0, KL_EINTERNAL, "cannot encode the issuer name");
+    /* TBSCertList: version v2, signature, issuer, thisUpdate, nextUpdate,
+     * revokedCertificates (absent when empty: RFC 5280 5.1.2.6), crlExtensions */
+    uint8_t head[64], times[34], rev_hdr[6], tbs_hdr[6];
+    static const uint8_t version[] = {0x02, 0x01, 0x01};
+    size_t tl = crl_time(now, times);
+    tl += crl_time(until, times + tl);
+    size_t rh = entries->len ? crl_hdr(0x30, entries->len, rev_hdr) : 0;
+    size_t body = sizeof version + alg_len + (size_t)name_len + tl + rh + entries->len + ext_len;
+    size_t th = crl_hdr(0x30, body, tbs_hdr);
+    size_t hn = 0;
+    memcpy(head, tbs_hdr, th);
+    hn += th;
+    memcpy(head + hn, version, sizeof version);
+    hn += sizeof version;
+    crl_buf parts[] = {{head, hn, 0, 0},    {alg, alg_len, 0, 0}, {name, (size_t)name_len, 0, 0},
+                       {times, tl, 0, 0},   {rev_hdr, rh, 0, 0},  {entries->p, entries->len, 0, 0},
+                       {ext, ext_len, 0, 0}};
+    TRY(crl_sign(e, md, parts, sizeof parts / sizeof parts[0], &sig, &sig_len));
+    /* CertificateList: SEQUENCE { tbsCertList, signatureAlgorithm, BIT STRING signature } */
+    uint8_t bit_hdr[7], all_hdr[6];
+    size_t bh = crl_hdr(V_ASN1_BIT_STRING, sig_len + 1, bit_hdr);
+    bit_hdr[bh++] = 0; /* no unused bits */
+    size_t total_body = th + body + alg_len + bh + sig_len;
+    size_t ah = crl_hdr(0x30, total_body, all_hdr);
+    crl_buf der = {.cap = (size_t)STORE_CRL_MAX};
+    int bad = crl_buf_put(&der, all_hdr, ah);
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0] && !bad; i++) {
+        bad = crl_buf_put(&der, parts[i].p, parts[i].len);
+    }
+    bad = bad || crl_buf_put(&der, alg, alg_len) || crl_buf_put(&der, bit_hdr, bh) ||
+          crl_buf_put(&der, sig, sig_len);
+    if (bad) {
+        free(der.p);
+        ENSURE(0, KL_EINPUT, "the CRL would exceed %zu bytes (the store's limit)",
+               (size_t)STORE_CRL_MAX);
+    }
+    store_crl rec = {.issuer = (char *)issuer,
+                     .number = number,
+                     .this_update = now,
+                     .next_update = until,
+                     .der = der.p,
+                     .der_len = der.len};
+    char detail[200];
+    snprintf(detail, sizeof detail, "issuer=%s crl-number=%lld entries=%zu", issuer,
+             (long long)number, out->entries);
+    rc = store_crl_commit(ca->st, &rec, "ca", detail);
+    if (rc != KL_OK) {
+        free(der.p);
+        goto out;
+    }
+    out->der = der.p;
+    out->len = der.len;
+    out->number = number;
+out:
+    OPENSSL_free(ext);
+    OPENSSL_free(alg);
+    OPENSSL_free(name);
+    OPENSSL_free(sig);
+    return rc;
+}
+
+kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_result *out)
+{
+    kl_rc rc = KL_OK;
+    const ca_entry *e = NULL;
+    long span = 0;
+    crl_fill f = {.entries = {.cap = (size_t)STORE_CRL_MAX - 4096}, .rc = KL_OK};
+    memset(out, 0, sizeof *out);
+    TRY(crl_issuer(ca, issuer, &e, &span));
+    time_t now = time(NULL);
+    out->this_update = now;
+    out->next_update = next_update > now ? next_update : now + span;
+    TRY(store_revoked_stream(ca->st, issuer, crl_entry, &f));
+    out->entries = f.count;
+    /* a number taken by a concurrent CRL since we looked: sign again with the next */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        rc = crl_once(ca, issuer, e, now, out->next_update, &f.entries, out);
+        if (rc != KL_EEXIST) {
+            break;
+        }
+    }
+    TRY(rc);
+    /* every CRL signed also signs the audit head (docs/internals/store.md "Checkpoints") */
+    char why[200];
+    snprintf(why, sizeof why, "CRL %lld of %s", (long long)out->number, issuer);
+    ca_audit_checkpoint_try(ca, why);
+out:
+    free(f.entries.p);
+    return rc;
+}
+
+void ca_crl_result_free(ca_crl_result *r)
+{
+    if (r) {
+        free(r->der);
+        memset(r, 0, sizeof *r);
+    }
+}

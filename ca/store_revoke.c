@@ -1,0 +1,367 @@
+/* keyline: revoking many certificates in one transaction, and the revoked certificates of an
+ * issuer as a stream in serial order (the CRL is written from it, row by row). The rules are
+ * those of store_cert_revoke, once per certificate: valid|pending -> revoked, the device whose
+ * current certificate it is marked, one audit entry "revoke" each; the issuers' revocation
+ * epochs move once per transaction. Schema 7 adds the indexes both need (store_schema.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_audit.h"
+#include "store_db.h"
+
+#define RV_SERIAL_MAX 40
+
+static const store_q q_rv_status = {"SELECT status, issuer FROM certs WHERE serial = ?1", NULL};
+static const store_q q_rv_update = {
+    "UPDATE certs SET status = 'revoked', revoked_at = ?2, revoke_reason = ?3"
+    " WHERE serial = ?1 AND status IN ('valid', 'pending')",
+    NULL};
+static const store_q q_rv_device = {
+    "UPDATE devices SET state = 'revoked', detail = ?2, updated = ?3 WHERE cert_serial = ?1", NULL};
+static const store_q q_rv_device_cert = {"SELECT cert_serial FROM devices WHERE device_id = ?1",
+                                         NULL};
+static const store_q q_rv_epoch = {"INSERT INTO revocation_epochs (issuer, epoch) VALUES (?1, 1)"
+                                   " ON CONFLICT (issuer) DO UPDATE SET"
+                                   " epoch = revocation_epochs.epoch + 1",
+                                   NULL};
+static const store_q q_rv_batch = {
+    "SELECT serial FROM certs WHERE issuer = ?1 AND created >= ?2 AND created <= ?3"
+    " AND status IN ('valid', 'pending') ORDER BY id",
+    NULL};
+/* served by the partial index certs_revoked (issuer, length(serial), serial, ...): serials are
+ * upper-case hex of whole octets without a leading zero octet, so (length, text) is numeric
+ * order */
+static const store_q q_rv_stream = {
+    "SELECT serial, revoked_at, revoke_reason FROM certs"
+    " WHERE issuer = ?1 AND status = 'revoked' ORDER BY length(serial), serial",
+    NULL};
+
+typedef struct {
+    const store_revoke_req *req;
+    store_revoke_result *res;
+} rv_arg;
+
+static void rv_issuer_add(store_revoke_result *res, const char *issuer)
+{
+    for (size_t i = 0; i < res->n_issuers; i++) {
+        if (strcmp(res->issuers[i], issuer) == 0) {
+            return;
+        }
+    }
+    if (res->n_issuers < STORE_REVOKE_ISSUERS_MAX) {
+        snprintf(res->issuers[res->n_issuers++], sizeof res->issuers[0], "%s", issuer);
+    }
+}
+
+/* Revoke `serial` (canonical) in the transaction. Already revoked: counted, not an error. */
+static kl_rc rv_one(store_conn *c, const rv_arg *a, const char *serial, const char *what)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    char status[16], issuer[256], detail[512];
+    char *full = NULL;
+    TRY(sc_stmt(c, &q_rv_status, &st));
+    TRY(sc_text(st, 1, serial));
+    TRY(sc_step(st, &row, "read certificate"));
+    ENSURE(row, KL_ENOTFOUND, "%s: no certificate with serial %s", what, serial);
+    snprintf(status, sizeof status, "%s", col_text(st, 0, NULL) ? col_text(st, 0, NULL) : "");
+    snprintf(issuer, sizeof issuer, "%s", col_text(st, 1, NULL) ? col_text(st, 1, NULL) : "");
+    sc_done(st);
+    st = NULL;
+    if (strcmp(status, STORE_ST_REVOKED) == 0) {
+        a->res->already++;
+        goto out;
+    }
+    ENSURE(strcmp(status, STORE_ST_VALID) == 0 || strcmp(status, STORE_ST_PENDING) == 0,
+           KL_ENOTFOUND, "%s: no certificate with serial %s (only a %s reservation)", what, serial,
+           status);
+    TRY(sc_stmt(c, &q_rv_update, &st));
+    TRY(sc_text(st, 1, serial));
+    TRY(sc_int(st, 2, (int64_t)a->req->when));
+    TRY(a->req->reason >= 0 ? sc_int(st, 3, a->req->reason) : sc_null(st, 3));
+    TRY(sc_run(st, "revoke certificate"));
+    TRY(sc_stmt(c, &q_rv_device, &st));
+    TRY(sc_text(st, 1, serial));
+    snprintf(detail, sizeof detail, "certificate %s revoked (reason %d)", serial, a->req->reason);
+    TRY(sc_text(st, 2, detail));
+    TRY(sc_int(st, 3, (int64_t)a->req->when));
+    TRY(sc_run(st, "update the inventory"));
+    TRY(store_audit_detail_revoke(serial, issuer, a->req->reason, a->req->when, &full));
+    TRY(st_audit_append_tx(c, a->req->actor, "revoke", full));
+    rv_issuer_add(a->res, issuer);
+    a->res->revoked++;
+out:
+    free(full);
+    sc_done(st);
+    return rc;
+}
+
+/* An item of a --from list: "serial:HEX", "device:ID", or either (a serial when a certificate
+ * has it, else a device's current certificate). */
+static kl_rc rv_item(store_conn *c, const rv_arg *a, const char *item, size_t idx)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    char serial[RV_SERIAL_MAX + 1], what[160];
+    const char *dev = strncmp(item, "device:", 7) == 0 ? item + 7 : NULL;
+    const char *ser = strncmp(item, "serial:", 7) == 0 ? item + 7 : NULL;
+    snprintf(what, sizeof what, "%s item %zu (%.100s)", a->req->source ? a->req->source : "list",
+             idx + 1, item);
+    if (!dev) {
+        kl_rc n = store_serial_normalize(ser ? ser : item, serial, sizeof serial);
+        if (n == KL_OK) {
+            TRY(sc_stmt(c, &q_rv_status, &st));
+            TRY(sc_text(st, 1, serial));
+            TRY(sc_step(st, &row, "read certificate"));
+            sc_done(st);
+            st = NULL;
+        }
+        ENSURE(n == KL_OK || !ser, KL_EINPUT, "%s: not a serial number", what);
+        if (row || ser) {
+            TRY(rv_one(c, a, serial, what));
+            goto out;
+        }
+        dev = item;
+    }
+    TRY(sc_stmt(c, &q_rv_device_cert, &st));
+    TRY(sc_text(st, 1, dev));
+    TRY(sc_step(st, &row, "read device"));
+    ENSURE(row && col_text(st, 0, NULL), KL_ENOTFOUND,
+           "%s: no certificate with that serial and no device with a certificate", what);
+    snprintf(serial, sizeof serial, "%s", col_text(st, 0, NULL));
+    sc_done(st);
+    st = NULL;
+    TRY(rv_one(c, a, serial, what));
+out:
+    sc_done(st);
+    return rc;
+}
+
+/* The serials of a batch (--issued-by --between), collected before any is changed. */
+static kl_rc rv_batch(store_conn *c, const rv_arg *a)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char **v = NULL;
+    size_t n = 0, cap = 0;
+    int row = 0;
+    TRY(sc_stmt(c, &q_rv_batch, &st));
+    TRY(sc_text(st, 1, a->req->issuer));
+    TRY(sc_int(st, 2, (int64_t)a->req->from));
+    TRY(sc_int(st, 3, (int64_t)a->req->until));
+    for (;;) {
+        TRY(sc_step(st, &row, "list the batch"));
+        if (!row) {
+            break;
+        }
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 1024;
+            char **nv = realloc(v, nc * sizeof *nv);
+            ENSURE(nv, KL_EINTERNAL, "out of memory");
+            v = nv;
+            cap = nc;
+        }
+        v[n] = strdup(col_text(st, 0, NULL) ? col_text(st, 0, NULL) : "");
+        ENSURE(v[n], KL_EINTERNAL, "out of memory");
+        n++;
+    }
+    sc_done(st);
+    st = NULL;
+    for (size_t i = 0; i < n; i++) {
+        TRY(rv_one(c, a, v[i], "batch"));
+    }
+out:
+    sc_done(st);
+    for (size_t i = 0; i < n; i++) {
+        free(v[i]);
+    }
+    free(v);
+    return rc;
+}
+
+static kl_rc rv_tx(store_conn *c, void *arg)
+{
+    rv_arg *a = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    memset(a->res, 0, sizeof *a->res); /* a retried transaction starts over */
+    if (a->req->issuer) {
+        TRY(rv_batch(c, a));
+    }
+    for (size_t i = 0; i < a->req->n_items; i++) {
+        TRY(rv_item(c, a, a->req->items[i], i));
+    }
+    for (size_t i = 0; i < a->res->n_issuers; i++) {
+        TRY(sc_stmt(c, &q_rv_epoch, &st));
+        TRY(sc_text(st, 1, a->res->issuers[i]));
+        TRY(sc_run(st, "bump revocation epoch"));
+    }
+out:
+    sc_done(st);
+    return rc;
+}
+
+kl_rc store_cert_revoke_many(store *s, const store_revoke_req *req, store_revoke_result *res)
+{
+    if (!s || !req || !res) {
+        return kl_fail(KL_EUSAGE, "store_cert_revoke_many: missing argument");
+    }
+    if (req->reason < -1 || req->reason > 10 || req->reason == 7) {
+        return kl_fail(KL_EINPUT, "invalid CRL reason code %d", req->reason);
+    }
+    if ((req->issuer == NULL) == (req->n_items == 0 && req->items == NULL) ||
+        (req->issuer && req->from > req->until)) {
+        return kl_fail(KL_EUSAGE, "store_cert_revoke_many: a list or an issuer and a period");
+    }
+    store_revoke_req r = *req;
+    if (!r.actor || !r.actor[0]) {
+        r.actor = "keyline";
+    }
+    if (!r.when) {
+        r.when = time(NULL);
+    }
+    rv_arg a = {&r, res};
+    return store_write(s, rv_tx, &a);
+}
+
+/* ---- the revoked certificates of an issuer, streamed ---- */
+
+typedef struct {
+    const char *issuer;
+    store_revoked_cb cb;
+    void *arg;
+} rs_arg;
+
+static kl_rc rs_tx(store_conn *c, void *arg)
+{
+    rs_arg *a = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    TRY(sc_stmt(c, &q_rv_stream, &st));
+    TRY(sc_text(st, 1, a->issuer));
+    for (;;) {
+        TRY(sc_step(st, &row, "list revoked certificates"));
+        if (!row) {
+            break;
+        }
+        store_revoked r = {.serial_hex = col_text(st, 0, NULL),
+                           .revoked_at = col_time(st, 1),
+                           .reason = col_isnull(st, 2) ? -1 : (int)col_int(st, 2)};
+        ENSURE(r.serial_hex, KL_EINTERNAL, "store: a revoked certificate without a serial");
+        TRY(a->cb(a->arg, &r));
+    }
+out:
+    sc_done(st);
+    return rc;
+}
+
+kl_rc store_revoked_stream(store *s, const char *issuer, store_revoked_cb cb, void *arg)
+{
+    if (!s || !issuer || !cb) {
+        return kl_fail(KL_EUSAGE, "store_revoked_stream: missing argument");
+    }
+    rs_arg a = {issuer, cb, arg};
+    return store_read(s, rs_tx, &a);
+}
+
+/* ---- CRL numbers taken only with the CRL ---- */
+
+static const store_q q_rn_peek = {"SELECT last FROM crl_numbers WHERE issuer = ?1", NULL};
+static const store_q q_rn_first = {
+    "INSERT INTO crl_numbers (issuer, last) VALUES (?1, ?2) ON CONFLICT (issuer) DO NOTHING", NULL};
+static const store_q q_rn_take = {
+    "UPDATE crl_numbers SET last = ?2 WHERE issuer = ?1 AND last = ?2 - 1", NULL};
+static const store_q q_rn_put = {
+    "INSERT INTO crls (issuer, number, this_update, next_update, der, created)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (issuer) DO UPDATE SET"
+    " number = excluded.number, this_update = excluded.this_update,"
+    " next_update = excluded.next_update, der = excluded.der,"
+    " created = excluded.created WHERE excluded.number > crls.number",
+    NULL};
+
+typedef struct {
+    const char *issuer;
+    int64_t out;
+} rn_peek_arg;
+
+static kl_rc rn_peek_tx(store_conn *c, void *arg)
+{
+    rn_peek_arg *a = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    TRY(sc_stmt(c, &q_rn_peek, &st));
+    TRY(sc_text(st, 1, a->issuer));
+    TRY(sc_step(st, &row, "read the CRL number"));
+    a->out = (row ? col_int(st, 0) : 0) + 1;
+out:
+    sc_done(st);
+    return rc;
+}
+
+kl_rc store_crl_number_peek(store *s, const char *issuer, int64_t *out)
+{
+    if (!s || !issuer || !issuer[0] || !out) {
+        return kl_fail(KL_EUSAGE, "store_crl_number_peek: missing argument");
+    }
+    rn_peek_arg a = {issuer, 0};
+    kl_rc rc = store_read(s, rn_peek_tx, &a);
+    *out = a.out;
+    return rc;
+}
+
+typedef struct {
+    const store_crl *crl;
+    const char *actor, *detail;
+} rn_commit_arg;
+
+static kl_rc rn_commit_tx(store_conn *c, void *arg)
+{
+    const rn_commit_arg *a = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    /* the number: the first of the issuer, or the one after the last taken; another CRL that
+     * took it meanwhile makes this one KL_EEXIST (nothing written) */
+    TRY(sc_stmt(c, &q_rn_first, &st));
+    TRY(sc_text(st, 1, a->crl->issuer));
+    TRY(sc_int(st, 2, a->crl->number));
+    TRY(sc_run(st, "take the CRL number"));
+    int first = a->crl->number == 1 && sc_changes(st) == 1;
+    if (!first) {
+        TRY(sc_stmt(c, &q_rn_take, &st));
+        TRY(sc_text(st, 1, a->crl->issuer));
+        TRY(sc_int(st, 2, a->crl->number));
+        TRY(sc_run(st, "take the CRL number"));
+        ENSURE(sc_changes(st) == 1, KL_EEXIST, "CRL number %lld of %s was taken meanwhile",
+               (long long)a->crl->number, a->crl->issuer);
+    }
+    TRY(sc_stmt(c, &q_rn_put, &st));
+    TRY(sc_text(st, 1, a->crl->issuer));
+    TRY(sc_int(st, 2, a->crl->number));
+    TRY(sc_int(st, 3, (int64_t)a->crl->this_update));
+    TRY(sc_int(st, 4, (int64_t)a->crl->next_update));
+    TRY(sc_blob(st, 5, a->crl->der, a->crl->der_len));
+    TRY(sc_int(st, 6, (int64_t)time(NULL)));
+    TRY(sc_run(st, "record CRL"));
+    TRY(st_audit_append_tx(c, a->actor, "crl", a->detail));
+out:
+    sc_done(st);
+    return rc;
+}
+
+kl_rc store_crl_commit(store *s, const store_crl *crl, const char *actor, const char *detail)
+{
+    if (!s || !crl || !crl->issuer || !crl->issuer[0] || !crl->der || !crl->der_len || !detail) {
+        return kl_fail(KL_EUSAGE, "store_crl_commit: missing argument");
+    }
+    if (crl->number < 1 || crl->next_update <= crl->this_update || crl->der_len > STORE_CRL_MAX) {
+        return kl_fail(KL_EINPUT, "CRL %lld of %s: bad number, times or size (%zu bytes)",
+                       (long long)crl->number, crl->issuer, crl->der_len);
+    }
+    rn_commit_arg a = {crl, actor && actor[0] ? actor : "keyline", detail};
+    return store_write(s, rn_commit_tx, &a);
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Mass revocation (issue 17 item 2) and the streamed CRL (item 1), checked with openssl and
+# certtool:
+#   - keyline-ca revoke --from FILE (serials in any case, with or without "serial:", comments):
+#     one transaction, one audit entry per certificate, one CRL after, every entry in it with
+#     its reason, in serial order, the CRL verifying against the CA;
+#   - a list naming an unknown certificate is refused whole: nothing revoked, no CRL;
+#   - --issued-by LABEL --between T1 T2 revokes exactly the batch issued in that period;
+#   - a CRL whose signing fails in the token (tests/tools/p11_fault.c) uses no CRL number.
+set -euo pipefail
+. "$(dirname "$0")/est_common.sh"
+
+crl_number() { openssl crl -in "$1" -noout -crlnumber | sed 's/.*=//'; }
+crl_count() { openssl crl -in "$1" -noout -text | grep -c "Serial Number:"; }
+revokes() { kca audit list 2>/dev/null | grep -c " revoke " || true; }
+
+est_setup_ca
+new_csr dev "/CN=mass-dev"
+for i in $(seq 1 24); do
+    kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --out "$D/a$i.pem" >/dev/null
+done
+{
+    echo "# bad batch 7"
+    for i in $(seq 1 12); do serial_of "$D/a$i.pem"; done | tr 'A-F' 'a-f'
+    echo "serial:$(serial_of "$D/a13.pem")   # explicit"
+    echo
+} > "$D/list.txt"
+n0=$(revokes)
+
+# a list with one unknown serial: refused whole
+cp "$D/list.txt" "$D/bad.txt"
+echo "DEADBEEF0001" >> "$D/bad.txt"
+if kca revoke --from "$D/bad.txt" --reason keyCompromise > "$D/bad.out" 2>&1; then
+    die "a list with an unknown serial was accepted"
+fi
+grep -q "bad.txt item 14" "$D/bad.out" || die "the refusal does not say which item: $(cat "$D/bad.out")"
+[ "$(revokes)" = "$n0" ] || die "a refused list revoked something"
+kca list --status revoked --issuer field1 --json | grep -q serial && die "revoked rows after a refused list"
+ok "a list naming an unknown certificate is refused whole (item 14 named), nothing revoked"
+
+kca revoke --from "$D/list.txt" --reason keyCompromise > "$D/r.out" 2> "$D/r.err" || die "revoke --from: $(cat "$D/r.err")"
+grep -q "revoked 13 certificates" "$D/r.out" || die "revoke --from said: $(cat "$D/r.out")"
+[ "$(grep -c "published CRL number" "$D/r.err")" = 1 ] || die "not one CRL after the list: $(cat "$D/r.err")"
+[ $(( $(revokes) - n0 )) = 13 ] || die "audit: $(( $(revokes) - n0 )) revoke entries for 13 certificates"
+kca audit verify > /dev/null || die "audit chain"
+kca crl --issuer field1 --out "$D/c1.pem" 2>/dev/null
+openssl crl -in "$D/c1.pem" -CAfile "$D/field1.pem" -noout -verify 2>&1 | grep -q "verify OK" ||
+    die "CRL does not verify: $(openssl crl -in "$D/c1.pem" -CAfile "$D/field1.pem" -noout -verify 2>&1)"
+[ "$(crl_count "$D/c1.pem")" = 13 ] || die "CRL has $(crl_count "$D/c1.pem") entries, expected 13"
+[ "$(openssl crl -in "$D/c1.pem" -noout -text | grep -c "Key Compromise")" = 13 ] || die "reasons missing"
+openssl crl -in "$D/c1.pem" -noout -text | awk '/Serial Number:/ {print $3}' > "$D/order"
+for i in $(seq 1 13); do serial_of "$D/a$i.pem"; done > "$D/want"
+python3 - "$D/order" "$D/want" <<'PY' || die "CRL entries not the 13 revoked, in serial order"
+import sys
+got = [int(l, 16) for l in open(sys.argv[1]) if l.strip()]
+want = sorted(int(l, 16) for l in open(sys.argv[2]) if l.strip())
+sys.exit(0 if got == want else 1)
+PY
+certtool --crl-info --infile "$D/c1.pem" > "$D/certtool.txt" 2>&1 || die "certtool: $(cat "$D/certtool.txt")"
+grep -q "Revoked certificates (13)" "$D/certtool.txt" || die "certtool: $(head -20 "$D/certtool.txt")"
+ok "revoke --from: 13 revoked in one run, 13 audit entries, one CRL; the CRL verifies (openssl), 13 entries in serial order with keyCompromise, certtool reads it"
+
+# the batch: issued in [T1, T2] only
+sleep 1.1
+t1=$(date +%s)
+for i in $(seq 1 5); do
+    kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --out "$D/b$i.pem" >/dev/null
+done
+t2=$(date +%s)
+sleep 1.1
+kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --out "$D/after.pem" >/dev/null
+kca revoke --issued-by field1 --between "@$t1" "@$t2" --reason superseded > "$D/b.out" 2>&1 ||
+    die "revoke --issued-by: $(cat "$D/b.out")"
+grep -q "revoked 5 certificates" "$D/b.out" || die "batch: $(cat "$D/b.out")"
+kca crl --issuer field1 --out "$D/c2.pem" 2>/dev/null
+[ "$(crl_count "$D/c2.pem")" = 18 ] || die "CRL after the batch has $(crl_count "$D/c2.pem") entries"
+kca show --serial "$(serial_of "$D/after.pem")" | grep -q "valid" || die "a certificate after T2 was revoked"
+kca show --serial "$(serial_of "$D/a24.pem")" | grep -q "valid" || die "a certificate before T1 was revoked"
+kca revoke --issued-by field1 --between "@$((t2 + 10))" "@$t1" > /dev/null 2>&1 && die "T1 > T2 accepted"
+kca revoke --issued-by nosuch --between 2026-01-01 2026-01-02 > /dev/null 2>&1 && die "unknown CA accepted"
+kca revoke --issued-by field1 > /dev/null 2>&1 && die "--issued-by without --between accepted"
+ok "revoke --issued-by field1 --between T1 T2: exactly the 5 issued in the period; bad periods refused"
+
+# a CRL that fails in the token uses no number
+FAULT_MOD=$KL_BUILD/lib/p11_fault.so
+[ -f "$FAULT_MOD" ] || die "no $FAULT_MOD"
+export KL_P11_FAULT_FILE=$D/p11-fault KL_P11_FAULT_MODULE=$KL_MODULE
+sed -i "s|^module = .*|module = $FAULT_MOD|" "$KL_CONF"
+before=$(crl_number "$D/c2.pem")
+echo "C_Sign CKR_DEVICE_ERROR" > "$KL_P11_FAULT_FILE"
+kca crl --issuer field1 --out "$D/fail.pem" > /dev/null 2>&1 && die "CRL signed through a failing token"
+rm -f "$KL_P11_FAULT_FILE"
+kca crl --issuer field1 --out "$D/c3.pem" 2>/dev/null
+after=$(crl_number "$D/c3.pem")
+[ $(( 0x$after )) = $(( 0x$before + 1 )) ] || die "CRL number $before -> $after: the failed CRL used one"
+ok "a CRL whose signing failed in the token used no CRL number ($before -> $after)"
