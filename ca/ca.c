@@ -64,8 +64,7 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
     pthread_mutex_init(&ca->tok_mu, NULL);
     ca->conf = conf;
 
-    store_path = kl_conf_path(conf, "store", "path");
-    ENSURE(store_path, KL_EUSAGE, "%s: [store] path is not set", kl_conf_file(conf));
+    TRY(store_conf_dsn(conf, &store_path));
     TRY(store_open(&ca->st, store_path));
 
     ca->tpl_dir = ca_templates_dir(conf);
@@ -296,7 +295,7 @@ static void ca_entry_swap_cert(ca_ctx *ca, ca_entry *e, X509 **x)
 /* Whether CA `label`'s key may be used at all, from its store record (`rec`, or read when
  * NULL): a retired CA's key is destroyed and it signs nothing more (issue, CRL, OCSP); an
  * external CA's and a rollover certificate's key is not keyline's. */
-static kl_rc ca_key_usable(ca_ctx *ca, const char *label, const store_ca *rec)
+kl_rc ca_key_usable(ca_ctx *ca, const char *label, const store_ca *rec)
 {
     store_ca own;
     memset(&own, 0, sizeof own);

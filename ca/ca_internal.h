@@ -121,6 +121,9 @@ kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
 kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const X509_NAME *name,
                  hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out,
                  EVP_PKEY **priv_out) KL_WUR;
+/* KL_EPOLICY with the reason when CA `label` signs nothing (retired: its key destroyed;
+ * external; a rollover certificate), from its record `rec` or, when NULL, the store's. */
+kl_rc ca_key_usable(ca_ctx *ca, const char *label, const store_ca *rec) KL_WUR;
 /* Store a recorded CA's certificate on its token beside its key (hsm_cert_put): KL_OK, or the
  * error saying the CA is recorded but the token lacks its certificate. */
 kl_rc ca_cert_to_token(ca_ctx *ca, const char *label, X509 *cert) KL_WUR;

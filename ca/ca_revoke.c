@@ -247,6 +247,8 @@ static kl_rc ca_ocsp_sign(ca_ctx *ca, const char *issuer, OCSP_BASICRESP *bs, ti
         ENSURE(extra, KL_EINTERNAL, "out of memory");
     } else {
         ERR_clear_error();
+        /* a retired CA's key is gone (read every time: a long-running process may hold it) */
+        TRY(ca_key_usable(ca, issuer, NULL));
         TRY(ca_entry_get(ca, issuer, 1, &signer));
         flags |= OCSP_NOCERTS;
     }

@@ -174,3 +174,125 @@ out:
     }
     return rc;
 }
+
+/* ---- retirement ---------------------------------------------------------------------------- */
+
+/* KL_EPOLICY when an active CA is directly below `label` (its OCSP signer aside): retiring the
+ * parent first would leave it unable to renew anything. */
+static kl_rc ca_retire_children(ca_ctx *ca, const char *label)
+{
+    kl_rc rc = KL_OK;
+    store_ca *list = NULL;
+    size_t n = 0;
+    TRY(store_ca_list(ca->st, &list, &n));
+    for (size_t i = 0; i < n; i++) {
+        ENSURE(!list[i].parent || strcmp(list[i].parent, label) != 0 ||
+                   strcmp(list[i].status, CA_ST_ACTIVE) != 0 ||
+                   ca_is_ocsp_signer_label(list[i].label),
+               KL_EPOLICY,
+               "CA '%s' still has the active CA '%s' below it: rotate that one under the "
+               "successor and retire it first (docs/key-ceremony.md \"Retiring a CA\")",
+               label, list[i].label);
+    }
+out:
+    store_ca_list_free(list, n);
+    return rc;
+}
+
+static int ca_retire_last(void *arg, const store_cert *c)
+{
+    time_t *last = arg;
+    if (c->not_after > *last) {
+        *last = c->not_after;
+    }
+    return 0;
+}
+
+/* 9999-12-31T23:59:59Z (RFC 5280 4.1.2.5: no well-defined expiration date) */
+#define CA_TIME_MAX ((time_t)253402300799LL)
+
+/* The final CRL's nextUpdate: a day past the last notAfter of what `label` issued (RFC 5280
+ * 5.1.2.5: relying parties look for a newer CRL at nextUpdate; none will come), at most
+ * 9999-12-31T23:59:59Z, and never before a normal CRL's. */
+static kl_rc ca_retire_until(ca_ctx *ca, const char *label, time_t *until)
+{
+    time_t last = 0;
+    kl_rc rc = store_cert_list(ca->st, NULL, label, ca_retire_last, &last);
+    if (rc == KL_OK) {
+        *until = last > CA_TIME_MAX - 86400 ? CA_TIME_MAX : last + 86400;
+        if (*until < time(NULL) + ca->crl_days * 86400) {
+            *until = time(NULL) + ca->crl_days * 86400;
+        }
+    }
+    return rc;
+}
+
+/* Destroy the key of `label` in its token; gone already is fine when `again`. */
+static kl_rc ca_retire_key(ca_ctx *ca, const char *label, int again)
+{
+    hsm_ctx *h = NULL;
+    kl_rc rc = ca_hsm_of(ca, label, &h);
+    if (rc == KL_OK) {
+        rc = hsm_key_destroy(h, label);
+    }
+    if (rc == KL_ENOTFOUND && again) {
+        rc = KL_OK;
+    }
+    if (rc != KL_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", kl_errmsg());
+        rc = kl_fail(rc,
+                     "CA '%s' is retired, but its key could not be destroyed: %s (run keyline-ca "
+                     "ca retire --label %s again with its token)",
+                     label, why, label);
+    }
+    return rc;
+}
+
+kl_rc ca_retire(ca_ctx *ca, const ca_retire_req *req, X509_CRL **final_crl)
+{
+    kl_rc rc = KL_OK;
+    store_ca rec;
+    X509_CRL *crl = NULL;
+    time_t until = 0;
+    char detail[300], when[32];
+    memset(&rec, 0, sizeof rec);
+    if (final_crl) {
+        *final_crl = NULL;
+    }
+    ENSURE(ca->hsm, KL_EUSAGE, "retiring a CA needs the token");
+    ENSURE(req->label, KL_EUSAGE, "retiring needs the CA's label");
+    TRY(store_ca_get(ca->st, req->label, &rec));
+    ENSURE(!ca_is_ocsp_signer_label(req->label), KL_EPOLICY,
+           "'%s' is a delegated OCSP signer: it ends with its CA, or when its short life ends",
+           req->label);
+    if (strcmp(rec.status, CA_ST_RETIRED) == 0) { /* an earlier run stopped before the key */
+        TRY(ca_retire_key(ca, req->label, 1));
+        goto out;
+    }
+    ENSURE(strcmp(rec.status, CA_ST_ACTIVE) == 0, KL_EPOLICY,
+           "CA '%s' is %s: only an active CA "
+           "can be retired",
+           req->label, rec.status);
+    TRY(ca_retire_children(ca, req->label));
+    /* while the key still signs: OCSP for what it issued goes on without it */
+    TRY(ca_ocsp_signer_final(ca, req->label, req->actor));
+    TRY(ca_retire_until(ca, req->label, &until));
+    TRY(ca_crl_until(ca, req->label, until, &crl));
+    struct tm tm;
+    gmtime_r(&until, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(detail, sizeof detail, "label=%s final-crl-next-update=%s key=destroyed", req->label,
+             when);
+    TRY(store_ca_status_set(ca->st, req->label, CA_ST_ACTIVE, CA_ST_RETIRED,
+                            req->actor ? req->actor : "keyline", "ca-retire", detail));
+    TRY(ca_retire_key(ca, req->label, 0));
+    if (final_crl) {
+        *final_crl = crl;
+        crl = NULL;
+    }
+out:
+    X509_CRL_free(crl);
+    store_ca_free(&rec);
+    return rc;
+}

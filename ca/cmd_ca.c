@@ -259,6 +259,48 @@ out:
     return rc;
 }
 
+static kl_rc cmd_ca_retire(cli *c, int argc, char **argv)
+{
+    kl_rc rc = KL_OK;
+    ca_retire_req req = {.actor = c->actor};
+    ca_ctx *ca = NULL;
+    X509_CRL *crl = NULL;
+    static const struct option opts[] = {{"label", required_argument, NULL, 'l'},
+                                         {NULL, 0, NULL, 0}};
+    int ch;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, "l:", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'l': req.label = optarg; break;
+        default: return kl_fail(KL_EUSAGE, "ca retire: bad option (see --help)");
+        }
+    }
+    ENSURE(req.label && optind == argc, KL_EUSAGE, "ca retire needs --label L");
+    TRY(cli_open(c, 1, &ca));
+    TRY(ca_retire(ca, &req, &crl));
+    if (crl) {
+        ASN1_INTEGER *num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
+        char until[32] = "?";
+        struct tm tm;
+        if (ASN1_TIME_to_tm(X509_CRL_get0_nextUpdate(crl), &tm)) {
+            strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        }
+        fprintf(stderr,
+                "keyline-ca: CA '%s' retired: final CRL number %lld (nextUpdate %s) published, "
+                "its key destroyed in the token\n",
+                req.label, num ? (long long)ASN1_INTEGER_get(num) : -1LL, until);
+        ASN1_INTEGER_free(num);
+        PEM_write_X509_CRL(stdout, crl);
+    } else {
+        fprintf(stderr, "keyline-ca: CA '%s' was retired already; its key is gone now\n",
+                req.label);
+    }
+out:
+    X509_CRL_free(crl);
+    ca_close(ca);
+    return rc;
+}
+
 static const cli_cmd cmd_ca_table[] = {
     {"create", cmd_ca_create,
      "--label L --template T --subject \"CN=...,O=...\" [--key-type " CLI_KEY_TYPES_BAR "] "
@@ -274,6 +316,9 @@ static const cli_cmd cmd_ca_table[] = {
      "--label OLD --new-label NEW [--issuer PARENT] [--key-type K] [--token URI]",
      "new CA key in the token, certified by the parent's successor (or --issuer); for a root "
      "the NewWithOld/OldWithNew rollover certificates"},
+    {"retire", cmd_ca_retire, "--label L",
+     "final CRL (past the last expiry of what L issued), L's key destroyed: L signs nothing "
+     "more"},
     {NULL, NULL, NULL, NULL},
 };
 

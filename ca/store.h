@@ -95,9 +95,18 @@ typedef struct {
 
 typedef int (*store_cert_cb)(void *arg, const store_cert *c); /* return non-zero to stop */
 
-/* `path`: a file path (SQLite) or "sqlite:PATH". Creates the schema when new.
- * Errors: KL_EIO (cannot open/create), KL_EINPUT (not a keyline store / newer schema). */
+/* `path`: a file path (SQLite), "sqlite:PATH", or a libpq URL "postgresql://..." (or
+ * "postgres://"; docs/internals/store.md "PostgreSQL"). Creates the schema when new.
+ * Errors: KL_EIO (cannot open/create), KL_EINPUT (not a keyline store / newer schema),
+ * KL_EUNAVAIL (the database server cannot be reached now). Any store_* call on a PostgreSQL
+ * store may return KL_EUNAVAIL "store unavailable: ..." while the server is away: nothing of
+ * that call was committed; the next call reconnects by itself. */
 kl_rc store_open(store **out, const char *path) KL_WUR;
+/* The DSN keyline.conf names: [store] url (postgresql://...) or [store] path (a file,
+ * relative to the configuration's folder; a value with a scheme is taken as written). *out is
+ * the caller's (free). KL_EUSAGE when neither or both are set. */
+struct kl_conf;
+kl_rc store_conf_dsn(const struct kl_conf *conf, char **out) KL_WUR;
 void store_close(store *s);
 
 /* --- CA records --- */
@@ -114,6 +123,11 @@ kl_rc store_ca_get(store *s, const char *label, store_ca *out) KL_WUR; /* KL_ENO
 kl_rc store_ca_recert(store *s, const char *label, const uint8_t *der, size_t len,
                       const char *actor, const char *detail) KL_WUR;
 kl_rc store_ca_list(store *s, store_ca **out, size_t *n) KL_WUR;
+/* Set the status of CA record `label` from `from` to `to` ("active" -> "retired") and append
+ * the audit entry actor/action/detail, in one write transaction (ca/store_ca_status.c).
+ * KL_EPOLICY when the record is not `from` (unknown label, or changed meanwhile). */
+kl_rc store_ca_status_set(store *s, const char *label, const char *from, const char *to,
+                          const char *actor, const char *action, const char *detail) KL_WUR;
 void store_ca_free(store_ca *ca);
 
 /* --- certificates ---

@@ -114,7 +114,9 @@ static kl_rc cad_rev_ca(cad_rev *r, const char *label, int *signs)
     int issuing = rc == KL_OK && !ca_is_ocsp_signer_label(label) &&
                   !ca_is_firmware_template(rec.template_name) &&
                   !(rec.status && strcmp(rec.status, "rollover") == 0);
-    *signs = issuing && (r->all_keys || (rec.parent && *rec.parent));
+    /* a retired CA signs nothing more: its final CRL is served as published */
+    int live = rec.status && strcmp(rec.status, "active") == 0;
+    *signs = issuing && live && (r->all_keys || (rec.parent && *rec.parent));
     store_ca_free(&rec);
     if (rc == KL_ENOTFOUND || (rc == KL_OK && !issuing)) {
         return kl_fail(KL_ENOTFOUND, "no issuing CA labelled '%s'", label);
@@ -318,6 +320,7 @@ static void cad_rev_upkeep(cad_rev *r, time_t now)
             for (size_t i = 0; i < n; i++) {
                 int signs = 0, renewed = 0;
                 if (cad_rev_ca(r, cas[i].label, &signs) != KL_OK ||
+                    strcmp(cas[i].status, "retired") == 0 || /* its signer lives out */
                     !ca_ocsp_signer_due(r->d->ca, cas[i].label, NULL)) {
                     continue;
                 }
