@@ -129,6 +129,9 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"station", "matter-iterations", "10000", NULL, 0},
     {"station", "matter-keep-passcode", "no", NULL, 0},
     {"station", "labels", NULL, NULL, P},
+    {"station", "id", NULL, NULL, 0},
+    {"station", "dashboard", NULL, NULL, 0},
+    {"station", "dashboard-users", NULL, NULL, P},
 
     /* every daemon (kl_log_configure) */
     {"log", "format", "text", NULL, 0},

@@ -3,6 +3,7 @@
  *   keyline-provision -c keyline.conf --port DEV [--port DEV ...] [--mode csr|inject]
  *                     [--count N] [--watch] [--watch-glob PATTERN]
  *                     [--reprovision --reason R] [--results FILE]
+ *                     [--dashboard [HOST:]PORT]
  *
  * main only parses arguments, loads the config and hands over to st_station, which asks
  * keyline-cad for everything the CA does: the station holds no PIN, token or store. */
@@ -22,6 +23,7 @@
 #include "kl_notify.h"
 #include "kl_version.h"
 #include "st.h"
+#include "st_dash.h"
 
 static st_station *g_station;
 
@@ -55,6 +57,9 @@ static void usage(FILE *f)
         "                         keyCompromise, cessationOfOperation, affiliationChanged,\n"
         "                         unspecified)\n"
         "  -r, --results FILE     append one JSON line per device (default [station] results)\n"
+        "  -d, --dashboard ADDR   serve the operator dashboard (web page, live updates,\n"
+        "                         /metrics) on ADDR: PORT or 127.0.0.1:PORT (loopback),\n"
+        "                         HOST:PORT to serve others; default [station] dashboard\n"
         "  -v, --verbose          debug logging\n"
         "  -V, --version          print the version\n"
         "  -h, --help             this text\n"
@@ -66,7 +71,8 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *conf_path = kl_conf_default_path(), *mode = NULL, *reason = NULL, *results = NULL;
-    const char *watch_glob = NULL;
+    const char *watch_glob = NULL, *dashboard = NULL;
+    st_dash *dash = NULL;
     const char *ports[ST_MAX_FIXTURES];
     size_t nports = 0;
     long count = 0;
@@ -87,13 +93,14 @@ int main(int argc, char **argv)
         {"reprovision", no_argument, NULL, OPT_REPROVISION},
         {"reason", required_argument, NULL, OPT_REASON},
         {"results", required_argument, NULL, 'r'},
+        {"dashboard", required_argument, NULL, 'd'},
         {"verbose", no_argument, NULL, 'v'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
-    while ((c = getopt_long(argc, argv, "c:p:m:n:wr:vVh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:p:m:n:wr:d:vVh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': conf_path = optarg; break;
         case 'p':
@@ -119,6 +126,7 @@ int main(int argc, char **argv)
         case OPT_REPROVISION: reprovision = 1; break;
         case OPT_REASON: reason = optarg; break;
         case 'r': results = optarg; break;
+        case 'd': dashboard = optarg; break;
         case 'v': kl_log_set_level(KL_LOG_DEBUG); break;
         case 'V': kl_version_print("keyline-provision"); return 0;
         case 'h': usage(stdout); return 0;
@@ -221,6 +229,14 @@ int main(int argc, char **argv)
             kl_info("station: revoked %u abandoned pending certificate(s)", n);
         }
     }
+    if (dashboard || st.cfg.dashboard) {
+        rc = st_dash_start(&st, dashboard ? dashboard : st.cfg.dashboard, st.cfg.dashboard_users,
+                           &dash);
+        if (rc != KL_OK) {
+            goto out;
+        }
+        kl_info("station: dashboard on http://%s/", st_dash_address(dash));
+    }
     for (size_t i = 0; i < nports; i++) {
         rc = st_station_add_port(&st, ports[i], 0);
         if (rc != KL_OK) {
@@ -252,6 +268,7 @@ out:
         exit_code = kl_rc_exit(rc);
     }
     g_station = NULL;
+    st_dash_stop(dash);
     if (st_ready) {
         st.stop = 1;
         st_station_free(&st);

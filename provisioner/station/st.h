@@ -24,8 +24,10 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 
 #include "cac.h"
+#include "kl_buf.h"
 #include "kl_conf.h"
 #include "kl_err.h"
 #include "kl_proto.h"
@@ -54,6 +56,9 @@ typedef struct {
     /* [station] firmware-keys (st_firmware.c): P-256 points sent with PUTTRUST */
     uint8_t fw_keys[2][KL_PROTO_PUB_LEN];
     size_t nfw_keys;
+    char station_id[65];   /* [station] id: the production orders this station works under */
+    char *dashboard;       /* [station] dashboard: listen address (malloc'd), NULL: none */
+    char *dashboard_users; /* [station] dashboard-users: operators' htpasswd file, NULL: none */
 } st_config;
 
 /* Fill cfg from [station]. KL_EUSAGE/KL_EINPUT naming the key on a bad value. */
@@ -217,6 +222,7 @@ typedef struct {
     char error[512];
     int phase;             /* where it stopped */
     long ms[ST_PH__COUNT]; /* time per phase */
+    unsigned ran;          /* bit (1 << phase) for each phase that completed */
     long total_ms;
     uint64_t bytes_tx, bytes_rx; /* this device only */
     unsigned retransmits;
@@ -267,6 +273,9 @@ int st_want_deliver(const st_flow *f);
 /* The troubleshooting hint (docs/station.md section 7, "what to do") for a failure message;
  * a static string, never NULL. */
 const char *st_hint(const char *error);
+/* The hint table, row by row (tests check each hint against docs/station.md). */
+size_t st_hint_count(void);
+const char *st_hint_at(size_t i, const char **pattern);
 
 /* ---- the station -------------------------------------------------------------------------- */
 
@@ -284,6 +293,20 @@ typedef struct {
     long total_ms;
 } st_last;
 
+/* What a fixture is doing, for the dashboard (st_dash.c); a device in progress is WORKING. */
+typedef enum {
+    ST_FX_OPENING = 0,
+    ST_FX_NOPORT,  /* the port cannot be opened (retrying) */
+    ST_FX_WAITING, /* no device */
+    ST_FX_WORKING, /* a device in progress (phase >= 0) */
+    ST_FX_DONE,    /* the device finished and is still attached */
+    ST_FX_PAUSED,  /* an operator paused the fixture: no new device starts */
+    ST_FX_BLOCKED, /* a device waits: the production order does not allow it */
+    ST_FX_GONE,    /* the thread ended: port gone or station stopping */
+    ST_FX__COUNT
+} st_fx_state;
+const char *st_fx_state_name(st_fx_state s);
+
 typedef struct st_fixture {
     struct st_station *st;
     char path[PATH_MAX];
@@ -297,12 +320,72 @@ typedef struct st_fixture {
     char status[160];
     long t0_ms;
     unsigned n_ok, n_fail;
+    st_fx_state state;
+    int paused;            /* set by an operator on the dashboard */
     const char *step;      /* the flow step running (st_flow_steps' name), NULL between devices */
     long step_ms;          /* when it started (st_now_ms) */
     st_last last;          /* the last device this fixture finished */
     long claim_ms;         /* when this fixture's device claim was last written (st_now_ms) */
     char claim_where[128]; /* the fixture in claims: its port path (unique in the process) */
 } st_fixture;
+
+/* ---- what the dashboard and /metrics show (st_stats.c); under st->mu --------------------- */
+
+#define ST_FAILS_KEPT 10   /* the last failures, with their hints */
+#define ST_RATE_KEPT 4096  /* the last successes' times, for devices per hour */
+#define ST_HIST_BUCKETS 11 /* phase duration histogram bounds (st_hist_le), then +Inf */
+extern const double st_hist_le[ST_HIST_BUCKETS];
+
+typedef struct {
+    long long unix_ms;
+    char fixture[64];
+    char serial[KL_PROTO_SERIAL_MAX + 1];
+    int phase;
+    char error[512];
+    const char *hint;
+} st_fail_rec;
+
+typedef struct {
+    long long started_unix_ms; /* the station started */
+    long long first_unix_ms;   /* the first device of this run started (0: none yet) */
+    long ok, failed;
+    long long ok_times[ST_RATE_KEPT]; /* a ring */
+    size_t ok_next, ok_n;
+    uint64_t *seen; /* hashes of the hardware serials seen (open addressing, 0 = empty) */
+    size_t seen_cap, seen_n;
+    long first_ok;                    /* devices whose first attempt in this run succeeded */
+    st_fail_rec fails[ST_FAILS_KEPT]; /* a ring */
+    size_t fail_next, fail_n;
+    unsigned long hist[ST_PH__COUNT][ST_HIST_BUCKETS + 1];
+    double hist_sum[ST_PH__COUNT];
+    unsigned long hist_n[ST_PH__COUNT];
+} st_stats;
+
+/* Count a finished device (fixture name, outcome, when it finished). */
+void st_stats_record(st_stats *s, const char *fixture, const st_outcome *o, long long unix_ms);
+/* Successes per hour over the last hour (or since the first device, if later). */
+double st_stats_per_hour(const st_stats *s, long long now_unix_ms);
+/* First-pass yield: devices whose first attempt succeeded / devices seen; 0 when none yet. */
+int st_stats_fpy(const st_stats *s, double *out);
+void st_stats_free(st_stats *s);
+/* Wall-clock milliseconds. */
+long long st_unix_ms(void);
+
+/* ---- the production order (st_order.c; docs/station.md "Production orders") --------------- */
+
+/* What keyline-cad says of this station's order ([station] id), under st->mu. */
+typedef struct {
+    int have; /* an order was found for [station] id */
+    char id[40];
+    char model[65];
+    char state[16]; /* open, exhausted, expired, closed */
+    long count, issued;
+    char expires[32]; /* ISO 8601 UTC */
+    char why[256];    /* set: the station starts no device (the dashboard shows it) */
+    long checked_ms;  /* st_now_ms of the last answer */
+} st_order_view;
+
+struct st_dash;
 
 typedef struct st_station {
     cac *cac; /* keyline-cad: every certificate, inventory row, claim and revocation */
@@ -330,6 +413,11 @@ typedef struct st_station {
     long claim_lease_s; /* >= ST_CLAIM_LEASE_S and longer than any one phase can take */
     int results_fd;
     st_matter_cfg matter; /* [station] matter, matter-vid ... labels (st_matter.h) */
+    /* the dashboard's view, under mu: `version` changes with every update it shows */
+    unsigned long version;
+    st_stats stats;
+    struct st_dash *dash; /* NULL: no dashboard */
+    st_order_view order;
 } st_station;
 
 /* Load [station], connect to keyline-cad (st_cad_open) and fetch the chain (st_cad_chain).
@@ -354,6 +442,11 @@ void st_event(st_station *st, int error, const char *fmt, ...) KL_PRINTF(3, 4);
 void st_fixture_progress(st_fixture *fx, int phase, const char *fmt, ...) KL_PRINTF(3, 4);
 /* The flow step a fixture runs (a static name; NULL: none). */
 void st_fixture_step(st_fixture *fx, const char *step);
+/* No device in progress on fx: state and status text (a progress update with phase -1 says
+ * ST_FX_WAITING). */
+void st_fixture_idle(st_fixture *fx, st_fx_state state, const char *fmt, ...) KL_PRINTF(3, 4);
+/* Pause or resume a fixture by name (the dashboard). KL_ENOTFOUND for an unknown name. */
+kl_rc st_station_pause(st_station *st, const char *name, int paused, const char *who) KL_WUR;
 
 /* Claim a hardware serial in the store for fixture `fx` (NULL: the pending sweep) before
  * deciding anything about the device; a flow keeps it with st_station_claim_keep before each
@@ -395,6 +488,13 @@ kl_rc st_cad_release(st_station *st, const char *serial, const char *where) KL_W
  * superseded, cessationOfOperation. -1 for any other. */
 int st_reason_from_name(const char *name);
 const char *st_reason_name(int reason);
+
+/* The order as the dashboard shows it (null without [station] id); caller holds st->mu. */
+json_t *st_order_json(const st_station *st);
+/* keyline_station_order_* gauges (nothing without an order); caller holds st->mu. */
+kl_rc st_order_metrics(const st_station *st, kl_buf *out) KL_WUR;
+/* Close this station's order (an operator on the dashboard). */
+kl_rc st_order_close(st_station *st, const char *who) KL_WUR;
 
 /* Build the JSON line for an outcome (malloc'd, with trailing newline). Exposed for tests. */
 char *st_result_json(const st_outcome *o, const char *fixture, long long unix_ms);

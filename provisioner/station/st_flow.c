@@ -770,6 +770,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
         } else if (s->phase != ST_PH_HELLO) {
             /* ms.hello is the HELLO exchange itself (the fixture thread times it) */
             o->ms[s->phase] += st_now_ms() - t;
+            o->ran |= 1u << s->phase;
         }
     }
     st_fixture_step(fx, NULL);

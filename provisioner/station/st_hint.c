@@ -63,3 +63,17 @@ const char *st_hint(const char *error)
     }
     return "see docs/station.md section 7 (Troubleshooting) for the message";
 }
+
+size_t st_hint_count(void)
+{
+    return sizeof st_hints / sizeof st_hints[0];
+}
+
+const char *st_hint_at(size_t i, const char **pattern)
+{
+    if (i >= st_hint_count()) {
+        return NULL;
+    }
+    *pattern = st_hints[i].pattern;
+    return st_hints[i].hint;
+}

@@ -97,6 +97,20 @@ kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
     }
     ENSURE(cfg->cad, KL_EINTERNAL, "out of memory");
     TRY(kl_conf_get_long(conf, "station", "cad-timeout", 30, 1, 600, &cfg->cad_timeout));
+    v = kl_conf_get(conf, "station", "id");
+    if (v) {
+        ENSURE(*v && strlen(v) < sizeof cfg->station_id &&
+                   strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+                       strlen(v),
+               KL_EUSAGE, "%s: [station] id must be 1..64 letters, digits, '.', '_' or '-'", file);
+        snprintf(cfg->station_id, sizeof cfg->station_id, "%s", v);
+    }
+    v = kl_conf_get(conf, "station", "dashboard");
+    if (v && *v) {
+        cfg->dashboard = strdup(v);
+        ENSURE(cfg->dashboard, KL_EINTERNAL, "out of memory");
+    }
+    cfg->dashboard_users = kl_conf_path(conf, "station", "dashboard-users");
 out:
     return rc;
 }
@@ -107,6 +121,10 @@ void st_config_free(st_config *cfg)
     cfg->results = NULL;
     free(cfg->cad);
     cfg->cad = NULL;
+    free(cfg->dashboard);
+    cfg->dashboard = NULL;
+    free(cfg->dashboard_users);
+    cfg->dashboard_users = NULL;
 }
 
 /* ---- HELLO -------------------------------------------------------------------------------- */

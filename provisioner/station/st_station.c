@@ -115,9 +115,11 @@ void st_fixture_progress(st_fixture *fx, int phase, const char *fmt, ...)
     }
     pthread_mutex_lock(&st->mu);
     fx->phase = phase;
+    fx->state = phase >= 0 ? ST_FX_WORKING : ST_FX_WAITING;
     if (fmt) {
         snprintf(fx->status, sizeof fx->status, "%s", text);
     }
+    st->version++;
     pthread_mutex_unlock(&st->mu);
     if (!st->display_tty && fmt && phase >= 0) {
         kl_info("%s: %s: %s", fx->name, fx->serial, text);
@@ -129,7 +131,53 @@ void st_fixture_step(st_fixture *fx, const char *step)
     pthread_mutex_lock(&fx->st->mu);
     fx->step = step;
     fx->step_ms = st_now_ms();
+    fx->st->version++;
     pthread_mutex_unlock(&fx->st->mu);
+}
+
+void st_fixture_idle(st_fixture *fx, st_fx_state state, const char *fmt, ...)
+{
+    st_station *st = fx->st;
+    char text[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&st->mu);
+    int changed = fx->state != state || strcmp(fx->status, text) != 0;
+    fx->phase = -1;
+    fx->state = state;
+    snprintf(fx->status, sizeof fx->status, "%s", text);
+    st->version += changed;
+    pthread_mutex_unlock(&st->mu);
+}
+
+const char *st_fx_state_name(st_fx_state s)
+{
+    static const char *n[ST_FX__COUNT] = {"opening", "no-port", "waiting", "working",
+                                          "done",    "paused",  "blocked", "gone"};
+    return s < ST_FX__COUNT ? n[s] : "?";
+}
+
+kl_rc st_station_pause(st_station *st, const char *name, int paused, const char *who)
+{
+    st_fixture *fx = NULL;
+    pthread_mutex_lock(&st->mu);
+    for (size_t i = 0; i < st->nfx && !fx; i++) {
+        if (strcmp(st->fx[i]->name, name) == 0) {
+            fx = st->fx[i];
+        }
+    }
+    if (fx) {
+        fx->paused = paused;
+        st->version++;
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (!fx) {
+        return kl_fail(KL_ENOTFOUND, "no fixture '%s'", name);
+    }
+    st_event(st, 0, "%s: %s by %s on the dashboard", fx->name, paused ? "paused" : "resumed", who);
+    return KL_OK;
 }
 
 /* ---- serial claims ----------------------------------------------------------------------------
@@ -191,6 +239,8 @@ void st_station_report(st_station *st, st_fixture *fx, const st_outcome *o)
             kl_error("results file: write failed: %s", strerror(errno));
         }
     }
+    st_stats_record(&st->stats, fx->name, o, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    st->version++;
     st_last *l = &fx->last;
     memset(l, 0, sizeof *l);
     l->have = 1;
@@ -250,14 +300,20 @@ static void *st_fixture_main(void *arg)
                     st_event(st, 1, "%s: %s (retrying)", fx->name, kl_errmsg());
                     warned_open = 1;
                 }
-                st_fixture_progress(fx, -1, "waiting for port: %s", kl_errmsg());
+                st_fixture_idle(fx, ST_FX_NOPORT, "waiting for port: %s", kl_errmsg());
                 st_sleep_ms(1000);
                 continue;
             }
             fx->link.stop = &st->stop;
             open_ok = 1;
             warned_open = 0;
-            st_fixture_progress(fx, -1, "waiting for a device");
+            st_fixture_idle(fx, ST_FX_WAITING, "waiting for a device");
+        }
+        if (fx->paused) {
+            /* an operator paused the fixture: no device starts until resumed */
+            st_fixture_idle(fx, ST_FX_PAUSED, "paused by the operator");
+            st_sleep_ms(ST_IDLE_POLL_MS);
+            continue;
         }
         long t = st_now_ms();
         uint64_t tx0 = fx->link.bytes_tx, rx0 = fx->link.bytes_rx;
@@ -315,7 +371,7 @@ static void *st_fixture_main(void *arg)
         }
         if (need_absent && (!o->have_hello || strcmp(o->hello.hw_serial, last_serial) == 0)) {
             /* The device we just finished is still attached. */
-            st_fixture_progress(fx, -1, "done: remove device %s", last_serial);
+            st_fixture_idle(fx, ST_FX_DONE, "done: remove device %s", last_serial);
             free(o);
             st_sleep_ms(ST_IDLE_POLL_MS);
             continue;
@@ -358,7 +414,7 @@ static void *st_fixture_main(void *arg)
         st_station_report(st, fx, o);
         snprintf(last_serial, sizeof last_serial, "%s", o->have_hello ? o->hello.hw_serial : "");
         need_absent = 1;
-        st_fixture_progress(fx, -1, "done: remove device %s", last_serial);
+        st_fixture_idle(fx, ST_FX_DONE, "done: remove device %s", last_serial);
         free(o);
     }
     st_link_close(&fx->link);
@@ -366,6 +422,8 @@ static void *st_fixture_main(void *arg)
     pthread_mutex_lock(&st->mu);
     fx->exited = 1;
     fx->phase = -1;
+    fx->state = ST_FX_GONE;
+    st->version++;
     pthread_cond_broadcast(&st->cv);
     pthread_mutex_unlock(&st->mu);
     return NULL;
@@ -589,6 +647,7 @@ kl_rc st_station_init(st_station *st, const kl_conf *conf)
     memset(st, 0, sizeof *st);
     st->results_fd = -1;
     st->conf = conf;
+    st->stats.started_unix_ms = st_unix_ms();
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
     TRY(st_config_load(&st->cfg, conf));
@@ -656,6 +715,7 @@ void st_station_free(st_station *st)
     cac_close(st->cac);
     st->cac = NULL;
     st_config_free(&st->cfg);
+    st_stats_free(&st->stats);
     pthread_mutex_destroy(&st->mu);
     pthread_cond_destroy(&st->cv);
 }
