@@ -308,11 +308,30 @@ static void ceremony_verdict_print(const ceremony_transcript *t)
     EVP_PKEY_free(audit);
 }
 
+/* --cert FILE: the certificate the transcript says the ceremony made (result cert-sha256). */
+static kl_rc ceremony_result_cert_check(const ceremony_transcript *t, const char *path)
+{
+    kl_rc rc = KL_OK;
+    char sha[65];
+    BIO *b = BIO_new_file(path, "r");
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    const char *want = ceremony_kvs_get(&t->result, "cert-sha256");
+    ENSURE_SSL(x, KL_EINPUT, "%s: no PEM certificate", path);
+    TRY(ceremony_cert_sha256(x, sha));
+    ENSURE(want, KL_EPOLICY, "the transcript names no resulting certificate");
+    ENSURE(strcmp(sha, want) == 0, KL_EPOLICY,
+           "%s (sha256 %s) is not the certificate the ceremony made (%s)", path, sha, want);
+out:
+    X509_free(x);
+    BIO_free(b);
+    return rc;
+}
+
 /* Offline: no configuration, no store, no token. */
 static kl_rc cmd_ceremony_verify(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
-    const char *audit = NULL, *officers = NULL;
+    const char *audit = NULL, *officers = NULL, *cert = NULL;
     uint8_t *data = NULL;
     size_t len = 0;
     ceremony_pins pins = {NULL, NULL};
@@ -320,14 +339,16 @@ static kl_rc cmd_ceremony_verify(cli *c, int argc, char **argv)
     memset(&t, 0, sizeof t);
     static const struct option opts[] = {{"audit-key-sha256", required_argument, NULL, 'a'},
                                          {"officers", required_argument, NULL, 'o'},
+                                         {"cert", required_argument, NULL, 'c'},
                                          {NULL, 0, NULL, 0}};
     int ch;
     (void)c;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "a:o:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "a:o:c:", opts, NULL)) != -1) {
         switch (ch) {
         case 'a': audit = optarg; break;
         case 'o': officers = optarg; break;
+        case 'c': cert = optarg; break;
         default: return kl_fail(KL_EUSAGE, "ceremony verify: bad option (see --help)");
         }
     }
@@ -339,6 +360,9 @@ static kl_rc cmd_ceremony_verify(cli *c, int argc, char **argv)
     TRY(kl_file_read(argv[optind], CEREMONY_TRANSCRIPT_MAX, &data, &len));
     rc = ceremony_transcript_verify(data, len, &pins, &t);
     ENSURE(rc == KL_OK, rc, "%s: %s", argv[optind], kl_errmsg());
+    if (cert) {
+        TRY(ceremony_result_cert_check(&t, cert));
+    }
     ceremony_verdict_print(&t);
     printf("transcript verified\n");
 out:
@@ -361,8 +385,10 @@ static const cli_cmd cmd_ceremony_table[] = {
     {"list", cmd_ceremony_list, "", "list the ceremonies"},
     {"export", cmd_ceremony_export, "--id N [--out FILE]",
      "write the signed transcript of a ceremony that ran"},
-    {"verify", cmd_ceremony_verify, "[--audit-key-sha256 HEX] [--officers PEMFILE] TRANSCRIPT",
-     "check a transcript offline (no store, no token): every signature, the quorum, the pins"},
+    {"verify", cmd_ceremony_verify,
+     "[--audit-key-sha256 HEX] [--officers PEMFILE] [--cert PEMFILE] TRANSCRIPT",
+     "check a transcript offline (no store, no token): every signature, the quorum, the pins; "
+     "--cert: the certificate it made"},
     {NULL, NULL, NULL, NULL},
 };
 

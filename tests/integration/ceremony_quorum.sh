@@ -137,6 +137,8 @@ akey=$(kca audit verify | sed -n 's/.*SHA-256 of its public key \([0-9a-f]*\).*/
    --audit-key-sha256 "$akey" --officers <(cat alice.pem carol.pem) tr.txt) > verify.txt ||
   { cat verify.txt; fail "transcript does not verify offline"; }
 grep -q "transcript verified" verify.txt || fail "verify says nothing"
+"$KL_BIN/keyline-ca" ceremony verify --cert root1.pem tr.txt >/dev/null || fail "verify --cert root1.pem fails"
+expect_fail "verify --cert of another certificate" "$KL_BIN/keyline-ca" ceremony verify --cert alice.pem tr.txt
 expect_fail "verify pinned to officers without carol" "$KL_BIN/keyline-ca" ceremony verify --officers offline/alice.pem tr.txt
 expect_fail "verify pinned to another audit key" "$KL_BIN/keyline-ca" ceremony verify --audit-key-sha256 "${akey%?}0" tr.txt
 size=$(stat -c %s tr.txt)
