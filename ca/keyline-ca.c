@@ -206,8 +206,8 @@ kl_rc cli_out_check(cli *c, const char *out)
     const char *store = kl_conf_get(c->conf, "store", "path");
     if (store && strncmp(store, "sqlite:", 7) == 0) {
         db = strdup(store + 7); /* opened as given, like store_open does */
-    } else {
-        db = kl_conf_path(c->conf, "store", "path");
+    } else if (store && !strstr(store, "://")) {
+        db = kl_conf_path(c->conf, "store", "path"); /* not a PostgreSQL URL */
     }
     const char *pin_spec = kl_conf_get(c->conf, "hsm", "pin");
     if (pin_spec && strncmp(pin_spec, "file:", 5) == 0) {

@@ -11,12 +11,20 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kl_conf.h"
 #include "store_audit.h"
 #include "store_db.h"
 
-/* Drivers by DSN scheme. A plain path (no "scheme:" prefix) goes to the first one. */
-static const db_driver *const store_drivers[] = {
-    &store_sqlite_driver,
+/* Drivers by DSN scheme. A plain path (no "scheme:" prefix) goes to the first one. `whole`:
+ * the driver takes the whole DSN (a libpq URL), else what follows "scheme:". */
+static const struct {
+    const char *scheme;
+    const db_driver *drv;
+    int whole;
+} store_drivers[] = {
+    {"sqlite", &store_sqlite_driver, 0},
+    {"postgresql", &store_pg_driver, 1},
+    {"postgres", &store_pg_driver, 1}, /* libpq takes both URI schemes */
 };
 
 #define STORE_DEFAULT_ACTOR "keyline"
@@ -51,19 +59,44 @@ kl_rc store_open(store **out, const char *path)
     *out = NULL;
     size_t n = dsn_scheme_len(path);
     if (n == 0) {
-        return store_core_open(out, store_drivers[0], path);
+        return store_core_open(out, store_drivers[0].drv, path);
     }
     for (size_t i = 0; i < sizeof store_drivers / sizeof store_drivers[0]; i++) {
-        const db_driver *drv = store_drivers[i];
-        if (strlen(drv->name) == n && memcmp(drv->name, path, n) == 0) {
-            if (!path[n + 1]) {
+        const char *scheme = store_drivers[i].scheme;
+        if (strlen(scheme) == n && memcmp(scheme, path, n) == 0) {
+            if (!path[n + 1] || (store_drivers[i].whole && strcmp(path + n + 1, "//") == 0)) {
                 return kl_fail(KL_EUSAGE, "store: '%s' names no database", path);
             }
-            return store_core_open(out, drv, path + n + 1);
+            return store_core_open(out, store_drivers[i].drv,
+                                   store_drivers[i].whole ? path : path + n + 1);
         }
     }
-    return kl_fail(KL_EUSAGE, "store: unknown backend '%.*s' in '%s' (known: sqlite)", (int)n, path,
-                   path);
+    return kl_fail(KL_EUSAGE, "store: unknown backend '%.*s' in '%s' (known: sqlite, postgresql)",
+                   (int)n, path, path);
+}
+
+kl_rc store_conf_dsn(const kl_conf *conf, char **out)
+{
+    const char *path = kl_conf_get(conf, "store", "path");
+    const char *url = kl_conf_get(conf, "store", "url");
+    *out = NULL;
+    path = (path && *path) ? path : NULL;
+    url = (url && *url) ? url : NULL;
+    if (path && url) {
+        return kl_fail(KL_EUSAGE, "%s: [store] has both path and url; keep one",
+                       kl_conf_file(conf));
+    }
+    if (!path && !url) {
+        return kl_fail(KL_EUSAGE, "%s: [store] path is not set", kl_conf_file(conf));
+    }
+    if (url && dsn_scheme_len(url) == 0) {
+        return kl_fail(KL_EUSAGE, "%s: [store] url '%.100s' is not a URL (postgresql://...)",
+                       kl_conf_file(conf), url);
+    }
+    /* a DSN with a scheme is taken as written; a plain path is relative to the file */
+    const char *v = url ? url : path;
+    *out = dsn_scheme_len(v) ? strdup(v) : kl_conf_path(conf, "store", "path");
+    return *out ? KL_OK : kl_fail(KL_EINTERNAL, "out of memory");
 }
 
 #define STORE_CHECK(s)                                                                             \

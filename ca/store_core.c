@@ -77,7 +77,10 @@ static kl_rc sc_fail(db *d, kl_rc drc, const char *what)
     case DB_E_BUSY:
         return kl_fail(KL_EIO, "store: %s: store %s is busy, gave up (%s)", what, d->name, m);
     case DB_E_UNAVAILABLE:
-        return kl_fail(KL_EIO, "store unavailable: %s: %s (%s)", what, d->name, m);
+        if (strncmp(m, "store unavailable: ", 19) == 0) {
+            return kl_fail(KL_EUNAVAIL, "%s", m);
+        }
+        return kl_fail(KL_EUNAVAIL, "store unavailable: %s: %s (%s)", what, d->name, m);
     default: return kl_fail(drc, "store: %s: %s", what, m);
     }
 }

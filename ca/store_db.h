@@ -91,9 +91,7 @@ struct db_driver {
 enum { DB_SP_BEGIN, DB_SP_RELEASE, DB_SP_ROLLBACK };
 
 extern const db_driver store_sqlite_driver;
-#ifdef KL_HAVE_LIBPQ
 extern const db_driver store_pg_driver;
-#endif
 
 /* ---- the store logic's view ---- */
 
@@ -149,7 +147,8 @@ kl_rc store_get(store *s, store_tx_fn fn, void *arg) KL_WUR;
 /* The cached statement for `q`, reset. */
 kl_rc sc_stmt(store_conn *c, const store_q *q, db_stmt **out) KL_WUR;
 /* Step; on failure the message names `what` and the error class becomes a kl_rc: unique
- * KL_EEXIST, other constraint KL_EINPUT, busy KL_EIO, unavailable KL_EIO "store unavailable". */
+ * KL_EEXIST, other constraint KL_EINPUT, busy KL_EIO, unavailable KL_EUNAVAIL "store unavailable:
+ * ...". */
 kl_rc sc_step(db_stmt *st, int *row, const char *what) KL_WUR;
 /* Step to the end (rows ignored), then reset. */
 kl_rc sc_run(db_stmt *st, const char *what) KL_WUR;

@@ -28,7 +28,8 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"hsm *", "token", NULL, "required", 0},
     {"hsm *", "pin", NULL, "required", S},
 
-    {"store", "path", NULL, "required", P},
+    {"store", "path", NULL, "required (or url)", P},
+    {"store", "url", NULL, "path", 0},
 
     {"ca", "templates", NULL, "the installed templates", P},
     {"ca", "crl-url", NULL, NULL, 0},

@@ -1,6 +1,11 @@
-/* keyline: store unit tests against a real SQLite file in a fresh temp directory.
+/* keyline: store unit tests against a real SQLite file in a fresh temp directory, or (the same
+ * binary with KL_TEST_STORE_URL set: tests/lib/pg.sh run, ctest unit.store.pg) against a fresh
+ * database per case on a real PostgreSQL cluster: one contract suite for every driver; the
+ * tests of SQLite files (formats, migrations of older files) run for SQLite only, those of the
+ * server (connection loss) for PostgreSQL only.
  * Certificates are real DER (throwaway self-signed P-256 certificates made here); tamper tests
- * edit the file directly with the SQLite C API, the way an attacker with file access would. */
+ * edit the store directly (the SQLite C API, libpq with triggers off), the way an attacker with
+ * write access would. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +19,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <pthread.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +31,7 @@
 #include "store.h"
 
 static EVP_PKEY *g_key;
+static const char *g_pg; /* KL_TEST_STORE_URL: PostgreSQL mode */
 
 #define SCHEMA_VERSION 10 /* what store_open makes of any older file */
 /* SQL that takes a current file back to version 5's tables (the triggers go with them) */
@@ -35,9 +42,16 @@ static EVP_PKEY *g_key;
 
 typedef struct {
     char dir[256];
-    char path[300];
+    char path[600]; /* the SQLite file, or the PostgreSQL URL */
+    char db[64];    /* PostgreSQL: the database of this case */
     store *s;
 } fx;
+
+static void pg_quiet(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
 
 /* --- helpers --- */
 
@@ -148,6 +162,81 @@ static void rm_rf(const char *dir)
     rmdir(dir);
 }
 
+/* --- PostgreSQL: a database per case on the cluster of tests/lib/pg.sh --- */
+
+static PGconn *pg_connect(const char *url)
+{
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "pg: %s: %s\n", url, PQerrorMessage(c));
+        fail();
+    }
+    PQsetNoticeProcessor(c, pg_quiet, NULL);
+    return c;
+}
+
+/* Run `sql` on the cluster's maintenance database (CREATE/DROP DATABASE). */
+static int pg_admin(const char *sql)
+{
+    PGconn *c = pg_connect(g_pg);
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+        fprintf(stderr, "pg: %s: %s\n", sql, PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    PQfinish(c);
+    return ok;
+}
+
+/* A fresh database `name` and its URL. */
+static int pg_fresh(const char *name, char *url, size_t n)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    if (!pg_admin(sql)) {
+        return 0;
+    }
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    snprintf(url, n, "postgresql:///%s?host=%s&port=%s&user=%s", name, getenv("KL_TEST_PG_HOST"),
+             getenv("KL_TEST_PG_PORT"), getenv("KL_TEST_PG_USER"));
+    return pg_admin(sql);
+}
+
+/* Run `sql` as a writer with direct access would: triggers off (session_replication_role),
+ * the SQLite spelling "DROP TRIGGER [IF EXISTS] name;" dropped. Returns the SQLSTATE class
+ * ("00" ok, "23" refused by a constraint or trigger). */
+static const char *pg_raw(const char *url, const char *sql, int triggers_off)
+{
+    static char cls[3];
+    char *copy = strdup(sql);
+    assert_non_null(copy);
+    for (char *p; (p = strstr(copy, "DROP TRIGGER")) != NULL;) {
+        char *end = strchr(p, ';');
+        memmove(p, end ? end + 1 : p + strlen(p), strlen(end ? end + 1 : p + strlen(p)) + 1);
+    }
+    PGconn *c = pg_connect(url);
+    if (triggers_off) {
+        PQclear(PQexec(c, "SET session_replication_role = replica"));
+    }
+    PGresult *r = PQexec(c, copy);
+    ExecStatusType st = PQresultStatus(r);
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(cls, sizeof cls, "%.2s",
+             (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? "00"
+             : code                                            ? code
+                                                               : "??");
+    if (strcmp(cls, "00") != 0 && strcmp(cls, "23") != 0) {
+        fprintf(stderr, "pg_raw: %s: %s\n", copy, PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    PQfinish(c);
+    free(copy);
+    return cls;
+}
+
+static int g_case; /* numbers the databases of this process */
+
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof *f);
@@ -158,6 +247,13 @@ static int setup(void **state)
         return -1;
     }
     snprintf(f->path, sizeof f->path, "%s/keyline.db", f->dir);
+    if (g_pg) {
+        snprintf(f->db, sizeof f->db, "kt_%ld_%d", (long)getpid(), ++g_case);
+        if (!pg_fresh(f->db, f->path, sizeof f->path)) {
+            free(f);
+            return -1;
+        }
+    }
     if (store_open(&f->s, f->path) != KL_OK) {
         fprintf(stderr, "store_open: %s\n", kl_errmsg());
         rm_rf(f->dir);
@@ -172,6 +268,11 @@ static int teardown(void **state)
 {
     fx *f = *state;
     store_close(f->s);
+    if (g_pg) {
+        char sql[200];
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->db);
+        (void)pg_admin(sql);
+    }
     rm_rf(f->dir);
     free(f);
     return 0;
@@ -180,6 +281,10 @@ static int teardown(void **state)
 /* Run SQL directly on the store file (as an attacker or a broken tool would). */
 static void raw_sql(const char *path, const char *sql)
 {
+    if (g_pg) {
+        assert_string_equal(pg_raw(path, sql, 1), "00");
+        return;
+    }
     sqlite3 *db = NULL;
     char *err = NULL;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
@@ -189,6 +294,19 @@ static void raw_sql(const char *path, const char *sql)
     }
     assert_int_equal(r, SQLITE_OK);
     sqlite3_close(db);
+}
+
+/* Does the store itself refuse `sql` (a constraint or a guard-rail trigger)? */
+static int raw_refused(const char *path, const char *sql)
+{
+    if (g_pg) {
+        return strcmp(pg_raw(path, sql, 0), "23") == 0;
+    }
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    int r = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return r == SQLITE_CONSTRAINT;
 }
 
 /* A row left by an earlier version of keyline (reserve-then-commit): "reserved" or "failed". */
@@ -296,15 +414,16 @@ static void test_open_errors(void **state)
 {
     fx *f = *state;
     store *s = NULL;
-    char p[400];
+    char p[700];
 
     snprintf(p, sizeof p, "%s/no-such-dir/keyline.db", f->dir);
     assert_rc(store_open(&s, p), KL_EIO);
     assert_msg_has("no-such-dir");
     assert_null(s);
 
-    assert_rc(store_open(&s, "postgres://db.example/keyline"), KL_EUSAGE);
-    assert_msg_has("unknown backend 'postgres'");
+    assert_rc(store_open(&s, "mysql://db.example/keyline"), KL_EUSAGE);
+    assert_msg_has("unknown backend 'mysql'");
+    assert_rc(store_open(&s, "postgresql://"), KL_EUSAGE);
     assert_rc(store_open(&s, "sqlite:"), KL_EUSAGE);
     assert_rc(store_open(&s, ""), KL_EUSAGE);
     assert_rc(store_open(&s, f->dir), KL_EIO); /* a directory */
@@ -538,16 +657,10 @@ static void test_duplicate_serial(void **state)
     assert_int_equal(na, 1);
 
     /* The UNIQUE constraint holds even for writers that bypass the API. */
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    int r = sqlite3_exec(db,
-                         "INSERT INTO certs (serial, status, issuer, created) VALUES "
-                         "('7A', 'reserved', 'x', 0)",
-                         NULL, NULL, NULL);
-    assert_int_equal(r, SQLITE_CONSTRAINT);
+    assert_true(raw_refused(f->path, "INSERT INTO certs (serial, status, issuer, created) VALUES "
+                                     "('7A', 'reserved', 'x', 0)"));
     /* Rows are never deleted, so a serial never comes free again. */
-    assert_int_equal(sqlite3_exec(db, "DELETE FROM certs", NULL, NULL, NULL), SQLITE_CONSTRAINT);
-    sqlite3_close(db);
+    assert_true(raw_refused(f->path, "DELETE FROM certs"));
 }
 
 /* Rows written by the reserve-then-commit interface of earlier versions: "failed" and
@@ -960,13 +1073,8 @@ static void test_audit_append_verify(void **state)
     store_audit_list_free(a, na);
 
     /* The triggers refuse casual edits. */
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE audit SET detail='x' WHERE seq=1", NULL, NULL, NULL),
-                     SQLITE_CONSTRAINT);
-    assert_int_equal(sqlite3_exec(db, "DELETE FROM audit WHERE seq=1", NULL, NULL, NULL),
-                     SQLITE_CONSTRAINT);
-    sqlite3_close(db);
+    assert_true(raw_refused(f->path, "UPDATE audit SET detail='x' WHERE seq=1"));
+    assert_true(raw_refused(f->path, "DELETE FROM audit WHERE seq=1"));
 }
 
 static void fill_audit(fx *f, int n)
@@ -1092,9 +1200,10 @@ static void test_tamper_append_outside(void **state)
 #define CHILDREN 4
 #define PER_CHILD 200
 
-static int child_main(const char *path, int id)
+static int child_main(const char *path, int id, int out)
 {
     store *s = NULL;
+    int64_t last = 0;
     if (store_open(&s, path) != KL_OK) {
         fprintf(stderr, "child %d: open: %s\n", id, kl_errmsg());
         return 1;
@@ -1115,6 +1224,12 @@ static int child_main(const char *path, int id)
         if (rc == KL_OK && i % 50 == 0) {
             int64_t v;
             rc = store_crl_number_next(s, "field-ca", &v);
+            if (rc == KL_OK && (v <= last || write(out, &v, sizeof v) != sizeof v)) {
+                fprintf(stderr, "child %d: CRL number %lld after %lld\n", id, (long long)v,
+                        (long long)last);
+                return 1;
+            }
+            last = v;
         }
         if (rc != KL_OK) {
             fprintf(stderr, "child %d: %s\n", id, kl_errmsg());
@@ -1129,14 +1244,29 @@ static void test_concurrent_processes(void **state)
 {
     fx *f = *state;
     pid_t pids[CHILDREN];
+    int nums[2];
+    assert_int_equal(pipe(nums), 0);
     /* The parent's handle must not be used in the children: they open their own. */
     for (int i = 0; i < CHILDREN; i++) {
         pids[i] = fork();
         assert_true(pids[i] >= 0);
         if (pids[i] == 0) {
-            _exit(child_main(f->path, i));
+            close(nums[0]);
+            _exit(child_main(f->path, i, nums[1]));
         }
     }
+    close(nums[1]);
+    /* CRL numbers: each child's strictly increasing (checked there), none given twice */
+    int64_t got[CHILDREN * (PER_CHILD / 50)], v = 0;
+    size_t ng = 0;
+    while (ng < sizeof got / sizeof got[0] && read(nums[0], &v, sizeof v) == sizeof v) {
+        for (size_t k = 0; k < ng; k++) {
+            assert_true(got[k] != v);
+        }
+        got[ng++] = v;
+    }
+    close(nums[0]);
+    assert_int_equal(ng, sizeof got / sizeof got[0]);
     for (int i = 0; i < CHILDREN; i++) {
         int st = 0;
         assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
@@ -1149,7 +1279,6 @@ static void test_concurrent_processes(void **state)
     int64_t c = 0;
     assert_rc(store_audit_verify(f->s, &c), KL_OK);
     assert_int_equal(c, 2 * CHILDREN * PER_CHILD);
-    int64_t v = 0;
     assert_rc(store_crl_number_next(f->s, "field-ca", &v), KL_OK);
     assert_int_equal(v, CHILDREN * (PER_CHILD / 50) + 1);
 }
@@ -1654,10 +1783,7 @@ static void test_requests(void **state)
     int64_t cnt = 0;
     assert_rc(store_audit_verify(f->s, &cnt), KL_OK);
     /* requests are never deleted */
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "DELETE FROM requests", NULL, NULL, NULL), SQLITE_CONSTRAINT);
-    sqlite3_close(db);
+    assert_true(raw_refused(f->path, "DELETE FROM requests"));
 }
 
 /* --- published CRLs --- */
@@ -2334,10 +2460,93 @@ static void notes(store *s, int n, const char *what)
     }
 }
 
+/* Checkpoint `seq` as stored: hash, time and signature (*sig malloc'd). */
+static void raw_checkpoint(const char *path, int64_t seq, char hash[65], int64_t *ts, uint8_t **sig,
+                           size_t *len)
+{
+    char sql[160];
+    if (g_pg) {
+        snprintf(sql, sizeof sql,
+                 "SELECT hash, ts, encode(sig, 'hex') FROM audit_checkpoints WHERE seq = %lld",
+                 (long long)seq);
+        PGconn *c = pg_connect(path);
+        PGresult *r = PQexec(c, sql);
+        assert_int_equal(PQntuples(r), 1);
+        snprintf(hash, 65, "%s", PQgetvalue(r, 0, 0));
+        *ts = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        long n = 0;
+        *sig = OPENSSL_hexstr2buf(PQgetvalue(r, 0, 2), &n);
+        *len = (size_t)n;
+        PQclear(r);
+        PQfinish(c);
+    } else {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+        snprintf(sql, sizeof sql,
+                 "SELECT hash, ts, hex(sig) FROM audit_checkpoints WHERE seq = %lld",
+                 (long long)seq);
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        snprintf(hash, 65, "%s", (const char *)sqlite3_column_text(st, 0));
+        *ts = sqlite3_column_int64(st, 1);
+        long n = 0;
+        *sig = OPENSSL_hexstr2buf((const char *)sqlite3_column_text(st, 2), &n);
+        *len = (size_t)n;
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
+    assert_non_null(*sig);
+    /* OPENSSL_hexstr2buf's buffer goes back with free() in the test: copy it */
+    uint8_t *copy = malloc(*len);
+    assert_non_null(copy);
+    memcpy(copy, *sig, *len);
+    OPENSSL_free(*sig);
+    *sig = copy;
+}
+
+/* rechain on PostgreSQL: the same recomputation through libpq, triggers off. */
+static void rechain_pg(const char *url)
+{
+    char prev[65] = ZERO64, h[65], seqs[32];
+    int64_t seq = 0;
+    PGconn *c = pg_connect(url);
+    PQclear(PQexec(c, "SET session_replication_role = replica"));
+    PQclear(PQexec(c, "BEGIN"));
+    PGresult *r = PQexec(c, "SELECT seq, ts, actor, action, detail FROM audit ORDER BY seq");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    for (int i = 0; i < PQntuples(r); i++) {
+        seq = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+        assert_rc(store_audit_entry_hash(seq, (time_t)strtoll(PQgetvalue(r, i, 1), NULL, 10),
+                                         PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
+                                         PQgetvalue(r, i, 4), prev, h),
+                  KL_OK);
+        snprintf(seqs, sizeof seqs, "%lld", (long long)seq);
+        const char *v[3] = {prev, h, seqs};
+        PGresult *u = PQexecParams(c, "UPDATE audit SET prev_hash = $1, hash = $2 WHERE seq = $3",
+                                   3, NULL, v, NULL, NULL, 0);
+        assert_int_equal(PQresultStatus(u), PGRES_COMMAND_OK);
+        PQclear(u);
+        memcpy(prev, h, sizeof prev);
+    }
+    PQclear(r);
+    snprintf(seqs, sizeof seqs, "%lld", (long long)seq);
+    const char *v[2] = {seqs, prev};
+    r = PQexecParams(c, "UPDATE audit_head SET seq = $1, hash = $2", 2, NULL, v, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+}
+
 /* Recompute the whole chain and the head from the rows as they are, as anyone who can write
  * the file can (tests/integration/audit_checkpoint.sh does the same with python3). */
 static void rechain(const char *path)
 {
+    if (g_pg) {
+        rechain_pg(path);
+        return;
+    }
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     char prev[65] = ZERO64, h[65];
@@ -2463,18 +2672,12 @@ static void test_checkpoint_sign_verify(void **state)
 
     /* The signed bytes, as docs/internals/store.md gives them, verify with OpenSSL on the row
      * as stored. */
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "SELECT seq, hash, ts, sig FROM audit_checkpoints"
-                                        " WHERE seq = 8",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    char hash[65];
+    int64_t ts = 0;
+    uint8_t *sig = NULL;
+    size_t sig_len = 0;
+    raw_checkpoint(f->path, 8, hash, &ts, &sig, &sig_len);
     uint8_t tbs[STORE_AUDIT_CP_TBS_LEN], want[STORE_AUDIT_CP_TBS_LEN];
-    const char *hash = (const char *)sqlite3_column_text(st, 1);
-    int64_t ts = sqlite3_column_int64(st, 2);
     store_audit_checkpoint_tbs(8, (time_t)ts, hash, tbs);
     memcpy(want, "keyline-audit-checkpoint-v1", 27);
     for (int i = 0; i < 8; i++) {
@@ -2486,21 +2689,14 @@ static void test_checkpoint_sign_verify(void **state)
     assert_memory_equal(tbs, want, sizeof want);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, g_key), 1);
-    assert_int_equal(EVP_DigestVerify(md, sqlite3_column_blob(st, 3),
-                                      (size_t)sqlite3_column_bytes(st, 3), tbs, sizeof tbs),
-                     1);
+    assert_int_equal(EVP_DigestVerify(md, sig, sig_len, tbs, sizeof tbs), 1);
     EVP_MD_CTX_free(md);
-    sqlite3_finalize(st);
+    free(sig);
     /* the triggers refuse casual edits of checkpoints and key */
-    assert_int_equal(sqlite3_exec(db, "UPDATE audit_checkpoints SET ts = 1", NULL, NULL, NULL),
-                     SQLITE_CONSTRAINT);
-    assert_int_equal(sqlite3_exec(db, "DELETE FROM audit_checkpoints", NULL, NULL, NULL),
-                     SQLITE_CONSTRAINT);
-    assert_int_equal(sqlite3_exec(db, "DELETE FROM audit_key", NULL, NULL, NULL),
-                     SQLITE_CONSTRAINT);
-    assert_int_equal(sqlite3_exec(db, "UPDATE audit_key SET label = 'x'", NULL, NULL, NULL),
-                     SQLITE_CONSTRAINT);
-    sqlite3_close(db);
+    assert_true(raw_refused(f->path, "UPDATE audit_checkpoints SET ts = 1"));
+    assert_true(raw_refused(f->path, "DELETE FROM audit_checkpoints"));
+    assert_true(raw_refused(f->path, "DELETE FROM audit_key"));
+    assert_true(raw_refused(f->path, "UPDATE audit_key SET label = 'x'"));
 }
 
 /* An entry's detail edited and the chain recomputed: the checkpoint after it fails, naming the
@@ -2563,9 +2759,11 @@ static void test_checkpoint_forged(void **state)
     fx *f = *state;
     cp_fill(f);
     cp_tamper(f,
-              "UPDATE audit_checkpoints SET sig = CAST(substr(sig, 1, 10) ||"
-              " (CASE WHEN substr(sig, 11, 1) = x'00' THEN x'01' ELSE x'00' END) ||"
-              " substr(sig, 12) AS BLOB) WHERE seq = 6",
+              g_pg ? "UPDATE audit_checkpoints SET sig = set_byte(sig, 10, get_byte(sig, 10) # 1)"
+                     " WHERE seq = 6"
+                   : "UPDATE audit_checkpoints SET sig = CAST(substr(sig, 1, 10) ||"
+                     " (CASE WHEN substr(sig, 11, 1) = x'00' THEN x'01' ELSE x'00' END) ||"
+                     " substr(sig, 12) AS BLOB) WHERE seq = 6",
               "audit checkpoint at entry 6: signature does not verify with the recorded audit "
               "key 'keyline-audit' (checkpoint forged or edited)");
 }
@@ -2716,6 +2914,114 @@ static void test_checkpoint_threads(void **state)
     assert_true(r.checkpoints >= 2);
 }
 
+/* PostgreSQL: a database of another program, a server that is not there, a URL with a
+ * password (never in messages), the schema in keyline_meta. */
+static void test_pg_open_errors(void **state)
+{
+    fx *f = *state;
+    store *s = NULL;
+    char url[600];
+    assert_rc(store_audit_append(f->s, "t", "note", "x"), KL_OK);
+    assert_true(raw_refused(f->path, "DELETE FROM audit"));
+    int64_t n = 0;
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
+    assert_int_equal(n, 1);
+    char other[80];
+    snprintf(other, sizeof other, "%.60s_other", f->db);
+    assert_true(pg_fresh(other, url, sizeof url));
+    assert_string_equal(pg_raw(url, "CREATE TABLE t (x int)", 0), "00");
+    assert_rc(store_open(&s, url), KL_EINPUT);
+    assert_msg_has("not a keyline store");
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP DATABASE %s WITH (FORCE)", other);
+    assert_true(pg_admin(sql));
+    /* no server on that socket folder: unavailable, the password not in the message */
+    snprintf(url, sizeof url,
+             "postgresql://keyline:s3cret-pw@/kl?host=%s/nowhere&port=%s&connect_timeout=2", f->dir,
+             getenv("KL_TEST_PG_PORT"));
+    assert_rc(store_open(&s, url), KL_EUNAVAIL);
+    assert_msg_has("store unavailable");
+    assert_null(strstr(kl_errmsg(), "s3cret-pw"));
+    /* a database that does not exist */
+    snprintf(url, sizeof url, "postgresql:///kl_no_such_db?host=%s&port=%s&user=%s",
+             getenv("KL_TEST_PG_HOST"), getenv("KL_TEST_PG_PORT"), getenv("KL_TEST_PG_USER"));
+    assert_int_not_equal(store_open(&s, url), KL_OK);
+    assert_null(s);
+}
+
+/* Stop or start the whole cluster (tests/lib/pg.sh down|up). */
+static void pg_ctl(const char *what)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "'%s' %s '%s'", getenv("KL_PG_SH"), what, getenv("KL_PG_DIR"));
+    assert_int_equal(system(cmd), 0);
+}
+
+/* The server goes away and comes back: calls meanwhile fail with KL_EUNAVAIL ("store
+ * unavailable"), nothing of them is stored, and the same handle works again afterwards. */
+static void test_pg_outage(void **state)
+{
+    fx *f = *state;
+    store_cert_state cs;
+    int64_t n = 0;
+    assert_rc(issue(f->s, "0A01", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(store_cert_state_get(f->s, "0A01", &cs), KL_OK); /* the reader connection too */
+    pg_ctl("down");
+    assert_rc(issue(f->s, "0A02", "field-ca", STORE_ST_VALID), KL_EUNAVAIL);
+    assert_msg_has("store unavailable");
+    assert_rc(store_cert_state_get(f->s, "0A01", &cs), KL_EUNAVAIL);
+    assert_rc(store_audit_append(f->s, "t", "note", "during"), KL_EUNAVAIL);
+    pg_ctl("up");
+    assert_rc(store_cert_state_get(f->s, "0A01", &cs), KL_OK);
+    assert_string_equal(cs.status, STORE_ST_VALID);
+    assert_rc(store_cert_state_get(f->s, "0A02", &cs), KL_ENOTFOUND);
+    assert_rc(issue(f->s, "0A03", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
+    assert_int_equal(n, 2);
+}
+
+/* A signer that ends every other session of the database while the checkpoint's write
+ * transaction is open: the connection dies mid-transaction. */
+typedef struct {
+    sw_signer w;
+    const char *db;
+} killer_signer;
+
+static kl_rc killer_key_new(void *arg, char **label, uint8_t **spki, size_t *len)
+{
+    killer_signer *k = arg;
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'"
+             " AND pid <> pg_backend_pid()",
+             k->db);
+    PGconn *c = pg_connect(g_pg);
+    PQclear(PQexec(c, sql));
+    PQfinish(c);
+    return sw_key_new(&k->w, label, spki, len);
+}
+
+/* Connection lost inside a write transaction: KL_EUNAVAIL, nothing of it stored (no key row
+ * without its checkpoint), and the next call reconnects. */
+static void test_pg_lost_in_transaction(void **state)
+{
+    fx *f = *state;
+    killer_signer k = {.w = {.key = g_key}, .db = f->db};
+    store_audit_signer sg = {killer_key_new, sw_sign, &k};
+    char *label = NULL;
+    uint8_t *spki = NULL;
+    size_t spki_len = 0;
+    notes(f->s, 3, "event");
+    assert_rc(store_audit_checkpoint_make(f->s, &sg, NULL, NULL), KL_EUNAVAIL);
+    assert_rc(store_audit_key_get(f->s, &label, &spki, &spki_len), KL_ENOTFOUND);
+    sw_signer w = {.key = g_key};
+    assert_int_equal(checkpoint(f->s, &w, 1), 3);
+    store_audit_report r;
+    assert_rc(store_audit_verify_report(f->s, &r), KL_OK);
+    assert_int_equal(r.checkpoints, 1);
+    assert_int_equal(r.entries, 3);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -2734,10 +3040,10 @@ static int group_teardown(void **state)
 
 int main(void)
 {
+    /* every driver */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serial_normalize),
         cmocka_unit_test(test_audit_hash_vector),
-        T(test_open_errors),
         T(test_insert_state),
         T(test_insert_get_list),
         T(test_list_many),
@@ -2765,18 +3071,15 @@ int main(void)
         T(test_group_commit_single_failure),
         T(test_claims),
         T(test_claims_processes),
-        T(test_claims_migration),
         T(test_requests),
         T(test_crls),
         T(test_crl_bad_args),
         T(test_crls_threads),
-        T(test_crls_migration),
         T(test_audit_state_intact),
         T(test_audit_store_actions),
         T(test_tamper_unrevoke),
         T(test_tamper_der_swap),
         T(test_tamper_empty_log),
-        T(test_tamper_nul_detail),
         T(test_tamper_revoked_without_entry),
         T(test_tamper_reason),
         T(test_tamper_revocation_time),
@@ -2786,7 +3089,6 @@ int main(void)
         T(test_tamper_row_failed),
         T(test_tamper_ca_der),
         T(test_tamper_ca_added),
-        T(test_audit_baseline_migration),
         T(test_checkpoint_sign_verify),
         T(test_checkpoint_edit_rechained),
         T(test_checkpoint_edit_first),
@@ -2798,8 +3100,30 @@ int main(void)
         T(test_checkpoint_rows_deleted),
         T(test_checkpoint_key_deleted),
         T(test_checkpoint_wrong_key),
-        T(test_checkpoint_migration),
         T(test_checkpoint_threads),
     };
-    return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown);
+    /* SQLite files: formats, and files written by earlier versions */
+    const struct CMUnitTest sqlite_tests[] = {
+        T(test_tamper_nul_detail), /* PostgreSQL text cannot hold a NUL at all */
+        T(test_open_errors),          T(test_claims_migration),
+        T(test_crls_migration),       T(test_audit_baseline_migration),
+        T(test_checkpoint_migration),
+    };
+    /* the server */
+    const struct CMUnitTest pg_tests[] = {
+        T(test_pg_open_errors),
+        T(test_pg_outage),
+        T(test_pg_lost_in_transaction),
+    };
+    g_pg = getenv("KL_TEST_STORE_URL");
+    if (g_pg && *g_pg) {
+        int r =
+            cmocka_run_group_tests_name("store (PostgreSQL)", tests, group_setup, group_teardown);
+        return r | cmocka_run_group_tests_name("store (PostgreSQL only)", pg_tests, group_setup,
+                                               group_teardown);
+    }
+    g_pg = NULL;
+    int r = cmocka_run_group_tests_name("store (SQLite)", tests, group_setup, group_teardown);
+    return r | cmocka_run_group_tests_name("store (SQLite only)", sqlite_tests, group_setup,
+                                           group_teardown);
 }
