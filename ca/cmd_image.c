@@ -131,7 +131,7 @@ kl_rc cli_list_images(cli *c, int as_json)
                "VERSION", "COUNTER", "SHA256", "BY");
     }
     for (size_t i = 0; i < n; i++) {
-        char when[32], cnt[16] = "-";
+        char when[32], cnt[24] = "-";
         cli_time(v[i].created, when, sizeof when);
         if (v[i].security_counter >= 0) {
             snprintf(cnt, sizeof cnt, "%lld", (long long)v[i].security_counter);
