@@ -462,6 +462,9 @@ void est_held_free(est_held *h);
 /* crl (by CA label) or ocsp (a DER OCSP request): the DER answer into out. */
 kl_rc est_cad_crl(est_server *s, const char *issuer, kl_buf *out) KL_WUR;
 kl_rc est_cad_ocsp(est_server *s, const uint8_t *req, size_t len, kl_buf *out) KL_WUR;
+/* /metrics: the remaining life of each profile's CA certificates, their CRLs and the delegated
+ * OCSP signer, read from keyline-cad (est_lifetimes.c). Errors: only the buffer's. */
+kl_rc est_lifetimes_render(est_server *s, kl_buf *out) KL_WUR;
 /* pending: requests of the profile held for an officer. */
 kl_rc est_cad_pending(est_server *s, const char *profile, uint64_t *n) KL_WUR;
 

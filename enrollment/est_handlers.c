@@ -945,6 +945,7 @@ static void est_metrics_page(est_req *rq, est_resp *rs)
                           "# TYPE keyline_est_requests_pending gauge\n"
                           "keyline_est_requests_pending %llu\n",
                           (unsigned long long)held));
+        TRY(est_lifetimes_render(s, &rs->body)); /* est_lifetimes.c */
     }
     rs->status = 200;
     snprintf(rs->content_type, sizeof rs->content_type, "text/plain; version=0.0.4");
