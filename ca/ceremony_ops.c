@@ -33,20 +33,26 @@ out:
     return rc;
 }
 
+/* `crl`'s number into `res` as `key`. */
+static kl_rc ceremony_res_crl_number(ceremony_kvs *res, const char *key, const X509_CRL *crl)
+{
+    char num[32];
+    ASN1_INTEGER *n = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
+    snprintf(num, sizeof num, "%lld", n ? (long long)ASN1_INTEGER_get(n) : -1LL);
+    ASN1_INTEGER_free(n);
+    return ceremony_kvs_set(res, key, num);
+}
+
 /* The new CA's first CRL, as the plain command publishes it; its number into `res`. */
 static kl_rc ceremony_res_crl(ca_ctx *ca, ceremony_kvs *res, const char *label)
 {
     kl_rc rc = KL_OK;
     X509_CRL *crl = NULL;
-    char num[32];
     if (ca_is_ocsp_signer_label(label) || ca_is_firmware_key(ca, label)) {
         return KL_OK; /* a delegated OCSP signer or a firmware key issues no CRL */
     }
     TRY(ca_crl(ca, label, &crl));
-    ASN1_INTEGER *n = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
-    snprintf(num, sizeof num, "%lld", n ? (long long)ASN1_INTEGER_get(n) : -1LL);
-    ASN1_INTEGER_free(n);
-    TRY(ceremony_kvs_set(res, "crl-number", num));
+    TRY(ceremony_res_crl_number(res, "crl-number", crl));
 out:
     X509_CRL_free(crl);
     return rc;
@@ -99,6 +105,27 @@ static kl_rc ceremony_run_ca_rotate(ca_ctx *ca, const ceremony_req *r, const cha
     TRY(ceremony_res_cert(res, label, cert));
     TRY(ceremony_res_crl(ca, res, label));
 out:
+    X509_free(cert);
+    return rc;
+}
+
+/* The retired CA's certificate (what is no longer signed with) and its final CRL's number. */
+static kl_rc ceremony_run_ca_retire(ca_ctx *ca, const ceremony_req *r, const char *actor,
+                                    ceremony_kvs *res)
+{
+    kl_rc rc = KL_OK;
+    X509 *cert = NULL;
+    X509_CRL *crl = NULL;
+    const char *label = ceremony_req_get(r, "label");
+    ca_retire_req rq = {.label = label, .actor = actor};
+    TRY(ca_cert(ca, label, &cert));
+    TRY(ca_retire(ca, &rq, &crl));
+    TRY(ceremony_res_cert(res, label, cert));
+    if (crl) { /* NULL: an earlier run published it */
+        TRY(ceremony_res_crl_number(res, "final-crl-number", crl));
+    }
+out:
+    X509_CRL_free(crl);
     X509_free(cert);
     return rc;
 }
@@ -263,6 +290,12 @@ const ceremony_op ceremony_ops[] = {
       {"token", 0, NULL},
       {NULL, 0, NULL}},
      ceremony_run_ca_rotate,
+     NULL,
+     0},
+    {"ca retire",
+     "final CRL past the last expiry of what the CA issued, then its key destroyed",
+     {{"label", 1, NULL}, {NULL, 0, NULL}},
+     ceremony_run_ca_retire,
      NULL,
      0},
     /* while fewer than the quorum are active, registering them needs no ceremony */

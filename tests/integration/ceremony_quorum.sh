@@ -129,6 +129,24 @@ grep -q "^result key-sha256: $(openssl x509 -in root1.pem -noout -pubkey | opens
 grep -q "^approval: alice$" tr.txt && grep -q "^approval: carol$" tr.txt || fail "transcript lacks the approvals"
 ok "2 of 3 (alice EC P-256, carol P-384 by p11tool) created root1 end to end; transcript names its key and certificate"
 
+# an issuing CA made and retired by ceremonies; the plain ca retire refuses
+fid=$(kca ceremony propose ca create --label field1 --template field-ca --issuer root1 \
+        --subject "CN=Quorum Field CA,O=Keyline Test")
+approve "$fid" alice 1111 2>/dev/null; approve "$fid" carol 3333 2>/dev/null
+kca ceremony run --id "$fid" 2>/dev/null
+kca ca list | grep -q "^field1 .*root1" || fail "the ceremony did not create field1 under root1"
+rc=0; kca ca retire --label field1 2>err.txt || rc=$?
+[ $rc = 4 ] && grep -q "ceremony propose ca retire" err.txt || { cat err.txt; fail "plain ca retire not refused (exit $rc)"; }
+tid=$(kca ceremony propose ca retire --label field1)
+approve "$tid" alice 1111 2>/dev/null
+expect_fail "ca retire one signature short" kca ceremony run --id "$tid"
+approve "$tid" carol 3333 2>/dev/null
+kca ceremony run --id "$tid" --out retire.tr 2>/dev/null
+kca ca list | grep -q "^field1 .*retired" || { kca ca list; fail "field1 not retired"; }
+grep -q "^result final-crl-number: [0-9]" retire.tr || fail "the retire transcript has no final CRL"
+"$KL_BIN/keyline-ca" ceremony verify retire.tr >/dev/null || fail "the retire transcript does not verify"
+ok "ca create (issuing CA) and ca retire as ceremonies; plain ca retire refused"
+
 # offline: no configuration, store or token
 mkdir offline && cp tr.txt alice.pem carol.pem bob.pem offline/
 akey=$(kca audit verify | sed -n 's/.*SHA-256 of its public key \([0-9a-f]*\).*/\1/p')
