@@ -153,10 +153,8 @@ static const struct {
     const char *name;
     int type;
 } tpl_key_type_names[] = {
-    {"ec-p256", HSM_KEY_EC_P256},
-    {"ec-p384", HSM_KEY_EC_P384},
-    {"rsa-3072", HSM_KEY_RSA_3072},
-    {"ed25519", HSM_KEY_ED25519},
+    {"ec-p256", HSM_KEY_EC_P256}, {"ec-p384", HSM_KEY_EC_P384},   {"rsa-3072", HSM_KEY_RSA_3072},
+    {"ed25519", HSM_KEY_ED25519}, {"rsa-2048", HSM_KEY_RSA_2048}, {"rsa-4096", HSM_KEY_RSA_4096},
 };
 
 /* Subject attributes a template may name, with the OpenSSL NID. */
@@ -250,7 +248,10 @@ static int add_key_type(tpl_parse *p, const char *w)
             return 0;
         }
     }
-    return tpl_perr(p, "unknown key type '%s' (known: ec-p256 ec-p384 rsa-3072 ed25519)", w);
+    return tpl_perr(p,
+                    "unknown key type '%s' (known: ec-p256 ec-p384 rsa-2048 rsa-3072 "
+                    "rsa-4096 ed25519)",
+                    w);
 }
 
 static int set_key_types(tpl_parse *p, const char *v)

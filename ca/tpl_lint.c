@@ -171,7 +171,7 @@ kl_rc tpl_lint(const tpl *t, X509 *cert, X509 *issuer_cert)
     uint32_t bits = tpl_ku_bits(ku);
     LINT(!(bits & X509v3_KU_KEY_CERT_SIGN) || bc->ca, "keyCertSign on an end-entity certificate");
     LINT((bits & X509v3_KU_KEY_CERT_SIGN) || !bc->ca, "a CA certificate without keyCertSign");
-    uint32_t want = t->key_usage | (kt == HSM_KEY_RSA_3072 ? t->key_usage_rsa : 0);
+    uint32_t want = t->key_usage | (HSM_KEY_IS_RSA(kt) ? t->key_usage_rsa : 0);
     LINT(bits == want, "keyUsage differs from template %s", t->name);
     LINT(!crit == !t->key_usage_critical, "keyUsage criticality differs from template %s", t->name);
 

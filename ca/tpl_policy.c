@@ -83,7 +83,10 @@ ASN1_SEQUENCE(TPL_HMN) =
     if (id == EVP_PKEY_RSA) {
         int bits = EVP_PKEY_get_bits(k);
         snprintf(name, namelen, "rsa-%d", bits);
-        return bits == 3072 ? HSM_KEY_RSA_3072 : -1;
+        return bits == 2048   ? HSM_KEY_RSA_2048
+               : bits == 3072 ? HSM_KEY_RSA_3072
+               : bits == 4096 ? HSM_KEY_RSA_4096
+                              : -1;
     }
     if (id == EVP_PKEY_ED25519) {
         snprintf(name, namelen, "ed25519");
@@ -237,7 +240,8 @@ out:
 
 static void tpl_key_types_str(unsigned bits, char *out, size_t outlen)
 {
-    static const char *const names[HSM_KEY__COUNT] = {"ec-p256", "ec-p384", "rsa-3072", "ed25519"};
+    static const char *const names[HSM_KEY__COUNT] = {"ec-p256", "ec-p384",  "rsa-3072",
+                                                      "ed25519", "rsa-2048", "rsa-4096"};
     size_t n = 0;
     out[0] = 0;
     for (int i = 0; i < HSM_KEY__COUNT; i++) {
@@ -842,7 +846,7 @@ static kl_rc tpl_csr_extensions(const tpl *t, X509_REQ *csr, int key_type, const
     }
     exts = X509_REQ_get_extensions(csr);
     ENSURE_SSL(exts, KL_EINPUT, "CSR extensionRequest cannot be decoded");
-    uint32_t ku_allowed = t->key_usage | (key_type == HSM_KEY_RSA_3072 ? t->key_usage_rsa : 0);
+    uint32_t ku_allowed = t->key_usage | (HSM_KEY_IS_RSA(key_type) ? t->key_usage_rsa : 0);
 
     for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
         X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
@@ -1310,7 +1314,7 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
     }
     TRY(tpl_add_ext(x, NID_basic_constraints, bc, 1));
 
-    uint32_t ku = t->key_usage | (kt == HSM_KEY_RSA_3072 ? t->key_usage_rsa : 0);
+    uint32_t ku = t->key_usage | (HSM_KEY_IS_RSA(kt) ? t->key_usage_rsa : 0);
     TRY(tpl_add_key_usage(x, ku, t->key_usage_critical));
 
     if (t->eku[0]) {

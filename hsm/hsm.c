@@ -193,8 +193,8 @@ static CK_RV p11_take_ckr(void)
 /* ---------------------------------------------------------------------------------------- */
 /* key type names                                                                           */
 
-static const char *const key_type_names[HSM_KEY__COUNT] = {"ec-p256", "ec-p384", "rsa-3072",
-                                                           "ed25519"};
+static const char *const key_type_names[HSM_KEY__COUNT] = {"ec-p256", "ec-p384",  "rsa-3072",
+                                                           "ed25519", "rsa-2048", "rsa-4096"};
 
 int hsm_key_type_from_name(const char *name)
 {
@@ -224,7 +224,13 @@ int hsm_key_type_of(const EVP_PKEY *k)
     }
     switch (EVP_PKEY_get_base_id(k)) {
     case EVP_PKEY_ED25519: return HSM_KEY_ED25519;
-    case EVP_PKEY_RSA: return EVP_PKEY_get_bits(k) == 3072 ? HSM_KEY_RSA_3072 : -1;
+    case EVP_PKEY_RSA:
+        switch (EVP_PKEY_get_bits(k)) {
+        case 2048: return HSM_KEY_RSA_2048;
+        case 3072: return HSM_KEY_RSA_3072;
+        case 4096: return HSM_KEY_RSA_4096;
+        default: return -1;
+        }
     case EVP_PKEY_EC: {
         /* Token keys from libp11 are legacy EC_KEYs with a foreign method; the legacy accessor
          * works for those and for provider keys alike. */
@@ -1067,7 +1073,10 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
     switch (type) {
     case HSM_KEY_EC_P256: ADD(pubt, npub, CKA_EC_PARAMS, oid_p256, sizeof oid_p256); break;
     case HSM_KEY_EC_P384: ADD(pubt, npub, CKA_EC_PARAMS, oid_p384, sizeof oid_p384); break;
+    case HSM_KEY_RSA_2048:
+    case HSM_KEY_RSA_4096:
     case HSM_KEY_RSA_3072:
+        bits = type == HSM_KEY_RSA_2048 ? 2048 : type == HSM_KEY_RSA_4096 ? 4096 : 3072;
         mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
         ADD(pubt, npub, CKA_MODULUS_BITS, &bits, sizeof bits);
         ADD(pubt, npub, CKA_PUBLIC_EXPONENT, exp65537, sizeof exp65537);

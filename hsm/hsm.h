@@ -22,11 +22,17 @@ typedef enum {
     HSM_KEY_EC_P256 = 0,
     HSM_KEY_EC_P384,
     HSM_KEY_RSA_3072,
-    HSM_KEY_ED25519, /* refused: libp11 0.4.12 cannot see any key on a token holding one */
+    HSM_KEY_ED25519,  /* refused: libp11 0.4.12 cannot see any key on a token holding one */
+    HSM_KEY_RSA_2048, /* device keys (templates that allow it) */
+    HSM_KEY_RSA_4096, /* roots (templates that allow it) */
     HSM_KEY__COUNT
 } hsm_key_type;
+/* 1 for the RSA types (key usage keyEncipherment is theirs: templates' key-usage-rsa) */
+#define HSM_KEY_IS_RSA(t)                                                                          \
+    ((t) == HSM_KEY_RSA_3072 || (t) == HSM_KEY_RSA_2048 || (t) == HSM_KEY_RSA_4096)
 
-/* "ec-p256", "ec-p384", "rsa-3072", "ed25519" <-> enum. Returns -1 for unknown names. */
+/* "ec-p256", "ec-p384", "rsa-3072", "ed25519", "rsa-2048", "rsa-4096" <-> enum. Returns -1 for
+ * unknown names. */
 int hsm_key_type_from_name(const char *name);
 const char *hsm_key_type_name(hsm_key_type t);
 /* Type of any public/private key (software or token); -1 when none of ours. */

@@ -245,7 +245,8 @@ static void test_names(void **state)
     for (int t = 0; t < HSM_KEY__COUNT; t++) {
         assert_int_equal(hsm_key_type_from_name(hsm_key_type_name((hsm_key_type)t)), t);
     }
-    assert_int_equal(hsm_key_type_from_name("rsa-2048"), -1);
+    assert_int_equal(hsm_key_type_from_name("rsa-1024"), -1);
+    assert_int_equal(hsm_key_type_from_name("rsa-2048"), HSM_KEY_RSA_2048);
     assert_int_equal(hsm_key_type_from_name(NULL), -1);
     assert_string_equal(hsm_ckr_name(CKR_PIN_INCORRECT), "CKR_PIN_INCORRECT");
     assert_string_equal(hsm_ckr_name(CKR_PIN_LOCKED), "CKR_PIN_LOCKED");
@@ -440,6 +441,62 @@ static void test_gen_rsa3072(void **state)
 {
     (void)state;
     gen_sign_verify(HSM_KEY_RSA_3072, "k-rsa3072");
+}
+
+static void test_gen_rsa2048(void **state)
+{
+    (void)state;
+    gen_sign_verify(HSM_KEY_RSA_2048, "k-rsa2048");
+}
+
+static void test_gen_rsa4096(void **state)
+{
+    (void)state;
+    gen_sign_verify(HSM_KEY_RSA_4096, "k-rsa4096");
+}
+
+/* hsm_cert_put: a CKO_CERTIFICATE beside the key, same CKA_ID, replaced by a second put; a
+ * certificate for a label without a key and bytes that are no certificate are refused. */
+static void test_cert_put(void **state)
+{
+    (void)state;
+    hsm_ctx *h = open_ok();
+    EVP_PKEY *pub = NULL, *priv = NULL;
+    assert_int_equal(hsm_key_generate(h, "k-cert", HSM_KEY_EC_P256, &pub), KL_OK);
+    assert_int_equal(hsm_key_load(h, "k-cert", &priv), KL_OK);
+    X509 *x = X509_new();
+    X509_NAME *n = X509_NAME_new();
+    assert_int_equal(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
+                                                (const unsigned char *)"cert object", -1, -1, 0),
+                     1);
+    assert_int_equal(X509_set_version(x, 2), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), 7), 1);
+    assert_int_equal(X509_set_subject_name(x, n), 1);
+    assert_int_equal(X509_set_issuer_name(x, n), 1);
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
+    assert_int_equal(X509_set_pubkey(x, pub), 1);
+    assert_true(X509_sign(x, priv, EVP_sha256()) > 0);
+    unsigned char *der = NULL;
+    int len = i2d_X509(x, &der);
+    assert_true(len > 0);
+    assert_int_equal(hsm_cert_put(h, "k-cert", der, (size_t)len), KL_OK);
+    assert_int_equal(hsm_cert_put(h, "k-cert", der, (size_t)len), KL_OK); /* replaces */
+    assert_int_equal(hsm_cert_put(h, "no-such-key", der, (size_t)len), KL_ENOTFOUND);
+    assert_int_equal(hsm_cert_put(h, "k-cert", der, (size_t)len - 1), KL_EINPUT);
+    /* the key still loads and signs (libp11 enumerates past the certificate object) */
+    EVP_PKEY_free(priv);
+    priv = NULL;
+    hsm_close(h);
+    h = open_ok();
+    assert_int_equal(hsm_key_load(h, "k-cert", &priv), KL_OK);
+    sign_verify(priv, pub, "with a certificate object");
+    OPENSSL_free(der);
+    X509_NAME_free(n);
+    X509_free(x);
+    EVP_PKEY_free(priv);
+    EVP_PKEY_free(pub);
+    hsm_close(h);
 }
 
 static void test_gen_after_load(void **state)
@@ -789,6 +846,9 @@ int main(void)
         cmocka_unit_test(test_gen_p256),
         cmocka_unit_test(test_gen_p384),
         cmocka_unit_test(test_gen_rsa3072),
+        cmocka_unit_test(test_gen_rsa2048),
+        cmocka_unit_test(test_gen_rsa4096),
+        cmocka_unit_test(test_cert_put),
         cmocka_unit_test(test_gen_after_load),
         cmocka_unit_test(test_gen_duplicate),
         cmocka_unit_test(test_missing_key),

@@ -315,7 +315,7 @@ static void test_load_bad(void **state)
         {"[template]\nkind = end-entity\nkind = ca\n", ":3: key 'kind' given twice"},
         {"[template]\nkind = end-entity\nthis is not ini\n", ":3: syntax error"},
         {"[template]\nkind = sometimes\n", ":2: kind must be ca or end-entity"},
-        {"[template]\nkey-types = ec-p256 rsa-2048\n", ":2: unknown key type 'rsa-2048'"},
+        {"[template]\nkey-types = ec-p256 rsa-1024\n", ":2: unknown key type 'rsa-1024'"},
         {"[template]\nbackdate = 3d\n", ":2: '3d' is not a number with a unit from smh"},
         {"[csr]\nmax-size = 99999999\n", ":2: '99999999' is out of range"},
         {"[csr]\nignore-extensions = basicConstraints\n",
