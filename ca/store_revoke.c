@@ -60,14 +60,14 @@ static kl_rc rv_one(store_conn *c, const rv_arg *a, const char *serial, const ch
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
-    char status[16], issuer[256], detail[512];
+    char status[16], issuer[129], detail[512];
     char *full = NULL;
     TRY(sc_stmt(c, &q_rv_status, &st));
     TRY(sc_text(st, 1, serial));
     TRY(sc_step(st, &row, "read certificate"));
     ENSURE(row, KL_ENOTFOUND, "%s: no certificate with serial %s", what, serial);
     snprintf(status, sizeof status, "%s", col_text(st, 0, NULL) ? col_text(st, 0, NULL) : "");
-    snprintf(issuer, sizeof issuer, "%s", col_text(st, 1, NULL) ? col_text(st, 1, NULL) : "");
+    snprintf(issuer, sizeof issuer, "%.128s", col_text(st, 1, NULL) ? col_text(st, 1, NULL) : "");
     sc_done(st);
     st = NULL;
     if (strcmp(status, STORE_ST_REVOKED) == 0) {

@@ -297,6 +297,11 @@ typedef struct {
         char value[128];
     } hdr[EST_MAX_HEADERS];
     size_t n_hdr;
+    /* the body is a file instead (a CRL, sent with sendfile): has_fd set, fd (owned: closed by
+     * the response) and its length */
+    int has_fd;
+    int fd;
+    uint64_t fd_len;
 } est_resp;
 
 struct est_server;
@@ -312,6 +317,7 @@ typedef struct {
     const char *content_type;  /* may be NULL */
     const char *cte;           /* Content-Transfer-Encoding, may be NULL */
     const char *authorization; /* may be NULL */
+    const char *if_none_match, *if_modified_since; /* conditional GET (RFC 9110 13); NULL */
     const uint8_t *body;
     size_t body_len;
     est_route route;
@@ -406,6 +412,8 @@ void est_handle(est_req *rq, est_resp *rs);
 
 /* Revocation (est_revocation.c): HTTP in front of keyline-cad's crl and ocsp. */
 void est_handle_crl(est_req *rq, est_resp *rs);
+/* The CRL files est_handle_crl keeps (memfds); at server exit. */
+void est_crl_cache_free(void);
 void est_handle_ocsp(est_req *rq, est_resp *rs);
 /* Map an error to an HTTP answer (est_handlers.c): input 400, policy/auth 403, HSM 503 with
  * Retry-After 30, keyline-cad or its store unreachable 503 with Retry-After 10, else 500. */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "est.h"
@@ -38,6 +39,10 @@ void est_resp_init(est_resp *r)
 void est_resp_free(est_resp *r)
 {
     kl_buf_free(&r->body);
+    if (r->has_fd) { /* a file body never handed to a response */
+        close(r->fd);
+        r->has_fd = 0;
+    }
 }
 
 void est_resp_header(est_resp *r, const char *name, const char *value)

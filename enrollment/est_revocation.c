@@ -5,11 +5,17 @@
  *         CA keyline-cad does not sign CRLs for, [cad] ca-keys) is the officer's published one.
  *   OCSP: answers to nonce-less requests cached until a revocation epoch moves (at most 60 s);
  *         the delegated OCSP signers are made and renewed by keyline-cad. */
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/ocsp.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "est.h"
 #include "kl_b64.h"
@@ -23,6 +29,167 @@
 /* ---------------------------------------------------------------------------------------- */
 /* CRL                                                                                       */
 
+/* CRLs are kept as files (memfds: page cache, not heap) and sent with sendfile, whatever their
+ * size: one per CA, fetched again from keyline-cad on every request while it is small, at most
+ * every EST_CRL_TTL seconds once it is larger than EST_CRL_SMALL (keyline-cad re-signs when a
+ * revocation moves the epoch), with a strong ETag (SHA-256 of the DER) and
+ * Last-Modified (its thisUpdate) for conditional GETs (RFC 9110 13.1.1, 13.1.3): a relying
+ * party polling an unchanged CRL gets 304 and no body. */
+#define EST_CRL_TTL 5
+#define EST_CRL_SMALL (1024u * 1024)
+#define EST_CRL_SLOTS 64
+#define EST_CRL_MAX (256u * 1024 * 1024)
+
+typedef struct {
+    char label[129];
+    int fd; /* memfd with the DER; each response gets a dup */
+    size_t len;
+    char etag[48];      /* "\"<32 hex>\"" */
+    time_t this_update; /* Last-Modified */
+    time_t fetched;
+} est_crl_file;
+
+static est_crl_file est_crls[EST_CRL_SLOTS];
+static size_t est_ncrls;
+static pthread_mutex_t est_crl_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void est_crl_cache_free(void)
+{
+    pthread_mutex_lock(&est_crl_mu);
+    for (size_t i = 0; i < est_ncrls; i++) {
+        close(est_crls[i].fd);
+    }
+    est_ncrls = 0;
+    pthread_mutex_unlock(&est_crl_mu);
+}
+
+/* thisUpdate of a DER CertificateList, read in place (no parse of the entries): TBSCertList
+ * is SEQUENCE { [version] signature issuer thisUpdate ... }. */
+static int est_crl_this_update(const uint8_t *der, size_t len, time_t *out)
+{
+    const unsigned char *p = der;
+    long l = 0;
+    int tag = 0, cls = 0;
+    const unsigned char *end = der + len;
+    for (int step = 0; step < 2; step++) { /* into CertificateList, then into TBSCertList */
+        if (ASN1_get_object(&p, &l, &tag, &cls, end - p) & 0x80 || tag != V_ASN1_SEQUENCE) {
+            return 0;
+        }
+    }
+    for (int skip = 0; skip < 3; skip++) { /* version (when present), signature, issuer */
+        const unsigned char *q = p;
+        if (ASN1_get_object(&q, &l, &tag, &cls, end - p) & 0x80) {
+            return 0;
+        }
+        if (skip == 0 && tag != V_ASN1_INTEGER) {
+            skip++; /* v1: no version */
+        }
+        if (l < 0 || l > end - q) {
+            return 0;
+        }
+        p = q + l;
+    }
+    ASN1_TIME *t = d2i_ASN1_TIME(NULL, &p, end - p);
+    struct tm tm;
+    int ok = t && ASN1_TIME_to_tm(t, &tm) == 1;
+    ASN1_TIME_free(t);
+    if (ok) {
+        *out = timegm(&tm);
+    }
+    return ok;
+}
+
+/* Put a fetched CRL into slot `f` (a new memfd when it changed). */
+static kl_rc est_crl_store(est_crl_file *f, const kl_buf *der, time_t now)
+{
+    uint8_t h[SHA256_DIGEST_LENGTH];
+    char etag[48];
+    SHA256(der->data, der->len, h);
+    int n = snprintf(etag, sizeof etag, "\"");
+    for (int i = 0; i < 16; i++) {
+        n += snprintf(etag + n, sizeof etag - (size_t)n, "%02x", h[i]);
+    }
+    snprintf(etag + n, sizeof etag - (size_t)n, "\"");
+    f->fetched = now;
+    if (f->fd >= 0 && strcmp(etag, f->etag) == 0) {
+        return KL_OK;
+    }
+    int fd = memfd_create("keyline-crl", MFD_CLOEXEC);
+    if (fd < 0) {
+        return kl_fail(KL_EIO, "memfd_create: %s", strerror(errno));
+    }
+    size_t off = 0;
+    while (off < der->len) {
+        ssize_t w = write(fd, der->data + off, der->len - off);
+        if (w <= 0) {
+            close(fd);
+            return kl_fail(KL_EIO, "writing the CRL file: %s", strerror(errno));
+        }
+        off += (size_t)w;
+    }
+    if (f->fd >= 0) {
+        close(f->fd); /* responses still sending it hold their own dup */
+    }
+    f->fd = fd;
+    f->len = der->len;
+    snprintf(f->etag, sizeof f->etag, "%s", etag);
+    if (!est_crl_this_update(der->data, der->len, &f->this_update)) {
+        f->this_update = now;
+    }
+    return KL_OK;
+}
+
+/* The slot of `label`, fresh (fetched at most EST_CRL_TTL seconds ago); under est_crl_mu. */
+static kl_rc est_crl_get(est_server *s, const char *label, est_crl_file **out)
+{
+    kl_rc rc = KL_OK;
+    time_t now = time(NULL);
+    est_crl_file *f = NULL;
+    for (size_t i = 0; i < est_ncrls && !f; i++) {
+        f = strcmp(est_crls[i].label, label) == 0 ? &est_crls[i] : NULL;
+    }
+    /* a small CRL is asked for every time (keyline-cad answers from its cache, re-signed as
+     * soon as a revocation moves the epoch); a large one at most every EST_CRL_TTL seconds */
+    if (f && f->len > EST_CRL_SMALL && now - f->fetched < EST_CRL_TTL) {
+        *out = f;
+        return KL_OK;
+    }
+    kl_buf der;
+    kl_buf_init(&der, EST_CRL_MAX, 0);
+    rc = est_cad_crl(s, label, &der);
+    if (rc == KL_OK && !f) {
+        if (est_ncrls == EST_CRL_SLOTS) {
+            rc = kl_fail(KL_EINTERNAL, "more than %d CAs with CRLs", EST_CRL_SLOTS);
+        } else {
+            f = &est_crls[est_ncrls++];
+            memset(f, 0, sizeof *f);
+            f->fd = -1;
+            snprintf(f->label, sizeof f->label, "%s", label);
+        }
+    }
+    if (rc == KL_OK) {
+        rc = est_crl_store(f, &der, now);
+    }
+    kl_buf_free(&der);
+    *out = f;
+    return rc;
+}
+
+/* RFC 9110 13.1.2: If-None-Match is a list of entity tags or "*"; 13.1.3: If-Modified-Since
+ * is only evaluated without If-None-Match. */
+static int est_crl_not_modified(const est_req *rq, const est_crl_file *f)
+{
+    if (rq->if_none_match) {
+        return strcmp(rq->if_none_match, "*") == 0 || strstr(rq->if_none_match, f->etag) != NULL;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = rq->if_modified_since
+                          ? strptime(rq->if_modified_since, "%a, %d %b %Y %H:%M:%S GMT", &tm)
+                          : NULL;
+    return end && !*end && f->this_update <= timegm(&tm);
+}
+
 void est_handle_crl(est_req *rq, est_resp *rs)
 {
     est_server *s = rq->srv;
@@ -32,12 +199,30 @@ void est_handle_crl(est_req *rq, est_resp *rs)
         est_resp_header(rs, "Allow", "GET, HEAD");
         return;
     }
-    kl_rc rc = est_cad_crl(s, label, &rs->body);
+    est_crl_file *f = NULL;
+    pthread_mutex_lock(&est_crl_mu);
+    kl_rc rc = est_crl_get(s, label, &f);
     if (rc == KL_OK) {
-        rs->status = 200;
-        /* RFC 5280 4.2.1.13 / RFC 2585 4.2: DER, application/pkix-crl */
-        snprintf(rs->content_type, sizeof rs->content_type, "application/pkix-crl");
+        char lm[64];
+        struct tm tm;
+        gmtime_r(&f->this_update, &tm);
+        strftime(lm, sizeof lm, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        est_resp_header(rs, "ETag", f->etag);
+        est_resp_header(rs, "Last-Modified", lm);
         snprintf(rq->note, sizeof rq->note, "crl %s", label);
+        if (est_crl_not_modified(rq, f)) {
+            rs->status = 304; /* RFC 9110 15.4.5: no content, the validators again */
+        } else {
+            rs->fd = dup(f->fd);
+            rs->has_fd = rs->fd >= 0;
+            rs->fd_len = f->len;
+            rs->status = rs->has_fd ? 200 : 503;
+            /* RFC 5280 4.2.1.13 / RFC 2585 4.2: DER, application/pkix-crl */
+            snprintf(rs->content_type, sizeof rs->content_type, "application/pkix-crl");
+        }
+    }
+    pthread_mutex_unlock(&est_crl_mu);
+    if (rc == KL_OK) {
         return;
     }
     if (rc == KL_ENOTFOUND) {

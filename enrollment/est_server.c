@@ -122,10 +122,24 @@ static enum MHD_Result est_queue(struct MHD_Connection *c, est_conn_req *r, est_
     }
     h->b = rs->body; /* ownership moves to the response */
     kl_buf_init(&rs->body, 0, 0);
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
-        h->b.len, h->b.len ? h->b.data : (void *)"", est_body_free, h);
-    if (!resp) {
+    struct MHD_Response *resp = NULL;
+    if (rs->has_fd) {
+        /* a file (a CRL of any size): sent from the page cache, closed by MHD when done */
+        resp = MHD_create_response_from_fd64(rs->fd_len, rs->fd);
+        if (!resp) {
+            close(rs->fd);
+        }
+        rs->has_fd = 0;
         est_body_free(h);
+        h = NULL;
+    } else {
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(
+            h->b.len, h->b.len ? h->b.data : (void *)"", est_body_free, h);
+    }
+    if (!resp) {
+        if (h) {
+            est_body_free(h);
+        }
         return MHD_NO;
     }
     if (rs->content_type[0]) {
@@ -145,7 +159,7 @@ static enum MHD_Result est_queue(struct MHD_Connection *c, est_conn_req *r, est_
         return MHD_NO;
     }
     r->status = rs->status;
-    r->bytes = h->b.len;
+    r->bytes = h ? h->b.len : (size_t)rs->fd_len;
     r->responded = 1;
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)rs->status, resp);
     MHD_destroy_response(resp);
@@ -348,6 +362,10 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
     rq.cte = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Transfer-Encoding");
     rq.authorization =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    rq.if_none_match =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    rq.if_modified_since =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
     rq.body = r->body.data;
     rq.body_len = r->body.len;
     if (L->tls) {
@@ -1263,6 +1281,7 @@ void est_server_free(est_server *s)
         est_tls_creds_free(x);
     }
     cac_close(s->cad);
+    est_crl_cache_free();
     if (est_ticket_key.data) {
         gnutls_memset(est_ticket_key.data, 0, est_ticket_key.size);
         gnutls_free(est_ticket_key.data);
