@@ -6,15 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "matter_seal.h"
 #include "store_db.h"
 
-#define MT_COLS "device_id, cert_serial, discriminator, iterations, salt, verifier, updated"
+#define MT_COLS                                                                                    \
+    "device_id, cert_serial, discriminator, iterations, salt, verifier, updated, passcode_sealed"
 
 static const store_q q_mt_put = {
-    "INSERT INTO matter_onboarding (" MT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    "INSERT INTO matter_onboarding (" MT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
     " ON CONFLICT (device_id) DO UPDATE SET cert_serial = excluded.cert_serial,"
     " discriminator = excluded.discriminator, iterations = excluded.iterations,"
-    " salt = excluded.salt, verifier = excluded.verifier, updated = excluded.updated",
+    " salt = excluded.salt, verifier = excluded.verifier, updated = excluded.updated,"
+    " passcode_sealed = excluded.passcode_sealed",
     NULL};
 static const store_q q_mt_get = {"SELECT " MT_COLS " FROM matter_onboarding WHERE device_id = ?1",
                                  NULL};
@@ -39,9 +42,12 @@ static kl_rc mt_put_tx(store_conn *c, void *arg)
     TRY(sc_blob(st, 5, m->salt, m->salt_len));
     TRY(sc_blob(st, 6, m->verifier, m->verifier_len));
     TRY(sc_int(st, 7, (int64_t)time(NULL)));
+    TRY(m->passcode_sealed ? sc_blob(st, 8, m->passcode_sealed, m->passcode_sealed_len)
+                           : sc_null(st, 8));
     TRY(sc_run(st, "record Matter onboarding data"));
-    snprintf(detail, sizeof detail, "device %.128s, DAC %.64s, discriminator %lld", m->device_id,
-             m->cert_serial, (long long)m->discriminator);
+    snprintf(detail, sizeof detail, "device %.128s, DAC %.64s, discriminator %lld%s", m->device_id,
+             m->cert_serial, (long long)m->discriminator,
+             m->passcode_sealed ? ", passcode sealed to " MATTER_PASSCODE_KEY : "");
     TRY(st_audit_append_tx(c, a->actor, "matter-onboarding", detail));
 out:
     sc_done(st);
@@ -61,6 +67,8 @@ kl_rc store_matter_put(store *s, const store_matter *m, const char *actor)
     ENSURE(m->salt && m->salt_len >= 16 && m->salt_len <= 32 && m->verifier &&
                m->verifier_len == STORE_MATTER_VERIFIER_LEN && m->verifier[32] == 0x04,
            KL_EUSAGE, "store_matter_put: salt or verifier malformed");
+    ENSURE(!m->passcode_sealed || m->passcode_sealed_len == MATTER_SEAL_LEN, KL_EUSAGE,
+           "store_matter_put: sealed passcode malformed");
     mt_put_arg a = {m, actor};
     TRY(store_write(s, mt_put_tx, &a));
 out:
@@ -79,6 +87,9 @@ static int row_matter(db_stmt *st, void *out)
     bad |= col_bytes(st, 4, &m->salt, &m->salt_len);
     bad |= col_bytes(st, 5, &m->verifier, &m->verifier_len);
     m->updated = col_time(st, 6);
+    if (!col_isnull(st, 7)) {
+        bad |= col_bytes(st, 7, &m->passcode_sealed, &m->passcode_sealed_len);
+    }
     if (bad) {
         store_matter_free(m);
     }
@@ -109,5 +120,6 @@ void store_matter_free(store_matter *m)
     free(m->cert_serial);
     free(m->salt);
     free(m->verifier);
+    free(m->passcode_sealed);
     memset(m, 0, sizeof *m);
 }

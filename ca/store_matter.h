@@ -1,8 +1,9 @@
 /* keyline: Matter onboarding data in the store (issue 19, docs/matter.md): per device, beside
  * its inventory row, the discriminator, PBKDF2 salt and iterations and the SPAKE2+ verifier the
  * station wrote to it with MATTER (docs/line-protocol.md 4.10), and the DAC they go with. The
- * setup passcode is not here. Written by keyline-cad (CA-protocol op "matter"), read by tests
- * and support tools. Schema: the matter_onboarding table (store_schema.c). */
+ * setup passcode only sealed to a token key, and only with [station] matter-keep-passcode. Written
+ * by keyline-cad (CA-protocol op "matter"), read by tests and support tools. Schema: the
+ * matter_onboarding table (store_schema.c). */
 #ifndef KL_STORE_MATTER_H
 #define KL_STORE_MATTER_H
 
@@ -23,6 +24,8 @@ typedef struct {
     size_t salt_len;
     uint8_t *verifier; /* STORE_MATTER_VERIFIER_LEN bytes */
     size_t verifier_len;
+    uint8_t *passcode_sealed; /* NULL, or MATTER_SEAL_LEN bytes (ca/matter_seal.h) */
+    size_t passcode_sealed_len;
     time_t updated;
 } store_matter;
 

@@ -394,6 +394,11 @@
     " verifier BYTEA NOT NULL,"                                                                    \
     " updated BIGINT NOT NULL);"
 
+/* The Matter passcode sealed to a token key, only with [station] matter-keep-passcode = yes
+ * (ca/matter_seal.h); NULL otherwise. */
+#define SQ_MATTER_PASSCODE "ALTER TABLE matter_onboarding ADD COLUMN passcode_sealed BLOB;"
+#define PG_MATTER_PASSCODE "ALTER TABLE matter_onboarding ADD COLUMN passcode_sealed BYTEA;"
+
 /* ---- the steps ---- */
 
 const store_schema_step store_schema_steps[] = {
@@ -419,5 +424,7 @@ const store_schema_step store_schema_steps[] = {
      * alone), and a device by its current certificate (revocation marks it) */
     {"index revoked certificates and devices by certificate", SQ_REVOKED_INDEXES,
      PG_REVOKED_INDEXES, NULL},
+    /* 11: a Matter device's setup passcode, sealed to a token key (matter-keep-passcode) */
+    {"add matter_onboarding.passcode_sealed", SQ_MATTER_PASSCODE, PG_MATTER_PASSCODE, NULL},
 };
 const size_t store_schema_nsteps = sizeof store_schema_steps / sizeof store_schema_steps[0];

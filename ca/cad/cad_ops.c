@@ -14,6 +14,7 @@
 #include "ca_backend.h"
 #include "kl_log.h"
 #include "store.h"
+#include "matter_seal.h"
 #include "store_matter.h"
 
 typedef struct {
@@ -955,6 +956,29 @@ out:
     return rc;
 }
 
+/* matter-keep-passcode: the passcode sealed to the token key MATTER_PASSCODE_KEY (only its
+ * public half is used here; ca/matter_seal.h). The officer makes that key (docs/matter.md). */
+static kl_rc cad_matter_seal(cad_call *c, const char *dev, uint8_t out[MATTER_SEAL_LEN])
+{
+    kl_rc rc = KL_OK;
+    EVP_PKEY *pub = NULL;
+    uint64_t p = cap_get_u64(c->req, CAP_T_MATTER_PASSCODE, 0);
+    ENSURE(p >= 1 && p <= 99999998u, KL_EPOLICY, "device %s: not a Matter setup passcode", dev);
+    ENSURE(ca_hsm(c->d->ca), KL_EINTERNAL, "no token open");
+    rc = hsm_key_public(ca_hsm(c->d->ca), MATTER_PASSCODE_KEY, &pub);
+    if (rc == KL_ENOTFOUND) {
+        rc = kl_fail(KL_EPOLICY,
+                     "matter-keep-passcode: no key '%s' in the token to seal passcodes to "
+                     "(docs/matter.md)",
+                     MATTER_PASSCODE_KEY);
+    }
+    TRY(rc);
+    TRY(matter_passcode_seal(pub, dev, (uint32_t)p, out));
+out:
+    EVP_PKEY_free(pub);
+    return rc;
+}
+
 /* A Matter device's onboarding data (docs/matter.md), beside its inventory row: the DAC named
  * must be a certificate of the caller's profiles for that device; the values are checked
  * again here (the front end is not trusted to have). Audited "matter-onboarding". */
@@ -962,6 +986,7 @@ static kl_rc cad_op_matter(cad_call *c)
 {
     kl_rc rc = KL_OK;
     char dev[129], serial[65], norm[65];
+    uint8_t sealed[MATTER_SEAL_LEN];
     store_cert sc;
     memset(&sc, 0, sizeof sc);
     const cap_field *salt = cap_find(c->req, CAP_T_MATTER_SALT, 0);
@@ -979,6 +1004,11 @@ static kl_rc cad_op_matter(cad_call *c)
         .verifier = (uint8_t *)ver->val,
         .verifier_len = ver->len,
     };
+    if (cap_find(c->req, CAP_T_MATTER_PASSCODE, 0)) {
+        TRY(cad_matter_seal(c, dev, sealed));
+        m.passcode_sealed = sealed;
+        m.passcode_sealed_len = sizeof sealed;
+    }
     rc = store_matter_put(ca_store(c->d->ca), &m, c->peer->actor);
     if (rc == KL_EUSAGE) {
         rc = kl_fail(KL_EPOLICY, "device %s: %s", dev, kl_errmsg());

@@ -52,6 +52,7 @@ static const cap_tag_info cap_tags[CAP_T__END] = {
     [CAP_T_MATTER_ITERATIONS] = {CAP_U64, 0, 8},
     [CAP_T_MATTER_SALT] = {CAP_BYTES, 0, 32},
     [CAP_T_MATTER_VERIFIER] = {CAP_BYTES, 0, 97},
+    [CAP_T_MATTER_PASSCODE] = {CAP_U64, 0, 8},
 };
 
 typedef struct {
@@ -124,7 +125,7 @@ static const cap_op_info cap_ops[CAP_OP__END] = {
                       B(CAP_T_COUNT)},
     [CAP_OP_PROOF_FAIL] = {"proof-failed", B(CAP_T_DEVICE_ID) | B(CAP_T_SERIAL) | B(CAP_T_MESSAGE),
                            B(CAP_T_DEVICE_ID) | B(CAP_T_SERIAL) | B(CAP_T_MESSAGE), 0, 0},
-    [CAP_OP_MATTER] = {"matter", MATTERF, MATTERF, 0, 0},
+    [CAP_OP_MATTER] = {"matter", MATTERF | B(CAP_T_MATTER_PASSCODE), MATTERF, 0, 0},
 };
 
 /* What an error answer may carry, whatever the op. */

@@ -92,6 +92,7 @@ typedef enum {
     CAP_T_MATTER_ITERATIONS = 36,    /* u64: PBKDF2 iterations, 1000..100000 */
     CAP_T_MATTER_SALT = 37,          /* bytes: 16..32 */
     CAP_T_MATTER_VERIFIER = 38,      /* bytes: SPAKE2+ verifier w0 || L, 97 */
+    CAP_T_MATTER_PASSCODE = 39,      /* u64: setup passcode, to be sealed (keep-passcode) */
     CAP_T__END
 } cap_tag;
 

@@ -59,11 +59,6 @@ kl_rc st_matter_cfg_load(st_matter_cfg *cfg, const kl_conf *conf)
     memset(cfg, 0, sizeof *cfg);
     TRY(st_matter_bool(conf, "matter", &cfg->enabled));
     TRY(st_matter_bool(conf, "matter-keep-passcode", &cfg->keep_passcode));
-    /* keeping it needs the store's Matter columns and an HSM key to encrypt to (docs/matter.md
-     * "Keeping the passcode"): refuse rather than pretend */
-    ENSURE(!cfg->keep_passcode, KL_EUSAGE,
-           "[station] matter-keep-passcode = yes is not available yet: the passcode is on the "
-           "label and in the results line only");
     if (kl_conf_get(conf, "station", "labels")) {
         cfg->labels = kl_conf_path(conf, "station", "labels");
         ENSURE(cfg->labels, KL_EINTERNAL, "out of memory");

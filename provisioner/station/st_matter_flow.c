@@ -102,7 +102,7 @@ static kl_rc st_matter_record(st_flow *f, const st_matter_onboard *ob)
     kl_rc rc = KL_OK;
     kl_buf req;
     cac_resp resp;
-    kl_buf_init(&req, 4096, 0);
+    kl_buf_init(&req, 4096, 1);
     memset(&resp, 0, sizeof resp);
     TRY(cap_msg_begin(&req, CAP_OP_MATTER, 0));
     TRY(cap_put_str(&req, CAP_T_PROFILE, f->st->cfg.profile));
@@ -112,6 +112,10 @@ static kl_rc st_matter_record(st_flow *f, const st_matter_onboard *ob)
     TRY(cap_put_u64(&req, CAP_T_MATTER_ITERATIONS, ob->iterations));
     TRY(cap_put_bytes(&req, CAP_T_MATTER_SALT, ob->salt, sizeof ob->salt));
     TRY(cap_put_bytes(&req, CAP_T_MATTER_VERIFIER, ob->verifier, sizeof ob->verifier));
+    if (f->st->matter.keep_passcode) {
+        /* keyline-cad seals it to a token key before it reaches the store (docs/matter.md) */
+        TRY(cap_put_u64(&req, CAP_T_MATTER_PASSCODE, ob->passcode));
+    }
     TRY(cap_msg_end(&req));
     rc = cac_call(f->st->cac, &req, &resp);
     if (rc != KL_OK) {
@@ -119,7 +123,7 @@ static kl_rc st_matter_record(st_flow *f, const st_matter_onboard *ob)
     }
 out:
     cac_resp_free(&resp);
-    kl_buf_free(&req);
+    kl_buf_free(&req); /* the request held the passcode: the buffer is sensitive */
     return rc;
 }
 

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "matter_seal.h"
 #include "store_matter.h"
 
 typedef struct {
@@ -101,10 +102,27 @@ static void test_put_get_replace(void **state)
     assert_int_equal(store_matter_put(f->s, &m, "station:test"), KL_OK);
     assert_int_equal(store_matter_get(f->s, "SN-1", &got), KL_OK);
     assert_int_equal(got.discriminator, 17);
+    assert_null(got.passcode_sealed);
+    store_matter_free(&got);
+    /* with a sealed passcode (keep-passcode), then without it again: cleared */
+    uint8_t sealed[MATTER_SEAL_LEN];
+    memset(sealed, 0xab, sizeof sealed);
+    m.passcode_sealed = sealed;
+    m.passcode_sealed_len = sizeof sealed;
+    assert_int_equal(store_matter_put(f->s, &m, "station:test"), KL_OK);
+    assert_int_equal(store_matter_get(f->s, "SN-1", &got), KL_OK);
+    assert_int_equal(got.passcode_sealed_len, MATTER_SEAL_LEN);
+    assert_memory_equal(got.passcode_sealed, sealed, MATTER_SEAL_LEN);
+    store_matter_free(&got);
+    m.passcode_sealed = NULL;
+    m.passcode_sealed_len = 0;
+    assert_int_equal(store_matter_put(f->s, &m, "station:test"), KL_OK);
+    assert_int_equal(store_matter_get(f->s, "SN-1", &got), KL_OK);
+    assert_null(got.passcode_sealed);
     store_matter_free(&got);
     assert_int_equal(sql_int(f->path, "SELECT count(*) FROM matter_onboarding"), 1);
     assert_int_equal(
-        sql_int(f->path, "SELECT count(*) FROM audit WHERE action = 'matter-onboarding'"), 2);
+        sql_int(f->path, "SELECT count(*) FROM audit WHERE action = 'matter-onboarding'"), 4);
 }
 
 static void test_refusals(void **state)
@@ -125,6 +143,11 @@ static void test_refusals(void **state)
     g_ver[32] = 0x02; /* L not an uncompressed point */
     assert_int_equal(store_matter_put(f->s, &m, "t"), KL_EUSAGE);
     m = rec("", 1);
+    assert_int_equal(store_matter_put(f->s, &m, "t"), KL_EUSAGE);
+    uint8_t sealed[MATTER_SEAL_LEN + 1] = {0};
+    m = rec("SN-2", 1);
+    m.passcode_sealed = sealed;
+    m.passcode_sealed_len = MATTER_SEAL_LEN + 1;
     assert_int_equal(store_matter_put(f->s, &m, "t"), KL_EUSAGE);
     assert_int_equal(sql_int(f->path, "SELECT count(*) FROM matter_onboarding"), 0);
 }
