@@ -414,6 +414,11 @@ void est_handle(est_req *rq, est_resp *rs);
 void est_handle_crl(est_req *rq, est_resp *rs);
 /* The CRL files est_handle_crl keeps (memfds); at server exit. */
 void est_crl_cache_free(void);
+/* A nonce-less OCSP request keyline-cad answered less than a second ago: answered from the
+ * front cache into rs (1), in the I/O thread; 0: est_handle as usual. est_ocsp_cache_free at
+ * server exit. */
+int est_handle_ocsp_fast(est_req *rq, est_resp *rs);
+void est_ocsp_cache_free(void);
 void est_handle_ocsp(est_req *rq, est_resp *rs);
 /* Map an error to an HTTP answer (est_handlers.c): input 400, policy/auth 403, HSM 503 with
  * Retry-After 30, keyline-cad or its store unreachable 503 with Retry-After 10, else 500. */

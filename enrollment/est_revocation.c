@@ -265,6 +265,159 @@ static void est_ocsp_status_resp(est_resp *rs, int status)
     OCSP_RESPONSE_free(resp);
 }
 
+/* The front cache: the answers to nonce-less requests keyline-cad gave in the last
+ * EST_OCSP_FRONT_MS, by SHA-256 of the request, answered in the I/O thread without a worker
+ * or a keyline-cad round trip (est_handle_ocsp_fast). They are the pre-produced answers
+ * keyline-cad serves; a revocation reaches them at most that much later. */
+#define EST_OCSP_FRONT_SLOTS 4096
+#define EST_OCSP_FRONT_MS 1000
+
+typedef struct {
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    double at; /* est_ocsp_now() when stored; 0: empty */
+    uint8_t *der;
+    size_t len;
+} est_ocsp_front_slot;
+
+static est_ocsp_front_slot est_ocsp_front[EST_OCSP_FRONT_SLOTS];
+static pthread_rwlock_t est_ocsp_front_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+static double est_ocsp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static est_ocsp_front_slot *est_ocsp_front_at(const uint8_t key[SHA256_DIGEST_LENGTH])
+{
+    return &est_ocsp_front[(key[0] | key[1] << 8) % EST_OCSP_FRONT_SLOTS];
+}
+
+static void est_ocsp_front_put(const uint8_t *req, size_t req_len, const kl_buf *resp)
+{
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    uint8_t *copy = malloc(resp->len);
+    if (!copy) {
+        return;
+    }
+    memcpy(copy, resp->data, resp->len);
+    SHA256(req, req_len, key);
+    pthread_rwlock_wrlock(&est_ocsp_front_lock);
+    est_ocsp_front_slot *e = est_ocsp_front_at(key);
+    free(e->der);
+    memcpy(e->key, key, sizeof key);
+    e->der = copy;
+    e->len = resp->len;
+    e->at = est_ocsp_now();
+    pthread_rwlock_unlock(&est_ocsp_front_lock);
+}
+
+static int est_ocsp_front_get(const uint8_t *req, size_t req_len, kl_buf *out)
+{
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    SHA256(req, req_len, key);
+    double now = est_ocsp_now();
+    pthread_rwlock_rdlock(&est_ocsp_front_lock);
+    const est_ocsp_front_slot *e = est_ocsp_front_at(key);
+    int hit = e->der && now - e->at < EST_OCSP_FRONT_MS / 1000.0 &&
+              memcmp(e->key, key, sizeof key) == 0 && kl_buf_put(out, e->der, e->len) == KL_OK;
+    pthread_rwlock_unlock(&est_ocsp_front_lock);
+    return hit;
+}
+
+void est_ocsp_cache_free(void)
+{
+    pthread_rwlock_wrlock(&est_ocsp_front_lock);
+    for (size_t i = 0; i < EST_OCSP_FRONT_SLOTS; i++) {
+        free(est_ocsp_front[i].der);
+        est_ocsp_front[i].der = NULL;
+        est_ocsp_front[i].at = 0;
+    }
+    pthread_rwlock_unlock(&est_ocsp_front_lock);
+}
+
+/* The DER request of a POST or GET /ocsp into der; 0 and an answer in rs when there is none. */
+static int est_ocsp_request_der(est_req *rq, est_resp *rs, kl_buf *der, int *is_get)
+{
+    *is_get = 0;
+    if (strcmp(rq->method, "POST") == 0 && !rq->route.ocsp_b64) {
+        /* RFC 6960 A.1: POST with Content-Type application/ocsp-request, DER body */
+        if (!est_media_type_is(rq->content_type, "application/ocsp-request")) {
+            est_resp_text(rs, 415, "expected Content-Type: application/ocsp-request");
+            return 0;
+        }
+        if (kl_buf_put(der, rq->body, rq->body_len) != KL_OK) {
+            est_resp_text(rs, 413, "OCSP request too large");
+            return 0;
+        }
+        return 1;
+    }
+    if ((strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0) && rq->route.ocsp_b64) {
+        /* RFC 6960 A.1: GET {url}/{url-encoding of base64 encoding of the DER request}. The
+         * URL is already percent-decoded; accept base64url too. */
+        *is_get = 1;
+        size_t n = strlen(rq->route.ocsp_b64);
+        char *b64 = n < 4 * EST_OCSP_MAX_REQ / 3 + 8 ? strdup(rq->route.ocsp_b64) : NULL;
+        if (!b64) {
+            est_ocsp_status_resp(rs, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+            return 0;
+        }
+        for (char *p = b64; *p; p++) {
+            *p = *p == '-' ? '+' : *p == '_' ? '/' : *p == ' ' ? '+' : *p;
+        }
+        kl_rc rc = kl_b64_decode(b64, n, der);
+        free(b64);
+        if (rc != KL_OK) {
+            snprintf(rq->note, sizeof rq->note, "%s", kl_errmsg());
+            est_ocsp_status_resp(rs, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+            return 0;
+        }
+        return 1;
+    }
+    est_resp_text(rs, 405, "use POST /ocsp or GET /ocsp/<base64 request>");
+    est_resp_header(rs, "Allow", "GET, POST");
+    return 0;
+}
+
+/* An OCSP answer ready: status, content type, for GET the RFC 5019 6 caching headers. */
+static void est_ocsp_ok(est_resp *rs, int is_get, int cacheable)
+{
+    rs->status = 200;
+    snprintf(rs->content_type, sizeof rs->content_type, "application/ocsp-response");
+    if (is_get) {
+        char cc[64];
+        snprintf(cc, sizeof cc, "max-age=%d, public, no-transform, must-revalidate",
+                 cacheable ? EST_OCSP_TTL : 0);
+        est_resp_header(rs, "Cache-Control", cc);
+    }
+}
+
+int est_handle_ocsp_fast(est_req *rq, est_resp *rs)
+{
+    est_route route;
+    if (est_route_parse(rq->path, &route) != KL_OK || route.ep != EST_EP_OCSP) {
+        return 0;
+    }
+    est_req probe = *rq;
+    probe.route = route;
+    est_resp scratch;
+    est_resp_init(&scratch);
+    kl_buf der;
+    kl_buf_init(&der, EST_OCSP_MAX_REQ, 0);
+    int is_get = 0;
+    int hit = est_ocsp_request_der(&probe, &scratch, &der, &is_get) &&
+              est_ocsp_front_get(der.data, der.len, &rs->body);
+    if (hit) {
+        rq->route = route;
+        est_ocsp_ok(rs, is_get, 1);
+        snprintf(rq->note, sizeof rq->note, "ocsp (front cache)");
+    }
+    est_resp_free(&scratch);
+    kl_buf_free(&der);
+    return hit;
+}
+
 void est_handle_ocsp(est_req *rq, est_resp *rs)
 {
     est_server *s = rq->srv;
@@ -273,40 +426,7 @@ void est_handle_ocsp(est_req *rq, est_resp *rs)
     OCSP_REQUEST *req = NULL;
     int is_get = 0;
 
-    if (strcmp(rq->method, "POST") == 0 && !rq->route.ocsp_b64) {
-        /* RFC 6960 A.1: POST with Content-Type application/ocsp-request, DER body */
-        if (!est_media_type_is(rq->content_type, "application/ocsp-request")) {
-            est_resp_text(rs, 415, "expected Content-Type: application/ocsp-request");
-            goto done;
-        }
-        if (kl_buf_put(&der, rq->body, rq->body_len) != KL_OK) {
-            est_resp_text(rs, 413, "OCSP request too large");
-            goto done;
-        }
-    } else if ((strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0) &&
-               rq->route.ocsp_b64) {
-        /* RFC 6960 A.1: GET {url}/{url-encoding of base64 encoding of the DER request}. The
-         * URL is already percent-decoded; accept base64url too. */
-        is_get = 1;
-        size_t n = strlen(rq->route.ocsp_b64);
-        char *b64 = n < 4 * EST_OCSP_MAX_REQ / 3 + 8 ? strdup(rq->route.ocsp_b64) : NULL;
-        if (!b64) {
-            est_ocsp_status_resp(rs, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
-            goto done;
-        }
-        for (char *p = b64; *p; p++) {
-            *p = *p == '-' ? '+' : *p == '_' ? '/' : *p == ' ' ? '+' : *p;
-        }
-        kl_rc rc = kl_b64_decode(b64, n, &der);
-        free(b64);
-        if (rc != KL_OK) {
-            snprintf(rq->note, sizeof rq->note, "%s", kl_errmsg());
-            est_ocsp_status_resp(rs, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
-            goto done;
-        }
-    } else {
-        est_resp_text(rs, 405, "use POST /ocsp or GET /ocsp/<base64 request>");
-        est_resp_header(rs, "Allow", "GET, POST");
+    if (!est_ocsp_request_der(rq, rs, &der, &is_get)) {
         goto done;
     }
 
@@ -339,14 +459,9 @@ void est_handle_ocsp(est_req *rq, est_resp *rs)
                                                  : OCSP_RESPONSE_STATUS_INTERNALERROR);
         goto done;
     }
-    rs->status = 200;
-    snprintf(rs->content_type, sizeof rs->content_type, "application/ocsp-response");
-    if (is_get) {
-        /* RFC 5019 6: HTTP caching headers for GET */
-        char cc[64];
-        snprintf(cc, sizeof cc, "max-age=%d, public, no-transform, must-revalidate",
-                 cacheable ? EST_OCSP_TTL : 0);
-        est_resp_header(rs, "Cache-Control", cc);
+    est_ocsp_ok(rs, is_get, cacheable);
+    if (cacheable) {
+        est_ocsp_front_put(der.data, der.len, &rs->body);
     }
 done:
     OCSP_REQUEST_free(req);

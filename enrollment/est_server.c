@@ -380,6 +380,9 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         }
         snprintf(rq.note, sizeof rq.note, "body over the limit of %zu bytes", s->cfg.max_body);
         est_resp_text(&rs, 413, "request body too large");
+    } else if (!L->tls && !L->metrics_only && est_handle_ocsp_fast(&rq, &rs)) {
+        /* a nonce-less OCSP request answered less than a second ago: no worker, no round trip
+         * to keyline-cad */
     } else if (s->n_workers) {
         /* A worker handles it (HSM, store): this I/O thread goes on serving other connections
          * meanwhile. The connection sleeps until the worker resumes it with the answer. */
@@ -1282,6 +1285,7 @@ void est_server_free(est_server *s)
     }
     cac_close(s->cad);
     est_crl_cache_free();
+    est_ocsp_cache_free();
     if (est_ticket_key.data) {
         gnutls_memset(est_ticket_key.data, 0, est_ticket_key.size);
         gnutls_free(est_ticket_key.data);

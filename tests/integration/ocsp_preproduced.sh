@@ -11,6 +11,7 @@
 #     measured by bench/ocsp_bench.sh, not asserted here);
 #   - a request with a nonce is still signed live and echoes the nonce;
 #   - GET /ocsp/<base64> gets the same pre-produced answer with RFC 5019 caching headers;
+#   - the same request again within a second is answered by keyline-estd's front cache;
 #   - [cad] ocsp-preproduce = 0 turns it off: every answer is live.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
@@ -88,6 +89,13 @@ openssl ocsp -respin "$D/get.der" -resp_text -noverify > "$D/get.txt" 2>&1
 by_key "$D/get.txt" || die "GET answer not pre-produced: $(cat "$D/get.txt")"
 grep -q "Cert Status: revoked" "$D/get.txt" || die "GET status: $(cat "$D/get.txt")"
 ok "GET /ocsp/<base64> answered from the pre-produced answers with Cache-Control"
+
+for _ in 1 2; do
+    curl -s -H "Content-Type: application/ocsp-request" --data-binary @"$D/req.der" -o "$D/post.der" "$EST_HTTP/ocsp"
+done
+grep -q "POST /ocsp 200 .*ocsp (front cache)" "$D/estd.log" || die "the repeated request was not answered from the front cache"
+openssl ocsp -respin "$D/post.der" -resp_text -noverify 2>&1 | grep -q "Cert Status: revoked" || die "front cache answer"
+ok "a repeated nonce-less request is answered by keyline-estd's front cache (no worker, no keyline-cad round trip)"
 
 est_stop
 sed -i 's/^ocsp-validity = 8$/ocsp-validity = 8\nocsp-preproduce = 0/' "$KL_CONF"
