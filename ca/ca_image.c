@@ -2,9 +2,11 @@
  * token, the record in the store before the signed bytes are released. */
 #include "ca_image.h"
 
+#include <errno.h>
 #include <openssl/cms.h>
 #include <openssl/sha.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -23,6 +25,71 @@ int ca_is_firmware_key(ca_ctx *ca, const char *label)
         store_ca_get(ca->st, label, &rec) == KL_OK && ca_is_firmware_template(rec.template_name);
     store_ca_free(&rec);
     return yes;
+}
+
+void ca_image_sha256_hex(const uint8_t *p, size_t n, char out[65])
+{
+    uint8_t md[32];
+    SHA256(p, n, md);
+    for (size_t i = 0; i < 32; i++) {
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    }
+}
+
+/* A decimal or 0x-hexadecimal number in [0, max] (imgtool takes both for these options). */
+static kl_rc ca_image_num(const char *opt, const char *s, unsigned long long max, uint32_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = (s && *s && *s != '-' && *s != '+') ? strtoull(s, &end, 0) : 0;
+    if (!s || !*s || *s == '-' || *s == '+' || errno || !end || *end || v > max) {
+        return kl_fail(KL_EUSAGE, "%s '%s' is not a number in 0..%llu", opt, s ? s : "", max);
+    }
+    *out = (uint32_t)v;
+    return KL_OK;
+}
+
+kl_rc ca_image_req_parse(ca_image_req *req, const char *version, const char *counter,
+                         const char *header_size, const char *align, int pad_header,
+                         const char *format)
+{
+    kl_rc rc = KL_OK;
+    img_params *p = &req->mcuboot;
+    p->header_size = IMG_HEADER_SIZE;
+    p->align = 1;
+    p->pad_header = pad_header;
+    p->has_counter = counter != NULL;
+    if (counter) {
+        TRY(ca_image_num("--security-counter", counter, 0xffffffffULL, &p->counter));
+    }
+    if (header_size) {
+        TRY(ca_image_num("--header-size", header_size, 0xffffffffULL, &p->header_size));
+    }
+    if (align) {
+        TRY(ca_image_num("--align", align, 0xffffffffULL, &p->align));
+    }
+    format = format ? format : "mcuboot";
+    ENSURE(strcmp(format, "mcuboot") == 0 || strcmp(format, "cms") == 0, KL_EUSAGE,
+           "--format is mcuboot or cms, not '%s'", format);
+    req->format = strcmp(format, "cms") == 0 ? CA_IMAGE_CMS : CA_IMAGE_MCUBOOT;
+    TRY(img_version_parse(version, &p->version));
+out:
+    return rc;
+}
+
+int ca_image_release_key(const kl_conf *conf, const char *label)
+{
+    const char *v = conf ? kl_conf_get(conf, "ceremony", "release-keys") : NULL;
+    size_t n = label ? strlen(label) : 0;
+    for (const char *p = v; p && *p && n;) {
+        p += strspn(p, " ,\t");
+        size_t k = strcspn(p, " ,\t");
+        if ((k == n && strncmp(p, label, n) == 0) || (k == 1 && *p == '*')) {
+            return 1;
+        }
+        p += k;
+    }
+    return 0;
 }
 
 /* The firmware key `label`: a firmware record, active, its chain usable now; *e with the key. */

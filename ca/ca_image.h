@@ -31,6 +31,18 @@ typedef struct {
     const char *actor;
 } ca_image_req;
 
+/* The options as text, as the plain command and a ceremony take them: `version` required;
+ * counter, header_size, align (decimal or 0x...) and format (mcuboot|cms) may be NULL for the
+ * defaults. Fills req->mcuboot and req->format. KL_EUSAGE naming the option. */
+kl_rc ca_image_req_parse(ca_image_req *req, const char *version, const char *counter,
+                         const char *header_size, const char *align, int pad_header,
+                         const char *format) KL_WUR;
+/* 1 when `label` is in [ceremony] release-keys (labels separated by spaces or commas; "*": every
+ * firmware key): its images are signed only through a ceremony (ca_image_ceremony.h). */
+int ca_image_release_key(const kl_conf *conf, const char *label);
+/* Lower-case hex SHA-256 of p[0..n). */
+void ca_image_sha256_hex(const uint8_t *p, size_t n, char out[65]);
+
 typedef struct {
     uint8_t hash[32]; /* MCUboot: the image's SHA256 TLV; CMS: SHA-256 of the signed file */
     uint8_t key_hash[32];

@@ -10,6 +10,7 @@
 
 #include "ca.h"
 #include "ca_image.h"
+#include "ca_image_ceremony.h"
 #include "ca_backend.h"
 #include "ceremony.h"
 #include "kl_b64.h"
@@ -310,6 +311,23 @@ const ceremony_op ceremony_ops[] = {
      {{"name", 1, NULL}, {NULL, 0, NULL}},
      ceremony_run_officer_remove,
      NULL,
+     CEREMONY_OP_SELF_GUARDED},
+    /* a firmware key of [ceremony] release-keys: the plain sign-image refuses it itself */
+    {"sign-image",
+     "sign a firmware image with a release key (docs/firmware.md)",
+     {{"key", 1, NULL},
+      {"in", 1, NULL},
+      {"in-sha256", 0, NULL},
+      {"out", 1, NULL},
+      {"version", 1, NULL},
+      {"security-counter", 0, NULL},
+      {"header-size", 0, "32"},
+      {"align", 0, "1"},
+      {"pad-header", 0, "no"},
+      {"format", 0, "mcuboot"},
+      {NULL, 0, NULL}},
+     ca_image_ceremony_run,
+     ca_image_ceremony_prep,
      CEREMONY_OP_SELF_GUARDED},
     {NULL, NULL, {{NULL, 0, NULL}}, NULL, NULL, 0},
 };

@@ -36,10 +36,11 @@ static kl_rc cmd_ceremony_propose(cli *c, int argc, char **argv)
     char op[64];
     memset(&r, 0, sizeof r);
     kl_buf_init(&b, CEREMONY_REQ_MAX, 0);
-    ENSURE(argc >= 3, KL_EUSAGE,
+    ENSURE(argc >= 2 && (argc >= 3 || ceremony_op_find(argv[1])), KL_EUSAGE,
            "ceremony propose needs an operation: ca create ... (see keyline-ca ceremony --help)");
-    snprintf(op, sizeof op, "%s %s", argv[1], argv[2]);
-    TRY(ceremony_req_new(op, argc - 3, argv + 3, c->actor, &r));
+    int words = ceremony_op_find(argv[1]) ? 1 : 2; /* sign-image is one word */
+    snprintf(op, sizeof op, "%s%s%s", argv[1], words == 2 ? " " : "", words == 2 ? argv[2] : "");
+    TRY(ceremony_req_new(op, argc - 1 - words, argv + 1 + words, c->actor, &r));
     TRY(ceremony_req_encode(&r, &b));
     TRY(cli_open(c, 0, &ca));
     TRY(ceremony_db_propose(ca_store(ca), r.op, r.nonce, b.data, b.len, r.proposed, r.proposer,

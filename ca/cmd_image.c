@@ -1,5 +1,4 @@
 /* keyline-ca sign-image: a firmware image signed in the HSM (MCUboot format or detached CMS). */
-#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -11,22 +10,9 @@
 #include "keyline-ca.h"
 #include "kl_file.h"
 
-/* A decimal or 0x-hexadecimal number in [lo, hi] (imgtool takes both for these options). */
-static kl_rc cmd_image_num(const char *opt, const char *s, unsigned long lo, unsigned long hi,
-                           uint32_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = (s && *s && *s != '-') ? strtoull(s, &end, 0) : 0;
-    if (!s || !*s || *s == '-' || errno || !end || *end || v < lo || v > hi) {
-        return kl_fail(KL_EUSAGE, "%s '%s' is not a number in %lu..%lu", opt, s ? s : "", lo, hi);
-    }
-    *out = (uint32_t)v;
-    return KL_OK;
-}
-
 typedef struct {
-    const char *key, *in, *out, *version, *format;
+    const char *key, *in, *out, *version, *format, *counter, *header_size, *align, *in_sha256;
+    int pad_header;
     ca_image_req req;
 } cmd_image_args;
 
@@ -42,11 +28,8 @@ static kl_rc cmd_image_parse(int argc, char **argv, cmd_image_args *a)
                                          {"align", required_argument, NULL, 'a'},
                                          {"pad-header", no_argument, NULL, 'P'},
                                          {"format", required_argument, NULL, 'f'},
+                                         {"in-sha256", required_argument, NULL, 'S'},
                                          {NULL, 0, NULL, 0}};
-    img_params *p = &a->req.mcuboot;
-    p->header_size = IMG_HEADER_SIZE;
-    p->align = 1;
-    a->format = "mcuboot";
     int ch;
     optind = 0;
     while ((ch = getopt_long(argc, argv, "k:i:o:v:s:H:a:f:", opts, NULL)) != -1) {
@@ -55,27 +38,35 @@ static kl_rc cmd_image_parse(int argc, char **argv, cmd_image_args *a)
         case 'i': a->in = optarg; break;
         case 'o': a->out = optarg; break;
         case 'v': a->version = optarg; break;
-        case 's':
-            TRY(cmd_image_num("--security-counter", optarg, 0, 0xffffffffUL, &p->counter));
-            p->has_counter = 1;
-            break;
-        case 'H':
-            TRY(cmd_image_num("--header-size", optarg, 0, 0xffffffffUL, &p->header_size));
-            break;
-        case 'a': TRY(cmd_image_num("--align", optarg, 0, 0xffffffffUL, &p->align)); break;
-        case 'P': p->pad_header = 1; break;
+        case 's': a->counter = optarg; break;
+        case 'H': a->header_size = optarg; break;
+        case 'a': a->align = optarg; break;
+        case 'P': a->pad_header = 1; break;
         case 'f': a->format = optarg; break;
+        case 'S': a->in_sha256 = optarg; break;
         default: return kl_fail(KL_EUSAGE, "sign-image: bad option (see --help)");
         }
     }
     ENSURE(optind == argc, KL_EUSAGE, "sign-image: unexpected argument '%s'", argv[optind]);
     ENSURE(a->key && a->in && a->out && a->version, KL_EUSAGE,
            "sign-image needs --key, --in, --out and --version");
-    ENSURE(strcmp(a->format, "mcuboot") == 0 || strcmp(a->format, "cms") == 0, KL_EUSAGE,
-           "--format is mcuboot or cms, not '%s'", a->format);
-    a->req.format = strcmp(a->format, "cms") == 0 ? CA_IMAGE_CMS : CA_IMAGE_MCUBOOT;
-    TRY(img_version_parse(a->version, &p->version));
+    TRY(ca_image_req_parse(&a->req, a->version, a->counter, a->header_size, a->align, a->pad_header,
+                           a->format));
 out:
+    return rc;
+}
+
+/* [ceremony] release-keys: such a key signs only through a ceremony (docs/firmware.md). */
+static kl_rc cmd_image_release_guard(cli *c, const char *key)
+{
+    kl_rc rc = cli_conf(c);
+    if (rc == KL_OK && ca_image_release_key(c->conf, key)) {
+        rc = kl_fail(KL_EPOLICY,
+                     "firmware key '%s' is a release key ([ceremony] release-keys): keyline-ca "
+                     "ceremony propose sign-image --key %s ..., then officers approve, then "
+                     "keyline-ca ceremony run",
+                     key, key);
+    }
     return rc;
 }
 
@@ -88,14 +79,19 @@ kl_rc cmd_sign_image(cli *c, int argc, char **argv)
     uint8_t *in = NULL, *img = NULL;
     size_t in_len = 0, img_len = 0;
     ca_image_result res;
+    char hex[65];
     TRY(cmd_image_parse(argc, argv, &a));
     ENSURE(strcmp(a.out, "-") != 0, KL_EUSAGE, "sign-image writes a file: --out FILE");
     TRY(cli_out_check(c, a.out)); /* before anything is signed */
+    TRY(cmd_image_release_guard(c, a.key));
     rc = kl_file_read(a.in, IMG_PAYLOAD_MAX, &in, &in_len);
     if (rc != KL_OK) {
         rc = kl_wrap(rc, "--in %s", a.in);
         goto out;
     }
+    ca_image_sha256_hex(in, in_len, hex);
+    ENSURE(!a.in_sha256 || strcmp(a.in_sha256, hex) == 0, KL_EPOLICY,
+           "--in %s has SHA-256 %s, not the --in-sha256 given", a.in, hex);
     a.req.key_label = a.key;
     a.req.in = in;
     a.req.in_len = in_len;
@@ -103,7 +99,8 @@ kl_rc cmd_sign_image(cli *c, int argc, char **argv)
     TRY(cli_open(c, 1, &ca));
     TRY(ca_image_sign(ca, &a.req, &img, &img_len, &res));
     TRY(cli_output(c, a.out, img, img_len));
-    fprintf(stderr, "signed %s with firmware key '%s' (%s): sha256 ", a.in, a.key, a.format);
+    fprintf(stderr, "signed %s with firmware key '%s' (%s): sha256 ", a.in, a.key,
+            a.req.format == CA_IMAGE_CMS ? "cms" : "mcuboot");
     for (int i = 0; i < 32; i++) {
         fprintf(stderr, "%02x", res.hash[i]);
     }

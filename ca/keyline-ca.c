@@ -46,7 +46,7 @@ static const cli_cmd cli_top[] = {
      "re-sign CRLs and renew OCSP signers past half their life (idempotent; the daily timer)"},
     {"sign-image", cmd_sign_image,
      "--key LABEL --in FILE --out FILE --version X.Y.Z[+B] [--security-counter N] "
-     "[--header-size BYTES] [--align N] [--pad-header] [--format mcuboot|cms]",
+     "[--header-size BYTES] [--align N] [--pad-header] [--format mcuboot|cms] [--in-sha256 HEX]",
      "sign a firmware image in the HSM (MCUboot image or detached CMS) and record it"},
     {NULL, NULL, NULL, NULL},
 };

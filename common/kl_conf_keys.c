@@ -39,6 +39,7 @@ static const kl_conf_key kl_conf_key_table[] = {
 
     /* quorum ceremonies (ca/ceremony.h): 0 none, M: M officers approve each CA operation */
     {"ceremony", "quorum", "0", NULL, 0},
+    {"ceremony", "release-keys", NULL, NULL, 0},
 
     /* keyline-cad, the CA service */
     {"cad", "socket", "/run/keyline/cad.sock", NULL, P},

@@ -1,0 +1,65 @@
+# A release key requires the quorum (issue 16 item 2): a firmware key in [ceremony] release-keys
+# signs only through a ceremony. The plain sign-image refuses it; officers approve a request that
+# names the key, the options and the input's SHA-256; the run signs only that input; a changed
+# input is refused at run. Officer tokens as in ceremony_quorum.sh.
+source "$KL_SRC/tests/lib/common.sh"
+source "$KL_SRC/tests/lib/firmware.sh"
+make_hierarchy
+kca ca create --label fw1 --template firmware --issuer root1 --subject "CN=Release,O=Keyline Test" >fw1.pem 2>/dev/null
+kca ca create --label fwdev --template firmware --issuer root1 --subject "CN=Development,O=Keyline Test" >fwdev.pem 2>/dev/null
+softhsm2-util --init-token --free --label officer-alice --pin 1111 --so-pin "$KL_SO_PIN" >/dev/null
+pkcs11-tool --module "$KL_MODULE" --token-label officer-alice --login --pin 1111 --keypairgen \
+  --key-type EC:prime256v1 --label alice --id 01 >/dev/null 2>&1
+cat > engine.cnf <<CNF
+openssl_conf = init
+[init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+dynamic_path = $(find /usr/lib -name pkcs11.so -path '*engines-3*' | head -1)
+MODULE_PATH = $KL_MODULE
+init = 0
+CNF
+OFFICER_PIN=1111 OPENSSL_CONF=$PWD/engine.cnf openssl req -new -x509 -engine pkcs11 -keyform engine \
+  -key "pkcs11:token=officer-alice;object=alice;type=private" -passin env:OFFICER_PIN \
+  -subj "/CN=alice/O=Keyline Officers" -days 365 -out alice.pem 2>/dev/null
+kca officer add --name alice --cert alice.pem >/dev/null || fail "officer add"
+printf '\n[ceremony]\nrelease-keys = fw1\n' >>"$KL_CONF"
+
+fw_payload app.bin 2048
+rc=0; kca sign-image --key fw1 --in app.bin --out plain.img --version 3.0.0 2>err.txt || rc=$?
+[ $rc = 4 ] && grep -q "release key.*ceremony propose sign-image" err.txt || { cat err.txt; fail "plain sign-image with a release key (exit $rc)"; }
+[ ! -e plain.img ] || fail "refused plain sign-image wrote its output"
+kca sign-image --key fwdev --in app.bin --out dev.img --version 3.0.0 --pad-header 2>/dev/null || fail "a key that is no release key"
+ok "the plain sign-image refuses the release key fw1 and signs with fwdev"
+
+id=$(kca ceremony propose sign-image --key fw1 --in app.bin --out rel.img --version 3.0.0+7 \
+  --security-counter 4 --pad-header yes --header-size 0x200)
+kca ceremony show --id "$id" >show.txt
+grep -q "^param in-sha256: $(sha256sum app.bin | cut -d' ' -f1)" show.txt || { cat show.txt; fail "the request does not carry the input's hash"; }
+grep -q "^param in: /" show.txt || fail "the input path is not absolute in the request"
+expect_fail "a run without approval" kca ceremony run --id "$id"
+OFFICER_PIN=1111 kca ceremony approve --id "$id" --token "pkcs11:token=officer-alice;object=alice" --pin env:OFFICER_PIN 2>/dev/null ||
+  fail "approve"
+kca ceremony run --id "$id" 2>run.err || { cat run.err; fail "ceremony run"; }
+[ "$(fw_field rel.img version)" = "3.0.0+7" ] && [ "$(fw_field rel.img counter)" = 4 ] && [ "$(fw_field rel.img hdr_size)" = 512 ] ||
+  fail "the ceremony's image does not carry the approved options"
+[ "$(fw_field rel.img keyhash)" = "$(fw_keyhash fw1.pem)" ] || fail "the ceremony signed with another key"
+kca list --images | grep -q "fw1  *mcuboot 3.0.0+7  *4  *$(fw_field rel.img hash)" || fail "ceremony signing not in list --images"
+kca ceremony export --id "$id" >tr.txt 2>/dev/null || fail "export"
+grep -q "^result sha256: $(fw_field rel.img hash)" tr.txt || { cat tr.txt; fail "the transcript lacks the image hash"; }
+ok "an approved ceremony signed exactly the approved input with fw1; transcript names the image hash"
+
+id2=$(kca ceremony propose sign-image --key fw1 --in app.bin --out rel2.img --version 3.0.1)
+OFFICER_PIN=1111 kca ceremony approve --id "$id2" --token "pkcs11:token=officer-alice;object=alice" --pin env:OFFICER_PIN 2>/dev/null
+fw_flip app.bin 10 app.tmp && mv app.tmp app.bin
+rc=0; kca ceremony run --id "$id2" 2>run2.err || rc=$?
+[ $rc != 0 ] && grep -q "changed since the officers approved it" run2.err || { cat run2.err; fail "a changed input was signed"; }
+[ ! -e rel2.img ] || fail "refused ceremony wrote its output"
+expect_fail "a proposal whose --in-sha256 does not match" kca ceremony propose sign-image --key fw1 --in app.bin \
+  --out x.img --version 1.0.0 --in-sha256 0000000000000000000000000000000000000000000000000000000000000000
+expect_fail "a proposal with a bad version" kca ceremony propose sign-image --key fw1 --in app.bin --out x.img --version 1.0
+kca audit verify >/dev/null || fail "audit verify"
+ok "a changed input and bad proposals refused"
