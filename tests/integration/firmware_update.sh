@@ -13,6 +13,12 @@ st_station --port "$KL_TEST_DIR/fix1" --count 1 || { cat station.log; fail "stat
 st_wait_pid $d 10 || fail "devsim did not exit 0 after LOCK"
 st_check_device FW-1
 ok "FW-1 provisioned with firmware-keys = fw1.pem"
+# firmware keys are no CAs: keyline-cad's /cacerts answer (what EST serves) leaves them out
+"$KL_BIN/kl_cad_client" -o cacerts.pem "$KL_TEST_DIR/cad.sock" cacerts profile=station >/dev/null || fail "cacerts"
+openssl crl2pkcs7 -nocrl -certfile cacerts.pem | openssl pkcs7 -print_certs -noout >cacerts.txt
+grep -q "Test Root" cacerts.txt || fail "cacerts lacks the root: $(cat cacerts.txt)"
+! grep -q "Firmware" cacerts.txt || fail "cacerts serves a firmware key"
+ok "cacerts serves the CAs and no firmware key"
 
 update() { "$KDEV" --state "$KL_TEST_DIR/FW-1.state" --update "$1"; }
 # expect_refused WHAT IMAGE REASON: --update exits 4 and names the reason
