@@ -28,10 +28,11 @@ static kl_rc seal_hkdf(const uint8_t z[32], const char *device_id, uint8_t key[3
     kl_rc rc = KL_OK;
     uint8_t info[sizeof MATTER_SEAL_INFO - 1 + 128];
     size_t dl = strlen(device_id), klen = 32;
+    EVP_PKEY_CTX *c = NULL;
     ENSURE(dl <= 128, KL_EUSAGE, "device id too long");
     memcpy(info, MATTER_SEAL_INFO, sizeof MATTER_SEAL_INFO - 1);
     memcpy(info + sizeof MATTER_SEAL_INFO - 1, device_id, dl);
-    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
+    c = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
     ENSURE_SSL(
         c && EVP_PKEY_derive_init(c) == 1 && EVP_PKEY_CTX_set_hkdf_md(c, EVP_sha256()) == 1 &&
             EVP_PKEY_CTX_set1_hkdf_key(c, z, 32) == 1 &&

@@ -33,7 +33,7 @@ static kl_rc mt_put_tx(store_conn *c, void *arg)
     const store_matter *m = a->m;
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    char detail[256];
+    char detail[384];
     TRY(sc_stmt(c, &q_mt_put, &st));
     TRY(sc_text(st, 1, m->device_id));
     TRY(sc_text(st, 2, m->cert_serial));
