@@ -64,8 +64,7 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
     pthread_mutex_init(&ca->tok_mu, NULL);
     ca->conf = conf;
 
-    store_path = kl_conf_path(conf, "store", "path");
-    ENSURE(store_path, KL_EUSAGE, "%s: [store] path is not set", kl_conf_file(conf));
+    TRY(store_conf_dsn(conf, &store_path));
     TRY(store_open(&ca->st, store_path));
 
     ca->tpl_dir = ca_templates_dir(conf);

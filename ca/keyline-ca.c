@@ -48,6 +48,8 @@ static const cli_cmd cli_top[] = {
      "--key LABEL --in FILE --out FILE --version X.Y.Z[+B] [--security-counter N] "
      "[--header-size BYTES] [--align N] [--pad-header] [--format mcuboot|cms] [--in-sha256 HEX]",
      "sign a firmware image in the HSM (MCUboot image or detached CMS) and record it"},
+    {"store", cmd_store, "migrate --to URL | backup --out FILE",
+     "copy the store into PostgreSQL, or back an SQLite store up (online, verified)"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -105,7 +107,7 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
             /* groups (ca, audit, device, request) list their own subcommands */
             int is_group = t->fn == cmd_ca || t->fn == cmd_audit || t->fn == cmd_device ||
                            t->fn == cmd_request || t->fn == cmd_officer ||
-                           t->fn == cmd_ceremony;
+                           t->fn == cmd_ceremony || t->fn == cmd_store;
             if (!is_group && argc > 1 &&
                 (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
                 cli_usage(t, group);

@@ -433,6 +433,26 @@ kl_rc store_serial_normalize(const char *in, char *out, size_t outsz) KL_WUR;
 kl_rc store_audit_entry_hash(int64_t seq, time_t ts, const char *actor, const char *action,
                              const char *detail, const char *prev_hash, char out[65]) KL_WUR;
 
+/* --- migration and backup (ca/store_copy.c; keyline-ca store migrate|backup) --- */
+typedef struct {
+    int64_t tables, rows;        /* copied */
+    store_audit_report from, to; /* audit verify of the source before, of the copy after */
+} store_copy_report;
+/* Copy every record of `from` into the empty store `to` (another driver, e.g. SQLite to
+ * PostgreSQL): every table as it is (certificates, requests, devices, CRLs, CA records, the
+ * audit chain with its key and signed checkpoints, and whatever tables later versions add;
+ * not the claims, which are leases of live processes), read in one snapshot of `from` and
+ * written in one transaction of `to`. The source's audit chain and checkpoints must verify
+ * first; the copy's must verify after and say the same (entries, head, checkpoints, key).
+ * KL_EEXIST when `to` holds any record (nothing written); KL_EPOLICY when a chain does not
+ * verify or the two differ; the stores' errors. */
+kl_rc store_copy(store *from, store *to, store_copy_report *r) KL_WUR;
+/* A consistent online copy of the live store into the new file `path` (SQLite: the backup API,
+ * one read snapshot while writers go on; fsynced; created 0600 under a temporary name and linked
+ * into place). KL_EEXIST when `path` exists (never overwritten); KL_EUSAGE for a store whose
+ * driver has no backup (PostgreSQL: pg_dump); KL_EIO. */
+kl_rc store_backup(store *s, const char *path) KL_WUR;
+
 /* Write transactions committed through this handle and the write operations they carried
  * (group commit: ops / txns is the average batch). For tests, benchmarks and metrics.
  */

@@ -87,7 +87,15 @@ struct db_driver {
     const char *(*col_text)(db_stmt *st, int i, size_t *len);
     const uint8_t *(*col_blob)(db_stmt *st, int i, size_t *len);
     int64_t (*changes)(db_stmt *st); /* rows changed by the statement just run */
+    /* The result's shape, for copying tables whole (store_copy.c). */
+    int (*col_count)(db_stmt *st);
+    const char *(*col_name)(db_stmt *st, int i);
+    int (*col_kind)(db_stmt *st, int i); /* DB_K_*, of the current row's value */
+    /* A consistent copy of the live store into the new file `path` (SQLite: the online backup
+     * API). NULL: the driver has none (PostgreSQL: pg_dump / pg_basebackup). */
+    kl_rc (*backup)(db *d, const char *path);
 };
+enum { DB_K_NULL, DB_K_INT, DB_K_TEXT, DB_K_BLOB, DB_K_OTHER };
 enum { DB_SP_BEGIN, DB_SP_RELEASE, DB_SP_ROLLBACK };
 
 extern const db_driver store_sqlite_driver;

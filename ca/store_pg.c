@@ -527,6 +527,36 @@ static int64_t pg_changes(db_stmt *st)
     return pgs(st)->changes;
 }
 
+static int pg_col_count(db_stmt *st)
+{
+    pg_stmt *s = pgs(st);
+    return s->res ? PQnfields(s->res) : 0;
+}
+
+static const char *pg_col_name(db_stmt *st, int i)
+{
+    pg_stmt *s = pgs(st);
+    return s->res ? PQfname(s->res, i) : NULL;
+}
+
+static int pg_col_kind(db_stmt *st, int i)
+{
+    if (pg_col_null(st, i)) {
+        return DB_K_NULL;
+    }
+    switch (PQftype(pgs(st)->res, i)) {
+    case PG_INT8_OID:
+    case PG_INT4_OID:
+    case PG_INT2_OID:
+    case PG_BOOL_OID: return DB_K_INT;
+    case PG_BYTEA_OID: return DB_K_BLOB;
+    case PG_TEXT_OID:
+    case 1043:                 /* varchar */
+    case 19: return DB_K_TEXT; /* name */
+    default: return DB_K_OTHER;
+    }
+}
+
 /* ---- open / close ---- */
 
 /* The URL for messages: without a password (user:PASSWORD@ or password=...). */
@@ -632,4 +662,8 @@ const db_driver store_pg_driver = {
     .col_text = pg_col_text,
     .col_blob = pg_col_blob,
     .changes = pg_changes,
+    .col_count = pg_col_count,
+    .col_name = pg_col_name,
+    .col_kind = pg_col_kind,
+    .backup = NULL, /* pg_dump, pg_basebackup: docs/deployment.md */
 };

@@ -301,6 +301,100 @@ static int64_t sq_changes(db_stmt *st)
     return sqlite3_changes(sqd(st->conn)->h);
 }
 
+static int sq_col_count(db_stmt *st)
+{
+    return sqlite3_column_count(sqs(st)->s);
+}
+
+static const char *sq_col_name(db_stmt *st, int i)
+{
+    return sqlite3_column_name(sqs(st)->s, i);
+}
+
+static int sq_col_kind(db_stmt *st, int i)
+{
+    switch (sqlite3_column_type(sqs(st)->s, i)) {
+    case SQLITE_NULL: return DB_K_NULL;
+    case SQLITE_INTEGER: return DB_K_INT;
+    case SQLITE_TEXT: return DB_K_TEXT;
+    case SQLITE_BLOB: return DB_K_BLOB;
+    default: return DB_K_OTHER;
+    }
+}
+
+/* ---- backup ---- */
+
+static kl_rc sq_check_dir(const char *path);
+
+/* The whole database into `tmp` (a new, empty file) in one step: sqlite3_backup_step(-1) holds
+ * a read transaction on the source for the copy, so it is one consistent snapshot while
+ * writers go on (WAL). Then the copy's pages are fsynced. */
+static kl_rc sq_backup_into(sq_db *q, const char *tmp)
+{
+    sqlite3 *dst = NULL;
+    kl_rc rc = KL_OK;
+    int r = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE, NULL);
+    ENSURE(r == SQLITE_OK, KL_EIO, "store backup: cannot open %s: %s", tmp,
+           dst ? sqlite3_errmsg(dst) : sqlite3_errstr(r));
+    sqlite3_busy_timeout(dst, SQ_BUSY_TIMEOUT_MS);
+    sqlite3_backup *b = sqlite3_backup_init(dst, "main", q->h, "main");
+    ENSURE(b, KL_EIO, "store backup: %s", sqlite3_errmsg(dst));
+    for (int attempt = 0;; attempt++) {
+        r = sqlite3_backup_step(b, -1);
+        if ((r != SQLITE_BUSY && r != SQLITE_LOCKED) || attempt >= 50) {
+            break;
+        }
+        sq_sleep_ms(100);
+    }
+    int fr = sqlite3_backup_finish(b);
+    ENSURE(r == SQLITE_DONE && fr == SQLITE_OK, KL_EIO, "store backup of %s failed: %s",
+           q->base.name, sqlite3_errstr(r != SQLITE_DONE ? r : fr));
+    /* the copy is in the source's journal mode (WAL): fold it into the file, one file to keep */
+    r = sqlite3_exec(dst, "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE", NULL, NULL,
+                     NULL);
+    ENSURE(r == SQLITE_OK, KL_EIO, "store backup: %s: %s", tmp, sqlite3_errmsg(dst));
+out:
+    if (dst && sqlite3_close(dst) != SQLITE_OK && rc == KL_OK) {
+        rc = kl_fail(KL_EIO, "store backup: cannot close %s", tmp);
+    }
+    return rc;
+}
+
+/* Into a temporary file beside `path`, fsynced, then linked to `path`: link() never replaces
+ * an existing file, so an existing `path` is refused (KL_EEXIST) and a crash leaves no
+ * half-written backup under that name. */
+static kl_rc sq_backup(db *d, const char *path)
+{
+    kl_rc rc = KL_OK;
+    char *tmp = NULL;
+    int fd = -1;
+    struct stat sb;
+    ENSURE(lstat(path, &sb) != 0, KL_EEXIST, "store backup: %s exists; not overwritten", path);
+    TRY(sq_check_dir(path));
+    size_t n = strlen(path) + 16;
+    ENSURE((tmp = malloc(n)) != NULL, KL_EINTERNAL, "out of memory");
+    snprintf(tmp, n, "%s.tmp-XXXXXX", path);
+    fd = mkstemp(tmp);
+    ENSURE(fd >= 0, KL_EIO, "store backup: cannot create %s: %s", tmp, strerror(errno));
+    ENSURE(fchmod(fd, 0600) == 0, KL_EIO, "store backup: %s: %s", tmp, strerror(errno));
+    TRY(sq_backup_into(sqd(d), tmp));
+    ENSURE(fsync(fd) == 0, KL_EIO, "store backup: fsync %s: %s", tmp, strerror(errno));
+    if (link(tmp, path) != 0) {
+        rc = kl_fail(errno == EEXIST ? KL_EEXIST : KL_EIO, "store backup: %s: %s%s", path,
+                     strerror(errno), errno == EEXIST ? "; not overwritten" : "");
+        goto out;
+    }
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    return rc;
+}
+
 /* ---- open / close ---- */
 
 static kl_rc sq_check_dir(const char *path)
@@ -447,4 +541,8 @@ const db_driver store_sqlite_driver = {
     .col_text = sq_col_text,
     .col_blob = sq_col_blob,
     .changes = sq_changes,
+    .col_count = sq_col_count,
+    .col_name = sq_col_name,
+    .col_kind = sq_col_kind,
+    .backup = sq_backup,
 };

@@ -281,7 +281,7 @@ static int teardown(void **state)
 /* Run SQL directly on the store file (as an attacker or a broken tool would). */
 static void raw_sql(const char *path, const char *sql)
 {
-    if (g_pg) {
+    if (strncmp(path, "postgresql:", 11) == 0) {
         assert_string_equal(pg_raw(path, sql, 1), "00");
         return;
     }
@@ -299,7 +299,7 @@ static void raw_sql(const char *path, const char *sql)
 /* Does the store itself refuse `sql` (a constraint or a guard-rail trigger)? */
 static int raw_refused(const char *path, const char *sql)
 {
-    if (g_pg) {
+    if (strncmp(path, "postgresql:", 11) == 0) {
         return strcmp(pg_raw(path, sql, 0), "23") == 0;
     }
     sqlite3 *db = NULL;
@@ -2914,6 +2914,168 @@ static void test_checkpoint_threads(void **state)
     assert_true(r.checkpoints >= 2);
 }
 
+/* A store with a record of every kind: CAs, certificates (one revoked, one approving a held
+ * request), a device, a claim, a CRL and its number, audit entries and a checkpoint. */
+static void copy_fill(store *s)
+{
+    sw_signer w = {.key = g_key};
+    store_ca root = {.label = (char *)"root", .template_name = (char *)"root"};
+    store_ca sub = {.label = (char *)"field-ca", .parent = (char *)"root"};
+    uint8_t *der = NULL;
+    size_t len = 0;
+    char holder[256];
+    int64_t n = 0;
+    assert_true(make_cert("0C0A", "root", &der, &len));
+    root.der = der;
+    root.der_len = len;
+    assert_rc(store_ca_put(s, &root), KL_OK);
+    assert_rc(store_ca_put(s, &sub), KL_OK);
+    OPENSSL_free(der);
+    assert_rc(issue(s, "0A01", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(issue(s, "0A02", "field-ca", STORE_ST_PENDING), KL_OK);
+    assert_rc(store_cert_revoke(s, "0A01", 1, 1750000000, "t"), KL_OK);
+    const uint8_t csr[] = {0x30, 0x03, 0x02, 0x01, 0x07};
+    store_request r = rq_of("", "1111111111111111111111111111111111111111111111111111111111111111",
+                            csr, sizeof csr);
+    store_request held;
+    assert_rc(store_request_submit(s, &r, &held), KL_OK);
+    assert_true(make_cert("0A03", "dev-3", &der, &len));
+    store_cert c = cert_row("0A03", "field-ca", STORE_ST_VALID, "CN=dev-3");
+    c.request_id = held.id;
+    assert_rc(store_cert_insert(s, &c, der, len, "officer", NULL), KL_OK);
+    OPENSSL_free(der);
+    store_request_free(&held);
+    store_device d = {.device_id = (char *)"DEV-1",
+                      .model = (char *)"m1",
+                      .cert_serial = (char *)"0A02",
+                      .state = (char *)"provisioned"};
+    assert_rc(store_device_put(s, &d), KL_OK);
+    store_claim me = claim_me("copy-src", "fixture1");
+    assert_rc(store_device_claim(s, "DEV-1", &me, holder, sizeof holder), KL_OK);
+    assert_rc(store_crl_number_next(s, "field-ca", &n), KL_OK);
+    assert_rc(store_crl_put(s, "field-ca", n, 1750000000, 1760000000, (const uint8_t *)"crl", 3,
+                            "t", NULL),
+              KL_OK);
+    notes(s, 2, "note");
+    assert_int_equal(checkpoint(s, &w, 1) > 0, 1);
+    notes(s, 1, "after the checkpoint");
+}
+
+/* store_copy into the fixture's store (SQLite file, or PostgreSQL database) from an SQLite
+ * file: every record, the same chain; a second copy, a tampered source refused. */
+static void test_store_copy(void **state)
+{
+    fx *f = *state;
+    store *src = NULL;
+    char p[700], url[700];
+    store_copy_report r;
+    snprintf(p, sizeof p, "%s/source.db", f->dir);
+    assert_rc(store_open(&src, p), KL_OK);
+    copy_fill(src);
+    assert_rc(store_copy(src, f->s, &r), KL_OK);
+    assert_true(r.tables >= 10);
+    assert_int_equal(r.to.entries, r.from.entries);
+    assert_string_equal(r.to.head_hash, r.from.head_hash);
+    assert_int_equal(r.to.checkpoints, 1);
+    assert_string_equal(r.to.key_sha256, r.from.key_sha256);
+    /* the records, through the API of the copy */
+    store_cert_state cs;
+    assert_rc(store_cert_state_get(f->s, "0A01", &cs), KL_OK);
+    assert_string_equal(cs.status, STORE_ST_REVOKED);
+    store_cert c;
+    assert_rc(store_cert_get(f->s, "0A03", &c), KL_OK);
+    assert_true(c.der_len > 0);
+    store_cert_free(&c);
+    store_request *rq = NULL;
+    size_t nrq = 0;
+    assert_rc(store_request_list(f->s, NULL, &rq, &nrq), KL_OK);
+    assert_int_equal(nrq, 1);
+    assert_string_equal(rq[0].status, STORE_RQ_APPROVED);
+    store_request_list_free(rq, nrq);
+    store_device d;
+    assert_rc(store_device_get(f->s, "DEV-1", &d), KL_OK);
+    assert_string_equal(d.cert_serial, "0A02");
+    store_device_free(&d);
+    store_crl crl;
+    assert_rc(store_crl_get(f->s, "field-ca", &crl), KL_OK);
+    assert_int_equal(crl.number, 1);
+    store_crl_free(&crl);
+    store_ca *cas = NULL;
+    size_t nca = 0;
+    assert_rc(store_ca_list(f->s, &cas, &nca), KL_OK);
+    assert_int_equal(nca, 2);
+    assert_string_equal(cas[0].label, "root");
+    store_ca_list_free(cas, nca);
+    /* the copy carries on: the next CRL number, new rows get new ids, claims were not copied */
+    int64_t n = 0;
+    char holder[256];
+    assert_rc(store_crl_number_next(f->s, "field-ca", &n), KL_OK);
+    assert_int_equal(n, 2);
+    assert_rc(issue(f->s, "0A04", "field-ca", STORE_ST_VALID), KL_OK);
+    store_request r2 = rq_of("", "2222222222222222222222222222222222222222222222222222222222222222",
+                             (const uint8_t *)"\x30\x00", 2);
+    store_request held;
+    assert_rc(store_request_submit(f->s, &r2, &held), KL_OK);
+    assert_true(held.id > 1);
+    store_request_free(&held);
+    store_claim other = claim_me("copy-dst", "fixture9");
+    other.host = "another-host";
+    assert_rc(store_device_claim(f->s, "DEV-1", &other, holder, sizeof holder), KL_OK);
+    int64_t cnt = 0;
+    assert_rc(store_audit_verify(f->s, &cnt), KL_OK);
+    /* a second copy into the same store: refused, nothing written */
+    assert_rc(store_copy(src, f->s, &r), KL_EEXIST);
+    assert_msg_has("not empty");
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
+    assert_int_equal(n, cnt);
+    store_close(src);
+    /* a source whose chain does not verify is not copied */
+    raw_sql(p, "DROP TRIGGER audit_no_update; UPDATE audit SET detail = 'x' WHERE seq = 2");
+    assert_rc(store_open(&src, p), KL_OK);
+    store *dst = NULL;
+    if (g_pg) {
+        char name[80];
+        snprintf(name, sizeof name, "%.60s_t2", f->db);
+        assert_true(pg_fresh(name, url, sizeof url));
+    } else {
+        snprintf(url, sizeof url, "%s/target2.db", f->dir);
+    }
+    assert_rc(store_open(&dst, url), KL_OK);
+    assert_rc(store_copy(src, dst, &r), KL_EPOLICY);
+    assert_msg_has("the source's audit log does not verify");
+    assert_rc(store_audit_verify(dst, &n), KL_OK);
+    assert_int_equal(n, 0);
+    store_close(dst);
+    store_close(src);
+}
+
+/* store_backup: a verified copy in a new file; never over an existing one; not for PostgreSQL. */
+static void test_store_backup(void **state)
+{
+    fx *f = *state;
+    char p[700];
+    store *b = NULL;
+    int64_t n = 0, m = 0;
+    snprintf(p, sizeof p, "%s/backup.db", f->dir);
+    if (g_pg) {
+        assert_rc(store_backup(f->s, p), KL_EUSAGE);
+        assert_msg_has("pg_dump");
+        assert_int_equal(access(p, F_OK), -1);
+        return;
+    }
+    copy_fill(f->s);
+    assert_rc(store_backup(f->s, p), KL_OK);
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 077, 0);
+    assert_rc(store_backup(f->s, p), KL_EEXIST);
+    assert_rc(store_open(&b, p), KL_OK);
+    assert_rc(store_audit_verify(b, &n), KL_OK);
+    assert_rc(store_audit_verify(f->s, &m), KL_OK);
+    assert_int_equal(n, m);
+    store_close(b);
+}
+
 /* PostgreSQL: a database of another program, a server that is not there, a URL with a
  * password (never in messages), the schema in keyline_meta. */
 static void test_pg_open_errors(void **state)
@@ -3101,6 +3263,8 @@ int main(void)
         T(test_checkpoint_key_deleted),
         T(test_checkpoint_wrong_key),
         T(test_checkpoint_threads),
+        T(test_store_copy),
+        T(test_store_backup),
     };
     /* SQLite files: formats, and files written by earlier versions */
     const struct CMUnitTest sqlite_tests[] = {
