@@ -371,13 +371,20 @@ kl_rc st_matter_label_write(const char *dir, const char *hw_serial, const st_mat
     char name[80], file[4096];
     kl_buf_init(&b, 256 * 1024, 1); /* the passcode is in the QR code: wiped */
     size_t i = 0;
-    for (; hw_serial[i] && i + 1 < sizeof name; i++) {
+    for (; hw_serial[i] && i + 1 < sizeof name - 9; i++) {
         char c = hw_serial[i];
         int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                  c == '-' || c == '.' || c == '_';
         name[i] = ok && !(i == 0 && c == '.') ? c : '_';
     }
     name[i] = 0;
+    if (strcmp(name, hw_serial) != 0) {
+        /* "SN 1" and "SN/1" must not share a label: a changed name gets a hash of the serial */
+        uint8_t md[32];
+        ENSURE_SSL(EVP_Digest(hw_serial, strlen(hw_serial), md, NULL, EVP_sha256(), NULL) == 1,
+                   KL_EINTERNAL, "SHA-256 failed");
+        snprintf(name + i, sizeof name - i, "-%02x%02x%02x%02x", md[0], md[1], md[2], md[3]);
+    }
     int n = snprintf(file, sizeof file, "%s/%s.svg", dir, name);
     ENSURE(n > 0 && (size_t)n < sizeof file, KL_EUSAGE, "labels folder path too long");
     TRY(st_label_svg(&b, hw_serial, o));

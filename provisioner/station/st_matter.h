@@ -108,7 +108,8 @@ kl_rc st_matter_manual(uint16_t discriminator, uint32_t passcode,
 char st_matter_verhoeff(const char *digits);
 
 /* Write the printable label DIR/<serial>.svg (characters of the serial other than
- * A-Z a-z 0-9 - . _ become '_'): the QR code (libqrencode, error correction M), the manual
+ * A-Z a-z 0-9 - . _ become '_', and then "-" and 8 hex digits of the serial's SHA-256 follow,
+ * so two serials never share a file): the QR code (libqrencode, error correction M), the manual
  * code as 4-3-4 digits, VID/PID and the hardware serial in text. Atomic, mode 0640. `path`
  * (may be NULL) gets the file written. */
 kl_rc st_matter_label_write(const char *dir, const char *hw_serial, const st_matter_onboard *o,

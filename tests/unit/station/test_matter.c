@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "kl_file.h"
 #include "st_matter.h"
 
@@ -116,11 +118,17 @@ static void test_onboard_and_label(void **state)
     assert_int_equal(st_matter_manual(a.discriminator, a.passcode, man), KL_OK);
     assert_string_equal(man, a.manual);
 
-    char dir[] = "/tmp/kl-matter-label.XXXXXX";
+    char dir[] = "/tmp/kl-matter-label.XXXXXX", sn_hash8[9];
+    {
+        uint8_t md[32];
+        assert_int_equal(EVP_Digest("SN 01/'x", 8, md, NULL, EVP_sha256(), NULL), 1);
+        snprintf(sn_hash8, sizeof sn_hash8, "%02x%02x%02x%02x", md[0], md[1], md[2], md[3]);
+    }
     assert_non_null(mkdtemp(dir));
     assert_int_equal(st_matter_label_write(dir, "SN 01/'x", &a, path, sizeof path), KL_OK);
     char want[128];
-    snprintf(want, sizeof want, "%s/SN_01__x.svg", dir);
+    /* sanitised, with the first 4 bytes of SHA-256("SN 01/'x") */
+    snprintf(want, sizeof want, "%s/SN_01__x-%s.svg", dir, sn_hash8);
     assert_string_equal(path, want);
     uint8_t *svg = NULL;
     size_t len = 0;
