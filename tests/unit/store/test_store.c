@@ -975,6 +975,47 @@ static void test_cas(void **state)
     assert_rc(store_audit_verify(f->s, &count), KL_OK);
 }
 
+/* store_ca_status_set (ca retire): compare and set with its audit entry, in one transaction;
+ * a record that is not in the expected status, or unknown, changes nothing and logs nothing. */
+static void test_ca_status(void **state)
+{
+    fx *f = *state;
+    store_ca ca, g;
+    uint8_t *der = NULL;
+    size_t len = 0;
+    assert_true(make_cert("05", "Retiring", &der, &len));
+    memset(&ca, 0, sizeof ca);
+    ca.label = (char *)"old";
+    ca.template_name = (char *)"root";
+    ca.key_type = (char *)"ec-p256";
+    ca.der = der;
+    ca.der_len = len;
+    assert_rc(store_ca_put(f->s, &ca), KL_OK);
+    OPENSSL_free(der);
+    assert_rc(store_ca_status_set(f->s, "missing", "active", "retired", "t", "ca-retire", "x"),
+              KL_EPOLICY);
+    assert_rc(store_ca_status_set(f->s, "old", "rollover", "retired", "t", "ca-retire", "x"),
+              KL_EPOLICY);
+    assert_rc(
+        store_ca_status_set(f->s, "old", "active", "retired", "officer", "ca-retire", "label=old"),
+        KL_OK);
+    assert_rc(store_ca_get(f->s, "old", &g), KL_OK);
+    assert_string_equal(g.status, "retired");
+    store_ca_free(&g);
+    /* the second run finds it retired already */
+    assert_rc(store_ca_status_set(f->s, "old", "active", "retired", "t", "ca-retire", "x"),
+              KL_EPOLICY);
+    store_audit *a = NULL;
+    size_t na = 0;
+    assert_rc(store_audit_list(f->s, 1, &a, &na), KL_OK);
+    assert_int_equal(na, 2); /* ca-create, one ca-retire */
+    assert_string_equal(a[1].action, "ca-retire");
+    assert_string_equal(a[1].actor, "officer");
+    store_audit_list_free(a, na);
+    int64_t count = 0;
+    assert_rc(store_audit_verify(f->s, &count), KL_OK);
+}
+
 /* Several CAs and a closing audit entry in one transaction (ca rotate): all or nothing. */
 static void test_ca_put_all(void **state)
 {
@@ -3217,6 +3258,7 @@ int main(void)
         T(test_crl_numbers),
         T(test_devices),
         T(test_cas),
+        T(test_ca_status),
         T(test_ca_put_all),
         T(test_audit_append_verify),
         T(test_tamper_edit),
