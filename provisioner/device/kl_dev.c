@@ -551,8 +551,8 @@ static int h_puttrust(req_t *r)
     }
     frc = kl_tlv_get_var(r->p, r->n, KL_TAG_FW_KEYS, 65, 65 * KL_DEV_MAX_FW_KEYS, &fwk, &fwlen);
     if ((frc != KL_PROTO_OK && frc != KL_PROTO_ENOTFOUND) ||
-        (frc == KL_PROTO_OK && (index != 0 || fwlen % 65 != 0 || fwk[0] != 0x04 ||
-                                (fwlen > 65 && fwk[65] != 0x04)))) {
+        (frc == KL_PROTO_OK &&
+         (index != 0 || fwlen % 65 != 0 || fwk[0] != 0x04 || (fwlen > 65 && fwk[65] != 0x04)))) {
         FAIL(r, KL_ERR_MALFORMED, "FW_KEYS bad or not in part 0");
     }
     if (d->state > KL_STATE_CERT_STORED) {
