@@ -201,6 +201,13 @@ kl_rc ceremony_officer_cert(const uint8_t *data, size_t len, const char *what,
  * (M officers decide who the officers are). */
 kl_rc ceremony_officer_guard(const kl_conf *conf, store *s, const char *what) KL_WUR;
 
+/* `keyline-ca revoke` under the quorum: KL_EPOLICY when one of `serials` (n of them; items
+ * that are not serials, such as device ids, pass) is a CA record's certificate, or when
+ * `issued_by` (NULL: none) has issued CA certificates; revoking a CA is the ceremony
+ * `ca revoke-ca`. KL_OK when the quorum is 0. Store errors as such. */
+kl_rc ceremony_revoke_guard(const kl_conf *conf, store *s, const char *const *serials, size_t n,
+                            const char *issued_by) KL_WUR;
+
 /* ---- the quorum rule ----
  * [ceremony] quorum (0..CEREMONY_APPROVALS_MAX, default 0): 0, no ceremonies; M >= 1, every
  * operation of the table needs M distinct officers' approvals and its plain command refuses. */

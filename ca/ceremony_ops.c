@@ -131,6 +131,111 @@ out:
     return rc;
 }
 
+/* ---- revoking a CA certificate ---- */
+
+/* The serials of every CA record's certificate (CAs, rollover certificates, OCSP signers) and,
+ * with `parent`, whether some CA record is issued by it. Caller frees with free(). */
+static kl_rc ceremony_ca_serials(store *s, const char *parent, char ***out, size_t *n,
+                                 int *has_child)
+{
+    kl_rc rc = KL_OK;
+    store_ca *v = NULL;
+    size_t nv = 0;
+    *out = NULL;
+    *n = 0;
+    TRY(store_ca_list(s, &v, &nv));
+    *out = calloc(nv ? nv : 1, sizeof **out);
+    ENSURE(*out, KL_EINTERNAL, "out of memory");
+    for (size_t i = 0; i < nv; i++) {
+        const unsigned char *p = v[i].der;
+        X509 *x = d2i_X509(NULL, &p, (long)v[i].der_len);
+        char *hex = x ? ca_serial_hex(X509_get0_serialNumber(x)) : NULL;
+        X509_free(x);
+        if (hex) {
+            (*out)[(*n)++] = strdup(hex);
+            OPENSSL_free(hex);
+        }
+        if (parent && has_child && v[i].parent && strcmp(v[i].parent, parent) == 0) {
+            *has_child = 1;
+        }
+    }
+out:
+    store_ca_list_free(v, nv);
+    return rc;
+}
+
+kl_rc ceremony_revoke_guard(const kl_conf *conf, store *s, const char *const *serials, size_t n,
+                            const char *issued_by)
+{
+    kl_rc rc = KL_OK;
+    long q = 0;
+    char **cas = NULL, norm[64];
+    size_t ncas = 0;
+    int child = 0;
+    TRY(ceremony_quorum(conf, &q));
+    if (q == 0) {
+        return KL_OK;
+    }
+    TRY(ceremony_ca_serials(s, issued_by, &cas, &ncas, &child));
+    ENSURE(!child, KL_EPOLICY,
+           "CA '%s' has issued CA certificates, and revoking a CA needs a ceremony ([ceremony] "
+           "quorum = %ld): revoke device certificates with --from, a CA with keyline-ca "
+           "ceremony propose ca revoke-ca --label L --reason R",
+           issued_by, q);
+    for (size_t i = 0; i < n; i++) {
+        if (ca_serial_normalise(serials[i], norm, sizeof norm) != KL_OK) {
+            continue; /* a device id, not a serial */
+        }
+        for (size_t k = 0; k < ncas; k++) {
+            ENSURE(!cas[k] || strcmp(cas[k], norm) != 0, KL_EPOLICY,
+                   "%s is a CA certificate: revoking a CA needs a ceremony ([ceremony] quorum = "
+                   "%ld): keyline-ca ceremony propose ca revoke-ca --label L --reason R",
+                   norm, q);
+        }
+    }
+out:
+    for (size_t k = 0; k < ncas; k++) {
+        free(cas[k]);
+    }
+    free(cas);
+    return rc;
+}
+
+/* Revoke CA `label`'s certificate (never a root: a root is retired) and publish its parent's
+ * CRL. The transcript names the certificate, the reason and that CRL's number. */
+static kl_rc ceremony_run_ca_revoke(ca_ctx *ca, const ceremony_req *r, const char *actor,
+                                    ceremony_kvs *res)
+{
+    kl_rc rc = KL_OK;
+    store_ca rec;
+    X509 *cert = NULL;
+    X509_CRL *crl = NULL;
+    char *serial = NULL;
+    const char *label = ceremony_req_get(r, "label"), *why = ceremony_req_get(r, "reason");
+    int reason = ca_reason_from_name(why);
+    memset(&rec, 0, sizeof rec);
+    ENSURE(reason >= 0 && reason != 8, KL_EUSAGE, "unknown revocation reason '%s'", why);
+    TRY(store_ca_get(ca_store(ca), label, &rec));
+    ENSURE(rec.parent, KL_EPOLICY,
+           "CA '%s' is a root: retire it (ca retire), a root's own "
+           "certificate is not revoked",
+           label);
+    TRY(ca_cert(ca, label, &cert));
+    serial = ca_serial_hex(X509_get0_serialNumber(cert));
+    ENSURE(serial, KL_EINTERNAL, "out of memory");
+    TRY(ca_revoke(ca, serial, reason, actor));
+    TRY(ceremony_res_cert(res, label, cert));
+    TRY(ceremony_kvs_set(res, "reason", ca_reason_name(reason)));
+    TRY(ca_crl(ca, rec.parent, &crl));
+    TRY(ceremony_res_crl_number(res, "parent-crl-number", crl));
+out:
+    OPENSSL_free(serial);
+    X509_CRL_free(crl);
+    X509_free(cert);
+    store_ca_free(&rec);
+    return rc;
+}
+
 /* ---- officers ---- */
 
 static X509 *officer_x509(const uint8_t *data, size_t len)
@@ -297,6 +402,13 @@ const ceremony_op ceremony_ops[] = {
      "final CRL past the last expiry of what the CA issued, then its key destroyed",
      {{"label", 1, NULL}, {NULL, 0, NULL}},
      ceremony_run_ca_retire,
+     NULL,
+     0},
+    /* plain `revoke` of a CA certificate refuses itself (ceremony_revoke_guard) */
+    {"ca revoke-ca",
+     "revoke an issuing CA's certificate and publish its parent's CRL",
+     {{"label", 1, NULL}, {"reason", 1, NULL}, {NULL, 0, NULL}},
+     ceremony_run_ca_revoke,
      NULL,
      0},
     /* while fewer than the quorum are active, registering them needs no ceremony */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ceremony.h"
 #include "keyline-ca.h"
 #include "kl_file.h"
 #include "ca_backend.h"
@@ -115,6 +116,7 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
         ENSURE(rc != KL_ENOTFOUND, KL_EUSAGE, "--issued-by %s: no such CA", rq->issuer);
         TRY(rc);
     }
+    TRY(ceremony_revoke_guard(c->conf, ca_store(ca), rq->items, rq->n_items, rq->issuer));
     rq->actor = c->actor;
     TRY(store_cert_revoke_many(ca_store(ca), rq, &res));
     printf("revoked %zu certificate%s (%s)%s", res.revoked, res.revoked == 1 ? "" : "s",
@@ -184,6 +186,7 @@ kl_rc cmd_revoke(cli *c, int argc, char **argv)
     }
     /* Revocation is a CA action: it takes the officer's token login like issuing. */
     TRY(cli_open(c, 1, &ca));
+    TRY(ceremony_revoke_guard(c->conf, ca_store(ca), &serial, 1, NULL));
     TRY(ca_revoke(ca, serial, reason, c->actor));
     printf("revoked %s (%s)\n", serial, reason_name);
     /* The issuer's published CRL follows at once: keyline-estd serves the stored CRL of a CA

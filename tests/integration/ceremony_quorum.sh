@@ -162,6 +162,35 @@ grep -q "^result final-crl-number: [0-9]" retire.tr || fail "the retire transcri
 "$KL_BIN/keyline-ca" ceremony verify retire.tr >/dev/null || fail "the retire transcript does not verify"
 ok "ca create (issuing CA) and ca retire as ceremonies; plain ca retire refused"
 
+# revoking a CA: only by the ceremony ca revoke-ca; the plain revoke refuses CA certificates
+cid=$(kca ceremony propose ca create --label field2 --template field-ca --issuer root1 \
+        --subject "CN=Quorum Field CA 2,O=Keyline Test")
+approve "$cid" alice 1111 2>/dev/null; approve "$cid" carol 3333 2>/dev/null
+kca ceremony run --id "$cid" 2>/dev/null
+kca ca cert --label field2 > field2.pem
+f2=$(openssl x509 -in field2.pem -noout -serial | cut -d= -f2)
+make_key ec-p256 dev.key
+openssl req -new -key dev.key -subj "/CN=quorum device" -out dev.csr 2>/dev/null
+kca issue --issuer field2 --template device-ldevid --csr dev.csr --out dev.pem
+rc=0; kca revoke --serial "$f2" --reason cACompromise 2>err.txt || rc=$?
+[ $rc = 4 ] && grep -q "ceremony propose ca revoke-ca" err.txt || { cat err.txt; fail "plain revoke of a CA certificate not refused (exit $rc)"; }
+echo "$f2" > ca.list
+expect_fail "revoke --from a list holding a CA serial" kca revoke --from ca.list
+expect_fail "revoke --issued-by a CA that issued CAs" kca revoke --issued-by root1 --between 2000-01-01 2100-01-01
+kca revoke --serial "$(openssl x509 -in dev.pem -noout -serial | cut -d= -f2)" >/dev/null 2>&1 || fail "a device certificate is not revocable under the quorum"
+nid=$(kca ceremony propose ca revoke-ca --label root1 --reason cACompromise)
+approve "$nid" alice 1111 2>/dev/null; approve "$nid" carol 3333 2>/dev/null
+expect_fail "ca revoke-ca of a root" kca ceremony run --id "$nid"
+kca ceremony show --id "$nid" | grep -q "proposed" || fail "a failed run did not leave the ceremony open"
+kca audit list > failed.txt; grep -q "ceremony-failed" failed.txt || fail "the failed run is not in the audit log"
+vid=$(kca ceremony propose ca revoke-ca --label field2 --reason cACompromise)
+approve "$vid" alice 1111 2>/dev/null; approve "$vid" carol 3333 2>/dev/null
+kca ceremony run --id "$vid" --out revoke.tr 2>/dev/null
+kca show --serial "$f2" | grep -qi "revoked" || fail "field2's certificate is not revoked"
+grep -q "^result reason: cACompromise$" revoke.tr && grep -q "^result parent-crl-number: [0-9]" revoke.tr ||
+  fail "the revoke-ca transcript lacks the reason or root1's CRL"
+ok "a CA certificate revoked only by the ceremony ca revoke-ca (plain revoke, --from and --issued-by refuse it; a root refused, logged as ceremony-failed)"
+
 # offline: no configuration, store or token
 mkdir offline && cp tr.txt alice.pem carol.pem bob.pem offline/
 akey=$(kca audit verify | sed -n 's/.*SHA-256 of its public key \([0-9a-f]*\).*/\1/p')
