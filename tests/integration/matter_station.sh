@@ -1,8 +1,9 @@
 # Matter devices on the line (issue 19, docs/matter.md): PAA and PAI in the token
 # (keyline-ca ca create --vid/--pid), the station issuing DACs through keyline-cad, the MATTER
 # request, labels and the results line. Checked with tools that are not keyline's: openssl
-# (verify -x509_strict at the DAC's notBefore, x509 -text, asn1parse) and tests/lib/
-# matter_check.py (a DER reader, the QR and manual-code decoders, SPAKE2+ in pure Python).
+# (verify -x509_strict at the DAC's notBefore, x509 -text, asn1parse), rsvg-convert and zbarimg
+# (the label's QR code read back) and tests/lib/matter_check.py (a DER reader, the QR and
+# manual-code decoders, SPAKE2+ in pure Python).
 source "$KL_SRC/tests/integration/station_common.sh"
 MC="python3 $KL_SRC/tests/lib/matter_check.py"
 
@@ -159,6 +160,10 @@ PY
   grep -q "${man:0:4}-${man:4:3}-${man:7:4}" $lab && grep -q "S/N $s" $lab && grep -q "<path" $lab ||
     fail "$s: label lacks the manual code, the serial or the QR code"
   [ "$(st_result $s matter.label)" = "$KL_TEST_DIR/$lab" ] || fail "$s: results label $(st_result $s matter.label)"
+  # the QR code drawn on the label, rendered (librsvg) and read back by a QR decoder (zbar)
+  rsvg-convert -o $s.label.png $lab || fail "$s: the label SVG does not render"
+  [ "$(zbarimg --raw -q $s.label.png 2>/dev/null)" = "$qr" ] ||
+    fail "$s: the label's QR code reads '$(zbarimg --raw -q $s.label.png 2>/dev/null)', not $qr"
 done
 [ "$(st_result MT-0001 matter.qr)" != "$(st_result MT-0002 matter.qr)" ] || fail "same onboarding payload twice"
 # the store keeps discriminator, salt, iterations and verifier beside the inventory row (read
@@ -175,7 +180,7 @@ done
 [ "$(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-onboarding'")" = 2 ] ||
   fail "matter-onboarding audit entries: $(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-onboarding'")"
 ok "the store keeps each device's discriminator, salt, iterations and verifier with its inventory row (sqlite3), audited"
-ok "QR and manual codes decode to VID FFF1, PID 8000, the discriminator and a valid passcode; the verifier recomputed from it is the device's; the passcode is not on the device; labels written"
+ok "QR and manual codes decode to VID FFF1, PID 8000, the discriminator and a valid passcode; the verifier recomputed from it is the device's; the passcode is not on the device; the labels' QR codes read back (zbarimg)"
 
 # ---- 7. refusals ------------------------------------------------------------------------------
 # a device of another product (its CSR names PID 8001): the station refuses before keyline-cad
