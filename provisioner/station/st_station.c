@@ -27,7 +27,22 @@
 
 /* A device whose flow keyline-cad could not serve is tried again after this long, doubling. */
 #define ST_CA_RETRY_MIN_MS 500
-#define ST_CA_RETRY_MAX_MS 8000
+#define ST_CA_RETRY_MAX_MS 4000
+
+/* A device that waited for the CA service and then left (or another took its place) is
+ * reported with the outcome of its last attempt: the count and the results file name it, and
+ * its pending certificate is resumed or activated when it is seen again. */
+static void st_held_report(st_station *st, st_fixture *fx, st_outcome **held, const char *why)
+{
+    if (!*held) {
+        return;
+    }
+    st_event(st, 1, "%s: %s: %s while waiting for the CA service", fx->name,
+             (*held)->hello.hw_serial, why);
+    st_station_report(st, fx, *held);
+    free(*held);
+    *held = NULL;
+}
 
 static void st_sleep_ms(long ms)
 {
@@ -279,6 +294,7 @@ static void *st_fixture_main(void *arg)
     st_resp *r = malloc(sizeof *r);
     int open_ok = 0, need_absent = 0, absent = 0, warned_open = 0;
     long ca_wait_ms = ST_CA_RETRY_MIN_MS;
+    st_outcome *held = NULL; /* the last attempt of a device waiting for the CA service */
     long silent_since = 0;
     char last_serial[KL_PROTO_SERIAL_MAX + 1] = "";
     uint8_t hello_req[16];
@@ -348,6 +364,10 @@ static void *st_fixture_main(void *arg)
                 need_absent = 0;
                 st_fixture_progress(fx, -1, "waiting for a device");
             }
+            if (held && absent >= ST_ABSENT_POLLS &&
+                st_now_ms() - silent_since >= st->cfg.timeout_ms) {
+                st_held_report(st, fx, &held, "left");
+            }
             continue; /* the poll itself waited ST_IDLE_POLL_MS */
         }
         absent = 0;
@@ -384,6 +404,9 @@ static void *st_fixture_main(void *arg)
             st_fixture_progress(fx, ST_PH_HELLO, "HELLO: %s %s fw %s state %s", o->hello.model,
                                 o->hello.hw_serial, o->hello.fw_version,
                                 kl_proto_state_name(o->hello.state));
+            if (held && strcmp(held->hello.hw_serial, o->hello.hw_serial) != 0) {
+                st_held_report(st, fx, &held, "replaced by another device");
+            }
             unsigned long unavail = cac_thread_unavailable();
             st_flow_run(st, fx, o);
             if (!o->ok && !st->stop && cac_thread_unavailable() != unavail) {
@@ -395,13 +418,16 @@ static void *st_fixture_main(void *arg)
                          fx->name, o->hello.hw_serial, o->error, ca_wait_ms);
                 st_fixture_progress(fx, -1, "keyline-cad unavailable: retrying %s",
                                     o->hello.hw_serial);
-                free(o);
+                free(held);
+                held = o;
                 st_sleep_ms(ca_wait_ms);
                 ca_wait_ms =
                     ca_wait_ms * 2 > ST_CA_RETRY_MAX_MS ? ST_CA_RETRY_MAX_MS : ca_wait_ms * 2;
                 continue;
             }
             ca_wait_ms = ST_CA_RETRY_MIN_MS;
+            free(held); /* this attempt's outcome is the device's */
+            held = NULL;
         }
         if (!o->ok && st->stop) {
             /* Interrupted by the stop (Ctrl-C, --count reached on another fixture): not a
@@ -417,6 +443,7 @@ static void *st_fixture_main(void *arg)
         st_fixture_idle(fx, ST_FX_DONE, "done: remove device %s", last_serial);
         free(o);
     }
+    free(held); /* stopping: the device resumes next time */
     st_link_close(&fx->link);
     free(r);
     pthread_mutex_lock(&st->mu);

@@ -12,6 +12,7 @@ source "$KL_SRC/tests/lib/cad_multi.sh"
 CM_EST_N=${CM_EST_N:-16}  # enrollments per EST server
 CM_DEV_N=${CM_DEV_N:-3}   # devices per fixture (two fixtures per station)
 
+[ -z "${CM_PG:-}" ] || cm_pg_start
 cm_setup
 cm_cad_start a
 cm_cad_start b

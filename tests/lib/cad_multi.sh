@@ -20,10 +20,21 @@ cm_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# cm_pg_start: a throwaway PostgreSQL cluster (tests/lib/pg.sh, outside the test folder so
+# that its own user may enter it) for the store: CM_STORE, CM_PG_DIR; removed at exit
+cm_pg_start() {
+  CM_PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kl-pg.XXXXXX")
+  CM_STORE=$("$KL_SRC/tests/lib/pg.sh" start "$CM_PG_DIR") || fail "PostgreSQL did not start"
+}
+
 cm_cleanup() {
   local st=$? p
   for p in "${cm_pids[@]}" "${CM_PID[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   for p in "${cm_pids[@]}" "${CM_PID[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "${CM_PG_DIR:-}" ]; then
+    [ "$st" = 0 ] || { echo "--- PostgreSQL log (last lines)" >&2; tail -n 12 "$CM_PG_DIR/log" >&2 || true; }
+    "$KL_SRC/tests/lib/pg.sh" stop "$CM_PG_DIR" || true
+  fi
   if [ "$st" != 0 ]; then
     for f in "$KL_TEST_DIR"/*.log; do
       echo "--- $(basename "$f") (last lines)" >&2
@@ -48,7 +59,15 @@ cm_key_csr() {
 # cm_setup: hierarchy, TLS certificates of the daemons, the EST server and the front ends,
 # the bootstrap user; writes base.conf (the with-token.sh configuration + the shared sections)
 cm_setup() {
-  [ -z "${CM_STORE:-}" ] || sed -i "s|^path = keyline.db|path = $CM_STORE|" "$KL_CONF"
+  if [ -n "${CM_STORE:-}" ]; then
+    python3 - "$KL_CONF" "$CM_STORE" <<'PY'
+import sys
+p, url = sys.argv[1], sys.argv[2]
+s = open(p).read()
+assert "\npath = keyline.db\n" in s
+open(p, "w").write(s.replace("\npath = keyline.db\n", "\npath = %s\n" % url))
+PY
+  fi
   make_hierarchy
   cat root1.pem field1.pem >client-ca.pem
   cm_key_csr cad "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1"
