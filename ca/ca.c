@@ -831,6 +831,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
             .not_after = na,
             .revoke_reason = -1,
             .request_id = req->request_id,
+            .order_id = (char *)req->order_id,
         };
         rc = store_cert_insert(ca->st, &rec, der, (size_t)dlen, req->actor ? req->actor : "unknown",
                                detail);

@@ -79,6 +79,8 @@ typedef struct {
     int pending;           /* record as "pending" instead of "valid" (station) */
     int64_t request_id;    /* optional: the held request this issuance approves (same store
                             * transaction; KL_EPOLICY if it is no longer pending) */
+    const char *order_id;  /* optional: the production order it counts against (same store
+                            * transaction; KL_EPOLICY when the order allows no more) */
 } ca_issue_req;
 
 /* Everything ca_issue checks before signing (CSR, proof of possession, issuer, template

@@ -42,6 +42,8 @@ static const cli_cmd cli_top[] = {
      "the security officers whose approvals a ceremony counts"},
     {"ceremony", cmd_ceremony, "propose|approve|run|show|list|export|verify ...",
      "M of N officers approve a CA operation's exact request before it runs"},
+    {"order", cmd_order, "create|list|show|close|verify ...",
+     "production orders: how many devices a station may provision, and their signed report"},
     {"maintain", cmd_maintain, "[--issuer L] [--dry-run]",
      "re-sign CRLs and renew OCSP signers past half their life (idempotent; the daily timer)"},
     {"sign-image", cmd_sign_image,
@@ -108,6 +110,7 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
             int is_group = t->fn == cmd_ca || t->fn == cmd_audit || t->fn == cmd_device ||
                            t->fn == cmd_request || t->fn == cmd_officer ||
                            t->fn == cmd_ceremony || t->fn == cmd_store;
+            is_group |= t->fn == cmd_order;
             if (!is_group && argc > 1 &&
                 (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
                 cli_usage(t, group);

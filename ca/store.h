@@ -41,6 +41,8 @@ typedef struct {
     size_t der_len;
     time_t created;
     int64_t request_id; /* store_cert_insert only: the held request this approves (0: none) */
+    char *order_id;     /* store_cert_insert only: the production order it counts against, in
+                         * the same transaction (store_order.h); NULL: none */
 } store_cert;
 
 typedef struct {

@@ -156,6 +156,9 @@ kl_rc st_cert_insert_tx(store_conn *c, const store_cert *cert, const uint8_t *de
         snprintf(dflt, dl, "serial=%s subject=%s", cert->serial_hex, cert->subject);
         detail = dflt;
     }
+    if (cert->order_id) {
+        TRY(st_order_take_tx(c, cert->order_id, cert->serial_hex, cert->device_id));
+    }
     TRY(cert_row_insert(c, cert, der, len));
     TRY(store_audit_detail_issue(cert->serial_hex, cert->status, der, len, detail, &full));
     TRY(st_audit_append_tx(c, actor, "issue", full));

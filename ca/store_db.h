@@ -199,6 +199,10 @@ kl_rc st_audit_append_tx(store_conn *c, const char *actor, const char *action,
  * the caller's write transaction: what store_cert_insert does, for a function that must decide
  * something else in the same transaction (a production order's count). Arguments as
  * store_cert_insert after its checks (canonical serial; detail NULL: the default). */
+/* Count a certificate against production order `id` (store_order.c): KL_EPOLICY naming why
+ * when the order is closed, expired or exhausted. Called by st_cert_insert_tx. */
+kl_rc st_order_take_tx(store_conn *c, const char *id, const char *serial,
+                       const char *device_id) KL_WUR;
 kl_rc st_cert_insert_tx(store_conn *c, const store_cert *cert, const uint8_t *der, size_t len,
                         const char *actor, const char *detail) KL_WUR;
 /* Schema 5: the baseline entries of an older store's rows. */

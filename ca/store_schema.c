@@ -398,6 +398,41 @@
  * (ca/matter_seal.h); NULL otherwise. */
 #define SQ_MATTER_PASSCODE "ALTER TABLE matter_onboarding ADD COLUMN passcode_sealed BLOB;"
 #define PG_MATTER_PASSCODE "ALTER TABLE matter_onboarding ADD COLUMN passcode_sealed BYTEA;"
+/* Production orders (store_order.c): at most `count` certificates of a profile for one
+ * station before `expires`; issued is counted in the certificate's insert transaction. */
+#define OR_TABLES(INT, BLOB)                                                                       \
+    "CREATE TABLE orders ("                                                                        \
+    " id TEXT PRIMARY KEY NOT NULL,"                                                               \
+    " model TEXT NOT NULL,"                                                                        \
+    " station TEXT NOT NULL,"                                                                      \
+    " profile TEXT NOT NULL,"                                                                      \
+    " count " INT " NOT NULL CHECK (count > 0),"                                                   \
+    " issued " INT " NOT NULL DEFAULT 0 CHECK (issued >= 0 AND issued <= count),"                  \
+    " expires " INT " NOT NULL,"                                                                   \
+    " created " INT " NOT NULL,"                                                                   \
+    " created_by TEXT NOT NULL,"                                                                   \
+    " state TEXT NOT NULL CHECK (state IN ('open','closed')),"                                     \
+    " closed " INT ","                                                                             \
+    " closed_by TEXT,"                                                                             \
+    " sig " BLOB " NOT NULL);"                                                                     \
+    "CREATE INDEX orders_station ON orders (station, profile);"                                    \
+    "CREATE TABLE order_certs ("                                                                   \
+    " serial TEXT PRIMARY KEY NOT NULL,"                                                           \
+    " order_id TEXT NOT NULL REFERENCES orders (id),"                                              \
+    " device_id TEXT,"                                                                             \
+    " issued " INT " NOT NULL);"                                                                   \
+    "CREATE INDEX order_certs_order ON order_certs (order_id);"
+#define SQ_ORDER_TABLES                                                                            \
+    OR_TABLES("INTEGER", "BLOB")                                                                   \
+    "CREATE TRIGGER orders_no_delete BEFORE DELETE ON orders"                                      \
+    " BEGIN SELECT RAISE(ABORT, 'production orders are never deleted'); END;"                      \
+    "CREATE TRIGGER order_certs_no_delete BEFORE DELETE ON order_certs"                            \
+    " BEGIN SELECT RAISE(ABORT, 'the certificates of an order are never deleted'); END;"
+#define PG_ORDER_TABLES                                                                            \
+    OR_TABLES("BIGINT", "BYTEA")                                                                   \
+    PG_REFUSE("orders_no_delete", "DELETE", "orders", "production orders are never deleted")       \
+    PG_REFUSE("order_certs_no_delete", "DELETE", "order_certs",                                    \
+              "the certificates of an order are never deleted")
 
 /* ---- the steps ---- */
 
@@ -426,5 +461,7 @@ const store_schema_step store_schema_steps[] = {
      PG_REVOKED_INDEXES, NULL},
     /* 11: a Matter device's setup passcode, sealed to a token key (matter-keep-passcode) */
     {"add matter_onboarding.passcode_sealed", SQ_MATTER_PASSCODE, PG_MATTER_PASSCODE, NULL},
+    /* 12: production orders and the certificates counted against them */
+    {"add the orders tables", SQ_ORDER_TABLES, PG_ORDER_TABLES, NULL},
 };
 const size_t store_schema_nsteps = sizeof store_schema_steps / sizeof store_schema_steps[0];

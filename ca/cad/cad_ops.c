@@ -16,6 +16,7 @@
 #include "store.h"
 #include "matter_seal.h"
 #include "store_matter.h"
+#include "store_order.h"
 
 typedef struct {
     cad *d;
@@ -270,14 +271,67 @@ static void cad_prep_free(cad_prep *p)
     p->csr = NULL;
 }
 
+/* open, or what stops an order: closed, expired, exhausted */
+static const char *cad_order_state(const store_order *o)
+{
+    if (strcmp(o->state, STORE_ORDER_OPEN) != 0) {
+        return o->state;
+    }
+    return o->expires <= time(NULL) ? "expired" : o->issued >= o->count ? "exhausted" : "open";
+}
+
+/* The production order a station's certificate counts against (docs/station.md "Production
+ * orders"). A profile with orders issues only under one: the station names itself
+ * (CAP_T_STATION, [station] id) and must have an open order whose model is the CSR's CN. The
+ * count itself is taken with the certificate's insert (store_order.c); this only refuses early
+ * with a clear reason. order_id "" when the profile has no orders. */
+static kl_rc cad_order_for(cad_call *c, const ca_csr *csr, char *order_id, size_t cap)
+{
+    kl_rc rc = KL_OK;
+    char station[65], cn[129] = "";
+    int controlled = 0;
+    store_order o;
+    memset(&o, 0, sizeof o);
+    order_id[0] = 0;
+    TRY(cad_str(c, CAP_T_STATION, station, sizeof station));
+    rc = store_order_find(ca_store(c->d->ca), station[0] ? station : NULL, c->prof->name, &o,
+                          &controlled);
+    if (!controlled) {
+        rc = KL_OK;
+        goto out;
+    }
+    ENSURE(station[0], KL_EPOLICY,
+           "profile %s issues only under production orders: the station must name itself "
+           "([station] id)",
+           c->prof->name);
+    if (rc == KL_ENOTFOUND) {
+        rc = kl_fail(KL_EPOLICY, "no production order for station %s (profile %s)", station,
+                     c->prof->name);
+    }
+    TRY(rc);
+    X509_NAME_get_text_by_NID(X509_REQ_get_subject_name(ca_csr_req(csr)), NID_commonName, cn,
+                              sizeof cn);
+    ENSURE(strcmp(cn, o.model) == 0, KL_EPOLICY,
+           "device model '%s' is not production order %s's model '%s'", cn, o.id, o.model);
+    ENSURE(strcmp(cad_order_state(&o), "open") == 0, KL_EPOLICY,
+           "production order %s of station %s is %s (%lld of %lld issued)", o.id, station,
+           cad_order_state(&o), (long long)o.issued, (long long)o.count);
+    snprintf(order_id, cap, "%s", o.id);
+out:
+    store_order_free(&o);
+    return rc;
+}
+
 static kl_rc cad_op_issue(cad_call *c)
 {
     kl_rc rc = KL_OK;
     X509 *cert = NULL;
-    char *serial = NULL;
+    char *serial = NULL, order[65];
     cad_prep p;
     TRY(cad_prepare(c, &p));
     p.ir.pending = cap_get_u64(c->req, CAP_T_PENDING, 0) == 1;
+    TRY(cad_order_for(c, p.csr, order, sizeof order));
+    p.ir.order_id = order[0] ? order : NULL;
     TRY(ca_issue(c->d->ca, &p.ir, &cert));
     serial = ca_serial_hex(X509_get0_serialNumber(cert));
     ENSURE(serial, KL_EINTERNAL, "serial of the new certificate");
@@ -1025,7 +1079,57 @@ typedef struct {
     int needs_profile; /* the request names a profile the peer's role must have */
 } cad_op_row;
 
+/* A station's production order, for its dashboard and to stop before a device it cannot serve:
+ * state "none" when the station has no order for the profile. */
+static kl_rc cad_op_order(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char station[65];
+    int controlled = 0;
+    store_order o;
+    memset(&o, 0, sizeof o);
+    TRY(cad_str(c, CAP_T_STATION, station, sizeof station));
+    rc = store_order_find(ca_store(c->d->ca), station, c->prof->name, &o, &controlled);
+    if (rc == KL_ENOTFOUND) {
+        rc = cap_put_str(c->rsp, CAP_T_STATE, "none");
+        goto out;
+    }
+    TRY(rc);
+    TRY(cap_put_str(c->rsp, CAP_T_ORDER, o.id));
+    TRY(cap_put_str(c->rsp, CAP_T_MODEL, o.model));
+    TRY(cap_put_u64(c->rsp, CAP_T_COUNT, (uint64_t)o.count));
+    TRY(cap_put_u64(c->rsp, CAP_T_ISSUED, (uint64_t)o.issued));
+    TRY(cap_put_u64(c->rsp, CAP_T_EXPIRES, (uint64_t)o.expires));
+    TRY(cap_put_str(c->rsp, CAP_T_STATE, cad_order_state(&o)));
+out:
+    store_order_free(&o);
+    return rc;
+}
+
+/* An operator closes the station's own order on its dashboard: no more certificates under it.
+ * (The signed report is the officer's: keyline-ca order close.) */
+static kl_rc cad_op_order_close(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char station[65], id[65], user[257], actor[1024];
+    store_order o;
+    memset(&o, 0, sizeof o);
+    TRY(cad_str(c, CAP_T_STATION, station, sizeof station));
+    TRY(cad_str(c, CAP_T_ORDER, id, sizeof id));
+    TRY(cad_str(c, CAP_T_AUTH_USER, user, sizeof user));
+    snprintf(actor, sizeof actor, "%s%s%s", c->peer->actor, user[0] ? " for operator " : "", user);
+    TRY(store_order_get(ca_store(c->d->ca), id, &o));
+    ENSURE(strcmp(o.station, station) == 0 && strcmp(o.profile, c->prof->name) == 0, KL_EPOLICY,
+           "production order %s is not station %s's (profile %s)", id, station, c->prof->name);
+    TRY(store_order_close(ca_store(c->d->ca), id, actor, NULL));
+out:
+    store_order_free(&o);
+    return rc;
+}
+
 static const cad_op_row cad_table[CAP_OP__END] = {
+    [CAP_OP_ORDER] = {cad_op_order, 1},
+    [CAP_OP_ORDER_CLOSE] = {cad_op_order_close, 1},
     [CAP_OP_HELLO] = {cad_op_hello, 0},
     [CAP_OP_ISSUE] = {cad_op_issue, 1},
     [CAP_OP_ACTIVATE] = {cad_op_activate, 0},

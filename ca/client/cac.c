@@ -693,6 +693,9 @@ kl_rc cac_issue(cac *c, const cac_issue_req *r, uint8_t **der, size_t *der_len, 
     if (r->pending) {
         TRY(cap_put_u64(&req, CAP_T_PENDING, 1));
     }
+    if (r->station && *r->station) {
+        TRY(cap_put_str(&req, CAP_T_STATION, r->station));
+    }
     TRY(cap_msg_end(&req));
     TRY(cac_call(c, &req, &resp));
     TRY(cap_get_str(&resp.msg, CAP_T_SERIAL, serial, 65));

@@ -98,6 +98,7 @@ typedef struct {
     cac_auth auth;
     const char *device_id; /* NULL: none */
     int pending;
+    const char *station; /* the station's name for its production order ([station] id); NULL */
 } cac_issue_req;
 
 /* Issue: *der gets the certificate (free()), serial its hex serial (65 bytes). */

@@ -14,6 +14,10 @@ typedef struct {
 #define B(t) (UINT64_C(1) << (t))
 
 static const cap_tag_info cap_tags[CAP_T__END] = {
+    [CAP_T_STATION] = {CAP_STR, 0, 64},
+    [CAP_T_ORDER] = {CAP_STR, 0, 64},
+    [CAP_T_EXPIRES] = {CAP_U64, 0, 8},
+    [CAP_T_ISSUED] = {CAP_U64, 0, 8},
     [CAP_T_PROFILE] = {CAP_STR, 0, 64},
     [CAP_T_CSR] = {CAP_BYTES, 0, 64 * 1024},
     [CAP_T_AUTH] = {CAP_STR, 0, 16},
@@ -69,11 +73,20 @@ typedef struct {
 
 /* The request table. Adding a row is adding something a compromised front end can ask. */
 static const cap_op_info cap_ops[CAP_OP__END] = {
+    [CAP_OP_ORDER] = {"order", B(CAP_T_PROFILE) | B(CAP_T_STATION),
+                      B(CAP_T_PROFILE) | B(CAP_T_STATION),
+                      B(CAP_T_ORDER) | B(CAP_T_MODEL) | B(CAP_T_COUNT) | B(CAP_T_ISSUED) |
+                          B(CAP_T_EXPIRES) | B(CAP_T_STATE),
+                      B(CAP_T_STATE)},
+    [CAP_OP_ORDER_CLOSE] = {"order-close",
+                            B(CAP_T_PROFILE) | B(CAP_T_STATION) | B(CAP_T_ORDER) |
+                                B(CAP_T_AUTH_USER),
+                            B(CAP_T_PROFILE) | B(CAP_T_STATION) | B(CAP_T_ORDER), 0, 0},
     [CAP_OP_HELLO] = {"hello", B(CAP_T_VERSION), B(CAP_T_VERSION), B(CAP_T_VERSION) | B(CAP_T_ROLE),
                       B(CAP_T_VERSION)},
     [CAP_OP_ISSUE] = {"issue",
                       B(CAP_T_PROFILE) | B(CAP_T_CSR) | AUTHF | B(CAP_T_DEVICE_ID) |
-                          B(CAP_T_PENDING),
+                          B(CAP_T_PENDING) | B(CAP_T_STATION),
                       B(CAP_T_PROFILE) | B(CAP_T_CSR) | B(CAP_T_AUTH),
                       B(CAP_T_CERT) | B(CAP_T_SERIAL), B(CAP_T_CERT) | B(CAP_T_SERIAL)},
     [CAP_OP_ACTIVATE] = {"activate", B(CAP_T_SERIAL), B(CAP_T_SERIAL), 0, 0},

@@ -50,6 +50,10 @@ typedef enum {
     CAP_OP_SWEEP = 20,      /* station: claim-then-revoke pending certificates older than age */
     CAP_OP_PROOF_FAIL = 21, /* station: audit a locked device that failed CHALLENGE */
     CAP_OP_MATTER = 22,     /* station: a Matter device's onboarding data (docs/matter.md) */
+
+    /* production orders (docs/station.md "Production orders") */
+    CAP_OP_ORDER = 23,       /* station: its production order (docs/station.md) */
+    CAP_OP_ORDER_CLOSE = 24, /* station: close its production order (dashboard, operator) */
     CAP_OP__END
 } cap_op;
 
@@ -93,6 +97,12 @@ typedef enum {
     CAP_T_MATTER_SALT = 37,          /* bytes: 16..32 */
     CAP_T_MATTER_VERIFIER = 38,      /* bytes: SPAKE2+ verifier w0 || L, 97 */
     CAP_T_MATTER_PASSCODE = 39,      /* u64: setup passcode, to be sealed (keep-passcode) */
+
+    /* production orders */
+    CAP_T_STATION = 40, /* str: the station's name ([station] id; production orders) */
+    CAP_T_ORDER = 41,   /* str: a production order id */
+    CAP_T_EXPIRES = 42, /* u64: Unix time */
+    CAP_T_ISSUED = 43,  /* u64: certificates counted against an order */
     CAP_T__END
 } cap_tag;
 

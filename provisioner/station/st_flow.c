@@ -472,6 +472,7 @@ static kl_rc st_step_issue(st_flow *f)
         .auth = {.method = "station"},
         .device_id = f->h->hw_serial,
         .pending = 1,
+        .station = st->cfg.station_id[0] ? st->cfg.station_id : NULL,
     };
     rc = cac_issue(st->cac, &req, &der, &der_len, sh);
     if (rc == KL_OK) {

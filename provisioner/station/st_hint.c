@@ -26,7 +26,14 @@ static const st_hint_row st_hints[] = {
     {"is the subject of CA", "the model/serial from HELLO match a CA's DN: fix the device or the "
                              "CA naming"},
     {"no proof of possession", "device signing is broken; nothing issued"},
-    {"issuing refused", "read the rest of the message; [ca.md](ca.md)"},
+    {"issues only under production orders",
+     "set `[station] id` to the station name the order was made for"},
+    {"no production order for station",
+     "ask the security officer for a production order for this station"},
+    {"is not production order", "the device is not of the order's model: set it aside"},
+    {"is exhausted (", "the order is used up: ask the security officer for a new order"},
+    {"production order", "ask the security officer for an open production order"},
+    {"issuing refused", "read the rest of the message"},
     {"different public key after INJECT", "firmware bug in the INJECT path; nothing issued"},
     {"exceeds the device's", "use a device build with a larger receive buffer, or smaller CA "
                              "certificates"},

@@ -2,8 +2,10 @@
  * dashboard and /metrics show it. keyline-cad decides (it counts every certificate against
  * the order in the issuing transaction); the station only shows what it last heard and refuses
  * to start devices it knows cannot be served. */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "st.h"
 
@@ -39,14 +41,106 @@ kl_rc st_order_metrics(const st_station *st, kl_buf *out)
                          strcmp(o->state, "open") == 0 && remaining > 0);
 }
 
+/* What keyline-cad's answer says, into st->order (caller holds no lock). */
+static kl_rc st_order_take(st_station *st, const cap_msg *m)
+{
+    kl_rc rc = KL_OK;
+    st_order_view v;
+    char state[16];
+    memset(&v, 0, sizeof v);
+    TRY(cap_get_str(m, CAP_T_STATE, state, sizeof state));
+    if (strcmp(state, "none") != 0) {
+        v.have = 1;
+        snprintf(v.state, sizeof v.state, "%s", state);
+        TRY(cap_get_str(m, CAP_T_ORDER, v.id, sizeof v.id));
+        TRY(cap_get_str(m, CAP_T_MODEL, v.model, sizeof v.model));
+        v.count = (long)cap_get_u64(m, CAP_T_COUNT, 0);
+        v.issued = (long)cap_get_u64(m, CAP_T_ISSUED, 0);
+        time_t exp = (time_t)cap_get_u64(m, CAP_T_EXPIRES, 0);
+        struct tm tm;
+        gmtime_r(&exp, &tm);
+        strftime(v.expires, sizeof v.expires, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        if (strcmp(state, "open") != 0) {
+            snprintf(v.why, sizeof v.why,
+                     "production order %s is %s (%ld of %ld issued): no device is started", v.id,
+                     state, v.issued, v.count);
+        }
+    }
+    v.checked_ms = st_now_ms();
+    pthread_mutex_lock(&st->mu);
+    int changed = memcmp(&st->order, &v, offsetof(st_order_view, checked_ms)) != 0;
+    st->order = v;
+    st->version += changed;
+    pthread_mutex_unlock(&st->mu);
+out:
+    return rc;
+}
+
+kl_rc st_order_refresh(st_station *st)
+{
+    kl_rc rc = KL_OK;
+    kl_buf req;
+    cac_resp resp;
+    kl_buf_init(&req, 1024, 0);
+    memset(&resp, 0, sizeof resp);
+    if (!st->cfg.station_id[0]) {
+        goto out;
+    }
+    TRY(cap_msg_begin(&req, CAP_OP_ORDER, 0));
+    TRY(cap_put_str(&req, CAP_T_PROFILE, st->cfg.profile));
+    TRY(cap_put_str(&req, CAP_T_STATION, st->cfg.station_id));
+    TRY(cap_msg_end(&req));
+    TRY(cac_call(st->cac, &req, &resp));
+    TRY(st_order_take(st, &resp.msg));
+out:
+    if (rc != KL_OK) {
+        kl_wrap(rc, "production order of station %s", st->cfg.station_id);
+    }
+    cac_resp_free(&resp);
+    kl_buf_free(&req);
+    return rc;
+}
+
+kl_rc st_order_gate(st_station *st)
+{
+    char why[256] = "";
+    if (!st->cfg.station_id[0]) {
+        return KL_OK;
+    }
+    kl_rc rc = st_order_refresh(st);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    pthread_mutex_lock(&st->mu);
+    snprintf(why, sizeof why, "%s", st->order.why);
+    pthread_mutex_unlock(&st->mu);
+    return why[0] ? kl_fail(KL_EPOLICY, "%s", why) : KL_OK;
+}
+
 kl_rc st_order_close(st_station *st, const char *who)
 {
-    (void)who;
+    kl_rc rc = KL_OK;
+    kl_buf req;
+    cac_resp resp;
+    char id[40];
+    kl_buf_init(&req, 1024, 0);
+    memset(&resp, 0, sizeof resp);
     pthread_mutex_lock(&st->mu);
     int have = st->order.have;
+    snprintf(id, sizeof id, "%s", st->order.id);
     pthread_mutex_unlock(&st->mu);
-    if (!have) {
-        return kl_fail(KL_ENOTFOUND, "this station works without a production order");
-    }
-    return kl_fail(KL_EINTERNAL, "order close: not reachable before orders exist");
+    ENSURE(have, KL_ENOTFOUND, "this station works without a production order");
+    TRY(cap_msg_begin(&req, CAP_OP_ORDER_CLOSE, 0));
+    TRY(cap_put_str(&req, CAP_T_PROFILE, st->cfg.profile));
+    TRY(cap_put_str(&req, CAP_T_STATION, st->cfg.station_id));
+    TRY(cap_put_str(&req, CAP_T_ORDER, id));
+    TRY(cap_put_str(&req, CAP_T_AUTH_USER, who)); /* for keyline-cad's audit entry */
+    TRY(cap_msg_end(&req));
+    TRY(cac_call(st->cac, &req, &resp));
+    st_event(st, 0, "production order %s closed by %s on the dashboard", id, who);
+    TRY(st_order_refresh(st));
+out:
+    cac_resp_free(&resp);
+    kl_buf_free(&req);
+    return rc;
 }

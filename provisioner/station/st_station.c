@@ -246,6 +246,9 @@ void st_station_report(st_station *st, st_fixture *fx, const st_outcome *o)
         st_event(st, 1, "%s: %s: FAILED at %s: %s", fx->name, serial, st_phase_name(o->phase),
                  o->error);
     }
+    if (st->cfg.station_id[0] && o->ok && st_order_refresh(st) != KL_OK) {
+        st_event(st, 1, "production order: %s", kl_errmsg()); /* shown as before */
+    }
     pthread_mutex_lock(&st->mu);
     if (line && st->results_fd >= 0) {
         /* One write() of a whole line on an O_APPEND fd: lines never interleave. */
@@ -394,6 +397,19 @@ static void *st_fixture_main(void *arg)
             st_fixture_idle(fx, ST_FX_DONE, "done: remove device %s", last_serial);
             free(o);
             st_sleep_ms(ST_IDLE_POLL_MS);
+            continue;
+        }
+        if (o->have_hello && st_order_gate(st) != KL_OK) {
+            /* the order does not allow another device: it waits on the fixture, untouched, and
+             * starts when an officer opens a new order (or stays until it is taken away) */
+            if (fx->state != ST_FX_BLOCKED) {
+                st_event(st, 1, "%s: %s: not started: %s", fx->name, o->hello.hw_serial,
+                         kl_errmsg());
+            }
+            st_fixture_idle(fx, ST_FX_BLOCKED, "%s not started: %s", o->hello.hw_serial,
+                            kl_errmsg());
+            free(o);
+            st_sleep_ms(1000);
             continue;
         }
         pthread_mutex_lock(&st->mu);
@@ -713,6 +729,7 @@ kl_rc st_station_init(st_station *st, const kl_conf *conf)
            "the chain of issuer '%s' does not end in a self-signed root", st->cfg.issuer);
     ENSURE(sk_X509_num(st->chain) <= 4, KL_EPOLICY,
            "the chain of issuer '%s' is longer than a device keeps", st->cfg.issuer);
+    TRY(st_order_refresh(st)); /* [station] id: the dashboard shows the order from the start */
     if (st->cfg.results) {
         st->results_fd = open(st->cfg.results, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         ENSURE(st->results_fd >= 0, KL_EIO, "results file %s: %s", st->cfg.results,

@@ -311,6 +311,28 @@ static void test_station_ops(void **st)
         kl_buf_free(&g);
     }
     assert_string_equal(cap_op_name(CAP_OP_MATTER), "matter");
+
+    /* production orders (docs/station.md): order needs the station, order-close the order */
+    begin(CAP_OP_ORDER, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "station"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    begin(CAP_OP_ORDER, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "station"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_STATION, "line-7"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_OK);
+    kl_buf_free(&g);
+    begin(CAP_OP_ORDER_CLOSE, 0);
+    assert_int_equal(cap_put_str(&g, CAP_T_PROFILE, "station"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_STATION, "line-7"), KL_OK);
+    assert_int_equal(cap_put_str(&g, CAP_T_AUTH_USER, "bob"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    begin(CAP_OP_INVENTORY, 0); /* only issue, order and order-close take the station */
+    assert_int_equal(cap_put_str(&g, CAP_T_STATION, "line-7"), KL_OK);
+    assert_int_equal(finish(0, &m), KL_EINPUT);
+    kl_buf_free(&g);
+    assert_string_equal(cap_op_name(CAP_OP_ORDER_CLOSE), "order-close");
 }
 
 /* The client's address lists (cac.h): what parses, and what is refused with a message. */

@@ -162,7 +162,8 @@ static void test_migration(void **state)
     /* version 6: without the images table and the tables of the steps after it */
     assert_int_equal(raw_sql(f->path, "DROP TABLE images; DROP TABLE matter_onboarding;"
                                       " DROP TABLE officers; DROP TABLE ceremonies;"
-                                      " DROP TABLE ceremony_approvals; PRAGMA user_version = 6"),
+                                      " DROP TABLE ceremony_approvals; DROP TABLE order_certs;"
+                                      " DROP TABLE orders; PRAGMA user_version = 6"),
                      SQLITE_OK);
     assert_int_equal(store_open(&f->s, f->path), KL_OK);
     store_image m = rec(H1, 1);

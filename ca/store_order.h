@@ -1,0 +1,60 @@
+/* keyline: production orders in the store (docs/station.md "Production orders"; written once
+ * for every driver: store_db.h).
+ *
+ * An order lets one station ([station] id) have at most `count` certificates of one profile
+ * issued before `expires`. The count is taken by st_order_take_tx inside the certificate's own
+ * insert transaction (store_cert.order_id), so it holds across stations, daemons, hosts,
+ * crashes and restarts: the row's UPDATE ... WHERE issued < count and the certificate commit or
+ * roll back together. Orders are never deleted; closing one is final. */
+#ifndef KL_STORE_ORDER_H
+#define KL_STORE_ORDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "kl_err.h"
+#include "store.h"
+
+#define STORE_ORDER_OPEN "open"
+#define STORE_ORDER_CLOSED "closed"
+
+typedef struct {
+    char *id;
+    char *model;
+    char *station;
+    char *profile;
+    int64_t count;
+    int64_t issued;
+    time_t expires;
+    time_t created;
+    char *created_by;
+    char *state; /* open | closed */
+    time_t closed;
+    char *closed_by; /* NULL while open */
+    uint8_t *sig;    /* the audit key's signature over order_text() (ca/order.h) */
+    size_t sig_len;
+} store_order;
+
+/* Record a new order (state open, issued 0); audit "order-create". KL_EEXIST for a taken id. */
+kl_rc store_order_create(store *s, const store_order *o, const char *actor) KL_WUR;
+/* KL_ENOTFOUND when there is no such order. Free with store_order_free. */
+kl_rc store_order_get(store *s, const char *id, store_order *out) KL_WUR;
+/* Every order, oldest first. Free with store_order_list_free. */
+kl_rc store_order_list(store *s, store_order **out, size_t *n) KL_WUR;
+void store_order_list_free(store_order *v, size_t n);
+/* The order a certificate of `profile` for `station` is counted against: the newest open one
+ * of that station and profile, else the newest of any state (to say why it cannot be used).
+ * *controlled: the profile has orders at all (then every issuance needs one). KL_ENOTFOUND
+ * when the station has none for the profile. station may be NULL (only *controlled). */
+kl_rc store_order_find(store *s, const char *station, const char *profile, store_order *out,
+                       int *controlled) KL_WUR;
+/* open -> closed; audit "order-close". KL_OK if it was already closed (*was_open 0). */
+kl_rc store_order_close(store *s, const char *id, const char *actor, int *was_open) KL_WUR;
+/* The certificates counted against an order, in issue order. */
+typedef int (*store_order_cert_cb)(void *arg, const char *serial, const char *device_id,
+                                   time_t issued);
+kl_rc store_order_certs(store *s, const char *id, store_order_cert_cb cb, void *arg) KL_WUR;
+void store_order_free(store_order *o);
+
+#endif
