@@ -3,10 +3,12 @@
  * the plain command's defaults) and a run function calling the same library function. */
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ca.h"
 #include "ca_image.h"
@@ -70,6 +72,56 @@ static kl_rc ceremony_key_type(const ceremony_req *r, hsm_key_type *kt)
     return KL_OK;
 }
 
+/* ca create --csr-out FILE: the key and a PEM request for a parent outside keyline, written to
+ * the path the officers approved (keyline-ca ceremony run checked it is none of the store's
+ * files); `ca import` installs the certificate later. */
+static kl_rc ceremony_run_ca_csr(ca_ctx *ca, const ca_create_req *rq, const char *path,
+                                 ceremony_kvs *res)
+{
+    kl_rc rc = KL_OK;
+    uint8_t *der = NULL;
+    size_t len = 0;
+    X509_REQ *x = NULL;
+    BIO *b = BIO_new(BIO_s_mem());
+    char *pem = NULL, sha[65];
+    ENSURE(b, KL_EINTERNAL, "out of memory");
+    TRY(ca_create_csr(ca, rq, &der, &len));
+    const unsigned char *p = der;
+    ENSURE_SSL((x = d2i_X509_REQ(NULL, &p, (long)len)) && PEM_write_bio_X509_REQ(b, x),
+               KL_EINTERNAL, "cannot encode the request");
+    long n = BIO_get_mem_data(b, &pem);
+    TRY(kl_file_write_atomic(path, pem, (size_t)n, 0644));
+    TRY(ceremony_kvs_set(res, "label", rq->label));
+    TRY(ceremony_key_sha256(X509_REQ_get0_pubkey(x), sha));
+    TRY(ceremony_kvs_set(res, "key-sha256", sha));
+    uint8_t md[32];
+    SHA256(der, len, md);
+    for (size_t i = 0; i < sizeof md; i++) {
+        snprintf(sha + 2 * i, 3, "%02x", md[i]);
+    }
+    TRY(ceremony_kvs_set(res, "csr-sha256", sha));
+out:
+    X509_REQ_free(x);
+    BIO_free(b);
+    OPENSSL_free(der);
+    return rc;
+}
+
+/* --csr-out as an absolute path: the officers approve where it goes, whoever runs it where. */
+static kl_rc ceremony_prep_ca_create(ceremony_kvs *params)
+{
+    const char *out = ceremony_kvs_get(params, "csr-out");
+    char cwd[4096], abs[4096 + CEREMONY_VALUE_MAX + 2];
+    if (!out || out[0] == '/') {
+        return KL_OK;
+    }
+    if (!getcwd(cwd, sizeof cwd)) {
+        return kl_fail(KL_EIO, "--csr-out %s: no current folder to resolve it against", out);
+    }
+    snprintf(abs, sizeof abs, "%s/%s", cwd, out);
+    return ceremony_kvs_set(params, "csr-out", abs);
+}
+
 static kl_rc ceremony_run_ca_create(ca_ctx *ca, const ceremony_req *r, const char *actor,
                                     ceremony_kvs *res)
 {
@@ -82,6 +134,9 @@ static kl_rc ceremony_run_ca_create(ca_ctx *ca, const ceremony_req *r, const cha
                         .token = ceremony_req_get(r, "token"),
                         .actor = actor};
     TRY(ceremony_key_type(r, &rq.key_type));
+    if (ceremony_req_get(r, "csr-out")) {
+        return ceremony_run_ca_csr(ca, &rq, ceremony_req_get(r, "csr-out"), res);
+    }
     TRY(ca_create_run(ca, &rq, &cert));
     TRY(ceremony_res_cert(res, rq.label, cert));
     TRY(ceremony_res_crl(ca, res, rq.label));
@@ -383,9 +438,10 @@ const ceremony_op ceremony_ops[] = {
       {"key-type", 0, "ec-p256"},
       {"issuer", 0, NULL},
       {"token", 0, NULL},
+      {"csr-out", 0, NULL},
       {NULL, 0, NULL}},
      ceremony_run_ca_create,
-     NULL,
+     ceremony_prep_ca_create,
      0},
     {"ca rotate",
      "new CA key in the token (and rollover certificates for a root)",

@@ -158,6 +158,26 @@ out:
     return rc;
 }
 
+/* Files the request says the run writes (ca create --csr-out, sign-image --out) must not be
+ * the store's, the configuration or the PIN file, as for the plain commands. */
+static kl_rc ceremony_run_out_check(cli *c, ca_ctx *ca, int64_t id)
+{
+    kl_rc rc = KL_OK;
+    ceremony_rec rec;
+    ceremony_req r;
+    memset(&rec, 0, sizeof rec);
+    memset(&r, 0, sizeof r);
+    TRY(ceremony_db_get(ca_store(ca), id, &rec));
+    if (ceremony_req_parse(rec.req, rec.req_len, &r) == KL_OK) { /* else ceremony_run says */
+        TRY(cli_out_check(c, ceremony_req_get(&r, "csr-out")));
+        TRY(cli_out_check(c, ceremony_req_get(&r, "out")));
+    }
+out:
+    ceremony_req_free(&r);
+    ceremony_rec_free(&rec);
+    return rc;
+}
+
 static kl_rc cmd_ceremony_run(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
@@ -171,6 +191,7 @@ static kl_rc cmd_ceremony_run(cli *c, int argc, char **argv)
     TRY(cli_conf(c));
     TRY(ceremony_quorum(c->conf, &quorum));
     TRY(cli_open(c, 1, &ca));
+    TRY(ceremony_run_out_check(c, ca, o.id));
     TRY(ceremony_run(ca, o.id, quorum, c->actor, &tr, &tr_len));
     fprintf(stderr,
             "keyline-ca: ceremony %lld ran; keyline-ca ceremony export --id %lld writes its "

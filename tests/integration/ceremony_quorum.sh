@@ -191,6 +191,23 @@ grep -q "^result reason: cACompromise$" revoke.tr && grep -q "^result parent-crl
   fail "the revoke-ca transcript lacks the reason or root1's CRL"
 ok "a CA certificate revoked only by the ceremony ca revoke-ca (plain revoke, --from and --issued-by refuse it; a root refused, logged as ceremony-failed)"
 
+# a CA for a parent outside keyline under the quorum: the key and its request by ceremony
+xid=$(kca ceremony propose ca create --label corp1 --template factory-ca \
+        --subject "CN=Keyline Factory under Corp,O=Keyline Test" --csr-out corp1.csr)
+kca ceremony show --id "$xid" | grep -q "^param csr-out: $PWD/corp1.csr$" || fail "the request does not name the CSR file"
+approve "$xid" alice 1111 2>/dev/null; approve "$xid" carol 3333 2>/dev/null
+sid=$(kca ceremony propose ca create --label corp2 --template factory-ca --subject "CN=x" --csr-out "$PWD/keyline.conf")
+approve "$sid" alice 1111 2>/dev/null; approve "$sid" carol 3333 2>/dev/null
+expect_fail "a ceremony whose --csr-out is the configuration" kca ceremony run --id "$sid"
+mkdir elsewhere # run from another folder: the request holds the CSR's absolute path
+(cd elsewhere && kca ceremony run --id "$xid" --out ../csr.tr 2>/dev/null)
+openssl req -in corp1.csr -verify -noout 2>/dev/null || fail "the ceremony's request does not verify"
+grep -q "^result key-sha256: $(openssl req -in corp1.csr -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1)$" csr.tr ||
+  fail "the transcript's key-sha256 is not the request's key"
+grep -q "^result csr-sha256: $(openssl req -in corp1.csr -outform DER | sha256sum | cut -d' ' -f1)$" csr.tr ||
+  fail "the transcript's csr-sha256 is not the request's"
+ok "ca create --csr-out as a ceremony: the key and its request, named in the transcript; a --csr-out over the configuration refused"
+
 # offline: no configuration, store or token
 mkdir offline && cp tr.txt alice.pem carol.pem bob.pem offline/
 akey=$(kca audit verify | sed -n 's/.*SHA-256 of its public key \([0-9a-f]*\).*/\1/p')
