@@ -348,14 +348,16 @@ static kl_rc sp(db *d, int what)
 
 /* One operation of a batch in its savepoint. Returns KL_OK, or the code that ends the whole
  * transaction (`why` says why). */
-static kl_rc batch_one(store *s, store_op *op, char *why, size_t whylen)
+static kl_rc batch_one(store *s, store_op *op, int alone, int *undo, char *why, size_t whylen)
 {
     db *d = s->w.d;
-    kl_rc rc = sp(d, DB_SP_BEGIN);
+    /* alone in its transaction (the usual case without concurrency): no savepoint, a failure
+     * rolls the whole transaction back (two statements, two round trips to a server, less) */
+    kl_rc rc = alone ? KL_OK : sp(d, DB_SP_BEGIN);
     if (rc == KL_OK) {
         rc = op->fn(&s->w, op->arg);
     }
-    if (rc == KL_OK) {
+    if (rc == KL_OK && !alone) {
         rc = sp(d, DB_SP_RELEASE);
     }
     op->rc = rc;
@@ -372,6 +374,10 @@ static kl_rc batch_one(store *s, store_op *op, char *why, size_t whylen)
         snprintf(why, whylen, "store: %s: transaction rolled back (%.900s)", d->name, op->msg);
         return rc;
     }
+    if (alone) {
+        *undo = 1;
+        return KL_OK;
+    }
     /* undo this op only; ROLLBACK TO keeps the savepoint, RELEASE drops it */
     if (sp(d, DB_SP_ROLLBACK) != KL_OK || sp(d, DB_SP_RELEASE) != KL_OK) {
         kl_rc dead =
@@ -387,6 +393,7 @@ static void batch_run(store *s, store_op *batch)
 {
     char why[STORE_MSG_MAX];
     size_t n = 0;
+    int undo = 0;
     db *d = s->w.d;
     pthread_mutex_lock(&s->mu);
     kl_rc dead = d->drv->begin(d, 1);
@@ -395,7 +402,14 @@ static void batch_run(store *s, store_op *batch)
         snprintf(why, sizeof why, "%s", kl_errmsg());
     }
     for (store_op *op = batch; op && dead == KL_OK; op = op->next, n++) {
-        dead = batch_one(s, op, why, sizeof why);
+        dead = batch_one(s, op, batch->next == NULL, &undo, why, sizeof why);
+    }
+    if (dead == KL_OK && undo) {
+        (void)tx_end(d, KL_EIO); /* the one op failed: ROLLBACK; it keeps its own error */
+        s->n_txn++;              /* counted as before, when it ended with a RELEASE + COMMIT */
+        s->n_ops++;
+        pthread_mutex_unlock(&s->mu);
+        return;
     }
     if (dead == KL_OK) {
         dead = tx_end(d, KL_OK); /* COMMIT, or ROLLBACK if it fails */
