@@ -15,8 +15,10 @@
 #include "ca_image_ceremony.h"
 #include "ca_backend.h"
 #include "ceremony.h"
+#include "ceremony_internal.h"
 #include "kl_b64.h"
 #include "kl_file.h"
+#include "order.h"
 
 /* label, serial and the fingerprints of `cert` and its key into `res`. */
 static kl_rc ceremony_res_cert(ceremony_kvs *res, const char *label, X509 *cert)
@@ -291,6 +293,36 @@ out:
     return rc;
 }
 
+/* ---- production orders (ca/order.h) ---- */
+
+static kl_rc ceremony_run_order_create(ca_ctx *ca, const ceremony_req *r, const char *actor,
+                                       ceremony_kvs *res)
+{
+    kl_rc rc = KL_OK;
+    store_order o;
+    char *end = NULL, num[32], when[32];
+    const char *count = ceremony_req_get(r, "count");
+    order_req rq = {.model = ceremony_req_get(r, "model"),
+                    .station = ceremony_req_get(r, "station"),
+                    .profile = ceremony_req_get(r, "profile")};
+    memset(&o, 0, sizeof o);
+    rq.count = strtoll(count, &end, 10);
+    ENSURE(*count && !*end, KL_EUSAGE, "--count '%s' is not a number", count);
+    TRY(order_time_parse(ceremony_req_get(r, "expires"), &rq.expires));
+    TRY(ca_order_create(ca, &rq, actor, &o));
+    TRY(ceremony_kvs_set(res, "order", o.id));
+    TRY(ceremony_kvs_set(res, "model", o.model));
+    snprintf(num, sizeof num, "%lld", (long long)o.count);
+    TRY(ceremony_kvs_set(res, "count", num));
+    TRY(ceremony_kvs_set(res, "station", o.station));
+    TRY(ceremony_kvs_set(res, "profile", o.profile));
+    ceremony_time_fmt(o.expires, when);
+    TRY(ceremony_kvs_set(res, "expires", when));
+out:
+    store_order_free(&o);
+    return rc;
+}
+
 /* ---- officers ---- */
 
 static X509 *officer_x509(const uint8_t *data, size_t len)
@@ -465,6 +497,17 @@ const ceremony_op ceremony_ops[] = {
      "revoke an issuing CA's certificate and publish its parent's CRL",
      {{"label", 1, NULL}, {"reason", 1, NULL}, {NULL, 0, NULL}},
      ceremony_run_ca_revoke,
+     NULL,
+     0},
+    {"order create",
+     "a production order: how many devices of a model a station may provision, until when",
+     {{"model", 1, NULL},
+      {"count", 1, NULL},
+      {"station", 1, NULL},
+      {"expires", 1, NULL},
+      {"profile", 0, "station"},
+      {NULL, 0, NULL}},
+     ceremony_run_order_create,
      NULL,
      0},
     /* while fewer than the quorum are active, registering them needs no ceremony */

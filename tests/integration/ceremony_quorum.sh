@@ -208,6 +208,21 @@ grep -q "^result csr-sha256: $(openssl req -in corp1.csr -outform DER | sha256su
   fail "the transcript's csr-sha256 is not the request's"
 ok "ca create --csr-out as a ceremony: the key and its request, named in the transcript; a --csr-out over the configuration refused"
 
+# a production order (issue 15) under the quorum
+rc=0; kca order create --model sensor-v1 --count 3 --station ST1 --expires 2099-12-31 2>err.txt || rc=$?
+[ $rc = 4 ] && grep -q "ceremony propose order create" err.txt || { cat err.txt; fail "plain order create not refused (exit $rc)"; }
+pid=$(kca ceremony propose order create --model sensor-v1 --count 3 --station ST1 --expires 2099-12-31)
+approve "$pid" alice 1111 2>/dev/null
+expect_fail "order create one signature short" kca ceremony run --id "$pid"
+approve "$pid" carol 3333 2>/dev/null
+kca ceremony run --id "$pid" --out order.tr 2>/dev/null
+oid=$(sed -n 's/^result order: //p' order.tr)
+[ -n "$oid" ] || fail "the order transcript names no order"
+kca order show "$oid" > order.txt || fail "order $oid not recorded"
+grep -q "sensor-v1" order.txt && grep -q "ST1" order.txt || { cat order.txt; fail "order $oid is not the one approved"; }
+grep -q "^result count: 3$" order.tr || fail "the transcript's count"
+ok "order create under the quorum: refused plain, made by a ceremony (order $oid)"
+
 # offline: no configuration, store or token
 mkdir offline && cp tr.txt alice.pem carol.pem bob.pem offline/
 akey=$(kca audit verify | sed -n 's/.*SHA-256 of its public key \([0-9a-f]*\).*/\1/p')
