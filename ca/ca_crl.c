@@ -28,6 +28,9 @@ static int crl_buf_put(crl_buf *b, const void *v, size_t n)
     if (n > b->cap - b->len) {
         return -1;
     }
+    if (n == 0) {
+        return 0; /* memcpy's source may be NULL here (an empty field): undefined even for 0 */
+    }
     if (b->len + n > b->alloc) {
         size_t na = b->alloc ? b->alloc : 1 << 16;
         while (na < b->len + n) {
