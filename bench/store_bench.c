@@ -211,6 +211,14 @@ out:
     return rc;
 }
 
+/* Planner statistics after the bulk load, as autovacuum (PostgreSQL) or an operator (SQLite)
+ * would take them in a store that grew over months. */
+static kl_rc analyze_tx(store_conn *c, void *arg)
+{
+    (void)arg;
+    return c->d->drv->exec(c->d, "ANALYZE certs; ANALYZE devices");
+}
+
 /* Rows base+1 .. base+count of both tables, FILL_CHUNK per transaction. */
 static kl_rc gen_fill(store *s, int64_t total)
 {
@@ -220,7 +228,7 @@ static kl_rc gen_fill(store *s, int64_t total)
         rc = store_write(s, gen_tx, &a);
         done += a.count;
     }
-    return rc;
+    return rc == KL_OK ? store_write(s, analyze_tx, NULL) : rc;
 }
 
 /* ---- lookups ---- */

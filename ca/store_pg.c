@@ -152,6 +152,19 @@ static kl_rc pg_session(pg_db *q)
                   NULL);
 }
 
+/* The server cannot be reached: KL_EUNAVAIL with libpq's reason. */
+static kl_rc pg_unreachable(pg_db *q, const char *verb)
+{
+    const char *m = q->pg ? PQerrorMessage(q->pg) : "out of memory";
+    size_t n = strlen(m);
+    while (n && m[n - 1] == '\n') {
+        n--;
+    }
+    q->base.err = DB_E_UNAVAILABLE;
+    return kl_fail(KL_EUNAVAIL, "store unavailable: cannot %s %s: %.*s", verb, q->base.name,
+                   (int)(n > 600 ? 600 : n), m);
+}
+
 /* Reconnect when the connection is gone (never inside a transaction: that one is lost). */
 static kl_rc pg_ensure(pg_db *q)
 {
@@ -159,17 +172,7 @@ static kl_rc pg_ensure(pg_db *q)
         return KL_OK;
     }
     PQreset(q->pg);
-    if (pg_lost(q)) {
-        q->base.err = DB_E_UNAVAILABLE;
-        const char *m = PQerrorMessage(q->pg);
-        size_t n = strlen(m);
-        while (n && m[n - 1] == '\n') {
-            n--;
-        }
-        return kl_fail(KL_EUNAVAIL, "store unavailable: cannot reach %s: %.*s", q->base.name,
-                       (int)(n > 600 ? 600 : n), m);
-    }
-    return pg_session(q);
+    return pg_lost(q) ? pg_unreachable(q, "reach") : pg_session(q);
 }
 
 static int pg_in_tx(db *d)
@@ -606,14 +609,7 @@ static kl_rc pg_open(db **out, const char *url, int reader)
     q->pg = PQconnectdbParams(keys, vals, 1);
     ENSURE(q->pg, KL_EINTERNAL, "out of memory");
     if (PQstatus(q->pg) != CONNECTION_OK) {
-        q->base.err = DB_E_UNAVAILABLE;
-        const char *m = PQerrorMessage(q->pg);
-        size_t n = strlen(m);
-        while (n && m[n - 1] == '\n') {
-            n--;
-        }
-        rc = kl_fail(KL_EUNAVAIL, "store unavailable: cannot connect to %s: %.*s", q->base.name,
-                     (int)(n > 600 ? 600 : n), m);
+        rc = pg_unreachable(q, "connect to");
         goto out;
     }
     TRY(pg_session(q));
