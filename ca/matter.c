@@ -229,6 +229,7 @@ out:
 kl_rc matter_policy_check(const tpl *t, const X509_NAME *subject, X509 *issuer)
 {
     kl_rc rc = KL_OK;
+    ASN1_GENERALIZEDTIME *forever = NULL;
     matter_ids s, i;
     TRY(matter_ids_get(subject, &s));
     ENSURE(s.has_vid || t->matter == MATTER_PAA, KL_EPOLICY,
@@ -239,6 +240,17 @@ kl_rc matter_policy_check(const tpl *t, const X509_NAME *subject, X509 *issuer)
     ENSURE(!s.has_pid || t->matter != MATTER_PAA, KL_EPOLICY, "a Matter PAA carries no ProductID");
     if (!issuer || t->matter == MATTER_PAA) {
         goto out;
+    }
+    /* Matter 6.2.2: a certificate's validity lies inside its issuer's. tpl_set_validity clamps
+     * a template in days; `forever` needs an issuer that is forever too. */
+    if (t->validity_forever) {
+        forever = ASN1_GENERALIZEDTIME_new();
+        ENSURE(forever && ASN1_GENERALIZEDTIME_set_string(forever, TPL_NOTAFTER_FOREVER) == 1,
+               KL_EINTERNAL, "out of memory");
+        ENSURE(ASN1_TIME_compare(X509_get0_notAfter(issuer), forever) >= 0, KL_EPOLICY,
+               "template %s gives notAfter %s but its issuer ends earlier: a Matter certificate "
+               "lies inside its issuer's validity (give the template a validity in days)",
+               t->name, TPL_NOTAFTER_FOREVER);
     }
     TRY(matter_ids_get(X509_get_subject_name(issuer), &i));
     if (t->matter == MATTER_DAC) {
@@ -254,6 +266,7 @@ kl_rc matter_policy_check(const tpl *t, const X509_NAME *subject, X509 *issuer)
         ENSURE(!i.has_pid, KL_EPOLICY, "the issuer carries a ProductID: it is no PAA");
     }
 out:
+    ASN1_GENERALIZEDTIME_free(forever);
     return rc;
 }
 

@@ -289,6 +289,11 @@ static void test_lint(void **state)
     if (rc != KL_EINTERNAL || !strstr(kl_errmsg(), "inside the issuer's")) {
         fail_msg("validity: %s", kl_errmsg());
     }
+    /* and the policy refuses to build a forever DAC under such a PAI in the first place */
+    X509 *y = NULL;
+    expect_refused(issue("matter-dac", g_dac_key, "CN=D,matter-vid=FFF1,matter-pid=8000", NULL,
+                         short_pai, g_pai_key, &y),
+                   KL_EPOLICY, "lies inside its issuer's validity");
     X509_free(short_pai);
     X509_free(x);
     tpl_free(t);
