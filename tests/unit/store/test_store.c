@@ -713,12 +713,13 @@ static void test_revoke_many(void **state)
     assert_rc(issue(f->s, "FF", "field-ca", STORE_ST_VALID), KL_OK);
     assert_rc(issue(f->s, "1B02", "field-ca", STORE_ST_PENDING), KL_OK);
     assert_rc(issue(f->s, "C3", "factory-ca", STORE_ST_VALID), KL_OK);
-    store_device d = {.device_id = "HWX1", .model = "m", .cert_serial = "C3", .state = "provisioned"};
+    store_device d = {
+        .device_id = "HWX1", .model = "m", .cert_serial = "C3", .state = "provisioned"};
     assert_rc(store_device_put(f->s, &d), KL_OK);
     /* one unknown item: nothing is revoked */
     const char *bad[] = {"0A01", "serial:77", "FF"};
-    store_revoke_req rq = {.items = bad, .n_items = 3, .source = "list.txt", .reason = 1,
-                           .actor = "bob"};
+    store_revoke_req rq = {
+        .items = bad, .n_items = 3, .source = "list.txt", .reason = 1, .actor = "bob"};
     assert_rc(store_cert_revoke_many(f->s, &rq, &res), KL_ENOTFOUND);
     assert_msg_has("list.txt item 2");
     rv_seen v = {0};
@@ -739,8 +740,8 @@ static void test_revoke_many(void **state)
     assert_int_equal(res.revoked, 0);
     assert_int_equal(res.already, 3);
     /* a batch by period: the pending one left */
-    store_revoke_req b = {.issuer = "field-ca", .from = 0, .until = time(NULL) + 10,
-                          .reason = -1, .actor = "bob"};
+    store_revoke_req b = {
+        .issuer = "field-ca", .from = 0, .until = time(NULL) + 10, .reason = -1, .actor = "bob"};
     assert_rc(store_cert_revoke_many(f->s, &b, &res), KL_OK);
     assert_int_equal(res.revoked, 1);
     /* numeric serial order: FF < 0A01 < 1B02 */
