@@ -217,7 +217,9 @@ kl_rc st_known_load(st_station *st, const char *id, st_known *k, X509 *certs[ST_
     kl_buf_init(&req, 4096, 0);
     memset(&resp, 0, sizeof resp);
     memset(k, 0, sizeof *k);
-    memset(certs, 0, ST_MAX_KNOWN * sizeof *certs);
+    for (size_t i = 0; i < ST_MAX_KNOWN; i++) {
+        certs[i] = NULL;
+    }
     TRY(cap_msg_begin(&req, CAP_OP_KNOWN, 0));
     TRY(cap_put_str(&req, CAP_T_PROFILE, st->cfg.profile));
     TRY(cap_put_str(&req, CAP_T_DEVICE_ID, id));

@@ -27,7 +27,7 @@
 
 /* A device whose flow keyline-cad could not serve is tried again after this long, doubling. */
 #define ST_CA_RETRY_MIN_MS 500
-#define ST_CA_RETRY_MAX_MS 4000
+#define ST_CA_RETRY_MAX_MS 2000
 
 /* A device that waited for the CA service and then left (or another took its place) is
  * reported with the outcome of its last attempt: the count and the results file name it, and

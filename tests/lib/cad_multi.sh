@@ -65,7 +65,7 @@ import sys
 p, url = sys.argv[1], sys.argv[2]
 s = open(p).read()
 assert "\npath = keyline.db\n" in s
-open(p, "w").write(s.replace("\npath = keyline.db\n", "\npath = %s\n" % url))
+open(p, "w").write(s.replace("\npath = keyline.db\n", "\nurl = %s\n" % url))
 PY
   fi
   make_hierarchy
