@@ -44,6 +44,9 @@ static enum MHD_Result st_dash_send(struct MHD_Connection *c, unsigned status, c
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, m);
     if (!r) {
+        if (m == MHD_RESPMEM_MUST_FREE) {
+            free((void *)data); /* libmicrohttpd takes the buffer only with the response */
+        }
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", type);
@@ -288,10 +291,13 @@ void st_dash_route_parse(const char *method, const char *url, st_dash_route *rt)
         rt->kind = ST_ROUTE_ORDER_CLOSE;
         return;
     }
-    /* /fixture/NAME/pause|resume; NAME has no '/' (fixture names are port basenames) */
+    /* /fixture/NAME/pause|resume; NAME has no '/' (fixture names are port basenames). The
+     * prefix is checked before anything past it is read (fuzz_dash found "POST /fix"). */
+    if (strncmp(url, "/fixture/", 9) != 0) {
+        return;
+    }
     const char *name = url + 9, *tail = strchr(name, '/');
-    if (strncmp(url, "/fixture/", 9) != 0 || !tail || tail == name ||
-        (size_t)(tail - name) >= sizeof rt->fixture) {
+    if (!tail || tail == name || (size_t)(tail - name) >= sizeof rt->fixture) {
         return;
     }
     if (strcmp(tail, "/pause") == 0 || strcmp(tail, "/resume") == 0) {
