@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -260,6 +261,65 @@ static void est_workers_stop(est_server *s)
     pthread_mutex_destroy(&s->jobs_mu);
 }
 
+/* Request framing (RFC 9112 6.1, 6.3): one body length, or a request smuggled past a proxy
+ * in front of us could be read differently by it and by us. Differing Content-Length values,
+ * Content-Length with Transfer-Encoding, and a transfer coding other than chunked are
+ * refused before the body is read. */
+typedef struct {
+    const char *cl;
+    int cl_differs;
+    const char *te;
+} est_framing;
+
+static enum MHD_Result est_framing_hdr(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+    (void)kind;
+    est_framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->cl && strcmp(f->cl, value) != 0) {
+            f->cl_differs = 1;
+        }
+        f->cl = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->te = value;
+    }
+    return MHD_YES;
+}
+
+static int est_framing_check(struct MHD_Connection *c, const char **why)
+{
+    est_framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, est_framing_hdr, &f);
+    if (f.cl_differs) {
+        *why = "conflicting Content-Length headers";
+        return 400;
+    }
+    if (f.te && f.cl) {
+        *why = "both Transfer-Encoding and Content-Length";
+        return 400;
+    }
+    if (f.te && strcasecmp(f.te, "chunked") != 0) {
+        *why = "transfer coding not supported (chunked only)";
+        return 501;
+    }
+    return 0;
+}
+
+/* An answer before the body is read (framing, announced size): MHD closes the connection. */
+static enum MHD_Result est_refuse_early(struct MHD_Connection *c, est_conn_req *r, const char *url,
+                                        int status, const char *text)
+{
+    est_resp rs;
+    est_resp_init(&rs);
+    est_resp_text(&rs, status, text);
+    est_route rt;
+    r->ep = est_route_parse(url, &rt) == KL_OK ? rt.ep : EST_EP_OTHER;
+    enum MHD_Result ret = est_queue(c, r, &rs);
+    est_resp_free(&rs);
+    return ret;
+}
+
 static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *url,
                                const char *method, const char *version, const char *upload_data,
                                size_t *upload_data_size, void **con_cls)
@@ -283,6 +343,12 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         snprintf(r->identity, sizeof r->identity, "-");
         *con_cls = r;
         atomic_fetch_add(&s->metrics.inflight, 1);
+        const char *why = NULL;
+        int st = est_framing_check(c, &why);
+        if (st) {
+            snprintf(r->note, sizeof r->note, "%s", why);
+            return est_refuse_early(c, r, url, st, why);
+        }
         /* Refuse an announced oversized body before reading it. */
         const char *cl =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -290,15 +356,8 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
             char *end;
             unsigned long long n = strtoull(cl, &end, 10);
             if (*end == 0 && n > s->cfg.max_body) {
-                est_resp rs;
-                est_resp_init(&rs);
-                est_resp_text(&rs, 413, "request body too large");
-                est_route rt;
-                r->ep = est_route_parse(url, &rt) == KL_OK ? rt.ep : EST_EP_OTHER;
                 snprintf(r->note, sizeof r->note, "body of %llu bytes over the limit", n);
-                enum MHD_Result ret = est_queue(c, r, &rs);
-                est_resp_free(&rs);
-                return ret;
+                return est_refuse_early(c, r, url, 413, "request body too large");
             }
         }
         return MHD_YES;
