@@ -42,6 +42,8 @@ static const cli_cmd cli_top[] = {
      "the security officers whose approvals a ceremony counts"},
     {"ceremony", cmd_ceremony, "propose|approve|run|show|list|export|verify ...",
      "M of N officers approve a CA operation's exact request before it runs"},
+    {"matter", cmd_matter, "passcode --device SERIAL",
+     "Matter devices: open a kept setup passcode in the token (docs/matter.md)"},
     {"order", cmd_order, "create|list|show|close|verify ...",
      "production orders: how many devices a station may provision, and their signed report"},
     {"maintain", cmd_maintain, "[--issuer L] [--dry-run]",
@@ -111,6 +113,7 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
                            t->fn == cmd_request || t->fn == cmd_officer ||
                            t->fn == cmd_ceremony || t->fn == cmd_store;
             is_group |= t->fn == cmd_order;
+            is_group |= t->fn == cmd_matter;
             if (!is_group && argc > 1 &&
                 (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
                 cli_usage(t, group);

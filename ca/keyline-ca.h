@@ -56,6 +56,7 @@ kl_rc cmd_officer(cli *c, int argc, char **argv);
 kl_rc cmd_ceremony(cli *c, int argc, char **argv);
 kl_rc cmd_maintain(cli *c, int argc, char **argv);
 kl_rc cmd_order(cli *c, int argc, char **argv);
+kl_rc cmd_matter(cli *c, int argc, char **argv);
 kl_rc cmd_sign_image(cli *c, int argc, char **argv);
 kl_rc cmd_store(cli *c, int argc, char **argv);
 /* list --images (cmd_image.c): the image signings in the store, as a table or JSON. */

@@ -2,6 +2,7 @@
 #include "matter_seal.h"
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/ec.h>
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
@@ -31,6 +32,8 @@ static kl_rc seal_hkdf(const uint8_t z[32], const char *device_id, uint8_t key[3
     EVP_PKEY_CTX *c = NULL;
     ENSURE(dl <= 128, KL_EUSAGE, "device id too long");
     memcpy(info, MATTER_SEAL_INFO, sizeof MATTER_SEAL_INFO - 1);
+    /* HKDF info is bytes with its length passed along, not a C string: */
+    // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
     memcpy(info + sizeof MATTER_SEAL_INFO - 1, device_id, dl);
     c = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
     ENSURE_SSL(
@@ -88,5 +91,36 @@ out:
     OPENSSL_cleanse(key, sizeof key);
     OPENSSL_cleanse(pt, sizeof pt);
     EVP_PKEY_free(eph);
+    return rc;
+}
+
+kl_rc matter_passcode_open(hsm_ctx *h, const char *device_id, const uint8_t *sealed, size_t len,
+                           uint32_t *passcode)
+{
+    kl_rc rc = KL_OK;
+    uint8_t z[32], key[32], pt[4];
+    int n = 0, fin = 0;
+    EVP_CIPHER_CTX *c = NULL;
+    ENSURE(sealed && len == MATTER_SEAL_LEN && sealed[0] == 0x04, KL_EINPUT,
+           "sealed passcode malformed");
+    ENSURE(device_id && *device_id, KL_EUSAGE, "no device id");
+    TRY(hsm_ecdh(h, MATTER_PASSCODE_KEY, sealed, z));
+    TRY(seal_hkdf(z, device_id, key));
+    c = EVP_CIPHER_CTX_new();
+    ENSURE_SSL(c && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, sealed + 65) == 1 &&
+                   EVP_DecryptUpdate(c, NULL, &n, (const uint8_t *)device_id,
+                                     (int)strlen(device_id)) == 1 &&
+                   EVP_DecryptUpdate(c, pt, &n, sealed + 77, 4) == 1 && n == 4 &&
+                   EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, (void *)(sealed + 81)) == 1,
+               KL_EINTERNAL, "AES-GCM failed");
+    ENSURE(EVP_DecryptFinal_ex(c, pt + 4, &fin) == 1, KL_EINPUT,
+           "the sealed passcode does not open for device %s", device_id);
+    *passcode = (uint32_t)pt[0] << 24 | (uint32_t)pt[1] << 16 | (uint32_t)pt[2] << 8 | pt[3];
+out:
+    ERR_clear_error();
+    OPENSSL_cleanse(z, sizeof z);
+    OPENSSL_cleanse(key, sizeof key);
+    OPENSSL_cleanse(pt, sizeof pt);
+    EVP_CIPHER_CTX_free(c);
     return rc;
 }

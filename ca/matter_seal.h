@@ -16,6 +16,10 @@
 
 #include "kl_err.h"
 
+/* hsm/hsm.h's handle (C11 allows the typedef again): the store side includes this header for
+ * the constants without linking or seeing hsm/ */
+typedef struct hsm_ctx hsm_ctx;
+
 #define MATTER_PASSCODE_KEY "matter-passcode"
 #define MATTER_SEAL_INFO "keyline matter passcode v1"
 #define MATTER_SEAL_LEN (65 + 12 + 4 + 16)
@@ -24,5 +28,11 @@
  * P-256 key; KL_EINTERNAL when OpenSSL fails. Ephemeral secrets are wiped. */
 kl_rc matter_passcode_seal(EVP_PKEY *pub, const char *device_id, uint32_t passcode,
                            uint8_t out[MATTER_SEAL_LEN]) KL_WUR;
+
+/* Open a sealed passcode with the token key (hsm_ecdh: the private half stays in the token).
+ * KL_EINPUT when `sealed` is malformed or does not open for `device_id` (another device's, or
+ * altered); KL_ENOTFOUND without the key. */
+kl_rc matter_passcode_open(hsm_ctx *h, const char *device_id, const uint8_t *sealed, size_t len,
+                           uint32_t *passcode) KL_WUR;
 
 #endif

@@ -1293,6 +1293,47 @@ out:
     return rc;
 }
 
+kl_rc hsm_ecdh(hsm_ctx *h, const char *label_arg, const uint8_t peer[65], uint8_t z[32])
+{
+    kl_rc rc = KL_OK;
+    char *label = NULL;
+    CK_OBJECT_HANDLE o = CK_INVALID_HANDLE, s = CK_INVALID_HANDLE;
+    CK_ULONG count = 0, len = 32;
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
+    CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof cls},       {CKA_KEY_TYPE, &kt, sizeof kt},
+                           {CKA_TOKEN, &no, sizeof no},         {CKA_SENSITIVE, &no, sizeof no},
+                           {CKA_EXTRACTABLE, &yes, sizeof yes}, {CKA_VALUE_LEN, &len, sizeof len}};
+    CK_ECDH1_DERIVE_PARAMS p = {CKD_NULL, 0, NULL, 65, (CK_BYTE_PTR)peer};
+    CK_MECHANISM mech = {CKM_ECDH1_DERIVE, &p, sizeof p};
+    CK_ATTRIBUTE val = {CKA_VALUE, z, 32};
+    int locked = 0;
+    CK_RV rv;
+
+    ENSURE(peer && z && peer[0] == 0x04, KL_EUSAGE, "hsm_ecdh: no uncompressed peer point");
+    TRY(key_enter(h, "hsm_ecdh", label_arg, &label));
+    locked = 1;
+    TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, &o, &count));
+    ENSURE(count > 0, KL_ENOTFOUND, "no key labelled %s on token %s", label, h->token_label);
+    rv = h->mod->fl->C_DeriveKey(h->sess, &mech, o, tmpl, sizeof tmpl / sizeof tmpl[0], &s);
+    if (rv != CKR_OK) {
+        rc = fail_ckr(rv, "C_DeriveKey (ECDH)");
+        goto out;
+    }
+    rv = h->mod->fl->C_GetAttributeValue(h->sess, s, &val, 1);
+    if (rv != CKR_OK || val.ulValueLen != 32) {
+        rc = rv != CKR_OK ? fail_ckr(rv, "C_GetAttributeValue (ECDH secret)")
+                          : kl_fail(KL_EHSM, "ECDH secret of %lu bytes", val.ulValueLen);
+    }
+out:
+    if (s != CK_INVALID_HANDLE) {
+        (void)h->mod->fl->C_DestroyObject(h->sess, s);
+    }
+    key_leave(h, locked, label);
+    return rc;
+}
+
 kl_rc hsm_key_protection(hsm_ctx *h, const char *label_arg, unsigned *flags_out)
 {
     kl_rc rc = KL_OK;

@@ -82,6 +82,12 @@ void hsm_uri_free(hsm_uri *u);
 
 /* --- additions (after the first version of this header) --- */
 
+/* ECDH in the token (CKM_ECDH1_DERIVE, CKD_NULL) with the P-256 private key labelled `label`
+ * (bare label or URI; CKA_DERIVE set) and the uncompressed point `peer`: z = the x-coordinate of
+ * the shared point. The derived secret is a session object, destroyed before return; z is the
+ * caller's to wipe. KL_ENOTFOUND if no such key; the CKR name otherwise. */
+kl_rc hsm_ecdh(hsm_ctx *h, const char *label, const uint8_t peer[65], uint8_t z[32]) KL_WUR;
+
 /* Protection attributes of the private key labelled `label` (bare label or URI), read from the
  * token: a CA can refuse a key that was imported or is extractable. KL_ENOTFOUND if absent. */
 enum {

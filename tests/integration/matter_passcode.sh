@@ -3,8 +3,9 @@
 # half only) and the store keeps the sealed value with the onboarding data. Opened here without
 # keyline: pkcs11-tool derives the ECDH secret inside the token (CKM_ECDH1_DERIVE with the
 # private half), Python (hashlib/hmac, python3-cryptography's AES-GCM) does the rest, and the
-# passcode must be the one the label's QR code carries. Without the key the station fails with
-# a clear message and nothing of the passcode is kept.
+# passcode must be the one the label's QR code carries; `keyline-ca matter passcode` (ECDH in
+# the token through hsm/) gives the same, audited. Without the key the station fails with a
+# clear message and nothing of the passcode is kept.
 source "$KL_SRC/tests/integration/station_common.sh"
 MC="python3 $KL_SRC/tests/lib/matter_check.py"
 P11=(pkcs11-tool --module "$KL_MODULE" --token-label keyline-test --login --pin "$KEYLINE_PIN")
@@ -93,7 +94,16 @@ b, p = open(sys.argv[1], "rb").read(), int(sys.argv[2])
 sys.exit(1 if str(p).encode() in b or b"%08d" % p in b or p.to_bytes(4, "little") in b else 0)
 PY
   ! grep -q "$pc" "$KL_TEST_DIR/cad.log" station.log || fail "$s: passcode in a log"
+  # the officer's way back: keyline-ca matter passcode (ECDH in the token through hsm/, audited)
+  got=$(kca matter passcode --device $s | python3 -c 'import json,sys; d=json.load(sys.stdin); print(int(d["passcode"]), d["discriminator"])')
+  [ "$got" = "$pc $(st_result $s matter.discriminator)" ] || fail "$s: keyline-ca matter passcode says '$got', the label $pc"
 done
+[ "$(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-passcode-read'")" = 2 ] ||
+  fail "matter-passcode-read audit entries"
+# a sealed value moved to another device's row does not open (it is bound to its device id)
+sqlite3 "$store" "UPDATE matter_onboarding SET passcode_sealed = (SELECT passcode_sealed FROM matter_onboarding WHERE device_id = 'MP-0002') WHERE device_id = 'MP-0003'"
+expect_fail "a passcode sealed for MP-0002 read as MP-0003's" "$KL_BIN/keyline-ca" -c "$KL_CONF" matter passcode --device MP-0003
+expect_fail "a device with no Matter row" "$KL_BIN/keyline-ca" -c "$KL_CONF" matter passcode --device NOPE
 [ "$(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-onboarding' AND detail LIKE '%passcode sealed to matter-passcode%'")" = 2 ] ||
   fail "audit entries for the sealed passcodes"
 ok "passcodes sealed to the token key: opened with pkcs11-tool's ECDH in the token, equal to the labels', bound to the device id, never in the clear"
@@ -105,4 +115,5 @@ st_station --port "$KL_TEST_DIR/fix1" --count 1 || fail "MP-0004: station exit"
 st_wait_pid $d 10 || true
 [ "$(sqlite3 "$store" "SELECT passcode_sealed IS NULL FROM matter_onboarding WHERE device_id = 'MP-0004'")" = 1 ] ||
   fail "MP-0004: a passcode kept with matter-keep-passcode = no"
+expect_fail "a device provisioned without keep-passcode" "$KL_BIN/keyline-ca" -c "$KL_CONF" matter passcode --device MP-0004
 ok "matter-keep-passcode = no keeps none"

@@ -499,6 +499,29 @@ static void test_cert_put(void **state)
     hsm_close(h);
 }
 
+/* hsm_ecdh: a CA key (signing only, no CKA_DERIVE) never does ECDH; an absent key, a bad point
+ * are refused. The path with a derive key: tests/integration/matter_passcode.sh (pkcs11-tool
+ * made the key). */
+static void test_ecdh_refusals(void **state)
+{
+    (void)state;
+    hsm_ctx *h = open_ok();
+    EVP_PKEY *pub = NULL;
+    uint8_t peer[65], z[32];
+    size_t n = sizeof peer;
+    assert_int_equal(hsm_key_generate(h, "k-ecdh", HSM_KEY_EC_P256, &pub), KL_OK);
+    assert_int_equal(EVP_PKEY_get_octet_string_param(pub, "encoded-pub-key", peer, n, &n), 1);
+    assert_int_equal(hsm_ecdh(h, "k-ecdh", peer, z), KL_EHSM);
+    if (!strstr(kl_errmsg(), "C_DeriveKey")) {
+        fail_msg("hsm_ecdh on a signing key: %s", kl_errmsg());
+    }
+    assert_int_equal(hsm_ecdh(h, "no-such-key", peer, z), KL_ENOTFOUND);
+    peer[0] = 0x02;
+    assert_int_equal(hsm_ecdh(h, "k-ecdh", peer, z), KL_EUSAGE);
+    EVP_PKEY_free(pub);
+    hsm_close(h);
+}
+
 static void test_gen_after_load(void **state)
 {
     (void)state;
@@ -849,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_gen_rsa2048),
         cmocka_unit_test(test_gen_rsa4096),
         cmocka_unit_test(test_cert_put),
+        cmocka_unit_test(test_ecdh_refusals),
         cmocka_unit_test(test_gen_after_load),
         cmocka_unit_test(test_gen_duplicate),
         cmocka_unit_test(test_missing_key),
