@@ -236,6 +236,30 @@ expect_fail "verify --cert of another certificate" "$KL_BIN/keyline-ca" ceremony
 expect_fail "verify pinned to officers without carol" "$KL_BIN/keyline-ca" ceremony verify --officers offline/alice.pem tr.txt
 other=${akey%?}0; [ "$other" != "$akey" ] || other=${akey%?}1
 expect_fail "verify pinned to another audit key" "$KL_BIN/keyline-ca" ceremony verify --audit-key-sha256 "$other" tr.txt
+# the same signatures checked by openssl alone (not our verifier grading itself): alice's over
+# the request bytes, the audit key's over everything before its line
+python3 - tr.txt <<'PY' || fail "cannot split the transcript"
+import base64, re, sys
+d = open(sys.argv[1], "rb").read()
+m = re.search(rb"\nrequest: (\d+)\n", d)
+start = m.end(); req = d[start:start + int(m.group(1))]
+open("req.bin", "wb").write(req)
+a = re.search(rb"\napproval: alice\n.*?\nofficer-cert: (\S+)\nsignature: (\S+)\n", d, re.S)
+open("alice.der", "wb").write(base64.b64decode(a.group(1)))
+open("alice.sig", "wb").write(base64.b64decode(a.group(2)))
+k = d.index(b"\naudit-signature: ") + 1
+open("body.bin", "wb").write(d[:k])
+open("audit.sig", "wb").write(base64.b64decode(d[k:].split(b": ", 1)[1].strip()))
+open("audit.der", "wb").write(base64.b64decode(re.search(rb"\naudit-key: (\S+)\n", d).group(1)))
+PY
+openssl x509 -inform DER -in alice.der -noout -pubkey > alice.pub
+openssl dgst -sha256 -verify alice.pub -signature alice.sig req.bin >/dev/null || fail "openssl: alice's approval"
+cmp -s alice.der <(openssl x509 -in alice.pem -outform DER) || fail "the transcript's alice certificate is not alice.pem"
+openssl pkey -pubin -inform DER -in audit.der -out audit.pub
+openssl dgst -sha256 -verify audit.pub -signature audit.sig body.bin >/dev/null || fail "openssl: the audit signature"
+[ "$(sha256sum < audit.der | cut -d' ' -f1)" = "$akey" ] || fail "the transcript's audit key is not the store's"
+ok "openssl verifies alice's approval over the request bytes and the audit signature over the transcript"
+
 size=$(stat -c %s tr.txt)
 for off in 40 $((size / 5)) $((size / 3)) $((size / 2)) $((size * 2 / 3)) $((size - 60)) $((size - 2)); do
   python3 -c 'import sys; d = bytearray(open(sys.argv[1], "rb").read()); o = int(sys.argv[2]); d[o] ^= 1 if d[o] != 10 else 32; open(sys.argv[3], "wb").write(d)' tr.txt "$off" bad.txt
