@@ -24,6 +24,8 @@ fi
 
 MOD=$KL_MODULE
 # officer_token NAME PIN TOOL KEYTYPE: a token "officer-NAME" with key "NAME", and NAME.pem
+engine=$(find /usr/lib -name pkcs11.so -path '*engines-3*' | head -1)
+[ -n "$engine" ] || fail "libp11's OpenSSL engine is missing (scripts/deps: libengine-pkcs11-openssl)"
 cat > engine.cnf <<CNF
 openssl_conf = init
 [init]
@@ -32,7 +34,7 @@ engines = engine_section
 pkcs11 = pkcs11_section
 [pkcs11_section]
 engine_id = pkcs11
-dynamic_path = $(find /usr/lib -name pkcs11.so -path '*engines-3*' | head -1)
+dynamic_path = $engine
 MODULE_PATH = $MOD
 init = 0
 CNF
