@@ -10,12 +10,16 @@ folder), EST_PORT (keyline-estd TLS), EST_HTTP_PORT (its plain listener), CAD_SO
 
 cases.tsv columns (tab-separated; # comments):
   id  target  input  expect  reason
-target: issue | est | http | tls | ocsp | cad | conf | line. input: a gen.py expression (bytes;
-for tls also tlsver:VERSION or reneg). expect: exit=N | http=NNN | closed | ocsp=NAME | cad=N.
-reason: text the refusal must carry (stderr, HTTP body, CA-protocol message, TLS error, log).
-Every case also checks: the servers still run and answer, the case ended within its time
-limit, nothing was issued (the store's certificate count is unchanged at the end of each
-target). Prints the count tried, the count by target, and each failure; exits 1 on any.
+target: issue (keyline-ca issue), est (a CSR to /simpleenroll), https (HTTP to keyline-estd's
+TLS listener), http (its plain listener), tls, ocsp, cad (raw CA-protocol frames), conf.
+input: a gen.py expression (bytes; a tuple (bytes, n, s) sends n bytes every s seconds; tls
+also tlsver:VERSION and openssl:ARGS). expect: exit=N | http=NNN | closed | refused | ocsp=NAME
+| cad=N. reason: text the refusal must carry (stderr, HTTP body, CA-protocol message, TLS
+error), or log:TEXT: in the daemons' logs since the case began; - for a tolerated input.
+Every case also checks: both daemons still run and answer, the case ended within its time
+limit; at the end, the store holds exactly one more certificate per tolerated enrollment and
+none for the rest. Prints the count tried, the count by target, and each failure; exits 1 on
+any.
 """
 import base64
 import collections
@@ -264,7 +268,7 @@ def run_conf(inp):
     return "exit=%d" % p.returncode, p.stderr.decode("latin-1")
 
 
-TARGETS = {"issue": run_issue, "est": run_est, "http": run_http, "tls": run_tls,
+TARGETS = {"issue": run_issue, "est": run_est, "https": run_est, "http": run_http, "tls": run_tls,
            "ocsp": run_ocsp, "cad": run_cad, "conf": run_conf}
 
 # --- checks after each case ------------------------------------------------------------------
@@ -359,7 +363,7 @@ def main():
     fails, t_all = [], time.monotonic()
     before, accepted = issued(), 0
     for c in cases:
-        if c[1] == "issue" and c[3] == "exit=0" or c[1] == "est" and c[3] == "http=200" and \
+        if c[1] == "issue" and c[3] == "exit=0" or c[1] in ("est", "https") and c[3] == "http=200" and \
                 "enroll(" in c[2]:
             accepted += 1  # a tolerated input (see its reason column): one certificate
         try:
