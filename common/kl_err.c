@@ -4,6 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
+/* kl_err.h's analyser-only macros of the same names would rename the definitions below */
+#undef kl_fail
+#undef kl_fail_ssl
+#undef kl_wrap
+
 static _Thread_local char kl_msg[1024];
 
 static void kl_vset(const char *fmt, va_list ap)
