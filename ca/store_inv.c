@@ -291,6 +291,8 @@ out:
 kl_rc st_request_reject(store *s, int64_t id, const char *reason, const char *actor)
 {
     store_request tmp;
+    /* an unknown id leaves tmp unfilled, and it is freed below */
+    memset(&tmp, 0, sizeof tmp);
     kl_rc rc = st_request_get(s, id, &tmp); /* KL_ENOTFOUND for an unknown id */
     store_request_free(&tmp);
     if (rc != KL_OK) {
