@@ -103,8 +103,8 @@ static kl_rc ca_import_template(ca_ctx *ca, const char *label, char *out, size_t
     kl_rc rc = store_audit_list(ca->st, 0, &v, &n);
     for (size_t i = 0; rc == KL_OK && i < n; i++) {
         const char *t = v[i].detail ? strstr(v[i].detail, " template=") : NULL;
-        if (strcmp(v[i].action, "ca-csr") == 0 && strncmp(v[i].detail, want, strlen(want)) == 0 &&
-            t) {
+        if (t && strcmp(v[i].action, "ca-csr") == 0 &&
+            strncmp(v[i].detail, want, strlen(want)) == 0) {
             snprintf(out, cap, "%.*s", (int)strcspn(t + 10, " "), t + 10);
         }
     }

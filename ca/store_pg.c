@@ -309,7 +309,7 @@ static char *pg_translate(const char *sql, int *np)
             quote = !quote;
         }
         if (ch == '?' && !quote && sql[i + 1] >= '0' && sql[i + 1] <= '9') {
-            int v = atoi(sql + i + 1);
+            int v = (int)strtol(sql + i + 1, NULL, 10); /* our own statements: ?1..?99 */
             *np = v > *np ? v : *np;
             ch = '$';
         }
@@ -366,7 +366,7 @@ static void pg_finalize(db_stmt *st)
         return;
     }
     pg_stmt *s = pgs(st);
-    if (s->val) {
+    if (s->val && s->len && s->fmt && s->type) { /* not when pg_prepare ran out of memory */
         pg_reset(st);
     }
     free(s->val);

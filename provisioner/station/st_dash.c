@@ -39,13 +39,14 @@ static void st_sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+/* data: not const, so that the analysers see a MUST_FREE buffer handed over */
 static enum MHD_Result st_dash_send(struct MHD_Connection *c, unsigned status, const char *type,
-                                    const void *data, size_t len, enum MHD_ResponseMemoryMode m)
+                                    void *data, size_t len, enum MHD_ResponseMemoryMode m)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, m);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, m);
     if (!r) {
         if (m == MHD_RESPMEM_MUST_FREE) {
-            free((void *)data); /* libmicrohttpd takes the buffer only with the response */
+            free(data); /* libmicrohttpd takes the buffer only with the response */
         }
         return MHD_NO;
     }
@@ -328,8 +329,8 @@ static enum MHD_Result st_dash_serve(st_dash *d, struct MHD_Connection *c, const
     switch (rt->kind) {
     case ST_ROUTE_ASSET:
         snprintf(type, sizeof type, "%s; charset=utf-8", rt->asset->type);
-        return st_dash_send(c, MHD_HTTP_OK, type, rt->asset->data, rt->asset->len,
-                            MHD_RESPMEM_PERSISTENT);
+        return st_dash_send(c, MHD_HTTP_OK, type, (void *)rt->asset->data, rt->asset->len,
+                            MHD_RESPMEM_PERSISTENT); /* PERSISTENT: only read */
     case ST_ROUTE_EVENTS: return st_dash_events(d, c);
     case ST_ROUTE_STATE: return st_dash_json(c, st_dash_state(d->st, d->users != NULL, 0));
     case ST_ROUTE_METRICS: return st_dash_metrics_page(d, c);
