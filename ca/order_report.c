@@ -158,7 +158,10 @@ static kl_rc rp_parse(rp_view *v, order_report *r, kl_buf *serials, uint8_t **sp
     TRY(rp_b64(v, "order-signature", 1024, &o->sig, &o->sig_len));
     TRY(rp_time(v, "closed", &o->closed));
     TRY(rp_str(v, "closed-by", &o->closed_by));
-    snprintf(r->closed_by, sizeof r->closed_by, "%s", o->closed_by);
+    /* a bounded copy the analyser can follow (after snprintf into r it lost o's strings) */
+    size_t cl = strnlen(o->closed_by, sizeof r->closed_by - 1);
+    memcpy(r->closed_by, o->closed_by, cl);
+    r->closed_by[cl] = 0;
     r->closed = o->closed;
     TRY(rp_int(v, "issued", &o->issued));
     TRY(rp_serials(v, serials, &r->nserials));

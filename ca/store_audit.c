@@ -268,9 +268,10 @@ static int parse_sha(const char *hex, uint8_t out[32])
         return 0;
     }
     for (int i = 0; i < 32; i++) {
-        unsigned v = 0;
-        sscanf(hex + 2 * i, "%2x", &v);
-        out[i] = (uint8_t)v;
+        const char *h = hex + 2 * i; /* lower-case hex digits, checked above */
+        int hi = h[0] <= '9' ? h[0] - '0' : h[0] - 'a' + 10;
+        int lo = h[1] <= '9' ? h[1] - '0' : h[1] - 'a' + 10;
+        out[i] = (uint8_t)(hi << 4 | lo);
     }
     return 1;
 }
@@ -708,7 +709,8 @@ void store_audit_checkpoint_tbs(int64_t seq, time_t ts, const char *hash,
 {
     static const char tag[] = STORE_AUDIT_CP_TAG;
     _Static_assert(sizeof tag - 1 == 27, "the checkpoint tag is 27 bytes");
-    memcpy(out, tag, 27);
+    /* a fixed-length field of the signed bytes, not a C string: */
+    memcpy(out, tag, 27); // NOLINT(bugprone-not-null-terminated-result)
     put_be(out + 27, (uint64_t)seq, 8);
     put_be(out + 35, (uint64_t)(int64_t)ts, 8);
     put_be(out + 43, 64, 4);

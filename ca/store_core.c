@@ -464,6 +464,9 @@ kl_rc store_write(store *s, store_tx_fn fn, void *arg)
     pthread_cond_init(&op.cv, NULL);
     pthread_mutex_lock(&s->gmu);
     *s->qtail = &op;
+    /* op lives on this stack frame while queued: the leader takes it off the queue (queue_take)
+     * before it sets op.done, and we return only after op.done */
+    // cppcheck-suppress autoVariables
     s->qtail = &op.next;
     while (!op.done) {
         if (s->leader) {

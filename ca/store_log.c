@@ -431,7 +431,7 @@ static kl_rc verify_tx(store_conn *c, void *arg)
     TRY(head_read(c, &head_seq, head_hash));
     if (head_seq > out->entries) {
         rc = kl_fail(KL_EPOLICY, "audit entry %lld missing (chain broken after %lld)",
-                     (long long)(out->entries + 1), (long long)out->entries);
+                     (long long)out->entries + 1, (long long)out->entries);
         goto out;
     }
     ENSURE(head_seq == out->entries, KL_EPOLICY,

@@ -112,8 +112,8 @@ kl_rc kl_secret_read(kl_secret *out, const char *spec, const char *base_dir, con
             return kl_fail(KL_EPIN, "%s: environment variable %s: longer than %zu bytes", what,
                            spec + 4, sizeof out->value - 1);
         }
-        strcpy(out->value, v);
         out->len = strlen(v);
+        memcpy(out->value, v, out->len + 1); /* fits: checked above */
         return KL_OK;
     }
     if (strncmp(spec, "file:", 5) == 0) {

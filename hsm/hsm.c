@@ -681,6 +681,9 @@ static kl_rc hsm_open_once(hsm_ctx **out, const char *module, const hsm_uri *u,
     if (rc != KL_OK) {
         goto out;
     }
+    /* ctx_attach returns KL_OK only with h->mod set (module_get); said again for the static
+     * analysers, which do not follow it here and take the test above for a hint of NULL */
+    ENSURE(h->mod, KL_EINTERNAL, "hsm: no module after attaching %s", token_uri);
     fl = h->mod->fl;
 
     rv = fl->C_OpenSession(h->slot_id, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h->sess);
@@ -1042,11 +1045,11 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
 
 #define ADD(t, n, type_, ptr, len)                                                                 \
     do {                                                                                           \
-        ENSURE(n < sizeof t / sizeof t[0], KL_EINTERNAL, "key template too long");                 \
-        t[n].type = (type_);                                                                       \
-        t[n].pValue = (void *)(ptr);                                                               \
-        t[n].ulValueLen = (CK_ULONG)(len);                                                         \
-        n++;                                                                                       \
+        ENSURE((n) < sizeof(t) / sizeof((t)[0]), KL_EINTERNAL, "key template too long");           \
+        (t)[n].type = (type_);                                                                     \
+        (t)[n].pValue = (void *)(ptr);                                                             \
+        (t)[n].ulValueLen = (CK_ULONG)(len);                                                       \
+        (n)++;                                                                                     \
     } while (0)
     ADD(pubt, npub, CKA_TOKEN, &yes, sizeof yes);
     ADD(pubt, npub, CKA_PRIVATE, &no, sizeof no);

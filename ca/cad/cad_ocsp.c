@@ -262,6 +262,9 @@ static void cad_pre_cas(cad_ocsp *o)
     }
     cad_pre_ca next[CAD_OCSP_CAS];
     size_t nn = 0;
+    /* only next[0..nn) is copied below, all of it set; zeroed for cppcheck, which cannot see that
+     * nothing is copied when nn stays 0 */
+    memset(next, 0, sizeof next);
     for (size_t i = 0; i < n && nn < CAD_OCSP_CAS; i++) {
         const ca_entry *e = NULL;
         if (ca_is_ocsp_signer_label(list[i].label) || !list[i].status ||

@@ -939,8 +939,7 @@ static kl_rc cad_op_sweep(cad_call *c)
                 kl_info("cad: sweep: pending certificate %s of %s kept: %s is provisioning the "
                         "device",
                         serial, dev, other);
-                rc = KL_OK;
-                continue;
+                continue; /* rc is set again before it is read */
             }
             TRY(rc);
             store_cert_state cs;
@@ -977,8 +976,7 @@ static kl_rc cad_op_sweep(cad_call *c)
             kl_warn("cad: sweep: releasing %s: %s", dev, kl_errmsg());
         }
         if (rc == KL_EEXIST || rc == KL_ENOTFOUND) {
-            rc = KL_OK; /* another sweep got there first */
-            continue;
+            continue; /* another sweep got there first (rc is set again before it is read) */
         }
         TRY(rc);
         count++;

@@ -206,7 +206,8 @@ static kl_rc pack_dir(const char *dir, uint8_t **out, size_t *out_len)
             goto out;
         }
         put32(buf + len, (uint32_t)nl);
-        memcpy(buf + len + 4, nm, nl);
+        /* a length-prefixed field, not a C string: */
+        memcpy(buf + len + 4, nm, nl); // NOLINT(bugprone-not-null-terminated-result)
         len += 4 + nl;
         put32(buf + len, (uint32_t)dlen);
         memcpy(buf + len + 4, data, dlen);
@@ -675,7 +676,6 @@ static kl_rc cf_setup(devsim *ds, devsim_port *port, kl_port *ops)
     snprintf(path, sizeof path, "%s/%s", ds->workdir, CF_PUB_FILE);
     rc = kl_file_read(path, 1024, &data, &len);
     if (rc == KL_ENOTFOUND) {
-        rc = KL_OK;
         ENSURE(port->identity, KL_EUSAGE,
                "--misbehave counterfeit needs --state copied from a provisioned unit");
         TRY(kl_p256_pub65(port->identity, g_cf_pub));

@@ -57,7 +57,7 @@ static json_t *st_dash_counters(const st_stats *s, long long now)
     double fpy = 0;
     int have_fpy = st_stats_fpy(s, &fpy);
     return json_pack("{s:I, s:I, s:I, s:f, s:o}", "provisioned", (json_int_t)s->ok, "failed",
-                     (json_int_t)s->failed, "finished", (json_int_t)(s->ok + s->failed), "per_hour",
+                     (json_int_t)s->failed, "finished", (json_int_t)s->ok + s->failed, "per_hour",
                      st_stats_per_hour(s, now), "first_pass_yield",
                      have_fpy ? json_real(fpy) : json_null());
 }

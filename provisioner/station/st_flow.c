@@ -551,7 +551,7 @@ static kl_rc st_step_putcert(st_flow *f)
     SHA256(der, (size_t)n, f->fp);
     OPENSSL_free(der);
     parts[nparts++] = f->cert;
-    for (int i = 0; i < sk_X509_num(f->st->chain) && nparts < (int)(sizeof parts / sizeof *parts);
+    for (int i = 0; i < sk_X509_num(f->st->chain) && nparts < (int)(KL_PROTO_MAX_PAYLOAD / 256);
          i++) {
         X509 *c = sk_X509_value(f->st->chain, i);
         if (X509_check_issued(c, c) != X509_V_OK) {
