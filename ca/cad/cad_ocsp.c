@@ -28,7 +28,7 @@
 #include "kl_log.h"
 #include "store.h"
 
-#define CAD_OCSP_KEY_MAX 72          /* name hash 20 + key hash 20 + serial (<= 32 octets) */
+#define CAD_OCSP_KEY_MAX CAD_OCSP_REQUEST_KEY_MAX
 #define CAD_OCSP_CAS 64              /* issuing CAs followed */
 #define CAD_OCSP_RECENT (30 * 86400) /* a revoked certificate's answer is kept this long */
 #define CAD_OCSP_POLL_MS 500
@@ -472,27 +472,35 @@ void cad_ocsp_free(cad_ocsp *o)
     free(o);
 }
 
-int cad_ocsp_lookup(cad_ocsp *o, OCSP_REQUEST *req, kl_buf *out)
+size_t cad_ocsp_request_key(OCSP_REQUEST *req, uint8_t key[CAD_OCSP_REQUEST_KEY_MAX])
 {
-    if (!o || OCSP_request_onereq_count(req) != 1 || OCSP_REQUEST_get_ext_count(req) != 0) {
+    if (!req || OCSP_request_onereq_count(req) != 1 || OCSP_REQUEST_get_ext_count(req) != 0) {
         return 0;
     }
     OCSP_ONEREQ *one = OCSP_request_onereq_get0(req, 0);
     ASN1_OCTET_STRING *nh = NULL, *kh = NULL;
     ASN1_OBJECT *md = NULL;
     ASN1_INTEGER *serial = NULL;
-    if (OCSP_ONEREQ_get_ext_count(one) != 0 ||
-        !OCSP_id_get0_info(&nh, &md, &kh, &serial, OCSP_onereq_get0_id(one)) ||
-        OBJ_obj2nid(md) != NID_sha1 || ASN1_STRING_length(nh) != 20 ||
+    if (!one || OCSP_ONEREQ_get_ext_count(one) != 0 ||
+        !OCSP_id_get0_info(&nh, &md, &kh, &serial, OCSP_onereq_get0_id(one)) || !nh || !kh ||
+        !serial || OBJ_obj2nid(md) != NID_sha1 || ASN1_STRING_length(nh) != 20 ||
         ASN1_STRING_length(kh) != 20 || serial->type != V_ASN1_INTEGER || serial->length < 1 ||
         serial->length > CAD_OCSP_KEY_MAX - 40) {
         return 0;
     }
-    uint8_t key[CAD_OCSP_KEY_MAX];
     memcpy(key, ASN1_STRING_get0_data(nh), 20);
     memcpy(key + 20, ASN1_STRING_get0_data(kh), 20);
     memcpy(key + 40, serial->data, (size_t)serial->length);
-    size_t klen = 40 + (size_t)serial->length;
+    return 40 + (size_t)serial->length;
+}
+
+int cad_ocsp_lookup(cad_ocsp *o, OCSP_REQUEST *req, kl_buf *out)
+{
+    uint8_t key[CAD_OCSP_KEY_MAX];
+    size_t klen = o ? cad_ocsp_request_key(req, key) : 0;
+    if (!klen) {
+        return 0;
+    }
     time_t now = time(NULL);
     int served = 0;
     pthread_rwlock_rdlock(&o->lock);
