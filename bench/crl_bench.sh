@@ -9,7 +9,7 @@
 #     type), and against the issue's bounds (5 s, 300 MB for 1M);
 #   - the CRL checked: openssl crl -verify against field1, N entries.
 # Run under tests/lib/with-token.sh with KL_BUILD set (scripts/bench does both).
-#   KL_BENCH_CRL_SIZES="10000 100000 1000000"
+#   KL_BENCH_CRL_SIZES="10000 100000 1000000"  KL_BENCH_CRL_BACKGROUND=0 (valid certificates)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../tests/integration/est_common.sh"
@@ -68,6 +68,24 @@ if out:
 PY
 }
 
+# KL_BENCH_CRL_BACKGROUND=N: N valid certificates of field1 first, never revoked (the CRL of a
+# CA with 1M revoked among 10M: N = 9000000)
+bg=${KL_BENCH_CRL_BACKGROUND:-0}
+if [ "$bg" -gt 0 ]; then
+    python3 - "$D/keyline.db" "$bg" "$(( $(date +%s) - 100000 ))" <<'PY'
+import os, sqlite3, sys
+db, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+c = sqlite3.connect(db)
+der = os.urandom(400)
+rows = ((("%016X" % (0x1000000000000000 + ((i * 0x9E3779B97F4A7C15) & 0x0FFFFFFFFFFFFFFF))),
+         "CN=bg-%d" % i, "bg-%d" % i, t, t + 86400 * 365, der, t) for i in range(n))
+c.executemany("INSERT INTO certs (serial, status, issuer, subject, template, device_id, "
+              "not_before, not_after, der, created) VALUES (?, 'valid', 'field1', ?, "
+              "'device-ldevid', ?, ?, ?, ?, ?)", rows)
+c.commit()
+PY
+    echo "== $bg valid certificates of field1 beside the revoked ones =="
+fi
 total=0
 for n in $SIZES; do
     add=$((n - total))
@@ -87,6 +105,7 @@ PY
     t2=$(date +%s)
     total=$n
     label=$(python3 -c "n=$n; print('%dk' % (n // 1000) if n < 1000000 else '%dM' % (n // 1000000))")
+    [ "$bg" -gt 0 ] && label="$label.among$(( (n + bg) / 1000000 ))M"
     echo "== $n revoked certificates ($label) =="
     # revoke the batch just generated: one transaction, one audit entry each, then the CRL
     measure "$D/rv" "$BIN/keyline-ca" -c "$KL_CONF" revoke --issued-by field1 --between "@$t1" "@$t2" --reason keyCompromise
@@ -118,8 +137,9 @@ for line in sys.stdin:
     fig "revoke_batch.$label.seconds" "$rv_s" s
     fig "revoke_batch.$label.rss_mb" "$rv_mb" MB
     if [ "$n" = 1000000 ]; then
-        fig "crl.1M.seconds.bound" "$kl_s" s "issue bound (s)" 5 max:1
-        fig "crl.1M.rss_mb.bound" "$kl_mb" MB "issue bound (MB)" 300 max:1
-        fig "revoke_batch.1M.seconds.bound" "$rv_s" s "issue bound (s)" 60 max:1
+        label1=$label
+        fig "crl.$label1.seconds.bound" "$kl_s" s "issue bound (s)" 5 max:1
+        fig "crl.$label1.rss_mb.bound" "$kl_mb" MB "issue bound (MB)" 300 max:1
+        fig "revoke_batch.$label1.seconds.bound" "$rv_s" s "issue bound (s)" 60 max:1
     fi
 done
