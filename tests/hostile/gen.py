@@ -309,3 +309,60 @@ def cap_field(tag, value):
 def cap(op, fields=b"", version=1, status=0, length=None):
     body = bytes([version, op, status]) + fields
     return struct.pack(">I", len(body) if length is None else length) + body
+
+
+# --- the line protocol: a device on the station's fixture -----------------------------------
+
+
+def dev(serial, *args, clone_of=None):
+    """keyline-devsim SERIAL ARGS on the fixture (clone_of: start from a copy of that device's
+    flash, as --misbehave counterfeit needs)."""
+    return ("devsim", serial, list(args), clone_of)
+
+
+def raw_dev(serial, answer):
+    """A device that answers every station frame with `answer` (bytes)."""
+    return ("raw", serial, answer, None)
+
+
+def cobs(data):
+    out, block = bytearray(), bytearray()
+    for b in data:
+        if b == 0:
+            out += bytes([len(block) + 1]) + block
+            block = bytearray()
+            continue
+        block.append(b)
+        if len(block) == 254:
+            out += b"\xff" + block
+            block = bytearray()
+    return bytes(out + bytes([len(block) + 1]) + block)
+
+
+def uncobs(data):
+    out, i = bytearray(), 0
+    while i < len(data):
+        n = data[i]
+        if n == 0 or i + n > len(data) + 1:
+            return None
+        out += data[i + 1:i + n]
+        i += n
+        if n < 0xFF and i < len(data):
+            out.append(0)
+    return bytes(out)
+
+
+def frame(mtype, seq, payload=b"", version=1, flags=0, length=None):
+    """A line-protocol frame (docs/line-protocol.md): COBS(header | payload | CRC-32) 00."""
+    import zlib
+    hdr = struct.pack(">BBHBH", version, mtype, seq, flags,
+                      len(payload) if length is None else length)
+    body = hdr + payload
+    return cobs(body + struct.pack(">I", zlib.crc32(body))) + b"\x00"
+
+
+def proto_dev(serial, mode):
+    """A device here that decodes each station request and answers by `mode`: wrong-type
+    (another request's response), old-seq (a replayed sequence number), oversized (a 3000-byte
+    payload, CRC good), bad-version, bad-crc."""
+    return ("proto", serial, mode, None)

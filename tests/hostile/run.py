@@ -11,25 +11,32 @@ folder), EST_PORT (keyline-estd TLS), EST_HTTP_PORT (its plain listener), CAD_SO
 cases.tsv columns (tab-separated; # comments):
   id  target  input  expect  reason
 target: issue (keyline-ca issue), est (a CSR to /simpleenroll), https (HTTP to keyline-estd's
-TLS listener), http (its plain listener), tls, ocsp, cad (raw CA-protocol frames), conf.
+TLS listener), http (its plain listener), tls, ocsp, cad (raw CA-protocol frames), conf, line
+(a device on the station's fixture: keyline-devsim's misbehaviours, or bytes and frames from
+here; expect waiting: the station goes on waiting for a device that never says HELLO).
 input: a gen.py expression (bytes; a tuple (bytes, n, s) sends n bytes every s seconds; tls
 also tlsver:VERSION and openssl:ARGS). expect: exit=N | http=NNN | closed | refused | ocsp=NAME
 | cad=N. reason: text the refusal must carry (stderr, HTTP body, CA-protocol message, TLS
 error), or log:TEXT: in the daemons' logs since the case began; - for a tolerated input.
 Every case also checks: both daemons still run and answer, the case ended within its time
-limit; at the end, the store holds exactly one more certificate per tolerated enrollment and
-none for the rest. Prints the count tried, the count by target, and each failure; exits 1 on
-any.
+limit; at the end, the store holds exactly one more valid certificate per tolerated
+enrollment or device and none for the rest. Prints the count tried, the count by target, and
+each failure; exits 1 on any.
 """
 import base64
 import collections
+import json
 import os
 import re
+import select
+import shutil
+import signal
 import socket
 import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -268,7 +275,118 @@ def run_conf(inp):
     return "exit=%d" % p.returncode, p.stderr.decode("latin-1")
 
 
-TARGETS = {"issue": run_issue, "est": run_est, "https": run_est, "http": run_http, "tls": run_tls,
+def run_line(inp):
+    """A device on the station's fixture: keyline-devsim (its misbehaviours) or raw bytes from
+    here; keyline-provision --count 1 runs it. Outcome: the station's exit status; text: the
+    device's result line (results.jsonl) and station log. A refused device holds no valid
+    certificate afterwards."""
+    kind, serial, arg, clone_of = inp
+    d = os.path.dirname(E["KL_CONF"])
+    state = os.path.join(d, serial + ("-clone" if clone_of else "") + ".state")
+    if clone_of:
+        shutil.copy(os.path.join(d, clone_of + ".state"), state)
+    dev = stop = None
+    if kind == "devsim":
+        dev = subprocess.Popen([E["KL_BIN"] + "/keyline-devsim", "--port", E["DEV_PORT"],
+                                "--serial", serial, "--state", state] + arg,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        stop = threading.Event()
+        fn = raw_device if kind == "raw" else proto_device
+        threading.Thread(target=fn, args=(arg, stop), daemon=True).start()
+    log = os.path.join(d, "station.log")
+    mark = os.path.getsize(log) if os.path.exists(log) else 0
+    try:
+        with open(log, "ab") as lf:
+            st = subprocess.Popen([E["KL_BIN"] + "/keyline-provision", "-c", E["KL_CONF"],
+                                   "--port", E["FIX_PORT"], "--count", "1"], stdout=lf,
+                                  stderr=lf)
+            if kind == "devsim":
+                rc = st.wait(timeout=60)
+            else:
+                # no device ever says a valid HELLO: the station must go on waiting for one,
+                # dropping what it cannot read, and stop cleanly when told
+                try:
+                    st.wait(timeout=2)
+                    raise Fail("station exited %d on a device that never spoke" % st.returncode)
+                except subprocess.TimeoutExpired:
+                    st.send_signal(signal.SIGTERM)
+                    st.wait(timeout=10)
+                with open(log, "rb") as f:
+                    f.seek(mark)
+                    return "waiting", f.read().decode("latin-1")
+    finally:
+        if stop:
+            stop.set()
+        if dev:
+            try:
+                dev.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                dev.kill()
+                dev.wait()
+    last = {}
+    for line in open(os.path.join(d, "results.jsonl")):
+        r = json.loads(line)
+        if r.get("hw_serial") == serial:
+            last = r
+    if rc != 0 and valid_count(serial) > (1 if clone_of else 0):
+        raise Fail("refused device %s holds a valid certificate" % serial)
+    return "exit=%d" % rc, "%s %s" % (last.get("error", ""), last.get("action", ""))
+
+
+def raw_device(answer, stop):
+    fd = os.open(E["DEV_PORT"], os.O_RDWR | os.O_NOCTTY)
+    try:
+        while not stop.is_set():
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                os.read(fd, 4096)
+                os.write(fd, answer)
+    finally:
+        os.close(fd)
+
+
+def proto_answer(mode, req):
+    """What proto_dev answers to one decoded station frame."""
+    mtype, seq = req[1], struct.unpack(">H", req[2:4])[0]
+    if mode == "wrong-type":
+        return gen.frame(0x88 if mtype != 0x08 else 0x82, seq)
+    if mode == "old-seq":
+        return gen.frame(mtype | 0x80, (seq - 1) & 0xFFFF)
+    if mode == "oversized":
+        return gen.frame(mtype | 0x80, seq, b"\x01" * 3000)
+    if mode == "bad-version":
+        return gen.frame(mtype | 0x80, seq, version=9)
+    if mode == "bad-length":
+        return gen.frame(mtype | 0x80, seq, b"\x01\x01\x01", length=200)
+    return gen.frame(mtype | 0x80, seq)[:-6] + b"\x01\x02\x03\x04\x05\x00"  # bad-crc
+
+
+def proto_device(mode, stop):
+    fd = os.open(E["DEV_PORT"], os.O_RDWR | os.O_NOCTTY)
+    buf = b""
+    try:
+        while not stop.is_set():
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if not r:
+                continue
+            buf += os.read(fd, 4096)
+            while b"\x00" in buf:
+                raw, buf = buf.split(b"\x00", 1)
+                req = gen.uncobs(raw)
+                if req and len(req) >= 11:
+                    os.write(fd, proto_answer(mode, req))
+    finally:
+        os.close(fd)
+
+
+def valid_count(device):
+    p = subprocess.run([E["KL_BIN"] + "/keyline-ca", "-c", E["KL_CONF"], "list", "--status",
+                        "valid", "--json"], capture_output=True, check=True)
+    return sum(1 for c in json.loads(p.stdout) if c.get("device_id") == device)
+
+
+TARGETS = {"line": run_line, "issue": run_issue, "est": run_est, "https": run_est, "http": run_http, "tls": run_tls,
            "ocsp": run_ocsp, "cad": run_cad, "conf": run_conf}
 
 # --- checks after each case ------------------------------------------------------------------
@@ -289,9 +407,11 @@ def alive():
 
 
 def issued():
-    p = subprocess.run([E["KL_BIN"] + "/keyline-ca", "-c", E["KL_CONF"], "list", "--json"],
-                       capture_output=True, check=True)
-    return p.stdout.count(b'"serial"')
+    """Valid certificates in the store (a device the station refused may leave a pending one
+    that never becomes valid; run_line checks each device has none valid)."""
+    p = subprocess.run([E["KL_BIN"] + "/keyline-ca", "-c", E["KL_CONF"], "list", "--status",
+                        "valid", "--json"], capture_output=True, check=True)
+    return len(json.loads(p.stdout))
 
 
 def logs():
@@ -364,7 +484,7 @@ def main():
     before, accepted = issued(), 0
     for c in cases:
         if c[1] == "issue" and c[3] == "exit=0" or c[1] in ("est", "https") and c[3] == "http=200" and \
-                "enroll(" in c[2]:
+                "enroll(" in c[2] or c[1] == "line" and c[3] == "exit=0":
             accepted += 1  # a tolerated input (see its reason column): one certificate
         try:
             dt = run_case(c)
