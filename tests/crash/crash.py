@@ -164,7 +164,7 @@ def estd_ready():
 
 def new_csr(cn, serial, der=True):
     cfg = "[req]\ndistinguished_name=dn\nprompt=no\n[dn]\nCN=%s\nserialNumber=%s\n" % (cn, serial)
-    path = os.path.join(D, "crash-req.cnf")
+    path = os.path.join(D, "crash-req-%d.cnf" % threading.get_ident())  # one per thread
     with open(path, "w") as f:
         f.write(cfg)
     return subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
@@ -254,6 +254,16 @@ def check(delivered, devices):
 # --- the four kinds of kill ----------------------------------------------------------------
 
 
+def token_object():
+    """SoftHSM's token.object of the test token (its label, flags and PIN blobs)."""
+    tokens = os.path.join(D, "tokens")
+    for t in os.listdir(tokens):
+        f = os.path.join(tokens, t, "token.object")
+        if os.path.exists(f):
+            return f
+    raise Fail("no SoftHSM token.object under %s" % tokens)
+
+
 class Harness:
     def __init__(self, seed):
         self.rng = random.Random(seed)
@@ -263,6 +273,22 @@ class Harness:
         self.kills = collections.Counter()
         self.landed = collections.Counter()  # kills that hit the program mid-work
         self.n_issue = 0
+        self.token_lost = collections.Counter()
+        self.token_file = token_object()
+        with open(self.token_file, "rb") as f:
+            self.token_copy = f.read()
+
+    def token_check(self, kind):
+        """SoftHSM rewrites token.object in place (truncate, then write): a SIGKILL in between
+        leaves it empty and the token gone, a limit of the test HSM (a real one, and SoftHSM's
+        other files, are not written that way). Counted, reported, and put back from the copy
+        taken at the start (same label and PINs) so that the run goes on."""
+        if os.path.getsize(self.token_file) == 0:
+            self.token_lost[kind] += 1
+            print("crash: SoftHSM's token.object left empty by the kill of %s: restored" % kind,
+                  flush=True)
+            with open(self.token_file, "wb") as f:
+                f.write(self.token_copy)
 
     def delay(self, hi):
         return self.rng.randrange(0, int(hi * 1e6)) / 1e6
@@ -282,6 +308,7 @@ class Harness:
             p.send_signal(signal.SIGKILL)
             self.landed["issue"] += 1
         p.wait()
+        self.token_check("issue")
         if os.path.exists(out) and os.path.getsize(out):
             s = pem_serial(out)
             if s is None and p.returncode == 0:
@@ -308,6 +335,7 @@ class Harness:
         time.sleep(self.delay(1.0))
         dmn.kill9()
         self.landed[name] += 1
+        self.token_check(name)
         dmn.start()
 
     def kill_provision(self):
@@ -324,6 +352,7 @@ class Harness:
             st.send_signal(signal.SIGKILL)
             self.landed["provision"] += 1
         st.wait()
+        self.token_check("provision")
         if st.returncode not in (0, -signal.SIGKILL):
             raise Fail("station exited %d for %s before the kill" % (st.returncode, serial))
         if st.returncode != 0:
@@ -389,8 +418,9 @@ class Harness:
             total, time.monotonic() - t0, dict(self.kills), dict(self.landed)))
         print("crash: %d certificates in the store, %d delivered to clients and devices, all "
               "there; no serial twice; no device with two valid IDevIDs; audit and "
-              "integrity_check ok; EST load errors while down: %s" % (
-                  n, len(delivered), dict(load.errors)))
+              "integrity_check ok; EST load errors while down: %s; SoftHSM token.object lost "
+              "(and restored) after: %s" % (n, len(delivered), dict(load.errors),
+                                             dict(self.token_lost) or "none"))
 
 
 def main():
