@@ -368,10 +368,11 @@ int main(int argc, char **argv)
                 opt.modes |= strstr(optarg, est_modes[i].name) ? est_modes[i].bit : 0;
             }
             break;
-        default: return 2;
+        default: free(clients); return 2;
         }
     }
     if (!opt.hsm_key || !opt.cacert || !opt.cert || !opt.key || !opt.csr_path || opt.seconds < 1) {
+        free(clients);
         fprintf(stderr, "usage: est_bench -c CONF --hsm-key LABEL --port N --cacert F --cert F "
                         "--key F --csr REQ.b64 [--seconds S] [--clients 2,8,32]\n"
                         "       [--modes keep-alive,new-handshake,resume,basic]\n");

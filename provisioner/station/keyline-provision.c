@@ -108,6 +108,10 @@ int main(int argc, char **argv)
                 fprintf(stderr, "keyline-provision: at most %d ports\n", ST_MAX_FIXTURES);
                 return 2;
             }
+            if (!optarg || !*optarg) {
+                fprintf(stderr, "keyline-provision: --port needs a device path\n");
+                return 2;
+            }
             ports[nports++] = optarg;
             break;
         case 'm': mode = optarg; break;
@@ -164,10 +168,7 @@ int main(int argc, char **argv)
 
     for (size_t i = 0; i < nports; i++) {
         struct stat sb;
-        /* a missing port may appear later (fixture cable); an existing non-tty never will.
-         * ports[i] is the optarg of a required_argument option, never NULL (the analyser takes
-         * optarg for unchanged across getopt_long calls): */
-        // NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker)
+        /* a missing port may appear later (fixture cable); an existing non-tty never will */
         if (stat(ports[i], &sb) == 0 && !S_ISCHR(sb.st_mode)) {
             fprintf(stderr, "keyline-provision: %s: not a serial port\n", ports[i]);
             return 2;
