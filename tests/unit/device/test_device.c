@@ -498,7 +498,6 @@ static void test_full_flow_and_lock(void **state)
     /* and after a power cycle */
     power_cycle(s);
     assert_int_equal(kl_dev_get_state(&s->dev), KL_STATE_LOCKED);
-    st = 0;
     assert_int_equal(xfer(s, KL_MSG_HELLO, NULL), KL_MSG_RESP(KL_MSG_HELLO));
     st = resp_u8(s, KL_TAG_STATE);
     assert_int_equal(st, KL_STATE_LOCKED);
