@@ -161,6 +161,7 @@ out:
 kl_rc ceremony_officer_remove(store *s, const char *name, const char *actor)
 {
     ceremony_officer o;
+    memset(&o, 0, sizeof o); /* freed below whatever ceremony_officer_get returns */
     kl_rc rc = ceremony_officer_get(s, name, &o); /* KL_ENOTFOUND for an unknown name */
     ceremony_officer_free(&o);
     if (rc != KL_OK) {

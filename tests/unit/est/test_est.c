@@ -605,6 +605,7 @@ static void test_p7_certs_only(void **state)
         sk_X509_push(many, want[i]);
         p7_same_as_openssl(many, want, i + 1);
     }
+    X509_up_ref(want[3]); /* the stack owns a second reference: pop_free frees both */
     sk_X509_push(many, want[3]);
     p7_same_as_openssl(many, want, 40);
     /* a full output buffer leaves it as it was */
@@ -841,22 +842,14 @@ static void test_metrics(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_route_ops),
-        cmocka_unit_test(test_route_other),
-        cmocka_unit_test(test_route_not_found),
-        cmocka_unit_test(test_media_type),
-        cmocka_unit_test(test_body_variants),
-        cmocka_unit_test(test_body_bad),
-        cmocka_unit_test(tkl_htpasswd_verify),
-        cmocka_unit_test(test_basic_remembered),
-        cmocka_unit_test(tkl_htpasswd_bad),
-        cmocka_unit_test(tkl_basic_parse),
-        cmocka_unit_test(test_csrattrs),
-        cmocka_unit_test(test_multipart),
-        cmocka_unit_test(test_p7_certs_only),
-        cmocka_unit_test(test_challenge_password),
-        cmocka_unit_test(test_hostport),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_route_ops),       cmocka_unit_test(test_route_other),
+        cmocka_unit_test(test_route_not_found), cmocka_unit_test(test_media_type),
+        cmocka_unit_test(test_body_variants),   cmocka_unit_test(test_body_bad),
+        cmocka_unit_test(tkl_htpasswd_verify),  cmocka_unit_test(test_basic_remembered),
+        cmocka_unit_test(tkl_htpasswd_bad),     cmocka_unit_test(tkl_basic_parse),
+        cmocka_unit_test(test_csrattrs),        cmocka_unit_test(test_multipart),
+        cmocka_unit_test(test_p7_certs_only),   cmocka_unit_test(test_challenge_password),
+        cmocka_unit_test(test_hostport),        cmocka_unit_test(test_config),
         cmocka_unit_test(test_metrics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
