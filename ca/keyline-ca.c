@@ -110,8 +110,8 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
         if (strcmp(t->name, argv[0]) == 0) {
             /* groups (ca, audit, device, request) list their own subcommands */
             int is_group = t->fn == cmd_ca || t->fn == cmd_audit || t->fn == cmd_device ||
-                           t->fn == cmd_request || t->fn == cmd_officer ||
-                           t->fn == cmd_ceremony || t->fn == cmd_store;
+                           t->fn == cmd_request || t->fn == cmd_officer || t->fn == cmd_ceremony ||
+                           t->fn == cmd_store;
             is_group |= t->fn == cmd_order;
             is_group |= t->fn == cmd_matter;
             if (!is_group && argc > 1 &&

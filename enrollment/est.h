@@ -314,9 +314,9 @@ typedef struct {
     est_conn_auth *conn_auth; /* per-connection client-certificate cache; NULL when none */
     const char *method;
     const char *path;
-    const char *content_type;  /* may be NULL */
-    const char *cte;           /* Content-Transfer-Encoding, may be NULL */
-    const char *authorization; /* may be NULL */
+    const char *content_type;                      /* may be NULL */
+    const char *cte;                               /* Content-Transfer-Encoding, may be NULL */
+    const char *authorization;                     /* may be NULL */
     const char *if_none_match, *if_modified_since; /* conditional GET (RFC 9110 13); NULL */
     const uint8_t *body;
     size_t body_len;
