@@ -434,6 +434,30 @@
     PG_REFUSE("order_certs_no_delete", "DELETE", "order_certs",                                    \
               "the certificates of an order are never deleted")
 
+/* Version 13: partitioned CRLs ([ca LABEL] crl-partition-size, ca/ca_crlpart.c). The partition
+ * of a certificate is recorded in its insert transaction (a certificate without a row: no
+ * partition, in its CA's full CRL only), which also counts it against its CA's current
+ * partition (at most crl-partition-size certificates each). A partition's CRL reads the rows of
+ * its partition alone. Tables of their own (no ALTER TABLE): the step can run again. */
+#define CP_TABLES(INT)                                                                             \
+    "CREATE TABLE IF NOT EXISTS crl_partitions ("                                                  \
+    " issuer TEXT PRIMARY KEY NOT NULL,"                                                           \
+    " current " INT " NOT NULL CHECK (current >= 0),"                                              \
+    " fill " INT " NOT NULL CHECK (fill >= 0));"                                                   \
+    "CREATE TABLE IF NOT EXISTS crl_partition_certs ("                                             \
+    " serial TEXT PRIMARY KEY NOT NULL,"                                                           \
+    " issuer TEXT NOT NULL,"                                                                       \
+    " part " INT " NOT NULL CHECK (part >= 0));"                                                   \
+    "CREATE INDEX IF NOT EXISTS crl_partition_certs_part ON crl_partition_certs(issuer, part);"
+#define SQ_CRL_PARTITIONS                                                                          \
+    CP_TABLES("INTEGER")                                                                           \
+    "CREATE TRIGGER IF NOT EXISTS crl_partition_certs_no_delete BEFORE DELETE ON"                  \
+    " crl_partition_certs BEGIN SELECT RAISE(ABORT, 'CRL partitions are never changed'); END;"
+#define PG_CRL_PARTITIONS                                                                          \
+    CP_TABLES("BIGINT")                                                                            \
+    "CREATE OR REPLACE TRIGGER crl_partition_certs_no_delete BEFORE DELETE ON crl_partition_certs" \
+    " FOR EACH ROW EXECUTE FUNCTION kl_refuse('CRL partitions are never changed');"
+
 /* ---- the steps ---- */
 
 const store_schema_step store_schema_steps[] = {
@@ -463,5 +487,7 @@ const store_schema_step store_schema_steps[] = {
     {"add matter_onboarding.passcode_sealed", SQ_MATTER_PASSCODE, PG_MATTER_PASSCODE, NULL},
     /* 12: production orders and the certificates counted against them */
     {"add the orders tables", SQ_ORDER_TABLES, PG_ORDER_TABLES, NULL},
+    /* 13: CRL partitions: a certificate's partition, the fill of each CA's current one */
+    {"add CRL partitions", SQ_CRL_PARTITIONS, PG_CRL_PARTITIONS, NULL},
 };
 const size_t store_schema_nsteps = sizeof store_schema_steps / sizeof store_schema_steps[0];

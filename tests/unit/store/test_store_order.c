@@ -255,9 +255,8 @@ static void test_migration(void **state)
     assert_int_equal(sql(f->path, "PRAGMA user_version", &before), 0);
     assert_int_equal(sql(f->path, "DROP TABLE order_certs", NULL), 0);
     assert_int_equal(sql(f->path, "DROP TABLE orders", NULL), 0);
-    char q[64];
-    snprintf(q, sizeof q, "PRAGMA user_version = %d", before - 1);
-    assert_int_equal(sql(f->path, q, NULL), 0);
+    /* version 12: before the orders step (the steps after it run again) */
+    assert_int_equal(sql(f->path, "PRAGMA user_version = 11", NULL), 0);
     assert_int_equal(store_open(&f->s, f->path), KL_OK);
     assert_int_equal(sql(f->path, "PRAGMA user_version", &v), 0);
     assert_int_equal(v, before);
