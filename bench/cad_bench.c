@@ -1,17 +1,23 @@
 /* The cost of the privilege boundary: ca_issue() throughput in-process against the same
  * issuance through keyline-cad (8 concurrent clients over its Unix socket), measured in the
  * same run on the same token and store (run under tests/lib/with-token.sh; scripts/bench does).
+ * With --pg URL (a PostgreSQL database, empty: tests/lib/pg.sh) also the issuance through one
+ * and through two keyline-cad on that database (issue 13 item 6: several daemons on one
+ * PostgreSQL, sharing the token folder), each as a ratio to one keyline-cad on SQLite.
  *
- *   cad_bench SECONDS PATH/keyline-cad
+ *   cad_bench SECONDS PATH/keyline-cad [--pg URL]
  *
- * Prints both rates and the ratio cad/in-process. Phase 1 opens the CA in this process (and
- * creates root1 -> field1), closes it, then phase 2 starts keyline-cad on the same config with
- * a profile for field1 and issues through it. */
+ * Phase 1 opens the CA in this process (and creates root1 -> field1 in the SQLite store),
+ * closes it, then phase 2 starts keyline-cad on the same config with a profile for field1 and
+ * issues through it. Phase 3 (--pg) copies that store into PostgreSQL (keyline-ca store
+ * migrate's store_copy), starts keyline-cad A on it, issues through A, starts B (its own
+ * socket, the same database and token) and issues through both, the clients split evenly. */
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +29,16 @@
 #include "bench_lib.h"
 #include "ca.h"
 #include "cac.h"
+#include "store.h"
 
 #define THREADS 8
 
+#define MAX_DAEMONS 2
+
 static ca_ctx *g_ca;
-static cac *g_cac;
+static cac *g_cac[MAX_DAEMONS];
+static int g_ncac = 1;
+static const char *g_profile = "bench";
 static uint8_t *g_csr;
 static size_t g_csr_len;
 static atomic_long g_ops;
@@ -63,8 +74,8 @@ static void *issue_inproc(void *arg)
 
 static void *issue_cad(void *arg)
 {
-    (void)arg;
-    cac_issue_req req = {.profile = "bench",
+    cac *cc = g_cac[(int)(intptr_t)arg % g_ncac]; /* the clients split evenly over the daemons */
+    cac_issue_req req = {.profile = g_profile,
                          .csr = g_csr,
                          .csr_len = g_csr_len,
                          .auth = {.method = "basic", .user = "bench"},
@@ -73,7 +84,7 @@ static void *issue_cad(void *arg)
         uint8_t *der = NULL;
         size_t len = 0;
         char serial[65];
-        if (cac_issue(g_cac, &req, &der, &len, serial) != KL_OK) {
+        if (cac_issue(cc, &req, &der, &len, serial) != KL_OK) {
             if (atomic_fetch_add(&g_errors, 1) == 0) {
                 fprintf(stderr, "cac_issue: %s\n", kl_errmsg());
             }
@@ -91,7 +102,7 @@ static double run(void *(*fn)(void *), double seconds)
     atomic_store(&g_stop, 0);
     double t0 = now_s();
     for (int i = 0; i < THREADS; i++) {
-        pthread_create(&t[i], NULL, fn, NULL);
+        pthread_create(&t[i], NULL, fn, (void *)(intptr_t)i);
     }
     struct timespec d = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
     nanosleep(&d, NULL);
@@ -147,54 +158,188 @@ static int phase_inproc(const char *conf_path, double secs, double *rate)
     return 0;
 }
 
+/* The SQLite store of phases 1 and 2 copied into the PostgreSQL database `url`, as
+ * `keyline-ca store migrate` does (the same CAs, audit chain and audit key as the token's). */
+static int migrate(const char *dir, const char *url)
+{
+    char path[512];
+    store *from = NULL, *to = NULL;
+    store_copy_report rep;
+    snprintf(path, sizeof path, "%s/keyline.db", dir);
+    int ok = store_open(&from, path) == KL_OK && store_open(&to, url) == KL_OK &&
+             store_copy(from, to, &rep) == KL_OK;
+    if (!ok) {
+        fprintf(stderr, "cad_bench: copy to PostgreSQL: %s\n", kl_errmsg());
+    }
+    store_close(from);
+    store_close(to);
+    return ok ? 0 : -1;
+}
+
+/* `base` (the configuration with-token.sh wrote) with the store `url` instead of its SQLite
+ * file (NULL: as it is) and a keyline-cad on `sock` with the profile "bench" for `issuer`, into
+ * `path`. */
+static int write_conf(const char *path, const char *base, const char *url, const char *sock,
+                      const char *issuer)
+{
+    static const char sqlite_line[] = "\npath = keyline.db\n";
+    const char *at = url ? strstr(base, sqlite_line) : NULL;
+    FILE *f = fopen(path, "w");
+    if (!f || (url && !at)) {
+        fprintf(stderr, "cad_bench: cannot write %s\n", path);
+        if (f) {
+            fclose(f);
+        }
+        return -1;
+    }
+    if (at) {
+        fprintf(f, "%.*s\nurl = %s\n%s", (int)(at - base), base, url, at + strlen(sqlite_line));
+    } else {
+        fputs(base, f);
+    }
+    fprintf(f,
+            "\n[cad]\nsocket = %s\n\n[profile bench]\nissuer = %s\n"
+            "template = device-ldevid\nclients = bench\n",
+            sock, issuer);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* keyline-cad `bin` on `conf` until its socket `sock` answers; its pid, -1 on failure. A second
+ * of issuance through it, not counted: the start-up work (OCSP answers pre-produced for every
+ * certificate in the store, checkpoints) is not what the figures measure. */
+static pid_t daemon_start(const char *bin, const char *conf, const char *sock, cac **out)
+{
+    struct stat st;
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(bin, bin, "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 400 && stat(sock, &st) != 0; i++) {
+        usleep(50 * 1000);
+    }
+    if (pid < 0 || cac_open(out, sock, 30, NULL, 0) != KL_OK) {
+        fprintf(stderr, "keyline-cad (%s): %s\n", conf, pid < 0 ? "fork failed" : kl_errmsg());
+        if (pid > 0) {
+            kill(pid, SIGTERM);
+            waitpid(pid, NULL, 0);
+        }
+        return -1;
+    }
+    cac *keep = g_cac[0];
+    int keep_n = g_ncac;
+    g_cac[0] = *out;
+    g_ncac = 1;
+    (void)run(issue_cad, 1.0);
+    g_cac[0] = keep;
+    g_ncac = keep_n;
+    return pid;
+}
+
+static void daemon_stop(pid_t pid, cac **c)
+{
+    cac_close(*c);
+    *c = NULL;
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+    }
+}
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *s = f ? calloc(1, 1 << 16) : NULL;
+    size_t n = s ? fread(s, 1, (1 << 16) - 1, f) : 0;
+    if (f) {
+        fclose(f);
+    }
+    if (s && n == 0) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+/* Phase 3: one, then two keyline-cad on the PostgreSQL database `url`; 0, or -1. */
+static int phase_pg(const char *bin, const char *dir, const char *base, const char *url,
+                    double secs, double *one, double *two)
+{
+    char conf[MAX_DAEMONS][512], sock[MAX_DAEMONS][512];
+    pid_t pid[MAX_DAEMONS] = {-1, -1};
+    int rc = -1;
+    for (int i = 0; i < MAX_DAEMONS; i++) {
+        snprintf(conf[i], sizeof conf[i], "%s/pg-%c.conf", dir, 'a' + i);
+        snprintf(sock[i], sizeof sock[i], "%s/cad-pg-%c.sock", dir, 'a' + i);
+        if (write_conf(conf[i], base, url, sock[i], "field1") != 0) {
+            return -1;
+        }
+    }
+    if (migrate(dir, url) != 0 || (pid[0] = daemon_start(bin, conf[0], sock[0], &g_cac[0])) < 0) {
+        goto out;
+    }
+    g_ncac = 1;
+    *one = run(issue_cad, secs);
+    if ((pid[1] = daemon_start(bin, conf[1], sock[1], &g_cac[1])) < 0) {
+        goto out;
+    }
+    g_ncac = 2;
+    *two = run(issue_cad, secs);
+    rc = 0;
+out:
+    for (int i = 0; i < MAX_DAEMONS; i++) {
+        daemon_stop(pid[i], &g_cac[i]);
+    }
+    g_ncac = 1;
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: cad_bench SECONDS PATH/keyline-cad (under with-token.sh)\n");
+    if (argc != 3 && !(argc == 5 && strcmp(argv[3], "--pg") == 0)) {
+        fprintf(stderr, "usage: cad_bench SECONDS PATH/keyline-cad [--pg URL] (under "
+                        "with-token.sh)\n");
         return 2;
     }
     double secs = atof(argv[1]);
     const char *conf_path = getenv("KL_CONF"), *dir = getenv("KL_TEST_DIR");
+    const char *pg = argc == 5 ? argv[4] : NULL;
     char sock[512];
-    double inproc = 0, viacad = 0;
-    if (!conf_path || !dir || make_csr() != 0 || phase_inproc(conf_path, secs, &inproc) != 0) {
+    double inproc = 0, viacad = 0, pg1 = 0, pg2 = 0;
+    char *base = conf_path ? read_text(conf_path) : NULL;
+    if (!base || !dir || make_csr() != 0 || phase_inproc(conf_path, secs, &inproc) != 0) {
         return 1;
     }
-    FILE *f = fopen(conf_path, "a");
     snprintf(sock, sizeof sock, "%s/cad.sock", dir);
-    if (!f) {
-        return 1;
-    }
-    fprintf(f,
-            "\n[cad]\nsocket = %s\n\n[profile bench]\nissuer = field1\n"
-            "template = device-ldevid\nclients = bench\n",
-            sock);
-    fclose(f);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(argv[2], argv[2], "-c", conf_path, (char *)NULL);
-        _exit(127);
-    }
-    struct stat st;
-    for (int i = 0; i < 200 && stat(sock, &st) != 0; i++) {
-        usleep(50 * 1000);
-    }
     int rc = 1;
-    if (cac_open(&g_cac, sock, 30, NULL, 0) != KL_OK) {
-        fprintf(stderr, "keyline-cad: %s\n", kl_errmsg());
+    if (write_conf(conf_path, base, NULL, sock, "field1") != 0) {
+        goto out;
+    }
+    pid_t pid = daemon_start(argv[2], conf_path, sock, &g_cac[0]);
+    if (pid < 0) {
         goto out;
     }
     viacad = run(issue_cad, secs);
+    daemon_stop(pid, &g_cac[0]);
     printf("ca_issue() in-process, %d threads:      %8.0f certificates/s\n", THREADS, inproc);
     printf("issue through keyline-cad, %d clients:  %8.0f certificates/s = %.2f of in-process\n",
            THREADS, viacad, inproc > 0 ? viacad / inproc : 0.0);
-    printf("errors: %d\n", atomic_load(&g_errors));
     bench_figure("cad.issue.8c", viacad, "1/s", "ca_issue.inproc.8t", inproc, 0);
+    if (pg) {
+        if (phase_pg(argv[2], dir, base, pg, secs, &pg1, &pg2) != 0) {
+            goto out;
+        }
+        printf("PostgreSQL, one keyline-cad, %d clients: %8.0f certificates/s = %.2f of SQLite\n",
+               THREADS, pg1, viacad > 0 ? pg1 / viacad : 0.0);
+        printf("PostgreSQL, two keyline-cad, %d clients: %8.0f certificates/s = %.2f of SQLite\n",
+               THREADS, pg2, viacad > 0 ? pg2 / viacad : 0.0);
+        bench_figure("cad.issue.pg.1d.8c", pg1, "1/s", "cad.issue.8c", viacad, 0);
+        bench_figure("cad.issue.pg.2d.8c", pg2, "1/s", "cad.issue.8c", viacad, 0);
+    }
+    printf("errors: %d\n", atomic_load(&g_errors));
     rc = atomic_load(&g_errors) ? 1 : 0;
 out:
-    cac_close(g_cac);
-    kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    free(base);
     OPENSSL_free(g_csr);
     return rc;
 }
