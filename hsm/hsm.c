@@ -888,6 +888,29 @@ static void raw_foreign_keys(hsm_ctx *h, char *buf, size_t cap)
     }
 }
 
+static const CK_BYTE oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+static const CK_BYTE oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+static const CK_BYTE oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70}; /* 1.3.101.112 */
+
+/* PKCS#11 2.40 says CKA_EC_POINT is a DER OCTET STRING; some tokens give the raw point.
+ * Accept both: *pt points into the returned string (free it) or into b. */
+static ASN1_OCTET_STRING *ec_point_unwrap(const uint8_t *b, size_t bl, const unsigned char **pt,
+                                          size_t *ptlen)
+{
+    const unsigned char *p = b;
+    ASN1_OCTET_STRING *os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)bl);
+    if (os != NULL && p == b + bl) {
+        *pt = ASN1_STRING_get0_data(os);
+        *ptlen = (size_t)ASN1_STRING_length(os);
+        return os;
+    }
+    ASN1_OCTET_STRING_free(os);
+    ERR_clear_error();
+    *pt = b;
+    *ptlen = bl;
+    return NULL;
+}
+
 /* Software public key from a public (or RSA private) key object's attributes. */
 static kl_rc raw_pubkey(hsm_ctx *h, CK_OBJECT_HANDLE o, EVP_PKEY **out)
 {
@@ -923,22 +946,27 @@ static kl_rc raw_pubkey(hsm_ctx *h, CK_OBJECT_HANDLE o, EVP_PKEY **out)
         ENSURE(oid != NULL, KL_EHSM, "CKA_EC_PARAMS is not a named curve");
         nid = OBJ_obj2nid(oid);
         ENSURE(nid != NID_undef, KL_EHSM, "CKA_EC_PARAMS names an unknown curve");
-        /* PKCS#11 2.40 says CKA_EC_POINT is a DER OCTET STRING; some tokens give the raw
-         * point. Accept both. */
-        p = b;
-        os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)bl);
-        if (os != NULL && p == b + bl) {
-            pt = ASN1_STRING_get0_data(os);
-            ptlen = (size_t)ASN1_STRING_length(os);
-        } else {
-            ERR_clear_error();
-            pt = b;
-            ptlen = bl;
-        }
+        os = ec_point_unwrap(b, bl, &pt, &ptlen);
         ENSURE(
             OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid), 0) &&
                 OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen),
             KL_EINTERNAL, "OSSL_PARAM_BLD failed");
+    } else if (kt == CKK_EC_EDWARDS) {
+        const unsigned char *pt;
+        size_t ptlen;
+        alg = "ED25519";
+        /* PKCS#11 3.0 2.3.10: the curve by OID or as the printable string "edwards25519" */
+        static const CK_BYTE ps_ed25519[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
+                                             'd',  's',  '2', '5', '5', '1', '9'};
+        TRY(raw_attr(h, o, CKA_EC_PARAMS, &a, &al));
+        ENSURE((al == sizeof oid_ed25519 && memcmp(a, oid_ed25519, al) == 0) ||
+                   (al == sizeof ps_ed25519 && memcmp(a, ps_ed25519, al) == 0),
+               KL_EPOLICY, "an EdDSA key on a curve other than edwards25519 is not supported");
+        TRY(raw_attr(h, o, CKA_EC_POINT, &b, &bl));
+        os = ec_point_unwrap(b, bl, &pt, &ptlen);
+        ENSURE(ptlen == 32, KL_EHSM, "the token's Ed25519 public key is %zu bytes, not 32", ptlen);
+        ENSURE(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen),
+               KL_EINTERNAL, "OSSL_PARAM_BLD failed");
     } else if (kt == CKK_RSA) {
         alg = "RSA";
         TRY(raw_attr(h, o, CKA_MODULUS, &a, &al));
@@ -1011,8 +1039,65 @@ kl_rc hsm_label_of(const hsm_ctx *h, const char *arg, char **out)
 /* ---------------------------------------------------------------------------------------- */
 /* keys                                                                                     */
 
-static const CK_BYTE oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
-static const CK_BYTE oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+/* Key objects of the types libp11 handles (RSA, EC) on h's token (at most 32 counted). */
+static kl_rc raw_count_p11_keys(hsm_ctx *h, CK_ULONG *count)
+{
+    static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+    static const CK_KEY_TYPE kts[] = {CKK_RSA, CKK_EC};
+    *count = 0;
+    for (size_t i = 0; i < 4; i++) {
+        CK_OBJECT_CLASS cls = classes[i / 2];
+        CK_KEY_TYPE kt = kts[i % 2];
+        CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof cls}, {CKA_KEY_TYPE, &kt, sizeof kt}};
+        CK_OBJECT_HANDLE o[8];
+        CK_ULONG n = 0;
+        kl_rc rc = raw_find(h, t, 2, o, 8, &n);
+        if (rc != KL_OK) {
+            return rc;
+        }
+        *count += n;
+    }
+    return KL_OK;
+}
+
+/* 1 when h's token holds an Ed25519 key object (h->mu held). */
+static int raw_has_ed25519(hsm_ctx *h)
+{
+    CK_KEY_TYPE kt = CKK_EC_EDWARDS;
+    CK_ATTRIBUTE t = {CKA_KEY_TYPE, &kt, sizeof kt};
+    CK_OBJECT_HANDLE o;
+    CK_ULONG n = 0;
+    return raw_find(h, &t, 1, &o, 1, &n) == KL_OK && n > 0;
+}
+
+/* libp11 0.4.12 sees no key at all on a token that holds an Ed25519 key (see raw_foreign_keys),
+ * so Ed25519 keys and the RSA/EC keys libp11 handles never share a token: an Ed25519 key goes
+ * on a token of its own ([hsm LABEL], ca create --token), and no RSA/EC key joins it there. */
+static kl_rc raw_keygen_mix_check(hsm_ctx *h, hsm_key_type type)
+{
+    char foreign[512];
+    raw_foreign_keys(h, foreign, sizeof foreign);
+    if (type != HSM_KEY_ED25519) {
+        return foreign[0] == '\0'
+                   ? KL_OK
+                   : kl_fail(KL_EPOLICY,
+                             "token '%s' holds %s: libp11 0.4.12 could not see a %s key beside "
+                             "it; put the key on another token",
+                             h->token_label, foreign, hsm_key_type_name(type));
+    }
+    CK_ULONG others = 0;
+    kl_rc rc = raw_count_p11_keys(h, &others);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    return others == 0 ? KL_OK
+                       : kl_fail(KL_EPOLICY,
+                                 "an Ed25519 key needs a token of its own: token '%s' holds RSA "
+                                 "or EC keys, which libp11 0.4.12 could no longer see beside it "
+                                 "(name a token for this CA: [hsm LABEL] in keyline.conf or "
+                                 "ca create --token)",
+                                 h->token_label);
+}
 
 kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKEY **pub_out)
 {
@@ -1035,10 +1120,6 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
     ENSURE(h != NULL, KL_EUSAGE, "hsm_key_generate: no context");
     ENSURE(label != NULL && *label != '\0', KL_EUSAGE, "no key label given");
     ENSURE(strlen(label) <= 128, KL_EUSAGE, "key label longer than 128 bytes");
-    ENSURE(type != HSM_KEY_ED25519, KL_EPOLICY,
-           "ed25519 keys are refused: libp11 0.4.12 cannot see any key on a token that holds an "
-           "Ed25519 key (SoftHSM 2.6.1 itself supports Ed25519); use ec-p256, ec-p384 or "
-           "rsa-3072");
     ENSURE((unsigned)type < HSM_KEY__COUNT, KL_EUSAGE, "unknown key type %d", (int)type);
     ENSURE(h->logged_in, KL_EUSAGE, "key generation needs a login (open the token with a PIN)");
     ENSURE_SSL(RAND_bytes(id, sizeof id) == 1, KL_EINTERNAL, "RAND_bytes failed");
@@ -1074,6 +1155,11 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
     ADD(privt, npriv, CKA_LABEL, label, strlen(label));
     ADD(privt, npriv, CKA_ID, id, sizeof id);
     switch (type) {
+    case HSM_KEY_ED25519:
+        /* PKCS#11 3.0 2.3.10: CKA_EC_PARAMS names the curve (SoftHSM 2.6.1 takes the OID) */
+        mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
+        ADD(pubt, npub, CKA_EC_PARAMS, oid_ed25519, sizeof oid_ed25519);
+        break;
     case HSM_KEY_EC_P256: ADD(pubt, npub, CKA_EC_PARAMS, oid_p256, sizeof oid_p256); break;
     case HSM_KEY_EC_P384: ADD(pubt, npub, CKA_EC_PARAMS, oid_p384, sizeof oid_p384); break;
     case HSM_KEY_RSA_2048:
@@ -1098,6 +1184,7 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
     }
     ENSURE(count == 0, KL_EEXIST, "a key labelled '%s' already exists on token '%s'", label,
            h->token_label);
+    TRY(raw_keygen_mix_check(h, type));
     rv = h->mod->fl->C_GenerateKeyPair(h->sess, &mech, pubt, npub, privt, npriv, &pub, &priv);
     if (rv != CKR_OK) {
         rc = fail_ckr(rv, "C_GenerateKeyPair");
@@ -1207,6 +1294,68 @@ static void cache_put(hsm_ctx *h, const char *label, EVP_PKEY *pk)
     h->ncache++;
 }
 
+/* The private key labelled `label` when it is an Ed25519 key: an EVP_PKEY that signs through
+ * hsm_ed_sign (hsm_ed25519.c); *out stays NULL for any other key or none (h->mu held). */
+static kl_rc raw_ed_load(hsm_ctx *h, const char *label, EVP_PKEY **out)
+{
+    kl_rc rc = KL_OK;
+    CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
+    CK_ULONG count = 0;
+    CK_KEY_TYPE kt = CKK_RSA;
+    CK_ATTRIBUTE ta = {CKA_KEY_TYPE, &kt, sizeof kt};
+    EVP_PKEY *pub = NULL;
+    uint8_t raw[32];
+    size_t rawlen = sizeof raw;
+    *out = NULL;
+    TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, &o, &count));
+    if (count == 0 || h->mod->fl->C_GetAttributeValue(h->sess, o, &ta, 1) != CKR_OK ||
+        kt != CKK_EC_EDWARDS) {
+        goto out;
+    }
+    ENSURE(count == 1, KL_EHSM, "%lu private keys labelled '%s' on token '%s'; refusing to guess",
+           (unsigned long)count, label, h->token_label);
+    TRY(raw_count_label(h, label, CKO_PUBLIC_KEY, &o, &count));
+    ENSURE(count == 1, KL_EHSM, "Ed25519 key '%s' on token '%s' has %s public half", label,
+           h->token_label, count ? "more than one" : "no");
+    TRY(raw_pubkey(h, o, &pub));
+    ENSURE_SSL(EVP_PKEY_get_raw_public_key(pub, raw, &rawlen) == 1 && rawlen == sizeof raw, KL_EHSM,
+               "Ed25519 key '%s': no public key", label);
+    TRY(hsm_ed_pkey_new(h, label, raw, out));
+out:
+    EVP_PKEY_free(pub);
+    return rc;
+}
+
+kl_rc hsm_ed_sign(hsm_ctx *h, const char *label, const uint8_t *msg, size_t len, uint8_t *sig,
+                  size_t *siglen)
+{
+    kl_rc rc = KL_OK;
+    CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
+    CK_ULONG count = 0, sl = (CK_ULONG)*siglen;
+    /* PKCS#11 3.0 2.3.14: CKM_EDDSA without parameters is PureEdDSA (Ed25519, RFC 8032) over
+     * the whole message: no prehash */
+    CK_MECHANISM mech = {CKM_EDDSA, NULL, 0};
+    CK_RV rv;
+    pthread_mutex_lock(&h->mu);
+    TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, &o, &count));
+    ENSURE(count == 1, count ? KL_EHSM : KL_ENOTFOUND, "%s Ed25519 key labelled %s on token %s",
+           count ? "more than one" : "no", label, h->token_label);
+    rv = h->mod->fl->C_SignInit(h->sess, &mech, o);
+    if (rv != CKR_OK) {
+        rc = fail_ckr(rv, "C_SignInit (CKM_EDDSA)");
+        goto out;
+    }
+    rv = h->mod->fl->C_Sign(h->sess, (CK_BYTE_PTR)msg, (CK_ULONG)len, sig, &sl);
+    if (rv != CKR_OK) {
+        rc = fail_ckr(rv, "C_Sign (CKM_EDDSA)");
+        goto out;
+    }
+    *siglen = (size_t)sl;
+out:
+    pthread_mutex_unlock(&h->mu);
+    return rc;
+}
+
 kl_rc hsm_key_load(hsm_ctx *h, const char *label_arg, EVP_PKEY **priv_out)
 {
     kl_rc rc = KL_OK;
@@ -1226,6 +1375,20 @@ kl_rc hsm_key_load(hsm_ctx *h, const char *label_arg, EVP_PKEY **priv_out)
         *priv_out = pk;
         pk = NULL;
         goto out;
+    }
+    /* An Ed25519 key is never handed to libp11: it cannot enumerate a token holding one. */
+    TRY(raw_ed_load(h, label, &pk));
+    if (pk != NULL) {
+        cache_put(h, label, pk);
+        *priv_out = pk;
+        pk = NULL;
+        goto out;
+    }
+    if (raw_has_ed25519(h)) {
+        /* a token of Ed25519 keys only (a CA's own): the key is simply not there */
+        CK_ULONG others = 0;
+        TRY(raw_count_p11_keys(h, &others));
+        ENSURE(others > 0, KL_ENOTFOUND, "no key labelled %s on token %s", label, h->token_label);
     }
     /* libp11 0.4.12 re-runs C_FindObjects on every call and adds objects it has not seen
      * (keys generated since the last call included); earlier EVP_PKEYs stay valid. */

@@ -22,7 +22,7 @@ typedef enum {
     HSM_KEY_EC_P256 = 0,
     HSM_KEY_EC_P384,
     HSM_KEY_RSA_3072,
-    HSM_KEY_ED25519,  /* refused: libp11 0.4.12 cannot see any key on a token holding one */
+    HSM_KEY_ED25519,  /* on a token of its own: libp11 0.4.12 cannot see any key beside it */
     HSM_KEY_RSA_2048, /* device keys (templates that allow it) */
     HSM_KEY_RSA_4096, /* roots (templates that allow it) */
     HSM_KEY__COUNT
@@ -52,7 +52,9 @@ void hsm_close(hsm_ctx *h);
 
 /* Generate a key pair inside the token: token objects, private key CKA_SENSITIVE=TRUE,
  * CKA_EXTRACTABLE=FALSE, CKA_PRIVATE=TRUE, CKA_SIGN=TRUE; CKA_LABEL = label on both halves and
- * a fresh random CKA_ID. KL_EEXIST if a key with that label exists; KL_EPOLICY for ed25519.
+ * a fresh random CKA_ID. KL_EEXIST if a key with that label exists. Ed25519 keys and RSA/EC
+ * keys never share a token (libp11 0.4.12 cannot enumerate a token holding an Ed25519 key):
+ * KL_EPOLICY for ed25519 on a token with RSA/EC keys, and for those on a token with Ed25519.
  * Serialised internally (SoftHSM wants key generation serialised). *pub_out gets the public
  * key as a software EVP_PKEY (may pass NULL). */
 kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKEY **pub_out) KL_WUR;
@@ -63,7 +65,10 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
 kl_rc hsm_key_destroy(hsm_ctx *h, const char *label) KL_WUR;
 
 /* Find the private key with CKA_LABEL = label (a bare label or a pkcs11:...;object=L URI) and
- * return an EVP_PKEY that signs in the token. KL_ENOTFOUND "no key labelled L on token T". */
+ * return an EVP_PKEY that signs in the token. KL_ENOTFOUND "no key labelled L on token T".
+ * An Ed25519 key is found and used through the module's own functions, never libp11
+ * (C_Sign with CKM_EDDSA over the whole message: sign with a NULL digest, X509_sign(x, k,
+ * NULL) and the like; hsm_ed25519.c). */
 kl_rc hsm_key_load(hsm_ctx *h, const char *label, EVP_PKEY **priv_out) KL_WUR;
 
 /* Return the public half of the key labelled `label` as a software EVP_PKEY. */

@@ -106,27 +106,49 @@ static CK_OBJECT_HANDLE raw_find_priv(raw_t *r, const char *label)
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
-static void sign_verify(EVP_PKEY *priv, EVP_PKEY *pub, const char *msg)
+/* Sign msg with the token key (digest md; NULL for Ed25519: RFC 8032 PureEdDSA), verify it in
+ * software with pub; a different message must not verify. */
+static void sign_verify_md(EVP_PKEY *priv, EVP_PKEY *pub, const char *msg, const EVP_MD *md)
 {
     EVP_MD_CTX *s = EVP_MD_CTX_new(), *v = EVP_MD_CTX_new();
     unsigned char sig[1024];
     size_t siglen = sizeof sig;
     assert_non_null(s);
     assert_non_null(v);
-    assert_int_equal(EVP_DigestSignInit(s, NULL, EVP_sha256(), NULL, priv), 1);
+    assert_int_equal(EVP_DigestSignInit(s, NULL, md, NULL, priv), 1);
     assert_int_equal(EVP_DigestSign(s, sig, &siglen, (const unsigned char *)msg, strlen(msg)), 1);
-    assert_int_equal(EVP_DigestVerifyInit(v, NULL, EVP_sha256(), NULL, pub), 1);
+    assert_int_equal(EVP_DigestVerifyInit(v, NULL, md, NULL, pub), 1);
     assert_int_equal(EVP_DigestVerify(v, sig, siglen, (const unsigned char *)msg, strlen(msg)), 1);
-    /* A different message must not verify. */
-    assert_int_equal(EVP_DigestVerifyInit(v, NULL, EVP_sha256(), NULL, pub), 1);
+    assert_int_equal(EVP_DigestVerifyInit(v, NULL, md, NULL, pub), 1);
     assert_int_not_equal(EVP_DigestVerify(v, sig, siglen, (const unsigned char *)"x", 1), 1);
     EVP_MD_CTX_free(s);
     EVP_MD_CTX_free(v);
     ERR_clear_error();
 }
 
-/* X509_sign, X509_REQ_sign and X509_CRL_sign with the token key; verified in software. */
-static void x509_sign_verify(EVP_PKEY *priv, EVP_PKEY *pub)
+static void sign_verify(EVP_PKEY *priv, EVP_PKEY *pub, const char *msg)
+{
+    sign_verify_md(priv, pub, msg, EVP_sha256());
+}
+
+/* DER out and back in before verifying: what a relying party sees (and OpenSSL 3.0 does not
+ * verify an Ed25519 signature on a request it signed in memory: "unknown signature
+ * algorithm"). */
+#define REPARSE(type, obj)                                                                         \
+    do {                                                                                           \
+        unsigned char *der_ = NULL;                                                                \
+        int n_ = i2d_##type(obj, &der_);                                                           \
+        const unsigned char *p_ = der_;                                                            \
+        assert_true(n_ > 0);                                                                       \
+        type##_free(obj);                                                                          \
+        obj = d2i_##type(NULL, &p_, n_);                                                           \
+        assert_non_null(obj);                                                                      \
+        OPENSSL_free(der_);                                                                        \
+    } while (0)
+
+/* X509_sign, X509_REQ_sign and X509_CRL_sign with the token key (digest md); verified in
+ * software. */
+static void x509_sign_verify_md(EVP_PKEY *priv, EVP_PKEY *pub, const EVP_MD *md)
 {
     X509 *x = X509_new();
     X509_REQ *req = X509_REQ_new();
@@ -146,12 +168,14 @@ static void x509_sign_verify(EVP_PKEY *priv, EVP_PKEY *pub)
     assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
     assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
     assert_int_equal(X509_set_pubkey(x, pub), 1);
-    assert_true(X509_sign(x, priv, EVP_sha256()) > 0);
+    assert_true(X509_sign(x, priv, md) > 0);
+    REPARSE(X509, x);
     assert_int_equal(X509_verify(x, pub), 1);
 
     assert_int_equal(X509_REQ_set_subject_name(req, n), 1);
     assert_int_equal(X509_REQ_set_pubkey(req, pub), 1);
-    assert_true(X509_REQ_sign(req, priv, EVP_sha256()) > 0);
+    assert_true(X509_REQ_sign(req, priv, md) > 0);
+    REPARSE(X509_REQ, req);
     assert_int_equal(X509_REQ_verify(req, pub), 1);
 
     assert_int_equal(X509_CRL_set_version(crl, 1), 1);
@@ -159,7 +183,8 @@ static void x509_sign_verify(EVP_PKEY *priv, EVP_PKEY *pub)
     ASN1_TIME *t = ASN1_TIME_set(NULL, time(NULL));
     assert_int_equal(X509_CRL_set1_lastUpdate(crl, t), 1);
     ASN1_TIME_free(t);
-    assert_true(X509_CRL_sign(crl, priv, EVP_sha256()) > 0);
+    assert_true(X509_CRL_sign(crl, priv, md) > 0);
+    REPARSE(X509_CRL, crl);
     assert_int_equal(X509_CRL_verify(crl, pub), 1);
 
     X509_NAME_free(n);
@@ -167,6 +192,11 @@ static void x509_sign_verify(EVP_PKEY *priv, EVP_PKEY *pub)
     X509_REQ_free(req);
     X509_CRL_free(crl);
     ERR_clear_error();
+}
+
+static void x509_sign_verify(EVP_PKEY *priv, EVP_PKEY *pub)
+{
+    x509_sign_verify_md(priv, pub, EVP_sha256());
 }
 
 /* ---- URI ------------------------------------------------------------------------------ */
@@ -592,7 +622,8 @@ static void test_missing_key(void **state)
     hsm_close(h);
 }
 
-static void test_ed25519_refused(void **state)
+/* Not beside RSA/EC keys: libp11 0.4.12 would then see none of them. */
+static void test_ed25519_mixed_refused(void **state)
 {
     (void)state;
     hsm_ctx *h = open_ok();
@@ -600,7 +631,108 @@ static void test_ed25519_refused(void **state)
     assert_int_equal(hsm_key_generate(h, "ed", HSM_KEY_ED25519, &pub), KL_EPOLICY);
     assert_null(pub);
     assert_non_null(strstr(kl_errmsg(), "libp11 0.4.12"));
+    assert_non_null(strstr(kl_errmsg(), "token of its own"));
+    hsm_close(h);
+}
+
+/* ---- Ed25519 on a token of its own (keyline-ed, made by main) ---------------------------- */
+
+static hsm_ctx *open_ed(void)
+{
+    hsm_ctx *h = NULL;
+    if (hsm_open(&h, module(), "pkcs11:token=keyline-ed", pin()) != KL_OK) {
+        fail_msg("hsm_open keyline-ed: %s", kl_errmsg());
+    }
+    return h;
+}
+
+static void test_ed25519_token(void **state)
+{
+    (void)state;
+    hsm_ctx *h = open_ed();
+    EVP_PKEY *pub = NULL, *priv = NULL, *pub2 = NULL;
+    unsigned f = 0;
+    assert_int_equal(hsm_key_generate(h, "ed-ca", HSM_KEY_ED25519, &pub), KL_OK);
+    assert_int_equal(hsm_key_type_of(pub), HSM_KEY_ED25519);
+    /* the same hygiene as every CA key */
+    assert_int_equal(hsm_key_protection(h, "ed-ca", &f), KL_OK);
+    assert_true((f & HSM_PROT_SENSITIVE) && (f & HSM_PROT_ALWAYS_SENSITIVE));
+    assert_true((f & HSM_PROT_NEVER_EXTRACTABLE) && (f & HSM_PROT_PRIVATE) && (f & HSM_PROT_TOKEN));
+    assert_false(f & (HSM_PROT_EXTRACTABLE | HSM_PROT_MODIFIABLE));
+    if (hsm_key_load(h, "ed-ca", &priv) != KL_OK) {
+        fail_msg("hsm_key_load: %s", kl_errmsg());
+    }
+    assert_int_equal(hsm_key_type_of(priv), HSM_KEY_ED25519);
+    assert_int_equal(EVP_PKEY_eq(pub, priv), 1);
+    sign_verify_md(priv, pub, "keyline ed25519 message", NULL);
+    x509_sign_verify_md(priv, pub, NULL);
+    assert_int_equal(hsm_key_public(h, "ed-ca", &pub2), KL_OK);
+    assert_int_equal(EVP_PKEY_eq(pub, pub2), 1);
+    EVP_PKEY_free(pub2);
+    /* a second Ed25519 key may share the token (a rollover); an RSA or EC key may not */
+    assert_int_equal(hsm_key_generate(h, "ed-ca2", HSM_KEY_ED25519, NULL), KL_OK);
+    assert_int_equal(hsm_key_generate(h, "ec-beside", HSM_KEY_EC_P256, NULL), KL_EPOLICY);
     assert_non_null(strstr(kl_errmsg(), "Ed25519"));
+    EVP_PKEY_free(priv);
+    priv = NULL;
+    hsm_close(h);
+
+    /* a fresh context finds it again, by URI too, without libp11 */
+    h = open_ed();
+    assert_int_equal(hsm_key_load(h, "pkcs11:token=keyline-ed;object=ed-ca", &priv), KL_OK);
+    sign_verify_md(priv, pub, "after reopen", NULL);
+    EVP_PKEY_free(priv);
+    assert_int_equal(hsm_key_destroy(h, "ed-ca2"), KL_OK);
+    assert_int_equal(hsm_key_load(h, "ed-ca2", &priv), KL_ENOTFOUND);
+    EVP_PKEY_free(pub);
+    hsm_close(h);
+}
+
+typedef struct {
+    EVP_PKEY *priv, *pub;
+} ed_thr;
+
+static void *ed_signer(void *p)
+{
+    ed_thr *a = p;
+    for (int i = 0; i < 50; i++) {
+        EVP_MD_CTX *s = EVP_MD_CTX_new(), *v = EVP_MD_CTX_new();
+        unsigned char sig[64], msg[16];
+        size_t siglen = sizeof sig;
+        snprintf((char *)msg, sizeof msg, "m%d", i);
+        int ok = s && v && EVP_DigestSignInit(s, NULL, NULL, NULL, a->priv) == 1 &&
+                 EVP_DigestSign(s, sig, &siglen, msg, sizeof msg) == 1 &&
+                 EVP_DigestVerifyInit(v, NULL, NULL, NULL, a->pub) == 1 &&
+                 EVP_DigestVerify(v, sig, siglen, msg, sizeof msg) == 1;
+        EVP_MD_CTX_free(s);
+        EVP_MD_CTX_free(v);
+        if (!ok) {
+            return (void *)1;
+        }
+    }
+    return NULL;
+}
+
+/* keyline-cad signs from several threads: the token session is shared under the context's
+ * mutex */
+static void test_ed25519_threads(void **state)
+{
+    (void)state;
+    hsm_ctx *h = open_ed();
+    ed_thr a = {NULL, NULL};
+    pthread_t th[4];
+    assert_int_equal(hsm_key_load(h, "ed-ca", &a.priv), KL_OK);
+    assert_int_equal(hsm_key_public(h, "ed-ca", &a.pub), KL_OK);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_create(&th[i], NULL, ed_signer, &a), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        void *r = (void *)1;
+        assert_int_equal(pthread_join(th[i], &r), 0);
+        assert_null(r);
+    }
+    EVP_PKEY_free(a.priv);
+    EVP_PKEY_free(a.pub);
     hsm_close(h);
 }
 
@@ -854,6 +986,17 @@ static void test_ed25519_on_token(void **state)
 
 int main(void)
 {
+    /* Ed25519 keys live on a token of their own (libp11 0.4.12 cannot see a token that holds
+     * one): a second token in the same SoftHSM store, made before the module is loaded */
+    char cmd[256];
+    snprintf(cmd, sizeof cmd,
+             "softhsm2-util --init-token --free --label keyline-ed --pin '%s' --so-pin 5678 "
+             ">/dev/null",
+             pin());
+    if (system(cmd) != 0) {
+        fprintf(stderr, "cannot make the keyline-ed token\n");
+        return 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uri_good),
         cmocka_unit_test(test_uri_bad),
@@ -876,7 +1019,9 @@ int main(void)
         cmocka_unit_test(test_gen_after_load),
         cmocka_unit_test(test_gen_duplicate),
         cmocka_unit_test(test_missing_key),
-        cmocka_unit_test(test_ed25519_refused),
+        cmocka_unit_test(test_ed25519_mixed_refused),
+        cmocka_unit_test(test_ed25519_token),
+        cmocka_unit_test(test_ed25519_threads),
         cmocka_unit_test(test_cache_cheap),
         cmocka_unit_test(test_nonextractable),
         cmocka_unit_test(test_threads),
