@@ -737,15 +737,379 @@ static void usage(FILE *f)
             "  -h, --help          this text\n");
 }
 
+/* What the command line asks for beyond the device's own settings (devsim). */
+typedef struct {
+    const char *port_path, *serial, *model, *fw, *update_file;
+    int want_print; /* 1 cert, 2 key, 3 private key, 4 matter */
+    uint16_t matter_vid, matter_pid;
+} devsim_opts;
+
+enum {
+    O_PORT = 256,
+    O_UPDATE,
+    O_SERIAL,
+    O_STATE,
+    O_MODEL,
+    O_FW,
+    O_BAUD,
+    O_PACE,
+    O_MB,
+    O_DELAY,
+    O_VANISH_AT,
+    O_STAY,
+    O_PRINT,
+    O_LINGER,
+    O_PRINT_KEY,
+    O_PRINT_PRIV,
+    O_CSR_SUBJECT,
+    O_MATTER_VID,
+    O_MATTER_PID,
+    O_PRINT_MATTER
+};
+
+static const struct option devsim_longopts[] = {
+    {"port", required_argument, NULL, O_PORT},
+    {"update", required_argument, NULL, O_UPDATE},
+    {"serial", required_argument, NULL, O_SERIAL},
+    {"state", required_argument, NULL, O_STATE},
+    {"model", required_argument, NULL, O_MODEL},
+    {"fw", required_argument, NULL, O_FW},
+    {"baud", required_argument, NULL, O_BAUD},
+    {"pace", no_argument, NULL, O_PACE},
+    {"misbehave", required_argument, NULL, O_MB},
+    {"delay-ms", required_argument, NULL, O_DELAY},
+    {"vanish-at", required_argument, NULL, O_VANISH_AT},
+    {"stay", no_argument, NULL, O_STAY},
+    {"linger-ms", required_argument, NULL, O_LINGER},
+    {"print-cert", no_argument, NULL, O_PRINT},
+    {"print-key", no_argument, NULL, O_PRINT_KEY},
+    {"print-private-key", no_argument, NULL, O_PRINT_PRIV},
+    {"csr-subject", required_argument, NULL, O_CSR_SUBJECT},
+    {"matter-vid", required_argument, NULL, O_MATTER_VID},
+    {"matter-pid", required_argument, NULL, O_MATTER_PID},
+    {"print-matter", no_argument, NULL, O_PRINT_MATTER},
+    {"verbose", no_argument, NULL, 'v'},
+    {"version", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* The requests --vanish-at names. */
+static const struct {
+    const char *n;
+    uint8_t t;
+} vanish_names[] = {{"hello", KL_MSG_HELLO},         {"genkey", KL_MSG_GENKEY},
+                    {"getcsr", KL_MSG_GETCSR},       {"inject", KL_MSG_INJECT},
+                    {"putcert", KL_MSG_PUTCERT},     {"puttrust", KL_MSG_PUTTRUST},
+                    {"challenge", KL_MSG_CHALLENGE}, {"lock", KL_MSG_LOCK}};
+
+/* The option parsers below return -1 when the value is taken, else main's exit code. */
+static int opt_baud(devsim *ds, const char *arg)
+{
+    ds->baud = strtol(arg, NULL, 10);
+    if (!baud_code(ds->baud)) {
+        die("unsupported baud %s", arg);
+        return 2;
+    }
+    return -1;
+}
+
+static int opt_misbehave(devsim *ds, const char *arg)
+{
+    ds->misbehave = -1;
+    for (int i = 1; i < (int)(sizeof mb_names / sizeof mb_names[0]); i++) {
+        if (strcmp(arg, mb_names[i]) == 0) {
+            ds->misbehave = i;
+        }
+    }
+    if (ds->misbehave < 0) {
+        die("--misbehave: unknown kind '%s' (corrupt|drop|slow|vanish|bad-csr|"
+            "refuse-lock|counterfeit|evil-subject)",
+            arg);
+        return 2;
+    }
+    return -1;
+}
+
+static int opt_vanish_at(devsim *ds, const char *arg)
+{
+    ds->vanish_at = 0;
+    for (size_t i = 0; i < sizeof vanish_names / sizeof vanish_names[0]; i++) {
+        if (strcmp(arg, vanish_names[i].n) == 0) {
+            ds->vanish_at = vanish_names[i].t;
+        }
+    }
+    if (!ds->vanish_at) {
+        die("--vanish-at: unknown request '%s'", arg);
+        return 2;
+    }
+    return -1;
+}
+
+static int opt_matter_id(const char *arg, uint16_t *out)
+{
+    char *end = NULL;
+    unsigned long v = strtoul(arg, &end, 16);
+    if (!*arg || *end || v == 0 || v > 0xffff) {
+        die("--matter-vid/--matter-pid: '%s' is not a nonzero 16-bit hex number", arg);
+        return 2;
+    }
+    *out = (uint16_t)v;
+    return -1;
+}
+
+static int opt_csr_subject(devsim *ds, const char *arg)
+{
+    X509_NAME_free(ds->csr_subject);
+    ds->csr_subject = dn_parse(arg);
+    if (!ds->csr_subject) {
+        die("--csr-subject: '%s' is not a DN like CN=A,O=B", arg);
+        return 2;
+    }
+    return -1;
+}
+
+/* Options whose value is a plain string or number. */
+static int opt_plain(int c, const char *arg, devsim *ds, devsim_opts *o)
+{
+    switch (c) {
+    case O_PORT: o->port_path = arg; break;
+    case O_SERIAL: o->serial = arg; break;
+    case O_STATE: ds->state_file = arg; break;
+    case O_MODEL: o->model = arg; break;
+    case O_FW: o->fw = arg; break;
+    case O_UPDATE: o->update_file = arg; break;
+    case O_DELAY: ds->delay_ms = strtol(arg, NULL, 10); break;
+    case O_LINGER: ds->linger_ms = strtol(arg, NULL, 10); break;
+    case O_PACE: ds->pace = 1; break;
+    case O_STAY: ds->stay = 1; break;
+    case O_PRINT: o->want_print = 1; break;
+    case O_PRINT_KEY: o->want_print = 2; break;
+    case O_PRINT_PRIV: o->want_print = 3; break;
+    case O_PRINT_MATTER: o->want_print = 4; break;
+    case 'v': ds->verbose = 1; break;
+    default: return 0;
+    }
+    return 1;
+}
+
+/* One option from getopt_long: -1 to go on, else main's exit code. */
+static int opt_apply(int c, const char *arg, devsim *ds, devsim_opts *o)
+{
+    if (opt_plain(c, arg, ds, o)) {
+        return -1;
+    }
+    switch (c) {
+    case O_BAUD: return opt_baud(ds, arg);
+    case O_MB: return opt_misbehave(ds, arg);
+    case O_VANISH_AT: return opt_vanish_at(ds, arg);
+    case O_MATTER_VID: return opt_matter_id(arg, &o->matter_vid);
+    case O_MATTER_PID: return opt_matter_id(arg, &o->matter_pid);
+    case O_CSR_SUBJECT: return opt_csr_subject(ds, arg);
+    case 'V': kl_version_print("keyline-devsim"); return 0;
+    case 'h': usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+}
+
+/* The command line into ds and o: -1 to go on, else main's exit code. */
+static int opts_parse(int argc, char **argv, devsim *ds, devsim_opts *o)
+{
+    int c, r;
+    while ((c = getopt_long(argc, argv, "vVh", devsim_longopts, NULL)) != -1) {
+        if ((r = opt_apply(c, optarg, ds, o)) >= 0) {
+            return r;
+        }
+    }
+    if (optind < argc) {
+        die("unexpected argument '%s'", argv[optind]);
+        return 2;
+    }
+    if (!ds->state_file) {
+        die("%s", "--state FILE is required");
+        return 2;
+    }
+    return -1;
+}
+
+/* What a device that serves a port needs besides --state: 0 when all is there. */
+static int opts_check_serve(const devsim *ds, const devsim_opts *o)
+{
+    if (!o->port_path || !o->serial) {
+        die("%s", "--port DEV and --serial HWSERIAL are required (or --print-cert)");
+    } else if ((ds->misbehave == MB_EVIL_SUBJECT || ds->misbehave == MB_P384_CSR) !=
+               (ds->csr_subject != NULL)) {
+        die("%s", "--misbehave evil-subject or p384-csr and --csr-subject DN go together");
+    } else if ((o->matter_vid == 0) != (o->matter_pid == 0)) {
+        die("%s", "--matter-vid and --matter-pid go together");
+    } else if (!kl_dev_serial_ok(o->serial)) {
+        die("--serial '%s' must be 1..64 PrintableString characters", o->serial);
+    } else if (strlen(o->model) == 0 || strlen(o->model) > KL_PROTO_MODEL_MAX ||
+               strlen(o->fw) > KL_PROTO_FWVER_MAX) {
+        die("%s", "--model must be 1..64 bytes and --fw at most 32");
+    } else {
+        return 0;
+    }
+    return 2;
+}
+
+/* --update: docs/firmware.md: verify, then record version and counter */
+static int run_update(devsim *ds, devsim_port *port, const char *update_file)
+{
+    int urc = offline_open(ds, port);
+    if (urc == 0) {
+        urc = devsim_update(port, update_file, stdout);
+        if (urc == 0 && state_sync(ds) != KL_OK) { /* the state file is the flash */
+            fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
+            urc = 1;
+        }
+        devsim_port_close(port);
+    }
+    return urc;
+}
+
+static int run_print(devsim *ds, int want_print)
+{
+    if (want_print == 4) {
+        return print_matter(ds);
+    }
+    return want_print == 1 ? print_cert(ds) : print_key(ds, want_print == 3);
+}
+
+static void signals_setup(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* The device engine over its state and the serial port: 0, or main's exit code. */
+static int devsim_start(devsim *ds, kl_dev *dev, devsim_port *port, const devsim_opts *o)
+{
+    static kl_port ops;
+    static kl_dev_info info; /* the engine keeps a pointer to it */
+    info = (kl_dev_info){o->model, o->serial, o->fw, o->matter_vid, o->matter_pid};
+    if (kl_proto_dec_init(&ds->odec, ds->obuf, sizeof ds->obuf) != KL_PROTO_OK) {
+        return 1;
+    }
+    if (state_open(ds) != KL_OK || devsim_port_open(port, ds->workdir, dev_send, ds) != KL_OK) {
+        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
+        return 1;
+    }
+    ds->port = port;
+    port->bad_sig = ds->misbehave == MB_BAD_CSR;
+    port->refuse_lock = ds->misbehave == MB_REFUSE_LOCK;
+    ops = devsim_port_ops;
+    if (ds->misbehave == MB_COUNTERFEIT && cf_setup(ds, port, &ops) != KL_OK) {
+        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
+        return 1;
+    }
+    int r = kl_dev_init(dev, &ops, port, &info);
+    if (r != KL_DEV_OK) {
+        fprintf(stderr, "keyline-devsim: %s: %s\n", ds->state_file,
+                r == KL_DEV_ESTORAGE ? "device state is corrupt: refusing to run"
+                                     : "cannot start the device engine");
+        return 1;
+    }
+    if (state_sync(ds) != KL_OK || port_open(ds, o->port_path) != KL_OK) {
+        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
+        return 1;
+    }
+    ds->start_locked = kl_dev_get_state(dev) == KL_STATE_LOCKED;
+    if (ds->verbose) {
+        fprintf(stderr, "keyline-devsim: %s on %s, state %s, misbehave %s\n", o->serial,
+                o->port_path, kl_proto_state_name(kl_dev_get_state(dev)), mb_names[ds->misbehave]);
+    }
+    return 0;
+}
+
+/* Locked: leave once the station has seen us locked (a HELLO answered after LOCK, or at all if
+ * we started locked) and asked nothing but HELLO for --linger-ms (a restarted station may
+ * still ask for a CHALLENGE, however slowly a loaded machine runs it; a station that only
+ * polls with HELLO does not keep us), or after a long silence. */
+static int devsim_done(const devsim *ds, long last_rx)
+{
+    long linger = ds->linger_ms + (ds->misbehave == MB_SLOW ? 2 * ds->delay_ms : 0);
+    long since = ds->last_work_after_lock > ds->first_hello_after_lock ? ds->last_work_after_lock
+                                                                       : ds->first_hello_after_lock;
+    return (ds->hellos_after_lock >= 1 && now_ms() - since >= linger) ||
+           ((ds->locked_sent || ds->start_locked) && now_ms() - last_rx > LOCKED_IDLE_EXIT_MS);
+}
+
+/* Read what the station sent into the engine: 0, or 1 when the port failed. */
+static int devsim_rx(devsim *ds, kl_dev *dev, const char *port_path, short revents,
+                     unsigned *nreads, long *last_rx)
+{
+    uint8_t buf[512];
+    ssize_t n = read(ds->fd, buf, sizeof buf);
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        fprintf(stderr, "keyline-devsim: %s: read: %s\n", port_path, strerror(errno));
+        return 1;
+    }
+    if (n > 0) {
+        pace(ds, (size_t)n);
+        if (ds->misbehave == MB_CORRUPT && ++*nreads % 4 == 3 && n > 8) {
+            buf[n / 2] ^= 0x04; /* station -> device damage: dropped, retransmitted */
+            if (buf[n / 2] == 0) {
+                buf[n / 2] = 0x5a;
+            }
+        }
+        *last_rx = now_ms();
+        if (kl_dev_feed(dev, buf, (size_t)n) == KL_DEV_EPORT) {
+            fprintf(stderr, "keyline-devsim: %s: cannot answer\n", port_path);
+        }
+    } else if (revents & POLLHUP) {
+        sleep_ms(50);
+    }
+    return 0;
+}
+
+/* Serve the port until told to stop or, unless --stay, done: main's exit code. */
+static int devsim_serve(devsim *ds, kl_dev *dev, const char *port_path)
+{
+    long last_rx = now_ms();
+    unsigned nreads = 0;
+    while (!g_stop) {
+        struct pollfd pfd = {.fd = ds->fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, 100);
+        if (pr < 0 && errno != EINTR) {
+            break;
+        }
+        if (pr > 0 && devsim_rx(ds, dev, port_path, pfd.revents, &nreads, &last_rx) != 0) {
+            return 1;
+        }
+        kl_dev_poll(dev);
+        if (!ds->stay && devsim_done(ds, last_rx)) {
+            break;
+        }
+    }
+    return 0;
+}
+
+static void devsim_stop(devsim *ds, devsim_port *port)
+{
+    if (ds->fd >= 0) {
+        tcdrain(ds->fd);
+        close(ds->fd);
+    }
+    devsim_port_close(port);
+    X509_NAME_free(ds->csr_subject);
+    if (ds->last_pack) {
+        OPENSSL_cleanse(ds->last_pack, ds->last_pack_len);
+        free(ds->last_pack);
+    }
+    cleanup();
+}
+
 int main(int argc, char **argv)
 {
     static devsim ds;
     static kl_dev dev;
     static devsim_port port;
-    const char *port_path = NULL, *serial = NULL, *model = "keyline-sim", *fw = "1.0.0";
-    int want_print = 0;
-    const char *update_file = NULL;
-    uint16_t matter_vid = 0, matter_pid = 0;
+    devsim_opts o = {.model = "keyline-sim", .fw = "1.0.0"};
     memset(&ds, 0, sizeof ds);
     ds.fd = -1;
     ds.baud = 115200;
@@ -753,288 +1117,25 @@ int main(int argc, char **argv)
     ds.vanish_at = KL_MSG_PUTCERT;
     ds.linger_ms = 1000;
 
-    enum {
-        O_PORT = 256,
-        O_UPDATE,
-        O_SERIAL,
-        O_STATE,
-        O_MODEL,
-        O_FW,
-        O_BAUD,
-        O_PACE,
-        O_MB,
-        O_DELAY,
-        O_VANISH_AT,
-        O_STAY,
-        O_PRINT,
-        O_LINGER,
-        O_PRINT_KEY,
-        O_PRINT_PRIV,
-        O_CSR_SUBJECT,
-        O_MATTER_VID,
-        O_MATTER_PID,
-        O_PRINT_MATTER
-    };
-    static const struct option opts[] = {
-        {"port", required_argument, NULL, O_PORT},
-        {"update", required_argument, NULL, O_UPDATE},
-        {"serial", required_argument, NULL, O_SERIAL},
-        {"state", required_argument, NULL, O_STATE},
-        {"model", required_argument, NULL, O_MODEL},
-        {"fw", required_argument, NULL, O_FW},
-        {"baud", required_argument, NULL, O_BAUD},
-        {"pace", no_argument, NULL, O_PACE},
-        {"misbehave", required_argument, NULL, O_MB},
-        {"delay-ms", required_argument, NULL, O_DELAY},
-        {"vanish-at", required_argument, NULL, O_VANISH_AT},
-        {"stay", no_argument, NULL, O_STAY},
-        {"linger-ms", required_argument, NULL, O_LINGER},
-        {"print-cert", no_argument, NULL, O_PRINT},
-        {"print-key", no_argument, NULL, O_PRINT_KEY},
-        {"print-private-key", no_argument, NULL, O_PRINT_PRIV},
-        {"csr-subject", required_argument, NULL, O_CSR_SUBJECT},
-        {"matter-vid", required_argument, NULL, O_MATTER_VID},
-        {"matter-pid", required_argument, NULL, O_MATTER_PID},
-        {"print-matter", no_argument, NULL, O_PRINT_MATTER},
-        {"verbose", no_argument, NULL, 'v'},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    while ((c = getopt_long(argc, argv, "vVh", opts, NULL)) != -1) {
-        switch (c) {
-        case O_PORT: port_path = optarg; break;
-        case O_SERIAL: serial = optarg; break;
-        case O_STATE: ds.state_file = optarg; break;
-        case O_MODEL: model = optarg; break;
-        case O_FW: fw = optarg; break;
-        case O_BAUD:
-            ds.baud = strtol(optarg, NULL, 10);
-            if (!baud_code(ds.baud)) {
-                die("unsupported baud %s", optarg);
-                return 2;
-            }
-            break;
-        case O_PACE: ds.pace = 1; break;
-        case O_MB: {
-            ds.misbehave = -1;
-            for (int i = 1; i < (int)(sizeof mb_names / sizeof mb_names[0]); i++) {
-                if (strcmp(optarg, mb_names[i]) == 0) {
-                    ds.misbehave = i;
-                }
-            }
-            if (ds.misbehave < 0) {
-                die("--misbehave: unknown kind '%s' (corrupt|drop|slow|vanish|bad-csr|"
-                    "refuse-lock|counterfeit|evil-subject)",
-                    optarg);
-                return 2;
-            }
-            break;
-        }
-        case O_DELAY: ds.delay_ms = strtol(optarg, NULL, 10); break;
-        case O_VANISH_AT: {
-            static const struct {
-                const char *n;
-                uint8_t t;
-            } vt[] = {{"hello", KL_MSG_HELLO},         {"genkey", KL_MSG_GENKEY},
-                      {"getcsr", KL_MSG_GETCSR},       {"inject", KL_MSG_INJECT},
-                      {"putcert", KL_MSG_PUTCERT},     {"puttrust", KL_MSG_PUTTRUST},
-                      {"challenge", KL_MSG_CHALLENGE}, {"lock", KL_MSG_LOCK}};
-            ds.vanish_at = 0;
-            for (size_t i = 0; i < sizeof vt / sizeof vt[0]; i++) {
-                if (strcmp(optarg, vt[i].n) == 0) {
-                    ds.vanish_at = vt[i].t;
-                }
-            }
-            if (!ds.vanish_at) {
-                die("--vanish-at: unknown request '%s'", optarg);
-                return 2;
-            }
-            break;
-        }
-        case O_STAY: ds.stay = 1; break;
-        case O_LINGER: ds.linger_ms = strtol(optarg, NULL, 10); break;
-        case O_PRINT: want_print = 1; break;
-        case O_PRINT_KEY: want_print = 2; break;
-        case O_PRINT_PRIV: want_print = 3; break;
-        case O_PRINT_MATTER: want_print = 4; break;
-        case O_MATTER_VID:
-        case O_MATTER_PID: {
-            char *end = NULL;
-            unsigned long v = strtoul(optarg, &end, 16);
-            if (!*optarg || *end || v == 0 || v > 0xffff) {
-                die("--matter-vid/--matter-pid: '%s' is not a nonzero 16-bit hex number", optarg);
-                return 2;
-            }
-            *(c == O_MATTER_VID ? &matter_vid : &matter_pid) = (uint16_t)v;
-            break;
-        }
-        case O_CSR_SUBJECT:
-            X509_NAME_free(ds.csr_subject);
-            ds.csr_subject = dn_parse(optarg);
-            if (!ds.csr_subject) {
-                die("--csr-subject: '%s' is not a DN like CN=A,O=B", optarg);
-                return 2;
-            }
-            break;
-        case O_UPDATE: update_file = optarg; break;
-        case 'v': ds.verbose = 1; break;
-        case 'V': kl_version_print("keyline-devsim"); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (optind < argc) {
-        die("unexpected argument '%s'", argv[optind]);
-        return 2;
-    }
-    if (!ds.state_file) {
-        die("%s", "--state FILE is required");
-        return 2;
+    int r = opts_parse(argc, argv, &ds, &o);
+    if (r >= 0) {
+        return r;
     }
     atexit(cleanup);
-    if (update_file) { /* docs/firmware.md: verify, then record version and counter */
-        int urc = offline_open(&ds, &port);
-        if (urc == 0) {
-            urc = devsim_update(&port, update_file, stdout);
-            if (urc == 0 && state_sync(&ds) != KL_OK) { /* the state file is the flash */
-                fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
-                urc = 1;
-            }
-            devsim_port_close(&port);
-        }
-        return urc;
+    if (o.update_file) {
+        return run_update(&ds, &port, o.update_file);
     }
-    if (want_print) {
-        if (want_print == 4) {
-            return print_matter(&ds);
-        }
-        return want_print == 1 ? print_cert(&ds) : print_key(&ds, want_print == 3);
+    if (o.want_print) {
+        return run_print(&ds, o.want_print);
     }
-    if (!port_path || !serial) {
-        die("%s", "--port DEV and --serial HWSERIAL are required (or --print-cert)");
+    if (opts_check_serve(&ds, &o) != 0) {
         return 2;
     }
-    if ((ds.misbehave == MB_EVIL_SUBJECT || ds.misbehave == MB_P384_CSR) !=
-        (ds.csr_subject != NULL)) {
-        die("%s", "--misbehave evil-subject or p384-csr and --csr-subject DN go together");
-        return 2;
+    signals_setup();
+    if ((r = devsim_start(&ds, &dev, &port, &o)) != 0) {
+        return r;
     }
-    if ((matter_vid == 0) != (matter_pid == 0)) {
-        die("%s", "--matter-vid and --matter-pid go together");
-        return 2;
-    }
-    if (!kl_dev_serial_ok(serial)) {
-        die("--serial '%s' must be 1..64 PrintableString characters", serial);
-        return 2;
-    }
-    if (strlen(model) == 0 || strlen(model) > KL_PROTO_MODEL_MAX ||
-        strlen(fw) > KL_PROTO_FWVER_MAX) {
-        die("%s", "--model must be 1..64 bytes and --fw at most 32");
-        return 2;
-    }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    kl_dev_info info = {model, serial, fw, matter_vid, matter_pid};
-    if (kl_proto_dec_init(&ds.odec, ds.obuf, sizeof ds.obuf) != KL_PROTO_OK) {
-        return 1;
-    }
-    if (state_open(&ds) != KL_OK || devsim_port_open(&port, ds.workdir, dev_send, &ds) != KL_OK) {
-        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
-        return 1;
-    }
-    ds.port = &port;
-    port.bad_sig = ds.misbehave == MB_BAD_CSR;
-    port.refuse_lock = ds.misbehave == MB_REFUSE_LOCK;
-    static kl_port ops;
-    ops = devsim_port_ops;
-    if (ds.misbehave == MB_COUNTERFEIT && cf_setup(&ds, &port, &ops) != KL_OK) {
-        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
-        return 1;
-    }
-    int r = kl_dev_init(&dev, &ops, &port, &info);
-    if (r != KL_DEV_OK) {
-        fprintf(stderr, "keyline-devsim: %s: %s\n", ds.state_file,
-                r == KL_DEV_ESTORAGE ? "device state is corrupt: refusing to run"
-                                     : "cannot start the device engine");
-        return 1;
-    }
-    if (state_sync(&ds) != KL_OK || port_open(&ds, port_path) != KL_OK) {
-        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
-        return 1;
-    }
-    ds.start_locked = kl_dev_get_state(&dev) == KL_STATE_LOCKED;
-    if (ds.verbose) {
-        fprintf(stderr, "keyline-devsim: %s on %s, state %s, misbehave %s\n", serial, port_path,
-                kl_proto_state_name(kl_dev_get_state(&dev)), mb_names[ds.misbehave]);
-    }
-
-    long last_rx = now_ms();
-    unsigned nreads = 0;
-    int code = 0;
-    while (!g_stop) {
-        struct pollfd pfd = {.fd = ds.fd, .events = POLLIN};
-        int pr = poll(&pfd, 1, 100);
-        if (pr < 0 && errno != EINTR) {
-            break;
-        }
-        if (pr > 0) {
-            uint8_t buf[512];
-            ssize_t n = read(ds.fd, buf, sizeof buf);
-            if (n < 0 && errno != EAGAIN && errno != EINTR) {
-                fprintf(stderr, "keyline-devsim: %s: read: %s\n", port_path, strerror(errno));
-                code = 1;
-                break;
-            }
-            if (n > 0) {
-                pace(&ds, (size_t)n);
-                if (ds.misbehave == MB_CORRUPT && ++nreads % 4 == 3 && n > 8) {
-                    buf[n / 2] ^= 0x04; /* station -> device damage: dropped, retransmitted */
-                    if (buf[n / 2] == 0) {
-                        buf[n / 2] = 0x5a;
-                    }
-                }
-                last_rx = now_ms();
-                if (kl_dev_feed(&dev, buf, (size_t)n) == KL_DEV_EPORT) {
-                    fprintf(stderr, "keyline-devsim: %s: cannot answer\n", port_path);
-                }
-            } else if (pfd.revents & POLLHUP) {
-                sleep_ms(50);
-            }
-        }
-        kl_dev_poll(&dev);
-        if (!ds.stay) {
-            /* Locked: leave once the station has seen us locked (a HELLO answered after LOCK,
-             * or at all if we started locked) and asked nothing but HELLO for --linger-ms (a
-             * restarted station may still ask for a CHALLENGE, however slowly a loaded machine
-             * runs it; a station that only polls with HELLO does not keep us), or after a long
-             * silence. */
-            long linger = ds.linger_ms + (ds.misbehave == MB_SLOW ? 2 * ds.delay_ms : 0);
-            long since = ds.last_work_after_lock > ds.first_hello_after_lock
-                             ? ds.last_work_after_lock
-                             : ds.first_hello_after_lock;
-            if ((ds.hellos_after_lock >= 1 && now_ms() - since >= linger) ||
-                ((ds.locked_sent || ds.start_locked) && now_ms() - last_rx > LOCKED_IDLE_EXIT_MS)) {
-                break;
-            }
-        }
-    }
-    if (ds.fd >= 0) {
-        tcdrain(ds.fd);
-        close(ds.fd);
-    }
-    devsim_port_close(&port);
-    X509_NAME_free(ds.csr_subject);
-    if (ds.last_pack) {
-        OPENSSL_cleanse(ds.last_pack, ds.last_pack_len);
-        free(ds.last_pack);
-    }
-    cleanup();
-    return code;
+    r = devsim_serve(&ds, &dev, o.port_path);
+    devsim_stop(&ds, &port);
+    return r;
 }

@@ -290,178 +290,259 @@ void st_station_report(st_station *st, st_fixture *fx, const st_outcome *o)
 
 /* ---- fixture thread ------------------------------------------------------------------------- */
 
+/* What one fixture thread remembers between polls. */
+typedef struct {
+    st_fixture *fx;
+    st_station *st;
+    st_resp *r;
+    int open_ok, need_absent, absent, warned_open;
+    long ca_wait_ms;
+    st_outcome *held; /* the last attempt of a device waiting for the CA service */
+    long silent_since;
+    char last_serial[KL_PROTO_SERIAL_MAX + 1];
+    uint8_t hello_req[16];
+    kl_tlv_w w;
+} st_fx_loop;
+
+/* What a step of the fixture loop says: go on with this device, poll again, or end the thread. */
+typedef enum { FX_STEP_GO, FX_STEP_NEXT, FX_STEP_EXIT } st_fx_step;
+
+/* The port open (retrying each second while it is missing, unless it was hot-plugged). */
+static st_fx_step st_fx_open(st_fx_loop *L)
+{
+    st_fixture *fx = L->fx;
+    st_station *st = L->st;
+    if (L->open_ok) {
+        return FX_STEP_GO;
+    }
+    kl_rc rc = st_link_open(&fx->link, fx->path, st->cfg.baud, st->cfg.timeout_ms, st->cfg.retries);
+    if (rc != KL_OK) {
+        if (fx->watched) {
+            return FX_STEP_EXIT; /* the port went away: the watcher starts a new thread if it
+                                    returns */
+        }
+        if (!L->warned_open) {
+            st_event(st, 1, "%s: %s (retrying)", fx->name, kl_errmsg());
+            L->warned_open = 1;
+        }
+        st_fixture_idle(fx, ST_FX_NOPORT, "waiting for port: %s", kl_errmsg());
+        st_sleep_ms(1000);
+        return FX_STEP_NEXT;
+    }
+    fx->link.stop = &st->stop;
+    L->open_ok = 1;
+    L->warned_open = 0;
+    st_fixture_idle(fx, ST_FX_WAITING, "waiting for a device");
+    return FX_STEP_GO;
+}
+
+/* Idle polls are short: a HELLO sent while nothing was plugged in is lost, and the next device
+ * should not wait a whole timeout for the next poll. The poll is resent with the same seq
+ * (st_link.poll), so a slow device's late answer still counts. */
+static kl_rc st_fx_hello(st_fx_loop *L)
+{
+    st_link *link = &L->fx->link;
+    long quick = link->timeout_ms;
+    link->timeout_ms = quick < ST_IDLE_POLL_MS ? quick : ST_IDLE_POLL_MS;
+    link->poll = 1;
+    kl_rc rc = st_link_xact(link, KL_MSG_HELLO, L->w.buf, L->w.len, L->r, 0);
+    link->poll = 0;
+    link->timeout_ms = quick;
+    return rc;
+}
+
+/* The HELLO poll failed: the port is gone (EIO), or no device answered. */
+static st_fx_step st_fx_silent(st_fx_loop *L, kl_rc rc)
+{
+    st_fixture *fx = L->fx;
+    st_station *st = L->st;
+    if (rc == KL_EIO) {
+        st_event(st, 1, "%s: %s", fx->name, kl_errmsg());
+        st_link_close(&fx->link);
+        L->open_ok = 0;
+        if (fx->watched) {
+            return FX_STEP_EXIT;
+        }
+        st_sleep_ms(1000);
+        return FX_STEP_NEXT;
+    }
+    if (L->absent == 0) {
+        L->silent_since = st_now_ms();
+    }
+    L->absent++;
+    /* Gone = silent for longer than the device may take to answer (a slow device's late answer
+     * must not look like a new device). */
+    int gone = L->absent >= ST_ABSENT_POLLS && st_now_ms() - L->silent_since >= st->cfg.timeout_ms;
+    if (L->need_absent && gone) {
+        L->need_absent = 0;
+        st_fixture_progress(fx, -1, "waiting for a device");
+    }
+    if (L->held && gone) {
+        st_held_report(st, fx, &L->held, "left");
+    }
+    return FX_STEP_NEXT; /* the poll itself waited ST_IDLE_POLL_MS */
+}
+
+/* A new outcome from the HELLO answer in L->r (NULL when out of memory). */
+static st_outcome *st_fx_outcome(st_fx_loop *L, long t, uint64_t tx0, uint64_t rx0)
+{
+    st_fixture *fx = L->fx;
+    st_outcome *o = calloc(1, sizeof *o);
+    if (!o) {
+        return NULL;
+    }
+    o->mode = L->st->cfg.mode;
+    o->ms[ST_PH_HELLO] = st_now_ms() - t;
+    o->bytes_tx = fx->link.bytes_tx - tx0; /* the HELLO that found the device */
+    o->bytes_rx = fx->link.bytes_rx - rx0;
+    if (L->r->type == KL_MSG_ERROR) {
+        (void)st_dev_error(KL_MSG_HELLO, L->r);
+        o->phase = ST_PH_HELLO;
+        snprintf(o->error, sizeof o->error, "%s", kl_errmsg());
+    } else if (st_hello_parse(L->r->payload, L->r->len, &o->hello) != KL_OK) {
+        o->phase = ST_PH_HELLO;
+        snprintf(o->error, sizeof o->error, "%s", kl_errmsg());
+    } else {
+        o->have_hello = 1;
+    }
+    return o;
+}
+
+/* Whether the device that answered may start: not the one just finished, and the order allows
+ * another device. NEXT (o freed) when it waits. */
+static st_fx_step st_fx_gate(st_fx_loop *L, st_outcome *o)
+{
+    st_fixture *fx = L->fx;
+    st_station *st = L->st;
+    if (L->need_absent && (!o->have_hello || strcmp(o->hello.hw_serial, L->last_serial) == 0)) {
+        /* The device we just finished is still attached. */
+        st_fixture_idle(fx, ST_FX_DONE, "done: remove device %s", L->last_serial);
+        free(o);
+        st_sleep_ms(ST_IDLE_POLL_MS);
+        return FX_STEP_NEXT;
+    }
+    if (o->have_hello && st_order_gate(st) != KL_OK) {
+        /* the order does not allow another device: it waits on the fixture, untouched, and
+         * starts when an officer opens a new order (or stays until it is taken away) */
+        if (fx->state != ST_FX_BLOCKED) {
+            st_event(st, 1, "%s: %s: not started: %s", fx->name, o->hello.hw_serial, kl_errmsg());
+        }
+        st_fixture_idle(fx, ST_FX_BLOCKED, "%s not started: %s", o->hello.hw_serial, kl_errmsg());
+        free(o);
+        st_sleep_ms(1000);
+        return FX_STEP_NEXT;
+    }
+    return FX_STEP_GO;
+}
+
+/* The flow for a device that said HELLO. NEXT (o held) when keyline-cad could not serve it. */
+static st_fx_step st_fx_flow(st_fx_loop *L, st_outcome *o)
+{
+    st_fixture *fx = L->fx;
+    st_station *st = L->st;
+    st_fixture_progress(fx, ST_PH_HELLO, "HELLO: %s %s fw %s state %s", o->hello.model,
+                        o->hello.hw_serial, o->hello.fw_version,
+                        kl_proto_state_name(o->hello.state));
+    if (L->held && strcmp(L->held->hello.hw_serial, o->hello.hw_serial) != 0) {
+        st_held_report(st, fx, &L->held, "replaced by another device");
+    }
+    unsigned long unavail = cac_thread_unavailable();
+    st_flow_run(st, fx, o);
+    if (!o->ok && !st->stop && cac_thread_unavailable() != unavail) {
+        /* keyline-cad (every address of [station] cad) or its store could not serve: not the
+         * device's failure. The device stays attached and is tried again from HELLO (it
+         * resumes with its pending certificate, if one was recorded), waiting longer each
+         * time, up to ST_CA_RETRY_MAX_MS; nothing is reported yet. */
+        st_event(st, 1, "%s: %s: CA service unavailable (%s); trying again in %ld ms", fx->name,
+                 o->hello.hw_serial, o->error, L->ca_wait_ms);
+        st_fixture_progress(fx, -1, "keyline-cad unavailable: retrying %s", o->hello.hw_serial);
+        free(L->held);
+        L->held = o;
+        st_sleep_ms(L->ca_wait_ms);
+        L->ca_wait_ms =
+            L->ca_wait_ms * 2 > ST_CA_RETRY_MAX_MS ? ST_CA_RETRY_MAX_MS : L->ca_wait_ms * 2;
+        return FX_STEP_NEXT;
+    }
+    L->ca_wait_ms = ST_CA_RETRY_MIN_MS;
+    free(L->held); /* this attempt's outcome is the device's */
+    L->held = NULL;
+    return FX_STEP_GO;
+}
+
+/* The device's outcome reported (o freed); EXIT when the station's stop interrupted it. */
+static st_fx_step st_fx_finish(st_fx_loop *L, st_outcome *o)
+{
+    st_fixture *fx = L->fx;
+    st_station *st = L->st;
+    if (!o->ok && st->stop) {
+        /* Interrupted by the stop (Ctrl-C, --count reached on another fixture): not a device
+         * failure; it resumes with its pending certificate next time. */
+        st_event(st, 0, "%s: %s: interrupted at %s (station stopping); resumes next time", fx->name,
+                 o->have_hello ? o->hello.hw_serial : "?", st_phase_name(o->phase));
+        free(o);
+        return FX_STEP_EXIT;
+    }
+    st_station_report(st, fx, o);
+    snprintf(L->last_serial, sizeof L->last_serial, "%s", o->have_hello ? o->hello.hw_serial : "");
+    L->need_absent = 1;
+    st_fixture_idle(fx, ST_FX_DONE, "done: remove device %s", L->last_serial);
+    free(o);
+    return FX_STEP_NEXT;
+}
+
+/* One turn of the fixture loop: poll, and run the flow for a device that answers. */
+static st_fx_step st_fx_turn(st_fx_loop *L)
+{
+    st_fixture *fx = L->fx;
+    st_fx_step s = st_fx_open(L);
+    if (s != FX_STEP_GO) {
+        return s;
+    }
+    if (fx->paused) {
+        /* an operator paused the fixture: no device starts until resumed */
+        st_fixture_idle(fx, ST_FX_PAUSED, "paused by the operator");
+        st_sleep_ms(ST_IDLE_POLL_MS);
+        return FX_STEP_NEXT;
+    }
+    long t = st_now_ms();
+    uint64_t tx0 = fx->link.bytes_tx, rx0 = fx->link.bytes_rx;
+    kl_rc rc = st_fx_hello(L);
+    if (rc != KL_OK) {
+        return st_fx_silent(L, rc);
+    }
+    L->absent = 0;
+    st_outcome *o = st_fx_outcome(L, t, tx0, rx0);
+    if (!o) {
+        return FX_STEP_EXIT;
+    }
+    if ((s = st_fx_gate(L, o)) != FX_STEP_GO) {
+        return s;
+    }
+    pthread_mutex_lock(&L->st->mu);
+    snprintf(fx->serial, sizeof fx->serial, "%s", o->have_hello ? o->hello.hw_serial : "?");
+    fx->t0_ms = t;
+    pthread_mutex_unlock(&L->st->mu);
+    if (o->have_hello && st_fx_flow(L, o) != FX_STEP_GO) {
+        return FX_STEP_NEXT;
+    }
+    return st_fx_finish(L, o);
+}
+
 static void *st_fixture_main(void *arg)
 {
     st_fixture *fx = arg;
     st_station *st = fx->st;
-    st_resp *r = malloc(sizeof *r);
-    int open_ok = 0, need_absent = 0, absent = 0, warned_open = 0;
-    long ca_wait_ms = ST_CA_RETRY_MIN_MS;
-    st_outcome *held = NULL; /* the last attempt of a device waiting for the CA service */
-    long silent_since = 0;
-    char last_serial[KL_PROTO_SERIAL_MAX + 1] = "";
-    uint8_t hello_req[16];
-    kl_tlv_w w;
-    kl_tlv_w_init(&w, hello_req, sizeof hello_req);
-    (void)kl_tlv_put_u8(&w, KL_TAG_PROTO_MIN, KL_PROTO_VERSION);
-    (void)kl_tlv_put_u8(&w, KL_TAG_PROTO_MAX, KL_PROTO_VERSION);
+    st_fx_loop L = {.fx = fx, .st = st, .ca_wait_ms = ST_CA_RETRY_MIN_MS};
+    L.r = malloc(sizeof *L.r);
+    kl_tlv_w_init(&L.w, L.hello_req, sizeof L.hello_req);
+    (void)kl_tlv_put_u8(&L.w, KL_TAG_PROTO_MIN, KL_PROTO_VERSION);
+    (void)kl_tlv_put_u8(&L.w, KL_TAG_PROTO_MAX, KL_PROTO_VERSION);
     fx->link.fd = -1;
-
-    while (r && !st->stop) {
-        if (!open_ok) {
-            kl_rc rc = st_link_open(&fx->link, fx->path, st->cfg.baud, st->cfg.timeout_ms,
-                                    st->cfg.retries);
-            if (rc != KL_OK) {
-                if (fx->watched) {
-                    break; /* the port went away: the watcher starts a new thread if it returns */
-                }
-                if (!warned_open) {
-                    st_event(st, 1, "%s: %s (retrying)", fx->name, kl_errmsg());
-                    warned_open = 1;
-                }
-                st_fixture_idle(fx, ST_FX_NOPORT, "waiting for port: %s", kl_errmsg());
-                st_sleep_ms(1000);
-                continue;
-            }
-            fx->link.stop = &st->stop;
-            open_ok = 1;
-            warned_open = 0;
-            st_fixture_idle(fx, ST_FX_WAITING, "waiting for a device");
-        }
-        if (fx->paused) {
-            /* an operator paused the fixture: no device starts until resumed */
-            st_fixture_idle(fx, ST_FX_PAUSED, "paused by the operator");
-            st_sleep_ms(ST_IDLE_POLL_MS);
-            continue;
-        }
-        long t = st_now_ms();
-        uint64_t tx0 = fx->link.bytes_tx, rx0 = fx->link.bytes_rx;
-        /* Idle polls are short: a HELLO sent while nothing was plugged in is lost, and the
-         * next device should not wait a whole timeout for the next poll. The poll is resent
-         * with the same seq (st_link.poll), so a slow device's late answer still counts. */
-        long quick = fx->link.timeout_ms;
-        fx->link.timeout_ms = quick < ST_IDLE_POLL_MS ? quick : ST_IDLE_POLL_MS;
-        fx->link.poll = 1;
-        kl_rc rc = st_link_xact(&fx->link, KL_MSG_HELLO, w.buf, w.len, r, 0);
-        fx->link.poll = 0;
-        fx->link.timeout_ms = quick;
-        if (rc == KL_EIO) {
-            st_event(st, 1, "%s: %s", fx->name, kl_errmsg());
-            st_link_close(&fx->link);
-            open_ok = 0;
-            if (fx->watched) {
-                break;
-            }
-            st_sleep_ms(1000);
-            continue;
-        }
-        if (rc != KL_OK) {
-            if (absent == 0) {
-                silent_since = st_now_ms();
-            }
-            absent++;
-            /* Gone = silent for longer than the device may take to answer (a slow device's
-             * late answer must not look like a new device). */
-            if (need_absent && absent >= ST_ABSENT_POLLS &&
-                st_now_ms() - silent_since >= st->cfg.timeout_ms) {
-                need_absent = 0;
-                st_fixture_progress(fx, -1, "waiting for a device");
-            }
-            if (held && absent >= ST_ABSENT_POLLS &&
-                st_now_ms() - silent_since >= st->cfg.timeout_ms) {
-                st_held_report(st, fx, &held, "left");
-            }
-            continue; /* the poll itself waited ST_IDLE_POLL_MS */
-        }
-        absent = 0;
-        st_outcome *o = calloc(1, sizeof *o);
-        if (!o) {
-            break;
-        }
-        o->mode = st->cfg.mode;
-        o->ms[ST_PH_HELLO] = st_now_ms() - t;
-        o->bytes_tx = fx->link.bytes_tx - tx0; /* the HELLO that found the device */
-        o->bytes_rx = fx->link.bytes_rx - rx0;
-        if (r->type == KL_MSG_ERROR) {
-            (void)st_dev_error(KL_MSG_HELLO, r);
-            o->phase = ST_PH_HELLO;
-            snprintf(o->error, sizeof o->error, "%s", kl_errmsg());
-        } else if (st_hello_parse(r->payload, r->len, &o->hello) != KL_OK) {
-            o->phase = ST_PH_HELLO;
-            snprintf(o->error, sizeof o->error, "%s", kl_errmsg());
-        } else {
-            o->have_hello = 1;
-        }
-        if (need_absent && (!o->have_hello || strcmp(o->hello.hw_serial, last_serial) == 0)) {
-            /* The device we just finished is still attached. */
-            st_fixture_idle(fx, ST_FX_DONE, "done: remove device %s", last_serial);
-            free(o);
-            st_sleep_ms(ST_IDLE_POLL_MS);
-            continue;
-        }
-        if (o->have_hello && st_order_gate(st) != KL_OK) {
-            /* the order does not allow another device: it waits on the fixture, untouched, and
-             * starts when an officer opens a new order (or stays until it is taken away) */
-            if (fx->state != ST_FX_BLOCKED) {
-                st_event(st, 1, "%s: %s: not started: %s", fx->name, o->hello.hw_serial,
-                         kl_errmsg());
-            }
-            st_fixture_idle(fx, ST_FX_BLOCKED, "%s not started: %s", o->hello.hw_serial,
-                            kl_errmsg());
-            free(o);
-            st_sleep_ms(1000);
-            continue;
-        }
-        pthread_mutex_lock(&st->mu);
-        snprintf(fx->serial, sizeof fx->serial, "%s", o->have_hello ? o->hello.hw_serial : "?");
-        fx->t0_ms = t;
-        pthread_mutex_unlock(&st->mu);
-        if (o->have_hello) {
-            st_fixture_progress(fx, ST_PH_HELLO, "HELLO: %s %s fw %s state %s", o->hello.model,
-                                o->hello.hw_serial, o->hello.fw_version,
-                                kl_proto_state_name(o->hello.state));
-            if (held && strcmp(held->hello.hw_serial, o->hello.hw_serial) != 0) {
-                st_held_report(st, fx, &held, "replaced by another device");
-            }
-            unsigned long unavail = cac_thread_unavailable();
-            st_flow_run(st, fx, o);
-            if (!o->ok && !st->stop && cac_thread_unavailable() != unavail) {
-                /* keyline-cad (every address of [station] cad) or its store could not serve:
-                 * not the device's failure. The device stays attached and is tried again from
-                 * HELLO (it resumes with its pending certificate, if one was recorded), waiting
-                 * longer each time, up to ST_CA_RETRY_MAX_MS; nothing is reported yet. */
-                st_event(st, 1, "%s: %s: CA service unavailable (%s); trying again in %ld ms",
-                         fx->name, o->hello.hw_serial, o->error, ca_wait_ms);
-                st_fixture_progress(fx, -1, "keyline-cad unavailable: retrying %s",
-                                    o->hello.hw_serial);
-                free(held);
-                held = o;
-                st_sleep_ms(ca_wait_ms);
-                ca_wait_ms =
-                    ca_wait_ms * 2 > ST_CA_RETRY_MAX_MS ? ST_CA_RETRY_MAX_MS : ca_wait_ms * 2;
-                continue;
-            }
-            ca_wait_ms = ST_CA_RETRY_MIN_MS;
-            free(held); /* this attempt's outcome is the device's */
-            held = NULL;
-        }
-        if (!o->ok && st->stop) {
-            /* Interrupted by the stop (Ctrl-C, --count reached on another fixture): not a
-             * device failure; it resumes with its pending certificate next time. */
-            st_event(st, 0, "%s: %s: interrupted at %s (station stopping); resumes next time",
-                     fx->name, o->have_hello ? o->hello.hw_serial : "?", st_phase_name(o->phase));
-            free(o);
-            break;
-        }
-        st_station_report(st, fx, o);
-        snprintf(last_serial, sizeof last_serial, "%s", o->have_hello ? o->hello.hw_serial : "");
-        need_absent = 1;
-        st_fixture_idle(fx, ST_FX_DONE, "done: remove device %s", last_serial);
-        free(o);
+    while (L.r && !st->stop && st_fx_turn(&L) != FX_STEP_EXIT) {
     }
-    free(held); /* stopping: the device resumes next time */
+    free(L.held); /* stopping: the device resumes next time */
     st_link_close(&fx->link);
-    free(r);
+    free(L.r);
     pthread_mutex_lock(&st->mu);
     fx->exited = 1;
     fx->phase = -1;
