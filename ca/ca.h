@@ -321,12 +321,14 @@ void ca_close_hook_set(ca_ctx *ca, ca_close_fn fn, void *arg);
 typedef struct {
     store_audit_report r;
     int token_compared; /* 1: the recorded audit key was compared with the token's */
+    long officers;      /* officers checked against their audit entries */
     char note[512];     /* why it was not */
 } ca_audit_verdict;
 /* store_audit_verify_report, then: a log with entries but no checkpoint is KL_EPOLICY; and the
  * recorded audit key against the token's (read without the PIN): KL_EPOLICY when they differ or
  * only one side has it. token: 1 the comparison is required (KL_EHSM when the token cannot be
- * read), 0 when the token can be read, -1 never. */
+ * read), 0 when the token can be read, -1 never. Last, the officers table against its audit
+ * entries (ceremony_officers_audit_check). */
 kl_rc ca_audit_verify(ca_ctx *ca, int token, ca_audit_verdict *out) KL_WUR;
 
 #endif

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "ca_internal.h"
+#include "ceremony.h"
 #include "kl_log.h"
 
 #define CA_AUDIT_RETRY_S 10 /* after a failed checkpoint, keyline-cad waits this long */
@@ -391,6 +392,7 @@ kl_rc ca_audit_verify(ca_ctx *ca, int token, ca_audit_verdict *out)
     } else {
         snprintf(out->note, sizeof out->note, "not asked (--no-token)");
     }
+    TRY(ceremony_officers_audit_check(ca->st, &out->officers));
 out:
     return rc;
 }

@@ -190,6 +190,13 @@ kl_rc ceremony_transcript_verify(const uint8_t *p, size_t n, const ceremony_pins
 kl_rc ceremony_run(ca_ctx *ca, int64_t id, long quorum, const char *actor, uint8_t **out,
                    size_t *out_len) KL_WUR;
 
+/* The officers table against the audit log (audit verify): every officer row was registered
+ * by an audited officer-add naming the same key and certificate fingerprints, and its stored
+ * certificate still hashes to them; a removed officer has its officer-remove and an active one
+ * none; every audited registration still has its row. KL_EPOLICY naming the first mismatch (a
+ * row added, altered or deleted outside keyline); *count the officers checked. */
+kl_rc ceremony_officers_audit_check(store *s, long *count) KL_WUR;
+
 /* ---- officers (keyline-ca officer; their store records: ceremony_store.h) ----
  * An officer's certificate from PEM or DER bytes: o->cert (DER, malloc'd) and both fingerprints.
  * KL_EINPUT when it is no certificate; KL_EPOLICY unless its key is EC P-256, EC P-384 or RSA of

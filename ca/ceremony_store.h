@@ -37,6 +37,22 @@ kl_rc ceremony_officer_remove(store *s, const char *name, const char *actor) KL_
 void ceremony_officer_free(ceremony_officer *o);
 void ceremony_officer_list_free(ceremony_officer *v, size_t n);
 
+/* Every officer row and every officer-add / officer-remove audit entry, read in one snapshot,
+ * for checking one against the other (ceremony_officers_audit_check). */
+typedef struct {
+    int64_t seq;
+    int remove;   /* 0 officer-add, 1 officer-remove */
+    char *detail; /* the entry's detail as appended */
+} ceremony_officer_event;
+typedef struct {
+    ceremony_officer *officers; /* name order */
+    size_t nofficers;
+    ceremony_officer_event *events; /* audit order */
+    size_t nevents;
+} ceremony_officer_history;
+kl_rc ceremony_officer_history_get(store *s, ceremony_officer_history *out) KL_WUR;
+void ceremony_officer_history_free(ceremony_officer_history *h);
+
 #define CEREMONY_ST_PROPOSED "proposed" /* waiting for approvals and run */
 #define CEREMONY_ST_RUNNING "running"   /* run claimed it; interrupted if it stays so */
 #define CEREMONY_ST_DONE "done"         /* ran; the transcript is stored */

@@ -47,6 +47,9 @@ static kl_rc cmd_audit_verify(cli *c, int argc, char **argv)
                "next command with the token, or by keyline-cad)\n",
                (long long)(v.r.entries - v.r.cp_seq));
     }
+    if (v.officers > 0) {
+        printf("officers: %ld, each as its audited registration and removal left it\n", v.officers);
+    }
     if (v.token_compared) {
         printf("audit key: the token's\n");
     } else if (v.r.checkpoints > 0) {

@@ -187,6 +187,100 @@ void ceremony_officer_list_free(ceremony_officer *v, size_t n)
     free(v);
 }
 
+/* ---- officers against their audit entries ---- */
+
+static const store_q q_off_events = {
+    "SELECT seq, action, detail FROM audit WHERE action IN ('officer-add', 'officer-remove') "
+    "ORDER BY seq",
+    NULL};
+
+typedef struct {
+    ceremony_officer_history *h;
+    size_t cap_off, cap_ev;
+} off_hist_arg;
+
+/* Room for element n of *v (cap *cap, `size` bytes each): 0, or -1 out of memory. */
+static int hist_room(void **v, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap) {
+        return 0;
+    }
+    size_t c = *cap ? 2 * *cap : 8;
+    void *p = realloc(*v, c * size);
+    if (!p) {
+        return -1;
+    }
+    *v = p;
+    *cap = c;
+    return 0;
+}
+
+/* Every row of q decoded by `decode` onto the array *v (n, cap), inside the caller's snapshot. */
+static kl_rc hist_rows(store_conn *c, const store_q *q, const char *what, store_row_fn decode,
+                       size_t size, void **v, size_t *n, size_t *cap)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sc_stmt(c, q, &st));
+    for (int row = 1;;) {
+        TRY(sc_step(st, &row, what));
+        if (!row) {
+            break;
+        }
+        ENSURE(hist_room(v, cap, *n, size) == 0, KL_EINTERNAL, "out of memory");
+        ENSURE(decode(st, (char *)*v + *n * size) == 0, KL_EINTERNAL, "out of memory");
+        (*n)++;
+    }
+out:
+    sc_done(st);
+    return rc;
+}
+
+static int row_officer_event(db_stmt *st, void *out)
+{
+    ceremony_officer_event *e = out;
+    const char *t = col_text(st, 1, NULL);
+    memset(e, 0, sizeof *e);
+    e->seq = col_int(st, 0);
+    e->remove = t && strcmp(t, "officer-remove") == 0;
+    return col_str(st, 2, &e->detail);
+}
+
+static kl_rc off_hist_tx(store_conn *c, void *arg)
+{
+    off_hist_arg *a = arg;
+    kl_rc rc = KL_OK;
+    ceremony_officer_history_free(a->h); /* a retried run starts over */
+    a->cap_off = a->cap_ev = 0;
+    TRY(hist_rows(c, &q_off_list, "list officers", row_officer, sizeof *a->h->officers,
+                  (void **)&a->h->officers, &a->h->nofficers, &a->cap_off));
+    TRY(hist_rows(c, &q_off_events, "read the officers' audit entries", row_officer_event,
+                  sizeof *a->h->events, (void **)&a->h->events, &a->h->nevents, &a->cap_ev));
+out:
+    return rc;
+}
+
+kl_rc ceremony_officer_history_get(store *s, ceremony_officer_history *out)
+{
+    off_hist_arg a = {out, 0, 0};
+    memset(out, 0, sizeof *out);
+    kl_rc rc = store_read(s, off_hist_tx, &a);
+    if (rc != KL_OK) {
+        ceremony_officer_history_free(out);
+    }
+    return rc;
+}
+
+void ceremony_officer_history_free(ceremony_officer_history *h)
+{
+    ceremony_officer_list_free(h->officers, h->nofficers);
+    for (size_t i = 0; h->events && i < h->nevents; i++) {
+        free(h->events[i].detail);
+    }
+    free(h->events);
+    memset(h, 0, sizeof *h);
+}
+
 /* ---- ceremonies ---- */
 
 static void sha256_hex(const uint8_t *p, size_t n, char out[65])

@@ -276,3 +276,35 @@ for a in ceremony-propose ceremony-approve ceremony-refused ceremony-run officer
   grep -q " $a " audit.txt || { tail -5 audit.txt; fail "audit log lacks $a"; }
 done
 ok "audit log intact, with every ceremony and officer action"
+
+# The officers table against its audit entries: a row changed beside the audited officer-add /
+# officer-remove (by whoever can write the store) fails audit verify, naming the officer.
+kca audit verify > av.txt || fail "audit verify before tampering"
+grep -q "^officers: 3, each as its audited registration" av.txt || { cat av.txt; fail "audit verify does not check the officers"; }
+tamper() { # WHAT SQL UNDO-SQL EXPECTED-MESSAGE
+  sql "$2"
+  rc=0; kca audit verify >/dev/null 2>err.txt || rc=$?
+  sql "$3"
+  [ $rc = 4 ] && grep -q "$4" err.txt || { cat err.txt; fail "$1: audit verify exit $rc"; }
+  kca audit verify >/dev/null || fail "$1: audit verify after undoing it"
+}
+tamper "bob reactivated" "UPDATE officers SET status = 'active' WHERE name = 'bob'" \
+  "UPDATE officers SET status = 'removed' WHERE name = 'bob'" "officer bob was removed (audit entry"
+tamper "carol removed" "UPDATE officers SET status = 'removed' WHERE name = 'carol'" \
+  "UPDATE officers SET status = 'active' WHERE name = 'carol'" "officer carol is marked removed, but no audited officer-remove"
+alice_der=$(openssl x509 -in alice.pem -outform DER | xxd -p | tr -d '\n')
+if [ -n "${CQ_PG:-}" ]; then alice_cert="decode('$alice_der', 'hex')"; else alice_cert="X'$alice_der'"; fi
+tamper "alice's certificate swapped" \
+  "UPDATE officers SET cert = (SELECT cert FROM officers WHERE name = 'carol') WHERE name = 'alice'" \
+  "UPDATE officers SET cert = $alice_cert WHERE name = 'alice'" \
+  "officer alice: the stored certificate is not the one registered"
+tamper "alice renamed" "UPDATE officers SET name = 'alicia' WHERE name = 'alice'" \
+  "UPDATE officers SET name = 'alice' WHERE name = 'alicia'" "officer alicia .* no audited officer-add"
+# the store refuses deletes by a trigger; whoever can write the store can drop it
+if [ -n "${CQ_PG:-}" ]; then sql "DROP TRIGGER officers_no_delete ON officers"
+else sql "DROP TRIGGER officers_no_delete"; fi
+sql "DELETE FROM officers WHERE name = 'bob'"
+rc=0; kca audit verify >/dev/null 2>err.txt || rc=$?
+[ $rc = 4 ] && grep -q "officer bob (entry [0-9]*), but the officers table has no such row" err.txt \
+  || { cat err.txt; fail "a deleted officer row: audit verify exit $rc"; }
+ok "audit verify checks the officers table against the audit log: a reactivated, removed, swapped, renamed or deleted officer row fails"
