@@ -266,6 +266,9 @@ const kl_conf *ca_conf(ca_ctx *ca)
 
 const EVP_MD *ca_sign_md(const EVP_PKEY *key)
 {
+    if (EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519) {
+        return NULL; /* RFC 8410 3: Ed25519 signs the whole message (PureEdDSA), no digest */
+    }
     if (EVP_PKEY_get_base_id(key) == EVP_PKEY_EC && EVP_PKEY_get_bits(key) > 256) {
         return EVP_sha384();
     }
@@ -1103,6 +1106,18 @@ void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n,
             d == KL_OK ? "" : " (and the new key could not be removed from the token)");
 }
 
+kl_rc ca_key_token_check(ca_ctx *ca, hsm_ctx *h, const char *label, hsm_key_type kt)
+{
+    /* libp11 0.4.12 sees no key of a token that holds an Ed25519 key (docs/ca.md) */
+    if (kt == HSM_KEY_ED25519 && h == ca->hsm) {
+        return kl_fail(KL_EPOLICY,
+                       "an Ed25519 CA key needs a token of its own, not the online token: name "
+                       "one in [hsm %s] of %s or with ca create --token",
+                       label, kl_conf_file(ca->conf));
+    }
+    return KL_OK;
+}
+
 kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const X509_NAME *name,
                  hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out,
                  EVP_PKEY **priv_out)
@@ -1133,6 +1148,7 @@ kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const
         TRY(ca_issuer_check(ca, issuer, time(NULL))); /* before a key is made */
     }
     TRY(ca_hsm_of(ca, label, &h));
+    TRY(ca_key_token_check(ca, h, label, kt));
     TRY(hsm_key_generate(h, label, kt, &pub));
     generated = 1;
     TRY(hsm_key_load(h, label, &priv));

@@ -181,7 +181,10 @@ static kl_rc crl_sig_alg(EVP_PKEY *key, const EVP_MD *md, uint8_t **alg, size_t 
 {
     int sig_nid = 0;
     int base = EVP_PKEY_get_base_id(key);
-    if (!OBJ_find_sigid_by_algs(&sig_nid, EVP_MD_get_type(md), base)) {
+    /* RFC 8410 3: id-Ed25519 names the key and the signature (md NULL: PureEdDSA) */
+    if (md == NULL) {
+        sig_nid = base;
+    } else if (!OBJ_find_sigid_by_algs(&sig_nid, EVP_MD_get_type(md), base)) {
         return kl_fail(KL_EINTERNAL, "no signature algorithm for this CA key");
     }
     X509_ALGOR *a = X509_ALGOR_new();
@@ -197,6 +200,31 @@ static kl_rc crl_sig_alg(EVP_PKEY *key, const EVP_MD *md, uint8_t **alg, size_t 
     return KL_OK;
 }
 
+/* An Ed25519 CA (md NULL): RFC 8032 PureEdDSA signs the whole TBSCertList, not a hash of it,
+ * so the pieces are joined in memory first (a third copy of the CRL, at most STORE_CRL_MAX). */
+static kl_rc crl_sign_pure(const ca_entry *e, const crl_buf *parts, size_t nparts, uint8_t **sig,
+                           size_t *siglen)
+{
+    kl_rc rc = KL_OK;
+    crl_buf tbs = {.cap = (size_t)STORE_CRL_MAX};
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    for (size_t i = 0; i < nparts; i++) {
+        ENSURE(crl_buf_put(&tbs, parts[i].p, parts[i].len) == 0, KL_EINTERNAL,
+               "CRL larger than %lld bytes", (long long)STORE_CRL_MAX);
+    }
+    ENSURE_SSL(m && EVP_DigestSignInit(m, NULL, NULL, NULL, e->key) == 1 &&
+                   EVP_DigestSign(m, NULL, siglen, tbs.p, tbs.len) == 1,
+               KL_EHSM, "signing the CRL in the HSM failed");
+    *sig = OPENSSL_malloc(*siglen);
+    ENSURE(*sig, KL_EINTERNAL, "out of memory");
+    ENSURE_SSL(EVP_DigestSign(m, *sig, siglen, tbs.p, tbs.len) == 1, KL_EHSM,
+               "signing the CRL in the HSM failed");
+out:
+    EVP_MD_CTX_free(m);
+    free(tbs.p);
+    return rc;
+}
+
 /* Hash the TBS pieces, sign the hash with the CA key in the token. */
 static kl_rc crl_sign(const ca_entry *e, const EVP_MD *md, const crl_buf *parts, size_t nparts,
                       uint8_t **sig, size_t *siglen)
@@ -204,8 +232,12 @@ static kl_rc crl_sign(const ca_entry *e, const EVP_MD *md, const crl_buf *parts,
     kl_rc rc = KL_OK;
     uint8_t dgst[EVP_MAX_MD_SIZE];
     unsigned int dl = 0;
-    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    EVP_MD_CTX *m = NULL;
     EVP_PKEY_CTX *pc = NULL;
+    if (md == NULL) {
+        return crl_sign_pure(e, parts, nparts, sig, siglen);
+    }
+    m = EVP_MD_CTX_new();
     ENSURE(m && EVP_DigestInit_ex(m, md, NULL) == 1, KL_EINTERNAL, "digest");
     for (size_t i = 0; i < nparts; i++) {
         ENSURE(EVP_DigestUpdate(m, parts[i].p, parts[i].len) == 1, KL_EINTERNAL, "digest");

@@ -62,6 +62,7 @@ kl_rc ca_create_csr(ca_ctx *ca, const ca_create_req *req, uint8_t **csr_der, siz
         TRY(ca_token_open(ca, req->label, req->token));
     }
     TRY(ca_hsm_of(ca, req->label, &h));
+    TRY(ca_key_token_check(ca, h, req->label, req->key_type));
     TRY(hsm_key_generate(h, req->label, req->key_type, &pub));
     generated = 1;
     TRY(hsm_key_load(h, req->label, &priv));

@@ -78,8 +78,11 @@ kl_rc ca_subject_check(ca_ctx *ca, const X509 *cert, int is_ca) KL_WUR;
 int ca_asn1_time(const ASN1_TIME *t, time_t *out);
 /* 1 when less than half of `cert`'s validity is left at `now` (or its dates do not parse). */
 int ca_cert_past_half(const X509 *cert, time_t now);
-/* Digest to sign with for a key (SHA-384 for P-384, else SHA-256). */
+/* Digest to sign with for a key (SHA-384 for P-384, NULL for Ed25519, else SHA-256). */
 const EVP_MD *ca_sign_md(const EVP_PKEY *key);
+/* KL_EPOLICY for a key type that cannot go on token h for CA `label` (Ed25519 on the online
+ * token: libp11 would see none of its keys). */
+kl_rc ca_key_token_check(ca_ctx *ca, hsm_ctx *h, const char *label, hsm_key_type kt) KL_WUR;
 
 /* Certify `pub` (whose private half `priv` is in the token) under `issuer` (NULL: self-signed,
  * then self_label names it) with `name` as subject, through the issuance pipeline. */
