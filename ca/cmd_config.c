@@ -62,8 +62,13 @@ static void cmd_config_key(const kl_conf *conf, const char *section, const kl_co
         return;
     }
     printf("%s = ", k->key);
-    cmd_config_put(v);
-    if (k->flags & KL_CONF_K_OBSOLETE) {
+    char *shown = strcmp(section, "store") == 0 ? store_dsn_redact(v) : NULL;
+    cmd_config_put(shown ? shown : v);
+    int redacted = shown && strcmp(shown, v) != 0;
+    free(shown);
+    if (redacted) {
+        printf(" ; its password is not shown\n");
+    } else if (k->flags & KL_CONF_K_OBSOLETE) {
         printf(" ; obsolete: ignored\n");
     } else if (k->flags & KL_CONF_K_SECRET) {
         printf(" ; the source of the PIN, never the PIN\n");
@@ -124,6 +129,9 @@ static kl_rc cmd_config_check(cli *c, int argc, char **argv)
             }
         }
     }
+    char *dsn = NULL; /* [store]: one of path and url, a url with its scheme */
+    TRY(store_conf_dsn(conf, &dsn));
+    free(dsn);
     const char *pin_spec = kl_conf_get(conf, "hsm", "pin");
     if (pin_spec && strcmp(pin_spec, "prompt") != 0) {
         TRY(kl_secret_read(&pin, pin_spec, kl_conf_dir(conf), "token PIN"));

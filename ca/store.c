@@ -71,8 +71,37 @@ kl_rc store_open(store **out, const char *path)
                                    store_drivers[i].whole ? path : path + n + 1);
         }
     }
-    return kl_fail(KL_EUSAGE, "store: unknown backend '%.*s' in '%s' (known: sqlite, postgresql)",
-                   (int)n, path, path);
+    /* the scheme only: the rest may hold a password */
+    return kl_fail(KL_EUSAGE, "store: unknown backend '%.*s' (known: sqlite, postgresql)", (int)n,
+                   path);
+}
+
+/* The DSN for messages and listings: without a password (user:PASSWORD@ or password=...). */
+char *store_dsn_redact(const char *url)
+{
+    char *r = strdup(url);
+    if (!r) {
+        return NULL;
+    }
+    char *auth = strstr(r, "://");
+    if (auth) {
+        auth += 3;
+        char *at = strchr(auth, '@');
+        char *slash = strchr(auth, '/');
+        char *colon = strchr(auth, ':');
+        if (at && (!slash || at < slash) && colon && colon < at) {
+            memmove(colon, at, strlen(at) + 1);
+        }
+    }
+    for (char *p = r; (p = strstr(p, "password=")) != NULL;) {
+        char *end = p + 9;
+        while (*end && *end != '&' && *end != ' ') {
+            end++;
+        }
+        memmove(p + 9, end, strlen(end) + 1);
+        p += 9;
+    }
+    return r;
 }
 
 kl_rc store_conf_dsn(const kl_conf *conf, char **out)
@@ -90,8 +119,10 @@ kl_rc store_conf_dsn(const kl_conf *conf, char **out)
         return kl_fail(KL_EUSAGE, "%s: [store] path is not set", kl_conf_file(conf));
     }
     if (url && dsn_scheme_len(url) == 0) {
-        return kl_fail(KL_EUSAGE, "%s: [store] url '%.100s' is not a URL (postgresql://...)",
-                       kl_conf_file(conf), url);
+        /* not shown: it may hold a password where the scheme should be */
+        return kl_fail(KL_EUSAGE,
+                       "%s:%d: [store] url is not a URL (postgresql://...); its value is not shown",
+                       kl_conf_file(conf), kl_conf_line(conf, "store", "url"));
     }
     /* a DSN with a scheme is taken as written; a plain path is relative to the file */
     const char *v = url ? url : path;

@@ -104,6 +104,9 @@ typedef int (*store_cert_cb)(void *arg, const store_cert *c); /* return non-zero
  * store may return KL_EUNAVAIL "store unavailable: ..." while the server is away: nothing of
  * that call was committed; the next call reconnects by itself. */
 kl_rc store_open(store **out, const char *path) KL_WUR;
+/* A copy of `dsn` to show (messages, config check): a password in it (user:PASSWORD@,
+ * password=...) removed. NULL when out of memory. */
+char *store_dsn_redact(const char *dsn);
 /* The DSN keyline.conf names: [store] url (postgresql://...) or [store] path (a file,
  * relative to the configuration's folder; a value with a scheme is taken as written). *out is
  * the caller's (free). KL_EUSAGE when neither or both are set. */

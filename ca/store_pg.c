@@ -562,34 +562,6 @@ static int pg_col_kind(db_stmt *st, int i)
 
 /* ---- open / close ---- */
 
-/* The URL for messages: without a password (user:PASSWORD@ or password=...). */
-static char *pg_redact(const char *url)
-{
-    char *r = strdup(url);
-    if (!r) {
-        return NULL;
-    }
-    char *auth = strstr(r, "://");
-    if (auth) {
-        auth += 3;
-        char *at = strchr(auth, '@');
-        char *slash = strchr(auth, '/');
-        char *colon = strchr(auth, ':');
-        if (at && (!slash || at < slash) && colon && colon < at) {
-            memmove(colon, at, strlen(at) + 1);
-        }
-    }
-    for (char *p = r; (p = strstr(p, "password=")) != NULL;) {
-        char *end = p + 9;
-        while (*end && *end != '&' && *end != ' ') {
-            end++;
-        }
-        memmove(p + 9, end, strlen(end) + 1);
-        p += 9;
-    }
-    return r;
-}
-
 static void pg_close(db *d);
 
 static kl_rc pg_open(db **out, const char *url, int reader)
@@ -601,7 +573,7 @@ static kl_rc pg_open(db **out, const char *url, int reader)
     ENSURE(q, KL_EINTERNAL, "out of memory");
     q->base.drv = &store_pg_driver;
     q->url = strdup(url);
-    q->base.name = pg_redact(url);
+    q->base.name = store_dsn_redact(url);
     ENSURE(q->url && q->base.name, KL_EINTERNAL, "out of memory");
     /* defaults first: what the URL says overrides them */
     const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};

@@ -100,6 +100,18 @@ grep -qx 'pin = env:KEYLINE_PIN ; the source of the PIN, never the PIN' env.out 
 if grep -qF "$pin_value" env.out; then fail "config check printed the PIN from the environment"; fi
 ok "config check: env:KEYLINE_PIN shown, its value not"
 
+# a PostgreSQL URL's password is not printed (URI user:password@ and ?password=), the rest is
+db_secret=db-secret-$RANDOM
+sed "s|^path = .*|url = postgresql://kl:$db_secret@db1.example:5432/keyline?sslmode=verify-full\&password=$db_secret|" "$KL_CONF" > pgpass.conf
+"$KL_BIN/keyline-ca" -c pgpass.conf config check > pgpass.out 2>&1 || fail "config check with a PostgreSQL url: $(cat pgpass.out)"
+if grep -qF "$db_secret" pgpass.out; then fail "config check printed the store's password"; fi
+grep -qx 'url = postgresql://kl@db1.example:5432/keyline?sslmode=verify-full&password= ; its password is not shown' pgpass.out \
+  || fail "config check: the url without its password: $(grep url pgpass.out)"
+sed "s|^path = .*|url = host=db1.example user=kl password=$db_secret|" "$KL_CONF" > pgbad.conf
+run_refused config-check-bad-url 2 "[store] url is not a URL" "$KL_BIN/keyline-ca" -c pgbad.conf config check
+if grep -qF "$db_secret" config-check-bad-url.err config-check-bad-url.out; then fail "a url without its scheme was echoed"; fi
+ok "config check and a bad url: the store's password is never printed"
+
 # a PIN typed where its source belongs is refused without being repeated
 sed "s/^pin = .*/pin = $pin_value/" "$KL_CONF" > literal.conf
 run_refused config-check-literal-pin 2 "[hsm] pin is not a source" "$KL_BIN/keyline-ca" -c literal.conf config check
