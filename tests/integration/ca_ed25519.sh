@@ -151,5 +151,31 @@ kill -TERM "$CAD_PID"; wait "$CAD_PID" || true
 trap - EXIT
 ok "OCSP: the Ed25519 root signs its own answers, the Ed25519 CA's signer answers for its devices"
 
+# a rollover of the Ed25519 root to a new Ed25519 key (a token of its own again: one process
+# opens a token for one CA label): the old IDevID validates with only the new root as anchor
+softhsm2-util --init-token --free --label keyline-ednext --pin "$ED_PIN" --so-pin "$KL_SO_PIN" >/dev/null
+printf '\n[hsm edroot2]\ntoken = pkcs11:token=keyline-ednext\npin = env:ED_PIN\n' >> "$KL_CONF"
+kca ca rotate --label edroot --new-label edroot2 --key-type ed25519 >/dev/null
+kca ca cert --label edroot2 > edroot2.pem
+kca ca cert --label edroot2.newwithold > nwo.pem
+kca ca cert --label edroot.oldwithnew > own.pem
+[ "$(sigalg nwo.pem)" = ED25519 ] && [ "$(sigalg own.pem)" = ED25519 ] || fail "rollover certificates not Ed25519"
+openssl verify -CAfile edroot.pem nwo.pem >/dev/null || fail "edroot2.newwithold under edroot"
+cat own.pem factory1.pem > old-chain.pem
+openssl verify -CAfile edroot2.pem -untrusted old-chain.pem idev.pem >/dev/null || fail "IDevID with only edroot2 as anchor"
+cat idev.pem factory1.pem own.pem edroot2.pem > idev2.chain
+certtool --verify --load-ca-certificate edroot2.pem --infile idev2.chain >certtool.out 2>&1 || { cat certtool.out; fail "certtool IDevID under edroot2"; }
+ok "Ed25519 root rollover: the IDevID validates with only the new root (openssl, certtool)"
+
+# the same key hygiene as every CA key: edfield's key replaced by an imported, extractable
+# Ed25519 key under the same label (as someone holding the PIN could) is refused before use
+KL_P11_PIN=$ED_PIN "$BIN/kl_p11_ed_import" "$KL_MODULE" keyline-edfield edfield || fail "import"
+rc=0; kca crl --issuer edfield 2>err.txt >/dev/null || rc=$?
+[ "$rc" = 4 ] || fail "CRL with an imported Ed25519 key: exit $rc ($(cat err.txt))"
+grep -q "CA key 'edfield' on the token is .*refusing to sign with it" err.txt || fail "text: $(cat err.txt)"
+rc=0; kca issue --issuer edfield --template device-ldevid --csr dev1.csr 2>err.txt >/dev/null || rc=$?
+[ "$rc" = 4 ] || fail "issue with an imported Ed25519 key: exit $rc ($(cat err.txt))"
+ok "an imported (extractable) Ed25519 CA key is refused: $(head -c 120 err.txt)"
+
 kca audit verify | grep -q intact || fail "audit"
 echo "ca_ed25519: all passed"
