@@ -1,4 +1,5 @@
 /* keyline-estd: the [est] configuration section (a contract: see docs/est.md). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,13 +71,11 @@ static kl_rc est_config_uint(const kl_conf *conf, const char *key, long dflt, lo
     return rc;
 }
 
-kl_rc est_config_load(const kl_conf *conf, est_config *c)
+static kl_rc est_config_listen(const kl_conf *conf, est_config *c)
 {
     kl_rc rc = KL_OK;
-    memset(c, 0, sizeof *c);
     char host[256];
     uint16_t port;
-
     const char *listen = kl_conf_get_default(conf, "est", "listen", "127.0.0.1:8443");
     TRY(kl_hostport_parse(listen, host, sizeof host, &port));
     c->listen = strdup(listen);
@@ -88,6 +87,13 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     if (c->metrics_listen) {
         TRY(kl_hostport_parse(c->metrics_listen, host, sizeof host, &port));
     }
+out:
+    return rc;
+}
+
+static kl_rc est_config_cad(const kl_conf *conf, est_config *c)
+{
+    kl_rc rc = KL_OK;
     /* one configuration serves both: keyline-cad listens on [cad] socket */
     /* a list of addresses (cac.h); relative socket paths are taken from the configuration's
      * folder by cac_open_cfg */
@@ -105,6 +111,23 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     c->cad_tls_cert = kl_conf_path(conf, "est", "cad-tls-cert");
     c->cad_tls_key = kl_conf_path(conf, "est", "cad-tls-key");
     c->cad_tls_ca = kl_conf_path(conf, "est", "cad-tls-ca");
+out:
+    return rc;
+}
+
+static const struct {
+    const char *name;
+    est_cb_mode mode;
+} est_cb_names[] = {
+    {"off", EST_CB_OFF},
+    {"optional", EST_CB_OPTIONAL},
+    {"required", EST_CB_REQUIRED},
+};
+
+/* The server's own TLS: certificate, key (file or token), priorities, client checks. */
+static kl_rc est_config_tls(const kl_conf *conf, est_config *c)
+{
+    kl_rc rc = KL_OK;
     c->tls_cert = kl_conf_path(conf, "est", "tls-cert");
     c->tls_key = kl_conf_path(conf, "est", "tls-key");
     ENSURE(c->tls_cert, KL_EUSAGE, "[est] tls-cert is not set (PEM file: leaf, then chain)");
@@ -120,17 +143,21 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     c->htpasswd = kl_conf_path(conf, "est", "htpasswd");
 
     const char *cb = kl_conf_get_default(conf, "est", "channel-binding", "off");
-    if (strcmp(cb, "off") == 0) {
-        c->channel_binding = EST_CB_OFF;
-    } else if (strcmp(cb, "optional") == 0) {
-        c->channel_binding = EST_CB_OPTIONAL;
-    } else if (strcmp(cb, "required") == 0) {
-        c->channel_binding = EST_CB_REQUIRED;
-    } else {
-        ENSURE(0, KL_EUSAGE, "[est] channel-binding = %s: expected off, optional or required", cb);
+    size_t i = 0;
+    while (i < sizeof est_cb_names / sizeof est_cb_names[0] && strcmp(cb, est_cb_names[i].name)) {
+        i++;
     }
+    ENSURE(i < sizeof est_cb_names / sizeof est_cb_names[0], KL_EUSAGE,
+           "[est] channel-binding = %s: expected off, optional or required", cb);
+    c->channel_binding = est_cb_names[i].mode;
+out:
+    return rc;
+}
 
-    /* client-ca: space-separated CA labels */
+/* client-ca: space-separated CA labels */
+static kl_rc est_config_client_ca(const kl_conf *conf, est_config *c)
+{
+    kl_rc rc = KL_OK;
     const char *cas = kl_conf_get_default(conf, "est", "client-ca", "");
     char *dup = strdup(cas), *save = NULL;
     ENSURE(dup, KL_EINTERNAL, "out of memory");
@@ -140,30 +167,81 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
             c->client_ca = n;
             n[c->n_client_ca] = strdup(t);
         }
-        if (!n || !n[c->n_client_ca]) {
-            free(dup);
-            ENSURE(0, KL_EINTERNAL, "out of memory");
-        }
+        ENSURE(n && n[c->n_client_ca], KL_EINTERNAL, "out of memory");
         c->n_client_ca++;
     }
+out:
     free(dup);
+    return rc;
+}
 
+/* [est] counts and times: key, default, least, most, and where it goes (a row is a read of the
+ * key for scripts/conf-keys-check). */
+#define EST_CONF_UINT(key, dflt, min, max, field)                                                  \
+    {                                                                                              \
+        key, dflt, min, max, offsetof(est_config, field)                                           \
+    }
+static const struct {
+    const char *key;
+    long dflt, min, max;
+    size_t off;
+} est_config_limits_tab[] = {
+    EST_CONF_UINT("max-connections", 1024, 1, 65536, max_connections),
+    /* One address must not take every slot (slowloris): 64 by default, 0 for no limit. */
+    EST_CONF_UINT("max-connections-per-ip", 64, 0, 65536, per_ip_connections),
+    EST_CONF_UINT("timeout", 30, 1, 3600, timeout),
+    /* The inactivity timeout alone lets a client that sends a byte now and then hold a slot
+     * forever: a request must also arrive whole (headers and body) within this. */
+    EST_CONF_UINT("request-timeout", 30, 1, 3600, request_timeout),
+    EST_CONF_UINT("threads", 2, 1, 256, threads),
+    EST_CONF_UINT("workers", 16, 0, 1024, workers),
+    EST_CONF_UINT("shutdown-grace", 30, 0, 3600, shutdown_grace),
+};
+
+static kl_rc est_config_limits(const kl_conf *conf, est_config *c)
+{
+    kl_rc rc = KL_OK;
     long body;
     TRY(kl_conf_get_long(conf, "est", "max-body", 64 * 1024, 1024, 16 * 1024 * 1024, &body));
     c->max_body = (size_t)body;
-    TRY(est_config_uint(conf, "max-connections", 1024, 1, 65536, &c->max_connections));
-    /* One address must not take every slot (slowloris): 64 by default, 0 for no limit. */
-    TRY(est_config_uint(conf, "max-connections-per-ip", 64, 0, 65536, &c->per_ip_connections));
-    TRY(est_config_uint(conf, "timeout", 30, 1, 3600, &c->timeout));
-    /* The inactivity timeout alone lets a client that sends a byte now and then hold a slot
-     * forever: a request must also arrive whole (headers and body) within this. */
-    TRY(est_config_uint(conf, "request-timeout", 30, 1, 3600, &c->request_timeout));
-    TRY(est_config_uint(conf, "threads", 2, 1, 256, &c->threads));
-    TRY(est_config_uint(conf, "workers", 16, 0, 1024, &c->workers));
-    TRY(est_config_uint(conf, "shutdown-grace", 30, 0, 3600, &c->shutdown_grace));
+    for (size_t i = 0; i < sizeof est_config_limits_tab / sizeof est_config_limits_tab[0]; i++) {
+        TRY(est_config_uint(conf, est_config_limits_tab[i].key, est_config_limits_tab[i].dflt,
+                            est_config_limits_tab[i].min, est_config_limits_tab[i].max,
+                            (unsigned *)((char *)c + est_config_limits_tab[i].off)));
+    }
     const char *skg = kl_conf_get_default(conf, "est", "serverkeygen", "on");
     c->serverkeygen = strcmp(skg, "off") != 0 && strcmp(skg, "no") != 0 && strcmp(skg, "0") != 0;
+out:
+    return rc;
+}
 
+/* [est.label NAME] (sec): issuer and template, defaulting to the [est] values. */
+static kl_rc est_config_label_section(const kl_conf *conf, est_config *c, const char *sec,
+                                      const char *issuer, const char *tmpl, const char *appr)
+{
+    kl_rc rc = KL_OK;
+    const char *name = sec + 10;
+    est_route r;
+    char path[128];
+    snprintf(path, sizeof path, "/.well-known/est/%s/cacerts", name);
+    ENSURE(est_route_parse(path, &r) == KL_OK, KL_EUSAGE,
+           "[%s]: a label is 1-63 characters of A-Z a-z 0-9 . _ -", sec);
+    ENSURE(!est_config_label(c, name), KL_EUSAGE, "[%s] appears twice", sec);
+    int lm = 0;
+    TRY(est_config_approval(sec, kl_conf_get_default(conf, sec, "approval", appr), &lm));
+    const char *lp = kl_conf_get(conf, sec, "profile");
+    const char *li = kl_conf_get_default(conf, sec, "issuer", issuer);
+    ENSURE(li || lp, KL_EUSAGE, "[%s]: neither issuer nor profile is set", sec);
+    TRY(est_config_label_add(c, name, lp, li, kl_conf_get_default(conf, sec, "template", tmpl),
+                             lm));
+out:
+    return rc;
+}
+
+/* The default label ([est] issuer, template, profile, approval), then every [est.label]. */
+static kl_rc est_config_labels(const kl_conf *conf, est_config *c)
+{
+    kl_rc rc = KL_OK;
     const char *issuer = kl_conf_get(conf, "est", "issuer");
     const char *tmpl = kl_conf_get_default(conf, "est", "template", "device-ldevid");
     const char *profile = kl_conf_get(conf, "est", "profile");
@@ -178,31 +256,26 @@ kl_rc est_config_load(const kl_conf *conf, est_config *c)
     int manual = 0;
     TRY(est_config_approval("est", appr, &manual));
     TRY(est_config_label_add(c, "", profile, issuer, tmpl, manual));
-
-    /* [est.label NAME]: issuer and template, defaulting to the [est] values. */
-    for (size_t i = 0;; i++) {
-        const char *sec = kl_conf_section(conf, i);
-        if (!sec) {
-            break;
+    const char *sec;
+    for (size_t i = 0; (sec = kl_conf_section(conf, i)) != NULL; i++) {
+        if (strncmp(sec, "est.label ", 10) == 0) {
+            TRY(est_config_label_section(conf, c, sec, issuer, tmpl, appr));
         }
-        if (strncmp(sec, "est.label ", 10) != 0) {
-            continue;
-        }
-        const char *name = sec + 10;
-        est_route r;
-        char path[128];
-        snprintf(path, sizeof path, "/.well-known/est/%s/cacerts", name);
-        ENSURE(est_route_parse(path, &r) == KL_OK, KL_EUSAGE,
-               "[%s]: a label is 1-63 characters of A-Z a-z 0-9 . _ -", sec);
-        ENSURE(!est_config_label(c, name), KL_EUSAGE, "[%s] appears twice", sec);
-        int lm = 0;
-        TRY(est_config_approval(sec, kl_conf_get_default(conf, sec, "approval", appr), &lm));
-        const char *lp = kl_conf_get(conf, sec, "profile");
-        const char *li = kl_conf_get_default(conf, sec, "issuer", issuer);
-        ENSURE(li || lp, KL_EUSAGE, "[%s]: neither issuer nor profile is set", sec);
-        TRY(est_config_label_add(c, name, lp, li, kl_conf_get_default(conf, sec, "template", tmpl),
-                                 lm));
     }
+out:
+    return rc;
+}
+
+kl_rc est_config_load(const kl_conf *conf, est_config *c)
+{
+    kl_rc rc = KL_OK;
+    memset(c, 0, sizeof *c);
+    TRY(est_config_listen(conf, c));
+    TRY(est_config_cad(conf, c));
+    TRY(est_config_tls(conf, c));
+    TRY(est_config_client_ca(conf, c));
+    TRY(est_config_limits(conf, c));
+    TRY(est_config_labels(conf, c));
 out:
     if (rc != KL_OK) {
         est_config_free(c);

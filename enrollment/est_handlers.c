@@ -770,6 +770,121 @@ static kl_rc est_csr_parse(est_req *rq, kl_buf *der, X509_REQ **out)
     return KL_OK;
 }
 
+/* RFC 7030 4.2.1 content type, authentication, and 4.2.2 renewal by certificate holders only.
+ * *answered when rs already holds the refusal. */
+static kl_rc est_enroll_admit(est_req *rq, est_resp *rs, est_op op, est_auth *a, int *answered)
+{
+    kl_rc rc = KL_OK;
+    *answered = 1;
+    /* RFC 7030 4.2.1: "the HTTP content-type of "application/pkcs10" is used" */
+    if (!est_media_type_is(rq->content_type, "application/pkcs10")) {
+        est_note(rq, "content type %s", rq->content_type ? rq->content_type : "(none)");
+        est_resp_text(rs, 415, "expected Content-Type: application/pkcs10");
+        goto out;
+    }
+    TRY(est_authenticate(rq, a));
+    if (a->kind == EST_AUTH_NONE) {
+        est_resp_unauthorized(rq, rs, a);
+        goto out;
+    }
+    /* RFC 7030 4.2.2: "the EST server MUST verify ... the client's certificate"; renewal is for
+     * holders of a certificate, not for password clients. */
+    if (op == EST_OP_SIMPLEREENROLL && a->kind != EST_AUTH_CERT) {
+        est_note(rq, "%s", "reenroll needs a client certificate");
+        est_resp_text(rs, 403, "simplereenroll needs the TLS client certificate being renewed");
+        goto out;
+    }
+    *answered = 0;
+out:
+    return rc;
+}
+
+/* The CSR parsed into der and *req, with its channel binding and, for renewal, its names. */
+static kl_rc est_enroll_csr(est_req *rq, est_op op, const est_auth *a, kl_buf *der, X509_REQ **req)
+{
+    kl_rc rc = KL_OK;
+    /* For serverkeygen the client's CSR only carries the subject, but it must still be
+     * intact. */
+    TRY(est_csr_parse(rq, der, req));
+    /* RFC 7030 3.5: channel binding through challengePassword */
+    TRY(est_channel_binding_check(rq->srv->cfg.channel_binding, *req, rq->session));
+    if (op == EST_OP_SIMPLEREENROLL) {
+        /* RFC 7030 4.2.2: "The request Subject field and SubjectAltName extension MUST be
+         * identical to the corresponding fields in the certificate being renewed or rekeyed." */
+        ENSURE(X509_NAME_cmp(X509_REQ_get_subject_name(*req), X509_get_subject_name(a->cert)) == 0,
+               KL_EPOLICY, "CSR subject differs from the certificate being renewed");
+        TRY(est_san_same(*req, a->cert));
+    }
+out:
+    return rc;
+}
+
+/* key as PKCS#8 DER, then base64 into b64 (sensitive). */
+static kl_rc est_pkcs8_b64(EVP_PKEY *key, kl_buf *b64)
+{
+    kl_rc rc = KL_OK;
+    kl_buf k8;
+    kl_buf_init(&k8, 64 * 1024, 1);
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(key);
+    uint8_t *p8der = NULL;
+    int n = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &p8der) : -1;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    if (n > 0) {
+        rc = kl_buf_put(&k8, p8der, (size_t)n);
+        OPENSSL_clear_free(p8der, (size_t)n);
+    } else {
+        rc = kl_fail_ssl(KL_EINTERNAL, "PKCS#8 encoding");
+    }
+    if (rc == KL_OK) {
+        rc = kl_b64_encode(k8.data, k8.len, 64, 0, b64);
+    }
+    kl_buf_free(&k8);
+    return rc;
+}
+
+/* RFC 7030 4.4.2: multipart/mixed, private key part application/pkcs8 first. */
+static kl_rc est_keygen_resp(est_resp *rs, EVP_PKEY *key, const kl_buf *p7)
+{
+    kl_rc rc = KL_OK;
+    kl_buf k8b64, p7b64;
+    kl_buf_init(&k8b64, 128 * 1024, 1);
+    kl_buf_init(&p7b64, EST_RESP_CAP, 0);
+    TRY(est_pkcs8_b64(key, &k8b64));
+    TRY(kl_b64_encode(p7->data, p7->len, 64, 0, &p7b64));
+    est_part parts[2] = {
+        {"application/pkcs8", k8b64.data, k8b64.len},
+        {"application/pkcs7-mime; smime-type=certs-only", p7b64.data, p7b64.len},
+    };
+    kl_buf_free(&rs->body);
+    kl_buf_init(&rs->body, EST_RESP_CAP, 1); /* wiped when MHD is done with it */
+    TRY(est_multipart_build(parts, 2, &rs->body));
+    rs->status = 200;
+    snprintf(rs->content_type, sizeof rs->content_type,
+             "multipart/mixed; boundary=" EST_MULTIPART_BOUNDARY);
+out:
+    kl_buf_free(&k8b64);
+    kl_buf_free(&p7b64);
+    return rc;
+}
+
+/* The issued certificate (and for serverkeygen its key) as the response. */
+static kl_rc est_enroll_resp(est_resp *rs, est_op op, X509 *cert, EVP_PKEY *key)
+{
+    kl_rc rc = KL_OK;
+    kl_buf p7;
+    kl_buf_init(&p7, EST_RESP_CAP, 0);
+    TRY(est_p7_one(cert, &p7));
+    if (op != EST_OP_SERVERKEYGEN) {
+        /* RFC 7030 4.2.3: certs-only, "containing only the certificate that was issued" */
+        est_resp_b64(rs, "application/pkcs7-mime; smime-type=certs-only", p7.data, p7.len);
+    } else {
+        TRY(est_keygen_resp(rs, key, &p7));
+    }
+out:
+    kl_buf_free(&p7);
+    return rc;
+}
+
 /* simpleenroll, simplereenroll, serverkeygen share authentication and CSR checks. */
 static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
 {
@@ -785,39 +900,14 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
     char *device_id = NULL;
     est_label_facts pf;
     kl_rc rc = KL_OK;
+    int answered = 0;
     memset(&a, 0, sizeof a);
 
-    /* RFC 7030 4.2.1: "the HTTP content-type of "application/pkcs10" is used" */
-    if (!est_media_type_is(rq->content_type, "application/pkcs10")) {
-        est_note(rq, "content type %s", rq->content_type ? rq->content_type : "(none)");
-        est_resp_text(rs, 415, "expected Content-Type: application/pkcs10");
+    TRY(est_enroll_admit(rq, rs, op, &a, &answered));
+    if (answered) {
         goto done;
     }
-    TRY(est_authenticate(rq, &a));
-    if (a.kind == EST_AUTH_NONE) {
-        est_resp_unauthorized(rq, rs, &a);
-        goto done;
-    }
-    /* RFC 7030 4.2.2: "the EST server MUST verify ... the client's certificate"; renewal is for
-     * holders of a certificate, not for password clients. */
-    if (op == EST_OP_SIMPLEREENROLL && a.kind != EST_AUTH_CERT) {
-        est_note(rq, "%s", "reenroll needs a client certificate");
-        est_resp_text(rs, 403, "simplereenroll needs the TLS client certificate being renewed");
-        goto done;
-    }
-    /* For serverkeygen the client's CSR only carries the subject, but it must still be
-     * intact. */
-    TRY(est_csr_parse(rq, &der, &req));
-    /* RFC 7030 3.5: channel binding through challengePassword */
-    TRY(est_channel_binding_check(s->cfg.channel_binding, req, rq->session));
-
-    if (op == EST_OP_SIMPLEREENROLL) {
-        /* RFC 7030 4.2.2: "The request Subject field and SubjectAltName extension MUST be
-         * identical to the corresponding fields in the certificate being renewed or rekeyed." */
-        ENSURE(X509_NAME_cmp(X509_REQ_get_subject_name(req), X509_get_subject_name(a.cert)) == 0,
-               KL_EPOLICY, "CSR subject differs from the certificate being renewed");
-        TRY(est_san_same(req, a.cert));
-    }
+    TRY(est_enroll_csr(rq, op, &a, &der, &req));
     TRY(est_label_profile(s, l, &pf));
     TRY(est_device_id_bind(&pf, &a, req, &device_id));
     if (op == EST_OP_SIMPLEENROLL && l->approval_manual) {
@@ -830,59 +920,7 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
     } else {
         TRY(est_issue(rq, l, &a, der.data, der.len, device_id, &cert));
     }
-
-    kl_buf p7;
-    kl_buf_init(&p7, EST_RESP_CAP, 0);
-    rc = est_p7_one(cert, &p7);
-    if (rc != KL_OK) {
-        kl_buf_free(&p7);
-        goto out;
-    }
-    if (op != EST_OP_SERVERKEYGEN) {
-        /* RFC 7030 4.2.3: certs-only, "containing only the certificate that was issued" */
-        est_resp_b64(rs, "application/pkcs7-mime; smime-type=certs-only", p7.data, p7.len);
-        kl_buf_free(&p7);
-        goto done;
-    }
-    /* RFC 7030 4.4.2: multipart/mixed, private key part application/pkcs8 first. */
-    kl_buf k8, k8b64, p7b64;
-    kl_buf_init(&k8, 64 * 1024, 1);
-    kl_buf_init(&k8b64, 128 * 1024, 1);
-    kl_buf_init(&p7b64, EST_RESP_CAP, 0);
-    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(key);
-    uint8_t *p8der = NULL;
-    int n = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &p8der) : -1;
-    PKCS8_PRIV_KEY_INFO_free(p8);
-    if (n > 0) {
-        rc = kl_buf_put(&k8, p8der, (size_t)n);
-        OPENSSL_clear_free(p8der, (size_t)n);
-    } else {
-        rc = kl_fail_ssl(KL_EINTERNAL, "PKCS#8 encoding");
-    }
-    if (rc == KL_OK) {
-        rc = kl_b64_encode(k8.data, k8.len, 64, 0, &k8b64);
-    }
-    if (rc == KL_OK) {
-        rc = kl_b64_encode(p7.data, p7.len, 64, 0, &p7b64);
-    }
-    if (rc == KL_OK) {
-        est_part parts[2] = {
-            {"application/pkcs8", k8b64.data, k8b64.len},
-            {"application/pkcs7-mime; smime-type=certs-only", p7b64.data, p7b64.len},
-        };
-        kl_buf_free(&rs->body);
-        kl_buf_init(&rs->body, EST_RESP_CAP, 1); /* wiped when MHD is done with it */
-        rc = est_multipart_build(parts, 2, &rs->body);
-    }
-    kl_buf_free(&k8);
-    kl_buf_free(&k8b64);
-    kl_buf_free(&p7b64);
-    kl_buf_free(&p7);
-    if (rc == KL_OK) {
-        rs->status = 200;
-        snprintf(rs->content_type, sizeof rs->content_type,
-                 "multipart/mixed; boundary=" EST_MULTIPART_BOUNDARY);
-    }
+    TRY(est_enroll_resp(rs, op, cert, key));
 out:
     if (rc != KL_OK) {
         est_resp_error(rq, rs, rc);

@@ -320,86 +320,72 @@ static enum MHD_Result est_refuse_early(struct MHD_Connection *c, est_conn_req *
     return ret;
 }
 
-static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *url,
-                               const char *method, const char *version, const char *upload_data,
-                               size_t *upload_data_size, void **con_cls)
+/* A connection's first call: its state, then what can be refused before the body is read. */
+static enum MHD_Result est_ahc_begin(est_listener *L, struct MHD_Connection *c, const char *url,
+                                     const char *method, const char *version, void **con_cls)
 {
-    est_listener *L = cls;
     est_server *s = L->srv;
-    est_conn_req *r = *con_cls;
-
+    est_conn_req *r = calloc(1, sizeof *r);
     if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r) {
+        return MHD_NO;
+    }
+    r->srv = s;
+    r->tls = L->tls;
+    r->http10 = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
+    r->t0 = est_mono();
+    kl_buf_init(&r->body, s->cfg.max_body, 0);
+    snprintf(r->method, sizeof r->method, "%s", method);
+    snprintf(r->path, sizeof r->path, "%s", url);
+    snprintf(r->identity, sizeof r->identity, "-");
+    *con_cls = r;
+    atomic_fetch_add(&s->metrics.inflight, 1);
+    const char *why = NULL;
+    int st = est_framing_check(c, &why);
+    if (st) {
+        snprintf(r->note, sizeof r->note, "%s", why);
+        return est_refuse_early(c, r, url, st, why);
+    }
+    /* Refuse an announced oversized body before reading it. */
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (*end == 0 && n > s->cfg.max_body) {
+            snprintf(r->note, sizeof r->note, "body of %llu bytes over the limit", n);
+            return est_refuse_early(c, r, url, 413, "request body too large");
+        }
+    }
+    return MHD_YES;
+}
+
+/* A piece of the body: kept up to max-body, then dropped up to a bound. */
+static enum MHD_Result est_ahc_upload(est_server *s, est_conn_req *r, const char *upload_data,
+                                      size_t *upload_data_size)
+{
+    if (!r->too_big) {
+        if (kl_buf_put(&r->body, upload_data, *upload_data_size) != KL_OK) {
+            r->too_big = 1;
+            kl_buf_free(&r->body);
+        }
+    } else {
+        /* Chunked uploads have no Content-Length: read and drop up to a bound, then cut the
+         * connection so a client cannot stream forever. */
+        r->discarded += *upload_data_size;
+        if (r->discarded > 4 * s->cfg.max_body) {
+            snprintf(r->note, sizeof r->note, "oversized upload cut");
+            r->status = 413;
             return MHD_NO;
         }
-        r->srv = s;
-        r->tls = L->tls;
-        r->http10 = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
-        r->t0 = est_mono();
-        kl_buf_init(&r->body, s->cfg.max_body, 0);
-        snprintf(r->method, sizeof r->method, "%s", method);
-        snprintf(r->path, sizeof r->path, "%s", url);
-        snprintf(r->identity, sizeof r->identity, "-");
-        *con_cls = r;
-        atomic_fetch_add(&s->metrics.inflight, 1);
-        const char *why = NULL;
-        int st = est_framing_check(c, &why);
-        if (st) {
-            snprintf(r->note, sizeof r->note, "%s", why);
-            return est_refuse_early(c, r, url, st, why);
-        }
-        /* Refuse an announced oversized body before reading it. */
-        const char *cl =
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl) {
-            char *end;
-            unsigned long long n = strtoull(cl, &end, 10);
-            if (*end == 0 && n > s->cfg.max_body) {
-                snprintf(r->note, sizeof r->note, "body of %llu bytes over the limit", n);
-                return est_refuse_early(c, r, url, 413, "request body too large");
-            }
-        }
-        return MHD_YES;
     }
-    if (r->responded) {
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
-    if (*upload_data_size) {
-        if (!r->too_big) {
-            if (kl_buf_put(&r->body, upload_data, *upload_data_size) != KL_OK) {
-                r->too_big = 1;
-                kl_buf_free(&r->body);
-            }
-        } else {
-            /* Chunked uploads have no Content-Length: read and drop up to a bound, then cut
-             * the connection so a client cannot stream forever. */
-            r->discarded += *upload_data_size;
-            if (r->discarded > 4 * s->cfg.max_body) {
-                snprintf(r->note, sizeof r->note, "oversized upload cut");
-                r->status = 413;
-                return MHD_NO;
-            }
-        }
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
+    *upload_data_size = 0;
+    return MHD_YES;
+}
 
-    if (r->job == EST_JOB_RUNNING) {
-        return MHD_YES; /* suspended; not called until resumed */
-    }
-    if (r->job == EST_JOB_DONE) {
-        /* a worker answered: send it */
-        est_req_log_fields(r, &r->rq);
-        enum MHD_Result ret = est_queue(c, r, &r->rs);
-        est_resp_free(&r->rs);
-        r->job = EST_JOB_NONE;
-        kl_buf_free(&r->body);
-        return ret;
-    }
-
-    /* The whole request is here: no deadline while it is handled and answered. */
+/* The whole request is here: no deadline while it is handled and answered. The connection's
+ * state (NULL if MHD has none). */
+static est_conn *est_conn_undeadline(est_server *s, struct MHD_Connection *c)
+{
     const union MHD_ConnectionInfo *sci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     est_conn *k = sci ? sci->socket_context : NULL;
@@ -408,31 +394,59 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
         k->deadline = 0;
         pthread_mutex_unlock(&s->conns_mu);
     }
-    est_resp rs;
-    est_resp_init(&rs);
-    est_req rq;
-    memset(&rq, 0, sizeof rq);
-    rq.srv = s;
-    rq.tls = L->tls;
-    rq.metrics_only = L->metrics_only;
-    rq.method = method;
-    rq.path = url;
-    rq.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    rq.cte = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Transfer-Encoding");
-    rq.authorization =
+    return k;
+}
+
+/* The request as the handlers see it: headers, body, TLS session. */
+static void est_req_fill(est_listener *L, struct MHD_Connection *c, est_conn_req *r,
+                         const char *method, const char *url, est_conn *k, est_req *rq)
+{
+    memset(rq, 0, sizeof *rq);
+    rq->srv = L->srv;
+    rq->tls = L->tls;
+    rq->metrics_only = L->metrics_only;
+    rq->method = method;
+    rq->path = url;
+    rq->content_type =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    rq->cte = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Transfer-Encoding");
+    rq->authorization =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    rq.if_none_match =
+    rq->if_none_match =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    rq.if_modified_since =
+    rq->if_modified_since =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
-    rq.body = r->body.data;
-    rq.body_len = r->body.len;
+    rq->body = r->body.data;
+    rq->body_len = r->body.len;
     if (L->tls) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-        rq.session = ci ? (gnutls_session_t)ci->tls_session : NULL;
-        rq.conn_auth = k ? &k->auth : NULL;
+        rq->session = ci ? (gnutls_session_t)ci->tls_session : NULL;
+        rq->conn_auth = k ? &k->auth : NULL;
     }
+}
+
+/* The answer is ready (rs): log and send it. */
+static enum MHD_Result est_ahc_send(struct MHD_Connection *c, est_conn_req *r, est_req *rq,
+                                    est_resp *rs)
+{
+    est_req_log_fields(r, rq);
+    enum MHD_Result ret = est_queue(c, r, rs);
+    est_resp_free(rs);
+    kl_buf_free(&r->body);
+    return ret;
+}
+
+/* The whole request is here: answer it here, or hand it to a worker. */
+static enum MHD_Result est_ahc_request(est_listener *L, struct MHD_Connection *c, est_conn_req *r,
+                                       const char *method, const char *url)
+{
+    est_server *s = L->srv;
+    est_conn *k = est_conn_undeadline(s, c);
+    est_resp rs;
+    est_resp_init(&rs);
+    est_req rq;
+    est_req_fill(L, c, r, method, url, k, &rq);
     if (r->too_big) {
         if (est_route_parse(url, &rq.route) != KL_OK) {
             rq.route.ep = EST_EP_OTHER;
@@ -455,11 +469,36 @@ static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *
     } else {
         est_handle(&rq, &rs);
     }
-    est_req_log_fields(r, &rq);
-    enum MHD_Result ret = est_queue(c, r, &rs);
-    est_resp_free(&rs);
-    kl_buf_free(&r->body);
-    return ret;
+    return est_ahc_send(c, r, &rq, &rs);
+}
+
+static enum MHD_Result est_ahc(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **con_cls)
+{
+    est_listener *L = cls;
+    est_conn_req *r = *con_cls;
+
+    if (!r) {
+        return est_ahc_begin(L, c, url, method, version, con_cls);
+    }
+    if (r->responded) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        return est_ahc_upload(L->srv, r, upload_data, upload_data_size);
+    }
+    if (r->job == EST_JOB_RUNNING) {
+        return MHD_YES; /* suspended; not called until resumed */
+    }
+    if (r->job == EST_JOB_DONE) {
+        /* a worker answered: send it */
+        enum MHD_Result ret = est_ahc_send(c, r, &r->rq, &r->rs);
+        r->job = EST_JOB_NONE;
+        return ret;
+    }
+    return est_ahc_request(L, c, r, method, url);
 }
 
 /* The client's address as the access log and warnings print it: dotted quad for IPv4 (also
