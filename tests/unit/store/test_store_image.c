@@ -15,39 +15,21 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "store_fx.h"
 
 #define H1 "798b2a7ab1dad0e0b71aebd260550ff47548200b10c19ea4064344eea3126902"
 #define H2 "48d15ffc2032a3c3c575d2c03592352b3e436e434aa1bca00cb76c5ecea6baff"
 
-typedef struct {
-    char dir[256], path[300];
-    store *s;
-} fx;
+typedef store_fx fx;
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/kl-store-image-XXXXXX");
-    if (!f || !mkdtemp(f->dir)) {
-        return -1;
-    }
-    snprintf(f->path, sizeof f->path, "%s/keyline.db", f->dir);
-    if (store_open(&f->s, f->path) != KL_OK) {
-        return -1;
-    }
-    *state = f;
-    return 0;
+    return store_fx_setup(state, "image");
 }
 
 static int teardown(void **state)
 {
-    fx *f = *state;
-    char cmd[300];
-    store_close(f->s);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
-    free(f);
-    return 0;
+    return store_fx_teardown(state);
 }
 
 static int raw_sql(const char *path, const char *sql)

@@ -17,36 +17,18 @@
 
 #include "matter_seal.h"
 #include "store_matter.h"
+#include "store_fx.h"
 
-typedef struct {
-    char dir[256], path[300];
-    store *s;
-} fx;
+typedef store_fx fx;
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/kl-store-matter-XXXXXX");
-    if (!f || !mkdtemp(f->dir)) {
-        return -1;
-    }
-    snprintf(f->path, sizeof f->path, "%s/keyline.db", f->dir);
-    if (store_open(&f->s, f->path) != KL_OK) {
-        return -1;
-    }
-    *state = f;
-    return 0;
+    return store_fx_setup(state, "matter");
 }
 
 static int teardown(void **state)
 {
-    fx *f = *state;
-    char cmd[300];
-    store_close(f->s);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
-    free(f);
-    return 0;
+    return store_fx_teardown(state);
 }
 
 static int sql_int(const char *path, const char *sql)

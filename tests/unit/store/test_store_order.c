@@ -19,36 +19,18 @@
 #include <unistd.h>
 
 #include "store_order.h"
+#include "store_fx.h"
 
-typedef struct {
-    char dir[256], path[300];
-    store *s;
-} fx;
+typedef store_fx fx;
 
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/kl-store-order-XXXXXX");
-    if (!f || !mkdtemp(f->dir)) {
-        return -1;
-    }
-    snprintf(f->path, sizeof f->path, "%s/keyline.db", f->dir);
-    if (store_open(&f->s, f->path) != KL_OK) {
-        return -1;
-    }
-    *state = f;
-    return 0;
+    return store_fx_setup(state, "order");
 }
 
 static int teardown(void **state)
 {
-    fx *f = *state;
-    char cmd[300];
-    store_close(f->s);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
-    free(f);
-    return 0;
+    return store_fx_teardown(state);
 }
 
 static int sql(const char *path, const char *q, int *val)
