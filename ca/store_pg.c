@@ -16,8 +16,22 @@
  * answer was lost is reported as failed although the server may have committed it: a
  * certificate may then be recorded but was never released, never the reverse.
  *
- * Parameters are sent typed (text, int8 in binary, bytea in binary, NULL untyped) with
- * PQexecParams; results come back in binary. ?N in the SQL becomes $N. */
+ * Parameters are sent typed (text, int8 in binary, bytea in binary, NULL untyped); results
+ * come back in binary. ?N in the SQL becomes $N.
+ *
+ * Round trips (docs/internals/store.md "PostgreSQL"): every one is a wakeup of the
+ * server and of this process, which on a loaded host costs far more than the work itself.
+ *  - BEGIN (with the advisory lock of a write transaction) and the savepoints of group commit
+ *    are not sent on their own: they wait in the connection (pg_db.begin, pg_db.pend) and go
+ *    out in one pipeline (libpq pipeline mode) with the next statement, or in one simple query
+ *    with the next command (RELEASE + COMMIT). A transaction that ran no statement sends none.
+ *  - A read transaction's COMMIT is sent without waiting for its answer (it only ends the
+ *    snapshot); the answer is read before the connection's next use.
+ *  - A statement run a second time is prepared on the server (PQsendPrepare, once per
+ *    connection, in the same pipeline) and then only bound and executed.
+ *  - Rows are read one at a time (single-row mode), so a large result (a CRL's revoked
+ *    certificates) is never held whole in memory; when another statement must run on the
+ *    connection before the rows are all read, the rest is read ahead into memory first. */
 #include <arpa/inet.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -36,13 +50,26 @@
 #define PG_BOOL_OID 16
 #define PG_BYTEA_OID 17
 
+#define PG_PEND_MAX 8  /* savepoint commands waiting for the next statement */
+#define PG_REPREPARE 4 /* new server-side statements for one pg_stmt whose types changed */
+
+typedef struct pg_stmt pg_stmt;
+
 typedef struct {
     db base; /* first */
     PGconn *pg;
     char *url;
+    unsigned gen;                  /* +1 per (re)connection: server-side statements live in one */
+    unsigned next_name;            /* server-side statement names kl1, kl2, ... */
+    int begin;                     /* a BEGIN not sent yet: 0 none, 1 write, 2 read */
+    int reading;                   /* the open transaction is a read transaction */
+    const char *pend[PG_PEND_MAX]; /* savepoint commands not sent yet, in order */
+    int npend;
+    int async;          /* a pipeline (a read transaction's COMMIT) whose answer is not read */
+    pg_stmt *streaming; /* the statement whose rows are being read from the connection */
 } pg_db;
 
-typedef struct {
+struct pg_stmt {
     db_stmt base; /* first */
     char *sql;    /* with $N */
     int np;       /* parameters */
@@ -50,12 +77,20 @@ typedef struct {
     int *len;
     int *fmt;
     Oid *type;
-    PGresult *res;
-    int row; /* current row, -1 before the first */
+    Oid *ptype;     /* the types it was prepared with */
+    char name[16];  /* its server-side name */
+    unsigned gen;   /* the connection generation it was prepared in (0: not prepared) */
+    int runs;       /* executions so far: prepared from the second on */
+    int reprepared; /* new names taken */
+    PGresult *res;  /* the current result: one row (single-row mode), or the final one */
+    int row;        /* current row in res, -1 before the first */
     int nrows;
-    int executed;
+    PGresult *ahead; /* the first result, read by pg_run */
+    PGresult **buf;  /* results read ahead while another statement needed the connection */
+    int nbuf, bufpos, bufcap;
+    int executed, done;
     int64_t changes;
-} pg_stmt;
+};
 
 static pg_db *pgd(db *d)
 {
@@ -118,13 +153,126 @@ static kl_rc pg_err(pg_db *q, const PGresult *res, const char *what)
     return kl_fail(rc, "%s: %.*s", what, (int)(n > 700 ? 700 : n), m);
 }
 
-/* A statement without parameters and results we need; res_out (NULL ok) keeps the result. */
-static kl_rc pg_cmd(pg_db *q, const char *sql, PGresult **res_out)
+/* ---- the connection between commands ---- */
+
+/* Read the answer of an unread pipeline up to its sync point and leave pipeline mode (a lost
+ * connection ends it too: PQreset clears what is left). */
+static void pg_sync_end(pg_db *q)
 {
-    PGresult *res = PQexec(q->pg, sql);
-    ExecStatusType s = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    for (int nulls = 0; nulls < 2 && !pg_lost(q);) {
+        PGresult *r = PQgetResult(q->pg);
+        if (!r) {
+            nulls++;
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType t = PQresultStatus(r);
+        PQclear(r);
+        if (t == PGRES_PIPELINE_SYNC) {
+            break;
+        }
+    }
+    (void)PQexitPipelineMode(q->pg);
+}
+
+static void pg_buf_push(pg_stmt *s, PGresult *r)
+{
+    if (s->nbuf == s->bufcap) {
+        int nc = s->bufcap ? s->bufcap * 2 : 16;
+        PGresult **v = realloc(s->buf, (size_t)nc * sizeof *v);
+        if (!v) {
+            PQclear(r); /* the statement then ends early; its final result says why */
+            return;
+        }
+        s->buf = v;
+        s->bufcap = nc;
+    }
+    s->buf[s->nbuf++] = r;
+}
+
+/* The rows of the statement being streamed read ahead into its memory (keep) or thrown away,
+ * up to its final result; then the pipeline ends. */
+static void pg_stream_end(pg_db *q, int keep)
+{
+    pg_stmt *s = q->streaming;
+    if (!s) {
+        return;
+    }
+    q->streaming = NULL;
+    for (;;) {
+        PGresult *r = PQgetResult(q->pg);
+        if (!r) {
+            break; /* the end of the statement's results (or a lost connection) */
+        }
+        if (keep) {
+            pg_buf_push(s, r);
+        } else {
+            PQclear(r);
+        }
+    }
+    pg_sync_end(q);
+}
+
+/* Before any other use of the connection: no statement streaming, no answer unread. */
+static void pg_idle(pg_db *q)
+{
+    if (q->streaming) {
+        pg_stream_end(q, 1);
+    }
+    if (q->async) {
+        q->async = 0;
+        pg_sync_end(q);
+    }
+}
+
+static void pg_pend_clear(pg_db *q)
+{
+    q->begin = 0;
+    q->npend = 0;
+}
+
+/* The commands waiting for the next one, in order: BEGIN, its lock, the savepoint commands. */
+static int pg_prefix(const pg_db *q, const char **out)
+{
+    int n = 0;
+    if (q->begin == 1) {
+        out[n++] = "BEGIN";
+        out[n++] = "SELECT pg_advisory_xact_lock(" STORE_PG_LOCK ")";
+    } else if (q->begin == 2) {
+        out[n++] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+    }
+    for (int i = 0; i < q->npend; i++) {
+        out[n++] = q->pend[i];
+    }
+    return n;
+}
+
+/* One simple query: `sql` (NULL: none) after the waiting commands; res_out (NULL ok) keeps the
+ * last result. */
+static kl_rc pg_cmd_once(pg_db *q, const char *sql, PGresult **res_out)
+{
+    const char *part[PG_PEND_MAX + 3];
+    int n = pg_prefix(q, part);
+    size_t len = sql ? strlen(sql) + 1 : 1;
+    if (sql) {
+        part[n++] = sql;
+    }
+    for (int i = 0; i < n; i++) {
+        len += strlen(part[i]) + 2;
+    }
+    char *all = malloc(len);
+    if (!all) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    all[0] = 0;
+    for (int i = 0; i < n; i++) {
+        strcat(strcat(all, i ? "; " : ""), part[i]);
+    }
+    PGresult *res = n ? PQexec(q->pg, all) : NULL;
+    free(all);
+    ExecStatusType s = res ? PQresultStatus(res) : n ? PGRES_FATAL_ERROR : PGRES_COMMAND_OK;
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        kl_rc rc = pg_err(q, res, sql);
+        kl_rc rc = pg_err(q, res, sql ? sql : "store");
         PQclear(res);
         return rc;
     }
@@ -134,6 +282,36 @@ static kl_rc pg_cmd(pg_db *q, const char *sql, PGresult **res_out)
         PQclear(res);
     }
     return KL_OK;
+}
+
+static kl_rc pg_ensure(pg_db *q);
+
+/* A statement without parameters and results we need, with the commands waiting before it; a
+ * transaction not begun yet on a connection that died while idle is begun once more on a new
+ * one. res_out (NULL ok) keeps the result. */
+static kl_rc pg_cmd(pg_db *q, const char *sql, PGresult **res_out)
+{
+    pg_idle(q);
+    kl_rc rc = KL_OK;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fresh = q->begin && PQtransactionStatus(q->pg) == PQTRANS_IDLE;
+        rc = pg_cmd_once(q, sql, res_out);
+        if (rc == KL_OK || !fresh || !pg_lost(q) || pg_ensure(q) != KL_OK) {
+            break;
+        }
+    }
+    pg_pend_clear(q);
+    return rc;
+}
+
+/* Without the waiting commands (session settings, ROLLBACK). */
+static kl_rc pg_cmd_raw(pg_db *q, const char *sql)
+{
+    PGresult *res = PQexec(q->pg, sql);
+    ExecStatusType s = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    kl_rc rc = (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) ? KL_OK : pg_err(q, res, sql);
+    PQclear(res);
+    return rc;
 }
 
 static void pg_notice(void *arg, const char *msg)
@@ -146,10 +324,11 @@ static void pg_notice(void *arg, const char *msg)
 static kl_rc pg_session(pg_db *q)
 {
     PQsetNoticeProcessor(q->pg, pg_notice, NULL);
-    return pg_cmd(q,
-                  "SET lock_timeout = '" STORE_PG_LOCK_TIMEOUT "';"
-                  " SET client_min_messages = warning",
-                  NULL);
+    q->gen++; /* the server-side statements of the old session are gone */
+    q->streaming = NULL;
+    q->async = 0;
+    return pg_cmd_raw(q, "SET lock_timeout = '" STORE_PG_LOCK_TIMEOUT "';"
+                         " SET client_min_messages = warning");
 }
 
 /* The server cannot be reached: KL_EUNAVAIL with libpq's reason. */
@@ -171,6 +350,9 @@ static kl_rc pg_ensure(pg_db *q)
     if (!pg_lost(q)) {
         return KL_OK;
     }
+    if (q->streaming) {
+        pg_stream_end(q, 1); /* whatever arrived before the loss */
+    }
     PQreset(q->pg);
     return pg_lost(q) ? pg_unreachable(q, "reach") : pg_session(q);
 }
@@ -178,55 +360,100 @@ static kl_rc pg_ensure(pg_db *q)
 static int pg_in_tx(db *d)
 {
     pg_db *q = pgd(d);
-    if (pg_lost(q)) {
-        return 0;
+    if (q->begin) {
+        return 1; /* begun, not sent yet */
+    }
+    if (pg_lost(q) || q->async) {
+        return 0; /* a read transaction's COMMIT is under way */
     }
     PGTransactionStatusType t = PQtransactionStatus(q->pg);
     return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
 }
 
+/* The BEGIN (and the lock) go out with the transaction's first statement. */
 static kl_rc pg_begin(db *d, int write)
 {
     pg_db *q = pgd(d);
-    const char *sql = write ? "BEGIN; SELECT pg_advisory_xact_lock(" STORE_PG_LOCK ")"
-                            : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
-    kl_rc rc = KL_OK;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        rc = pg_ensure(q);
-        if (rc != KL_OK) {
-            return rc;
-        }
-        rc = pg_cmd(q, sql, NULL);
-        if (rc == KL_OK || !pg_lost(q)) {
-            break; /* done, or a failure that a new connection would not cure */
-        }
-        /* a connection that died while idle (server restarted): once more on a new one */
+    pg_idle(q);
+    pg_pend_clear(q);
+    kl_rc rc = pg_ensure(q);
+    if (rc != KL_OK) {
+        return rc;
     }
-    if (rc != KL_OK && pg_in_tx(d)) {
-        (void)pg_cmd(q, "ROLLBACK", NULL);
+    if (PQtransactionStatus(q->pg) != PQTRANS_IDLE) {
+        (void)pg_cmd_raw(q, "ROLLBACK"); /* never one transaction inside another */
     }
-    return rc;
+    q->begin = write ? 1 : 2;
+    q->reading = !write;
+    return KL_OK;
+}
+
+/* A read transaction's COMMIT only ends its snapshot: sent, its answer read later. */
+static int pg_commit_async(pg_db *q)
+{
+    if (!PQenterPipelineMode(q->pg)) {
+        return 0;
+    }
+    if (!PQsendQueryParams(q->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) ||
+        !PQpipelineSync(q->pg)) {
+        pg_sync_end(q);
+        return 0;
+    }
+    q->async = 1;
+    return 1;
 }
 
 static kl_rc pg_commit(db *d)
 {
-    return pg_cmd(pgd(d), "COMMIT", NULL);
+    pg_db *q = pgd(d);
+    int reading = q->reading;
+    q->reading = 0;
+    pg_idle(q);
+    if (q->begin) {
+        pg_pend_clear(q); /* no statement ran: nothing was sent, nothing to commit */
+        return KL_OK;
+    }
+    if (reading && q->npend == 0 && pg_commit_async(q)) {
+        return KL_OK;
+    }
+    return pg_cmd(q, "COMMIT", NULL);
 }
 
 static void pg_rollback(db *d)
 {
-    if (pg_in_tx(d)) {
-        PQclear(PQexec(pgd(d)->pg, "ROLLBACK"));
+    pg_db *q = pgd(d);
+    int sent = !q->begin;
+    pg_pend_clear(q);
+    q->reading = 0;
+    pg_idle(q);
+    if (sent && !pg_lost(q) && PQtransactionStatus(q->pg) != PQTRANS_IDLE) {
+        (void)pg_cmd_raw(q, "ROLLBACK");
     }
 }
 
+static const char PG_SP_BEGIN[] = "SAVEPOINT kl_op";
+static const char PG_SP_RELEASE[] = "RELEASE SAVEPOINT kl_op";
+
+/* Savepoint commands wait for the next statement; a savepoint released with nothing run in it
+ * is not sent at all. */
 static kl_rc pg_savepoint(db *d, int what)
 {
-    return pg_cmd(pgd(d),
-                  what == DB_SP_BEGIN     ? "SAVEPOINT kl_op"
-                  : what == DB_SP_RELEASE ? "RELEASE SAVEPOINT kl_op"
-                                          : "ROLLBACK TO SAVEPOINT kl_op",
-                  NULL);
+    pg_db *q = pgd(d);
+    const char *sql = what == DB_SP_BEGIN     ? PG_SP_BEGIN
+                      : what == DB_SP_RELEASE ? PG_SP_RELEASE
+                                              : "ROLLBACK TO SAVEPOINT kl_op";
+    if (what == DB_SP_RELEASE && q->npend > 0 && q->pend[q->npend - 1] == PG_SP_BEGIN) {
+        q->npend--;
+        return KL_OK;
+    }
+    if (q->npend == PG_PEND_MAX) {
+        kl_rc rc = pg_cmd(q, NULL, NULL);
+        if (rc != KL_OK) {
+            return rc;
+        }
+    }
+    q->pend[q->npend++] = sql;
+    return KL_OK;
 }
 
 static kl_rc pg_exec(db *d, const char *sql)
@@ -332,10 +559,11 @@ static kl_rc pg_prepare(db *d, const char *sql, db_stmt **out)
     s->len = calloc((size_t)n, sizeof *s->len);
     s->fmt = calloc((size_t)n, sizeof *s->fmt);
     s->type = calloc((size_t)n, sizeof *s->type);
+    s->ptype = calloc((size_t)n, sizeof *s->ptype);
     s->base.drv = d->drv;
     s->base.conn = d;
     s->row = -1;
-    if (!s->val || !s->len || !s->fmt || !s->type) {
+    if (!s->val || !s->len || !s->fmt || !s->type || !s->ptype) {
         pg_finalize(&s->base);
         return kl_fail(KL_EINTERNAL, "out of memory");
     }
@@ -343,14 +571,29 @@ static kl_rc pg_prepare(db *d, const char *sql, db_stmt **out)
     return KL_OK;
 }
 
+/* Drop the results (the rest of a streamed one is read and thrown away). */
+static void pg_results_drop(pg_stmt *s)
+{
+    pg_db *q = pgd(s->base.conn);
+    if (q->streaming == s) {
+        pg_stream_end(q, 0);
+    }
+    PQclear(s->res);
+    PQclear(s->ahead);
+    for (int i = s->bufpos; i < s->nbuf; i++) {
+        PQclear(s->buf[i]);
+    }
+    s->res = s->ahead = NULL;
+    s->nbuf = s->bufpos = 0;
+    s->row = -1;
+    s->nrows = 0;
+    s->executed = s->done = 0;
+}
+
 static void pg_reset(db_stmt *st)
 {
     pg_stmt *s = pgs(st);
-    PQclear(s->res);
-    s->res = NULL;
-    s->row = -1;
-    s->nrows = 0;
-    s->executed = 0;
+    pg_results_drop(s);
     for (int i = 0; i < s->np; i++) {
         free(s->val[i]);
         s->val[i] = NULL;
@@ -360,19 +603,23 @@ static void pg_reset(db_stmt *st)
     }
 }
 
+/* A server-side statement of a statement finalized on a live connection stays there until the
+ * connection closes (a few, from store_copy's per-table statements): not worth a round trip. */
 static void pg_finalize(db_stmt *st)
 {
     if (!st) {
         return;
     }
     pg_stmt *s = pgs(st);
-    if (s->val && s->len && s->fmt && s->type) { /* not when pg_prepare ran out of memory */
+    if (s->val && s->len && s->fmt && s->type && s->ptype) { /* not when out of memory */
         pg_reset(st);
     }
+    free(s->buf);
     free(s->val);
     free(s->len);
     free(s->fmt);
     free(s->type);
+    free(s->ptype);
     free(s->sql);
     free(s);
 }
@@ -430,9 +677,104 @@ static kl_rc pg_bind_null(db_stmt *st, int i)
     return pg_bind(st, i, NULL, 0, 0, 0);
 }
 
+/* Can the server-side statement take this binding? 1 yes, 0 it must be prepared again with
+ * these types (a parameter it was prepared untyped for is typed now), -1 the types differ. */
+static int pg_types_fit(const pg_stmt *s)
+{
+    int fit = 1;
+    for (int i = 0; i < s->np; i++) {
+        if (!s->val[i] || s->type[i] == s->ptype[i]) {
+            continue;
+        }
+        if (s->ptype[i] != 0) {
+            return -1;
+        }
+        fit = 0;
+    }
+    return fit;
+}
+
+/* Queue the waiting commands, the statement (prepared on the server from its second run) and a
+ * sync point in one pipeline. *prep: the index of its PQsendPrepare among the results before
+ * the statement's, or -1; *npre: how many results come before the statement's. */
+static int pg_send(pg_db *q, pg_stmt *s, int *prep, int *npre)
+{
+    const char *part[PG_PEND_MAX + 2];
+    int n = pg_prefix(q, part), fit = pg_types_fit(s);
+    int named = s->runs > 0 && fit >= 0;
+    int need = named && (s->gen != q->gen || fit == 0);
+    if (need && fit == 0 && s->reprepared >= PG_REPREPARE) {
+        named = need = 0; /* retyped too often: unnamed from now on */
+    }
+    *prep = -1;
+    if (!PQenterPipelineMode(q->pg)) {
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!PQsendQueryParams(q->pg, part[i], 0, NULL, NULL, NULL, NULL, 0)) {
+            return 0;
+        }
+    }
+    if (need) {
+        snprintf(s->name, sizeof s->name, "kl%u", ++q->next_name);
+        s->reprepared += fit == 0;
+        s->gen = 0; /* until the server said yes */
+        for (int i = 0; i < s->np; i++) {
+            s->ptype[i] = s->val[i] ? s->type[i] : s->ptype[i];
+        }
+        if (!PQsendPrepare(q->pg, s->name, s->sql, s->np, s->ptype)) {
+            return 0;
+        }
+        *prep = n++;
+    }
+    *npre = n;
+    int ok = named ? PQsendQueryPrepared(q->pg, s->name, s->np, (const char *const *)s->val, s->len,
+                                         s->fmt, 1)
+                   : PQsendQueryParams(q->pg, s->sql, s->np, s->type, (const char *const *)s->val,
+                                       s->len, s->fmt, 1);
+    return ok && PQpipelineSync(q->pg);
+}
+
+/* The results of the commands before the statement, then the statement's first (into
+ * s->ahead; rows one at a time). The first failure is the answer. */
+static kl_rc pg_collect(pg_db *q, pg_stmt *s, int prep, int npre)
+{
+    kl_rc rc = KL_OK;
+    for (int i = 0; i < npre; i++) {
+        PGresult *r = PQgetResult(q->pg);
+        ExecStatusType t = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+        if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK && rc == KL_OK) {
+            rc = pg_err(q, r, i == prep ? "prepare" : "statement");
+        } else if (i == prep && rc == KL_OK) {
+            s->gen = q->gen;
+        }
+        PQclear(r);
+        if (r) {
+            PQclear(PQgetResult(q->pg)); /* the NULL that ends each one's results */
+        }
+        if (pg_lost(q)) {
+            return rc == KL_OK ? pg_err(q, NULL, "statement") : rc;
+        }
+    }
+    if (rc != KL_OK) {
+        return rc;
+    }
+    (void)PQsetSingleRowMode(q->pg);
+    s->ahead = PQgetResult(q->pg);
+    ExecStatusType t = s->ahead ? PQresultStatus(s->ahead) : PGRES_FATAL_ERROR;
+    if (t != PGRES_SINGLE_TUPLE && t != PGRES_TUPLES_OK && t != PGRES_COMMAND_OK) {
+        rc = pg_err(q, s->ahead, "statement");
+        PQclear(s->ahead);
+        s->ahead = NULL;
+    }
+    return rc;
+}
+
+/* Send the statement with what waits before it and read up to its first result. */
 static kl_rc pg_run(pg_stmt *s)
 {
     pg_db *q = pgd(s->base.conn);
+    pg_idle(q);
     if (!pg_in_tx(&q->base)) {
         /* a point read outside a transaction: reconnect first if the connection is gone */
         kl_rc rc = pg_ensure(q);
@@ -441,31 +783,49 @@ static kl_rc pg_run(pg_stmt *s)
         }
     }
     for (int attempt = 0;; attempt++) {
-        int in_tx = pg_in_tx(&q->base);
-        s->res = PQexecParams(q->pg, s->sql, s->np, s->type, (const char *const *)s->val, s->len,
-                              s->fmt, 1);
-        ExecStatusType t = s->res ? PQresultStatus(s->res) : PGRES_FATAL_ERROR;
-        if (t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK) {
-            s->nrows = PQntuples(s->res);
-            const char *ct = PQcmdTuples(s->res);
-            s->changes = (ct && *ct) ? strtoll(ct, NULL, 10) : 0;
+        int fresh = PQtransactionStatus(q->pg) == PQTRANS_IDLE, prep = -1, npre = 0;
+        kl_rc rc = pg_send(q, s, &prep, &npre) ? pg_collect(q, s, prep, npre)
+                                               : pg_err(q, NULL, "statement");
+        if (rc == KL_OK) {
+            pg_pend_clear(q);
             s->executed = 1;
+            s->runs++;
+            q->streaming = s;
+            if (PQresultStatus(s->ahead) != PGRES_SINGLE_TUPLE) {
+                pg_stream_end(q, 1); /* no rows: the connection is free again */
+            }
             return KL_OK;
         }
-        kl_rc rc = pg_err(q, s->res, "statement");
-        PQclear(s->res);
-        s->res = NULL;
-        /* outside a transaction a statement on a connection that died idle is tried once more
-         * on a new one (it was not carried out); inside one the transaction is lost */
-        if (in_tx || attempt > 0 || q->base.err != DB_E_UNAVAILABLE || pg_ensure(q) != KL_OK) {
+        pg_sync_end(q); /* what is left of the pipeline, up to its sync point */
+        /* a statement (and a transaction not begun yet) on a connection that died while idle
+         * is tried once more on a new one (it was not carried out); inside a transaction the
+         * transaction is lost */
+        if (!fresh || attempt > 0 || q->base.err != DB_E_UNAVAILABLE || pg_ensure(q) != KL_OK) {
+            pg_pend_clear(q);
             return rc;
         }
     }
 }
 
+/* The statement's next result: the first (pg_run), one read ahead, or from the connection. */
+static PGresult *pg_next(pg_stmt *s)
+{
+    pg_db *q = pgd(s->base.conn);
+    PGresult *r = s->ahead;
+    if (r) {
+        s->ahead = NULL;
+        return r;
+    }
+    if (s->bufpos < s->nbuf) {
+        return s->buf[s->bufpos++];
+    }
+    return q->streaming == s ? PQgetResult(q->pg) : NULL;
+}
+
 static kl_rc pg_step(db_stmt *st, int *row)
 {
     pg_stmt *s = pgs(st);
+    pg_db *q = pgd(st->conn);
     *row = 0;
     if (!s->executed) {
         kl_rc rc = pg_run(s);
@@ -473,11 +833,40 @@ static kl_rc pg_step(db_stmt *st, int *row)
             return rc;
         }
     }
-    if (s->row < s->nrows) {
-        s->row++;
+    for (;;) {
+        if (s->res && s->row + 1 < s->nrows) {
+            s->row++;
+            *row = 1;
+            return KL_OK;
+        }
+        if (s->done) {
+            s->row = s->nrows; /* past the last row */
+            return KL_OK;
+        }
+        PGresult *r = pg_next(s);
+        ExecStatusType t = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+        PQclear(s->res);
+        s->res = NULL;
+        s->row = -1;
+        s->nrows = 0;
+        if (t != PGRES_SINGLE_TUPLE) {
+            s->done = 1;
+            if (q->streaming == s) {
+                pg_stream_end(q, 1); /* the NULL after the final result, the sync point */
+            }
+        }
+        if (t != PGRES_SINGLE_TUPLE && t != PGRES_TUPLES_OK && t != PGRES_COMMAND_OK) {
+            kl_rc rc = pg_err(q, r, "statement");
+            PQclear(r);
+            return rc;
+        }
+        s->res = r;
+        s->nrows = PQntuples(r);
+        if (s->done) {
+            const char *ct = PQcmdTuples(r);
+            s->changes = (ct && *ct) ? strtoll(ct, NULL, 10) : 0;
+        }
     }
-    *row = s->row < s->nrows;
-    return KL_OK;
 }
 
 static int pg_col_null(db_stmt *st, int i)
