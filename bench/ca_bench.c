@@ -8,7 +8,7 @@
  *   where the store file lives (fsync to a disk, or tmpfs where fsync costs nothing: a store
  *   on tmpfs does not measure durability) and how many write operations shared each store
  *   transaction (group commit).
- * KL_BENCH_ONLY=issue1: one 1-thread issuing run only (for perf record). */
+ * KL_BENCH_ONLY=issueN (issue1, issue8): one N-thread issuing run only (for perf record). */
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <pthread.h>
@@ -141,10 +141,16 @@ int main(int argc, char **argv)
     g_csr_len = (size_t)i2d_X509_REQ(r, &der);
     g_csr = der;
 
-    const char *only = getenv("KL_BENCH_ONLY"); /* "issue1": one issuing run, for perf */
-    if (only && strcmp(only, "issue1") == 0) {
-        printf("ca_issue() 1 thread: %8.0f certificates/s\n", run(issue, 1, secs));
-        return 0;
+    const char *only = getenv("KL_BENCH_ONLY"); /* "issueN": one issuing run, for perf */
+    int only_n = only && strncmp(only, "issue", 5) == 0 ? atoi(only + 5) : 0;
+    if (only_n >= 1 && only_n <= 64) {
+        uint64_t tx0 = 0, ops0 = 0;
+        if (store_write_stats(ca_store(g_ca), &tx0, &ops0) != KL_OK) {
+            tx0 = ops0 = 0;
+        }
+        printf("ca_issue() %d threads: %8.0f certificates/s\n", only_n, run(issue, only_n, secs));
+        print_batching(tx0, ops0);
+        return atomic_load(&g_errors) ? 1 : 0;
     }
     print_store_location(conf);
     /* the floor's certificate: one ca_issue() of the same CSR */

@@ -62,6 +62,7 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
     ENSURE(ca, KL_EINTERNAL, "out of memory");
     pthread_mutex_init(&ca->mu, NULL);
     pthread_mutex_init(&ca->tok_mu, NULL);
+    pthread_mutex_init(&ca->subj_mu, NULL);
     ca->conf = conf;
 
     TRY(store_conf_dsn(conf, &store_path));
@@ -127,6 +128,7 @@ void ca_close(ca_ctx *ca)
         hsm_close(ca->toks[i].h);
     }
     pthread_mutex_destroy(&ca->tok_mu);
+    ca_subject_cache_free(ca);
     sk_X509_pop_free(ca->retired, X509_free);
     for (size_t i = 0; i < ca->ndropped; i++) {
         EVP_PKEY_free(ca->dropped_keys[i]);

@@ -9,6 +9,7 @@
 
 #define CA_CACHE_MAX 64
 #define CA_TOKENS_MAX 8
+#define CA_PARSED_MAX 32 /* parsed CA certificates kept by ca_subject_check */
 
 /* CA record statuses (store_ca.status) */
 #define CA_ST_ACTIVE "active"
@@ -42,6 +43,15 @@ struct ca_ctx {
     /* keys replaced after a token fault (ca_key_failed): another thread may still hold one */
     EVP_PKEY *dropped_keys[CA_DROPPED_KEYS_MAX];
     size_t ndropped;
+    /* ca_subject.c: CA certificates by their DER, parsed once (every issuance compares its
+     * subject with every CA's, listed from the store each time) */
+    pthread_mutex_t subj_mu;
+    struct {
+        uint8_t *der;
+        size_t len;
+        X509 *x;
+    } subj[CA_PARSED_MAX];
+    size_t nsubj;
     struct ca_audit_state *audit; /* ca_audit.c: checkpoints, the close hook (NULL until used) */
     /* CAs on a token of their own ([hsm LABEL] or ca create --token): opened on first use */
     pthread_mutex_t tok_mu;
@@ -74,6 +84,8 @@ X509 *ca_der_to_x509(const uint8_t *der, size_t len);
  * store (the same attributes in any order); a CA certificate (is_ca) for that CA's own key is
  * not refused. Store errors as such. */
 kl_rc ca_subject_check(ca_ctx *ca, const X509 *cert, int is_ca) KL_WUR;
+/* Free ca_subject_check's parsed certificates (ca_close). */
+void ca_subject_cache_free(ca_ctx *ca);
 /* An ASN1_TIME as time_t: 1, or 0 when it does not convert. */
 int ca_asn1_time(const ASN1_TIME *t, time_t *out);
 /* 1 when less than half of `cert`'s validity is left at `now` (or its dates do not parse). */

@@ -63,6 +63,57 @@ static int ca_subject_same(const X509_NAME *a, const X509_NAME *b)
     return 1;
 }
 
+static void ca_subject_cache_clear(ca_ctx *ca)
+{
+    for (size_t i = 0; i < ca->nsubj; i++) {
+        free(ca->subj[i].der);
+        X509_free(ca->subj[i].x);
+    }
+    ca->nsubj = 0;
+}
+
+void ca_subject_cache_free(ca_ctx *ca)
+{
+    ca_subject_cache_clear(ca);
+    pthread_mutex_destroy(&ca->subj_mu);
+}
+
+/* The CA certificate `der` parsed (a reference the caller frees), or NULL when it does not
+ * parse. Parsed once per DER: decoding a certificate's public key costs more in OpenSSL 3 than
+ * the rest of an issuance's CPU work besides the signature and the two verifications, and
+ * this runs for every CA on every issuance. The DER itself is listed from the store each time
+ * (another process may add a CA), so the cache never decides what the check sees. */
+static X509 *ca_subject_parsed(ca_ctx *ca, const uint8_t *der, size_t len)
+{
+    X509 *x = NULL;
+    pthread_mutex_lock(&ca->subj_mu);
+    for (size_t i = 0; i < ca->nsubj && !x; i++) {
+        if (ca->subj[i].len == len && memcmp(ca->subj[i].der, der, len) == 0 &&
+            X509_up_ref(ca->subj[i].x) == 1) {
+            x = ca->subj[i].x;
+        }
+    }
+    pthread_mutex_unlock(&ca->subj_mu);
+    if (x || !(x = ca_der_to_x509(der, len))) {
+        return x;
+    }
+    uint8_t *copy = malloc(len);
+    pthread_mutex_lock(&ca->subj_mu);
+    if (ca->nsubj == CA_PARSED_MAX) {
+        ca_subject_cache_clear(ca); /* stale ones among them: start again */
+    }
+    if (copy && X509_up_ref(x) == 1) {
+        memcpy(copy, der, len);
+        ca->subj[ca->nsubj].der = copy;
+        ca->subj[ca->nsubj].len = len;
+        ca->subj[ca->nsubj++].x = x;
+        copy = NULL;
+    }
+    pthread_mutex_unlock(&ca->subj_mu);
+    free(copy);
+    return x;
+}
+
 kl_rc ca_subject_check(ca_ctx *ca, const X509 *cert, int is_ca)
 {
     kl_rc rc = KL_OK;
@@ -71,7 +122,7 @@ kl_rc ca_subject_check(ca_ctx *ca, const X509 *cert, int is_ca)
     const X509_NAME *subject = X509_get_subject_name(cert);
     TRY(store_ca_list(ca->st, &cas, &n));
     for (size_t i = 0; i < n; i++) {
-        X509 *x = ca_der_to_x509(cas[i].der, cas[i].der_len);
+        X509 *x = ca_subject_parsed(ca, cas[i].der, cas[i].der_len);
         if (!x) {
             continue; /* not ours to judge here: ca_entry_get reports it */
         }

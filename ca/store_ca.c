@@ -145,7 +145,9 @@ kl_rc st_ca_list(store *s, store_ca **out, size_t *np)
 {
     void *v = NULL;
     size_t n = 0;
-    kl_rc rc = store_collect(s, &q_ca_list, NULL, sizeof **out, 8, row_ca, "list CAs", &v, &n);
+    /* the reader connection: every issuance lists the CAs (ca_subject_check), and must not
+     * wait for the group commit in progress */
+    kl_rc rc = store_collect_get(s, &q_ca_list, NULL, sizeof **out, 8, row_ca, "list CAs", &v, &n);
     if (rc != KL_OK) {
         store_ca_list_free(v, n);
         return rc;

@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store_db.h"
 
-#define STORE_BATCH_MAX 256 /* write operations per group-commit transaction */
-#define STORE_MSG_MAX 1024  /* = the thread-local kl_errmsg buffer */
+#define STORE_BATCH_MAX 256          /* write operations per group-commit transaction */
+#define STORE_MSG_MAX 1024           /* = the thread-local kl_errmsg buffer */
+#define STORE_GATHER_MAX_NS 4000000L /* the most a leader waits for the last batch's callers */
 
 /* ---- statements ---- */
 
@@ -225,6 +227,11 @@ kl_rc store_core_open(store **out, const db_driver *drv, const char *dsn)
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_mutex_init(&s->gmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->gcv, &ca);
+    pthread_condattr_destroy(&ca);
     s->qtail = &s->qhead;
     s->dsn = strdup(dsn);
     ENSURE(s->dsn, KL_EINTERNAL, "out of memory");
@@ -248,6 +255,7 @@ void store_close(store *s)
         pthread_mutex_destroy(&s->rmu);
         pthread_mutex_destroy(&s->mu);
         pthread_mutex_destroy(&s->gmu);
+        pthread_cond_destroy(&s->gcv);
     }
     /* else: an inherited handle in a fork child; closing it could disturb the parent's
      * connection (SQLite's WAL, libpq's socket), so only the memory is released. */
@@ -322,7 +330,18 @@ kl_rc store_get(store *s, store_tx_fn fn, void *arg)
  * the others commit. Operations run in queue order, so audit entries are chained in that order.
  * No caller returns before the COMMIT of its operation returned; a failed COMMIT (or a
  * transaction the engine rolled back itself: I/O error, full disk, lost connection) fails every
- * operation of the batch. Each caller gets its own kl_rc and message (re-set in its thread). */
+ * operation of the batch. Each caller gets its own kl_rc and message (re-set in its thread).
+ *
+ * Gathering: callers that issue one write after another (the threads of keyline-cad, EST)
+ * prepare their next operation while the batch runs; without waiting, the next leader commits
+ * as soon as the batch ends, with only the operations queued while it ran, and the callers of
+ * the batch just ended miss it, so the callers split into two halves that commit in turn
+ * (measured: 8 threads, 4 operations per commit). So the next leader first waits for the
+ * callers of the last batch to queue again (each is recognised by a thread-local note of the
+ * batch it was in), at most as long as that batch's transaction took and never more than
+ * STORE_GATHER_MAX_NS: a caller alone (one thread) or a batch whose callers are all back waits
+ * not at all, and a caller that does not come back costs one wait no longer than the commit it
+ * would otherwise have waited for. Durability is unchanged: nobody returns before its COMMIT. */
 
 struct store_op {
     store_tx_fn fn;
@@ -330,6 +349,7 @@ struct store_op {
     store_op *next;
     kl_rc rc;
     int done;
+    uint64_t batch;    /* the batch it was committed in (its id), set with done */
     pthread_cond_t cv; /* its owner waits here (under gmu): woken when done or to lead */
     char msg[STORE_MSG_MAX];
 };
@@ -449,6 +469,84 @@ static store_op *queue_take(store *s)
     return batch;
 }
 
+/* The batch this thread's last write on store `s` was in (see Gathering). */
+static _Thread_local struct {
+    const store *s;
+    uint64_t batch;
+} tl_last;
+
+static long ns_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (long)(t1.tv_sec - t0->tv_sec) * 1000000000L + (t1.tv_nsec - t0->tv_nsec);
+}
+
+/* The new leader (under gmu): wait for the callers of the last batch to queue again. */
+static void gather(store *s)
+{
+    if (s->returned >= s->batch_n || s->commit_ns <= 0) {
+        return;
+    }
+    long wait = s->commit_ns < STORE_GATHER_MAX_NS ? s->commit_ns : STORE_GATHER_MAX_NS;
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_nsec += wait;
+    dl.tv_sec += dl.tv_nsec / 1000000000L;
+    dl.tv_nsec %= 1000000000L;
+    s->gathering = 1;
+    while (s->returned < s->batch_n) {
+        if (pthread_cond_timedwait(&s->gcv, &s->gmu, &dl) == ETIMEDOUT) {
+            break;
+        }
+    }
+    s->gathering = 0;
+}
+
+/* Queue `op` (under gmu), noting a caller of the last batch back. */
+static void queue_add(store *s, store_op *op)
+{
+    *s->qtail = op;
+    /* op lives on the caller's stack frame while queued: the leader takes it off the queue
+     * (queue_take) before it sets op->done, and store_write returns only after op->done */
+    s->qtail = &op->next;
+    if (tl_last.s == s && tl_last.batch == s->batch_id && s->batch_id != 0) {
+        tl_last.s = NULL;
+        if (++s->returned >= s->batch_n && s->gathering) {
+            pthread_cond_signal(&s->gcv);
+        }
+    }
+}
+
+/* The leader: gather, take the queue, run it, wake its callers (entered and left under gmu). */
+static void lead(store *s)
+{
+    s->leader = 1;
+    gather(s);
+    store_op *batch = queue_take(s);
+    pthread_mutex_unlock(&s->gmu);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    batch_run(s, batch);
+    long took = ns_since(&t0);
+    pthread_mutex_lock(&s->gmu);
+    s->commit_ns = took;
+    s->batch_id++;
+    s->batch_n = 0;
+    s->returned = 0;
+    for (store_op *o = batch, *next; o; o = next) {
+        next = o->next;
+        o->batch = s->batch_id;
+        o->done = 1; /* the owner may return (and its stack frame go) once we unlock */
+        pthread_cond_signal(&o->cv);
+        s->batch_n++;
+    }
+    s->leader = 0;
+    if (s->qhead) {
+        pthread_cond_signal(&s->qhead->cv); /* hand over: the next in line leads */
+    }
+}
+
 kl_rc store_write(store *s, store_tx_fn fn, void *arg)
 {
     kl_rc rc = store_usable(s);
@@ -463,32 +561,17 @@ kl_rc store_write(store *s, store_tx_fn fn, void *arg)
     op.msg[0] = 0;
     pthread_cond_init(&op.cv, NULL);
     pthread_mutex_lock(&s->gmu);
-    *s->qtail = &op;
-    /* op lives on this stack frame while queued: the leader takes it off the queue (queue_take)
-     * before it sets op.done, and we return only after op.done */
-    // cppcheck-suppress autoVariables
-    s->qtail = &op.next;
+    queue_add(s, &op);
     while (!op.done) {
         if (s->leader) {
             /* woken when our op is done, or when we are first in line to lead */
             pthread_cond_wait(&op.cv, &s->gmu);
             continue;
         }
-        s->leader = 1;
-        store_op *batch = queue_take(s);
-        pthread_mutex_unlock(&s->gmu);
-        batch_run(s, batch);
-        pthread_mutex_lock(&s->gmu);
-        for (store_op *o = batch, *next; o; o = next) {
-            next = o->next;
-            o->done = 1; /* the owner may return (and its stack frame go) once we unlock */
-            pthread_cond_signal(&o->cv);
-        }
-        s->leader = 0;
-        if (s->qhead) {
-            pthread_cond_signal(&s->qhead->cv); /* hand over: the next in line leads */
-        }
+        lead(s);
     }
+    tl_last.s = s;
+    tl_last.batch = op.batch;
     pthread_mutex_unlock(&s->gmu);
     pthread_cond_destroy(&op.cv);
     if (op.rc != KL_OK) {
@@ -548,14 +631,26 @@ out:
     return rc;
 }
 
-kl_rc store_collect(store *s, const store_q *q, const int64_t *from, size_t size, size_t first,
-                    store_row_fn decode, const char *what, void **vp, size_t *np)
+static kl_rc collect_on(store *s, int reader, const store_q *q, const int64_t *from, size_t size,
+                        size_t first, store_row_fn decode, const char *what, void **vp, size_t *np)
 {
     collect_arg a = {q, from, size, first, decode, what, NULL, 0, 0};
-    kl_rc rc = store_read(s, collect_tx, &a);
+    kl_rc rc = reader ? store_get(s, collect_tx, &a) : store_read(s, collect_tx, &a);
     *vp = a.v;
     *np = a.n;
     return rc;
+}
+
+kl_rc store_collect(store *s, const store_q *q, const int64_t *from, size_t size, size_t first,
+                    store_row_fn decode, const char *what, void **vp, size_t *np)
+{
+    return collect_on(s, 0, q, from, size, first, decode, what, vp, np);
+}
+
+kl_rc store_collect_get(store *s, const store_q *q, const int64_t *from, size_t size, size_t first,
+                        store_row_fn decode, const char *what, void **vp, size_t *np)
+{
+    return collect_on(s, 1, q, from, size, first, decode, what, vp, np);
 }
 
 typedef struct {
