@@ -1,5 +1,6 @@
 /* keyline-cad: the Unix socket, peer credentials, one thread per connection. */
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -202,9 +203,13 @@ static void *cad_conn_run(void *arg)
                 cap_put_str(&rsp, CAP_T_MESSAGE, msg) == KL_OK && cap_msg_end(&rsp) == KL_OK) {
                 (void)cad_write_full(cx, rsp.data, rsp.len);
             }
+            OPENSSL_cleanse(body, n);
             break;
         }
         cad_dispatch(d, &peer, &req, &rsp);
+        /* a request may carry a secret (a Matter setup passcode, sealed before it is stored):
+         * none outlives its request */
+        OPENSSL_cleanse(body, n);
         if (rsp.len == 0 || cad_write_full(cx, rsp.data, rsp.len) != 0) {
             break;
         }

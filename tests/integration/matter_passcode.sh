@@ -49,6 +49,7 @@ ok "keep-passcode without a token key refused: $(st_result MP-0001 error)"
 # 2. the officer makes the key (P-256, derive only, never extractable)
 "${P11[@]}" --keypairgen --key-type EC:prime256v1 --label matter-passcode --id 4d50 --usage-derive >/dev/null ||
   fail "pkcs11-tool --keypairgen"
+pcs=
 for s in MP-0002 MP-0003; do
   st_dev 1 $s --model "Acme Plug" --matter-vid 0xFFF1 --matter-pid 0x8000; d=$st_last_dev
   st_station --port "$KL_TEST_DIR/fix1" --count 1 || { tail -5 station.log; fail "$s: station exit"; }
@@ -75,6 +76,7 @@ PY
   want=$($MC decode "$(st_result $s matter.qr)" "$(st_result $s matter.manual)" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["passcode"])')
   [ "$pc" = "$want" ] || fail "$s: sealed passcode $pc, label $want"
+  pcs+=" $pc"
   # bound to its device: the same blob does not open for another device id
   python3 - "$sealed" MP-OTHER z.bin <<'PY' && fail "$s: the sealed passcode opens for another device id"
 import hashlib, hmac, sys
@@ -107,6 +109,21 @@ expect_fail "a device with no Matter row" "$KL_BIN/keyline-ca" -c "$KL_CONF" mat
 [ "$(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-onboarding' AND detail LIKE '%passcode sealed to matter-passcode%'")" = 2 ] ||
   fail "audit entries for the sealed passcodes"
 ok "passcodes sealed to the token key: opened with pkcs11-tool's ECDH in the token, equal to the labels', bound to the device id, never in the clear"
+
+# 3. keyline-cad keeps no copy of a passcode it sealed: its memory (gcore, as root) holds no
+# request field carrying one (tag 39, length 8, the passcode big-endian)
+source "$KL_SRC/tests/lib/core_dump.sh"
+[ "$(id -u)" = 0 ] || fail "this test dumps keyline-cad with gcore: run it as root"
+kl_core_dump "$CAD_PID" cad.core || fail "could not dump keyline-cad"
+for pc in $pcs; do
+  python3 - cad.core "$pc" <<'PY' || fail "keyline-cad's memory still holds the request with passcode $pc"
+import sys
+core, p = open(sys.argv[1], "rb").read(), int(sys.argv[2])
+sys.exit(1 if bytes([39, 0, 0, 0, 8]) + p.to_bytes(8, "big") in core else 0)
+PY
+done
+rm -f cad.core
+ok "keyline-cad's memory holds no request with a passcode after sealing it"
 
 # 3. keep-passcode off again: the next device's row has none
 sed -i 's/^matter-keep-passcode = yes/matter-keep-passcode = no/' "$KL_CONF"
