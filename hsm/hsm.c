@@ -820,7 +820,7 @@ static kl_rc raw_attr(hsm_ctx *h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type, ui
 static kl_rc raw_count_label(hsm_ctx *h, const char *label, CK_OBJECT_CLASS cls,
                              CK_OBJECT_HANDLE *first, CK_ULONG *count)
 {
-    CK_OBJECT_HANDLE objs[8];
+    CK_OBJECT_HANDLE objs[8] = {0}; /* the module fills *count of them */
     CK_ATTRIBUTE t[2] = {
         {CKA_LABEL, (void *)label, (CK_ULONG)strlen(label)},
         {CKA_CLASS, &cls, sizeof cls},

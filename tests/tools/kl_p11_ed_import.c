@@ -61,8 +61,11 @@ int main(int argc, char **argv)
     }
     void *dl = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     *(void **)(&gfl) = dl ? dlsym(dl, "C_GetFunctionList") : NULL;
-    if (gfl == NULL || gfl(&fl) != CKR_OK || (rv = fl->C_Initialize(NULL)) != CKR_OK) {
+    if (gfl == NULL || gfl(&fl) != CKR_OK) {
         return die("cannot load the module", 0);
+    }
+    if ((rv = fl->C_Initialize(NULL)) != CKR_OK) {
+        return die("C_Initialize", rv);
     }
     if ((rv = open_token(fl, argv[2], pin, &s)) != CKR_OK) {
         return die("token", rv);
