@@ -136,6 +136,13 @@ ocsp_ask() {
   openssl ocsp -respin "$name.resp" -issuer "$issuer" -CAfile "$trust" -resp_text > "$name.txt" 2>&1 || { cat "$name.txt"; fail "OCSP $name does not verify"; }
   grep -q "Response verify OK" "$name.txt" || { cat "$name.txt"; fail "OCSP $name verify"; }
 }
+# an issuance through keyline-cad under the Ed25519 CA
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout dev3.key \
+  -subj "/CN=sensor 3/serialNumber=HW0103" -outform DER -out dev3.der 2>/dev/null
+"$BIN/kl_cad_client" -o dev3.pem "$SOCK" issue profile=ldevid csr=@dev3.der auth=basic auth-user=u device-id=HW0103 >/dev/null ||
+  { tail cad.log; fail "issue through keyline-cad under edfield"; }
+[ "$(sigalg dev3.pem)" = ED25519 ] || fail "dev3 not signed with Ed25519"
+chain_check dev3 root1.pem dev3.pem edfield.pem
 status_of() { grep -A1 "Serial Number: $(openssl x509 -in "$2" -noout -serial | cut -d= -f2)" "$1.txt" | sed -n 's/.*Cert Status: //p'; }
 ocsp_ask ocsp-dev edfield.pem trust2.pem dev1.pem dev2.pem
 [ "$(status_of ocsp-dev dev1.pem)" = good ] || { cat ocsp-dev.txt; fail "dev1 not good"; }
@@ -149,7 +156,7 @@ grep -q "Signature Algorithm: ED25519" ocsp-root.txt || { cat ocsp-root.txt; fai
 grep -q "Certificate:" ocsp-root.txt && { cat ocsp-root.txt; fail "a signer certificate in the root's own answer"; }
 kill -TERM "$CAD_PID"; wait "$CAD_PID" || true
 trap - EXIT
-ok "OCSP: the Ed25519 root signs its own answers, the Ed25519 CA's signer answers for its devices"
+ok "keyline-cad issues under the Ed25519 CA; OCSP: the Ed25519 root signs its own answers, the Ed25519 CA's signer answers for its devices"
 
 # a rollover of the Ed25519 root to a new Ed25519 key (a token of its own again: one process
 # opens a token for one CA label): the old IDevID validates with only the new root as anchor
