@@ -34,6 +34,9 @@ typedef struct {
     time_t refresh_at;
     uint8_t *der;
     size_t len;
+    int64_t number;  /* the cRLNumber of der */
+    time_t built;    /* when der was made or read: after the epoch was read */
+    int64_t checked; /* the store's latest number when it was last compared (cad_rev_newer) */
 } cad_crl_slot;
 
 typedef struct {
@@ -125,7 +128,7 @@ static kl_rc cad_rev_ca(cad_rev *r, const char *label, int *signs)
 }
 
 static kl_rc cad_rev_published(cad_rev *r, const char *label, uint8_t **der, size_t *len,
-                               time_t *refresh_at)
+                               time_t *refresh_at, int64_t *number)
 {
     store_crl c;
     memset(&c, 0, sizeof c);
@@ -144,6 +147,7 @@ static kl_rc cad_rev_published(cad_rev *r, const char *label, uint8_t **der, siz
                 label, (long long)c.number, label);
     }
     *refresh_at = now + CAD_PUBLISHED_TTL;
+    *number = c.number;
     *der = c.der;
     *len = c.der_len;
     c.der = NULL;
@@ -152,7 +156,7 @@ static kl_rc cad_rev_published(cad_rev *r, const char *label, uint8_t **der, siz
 }
 
 static kl_rc cad_rev_sign(cad_rev *r, const char *label, uint8_t **der, size_t *len,
-                          time_t *refresh_at)
+                          time_t *refresh_at, int64_t *number)
 {
     ca_crl_result crl;
     kl_rc rc = ca_crl_der(r->d->ca, label, 0, &crl);
@@ -161,6 +165,7 @@ static kl_rc cad_rev_sign(cad_rev *r, const char *label, uint8_t **der, size_t *
     }
     /* re-sign half-way to nextUpdate: relying parties never see a CRL about to expire */
     *refresh_at = crl.this_update + (crl.next_update - crl.this_update) / 2;
+    *number = crl.number;
     *der = crl.der; /* the DER as signed, not parsed and encoded again */
     *len = crl.len;
     crl.der = NULL;
@@ -244,6 +249,40 @@ static void cad_rev_startup(cad_rev *r)
     }
 }
 
+/* Several keyline-cad on one store: another daemon may have recorded a CRL of `label` numbered
+ * above the one in `slot` since it was made, and relying parties that reach both daemons must
+ * not see the number go back. The store's latest number is a point read per request; when it
+ * moved past ours, the stored CRL is served instead if it is known to be at least as complete:
+ * its revoked list was read after its thisUpdate (ca_crl_der), so one whose thisUpdate is after
+ * `built` (after our epoch read; the epoch has not moved since, or the slot would have been
+ * made again) lists every revocation ours does. Otherwise (both signed in the same second) the
+ * slot is made again within a second, with a number above both. */
+static void cad_rev_newer(cad_rev *r, const char *label, int signs, cad_crl_slot *slot)
+{
+    int64_t next = 0;
+    store_crl c;
+    memset(&c, 0, sizeof c);
+    if (strchr(label, '/') || store_crl_number_peek(ca_store(r->d->ca), label, &next) != KL_OK ||
+        next - 1 <= slot->number || next - 1 == slot->checked) {
+        return; /* ours is the latest, or the latest was looked at already */
+    }
+    slot->checked = next - 1;
+    time_t now = time(NULL);
+    if (store_crl_get(ca_store(r->d->ca), label, &c) == KL_OK && c.number > slot->number &&
+        c.this_update > slot->built) {
+        free(slot->der);
+        slot->der = c.der;
+        slot->len = c.der_len;
+        slot->number = c.number;
+        slot->refresh_at =
+            signs ? c.this_update + (c.next_update - c.this_update) / 2 : now + CAD_PUBLISHED_TTL;
+        c.der = NULL;
+    } else if (signs && slot->refresh_at > now + 1) {
+        slot->refresh_at = now + 1;
+    }
+    store_crl_free(&c);
+}
+
 kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
 {
     kl_rc rc = KL_OK;
@@ -271,16 +310,22 @@ kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
         size_t len = 0;
         time_t refresh_at = 0;
         /* built under the lock: concurrent fetchers wait for one signature, not one each */
-        rc = signs ? cad_rev_sign(r, label, &der, &len, &refresh_at)
-                   : cad_rev_published(r, label, &der, &len, &refresh_at);
+        int64_t number = 0;
+        rc = signs ? cad_rev_sign(r, label, &der, &len, &refresh_at, &number)
+                   : cad_rev_published(r, label, &der, &len, &refresh_at, &number);
         if (rc == KL_OK) {
             free(slot->der);
-            *slot =
-                (cad_crl_slot){.epoch = epoch, .refresh_at = refresh_at, .der = der, .len = len};
+            *slot = (cad_crl_slot){.epoch = epoch,
+                                   .refresh_at = refresh_at,
+                                   .der = der,
+                                   .len = len,
+                                   .number = number,
+                                   .built = now};
             snprintf(slot->label, sizeof slot->label, "%s", label);
         }
     }
     if (rc == KL_OK) {
+        cad_rev_newer(r, label, signs, slot);
         rc = cap_put_bytes(out, CAP_T_CRL, slot->der, slot->len);
     }
     pthread_mutex_unlock(&r->crl_lock);
