@@ -10,58 +10,18 @@ source "$KL_SRC/tests/lib/cad_multi.sh"
 CM_EST_N=${CM_EST_N:-24}
 CM_DEV_N=${CM_DEV_N:-3}
 
-cm_setup
-cm_cad_start a
-cm_cad_start b
-cm_est_start 1 "cad-a.sock, cad-b.sock"
-cm_est_start 2 "$(cm_tls a), $(cm_tls b)" est2
-cm_station_conf 1 "cad-a.sock, cad-b.sock"
-cm_station_conf 2 "$(cm_tls a), $(cm_tls b)" station2
-
-for e in 1 2; do
-  for i in $(seq 1 "$CM_EST_N"); do cm_key_csr "e$e-$i" "/CN=ldev-$e-$i/serialNumber=F$e-$i"; done
-done
-for s in 1 2; do cm_fixture "$s-1"; cm_fixture "$s-2"; done
-devs=()
-CM_DEV_ARGS="--misbehave slow --delay-ms 150"
-for s in 1 2; do
-  for f in 1 2; do
-    list=(); for i in $(seq 1 "$CM_DEV_N"); do list+=("K-$s-$f-$i"); done
-    cm_devices "$s-$f" "${list[@]}"
-    devs+=("${list[@]}")
-  done
-done
-CM_DEV_ARGS=
-for e in 1 2; do
-  for c in 0 1 2 3; do
-    (
-      for i in $(seq 1 "$CM_EST_N"); do
-        [ $((i % 4)) = "$c" ] || continue
-        echo "e$e-$i $(cm_enroll "$e" "e$e-$i")"
-        sleep 0.2
-      done
-    ) >"est-load-$e-$c.txt" &
-    cm_pids+=($!)
-  done
-done
-timeout 240 "$KL_BIN/keyline-provision" -c st1.conf --port fix1-1 --port fix1-2 --count $((2 * CM_DEV_N)) >>st1.log 2>&1 &
-sp1=$!
-timeout 240 "$KL_BIN/keyline-provision" -c st2.conf --port fix2-1 --port fix2-2 --count $((2 * CM_DEV_N)) >>st2.log 2>&1 &
-sp2=$!
+cm_failover_start a b F K
+devs=("${cm_devs[@]}")
 
 # SIGKILL daemon a once it has issued some of the load, while the rest is in flight
-for _ in $(seq 1 200); do
-  n=$(kca list --json | python3 -c 'import json,sys; print(sum(1 for c in json.load(sys.stdin) if (c.get("device_id") or "")[:1] in "FK"))')
-  [ "$n" -lt 6 ] || break
-  sleep 0.05
-done
+n=$(cm_wait_issued FK 6)
 kill -KILL "${CM_PID[a]}"
 wait "${CM_PID[a]}" 2>/dev/null || true
 unset "CM_PID[a]"
 ok "keyline-cad a killed (SIGKILL) after $n of $((2 * CM_EST_N + 4 * CM_DEV_N)) certificates"
 
-wait $sp1 || fail "station 1 exited non-zero after the kill"
-wait $sp2 || fail "station 2 exited non-zero after the kill"
+wait $cm_sp1 || fail "station 1 exited non-zero after the kill"
+wait $cm_sp2 || fail "station 2 exited non-zero after the kill"
 for _ in $(seq 1 900); do
   [ "$(cat est-load-*.txt | wc -l)" -lt $((2 * CM_EST_N)) ] || break
   sleep 0.2

@@ -45,32 +45,9 @@ bad "a malformed address" "expected tls:HOST:PORT" "[est] cad = tls:127.0.0.1"
 bad "an unknown scheme" "expected unix:PATH, PATH or tls:HOST:PORT" "[est] cad = tcp:127.0.0.1:1"
 
 # ---- load: both EST servers and both stations at once -----------------------------------------
-for e in 1 2; do
-  for i in $(seq 1 "$CM_EST_N"); do
-    cm_key_csr "e$e-$i" "/CN=ldev-$e-$i/serialNumber=E$e-$i"
-  done
-done
-est_load() { # est_load N: 4 clients in parallel, each a quarter of the CSRs
-  local e=$1 c
-  for c in 0 1 2 3; do
-    (
-      for i in $(seq 1 "$CM_EST_N"); do
-        [ $((i % 4)) = "$c" ] || continue
-        echo "e$e-$i $(cm_enroll "$e" "e$e-$i")"
-      done
-    ) >"est-load-$e-$c.txt" &
-    cm_pids+=($!)
-  done
-}
-for s in 1 2; do cm_fixture "$s-1"; cm_fixture "$s-2"; done
-devs=()
-for s in 1 2; do
-  for f in 1 2; do
-    list=(); for i in $(seq 1 "$CM_DEV_N"); do list+=("M-$s-$f-$i"); done
-    cm_devices "$s-$f" "${list[@]}"
-    devs+=("${list[@]}")
-  done
-done
+cm_est_csrs E
+cm_line_devices M
+devs=("${cm_devs[@]}")
 crl_poll() { # fetch field1's CRL from each daemon in turn while the load runs
   local i=0
   while :; do
@@ -85,8 +62,8 @@ crl_poll &
 crlp=$!
 cm_pids+=($crlp)
 t0=$(date +%s.%N)
-est_load 1
-est_load 2
+cm_est_load 1
+cm_est_load 2
 timeout 180 "$KL_BIN/keyline-provision" -c st1.conf --port fix1-1 --port fix1-2 --count $((2 * CM_DEV_N)) >>st1.log 2>&1 &
 sp1=$!
 timeout 180 "$KL_BIN/keyline-provision" -c st2.conf --port fix2-1 --port fix2-2 --count $((2 * CM_DEV_N)) >>st2.log 2>&1 &
@@ -100,7 +77,7 @@ for k in 1 2 3; do
 done
 wait $sp1 || fail "station 1 exited non-zero"
 wait $sp2 || fail "station 2 exited non-zero"
-# the EST clients (the jobs est_load started) have written one line per enrollment
+# the EST clients (the jobs cm_est_load started) have written one line per enrollment
 for _ in $(seq 1 900); do
   [ "$(cat est-load-*.txt | wc -l)" -lt $((2 * CM_EST_N)) ] || break
   sleep 0.2

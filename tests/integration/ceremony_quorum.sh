@@ -23,35 +23,7 @@ else
 fi
 
 MOD=$KL_MODULE
-# officer_token NAME PIN TOOL KEYTYPE: a token "officer-NAME" with key "NAME", and NAME.pem
-engine=$(find /usr/lib -name pkcs11.so -path '*engines-3*' | head -1)
-[ -n "$engine" ] || fail "libp11's OpenSSL engine is missing (scripts/deps: libengine-pkcs11-openssl)"
-cat > engine.cnf <<CNF
-openssl_conf = init
-[init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $engine
-MODULE_PATH = $MOD
-init = 0
-CNF
-officer_token() {
-  local name=$1 pin=$2 tool=$3
-  softhsm2-util --init-token --free --label "officer-$name" --pin "$pin" --so-pin "$KL_SO_PIN" >/dev/null
-  case $tool in
-    pkcs11-tool) pkcs11-tool --module "$MOD" --token-label "officer-$name" --login --pin "$pin" \
-                   --keypairgen --key-type "$4" --label "$name" --id 01 >/dev/null 2>&1 ;;
-    p11tool) GNUTLS_PIN=$pin p11tool --provider "$MOD" --login --generate-privkey=ECDSA \
-               --curve=secp384r1 --label="$name" "pkcs11:token=officer-$name" >/dev/null 2>&1 ;;
-  esac
-  OFFICER_PIN=$pin OPENSSL_CONF=$PWD/engine.cnf openssl req -new -x509 -engine pkcs11 -keyform engine \
-    -key "pkcs11:token=officer-$name;object=$name;type=private" -passin env:OFFICER_PIN \
-    -subj "/CN=$name/O=Keyline Officers" -days 365 -out "$name.pem" 2>/dev/null
-  openssl x509 -in "$name.pem" -noout >/dev/null || fail "no certificate for officer $name"
-}
+source "$KL_SRC/tests/lib/officer.sh"
 officer_token alice 1111 pkcs11-tool EC:prime256v1
 officer_token bob 2222 pkcs11-tool rsa:2048
 officer_token carol 3333 p11tool

@@ -4,27 +4,11 @@
 # input is refused at run. Officer tokens as in ceremony_quorum.sh.
 source "$KL_SRC/tests/lib/common.sh"
 source "$KL_SRC/tests/lib/firmware.sh"
+source "$KL_SRC/tests/lib/officer.sh"
 make_hierarchy
 kca ca create --label fw1 --template firmware --issuer root1 --subject "CN=Release,O=Keyline Test" >fw1.pem 2>/dev/null
 kca ca create --label fwdev --template firmware --issuer root1 --subject "CN=Development,O=Keyline Test" >fwdev.pem 2>/dev/null
-softhsm2-util --init-token --free --label officer-alice --pin 1111 --so-pin "$KL_SO_PIN" >/dev/null
-pkcs11-tool --module "$KL_MODULE" --token-label officer-alice --login --pin 1111 --keypairgen \
-  --key-type EC:prime256v1 --label alice --id 01 >/dev/null 2>&1
-cat > engine.cnf <<CNF
-openssl_conf = init
-[init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $(find /usr/lib -name pkcs11.so -path '*engines-3*' | head -1)
-MODULE_PATH = $KL_MODULE
-init = 0
-CNF
-OFFICER_PIN=1111 OPENSSL_CONF=$PWD/engine.cnf openssl req -new -x509 -engine pkcs11 -keyform engine \
-  -key "pkcs11:token=officer-alice;object=alice;type=private" -passin env:OFFICER_PIN \
-  -subj "/CN=alice/O=Keyline Officers" -days 365 -out alice.pem 2>/dev/null
+officer_token alice 1111 pkcs11-tool EC:prime256v1
 kca officer add --name alice --cert alice.pem >/dev/null || fail "officer add"
 printf '\n[ceremony]\nrelease-keys = fw1\n' >>"$KL_CONF"
 

@@ -288,3 +288,82 @@ cm_crl_numbers() {
 cm_strictly_increasing() {
   awk 'NR > 1 && $1 <= prev { print "not increasing: " prev " then " $1; bad = 1 } { prev = $1 } END { exit bad }'
 }
+
+# cm_est_csrs TAG: CM_EST_N keys and CSRs per keyline-estd, eE-I with serialNumber TAGE-I
+cm_est_csrs() {
+  local e i
+  for e in 1 2; do
+    for i in $(seq 1 "$CM_EST_N"); do cm_key_csr "e$e-$i" "/CN=ldev-$e-$i/serialNumber=$1$e-$i"; done
+  done
+}
+
+# cm_est_load N [PAUSE]: keyline-estd N's enrollments in the background, 4 clients in parallel,
+# each a quarter of the CSRs (PAUSE seconds between two of a client's); est-load-N-C.txt
+cm_est_load() {
+  local e=$1 c
+  for c in 0 1 2 3; do
+    (
+      for i in $(seq 1 "$CM_EST_N"); do
+        [ $((i % 4)) = "$c" ] || continue
+        echo "e$e-$i $(cm_enroll "$e" "e$e-$i")"
+        [ -z "${2:-}" ] || sleep "$2"
+      done
+    ) >"est-load-$e-$c.txt" &
+    cm_pids+=($!)
+  done
+}
+
+# cm_line_devices TAG: two fixtures per station (fixS-F), CM_DEV_N devices plugged into each
+# one after the other (TAG-S-F-I, $CM_DEV_ARGS added); their serials in cm_devs
+cm_line_devices() {
+  local s f i list
+  for s in 1 2; do cm_fixture "$s-1"; cm_fixture "$s-2"; done
+  cm_devs=()
+  for s in 1 2; do
+    for f in 1 2; do
+      list=(); for i in $(seq 1 "$CM_DEV_N"); do list+=("$1-$s-$f-$i"); done
+      cm_devices "$s-$f" "${list[@]}"
+      cm_devs+=("${list[@]}")
+    done
+  done
+}
+
+# cm_failover_start TLS1 TLS2 ESTTAG DEVTAG [DEVSIM ARGS]: the two-daemon load of
+# cad_failover*.sh. Daemons a and b; est1 and station 1 ask cad-a.sock, cad-b.sock; est2 and
+# station 2 ask tls: TLS1, then TLS2 (daemon names). CM_EST_N enrollments per keyline-estd
+# (cm_est_csrs ESTTAG, cm_est_load with 0.2 s pauses), slow devices (cm_line_devices DEVTAG,
+# extra keyline-devsim arguments from the fifth on), stations 1 and 2 running (cm_sp1, cm_sp2)
+cm_failover_start() {
+  local tls1=$1 tls2=$2 etag=$3 dtag=$4
+  shift 4
+  cm_setup
+  cm_cad_start a
+  cm_cad_start b
+  cm_est_start 1 "cad-a.sock, cad-b.sock"
+  cm_est_start 2 "$(cm_tls "$tls1"), $(cm_tls "$tls2")" est2
+  cm_station_conf 1 "cad-a.sock, cad-b.sock"
+  cm_station_conf 2 "$(cm_tls "$tls1"), $(cm_tls "$tls2")" station2
+  cm_est_csrs "$etag"
+  CM_DEV_ARGS="--misbehave slow --delay-ms 150 $*"
+  cm_line_devices "$dtag"
+  CM_DEV_ARGS=
+  cm_est_load 1 0.2
+  cm_est_load 2 0.2
+  timeout 240 "$KL_BIN/keyline-provision" -c st1.conf --port fix1-1 --port fix1-2 --count $((2 * CM_DEV_N)) >>st1.log 2>&1 &
+  cm_sp1=$!
+  timeout 240 "$KL_BIN/keyline-provision" -c st2.conf --port fix2-1 --port fix2-2 --count $((2 * CM_DEV_N)) >>st2.log 2>&1 &
+  # shellcheck disable=SC2034 # cm_sp1, cm_sp2: for the sourcing test
+  cm_sp2=$!
+}
+
+# cm_wait_issued TAGS N: wait (up to 10 s) until N certificates are recorded for device ids
+# that start with one of the letters TAGS; prints how many there were
+cm_wait_issued() {
+  local n=0
+  for _ in $(seq 1 200); do
+    n=$(kca list --json | python3 -c 'import json,sys; print(sum(1 for c in json.load(sys.stdin) if (c.get("device_id") or "")[:1] in sys.argv[1]))' "$1")
+    [ "$n" -lt "$2" ] || break
+    sleep 0.05
+  done
+  echo "$n"
+}
