@@ -13,8 +13,8 @@
 #include "kl_file.h"
 #include "matter.h"
 
-#define CLI_KEY_TYPES "ec-p256, ec-p384, rsa-3072, rsa-4096, rsa-2048"
-#define CLI_KEY_TYPES_BAR "ec-p256|ec-p384|rsa-3072|rsa-4096"
+#define CLI_KEY_TYPES "ec-p256, ec-p384, rsa-3072, rsa-4096, rsa-2048, ed25519"
+#define CLI_KEY_TYPES_BAR "ec-p256|ec-p384|rsa-3072|rsa-4096|ed25519"
 
 /* --csr-out: the key and a PEM request for a parent outside keyline (ca import installs it). */
 static kl_rc cmd_ca_create_csr(cli *c, ca_ctx *ca, const ca_create_req *req, const char *out)
