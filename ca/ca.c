@@ -799,6 +799,9 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
     ENSURE_SSL(ca_asn1_time(X509_get0_notBefore(cert), &nb) &&
                    ca_asn1_time(X509_get0_notAfter(cert), &na),
                KL_EINTERNAL, "certificate has an invalid validity time");
+    /* [ca LABEL] crl-partition-size: its CRL partition's distribution point (ca_crlpart.c) */
+    int64_t crl_part = 0, crl_part_size = 0;
+    TRY(ca_crlpart_assign(ca, issuer_label, cert, &crl_part, &crl_part_size));
     for (int tries = 0;; tries++) {
         serial_hex = ca_serial_hex(X509_get0_serialNumber(cert));
         ENSURE(serial_hex, KL_EINTERNAL, "out of memory");
@@ -837,6 +840,8 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
             .revoke_reason = -1,
             .request_id = req->request_id,
             .order_id = (char *)req->order_id,
+            .crl_part = crl_part,
+            .crl_part_size = crl_part_size,
         };
         rc = store_cert_insert(ca->st, &rec, der, (size_t)dlen, req->actor ? req->actor : "unknown",
                                detail);
@@ -850,6 +855,9 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
         serial = NULL;
         TRY(ca_serial_new(&serial));
         ENSURE_SSL(X509_set_serialNumber(cert, serial) == 1, KL_EINTERNAL, "set serial");
+        if (crl_part_size > 0) { /* KL_EEXIST may be its partition filled meanwhile */
+            TRY(ca_crlpart_assign(ca, issuer_label, cert, &crl_part, &crl_part_size));
+        }
     }
     TRY(rc);
     *cert_out = cert;

@@ -223,6 +223,13 @@ typedef struct {
 } ca_crl_result;
 kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_result *out) KL_WUR;
 void ca_crl_result_free(ca_crl_result *r);
+/* A CA with [ca LABEL] crl-partition-size (ca_crlpart.c): `issuer` "L/K" to ca_crl_der gives
+ * the CRL of partition K of CA L alone, with its issuingDistributionPoint. ca_crlpart_publish
+ * signs again the CRL of the partition of certificate `serial` (canonical hex), or with serial
+ * NULL those of the partitions of `label` holding a certificate revoked at or after `since`
+ * (*count of them; 0 for a CA without partitions). */
+kl_rc ca_crlpart_publish(ca_ctx *ca, const char *label, const char *serial, time_t since,
+                         size_t *count) KL_WUR;
 
 /* Answer an OCSP request (RFC 6960) for certificates of our CAs. Signed by a delegated OCSP
  * signer for the issuer if one is set up (see ca_ocsp_signer_ensure), else by the issuing CA.

@@ -142,9 +142,25 @@ out:
     return rc;
 }
 
+/* RFC 5280 5.2.5: issuingDistributionPoint, "a critical CRL extension that identifies the CRL
+ * distribution point and scope for a particular CRL": a partition's, named as its certificates'
+ * cRLDistributionPoints name it (ca_crlpart.c). */
+static kl_rc crl_idp_add(X509_EXTENSIONS **exts, const char *url)
+{
+    ISSUING_DIST_POINT *idp = ISSUING_DIST_POINT_new();
+    kl_rc rc = idp ? ca_crlpart_dpname(url, &idp->distpoint) : kl_fail(KL_EINTERNAL, "memory");
+    if (rc == KL_OK && X509V3_add1_i2d(exts, NID_issuing_distribution_point, idp, 1, 0) != 1) {
+        rc = kl_fail_ssl(KL_EINTERNAL, "cannot add the issuingDistributionPoint");
+    }
+    ISSUING_DIST_POINT_free(idp);
+    return rc;
+}
+
 /* crlExtensions [0] EXPLICIT: cRLNumber (RFC 5280 5.2.3: MUST) and the authority key
- * identifier (5.2.1: MUST), DER into *der (OPENSSL_free). */
-static kl_rc crl_extensions(const ca_entry *e, int64_t number, uint8_t **der, size_t *len)
+ * identifier (5.2.1: MUST), and a partition's issuingDistributionPoint (idp_url, NULL: none),
+ * DER into *der (OPENSSL_free). */
+static kl_rc crl_extensions(const ca_entry *e, int64_t number, const char *idp_url, uint8_t **der,
+                            size_t *len)
 {
     kl_rc rc = KL_OK;
     X509_EXTENSIONS *exts = sk_X509_EXTENSION_new_null();
@@ -159,6 +175,7 @@ static kl_rc crl_extensions(const ca_entry *e, int64_t number, uint8_t **der, si
     aki = X509V3_EXT_conf_nid(NULL, &v3, NID_authority_key_identifier, "keyid:always");
     ENSURE_SSL(aki && sk_X509_EXTENSION_push(exts, aki), KL_EINTERNAL, "cannot add the AKI");
     aki = NULL;
+    TRY(idp_url ? crl_idp_add(&exts, idp_url) : KL_OK);
     int n = i2d_X509_EXTENSIONS(exts, &inner);
     ENSURE_SSL(n > 0, KL_EINTERNAL, "cannot encode the CRL extensions");
     uint8_t h[6];
@@ -287,17 +304,26 @@ out:
     return rc;
 }
 
+/* Which CRL: the CA's full one (part -1, name the label) or partition `part`'s ("L/K", with
+ * the issuingDistributionPoint idp). */
+typedef struct {
+    const char *issuer, *name;
+    int64_t part;
+    char idp[1024];
+} crl_scope;
+
 /* One attempt with the number after the last taken: KL_EEXIST when it was taken meanwhile. */
-static kl_rc crl_once(ca_ctx *ca, const char *issuer, const ca_entry *e, time_t now, time_t until,
+static kl_rc crl_once(ca_ctx *ca, const crl_scope *sc, const ca_entry *e, time_t now, time_t until,
                       crl_buf *entries, ca_crl_result *out)
 {
+    const char *issuer = sc->issuer;
     kl_rc rc = KL_OK;
     uint8_t *ext = NULL, *alg = NULL, *name = NULL, *sig = NULL;
     size_t ext_len = 0, alg_len = 0, sig_len = 0;
     int64_t number = 0;
     const EVP_MD *md = ca_sign_md(e->key);
     TRY(store_crl_number_peek(ca->st, issuer, &number));
-    TRY(crl_extensions(e, number, &ext, &ext_len));
+    TRY(crl_extensions(e, number, sc->part < 0 ? NULL : sc->idp, &ext, &ext_len));
     TRY(crl_sig_alg(e->key, md, &alg, &alg_len));
     int name_len = i2d_X509_NAME(X509_get_subject_name(e->cert), &name);
     ENSURE_SSL(name_len > 0, KL_EINTERNAL, "cannot encode the issuer name");
@@ -342,10 +368,12 @@ static kl_rc crl_once(ca_ctx *ca, const char *issuer, const ca_entry *e, time_t 
                      .this_update = now,
                      .next_update = until,
                      .der = der.p,
-                     .der_len = der.len};
+                     .der_len = der.len,
+                     .name = sc->part < 0 ? NULL : sc->name};
     char detail[200];
-    snprintf(detail, sizeof detail, "issuer=%s crl-number=%lld entries=%zu", issuer,
-             (long long)number, out->entries);
+    snprintf(detail, sizeof detail, "issuer=%s crl-number=%lld entries=%zu%s%.24s", issuer,
+             (long long)number, out->entries,
+             sc->part < 0 ? "" : " partition=", sc->part < 0 ? "" : strchr(sc->name, '/') + 1);
     rc = store_crl_commit(ca->st, &rec, "ca", detail);
     if (rc != KL_OK) {
         free(der.p);
@@ -368,16 +396,27 @@ kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_resu
     const ca_entry *e = NULL;
     long span = 0;
     crl_fill f = {.entries = {.cap = (size_t)STORE_CRL_MAX - 4096}, .rc = KL_OK};
+    char label[CA_LABEL_MAX + 1];
+    crl_scope sc = {.issuer = label, .name = issuer};
     memset(out, 0, sizeof *out);
-    TRY(crl_issuer(ca, issuer, &e, &span));
+    TRY(ca_crlpart_name_parse(issuer, label, sizeof label, &sc.part));
+    TRY(crl_issuer(ca, label, &e, &span));
+    if (sc.part >= 0) {
+        int64_t size = 0;
+        TRY(ca_crlpart_size(ca, label, &size));
+        ENSURE(size > 0, KL_ENOTFOUND, "CA %s has no CRL partitions ([ca %s] crl-partition-size)",
+               label, label);
+        TRY(ca_crlpart_url(ca, label, sc.part, sc.idp, sizeof sc.idp));
+    }
     time_t now = time(NULL);
     out->this_update = now;
     out->next_update = next_update > now ? next_update : now + span;
-    TRY(store_revoked_stream(ca->st, issuer, crl_entry, &f));
+    TRY(sc.part < 0 ? store_revoked_stream(ca->st, label, crl_entry, &f)
+                    : store_revoked_stream_part(ca->st, label, sc.part, crl_entry, &f));
     out->entries = f.count;
     /* a number taken by a concurrent CRL since we looked: sign again with the next */
     for (int attempt = 0; attempt < 5; attempt++) {
-        rc = crl_once(ca, issuer, e, now, out->next_update, &f.entries, out);
+        rc = crl_once(ca, &sc, e, now, out->next_update, &f.entries, out);
         if (rc != KL_EEXIST) {
             break;
         }

@@ -158,4 +158,21 @@ kl_rc ca_ocsp_signer_final(ca_ctx *ca, const char *issuer, const char *actor) KL
 void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n, const char *actor,
                     kl_rc rc);
 
+/* Partitioned CRLs (ca_crlpart.c; [ca LABEL] crl-partition-size). ca_crlpart_size: N, or 0 when
+ * CA `label` is not partitioned (KL_EINPUT: a bad value). ca_crlpart_name_parse: "L" -> L, -1;
+ * "L/K" -> L, K (the name of partition K's CRL); KL_EUSAGE otherwise. ca_crlpart_url: the
+ * distribution point of partition K ([ca] crl-url with {issuer} and {partition}, or its
+ * ".crl" ending made "/K.crl"); KL_EUSAGE without crl-url or when it cannot name a partition.
+ * ca_crlpart_dpname: that URL as a DistributionPointName (fullName), *out freed by the caller.
+ * ca_crlpart_assign: for a certificate of `label` built with a distribution point, the CA's
+ * current partition in *part and its cRLDistributionPoints replaced by the partition's, *size
+ * the partition size to record it with (store_cert.crl_part_size); *size 0: not partitioned.
+ * ca_crlpart_publish (ca.h). */
+kl_rc ca_crlpart_size(ca_ctx *ca, const char *label, int64_t *size) KL_WUR;
+kl_rc ca_crlpart_name_parse(const char *name, char *label, size_t label_sz, int64_t *part) KL_WUR;
+kl_rc ca_crlpart_url(ca_ctx *ca, const char *label, int64_t part, char *out, size_t outlen) KL_WUR;
+kl_rc ca_crlpart_dpname(const char *url, DIST_POINT_NAME **out) KL_WUR;
+kl_rc ca_crlpart_assign(ca_ctx *ca, const char *label, X509 *cert, int64_t *part,
+                        int64_t *size) KL_WUR;
+
 #endif

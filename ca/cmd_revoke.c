@@ -74,12 +74,28 @@ out:
     return rc;
 }
 
+/* The full CRL of `issuer`, then (a CA with [ca LABEL] crl-partition-size) the CRL of the
+ * partition of `serial`, or (NULL) of the partitions holding a certificate revoked at or after
+ * `since`, and only those. */
+static kl_rc revoke_publish_one(ca_ctx *ca, const char *issuer, const char *serial, time_t since)
+{
+    size_t n = 0;
+    kl_rc rc = cli_crl_publish(ca, issuer, "after the revocation", NULL);
+    rc = rc == KL_OK ? ca_crlpart_publish(ca, issuer, serial, since, &n) : rc;
+    if (n > 0) {
+        fprintf(stderr, "keyline-ca: published the CRLs of %zu partition%s of %s\n", n,
+                n == 1 ? "" : "s", issuer);
+    }
+    return rc;
+}
+
 /* After the revocations: each issuer's CRL, once. */
-static kl_rc revoke_publish(ca_ctx *ca, const store_revoke_result *res, const char *what)
+static kl_rc revoke_publish(ca_ctx *ca, const store_revoke_result *res, time_t since,
+                            const char *what)
 {
     kl_rc rc = KL_OK;
     for (size_t i = 0; i < res->n_issuers; i++) {
-        kl_rc r = cli_crl_publish(ca, res->issuers[i], "after the revocation", NULL);
+        kl_rc r = revoke_publish_one(ca, res->issuers[i], NULL, since);
         if (r != KL_OK && rc == KL_OK) {
             char why[256];
             snprintf(why, sizeof why, "%s", kl_errmsg());
@@ -118,6 +134,7 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
     }
     TRY(ceremony_revoke_guard(c->conf, ca_store(ca), rq->items, rq->n_items, rq->issuer));
     rq->actor = c->actor;
+    rq->when = rq->when ? rq->when : time(NULL);
     TRY(store_cert_revoke_many(ca_store(ca), rq, &res));
     printf("revoked %zu certificate%s (%s)%s", res.revoked, res.revoked == 1 ? "" : "s",
            ca_reason_name(rq->reason < 0 ? 0 : rq->reason), res.already ? "; " : "\n");
@@ -126,7 +143,7 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
     }
     char what[64];
     snprintf(what, sizeof what, "revoked %zu certificates", res.revoked);
-    TRY(revoke_publish(ca, &res, what));
+    TRY(revoke_publish(ca, &res, rq->when, what));
 out:
     ca_close(ca);
     free(items);
@@ -194,7 +211,7 @@ kl_rc cmd_revoke(cli *c, int argc, char **argv)
     char norm[64], why[256];
     TRY(ca_serial_normalise(serial, norm, sizeof norm));
     TRY(store_cert_get(ca_store(ca), norm, &cert));
-    rc = cli_crl_publish(ca, cert.issuer, "after the revocation", NULL);
+    rc = revoke_publish_one(ca, cert.issuer, norm, cert.revoked_at);
     if (rc != KL_OK) {
         snprintf(why, sizeof why, "%s", kl_errmsg());
         rc = kl_fail(rc,
@@ -211,12 +228,15 @@ out:
 kl_rc cmd_crl(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
-    const char *issuer = NULL, *out_path = NULL;
+    const char *issuer = NULL, *out_path = NULL, *part = NULL;
+    char name[160];
     ca_ctx *ca = NULL;
     ca_crl_result crl;
     BIO *b = NULL;
     memset(&crl, 0, sizeof crl);
     static const struct option opts[] = {{"issuer", required_argument, NULL, 'i'},
+                                         {"label", required_argument, NULL, 'i'},
+                                         {"partition", required_argument, NULL, 'p'},
                                          {"out", required_argument, NULL, 'o'},
                                          {NULL, 0, NULL, 0}};
     int ch;
@@ -224,17 +244,21 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "i:o:", opts, NULL)) != -1) {
         switch (ch) {
         case 'i': issuer = optarg; break;
+        case 'p': part = optarg; break;
         case 'o': out_path = optarg; break;
         default: return kl_fail(KL_EUSAGE, "crl: bad option (see --help)");
         }
     }
-    ENSURE(issuer && optind == argc, KL_EUSAGE, "crl needs --issuer L");
+    ENSURE(issuer && optind == argc && !strchr(issuer, '/'), KL_EUSAGE,
+           "crl needs --issuer L [--partition K]");
+    /* partition K's CRL alone: named "L/K" (ca_crlpart.c) */
+    snprintf(name, sizeof name, "%.100s%s%.40s", issuer, part ? "/" : "", part ? part : "");
     TRY(cli_out_check(c, out_path)); /* before a CRL is signed */
     TRY(cli_open(c, 1, &ca));
     /* DER from the store to the PEM output, never parsed: a CRL of millions of entries */
-    TRY(ca_crl_der(ca, issuer, 0, &crl));
+    TRY(ca_crl_der(ca, name, 0, &crl));
     fprintf(stderr, "keyline-ca: published CRL number %lld of %s (on request)\n",
-            (long long)crl.number, issuer);
+            (long long)crl.number, name);
     /* the officer's run for an offline CA (a root) also keeps its delegated OCSP signer,
      * which keyline-estd cannot renew without that CA's key */
     int renewed = 0;

@@ -24,8 +24,8 @@ static const cli_cmd cli_top[] = {
     {"revoke", cmd_revoke,
      "--serial HEX | --from FILE | --issued-by L --between T1 T2 [--reason NAME]",
      "revoke a certificate, a list (serials or device ids) or a batch, then publish the CRLs"},
-    {"crl", cmd_crl, "--issuer L [--out FILE]",
-     "sign a fresh CRL in the HSM, publish it in the store, print it (PEM)"},
+    {"crl", cmd_crl, "--issuer L [--partition K] [--out FILE]",
+     "sign a fresh CRL (of partition K alone) in the HSM, publish it in the store, print it"},
     {"list", cmd_list,
      "[--status valid|pending|revoked] [--issuer L] [--expiring DAYSd] [--json] | --images "
      "[--json]",

@@ -40,9 +40,12 @@ typedef struct {
     uint8_t *der;      /* NULL until signed */
     size_t der_len;
     time_t created;
-    int64_t request_id; /* store_cert_insert only: the held request this approves (0: none) */
-    char *order_id;     /* store_cert_insert only: the production order it counts against, in
-                         * the same transaction (store_order.h); NULL: none */
+    int64_t request_id;    /* store_cert_insert only: the held request this approves (0: none) */
+    char *order_id;        /* store_cert_insert only: the production order it counts against, in
+                            * the same transaction (store_order.h); NULL: none */
+    int64_t crl_part;      /* store_cert_insert only, with crl_part_size > 0: its CRL partition */
+    int64_t crl_part_size; /* > 0: counted against crl_part of the issuer in the same
+                            * transaction, at most this many (KL_EEXIST when full); 0: none */
 } store_cert;
 
 typedef struct {
@@ -202,6 +205,21 @@ typedef struct {
 } store_revoked;
 typedef kl_rc (*store_revoked_cb)(void *arg, const store_revoked *r);
 kl_rc store_revoked_stream(store *s, const char *issuer, store_revoked_cb cb, void *arg) KL_WUR;
+/* The same for CRL partition `part` of `issuer` alone (store_crlpart.c). */
+kl_rc store_revoked_stream_part(store *s, const char *issuer, int64_t part, store_revoked_cb cb,
+                                void *arg) KL_WUR;
+
+/* --- CRL partitions (store_crlpart.c, ca/ca_crlpart.c) ---
+ * store_crlpart_current: the partition of `issuer` its next certificate goes in, holding at most
+ * `size`: the current one, or (a write transaction, once per `size` certificates) the next when
+ * it is full or the first when the CA has none. store_crlpart_revoked_since: the partitions of
+ * `issuer` holding a certificate revoked at or after `since`, ascending, into *parts (malloc,
+ * the caller frees; NULL when none). store_crlpart_of: the partition of a certificate (canonical
+ * serial), -1 when it has none. */
+kl_rc store_crlpart_current(store *s, const char *issuer, int64_t size, int64_t *part) KL_WUR;
+kl_rc store_crlpart_revoked_since(store *s, const char *issuer, time_t since, int64_t **parts,
+                                  size_t *n) KL_WUR;
+kl_rc store_crlpart_of(store *s, const char *serial_hex, int64_t *part) KL_WUR;
 
 /* Certificates of `issuer` with status pending and created before `older_than`. */
 kl_rc store_cert_list_pending(store *s, time_t older_than, store_cert_cb cb, void *arg) KL_WUR;
@@ -222,6 +240,8 @@ typedef struct {
     time_t created; /* when this CRL was stored */
     uint8_t *der;   /* the CertificateList as signed */
     size_t der_len;
+    const char *name; /* store_crl_commit only: the row's name when not `issuer`, "L/K" for
+                       * partition K of CA L (its number is still taken from L's) */
 } store_crl;
 /* largest CRL the store keeps, in bytes: some 5 million entries (about 50 bytes each) */
 #define STORE_CRL_MAX ((size_t)256 * 1024 * 1024)

@@ -160,6 +160,9 @@ kl_rc st_cert_insert_tx(store_conn *c, const store_cert *cert, const uint8_t *de
         TRY(st_order_take_tx(c, cert->order_id, cert->serial_hex, cert->device_id));
     }
     TRY(cert_row_insert(c, cert, der, len));
+    if (cert->crl_part_size > 0) {
+        TRY(st_crlpart_take_tx(c, cert));
+    }
     TRY(store_audit_detail_issue(cert->serial_hex, cert->status, der, len, detail, &full));
     TRY(st_audit_append_tx(c, actor, "issue", full));
     if (cert->request_id > 0) {

@@ -210,6 +210,10 @@ kl_rc st_audit_append_tx(store_conn *c, const char *actor, const char *action,
  * when the order is closed, expired or exhausted. Called by st_cert_insert_tx. */
 kl_rc st_order_take_tx(store_conn *c, const char *id, const char *serial,
                        const char *device_id) KL_WUR;
+/* Count a certificate against its CRL partition (cert->crl_part of cert->issuer, at most
+ * cert->crl_part_size) and record its partition (store_crlpart.c): KL_EEXIST when that partition
+ * is full or no longer the current one. Called by st_cert_insert_tx. */
+kl_rc st_crlpart_take_tx(store_conn *c, const store_cert *cert) KL_WUR;
 kl_rc st_cert_insert_tx(store_conn *c, const store_cert *cert, const uint8_t *der, size_t len,
                         const char *actor, const char *detail) KL_WUR;
 /* Schema 5: the baseline entries of an older store's rows. */

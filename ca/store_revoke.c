@@ -241,10 +241,18 @@ kl_rc store_cert_revoke_many(store *s, const store_revoke_req *req, store_revoke
 
 /* ---- the revoked certificates of an issuer, streamed ---- */
 
+/* one CRL partition: its rows alone (a partition holds at most crl-partition-size) */
+static const store_q q_rv_stream_part = {
+    "SELECT c.serial, c.revoked_at, c.revoke_reason FROM crl_partition_certs p"
+    " JOIN certs c ON c.serial = p.serial WHERE p.issuer = ?1 AND p.part = ?2"
+    " AND c.status = 'revoked' ORDER BY length(c.serial), c.serial",
+    NULL};
+
 typedef struct {
     const char *issuer;
     store_revoked_cb cb;
     void *arg;
+    int64_t part; /* -1: every certificate of the issuer */
 } rs_arg;
 
 static kl_rc rs_tx(store_conn *c, void *arg)
@@ -253,8 +261,9 @@ static kl_rc rs_tx(store_conn *c, void *arg)
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
-    TRY(sc_stmt(c, &q_rv_stream, &st));
+    TRY(sc_stmt(c, a->part < 0 ? &q_rv_stream : &q_rv_stream_part, &st));
     TRY(sc_text(st, 1, a->issuer));
+    TRY(a->part < 0 ? KL_OK : sc_int(st, 2, a->part));
     for (;;) {
         TRY(sc_step(st, &row, "list revoked certificates"));
         if (!row) {
@@ -276,7 +285,17 @@ kl_rc store_revoked_stream(store *s, const char *issuer, store_revoked_cb cb, vo
     if (!s || !issuer || !cb) {
         return kl_fail(KL_EUSAGE, "store_revoked_stream: missing argument");
     }
-    rs_arg a = {issuer, cb, arg};
+    rs_arg a = {issuer, cb, arg, -1};
+    return store_read(s, rs_tx, &a);
+}
+
+kl_rc store_revoked_stream_part(store *s, const char *issuer, int64_t part, store_revoked_cb cb,
+                                void *arg)
+{
+    if (!s || !issuer || part < 0 || !cb) {
+        return kl_fail(KL_EUSAGE, "store_revoked_stream_part: missing argument");
+    }
+    rs_arg a = {issuer, cb, arg, part};
     return store_read(s, rs_tx, &a);
 }
 
@@ -352,7 +371,7 @@ static kl_rc rn_commit_tx(store_conn *c, void *arg)
                (long long)a->crl->number, a->crl->issuer);
     }
     TRY(sc_stmt(c, &q_rn_put, &st));
-    TRY(sc_text(st, 1, a->crl->issuer));
+    TRY(sc_text(st, 1, a->crl->name ? a->crl->name : a->crl->issuer));
     TRY(sc_int(st, 2, a->crl->number));
     TRY(sc_int(st, 3, (int64_t)a->crl->this_update));
     TRY(sc_int(st, 4, (int64_t)a->crl->next_update));

@@ -36,6 +36,8 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"ca", "ocsp-url", NULL, NULL, 0},
     {"ca", "ca-issuers-url", NULL, NULL, 0},
     {"ca", "crl-days", "7", NULL, 0},
+    /* one CA's settings: [ca LABEL] */
+    {"ca *", "crl-partition-size", NULL, "none: one CRL for the CA", 0},
 
     /* quorum ceremonies (ca/ceremony.h): 0 none, M: M officers approve each CA operation */
     {"ceremony", "quorum", "0", NULL, 0},

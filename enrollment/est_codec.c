@@ -102,7 +102,13 @@ kl_rc est_route_parse(const char *path, est_route *out)
     if (strncmp(path, "/crl/", 5) == 0) {
         const char *l = path + 5;
         size_t n = strlen(l);
-        if (n > 4 && strcmp(l + n - 4, ".crl") == 0 && est_label_ok(l, n - 4)) {
+        /* /crl/L/K.crl: partition K's CRL of CA L ([ca L] crl-partition-size), named "L/K" */
+        const char *sl = memchr(l, '/', n);
+        size_t kl = sl && n > 4 ? (size_t)(l + n - 4 - (sl + 1)) : 0;
+        int part_ok = !sl || (kl > 0 && kl <= 12 && strspn(sl + 1, "0123456789") == kl &&
+                              (sl[1] != '0' || kl == 1) && est_label_ok(l, (size_t)(sl - l)));
+        if (n > 4 && strcmp(l + n - 4, ".crl") == 0 && part_ok && (sl || est_label_ok(l, n - 4)) &&
+            n - 4 < EST_LABEL_MAX) {
             out->ep = EST_EP_CRL;
             memcpy(out->label, l, n - 4);
             out->label[n - 4] = 0;

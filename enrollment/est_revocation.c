@@ -158,14 +158,17 @@ static kl_rc est_crl_get(est_server *s, const char *label, est_crl_file **out)
     kl_buf_init(&der, EST_CRL_MAX, 0);
     rc = est_cad_crl(s, label, &der);
     if (rc == KL_OK && !f) {
-        if (est_ncrls == EST_CRL_SLOTS) {
-            rc = kl_fail(KL_EINTERNAL, "more than %d CAs with CRLs", EST_CRL_SLOTS);
-        } else {
-            f = &est_crls[est_ncrls++];
-            memset(f, 0, sizeof *f);
-            f->fd = -1;
-            snprintf(f->label, sizeof f->label, "%s", label);
+        /* all taken (CRL partitions: many per CA): the one fetched longest ago makes room */
+        f = &est_crls[est_ncrls < EST_CRL_SLOTS ? est_ncrls++ : 0];
+        for (size_t i = 1; est_ncrls == EST_CRL_SLOTS && i < est_ncrls; i++) {
+            f = est_crls[i].fetched < f->fetched ? &est_crls[i] : f;
         }
+        if (f->label[0] && f->fd >= 0) {
+            close(f->fd); /* responses still sending it hold their own dup */
+        }
+        memset(f, 0, sizeof *f);
+        f->fd = -1;
+        snprintf(f->label, sizeof f->label, "%s", label);
     }
     if (rc == KL_OK) {
         rc = est_crl_store(f, &der, now);

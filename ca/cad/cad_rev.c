@@ -287,9 +287,11 @@ kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
 {
     kl_rc rc = KL_OK;
     int signs = 0;
-    int64_t epoch = 0;
-    TRY(cad_rev_ca(r, label, &signs));
-    TRY(store_revocation_epoch(ca_store(r->d->ca), label, &epoch));
+    int64_t epoch = 0, part = -1;
+    char ca_label[CA_LABEL_MAX + 1]; /* "L/K": partition K's CRL of CA L (ca_crlpart.c) */
+    TRY(ca_crlpart_name_parse(label, ca_label, sizeof ca_label, &part));
+    TRY(cad_rev_ca(r, ca_label, &signs));
+    TRY(store_revocation_epoch(ca_store(r->d->ca), ca_label, &epoch));
     time_t now = time(NULL);
     pthread_mutex_lock(&r->crl_lock);
     cad_crl_slot *slot = NULL;
@@ -298,14 +300,16 @@ kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
             slot = &r->crl[i];
         }
     }
-    if (!slot && r->n_crl < CAD_CRL_SLOTS) {
-        slot = &r->crl[r->n_crl++];
+    if (!slot) { /* all taken (CRL partitions: many per CA): the oldest makes room */
+        slot = &r->crl[r->n_crl < CAD_CRL_SLOTS ? r->n_crl++ : 0];
+        for (size_t i = 1; r->n_crl == CAD_CRL_SLOTS && i < r->n_crl; i++) {
+            slot = r->crl[i].refresh_at < slot->refresh_at ? &r->crl[i] : slot;
+        }
+        free(slot->label[0] ? slot->der : NULL);
         memset(slot, 0, sizeof *slot);
         snprintf(slot->label, sizeof slot->label, "%s", label);
     }
-    if (!slot) {
-        rc = kl_fail(KL_EINTERNAL, "more than %d CAs with CRLs", CAD_CRL_SLOTS);
-    } else if (!slot->der || slot->epoch != epoch || now >= slot->refresh_at) {
+    if (!slot->der || slot->epoch != epoch || now >= slot->refresh_at) {
         uint8_t *der = NULL;
         size_t len = 0;
         time_t refresh_at = 0;

@@ -1,0 +1,196 @@
+/* keyline: partitioned CRLs (issue 17 item 3), for a CA with [ca LABEL] crl-partition-size = N.
+ *
+ * Each certificate of such a CA (those whose template asks for a CRL distribution point) goes
+ * into the CA's current partition of at most N certificates (store_crlpart.c: counted in the
+ * certificate's insert transaction) and names that partition's CRL as its distribution point;
+ * that CRL lists the revoked certificates of the partition alone and says so in a critical
+ * issuingDistributionPoint with the same name (RFC 5280 5.2.5), so a device downloads a CRL of
+ * bounded size. The CA's full CRL (no issuingDistributionPoint) is unchanged and lists every
+ * revoked certificate. A partition CRL is named "L/K" (partition K of CA L: a label never holds
+ * a '/'), recorded in the store's crls table under that name and served as /crl/L/K.crl; its
+ * number comes from the CA's one counter, shared with the full CRL (strictly increasing). */
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ca_internal.h"
+
+kl_rc ca_crlpart_size(ca_ctx *ca, const char *label, int64_t *size)
+{
+    char sect[CA_LABEL_MAX + 8];
+    long v = 0;
+    *size = 0;
+    if (!ca->conf) {
+        return KL_OK;
+    }
+    snprintf(sect, sizeof sect, "ca %s", label);
+    kl_rc rc = kl_conf_get_long(ca->conf, sect, "crl-partition-size", 0, 1, 1L << 30, &v);
+    if (rc != KL_OK) {
+        return kl_fail(rc, "[ca %s] crl-partition-size: %s", label, kl_errmsg());
+    }
+    *size = v;
+    return KL_OK;
+}
+
+kl_rc ca_crlpart_name_parse(const char *name, char *label, size_t label_sz, int64_t *part)
+{
+    const char *slash = strchr(name, '/');
+    size_t n = slash ? (size_t)(slash - name) : strlen(name);
+    *part = -1;
+    if (n == 0 || n >= label_sz) {
+        return kl_fail(KL_EUSAGE, "'%.140s' is not a CA label or L/PARTITION", name);
+    }
+    memcpy(label, name, n);
+    label[n] = 0;
+    if (slash) {
+        const char *d = slash + 1;
+        char *end = NULL;
+        long long v = strtoll(d, &end, 10);
+        if (*d < '0' || *d > '9' || *end || v < 0 || v > (1LL << 40) || (d[0] == '0' && d[1])) {
+            return kl_fail(KL_EUSAGE, "'%.140s': the partition is a number (L/PARTITION)", name);
+        }
+        *part = v;
+    }
+    return KL_OK;
+}
+
+/* [ca] crl-url with {issuer} and {partition} replaced; without {partition} in it, the URL must
+ * end in ".crl", which becomes "/K.crl" (keyline-estd's /crl/L/K.crl). */
+kl_rc ca_crlpart_url(ca_ctx *ca, const char *label, int64_t part, char *out, size_t outlen)
+{
+    const char *pat = ca->crl_url;
+    size_t n = 0;
+    if (!pat || !*pat) {
+        return kl_fail(KL_EUSAGE, "[ca %s] crl-partition-size needs [ca] crl-url", label);
+    }
+    char k[24];
+    snprintf(k, sizeof k, "%lld", (long long)part);
+    int has_part = strstr(pat, "{partition}") != NULL;
+    for (const char *s = pat; *s;) {
+        const char *piece = s;
+        size_t plen = 1;
+        if (strncmp(s, "{issuer}", 8) == 0 || strncmp(s, "{partition}", 11) == 0) {
+            piece = s[1] == 'i' ? label : k;
+            plen = strlen(piece);
+            s += s[1] == 'i' ? 8 : 11;
+        } else if (!has_part && strcmp(s, ".crl") == 0) {
+            piece = k;
+            plen = strlen(k);
+            if (n + 1 >= outlen) {
+                break;
+            }
+            out[n++] = '/';
+            has_part = 1; /* ".crl" follows as it is */
+        } else {
+            s++;
+        }
+        if (n + plen >= outlen) {
+            return kl_fail(KL_EUSAGE, "[ca] crl-url '%s' is too long once expanded", pat);
+        }
+        memcpy(out + n, piece, plen);
+        n += plen;
+    }
+    out[n] = 0;
+    if (!has_part) {
+        return kl_fail(KL_EUSAGE,
+                       "[ca] crl-url '%s' names no partition: with [ca %s] crl-partition-size it "
+                       "holds {partition} or ends in .crl",
+                       pat, label);
+    }
+    return KL_OK;
+}
+
+kl_rc ca_crlpart_dpname(const char *url, DIST_POINT_NAME **out)
+{
+    kl_rc rc = KL_OK;
+    DIST_POINT_NAME *dpn = DIST_POINT_NAME_new();
+    GENERAL_NAME *g = GENERAL_NAME_new();
+    ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+    ENSURE(dpn && g && s && ASN1_STRING_set(s, url, (int)strlen(url)), KL_EINTERNAL,
+           "out of memory");
+    GENERAL_NAME_set0_value(g, GEN_URI, s);
+    s = NULL;
+    dpn->type = 0; /* fullName */
+    dpn->name.fullname = sk_GENERAL_NAME_new_null();
+    ENSURE(dpn->name.fullname && sk_GENERAL_NAME_push(dpn->name.fullname, g), KL_EINTERNAL,
+           "out of memory");
+    g = NULL;
+    *out = dpn;
+    dpn = NULL;
+out:
+    ASN1_IA5STRING_free(s);
+    GENERAL_NAME_free(g);
+    DIST_POINT_NAME_free(dpn);
+    return rc;
+}
+
+/* The certificate's cRLDistributionPoints (put there by the template) replaced in place by the
+ * partition's. */
+static kl_rc crlpart_cdp_set(X509 *cert, const char *url)
+{
+    kl_rc rc = KL_OK;
+    CRL_DIST_POINTS *cdp = sk_DIST_POINT_new_null();
+    DIST_POINT *dp = DIST_POINT_new();
+    ENSURE(cdp && dp, KL_EINTERNAL, "out of memory");
+    TRY(ca_crlpart_dpname(url, &dp->distpoint));
+    ENSURE(sk_DIST_POINT_push(cdp, dp), KL_EINTERNAL, "out of memory");
+    dp = NULL;
+    ENSURE_SSL(X509_add1_ext_i2d(cert, NID_crl_distribution_points, cdp, 0, X509V3_ADD_REPLACE) ==
+                   1,
+               KL_EINTERNAL, "cannot set the CRL distribution point");
+out:
+    DIST_POINT_free(dp);
+    sk_DIST_POINT_pop_free(cdp, DIST_POINT_free);
+    return rc;
+}
+
+kl_rc ca_crlpart_assign(ca_ctx *ca, const char *label, X509 *cert, int64_t *part, int64_t *size)
+{
+    kl_rc rc = KL_OK;
+    char url[1024];
+    *part = 0;
+    *size = 0;
+    /* only a certificate with a distribution point (its template's) has a partition to name */
+    if (!label || X509_get_ext_by_NID(cert, NID_crl_distribution_points, -1) < 0) {
+        return KL_OK;
+    }
+    int64_t n = 0;
+    TRY(ca_crlpart_size(ca, label, &n));
+    if (n == 0) {
+        return KL_OK;
+    }
+    TRY(store_crlpart_current(ca->st, label, n, part));
+    TRY(ca_crlpart_url(ca, label, *part, url, sizeof url));
+    TRY(crlpart_cdp_set(cert, url));
+    *size = n;
+out:
+    return rc;
+}
+
+kl_rc ca_crlpart_publish(ca_ctx *ca, const char *label, const char *serial, time_t since,
+                         size_t *count)
+{
+    kl_rc rc = KL_OK;
+    int64_t *parts = NULL, one = -1;
+    size_t n = 0;
+    char name[CA_LABEL_MAX + 24];
+    *count = 0;
+    if (serial) {
+        TRY(store_crlpart_of(ca->st, serial, &one));
+        parts = one >= 0 ? &one : NULL;
+        n = one >= 0;
+    } else {
+        TRY(store_crlpart_revoked_since(ca->st, label, since, &parts, &n));
+    }
+    for (size_t i = 0; i < n; i++) {
+        ca_crl_result r;
+        snprintf(name, sizeof name, "%s/%lld", label, (long long)parts[i]);
+        TRY(ca_crl_der(ca, name, 0, &r));
+        ca_crl_result_free(&r);
+        (*count)++;
+    }
+out:
+    free(parts == &one ? NULL : parts);
+    return rc;
+}

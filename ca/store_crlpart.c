@@ -1,0 +1,191 @@
+/* keyline: CRL partitions in the store (issue 17 item 3; ca/ca_crlpart.c decides who uses them).
+ *
+ * A CA with [ca LABEL] crl-partition-size = N puts its certificates in partitions of at most N:
+ * crl_partitions holds the CA's current partition and how many certificates were counted
+ * against it, crl_partition_certs the partition of each certificate (schema step 13). The
+ * count is taken in the certificate's own insert transaction (st_crlpart_take_tx, the pattern
+ * of st_order_take_tx): UPDATE ... WHERE fill < N, so racing issuers never put more than N in
+ * one partition; the one that finds it full gets KL_EEXIST and signs again with the next. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_db.h"
+
+static const store_q q_cp_get = {"SELECT current, fill FROM crl_partitions WHERE issuer = ?1",
+                                 NULL};
+static const store_q q_cp_first = {"INSERT INTO crl_partitions (issuer, current, fill)"
+                                   " VALUES (?1, 0, 0) ON CONFLICT (issuer) DO NOTHING",
+                                   NULL};
+static const store_q q_cp_next = {
+    "UPDATE crl_partitions SET current = current + 1, fill = 0 WHERE issuer = ?1 AND fill >= ?2",
+    NULL};
+static const store_q q_cp_take = {"UPDATE crl_partitions SET fill = fill + 1"
+                                  " WHERE issuer = ?1 AND current = ?2 AND fill < ?3",
+                                  NULL};
+static const store_q q_cp_cert = {
+    "INSERT INTO crl_partition_certs (serial, issuer, part) VALUES (?1, ?2, ?3)", NULL};
+/* from the revoked index of the issuer (certs_revoked), not from all its partitions' rows */
+static const store_q q_cp_since = {
+    "SELECT DISTINCT p.part FROM certs c JOIN crl_partition_certs p ON p.serial = c.serial"
+    " WHERE c.issuer = ?1 AND c.status = 'revoked' AND c.revoked_at >= ?2 ORDER BY p.part",
+    NULL};
+static const store_q q_cp_of = {"SELECT part FROM crl_partition_certs WHERE serial = ?1", NULL};
+
+typedef struct {
+    const char *issuer;
+    int64_t size, current, fill;
+    int found;
+} cp_arg;
+
+static int row_cp(db_stmt *st, void *out)
+{
+    cp_arg *a = out;
+    a->current = col_int(st, 0);
+    a->fill = col_int(st, 1);
+    return 0;
+}
+
+static kl_rc cp_get_tx(store_conn *c, void *arg)
+{
+    cp_arg *a = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sc_stmt(c, &q_cp_get, &st));
+    TRY(sc_text(st, 1, a->issuer));
+    TRY(sc_step(st, &a->found, "read the CRL partition"));
+    a->current = a->found ? col_int(st, 0) : 0;
+    a->fill = a->found ? col_int(st, 1) : 0;
+out:
+    sc_done(st);
+    return rc;
+}
+
+/* The first partition of the CA, or the next when the current one is full. */
+static kl_rc cp_next_tx(store_conn *c, void *arg)
+{
+    cp_arg *a = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sc_stmt(c, &q_cp_first, &st));
+    TRY(sc_text(st, 1, a->issuer));
+    TRY(sc_run(st, "add the CRL partition"));
+    TRY(sc_stmt(c, &q_cp_next, &st));
+    TRY(sc_text(st, 1, a->issuer));
+    TRY(sc_int(st, 2, a->size));
+    TRY(sc_run(st, "move to the next CRL partition"));
+    sc_done(st);
+    st = NULL;
+    TRY(cp_get_tx(c, a));
+out:
+    sc_done(st);
+    return rc;
+}
+
+kl_rc store_crlpart_current(store *s, const char *issuer, int64_t size, int64_t *part)
+{
+    if (!s || !issuer || !issuer[0] || size < 1 || !part) {
+        return kl_fail(KL_EUSAGE, "store_crlpart_current: missing argument");
+    }
+    cp_arg a = {.issuer = issuer, .size = size};
+    kl_rc rc = store_get_row(s, &q_cp_get, issuer, row_cp, &a, "read the CRL partition", &a.found);
+    /* a write only when the CA has none yet or the current one is full: once per N */
+    if (rc == KL_OK && (!a.found || a.fill >= size)) {
+        rc = store_write(s, cp_next_tx, &a);
+    }
+    *part = a.current;
+    return rc;
+}
+
+kl_rc st_crlpart_take_tx(store_conn *c, const store_cert *cert)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sc_stmt(c, &q_cp_take, &st));
+    TRY(sc_text(st, 1, cert->issuer));
+    TRY(sc_int(st, 2, cert->crl_part));
+    TRY(sc_int(st, 3, cert->crl_part_size));
+    TRY(sc_run(st, "count the certificate in its CRL partition"));
+    ENSURE(sc_changes(st) == 1, KL_EEXIST, "CRL partition %lld of %s is full (or not current)",
+           (long long)cert->crl_part, cert->issuer);
+    TRY(sc_stmt(c, &q_cp_cert, &st));
+    TRY(sc_text(st, 1, cert->serial_hex));
+    TRY(sc_text(st, 2, cert->issuer));
+    TRY(sc_int(st, 3, cert->crl_part));
+    TRY(sc_run(st, "record the certificate's CRL partition"));
+out:
+    sc_done(st);
+    return rc;
+}
+
+typedef struct {
+    const char *issuer;
+    time_t since;
+    int64_t *v;
+    size_t n, cap;
+} cp_list_arg;
+
+static kl_rc cp_since_tx(store_conn *c, void *arg)
+{
+    cp_list_arg *a = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    a->n = 0; /* a retried read starts over */
+    TRY(sc_stmt(c, &q_cp_since, &st));
+    TRY(sc_text(st, 1, a->issuer));
+    TRY(sc_int(st, 2, (int64_t)a->since));
+    for (;;) {
+        TRY(sc_step(st, &row, "list the CRL partitions"));
+        if (!row) {
+            break;
+        }
+        if (a->n == a->cap) {
+            size_t nc = a->cap ? a->cap * 2 : 16;
+            int64_t *nv = realloc(a->v, nc * sizeof *nv);
+            ENSURE(nv, KL_EINTERNAL, "out of memory");
+            a->v = nv;
+            a->cap = nc;
+        }
+        a->v[a->n++] = col_int(st, 0);
+    }
+out:
+    sc_done(st);
+    return rc;
+}
+
+kl_rc store_crlpart_revoked_since(store *s, const char *issuer, time_t since, int64_t **parts,
+                                  size_t *n)
+{
+    if (!s || !issuer || !parts || !n) {
+        return kl_fail(KL_EUSAGE, "store_crlpart_revoked_since: missing argument");
+    }
+    cp_list_arg a = {.issuer = issuer, .since = since};
+    kl_rc rc = store_read(s, cp_since_tx, &a);
+    if (rc != KL_OK) {
+        free(a.v);
+        a.v = NULL;
+        a.n = 0;
+    }
+    *parts = a.v;
+    *n = a.n;
+    return rc;
+}
+
+static int row_part(db_stmt *st, void *out)
+{
+    *(int64_t *)out = col_int(st, 0);
+    return 0;
+}
+
+kl_rc store_crlpart_of(store *s, const char *serial_hex, int64_t *part)
+{
+    if (!s || !serial_hex || !part) {
+        return kl_fail(KL_EUSAGE, "store_crlpart_of: missing argument");
+    }
+    int found = 0;
+    kl_rc rc =
+        store_get_row(s, &q_cp_of, serial_hex, row_part, part, "read the CRL partition", &found);
+    *part = rc == KL_OK && found ? *part : -1;
+    return rc;
+}

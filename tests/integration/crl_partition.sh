@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Partitioned CRLs (issue 17 item 3): a CA with [ca fleet1] crl-partition-size = 3, checked with
+# openssl and GnuTLS certtool:
+#   - each certificate's cRLDistributionPoints names its partition's CRL (.../crl/fleet1/K.crl),
+#     three certificates a partition; a CA without the setting keeps its one CRL (field1);
+#   - each partition's CRL carries a critical issuingDistributionPoint (RFC 5280 5.2.5) with that
+#     name and lists the revoked certificates of its partition alone; the CA's full CRL lists
+#     them all without one; CRL numbers keep increasing across partitions;
+#   - a revocation (a --from list, one --serial) signs only the affected partitions' CRLs;
+#   - openssl verify -crl_check and certtool --verify with the partition's CRL: a revoked device
+#     fails, a good one passes; another partition's CRL is out of scope for openssl;
+#   - keyline-estd serves /crl/fleet1/K.crl with the same ETag / 304 behaviour as a full CRL.
+set -euo pipefail
+. "$(dirname "$0")/est_common.sh"
+
+for t in openssl certtool sqlite3 curl; do
+    command -v "$t" >/dev/null || die "$t is needed"
+done
+crl_number() { openssl crl -in "$1" -noout -crlnumber | sed -e 's/.*=//' -e 's/^0x//'; }
+crl_serials() { openssl crl -in "$1" -noout -text | awk '/Serial Number:/ {print $3}' | sort; }
+cdp_of() { openssl x509 -in "$1" -noout -ext crlDistributionPoints | grep -o 'URI:.*' | sed 's/URI://'; }
+BASE=http://127.0.0.1:8080/crl
+
+est_setup_ca
+printf '\n[ca fleet1]\ncrl-partition-size = 3\n' >> "$KL_CONF"
+kca ca create --label fleet1 --template field-ca --subject "CN=Keyline Fleet CA,O=Keyline Test" \
+    --issuer root1 >/dev/null
+kca ca cert --label fleet1 > "$D/fleet1.pem"
+cat "$D/root1.pem" "$D/fleet1.pem" > "$D/chain.pem"
+
+# ten devices: partitions 0 0 0 1 1 1 2 2 2 3
+new_csr dev "/CN=fleet-dev"
+for i in $(seq 1 10); do
+    kca issue --issuer fleet1 --template device-ldevid --csr "$D/dev.csr" --out "$D/d$i.pem" >/dev/null
+    part[$i]=$(( (i - 1) / 3 ))
+    want="$BASE/fleet1/${part[$i]}.crl"
+    [ "$(cdp_of "$D/d$i.pem")" = "$want" ] || die "d$i: CDP $(cdp_of "$D/d$i.pem"), expected $want"
+done
+max=$(sqlite3 "$KL_TEST_DIR/keyline.db" \
+    "SELECT max(n) FROM (SELECT count(*) AS n FROM crl_partition_certs WHERE issuer = 'fleet1' GROUP BY part)")
+[ "$max" = 3 ] || die "a partition holds $max certificates"
+kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --out "$D/plain.pem" >/dev/null
+[ "$(cdp_of "$D/plain.pem")" = "$BASE/field1.crl" ] || die "field1 (no partitions): CDP $(cdp_of "$D/plain.pem")"
+ok "each device names its partition's CRL (3 a partition, 4 partitions); a CA without the setting keeps its one CRL"
+
+# revocations: d2 (partition 0), d5 and d6 (1) in one list, then d10 (3) alone
+for i in 2 5 6; do serial_of "$D/d$i.pem"; done > "$D/list.txt"
+kca revoke --from "$D/list.txt" --reason keyCompromise > "$D/r.out" 2> "$D/r.err" || die "revoke --from: $(cat "$D/r.err")"
+grep -q "published the CRLs of 2 partitions of fleet1" "$D/r.err" || die "revoke --from: $(cat "$D/r.err")"
+kca revoke --serial "$(serial_of "$D/d10.pem")" > /dev/null 2> "$D/r1.err" || die "revoke: $(cat "$D/r1.err")"
+grep -q "published the CRLs of 1 partition of fleet1" "$D/r1.err" || die "revoke --serial: $(cat "$D/r1.err")"
+for K in 0 1 3; do
+    n=$(sqlite3 "$KL_TEST_DIR/keyline.db" "SELECT count(*) FROM crls WHERE issuer = 'fleet1/$K'")
+    [ "$n" = 1 ] || die "partition $K's CRL was not published after its revocation"
+done
+n=$(sqlite3 "$KL_TEST_DIR/keyline.db" "SELECT count(*) FROM crls WHERE issuer = 'fleet1/2'")
+[ "$n" = 0 ] || die "partition 2 (nothing revoked) was signed"
+ok "a revocation signs the CRLs of the affected partitions only"
+
+last=0
+for K in 0 1 2 3; do
+    kca crl --issuer fleet1 --partition "$K" --out "$D/p$K.pem" 2>/dev/null || die "crl --partition $K"
+    num=$(crl_number "$D/p$K.pem")
+    [ $((16#$num)) -gt "$last" ] || die "CRL number $num after $last"
+    last=$((16#$num))
+    openssl crl -in "$D/p$K.pem" -CAfile "$D/chain.pem" -noout -verify 2>&1 | grep -q "verify OK" ||
+        die "partition $K's CRL does not verify"
+    openssl crl -in "$D/p$K.pem" -noout -text > "$D/p$K.txt"
+    grep -q "X509v3 Issuing Distribution Point: critical" "$D/p$K.txt" || die "p$K: no critical IDP: $(cat "$D/p$K.txt")"
+    grep -A2 "Issuing Distribution Point" "$D/p$K.txt" | grep -q "URI:$BASE/fleet1/$K.crl\$" ||
+        die "p$K: IDP name: $(grep -A3 "Issuing Distribution Point" "$D/p$K.txt")"
+    certtool --verify-crl --load-ca-certificate "$D/fleet1.pem" --infile "$D/p$K.pem" > "$D/ct.txt" 2>&1 ||
+        die "certtool --verify-crl p$K: $(cat "$D/ct.txt")"
+done
+for spec in "0:2" "1:5 6" "2:" "3:10"; do
+    K=${spec%%:*}
+    for i in ${spec#*:}; do serial_of "$D/d$i.pem"; done | sort > "$D/want"
+    crl_serials "$D/p$K.pem" > "$D/got"
+    cmp -s "$D/want" "$D/got" || die "partition $K lists $(tr '\n' ' ' < "$D/got"), expected $(tr '\n' ' ' < "$D/want")"
+done
+kca crl --issuer fleet1 --out "$D/full.pem" 2>/dev/null
+[ $((16#$(crl_number "$D/full.pem"))) -gt "$last" ] || die "the full CRL's number did not increase"
+[ "$(crl_serials "$D/full.pem" | wc -l)" = 4 ] || die "the full CRL lists $(crl_serials "$D/full.pem" | wc -l)"
+openssl crl -in "$D/full.pem" -noout -text | grep -q "Issuing Distribution" && die "the full CRL has an IDP"
+kca crl --issuer field1 --partition 0 > /dev/null 2>&1 && die "a partition of a CA without partitions"
+kca crl --issuer fleet1 --partition x1 > /dev/null 2>&1 && die "a partition that is no number"
+ok "each partition's CRL: critical IDP with its name, its revoked alone (certtool --verify-crl); numbers increase; the full CRL lists all"
+
+# verification with the partition's CRL
+for i in $(seq 1 10); do
+    K=${part[$i]}
+    revoked=0
+    case " 2 5 6 10 " in *" $i "*) revoked=1 ;; esac
+    if openssl verify -crl_check -CAfile "$D/chain.pem" -CRLfile "$D/p$K.pem" "$D/d$i.pem" > "$D/v.txt" 2>&1; then
+        [ $revoked = 0 ] || die "openssl: revoked d$i verifies with its partition's CRL"
+    else
+        [ $revoked = 1 ] && grep -q "certificate revoked" "$D/v.txt" ||
+            die "openssl d$i (revoked=$revoked): $(cat "$D/v.txt")"
+    fi
+    cat "$D/d$i.pem" "$D/fleet1.pem" > "$D/dchain.pem"
+    if certtool --verify --load-ca-certificate "$D/root1.pem" --load-crl "$D/p$K.pem" \
+        --infile "$D/dchain.pem" > "$D/g.txt" 2>&1; then
+        [ $revoked = 0 ] || die "certtool: revoked d$i verifies: $(tail -3 "$D/g.txt")"
+    else
+        [ $revoked = 1 ] && grep -qi "revoked" "$D/g.txt" ||
+            die "certtool d$i (revoked=$revoked): $(tail -5 "$D/g.txt")"
+    fi
+done
+# openssl keeps to the CRL's scope: partition 1's CRL does not cover d1 (partition 0)
+openssl verify -crl_check -CAfile "$D/chain.pem" -CRLfile "$D/p1.pem" "$D/d1.pem" > "$D/v.txt" 2>&1 &&
+    die "openssl used partition 1's CRL for a partition 0 certificate"
+grep -q "different CRL scope" "$D/v.txt" || die "out of scope: $(cat "$D/v.txt")"
+ok "openssl verify -crl_check and certtool --verify: revoked devices fail, good ones pass, each with its partition's CRL"
+
+# served by keyline-estd like a full CRL
+est_write_conf
+est_start
+hdr() { grep -i "^$1:" "$D/h" | head -1 | sed 's/^[^:]*: //' | tr -d '\r'; }
+URL=$EST_HTTP/crl/fleet1/1.crl
+code=$(curl -s -D "$D/h" -o "$D/s1.der" -w '%{http_code}' "$URL")
+[ "$code" = 200 ] || die "GET $URL: $code"
+etag=$(hdr ETag)
+[[ "$etag" =~ ^\"[0-9a-f]{32}\"$ ]] || die "ETag: '$etag'"
+openssl crl -inform DER -in "$D/s1.der" -out "$D/s1.pem"
+crl_serials "$D/s1.pem" > "$D/got"
+for i in 5 6; do serial_of "$D/d$i.pem"; done | sort > "$D/want"
+cmp -s "$D/want" "$D/got" || die "served partition 1 lists $(tr '\n' ' ' < "$D/got")"
+grep -q "URI:$BASE/fleet1/1.crl" <(openssl crl -in "$D/s1.pem" -noout -text) || die "served CRL: no IDP"
+code=$(curl -s -D "$D/h" -o "$D/s2" -w '%{http_code}' -H "If-None-Match: $etag" "$URL")
+[ "$code" = 304 ] && [ ! -s "$D/s2" ] || die "If-None-Match: $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $(hdr Last-Modified)" "$URL")
+[ "$code" = 304 ] || die "If-Modified-Since: $code"
+for bad in fleet1/01.crl fleet1/x.crl fleet1/1/2.crl nosuch/0.crl; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$EST_HTTP/crl/$bad")
+    [ "$code" = 404 ] || die "GET /crl/$bad: $code"
+done
+curl -sf -o /dev/null "$EST_HTTP/crl/fleet1.crl" || die "the full CRL is no longer served"
+kca revoke --serial "$(serial_of "$D/d4.pem")" > /dev/null 2>&1 || die "revoke d4"
+for _ in $(seq 1 40); do
+    code=$(curl -s -D "$D/h" -o "$D/s3.der" -w '%{http_code}' -H "If-None-Match: $etag" "$URL")
+    [ "$code" = 200 ] && break
+    sleep 0.25
+done
+[ "$code" = 200 ] && [ "$(hdr ETag)" != "$etag" ] || die "after a revocation: $code"
+openssl crl -inform DER -in "$D/s3.der" -noout -text | grep -q "$(serial_of "$D/d4.pem")" ||
+    die "the served partition CRL misses the new revocation"
+ok "keyline-estd serves /crl/fleet1/K.crl: ETag, 304, a new ETag and entry after a revocation; bad names 404"
+est_stop
