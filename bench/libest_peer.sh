@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# keyline-estd against cisco/libest's example estserver on the same load (issue 17 items 5, 6):
+# bench/est_bench.c, the client keyline's EST figures come from, POSTs simpleenroll with 8
+# clients and an IDevID client certificate to each server in turn, keep-alive and with a new
+# TLS handshake per request. Both servers have the same TLS certificate and key (P-256, from
+# keyline's field1; libest sends it without its chain, so the client is given field1 as well as
+# root1 for both) and trust the same client chain; libest signs with its openssl-ca code and
+# a P-256 software key, keyline in the SoftHSM token through keyline-cad.
+# Figures: libest.est.mtls.{keepalive,new_handshake}.8c, and keyline's rate of the same run
+# against each (est.mtls.*.8c.vs_libest: target 25 with keep-alive, 10 with new handshakes).
+#
+# libest (3.2.0p, commit below) is built once into KL_LIBEST_BUILD (scripts/bench:
+# build-bench/libest) from KL_LIBEST_SRC (a git URL or folder; default GitHub) against the
+# system's OpenSSL 3: --disable-safec, and FIPS_mode()/FIPS_mode_set(), which OpenSSL 3 removed,
+# defined away by a forced include (libest calls them only for its -f FIPS option). When the
+# source cannot be had, says so and measures nothing.
+# Run under tests/lib/with-token.sh with KL_BUILD set (scripts/bench does both).
+#   KL_BENCH_SECONDS=5  seconds per measurement
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../tests/integration/est_common.sh"
+
+LIBEST_REV=a464ba8a66717419ba71d289ef82c7b2315b2006
+cache=${KL_LIBEST_BUILD:-$KL_BUILD/libest}
+src=${KL_LIBEST_SRC:-https://github.com/cisco/libest.git}
+secs=${KL_BENCH_SECONDS:-5}
+
+libest_build() {
+    [ "$(cat "$cache/built" 2>/dev/null)" = "$LIBEST_REV" ] && return 0
+    rm -rf "$cache"
+    mkdir -p "$cache"
+    if ! git clone -q "$src" "$cache/src" 2>"$cache/clone.log" ||
+        ! git -C "$cache/src" checkout -q "$LIBEST_REV" 2>>"$cache/clone.log"; then
+        echo "libest: not measured: no source at $src ($(tail -n 1 "$cache/clone.log"))"
+        return 1
+    fi
+    printf '#define FIPS_mode() 0\n#define FIPS_mode_set(x) ((void)(x), 0)\n' > "$cache/fips.h"
+    echo "libest: building $LIBEST_REV into $cache (once)"
+    (cd "$cache/src" && ./configure --prefix="$cache/inst" --disable-safec \
+        CPPFLAGS="-include $cache/fips.h" && make -j"$(nproc)" && make install) \
+        > "$cache/build.log" 2>&1 || { tail -n 20 "$cache/build.log" >&2; die "libest build failed (log: $cache/build.log)"; }
+    echo "$LIBEST_REV" > "$cache/built"
+}
+
+# rate OUT MODE: enrollments/s of the 8-client MODE line of est_bench's table in OUT
+rate() { awk -v m="$2" '$1 == 8 && $2 == m {print $3}' "$1"; }
+
+bench() { # bench PORT OUT: est_bench's keep-alive and new-handshake rates, 8 clients
+    env -u KL_BENCH_RESULTS KL_BENCH_NO_RAW=1 "$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 \
+        --port "$1" --cacert "$D/trust.pem" --cert "$D/idev.crt" --key "$D/idev.key" \
+        --csr "$D/bench.b64" --seconds "$secs" --clients 8 --modes keep-alive,new-handshake > "$2"
+    cat "$2"
+}
+
+libest_build || exit 0
+
+est_setup_ca
+est_write_conf "threads = ${KL_BENCH_THREADS:-2}" "workers = ${KL_BENCH_WORKERS:-16}" "max-connections = 4096"
+new_csr bench "/CN=sensor-0001/serialNumber=HW0001"
+
+# libest's CA: openssl-ca layout, a P-256 key like field1's
+L=$D/libest
+mkdir -p "$L/estCA/private" "$L/estCA/newcerts"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$L/estCA/private/cakey.pem" \
+    -subj "/CN=libest Bench CA" -days 365 -out "$L/estCA/cacert.crt" 2>/dev/null
+: > "$L/estCA/index.txt"
+echo 01 > "$L/estCA/serial"
+cat > "$L/ca.cnf" <<CNF
+[ca]
+default_ca = CA_default
+[CA_default]
+dir = $L/estCA
+database = \$dir/index.txt
+new_certs_dir = \$dir/newcerts
+certificate = \$dir/cacert.crt
+serial = \$dir/serial
+private_key = \$dir/private/cakey.pem
+default_days = 365
+default_md = sha256
+policy = policy_any
+email_in_dn = no
+copy_extensions = none
+x509_extensions = client_cert
+unique_subject = no
+[policy_any]
+commonName = supplied
+serialNumber = optional
+[client_cert]
+basicConstraints = CA:FALSE
+keyUsage = digitalSignature
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+CNF
+cat "$D/root1.pem" "$D/factory1.pem" > "$L/trusted.pem"
+# libest sends its certificate without the chain: the client trusts field1 beside root1 (for
+# both servers, so both build the same chain)
+cat "$D/root1.pem" "$D/field1.pem" > "$D/trust.pem"
+LPORT=$(free_port)
+(cd "$L" && exec env EST_TRUSTED_CERTS="$L/trusted.pem" EST_CACERTS_RESP="$L/estCA/cacert.crt" \
+    EST_OPENSSL_CACONFIG="$L/ca.cnf" "$cache/inst/bin/estserver" -c "$D/est-server.pem" \
+    -k "$D/est-server.key" -r keyline-bench -n -p "$LPORT" > "$L/estserver.log" 2>&1) &
+LPID=$!
+trap 'kill $LPID 2>/dev/null || true; est_cleanup' EXIT
+wait_up "$LPID" estserver python3 -c "import socket; socket.create_connection(('127.0.0.1', $LPORT), 1)"
+
+est_start
+echo "keyline-estd + keyline-cad, then libest estserver ($LIBEST_REV): $(nproc) CPUs, 8 clients, $secs s per run"
+echo "-- keyline"
+bench "$EST_PORT" "$D/keyline.out"
+echo "-- libest"
+bench "$LPORT" "$D/libest.out"
+issued=$(grep -c '^V' "$L/estCA/index.txt" || true)
+echo "libest issued $issued certificates (its index.txt)"
+[ "$issued" -gt 0 ] || die "libest issued nothing: $(tail -n 5 "$L/estserver.log")"
+
+fig() { # fig NAME VALUE [LIMIT_NAME LIMIT_VALUE TARGET]
+    python3 - "$@" <<'PY'
+import json, os, sys
+a = sys.argv[1:]
+f = {"name": a[0], "value": float(a[1]), "unit": "1/s"}
+if len(a) > 2:
+    f.update(limit_name=a[2], limit_value=float(a[3]), target=float(a[4]))
+    print("  %-40s %10.1f 1/s = %.1f times %s (%.1f), target %s" % (a[0], f["value"], f["value"] / f["limit_value"], a[2], f["limit_value"], a[4]))
+else:
+    print("  %-40s %10.1f 1/s" % (a[0], f["value"]))
+out = os.environ.get("KL_BENCH_RESULTS")
+if out:
+    with open(out, "a") as fh:
+        fh.write(json.dumps(f) + "\n")
+PY
+}
+for m in keep-alive:keepalive:25 new-handshake:new_handshake:10; do
+    IFS=: read -r mode fname target <<< "$m"
+    k=$(rate "$D/keyline.out" "$mode")
+    l=$(rate "$D/libest.out" "$mode")
+    if [ -z "$k" ] || [ -z "$l" ]; then die "no $mode rate"; fi
+    fig "libest.est.mtls.$fname.8c" "$l"
+    if [ "$(awk -v l="$l" 'BEGIN {print (l > 0)}')" = 1 ]; then
+        fig "est.mtls.$fname.8c.vs_libest" "$k" "libest.est.mtls.$fname.8c" "$l" "$target"
+    fi
+done
+kill "$LPID" 2>/dev/null || true
+wait "$LPID" 2>/dev/null || true
+trap - EXIT
+est_stop
