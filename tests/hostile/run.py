@@ -463,7 +463,7 @@ def run_case(c):
         raise Fail("got %s, want %s: %s" % (got, expect, text.strip()[-300:]))
     if reason.startswith("log:"):  # the daemon's log since the case began names it
         reason = reason[4:]
-        for _ in range(20):  # it may log just after it closed the connection
+        for _ in range(100):  # it may log just after it closed the connection (5 s: CI load)
             text = log_since(mark)
             if reason in text:
                 break

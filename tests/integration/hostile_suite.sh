@@ -17,7 +17,7 @@ cat >>"$KL_CONF" <<CONF
 [station]
 issuer = factory1
 template = device-idevid
-timeout-ms = 600
+timeout-ms = 1500
 retries = 3
 pending-window = 3600
 est-url = https://est.example.test/.well-known/est
