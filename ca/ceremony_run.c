@@ -1,9 +1,13 @@
 /* keyline: running a ceremony: count the approvals, run the operation, sign the transcript
  * (ceremony_store.h). */
+#include <errno.h>
 #include <openssl/x509.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "ca_backend.h"
 #include "ceremony.h"
@@ -98,6 +102,59 @@ static kl_rc run_refuse(store *s, const ceremony_rec *rec, const char *actor, co
     return kl_fail(KL_EPOLICY, "ceremony %lld refused: %s", (long long)rec->id, msg);
 }
 
+/* The running ceremony's note: who runs it, and which process on which host since when, so
+ * that a run that died can be told from one still going (run_recover). */
+static void run_runner_note(const char *actor, char *out, size_t cap)
+{
+    char host[256] = "?", when[32] = "?";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gethostname(host, sizeof host) != 0) {
+        snprintf(host, sizeof host, "?");
+    }
+    host[sizeof host - 1] = 0;
+    if (gmtime_r(&now, &tm)) {
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    snprintf(out, cap, "running: pid %ld on host %s since %s, by %s", (long)getpid(), host, when,
+             actor);
+}
+
+/* A ceremony left running: when its note names a process of this host that is gone, the run
+ * died (killed, power lost) before it recorded its end: back to proposed (audited
+ * ceremony-interrupted) and *rec read again, so this run counts the approvals anew. A run
+ * still going, or one on another host, is refused naming it. */
+static kl_rc run_recover(ca_ctx *ca, ceremony_rec *rec, const char *actor)
+{
+    kl_rc rc = KL_OK;
+    long pid = 0;
+    char host[256] = "", mine[256] = "", detail[700];
+    const char *note = rec->note ? rec->note : "";
+    int parsed = sscanf(note, "running: pid %ld on host %255s", &pid, host) == 2 && pid > 0;
+    if (gethostname(mine, sizeof mine) != 0) {
+        mine[0] = 0;
+    }
+    mine[sizeof mine - 1] = 0;
+    int gone = parsed && strcmp(host, mine) == 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    ENSURE(gone, KL_EPOLICY, "ceremony %lld is being run (%s)%s", (long long)rec->id,
+           note[0] ? note : "no runner noted",
+           parsed && strcmp(host, mine) != 0
+               ? ": if that run died, run it again on that host, which can tell"
+               : "");
+    snprintf(detail, sizeof detail,
+             "id=%lld op=%s: the run by pid %ld on host %s died before its end (check what it "
+             "did: the CA, the token and the audit log)",
+             (long long)rec->id, rec->op, pid, host);
+    TRY(ceremony_db_interrupted(ca_store(ca), rec->id, detail, actor));
+    kl_warn("ceremony %lld: an earlier run died (pid %ld); counting the approvals again",
+            (long long)rec->id, pid);
+    int64_t id = rec->id;
+    ceremony_rec_free(rec);
+    TRY(ceremony_db_get(ca_store(ca), id, rec));
+out:
+    return rc;
+}
+
 /* The op, then the signed transcript; a failure puts the ceremony back to proposed. */
 static kl_rc run_op(ca_ctx *ca, const ceremony_rec *rec, ceremony_transcript *t, const char *actor,
                     kl_buf *out)
@@ -106,7 +163,9 @@ static kl_rc run_op(ca_ctx *ca, const ceremony_rec *rec, ceremony_transcript *t,
     ceremony_req req;
     memset(&req, 0, sizeof req);
     TRY(ceremony_req_parse(t->req, t->req_len, &req));
-    TRY(ceremony_db_claim(ca_store(ca), rec->id, actor));
+    char runner[400];
+    run_runner_note(actor, runner, sizeof runner);
+    TRY(ceremony_db_claim(ca_store(ca), rec->id, actor, runner));
     rc = ceremony_op_find(req.op)->run(ca, &req, actor, &t->result);
     if (rc == KL_OK) {
         rc = run_sign(ca, t, out);
@@ -141,11 +200,11 @@ kl_rc ceremony_run(ca_ctx *ca, int64_t id, long quorum, const char *actor, uint8
     kl_buf_init(&enc, CEREMONY_TRANSCRIPT_MAX, 0);
     ENSURE(ca_hsm(ca), KL_EUSAGE, "ceremony run needs the CA token");
     TRY(ceremony_db_get(ca_store(ca), id, &rec));
+    if (strcmp(rec.status, CEREMONY_ST_RUNNING) == 0) {
+        TRY(run_recover(ca, &rec, actor));
+    }
     ENSURE(strcmp(rec.status, CEREMONY_ST_PROPOSED) == 0, KL_EPOLICY,
-           "ceremony %lld is %s, not proposed%s", (long long)id, rec.status,
-           strcmp(rec.status, CEREMONY_ST_RUNNING) == 0
-               ? " (a run was interrupted: check the CA and the audit log by hand)"
-               : "");
+           "ceremony %lld is %s, not proposed", (long long)id, rec.status);
     t.quorum = quorum < 1 ? 1 : quorum;
     TRY(run_count(ca_store(ca), &rec, &t, why, sizeof why));
     if (t.nap < (size_t)t.quorum) {

@@ -94,8 +94,12 @@ kl_rc ceremony_db_approve(store *s, int64_t id, const char *officer, const uint8
 /* Audit entry `action` (ceremony-refused) with `detail`, and the note of ceremony `id`. */
 kl_rc ceremony_db_note(store *s, int64_t id, const char *action, const char *detail,
                        const char *actor) KL_WUR;
-/* proposed -> running (one runner wins). KL_EPOLICY when it is not proposed. */
-kl_rc ceremony_db_claim(store *s, int64_t id, const char *actor) KL_WUR;
+/* proposed -> running (one runner wins), `runner` (who, which process on which host, since
+ * when) as its note. KL_EPOLICY when it is not proposed. */
+kl_rc ceremony_db_claim(store *s, int64_t id, const char *actor, const char *runner) KL_WUR;
+/* running -> proposed after a run that died (its process is gone), `detail` as note; audit
+ * ceremony-interrupted. KL_EPOLICY when it is not running. */
+kl_rc ceremony_db_interrupted(store *s, int64_t id, const char *detail, const char *actor) KL_WUR;
 /* running -> done with its transcript (audit ceremony-run), or, transcript NULL, running ->
  * proposed with `detail` as note (audit ceremony-failed). */
 kl_rc ceremony_db_finish(store *s, int64_t id, const uint8_t *transcript, size_t len,

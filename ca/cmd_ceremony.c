@@ -219,7 +219,10 @@ static void ceremony_print(const ceremony_rec *r)
         printf("approved by %s at %s\n", r->ap[i].officer, at);
     }
     if (r->note) {
-        printf("last refusal or failure: %s\n", r->note);
+        printf("%s: %s\n",
+               strcmp(r->status, CEREMONY_ST_RUNNING) == 0 ? "run in progress or interrupted"
+                                                           : "last refusal or failure",
+               r->note);
     }
     if (r->transcript) {
         printf("transcript: %zu bytes (keyline-ca ceremony export --id %lld)\n", r->transcript_len,

@@ -32,7 +32,8 @@ static const store_q q_cer_list = {"SELECT id, op, NULL, status, proposed, propo
 static const store_q q_cer_status = {"SELECT status FROM ceremonies WHERE id = ?1", NULL};
 static const store_q q_cer_note = {"UPDATE ceremonies SET note = ?2 WHERE id = ?1", NULL};
 static const store_q q_cer_claim = {
-    "UPDATE ceremonies SET status = 'running' WHERE id = ?1 AND status = 'proposed'", NULL};
+    "UPDATE ceremonies SET status = 'running', note = ?2 WHERE id = ?1 AND status = 'proposed'",
+    NULL};
 static const store_q q_cer_done = {"UPDATE ceremonies SET status = 'done', transcript = ?2, note = "
                                    "NULL WHERE id = ?1 AND status = 'running'",
                                    NULL};
@@ -519,6 +520,7 @@ static kl_rc cer_claim_tx(store_conn *c, void *arg)
     TRY(cer_status_is(c, a->id, CEREMONY_ST_PROPOSED));
     TRY(sc_stmt(c, &q_cer_claim, &st));
     TRY(sc_int(st, 1, a->id));
+    TRY(sc_text(st, 2, a->detail));
     TRY(sc_run(st, "claim ceremony"));
     ENSURE(sc_changes(st) == 1, KL_EPOLICY, "ceremony %lld is not proposed", (long long)a->id);
 out:
@@ -526,9 +528,9 @@ out:
     return rc;
 }
 
-kl_rc ceremony_db_claim(store *s, int64_t id, const char *actor)
+kl_rc ceremony_db_claim(store *s, int64_t id, const char *actor, const char *runner)
 {
-    cer_arg a = {id, NULL, actor, NULL, NULL, NULL, 0};
+    cer_arg a = {id, NULL, actor, NULL, runner, NULL, 0};
     return store_write(s, cer_claim_tx, &a);
 }
 
@@ -550,7 +552,11 @@ static kl_rc cer_finish_tx(store_conn *c, void *arg)
     }
     TRY(sc_run(st, "finish ceremony"));
     ENSURE(sc_changes(st) == 1, KL_EPOLICY, "ceremony %lld is not running", (long long)a->id);
-    TRY(st_audit_append_tx(c, a->actor, a->data ? "ceremony-run" : "ceremony-failed", detail));
+    TRY(st_audit_append_tx(c, a->actor,
+                           a->data     ? "ceremony-run"
+                           : a->action ? a->action
+                                       : "ceremony-failed",
+                           detail));
 out:
     sc_done(st);
     return rc;
@@ -560,6 +566,12 @@ kl_rc ceremony_db_finish(store *s, int64_t id, const uint8_t *transcript, size_t
                          const char *detail, const char *actor)
 {
     cer_arg a = {id, NULL, actor, NULL, detail, transcript, len};
+    return store_write(s, cer_finish_tx, &a);
+}
+
+kl_rc ceremony_db_interrupted(store *s, int64_t id, const char *detail, const char *actor)
+{
+    cer_arg a = {id, NULL, actor, "ceremony-interrupted", detail, NULL, 0};
     return store_write(s, cer_finish_tx, &a);
 }
 

@@ -85,7 +85,24 @@ expect_fail "officer remove without a ceremony" kca officer remove --name bob
 rid=$(kca ceremony propose officer remove --name bob)
 approve "$rid" alice 1111 2>/dev/null
 approve "$rid" carol 3333 2>/dev/null
-kca ceremony run --id "$rid" 2>/dev/null
+# a run that died between claiming the ceremony and recording its end leaves it running, with
+# the runner's process and host as its note (set here as such a run leaves it): a run still
+# going, or one on another host, is refused naming it; one whose process is gone on this host
+# is put back (audited ceremony-interrupted) and this run counts the approvals anew
+running() { sql "UPDATE ceremonies SET status = 'running', note = 'running: pid $1 on host $2 since 2026-12-05T00:00:00Z, by someone' WHERE id = $rid"; }
+sleep 300 & live=$!
+running "$live" "$(hostname)"
+kca ceremony show --id "$rid" | grep -q "^run in progress or interrupted: running: pid $live" || fail "ceremony show does not say who runs it"
+rc=0; kca ceremony run --id "$rid" 2>err.txt || rc=$?
+[ $rc = 4 ] && grep -q "is being run (running: pid $live" err.txt || { cat err.txt; fail "a ceremony still being run ran again (exit $rc)"; }
+running 4242 other-host.example
+rc=0; kca ceremony run --id "$rid" 2>err.txt || rc=$?
+[ $rc = 4 ] && grep -q "run it again on that host" err.txt || { cat err.txt; fail "a run on another host was taken over (exit $rc)"; }
+kill "$live"; wait "$live" 2>/dev/null || true
+running "$live" "$(hostname)"
+kca ceremony run --id "$rid" 2>err.txt || { cat err.txt; fail "the run after an interrupted one"; }
+kca audit list | grep " ceremony-interrupted " | grep -q "the run by pid $live on host $(hostname) died" || fail "the interrupted run is not audited"
+ok "an interrupted ceremony run: refused while its process lives or on another host, taken up again once it is gone (audited)"
 kca officer list | grep -q "^bob .*removed" || fail "bob not removed"
 expect_fail "run counting a removed officer" kca ceremony run --id "$id"
 kca audit list | grep "ceremony-refused" | tail -1 | grep -q "bob is not a registered officer" || fail "refusal does not name bob"
