@@ -204,14 +204,50 @@ static int write_conf(const char *path, const char *base, const char *url, const
     return fclose(f) == 0 ? 0 : -1;
 }
 
-/* keyline-cad `bin` on `conf` until its socket `sock` answers; its pid, -1 on failure. A second
- * of issuance through it, not counted: the start-up work (OCSP answers pre-produced for every
- * certificate in the store, checkpoints) is not what the figures measure. */
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *s = f ? calloc(1, 1 << 16) : NULL;
+    size_t n = s ? fread(s, 1, (1 << 16) - 1, f) : 0;
+    if (f) {
+        fclose(f);
+    }
+    if (s && n == 0) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+/* Until keyline-cad's log `log` says its first pass of OCSP answers is done (the start-up
+ * work: an answer signed for every certificate in the store, the SQLite phases' too), at most
+ * 120 s: the figures are of issuance, not of that. */
+static void daemon_settle(const char *log)
+{
+    for (int i = 0; i < 1200; i++) {
+        char *text = read_text(log);
+        int done = text && strstr(text, "answers pre-produced") != NULL;
+        free(text);
+        if (done) {
+            return;
+        }
+        usleep(100 * 1000);
+    }
+    fprintf(stderr, "cad_bench: %s: no end of the OCSP start-up pass after 120 s\n", log);
+}
+
+/* keyline-cad `bin` on `conf` (its log in conf.log) until its socket `sock` answers and its
+ * start-up work is done; its pid, -1 on failure. A second of issuance through it, not counted. */
 static pid_t daemon_start(const char *bin, const char *conf, const char *sock, cac **out)
 {
     struct stat st;
+    char log[600];
+    snprintf(log, sizeof log, "%s.log", conf);
     pid_t pid = fork();
     if (pid == 0) {
+        if (!freopen(log, "w", stderr)) {
+            _exit(126);
+        }
         execl(bin, bin, "-c", conf, (char *)NULL);
         _exit(127);
     }
@@ -226,6 +262,7 @@ static pid_t daemon_start(const char *bin, const char *conf, const char *sock, c
         }
         return -1;
     }
+    daemon_settle(log);
     cac *keep = g_cac[0];
     int keep_n = g_ncac;
     g_cac[0] = *out;
@@ -244,21 +281,6 @@ static void daemon_stop(pid_t pid, cac **c)
         kill(pid, SIGTERM);
         waitpid(pid, NULL, 0);
     }
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char *s = f ? calloc(1, 1 << 16) : NULL;
-    size_t n = s ? fread(s, 1, (1 << 16) - 1, f) : 0;
-    if (f) {
-        fclose(f);
-    }
-    if (s && n == 0) {
-        free(s);
-        s = NULL;
-    }
-    return s;
 }
 
 /* Phase 3: one, then two keyline-cad on the PostgreSQL database `url`; 0, or -1. */
