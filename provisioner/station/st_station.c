@@ -640,106 +640,96 @@ static void st_glob_scan(st_station *st, const char *pattern)
     globfree(&g);
 }
 
-kl_rc st_station_run(st_station *st, int use_udev, const char *watch_glob)
+/* A hot-plugged tty (udev add, or already there at start) that looks like a fixture: its
+ * thread started. */
+static void st_udev_add(st_station *st, struct udev_device *d)
+{
+    if (d && st_udev_wanted(d) && udev_device_get_devnode(d)) {
+        if (st_station_add_port(st, udev_device_get_devnode(d), 1) != KL_OK) {
+            st_event(st, 1, "%s", kl_errmsg());
+        }
+    }
+}
+
+/* --watch: a udev monitor for tty events, and the fixtures already plugged in. */
+static kl_rc st_udev_open(st_station *st, struct udev **udev, struct udev_monitor **mon)
 {
     kl_rc rc = KL_OK;
-    struct udev *udev = NULL;
-    struct udev_monitor *mon = NULL;
-    int mon_fd = -1;
-    long next_sweep = st_now_ms() + st->cfg.pending_window * 500L;
-    long sweep_every = st->cfg.pending_window * 500L;
-    if (sweep_every > 60000) {
-        sweep_every = 60000;
-        next_sweep = st_now_ms() + sweep_every;
+    *udev = udev_new();
+    ENSURE(*udev, KL_EIO, "libudev: cannot initialise");
+    *mon = udev_monitor_new_from_netlink(*udev, "udev");
+    ENSURE(*mon, KL_EIO, "libudev: cannot listen for hot-plug events");
+    ENSURE(udev_monitor_filter_add_match_subsystem_devtype(*mon, "tty", NULL) >= 0 &&
+               udev_monitor_enable_receiving(*mon) >= 0,
+           KL_EIO, "libudev: cannot listen for tty events");
+    /* devices already plugged in */
+    struct udev_enumerate *en = udev_enumerate_new(*udev);
+    if (en) {
+        udev_enumerate_add_match_subsystem(en, "tty");
+        udev_enumerate_scan_devices(en);
+        struct udev_list_entry *e;
+        udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
+        {
+            struct udev_device *d =
+                udev_device_new_from_syspath(*udev, udev_list_entry_get_name(e));
+            st_udev_add(st, d);
+            udev_device_unref(d);
+        }
+        udev_enumerate_unref(en);
     }
+    st_event(st, 0, "watching for ttyUSB*/ttyACM* devices (udev)");
+out:
+    return rc;
+}
 
-    if (use_udev) {
-        udev = udev_new();
-        ENSURE(udev, KL_EIO, "libudev: cannot initialise");
-        mon = udev_monitor_new_from_netlink(udev, "udev");
-        ENSURE(mon, KL_EIO, "libudev: cannot listen for hot-plug events");
-        ENSURE(udev_monitor_filter_add_match_subsystem_devtype(mon, "tty", NULL) >= 0 &&
-                   udev_monitor_enable_receiving(mon) >= 0,
-               KL_EIO, "libudev: cannot listen for tty events");
-        mon_fd = udev_monitor_get_fd(mon);
-        /* devices already plugged in */
-        struct udev_enumerate *en = udev_enumerate_new(udev);
-        if (en) {
-            udev_enumerate_add_match_subsystem(en, "tty");
-            udev_enumerate_scan_devices(en);
-            struct udev_list_entry *e;
-            udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
-            {
-                struct udev_device *d =
-                    udev_device_new_from_syspath(udev, udev_list_entry_get_name(e));
-                if (d && st_udev_wanted(d) && udev_device_get_devnode(d)) {
-                    if (st_station_add_port(st, udev_device_get_devnode(d), 1) != KL_OK) {
-                        st_event(st, 1, "%s", kl_errmsg());
-                    }
-                }
-                udev_device_unref(d);
-            }
-            udev_enumerate_unref(en);
-        }
-        st_event(st, 0, "watching for ttyUSB*/ttyACM* devices (udev)");
-    }
-    if (watch_glob) {
-        st_glob_scan(st, watch_glob);
-    }
-
-    for (;;) {
-        pthread_mutex_lock(&st->mu);
-        int running = 0;
-        for (size_t i = 0; i < st->nfx; i++) {
-            running += st->fx[i]->started && !st->fx[i]->exited;
-        }
-        if (!st->stop && (running || use_udev || watch_glob)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 200 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&st->cv, &st->mu, &ts);
-        }
-        int stop = st->stop;
-        if (st->display_tty) {
-            st_display_clear_locked(st);
-            st_display_draw_locked(st);
-        }
-        pthread_mutex_unlock(&st->mu);
-        if (stop || (!running && !use_udev && !watch_glob)) {
+/* The udev events that arrived: a fixture thread for each tty added. */
+static void st_udev_drain(st_station *st, struct udev_monitor *mon)
+{
+    struct pollfd pfd = {.fd = udev_monitor_get_fd(mon), .events = POLLIN};
+    while (poll(&pfd, 1, 0) > 0) {
+        struct udev_device *d = udev_monitor_receive_device(mon);
+        if (!d) {
             break;
         }
-        if (mon_fd >= 0) {
-            struct pollfd pfd = {.fd = mon_fd, .events = POLLIN};
-            while (poll(&pfd, 1, 0) > 0) {
-                struct udev_device *d = udev_monitor_receive_device(mon);
-                if (!d) {
-                    break;
-                }
-                const char *action = udev_device_get_action(d);
-                if (action && strcmp(action, "add") == 0 && st_udev_wanted(d) &&
-                    udev_device_get_devnode(d)) {
-                    if (st_station_add_port(st, udev_device_get_devnode(d), 1) != KL_OK) {
-                        st_event(st, 1, "%s", kl_errmsg());
-                    }
-                }
-                udev_device_unref(d);
-            }
+        const char *action = udev_device_get_action(d);
+        if (action && strcmp(action, "add") == 0) {
+            st_udev_add(st, d);
         }
-        if (watch_glob) {
-            st_glob_scan(st, watch_glob);
-        }
-        if (st_now_ms() >= next_sweep) {
-            unsigned n = 0;
-            if (st_station_sweep(st, &n) != KL_OK) {
-                st_event(st, 1, "pending sweep: %s", kl_errmsg());
-            }
-            next_sweep = st_now_ms() + sweep_every;
-        }
+        udev_device_unref(d);
     }
+}
+
+/* Wait up to 200 ms for a fixture's news and redraw the display: 1 when the station is done
+ * (stopped, or no fixture running and none to watch for). */
+static int st_station_wait(st_station *st, int watching)
+{
+    pthread_mutex_lock(&st->mu);
+    int running = 0;
+    for (size_t i = 0; i < st->nfx; i++) {
+        running += st->fx[i]->started && !st->fx[i]->exited;
+    }
+    if (!st->stop && (running || watching)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+    }
+    int stop = st->stop;
+    if (st->display_tty) {
+        st_display_clear_locked(st);
+        st_display_draw_locked(st);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return stop || (!running && !watching);
+}
+
+/* Stop every fixture thread and wait for it; the display's last state. */
+static void st_station_join(st_station *st)
+{
     st->stop = 1;
     for (size_t i = 0; i < st->nfx; i++) {
         if (st->fx[i]->started) {
@@ -753,6 +743,41 @@ kl_rc st_station_run(st_station *st, int use_udev, const char *watch_glob)
         st_display_draw_locked(st);
         pthread_mutex_unlock(&st->mu);
     }
+}
+
+kl_rc st_station_run(st_station *st, int use_udev, const char *watch_glob)
+{
+    kl_rc rc = KL_OK;
+    struct udev *udev = NULL;
+    struct udev_monitor *mon = NULL;
+    long next_sweep = st_now_ms() + st->cfg.pending_window * 500L;
+    long sweep_every = st->cfg.pending_window * 500L;
+    if (sweep_every > 60000) {
+        sweep_every = 60000;
+        next_sweep = st_now_ms() + sweep_every;
+    }
+    if (use_udev) {
+        TRY(st_udev_open(st, &udev, &mon));
+    }
+    if (watch_glob) {
+        st_glob_scan(st, watch_glob);
+    }
+    while (!st_station_wait(st, use_udev || watch_glob)) {
+        if (mon) {
+            st_udev_drain(st, mon);
+        }
+        if (watch_glob) {
+            st_glob_scan(st, watch_glob);
+        }
+        if (st_now_ms() >= next_sweep) {
+            unsigned n = 0;
+            if (st_station_sweep(st, &n) != KL_OK) {
+                st_event(st, 1, "pending sweep: %s", kl_errmsg());
+            }
+            next_sweep = st_now_ms() + sweep_every;
+        }
+    }
+    st_station_join(st);
 out:
     if (mon) {
         udev_monitor_unref(mon);
