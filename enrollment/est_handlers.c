@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <time.h>
 
+#include "ca_csr.h"
 #include "est.h"
 #include "kl_b64.h"
 #include "kl_log.h"
@@ -196,6 +197,103 @@ out:
     return rc;
 }
 
+/* A client certificate refused: logged, the request goes on unauthenticated (x is freed). */
+static kl_rc est_auth_cert_refuse(est_auth *a, X509 *x, const char *subj, const char *why)
+{
+    a->cert_refused = 1;
+    if (subj) {
+        kl_warn("client certificate %s refused: %s", subj, why);
+    } else {
+        kl_warn("client certificate refused: %s", why);
+    }
+    X509_free(x);
+    return KL_OK;
+}
+
+/* The connection's cached verification, if it still holds: *done when it decided. */
+static kl_rc est_auth_cert_cached(est_req *rq, est_auth *a, time_t now, int *done)
+{
+    est_conn_auth *cache = rq->conn_auth;
+    *done = 0;
+    if (!cache || !cache->cert) {
+        return KL_OK;
+    }
+    if (now < cache->not_before || now >= cache->not_after ||
+        !est_tls_peers_same(rq->session, &cache->peers)) {
+        /* Another peer list or outside the window the verification holds for: start over. */
+        est_conn_auth_reset(cache);
+        return KL_OK;
+    }
+    *done = 1;
+    kl_rc rc = est_cert_status_now(rq->srv, cache->serial, now);
+    if (rc == KL_EAUTH) {
+        est_auth_cert_refuse(a, NULL, cache->subject, kl_errmsg());
+        est_conn_auth_reset(cache); /* the next request decides afresh */
+        return KL_OK;
+    }
+    if (rc != KL_OK) {
+        return rc;
+    }
+    X509_up_ref(cache->cert);
+    est_auth_cert_accept(rq, a, cache->cert, cache->serial, cache->subject, cache->device_id);
+    return KL_OK;
+}
+
+/* The TLS peer's leaf certificate, DER in *peer and parsed in *x (KL_ENOTFOUND: none). */
+static kl_rc est_auth_peer_x509(est_req *rq, const gnutls_datum_t **peer, X509 **x)
+{
+    kl_rc rc = est_tls_peer_cert(rq->session, peer);
+    if (rc == KL_OK) {
+        const unsigned char *p = (*peer)->data;
+        *x = d2i_X509(NULL, &p, (long)(*peer)->size);
+        if (!*x || p != (*peer)->data + (*peer)->size) {
+            rc = kl_fail_ssl(KL_EAUTH, "client certificate: cannot parse");
+        }
+    }
+    return rc;
+}
+
+/* The client-ca certificate that issued x, by index; -1 if none did. */
+static int est_auth_client_ca(const est_server *s, X509 *x)
+{
+    int issuer_ok = -1;
+    for (int i = 0; s->client_cas && i < sk_X509_num(s->client_cas) && issuer_ok < 0; i++) {
+        X509 *ca = sk_X509_value(s->client_cas, i);
+        if (X509_check_issued(ca, x) == X509_V_OK && X509_verify(x, X509_get0_pubkey(ca)) == 1) {
+            issuer_ok = i;
+        }
+    }
+    ERR_clear_error();
+    return issuer_ok;
+}
+
+/* Cache only a full success. The window: GnuTLS checked the dates of the leaf and its issuer
+ * chain, so the result holds until the first of them ends. */
+static void est_auth_cert_cache(est_req *rq, X509 *x, int issuer_ok, const char *serial,
+                                const char *subj, const char *devid)
+{
+    est_server *s = rq->srv;
+    est_conn_auth *cache = rq->conn_auth;
+    time_t nb = 0, na = 0;
+    if (!cache) {
+        return;
+    }
+    if (!est_asn1_time_get(X509_get0_notBefore(x), &nb) ||
+        !est_asn1_time_get(X509_get0_notAfter(x), &na) ||
+        est_tls_peers_key(rq->session, &cache->peers) != KL_OK) {
+        est_conn_auth_reset(cache);
+        return;
+    }
+    snprintf(cache->serial, sizeof cache->serial, "%s", serial);
+    cache->ca_index = issuer_ok;
+    snprintf(cache->subject, sizeof cache->subject, "%s", subj);
+    snprintf(cache->device_id, sizeof cache->device_id, "%s", devid);
+    cache->not_before = nb > s->client_ca_nb[issuer_ok] ? nb : s->client_ca_nb[issuer_ok];
+    cache->not_after = na < s->client_ca_na[issuer_ok] ? na : s->client_ca_na[issuer_ok];
+    X509_up_ref(x);
+    cache->cert = x;
+}
+
 /* The client's certificate must chain (GnuTLS checked, against the client-ca chains keyline-cad
  * gave at start-up) to one of our client-ca labels as its direct issuer, and keyline-cad must
  * find it ours, valid, unexpired, unrevoked, under valid CAs (cert-status by certificate).
@@ -206,73 +304,29 @@ out:
 static kl_rc est_auth_cert(est_req *rq, est_auth *a)
 {
     est_server *s = rq->srv;
-    est_conn_auth *cache = rq->conn_auth;
     X509 *x = NULL;
-    time_t now = time(NULL);
-    kl_rc rc;
-
-    if (cache && cache->cert) {
-        if (now >= cache->not_before && now < cache->not_after &&
-            est_tls_peers_same(rq->session, &cache->peers)) {
-            rc = est_cert_status_now(s, cache->serial, now);
-            if (rc == KL_EAUTH) {
-                a->cert_refused = 1;
-                kl_warn("client certificate %s refused: %s", cache->subject, kl_errmsg());
-                est_conn_auth_reset(cache); /* the next request decides afresh */
-                return KL_OK;
-            }
-            if (rc != KL_OK) {
-                return rc;
-            }
-            X509_up_ref(cache->cert);
-            est_auth_cert_accept(rq, a, cache->cert, cache->serial, cache->subject,
-                                 cache->device_id);
-            return KL_OK;
-        }
-        /* Another peer list or outside the window the verification holds for: start over. */
-        est_conn_auth_reset(cache);
-    }
-
     const gnutls_datum_t *peer = NULL;
-    rc = est_tls_peer_cert(rq->session, &peer);
+    int done = 0;
+    kl_rc rc = est_auth_cert_cached(rq, a, time(NULL), &done);
+    if (done || rc != KL_OK) {
+        return rc;
+    }
+    rc = est_auth_peer_x509(rq, &peer, &x);
     if (rc == KL_ENOTFOUND) {
         return KL_OK;
     }
-    if (rc == KL_OK) {
-        const unsigned char *p = peer->data;
-        x = d2i_X509(NULL, &p, (long)peer->size);
-        if (!x || p != peer->data + peer->size) {
-            rc = kl_fail_ssl(KL_EAUTH, "client certificate: cannot parse");
-        }
+    if (rc != KL_OK) {
+        return est_auth_cert_refuse(a, x, NULL, kl_errmsg());
     }
     char subj[160];
-    if (rc != KL_OK) {
-        a->cert_refused = 1;
-        kl_warn("client certificate refused: %s", kl_errmsg());
-        X509_free(x);
-        return KL_OK;
-    }
     est_name_oneline(X509_get_subject_name(x), subj, sizeof subj);
-    int issuer_ok = -1;
-    for (int i = 0; s->client_cas && i < sk_X509_num(s->client_cas) && issuer_ok < 0; i++) {
-        X509 *ca = sk_X509_value(s->client_cas, i);
-        if (X509_check_issued(ca, x) == X509_V_OK && X509_verify(x, X509_get0_pubkey(ca)) == 1) {
-            issuer_ok = i;
-        }
-    }
-    ERR_clear_error();
+    int issuer_ok = est_auth_client_ca(s, x);
     if (issuer_ok < 0) {
-        a->cert_refused = 1;
-        kl_warn("client certificate %s refused: not issued by a client-ca", subj);
-        X509_free(x);
-        return KL_OK;
+        return est_auth_cert_refuse(a, x, subj, "not issued by a client-ca");
     }
     /* A server or OCSP-signer certificate of ours is not a client identity. */
     if (X509_check_purpose(x, X509_PURPOSE_SSL_CLIENT, 0) != 1) {
-        a->cert_refused = 1;
-        kl_warn("client certificate %s refused: not for TLS client authentication", subj);
-        X509_free(x);
-        return KL_OK;
+        return est_auth_cert_refuse(a, x, subj, "not for TLS client authentication");
     }
     char devid[EST_DEVICE_ID_MAX] = "";
     est_cert_state st;
@@ -286,34 +340,13 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
         rc = est_cert_device_id(x, st.device_id, devid, sizeof devid);
     }
     if (rc == KL_EAUTH) {
-        a->cert_refused = 1;
-        kl_warn("client certificate %s refused: %s", subj, kl_errmsg());
-        X509_free(x);
-        return KL_OK;
+        return est_auth_cert_refuse(a, x, subj, kl_errmsg());
     }
     if (rc != KL_OK) {
         X509_free(x);
         return rc;
     }
-    if (cache) {
-        /* Cache only a full success. The window: GnuTLS checked the dates of the leaf and its
-         * issuer chain, so the result holds until the first of them ends. */
-        time_t nb = 0, na = 0;
-        if (est_asn1_time_get(X509_get0_notBefore(x), &nb) &&
-            est_asn1_time_get(X509_get0_notAfter(x), &na) &&
-            est_tls_peers_key(rq->session, &cache->peers) == KL_OK) {
-            snprintf(cache->serial, sizeof cache->serial, "%s", st.serial);
-            cache->ca_index = issuer_ok;
-            snprintf(cache->subject, sizeof cache->subject, "%s", subj);
-            snprintf(cache->device_id, sizeof cache->device_id, "%s", devid);
-            cache->not_before = nb > s->client_ca_nb[issuer_ok] ? nb : s->client_ca_nb[issuer_ok];
-            cache->not_after = na < s->client_ca_na[issuer_ok] ? na : s->client_ca_na[issuer_ok];
-            X509_up_ref(x);
-            cache->cert = x;
-        } else {
-            est_conn_auth_reset(cache);
-        }
-    }
+    est_auth_cert_cache(rq, x, issuer_ok, st.serial, subj, devid);
     est_auth_cert_accept(rq, a, x, st.serial, subj, devid);
     return KL_OK;
 }
@@ -754,6 +787,13 @@ static kl_rc est_csr_parse(est_req *rq, kl_buf *der, X509_REQ **out)
     if (rc != KL_OK) {
         return kl_wrap(KL_EINPUT, "request body is not base64 DER");
     }
+    ca_csr *c = NULL;
+    if (ca_csr_load(der->data, der->len, &c) == KL_OK) {
+        *out = ca_csr_take(c); /* the EC fast path (ca_csr.c): OpenSSL 3's decoder costs more */
+        return KL_OK;
+    }
+    ERR_clear_error();
+    /* refused: the same check again with OpenSSL alone, for the messages clients are given */
     const unsigned char *p = der->data;
     *out = d2i_X509_REQ(NULL, &p, (long)der->len);
     if (!*out || p != der->data + der->len) {
