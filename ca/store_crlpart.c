@@ -30,6 +30,10 @@ static const store_q q_cp_since = {
     "SELECT DISTINCT p.part FROM certs c JOIN crl_partition_certs p ON p.serial = c.serial"
     " WHERE c.issuer = ?1 AND c.status = 'revoked' AND c.revoked_at >= ?2 ORDER BY p.part",
     NULL};
+static const store_q q_cp_count = {
+    "SELECT count(*) FROM crl_partition_certs p JOIN certs c ON c.serial = p.serial"
+    " WHERE p.issuer = ?1 AND p.part = ?2 AND c.status = 'revoked'",
+    NULL};
 static const store_q q_cp_of = {"SELECT part FROM crl_partition_certs WHERE serial = ?1", NULL};
 
 typedef struct {
@@ -187,5 +191,37 @@ kl_rc store_crlpart_of(store *s, const char *serial_hex, int64_t *part)
     kl_rc rc =
         store_get_row(s, &q_cp_of, serial_hex, row_part, part, "read the CRL partition", &found);
     *part = rc == KL_OK && found ? *part : -1;
+    return rc;
+}
+
+typedef struct {
+    const char *issuer;
+    int64_t part, n;
+} cp_count_arg;
+
+static kl_rc cp_count_tx(store_conn *c, void *arg)
+{
+    cp_count_arg *a = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    TRY(sc_stmt(c, &q_cp_count, &st));
+    TRY(sc_text(st, 1, a->issuer));
+    TRY(sc_int(st, 2, a->part));
+    TRY(sc_step(st, &row, "count the revoked certificates of the CRL partition"));
+    a->n = row ? col_int(st, 0) : 0;
+out:
+    sc_done(st);
+    return rc;
+}
+
+kl_rc store_crlpart_revoked_count(store *s, const char *issuer, int64_t part, int64_t *n)
+{
+    if (!s || !issuer || part < 0 || !n) {
+        return kl_fail(KL_EUSAGE, "store_crlpart_revoked_count: missing argument");
+    }
+    cp_count_arg a = {issuer, part, 0};
+    kl_rc rc = store_read(s, cp_count_tx, &a);
+    *n = a.n;
     return rc;
 }

@@ -37,6 +37,7 @@ typedef struct {
     int64_t number;  /* the cRLNumber of der */
     time_t built;    /* when der was made or read: after the epoch was read */
     int64_t checked; /* the store's latest number when it was last compared (cad_rev_newer) */
+    int64_t revoked; /* a partition's CRL ("L/K"): its revoked count read before it was made */
 } cad_crl_slot;
 
 typedef struct {
@@ -309,7 +310,17 @@ kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
         memset(slot, 0, sizeof *slot);
         snprintf(slot->label, sizeof slot->label, "%s", label);
     }
-    if (!slot->der || slot->epoch != epoch || now >= slot->refresh_at) {
+    /* RFC 5280 5.2.5: a partition's CRL lists the revoked certificates of its partition alone:
+     * a revocation in another partition moves the CA's epoch but leaves it as it is */
+    int64_t revoked = -1;
+    if (part >= 0 && (!slot->der || slot->epoch != epoch || now >= slot->refresh_at)) {
+        rc = store_crlpart_revoked_count(ca_store(r->d->ca), ca_label, part, &revoked);
+    }
+    if (rc == KL_OK && slot->der && slot->epoch != epoch && now < slot->refresh_at &&
+        revoked >= 0 && revoked == slot->revoked) {
+        slot->epoch = epoch;
+    }
+    if (rc == KL_OK && (!slot->der || slot->epoch != epoch || now >= slot->refresh_at)) {
         uint8_t *der = NULL;
         size_t len = 0;
         time_t refresh_at = 0;
@@ -324,7 +335,8 @@ kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
                                    .der = der,
                                    .len = len,
                                    .number = number,
-                                   .built = now};
+                                   .built = now,
+                                   .revoked = revoked};
             snprintf(slot->label, sizeof slot->label, "%s", label);
         }
     }

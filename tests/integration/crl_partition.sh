@@ -135,6 +135,8 @@ for bad in fleet1/01.crl fleet1/x.crl fleet1/1/2.crl nosuch/0.crl; do
     [ "$code" = 404 ] || die "GET /crl/$bad: $code"
 done
 curl -sf -o /dev/null "$EST_HTTP/crl/fleet1.crl" || die "the full CRL is no longer served"
+curl -s -D "$D/h" -o /dev/null "$EST_HTTP/crl/fleet1/0.crl"
+etag0=$(hdr ETag)
 kca revoke --serial "$(serial_of "$D/d4.pem")" > /dev/null 2>&1 || die "revoke d4"
 for _ in $(seq 1 40); do
     code=$(curl -s -D "$D/h" -o "$D/s3.der" -w '%{http_code}' -H "If-None-Match: $etag" "$URL")
@@ -144,5 +146,8 @@ done
 [ "$code" = 200 ] && [ "$(hdr ETag)" != "$etag" ] || die "after a revocation: $code"
 openssl crl -inform DER -in "$D/s3.der" -noout -text | grep -q "$(serial_of "$D/d4.pem")" ||
     die "the served partition CRL misses the new revocation"
-ok "keyline-estd serves /crl/fleet1/K.crl: ETag, 304, a new ETag and entry after a revocation; bad names 404"
+# partition 0 had no revocation: keyline-cad keeps its CRL (not signed again)
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag0" "$EST_HTTP/crl/fleet1/0.crl")
+[ "$code" = 304 ] || die "partition 0's CRL changed after a revocation in partition 1: $code"
+ok "keyline-estd serves /crl/fleet1/K.crl: ETag, 304, a new ETag and entry after a revocation in it, the same CRL after one elsewhere; bad names 404"
 est_stop

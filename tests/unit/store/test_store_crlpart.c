@@ -4,7 +4,7 @@
  * (KL_EEXIST: nothing recorded) and no partition ever holds more than its size, whoever races
  * (four processes on one store file); a partition's revoked stream lists its own certificates
  * alone, in serial order; the partitions touched by revocations since a time; a certificate's
- * partition. */
+ * partition; a partition's revoked count. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -140,6 +140,13 @@ static void test_stream(void **state)
     assert_int_equal(store_crlpart_revoked_since(f->s, "fleet", t0 + 100, &parts, &n), KL_OK);
     assert_int_equal(n, 0);
     free(parts);
+    int64_t count = -1;
+    assert_int_equal(store_crlpart_revoked_count(f->s, "fleet", 0, &count), KL_OK);
+    assert_int_equal(count, 2);
+    assert_int_equal(store_crlpart_revoked_count(f->s, "fleet", 1, &count), KL_OK);
+    assert_int_equal(count, 1);
+    assert_int_equal(store_crlpart_revoked_count(f->s, "fleet", 9, &count), KL_OK);
+    assert_int_equal(count, 0);
 }
 
 /* Four processes issue 40 certificates each into partitions of 7: none holds more than 7. */
