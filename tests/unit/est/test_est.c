@@ -122,6 +122,12 @@ static void test_route_other(void **state)
     assert_int_equal(est_route_parse("/crl/field1.crl", &r), KL_OK);
     assert_int_equal(r.ep, EST_EP_CRL);
     assert_string_equal(r.label, "field1");
+    /* partition K's CRL of CA L ([ca L] crl-partition-size): named "L/K" */
+    assert_int_equal(est_route_parse("/crl/field1/0.crl", &r), KL_OK);
+    assert_int_equal(r.ep, EST_EP_CRL);
+    assert_string_equal(r.label, "field1/0");
+    assert_int_equal(est_route_parse("/crl/a.b-c/120.crl", &r), KL_OK);
+    assert_string_equal(r.label, "a.b-c/120");
     assert_int_equal(est_route_parse("/ocsp", &r), KL_OK);
     assert_int_equal(r.ep, EST_EP_OCSP);
     assert_null(r.ocsp_b64);
@@ -155,6 +161,16 @@ static void test_route_not_found(void **state)
         "/crl/.crl",
         "/crl/../x.crl",
         "/crl/a/b.crl",
+        "/crl/field1/01.crl",
+        "/crl/field1/.crl",
+        "/crl/field1/-1.crl",
+        "/crl/field1/1/2.crl",
+        "/crl//1.crl",
+        "/crl/field 1/1.crl",
+        "/crl/field1/1234567890123.crl",
+        "/crl/field1/1.crlx",
+        ("/crl/"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/1.crl"),
         "/healthz/",
         "/metricsx",
         "/ocspx",
