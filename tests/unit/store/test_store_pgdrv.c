@@ -1,0 +1,169 @@
+/* The PostgreSQL driver itself (ca/store_pg.c), below the store logic, on a throwaway cluster
+ * (ctest unit.store.pgdrv: tests/lib/pg.sh run, KL_TEST_STORE_URL): a statement run twice is
+ * prepared on the server and still right when its parameter types change; rows read one at a
+ * time stay complete when another statement runs on the connection in between; BEGIN waits
+ * for the first statement and a transaction that ran none sends nothing; a connection killed
+ * under prepared statements prepares them again. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_db.h"
+
+static const db_driver *drv = &store_pg_driver;
+
+static db *conn_open(void)
+{
+    const char *url = getenv("KL_TEST_STORE_URL");
+    db *d = NULL;
+    assert_non_null(url);
+    assert_int_equal(drv->open(&d, url, 0), KL_OK);
+    return d;
+}
+
+/* The one integer row of `sql` (no parameters). */
+static int64_t one_int(db *d, const char *sql)
+{
+    db_stmt *st = NULL;
+    int row = 0;
+    assert_int_equal(drv->prepare(d, sql, &st), KL_OK);
+    assert_int_equal(drv->step(st, &row), KL_OK);
+    assert_int_equal(row, 1);
+    int64_t v = drv->col_int64(st, 0);
+    drv->finalize(st);
+    return v;
+}
+
+/* ?1 + 1 as bigint, with ?1 bound as an integer or as text. */
+static int64_t plus_one(db_stmt *st, int64_t v, int as_text)
+{
+    char s[32];
+    int row = 0;
+    drv->reset(st);
+    snprintf(s, sizeof s, "%lld", (long long)v);
+    assert_int_equal(as_text ? drv->bind_text(st, 1, s) : drv->bind_int64(st, 1, v), KL_OK);
+    assert_int_equal(drv->step(st, &row), KL_OK);
+    assert_int_equal(row, 1);
+    return drv->col_int64(st, 0);
+}
+
+static const char Q_PREPARED[] = "SELECT count(*)::bigint FROM pg_prepared_statements";
+
+static void test_prepared(void **state)
+{
+    (void)state;
+    db *d = conn_open();
+    db_stmt *st = NULL;
+    assert_int_equal(drv->prepare(d, "SELECT (?1::text)::bigint + 1", &st), KL_OK);
+    assert_int_equal(plus_one(st, 41, 0), 42);
+    assert_int_equal(one_int(d, Q_PREPARED), 0); /* a first run goes unnamed */
+    assert_int_equal(plus_one(st, 1, 0), 2);
+    assert_int_equal(one_int(d, Q_PREPARED), 1); /* the second prepared it */
+    assert_int_equal(plus_one(st, 7, 0), 8);
+    assert_int_equal(one_int(d, Q_PREPARED), 1); /* and later runs reuse it */
+    /* other parameter types than it was prepared with: still right */
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(plus_one(st, 100 + i, 1), 101 + i);
+        assert_int_equal(plus_one(st, 200 + i, 0), 201 + i);
+    }
+    /* the session killed under it: a point read reconnects and prepares again */
+    db_stmt *kill = NULL;
+    int row = 0;
+    assert_int_equal(drv->prepare(d, "SELECT pg_terminate_backend(pg_backend_pid())", &kill),
+                     KL_OK);
+    (void)drv->step(kill, &row);
+    drv->finalize(kill);
+    assert_int_equal(plus_one(st, 9, 0), 10);
+    assert_int_equal(plus_one(st, 10, 0), 11);
+    drv->finalize(st);
+    drv->close(d);
+}
+
+static void test_rows_interleaved(void **state)
+{
+    (void)state;
+    db *d = conn_open();
+    db_stmt *rows = NULL, *other = NULL;
+    int row = 0;
+    int64_t sum = 0, n = 0;
+    assert_int_equal(drv->begin(d, 0), KL_OK);
+    assert_int_equal(drv->prepare(d, "SELECT x::bigint FROM generate_series(1, 20000) x", &rows),
+                     KL_OK);
+    assert_int_equal(drv->prepare(d, "SELECT ?1::bigint * 2", &other), KL_OK);
+    for (;;) {
+        assert_int_equal(drv->step(rows, &row), KL_OK);
+        if (!row) {
+            break;
+        }
+        sum += drv->col_int64(rows, 0);
+        if (++n % 5000 == 0) { /* another statement while rows are still coming */
+            drv->reset(other);
+            assert_int_equal(drv->bind_int64(other, 1, n), KL_OK);
+            assert_int_equal(drv->step(other, &row), KL_OK);
+            assert_int_equal(row, 1);
+            assert_int_equal(drv->col_int64(other, 0), 2 * n);
+            drv->reset(other);
+        }
+    }
+    assert_int_equal(n, 20000);
+    assert_int_equal(sum, (int64_t)20000 * 20001 / 2);
+    assert_int_equal(drv->commit(d), KL_OK);
+    /* reset in the middle of the rows: the connection is usable at once */
+    drv->reset(rows);
+    assert_int_equal(drv->step(rows, &row), KL_OK);
+    assert_int_equal(row, 1);
+    drv->reset(rows);
+    assert_int_equal(one_int(d, "SELECT 5::bigint"), 5);
+    drv->finalize(rows);
+    drv->finalize(other);
+    drv->close(d);
+}
+
+static void test_begin_deferred(void **state)
+{
+    (void)state;
+    db *d = conn_open();
+    /* a write transaction that ran nothing: nothing sent, nothing held */
+    assert_int_equal(drv->begin(d, 1), KL_OK);
+    assert_true(drv->in_tx(d));
+    assert_int_equal(drv->savepoint(d, DB_SP_BEGIN), KL_OK);
+    assert_int_equal(drv->savepoint(d, DB_SP_RELEASE), KL_OK);
+    assert_int_equal(drv->commit(d), KL_OK);
+    assert_false(drv->in_tx(d));
+    /* a write transaction holds the store's lock from its first statement to its end */
+    assert_int_equal(drv->begin(d, 1), KL_OK);
+    assert_int_equal(drv->savepoint(d, DB_SP_BEGIN), KL_OK);
+    assert_int_equal(one_int(d, "SELECT count(*)::bigint FROM pg_locks WHERE locktype ="
+                                " 'advisory' AND pid = pg_backend_pid() AND granted"),
+                     1);
+    assert_int_equal(drv->savepoint(d, DB_SP_ROLLBACK), KL_OK);
+    assert_int_equal(drv->savepoint(d, DB_SP_RELEASE), KL_OK);
+    assert_int_equal(drv->commit(d), KL_OK);
+    assert_int_equal(one_int(d, "SELECT count(*)::bigint FROM pg_locks WHERE locktype ="
+                                " 'advisory' AND pid = pg_backend_pid()"),
+                     0);
+    /* a read transaction: its COMMIT is not waited for, the next statement still runs */
+    assert_int_equal(drv->begin(d, 0), KL_OK);
+    assert_int_equal(one_int(d, "SELECT 3::bigint"), 3);
+    assert_int_equal(drv->commit(d), KL_OK);
+    assert_false(drv->in_tx(d));
+    assert_int_equal(one_int(d, "SELECT 4::bigint"), 4);
+    drv->close(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_prepared),
+        cmocka_unit_test(test_rows_interleaved),
+        cmocka_unit_test(test_begin_deferred),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
