@@ -13,9 +13,25 @@
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
-for t in openssl certtool sqlite3 curl; do
+for t in openssl certtool sqlite3 psql curl; do
     command -v "$t" >/dev/null || die "$t is needed"
 done
+# crl_partition_pg.sh: the store in a throwaway PostgreSQL cluster (tests/lib/pg.sh)
+if [ -n "${CP_PG:-}" ]; then
+    CP_PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kl-pg.XXXXXX")
+    CP_STORE=$("$KL_SRC/tests/lib/pg.sh" start "$CP_PG_DIR") || die "PostgreSQL did not start"
+    trap 'est_cleanup; "$KL_SRC/tests/lib/pg.sh" stop "$CP_PG_DIR" || true' EXIT
+    python3 - "$KL_CONF" "$CP_STORE" <<'PY'
+import sys
+p, url = sys.argv[1], sys.argv[2]
+s = open(p).read()
+assert "\npath = keyline.db\n" in s
+open(p, "w").write(s.replace("\npath = keyline.db\n", "\nurl = %s\n" % url))
+PY
+fi
+q() {
+    if [ -n "${CP_STORE:-}" ]; then psql -Atq "$CP_STORE" -c "$1"; else sqlite3 "$KL_TEST_DIR/keyline.db" "$1"; fi
+}
 crl_number() { openssl crl -in "$1" -noout -crlnumber | sed -e 's/.*=//' -e 's/^0x//'; }
 crl_serials() { openssl crl -in "$1" -noout -text | awk '/Serial Number:/ {print $3}' | sort; }
 cdp_of() { openssl x509 -in "$1" -noout -ext crlDistributionPoints | grep -o 'URI:.*' | sed 's/URI://'; }
@@ -36,8 +52,8 @@ for i in $(seq 1 10); do
     want="$BASE/fleet1/${part[$i]}.crl"
     [ "$(cdp_of "$D/d$i.pem")" = "$want" ] || die "d$i: CDP $(cdp_of "$D/d$i.pem"), expected $want"
 done
-max=$(sqlite3 "$KL_TEST_DIR/keyline.db" \
-    "SELECT max(n) FROM (SELECT count(*) AS n FROM crl_partition_certs WHERE issuer = 'fleet1' GROUP BY part)")
+max=$(q \
+    "SELECT max(n) FROM (SELECT count(*) AS n FROM crl_partition_certs WHERE issuer = 'fleet1' GROUP BY part) AS p")
 [ "$max" = 3 ] || die "a partition holds $max certificates"
 kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --out "$D/plain.pem" >/dev/null
 [ "$(cdp_of "$D/plain.pem")" = "$BASE/field1.crl" ] || die "field1 (no partitions): CDP $(cdp_of "$D/plain.pem")"
@@ -50,10 +66,10 @@ grep -q "published the CRLs of 2 partitions of fleet1" "$D/r.err" || die "revoke
 kca revoke --serial "$(serial_of "$D/d10.pem")" > /dev/null 2> "$D/r1.err" || die "revoke: $(cat "$D/r1.err")"
 grep -q "published the CRLs of 1 partition of fleet1" "$D/r1.err" || die "revoke --serial: $(cat "$D/r1.err")"
 for K in 0 1 3; do
-    n=$(sqlite3 "$KL_TEST_DIR/keyline.db" "SELECT count(*) FROM crls WHERE issuer = 'fleet1/$K'")
+    n=$(q "SELECT count(*) FROM crls WHERE issuer = 'fleet1/$K'")
     [ "$n" = 1 ] || die "partition $K's CRL was not published after its revocation"
 done
-n=$(sqlite3 "$KL_TEST_DIR/keyline.db" "SELECT count(*) FROM crls WHERE issuer = 'fleet1/2'")
+n=$(q "SELECT count(*) FROM crls WHERE issuer = 'fleet1/2'")
 [ "$n" = 0 ] || die "partition 2 (nothing revoked) was signed"
 ok "a revocation signs the CRLs of the affected partitions only"
 
