@@ -21,7 +21,7 @@
  * descriptor per 10,000 calls, both to stay at or below (target_max 1), and the call rate.
  * --no-issue: cert-status calls in place of issue (after the first), so the store does not grow
  * (telling the daemon's own growth from the SQLite page cache filling as the file grows).
- * Exit 1 when a call failed or a figure is over its bound. */
+ * Exit 1 when a call failed or the daemon went away, 3 when a figure is over its bound. */
 #include <dirent.h>
 #include <stddef.h>
 #include <getopt.h>
@@ -330,7 +330,7 @@ static int soak_report(size_t n, double elapsed)
     soak_figure_max("cad.soak.anon_rss_kib_per_10k", kib, "KiB", "soak bound (KiB per 10k calls)",
                     opt.bound);
     soak_figure_max("cad.soak.fds_per_10k", fds, "fds", "soak bound (fds per 10k calls)", 1);
-    return kib > opt.bound || fds > 1 ? 1 : 0;
+    return kib > opt.bound || fds > 1 ? 3 : 0;
 }
 
 static const soak_op g_issue_ops[] = {OP_ISSUE};
@@ -376,7 +376,7 @@ static int soak_run(void)
     long fails = atomic_load(&g_fails);
     printf("calls: %ld, of them issue: %ld; failed: %ld\n", atomic_load(&g_calls),
            atomic_load(&g_issued), fails);
-    return rc || fails ? 1 : 0;
+    return fails || rc == 1 ? 1 : rc;
 }
 
 static int soak_load(const char *path, blob *b)

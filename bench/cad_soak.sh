@@ -66,4 +66,10 @@ rc=0
     --seconds "${KL_SOAK_CAD_SECONDS:-120}" --bound "${KL_SOAK_CAD_BOUND:-16}" ${KL_SOAK_CAD_ARGS:-} "${reqs[@]}" || rc=$?
 cad_stop
 trap - EXIT
+# over a bound (exit 3): under scripts/bench the figure says so in the results and the run goes
+# on, as every figure's target does; on its own the script fails
+if [ "$rc" = 3 ] && [ -n "${KL_BENCH_RESULTS:-}" ]; then
+    echo "cad_soak: growth OVER ITS BOUND (in the results as MISSED)"
+    exit 0
+fi
 [ "$rc" = 0 ] || die "cad_soak: exit $rc"
