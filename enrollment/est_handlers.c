@@ -1038,93 +1038,140 @@ out:
     }
 }
 
-void est_handle(est_req *rq, est_resp *rs)
+/* Healthy while keyline-cad answers (HELLO): without it nothing can be enrolled or
+ * revocation-checked, so a load balancer or supervisor takes this server out until it is back
+ * (keyline-estd reconnects by itself). */
+static void est_healthz(est_req *rq, est_resp *rs)
 {
     est_server *s = rq->srv;
+    if (est_cad_hello(s) != KL_OK) {
+        est_metrics_cad_error(&s->metrics);
+        est_note(rq, "%s", kl_errmsg());
+        est_resp_text(rs, 503, "keyline-cad is not answering");
+        est_resp_header(rs, "Retry-After", "10");
+        return;
+    }
+    est_resp_text(rs, 200, "ok");
+}
+
+static void est_simpleenroll(est_req *rq, est_resp *rs, const est_label *l)
+{
+    est_enroll(rq, rs, l, EST_OP_SIMPLEENROLL);
+}
+
+static void est_simplereenroll(est_req *rq, est_resp *rs, const est_label *l)
+{
+    est_enroll(rq, rs, l, EST_OP_SIMPLEREENROLL);
+}
+
+static void est_serverkeygen(est_req *rq, est_resp *rs, const est_label *l)
+{
+    est_enroll(rq, rs, l, EST_OP_SERVERKEYGEN);
+}
+
+/* The methods a route takes, as its Allow header says them. */
+#define EST_ALLOW_GET "GET, HEAD"
+#define EST_ALLOW_POST "POST"
+
+/* Whether rq's method is one allow names; if not, rs is the 405. */
+static int est_method_allowed(const est_req *rq, est_resp *rs, const char *allow)
+{
+    int ok = strcmp(allow, EST_ALLOW_POST) == 0 ? est_method_is(rq, "POST") : est_method_get(rq);
+    if (!ok) {
+        est_resp_405(rs, allow);
+    }
+    return ok;
+}
+
+/* The routes outside /.well-known/est: the methods each takes (NULL: its handler decides). */
+static const struct {
+    est_endpoint ep;
+    const char *allow;
+    void (*handle)(est_req *rq, est_resp *rs);
+} est_ep_routes[] = {
+    {EST_EP_HEALTHZ, EST_ALLOW_GET, est_healthz},
+    {EST_EP_METRICS, EST_ALLOW_GET, est_metrics_page},
+    {EST_EP_CRL, NULL, est_handle_crl},
+    {EST_EP_OCSP, NULL, est_handle_ocsp},
+};
+
+/* The EST operations of a label (RFC 7030 3.2.2) and the method each takes. Full CMC (4.3) is
+ * optional and not implemented: 501 whatever the method. */
+static const struct {
+    est_op op;
+    const char *allow;
+    void (*handle)(est_req *rq, est_resp *rs, const est_label *l);
+} est_op_routes[] = {
+    {EST_OP_CACERTS, EST_ALLOW_GET, est_cacerts},
+    {EST_OP_CSRATTRS, EST_ALLOW_GET, est_csrattrs},
+    {EST_OP_SIMPLEENROLL, EST_ALLOW_POST, est_simpleenroll},
+    {EST_OP_SIMPLEREENROLL, EST_ALLOW_POST, est_simplereenroll},
+    {EST_OP_SERVERKEYGEN, EST_ALLOW_POST, est_serverkeygen},
+};
+
+/* The metrics listener serves only what Prometheus and health checks fetch; the plain-HTTP
+ * listener only what relying parties fetch without TLS. 0 (rs the 404) when ep is not here. */
+static int est_listener_serves(const est_req *rq, est_resp *rs, est_endpoint ep)
+{
+    if (rq->metrics_only) {
+        if (ep != EST_EP_METRICS && ep != EST_EP_HEALTHZ) {
+            est_resp_text(rs, 404, "not found (metrics listener: /metrics and /healthz only)");
+            return 0;
+        }
+    } else if (!rq->tls && ep != EST_EP_CRL && ep != EST_EP_OCSP && ep != EST_EP_HEALTHZ) {
+        est_resp_text(rs, 404, "not found (use the TLS listener)");
+        return 0;
+    }
+    return 1;
+}
+
+/* An operation of a known label. */
+static void est_handle_op(est_req *rq, est_resp *rs, const est_label *l)
+{
+    est_op op = rq->route.op;
+    if (op == EST_OP_FULLCMC) {
+        /* RFC 7030 4.3 is optional; we do not implement Full CMC. */
+        est_resp_text(rs, 501, "fullcmc is not implemented");
+        return;
+    }
+    if (op == EST_OP_SERVERKEYGEN && !rq->srv->cfg.serverkeygen) {
+        est_resp_text(rs, 501, "serverkeygen is disabled on this server");
+        return;
+    }
+    for (size_t i = 0; i < sizeof est_op_routes / sizeof est_op_routes[0]; i++) {
+        if (est_op_routes[i].op == op) {
+            if (est_method_allowed(rq, rs, est_op_routes[i].allow)) {
+                est_op_routes[i].handle(rq, rs, l);
+            }
+            return;
+        }
+    }
+    est_resp_text(rs, 404, "not found");
+}
+
+void est_handle(est_req *rq, est_resp *rs)
+{
     if (est_route_parse(rq->path, &rq->route) != KL_OK) {
         est_resp_text(rs, 404, "not found");
         return;
     }
     est_endpoint ep = rq->route.ep;
-    /* The metrics listener serves only what Prometheus and health checks fetch. */
-    if (rq->metrics_only) {
-        if (ep != EST_EP_METRICS && ep != EST_EP_HEALTHZ) {
-            est_resp_text(rs, 404, "not found (metrics listener: /metrics and /healthz only)");
-            return;
-        }
-    } else if (!rq->tls && ep != EST_EP_CRL && ep != EST_EP_OCSP && ep != EST_EP_HEALTHZ) {
-        /* The plain-HTTP listener serves only what relying parties fetch without TLS. */
-        est_resp_text(rs, 404, "not found (use the TLS listener)");
+    if (!est_listener_serves(rq, rs, ep)) {
         return;
     }
-    switch (ep) {
-    case EST_EP_HEALTHZ:
-        if (!est_method_get(rq)) {
-            est_resp_405(rs, "GET, HEAD");
+    for (size_t i = 0; i < sizeof est_ep_routes / sizeof est_ep_routes[0]; i++) {
+        if (est_ep_routes[i].ep == ep) {
+            if (!est_ep_routes[i].allow || est_method_allowed(rq, rs, est_ep_routes[i].allow)) {
+                est_ep_routes[i].handle(rq, rs);
+            }
             return;
         }
-        /* Healthy while keyline-cad answers (HELLO): without it nothing can be enrolled or
-         * revocation-checked, so a load balancer or supervisor takes this server out until it
-         * is back (keyline-estd reconnects by itself). */
-        if (est_cad_hello(s) != KL_OK) {
-            est_metrics_cad_error(&s->metrics);
-            est_note(rq, "%s", kl_errmsg());
-            est_resp_text(rs, 503, "keyline-cad is not answering");
-            est_resp_header(rs, "Retry-After", "10");
-            return;
-        }
-        est_resp_text(rs, 200, "ok");
-        return;
-    case EST_EP_METRICS:
-        if (!est_method_get(rq)) {
-            est_resp_405(rs, "GET, HEAD");
-            return;
-        }
-        est_metrics_page(rq, rs);
-        return;
-    case EST_EP_CRL: est_handle_crl(rq, rs); return;
-    case EST_EP_OCSP: est_handle_ocsp(rq, rs); return;
-    default: break;
     }
-    const est_label *l = est_config_label(&s->cfg, rq->route.label);
+    const est_label *l = est_config_label(&rq->srv->cfg, rq->route.label);
     if (!l) {
         est_note(rq, "unknown label %s", rq->route.label);
         est_resp_text(rs, 404, "unknown EST label");
         return;
     }
-    switch (rq->route.op) {
-    case EST_OP_CACERTS:
-        if (!est_method_get(rq)) {
-            est_resp_405(rs, "GET, HEAD");
-            return;
-        }
-        est_cacerts(rq, rs, l);
-        return;
-    case EST_OP_CSRATTRS:
-        if (!est_method_get(rq)) {
-            est_resp_405(rs, "GET, HEAD");
-            return;
-        }
-        est_csrattrs(rq, rs, l);
-        return;
-    case EST_OP_FULLCMC:
-        /* RFC 7030 4.3 is optional; we do not implement Full CMC. */
-        est_resp_text(rs, 501, "fullcmc is not implemented");
-        return;
-    case EST_OP_SERVERKEYGEN:
-        if (!s->cfg.serverkeygen) {
-            est_resp_text(rs, 501, "serverkeygen is disabled on this server");
-            return;
-        }
-        /* fall through */
-    case EST_OP_SIMPLEENROLL:
-    case EST_OP_SIMPLEREENROLL:
-        if (!est_method_is(rq, "POST")) {
-            est_resp_405(rs, "POST");
-            return;
-        }
-        est_enroll(rq, rs, l, rq->route.op);
-        return;
-    default: est_resp_text(rs, 404, "not found"); return;
-    }
+    est_handle_op(rq, rs, l);
 }
