@@ -402,10 +402,11 @@ kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_resu
     TRY(ca_crlpart_name_parse(issuer, label, sizeof label, &sc.part));
     TRY(crl_issuer(ca, label, &e, &span));
     if (sc.part >= 0) {
-        int64_t size = 0;
-        TRY(ca_crlpart_size(ca, label, &size));
-        ENSURE(size > 0, KL_ENOTFOUND, "CA %s has no CRL partitions ([ca %s] crl-partition-size)",
-               label, label);
+        /* only the partitions the CA has: a name from the network signs nothing else */
+        int64_t last = -1;
+        TRY(store_crlpart_last(ca->st, label, &last));
+        ENSURE(sc.part <= last, KL_ENOTFOUND, "CA %s has no CRL partition %lld", label,
+               (long long)sc.part);
         TRY(ca_crlpart_url(ca, label, sc.part, sc.idp, sizeof sc.idp));
     }
     time_t now = time(NULL);

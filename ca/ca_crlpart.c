@@ -168,13 +168,35 @@ out:
     return rc;
 }
 
+/* Partition `part`'s CRL ("L/K") signed and published, nextUpdate `until` (0: as usual). */
+static kl_rc crlpart_sign(ca_ctx *ca, const char *label, int64_t part, time_t until)
+{
+    char name[CA_LABEL_MAX + 24];
+    ca_crl_result r;
+    snprintf(name, sizeof name, "%s/%lld", label, (long long)part);
+    kl_rc rc = ca_crl_der(ca, name, until, &r);
+    ca_crl_result_free(&r);
+    return rc;
+}
+
+kl_rc ca_crlpart_final(ca_ctx *ca, const char *label, time_t until)
+{
+    kl_rc rc = KL_OK;
+    int64_t last = -1;
+    TRY(store_crlpart_last(ca->st, label, &last));
+    for (int64_t k = 0; k <= last; k++) {
+        TRY(crlpart_sign(ca, label, k, until));
+    }
+out:
+    return rc;
+}
+
 kl_rc ca_crlpart_publish(ca_ctx *ca, const char *label, const char *serial, time_t since,
                          size_t *count)
 {
     kl_rc rc = KL_OK;
     int64_t *parts = NULL, one = -1;
     size_t n = 0;
-    char name[CA_LABEL_MAX + 24];
     *count = 0;
     if (serial) {
         TRY(store_crlpart_of(ca->st, serial, &one));
@@ -184,10 +206,7 @@ kl_rc ca_crlpart_publish(ca_ctx *ca, const char *label, const char *serial, time
         TRY(store_crlpart_revoked_since(ca->st, label, since, &parts, &n));
     }
     for (size_t i = 0; i < n; i++) {
-        ca_crl_result r;
-        snprintf(name, sizeof name, "%s/%lld", label, (long long)parts[i]);
-        TRY(ca_crl_der(ca, name, 0, &r));
-        ca_crl_result_free(&r);
+        TRY(crlpart_sign(ca, label, parts[i], 0));
         (*count)++;
     }
 out:

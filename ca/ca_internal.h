@@ -167,12 +167,14 @@ void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n,
  * ca_crlpart_assign: for a certificate of `label` built with a distribution point, the CA's
  * current partition in *part and its cRLDistributionPoints replaced by the partition's, *size
  * the partition size to record it with (store_cert.crl_part_size); *size 0: not partitioned.
- * ca_crlpart_publish (ca.h). */
+ * ca_crlpart_final: the final CRL of each partition of `label` (a retiring CA), next_update
+ * `until`. ca_crlpart_publish (ca.h). */
 kl_rc ca_crlpart_size(ca_ctx *ca, const char *label, int64_t *size) KL_WUR;
 kl_rc ca_crlpart_name_parse(const char *name, char *label, size_t label_sz, int64_t *part) KL_WUR;
 kl_rc ca_crlpart_url(ca_ctx *ca, const char *label, int64_t part, char *out, size_t outlen) KL_WUR;
 kl_rc ca_crlpart_dpname(const char *url, DIST_POINT_NAME **out) KL_WUR;
 kl_rc ca_crlpart_assign(ca_ctx *ca, const char *label, X509 *cert, int64_t *part,
                         int64_t *size) KL_WUR;
+kl_rc ca_crlpart_final(ca_ctx *ca, const char *label, time_t until) KL_WUR;
 
 #endif

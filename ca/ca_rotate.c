@@ -279,6 +279,7 @@ kl_rc ca_retire(ca_ctx *ca, const ca_retire_req *req, X509_CRL **final_crl)
     TRY(ca_ocsp_signer_final(ca, req->label, req->actor));
     TRY(ca_retire_until(ca, req->label, &until));
     TRY(ca_crl_until(ca, req->label, until, &crl));
+    TRY(ca_crlpart_final(ca, req->label, until));
     struct tm tm;
     gmtime_r(&until, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);

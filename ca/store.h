@@ -220,6 +220,8 @@ kl_rc store_crlpart_current(store *s, const char *issuer, int64_t size, int64_t 
 kl_rc store_crlpart_revoked_since(store *s, const char *issuer, time_t since, int64_t **parts,
                                   size_t *n) KL_WUR;
 kl_rc store_crlpart_of(store *s, const char *serial_hex, int64_t *part) KL_WUR;
+/* The highest partition `issuer` has (its current one), -1 when it has none. */
+kl_rc store_crlpart_last(store *s, const char *issuer, int64_t *last) KL_WUR;
 /* How many certificates of partition `part` of `issuer` are revoked (it only grows: a
  * revocation is never undone): keyline-cad keeps a partition's CRL while it stays the same. */
 kl_rc store_crlpart_revoked_count(store *s, const char *issuer, int64_t part, int64_t *n) KL_WUR;

@@ -182,6 +182,17 @@ static int row_part(db_stmt *st, void *out)
     return 0;
 }
 
+kl_rc store_crlpart_last(store *s, const char *issuer, int64_t *last)
+{
+    if (!s || !issuer || !last) {
+        return kl_fail(KL_EUSAGE, "store_crlpart_last: missing argument");
+    }
+    cp_arg a = {.issuer = issuer};
+    kl_rc rc = store_get_row(s, &q_cp_get, issuer, row_cp, &a, "read the CRL partition", &a.found);
+    *last = rc == KL_OK && a.found ? a.current : -1;
+    return rc;
+}
+
 kl_rc store_crlpart_of(store *s, const char *serial_hex, int64_t *part)
 {
     if (!s || !serial_hex || !part) {

@@ -100,6 +100,7 @@ kca crl --issuer fleet1 --out "$D/full.pem" 2>/dev/null
 openssl crl -in "$D/full.pem" -noout -text | grep -q "Issuing Distribution" && die "the full CRL has an IDP"
 kca crl --issuer field1 --partition 0 > /dev/null 2>&1 && die "a partition of a CA without partitions"
 kca crl --issuer fleet1 --partition x1 > /dev/null 2>&1 && die "a partition that is no number"
+kca crl --issuer fleet1 --partition 4 > /dev/null 2>&1 && die "a partition fleet1 does not have (0-3) was signed"
 ok "each partition's CRL: critical IDP with its name, its revoked alone (certtool --verify-crl); numbers increase; the full CRL lists all"
 
 # verification with the partition's CRL
@@ -146,7 +147,7 @@ code=$(curl -s -D "$D/h" -o "$D/s2" -w '%{http_code}' -H "If-None-Match: $etag" 
 [ "$code" = 304 ] && [ ! -s "$D/s2" ] || die "If-None-Match: $code"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $(hdr Last-Modified)" "$URL")
 [ "$code" = 304 ] || die "If-Modified-Since: $code"
-for bad in fleet1/01.crl fleet1/x.crl fleet1/1/2.crl nosuch/0.crl; do
+for bad in fleet1/01.crl fleet1/x.crl fleet1/1/2.crl nosuch/0.crl fleet1/4.crl fleet1/99999.crl; do
     code=$(curl -s -o /dev/null -w '%{http_code}' "$EST_HTTP/crl/$bad")
     [ "$code" = 404 ] || die "GET /crl/$bad: $code"
 done
@@ -167,3 +168,14 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag0" "$EST_H
 [ "$code" = 304 ] || die "partition 0's CRL changed after a revocation in partition 1: $code"
 ok "keyline-estd serves /crl/fleet1/K.crl: ETag, 304, a new ETag and entry after a revocation in it, the same CRL after one elsewhere; bad names 404"
 est_stop
+n0=$(q "SELECT count(*) FROM crls WHERE issuer LIKE 'fleet1/%'")
+[ "$n0" = 4 ] || die "$n0 partition CRLs recorded, expected 4 (no CRL for a partition fleet1 does not have)"
+
+# retiring the CA: a final CRL for each partition too, with the full CRL's nextUpdate
+kca ca retire --label fleet1 > /dev/null 2> "$D/ret.err" || die "ca retire: $(cat "$D/ret.err")"
+full_next=$(q "SELECT next_update FROM crls WHERE issuer = 'fleet1'")
+for K in 0 1 2 3; do
+    [ "$(q "SELECT next_update FROM crls WHERE issuer = 'fleet1/$K'")" = "$full_next" ] ||
+        die "partition $K has no final CRL"
+done
+ok "no CRL is signed for a partition the CA does not have; retiring the CA publishes each partition's final CRL"
