@@ -202,6 +202,17 @@ extern const size_t store_schema_nsteps;
 /* Append one audit entry in the caller's write transaction. */
 kl_rc st_audit_append_tx(store_conn *c, const char *actor, const char *action,
                          const char *detail) KL_WUR;
+/* Many entries in one write transaction: the head read once (begin), each entry chained to the
+ * previous one in memory (add), the head written once (end, before the transaction commits).
+ * Nothing else may append to the chain between begin and end. */
+typedef struct {
+    int64_t seq, first;
+    char hash[65];
+} st_audit_run;
+kl_rc st_audit_run_begin(store_conn *c, st_audit_run *r) KL_WUR;
+kl_rc st_audit_run_add(store_conn *c, st_audit_run *r, const char *actor, const char *action,
+                       const char *detail) KL_WUR;
+kl_rc st_audit_run_end(store_conn *c, const st_audit_run *r) KL_WUR;
 /* Record a signed certificate (the row, its `issue` entry, the approval of c->request_id) in
  * the caller's write transaction: what store_cert_insert does, for a function that must decide
  * something else in the same transaction (a production order's count). Arguments as

@@ -64,29 +64,33 @@ out:
     return rc;
 }
 
-kl_rc st_audit_append_tx(store_conn *c, const char *actor, const char *action, const char *detail)
+kl_rc st_audit_run_begin(store_conn *c, st_audit_run *r)
 {
-    db_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-    int64_t seq = 0;
-    char prev[65];
-    char hash[65];
-    time_t now = time(NULL);
-
-    rc = head_read(c, &seq, prev);
+    kl_rc rc = head_read(c, &r->seq, r->hash);
     if (rc == KL_EPOLICY) {
         rc = kl_fail(KL_EIO, "%s", kl_errmsg());
     }
-    TRY(rc);
-    seq++;
-    TRY(store_audit_entry_hash(seq, now, actor, action, detail, prev, hash));
+    r->first = r->seq;
+    return rc;
+}
+
+kl_rc st_audit_run_add(store_conn *c, st_audit_run *r, const char *actor, const char *action,
+                       const char *detail)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char hash[65];
+    time_t now = time(NULL);
+    int64_t seq = r->seq + 1;
+
+    TRY(store_audit_entry_hash(seq, now, actor, action, detail, r->hash, hash));
     TRY(sc_stmt(c, &q_audit_insert, &st));
     TRY(sc_int(st, 1, seq));
     TRY(sc_int(st, 2, (int64_t)now));
     TRY(sc_text(st, 3, actor));
     TRY(sc_text(st, 4, action));
     TRY(sc_text(st, 5, detail));
-    TRY(sc_text(st, 6, prev));
+    TRY(sc_text(st, 6, r->hash));
     TRY(sc_text(st, 7, hash));
     rc = sc_run(st, "append audit entry");
     if (rc == KL_EEXIST) {
@@ -96,10 +100,24 @@ kl_rc st_audit_append_tx(store_conn *c, const char *actor, const char *action, c
                      (long long)seq);
     }
     TRY(rc);
-    TRY(head_write(c, seq, hash));
+    r->seq = seq;
+    memcpy(r->hash, hash, sizeof hash);
 out:
     sc_done(st);
     return rc;
+}
+
+kl_rc st_audit_run_end(store_conn *c, const st_audit_run *r)
+{
+    return r->seq == r->first ? KL_OK : head_write(c, r->seq, r->hash);
+}
+
+kl_rc st_audit_append_tx(store_conn *c, const char *actor, const char *action, const char *detail)
+{
+    st_audit_run r;
+    kl_rc rc = st_audit_run_begin(c, &r);
+    rc = rc == KL_OK ? st_audit_run_add(c, &r, actor, action, detail) : rc;
+    return rc == KL_OK ? st_audit_run_end(c, &r) : rc;
 }
 
 typedef struct {

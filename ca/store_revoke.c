@@ -32,9 +32,13 @@ static const store_q q_rv_epoch = {"INSERT INTO revocation_epochs (issuer, epoch
                                    " ON CONFLICT (issuer) DO UPDATE SET"
                                    " epoch = revocation_epochs.epoch + 1",
                                    NULL};
+/* A batch changed by one statement: one pass over the issuer's certificates of the period
+ * instead of a lookup by serial each (random reads of the serial index); the rows come back
+ * to be audited in issue order. */
 static const store_q q_rv_batch = {
-    "SELECT serial FROM certs WHERE issuer = ?1 AND created >= ?2 AND created <= ?3"
-    " AND status IN ('valid', 'pending') ORDER BY id",
+    "UPDATE certs SET status = 'revoked', revoked_at = ?4, revoke_reason = ?5"
+    " WHERE issuer = ?1 AND created >= ?2 AND created <= ?3 AND status IN ('valid', 'pending')"
+    " RETURNING id, serial",
     NULL};
 /* served by the partial index certs_revoked (issuer, length(serial), serial, ...): serials are
  * upper-case hex of whole octets without a leading zero octet, so (length, text) is numeric
@@ -47,6 +51,7 @@ static const store_q q_rv_stream = {
 typedef struct {
     const store_revoke_req *req;
     store_revoke_result *res;
+    st_audit_run run; /* the audit head, read once per transaction */
 } rv_arg;
 
 static void rv_issuer_add(store_revoke_result *res, const char *issuer)
@@ -61,14 +66,36 @@ static void rv_issuer_add(store_revoke_result *res, const char *issuer)
     }
 }
 
+/* What follows the change of a certificate's row: the device whose current certificate it is
+ * marked, the audit entry, the count. */
+static kl_rc rv_done(store_conn *c, rv_arg *a, const char *serial, const char *issuer)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    char detail[512], *full = NULL;
+    TRY(sc_stmt(c, &q_rv_device, &st));
+    TRY(sc_text(st, 1, serial));
+    snprintf(detail, sizeof detail, "certificate %s revoked (reason %d)", serial, a->req->reason);
+    TRY(sc_text(st, 2, detail));
+    TRY(sc_int(st, 3, (int64_t)a->req->when));
+    TRY(sc_run(st, "update the inventory"));
+    TRY(store_audit_detail_revoke(serial, issuer, a->req->reason, a->req->when, &full));
+    TRY(st_audit_run_add(c, &a->run, a->req->actor, "revoke", full));
+    rv_issuer_add(a->res, issuer);
+    a->res->revoked++;
+out:
+    free(full);
+    sc_done(st);
+    return rc;
+}
+
 /* Revoke `serial` (canonical) in the transaction. Already revoked: counted, not an error. */
-static kl_rc rv_one(store_conn *c, const rv_arg *a, const char *serial, const char *what)
+static kl_rc rv_one(store_conn *c, rv_arg *a, const char *serial, const char *what)
 {
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
-    char status[16], issuer[129], detail[512];
-    char *full = NULL;
+    char status[16], issuer[129];
     TRY(sc_stmt(c, &q_rv_update, &st));
     TRY(sc_text(st, 1, serial));
     TRY(sc_int(st, 2, (int64_t)a->req->when));
@@ -88,25 +115,17 @@ static kl_rc rv_one(store_conn *c, const rv_arg *a, const char *serial, const ch
     }
     snprintf(issuer, sizeof issuer, "%.128s", col_text(st, 0, NULL) ? col_text(st, 0, NULL) : "");
     TRY(sc_run(st, "revoke certificate"));
-    TRY(sc_stmt(c, &q_rv_device, &st));
-    TRY(sc_text(st, 1, serial));
-    snprintf(detail, sizeof detail, "certificate %s revoked (reason %d)", serial, a->req->reason);
-    TRY(sc_text(st, 2, detail));
-    TRY(sc_int(st, 3, (int64_t)a->req->when));
-    TRY(sc_run(st, "update the inventory"));
-    TRY(store_audit_detail_revoke(serial, issuer, a->req->reason, a->req->when, &full));
-    TRY(st_audit_append_tx(c, a->req->actor, "revoke", full));
-    rv_issuer_add(a->res, issuer);
-    a->res->revoked++;
+    sc_done(st);
+    st = NULL;
+    TRY(rv_done(c, a, serial, issuer));
 out:
-    free(full);
     sc_done(st);
     return rc;
 }
 
 /* An item of a --from list: "serial:HEX", "device:ID", or either (a serial when a certificate
  * has it, else a device's current certificate). */
-static kl_rc rv_item(store_conn *c, const rv_arg *a, const char *item, size_t idx)
+static kl_rc rv_item(store_conn *c, rv_arg *a, const char *item, size_t idx)
 {
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
@@ -146,46 +165,85 @@ out:
     return rc;
 }
 
-/* The serials of a batch (--issued-by --between), collected before any is changed. */
-static kl_rc rv_batch(store_conn *c, const rv_arg *a)
+typedef struct {
+    int64_t id;
+    char serial[RV_SERIAL_MAX + 1];
+} rv_row;
+
+static int rv_row_cmp(const void *x, const void *y)
+{
+    const rv_row *p = x, *q = y;
+    return (p->id > q->id) - (p->id < q->id);
+}
+
+/* The rows a batch changed (id, serial), as its UPDATE returns them. */
+static kl_rc rv_batch_rows(store_conn *c, const rv_arg *a, rv_row **vp, size_t *np)
 {
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
-    char **v = NULL;
-    size_t n = 0, cap = 0;
+    size_t cap = 0;
     int row = 0;
     TRY(sc_stmt(c, &q_rv_batch, &st));
     TRY(sc_text(st, 1, a->req->issuer));
     TRY(sc_int(st, 2, (int64_t)a->req->from));
     TRY(sc_int(st, 3, (int64_t)a->req->until));
+    TRY(sc_int(st, 4, (int64_t)a->req->when));
+    TRY(a->req->reason >= 0 ? sc_int(st, 5, a->req->reason) : sc_null(st, 5));
     for (;;) {
-        TRY(sc_step(st, &row, "list the batch"));
+        TRY(sc_step(st, &row, "revoke the batch"));
         if (!row) {
             break;
         }
-        if (n == cap) {
+        if (*np == cap) {
             size_t nc = cap ? cap * 2 : 1024;
-            char **nv = realloc(v, nc * sizeof *nv);
+            rv_row *nv = realloc(*vp, nc * sizeof *nv);
             ENSURE(nv, KL_EINTERNAL, "out of memory");
-            v = nv;
+            *vp = nv;
             cap = nc;
         }
-        v[n] = strdup(col_text(st, 0, NULL) ? col_text(st, 0, NULL) : "");
-        ENSURE(v[n], KL_EINTERNAL, "out of memory");
-        n++;
-    }
-    sc_done(st);
-    st = NULL;
-    for (size_t i = 0; i < n; i++) {
-        TRY(rv_one(c, a, v[i], "batch"));
+        const char *sn = col_text(st, 1, NULL);
+        ENSURE(sn && strlen(sn) <= RV_SERIAL_MAX, KL_EINTERNAL, "store: a bad serial in %s",
+               a->req->issuer);
+        (*vp)[*np].id = col_int(st, 0);
+        memcpy((*vp)[*np].serial, sn, strlen(sn) + 1);
+        (*np)++;
     }
 out:
     sc_done(st);
+    return rc;
+}
+
+/* A batch (--issued-by --between): every valid or pending certificate of the issuer created in
+ * the period, changed by one statement, then marked and audited one by one in issue order. */
+static kl_rc rv_batch(store_conn *c, rv_arg *a)
+{
+    kl_rc rc = KL_OK;
+    rv_row *v = NULL;
+    size_t n = 0;
+    TRY(rv_batch_rows(c, a, &v, &n));
+    qsort(v, n, sizeof *v, rv_row_cmp);
     for (size_t i = 0; i < n; i++) {
-        free(v[i]);
+        TRY(rv_done(c, a, v[i].serial, a->req->issuer));
     }
+out:
     free(v);
     return rc;
+}
+
+/* The default page cache again, after a failure too; the failure's message is the one that
+ * stays (on PostgreSQL the statement itself fails in the aborted transaction). */
+static kl_rc rv_cache_default(store_conn *c, kl_rc rc)
+{
+    char msg[1024];
+    db_stmt *st = NULL;
+    snprintf(msg, sizeof msg, "%s", rc == KL_OK ? "" : kl_errmsg());
+    kl_rc r2 = sc_stmt(c, &q_rv_cache_default, &st);
+    r2 = r2 == KL_OK ? sc_run(st, "size the page cache") : r2;
+    sc_done(st);
+    if (rc == KL_OK || r2 == KL_OK) {
+        return rc == KL_OK ? r2 : rc;
+    }
+    return kl_fail(rc, "%s", msg);
 }
 
 static kl_rc rv_tx(store_conn *c, void *arg)
@@ -196,6 +254,7 @@ static kl_rc rv_tx(store_conn *c, void *arg)
     memset(a->res, 0, sizeof *a->res); /* a retried transaction starts over */
     TRY(sc_stmt(c, &q_rv_cache_big, &st));
     TRY(sc_run(st, "size the page cache"));
+    TRY(st_audit_run_begin(c, &a->run));
     if (a->req->issuer) {
         TRY(rv_batch(c, a));
     }
@@ -207,13 +266,10 @@ static kl_rc rv_tx(store_conn *c, void *arg)
         TRY(sc_text(st, 1, a->res->issuers[i]));
         TRY(sc_run(st, "bump revocation epoch"));
     }
+    TRY(st_audit_run_end(c, &a->run));
 out:
-    if (sc_stmt(c, &q_rv_cache_default, &st) == KL_OK) {
-        kl_rc r2 = sc_run(st, "size the page cache");
-        rc = rc == KL_OK ? r2 : rc;
-    }
     sc_done(st);
-    return rc;
+    return rv_cache_default(c, rc);
 }
 
 kl_rc store_cert_revoke_many(store *s, const store_revoke_req *req, store_revoke_result *res)
@@ -235,7 +291,7 @@ kl_rc store_cert_revoke_many(store *s, const store_revoke_req *req, store_revoke
     if (!r.when) {
         r.when = time(NULL);
     }
-    rv_arg a = {&r, res};
+    rv_arg a = {&r, res, {0, 0, ""}};
     return store_write(s, rv_tx, &a);
 }
 
