@@ -2,17 +2,23 @@
  * them, and both against the raw signing rate of the same token, in one run.
  *
  *   ocsp_bench -c keyline.conf --signer LABEL --http-port N --cad SOCKET --seconds S
- *              --clients N REQ.der... [--live LIVE.der]
+ *              --clients N [--rounds R] REQ.der... [--live LIVE.der]
  *
  * 1. raw: 2 threads sign SHA-256 digests with the token key LABEL (the delegated OCSP signer
  *    whose answers are measured);
  * 2. http: N clients, one keep-alive HTTP/1.1 connection each to keyline-estd's plain-HTTP
  *    listener, POST /ocsp of the nonce-less requests REQ.der in turn (answered from the
- *    pre-produced answers), counting 200s that carry an OCSP response;
- * 3. cad: the same requests straight to keyline-cad over its socket (one connection per
- *    client), without the HTTP front end;
+ *    pre-produced answers), counting 200s that carry an OCSP response. One request in flight
+ *    per connection; the N connections are driven by 2 threads with epoll (as wrk does), so
+ *    that the load generator, which shares the machine's CPUs with keyline-estd, spends as
+ *    little of them as it can on its own thread wake-ups;
+ * 3. cad: the same requests straight to keyline-cad over its socket (one connection and one
+ *    thread per client), without the HTTP front end;
  * 4. live: LIVE.der (a request with a nonce: never pre-produced, never cached, signed per
  *    request) over HTTP, the rate of answering by signing.
+ * 1-3 run in R interleaved rounds (raw, http, cad, raw, ...; default 3) of S seconds each and
+ * each figure is the median of its rounds: other load on the machine that comes and goes
+ * during the run then weighs on the rate and its limit alike.
  * Figures for bench/results.json (bench_lib.h): each rate against the raw signing rate; the
  * issue's target is pre-produced answers at >= 10 times it. */
 #include <arpa/inet.h>
@@ -23,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,11 +39,14 @@
 #include "kl_file.h"
 
 #define MAX_REQS 4096
+#define MAX_ROUNDS 15
+#define HTTP_THREADS 2 /* as many as the raw signing uses */
 
 static struct {
     const char *conf, *signer, *cad, *live;
-    int port, seconds, clients;
-} opt = {.conf = "keyline.conf", .seconds = 5, .clients = 8};
+    int port, seconds, clients, rounds;
+    double until_hint; /* the end of the HTTP measurement under way */
+} opt = {.conf = "keyline.conf", .seconds = 5, .clients = 8, .rounds = 3};
 
 typedef struct {
     uint8_t *der;
@@ -48,8 +58,8 @@ typedef struct {
 static req_t g_reqs[MAX_REQS], g_live;
 static size_t g_nreqs;
 
+/* The cad clients: one thread and one keyline-cad connection each. */
 typedef struct {
-    int mode; /* 0 http pre-produced, 1 cad pre-produced, 2 http live */
     double until;
     long ok, fail;
     size_t next;
@@ -73,41 +83,163 @@ static int http_connect(void)
     return fd;
 }
 
-/* One POST /ocsp and its answer; 0 for a 200 with an OCSP response body. */
-static int http_roundtrip(int fd, const req_t *r)
-{
-    if (write(fd, r->http, r->http_len) != (ssize_t)r->http_len) {
-        return -1;
-    }
+/* One HTTP client connection of the epoll loop: one request in flight, its answer read into
+ * buf as it comes. */
+typedef struct {
+    int fd;
+    size_t next; /* index of the request in flight */
     char buf[16384];
-    size_t have = 0;
-    char *end = NULL;
-    while (!end) {
-        ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
-        if (n <= 0) {
-            return -1;
-        }
-        have += (size_t)n;
-        buf[have] = 0;
-        end = strstr(buf, "\r\n\r\n");
-        if (!end && have >= sizeof buf - 1) {
-            return -1;
-        }
+    size_t have;
+} hconn;
+
+/* The answer in h->buf: 1 a whole 200 carrying an OCSP response, 0 not complete yet, -1 any
+ * other answer. */
+static int hconn_answer(hconn *h)
+{
+    h->buf[h->have] = 0;
+    char *end = strstr(h->buf, "\r\n\r\n");
+    if (!end) {
+        return h->have >= sizeof h->buf - 1 ? -1 : 0;
     }
     int status = 0;
-    const char *cl = strcasestr(buf, "\r\ncontent-length:");
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || !cl || cl > end) {
+    const char *cl = strcasestr(h->buf, "\r\ncontent-length:");
+    if (sscanf(h->buf, "HTTP/1.%*d %d", &status) != 1 || !cl || cl > end) {
         return -1;
     }
-    size_t body = strtoul(cl + 17, NULL, 10), got = have - (size_t)(end + 4 - buf);
-    while (got < body) {
-        ssize_t n = read(fd, buf, body - got < sizeof buf ? body - got : sizeof buf);
-        if (n <= 0) {
+    size_t body = strtoul(cl + 17, NULL, 10), head = (size_t)(end + 4 - h->buf);
+    if (head + body >= sizeof h->buf) {
+        return -1;
+    }
+    if (h->have < head + body) {
+        return 0;
+    }
+    *end = 0;
+    return status == 200 && body > 0 && h->have == head + body &&
+                   strcasestr(h->buf, "application/ocsp-response")
+               ? 1
+               : -1;
+}
+
+static const req_t *http_pick(int live, hconn *h)
+{
+    return live ? &g_live : &g_reqs[h->next++ % g_nreqs];
+}
+
+/* (Re)connect h if needed and send it its next request (blocking: a request is a few hundred
+ * bytes, the socket buffer takes it whole); 0 or -1. */
+static int hconn_send(int ep, hconn *h, int live)
+{
+    if (h->fd < 0) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = h};
+        if ((h->fd = http_connect()) < 0) {
             return -1;
         }
-        got += (size_t)n;
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, h->fd, &ev) != 0) {
+            close(h->fd);
+            h->fd = -1;
+            return -1;
+        }
     }
-    return status == 200 && body > 0 && strcasestr(buf, "application/ocsp-response") ? 0 : -1;
+    const req_t *r = http_pick(live, h);
+    h->have = 0;
+    if (write(h->fd, r->http, r->http_len) != (ssize_t)r->http_len) {
+        close(h->fd); /* leaves the epoll set with it */
+        h->fd = -1;
+        return -1;
+    }
+    return 0;
+}
+
+/* What arrived on h: counts a complete answer in *ok (or a failure in *fail) and sends the
+ * next request. */
+static void hconn_readable(int ep, hconn *h, int live, long *ok, long *fail)
+{
+    ssize_t n = recv(h->fd, h->buf + h->have, sizeof h->buf - 1 - h->have, MSG_DONTWAIT);
+    int a = n > 0 ? (h->have += (size_t)n, hconn_answer(h)) : -1;
+    if (a == 0) {
+        return;
+    }
+    if (a > 0) {
+        (*ok)++;
+    } else {
+        (*fail)++;
+        close(h->fd);
+        h->fd = -1;
+    }
+    while (hconn_send(ep, h, live) != 0 && bench_now() < opt.until_hint) {
+        (*fail)++;
+        usleep(10000);
+    }
+}
+
+/* One thread of the HTTP load: connections c[0..n), one request in flight on each, until
+ * `until`. */
+typedef struct {
+    hconn *c;
+    int n, live;
+    double until;
+    long ok, fail;
+} hloop;
+
+static void *http_loop(void *p)
+{
+    hloop *l = p;
+    int ep = epoll_create1(0);
+    for (int i = 0; ep >= 0 && i < l->n; i++) {
+        if (hconn_send(ep, &l->c[i], l->live) != 0) {
+            l->fail++;
+        }
+    }
+    struct epoll_event ev[64];
+    while (ep >= 0 && bench_now() < l->until) {
+        int k = epoll_wait(ep, ev, 64, 100);
+        for (int i = 0; i < k; i++) {
+            hconn_readable(ep, ev[i].data.ptr, l->live, &l->ok, &l->fail);
+        }
+    }
+    for (int i = 0; i < l->n; i++) {
+        if (l->c[i].fd >= 0) {
+            close(l->c[i].fd);
+        }
+    }
+    if (ep >= 0) {
+        close(ep);
+    } else {
+        l->fail++;
+    }
+    return NULL;
+}
+
+/* opt.clients keep-alive connections driven by HTTP_THREADS epoll threads for opt.seconds;
+ * answers/s. */
+static double http_measure(int live, long *fails)
+{
+    int n = opt.clients > 64 ? 64 : opt.clients, nt = n < HTTP_THREADS ? n : HTTP_THREADS;
+    hconn *c = calloc((size_t)n, sizeof *c);
+    hloop l[HTTP_THREADS];
+    pthread_t t[HTTP_THREADS];
+    if (!c) {
+        (*fails)++;
+        return 0;
+    }
+    double t0 = bench_now();
+    opt.until_hint = t0 + opt.seconds;
+    for (int i = 0; i < n; i++) {
+        c[i] = (hconn){.fd = -1, .next = (size_t)i * 7};
+    }
+    for (int i = 0; i < nt; i++) {
+        int from = n * i / nt, to = n * (i + 1) / nt;
+        l[i] = (hloop){.c = c + from, .n = to - from, .live = live, .until = opt.until_hint};
+        pthread_create(&t[i], NULL, http_loop, &l[i]);
+    }
+    long ok = 0;
+    for (int i = 0; i < nt; i++) {
+        pthread_join(t[i], NULL);
+        ok += l[i].ok;
+        *fails += l[i].fail;
+    }
+    free(c);
+    return (double)ok / (bench_now() - t0);
 }
 
 static int cad_roundtrip(cac *c, const req_t *r)
@@ -125,58 +257,37 @@ static int cad_roundtrip(cac *c, const req_t *r)
     return ok ? 0 : -1;
 }
 
-static void *worker_run(void *p)
+static void *cad_worker(void *p)
 {
     worker *w = p;
-    int fd = -1;
     cac *c = NULL;
     while (bench_now() < w->until) {
-        const req_t *r = w->mode == 2 ? &g_live : &g_reqs[w->next++ % g_nreqs];
-        int rc;
-        if (w->mode == 1) {
-            if (!c && cac_open(&c, opt.cad, 30, NULL, 0) != KL_OK) {
-                w->fail++;
-                usleep(10000);
-                continue;
-            }
-            rc = cad_roundtrip(c, r);
-        } else {
-            if (fd < 0 && (fd = http_connect()) < 0) {
-                w->fail++;
-                usleep(10000);
-                continue;
-            }
-            rc = http_roundtrip(fd, r);
-            if (rc != 0) {
-                close(fd);
-                fd = -1;
-            }
+        if (!c && cac_open(&c, opt.cad, 30, NULL, 0) != KL_OK) {
+            w->fail++;
+            usleep(10000);
+            continue;
         }
-        if (rc == 0) {
+        if (cad_roundtrip(c, &g_reqs[w->next++ % g_nreqs]) == 0) {
             w->ok++;
         } else {
             w->fail++;
         }
     }
-    if (fd >= 0) {
-        close(fd);
-    }
     cac_close(c);
     return NULL;
 }
 
-static double measure(int mode, long *fails)
+static double cad_measure(long *fails)
 {
     worker w[64];
     pthread_t t[64];
     int n = opt.clients > 64 ? 64 : opt.clients;
     double t0 = bench_now();
     for (int i = 0; i < n; i++) {
-        w[i] = (worker){.mode = mode, .until = t0 + opt.seconds, .next = (size_t)i * 7};
-        pthread_create(&t[i], NULL, worker_run, &w[i]);
+        w[i] = (worker){.until = t0 + opt.seconds, .next = (size_t)i * 7};
+        pthread_create(&t[i], NULL, cad_worker, &w[i]);
     }
     long ok = 0;
-    *fails = 0;
     for (int i = 0; i < n; i++) {
         pthread_join(t[i], NULL);
         ok += w[i].ok;
@@ -204,13 +315,29 @@ static int load_req(const char *path, req_t *r)
     return 0;
 }
 
-int main(int argc, char **argv)
+static int cmp_double(const void *a, const void *b)
 {
-    static const struct option lo[] = {
-        {"config", required_argument, NULL, 'c'},    {"signer", required_argument, NULL, 'k'},
-        {"http-port", required_argument, NULL, 'p'}, {"cad", required_argument, NULL, 'd'},
-        {"seconds", required_argument, NULL, 's'},   {"clients", required_argument, NULL, 'n'},
-        {"live", required_argument, NULL, 'l'},      {NULL, 0, NULL, 0}};
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int parse_args(int argc, char **argv)
+{
+    static const struct option lo[] = {{"config", required_argument, NULL, 'c'},
+                                       {"signer", required_argument, NULL, 'k'},
+                                       {"http-port", required_argument, NULL, 'p'},
+                                       {"cad", required_argument, NULL, 'd'},
+                                       {"seconds", required_argument, NULL, 's'},
+                                       {"clients", required_argument, NULL, 'n'},
+                                       {"live", required_argument, NULL, 'l'},
+                                       {"rounds", required_argument, NULL, 'r'},
+                                       {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:", lo, NULL)) != -1) {
         switch (ch) {
@@ -221,13 +348,22 @@ int main(int argc, char **argv)
         case 's': opt.seconds = atoi(optarg); break;
         case 'n': opt.clients = atoi(optarg); break;
         case 'l': opt.live = optarg; break;
-        default: return 2;
+        case 'r': opt.rounds = atoi(optarg); break;
+        default: return -1;
         }
     }
     if (!opt.signer || !opt.cad || !opt.live || opt.port <= 0 || optind >= argc ||
-        opt.seconds < 1 || opt.clients < 1) {
+        opt.seconds < 1 || opt.clients < 1 || opt.rounds < 1 || opt.rounds > MAX_ROUNDS) {
         fprintf(stderr, "usage: ocsp_bench -c CONF --signer LABEL --http-port N --cad SOCKET "
-                        "--live LIVE.der [--seconds S] [--clients N] REQ.der...\n");
+                        "--live LIVE.der [--seconds S] [--clients N] [--rounds R] REQ.der...\n");
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (parse_args(argc, argv) != 0) {
         return 2;
     }
     for (int i = optind; i < argc && g_nreqs < MAX_REQS; i++) {
@@ -238,16 +374,23 @@ int main(int argc, char **argv)
     if (load_req(opt.live, &g_live) != 0) {
         return 1;
     }
-    double raw = bench_raw_sign_label(opt.conf, opt.signer, 2, opt.seconds);
-    if (raw <= 0) {
-        return 1;
-    }
+    double raw_r[MAX_ROUNDS], http_r[MAX_ROUNDS], cad_r[MAX_ROUNDS];
     long f_http = 0, f_cad = 0, f_live = 0;
-    double http = measure(0, &f_http);
-    double viacad = measure(1, &f_cad);
-    double live = measure(2, &f_live);
-    printf("raw signing with %s (2 threads): %.0f/s; %zu certificates, %d clients\n", opt.signer,
-           raw, g_nreqs, opt.clients);
+    for (int i = 0; i < opt.rounds; i++) {
+        raw_r[i] = bench_raw_sign_label(opt.conf, opt.signer, 2, opt.seconds);
+        if (raw_r[i] <= 0) {
+            return 1;
+        }
+        http_r[i] = http_measure(0, &f_http);
+        cad_r[i] = cad_measure(&f_cad);
+        printf("round %d: raw %.0f/s, http %.0f/s (%.1fx), cad %.0f/s (%.1fx)\n", i + 1, raw_r[i],
+               http_r[i], http_r[i] / raw_r[i], cad_r[i], cad_r[i] / raw_r[i]);
+    }
+    double raw = median(raw_r, opt.rounds), http = median(http_r, opt.rounds),
+           viacad = median(cad_r, opt.rounds), live = http_measure(1, &f_live);
+    printf("raw signing with %s (2 threads): %.0f/s (median of %d rounds); %zu certificates, "
+           "%d clients\n",
+           opt.signer, raw, opt.rounds, g_nreqs, opt.clients);
     printf("errors: http %ld, cad %ld, live %ld\n", f_http, f_cad, f_live);
     char name[64];
     bench_figure("ocsp.hsm.raw_sign.2t", raw, "1/s", NULL, 0, 0);

@@ -4,6 +4,7 @@
 # revocation takes to show over OCSP (openssl ocsp as the client). Run under
 # tests/lib/with-token.sh with KL_BUILD set (scripts/bench does both).
 #   KL_BENCH_SECONDS=5  KL_BENCH_OCSP_CERTS=64 (certificates answered for)  KL_BENCH_OCSP_CLIENTS=8
+#   KL_BENCH_OCSP_ROUNDS=3 (raw, http and cad measured in turn this many times; medians)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../tests/integration/est_common.sh"
@@ -31,7 +32,7 @@ openssl ocsp -issuer "$D/field1.pem" -cert "$D/c$N.pem" -no_nonce -url "$EST_HTT
 grep -q "Responder Id: [0-9A-F]\{40\}$" "$D/check.txt" || die "answers not pre-produced: $(cat "$D/check.txt")"
 echo "keyline-estd + keyline-cad: $(nproc) CPUs, $N certificates of field1, $CLIENTS clients, ${KL_BENCH_SECONDS:-5} s per run"
 "$BIN/ocsp_bench" -c "$KL_CONF" --signer field1.ocsp --http-port "$EST_HTTP_PORT" \
-    --cad "$D/cad.sock" --seconds "${KL_BENCH_SECONDS:-5}" --clients "$CLIENTS" \
+    --cad "$D/cad.sock" --seconds "${KL_BENCH_SECONDS:-5}" --clients "$CLIENTS" --rounds "${KL_BENCH_OCSP_ROUNDS:-3}" \
     --live "$D/live.der" "${reqs[@]}"
 
 # revocation -> OCSP: from keyline-ca revoke returning to openssl ocsp seeing it, 3 times

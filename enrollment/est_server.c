@@ -70,6 +70,7 @@ typedef struct {
     char path[160];
     char identity[200];
     char note[200];
+    int quiet; /* answered from the OCSP front cache: logged at debug level only */
     /* handed to a worker (workers > 0): the request, its answer, and the state */
     struct MHD_Connection *conn;
     est_req rq;
@@ -455,7 +456,8 @@ static enum MHD_Result est_ahc_request(est_listener *L, struct MHD_Connection *c
         est_resp_text(&rs, 413, "request body too large");
     } else if (!L->tls && !L->metrics_only && est_handle_ocsp_fast(&rq, &rs)) {
         /* a nonce-less OCSP request answered less than a second ago: no worker, no round trip
-         * to keyline-cad */
+         * to keyline-cad, no log line (tens of thousands a second; /metrics counts them) */
+        r->quiet = 1;
     } else if (s->n_workers) {
         /* A worker handles it (HSM, store): this I/O thread goes on serving other connections
          * meanwhile. The connection sleeps until the worker resumes it with the answer. */
@@ -710,8 +712,9 @@ static void est_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     est_log_clean(r->path);
     est_log_clean(r->identity);
     est_log_clean(r->note);
-    kl_info("%s %s %s %d %zu %.1fms %s%s%s%s", addr, r->method, r->path, status, r->bytes, ms,
-            r->identity, r->note[0] ? " " : "", r->note, why);
+    kl_log(r->quiet && !why[0] ? KL_LOG_DEBUG : KL_LOG_INFO, "%s %s %s %d %zu %.1fms %s%s%s%s",
+           addr, r->method, r->path, status, r->bytes, ms, r->identity, r->note[0] ? " " : "",
+           r->note, why);
     if (status) {
         est_metrics_request(&r->srv->metrics, r->ep, status);
     }
@@ -1232,7 +1235,9 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, est_listener *L, const
 #define EST_OPT(opt, val, ptr) (o[n++] = (struct MHD_OptionItem){(opt), (intptr_t)(val), (ptr)})
     EST_OPT(MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)est_mhd_log, NULL); /* first, or MHD warns */
     EST_OPT(MHD_OPTION_SOCK_ADDR, 0, &ss);
-    if (tls && s->cfg.threads > 1) {
+    if (!L->metrics_only && s->cfg.threads > 1) {
+        /* the plain-HTTP listener too: OCSP answers from the front cache are served in the
+         * I/O threads, on every core */
         EST_OPT(MHD_OPTION_THREAD_POOL_SIZE, s->cfg.threads, NULL);
     }
     EST_OPT(MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections, NULL);

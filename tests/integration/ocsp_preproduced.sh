@@ -11,7 +11,9 @@
 #     measured by bench/ocsp_bench.sh, not asserted here);
 #   - a request with a nonce is still signed live and echoes the nonce;
 #   - GET /ocsp/<base64> gets the same pre-produced answer with RFC 5019 caching headers;
-#   - the same request again within a second is answered by keyline-estd's front cache;
+#   - the same request again within a second is answered by keyline-estd's front cache (even
+#     with keyline-cad stopped), counted in /metrics but not logged line by line at info level;
+#   - the plain-HTTP listener runs [est] threads I/O threads, as the TLS one does;
 #   - [cad] ocsp-preproduce = 0 turns it off: every answer is live.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
@@ -90,12 +92,27 @@ by_key "$D/get.txt" || die "GET answer not pre-produced: $(cat "$D/get.txt")"
 grep -q "Cert Status: revoked" "$D/get.txt" || die "GET status: $(cat "$D/get.txt")"
 ok "GET /ocsp/<base64> answered from the pre-produced answers with Cache-Control"
 
-for _ in 1 2; do
-    curl -s -H "Content-Type: application/ocsp-request" --data-binary @"$D/req.der" -o "$D/post.der" "$EST_HTTP/ocsp"
-done
-grep -q "POST /ocsp 200 .*ocsp (front cache)" "$D/estd.log" || die "the repeated request was not answered from the front cache"
+post() { curl -s --max-time 5 -H "Content-Type: application/ocsp-request" --data-binary @"$D/req.der" -o "$D/post.der" "$EST_HTTP/ocsp"; }
+ocsp_200() { expect_status 200 "metrics" "$EST_URL/metrics" >/dev/null; sed -n 's/^keyline_est_requests_total{endpoint="ocsp",code="200"} //p' "$D/out"; }
+m0=$(ocsp_200)
+l0=$(grep -c "POST /ocsp 200" "$D/estd.log" || true)
+for _ in 1 2 3 4 5 6; do post; done
+m1=$(ocsp_200)
+l1=$(grep -c "POST /ocsp 200" "$D/estd.log" || true)
+[ $((m1 - m0)) = 6 ] || die "/metrics counted $((m1 - m0)) of 6 OCSP answers"
+# a front-cache entry lives a second: at most the first and one more were asked of keyline-cad
+[ $((l1 - l0)) -le 2 ] || die "front-cache answers logged one line each at info level ($((l1 - l0)) lines)"
+sleep 1.2
+post # asked of keyline-cad and kept; the next one comes from the front cache
+rm -f "$D/post.der"
+kill -STOP "$CAD_PID"
+post || true
+kill -CONT "$CAD_PID"
 openssl ocsp -respin "$D/post.der" -resp_text -noverify 2>&1 | grep -q "Cert Status: revoked" || die "front cache answer"
-ok "a repeated nonce-less request is answered by keyline-estd's front cache (no worker, no keyline-cad round trip)"
+ok "a repeated nonce-less request is answered by keyline-estd's front cache (no worker, no keyline-cad round trip, no log line)"
+workers=$(cat /proc/"$EST_PID"/task/*/comm | grep -c "^MHD-worker" || true)
+[ "$workers" = 4 ] || die "$workers MHD I/O threads; expected 2 for TLS and 2 for plain HTTP ([est] threads = 2)"
+ok "the plain-HTTP listener has its own [est] threads I/O threads"
 
 est_stop
 sed -i 's/^ocsp-validity = 8$/ocsp-validity = 8\nocsp-preproduce = 0/' "$KL_CONF"
