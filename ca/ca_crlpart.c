@@ -168,6 +168,32 @@ out:
     return rc;
 }
 
+kl_rc ca_crlpart_stored(ca_ctx *ca, const char *name, int64_t revoked, uint8_t **der, size_t *len,
+                        time_t *refresh_at, int64_t *number)
+{
+    kl_rc rc = KL_OK;
+    store_crl c;
+    X509_CRL *crl = NULL;
+    memset(&c, 0, sizeof c);
+    TRY(store_crl_get(ca->st, name, &c));
+    time_t half = c.this_update + (c.next_update - c.this_update) / 2;
+    ENSURE(time(NULL) < half, KL_ENOTFOUND, "the published CRL %s is past half its validity", name);
+    /* its entries were revoked when it was made and stay revoked: as many as now, the same */
+    const uint8_t *p = c.der;
+    crl = d2i_X509_CRL(NULL, &p, (long)c.der_len);
+    ENSURE(crl && sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == revoked, KL_ENOTFOUND,
+           "the published CRL %s lacks a revocation", name);
+    *refresh_at = half;
+    *number = c.number;
+    *der = c.der;
+    *len = c.der_len;
+    c.der = NULL;
+out:
+    X509_CRL_free(crl);
+    store_crl_free(&c);
+    return rc;
+}
+
 /* Partition `part`'s CRL ("L/K") signed and published, nextUpdate `until` (0: as usual). */
 static kl_rc crlpart_sign(ca_ctx *ca, const char *label, int64_t part, time_t until)
 {

@@ -168,7 +168,10 @@ void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n,
  * current partition in *part and its cRLDistributionPoints replaced by the partition's, *size
  * the partition size to record it with (store_cert.crl_part_size); *size 0: not partitioned.
  * ca_crlpart_final: the final CRL of each partition of `label` (a retiring CA), next_update
- * `until`. ca_crlpart_publish (ca.h). */
+ * `until`. ca_crlpart_stored: the published CRL `name` ("L/K") when it is before half its
+ * validity and lists `revoked` certificates (the partition's revoked count read before: then
+ * it lists them all), with when to make it again and its number; KL_ENOTFOUND otherwise.
+ * ca_crlpart_publish (ca.h). */
 kl_rc ca_crlpart_size(ca_ctx *ca, const char *label, int64_t *size) KL_WUR;
 kl_rc ca_crlpart_name_parse(const char *name, char *label, size_t label_sz, int64_t *part) KL_WUR;
 kl_rc ca_crlpart_url(ca_ctx *ca, const char *label, int64_t part, char *out, size_t outlen) KL_WUR;
@@ -176,5 +179,7 @@ kl_rc ca_crlpart_dpname(const char *url, DIST_POINT_NAME **out) KL_WUR;
 kl_rc ca_crlpart_assign(ca_ctx *ca, const char *label, X509 *cert, int64_t *part,
                         int64_t *size) KL_WUR;
 kl_rc ca_crlpart_final(ca_ctx *ca, const char *label, time_t until) KL_WUR;
+kl_rc ca_crlpart_stored(ca_ctx *ca, const char *name, int64_t revoked, uint8_t **der, size_t *len,
+                        time_t *refresh_at, int64_t *number) KL_WUR;
 
 #endif

@@ -326,8 +326,14 @@ kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
         time_t refresh_at = 0;
         /* built under the lock: concurrent fetchers wait for one signature, not one each */
         int64_t number = 0;
-        rc = signs ? cad_rev_sign(r, label, &der, &len, &refresh_at, &number)
-                   : cad_rev_published(r, label, &der, &len, &refresh_at, &number);
+        /* a partition's CRL published complete (by revoke, or a daemon): served, not signed
+         * again, so that many partitions through 64 slots do not make HSM load */
+        if (part < 0 || !signs ||
+            ca_crlpart_stored(r->d->ca, label, revoked, &der, &len, &refresh_at, &number) !=
+                KL_OK) {
+            rc = signs ? cad_rev_sign(r, label, &der, &len, &refresh_at, &number)
+                       : cad_rev_published(r, label, &der, &len, &refresh_at, &number);
+        }
         if (rc == KL_OK) {
             free(slot->der);
             *slot = (cad_crl_slot){.epoch = epoch,

@@ -133,6 +133,11 @@ ok "openssl verify -crl_check and certtool --verify: revoked devices fail, good 
 est_write_conf
 est_start
 hdr() { grep -i "^$1:" "$D/h" | head -1 | sed 's/^[^:]*: //' | tr -d '\r'; }
+# a partition's CRL published complete is served as it is, not signed again by keyline-cad
+n3=$(q "SELECT number FROM crls WHERE issuer = 'fleet1/3'")
+curl -sf -o "$D/s0.der" "$EST_HTTP/crl/fleet1/3.crl" || die "GET /crl/fleet1/3.crl"
+[ "$((16#$(openssl crl -inform DER -in "$D/s0.der" -noout -crlnumber | sed -e 's/.*=//' -e 's/^0x//')))" = "$n3" ] ||
+    die "keyline-cad signed partition 3's CRL again (published: number $n3)"
 URL=$EST_HTTP/crl/fleet1/1.crl
 code=$(curl -s -D "$D/h" -o "$D/s1.der" -w '%{http_code}' "$URL")
 [ "$code" = 200 ] || die "GET $URL: $code"
@@ -166,7 +171,7 @@ openssl crl -inform DER -in "$D/s3.der" -noout -text | grep -q "$(serial_of "$D/
 # partition 0 had no revocation: keyline-cad keeps its CRL (not signed again)
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag0" "$EST_HTTP/crl/fleet1/0.crl")
 [ "$code" = 304 ] || die "partition 0's CRL changed after a revocation in partition 1: $code"
-ok "keyline-estd serves /crl/fleet1/K.crl: ETag, 304, a new ETag and entry after a revocation in it, the same CRL after one elsewhere; bad names 404"
+ok "keyline-estd serves /crl/fleet1/K.crl: the published one when complete, ETag, 304, a new ETag and entry after a revocation in it, the same CRL after one elsewhere; bad names 404"
 est_stop
 n0=$(q "SELECT count(*) FROM crls WHERE issuer LIKE 'fleet1/%'")
 [ "$n0" = 4 ] || die "$n0 partition CRLs recorded, expected 4 (no CRL for a partition fleet1 does not have)"
