@@ -155,7 +155,7 @@ static kl_rc tr_parse_request(tr_parser *ps, ceremony_transcript *t)
 {
     kl_rc rc = KL_OK;
     const char *val;
-    long long n;
+    long long n = 0;
     ceremony_req r;
     memset(&r, 0, sizeof r);
     TRY(tr_expect(ps, "request", &val));
@@ -198,7 +198,7 @@ static kl_rc tr_parse_tail(tr_parser *ps, ceremony_transcript *t)
 {
     kl_rc rc = KL_OK;
     const char *val = ceremony_field(ps->line, "quorum");
-    long long q;
+    long long q = 0;
     ENSURE(val, KL_EINPUT, "transcript line %d: expected 'quorum:'", ps->v.lineno);
     TRY(tr_number(val, CEREMONY_APPROVALS_MAX, &q));
     t->quorum = (long)q;
@@ -232,7 +232,7 @@ static kl_rc tr_parse(tr_parser *ps, ceremony_transcript *t)
 {
     kl_rc rc = KL_OK;
     const char *val;
-    long long id;
+    long long id = 0;
     ENSURE(tr_next(ps) && strcmp(ps->line, CEREMONY_TR_MAGIC) == 0, KL_EINPUT,
            "not a keyline ceremony transcript (line 1)");
     TRY(tr_expect(ps, "id", &val));

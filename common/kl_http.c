@@ -53,7 +53,7 @@ kl_rc kl_hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *por
 kl_rc kl_hostport_resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *sl, int *v6)
 {
     char host[256];
-    uint16_t port;
+    uint16_t port = 0;
     kl_rc rc = kl_hostport_parse(hostport, host, sizeof host, &port);
     if (rc != KL_OK) {
         return rc;
