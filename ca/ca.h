@@ -23,6 +23,7 @@
 #include "kl_conf.h"
 #include "kl_err.h"
 #include "store.h"
+#include "ca_csr.h" /* CSR and certificate loading, shared with keyline-estd */
 
 typedef struct ca_ctx ca_ctx;
 
@@ -46,26 +47,6 @@ char *ca_templates_dir(const kl_conf *conf);
 /* 1 when `label` names a delegated OCSP signer, not a CA. */
 int ca_is_ocsp_signer_label(const char *label);
 const kl_conf *ca_conf(ca_ctx *ca);
-
-/* A PKCS#10 request whose signature (proof of possession) has been checked: only ca_csr_load
- * makes one. */
-typedef struct ca_csr ca_csr;
-/* Parse DER PKCS#10 bytes and check the request's signature with its own key. KL_EINPUT with
- * the reason when malformed, not exactly one DER structure, or the signature does not verify.
- * EC P-256/P-384 requests take a fast path (ca/ca_csr.c); the result is the same. */
-kl_rc ca_csr_load(const uint8_t *der, size_t len, ca_csr **out) KL_WUR;
-X509_REQ *ca_csr_req(const ca_csr *c); /* borrowed; for reading the request */
-int ca_csr_fast(const ca_csr *c);      /* 1 if the EC fast path loaded it (tests, benchmarks) */
-void ca_csr_free(ca_csr *c);
-
-/* Parse one DER certificate (all of `der`, nothing after it). EC P-256/P-384 v3 certificates
- * take the fast path of ca_csr_load (same result, exactly re-encoding); *fast (may be NULL)
- * says which path. Like d2i_X509, no signature is checked. KL_EINPUT when malformed. */
-kl_rc ca_x509_load(const uint8_t *der, size_t len, X509 **out, int *fast) KL_WUR;
-/* Check the signature of a DER certificate with the issuer's public key, on exactly these
- * bytes. KL_EHSM when it does not verify (the HSM signed something else, or garbage). EC keys
- * take the same fast path as ca_csr_load. */
-kl_rc ca_signed_der_verify(const uint8_t *der, size_t len, EVP_PKEY *pub) KL_WUR;
 
 typedef struct {
     const char *issuer;        /* CA label */

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ca.h"
+#include "ca_csr.h"
 
 /* --- a minimal DER reader (definite lengths only) --- */
 
@@ -493,4 +493,11 @@ void ca_csr_free(ca_csr *c)
         X509_REQ_free(c->req);
         free(c);
     }
+}
+
+X509_REQ *ca_csr_take(ca_csr *c)
+{
+    X509_REQ *req = c ? c->req : NULL;
+    free(c);
+    return req;
 }
