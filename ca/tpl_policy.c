@@ -357,77 +357,92 @@ static kl_rc tpl_device_id_check(const char *what, const char *id)
     return KL_OK;
 }
 
-/* Check the source subject against the template and re-encode it into a fresh X509_NAME.
- * Resolves the device id: *devid gets the hardware serial (or "" when there is none). */
-static kl_rc tpl_subject_build(const tpl *t, const X509_NAME *src, const char *device_id,
-                               X509_NAME **out, char *devid, size_t devid_len)
-{
-    kl_rc rc = KL_OK;
-    X509_NAME *name = X509_NAME_new();
+/* The source subject's attributes as checked UTF-8 strings, in order. The strings are owned
+ * here (tpl_subject_build frees them); csr_sn points into utf8[]. */
+typedef struct {
     unsigned char *utf8[TPL_MAX_ATTRS * 2];
     int nids[TPL_MAX_ATTRS * 2];
     int lens[TPL_MAX_ATTRS * 2];
-    int n = src ? X509_NAME_entry_count(src) : 0;
-    int count = 0;
-    const char *csr_sn = NULL;
-    char b1[80], b2[80];
-    *out = NULL;
-    devid[0] = 0;
-    memset(utf8, 0, sizeof utf8);
+    int count;
+    const char *csr_sn;
+} tpl_subj;
 
-    ENSURE(name, KL_EINTERNAL, "out of memory");
+/* One attribute of the source subject: allowed by the template, not repeated, a valid string of
+ * printable characters within the attribute's length limit; kept in `s`. */
+static kl_rc tpl_subject_attr_take(const tpl *t, const X509_NAME_ENTRY *e, tpl_subj *s)
+{
+    kl_rc rc = KL_OK;
+    char b1[80];
+    const ASN1_OBJECT *obj = X509_NAME_ENTRY_get_object(e);
+    int nid = OBJ_obj2nid(obj);
+    if (nid == NID_undef || !tpl_nid_in(t->subject_allowed, nid)) {
+        char allowed[200];
+        tpl_nids_str(t->subject_allowed, allowed, sizeof allowed);
+        ENSURE(0, KL_EPOLICY,
+               "subject attribute %s is not allowed by template %s "
+               "(allowed: %s)",
+               tpl_obj_name(obj, b1, sizeof b1), t->name, allowed);
+    }
+    for (int j = 0; j < s->count; j++) {
+        ENSURE(s->nids[j] != nid || nid == NID_organizationalUnitName || nid == NID_domainComponent,
+               KL_EPOLICY, "subject has %s more than once", OBJ_nid2sn(nid));
+    }
+    const ASN1_STRING *d = X509_NAME_ENTRY_get_data(e);
+    unsigned char *u = NULL;
+    int ulen = ASN1_STRING_to_UTF8(&u, d);
+    ENSURE_SSL(ulen >= 0, KL_EINPUT, "subject %s is not a valid string", OBJ_nid2sn(nid));
+    s->utf8[s->count] = u;
+    s->nids[s->count] = nid;
+    s->lens[s->count] = ulen;
+    s->count++;
+    ENSURE(ulen > 0, KL_EPOLICY, "subject %s is empty", OBJ_nid2sn(nid));
+    int chars = 0;
+    for (int k = 0; k < ulen; k++) {
+        ENSURE(u[k] >= 0x20 && u[k] != 0x7f, KL_EPOLICY, "subject %s contains a control character",
+               OBJ_nid2sn(nid));
+        chars += (u[k] & 0xc0) != 0x80;
+    }
+    ENSURE(chars <= tpl_attr_max(nid), KL_EPOLICY, "subject %s is longer than %d characters",
+           OBJ_nid2sn(nid), tpl_attr_max(nid));
+    if (nid == NID_serialNumber) {
+        s->csr_sn = (const char *)u; /* ASN1_STRING_to_UTF8 NUL-terminates */
+        ENSURE((size_t)ulen == strlen(s->csr_sn), KL_EPOLICY,
+               "subject serialNumber contains a NUL byte");
+    }
+out:
+    return rc;
+}
+
+/* Every attribute of the source subject, one per RDN. */
+static kl_rc tpl_subject_read(const tpl *t, const X509_NAME *src, tpl_subj *s)
+{
+    kl_rc rc = KL_OK;
+    char b1[80];
+    int n = src ? X509_NAME_entry_count(src) : 0;
     ENSURE(n <= TPL_MAX_ATTRS, KL_EPOLICY, "subject has %d attributes (at most %d)", n,
            TPL_MAX_ATTRS);
     int prev_set = -1;
     for (int i = 0; i < n; i++) {
         const X509_NAME_ENTRY *e = X509_NAME_get_entry(src, i);
-        const ASN1_OBJECT *obj = X509_NAME_ENTRY_get_object(e);
-        int nid = OBJ_obj2nid(obj);
         int set = X509_NAME_ENTRY_set(e);
         ENSURE(set != prev_set, KL_EPOLICY,
                "subject has a multi-valued RDN (%s+...), which template %s does not allow",
-               tpl_obj_name(obj, b1, sizeof b1), t->name);
+               tpl_obj_name(X509_NAME_ENTRY_get_object(e), b1, sizeof b1), t->name);
         prev_set = set;
-        if (nid == NID_undef || !tpl_nid_in(t->subject_allowed, nid)) {
-            char allowed[200];
-            tpl_nids_str(t->subject_allowed, allowed, sizeof allowed);
-            ENSURE(0, KL_EPOLICY,
-                   "subject attribute %s is not allowed by template %s "
-                   "(allowed: %s)",
-                   tpl_obj_name(obj, b1, sizeof b1), t->name, allowed);
-        }
-        for (int j = 0; j < count; j++) {
-            ENSURE(nids[j] != nid || nid == NID_organizationalUnitName ||
-                       nid == NID_domainComponent,
-                   KL_EPOLICY, "subject has %s more than once", OBJ_nid2sn(nid));
-        }
-        const ASN1_STRING *d = X509_NAME_ENTRY_get_data(e);
-        unsigned char *u = NULL;
-        int ulen = ASN1_STRING_to_UTF8(&u, d);
-        ENSURE_SSL(ulen >= 0, KL_EINPUT, "subject %s is not a valid string", OBJ_nid2sn(nid));
-        utf8[count] = u;
-        nids[count] = nid;
-        lens[count] = ulen;
-        count++;
-        ENSURE(ulen > 0, KL_EPOLICY, "subject %s is empty", OBJ_nid2sn(nid));
-        int chars = 0;
-        for (int k = 0; k < ulen; k++) {
-            ENSURE(u[k] >= 0x20 && u[k] != 0x7f, KL_EPOLICY,
-                   "subject %s contains a control character", OBJ_nid2sn(nid));
-            chars += (u[k] & 0xc0) != 0x80;
-        }
-        ENSURE(chars <= tpl_attr_max(nid), KL_EPOLICY, "subject %s is longer than %d characters",
-               OBJ_nid2sn(nid), tpl_attr_max(nid));
-        if (nid == NID_serialNumber) {
-            csr_sn = (const char *)u; /* ASN1_STRING_to_UTF8 NUL-terminates */
-            ENSURE((size_t)ulen == strlen(csr_sn), KL_EPOLICY,
-                   "subject serialNumber contains a NUL byte");
-        }
+        TRY(tpl_subject_attr_take(t, e, s));
     }
+out:
+    return rc;
+}
 
-    /* IEEE 802.1AR 8.6: the subject serialNumber carries the device's hardware serial. The
-     * device id given by the front end (station, authenticated EST client) and the CSR must
-     * agree when both are present, on every template. */
+/* IEEE 802.1AR 8.6: the subject serialNumber carries the device's hardware serial. The device
+ * id given by the front end (station, authenticated EST client) and the CSR must agree when
+ * both are present, on every template. *devid gets the device id (or "" when there is none). */
+static kl_rc tpl_subject_devid(const tpl *t, const char *device_id, const char *csr_sn, char *devid,
+                               size_t devid_len)
+{
+    kl_rc rc = KL_OK;
+    char b1[80], b2[80];
     if (device_id && *device_id) {
         TRY(tpl_device_id_check("device id", device_id));
     }
@@ -449,21 +464,27 @@ static kl_rc tpl_subject_build(const tpl *t, const X509_NAME *src, const char *d
     } else if (csr_sn) {
         snprintf(devid, devid_len, "%s", csr_sn);
     }
+out:
+    return rc;
+}
 
-    /* Re-encode: OpenSSL's string table picks PrintableString for C and serialNumber,
-     * IA5String for DC, UTF8String otherwise (RFC 5280 4.1.2.6). */
-    for (int i = 0; i < count; i++) {
-        if (nids[i] == NID_serialNumber || nids[i] == NID_countryName) {
-            ENSURE(tpl_printable((const char *)utf8[i], (size_t)lens[i]), KL_EPOLICY,
-                   "subject %s must be a PrintableString", OBJ_nid2sn(nids[i]));
+/* Re-encode: OpenSSL's string table picks PrintableString for C and serialNumber, IA5String
+ * for DC, UTF8String otherwise (RFC 5280 4.1.2.6). */
+static kl_rc tpl_subject_encode(const tpl *t, const tpl_subj *s, const char *devid, X509_NAME *name)
+{
+    kl_rc rc = KL_OK;
+    for (int i = 0; i < s->count; i++) {
+        if (s->nids[i] == NID_serialNumber || s->nids[i] == NID_countryName) {
+            ENSURE(tpl_printable((const char *)s->utf8[i], (size_t)s->lens[i]), KL_EPOLICY,
+                   "subject %s must be a PrintableString", OBJ_nid2sn(s->nids[i]));
         }
-        ENSURE(nids[i] != NID_countryName || lens[i] == 2, KL_EPOLICY,
+        ENSURE(s->nids[i] != NID_countryName || s->lens[i] == 2, KL_EPOLICY,
                "subject C must be a two-letter country code");
-        ENSURE_SSL(
-            X509_NAME_add_entry_by_NID(name, nids[i], MBSTRING_UTF8, utf8[i], lens[i], -1, 0) == 1,
-            KL_EPOLICY, "subject %s cannot be encoded", OBJ_nid2sn(nids[i]));
+        ENSURE_SSL(X509_NAME_add_entry_by_NID(name, s->nids[i], MBSTRING_UTF8, s->utf8[i],
+                                              s->lens[i], -1, 0) == 1,
+                   KL_EPOLICY, "subject %s cannot be encoded", OBJ_nid2sn(s->nids[i]));
     }
-    if (t->serial_number_from_device && !csr_sn) {
+    if (t->serial_number_from_device && !s->csr_sn) {
         ENSURE_SSL(X509_NAME_add_entry_by_NID(name, NID_serialNumber, MBSTRING_ASC,
                                               (const unsigned char *)devid, -1, -1, 0) == 1,
                    KL_EINTERNAL, "cannot add serialNumber");
@@ -472,11 +493,31 @@ static kl_rc tpl_subject_build(const tpl *t, const X509_NAME *src, const char *d
         ENSURE(X509_NAME_get_index_by_NID(name, *r, -1) >= 0, KL_EPOLICY,
                "subject has no %s, which template %s requires", OBJ_nid2sn(*r), t->name);
     }
+out:
+    return rc;
+}
+
+/* Check the source subject against the template and re-encode it into a fresh X509_NAME.
+ * Resolves the device id: *devid gets the hardware serial (or "" when there is none). */
+static kl_rc tpl_subject_build(const tpl *t, const X509_NAME *src, const char *device_id,
+                               X509_NAME **out, char *devid, size_t devid_len)
+{
+    kl_rc rc = KL_OK;
+    X509_NAME *name = X509_NAME_new();
+    tpl_subj s;
+    memset(&s, 0, sizeof s);
+    *out = NULL;
+    devid[0] = 0;
+
+    ENSURE(name, KL_EINTERNAL, "out of memory");
+    TRY(tpl_subject_read(t, src, &s));
+    TRY(tpl_subject_devid(t, device_id, s.csr_sn, devid, devid_len));
+    TRY(tpl_subject_encode(t, &s, devid, name));
     *out = name;
     name = NULL;
 out:
-    for (int i = 0; i < count; i++) {
-        OPENSSL_free(utf8[i]);
+    for (int i = 0; i < s.count; i++) {
+        OPENSSL_free(s.utf8[i]);
     }
     X509_NAME_free(name);
     return rc;
