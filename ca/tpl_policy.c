@@ -861,125 +861,175 @@ static int tpl_ext_ca_writes(int nid)
            nid == NID_crl_distribution_points || nid == NID_info_access;
 }
 
+/* What a decoded CSR extension is checked against. */
+typedef struct {
+    const tpl *t;
+    uint32_t ku_allowed;
+    const char *devid;
+    GENERAL_NAMES *sans;
+} tpl_ext_ctx;
+
+static kl_rc tpl_ext_san(const tpl_ext_ctx *cx, void *dec)
+{
+    kl_rc rc = KL_OK;
+    GENERAL_NAMES *gens = dec;
+    ENSURE(sk_GENERAL_NAME_num(gens) > 0, KL_EINPUT, "CSR subjectAltName is empty");
+    for (int k = 0; k < sk_GENERAL_NAME_num(gens); k++) {
+        TRY(tpl_san_take(cx->t, sk_GENERAL_NAME_value(gens, k), cx->devid, cx->sans));
+    }
+out:
+    return rc;
+}
+
+static kl_rc tpl_ext_bc(const tpl_ext_ctx *cx, void *dec)
+{
+    kl_rc rc = KL_OK;
+    const tpl *t = cx->t;
+    BASIC_CONSTRAINTS *bc = dec;
+    char c[160];
+    /* A CSR may state what it is; the template alone decides what it gets. */
+    ENSURE(!bc->ca || t->is_ca, KL_EPOLICY,
+           "CSR requests extension basicConstraints (CA:TRUE) which template %s does "
+           "not allow",
+           t->name);
+    /* a CA template's path length is a limit too: no longer one, and not none */
+    int64_t want = -1;
+    if (bc->ca && t->path_len >= 0 &&
+        (!bc->pathlen || ASN1_INTEGER_get_int64(&want, bc->pathlen) != 1 || want < 0 ||
+         want > t->path_len)) {
+        if (bc->pathlen) {
+            snprintf(c, sizeof c, "%lld", (long long)want);
+        } else {
+            snprintf(c, sizeof c, "none");
+        }
+        ENSURE(0, KL_EPOLICY,
+               "CSR requests extension basicConstraints (CA:TRUE, pathlen:%s) which "
+               "template %s limits to pathlen:%d",
+               c, t->name, t->path_len);
+    }
+out:
+    return rc;
+}
+
+static kl_rc tpl_ext_ku(const tpl_ext_ctx *cx, void *dec)
+{
+    kl_rc rc = KL_OK;
+    char c[160];
+    uint32_t want = tpl_ku_bits(dec);
+    if (want & ~cx->ku_allowed) {
+        tpl_ku_str(want & ~cx->ku_allowed, c, sizeof c);
+        ENSURE(0, KL_EPOLICY,
+               "CSR requests extension keyUsage (%s) which template %s does not allow", c,
+               cx->t->name);
+    }
+out:
+    return rc;
+}
+
+static kl_rc tpl_ext_eku(const tpl_ext_ctx *cx, void *dec)
+{
+    kl_rc rc = KL_OK;
+    char b[96];
+    EXTENDED_KEY_USAGE *eku = dec;
+    for (int k = 0; k < sk_ASN1_OBJECT_num(eku); k++) {
+        const ASN1_OBJECT *o = sk_ASN1_OBJECT_value(eku, k);
+        ENSURE(tpl_nid_in(cx->t->eku, OBJ_obj2nid(o)), KL_EPOLICY,
+               "CSR requests extension extendedKeyUsage (%s) which template %s does not "
+               "allow",
+               tpl_obj_name(o, b, sizeof b), cx->t->name);
+    }
+out:
+    return rc;
+}
+
+/* The CSR extensions a template may grant: each is decoded and checked to ask for no more. */
+static const struct {
+    int nid;
+    kl_rc (*check)(const tpl_ext_ctx *cx, void *dec);
+} tpl_ext_checks[] = {
+    {NID_subject_alt_name, tpl_ext_san},
+    {NID_basic_constraints, tpl_ext_bc},
+    {NID_key_usage, tpl_ext_ku},
+    {NID_ext_key_usage, tpl_ext_eku},
+};
+
+/* One extensionRequest attribute with one value, or none: a second one would be a place to hide
+ * extensions from a checker that looks at the first only. *n_req gets how many there are. */
+static kl_rc tpl_ext_req_count(X509_REQ *csr, int *n_req)
+{
+    kl_rc rc = KL_OK;
+    *n_req = 0;
+    for (int i = -1; (i = X509_REQ_get_attr_by_NID(csr, NID_ext_req, i)) >= 0;) {
+        (*n_req)++;
+        ENSURE(X509_ATTRIBUTE_count(X509_REQ_get_attr(csr, i)) == 1, KL_EPOLICY,
+               "CSR extensionRequest attribute has more than one value");
+    }
+    for (int i = -1; (i = X509_REQ_get_attr_by_NID(csr, NID_ms_ext_req, i)) >= 0;) {
+        (*n_req)++;
+    }
+    ENSURE(*n_req <= 1, KL_EPOLICY, "CSR has more than one extensionRequest attribute");
+out:
+    return rc;
+}
+
+/* Extension i of the request: not repeated, then tolerated, replaced by ours, checked against
+ * the template or refused. */
+static kl_rc tpl_csr_ext_check(const tpl_ext_ctx *cx, STACK_OF(X509_EXTENSION) * exts, int i)
+{
+    kl_rc rc = KL_OK;
+    char b[96];
+    X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+    const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
+    for (int j = 0; j < i; j++) {
+        ENSURE(OBJ_cmp(obj, X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, j))) != 0,
+               KL_EPOLICY, "CSR requests extension %s twice", tpl_obj_name(obj, b, sizeof b));
+    }
+    int nid = OBJ_obj2nid(obj);
+    if (nid != NID_undef && tpl_nid_in(cx->t->csr_ext_ignored, nid)) {
+        return KL_OK; /* tolerated, never copied */
+    }
+    if (tpl_ext_ca_writes(nid)) {
+        return KL_OK; /* ours replaces it */
+    }
+    for (size_t k = 0; k < sizeof tpl_ext_checks / sizeof tpl_ext_checks[0]; k++) {
+        if (tpl_ext_checks[k].nid == nid) {
+            void *dec = X509V3_EXT_d2i(ext);
+            ENSURE_SSL(dec, KL_EINPUT, "CSR extension %s cannot be decoded",
+                       tpl_obj_name(obj, b, sizeof b));
+            rc = tpl_ext_checks[k].check(cx, dec);
+            ASN1_item_free(dec, ASN1_ITEM_ptr(X509V3_EXT_get_nid(nid)->it));
+            return rc;
+        }
+    }
+    ENSURE(0, KL_EPOLICY, "CSR requests %sextension %s which template %s does not allow",
+           X509_EXTENSION_get_critical(ext) ? "critical " : "", tpl_obj_name(obj, b, sizeof b),
+           cx->t->name);
+out:
+    return rc;
+}
+
 static kl_rc tpl_csr_extensions(const tpl *t, X509_REQ *csr, int key_type, const char *devid,
                                 GENERAL_NAMES *sans)
 {
     kl_rc rc = KL_OK;
     STACK_OF(X509_EXTENSION) *exts = NULL;
-    void *dec = NULL;
-    int dec_nid = NID_undef;
-    char b[96], c[160];
-
-    /* One extensionRequest attribute with one value, or none: a second one would be a place
-     * to hide extensions from a checker that looks at the first only. */
     int n_req = 0;
-    for (int i = -1; (i = X509_REQ_get_attr_by_NID(csr, NID_ext_req, i)) >= 0;) {
-        n_req++;
-        ENSURE(X509_ATTRIBUTE_count(X509_REQ_get_attr(csr, i)) == 1, KL_EPOLICY,
-               "CSR extensionRequest attribute has more than one value");
-    }
-    for (int i = -1; (i = X509_REQ_get_attr_by_NID(csr, NID_ms_ext_req, i)) >= 0;) {
-        n_req++;
-    }
-    ENSURE(n_req <= 1, KL_EPOLICY, "CSR has more than one extensionRequest attribute");
+    TRY(tpl_ext_req_count(csr, &n_req));
     if (n_req == 0) {
         return KL_OK;
     }
     exts = X509_REQ_get_extensions(csr);
     ENSURE_SSL(exts, KL_EINPUT, "CSR extensionRequest cannot be decoded");
-    uint32_t ku_allowed = t->key_usage | (HSM_KEY_IS_RSA(key_type) ? t->key_usage_rsa : 0);
-
+    const tpl_ext_ctx cx = {
+        .t = t,
+        .ku_allowed = t->key_usage | (HSM_KEY_IS_RSA(key_type) ? t->key_usage_rsa : 0),
+        .devid = devid,
+        .sans = sans,
+    };
     for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
-        X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
-        const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
-        for (int j = 0; j < i; j++) {
-            ENSURE(OBJ_cmp(obj, X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, j))) != 0,
-                   KL_EPOLICY, "CSR requests extension %s twice", tpl_obj_name(obj, b, sizeof b));
-        }
-        int nid = OBJ_obj2nid(obj);
-        if (nid != NID_undef && tpl_nid_in(t->csr_ext_ignored, nid)) {
-            continue; /* tolerated, never copied */
-        }
-        if (tpl_ext_ca_writes(nid)) {
-            continue; /* ours replaces it */
-        }
-        if (nid == NID_subject_alt_name || nid == NID_basic_constraints || nid == NID_key_usage ||
-            nid == NID_ext_key_usage) {
-            dec = X509V3_EXT_d2i(ext);
-            dec_nid = nid;
-            ENSURE_SSL(dec, KL_EINPUT, "CSR extension %s cannot be decoded",
-                       tpl_obj_name(obj, b, sizeof b));
-        }
-        switch (nid) {
-        case NID_subject_alt_name: {
-            GENERAL_NAMES *gens = dec;
-            ENSURE(sk_GENERAL_NAME_num(gens) > 0, KL_EINPUT, "CSR subjectAltName is empty");
-            for (int k = 0; k < sk_GENERAL_NAME_num(gens); k++) {
-                TRY(tpl_san_take(t, sk_GENERAL_NAME_value(gens, k), devid, sans));
-            }
-            break;
-        }
-        case NID_basic_constraints: {
-            BASIC_CONSTRAINTS *bc = dec;
-            /* A CSR may state what it is; the template alone decides what it gets. */
-            ENSURE(!bc->ca || t->is_ca, KL_EPOLICY,
-                   "CSR requests extension basicConstraints (CA:TRUE) which template %s does "
-                   "not allow",
-                   t->name);
-            /* a CA template's path length is a limit too: no longer one, and not none */
-            int64_t want = -1;
-            if (bc->ca && t->path_len >= 0 &&
-                (!bc->pathlen || ASN1_INTEGER_get_int64(&want, bc->pathlen) != 1 || want < 0 ||
-                 want > t->path_len)) {
-                if (bc->pathlen) {
-                    snprintf(c, sizeof c, "%lld", (long long)want);
-                } else {
-                    snprintf(c, sizeof c, "none");
-                }
-                ENSURE(0, KL_EPOLICY,
-                       "CSR requests extension basicConstraints (CA:TRUE, pathlen:%s) which "
-                       "template %s limits to pathlen:%d",
-                       c, t->name, t->path_len);
-            }
-            break;
-        }
-        case NID_key_usage: {
-            uint32_t want = tpl_ku_bits(dec);
-            if (want & ~ku_allowed) {
-                tpl_ku_str(want & ~ku_allowed, c, sizeof c);
-                ENSURE(0, KL_EPOLICY,
-                       "CSR requests extension keyUsage (%s) which template %s does not allow", c,
-                       t->name);
-            }
-            break;
-        }
-        case NID_ext_key_usage: {
-            EXTENDED_KEY_USAGE *eku = dec;
-            for (int k = 0; k < sk_ASN1_OBJECT_num(eku); k++) {
-                const ASN1_OBJECT *o = sk_ASN1_OBJECT_value(eku, k);
-                ENSURE(tpl_nid_in(t->eku, OBJ_obj2nid(o)), KL_EPOLICY,
-                       "CSR requests extension extendedKeyUsage (%s) which template %s does not "
-                       "allow",
-                       tpl_obj_name(o, b, sizeof b), t->name);
-            }
-            break;
-        }
-        default:
-            ENSURE(0, KL_EPOLICY, "CSR requests %sextension %s which template %s does not allow",
-                   X509_EXTENSION_get_critical(ext) ? "critical " : "",
-                   tpl_obj_name(obj, b, sizeof b), t->name);
-        }
-        if (dec) {
-            X509V3_EXT_METHOD const *m = X509V3_EXT_get_nid(dec_nid);
-            ASN1_item_free(dec, ASN1_ITEM_ptr(m->it));
-            dec = NULL;
-        }
+        TRY(tpl_csr_ext_check(&cx, exts, i));
     }
 out:
-    if (dec) {
-        X509V3_EXT_METHOD const *m = X509V3_EXT_get_nid(dec_nid);
-        ASN1_item_free(dec, ASN1_ITEM_ptr(m->it));
-    }
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     return rc;
 }
