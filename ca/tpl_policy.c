@@ -1298,29 +1298,14 @@ out:
     return rc;
 }
 
-kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509 **tbs_out)
+/* The request itself: within the template's size limit, encoded as PKIX allows, with a key type
+ * the template allows, under an issuer that may issue it. *pkey (borrowed from the CSR) and *kt
+ * get its key. */
+static kl_rc tpl_csr_admit(const tpl_policy_in *in, EVP_PKEY **pkey, int *kt)
 {
     kl_rc rc = KL_OK;
-    X509 *x = NULL;
-    X509_NAME *subject = NULL;
-    GENERAL_NAMES *sans = NULL;
-    BASIC_CONSTRAINTS *bc = NULL;
-    EXTENDED_KEY_USAGE *eku = NULL;
-    ASN1_OCTET_STRING *ski = NULL;
-    AUTHORITY_KEYID *akid = NULL;
-    char kname[64], allowed[128];
-    char devid[TPL_DEVID_MAX + 1];
-    char url1[TPL_MAX_URL + 1], url2[TPL_MAX_URL + 1], url3[TPL_MAX_URL + 1];
-    unsigned char md[20];
-
-    ENSURE(tbs_out, KL_EUSAGE, "tpl_policy_build: no output");
-    *tbs_out = NULL;
-    ENSURE(in && in->t && in->csr && serial, KL_EUSAGE,
-           "tpl_policy_build: template, CSR and serial are required");
     const tpl *t = in->t;
-    time_t now = in->now ? in->now : time(NULL);
-    X509 *issuer = in->issuer_cert;
-
+    char kname[64], allowed[128];
     /* size: the caller has it as DER already and should check first; this is the backstop
      * (re-encoding only when the caller did not pass the size: ~5 us per CSR) */
     int der_len = in->csr_der_len > 0 && in->csr_der_len <= INT_MAX ? (int)in->csr_der_len
@@ -1330,19 +1315,27 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
            "CSR of %d bytes exceeds template %s's limit of %d", der_len, t->name, t->max_csr_bytes);
 
     TRY(tpl_csr_encoding_check(in->csr));
-    EVP_PKEY *pkey = X509_REQ_get0_pubkey(in->csr);
-    ENSURE_SSL(pkey, KL_EINPUT, "CSR public key cannot be decoded");
-    int kt = tpl_key_type_of(pkey, kname, sizeof kname);
-    if (kt < 0 || !(t->key_types & (1u << kt))) {
+    *pkey = X509_REQ_get0_pubkey(in->csr);
+    ENSURE_SSL(*pkey, KL_EINPUT, "CSR public key cannot be decoded");
+    *kt = tpl_key_type_of(*pkey, kname, sizeof kname);
+    if (*kt < 0 || !(t->key_types & (1u << *kt))) {
         tpl_key_types_str(t->key_types, allowed, sizeof allowed);
         ENSURE(0, KL_EPOLICY, "key type %s not allowed by template %s (allowed: %s)", kname,
                t->name, allowed);
     }
-    if (issuer) {
-        TRY(tpl_issuer_check(t, issuer));
+    if (in->issuer_cert) {
+        TRY(tpl_issuer_check(t, in->issuer_cert));
     }
+out:
+    return rc;
+}
 
-    /* subject */
+/* The subject, from the CSR or (when the template takes it from the request) the caller. */
+static kl_rc tpl_subject_pick(const tpl_policy_in *in, X509_NAME **subject, char *devid,
+                              size_t devid_len)
+{
+    kl_rc rc = KL_OK;
+    const tpl *t = in->t;
     const X509_NAME *src = X509_REQ_get_subject_name(in->csr);
     if (t->subject_src == TPL_SUBJECT_FROM_REQUEST) {
         if (in->subject) {
@@ -1352,14 +1345,21 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
         ENSURE(!in->subject, KL_EUSAGE,
                "template %s takes the subject from the CSR; a subject cannot be given", t->name);
     }
-    TRY(tpl_subject_build(t, src, in->device_id, &subject, devid, sizeof devid));
+    TRY(tpl_subject_build(t, src, in->device_id, subject, devid, devid_len));
     if (t->matter) {
-        TRY(matter_policy_check(t, subject, issuer));
+        TRY(matter_policy_check(t, *subject, in->issuer_cert));
     }
+out:
+    return rc;
+}
 
-    /* CSR extensions, SANs */
-    sans = sk_GENERAL_NAME_new_null();
-    ENSURE(sans, KL_EINTERNAL, "out of memory");
+/* The SANs: the CSR's checked ones, then the HardwareModuleName we build; the template's
+ * required kinds present, and something to name the subject by. */
+static kl_rc tpl_sans_collect(const tpl_policy_in *in, int kt, const char *devid,
+                              const X509_NAME *subject, GENERAL_NAMES *sans)
+{
+    kl_rc rc = KL_OK;
+    const tpl *t = in->t;
     TRY(tpl_csr_extensions(t, in->csr, kt, devid, sans));
     if (t->san_hmn) {
         /* serial_number_from_device is required with hmn (tpl_load), so devid is set */
@@ -1378,24 +1378,18 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
         }
         ENSURE(found, KL_EPOLICY, "template %s requires a subjectAltName in the CSR", t->name);
     }
-    int subject_empty = X509_NAME_entry_count(subject) == 0;
-    ENSURE(!subject_empty || sk_GENERAL_NAME_num(sans) > 0, KL_EPOLICY,
+    ENSURE(X509_NAME_entry_count(subject) != 0 || sk_GENERAL_NAME_num(sans) > 0, KL_EPOLICY,
            "the subject is empty and there is no subjectAltName");
+out:
+    return rc;
+}
 
-    /* the certificate */
-    x = X509_new();
-    ENSURE(x, KL_EINTERNAL, "out of memory");
-    ENSURE_SSL(X509_set_version(x, X509_VERSION_3) == 1 &&
-                   X509_set_serialNumber(x, (ASN1_INTEGER *)serial) == 1 /* copies */ &&
-                   X509_set_subject_name(x, subject) == 1 &&
-                   X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) == 1 &&
-                   tpl_set_pubkey(x, in->csr, pkey, kt) == 1,
-               KL_EINTERNAL, "cannot build the certificate");
-    TRY(tpl_set_validity(t, x, issuer, now));
-
-    /* RFC 5280 4.2.1.9: CAs MUST mark basicConstraints critical; 802.1AR wants CA:FALSE on
-     * device certificates, and a critical CA:FALSE is harmless everywhere. */
-    bc = BASIC_CONSTRAINTS_new();
+/* RFC 5280 4.2.1.9: CAs MUST mark basicConstraints critical; 802.1AR wants CA:FALSE on device
+ * certificates, and a critical CA:FALSE is harmless everywhere. */
+static kl_rc tpl_add_basic_constraints(X509 *x, const tpl *t)
+{
+    kl_rc rc = KL_OK;
+    BASIC_CONSTRAINTS *bc = BASIC_CONSTRAINTS_new();
     ENSURE(bc, KL_EINTERNAL, "out of memory");
     bc->ca = t->is_ca ? 0xff : 0;
     if (t->is_ca && t->path_len >= 0) {
@@ -1404,26 +1398,42 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
                "out of memory");
     }
     TRY(tpl_add_ext(x, NID_basic_constraints, bc, 1));
+out:
+    BASIC_CONSTRAINTS_free(bc);
+    return rc;
+}
 
-    uint32_t ku = t->key_usage | (HSM_KEY_IS_RSA(kt) ? t->key_usage_rsa : 0);
-    TRY(tpl_add_key_usage(x, ku, t->key_usage_critical));
-
-    if (t->eku[0]) {
-        eku = sk_ASN1_OBJECT_new_null();
-        ENSURE(eku, KL_EINTERNAL, "out of memory");
-        for (const int *e = t->eku; *e; e++) {
-            ENSURE(sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(*e)), KL_EINTERNAL, "out of memory");
-        }
-        TRY(tpl_add_ext(x, NID_ext_key_usage, eku, 0));
+static kl_rc tpl_add_eku(X509 *x, const tpl *t)
+{
+    kl_rc rc = KL_OK;
+    EXTENDED_KEY_USAGE *eku = NULL;
+    if (!t->eku[0]) {
+        return KL_OK;
     }
+    eku = sk_ASN1_OBJECT_new_null();
+    ENSURE(eku, KL_EINTERNAL, "out of memory");
+    for (const int *e = t->eku; *e; e++) {
+        ENSURE(sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(*e)), KL_EINTERNAL, "out of memory");
+    }
+    TRY(tpl_add_ext(x, NID_ext_key_usage, eku, 0));
+out:
+    sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+    return rc;
+}
 
+/* subjectKeyIdentifier, then RFC 5280 4.2.1.1: keyIdentifier = the issuer's SKI (computed the
+ * same way when an external issuer lacks one). On a self-signed root it repeats its own SKI. */
+static kl_rc tpl_add_key_ids(X509 *x, X509 *issuer)
+{
+    kl_rc rc = KL_OK;
+    ASN1_OCTET_STRING *ski = NULL;
+    AUTHORITY_KEYID *akid = NULL;
+    unsigned char md[20];
     ENSURE_SSL(tpl_ski_sha1(x, md), KL_EINTERNAL, "cannot hash the public key");
     ski = ASN1_OCTET_STRING_new();
     ENSURE(ski && ASN1_OCTET_STRING_set(ski, md, sizeof md) == 1, KL_EINTERNAL, "out of memory");
     TRY(tpl_add_ext(x, NID_subject_key_identifier, ski, 0));
 
-    /* RFC 5280 4.2.1.1: keyIdentifier = the issuer's SKI (computed the same way when an
-     * external issuer lacks one). On a self-signed root it repeats its own SKI. */
     akid = AUTHORITY_KEYID_new();
     ENSURE(akid, KL_EINTERNAL, "out of memory");
     if (issuer) {
@@ -1445,11 +1455,19 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
     }
     ENSURE(akid->keyid, KL_EINTERNAL, "out of memory");
     TRY(tpl_add_ext(x, NID_authority_key_identifier, akid, 0));
+out:
+    ASN1_OCTET_STRING_free(ski);
+    AUTHORITY_KEYID_free(akid);
+    return rc;
+}
 
-    if (sk_GENERAL_NAME_num(sans) > 0) {
-        /* RFC 5280 4.2.1.6: with an empty subject, subjectAltName MUST be critical */
-        TRY(tpl_add_ext(x, NID_subject_alt_name, sans, subject_empty));
-    }
+/* CRL distribution point, AIA and id-pkix-ocsp-nocheck, as the template and the configured URLs
+ * ask. */
+static kl_rc tpl_add_urls(X509 *x, const tpl_policy_in *in)
+{
+    kl_rc rc = KL_OK;
+    const tpl *t = in->t;
+    char url1[TPL_MAX_URL + 1], url2[TPL_MAX_URL + 1], url3[TPL_MAX_URL + 1];
     if (t->crl_dp && in->crl_url && *in->crl_url) {
         TRY(tpl_url_expand(in->crl_url, in->issuer_label, url1, sizeof url1));
         TRY(tpl_add_crl_dp(x, url1));
@@ -1469,15 +1487,57 @@ kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509
     if (t->ocsp_nocheck) {
         TRY(tpl_add_ocsp_nocheck(x));
     }
+out:
+    return rc;
+}
+
+kl_rc tpl_policy_build(const tpl_policy_in *in, const ASN1_INTEGER *serial, X509 **tbs_out)
+{
+    kl_rc rc = KL_OK;
+    X509 *x = NULL;
+    X509_NAME *subject = NULL;
+    GENERAL_NAMES *sans = NULL;
+    char devid[TPL_DEVID_MAX + 1];
+    EVP_PKEY *pkey = NULL;
+    int kt = -1;
+
+    ENSURE(tbs_out, KL_EUSAGE, "tpl_policy_build: no output");
+    *tbs_out = NULL;
+    ENSURE(in && in->t && in->csr && serial, KL_EUSAGE,
+           "tpl_policy_build: template, CSR and serial are required");
+    const tpl *t = in->t;
+    time_t now = in->now ? in->now : time(NULL);
+    X509 *issuer = in->issuer_cert;
+    TRY(tpl_csr_admit(in, &pkey, &kt));
+    TRY(tpl_subject_pick(in, &subject, devid, sizeof devid));
+    sans = sk_GENERAL_NAME_new_null();
+    ENSURE(sans, KL_EINTERNAL, "out of memory");
+    TRY(tpl_sans_collect(in, kt, devid, subject, sans));
+
+    x = X509_new();
+    ENSURE(x, KL_EINTERNAL, "out of memory");
+    ENSURE_SSL(X509_set_version(x, X509_VERSION_3) == 1 &&
+                   X509_set_serialNumber(x, (ASN1_INTEGER *)serial) == 1 /* copies */ &&
+                   X509_set_subject_name(x, subject) == 1 &&
+                   X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) == 1 &&
+                   tpl_set_pubkey(x, in->csr, pkey, kt) == 1,
+               KL_EINTERNAL, "cannot build the certificate");
+    TRY(tpl_set_validity(t, x, issuer, now));
+    TRY(tpl_add_basic_constraints(x, t));
+    TRY(tpl_add_key_usage(x, t->key_usage | (HSM_KEY_IS_RSA(kt) ? t->key_usage_rsa : 0),
+                          t->key_usage_critical));
+    TRY(tpl_add_eku(x, t));
+    TRY(tpl_add_key_ids(x, issuer));
+    if (sk_GENERAL_NAME_num(sans) > 0) {
+        /* RFC 5280 4.2.1.6: with an empty subject, subjectAltName MUST be critical */
+        TRY(tpl_add_ext(x, NID_subject_alt_name, sans, X509_NAME_entry_count(subject) == 0));
+    }
+    TRY(tpl_add_urls(x, in));
     *tbs_out = x;
     x = NULL;
 out:
     X509_free(x);
     X509_NAME_free(subject);
     sk_GENERAL_NAME_pop_free(sans, GENERAL_NAME_free);
-    BASIC_CONSTRAINTS_free(bc);
-    sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
-    ASN1_OCTET_STRING_free(ski);
-    AUTHORITY_KEYID_free(akid);
     return rc;
 }
