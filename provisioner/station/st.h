@@ -92,6 +92,7 @@ typedef struct st_link {
     /* counters for results and the bench (never reset by the link) */
     uint64_t bytes_tx, bytes_rx;
     unsigned retransmits, bad_frames;
+    uint64_t link_us; /* time spent in st_link_xact: the line and the device, not the station */
     volatile sig_atomic_t *stop; /* checked while waiting; may be NULL */
     /* Idle polling: when `poll` is set and a request times out, the next request of the same
      * type resends that frame (same seq) instead of a new one, so a slow device's late answer
@@ -224,6 +225,7 @@ typedef struct {
     long ms[ST_PH__COUNT]; /* time per phase */
     unsigned ran;          /* bit (1 << phase) for each phase that completed */
     long total_ms;
+    long link_ms; /* of total_ms, waiting on the line and the device (the rest is the station's) */
     uint64_t bytes_tx, bytes_rx; /* this device only */
     unsigned retransmits;
     st_mode mode;

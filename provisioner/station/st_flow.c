@@ -748,7 +748,7 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
 {
     st_flow f = {.st = st, .fx = fx, .o = o, .h = &o->hello, .r = malloc(sizeof(st_resp))};
     long t0 = st_now_ms();
-    uint64_t tx0 = fx->link.bytes_tx, rx0 = fx->link.bytes_rx;
+    uint64_t tx0 = fx->link.bytes_tx, rx0 = fx->link.bytes_rx, lk0 = fx->link.link_us;
     unsigned rt0 = fx->link.retransmits;
     o->mode = st->cfg.mode;
     o->phase = ST_PH_HELLO;
@@ -777,6 +777,8 @@ void st_flow_run(st_station *st, st_fixture *fx, st_outcome *o)
     st_fixture_step(fx, NULL);
     st_flow_free(&f);
     o->total_ms = st_now_ms() - t0 + o->ms[ST_PH_HELLO];
+    /* the HELLO exchange (timed by the fixture thread) is all line and device */
+    o->link_ms = (long)((fx->link.link_us - lk0 + 500) / 1000) + o->ms[ST_PH_HELLO];
     o->bytes_tx += fx->link.bytes_tx - tx0;
     o->bytes_rx += fx->link.bytes_rx - rx0;
     o->retransmits += fx->link.retransmits - rt0;

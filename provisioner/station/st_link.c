@@ -226,6 +226,8 @@ kl_rc st_link_xact(st_link *l, uint8_t type, const uint8_t *payload, size_t len,
 {
     kl_rc rc = KL_OK;
     size_t flen = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if (retries < 0) {
         retries = l->retries;
     }
@@ -285,5 +287,7 @@ kl_rc st_link_xact(st_link *l, uint8_t type, const uint8_t *payload, size_t len,
     rc = kl_fail(KL_ETIMEOUT, "no answer to %s after %ld attempts (timeout %ld ms)",
                  kl_proto_msg_name(type), retries + 1, l->timeout_ms);
 out:
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    l->link_us += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000);
     return rc;
 }

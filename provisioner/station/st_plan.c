@@ -404,6 +404,7 @@ char *st_result_json(const st_outcome *o, const char *fixture, long long unix_ms
         json_object_set_new(t, st_phase_name(i), json_integer(o->ms[i]));
     }
     json_object_set_new(t, "total", json_integer(o->total_ms));
+    json_object_set_new(t, "link", json_integer(o->link_ms));
     json_object_set_new(j, "timings_ms", t);
     t = NULL;
     json_object_set_new(b, "tx", json_integer((json_int_t)o->bytes_tx));

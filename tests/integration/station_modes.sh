@@ -17,6 +17,9 @@ for mode in csr inject; do
     [ "$(st_result "$s" mode)" = $mode ] || fail "$s: result mode"
     [ "$(st_result "$s" action)" = provisioned ] || fail "$s: result action"
     [ -n "$(st_result "$s" timings_ms.total)" ] || fail "$s: no timings"
+    # the time spent waiting on the line and the device: part of the whole flow
+    link=$(st_result "$s" timings_ms.link) total=$(st_result "$s" timings_ms.total)
+    [ -n "$link" ] && [ "$link" -ge 0 ] && [ "$link" -le "$total" ] || fail "$s: timings_ms.link '$link' (total $total)"
   done
   ok "$mode mode: 2 devices provisioned, certificates chain to factory1 and are valid"
 done
