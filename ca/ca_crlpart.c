@@ -157,6 +157,10 @@ kl_rc ca_crlpart_assign(ca_ctx *ca, const char *label, X509 *cert, int64_t *part
     }
     int64_t n = 0;
     TRY(ca_crlpart_size(ca, label, &n));
+    /* the template's distribution point would hold "{partition}" as it is */
+    ENSURE(n > 0 || !ca->crl_url || !strstr(ca->crl_url, "{partition}"), KL_EUSAGE,
+           "[ca] crl-url has {partition}, but CA %s has no [ca %s] crl-partition-size", label,
+           label);
     if (n == 0) {
         return KL_OK;
     }

@@ -59,6 +59,16 @@ kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --out "$D/
 [ "$(cdp_of "$D/plain.pem")" = "$BASE/field1.crl" ] || die "field1 (no partitions): CDP $(cdp_of "$D/plain.pem")"
 ok "each device names its partition's CRL (3 a partition, 4 partitions); a CA without the setting keeps its one CRL"
 
+# crl-url with {partition}: where the partition goes; a CA without the setting is refused
+sed 's|^crl-url = .*|crl-url = http://127.0.0.1:8080/p/{issuer}-{partition}.der|' "$KL_CONF" > "$D/part.conf"
+"$BIN/keyline-ca" -c "$D/part.conf" issue --issuer fleet1 --template device-ldevid --csr "$D/dev.csr" \
+    --out "$D/d11.pem" > /dev/null 2>&1 || die "issue with {partition} in crl-url"
+[ "$(cdp_of "$D/d11.pem")" = "http://127.0.0.1:8080/p/fleet1-3.der" ] || die "d11: CDP $(cdp_of "$D/d11.pem")"
+"$BIN/keyline-ca" -c "$D/part.conf" issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" \
+    > /dev/null 2> "$D/p.err" && die "{partition} in crl-url for a CA without partitions"
+grep -q "crl-partition-size" "$D/p.err" || die "refusal: $(cat "$D/p.err")"
+ok "crl-url with {partition}: the partition where it says; a CA without the setting is refused"
+
 # revocations: d2 (partition 0), d5 and d6 (1) in one list, then d10 (3) alone
 for i in 2 5 6; do serial_of "$D/d$i.pem"; done > "$D/list.txt"
 kca revoke --from "$D/list.txt" --reason keyCompromise > "$D/r.out" 2> "$D/r.err" || die "revoke --from: $(cat "$D/r.err")"
