@@ -13,11 +13,9 @@
 #define RV_SERIAL_MAX 40
 
 static const store_q q_rv_status = {"SELECT status, issuer FROM certs WHERE serial = ?1", NULL};
-/* the status check and the change in one lookup; no row: not valid or pending (q_rv_status
- * says why) */
 static const store_q q_rv_update = {
     "UPDATE certs SET status = 'revoked', revoked_at = ?2, revoke_reason = ?3"
-    " WHERE serial = ?1 AND status IN ('valid', 'pending') RETURNING issuer",
+    " WHERE serial = ?1 AND status IN ('valid', 'pending')",
     NULL};
 /* A large transaction touches more pages than SQLite's default cache (2 MB) holds: it spills
  * them mid-transaction and reads them back (perf: a quarter of the time in pread/pwrite). The
@@ -89,32 +87,41 @@ out:
     return rc;
 }
 
-/* Revoke `serial` (canonical) in the transaction. Already revoked: counted, not an error. */
-static kl_rc rv_one(store_conn *c, rv_arg *a, const char *serial, const char *what)
+/* Revoke `serial` (canonical) in the transaction. Already revoked: counted, not an error. No
+ * such certificate: KL_ENOTFOUND, or with `found` (then 0 there) KL_OK and nothing done. Read,
+ * then changed by a plain UPDATE: one with RETURNING sets up a result table per run, which
+ * costs more than the second lookup. */
+static kl_rc rv_one(store_conn *c, rv_arg *a, const char *serial, const char *what, int *found)
 {
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
     char status[16], issuer[129];
+    TRY(sc_stmt(c, &q_rv_status, &st));
+    TRY(sc_text(st, 1, serial));
+    TRY(sc_step(st, &row, "read certificate"));
+    if (!row && found) {
+        *found = 0;
+        goto out;
+    }
+    ENSURE(row, KL_ENOTFOUND, "%s: no certificate with serial %s", what, serial);
+    snprintf(status, sizeof status, "%s", col_text(st, 0, NULL) ? col_text(st, 0, NULL) : "");
+    snprintf(issuer, sizeof issuer, "%.128s", col_text(st, 1, NULL) ? col_text(st, 1, NULL) : "");
+    sc_done(st);
+    st = NULL;
+    if (strcmp(status, STORE_ST_REVOKED) == 0) {
+        a->res->already++;
+        goto out;
+    }
+    ENSURE(strcmp(status, STORE_ST_VALID) == 0 || strcmp(status, STORE_ST_PENDING) == 0,
+           KL_ENOTFOUND, "%s: no certificate with serial %s (only a %s reservation)", what, serial,
+           status);
     TRY(sc_stmt(c, &q_rv_update, &st));
     TRY(sc_text(st, 1, serial));
     TRY(sc_int(st, 2, (int64_t)a->req->when));
     TRY(a->req->reason >= 0 ? sc_int(st, 3, a->req->reason) : sc_null(st, 3));
-    TRY(sc_step(st, &row, "revoke certificate"));
-    if (!row) { /* not valid or pending: say what it is */
-        sc_done(st);
-        TRY(sc_stmt(c, &q_rv_status, &st));
-        TRY(sc_text(st, 1, serial));
-        TRY(sc_step(st, &row, "read certificate"));
-        ENSURE(row, KL_ENOTFOUND, "%s: no certificate with serial %s", what, serial);
-        snprintf(status, sizeof status, "%s", col_text(st, 0, NULL) ? col_text(st, 0, NULL) : "");
-        ENSURE(strcmp(status, STORE_ST_REVOKED) == 0, KL_ENOTFOUND,
-               "%s: no certificate with serial %s (only a %s reservation)", what, serial, status);
-        a->res->already++;
-        goto out;
-    }
-    snprintf(issuer, sizeof issuer, "%.128s", col_text(st, 0, NULL) ? col_text(st, 0, NULL) : "");
     TRY(sc_run(st, "revoke certificate"));
+    ENSURE(sc_changes(st) == 1, KL_EINTERNAL, "%s: certificate %s changed meanwhile", what, serial);
     sc_done(st);
     st = NULL;
     TRY(rv_done(c, a, serial, issuer));
@@ -124,7 +131,8 @@ out:
 }
 
 /* An item of a --from list: "serial:HEX", "device:ID", or either (a serial when a certificate
- * has it, else a device's current certificate). */
+ * has it, else a device's current certificate; the certificate tried first: one lookup for a
+ * serial). */
 static kl_rc rv_item(store_conn *c, rv_arg *a, const char *item, size_t idx)
 {
     db_stmt *st = NULL;
@@ -137,16 +145,12 @@ static kl_rc rv_item(store_conn *c, rv_arg *a, const char *item, size_t idx)
              idx + 1, item);
     if (!dev) {
         kl_rc n = store_serial_normalize(ser ? ser : item, serial, sizeof serial);
-        if (n == KL_OK) {
-            TRY(sc_stmt(c, &q_rv_status, &st));
-            TRY(sc_text(st, 1, serial));
-            TRY(sc_step(st, &row, "read certificate"));
-            sc_done(st);
-            st = NULL;
-        }
         ENSURE(n == KL_OK || !ser, KL_EINPUT, "%s: not a serial number", what);
-        if (row || ser) {
-            TRY(rv_one(c, a, serial, what));
+        int found = 1;
+        if (n == KL_OK) {
+            TRY(rv_one(c, a, serial, what, ser ? NULL : &found));
+        }
+        if (n == KL_OK && found) {
             goto out;
         }
         dev = item;
@@ -159,7 +163,7 @@ static kl_rc rv_item(store_conn *c, rv_arg *a, const char *item, size_t idx)
     snprintf(serial, sizeof serial, "%s", col_text(st, 0, NULL));
     sc_done(st);
     st = NULL;
-    TRY(rv_one(c, a, serial, what));
+    TRY(rv_one(c, a, serial, what, NULL));
 out:
     sc_done(st);
     return rc;
