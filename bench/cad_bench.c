@@ -323,7 +323,7 @@ int main(int argc, char **argv)
                         "with-token.sh)\n");
         return 2;
     }
-    double secs = atof(argv[1]);
+    double secs = strtod(argv[1], NULL);
     const char *conf_path = getenv("KL_CONF"), *dir = getenv("KL_TEST_DIR");
     const char *pg = argc == 5 ? argv[4] : NULL;
     char sock[512];

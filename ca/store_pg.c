@@ -56,6 +56,10 @@
 typedef struct pg_stmt pg_stmt;
 
 typedef struct {
+    PGresult *r;
+} pg_held; /* a result read ahead */
+
+typedef struct {
     db base; /* first */
     PGconn *pg;
     char *url;
@@ -86,7 +90,7 @@ struct pg_stmt {
     int row;        /* current row in res, -1 before the first */
     int nrows;
     PGresult *ahead; /* the first result, read by pg_run */
-    PGresult **buf;  /* results read ahead while another statement needed the connection */
+    pg_held *buf;    /* results read ahead while another statement needed the connection */
     int nbuf, bufpos, bufcap;
     int executed, done;
     int64_t changes;
@@ -179,7 +183,7 @@ static void pg_buf_push(pg_stmt *s, PGresult *r)
 {
     if (s->nbuf == s->bufcap) {
         int nc = s->bufcap ? s->bufcap * 2 : 16;
-        PGresult **v = realloc(s->buf, (size_t)nc * sizeof *v);
+        pg_held *v = realloc(s->buf, (size_t)nc * sizeof *v);
         if (!v) {
             PQclear(r); /* the statement then ends early; its final result says why */
             return;
@@ -187,7 +191,7 @@ static void pg_buf_push(pg_stmt *s, PGresult *r)
         s->buf = v;
         s->bufcap = nc;
     }
-    s->buf[s->nbuf++] = r;
+    s->buf[s->nbuf++].r = r;
 }
 
 /* The rows of the statement being streamed read ahead into its memory (keep) or thrown away,
@@ -264,10 +268,17 @@ static kl_rc pg_cmd_once(pg_db *q, const char *sql, PGresult **res_out)
     if (!all) {
         return kl_fail(KL_EINTERNAL, "out of memory");
     }
-    all[0] = 0;
+    size_t at = 0;
     for (int i = 0; i < n; i++) {
-        strcat(strcat(all, i ? "; " : ""), part[i]);
+        size_t k = strlen(part[i]);
+        if (i) {
+            memcpy(all + at, "; ", 2);
+            at += 2;
+        }
+        memcpy(all + at, part[i], k);
+        at += k;
     }
+    all[at] = 0;
     PGresult *res = n ? PQexec(q->pg, all) : NULL;
     free(all);
     ExecStatusType s = res ? PQresultStatus(res) : n ? PGRES_FATAL_ERROR : PGRES_COMMAND_OK;
@@ -581,7 +592,7 @@ static void pg_results_drop(pg_stmt *s)
     PQclear(s->res);
     PQclear(s->ahead);
     for (int i = s->bufpos; i < s->nbuf; i++) {
-        PQclear(s->buf[i]);
+        PQclear(s->buf[i].r);
     }
     s->res = s->ahead = NULL;
     s->nbuf = s->bufpos = 0;
@@ -817,7 +828,7 @@ static PGresult *pg_next(pg_stmt *s)
         return r;
     }
     if (s->bufpos < s->nbuf) {
-        return s->buf[s->bufpos++];
+        return s->buf[s->bufpos++].r;
     }
     return q->streaming == s ? PQgetResult(q->pg) : NULL;
 }
