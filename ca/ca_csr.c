@@ -107,6 +107,39 @@ static void csr_init(void)
     csr_ready = csr_groups[0] && csr_groups[1] && csr_mds[0] && csr_mds[1] && csr_mds[2];
     ERR_clear_error();
 }
+/* Where both fast paths start: the cached curves and digests, and a SIGNED{...} structure. */
+static int csr_begin(const uint8_t *der, size_t len, csr_tlv *tbs, csr_tlv *alg, csr_tlv *sig)
+{
+    pthread_once(&csr_once, csr_init);
+    return csr_ready && csr_signed(der, len, tbs, alg, sig);
+}
+
+/* The digest of an AlgorithmIdentifier TLV that holds only the OID of ecdsa-with-SHA256/384/512
+ * (RFC 5758 3.2: the parameters field MUST be absent). NULL for anything else. */
+static const EVP_MD *csr_ecdsa_md(const csr_tlv *alg)
+{
+    const uint8_t *p = alg->val, *end = alg->val + alg->len;
+    csr_tlv oid;
+    if (!csr_ready || !csr_next(&p, end, &oid) || p != end) {
+        return NULL;
+    }
+    return csr_oid_is(&oid, NID_ecdsa_with_SHA256)   ? csr_mds[0]
+           : csr_oid_is(&oid, NID_ecdsa_with_SHA384) ? csr_mds[1]
+           : csr_oid_is(&oid, NID_ecdsa_with_SHA512) ? csr_mds[2]
+                                                     : NULL;
+}
+
+/* An object re-encoded (n bytes at *enc, from i2d) is exactly the input. enc is passed by
+ * address so that it is read after the i2d call that sets it, which is an argument too. */
+static int csr_der_same(int n, unsigned char *const *enc, const uint8_t *der, size_t len)
+{
+    return n >= 0 && (size_t)n == len && memcmp(*enc, der, len) == 0;
+}
+
+/* Decode `var` with `fn` from exactly the bytes of TLV `t` (uses a `const unsigned char *q`). */
+#define CSR_D2I(var, fn, t)                                                                        \
+    (q = (t).tlv, (var) = fn(NULL, &q, (long)(t).tlv_len),                                         \
+     (var) != NULL && q == (t).tlv + (t).tlv_len)
 
 /* An EC public key (P-256/P-384, named curve) from a SubjectPublicKeyInfo TLV, as a legacy
  * EVP_PKEY (its encoding back to SPKI takes OpenSSL's old, fast path). 1: *out set. 0: not
@@ -142,113 +175,123 @@ static int csr_spki_ec(const csr_tlv *spki, EVP_PKEY **out)
     return 1;
 }
 
-/* The fast path. 1: *out is the verified request. 0: not for the fast path (nothing set; the
- * caller takes the general path). -1: the signature does not verify (error set). */
-static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
-{
-    pthread_once(&csr_once, csr_init);
-    if (!csr_ready) {
-        return 0;
-    }
-    csr_tlv cri, sigalg, sig, ver, subj, spki, attrs, sigoid;
-    if (!csr_signed(der, len, &cri, &sigalg, &sig)) {
-        return 0;
-    }
-    const uint8_t *p = cri.val, *end = cri.val + cri.len;
-    if (!csr_next(&p, end, &ver) || ver.tag != 0x02 || ver.len != 1 || ver.val[0] != 0 ||
-        !csr_next(&p, end, &subj) || subj.tag != 0x30 || !csr_next(&p, end, &spki) ||
-        spki.tag != 0x30 || !csr_next(&p, end, &attrs) || attrs.tag != 0xa0 || p != end) {
-        return 0;
-    }
-    /* signatureAlgorithm: ecdsa-with-SHA256/384/512, parameters absent (RFC 5758) */
-    p = sigalg.val;
-    end = sigalg.val + sigalg.len;
-    if (!csr_next(&p, end, &sigoid) || p != end || sig.len < 2 || sig.val[0] != 0) {
-        return 0;
-    }
-    const EVP_MD *md = csr_oid_is(&sigoid, NID_ecdsa_with_SHA256)   ? csr_mds[0]
-                       : csr_oid_is(&sigoid, NID_ecdsa_with_SHA384) ? csr_mds[1]
-                       : csr_oid_is(&sigoid, NID_ecdsa_with_SHA512) ? csr_mds[2]
-                                                                    : NULL;
-    if (!md) {
-        return 0;
-    }
+/* The parts of a CertificationRequest (RFC 2986 4) the fast path handles: version 0, an EC
+ * signature by ecdsa-with-SHA256/384/512 with no parameters (RFC 5758 3.2). */
+typedef struct {
+    csr_tlv cri, sigalg, sig, subj, spki, attrs;
+    const EVP_MD *md;
+} csr_parts;
 
+/* 1: `r` holds the request's parts. 0: not a request for the fast path. */
+static int csr_split(const uint8_t *der, size_t len, csr_parts *r)
+{
+    csr_tlv ver;
+    if (!csr_begin(der, len, &r->cri, &r->sigalg, &r->sig)) {
+        return 0;
+    }
+    const uint8_t *p = r->cri.val, *end = r->cri.val + r->cri.len;
+    if (!csr_next(&p, end, &ver) || ver.tag != 0x02 || ver.len != 1 || ver.val[0] != 0 ||
+        !csr_next(&p, end, &r->subj) || r->subj.tag != 0x30 || !csr_next(&p, end, &r->spki) ||
+        r->spki.tag != 0x30 || !csr_next(&p, end, &r->attrs) || r->attrs.tag != 0xa0 || p != end) {
+        return 0;
+    }
+    if (r->sig.len < 2 || r->sig.val[0] != 0) {
+        return 0;
+    }
+    r->md = csr_ecdsa_md(&r->sigalg);
+    return r->md != NULL;
+}
+
+/* Proof of possession over the exact CertificationRequestInfo bytes. 1: verified, *pk is the
+ * key. 0: not for the fast path. -1: the signature does not verify. */
+static int csr_pop_verify(const csr_parts *r, EVP_PKEY **pk)
+{
+    unsigned char dgst[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    /* the key: a point on the curve */
+    if (!csr_spki_ec(&r->spki, pk)) {
+        return 0;
+    }
+    if (EVP_Digest(r->cri.tlv, r->cri.tlv_len, dgst, &dlen, r->md, NULL) != 1) {
+        return 0;
+    }
+    if (ECDSA_verify(0, dgst, (int)dlen, r->sig.val + 1, (int)(r->sig.len - 1),
+                     (EC_KEY *)EVP_PKEY_get0_EC_KEY(*pk)) != 1) {
+        return -1;
+    }
+    return 1;
+}
+
+/* Each Attribute of the [0] attributes set, copied into req. */
+static int csr_add_attrs(X509_REQ *req, const csr_tlv *attrs)
+{
+    const unsigned char *q;
+    for (const uint8_t *p = attrs->val, *end = attrs->val + attrs->len; p < end;) {
+        csr_tlv a;
+        X509_ATTRIBUTE *at = NULL;
+        int ok = csr_next(&p, end, &a) && CSR_D2I(at, d2i_X509_ATTRIBUTE, a) &&
+                 X509_REQ_add1_attr(req, at) == 1;
+        X509_ATTRIBUTE_free(at);
+        if (!ok) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The request object from its parts; 1 only if it is, byte for byte, what was signed. */
+static int csr_assemble(const csr_parts *r, EVP_PKEY *pk, const uint8_t *der, size_t len,
+                        X509_REQ **out)
+{
     int ret = 0;
-    EVP_PKEY *pk = NULL;
-    X509_REQ *req = NULL;
+    X509_REQ *req = X509_REQ_new();
     X509_NAME *name = NULL;
     X509_ALGOR *salg = NULL;
     ASN1_BIT_STRING *sbits = NULL;
     unsigned char *enc = NULL;
-    unsigned char dgst[EVP_MAX_MD_SIZE];
-    unsigned int dlen = 0;
-
-    /* the key: a point on the curve */
-    if (!csr_spki_ec(&spki, &pk)) {
-        goto out;
-    }
-    /* proof of possession over the exact CertificationRequestInfo bytes */
-    if (EVP_Digest(cri.tlv, cri.tlv_len, dgst, &dlen, md, NULL) != 1) {
-        goto out;
-    }
-    if (ECDSA_verify(0, dgst, (int)dlen, sig.val + 1, (int)(sig.len - 1),
-                     (EC_KEY *)EVP_PKEY_get0_EC_KEY(pk)) != 1) {
-        ret = -1;
-        goto out;
-    }
-    /* the request object from its parts */
-    const unsigned char *q = subj.tlv;
-    req = X509_REQ_new();
-    name = d2i_X509_NAME(NULL, &q, (long)subj.tlv_len);
-    if (!req || !name || q != subj.tlv + subj.tlv_len || X509_REQ_set_version(req, 0) != 1 ||
-        X509_REQ_set_subject_name(req, name) != 1 || X509_REQ_set_pubkey(req, pk) != 1) {
-        goto out;
-    }
-    for (p = attrs.val, end = attrs.val + attrs.len; p < end;) {
-        csr_tlv a;
-        if (!csr_next(&p, end, &a)) {
-            goto out;
-        }
-        q = a.tlv;
-        X509_ATTRIBUTE *at = d2i_X509_ATTRIBUTE(NULL, &q, (long)a.tlv_len);
-        int ok = at && q == a.tlv + a.tlv_len && X509_REQ_add1_attr(req, at) == 1;
-        X509_ATTRIBUTE_free(at);
-        if (!ok) {
-            goto out;
-        }
-    }
-    q = sigalg.tlv;
-    salg = d2i_X509_ALGOR(NULL, &q, (long)sigalg.tlv_len);
-    if (!salg || X509_REQ_set1_signature_algo(req, salg) != 1) {
-        goto out;
-    }
-    q = sig.tlv;
-    sbits = d2i_ASN1_BIT_STRING(NULL, &q, (long)sig.tlv_len);
-    if (!sbits) {
+    const unsigned char *q;
+    if (!req || !CSR_D2I(name, d2i_X509_NAME, r->subj) || X509_REQ_set_version(req, 0) != 1 ||
+        X509_REQ_set_subject_name(req, name) != 1 || X509_REQ_set_pubkey(req, pk) != 1 ||
+        !csr_add_attrs(req, &r->attrs) || !CSR_D2I(salg, d2i_X509_ALGOR, r->sigalg) ||
+        X509_REQ_set1_signature_algo(req, salg) != 1 ||
+        !CSR_D2I(sbits, d2i_ASN1_BIT_STRING, r->sig)) {
         goto out;
     }
     X509_REQ_set0_signature(req, sbits);
     sbits = NULL;
-    /* only if it is, byte for byte, what was signed */
-    int n = i2d_X509_REQ(req, &enc);
-    if (n < 0 || (size_t)n != len || memcmp(enc, der, len) != 0) {
+    if (!csr_der_same(i2d_X509_REQ(req, &enc), &enc, der, len)) {
         goto out;
     }
     *out = req;
     req = NULL;
     ret = 1;
 out:
-    if (ret == 0) {
-        ERR_clear_error(); /* the general path decides and reports */
-    } else if (ret < 0) {
-        kl_fail_ssl(KL_EINPUT, "CSR signature does not verify (no proof of possession)");
-    }
     OPENSSL_free(enc);
     ASN1_BIT_STRING_free(sbits);
     X509_ALGOR_free(salg);
     X509_NAME_free(name);
     X509_REQ_free(req);
+    return ret;
+}
+
+/* The fast path. 1: *out is the verified request. 0: not for the fast path (nothing set; the
+ * caller takes the general path). -1: the signature does not verify (error set). */
+static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
+{
+    csr_parts r;
+    EVP_PKEY *pk = NULL;
+    if (!csr_split(der, len, &r)) {
+        return 0;
+    }
+    int ret = csr_pop_verify(&r, &pk);
+    if (ret == 1) {
+        ret = csr_assemble(&r, pk, der, len, out);
+    }
+    if (ret == 0) {
+        ERR_clear_error(); /* the general path decides and reports */
+    } else if (ret < 0) {
+        kl_fail_ssl(KL_EINPUT, "CSR signature does not verify (no proof of possession)");
+    }
     EVP_PKEY_free(pk);
     return ret;
 }
@@ -259,19 +302,12 @@ kl_rc ca_signed_der_verify(const uint8_t *der, size_t len, EVP_PKEY *pub)
 {
     pthread_once(&csr_once, csr_init);
     kl_rc rc = KL_OK;
-    csr_tlv tbs, alg, sig, oid;
+    csr_tlv tbs, alg, sig;
     X509 *x = NULL;
     ENSURE(der && len > 0 && pub, KL_EINTERNAL, "nothing to verify");
     ENSURE(csr_signed(der, len, &tbs, &alg, &sig) && sig.len >= 2 && sig.val[0] == 0, KL_EHSM,
            "signed structure is not DER");
-    const uint8_t *p = alg.val, *end = alg.val + alg.len;
-    const EVP_MD *md = NULL;
-    if (csr_ready && csr_next(&p, end, &oid) && p == end) {
-        md = csr_oid_is(&oid, NID_ecdsa_with_SHA256)   ? csr_mds[0]
-             : csr_oid_is(&oid, NID_ecdsa_with_SHA384) ? csr_mds[1]
-             : csr_oid_is(&oid, NID_ecdsa_with_SHA512) ? csr_mds[2]
-                                                       : NULL;
-    }
+    const EVP_MD *md = csr_ecdsa_md(&alg);
     const EC_KEY *ec =
         md && EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC ? EVP_PKEY_get0_EC_KEY(pub) : NULL;
     if (ec) {
@@ -285,7 +321,7 @@ kl_rc ca_signed_der_verify(const uint8_t *der, size_t len, EVP_PKEY *pub)
         goto out;
     }
     /* RSA and anything else: OpenSSL's general path on the same bytes */
-    p = der;
+    const uint8_t *p = der;
     x = d2i_X509(NULL, &p, (long)len);
     ENSURE_SSL(x && p == der + len, KL_EHSM, "signed certificate does not parse");
     ENSURE_SSL(X509_verify(x, pub) == 1, KL_EHSM, "HSM produced a signature that does not verify");
@@ -296,21 +332,19 @@ out:
 
 /* --- certificates: the same approach for X.509 (client certificates in keyline-estd) --- */
 
-/* 1: *out is the certificate. 0: not for the fast path (v1/v2, unique IDs, non-EC keys, BER,
- * anything that does not re-encode to the input): the caller uses d2i_X509. No signature is
- * checked here: d2i_X509 does not either. */
-static int x509_load_ec(const uint8_t *der, size_t len, X509 **out)
+/* The parts of a v3 Certificate (RFC 5280 4.1) the fast path handles. */
+typedef struct {
+    csr_tlv tbs, sigalg, sig, serial, tsigalg, issuer, nb, na, subj, spki, exts;
+} x509_parts;
+
+/* 1: `r` holds the certificate's parts. 0: not a certificate for the fast path. */
+static int x509_split(const uint8_t *der, size_t len, x509_parts *r)
 {
-    pthread_once(&csr_once, csr_init);
-    if (!csr_ready) {
+    csr_tlv ver, vint, validity;
+    if (!csr_begin(der, len, &r->tbs, &r->sigalg, &r->sig)) {
         return 0;
     }
-    csr_tlv tbs, sigalg, sig, ver, vint, serial, tsigalg, issuer, validity, subj, spki, exts;
-    csr_tlv nb, na;
-    if (!csr_signed(der, len, &tbs, &sigalg, &sig)) {
-        return 0;
-    }
-    const uint8_t *p = tbs.val, *end = tbs.val + tbs.len;
+    const uint8_t *p = r->tbs.val, *end = r->tbs.val + r->tbs.len;
     /* v3 only: [0] EXPLICIT INTEGER 2 */
     if (!csr_next(&p, end, &ver) || ver.tag != 0xa0) {
         return 0;
@@ -320,93 +354,105 @@ static int x509_load_ec(const uint8_t *der, size_t len, X509 **out)
         vint.val[0] != 2 || vp != ver.val + ver.len) {
         return 0;
     }
-    if (!csr_next(&p, end, &serial) || serial.tag != 0x02 || !csr_next(&p, end, &tsigalg) ||
-        tsigalg.tag != 0x30 || !csr_next(&p, end, &issuer) || issuer.tag != 0x30 ||
-        !csr_next(&p, end, &validity) || validity.tag != 0x30 || !csr_next(&p, end, &subj) ||
-        subj.tag != 0x30 || !csr_next(&p, end, &spki) || !csr_next(&p, end, &exts) ||
-        exts.tag != 0xa3 || p != end) {
+    if (!csr_next(&p, end, &r->serial) || r->serial.tag != 0x02 ||
+        !csr_next(&p, end, &r->tsigalg) || r->tsigalg.tag != 0x30 ||
+        !csr_next(&p, end, &r->issuer) || r->issuer.tag != 0x30 || !csr_next(&p, end, &validity) ||
+        validity.tag != 0x30 || !csr_next(&p, end, &r->subj) || r->subj.tag != 0x30 ||
+        !csr_next(&p, end, &r->spki) || !csr_next(&p, end, &r->exts) || r->exts.tag != 0xa3 ||
+        p != end) {
         return 0;
     }
     const uint8_t *tp = validity.val, *tend = validity.val + validity.len;
-    if (!csr_next(&tp, tend, &nb) || !csr_next(&tp, tend, &na) || tp != tend) {
-        return 0;
-    }
-    int ret = 0;
-    EVP_PKEY *pk = NULL;
-    X509 *x = NULL;
+    return csr_next(&tp, tend, &r->nb) && csr_next(&tp, tend, &r->na) && tp == tend;
+}
+
+/* The TBSCertificate's fields but the extensions, decoded from their exact bytes into x. */
+static int x509_set_tbs(X509 *x, const x509_parts *r, EVP_PKEY *pk)
+{
     ASN1_INTEGER *sn = NULL;
-    X509_ALGOR *a1 = NULL, *a2 = NULL;
+    X509_ALGOR *a1 = NULL;
     X509_NAME *in = NULL, *sub = NULL;
     ASN1_TIME *t1 = NULL, *t2 = NULL;
-    ASN1_BIT_STRING *bits = NULL;
-    unsigned char *enc = NULL;
     const unsigned char *q;
-    if (!csr_spki_ec(&spki, &pk)) {
-        goto out;
-    }
-#define X509_D2I(var, fn, t)                                                                       \
-    (q = (t).tlv, (var) = fn(NULL, &q, (long)(t).tlv_len),                                         \
-     (var) != NULL && q == (t).tlv + (t).tlv_len)
-    if (!X509_D2I(sn, d2i_ASN1_INTEGER, serial) || !X509_D2I(a1, d2i_X509_ALGOR, tsigalg) ||
-        !X509_D2I(in, d2i_X509_NAME, issuer) || !X509_D2I(t1, d2i_ASN1_TIME, nb) ||
-        !X509_D2I(t2, d2i_ASN1_TIME, na) || !X509_D2I(sub, d2i_X509_NAME, subj) ||
-        !X509_D2I(a2, d2i_X509_ALGOR, sigalg) || !X509_D2I(bits, d2i_ASN1_BIT_STRING, sig)) {
-        goto out;
-    }
-    x = X509_new();
-    const ASN1_BIT_STRING *psig = NULL;
-    const X509_ALGOR *palg = NULL;
-    if (!x || X509_set_version(x, 2) != 1 || X509_set_serialNumber(x, sn) != 1 ||
-        X509_ALGOR_copy((X509_ALGOR *)X509_get0_tbs_sigalg(x), a1) != 1 ||
-        X509_set_issuer_name(x, in) != 1 || X509_set1_notBefore(x, t1) != 1 ||
-        X509_set1_notAfter(x, t2) != 1 || X509_set_subject_name(x, sub) != 1 ||
-        X509_set_pubkey(x, pk) != 1) {
-        goto out;
-    }
-    /* extensions: [3] EXPLICIT SEQUENCE OF Extension */
-    csr_tlv list;
-    const uint8_t *ep = exts.val;
-    if (!csr_next(&ep, exts.val + exts.len, &list) || list.tag != 0x30 ||
-        ep != exts.val + exts.len) {
-        goto out;
-    }
-    for (ep = list.val; ep < list.val + list.len;) {
-        csr_tlv e;
-        X509_EXTENSION *xe = NULL;
-        if (!csr_next(&ep, list.val + list.len, &e) || !X509_D2I(xe, d2i_X509_EXTENSION, e) ||
-            X509_add_ext(x, xe, -1) != 1) {
-            X509_EXTENSION_free(xe);
-            goto out;
-        }
-        X509_EXTENSION_free(xe);
-    }
-#undef X509_D2I
-    /* the outer signature algorithm and value: the object's own fields, set in place */
-    X509_get0_signature(&psig, &palg, x);
-    if (X509_ALGOR_copy((X509_ALGOR *)palg, a2) != 1 ||
-        ASN1_STRING_copy((ASN1_BIT_STRING *)psig, bits) != 1) {
-        goto out;
-    }
-    int n = i2d_X509(x, &enc);
-    if (n < 0 || (size_t)n != len || memcmp(enc, der, len) != 0) {
-        goto out;
-    }
-    *out = x;
-    x = NULL;
-    ret = 1;
-out:
-    if (!ret) {
-        ERR_clear_error();
-    }
-    OPENSSL_free(enc);
-    ASN1_BIT_STRING_free(bits);
+    int ok = CSR_D2I(sn, d2i_ASN1_INTEGER, r->serial) && CSR_D2I(a1, d2i_X509_ALGOR, r->tsigalg) &&
+             CSR_D2I(in, d2i_X509_NAME, r->issuer) && CSR_D2I(t1, d2i_ASN1_TIME, r->nb) &&
+             CSR_D2I(t2, d2i_ASN1_TIME, r->na) && CSR_D2I(sub, d2i_X509_NAME, r->subj) &&
+             X509_set_version(x, 2) == 1 && X509_set_serialNumber(x, sn) == 1 &&
+             X509_ALGOR_copy((X509_ALGOR *)X509_get0_tbs_sigalg(x), a1) == 1 &&
+             X509_set_issuer_name(x, in) == 1 && X509_set1_notBefore(x, t1) == 1 &&
+             X509_set1_notAfter(x, t2) == 1 && X509_set_subject_name(x, sub) == 1 &&
+             X509_set_pubkey(x, pk) == 1;
     ASN1_TIME_free(t1);
     ASN1_TIME_free(t2);
     X509_NAME_free(in);
     X509_NAME_free(sub);
     X509_ALGOR_free(a1);
-    X509_ALGOR_free(a2);
     ASN1_INTEGER_free(sn);
+    return ok;
+}
+
+/* extensions: [3] EXPLICIT SEQUENCE OF Extension, each added to x */
+static int x509_add_exts(X509 *x, const csr_tlv *exts)
+{
+    csr_tlv list;
+    const unsigned char *q;
+    const uint8_t *ep = exts->val;
+    if (!csr_next(&ep, exts->val + exts->len, &list) || list.tag != 0x30 ||
+        ep != exts->val + exts->len) {
+        return 0;
+    }
+    for (ep = list.val; ep < list.val + list.len;) {
+        csr_tlv e;
+        X509_EXTENSION *xe = NULL;
+        int ok = csr_next(&ep, list.val + list.len, &e) && CSR_D2I(xe, d2i_X509_EXTENSION, e) &&
+                 X509_add_ext(x, xe, -1) == 1;
+        X509_EXTENSION_free(xe);
+        if (!ok) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* the outer signature algorithm and value: the object's own fields, set in place */
+static int x509_set_sig(X509 *x, const x509_parts *r)
+{
+    X509_ALGOR *a2 = NULL;
+    ASN1_BIT_STRING *bits = NULL;
+    const ASN1_BIT_STRING *psig = NULL;
+    const X509_ALGOR *palg = NULL;
+    const unsigned char *q;
+    X509_get0_signature(&psig, &palg, x);
+    int ok = CSR_D2I(a2, d2i_X509_ALGOR, r->sigalg) && CSR_D2I(bits, d2i_ASN1_BIT_STRING, r->sig) &&
+             X509_ALGOR_copy((X509_ALGOR *)palg, a2) == 1 &&
+             ASN1_STRING_copy((ASN1_BIT_STRING *)psig, bits) == 1;
+    ASN1_BIT_STRING_free(bits);
+    X509_ALGOR_free(a2);
+    return ok;
+}
+
+/* 1: *out is the certificate. 0: not for the fast path (v1/v2, unique IDs, non-EC keys, BER,
+ * anything that does not re-encode to the input): the caller uses d2i_X509. No signature is
+ * checked here: d2i_X509 does not either. */
+static int x509_load_ec(const uint8_t *der, size_t len, X509 **out)
+{
+    x509_parts r;
+    EVP_PKEY *pk = NULL;
+    X509 *x = NULL;
+    unsigned char *enc = NULL;
+    if (!x509_split(der, len, &r)) {
+        return 0;
+    }
+    int ret = csr_spki_ec(&r.spki, &pk) && (x = X509_new()) != NULL && x509_set_tbs(x, &r, pk) &&
+              x509_add_exts(x, &r.exts) && x509_set_sig(x, &r) &&
+              csr_der_same(i2d_X509(x, &enc), &enc, der, len);
+    if (ret) {
+        *out = x;
+        x = NULL;
+    } else {
+        ERR_clear_error();
+    }
+    OPENSSL_free(enc);
     X509_free(x);
     EVP_PKEY_free(pk);
     return ret;
