@@ -1099,84 +1099,121 @@ static kl_rc raw_keygen_mix_check(hsm_ctx *h, hsm_key_type type)
                                  h->token_label);
 }
 
-kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKEY **pub_out)
+/* The templates of a key pair being generated. Attribute values point into this struct, into
+ * the static tables below, or at the caller's label. */
+typedef struct {
+    CK_MECHANISM mech;
+    CK_ATTRIBUTE pubt[12], privt[14];
+    CK_ULONG npub, npriv;
+    CK_ULONG bits;
+    CK_BYTE exp65537[3];
+    CK_BYTE id[20];
+} keygen_tpl;
+
+typedef struct {
+    CK_ATTRIBUTE_TYPE type;
+    CK_BBOOL value;
+} keygen_flag;
+
+/* The public half verifies and nothing else, and neither half can be changed later (a
+ * modifiable private key could be made extractable or given decrypt by a PIN holder). */
+static const keygen_flag keygen_pub_flags[] = {
+    {CKA_TOKEN, CK_TRUE},    {CKA_PRIVATE, CK_FALSE}, {CKA_VERIFY, CK_TRUE},
+    {CKA_ENCRYPT, CK_FALSE}, {CKA_WRAP, CK_FALSE},    {CKA_MODIFIABLE, CK_FALSE},
+};
+
+/* A CA key signs and does nothing else. */
+static const keygen_flag keygen_priv_flags[] = {
+    {CKA_TOKEN, CK_TRUE},        {CKA_PRIVATE, CK_TRUE}, {CKA_SENSITIVE, CK_TRUE},
+    {CKA_EXTRACTABLE, CK_FALSE}, {CKA_SIGN, CK_TRUE},    {CKA_DECRYPT, CK_FALSE},
+    {CKA_UNWRAP, CK_FALSE},      {CKA_DERIVE, CK_FALSE}, {CKA_MODIFIABLE, CK_FALSE},
+};
+
+static kl_rc keygen_add(CK_ATTRIBUTE *t, CK_ULONG *n, size_t cap, CK_ATTRIBUTE_TYPE type,
+                        const void *ptr, size_t len)
+{
+    if (*n >= cap) {
+        return kl_fail(KL_EINTERNAL, "key template too long");
+    }
+    t[*n].type = type;
+    t[*n].pValue = (void *)ptr;
+    t[*n].ulValueLen = (CK_ULONG)len;
+    (*n)++;
+    return KL_OK;
+}
+
+#define KEYGEN_PUB(k, type, ptr, len)                                                              \
+    keygen_add((k)->pubt, &(k)->npub, sizeof(k)->pubt / sizeof((k)->pubt[0]), type, ptr, len)
+
+/* The attributes of one half: its flags, then the label and the id both halves share. */
+static kl_rc keygen_half(CK_ATTRIBUTE *t, CK_ULONG *n, size_t cap, const keygen_flag *flags,
+                         size_t nflags, const char *label, const CK_BYTE *id, size_t idlen)
 {
     kl_rc rc = KL_OK;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_BYTE id[20];
-    CK_ULONG bits = 3072;
-    CK_BYTE exp65537[] = {0x01, 0x00, 0x01};
-    CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
-    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
-    CK_ULONG count = 0;
-    CK_ULONG npub = 0, npriv = 0;
-    CK_ATTRIBUTE pubt[12], privt[14];
-    CK_RV rv;
-    int locked = 0;
-
-    if (pub_out != NULL) {
-        *pub_out = NULL;
+    for (size_t i = 0; i < nflags; i++) {
+        TRY(keygen_add(t, n, cap, flags[i].type, &flags[i].value, sizeof flags[i].value));
     }
-    ENSURE(h != NULL, KL_EUSAGE, "hsm_key_generate: no context");
-    ENSURE(label != NULL && *label != '\0', KL_EUSAGE, "no key label given");
-    ENSURE(strlen(label) <= 128, KL_EUSAGE, "key label longer than 128 bytes");
-    ENSURE((unsigned)type < HSM_KEY__COUNT, KL_EUSAGE, "unknown key type %d", (int)type);
-    ENSURE(h->logged_in, KL_EUSAGE, "key generation needs a login (open the token with a PIN)");
-    ENSURE_SSL(RAND_bytes(id, sizeof id) == 1, KL_EINTERNAL, "RAND_bytes failed");
+    TRY(keygen_add(t, n, cap, CKA_LABEL, label, strlen(label)));
+    TRY(keygen_add(t, n, cap, CKA_ID, id, idlen));
+out:
+    return rc;
+}
 
-#define ADD(t, n, type_, ptr, len)                                                                 \
-    do {                                                                                           \
-        ENSURE((n) < sizeof(t) / sizeof((t)[0]), KL_EINTERNAL, "key template too long");           \
-        (t)[n].type = (type_);                                                                     \
-        (t)[n].pValue = (void *)(ptr);                                                             \
-        (t)[n].ulValueLen = (CK_ULONG)(len);                                                       \
-        (n)++;                                                                                     \
-    } while (0)
-    ADD(pubt, npub, CKA_TOKEN, &yes, sizeof yes);
-    ADD(pubt, npub, CKA_PRIVATE, &no, sizeof no);
-    ADD(pubt, npub, CKA_VERIFY, &yes, sizeof yes);
-    /* The public half verifies and nothing else, and neither half can be changed later (a
-     * modifiable private key could be made extractable or given decrypt by a PIN holder). */
-    ADD(pubt, npub, CKA_ENCRYPT, &no, sizeof no);
-    ADD(pubt, npub, CKA_WRAP, &no, sizeof no);
-    ADD(pubt, npub, CKA_MODIFIABLE, &no, sizeof no);
-    ADD(pubt, npub, CKA_LABEL, label, strlen(label));
-    ADD(pubt, npub, CKA_ID, id, sizeof id);
-    ADD(privt, npriv, CKA_TOKEN, &yes, sizeof yes);
-    ADD(privt, npriv, CKA_PRIVATE, &yes, sizeof yes);
-    ADD(privt, npriv, CKA_SENSITIVE, &yes, sizeof yes);
-    ADD(privt, npriv, CKA_EXTRACTABLE, &no, sizeof no);
-    ADD(privt, npriv, CKA_SIGN, &yes, sizeof yes);
-    /* A CA key signs and does nothing else. */
-    ADD(privt, npriv, CKA_DECRYPT, &no, sizeof no);
-    ADD(privt, npriv, CKA_UNWRAP, &no, sizeof no);
-    ADD(privt, npriv, CKA_DERIVE, &no, sizeof no);
-    ADD(privt, npriv, CKA_MODIFIABLE, &no, sizeof no);
-    ADD(privt, npriv, CKA_LABEL, label, strlen(label));
-    ADD(privt, npriv, CKA_ID, id, sizeof id);
+/* The mechanism and the public attributes that depend on the key type. */
+static kl_rc keygen_type_attrs(keygen_tpl *k, hsm_key_type type)
+{
+    kl_rc rc = KL_OK;
     switch (type) {
     case HSM_KEY_ED25519:
         /* PKCS#11 3.0 2.3.10: CKA_EC_PARAMS names the curve (SoftHSM 2.6.1 takes the OID) */
-        mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
-        ADD(pubt, npub, CKA_EC_PARAMS, oid_ed25519, sizeof oid_ed25519);
+        k->mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
+        TRY(KEYGEN_PUB(k, CKA_EC_PARAMS, oid_ed25519, sizeof oid_ed25519));
         break;
-    case HSM_KEY_EC_P256: ADD(pubt, npub, CKA_EC_PARAMS, oid_p256, sizeof oid_p256); break;
-    case HSM_KEY_EC_P384: ADD(pubt, npub, CKA_EC_PARAMS, oid_p384, sizeof oid_p384); break;
+    case HSM_KEY_EC_P256: TRY(KEYGEN_PUB(k, CKA_EC_PARAMS, oid_p256, sizeof oid_p256)); break;
+    case HSM_KEY_EC_P384: TRY(KEYGEN_PUB(k, CKA_EC_PARAMS, oid_p384, sizeof oid_p384)); break;
     case HSM_KEY_RSA_2048:
     case HSM_KEY_RSA_4096:
     case HSM_KEY_RSA_3072:
-        bits = type == HSM_KEY_RSA_2048 ? 2048 : type == HSM_KEY_RSA_4096 ? 4096 : 3072;
-        mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
-        ADD(pubt, npub, CKA_MODULUS_BITS, &bits, sizeof bits);
-        ADD(pubt, npub, CKA_PUBLIC_EXPONENT, exp65537, sizeof exp65537);
+        k->bits = type == HSM_KEY_RSA_2048 ? 2048 : type == HSM_KEY_RSA_4096 ? 4096 : 3072;
+        k->mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+        TRY(KEYGEN_PUB(k, CKA_MODULUS_BITS, &k->bits, sizeof k->bits));
+        TRY(KEYGEN_PUB(k, CKA_PUBLIC_EXPONENT, k->exp65537, sizeof k->exp65537));
         break;
     default: break;
     }
-#undef ADD
+out:
+    return rc;
+}
 
-    pthread_mutex_lock(&g_keygen_mu);
-    pthread_mutex_lock(&h->mu);
-    locked = 1;
+/* Both templates for a key pair of `type` labelled `label`, under a fresh random CKA_ID. */
+static kl_rc keygen_tpl_build(keygen_tpl *k, const char *label, hsm_key_type type)
+{
+    kl_rc rc = KL_OK;
+    static const CK_BYTE exp65537[] = {0x01, 0x00, 0x01};
+    memset(k, 0, sizeof *k);
+    k->mech.mechanism = CKM_EC_KEY_PAIR_GEN;
+    k->bits = 3072;
+    memcpy(k->exp65537, exp65537, sizeof exp65537);
+    ENSURE_SSL(RAND_bytes(k->id, sizeof k->id) == 1, KL_EINTERNAL, "RAND_bytes failed");
+    TRY(keygen_half(k->pubt, &k->npub, sizeof k->pubt / sizeof k->pubt[0], keygen_pub_flags,
+                    sizeof keygen_pub_flags / sizeof keygen_pub_flags[0], label, k->id,
+                    sizeof k->id));
+    TRY(keygen_half(k->privt, &k->npriv, sizeof k->privt / sizeof k->privt[0], keygen_priv_flags,
+                    sizeof keygen_priv_flags / sizeof keygen_priv_flags[0], label, k->id,
+                    sizeof k->id));
+    TRY(keygen_type_attrs(k, type));
+out:
+    return rc;
+}
+
+/* The generation itself (h->mu and g_keygen_mu held): no key of that label yet, the token's
+ * key types kept apart, then C_GenerateKeyPair. */
+static kl_rc keygen_locked(hsm_ctx *h, const char *label, hsm_key_type type, keygen_tpl *k,
+                           EVP_PKEY **pub_out)
+{
+    kl_rc rc = KL_OK;
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+    CK_ULONG count = 0;
     /* Key objects only: a certificate may well carry its key's label. */
     TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, NULL, &count));
     if (count == 0) {
@@ -1185,7 +1222,8 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
     ENSURE(count == 0, KL_EEXIST, "a key labelled '%s' already exists on token '%s'", label,
            h->token_label);
     TRY(raw_keygen_mix_check(h, type));
-    rv = h->mod->fl->C_GenerateKeyPair(h->sess, &mech, pubt, npub, privt, npriv, &pub, &priv);
+    CK_RV rv = h->mod->fl->C_GenerateKeyPair(h->sess, &k->mech, k->pubt, k->npub, k->privt,
+                                             k->npriv, &pub, &priv);
     if (rv != CKR_OK) {
         rc = fail_ckr(rv, "C_GenerateKeyPair");
         kl_wrap(rc, "generating %s key '%s' on token '%s'", hsm_key_type_name(type), label,
@@ -1196,10 +1234,30 @@ kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKE
         TRY(raw_pubkey(h, pub, pub_out));
     }
 out:
-    if (locked) {
-        pthread_mutex_unlock(&h->mu);
-        pthread_mutex_unlock(&g_keygen_mu);
+    return rc;
+}
+
+kl_rc hsm_key_generate(hsm_ctx *h, const char *label, hsm_key_type type, EVP_PKEY **pub_out)
+{
+    kl_rc rc = KL_OK;
+    keygen_tpl k;
+
+    if (pub_out != NULL) {
+        *pub_out = NULL;
     }
+    ENSURE(h != NULL, KL_EUSAGE, "hsm_key_generate: no context");
+    ENSURE(label != NULL && *label != '\0', KL_EUSAGE, "no key label given");
+    ENSURE(strlen(label) <= 128, KL_EUSAGE, "key label longer than 128 bytes");
+    ENSURE((unsigned)type < HSM_KEY__COUNT, KL_EUSAGE, "unknown key type %d", (int)type);
+    ENSURE(h->logged_in, KL_EUSAGE, "key generation needs a login (open the token with a PIN)");
+    TRY(keygen_tpl_build(&k, label, type));
+
+    pthread_mutex_lock(&g_keygen_mu);
+    pthread_mutex_lock(&h->mu);
+    rc = keygen_locked(h, label, type, &k, pub_out);
+    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_unlock(&g_keygen_mu);
+out:
     return rc;
 }
 
