@@ -29,22 +29,18 @@ int st_mode_from_name(const char *s)
     return -1;
 }
 
-kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
+/* keyline-cad issues for the profile ([station] profile, default "station", which keyline-cad
+ * derives from [station] issuer/template); [station] issuer is then the CA the station expects
+ * that profile to issue under. Then the key's mode. */
+static kl_rc st_config_ca(st_config *cfg, const kl_conf *conf, const char *file)
 {
     kl_rc rc = KL_OK;
-    const char *v;
-    memset(cfg, 0, sizeof *cfg);
-    const char *file = kl_conf_file(conf) ? kl_conf_file(conf) : "config";
-
-    /* keyline-cad issues for the profile ([station] profile, default "station", which
-     * keyline-cad derives from [station] issuer/template); [station] issuer is then the CA
-     * the station expects that profile to issue under */
     const char *prof = kl_conf_get(conf, "station", "profile");
     ENSURE(!prof || (*prof && strlen(prof) < sizeof cfg->profile), KL_EUSAGE,
            "%s: [station] profile is empty or longer than %zu bytes", file,
            sizeof cfg->profile - 1);
     snprintf(cfg->profile, sizeof cfg->profile, "%s", prof ? prof : "station");
-    v = kl_conf_get(conf, "station", "issuer");
+    const char *v = kl_conf_get(conf, "station", "issuer");
     ENSURE((v && *v) || prof, KL_EUSAGE,
            "%s: [station] issuer is not set (the factory CA label; or name a keyline-cad "
            "profile with [station] profile)",
@@ -61,7 +57,14 @@ kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
     int m = st_mode_from_name(v);
     ENSURE(m >= 0, KL_EUSAGE, "%s: [station] mode must be csr or inject, not '%s'", file, v);
     cfg->mode = (st_mode)m;
+out:
+    return rc;
+}
 
+/* The serial line: speed, timeouts, retries, and how long a pending certificate may wait. */
+static kl_rc st_config_line(st_config *cfg, const kl_conf *conf, const char *file)
+{
+    kl_rc rc = KL_OK;
     TRY(kl_conf_get_long(conf, "station", "baud", 115200, 1200, 4000000, &cfg->baud));
     ENSURE(st_baud_ok(cfg->baud), KL_EUSAGE, "%s: [station] baud %ld is not a supported rate", file,
            cfg->baud);
@@ -74,8 +77,14 @@ kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
     TRY(kl_conf_get_long(conf, "station", "retries", 3, 0, 100, &cfg->retries));
     TRY(kl_conf_get_long(conf, "station", "pending-window", 3600, 1, 365L * 86400,
                          &cfg->pending_window));
+out:
+    return rc;
+}
 
-    v = kl_conf_get(conf, "station", "est-url");
+static kl_rc st_config_est_url(st_config *cfg, const kl_conf *conf, const char *file)
+{
+    kl_rc rc = KL_OK;
+    const char *v = kl_conf_get(conf, "station", "est-url");
     if (v && *v) {
         ENSURE(strlen(v) <= KL_PROTO_URL_MAX, KL_EUSAGE,
                "%s: [station] est-url longer than %u bytes", file, KL_PROTO_URL_MAX);
@@ -85,8 +94,13 @@ kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
         }
         snprintf(cfg->est_url, sizeof cfg->est_url, "%s", v);
     }
-    TRY(st_firmware_keys_load(cfg, conf));
-    cfg->results = kl_conf_path(conf, "station", "results");
+out:
+    return rc;
+}
+
+static kl_rc st_config_cad(st_config *cfg, const kl_conf *conf)
+{
+    kl_rc rc = KL_OK;
     /* one configuration serves both: keyline-cad listens on [cad] socket */
     cfg->cad = kl_conf_path(conf, "station", "cad");
     if (!cfg->cad) {
@@ -97,7 +111,15 @@ kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
     }
     ENSURE(cfg->cad, KL_EINTERNAL, "out of memory");
     TRY(kl_conf_get_long(conf, "station", "cad-timeout", 30, 1, 600, &cfg->cad_timeout));
-    v = kl_conf_get(conf, "station", "id");
+out:
+    return rc;
+}
+
+/* The station's name in the records, and its dashboard. */
+static kl_rc st_config_id(st_config *cfg, const kl_conf *conf, const char *file)
+{
+    kl_rc rc = KL_OK;
+    const char *v = kl_conf_get(conf, "station", "id");
     if (v) {
         ENSURE(*v && strlen(v) < sizeof cfg->station_id &&
                    strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
@@ -111,6 +133,22 @@ kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
         ENSURE(cfg->dashboard, KL_EINTERNAL, "out of memory");
     }
     cfg->dashboard_users = kl_conf_path(conf, "station", "dashboard-users");
+out:
+    return rc;
+}
+
+kl_rc st_config_load(st_config *cfg, const kl_conf *conf)
+{
+    kl_rc rc = KL_OK;
+    memset(cfg, 0, sizeof *cfg);
+    const char *file = kl_conf_file(conf) ? kl_conf_file(conf) : "config";
+    TRY(st_config_ca(cfg, conf, file));
+    TRY(st_config_line(cfg, conf, file));
+    TRY(st_config_est_url(cfg, conf, file));
+    TRY(st_firmware_keys_load(cfg, conf));
+    cfg->results = kl_conf_path(conf, "station", "results");
+    TRY(st_config_cad(cfg, conf));
+    TRY(st_config_id(cfg, conf, file));
 out:
     return rc;
 }
