@@ -120,6 +120,29 @@ static void run_runner_note(const char *actor, char *out, size_t cap)
              actor);
 }
 
+/* The pid and host of a runner note (run_runner_note's form); 0 when it is not one. */
+static int run_note_parse(const char *note, long *pid, char *host, size_t cap)
+{
+    static const char pre[] = "running: pid ", mid[] = " on host ";
+    if (strncmp(note, pre, sizeof pre - 1) != 0) {
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    *pid = strtol(note + sizeof pre - 1, &end, 10);
+    if (errno || *pid <= 0 || strncmp(end, mid, sizeof mid - 1) != 0) {
+        return 0;
+    }
+    const char *h = end + sizeof mid - 1;
+    size_t n = strcspn(h, " ");
+    if (n == 0 || n >= cap) {
+        return 0;
+    }
+    memcpy(host, h, n);
+    host[n] = 0;
+    return 1;
+}
+
 /* A ceremony left running: when its note names a process of this host that is gone, the run
  * died (killed, power lost) before it recorded its end: back to proposed (audited
  * ceremony-interrupted) and *rec read again, so this run counts the approvals anew. A run
@@ -130,7 +153,7 @@ static kl_rc run_recover(ca_ctx *ca, ceremony_rec *rec, const char *actor)
     long pid = 0;
     char host[256] = "", mine[256] = "", detail[700];
     const char *note = rec->note ? rec->note : "";
-    int parsed = sscanf(note, "running: pid %ld on host %255s", &pid, host) == 2 && pid > 0;
+    int parsed = run_note_parse(note, &pid, host, sizeof host);
     if (gethostname(mine, sizeof mine) != 0) {
         mine[0] = 0;
     }

@@ -144,7 +144,8 @@ static kl_rc est_config_tls(const kl_conf *conf, est_config *c)
 
     const char *cb = kl_conf_get_default(conf, "est", "channel-binding", "off");
     size_t i = 0;
-    while (i < sizeof est_cb_names / sizeof est_cb_names[0] && strcmp(cb, est_cb_names[i].name)) {
+    while (i < sizeof est_cb_names / sizeof est_cb_names[0] &&
+           strcmp(cb, est_cb_names[i].name) != 0) {
         i++;
     }
     ENSURE(i < sizeof est_cb_names / sizeof est_cb_names[0], KL_EUSAGE,
