@@ -97,7 +97,7 @@ static X509 *ca_subject_parsed(ca_ctx *ca, const uint8_t *der, size_t len)
     if (x || !(x = ca_der_to_x509(der, len))) {
         return x;
     }
-    uint8_t *copy = malloc(len);
+    uint8_t *copy = malloc(len ? len : 1);
     pthread_mutex_lock(&ca->subj_mu);
     if (ca->nsubj == CA_PARSED_MAX) {
         ca_subject_cache_clear(ca); /* stale ones among them: start again */

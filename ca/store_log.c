@@ -66,6 +66,8 @@ out:
 
 kl_rc st_audit_run_begin(store_conn *c, st_audit_run *r)
 {
+    r->seq = 0;
+    r->hash[0] = 0;
     kl_rc rc = head_read(c, &r->seq, r->hash);
     if (rc == KL_EPOLICY) {
         rc = kl_fail(KL_EIO, "%s", kl_errmsg());

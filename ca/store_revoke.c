@@ -225,7 +225,9 @@ static kl_rc rv_batch(store_conn *c, rv_arg *a)
     rv_row *v = NULL;
     size_t n = 0;
     TRY(rv_batch_rows(c, a, &v, &n));
-    qsort(v, n, sizeof *v, rv_row_cmp);
+    if (n > 1) {
+        qsort(v, n, sizeof *v, rv_row_cmp);
+    }
     for (size_t i = 0; i < n; i++) {
         TRY(rv_done(c, a, v[i].serial, a->req->issuer));
     }
