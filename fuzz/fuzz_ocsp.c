@@ -23,7 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const unsigned char *q = der;
         OCSP_REQUEST *again = dl > 0 ? d2i_OCSP_REQUEST(NULL, &q, dl) : NULL;
         uint8_t k2[CAD_OCSP_REQUEST_KEY_MAX];
-        if (!again || cad_ocsp_request_key(again, k2) != n || memcmp(key, k2, n) != 0) {
+        /* (OpenSSL parses some requests whose re-encoding it does not parse back: a
+         * hashAlgorithm with parameters of an invalid tag; nothing to compare then) */
+        if (again && (cad_ocsp_request_key(again, k2) != n || memcmp(key, k2, n) != 0)) {
             abort();
         }
         OCSP_REQUEST_free(again);
