@@ -248,8 +248,14 @@ typedef struct {
     const char *name; /* store_crl_commit only: the row's name when not `issuer`, "L/K" for
                        * partition K of CA L (its number is still taken from L's) */
 } store_crl;
-/* largest CRL the store keeps, in bytes: some 5 million entries (about 50 bytes each) */
-#define STORE_CRL_MAX ((size_t)256 * 1024 * 1024)
+/* Largest CRL the store keeps, in bytes: some 40 million entries (about 50 bytes each). Not
+ * a limit of the rows (a CRL above STORE_CRL_CHUNK is stored in chunks of that size, in the
+ * transaction of its row) but of memory: the CRL is signed, stored and read back whole. */
+#define STORE_CRL_MAX ((size_t)2048 * 1024 * 1024)
+#define STORE_CRL_CHUNK ((size_t)16 * 1024 * 1024)
+/* The chunk size of the CRLs written after it (0: STORE_CRL_CHUNK), for every handle of the
+ * process: for tests, which store CRLs of many chunks without writing hundreds of MiB. */
+void store_crl_chunk_set(size_t bytes);
 /* A CRL's number is taken with the CRL, so a CRL that fails before it is recorded uses none
  * (store_revoke.c): store_crl_number_peek gives the number the next CRL of `issuer` would get
  * (last taken + 1); store_crl_commit records the signed CRL `crl` (issuer, number, this/next

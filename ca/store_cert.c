@@ -49,17 +49,23 @@ static const store_q q_crl_next = {"INSERT INTO crl_numbers (issuer, last) VALUE
                                    " ON CONFLICT (issuer) DO UPDATE SET"
                                    " last = crl_numbers.last + 1 RETURNING last",
                                    NULL};
-/* only a higher number replaces the row (see crl_put_tx) */
-static const store_q q_crl_put = {
-    "INSERT INTO crls (issuer, number, this_update, next_update, der, created)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (issuer) DO UPDATE SET"
-    " number = excluded.number, this_update = excluded.this_update,"
-    " next_update = excluded.next_update, der = excluded.der,"
-    " created = excluded.created WHERE excluded.number > crls.number",
-    NULL};
+/* only a higher number replaces the row (see crl_put_tx); a chunked CRL's row has an empty der */
+#define CRL_UPSERT(DER)                                                                            \
+    "INSERT INTO crls (issuer, number, this_update, next_update, der, created)"                    \
+    " VALUES (?1, ?2, ?3, ?4, " DER ", ?5) ON CONFLICT (issuer) DO UPDATE SET"                     \
+    " number = excluded.number, this_update = excluded.this_update,"                               \
+    " next_update = excluded.next_update, der = excluded.der,"                                     \
+    " created = excluded.created WHERE excluded.number > crls.number"
+static const store_q q_crl_put = {CRL_UPSERT("?6"), NULL};
+static const store_q q_crl_put_chunked = {CRL_UPSERT("X''"), CRL_UPSERT("''::bytea")};
 static const store_q q_crl_get = {"SELECT issuer, number, this_update, next_update, der, created"
                                   " FROM crls WHERE issuer = ?1",
                                   NULL};
+static const store_q q_chunk_del = {"DELETE FROM crl_chunks WHERE issuer = ?1", NULL};
+static const store_q q_chunk_put = {
+    "INSERT INTO crl_chunks (issuer, number, seq, data) VALUES (?1, ?2, ?3, ?4)", NULL};
+static const store_q q_chunk_get = {
+    "SELECT number, data FROM crl_chunks WHERE issuer = ?1 ORDER BY seq", NULL};
 static const store_q q_rq_approve = {
     "UPDATE requests SET status = 'approved', cert_serial = ?2, decided = ?3"
     " WHERE id = ?1 AND status = 'pending'",
@@ -501,27 +507,78 @@ typedef struct {
     const char *actor, *detail;
 } crl_put_arg;
 
-static kl_rc crl_put_tx(store_conn *c, void *arg)
+/* CRLs above this many bytes go to crl_chunks (store_crl_chunk_set: tests set it small) */
+static size_t g_crl_chunk = STORE_CRL_CHUNK;
+
+void store_crl_chunk_set(size_t bytes)
 {
-    const crl_put_arg *a = arg;
+    g_crl_chunk = bytes ? bytes : STORE_CRL_CHUNK;
+}
+
+/* The chunks of a CRL just recorded under `name`, in order. */
+static kl_rc crl_chunks_put_tx(store_conn *c, const char *name, const store_crl *crl)
+{
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
+    for (size_t off = 0, seq = 0; off < crl->der_len; off += g_crl_chunk, seq++) {
+        size_t n = crl->der_len - off < g_crl_chunk ? crl->der_len - off : g_crl_chunk;
+        TRY(sc_stmt(c, &q_chunk_put, &st));
+        TRY(sc_text(st, 1, name));
+        TRY(sc_int(st, 2, crl->number));
+        TRY(sc_int(st, 3, (int64_t)seq));
+        TRY(sc_blob(st, 4, crl->der + off, n));
+        TRY(sc_run(st, "record a CRL chunk"));
+    }
+out:
+    sc_done(st);
+    return rc;
+}
+
+kl_rc st_crl_row_tx(store_conn *c, const char *name, const store_crl *crl)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int chunked = crl->der_len > g_crl_chunk;
 
     /* The upsert replaces the row only for a higher number, decided inside the write
      * transaction: of two CRLs signed concurrently, the older one committed last does not
-     * overwrite the newer one. */
-    TRY(sc_stmt(c, &q_crl_put, &st));
-    TRY(sc_text(st, 1, a->issuer));
-    TRY(sc_int(st, 2, a->number));
-    TRY(sc_int(st, 3, (int64_t)a->this_update));
-    TRY(sc_int(st, 4, (int64_t)a->next_update));
-    TRY(sc_blob(st, 5, a->der, a->len));
-    TRY(sc_int(st, 6, (int64_t)time(NULL)));
+     * overwrite the newer one (nor its chunks). */
+    TRY(sc_stmt(c, chunked ? &q_crl_put_chunked : &q_crl_put, &st));
+    TRY(sc_text(st, 1, name));
+    TRY(sc_int(st, 2, crl->number));
+    TRY(sc_int(st, 3, (int64_t)crl->this_update));
+    TRY(sc_int(st, 4, (int64_t)crl->next_update));
+    TRY(sc_int(st, 5, (int64_t)time(NULL)));
+    if (!chunked) {
+        TRY(sc_blob(st, 6, crl->der, crl->der_len));
+    }
     TRY(sc_run(st, "record CRL"));
+    if (sc_changes(st) == 1) {
+        TRY(sc_stmt(c, &q_chunk_del, &st));
+        TRY(sc_text(st, 1, name));
+        TRY(sc_run(st, "drop the chunks of the previous CRL"));
+        if (chunked) {
+            TRY(crl_chunks_put_tx(c, name, crl));
+        }
+    }
+out:
+    sc_done(st);
+    return rc;
+}
+
+static kl_rc crl_put_tx(store_conn *c, void *arg)
+{
+    const crl_put_arg *a = arg;
+    kl_rc rc = KL_OK;
+    store_crl crl = {.number = a->number,
+                     .this_update = a->this_update,
+                     .next_update = a->next_update,
+                     .der = (uint8_t *)a->der,
+                     .der_len = a->len};
+    TRY(st_crl_row_tx(c, a->issuer, &crl));
     /* kept or replaced, this CRL was signed: audit it either way */
     TRY(st_audit_append_tx(c, a->actor, "crl", a->detail));
 out:
-    sc_done(st);
     return rc;
 }
 
@@ -550,12 +607,61 @@ static int row_crl(db_stmt *st, void *out)
     return bad;
 }
 
+/* A chunked CRL (empty der in its row): the row and its chunks read in one snapshot. */
+static kl_rc crl_chunks_get_tx(store_conn *c, void *arg)
+{
+    store_crl *out = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    const char *issuer = out->issuer;
+    store_crl got = {0};
+    TRY(sc_stmt(c, &q_crl_get, &st));
+    TRY(sc_text(st, 1, issuer));
+    TRY(sc_step(st, &row, "read CRL"));
+    ENSURE(row, KL_ENOTFOUND, "no CRL published for '%s'", issuer);
+    ENSURE(row_crl(st, &got) == 0, KL_EINTERNAL, "out of memory reading a CRL");
+    TRY(sc_stmt(c, &q_chunk_get, &st));
+    TRY(sc_text(st, 1, issuer));
+    /* replaced by a small CRL since the first read: its row holds it */
+    for (row = !got.der_len; row;) {
+        size_t n = 0;
+        TRY(sc_step(st, &row, "read a CRL chunk"));
+        if (!row) {
+            break;
+        }
+        const uint8_t *p = col_blob(st, 1, &n);
+        ENSURE(col_int(st, 0) == got.number && n && got.der_len + n <= STORE_CRL_MAX, KL_EINTERNAL,
+               "CRL of '%s': a chunk does not belong to CRL %lld", issuer, (long long)got.number);
+        uint8_t *grown = realloc(got.der, got.der_len + n);
+        ENSURE(grown, KL_EINTERNAL, "out of memory reading a CRL of %zu bytes", got.der_len + n);
+        memcpy(grown + got.der_len, p, n);
+        got.der = grown;
+        got.der_len += n;
+    }
+    ENSURE(got.der_len, KL_EINTERNAL, "CRL %lld of '%s' has no data", (long long)got.number,
+           issuer);
+    store_crl_free(out);
+    *out = got;
+    memset(&got, 0, sizeof got);
+out:
+    sc_done(st);
+    store_crl_free(&got);
+    return rc;
+}
+
 kl_rc st_crl_get(store *s, const char *issuer, store_crl *out)
 {
     kl_rc rc = KL_OK;
     int found = 0;
     TRY(store_get_row(s, &q_crl_get, issuer, row_crl, out, "read CRL", &found));
     ENSURE(found, KL_ENOTFOUND, "no CRL published for '%s'", issuer);
+    if (!out->der_len) {
+        rc = store_read(s, crl_chunks_get_tx, out);
+        if (rc != KL_OK) {
+            store_crl_free(out);
+        }
+    }
 out:
     return rc;
 }

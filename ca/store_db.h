@@ -254,6 +254,9 @@ kl_rc st_crl_put(store *s, const char *issuer, int64_t number, time_t this_updat
                  time_t next_update, const uint8_t *der, size_t len, const char *actor,
                  const char *detail) KL_WUR;
 kl_rc st_crl_get(store *s, const char *issuer, store_crl *out) KL_WUR;
+/* Inside a write transaction: the crls row `name` of `crl` (replaced only by a higher number)
+ * with its chunks when der_len is above the chunk size (store_cert.c). */
+kl_rc st_crl_row_tx(store_conn *c, const char *name, const store_crl *crl) KL_WUR;
 kl_rc st_device_get(store *s, const char *id, store_device *out) KL_WUR;
 kl_rc st_device_put(store *s, const store_device *d) KL_WUR;
 kl_rc st_device_list(store *s, store_device **out, size_t *n) KL_WUR;

@@ -368,13 +368,6 @@ static const store_q q_rn_first = {
     "INSERT INTO crl_numbers (issuer, last) VALUES (?1, ?2) ON CONFLICT (issuer) DO NOTHING", NULL};
 static const store_q q_rn_take = {
     "UPDATE crl_numbers SET last = ?2 WHERE issuer = ?1 AND last = ?2 - 1", NULL};
-static const store_q q_rn_put = {
-    "INSERT INTO crls (issuer, number, this_update, next_update, der, created)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (issuer) DO UPDATE SET"
-    " number = excluded.number, this_update = excluded.this_update,"
-    " next_update = excluded.next_update, der = excluded.der,"
-    " created = excluded.created WHERE excluded.number > crls.number",
-    NULL};
 
 typedef struct {
     const char *issuer;
@@ -432,14 +425,7 @@ static kl_rc rn_commit_tx(store_conn *c, void *arg)
         ENSURE(sc_changes(st) == 1, KL_EEXIST, "CRL number %lld of %s was taken meanwhile",
                (long long)a->crl->number, a->crl->issuer);
     }
-    TRY(sc_stmt(c, &q_rn_put, &st));
-    TRY(sc_text(st, 1, a->crl->name ? a->crl->name : a->crl->issuer));
-    TRY(sc_int(st, 2, a->crl->number));
-    TRY(sc_int(st, 3, (int64_t)a->crl->this_update));
-    TRY(sc_int(st, 4, (int64_t)a->crl->next_update));
-    TRY(sc_blob(st, 5, a->crl->der, a->crl->der_len));
-    TRY(sc_int(st, 6, (int64_t)time(NULL)));
-    TRY(sc_run(st, "record CRL"));
+    TRY(st_crl_row_tx(c, a->crl->name ? a->crl->name : a->crl->issuer, a->crl));
     TRY(st_audit_append_tx(c, a->actor, "crl", a->detail));
 out:
     sc_done(st);

@@ -458,6 +458,18 @@
     "CREATE OR REPLACE TRIGGER crl_partition_certs_no_delete BEFORE DELETE ON crl_partition_certs" \
     " FOR EACH ROW EXECUTE FUNCTION kl_refuse('CRL partitions are never changed');"
 
+/* Version 14: CRLs larger than the store's chunk size (16 MiB, store_crl_chunk_set) in ordered
+ * chunks of their own, written in the transaction of their crls row (whose der is then empty):
+ * no CRL is bound by the largest value a row holds, and a small CRL stays one row. A table of
+ * its own (no ALTER TABLE): the step can run again. */
+#define CC_TABLE(INT, BLOB)                                                                        \
+    "CREATE TABLE IF NOT EXISTS crl_chunks ("                                                      \
+    " issuer TEXT NOT NULL,"                                                                       \
+    " number " INT " NOT NULL,"                                                                    \
+    " seq " INT " NOT NULL CHECK (seq >= 0),"                                                      \
+    " data " BLOB " NOT NULL,"                                                                     \
+    " PRIMARY KEY (issuer, seq));"
+
 /* ---- the steps ---- */
 
 const store_schema_step store_schema_steps[] = {
@@ -489,5 +501,7 @@ const store_schema_step store_schema_steps[] = {
     {"add the orders tables", SQ_ORDER_TABLES, PG_ORDER_TABLES, NULL},
     /* 13: CRL partitions: a certificate's partition, the fill of each CA's current one */
     {"add CRL partitions", SQ_CRL_PARTITIONS, PG_CRL_PARTITIONS, NULL},
+    /* 14: large CRLs in chunks */
+    {"add the crl_chunks table", CC_TABLE("INTEGER", "BLOB"), CC_TABLE("BIGINT", "BYTEA"), NULL},
 };
 const size_t store_schema_nsteps = sizeof store_schema_steps / sizeof store_schema_steps[0];

@@ -33,7 +33,7 @@
 static EVP_PKEY *g_key;
 static const char *g_pg; /* KL_TEST_STORE_URL: PostgreSQL mode */
 
-#define SCHEMA_VERSION 13 /* what store_open makes of any older file */
+#define SCHEMA_VERSION 14 /* what store_open makes of any older file */
 /* SQL that takes a current file back to version 5's tables (the triggers go with them) */
 #define DROP_V6                                                                                    \
     "DROP TABLE audit_key; DROP TABLE audit_checkpoints; DROP TABLE images;"                       \
@@ -2113,16 +2113,104 @@ static void test_crl_bad_args(void **state)
     assert_int_equal(audit_count(f->s, "crl", &total), 0);
     assert_int_equal(total, 0);
 
-    /* number 0 (RFC 5280: 0..MAX) and the largest CRL the store keeps are accepted */
+    /* number 0 (RFC 5280: 0..MAX) is accepted */
     assert_rc(store_crl_put(f->s, "root", 0, t0, t1, d, sizeof d, "o", NULL), KL_OK);
-    uint8_t *big = crl_bytes(STORE_CRL_MAX, 3);
-    assert_rc(store_crl_put(f->s, "root", 1, t0, t1, big, STORE_CRL_MAX, "o", NULL), KL_OK);
     assert_rc(store_crl_get(f->s, "root", &c), KL_OK);
-    assert_int_equal(c.number, 1);
-    assert_int_equal(c.der_len, STORE_CRL_MAX);
-    assert_memory_equal(c.der, big, STORE_CRL_MAX);
+    assert_int_equal(c.number, 0);
     store_crl_free(&c);
+}
+
+/* Rows of `table` (issuer = `issuer`), read directly. */
+static int64_t raw_count(const char *path, const char *table, const char *issuer)
+{
+    char sql[200];
+    int64_t n = -1;
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE issuer = '%s'", table, issuer);
+    if (g_pg) {
+        PGconn *c = pg_connect(path);
+        PGresult *r = PQexec(c, sql);
+        assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+        n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        PQfinish(c);
+        return n;
+    }
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* The CRL of `issuer` reads back as `der` (len bytes), numbered `number`. */
+static void crl_is(store *s, const char *issuer, int64_t number, const uint8_t *der, size_t len)
+{
+    store_crl c;
+    assert_rc(store_crl_get(s, issuer, &c), KL_OK);
+    assert_int_equal(c.number, number);
+    assert_int_equal(c.der_len, len);
+    assert_memory_equal(c.der, der, len);
+    store_crl_free(&c);
+}
+
+/* A CRL above the chunk size (set small here: 1000 bytes) is stored in chunks and read back
+ * whole, by store_crl_put and store_crl_commit alike; a small one stays one row; a failure
+ * while the chunks are written leaves no row, no chunk and no CRL number taken. */
+static void test_crl_chunks(void **state)
+{
+    fx *f = *state;
+    const time_t t0 = CRL_T0, t1 = CRL_T0 + CRL_DAY;
+    const size_t lbig = 4321, lsmall = 999;
+    uint8_t *big = crl_bytes(lbig, 4), *big2 = crl_bytes(lbig + 1000, 5);
+    uint8_t *small = crl_bytes(lsmall, 6);
+    store_crl_chunk_set(1000);
+
+    assert_rc(store_crl_put(f->s, "root", 1, t0, t1, big, lbig, "o", NULL), KL_OK);
+    assert_int_equal(raw_count(f->path, "crl_chunks", "root"), 5);
+    crl_is(f->s, "root", 1, big, lbig);
+    /* an older CRL committed last touches neither the row nor its chunks */
+    assert_rc(store_crl_put(f->s, "root", 0, t0, t1, big2, lbig + 1000, "o", NULL), KL_OK);
+    crl_is(f->s, "root", 1, big, lbig);
+    /* a small CRL replaces a chunked one: one row, the chunks gone */
+    assert_rc(store_crl_put(f->s, "root", 2, t0, t1, small, lsmall, "o", NULL), KL_OK);
+    assert_int_equal(raw_count(f->path, "crl_chunks", "root"), 0);
+    crl_is(f->s, "root", 2, small, lsmall);
+
+    /* a failure after the chunks are written (the audit entry refused: its detail too long):
+     * nothing of the CRL, its number still free */
+    store_crl crl = {.issuer = "sub",
+                     .number = 1,
+                     .this_update = t0,
+                     .next_update = t1,
+                     .der = big2,
+                     .der_len = lbig + 1000};
+    char *huge = malloc((1u << 20) + 2);
+    assert_non_null(huge);
+    memset(huge, 'x', (1u << 20) + 1);
+    huge[(1u << 20) + 1] = 0;
+    assert_rc(store_crl_commit(f->s, &crl, "o", huge), KL_EINPUT);
+    assert_rc(store_crl_put(f->s, "sub", 1, t0, t1, big2, lbig + 1000, "o", huge), KL_EINPUT);
+    free(huge);
+    store_crl c;
+    assert_rc(store_crl_get(f->s, "sub", &c), KL_ENOTFOUND);
+    assert_int_equal(raw_count(f->path, "crls", "sub"), 0);
+    assert_int_equal(raw_count(f->path, "crl_chunks", "sub"), 0);
+    int64_t next = 0;
+    assert_rc(store_crl_number_peek(f->s, "sub", &next), KL_OK);
+    assert_int_equal(next, 1);
+    assert_rc(store_crl_commit(f->s, &crl, "o", "issuer=sub number=1"), KL_OK);
+    assert_int_equal(raw_count(f->path, "crl_chunks", "sub"), 6);
+    crl_is(f->s, "sub", 1, big2, lbig + 1000);
+    crl_is(f->s, "root", 2, small, lsmall);
+
+    store_crl_chunk_set(0);
     free(big);
+    free(big2);
+    free(small);
 }
 
 /* Threads publishing CRLs of one issuer through one handle, numbers in no particular order
@@ -3396,6 +3484,7 @@ int main(void)
         T(test_requests),
         T(test_crls),
         T(test_crl_bad_args),
+        T(test_crl_chunks),
         T(test_crls_threads),
         T(test_audit_state_intact),
         T(test_audit_store_actions),
