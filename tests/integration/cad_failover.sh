@@ -70,6 +70,7 @@ ok "keyline-cad a started again: both keyline-estd serve again by themselves (no
 
 # the station: keyline-cad goes away in the middle of a device, comes back, the device finishes
 : >st1.jsonl
+cm_devices_wait # the load's last devices have left fixtures 1-1 and 2-1
 "$KL_BIN/keyline-devsim" --port "$KL_TEST_DIR/dev1-1" --serial WAIT-1 --state "$KL_TEST_DIR/WAIT-1.state" \
   --misbehave slow --delay-ms 200 >>WAIT-1.log 2>&1 &
 cm_pids+=($!)

@@ -64,6 +64,7 @@ ok "$(wc -l <got.txt) certificates given out, each recorded; every device one va
 
 # the database down in the middle of a device: the station keeps it waiting, EST answers 503
 : >st1.jsonl
+cm_devices_wait # the load's last devices have left fixtures 1-1 and 2-1
 "$KL_BIN/keyline-devsim" --port "$KL_TEST_DIR/dev1-1" --serial WAIT-PG --state "$KL_TEST_DIR/WAIT-PG.state" \
   --misbehave slow --delay-ms 200 >>WAIT-PG.log 2>&1 &
 cm_pids+=($!)

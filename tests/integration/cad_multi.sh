@@ -144,6 +144,7 @@ ok "a revocation: both daemons' next CRLs list it, numbered above every earlier 
 # ---- one hardware serial on both stations at the same time: one identity -----------------------
 : >st1.jsonl; : >st2.jsonl
 twins=()
+cm_devices_wait # the load's last devices have left fixtures 1-1 and 2-1
 "$KDEV" --port "$KL_TEST_DIR/dev1-1" --serial TWIN-1 --state "$KL_TEST_DIR/twin-1.state" --misbehave slow --delay-ms 300 >>twin.log 2>&1 &
 twins+=($!)
 "$KDEV" --port "$KL_TEST_DIR/dev2-1" --serial TWIN-1 --state "$KL_TEST_DIR/twin-2.state" --misbehave slow --delay-ms 300 >>twin.log 2>&1 &

@@ -313,6 +313,19 @@ cm_est_load() {
   done
 }
 
+# cm_devices_wait: every keyline-devsim of this test has left its fixture. A locked device
+# lingers about a second for a restarted station's CHALLENGE; a fixture reused before then shows
+# the next station that device again (it finishes it, its --count is reached, and the new
+# device is never served). Up to 20 s.
+cm_devices_wait() {
+  local i
+  for i in $(seq 1 200); do
+    pgrep -f -- "keyline-devsim --port $KL_TEST_DIR/" >/dev/null || return 0
+    sleep 0.1
+  done
+  fail "devices still on their fixtures after 20 s: $(pgrep -af -- "keyline-devsim --port $KL_TEST_DIR/" | head -3)"
+}
+
 # cm_line_devices TAG: two fixtures per station (fixS-F), CM_DEV_N devices plugged into each
 # one after the other (TAG-S-F-I, $CM_DEV_ARGS added); their serials in cm_devs
 cm_line_devices() {
