@@ -138,11 +138,11 @@ struct store {
     int leader;
     uint64_t n_txn, n_ops;
     /* gathering (store_core.c): the callers of the last batch are expected back */
-    pthread_cond_t gcv;   /* the gathering leader waits here (CLOCK_MONOTONIC) */
-    uint64_t batch_id;    /* of the last batch that ended */
-    size_t batch_n;       /* its size */
-    size_t returned;      /* its callers queued again since */
-    long commit_ns;       /* how long its transaction took */
+    pthread_cond_t gcv; /* the gathering leader waits here (CLOCK_MONOTONIC) */
+    uint64_t batch_id;  /* of the last batch that ended */
+    size_t batch_n;     /* its size */
+    size_t returned;    /* its callers queued again since */
+    long commit_ns;     /* how long its transaction took */
     int gathering;
 };
 
@@ -284,9 +284,8 @@ kl_rc store_collect(store *s, const store_q *q, const int64_t *from, size_t size
                     store_row_fn decode, const char *what, void **vp, size_t *np) KL_WUR;
 /* The same on the reader connection, one statement (a consistent result) that never waits for
  * a writer's commit: for small lists read on a hot path (the CA list of every issuance). */
-kl_rc store_collect_get(store *s, const store_q *q, const int64_t *from, size_t size,
-                        size_t first, store_row_fn decode, const char *what, void **vp,
-                        size_t *np) KL_WUR;
+kl_rc store_collect_get(store *s, const store_q *q, const int64_t *from, size_t size, size_t first,
+                        store_row_fn decode, const char *what, void **vp, size_t *np) KL_WUR;
 /* The one row `q` finds for the text key ?1 on the reader connection; *found 0 when none. */
 kl_rc store_get_row(store *s, const store_q *q, const char *key, store_row_fn decode, void *out,
                     const char *what, int *found) KL_WUR;
