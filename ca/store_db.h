@@ -148,6 +148,9 @@ struct store {
 
 /* Open a store on `drv` (dsn as drv->open takes it) and bring its schema up to date. */
 kl_rc store_core_open(store **out, const db_driver *drv, const char *dsn) KL_WUR;
+/* store_close's keep of handles a fork child inherited (store_core.c) */
+extern store *store_inherited[16];
+extern size_t store_ninherited;
 
 /* Run `fn` in a write transaction, group-committed with concurrent callers of this handle
  * (each in its own savepoint); KL_OK only once the COMMIT returned. `fn` may run more than once

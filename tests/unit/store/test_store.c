@@ -1436,7 +1436,7 @@ static void test_fork_handle_refused(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         kl_rc rc = store_audit_append(f->s, "child", "note", "x");
-        store_close(f->s); /* frees memory only */
+        store_close(f->s); /* leaves the parent's connection alone */
         _exit(rc == KL_EUSAGE ? 0 : 1);
     }
     int st = 0;
