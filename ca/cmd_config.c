@@ -129,9 +129,13 @@ static kl_rc cmd_config_check(cli *c, int argc, char **argv)
             }
         }
     }
-    char *dsn = NULL; /* [store]: one of path and url, a url with its scheme */
-    TRY(store_conf_dsn(conf, &dsn));
-    free(dsn);
+    /* [store], where set (a front end's host has none): one of path and url, a url with its
+     * scheme */
+    if (kl_conf_get(conf, "store", "path") || kl_conf_get(conf, "store", "url")) {
+        char *dsn = NULL;
+        TRY(store_conf_dsn(conf, &dsn));
+        free(dsn);
+    }
     const char *pin_spec = kl_conf_get(conf, "hsm", "pin");
     if (pin_spec && strcmp(pin_spec, "prompt") != 0) {
         TRY(kl_secret_read(&pin, pin_spec, kl_conf_dir(conf), "token PIN"));

@@ -111,6 +111,10 @@ sed "s|^path = .*|url = host=db1.example user=kl password=$db_secret|" "$KL_CONF
 run_refused config-check-bad-url 2 "[store] url is not a URL" "$KL_BIN/keyline-ca" -c pgbad.conf config check
 if grep -qF "$db_secret" config-check-bad-url.err config-check-bad-url.out; then fail "a url without its scheme was echoed"; fi
 ok "config check and a bad url: the store's password is never printed"
+# a front end's host has no [store]: config check does not ask for one
+python3 -c 'import re,sys; t=open(sys.argv[1]).read(); open(sys.argv[2],"w").write(re.sub(r"(?ms)^\[store\]\n.*?(?=^\[|\Z)", "", t))' "$KL_CONF" nostore.conf
+! grep -q '^\[store\]' nostore.conf || fail "nostore.conf still has [store]"
+"$KL_BIN/keyline-ca" -c nostore.conf config check >nostore.out 2>&1 || fail "config check without [store]: $(cat nostore.out)"
 
 # a PIN typed where its source belongs is refused without being repeated
 sed "s/^pin = .*/pin = $pin_value/" "$KL_CONF" > literal.conf
