@@ -12,7 +12,13 @@
 #   KL_SO_PIN        SO PIN
 #   KL_CONF          $KL_TEST_DIR/keyline.conf ([hsm], [store], [ca] templates = repo templates/)
 #   KL_SRC           repository root
+#   KL_ASAN_SLOW_UNWIND=1 (set by a test's ENVIRONMENT): under the sanitizers, full malloc
+#                    stacks, so that SoftHSM's own EdDSA leak meets its suppression
+#                    (tests/lsan.supp, hsm_ed_sign) and a leak of ours shows our frames
 set -euo pipefail
+if [ -n "${KL_ASAN_SLOW_UNWIND:-}" ] && [ -n "${ASAN_OPTIONS:-}" ]; then
+  export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 export KL_SRC=$(cd "$here/../.." && pwd)
 export KL_TEST_DIR=$(mktemp -d "${TMPDIR:-/tmp}/keyline-test.XXXXXX")
