@@ -111,19 +111,7 @@ ok "Ed25519 intermediate's CRL verifies and revokes dev2 (openssl verify -crl_ch
 # (d) OCSP from keyline-cad (it opens the CAs' own tokens itself): edfield's devices are
 # answered by the delegated signer keyline-cad makes at start (certified by edfield's Ed25519
 # key); factory1, a certificate of edroot (no signer), by edroot's Ed25519 key itself
-cat >> "$KL_CONF" <<CONF
-
-[cad]
-socket = cad.sock
-
-[role est]
-users = $(id -u)
-
-[profile ldevid]
-issuer = edfield
-template = device-ldevid
-clients = est
-CONF
+cad_conf_ldevid edfield
 SOCK="$KL_TEST_DIR/cad.sock"
 "$BIN/keyline-cad" -c "$KL_CONF" 2>cad.log &
 CAD_PID=$!

@@ -45,19 +45,7 @@ ok "without its token the root signs nothing, and says which token is missing"
 
 # keyline-cad runs without the root token: issues under field1, serves the root's published CRL
 SOCK="$KL_TEST_DIR/cad.sock"
-cat >> "$KL_CONF" <<CONF
-
-[cad]
-socket = cad.sock
-
-[role est]
-users = $(id -u)
-
-[profile ldevid]
-issuer = field1
-template = device-ldevid
-clients = est
-CONF
+cad_conf_ldevid field1
 "$BIN/keyline-cad" -c "$KL_CONF" 2>cad.log &
 CAD_PID=$!
 trap 'kill $CAD_PID 2>/dev/null || true' EXIT

@@ -57,19 +57,7 @@ ok "a retired key signs nothing: issue, CRL, rotate, a CA below it all refused; 
 
 # keyline-cad: what field1 issued stays good, OCSP answered by the delegated signer, its final
 # CRL served; issuing under it refused
-cat >> "$KL_CONF" <<CONF
-
-[cad]
-socket = cad.sock
-
-[role est]
-users = $(id -u)
-
-[profile ldevid]
-issuer = field1
-template = device-ldevid
-clients = est
-CONF
+cad_conf_ldevid field1
 SOCK="$KL_TEST_DIR/cad.sock"
 start_cad() { # [faketime offset]
   rm -f "$SOCK"

@@ -32,3 +32,23 @@ make_hierarchy() {
   kca ca create --label factory1 --template factory-ca --issuer root1 --subject "CN=Test Factory CA,O=Keyline Test" >factory1.pem
   kca ca create --label field1 --template field-ca --issuer root1 --subject "CN=Test Field CA,O=Keyline Test" >field1.pem
 }
+# cad_conf_ldevid ISSUER [LINE...]: keyline-cad's part of $KL_CONF: [cad] on cad.sock (and the
+# LINEs, e.g. "socket-mode = 0600"), the test user as role est, and for it profile ldevid
+# (device-ldevid under ISSUER)
+cad_conf_ldevid() {
+  local issuer=$1; shift
+  {
+    printf '\n[cad]\nsocket = cad.sock\n'
+    [ $# = 0 ] || printf '%s\n' "$@"
+    cat <<CONF
+
+[role est]
+users = $(id -u)
+
+[profile ldevid]
+issuer = $issuer
+template = device-ldevid
+clients = est
+CONF
+  } >>"$KL_CONF"
+}
