@@ -6,9 +6,6 @@
 #   root1 (P-384, online token) -> edfield (Ed25519, token keyline-edfield) -> LDevIDs (P-256)
 # Certificates, CRLs and OCSP answers are checked by openssl and GnuTLS certtool.
 source "$KL_SRC/tests/lib/common.sh"
-# under the sanitizers: full stacks, so that SoftHSM's own EdDSA leak meets its suppression
-# (tests/lsan.supp: libsofthsm2.so) and a leak of ours shows our frames
-[ -z "${ASAN_OPTIONS:-}" ] || export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"
 BIN=$KL_BIN
 export ED_PIN=3579
 # (labels that are not prefixes of each other: pkcs11-tool --token-label matches a prefix)
