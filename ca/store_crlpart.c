@@ -58,8 +58,10 @@ static kl_rc cp_get_tx(store_conn *c, void *arg)
     TRY(sc_stmt(c, &q_cp_get, &st));
     TRY(sc_text(st, 1, a->issuer));
     TRY(sc_step(st, &a->found, "read the CRL partition"));
-    a->current = a->found ? col_int(st, 0) : 0;
-    a->fill = a->found ? col_int(st, 1) : 0;
+    a->current = a->fill = 0;
+    if (a->found) {
+        row_cp(st, a);
+    }
 out:
     sc_done(st);
     return rc;
@@ -129,33 +131,51 @@ typedef struct {
     size_t n, cap;
 } cp_list_arg;
 
-static kl_rc cp_since_tx(store_conn *c, void *arg)
+/* Every row of `q` for (?1 issuer, ?2 n), each handed to `each` (0, or -1 out of memory). */
+static kl_rc cp_rows(store_conn *c, const store_q *q, const char *issuer, int64_t n,
+                     store_row_fn each, void *out, const char *what)
 {
-    cp_list_arg *a = arg;
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
-    a->n = 0; /* a retried read starts over */
-    TRY(sc_stmt(c, &q_cp_since, &st));
-    TRY(sc_text(st, 1, a->issuer));
-    TRY(sc_int(st, 2, (int64_t)a->since));
-    for (;;) {
-        TRY(sc_step(st, &row, "list the CRL partitions"));
-        if (!row) {
-            break;
-        }
-        if (a->n == a->cap) {
-            size_t nc = a->cap ? a->cap * 2 : 16;
-            int64_t *nv = realloc(a->v, nc * sizeof *nv);
-            ENSURE(nv, KL_EINTERNAL, "out of memory");
-            a->v = nv;
-            a->cap = nc;
-        }
-        a->v[a->n++] = col_int(st, 0);
+    TRY(sc_stmt(c, q, &st));
+    TRY(sc_text(st, 1, issuer));
+    TRY(sc_int(st, 2, n));
+    while ((rc = sc_step(st, &row, what)) == KL_OK && row) {
+        ENSURE(each(st, out) == 0, KL_EINTERNAL, "out of memory");
     }
 out:
     sc_done(st);
     return rc;
+}
+
+static int row_part(db_stmt *st, void *out)
+{
+    *(int64_t *)out = col_int(st, 0);
+    return 0;
+}
+
+static int row_part_add(db_stmt *st, void *out)
+{
+    cp_list_arg *a = out;
+    if (a->n == a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 16;
+        int64_t *nv = realloc(a->v, nc * sizeof *nv);
+        if (!nv) {
+            return -1;
+        }
+        a->v = nv;
+        a->cap = nc;
+    }
+    return row_part(st, &a->v[a->n++]);
+}
+
+static kl_rc cp_since_tx(store_conn *c, void *arg)
+{
+    cp_list_arg *a = arg;
+    a->n = 0; /* a retried read starts over */
+    return cp_rows(c, &q_cp_since, a->issuer, (int64_t)a->since, row_part_add, a,
+                   "list the CRL partitions");
 }
 
 kl_rc store_crlpart_revoked_since(store *s, const char *issuer, time_t since, int64_t **parts,
@@ -174,12 +194,6 @@ kl_rc store_crlpart_revoked_since(store *s, const char *issuer, time_t since, in
     *parts = a.v;
     *n = a.n;
     return rc;
-}
-
-static int row_part(db_stmt *st, void *out)
-{
-    *(int64_t *)out = col_int(st, 0);
-    return 0;
 }
 
 kl_rc store_crlpart_last(store *s, const char *issuer, int64_t *last)
@@ -213,17 +227,9 @@ typedef struct {
 static kl_rc cp_count_tx(store_conn *c, void *arg)
 {
     cp_count_arg *a = arg;
-    db_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-    int row = 0;
-    TRY(sc_stmt(c, &q_cp_count, &st));
-    TRY(sc_text(st, 1, a->issuer));
-    TRY(sc_int(st, 2, a->part));
-    TRY(sc_step(st, &row, "count the revoked certificates of the CRL partition"));
-    a->n = row ? col_int(st, 0) : 0;
-out:
-    sc_done(st);
-    return rc;
+    a->n = 0;
+    return cp_rows(c, &q_cp_count, a->issuer, a->part, row_part, &a->n,
+                   "count the revoked certificates of the CRL partition");
 }
 
 kl_rc store_crlpart_revoked_count(store *s, const char *issuer, int64_t part, int64_t *n)
