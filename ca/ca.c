@@ -707,159 +707,248 @@ static void ca_issue_failed(ca_ctx *ca, const ca_issue_req *req, const char *iss
     kl_fail(rc, "%s", why);
 }
 
-static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
+/* One issuance as ca_issue_run resolves it, step by step. Everything here is borrowed except
+ * subject_txt, which ca_issue_run frees. */
+typedef struct {
+    const ca_issue_req *req;
+    const char *issuer_label;
+    const tpl *t;
+    X509_REQ *csr;          /* the request's or ca_issue_run's parsed CSR */
+    const ca_entry *issuer; /* the recorded issuer, when its key comes from the CA cache */
+    X509 *icert;            /* the issuer's certificate; NULL when self-signed */
+    EVP_PKEY *sign_key;
+    char *subject_txt; /* RFC 2253 subject for the store and the audit log */
+    time_t not_before, not_after;
+    int64_t crl_part, crl_part_size; /* [ca LABEL] crl-partition-size (ca_crlpart.c) */
+} ca_issue_job;
+
+/* The request's arguments and its template, checked before any parsing. */
+static kl_rc ca_issue_args_check(ca_ctx *ca, ca_issue_job *j)
 {
     kl_rc rc = KL_OK;
-    const ca_issue_req *req = in->req;
-    X509_REQ *csr = NULL;
-    ca_csr *csr_owned = NULL;
-    X509 *cert = NULL;
-    ASN1_INTEGER *serial = NULL;
-    char *serial_hex = NULL, *subject_txt = NULL;
-    const tpl *t = NULL;
-    const ca_entry *issuer = NULL;
-    X509 *icert = NULL; /* the issuer's certificate; NULL when self-signed */
-    EVP_PKEY *sign_key = NULL;
-    const char *issuer_label = in->self_key ? in->self_label : req->issuer;
-    *cert_out = NULL;
-
+    const ca_issue_req *req = j->req;
     ENSURE(ca->hsm, KL_EUSAGE, "issuing needs the token");
     ENSURE(req->csr_der && req->csr_len > 0, KL_EINPUT, "empty CSR");
     ENSURE(req->csr_len <= CA_CSR_HARD_MAX, KL_EINPUT, "CSR larger than %d bytes", CA_CSR_HARD_MAX);
-    ENSURE(issuer_label && *issuer_label, KL_EUSAGE, "no issuer given");
+    ENSURE(j->issuer_label && *j->issuer_label, KL_EUSAGE, "no issuer given");
     ENSURE(req->template_name && *req->template_name, KL_EUSAGE, "no template given");
-    TRY(ca_tpl_get(ca, req->template_name, &t));
-    ENSURE(t->max_csr_bytes <= 0 || req->csr_len <= (size_t)t->max_csr_bytes, KL_EPOLICY,
-           "CSR of %zu bytes exceeds template %s's limit of %d", req->csr_len, t->name,
-           t->max_csr_bytes);
+    TRY(ca_tpl_get(ca, req->template_name, &j->t));
+    ENSURE(j->t->max_csr_bytes <= 0 || req->csr_len <= (size_t)j->t->max_csr_bytes, KL_EPOLICY,
+           "CSR of %zu bytes exceeds template %s's limit of %d", req->csr_len, j->t->name,
+           j->t->max_csr_bytes);
+out:
+    return rc;
+}
 
-    /* 1. Parse the CSR and check proof of possession. */
-    if (req->csr) {
+/* 1. Parse the CSR and check proof of possession. A CSR parsed here goes to *owned, which the
+ * caller frees. */
+static kl_rc ca_issue_csr_get(ca_issue_job *j, ca_csr **owned)
+{
+    kl_rc rc = KL_OK;
+    if (j->req->csr) {
         /* the caller ran ca_csr_load on csr_der: borrowed, not freed here */
-        csr = ca_csr_req(req->csr);
+        j->csr = ca_csr_req(j->req->csr);
     } else {
-        TRY(ca_csr_load(req->csr_der, req->csr_len, &csr_owned));
-        csr = ca_csr_req(csr_owned);
+        TRY(ca_csr_load(j->req->csr_der, j->req->csr_len, owned));
+        j->csr = ca_csr_req(*owned);
     }
-    ENSURE(csr, KL_EINTERNAL, "no CSR");
+    ENSURE(j->csr, KL_EINTERNAL, "no CSR");
+out:
+    return rc;
+}
 
-    /* 2. Issuer and signing key. */
+/* 2. Issuer and signing key. */
+static kl_rc ca_issue_signer(ca_ctx *ca, const ca_issue_in *in, ca_issue_job *j)
+{
+    kl_rc rc = KL_OK;
+    const ca_issue_req *req = j->req;
     if (in->self_key) {
-        sign_key = in->self_key;
+        j->sign_key = in->self_key;
     } else {
         if (in->issuer_key) {
-            sign_key = in->issuer_key;
-            icert = in->issuer_cert;
+            j->sign_key = in->issuer_key;
+            j->icert = in->issuer_cert;
         } else {
-            TRY(ca_entry_get(ca, req->issuer, 1, &issuer));
-            sign_key = issuer->key;
-            icert = issuer->cert;
+            TRY(ca_entry_get(ca, req->issuer, 1, &j->issuer));
+            j->sign_key = j->issuer->key;
+            j->icert = j->issuer->cert;
         }
-        ENSURE(icert, KL_EUSAGE, "no issuer certificate");
+        ENSURE(j->icert, KL_EUSAGE, "no issuer certificate");
         /* A CA whose certificate, or one above it, is revoked or outside its validity issues
          * nothing. Read from the store every time (one indexed lookup per CA in the chain):
          * another process (keyline-ca revoke) may have revoked it a moment ago. */
         if (in->issuer_key) {
             /* a new root not recorded as a CA yet (ca_rotate): its own certificate */
-            TRY(ca_cert_usable(ca, req->issuer, req->issuer, icert, time(NULL)));
+            TRY(ca_cert_usable(ca, req->issuer, req->issuer, j->icert, time(NULL)));
         } else {
             TRY(ca_issuer_check(ca, req->issuer, time(NULL)));
             TRY(ca_issuer_not_retired(ca, req->issuer));
         }
     }
+out:
+    return rc;
+}
 
-    /* 3. Policy + build, then lint, before anything is recorded. */
-    TRY(ca_serial_new(&serial));
+/* 3. Policy + build, then lint, before anything is recorded. *serial and *cert go to the
+ * caller, who frees them on every path. */
+static kl_rc ca_issue_build(ca_ctx *ca, const ca_issue_in *in, const ca_issue_job *j,
+                            ASN1_INTEGER **serial, X509 **cert)
+{
+    kl_rc rc = KL_OK;
+    TRY(ca_serial_new(serial));
     tpl_policy_in pin = {
-        .t = t,
-        .csr = csr,
-        .device_id = req->device_id,
+        .t = j->t,
+        .csr = j->csr,
+        .device_id = j->req->device_id,
         .subject = in->subject,
-        .issuer_cert = icert,
+        .issuer_cert = j->icert,
         .crl_url = ca->crl_url,
         .ocsp_url = ca->ocsp_url,
         .ca_issuers_url = ca->ca_issuers_url,
         .now = time(NULL),
-        .issuer_label = issuer_label,
-        .csr_der_len = req->csr_len, /* the DER that was parsed (ca_csr_load re-encodes exactly) */
+        .issuer_label = j->issuer_label,
+        .csr_der_len =
+            j->req->csr_len, /* the DER that was parsed (ca_csr_load re-encodes exactly) */
     };
-    TRY(tpl_policy_build(&pin, serial, &cert));
-    TRY(tpl_lint(t, cert, icert));
-    TRY(in->subject ? KL_OK : ca_subject_check(ca, cert, t->is_ca)); /* never a CA's name */
-    if (in->check_only) {
+    TRY(tpl_policy_build(&pin, *serial, cert));
+    TRY(tpl_lint(j->t, *cert, j->icert));
+    TRY(in->subject ? KL_OK : ca_subject_check(ca, *cert, j->t->is_ca)); /* never a CA's name */
+out:
+    return rc;
+}
+
+/* What the store records of `cert` besides its serial: subject text, validity, CRL partition. */
+static kl_rc ca_issue_record_prepare(ca_ctx *ca, ca_issue_job *j, X509 *cert)
+{
+    kl_rc rc = KL_OK;
+    TRY(ca_subject_text(cert, &j->subject_txt));
+    ENSURE_SSL(ca_asn1_time(X509_get0_notBefore(cert), &j->not_before) &&
+                   ca_asn1_time(X509_get0_notAfter(cert), &j->not_after),
+               KL_EINTERNAL, "certificate has an invalid validity time");
+    TRY(ca_crlpart_assign(ca, j->issuer_label, cert, &j->crl_part, &j->crl_part_size));
+out:
+    return rc;
+}
+
+/* Sign `cert` in the HSM and check the signature on the very bytes that will be recorded and
+ * released; on success *der_out (OPENSSL_free) holds them. A signing or checking failure is
+ * audited as issue-failed. */
+static kl_rc ca_issue_sign_checked(ca_ctx *ca, const ca_issue_job *j, X509 *cert,
+                                   const char *serial_hex, unsigned char **der_out, int *dlen_out)
+{
+    kl_rc rc = KL_OK;
+    unsigned char *der = NULL;
+    if (X509_sign(cert, j->sign_key, ca_sign_md(j->sign_key)) <= 0) {
+        rc = kl_fail_ssl(KL_EHSM, "signing in the HSM failed");
+        if (j->issuer) {
+            ca_key_failed(ca, j->issuer_label);
+        }
+        ca_issue_failed(ca, j->req, j->issuer_label, j->t->name, serial_hex, j->subject_txt, rc);
         goto out;
     }
+    int dlen = i2d_X509(cert, &der);
+    ENSURE_SSL(dlen > 0, KL_EINTERNAL, "cannot encode certificate");
+    EVP_PKEY *ipub = j->icert ? X509_get0_pubkey(j->icert) : X509_REQ_get0_pubkey(j->csr);
+    rc = ca_signed_der_verify(der, (size_t)dlen, ipub);
+    if (rc != KL_OK) {
+        OPENSSL_free(der);
+        der = NULL;
+        ca_issue_failed(ca, j->req, j->issuer_label, j->t->name, serial_hex, j->subject_txt, rc);
+        goto out;
+    }
+    *der_out = der;
+    *dlen_out = dlen;
+    der = NULL;
+out:
+    OPENSSL_free(der);
+    return rc;
+}
 
-    /* 4. Sign in the HSM, check the result with the issuer's public key, and record the
-     * certificate with its audit entry in one transaction before it is released. The serial is
-     * unique by store constraint: a clash (2^-126 per pair) draws a new serial and signs again;
-     * the clashing certificate never leaves this function. */
-    TRY(ca_subject_text(cert, &subject_txt));
-    time_t nb = 0, na = 0;
-    ENSURE_SSL(ca_asn1_time(X509_get0_notBefore(cert), &nb) &&
-                   ca_asn1_time(X509_get0_notAfter(cert), &na),
-               KL_EINTERNAL, "certificate has an invalid validity time");
-    /* [ca LABEL] crl-partition-size: its CRL partition's distribution point (ca_crlpart.c) */
-    int64_t crl_part = 0, crl_part_size = 0;
-    TRY(ca_crlpart_assign(ca, issuer_label, cert, &crl_part, &crl_part_size));
+/* Record the signed certificate with its audit entry in one store transaction. KL_EEXIST: its
+ * serial is taken. */
+static kl_rc ca_issue_record(ca_ctx *ca, const ca_issue_job *j, char *serial_hex,
+                             const unsigned char *der, int dlen)
+{
+    const ca_issue_req *req = j->req;
+    char detail[1536];
+    snprintf(detail, sizeof detail, "serial=%s issuer=%s template=%s subject=%s%s%s", serial_hex,
+             j->issuer_label, j->t->name, j->subject_txt, req->device_id ? " device=" : "",
+             req->device_id ? req->device_id : "");
+    store_cert rec = {
+        .serial_hex = serial_hex,
+        .issuer = (char *)j->issuer_label,
+        .subject = j->subject_txt,
+        .template_name = (char *)j->t->name,
+        .device_id = (char *)req->device_id,
+        .status = req->pending ? STORE_ST_PENDING : STORE_ST_VALID,
+        .not_before = j->not_before,
+        .not_after = j->not_after,
+        .revoke_reason = -1,
+        .request_id = req->request_id,
+        .order_id = (char *)req->order_id,
+        .crl_part = j->crl_part,
+        .crl_part_size = j->crl_part_size,
+    };
+    return store_cert_insert(ca->st, &rec, der, (size_t)dlen, req->actor ? req->actor : "unknown",
+                             detail);
+}
+
+/* 4. Sign in the HSM, check the result with the issuer's public key, and record the
+ * certificate with its audit entry in one transaction before it is released. The serial is
+ * unique by store constraint: a clash (2^-126 per pair) draws a new serial and signs again;
+ * the clashing certificate never leaves this function. *serial and *serial_hex stay the
+ * caller's to free. */
+static kl_rc ca_issue_sign_record(ca_ctx *ca, ca_issue_job *j, X509 *cert, ASN1_INTEGER **serial,
+                                  char **serial_hex)
+{
+    kl_rc rc = KL_OK;
     for (int tries = 0;; tries++) {
-        serial_hex = ca_serial_hex(X509_get0_serialNumber(cert));
-        ENSURE(serial_hex, KL_EINTERNAL, "out of memory");
-        if (X509_sign(cert, sign_key, ca_sign_md(sign_key)) <= 0) {
-            rc = kl_fail_ssl(KL_EHSM, "signing in the HSM failed");
-            if (issuer) {
-                ca_key_failed(ca, issuer_label);
-            }
-            ca_issue_failed(ca, req, issuer_label, t->name, serial_hex, subject_txt, rc);
-            goto out;
-        }
+        *serial_hex = ca_serial_hex(X509_get0_serialNumber(cert));
+        ENSURE(*serial_hex, KL_EINTERNAL, "out of memory");
         unsigned char *der = NULL;
-        int dlen = i2d_X509(cert, &der);
-        ENSURE_SSL(dlen > 0, KL_EINTERNAL, "cannot encode certificate");
-        /* the signature checked on the very bytes that will be recorded and released */
-        EVP_PKEY *ipub = icert ? X509_get0_pubkey(icert) : X509_REQ_get0_pubkey(csr);
-        rc = ca_signed_der_verify(der, (size_t)dlen, ipub);
-        if (rc != KL_OK) {
-            OPENSSL_free(der);
-            ca_issue_failed(ca, req, issuer_label, t->name, serial_hex, subject_txt, rc);
-            goto out;
-        }
-        char detail[1536];
-        snprintf(detail, sizeof detail, "serial=%s issuer=%s template=%s subject=%s%s%s",
-                 serial_hex, issuer_label, t->name, subject_txt, req->device_id ? " device=" : "",
-                 req->device_id ? req->device_id : "");
-        store_cert rec = {
-            .serial_hex = serial_hex,
-            .issuer = (char *)issuer_label,
-            .subject = subject_txt,
-            .template_name = (char *)t->name,
-            .device_id = (char *)req->device_id,
-            .status = req->pending ? STORE_ST_PENDING : STORE_ST_VALID,
-            .not_before = nb,
-            .not_after = na,
-            .revoke_reason = -1,
-            .request_id = req->request_id,
-            .order_id = (char *)req->order_id,
-            .crl_part = crl_part,
-            .crl_part_size = crl_part_size,
-        };
-        rc = store_cert_insert(ca->st, &rec, der, (size_t)dlen, req->actor ? req->actor : "unknown",
-                               detail);
+        int dlen = 0;
+        TRY(ca_issue_sign_checked(ca, j, cert, *serial_hex, &der, &dlen));
+        rc = ca_issue_record(ca, j, *serial_hex, der, dlen);
         OPENSSL_free(der);
         if (rc != KL_EEXIST || tries + 1 >= CA_SERIAL_TRIES) {
             break;
         }
-        OPENSSL_free(serial_hex);
-        serial_hex = NULL;
-        ASN1_INTEGER_free(serial);
-        serial = NULL;
-        TRY(ca_serial_new(&serial));
-        ENSURE_SSL(X509_set_serialNumber(cert, serial) == 1, KL_EINTERNAL, "set serial");
-        if (crl_part_size > 0) { /* KL_EEXIST may be its partition filled meanwhile */
-            TRY(ca_crlpart_assign(ca, issuer_label, cert, &crl_part, &crl_part_size));
+        OPENSSL_free(*serial_hex);
+        *serial_hex = NULL;
+        ASN1_INTEGER_free(*serial);
+        *serial = NULL;
+        TRY(ca_serial_new(serial));
+        ENSURE_SSL(X509_set_serialNumber(cert, *serial) == 1, KL_EINTERNAL, "set serial");
+        if (j->crl_part_size > 0) { /* KL_EEXIST may be its partition filled meanwhile */
+            TRY(ca_crlpart_assign(ca, j->issuer_label, cert, &j->crl_part, &j->crl_part_size));
         }
     }
-    TRY(rc);
+out:
+    return rc;
+}
+
+static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
+{
+    kl_rc rc = KL_OK;
+    ca_csr *csr_owned = NULL;
+    X509 *cert = NULL;
+    ASN1_INTEGER *serial = NULL;
+    char *serial_hex = NULL;
+    ca_issue_job j = {
+        .req = in->req,
+        .issuer_label = in->self_key ? in->self_label : in->req->issuer,
+    };
+    *cert_out = NULL;
+
+    TRY(ca_issue_args_check(ca, &j));
+    TRY(ca_issue_csr_get(&j, &csr_owned));
+    TRY(ca_issue_signer(ca, in, &j));
+    TRY(ca_issue_build(ca, in, &j, &serial, &cert));
+    if (in->check_only) {
+        goto out;
+    }
+    TRY(ca_issue_record_prepare(ca, &j, cert));
+    TRY(ca_issue_sign_record(ca, &j, cert, &serial, &serial_hex));
     *cert_out = cert;
     cert = NULL;
 out:
@@ -867,7 +956,7 @@ out:
     X509_free(cert);
     ASN1_INTEGER_free(serial);
     OPENSSL_free(serial_hex);
-    free(subject_txt);
+    free(j.subject_txt);
     return rc;
 }
 
