@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
@@ -1039,15 +1040,15 @@ static int devsim_done(const devsim *ds, long last_rx)
            ((ds->locked_sent || ds->start_locked) && now_ms() - last_rx > LOCKED_IDLE_EXIT_MS);
 }
 
-/* Read what the station sent into the engine: 0, or 1 when the port failed. */
-static int devsim_rx(devsim *ds, kl_dev *dev, const char *port_path, short revents,
-                     unsigned *nreads, long *last_rx)
+/* Read what the station sent into the engine: the bytes read, or -1 when the port failed. */
+static ssize_t devsim_rx(devsim *ds, kl_dev *dev, const char *port_path, short revents,
+                         unsigned *nreads, long *last_rx)
 {
     uint8_t buf[512];
     ssize_t n = read(ds->fd, buf, sizeof buf);
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
         fprintf(stderr, "keyline-devsim: %s: read: %s\n", port_path, strerror(errno));
-        return 1;
+        return -1;
     }
     if (n > 0) {
         pace(ds, (size_t)n);
@@ -1064,6 +1065,30 @@ static int devsim_rx(devsim *ds, kl_dev *dev, const char *port_path, short reven
     } else if (revents & POLLHUP) {
         sleep_ms(50);
     }
+    return n > 0 ? n : 0;
+}
+
+/* Handle what the station sent before we decided to leave: 0, or 1 when the port failed. A
+ * slow answer keeps us from reading (each copy of a resent HELLO poll costs --delay-ms), so
+ * the station's CHALLENGE may have been waiting on the line for longer than the linger time;
+ * leaving with it unread fails a device the station was still at work with. */
+static int devsim_drain(devsim *ds, kl_dev *dev, const char *port_path, unsigned *nreads,
+                        long *last_rx)
+{
+    int left = 0;
+    if (ioctl(ds->fd, FIONREAD, &left) != 0) {
+        return 0;
+    }
+    while (left > 0) {
+        ssize_t n = devsim_rx(ds, dev, port_path, 0, nreads, last_rx);
+        if (n < 0) {
+            return 1;
+        }
+        if (n == 0) {
+            break;
+        }
+        left -= (int)n;
+    }
     return 0;
 }
 
@@ -1078,12 +1103,18 @@ static int devsim_serve(devsim *ds, kl_dev *dev, const char *port_path)
         if (pr < 0 && errno != EINTR) {
             break;
         }
-        if (pr > 0 && devsim_rx(ds, dev, port_path, pfd.revents, &nreads, &last_rx) != 0) {
+        if (pr > 0 && devsim_rx(ds, dev, port_path, pfd.revents, &nreads, &last_rx) < 0) {
             return 1;
         }
         kl_dev_poll(dev);
         if (!ds->stay && devsim_done(ds, last_rx)) {
-            break;
+            /* decide on what had arrived by now, not on what we had read */
+            if (devsim_drain(ds, dev, port_path, &nreads, &last_rx) != 0) {
+                return 1;
+            }
+            if (devsim_done(ds, last_rx)) {
+                break;
+            }
         }
     }
     return 0;
