@@ -243,14 +243,26 @@ static kl_rc est_auth_cert_cached(est_req *rq, est_auth *a, time_t now, int *don
 static kl_rc est_auth_peer_x509(est_req *rq, const gnutls_datum_t **peer, X509 **x)
 {
     kl_rc rc = est_tls_peer_cert(rq->session, peer);
-    if (rc == KL_OK) {
-        const unsigned char *p = (*peer)->data;
-        *x = d2i_X509(NULL, &p, (long)(*peer)->size);
-        if (!*x || p != (*peer)->data + (*peer)->size) {
-            rc = kl_fail_ssl(KL_EAUTH, "client certificate: cannot parse");
-        }
+    if (rc == KL_OK && ca_x509_load((*peer)->data, (*peer)->size, x, NULL) != KL_OK) {
+        rc = kl_fail(KL_EAUTH, "client certificate: cannot parse");
     }
     return rc;
+}
+
+/* 1 if ca issued x. GnuTLS has verified x's signature against the client-ca chains, its only
+ * trust (est_tls_peer_cert); when x's authorityKeyIdentifier names ca's key, which
+ * X509_check_issued compares with ca's subjectKeyIdentifier, that is the key it verified with
+ * (the OpenSSL check of the same signature cost a verification per handshake). Without both
+ * identifiers the name alone says less, so the signature is checked here once more. */
+static int est_auth_issued_by(X509 *ca, X509 *x)
+{
+    if (X509_check_issued(ca, x) != X509_V_OK) {
+        return 0;
+    }
+    if (X509_get0_authority_key_id(x) && X509_get0_subject_key_id(ca)) {
+        return 1;
+    }
+    return X509_verify(x, X509_get0_pubkey(ca)) == 1;
 }
 
 /* The client-ca certificate that issued x, by index; -1 if none did. */
@@ -258,8 +270,7 @@ static int est_auth_client_ca(const est_server *s, X509 *x)
 {
     int issuer_ok = -1;
     for (int i = 0; s->client_cas && i < sk_X509_num(s->client_cas) && issuer_ok < 0; i++) {
-        X509 *ca = sk_X509_value(s->client_cas, i);
-        if (X509_check_issued(ca, x) == X509_V_OK && X509_verify(x, X509_get0_pubkey(ca)) == 1) {
+        if (est_auth_issued_by(sk_X509_value(s->client_cas, i), x)) {
             issuer_ok = i;
         }
     }
