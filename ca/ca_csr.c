@@ -523,6 +523,31 @@ out:
     return rc;
 }
 
+kl_rc ca_req_parse(const uint8_t *der, size_t len, X509_REQ **out)
+{
+    csr_parts r;
+    EVP_PKEY *pk = NULL;
+    *out = NULL;
+    if (!der || len == 0 || len > LONG_MAX) {
+        return kl_fail(KL_EINPUT, "empty or oversized CSR");
+    }
+    int fast =
+        csr_split(der, len, &r) && csr_spki_ec(&r.spki, &pk) && csr_assemble(&r, pk, der, len, out);
+    EVP_PKEY_free(pk);
+    if (fast) {
+        return KL_OK;
+    }
+    ERR_clear_error();
+    const unsigned char *p = der;
+    X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)len);
+    if (!req || p != der + len) {
+        X509_REQ_free(req);
+        return kl_fail_ssl(KL_EINPUT, "CSR is not valid DER PKCS#10");
+    }
+    *out = req;
+    return KL_OK;
+}
+
 X509_REQ *ca_csr_req(const ca_csr *c)
 {
     return c ? c->req : NULL;

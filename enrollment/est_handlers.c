@@ -790,33 +790,19 @@ out:
     return rc;
 }
 
-/* The request body as a CSR: base64 DER (RFC 8951), all of it, its signature intact (proof of
- * possession; keyline-cad checks it again with the template policy). KL_EINPUT (400). */
+/* The request body as a CSR: base64 DER (RFC 8951), all of it. KL_EINPUT (400). Its signature
+ * (proof of possession) is keyline-cad's to check, with the rest of the request, before it
+ * issues or holds anything: a bad one comes back as 400 from there. Checking it here as well
+ * cost a fifth of this process's time per keep-alive enrollment. */
 static kl_rc est_csr_parse(est_req *rq, kl_buf *der, X509_REQ **out)
 {
     kl_rc rc = est_body_decode(rq->body, rq->body_len, rq->cte, der);
     if (rc != KL_OK) {
         return kl_wrap(KL_EINPUT, "request body is not base64 DER");
     }
-    ca_csr *c = NULL;
-    if (ca_csr_load(der->data, der->len, &c) == KL_OK) {
-        *out = ca_csr_take(c); /* the EC fast path (ca_csr.c): OpenSSL 3's decoder costs more */
-        return KL_OK;
-    }
-    ERR_clear_error();
-    /* refused: the same check again with OpenSSL alone, for the messages clients are given */
-    const unsigned char *p = der->data;
-    *out = d2i_X509_REQ(NULL, &p, (long)der->len);
-    if (!*out || p != der->data + der->len) {
-        X509_REQ_free(*out);
-        *out = NULL;
+    /* the EC fast path (ca_csr.c): OpenSSL 3's decoder costs more */
+    if (ca_req_parse(der->data, der->len, out) != KL_OK) {
         return kl_fail_ssl(KL_EINPUT, "request body is not one PKCS#10 CSR");
-    }
-    EVP_PKEY *pub = X509_REQ_get0_pubkey(*out);
-    if (!pub || X509_REQ_verify(*out, pub) != 1) {
-        X509_REQ_free(*out);
-        *out = NULL;
-        return kl_fail_ssl(KL_EINPUT, "CSR signature does not verify (no proof of possession)");
     }
     return KL_OK;
 }

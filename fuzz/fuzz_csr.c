@@ -1,10 +1,12 @@
 /* Fuzz the CSR front of the issuance pipeline: PEM/DER parsing, signature check (ca_csr_load,
  * checked against OpenSSL's d2i_X509_REQ + X509_REQ_verify), template policy (device-ldevid and
- * est-server) and lint, without the HSM; and ca_x509_load against d2i_X509 on the same bytes
- * (the corpus holds certificates too). */
+ * est-server) and lint, without the HSM; ca_req_parse (keyline-estd's, no signature check)
+ * against d2i_X509_REQ; and ca_x509_load against d2i_X509 on the same bytes (the corpus holds
+ * certificates too). */
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ca.h"
 #include "tpl.h"
@@ -51,9 +53,31 @@ static void fz_x509(const uint8_t *data, size_t size)
     X509_free(y);
 }
 
+/* differential: ca_req_parse (EC fast path or d2i_X509_REQ, no signature check) accepts exactly
+ * what d2i_X509_REQ takes whole, as the same request */
+static void fz_req(const uint8_t *data, size_t size)
+{
+    X509_REQ *x = NULL;
+    kl_rc rc = ca_req_parse(data, size, &x);
+    const unsigned char *p = data;
+    X509_REQ *y = size > 0 ? d2i_X509_REQ(NULL, &p, (long)size) : NULL;
+    int ok = y && p == data + size;
+    unsigned char *ex = NULL, *ey = NULL;
+    int lx = ok && rc == KL_OK ? i2d_X509_REQ(x, &ex) : 0;
+    int ly = ok && rc == KL_OK ? i2d_X509_REQ(y, &ey) : 0;
+    if ((rc == KL_OK) != ok || lx != ly || (lx > 0 && memcmp(ex, ey, (size_t)lx) != 0)) {
+        abort();
+    }
+    OPENSSL_free(ex);
+    OPENSSL_free(ey);
+    X509_REQ_free(x);
+    X509_REQ_free(y);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_x509(data, size);
+    fz_req(data, size);
     if (!fz_tpls[0]) {
         if (tpl_load(KEYLINE_TEMPLATES_DIR, "device-ldevid", &fz_tpls[0]) != KL_OK ||
             tpl_load(KEYLINE_TEMPLATES_DIR, "est-server", &fz_tpls[1]) != KL_OK) {
