@@ -175,6 +175,9 @@ kl_rc est_multipart_build(const est_part *parts, size_t n, kl_buf *out) KL_WUR;
 
 /* Degenerate certs-only SignedData (RFC 5652 / RFC 7030 4.1.3), DER. Duplicates are dropped. */
 kl_rc est_p7_certs_only(STACK_OF(X509) * certs, kl_buf *der) KL_WUR;
+/* The same from DER certificates, as given (no parsing, no de-duplication). */
+kl_rc est_p7_certs_der(const uint8_t *const *certs, const size_t *lens, size_t n,
+                       kl_buf *der) KL_WUR;
 
 /* ------------------------------------------------------------------------------------------
  * Authentication (est_auth.c)
@@ -459,8 +462,10 @@ typedef struct {
 kl_rc est_cad_cert_status(est_server *s, const uint8_t *der, size_t der_len, const char *serial,
                           est_cert_state *out) KL_WUR;
 
-/* issue: *cert gets the new certificate, serial its hex serial. */
-kl_rc est_cad_issue(est_server *s, const cac_issue_req *r, X509 **cert, char serial[65]) KL_WUR;
+/* issue: *der (malloc'd, len bytes) gets the new certificate as keyline-cad sent it, one DER
+ * SEQUENCE (checked; it is not parsed: it goes to the client as it is), serial its hex serial. */
+kl_rc est_cad_issue(est_server *s, const cac_issue_req *r, uint8_t **der, size_t *len,
+                    char serial[65]) KL_WUR;
 
 /* submit: a request held for an officer (RFC 7030 4.2.3). */
 typedef struct {

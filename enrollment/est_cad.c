@@ -4,6 +4,8 @@
  * Every function returns keyline-cad's own code and message on a refusal, and KL_EUNAVAIL when
  * no keyline-cad of [est] cad answers (or its store is unreachable): est_resp_error makes that a
  * 503 with Retry-After. */
+#include <openssl/asn1.h>
+#include <openssl/err.h>
 #include <openssl/obj_mac.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -179,17 +181,30 @@ out:
     return rc;
 }
 
-kl_rc est_cad_issue(est_server *s, const cac_issue_req *r, X509 **cert, char serial[65])
+kl_rc est_cad_issue(est_server *s, const cac_issue_req *r, uint8_t **der, size_t *len,
+                    char serial[65])
 {
-    uint8_t *der = NULL;
-    size_t len = 0;
-    *cert = NULL;
-    kl_rc rc = cac_issue(s->cad, r, &der, &len, serial);
-    if (rc == KL_OK) {
-        rc = est_x509_der(der, len, cert);
+    *der = NULL;
+    *len = 0;
+    kl_rc rc = cac_issue(s->cad, r, der, len, serial);
+    if (rc != KL_OK) {
+        return rc;
     }
-    free(der);
-    return rc;
+    /* one DER SEQUENCE, all of the bytes: what the client is given is at least well formed */
+    const unsigned char *p = *der;
+    long body = 0;
+    int tag = 0, cls = 0;
+    int ret =
+        *len > 0 && *len <= LONG_MAX ? ASN1_get_object(&p, &body, &tag, &cls, (long)*len) : 0x80;
+    if (ret != V_ASN1_CONSTRUCTED || tag != V_ASN1_SEQUENCE || cls != V_ASN1_UNIVERSAL ||
+        p + body != *der + *len) {
+        free(*der);
+        *der = NULL;
+        *len = 0;
+        ERR_clear_error();
+        return kl_fail(KL_EIO, "keyline-cad sent a certificate that is not one DER SEQUENCE");
+    }
+    return KL_OK;
 }
 
 kl_rc est_cad_submit(est_server *s, const cac_issue_req *r, est_held *out)

@@ -392,7 +392,7 @@ static size_t est_der_hdr_len(size_t n)
  *   ContentInfo ::= SEQUENCE { contentType id-signedData, content [0] EXPLICIT SignedData }
  *   SignedData ::= SEQUENCE { version 1, digestAlgorithms SET {}, encapContentInfo SEQUENCE {
  *       id-data }, certificates [0] IMPLICIT (in the order given), signerInfos SET {} } */
-kl_rc est_p7_certs_only(STACK_OF(X509) * certs, kl_buf *der)
+kl_rc est_p7_certs_der(const uint8_t *const *certs, const size_t *lens, size_t n, kl_buf *der)
 {
     static const uint8_t oid_signed[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
                                          0xf7, 0x0d, 0x01, 0x07, 0x02};
@@ -401,15 +401,41 @@ kl_rc est_p7_certs_only(STACK_OF(X509) * certs, kl_buf *der)
                                       0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01};
     static const uint8_t sd_tail[] = {0x31, 0x00}; /* signerInfos SET {} */
     kl_rc rc = KL_OK;
+    size_t certs_len = 0;
+    kl_buf out;
+    kl_buf_init(&out, der->cap, 0);
+    for (size_t i = 0; i < n; i++) {
+        certs_len += lens[i];
+    }
+    size_t sd_len = sizeof sd_head + est_der_hdr_len(certs_len) + certs_len + sizeof sd_tail;
+    size_t explicit_len = est_der_hdr_len(sd_len) + sd_len;
+    size_t ci_len = sizeof oid_signed + est_der_hdr_len(explicit_len) + explicit_len;
+    TRY(est_der_hdr(&out, 0x30, ci_len));
+    TRY(kl_buf_put(&out, oid_signed, sizeof oid_signed));
+    TRY(est_der_hdr(&out, 0xa0, explicit_len));
+    TRY(est_der_hdr(&out, 0x30, sd_len));
+    TRY(kl_buf_put(&out, sd_head, sizeof sd_head));
+    TRY(est_der_hdr(&out, 0xa0, certs_len));
+    for (size_t i = 0; i < n; i++) {
+        TRY(kl_buf_put(&out, certs[i], lens[i]));
+    }
+    TRY(kl_buf_put(&out, sd_tail, sizeof sd_tail));
+    TRY(kl_buf_put(der, out.data, out.len));
+out:
+    kl_buf_free(&out);
+    return rc;
+}
+
+/* The certificates DER-encoded, a repeated one once, then est_p7_certs_der. */
+kl_rc est_p7_certs_only(STACK_OF(X509) * certs, kl_buf *der)
+{
+    kl_rc rc = KL_OK;
     int total = certs ? sk_X509_num(certs) : 0;
     uint8_t **enc = calloc((size_t)(total > 0 ? total : 1), sizeof *enc);
     size_t *enc_len = calloc((size_t)(total > 0 ? total : 1), sizeof *enc_len);
-    size_t n = 0, certs_len = 0;
-    kl_buf out;
-    kl_buf_init(&out, der->cap, 0);
+    size_t n = 0;
     ENSURE(enc && enc_len, KL_EINTERNAL, "out of memory");
-
-    for (int i = 0; certs && i < sk_X509_num(certs); i++) {
+    for (int i = 0; i < total; i++) {
         X509 *x = sk_X509_value(certs, i);
         int dup = 0;
         for (int j = 0; j < i && !dup; j++) {
@@ -422,29 +448,14 @@ kl_rc est_p7_certs_only(STACK_OF(X509) * certs, kl_buf *der)
         int l = i2d_X509(x, &enc[n]);
         ENSURE_SSL(l > 0, KL_EINTERNAL, "i2d_X509");
         enc_len[n] = (size_t)l;
-        certs_len += (size_t)l;
         n++;
     }
-    size_t sd_len = sizeof sd_head + est_der_hdr_len(certs_len) + certs_len + sizeof sd_tail;
-    size_t explicit_len = est_der_hdr_len(sd_len) + sd_len;
-    size_t ci_len = sizeof oid_signed + est_der_hdr_len(explicit_len) + explicit_len;
-    TRY(est_der_hdr(&out, 0x30, ci_len));
-    TRY(kl_buf_put(&out, oid_signed, sizeof oid_signed));
-    TRY(est_der_hdr(&out, 0xa0, explicit_len));
-    TRY(est_der_hdr(&out, 0x30, sd_len));
-    TRY(kl_buf_put(&out, sd_head, sizeof sd_head));
-    TRY(est_der_hdr(&out, 0xa0, certs_len));
-    for (size_t i = 0; i < n; i++) {
-        TRY(kl_buf_put(&out, enc[i], enc_len[i]));
-    }
-    TRY(kl_buf_put(&out, sd_tail, sizeof sd_tail));
-    TRY(kl_buf_put(der, out.data, out.len));
+    rc = est_p7_certs_der((const uint8_t *const *)enc, enc_len, n, der);
 out:
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; enc && i < n; i++) {
         OPENSSL_free(enc[i]);
     }
     free(enc);
     free(enc_len);
-    kl_buf_free(&out);
     return rc;
 }

@@ -571,12 +571,18 @@ static cac_issue_req est_cad_req(const est_label *l, const est_auth *a, const ui
 }
 
 static kl_rc est_issue(est_req *rq, const est_label *l, const est_auth *a, const uint8_t *csr,
-                       size_t csr_len, const char *device_id, X509 **cert)
+                       size_t csr_len, const char *device_id, kl_buf *cert)
 {
     cac_issue_req r = est_cad_req(l, a, csr, csr_len, device_id);
     char serial[65];
     double t0 = est_now();
-    kl_rc rc = est_cad_issue(rq->srv, &r, cert, serial);
+    uint8_t *der = NULL;
+    size_t len = 0;
+    kl_rc rc = est_cad_issue(rq->srv, &r, &der, &len, serial);
+    if (rc == KL_OK) {
+        rc = kl_buf_put(cert, der, len);
+    }
+    free(der);
     if (rc == KL_OK) {
         est_metrics_issue(&rq->srv->metrics, est_now() - t0);
         est_note(rq, "issued serial %s", serial);
@@ -905,12 +911,13 @@ out:
 }
 
 /* The issued certificate (and for serverkeygen its key) as the response. */
-static kl_rc est_enroll_resp(est_resp *rs, est_op op, X509 *cert, EVP_PKEY *key)
+static kl_rc est_enroll_resp(est_resp *rs, est_op op, const kl_buf *cert, EVP_PKEY *key)
 {
     kl_rc rc = KL_OK;
     kl_buf p7;
     kl_buf_init(&p7, EST_RESP_CAP, 0);
-    TRY(est_p7_one(cert, &p7));
+    const uint8_t *one = cert->data;
+    TRY(est_p7_certs_der(&one, &cert->len, 1, &p7));
     if (op != EST_OP_SERVERKEYGEN) {
         /* RFC 7030 4.2.3: certs-only, "containing only the certificate that was issued" */
         est_resp_b64(rs, "application/pkcs7-mime; smime-type=certs-only", p7.data, p7.len);
@@ -930,7 +937,8 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
     kl_buf der;
     kl_buf_init(&der, s->cfg.max_body, 0);
     X509_REQ *req = NULL;
-    X509 *cert = NULL;
+    kl_buf cert;
+    kl_buf_init(&cert, EST_RESP_CAP, 0);
     EVP_PKEY *key = NULL;
     uint8_t *kg_csr = NULL;
     size_t kg_csr_len = 0;
@@ -957,7 +965,7 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
     } else {
         TRY(est_issue(rq, l, &a, der.data, der.len, device_id, &cert));
     }
-    TRY(est_enroll_resp(rs, op, cert, key));
+    TRY(est_enroll_resp(rs, op, &cert, key));
 out:
     if (rc != KL_OK) {
         est_resp_error(rq, rs, rc);
@@ -966,7 +974,7 @@ done:
     free(device_id);
     OPENSSL_free(kg_csr);
     EVP_PKEY_free(key); /* OpenSSL clears private key material on free */
-    X509_free(cert);
+    kl_buf_free(&cert);
     X509_REQ_free(req);
     est_auth_free(&a);
     kl_buf_free(&der);

@@ -599,6 +599,18 @@ static void test_p7_certs_only(void **state)
     assert_int_equal(X509_cmp(sk_X509_value(p7->d.sign->cert, 0), a), 0);
     assert_int_equal(X509_cmp(sk_X509_value(p7->d.sign->cert, 1), b), 0);
     PKCS7_free(p7);
+    /* est_p7_certs_der (the enrollment answer, from keyline-cad's DER): the same bytes */
+    uint8_t *da = NULL, *db = NULL;
+    size_t lens[2] = {(size_t)i2d_X509(a, &da), (size_t)i2d_X509(b, &db)};
+    const uint8_t *two[2] = {da, db};
+    kl_buf der2;
+    kl_buf_init(&der2, 65536, 0);
+    assert_int_equal(est_p7_certs_der(two, lens, 2, &der2), KL_OK);
+    assert_int_equal(der2.len, der.len);
+    assert_memory_equal(der2.data, der.data, der.len);
+    kl_buf_free(&der2);
+    OPENSSL_free(da);
+    OPENSSL_free(db);
     /* empty set is still a valid structure */
     kl_buf_reset(&der);
     assert_int_equal(est_p7_certs_only(NULL, &der), KL_OK);
