@@ -28,6 +28,30 @@ static int ca_subject_attr_eq(const X509_NAME *a, int i, const X509_NAME *b, int
     return eq;
 }
 
+static const ASN1_OBJECT *ca_subject_type(const X509_NAME *n, int i)
+{
+    return X509_NAME_ENTRY_get_object(X509_NAME_get_entry(n, i));
+}
+
+/* 1 if a and b have the same attribute types, as many of each (n attributes each): a cheap
+ * answer for most pairs (a device's CN + serialNumber against a CA's CN + O), before values
+ * are compared the costly way. */
+static int ca_subject_types_same(const X509_NAME *a, const X509_NAME *b, int n)
+{
+    unsigned char used[64] = {0};
+    for (int i = 0; i < n; i++) {
+        int found = 0;
+        for (int j = 0; j < n && !found; j++) {
+            found = !used[j] && OBJ_cmp(ca_subject_type(a, i), ca_subject_type(b, j)) == 0;
+            used[j] |= (unsigned char)found;
+        }
+        if (!found) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* The same attributes in any order or RDN grouping: a reordered DN reads the same to a person.
  * An empty name is nobody's (every CA template requires a CN). */
 static int ca_subject_same(const X509_NAME *a, const X509_NAME *b)
@@ -41,10 +65,13 @@ static int ca_subject_same(const X509_NAME *a, const X509_NAME *b)
     if (n > MAX_ATTRS) {
         return X509_NAME_cmp(a, b) == 0;
     }
+    if (!ca_subject_types_same(a, b, n)) {
+        return 0;
+    }
     for (int i = 0; i < n; i++) {
         int found = 0;
         for (int j = 0; j < n && !found; j++) {
-            if (used[j]) {
+            if (used[j] || OBJ_cmp(ca_subject_type(a, i), ca_subject_type(b, j)) != 0) {
                 continue;
             }
             int eq = ca_subject_attr_eq(a, i, b, j);

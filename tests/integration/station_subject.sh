@@ -40,9 +40,11 @@ iss=$(openssl x509 -in SUBJ-1.pem -noout -issuer -nameopt RFC2253)
 ok "IDevID subject built from model and serial: $subj ($iss)"
 
 # 3. ca_issue refuses any certificate named like a CA of the store (here through keyline-ca):
-# factory1's DN exactly (DER order O, CN, as keyline-ca ca create made it), and reordered
+# factory1's DN exactly (DER order O, CN, as keyline-ca ca create made it), reordered, and in
+# other case and spacing (names compare canonically: RFC 5280 7.1)
 make_key ec-p256 evil.key
-for subj in "/O=Keyline Test/CN=Test Factory CA" "/CN=Test Factory CA/O=Keyline Test"; do
+for subj in "/O=Keyline Test/CN=Test Factory CA" "/CN=Test Factory CA/O=Keyline Test" \
+  "/CN=test  FACTORY ca/O=KEYLINE test"; do
   openssl req -new -key evil.key -subj "$subj" -addext "subjectAltName=DNS:est.example.test" -out evil-ee.csr
   set +e; kca issue --issuer field1 --template est-server --csr evil-ee.csr >evil-ee.pem 2>evil-ee.err; st=$?; set -e
   if [ $st = 0 ]; then
