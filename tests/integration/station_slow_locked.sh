@@ -17,8 +17,10 @@ st_wait_pid $st_last_dev 10 || fail "first run: devsim did not finish"
 st_check_device SL-1
 
 # the same unit back on the fixture, now answering 1 s late: a new station run sees it locked
-# and has it prove its key (CHALLENGE) before calling it already provisioned
-st_dev 1 SL-1 --misbehave slow --delay-ms 1000 -v
+# and has it prove its key (CHALLENGE) before calling it already provisioned. --linger-ms 0:
+# it may leave 2 x 1 s after its first HELLO answer (the linger time of a slow device), which
+# a second copy of the HELLO takes up whole, however loaded the machine.
+st_dev 1 SL-1 --misbehave slow --delay-ms 1000 --linger-ms 0 -v
 dev=$st_last_dev
 st_station --port "$F1" --count 1 || {
   tail -20 station.log
@@ -31,6 +33,6 @@ st_wait_pid $dev 20 || fail "slow locked device: devsim did not finish"
 # the evidence of the race: copies of the HELLO answered before the CHALLENGE
 hellos=$(grep -c -- '-> HELLO_R' SL-1.log)
 grep -q -- '-> CHALLENGE_R' SL-1.log || fail "devsim never answered CHALLENGE"
-[ "$hellos" -ge 4 ] || fail "only $hellos HELLO answers: the station no longer resends its poll?"
+[ "$hellos" -ge 2 ] || fail "only $hellos HELLO answer: the station no longer resends its poll?"
 st_check_device SL-1
 ok "slow locked device: $hellos HELLO copies answered, then the CHALLENGE; already-provisioned"
