@@ -133,6 +133,7 @@ typedef struct {
     char device_id[EST_DEVICE_ID_MAX]; /* EST_AUTH_CERT: the device it belongs to, "" none */
     char user[128];                    /* EST_AUTH_BASIC */
     int cert_refused;                  /* a certificate was presented but is not acceptable */
+    int status_deferred; /* EST_AUTH_CERT: its status is checked by keyline-cad's issue request */
 } est_auth;
 
 static void est_auth_free(est_auth *a)
@@ -225,14 +226,22 @@ static kl_rc est_auth_cert_cached(est_req *rq, est_auth *a, time_t now, int *don
         return KL_OK;
     }
     *done = 1;
-    kl_rc rc = est_cert_status_now(rq->srv, cache->serial, now);
-    if (rc == KL_EAUTH) {
-        est_auth_cert_refuse(a, NULL, cache->subject, kl_errmsg());
-        est_conn_auth_reset(cache); /* the next request decides afresh */
-        return KL_OK;
-    }
-    if (rc != KL_OK) {
-        return rc;
+    if (!rq->authorization) {
+        /* No credential to fall back on: the status of the certificate and of its CAs is left
+         * to keyline-cad's issue (or submit) request, which checks the same (cad_client_device)
+         * and answers KL_EAUTH, turned into the same 401 (est_auth_deferred_refusal). One
+         * keyline-cad round trip less per keep-alive enrollment. */
+        a->status_deferred = 1;
+    } else {
+        kl_rc rc = est_cert_status_now(rq->srv, cache->serial, now);
+        if (rc == KL_EAUTH) {
+            est_auth_cert_refuse(a, NULL, cache->subject, kl_errmsg());
+            est_conn_auth_reset(cache); /* the next request decides afresh */
+            return KL_OK;
+        }
+        if (rc != KL_OK) {
+            return rc;
+        }
     }
     X509_up_ref(cache->cert);
     est_auth_cert_accept(rq, a, cache->cert, cache->serial, cache->subject, cache->device_id);
@@ -427,6 +436,24 @@ static void est_resp_unauthorized(est_req *rq, est_resp *rs, const est_auth *a)
     /* RFC 7030 3.2.3 / RFC 9110 11.6.1: a 401 carries WWW-Authenticate. */
     est_resp_text(rs, 401, "authentication required");
     est_resp_header(rs, "WWW-Authenticate", "Basic realm=\"keyline-est\", charset=\"UTF-8\"");
+}
+
+/* keyline-cad refused a certificate whose status was left to it (a->status_deferred): the
+ * answer est_auth_cert_cached would have given, and the connection's cache dropped. 1 when
+ * that is what rc was. */
+static int est_auth_deferred_refusal(est_req *rq, est_resp *rs, est_auth *a, kl_rc rc)
+{
+    if (rc != KL_EAUTH || a->kind != EST_AUTH_CERT || !a->status_deferred) {
+        return 0;
+    }
+    kl_warn("client certificate %s refused: %s", rq->identity + strlen("cert:"), kl_errmsg());
+    if (rq->conn_auth) {
+        est_conn_auth_reset(rq->conn_auth);
+    }
+    a->cert_refused = 1;
+    est_note(rq, "%s", "client certificate refused");
+    est_resp_unauthorized(rq, rs, a);
+    return 1;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -967,7 +994,7 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
     }
     TRY(est_enroll_resp(rs, op, &cert, key));
 out:
-    if (rc != KL_OK) {
+    if (rc != KL_OK && !est_auth_deferred_refusal(rq, rs, &a, rc)) {
         est_resp_error(rq, rs, rc);
     }
 done:

@@ -135,6 +135,21 @@ static void cad_name_sn(const X509_NAME *n, char *out, size_t cap)
     }
 }
 
+/* A valid certificate is only as good as the CAs above it: its issuing CA certificate and every
+ * CA certificate up to the root must be valid in the store and within their recorded dates (a
+ * revoked factory CA takes every IDevID under it with it). ca_issuer_check walks the cached
+ * chain with one status lookup per CA and no cache, so a revocation by the officer takes effect
+ * on the next request. KL_EAUTH with its reason; the store's errors as they are. */
+static kl_rc cad_issuer_chain_status(const cad_call *c, const char *serial, const char *issuer)
+{
+    kl_rc rc = ca_issuer_check(c->d->ca, issuer, time(NULL));
+    if (rc == KL_EPOLICY) {
+        rc = kl_fail(KL_EAUTH, "certificate %s: its issuing CA is not valid: %s", serial,
+                     kl_errmsg());
+    }
+    return rc;
+}
+
 /* The device a client certificate belongs to: its store row's device id, else its subject
  * serialNumber (which the template checked at issuance). KL_EAUTH when it is not ours or not
  * valid. */
@@ -154,6 +169,11 @@ static kl_rc cad_client_device(const cad_call *c, const char *serial, char *dev,
     TRY(rc);
     ENSURE(strcmp(sc.status, STORE_ST_VALID) == 0, KL_EAUTH, "client certificate %s is %s", norm,
            sc.status);
+    /* what cert-status by serial answers, so that a front end may leave the per-request check
+     * to this request (keyline-estd on a keep-alive connection) */
+    ENSURE(!sc.not_after || time(NULL) < sc.not_after, KL_EAUTH,
+           "client certificate %s has expired", norm);
+    TRY(cad_issuer_chain_status(c, norm, sc.issuer));
     if (sc.device_id && *sc.device_id) {
         snprintf(dev, cap, "%s", sc.device_id);
     } else if (sc.der && ca_x509_load(sc.der, sc.der_len, &x, NULL) == KL_OK) {
@@ -507,21 +527,6 @@ static kl_rc cad_op_ocsp(cad_call *c)
 {
     const cap_field *f = cap_find(c->req, CAP_T_OCSP_REQ, 0);
     return cad_rev_ocsp(c->d->rev, f->val, f->len, c->rsp);
-}
-
-/* A valid certificate is only as good as the CAs above it: its issuing CA certificate and every
- * CA certificate up to the root must be valid in the store and within their recorded dates (a
- * revoked factory CA takes every IDevID under it with it). ca_issuer_check walks the cached
- * chain with one status lookup per CA and no cache, so a revocation by the officer takes effect
- * on the next request. KL_EAUTH with its reason; the store's errors as they are. */
-static kl_rc cad_issuer_chain_status(cad_call *c, const char *serial, const char *issuer)
-{
-    kl_rc rc = ca_issuer_check(c->d->ca, issuer, time(NULL));
-    if (rc == KL_EPOLICY) {
-        rc = kl_fail(KL_EAUTH, "certificate %s: its issuing CA is not valid: %s", serial,
-                     kl_errmsg());
-    }
-    return rc;
 }
 
 /* By serial: the store's record. By certificate: ca_cert_check_valid first (issued by one of
