@@ -185,9 +185,11 @@ kl_rc est_p7_certs_der(const uint8_t *const *certs, const size_t *lens, size_t n
 
 /* htpasswd files and Basic credentials: kl_http.h (shared with the station dashboard). */
 
-/* The client's leaf certificate (DER, owned by the session) after GnuTLS verified the presented
- * chain against the credentials' trust list (MHD_OPTION_HTTPS_MEM_TRUST). KL_ENOTFOUND when
- * the client sent no certificate; KL_EAUTH with the reason when verification failed. */
+/* The client's leaf certificate (DER, owned by the session), whose key the client proved it
+ * holds in the handshake (CertificateVerify). Nothing else about it is checked here: the
+ * caller checks its issuer and purpose, and keyline-cad that it is, byte for byte, a
+ * certificate it issued, valid, under valid CAs (est_handlers.c, est_auth_cert). KL_ENOTFOUND
+ * when the client sent no certificate. */
 kl_rc est_tls_peer_cert(gnutls_session_t s, const gnutls_datum_t **out) KL_WUR;
 
 /* What a TLS session's client certificate checks established, kept for the life of the

@@ -34,22 +34,6 @@ kl_rc est_tls_peer_cert(gnutls_session_t s, const gnutls_datum_t **out)
     if (!certs || n == 0) {
         return kl_fail(KL_ENOTFOUND, "no client certificate");
     }
-    unsigned status = 0;
-    int r = gnutls_certificate_verify_peers2(s, &status);
-    if (r < 0) {
-        return kl_fail(KL_EAUTH, "client certificate: %s", gnutls_strerror(r));
-    }
-    if (status != 0) {
-        gnutls_datum_t txt = {NULL, 0};
-        kl_rc rc = KL_EAUTH;
-        if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &txt, 0) == 0) {
-            rc = kl_fail(KL_EAUTH, "client certificate: %s", (const char *)txt.data);
-            gnutls_free(txt.data);
-        } else {
-            rc = kl_fail(KL_EAUTH, "client certificate not trusted (status 0x%x)", status);
-        }
-        return rc;
-    }
     *out = &certs[0];
     return KL_OK;
 }
