@@ -8,10 +8,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 SECONDS_PER_RUN=${KL_BENCH_SECONDS:-5}
 est_setup_ca
-est_write_conf "threads = ${KL_BENCH_THREADS:-2}" "workers = ${KL_BENCH_WORKERS:-16}" "max-connections = 4096"
+est_write_conf "threads = ${KL_BENCH_THREADS:-1}" "workers = ${KL_BENCH_WORKERS:-16}" "max-connections = 4096"
 est_start
 new_csr bench "/CN=sensor-0001/serialNumber=HW0001"
-echo "keyline-estd: $(nproc) CPUs, threads = ${KL_BENCH_THREADS:-2} (KL_BENCH_THREADS), workers = ${KL_BENCH_WORKERS:-16} (KL_BENCH_WORKERS), store in $KL_TEST_DIR ($(stat -f -c %T "$KL_TEST_DIR")), $SECONDS_PER_RUN s per run; client auth: IDevID certificate (basic: HTTP Basic, $EST_USER, yescrypt)"
+echo "keyline-estd: $(nproc) CPUs, threads = ${KL_BENCH_THREADS:-1} (KL_BENCH_THREADS), workers = ${KL_BENCH_WORKERS:-16} (KL_BENCH_WORKERS), store in $KL_TEST_DIR ($(stat -f -c %T "$KL_TEST_DIR")), $SECONDS_PER_RUN s per run; client auth: IDevID certificate (basic: HTTP Basic, $EST_USER, yescrypt)"
 KL_BENCH_BASIC="$EST_USER:$EST_PASS" "$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 --port "$EST_PORT" --cacert "$D/root1.pem" \
     --cert "$D/idev.crt" --key "$D/idev.key" --csr "$D/bench.b64" --seconds "$SECONDS_PER_RUN" \
     --clients "${KL_BENCH_CLIENTS:-2,8,32}" --modes "${KL_BENCH_MODES:-keep-alive,new-handshake,resume,basic}"

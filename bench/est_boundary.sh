@@ -24,7 +24,7 @@ if [ "${1:-}" = --run ]; then
     # shellcheck source=/dev/null  # that side's tests/integration/est_common.sh
     . "${EST_COMMON:?}"
     est_setup_ca
-    est_write_conf "threads = ${KL_BENCH_THREADS:-2}" "workers = ${KL_BENCH_WORKERS:-16}" \
+    est_write_conf "threads = ${KL_BENCH_THREADS:-1}" "workers = ${KL_BENCH_WORKERS:-16}" \
         "max-connections = 4096"
     est_start
     new_csr bench "/CN=sensor-0001/serialNumber=HW0001"
@@ -75,7 +75,7 @@ one_run() {
 }
 
 echo "$(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $secs s per run, $runs runs per side" \
-    "alternated; threads = ${KL_BENCH_THREADS:-2}, workers = ${KL_BENCH_WORKERS:-16};" \
+    "alternated; threads = ${KL_BENCH_THREADS:-1}, workers = ${KL_BENCH_WORKERS:-16};" \
     "old = $rev (signer processes), new = $(git -C "$root" rev-parse --short HEAD)" \
     "$(git -C "$root" diff --quiet HEAD -- ca enrollment common hsm || echo '+ working tree')" \
     "(keyline-estd + keyline-cad)"

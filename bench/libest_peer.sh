@@ -55,7 +55,7 @@ bench() { # bench PORT OUT: est_bench's keep-alive and new-handshake rates, 8 cl
 libest_build || exit 0
 
 est_setup_ca
-est_write_conf "threads = ${KL_BENCH_THREADS:-2}" "workers = ${KL_BENCH_WORKERS:-16}" "max-connections = 4096"
+est_write_conf "threads = ${KL_BENCH_THREADS:-1}" "workers = ${KL_BENCH_WORKERS:-16}" "max-connections = 4096"
 new_csr bench "/CN=sensor-0001/serialNumber=HW0001"
 
 # libest's CA: openssl-ca layout, a P-256 key like field1's
