@@ -176,21 +176,7 @@ rc=0; "$KL_BIN/keyline-ca" -c fresh.conf audit verify >/dev/null 2>&1 || rc=$?
 ok "a new store on a used token needs audit checkpoint --adopt-key"
 
 # --- keyline-cad: every N entries, and at shutdown ---
-cat >> "$KL_CONF" <<CONF
-
-[cad]
-socket = cad.sock
-socket-mode = 0600
-audit-checkpoint-every = 3
-
-[role est]
-users = $(id -u)
-
-[profile ldevid]
-issuer = field1
-template = device-ldevid
-clients = est
-CONF
+cad_conf_ldevid field1 "socket-mode = 0600" "audit-checkpoint-every = 3"
 "$KL_BIN/keyline-cad" -c "$KL_CONF" 2>cad.log &
 CAD_PID=$!
 trap 'kill $CAD_PID 2>/dev/null || true' EXIT
