@@ -877,9 +877,16 @@ out:
 static kl_rc est_enroll_csr(est_req *rq, est_op op, const est_auth *a, kl_buf *der, X509_REQ **req)
 {
     kl_rc rc = KL_OK;
-    /* For serverkeygen the client's CSR only carries the subject, but it must still be
-     * intact. */
     TRY(est_csr_parse(rq, der, req));
+    if (op == EST_OP_SERVERKEYGEN) {
+        /* The client's CSR only carries the subject, but it must still be intact; keyline-cad
+         * never sees it (it gets the CSR of the key made here), so its signature is checked
+         * here. */
+        ca_csr *c = NULL;
+        rc = ca_csr_load(der->data, der->len, &c);
+        ca_csr_free(c);
+        TRY(rc);
+    }
     /* RFC 7030 3.5: channel binding through challengePassword */
     TRY(est_channel_binding_check(rq->srv->cfg.channel_binding, *req, rq->session));
     if (op == EST_OP_SIMPLEREENROLL) {

@@ -125,6 +125,14 @@ open(sys.argv[2], "wb").write(bytes(d))
 PY
 openssl base64 -in "$D/badsig.der" > "$D/badsig.b64"
 enroll 400 "CSR with a bad signature" "$D/badsig.b64" -u "$EST_USER:$EST_PASS"
+grep -q "no proof of possession" "$D/out" || die "bad signature, body: $(cat "$D/out")"
+# serverkeygen: keyline-cad gets the CSR of the key keyline-estd makes, never the client's, so
+# keyline-estd checks the client's CSR is intact itself
+issued_before=$(count_issued)
+expect_status 400 "serverkeygen, CSR with a bad signature" -H "Content-Type: application/pkcs10" \
+    --data-binary @"$D/badsig.b64" -u "$EST_USER:$EST_PASS" "$EST/serverkeygen"
+grep -q "no proof of possession" "$D/out" || die "serverkeygen bad signature, body: $(cat "$D/out")"
+[ "$(count_issued)" = "$issued_before" ] || die "serverkeygen issued for a CSR with a bad signature"
 { cat "$D/dev.der"; printf 'trailing'; } | openssl base64 > "$D/trailing.b64"
 enroll 400 "DER with trailing bytes" "$D/trailing.b64" -u "$EST_USER:$EST_PASS"
 
