@@ -274,16 +274,17 @@ out:
     return ret;
 }
 
-/* The fast path. 1: *out is the verified request. 0: not for the fast path (nothing set; the
- * caller takes the general path). -1: the signature does not verify (error set). */
-static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
+/* The fast path. 1: *out is the request, its signature verified when check_sig. 0: not for
+ * the fast path (nothing set; the caller takes the general path). -1: the signature does not
+ * verify (error set). */
+static int csr_load_ec(const uint8_t *der, size_t len, int check_sig, X509_REQ **out)
 {
     csr_parts r;
     EVP_PKEY *pk = NULL;
     if (!csr_split(der, len, &r)) {
         return 0;
     }
-    int ret = csr_pop_verify(&r, &pk);
+    int ret = check_sig ? csr_pop_verify(&r, &pk) : csr_spki_ec(&r.spki, &pk);
     if (ret == 1) {
         ret = csr_assemble(&r, pk, der, len, out);
     }
@@ -294,6 +295,19 @@ static int csr_load_ec(const uint8_t *der, size_t len, X509_REQ **out)
     }
     EVP_PKEY_free(pk);
     return ret;
+}
+
+/* The general path: d2i_X509_REQ over all of der. */
+static kl_rc csr_d2i(const uint8_t *der, size_t len, X509_REQ **out)
+{
+    const unsigned char *p = der;
+    X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)len);
+    if (!req || p != der + len) {
+        X509_REQ_free(req);
+        return kl_fail_ssl(KL_EINPUT, "CSR is not valid DER PKCS#10");
+    }
+    *out = req;
+    return KL_OK;
 }
 
 /* --- signatures made by our CAs, checked on the bytes that are released --- */
@@ -498,15 +512,13 @@ kl_rc ca_csr_load(const uint8_t *der, size_t len, ca_csr **out)
     ENSURE(len <= LONG_MAX, KL_EINPUT, "CSR too large");
     c = calloc(1, sizeof *c);
     ENSURE(c, KL_EINTERNAL, "out of memory");
-    int fast = csr_load_ec(der, len, &req);
+    int fast = csr_load_ec(der, len, 1, &req);
     if (fast < 0) {
         rc = KL_EINPUT;
         goto out;
     }
     if (fast == 0) {
-        const unsigned char *p = der;
-        req = d2i_X509_REQ(NULL, &p, (long)len);
-        ENSURE_SSL(req && p == der + len, KL_EINPUT, "CSR is not valid DER PKCS#10");
+        TRY(csr_d2i(der, len, &req));
         EVP_PKEY *key = X509_REQ_get0_pubkey(req);
         ENSURE_SSL(key, KL_EINPUT, "CSR public key cannot be decoded");
         ENSURE_SSL(X509_REQ_verify(req, key) == 1, KL_EINPUT,
@@ -525,27 +537,11 @@ out:
 
 kl_rc ca_req_parse(const uint8_t *der, size_t len, X509_REQ **out)
 {
-    csr_parts r;
-    EVP_PKEY *pk = NULL;
     *out = NULL;
     if (!der || len == 0 || len > LONG_MAX) {
         return kl_fail(KL_EINPUT, "empty or oversized CSR");
     }
-    int fast =
-        csr_split(der, len, &r) && csr_spki_ec(&r.spki, &pk) && csr_assemble(&r, pk, der, len, out);
-    EVP_PKEY_free(pk);
-    if (fast) {
-        return KL_OK;
-    }
-    ERR_clear_error();
-    const unsigned char *p = der;
-    X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)len);
-    if (!req || p != der + len) {
-        X509_REQ_free(req);
-        return kl_fail_ssl(KL_EINPUT, "CSR is not valid DER PKCS#10");
-    }
-    *out = req;
-    return KL_OK;
+    return csr_load_ec(der, len, 0, out) == 1 ? KL_OK : csr_d2i(der, len, out);
 }
 
 X509_REQ *ca_csr_req(const ca_csr *c)
