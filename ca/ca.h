@@ -245,6 +245,10 @@ int ca_ocsp_signer_due(ca_ctx *ca, const char *issuer, time_t *not_after);
  * one of our CAs, is in the store and is "valid" and within its validity; KL_EAUTH otherwise,
  * with the reason (revoked, expired, unknown). */
 kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert) KL_WUR;
+/* The same, and on KL_OK *row gets the certificate's store row (free with store_cert_free;
+ * zeroed on failure), so that a caller needs no second read of it (keyline-cad's issue with
+ * the client certificate). */
+kl_rc ca_cert_check_row(ca_ctx *ca, X509 *cert, store_cert *row) KL_WUR;
 /* The part of ca_cert_check_valid that can change while a client holds a certificate: by serial
  * (the store's upper-case hex, as ca_serial_hex gives), KL_OK when the store has it "valid" and
  * `now` is within its recorded notBefore/notAfter; KL_EAUTH with the reason (revoked, pending,

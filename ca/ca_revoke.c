@@ -385,10 +385,19 @@ out:
 
 kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert)
 {
+    store_cert c;
+    kl_rc rc = ca_cert_check_row(ca, cert, &c);
+    store_cert_free(&c);
+    return rc;
+}
+
+kl_rc ca_cert_check_row(ca_ctx *ca, X509 *cert, store_cert *row)
+{
     kl_rc rc = KL_OK;
     char *hex = ca_serial_hex(X509_get0_serialNumber(cert));
     store_cert c;
     memset(&c, 0, sizeof c);
+    memset(row, 0, sizeof *row);
     unsigned char *der = NULL;
     const ca_entry *issuer = NULL;
     ENSURE(hex, KL_EINTERNAL, "out of memory");
@@ -410,6 +419,8 @@ kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert)
            "certificate %s is not yet valid", hex);
     ENSURE(X509_cmp_time(X509_get0_notAfter(cert), &now) > 0, KL_EAUTH,
            "certificate %s has expired", hex);
+    *row = c;
+    memset(&c, 0, sizeof c);
 out:
     ERR_clear_error();
     OPENSSL_free(hex);

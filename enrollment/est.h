@@ -465,9 +465,10 @@ kl_rc est_cad_cert_status(est_server *s, const uint8_t *der, size_t der_len, con
                           est_cert_state *out) KL_WUR;
 
 /* issue: *der (malloc'd, len bytes) gets the new certificate as keyline-cad sent it, one DER
- * SEQUENCE (checked; it is not parsed: it goes to the client as it is), serial its hex serial. */
+ * SEQUENCE (checked; it is not parsed: it goes to the client as it is), serial its hex serial,
+ * device (cap bytes) the device keyline-cad bound it to ("" none). */
 kl_rc est_cad_issue(est_server *s, const cac_issue_req *r, uint8_t **der, size_t *len,
-                    char serial[65]) KL_WUR;
+                    char serial[65], char *device, size_t cap) KL_WUR;
 
 /* submit: a request held for an officer (RFC 7030 4.2.3). */
 typedef struct {

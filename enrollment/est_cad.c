@@ -182,11 +182,11 @@ out:
 }
 
 kl_rc est_cad_issue(est_server *s, const cac_issue_req *r, uint8_t **der, size_t *len,
-                    char serial[65])
+                    char serial[65], char *device, size_t cap)
 {
     *der = NULL;
     *len = 0;
-    kl_rc rc = cac_issue(s->cad, r, der, len, serial);
+    kl_rc rc = cac_issue_bound(s->cad, r, der, len, serial, device, cap);
     if (rc != KL_OK) {
         return rc;
     }
@@ -221,6 +221,9 @@ kl_rc est_cad_submit(est_server *s, const cac_issue_req *r, est_held *out)
     TRY(cap_put_str(&req, CAP_T_AUTH, r->auth.method));
     TRY(cap_put_str(&req, CAP_T_AUTH_SERIAL, r->auth.client_serial));
     TRY(cap_put_str(&req, CAP_T_AUTH_USER, r->auth.user));
+    if (r->auth.client_cert) {
+        TRY(cap_put_bytes(&req, CAP_T_AUTH_CERT, r->auth.client_cert, r->auth.client_cert_len));
+    }
     TRY(cap_put_str(&req, CAP_T_DEVICE_ID, r->device_id));
     TRY(cap_msg_end(&req));
     TRY(cac_call(s->cad, &req, &resp));

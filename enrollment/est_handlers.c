@@ -1,6 +1,7 @@
 /* keyline-estd: the RFC 7030 endpoints. Every certificate comes from keyline-cad (its
  * ca_issue()); this file only authenticates the requester and turns the request into an issue
  * (or submit) request for the label's profile, saying what it authenticated. */
+#include <openssl/bn.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -134,6 +135,14 @@ typedef struct {
     char user[128];                    /* EST_AUTH_BASIC */
     int cert_refused;                  /* a certificate was presented but is not acceptable */
     int status_deferred; /* EST_AUTH_CERT: its status is checked by keyline-cad's issue request */
+    /* EST_AUTH_CERT, first request of a connection with its status deferred: the certificate
+     * keyline-cad is to check in the issue request (the TLS session's, alive for the request),
+     * its client-ca (for the cache), and whether device_id is only its subject serialNumber
+     * (keyline-cad's record may name the device where the subject does not) */
+    const gnutls_datum_t *first_der;
+    int first_ca;
+    int device_unknown;
+    int cad_refused; /* keyline-cad's issue or submit answered KL_EAUTH (about the certificate) */
 } est_auth;
 
 static void est_auth_free(est_auth *a)
@@ -315,6 +324,47 @@ static void est_auth_cert_cache(est_req *rq, X509 *x, int issuer_ok, const char 
     cache->cert = x;
 }
 
+/* The first request of a connection with no other credential: keyline-cad checks the
+ * certificate in the issue (or submit) request itself, as cert-status by certificate would
+ * have (cad_client_device), one round trip less per new TLS connection. Until then the serial
+ * is the certificate's own and the device id its subject serialNumber, if any; what keyline-cad
+ * answers is cached when the issuance succeeds (est_auth_first_cache). x is taken. */
+static kl_rc est_auth_cert_defer(est_req *rq, est_auth *a, X509 *x, const gnutls_datum_t *peer,
+                                 const char *subj, int issuer_ok)
+{
+    char devid[EST_DEVICE_ID_MAX] = "";
+    /* upper-case hex without leading zeros, as keyline-cad's store has serials */
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    char *hex = bn ? BN_bn2hex(bn) : NULL;
+    BN_free(bn);
+    if (!hex) {
+        X509_free(x);
+        return kl_fail_ssl(KL_EINTERNAL, "client certificate serial");
+    }
+    kl_rc rc = est_cert_device_id(x, NULL, devid, sizeof devid);
+    if (rc == KL_OK && hex[0] != '-' && strlen(hex) < sizeof a->serial) {
+        est_auth_cert_accept(rq, a, x, hex, subj, devid);
+        a->status_deferred = 1;
+        a->first_der = peer;
+        a->first_ca = issuer_ok;
+        a->device_unknown = !devid[0];
+    } else {
+        est_auth_cert_refuse(a, x, subj, rc == KL_OK ? "not issued by this CA" : kl_errmsg());
+    }
+    OPENSSL_free(hex);
+    return KL_OK;
+}
+
+/* After keyline-cad accepted a certificate checked in its issue request: the verification
+ * cached for the connection's next requests, with the device keyline-cad bound it to. */
+static void est_auth_first_cache(est_req *rq, const est_auth *a, const char *bound)
+{
+    if (a->kind == EST_AUTH_CERT && a->first_der) {
+        est_auth_cert_cache(rq, a->cert, a->first_ca, a->serial, rq->identity + strlen("cert:"),
+                            bound);
+    }
+}
+
 /* The client's certificate must name one of our client-ca labels as its direct issuer, and
  * keyline-cad must find it ours (byte for byte the certificate it issued under that serial,
  * its signature verified with the recorded issuer's key), within its dates, valid, under
@@ -325,7 +375,7 @@ static void est_auth_cert_cache(est_req *rq, X509 *x, int issuer_ok, const char 
  * With a per-connection cache (rq->conn_auth), the checks that cannot change while the TLS
  * session lasts run once per connection; the status checks run on every request (cert-status
  * by serial), so a certificate revoked mid-connection is refused on the next request. */
-static kl_rc est_auth_cert(est_req *rq, est_auth *a)
+static kl_rc est_auth_cert(est_req *rq, est_auth *a, int may_defer)
 {
     est_server *s = rq->srv;
     X509 *x = NULL;
@@ -351,6 +401,9 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a)
     /* A server or OCSP-signer certificate of ours is not a client identity. */
     if (X509_check_purpose(x, X509_PURPOSE_SSL_CLIENT, 0) != 1) {
         return est_auth_cert_refuse(a, x, subj, "not for TLS client authentication");
+    }
+    if (may_defer && !rq->authorization) {
+        return est_auth_cert_defer(rq, a, x, peer, subj, issuer_ok);
     }
     char devid[EST_DEVICE_ID_MAX] = "";
     est_cert_state st;
@@ -421,11 +474,12 @@ out:
 }
 
 /* A TLS client certificate wins; HTTP Basic is the fall-back for bootstrap clients.
- * KL_OK with a->kind NONE when nothing acceptable was presented. */
-static kl_rc est_authenticate(est_req *rq, est_auth *a)
+ * KL_OK with a->kind NONE when nothing acceptable was presented. may_defer: the request goes
+ * to keyline-cad's issue or submit, which may check the certificate itself. */
+static kl_rc est_authenticate(est_req *rq, est_auth *a, int may_defer)
 {
     memset(a, 0, sizeof *a);
-    kl_rc rc = est_auth_cert(rq, a);
+    kl_rc rc = est_auth_cert(rq, a, may_defer);
     if (rc != KL_OK || a->kind != EST_AUTH_NONE) {
         return rc;
     }
@@ -447,7 +501,7 @@ static void est_resp_unauthorized(est_req *rq, est_resp *rs, const est_auth *a)
  * that is what rc was. */
 static int est_auth_deferred_refusal(est_req *rq, est_resp *rs, est_auth *a, kl_rc rc)
 {
-    if (rc != KL_EAUTH || a->kind != EST_AUTH_CERT || !a->status_deferred) {
+    if (rc != KL_EAUTH || a->kind != EST_AUTH_CERT || !a->status_deferred || !a->cad_refused) {
         return 0;
     }
     kl_warn("client certificate %s refused: %s", rq->identity + strlen("cert:"), kl_errmsg());
@@ -593,6 +647,8 @@ static cac_issue_req est_cad_req(const est_label *l, const est_auth *a, const ui
                 .method = a->kind == EST_AUTH_CERT ? "cert" : "basic",
                 .client_serial = a->kind == EST_AUTH_CERT ? a->serial : NULL,
                 .user = a->kind == EST_AUTH_BASIC ? a->user : NULL,
+                .client_cert = a->first_der ? a->first_der->data : NULL,
+                .client_cert_len = a->first_der ? a->first_der->size : 0,
             },
         /* a certificate's device comes from keyline-cad's own record; a Basic client's CSR
          * names it (keyline-cad reads it from there) */
@@ -601,16 +657,18 @@ static cac_issue_req est_cad_req(const est_label *l, const est_auth *a, const ui
     return r;
 }
 
-static kl_rc est_issue(est_req *rq, const est_label *l, const est_auth *a, const uint8_t *csr,
+static kl_rc est_issue(est_req *rq, const est_label *l, est_auth *a, const uint8_t *csr,
                        size_t csr_len, const char *device_id, kl_buf *cert)
 {
     cac_issue_req r = est_cad_req(l, a, csr, csr_len, device_id);
-    char serial[65];
+    char serial[65], bound[EST_DEVICE_ID_MAX];
     double t0 = est_now();
     uint8_t *der = NULL;
     size_t len = 0;
-    kl_rc rc = est_cad_issue(rq->srv, &r, &der, &len, serial);
+    kl_rc rc = est_cad_issue(rq->srv, &r, &der, &len, serial, bound, sizeof bound);
+    a->cad_refused = rc == KL_EAUTH;
     if (rc == KL_OK) {
+        est_auth_first_cache(rq, a, bound);
         rc = kl_buf_put(cert, der, len);
     }
     free(der);
@@ -712,15 +770,17 @@ static kl_rc est_p7_one(X509 *cert, kl_buf *p7)
  * approve|reject`). keyline-cad keys the request by profile and CSR: the retry finds it and
  * gets the certificate once approved, 403 once rejected. A CSR that policy would refuse is
  * refused now, not held. */
-static kl_rc est_hold(est_req *rq, est_resp *rs, const est_label *l, const est_auth *a,
-                      const kl_buf *der, const char *device_id)
+static kl_rc est_hold(est_req *rq, est_resp *rs, const est_label *l, est_auth *a, const kl_buf *der,
+                      const char *device_id)
 {
     est_server *s = rq->srv;
     kl_rc rc = KL_OK;
     est_held got;
     memset(&got, 0, sizeof got);
     cac_issue_req r = est_cad_req(l, a, der->data, der->len, device_id);
-    TRY(est_cad_submit(s, &r, &got));
+    rc = est_cad_submit(s, &r, &got);
+    a->cad_refused = rc == KL_EAUTH;
+    TRY(rc);
     char msg[700];
     if (strcmp(got.status, "pending") == 0) {
         char ra[16];
@@ -805,6 +865,11 @@ static kl_rc est_device_id_bind(const est_label_facts *pf, const est_auth *a, X5
         sn = NULL;
         goto out;
     }
+    if (a->device_unknown) {
+        /* keyline-cad's record may name the device where the certificate's subject does not:
+         * its issue request binds it (cad_device_bind) */
+        goto out;
+    }
     const char *bound = a->device_id;
     ENSURE(bound[0] || (!sn && !device_cert), KL_EPOLICY,
            "this client certificate has no device id (none recorded for it, no serialNumber in "
@@ -856,7 +921,7 @@ static kl_rc est_enroll_admit(est_req *rq, est_resp *rs, est_op op, est_auth *a,
         est_resp_text(rs, 415, "expected Content-Type: application/pkcs10");
         goto out;
     }
-    TRY(est_authenticate(rq, a));
+    TRY(est_authenticate(rq, a, op != EST_OP_SERVERKEYGEN));
     if (a->kind == EST_AUTH_NONE) {
         est_resp_unauthorized(rq, rs, a);
         goto out;

@@ -150,6 +150,55 @@ static kl_rc cad_issuer_chain_status(const cad_call *c, const char *serial, cons
     return rc;
 }
 
+/* The client certificate's store row by serial. With the certificate itself (auth-cert: a
+ * front end that has not asked cert-status about it), also what cert-status by certificate
+ * checks (ca_cert_check_row: byte for byte the one recorded under that serial, its signature
+ * verified with the recorded issuer's key, valid, within its dates), and that auth-serial is
+ * its serial; *x gets it parsed. KL_EAUTH when it is not ours or not acceptable. */
+static kl_rc cad_client_row(const cad_call *c, const char *norm, store_cert *sc, X509 **x)
+{
+    kl_rc rc = KL_OK;
+    char *hex = NULL;
+    const cap_field *f = cap_find(c->req, CAP_T_AUTH_CERT, 0);
+    *x = NULL;
+    if (!f) {
+        rc = store_cert_get(ca_store(c->d->ca), norm, sc);
+        return rc == KL_ENOTFOUND
+                   ? kl_fail(KL_EAUTH, "client certificate %s was not issued by this CA", norm)
+                   : rc;
+    }
+    ENSURE(ca_x509_load(f->val, f->len, x, NULL) == KL_OK, KL_EAUTH,
+           "client certificate %s: cannot parse it", norm);
+    hex = ca_serial_hex(X509_get0_serialNumber(*x));
+    ENSURE(hex, KL_EINTERNAL, "out of memory");
+    ENSURE(strcmp(hex, norm) == 0, KL_EAUTH, "client certificate %s: auth-serial says %s", hex,
+           norm);
+    TRY(ca_cert_check_row(c->d->ca, *x, sc));
+out:
+    OPENSSL_free(hex);
+    return rc;
+}
+
+/* IEEE 802.1AR: the device the certificate x belongs to is the one its row records, else its
+ * subject serialNumber; both present and different is refused. */
+static kl_rc cad_client_sn(const char *norm, const store_cert *sc, X509 *x, char *dev, size_t cap)
+{
+    kl_rc rc = KL_OK;
+    char sn[129];
+    cad_name_sn(X509_get_subject_name(x), sn, sizeof sn);
+    if (sc->device_id && *sc->device_id) {
+        ENSURE(!sn[0] || strcmp(sn, sc->device_id) == 0, KL_EAUTH,
+               "client certificate %s: its subject serialNumber is not the device id %s recorded "
+               "for it",
+               norm, sc->device_id);
+        snprintf(dev, cap, "%s", sc->device_id);
+    } else {
+        snprintf(dev, cap, "%s", sn);
+    }
+out:
+    return rc;
+}
+
 /* The device a client certificate belongs to: its store row's device id, else its subject
  * serialNumber (which the template checked at issuance). KL_EAUTH when it is not ours or not
  * valid. */
@@ -162,11 +211,7 @@ static kl_rc cad_client_device(const cad_call *c, const char *serial, char *dev,
     memset(&sc, 0, sizeof sc);
     dev[0] = 0;
     TRY(ca_serial_normalise(serial, norm, sizeof norm));
-    rc = store_cert_get(ca_store(c->d->ca), norm, &sc);
-    if (rc == KL_ENOTFOUND) {
-        rc = kl_fail(KL_EAUTH, "client certificate %s was not issued by this CA", norm);
-    }
-    TRY(rc);
+    TRY(cad_client_row(c, norm, &sc, &x));
     ENSURE(strcmp(sc.status, STORE_ST_VALID) == 0, KL_EAUTH, "client certificate %s is %s", norm,
            sc.status);
     /* what cert-status by serial answers, so that a front end may leave the per-request check
@@ -174,7 +219,9 @@ static kl_rc cad_client_device(const cad_call *c, const char *serial, char *dev,
     ENSURE(!sc.not_after || time(NULL) < sc.not_after, KL_EAUTH,
            "client certificate %s has expired", norm);
     TRY(cad_issuer_chain_status(c, norm, sc.issuer));
-    if (sc.device_id && *sc.device_id) {
+    if (x) {
+        TRY(cad_client_sn(norm, &sc, x, dev, cap));
+    } else if (sc.device_id && *sc.device_id) {
         snprintf(dev, cap, "%s", sc.device_id);
     } else if (sc.der && ca_x509_load(sc.der, sc.der_len, &x, NULL) == KL_OK) {
         cad_name_sn(X509_get_subject_name(x), dev, cap);
@@ -191,22 +238,22 @@ out:
  * (HTTP Basic bootstrap, the station) name the device. A device template's certificate is
  * never issued without the device id; ca_issue then checks the CSR's serialNumber against
  * it. KL_EPOLICY with the reason. */
-static kl_rc cad_device_bind(const cad_call *c, const ca_csr *csr, char *device_id, size_t cap)
+static kl_rc cad_device_bind(const cad_call *c, const ca_csr *csr, const char *bound,
+                             char *device_id, size_t cap)
 {
     kl_rc rc = KL_OK;
-    char method[17], serial[65], bound[129], sn[129];
+    char serial[65] = "", sn[129];
     ca_tpl_info ti;
-    TRY(cad_str(c, CAP_T_AUTH, method, sizeof method));
     TRY(cad_str(c, CAP_T_DEVICE_ID, device_id, cap));
     TRY(ca_template_info(c->d->ca, c->prof->template_name, &ti));
     cad_name_sn(X509_REQ_get_subject_name(ca_csr_req(csr)), sn, sizeof sn);
-    if (strcmp(method, "cert") == 0) {
+    if (bound) {
         TRY(cad_str(c, CAP_T_AUTH_SERIAL, serial, sizeof serial));
-        TRY(cad_client_device(c, serial, bound, sizeof bound));
         if (!bound[0]) {
             ENSURE(!device_id[0] && !sn[0] && !ti.device_cert, KL_EPOLICY,
-                   "client certificate %s belongs to no device: it cannot enroll for %s", serial,
-                   ti.device_cert ? "a device certificate" : "a device id");
+                   "client certificate %s belongs to no device (no device id recorded for it, no "
+                   "serialNumber in its subject): it cannot enroll for %s",
+                   serial, ti.device_cert ? "a device certificate" : "a device id");
         }
         ENSURE(!device_id[0] || strcmp(device_id, bound) == 0, KL_EPOLICY,
                "client certificate %s belongs to device '%s', not '%s'", serial, bound, device_id);
@@ -221,6 +268,25 @@ static kl_rc cad_device_bind(const cad_call *c, const ca_csr *csr, char *device_
            "template %s makes device certificates: the CSR subject needs the device's "
            "serialNumber%s%s",
            c->prof->template_name, device_id[0] ? " " : "", device_id);
+out:
+    return rc;
+}
+
+/* auth = cert: the client certificate checked (cad_client_device) before anything else, into
+ * bound (its device, "" none), and *by_cert 1. Other methods: *by_cert 0. */
+static kl_rc cad_client_bound(const cad_call *c, char *bound, size_t cap, int *by_cert)
+{
+    kl_rc rc = KL_OK;
+    char method[17], serial[65];
+    bound[0] = 0;
+    TRY(cad_str(c, CAP_T_AUTH, method, sizeof method));
+    *by_cert = strcmp(method, "cert") == 0;
+    ENSURE(*by_cert || !cap_find(c->req, CAP_T_AUTH_CERT, 0), KL_EINPUT,
+           "auth-cert goes with auth cert, not %s", method);
+    if (*by_cert) {
+        TRY(cad_str(c, CAP_T_AUTH_SERIAL, serial, sizeof serial));
+        TRY(cad_client_device(c, serial, bound, cap));
+    }
 out:
     return rc;
 }
@@ -269,9 +335,12 @@ static kl_rc cad_prepare(cad_call *c, cad_prep *p)
     kl_rc rc = KL_OK;
     const cap_field *f = cap_find(c->req, CAP_T_CSR, 0);
     memset(p, 0, sizeof *p);
+    char bound[129];
+    int by_cert = 0;
     TRY(cad_actor(c, p->actor, sizeof p->actor));
+    TRY(cad_client_bound(c, bound, sizeof bound, &by_cert));
     TRY(ca_csr_load(f->val, f->len, &p->csr));
-    TRY(cad_device_bind(c, p->csr, p->device_id, sizeof p->device_id));
+    TRY(cad_device_bind(c, p->csr, by_cert ? bound : NULL, p->device_id, sizeof p->device_id));
     p->ir = (ca_issue_req){
         .issuer = c->prof->issuer,
         .template_name = c->prof->template_name,
@@ -357,6 +426,9 @@ static kl_rc cad_op_issue(cad_call *c)
     ENSURE(serial, KL_EINTERNAL, "serial of the new certificate");
     TRY(cad_put_cert(c->rsp, CAP_T_CERT, cert));
     TRY(cap_put_str(c->rsp, CAP_T_SERIAL, serial));
+    if (p.device_id[0]) {
+        TRY(cap_put_str(c->rsp, CAP_T_DEVICE_ID, p.device_id));
+    }
 out:
     cad_prep_free(&p);
     OPENSSL_free(serial);

@@ -673,11 +673,20 @@ static kl_rc cac_auth_put(kl_buf *b, const cac_auth *a)
     TRY(cap_put_str(b, CAP_T_AUTH, a->method));
     TRY(cap_put_str(b, CAP_T_AUTH_SERIAL, a->client_serial));
     TRY(cap_put_str(b, CAP_T_AUTH_USER, a->user));
+    if (a->client_cert) {
+        TRY(cap_put_bytes(b, CAP_T_AUTH_CERT, a->client_cert, a->client_cert_len));
+    }
 out:
     return rc;
 }
 
 kl_rc cac_issue(cac *c, const cac_issue_req *r, uint8_t **der, size_t *der_len, char serial[65])
+{
+    return cac_issue_bound(c, r, der, der_len, serial, NULL, 0);
+}
+
+kl_rc cac_issue_bound(cac *c, const cac_issue_req *r, uint8_t **der, size_t *der_len,
+                      char serial[65], char *device, size_t cap)
 {
     kl_rc rc = KL_OK;
     cac_resp resp;
@@ -699,6 +708,14 @@ kl_rc cac_issue(cac *c, const cac_issue_req *r, uint8_t **der, size_t *der_len, 
     TRY(cap_msg_end(&req));
     TRY(cac_call(c, &req, &resp));
     TRY(cap_get_str(&resp.msg, CAP_T_SERIAL, serial, 65));
+    if (device) {
+        rc = cap_get_str(&resp.msg, CAP_T_DEVICE_ID, device, cap);
+        if (rc == KL_ENOTFOUND) {
+            device[0] = 0;
+            rc = KL_OK;
+        }
+        TRY(rc);
+    }
     const cap_field *f = cap_find(&resp.msg, CAP_T_CERT, 0);
     *der = malloc(f->len ? f->len : 1);
     ENSURE(*der, KL_EINTERNAL, "out of memory");

@@ -89,6 +89,10 @@ typedef struct {
     const char *method;        /* "cert", "basic", "station" */
     const char *client_serial; /* client certificate serial (hex), "cert" */
     const char *user;          /* HTTP Basic user, "basic" */
+    /* "cert": the certificate itself (DER), when the front end has not had keyline-cad check
+     * it yet: keyline-cad then checks it as cert-status does (docs/ca-protocol.md); NULL: none */
+    const uint8_t *client_cert;
+    size_t client_cert_len;
 } cac_auth;
 
 typedef struct {
@@ -104,6 +108,10 @@ typedef struct {
 /* Issue: *der gets the certificate (free()), serial its hex serial (65 bytes). */
 kl_rc cac_issue(cac *c, const cac_issue_req *r, uint8_t **der, size_t *der_len,
                 char serial[65]) KL_WUR;
+/* The same; device (cap bytes) also gets the device id keyline-cad bound the issuance to, ""
+ * when none. */
+kl_rc cac_issue_bound(cac *c, const cac_issue_req *r, uint8_t **der, size_t *der_len,
+                      char serial[65], char *device, size_t cap) KL_WUR;
 kl_rc cac_activate(cac *c, const char *serial) KL_WUR;
 kl_rc cac_abandon(cac *c, const char *serial, int reason) KL_WUR;
 

@@ -22,6 +22,7 @@ static const cap_tag_info cap_tags[CAP_T__END] = {
     [CAP_T_CSR] = {CAP_BYTES, 0, 64 * 1024},
     [CAP_T_AUTH] = {CAP_STR, 0, 16},
     [CAP_T_AUTH_SERIAL] = {CAP_STR, 0, 64},
+    [CAP_T_AUTH_CERT] = {CAP_BYTES, 0, 64 * 1024},
     [CAP_T_AUTH_USER] = {CAP_STR, 0, 256},
     [CAP_T_DEVICE_ID] = {CAP_STR, 0, 128},
     [CAP_T_PENDING] = {CAP_U64, 0, 8},
@@ -65,7 +66,7 @@ typedef struct {
     uint64_t rsp, rsp_need; /* the same for a successful answer */
 } cap_op_info;
 
-#define AUTHF (B(CAP_T_AUTH) | B(CAP_T_AUTH_SERIAL) | B(CAP_T_AUTH_USER))
+#define AUTHF (B(CAP_T_AUTH) | B(CAP_T_AUTH_SERIAL) | B(CAP_T_AUTH_USER) | B(CAP_T_AUTH_CERT))
 #define CLAIMF (B(CAP_T_DEVICE_ID) | B(CAP_T_INSTANCE) | B(CAP_T_FIXTURE))
 #define MATTERF                                                                                    \
     (B(CAP_T_PROFILE) | B(CAP_T_DEVICE_ID) | B(CAP_T_SERIAL) | B(CAP_T_MATTER_DISCRIMINATOR) |     \
@@ -88,7 +89,8 @@ static const cap_op_info cap_ops[CAP_OP__END] = {
                       B(CAP_T_PROFILE) | B(CAP_T_CSR) | AUTHF | B(CAP_T_DEVICE_ID) |
                           B(CAP_T_PENDING) | B(CAP_T_STATION),
                       B(CAP_T_PROFILE) | B(CAP_T_CSR) | B(CAP_T_AUTH),
-                      B(CAP_T_CERT) | B(CAP_T_SERIAL), B(CAP_T_CERT) | B(CAP_T_SERIAL)},
+                      B(CAP_T_CERT) | B(CAP_T_SERIAL) | B(CAP_T_DEVICE_ID),
+                      B(CAP_T_CERT) | B(CAP_T_SERIAL)},
     [CAP_OP_ACTIVATE] = {"activate", B(CAP_T_SERIAL), B(CAP_T_SERIAL), 0, 0},
     [CAP_OP_SUBMIT] = {"submit", B(CAP_T_PROFILE) | B(CAP_T_CSR) | AUTHF | B(CAP_T_DEVICE_ID),
                        B(CAP_T_PROFILE) | B(CAP_T_CSR) | B(CAP_T_AUTH),

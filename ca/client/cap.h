@@ -103,6 +103,8 @@ typedef enum {
     CAP_T_ORDER = 41,   /* str: a production order id */
     CAP_T_EXPIRES = 42, /* u64: Unix time */
     CAP_T_ISSUED = 43,  /* u64: certificates counted against an order */
+
+    CAP_T_AUTH_CERT = 44, /* bytes: the client certificate the front end saw (DER) */
     CAP_T__END
 } cap_tag;
 

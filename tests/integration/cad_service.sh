@@ -90,6 +90,25 @@ rc=0; cc "$SOCK" issue profile=ldevid csr=@"$D/dev2.der" auth=cert auth-serial=0
 [ "$rc" != 0 ] || die "unknown client certificate accepted"
 ok "a certificate-authenticated request stays bound to its device; unknown client certs refused"
 
+# auth-cert: the client certificate itself, checked as cert-status would (docs/ca-protocol.md)
+openssl x509 -in "$D/dev1.pem" -outform DER -out "$D/dev1.cer"
+cc "$SOCK" issue profile=ldevid csr=@"$D/dev1.der" auth=cert auth-serial="$serial1" \
+    auth-cert=@"$D/dev1.cer" > "$D/issue.out" || die "issue with auth-cert: $(cat "$D/issue.out")"
+grep -qx "device-id=HW0001" "$D/issue.out" || die "issue answer lacks the bound device: $(cat "$D/issue.out")"
+rc=0; cc "$SOCK" issue profile=ldevid csr=@"$D/dev1.der" auth=cert auth-serial=0BADC0DE \
+    auth-cert=@"$D/dev1.cer" 2>"$D/err" || rc=$?
+[ "$rc" != 0 ] && grep -q "auth-serial says BADC0DE" "$D/err" || die "auth-serial not the certificate's: exit $rc, $(cat "$D/err")"
+python3 -c 'import sys; b = bytearray(open(sys.argv[1], "rb").read()); b[-1] ^= 1; open(sys.argv[2], "wb").write(b)' \
+    "$D/dev1.cer" "$D/dev1-bad.cer"
+rc=0; cc "$SOCK" issue profile=ldevid csr=@"$D/dev1.der" auth=cert auth-serial="$serial1" \
+    auth-cert=@"$D/dev1-bad.cer" 2>"$D/err" || rc=$?
+[ "$rc" != 0 ] && grep -q "does not match the one issued under that serial" "$D/err" ||
+    die "a certificate altered in its signature: exit $rc, $(cat "$D/err")"
+rc=0; cc "$SOCK" issue profile=ldevid csr=@"$D/dev1.der" auth=basic auth-user=b \
+    auth-cert=@"$D/dev1.cer" 2>"$D/err" || rc=$?
+[ "$rc" = 3 ] && grep -q "auth-cert goes with auth cert" "$D/err" || die "auth-cert with basic: exit $rc"
+ok "auth-cert: checked against the record under auth-serial (bytes, serial), only with auth cert"
+
 # pending -> activate; pending -> abandon; activate refuses what is not pending
 new_csr dev3 "/CN=sensor-0003/serialNumber=HW0003"
 cc -o "$D/dev3.pem" "$SOCK" issue profile=ldevid csr=@"$D/dev3.der" auth=basic auth-user=b \

@@ -20,7 +20,6 @@ est_setup_ca
 EST_CB=required est_write_conf
 est_start
 
-count_issued() { kca list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 # cb WANT DESCRIPTION CLIENT-ARGS...: one enrollment on a fresh connection
 cb() {
     local want=$1 what=$2 got

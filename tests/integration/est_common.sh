@@ -54,6 +54,9 @@ p7_to_pem() {
 
 serial_of() { openssl x509 -in "$1" -noout -serial | cut -d= -f2; }
 
+# count_issued: how many certificates keyline's store holds
+count_issued() { kca list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+
 # est_setup_ca: root1 -> factory1 (IDevID CA), root1 -> field1 (LDevID CA), the EST server's
 # TLS certificate from field1, a bootstrap htpasswd, one IDevID.
 est_setup_ca() {

@@ -13,8 +13,6 @@ est_setup_ca
 est_write_conf
 est_start
 
-count_issued() { kca list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
-
 # keepalive CRT KEY CSR_B64 ACTION: three enrollments, ACTION (a shell command) after the
 # first; prints the three HTTP statuses
 keepalive() {

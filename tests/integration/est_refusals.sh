@@ -14,7 +14,6 @@ enroll() { # STATUS DESCRIPTION BODYFILE [curl args...]
     shift 3
     expect_status "$want" "$what" -H "Content-Type: application/pkcs10" --data-binary @"$body" "$@" "$EST/simpleenroll"
 }
-count_issued() { kca list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 
 new_csr dev "/CN=device-r/serialNumber=HWR001"
 before=$(count_issued)

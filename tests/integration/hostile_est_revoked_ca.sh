@@ -15,7 +15,6 @@ enroll() { # STATUS DESCRIPTION BODYFILE
     expect_status "$1" "$2" -u "$EST_USER:$EST_PASS" -H "Content-Type: application/pkcs10" \
         --data-binary @"$3" "$EST/simpleenroll"
 }
-count_issued() { kca list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 cacerts_cns() { # the subjects /cacerts serves, one per line
     expect_status 200 "cacerts" "$EST/cacerts" >/dev/null
     p7_to_pem "$D/out" "$D/cacerts.pem"

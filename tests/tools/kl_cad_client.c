@@ -4,12 +4,12 @@
  *
  * OP: hello issue activate submit poll cacerts crl ocsp cert-status claim release abandon
  * device profile ca-chain pending inventory known revoke sweep proof-failed. Field names as in
- * docs/ca-protocol.md (profile, csr, auth, auth-serial, auth-user, device-id, pending, serial,
- * request-id, issuer, ocsp-req, cert, reason, instance, fixture, lease); @FILE reads the value's
- * bytes from a file (CSR, OCSP request, certificate: DER). Prints the answer's string and integer
- * fields as name=value; -o FILE writes certificates (cert, ca-cert) as PEM, a CRL or OCSP response
- * as DER. Exit status: kl_rc_exit of the answer (0 ok, 4 refused by policy, ...), 1 when the daemon
- * cannot be reached. */
+ * docs/ca-protocol.md (profile, csr, auth, auth-serial, auth-user, auth-cert, device-id, pending,
+ * serial, request-id, issuer, ocsp-req, cert, reason, instance, fixture, lease); @FILE reads the
+ * value's bytes from a file (CSR, OCSP request, certificate: DER). Prints the answer's string and
+ * integer fields as name=value; -o FILE writes certificates (cert, ca-cert) as PEM, a CRL or OCSP
+ * response as DER. Exit status: kl_rc_exit of the answer (0 ok, 4 refused by policy, ...), 1 when
+ * the daemon cannot be reached. */
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -31,6 +31,7 @@ static const tool_field fields[] = {
     {"auth", CAP_T_AUTH, 's'},
     {"auth-serial", CAP_T_AUTH_SERIAL, 's'},
     {"auth-user", CAP_T_AUTH_USER, 's'},
+    {"auth-cert", CAP_T_AUTH_CERT, 'b'},
     {"device-id", CAP_T_DEVICE_ID, 's'},
     {"pending", CAP_T_PENDING, 'u'},
     {"serial", CAP_T_SERIAL, 's'},
