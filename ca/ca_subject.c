@@ -62,7 +62,10 @@ static int ca_subject_same(const X509_NAME *a, const X509_NAME *b)
     if (n == 0 || n != X509_NAME_entry_count(b)) {
         return 0;
     }
-    if (n > MAX_ATTRS) {
+    if (n == 1 || n > MAX_ATTRS) {
+        /* one attribute each: the whole names' canonical encodings are those of the
+         * one-attribute names ca_subject_attr_eq would build (a CA's, decoded, already holds
+         * its own; nothing is written to the shared certificate) */
         return X509_NAME_cmp(a, b) == 0;
     }
     if (!ca_subject_types_same(a, b, n)) {

@@ -61,6 +61,16 @@ if [ $st = 0 ]; then
 fi
 grep -q "subject of CA 'root1'" evil-ca.err || fail "CA named like root1: $(cat evil-ca.err)"
 ok "CA certificate for another key under an existing CA's name refused: $(cat evil-ca.err)"
+# a CA whose subject is one attribute (ca_subject_same compares one-attribute names whole): its
+# name in other case and spacing is refused, a different one-attribute name is issued
+kca ca create --label solo1 --template field-ca --issuer root1 --subject "CN=Solo Field CA" >solo1.pem
+openssl req -new -key evil.key -subj "/CN=solo  FIELD ca" -addext "subjectAltName=DNS:est.example.test" -out solo.csr
+set +e; kca issue --issuer field1 --template est-server --csr solo.csr >solo.pem 2>solo.err; st=$?; set -e
+[ $st != 0 ] || fail "end-entity certificate issued with solo1's one-attribute name"
+grep -q "subject of CA 'solo1'" solo.err || fail "one-attribute CA name: $(cat solo.err)"
+openssl req -new -key evil.key -subj "/CN=Solo Field CA 2" -addext "subjectAltName=DNS:est.example.test" -out solo2.csr
+kca issue --issuer field1 --template est-server --csr solo2.csr >solo2.pem || fail "a one-attribute name of its own"
+ok "one-attribute CA name refused in other case and spacing ($(cat solo.err)); CN=Solo Field CA 2 issued"
 # a name of its own is issued as before
 openssl req -new -key evil.key -subj "/CN=est.example.test/O=Keyline Test" \
   -addext "subjectAltName=DNS:est.example.test" -out fine.csr
