@@ -190,7 +190,7 @@ kl_rc store_order_find(store *s, const char *station, const char *profile, store
     ENSURE(s && profile && out && controlled, KL_EUSAGE, "store_order_find: missing argument");
     memset(out, 0, sizeof *out);
     or_find_arg a = {station, profile, out, 0, 0};
-    TRY(store_read(s, or_find_tx, &a));
+    TRY(store_get(s, or_find_tx, &a));
     *controlled = a.controlled;
     ENSURE(a.found, KL_ENOTFOUND, "no production order of station %s for profile %s",
            station ? station : "(none)", profile);

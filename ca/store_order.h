@@ -46,7 +46,9 @@ void store_order_list_free(store_order *v, size_t n);
 /* The order a certificate of `profile` for `station` is counted against: the newest open one
  * of that station and profile, else the newest of any state (to say why it cannot be used).
  * *controlled: the profile has orders at all (then every issuance needs one). KL_ENOTFOUND
- * when the station has none for the profile. station may be NULL (only *controlled). */
+ * when the station has none for the profile. station may be NULL (only *controlled). Read on
+ * the store's reader connection (store_get): an early check on every issuance of a front end,
+ * it does not wait behind a group commit's fsync; the count itself is taken in the insert. */
 kl_rc store_order_find(store *s, const char *station, const char *profile, store_order *out,
                        int *controlled) KL_WUR;
 /* open -> closed; audit "order-close". KL_OK if it was already closed (*was_open 0). */
