@@ -30,6 +30,21 @@ static kl_rc est_x509_der(const uint8_t *der, size_t len, X509 **out)
     return KL_OK;
 }
 
+/* keyline-cad's own TLS certificate refused while connecting (KL_EAUTH before any answer):
+ * no trusted daemon for this request, as if none answered (503), not a refusal of the client
+ * the request names, which keyline-cad answers with the same code. */
+static kl_rc est_cad_rc(kl_rc rc)
+{
+    return rc == KL_EAUTH && !cac_thread_answered()
+               ? kl_wrap(KL_EUNAVAIL, "no keyline-cad whose certificate is trusted")
+               : rc;
+}
+
+static kl_rc est_cac_call(est_server *s, kl_buf *req, cac_resp *resp)
+{
+    return est_cad_rc(cac_call(s->cad, req, resp));
+}
+
 /* One request with a single field; the answer in resp (cac_resp_free in every case). */
 static kl_rc est_cad_call1(est_server *s, cap_op op, cap_tag tag, const void *val, size_t len,
                            cac_resp *resp)
@@ -40,7 +55,7 @@ static kl_rc est_cad_call1(est_server *s, cap_op op, cap_tag tag, const void *va
     TRY(cap_msg_begin(&req, op, 0));
     TRY(cap_put_bytes(&req, tag, val, len));
     TRY(cap_msg_end(&req));
-    TRY(cac_call(s->cad, &req, resp));
+    TRY(est_cac_call(s, &req, resp));
 out:
     kl_buf_free(&req);
     return rc;
@@ -165,7 +180,7 @@ kl_rc est_cad_cert_status(est_server *s, const uint8_t *der, size_t der_len, con
         TRY(cap_put_str(&req, CAP_T_SERIAL, serial));
     }
     TRY(cap_msg_end(&req));
-    TRY(cac_call(s->cad, &req, &resp));
+    TRY(est_cac_call(s, &req, &resp));
     TRY(cap_get_str(&resp.msg, CAP_T_SERIAL, out->serial, sizeof out->serial));
     TRY(cap_get_str(&resp.msg, CAP_T_STATUS, out->status, sizeof out->status));
     if (cap_find(&resp.msg, CAP_T_ISSUER, 0)) {
@@ -186,7 +201,7 @@ kl_rc est_cad_issue(est_server *s, const cac_issue_req *r, uint8_t **der, size_t
 {
     *der = NULL;
     *len = 0;
-    kl_rc rc = cac_issue_bound(s->cad, r, der, len, serial, device, cap);
+    kl_rc rc = est_cad_rc(cac_issue_bound(s->cad, r, der, len, serial, device, cap));
     if (rc != KL_OK) {
         return rc;
     }
@@ -226,7 +241,7 @@ kl_rc est_cad_submit(est_server *s, const cac_issue_req *r, est_held *out)
     }
     TRY(cap_put_str(&req, CAP_T_DEVICE_ID, r->device_id));
     TRY(cap_msg_end(&req));
-    TRY(cac_call(s->cad, &req, &resp));
+    TRY(est_cac_call(s, &req, &resp));
     out->id = (long long)cap_get_u64(&resp.msg, CAP_T_REQUEST_ID, 0);
     TRY(cap_get_str(&resp.msg, CAP_T_STATUS, out->status, sizeof out->status));
     const cap_field *m = cap_find(&resp.msg, CAP_T_MESSAGE, 0);

@@ -56,10 +56,16 @@ struct cac {
 };
 
 static _Thread_local unsigned long cac_unavail_count;
+static _Thread_local int cac_answered;
 
 unsigned long cac_thread_unavailable(void)
 {
     return cac_unavail_count;
+}
+
+int cac_thread_answered(void)
+{
+    return cac_answered;
 }
 
 const char *cac_addr_current(cac *c)
@@ -576,6 +582,7 @@ kl_rc cac_call(cac *c, kl_buf *req, cac_resp *resp)
         unsigned expect = i;
         (void)atomic_compare_exchange_strong(&c->current, &expect, (i + 1) % c->naddrs);
     }
+    cac_answered = rc == KL_OK;
     if (rc == KL_OK) {
         rc = cac_answer_check(op, resp);
     } else if (c->naddrs > 1 && tried == c->naddrs) {

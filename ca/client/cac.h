@@ -71,6 +71,11 @@ const char *cac_addr_current(cac *c);
  * that runs one job per thread compares it before and after a job to tell "the CA service
  * was unavailable, try again" from a failure of the job itself. */
 unsigned long cac_thread_unavailable(void);
+/* 1 when the calling thread's last call got keyline-cad's answer (a success or a refusal with
+ * its status), 0 when it failed before one (no daemon, the daemon's TLS certificate refused,
+ * I/O): a refusal of the request itself (KL_EAUTH about the client it names) is told from the
+ * same code of the connection (KL_EAUTH: the daemon's certificate). */
+int cac_thread_answered(void);
 
 /* One answer: the body and the message parsed from it (fields point into body). */
 typedef struct {

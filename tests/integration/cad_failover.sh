@@ -61,6 +61,36 @@ st=$(curl -s --cacert root1.pem -o /dev/null -w '%{http_code}' "https://127.0.0.
 [ "$st" = 503 ] || fail "est2 /healthz with no keyline-cad: $st"
 ok "no keyline-cad: simpleenroll 503 + Retry-After: 10, /healthz 503"
 
+# ---- daemons whose TLS certificate is not trusted (a wrong address, someone else answering):
+#      est2 (mutual TLS) answers as with no daemon, 503, never as a refused client (401/403) ----
+openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout impostor.key \
+  -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -days 1 -out impostor.crt 2>/dev/null
+imps=()
+for n in a b; do
+  openssl s_server -quiet -accept "${CM_PORT[$n]}" -cert impostor.crt -key impostor.key \
+    </dev/null >/dev/null 2>&1 &
+  imps+=($!); cm_pids+=($!)
+done
+for n in a b; do
+  for i in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/${CM_PORT[$n]}") 2>/dev/null && break
+    sleep 0.1
+  done
+done
+cm_key_csr imp1 "/CN=sensor-imp/serialNumber=IMP-1"
+kca issue --issuer factory1 --template device-idevid --csr imp1.csr --device-id IMP-1 --out imp1.crt >/dev/null
+openssl req -in imp1.csr -outform DER | openssl base64 >imp1.b64
+for how in cert basic; do
+  cred=(--cert imp1.crt --key imp1.key)
+  [ "$how" = cert ] || cred=(-u "$CM_USER:$CM_PASS")
+  st=$(curl -s --cacert root1.pem "${cred[@]}" -H "Content-Type: application/pkcs10" -o imp.out \
+    -w '%{http_code}' --data-binary @imp1.b64 "https://127.0.0.1:${CM_PORT[est2]}/.well-known/est/simpleenroll")
+  [ "$st" = 503 ] || fail "keyline-cad addresses answered by an untrusted certificate ($how): HTTP $st, $(head -c 200 imp.out)"
+done
+grep -q "its certificate" est2.log || fail "est2 did not meet the untrusted certificates: $(tail -3 est2.log)"
+for p in "${imps[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+ok "keyline-cad addresses answered by an untrusted certificate: 503 for a client certificate and for Basic"
+
 cm_cad_start a
 st=$(cm_enroll 1 down1)
 [ "$st" = 200 ] && [ ! -s down1.503 ] || fail "keyline-cad a back: est1 HTTP $st ($(cat down1.503))"
