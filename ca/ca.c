@@ -465,14 +465,6 @@ out:
     return rc;
 }
 
-char *ca_serial_hex(const ASN1_INTEGER *serial)
-{
-    BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
-    char *hex = bn ? BN_bn2hex(bn) : NULL;
-    BN_free(bn);
-    return hex;
-}
-
 kl_rc ca_serial_normalise(const char *in, char *out, size_t outlen)
 {
     size_t n = 0;

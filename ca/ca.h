@@ -262,7 +262,6 @@ kl_rc ca_cert_status_check(ca_ctx *ca, const char *serial_hex, time_t now) KL_WU
 /* User serial input (colons, lower case, 0x prefix, leading zeros) -> the store's upper-case
  * hex. KL_EUSAGE when not hexadecimal. */
 kl_rc ca_serial_normalise(const char *in, char *out, size_t outlen) KL_WUR;
-char *ca_serial_hex(const ASN1_INTEGER *serial); /* OPENSSL_free */
 /* Parse PEM or DER CSR bytes into DER (caller frees with OPENSSL_free). KL_EINPUT. */
 kl_rc ca_csr_to_der(const uint8_t *in, size_t len, uint8_t **der, size_t *der_len) KL_WUR;
 

@@ -39,4 +39,8 @@ kl_rc ca_x509_load(const uint8_t *der, size_t len, X509 **out, int *fast) KL_WUR
  * take the same fast path as ca_csr_load. */
 kl_rc ca_signed_der_verify(const uint8_t *der, size_t len, EVP_PKEY *pub) KL_WUR;
 
+/* A serial number as the store keeps it: upper-case hex without leading zeros (BN_bn2hex; a
+ * negative one starts with '-'). NULL when out of memory. OPENSSL_free. */
+char *ca_serial_hex(const ASN1_INTEGER *serial);
+
 #endif

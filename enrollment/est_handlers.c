@@ -1,7 +1,6 @@
 /* keyline-estd: the RFC 7030 endpoints. Every certificate comes from keyline-cad (its
  * ca_issue()); this file only authenticates the requester and turns the request into an issue
  * (or submit) request for the label's profile, saying what it authenticated. */
-#include <openssl/bn.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -333,10 +332,7 @@ static kl_rc est_auth_cert_defer(est_req *rq, est_auth *a, X509 *x, const gnutls
                                  const char *subj, int issuer_ok)
 {
     char devid[EST_DEVICE_ID_MAX] = "";
-    /* upper-case hex without leading zeros, as keyline-cad's store has serials */
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-    char *hex = bn ? BN_bn2hex(bn) : NULL;
-    BN_free(bn);
+    char *hex = ca_serial_hex(X509_get0_serialNumber(x)); /* as keyline-cad's store has it */
     if (!hex) {
         X509_free(x);
         return kl_fail_ssl(KL_EINTERNAL, "client certificate serial");
@@ -657,22 +653,17 @@ static cac_issue_req est_cad_req(const est_label *l, const est_auth *a, const ui
     return r;
 }
 
+/* *cert (malloc'd, *cert_len bytes): the certificate's DER as keyline-cad sent it. */
 static kl_rc est_issue(est_req *rq, const est_label *l, est_auth *a, const uint8_t *csr,
-                       size_t csr_len, const char *device_id, kl_buf *cert)
+                       size_t csr_len, const char *device_id, uint8_t **cert, size_t *cert_len)
 {
     cac_issue_req r = est_cad_req(l, a, csr, csr_len, device_id);
     char serial[65], bound[EST_DEVICE_ID_MAX];
     double t0 = est_now();
-    uint8_t *der = NULL;
-    size_t len = 0;
-    kl_rc rc = est_cad_issue(rq->srv, &r, &der, &len, serial, bound, sizeof bound);
+    kl_rc rc = est_cad_issue(rq->srv, &r, cert, cert_len, serial, bound, sizeof bound);
     a->cad_refused = rc == KL_EAUTH;
     if (rc == KL_OK) {
         est_auth_first_cache(rq, a, bound);
-        rc = kl_buf_put(cert, der, len);
-    }
-    free(der);
-    if (rc == KL_OK) {
         est_metrics_issue(&rq->srv->metrics, est_now() - t0);
         est_note(rq, "issued serial %s", serial);
     }
@@ -805,13 +796,10 @@ static kl_rc est_hold(est_req *rq, est_resp *rs, const est_label *l, est_auth *a
     kl_buf_init(&p7, EST_RESP_CAP, 0);
     rc = est_p7_one(got.cert, &p7);
     if (rc == KL_OK) {
-        char *hex = NULL;
-        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(got.cert), NULL);
-        hex = bn ? BN_bn2hex(bn) : NULL;
+        char *hex = ca_serial_hex(X509_get0_serialNumber(got.cert));
         est_resp_b64(rs, "application/pkcs7-mime; smime-type=certs-only", p7.data, p7.len);
         snprintf(rq->note, sizeof rq->note, "request %lld: serial %s", got.id, hex ? hex : "?");
         OPENSSL_free(hex);
-        BN_free(bn);
     }
     kl_buf_free(&p7);
 out:
@@ -1014,13 +1002,13 @@ out:
 }
 
 /* The issued certificate (and for serverkeygen its key) as the response. */
-static kl_rc est_enroll_resp(est_resp *rs, est_op op, const kl_buf *cert, EVP_PKEY *key)
+static kl_rc est_enroll_resp(est_resp *rs, est_op op, const uint8_t *cert, size_t cert_len,
+                             EVP_PKEY *key)
 {
     kl_rc rc = KL_OK;
     kl_buf p7;
     kl_buf_init(&p7, EST_RESP_CAP, 0);
-    const uint8_t *one = cert->data;
-    TRY(est_p7_certs_der(&one, &cert->len, 1, &p7));
+    TRY(est_p7_certs_der(&cert, &cert_len, 1, &p7));
     if (op != EST_OP_SERVERKEYGEN) {
         /* RFC 7030 4.2.3: certs-only, "containing only the certificate that was issued" */
         est_resp_b64(rs, "application/pkcs7-mime; smime-type=certs-only", p7.data, p7.len);
@@ -1040,8 +1028,8 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
     kl_buf der;
     kl_buf_init(&der, s->cfg.max_body, 0);
     X509_REQ *req = NULL;
-    kl_buf cert;
-    kl_buf_init(&cert, EST_RESP_CAP, 0);
+    uint8_t *cert = NULL;
+    size_t cert_len = 0;
     EVP_PKEY *key = NULL;
     uint8_t *kg_csr = NULL;
     size_t kg_csr_len = 0;
@@ -1064,11 +1052,11 @@ static void est_enroll(est_req *rq, est_resp *rs, const est_label *l, est_op op)
     }
     if (op == EST_OP_SERVERKEYGEN) {
         TRY(est_keygen_csr(&pf, req, &key, &kg_csr, &kg_csr_len));
-        TRY(est_issue(rq, l, &a, kg_csr, kg_csr_len, device_id, &cert));
+        TRY(est_issue(rq, l, &a, kg_csr, kg_csr_len, device_id, &cert, &cert_len));
     } else {
-        TRY(est_issue(rq, l, &a, der.data, der.len, device_id, &cert));
+        TRY(est_issue(rq, l, &a, der.data, der.len, device_id, &cert, &cert_len));
     }
-    TRY(est_enroll_resp(rs, op, &cert, key));
+    TRY(est_enroll_resp(rs, op, cert, cert_len, key));
 out:
     if (rc != KL_OK && !est_auth_deferred_refusal(rq, rs, &a, rc)) {
         est_resp_error(rq, rs, rc);
@@ -1077,7 +1065,7 @@ done:
     free(device_id);
     OPENSSL_free(kg_csr);
     EVP_PKEY_free(key); /* OpenSSL clears private key material on free */
-    kl_buf_free(&cert);
+    free(cert);
     X509_REQ_free(req);
     est_auth_free(&a);
     kl_buf_free(&der);
