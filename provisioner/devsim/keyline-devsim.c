@@ -284,8 +284,12 @@ static kl_rc state_open(devsim *ds)
         ds->packed_dir = 1;
         return KL_OK;
     }
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-    snprintf(ds->workdir, sizeof ds->workdir, "%s/keyline-devsim.XXXXXX", base ? base : "/tmp");
+    /* $TMPDIR when set, as every Unix program; else memory (/dev/shm) before /tmp */
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base) {
+        base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    }
+    snprintf(ds->workdir, sizeof ds->workdir, "%s/keyline-devsim.XXXXXX", base);
     ENSURE(mkdtemp(ds->workdir), KL_EIO, "cannot create a work directory: %s", strerror(errno));
     snprintf(g_cleanup_dir, sizeof g_cleanup_dir, "%s", ds->workdir);
     rc = kl_file_read(ds->state_file, PACK_MAX, &data, &len);

@@ -222,5 +222,18 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   [ $st != 0 ] && grep -q "issuer is 'nosuchca' but keyline-cad's profile 'station' issues under 'factory1'" iss.err ||
     fail "station with another issuer than its profile: exit $st, $(cat iss.err)"
   ok "station whose issuer is not its profile's refused: $(cat iss.err)"
+  # its work folder: in $TMPDIR, gone after SIGTERM (keyline-devsim(1), ENVIRONMENT)
+  st_fixture 2
+  mkdir -m 700 devtmp
+  TMPDIR="$KL_TEST_DIR/devtmp" "$KDEV" --port "$KL_TEST_DIR/dev2" --serial TMP-1 \
+    --state "$KL_TEST_DIR/TMP-1.state" >>TMP-1.log 2>&1 &
+  dp=$!
+  st_pids+=($dp)
+  for _ in $(seq 1 100); do compgen -G "devtmp/keyline-devsim.*/*" >/dev/null && break; sleep 0.05; done
+  compgen -G "devtmp/keyline-devsim.*/*" >/dev/null || fail "keyline-devsim: no work folder in \$TMPDIR"
+  kill -TERM $dp
+  wait $dp || true
+  [ -z "$(ls -A devtmp)" ] || fail "keyline-devsim left its work folder after SIGTERM: $(ls -A devtmp)"
+  ok "keyline-devsim unpacks its state in \$TMPDIR and removes it on SIGTERM"
   ok "command-line contract"
 fi
