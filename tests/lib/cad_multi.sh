@@ -28,11 +28,11 @@ cm_pg_start() {
 }
 
 cm_cleanup() {
-  local st=$? p n alive
+  local st=$? p alive
   # devices and stations first by SIGTERM: keyline-devsim removes its work folder (in /dev/shm
   # unless TMPDIR says otherwise) on SIGTERM, never on SIGKILL; what still runs after 5 s is killed
   for p in "${cm_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for n in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     alive=0
     for p in "${cm_pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
     [ "$alive" = 1 ] || break
