@@ -286,10 +286,15 @@ def run_line(inp):
     if clone_of:
         shutil.copy(os.path.join(d, clone_of + ".state"), state)
     dev = stop = None
+    # the simulator's work folder (its keys, unpacked) goes here: it must be gone once the
+    # device is (keyline-devsim removes it on exit and on SIGTERM, never on SIGKILL)
+    devtmp = os.path.join(d, "devtmp")
+    os.makedirs(devtmp, mode=0o700, exist_ok=True)
     if kind == "devsim":
         dev = subprocess.Popen([E["KL_BIN"] + "/keyline-devsim", "--port", E["DEV_PORT"],
                                 "--serial", serial, "--state", state] + arg,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=dict(os.environ, TMPDIR=devtmp))
     else:
         stop = threading.Event()
         fn = raw_device if kind == "raw" else proto_device
@@ -319,11 +324,20 @@ def run_line(inp):
         if stop:
             stop.set()
         if dev:
+            # a refused device waits for the next station: told to stop as a user would
+            # (SIGTERM), killed only if it does not
             try:
                 dev.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                dev.kill()
-                dev.wait()
+                dev.terminate()
+                try:
+                    dev.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    dev.kill()
+                    dev.wait()
+    left = os.listdir(devtmp)
+    if left:
+        raise Fail("keyline-devsim left its work folder behind: %s" % ", ".join(left))
     last = {}
     for line in open(os.path.join(d, "results.jsonl")):
         r = json.loads(line)
