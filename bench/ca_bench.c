@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/statfs.h>
 #include <time.h>
 
@@ -68,25 +69,23 @@ static unsigned long store_fs(const kl_conf *conf, char **path_out)
     return type;
 }
 
-#define FS_TMPFS 0x01021994UL
-
 /* Filesystem of the store file: the figures mean little without it. */
 static void print_store_location(const kl_conf *conf)
 {
     char *path = NULL;
     const char *what = "unknown filesystem";
     switch (store_fs(conf, &path)) {
-    case FS_TMPFS: what = "tmpfs: fsync costs nothing, durability NOT measured"; break;
-    case 0xEF53UL:
+    case TMPFS_MAGIC: what = "tmpfs: fsync costs nothing, durability NOT measured"; break;
+    case EXT4_SUPER_MAGIC:
         what = "ext4: synchronous=FULL, every certificate commit fsynced to the disk";
         break;
-    case 0x9123683EUL:
+    case BTRFS_SUPER_MAGIC:
         what = "btrfs: synchronous=FULL, every certificate commit fsynced to the disk";
         break;
-    case 0x58465342UL:
+    case XFS_SUPER_MAGIC:
         what = "xfs: synchronous=FULL, every certificate commit fsynced to the disk";
         break;
-    case 0x794c7630UL: what = "overlayfs: fsync goes to the underlying filesystem"; break;
+    case OVERLAYFS_SUPER_MAGIC: what = "overlayfs: fsync goes to the underlying filesystem"; break;
     default: break;
     }
     printf("store: %s (%s)\n", path ? path : "?", what);
@@ -130,7 +129,7 @@ static int tmpfs_run(const kl_conf *conf, double secs)
     char *path = NULL;
     unsigned long fs = store_fs(conf, &path);
     free(path);
-    if (fs != FS_TMPFS) {
+    if (fs != TMPFS_MAGIC) {
         fprintf(stderr, "KL_BENCH_TMPFS: the store file is not on tmpfs\n");
         return 2;
     }
