@@ -2,7 +2,7 @@
  * them, and both against the raw signing rate of the same token, in one run.
  *
  *   ocsp_bench -c keyline.conf --signer LABEL --http-port N --cad SOCKET --seconds S
- *              --clients N [--rounds R] REQ.der... [--live LIVE.der]
+ *              --clients N [--rounds R] [--peer-port P] REQ.der... [--live LIVE.der]
  *
  * 1. raw: 2 threads sign SHA-256 digests with the token key LABEL (the delegated OCSP signer
  *    whose answers are measured);
@@ -12,13 +12,19 @@
  *    per connection; the connections are driven by up to HTTP_THREADS threads with epoll;
  * 3. cad: the same requests straight to keyline-cad over its socket (one connection and one
  *    thread per client), without the HTTP front end;
- * 4. live: LIVE.der (a request with a nonce: never pre-produced, never cached, signed per
+ * 4. with --peer-port: the HTTP ceiling of this machine. The same clients GET the same
+ *    answers (RFC 5019's GET /ocsp/{url-encoded base64 of the request}) from keyline-estd and
+ *    then from a static web server on port P (ocsp_bench.sh: nginx, serving each answer as a
+ *    file), which answers with no work of its own beyond HTTP: what any HTTP front end reaches
+ *    here with the same load generator;
+ * 5. live: LIVE.der (a request with a nonce: never pre-produced, never cached, signed per
  *    request) over HTTP, the rate of answering by signing.
- * 1-3 run in R interleaved rounds (raw, http, cad, raw, ...; default 3) of S seconds each and
- * each figure is the median of its rounds: other load on the machine that comes and goes
- * during the run then weighs on the rate and its limit alike.
+ * 1-4 run in R interleaved rounds (raw, http, cad, [get, peer,] raw, ...; default 3) of S
+ * seconds each and each figure is the median of its rounds: other load on the machine that
+ * comes and goes during the run then weighs on the rate and its limit alike.
  * Figures for bench/results.json (bench_lib.h): each rate against the raw signing rate; the
- * issue's target is pre-produced answers at >= 10 times it. */
+ * issue's target is pre-produced answers at >= 10 times it. With the peer: the static server
+ * against the raw signing rate too, and keyline-estd's GET rate against the static server's. */
 #include <arpa/inet.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -34,6 +40,7 @@
 #include "bench_lib.h"
 #include "cac.h"
 #include "cap.h"
+#include "kl_b64.h"
 #include "kl_file.h"
 
 #define MAX_REQS 4096
@@ -46,7 +53,7 @@
 
 static struct {
     const char *conf, *signer, *cad, *live;
-    int port, seconds, clients, rounds;
+    int port, peer_port, seconds, clients, rounds;
     double until_hint; /* the end of the HTTP measurement under way */
 } opt = {.conf = "keyline.conf", .seconds = 5, .clients = 8, .rounds = 3};
 
@@ -55,7 +62,12 @@ typedef struct {
     size_t len;
     char *http; /* the whole POST */
     size_t http_len;
+    char *get; /* the whole GET (RFC 5019 A.1) */
+    size_t get_len;
 } req_t;
+
+/* What an HTTP measurement sends: the POSTs, the GETs, or the live request (POST). */
+typedef enum { H_POST, H_GET, H_LIVE } hkind;
 
 static req_t g_reqs[MAX_REQS], g_live;
 static size_t g_nreqs;
@@ -67,10 +79,10 @@ typedef struct {
     size_t next;
 } worker;
 
-static int http_connect(void)
+static int http_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     int one = 1;
     if (fd >= 0) {
@@ -122,18 +134,23 @@ static int hconn_answer(hconn *h)
                : -1;
 }
 
-static const req_t *http_pick(int live, hconn *h)
-{
-    return live ? &g_live : &g_reqs[h->next++ % g_nreqs];
-}
+/* One thread of the HTTP load: connections c[0..n), one request in flight on each, until
+ * `until`. */
+typedef struct {
+    hconn *c;
+    int n, port;
+    hkind kind;
+    double until;
+    long ok, fail;
+} hloop;
 
 /* (Re)connect h if needed and send it its next request (blocking: a request is a few hundred
  * bytes, the socket buffer takes it whole); 0 or -1. */
-static int hconn_send(int ep, hconn *h, int live)
+static int hconn_send(int ep, hconn *h, const hloop *l)
 {
     if (h->fd < 0) {
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = h};
-        if ((h->fd = http_connect()) < 0) {
+        if ((h->fd = http_connect(l->port)) < 0) {
             return -1;
         }
         if (epoll_ctl(ep, EPOLL_CTL_ADD, h->fd, &ev) != 0) {
@@ -142,9 +159,11 @@ static int hconn_send(int ep, hconn *h, int live)
             return -1;
         }
     }
-    const req_t *r = http_pick(live, h);
+    const req_t *r = l->kind == H_LIVE ? &g_live : &g_reqs[h->next++ % g_nreqs];
+    const char *msg = l->kind == H_GET ? r->get : r->http;
+    size_t len = l->kind == H_GET ? r->get_len : r->http_len;
     h->have = 0;
-    if (write(h->fd, r->http, r->http_len) != (ssize_t)r->http_len) {
+    if (write(h->fd, msg, len) != (ssize_t)len) {
         close(h->fd); /* leaves the epoll set with it */
         h->fd = -1;
         return -1;
@@ -154,7 +173,7 @@ static int hconn_send(int ep, hconn *h, int live)
 
 /* What arrived on h: counts a complete answer in *ok (or a failure in *fail) and sends the
  * next request. */
-static void hconn_readable(int ep, hconn *h, int live, long *ok, long *fail)
+static void hconn_readable(int ep, hconn *h, hloop *l)
 {
     ssize_t n = recv(h->fd, h->buf + h->have, sizeof h->buf - 1 - h->have, MSG_DONTWAIT);
     int a = n > 0 ? (h->have += (size_t)n, hconn_answer(h)) : -1;
@@ -162,33 +181,24 @@ static void hconn_readable(int ep, hconn *h, int live, long *ok, long *fail)
         return;
     }
     if (a > 0) {
-        (*ok)++;
+        l->ok++;
     } else {
-        (*fail)++;
+        l->fail++;
         close(h->fd);
         h->fd = -1;
     }
-    while (hconn_send(ep, h, live) != 0 && bench_now() < opt.until_hint) {
-        (*fail)++;
+    while (hconn_send(ep, h, l) != 0 && bench_now() < opt.until_hint) {
+        l->fail++;
         usleep(10000);
     }
 }
-
-/* One thread of the HTTP load: connections c[0..n), one request in flight on each, until
- * `until`. */
-typedef struct {
-    hconn *c;
-    int n, live;
-    double until;
-    long ok, fail;
-} hloop;
 
 static void *http_loop(void *p)
 {
     hloop *l = p;
     int ep = epoll_create1(0);
     for (int i = 0; ep >= 0 && i < l->n; i++) {
-        if (hconn_send(ep, &l->c[i], l->live) != 0) {
+        if (hconn_send(ep, &l->c[i], l) != 0) {
             l->fail++;
         }
     }
@@ -196,7 +206,7 @@ static void *http_loop(void *p)
     while (ep >= 0 && bench_now() < l->until) {
         int k = epoll_wait(ep, ev, 64, 100);
         for (int i = 0; i < k; i++) {
-            hconn_readable(ep, ev[i].data.ptr, l->live, &l->ok, &l->fail);
+            hconn_readable(ep, ev[i].data.ptr, l);
         }
     }
     for (int i = 0; i < l->n; i++) {
@@ -212,9 +222,9 @@ static void *http_loop(void *p)
     return NULL;
 }
 
-/* opt.clients keep-alive connections driven by HTTP_THREADS epoll threads for opt.seconds;
- * answers/s. */
-static double http_measure(int live, long *fails)
+/* opt.clients keep-alive connections to `port` driven by HTTP_THREADS epoll threads for
+ * opt.seconds; answers/s. */
+static double http_measure(int port, hkind kind, long *fails)
 {
     int n = opt.clients > 64 ? 64 : opt.clients, nt = n < HTTP_THREADS ? n : HTTP_THREADS;
     hconn *c = calloc((size_t)n, sizeof *c);
@@ -231,7 +241,8 @@ static double http_measure(int live, long *fails)
     }
     for (int i = 0; i < nt; i++) {
         int from = n * i / nt, to = n * (i + 1) / nt;
-        l[i] = (hloop){.c = c + from, .n = to - from, .live = live, .until = opt.until_hint};
+        l[i] = (hloop){
+            .c = c + from, .n = to - from, .port = port, .kind = kind, .until = opt.until_hint};
         pthread_create(&t[i], NULL, http_loop, &l[i]);
     }
     long ok = 0;
@@ -298,6 +309,33 @@ static double cad_measure(long *fails)
     return (double)ok / (bench_now() - t0);
 }
 
+/* r->get: GET /ocsp/ and the request's base64, '+', '/' and '=' percent-encoded (RFC 5019
+ * A.1, RFC 3986); 0 or -1. */
+static int make_get(req_t *r)
+{
+    kl_buf b64;
+    kl_buf_init(&b64, 1 << 17, 0);
+    if (kl_b64_encode(r->der, r->len, 0, 0, &b64) != KL_OK) {
+        kl_buf_free(&b64);
+        return -1;
+    }
+    r->get = malloc(b64.len * 3 + 128);
+    if (!r->get) {
+        kl_buf_free(&b64);
+        return -1;
+    }
+    size_t n = (size_t)sprintf(r->get, "GET /ocsp/");
+    for (size_t i = 0; i < b64.len; i++) {
+        char c = (char)b64.data[i];
+        n += (size_t)(c == '+' || c == '/' || c == '=' ? sprintf(r->get + n, "%%%02X", c)
+                                                       : sprintf(r->get + n, "%c", c));
+    }
+    n += (size_t)sprintf(r->get + n, " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    r->get_len = n;
+    kl_buf_free(&b64);
+    return 0;
+}
+
 static int load_req(const char *path, req_t *r)
 {
     if (kl_file_read(path, 1 << 16, &r->der, &r->len) != KL_OK) {
@@ -305,7 +343,8 @@ static int load_req(const char *path, req_t *r)
         return -1;
     }
     r->http = malloc(r->len + 256);
-    if (!r->http) {
+    if (!r->http || make_get(r) != 0) {
+        fprintf(stderr, "ocsp_bench: out of memory\n");
         return -1;
     }
     int n = snprintf(r->http, 256,
@@ -331,15 +370,12 @@ static double median(double *v, int n)
 
 static int parse_args(int argc, char **argv)
 {
-    static const struct option lo[] = {{"config", required_argument, NULL, 'c'},
-                                       {"signer", required_argument, NULL, 'k'},
-                                       {"http-port", required_argument, NULL, 'p'},
-                                       {"cad", required_argument, NULL, 'd'},
-                                       {"seconds", required_argument, NULL, 's'},
-                                       {"clients", required_argument, NULL, 'n'},
-                                       {"live", required_argument, NULL, 'l'},
-                                       {"rounds", required_argument, NULL, 'r'},
-                                       {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {
+        {"config", required_argument, NULL, 'c'},    {"signer", required_argument, NULL, 'k'},
+        {"http-port", required_argument, NULL, 'p'}, {"cad", required_argument, NULL, 'd'},
+        {"seconds", required_argument, NULL, 's'},   {"clients", required_argument, NULL, 'n'},
+        {"live", required_argument, NULL, 'l'},      {"rounds", required_argument, NULL, 'r'},
+        {"peer-port", required_argument, NULL, 'P'}, {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:", lo, NULL)) != -1) {
         switch (ch) {
@@ -351,16 +387,53 @@ static int parse_args(int argc, char **argv)
         case 'n': opt.clients = atoi(optarg); break;
         case 'l': opt.live = optarg; break;
         case 'r': opt.rounds = atoi(optarg); break;
+        case 'P': opt.peer_port = atoi(optarg); break;
         default: return -1;
         }
     }
     if (!opt.signer || !opt.cad || !opt.live || opt.port <= 0 || optind >= argc ||
-        opt.seconds < 1 || opt.clients < 1 || opt.rounds < 1 || opt.rounds > MAX_ROUNDS) {
+        opt.seconds < 1 || opt.clients < 1 || opt.rounds < 1 || opt.rounds > MAX_ROUNDS ||
+        opt.peer_port < 0) {
         fprintf(stderr, "usage: ocsp_bench -c CONF --signer LABEL --http-port N --cad SOCKET "
-                        "--live LIVE.der [--seconds S] [--clients N] [--rounds R] REQ.der...\n");
+                        "--live LIVE.der [--seconds S] [--clients N] [--rounds R] "
+                        "[--peer-port P] REQ.der...\n");
         return -1;
     }
     return 0;
+}
+
+/* The measured rates of one run, each the median of its rounds. */
+enum { R_RAW, R_HTTP, R_CAD, R_GET, R_PEER, R__N };
+
+/* Rounds of raw, http, cad (and get, peer): r[kind][round]; failures in f[kind]. */
+static int run_rounds(double r[R__N][MAX_ROUNDS], long f[R__N])
+{
+    for (int i = 0; i < opt.rounds; i++) {
+        r[R_RAW][i] = bench_raw_sign_label(opt.conf, opt.signer, 2, opt.seconds);
+        if (r[R_RAW][i] <= 0) {
+            return -1;
+        }
+        r[R_HTTP][i] = http_measure(opt.port, H_POST, &f[R_HTTP]);
+        r[R_CAD][i] = cad_measure(&f[R_CAD]);
+        printf("round %d: raw %.0f/s, http %.0f/s (%.1fx), cad %.0f/s (%.1fx)", i + 1, r[R_RAW][i],
+               r[R_HTTP][i], r[R_HTTP][i] / r[R_RAW][i], r[R_CAD][i], r[R_CAD][i] / r[R_RAW][i]);
+        if (opt.peer_port) {
+            r[R_GET][i] = http_measure(opt.port, H_GET, &f[R_GET]);
+            r[R_PEER][i] = http_measure(opt.peer_port, H_GET, &f[R_PEER]);
+            printf(", GET %.0f/s, static server GET %.0f/s (%.2f of it)", r[R_GET][i], r[R_PEER][i],
+                   r[R_GET][i] / r[R_PEER][i]);
+        }
+        printf("\n");
+    }
+    return 0;
+}
+
+/* figure `base`.{clients}c */
+static void ocsp_figure(const char *base, double v, const char *limit, double lv, double target)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s.%dc", base, opt.clients);
+    bench_figure(name, v, "1/s", limit, lv, target);
 }
 
 int main(int argc, char **argv)
@@ -376,31 +449,33 @@ int main(int argc, char **argv)
     if (load_req(opt.live, &g_live) != 0) {
         return 1;
     }
-    double raw_r[MAX_ROUNDS], http_r[MAX_ROUNDS], cad_r[MAX_ROUNDS];
-    long f_http = 0, f_cad = 0, f_live = 0;
-    for (int i = 0; i < opt.rounds; i++) {
-        raw_r[i] = bench_raw_sign_label(opt.conf, opt.signer, 2, opt.seconds);
-        if (raw_r[i] <= 0) {
-            return 1;
-        }
-        http_r[i] = http_measure(0, &f_http);
-        cad_r[i] = cad_measure(&f_cad);
-        printf("round %d: raw %.0f/s, http %.0f/s (%.1fx), cad %.0f/s (%.1fx)\n", i + 1, raw_r[i],
-               http_r[i], http_r[i] / raw_r[i], cad_r[i], cad_r[i] / raw_r[i]);
+    double r[R__N][MAX_ROUNDS], m[R__N] = {0};
+    long f[R__N] = {0}, f_live = 0;
+    if (run_rounds(r, f) != 0) {
+        return 1;
     }
-    double raw = median(raw_r, opt.rounds), http = median(http_r, opt.rounds),
-           viacad = median(cad_r, opt.rounds), live = http_measure(1, &f_live);
+    for (int k = 0; k < R__N; k++) {
+        m[k] = k < R_GET || opt.peer_port ? median(r[k], opt.rounds) : 0;
+    }
+    double live = http_measure(opt.port, H_LIVE, &f_live);
     printf("raw signing with %s (2 threads): %.0f/s (median of %d rounds); %zu certificates, "
            "%d clients\n",
-           opt.signer, raw, opt.rounds, g_nreqs, opt.clients);
-    printf("errors: http %ld, cad %ld, live %ld\n", f_http, f_cad, f_live);
-    char name[64];
-    bench_figure("ocsp.hsm.raw_sign.2t", raw, "1/s", NULL, 0, 0);
-    snprintf(name, sizeof name, "ocsp.preproduced.http.%dc", opt.clients);
-    bench_figure(name, http, "1/s", "ocsp.hsm.raw_sign.2t", raw, 10);
-    snprintf(name, sizeof name, "ocsp.preproduced.cad.%dc", opt.clients);
-    bench_figure(name, viacad, "1/s", "ocsp.hsm.raw_sign.2t", raw, 10);
-    snprintf(name, sizeof name, "ocsp.live_signed.http.%dc", opt.clients);
-    bench_figure(name, live, "1/s", "ocsp.hsm.raw_sign.2t", raw, 0);
-    return f_http || f_cad || f_live ? 1 : 0;
+           opt.signer, m[R_RAW], opt.rounds, g_nreqs, opt.clients);
+    printf("errors: http %ld, cad %ld, get %ld, static server %ld, live %ld\n", f[R_HTTP], f[R_CAD],
+           f[R_GET], f[R_PEER], f_live);
+    bench_figure("ocsp.hsm.raw_sign.2t", m[R_RAW], "1/s", NULL, 0, 0);
+    ocsp_figure("ocsp.preproduced.http", m[R_HTTP], "ocsp.hsm.raw_sign.2t", m[R_RAW], 10);
+    ocsp_figure("ocsp.preproduced.cad", m[R_CAD], "ocsp.hsm.raw_sign.2t", m[R_RAW], 10);
+    if (opt.peer_port) {
+        char peer[64];
+        snprintf(peer, sizeof peer, "ocsp.static_server.get.%dc", opt.clients);
+        ocsp_figure("ocsp.static_server.get", m[R_PEER], "ocsp.hsm.raw_sign.2t", m[R_RAW], 0);
+        ocsp_figure("ocsp.preproduced.get", m[R_GET], peer, m[R_PEER], 0);
+    }
+    ocsp_figure("ocsp.live_signed.http", live, "ocsp.hsm.raw_sign.2t", m[R_RAW], 0);
+    long fails = f_live;
+    for (int k = 0; k < R__N; k++) {
+        fails += f[k];
+    }
+    return fails ? 1 : 0;
 }

@@ -3,6 +3,10 @@
 # answers signed per request and against the raw signing rate of the same token, and how long a
 # revocation takes to show over OCSP (openssl ocsp as the client). Run under
 # tests/lib/with-token.sh with KL_BUILD set (scripts/bench does both).
+# The HTTP ceiling, when nginx is installed (Debian: nginx-light; without it, said and not
+# measured): nginx started on its own (not the system's service) serves each pre-produced
+# answer, fetched from keyline-estd, as a static file under its RFC 5019 GET path, and
+# ocsp_bench GETs the same answers from keyline-estd and from nginx in the same rounds.
 #   KL_BENCH_SECONDS=5  KL_BENCH_OCSP_CERTS=64 (certificates answered for)  KL_BENCH_OCSP_CLIENTS=8
 #   KL_BENCH_OCSP_ROUNDS=3 (raw, http and cad measured in turn this many times; medians)
 set -euo pipefail
@@ -30,10 +34,81 @@ done
 openssl ocsp -issuer "$D/field1.pem" -cert "$D/c$N.pem" -no_nonce -url "$EST_HTTP/ocsp" \
     -CAfile "$D/root1.pem" -resp_text > "$D/check.txt" 2>&1 || true
 grep -q "Responder Id: [0-9A-F]\{40\}$" "$D/check.txt" || die "answers not pre-produced: $(cat "$D/check.txt")"
+
+# nginx_start: nginx serving keyline-estd's answer to each request of reqs as a file at the
+# request's GET path; NGINX_PORT. Nothing (and a line saying so) without nginx.
+NGINX_PORT=
+nginx_start() {
+    local bin ng=$D/nginx
+    bin=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
+    if [ -z "$bin" ]; then
+        echo "no nginx here (Debian: apt-get install nginx-light): the static server is not measured"
+        return 0
+    fi
+    mkdir -p "$ng/www/ocsp" "$ng/tmp"
+    for r in "${reqs[@]}"; do
+        local b64 enc f
+        b64=$(base64 -w0 "$r")
+        enc=$(printf '%s' "$b64" | sed 's|+|%2B|g; s|/|%2F|g; s|=|%3D|g')
+        f=$ng/www/ocsp/$b64
+        mkdir -p "$(dirname "$f")"
+        curl -sf -o "$f" "$EST_HTTP/ocsp/$enc" || die "GET /ocsp/$enc from keyline-estd failed"
+        openssl ocsp -respin "$f" -noverify -resp_text 2>/dev/null | grep -q "Response Status: successful" ||
+            die "keyline-estd's answer to the GET of $r is not a successful OCSP response"
+    done
+    NGINX_PORT=$(free_port)
+    while [ "$NGINX_PORT" = "$EST_PORT" ] || [ "$NGINX_PORT" = "$EST_HTTP_PORT" ]; do NGINX_PORT=$(free_port); done
+    # as fast as nginx serves these files: 2 workers (keyline-estd's plain HTTP has 2 threads),
+    # no access log, open files cached, connections kept for the whole run, and no sendfile:
+    # for a body of a few hundred bytes nginx then sends header and body in one writev, where
+    # sendfile makes two segments and two wake-ups of the client (66k/s against 111k/s here)
+    cat > "$ng/nginx.conf" <<CONF
+daemon off;
+worker_processes 2;
+pid $ng/nginx.pid;
+error_log $ng/error.log;
+$([ "$(id -u)" = 0 ] && echo "user root;")
+events { worker_connections 1024; }
+http {
+    access_log off;
+    types { }
+    default_type application/ocsp-response;
+    sendfile off;
+    tcp_nodelay on;
+    keepalive_requests 1000000000;
+    keepalive_timeout 120s;
+    open_file_cache max=4096 inactive=300s;
+    open_file_cache_valid 300s;
+    client_body_temp_path $ng/tmp;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $ng/www;
+        location /ocsp/ { }
+    }
+}
+CONF
+    "$bin" -p "$ng" -e "$ng/error.log" -c "$ng/nginx.conf" &
+    NGINX_PID=$!
+    local first=${reqs[0]} enc
+    enc=$(base64 -w0 "$first" | sed 's|+|%2B|g; s|/|%2F|g; s|=|%3D|g')
+    wait_up "$NGINX_PID" nginx curl -sf -o "$ng/check.der" "http://127.0.0.1:$NGINX_PORT/ocsp/$enc"
+    cmp -s "$ng/check.der" "$ng/www/ocsp/$(base64 -w0 "$first")" || die "nginx does not serve the answer file"
+}
+
+nginx_stop() {
+    [ -n "${NGINX_PID:-}" ] || return 0
+    kill -QUIT "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+    NGINX_PID=
+}
+trap 'nginx_stop; est_cleanup' EXIT
+
+nginx_start
 echo "keyline-estd + keyline-cad: $(nproc) CPUs, $N certificates of field1, $CLIENTS clients, ${KL_BENCH_SECONDS:-5} s per run"
 "$BIN/ocsp_bench" -c "$KL_CONF" --signer field1.ocsp --http-port "$EST_HTTP_PORT" \
     --cad "$D/cad.sock" --seconds "${KL_BENCH_SECONDS:-5}" --clients "$CLIENTS" --rounds "${KL_BENCH_OCSP_ROUNDS:-3}" \
-    --live "$D/live.der" "${reqs[@]}"
+    ${NGINX_PORT:+--peer-port "$NGINX_PORT"} --live "$D/live.der" "${reqs[@]}"
+nginx_stop
 
 # revocation -> OCSP: from keyline-ca revoke returning to openssl ocsp seeing it, 3 times
 worst=0
