@@ -52,7 +52,7 @@
 #define HTTP_THREADS 8
 
 static struct {
-    const char *conf, *signer, *cad, *live;
+    const char *conf, *signer, *cad, *live, *server_pids, *peer_pids;
     int port, peer_port, seconds, clients, rounds;
     double until_hint; /* the end of the HTTP measurement under way */
 } opt = {.conf = "keyline.conf", .seconds = 5, .clients = 8, .rounds = 3};
@@ -255,6 +255,49 @@ static double http_measure(int port, hkind kind, long *fails)
     return (double)ok / (bench_now() - t0);
 }
 
+/* CPU seconds (user + system) the processes `pids` (comma-separated) have used so far; -1 when
+ * one of them cannot be read. */
+static double cpu_seconds(const char *pids)
+{
+    double sum = 0;
+    const char *p = pids;
+    while (p && *p) {
+        char path[64], line[1024], *next = NULL;
+        long pid = strtol(p, &next, 10);
+        if (next == p || pid <= 0) {
+            return -1;
+        }
+        p = next;
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "r");
+        char *end = f && fgets(line, sizeof line, f) ? strrchr(line, ')') : NULL;
+        unsigned long ut = 0, st = 0;
+        if (f) {
+            fclose(f);
+        }
+        /* after "(comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+         * cmajflt utime stime (proc(5) fields 3-15) */
+        if (!end || sscanf(end + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                           &st) != 2) {
+            return -1;
+        }
+        sum += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+        p += *p == ',';
+    }
+    return sum;
+}
+
+/* GETs to `port` (http_measure); *cpu_us: the CPU microseconds per answer of the processes
+ * `pids` over the measurement (0 without pids, -1 when they cannot be read). */
+static double get_measure(int port, const char *pids, long *fails, double *cpu_us)
+{
+    double c0 = pids ? cpu_seconds(pids) : 0, t0 = bench_now();
+    double rate = http_measure(port, H_GET, fails);
+    double dt = bench_now() - t0, c1 = pids ? cpu_seconds(pids) : 0;
+    *cpu_us = !pids ? 0 : c0 < 0 || c1 < 0 || rate <= 0 ? -1 : (c1 - c0) * 1e6 / (rate * dt);
+    return rate;
+}
+
 static int cad_roundtrip(cac *c, const req_t *r)
 {
     kl_buf req;
@@ -375,7 +418,8 @@ static int parse_args(int argc, char **argv)
         {"http-port", required_argument, NULL, 'p'}, {"cad", required_argument, NULL, 'd'},
         {"seconds", required_argument, NULL, 's'},   {"clients", required_argument, NULL, 'n'},
         {"live", required_argument, NULL, 'l'},      {"rounds", required_argument, NULL, 'r'},
-        {"peer-port", required_argument, NULL, 'P'}, {NULL, 0, NULL, 0}};
+        {"peer-port", required_argument, NULL, 'P'}, {"server-pids", required_argument, NULL, 'S'},
+        {"peer-pids", required_argument, NULL, 'Q'}, {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:", lo, NULL)) != -1) {
         switch (ch) {
@@ -388,22 +432,26 @@ static int parse_args(int argc, char **argv)
         case 'l': opt.live = optarg; break;
         case 'r': opt.rounds = atoi(optarg); break;
         case 'P': opt.peer_port = atoi(optarg); break;
+        case 'S': opt.server_pids = optarg; break;
+        case 'Q': opt.peer_pids = optarg; break;
         default: return -1;
         }
     }
     if (!opt.signer || !opt.cad || !opt.live || opt.port <= 0 || optind >= argc ||
         opt.seconds < 1 || opt.clients < 1 || opt.rounds < 1 || opt.rounds > MAX_ROUNDS ||
-        opt.peer_port < 0) {
+        opt.peer_port < 0 || (!opt.server_pids != !opt.peer_pids)) {
         fprintf(stderr, "usage: ocsp_bench -c CONF --signer LABEL --http-port N --cad SOCKET "
                         "--live LIVE.der [--seconds S] [--clients N] [--rounds R] "
-                        "[--peer-port P] REQ.der...\n");
+                        "[--peer-port P [--server-pids PID,... --peer-pids PID,...]] "
+                        "REQ.der...\n");
         return -1;
     }
     return 0;
 }
 
-/* The measured rates of one run, each the median of its rounds. */
-enum { R_RAW, R_HTTP, R_CAD, R_GET, R_PEER, R__N };
+/* The measured rates of one run, each the median of its rounds; with the pids, the CPU
+ * microseconds per answer of keyline-estd (R_GET_CPU) and of the static server (R_PEER_CPU). */
+enum { R_RAW, R_HTTP, R_CAD, R_GET, R_PEER, R_GET_CPU, R_PEER_CPU, R__N };
 
 /* Rounds of raw, http, cad (and get, peer): r[kind][round]; failures in f[kind]. */
 static int run_rounds(double r[R__N][MAX_ROUNDS], long f[R__N])
@@ -418,10 +466,17 @@ static int run_rounds(double r[R__N][MAX_ROUNDS], long f[R__N])
         printf("round %d: raw %.0f/s, http %.0f/s (%.1fx), cad %.0f/s (%.1fx)", i + 1, r[R_RAW][i],
                r[R_HTTP][i], r[R_HTTP][i] / r[R_RAW][i], r[R_CAD][i], r[R_CAD][i] / r[R_RAW][i]);
         if (opt.peer_port) {
-            r[R_GET][i] = http_measure(opt.port, H_GET, &f[R_GET]);
-            r[R_PEER][i] = http_measure(opt.peer_port, H_GET, &f[R_PEER]);
+            r[R_GET][i] = get_measure(opt.port, opt.server_pids, &f[R_GET], &r[R_GET_CPU][i]);
+            r[R_PEER][i] = get_measure(opt.peer_port, opt.peer_pids, &f[R_PEER], &r[R_PEER_CPU][i]);
             printf(", GET %.0f/s, static server GET %.0f/s (%.2f of it)", r[R_GET][i], r[R_PEER][i],
                    r[R_GET][i] / r[R_PEER][i]);
+            if (r[R_GET_CPU][i] < 0 || r[R_PEER_CPU][i] < 0) {
+                fprintf(stderr, "ocsp_bench: cannot read the servers' CPU time in /proc\n");
+                return -1;
+            }
+            if (opt.server_pids) {
+                printf(", CPU per answer %.1f us and %.1f us", r[R_GET_CPU][i], r[R_PEER_CPU][i]);
+            }
         }
         printf("\n");
     }
@@ -471,6 +526,12 @@ int main(int argc, char **argv)
         snprintf(peer, sizeof peer, "ocsp.static_server.get.%dc", opt.clients);
         ocsp_figure("ocsp.static_server.get", m[R_PEER], "ocsp.hsm.raw_sign.2t", m[R_RAW], 0);
         ocsp_figure("ocsp.preproduced.get", m[R_GET], peer, m[R_PEER], 0);
+    }
+    if (opt.peer_port && opt.server_pids) {
+        /* lower is better: keyline-estd's CPU per cached answer against the static server's */
+        bench_figure("ocsp.static_server.get.cpu_us", m[R_PEER_CPU], "us", NULL, 0, 0);
+        bench_figure("ocsp.preproduced.get.cpu_us", m[R_GET_CPU], "us",
+                     "ocsp.static_server.get.cpu_us", m[R_PEER_CPU], 0);
     }
     ocsp_figure("ocsp.live_signed.http", live, "ocsp.hsm.raw_sign.2t", m[R_RAW], 0);
     long fails = f_live;

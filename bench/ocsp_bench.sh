@@ -6,7 +6,8 @@
 # The HTTP ceiling, when nginx is installed (Debian: nginx-light; without it, said and not
 # measured): nginx started on its own (not the system's service) serves each pre-produced
 # answer, fetched from keyline-estd, as a static file under its RFC 5019 GET path, and
-# ocsp_bench GETs the same answers from keyline-estd and from nginx in the same rounds.
+# ocsp_bench GETs the same answers from keyline-estd and from nginx in the same rounds, and
+# reads the CPU time each server's processes used for it (/proc: keyline-estd, nginx's workers).
 #   KL_BENCH_SECONDS=5  KL_BENCH_OCSP_CERTS=64 (certificates answered for)  KL_BENCH_OCSP_CLIENTS=8
 #   KL_BENCH_OCSP_ROUNDS=3 (raw, http and cad measured in turn this many times; medians)
 set -euo pipefail
@@ -93,6 +94,9 @@ CONF
     enc=$(base64 -w0 "$first" | sed 's|+|%2B|g; s|/|%2F|g; s|=|%3D|g')
     wait_up "$NGINX_PID" nginx curl -sf -o "$ng/check.der" "http://127.0.0.1:$NGINX_PORT/ocsp/$enc"
     cmp -s "$ng/check.der" "$ng/www/ocsp/$(base64 -w0 "$first")" || die "nginx does not serve the answer file"
+    # the processes that answer, whose CPU time ocsp_bench reads: nginx's workers
+    NGINX_WORKERS=$(pgrep -d, -P "$NGINX_PID" || true)
+    [ -n "$NGINX_WORKERS" ] || die "no nginx worker processes"
 }
 
 nginx_stop() {
@@ -107,7 +111,8 @@ nginx_start
 echo "keyline-estd + keyline-cad: $(nproc) CPUs, $N certificates of field1, $CLIENTS clients, ${KL_BENCH_SECONDS:-5} s per run"
 "$BIN/ocsp_bench" -c "$KL_CONF" --signer field1.ocsp --http-port "$EST_HTTP_PORT" \
     --cad "$D/cad.sock" --seconds "${KL_BENCH_SECONDS:-5}" --clients "$CLIENTS" --rounds "${KL_BENCH_OCSP_ROUNDS:-3}" \
-    ${NGINX_PORT:+--peer-port "$NGINX_PORT"} --live "$D/live.der" "${reqs[@]}"
+    ${NGINX_PORT:+--peer-port "$NGINX_PORT" --server-pids "$EST_PID" --peer-pids "$NGINX_WORKERS"} \
+    --live "$D/live.der" "${reqs[@]}"
 nginx_stop
 
 # revocation -> OCSP: from keyline-ca revoke returning to openssl ocsp seeing it, 3 times
