@@ -19,6 +19,7 @@
 
 #include "est.h"
 #include "kl_b64.h"
+#include "kl_digest.h"
 #include "kl_log.h"
 
 /* seconds a relying party may keep a nonce-less OCSP answer (RFC 5019 6: max-age), as long as
@@ -305,7 +306,10 @@ static void est_ocsp_front_put(const uint8_t *req, size_t req_len, const kl_buf 
         return;
     }
     memcpy(copy, resp->data, resp->len);
-    SHA256(req, req_len, key);
+    if (kl_sha256(req, req_len, key) != KL_OK) {
+        free(copy); /* not kept: the next request asks keyline-cad again */
+        return;
+    }
     pthread_rwlock_wrlock(&est_ocsp_front_lock);
     est_ocsp_front_slot *e = est_ocsp_front_at(key);
     free(e->der);
@@ -319,7 +323,9 @@ static void est_ocsp_front_put(const uint8_t *req, size_t req_len, const kl_buf 
 static int est_ocsp_front_get(const uint8_t *req, size_t req_len, kl_buf *out)
 {
     uint8_t key[SHA256_DIGEST_LENGTH];
-    SHA256(req, req_len, key);
+    if (kl_sha256(req, req_len, key) != KL_OK) {
+        return 0; /* a miss: the worker path answers */
+    }
     double now = est_ocsp_now();
     pthread_rwlock_rdlock(&est_ocsp_front_lock);
     const est_ocsp_front_slot *e = est_ocsp_front_at(key);

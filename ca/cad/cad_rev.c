@@ -20,6 +20,7 @@
 #include "cad.h"
 #include "cad_ocsp.h"
 #include "ca_backend.h"
+#include "kl_digest.h"
 #include "kl_log.h"
 #include "store.h"
 
@@ -431,8 +432,7 @@ kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
     /* a nonce makes the answer unique to this request: never cached (RFC 5019 4) */
     int cacheable = OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, -1) < 0;
     if (cacheable) {
-        SHA256(der, len, key);
-        cacheable = cad_rev_epoch_sum(r, &esum) == KL_OK;
+        cacheable = kl_sha256(der, len, key) == KL_OK && cad_rev_epoch_sum(r, &esum) == KL_OK;
         pthread_mutex_lock(&r->ocsp_lock);
         cad_ocsp_slot *slot = &r->ocsp[(key[0] | key[1] << 8) % CAD_OCSP_SLOTS];
         int hit = cacheable && slot->der && memcmp(slot->key, key, sizeof key) == 0 &&

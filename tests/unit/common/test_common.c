@@ -6,6 +6,7 @@
 #include <cmocka.h>
 #include <stdio.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #include "kl_b64.h"
 #include "kl_buf.h"
 #include "kl_conf.h"
+#include "kl_digest.h"
 #include "kl_file.h"
 #include "kl_secret.h"
 
@@ -45,6 +47,59 @@ static void test_buf_cap(void **state)
     assert_int_equal(kl_buf_remaining(&b), 2);
     assert_int_equal(kl_buf_printf(&b, "x"), KL_EINPUT);
     kl_buf_free(&b);
+}
+
+/* FIPS 180-2 test vectors, and the same answers from many threads at once (the algorithm is
+ * fetched once, by whichever thread comes first) */
+static const struct {
+    const char *in, *hex;
+} sha_vec[] = {
+    {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+    {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+    {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+     "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+};
+
+static int sha_check(void)
+{
+    for (size_t i = 0; i < sizeof sha_vec / sizeof sha_vec[0]; i++) {
+        uint8_t md[KL_SHA256_LEN];
+        char hex[2 * KL_SHA256_LEN + 1];
+        if (kl_sha256(sha_vec[i].in, strlen(sha_vec[i].in), md) != KL_OK) {
+            return -1;
+        }
+        for (int k = 0; k < KL_SHA256_LEN; k++) {
+            snprintf(hex + 2 * k, 3, "%02x", md[k]);
+        }
+        if (strcmp(hex, sha_vec[i].hex) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void *sha_thread(void *arg)
+{
+    int *bad = arg;
+    for (int i = 0; i < 200; i++) {
+        *bad |= sha_check() != 0;
+    }
+    return NULL;
+}
+
+static void test_sha256(void **state)
+{
+    (void)state;
+    pthread_t t[4];
+    int bad[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_create(&t[i], NULL, sha_thread, &bad[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(bad[i], 0);
+    }
+    assert_int_equal(sha_check(), 0);
 }
 
 static void test_b64(void **state)
@@ -468,7 +523,7 @@ int main(void)
         cmocka_unit_test(test_buf_cap),     cmocka_unit_test(test_b64),
         cmocka_unit_test(test_conf),        cmocka_unit_test(test_conf_long_lines),
         cmocka_unit_test(test_conf_strict), cmocka_unit_test(test_secret),
-        cmocka_unit_test(test_file_atomic),
+        cmocka_unit_test(test_file_atomic), cmocka_unit_test(test_sha256),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
