@@ -2,7 +2,8 @@
  * them, and both against the raw signing rate of the same token, in one run.
  *
  *   ocsp_bench -c keyline.conf --signer LABEL --http-port N --cad SOCKET --seconds S
- *              --clients N [--rounds R] [--peer-port P] REQ.der... [--live LIVE.der]
+ *              --clients N [--rounds R] [--peer-port P [--server-pids PIDS --peer-pids PIDS]]
+ *              REQ.der... [--live LIVE.der]
  *
  * 1. raw: 2 threads sign SHA-256 digests with the token key LABEL (the delegated OCSP signer
  *    whose answers are measured);
@@ -16,7 +17,8 @@
  *    answers (RFC 5019's GET /ocsp/{url-encoded base64 of the request}) from keyline-estd and
  *    then from a static web server on port P (ocsp_bench.sh: nginx, serving each answer as a
  *    file), which answers with no work of its own beyond HTTP: what any HTTP front end reaches
- *    here with the same load generator;
+ *    here with the same load generator. With the pids (comma-separated: keyline-estd's, the
+ *    static server's processes) also the CPU time (user + system, /proc) each used per answer;
  * 5. live: LIVE.der (a request with a nonce: never pre-produced, never cached, signed per
  *    request) over HTTP, the rate of answering by signing.
  * 1-4 run in R interleaved rounds (raw, http, cad, [get, peer,] raw, ...; default 3) of S
@@ -24,7 +26,8 @@
  * comes and goes during the run then weighs on the rate and its limit alike.
  * Figures for bench/results.json (bench_lib.h): each rate against the raw signing rate; the
  * issue's target is pre-produced answers at >= 10 times it. With the peer: the static server
- * against the raw signing rate too, and keyline-estd's GET rate against the static server's. */
+ * against the raw signing rate too, and keyline-estd's GET rate against the static server's;
+ * with the pids, keyline-estd's CPU per answer against the static server's. */
 #include <arpa/inet.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -439,7 +442,8 @@ static int parse_args(int argc, char **argv)
     }
     if (!opt.signer || !opt.cad || !opt.live || opt.port <= 0 || optind >= argc ||
         opt.seconds < 1 || opt.clients < 1 || opt.rounds < 1 || opt.rounds > MAX_ROUNDS ||
-        opt.peer_port < 0 || (!opt.server_pids != !opt.peer_pids)) {
+        opt.peer_port < 0 || (!opt.server_pids != !opt.peer_pids) ||
+        (opt.server_pids && !opt.peer_port)) {
         fprintf(stderr, "usage: ocsp_bench -c CONF --signer LABEL --http-port N --cad SOCKET "
                         "--live LIVE.der [--seconds S] [--clients N] [--rounds R] "
                         "[--peer-port P [--server-pids PID,... --peer-pids PID,...]] "
