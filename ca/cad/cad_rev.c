@@ -419,7 +419,8 @@ kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
     OCSP_REQUEST *req = NULL;
     OCSP_RESPONSE *resp = NULL;
     uint8_t *enc = NULL;
-    uint8_t key[SHA256_DIGEST_LENGTH];
+    /* zero if hashing fails: the slot is picked from it before `cacheable` is looked at */
+    uint8_t key[SHA256_DIGEST_LENGTH] = {0};
     int64_t esum = 0;
     time_t now = time(NULL);
     cad_rev_upkeep(r, now);
