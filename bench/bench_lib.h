@@ -31,5 +31,7 @@ double bench_raw_sign(EVP_PKEY *hsm_key, int threads, double seconds);
 double bench_raw_sign_label(const char *conf_path, const char *label, int threads, double seconds);
 
 double bench_now(void);
+/* The median of v[0..n) (n >= 1), which it sorts in place. */
+double bench_median(double *v, int n);
 
 #endif

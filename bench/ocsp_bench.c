@@ -402,18 +402,6 @@ static int load_req(const char *path, req_t *r)
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static int parse_args(int argc, char **argv)
 {
     static const struct option lo[] = {
@@ -514,7 +502,7 @@ int main(int argc, char **argv)
         return 1;
     }
     for (int k = 0; k < R__N; k++) {
-        m[k] = k < R_GET || opt.peer_port ? median(r[k], opt.rounds) : 0;
+        m[k] = k < R_GET || opt.peer_port ? bench_median(r[k], opt.rounds) : 0;
     }
     double live = http_measure(opt.port, H_LIVE, &f_live);
     printf("raw signing with %s (2 threads): %.0f/s (median of %d rounds); %zu certificates, "

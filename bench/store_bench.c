@@ -307,10 +307,8 @@ static int full_vs_empty(const char *nm, const char *dsn, const char *empty, int
         printf("  %s round %d: empty store %.0f/s, full store %.0f/s (%.2f)\n", nm, i + 1, e[i],
                f[i], f[i] / e[i]);
     }
-    qsort(e, FULL_ROUNDS, sizeof *e, cmp_double);
-    qsort(f, FULL_ROUNDS, sizeof *f, cmp_double);
-    *base = e[FULL_ROUNDS / 2];
-    *full = f[FULL_ROUNDS / 2];
+    *base = bench_median(e, FULL_ROUNDS);
+    *full = bench_median(f, FULL_ROUNDS);
     return 0;
 }
 

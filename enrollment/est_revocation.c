@@ -301,15 +301,11 @@ static est_ocsp_front_slot *est_ocsp_front_at(const uint8_t key[SHA256_DIGEST_LE
 static void est_ocsp_front_put(const uint8_t *req, size_t req_len, const kl_buf *resp)
 {
     uint8_t key[SHA256_DIGEST_LENGTH];
-    uint8_t *copy = malloc(resp->len);
-    if (!copy) {
-        return;
+    uint8_t *copy = NULL;
+    if (kl_sha256(req, req_len, key) != KL_OK || !(copy = malloc(resp->len))) {
+        return; /* not kept: the next request asks keyline-cad again */
     }
     memcpy(copy, resp->data, resp->len);
-    if (kl_sha256(req, req_len, key) != KL_OK) {
-        free(copy); /* not kept: the next request asks keyline-cad again */
-        return;
-    }
     pthread_rwlock_wrlock(&est_ocsp_front_lock);
     est_ocsp_front_slot *e = est_ocsp_front_at(key);
     free(e->der);
