@@ -8,10 +8,51 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "kl_b64.h"
 #include "kl_file.h"
 #include "kl_http.h"
+
+/* ---- HTTP-date (RFC 9110 5.6.7) ------------------------------------------------------- */
+
+int kl_http_date_parse(const char *s, time_t now, time_t *out)
+{
+    static const char *const forms[] = {
+        "%a, %d %b %Y %H:%M:%S GMT", /* IMF-fixdate */
+        "%A, %d-%b-%y %H:%M:%S GMT", /* rfc850-date */
+        "%a %b %e %H:%M:%S %Y",      /* asctime-date */
+    };
+    for (size_t i = 0; s && i < sizeof forms / sizeof forms[0]; i++) {
+        struct tm tm;
+        memset(&tm, 0, sizeof tm);
+        const char *end = strptime(s, forms[i], &tm);
+        if (!end || *end) {
+            continue;
+        }
+        if (i == 1) {
+            /* RFC 9110 5.6.7: more than 50 years in the future means the century before */
+            struct tm nt;
+            gmtime_r(&now, &nt);
+            int cur = nt.tm_year + 1900, year = cur - cur % 100 + (tm.tm_year + 1900) % 100;
+            tm.tm_year = (year > cur + 50 ? year - 100 : year) - 1900;
+        }
+        time_t t = timegm(&tm);
+        if (t != (time_t)-1) {
+            *out = t;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void kl_http_date_format(time_t t, char *buf, size_t cap)
+{
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(buf, cap, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0) {
+        snprintf(buf, cap, "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+}
 
 /* ---- listen addresses ------------------------------------------------------------------- */
 

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "kl_buf.h"
 #include "kl_err.h"
@@ -22,6 +23,15 @@ kl_rc kl_hostport_resolve(const char *hostport, struct sockaddr_storage *ss, soc
  * user/pass get NUL-terminated strings; pass should be a sensitive buffer.
  * KL_ENOTFOUND when the header is absent or not Basic; KL_EINPUT when malformed. */
 kl_rc kl_basic_parse(const char *authorization, kl_buf *user, kl_buf *pass) KL_WUR;
+
+/* An HTTP-date (RFC 9110 5.6.7) as seconds since the epoch: IMF-fixdate ("Sun, 06 Nov 1994
+ * 08:49:37 GMT") and the two obsolete forms a recipient must accept, rfc850-date ("Sunday,
+ * 06-Nov-94 08:49:37 GMT", its two-digit year taken as the one with those digits at most 50
+ * years after `now`) and asctime-date ("Sun Nov  6 08:49:37 1994"). 1 and *out when `s` is one
+ * of them and nothing else; 0 otherwise (a field to ignore, RFC 9110 13.1.3). */
+int kl_http_date_parse(const char *s, time_t now, time_t *out);
+/* `t` as an IMF-fixdate (the form a sender uses) into buf; cap of 30 or more. */
+void kl_http_date_format(time_t t, char *buf, size_t cap);
 
 typedef struct kl_htpasswd kl_htpasswd;
 

@@ -20,12 +20,46 @@
 #include "est.h"
 #include "kl_b64.h"
 #include "kl_digest.h"
+#include "kl_http.h"
 #include "kl_log.h"
 
 /* seconds a relying party may keep a nonce-less OCSP answer (RFC 5019 6: max-age), as long as
  * keyline-cad keeps it */
 #define EST_OCSP_TTL 60
 #define EST_OCSP_MAX_REQ 16384
+
+/* ---------------------------------------------------------------------------------------- */
+/* Validators (RFC 9110 8.8) and conditional GETs (13.1), shared by CRLs and OCSP answers      */
+
+#define EST_ETAG_LEN 48 /* "\"<32 hex>\"" */
+
+/* A strong entity tag of `der`: the first 16 bytes of its SHA-256, quoted. 0 if no hash. */
+static int est_etag_of(const uint8_t *der, size_t len, char etag[EST_ETAG_LEN])
+{
+    uint8_t h[SHA256_DIGEST_LENGTH];
+    if (kl_sha256(der, len, h) != KL_OK) {
+        return 0;
+    }
+    int n = snprintf(etag, EST_ETAG_LEN, "\"");
+    for (int i = 0; i < 16; i++) {
+        n += snprintf(etag + n, EST_ETAG_LEN - (size_t)n, "%02x", h[i]);
+    }
+    snprintf(etag + n, EST_ETAG_LEN - (size_t)n, "\"");
+    return 1;
+}
+
+/* RFC 9110 13.1.2: If-None-Match is "*" or a list of entity tags, compared weakly (so W/"x"
+ * matches our "x"); 13.1.3: If-Modified-Since, an HTTP-date in any of its three forms, only
+ * without If-None-Match, and only against a known Last-Modified (0: none). */
+static int est_not_modified(const est_req *rq, const char *etag, time_t last_modified)
+{
+    if (rq->if_none_match) {
+        return strcmp(rq->if_none_match, "*") == 0 || (etag[0] && strstr(rq->if_none_match, etag));
+    }
+    time_t since = 0;
+    return last_modified && kl_http_date_parse(rq->if_modified_since, time(NULL), &since) &&
+           last_modified <= since;
+}
 
 /* ---------------------------------------------------------------------------------------- */
 /* CRL                                                                                       */
@@ -45,7 +79,7 @@ typedef struct {
     char label[129];
     int fd; /* memfd with the DER; each response gets a dup */
     size_t len;
-    char etag[48];      /* "\"<32 hex>\"" */
+    char etag[EST_ETAG_LEN];
     time_t this_update; /* Last-Modified */
     time_t fetched;
 } est_crl_file;
@@ -103,14 +137,10 @@ static int est_crl_this_update(const uint8_t *der, size_t len, time_t *out)
 /* Put a fetched CRL into slot `f` (a new memfd when it changed). */
 static kl_rc est_crl_store(est_crl_file *f, const kl_buf *der, time_t now)
 {
-    uint8_t h[SHA256_DIGEST_LENGTH];
-    char etag[48];
-    SHA256(der->data, der->len, h);
-    int n = snprintf(etag, sizeof etag, "\"");
-    for (int i = 0; i < 16; i++) {
-        n += snprintf(etag + n, sizeof etag - (size_t)n, "%02x", h[i]);
+    char etag[EST_ETAG_LEN];
+    if (!est_etag_of(der->data, der->len, etag)) {
+        return kl_fail(KL_EINTERNAL, "cannot hash the CRL");
     }
-    snprintf(etag + n, sizeof etag - (size_t)n, "\"");
     f->fetched = now;
     if (f->fd >= 0 && strcmp(etag, f->etag) == 0) {
         return KL_OK;
@@ -179,21 +209,6 @@ static kl_rc est_crl_get(est_server *s, const char *label, est_crl_file **out)
     return rc;
 }
 
-/* RFC 9110 13.1.2: If-None-Match is a list of entity tags or "*"; 13.1.3: If-Modified-Since
- * is only evaluated without If-None-Match. */
-static int est_crl_not_modified(const est_req *rq, const est_crl_file *f)
-{
-    if (rq->if_none_match) {
-        return strcmp(rq->if_none_match, "*") == 0 || strstr(rq->if_none_match, f->etag) != NULL;
-    }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *end = rq->if_modified_since
-                          ? strptime(rq->if_modified_since, "%a, %d %b %Y %H:%M:%S GMT", &tm)
-                          : NULL;
-    return end && !*end && f->this_update <= timegm(&tm);
-}
-
 void est_handle_crl(est_req *rq, est_resp *rs)
 {
     est_server *s = rq->srv;
@@ -208,13 +223,11 @@ void est_handle_crl(est_req *rq, est_resp *rs)
     kl_rc rc = est_crl_get(s, label, &f);
     if (rc == KL_OK) {
         char lm[64];
-        struct tm tm;
-        gmtime_r(&f->this_update, &tm);
-        strftime(lm, sizeof lm, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        kl_http_date_format(f->this_update, lm, sizeof lm);
         est_resp_header(rs, "ETag", f->etag);
         est_resp_header(rs, "Last-Modified", lm);
         snprintf(rq->note, sizeof rq->note, "crl %s", label);
-        if (est_crl_not_modified(rq, f)) {
+        if (est_not_modified(rq, f->etag, f->this_update)) {
             rs->status = 304; /* RFC 9110 15.4.5: no content, the validators again */
         } else {
             rs->fd = dup(f->fd);
@@ -269,6 +282,51 @@ static void est_ocsp_status_resp(est_resp *rs, int status)
     OCSP_RESPONSE_free(resp);
 }
 
+/* What an OCSP answer tells HTTP caches (RFC 5019 6.2): its entity tag, Last-Modified (the
+ * latest thisUpdate of its single responses) and Expires (the earliest nextUpdate). Read from
+ * a successful answer (valid); any other gets Cache-Control alone. */
+typedef struct {
+    int valid;
+    char etag[EST_ETAG_LEN];
+    time_t this_update, next_update;     /* next_update 0: none given */
+    char last_modified[32], expires[32]; /* as HTTP-dates, formatted once */
+} est_ocsp_meta;
+
+static int est_asn1_time(const ASN1_GENERALIZEDTIME *a, time_t *out)
+{
+    struct tm tm;
+    if (!a || ASN1_TIME_to_tm(a, &tm) != 1) {
+        return 0;
+    }
+    *out = timegm(&tm);
+    return *out != (time_t)-1;
+}
+
+static void est_ocsp_meta_of(const uint8_t *der, size_t len, est_ocsp_meta *m)
+{
+    memset(m, 0, sizeof *m);
+    const unsigned char *p = der;
+    OCSP_RESPONSE *resp = d2i_OCSP_RESPONSE(NULL, &p, (long)len);
+    OCSP_BASICRESP *bs = resp && OCSP_response_status(resp) == OCSP_RESPONSE_STATUS_SUCCESSFUL
+                             ? OCSP_response_get1_basic(resp)
+                             : NULL;
+    int n = bs ? OCSP_resp_count(bs) : 0, ok = n > 0 && est_etag_of(der, len, m->etag);
+    for (int i = 0; ok && i < n; i++) {
+        ASN1_GENERALIZEDTIME *rev = NULL, *tu = NULL, *nu = NULL;
+        int reason = 0;
+        time_t t = 0, u = 0;
+        ok = OCSP_single_get0_status(OCSP_resp_get0(bs, i), &reason, &rev, &tu, &nu) >= 0 &&
+             est_asn1_time(tu, &t) && (!nu || est_asn1_time(nu, &u));
+        m->this_update = t > m->this_update ? t : m->this_update;
+        m->next_update = u && (!m->next_update || u < m->next_update) ? u : m->next_update;
+    }
+    m->valid = ok;
+    kl_http_date_format(m->this_update, m->last_modified, sizeof m->last_modified);
+    kl_http_date_format(m->next_update, m->expires, sizeof m->expires);
+    OCSP_BASICRESP_free(bs);
+    OCSP_RESPONSE_free(resp);
+}
+
 /* The front cache: the answers to nonce-less requests keyline-cad gave in the last
  * EST_OCSP_FRONT_MS, by SHA-256 of the request, answered in the I/O thread without a worker
  * or a keyline-cad round trip (est_handle_ocsp_fast). They are the pre-produced answers
@@ -281,6 +339,7 @@ typedef struct {
     double at; /* est_ocsp_now() when stored; 0: empty */
     uint8_t *der;
     size_t len;
+    est_ocsp_meta meta; /* read once, when stored */
 } est_ocsp_front_slot;
 
 static est_ocsp_front_slot est_ocsp_front[EST_OCSP_FRONT_SLOTS];
@@ -298,7 +357,8 @@ static est_ocsp_front_slot *est_ocsp_front_at(const uint8_t key[SHA256_DIGEST_LE
     return &est_ocsp_front[(key[0] | key[1] << 8) % EST_OCSP_FRONT_SLOTS];
 }
 
-static void est_ocsp_front_put(const uint8_t *req, size_t req_len, const kl_buf *resp)
+static void est_ocsp_front_put(const uint8_t *req, size_t req_len, const kl_buf *resp,
+                               const est_ocsp_meta *meta)
 {
     uint8_t key[SHA256_DIGEST_LENGTH];
     uint8_t *copy = NULL;
@@ -312,11 +372,12 @@ static void est_ocsp_front_put(const uint8_t *req, size_t req_len, const kl_buf 
     memcpy(e->key, key, sizeof key);
     e->der = copy;
     e->len = resp->len;
+    e->meta = *meta;
     e->at = est_ocsp_now();
     pthread_rwlock_unlock(&est_ocsp_front_lock);
 }
 
-static int est_ocsp_front_get(const uint8_t *req, size_t req_len, kl_buf *out)
+static int est_ocsp_front_get(const uint8_t *req, size_t req_len, kl_buf *out, est_ocsp_meta *meta)
 {
     uint8_t key[SHA256_DIGEST_LENGTH];
     if (kl_sha256(req, req_len, key) != KL_OK) {
@@ -327,6 +388,9 @@ static int est_ocsp_front_get(const uint8_t *req, size_t req_len, kl_buf *out)
     const est_ocsp_front_slot *e = est_ocsp_front_at(key);
     int hit = e->der && now - e->at < EST_OCSP_FRONT_MS / 1000.0 &&
               memcmp(e->key, key, sizeof key) == 0 && kl_buf_put(out, e->der, e->len) == KL_OK;
+    if (hit) {
+        *meta = e->meta;
+    }
     pthread_rwlock_unlock(&est_ocsp_front_lock);
     return hit;
 }
@@ -385,16 +449,36 @@ static int est_ocsp_request_der(est_req *rq, est_resp *rs, kl_buf *der, int *is_
     return 0;
 }
 
-/* An OCSP answer ready: status, content type, for GET the RFC 5019 6 caching headers. */
-static void est_ocsp_ok(est_resp *rs, int is_get, int cacheable)
+/* An OCSP answer in rs->body is ready: 200 with its content type and, for GET, RFC 5019 6.2's
+ * caching headers: Cache-Control (max-age: as long as keyline-cad keeps the answer, never past
+ * its nextUpdate; 0 for an answer to a nonce) and, read from a successful answer, ETag,
+ * Last-Modified and Expires; or 304 and no body to a conditional GET it matches. */
+static void est_ocsp_answer(const est_req *rq, est_resp *rs, int is_get, int cacheable,
+                            const est_ocsp_meta *m)
 {
     rs->status = 200;
     snprintf(rs->content_type, sizeof rs->content_type, "application/ocsp-response");
-    if (is_get) {
-        char cc[64];
-        snprintf(cc, sizeof cc, "max-age=%d, public, no-transform, must-revalidate",
-                 cacheable ? EST_OCSP_TTL : 0);
-        est_resp_header(rs, "Cache-Control", cc);
+    if (!is_get) {
+        return;
+    }
+    long age = cacheable ? EST_OCSP_TTL : 0;
+    int validators = cacheable && m->valid;
+    if (validators) {
+        est_resp_header(rs, "ETag", m->etag);
+        est_resp_header(rs, "Last-Modified", m->last_modified);
+        if (m->next_update) {
+            est_resp_header(rs, "Expires", m->expires);
+            long left = (long)(m->next_update - time(NULL));
+            age = left < age ? (left > 0 ? left : 0) : age;
+        }
+    }
+    char cc[80];
+    snprintf(cc, sizeof cc, "max-age=%ld, public, no-transform, must-revalidate", age);
+    est_resp_header(rs, "Cache-Control", cc);
+    if (validators && est_not_modified(rq, m->etag, m->this_update)) {
+        rs->status = 304; /* RFC 9110 15.4.5: no content, the validators again */
+        rs->content_type[0] = 0;
+        kl_buf_reset(&rs->body);
     }
 }
 
@@ -411,11 +495,12 @@ int est_handle_ocsp_fast(est_req *rq, est_resp *rs)
     kl_buf der;
     kl_buf_init(&der, EST_OCSP_MAX_REQ, 0);
     int is_get = 0;
+    est_ocsp_meta meta;
     int hit = est_ocsp_request_der(&probe, &scratch, &der, &is_get) &&
-              est_ocsp_front_get(der.data, der.len, &rs->body);
+              est_ocsp_front_get(der.data, der.len, &rs->body, &meta);
     if (hit) {
         rq->route = route;
-        est_ocsp_ok(rs, is_get, 1);
+        est_ocsp_answer(rq, rs, is_get, 1, &meta);
         snprintf(rq->note, sizeof rq->note, "ocsp (front cache)");
     }
     est_resp_free(&scratch);
@@ -464,10 +549,12 @@ void est_handle_ocsp(est_req *rq, est_resp *rs)
                                                  : OCSP_RESPONSE_STATUS_INTERNALERROR);
         goto done;
     }
-    est_ocsp_ok(rs, is_get, cacheable);
+    est_ocsp_meta meta = {0};
     if (cacheable) {
-        est_ocsp_front_put(der.data, der.len, &rs->body);
+        est_ocsp_meta_of(rs->body.data, rs->body.len, &meta);
+        est_ocsp_front_put(der.data, der.len, &rs->body, &meta);
     }
+    est_ocsp_answer(rq, rs, is_get, cacheable, &meta);
 done:
     OCSP_REQUEST_free(req);
     kl_buf_free(&der);

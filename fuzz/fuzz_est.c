@@ -1,7 +1,7 @@
 /* Fuzz the EST request parsers that see network input: request body decoding (base64 per
  * RFC 8951, with/without Content-Transfer-Encoding), route parsing, Basic credentials, media
- * types, htpasswd text and the CSR challengePassword extraction. The first input byte picks
- * the target so one corpus covers them all. */
+ * types, HTTP-dates (If-Modified-Since), htpasswd text and the CSR challengePassword extraction.
+ * The first input byte picks the target so one corpus covers them all. */
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
@@ -40,10 +40,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_ignore(est_route_parse(text, &r));
         break;
     }
-    case 3:
+    case 3: {
+        time_t t = 0;
         fz_ignore(kl_basic_parse(text, &a, &b));
         (void)est_media_type_is(text, "application/pkcs10");
+        (void)kl_http_date_parse(text, 1796515200, &t); /* If-Modified-Since */
         break;
+    }
     case 4: {
         kl_htpasswd *h = NULL;
         if (kl_htpasswd_parse("fuzz", text, size, &h) == KL_OK) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CRLs over keyline-estd (issue 17 item 1): served from a file (sendfile) whatever their size,
 # with a strong ETag and Last-Modified (RFC 9110 8.8, 13):
-#   - If-None-Match with the ETag, or If-Modified-Since at or after Last-Modified: 304, no body;
+#   - If-None-Match with the ETag, or If-Modified-Since at or after Last-Modified (an HTTP-date
+#     in any of its three forms, RFC 9110 5.6.7): 304, no body;
 #   - after a revocation the CRL changes and so does its ETag at once (a CRL above 1 MiB: within
 #     keyline-estd's 5 s);
 #   - a CRL of 120000 entries (about 5 MB, more than any heap answer of keyline-estd) is served
@@ -32,7 +33,16 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $lm" "$URL"
 [ "$code" = 304 ] || die "If-Modified-Since = Last-Modified: $code"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: Mon, 01 Jan 2001 00:00:00 GMT" "$URL")
 [ "$code" = 200 ] || die "If-Modified-Since in the past: $code"
-ok "CRL: strong ETag and Last-Modified; If-None-Match / If-Modified-Since -> 304 without a body"
+# RFC 9110 5.6.7: a recipient accepts the obsolete forms too
+rfc850=$(date -ud "$lm" '+%A, %d-%b-%y %H:%M:%S GMT')
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $rfc850" "$URL")
+[ "$code" = 304 ] || die "If-Modified-Since $rfc850 (rfc850-date): $code"
+asc=$(date -ud "$lm" '+%a %b %e %H:%M:%S %Y')
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $asc" "$URL")
+[ "$code" = 304 ] || die "If-Modified-Since $asc (asctime-date): $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $lm trailing" "$URL")
+[ "$code" = 200 ] || die "If-Modified-Since that is no HTTP-date: $code"
+ok "CRL: strong ETag and Last-Modified; If-None-Match / If-Modified-Since (IMF, rfc850, asctime) -> 304 without a body"
 
 new_csr dev "/CN=crl-dev"
 kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --out "$D/dev.pem" >/dev/null

@@ -10,7 +10,9 @@
 #     answer to revoked with its reason; the time it took is printed (the bound 5 s is
 #     measured by bench/ocsp_bench.sh, not asserted here);
 #   - a request with a nonce is still signed live and echoes the nonce;
-#   - GET /ocsp/<base64> gets the same pre-produced answer with RFC 5019 caching headers;
+#   - GET /ocsp/<base64> gets the same pre-produced answer with RFC 5019 6.2's caching headers
+#     (ETag, Last-Modified = thisUpdate, Expires = nextUpdate, max-age never past it), from a
+#     worker and from the front cache alike, and 304 to a conditional GET that matches;
 #   - the same request again within a second is answered by keyline-estd's front cache (even
 #     with keyline-cad stopped), counted in /metrics but not logged line by line at info level;
 #   - the plain-HTTP listener runs [est] threads I/O threads, as the TLS one does;
@@ -85,12 +87,80 @@ ok "a request with a nonce is signed live (nonce echoed, responder by name)"
 
 openssl ocsp -issuer "$D/field1.pem" -cert "$D/dev.pem" -no_nonce -reqout "$D/req.der" > /dev/null 2>&1
 b64=$(openssl base64 -A < "$D/req.der" | sed 's/+/%2B/g; s/\//%2F/g; s/=/%3D/g')
-curl -s -D "$D/get.hdr" -o "$D/get.der" "$EST_HTTP/ocsp/$b64"
-grep -qi "^cache-control: max-age=" "$D/get.hdr" || die "GET: $(cat "$D/get.hdr")"
-openssl ocsp -respin "$D/get.der" -resp_text -noverify > "$D/get.txt" 2>&1
-by_key "$D/get.txt" || die "GET answer not pre-produced: $(cat "$D/get.txt")"
-grep -q "Cert Status: revoked" "$D/get.txt" || die "GET status: $(cat "$D/get.txt")"
-ok "GET /ocsp/<base64> answered from the pre-produced answers with Cache-Control"
+hdr() { sed -n "s/^$2: //Ip" "$1" | tr -d '\r'; }
+get() { # get OUT-PREFIX [curl args]: GET /ocsp/<base64>; headers in PREFIX.hdr, body PREFIX.der
+    local out=$1
+    shift
+    rm -f "$out.der" # curl writes no file for an answer without a body
+    curl -s -D "$out.hdr" -o "$out.der" -w '%{http_code}' "$@" "$EST_HTTP/ocsp/$b64"
+}
+# RFC 5019 6.2 on both paths: a worker's answer from keyline-cad (the front cache's copy is
+# older than its second by then), then the front cache's (the same request at once)
+sleep 1.2
+l0=$(grep -c "GET /ocsp/" "$D/estd.log" || true)
+for path in worker front; do
+    code=$(get "$D/get_$path")
+    [ "$code" = 200 ] || die "GET ($path): HTTP $code"
+    openssl ocsp -respin "$D/get_$path.der" -resp_text -noverify > "$D/get.txt" 2>&1
+    by_key "$D/get.txt" || die "GET answer not pre-produced: $(cat "$D/get.txt")"
+    grep -q "Cert Status: revoked" "$D/get.txt" || die "GET status: $(cat "$D/get.txt")"
+    h=$D/get_$path.hdr
+    [ "$(date -ud "$(hdr "$h" last-modified)" +%s)" = "$(date -ud "$(field "$D/get.txt" "This Update:")" +%s)" ] ||
+        die "GET ($path): Last-Modified is not thisUpdate: $(cat "$h")"
+    next=$(date -ud "$(field "$D/get.txt" "Next Update:")" +%s)
+    [ "$(date -ud "$(hdr "$h" expires)" +%s)" = "$next" ] ||
+        die "GET ($path): Expires is not nextUpdate: $(cat "$h")"
+    cc=$(hdr "$h" cache-control)
+    case $cc in "max-age="*", public, no-transform, must-revalidate") ;;
+        *) die "GET ($path): Cache-Control: $cc" ;; esac
+    age=${cc#max-age=}
+    age=${age%%,*}
+    sent=$(date -ud "$(hdr "$h" date)" +%s)
+    # ocsp-validity = 8: the answer is good for seconds, not the usual 60
+    [ "$age" -le $((next - sent + 1)) ] || die "GET ($path): max-age $age past nextUpdate ($cc, $(cat "$h"))"
+    etag=$(hdr "$h" etag)
+    [ "$etag" = "\"$(sha256sum < "$D/get_$path.der" | cut -c1-32)\"" ] ||
+        die "GET ($path): ETag $etag is not the answer's"
+done
+cmp -s "$D/get_worker.der" "$D/get_front.der" && [ "$(hdr "$D/get_worker.hdr" etag)" = "$etag" ] ||
+    die "the front cache gave other bytes or another ETag for the same answer"
+[ "$(grep -c "GET /ocsp/" "$D/estd.log" || true)" = "$((l0 + 1))" ] ||
+    die "the second GET was not the front cache's (a log line each): $(grep "GET /ocsp/" "$D/estd.log")"
+ok "GET /ocsp/<base64>: RFC 5019 6.2 headers from keyline-estd's worker and its front cache (ETag, Last-Modified = thisUpdate, Expires = nextUpdate, max-age $age s within nextUpdate)"
+
+# cond CODE HEADER: a conditional GET answered CODE (and no body for 304); HEADER is evaluated
+# with $etag and $lm of a plain GET just before it. The answer is re-signed every few seconds
+# (ocsp-validity = 8), so a pair that straddles a re-signing is tried again.
+cond() {
+    local want=$1 tmpl=$2 code= h=
+    for _ in 1 2 3; do
+        get "$D/c0" > /dev/null
+        etag=$(hdr "$D/c0.hdr" etag)
+        lm=$(hdr "$D/c0.hdr" last-modified)
+        h=$(eval "printf '%s' \"$tmpl\"")
+        code=$(get "$D/c1" -H "$h")
+        if [ "$code" = "$want" ]; then
+            if [ "$code" = 304 ]; then
+                [ ! -s "$D/c1.der" ] || die "304 with a body ($h)"
+                [ "$(hdr "$D/c1.hdr" etag)" = "$etag" ] || die "304 without its ETag: $(cat "$D/c1.hdr")"
+            else
+                cmp -s "$D/c1.der" "$D/c0.der" || die "$h: not the answer"
+            fi
+            return 0
+        fi
+    done
+    die "$h: HTTP $code, not $want"
+}
+cond 304 'If-None-Match: $etag'
+cond 304 'If-None-Match: \"0000\", W/$etag'
+cond 200 'If-None-Match: \"0000\"'
+cond 304 'If-Modified-Since: $lm'
+cond 304 "If-Modified-Since: \$(date -ud \"\$lm\" '+%A, %d-%b-%y %H:%M:%S GMT')"
+asctime() { date -ud "@$(($(date -ud "$lm" +%s) + $1))" '+%a %b %e %H:%M:%S %Y'; }
+cond 304 'If-Modified-Since: $(asctime 3600)'
+cond 200 'If-Modified-Since: $(asctime -3600)'
+cond 200 'If-Modified-Since: yesterday'
+ok "conditional GET: 304 without a body for a matching (weak) ETag or a date at or after Last-Modified in each HTTP-date form (IMF, rfc850, asctime), 200 otherwise"
 
 post() { curl -s --max-time 5 -H "Content-Type: application/ocsp-request" --data-binary @"$D/req.der" -o "$D/post.der" "$EST_HTTP/ocsp"; }
 ocsp_200() { expect_status 200 "metrics" "$EST_URL/metrics" >/dev/null; sed -n 's/^keyline_est_requests_total{endpoint="ocsp",code="200"} //p' "$D/out"; }

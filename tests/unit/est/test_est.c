@@ -439,6 +439,46 @@ static void tkl_basic_parse(void **state)
     assert_int_equal(basic("Basic dQp4OnA=", u, p), KL_EINPUT); /* control char */
 }
 
+/* RFC 9110 5.6.7: the three forms of the same instant, the two-digit year's window, and what
+ * is not an HTTP-date (ignored by a conditional GET). */
+static void tkl_http_date(void **state)
+{
+    (void)state;
+    const time_t when = 784111777; /* 1994-11-06 08:49:37 UTC, RFC 9110's example */
+    const time_t now = 1796515200; /* 2026-12-06 */
+    time_t t = 0;
+    assert_int_equal(kl_http_date_parse("Sun, 06 Nov 1994 08:49:37 GMT", now, &t), 1);
+    assert_int_equal(t, when);
+    t = 0;
+    assert_int_equal(kl_http_date_parse("Sunday, 06-Nov-94 08:49:37 GMT", now, &t), 1);
+    assert_int_equal(t, when);
+    t = 0;
+    assert_int_equal(kl_http_date_parse("Sun Nov  6 08:49:37 1994", now, &t), 1);
+    assert_int_equal(t, when);
+    /* 69 is 43 years ahead of 2026: 2069, not 1969 (the C library's own window) */
+    assert_int_equal(kl_http_date_parse("Wednesday, 06-Nov-69 08:49:37 GMT", now, &t), 1);
+    assert_int_equal(t, (time_t)3150953377);
+    /* 77 is 51 years ahead: the century before */
+    assert_int_equal(kl_http_date_parse("Sunday, 06-Nov-77 08:49:37 GMT", now, &t), 1);
+    assert_int_equal(t, (time_t)247654177);
+    char buf[40];
+    kl_http_date_format(when, buf, sizeof buf);
+    assert_string_equal(buf, "Sun, 06 Nov 1994 08:49:37 GMT");
+    const char *bad[] = {NULL,
+                         "",
+                         "yesterday",
+                         "Sun, 06 Nov 1994 08:49:37 GMT junk",
+                         "Sun, 06 Nov 1994 08:49:37",
+                         "Sun, 06 Nov 1994 25:49:37 GMT",
+                         "Sun, 32 Nov 1994 08:49:37 GMT",
+                         "1994-11-06T08:49:37Z"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        t = 42;
+        assert_int_equal(kl_http_date_parse(bad[i], now, &t), 0);
+        assert_int_equal(t, 42);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* csrattrs                                                                                 */
 
@@ -870,14 +910,23 @@ static void test_metrics(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_route_ops),       cmocka_unit_test(test_route_other),
-        cmocka_unit_test(test_route_not_found), cmocka_unit_test(test_media_type),
-        cmocka_unit_test(test_body_variants),   cmocka_unit_test(test_body_bad),
-        cmocka_unit_test(tkl_htpasswd_verify),  cmocka_unit_test(test_basic_remembered),
-        cmocka_unit_test(tkl_htpasswd_bad),     cmocka_unit_test(tkl_basic_parse),
-        cmocka_unit_test(test_csrattrs),        cmocka_unit_test(test_multipart),
-        cmocka_unit_test(test_p7_certs_only),   cmocka_unit_test(test_challenge_password),
-        cmocka_unit_test(test_hostport),        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_route_ops),
+        cmocka_unit_test(test_route_other),
+        cmocka_unit_test(test_route_not_found),
+        cmocka_unit_test(test_media_type),
+        cmocka_unit_test(test_body_variants),
+        cmocka_unit_test(test_body_bad),
+        cmocka_unit_test(tkl_htpasswd_verify),
+        cmocka_unit_test(test_basic_remembered),
+        cmocka_unit_test(tkl_htpasswd_bad),
+        cmocka_unit_test(tkl_basic_parse),
+        cmocka_unit_test(tkl_http_date),
+        cmocka_unit_test(test_csrattrs),
+        cmocka_unit_test(test_multipart),
+        cmocka_unit_test(test_p7_certs_only),
+        cmocka_unit_test(test_challenge_password),
+        cmocka_unit_test(test_hostport),
+        cmocka_unit_test(test_config),
         cmocka_unit_test(test_metrics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
