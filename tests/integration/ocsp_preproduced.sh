@@ -115,6 +115,7 @@ for path in worker front; do
         *) die "GET ($path): Cache-Control: $cc" ;; esac
     age=${cc#max-age=}
     age=${age%%,*}
+    [ -n "$(hdr "$h" date)" ] || die "GET ($path): no Date: $(cat "$h")"
     sent=$(date -ud "$(hdr "$h" date)" +%s)
     # ocsp-validity = 8: the answer is good for seconds, not the usual 60
     [ "$age" -le $((next - sent + 1)) ] || die "GET ($path): max-age $age past nextUpdate ($cc, $(cat "$h"))"
