@@ -50,7 +50,7 @@ nginx_start() {
     for r in "${reqs[@]}"; do
         local b64 enc f
         b64=$(base64 -w0 "$r")
-        enc=$(printf '%s' "$b64" | sed 's|+|%2B|g; s|/|%2F|g; s|=|%3D|g')
+        enc=$(ocsp_get_path "$r")
         f=$ng/www/ocsp/$b64
         mkdir -p "$(dirname "$f")"
         curl -sf -o "$f" "$EST_HTTP/ocsp/$enc" || die "GET /ocsp/$enc from keyline-estd failed"
@@ -91,7 +91,7 @@ CONF
     "$bin" -p "$ng" -e "$ng/error.log" -c "$ng/nginx.conf" &
     NGINX_PID=$!
     local first=${reqs[0]} enc
-    enc=$(base64 -w0 "$first" | sed 's|+|%2B|g; s|/|%2F|g; s|=|%3D|g')
+    enc=$(ocsp_get_path "$first")
     wait_up "$NGINX_PID" nginx curl -sf -o "$ng/check.der" "http://127.0.0.1:$NGINX_PORT/ocsp/$enc"
     cmp -s "$ng/check.der" "$ng/www/ocsp/$(base64 -w0 "$first")" || die "nginx does not serve the answer file"
     # the processes that answer, whose CPU time ocsp_bench reads: nginx's workers

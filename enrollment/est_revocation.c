@@ -36,7 +36,7 @@
 /* A strong entity tag of `der`: the first 16 bytes of its SHA-256, quoted. 0 if no hash. */
 static int est_etag_of(const uint8_t *der, size_t len, char etag[EST_ETAG_LEN])
 {
-    uint8_t h[SHA256_DIGEST_LENGTH];
+    uint8_t h[KL_SHA256_LEN];
     if (kl_sha256(der, len, h) != KL_OK) {
         return 0;
     }
@@ -54,7 +54,7 @@ static int est_etag_of(const uint8_t *der, size_t len, char etag[EST_ETAG_LEN])
 static int est_not_modified(const est_req *rq, const char *etag, time_t last_modified)
 {
     if (rq->if_none_match) {
-        return strcmp(rq->if_none_match, "*") == 0 || (etag[0] && strstr(rq->if_none_match, etag));
+        return strcmp(rq->if_none_match, "*") == 0 || strstr(rq->if_none_match, etag) != NULL;
     }
     time_t since = 0;
     return last_modified && kl_http_date_parse(rq->if_modified_since, time(NULL), &since) &&
@@ -321,8 +321,10 @@ static void est_ocsp_meta_of(const uint8_t *der, size_t len, est_ocsp_meta *m)
         m->next_update = u && (!m->next_update || u < m->next_update) ? u : m->next_update;
     }
     m->valid = ok;
-    kl_http_date_format(m->this_update, m->last_modified, sizeof m->last_modified);
-    kl_http_date_format(m->next_update, m->expires, sizeof m->expires);
+    if (ok) {
+        kl_http_date_format(m->this_update, m->last_modified, sizeof m->last_modified);
+        kl_http_date_format(m->next_update, m->expires, sizeof m->expires);
+    }
     OCSP_BASICRESP_free(bs);
     OCSP_RESPONSE_free(resp);
 }

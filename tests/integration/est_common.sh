@@ -53,6 +53,9 @@ p7_to_pem() {
 }
 
 serial_of() { openssl x509 -in "$1" -noout -serial | cut -d= -f2; }
+# ocsp_get_path REQ-DER: the RFC 6960 A.1 GET form of an OCSP request, its base64 with
+# + / = percent-encoded (what follows /ocsp/)
+ocsp_get_path() { base64 -w0 "$1" | sed 's|+|%2B|g; s|/|%2F|g; s|=|%3D|g'; }
 
 # count_issued: how many certificates keyline's store holds
 count_issued() { kca list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }

@@ -86,7 +86,7 @@ grep -q "WARNING: no nonce" "$D/o4.txt" && die "nonce not echoed"
 ok "a request with a nonce is signed live (nonce echoed, responder by name)"
 
 openssl ocsp -issuer "$D/field1.pem" -cert "$D/dev.pem" -no_nonce -reqout "$D/req.der" > /dev/null 2>&1
-b64=$(openssl base64 -A < "$D/req.der" | sed 's/+/%2B/g; s/\//%2F/g; s/=/%3D/g')
+b64=$(ocsp_get_path "$D/req.der")
 hdr() { sed -n "s/^$2: //Ip" "$1" | tr -d '\r'; }
 get() { # get OUT-PREFIX [curl args]: GET /ocsp/<base64>; headers in PREFIX.hdr, body PREFIX.der
     local out=$1
