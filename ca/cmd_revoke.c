@@ -1,4 +1,6 @@
 /* keyline-ca revoke / crl */
+#include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -11,23 +13,32 @@
 #include "kl_file.h"
 #include "ca_backend.h"
 
-/* "2026-12-01", "2026-12-01T08:00:00Z" (UTC) or "@SECONDS" into *out; 0 when malformed. */
+/* "2026-12-01", "2026-12-01T08:00:00Z" (UTC) or "@SECONDS" into *out; 0 when malformed, out
+ * of range, or a date that does not exist (2026-02-31 is not read as March 3). */
 static int revoke_time_parse(const char *s, time_t *out)
 {
-    struct tm tm;
+    struct tm tm, back;
     char *end = NULL;
     if (s[0] == '@') {
+        if (!isdigit((unsigned char)s[1])) {
+            return 0; /* strtoll would take a sign or spaces */
+        }
+        errno = 0;
         long long v = strtoll(s + 1, &end, 10);
         *out = (time_t)v;
-        return end && end != s + 1 && !*end && v >= 0;
+        return errno == 0 && !*end && (long long)*out == v;
     }
     static const char *const fmts[] = {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"};
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
         memset(&tm, 0, sizeof tm);
         end = strptime(s, fmts[i], &tm);
         if (end && !*end) {
+            struct tm asked = tm; /* timegm normalizes its argument in place */
             *out = timegm(&tm);
-            return 1;
+            return gmtime_r(out, &back) && back.tm_year == asked.tm_year &&
+                   back.tm_mon == asked.tm_mon && back.tm_mday == asked.tm_mday &&
+                   back.tm_hour == asked.tm_hour && back.tm_min == asked.tm_min &&
+                   back.tm_sec == asked.tm_sec;
         }
     }
     return 0;
@@ -50,6 +61,10 @@ static kl_rc revoke_list_read(const char *path, char **text, char ***items, size
     t[len] = 0;
     *text = t;
     ENSURE(strlen(t) == len, KL_EINPUT, "%s: a NUL byte in the list", path);
+    /* a UTF-8 byte order mark, as spreadsheet exports write one, is not part of the first item */
+    if (len >= 3 && memcmp(t, "\xEF\xBB\xBF", 3) == 0) {
+        t += 3;
+    }
     for (char *line = t, *next = NULL; line && *line; line = next) {
         next = strchr(line, '\n');
         if (next) {

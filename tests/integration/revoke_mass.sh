@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mass revocation (issue 17 item 2) and the streamed CRL (item 1), checked with openssl and
 # certtool:
-#   - keyline-ca revoke --from FILE (serials in any case, with or without "serial:", comments):
+#   - keyline-ca revoke --from FILE (serials in any case, with or without "serial:", comments, a
+#     leading byte order mark; - reads the standard input):
 #     one transaction, one audit entry per certificate, one CRL after, every entry in it with
 #     its reason, in serial order, the CRL verifying against the CA;
 #   - a list naming an unknown certificate is refused whole: nothing revoked, no CRL;
@@ -20,6 +21,7 @@ for i in $(seq 1 24); do
     kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --out "$D/a$i.pem" >/dev/null
 done
 {
+    printf '\xef\xbb\xbf' # a byte order mark, as spreadsheet exports write
     echo "# bad batch 7"
     for i in $(seq 1 12); do serial_of "$D/a$i.pem"; done | tr 'A-F' 'a-f'
     echo "serial:$(serial_of "$D/a13.pem")   # explicit"
@@ -59,6 +61,10 @@ PY
 certtool --crl-info --infile "$D/c1.pem" > "$D/certtool.txt" 2>&1 || die "certtool: $(cat "$D/certtool.txt")"
 grep -q "Revoked certificates (13)" "$D/certtool.txt" || die "certtool: $(head -20 "$D/certtool.txt")"
 ok "revoke --from: 13 revoked in one run, 13 audit entries, one CRL; the CRL verifies (openssl), 13 entries in serial order with keyCompromise, certtool reads it"
+serial_of "$D/a1.pem" | kca revoke --from - > "$D/again.out" 2> "$D/again.err" || die "--from -: $(cat "$D/again.err")"
+grep -q "revoked 0 certificates .*; 1 already revoked" "$D/again.out" || die "--from - again: $(cat "$D/again.out")"
+grep -q "published CRL" "$D/again.err" && die "a CRL published when nothing was revoked"
+ok "revoke --from - (the standard input) of a revoked certificate: counted as already revoked, no CRL"
 
 # the batch: issued in [T1, T2] only
 sleep 1.1
@@ -79,7 +85,12 @@ kca show --serial "$(serial_of "$D/a24.pem")" | grep -q "valid" || die "a certif
 kca revoke --issued-by field1 --between "@$((t2 + 10))" "@$t1" > /dev/null 2>&1 && die "T1 > T2 accepted"
 kca revoke --issued-by nosuch --between 2026-01-01 2026-01-02 > /dev/null 2>&1 && die "unknown CA accepted"
 kca revoke --issued-by field1 > /dev/null 2>&1 && die "--issued-by without --between accepted"
-ok "revoke --issued-by field1 --between T1 T2: exactly the 5 issued in the period; bad periods refused"
+for bad in "@0 @99999999999999999999" "@+0 @5" "@0x10 @5" "2026-02-31 2026-03-05" "2026-01-01T24:00:00Z 2026-01-03"; do
+    # shellcheck disable=SC2086 # two words
+    kca revoke --issued-by field1 --between $bad > "$D/bad.out" 2>&1 && die "--between $bad accepted: $(cat "$D/bad.out")"
+    grep -q -- "--between T1 T2: two times" "$D/bad.out" || die "--between $bad: $(cat "$D/bad.out")"
+done
+ok "revoke --issued-by field1 --between T1 T2: exactly the 5 issued in the period; bad periods refused (out of range, signed, dates that do not exist)"
 
 # a CRL that fails in the token uses no number
 FAULT_MOD=$KL_BUILD/lib/p11_fault.so
