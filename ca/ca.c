@@ -82,6 +82,7 @@ static kl_rc ca_open_common(ca_ctx **out, const kl_conf *conf, int with_hsm)
         ENSURE((ca->ca_issuers_url = strdup(v)), KL_EINTERNAL, "out of memory");
     }
     TRY(kl_conf_get_long(conf, "ca", "crl-days", 7, 1, 3650, &ca->crl_days));
+    TRY(ca_crlpart_conf_check(ca));
 
     if (with_hsm) {
         const char *module, *token;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "ca_internal.h"
+#include "kl_log.h"
 
 kl_rc ca_crlpart_size(ca_ctx *ca, const char *label, int64_t *size)
 {
@@ -25,12 +26,51 @@ kl_rc ca_crlpart_size(ca_ctx *ca, const char *label, int64_t *size)
         return KL_OK;
     }
     snprintf(sect, sizeof sect, "ca %s", label);
+    /* the message names the file, the line, the section and the key */
     kl_rc rc = kl_conf_get_long(ca->conf, sect, "crl-partition-size", 0, 1, 1L << 30, &v);
-    if (rc != KL_OK) {
-        return kl_fail(rc, "[ca %s] crl-partition-size: %s", label, kl_errmsg());
+    *size = rc == KL_OK ? v : 0;
+    return rc;
+}
+
+/* 1 if the store has a CA labelled `label` */
+static int crlpart_ca_known(ca_ctx *ca, const char *label)
+{
+    store_ca *list = NULL;
+    size_t n = 0;
+    int known = 0;
+    if (store_ca_list(ca->st, &list, &n) != KL_OK) {
+        return 1; /* not the place to report a store error: the next read does */
     }
-    *size = v;
-    return KL_OK;
+    for (size_t i = 0; i < n && !known; i++) {
+        known = strcmp(list[i].label, label) == 0;
+    }
+    store_ca_list_free(list, n);
+    return known;
+}
+
+kl_rc ca_crlpart_conf_check(ca_ctx *ca)
+{
+    kl_rc rc = KL_OK;
+    char url[1024];
+    for (size_t i = 0; ca->conf && kl_conf_section(ca->conf, i); i++) {
+        const char *sect = kl_conf_section(ca->conf, i);
+        if (strncmp(sect, "ca ", 3) != 0) {
+            continue;
+        }
+        const char *label = sect + 3;
+        int64_t n = 0;
+        TRY(ca_crlpart_size(ca, label, &n));
+        if (n > 0) {
+            TRY(ca_crlpart_url(ca, label, 0, url, sizeof url));
+        }
+        if (!crlpart_ca_known(ca, label)) {
+            kl_warn("[ca %s] in %s: the store has no CA labelled '%s' (yet); its settings "
+                    "apply once one is made",
+                    label, kl_conf_file(ca->conf), label);
+        }
+    }
+out:
+    return rc;
 }
 
 kl_rc ca_crlpart_name_parse(const char *name, char *label, size_t label_sz, int64_t *part)

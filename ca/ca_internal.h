@@ -173,6 +173,10 @@ void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n,
  * it lists them all), with when to make it again and its number; KL_ENOTFOUND otherwise.
  * ca_crlpart_publish (ca.h). */
 kl_rc ca_crlpart_size(ca_ctx *ca, const char *label, int64_t *size) KL_WUR;
+/* Every [ca LABEL] section of the configuration, when a program opens the CA: a bad
+ * crl-partition-size, or one with a crl-url that cannot name a partition, refuses to start
+ * (not the first issuance); a LABEL the store has no CA of is a warning (a CA made later). */
+kl_rc ca_crlpart_conf_check(ca_ctx *ca) KL_WUR;
 kl_rc ca_crlpart_name_parse(const char *name, char *label, size_t label_sz, int64_t *part) KL_WUR;
 kl_rc ca_crlpart_url(ca_ctx *ca, const char *label, int64_t part, char *out, size_t outlen) KL_WUR;
 kl_rc ca_crlpart_dpname(const char *url, DIST_POINT_NAME **out) KL_WUR;

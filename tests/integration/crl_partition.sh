@@ -9,7 +9,9 @@
 #   - a revocation (a --from list, one --serial) signs only the affected partitions' CRLs;
 #   - openssl verify -crl_check and certtool --verify with the partition's CRL: a revoked device
 #     fails, a good one passes; another partition's CRL is out of scope for openssl;
-#   - keyline-estd serves /crl/fleet1/K.crl with the same ETag / 304 behaviour as a full CRL.
+#   - keyline-estd serves /crl/fleet1/K.crl with the same ETag / 304 behaviour as a full CRL;
+#   - a bad crl-partition-size stops keyline-cad and keyline-ca when they start, not at the
+#     first issuance; a [ca LABEL] section naming no CA is a warning.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -68,6 +70,23 @@ sed 's|^crl-url = .*|crl-url = http://127.0.0.1:8080/p/{issuer}-{partition}.der|
     > /dev/null 2> "$D/p.err" && die "{partition} in crl-url for a CA without partitions"
 grep -q "crl-partition-size" "$D/p.err" || die "refusal: $(cat "$D/p.err")"
 ok "crl-url with {partition}: the partition where it says; a CA without the setting is refused"
+
+# the settings are checked when a program opens the CA, not at its first issuance
+sed 's|^crl-partition-size = 3$|crl-partition-size = abc|' "$KL_CONF" > "$D/bad.conf"
+grep -q "^crl-partition-size = abc" "$D/bad.conf" || die "bad.conf not written"
+timeout 20 "$BIN/keyline-cad" -c "$D/bad.conf" > "$D/bad.out" 2>&1 && die "keyline-cad started with crl-partition-size = abc"
+grep -q "bad.conf:[0-9]*: \[ca fleet1\] crl-partition-size = abc: expected a whole number" "$D/bad.out" ||
+    die "keyline-cad's refusal: $(cat "$D/bad.out")"
+"$BIN/keyline-ca" -c "$D/bad.conf" list > /dev/null 2> "$D/bad.err" && die "keyline-ca list with crl-partition-size = abc"
+grep -q "crl-partition-size = abc" "$D/bad.err" || die "keyline-ca's refusal: $(cat "$D/bad.err")"
+sed 's|^crl-url = .*|crl-url = http://127.0.0.1:8080/crl/{issuer}|' "$KL_CONF" > "$D/nopart.conf"
+"$BIN/keyline-ca" -c "$D/nopart.conf" list > /dev/null 2> "$D/np.err" && die "a crl-url that names no partition accepted"
+grep -q "names no partition" "$D/np.err" || die "refusal: $(cat "$D/np.err")"
+printf '\n[ca fleet9]\ncrl-partition-size = 5\n' | cat "$KL_CONF" - > "$D/typo.conf"
+"$BIN/keyline-ca" -c "$D/typo.conf" list > /dev/null 2> "$D/typo.err" || die "a [ca] section of no CA refused: $(cat "$D/typo.err")"
+grep -q "\[ca fleet9\] in .*typo.conf: the store has no CA labelled 'fleet9'" "$D/typo.err" ||
+    die "no warning for [ca fleet9]: $(cat "$D/typo.err")"
+ok "a bad crl-partition-size or a crl-url that cannot name a partition stops keyline-cad and keyline-ca at start (file:line); a [ca LABEL] of no CA is a warning"
 
 # revocations: d2 (partition 0), d5 and d6 (1) in one list, then d10 (3) alone
 for i in 2 5 6; do serial_of "$D/d$i.pem"; done > "$D/list.txt"
