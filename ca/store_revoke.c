@@ -3,6 +3,7 @@
  * those of store_cert_revoke, once per certificate: valid|pending -> revoked, the device whose
  * current certificate it is marked, one audit entry "revoke" each; the issuers' revocation
  * epochs move once per transaction. Schema 7 adds the indexes both need (store_schema.c). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,10 +13,10 @@
 
 #define RV_SERIAL_MAX 40
 
-static const store_q q_rv_status = {"SELECT status, issuer FROM certs WHERE serial = ?1", NULL};
+static const store_q q_rv_status = {"SELECT id, status, issuer FROM certs WHERE serial = ?1", NULL};
 static const store_q q_rv_update = {
     "UPDATE certs SET status = 'revoked', revoked_at = ?2, revoke_reason = ?3"
-    " WHERE serial = ?1 AND status IN ('valid', 'pending')",
+    " WHERE id = ?1 AND status IN ('valid', 'pending')",
     NULL};
 /* A large transaction touches more pages than SQLite's default cache (2 MB) holds: it spills
  * them mid-transaction and reads them back (perf: a quarter of the time in pread/pwrite). The
@@ -50,7 +51,19 @@ typedef struct {
     const store_revoke_req *req;
     store_revoke_result *res;
     st_audit_run run; /* the audit head, read once per transaction */
+    /* the issuers of a list's certificates (rv_key.iss indexes them) */
+    char iss[STORE_REVOKE_ISSUERS_MAX][129];
+    size_t n_iss;
 } rv_arg;
+
+/* A list's item: first what it is sorted by, its serial, canonical ("" for an item that is no
+ * serial: a device id, after the serials, by its text); then, once read, its row. */
+typedef struct {
+    char serial[RV_SERIAL_MAX + 1];
+    uint8_t iss;  /* its issuer: rv_arg.iss[iss] */
+    uint32_t idx; /* its line in the list */
+    int64_t id;   /* its row; -1: nothing to do (already revoked) */
+} rv_key;
 
 static void rv_issuer_add(store_revoke_result *res, const char *issuer)
 {
@@ -87,83 +100,84 @@ out:
     return rc;
 }
 
-/* Revoke `serial` (canonical) in the transaction. Already revoked: counted, not an error. No
- * such certificate: KL_ENOTFOUND, or with `found` (then 0 there) KL_OK and nothing done. Read,
- * then changed by a plain UPDATE: one with RETURNING sets up a result table per run, which
- * costs more than the second lookup. */
-static kl_rc rv_one(store_conn *c, rv_arg *a, const char *serial, const char *what, int *found)
+/* The issuer's index in a->iss, added if new. */
+static kl_rc rv_iss_index(rv_arg *a, const char *issuer, uint8_t *out)
+{
+    size_t i = 0;
+    while (i < a->n_iss && strcmp(a->iss[i], issuer) != 0) {
+        i++;
+    }
+    if (i == a->n_iss) {
+        if (a->n_iss == STORE_REVOKE_ISSUERS_MAX) {
+            return kl_fail(KL_EINPUT, "the list names certificates of more than %d CAs",
+                           STORE_REVOKE_ISSUERS_MAX);
+        }
+        snprintf(a->iss[a->n_iss++], sizeof a->iss[0], "%s", issuer);
+    }
+    *out = (uint8_t)i;
+    return KL_OK;
+}
+
+/* Read certificate k->serial into k (its row and issuer; id -1 when already revoked, counted).
+ * No such certificate: KL_ENOTFOUND, or with `found` (then 0 there) KL_OK and nothing read. */
+static kl_rc rv_read(store_conn *c, rv_arg *a, rv_key *k, const char *what, int *found)
 {
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
-    char status[16], issuer[129];
     TRY(sc_stmt(c, &q_rv_status, &st));
-    TRY(sc_text(st, 1, serial));
+    TRY(sc_text(st, 1, k->serial));
     TRY(sc_step(st, &row, "read certificate"));
     if (!row && found) {
         *found = 0;
         goto out;
     }
-    ENSURE(row, KL_ENOTFOUND, "%s: no certificate with serial %s", what, serial);
-    snprintf(status, sizeof status, "%s", col_text(st, 0, NULL) ? col_text(st, 0, NULL) : "");
-    snprintf(issuer, sizeof issuer, "%.128s", col_text(st, 1, NULL) ? col_text(st, 1, NULL) : "");
-    sc_done(st);
-    st = NULL;
+    ENSURE(row, KL_ENOTFOUND, "%s: no certificate with serial %s", what, k->serial);
+    const char *status = col_text(st, 1, NULL) ? col_text(st, 1, NULL) : "";
+    k->id = -1;
     if (strcmp(status, STORE_ST_REVOKED) == 0) {
         a->res->already++;
         goto out;
     }
     ENSURE(strcmp(status, STORE_ST_VALID) == 0 || strcmp(status, STORE_ST_PENDING) == 0,
-           KL_ENOTFOUND, "%s: no certificate with serial %s (only a %s reservation)", what, serial,
-           status);
-    TRY(sc_stmt(c, &q_rv_update, &st));
-    TRY(sc_text(st, 1, serial));
-    TRY(sc_int(st, 2, (int64_t)a->req->when));
-    TRY(a->req->reason >= 0 ? sc_int(st, 3, a->req->reason) : sc_null(st, 3));
-    TRY(sc_run(st, "revoke certificate"));
-    ENSURE(sc_changes(st) == 1, KL_EINTERNAL, "%s: certificate %s changed meanwhile", what, serial);
-    sc_done(st);
-    st = NULL;
-    TRY(rv_done(c, a, serial, issuer));
+           KL_ENOTFOUND, "%s: no certificate with serial %s (only a %s reservation)", what,
+           k->serial, status);
+    TRY(rv_iss_index(a, col_text(st, 2, NULL) ? col_text(st, 2, NULL) : "", &k->iss));
+    k->id = col_int(st, 0);
 out:
     sc_done(st);
     return rc;
 }
 
-/* An item of a --from list: "serial:HEX", "device:ID", or either (a serial when a certificate
- * has it, else a device's current certificate; the certificate tried first: one lookup for a
- * serial). */
-static kl_rc rv_item(store_conn *c, rv_arg *a, const char *item, size_t idx)
+/* Resolve an item of a --from list: "serial:HEX", "device:ID", or either (a serial when a
+ * certificate has it, else a device's current certificate; the certificate tried first: one
+ * lookup for a serial). */
+static kl_rc rv_resolve(store_conn *c, rv_arg *a, rv_key *k)
 {
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
-    char serial[RV_SERIAL_MAX + 1], what[160];
+    char what[160];
+    const char *item = a->req->items[k->idx];
     const char *dev = strncmp(item, "device:", 7) == 0 ? item + 7 : NULL;
     const char *ser = strncmp(item, "serial:", 7) == 0 ? item + 7 : NULL;
-    snprintf(what, sizeof what, "%s item %zu (%.100s)", a->req->source ? a->req->source : "list",
-             idx + 1, item);
-    if (!dev) {
-        kl_rc n = store_serial_normalize(ser ? ser : item, serial, sizeof serial);
-        ENSURE(n == KL_OK || !ser, KL_EINPUT, "%s: not a serial number", what);
+    snprintf(what, sizeof what, "%s item %lu (%.100s)", a->req->source ? a->req->source : "list",
+             (unsigned long)k->idx + 1, item);
+    ENSURE(!ser || k->serial[0], KL_EINPUT, "%s: not a serial number", what);
+    if (!dev && k->serial[0]) {
         int found = 1;
-        if (n == KL_OK) {
-            TRY(rv_one(c, a, serial, what, ser ? NULL : &found));
-        }
-        if (n == KL_OK && found) {
+        TRY(rv_read(c, a, k, what, ser ? NULL : &found));
+        if (found) {
             goto out;
         }
-        dev = item;
     }
     TRY(sc_stmt(c, &q_rv_device_cert, &st));
-    TRY(sc_text(st, 1, dev));
+    TRY(sc_text(st, 1, dev ? dev : item));
     TRY(sc_step(st, &row, "read device"));
     ENSURE(row && col_text(st, 0, NULL), KL_ENOTFOUND,
            "%s: no certificate with that serial and no device with a certificate", what);
-    snprintf(serial, sizeof serial, "%s", col_text(st, 0, NULL));
-    sc_done(st);
-    st = NULL;
-    TRY(rv_one(c, a, serial, what, NULL));
+    snprintf(k->serial, sizeof k->serial, "%s", col_text(st, 0, NULL));
+    TRY(rv_read(c, a, k, what, NULL));
 out:
     sc_done(st);
     return rc;
@@ -252,6 +266,105 @@ static kl_rc rv_cache_default(store_conn *c, kl_rc rc)
     return kl_fail(rc, "%s", msg);
 }
 
+/* qsort has no argument for the comparison: the list being sorted (one at a time: the
+ * officer's process runs one revocation) */
+static const char *const *rv_sort_items;
+
+static int rv_key_cmp(const void *x, const void *y)
+{
+    const rv_key *p = x, *q = y;
+    if (!p->serial[0] || !q->serial[0]) {
+        return p->serial[0]   ? -1
+               : q->serial[0] ? 1
+                              : strcmp(rv_sort_items[p->idx], rv_sort_items[q->idx]);
+    }
+    int d = strcmp(p->serial, q->serial);
+    return d ? d : (p->idx > q->idx) - (p->idx < q->idx);
+}
+
+static int rv_id_cmp(const void *x, const void *y)
+{
+    const rv_key *p = x, *q = y;
+    return (p->id > q->id) - (p->id < q->id);
+}
+
+/* A list's items, sorted by serial: read in the serial index's order, each of its pages is
+ * visited once instead of at random (a list has no order of its own; what fails still names
+ * its line). */
+static kl_rc rv_list_keys(const store_revoke_req *req, rv_key **out)
+{
+    size_t n = req->n_items;
+    *out = NULL;
+    if (n > UINT32_MAX) {
+        return kl_fail(KL_EINPUT, "a list of more than %u items", UINT32_MAX);
+    }
+    rv_key *k = malloc((n ? n : 1) * sizeof *k);
+    if (!k) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *it = req->items[i];
+        k[i].idx = (uint32_t)i;
+        k[i].id = -1;
+        k[i].iss = 0;
+        if (strncmp(it, "device:", 7) == 0 ||
+            store_serial_normalize(strncmp(it, "serial:", 7) == 0 ? it + 7 : it, k[i].serial,
+                                   sizeof k[i].serial) != KL_OK) {
+            k[i].serial[0] = 0;
+        }
+    }
+    rv_sort_items = req->items;
+    qsort(k, n, sizeof *k, rv_key_cmp);
+    *out = k;
+    return KL_OK;
+}
+
+/* Revoke the certificate of a read item (its row unchanged since: the transaction holds it). */
+static kl_rc rv_change(store_conn *c, rv_arg *a, const rv_key *k)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sc_stmt(c, &q_rv_update, &st));
+    TRY(sc_int(st, 1, k->id));
+    TRY(sc_int(st, 2, (int64_t)a->req->when));
+    TRY(a->req->reason >= 0 ? sc_int(st, 3, a->req->reason) : sc_null(st, 3));
+    TRY(sc_run(st, "revoke certificate"));
+    ENSURE(sc_changes(st) == 1, KL_EINTERNAL, "certificate %s changed meanwhile", k->serial);
+    TRY(rv_done(c, a, k->serial, a->iss[k->iss]));
+out:
+    sc_done(st);
+    return rc;
+}
+
+/* A --from list: every item read, in serial order; then the certificates changed in the
+ * order of their rows (the table's pages and the status indexes, keyed by row after status,
+ * in order too), a certificate the list names twice once. */
+static kl_rc rv_list(store_conn *c, rv_arg *a)
+{
+    kl_rc rc = KL_OK;
+    rv_key *k = NULL;
+    size_t n = a->req->n_items;
+    a->n_iss = 0;
+    TRY(rv_list_keys(a->req, &k));
+    for (size_t i = 0; i < n; i++) {
+        TRY(rv_resolve(c, a, &k[i]));
+    }
+    qsort(k, n, sizeof *k, rv_id_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if (k[i].id < 0) {
+            continue; /* already revoked (counted) */
+        }
+        if (i > 0 && k[i].id == k[i - 1].id) {
+            a->res->already++; /* named twice: revoked by its first mention */
+            continue;
+        }
+        TRY(rv_change(c, a, &k[i]));
+    }
+out:
+    free(k);
+    return rc;
+}
+
 static kl_rc rv_tx(store_conn *c, void *arg)
 {
     rv_arg *a = arg;
@@ -264,8 +377,8 @@ static kl_rc rv_tx(store_conn *c, void *arg)
     if (a->req->issuer) {
         TRY(rv_batch(c, a));
     }
-    for (size_t i = 0; i < a->req->n_items; i++) {
-        TRY(rv_item(c, a, a->req->items[i], i));
+    if (a->req->n_items) {
+        TRY(rv_list(c, a));
     }
     for (size_t i = 0; i < a->res->n_issuers; i++) {
         TRY(sc_stmt(c, &q_rv_epoch, &st));
@@ -297,7 +410,7 @@ kl_rc store_cert_revoke_many(store *s, const store_revoke_req *req, store_revoke
     if (!r.when) {
         r.when = time(NULL);
     }
-    rv_arg a = {&r, res, {0, 0, ""}};
+    rv_arg a = {.req = &r, .res = res};
     return store_write(s, rv_tx, &a);
 }
 

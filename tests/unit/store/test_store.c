@@ -756,6 +756,48 @@ static void test_revoke_many(void **state)
     assert_rc(store_audit_verify(f->s, &n), KL_OK);
 }
 
+/* A list is read in serial order and changed in row order: a certificate it names twice (by
+ * serial in two spellings and by its device) is revoked once, audited once, the rest counted
+ * as already revoked; a bad item still names its own line. */
+static void test_revoke_list_twice(void **state)
+{
+    fx *f = *state;
+    store_revoke_result res;
+    assert_rc(issue(f->s, "0B02", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(issue(f->s, "0B01", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(issue(f->s, "0B03", "field-ca", STORE_ST_PENDING), KL_OK);
+    store_device d = {
+        .device_id = "HWT1", .model = "m", .cert_serial = "0B02", .state = "provisioned"};
+    assert_rc(store_device_put(f->s, &d), KL_OK);
+    int64_t n0 = 0;
+    assert_rc(store_audit_verify(f->s, &n0), KL_OK);
+    const char *bad[] = {"0B03", "0b01", "device:NOPE", "0B02"};
+    store_revoke_req rq = {
+        .items = bad, .n_items = 4, .source = "l.txt", .reason = 1, .actor = "bob"};
+    assert_rc(store_cert_revoke_many(f->s, &rq, &res), KL_ENOTFOUND);
+    assert_msg_has("l.txt item 3");
+    const char *list[] = {"0b02", "HWT1", "0B03", "serial:0B02", "0B01", "device:HWT1"};
+    rq.items = list;
+    rq.n_items = 6;
+    assert_rc(store_cert_revoke_many(f->s, &rq, &res), KL_OK);
+    assert_int_equal(res.revoked, 3);
+    assert_int_equal(res.already, 3);
+    int64_t n1 = 0;
+    assert_rc(store_audit_verify(f->s, &n1), KL_OK);
+    assert_int_equal(n1 - n0, 3); /* one entry per certificate */
+    const char *const serials[] = {"0B01", "0B02", "0B03"};
+    for (int i = 0; i < 3; i++) {
+        store_cert c;
+        memset(&c, 0, sizeof c);
+        assert_rc(store_cert_get(f->s, serials[i], &c), KL_OK);
+        assert_string_equal(c.status, STORE_ST_REVOKED);
+        store_cert_free(&c);
+    }
+    assert_rc(store_device_get(f->s, "HWT1", &d), KL_OK);
+    assert_string_equal(d.state, "revoked");
+    store_device_free(&d);
+}
+
 /* Valid certificates of field-ca in this order, and device `dev` whose current one is
  * `dev_serial`. */
 static void batch_setup(fx *f, const char *const *serials, int n, char *dev, char *dev_serial)
@@ -3533,6 +3575,7 @@ int main(void)
         T(test_legacy_rows),
         T(test_revoke),
         T(test_revoke_many),
+        T(test_revoke_list_twice),
         T(test_revoke_batch),
         T(test_revoke_batch_atomic),
         T(test_activate),
