@@ -123,8 +123,17 @@ static kl_rc revoke_publish(ca_ctx *ca, const store_revoke_result *res, time_t s
     return rc;
 }
 
+/* --dry-run: each certificate the request would revoke, a line on stdout */
+static kl_rc revoke_preview_line(void *arg, const char *serial, const char *issuer)
+{
+    (void)arg;
+    return printf("%s %s\n", serial, issuer) < 0 ? kl_fail(KL_EIO, "stdout: cannot write") : KL_OK;
+}
+
 /* keyline-ca revoke --from FILE | --issued-by LABEL --between T1 T2: one transaction, one
- * audit entry per certificate, then one CRL per issuer concerned. */
+ * audit entry per certificate, then one CRL per issuer concerned. With --dry-run
+ * (rq->preview set): the same checks in a read transaction, the certificates it would revoke
+ * listed, nothing changed, no token login. */
 static kl_rc revoke_many(cli *c, store_revoke_req *rq)
 {
     kl_rc rc = KL_OK;
@@ -138,7 +147,7 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
         rq->items = (const char *const *)items;
         rq->n_items = n;
     }
-    TRY(cli_open(c, 1, &ca));
+    TRY(cli_open(c, !rq->preview, &ca));
     if (rq->issuer) {
         store_ca rec;
         memset(&rec, 0, sizeof rec);
@@ -151,6 +160,15 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
     rq->actor = c->actor;
     rq->when = rq->when ? rq->when : time(NULL);
     TRY(store_cert_revoke_many(ca_store(ca), rq, &res));
+    if (rq->preview) {
+        ENSURE(fflush(stdout) == 0, KL_EIO, "stdout: cannot write");
+        fprintf(stderr,
+                "keyline-ca: dry run: would revoke %zu certificate%s (%s); %zu already revoked; "
+                "nothing changed\n",
+                res.revoked, res.revoked == 1 ? "" : "s",
+                ca_reason_name(rq->reason < 0 ? 0 : rq->reason), res.already);
+        goto out;
+    }
     printf("revoked %zu certificate%s (%s)%s", res.revoked, res.revoked == 1 ? "" : "s",
            ca_reason_name(rq->reason < 0 ? 0 : rq->reason), res.already ? "; " : "\n");
     if (res.already) {
@@ -175,10 +193,13 @@ kl_rc cmd_revoke(cli *c, int argc, char **argv)
     store_revoke_req rq;
     memset(&cert, 0, sizeof cert);
     memset(&rq, 0, sizeof rq);
-    static const struct option opts[] = {
-        {"serial", required_argument, NULL, 's'},  {"reason", required_argument, NULL, 'r'},
-        {"from", required_argument, NULL, 'f'},    {"issued-by", required_argument, NULL, 'i'},
-        {"between", required_argument, NULL, 'b'}, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"serial", required_argument, NULL, 's'},
+                                         {"reason", required_argument, NULL, 'r'},
+                                         {"from", required_argument, NULL, 'f'},
+                                         {"issued-by", required_argument, NULL, 'i'},
+                                         {"between", required_argument, NULL, 'b'},
+                                         {"dry-run", no_argument, NULL, 'n'},
+                                         {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
     while ((ch = getopt_long(argc, argv, "s:r:", opts, NULL)) != -1) {
@@ -187,6 +208,7 @@ kl_rc cmd_revoke(cli *c, int argc, char **argv)
         case 'r': reason_name = optarg; break;
         case 'f': rq.source = optarg; break;
         case 'i': rq.issuer = optarg; break;
+        case 'n': rq.preview = revoke_preview_line; break;
         case 'b':
             /* --between T1 T2: the second time is the next argument */
             t1 = optarg;
@@ -203,6 +225,13 @@ kl_rc cmd_revoke(cli *c, int argc, char **argv)
            "unknown reason '%s' (unspecified, keyCompromise, cACompromise, affiliationChanged, "
            "superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise)",
            reason_name);
+    if (serial && rq.preview) {
+        /* one certificate, checked as a list of one is */
+        rq.items = &serial;
+        rq.n_items = 1;
+        rq.reason = reason;
+        return revoke_many(c, &rq);
+    }
     if (!serial) {
         ENSURE(!rq.issuer == !t1, KL_EUSAGE, "--issued-by LABEL needs --between T1 T2");
         ENSURE(!t1 || (t2 && revoke_time_parse(t1, &rq.from) && revoke_time_parse(t2, &rq.until) &&

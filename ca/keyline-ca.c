@@ -22,8 +22,9 @@ static const cli_cmd cli_top[] = {
     {"issue", cmd_issue, "--issuer L --template T --csr FILE [--out FILE] [--device-id ID]",
      "issue a certificate for a CSR"},
     {"revoke", cmd_revoke,
-     "--serial HEX | --from FILE | --issued-by L --between T1 T2 [--reason NAME]",
-     "revoke a certificate, a list (serials or device ids) or a batch, then publish the CRLs"},
+     "--serial HEX | --from FILE | --issued-by L --between T1 T2 [--reason NAME] [--dry-run]",
+     "revoke a certificate, a list (serials or device ids) or a batch, then publish the CRLs "
+     "(--dry-run: list what it would revoke, change nothing)"},
     {"crl", cmd_crl, "--issuer L [--partition K] [--out FILE]",
      "sign a fresh CRL (of partition K alone) in the HSM, publish it in the store, print it"},
     {"list", cmd_list,

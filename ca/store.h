@@ -178,6 +178,9 @@ kl_rc store_cert_revoke(store *s, const char *serial_hex, int reason, time_t whe
  * reservation, fails the whole with its position (KL_ENOTFOUND, KL_EINPUT). An item already
  * revoked is counted in res->already, not changed. */
 #define STORE_REVOKE_ISSUERS_MAX 64
+/* A dry run's report: a certificate the request would revoke (canonical serial, its issuer), in
+ * the order it would be; a non-KL_OK return stops and is returned. */
+typedef kl_rc (*store_revoke_preview_fn)(void *arg, const char *serial, const char *issuer);
 typedef struct {
     const char *const *items;
     size_t n_items;
@@ -187,6 +190,10 @@ typedef struct {
     int reason;
     time_t when;
     const char *actor;
+    /* set: a dry run, in a read transaction: the same checks and counts (res), each certificate
+     * it would revoke reported here instead, nothing changed, no audit entry */
+    store_revoke_preview_fn preview;
+    void *preview_arg;
 } store_revoke_req;
 typedef struct {
     size_t revoked, already;

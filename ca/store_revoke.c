@@ -39,6 +39,11 @@ static const store_q q_rv_batch = {
     " WHERE issuer = ?1 AND created >= ?2 AND created <= ?3 AND status IN ('valid', 'pending')"
     " RETURNING id, serial",
     NULL};
+/* the same rows as q_rv_batch, unchanged: a dry run */
+static const store_q q_rv_batch_preview = {
+    "SELECT id, serial FROM certs WHERE issuer = ?1 AND created >= ?2 AND created <= ?3"
+    " AND status IN ('valid', 'pending') ORDER BY id",
+    NULL};
 /* served by the partial index certs_revoked (issuer, length(serial), serial, ...): serials are
  * upper-case hex of whole octets without a leading zero octet, so (length, text) is numeric
  * order */
@@ -97,6 +102,17 @@ static kl_rc rv_done(store_conn *c, rv_arg *a, const char *serial, const char *i
 out:
     free(full);
     sc_done(st);
+    return rc;
+}
+
+/* A dry run's certificate: reported and counted as rv_done would count it. */
+static kl_rc rv_preview(rv_arg *a, const char *serial, const char *issuer)
+{
+    kl_rc rc = a->req->preview(a->req->preview_arg, serial, issuer);
+    if (rc == KL_OK) {
+        rv_issuer_add(a->res, issuer);
+        a->res->revoked++;
+    }
     return rc;
 }
 
@@ -201,12 +217,14 @@ static kl_rc rv_batch_rows(store_conn *c, const rv_arg *a, rv_row **vp, size_t *
     kl_rc rc = KL_OK;
     size_t cap = 0;
     int row = 0;
-    TRY(sc_stmt(c, &q_rv_batch, &st));
+    TRY(sc_stmt(c, a->req->preview ? &q_rv_batch_preview : &q_rv_batch, &st));
     TRY(sc_text(st, 1, a->req->issuer));
     TRY(sc_int(st, 2, (int64_t)a->req->from));
     TRY(sc_int(st, 3, (int64_t)a->req->until));
-    TRY(sc_int(st, 4, (int64_t)a->req->when));
-    TRY(a->req->reason >= 0 ? sc_int(st, 5, a->req->reason) : sc_null(st, 5));
+    if (!a->req->preview) {
+        TRY(sc_int(st, 4, (int64_t)a->req->when));
+        TRY(a->req->reason >= 0 ? sc_int(st, 5, a->req->reason) : sc_null(st, 5));
+    }
     for (;;) {
         TRY(sc_step(st, &row, "revoke the batch"));
         if (!row) {
@@ -243,7 +261,8 @@ static kl_rc rv_batch(store_conn *c, rv_arg *a)
         qsort(v, n, sizeof *v, rv_row_cmp);
     }
     for (size_t i = 0; i < n; i++) {
-        TRY(rv_done(c, a, v[i].serial, a->req->issuer));
+        TRY(a->req->preview ? rv_preview(a, v[i].serial, a->req->issuer)
+                            : rv_done(c, a, v[i].serial, a->req->issuer));
     }
 out:
     free(v);
@@ -358,7 +377,8 @@ static kl_rc rv_list(store_conn *c, rv_arg *a)
             a->res->already++; /* named twice: revoked by its first mention */
             continue;
         }
-        TRY(rv_change(c, a, &k[i]));
+        TRY(a->req->preview ? rv_preview(a, k[i].serial, a->iss[k[i].iss])
+                            : rv_change(c, a, &k[i]));
     }
 out:
     free(k);
@@ -373,12 +393,17 @@ static kl_rc rv_tx(store_conn *c, void *arg)
     memset(a->res, 0, sizeof *a->res); /* a retried transaction starts over */
     TRY(sc_stmt(c, &q_rv_cache_big, &st));
     TRY(sc_run(st, "size the page cache"));
-    TRY(st_audit_run_begin(c, &a->run));
+    if (!a->req->preview) {
+        TRY(st_audit_run_begin(c, &a->run));
+    }
     if (a->req->issuer) {
         TRY(rv_batch(c, a));
     }
     if (a->req->n_items) {
         TRY(rv_list(c, a));
+    }
+    if (a->req->preview) {
+        goto out; /* a dry run: nothing changed, nothing to record */
     }
     for (size_t i = 0; i < a->res->n_issuers; i++) {
         TRY(sc_stmt(c, &q_rv_epoch, &st));
@@ -411,7 +436,7 @@ kl_rc store_cert_revoke_many(store *s, const store_revoke_req *req, store_revoke
         r.when = time(NULL);
     }
     rv_arg a = {.req = &r, .res = res};
-    return store_write(s, rv_tx, &a);
+    return r.preview ? store_read(s, rv_tx, &a) : store_write(s, rv_tx, &a);
 }
 
 /* ---- the revoked certificates of an issuer, streamed ---- */

@@ -7,7 +7,9 @@
 #     its reason, in serial order, the CRL verifying against the CA;
 #   - a list naming an unknown certificate is refused whole: nothing revoked, no CRL;
 #   - --issued-by LABEL --between T1 T2 revokes exactly the batch issued in that period;
-#   - a CRL whose signing fails in the token (tests/tools/p11_fault.c) uses no CRL number.
+#   - a CRL whose signing fails in the token (tests/tools/p11_fault.c) uses no CRL number;
+#   - --dry-run (a list, a batch, one serial): what would be revoked listed, the same refusals,
+#     nothing revoked, audited or published.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -39,6 +41,20 @@ grep -q "bad.txt item 14" "$D/bad.out" || die "the refusal does not say which it
 [ "$(revokes)" = "$n0" ] || die "a refused list revoked something"
 kca list --status revoked --issuer field1 --json | grep -q serial && die "revoked rows after a refused list"
 ok "a list naming an unknown certificate is refused whole (item 14 named), nothing revoked"
+
+# --dry-run: the same checks, what it would revoke listed, nothing changed
+kca revoke --from "$D/bad.txt" --dry-run > /dev/null 2> "$D/bad.out" && die "a dry run of a bad list passed"
+grep -q "bad.txt item 14" "$D/bad.out" || die "the dry run's refusal: $(cat "$D/bad.out")"
+kca revoke --from "$D/list.txt" --reason keyCompromise --dry-run > "$D/dry.out" 2> "$D/dry.err" ||
+    die "revoke --from --dry-run: $(cat "$D/dry.err")"
+grep -q "dry run: would revoke 13 certificates (keyCompromise); 0 already revoked; nothing changed" "$D/dry.err" ||
+    die "dry run said: $(cat "$D/dry.err")"
+for i in $(seq 1 13); do echo "$(serial_of "$D/a$i.pem") field1"; done | sort > "$D/dry.want"
+sort "$D/dry.out" | cmp -s - "$D/dry.want" || die "dry run listed: $(cat "$D/dry.out")"
+[ "$(revokes)" = "$n0" ] || die "a dry run wrote audit entries"
+kca list --status revoked --issuer field1 --json | grep -q serial && die "a dry run revoked something"
+grep -q "published CRL" "$D/dry.err" && die "a dry run published a CRL"
+ok "revoke --from --dry-run: the 13 listed (serial, issuer), the same refusal of a bad list, nothing revoked, audited or published"
 
 kca revoke --from "$D/list.txt" --reason keyCompromise > "$D/r.out" 2> "$D/r.err" || die "revoke --from: $(cat "$D/r.err")"
 grep -q "revoked 13 certificates" "$D/r.out" || die "revoke --from said: $(cat "$D/r.out")"
@@ -75,6 +91,15 @@ done
 t2=$(date +%s)
 sleep 1.1
 kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --out "$D/after.pem" >/dev/null
+kca revoke --issued-by field1 --between "@$t1" "@$t2" --dry-run > "$D/bdry.out" 2> "$D/bdry.err" ||
+    die "batch dry run: $(cat "$D/bdry.err")"
+for i in $(seq 1 5); do echo "$(serial_of "$D/b$i.pem") field1"; done > "$D/bdry.want"
+cmp -s "$D/bdry.out" "$D/bdry.want" || die "batch dry run listed (in issue order): $(cat "$D/bdry.out")"
+grep -q "would revoke 5 certificates" "$D/bdry.err" || die "batch dry run: $(cat "$D/bdry.err")"
+kca show --serial "$(serial_of "$D/b1.pem")" | grep -q "valid" || die "a batch dry run revoked"
+kca revoke --serial "$(serial_of "$D/a1.pem")" --dry-run > "$D/sdry.out" 2> "$D/sdry.err" || die "$(cat "$D/sdry.err")"
+[ ! -s "$D/sdry.out" ] && grep -q "would revoke 0 certificates (unspecified); 1 already revoked" "$D/sdry.err" ||
+    die "--serial --dry-run of a revoked certificate: $(cat "$D/sdry.out" "$D/sdry.err")"
 kca revoke --issued-by field1 --between "@$t1" "@$t2" --reason superseded > "$D/b.out" 2>&1 ||
     die "revoke --issued-by: $(cat "$D/b.out")"
 grep -q "revoked 5 certificates" "$D/b.out" || die "batch: $(cat "$D/b.out")"

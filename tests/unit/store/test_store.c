@@ -798,6 +798,70 @@ static void test_revoke_list_twice(void **state)
     store_device_free(&d);
 }
 
+static kl_rc preview_seen(void *arg, const char *serial, const char *issuer)
+{
+    rv_seen *v = arg;
+    if (v->n < 8) {
+        snprintf(v->serials[v->n++], sizeof v->serials[0], "%s %s", serial, issuer);
+    }
+    return strcmp(serial, "0D0D") == 0 ? kl_fail(KL_EIO, "the reader stopped") : KL_OK;
+}
+
+/* A dry run (req.preview): the same checks and counts in a read transaction, each certificate
+ * reported, nothing changed, no audit entry; the callback's error stops it. */
+static void test_revoke_preview(void **state)
+{
+    fx *f = *state;
+    store_revoke_result res;
+    assert_rc(issue(f->s, "0C02", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(issue(f->s, "0C01", "field-ca", STORE_ST_PENDING), KL_OK);
+    assert_rc(issue(f->s, "0C03", "factory-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(store_cert_revoke(f->s, "0C03", 1, 0, "bob"), KL_OK);
+    int64_t n0 = 0;
+    assert_rc(store_audit_verify(f->s, &n0), KL_OK);
+    rv_seen v = {0};
+    const char *list[] = {"0C03", "0c01", "serial:0C02", "0C01"};
+    store_revoke_req rq = {.items = list,
+                           .n_items = 4,
+                           .reason = 1,
+                           .actor = "bob",
+                           .preview = preview_seen,
+                           .preview_arg = &v};
+    assert_rc(store_cert_revoke_many(f->s, &rq, &res), KL_OK);
+    assert_int_equal(res.revoked, 2);
+    assert_int_equal(res.already, 2);
+    assert_int_equal(v.n, 2); /* in row order: 0C02 was made first */
+    assert_string_equal(v.serials[0], "0C02 field-ca");
+    assert_string_equal(v.serials[1], "0C01 field-ca");
+    const char *bad[] = {"0C01", "0EEE"};
+    rq.items = bad;
+    rq.n_items = 2;
+    assert_rc(store_cert_revoke_many(f->s, &rq, &res), KL_ENOTFOUND);
+    assert_msg_has("list item 2");
+    memset(&v, 0, sizeof v);
+    store_revoke_req b = {.issuer = "field-ca",
+                          .from = 0,
+                          .until = time(NULL) + 10,
+                          .reason = -1,
+                          .actor = "bob",
+                          .preview = preview_seen,
+                          .preview_arg = &v};
+    assert_rc(store_cert_revoke_many(f->s, &b, &res), KL_OK);
+    assert_int_equal(res.revoked, 2);
+    assert_int_equal(v.n, 2);
+    int64_t n1 = 0;
+    assert_rc(store_audit_verify(f->s, &n1), KL_OK);
+    assert_int_equal(n1, n0);
+    store_cert c;
+    memset(&c, 0, sizeof c);
+    assert_rc(store_cert_get(f->s, "0C01", &c), KL_OK);
+    assert_string_equal(c.status, STORE_ST_PENDING);
+    store_cert_free(&c);
+    assert_rc(issue(f->s, "0D0D", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(store_cert_revoke_many(f->s, &b, &res), KL_EIO);
+    assert_msg_has("the reader stopped");
+}
+
 /* Valid certificates of field-ca in this order, and device `dev` whose current one is
  * `dev_serial`. */
 static void batch_setup(fx *f, const char *const *serials, int n, char *dev, char *dev_serial)
@@ -3576,6 +3640,7 @@ int main(void)
         T(test_revoke),
         T(test_revoke_many),
         T(test_revoke_list_twice),
+        T(test_revoke_preview),
         T(test_revoke_batch),
         T(test_revoke_batch_atomic),
         T(test_activate),
