@@ -193,6 +193,8 @@ static kl_rc rv_resolve(store_conn *c, rv_arg *a, rv_key *k)
     ENSURE(row && col_text(st, 0, NULL), KL_ENOTFOUND,
            "%s: no certificate with that serial and no device with a certificate", what);
     snprintf(k->serial, sizeof k->serial, "%s", col_text(st, 0, NULL));
+    sc_done(st); /* one statement at a time on the connection */
+    st = NULL;
     TRY(rv_read(c, a, k, what, NULL));
 out:
     sc_done(st);
