@@ -182,6 +182,16 @@ kl_rc ca_revoke(ca_ctx *ca, const char *serial_hex, int reason, const char *acto
 /* "keyCompromise" -> 1 etc.; -1 for unknown names. */
 int ca_reason_from_name(const char *name);
 const char *ca_reason_name(int reason);
+/* keyline-ca revoke's inputs (ca_revoke_input.c). ca_revoke_list_parse: the items of a --from
+ * list `text` (NUL-terminated, `len` bytes; changed in place, the items point into it; *items
+ * malloc'd): one serial or device id a line, blank lines, '#' comments and a leading UTF-8
+ * byte order mark skipped; a NUL byte, a line of two items or no item at all is KL_EINPUT
+ * naming `name` (and the line). ca_revoke_time_parse: "2026-12-01", "2026-12-01T08:00:00Z"
+ * (UTC) or "@SECONDS" into *out; 0 when malformed, out of range or a date that does not exist
+ * (2026-02-31 is not read as March 3). */
+kl_rc ca_revoke_list_parse(char *text, size_t len, const char *name, char ***items,
+                           size_t *n) KL_WUR;
+int ca_revoke_time_parse(const char *s, time_t *out);
 /* Move a pending certificate to valid (station: after CHALLENGE). */
 kl_rc ca_activate(ca_ctx *ca, const char *serial_hex, const char *actor) KL_WUR;
 

@@ -1,6 +1,4 @@
 /* keyline-ca revoke / crl */
-#include <ctype.h>
-#include <errno.h>
 #include <getopt.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -13,44 +11,13 @@
 #include "kl_file.h"
 #include "ca_backend.h"
 
-/* "2026-12-01", "2026-12-01T08:00:00Z" (UTC) or "@SECONDS" into *out; 0 when malformed, out
- * of range, or a date that does not exist (2026-02-31 is not read as March 3). */
-static int revoke_time_parse(const char *s, time_t *out)
-{
-    struct tm tm, back;
-    char *end = NULL;
-    if (s[0] == '@') {
-        if (!isdigit((unsigned char)s[1])) {
-            return 0; /* strtoll would take a sign or spaces */
-        }
-        errno = 0;
-        long long v = strtoll(s + 1, &end, 10);
-        *out = (time_t)v;
-        return errno == 0 && !*end && (long long)*out == v;
-    }
-    static const char *const fmts[] = {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"};
-    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
-        memset(&tm, 0, sizeof tm);
-        end = strptime(s, fmts[i], &tm);
-        if (end && !*end) {
-            struct tm asked = tm; /* timegm normalizes its argument in place */
-            *out = timegm(&tm);
-            return gmtime_r(out, &back) && back.tm_year == asked.tm_year &&
-                   back.tm_mon == asked.tm_mon && back.tm_mday == asked.tm_mday &&
-                   back.tm_hour == asked.tm_hour && back.tm_min == asked.tm_min &&
-                   back.tm_sec == asked.tm_sec;
-        }
-    }
-    return 0;
-}
-
-/* The lines of FILE (serials or device ids; blank lines and '#' comments skipped) as items
- * pointing into *text (the caller frees both). */
+/* The lines of FILE (serials or device ids) as items pointing into *text (the caller frees
+ * both). */
 static kl_rc revoke_list_read(const char *path, char **text, char ***items, size_t *n)
 {
     kl_rc rc = KL_OK;
     uint8_t *data = NULL;
-    size_t len = 0, cap = 0;
+    size_t len = 0;
     *text = NULL;
     *items = NULL;
     *n = 0;
@@ -60,30 +27,7 @@ static kl_rc revoke_list_read(const char *path, char **text, char ***items, size
     data = NULL;
     t[len] = 0;
     *text = t;
-    ENSURE(strlen(t) == len, KL_EINPUT, "%s: a NUL byte in the list", path);
-    /* a UTF-8 byte order mark, as spreadsheet exports write one, is not part of the first item */
-    if (len >= 3 && memcmp(t, "\xEF\xBB\xBF", 3) == 0) {
-        t += 3;
-    }
-    for (char *line = t, *next = NULL; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next) {
-            *next++ = 0;
-        }
-        line += strspn(line, " \t\r");
-        line[strcspn(line, " \t\r#")] = 0;
-        if (!*line) {
-            continue;
-        }
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 4096;
-            char **v = realloc(*items, cap * sizeof *v);
-            ENSURE(v, KL_EINTERNAL, "out of memory");
-            *items = v;
-        }
-        (*items)[(*n)++] = line;
-    }
-    ENSURE(*n > 0, KL_EINPUT, "%s: no serial or device id in it", path);
+    TRY(ca_revoke_list_parse(t, len, path, items, n));
 out:
     free(data);
     return rc;
@@ -234,8 +178,8 @@ kl_rc cmd_revoke(cli *c, int argc, char **argv)
     }
     if (!serial) {
         ENSURE(!rq.issuer == !t1, KL_EUSAGE, "--issued-by LABEL needs --between T1 T2");
-        ENSURE(!t1 || (t2 && revoke_time_parse(t1, &rq.from) && revoke_time_parse(t2, &rq.until) &&
-                       rq.from <= rq.until),
+        ENSURE(!t1 || (t2 && ca_revoke_time_parse(t1, &rq.from) &&
+                       ca_revoke_time_parse(t2, &rq.until) && rq.from <= rq.until),
                KL_EUSAGE,
                "--between T1 T2: two times, YYYY-MM-DD[THH:MM:SSZ] (UTC) or @SECONDS, T1 <= T2");
         /* a date alone as T2 means the whole day */

@@ -5,7 +5,8 @@
 #     leading byte order mark; - reads the standard input):
 #     one transaction, one audit entry per certificate, one CRL after, every entry in it with
 #     its reason, in serial order, the CRL verifying against the CA;
-#   - a list naming an unknown certificate is refused whole: nothing revoked, no CRL;
+#   - a list naming an unknown certificate, or with two items on a line, is refused whole:
+#     nothing revoked, no CRL;
 #   - --issued-by LABEL --between T1 T2 revokes exactly the batch issued in that period;
 #   - a CRL whose signing fails in the token (tests/tools/p11_fault.c) uses no CRL number;
 #   - --dry-run (a list, a batch, one serial): what would be revoked listed, the same refusals,
@@ -40,7 +41,12 @@ fi
 grep -q "bad.txt item 14" "$D/bad.out" || die "the refusal does not say which item: $(cat "$D/bad.out")"
 [ "$(revokes)" = "$n0" ] || die "a refused list revoked something"
 kca list --status revoked --issuer field1 --json | grep -q serial && die "revoked rows after a refused list"
-ok "a list naming an unknown certificate is refused whole (item 14 named), nothing revoked"
+# two serials on one line: refused (it used to revoke the first and drop the second)
+printf '# pasted\n%s %s\n' "$(serial_of "$D/a1.pem")" "$(serial_of "$D/a2.pem")" > "$D/two.txt"
+kca revoke --from "$D/two.txt" > "$D/two.out" 2>&1 && die "a line of two serials was accepted"
+grep -q "two.txt line 2: more than one item" "$D/two.out" || die "the refusal: $(cat "$D/two.out")"
+[ "$(revokes)" = "$n0" ] || die "a refused list revoked something"
+ok "a list naming an unknown certificate is refused whole (item 14 named), a line of two serials too (line 2 named), nothing revoked"
 
 # --dry-run: the same checks, what it would revoke listed, nothing changed
 kca revoke --from "$D/bad.txt" --dry-run > /dev/null 2> "$D/bad.out" && die "a dry run of a bad list passed"

@@ -1,0 +1,93 @@
+/* keyline-ca revoke's inputs, parsed here so that they are fuzzed (fuzz/fuzz_revoke.c): the
+ * lines of a --from list and the times of --between. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ca.h"
+
+int ca_revoke_time_parse(const char *s, time_t *out)
+{
+    struct tm tm, back;
+    char *end = NULL;
+    if (s[0] == '@') {
+        if (!isdigit((unsigned char)s[1])) {
+            return 0; /* strtoll would take a sign or spaces */
+        }
+        errno = 0;
+        long long v = strtoll(s + 1, &end, 10);
+        *out = (time_t)v;
+        return errno == 0 && !*end && (long long)*out == v;
+    }
+    static const char *const fmts[] = {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"};
+    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+        memset(&tm, 0, sizeof tm);
+        end = strptime(s, fmts[i], &tm);
+        if (end && !*end) {
+            struct tm asked = tm; /* timegm normalizes its argument in place */
+            *out = timegm(&tm);
+            return gmtime_r(out, &back) && back.tm_year == asked.tm_year &&
+                   back.tm_mon == asked.tm_mon && back.tm_mday == asked.tm_mday &&
+                   back.tm_hour == asked.tm_hour && back.tm_min == asked.tm_min &&
+                   back.tm_sec == asked.tm_sec;
+        }
+    }
+    return 0;
+}
+
+/* Add `item` to *items (grown by doubling). */
+static kl_rc list_push(char ***items, size_t *n, size_t *cap, char *item)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 4096;
+        char **v = realloc(*items, nc * sizeof *v);
+        if (!v) {
+            return kl_fail(KL_EINTERNAL, "out of memory");
+        }
+        *items = v;
+        *cap = nc;
+    }
+    (*items)[(*n)++] = item;
+    return KL_OK;
+}
+
+kl_rc ca_revoke_list_parse(char *text, size_t len, const char *name, char ***items, size_t *n)
+{
+    kl_rc rc = KL_OK;
+    size_t cap = 0, lineno = 0;
+    *items = NULL;
+    *n = 0;
+    ENSURE(strlen(text) == len, KL_EINPUT, "%s: a NUL byte in the list", name);
+    /* a UTF-8 byte order mark, as spreadsheet exports write one, is not part of the first item */
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
+        text += 3;
+    }
+    for (char *line = text, *next = NULL; line && *line; line = next) {
+        lineno++;
+        next = strchr(line, '\n');
+        if (next) {
+            *next++ = 0;
+        }
+        line += strspn(line, " \t\r");
+        size_t item = strcspn(line, " \t\r#");
+        const char *rest = line + item + strspn(line + item, " \t\r");
+        /* "A B" on one line would revoke A and leave B in silence */
+        ENSURE(!*rest || *rest == '#', KL_EINPUT,
+               "%s line %zu: more than one item ('%.60s'): one serial or device id a line", name,
+               lineno, line);
+        line[item] = 0;
+        if (*line) {
+            TRY(list_push(items, n, &cap, line));
+        }
+    }
+    ENSURE(*n > 0, KL_EINPUT, "%s: no serial or device id in it", name);
+out:
+    if (rc != KL_OK) {
+        free(*items);
+        *items = NULL;
+        *n = 0;
+    }
+    return rc;
+}
