@@ -65,9 +65,10 @@ typedef struct {
  * serial: a device id, after the serials, by its text); then, once read, its row. */
 typedef struct {
     char serial[RV_SERIAL_MAX + 1];
-    uint8_t iss;  /* its issuer: rv_arg.iss[iss] */
-    uint32_t idx; /* its line in the list */
-    int64_t id;   /* its row; -1: nothing to do (already revoked) */
+    const char *item; /* as the list has it */
+    uint8_t iss;      /* its issuer: rv_arg.iss[iss] */
+    uint32_t idx;     /* its line in the list */
+    int64_t id;       /* its row; -1: nothing to do (already revoked) */
 } rv_key;
 
 static void rv_issuer_add(store_revoke_result *res, const char *issuer)
@@ -174,7 +175,7 @@ static kl_rc rv_resolve(store_conn *c, rv_arg *a, rv_key *k)
     kl_rc rc = KL_OK;
     int row = 0;
     char what[160];
-    const char *item = a->req->items[k->idx];
+    const char *item = k->item;
     const char *dev = strncmp(item, "device:", 7) == 0 ? item + 7 : NULL;
     const char *ser = strncmp(item, "serial:", 7) == 0 ? item + 7 : NULL;
     snprintf(what, sizeof what, "%s item %lu (%.100s)", a->req->source ? a->req->source : "list",
@@ -287,17 +288,11 @@ static kl_rc rv_cache_default(store_conn *c, kl_rc rc)
     return kl_fail(rc, "%s", msg);
 }
 
-/* qsort has no argument for the comparison: the list being sorted (one at a time: the
- * officer's process runs one revocation) */
-static const char *const *rv_sort_items;
-
 static int rv_key_cmp(const void *x, const void *y)
 {
     const rv_key *p = x, *q = y;
     if (!p->serial[0] || !q->serial[0]) {
-        return p->serial[0]   ? -1
-               : q->serial[0] ? 1
-                              : strcmp(rv_sort_items[p->idx], rv_sort_items[q->idx]);
+        return p->serial[0] ? -1 : q->serial[0] ? 1 : strcmp(p->item, q->item);
     }
     int d = strcmp(p->serial, q->serial);
     return d ? d : (p->idx > q->idx) - (p->idx < q->idx);
@@ -326,6 +321,7 @@ static kl_rc rv_list_keys(const store_revoke_req *req, rv_key **out)
     for (size_t i = 0; i < n; i++) {
         const char *it = req->items[i];
         k[i].idx = (uint32_t)i;
+        k[i].item = it;
         k[i].id = -1;
         k[i].iss = 0;
         if (strncmp(it, "device:", 7) == 0 ||
@@ -334,7 +330,6 @@ static kl_rc rv_list_keys(const store_revoke_req *req, rv_key **out)
             k[i].serial[0] = 0;
         }
     }
-    rv_sort_items = req->items;
     qsort(k, n, sizeof *k, rv_key_cmp);
     *out = k;
     return KL_OK;
@@ -351,6 +346,8 @@ static kl_rc rv_change(store_conn *c, rv_arg *a, const rv_key *k)
     TRY(a->req->reason >= 0 ? sc_int(st, 3, a->req->reason) : sc_null(st, 3));
     TRY(sc_run(st, "revoke certificate"));
     ENSURE(sc_changes(st) == 1, KL_EINTERNAL, "certificate %s changed meanwhile", k->serial);
+    sc_done(st); /* one statement at a time on the connection */
+    st = NULL;
     TRY(rv_done(c, a, k->serial, a->iss[k->iss]));
 out:
     sc_done(st);
