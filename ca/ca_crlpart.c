@@ -32,26 +32,24 @@ kl_rc ca_crlpart_size(ca_ctx *ca, const char *label, int64_t *size)
     return rc;
 }
 
-/* 1 if the store has a CA labelled `label` */
-static int crlpart_ca_known(ca_ctx *ca, const char *label)
+/* 1 if `list` holds a CA labelled `label` */
+static int crlpart_ca_known(const store_ca *list, size_t n, const char *label)
 {
-    store_ca *list = NULL;
-    size_t n = 0;
-    int known = 0;
-    if (store_ca_list(ca->st, &list, &n) != KL_OK) {
-        return 1; /* not the place to report a store error: the next read does */
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i].label, label) == 0) {
+            return 1;
+        }
     }
-    for (size_t i = 0; i < n && !known; i++) {
-        known = strcmp(list[i].label, label) == 0;
-    }
-    store_ca_list_free(list, n);
-    return known;
+    return 0;
 }
 
 kl_rc ca_crlpart_conf_check(ca_ctx *ca)
 {
     kl_rc rc = KL_OK;
     char url[1024];
+    store_ca *list = NULL;
+    size_t n_cas = 0;
+    int listed = 0; /* 1: read, -1: the read failed (the next read reports it) */
     for (size_t i = 0; ca->conf && kl_conf_section(ca->conf, i); i++) {
         const char *sect = kl_conf_section(ca->conf, i);
         if (strncmp(sect, "ca ", 3) != 0) {
@@ -63,13 +61,17 @@ kl_rc ca_crlpart_conf_check(ca_ctx *ca)
         if (n > 0) {
             TRY(ca_crlpart_url(ca, label, 0, url, sizeof url));
         }
-        if (!crlpart_ca_known(ca, label)) {
+        if (!listed) {
+            listed = store_ca_list(ca->st, &list, &n_cas) == KL_OK ? 1 : -1;
+        }
+        if (listed > 0 && !crlpart_ca_known(list, n_cas, label)) {
             kl_warn("[ca %s] in %s: the store has no CA labelled '%s' (yet); its settings "
                     "apply once one is made",
                     label, kl_conf_file(ca->conf), label);
         }
     }
 out:
+    store_ca_list_free(list, n_cas);
     return rc;
 }
 

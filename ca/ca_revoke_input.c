@@ -2,39 +2,36 @@
  * lines of a --from list and the times of --between. */
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "ca.h"
+#include "ceremony_internal.h"
 
 int ca_revoke_time_parse(const char *s, time_t *out)
 {
-    struct tm tm, back;
-    char *end = NULL;
     if (s[0] == '@') {
         if (!isdigit((unsigned char)s[1])) {
             return 0; /* strtoll would take a sign or spaces */
         }
+        char *end = NULL;
         errno = 0;
         long long v = strtoll(s + 1, &end, 10);
         *out = (time_t)v;
         return errno == 0 && !*end && (long long)*out == v;
     }
-    static const char *const fmts[] = {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"};
-    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
-        memset(&tm, 0, sizeof tm);
-        end = strptime(s, fmts[i], &tm);
-        if (end && !*end) {
-            struct tm asked = tm; /* timegm normalizes its argument in place */
-            *out = timegm(&tm);
-            return gmtime_r(out, &back) && back.tm_year == asked.tm_year &&
-                   back.tm_mon == asked.tm_mon && back.tm_mday == asked.tm_mday &&
-                   back.tm_hour == asked.tm_hour && back.tm_min == asked.tm_min &&
-                   back.tm_sec == asked.tm_sec;
-        }
+    /* a date, or a time without its Z, written out whole and read as ceremony times are: only
+     * what formats back to the same text, so 2026-02-31 is not taken as March 3 */
+    static const char *const tails[] = {[10] = "T00:00:00Z", [19] = "Z", [20] = ""};
+    size_t n = strlen(s);
+    char full[32];
+    if (n >= sizeof tails / sizeof tails[0] || !tails[n]) {
+        return 0;
     }
-    return 0;
+    snprintf(full, sizeof full, "%s%s", s, tails[n]);
+    return ceremony_time_parse(full, out);
 }
 
 /* Add `item` to *items (grown by doubling). */
