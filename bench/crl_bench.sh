@@ -115,15 +115,11 @@ PY
     # revoke the batch just generated: one transaction, one audit entry each, then the CRL
     how=batch
     if [ "${KL_BENCH_REVOKE_FROM:-0}" = 1 ]; then
-        # the same serials as a list, in random order (a list from the field has no order)
-        python3 - "$total" "$add" > "$D/list.txt" <<'PY'
-import random, sys
-start, n = int(sys.argv[1]) - int(sys.argv[2]), int(sys.argv[2])
-s = ["%016X" % (0x4000000000000000 + ((i * 0x9E3779B97F4A7C15) & 0x3FFFFFFFFFFFFFFF))
-     for i in range(start, start + n)]
-random.Random(17).shuffle(s)
-sys.stdout.write("\n".join(s) + "\n")
-PY
+        # the batch's serials as the store has them, as a list in random order (a list from
+        # the field has no order of its own; the same order every run)
+        sqlite3 "$D/keyline.db" "SELECT serial FROM certs WHERE issuer = 'field1' AND status = 'valid'
+            AND created BETWEEN $t1 AND $t2" | shuf --random-source=<(yes) > "$D/list.txt"
+        [ "$(wc -l < "$D/list.txt")" = "$add" ] || die "the list holds $(wc -l < "$D/list.txt") of $add serials"
         how=list
         measure "$D/rv" "$BIN/keyline-ca" -c "$KL_CONF" revoke --from "$D/list.txt" --reason keyCompromise
     else
