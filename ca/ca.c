@@ -626,17 +626,43 @@ out:
     return rc;
 }
 
+#define CA_CHAIN_MAX 16
+
+/* The cached entries of CA `label` and the CAs above it, up to a root (ca_entry_get: reads the
+ * store only for a CA not cached yet). */
+static kl_rc ca_chain_entries(ca_ctx *ca, const char *label, const ca_entry **chain, size_t *n)
+{
+    kl_rc rc = KL_OK;
+    *n = 0;
+    for (const char *cur = label; cur;) {
+        ENSURE(*n < CA_CHAIN_MAX, KL_EINPUT, "CA chain of '%s' is too deep or loops", label);
+        TRY(ca_entry_get(ca, cur, 0, &chain[*n]));
+        cur = chain[(*n)++]->parent; /* cached entries live as long as the ctx */
+    }
+out:
+    return rc;
+}
+
+/* ca_cert_usable for each certificate of `chain` (ca_chain_entries), CA `label` first. */
+static kl_rc ca_chain_usable(ca_ctx *ca, const char *label, const ca_entry *const *chain, size_t n,
+                             time_t now)
+{
+    kl_rc rc = KL_OK;
+    for (size_t i = 0; i < n; i++) {
+        TRY(ca_cert_usable(ca, label, chain[i]->label, chain[i]->cert, now));
+    }
+out:
+    return rc;
+}
+
 kl_rc ca_issuer_check(ca_ctx *ca, const char *label, time_t now)
 {
     kl_rc rc = KL_OK;
-    const char *cur = label;
-    for (int depth = 0; cur; depth++) {
-        ENSURE(depth < 16, KL_EINPUT, "CA chain of '%s' is too deep or loops", label);
-        const ca_entry *e = NULL;
-        TRY(ca_entry_get(ca, cur, 0, &e));
-        TRY(ca_cert_usable(ca, label, cur, e->cert, now));
-        cur = e->parent; /* cached entries live as long as the ctx */
-    }
+    const ca_entry *chain[CA_CHAIN_MAX];
+    size_t n = 0;
+    TRY(ca_chain_entries(ca, label, chain, &n));
+    TRY(store_snapshot_begin(ca->st)); /* one read transaction for the chain's states */
+    rc = store_snapshot_end(ca->st, ca_chain_usable(ca, label, chain, n, now));
 out:
     return rc;
 }
@@ -713,6 +739,8 @@ typedef struct {
     char *subject_txt; /* RFC 2253 subject for the store and the audit log */
     time_t not_before, not_after;
     int64_t crl_part, crl_part_size; /* [ca LABEL] crl-partition-size (ca_crlpart.c) */
+    store_ca *cas; /* the CA list read with the issuer's state (ca_issuer_reads), or NULL */
+    size_t ncas;
 } ca_issue_job;
 
 /* The request's arguments and its template, checked before any parsing. */
@@ -750,6 +778,24 @@ out:
     return rc;
 }
 
+/* The store's word on the issuer, read in one snapshot: every certificate of its chain is
+ * usable (ca_issuer_check), the CA is not retired, and the CA list for the check that the new
+ * certificate takes no CA's name (into j->cas, which ca_issue_run frees). */
+static kl_rc ca_issuer_reads(ca_ctx *ca, ca_issue_job *j)
+{
+    kl_rc rc = KL_OK;
+    const ca_entry *chain[CA_CHAIN_MAX];
+    size_t n = 0;
+    TRY(ca_chain_entries(ca, j->issuer_label, chain, &n));
+    TRY(store_snapshot_begin(ca->st));
+    rc = ca_chain_usable(ca, j->issuer_label, chain, n, time(NULL));
+    rc = rc != KL_OK ? rc : ca_issuer_not_retired(ca, j->issuer_label);
+    rc = rc != KL_OK ? rc : store_ca_list(ca->st, &j->cas, &j->ncas);
+    rc = store_snapshot_end(ca->st, rc);
+out:
+    return rc;
+}
+
 /* 2. Issuer and signing key. */
 static kl_rc ca_issue_signer(ca_ctx *ca, const ca_issue_in *in, ca_issue_job *j)
 {
@@ -774,8 +820,7 @@ static kl_rc ca_issue_signer(ca_ctx *ca, const ca_issue_in *in, ca_issue_job *j)
             /* a new root not recorded as a CA yet (ca_rotate): its own certificate */
             TRY(ca_cert_usable(ca, req->issuer, req->issuer, j->icert, time(NULL)));
         } else {
-            TRY(ca_issuer_check(ca, req->issuer, time(NULL)));
-            TRY(ca_issuer_not_retired(ca, req->issuer));
+            TRY(ca_issuer_reads(ca, j));
         }
     }
 out:
@@ -805,7 +850,10 @@ static kl_rc ca_issue_build(ca_ctx *ca, const ca_issue_in *in, const ca_issue_jo
     };
     TRY(tpl_policy_build(&pin, *serial, cert));
     TRY(tpl_lint(j->t, *cert, j->icert));
-    TRY(in->subject ? KL_OK : ca_subject_check(ca, *cert, j->t->is_ca)); /* never a CA's name */
+    if (!in->subject) { /* never a CA's name */
+        TRY(j->cas ? ca_subject_check_in(ca, *cert, j->t->is_ca, j->cas, j->ncas)
+                   : ca_subject_check(ca, *cert, j->t->is_ca));
+    }
 out:
     return rc;
 }
@@ -950,6 +998,7 @@ out:
     ASN1_INTEGER_free(serial);
     OPENSSL_free(serial_hex);
     free(j.subject_txt);
+    store_ca_list_free(j.cas, j.ncas);
     return rc;
 }
 

@@ -84,6 +84,9 @@ X509 *ca_der_to_x509(const uint8_t *der, size_t len);
  * store (the same attributes in any order); a CA certificate (is_ca) for that CA's own key is
  * not refused. Store errors as such. */
 kl_rc ca_subject_check(ca_ctx *ca, const X509 *cert, int is_ca) KL_WUR;
+/* The same check against `cas`, a CA list the caller read (store_ca_list). */
+kl_rc ca_subject_check_in(ca_ctx *ca, const X509 *cert, int is_ca, const store_ca *cas,
+                          size_t n) KL_WUR;
 /* Free ca_subject_check's parsed certificates (ca_close). */
 void ca_subject_cache_free(ca_ctx *ca);
 /* An ASN1_TIME as time_t: 1, or 0 when it does not convert. */

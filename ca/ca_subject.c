@@ -146,11 +146,18 @@ static X509 *ca_subject_parsed(ca_ctx *ca, const uint8_t *der, size_t len)
 
 kl_rc ca_subject_check(ca_ctx *ca, const X509 *cert, int is_ca)
 {
-    kl_rc rc = KL_OK;
     store_ca *cas = NULL;
     size_t n = 0;
+    kl_rc rc = store_ca_list(ca->st, &cas, &n);
+    rc = rc != KL_OK ? rc : ca_subject_check_in(ca, cert, is_ca, cas, n);
+    store_ca_list_free(cas, n);
+    return rc;
+}
+
+kl_rc ca_subject_check_in(ca_ctx *ca, const X509 *cert, int is_ca, const store_ca *cas, size_t n)
+{
+    kl_rc rc = KL_OK;
     const X509_NAME *subject = X509_get_subject_name(cert);
-    TRY(store_ca_list(ca->st, &cas, &n));
     for (size_t i = 0; i < n; i++) {
         X509 *x = ca_subject_parsed(ca, cas[i].der, cas[i].der_len);
         if (!x) {
@@ -181,6 +188,5 @@ kl_rc ca_subject_check(ca_ctx *ca, const X509 *cert, int is_ca)
         }
     }
 out:
-    store_ca_list_free(cas, n);
     return rc;
 }

@@ -117,6 +117,17 @@ struct kl_conf;
 kl_rc store_conf_dsn(const struct kl_conf *conf, char **out) KL_WUR;
 void store_close(store *s);
 
+/* --- one snapshot for several reads ---
+ * Between store_snapshot_begin and store_snapshot_end, this thread's reads of `s` that use the
+ * reader connection (the point reads: store_cert_state_get, store_ca_get, store_ca_list, ...)
+ * run in one read transaction: one snapshot, one lock and one begin/end instead of one per
+ * read. Other threads' reads of `s` wait until the end, so keep it short: no writes, no
+ * signing, and no lock another reader may hold (ca_ctx's cache lock). One at a time per thread.
+ * store_snapshot_end returns `rc` (its message kept) when it is not KL_OK, else the end's own
+ * result. */
+kl_rc store_snapshot_begin(store *s) KL_WUR;
+kl_rc store_snapshot_end(store *s, kl_rc rc) KL_WUR;
+
 /* --- CA records --- */
 kl_rc store_ca_put(store *s, const store_ca *ca) KL_WUR; /* KL_EEXIST on label clash */
 /* Record n CAs in order (each with its ca-create audit entry) and then the audit entry

@@ -310,11 +310,18 @@ kl_rc store_read(store *s, store_tx_fn fn, void *arg)
     return rc;
 }
 
+/* The store whose reader connection this thread holds in one read transaction
+ * (store_snapshot_begin), NULL when none: its store_get calls run in that transaction. */
+static _Thread_local const store *tl_snap;
+
 kl_rc store_get(store *s, store_tx_fn fn, void *arg)
 {
     kl_rc rc = store_usable(s);
     if (rc != KL_OK) {
         return rc;
+    }
+    if (tl_snap == s) {
+        return fn(&s->r, arg); /* rmu held and the transaction open: store_snapshot_begin */
     }
     pthread_mutex_lock(&s->rmu);
     if (!s->r.d) {
@@ -323,6 +330,44 @@ kl_rc store_get(store *s, store_tx_fn fn, void *arg)
     if (rc == KL_OK) {
         rc = fn(&s->r, arg);
     }
+    pthread_mutex_unlock(&s->rmu);
+    return rc;
+}
+
+kl_rc store_snapshot_begin(store *s)
+{
+    kl_rc rc = store_usable(s);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    if (tl_snap) {
+        return kl_fail(KL_EINTERNAL, "store: a snapshot is already open in this thread");
+    }
+    pthread_mutex_lock(&s->rmu);
+    if (!s->r.d) {
+        rc = s->drv->open(&s->r.d, s->dsn, 1);
+    }
+    if (rc == KL_OK) {
+        rc = s->drv->begin(s->r.d, 0);
+        if (rc != KL_OK) {
+            rc = sc_fail(s->r.d, rc, "begin read");
+        }
+    }
+    if (rc != KL_OK) {
+        pthread_mutex_unlock(&s->rmu);
+        return rc;
+    }
+    tl_snap = s;
+    return KL_OK;
+}
+
+kl_rc store_snapshot_end(store *s, kl_rc rc)
+{
+    if (!s || tl_snap != s) {
+        return rc != KL_OK ? rc : kl_fail(KL_EINTERNAL, "store: no snapshot open in this thread");
+    }
+    tl_snap = NULL;
+    rc = tx_end(s->r.d, rc); /* COMMIT ends the snapshot; after a failure ROLLBACK keeps it */
     pthread_mutex_unlock(&s->rmu);
     return rc;
 }

@@ -542,6 +542,73 @@ static void test_insert_state(void **state)
     OPENSSL_free(der);
 }
 
+/* store_snapshot_begin/end: the reads of this thread in between see one snapshot (a
+ * certificate another thread records meanwhile is not there until the end), a second begin in
+ * the same thread is refused, and the end passes a failure through with its message. */
+typedef struct {
+    store *s;
+    store_cert rec;
+    const uint8_t *der;
+    size_t len;
+    kl_rc rc;
+} snap_writer;
+
+static void *snap_write(void *arg)
+{
+    snap_writer *w = arg;
+    w->rc = store_cert_insert(w->s, &w->rec, w->der, w->len, "alice", NULL);
+    return NULL;
+}
+
+static void test_snapshot(void **state)
+{
+    fx *f = *state;
+    uint8_t *der = NULL;
+    size_t len = 0;
+    assert_true(make_cert("5C01", "dev-snap", &der, &len));
+    store_cert rec = {.serial_hex = "5c01",
+                      .issuer = "field-ca",
+                      .subject = "CN=dev-snap,O=Keyline Test",
+                      .template_name = "device-ldevid",
+                      .device_id = "dev-snap",
+                      .status = STORE_ST_VALID,
+                      .not_before = 1700000000,
+                      .not_after = 1800000000,
+                      .revoke_reason = -1};
+    assert_rc(store_cert_insert(f->s, &rec, der, len, "alice", NULL), KL_OK);
+
+    store_cert_state cs;
+    assert_rc(store_snapshot_begin(f->s), KL_OK);
+    assert_rc(store_snapshot_begin(f->s), KL_EINTERNAL); /* one at a time per thread */
+    assert_rc(store_cert_state_get(f->s, "5C01", &cs), KL_OK);
+    assert_string_equal(cs.status, STORE_ST_VALID);
+    /* another thread records a certificate while the snapshot is open: its write does not
+     * wait for this reader, and this reader does not see it */
+    snap_writer w = {.s = f->s, .rec = rec, .der = der, .len = len, .rc = KL_EINTERNAL};
+    w.rec.serial_hex = "5c02";
+    w.rec.device_id = "dev-snap-2";
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, snap_write, &w), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_rc(w.rc, KL_OK);
+    assert_rc(store_cert_state_get(f->s, "5C02", &cs), KL_ENOTFOUND);
+    assert_rc(store_snapshot_end(f->s, KL_OK), KL_OK);
+    assert_rc(store_cert_state_get(f->s, "5C02", &cs), KL_OK); /* seen after the end */
+    assert_string_equal(cs.status, STORE_ST_VALID);
+
+    /* a failure inside is passed through with its own message */
+    assert_rc(store_snapshot_begin(f->s), KL_OK);
+    kl_rc inner = store_cert_state_get(f->s, "FFFE", &cs);
+    assert_int_equal(inner, KL_ENOTFOUND);
+    assert_rc(store_snapshot_end(f->s, inner), KL_ENOTFOUND);
+    assert_msg_has("no certificate with serial");
+    /* an end with no snapshot open is an error, and the handle is usable after it all */
+    assert_rc(store_snapshot_end(f->s, KL_OK), KL_EINTERNAL);
+    assert_msg_has("no snapshot open");
+    assert_rc(store_cert_state_get(f->s, "5C01", &cs), KL_OK);
+    OPENSSL_free(der);
+}
+
 static void test_insert_get_list(void **state)
 {
     fx *f = *state;
@@ -3633,6 +3700,7 @@ int main(void)
         cmocka_unit_test(test_serial_normalize),
         cmocka_unit_test(test_audit_hash_vector),
         T(test_insert_state),
+        T(test_snapshot),
         T(test_insert_get_list),
         T(test_list_many),
         T(test_duplicate_serial),
