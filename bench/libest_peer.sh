@@ -62,6 +62,10 @@ bench() { # bench PORT OUT: est_bench's keep-alive and new-handshake rates, 8 cl
 libest_build || exit 0
 
 est_setup_ca
+# OCSP pre-production off, as in est_bench.sh (whose figures these rounds repeat): its pass
+# every 60 s signs an answer for each certificate issued since the last one, a few seconds of
+# keyline-cad's CPU that would land in whichever keyline round is in flight.
+printf '\n[cad]\nsocket = cad.sock\nocsp-preproduce = 0\n' >> "$KL_CONF"
 est_write_conf "threads = ${KL_BENCH_THREADS:-1}" "workers = ${KL_BENCH_WORKERS:-16}" "max-connections = 4096"
 new_csr bench "/CN=sensor-0001/serialNumber=HW0001"
 
@@ -107,12 +111,28 @@ cat "$D/root1.pem" "$D/factory1.pem" > "$L/trusted.pem"
 cp "$D/est-server.crt" "$D/est-server.pem"
 cat "$D/root1.pem" "$D/field1.pem" > "$D/trust.pem"
 LPORT=$(free_port)
-(cd "$L" && exec env EST_TRUSTED_CERTS="$L/trusted.pem" EST_CACERTS_RESP="$L/estCA/cacert.crt" \
-    EST_OPENSSL_CACONFIG="$L/ca.cnf" "$cache/inst/bin/estserver" -c "$D/est-server.pem" \
-    -k "$D/est-server.key" -r keyline-bench -n -p "$LPORT" > "$L/estserver.log" 2>&1) &
-LPID=$!
-trap 'kill $LPID 2>/dev/null || true; est_cleanup' EXIT
-wait_up "$LPID" estserver python3 -c "import socket; socket.create_connection(('127.0.0.1', $LPORT), 1)"
+LPID=
+trap 'libest_stop; est_cleanup' EXIT
+# libest's estserver runs only for its own rounds: started before each, stopped after it. Left
+# running it keeps using CPU after its clients are gone (two of its threads poll in a sleep
+# loop: 1.27 s of CPU in 10 s idle after a round, measured), which would fall on keyline's
+# next round. Each start begins with an empty index.txt: its openssl-ca code reads and rewrites
+# the whole file for every certificate, so later rounds would slow libest down.
+libest_start() {
+    : > "$L/estCA/index.txt"
+    rm -f "$L/estCA/newcerts/"*.pem
+    (cd "$L" && exec env EST_TRUSTED_CERTS="$L/trusted.pem" EST_CACERTS_RESP="$L/estCA/cacert.crt" \
+        EST_OPENSSL_CACONFIG="$L/ca.cnf" "$cache/inst/bin/estserver" -c "$D/est-server.pem" \
+        -k "$D/est-server.key" -r keyline-bench -n -p "$LPORT" >> "$L/estserver.log" 2>&1) &
+    LPID=$!
+    wait_up "$LPID" estserver python3 -c "import socket; socket.create_connection(('127.0.0.1', $LPORT), 1)"
+}
+libest_stop() {
+    [ -n "$LPID" ] || return 0
+    kill "$LPID" 2>/dev/null || true
+    wait "$LPID" 2>/dev/null || true
+    LPID=
+}
 
 # est_start's check trusts root1 alone, which the leaf alone does not chain to
 cad_start
@@ -120,17 +140,15 @@ est_run
 wait_up "$EST_PID" keyline-estd curl -sf --cacert "$D/trust.pem" "$EST_URL/healthz"
 echo "keyline-estd + keyline-cad, then libest estserver ($LIBEST_REV): $(nproc) CPUs, 8 clients, $secs s per run, $rounds rounds"
 # in turn, keyline then libest, $rounds times; each figure the median of its rounds, so that the
-# machine's other load, which comes and goes, weighs on both alike. libest's openssl-ca code
-# reads and rewrites its whole index.txt for every certificate: each round starts it empty, as
-# the first one does, so that later rounds do not slow libest down.
+# machine's other load, which comes and goes, weighs on both alike
 issued=0
 for r in $(seq 1 "$rounds"); do
     echo "-- keyline, round $r"
     bench "$EST_PORT" "$D/keyline.$r.out"
-    : > "$L/estCA/index.txt"
-    rm -f "$L/estCA/newcerts/"*.pem
     echo "-- libest, round $r"
+    libest_start
     bench "$LPORT" "$D/libest.$r.out"
+    libest_stop
     n=$(grep -c '^V' "$L/estCA/index.txt" || true)
     [ "$n" -gt 0 ] || die "libest issued nothing: $(tail -n 5 "$L/estserver.log")"
     issued=$((issued + n))
