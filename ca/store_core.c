@@ -314,6 +314,12 @@ kl_rc store_read(store *s, store_tx_fn fn, void *arg)
  * (store_snapshot_begin), NULL when none: its store_get calls run in that transaction. */
 static _Thread_local const store *tl_snap;
 
+/* The reader connection, opened on first use (under rmu). */
+static kl_rc reader_ready(store *s)
+{
+    return s->r.d ? KL_OK : s->drv->open(&s->r.d, s->dsn, 1);
+}
+
 kl_rc store_get(store *s, store_tx_fn fn, void *arg)
 {
     kl_rc rc = store_usable(s);
@@ -324,9 +330,7 @@ kl_rc store_get(store *s, store_tx_fn fn, void *arg)
         return fn(&s->r, arg); /* rmu held and the transaction open: store_snapshot_begin */
     }
     pthread_mutex_lock(&s->rmu);
-    if (!s->r.d) {
-        rc = s->drv->open(&s->r.d, s->dsn, 1);
-    }
+    rc = reader_ready(s);
     if (rc == KL_OK) {
         rc = fn(&s->r, arg);
     }
@@ -344,9 +348,7 @@ kl_rc store_snapshot_begin(store *s)
         return kl_fail(KL_EINTERNAL, "store: a snapshot is already open in this thread");
     }
     pthread_mutex_lock(&s->rmu);
-    if (!s->r.d) {
-        rc = s->drv->open(&s->r.d, s->dsn, 1);
-    }
+    rc = reader_ready(s);
     if (rc == KL_OK) {
         rc = s->drv->begin(s->r.d, 0);
         if (rc != KL_OK) {
