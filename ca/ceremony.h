@@ -208,12 +208,20 @@ kl_rc ceremony_officer_cert(const uint8_t *data, size_t len, const char *what,
  * (M officers decide who the officers are). */
 kl_rc ceremony_officer_guard(const kl_conf *conf, store *s, const char *what) KL_WUR;
 
-/* `keyline-ca revoke` under the quorum: KL_EPOLICY when one of `serials` (n of them; items
- * that are not serials, such as device ids, pass) is a CA record's certificate, or when
- * `issued_by` (NULL: none) has issued CA certificates; revoking a CA is the ceremony
- * `ca revoke-ca`. KL_OK when the quorum is 0. Store errors as such. */
-kl_rc ceremony_revoke_guard(const kl_conf *conf, store *s, const char *const *serials, size_t n,
-                            const char *issued_by) KL_WUR;
+/* `keyline-ca revoke` under the quorum: each certificate a revocation would revoke is judged
+ * as the store resolves it (store_revoke_req.check, with ceremony_revoke_guard_check and the
+ * guard as its argument), whatever named it (a serial, a device id, a period): KL_EPOLICY for a
+ * CA certificate (a CA record's certificate with basicConstraints cA, or one of a template of
+ * kind ca; an OCSP signer is none), which only the ceremony `ca revoke-ca` revokes.
+ * ceremony_revoke_guard_new: *out NULL when the quorum is 0 (nothing to check); else the
+ * guard, which reads the CA records now and uses `ca` (its templates) until freed. Store
+ * errors as such. */
+typedef struct ceremony_revoke_guard ceremony_revoke_guard;
+kl_rc ceremony_revoke_guard_new(const kl_conf *conf, ca_ctx *ca,
+                                ceremony_revoke_guard **out) KL_WUR;
+kl_rc ceremony_revoke_guard_check(void *guard, const char *serial, const char *issuer,
+                                  const char *template_name) KL_WUR;
+void ceremony_revoke_guard_free(ceremony_revoke_guard *g);
 
 /* ---- the quorum rule ----
  * [ceremony] quorum (0..CEREMONY_APPROVALS_MAX, default 0): 0, no ceremonies; M >= 1, every

@@ -5,6 +5,7 @@
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,72 +191,123 @@ out:
 
 /* ---- revoking a CA certificate ---- */
 
-/* The serials of every CA record's certificate (CAs, rollover certificates, OCSP signers) and,
- * with `parent`, whether some CA record is issued by it. Caller frees with free(). */
-static kl_rc ceremony_ca_serials(store *s, const char *parent, char ***out, size_t *n,
-                                 int *has_child)
+struct ceremony_revoke_guard {
+    long quorum;
+    ca_ctx *ca;
+    char **cas; /* the store's serials of the CA records' CA certificates, sorted */
+    size_t ncas;
+    char tpl[128]; /* the template judged last, and whether it is a CA's */
+    int tpl_ca;
+};
+
+static int ceremony_str_cmp(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* The serial (canonical, as the store has it) of a CA record's certificate when it is a CA
+ * certificate (basicConstraints cA: not an OCSP or firmware signer's), else NULL. */
+static char *ceremony_ca_serial(const store_ca *v)
+{
+    const unsigned char *p = v->der;
+    X509 *x = d2i_X509(NULL, &p, (long)v->der_len);
+    char *hex = x && (X509_get_extension_flags(x) & EXFLAG_CA)
+                    ? ca_serial_hex(X509_get0_serialNumber(x))
+                    : NULL;
+    char norm[64], *out = NULL;
+    if (hex && store_serial_normalize(hex, norm, sizeof norm) == KL_OK) {
+        out = strdup(norm);
+    }
+    OPENSSL_free(hex);
+    X509_free(x);
+    return out;
+}
+
+/* g->cas: every CA record's CA certificate (CAs, retired ones, rollover certificates). */
+static kl_rc ceremony_ca_serials(ceremony_revoke_guard *g)
 {
     kl_rc rc = KL_OK;
     store_ca *v = NULL;
     size_t nv = 0;
-    *out = NULL;
-    *n = 0;
-    TRY(store_ca_list(s, &v, &nv));
-    *out = calloc(nv ? nv : 1, sizeof **out);
-    ENSURE(*out, KL_EINTERNAL, "out of memory");
+    TRY(store_ca_list(ca_store(g->ca), &v, &nv));
+    g->cas = calloc(nv ? nv : 1, sizeof *g->cas);
+    ENSURE(g->cas, KL_EINTERNAL, "out of memory");
     for (size_t i = 0; i < nv; i++) {
-        const unsigned char *p = v[i].der;
-        X509 *x = d2i_X509(NULL, &p, (long)v[i].der_len);
-        char *hex = x ? ca_serial_hex(X509_get0_serialNumber(x)) : NULL;
-        X509_free(x);
-        if (hex) {
-            (*out)[(*n)++] = strdup(hex);
-            OPENSSL_free(hex);
-        }
-        if (parent && has_child && v[i].parent && strcmp(v[i].parent, parent) == 0) {
-            *has_child = 1;
+        char *serial = ceremony_ca_serial(&v[i]);
+        if (serial) {
+            g->cas[g->ncas++] = serial;
         }
     }
+    qsort(g->cas, g->ncas, sizeof *g->cas, ceremony_str_cmp);
 out:
     store_ca_list_free(v, nv);
     return rc;
 }
 
-kl_rc ceremony_revoke_guard(const kl_conf *conf, store *s, const char *const *serials, size_t n,
-                            const char *issued_by)
+kl_rc ceremony_revoke_guard_new(const kl_conf *conf, ca_ctx *ca, ceremony_revoke_guard **out)
 {
     kl_rc rc = KL_OK;
     long q = 0;
-    char **cas = NULL, norm[64];
-    size_t ncas = 0;
-    int child = 0;
+    ceremony_revoke_guard *g = NULL;
+    *out = NULL;
     TRY(ceremony_quorum(conf, &q));
     if (q == 0) {
+        goto out;
+    }
+    g = calloc(1, sizeof *g);
+    ENSURE(g, KL_EINTERNAL, "out of memory");
+    g->quorum = q;
+    g->ca = ca;
+    TRY(ceremony_ca_serials(g));
+    *out = g;
+    g = NULL;
+out:
+    ceremony_revoke_guard_free(g);
+    return rc;
+}
+
+/* Whether template `name` makes CA certificates (an unknown template: not by its name; a CA
+ * record's certificate is still known by its serial). The last answer is kept: a batch's
+ * certificates share a template or two. */
+static int ceremony_tpl_is_ca(ceremony_revoke_guard *g, const char *name)
+{
+    if (!name || strlen(name) >= sizeof g->tpl) {
+        return 0;
+    }
+    if (strcmp(g->tpl, name) != 0) {
+        ca_tpl_info info;
+        g->tpl_ca = ca_template_info(g->ca, name, &info) == KL_OK && info.is_ca;
+        snprintf(g->tpl, sizeof g->tpl, "%s", name);
+    }
+    return g->tpl_ca;
+}
+
+kl_rc ceremony_revoke_guard_check(void *arg, const char *serial, const char *issuer,
+                                  const char *template_name)
+{
+    ceremony_revoke_guard *g = arg;
+    int ca_cert = ceremony_tpl_is_ca(g, template_name) ||
+                  (g->ncas && bsearch(&serial, g->cas, g->ncas, sizeof *g->cas, ceremony_str_cmp));
+    if (!ca_cert) {
         return KL_OK;
     }
-    TRY(ceremony_ca_serials(s, issued_by, &cas, &ncas, &child));
-    ENSURE(!child, KL_EPOLICY,
-           "CA '%s' has issued CA certificates, and revoking a CA needs a ceremony ([ceremony] "
-           "quorum = %ld): revoke device certificates with --from, a CA with keyline-ca "
-           "ceremony propose ca revoke-ca --label L --reason R",
-           issued_by, q);
-    for (size_t i = 0; i < n; i++) {
-        if (ca_serial_normalise(serials[i], norm, sizeof norm) != KL_OK) {
-            continue; /* a device id, not a serial */
-        }
-        for (size_t k = 0; k < ncas; k++) {
-            ENSURE(!cas[k] || strcmp(cas[k], norm) != 0, KL_EPOLICY,
-                   "%s is a CA certificate: revoking a CA needs a ceremony ([ceremony] quorum = "
-                   "%ld): keyline-ca ceremony propose ca revoke-ca --label L --reason R",
-                   norm, q);
-        }
+    return kl_fail(KL_EPOLICY,
+                   "%s (issued by %s) is a CA certificate: revoking a CA needs a ceremony "
+                   "([ceremony] quorum = %ld): keyline-ca ceremony propose ca revoke-ca --label L "
+                   "--reason R; nothing was revoked",
+                   serial, issuer, g->quorum);
+}
+
+void ceremony_revoke_guard_free(ceremony_revoke_guard *g)
+{
+    if (!g) {
+        return;
     }
-out:
-    for (size_t k = 0; k < ncas; k++) {
-        free(cas[k]);
+    for (size_t k = 0; k < g->ncas; k++) {
+        free(g->cas[k]);
     }
-    free(cas);
-    return rc;
+    free(g->cas);
+    free(g);
 }
 
 /* Revoke CA `label`'s certificate (never a root: a root is retired) and publish its parent's
@@ -492,7 +544,7 @@ const ceremony_op ceremony_ops[] = {
      ceremony_run_ca_retire,
      NULL,
      0},
-    /* plain `revoke` of a CA certificate refuses itself (ceremony_revoke_guard) */
+    /* plain `revoke` of a CA certificate refuses itself (ceremony_revoke_guard_check) */
     {"ca revoke-ca",
      "revoke an issuing CA's certificate and publish its parent's CRL",
      {{"label", 1, NULL}, {"reason", 1, NULL}, {NULL, 0, NULL}},

@@ -1,4 +1,5 @@
 /* keyline-ca revoke / crl */
+#include <ctype.h>
 #include <getopt.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -48,13 +49,14 @@ static kl_rc revoke_publish_one(ca_ctx *ca, const char *issuer, const char *seri
     return rc;
 }
 
-/* After the revocations: each issuer's CRL, once. */
+/* After the revocations: each issuer's CRL, once (with `serial`, the one certificate of a
+ * --serial: its partition's CRL alone). */
 static kl_rc revoke_publish(ca_ctx *ca, const store_revoke_result *res, time_t since,
-                            const char *what)
+                            const char *serial, const char *what)
 {
     kl_rc rc = KL_OK;
     for (size_t i = 0; i < res->n_issuers; i++) {
-        kl_rc r = revoke_publish_one(ca, res->issuers[i], NULL, since);
+        kl_rc r = revoke_publish_one(ca, res->issuers[i], serial, since);
         if (r != KL_OK && rc == KL_OK) {
             char why[256];
             snprintf(why, sizeof why, "%s", kl_errmsg());
@@ -74,33 +76,60 @@ static kl_rc revoke_preview_line(void *arg, const char *serial, const char *issu
     return printf("%s %s\n", serial, issuer) < 0 ? kl_fail(KL_EIO, "stdout: cannot write") : KL_OK;
 }
 
-/* keyline-ca revoke --from FILE | --issued-by LABEL --between T1 T2: one transaction, one
- * audit entry per certificate, then one CRL per issuer concerned. With --dry-run
- * (rq->preview set): the same checks in a read transaction, the certificates it would revoke
- * listed, nothing changed, no token login. */
+/* What was revoked, on stdout; `what` (for messages) says it in a few words. */
+static void revoke_report(const store_revoke_req *rq, const store_revoke_result *res, char *what,
+                          size_t whatsz)
+{
+    const char *reason = ca_reason_name(rq->reason < 0 ? 0 : rq->reason);
+    if (rq->single) {
+        printf("revoked %s (%s)\n", rq->items[0] + strlen("serial:"), reason);
+        snprintf(what, whatsz, "revoked %s", rq->items[0] + strlen("serial:"));
+        return;
+    }
+    printf("revoked %zu certificate%s (%s)%s", res->revoked, res->revoked == 1 ? "" : "s", reason,
+           res->already ? "; " : "\n");
+    if (res->already) {
+        printf("%zu already revoked\n", res->already);
+    }
+    snprintf(what, whatsz, "revoked %zu certificates", res->revoked);
+}
+
+/* The --issued-by CA exists (a batch of an unknown label would revoke nothing, silently). */
+static kl_rc revoke_issuer_check(ca_ctx *ca, const char *issuer)
+{
+    store_ca rec;
+    memset(&rec, 0, sizeof rec);
+    kl_rc rc = store_ca_get(ca_store(ca), issuer, &rec);
+    store_ca_free(&rec);
+    return rc == KL_ENOTFOUND ? kl_fail(KL_EUSAGE, "--issued-by %s: no such CA", issuer) : rc;
+}
+
+/* keyline-ca revoke, each form (a --serial is a list of one "serial:HEX" with rq->single): one
+ * transaction, one audit entry per certificate, then one CRL per issuer concerned. Under
+ * [ceremony] quorum, every certificate it would revoke is judged as the store resolves it
+ * (ceremony_revoke_guard_check). With --dry-run (rq->preview set): the same checks in a read
+ * transaction, the certificates it would revoke listed, nothing changed, no token login. */
 static kl_rc revoke_many(cli *c, store_revoke_req *rq)
 {
     kl_rc rc = KL_OK;
     ca_ctx *ca = NULL;
-    char *text = NULL, **items = NULL;
+    ceremony_revoke_guard *guard = NULL;
+    char *text = NULL, **items = NULL, what[128];
     size_t n = 0;
     store_revoke_result res;
     memset(&res, 0, sizeof res);
-    if (rq->source) {
+    if (rq->source && !rq->single) {
         TRY(revoke_list_read(rq->source, &text, &items, &n));
         rq->items = (const char *const *)items;
         rq->n_items = n;
     }
     TRY(cli_open(c, !rq->preview, &ca));
     if (rq->issuer) {
-        store_ca rec;
-        memset(&rec, 0, sizeof rec);
-        rc = store_ca_get(ca_store(ca), rq->issuer, &rec);
-        store_ca_free(&rec);
-        ENSURE(rc != KL_ENOTFOUND, KL_EUSAGE, "--issued-by %s: no such CA", rq->issuer);
-        TRY(rc);
+        TRY(revoke_issuer_check(ca, rq->issuer));
     }
-    TRY(ceremony_revoke_guard(c->conf, ca_store(ca), rq->items, rq->n_items, rq->issuer));
+    TRY(ceremony_revoke_guard_new(c->conf, ca, &guard));
+    rq->check = guard ? ceremony_revoke_guard_check : NULL;
+    rq->check_arg = guard;
     rq->actor = c->actor;
     rq->when = rq->when ? rq->when : time(NULL);
     TRY(store_cert_revoke_many(ca_store(ca), rq, &res));
@@ -113,29 +142,51 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
                 ca_reason_name(rq->reason < 0 ? 0 : rq->reason), res.already);
         goto out;
     }
-    printf("revoked %zu certificate%s (%s)%s", res.revoked, res.revoked == 1 ? "" : "s",
-           ca_reason_name(rq->reason < 0 ? 0 : rq->reason), res.already ? "; " : "\n");
-    if (res.already) {
-        printf("%zu already revoked\n", res.already);
-    }
-    char what[64];
-    snprintf(what, sizeof what, "revoked %zu certificates", res.revoked);
-    TRY(revoke_publish(ca, &res, rq->when, what));
+    revoke_report(rq, &res, what, sizeof what);
+    /* The issuer's published CRL follows at once: keyline-estd serves the stored CRL of a CA
+     * whose key it does not sign with (a root), so that one changes only here. */
+    TRY(revoke_publish(ca, &res, rq->when, rq->single ? rq->items[0] + strlen("serial:") : NULL,
+                       what));
 out:
+    ceremony_revoke_guard_free(guard);
     ca_close(ca);
     free(items);
     free(text);
     return rc;
 }
 
+/* A date alone (YYYY-MM-DD), by its form: as T2 it means the whole day. */
+static int revoke_is_date(const char *s)
+{
+    for (int i = 0; i < 10; i++) {
+        if ((i == 4 || i == 7) ? s[i] != '-' : !isdigit((unsigned char)s[i])) {
+            return 0;
+        }
+    }
+    return s[10] == 0;
+}
+
+/* --between T1 T2 into rq->from and rq->until (T2 a date alone: its last second). */
+static kl_rc revoke_period_parse(const char *t1, const char *t2, store_revoke_req *rq)
+{
+    int ok = t2 && ca_revoke_time_parse(t1, &rq->from) && ca_revoke_time_parse(t2, &rq->until);
+    if (ok && revoke_is_date(t2)) {
+        rq->until += 86399;
+    }
+    if (!ok || rq->from > rq->until) {
+        return kl_fail(KL_EUSAGE, "--between T1 T2: two times, YYYY-MM-DD[THH:MM:SSZ] (UTC) or "
+                                  "@SECONDS, T1 <= T2 (a date alone as T2: the whole day)");
+    }
+    return KL_OK;
+}
+
 kl_rc cmd_revoke(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
     const char *serial = NULL, *reason_name = "unspecified", *t1 = NULL, *t2 = NULL;
-    ca_ctx *ca = NULL;
-    store_cert cert;
+    char item[80];
+    const char *items[1] = {item};
     store_revoke_req rq;
-    memset(&cert, 0, sizeof cert);
     memset(&rq, 0, sizeof rq);
     static const struct option opts[] = {{"serial", required_argument, NULL, 's'},
                                          {"reason", required_argument, NULL, 'r'},
@@ -164,52 +215,29 @@ kl_rc cmd_revoke(cli *c, int argc, char **argv)
     int modes = (serial != NULL) + (rq.source != NULL) + (rq.issuer != NULL || t1 != NULL);
     ENSURE(modes == 1 && optind == argc, KL_EUSAGE,
            "revoke needs one of --serial HEX, --from FILE, --issued-by LABEL --between T1 T2");
-    int reason = ca_reason_from_name(reason_name);
-    ENSURE(reason >= 0 && reason != 8, KL_EUSAGE,
+    rq.reason = ca_reason_from_name(reason_name);
+    ENSURE(rq.reason >= 0 && rq.reason != 8, KL_EUSAGE,
            "unknown reason '%s' (unspecified, keyCompromise, cACompromise, affiliationChanged, "
            "superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise)",
            reason_name);
-    if (serial && rq.preview) {
-        /* one certificate, checked as a list of one is */
-        rq.items = &serial;
+    if (serial) {
+        /* a serial only (0x, colons, any case), never a device id; then checked, dry run or
+         * not, as a list of one */
+        char hex[64], norm[64];
+        TRY(ca_serial_normalise(serial, hex, sizeof hex));
+        ENSURE(store_serial_normalize(hex, norm, sizeof norm) == KL_OK, KL_EUSAGE,
+               "--serial %s: not a serial number (at most 20 octets, not zero)", serial);
+        snprintf(item, sizeof item, "serial:%s", norm);
+        rq.items = items;
         rq.n_items = 1;
-        rq.reason = reason;
-        return revoke_many(c, &rq);
+        rq.single = 1;
+        rq.source = "--serial";
+    } else if (!rq.source) {
+        ENSURE(rq.issuer && t1, KL_EUSAGE, "--issued-by LABEL needs --between T1 T2");
+        TRY(revoke_period_parse(t1, t2, &rq));
     }
-    if (!serial) {
-        ENSURE(!rq.issuer == !t1, KL_EUSAGE, "--issued-by LABEL needs --between T1 T2");
-        ENSURE(!t1 || (t2 && ca_revoke_time_parse(t1, &rq.from) &&
-                       ca_revoke_time_parse(t2, &rq.until) && rq.from <= rq.until),
-               KL_EUSAGE,
-               "--between T1 T2: two times, YYYY-MM-DD[THH:MM:SSZ] (UTC) or @SECONDS, T1 <= T2");
-        /* a date alone as T2 means the whole day */
-        if (t2 && strlen(t2) == 10) {
-            rq.until += 86399;
-        }
-        rq.reason = reason;
-        return revoke_many(c, &rq);
-    }
-    /* Revocation is a CA action: it takes the officer's token login like issuing. */
-    TRY(cli_open(c, 1, &ca));
-    TRY(ceremony_revoke_guard(c->conf, ca_store(ca), &serial, 1, NULL));
-    TRY(ca_revoke(ca, serial, reason, c->actor));
-    printf("revoked %s (%s)\n", serial, reason_name);
-    /* The issuer's published CRL follows at once: keyline-estd serves the stored CRL of a CA
-     * whose key it does not sign with (a root), so that one changes only here. */
-    char norm[64], why[256];
-    TRY(ca_serial_normalise(serial, norm, sizeof norm));
-    TRY(store_cert_get(ca_store(ca), norm, &cert));
-    rc = revoke_publish_one(ca, cert.issuer, norm, cert.revoked_at);
-    if (rc != KL_OK) {
-        snprintf(why, sizeof why, "%s", kl_errmsg());
-        rc = kl_fail(rc,
-                     "revoked %s, but the CRL of %s was not published: %s (run keyline-ca crl "
-                     "--issuer %s)",
-                     norm, cert.issuer, why, cert.issuer);
-    }
+    rc = revoke_many(c, &rq);
 out:
-    store_cert_free(&cert);
-    ca_close(ca);
     return rc;
 }
 

@@ -185,17 +185,26 @@ kl_rc store_cert_revoke(store *s, const char *serial_hex, int reason, time_t whe
  * "device:"), or, with `issuer`, every valid or pending certificate it issued (created) from
  * `from` to `until` inclusive. Each as store_cert_revoke: reason (-1 none) and time `when` (0:
  * now), the device marked, one audit entry "revoke"; the epochs of the issuers concerned move
- * once. All or nothing: an item that names no certificate (nor a device that has one), or a
+ * once. A device id names the current certificate of the inventory's device, else the one valid
+ * or pending certificate issued with that device id (several: KL_EINPUT, name one by serial).
+ * All or nothing: an item that names no certificate (nor a device that has one), or a
  * reservation, fails the whole with its position (KL_ENOTFOUND, KL_EINPUT). An item already
- * revoked is counted in res->already, not changed. */
+ * revoked is counted in res->already, not changed (with `single`: KL_EEXIST). */
 #define STORE_REVOKE_ISSUERS_MAX 64
 /* A dry run's report: a certificate the request would revoke (canonical serial, its issuer), in
  * the order it would be; a non-KL_OK return stops and is returned. */
 typedef kl_rc (*store_revoke_preview_fn)(void *arg, const char *serial, const char *issuer);
+/* A check of each certificate the request would revoke, dry run or not, inside the transaction
+ * (canonical serial, its issuer, its template or NULL): a non-KL_OK return fails the whole
+ * request (nothing changed) and is returned. It must not use the store. */
+typedef kl_rc (*store_revoke_check_fn)(void *arg, const char *serial, const char *issuer,
+                                       const char *template_name);
 typedef struct {
     const char *const *items;
     size_t n_items;
     const char *source; /* names the list in errors ("FILE"), NULL: "list" */
+    int single;         /* one certificate asked for (revoke --serial): `source` alone names it in
+                         * errors, and already revoked is KL_EEXIST */
     const char *issuer; /* NULL: the items */
     time_t from, until;
     int reason;
@@ -205,6 +214,8 @@ typedef struct {
      * it would revoke reported here instead, nothing changed, no audit entry */
     store_revoke_preview_fn preview;
     void *preview_arg;
+    store_revoke_check_fn check; /* NULL: none */
+    void *check_arg;
 } store_revoke_req;
 typedef struct {
     size_t revoked, already;

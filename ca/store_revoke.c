@@ -13,7 +13,8 @@
 
 #define RV_SERIAL_MAX 40
 
-static const store_q q_rv_status = {"SELECT id, status, issuer FROM certs WHERE serial = ?1", NULL};
+static const store_q q_rv_status = {
+    "SELECT id, status, issuer, template FROM certs WHERE serial = ?1", NULL};
 static const store_q q_rv_update = {
     "UPDATE certs SET status = 'revoked', revoked_at = ?2, revoke_reason = ?3"
     " WHERE id = ?1 AND status IN ('valid', 'pending')",
@@ -27,6 +28,12 @@ static const store_q q_rv_device = {
     "UPDATE devices SET state = 'revoked', detail = ?2, updated = ?3 WHERE cert_serial = ?1", NULL};
 static const store_q q_rv_device_cert = {"SELECT cert_serial FROM devices WHERE device_id = ?1",
                                          NULL};
+/* a device id outside the inventory: the certificates issued with it (issue --device-id), the
+ * valid or pending ones first */
+static const store_q q_rv_device_issued = {
+    "SELECT serial, status FROM certs WHERE device_id = ?1"
+    " AND status IN ('valid', 'pending', 'revoked') ORDER BY status = 'revoked', id LIMIT 2",
+    NULL};
 static const store_q q_rv_epoch = {"INSERT INTO revocation_epochs (issuer, epoch) VALUES (?1, 1)"
                                    " ON CONFLICT (issuer) DO UPDATE SET"
                                    " epoch = revocation_epochs.epoch + 1",
@@ -37,11 +44,11 @@ static const store_q q_rv_epoch = {"INSERT INTO revocation_epochs (issuer, epoch
 static const store_q q_rv_batch = {
     "UPDATE certs SET status = 'revoked', revoked_at = ?4, revoke_reason = ?5"
     " WHERE issuer = ?1 AND created >= ?2 AND created <= ?3 AND status IN ('valid', 'pending')"
-    " RETURNING id, serial",
+    " RETURNING id, serial, template",
     NULL};
 /* the same rows as q_rv_batch, unchanged: a dry run */
 static const store_q q_rv_batch_preview = {
-    "SELECT id, serial FROM certs WHERE issuer = ?1 AND created >= ?2 AND created <= ?3"
+    "SELECT id, serial, template FROM certs WHERE issuer = ?1 AND created >= ?2 AND created <= ?3"
     " AND status IN ('valid', 'pending') ORDER BY id",
     NULL};
 /* served by the partial index certs_revoked (issuer, length(serial), serial, ...): serials are
@@ -135,6 +142,12 @@ static kl_rc rv_iss_index(rv_arg *a, const char *issuer, uint8_t *out)
     return KL_OK;
 }
 
+/* The request's check of a certificate it would revoke, if it has one. */
+static kl_rc rv_check(const rv_arg *a, const char *serial, const char *issuer, const char *tpl)
+{
+    return a->req->check ? a->req->check(a->req->check_arg, serial, issuer, tpl) : KL_OK;
+}
+
 /* Read certificate k->serial into k (its row and issuer; id -1 when already revoked, counted).
  * No such certificate: KL_ENOTFOUND, or with `found` (then 0 there) KL_OK and nothing read. */
 static kl_rc rv_read(store_conn *c, rv_arg *a, rv_key *k, const char *what, int *found)
@@ -151,35 +164,77 @@ static kl_rc rv_read(store_conn *c, rv_arg *a, rv_key *k, const char *what, int 
     }
     ENSURE(row, KL_ENOTFOUND, "%s: no certificate with serial %s", what, k->serial);
     const char *status = col_text(st, 1, NULL) ? col_text(st, 1, NULL) : "";
+    const char *issuer = col_text(st, 2, NULL) ? col_text(st, 2, NULL) : "";
     k->id = -1;
     if (strcmp(status, STORE_ST_REVOKED) == 0) {
+        ENSURE(!a->req->single, KL_EEXIST, "%s: certificate %s is already revoked", what,
+               k->serial);
         a->res->already++;
         goto out;
     }
     ENSURE(strcmp(status, STORE_ST_VALID) == 0 || strcmp(status, STORE_ST_PENDING) == 0,
            KL_ENOTFOUND, "%s: no certificate with serial %s (only a %s reservation)", what,
            k->serial, status);
-    TRY(rv_iss_index(a, col_text(st, 2, NULL) ? col_text(st, 2, NULL) : "", &k->iss));
+    TRY(rv_check(a, k->serial, issuer, col_text(st, 3, NULL)));
+    TRY(rv_iss_index(a, issuer, &k->iss));
     k->id = col_int(st, 0);
 out:
     sc_done(st);
     return rc;
 }
 
-/* Resolve an item of a --from list: "serial:HEX", "device:ID", or either (a serial when a
- * certificate has it, else a device's current certificate; the certificate tried first: one
- * lookup for a serial). */
-static kl_rc rv_resolve(store_conn *c, rv_arg *a, rv_key *k)
+/* The certificate of device id `dev` into out (RV_SERIAL_MAX + 1 bytes): the inventory's
+ * device's current one, else the one valid or pending certificate issued with that device id
+ * (none: one of its revoked ones, to be counted as such; several: refused, as ambiguous). */
+static kl_rc rv_device_serial(store_conn *c, const char *dev, const char *what, char *out)
 {
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
+    TRY(sc_stmt(c, &q_rv_device_cert, &st));
+    TRY(sc_text(st, 1, dev));
+    TRY(sc_step(st, &row, "read device"));
+    if (row && col_text(st, 0, NULL)) {
+        snprintf(out, RV_SERIAL_MAX + 1, "%s", col_text(st, 0, NULL));
+        goto out;
+    }
+    sc_done(st); /* one statement at a time on the connection */
+    st = NULL;
+    TRY(sc_stmt(c, &q_rv_device_issued, &st));
+    TRY(sc_text(st, 1, dev));
+    TRY(sc_step(st, &row, "read the device's certificates"));
+    ENSURE(row && col_text(st, 0, NULL) && col_text(st, 1, NULL), KL_ENOTFOUND,
+           "%s: no certificate with that serial and no device with a certificate", what);
+    snprintf(out, RV_SERIAL_MAX + 1, "%s", col_text(st, 0, NULL));
+    int live = strcmp(col_text(st, 1, NULL), STORE_ST_REVOKED) != 0;
+    TRY(sc_step(st, &row, "read the device's certificates"));
+    ENSURE(!live || !row || !col_text(st, 1, NULL) ||
+               strcmp(col_text(st, 1, NULL), STORE_ST_REVOKED) == 0,
+           KL_EINPUT,
+           "%s: device %s has several valid certificates (issued with --device-id): name the "
+           "one to revoke by its serial",
+           what, dev);
+out:
+    sc_done(st);
+    return rc;
+}
+
+/* Resolve an item of a --from list: "serial:HEX", "device:ID", or either (a serial when a
+ * certificate has it, else a device's certificate; the certificate tried first: one lookup for
+ * a serial). */
+static kl_rc rv_resolve(store_conn *c, rv_arg *a, rv_key *k)
+{
+    kl_rc rc = KL_OK;
     char what[160];
     const char *item = k->item;
     const char *dev = strncmp(item, "device:", 7) == 0 ? item + 7 : NULL;
     const char *ser = strncmp(item, "serial:", 7) == 0 ? item + 7 : NULL;
-    snprintf(what, sizeof what, "%s item %lu (%.100s)", a->req->source ? a->req->source : "list",
-             (unsigned long)k->idx + 1, item);
+    if (a->req->single) {
+        snprintf(what, sizeof what, "%s", a->req->source ? a->req->source : "revoke");
+    } else {
+        snprintf(what, sizeof what, "%s item %lu (%.100s)",
+                 a->req->source ? a->req->source : "list", (unsigned long)k->idx + 1, item);
+    }
     ENSURE(!ser || k->serial[0], KL_EINPUT, "%s: not a serial number", what);
     if (!dev && k->serial[0]) {
         int found = 1;
@@ -188,17 +243,9 @@ static kl_rc rv_resolve(store_conn *c, rv_arg *a, rv_key *k)
             goto out;
         }
     }
-    TRY(sc_stmt(c, &q_rv_device_cert, &st));
-    TRY(sc_text(st, 1, dev ? dev : item));
-    TRY(sc_step(st, &row, "read device"));
-    ENSURE(row && col_text(st, 0, NULL), KL_ENOTFOUND,
-           "%s: no certificate with that serial and no device with a certificate", what);
-    snprintf(k->serial, sizeof k->serial, "%s", col_text(st, 0, NULL));
-    sc_done(st); /* one statement at a time on the connection */
-    st = NULL;
+    TRY(rv_device_serial(c, dev ? dev : item, what, k->serial));
     TRY(rv_read(c, a, k, what, NULL));
 out:
-    sc_done(st);
     return rc;
 }
 
@@ -243,6 +290,7 @@ static kl_rc rv_batch_rows(store_conn *c, const rv_arg *a, rv_row **vp, size_t *
         const char *sn = col_text(st, 1, NULL);
         ENSURE(sn && strlen(sn) <= RV_SERIAL_MAX, KL_EINTERNAL, "store: a bad serial in %s",
                a->req->issuer);
+        TRY(rv_check(a, sn, a->req->issuer, col_text(st, 2, NULL)));
         (*vp)[*np].id = col_int(st, 0);
         memcpy((*vp)[*np].serial, sn, strlen(sn) + 1);
         (*np)++;

@@ -157,7 +157,9 @@ ok "ca create (issuing CA) and ca retire as ceremonies; plain ca retire refused"
 cid=$(kca ceremony propose ca create --label field2 --template field-ca --issuer root1 \
         --subject "CN=Quorum Field CA 2,O=Keyline Test")
 approve "$cid" alice 1111 2>/dev/null; approve "$cid" carol 3333 2>/dev/null
+tf0=$(date +%s)
 kca ceremony run --id "$cid" 2>/dev/null
+tf1=$(date +%s)
 kca ca cert --label field2 > field2.pem
 f2=$(openssl x509 -in field2.pem -noout -serial | cut -d= -f2)
 make_key ec-p256 dev.key
@@ -165,9 +167,45 @@ openssl req -new -key dev.key -subj "/CN=quorum device" -out dev.csr 2>/dev/null
 kca issue --issuer field2 --template device-ldevid --csr dev.csr --out dev.pem
 rc=0; kca revoke --serial "$f2" --reason cACompromise 2>err.txt || rc=$?
 [ $rc = 4 ] && grep -q "ceremony propose ca revoke-ca" err.txt || { cat err.txt; fail "plain revoke of a CA certificate not refused (exit $rc)"; }
+refused_ca() { # WHAT COMMAND...: refused with exit 4 as a CA certificate's revocation
+  local what=$1 rc=0; shift
+  "$@" > out.txt 2> err.txt || rc=$?
+  [ $rc = 4 ] && grep -q "is a CA certificate: revoking a CA needs a ceremony" err.txt ||
+    { cat out.txt err.txt; fail "$what: not refused as a CA's revocation (exit $rc)"; }
+}
 echo "$f2" > ca.list
-expect_fail "revoke --from a list holding a CA serial" kca revoke --from ca.list
-expect_fail "revoke --issued-by a CA that issued CAs" kca revoke --issued-by root1 --between 2000-01-01 2100-01-01
+refused_ca "revoke --from a list holding a CA serial" kca revoke --from ca.list
+# the guard judges what the store resolves an item to, however it is written
+echo "serial:$f2" > ca.list
+refused_ca "revoke --from serial:CA" kca revoke --from ca.list --reason cACompromise
+refused_ca "revoke --from serial:CA --dry-run" kca revoke --from ca.list --dry-run
+refused_ca "revoke --serial 0xCA --dry-run" kca revoke --serial "0x$f2" --dry-run
+sql "INSERT INTO devices (device_id, model, cert_serial, state, updated) VALUES ('HWCA1', 'm', '$f2', 'provisioned', 0)"
+echo "device:HWCA1" > ca.list
+refused_ca "revoke --from device:ID whose certificate is a CA's" kca revoke --from ca.list
+sql "DELETE FROM devices WHERE device_id = 'HWCA1'"
+refused_ca "revoke --issued-by root1 over all time" kca revoke --issued-by root1 --between 2000-01-01 2100-01-01
+refused_ca "revoke --issued-by root1 over field2's issuance" kca revoke --issued-by root1 --between "@$tf0" "@$tf1"
+kca revoke --issued-by root1 --between 2000-01-01 2000-01-02 --dry-run > out.txt 2> err.txt ||
+  { cat err.txt; fail "a batch of root1 holding no CA certificate refused"; }
+kca show --serial "$f2" | grep -q "status: *valid" || fail "a refused revocation revoked field2"
+# an OCSP signer is no CA: field2's does not stop a batch of field2's device certificates
+oid=$(kca ceremony propose ca create --label field2.ocsp --template ocsp-signer --issuer field2 \
+        --subject "CN=Quorum Field CA 2 OCSP")
+approve "$oid" alice 1111 2>/dev/null; approve "$oid" carol 3333 2>/dev/null
+kca ceremony run --id "$oid" 2>/dev/null
+kca ca list | grep -q "^field2.ocsp" || fail "no OCSP signer field2.ocsp"
+sleep 1.1
+tb0=$(date +%s)
+kca issue --issuer field2 --template device-ldevid --csr dev.csr --out devb1.pem
+kca issue --issuer field2 --template device-ldevid --csr dev.csr --out devb2.pem
+tb1=$(date +%s)
+kca revoke --issued-by field2 --between 2000-01-01 2100-01-01 --dry-run > out.txt 2> err.txt ||
+  { cat err.txt; fail "a batch of field2 (devices and its OCSP signer) refused under the quorum"; }
+grep -q "would revoke 4 certificates" err.txt || { cat out.txt err.txt; fail "field2's batch dry run"; }
+kca revoke --issued-by field2 --between "@$tb0" "@$tb1" --reason superseded > out.txt 2> err.txt ||
+  { cat err.txt; fail "a batch of field2's device certificates refused under the quorum"; }
+grep -q "revoked 2 certificates" out.txt || { cat out.txt err.txt; fail "field2's batch"; }
 kca revoke --serial "$(openssl x509 -in dev.pem -noout -serial | cut -d= -f2)" >/dev/null 2>&1 || fail "a device certificate is not revocable under the quorum"
 nid=$(kca ceremony propose ca revoke-ca --label root1 --reason cACompromise)
 approve "$nid" alice 1111 2>/dev/null; approve "$nid" carol 3333 2>/dev/null
@@ -180,7 +218,7 @@ kca ceremony run --id "$vid" --out revoke.tr 2>/dev/null
 kca show --serial "$f2" | grep -qi "revoked" || fail "field2's certificate is not revoked"
 grep -q "^result reason: cACompromise$" revoke.tr && grep -q "^result parent-crl-number: [0-9]" revoke.tr ||
   fail "the revoke-ca transcript lacks the reason or root1's CRL"
-ok "a CA certificate revoked only by the ceremony ca revoke-ca (plain revoke, --from and --issued-by refuse it; a root refused, logged as ceremony-failed)"
+ok "a CA certificate revoked only by the ceremony ca revoke-ca (plain revoke, --from as a serial, serial: or device:, --serial 0x, dry run or not, and a batch holding one refuse it, a batch of devices and an OCSP signer does not; a root refused, logged as ceremony-failed)"
 
 # a CA for a parent outside keyline under the quorum: the key and its request by ceremony
 xid=$(kca ceremony propose ca create --label corp1 --template factory-ca \

@@ -10,7 +10,9 @@
 #   - --issued-by LABEL --between T1 T2 revokes exactly the batch issued in that period;
 #   - a CRL whose signing fails in the token (tests/tools/p11_fault.c) uses no CRL number;
 #   - --dry-run (a list, a batch, one serial): what would be revoked listed, the same refusals,
-#     nothing revoked, audited or published.
+#     nothing revoked, audited or published; --serial's dry run exits as its real run does;
+#   - a device id recorded by issue --device-id names its one valid certificate (several:
+#     refused); a date alone as T2 is its whole day (T1 may be later that day), @SECONDS never.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -88,6 +90,21 @@ grep -q "revoked 0 certificates .*; 1 already revoked" "$D/again.out" || die "--
 grep -q "published CRL" "$D/again.err" && die "a CRL published when nothing was revoked"
 ok "revoke --from - (the standard input) of a revoked certificate: counted as already revoked, no CRL"
 
+# a device id recorded by issue --device-id (no station inventory): its one valid certificate
+new_csr hw "/CN=sensor/serialNumber=HWM001"
+kca issue --issuer factory1 --template device-idevid --csr "$D/hw.csr" --device-id HWM001 --out "$D/hw1.pem" >/dev/null
+echo "device:HWM001" | kca revoke --from - --dry-run > "$D/dev.out" 2> "$D/dev.err" || die "device:HWM001: $(cat "$D/dev.err")"
+[ "$(cat "$D/dev.out")" = "$(serial_of "$D/hw1.pem") factory1" ] || die "device:HWM001 listed: $(cat "$D/dev.out")"
+kca issue --issuer factory1 --template device-idevid --csr "$D/hw.csr" --device-id HWM001 --out "$D/hw2.pem" >/dev/null
+rc=0; echo "HWM001" | kca revoke --from - > "$D/dev.out" 2>&1 || rc=$?
+[ $rc = 3 ] && grep -q "several valid certificates" "$D/dev.out" || die "a device id of two valid certificates (exit $rc): $(cat "$D/dev.out")"
+kca revoke --serial "$(serial_of "$D/hw2.pem")" > /dev/null 2>&1 || die "revoke hw2"
+echo "HWM001" | kca revoke --from - --reason superseded > "$D/dev.out" 2>&1 || die "HWM001: $(cat "$D/dev.out")"
+kca show --serial "$(serial_of "$D/hw1.pem")" | grep -q "revoked" || die "HWM001's certificate not revoked"
+echo "HWM001" | kca revoke --from - > "$D/dev.out" 2>&1 || die "HWM001 again: $(cat "$D/dev.out")"
+grep -q "revoked 0 certificates .*; 1 already revoked" "$D/dev.out" || die "HWM001 again: $(cat "$D/dev.out")"
+ok "revoke --from a device id of issue --device-id: its valid certificate; two valid ones refused (exit 3), all revoked counted"
+
 # the batch: issued in [T1, T2] only
 sleep 1.1
 t1=$(date +%s)
@@ -103,14 +120,31 @@ for i in $(seq 1 5); do echo "$(serial_of "$D/b$i.pem") field1"; done > "$D/bdry
 cmp -s "$D/bdry.out" "$D/bdry.want" || die "batch dry run listed (in issue order): $(cat "$D/bdry.out")"
 grep -q "would revoke 5 certificates" "$D/bdry.err" || die "batch dry run: $(cat "$D/bdry.err")"
 kca show --serial "$(serial_of "$D/b1.pem")" | grep -q "valid" || die "a batch dry run revoked"
-kca revoke --serial "$(serial_of "$D/a1.pem")" --dry-run > "$D/sdry.out" 2> "$D/sdry.err" || die "$(cat "$D/sdry.err")"
-[ ! -s "$D/sdry.out" ] && grep -q "would revoke 0 certificates (unspecified); 1 already revoked" "$D/sdry.err" ||
-    die "--serial --dry-run of a revoked certificate: $(cat "$D/sdry.out" "$D/sdry.err")"
+# --serial: the dry run refuses (and accepts) what the real run does, with its exit status
+same_rc() { # WANT ARGS...: `revoke ARGS --dry-run` and then `revoke ARGS` both exit WANT
+    local want=$1 rc=0; shift
+    kca revoke "$@" --dry-run > "$D/sdry.out" 2> "$D/sdry.err" || rc=$?
+    [ "$rc" = "$want" ] || die "revoke $* --dry-run: exit $rc, not $want: $(cat "$D/sdry.out" "$D/sdry.err")"
+    rc=0
+    kca revoke "$@" > "$D/sreal.out" 2> "$D/sreal.err" || rc=$?
+    [ "$rc" = "$want" ] || die "revoke $*: exit $rc, not $want: $(cat "$D/sreal.out" "$D/sreal.err")"
+}
+same_rc 1 --serial "$(serial_of "$D/a1.pem")"
+grep -q "is already revoked" "$D/sdry.err" || die "--serial --dry-run of a revoked certificate: $(cat "$D/sdry.err")"
+same_rc 2 --serial "serial:$(serial_of "$D/a14.pem")"
+same_rc 6 --serial "0x0123456789ABCDEF"
+kca show --serial "$(serial_of "$D/a14.pem")" | grep -q "valid" || die "a refused --serial revoked"
+kca revoke --serial "0x$(serial_of "$D/a14.pem" | tr 'A-F' 'a-f')" --dry-run > "$D/sdry.out" 2> "$D/sdry.err" ||
+    die "--serial 0xhex --dry-run: $(cat "$D/sdry.err")"
+[ "$(cat "$D/sdry.out")" = "$(serial_of "$D/a14.pem") field1" ] || die "--serial 0x --dry-run listed: $(cat "$D/sdry.out")"
+kca revoke --serial "0x$(serial_of "$D/a14.pem")" > "$D/sreal.out" 2>&1 || die "--serial 0xhex: $(cat "$D/sreal.out")"
+kca show --serial "$(serial_of "$D/a14.pem")" | grep -q "revoked" || die "--serial 0xhex did not revoke"
+ok "revoke --serial: the dry run exits as the real run does (already revoked 1, serial: 2, unknown 6, 0xhex revoked)"
 kca revoke --issued-by field1 --between "@$t1" "@$t2" --reason superseded > "$D/b.out" 2>&1 ||
     die "revoke --issued-by: $(cat "$D/b.out")"
 grep -q "revoked 5 certificates" "$D/b.out" || die "batch: $(cat "$D/b.out")"
 kca crl --issuer field1 --out "$D/c2.pem" 2>/dev/null
-[ "$(crl_count "$D/c2.pem")" = 18 ] || die "CRL after the batch has $(crl_count "$D/c2.pem") entries"
+[ "$(crl_count "$D/c2.pem")" = 19 ] || die "CRL after the batch has $(crl_count "$D/c2.pem") entries (13 + a14 + 5)"
 kca show --serial "$(serial_of "$D/after.pem")" | grep -q "valid" || die "a certificate after T2 was revoked"
 kca show --serial "$(serial_of "$D/a24.pem")" | grep -q "valid" || die "a certificate before T1 was revoked"
 kca revoke --issued-by field1 --between "@$((t2 + 10))" "@$t1" > /dev/null 2>&1 && die "T1 > T2 accepted"
@@ -121,7 +155,16 @@ for bad in "@0 @99999999999999999999" "@+0 @5" "@0x10 @5" "2026-02-31 2026-03-05
     kca revoke --issued-by field1 --between $bad > "$D/bad.out" 2>&1 && die "--between $bad accepted: $(cat "$D/bad.out")"
     grep -q -- "--between T1 T2: two times" "$D/bad.out" || die "--between $bad: $(cat "$D/bad.out")"
 done
-ok "revoke --issued-by field1 --between T1 T2: exactly the 5 issued in the period; bad periods refused (out of range, signed, dates that do not exist)"
+# a date alone as T2 is the whole day, also when T1 is later that day; a T2 of @SECONDS is not
+# a date, however many digits it has
+day=$(date -u -d "@$t1" +%F)
+kca revoke --issued-by field1 --between "$(date -u -d "@$t1" +%FT%TZ)" "$day" --dry-run > "$D/day.out" 2> "$D/day.err" ||
+    die "--between ${day}THH:MM:SSZ $day: $(cat "$D/day.err")"
+grep -q "$(serial_of "$D/after.pem") field1" "$D/day.out" || die "--between T1 $day does not reach the end of the day: $(cat "$D/day.out")"
+sqlite3 "$D/keyline.db" "UPDATE certs SET created = 100050000 WHERE serial = '$(serial_of "$D/a23.pem")'"
+kca revoke --issued-by field1 --between @1 @100000000 --dry-run > "$D/day.out" 2> "$D/day.err" || die "$(cat "$D/day.err")"
+[ ! -s "$D/day.out" ] || die "--between @1 @100000000 (a T2 of 10 characters) took a whole day: $(cat "$D/day.out")"
+ok "revoke --issued-by field1 --between T1 T2: exactly the 5 issued in the period; bad periods refused (out of range, signed, dates that do not exist); T2 a date alone is its whole day after a T1 that day, @SECONDS never"
 
 # a CRL that fails in the token uses no number
 FAULT_MOD=$KL_BUILD/lib/p11_fault.so
