@@ -84,6 +84,7 @@ typedef struct {
     crl_buf entries;
     size_t count;
     kl_rc rc;
+    int64_t epoch; /* the issuer's revocation epoch, read before the entries */
 } crl_fill;
 
 static int crl_nibble(char c)
@@ -314,8 +315,9 @@ typedef struct {
 
 /* One attempt with the number after the last taken: KL_EEXIST when it was taken meanwhile. */
 static kl_rc crl_once(ca_ctx *ca, const crl_scope *sc, const ca_entry *e, time_t now, time_t until,
-                      crl_buf *entries, ca_crl_result *out)
+                      const crl_fill *f, ca_crl_result *out, store_crl_why *why)
 {
+    const crl_buf *entries = &f->entries;
     const char *issuer = sc->issuer;
     kl_rc rc = KL_OK;
     uint8_t *ext = NULL, *alg = NULL, *name = NULL, *sig = NULL;
@@ -369,12 +371,13 @@ static kl_rc crl_once(ca_ctx *ca, const crl_scope *sc, const ca_entry *e, time_t
                      .next_update = until,
                      .der = der.p,
                      .der_len = der.len,
-                     .name = sc->part < 0 ? NULL : sc->name};
+                     .name = sc->part < 0 ? NULL : sc->name,
+                     .epoch = f->epoch};
     char detail[200];
     snprintf(detail, sizeof detail, "issuer=%s crl-number=%lld entries=%zu%s%.24s", issuer,
-             (long long)number, out->entries,
+             (long long)number, f->count,
              sc->part < 0 ? "" : " partition=", sc->part < 0 ? "" : strchr(sc->name, '/') + 1);
-    rc = store_crl_commit(ca->st, &rec, "ca", detail);
+    rc = store_crl_commit(ca->st, &rec, "ca", detail, why);
     if (rc != KL_OK) {
         free(der.p);
         goto out;
@@ -388,6 +391,42 @@ out:
     OPENSSL_free(name);
     OPENSSL_free(sig);
     return rc;
+}
+
+/* How often a CRL is signed again when the store refuses it as not the newest (ca_crl_der). */
+#define CRL_ATTEMPTS 8
+
+/* The issuer's revocation epoch, then its revoked entries (or its partition's) into f. */
+static kl_rc crl_read(ca_ctx *ca, const crl_scope *sc, crl_fill *f)
+{
+    kl_rc rc = KL_OK;
+    f->entries.len = 0;
+    f->count = 0;
+    f->rc = KL_OK;
+    TRY(store_revocation_epoch(ca->st, sc->issuer, &f->epoch));
+    TRY(sc->part < 0 ? store_revoked_stream(ca->st, sc->issuer, crl_entry, f)
+                     : store_revoked_stream_part(ca->st, sc->issuer, sc->part, crl_entry, f));
+out:
+    return rc;
+}
+
+/* Sleep until time() is past `published`, for at most 2 s (a clock set back further is not
+ * waited for: the store refuses again). time() is what thisUpdate is made of; it may lag
+ * CLOCK_REALTIME by a clock tick at a second's turn, so it is asked again after each sleep. */
+static void crl_next_second(time_t published)
+{
+    struct timespec t0, ts;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (time(NULL) <= published) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (ts.tv_sec - t0.tv_sec >= 2) {
+            return;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ns = ts.tv_sec <= published ? 1000000000L - ts.tv_nsec : 0;
+        struct timespec d = {0, ns > 5000000L ? ns : 5000000L};
+        nanosleep(&d, NULL);
+    }
 }
 
 kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_result *out)
@@ -409,17 +448,22 @@ kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_resu
                (long long)sc.part);
         TRY(ca_crlpart_url(ca, label, sc.part, sc.idp, sizeof sc.idp));
     }
-    time_t now = time(NULL);
-    out->this_update = now;
-    out->next_update = next_update > now ? next_update : now + span;
-    TRY(sc.part < 0 ? store_revoked_stream(ca->st, label, crl_entry, &f)
-                    : store_revoked_stream_part(ca->st, label, sc.part, crl_entry, &f));
-    out->entries = f.count;
-    /* a number taken by a concurrent CRL since we looked: sign again with the next */
-    for (int attempt = 0; attempt < 5; attempt++) {
-        rc = crl_once(ca, &sc, e, now, out->next_update, &f.entries, out);
-        if (rc != KL_EEXIST) {
+    /* signed again when the store refused it: with the next number when another CRL took
+     * ours, with the entries read again when a revocation came in meanwhile, a second later
+     * when the published CRL has our thisUpdate (store_crl_commit) */
+    for (int attempt = 0;; attempt++) {
+        store_crl_why why = {STORE_CRL_FRESH, 0};
+        time_t now = time(NULL);
+        out->this_update = now;
+        out->next_update = next_update > now ? next_update : now + span;
+        TRY(crl_read(ca, &sc, &f));
+        out->entries = f.count;
+        rc = crl_once(ca, &sc, e, now, out->next_update, &f, out, &why);
+        if (rc != KL_EEXIST || why.clash == STORE_CRL_FRESH || attempt + 1 >= CRL_ATTEMPTS) {
             break;
+        }
+        if (why.clash == STORE_CRL_SAME_SECOND) {
+            crl_next_second(why.published);
         }
     }
     TRY(rc);

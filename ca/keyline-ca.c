@@ -243,6 +243,8 @@ kl_rc cli_out_check(cli *c, const char *out)
         ENSURE(!cli_same_file(out, p), KL_EUSAGE,
                "refusing --out %s: it is %s (%s); nothing was written", out, keep[i].what, p);
     }
+    /* and that it can be written, before what it is for is signed or recorded */
+    TRY(kl_file_writable(out));
 out:
     free(db);
     free(pin);

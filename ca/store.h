@@ -276,6 +276,8 @@ typedef struct {
     size_t der_len;
     const char *name; /* store_crl_commit only: the row's name when not `issuer`, "L/K" for
                        * partition K of CA L (its number is still taken from L's) */
+    int64_t epoch;    /* store_crl_commit only: the issuer's revocation epoch read before its
+                       * revoked list (store_revocation_epoch) */
 } store_crl;
 /* Largest CRL the store keeps, in bytes: some 40 million entries (about 50 bytes each). Not
  * a limit of the rows (a CRL above STORE_CRL_CHUNK is stored in chunks of that size, in the
@@ -288,12 +290,27 @@ void store_crl_chunk_set(size_t bytes);
 /* A CRL's number is taken with the CRL, so a CRL that fails before it is recorded uses none
  * (store_revoke.c): store_crl_number_peek gives the number the next CRL of `issuer` would get
  * (last taken + 1); store_crl_commit records the signed CRL `crl` (issuer, number, this/next
- * update, der) taking that number, with its audit entry "crl" (actor, detail), in one
- * transaction. KL_EEXIST when another CRL took the number meanwhile (sign again with a new
- * one); KL_EINPUT as store_crl_put. */
+ * update, der, epoch) taking that number, with its audit entry "crl" (actor, detail), in one
+ * transaction, only if it is the newest in content as well as in number. KL_EEXIST, nothing
+ * written, and `why` (may be NULL) says why: another CRL took the number meanwhile, or a
+ * revocation of the issuer was recorded since `crl->epoch` was read (sign again with the
+ * entries read again), or its thisUpdate is not after the published CRL's of that name
+ * (why->published: thisUpdate has one-second resolution, so two CRLs of one second could not be
+ * told apart by relying parties or by HTTP's Last-Modified: sign again a second later).
+ * KL_EINPUT as store_crl_put. */
+typedef enum {
+    STORE_CRL_FRESH,
+    STORE_CRL_NUMBER_TAKEN,
+    STORE_CRL_REVOKED_SINCE,
+    STORE_CRL_SAME_SECOND,
+} store_crl_clash;
+typedef struct {
+    store_crl_clash clash;
+    time_t published; /* STORE_CRL_SAME_SECOND: the published CRL's thisUpdate */
+} store_crl_why;
 kl_rc store_crl_number_peek(store *s, const char *issuer, int64_t *out) KL_WUR;
-kl_rc store_crl_commit(store *s, const store_crl *crl, const char *actor,
-                       const char *detail) KL_WUR;
+kl_rc store_crl_commit(store *s, const store_crl *crl, const char *actor, const char *detail,
+                       store_crl_why *why) KL_WUR;
 /* Record the CRL `der` (len bytes) of `issuer`, numbered `number`, valid from `this_update` to
  * `next_update`, and the audit entry `crl` (actor, detail; NULL detail: "issuer=... number=...")
  * in one transaction. The row is replaced only by a higher number: a CRL with a lower or equal

@@ -588,13 +588,53 @@ kl_rc store_crl_number_peek(store *s, const char *issuer, int64_t *out)
 typedef struct {
     const store_crl *crl;
     const char *actor, *detail;
+    store_crl_why why;
 } rn_commit_arg;
+
+static const store_q q_rn_epoch = {"SELECT epoch FROM revocation_epochs WHERE issuer = ?1", NULL};
+static const store_q q_rn_published = {"SELECT this_update FROM crls WHERE issuer = ?1", NULL};
+
+/* Inside the commit: the CRL is still the newest in content. No revocation of its issuer was
+ * recorded since its entries were read (the epoch has not moved: else a CRL read before a
+ * revocation would be published with a number above the CRL that lists it), and its
+ * thisUpdate is after the published one's of its name. */
+static kl_rc rn_fresh_tx(store_conn *c, rn_commit_arg *a)
+{
+    const store_crl *crl = a->crl;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    TRY(sc_stmt(c, &q_rn_epoch, &st));
+    TRY(sc_text(st, 1, crl->issuer));
+    TRY(sc_step(st, &row, "read the revocation epoch"));
+    if ((row ? col_int(st, 0) : 0) != crl->epoch) {
+        a->why.clash = STORE_CRL_REVOKED_SINCE;
+        TRY(kl_fail(KL_EEXIST, "CRL of %s: a revocation was recorded while it was signed",
+                    crl->issuer));
+    }
+    sc_done(st); /* one statement at a time on the connection: a stepped one holds its read */
+    st = NULL;
+    const char *name = crl->name ? crl->name : crl->issuer;
+    TRY(sc_stmt(c, &q_rn_published, &st));
+    TRY(sc_text(st, 1, name));
+    TRY(sc_step(st, &row, "read the published CRL"));
+    if (row && col_int(st, 0) >= (int64_t)crl->this_update) {
+        a->why.clash = STORE_CRL_SAME_SECOND;
+        a->why.published = (time_t)col_int(st, 0);
+        TRY(kl_fail(KL_EEXIST, "CRL of %s: the published CRL's thisUpdate is not before %lld", name,
+                    (long long)crl->this_update));
+    }
+out:
+    sc_done(st);
+    return rc;
+}
 
 static kl_rc rn_commit_tx(store_conn *c, void *arg)
 {
-    const rn_commit_arg *a = arg;
+    rn_commit_arg *a = arg;
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
+    TRY(rn_fresh_tx(c, a));
     /* the number: the first of the issuer, or the one after the last taken; another CRL that
      * took it meanwhile makes this one KL_EEXIST (nothing written) */
     TRY(sc_stmt(c, &q_rn_first, &st));
@@ -607,6 +647,9 @@ static kl_rc rn_commit_tx(store_conn *c, void *arg)
         TRY(sc_text(st, 1, a->crl->issuer));
         TRY(sc_int(st, 2, a->crl->number));
         TRY(sc_run(st, "take the CRL number"));
+        if (sc_changes(st) != 1) {
+            a->why.clash = STORE_CRL_NUMBER_TAKEN;
+        }
         ENSURE(sc_changes(st) == 1, KL_EEXIST, "CRL number %lld of %s was taken meanwhile",
                (long long)a->crl->number, a->crl->issuer);
     }
@@ -617,7 +660,8 @@ out:
     return rc;
 }
 
-kl_rc store_crl_commit(store *s, const store_crl *crl, const char *actor, const char *detail)
+kl_rc store_crl_commit(store *s, const store_crl *crl, const char *actor, const char *detail,
+                       store_crl_why *why)
 {
     if (!s || !crl || !crl->issuer || !crl->issuer[0] || !crl->der || !crl->der_len || !detail) {
         return kl_fail(KL_EUSAGE, "store_crl_commit: missing argument");
@@ -626,6 +670,10 @@ kl_rc store_crl_commit(store *s, const store_crl *crl, const char *actor, const 
         return kl_fail(KL_EINPUT, "CRL %lld of %s: bad number, times or size (%zu bytes)",
                        (long long)crl->number, crl->issuer, crl->der_len);
     }
-    rn_commit_arg a = {crl, actor && actor[0] ? actor : "keyline", detail};
-    return store_write(s, rn_commit_tx, &a);
+    rn_commit_arg a = {crl, actor && actor[0] ? actor : "keyline", detail, {STORE_CRL_FRESH, 0}};
+    kl_rc rc = store_write(s, rn_commit_tx, &a);
+    if (why) {
+        *why = a.why;
+    }
+    return rc;
 }

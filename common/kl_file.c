@@ -81,6 +81,41 @@ static kl_rc kl_write_all(int fd, const void *data, size_t len, const char *path
     return KL_OK;
 }
 
+kl_rc kl_file_writable(const char *path)
+{
+    struct stat sb;
+    if (strcmp(path, "-") == 0) {
+        return KL_OK;
+    }
+    if (lstat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        return kl_fail(KL_EIO, "%s: cannot create: it is a directory", path);
+    }
+    if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        /* written through (see kl_file_write_atomic): the node itself must take writes */
+        return stat(path, &sb) != 0 || access(path, W_OK) == 0
+                   ? KL_OK /* a dangling link: created at its target, as the write will */
+                   : kl_fail(KL_EIO, "%s: cannot open: %s", path, strerror(errno));
+    }
+    /* a regular file or none: a temporary file is made beside it and renamed over it */
+    size_t n = strlen(path);
+    char *dir = malloc(n + 2);
+    if (!dir) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    memcpy(dir, path, n + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash) {
+        snprintf(dir, n + 2, ".");
+    } else {
+        slash[slash == dir ? 1 : 0] = 0; /* "/x" -> "/", "a/b" -> "a" */
+    }
+    kl_rc rc = access(dir, W_OK | X_OK) == 0
+                   ? KL_OK
+                   : kl_fail(KL_EIO, "%s: cannot create: %s", path, strerror(errno));
+    free(dir);
+    return rc;
+}
+
 kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode)
 {
     if (strcmp(path, "-") == 0) {

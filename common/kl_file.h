@@ -15,5 +15,9 @@ kl_rc kl_file_read(const char *path, size_t cap, uint8_t **out, size_t *len) KL_
  * is not a regular file (a device such as /dev/null, a FIFO, a symbolic link such as
  * /dev/stdout, created at its target if dangling) is written through instead, never replaced. */
 kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode) KL_WUR;
+/* Whether kl_file_write_atomic(path) can write there, asked before the work whose result it
+ * is (a signature, a CRL that takes a number): KL_OK, or KL_EIO with the reason (a directory,
+ * a folder that is missing or not writable, a device or FIFO that is not writable). */
+kl_rc kl_file_writable(const char *path) KL_WUR;
 
 #endif

@@ -328,6 +328,7 @@ typedef struct {
     est_route route;
     char identity[200]; /* for the access log: "basic:USER", "cert:SUBJECT", "-" */
     char note[200];     /* for the access log: serial issued or why refused */
+    char inm[2048];     /* if_none_match's storage: its field lines joined (RFC 9110 5.3) */
 } est_req;
 
 void est_resp_init(est_resp *r);

@@ -398,6 +398,75 @@ static est_conn *est_conn_undeadline(est_server *s, struct MHD_Connection *c)
     return k;
 }
 
+static int est_hex(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Percent-decoding of the path (and query), as libmicrohttpd's own but for %00: a decoded NUL
+ * would end the path early ("/crl/x.crl%00.txt" routed as "/crl/x.crl"); left as its three
+ * characters, it matches no route. */
+static size_t est_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? est_hex(r[1]) : -1;
+        int lo = hi >= 0 ? est_hex(r[2]) : -1;
+        if (lo >= 0 && (hi | lo) != 0) {
+            *w++ = (char)(hi << 4 | lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}
+
+/* If-None-Match's field lines joined with commas (RFC 9110 5.3: a list field may come in
+ * several lines, which mean their values in order, comma-separated). */
+typedef struct {
+    char *buf;
+    size_t cap, len;
+    int any, overflow;
+} est_inm_join;
+
+static enum MHD_Result est_inm_hdr(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    est_inm_join *j = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_IF_NONE_MATCH) != 0) {
+        return MHD_YES;
+    }
+    int n = snprintf(j->buf + j->len, j->cap - j->len, "%s%s", j->any ? ", " : "", value);
+    j->any = 1;
+    if (n < 0 || (size_t)n >= j->cap - j->len) {
+        j->overflow = 1;
+        return MHD_NO;
+    }
+    j->len += (size_t)n;
+    return MHD_YES;
+}
+
+/* rq->if_none_match: NULL without the field; a list too long to keep is kept as an empty
+ * one, which matches nothing (the full answer, never a wrong 304). */
+static void est_req_inm(struct MHD_Connection *c, est_req *rq)
+{
+    est_inm_join j = {rq->inm, sizeof rq->inm, 0, 0, 0};
+    rq->inm[0] = 0;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, est_inm_hdr, &j);
+    if (j.overflow) {
+        rq->inm[0] = 0;
+    }
+    rq->if_none_match = j.any ? rq->inm : NULL;
+}
+
 /* The request as the handlers see it: headers, body, TLS session. */
 static void est_req_fill(est_listener *L, struct MHD_Connection *c, est_conn_req *r,
                          const char *method, const char *url, est_conn *k, est_req *rq)
@@ -413,8 +482,7 @@ static void est_req_fill(est_listener *L, struct MHD_Connection *c, est_conn_req
     rq->cte = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Transfer-Encoding");
     rq->authorization =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    rq->if_none_match =
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    est_req_inm(c, rq);
     rq->if_modified_since =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
     rq->body = r->body.data;
@@ -1247,6 +1315,7 @@ static struct MHD_Daemon *est_daemon_start(est_server *s, est_listener *L, const
     EST_OPT(MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.timeout, NULL);
     EST_OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)est_completed, NULL);
     EST_OPT(MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)est_conn_notify, L);
+    EST_OPT(MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)est_unescape, NULL);
     if (tls) {
         EST_OPT(MHD_OPTION_HTTPS_PRIORITIES, 0, s->cfg.tls_priorities);
         /* always the callback, never MHD_OPTION_HTTPS_MEM_CERT: SIGHUP swaps what it returns */

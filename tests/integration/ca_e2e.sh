@@ -122,6 +122,17 @@ n1=$(openssl crl -in field1.crl -noout -crlnumber | cut -d= -f2)
 kca crl --issuer field1 --out field1b.crl
 n2=$(openssl crl -in field1b.crl -noout -crlnumber | cut -d= -f2)
 [ $((n2)) -gt $((n1)) ] || fail "cRLNumber not increasing ($n1 -> $n2)"
+# two CRLs of one CA are never signed in one second: thisUpdate (and HTTP's Last-Modified)
+# tell every CRL from the one before
+[ "$(openssl crl -in field1.crl -noout -lastupdate)" != "$(openssl crl -in field1b.crl -noout -lastupdate)" ] ||
+  fail "two CRLs with the same thisUpdate"
+# an --out that cannot be written is refused before the CRL is signed: no number used
+mkdir -p outdir
+expect_fail "crl --out into a missing folder" kca crl --issuer field1 --out nodir/x.crl
+expect_fail "crl --out onto a folder" kca crl --issuer field1 --out outdir
+kca crl --issuer field1 --out field1c.crl
+n3=$(openssl crl -in field1c.crl -noout -crlnumber | cut -d= -f2)
+[ $((n3)) -eq $((n2 + 1)) ] || fail "refused --out used a CRL number ($n2 -> $n3)"
 ok "revocation and CRL (openssl verify -crl_check)"
 
 # list / show / JSON

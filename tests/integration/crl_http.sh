@@ -42,6 +42,18 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $asc" "$URL
 [ "$code" = 304 ] || die "If-Modified-Since $asc (asctime-date): $code"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $lm trailing" "$URL")
 [ "$code" = 200 ] || die "If-Modified-Since that is no HTTP-date: $code"
+# RFC 9110 5.3: If-None-Match in two field lines is one list; 13.1.2: entity-tags, "W/" weak
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "zzz"' -H "If-None-Match: $etag" "$URL")
+[ "$code" = 304 ] || die "If-None-Match in two lines, the second with the ETag: $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: \"zzz\" , W/$etag" "$URL")
+[ "$code" = 304 ] || die "If-None-Match list with the weak ETag: $code"
+for bad in "W/W/$etag" "w/$etag" "$etag$etag" "x$etag"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $bad" "$URL")
+    [ "$code" = 200 ] || die "If-None-Match: $bad (no entity-tag of ours): $code"
+done
+# a %00 in the path names no CRL (it did end the path early)
+code=$(curl -s -o /dev/null -w '%{http_code}' "$EST_HTTP/crl/field1.crl%00.txt")
+[ "$code" = 404 ] || die "/crl/field1.crl%00.txt: $code"
 ok "CRL: strong ETag and Last-Modified; If-None-Match / If-Modified-Since (IMF, rfc850, asctime) -> 304 without a body"
 
 new_csr dev "/CN=crl-dev"
@@ -54,6 +66,11 @@ for _ in $(seq 1 40); do
 done
 [ "$code" = 200 ] || die "CRL unchanged 10 s after a revocation"
 [ "$(hdr ETag)" != "$etag" ] || die "new CRL, same ETag"
+# a CRL is never signed in the second of the one before (thisUpdate has one-second
+# resolution): Last-Modified moves with it, so revalidation by date gets the new CRL too
+[ "$(hdr Last-Modified)" != "$lm" ] || die "new CRL, same Last-Modified $lm"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $lm" "$URL")
+[ "$code" = 200 ] || die "If-Modified-Since the old CRL's Last-Modified after a revocation: $code"
 openssl crl -inform DER -in "$D/c2.der" -noout -text | grep -qi "$(serial_of "$D/dev.pem")" || die "revoked serial not in the new CRL"
 ok "after a revocation the CRL and its ETag change"
 

@@ -2422,7 +2422,7 @@ static void test_crl_chunks(void **state)
     assert_non_null(huge);
     memset(huge, 'x', (1u << 20) + 1);
     huge[(1u << 20) + 1] = 0;
-    assert_rc(store_crl_commit(f->s, &crl, "o", huge), KL_EINPUT);
+    assert_rc(store_crl_commit(f->s, &crl, "o", huge, NULL), KL_EINPUT);
     assert_rc(store_crl_put(f->s, "sub", 1, t0, t1, big2, lbig + 1000, "o", huge), KL_EINPUT);
     free(huge);
     store_crl c;
@@ -2432,7 +2432,7 @@ static void test_crl_chunks(void **state)
     int64_t next = 0;
     assert_rc(store_crl_number_peek(f->s, "sub", &next), KL_OK);
     assert_int_equal(next, 1);
-    assert_rc(store_crl_commit(f->s, &crl, "o", "issuer=sub number=1"), KL_OK);
+    assert_rc(store_crl_commit(f->s, &crl, "o", "issuer=sub number=1", NULL), KL_OK);
     assert_int_equal(raw_count(f->path, "crl_chunks", "sub"), 6);
     crl_is(f->s, "sub", 1, big2, lbig + 1000);
     crl_is(f->s, "root", 2, small, lsmall);
@@ -2441,6 +2441,66 @@ static void test_crl_chunks(void **state)
     free(big);
     free(big2);
     free(small);
+}
+
+/* store_crl_commit takes a CRL only when it is the newest in content as well as in number:
+ * one whose entries were read before a revocation of its issuer (its epoch moved since), or
+ * whose thisUpdate is not after the published one's, is refused with KL_EEXIST, the reason,
+ * and nothing taken; one that lost its number is refused as before. */
+static void crl_commit_is(store *s, int64_t number, time_t this_update, int64_t epoch, kl_rc want,
+                          store_crl_clash clash)
+{
+    static uint8_t der[] = {0x30, 0x03, 0x02, 0x01, 0x01};
+    store_crl crl = {.issuer = "field-ca",
+                     .number = number,
+                     .this_update = this_update,
+                     .next_update = this_update + CRL_DAY,
+                     .der = der,
+                     .der_len = sizeof der,
+                     .epoch = epoch};
+    store_crl_why why = {STORE_CRL_NUMBER_TAKEN, 0};
+    assert_rc(store_crl_commit(s, &crl, "o", "issuer=field-ca", &why), want);
+    assert_int_equal(why.clash, clash);
+}
+
+static void test_crl_commit_fresh(void **state)
+{
+    fx *f = *state;
+    const time_t t0 = CRL_T0;
+    int64_t e0 = -1, e1 = -1, next = 0;
+    assert_rc(issue(f->s, "51", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(store_revocation_epoch(f->s, "field-ca", &e0), KL_OK);
+    crl_commit_is(f->s, 1, t0, e0, KL_OK, STORE_CRL_FRESH);
+    /* the same second as the published CRL: refused, nothing taken */
+    crl_commit_is(f->s, 2, t0, e0, KL_EEXIST, STORE_CRL_SAME_SECOND);
+    assert_msg_has("thisUpdate is not before");
+    store_crl_why why;
+    store_crl crl = {.issuer = "field-ca",
+                     .number = 2,
+                     .this_update = t0 - 5,
+                     .next_update = t0 + CRL_DAY,
+                     .der = (uint8_t *)"x",
+                     .der_len = 1,
+                     .epoch = e0};
+    assert_rc(store_crl_commit(f->s, &crl, "o", "earlier", &why), KL_EEXIST);
+    assert_int_equal(why.clash, STORE_CRL_SAME_SECOND);
+    assert_int_equal(why.published, t0);
+    /* a revocation since the entries were read: refused, nothing taken */
+    assert_rc(store_cert_revoke(f->s, "51", 1, 0, "bob"), KL_OK);
+    assert_rc(store_revocation_epoch(f->s, "field-ca", &e1), KL_OK);
+    assert_true(e1 > e0);
+    crl_commit_is(f->s, 2, t0 + 1, e0, KL_EEXIST, STORE_CRL_REVOKED_SINCE);
+    assert_msg_has("a revocation was recorded while it was signed");
+    assert_rc(store_crl_number_peek(f->s, "field-ca", &next), KL_OK);
+    assert_int_equal(next, 2);
+    crl_commit_is(f->s, 2, t0 + 1, e1, KL_OK, STORE_CRL_FRESH);
+    /* a number taken meanwhile */
+    crl_commit_is(f->s, 2, t0 + 2, e1, KL_EEXIST, STORE_CRL_NUMBER_TAKEN);
+    store_crl c;
+    assert_rc(store_crl_get(f->s, "field-ca", &c), KL_OK);
+    assert_int_equal(c.number, 2);
+    assert_int_equal(c.this_update, t0 + 1);
+    store_crl_free(&c);
 }
 
 /* Threads publishing CRLs of one issuer through one handle, numbers in no particular order
@@ -3695,6 +3755,7 @@ int main(void)
         T(test_revoke_batch_atomic),
         T(test_activate),
         T(test_crl_numbers),
+        T(test_crl_commit_fresh),
         T(test_devices),
         T(test_cas),
         T(test_ca_status),
