@@ -621,6 +621,7 @@ static kl_rc crl_chunks_get_tx(store_conn *c, void *arg)
     TRY(sc_step(st, &row, "read CRL"));
     ENSURE(row, KL_ENOTFOUND, "no CRL published for '%s'", issuer);
     ENSURE(row_crl(st, &got) == 0, KL_EINTERNAL, "out of memory reading a CRL");
+    sc_done(st); /* one statement at a time on the connection */
     TRY(sc_stmt(c, &q_chunk_get, &st));
     TRY(sc_text(st, 1, issuer));
     /* replaced by a small CRL since the first read: its row holds it */

@@ -115,13 +115,28 @@ static kl_rc sq_begin(db *d, int write)
     }
 }
 
+/* A statement left stepped (a SELECT read to its first row and not reset) keeps its read
+ * snapshot past the COMMIT, and every later transaction of the connection would read that old
+ * snapshot: a reader that no longer sees new revocations. The store's functions reset what
+ * they step (sc_done); this makes sure of it at the end of every transaction. */
+static void sq_reset_busy(sq_db *q)
+{
+    for (sqlite3_stmt *s = sqlite3_next_stmt(q->h, NULL); s; s = sqlite3_next_stmt(q->h, s)) {
+        if (sqlite3_stmt_busy(s)) {
+            sqlite3_reset(s);
+        }
+    }
+}
+
 static kl_rc sq_commit(db *d)
 {
+    sq_reset_busy(sqd(d));
     return sq_ctl(sqd(d), C_COMMIT);
 }
 
 static void sq_rollback(db *d)
 {
+    sq_reset_busy(sqd(d));
     if (!sqlite3_get_autocommit(sqd(d)->h)) {
         (void)sq_ctl(sqd(d), C_ROLLBACK); /* needs no lock; keep the caller's error */
     }

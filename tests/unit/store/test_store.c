@@ -2443,6 +2443,58 @@ static void test_crl_chunks(void **state)
     free(small);
 }
 
+/* Reading a chunked CRL and committing one leave no statement stepped on either connection:
+ * later reads see what was committed since (a stepped SELECT kept its snapshot past the
+ * COMMIT, and with it every later read of the connection). */
+static void test_crl_chunks_fresh_reads(void **state)
+{
+    fx *f = *state;
+    uint8_t *big = crl_bytes(4321, 7);
+    store_crl_chunk_set(1000);
+    assert_rc(store_crl_put(f->s, "field-ca", 1, CRL_T0, CRL_T0 + CRL_DAY, big, 4321, "o", NULL),
+              KL_OK);
+    store_crl c;
+    assert_rc(store_crl_get(f->s, "field-ca", &c), KL_OK);
+    assert_int_equal(c.der_len, 4321);
+    store_crl_free(&c);
+    int64_t e0 = -1, e1 = -1;
+    assert_rc(store_revocation_epoch(f->s, "field-ca", &e0), KL_OK);
+    /* a CRL commit (the writer connection reads the epoch and the published CRL in it) */
+    int64_t next = 0;
+    assert_rc(store_crl_number_peek(f->s, "field-ca", &next), KL_OK);
+    store_crl crl = {.issuer = "field-ca",
+                     .number = next,
+                     .this_update = CRL_T0 + 1,
+                     .next_update = CRL_T0 + CRL_DAY,
+                     .der = big,
+                     .der_len = 4321,
+                     .epoch = e0};
+    assert_rc(store_crl_commit(f->s, &crl, "o", "issuer=field-ca", NULL), KL_OK);
+    /* the revocation by another handle (another process: keyline-ca beside keyline-cad) */
+    store *other = NULL;
+    assert_rc(store_open(&other, f->path), KL_OK);
+    assert_rc(issue(other, "71", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(store_cert_revoke(other, "71", 1, 0, "bob"), KL_OK);
+    store_close(other);
+    assert_rc(store_revocation_epoch(f->s, "field-ca", &e1), KL_OK);
+    assert_int_equal(e1, e0 + 1);
+    int64_t next2 = 0;
+    assert_rc(store_crl_number_peek(f->s, "field-ca", &next2), KL_OK);
+    assert_int_equal(next2, next + 1);
+    store_cert sc;
+    assert_rc(store_cert_get(f->s, "71", &sc), KL_OK);
+    assert_string_equal(sc.status, STORE_ST_REVOKED);
+    store_cert_free(&sc);
+    /* and the writer connection sees it too: the next CRL commit checks the new epoch */
+    crl.number = next2;
+    crl.this_update = CRL_T0 + 2;
+    assert_rc(store_crl_commit(f->s, &crl, "o", "issuer=field-ca", NULL), KL_EEXIST);
+    crl.epoch = e1;
+    assert_rc(store_crl_commit(f->s, &crl, "o", "issuer=field-ca", NULL), KL_OK);
+    store_crl_chunk_set(0);
+    free(big);
+}
+
 /* store_crl_commit takes a CRL only when it is the newest in content as well as in number:
  * one whose entries were read before a revocation of its issuer (its epoch moved since), or
  * whose thisUpdate is not after the published one's, is refused with KL_EEXIST, the reason,
@@ -3756,6 +3808,7 @@ int main(void)
         T(test_activate),
         T(test_crl_numbers),
         T(test_crl_commit_fresh),
+        T(test_crl_chunks_fresh_reads),
         T(test_devices),
         T(test_cas),
         T(test_ca_status),
