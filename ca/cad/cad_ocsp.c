@@ -8,9 +8,12 @@
  *   - re-signs an answer once it is past half its validity (a full pass every
  *     min(60, validity / 4) seconds, which also takes in new certificates and drops answers of
  *     certificates no longer listed);
- *   - polls every CA's revocation epoch twice a second and, when one moves, re-signs the
- *     answers of that CA's newly revoked certificates at once: a revocation is served within
- *     about a second plus the signing of what changed.
+ *   - in a thread of its own, which a full pass never holds up (a pass over 50k answers
+ *     signs for seconds), polls every CA's revocation epoch twice a second and, when one
+ *     moves, re-signs the answers of that CA's newly revoked certificates at once: a
+ *     revocation is served within about a second plus the signing of what changed. An answer
+ *     that says revoked is never replaced by one that says good (a pass that listed the
+ *     certificate before its revocation), as a revocation is final.
  * A request is answered here only when it asks for one certificate by a SHA-1 CertID with no
  * extension (no nonce): the RFC 5019 shape. Everything else, and certificates not (yet)
  * pre-produced, take cad_rev.c's live path. */
@@ -56,18 +59,21 @@ struct cad_ocsp {
     cad *d;
     long max, validity;
     long period;           /* seconds between full passes */
-    pthread_rwlock_t lock; /* tab, cap, n */
+    pthread_rwlock_t lock; /* tab, cap, n, gen */
     cad_pre *tab;
     size_t cap, n;
+    /* the CAs followed: their list and signers are the pass thread's, their epochs the
+     * revocation thread's; each works on a copy and writes back under cas_mu */
+    pthread_mutex_t cas_mu;
     cad_pre_ca cas[CAD_OCSP_CAS];
     size_t ncas;
     uint32_t gen;
     time_t next_pass;
-    pthread_t thr;
-    int started;
+    pthread_t thr, rthr;
+    int started, rstarted;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int stop;
+    atomic_int stop;
     atomic_ulong hits, signs, failures;
 };
 
@@ -130,6 +136,12 @@ static void cad_pre_put(cad_ocsp *o, const cad_pre_ca *ca, const uint8_t *key, s
         return;
     }
     cad_pre *e = cad_pre_slot(o->tab, o->cap, key, klen);
+    if (e->klen && e->status == V_OCSP_CERTSTATUS_REVOKED && status != e->status) {
+        /* signed from a listing made before the revocation: the revoked answer stays */
+        pthread_rwlock_unlock(&o->lock);
+        OPENSSL_free(der);
+        return;
+    }
     if (!e->klen) {
         memcpy(e->key, key, klen);
         e->klen = (uint8_t)klen;
@@ -203,6 +215,12 @@ static int cad_pre_due(cad_ocsp *o, const uint8_t *key, size_t klen, int status,
     int due = keep && (long)o->n < o->max;
     if (o->cap) {
         cad_pre *e = cad_pre_slot(o->tab, o->cap, key, klen);
+        if (e->klen && e->status == V_OCSP_CERTSTATUS_REVOKED &&
+            status != V_OCSP_CERTSTATUS_REVOKED) {
+            e->gen = o->gen; /* a listing from before its revocation: the answer stays */
+            pthread_rwlock_unlock(&o->lock);
+            return 0;
+        }
         if (e->klen && (keep || e->status != status)) {
             e->gen = o->gen;
             /* re-signed before half its validity is gone (the pass that would find it past
@@ -265,6 +283,7 @@ static void cad_pre_cas(cad_ocsp *o)
     /* only next[0..nn) is copied below, all of it set; zeroed for cppcheck, which cannot see that
      * nothing is copied when nn stays 0 */
     memset(next, 0, sizeof next);
+    pthread_mutex_lock(&o->cas_mu);
     for (size_t i = 0; i < n && nn < CAD_OCSP_CAS; i++) {
         const ca_entry *e = NULL;
         if (ca_is_ocsp_signer_label(list[i].label) || !list[i].status ||
@@ -294,7 +313,37 @@ static void cad_pre_cas(cad_ocsp *o)
     }
     memcpy(o->cas, next, nn * sizeof next[0]);
     o->ncas = nn;
+    pthread_mutex_unlock(&o->cas_mu);
     store_ca_list_free(list, n);
+}
+
+/* A copy of the CAs followed (under cas_mu): the walks run on it, without the lock. */
+static size_t cad_pre_cas_copy(cad_ocsp *o, cad_pre_ca *out)
+{
+    pthread_mutex_lock(&o->cas_mu);
+    size_t n = o->ncas;
+    memcpy(out, o->cas, n * sizeof *out);
+    pthread_mutex_unlock(&o->cas_mu);
+    return n;
+}
+
+/* Write back the field `what` of CA `ca` (found by label: the list may have changed). */
+enum { CAD_PRE_EPOCH, CAD_PRE_SIGNER };
+static void cad_pre_cas_note(cad_ocsp *o, const cad_pre_ca *ca, int what)
+{
+    pthread_mutex_lock(&o->cas_mu);
+    for (size_t j = 0; j < o->ncas; j++) {
+        if (strcmp(o->cas[j].label, ca->label) != 0) {
+            continue;
+        }
+        if (what == CAD_PRE_EPOCH) {
+            o->cas[j].epoch = ca->epoch;
+        } else {
+            memcpy(o->cas[j].signer_fp, ca->signer_fp, sizeof ca->signer_fp);
+            o->cas[j].signer_half = ca->signer_half;
+        }
+    }
+    pthread_mutex_unlock(&o->cas_mu);
 }
 
 /* The delegated signer `ca`'s answers are signed with now (ca_ocsp_single picks it, or the CA
@@ -343,22 +392,24 @@ static void cad_pre_full_pass(cad_ocsp *o)
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     unsigned long s0 = atomic_load(&o->signs);
+    pthread_rwlock_wrlock(&o->lock);
     o->gen = o->gen + 1 ? o->gen + 1 : 1;
+    uint32_t gen = o->gen;
+    pthread_rwlock_unlock(&o->lock);
     cad_pre_cas(o);
-    for (size_t i = 0; i < o->ncas && !o->stop; i++) {
-        int64_t epoch = 0;
-        if (store_revocation_epoch(ca_store(o->d->ca), o->cas[i].label, &epoch) == KL_OK) {
-            o->cas[i].epoch = epoch;
-        }
-        cad_pre_signer(o, &o->cas[i]);
-        cad_pre_walk_ca(o, &o->cas[i], 0, 0);
+    cad_pre_ca cas[CAD_OCSP_CAS];
+    size_t ncas = cad_pre_cas_copy(o, cas);
+    for (size_t i = 0; i < ncas && !o->stop; i++) {
+        cad_pre_signer(o, &cas[i]);
+        cad_pre_cas_note(o, &cas[i], CAD_PRE_SIGNER);
+        cad_pre_walk_ca(o, &cas[i], 0, 0);
     }
     if (o->stop) {
         return;
     }
     /* answers of certificates no pass listed any more (expired, long revoked) go */
     pthread_rwlock_wrlock(&o->lock);
-    if (o->cap && cad_pre_rehash(o, o->cap, o->gen) != 0) {
+    if (o->cap && cad_pre_rehash(o, o->cap, gen) != 0) {
         kl_warn("OCSP: out of memory while dropping old answers");
     }
     size_t n = o->n;
@@ -366,55 +417,83 @@ static void cad_pre_full_pass(cad_ocsp *o)
     clock_gettime(CLOCK_MONOTONIC, &b);
     unsigned long signed_now = atomic_load(&o->signs) - s0;
     if (signed_now) {
-        kl_info("OCSP: %zu answers pre-produced for %zu CAs (%lu signed in %.1f s)", n, o->ncas,
+        kl_info("OCSP: %zu answers pre-produced for %zu CAs (%lu signed in %.1f s)", n, ncas,
                 signed_now, (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9);
     }
 }
 
-/* The CAs whose revocation epoch moved: their revoked certificates' answers, now; those whose
- * delegated signer changed: all their answers. */
-static void cad_pre_revocations(cad_ocsp *o)
+/* The CAs whose delegated signer changed: all their answers, signed again (pass thread). */
+static void cad_pre_signers(cad_ocsp *o)
 {
-    for (size_t i = 0; i < o->ncas && !o->stop; i++) {
-        if (cad_pre_signer(o, &o->cas[i])) {
-            kl_info("OCSP: the signer of %s changed; re-signing its answers", o->cas[i].label);
-            cad_pre_walk_ca(o, &o->cas[i], 0, 1);
-            continue;
+    cad_pre_ca cas[CAD_OCSP_CAS];
+    size_t ncas = cad_pre_cas_copy(o, cas);
+    for (size_t i = 0; i < ncas && !o->stop; i++) {
+        if (cad_pre_signer(o, &cas[i])) {
+            cad_pre_cas_note(o, &cas[i], CAD_PRE_SIGNER);
+            kl_info("OCSP: the signer of %s changed; re-signing its answers", cas[i].label);
+            cad_pre_walk_ca(o, &cas[i], 0, 1);
         }
-        int64_t epoch = 0;
-        if (store_revocation_epoch(ca_store(o->d->ca), o->cas[i].label, &epoch) != KL_OK ||
-            epoch == o->cas[i].epoch) {
-            continue;
-        }
-        o->cas[i].epoch = epoch;
-        cad_pre_walk_ca(o, &o->cas[i], 1, 0);
     }
 }
 
+/* The CAs whose revocation epoch moved (or that are new here): their revoked certificates'
+ * answers, now (revocation thread). */
+static void cad_pre_revocations(cad_ocsp *o)
+{
+    cad_pre_ca cas[CAD_OCSP_CAS];
+    size_t ncas = cad_pre_cas_copy(o, cas);
+    for (size_t i = 0; i < ncas && !o->stop; i++) {
+        int64_t epoch = 0;
+        if (store_revocation_epoch(ca_store(o->d->ca), cas[i].label, &epoch) != KL_OK ||
+            epoch == cas[i].epoch) {
+            continue;
+        }
+        cas[i].epoch = epoch;
+        cad_pre_walk_ca(o, &cas[i], 1, 0);
+        cad_pre_cas_note(o, &cas[i], CAD_PRE_EPOCH);
+    }
+}
+
+/* Wait CAD_OCSP_POLL_MS or until kicked or stopped; 0 when stopped. */
+static int cad_pre_wait(cad_ocsp *o)
+{
+    pthread_mutex_lock(&o->mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += CAD_OCSP_POLL_MS * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    if (!o->stop) {
+        pthread_cond_timedwait(&o->cv, &o->mu, &ts);
+    }
+    int go = !o->stop;
+    pthread_mutex_unlock(&o->mu);
+    return go;
+}
+
+/* The revocation thread: epochs only, never behind a full pass. */
+static void *cad_pre_rthread(void *arg)
+{
+    cad_ocsp *o = arg;
+    do {
+        cad_pre_revocations(o);
+    } while (cad_pre_wait(o));
+    return NULL;
+}
+
+/* The pass thread: full passes, and the answers of a CA whose signer changed. */
 static void *cad_pre_thread(void *arg)
 {
     cad_ocsp *o = arg;
-    pthread_mutex_lock(&o->mu);
-    while (!o->stop) {
-        pthread_mutex_unlock(&o->mu);
+    do {
         time_t now = time(NULL);
         if (now >= o->next_pass) {
             o->next_pass = now + o->period;
             cad_pre_full_pass(o);
         } else {
-            cad_pre_revocations(o);
+            cad_pre_signers(o);
         }
-        pthread_mutex_lock(&o->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += CAD_OCSP_POLL_MS * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        if (!o->stop) {
-            pthread_cond_timedwait(&o->cv, &o->mu, &ts);
-        }
-    }
-    pthread_mutex_unlock(&o->mu);
+    } while (cad_pre_wait(o));
     return NULL;
 }
 
@@ -438,13 +517,17 @@ kl_rc cad_ocsp_new(cad *d, cad_ocsp **out)
     o->validity = validity;
     o->period = validity / 4 < 60 ? validity / 4 : 60;
     pthread_rwlock_init(&o->lock, NULL);
+    pthread_mutex_init(&o->cas_mu, NULL);
     pthread_mutex_init(&o->mu, NULL);
     pthread_cond_init(&o->cv, NULL);
-    if (pthread_create(&o->thr, NULL, cad_pre_thread, o) != 0) {
+    /* the list of CAs first, so that the revocation thread follows them from the start */
+    cad_pre_cas(o);
+    o->started = pthread_create(&o->thr, NULL, cad_pre_thread, o) == 0;
+    o->rstarted = o->started && pthread_create(&o->rthr, NULL, cad_pre_rthread, o) == 0;
+    if (!o->rstarted) {
         cad_ocsp_free(o);
-        ENSURE(0, KL_EINTERNAL, "cannot start the OCSP pre-production thread");
+        ENSURE(0, KL_EINTERNAL, "cannot start the OCSP pre-production threads");
     }
-    o->started = 1;
     *out = o;
 out:
     return rc;
@@ -455,18 +538,22 @@ void cad_ocsp_free(cad_ocsp *o)
     if (!o) {
         return;
     }
+    pthread_mutex_lock(&o->mu);
+    o->stop = 1;
+    pthread_cond_broadcast(&o->cv);
+    pthread_mutex_unlock(&o->mu);
     if (o->started) {
-        pthread_mutex_lock(&o->mu);
-        o->stop = 1;
-        pthread_cond_signal(&o->cv);
-        pthread_mutex_unlock(&o->mu);
         pthread_join(o->thr, NULL);
+    }
+    if (o->rstarted) {
+        pthread_join(o->rthr, NULL);
     }
     for (size_t i = 0; i < o->cap; i++) {
         OPENSSL_free(o->tab[i].der);
     }
     free(o->tab);
     pthread_rwlock_destroy(&o->lock);
+    pthread_mutex_destroy(&o->cas_mu);
     pthread_mutex_destroy(&o->mu);
     pthread_cond_destroy(&o->cv);
     free(o);
@@ -521,7 +608,7 @@ void cad_ocsp_kick(cad_ocsp *o)
 {
     if (o) {
         pthread_mutex_lock(&o->mu);
-        pthread_cond_signal(&o->cv);
+        pthread_cond_broadcast(&o->cv);
         pthread_mutex_unlock(&o->mu);
     }
 }
