@@ -16,6 +16,12 @@ kl_rc kl_file_read(const char *path, size_t cap, uint8_t **out, size_t *len)
     if (fd < 0) {
         return kl_fail(errno == ENOENT ? KL_ENOTFOUND : KL_EIO, "%s: %s", path, strerror(errno));
     }
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > cap) {
+        /* a regular file says its size: refused before a byte is read (a pipe is counted) */
+        close(fd);
+        return kl_fail(KL_EINPUT, "%s: larger than the limit of %zu bytes", path, cap);
+    }
     size_t alloc = 4096, n = 0;
     uint8_t *p = malloc(alloc + 1);
     kl_rc rc = KL_OK;

@@ -48,7 +48,14 @@ printf '# pasted\n%s %s\n' "$(serial_of "$D/a1.pem")" "$(serial_of "$D/a2.pem")"
 kca revoke --from "$D/two.txt" > "$D/two.out" 2>&1 && die "a line of two serials was accepted"
 grep -q "two.txt line 2: more than one item" "$D/two.out" || die "the refusal: $(cat "$D/two.out")"
 [ "$(revokes)" = "$n0" ] || die "a refused list revoked something"
-ok "a list naming an unknown certificate is refused whole (item 14 named), a line of two serials too (line 2 named), nothing revoked"
+# a list file above the limit (512 MiB) is refused by its size, before it is read
+truncate -s 600M "$D/huge.txt"
+/usr/bin/time -f "%M" -o "$D/huge.rss" "$BIN/keyline-ca" -c "$KL_CONF" revoke --from "$D/huge.txt" \
+    > "$D/huge.out" 2>&1 && die "a 600 MiB list was accepted"
+grep -q "larger than the limit" "$D/huge.out" || die "the refusal: $(cat "$D/huge.out")"
+[ "$(tail -1 "$D/huge.rss")" -lt 100000 ] || die "a 600 MiB list was read first: $(tail -1 "$D/huge.rss") KiB"
+rm -f "$D/huge.txt"
+ok "a list naming an unknown certificate is refused whole (item 14 named), a line of two serials too (line 2 named), a 600 MiB list by its size; nothing revoked"
 
 # --dry-run: the same checks, what it would revoke listed, nothing changed
 kca revoke --from "$D/bad.txt" --dry-run > /dev/null 2> "$D/bad.out" && die "a dry run of a bad list passed"
