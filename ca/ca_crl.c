@@ -313,7 +313,8 @@ typedef struct {
     char idp[1024];
 } crl_scope;
 
-/* One attempt with the number after the last taken: KL_EEXIST when it was taken meanwhile. */
+/* One attempt with the number after the last taken and the entries in f: KL_EEXIST with *why
+ * when the store refuses it as not the newest (store_crl_commit). */
 static kl_rc crl_once(ca_ctx *ca, const crl_scope *sc, const ca_entry *e, time_t now, time_t until,
                       const crl_fill *f, ca_crl_result *out, store_crl_why *why)
 {
