@@ -226,6 +226,11 @@ kl_rc ca_crlpart_publish(ca_ctx *ca, const char *label, const char *serial, time
  * signer for the issuer if one is set up (see ca_ocsp_signer_ensure), else by the issuing CA.
  * Unknown issuers give an "unauthorized" response, not an error. */
 kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out) KL_WUR;
+/* Whether an OCSP request's extensions let it be answered (ca_ocsp_respond answers
+ * malformedRequest when not): KL_EINPUT, the message saying why, for an extension marked
+ * critical that is not understood (only the nonce is, and only in requestExtensions), or a
+ * nonce that is not an OCTET STRING of 1..128 octets (RFC 9654). Reads req only. */
+kl_rc ca_ocsp_request_check(OCSP_REQUEST *req) KL_WUR;
 /* One certificate's status for a pre-produced OCSP answer: serial (store hex), status
  * V_OCSP_CERTSTATUS_GOOD / _REVOKED / _UNKNOWN, for revoked its reason (RFC 5280 5.3.1, <= 0:
  * none) and time. */

@@ -314,6 +314,60 @@ out:
     return rc;
 }
 
+/* RFC 9654 2.1: Nonce ::= OCTET STRING (SIZE(1..128)). "A responder MUST reject OCSP requests
+ * that have a Nonce with a length of either 0 octets or greater than 128 octets with the
+ * malformedRequest OCSPResponseStatus." The extension's value is that OCTET STRING's DER. */
+#define CA_OCSP_NONCE_MAX 128
+
+static kl_rc ca_ocsp_nonce_check(X509_EXTENSION *ext)
+{
+    const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(ext);
+    const unsigned char *p = ASN1_STRING_get0_data(v), *end = p + ASN1_STRING_length(v);
+    long len = 0;
+    int tag = 0, cls = 0;
+    int r = ASN1_get_object(&p, &len, &tag, &cls, end - p);
+    ERR_clear_error();
+    if (r != 0 || tag != V_ASN1_OCTET_STRING || cls != V_ASN1_UNIVERSAL || len != end - p) {
+        return kl_fail(KL_EINPUT, "OCSP nonce is not one OCTET STRING");
+    }
+    if (len < 1 || len > CA_OCSP_NONCE_MAX) {
+        return kl_fail(KL_EINPUT, "OCSP nonce of %ld octets (1 to %d allowed)", len,
+                       CA_OCSP_NONCE_MAX);
+    }
+    return KL_OK;
+}
+
+/* RFC 6960 4.4: "Unrecognized extensions MUST be ignored (unless they have the critical flag
+ * set and are not understood)." `nonce_ok`: the nonce is understood here. */
+static kl_rc ca_ocsp_ext_check(X509_EXTENSION *ext, int nonce_ok, const char *where)
+{
+    if (nonce_ok && OBJ_obj2nid(X509_EXTENSION_get_object(ext)) == NID_id_pkix_OCSP_Nonce) {
+        return ca_ocsp_nonce_check(ext);
+    }
+    if (X509_EXTENSION_get_critical(ext) > 0) {
+        char oid[80];
+        OBJ_obj2txt(oid, sizeof oid, X509_EXTENSION_get_object(ext), 1);
+        return kl_fail(KL_EINPUT, "OCSP request: unknown critical %s extension %s", where, oid);
+    }
+    return KL_OK;
+}
+
+kl_rc ca_ocsp_request_check(OCSP_REQUEST *req)
+{
+    kl_rc rc = KL_OK;
+    for (int i = 0; i < OCSP_REQUEST_get_ext_count(req); i++) {
+        TRY(ca_ocsp_ext_check(OCSP_REQUEST_get_ext(req, i), 1, "requestExtensions"));
+    }
+    for (int i = 0; i < OCSP_request_onereq_count(req); i++) {
+        OCSP_ONEREQ *one = OCSP_request_onereq_get0(req, i);
+        for (int j = 0; j < OCSP_ONEREQ_get_ext_count(one); j++) {
+            TRY(ca_ocsp_ext_check(OCSP_ONEREQ_get_ext(one, j), 0, "singleRequestExtensions"));
+        }
+    }
+out:
+    return rc;
+}
+
 kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
 {
     kl_rc rc = KL_OK;
@@ -325,7 +379,7 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
     int nreq = OCSP_request_onereq_count(req);
     /* Each entry costs a CertID match against every CA: bound the work one request can ask
      * for (RFC 5019 clients send one). */
-    if (nreq <= 0 || nreq > CA_OCSP_MAX_ENTRIES) {
+    if (nreq <= 0 || nreq > CA_OCSP_MAX_ENTRIES || ca_ocsp_request_check(req) != KL_OK) {
         *out = OCSP_response_create(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, NULL);
         return *out ? KL_OK : kl_fail_ssl(KL_EINTERNAL, "cannot build OCSP response");
     }

@@ -476,8 +476,17 @@ static int est_ocsp_request_der(est_req *rq, est_resp *rs, kl_buf *der, int *is_
         }
         return 1;
     }
+    if (strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0) {
+        /* GET /ocsp with no request after it: a malformed request, as a path that decodes to
+         * none is */
+        snprintf(rq->note, sizeof rq->note, "GET /ocsp without a request");
+        est_ocsp_status_resp(rs, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+        return 0;
+    }
+    /* RFC 9110 10.2.1: Allow lists the methods the target resource supports: /ocsp takes POST
+     * (and GET, HEAD, answered malformedRequest), /ocsp/<request> GET and HEAD */
     est_resp_text(rs, 405, "use POST /ocsp or GET /ocsp/<base64 request>");
-    est_resp_header(rs, "Allow", "GET, POST");
+    est_resp_header(rs, "Allow", rq->route.ocsp_b64 ? "GET, HEAD" : "GET, HEAD, POST");
     return 0;
 }
 

@@ -37,11 +37,12 @@ typedef struct {
     char text[300]; /* as written, resolved ("unix:/run/..", "tls:h:p") */
 } cac_addr;
 
-/* One open connection to addrs[addr]. */
+/* One open connection to addrs[addr]. eof: cac_io found it closed or reset by the daemon. */
 typedef struct {
     int fd;
     SSL *ssl;
     unsigned addr;
+    int eof;
 } cac_conn;
 
 struct cac {
@@ -413,6 +414,7 @@ static kl_rc cac_io(cac_conn *k, int writing, uint8_t *p, size_t n, const struct
             eof = r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
         }
         if (eof) {
+            k->eof = 1;
             return kl_fail(KL_EUNAVAIL, "keyline-cad at %s closed the connection", what);
         }
         kl_rc rc = cac_wait(k->fd, ev, dl, what);
@@ -478,8 +480,11 @@ static int cac_op_idempotent(uint8_t op)
            op == CAP_OP_KNOWN;
 }
 
-/* One request, one answer. *sent: the whole request went out (the daemon may have acted). */
-static kl_rc cac_exchange(cac *c, cac_conn *k, const kl_buf *req, cac_resp *resp, int *sent)
+/* One request, one answer. *sent: the whole request went out (the daemon may have acted).
+ * *stale: the daemon had closed the connection (EOF, reset) before it read the whole request
+ * or sent a byte of the answer, as it does with an idle one; not so when it timed out. */
+static kl_rc cac_exchange(cac *c, cac_conn *k, const kl_buf *req, cac_resp *resp, int *sent,
+                          int *stale)
 {
     kl_rc rc = KL_OK;
     struct timespec dl;
@@ -488,9 +493,14 @@ static kl_rc cac_exchange(cac *c, cac_conn *k, const kl_buf *req, cac_resp *resp
     const char *what = c->addrs[k->addr].text;
     cac_deadline(&dl, c->timeout_s);
     *sent = 0;
-    TRY(cac_io(k, 1, req->data, req->len, &dl, what, &got));
-    *sent = 1;
-    TRY(cac_io(k, 0, hdr, sizeof hdr, &dl, what, &got));
+    k->eof = 0;
+    rc = cac_io(k, 1, req->data, req->len, &dl, what, &got);
+    if (rc == KL_OK) {
+        *sent = 1;
+        rc = cac_io(k, 0, hdr, sizeof hdr, &dl, what, &got);
+    }
+    *stale = rc != KL_OK && k->eof && (!*sent || got == 0);
+    TRY(rc);
     uint32_t n = cap_frame_len(hdr);
     ENSURE(n >= 3 && n <= CAP_RESP_MAX, KL_EIO, "keyline-cad at %s sent a frame of %u bytes", what,
            n);
@@ -522,15 +532,18 @@ static kl_rc cac_call_at(cac *c, unsigned i, const kl_buf *req, cac_resp *resp, 
             *next = 1; /* nothing was sent */
             return rc;
         }
-        int sent = 0;
-        rc = cac_exchange(c, &k, req, resp, &sent);
+        int sent = 0, stale = 0;
+        rc = cac_exchange(c, &k, req, resp, &sent, &stale);
         if (rc == KL_OK) {
             cac_give(c, &k);
             return KL_OK;
         }
         cac_conn_close(&k);
         int again = rc == KL_EUNAVAIL && (!sent || cac_op_idempotent(op));
-        if (!(reused && again)) {
+        /* Once more on a fresh connection only when the pooled one had gone stale: a daemon
+         * that did not answer in time has had its timeout, and is not waited for twice (the
+         * caller moves on to the next address, if there is one). */
+        if (!(reused && stale && again)) {
             *next = again;
             if (rc == KL_EUNAVAIL && !again) {
                 kl_wrap(rc, "%s not sent again (keyline-cad may have carried it out)",

@@ -16,7 +16,10 @@
 #   - the same request again within a second is answered by keyline-estd's front cache (even
 #     with keyline-cad stopped), counted in /metrics but not logged line by line at info level;
 #   - the plain-HTTP listener runs [est] threads I/O threads, as the TLS one does;
-#   - [cad] ocsp-preproduce = 0 turns it off: every answer is live.
+#   - an unknown critical extension or a nonce of 0 or over 128 octets: malformedRequest (RFC
+#     6960 4.4, RFC 9654), never a cached answer; GET /ocsp without a request: malformedRequest;
+#   - [cad] ocsp-preproduce = 0 turns it off: every answer is live;
+#   - keyline-cad hung (SIGSTOP): tryLater after one [est] cad-timeout.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -51,6 +54,84 @@ by_key "$D/o1.txt" || die "no pre-produced answer after 20 s: $(cat "$D/o1.txt";
 grep -q "dev.pem: good" "$D/o1.txt" || die "status: $(cat "$D/o1.txt")"
 grep -q "OCSP: .* answers pre-produced" "$D/cad.log" || die "no pre-production in the log"
 ok "nonce-less request answered from the pre-produced answers (responder by key hash), good, verifies"
+
+# RFC 6960 4.4 / RFC 9654 through POST and GET, for a certificate whose answer is pre-produced
+# (and each nonce-less request twice: the second would come from keyline-estd's front cache):
+# an unknown extension marked critical (in requestExtensions or singleRequestExtensions) or a
+# nonce of 0 or more than 128 octets is malformedRequest; an unknown extension not marked
+# critical is ignored; a nonce of 1..128 octets is answered and echoed.
+openssl ocsp -issuer "$D/field1.pem" -cert "$D/dev.pem" -no_nonce -reqout "$D/ext.der" > /dev/null 2>&1
+HOSTILE_DIR=$D PYTHONPATH=$KL_SRC/tests/hostile python3 - "$D/ext.der" "$EST_HTTP_PORT" <<'PY' || die "OCSP extensions: see above"
+import base64, http.client, sys, urllib.parse
+from gen import enc, oid  # the hostile suite's DER pieces; it puts tests/data/csr on the path
+from craft import children, tlv
+
+def ext(dotted, value, critical):
+    return enc(0x30, oid(dotted) + (b"\x01\x01\xff" if critical else b"") + enc(0x04, value))
+
+def content(der):
+    _, hl, cl = tlv(der)
+    return der[hl:hl + cl]
+
+# OCSPRequest { TBSRequest { requestList { Request { CertID } } } } from openssl ocsp -no_nonce
+certid = children(content(children(content(children(content(children(content(open(sys.argv[1], "rb").read()))[0]))[0]))[0]))[0]
+def request(req_ext=None, single_ext=None):
+    one = certid + (enc(0xA0, enc(0x30, single_ext)) if single_ext else b"")
+    tbs = enc(0x30, enc(0x30, one)) + (enc(0xA2, enc(0x30, req_ext)) if req_ext else b"")
+    return enc(0x30, enc(0x30, tbs))
+
+def ask(der, get):
+    c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[2]), timeout=30)
+    if get:
+        c.request("GET", "/ocsp/" + urllib.parse.quote(base64.b64encode(der).decode(), safe=""))
+    else:
+        c.request("POST", "/ocsp", der, {"Content-Type": "application/ocsp-request"})
+    r = c.getresponse()
+    body = r.read()
+    assert r.status == 200, (r.status, body)
+    return body
+
+STATUS = {0: "successful", 1: "malformedRequest"}
+UNKNOWN, NONCE = "1.3.6.1.4.1.99999.1", "1.3.6.1.5.5.7.48.1.2"
+cases = [
+    ("unknown critical requestExtension", request(req_ext=ext(UNKNOWN, b"\x05\x00", True)), 1, None),
+    ("unknown critical singleRequestExtension", request(single_ext=ext(UNKNOWN, b"\x05\x00", True)), 1, None),
+    ("unknown non-critical requestExtension", request(req_ext=ext(UNKNOWN, b"\x05\x00", False)), 0, None),
+    ("unknown non-critical singleRequestExtension", request(single_ext=ext(UNKNOWN, b"\x05\x00", False)), 0, None),
+]
+for n, want in ((0, 1), (1, 0), (32, 0), (128, 0), (129, 1), (200, 1)):
+    e = ext(NONCE, enc(0x04, bytes(range(n))), False)
+    cases.append(("nonce of %d octets" % n, request(req_ext=e), want, e))
+bad = 0
+for name, der, want, nonce in cases:
+    for get in (False, True):
+        for _ in range(1 if nonce else 2):
+            body = ask(der, get)
+            st = content(body)[2]  # OCSPResponse { responseStatus ENUMERATED, ... }
+            echoed = nonce is None or want != 0 or nonce in body
+            if st != want or not echoed:
+                bad += 1
+                print("%s (%s): %s, expected %s%s" % (name, "GET" if get else "POST", STATUS.get(st, st),
+                      STATUS[want], "" if echoed else ", nonce not echoed"))
+sys.exit(1 if bad else 0)
+PY
+ok "unknown critical extensions and nonces of 0 or over 128 octets: malformedRequest (POST, GET, twice); unknown non-critical ones ignored, nonces of 1..128 octets echoed"
+
+# GET /ocsp with no request is a malformed request, as a path that decodes to none is; a 405's
+# Allow lists what the resource takes (RFC 9110 10.2.1): /ocsp POST, GET, HEAD; /ocsp/<b64>
+# GET, HEAD
+for p in /ocsp /ocsp/; do
+    code=$(curl -s -o "$D/noreq.der" -w '%{http_code}' "$EST_HTTP$p")
+    [ "$code" = 200 ] || die "GET $p: HTTP $code"
+    txt=$(openssl ocsp -respin "$D/noreq.der" -resp_text -noverify 2>&1 || true) # exit 1: not successful
+    grep -q "Responder Error: malformedrequest" <<<"$txt" || die "GET $p: $txt"
+done
+allow() { curl -s -o /dev/null -D - -X "$1" -H "Content-Type: application/ocsp-request" --data-binary @"$D/ext.der" "$EST_HTTP$2" |
+    tr -d '\r' | sed -n 's/^allow: //Ip'; }
+[ "$(allow PUT /ocsp)" = "GET, HEAD, POST" ] || die "PUT /ocsp: Allow: $(allow PUT /ocsp)"
+[ "$(allow POST "/ocsp/$(ocsp_get_path "$D/ext.der")")" = "GET, HEAD" ] ||
+    die "POST /ocsp/<b64>: Allow: $(allow POST "/ocsp/$(ocsp_get_path "$D/ext.der")")"
+ok "GET /ocsp without a request: malformedRequest; 405 Allow lists the methods each OCSP resource takes"
 
 t1=$(field "$D/o1.txt" "This Update")
 n1=$(field "$D/o1.txt" "Next Update")
@@ -188,6 +269,7 @@ ok "the plain-HTTP listener has its own [est] threads I/O threads"
 est_stop
 sed -i 's/^ocsp-validity = 8$/ocsp-validity = 8\nocsp-preproduce = 0/' "$KL_CONF"
 grep -q "^ocsp-preproduce = 0" "$KL_CONF" || die "config not changed"
+echo "cad-timeout = 2" >> "$KL_CONF" # [est], the last section
 est_start
 sleep 1
 for _ in 1 2 3; do
@@ -197,4 +279,21 @@ for _ in 1 2 3; do
     sleep 1
 done
 ok "[cad] ocsp-preproduce = 0: answers are signed live"
+
+# keyline-cad hung (SIGSTOP: its socket still accepts, nothing answers): tryLater after one
+# [est] cad-timeout (2 s), on the connection pooled by the queries above as on a fresh one;
+# never a second timeout on the same keyline-cad. With a nonce: no cache answers it.
+openssl ocsp -issuer "$D/field1.pem" -cert "$D/dev.pem" -reqout "$D/later.der" > /dev/null 2>&1
+kill -STOP "$CAD_PID"
+for conn in pooled fresh; do
+    t=$(curl -s --max-time 20 -H "Content-Type: application/ocsp-request" --data-binary @"$D/later.der" \
+        -o "$D/later.out" -w '%{time_total}' "$EST_HTTP/ocsp" || true)
+    txt=$(openssl ocsp -respin "$D/later.out" -resp_text -noverify 2>&1 || true)
+    grep -q "Responder Error: trylater" <<<"$txt" ||
+        die "keyline-cad stopped ($conn connection): not tryLater after $t s: $txt"
+    awk -v t="$t" 'BEGIN { exit !(t >= 1.9 && t < 3) }' ||
+        die "keyline-cad stopped ($conn connection): tryLater after $t s, expected one cad-timeout (2 s)"
+done
+kill -CONT "$CAD_PID"
+ok "keyline-cad hung: tryLater after one cad-timeout ($t s), the pooled connection not tried again"
 est_stop

@@ -453,6 +453,95 @@ static int ocsp_status(X509 *leaf, X509 *issuer, X509 *root, int *reason)
     return status;
 }
 
+/* ca_ocsp_respond's answer status to a request for `leaf` with one extension (OID `oid`, DER
+ * value val/vlen, critical or not) in its requestExtensions, or (single) in its one
+ * singleRequestExtensions; a successful answer to a nonce (in requestExtensions) echoes it. */
+static int ocsp_ext_status(X509 *leaf, X509 *issuer, const char *oid, const uint8_t *val,
+                           size_t vlen, int crit, int single)
+{
+    OCSP_REQUEST *req = OCSP_REQUEST_new();
+    OCSP_ONEREQ *one = OCSP_request_add0_id(req, OCSP_cert_to_id(EVP_sha1(), leaf, issuer));
+    ASN1_OBJECT *obj = OBJ_txt2obj(oid, 1);
+    ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+    assert_int_equal(ASN1_OCTET_STRING_set(os, val, (int)vlen), 1);
+    X509_EXTENSION *ext = X509_EXTENSION_create_by_OBJ(NULL, obj, crit, os);
+    assert_non_null(ext);
+    assert_int_equal(
+        single ? OCSP_ONEREQ_add_ext(one, ext, -1) : OCSP_REQUEST_add_ext(req, ext, -1), 1);
+    OCSP_RESPONSE *resp = NULL;
+    assert_int_equal(ca_ocsp_respond(g_ca, req, &resp), KL_OK);
+    int status = OCSP_response_status(resp);
+    assert_int_equal(status == OCSP_RESPONSE_STATUS_SUCCESSFUL,
+                     ca_ocsp_request_check(req) == KL_OK);
+    if (status == OCSP_RESPONSE_STATUS_SUCCESSFUL && !single &&
+        OBJ_obj2nid(obj) == NID_id_pkix_OCSP_Nonce) {
+        OCSP_BASICRESP *bs = OCSP_response_get1_basic(resp);
+        assert_int_equal(OCSP_check_nonce(req, bs), 1);
+        OCSP_BASICRESP_free(bs);
+    }
+    OCSP_RESPONSE_free(resp);
+    X509_EXTENSION_free(ext);
+    ASN1_OCTET_STRING_free(os);
+    ASN1_OBJECT_free(obj);
+    OCSP_REQUEST_free(req);
+    return status;
+}
+
+/* The DER of a nonce (RFC 9654: an OCTET STRING) of n octets into buf; its length. */
+static size_t ocsp_nonce_der(uint8_t *buf, size_t n)
+{
+    size_t h = 0;
+    buf[h++] = 0x04;
+    if (n >= 0x80) {
+        buf[h++] = 0x81;
+    }
+    buf[h++] = (uint8_t)n;
+    memset(buf + h, 0x5a, n);
+    return h + n;
+}
+
+/* RFC 6960 4.4: an extension marked critical that is not understood makes the request
+ * malformed, one not marked critical is ignored; RFC 9654: a nonce of 0 or more than 128
+ * octets is refused (malformedRequest), 1..128 answered and echoed. */
+static void test_ocsp_extensions(void **state)
+{
+    (void)state;
+    X509 *leaf = issue_one("ocsp extensions", 0);
+    X509 *issuer = NULL;
+    assert_int_equal(ca_cert(g_ca, "field1", &issuer), KL_OK);
+    const char *unknown = "1.3.6.1.4.1.99999.1", *nonce = "1.3.6.1.5.5.7.48.1.2";
+    const uint8_t null[] = {0x05, 0x00};
+    const int ok = OCSP_RESPONSE_STATUS_SUCCESSFUL, bad = OCSP_RESPONSE_STATUS_MALFORMEDREQUEST;
+    for (int single = 0; single < 2; single++) {
+        assert_int_equal(ocsp_ext_status(leaf, issuer, unknown, null, 2, 1, single), bad);
+        assert_int_equal(ocsp_ext_status(leaf, issuer, unknown, null, 2, 0, single), ok);
+    }
+    uint8_t der[260];
+    const struct {
+        size_t octets;
+        int want;
+    } nonces[] = {{0, bad}, {1, ok}, {16, ok}, {32, ok}, {128, ok}, {129, bad}, {200, bad}};
+    for (size_t i = 0; i < sizeof nonces / sizeof nonces[0]; i++) {
+        size_t n = ocsp_nonce_der(der, nonces[i].octets);
+        assert_int_equal(ocsp_ext_status(leaf, issuer, nonce, der, n, 0, 0), nonces[i].want);
+        assert_int_equal(ocsp_ext_status(leaf, issuer, nonce, der, n, 1, 0), nonces[i].want);
+    }
+    /* a nonce's value is the OCTET STRING's DER: raw octets, trailing bytes or another type
+     * are no nonce */
+    const uint8_t raw[] = "0123456789abcdef", trailing[] = {0x04, 0x01, 0x41, 0x00},
+                  integer[] = {0x02, 0x01, 0x01};
+    assert_int_equal(ocsp_ext_status(leaf, issuer, nonce, raw, 16, 0, 0), bad);
+    assert_int_equal(ocsp_ext_status(leaf, issuer, nonce, trailing, 4, 0, 0), bad);
+    assert_int_equal(ocsp_ext_status(leaf, issuer, nonce, integer, 3, 0, 0), bad);
+    assert_int_equal(ocsp_ext_status(leaf, issuer, nonce, der, 0, 0, 0), bad); /* empty value */
+    /* a nonce is understood in requestExtensions only */
+    size_t n = ocsp_nonce_der(der, 16);
+    assert_int_equal(ocsp_ext_status(leaf, issuer, nonce, der, n, 1, 1), bad);
+    assert_int_equal(ocsp_ext_status(leaf, issuer, nonce, der, n, 0, 1), ok);
+    X509_free(issuer);
+    X509_free(leaf);
+}
+
 static void test_ocsp_and_crl(void **state)
 {
     (void)state;
@@ -709,11 +798,12 @@ static void test_audit_checkpoint(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_csr_load),       cmocka_unit_test(test_signed_der_verify),
-        cmocka_unit_test(test_x509_load),      cmocka_unit_test(test_serial_and_chain),
-        cmocka_unit_test(test_threads),        cmocka_unit_test(test_pending_activate),
-        cmocka_unit_test(test_ocsp_and_crl),   cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_revoked_issuer), cmocka_unit_test(test_audit_checkpoint),
+        cmocka_unit_test(test_csr_load),         cmocka_unit_test(test_signed_der_verify),
+        cmocka_unit_test(test_x509_load),        cmocka_unit_test(test_serial_and_chain),
+        cmocka_unit_test(test_threads),          cmocka_unit_test(test_pending_activate),
+        cmocka_unit_test(test_ocsp_and_crl),     cmocka_unit_test(test_ocsp_extensions),
+        cmocka_unit_test(test_refusals),         cmocka_unit_test(test_revoked_issuer),
+        cmocka_unit_test(test_audit_checkpoint),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
