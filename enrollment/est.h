@@ -319,16 +319,19 @@ typedef struct {
     est_conn_auth *conn_auth; /* per-connection client-certificate cache; NULL when none */
     const char *method;
     const char *path;
-    const char *content_type;                      /* may be NULL */
-    const char *cte;                               /* Content-Transfer-Encoding, may be NULL */
-    const char *authorization;                     /* may be NULL */
-    const char *if_none_match, *if_modified_since; /* conditional GET (RFC 9110 13); NULL */
+    const char *content_type;      /* may be NULL */
+    const char *cte;               /* Content-Transfer-Encoding, may be NULL */
+    const char *authorization;     /* may be NULL */
+    const char *if_modified_since; /* conditional GET (RFC 9110 13); NULL */
     const uint8_t *body;
     size_t body_len;
     est_route route;
     char identity[200]; /* for the access log: "basic:USER", "cert:SUBJECT", "-" */
     char note[200];     /* for the access log: serial issued or why refused */
-    char inm[2048];     /* if_none_match's storage: its field lines joined (RFC 9110 5.3) */
+    /* If-None-Match (has_inm: sent), its field lines joined (RFC 9110 5.3); a buffer, not a
+     * pointer into one: the request is copied whole to a worker */
+    int has_inm;
+    char inm[2048];
 } est_req;
 
 void est_resp_init(est_resp *r);

@@ -83,8 +83,8 @@ static int est_etag_listed(const char *list, const char *etag)
  * without If-None-Match, and only against a known Last-Modified (0: none). */
 static int est_not_modified(const est_req *rq, const char *etag, time_t last_modified)
 {
-    if (rq->if_none_match) {
-        return est_etag_listed(rq->if_none_match, etag);
+    if (rq->has_inm) {
+        return est_etag_listed(rq->inm, etag);
     }
     time_t since = 0;
     return last_modified && kl_http_date_parse(rq->if_modified_since, time(NULL), &since) &&

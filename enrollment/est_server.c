@@ -454,8 +454,8 @@ static enum MHD_Result est_inm_hdr(void *cls, enum MHD_ValueKind kind, const cha
     return MHD_YES;
 }
 
-/* rq->if_none_match: NULL without the field; a list too long to keep is kept as an empty
- * one, which matches nothing (the full answer, never a wrong 304). */
+/* rq->inm and has_inm; a list too long to keep is kept as an empty one, which matches nothing
+ * (the full answer, never a wrong 304). */
 static void est_req_inm(struct MHD_Connection *c, est_req *rq)
 {
     est_inm_join j = {rq->inm, sizeof rq->inm, 0, 0, 0};
@@ -464,7 +464,7 @@ static void est_req_inm(struct MHD_Connection *c, est_req *rq)
     if (j.overflow) {
         rq->inm[0] = 0;
     }
-    rq->if_none_match = j.any ? rq->inm : NULL;
+    rq->has_inm = j.any;
 }
 
 /* The request as the handlers see it: headers, body, TLS session. */
