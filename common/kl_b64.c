@@ -111,3 +111,11 @@ kl_rc kl_b64_encode(const uint8_t *in, size_t inlen, size_t wrap, int crlf, kl_b
     }
     return rc;
 }
+
+int kl_hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "est.h"
+#include "kl_b64.h"
 #include "kl_file.h"
 #include "kl_log.h"
 #include "kl_secret.h"
@@ -398,14 +399,6 @@ static est_conn *est_conn_undeadline(est_server *s, struct MHD_Connection *c)
     return k;
 }
 
-static int est_hex(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 /* Percent-decoding of the path (and query), as libmicrohttpd's own but for %00: a decoded NUL
  * would end the path early ("/crl/x.crl%00.txt" routed as "/crl/x.crl"); left as its three
  * characters, it matches no route. */
@@ -415,8 +408,8 @@ static size_t est_unescape(void *cls, struct MHD_Connection *c, char *s)
     (void)c;
     char *w = s;
     for (const char *r = s; *r;) {
-        int hi = r[0] == '%' ? est_hex(r[1]) : -1;
-        int lo = hi >= 0 ? est_hex(r[2]) : -1;
+        int hi = r[0] == '%' ? kl_hex_digit(r[1]) : -1;
+        int lo = hi >= 0 ? kl_hex_digit(r[2]) : -1;
         if (lo >= 0 && (hi | lo) != 0) {
             *w++ = (char)(hi << 4 | lo);
             r += 3;

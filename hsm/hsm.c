@@ -12,6 +12,7 @@
  * (reference counted) by all hsm_ctx of the process that name the same module file. */
 #include "hsm.h"
 #include "hsm_internal.h"
+#include "kl_b64.h"
 
 #include <dlfcn.h>
 #include <limits.h>
@@ -268,20 +269,6 @@ void hsm_uri_free(hsm_uri *u)
     memset(u, 0, sizeof *u);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* Percent-decode [s, s+n) into a new string. RFC 7512 2.3: "pk11-pchar" and "pk11-qchar"
  * allow pct-encoded octets anywhere in a value. A decoded NUL cannot be a C string: refused. */
 static kl_rc pct_decode(const char *s, size_t n, char **out)
@@ -297,8 +284,8 @@ static kl_rc pct_decode(const char *s, size_t n, char **out)
                 free(d);
                 return kl_fail(KL_EUSAGE, "pkcs11 URI: truncated percent-encoding");
             }
-            int a = hexval(s[i + 1]);
-            int b = hexval(s[i + 2]);
+            int a = kl_hex_digit(s[i + 1]);
+            int b = kl_hex_digit(s[i + 2]);
             if (a < 0 || b < 0) {
                 free(d);
                 return kl_fail(KL_EUSAGE, "pkcs11 URI: bad percent-encoding '%%%c%c'", s[i + 1],

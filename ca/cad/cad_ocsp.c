@@ -28,6 +28,7 @@
 #include "ca_backend.h"
 #include "ca_internal.h"
 #include "cad_ocsp.h"
+#include "kl_b64.h"
 #include "kl_log.h"
 #include "store.h"
 
@@ -163,14 +164,6 @@ static void cad_pre_put(cad_ocsp *o, const cad_pre_ca *ca, const uint8_t *key, s
     pthread_rwlock_unlock(&o->lock);
 }
 
-static int cad_hex_nibble(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                  : -1;
-}
-
 /* The lookup key of serial `hex` under CA `ca`: its CertID without the hash algorithm, the
  * serial as the magnitude octets OpenSSL keeps for an INTEGER (no leading zero octets). 0 when
  * it does not fit or does not parse. */
@@ -179,8 +172,8 @@ static size_t cad_pre_key(const cad_pre_ca *ca, const char *hex, uint8_t *key)
     size_t n = strlen(hex), k = 40;
     memcpy(key, ca->id, 40);
     for (size_t i = 0; i < n;) {
-        int hi = n % 2 && i == 0 ? 0 : cad_hex_nibble(hex[i++]);
-        int lo = cad_hex_nibble(hex[i++]);
+        int hi = n % 2 && i == 0 ? 0 : kl_hex_digit(hex[i++]);
+        int lo = kl_hex_digit(hex[i++]);
         if (hi < 0 || lo < 0) {
             return 0;
         }

@@ -427,14 +427,16 @@ kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
     const unsigned char *p = der;
     req = d2i_OCSP_REQUEST(NULL, &p, (long)len);
     ENSURE_SSL(req && p == der + len, KL_EINPUT, "OCSP request does not parse");
-    /* a request to refuse (an unknown critical extension, a bad nonce) is never answered from
-     * the pre-produced answers or the cache: ca_ocsp_respond says malformedRequest */
-    int sound = ca_ocsp_request_check(req) == KL_OK;
-    if (sound && cad_ocsp_lookup(r->pre, req, out)) {
+    /* A request to refuse (an unknown critical extension, a bad nonce: ca_ocsp_request_check,
+     * in ca_ocsp_respond) is answered from neither store below, and needs no check of its own
+     * here: a pre-produced answer goes only to a request with no extension at all
+     * (cad_ocsp_request_key), and the cache is keyed by the whole request and holds
+     * successful answers alone. */
+    if (cad_ocsp_lookup(r->pre, req, out)) {
         goto out;
     }
     /* a nonce makes the answer unique to this request: never cached (RFC 5019 4) */
-    int cacheable = sound && OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, -1) < 0;
+    int cacheable = OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, -1) < 0;
     if (cacheable) {
         cacheable = kl_sha256(der, len, key) == KL_OK && cad_rev_epoch_sum(r, &esum) == KL_OK;
         pthread_mutex_lock(&r->ocsp_lock);
