@@ -488,6 +488,14 @@ out:
     return rc;
 }
 
+kl_rc st_revocation_epoch_tx(store_conn *c, const char *issuer, int64_t *out)
+{
+    epoch_arg a = {issuer, 0};
+    kl_rc rc = epoch_tx(c, &a);
+    *out = a.out;
+    return rc;
+}
+
 kl_rc st_revocation_epoch(store *s, const char *issuer, int64_t *out)
 {
     epoch_arg a = {issuer, 0};

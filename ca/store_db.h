@@ -253,6 +253,8 @@ kl_rc st_cert_revoke(store *s, const char *serial, int reason, time_t when,
                      const char *actor) KL_WUR;
 kl_rc st_crl_number_next(store *s, const char *issuer, int64_t *out) KL_WUR;
 kl_rc st_revocation_epoch(store *s, const char *issuer, int64_t *out) KL_WUR;
+/* The same inside a transaction the caller runs (store_crl_commit's check). */
+kl_rc st_revocation_epoch_tx(store_conn *c, const char *issuer, int64_t *out) KL_WUR;
 kl_rc st_crl_put(store *s, const char *issuer, int64_t number, time_t this_update,
                  time_t next_update, const uint8_t *der, size_t len, const char *actor,
                  const char *detail) KL_WUR;

@@ -591,7 +591,6 @@ typedef struct {
     store_crl_why why;
 } rn_commit_arg;
 
-static const store_q q_rn_epoch = {"SELECT epoch FROM revocation_epochs WHERE issuer = ?1", NULL};
 static const store_q q_rn_published = {"SELECT this_update FROM crls WHERE issuer = ?1", NULL};
 
 /* Inside the commit: the CRL is still the newest in content. No revocation of its issuer was
@@ -604,16 +603,13 @@ static kl_rc rn_fresh_tx(store_conn *c, rn_commit_arg *a)
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
-    TRY(sc_stmt(c, &q_rn_epoch, &st));
-    TRY(sc_text(st, 1, crl->issuer));
-    TRY(sc_step(st, &row, "read the revocation epoch"));
-    if ((row ? col_int(st, 0) : 0) != crl->epoch) {
+    int64_t epoch = 0;
+    TRY(st_revocation_epoch_tx(c, crl->issuer, &epoch));
+    if (epoch != crl->epoch) {
         a->why.clash = STORE_CRL_REVOKED_SINCE;
         TRY(kl_fail(KL_EEXIST, "CRL of %s: a revocation was recorded while it was signed",
                     crl->issuer));
     }
-    sc_done(st); /* one statement at a time on the connection: a stepped one holds its read */
-    st = NULL;
     const char *name = crl->name ? crl->name : crl->issuer;
     TRY(sc_stmt(c, &q_rn_published, &st));
     TRY(sc_text(st, 1, name));
