@@ -167,12 +167,20 @@ out:
 typedef struct {
     char *user;
     char *hash;
+    size_t cost; /* its index in kl_htpasswd.cost */
 } kl_ht_entry;
 
+/* Timing: a failed check computes one hash of each kind and cost the file holds (its own
+ * entry's first when the user exists, else a line of each), so a wrong password for a known
+ * user and an unknown user cost the same whatever kinds and costs the lines mix. A file of
+ * mixed kinds (bcrypt, yescrypt, sha512crypt: three tools make them) with one stand-in hash
+ * for unknown users told which users exist by time alone (15x apart). */
 struct kl_htpasswd {
     kl_ht_entry *e;
     size_t n;
-    char *dummy; /* a setting of the same kind and cost as real entries, for unknown users */
+    const char *cost[KL_HTPASSWD_COSTS_MAX]; /* one line's hash per kind and cost (not owned) */
+    size_t ncost;
+    char *empty; /* an empty file's stand-in: a yescrypt setting, so a failure costs a hash */
 };
 
 static const char *const kl_ht_prefixes[] = {"$2b$", "$2y$", "$2a$", "$y$", "$gy$", "$6$"};
@@ -205,13 +213,48 @@ void kl_htpasswd_free(kl_htpasswd *h)
         free(h->e[i].hash);
     }
     free(h->e);
-    free(h->dummy);
+    free(h->empty);
     free(h);
 }
 
 size_t kl_htpasswd_count(const kl_htpasswd *h)
 {
     return h ? h->n : 0;
+}
+
+/* The part of a (checked) hash that sets its cost: the kind and its parameters, without salt
+ * and checksum: "$2b$05$", "$y$j9T$", "$6$", "$6$rounds=9000$". */
+static size_t kl_ht_cost_len(const char *hash)
+{
+    const char *p = strrchr(hash, '$');
+    if (hash[1] != '2') { /* bcrypt holds salt and checksum in one field, the others in two */
+        while (p > hash && *--p != '$') {
+        }
+    }
+    return (size_t)(p - hash) + 1;
+}
+
+/* Entry i's kind and cost: one it shares with an earlier line, or a new one. */
+static kl_rc kl_ht_cost_add(kl_htpasswd *h, size_t i, const char *name)
+{
+    kl_rc rc = KL_OK;
+    const char *hash = h->e[i].hash;
+    size_t len = kl_ht_cost_len(hash);
+    size_t c = 0;
+    while (c < h->ncost &&
+           !(kl_ht_cost_len(h->cost[c]) == len && !strncmp(h->cost[c], hash, len))) {
+        c++;
+    }
+    ENSURE(c < KL_HTPASSWD_COSTS_MAX, KL_EINPUT,
+           "%s: user %s: more than %d kinds and costs of hash in one file (a failed login "
+           "computes one of each); make the entries alike, e.g. all with mkpasswd -m yescrypt",
+           name, h->e[i].user, KL_HTPASSWD_COSTS_MAX);
+    if (c == h->ncost) {
+        h->cost[h->ncost++] = hash;
+    }
+    h->e[i].cost = c;
+out:
+    return rc;
 }
 
 kl_rc kl_htpasswd_parse(const char *name, const char *text, size_t len, kl_htpasswd **out)
@@ -266,16 +309,17 @@ kl_rc kl_htpasswd_parse(const char *name, const char *text, size_t len, kl_htpas
                    name, lineno, user);
         }
     }
-    if (h->n) {
-        /* Same algorithm and cost as a real entry: an unknown user costs what a known one does. */
-        h->dummy = strdup(h->e[0].hash);
-    } else {
+    for (size_t i = 0; i < h->n; i++) {
+        TRY(kl_ht_cost_add(h, i, name));
+    }
+    if (!h->n) {
         char setting[CRYPT_GENSALT_OUTPUT_SIZE];
         if (crypt_gensalt_rn("$y$", 0, NULL, 0, setting, sizeof setting)) {
-            h->dummy = strdup(setting);
+            h->empty = strdup(setting);
         }
+        ENSURE(h->empty, KL_EINTERNAL, "out of memory");
+        h->cost[h->ncost++] = h->empty;
     }
-    ENSURE(h->dummy, KL_EINTERNAL, "out of memory");
     *out = h;
     h = NULL;
 out:
@@ -297,29 +341,72 @@ kl_rc kl_htpasswd_load(const char *path, kl_htpasswd **out)
     return rc;
 }
 
-kl_rc kl_htpasswd_verify(const kl_htpasswd *h, const char *user, const char *pass)
+/* kl_htpasswd_fail_plan; *known: 1 when `user` has a line */
+static size_t kl_ht_plan(const kl_htpasswd *h, const char *user,
+                         const char *plan[KL_HTPASSWD_COSTS_MAX], int *known)
 {
-    const char *hash = NULL;
+    static const char none[] = "$6$keylinedummy$"; /* no file at all */
+    const kl_ht_entry *me = NULL;
     for (size_t i = 0; h && user && i < h->n; i++) {
         if (strcmp(h->e[i].user, user) == 0) {
-            hash = h->e[i].hash;
+            me = &h->e[i];
         }
     }
-    int known = hash != NULL;
-    if (!known) {
-        hash = h ? h->dummy : "$6$keylinedummy$";
+    *known = me != NULL;
+    if (!h) {
+        plan[0] = none;
+        return 1;
     }
+    size_t k = 0;
+    if (me) {
+        plan[k++] = me->hash;
+    }
+    for (size_t c = 0; c < h->ncost; c++) {
+        if (!me || c != me->cost) {
+            plan[k++] = h->cost[c];
+        }
+    }
+    return k;
+}
+
+size_t kl_htpasswd_fail_plan(const kl_htpasswd *h, const char *user,
+                             const char *plan[KL_HTPASSWD_COSTS_MAX])
+{
+    int known = 0;
+    return kl_ht_plan(h, user, plan, &known);
+}
+
+/* 1 when crypt_r of `pass` under `hash` gives `hash` (compared in constant time), 0 when not,
+ * -1 when out of memory. */
+static int kl_ht_crypt_eq(const char *pass, const char *hash)
+{
     struct crypt_data *cd = calloc(1, sizeof *cd);
     if (!cd) {
-        return kl_fail(KL_EINTERNAL, "out of memory");
+        return -1;
     }
-    const char *res = crypt_r(pass ? pass : "", hash, cd);
+    const char *res = crypt_r(pass, hash, cd);
     size_t hl = strlen(hash);
     int ok = res && res[0] != '*' && strlen(res) == hl && CRYPTO_memcmp(res, hash, hl) == 0;
     OPENSSL_cleanse(cd, sizeof *cd);
     free(cd);
-    if (ok && known) {
+    return ok;
+}
+
+kl_rc kl_htpasswd_verify(const kl_htpasswd *h, const char *user, const char *pass)
+{
+    const char *plan[KL_HTPASSWD_COSTS_MAX];
+    int known = 0;
+    size_t n = kl_ht_plan(h, user, plan, &known);
+    pass = pass ? pass : "";
+    int first = kl_ht_crypt_eq(pass, plan[0]);
+    if (first < 0) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    if (first == 1 && known) {
         return KL_OK;
+    }
+    for (size_t i = 1; i < n; i++) {
+        (void)kl_ht_crypt_eq(pass, plan[i]); /* the time of a hash of each kind and cost */
     }
     return kl_fail(KL_EAUTH, known ? "wrong password" : "unknown user");
 }

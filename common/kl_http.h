@@ -43,8 +43,17 @@ kl_rc kl_htpasswd_parse(const char *name, const char *text, size_t len, kl_htpas
 kl_rc kl_htpasswd_load(const char *path, kl_htpasswd **out) KL_WUR;
 void kl_htpasswd_free(kl_htpasswd *h);
 size_t kl_htpasswd_count(const kl_htpasswd *h);
-/* KL_OK when user exists and the password matches; KL_EAUTH otherwise. An unknown user still
- * costs one crypt_r with a comparable setting, so timing does not reveal which users exist. */
+/* KL_OK when user exists and the password matches; KL_EAUTH otherwise. A failure, unknown
+ * user or wrong password, computes one crypt_r of each kind and cost of hash the file holds
+ * (kl_htpasswd_fail_plan), so its time does not tell which users exist. */
 kl_rc kl_htpasswd_verify(const kl_htpasswd *h, const char *user, const char *pass) KL_WUR;
+/* A file holds at most this many kinds and costs of hash (bcrypt $2b$05$ and $2b$10$ are two),
+ * else it is refused: a failed login computes one of each. */
+#define KL_HTPASSWD_COSTS_MAX 8
+/* The hashes a failed check of `user` computes, in order, into plan: the user's own line's
+ * first when it has one, then one line of each other kind and cost (all of them for an unknown
+ * user). Returns how many. */
+size_t kl_htpasswd_fail_plan(const kl_htpasswd *h, const char *user,
+                             const char *plan[KL_HTPASSWD_COSTS_MAX]);
 
 #endif

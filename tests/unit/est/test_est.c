@@ -21,11 +21,9 @@
 /* ---------------------------------------------------------------------------------------- */
 /* helpers                                                                                  */
 
-static char *make_hash(const char *prefix, const char *password)
+static char *make_hash_cost(const char *prefix, unsigned long count, const char *password)
 {
     char setting[CRYPT_GENSALT_OUTPUT_SIZE];
-    /* low cost for bcrypt keeps the test fast; 0 = default for the others */
-    unsigned long count = strcmp(prefix, "$2b$") == 0 ? 4 : 0;
     assert_non_null(crypt_gensalt_rn(prefix, count, NULL, 0, setting, sizeof setting));
     struct crypt_data *cd = calloc(1, sizeof *cd);
     assert_non_null(cd);
@@ -35,6 +33,12 @@ static char *make_hash(const char *prefix, const char *password)
     char *out = strdup(h);
     free(cd);
     return out;
+}
+
+static char *make_hash(const char *prefix, const char *password)
+{
+    /* low cost for bcrypt keeps the test fast; 0 = default for the others */
+    return make_hash_cost(prefix, strcmp(prefix, "$2b$") == 0 ? 4 : 0, password);
 }
 
 static EVP_PKEY *make_key(void)
@@ -369,6 +373,105 @@ static void tkl_htpasswd_verify(void **state)
     kl_htpasswd_free(h);
     free(hy);
     free(hb);
+    free(h6);
+}
+
+/* The kind and cost of a hash as this test makes them: "$2b$04$", "$6$" (default rounds),
+ * "$y$j9T$". */
+static size_t cost_len(const char *hash)
+{
+    if (hash[1] == '2') {
+        return 7;
+    }
+    if (hash[1] == '6') {
+        return 3;
+    }
+    return (size_t)(strchr(hash + 3, '$') - hash) + 1;
+}
+
+/* The same kinds and costs, each once, in both plans (order aside). */
+static void assert_same_costs(const char **a, size_t na, const char **b, size_t nb)
+{
+    assert_int_equal(na, nb);
+    for (size_t i = 0; i < na; i++) {
+        size_t hits = 0, dup = 0;
+        for (size_t j = 0; j < nb; j++) {
+            hits += cost_len(a[i]) == cost_len(b[j]) && !strncmp(a[i], b[j], cost_len(a[i]));
+            dup += cost_len(a[i]) == cost_len(a[j]) && !strncmp(a[i], a[j], cost_len(a[i]));
+        }
+        assert_int_equal(hits, 1);
+        assert_int_equal(dup, 1);
+    }
+}
+
+/* A failed check costs the same for an unknown user and for a known one with a wrong password,
+ * whatever kinds and costs the file mixes: one hash of each (hostile test: with one stand-in
+ * hash for unknown users, a mixed file told which users exist by a 15x difference in time). */
+static void tkl_htpasswd_fail_plan(void **state)
+{
+    (void)state;
+    char *hy = make_hash("$y$", "yes-pass");
+    char *hy2 = make_hash("$y$", "other-pass"); /* same kind and cost as hy */
+    char *hb4 = make_hash_cost("$2b$", 4, "bcrypt-pass");
+    char *hb5 = make_hash_cost("$2b$", 5, "bcrypt5-pass"); /* same kind, another cost */
+    char *h6 = make_hash("$6$", "sha-pass");
+    char text[4096];
+    snprintf(text, sizeof text, "alice:%s\nbob:%s\ncarol:%s\ndan:%s\nerin:%s\n", hy, hb4, h6, hy2,
+             hb5);
+    kl_htpasswd *h = NULL;
+    assert_int_equal(kl_htpasswd_parse("test", text, strlen(text), &h), KL_OK);
+    const char *unknown[KL_HTPASSWD_COSTS_MAX], *known[KL_HTPASSWD_COSTS_MAX];
+    size_t nu = kl_htpasswd_fail_plan(h, "mallory", unknown);
+    assert_int_equal(nu, 4); /* $y$, $2b$04$, $6$, $2b$05$ */
+    const char *users[] = {"alice", "bob", "carol", "dan", "erin"};
+    const char *own[] = {hy, hb4, h6, hy2, hb5};
+    for (size_t u = 0; u < 5; u++) {
+        size_t nk = kl_htpasswd_fail_plan(h, users[u], known);
+        assert_string_equal(known[0], own[u]); /* the user's own line first */
+        assert_same_costs(unknown, nu, known, nk);
+    }
+    size_t nn = kl_htpasswd_fail_plan(h, NULL, known);
+    assert_same_costs(unknown, nu, known, nn);
+    /* and verify still answers as before */
+    assert_int_equal(kl_htpasswd_verify(h, "erin", "bcrypt5-pass"), KL_OK);
+    assert_int_equal(kl_htpasswd_verify(h, "dan", "other-pass"), KL_OK);
+    assert_int_equal(kl_htpasswd_verify(h, "dan", "yes-pass"), KL_EAUTH);
+    assert_int_equal(kl_htpasswd_verify(h, "mallory", "yes-pass"), KL_EAUTH);
+    kl_htpasswd_free(h);
+
+    /* one kind and cost: a failure costs one hash */
+    snprintf(text, sizeof text, "alice:%s\ndan:%s\n", hy, hy2);
+    assert_int_equal(kl_htpasswd_parse("test", text, strlen(text), &h), KL_OK);
+    assert_int_equal(kl_htpasswd_fail_plan(h, "mallory", unknown), 1);
+    assert_int_equal(kl_htpasswd_fail_plan(h, "dan", known), 1);
+    assert_string_equal(known[0], hy2);
+    kl_htpasswd_free(h);
+
+    /* an empty file and no file: one hash still */
+    assert_int_equal(kl_htpasswd_parse("empty", "", 0, &h), KL_OK);
+    assert_int_equal(kl_htpasswd_fail_plan(h, "alice", unknown), 1);
+    assert_int_equal(strncmp(unknown[0], "$y$", 3), 0);
+    kl_htpasswd_free(h);
+    assert_int_equal(kl_htpasswd_fail_plan(NULL, "alice", unknown), 1);
+    h = NULL;
+
+    /* more kinds and costs than KL_HTPASSWD_COSTS_MAX: refused, naming the line's user */
+    size_t off = 0;
+    char *many[KL_HTPASSWD_COSTS_MAX + 1];
+    for (unsigned long i = 0; i <= KL_HTPASSWD_COSTS_MAX; i++) {
+        many[i] = make_hash_cost("$6$", 1000 + i, "p");
+        off += (size_t)snprintf(text + off, sizeof text - off, "u%lu:%s\n", i, many[i]);
+    }
+    assert_int_equal(kl_htpasswd_parse("many", text, strlen(text), &h), KL_EINPUT);
+    assert_null(h);
+    assert_non_null(strstr(kl_errmsg(), "user u8: more than 8 kinds and costs"));
+    for (size_t i = 0; i <= KL_HTPASSWD_COSTS_MAX; i++) {
+        free(many[i]);
+    }
+    free(hy);
+    free(hy2);
+    free(hb4);
+    free(hb5);
     free(h6);
 }
 
@@ -910,23 +1013,15 @@ static void test_metrics(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_route_ops),
-        cmocka_unit_test(test_route_other),
-        cmocka_unit_test(test_route_not_found),
-        cmocka_unit_test(test_media_type),
-        cmocka_unit_test(test_body_variants),
-        cmocka_unit_test(test_body_bad),
-        cmocka_unit_test(tkl_htpasswd_verify),
-        cmocka_unit_test(test_basic_remembered),
-        cmocka_unit_test(tkl_htpasswd_bad),
-        cmocka_unit_test(tkl_basic_parse),
-        cmocka_unit_test(tkl_http_date),
-        cmocka_unit_test(test_csrattrs),
-        cmocka_unit_test(test_multipart),
-        cmocka_unit_test(test_p7_certs_only),
-        cmocka_unit_test(test_challenge_password),
-        cmocka_unit_test(test_hostport),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_route_ops),        cmocka_unit_test(test_route_other),
+        cmocka_unit_test(test_route_not_found),  cmocka_unit_test(test_media_type),
+        cmocka_unit_test(test_body_variants),    cmocka_unit_test(test_body_bad),
+        cmocka_unit_test(tkl_htpasswd_verify),   cmocka_unit_test(tkl_htpasswd_fail_plan),
+        cmocka_unit_test(test_basic_remembered), cmocka_unit_test(tkl_htpasswd_bad),
+        cmocka_unit_test(tkl_basic_parse),       cmocka_unit_test(tkl_http_date),
+        cmocka_unit_test(test_csrattrs),         cmocka_unit_test(test_multipart),
+        cmocka_unit_test(test_p7_certs_only),    cmocka_unit_test(test_challenge_password),
+        cmocka_unit_test(test_hostport),         cmocka_unit_test(test_config),
         cmocka_unit_test(test_metrics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
