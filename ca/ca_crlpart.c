@@ -227,7 +227,10 @@ kl_rc ca_crlpart_stored(ca_ctx *ca, const char *name, int64_t revoked, uint8_t *
     /* its entries were revoked when it was made and stay revoked: as many as now, the same */
     const uint8_t *p = c.der;
     crl = d2i_X509_CRL(NULL, &p, (long)c.der_len);
-    ENSURE(crl && sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == revoked, KL_ENOTFOUND,
+    ENSURE(crl, KL_ENOTFOUND, "the published CRL %s cannot be read", name);
+    /* a CRL without entries has no list at all (num of NULL is -1, not 0) */
+    const STACK_OF(X509_REVOKED) *listed = X509_CRL_get_REVOKED(crl);
+    ENSURE((listed ? sk_X509_REVOKED_num(listed) : 0) == revoked, KL_ENOTFOUND,
            "the published CRL %s lacks a revocation", name);
     *refresh_at = half;
     *number = c.number;

@@ -251,27 +251,34 @@ static void cad_rev_startup(cad_rev *r)
     }
 }
 
-/* Several keyline-cad on one store: another daemon may have recorded a CRL of `label` numbered
- * above the one in `slot` since it was made, and relying parties that reach both daemons must
- * not see the number go back. The store's latest number is a point read per request; when it
- * moved past ours, the stored CRL is served instead if it is known to be at least as complete:
- * its revoked list was read after its thisUpdate (ca_crl_der), so one whose thisUpdate is after
- * `built` (after our epoch read; the epoch has not moved since, or the slot would have been
- * made again) lists every revocation ours does. Otherwise (both signed in the same second) the
- * slot is made again within a second, with a number above both. */
+/* Several keyline-cad on one store: another daemon (or keyline-ca) may have recorded a CRL of
+ * `label` (a CA's, or a partition's "L/K") numbered above the one in `slot` since it was made,
+ * and relying parties that reach both daemons must not see the number go back. The CA's latest
+ * number (one counter for the CA and its partitions) is a point read per request; when it moved
+ * past ours, the stored CRL of this name is read, and served instead if it is known to be at
+ * least as complete: its revoked list was read after its thisUpdate (ca_crl_der), so one whose
+ * thisUpdate is after `built` (after our epoch read; the epoch has not moved since, or the slot
+ * would have been made again) lists every revocation ours does. Otherwise (both signed in the
+ * same second) the slot is made again within a second, with a number above both. A number
+ * taken by another name of the CA (a partition's CRL, the full CRL) changes nothing here. */
 static void cad_rev_newer(cad_rev *r, const char *label, int signs, cad_crl_slot *slot)
 {
-    int64_t next = 0;
+    int64_t next = 0, part = -1;
+    char ca_label[CA_LABEL_MAX + 1];
     store_crl c;
     memset(&c, 0, sizeof c);
-    if (strchr(label, '/') || store_crl_number_peek(ca_store(r->d->ca), label, &next) != KL_OK ||
+    if (ca_crlpart_name_parse(label, ca_label, sizeof ca_label, &part) != KL_OK ||
+        store_crl_number_peek(ca_store(r->d->ca), ca_label, &next) != KL_OK ||
         next - 1 <= slot->number || next - 1 == slot->checked) {
         return; /* ours is the latest, or the latest was looked at already */
     }
     slot->checked = next - 1;
     time_t now = time(NULL);
-    if (store_crl_get(ca_store(r->d->ca), label, &c) == KL_OK && c.number > slot->number &&
-        c.this_update > slot->built) {
+    if (store_crl_get(ca_store(r->d->ca), label, &c) != KL_OK || c.number <= slot->number) {
+        store_crl_free(&c); /* the number went to another CRL of the CA */
+        return;
+    }
+    if (c.this_update > slot->built) {
         free(slot->der);
         slot->der = c.der;
         slot->len = c.der_len;
