@@ -145,6 +145,14 @@ const char *est_endpoint_name(est_endpoint ep);
 /* 1 when the Content-Type header `ct` (may be NULL) names media type `want` (case-insensitive,
  * parameters and surrounding whitespace ignored), else 0. */
 int est_media_type_is(const char *ct, const char *want);
+/* Whether the If-None-Match list `list` (RFC 9110 13.1.2: "*" or entity-tags separated by
+ * commas and optional white space) names `etag` ("\"...\""), compared weakly (W/"x" names
+ * "x"); an element that is no entity-tag names nothing. */
+int est_etag_listed(const char *list, const char *etag);
+/* The request path (and query) percent-decoded in place as libmicrohttpd's own decoder, but
+ * for %00, left as its three characters (a decoded NUL would end the path early); returns the
+ * new length. */
+size_t est_path_unescape(char *s);
 
 /* Decode an EST request body into DER. RFC 8951 3: the body is base64 whether or not a
  * Content-Transfer-Encoding header is present; wrapped, single-line, with or without a

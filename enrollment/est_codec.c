@@ -459,3 +459,49 @@ out:
     free(enc_len);
     return rc;
 }
+
+int est_etag_listed(const char *list, const char *etag)
+{
+    size_t el = strlen(etag);
+    const char *p = list;
+    for (;;) {
+        p += strspn(p, " \t,");
+        if (!*p) {
+            return 0;
+        }
+        if (*p == '*') {
+            const char *q = p + 1 + strspn(p + 1, " \t");
+            if (*q == ',' || !*q) {
+                return 1;
+            }
+        }
+        const char *t = strncmp(p, "W/", 2) == 0 ? p + 2 : p;
+        const char *close = *t == '"' ? strchr(t + 1, '"') : NULL;
+        const char *end = close ? close + 1 : p + strcspn(p, ",");
+        const char *after = end + strspn(end, " \t");
+        if (close && (*after == ',' || !*after) && (size_t)(end - t) == el &&
+            memcmp(t, etag, el) == 0) {
+            return 1;
+        }
+        p = end + strcspn(end, ",");
+    }
+}
+
+/* "/crl/x.crl%00.txt" would be routed as "/crl/x.crl" with %00 decoded; left as its three
+ * characters, it matches no route. */
+size_t est_path_unescape(char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? kl_hex_digit(r[1]) : -1;
+        int lo = hi >= 0 ? kl_hex_digit(r[2]) : -1;
+        if (lo >= 0 && (hi | lo) != 0) {
+            *w++ = (char)(hi << 4 | lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}

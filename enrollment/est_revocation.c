@@ -48,36 +48,6 @@ static int est_etag_of(const uint8_t *der, size_t len, char etag[EST_ETAG_LEN])
     return 1;
 }
 
-/* Whether the If-None-Match list (RFC 9110 13.1.2: "*" or entity-tags separated by commas
- * and optional white space) names `etag` ("\"...\""), compared weakly: W/"x" names our
- * "x". An element that is no entity-tag names nothing. */
-static int est_etag_listed(const char *list, const char *etag)
-{
-    size_t el = strlen(etag);
-    const char *p = list;
-    for (;;) {
-        p += strspn(p, " \t,");
-        if (!*p) {
-            return 0;
-        }
-        if (*p == '*') {
-            const char *q = p + 1 + strspn(p + 1, " \t");
-            if (*q == ',' || !*q) {
-                return 1;
-            }
-        }
-        const char *t = strncmp(p, "W/", 2) == 0 ? p + 2 : p;
-        const char *close = *t == '"' ? strchr(t + 1, '"') : NULL;
-        const char *end = close ? close + 1 : p + strcspn(p, ",");
-        const char *after = end + strspn(end, " \t");
-        if (close && (*after == ',' || !*after) && (size_t)(end - t) == el &&
-            memcmp(t, etag, el) == 0) {
-            return 1;
-        }
-        p = end + strcspn(end, ",");
-    }
-}
-
 /* RFC 9110 13.1.2: If-None-Match is "*" or a list of entity tags, compared weakly (so W/"x"
  * matches our "x"); 13.1.3: If-Modified-Since, an HTTP-date in any of its three forms, only
  * without If-None-Match, and only against a known Last-Modified (0: none). */

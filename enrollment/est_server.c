@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include "est.h"
-#include "kl_b64.h"
 #include "kl_file.h"
 #include "kl_log.h"
 #include "kl_secret.h"
@@ -399,26 +398,12 @@ static est_conn *est_conn_undeadline(est_server *s, struct MHD_Connection *c)
     return k;
 }
 
-/* Percent-decoding of the path (and query), as libmicrohttpd's own but for %00: a decoded NUL
- * would end the path early ("/crl/x.crl%00.txt" routed as "/crl/x.crl"); left as its three
- * characters, it matches no route. */
+/* libmicrohttpd's unescape callback: est_path_unescape. */
 static size_t est_unescape(void *cls, struct MHD_Connection *c, char *s)
 {
     (void)cls;
     (void)c;
-    char *w = s;
-    for (const char *r = s; *r;) {
-        int hi = r[0] == '%' ? kl_hex_digit(r[1]) : -1;
-        int lo = hi >= 0 ? kl_hex_digit(r[2]) : -1;
-        if (lo >= 0 && (hi | lo) != 0) {
-            *w++ = (char)(hi << 4 | lo);
-            r += 3;
-        } else {
-            *w++ = *r++;
-        }
-    }
-    *w = 0;
-    return (size_t)(w - s);
+    return est_path_unescape(s);
 }
 
 /* If-None-Match's field lines joined with commas (RFC 9110 5.3: a list field may come in

@@ -1,13 +1,56 @@
 /* Fuzz the EST request parsers that see network input: request body decoding (base64 per
  * RFC 8951, with/without Content-Transfer-Encoding), route parsing, Basic credentials, media
- * types, HTTP-dates (If-Modified-Since), htpasswd text and the CSR challengePassword extraction.
- * The first input byte picks the target so one corpus covers them all. */
+ * types, HTTP-dates (If-Modified-Since), htpasswd text, the CSR challengePassword extraction,
+ * If-None-Match lists and the path's percent-decoding. The first input byte picks the target so
+ * one corpus covers them all. */
 #include <openssl/err.h>
 #include <openssl/x509.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "est.h"
+
+/* What must hold whatever the input: else the fuzzer stops here with the input. */
+static void fz_assert(int ok, const char *what)
+{
+    if (!ok) {
+        fprintf(stderr, "fuzz_est: %s\n", what);
+        abort();
+    }
+}
+
+/* If-None-Match: the list names nothing or something; a list that is exactly one of its
+ * elements' entity-tag, or that tag after a "W/", is listed. */
+static void fz_etag(const char *text)
+{
+    static const char tag[] = "\"0123456789abcdef0123456789abcdef\"";
+    int r = est_etag_listed(text, tag);
+    fz_assert(r == 0 || r == 1, "est_etag_listed: not 0 or 1");
+    fz_assert(est_etag_listed(tag, tag) == 1, "est_etag_listed: the tag itself");
+    size_t n = strlen(text);
+    if (n >= 2 && n < 200 && text[0] == '"' && text[n - 1] == '"' &&
+        !memchr(text + 1, '"', n - 2)) {
+        char weak[208];
+        snprintf(weak, sizeof weak, "W/%s", text);
+        fz_assert(est_etag_listed(text, text) == 1 && est_etag_listed(weak, text) == 1,
+                  "est_etag_listed: an entity-tag does not name itself");
+    }
+}
+
+/* Percent-decoding of a path: never longer, no NUL inside, and %00 kept as it was. */
+static void fz_unescape(const char *text)
+{
+    size_t in = strlen(text);
+    char *s = strdup(text);
+    if (!s) {
+        return;
+    }
+    size_t out = est_path_unescape(s);
+    fz_assert(out <= in && strlen(s) == out, "est_path_unescape: length");
+    fz_assert(!strstr(text, "%00") || strstr(s, "%00"), "est_path_unescape: %00 decoded");
+    free(s);
+}
 
 /* The result does not matter here, only that the call survives the input. */
 static void fz_ignore(kl_rc rc)
@@ -32,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kl_buf a, b;
     kl_buf_init(&a, 64 * 1024, 0);
     kl_buf_init(&b, 64 * 1024, 1);
-    switch (sel % 6) {
+    switch (sel % 8) {
     case 0: fz_ignore(est_body_decode(data, size, NULL, &a)); break;
     case 1: fz_ignore(est_body_decode(data, size, "base64", &a)); break;
     case 2: {
@@ -64,6 +107,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         break;
     }
+    case 6: fz_etag(text); break;
+    case 7: fz_unescape(text); break;
     }
     kl_buf_free(&a);
     kl_buf_free(&b);
