@@ -309,6 +309,9 @@ typedef struct {
     time_t published; /* STORE_CRL_SAME_SECOND: the published CRL's thisUpdate */
 } store_crl_why;
 kl_rc store_crl_number_peek(store *s, const char *issuer, int64_t *out) KL_WUR;
+/* The number and thisUpdate of the published CRL `name` (a CA's label, or "L/K" for a partition)
+ * without its DER; KL_ENOTFOUND when none is published. */
+kl_rc store_crl_head(store *s, const char *name, int64_t *number, time_t *this_update) KL_WUR;
 kl_rc store_crl_commit(store *s, const store_crl *crl, const char *actor, const char *detail,
                        store_crl_why *why) KL_WUR;
 /* Record the CRL `der` (len bytes) of `issuer`, numbered `number`, valid from `this_update` to

@@ -586,6 +586,43 @@ kl_rc store_crl_number_peek(store *s, const char *issuer, int64_t *out)
 }
 
 typedef struct {
+    const char *name;
+    int64_t number;
+    time_t this_update;
+} rn_head_arg;
+
+static const store_q q_rn_head = {"SELECT number, this_update FROM crls WHERE issuer = ?1", NULL};
+
+static kl_rc rn_head_tx(store_conn *c, void *arg)
+{
+    rn_head_arg *a = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    TRY(sc_stmt(c, &q_rn_head, &st));
+    TRY(sc_text(st, 1, a->name));
+    TRY(sc_step(st, &row, "read the published CRL"));
+    ENSURE(row, KL_ENOTFOUND, "no CRL published for '%s'", a->name);
+    a->number = col_int(st, 0);
+    a->this_update = col_time(st, 1);
+out:
+    sc_done(st);
+    return rc;
+}
+
+kl_rc store_crl_head(store *s, const char *name, int64_t *number, time_t *this_update)
+{
+    if (!s || !name || !name[0] || !number || !this_update) {
+        return kl_fail(KL_EUSAGE, "store_crl_head: missing argument");
+    }
+    rn_head_arg a = {name, 0, 0};
+    kl_rc rc = store_read(s, rn_head_tx, &a);
+    *number = a.number;
+    *this_update = a.this_update;
+    return rc;
+}
+
+typedef struct {
     const store_crl *crl;
     const char *actor, *detail;
     store_crl_why why;

@@ -5,6 +5,7 @@
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -185,16 +186,26 @@ struct kl_htpasswd {
 
 static const char *const kl_ht_prefixes[] = {"$2b$", "$2y$", "$2a$", "$y$", "$gy$", "$6$"};
 
-/* Structure check of a complete hash (not just a setting): the right prefix and a checksum
- * of the algorithm's length after the last '$'. A truncated line would otherwise load fine
- * and silently refuse its user forever. */
+/* Structure check of a complete hash (not just a setting): the right prefix, its fields
+ * ("$2b$NN$salt+sum", "$y$params$salt$sum", "$6$[rounds=N$]salt$sum": kl_ht_cost_len's
+ * grouping by kind and cost relies on them) and a checksum of the algorithm's length after the
+ * last '$'. A truncated line would otherwise load fine and silently refuse its user forever;
+ * "$6$rounds=900000$" and a checksum, no salt, would count as default rounds. */
 static int kl_ht_hash_ok(const char *hash)
 {
     static const size_t sum_len[] = {53, 53, 53, 43, 43, 86}; /* per kl_ht_prefixes */
+    static const size_t fields[] = {3, 3, 3, 4, 4, 3};        /* '$' a hash of each has */
     const char *last = strrchr(hash, '$');
+    size_t dollars = 0;
+    for (const char *p = hash; *p; p++) {
+        dollars += *p == '$';
+    }
     for (size_t i = 0; i < sizeof kl_ht_prefixes / sizeof kl_ht_prefixes[0]; i++) {
-        if (strncmp(hash, kl_ht_prefixes[i], strlen(kl_ht_prefixes[i])) == 0) {
-            return last && strlen(last + 1) == sum_len[i] && crypt_checksalt(hash) == CRYPT_SALT_OK;
+        size_t pl = strlen(kl_ht_prefixes[i]);
+        if (strncmp(hash, kl_ht_prefixes[i], pl) == 0) {
+            size_t want = fields[i] + (i == 5 && strncmp(hash + pl, "rounds=", 7) == 0);
+            return last && dollars == want && strlen(last + 1) == sum_len[i] &&
+                   crypt_checksalt(hash) == CRYPT_SALT_OK;
         }
     }
     return 0;
@@ -376,20 +387,21 @@ size_t kl_htpasswd_fail_plan(const kl_htpasswd *h, const char *user,
     return kl_ht_plan(h, user, plan, &known);
 }
 
-/* 1 when crypt_r of `pass` under `hash` gives `hash` (compared in constant time), 0 when not,
- * -1 when out of memory. */
-static int kl_ht_crypt_eq(const char *pass, const char *hash)
+static _Atomic uint64_t kl_ht_hashes; /* kl_htpasswd_hashes */
+
+uint64_t kl_htpasswd_hashes(void)
 {
-    struct crypt_data *cd = calloc(1, sizeof *cd);
-    if (!cd) {
-        return -1;
-    }
+    return atomic_load(&kl_ht_hashes);
+}
+
+/* Whether crypt_r of `pass` under `hash` (work area cd) gives `hash`, compared in constant
+ * time. */
+static int kl_ht_crypt_eq(struct crypt_data *cd, const char *pass, const char *hash)
+{
     const char *res = crypt_r(pass, hash, cd);
+    atomic_fetch_add(&kl_ht_hashes, 1);
     size_t hl = strlen(hash);
-    int ok = res && res[0] != '*' && strlen(res) == hl && CRYPTO_memcmp(res, hash, hl) == 0;
-    OPENSSL_cleanse(cd, sizeof *cd);
-    free(cd);
-    return ok;
+    return res && res[0] != '*' && strlen(res) == hl && CRYPTO_memcmp(res, hash, hl) == 0;
 }
 
 kl_rc kl_htpasswd_verify(const kl_htpasswd *h, const char *user, const char *pass)
@@ -398,15 +410,15 @@ kl_rc kl_htpasswd_verify(const kl_htpasswd *h, const char *user, const char *pas
     int known = 0;
     size_t n = kl_ht_plan(h, user, plan, &known);
     pass = pass ? pass : "";
-    int first = kl_ht_crypt_eq(pass, plan[0]);
-    if (first < 0) {
+    struct crypt_data *cd = calloc(1, sizeof *cd); /* one work area for the whole plan */
+    if (!cd) {
         return kl_fail(KL_EINTERNAL, "out of memory");
     }
-    if (first == 1 && known) {
-        return KL_OK;
+    int ok = kl_ht_crypt_eq(cd, pass, plan[0]) && known;
+    for (size_t i = 1; !ok && i < n; i++) {
+        (void)kl_ht_crypt_eq(cd, pass, plan[i]); /* the time of a hash of each kind and cost */
     }
-    for (size_t i = 1; i < n; i++) {
-        (void)kl_ht_crypt_eq(pass, plan[i]); /* the time of a hash of each kind and cost */
-    }
-    return kl_fail(KL_EAUTH, known ? "wrong password" : "unknown user");
+    OPENSSL_cleanse(cd, sizeof *cd);
+    free(cd);
+    return ok ? KL_OK : kl_fail(KL_EAUTH, known ? "wrong password" : "unknown user");
 }

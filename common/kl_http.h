@@ -45,14 +45,18 @@ void kl_htpasswd_free(kl_htpasswd *h);
 size_t kl_htpasswd_count(const kl_htpasswd *h);
 /* KL_OK when user exists and the password matches; KL_EAUTH otherwise. A failure, unknown
  * user or wrong password, computes one crypt_r of each kind and cost of hash the file holds
- * (kl_htpasswd_fail_plan), so its time does not tell which users exist. */
+ * (kl_htpasswd_fail_plan), so its time does not tell which users exist. h may be NULL (no
+ * file: a fixed sha512crypt stand-in, every check fails), user and pass NULL (fail). */
 kl_rc kl_htpasswd_verify(const kl_htpasswd *h, const char *user, const char *pass) KL_WUR;
+/* How many crypt_r kl_htpasswd_verify has computed in this process (for tests and metrics). */
+uint64_t kl_htpasswd_hashes(void);
 /* A file holds at most this many kinds and costs of hash (bcrypt $2b$05$ and $2b$10$ are two),
  * else it is refused: a failed login computes one of each. */
 #define KL_HTPASSWD_COSTS_MAX 8
 /* The hashes a failed check of `user` computes, in order, into plan: the user's own line's
  * first when it has one, then one line of each other kind and cost (all of them for an unknown
- * user). Returns how many. */
+ * user). Returns how many. h and user may be NULL (as kl_htpasswd_verify); the pointers are
+ * h's, valid while h is. */
 size_t kl_htpasswd_fail_plan(const kl_htpasswd *h, const char *user,
                              const char *plan[KL_HTPASSWD_COSTS_MAX]);
 

@@ -1204,7 +1204,13 @@ kl_rc est_server_new(const kl_conf *conf, est_server **out)
     ENSURE(s, KL_EINTERNAL, "out of memory");
     s->conf = conf;
     est_metrics_init(&s->metrics);
-    pthread_rwlock_init(&s->ht_lock, NULL);
+    /* writers first: a stream of failed Basic logins (each one hash of every kind and cost the
+     * file holds, under the read lock) must not hold a SIGHUP reload off */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->ht_lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&s->conns_mu, NULL);
     atomic_init(&s->stopping, 0);
     TRY(est_config_load(conf, &s->cfg));

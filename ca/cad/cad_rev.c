@@ -263,22 +263,31 @@ static void cad_rev_startup(cad_rev *r)
  * taken by another name of the CA (a partition's CRL, the full CRL) changes nothing here. */
 static void cad_rev_newer(cad_rev *r, const char *label, int signs, cad_crl_slot *slot)
 {
-    int64_t next = 0, part = -1;
+    int64_t next = 0, part = -1, number = 0;
+    time_t this_update = 0;
     char ca_label[CA_LABEL_MAX + 1];
-    store_crl c;
-    memset(&c, 0, sizeof c);
+    store *st = ca_store(r->d->ca);
     if (ca_crlpart_name_parse(label, ca_label, sizeof ca_label, &part) != KL_OK ||
-        store_crl_number_peek(ca_store(r->d->ca), ca_label, &next) != KL_OK ||
-        next - 1 <= slot->number || next - 1 == slot->checked) {
+        store_crl_number_peek(st, ca_label, &next) != KL_OK || next - 1 <= slot->number ||
+        next - 1 == slot->checked) {
         return; /* ours is the latest, or the latest was looked at already */
     }
-    slot->checked = next - 1;
-    time_t now = time(NULL);
-    if (store_crl_get(ca_store(r->d->ca), label, &c) != KL_OK || c.number <= slot->number) {
-        store_crl_free(&c); /* the number went to another CRL of the CA */
+    kl_rc rc = store_crl_head(st, label, &number, &this_update); /* not the DER: it may be big */
+    if (rc != KL_OK || number <= slot->number) {
+        /* the number went to another CRL of the CA; a failed read is tried again next time */
+        slot->checked = rc == KL_OK || rc == KL_ENOTFOUND ? next - 1 : slot->checked;
         return;
     }
-    if (c.this_update > slot->built) {
+    store_crl c;
+    memset(&c, 0, sizeof c);
+    time_t now = time(NULL);
+    if (this_update <= slot->built) {
+        slot->checked = next - 1;
+        if (signs && slot->refresh_at > now + 1) {
+            slot->refresh_at = now + 1;
+        }
+    } else if (store_crl_get(st, label, &c) == KL_OK && c.number > slot->number) {
+        slot->checked = next - 1;
         free(slot->der);
         slot->der = c.der;
         slot->len = c.der_len;
@@ -286,8 +295,6 @@ static void cad_rev_newer(cad_rev *r, const char *label, int signs, cad_crl_slot
         slot->refresh_at =
             signs ? c.this_update + (c.next_update - c.this_update) / 2 : now + CAD_PUBLISHED_TTL;
         c.der = NULL;
-    } else if (signs && slot->refresh_at > now + 1) {
-        slot->refresh_at = now + 1;
     }
     store_crl_free(&c);
 }

@@ -375,6 +375,7 @@ static void test_guard_store_batch(void **state)
     rq = (store_revoke_req){
         .items = mixed, .n_items = 3, .preview = rg_preview, .preview_arg = &seen};
     rg_revoke_refused(g, &rq, g_field, NULL);
+    assert_int_equal(seen, 0); /* every item is judged before anything is previewed */
     rg_unchanged(&before);
 
     /* the root's certificate alone, each spelling */
@@ -413,14 +414,21 @@ static void test_guard_store_batch(void **state)
     ceremony_revoke_guard_free(g);
 }
 
+/* Each test starts at quorum 2, whatever a failed one before it left set. */
+static int quorum2(void **state)
+{
+    (void)state;
+    return kl_conf_set(g_conf, "ceremony", "quorum", "2") == KL_OK ? 0 : -1;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_guard_new_quorum),
-        cmocka_unit_test(test_guard_check_ca),
-        cmocka_unit_test(test_guard_check_end_entity),
-        cmocka_unit_test(test_guard_check_ocsp_signer),
-        cmocka_unit_test(test_guard_store_batch),
+        cmocka_unit_test_setup(test_guard_new_quorum, quorum2),
+        cmocka_unit_test_setup(test_guard_check_ca, quorum2),
+        cmocka_unit_test_setup(test_guard_check_end_entity, quorum2),
+        cmocka_unit_test_setup(test_guard_check_ocsp_signer, quorum2),
+        cmocka_unit_test_setup(test_guard_store_batch, quorum2),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

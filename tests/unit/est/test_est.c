@@ -432,7 +432,17 @@ static void tkl_htpasswd_fail_plan(void **state)
     }
     size_t nn = kl_htpasswd_fail_plan(h, NULL, known);
     assert_same_costs(unknown, nu, known, nn);
-    /* and verify still answers as before */
+    /* and verify computes the whole plan on a failure, only the user's own hash on a success */
+    uint64_t h0 = kl_htpasswd_hashes();
+    assert_int_equal(kl_htpasswd_verify(h, "mallory", "yes-pass"), KL_EAUTH);
+    uint64_t h1 = kl_htpasswd_hashes();
+    assert_int_equal(kl_htpasswd_verify(h, "dan", "wrong"), KL_EAUTH);
+    uint64_t h2 = kl_htpasswd_hashes();
+    assert_int_equal(kl_htpasswd_verify(h, "dan", "other-pass"), KL_OK);
+    uint64_t h3 = kl_htpasswd_hashes();
+    assert_int_equal(h1 - h0, nu);
+    assert_int_equal(h2 - h1, nu);
+    assert_int_equal(h3 - h2, 1);
     assert_int_equal(kl_htpasswd_verify(h, "erin", "bcrypt5-pass"), KL_OK);
     assert_int_equal(kl_htpasswd_verify(h, "dan", "other-pass"), KL_OK);
     assert_int_equal(kl_htpasswd_verify(h, "dan", "yes-pass"), KL_EAUTH);
@@ -475,12 +485,45 @@ static void tkl_htpasswd_fail_plan(void **state)
     free(h6);
 }
 
+/* If-None-Match (RFC 9110 13.1.2): "*", lists, weak comparison; no entity-tag names nothing. */
+static void test_etag_listed(void **state)
+{
+    (void)state;
+    const char *tag = "\"abc\"";
+    assert_int_equal(est_etag_listed(tag, tag), 1);
+    assert_int_equal(est_etag_listed("W/\"abc\"", tag), 1);
+    assert_int_equal(est_etag_listed("\"x\", W/\"abc\" ,\"y\"", tag), 1);
+    assert_int_equal(est_etag_listed("*", tag), 1);
+    assert_int_equal(est_etag_listed(" * , \"x\"", tag), 1);
+    assert_int_equal(est_etag_listed("\"x\", \"y\"", tag), 0);
+    assert_int_equal(est_etag_listed("W/W/\"abc\"", tag), 0);
+    assert_int_equal(est_etag_listed("\"abc\"\"abc\"", tag), 0);
+    assert_int_equal(est_etag_listed("abc", tag), 0);
+    assert_int_equal(est_etag_listed("\"abc", tag), 0);
+    assert_int_equal(est_etag_listed("*x", tag), 0);
+    assert_int_equal(est_etag_listed("", tag), 0);
+}
+
+/* The path's percent-decoding: as usual, but %00 stays as it is. */
+static void test_path_unescape(void **state)
+{
+    (void)state;
+    char a[] = "/crl/a%2Fb%41%zz%4";
+    assert_int_equal(est_path_unescape(a), strlen("/crl/a/bA%zz%4"));
+    assert_string_equal(a, "/crl/a/bA%zz%4");
+    char b[] = "/crl/x.crl%00.txt";
+    assert_int_equal(est_path_unescape(b), strlen("/crl/x.crl%00.txt"));
+    assert_string_equal(b, "/crl/x.crl%00.txt");
+}
+
 static void tkl_htpasswd_bad(void **state)
 {
     (void)state;
     char *hy = make_hash("$y$", "p");
-    char dup[1024];
+    char *h6 = make_hash("$6$", "p");
+    char dup[1024], rounds_nosalt[256];
     snprintf(dup, sizeof dup, "a:%s\na:%s\n", hy, hy);
+    snprintf(rounds_nosalt, sizeof rounds_nosalt, "a:$6$rounds=900000$%s", strrchr(h6, '$') + 1);
     const char *bad[] = {
         "alice",                                    /* no colon */
         ":$6$abc$def",                              /* no user */
@@ -490,6 +533,7 @@ static void tkl_htpasswd_bad(void **state)
         "alice:$apr1$abc$def",                      /* Apache MD5 refused */
         "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",  /* unsalted SHA-1 refused */
         "alice:$y$",                                /* truncated */
+        rounds_nosalt,                              /* rounds, no salt: not default rounds */
         dup,                                        /* duplicate user */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -499,6 +543,7 @@ static void tkl_htpasswd_bad(void **state)
         assert_non_null(strstr(kl_errmsg(), "bad:"));
     }
     free(hy);
+    free(h6);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1017,6 +1062,7 @@ int main(void)
         cmocka_unit_test(test_route_not_found),  cmocka_unit_test(test_media_type),
         cmocka_unit_test(test_body_variants),    cmocka_unit_test(test_body_bad),
         cmocka_unit_test(tkl_htpasswd_verify),   cmocka_unit_test(tkl_htpasswd_fail_plan),
+        cmocka_unit_test(test_etag_listed),      cmocka_unit_test(test_path_unescape),
         cmocka_unit_test(test_basic_remembered), cmocka_unit_test(tkl_htpasswd_bad),
         cmocka_unit_test(tkl_basic_parse),       cmocka_unit_test(tkl_http_date),
         cmocka_unit_test(test_csrattrs),         cmocka_unit_test(test_multipart),
