@@ -406,9 +406,12 @@ static int kl_ht_crypt_eq(struct crypt_data *cd, const char *pass, const char *h
 
 kl_rc kl_htpasswd_verify(const kl_htpasswd *h, const char *user, const char *pass)
 {
-    const char *plan[KL_HTPASSWD_COSTS_MAX];
+    const char *plan[KL_HTPASSWD_COSTS_MAX] = {NULL};
     int known = 0;
     size_t n = kl_ht_plan(h, user, plan, &known);
+    if (n == 0) { /* a parsed file has a kind and cost at least (its stand-in when empty) */
+        return kl_fail(KL_EINTERNAL, "htpasswd: nothing to check a password against");
+    }
     pass = pass ? pass : "";
     struct crypt_data *cd = calloc(1, sizeof *cd); /* one work area for the whole plan */
     if (!cd) {
