@@ -203,7 +203,10 @@ kl_rc ca_activate(ca_ctx *ca, const char *serial_hex, const char *actor) KL_WUR;
 kl_rc ca_crl(ca_ctx *ca, const char *issuer, X509_CRL **out) KL_WUR;
 /* The same CRL as DER, at any size (ca_crl.c): written from the store's revoked certificates in
  * serial order, the hash signed in the HSM, never parsed back. next_update 0: as ca_crl sets it.
- * Its number is taken only when it is recorded: a CRL that fails uses none. *out: free with
+ * Its number is taken only when it is recorded: a CRL that fails uses none. When a CRL of
+ * `issuer` was published in the same second, read at the same revocation epoch (the same
+ * entries), that one is the result (reused 1; not with next_update set): the daemons' and the
+ * revocations' CRLs do not wait for the next second behind each other. *out: free with
  * ca_crl_result_free. */
 typedef struct {
     uint8_t *der;
@@ -211,8 +214,12 @@ typedef struct {
     int64_t number;
     size_t entries;
     time_t this_update, next_update;
+    int reused; /* 1: the CRL published this second with the same entries, not signed again */
 } ca_crl_result;
 kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_result *out) KL_WUR;
+/* ca_crl_der, but always a CRL signed now with a number of its own, never the published one
+ * (keyline-ca crl: what an officer asks for). */
+kl_rc ca_crl_der_new(ca_ctx *ca, const char *issuer, ca_crl_result *out) KL_WUR;
 void ca_crl_result_free(ca_crl_result *r);
 /* A CA with [ca LABEL] crl-partition-size (ca_crlpart.c): `issuer` "L/K" to ca_crl_der gives
  * the CRL of partition K of CA L alone, with its issuingDistributionPoint. ca_crlpart_publish

@@ -430,7 +430,33 @@ static void crl_next_second(time_t published)
     }
 }
 
-kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_result *out)
+/* The published CRL `name`, numbered `number`, into *out in place of one with the same entries
+ * the store refused for its second (STORE_CRL_SAME_CONTENT); KL_EEXIST when a newer one was
+ * published since. */
+static kl_rc crl_published(ca_ctx *ca, const char *name, int64_t number, ca_crl_result *out)
+{
+    kl_rc rc = KL_OK;
+    store_crl c;
+    memset(&c, 0, sizeof c);
+    TRY(store_crl_get(ca->st, name, &c));
+    ENSURE(c.number == number, KL_EEXIST, "CRL of %s: number %lld published meanwhile", name,
+           (long long)c.number);
+    out->der = c.der;
+    out->len = c.der_len;
+    out->number = c.number;
+    out->this_update = c.this_update;
+    out->next_update = c.next_update;
+    out->reused = 1;
+    c.der = NULL;
+out:
+    store_crl_free(&c);
+    return rc;
+}
+
+/* ca_crl_der; `reuse`: the published CRL of this second with the same entries may be the
+ * result */
+static kl_rc crl_der(ca_ctx *ca, const char *issuer, time_t next_update, int reuse,
+                     ca_crl_result *out)
 {
     kl_rc rc = KL_OK;
     const ca_entry *e = NULL;
@@ -451,30 +477,55 @@ kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_resu
     }
     /* signed again when the store refused it: with the next number when another CRL took
      * ours, with the entries read again when a revocation came in meanwhile, a second later
-     * when the published CRL has our thisUpdate (store_crl_commit) */
+     * when the published CRL has our thisUpdate (store_crl_commit); unless that one was read
+     * at our epoch: it lists our entries and is the result (not for a nextUpdate asked for) */
     for (int attempt = 0;; attempt++) {
-        store_crl_why why = {STORE_CRL_FRESH, 0};
+        store_crl_why why = {STORE_CRL_FRESH, 0, 0};
         time_t now = time(NULL);
         out->this_update = now;
         out->next_update = next_update > now ? next_update : now + span;
         TRY(crl_read(ca, &sc, &f));
         out->entries = f.count;
         rc = crl_once(ca, &sc, e, now, out->next_update, &f, out, &why);
+        if (rc == KL_EEXIST && why.clash == STORE_CRL_SAME_CONTENT && reuse && !next_update &&
+            crl_published(ca, issuer, why.number, out) == KL_OK) {
+            rc = KL_OK;
+            break;
+        }
+        if (rc == KL_EEXIST && why.clash != STORE_CRL_FRESH && attempt + 1 >= CRL_ATTEMPTS) {
+            char last[400];
+            snprintf(last, sizeof last, "%s", kl_errmsg());
+            rc = kl_fail(KL_EEXIST,
+                         "%s; not published after %d attempts (the revocations are kept: run it "
+                         "again)",
+                         last, CRL_ATTEMPTS);
+        }
         if (rc != KL_EEXIST || why.clash == STORE_CRL_FRESH || attempt + 1 >= CRL_ATTEMPTS) {
             break;
         }
-        if (why.clash == STORE_CRL_SAME_SECOND) {
+        if (why.clash == STORE_CRL_SAME_SECOND || why.clash == STORE_CRL_SAME_CONTENT) {
             crl_next_second(why.published);
         }
     }
     TRY(rc);
-    /* every CRL signed also signs the audit head (docs/internals/store.md "Checkpoints") */
+    /* every CRL signed (or reused) also signs the audit head (docs/internals/store.md
+     * "Checkpoints") */
     char why[200];
     snprintf(why, sizeof why, "CRL %lld of %s", (long long)out->number, issuer);
     ca_audit_checkpoint_try(ca, why);
 out:
     free(f.entries.p);
     return rc;
+}
+
+kl_rc ca_crl_der(ca_ctx *ca, const char *issuer, time_t next_update, ca_crl_result *out)
+{
+    return crl_der(ca, issuer, next_update, 1, out);
+}
+
+kl_rc ca_crl_der_new(ca_ctx *ca, const char *issuer, ca_crl_result *out)
+{
+    return crl_der(ca, issuer, 0, 0, out);
 }
 
 void ca_crl_result_free(ca_crl_result *r)

@@ -272,7 +272,7 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
     TRY(cli_out_check(c, out_path)); /* before a CRL is signed */
     TRY(cli_open(c, 1, &ca));
     /* DER from the store to the PEM output, never parsed: a CRL of millions of entries */
-    TRY(ca_crl_der(ca, name, 0, &crl));
+    TRY(ca_crl_der_new(ca, name, &crl));
     fprintf(stderr, "keyline-ca: published CRL number %lld of %s (on request)\n",
             (long long)crl.number, name);
     /* the officer's run for an offline CA (a root) also keeps its delegated OCSP signer,

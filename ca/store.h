@@ -296,17 +296,21 @@ void store_crl_chunk_set(size_t bytes);
  * revocation of the issuer was recorded since `crl->epoch` was read (sign again with the
  * entries read again), or its thisUpdate is not after the published CRL's of that name
  * (why->published: thisUpdate has one-second resolution, so two CRLs of one second could not be
- * told apart by relying parties or by HTTP's Last-Modified: sign again a second later).
+ * told apart by relying parties or by HTTP's Last-Modified: sign again a second later), or,
+ * the same, but the published CRL (why->number) was read at the same revocation epoch as this
+ * one: it lists the same entries and stands for it (STORE_CRL_SAME_CONTENT).
  * KL_EINPUT as store_crl_put. */
 typedef enum {
     STORE_CRL_FRESH,
     STORE_CRL_NUMBER_TAKEN,
     STORE_CRL_REVOKED_SINCE,
     STORE_CRL_SAME_SECOND,
+    STORE_CRL_SAME_CONTENT,
 } store_crl_clash;
 typedef struct {
     store_crl_clash clash;
-    time_t published; /* STORE_CRL_SAME_SECOND: the published CRL's thisUpdate */
+    time_t published; /* SAME_SECOND, SAME_CONTENT: the published CRL's thisUpdate */
+    int64_t number;   /* SAME_CONTENT: the published CRL's number */
 } store_crl_why;
 kl_rc store_crl_number_peek(store *s, const char *issuer, int64_t *out) KL_WUR;
 /* The number and thisUpdate of the published CRL `name` (a CA's label, or "L/K" for a partition)

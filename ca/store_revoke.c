@@ -628,7 +628,16 @@ typedef struct {
     store_crl_why why;
 } rn_commit_arg;
 
-static const store_q q_rn_published = {"SELECT this_update FROM crls WHERE issuer = ?1", NULL};
+/* the published CRL of a name, and the epoch its entries were read at when it is known */
+static const store_q q_rn_published = {
+    "SELECT c.this_update, c.number, e.epoch FROM crls c LEFT JOIN crl_epochs e"
+    " ON e.name = c.issuer AND e.number = c.number WHERE c.issuer = ?1",
+    NULL};
+static const store_q q_rn_epoch_put = {
+    "INSERT INTO crl_epochs (name, number, epoch) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO"
+    " UPDATE SET number = excluded.number, epoch = excluded.epoch"
+    " WHERE excluded.number > crl_epochs.number",
+    NULL};
 
 /* Inside the commit: the CRL is still the newest in content. No revocation of its issuer was
  * recorded since its entries were read (the epoch has not moved: else a CRL read before a
@@ -652,10 +661,15 @@ static kl_rc rn_fresh_tx(store_conn *c, rn_commit_arg *a)
     TRY(sc_text(st, 1, name));
     TRY(sc_step(st, &row, "read the published CRL"));
     if (row && col_int(st, 0) >= (int64_t)crl->this_update) {
-        a->why.clash = STORE_CRL_SAME_SECOND;
+        int same = !col_isnull(st, 2) && col_int(st, 2) == crl->epoch;
+        a->why.clash = same ? STORE_CRL_SAME_CONTENT : STORE_CRL_SAME_SECOND;
         a->why.published = (time_t)col_int(st, 0);
-        TRY(kl_fail(KL_EEXIST, "CRL of %s: the published CRL's thisUpdate is not before %lld", name,
-                    (long long)crl->this_update));
+        a->why.number = col_int(st, 1);
+        TRY(kl_fail(KL_EEXIST,
+                    same ? "CRL of %s: CRL number %lld with the same entries has thisUpdate %lld"
+                         : "CRL of %s: the published CRL's thisUpdate is not before %lld",
+                    name, same ? (long long)a->why.number : (long long)crl->this_update,
+                    (long long)a->why.published));
     }
 out:
     sc_done(st);
@@ -687,6 +701,11 @@ static kl_rc rn_commit_tx(store_conn *c, void *arg)
                (long long)a->crl->number, a->crl->issuer);
     }
     TRY(st_crl_row_tx(c, a->crl->name ? a->crl->name : a->crl->issuer, a->crl));
+    TRY(sc_stmt(c, &q_rn_epoch_put, &st));
+    TRY(sc_text(st, 1, a->crl->name ? a->crl->name : a->crl->issuer));
+    TRY(sc_int(st, 2, a->crl->number));
+    TRY(sc_int(st, 3, a->crl->epoch));
+    TRY(sc_run(st, "record the CRL's epoch"));
     TRY(st_audit_append_tx(c, a->actor, "crl", a->detail));
 out:
     sc_done(st);
@@ -703,7 +722,7 @@ kl_rc store_crl_commit(store *s, const store_crl *crl, const char *actor, const 
         return kl_fail(KL_EINPUT, "CRL %lld of %s: bad number, times or size (%zu bytes)",
                        (long long)crl->number, crl->issuer, crl->der_len);
     }
-    rn_commit_arg a = {crl, actor && actor[0] ? actor : "keyline", detail, {STORE_CRL_FRESH, 0}};
+    rn_commit_arg a = {crl, actor && actor[0] ? actor : "keyline", detail, {STORE_CRL_FRESH, 0, 0}};
     kl_rc rc = store_write(s, rn_commit_tx, &a);
     if (why) {
         *why = a.why;

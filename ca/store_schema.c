@@ -470,6 +470,16 @@
     " data " BLOB " NOT NULL,"                                                                     \
     " PRIMARY KEY (issuer, seq));"
 
+/* Version 15: the revocation epoch each published CRL's entries were read at, by name and with
+ * its number (store_crl_commit): a CRL refused because the published one has its second, read
+ * at the same epoch, lists the same entries, so the published one stands for it. A table of
+ * its own (no ALTER TABLE): the step can run again. */
+#define CE_TABLE(INT)                                                                              \
+    "CREATE TABLE IF NOT EXISTS crl_epochs ("                                                      \
+    " name TEXT PRIMARY KEY NOT NULL,"                                                             \
+    " number " INT " NOT NULL,"                                                                    \
+    " epoch " INT " NOT NULL);"
+
 /* ---- the steps ---- */
 
 const store_schema_step store_schema_steps[] = {
@@ -503,5 +513,7 @@ const store_schema_step store_schema_steps[] = {
     {"add CRL partitions", SQ_CRL_PARTITIONS, PG_CRL_PARTITIONS, NULL},
     /* 14: large CRLs in chunks */
     {"add the crl_chunks table", CC_TABLE("INTEGER", "BLOB"), CC_TABLE("BIGINT", "BYTEA"), NULL},
+    /* 15: the revocation epoch of each published CRL */
+    {"add the crl_epochs table", CE_TABLE("INTEGER"), CE_TABLE("BIGINT"), NULL},
 };
 const size_t store_schema_nsteps = sizeof store_schema_steps / sizeof store_schema_steps[0];

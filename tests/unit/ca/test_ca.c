@@ -588,6 +588,33 @@ static void test_ocsp_and_crl(void **state)
     assert_int_equal(X509_CRL_get0_by_serial(crl, &r, X509_get0_serialNumber(good)), 0);
     X509_CRL_free(crl);
 
+    /* in the second of the published CRL and with its entries, ca_crl_der gives that one (a
+     * daemon's or a revocation's CRL does not wait behind another's); ca_crl_der_new (keyline-ca
+     * crl) signs a CRL of its own a second later, numbered above */
+    ca_crl_result c1, c2, c3;
+    int same_second = 0;
+    for (int i = 0; i < 5 && !same_second; i++) {
+        assert_int_equal(ca_crl_der_new(g_ca, "field1", &c1), KL_OK);
+        assert_int_equal(c1.reused, 0);
+        assert_int_equal(ca_crl_der(g_ca, "field1", 0, &c2), KL_OK);
+        same_second = c2.reused;
+        if (same_second) {
+            assert_int_equal(c2.number, c1.number);
+            assert_int_equal(c2.this_update, c1.this_update);
+            assert_memory_equal(c2.der, c1.der, c1.len);
+        } else {
+            assert_true(c2.number > c1.number); /* the second had turned: signed anew */
+        }
+        ca_crl_result_free(&c1);
+        ca_crl_result_free(&c2);
+    }
+    assert_true(same_second);
+    assert_int_equal(ca_crl_der_new(g_ca, "field1", &c1), KL_OK);
+    assert_int_equal(ca_crl_der_new(g_ca, "field1", &c3), KL_OK);
+    assert_true(c3.number > c1.number && c3.this_update > c1.this_update && !c3.reused);
+    ca_crl_result_free(&c1);
+    ca_crl_result_free(&c3);
+
     /* a certificate from a foreign CA is refused */
     EVP_PKEY *fk = EVP_EC_gen("P-256");
     X509 *foreign = X509_new();

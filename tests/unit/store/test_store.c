@@ -34,7 +34,7 @@
 static EVP_PKEY *g_key;
 static const char *g_pg; /* KL_TEST_STORE_URL: PostgreSQL mode */
 
-#define SCHEMA_VERSION 14 /* what store_open makes of any older file */
+#define SCHEMA_VERSION 15 /* what store_open makes of any older file */
 /* SQL that takes a current file back to version 5's tables (the triggers go with them) */
 #define DROP_V6                                                                                    \
     "DROP TABLE audit_key; DROP TABLE audit_checkpoints; DROP TABLE images;"                       \
@@ -2510,7 +2510,7 @@ static void crl_commit_is(store *s, int64_t number, time_t this_update, int64_t 
                      .der = der,
                      .der_len = sizeof der,
                      .epoch = epoch};
-    store_crl_why why = {STORE_CRL_NUMBER_TAKEN, 0};
+    store_crl_why why = {STORE_CRL_NUMBER_TAKEN, 0, 0};
     assert_rc(store_crl_commit(s, &crl, "o", "issuer=field-ca", &why), want);
     assert_int_equal(why.clash, clash);
 }
@@ -2523,9 +2523,10 @@ static void test_crl_commit_fresh(void **state)
     assert_rc(issue(f->s, "51", "field-ca", STORE_ST_VALID), KL_OK);
     assert_rc(store_revocation_epoch(f->s, "field-ca", &e0), KL_OK);
     crl_commit_is(f->s, 1, t0, e0, KL_OK, STORE_CRL_FRESH);
-    /* the same second as the published CRL: refused, nothing taken */
-    crl_commit_is(f->s, 2, t0, e0, KL_EEXIST, STORE_CRL_SAME_SECOND);
-    assert_msg_has("thisUpdate is not before");
+    /* the same second as the published CRL, read at its epoch: refused, nothing taken, and
+     * the published one named as standing for it (the same entries) */
+    crl_commit_is(f->s, 2, t0, e0, KL_EEXIST, STORE_CRL_SAME_CONTENT);
+    assert_msg_has("CRL number 1 with the same entries");
     store_crl_why why;
     store_crl crl = {.issuer = "field-ca",
                      .number = 2,
@@ -2535,17 +2536,22 @@ static void test_crl_commit_fresh(void **state)
                      .der_len = 1,
                      .epoch = e0};
     assert_rc(store_crl_commit(f->s, &crl, "o", "earlier", &why), KL_EEXIST);
-    assert_int_equal(why.clash, STORE_CRL_SAME_SECOND);
+    assert_int_equal(why.clash, STORE_CRL_SAME_CONTENT);
     assert_int_equal(why.published, t0);
+    assert_int_equal(why.number, 1);
     /* a revocation since the entries were read: refused, nothing taken */
     assert_rc(store_cert_revoke(f->s, "51", 1, 0, "bob"), KL_OK);
     assert_rc(store_revocation_epoch(f->s, "field-ca", &e1), KL_OK);
     assert_true(e1 > e0);
     crl_commit_is(f->s, 2, t0 + 1, e0, KL_EEXIST, STORE_CRL_REVOKED_SINCE);
     assert_msg_has("a revocation was recorded while it was signed");
+    /* read after the revocation, in the published CRL's second: that one lacks it */
+    crl_commit_is(f->s, 2, t0, e1, KL_EEXIST, STORE_CRL_SAME_SECOND);
+    assert_msg_has("thisUpdate is not before");
     assert_rc(store_crl_number_peek(f->s, "field-ca", &next), KL_OK);
     assert_int_equal(next, 2);
     crl_commit_is(f->s, 2, t0 + 1, e1, KL_OK, STORE_CRL_FRESH);
+    crl_commit_is(f->s, 3, t0 + 1, e1, KL_EEXIST, STORE_CRL_SAME_CONTENT);
     /* a number taken meanwhile */
     crl_commit_is(f->s, 2, t0 + 2, e1, KL_EEXIST, STORE_CRL_NUMBER_TAKEN);
     store_crl c;
@@ -2553,6 +2559,11 @@ static void test_crl_commit_fresh(void **state)
     assert_int_equal(c.number, 2);
     assert_int_equal(c.this_update, t0 + 1);
     store_crl_free(&c);
+    /* a CRL recorded without its epoch (store_crl_put) stands for none */
+    static const uint8_t d[] = {0x30, 0x00};
+    assert_rc(store_crl_put(f->s, "field-ca", 5, t0 + 3, t0 + CRL_DAY, d, sizeof d, "o", NULL),
+              KL_OK);
+    crl_commit_is(f->s, 6, t0 + 3, e1, KL_EEXIST, STORE_CRL_SAME_SECOND);
 }
 
 /* Threads publishing CRLs of one issuer through one handle, numbers in no particular order
