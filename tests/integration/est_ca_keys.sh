@@ -107,8 +107,11 @@ grep -q '^keyline_est_hsm_errors_total 0' "$D/out" || die "HSM errors: $(grep hs
 ok "enrollment works; no HSM error"
 est_stop
 
-# [cad] ca-keys = all: keyline-cad signs the root's CRL itself (a number past the published one)
+# [cad] ca-keys = all: keyline-cad signs the root's CRL itself (a number past the published one;
+# a second after it: within the published CRL's second, read at its revocation epoch, that one
+# stands for a new one, docs/ca.md)
 sed -i 's/^\[cad\]$/[cad]\nca-keys = all/' "$KL_CONF"
+sleep 1
 est_start
 expect_status 200 "root CRL signed by keyline-cad" "$EST_HTTP/crl/root1.crl"
 n3=$(crl_number "$D/out")
