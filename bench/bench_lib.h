@@ -19,8 +19,9 @@ void bench_figure(const char *name, double value, const char *unit, const char *
 /* The crypto floor of one issuance (docs/performance.md): per operation one signature with
  * `hsm_key` (in the token) over a certificate-sized TBS, the proof-of-possession check of `csr`
  * and the verification of `cert` against `ca_pub`: the three public-key operations every
- * ca_issue() needs, nothing else. `threads` threads for `seconds`; operations per second, or
- * -1 when an operation failed. */
+ * ca_issue() needs, nothing else, each check in its cheapest form (SHA-256 and ECDSA_verify
+ * with keys built once; EC keys only). `threads` threads for `seconds`; operations per second,
+ * or -1 when an operation failed. */
 double bench_crypto_floor(EVP_PKEY *hsm_key, X509_REQ *csr, X509 *cert, EVP_PKEY *ca_pub,
                           int threads, double seconds);
 

@@ -65,9 +65,10 @@ static void *issue_inproc(void *arg)
         X509 *x = NULL;
         if (ca_issue(g_ca, &req, &x) != KL_OK) {
             atomic_fetch_add(&g_errors, 1);
+        } else {
+            atomic_fetch_add(&g_ops, 1); /* only what was issued counts */
         }
         X509_free(x);
-        atomic_fetch_add(&g_ops, 1);
     }
     return NULL;
 }
@@ -88,9 +89,10 @@ static void *issue_cad(void *arg)
             if (atomic_fetch_add(&g_errors, 1) == 0) {
                 fprintf(stderr, "cac_issue: %s\n", kl_errmsg());
             }
+        } else {
+            atomic_fetch_add(&g_ops, 1);
         }
         free(der);
-        atomic_fetch_add(&g_ops, 1);
     }
     return NULL;
 }

@@ -35,21 +35,23 @@ def main(src, out_json, out_md, meta):
             row["target"] = fig["target"]
         if fig.get("target_max"):
             row["target_max"] = fig["target_max"]
+        row["_exact"] = ratio  # the verdict is on this, not on the rounded ratio
         rows.append(row)
+    exact = [r.pop("_exact") for r in rows]
     with open(out_json, "w") as f:
         json.dump({"run": meta, "figures": rows}, f, indent=1)
         f.write("\n")
     lines = ["| figure | value | unit | limit | limit value | ratio | target |",
              "| --- | ---: | --- | --- | ---: | ---: | --- |"]
-    for r in rows:
+    for r, x in zip(rows, exact):
         t, tmax = r.get("target"), r.get("target_max")
         verdict = ""
         if t:
-            verdict = ">= %g: %s" % (t, "met" if r["ratio"] is not None and r["ratio"] >= t
-                                     else "MISSED" if r["ratio"] is not None else "no limit")
+            verdict = ">= %g: %s" % (t, "met" if x is not None and x >= t
+                                     else "MISSED" if x is not None else "no limit")
         elif tmax:
-            verdict = "<= %g: %s" % (tmax, "met" if r["ratio"] is not None and r["ratio"] <= tmax
-                                     else "MISSED" if r["ratio"] is not None else "no limit")
+            verdict = "<= %g: %s" % (tmax, "met" if x is not None and x <= tmax
+                                     else "MISSED" if x is not None else "no limit")
         lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
             r["name"], fmt(r["value"]), r["unit"], r["limit_name"] or "",
             fmt(r["limit_value"]) if r["limit_value"] is not None else "",
