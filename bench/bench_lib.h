@@ -15,6 +15,9 @@
  * target: the ratio value/limit the issue asks for (0: none). */
 void bench_figure(const char *name, double value, const char *unit, const char *limit_name,
                   double limit_value, double target);
+/* The same with the most ratio to the limit a target allows (times, memory: lower is better). */
+void bench_figure_max(const char *name, double value, const char *unit, const char *limit_name,
+                      double limit_value, double target_max);
 
 /* The crypto floor of one issuance (docs/performance.md): per operation one signature with
  * `hsm_key` (in the token) over a certificate-sized TBS, the proof-of-possession check of `csr`
