@@ -493,12 +493,10 @@ static kl_rc crl_der(ca_ctx *ca, const char *issuer, time_t next_update, int reu
             break;
         }
         if (rc == KL_EEXIST && why.clash != STORE_CRL_FRESH && attempt + 1 >= CRL_ATTEMPTS) {
-            char last[400];
-            snprintf(last, sizeof last, "%s", kl_errmsg());
-            rc = kl_fail(KL_EEXIST,
-                         "%s; not published after %d attempts (the revocations are kept: run it "
+            rc = kl_wrap(rc,
+                         "not published after %d attempts (the revocations are kept: run it "
                          "again)",
-                         last, CRL_ATTEMPTS);
+                         CRL_ATTEMPTS);
         }
         if (rc != KL_EEXIST || why.clash == STORE_CRL_FRESH || attempt + 1 >= CRL_ATTEMPTS) {
             break;

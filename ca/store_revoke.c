@@ -586,28 +586,18 @@ kl_rc store_crl_number_peek(store *s, const char *issuer, int64_t *out)
 }
 
 typedef struct {
-    const char *name;
     int64_t number;
     time_t this_update;
-} rn_head_arg;
+} rn_head;
 
 static const store_q q_rn_head = {"SELECT number, this_update FROM crls WHERE issuer = ?1", NULL};
 
-static kl_rc rn_head_tx(store_conn *c, void *arg)
+static int rn_head_row(db_stmt *st, void *out)
 {
-    rn_head_arg *a = arg;
-    db_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-    int row = 0;
-    TRY(sc_stmt(c, &q_rn_head, &st));
-    TRY(sc_text(st, 1, a->name));
-    TRY(sc_step(st, &row, "read the published CRL"));
-    ENSURE(row, KL_ENOTFOUND, "no CRL published for '%s'", a->name);
-    a->number = col_int(st, 0);
-    a->this_update = col_time(st, 1);
-out:
-    sc_done(st);
-    return rc;
+    rn_head *h = out;
+    h->number = col_int(st, 0);
+    h->this_update = col_time(st, 1);
+    return 0;
 }
 
 kl_rc store_crl_head(store *s, const char *name, int64_t *number, time_t *this_update)
@@ -615,10 +605,15 @@ kl_rc store_crl_head(store *s, const char *name, int64_t *number, time_t *this_u
     if (!s || !name || !name[0] || !number || !this_update) {
         return kl_fail(KL_EUSAGE, "store_crl_head: missing argument");
     }
-    rn_head_arg a = {name, 0, 0};
-    kl_rc rc = store_read(s, rn_head_tx, &a);
-    *number = a.number;
-    *this_update = a.this_update;
+    rn_head h = {0, 0};
+    int found = 0;
+    kl_rc rc =
+        store_get_row(s, &q_rn_head, name, rn_head_row, &h, "read the published CRL", &found);
+    if (rc == KL_OK && !found) {
+        rc = kl_fail(KL_ENOTFOUND, "no CRL published for '%s'", name);
+    }
+    *number = h.number;
+    *this_update = h.this_update;
     return rc;
 }
 
@@ -700,9 +695,10 @@ static kl_rc rn_commit_tx(store_conn *c, void *arg)
         ENSURE(sc_changes(st) == 1, KL_EEXIST, "CRL number %lld of %s was taken meanwhile",
                (long long)a->crl->number, a->crl->issuer);
     }
-    TRY(st_crl_row_tx(c, a->crl->name ? a->crl->name : a->crl->issuer, a->crl));
+    const char *name = a->crl->name ? a->crl->name : a->crl->issuer;
+    TRY(st_crl_row_tx(c, name, a->crl));
     TRY(sc_stmt(c, &q_rn_epoch_put, &st));
-    TRY(sc_text(st, 1, a->crl->name ? a->crl->name : a->crl->issuer));
+    TRY(sc_text(st, 1, name));
     TRY(sc_int(st, 2, a->crl->number));
     TRY(sc_int(st, 3, a->crl->epoch));
     TRY(sc_run(st, "record the CRL's epoch"));

@@ -261,21 +261,22 @@ static void cad_rev_startup(cad_rev *r)
  * would have been made again) lists every revocation ours does. Otherwise (both signed in the
  * same second) the slot is made again within a second, with a number above both. A number
  * taken by another name of the CA (a partition's CRL, the full CRL) changes nothing here. */
-static void cad_rev_newer(cad_rev *r, const char *label, int signs, cad_crl_slot *slot)
+static void cad_rev_newer(cad_rev *r, const char *ca_label, const char *label, int signs,
+                          cad_crl_slot *slot)
 {
-    int64_t next = 0, part = -1, number = 0;
+    int64_t next = 0, number = 0;
     time_t this_update = 0;
-    char ca_label[CA_LABEL_MAX + 1];
     store *st = ca_store(r->d->ca);
-    if (ca_crlpart_name_parse(label, ca_label, sizeof ca_label, &part) != KL_OK ||
-        store_crl_number_peek(st, ca_label, &next) != KL_OK || next - 1 <= slot->number ||
+    if (store_crl_number_peek(st, ca_label, &next) != KL_OK || next - 1 <= slot->number ||
         next - 1 == slot->checked) {
         return; /* ours is the latest, or the latest was looked at already */
     }
     kl_rc rc = store_crl_head(st, label, &number, &this_update); /* not the DER: it may be big */
-    if (rc != KL_OK || number <= slot->number) {
-        /* the number went to another CRL of the CA; a failed read is tried again next time */
-        slot->checked = rc == KL_OK || rc == KL_ENOTFOUND ? next - 1 : slot->checked;
+    if (rc != KL_OK && rc != KL_ENOTFOUND) {
+        return; /* tried again on the next request */
+    }
+    if (rc == KL_ENOTFOUND || number <= slot->number) {
+        slot->checked = next - 1; /* the number went to another CRL of the CA */
         return;
     }
     store_crl c;
@@ -362,7 +363,7 @@ kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
         }
     }
     if (rc == KL_OK) {
-        cad_rev_newer(r, label, signs, slot);
+        cad_rev_newer(r, ca_label, label, signs, slot);
         rc = cap_put_bytes(out, CAP_T_CRL, slot->der, slot->len);
     }
     pthread_mutex_unlock(&r->crl_lock);
