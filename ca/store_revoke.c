@@ -372,9 +372,12 @@ static kl_rc rv_list_keys(const store_revoke_req *req, rv_key **out)
         k[i].item = it;
         k[i].id = -1;
         k[i].iss = 0;
+        /* the serial an item may be: "serial:" and a 0x as --serial takes are not part of it
+         * (a bare 0x1A is tried as serial 1A, then as the device id "0x1A") */
+        const char *sn = strncmp(it, "serial:", 7) == 0 ? it + 7 : it;
+        sn += (sn[0] == '0' && (sn[1] == 'x' || sn[1] == 'X') && sn[2]) ? 2 : 0;
         if (strncmp(it, "device:", 7) == 0 ||
-            store_serial_normalize(strncmp(it, "serial:", 7) == 0 ? it + 7 : it, k[i].serial,
-                                   sizeof k[i].serial) != KL_OK) {
+            store_serial_normalize(sn, k[i].serial, sizeof k[i].serial) != KL_OK) {
             k[i].serial[0] = 0;
         }
     }

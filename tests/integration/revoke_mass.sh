@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mass revocation (issue 17 item 2) and the streamed CRL (item 1), checked with openssl and
 # certtool:
-#   - keyline-ca revoke --from FILE (serials in any case, with or without "serial:", comments, a
+#   - keyline-ca revoke --from FILE (serials in any case, with or without "serial:" or 0x, comments, a
 #     leading byte order mark; - reads the standard input):
 #     one transaction, one audit entry per certificate, one CRL after, every entry in it with
 #     its reason, in serial order, the CRL verifying against the CA;
@@ -16,7 +16,7 @@
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
-crl_number() { openssl crl -in "$1" -noout -crlnumber | sed 's/.*=//'; }
+crl_number() { openssl crl -in "$1" -noout -crlnumber | sed 's/.*=//; s/^0x//'; }
 crl_count() { openssl crl -in "$1" -noout -text | grep -c "Serial Number:"; }
 revokes() { kca audit list 2>/dev/null | grep -c " revoke " || true; }
 
@@ -28,8 +28,9 @@ done
 {
     printf '\xef\xbb\xbf' # a byte order mark, as spreadsheet exports write
     echo "# bad batch 7"
-    for i in $(seq 1 12); do serial_of "$D/a$i.pem"; done | tr 'A-F' 'a-f'
-    echo "serial:$(serial_of "$D/a13.pem")   # explicit"
+    for i in $(seq 1 11); do serial_of "$D/a$i.pem"; done | tr 'A-F' 'a-f'
+    echo "0x$(serial_of "$D/a12.pem")" # as --serial takes it
+    echo "serial:0X$(serial_of "$D/a13.pem")   # explicit"
     echo
 } > "$D/list.txt"
 n0=$(revokes)
@@ -111,6 +112,12 @@ kca show --serial "$(serial_of "$D/hw1.pem")" | grep -q "revoked" || die "HWM001
 echo "HWM001" | kca revoke --from - > "$D/dev.out" 2>&1 || die "HWM001 again: $(cat "$D/dev.out")"
 grep -q "revoked 0 certificates .*; 1 already revoked" "$D/dev.out" || die "HWM001 again: $(cat "$D/dev.out")"
 ok "revoke --from a device id of issue --device-id: its valid certificate; two valid ones refused (exit 3), all revoked counted"
+# a device id that looks like a 0x serial: no certificate has that serial, so the device's
+new_csr hx "/CN=sensor/serialNumber=0xBEEF01"
+kca issue --issuer factory1 --template device-idevid --csr "$D/hx.csr" --device-id 0xBEEF01 --out "$D/hx.pem" >/dev/null
+echo "0xBEEF01" | kca revoke --from - --dry-run > "$D/hx.out" 2> "$D/hx.err" || die "0xBEEF01: $(cat "$D/hx.err")"
+[ "$(cat "$D/hx.out")" = "$(serial_of "$D/hx.pem") factory1" ] || die "0xBEEF01 listed: $(cat "$D/hx.out")"
+ok "revoke --from: an item 0xHEX no serial matches names the device of that id"
 
 # the batch: issued in [T1, T2] only
 sleep 1.1
