@@ -13,6 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../tests/integration/est_common.sh"
+. "$here/bench_common.sh"
 
 N=${KL_BENCH_OCSP_CERTS:-64}
 CLIENTS=${KL_BENCH_OCSP_CLIENTS:-8}
@@ -44,6 +45,11 @@ nginx_start() {
     bin=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
     if [ -z "$bin" ]; then
         echo "no nginx here (Debian: apt-get install nginx-light): the static server is not measured"
+        local why="no nginx installed (Debian: nginx-light)"
+        bench_not_measured "ocsp.static_server.get.${CLIENTS}c" 1/s "$why"
+        bench_not_measured "ocsp.preproduced.get.${CLIENTS}c" 1/s "$why: the GETs are measured with it"
+        bench_not_measured ocsp.static_server.get.cpu_us us "$why"
+        bench_not_measured ocsp.preproduced.get.cpu_us us "$why: the GETs are measured with it"
         return 0
     fi
     mkdir -p "$ng/www/ocsp" "$ng/tmp"

@@ -6,7 +6,9 @@ least ratio the issue asks for, or "target_max", the most, where there is one), 
 
 A figure whose limit_value is absent takes the value of the figure named limit_name measured in
 the same run (the last one of that name); a limit that was not measured leaves limit_value and
-ratio null. Nothing here judges: a missed target is a row that says so."""
+ratio null. A figure the run could not measure (bench/bench_common.sh, bench_not_measured) is a
+row with value null and "not_measured" (why), shown as such. Nothing here judges: a missed
+target is a row that says so."""
 import json
 import sys
 
@@ -20,14 +22,15 @@ def main(src, out_json, out_md, meta):
                 figs.append(json.loads(line))
     by_name = {}
     for fig in figs:
-        by_name[fig["name"]] = fig["value"]
+        if fig["value"] is not None:
+            by_name[fig["name"]] = fig["value"]
     rows = []
     for fig in figs:
         lname = fig.get("limit_name")
         lval = fig.get("limit_value")
         if lname and lval is None:
             lval = by_name.get(lname)
-        ratio = fig["value"] / lval if lname and lval else None
+        ratio = fig["value"] / lval if lname and lval and fig["value"] is not None else None
         row = {"name": fig["name"], "value": fig["value"], "unit": fig["unit"],
                "limit_name": lname, "limit_value": lval,
                "ratio": round(ratio, 4) if ratio is not None else None}
@@ -35,6 +38,8 @@ def main(src, out_json, out_md, meta):
             row["target"] = fig["target"]
         if fig.get("target_max"):
             row["target_max"] = fig["target_max"]
+        if fig.get("not_measured"):
+            row["not_measured"] = fig["not_measured"]
         row["_exact"] = ratio  # the verdict is on this, not on the rounded ratio
         rows.append(row)
     exact = [r.pop("_exact") for r in rows]
@@ -46,7 +51,9 @@ def main(src, out_json, out_md, meta):
     for r, x in zip(rows, exact):
         t, tmax = r.get("target"), r.get("target_max")
         verdict = ""
-        if t:
+        if r.get("not_measured"):
+            verdict = "not measured: " + r["not_measured"]
+        elif t:
             verdict = ">= %g: %s" % (t, "met" if x is not None and x >= t
                                      else "MISSED" if x is not None else "no limit")
         elif tmax:
