@@ -690,7 +690,9 @@ typedef struct {
     const char *self_label;
     X509 *issuer_cert; /* an issuer not recorded yet (ca_rotate), with its key; label in req */
     EVP_PKEY *issuer_key;
-    int check_only; /* ca_issue_check: stop before signing */
+    int check_only;          /* ca_issue_check: stop before signing */
+    unsigned char **der_out; /* ca_issue_der: the bytes signed, checked and recorded */
+    size_t *der_len;
 } ca_issue_in;
 
 /* The subject of `cert` as RFC 2253 text, for the store and the audit log. */
@@ -938,9 +940,9 @@ static kl_rc ca_issue_record(ca_ctx *ca, const ca_issue_job *j, char *serial_hex
  * certificate with its audit entry in one transaction before it is released. The serial is
  * unique by store constraint: a clash (2^-126 per pair) draws a new serial and signs again;
  * the clashing certificate never leaves this function. *serial and *serial_hex stay the
- * caller's to free. */
+ * caller's to free; so does *der_out when asked for (NULL: not wanted), the DER recorded. */
 static kl_rc ca_issue_sign_record(ca_ctx *ca, ca_issue_job *j, X509 *cert, ASN1_INTEGER **serial,
-                                  char **serial_hex)
+                                  char **serial_hex, unsigned char **der_out, size_t *der_len)
 {
     kl_rc rc = KL_OK;
     for (int tries = 0;; tries++) {
@@ -950,6 +952,11 @@ static kl_rc ca_issue_sign_record(ca_ctx *ca, ca_issue_job *j, X509 *cert, ASN1_
         int dlen = 0;
         TRY(ca_issue_sign_checked(ca, j, cert, *serial_hex, &der, &dlen));
         rc = ca_issue_record(ca, j, *serial_hex, der, dlen);
+        if (rc == KL_OK && der_out) {
+            *der_out = der;
+            *der_len = (size_t)dlen;
+            der = NULL;
+        }
         OPENSSL_free(der);
         if (rc != KL_EEXIST || tries + 1 >= CA_SERIAL_TRIES) {
             break;
@@ -989,7 +996,7 @@ static kl_rc ca_issue_run(ca_ctx *ca, const ca_issue_in *in, X509 **cert_out)
         goto out;
     }
     TRY(ca_issue_record_prepare(ca, &j, cert));
-    TRY(ca_issue_sign_record(ca, &j, cert, &serial, &serial_hex));
+    TRY(ca_issue_sign_record(ca, &j, cert, &serial, &serial_hex, in->der_out, in->der_len));
     *cert_out = cert;
     cert = NULL;
 out:
@@ -1006,6 +1013,21 @@ kl_rc ca_issue(ca_ctx *ca, const ca_issue_req *req, X509 **cert_out)
 {
     ca_issue_in in = {.req = req};
     return ca_issue_run(ca, &in, cert_out);
+}
+
+kl_rc ca_issue_der(ca_ctx *ca, const ca_issue_req *req, X509 **cert_out, unsigned char **der_out,
+                   size_t *der_len)
+{
+    ca_issue_in in = {.req = req, .der_out = der_out, .der_len = der_len};
+    *der_out = NULL;
+    *der_len = 0;
+    kl_rc rc = ca_issue_run(ca, &in, cert_out);
+    if (rc != KL_OK) { /* a failure after the record (none today) hands out no bytes */
+        OPENSSL_free(*der_out);
+        *der_out = NULL;
+        *der_len = 0;
+    }
+    return rc;
 }
 
 kl_rc ca_issue_check(ca_ctx *ca, const ca_issue_req *req)

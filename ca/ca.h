@@ -75,6 +75,10 @@ kl_rc ca_issue_check(ca_ctx *ca, const ca_issue_req *req) KL_WUR;
  * Errors: KL_EINPUT (garbage / bad signature), KL_EPOLICY (template refuses), KL_ENOTFOUND
  * (unknown issuer or template), KL_EHSM, KL_EIO. Nothing is recorded as issued on failure. */
 kl_rc ca_issue(ca_ctx *ca, const ca_issue_req *req, X509 **cert_out) KL_WUR;
+/* ca_issue, and the certificate's DER as it was signed, checked with the issuer's key and
+ * recorded: the bytes to release (*der_out: OPENSSL_free), not a new encoding of *cert_out. */
+kl_rc ca_issue_der(ca_ctx *ca, const ca_issue_req *req, X509 **cert_out, unsigned char **der_out,
+                   size_t *der_len) KL_WUR;
 
 /* Create a CA: generate a key labelled `label` in the token, make a CSR signed by it, and issue
  * its certificate through ca_issue's pipeline (self-signed when issuer is NULL).

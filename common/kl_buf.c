@@ -72,6 +72,17 @@ kl_rc kl_buf_put(kl_buf *b, const void *p, size_t n)
     return KL_OK;
 }
 
+kl_rc kl_buf_put_space(kl_buf *b, size_t n, uint8_t **p)
+{
+    kl_rc rc = kl_buf_reserve(b, n);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    *p = b->data + b->len;
+    b->len += n;
+    return KL_OK;
+}
+
 kl_rc kl_buf_put_u8(kl_buf *b, uint8_t v)
 {
     return kl_buf_put(b, &v, 1);

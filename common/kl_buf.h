@@ -25,6 +25,8 @@ void kl_buf_reset(kl_buf *b); /* len = rpos = 0, keeps memory (wiped if sensitiv
 void kl_buf_free(kl_buf *b);
 kl_rc kl_buf_put(kl_buf *b, const void *p, size_t n) KL_WUR;
 kl_rc kl_buf_put_u8(kl_buf *b, uint8_t v) KL_WUR;
+/* Append n bytes the caller then writes at *p (all n of them: they count in len at once). */
+kl_rc kl_buf_put_space(kl_buf *b, size_t n, uint8_t **p) KL_WUR;
 kl_rc kl_buf_put_str(kl_buf *b, const char *s) KL_WUR;
 kl_rc kl_buf_printf(kl_buf *b, const char *fmt, ...) KL_WUR KL_PRINTF(2, 3);
 /* NUL-terminate without counting the NUL in len (for text use). */

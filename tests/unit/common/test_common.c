@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "kl_b64.h"
 #include "kl_buf.h"
 #include "kl_conf.h"
@@ -143,6 +145,42 @@ static void test_b64(void **state)
             kl_buf_free(&d);
         }
     }
+    /* the encoding itself, byte for byte: OpenSSL's EVP_EncodeBlock, with the line breaks
+     * put in after every `wrap` characters and after the last line, for every length 0..64
+     * and line lengths that do and do not divide the groups of 4 */
+    static const size_t wraps[] = {0, 4, 16, 64, 76, 5};
+    for (size_t n = 0; n <= 64; n++) {
+        for (size_t w = 0; w < sizeof wraps / sizeof wraps[0]; w++) {
+            for (int crlf = 0; crlf <= 1; crlf++) {
+                char plain[128], want[256];
+                int pl = EVP_EncodeBlock((unsigned char *)plain, data, (int)n);
+                size_t wl = 0, col = 0;
+                for (int i = 0; i < pl; i++) {
+                    want[wl++] = plain[i];
+                    if (wraps[w] && (++col == wraps[w] || i == pl - 1)) {
+                        wl += (size_t)snprintf(want + wl, 3, "%s", crlf ? "\r\n" : "\n");
+                        col = 0;
+                    }
+                }
+                kl_buf e;
+                kl_buf_init(&e, 4096, 0);
+                assert_int_equal(kl_buf_put_str(&e, "x"), KL_OK); /* appends after what is there */
+                assert_int_equal(kl_b64_encode(data, n, wraps[w], crlf, &e), KL_OK);
+                assert_int_equal(e.len, wl + 1);
+                assert_memory_equal(e.data + 1, want, wl);
+                kl_buf_free(&e);
+            }
+        }
+    }
+    /* the cap: refused whole, the buffer as it was */
+    kl_buf small;
+    kl_buf_init(&small, 8, 0);
+    assert_int_equal(kl_buf_put_str(&small, "ab"), KL_OK);
+    assert_int_equal(kl_b64_encode(data, 6, 0, 0, &small), KL_EINPUT);
+    assert_int_equal(small.len, 2);
+    assert_int_equal(kl_b64_encode(data, 3, 0, 0, &small), KL_OK);
+    assert_int_equal(small.len, 6);
+    kl_buf_free(&small);
 }
 
 /* Write `text` to tmpdir/NAME and load it into *out (NULL on failure). */
