@@ -461,6 +461,89 @@ static kl_rc sq_set_wal(sq_db *q)
     }
 }
 
+/* A database's -shm file, shared by every file of the database this process has open through
+ * the shim (its database and WAL files count as references): the descriptor fallocate uses.
+ * It is opened when first needed and closed only when the last reference goes, after SQLite
+ * closed its own: closing any descriptor of a file drops every POSIX lock the process holds
+ * on it, and SQLite's wal-index locks are such locks (a descriptor opened and closed around
+ * each fallocate let two processes commit on one snapshot: a CRL number given twice). */
+typedef struct sq_shmref {
+    struct sq_shmref *next;
+    char *path; /* "<database>-shm", as the unix VFS names it */
+    int fd;     /* -1 until opened */
+    int refs;
+} sq_shmref;
+
+static sq_shmref *sq_shms;
+static pthread_mutex_t sq_shm_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A reference to the -shm of the database `db` (n bytes of its name), NULL when out of memory. */
+static sq_shmref *sq_shm_get(const char *db, size_t n)
+{
+    pthread_mutex_lock(&sq_shm_lock);
+    sq_shmref *r = sq_shms;
+    while (r && (strncmp(r->path, db, n) != 0 || strcmp(r->path + n, "-shm") != 0)) {
+        r = r->next;
+    }
+    if (!r && (r = sqlite3_malloc(sizeof *r)) != NULL) {
+        *r =
+            (sq_shmref){.next = sq_shms, .path = sqlite3_mprintf("%.*s-shm", (int)n, db), .fd = -1};
+        if (r->path) {
+            sq_shms = r;
+        } else {
+            sqlite3_free(r);
+            r = NULL;
+        }
+    }
+    if (r) {
+        r->refs++;
+    }
+    pthread_mutex_unlock(&sq_shm_lock);
+    return r;
+}
+
+static void sq_shm_put(sq_shmref *r)
+{
+    if (!r) {
+        return;
+    }
+    pthread_mutex_lock(&sq_shm_lock);
+    if (--r->refs == 0) {
+        sq_shmref **pp = &sq_shms;
+        while (*pp != r) {
+            pp = &(*pp)->next;
+        }
+        *pp = r->next;
+        if (r->fd >= 0) {
+            close(r->fd);
+        }
+        sqlite3_free(r->path);
+        sqlite3_free(r);
+    }
+    pthread_mutex_unlock(&sq_shm_lock);
+}
+
+/* The first n bytes of the -shm file allocated (fallocate, its size unchanged; see "the
+ * wal-index" below). SQLITE_OK with *done 1, or 0 when nothing could be done yet: the file
+ * does not exist yet, or this process cannot open it for writing (a read-only connection is
+ * never written through its map); *done 1 too on a file system without fallocate, left as
+ * SQLite makes it. SQLITE_FULL: the disk is full. */
+static int sq_shm_alloc(sq_shmref *r, off_t n, int *done)
+{
+    *done = 0;
+    if (!r) {
+        return SQLITE_OK;
+    }
+    pthread_mutex_lock(&sq_shm_lock);
+    if (r->fd < 0) {
+        r->fd = open(r->path, O_RDWR | O_CLOEXEC);
+    }
+    int e = r->fd < 0 ? -1 : fallocate(r->fd, FALLOC_FL_KEEP_SIZE, 0, n) == 0 ? 0 : errno;
+    pthread_mutex_unlock(&sq_shm_lock);
+    *done = e == 0 || e == EOPNOTSUPP || e == ENOSYS; /* nothing more to do for n bytes */
+    return e == ENOSPC || e == EDQUOT ? SQLITE_FULL : SQLITE_OK;
+}
+
 /* ---- WAL write coalescing ----
  *
  * SQLite writes each WAL frame as two pwrite() calls (its 24-byte header, then the page): a
@@ -474,7 +557,13 @@ static kl_rc sq_set_wal(sq_db *q)
  * before it publishes the frames in the wal-index, so no other connection can read a frame
  * that is still buffered; sq_open sets FULL on every connection that writes. A failed
  * write-out is reported by the call that made it (the sync: the commit fails). Other files
- * (the database, its -shm) are the default VFS's own objects, untouched. */
+ * (the database, its -shm) are the default VFS's own objects.
+ *
+ * Before frames reach the WAL, the wal-index regions that will index them are allocated in the
+ * -shm (sq_wal_shm_cover): SQLite writes the wal-index after the frames are synced, and a
+ * failure there (a full disk) would fail a commit whose frames are already in the WAL, where a
+ * recovery after a crash would find them. A full disk is then a failed WAL write: SQLite rolls
+ * the transaction back and nothing of it is on disk. */
 
 /* below 128 KiB: the unix VFS writes at most 0x1ffff bytes per call (SQLITE_FULL beyond) */
 #define SQ_WALBUF_CAP (124 * 1024)
@@ -485,18 +574,54 @@ typedef struct {
     unsigned char *buf;
     sqlite3_int64 off; /* file offset of buf[0] */
     int len;
+    int frame;      /* bytes per frame: 24 + the page size of the WAL's header (512 until seen) */
+    sq_shmref *shm; /* the database's -shm, beside "<database>-wal" */
+    off_t shm_ok;   /* its bytes allocated so far */
 } sq_walf;
 
 static sqlite3_vfs sq_vfs;
 static sqlite3_vfs *sq_vfs_real;
 static sqlite3_io_methods sq_wal_methods;
 
+/* The wal-index regions for the frames up to WAL offset `end` allocated: region k (32 KiB)
+ * indexes frames 4062 + 4096 (k - 1) + 1 to 4062 + 4096 k (the first holds the headers), so
+ * frame n is in region (n + 33) / 4096, never more than n / 4062; n is counted from the least
+ * frame size when the WAL's page size is not known yet. */
+static int sq_wal_shm_cover(sq_walf *w, sqlite3_int64 end)
+{
+    off_t need = (off_t)((end / w->frame + 1) / 4062 + 1) * 32768;
+    if (!w->shm || need <= w->shm_ok) {
+        return SQLITE_OK;
+    }
+    int done = 0;
+    int r = sq_shm_alloc(w->shm, need, &done);
+    if (done) {
+        w->shm_ok = need;
+    }
+    return r;
+}
+
+/* Note the page size from a WAL header written (SQLite's wal.c: bytes 8-11, big-endian). */
+static void sq_wal_header_seen(sq_walf *w, const void *p, int n, sqlite3_int64 off)
+{
+    if (off == 0 && n >= 12) {
+        const unsigned char *h = p;
+        uint32_t pg = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
+        w->frame = 24 + (pg >= 512 && pg <= 65536 ? (int)pg : 512);
+    }
+}
+
 static int sq_wal_flush(sq_walf *w)
 {
     if (w->len == 0) {
         return SQLITE_OK;
     }
-    int r = w->real->pMethods->xWrite(w->real, w->buf, w->len, w->off);
+    int r = sq_wal_shm_cover(w, w->off + w->len);
+    if (r != SQLITE_OK) {
+        w->len = 0; /* the transaction fails: none of its frames is written */
+        return r;
+    }
+    r = w->real->pMethods->xWrite(w->real, w->buf, w->len, w->off);
     w->len = 0;
     return r;
 }
@@ -510,8 +635,10 @@ static int sq_wal_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off
             return r;
         }
     }
+    sq_wal_header_seen(w, p, n, off);
     if (n > SQ_WALBUF_CAP) {
-        return w->real->pMethods->xWrite(w->real, p, n, off);
+        int r = sq_wal_shm_cover(w, off + n);
+        return r != SQLITE_OK ? r : w->real->pMethods->xWrite(w->real, p, n, off);
     }
     if (w->len == 0) {
         w->off = off;
@@ -528,6 +655,8 @@ static int sq_wal_close(sqlite3_file *f)
     int c = w->real->pMethods ? w->real->pMethods->xClose(w->real) : SQLITE_OK;
     sqlite3_free(w->buf);
     w->buf = NULL;
+    sq_shm_put(w->shm); /* after the real close: see sq_shmref */
+    w->shm = NULL;
     return r != SQLITE_OK ? r : c;
 }
 
@@ -589,9 +718,88 @@ static int sq_wal_devchar(sqlite3_file *f)
     return w->real->pMethods->xDeviceCharacteristics(w->real);
 }
 
+/* ---- the wal-index (-shm) with its blocks ----
+ *
+ * SQLite grows a database's -shm file by writing one byte at the end of each 4 KiB page of it,
+ * then writes the rest through its memory map. On a file system whose blocks are smaller than a
+ * page (ext4 with 1 KiB blocks: mke2fs's default from 3 to 512 MB) the rest of each page is a
+ * hole, and when the disk is full a write into a hole through the map is a SIGBUS: the process
+ * died after its commit (the WAL frames are synced before the wal-index is written), with no
+ * message, its certificate recorded and never handed out. So every region SQLite maps is
+ * allocated (fallocate, the file's size unchanged) before SQLite writes into it, and a full
+ * disk is SQLITE_FULL, an error its caller reports. The WAL's writes allocate the regions
+ * their frames need before they are written (sq_wal_shm_cover, above); this is for the rest
+ * (the first region, the recovery's). The database file is the default VFS's object; only its
+ * xShmMap and xClose are ours, and the -shm's name beside it in the shim's extra space. */
+typedef struct {
+    sq_shmref *shm;
+} sq_mainx;
+
+static sqlite3_io_methods sq_main_methods;
+static const sqlite3_io_methods *sq_main_orig;
+static pthread_mutex_t sq_main_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static sq_mainx *sq_main_ext(sqlite3_file *f)
+{
+    return (sq_mainx *)((char *)f + ((sq_vfs_real->szOsFile + 7) & ~7));
+}
+
+static int sq_shm_map(sqlite3_file *f, int region, int size, int extend, void volatile **pp)
+{
+    int r = sq_main_orig->xShmMap(f, region, size, extend, pp);
+    if (r != SQLITE_OK || !*pp) {
+        return r;
+    }
+    int done = 0;
+    return sq_shm_alloc(sq_main_ext(f)->shm, (off_t)(region + 1) * size, &done);
+}
+
+static int sq_main_close(sqlite3_file *f)
+{
+    sq_shmref *r = sq_main_ext(f)->shm;
+    sq_main_ext(f)->shm = NULL;
+    int rc = sq_main_orig->xClose(f);
+    sq_shm_put(r); /* after the real close: see sq_shmref */
+    return rc;
+}
+
+/* A database file opened by the default VFS, with our xShmMap when its methods are the ones
+ * this process saw first (the unix VFS has one set for every file it opens this way). */
+static int sq_main_open(const char *name, sqlite3_file *f, int flags, int *out)
+{
+    int r = sq_vfs_real->xOpen(sq_vfs_real, name, f, flags, out);
+    if (r != SQLITE_OK || !f->pMethods || !name || f->pMethods->iVersion < 2) {
+        return r;
+    }
+    pthread_mutex_lock(&sq_main_lock);
+    if (!sq_main_orig) {
+        sq_main_orig = f->pMethods;
+        sq_main_methods = *f->pMethods;
+        sq_main_methods.xShmMap = sq_shm_map;
+        sq_main_methods.xClose = sq_main_close;
+    }
+    int ours = f->pMethods == sq_main_orig;
+    pthread_mutex_unlock(&sq_main_lock);
+    if (!ours) {
+        return SQLITE_OK;
+    }
+    sq_mainx *x = sq_main_ext(f);
+    x->shm = sq_shm_get(name, strlen(name));
+    if (!x->shm) {
+        f->pMethods->xClose(f);
+        f->pMethods = NULL;
+        return SQLITE_NOMEM;
+    }
+    f->pMethods = &sq_main_methods;
+    return SQLITE_OK;
+}
+
 static int sq_vfs_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags, int *out)
 {
     (void)v;
+    if (flags & SQLITE_OPEN_MAIN_DB) {
+        return sq_main_open(name, f, flags, out);
+    }
     if (!(flags & SQLITE_OPEN_WAL)) {
         /* the default VFS's object in our (larger) space: its own methods, never ours */
         return sq_vfs_real->xOpen(sq_vfs_real, name, f, flags, out);
@@ -600,13 +808,25 @@ static int sq_vfs_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int fl
     memset(w, 0, sizeof *w);
     w->real = (sqlite3_file *)(w + 1);
     w->buf = sqlite3_malloc(SQ_WALBUF_CAP);
-    if (!w->buf) {
+    w->frame = 24 + 512;
+    size_t nl = name ? strlen(name) : 0;
+    int named = nl > 4 && strcmp(name + nl - 4, "-wal") == 0;
+    if (named) {
+        w->shm = sq_shm_get(name, nl - 4);
+    }
+    if (!w->buf || (named && !w->shm)) {
+        sqlite3_free(w->buf);
+        sq_shm_put(w->shm);
+        w->buf = NULL;
+        w->shm = NULL;
         return SQLITE_NOMEM;
     }
     int r = sq_vfs_real->xOpen(sq_vfs_real, name, w->real, flags, out);
     if (r != SQLITE_OK) {
         sqlite3_free(w->buf);
+        sq_shm_put(w->shm);
         w->buf = NULL;
+        w->shm = NULL;
         return r; /* base.pMethods NULL: SQLite does not close it */
     }
     w->base.pMethods = &sq_wal_methods;
@@ -622,7 +842,10 @@ static void sq_vfs_init(void)
     }
     sq_vfs = *sq_vfs_real;
     sq_vfs.iVersion = sq_vfs_real->iVersion;
-    sq_vfs.szOsFile = (int)sizeof(sq_walf) + sq_vfs_real->szOsFile;
+    /* a WAL file: sq_walf, then the real object; a database: the real object, then sq_mainx */
+    sq_vfs.szOsFile =
+        (int)(sizeof(sq_walf) > sizeof(sq_mainx) ? sizeof(sq_walf) : sizeof(sq_mainx)) +
+        ((sq_vfs_real->szOsFile + 7) & ~7);
     sq_vfs.zName = "keyline-walbuf";
     sq_vfs.pNext = NULL;
     sq_vfs.xOpen = sq_vfs_open;
