@@ -1249,23 +1249,50 @@ kl_rc ca_label_role_check(const char *label, const char *template_name, const ch
 void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n, const char *actor,
                     kl_rc rc)
 {
-    char why[512];
+    char why[512], left[512] = "";
+    size_t nleft = 0, used = 0;
+    int by_new = 0;
     snprintf(why, sizeof why, "%s", kl_errmsg());
-    int revoked_all = 1;
     for (size_t i = 0; i < n; i++) {
         if (!certs[i]) {
             continue;
         }
         char *sh = ca_serial_hex(X509_get0_serialNumber(certs[i]));
         kl_rc r = sh ? ca_revoke(ca, sh, CA_REASON_CESSATION, actor) : KL_EINTERNAL;
-        revoked_all &= r == KL_OK || r == KL_EEXIST;
+        if (r != KL_OK && r != KL_EEXIST) {
+            /* the store that just refused the CA record (full, unreachable) may refuse this too:
+             * the certificate stays valid, and only an officer who is told its serial can act */
+            int k = snprintf(left + used, sizeof left - used,
+                             "%s keyline-ca revoke --serial %s --reason cessationOfOperation",
+                             nleft ? ";" : "", sh ? sh : "?");
+            used += k > 0 && (size_t)k < sizeof left - used ? (size_t)k : 0;
+            nleft++;
+            /* certs[0] is the new CA's own certificate: the key about to be destroyed signed
+             * it (a root) or another one (OldWithNew), and no CRL of `label` will ever exist */
+            EVP_PKEY *pub = X509_get0_pubkey(certs[0]);
+            by_new |= pub && X509_verify(certs[i], pub) == 1;
+            ERR_clear_error();
+        }
         OPENSSL_free(sh);
     }
     hsm_ctx *h = NULL;
     kl_rc d = ca_hsm_of(ca, label, &h);
     d = d == KL_OK ? hsm_key_destroy(h, label) : d;
-    kl_fail(rc, "%s%s%s", why,
-            revoked_all ? "" : " (and a certificate signed on the way could not be revoked)",
+    char tail[160] = "";
+    if (by_new) {
+        snprintf(tail, sizeof tail,
+                 "; for one signed by the new key the revocation stands, but revoke then fails: "
+                 "there is no CRL of %s to publish",
+                 label);
+    }
+    /* the cause shortened so that the commands fit the message (kl_err's 1024 bytes) */
+    kl_fail(rc, "%.300s%s%s%s%s%s", why,
+            nleft == 0   ? ""
+            : nleft == 1 ? " (and the certificate signed on the way could not be revoked: it "
+                           "stays valid in the store; once the store takes writes again, run"
+                         : " (and the certificates signed on the way could not be revoked: they "
+                           "stay valid in the store; once the store takes writes again, run",
+            left, tail, nleft ? ")" : "",
             d == KL_OK ? "" : " (and the new key could not be removed from the token)");
 }
 

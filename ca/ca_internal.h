@@ -156,8 +156,10 @@ kl_rc ca_ocsp_signer_final(ca_ctx *ca, const char *issuer, const char *actor) KL
 /* RFC 5280 5.3.1 cessationOfOperation */
 #define CA_REASON_CESSATION 5
 /* Undo a CA that could not be recorded: revoke (cessationOfOperation) the certificates signed
- * on the way (NULL entries skipped; they were never released), destroy key `label` in the
- * token, and keep the caller's error `rc` and message (noting what could not be undone). */
+ * on the way (NULL entries skipped; they were never released; certs[0], when n > 0, is the new
+ * CA's own certificate), destroy key `label` in the token, and keep the caller's error `rc` and
+ * message, noting what could not be undone: each certificate left valid by its serial, with
+ * the revoke command that an officer runs once the store takes writes again. */
 void ca_key_discard(ca_ctx *ca, const char *label, X509 *const *certs, size_t n, const char *actor,
                     kl_rc rc);
 

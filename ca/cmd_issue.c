@@ -4,8 +4,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ca_csr.h"
 #include "keyline-ca.h"
 #include "kl_file.h"
+
+/* The certificate stands (signed, recorded, audited) when only its output failed (a full disk,
+ * checked writable before it was signed): say so and how to get it, so that nobody issues a
+ * second one. Keeps `rc` (non-zero exit), as revoke does when only its CRL step fails. */
+static kl_rc issue_output_failed(kl_rc rc, X509 *cert, const char *out_path)
+{
+    char why[512];
+    snprintf(why, sizeof why, "%s", kl_errmsg());
+    char *sh = ca_serial_hex(X509_get0_serialNumber(cert));
+    const char *to = out_path && strcmp(out_path, "-") != 0 ? out_path : NULL;
+    rc = kl_fail(rc,
+                 "certificate %s was issued and recorded; only writing it failed: %s (do not "
+                 "issue again: keyline-ca show --serial %s | openssl x509%s%s writes it)",
+                 sh ? sh : "(serial unknown: see keyline-ca list)", why, sh ? sh : "SERIAL",
+                 to ? " -out " : "", to ? to : "");
+    OPENSSL_free(sh);
+    return rc;
+}
 
 kl_rc cmd_issue(cli *c, int argc, char **argv)
 {
@@ -48,7 +67,10 @@ kl_rc cmd_issue(cli *c, int argc, char **argv)
                         .device_id = dev,
                         .actor = c->actor};
     TRY(ca_issue(ca, &req, &cert));
-    TRY(cli_output_cert(c, out_path, cert));
+    rc = cli_output_cert(c, out_path, cert);
+    if (rc != KL_OK) {
+        rc = issue_output_failed(rc, cert, out_path);
+    }
 out:
     free(raw);
     OPENSSL_free(der);

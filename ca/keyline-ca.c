@@ -362,19 +362,36 @@ int main(int argc, char **argv)
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
-    int ch;
-    while ((ch = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
+    int ch, done = 0;
+    kl_rc rc = KL_OK;
+    while (!done && (ch = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': c.config_path = optarg; break;
-        case 'h': cli_help_top(stdout); return 0;
-        case 'V': kl_version_print("keyline-ca"); return 0;
+        case 'h':
+            cli_help_top(stdout);
+            done = 1;
+            break;
+        case 'V':
+            kl_version_print("keyline-ca");
+            done = 1;
+            break;
         default: cli_help_top(stderr); return 2;
         }
     }
-    kl_rc rc = cli_dispatch(&c, cli_top, NULL, argc - optind, argv + optind);
+    if (!done) {
+        rc = cli_dispatch(&c, cli_top, NULL, argc - optind, argv + optind);
+    }
     kl_conf_free(c.conf);
     if (rc != KL_OK) {
         fprintf(stderr, "keyline-ca: %s\n", kl_errmsg());
+    }
+    /* What the command printed (list, show, audit verify...) must have arrived: a report cut
+     * short on a full disk is an error, not exit 0 (D3 of the full-disk test). A command that
+     * failed already said why, in its one line, and keeps its status. */
+    kl_rc out = kl_stdout_close();
+    if (out != KL_OK && rc == KL_OK) {
+        fprintf(stderr, "keyline-ca: %s\n", kl_errmsg());
+        rc = out;
     }
     return kl_rc_exit(rc);
 }

@@ -172,3 +172,20 @@ kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsig
     free(tmp);
     return rc;
 }
+
+kl_rc kl_stdout_close(void)
+{
+    /* an earlier write may have failed and been dropped (ferror), or only this flush fails */
+    int lost = ferror(stdout);
+    errno = 0;
+    int flushed = fflush(stdout) == 0;
+    int why = errno;
+    if (fclose(stdout) != 0 && flushed && !lost && errno != EBADF) {
+        flushed = 0; /* close(1) reports a deferred write error (NFS, some FUSE) */
+        why = errno;
+    }
+    if (flushed && !lost) {
+        return KL_OK;
+    }
+    return kl_fail(KL_EIO, "stdout: %s", why ? strerror(why) : "write error");
+}

@@ -19,5 +19,10 @@ kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsig
  * is (a signature, a CRL that takes a number): KL_OK, or KL_EIO with the reason (a directory,
  * a folder that is missing or not writable, a device or FIFO that is not writable). */
 kl_rc kl_file_writable(const char *path) KL_WUR;
+/* For a binary's main, last thing before it returns: flush and close stdout. KL_OK, or KL_EIO
+ * "stdout: REASON" when anything printed through stdio was lost (a full disk, /dev/full, a
+ * closed pipe): a command whose output did not arrive must not exit 0. A stdout that was
+ * already closed (>&-) with nothing written to it is no error. Nothing may use stdout after. */
+kl_rc kl_stdout_close(void) KL_WUR;
 
 #endif

@@ -1139,6 +1139,17 @@ static void devsim_stop(devsim *ds, devsim_port *port)
     cleanup();
 }
 
+/* What the one-shot modes printed (--print-*, --update, --help) must have arrived: a
+ * certificate or key cut short on a full disk is an error (the full-disk test's D3). */
+static int stdout_exit(int r)
+{
+    if (kl_stdout_close() != KL_OK) {
+        fprintf(stderr, "keyline-devsim: %s\n", kl_errmsg());
+        return r ? r : 1;
+    }
+    return r;
+}
+
 int main(int argc, char **argv)
 {
     static devsim ds;
@@ -1154,14 +1165,14 @@ int main(int argc, char **argv)
 
     int r = opts_parse(argc, argv, &ds, &o);
     if (r >= 0) {
-        return r;
+        return stdout_exit(r);
     }
     atexit(cleanup);
     if (o.update_file) {
-        return run_update(&ds, &port, o.update_file);
+        return stdout_exit(run_update(&ds, &port, o.update_file));
     }
     if (o.want_print) {
-        return run_print(&ds, o.want_print);
+        return stdout_exit(run_print(&ds, o.want_print));
     }
     if (opts_check_serve(&ds, &o) != 0) {
         return 2;

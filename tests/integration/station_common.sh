@@ -208,6 +208,14 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   st_dev 1 CL-1
   KEYLINE_PIN=9999 st_station --port "$KL_TEST_DIR/fix1" --count 1 || { tail station.log; fail "station with a wrong PIN in its environment"; }
   ok "the station does not use a PIN (a wrong KEYLINE_PIN in its environment is ignored)"
+  # what keyline-devsim prints must arrive: a full stdout is an error, not exit 0 and nothing
+  for o in --print-cert --print-key --help; do
+    set +e; "$KDEV" --state "$KL_TEST_DIR/CL-1.state" $o >/dev/full 2>full.err; st=$?; set -e
+    [ $st = 1 ] && grep -qx "keyline-devsim: stdout: No space left on device" full.err ||
+      fail "keyline-devsim $o > /dev/full: exit $st, $(cat full.err)"
+  done
+  "$KDEV" --state "$KL_TEST_DIR/CL-1.state" --print-cert | openssl x509 -noout || fail "keyline-devsim --print-cert"
+  ok "keyline-devsim on a full stdout: exit 1, stdout: No space left on device"
   set +e; KEYLINE_PIN=9999 "$KL_BIN/keyline-cad" -c "$KL_CONF" 2>pin.err; st=$?; set -e
   [ $st = 5 ] && grep -q "wrong PIN" pin.err || fail "keyline-cad with a wrong PIN: exit $st, $(cat pin.err)"
   ok "keyline-cad refuses a wrong PIN with exit 5: $(cat pin.err)"
