@@ -368,6 +368,23 @@ out:
     return rc;
 }
 
+/* A revoked status is answered with a thisUpdate after the revocation's second: every good
+ * answer was signed at or before it, and thisUpdate is the answer's Last-Modified (RFC 5019
+ * 6.2), which must move for a cache revalidating with If-Modified-Since to see the change. In
+ * the revocation's own second, wait for the next (keyline-cad's pre-producer skips the answer
+ * until then). 1 when *now moved. */
+static int ca_ocsp_past_revocation(time_t revoked_at, time_t *now)
+{
+    if (*now > revoked_at) {
+        return 0;
+    }
+    while ((*now = time(NULL)) <= revoked_at) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return 1;
+}
+
 kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
 {
     kl_rc rc = KL_OK;
@@ -413,6 +430,10 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
             }
             store_cert_free(&c);
             OPENSSL_free(hex);
+        }
+        if (status == V_OCSP_CERTSTATUS_REVOKED && ca_ocsp_past_revocation(revoked_at, &now)) {
+            ENSURE_SSL(ASN1_TIME_set(now_t, now) && ASN1_TIME_set(next_t, now + 86400),
+                       KL_EINTERNAL, "out of memory");
         }
         ASN1_TIME_free(rev_t);
         rev_t = status == V_OCSP_CERTSTATUS_REVOKED ? ASN1_TIME_set(NULL, revoked_at) : NULL;

@@ -195,15 +195,20 @@ typedef struct {
     cad_ocsp *o;
     const cad_pre_ca *ca;
     time_t now;
-    int force; /* re-sign every answer (its signer changed) */
+    int force;       /* re-sign every answer (its signer changed) */
+    size_t deferred; /* answers left for the next second */
 } cad_pre_walk;
 
 /* Does the answer for `key` need (re-)signing with `status`? An answer kept is marked seen by
  * this pass. keep 0 (a certificate revoked long ago): no new answer, and one that already says
- * revoked is left to go at the end of the pass; one that says otherwise is corrected first. */
+ * revoked is left to go at the end of the pass; one that says otherwise is corrected first.
+ * *tu: the new answer's thisUpdate, `now` or, when the answer it replaces has that second or
+ * a later one, the second after it: its Last-Modified (RFC 5019 6.2) must move, or a cache
+ * revalidating with If-Modified-Since would keep a good answer after the revocation. */
 static int cad_pre_due(cad_ocsp *o, const uint8_t *key, size_t klen, int status, time_t now,
-                       int keep, int force)
+                       int keep, int force, time_t *tu)
 {
+    *tu = now;
     pthread_rwlock_wrlock(&o->lock);
     int due = keep && (long)o->n < o->max;
     if (o->cap) {
@@ -213,6 +218,9 @@ static int cad_pre_due(cad_ocsp *o, const uint8_t *key, size_t klen, int status,
             e->gen = o->gen; /* a listing from before its revocation: the answer stays */
             pthread_rwlock_unlock(&o->lock);
             return 0;
+        }
+        if (e->klen && e->this_update >= now) {
+            *tu = e->this_update + 1;
         }
         if (e->klen && (keep || e->status != status)) {
             e->gen = o->gen;
@@ -240,7 +248,12 @@ static int cad_pre_cert(void *arg, const store_cert *c)
     size_t klen = cad_pre_key(w->ca, c->serial_hex, key);
     int status = revoked ? V_OCSP_CERTSTATUS_REVOKED : V_OCSP_CERTSTATUS_GOOD;
     int keep = !revoked || c->revoked_at + CAD_OCSP_RECENT >= w->now;
-    if (!klen || !cad_pre_due(o, key, klen, status, w->now, keep, w->force)) {
+    time_t tu = w->now;
+    if (!klen || !cad_pre_due(o, key, klen, status, w->now, keep, w->force, &tu)) {
+        return 0;
+    }
+    if (revoked && c->revoked_at >= w->now) {
+        w->deferred++; /* revoked this second: signed from the next (ca_ocsp_past_revocation) */
         return 0;
     }
     ca_ocsp_status st = {.serial_hex = c->serial_hex,
@@ -249,8 +262,7 @@ static int cad_pre_cert(void *arg, const store_cert *c)
                          .revoked_at = c->revoked_at};
     uint8_t *der = NULL;
     size_t len = 0;
-    if (ca_ocsp_single(o->d->ca, w->ca->label, &st, w->now, w->now + o->validity, &der, &len) !=
-        KL_OK) {
+    if (ca_ocsp_single(o->d->ca, w->ca->label, &st, tu, tu + o->validity, &der, &len) != KL_OK) {
         if (atomic_fetch_add(&o->failures, 1) % 1000 == 0) {
             kl_warn("OCSP: pre-producing the answer for %s of %s failed: %s", c->serial_hex,
                     w->ca->label, kl_errmsg());
@@ -258,7 +270,7 @@ static int cad_pre_cert(void *arg, const store_cert *c)
         return 0;
     }
     atomic_fetch_add(&o->signs, 1);
-    cad_pre_put(o, w->ca, key, klen, status, w->now, der, len);
+    cad_pre_put(o, w->ca, key, klen, status, tu, der, len);
     return 0;
 }
 
@@ -368,8 +380,9 @@ static int cad_pre_signer(cad_ocsp *o, cad_pre_ca *ca)
     return changed;
 }
 
-/* One CA: its revoked certificates (revoked_only), or all it vouches for. */
-static void cad_pre_walk_ca(cad_ocsp *o, const cad_pre_ca *ca, int revoked_only, int force)
+/* One CA: its revoked certificates (revoked_only), or all it vouches for. The answers left
+ * for the next second (revoked in this one). */
+static size_t cad_pre_walk_ca(cad_ocsp *o, const cad_pre_ca *ca, int revoked_only, int force)
 {
     cad_pre_walk w = {.o = o, .ca = ca, .now = time(NULL), .force = force};
     if ((!revoked_only && store_cert_list(ca_store(o->d->ca), STORE_ST_VALID, ca->label,
@@ -378,6 +391,7 @@ static void cad_pre_walk_ca(cad_ocsp *o, const cad_pre_ca *ca, int revoked_only,
             KL_OK) {
         kl_warn("OCSP: listing the certificates of %s: %s", ca->label, kl_errmsg());
     }
+    return w.deferred;
 }
 
 static void cad_pre_full_pass(cad_ocsp *o)
@@ -441,9 +455,10 @@ static void cad_pre_revocations(cad_ocsp *o)
             epoch == cas[i].epoch) {
             continue;
         }
-        cas[i].epoch = epoch;
-        cad_pre_walk_ca(o, &cas[i], 1, 0);
-        cad_pre_cas_note(o, &cas[i], CAD_PRE_EPOCH);
+        if (cad_pre_walk_ca(o, &cas[i], 1, 0) == 0) { /* else walked again at the next poll */
+            cas[i].epoch = epoch;
+            cad_pre_cas_note(o, &cas[i], CAD_PRE_EPOCH);
+        }
     }
 }
 
