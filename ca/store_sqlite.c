@@ -6,6 +6,7 @@
  * with application_id "KLST". Tables, rules and group commit live above (store_db.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -71,7 +72,13 @@ static kl_rc sq_err(sq_db *q, int r, const char *what)
     case SQLITE_CANTOPEN:
     case SQLITE_READONLY:
     case SQLITE_PERM:
-    case SQLITE_PROTOCOL: return kl_fail(KL_EIO, "%s (%s)", path, m);
+    case SQLITE_PROTOCOL: {
+        /* the system's reason beside SQLite's: a full disk is "disk I/O error" to SQLite when
+         * its -shm cannot be made ("No space left on device", not a hardware fault) */
+        int se = q->h ? sqlite3_system_errno(q->h) : 0;
+        return se ? kl_fail(KL_EIO, "%s (%s: %s)", path, m, strerror(se))
+                  : kl_fail(KL_EIO, "%s (%s)", path, m);
+    }
     default: return kl_fail(KL_EINTERNAL, "SQLite error %d in %s (%s)", r, what, m);
     }
 }
@@ -363,12 +370,16 @@ static kl_rc sq_backup_into(sq_db *q, const char *tmp)
         sq_sleep_ms(100);
     }
     int fr = sqlite3_backup_finish(b);
-    ENSURE(r == SQLITE_DONE && fr == SQLITE_OK, KL_EIO, "store backup of %s failed: %s",
-           q->base.name, sqlite3_errstr(r != SQLITE_DONE ? r : fr));
+    int se = sqlite3_system_errno(dst);
+    ENSURE(r == SQLITE_DONE && fr == SQLITE_OK, KL_EIO, "store backup of %s failed: %s%s%s",
+           q->base.name, sqlite3_errstr(r != SQLITE_DONE ? r : fr), se ? ": " : "",
+           se ? strerror(se) : "");
     /* the copy is in the source's journal mode (WAL): fold it into the file, one file to keep */
     r = sqlite3_exec(dst, "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE", NULL, NULL,
                      NULL);
-    ENSURE(r == SQLITE_OK, KL_EIO, "store backup: %s: %s", tmp, sqlite3_errmsg(dst));
+    se = sqlite3_system_errno(dst);
+    ENSURE(r == SQLITE_OK, KL_EIO, "store backup: %s: %s%s%s", tmp, sqlite3_errmsg(dst),
+           se ? ": " : "", se ? strerror(se) : "");
 out:
     if (dst && sqlite3_close(dst) != SQLITE_OK && rc == KL_OK) {
         rc = kl_fail(KL_EIO, "store backup: cannot close %s", tmp);
@@ -405,6 +416,13 @@ out:
         close(fd);
     }
     if (tmp) {
+        /* the copy's own -wal and -shm too: a failed copy leaves nothing on that disk */
+        char side[PATH_MAX];
+        for (const char *const *x = (const char *const[]){"-wal", "-shm", NULL}; *x; x++) {
+            if (snprintf(side, sizeof side, "%s%s", tmp, *x) < (int)sizeof side) {
+                unlink(side);
+            }
+        }
         unlink(tmp);
         free(tmp);
     }

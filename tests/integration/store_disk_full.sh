@@ -42,7 +42,13 @@ fill() {
   local a
   a=$(($(stat -f -c '%a*%S' "$M")))
   [ "$a" -gt "$1" ] || die "only $a bytes free before filling"
-  fallocate -l $(((a - $1) / 1024 * 1024)) "$M/fill"
+  # fallocate most of it (fast), then blocks of 1 KiB up to the level (what the file's own
+  # extent blocks take is counted: fallocate alone can miss a small level)
+  fallocate -l $(((a - $1) / 2048 * 1024)) "$M/fill"
+  a=$(($(stat -f -c '%a*%S' "$M")))
+  if [ "$a" -gt "$1" ]; then
+    dd if=/dev/zero of="$M/fill" bs=1k count=$(((a - $1) / 1024)) oflag=append conv=notrunc 2>/dev/null || true
+  fi
 }
 
 # keyline-ca issue at each level
@@ -98,6 +104,26 @@ for leave in 36864 40960 45056 49152 204800; do
 done
 [ "$served" -gt 0 ] || die "keyline-cad issued nothing even with 200 KB free"
 ok "keyline-cad on the full disk: alive at every level, EST 200 or 503, the store holds exactly what was handed out ($served)"
+
+# a backup onto the full disk fails and leaves nothing there (the copy's -wal and -shm too);
+# with no room for a -shm at all, commands say the disk is full, not "disk I/O error" only
+B=$M/bk
+mkdir "$B"
+mount -t tmpfs -o size=$(($(stat -c %s "$M/keyline.db") / 1024 + 8))k tmpfs "$B" # a few KB short
+if kca store backup --out "$B/bk.db" >"$D/bk.out" 2>&1; then die "a backup onto a full disk succeeded"; fi
+left=$(ls "$B")
+umount "$B"
+rmdir "$B"
+[ -z "$left" ] || die "a failed backup left $left"
+rm -f "$M/keyline.db-shm"
+fill 0
+if kca list >/dev/null 2>"$D/list.err"; then
+  ok "(list worked with the disk full: SQLite made its -shm)"
+else
+  grep -q "No space left on device" "$D/list.err" || die "full disk reported as: $(cat "$D/list.err")"
+fi
+rm -f "$M/fill"
+ok "a backup onto the full disk fails and leaves no file; a full disk is named as such"
 
 [ "$(sqlite3 "$M/keyline.db" 'pragma integrity_check')" = ok ] || die "integrity_check"
 kca audit verify >/dev/null || die "audit verify after the full disk"
