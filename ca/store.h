@@ -313,9 +313,15 @@ typedef struct {
     int64_t number;   /* SAME_CONTENT: the published CRL's number */
 } store_crl_why;
 kl_rc store_crl_number_peek(store *s, const char *issuer, int64_t *out) KL_WUR;
-/* The number and thisUpdate of the published CRL `name` (a CA's label, or "L/K" for a partition)
- * without its DER; KL_ENOTFOUND when none is published. */
-kl_rc store_crl_head(store *s, const char *name, int64_t *number, time_t *this_update) KL_WUR;
+/* The published CRL `name` (a CA's label, or "L/K" for a partition) without its DER: its number,
+ * thisUpdate, nextUpdate and the revocation epoch its entries were read at (-1: not recorded,
+ * a CRL from store_crl_put or before schema 15). KL_ENOTFOUND when none is published. */
+typedef struct {
+    int64_t number;
+    time_t this_update, next_update;
+    int64_t epoch;
+} store_crl_meta;
+kl_rc store_crl_head(store *s, const char *name, store_crl_meta *out) KL_WUR;
 kl_rc store_crl_commit(store *s, const store_crl *crl, const char *actor, const char *detail,
                        store_crl_why *why) KL_WUR;
 /* Record the CRL `der` (len bytes) of `issuer`, numbered `number`, valid from `this_update` to

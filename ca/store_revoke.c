@@ -588,35 +588,33 @@ kl_rc store_crl_number_peek(store *s, const char *issuer, int64_t *out)
     return rc;
 }
 
-typedef struct {
-    int64_t number;
-    time_t this_update;
-} rn_head;
-
-static const store_q q_rn_head = {"SELECT number, this_update FROM crls WHERE issuer = ?1", NULL};
+static const store_q q_rn_head = {
+    "SELECT c.number, c.this_update, c.next_update, e.epoch FROM crls c LEFT JOIN crl_epochs e"
+    " ON e.name = c.issuer AND e.number = c.number WHERE c.issuer = ?1",
+    NULL};
 
 static int rn_head_row(db_stmt *st, void *out)
 {
-    rn_head *h = out;
+    store_crl_meta *h = out;
     h->number = col_int(st, 0);
     h->this_update = col_time(st, 1);
+    h->next_update = col_time(st, 2);
+    h->epoch = col_isnull(st, 3) ? -1 : col_int(st, 3);
     return 0;
 }
 
-kl_rc store_crl_head(store *s, const char *name, int64_t *number, time_t *this_update)
+kl_rc store_crl_head(store *s, const char *name, store_crl_meta *out)
 {
-    if (!s || !name || !name[0] || !number || !this_update) {
+    if (!s || !name || !name[0] || !out) {
         return kl_fail(KL_EUSAGE, "store_crl_head: missing argument");
     }
-    rn_head h = {0, 0};
+    memset(out, 0, sizeof *out);
     int found = 0;
     kl_rc rc =
-        store_get_row(s, &q_rn_head, name, rn_head_row, &h, "read the published CRL", &found);
+        store_get_row(s, &q_rn_head, name, rn_head_row, out, "read the published CRL", &found);
     if (rc == KL_OK && !found) {
         rc = kl_fail(KL_ENOTFOUND, "no CRL published for '%s'", name);
     }
-    *number = h.number;
-    *this_update = h.this_update;
     return rc;
 }
 

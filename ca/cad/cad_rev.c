@@ -264,14 +264,16 @@ static void cad_rev_startup(cad_rev *r)
 static void cad_rev_newer(cad_rev *r, const char *ca_label, const char *label, int signs,
                           cad_crl_slot *slot)
 {
-    int64_t next = 0, number = 0;
-    time_t this_update = 0;
+    int64_t next = 0;
+    store_crl_meta h;
     store *st = ca_store(r->d->ca);
     if (store_crl_number_peek(st, ca_label, &next) != KL_OK || next - 1 <= slot->number ||
         next - 1 == slot->checked) {
         return; /* ours is the latest, or the latest was looked at already */
     }
-    kl_rc rc = store_crl_head(st, label, &number, &this_update); /* not the DER: it may be big */
+    kl_rc rc = store_crl_head(st, label, &h); /* not the DER: it may be big */
+    int64_t number = h.number;
+    time_t this_update = h.this_update;
     if (rc != KL_OK && rc != KL_ENOTFOUND) {
         return; /* tried again on the next request */
     }
@@ -298,6 +300,34 @@ static void cad_rev_newer(cad_rev *r, const char *ca_label, const char *label, i
         c.der = NULL;
     }
     store_crl_free(&c);
+}
+
+/* The published CRL `label` when it is as good as one signed now: its entries read at the
+ * CA's current revocation epoch (`epoch`: it lists every revocation) and its first half of
+ * validity not over. keyline-ca revoke publishes one after each revocation, and a restarted
+ * daemon finds the one it signed before: served, not signed again (an HSM signature and a CRL
+ * number each, and on a full disk a CRL that could not be published: 503 for as long). */
+static int cad_rev_current(cad_rev *r, const char *label, int64_t epoch, time_t now, uint8_t **der,
+                           size_t *len, time_t *refresh_at, int64_t *number)
+{
+    store_crl_meta h;
+    time_t half = 0;
+    if (store_crl_head(ca_store(r->d->ca), label, &h) != KL_OK || h.epoch != epoch ||
+        now >= (half = h.this_update + (h.next_update - h.this_update) / 2)) {
+        return 0;
+    }
+    store_crl c;
+    memset(&c, 0, sizeof c);
+    int ok = store_crl_get(ca_store(r->d->ca), label, &c) == KL_OK && c.number == h.number;
+    if (ok) {
+        *der = c.der;
+        *len = c.der_len;
+        *refresh_at = half;
+        *number = c.number;
+        c.der = NULL;
+    }
+    store_crl_free(&c);
+    return ok;
 }
 
 kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
@@ -344,9 +374,12 @@ kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
         int64_t number = 0;
         /* a partition's CRL published complete (by revoke, or a daemon): served, not signed
          * again, so that many partitions through 64 slots do not make HSM load */
-        if (part < 0 || !signs ||
-            ca_crlpart_stored(r->d->ca, label, revoked, &der, &len, &refresh_at, &number) !=
-                KL_OK) {
+        if (signs && part < 0 &&
+            cad_rev_current(r, label, epoch, now, &der, &len, &refresh_at, &number)) {
+            /* the published one stands */
+        } else if (part < 0 || !signs ||
+                   ca_crlpart_stored(r->d->ca, label, revoked, &der, &len, &refresh_at, &number) !=
+                       KL_OK) {
             rc = signs ? cad_rev_sign(r, label, &der, &len, &refresh_at, &number)
                        : cad_rev_published(r, label, &der, &len, &refresh_at, &number);
         }

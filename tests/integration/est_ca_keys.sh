@@ -107,10 +107,17 @@ grep -q '^keyline_est_hsm_errors_total 0' "$D/out" || die "HSM errors: $(grep hs
 ok "enrollment works; no HSM error"
 est_stop
 
-# [cad] ca-keys = all: keyline-cad signs the root's CRL itself (a number past the published one;
-# a second after it: within the published CRL's second, read at its revocation epoch, that one
-# stands for a new one, docs/ca.md)
+# [cad] ca-keys = all: keyline-cad signs the root's CRL itself once the published one is not
+# known to list every revocation (its epoch not recorded, as for a CRL from before schema 15):
+# a number past the published one. While the published one is current (read at the CA's
+# revocation epoch, in its first half of validity) it is served as it is, not signed again.
 sed -i 's/^\[cad\]$/[cad]\nca-keys = all/' "$KL_CONF"
+est_start
+expect_status 200 "root CRL, current, with ca-keys = all" "$EST_HTTP/crl/root1.crl"
+[ "$(crl_number "$D/out")" = "$n2" ] || die "ca-keys = all: the current root CRL $n2 was signed again ($(crl_number "$D/out"))"
+ok "ca-keys = all: the published root CRL, current, is served as it is (number $n2)"
+est_stop
+sqlite3 "$D/keyline.db" "DELETE FROM crl_epochs WHERE name = 'root1'"
 sleep 1
 est_start
 expect_status 200 "root CRL signed by keyline-cad" "$EST_HTTP/crl/root1.crl"

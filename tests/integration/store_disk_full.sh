@@ -105,6 +105,23 @@ done
 [ "$served" -gt 0 ] || die "keyline-cad issued nothing even with 200 KB free"
 ok "keyline-cad on the full disk: alive at every level, EST 200 or 503, the store holds exactly what was handed out ($served)"
 
+# keyline-cad restarted, then the disk fills: the CRL it signs is the published one while that
+# is current (read at the CA's revocation epoch, in its first half), so it is served, not 503
+# for want of room to publish a new one (D7)
+kca crl --issuer field1 --out "$D/pub.crl" >/dev/null 2>&1 || die "crl with room"
+sleep 1.1 # past the published CRL's second (in it, a CRL signed now would be that one)
+cad_start
+est_run
+wait_up "$EST_PID" keyline-estd curl -sf --cacert "$D/root1.pem" "$EST_URL/healthz"
+fill 0
+code=$(curl -s -o "$D/served.crl" -w '%{http_code}' "$EST_HTTP/crl/field1.crl")
+rm -f "$M/fill"
+[ "$code" = 200 ] || die "CRL of field1 after a restart on the full disk: HTTP $code"
+openssl crl -in "$D/pub.crl" -outform DER | cmp -s - "$D/served.crl" ||
+  die "the CRL served is not the published one"
+est_stop
+ok "keyline-cad restarted, the disk full: the published CRL, current, is served (200, byte for byte)"
+
 # a backup onto the full disk fails and leaves nothing there (the copy's -wal and -shm too);
 # with no room for a -shm at all, commands say the disk is full, not "disk I/O error" only
 B=$M/bk
