@@ -38,7 +38,15 @@
 
 typedef enum { EST_CB_OFF = 0, EST_CB_OPTIONAL, EST_CB_REQUIRED } est_cb_mode;
 
+/* A label and its NUL: keyline-ca's CA labels are 1..63 characters (CA_LABEL_MAX). */
 #define EST_LABEL_MAX 64
+/* A CRL's name in /crl/NAME.crl: a CA label, or "L/K" for partition K's CRL of CA L ([ca L]
+ * crl-partition-size), K a decimal number without leading zeros of at most EST_CRL_PART_MAX
+ * (keyline-cad's bound, ca_crlpart_name_parse). EST_CRL_NAME_MAX holds the longest with its NUL:
+ * every distribution point keyline-ca writes is served. */
+#define EST_CRL_PART_MAX (1ull << 40)
+#define EST_CRL_PART_DIGITS 13 /* of EST_CRL_PART_MAX, 1099511627776 */
+#define EST_CRL_NAME_MAX (EST_LABEL_MAX + 1 + EST_CRL_PART_DIGITS)
 
 typedef struct {
     char name[EST_LABEL_MAX]; /* "" for the default (no label in the path) */
@@ -132,13 +140,15 @@ typedef enum {
 
 typedef struct {
     est_endpoint ep;
-    est_op op;                 /* for EST endpoints */
-    char label[EST_LABEL_MAX]; /* EST label ("" = default) or CRL issuer label */
-    const char *ocsp_b64;      /* GET /ocsp/<b64>: points into the path; NULL otherwise */
+    est_op op;                    /* for EST endpoints */
+    char label[EST_CRL_NAME_MAX]; /* EST label ("" = default) or CRL name ("L" or "L/K") */
+    const char *ocsp_b64;         /* GET /ocsp/<b64>: points into the path; NULL otherwise */
 } est_route;
 
 /* Map a request path to a route. KL_ENOTFOUND for anything we do not serve (404), including
- * malformed labels. Labels match [A-Za-z0-9._-]{1,63}. */
+ * malformed labels. Labels match [A-Za-z0-9._-]{1,63}; CRL names are a label or "L/K"
+ * (EST_CRL_NAME_MAX). GET /ocsp//<b64> (a responder URL ending in '/') is /ocsp/<b64>: no
+ * request's base64 starts with '/' (a DER OCSPRequest starts with 0x30, base64 'M'). */
 kl_rc est_route_parse(const char *path, est_route *out) KL_WUR;
 const char *est_endpoint_name(est_endpoint ep);
 
@@ -315,6 +325,9 @@ typedef struct {
     int has_fd;
     int fd;
     uint64_t fd_len;
+    /* a 304: the length of the content of the 200 it stands for, its Content-Length (RFC 9110
+     * 8.6); no body, no file */
+    uint64_t not_modified_len;
 } est_resp;
 
 struct est_server;
@@ -330,7 +343,8 @@ typedef struct {
     const char *content_type;      /* may be NULL */
     const char *cte;               /* Content-Transfer-Encoding, may be NULL */
     const char *authorization;     /* may be NULL */
-    const char *if_modified_since; /* conditional GET (RFC 9110 13); NULL */
+    const char *if_modified_since; /* conditional GET (RFC 9110 13); NULL: none, or several
+                                    * field lines (13.1.3: more than one member, ignored) */
     const uint8_t *body;
     size_t body_len;
     est_route route;

@@ -61,6 +61,31 @@ static int est_label_ok(const char *s, size_t n)
     return 1;
 }
 
+/* A CRL's name, s[0..n): a label, or "L/K" as keyline-cad names partition K's CRL of CA L
+ * (ca_crlpart_name_parse): K is 0 or a decimal number without leading zeros, at most
+ * EST_CRL_PART_MAX. */
+static int est_crl_name_ok(const char *s, size_t n)
+{
+    const char *sl = memchr(s, '/', n);
+    if (!sl) {
+        return est_label_ok(s, n);
+    }
+    const char *k = sl + 1;
+    size_t kl = (size_t)(s + n - k);
+    if (!est_label_ok(s, (size_t)(sl - s)) || kl == 0 || kl > EST_CRL_PART_DIGITS ||
+        (k[0] == '0' && kl > 1)) {
+        return 0;
+    }
+    unsigned long long v = 0;
+    for (size_t i = 0; i < kl; i++) {
+        if (k[i] < '0' || k[i] > '9') {
+            return 0;
+        }
+        v = v * 10 + (unsigned long long)(k[i] - '0'); /* 13 digits: no overflow */
+    }
+    return v <= EST_CRL_PART_MAX;
+}
+
 static int est_op_lookup(const char *s, size_t n, est_route *out)
 {
     for (size_t i = 0; i < sizeof est_ops / sizeof est_ops[0]; i++) {
@@ -94,21 +119,20 @@ kl_rc est_route_parse(const char *path, est_route *out)
     }
     if (strncmp(path, "/ocsp/", 6) == 0) {
         /* RFC 5019 / RFC 6960 A.1: GET {url}/{url-encoding of base64 of DER OCSPRequest};
-         * the base64 may itself contain '/'. */
+         * the base64 may itself contain '/', but never starts with one (the DER starts with
+         * 0x30, SEQUENCE: base64 'M'), so one '/' after "/ocsp/" is the '/' of a responder URL
+         * that ends in one ("/ocsp/", as POST takes it): "/ocsp//<b64>" is "/ocsp/<b64>". */
         out->ep = EST_EP_OCSP;
-        out->ocsp_b64 = path + 6;
+        out->ocsp_b64 = path + (path[6] == '/' ? 7 : 6);
         return KL_OK;
     }
     if (strncmp(path, "/crl/", 5) == 0) {
+        /* /crl/L.crl: CA L's CRL; /crl/L/K.crl: partition K's CRL of CA L ([ca L]
+         * crl-partition-size), named "L/K" as keyline-cad names it */
         const char *l = path + 5;
         size_t n = strlen(l);
-        /* /crl/L/K.crl: partition K's CRL of CA L ([ca L] crl-partition-size), named "L/K" */
-        const char *sl = memchr(l, '/', n);
-        size_t kl = sl && n > 4 ? (size_t)(l + n - 4 - (sl + 1)) : 0;
-        int part_ok = !sl || (kl > 0 && kl <= 12 && strspn(sl + 1, "0123456789") == kl &&
-                              (sl[1] != '0' || kl == 1) && est_label_ok(l, (size_t)(sl - l)));
-        if (n > 4 && strcmp(l + n - 4, ".crl") == 0 && part_ok && (sl || est_label_ok(l, n - 4)) &&
-            n - 4 < EST_LABEL_MAX) {
+        if (n > 4 && strcmp(l + n - 4, ".crl") == 0 && est_crl_name_ok(l, n - 4) &&
+            n - 4 < sizeof out->label) {
             out->ep = EST_EP_CRL;
             memcpy(out->label, l, n - 4);
             out->label[n - 4] = 0;

@@ -229,6 +229,7 @@ void est_handle_crl(est_req *rq, est_resp *rs)
         snprintf(rq->note, sizeof rq->note, "crl %s", label);
         if (est_not_modified(rq, f->etag, f->this_update)) {
             rs->status = 304; /* RFC 9110 15.4.5: no content, the validators again */
+            rs->not_modified_len = f->len;
         } else {
             rs->fd = dup(f->fd);
             rs->has_fd = rs->fd >= 0;
@@ -488,6 +489,7 @@ static void est_ocsp_answer(const est_req *rq, est_resp *rs, int is_get, int cac
     est_resp_header(rs, "Cache-Control", cc);
     if (validators && est_not_modified(rq, m->etag, m->this_update)) {
         rs->status = 304; /* RFC 9110 15.4.5: no content, the validators again */
+        rs->not_modified_len = rs->body.len;
         rs->content_type[0] = 0;
         kl_buf_reset(&rs->body);
     }

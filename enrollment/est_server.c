@@ -116,6 +116,17 @@ static void est_body_free(void *cls)
     free(h);
 }
 
+/* The content reader of a 304: never called (libmicrohttpd sends no content with a 304); were
+ * it called, the connection is closed rather than anything sent. */
+static ssize_t est_no_content(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)cls;
+    (void)pos;
+    (void)buf;
+    (void)max;
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
 static enum MHD_Result est_queue(struct MHD_Connection *c, est_conn_req *r, est_resp *rs)
 {
     est_body_holder *h = calloc(1, sizeof *h);
@@ -132,6 +143,17 @@ static enum MHD_Result est_queue(struct MHD_Connection *c, est_conn_req *r, est_
             close(rs->fd);
         }
         rs->has_fd = 0;
+        est_body_free(h);
+        h = NULL;
+    } else if (rs->status == 304) {
+        /* RFC 9110 8.6: "a server MUST NOT send Content-Length in such a response [a 304 to a
+         * conditional GET] unless its field value equals the decimal number of octets that
+         * would have been sent in the content of a 200 (OK) response to the same request".
+         * libmicrohttpd (0.9.75 and later) writes a 304's Content-Length from the response's
+         * size and sends none of its content, as for HEAD: the size is the 200's (an empty
+         * buffer said 0). */
+        resp =
+            MHD_create_response_from_callback(rs->not_modified_len, 1, est_no_content, NULL, NULL);
         est_body_free(h);
         h = NULL;
     } else {
@@ -161,7 +183,7 @@ static enum MHD_Result est_queue(struct MHD_Connection *c, est_conn_req *r, est_
         return MHD_NO;
     }
     r->status = rs->status;
-    r->bytes = h ? h->b.len : (size_t)rs->fd_len;
+    r->bytes = h ? h->b.len : rs->status == 304 ? 0 : (size_t)rs->fd_len;
     r->responded = 1;
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)rs->status, resp);
     MHD_destroy_response(resp);
@@ -406,43 +428,55 @@ static size_t est_unescape(void *cls, struct MHD_Connection *c, char *s)
     return est_path_unescape(s);
 }
 
-/* If-None-Match's field lines joined with commas (RFC 9110 5.3: a list field may come in
- * several lines, which mean their values in order, comma-separated). */
+/* The conditional-request fields, in one pass over the header fields:
+ *   If-None-Match's field lines joined with commas (RFC 9110 5.3: a list field may come in
+ *   several lines, which mean their values in order, comma-separated);
+ *   If-Modified-Since only when it comes in one line. RFC 9110 13.1.3: "A recipient MUST ignore
+ *   the If-Modified-Since header field if the received field value is not a valid HTTP-date, the
+ *   field value has more than one member, ..."; two lines are a value of two members (5.3). */
 typedef struct {
     char *buf;
     size_t cap, len;
     int any, overflow;
-} est_inm_join;
+    const char *ims;
+    unsigned n_ims;
+} est_cond_hdrs;
 
-static enum MHD_Result est_inm_hdr(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
+static enum MHD_Result est_cond_hdr(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
 {
     (void)kind;
-    est_inm_join *j = cls;
-    if (strcasecmp(key, MHD_HTTP_HEADER_IF_NONE_MATCH) != 0) {
+    est_cond_hdrs *j = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_IF_MODIFIED_SINCE) == 0) {
+        j->ims = value;
+        j->n_ims++;
+        return MHD_YES;
+    }
+    if (strcasecmp(key, MHD_HTTP_HEADER_IF_NONE_MATCH) != 0 || j->overflow) {
         return MHD_YES;
     }
     int n = snprintf(j->buf + j->len, j->cap - j->len, "%s%s", j->any ? ", " : "", value);
     j->any = 1;
     if (n < 0 || (size_t)n >= j->cap - j->len) {
         j->overflow = 1;
-        return MHD_NO;
+        return MHD_YES;
     }
     j->len += (size_t)n;
     return MHD_YES;
 }
 
-/* rq->inm and has_inm; a list too long to keep is kept as an empty one, which matches nothing
- * (the full answer, never a wrong 304). */
-static void est_req_inm(struct MHD_Connection *c, est_req *rq)
+/* rq->inm, has_inm and if_modified_since; an If-None-Match list too long to keep is kept as an
+ * empty one, which matches nothing (the full answer, never a wrong 304). */
+static void est_req_cond(struct MHD_Connection *c, est_req *rq)
 {
-    est_inm_join j = {rq->inm, sizeof rq->inm, 0, 0, 0};
+    est_cond_hdrs j = {.buf = rq->inm, .cap = sizeof rq->inm};
     rq->inm[0] = 0;
-    MHD_get_connection_values(c, MHD_HEADER_KIND, est_inm_hdr, &j);
+    MHD_get_connection_values(c, MHD_HEADER_KIND, est_cond_hdr, &j);
     if (j.overflow) {
         rq->inm[0] = 0;
     }
     rq->has_inm = j.any;
+    rq->if_modified_since = j.n_ims == 1 ? j.ims : NULL;
 }
 
 /* The request as the handlers see it: headers, body, TLS session. */
@@ -460,9 +494,7 @@ static void est_req_fill(est_listener *L, struct MHD_Connection *c, est_conn_req
     rq->cte = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Transfer-Encoding");
     rq->authorization =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    est_req_inm(c, rq);
-    rq->if_modified_since =
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
+    est_req_cond(c, rq);
     rq->body = r->body.data;
     rq->body_len = r->body.len;
     if (L->tls) {

@@ -2,7 +2,8 @@
 # CRLs over keyline-estd (issue 17 item 1): served from a file (sendfile) whatever their size,
 # with a strong ETag and Last-Modified (RFC 9110 8.8, 13):
 #   - If-None-Match with the ETag, or If-Modified-Since at or after Last-Modified (an HTTP-date
-#     in any of its three forms, RFC 9110 5.6.7): 304, no body;
+#     in any of its three forms, RFC 9110 5.6.7; ignored in two field lines): 304, no body, no
+#     Content-Length but the CRL's (RFC 9110 8.6), over plain HTTP and TLS;
 #   - after a revocation the CRL changes and so does its ETag at once (a CRL above 1 MiB: within
 #     keyline-estd's 5 s);
 #   - a CRL of 120000 entries (about 5 MB, more than any heap answer of keyline-estd) is served
@@ -51,10 +52,30 @@ for bad in "W/W/$etag" "w/$etag" "$etag$etag" "x$etag"; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $bad" "$URL")
     [ "$code" = 200 ] || die "If-None-Match: $bad (no entity-tag of ours): $code"
 done
+# RFC 9110 13.1.3: If-Modified-Since with more than one member is ignored: two field lines
+# (found by hostile testing: the first line decided)
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $lm" \
+    -H "If-Modified-Since: Mon, 01 Jan 2001 00:00:00 GMT" "$URL")
+[ "$code" = 200 ] || die "If-Modified-Since in two lines, the first matching: $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $lm" -H "If-Modified-Since: $lm" "$URL")
+[ "$code" = 200 ] || die "If-Modified-Since in two lines, both matching: $code"
+# RFC 9110 8.6: a 304 carries no Content-Length, or the 200's (found by hostile testing: 0),
+# over plain HTTP and TLS, to GET and HEAD
+size=$(stat -c %s "$D/c0.der")
+for base in "$EST_HTTP" "$EST_URL"; do
+    for head in "" -I; do
+        code=$(curl -s $head --cacert "$D/root1.pem" -D "$D/h" -o /dev/null -w '%{http_code}' \
+            -H "If-None-Match: $etag" "$base/crl/field1.crl")
+        [ "$code" = 304 ] || die "$base ${head:-GET}: If-None-Match with the ETag: $code"
+        len=$(hdr Content-Length)
+        [ -z "$len" ] || [ "$len" = "$size" ] ||
+            die "$base ${head:-GET}: a 304 with Content-Length $len, the CRL has $size bytes: $(cat "$D/h")"
+    done
+done
 # a %00 in the path names no CRL (it did end the path early)
 code=$(curl -s -o /dev/null -w '%{http_code}' "$EST_HTTP/crl/field1.crl%00.txt")
 [ "$code" = 404 ] || die "/crl/field1.crl%00.txt: $code"
-ok "CRL: strong ETag and Last-Modified; If-None-Match / If-Modified-Since (IMF, rfc850, asctime) -> 304 without a body"
+ok "CRL: strong ETag and Last-Modified; If-None-Match / If-Modified-Since (IMF, rfc850, asctime; not in two lines) -> 304 without a body, Content-Length none or the CRL's (HTTP and TLS)"
 
 new_csr dev "/CN=crl-dev"
 kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --out "$D/dev.pem" >/dev/null

@@ -9,7 +9,8 @@
 #   - a revocation (a --from list, one --serial) signs only the affected partitions' CRLs;
 #   - openssl verify -crl_check and certtool --verify with the partition's CRL: a revoked device
 #     fails, a good one passes; another partition's CRL is out of scope for openssl;
-#   - keyline-estd serves /crl/fleet1/K.crl with the same ETag / 304 behaviour as a full CRL;
+#   - keyline-estd serves /crl/fleet1/K.crl with the same ETag / 304 behaviour as a full CRL,
+#     and the partitions of a CA with a 63-character label (the longest keyline-ca makes);
 #   - a bad crl-partition-size stops keyline-cad and keyline-ca when they start, not at the
 #     first issuance; a [ca LABEL] section naming no CA is a warning.
 set -euo pipefail
@@ -41,6 +42,11 @@ BASE=http://127.0.0.1:8080/crl
 
 est_setup_ca
 printf '\n[ca fleet1]\ncrl-partition-size = 3\n' >> "$KL_CONF"
+# the longest CA label keyline-ca makes (63 characters), one certificate a partition
+LL=$(printf 'l%.0s' $(seq 1 62))9
+printf '\n[ca %s]\ncrl-partition-size = 1\n' "$LL" >> "$KL_CONF"
+kca ca create --label "$LL" --template field-ca --subject "CN=Keyline Long Label CA,O=Keyline Test" \
+    --issuer root1 >/dev/null
 kca ca create --label fleet1 --template field-ca --subject "CN=Keyline Fleet CA,O=Keyline Test" \
     --issuer root1 >/dev/null
 kca ca cert --label fleet1 > "$D/fleet1.pem"
@@ -186,6 +192,23 @@ for bad in fleet1/01.crl fleet1/x.crl fleet1/1/2.crl nosuch/0.crl fleet1/4.crl f
     [ "$code" = 404 ] || die "GET /crl/$bad: $code"
 done
 curl -sf -o /dev/null "$EST_HTTP/crl/fleet1.crl" || die "the full CRL is no longer served"
+# a CA label of 63 characters and partitions of one and two digits: every distribution point is
+# served, with the CRL whose IDP names it (found by hostile testing: 404 once "L/K" was longer
+# than 63 characters, every partition of a 62-character label)
+kca ca cert --label "$LL" | cat "$D/root1.pem" - > "$D/llchain.pem"
+for i in $(seq 0 10); do
+    kca issue --issuer "$LL" --template device-ldevid --csr "$D/dev.csr" --out "$D/ll$i.pem" >/dev/null
+done
+for i in 0 9 10; do
+    want="$BASE/$LL/$i.crl"
+    [ "$(cdp_of "$D/ll$i.pem")" = "$want" ] || die "ll$i: CDP $(cdp_of "$D/ll$i.pem"), expected $want"
+    code=$(curl -s -o "$D/ll.der" -w '%{http_code}' "$EST_HTTP/crl/$LL/$i.crl")
+    [ "$code" = 200 ] || die "GET /crl/$LL/$i.crl: $code"
+    openssl crl -inform DER -in "$D/ll.der" -CAfile "$D/llchain.pem" -noout -verify 2>&1 | grep -q "verify OK" ||
+        die "/crl/$LL/$i.crl does not verify"
+    openssl crl -inform DER -in "$D/ll.der" -noout -text | grep -A2 "Issuing Distribution Point" |
+        grep -q "URI:$want\$" || die "/crl/$LL/$i.crl: not the IDP $want"
+done
 curl -s -D "$D/h" -o /dev/null "$EST_HTTP/crl/fleet1/0.crl"
 etag0=$(hdr ETag)
 kca revoke --serial "$(serial_of "$D/d4.pem")" > /dev/null 2>&1 || die "revoke d4"
@@ -200,7 +223,7 @@ openssl crl -inform DER -in "$D/s3.der" -noout -text | grep -q "$(serial_of "$D/
 # partition 0 had no revocation: keyline-cad keeps its CRL (not signed again)
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag0" "$EST_HTTP/crl/fleet1/0.crl")
 [ "$code" = 304 ] || die "partition 0's CRL changed after a revocation in partition 1: $code"
-ok "keyline-estd serves /crl/fleet1/K.crl: the published one when complete, ETag, 304, a new ETag and entry after a revocation in it, the same CRL after one elsewhere; bad names 404"
+ok "keyline-estd serves /crl/fleet1/K.crl: the published one when complete, ETag, 304, a new ETag and entry after a revocation in it, the same CRL after one elsewhere; bad names 404; a 63-character CA label's partitions too"
 est_stop
 n0=$(q "SELECT count(*) FROM crls WHERE issuer LIKE 'fleet1/%'")
 [ "$n0" = 4 ] || die "$n0 partition CRLs recorded, expected 4 (no CRL for a partition fleet1 does not have)"

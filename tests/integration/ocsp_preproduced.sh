@@ -12,7 +12,9 @@
 #   - a request with a nonce is still signed live and echoes the nonce;
 #   - GET /ocsp/<base64> gets the same pre-produced answer with RFC 5019 6.2's caching headers
 #     (ETag, Last-Modified = thisUpdate, Expires = nextUpdate, max-age never past it), from a
-#     worker and from the front cache alike, and 304 to a conditional GET that matches;
+#     worker and from the front cache alike, and 304 to a conditional GET that matches, without
+#     a Content-Length but the 200's (plain HTTP and TLS); GET /ocsp//<base64> as well (RFC 6960
+#     A.1 with the responder URL /ocsp/);
 #   - the same request again within a second is answered by keyline-estd's front cache (even
 #     with keyline-cad stopped), counted in /metrics but not logged line by line at info level;
 #   - the plain-HTTP listener runs [est] threads I/O threads, as the TLS one does;
@@ -243,6 +245,36 @@ cond 304 'If-Modified-Since: $(asctime 3600)'
 cond 200 'If-Modified-Since: $(asctime -3600)'
 cond 200 'If-Modified-Since: yesterday'
 ok "conditional GET: 304 without a body for a matching (weak) ETag or a date at or after Last-Modified in each HTTP-date form (IMF, rfc850, asctime), 200 otherwise"
+
+# RFC 9110 8.6: a 304 carries no Content-Length, or the 200's (found by hostile testing: 0),
+# over plain HTTP and TLS, from a worker and from the front cache
+for base in "$EST_HTTP" "$EST_URL"; do
+    for path in worker front; do
+        for _ in 1 2 3; do
+            curl -s --cacert "$D/root1.pem" -D "$D/cl0.hdr" -o "$D/cl0.der" "$base/ocsp/$b64"
+            [ $path = front ] || sleep 1.1 # past the front cache's second
+            code=$(curl -s --cacert "$D/root1.pem" -D "$D/cl1.hdr" -o /dev/null -w '%{http_code}' \
+                -H "If-None-Match: $(hdr "$D/cl0.hdr" etag)" "$base/ocsp/$b64")
+            [ "$code" = 304 ] && break
+        done
+        [ "$code" = 304 ] || die "$base ($path): If-None-Match with the ETag: $code"
+        len=$(hdr "$D/cl1.hdr" content-length)
+        [ -z "$len" ] || [ "$len" = "$(stat -c %s "$D/cl0.der")" ] ||
+            die "$base ($path): a 304 with Content-Length $len, the answer has $(stat -c %s "$D/cl0.der") bytes: $(cat "$D/cl1.hdr")"
+    done
+done
+ok "a 304 (plain HTTP and TLS, worker and front cache) has no Content-Length but the 200's"
+
+# RFC 6960 A.1: GET {url}/{request}; with the responder URL "/ocsp/" (as POST takes it), the
+# request follows a second '/' (found by hostile testing: malformedRequest)
+code=$(curl -s -o "$D/slash.der" -w '%{http_code}' "$EST_HTTP/ocsp//$b64")
+[ "$code" = 200 ] || die "GET /ocsp//<b64>: HTTP $code"
+txt=$(openssl ocsp -respin "$D/slash.der" -resp_text -noverify 2>&1 || true)
+grep -q "Cert Status: revoked" <<<"$txt" || die "GET /ocsp//<b64>: $txt"
+code=$(curl -s -o "$D/slash3.der" -w '%{http_code}' "$EST_HTTP/ocsp///$b64")
+txt=$(openssl ocsp -respin "$D/slash3.der" -resp_text -noverify 2>&1 || true)
+grep -q "Responder Error: malformedrequest" <<<"$txt" || die "GET /ocsp///<b64> ($code): $txt"
+ok "GET /ocsp//<base64> (responder URL /ocsp/) is answered as GET /ocsp/<base64>; a third '/' is malformed"
 
 # a certificate revoked in the second its good answer was signed: the revoked answer's
 # thisUpdate (its Last-Modified) is a later second, so If-Modified-Since with the good answer's

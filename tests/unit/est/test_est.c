@@ -132,6 +132,24 @@ static void test_route_other(void **state)
     assert_string_equal(r.label, "field1/0");
     assert_int_equal(est_route_parse("/crl/a.b-c/120.crl", &r), KL_OK);
     assert_string_equal(r.label, "a.b-c/120");
+    /* any CA label keyline-ca makes (CA_LABEL_MAX 63) and any partition keyline-cad serves (at
+     * most 2^40): "L/K" is longer than a label (hostile testing: 404 past 63 characters) */
+    char l63[64], path[128], name[96];
+    memset(l63, 'a', 63);
+    l63[63] = 0;
+    const char *parts[] = {"0", "10", "999999999999", "1099511627776"};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        for (size_t n = 61; n <= 63; n++) {
+            snprintf(name, sizeof name, "%.*s/%s", (int)n, l63, parts[i]);
+            snprintf(path, sizeof path, "/crl/%s.crl", name);
+            assert_int_equal(est_route_parse(path, &r), KL_OK);
+            assert_int_equal(r.ep, EST_EP_CRL);
+            assert_string_equal(r.label, name);
+        }
+    }
+    snprintf(path, sizeof path, "/crl/%s.crl", l63);
+    assert_int_equal(est_route_parse(path, &r), KL_OK);
+    assert_string_equal(r.label, l63);
     assert_int_equal(est_route_parse("/ocsp", &r), KL_OK);
     assert_int_equal(r.ep, EST_EP_OCSP);
     assert_null(r.ocsp_b64);
@@ -140,6 +158,15 @@ static void test_route_other(void **state)
     assert_int_equal(est_route_parse("/ocsp/MEUw/Qz+a==", &r), KL_OK);
     assert_int_equal(r.ep, EST_EP_OCSP);
     assert_string_equal(r.ocsp_b64, "MEUw/Qz+a==");
+    /* RFC 6960 A.1 GET {url}/{request} with the responder URL "/ocsp/": one '/' more (no
+     * request's base64 starts with '/': its DER starts with 0x30, base64 'M') */
+    assert_int_equal(est_route_parse("/ocsp//MEUw/Qz+a==", &r), KL_OK);
+    assert_int_equal(r.ep, EST_EP_OCSP);
+    assert_string_equal(r.ocsp_b64, "MEUw/Qz+a==");
+    assert_int_equal(est_route_parse("/ocsp///MEUw", &r), KL_OK);
+    assert_string_equal(r.ocsp_b64, "/MEUw"); /* one '/' only: malformed when decoded */
+    assert_int_equal(est_route_parse("/ocsp//", &r), KL_OK);
+    assert_string_equal(r.ocsp_b64, "");
 }
 
 static void test_route_not_found(void **state)
@@ -172,9 +199,14 @@ static void test_route_not_found(void **state)
         "/crl//1.crl",
         "/crl/field 1/1.crl",
         "/crl/field1/1234567890123.crl",
+        "/crl/field1/1099511627777.crl", /* past 2^40, keyline-cad's bound */
+        "/crl/field1/10000000000000.crl",
+        "/crl/field1/00000000000001.crl",
         "/crl/field1/1.crlx",
         ("/crl/"
-         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/1.crl"),
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/1.crl"), /* 64 */
+        ("/crl/"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.crl"),
         "/healthz/",
         "/metricsx",
         "/ocspx",
