@@ -44,6 +44,23 @@ out:
     return rc;
 }
 
+/* The CA `label` exists (`what`: created, imported, rotated) and its first CRL step is done
+ * (crl_rc): print its certificate. Printing comes last, and failing to print says that nothing
+ * else failed: run again, the command would make a second CA or refuse the label. */
+static kl_rc ca_print_new(cli *c, X509 *cert, const char *label, const char *what, kl_rc crl_rc)
+{
+    kl_rc orc = cli_output_cert(c, NULL, cert);
+    if (orc == KL_OK || crl_rc != KL_OK) {
+        return crl_rc;
+    }
+    char why[512];
+    snprintf(why, sizeof why, "%s", kl_errmsg());
+    return kl_fail(orc,
+                   "CA '%s' was %s; only printing its certificate failed: %s (keyline-ca ca "
+                   "cert --label %s prints it)",
+                   label, what, why, label);
+}
+
 static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
@@ -92,7 +109,6 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
         goto out;
     }
     TRY(ca_create_run(ca, &req, &cert));
-    TRY(cli_output_cert(c, NULL, cert));
     /* a delegated OCSP signer or a firmware key issues no CRL */
     if (!ca_is_ocsp_signer_label(req.label) && !ca_is_firmware_template(req.template_name)) {
         rc = cli_crl_publish(ca, req.label, "the new CA's first", NULL);
@@ -103,6 +119,7 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
                          req.label, req.label);
         }
     }
+    rc = ca_print_new(c, cert, req.label, "created", rc);
 out:
     X509_free(cert);
     ca_close(ca);
@@ -139,8 +156,8 @@ static kl_rc cmd_ca_import(cli *c, int argc, char **argv)
     req.chain = chain_b;
     TRY(cli_open(c, 1, &ca));
     TRY(ca_import(ca, &req, &cert));
-    TRY(cli_output_cert(c, NULL, cert));
     rc = cli_crl_publish(ca, req.label, "the imported CA's first", NULL);
+    rc = ca_print_new(c, cert, req.label, "imported", rc);
 out:
     free(cert_b);
     free(chain_b);
@@ -244,15 +261,15 @@ static kl_rc cmd_ca_rotate(cli *c, int argc, char **argv)
     req.key_type = (hsm_key_type)kt;
     TRY(cli_open(c, 1, &ca));
     TRY(ca_rotate(ca, &req, &cert));
-    TRY(cli_output_cert(c, NULL, cert));
     store_ca rec;
     memset(&rec, 0, sizeof rec);
-    TRY(store_ca_get(ca_store(ca), req.new_label, &rec));
-    int firmware = ca_is_firmware_template(rec.template_name);
+    rc = store_ca_get(ca_store(ca), req.new_label, &rec);
+    int firmware = rc == KL_OK && ca_is_firmware_template(rec.template_name);
     store_ca_free(&rec);
-    if (!firmware) { /* a firmware key issues no CRL */
-        TRY(cli_crl_publish(ca, req.new_label, "the new CA's first", NULL));
+    if (rc == KL_OK && !firmware) { /* a firmware key issues no CRL */
+        rc = cli_crl_publish(ca, req.new_label, "the new CA's first", NULL);
     }
+    rc = ca_print_new(c, cert, req.new_label, "made by the rotation", rc);
 out:
     X509_free(cert);
     ca_close(ca);

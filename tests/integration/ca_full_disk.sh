@@ -31,6 +31,16 @@ for to in "--out /dev/full" ""; do
   ok "issue ${to:-> stdout} on a full disk: $(cat issue.err)"
 done
 
+# D2 for ca create: the CA and its first CRL are made before its certificate is printed, and a
+# failed print says that only the print failed (the CRL was left unpublished before)
+set +e; kca ca create --label full9 --template field-ca --subject "CN=Full Nine" --issuer root1 >/dev/full 2>create.err; st=$?; set -e
+[ $st = 1 ] || fail "ca create > a full disk: exit $st ($(cat create.err))"
+grep -q "published CRL number 1 of full9" create.err || fail "ca create > a full disk: no first CRL: $(cat create.err)"
+grep -q "CA 'full9' was created; only printing its certificate failed: .*No space left on device (keyline-ca ca cert --label full9 prints it)" create.err ||
+  fail "ca create > a full disk: $(cat create.err)"
+kca ca cert --label full9 | openssl x509 -noout -subject | grep -q "Full Nine" || fail "ca cert --label full9"
+ok "ca create > a full disk: the CA and its first CRL made, the message says only printing failed"
+
 # D3: what a command prints must arrive; /dev/full takes nothing
 for cmd in "list" "list --json" "list --images" "ca list" "ca cert --label root1" "audit list" \
   "audit verify" "show --serial $serial" "device list" "request list" "request list --json" \
