@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two keyline-cad on one PostgreSQL database serve field1's CRL (issue 13 items 3, 6): a relying
 # party that reaches both never sees the CRL number go back. Daemon b caches a CRL, daemon a
-# signs a newer one (its own cache was empty): b then serves the store's newer CRL instead of its
+# signs a newer one (its own cache was empty and the published CRL's epoch forgotten, so that
+# it signs rather than serve the published one): b then serves the store's newer CRL instead of its
 # cached one (its revocation epoch has not moved, so only the store's latest CRL number tells),
 # without signing one of its own, and the two do not take turns signing. Then a certificate
 # revoked through daemon a: b's next CRL lists it with a number above every earlier one.
@@ -23,6 +24,9 @@ crl_num() {
 signed() { cm_crl_numbers field1 | wc -l; }
 
 b1=$(crl_num b1 b)
+# b serves the CRL ca create published (current: read at the CA's epoch, in its first half);
+# forgotten epoch (a CRL from before schema 15), a signs its own
+psql -X -A -t -q "$CM_STORE" -c "DELETE FROM crl_epochs WHERE name = 'field1'" || fail "psql"
 sleep 1.1 # a's CRL starts in a later second than b's (cad_rev.c: cad_rev_newer)
 a1=$(crl_num a1 a)
 [ "$a1" -gt "$b1" ] || fail "daemon a signed $a1, not above b's $b1"
