@@ -202,9 +202,11 @@ typedef struct {
 /* Does the answer for `key` need (re-)signing with `status`? An answer kept is marked seen by
  * this pass. keep 0 (a certificate revoked long ago): no new answer, and one that already says
  * revoked is left to go at the end of the pass; one that says otherwise is corrected first.
- * *tu: the new answer's thisUpdate, `now` or, when the answer it replaces has that second or
- * a later one, the second after it: its Last-Modified (RFC 5019 6.2) must move, or a cache
- * revalidating with If-Modified-Since would keep a good answer after the revocation. */
+ * *tu: the new answer's thisUpdate, `now` or, when the answer it replaces has that very second,
+ * the second after it: its Last-Modified (RFC 5019 6.2) must move, or a cache revalidating with
+ * If-Modified-Since would keep a good answer after the revocation. An answer dated after `now`
+ * (the clock was set back) is not followed: its successor is dated now, which relying parties
+ * accept, rather than ahead of the clock, which they refuse. */
 static int cad_pre_due(cad_ocsp *o, const uint8_t *key, size_t klen, int status, time_t now,
                        int keep, int force, time_t *tu)
 {
@@ -219,8 +221,8 @@ static int cad_pre_due(cad_ocsp *o, const uint8_t *key, size_t klen, int status,
             pthread_rwlock_unlock(&o->lock);
             return 0;
         }
-        if (e->klen && e->this_update >= now) {
-            *tu = e->this_update + 1;
+        if (e->klen && e->this_update == now) {
+            *tu = now + 1;
         }
         if (e->klen && (keep || e->status != status)) {
             e->gen = o->gen;
@@ -252,7 +254,7 @@ static int cad_pre_cert(void *arg, const store_cert *c)
     if (!klen || !cad_pre_due(o, key, klen, status, w->now, keep, w->force, &tu)) {
         return 0;
     }
-    if (revoked && c->revoked_at >= w->now) {
+    if (revoked && c->revoked_at == w->now) {
         w->deferred++; /* revoked this second: signed from the next (ca_ocsp_past_revocation) */
         return 0;
     }
@@ -495,7 +497,8 @@ static void *cad_pre_thread(void *arg)
     cad_ocsp *o = arg;
     do {
         time_t now = time(NULL);
-        if (now >= o->next_pass) {
+        /* due, or the clock was set back by more than a period: not a pass put off for that */
+        if (now >= o->next_pass || o->next_pass - now > o->period) {
             o->next_pass = now + o->period;
             cad_pre_full_pass(o);
         } else {

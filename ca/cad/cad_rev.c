@@ -427,12 +427,14 @@ static void cad_rev_upkeep(cad_rev *r, time_t now)
     if (pthread_mutex_trylock(&r->upkeep_lock) != 0) {
         return;
     }
-    if (now - r->upkeep_at >= CAD_PUBLISHED_TTL) {
+    /* a clock set back (now before the last time) does not put the upkeep off until it
+     * catches up */
+    if (now < r->upkeep_at || now - r->upkeep_at >= CAD_PUBLISHED_TTL) {
         r->upkeep_at = now;
         store_ca *cas = NULL;
         size_t n = 0;
         if (store_ca_list(ca_store(r->d->ca), &cas, &n) == KL_OK) {
-            int warn = now - r->warned_at >= 3600;
+            int warn = now < r->warned_at || now - r->warned_at >= 3600;
             for (size_t i = 0; i < n; i++) {
                 int signs = 0, renewed = 0;
                 if (cad_rev_ca(r, cas[i].label, &signs) != KL_OK ||
@@ -490,7 +492,7 @@ kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
         pthread_mutex_lock(&r->ocsp_lock);
         cad_ocsp_slot *slot = &r->ocsp[(key[0] | key[1] << 8) % CAD_OCSP_SLOTS];
         int hit = cacheable && slot->der && memcmp(slot->key, key, sizeof key) == 0 &&
-                  slot->epoch_sum == esum && now - slot->at < CAD_OCSP_TTL;
+                  slot->epoch_sum == esum && now >= slot->at && now - slot->at < CAD_OCSP_TTL;
         if (hit) {
             rc = cap_put_bytes(out, CAP_T_OCSP_RESP, slot->der, slot->len);
         }

@@ -297,6 +297,29 @@ for i in 1 2 3; do
 done
 ok "a revocation in the second of the good answer: If-Modified-Since with its date gets the revoked answer (200), not 304"
 
+# a revocation recorded by a clock an hour ahead (an officer's PC, another host): answered
+# revoked at once, with and without a nonce, not good until that time comes nor a thread held
+# waiting for it (hostile testing of clocks)
+LIBFT=
+for p in /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1; do
+  [ -e "$p" ] && LIBFT=$p && break
+done
+[ -n "$LIBFT" ] || die "libfaketimeMT.so.1 not found (scripts/deps installs faketime)"
+new_csr ahead "/CN=ahead"
+kca issue --issuer field1 --template device-ldevid --csr "$D/ahead.csr" --out "$D/ahead.pem" >/dev/null
+env LD_PRELOAD="$LIBFT" FAKETIME=+1h "$BIN/keyline-ca" -c "$KL_CONF" revoke --serial "$(serial_of "$D/ahead.pem")" >/dev/null 2>&1 ||
+  die "revoke with the clock ahead"
+sleep 2
+for nonce in -no_nonce ""; do
+  t0=$(date +%s)
+  # shellcheck disable=SC2086 # the option or nothing
+  st=$(timeout 20 openssl ocsp -issuer "$D/field1.pem" -cert "$D/ahead.pem" -url "$EST_HTTP/ocsp" $nonce \
+    -CAfile "$D/root1.pem" -verify_other "$D/field1.pem" 2>/dev/null | sed -n 's/^.*ahead.pem: //p')
+  [ "$st" = revoked ] || die "revoked with a clock an hour ahead, OCSP ${nonce:-with a nonce}: '$st'"
+  [ $(($(date +%s) - t0)) -le 3 ] || die "OCSP ${nonce:-with a nonce} took $(($(date +%s) - t0)) s"
+done
+ok "a revocation dated an hour ahead: OCSP says revoked at once, with and without a nonce"
+
 post() { curl -s --max-time 5 -H "Content-Type: application/ocsp-request" --data-binary @"$D/req.der" -o "$D/post.der" "$EST_HTTP/ocsp"; }
 ocsp_200() { expect_status 200 "metrics" "$EST_URL/metrics" >/dev/null; sed -n 's/^keyline_est_requests_total{endpoint="ocsp",code="200"} //p' "$D/out"; }
 m0=$(ocsp_200)
