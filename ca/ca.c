@@ -566,7 +566,9 @@ int ca_cert_past_half(const X509 *cert, time_t now)
         !ca_asn1_time(X509_get0_notAfter(cert), &na)) {
         return 1;
     }
-    return now >= nb + (na - nb) / 2;
+    /* dated ahead of this clock by more than a few minutes (made by a clock set ahead):
+     * relying parties refuse it until then, so it is renewed now rather than in its half */
+    return now + CA_CLOCK_AHEAD_MAX < nb || now >= nb + (na - nb) / 2;
 }
 
 void ca_entry_set_cert(ca_ctx *ca, const char *label, X509 *cert)

@@ -42,6 +42,9 @@ void ca_close(ca_ctx *ca);
  * every binary takes it from, so what keyline-estd announces is what ca_issue enforces.
  * Caller frees; NULL when out of memory. */
 char *ca_templates_dir(const kl_conf *conf);
+/* A certificate or CRL dated this many seconds after this clock was made by a clock set ahead
+ * (a few minutes: hosts' clocks differ by less): renewed, not waited for. */
+#define CA_CLOCK_AHEAD_MAX 300
 /* A CA's delegated OCSP signer (RFC 6960 4.2.2.2) is the CA record and token key "<CA>.ocsp". */
 #define CA_OCSP_SUFFIX ".ocsp"
 /* 1 when `label` names a delegated OCSP signer, not a CA. */

@@ -91,7 +91,8 @@ kl_rc ca_subject_check_in(ca_ctx *ca, const X509 *cert, int is_ca, const store_c
 void ca_subject_cache_free(ca_ctx *ca);
 /* An ASN1_TIME as time_t: 1, or 0 when it does not convert. */
 int ca_asn1_time(const ASN1_TIME *t, time_t *out);
-/* 1 when less than half of `cert`'s validity is left at `now` (or its dates do not parse). */
+/* 1 when less than half of `cert`'s validity is left at `now` (or its dates do not parse), or
+ * it starts more than CA_CLOCK_AHEAD_MAX after `now`. */
 int ca_cert_past_half(const X509 *cert, time_t now);
 /* Digest to sign with for a key (SHA-384 for P-384, NULL for Ed25519, else SHA-256). */
 const EVP_MD *ca_sign_md(const EVP_PKEY *key);

@@ -30,15 +30,19 @@ static int maint_signs(const store_ca *rec)
            strcmp(rec->status, "active") == 0;
 }
 
-/* 1 when `label`'s published CRL is missing or past half its validity; *until its nextUpdate. */
+/* 1 when `label`'s published CRL is missing, past half its validity, dated ahead of this clock
+ * (signed by a clock set ahead: relying parties refuse it), or read before a revocation of the
+ * CA (its epoch is not the CA's: a revocation whose CRL step failed); *until its nextUpdate. */
 static int maint_crl_due(ca_ctx *ca, const char *label, time_t now, time_t *until)
 {
-    store_crl c;
-    memset(&c, 0, sizeof c);
-    kl_rc rc = store_crl_get(ca_store(ca), label, &c);
-    int due = rc != KL_OK || now >= c.this_update + (c.next_update - c.this_update) / 2;
-    *until = rc == KL_OK ? c.next_update : 0;
-    store_crl_free(&c);
+    store_crl_meta h;
+    int64_t epoch = 0;
+    kl_rc rc = store_crl_head(ca_store(ca), label, &h);
+    int due = rc != KL_OK || now >= h.this_update + (h.next_update - h.this_update) / 2 ||
+              h.this_update > now + CA_CLOCK_AHEAD_MAX ||
+              (h.epoch >= 0 && store_revocation_epoch(ca_store(ca), label, &epoch) == KL_OK &&
+               epoch != h.epoch);
+    *until = rc == KL_OK ? h.next_update : 0;
     return due;
 }
 
@@ -52,7 +56,9 @@ static void maint_crl(ca_ctx *ca, const char *label, time_t now, maint_state *st
         return;
     }
     if (st->dry_run) {
-        printf("%s: CRL due (past half its validity or none published)\n", label);
+        printf("%s: CRL due (none published, past half its validity, dated ahead of this clock, "
+               "or revocations not in it)\n",
+               label);
         st->due_left++;
         return;
     }
@@ -84,7 +90,7 @@ static void maint_ocsp(ca_ctx *ca, const char *label, maint_state *st)
         return;
     }
     if (st->dry_run) {
-        printf("%s: OCSP signer due (past half its life)\n", label);
+        printf("%s: OCSP signer due (past half its life, or dated ahead of this clock)\n", label);
         st->due_left++;
         return;
     }

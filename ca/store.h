@@ -300,6 +300,9 @@ void store_crl_chunk_set(size_t bytes);
  * the same, but the published CRL (why->number) was read at the same revocation epoch as this
  * one: it lists the same entries and stands for it (STORE_CRL_SAME_CONTENT).
  * KL_EINPUT as store_crl_put. */
+/* A published CRL dated more than this many seconds after a new one's thisUpdate was signed by
+ * a clock ahead of this one: the new CRL replaces it (store_crl_commit). */
+#define STORE_CRL_AHEAD_MAX 2
 typedef enum {
     STORE_CRL_FRESH,
     STORE_CRL_NUMBER_TAKEN,

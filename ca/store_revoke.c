@@ -638,7 +638,10 @@ static const store_q q_rn_epoch_put = {
 /* Inside the commit: the CRL is still the newest in content. No revocation of its issuer was
  * recorded since its entries were read (the epoch has not moved: else a CRL read before a
  * revocation would be published with a number above the CRL that lists it), and its
- * thisUpdate is after the published one's of its name. */
+ * thisUpdate is after the published one's of its name, unless that one is dated more than
+ * STORE_CRL_AHEAD_MAX seconds after it: signed by a clock set ahead (or a host's clock far
+ * ahead of this one's), it would otherwise block every CRL until this clock caught up, days
+ * or years, and a CRL dated ahead is one relying parties refuse anyway ("not yet valid"). */
 static kl_rc rn_fresh_tx(store_conn *c, rn_commit_arg *a)
 {
     const store_crl *crl = a->crl;
@@ -656,7 +659,8 @@ static kl_rc rn_fresh_tx(store_conn *c, rn_commit_arg *a)
     TRY(sc_stmt(c, &q_rn_published, &st));
     TRY(sc_text(st, 1, name));
     TRY(sc_step(st, &row, "read the published CRL"));
-    if (row && col_int(st, 0) >= (int64_t)crl->this_update) {
+    if (row && col_int(st, 0) >= (int64_t)crl->this_update &&
+        col_int(st, 0) <= (int64_t)crl->this_update + STORE_CRL_AHEAD_MAX) {
         int same = !col_isnull(st, 2) && col_int(st, 2) == crl->epoch;
         a->why.clash = same ? STORE_CRL_SAME_CONTENT : STORE_CRL_SAME_SECOND;
         a->why.published = (time_t)col_int(st, 0);

@@ -2530,7 +2530,7 @@ static void test_crl_commit_fresh(void **state)
     store_crl_why why;
     store_crl crl = {.issuer = "field-ca",
                      .number = 2,
-                     .this_update = t0 - 5,
+                     .this_update = t0 - STORE_CRL_AHEAD_MAX,
                      .next_update = t0 + CRL_DAY,
                      .der = (uint8_t *)"x",
                      .der_len = 1,
@@ -2558,6 +2558,14 @@ static void test_crl_commit_fresh(void **state)
     assert_rc(store_crl_get(f->s, "field-ca", &c), KL_OK);
     assert_int_equal(c.number, 2);
     assert_int_equal(c.this_update, t0 + 1);
+    store_crl_free(&c);
+    /* the published CRL dated more than STORE_CRL_AHEAD_MAX after a new one (signed by a clock
+     * set ahead) does not block it: the new one replaces it, numbered above */
+    crl_commit_is(f->s, 3, t0 + 1 - STORE_CRL_AHEAD_MAX, e1, KL_EEXIST, STORE_CRL_SAME_CONTENT);
+    crl_commit_is(f->s, 3, t0 - STORE_CRL_AHEAD_MAX, e1, KL_OK, STORE_CRL_FRESH);
+    assert_rc(store_crl_get(f->s, "field-ca", &c), KL_OK);
+    assert_int_equal(c.number, 3);
+    assert_int_equal(c.this_update, t0 - STORE_CRL_AHEAD_MAX);
     store_crl_free(&c);
     /* a CRL recorded without its epoch (store_crl_put) stands for none */
     static const uint8_t d[] = {0x30, 0x00};
