@@ -10,11 +10,8 @@
 #     refused "not yet valid") is due at once, and maintain renews it, valid from now.
 source "$KL_SRC/tests/lib/common.sh"
 
-LIBFT=
-for p in /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1; do
-  [ -e "$p" ] && LIBFT=$p && break
-done
-[ -n "$LIBFT" ] || fail "libfaketimeMT.so.1 not found (scripts/deps installs faketime)"
+. "$KL_SRC/tests/lib/faketime.sh"
+kl_libfaketime || fail "no libfaketime"
 kca_at() { local t=$1; shift; env LD_PRELOAD="$LIBFT" FAKETIME="$t" "$KL_BIN/keyline-ca" -c "$KL_CONF" "$@"; }
 crl_this() { openssl crl -in "$1" -noout -lastupdate | sed 's/lastUpdate=//'; }
 crl_num() { openssl crl -in "$1" -noout -crlnumber | sed 's/.*=//; s/^0x//'; }

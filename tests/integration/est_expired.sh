@@ -17,14 +17,8 @@ set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
 command -v faketime >/dev/null || die "faketime not installed (scripts/deps installs it)"
-LIBFT=
-for p in /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1; do
-    [ -e "$p" ] && LIBFT=$p && break
-done
-[ -n "$LIBFT" ] || die "libfaketimeMT.so.1 not found"
-# libfaketime is preloaded ahead of the sanitizer runtime in ASan builds; ASan only objects to
-# that order, it works with it.
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
+. "$KL_SRC/tests/lib/faketime.sh"
+kl_libfaketime || die "no libfaketime"
 STATUS=$BIN/kl_cert_status
 [ -x "$STATUS" ] || die "$STATUS not built"
 

@@ -300,11 +300,8 @@ ok "a revocation in the second of the good answer: If-Modified-Since with its da
 # a revocation recorded by a clock an hour ahead (an officer's PC, another host): answered
 # revoked at once, with and without a nonce, not good until that time comes nor a thread held
 # waiting for it (hostile testing of clocks)
-LIBFT=
-for p in /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1; do
-  [ -e "$p" ] && LIBFT=$p && break
-done
-[ -n "$LIBFT" ] || die "libfaketimeMT.so.1 not found (scripts/deps installs faketime)"
+. "$KL_SRC/tests/lib/faketime.sh"
+kl_libfaketime || die "no libfaketime"
 new_csr ahead "/CN=ahead"
 kca issue --issuer field1 --template device-ldevid --csr "$D/ahead.csr" --out "$D/ahead.pem" >/dev/null
 env LD_PRELOAD="$LIBFT" FAKETIME=+1h "$BIN/keyline-ca" -c "$KL_CONF" revoke --serial "$(serial_of "$D/ahead.pem")" >/dev/null 2>&1 ||
