@@ -49,12 +49,22 @@ out:
  * else failed: run again, the command would make a second CA or refuse the label. */
 static kl_rc ca_print_new(cli *c, X509 *cert, const char *label, const char *what, kl_rc crl_rc)
 {
-    kl_rc orc = cli_output_cert(c, NULL, cert);
-    if (orc == KL_OK || crl_rc != KL_OK) {
-        return crl_rc;
+    char crl_why[768] = "";
+    if (crl_rc != KL_OK) {
+        snprintf(crl_why, sizeof crl_why, "%s", kl_errmsg());
     }
-    char why[512];
+    kl_rc orc = cli_output_cert(c, NULL, cert);
+    if (orc == KL_OK) {
+        return crl_rc != KL_OK ? kl_fail(crl_rc, "%s", crl_why) : KL_OK;
+    }
+    char why[256];
     snprintf(why, sizeof why, "%s", kl_errmsg());
+    if (crl_rc != KL_OK) { /* both: the CRL's message, and that the certificate was not printed */
+        return kl_fail(
+            crl_rc,
+            "%s; printing its certificate failed too: %s (keyline-ca ca cert --label %s prints it)",
+            crl_why, why, label);
+    }
     return kl_fail(orc,
                    "CA '%s' was %s; only printing its certificate failed: %s (keyline-ca ca "
                    "cert --label %s prints it)",

@@ -75,7 +75,9 @@ static kl_rc sq_err(sq_db *q, int r, const char *what)
     case SQLITE_PROTOCOL: {
         /* the system's reason beside SQLite's: a full disk is "disk I/O error" to SQLite when
          * its -shm cannot be made ("No space left on device", not a hardware fault) */
-        int se = q->h ? sqlite3_system_errno(q->h) : 0;
+        int se = q->h && ((r & 0xff) == SQLITE_IOERR || (r & 0xff) == SQLITE_CANTOPEN)
+                     ? sqlite3_system_errno(q->h)
+                     : 0; /* set by I/O and opening only: stale for the others */
         return se ? kl_fail(KL_EIO, "%s (%s: %s)", path, m, strerror(se))
                   : kl_fail(KL_EIO, "%s (%s)", path, m);
     }
@@ -556,10 +558,13 @@ static int sq_shm_alloc(sq_shmref *r, off_t n, int *done)
     if (r->fd < 0) {
         r->fd = open(r->path, O_RDWR | O_CLOEXEC);
     }
-    int e = r->fd < 0 ? -1 : fallocate(r->fd, FALLOC_FL_KEEP_SIZE, 0, n) == 0 ? 0 : errno;
+    int e = -1;
+    while (r->fd >= 0 &&
+           (e = fallocate(r->fd, FALLOC_FL_KEEP_SIZE, 0, n) == 0 ? 0 : errno) == EINTR) {
+    }
     pthread_mutex_unlock(&sq_shm_lock);
     *done = e == 0 || e == EOPNOTSUPP || e == ENOSYS; /* nothing more to do for n bytes */
-    return e == ENOSPC || e == EDQUOT ? SQLITE_FULL : SQLITE_OK;
+    return e == ENOSPC || e == EDQUOT ? SQLITE_FULL : e > 0 && !*done ? SQLITE_IOERR : SQLITE_OK;
 }
 
 /* ---- WAL write coalescing ----
@@ -769,7 +774,11 @@ static int sq_shm_map(sqlite3_file *f, int region, int size, int extend, void vo
         return r;
     }
     int done = 0;
-    return sq_shm_alloc(sq_main_ext(f)->shm, (off_t)(region + 1) * size, &done);
+    r = sq_shm_alloc(sq_main_ext(f)->shm, (off_t)(region + 1) * size, &done);
+    if (r != SQLITE_OK) {
+        *pp = NULL; /* SQLite keeps a region it got even with an error: asked again next time */
+    }
+    return r;
 }
 
 static int sq_main_close(sqlite3_file *f)

@@ -88,7 +88,7 @@ bad:
  * byte at a time through kl_buf_put was a sixth of keyline-estd's work per enrollment). */
 kl_rc kl_b64_encode(const uint8_t *in, size_t inlen, size_t wrap, int crlf, kl_buf *out)
 {
-    if (inlen > SIZE_MAX / 3) {
+    if (inlen > SIZE_MAX / 8) { /* the output, with a line break after each character, fits */
         return kl_fail(KL_EINPUT, "base64: input too large");
     }
     size_t chars = (inlen + 2) / 3 * 4, eol = crlf ? 2 : 1;

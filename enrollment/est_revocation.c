@@ -50,7 +50,11 @@ static int est_etag_of(const uint8_t *der, size_t len, char etag[EST_ETAG_LEN])
 
 /* RFC 9110 13.1.2: If-None-Match is "*" or a list of entity tags, compared weakly (so W/"x"
  * matches our "x"); 13.1.3: If-Modified-Since, an HTTP-date in any of its three forms, only
- * without If-None-Match, and only against a known Last-Modified (0: none). */
+ * without If-None-Match, and only against a known Last-Modified (0: none). A date is taken only
+ * when it is the Last-Modified itself, the validator a cache holds, not when it is later (13.1.3
+ * allows a 200 always): a CRL or OCSP answer can be followed by one dated earlier (a clock set
+ * back, a revocation recorded by a clock ahead, CRLs of hosts whose clocks differ), and a 304 to
+ * a later date would keep the older one, which may say good, in the cache. */
 static int est_not_modified(const est_req *rq, const char *etag, time_t last_modified)
 {
     if (rq->has_inm) {
@@ -58,7 +62,7 @@ static int est_not_modified(const est_req *rq, const char *etag, time_t last_mod
     }
     time_t since = 0;
     return last_modified && kl_http_date_parse(rq->if_modified_since, time(NULL), &since) &&
-           last_modified <= since;
+           last_modified == since;
 }
 
 /* ---------------------------------------------------------------------------------------- */

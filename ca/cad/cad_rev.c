@@ -313,6 +313,7 @@ static int cad_rev_current(cad_rev *r, const char *label, int64_t epoch, time_t 
     store_crl_meta h;
     time_t half = 0;
     if (store_crl_head(ca_store(r->d->ca), label, &h) != KL_OK || h.epoch != epoch ||
+        h.this_update > now + CA_CLOCK_AHEAD_MAX || /* a clock set ahead: refused by clients */
         now >= (half = h.this_update + (h.next_update - h.this_update) / 2)) {
         return 0;
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CRLs over keyline-estd (issue 17 item 1): served from a file (sendfile) whatever their size,
 # with a strong ETag and Last-Modified (RFC 9110 8.8, 13):
-#   - If-None-Match with the ETag, or If-Modified-Since at or after Last-Modified (an HTTP-date
+#   - If-None-Match with the ETag, or If-Modified-Since equal to Last-Modified (an HTTP-date
 #     in any of its three forms, RFC 9110 5.6.7; ignored in two field lines): 304, no body, no
 #     Content-Length but the CRL's (RFC 9110 8.6), over plain HTTP and TLS;
 #   - after a revocation the CRL changes and so does its ETag at once (a CRL above 1 MiB: within
@@ -41,6 +41,10 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $rfc850" "$
 asc=$(date -ud "$lm" '+%a %b %e %H:%M:%S %Y')
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $asc" "$URL")
 [ "$code" = 304 ] || die "If-Modified-Since $asc (asctime-date): $code"
+# only the Last-Modified itself: a later CRL may be dated earlier (hosts' clocks, a clock set back)
+later=$(date -ud "@$(($(date -ud "$lm" +%s) + 60))" '+%a, %d %b %Y %H:%M:%S GMT')
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $later" "$URL")
+[ "$code" = 200 ] || die "If-Modified-Since a minute after Last-Modified: $code"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-Modified-Since: $lm trailing" "$URL")
 [ "$code" = 200 ] || die "If-Modified-Since that is no HTTP-date: $code"
 # RFC 9110 5.3: If-None-Match in two field lines is one list; 13.1.2: entity-tags, "W/" weak
