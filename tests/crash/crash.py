@@ -29,6 +29,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import procs  # noqa: E402
+
 E = os.environ
 BIN, CONF, D = E["KL_BIN"], E["KL_CONF"], E["KL_TEST_DIR"]
 DB = os.path.join(D, "keyline.db")
@@ -351,13 +354,7 @@ class Harness:
         finally:
             # a failure on the way leaves no device running after the run (SIGTERM: it removes
             # its work folder; a crash_random that failed once left one for an hour)
-            if dev.poll() is None:
-                dev.terminate()
-                try:
-                    dev.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    dev.kill()
-                    dev.wait()
+            procs.stop(dev)
         cert = os.path.join(D, serial + ".pem")
         with open(cert, "wb") as f:
             subprocess.run([BIN + "/keyline-devsim", "--state", os.path.join(D, serial + ".state"),

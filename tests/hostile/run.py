@@ -40,7 +40,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import gen  # noqa: E402
+import procs  # noqa: E402
 
 E = os.environ
 WORK = E["HOSTILE_DIR"]
@@ -326,15 +328,7 @@ def run_line(inp):
         if dev:
             # a refused device waits for the next station: told to stop as a user would
             # (SIGTERM), killed only if it does not
-            try:
-                dev.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                dev.terminate()
-                try:
-                    dev.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    dev.kill()
-                    dev.wait()
+            procs.stop(dev, wait=5)
     left = os.listdir(devtmp)
     if left:
         raise Fail("keyline-devsim left its work folder behind: %s" % ", ".join(left))
