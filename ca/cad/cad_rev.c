@@ -314,21 +314,17 @@ static int cad_rev_current(cad_rev *r, const char *label, int64_t epoch, time_t 
     time_t half = 0;
     if (store_crl_head(ca_store(r->d->ca), label, &h) != KL_OK || h.epoch != epoch ||
         h.this_update > now + CA_CLOCK_AHEAD_MAX || /* a clock set ahead: refused by clients */
-        now >= (half = h.this_update + (h.next_update - h.this_update) / 2)) {
+        now >= (half = h.this_update + (h.next_update - h.this_update) / 2) ||
+        cad_rev_published(r, label, der, len, refresh_at, number) != KL_OK) {
         return 0;
     }
-    store_crl c;
-    memset(&c, 0, sizeof c);
-    int ok = store_crl_get(ca_store(r->d->ca), label, &c) == KL_OK && c.number == h.number;
-    if (ok) {
-        *der = c.der;
-        *len = c.der_len;
-        *refresh_at = half;
-        *number = c.number;
-        c.der = NULL;
+    if (*number != h.number) { /* another was published in between: signed, as without it */
+        free(*der);
+        *der = NULL;
+        return 0;
     }
-    store_crl_free(&c);
-    return ok;
+    *refresh_at = half; /* re-signed from its half, as one this daemon signed */
+    return 1;
 }
 
 kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
@@ -375,12 +371,11 @@ kl_rc cad_rev_crl(cad_rev *r, const char *label, kl_buf *out)
         int64_t number = 0;
         /* a partition's CRL published complete (by revoke, or a daemon): served, not signed
          * again, so that many partitions through 64 slots do not make HSM load */
-        if (signs && part < 0 &&
-            cad_rev_current(r, label, epoch, now, &der, &len, &refresh_at, &number)) {
-            /* the published one stands */
-        } else if (part < 0 || !signs ||
-                   ca_crlpart_stored(r->d->ca, label, revoked, &der, &len, &refresh_at, &number) !=
-                       KL_OK) {
+        int stands = signs && part < 0 &&
+                     cad_rev_current(r, label, epoch, now, &der, &len, &refresh_at, &number);
+        if (!stands && (part < 0 || !signs ||
+                        ca_crlpart_stored(r->d->ca, label, revoked, &der, &len, &refresh_at,
+                                          &number) != KL_OK)) {
             rc = signs ? cad_rev_sign(r, label, &der, &len, &refresh_at, &number)
                        : cad_rev_published(r, label, &der, &len, &refresh_at, &number);
         }
