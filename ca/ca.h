@@ -276,8 +276,11 @@ int ca_ocsp_signer_due(ca_ctx *ca, const char *issuer, time_t *not_after);
 kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert) KL_WUR;
 /* The same, and on KL_OK *row gets the certificate's store row (free with store_cert_free;
  * zeroed on failure), so that a caller needs no second read of it (keyline-cad's issue with
- * the client certificate). */
-kl_rc ca_cert_check_row(ca_ctx *ca, X509 *cert, store_cert *row) KL_WUR;
+ * the client certificate). der/der_len: cert's DER as the caller received it (it parsed cert
+ * from exactly these bytes), compared with the recorded certificate as it is; NULL: cert is
+ * encoded for the comparison. */
+kl_rc ca_cert_check_row(ca_ctx *ca, X509 *cert, const uint8_t *der, size_t der_len,
+                        store_cert *row) KL_WUR;
 /* The part of ca_cert_check_valid that can change while a client holds a certificate: by serial
  * (the store's upper-case hex, as ca_serial_hex gives), KL_OK when the store has it "valid" and
  * `now` is within its recorded notBefore/notAfter; KL_EAUTH with the reason (revoked, pending,

@@ -463,19 +463,19 @@ out:
 kl_rc ca_cert_check_valid(ca_ctx *ca, X509 *cert)
 {
     store_cert c;
-    kl_rc rc = ca_cert_check_row(ca, cert, &c);
+    kl_rc rc = ca_cert_check_row(ca, cert, NULL, 0, &c);
     store_cert_free(&c);
     return rc;
 }
 
-kl_rc ca_cert_check_row(ca_ctx *ca, X509 *cert, store_cert *row)
+kl_rc ca_cert_check_row(ca_ctx *ca, X509 *cert, const uint8_t *der, size_t der_len, store_cert *row)
 {
     kl_rc rc = KL_OK;
     char *hex = ca_serial_hex(X509_get0_serialNumber(cert));
     store_cert c;
     memset(&c, 0, sizeof c);
     memset(row, 0, sizeof *row);
-    unsigned char *der = NULL;
+    unsigned char *enc = NULL;
     const ca_entry *issuer = NULL;
     ENSURE(hex, KL_EINTERNAL, "out of memory");
     rc = store_cert_get(ca->st, hex, &c);
@@ -483,12 +483,16 @@ kl_rc ca_cert_check_row(ca_ctx *ca, X509 *cert, store_cert *row)
         goto out; /* the store failed: not a verdict on the certificate */
     }
     ENSURE(rc == KL_OK, KL_EAUTH, "certificate %s was not issued by this CA", hex);
-    int dlen = i2d_X509(cert, &der);
-    ENSURE(dlen > 0 && c.der && (size_t)dlen == c.der_len &&
+    if (!der) {
+        int n = i2d_X509(cert, &enc);
+        der = enc;
+        der_len = n > 0 ? (size_t)n : 0;
+    }
+    ENSURE(der_len > 0 && c.der && der_len == c.der_len &&
                CRYPTO_memcmp(der, c.der, c.der_len) == 0,
            KL_EAUTH, "certificate %s does not match the one issued under that serial", hex);
     TRY(ca_entry_get(ca, c.issuer, 0, &issuer));
-    ENSURE(ca_signed_der_verify(der, (size_t)dlen, X509_get0_pubkey(issuer->cert)) == KL_OK,
+    ENSURE(ca_signed_der_verify(c.der, c.der_len, X509_get0_pubkey(issuer->cert)) == KL_OK,
            KL_EAUTH, "certificate %s: signature does not verify", hex);
     ENSURE(strcmp(c.status, STORE_ST_VALID) == 0, KL_EAUTH, "certificate %s is %s", hex, c.status);
     time_t now = time(NULL);
@@ -501,7 +505,7 @@ kl_rc ca_cert_check_row(ca_ctx *ca, X509 *cert, store_cert *row)
 out:
     ERR_clear_error();
     OPENSSL_free(hex);
-    OPENSSL_free(der);
+    OPENSSL_free(enc);
     store_cert_free(&c);
     return rc;
 }

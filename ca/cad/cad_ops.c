@@ -173,7 +173,7 @@ static kl_rc cad_client_row(const cad_call *c, const char *norm, store_cert *sc,
     ENSURE(hex, KL_EINTERNAL, "out of memory");
     ENSURE(strcmp(hex, norm) == 0, KL_EAUTH, "client certificate %s: auth-serial says %s", hex,
            norm);
-    TRY(ca_cert_check_row(c->d->ca, *x, sc));
+    TRY(ca_cert_check_row(c->d->ca, *x, f->val, f->len, sc));
 out:
     OPENSSL_free(hex);
     return rc;
@@ -605,8 +605,8 @@ static kl_rc cad_op_ocsp(cad_call *c)
     return cad_rev_ocsp(c->d->rev, f->val, f->len, c->rsp);
 }
 
-/* By serial: the store's record. By certificate: ca_cert_check_valid first (issued by one of
- * our CAs, signature, validity, status), then the record: what a front end needs to accept a
+/* By serial: the store's record. By certificate: ca_cert_check_row first (issued by one of
+ * our CAs, signature, validity, status), which gives the record: what a front end needs to accept a
  * TLS client certificate and to know which device it belongs to. Either way a certificate the
  * store holds as valid is refused (KL_EAUTH) when a CA certificate above it is not
  * (cad_issuer_chain_status). */
@@ -621,7 +621,7 @@ static kl_rc cad_op_cert_status(cad_call *c)
     const cap_field *f = cap_find(c->req, CAP_T_CERT, 0);
     if (f) {
         TRY(ca_x509_load(f->val, f->len, &x, NULL));
-        TRY(ca_cert_check_valid(c->d->ca, x));
+        TRY(ca_cert_check_row(c->d->ca, x, f->val, f->len, &sc));
         hex = ca_serial_hex(X509_get0_serialNumber(x));
         ENSURE(hex, KL_EINTERNAL, "serial");
         snprintf(norm, sizeof norm, "%s", hex);
@@ -629,8 +629,8 @@ static kl_rc cad_op_cert_status(cad_call *c)
         TRY(cad_str(c, CAP_T_SERIAL, serial, sizeof serial));
         ENSURE(serial[0], KL_EINPUT, "cert-status needs a serial or a certificate");
         TRY(ca_serial_normalise(serial, norm, sizeof norm));
+        TRY(store_cert_get(ca_store(c->d->ca), norm, &sc));
     }
-    TRY(store_cert_get(ca_store(c->d->ca), norm, &sc));
     if (strcmp(sc.status, STORE_ST_VALID) == 0) {
         TRY(cad_issuer_chain_status(c, norm, sc.issuer));
     }
