@@ -210,6 +210,20 @@ kl_rc est_p7_certs_der(const uint8_t *const *certs, const size_t *lens, size_t n
  * when the client sent no certificate. */
 kl_rc est_tls_peer_cert(gnutls_session_t s, const gnutls_datum_t **out) KL_WUR;
 
+/* The earliest clock keyline-estd trusts a session ticket under: 2020-01-01T00:00:00Z. GnuTLS
+ * derives its ticket keys from the master key and the time step now / 64800 s (stek.c, 3 ticket
+ * lifetimes of 6 h), but for step 0, a clock before 1970-01-01T18:00Z, it derives none and
+ * encrypts and MACs tickets with a key of zeros (GnuTLS 3.7.9, upstream alike). Anyone can make a
+ * ticket carrying any certificate chain: a host booted without a real-time clock (the clock at
+ * 1970 until NTP answers) would take a resumption as any device. No clock keyline runs on is
+ * before this date. */
+#define EST_CLOCK_FLOOR ((time_t)1577836800)
+
+/* 1 when `s` is a resumed TLS session that cannot be trusted to say who the client is: resumed
+ * (its peer certificates came from a ticket, not from a handshake signature) while the clock,
+ * `now`, reads before EST_CLOCK_FLOOR. `s` may be NULL (0). */
+int est_tls_resumed_untrusted(gnutls_session_t s, time_t now);
+
 /* What a TLS session's client certificate checks established, kept for the life of the
  * connection (est_server.c makes one per TLS connection and frees it when the connection closes;
  * est_handlers.c fills and uses it). The peer's certificate list cannot change within a

@@ -38,6 +38,11 @@ kl_rc est_tls_peer_cert(gnutls_session_t s, const gnutls_datum_t **out)
     return KL_OK;
 }
 
+int est_tls_resumed_untrusted(gnutls_session_t s, time_t now)
+{
+    return s && now < EST_CLOCK_FLOOR && gnutls_session_is_resumed(s);
+}
+
 /* Per-connection cache: the peer list is stored as (u32 length, DER) records. */
 #define EST_PEERS_KEY_CAP (256u * 1024)
 

@@ -377,7 +377,21 @@ static kl_rc est_auth_cert(est_req *rq, est_auth *a, int may_defer)
     X509 *x = NULL;
     const gnutls_datum_t *peer = NULL;
     int done = 0;
-    kl_rc rc = est_auth_cert_cached(rq, a, time(NULL), &done);
+    time_t now = time(NULL);
+    if (est_tls_resumed_untrusted(rq->session, now)) {
+        /* The ticket's certificates may be anyone's (EST_CLOCK_FLOOR): not an identity, and
+         * nothing cached from them. Basic credentials are still considered. */
+        if (rq->conn_auth) {
+            est_conn_auth_reset(rq->conn_auth);
+        }
+        return est_tls_peer_cert(rq->session, &peer) == KL_OK
+                   ? est_auth_cert_refuse(a, NULL, NULL,
+                                          "a resumed TLS session while the clock reads before "
+                                          "2020: its ticket key is not trusted (full handshake "
+                                          "needed)")
+                   : KL_OK;
+    }
+    kl_rc rc = est_auth_cert_cached(rq, a, now, &done);
     if (done || rc != KL_OK) {
         return rc;
     }
