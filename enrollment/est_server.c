@@ -604,7 +604,17 @@ static void est_addr_format(const struct sockaddr *sa, char *out, size_t outlen)
  * ticket), which the handlers verify and look up on every request as on a full handshake. */
 static void est_tickets_enable(const est_listener *L, struct MHD_Connection *c)
 {
+    static atomic_int warned;
     if (!L->tls || !est_ticket_key.data) {
+        return;
+    }
+    /* GnuTLS's ticket key is zeros while the clock reads the first 18 h of 1970 (est.h,
+     * EST_CLOCK_FLOOR): a TLS 1.2 ticket, sent in clear, would give a listener the session's
+     * master secret. No ticket is issued or taken while the clock reads before the floor. */
+    if (time(NULL) < EST_CLOCK_FLOOR) {
+        if (!atomic_exchange(&warned, 1)) {
+            kl_warn("the clock reads before 2020: TLS session tickets are off until it is right");
+        }
         return;
     }
     const union MHD_ConnectionInfo *si =
