@@ -235,6 +235,12 @@ void ca_crl_result_free(ca_crl_result *r);
  * (*count of them; 0 for a CA without partitions). */
 kl_rc ca_crlpart_publish(ca_ctx *ca, const char *label, const char *serial, time_t since,
                          size_t *count) KL_WUR;
+/* The partitions of `label` whose published CRL lacks one of their revocations (a revoke whose
+ * CRL step failed or was killed), or is past half its validity, or is missing while they have
+ * revocations: each signed and published again (*count of them; 0 for a CA without partitions).
+ * keyline-ca crl --issuer L runs it after L's full CRL, so that the command a failed revoke
+ * names repairs every CRL the revocation concerns. */
+kl_rc ca_crlpart_catch_up(ca_ctx *ca, const char *label, size_t *count) KL_WUR;
 
 /* Answer an OCSP request (RFC 6960) for certificates of our CAs. Signed by a delegated OCSP
  * signer for the issuer if one is set up (see ca_ocsp_signer_ensure), else by the issuing CA.

@@ -266,6 +266,43 @@ out:
     return rc;
 }
 
+kl_rc ca_crlpart_catch_up(ca_ctx *ca, const char *label, size_t *count)
+{
+    kl_rc rc = KL_OK;
+    int64_t last = -1;
+    *count = 0;
+    TRY(store_crlpart_last(ca->st, label, &last));
+    for (int64_t k = 0; k <= last; k++) {
+        char name[CA_LABEL_MAX + 24];
+        int64_t revoked = 0, number = 0;
+        uint8_t *der = NULL;
+        size_t len = 0;
+        time_t refresh_at = 0;
+        snprintf(name, sizeof name, "%s/%lld", label, (long long)k);
+        TRY(store_crlpart_revoked_count(ca->st, label, k, &revoked));
+        rc = ca_crlpart_stored(ca, name, revoked, &der, &len, &refresh_at, &number);
+        free(der);
+        if (rc == KL_OK) {
+            continue; /* complete and before half its validity */
+        }
+        TRY(rc == KL_ENOTFOUND ? KL_OK : rc);
+        rc = KL_OK;
+        if (revoked == 0) {
+            /* nothing revoked and none published: nothing a relying party could miss */
+            store_crl_meta h;
+            kl_rc hr = store_crl_head(ca->st, name, &h);
+            if (hr == KL_ENOTFOUND) {
+                continue;
+            }
+            TRY(hr);
+        }
+        TRY(crlpart_sign(ca, label, k, 0));
+        (*count)++;
+    }
+out:
+    return rc;
+}
+
 kl_rc ca_crlpart_publish(ca_ctx *ca, const char *label, const char *serial, time_t since,
                          size_t *count)
 {

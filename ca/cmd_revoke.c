@@ -291,6 +291,18 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
     char *data;
     long n = BIO_get_mem_data(b, &data);
     TRY(cli_output(c, out_path, data, (size_t)n));
+    if (!part) {
+        /* the command a failed revoke names: its partitions' CRLs too, where they lack a
+         * revocation (or are past half their validity: a root's are not renewed otherwise) */
+        size_t parts = 0;
+        TRY(ca_crlpart_catch_up(ca, issuer, &parts));
+        if (parts > 0) {
+            fprintf(stderr,
+                    "keyline-ca: published the CRLs of %zu partition%s of %s (each lacked a "
+                    "revocation, or was past half its validity)\n",
+                    parts, parts == 1 ? "" : "s", issuer);
+        }
+    }
 out:
     BIO_free(b);
     ca_crl_result_free(&crl);
