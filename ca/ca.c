@@ -584,6 +584,35 @@ void ca_entry_set_cert(ca_ctx *ca, const char *label, X509 *cert)
     X509_free(cert); /* not cached (it is read from the store when first used), or no memory */
 }
 
+const char *ca_time_iso(time_t t, char buf[21])
+{
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(buf, 21, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+        snprintf(buf, 21, "%lld", (long long)t);
+    }
+    return buf;
+}
+
+kl_rc ca_clock_check(ca_ctx *ca, const char *label, time_t now, const char *what)
+{
+    const ca_entry *e = NULL;
+    kl_rc rc = ca_entry_get(ca, label, 0, &e);
+    if (rc != KL_OK || X509_cmp_time(X509_get0_notBefore(e->cert), &now) <= 0) {
+        return rc;
+    }
+    char clock[21], from[21];
+    time_t nb = 0;
+    const ASN1_TIME *t = X509_get0_notBefore(e->cert);
+    struct tm tm;
+    if (ASN1_TIME_to_tm(t, &tm) == 1) {
+        nb = timegm(&tm);
+    }
+    return kl_fail(KL_EPOLICY,
+                   "%s refused: this host's clock reads %s, before CA '%s' came into being (its "
+                   "certificate is valid from %s): set the clock right first",
+                   what, ca_time_iso(now, clock), label, ca_time_iso(nb, from));
+}
+
 /* CA certificate `cert` (of CA `label`) in the store at `now`: KL_OK when recorded "valid" and
  * within its recorded validity, else KL_EPOLICY "CA 'who' cannot issue: ..." saying which
  * certificate and why. */

@@ -45,6 +45,12 @@ char *ca_templates_dir(const kl_conf *conf);
 /* A certificate or CRL dated this many seconds after this clock was made by a clock set ahead
  * (a few minutes: hosts' clocks differ by less): renewed, not waited for. */
 #define CA_CLOCK_AHEAD_MAX 300
+/* KL_EPOLICY when `now` is before CA `label`'s certificate (its notBefore): a clock that wrong
+ * (a host booted without a real-time clock reads 1970) dates whatever the CA signs then, `what`
+ * (a CRL, an OCSP answer, a revocation), before the CA itself: a CRL or answer every relying
+ * party refuses as expired, a revocation dated before its certificate. The message names the
+ * clock's time and the CA's. The store's errors as they are. */
+kl_rc ca_clock_check(ca_ctx *ca, const char *label, time_t now, const char *what) KL_WUR;
 /* A CA's delegated OCSP signer (RFC 6960 4.2.2.2) is the CA record and token key "<CA>.ocsp". */
 #define CA_OCSP_SUFFIX ".ocsp"
 /* 1 when `label` names a delegated OCSP signer, not a CA. */

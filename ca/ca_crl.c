@@ -482,6 +482,7 @@ static kl_rc crl_der(ca_ctx *ca, const char *issuer, time_t next_update, int reu
     for (int attempt = 0;; attempt++) {
         store_crl_why why = {STORE_CRL_FRESH, 0, 0};
         time_t now = time(NULL);
+        TRY(ca_clock_check(ca, label, now, "signing a CRL"));
         out->this_update = now;
         out->next_update = next_update > now ? next_update : now + span;
         TRY(crl_read(ca, &sc, &f));

@@ -140,6 +140,8 @@ kl_rc ca_create_named(ca_ctx *ca, const char *label, const char *template_name,
 kl_rc ca_key_new(ca_ctx *ca, const char *label, const char *template_name, const X509_NAME *name,
                  hsm_key_type kt, const char *issuer, const char *actor, X509 **cert_out,
                  EVP_PKEY **priv_out) KL_WUR;
+/* t as "2026-12-07T04:44:00Z" into buf (21 bytes), which it returns. */
+const char *ca_time_iso(time_t t, char buf[21]);
 /* KL_EPOLICY with the reason when CA `label` signs nothing (retired: its key destroyed;
  * external; a rollover certificate), from its record `rec` or, when NULL, the store's. */
 kl_rc ca_key_usable(ca_ctx *ca, const char *label, const store_ca *rec) KL_WUR;

@@ -49,7 +49,17 @@ kl_rc ca_revoke(ca_ctx *ca, const char *serial_hex, int reason, const char *acto
     if (reason < 0 || reason >= CA_NREASONS || !ca_reasons[reason] || reason == 8) {
         return kl_fail(KL_EUSAGE, "invalid revocation reason %d", reason);
     }
-    rc = store_cert_revoke(ca->st, norm, reason, time(NULL), actor ? actor : "unknown");
+    /* a revocation dated before its certificate: a clock that is wrong (ca_clock_check) */
+    time_t now = time(NULL);
+    store_cert_state st;
+    if (store_cert_state_get(ca->st, norm, &st) == KL_OK && now < st.not_before) {
+        char clock[21], from[21];
+        return kl_fail(KL_EPOLICY,
+                       "revoking %s refused: this host's clock reads %s, before the certificate "
+                       "is valid (from %s): set the clock right first",
+                       norm, ca_time_iso(now, clock), ca_time_iso(st.not_before, from));
+    }
+    rc = store_cert_revoke(ca->st, norm, reason, now, actor ? actor : "unknown");
     if (rc == KL_ENOTFOUND) {
         return kl_fail(KL_ENOTFOUND, "no issued certificate with serial %s", norm);
     }
@@ -239,6 +249,7 @@ static kl_rc ca_ocsp_sign(ca_ctx *ca, const char *issuer, OCSP_BASICRESP *bs, ti
     kl_rc rc = KL_OK;
     STACK_OF(X509) *extra = NULL;
     char signer_label[160];
+    TRY(ca_clock_check(ca, issuer, now, "signing an OCSP answer"));
     snprintf(signer_label, sizeof signer_label, "%s" CA_OCSP_SUFFIX, issuer);
     const ca_entry *signer = NULL;
     if (ca_entry_get(ca, signer_label, 1, &signer) == KL_OK &&

@@ -104,6 +104,32 @@ static kl_rc revoke_issuer_check(ca_ctx *ca, const char *issuer)
     return rc == KL_ENOTFOUND ? kl_fail(KL_EUSAGE, "--issued-by %s: no such CA", issuer) : rc;
 }
 
+/* What revoke_many checks of each certificate it would revoke (store_revoke_req.check): that
+ * the clock is not before its CA (ca_clock_check, once per run of the same issuer: a host booted
+ * without a real-time clock would date the revocation 1970, and no CRL could follow), then the
+ * ceremony guard's judgement, when there is one. */
+typedef struct {
+    ca_ctx *ca;
+    time_t when;
+    ceremony_revoke_guard *guard;
+    char ok[128]; /* the last issuer found right (a CA label) */
+} revoke_checks;
+
+static kl_rc revoke_check(void *arg, const char *serial, const char *issuer, const char *tpl)
+{
+    revoke_checks *k = arg;
+    if (strcmp(issuer, k->ok) != 0) {
+        char what[96];
+        snprintf(what, sizeof what, "revoking %.64s", serial);
+        kl_rc rc = ca_clock_check(k->ca, issuer, k->when, what);
+        if (rc != KL_OK) {
+            return rc;
+        }
+        snprintf(k->ok, sizeof k->ok, "%s", issuer);
+    }
+    return k->guard ? ceremony_revoke_guard_check(k->guard, serial, issuer, tpl) : KL_OK;
+}
+
 /* keyline-ca revoke, each form (a --serial is a list of one "serial:HEX" with rq->single): one
  * transaction, one audit entry per certificate, then one CRL per issuer concerned. Under
  * [ceremony] quorum, every certificate it would revoke is judged as the store resolves it
@@ -128,10 +154,11 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
         TRY(revoke_issuer_check(ca, rq->issuer));
     }
     TRY(ceremony_revoke_guard_new(c->conf, ca, &guard));
-    rq->check = guard ? ceremony_revoke_guard_check : NULL;
-    rq->check_arg = guard;
     rq->actor = c->actor;
     rq->when = rq->when ? rq->when : time(NULL);
+    revoke_checks checks = {.ca = ca, .when = rq->when, .guard = guard};
+    rq->check = revoke_check;
+    rq->check_arg = &checks;
     TRY(store_cert_revoke_many(ca_store(ca), rq, &res));
     if (rq->preview) {
         ENSURE(fflush(stdout) == 0, KL_EIO, "stdout: cannot write");

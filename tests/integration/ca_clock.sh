@@ -7,7 +7,8 @@
 #   - maintain --dry-run calls such a CRL due (it said fresh), and a CRL that misses a
 #     revocation (its revocation epoch is not the CA's) too; maintain signs them;
 #   - an OCSP signer renewed by a clock a year ahead (valid only from then: every OCSP answer
-#     refused "not yet valid") is due at once, and maintain renews it, valid from now.
+#     refused "not yet valid") is due at once, and maintain renews it, valid from now;
+#   - a clock before the CA (1970: no real-time clock, no NTP yet): crl and revoke refused.
 source "$KL_SRC/tests/lib/common.sh"
 
 . "$KL_SRC/tests/lib/faketime.sh"
@@ -72,3 +73,26 @@ kca ca cert --label field1.ocsp >sig2.pem
   fail "the signer maintain renewed starts $(openssl x509 -in sig2.pem -noout -startdate)"
 kca maintain --dry-run | grep -q "^field1: OCSP signer fresh" || fail "the renewed signer is not fresh"
 ok "an OCSP signer dated a year ahead is due; maintain renews it, valid from now"
+
+# a clock before the CA (a host booted without a real-time clock, before NTP, reads 1970): a CRL
+# dated then is expired for every relying party, a revocation dated before its certificate;
+# neither is signed or recorded, and no CRL number is used up
+at70="@1970-01-01 01:00:00"
+kca crl --issuer field1 --out before70.pem >/dev/null 2>&1 || fail "crl on the right clock"
+rc=0; kca_at "$at70" crl --issuer field1 --out c70.pem >c70.out 2>&1 || rc=$?
+[ "$rc" = 4 ] || fail "crl at 1970: exit $rc ($(cat c70.out))"
+grep -q "signing a CRL refused: this host's clock reads 1970-01-01T01:00:00Z, before CA 'field1'" c70.out ||
+  fail "crl at 1970 says: $(cat c70.out)"
+kca crl --issuer field1 --out after70.pem >/dev/null 2>&1 || fail "crl after the one at 1970"
+[ $((16#$(crl_num after70.pem))) = $((16#$(crl_num before70.pem) + 1)) ] ||
+  fail "CRL number $(crl_num after70.pem) after $(crl_num before70.pem): the refused CRL used one"
+kca issue --issuer field1 --template device-ldevid --csr d.csr --out d3.pem >/dev/null
+s3=$(openssl x509 -in d3.pem -noout -serial | cut -d= -f2)
+rc=0; kca_at "$at70" revoke --serial "$s3" >r70.out 2>&1 || rc=$?
+[ "$rc" = 4 ] && grep -q "revoking $s3 refused: this host's clock reads 1970-01-01T01:00:00Z" r70.out ||
+  fail "revoke at 1970: exit $rc ($(cat r70.out))"
+kca list --json | python3 -c 'import json, sys
+c = [c for c in json.load(sys.stdin) if c["serial"] == sys.argv[1]]
+sys.exit(0 if c and c[0]["status"] == "valid" else 1)' "$s3" || fail "the certificate is not valid after a refused revocation"
+! kca audit list | grep -q "^[0-9]* 1970-" || fail "an audit entry dated 1970: $(kca audit list | grep ' 1970-')"
+ok "a clock before the CA (1970): crl and revoke refused, saying so; no CRL number used, nothing recorded"

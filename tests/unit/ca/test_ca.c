@@ -422,6 +422,24 @@ static void test_pending_activate(void **state)
     X509_free(x);
 }
 
+/* A clock before the CA (a host booted without a real-time clock reads 1970): no OCSP answer
+ * is signed then (it would be dated before the CA and refused as stale by every client). */
+static void test_ocsp_clock_before_ca(void **state)
+{
+    (void)state;
+    ca_ocsp_status st = {.serial_hex = "01", .status = V_OCSP_CERTSTATUS_GOOD};
+    uint8_t *der = NULL;
+    size_t len = 0;
+    assert_int_equal(ca_ocsp_single(g_ca, "field1", &st, 3600, 3600 + 600, &der, &len), KL_EPOLICY);
+    assert_null(der);
+    assert_non_null(strstr(kl_errmsg(), "signing an OCSP answer refused: this host's clock "
+                                        "reads 1970-01-01T01:00:00Z, before CA 'field1'"));
+    time_t now = time(NULL);
+    assert_int_equal(ca_ocsp_single(g_ca, "field1", &st, now, now + 600, &der, &len), KL_OK);
+    assert_true(len > 0);
+    OPENSSL_free(der);
+}
+
 static int ocsp_status(X509 *leaf, X509 *issuer, X509 *root, int *reason)
 {
     OCSP_REQUEST *req = OCSP_REQUEST_new();
@@ -825,11 +843,17 @@ static void test_audit_checkpoint(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_csr_load),         cmocka_unit_test(test_signed_der_verify),
-        cmocka_unit_test(test_x509_load),        cmocka_unit_test(test_serial_and_chain),
-        cmocka_unit_test(test_threads),          cmocka_unit_test(test_pending_activate),
-        cmocka_unit_test(test_ocsp_and_crl),     cmocka_unit_test(test_ocsp_extensions),
-        cmocka_unit_test(test_refusals),         cmocka_unit_test(test_revoked_issuer),
+        cmocka_unit_test(test_csr_load),
+        cmocka_unit_test(test_signed_der_verify),
+        cmocka_unit_test(test_x509_load),
+        cmocka_unit_test(test_serial_and_chain),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_pending_activate),
+        cmocka_unit_test(test_ocsp_and_crl),
+        cmocka_unit_test(test_ocsp_extensions),
+        cmocka_unit_test(test_ocsp_clock_before_ca),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_revoked_issuer),
         cmocka_unit_test(test_audit_checkpoint),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
