@@ -158,9 +158,10 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
     rq->actor = c->actor;
     rq->when = rq->when ? rq->when : time(NULL);
     revoke_checks checks = {.ca = ca, .when = rq->when, .guard = guard};
-    rq->check = revoke_check;
-    rq->check_arg = &checks;
-    TRY(store_cert_revoke_many(ca_store(ca), rq, &res));
+    store_revoke_req checked = *rq; /* the checks live on this frame: so does the request */
+    checked.check = revoke_check;
+    checked.check_arg = &checks;
+    TRY(store_cert_revoke_many(ca_store(ca), &checked, &res));
     if (rq->preview) {
         ENSURE(fflush(stdout) == 0, KL_EIO, "stdout: cannot write");
         fprintf(stderr,
