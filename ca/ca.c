@@ -596,17 +596,12 @@ const char *ca_time_iso(time_t t, char buf[21])
 kl_rc ca_clock_check(ca_ctx *ca, const char *label, time_t now, const char *what)
 {
     const ca_entry *e = NULL;
+    time_t nb = 0;
     kl_rc rc = ca_entry_get(ca, label, 0, &e);
-    if (rc != KL_OK || X509_cmp_time(X509_get0_notBefore(e->cert), &now) <= 0) {
+    if (rc != KL_OK || !ca_asn1_time(X509_get0_notBefore(e->cert), &nb) || now >= nb) {
         return rc;
     }
     char clock[21], from[21];
-    time_t nb = 0;
-    const ASN1_TIME *t = X509_get0_notBefore(e->cert);
-    struct tm tm;
-    if (ASN1_TIME_to_tm(t, &tm) == 1) {
-        nb = timegm(&tm);
-    }
     return kl_fail(KL_EPOLICY,
                    "%s refused: this host's clock reads %s, before CA '%s' came into being (its "
                    "certificate is valid from %s): set the clock right first",

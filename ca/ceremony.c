@@ -120,9 +120,7 @@ void ceremony_kvs_free(ceremony_kvs *s)
 
 void ceremony_time_fmt(time_t t, char buf[32])
 {
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    ca_time_iso(t, buf);
 }
 
 int ceremony_time_parse(const char *s, time_t *out)
