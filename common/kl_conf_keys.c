@@ -95,6 +95,7 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"est", "timeout", "30", NULL, 0},
     {"est", "request-timeout", "30", NULL, 0},
     {"est", "shutdown-grace", "30", NULL, 0},
+    {"est", "ticket-key-lifetime", "21600", NULL, 0},
     {"est", "threads", "2", NULL, 0},
     {"est", "workers", "16", NULL, 0},
     /* a server that logged into the token itself; keyline-estd through keyline-cad warns */

@@ -76,15 +76,17 @@ typedef struct {
     size_t max_body; /* request body cap, bytes */
     unsigned max_connections;
     unsigned per_ip_connections;
-    unsigned timeout;         /* seconds of inactivity before a connection is closed */
-    unsigned request_timeout; /* seconds a request may take to arrive, headers and body */
-    unsigned threads;         /* I/O threads (MHD epoll pool) */
-    unsigned workers;         /* request handler threads; 0: handle on the I/O threads */
-    int serverkeygen;         /* serve /serverkeygen (default on) */
-    unsigned shutdown_grace;  /* seconds to wait for in-flight requests on SIGTERM */
-    unsigned cad_timeout;     /* seconds keyline-cad has to answer one request */
-    unsigned retry_after;     /* seconds in the Retry-After of a 202 (held request) */
-    est_label *labels;        /* labels[0] is the default (name "") */
+    unsigned timeout;             /* seconds of inactivity before a connection is closed */
+    unsigned request_timeout;     /* seconds a request may take to arrive, headers and body */
+    unsigned threads;             /* I/O threads (MHD epoll pool) */
+    unsigned workers;             /* request handler threads; 0: handle on the I/O threads */
+    int serverkeygen;             /* serve /serverkeygen (default on) */
+    unsigned shutdown_grace;      /* seconds to wait for in-flight requests on SIGTERM */
+    unsigned ticket_key_lifetime; /* seconds of the monotonic clock a ticket master key is used;
+                                     0: no TLS session tickets */
+    unsigned cad_timeout;         /* seconds keyline-cad has to answer one request */
+    unsigned retry_after;         /* seconds in the Retry-After of a 202 (held request) */
+    est_label *labels;            /* labels[0] is the default (name "") */
     size_t n_labels;
 } est_config;
 

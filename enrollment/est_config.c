@@ -197,6 +197,9 @@ static const struct {
     EST_CONF_UINT("threads", 2, 1, 256, threads),
     EST_CONF_UINT("workers", 16, 0, 1024, workers),
     EST_CONF_UINT("shutdown-grace", 30, 0, 3600, shutdown_grace),
+    /* GnuTLS takes a ticket up to 6 h old by the wall clock; the key lives this long by the
+     * monotonic one (est_server.c, est_ticket). */
+    EST_CONF_UINT("ticket-key-lifetime", 21600, 0, 21600, ticket_key_lifetime),
 };
 
 static kl_rc est_config_limits(const kl_conf *conf, est_config *c)

@@ -42,8 +42,16 @@ static est_listener est_listener_tls, est_listener_http, est_listener_metrics;
 
 /* TLS session tickets (RFC 5077, RFC 8446 4.6.1): a device's renewal retry resumes instead of
  * a full handshake. GnuTLS derives the keys that encrypt the tickets from this master key and
- * rotates them itself; made at start, wiped at exit, never written anywhere. */
-static gnutls_datum_t est_ticket_key;
+ * the wall clock's 18 h step, and takes a ticket whose session began less than 6 h before the
+ * wall clock: a clock set back would revive an old ticket. So the master key itself lives
+ * [est] ticket-key-lifetime seconds of the monotonic clock (est_ticket_key_use): a ticket is
+ * never taken after that, whatever the wall clock says. Made here, wiped when replaced and at
+ * exit, never written anywhere. */
+static struct {
+    pthread_mutex_t mu;
+    gnutls_datum_t key;
+    double born; /* est_mono() when `key` was drawn */
+} est_ticket = {PTHREAD_MUTEX_INITIALIZER, {NULL, 0}, 0};
 
 /* A TLS certificate chain and its key (est_server.h: est_server.tls). */
 typedef struct est_tls_creds {
@@ -599,13 +607,47 @@ static void est_addr_format(const struct sockaddr *sa, char *out, size_t outlen)
     }
 }
 
-/* Before the handshake (MHD has made the GnuTLS session, nothing read yet): tickets on. A
- * resumed session keeps its client certificate (GnuTLS stores the peer's chain in the
- * ticket), which the handlers verify and look up on every request as on a full handshake. */
+static void est_ticket_key_wipe(void)
+{
+    if (est_ticket.key.data) {
+        gnutls_memset(est_ticket.key.data, 0, est_ticket.key.size);
+        gnutls_free(est_ticket.key.data);
+        est_ticket.key = (gnutls_datum_t){NULL, 0};
+    }
+}
+
+/* Enable tickets on `session` under the current master key, drawn afresh once the one before
+ * has lived `life` seconds (GnuTLS copies the key into the session). A ticket made under the
+ * old key no longer decrypts: that device makes a full handshake. */
+static int est_ticket_key_use(gnutls_session_t session, unsigned life)
+{
+    pthread_mutex_lock(&est_ticket.mu);
+    double now = est_mono();
+    int r = 0;
+    if (!est_ticket.key.data || now - est_ticket.born >= life) {
+        est_ticket_key_wipe();
+        r = gnutls_session_ticket_key_generate(&est_ticket.key);
+        est_ticket.born = now;
+        if (r >= 0) {
+            kl_debug("TLS session ticket key drawn (ticket-key-lifetime = %us)", life);
+        }
+    }
+    if (r >= 0) {
+        r = gnutls_session_ticket_enable_server(session, &est_ticket.key);
+    }
+    pthread_mutex_unlock(&est_ticket.mu);
+    return r;
+}
+
+/* Before the handshake (MHD has made the GnuTLS session, nothing read yet): tickets on, unless
+ * [est] ticket-key-lifetime is 0. A resumed session keeps its client certificate (GnuTLS
+ * stores the peer's chain in the ticket), which the handlers verify and look up on every
+ * request as on a full handshake. */
 static void est_tickets_enable(const est_listener *L, struct MHD_Connection *c)
 {
     static atomic_int warned;
-    if (!L->tls || !est_ticket_key.data) {
+    unsigned life = L->srv->cfg.ticket_key_lifetime;
+    if (!L->tls || life == 0) {
         return;
     }
     /* GnuTLS's ticket key is zeros while the clock reads the first 18 h of 1970 (est.h,
@@ -619,8 +661,7 @@ static void est_tickets_enable(const est_listener *L, struct MHD_Connection *c)
     }
     const union MHD_ConnectionInfo *si =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-    int r = si && si->tls_session ? gnutls_session_ticket_enable_server(
-                                        (gnutls_session_t)si->tls_session, &est_ticket_key)
+    int r = si && si->tls_session ? est_ticket_key_use((gnutls_session_t)si->tls_session, life)
                                   : GNUTLS_E_INVALID_SESSION;
     if (r < 0) {
         kl_warn("TLS session tickets not enabled for a connection: %s", gnutls_strerror(r));
@@ -1368,12 +1409,6 @@ kl_rc est_server_start(est_server *s)
     if (src != KL_OK) {
         return src;
     }
-    if (!est_ticket_key.data) {
-        int r = gnutls_session_ticket_key_generate(&est_ticket_key);
-        if (r < 0) {
-            return kl_fail(KL_EINTERNAL, "TLS session ticket key: %s", gnutls_strerror(r));
-        }
-    }
     est_listener_tls = (est_listener){s, 1, 0};
     est_listener_http = (est_listener){s, 0, 0};
     est_listener_metrics = (est_listener){s, 0, 1};
@@ -1484,11 +1519,9 @@ void est_server_free(est_server *s)
     cac_close(s->cad);
     est_crl_cache_free();
     est_ocsp_cache_free();
-    if (est_ticket_key.data) {
-        gnutls_memset(est_ticket_key.data, 0, est_ticket_key.size);
-        gnutls_free(est_ticket_key.data);
-        est_ticket_key = (gnutls_datum_t){NULL, 0};
-    }
+    pthread_mutex_lock(&est_ticket.mu);
+    est_ticket_key_wipe();
+    pthread_mutex_unlock(&est_ticket.mu);
     gnutls_pkcs11_deinit();
     kl_htpasswd_free(s->htpasswd);
     pthread_rwlock_destroy(&s->ht_lock);

@@ -9,7 +9,9 @@
 #   - HTTP Basic over keep-alive: the second request with the same header is not hashed again
 #     (keyline-estd -v says so), a wrong password on that connection is still refused, and after
 #     the password file is reloaded (SIGHUP) the remembered credential is verified again: the
-#     old password is refused on the same connection.
+#     old password is refused on the same connection;
+#   - [est] ticket-key-lifetime: no ticket taken after its master key's lifetime (monotonic
+#     clock), none issued at 0, above 6 h refused.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -102,4 +104,46 @@ assert enroll("new-pass") == 200, "the new password"
 print("ok - HTTP Basic: remembered per connection (one hash for two requests), wrong password "
       "still refused, forgotten on reload")
 PY
+
+# --- the ticket master key lives ticket-key-lifetime seconds of the monotonic clock: an old
+# ticket is never taken again, whatever the wall clock says (a clock set back into an old
+# ticket's 6 h revived it before); 0 turns tickets off
+estd_with() { # estd_with LIFETIME: keyline-estd again, [est] ticket-key-lifetime = LIFETIME
+    term_wait "$EST_PID" keyline-estd
+    sed -i '/^ticket-key-lifetime = /d' "$KL_CONF"
+    echo "ticket-key-lifetime = $1" >> "$KL_CONF"
+    "$BIN/keyline-estd" -v -c "$KL_CONF" 2>>"$D/estd.log" &
+    EST_PID=$!
+    wait_up "$EST_PID" keyline-estd curl -sf --cacert "$D/root1.pem" "$EST_URL/healthz"
+}
+estd_with 3
+for v in tls1_3 tls1_2; do
+    sclient "$D/k$v-1.txt" "-$v" -sess_out "$D/k$v.sess"
+    sclient "$D/k$v-2.txt" "-$v" -sess_in "$D/k$v.sess"
+    grep -q "^Reused, " "$D/k$v-2.txt" || die "$v: not resumed within ticket-key-lifetime"
+done
+sleep 3.5
+for v in tls1_3 tls1_2; do
+    sclient "$D/k$v-3.txt" "-$v" -sess_in "$D/k$v.sess"
+    grep -q "^New, " "$D/k$v-3.txt" || die "$v: a ticket taken after its key's lifetime: $(grep -E '^(New|Reused)' "$D/k$v-3.txt")"
+    grep -q "HTTP/1.1 200" "$D/k$v-3.txt" || die "$v: no answer after the full handshake"
+done
+[ "$(grep -c 'TLS session ticket key drawn (ticket-key-lifetime = 3s)' "$D/estd.log")" -ge 2 ] ||
+    die "the ticket key was not drawn again: $(grep 'ticket key' "$D/estd.log")"
+ok "ticket-key-lifetime = 3: resumed at once, a full handshake 3.5 s later (TLS 1.3 and 1.2)"
+estd_with 0
+sclient "$D/off13.txt" -tls1_3 -sess_out "$D/off13.sess"
+grep -q "HTTP/1.1 200" "$D/off13.txt" || die "ticket-key-lifetime = 0: no answer"
+[ ! -s "$D/off13.sess" ] || die "ticket-key-lifetime = 0: a TLS 1.3 ticket was issued"
+sclient "$D/off12-1.txt" -tls1_2 -sess_out "$D/off12.sess"
+grep -q "TLS session ticket:" "$D/off12-1.txt" && die "ticket-key-lifetime = 0: a TLS 1.2 ticket"
+sclient "$D/off12-2.txt" -tls1_2 -sess_in "$D/off12.sess"
+grep -q "^New, " "$D/off12-2.txt" || die "ticket-key-lifetime = 0: TLS 1.2 resumed"
+ok "ticket-key-lifetime = 0: no ticket issued (TLS 1.3), no session resumed (TLS 1.2)"
+sed 's/^ticket-key-lifetime = 0$/ticket-key-lifetime = 21601/' "$KL_CONF" > "$D/big.conf"
+if timeout 10 "$BIN/keyline-estd" -c "$D/big.conf" > "$D/big.out" 2>&1; then
+    die "ticket-key-lifetime = 21601 accepted"
+fi
+grep -q "ticket-key-lifetime" "$D/big.out" || die "the refusal: $(cat "$D/big.out")"
+ok "ticket-key-lifetime above 6 h refused: $(head -1 "$D/big.out")"
 est_stop
