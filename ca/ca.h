@@ -197,7 +197,8 @@ int ca_reason_from_name(const char *name);
 const char *ca_reason_name(int reason);
 /* keyline-ca revoke's inputs (ca_revoke_input.c). ca_revoke_list_parse: the items of a --from
  * list `text` (NUL-terminated, `len` bytes; changed in place, the items point into it; *items
- * malloc'd): one serial or device id a line, blank lines, '#' comments and a leading UTF-8
+ * malloc'd): one serial or device id a line ("device:" takes the rest of the line to a '#',
+ * spaces inside, trailing blanks left out), blank lines, '#' comments and a leading UTF-8
  * byte order mark skipped; a NUL byte, a line of two items or no item at all is KL_EINPUT
  * naming `name` (and the line). ca_revoke_time_parse: "2026-12-01", "2026-12-01T08:00:00Z"
  * (UTC) or "@SECONDS" into *out; 0 when malformed, out of range or a date that does not exist

@@ -50,6 +50,20 @@ static kl_rc list_push(char ***items, size_t *n, size_t *cap, char *item)
     return KL_OK;
 }
 
+/* The length of the item `line` starts with: a word, or for "device:" the rest of the line
+ * up to a '#' (a device id may hold spaces, never '#'), its trailing blanks left out. */
+static size_t revoke_item_len(const char *line)
+{
+    if (strncmp(line, "device:", 7) != 0) {
+        return strcspn(line, " \t\r#");
+    }
+    size_t n = strcspn(line, "#");
+    while (n > 7 && strchr(" \t\r", line[n - 1])) {
+        n--;
+    }
+    return n;
+}
+
 kl_rc ca_revoke_list_parse(char *text, size_t len, const char *name, char ***items, size_t *n)
 {
     kl_rc rc = KL_OK;
@@ -68,12 +82,13 @@ kl_rc ca_revoke_list_parse(char *text, size_t len, const char *name, char ***ite
             *next++ = 0;
         }
         line += strspn(line, " \t\r");
-        size_t item = strcspn(line, " \t\r#");
+        size_t item = revoke_item_len(line);
         const char *rest = line + item + strspn(line + item, " \t\r");
         /* "A B" on one line would revoke A and leave B in silence */
         ENSURE(!*rest || *rest == '#', KL_EINPUT,
-               "%s line %zu: more than one item ('%.60s'): one serial or device id a line", name,
-               lineno, line);
+               "%s line %zu: more than one item ('%.60s'): one serial or device id a line (a "
+               "device id with spaces: device:ID)",
+               name, lineno, line);
         line[item] = 0;
         if (*line) {
             TRY(list_push(items, n, &cap, line));

@@ -1,7 +1,8 @@
 /* Fuzz keyline-ca revoke's inputs (ca/ca_revoke_input.c): the input's first line as a
  * --between time, the rest as a --from list. Checked: an accepted date is the day its numbers
- * name; every item of an accepted list is a non-empty word inside the list, without
- * blanks or '#', and there are no more items than lines. */
+ * name; every item of an accepted list is a non-empty string inside the list, without '#' or
+ * a line break, without blanks but for the inside of a "device:" item, and there are no more
+ * items than lines. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,8 +45,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
         for (size_t i = 0; i < n; i++) {
-            if (items[i] < text || items[i] >= text + size || !items[i][0] ||
-                strpbrk(items[i], " \t\r\n#")) {
+            const char *it = items[i];
+            size_t len = strlen(it);
+            int dev = strncmp(it, "device:", 7) == 0;
+            if (it < text || it >= text + size || !len || strpbrk(it, "\n#") ||
+                (!dev && strpbrk(it, " \t\r")) || strchr(" \t\r", it[len - 1])) {
                 abort();
             }
         }

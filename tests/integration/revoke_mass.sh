@@ -12,7 +12,8 @@
 #   - --dry-run (a list, a batch, one serial): what would be revoked listed, the same refusals,
 #     nothing revoked, audited or published; --serial's dry run exits as its real run does;
 #   - a device id recorded by issue --device-id names its one valid certificate (several:
-#     refused); a date alone as T2 is its whole day (T1 may be later that day), @SECONDS never.
+#     refused), "device:" a device id with spaces; a date alone as T2 is its whole day (T1 may be
+#     later that day), @SECONDS never.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -118,6 +119,15 @@ kca issue --issuer factory1 --template device-idevid --csr "$D/hx.csr" --device-
 echo "0xBEEF01" | kca revoke --from - --dry-run > "$D/hx.out" 2> "$D/hx.err" || die "0xBEEF01: $(cat "$D/hx.err")"
 [ "$(cat "$D/hx.out")" = "$(serial_of "$D/hx.pem") factory1" ] || die "0xBEEF01 listed: $(cat "$D/hx.out")"
 ok "revoke --from: an item 0xHEX no serial matches names the device of that id"
+# a device id with spaces: "device:" takes the rest of the line (to a '#'), unprefixed it is two items
+new_csr hs "/CN=sensor/serialNumber=Line 3 unit 42"
+kca issue --issuer factory1 --template device-idevid --csr "$D/hs.csr" --device-id "Line 3 unit 42" --out "$D/hs.pem" >/dev/null
+printf 'device:Line 3 unit 42  # spaces inside the id\r\n' | kca revoke --from - --dry-run > "$D/hs.out" 2> "$D/hs.err" ||
+    die "device:Line 3 unit 42: $(cat "$D/hs.err")"
+[ "$(cat "$D/hs.out")" = "$(serial_of "$D/hs.pem") factory1" ] || die "device:Line 3 unit 42 listed: $(cat "$D/hs.out")"
+echo "Line 3 unit 42" | kca revoke --from - > "$D/hs.out" 2>&1 && die "an unprefixed id with spaces was accepted"
+grep -q "line 1: more than one item .*device:ID" "$D/hs.out" || die "the refusal: $(cat "$D/hs.out")"
+ok "revoke --from: device:ID takes a device id with spaces (to a '#', blanks after it left out); unprefixed, refused with the hint"
 
 # the batch: issued in [T1, T2] only
 sleep 1.1
