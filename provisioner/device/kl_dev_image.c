@@ -108,6 +108,29 @@ static int der_int(const uint8_t **p, const uint8_t *end, uint8_t out[32])
     return 1;
 }
 
+/* The order n of P-256 (SEC 2, 2.4.2), big-endian. */
+static const uint8_t p256_n[32] = {0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17,
+                                   0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51};
+
+/* 1 when the big-endian v[32] is in [1, n-1]. SEC 1 4.1.4 step 1: a verifier rejects r or s
+ * outside it; a port's verifier (a bare PKA peripheral, a hand-written one) that does not
+ * would take r = s = 0 for any digest (CVE-2022-21449), so it is checked here for every port.
+ * The signature is public: no need for constant time. */
+static int scalar_ok(const uint8_t v[32])
+{
+    uint8_t any = 0;
+    for (size_t i = 0; i < 32; i++) {
+        any |= v[i];
+    }
+    for (size_t i = 0; any && i < 32; i++) {
+        if (v[i] != p256_n[i]) {
+            return v[i] < p256_n[i];
+        }
+    }
+    return 0; /* zero, or n itself */
+}
+
 /* DER ECDSA-Sig-Value -> r | s. imgtool may pad the DER with zeros to 72 bytes (--pad-sig):
  * allowed, as MCUboot allows it. */
 static int sig_from_der(const uint8_t *d, size_t len, uint8_t rs[64])
@@ -116,7 +139,8 @@ static int sig_from_der(const uint8_t *d, size_t len, uint8_t rs[64])
         return 0;
     }
     const uint8_t *p = d + 2, *end = d + 2 + d[1];
-    if (!der_int(&p, end, rs) || !der_int(&p, end, rs + 32) || p != end) {
+    if (!der_int(&p, end, rs) || !der_int(&p, end, rs + 32) || p != end || !scalar_ok(rs) ||
+        !scalar_ok(rs + 32)) {
         return 0;
     }
     for (const uint8_t *z = end; z < d + len; z++) {

@@ -309,6 +309,65 @@ static void test_malformed(void **state)
     OPENSSL_free(img);
 }
 
+/* A port whose ecdsa_verify takes every signature (a bare PKA peripheral that does not check
+ * the range of r and s): the library itself refuses r or s outside [1, n-1] (SEC 1 4.1.4),
+ * so r = s = 0 (CVE-2022-21449) does not pass for any digest. */
+static int trusting_verify(void *ctx, const uint8_t pub[65], const uint8_t digest[32],
+                           const uint8_t sig[64])
+{
+    (void)ctx;
+    (void)pub;
+    (void)digest;
+    (void)sig;
+    return KL_PORT_OK;
+}
+
+/* img (its ECDSA_SIG the last TLV) with that TLV's value replaced by der[0..n) */
+static size_t put_sig(uint8_t *img, size_t len, const uint8_t *der, size_t n)
+{
+    size_t u = tlv_off(img), off = u + 4, last = off;
+    size_t end = u + (img[u + 2] | (size_t)(img[u + 3] << 8));
+    assert_true(end <= len);
+    while (off < end) {
+        last = off;
+        off += 4 + (img[off + 2] | (size_t)(img[off + 3] << 8));
+    }
+    assert_int_equal(img[last], 0x22);
+    img[last + 2] = (uint8_t)n;
+    img[last + 3] = 0;
+    memcpy(img + last + 4, der, n);
+    size_t tot = last + 4 + n - u;
+    img[u + 2] = (uint8_t)tot;
+    img[u + 3] = (uint8_t)(tot >> 8);
+    return u + tot;
+}
+
+static void test_sig_scalar_range(void **state)
+{
+    fx *f = *state;
+    img_params p = params(7);
+    size_t len = 0;
+    uint8_t *img = sign(f, f->key, &p, &len);
+    kl_port trusting = devsim_port_ops;
+    trusting.ecdsa_verify = trusting_verify;
+    const uint8_t(*keys)[65] = (const uint8_t(*)[65])f->pub;
+    kl_img_info info;
+    static const uint8_t zero[] = {0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00};
+    uint8_t n_one[40] = {0x30, 0x26, 0x02, 0x21, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00,
+                         0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                         0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3,
+                         0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51, 0x02, 0x01, 0x01};
+    size_t n = put_sig(img, len, zero, sizeof zero);
+    assert_int_equal(kl_img_verify(&trusting, &f->port, img, n, keys, 1, 0, &info), KL_IMG_ESIG);
+    n = put_sig(img, len, n_one, sizeof n_one); /* r = n */
+    assert_int_equal(kl_img_verify(&trusting, &f->port, img, n, keys, 1, 0, &info), KL_IMG_ESIG);
+    n_one[36] = 0x50; /* r = n - 1: in range, so this port's verdict stands */
+    n = put_sig(img, len, n_one, sizeof n_one);
+    assert_int_equal(kl_img_verify(&trusting, &f->port, img, n, keys, 1, 0, &info), KL_IMG_OK);
+    assert_int_equal(verify(f, img, n, 0, &info), KL_IMG_ESIG); /* a real verifier */
+    OPENSSL_free(img);
+}
+
 /* MCUboot's imgtool signed these (tests/data/firmware/README.md): our device takes them, and
  * our writer makes the same bytes for the same input up to the (randomised) signature. */
 static uint8_t *slurp(const char *name, size_t *len)
@@ -483,17 +542,10 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_accepted),
-        T(test_flipped_bytes),
-        T(test_unprovisioned_key),
-        T(test_counter),
-        T(test_truncated),
-        T(test_oversized_tlv),
-        T(test_malformed),
-        T(test_imgtool_vectors),
-        T(test_device_store),
-        T(test_writer_refusals),
-        cmocka_unit_test(test_version_parse),
+        T(test_accepted),     T(test_flipped_bytes),    T(test_unprovisioned_key),
+        T(test_counter),      T(test_truncated),        T(test_oversized_tlv),
+        T(test_malformed),    T(test_sig_scalar_range), T(test_imgtool_vectors),
+        T(test_device_store), T(test_writer_refusals),  cmocka_unit_test(test_version_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
