@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "ca_internal.h"
@@ -36,14 +37,39 @@ void ca_image_sha256_hex(const uint8_t *p, size_t n, char out[65])
     }
 }
 
-/* A decimal or 0x-hexadecimal number in [0, max] (imgtool takes both for these options). */
+kl_rc ca_image_in_check(const char *path, const uint8_t *p, size_t n, const char *want,
+                        char hex[65])
+{
+    ca_image_sha256_hex(p, n, hex);
+    if (!want) {
+        return KL_OK;
+    }
+    if (strlen(want) != 64 || strspn(want, "0123456789abcdefABCDEF") != 64) {
+        return kl_fail(KL_EUSAGE, "--in-sha256 '%s' is not 64 hexadecimal digits", want);
+    }
+    if (strcasecmp(want, hex) != 0) {
+        return kl_fail(KL_EPOLICY, "--in %s has SHA-256 %s, not the --in-sha256 given (%s)", path,
+                       hex, want);
+    }
+    return KL_OK;
+}
+
+/* A decimal number without leading zeros, or 0x and hexadecimal digits, in [0, max], as
+ * imgtool takes these options (Python's int(s, 0)): no sign, no blanks, and no octal, which
+ * strtoull's base 0 would read "010" as (8: a security counter lower than the one written). */
 static kl_rc ca_image_num(const char *opt, const char *s, unsigned long long max, uint32_t *out)
 {
-    char *end = NULL;
+    int hex = s && s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+    const char *digits = s ? s + (hex ? 2 : 0) : "";
+    size_t n = strspn(digits, hex ? "0123456789abcdefABCDEF" : "0123456789");
+    int ok = n > 0 && digits[n] == 0 && (hex || n == 1 || digits[0] != '0');
     errno = 0;
-    unsigned long long v = (s && *s && *s != '-' && *s != '+') ? strtoull(s, &end, 0) : 0;
-    if (!s || !*s || *s == '-' || *s == '+' || errno || !end || *end || v > max) {
-        return kl_fail(KL_EUSAGE, "%s '%s' is not a number in 0..%llu", opt, s ? s : "", max);
+    unsigned long long v = ok ? strtoull(digits, NULL, hex ? 16 : 10) : 0;
+    if (!ok || errno || v > max) {
+        return kl_fail(KL_EUSAGE,
+                       "%s '%s' is not a number in 0..%llu (decimal without leading "
+                       "zeros, or 0x and hexadecimal digits)",
+                       opt, s ? s : "", max);
     }
     *out = (uint32_t)v;
     return KL_OK;
@@ -73,6 +99,7 @@ kl_rc ca_image_req_parse(ca_image_req *req, const char *version, const char *cou
            "--format is mcuboot or cms, not '%s'", format);
     req->format = strcmp(format, "cms") == 0 ? CA_IMAGE_CMS : CA_IMAGE_MCUBOOT;
     TRY(img_version_parse(version, &p->version));
+    TRY(img_params_check(p)); /* also for cms: an option given is a valid one */
 out:
     return rc;
 }
@@ -200,6 +227,16 @@ static kl_rc ca_image_record(ca_ctx *ca, const ca_image_req *req, const ca_image
         .actor = (char *)actor,
     };
     return store_image_put(ca->st, &rec, detail);
+}
+
+kl_rc ca_image_unwritten(kl_rc rc, const char *out, const ca_image_result *res)
+{
+    char hash[65];
+    ca_hex(res->hash, 32, hash);
+    return kl_fail(rc,
+                   "%s; the signing is recorded (keyline-ca list --images: sha256 %s) but the "
+                   "image was not written to %s",
+                   kl_errmsg(), hash, out);
 }
 
 kl_rc ca_image_sign(ca_ctx *ca, const ca_image_req *req, uint8_t **out, size_t *out_len,

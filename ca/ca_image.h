@@ -32,8 +32,9 @@ typedef struct {
 } ca_image_req;
 
 /* The options as text, as the plain command and a ceremony take them: `version` required;
- * counter, header_size, align (decimal or 0x...) and format (mcuboot|cms) may be NULL for the
- * defaults. Fills req->mcuboot and req->format. KL_EUSAGE naming the option. */
+ * counter, header_size, align (decimal without leading zeros, or 0x and hex digits: no octal)
+ * and format (mcuboot|cms) may be NULL for the defaults. Fills req->mcuboot and req->format and
+ * checks the ranges (img_params_check), whatever the format. KL_EUSAGE naming the option. */
 kl_rc ca_image_req_parse(ca_image_req *req, const char *version, const char *counter,
                          const char *header_size, const char *align, int pad_header,
                          const char *format) KL_WUR;
@@ -42,6 +43,11 @@ kl_rc ca_image_req_parse(ca_image_req *req, const char *version, const char *cou
 int ca_image_release_key(const kl_conf *conf, const char *label);
 /* Lower-case hex SHA-256 of p[0..n). */
 void ca_image_sha256_hex(const uint8_t *p, size_t n, char out[65]);
+/* The input `path` read as p[0..n): its lower-case hex SHA-256 into hex, and when `want` is not
+ * NULL, that it is this SHA-256 (64 hex digits, either case): KL_EUSAGE for a malformed one,
+ * KL_EPOLICY naming both when they differ. */
+kl_rc ca_image_in_check(const char *path, const uint8_t *p, size_t n, const char *want,
+                        char hex[65]) KL_WUR;
 
 typedef struct {
     uint8_t hash[32]; /* MCUboot: the image's SHA256 TLV; CMS: SHA-256 of the signed file */
@@ -57,5 +63,8 @@ typedef struct {
  * Nothing is recorded or returned on failure. */
 kl_rc ca_image_sign(ca_ctx *ca, const ca_image_req *req, uint8_t **out, size_t *out_len,
                     ca_image_result *res) KL_WUR;
+/* After ca_image_sign, writing the image to `out` failed with rc: the same rc, its message
+ * saying that the signing is recorded all the same (res's hash) and nothing was released. */
+kl_rc ca_image_unwritten(kl_rc rc, const char *out, const ca_image_result *res) KL_WUR;
 
 #endif

@@ -58,9 +58,11 @@ kl_rc ca_image_ceremony_prep(ceremony_kvs *params)
         rc = kl_wrap(rc, "--in %s", in);
         goto out;
     }
-    ca_image_sha256_hex(data, len, hex);
-    ENSURE(!want || strcmp(want, hex) == 0, KL_EPOLICY,
-           "--in %s has SHA-256 %s, not the --in-sha256 given", in, hex);
+    TRY(ca_image_in_check(in, data, len, want, hex));
+    /* what the run would refuse, refused before officers spend their approvals on it */
+    if (req.format == CA_IMAGE_MCUBOOT) {
+        TRY(img_input_check(&req.mcuboot, data, len));
+    }
     TRY(ceremony_kvs_set(params, "in-sha256", hex));
 out:
     free(data);
@@ -94,7 +96,11 @@ kl_rc ca_image_ceremony_run(ca_ctx *ca, const ceremony_req *r, const char *actor
     req.in_len = len;
     req.actor = actor;
     TRY(ca_image_sign(ca, &req, &img, &img_len, &ir));
-    TRY(kl_file_write_atomic(out_path, img, img_len, 0644));
+    rc = kl_file_write_atomic(out_path, img, img_len, 0644);
+    if (rc != KL_OK) {
+        rc = ca_image_unwritten(rc, out_path, &ir);
+        goto out;
+    }
     char khex[65], ihex[65];
     for (size_t i = 0; i < 32; i++) {
         snprintf(ihex + 2 * i, 3, "%02x", ir.hash[i]);

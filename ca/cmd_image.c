@@ -89,16 +89,18 @@ kl_rc cmd_sign_image(cli *c, int argc, char **argv)
         rc = kl_wrap(rc, "--in %s", a.in);
         goto out;
     }
-    ca_image_sha256_hex(in, in_len, hex);
-    ENSURE(!a.in_sha256 || strcmp(a.in_sha256, hex) == 0, KL_EPOLICY,
-           "--in %s has SHA-256 %s, not the --in-sha256 given", a.in, hex);
+    TRY(ca_image_in_check(a.in, in, in_len, a.in_sha256, hex));
     a.req.key_label = a.key;
     a.req.in = in;
     a.req.in_len = in_len;
     a.req.actor = c->actor;
     TRY(cli_open(c, 1, &ca));
     TRY(ca_image_sign(ca, &a.req, &img, &img_len, &res));
-    TRY(cli_output(c, a.out, img, img_len));
+    rc = cli_output(c, a.out, img, img_len);
+    if (rc != KL_OK) {
+        rc = ca_image_unwritten(rc, a.out, &res); /* recorded before release: disk full, ... */
+        goto out;
+    }
     fprintf(stderr, "signed %s with firmware key '%s' (%s): sha256 ", a.in, a.key,
             a.req.format == CA_IMAGE_CMS ? "cms" : "mcuboot");
     for (int i = 0; i < 32; i++) {

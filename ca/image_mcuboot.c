@@ -91,7 +91,7 @@ kl_rc img_key_hash(EVP_PKEY *pub, uint8_t out[32])
     return KL_OK;
 }
 
-static kl_rc img_params_check(const img_params *p, size_t in_len)
+kl_rc img_params_check(const img_params *p)
 {
     kl_rc rc = KL_OK;
     ENSURE(p->header_size >= IMG_HEADER_SIZE && p->header_size <= 0xffffu, KL_EUSAGE,
@@ -101,12 +101,25 @@ static kl_rc img_params_check(const img_params *p, size_t in_len)
      * is the same bytes whatever the alignment. */
     ENSURE(p->align && p->align <= 32 && (p->align & (p->align - 1)) == 0, KL_EUSAGE,
            "--align must be 1, 2, 4, 8, 16 or 32");
+out:
+    return rc;
+}
+
+kl_rc img_input_check(const img_params *p, const uint8_t *in, size_t in_len)
+{
+    kl_rc rc = KL_OK;
     ENSURE(in_len <= IMG_PAYLOAD_MAX, KL_EINPUT, "input of %zu bytes is larger than %u", in_len,
            IMG_PAYLOAD_MAX);
     ENSURE(p->pad_header || in_len >= p->header_size, KL_EINPUT,
            "input of %zu bytes is shorter than the %u-byte header it should start with "
            "(--pad-header adds one)",
            in_len, (unsigned)p->header_size);
+    for (size_t i = 0; !p->pad_header && i < p->header_size; i++) {
+        ENSURE(in[i] == 0, KL_EINPUT,
+               "header padding was not requested (--pad-header) and the input does not "
+               "start with %u zero bytes",
+               (unsigned)p->header_size);
+    }
 out:
     return rc;
 }
@@ -167,18 +180,11 @@ kl_rc img_mcuboot_sign(const img_params *p, const uint8_t *in, size_t in_len, EV
     uint8_t *img = NULL;
     *out = NULL;
     *out_len = 0;
-    TRY(img_params_check(p, in_len));
+    TRY(img_params_check(p));
+    TRY(img_input_check(p, in, in_len));
     ENSURE(img_key_is_p256(key) && img_key_is_p256(pub), KL_EPOLICY,
            "sign-image signs with EC P-256 keys only (MCUboot ECDSA_SIG with SHA-256)");
     size_t body = p->pad_header ? (size_t)p->header_size + in_len : in_len; /* header + payload */
-    if (!p->pad_header) {
-        for (size_t i = 0; i < p->header_size; i++) {
-            ENSURE(in[i] == 0, KL_EINPUT,
-                   "header padding was not requested (--pad-header) and the input does not "
-                   "start with %u zero bytes",
-                   (unsigned)p->header_size);
-        }
-    }
     uint32_t img_size = (uint32_t)(body - p->header_size);
     uint16_t prot = p->has_counter ? 4 + 4 + 4 : 0; /* info + SEC_CNT TLV */
     size_t tlv_tot = 4 + (4 + 32) + (4 + 32) + (4 + 72);

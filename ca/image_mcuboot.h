@@ -69,6 +69,12 @@ typedef struct {
     size_t hashed_len;    /* header + payload + protected TLV area */
 } img_result;
 
+/* The header size and alignment in range (KL_EUSAGE naming the option). */
+kl_rc img_params_check(const img_params *p) KL_WUR;
+/* The input fits: at most IMG_PAYLOAD_MAX bytes and, without pad_header, starting with
+ * header_size zero bytes, as imgtool requires (KL_EINPUT saying which). */
+kl_rc img_input_check(const img_params *p, const uint8_t *in, size_t in_len) KL_WUR;
+
 /* SHA-256 of the DER SubjectPublicKeyInfo of `pub` (imgtool's get_public_bytes): MCUboot's
  * key hash. KL_EINTERNAL when it does not encode. */
 kl_rc img_key_hash(EVP_PKEY *pub, uint8_t out[32]) KL_WUR;

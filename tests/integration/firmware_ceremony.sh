@@ -36,7 +36,7 @@ kca ceremony export --id "$id" >tr.txt 2>/dev/null || fail "export"
 grep -q "^result sha256: $(fw_field rel.img hash)" tr.txt || { cat tr.txt; fail "the transcript lacks the image hash"; }
 ok "an approved ceremony signed exactly the approved input with fw1; transcript names the image hash"
 
-id2=$(kca ceremony propose sign-image --key fw1 --in app.bin --out rel2.img --version 3.0.1)
+id2=$(kca ceremony propose sign-image --key fw1 --in app.bin --out rel2.img --version 3.0.1 --pad-header yes)
 OFFICER_PIN=1111 kca ceremony approve --id "$id2" --token "pkcs11:token=officer-alice;object=alice" --pin env:OFFICER_PIN 2>/dev/null
 fw_flip app.bin 10 app.tmp && mv app.tmp app.bin
 rc=0; kca ceremony run --id "$id2" 2>run2.err || rc=$?
@@ -45,5 +45,17 @@ rc=0; kca ceremony run --id "$id2" 2>run2.err || rc=$?
 expect_fail "a proposal whose --in-sha256 does not match" kca ceremony propose sign-image --key fw1 --in app.bin \
   --out x.img --version 1.0.0 --in-sha256 0000000000000000000000000000000000000000000000000000000000000000
 expect_fail "a proposal with a bad version" kca ceremony propose sign-image --key fw1 --in app.bin --out x.img --version 1.0
+# what the run would refuse is refused at the proposal, before officers approve it: a header
+# size or alignment out of range, an unpadded input without zeroed header space, and "010",
+# which the officers would read as 10 and the run would have written as counter 8
+expect_fail "a proposal with a header size of 16" kca ceremony propose sign-image --key fw1 --in app.bin \
+  --out x.img --version 1.0.0 --header-size 16 --pad-header yes
+expect_fail "a proposal with an alignment of 3" kca ceremony propose sign-image --key fw1 --in app.bin \
+  --out x.img --version 1.0.0 --align 3
+expect_fail "a proposal for an unpadded input with data in its header space" kca ceremony propose sign-image \
+  --key fw1 --in app.bin --out x.img --version 1.0.0 --header-size 0x200
+expect_fail "a proposal with counter 010" kca ceremony propose sign-image --key fw1 --in app.bin \
+  --out x.img --version 1.0.0 --security-counter 010 --pad-header yes
+[ "$(kca ceremony list | grep -c sign-image)" = 2 ] || { kca ceremony list; fail "a refused proposal was recorded"; }
 kca audit verify >/dev/null || fail "audit verify"
 ok "a changed input and bad proposals refused"

@@ -101,12 +101,37 @@ expect_fail "an alignment of 3" kca sign-image --key fw1 --in app.bin --out r.im
 expect_fail "an unknown format" kca sign-image --key fw1 --in app.bin --out r.img --version 1.0.0 --format zip
 expect_fail "writing over the store" kca sign-image --key fw1 --in app.bin --out keyline.db --version 1.0.0 --pad-header
 expect_fail "a missing input" kca sign-image --key fw1 --in nosuch.bin --out r.img --version 1.0.0
+# numbers as imgtool reads them (Python's int(s, 0)): "010" is no octal 8, a lower counter than
+# the one written; blanks and signs are no part of a number
+for n in 010 " 5" 5x 0x -0 +5 0x1ffffffff; do
+  rc=0; kca sign-image --key fw1 --in app.bin --out r.img --version 1.0.0 --pad-header \
+    --security-counter "$n" 2>num.err || rc=$?
+  [ $rc = 2 ] && grep -q "not a number" num.err || fail "--security-counter '$n': exit $rc $(cat num.err)"
+done
+expect_fail "a header size of 0200 (octal)" kca sign-image --key fw1 --in app.bin --out r.img --version 1.0.0 --header-size 0200 --pad-header
+expect_fail "a bad header size with --format cms" kca sign-image --key fw1 --in app.bin --out r.img --version 1.0.0 --format cms --header-size 7
+rc=0; kca sign-image --key fw1 --in app.bin --out r.img --version 1.0.0 --pad-header --in-sha256 xyz 2>sha.err || rc=$?
+[ $rc = 2 ] && grep -q "not 64 hexadecimal digits" sha.err || fail "a malformed --in-sha256: exit $rc $(cat sha.err)"
 [ ! -e r.img ] || fail "a refused sign-image wrote its output"
 [ "$(kca audit list | grep -c " sign-image ")" = "$n0" ] || fail "a refused sign-image was recorded"
 [ "$(kca list --images --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 3 ] ||
   fail "a refused sign-image is in list --images"
 kca sign-image --help | grep -q -- "--security-counter" || fail "sign-image --help"
 ok "refusals write and record nothing"
+
+# accepted forms: 0x hexadecimal for the counter, an upper-case --in-sha256
+sha=$(sha256sum app.bin | cut -d' ' -f1 | tr a-f A-F)
+kca sign-image --key fw1 --in app.bin --out hex.img --version 1.0.0 --pad-header --security-counter 0x1A \
+  --in-sha256 "$sha" 2>/dev/null || fail "--security-counter 0x1A --in-sha256 in upper case"
+[ "$(fw_field hex.img counter)" = 26 ] || fail "counter 0x1A is $(fw_field hex.img counter)"
+# an output that fails after the signing was recorded (disk full) says so: nothing is released,
+# the record stays (recorded before release)
+n1=$(kca audit list | grep -c " sign-image ")
+rc=0; kca sign-image --key fw1 --in app.bin --out /dev/full --version 1.0.1 --pad-header 2>full.err || rc=$?
+[ $rc = 1 ] && grep -q "No space left on device; the signing is recorded (keyline-ca list --images: sha256 [0-9a-f]\{64\}) but the image was not written to /dev/full" full.err ||
+  fail "--out /dev/full: exit $rc $(cat full.err)"
+[ "$(kca audit list | grep -c " sign-image ")" = $((n1 + 1)) ] || fail "the signing for /dev/full is not recorded"
+ok "counters and sizes read as imgtool reads them; a failed write names the recorded signing"
 
 # --- rotation: a new firmware key under the same CA; the old one revoked signs nothing more ----
 kca ca rotate --label fw1 --new-label fw2 >fw2.pem 2>rotate.err || { cat rotate.err; fail "ca rotate of a firmware key"; }
