@@ -160,7 +160,9 @@ typedef struct {
  * refuse (KL_EPOLICY "CA 'L' is retired ..."). Run again after a failure, it finishes what is
  * left (a retired CA whose key is still on the token loses it). KL_EPOLICY for a CA with active
  * CAs below it, a rollover certificate, an external CA or an OCSP signer. *final_crl (NULL ok)
- * gets the final CRL (NULL when it was published by an earlier run). */
+ * gets the final CRL (NULL when it was published by an earlier run). A firmware key (template
+ * firmware) issued nothing: it is retired and its key destroyed, without OCSP signer or CRL
+ * (*final_crl NULL). */
 kl_rc ca_retire(ca_ctx *ca, const ca_retire_req *req, X509_CRL **final_crl) KL_WUR;
 /* Open `uri` as the token of CA `label` for this ctx (ca create --token): its PIN from [hsm
  * LABEL] pin, else the URI's pin-source, else the terminal. KL_EUSAGE when keyline.conf names

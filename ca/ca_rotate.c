@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ca_image.h"
 #include "ca_internal.h"
 #include "kl_log.h"
 
@@ -275,6 +276,14 @@ kl_rc ca_retire(ca_ctx *ca, const ca_retire_req *req, X509_CRL **final_crl)
            "can be retired",
            req->label, rec.status);
     TRY(ca_retire_children(ca, req->label));
+    if (ca_is_firmware_template(rec.template_name)) {
+        /* a firmware key issued nothing: no OCSP signer, no CRL (docs/firmware.md 6) */
+        snprintf(detail, sizeof detail, "label=%s firmware-key key=destroyed", req->label);
+        TRY(store_ca_status_set(ca->st, req->label, CA_ST_ACTIVE, CA_ST_RETIRED,
+                                req->actor ? req->actor : "keyline", "ca-retire", detail));
+        TRY(ca_retire_key(ca, req->label, 0));
+        goto out;
+    }
     /* while the key still signs: OCSP for what it issued goes on without it */
     TRY(ca_ocsp_signer_final(ca, req->label, req->actor));
     TRY(ca_retire_until(ca, req->label, &until));

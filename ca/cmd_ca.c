@@ -304,8 +304,14 @@ static kl_rc cmd_ca_retire(cli *c, int argc, char **argv)
     }
     ENSURE(req.label && optind == argc, KL_EUSAGE, "ca retire needs --label L");
     TRY(cli_open(c, 1, &ca));
+    int firmware = ca_is_firmware_key(ca, req.label);
     TRY(ca_retire(ca, &req, &crl));
-    if (crl) {
+    if (firmware) {
+        fprintf(stderr,
+                "keyline-ca: firmware key '%s' retired: it signs nothing more, its key is "
+                "destroyed in the token\n",
+                req.label);
+    } else if (crl) {
         ASN1_INTEGER *num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
         char until[32] = "?";
         struct tm tm;

@@ -147,3 +147,15 @@ grep -q "firmware key 'fw1' cannot sign: its certificate .* is revoked (keyCompr
   fail "no reason given for the revoked key: $(cat revoked.err)"
 [ ! -e r.img ] || fail "revoked key: output written"
 ok "firmware key rotated (fw2 signs, no CRL); revoked fw1 refused with its reason"
+
+# --- retiring a firmware key (docs/firmware.md 6): no OCSP signer, no CRL; its key destroyed ---
+kca ca retire --label fw2 >retire.out 2>retire.err || { cat retire.err; fail "ca retire of a firmware key"; }
+grep -q "firmware key 'fw2' retired" retire.err && [ ! -s retire.out ] || fail "retire said: $(cat retire.err retire.out)"
+kca ca list | grep -q "^fw2 .*retired" || fail "fw2 is not retired: $(kca ca list)"
+! pkcs11-tool --module "$KL_MODULE" --token-label keyline-test --login --pin "$KEYLINE_PIN" \
+  --list-objects --type privkey 2>/dev/null | grep -q "label: *fw2$" || fail "fw2's key is still in the token"
+rc=0; kca sign-image --key fw2 --in app.bin --out r.img --version 1.0.0 --pad-header 2>ret.err || rc=$?
+[ $rc = 4 ] && grep -q "firmware key 'fw2' is retired" ret.err || fail "retired fw2 signed (exit $rc): $(cat ret.err)"
+kca audit list | grep -q " ca-retire .*label=fw2 firmware-key key=destroyed" || fail "no ca-retire audit entry"
+kca audit verify >/dev/null || fail "audit verify"
+ok "a firmware key is retired (no CRL), its key destroyed; it signs nothing more"
