@@ -56,13 +56,15 @@ out:
     return rc;
 }
 
-/* [ceremony] release-keys: such a key signs only through a ceremony (docs/firmware.md). */
-static kl_rc cmd_image_release_guard(cli *c, const char *key)
+/* [ceremony] release-keys: such a key, and a rotation of one, signs only through a ceremony
+ * (docs/firmware.md). */
+static kl_rc cmd_image_release_guard(cli *c, ca_ctx *ca, const char *key)
 {
     kl_rc rc = cli_conf(c);
-    if (rc == KL_OK && ca_image_release_key(c->conf, key)) {
+    if (rc == KL_OK && ca_image_release_key_in(ca, c->conf, key)) {
         rc = kl_fail(KL_EPOLICY,
-                     "firmware key '%s' is a release key ([ceremony] release-keys): keyline-ca "
+                     "firmware key '%s' is a release key ([ceremony] release-keys names it or a "
+                     "key of its subject, which it rotates): keyline-ca "
                      "ceremony propose sign-image --key %s ..., then officers approve, then "
                      "keyline-ca ceremony run",
                      key, key);
@@ -83,7 +85,6 @@ kl_rc cmd_sign_image(cli *c, int argc, char **argv)
     TRY(cmd_image_parse(argc, argv, &a));
     ENSURE(strcmp(a.out, "-") != 0, KL_EUSAGE, "sign-image writes a file: --out FILE");
     TRY(cli_out_check(c, a.out)); /* before anything is signed */
-    TRY(cmd_image_release_guard(c, a.key));
     rc = kl_file_read(a.in, IMG_PAYLOAD_MAX, &in, &in_len);
     if (rc != KL_OK) {
         rc = kl_wrap(rc, "--in %s", a.in);
@@ -95,6 +96,7 @@ kl_rc cmd_sign_image(cli *c, int argc, char **argv)
     a.req.in_len = in_len;
     a.req.actor = c->actor;
     TRY(cli_open(c, 1, &ca));
+    TRY(cmd_image_release_guard(c, ca, a.key));
     TRY(ca_image_sign(ca, &a.req, &img, &img_len, &res));
     rc = cli_output(c, a.out, img, img_len);
     if (rc != KL_OK) {

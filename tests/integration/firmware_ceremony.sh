@@ -18,6 +18,13 @@ rc=0; kca sign-image --key fw1 --in app.bin --out plain.img --version 3.0.0 2>er
 [ ! -e plain.img ] || fail "refused plain sign-image wrote its output"
 kca sign-image --key fwdev --in app.bin --out dev.img --version 3.0.0 --pad-header 2>/dev/null || fail "a key that is no release key"
 ok "the plain sign-image refuses the release key fw1 and signs with fwdev"
+# a rotation of the release key (ca rotate keeps the subject) is one too, before release-keys
+# names it: else the successor, which devices take during the change-over, signs with no quorum
+kca ca rotate --label fw1 --new-label fw1b >fw1b.pem 2>/dev/null || fail "rotate fw1"
+rc=0; kca sign-image --key fw1b --in app.bin --out plain.img --version 3.0.0 --pad-header 2>err.txt || rc=$?
+[ $rc = 4 ] && grep -q "'fw1b' is a release key" err.txt || { cat err.txt; fail "fw1b, a rotation of fw1, signed plainly (exit $rc)"; }
+[ ! -e plain.img ] || fail "refused plain sign-image wrote its output"
+ok "the plain sign-image refuses fw1b, a rotation of the release key fw1"
 
 id=$(kca ceremony propose sign-image --key fw1 --in app.bin --out rel.img --version 3.0.0+7 \
   --security-counter 4 --pad-header yes --header-size 0x200)
