@@ -147,7 +147,7 @@ static kl_rc order_id_new(time_t now, char out[40])
 kl_rc ca_order_create(ca_ctx *ca, const order_req *r, const char *actor, store_order *out)
 {
     kl_rc rc = KL_OK;
-    char id[40];
+    char id[40], by[ORDER_VALUE_MAX + 1];
     EVP_PKEY *key = NULL;
     uint8_t *spki = NULL;
     size_t spki_len = 0;
@@ -162,6 +162,7 @@ kl_rc ca_order_create(ca_ctx *ca, const order_req *r, const char *actor, store_o
            ORDER_COUNT_MAX);
     ENSURE(r->expires > now, KL_EUSAGE, "--expires is in the past");
     ENSURE(actor && strlen(actor) <= ORDER_VALUE_MAX, KL_EUSAGE, "order: actor too long");
+    store_order_actor_clean(actor, by, sizeof by); /* the report carries printable ASCII only */
     TRY(order_id_new(now, id));
     store_order o = {.id = id,
                      .model = (char *)r->model,
@@ -170,11 +171,11 @@ kl_rc ca_order_create(ca_ctx *ca, const order_req *r, const char *actor, store_o
                      .count = r->count,
                      .expires = r->expires,
                      .created = now,
-                     .created_by = (char *)actor};
+                     .created_by = by};
     TRY(order_text(&o, &text));
     TRY(order_audit_key(ca, &spki, &spki_len, &key));
     TRY(ceremony_sign(key, text.data, text.len, &o.sig, &o.sig_len));
-    rc = store_order_create(ca_store(ca), &o, actor);
+    rc = store_order_create(ca_store(ca), &o, by);
     free(o.sig);
     TRY(rc);
     TRY(store_order_get(ca_store(ca), id, out));

@@ -23,7 +23,7 @@
 #include "store_order.h"
 
 #define ORDER_REPORT_MAX (64 * 1024 * 1024)
-#define ORDER_VALUE_MAX 1024 /* an actor: keyline-cad's peer and the operator */
+#define ORDER_VALUE_MAX STORE_ORDER_ACTOR_MAX /* an actor: keyline-cad's peer and the operator */
 
 typedef struct {
     const char *model;   /* the device model (HELLO, the IDevID's CN) */

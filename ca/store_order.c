@@ -17,10 +17,15 @@ static const store_q q_or_insert = {
     NULL};
 static const store_q q_or_get = {"SELECT " OR_COLS " FROM orders WHERE id = ?1", NULL};
 static const store_q q_or_list = {"SELECT " OR_COLS " FROM orders ORDER BY created, id", NULL};
-/* open first, then the newest */
+/* The device's model first (?3, "" for any), then an order that still allows one (open,
+ * unexpired at ?4, not exhausted), then open ones, then the newest: a station may hold orders
+ * for several models, and a newer order that is used up or expired must not hide an older one
+ * that still has units. */
 static const store_q q_or_find = {
     "SELECT " OR_COLS " FROM orders WHERE station = ?1 AND profile = ?2"
-    " ORDER BY CASE WHEN state = 'open' THEN 0 ELSE 1 END, created DESC, id DESC LIMIT 1",
+    " ORDER BY CASE WHEN model = ?3 THEN 0 ELSE 1 END,"
+    " CASE WHEN state = 'open' AND expires > ?4 AND issued < count THEN 0"
+    " WHEN state = 'open' THEN 1 ELSE 2 END, created DESC, id DESC LIMIT 1",
     NULL};
 static const store_q q_or_any = {"SELECT 1 FROM orders WHERE profile = ?1 LIMIT 1", NULL};
 /* the count: one row changes only while the order allows one more */
@@ -150,7 +155,7 @@ void store_order_list_free(store_order *v, size_t n)
 }
 
 typedef struct {
-    const char *station, *profile;
+    const char *station, *profile, *model;
     store_order *out;
     int found, controlled;
 } or_find_arg;
@@ -173,6 +178,8 @@ static kl_rc or_find_tx(store_conn *c, void *arg)
     TRY(sc_stmt(c, &q_or_find, &st));
     TRY(sc_text(st, 1, a->station));
     TRY(sc_text(st, 2, a->profile));
+    TRY(sc_text(st, 3, a->model ? a->model : ""));
+    TRY(sc_int(st, 4, (int64_t)time(NULL)));
     TRY(sc_step(st, &row, "find the station's order"));
     if (row) {
         ENSURE(row_order(st, a->out) == 0, KL_EINTERNAL, "out of memory");
@@ -183,13 +190,13 @@ out:
     return rc;
 }
 
-kl_rc store_order_find(store *s, const char *station, const char *profile, store_order *out,
-                       int *controlled)
+kl_rc store_order_find(store *s, const char *station, const char *profile, const char *model,
+                       store_order *out, int *controlled)
 {
     kl_rc rc = KL_OK;
     ENSURE(s && profile && out && controlled, KL_EUSAGE, "store_order_find: missing argument");
     memset(out, 0, sizeof *out);
-    or_find_arg a = {station, profile, out, 0, 0};
+    or_find_arg a = {station, profile, model, out, 0, 0};
     TRY(store_get(s, or_find_tx, &a));
     *controlled = a.controlled;
     ENSURE(a.found, KL_ENOTFOUND, "no production order of station %s for profile %s",
@@ -278,14 +285,38 @@ out:
     return rc;
 }
 
+void store_order_actor_clean(const char *in, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+        int plain = *p >= 0x20 && *p <= 0x7e;
+        if (k + (plain ? 1 : 4) >= cap) {
+            break;
+        }
+        if (plain) {
+            out[k++] = (char)*p;
+        } else {
+            out[k++] = '\\';
+            out[k++] = 'x';
+            out[k++] = hex[*p >> 4];
+            out[k++] = hex[*p & 15];
+        }
+    }
+    out[k] = 0;
+}
+
 kl_rc store_order_close(store *s, const char *id, const char *actor, int *was_open)
 {
     kl_rc rc = KL_OK;
     store_order o;
+    char clean[STORE_ORDER_ACTOR_MAX + 1];
     memset(&o, 0, sizeof o);
     ENSURE(s && id && actor, KL_EUSAGE, "store_order_close: missing argument");
     TRY(store_order_get(s, id, &o)); /* KL_ENOTFOUND names it */
-    or_close_arg a = {id, actor, 0};
+    /* the report's closed-by line is printable ASCII (order_report_verify refuses others) */
+    store_order_actor_clean(actor, clean, sizeof clean);
+    or_close_arg a = {id, clean, 0};
     TRY(store_write(s, or_close_tx, &a));
     if (was_open) {
         *was_open = a.was_open;

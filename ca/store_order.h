@@ -18,6 +18,7 @@
 
 #define STORE_ORDER_OPEN "open"
 #define STORE_ORDER_CLOSED "closed"
+#define STORE_ORDER_ACTOR_MAX 1024 /* bytes of created_by, closed_by (after cleaning) */
 
 typedef struct {
     char *id;
@@ -43,15 +44,22 @@ kl_rc store_order_get(store *s, const char *id, store_order *out) KL_WUR;
 /* Every order, oldest first. Free with store_order_list_free. */
 kl_rc store_order_list(store *s, store_order **out, size_t *n) KL_WUR;
 void store_order_list_free(store_order *v, size_t n);
-/* The order a certificate of `profile` for `station` is counted against: the newest open one
- * of that station and profile, else the newest of any state (to say why it cannot be used).
+/* The order a certificate of `profile` for `station` is counted against: of that station's
+ * orders for the profile, one for `model` (NULL: any model) before others, one that still
+ * allows a certificate (open, unexpired, not exhausted) before one that does not, open before
+ * closed, then the newest; the one returned says why it cannot be used when none can.
  * *controlled: the profile has orders at all (then every issuance needs one). KL_ENOTFOUND
  * when the station has none for the profile. station may be NULL (only *controlled). Read on
  * the store's reader connection (store_get): an early check on every issuance of a front end,
  * it does not wait behind a group commit's fsync; the count itself is taken in the insert. */
-kl_rc store_order_find(store *s, const char *station, const char *profile, store_order *out,
-                       int *controlled) KL_WUR;
-/* open -> closed; audit "order-close". KL_OK if it was already closed (*was_open 0). */
+kl_rc store_order_find(store *s, const char *station, const char *profile, const char *model,
+                       store_order *out, int *controlled) KL_WUR;
+/* An actor as an order's signed text and report carry it: printable ASCII, any other byte as
+ * \xHH (an operator's UTF-8 name on a station's dashboard), cut to cap - 1 bytes before an
+ * escape that does not fit. */
+void store_order_actor_clean(const char *in, char *out, size_t cap);
+/* open -> closed; audit "order-close". KL_OK if it was already closed (*was_open 0). The actor
+ * is recorded as store_order_actor_clean() makes it. */
 kl_rc store_order_close(store *s, const char *id, const char *actor, int *was_open) KL_WUR;
 /* The certificates counted against an order, in issue order. */
 typedef int (*store_order_cert_cb)(void *arg, const char *serial, const char *device_id,

@@ -383,7 +383,9 @@ static kl_rc cad_order_for(cad_call *c, const ca_csr *csr, char *order_id, size_
     memset(&o, 0, sizeof o);
     order_id[0] = 0;
     TRY(cad_str(c, CAP_T_STATION, station, sizeof station));
-    rc = store_order_find(ca_store(c->d->ca), station[0] ? station : NULL, c->prof->name, &o,
+    X509_NAME_get_text_by_NID(X509_REQ_get_subject_name(ca_csr_req(csr)), NID_commonName, cn,
+                              sizeof cn);
+    rc = store_order_find(ca_store(c->d->ca), station[0] ? station : NULL, c->prof->name, cn, &o,
                           &controlled);
     if (!controlled) {
         rc = KL_OK;
@@ -398,8 +400,6 @@ static kl_rc cad_order_for(cad_call *c, const ca_csr *csr, char *order_id, size_
                      c->prof->name);
     }
     TRY(rc);
-    X509_NAME_get_text_by_NID(X509_REQ_get_subject_name(ca_csr_req(csr)), NID_commonName, cn,
-                              sizeof cn);
     ENSURE(strcmp(cn, o.model) == 0, KL_EPOLICY,
            "device model '%s' is not production order %s's model '%s'", cn, o.id, o.model);
     ENSURE(strcmp(cad_order_state(&o), "open") == 0, KL_EPOLICY,
@@ -1168,7 +1168,7 @@ static kl_rc cad_op_order(cad_call *c)
     store_order o;
     memset(&o, 0, sizeof o);
     TRY(cad_str(c, CAP_T_STATION, station, sizeof station));
-    rc = store_order_find(ca_store(c->d->ca), station, c->prof->name, &o, &controlled);
+    rc = store_order_find(ca_store(c->d->ca), station, c->prof->name, NULL, &o, &controlled);
     if (rc == KL_ENOTFOUND) {
         rc = cap_put_str(c->rsp, CAP_T_STATE, "none");
         goto out;

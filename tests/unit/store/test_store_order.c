@@ -92,7 +92,8 @@ static void test_create_find_close(void **state)
     fx *f = *state;
     store_order o;
     int controlled = -1, was_open = -1;
-    assert_int_equal(store_order_find(f->s, "line-7", "station", &o, &controlled), KL_ENOTFOUND);
+    assert_int_equal(store_order_find(f->s, "line-7", "station", NULL, &o, &controlled),
+                     KL_ENOTFOUND);
     assert_int_equal(controlled, 0);
     order_make(f->s, "O-1", 3, time(NULL) + 3600);
     assert_int_equal(store_order_create(f->s, &(store_order){0}, "test"), KL_EUSAGE);
@@ -107,7 +108,7 @@ static void test_create_find_close(void **state)
                        .sig = sig,
                        .sig_len = 1};
     assert_int_equal(store_order_create(f->s, &dup, "test"), KL_EEXIST);
-    assert_int_equal(store_order_find(f->s, "line-7", "station", &o, &controlled), KL_OK);
+    assert_int_equal(store_order_find(f->s, "line-7", "station", NULL, &o, &controlled), KL_OK);
     assert_string_equal(o.id, "O-1");
     assert_int_equal(o.count, 3);
     assert_int_equal(o.issued, 0);
@@ -115,7 +116,8 @@ static void test_create_find_close(void **state)
     assert_null(o.closed_by);
     store_order_free(&o);
     /* another station has no order, but the profile is under orders */
-    assert_int_equal(store_order_find(f->s, "line-9", "station", &o, &controlled), KL_ENOTFOUND);
+    assert_int_equal(store_order_find(f->s, "line-9", "station", NULL, &o, &controlled),
+                     KL_ENOTFOUND);
     assert_int_equal(controlled, 1);
     assert_int_equal(store_order_close(f->s, "O-1", "officer", &was_open), KL_OK);
     assert_int_equal(was_open, 1);
@@ -142,6 +144,76 @@ static int count_cb(void *arg, const char *serial, const char *dev, time_t issue
     assert_non_null(dev);
     (*(int *)arg)++;
     return 0;
+}
+
+static void order_make_model(store *s, const char *id, const char *model, int64_t count,
+                             time_t expires, time_t created)
+{
+    uint8_t sig[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    store_order o = {.id = (char *)id,
+                     .model = (char *)model,
+                     .station = "line-7",
+                     .profile = "station",
+                     .count = count,
+                     .expires = expires,
+                     .created = created,
+                     .created_by = "test",
+                     .sig = sig,
+                     .sig_len = sizeof sig};
+    assert_int_equal(store_order_create(s, &o, "test"), KL_OK);
+}
+
+static void find_is(store *s, const char *model, const char *want)
+{
+    store_order o;
+    int controlled = 0;
+    assert_int_equal(store_order_find(s, "line-7", "station", model, &o, &controlled), KL_OK);
+    assert_string_equal(o.id, want);
+    store_order_free(&o);
+}
+
+/* A station with orders for two models, and a newer order that expired: each model finds its
+ * own order, and the expired one hides no order that still has units. */
+static void test_find_model_and_usable(void **state)
+{
+    fx *f = *state;
+    time_t now = time(NULL);
+    order_make_model(f->s, "O-A", "acme-1", 5, now + 3600, now - 30);
+    order_make_model(f->s, "O-B", "acme-2", 5, now + 3600, now - 20);
+    find_is(f->s, "acme-1", "O-A");
+    find_is(f->s, "acme-2", "O-B");
+    find_is(f->s, "acme-3", "O-B"); /* no order for the model: the newest usable says why */
+    /* a newer acme-1 order that expired (created with a past expiry through the row) */
+    order_make_model(f->s, "O-C", "acme-1", 5, now + 3600, now - 10);
+    assert_int_equal(sql(f->path, "UPDATE orders SET expires = 1 WHERE id = 'O-C'", NULL), 0);
+    find_is(f->s, "acme-1", "O-A");
+    find_is(f->s, NULL, "O-B");
+    /* O-A used up: the acme-1 order found is one that says why (not acme-2's) */
+    assert_int_equal(sql(f->path, "UPDATE orders SET issued = count WHERE id = 'O-A'", NULL), 0);
+    store_order o;
+    int controlled = 0;
+    assert_int_equal(store_order_find(f->s, "line-7", "station", "acme-1", &o, &controlled), KL_OK);
+    assert_string_equal(o.model, "acme-1");
+    store_order_free(&o);
+}
+
+/* An operator's UTF-8 name (a station's dashboard) is recorded as printable ASCII: the order's
+ * report carries nothing else. */
+static void test_close_actor_clean(void **state)
+{
+    fx *f = *state;
+    store_order o;
+    char small[8];
+    order_make(f->s, "O-1", 3, time(NULL) + 3600);
+    assert_int_equal(store_order_close(f->s, "O-1", "station for operator j\xc3\xbcrgen\n", NULL),
+                     KL_OK);
+    assert_int_equal(store_order_get(f->s, "O-1", &o), KL_OK);
+    assert_string_equal(o.closed_by, "station for operator j\\xc3\\xbcrgen\\x0a");
+    store_order_free(&o);
+    store_order_actor_clean("ab\xff", small, sizeof small);
+    assert_string_equal(small, "ab\\xff");
+    store_order_actor_clean("abcd\xff", small, sizeof small); /* the escape does not fit */
+    assert_string_equal(small, "abcd");
 }
 
 static void test_count_in_the_transaction(void **state)
@@ -251,6 +323,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_find_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_find_model_and_usable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_actor_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(test_count_in_the_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_processes_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration, setup, teardown),
