@@ -495,14 +495,17 @@ const char *st_reason_name(int reason);
 json_t *st_order_json(const st_station *st);
 /* keyline_station_order_* gauges (nothing without an order); caller holds st->mu. */
 kl_rc st_order_metrics(const st_station *st, kl_buf *out) KL_WUR;
-/* Close this station's order (an operator on the dashboard). */
-kl_rc st_order_close(st_station *st, const char *who) KL_WUR;
+/* Close this station's order `id` (an operator on the dashboard). KL_EEXIST when the station's
+ * order is another one by now, KL_ENOTFOUND when it has none. */
+kl_rc st_order_close(st_station *st, const char *id, const char *who) KL_WUR;
 /* Ask keyline-cad for this station's order ([station] id) and update st->order. Nothing to do
  * without an id. keyline-cad's errors. */
 kl_rc st_order_refresh(st_station *st) KL_WUR;
-/* KL_OK when a device may start; KL_EPOLICY with the reason (st->order.why) when the station's
- * order is exhausted, expired or closed. Refreshes the order first. */
-kl_rc st_order_gate(st_station *st) KL_WUR;
+/* KL_OK when device h may start; KL_EPOLICY with the reason (st->order.why) when the station's
+ * order is exhausted, expired or closed and h would need a new certificate (a device resuming
+ * its pending certificate, or locked with its own, takes no unit and may start). Refreshes the
+ * order first. */
+kl_rc st_order_gate(st_station *st, const st_hello *h) KL_WUR;
 
 /* Build the JSON line for an outcome (malloc'd, with trailing newline). Exposed for tests. */
 char *st_result_json(const st_outcome *o, const char *fixture, long long unix_ms);

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,7 @@ static enum MHD_Result st_dash_json(struct MHD_Connection *c, json_t *j)
 
 typedef struct {
     st_dash *d;
+    int fd;             /* the client's socket, to see it leave between events (-1: unknown) */
     unsigned long sent; /* the station version last sent */
     long sent_ms;
     int any;
@@ -104,6 +106,21 @@ static unsigned long st_dash_version(st_station *st)
     unsigned long v = st->version;
     pthread_mutex_unlock(&st->mu);
     return v;
+}
+
+/* Wait up to ms; 1 when the client closed its end meanwhile. Only a hang-up is watched (not
+ * POLLIN), so a client that sends bytes cannot make this spin. With one thread per connection
+ * a stream's thread sits here between events: without this, each page reload or dropped stream
+ * kept its thread and connection slot until the next keep-alive failed (up to 15 s). */
+static int st_sse_gone(int fd, long ms)
+{
+    if (fd < 0) {
+        st_sleep_ms(ms);
+        return 0;
+    }
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    int n = poll(&p, 1, (int)ms);
+    return n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
 /* The next event: the state when it changed (at most 4 a second), a comment line to keep the
@@ -148,7 +165,9 @@ static int st_sse_next(st_sse *e)
             e->sent_ms = now;
             return e->buf != NULL;
         }
-        st_sleep_ms(250);
+        if (st_sse_gone(e->fd, 250)) {
+            return 0;
+        }
     }
 }
 
@@ -179,6 +198,9 @@ static enum MHD_Result st_dash_events(st_dash *d, struct MHD_Connection *c)
         return MHD_NO;
     }
     e->d = d;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    e->fd = ci ? ci->connect_fd : -1;
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, st_sse_read, e, st_sse_free);
     if (!r) {
@@ -239,11 +261,15 @@ static enum MHD_Result st_dash_action(st_dash *d, struct MHD_Connection *c, cons
 {
     enum MHD_Result ret = MHD_NO;
     char who[128];
+    const char *order = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
+    if (rt->kind == ST_ROUTE_ORDER_CLOSE && (!order || !*order)) {
+        return st_dash_text(c, MHD_HTTP_BAD_REQUEST, "which order? POST /order/close?id=ORDER\n");
+    }
     if (st_dash_operator(d, c, who, sizeof who, &ret) != 0) {
         return ret;
     }
     kl_rc rc = rt->kind == ST_ROUTE_ORDER_CLOSE
-                   ? st_order_close(d->st, who)
+                   ? st_order_close(d->st, order, who)
                    : st_station_pause(d->st, rt->fixture, rt->kind == ST_ROUTE_PAUSE, who);
     if (rc != KL_OK) {
         char msg[600];

@@ -8,7 +8,8 @@
  *   GET  /metrics     Prometheus text: devices by outcome, phase durations, fixture states,
  *                     the production order's remaining units
  *   GET  /healthz     "ok"
- *   POST /fixture/NAME/pause, /fixture/NAME/resume, /order/close
+ *   POST /fixture/NAME/pause, /fixture/NAME/resume, /order/close?id=ORDER (the order the
+ *                     operator confirmed; 409 when the station's order is another one)
  *                     operator actions: HTTP Basic against [station] dashboard-users (an
  *                     htpasswd-style file, kl_http.h) and the X-Keyline-Dashboard header
  * Everything else is read-only and needs no log-in. The station's threads never wait for the

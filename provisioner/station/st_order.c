@@ -101,7 +101,28 @@ out:
     return rc;
 }
 
-kl_rc st_order_gate(st_station *st)
+/* Whether the device would take a unit of the order (a new certificate). One that resumes its
+ * pending certificate (vanished, replugged, station restarted: its unit was taken at issue) or
+ * is locked with its own takes none, so it may finish whatever the order's state. 1 when
+ * keyline-cad cannot tell. */
+static int st_order_needs_unit(st_station *st, const st_hello *h)
+{
+    st_known k;
+    st_plan plan;
+    X509 *certs[ST_MAX_KNOWN];
+    kl_rc rc = st_known_load(st, h->hw_serial, &k, certs);
+    for (size_t i = 0; i < ST_MAX_KNOWN; i++) {
+        X509_free(certs[i]);
+    }
+    if (rc != KL_OK) {
+        return 1;
+    }
+    st_plan_decide(h, &k, st->cfg.mode, st->reprovision, st->reprovision_reason, &plan);
+    return plan.nrevoke || (plan.action != ST_ACT_RESUME && plan.action != ST_ACT_ACTIVATE &&
+                            plan.action != ST_ACT_ALREADY);
+}
+
+kl_rc st_order_gate(st_station *st, const st_hello *h)
 {
     char why[256] = "";
     if (!st->cfg.station_id[0]) {
@@ -114,10 +135,13 @@ kl_rc st_order_gate(st_station *st)
     pthread_mutex_lock(&st->mu);
     snprintf(why, sizeof why, "%s", st->order.why);
     pthread_mutex_unlock(&st->mu);
-    return why[0] ? kl_fail(KL_EPOLICY, "%s", why) : KL_OK;
+    if (why[0] && st_order_needs_unit(st, h)) {
+        return kl_fail(KL_EPOLICY, "%s", why);
+    }
+    return KL_OK;
 }
 
-kl_rc st_order_close(st_station *st, const char *who)
+kl_rc st_order_close(st_station *st, const char *want, const char *who)
 {
     kl_rc rc = KL_OK;
     kl_buf req;
@@ -130,6 +154,10 @@ kl_rc st_order_close(st_station *st, const char *who)
     snprintf(id, sizeof id, "%s", st->order.id);
     pthread_mutex_unlock(&st->mu);
     ENSURE(have, KL_ENOTFOUND, "this station works without a production order");
+    /* the order the operator confirmed, not whichever the station shows by now (a new order
+     * may have replaced it between the page's last update and the click) */
+    ENSURE(strcmp(want, id) == 0, KL_EEXIST,
+           "the station works under production order %s now, not %s: nothing closed", id, want);
     TRY(cap_msg_begin(&req, CAP_OP_ORDER_CLOSE, 0));
     TRY(cap_put_str(&req, CAP_T_PROFILE, st->cfg.profile));
     TRY(cap_put_str(&req, CAP_T_STATION, st->cfg.station_id));

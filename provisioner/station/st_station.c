@@ -421,7 +421,7 @@ static st_fx_step st_fx_gate(st_fx_loop *L, st_outcome *o)
         st_sleep_ms(ST_IDLE_POLL_MS);
         return FX_STEP_NEXT;
     }
-    if (o->have_hello && st_order_gate(st) != KL_OK) {
+    if (o->have_hello && st_order_gate(st, &o->hello) != KL_OK) {
         /* the order does not allow another device: it waits on the fixture, untouched, and
          * starts when an officer opens a new order (or stays until it is taken away) */
         if (fx->state != ST_FX_BLOCKED) {

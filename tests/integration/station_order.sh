@@ -115,9 +115,13 @@ st_dev 1 NEW-1
 sc=$!; st_pids+=($sc)
 st_wait_grep '"hw_serial":"NEW-1"' results.jsonl 60 || fail "NEW-1 not provisioned under the new order"
 st_check_device NEW-1
-code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'X-Keyline-Dashboard: 1' "$URL/order/close")
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'X-Keyline-Dashboard: 1' "$URL/order/close?id=$id2")
 [ "$code" = 401 ] || fail "order close without a password: HTTP $code"
-curl -fs -X POST -u bob:op-secret -H 'X-Keyline-Dashboard: 1' "$URL/order/close" >/dev/null || fail "order close on the dashboard"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -u bob:op-secret -H 'X-Keyline-Dashboard: 1' "$URL/order/close")
+[ "$code" = 400 ] || fail "order close without the order's id: HTTP $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -u bob:op-secret -H 'X-Keyline-Dashboard: 1' "$URL/order/close?id=$id")
+[ "$code" = 409 ] || fail "order close naming the station's previous order: HTTP $code"
+curl -fs -X POST -u bob:op-secret -H 'X-Keyline-Dashboard: 1' "$URL/order/close?id=$id2" >/dev/null || fail "order close on the dashboard"
 kca order show "$id2" | grep -q "state:      closed" || fail "the dashboard did not close the order"
 kca order show "$id2" | grep "closed: .* for operator bob" || { kca order show "$id2"; fail "closed by whom"; }
 st_dev 1 NEW-2

@@ -152,7 +152,7 @@
   }
 
   async function act(path) {
-    if (!cred) { pending = path; showLogin('Log in to ' + path.split('/').pop() + '.'); return; }
+    if (!cred) { pending = path; showLogin('Log in to ' + path.split('?')[0].split('/').pop() + '.'); return; }
     const r = await fetch(path, {method: 'POST', credentials: 'omit',
       headers: {'Authorization': cred, 'X-Keyline-Dashboard': '1'}});
     if (r.status === 401) { cred = null; pending = path; showLogin('Wrong operator or password.'); return; }
@@ -181,8 +181,9 @@
     if (pending) { const p2 = pending; pending = null; act(p2); }
   });
   $('o-close').addEventListener('click', () => {
-    if (state && state.order && confirm('Close production order ' + state.order.id +
-        '? No further device can be provisioned under it.')) act('/order/close');
+    const id = state && state.order ? state.order.id : null;
+    if (id && confirm('Close production order ' + id +
+        '? No further device can be provisioned under it.')) act('/order/close?id=' + encodeURIComponent(id));
   });
   setInterval(() => {            /* the elapsed time ticks between events */
     if (state && state.fixtures.some((f) => f.state === 'working')) render();

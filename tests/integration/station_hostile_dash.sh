@@ -1,0 +1,110 @@
+# The line dashboard and production orders under hostile or unlucky use (docs/station.md 3 and
+# 11): a station with orders for two models makes the older model too; the device that took an
+# order's last unit and vanished before its certificate was stored resumes once the order is
+# used up (it takes no second unit), while a new device stays untouched; event streams dropped
+# by the dozen do not hold the dashboard's connection slots; closing an order on the dashboard
+# names the order the operator confirmed; an operator with a UTF-8 name closes it through the
+# page in Chromium and the officer's signed report of it still verifies.
+source "$KL_SRC/tests/integration/station_common.sh"
+command -v chromium >/dev/null || fail "chromium is not installed (scripts/deps installs it)"
+OUT="$KL_BUILD/test-output/station_hostile_dash"
+rm -rf "$OUT"; mkdir -p "$OUT"
+printf 'op-secret\n' | openssl passwd -6 -stdin | sed 's/^/jürgen:/' >operators.htpasswd
+st_setup "id = line-7" "dashboard-users = operators.htpasswd"
+tomorrow=$(date -u -d '+1 day' +%Y-%m-%d)
+sim=$(kca order create --model keyline-sim --count 1 --station line-7 --expires "$tomorrow")
+sleep 1.1 # a newer order (created has one-second resolution) for another model
+other=$(kca order create --model other-model --count 3 --station line-7 --expires "$tomorrow")
+st_fixture 1
+
+# ---- the last unit: taken at issue, the device vanishes on PUTCERT, then comes back
+st_dev 1 LAST-1 --misbehave vanish --vanish-at putcert
+ST_STATION_TIMEOUT=30 st_station --port "$KL_TEST_DIR/fix1" --count 1 && fail "LAST-1: exit 0 although it vanished"
+grep -q "is not production order $other's model" results.jsonl &&
+  fail "the newer order for other-model hid order $sim for keyline-sim"
+kca order show "$sim" | grep -q "issued:     1 of 1 (0 remaining)" || { kca order show "$sim"; fail "LAST-1 did not take the unit"; }
+pending=$(st_result LAST-1 cert_serial)
+[ -n "$pending" ] || fail "LAST-1 has no pending certificate"
+st_dev 1 LAST-1
+ST_STATION_TIMEOUT=30 st_station --port "$KL_TEST_DIR/fix1" --count 1 ||
+  { tail -5 station.log; fail "LAST-1 could not resume its certificate: the order's last unit is lost"; }
+[ "$(st_result LAST-1 action)" = resumed ] || fail "LAST-1: action $(st_result LAST-1 action)"
+[ "$(st_result LAST-1 cert_serial)" = "$pending" ] || fail "LAST-1 got another certificate"
+st_check_device LAST-1
+kca order show "$sim" | grep -q "issued:     1 of 1 (0 remaining)" || fail "resuming took a second unit"
+ok "orders for two models; the device of $sim's last unit resumed with certificate $pending"
+
+# a new keyline-sim device gets nothing: its order is used up
+st_dev 1 NEW-1
+ST_STATION_TIMEOUT=15 st_station --port "$KL_TEST_DIR/fix1" --count 1 && fail "NEW-1 provisioned past order $sim"
+[ "$(st_all_count NEW-1)" = 0 ] || fail "NEW-1 got a certificate"
+ok "a new device after the last unit gets nothing"
+st_unplug 1
+
+# ---- the dashboard: dropped event streams, closing the order the operator saw
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+URL="http://127.0.0.1:$port"
+"$KPROV" -c "$KL_CONF" --port "$KL_TEST_DIR/fix1" --dashboard "127.0.0.1:$port" >>dash.log 2>&1 &
+sp=$!; st_pids+=($sp)
+for i in $(seq 1 100); do curl -fs "$URL/healthz" >/dev/null && break; sleep 0.1; done
+curl -fs "$URL/healthz" >/dev/null || { tail dash.log; fail "dashboard did not answer"; }
+python3 - "$port" <<'PY' || fail "dropped event streams hold the dashboard (above)"
+import socket, sys, time
+port = int(sys.argv[1])
+streams = []
+for i in range(70):  # more than the listener's 64 connections
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    streams.append(s)
+time.sleep(0.5)
+for s in streams:
+    s.close()
+t0 = time.time()
+while time.time() - t0 < 20:
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=1)
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        if c.recv(64).startswith(b"HTTP/1.1 200"):
+            break
+    except OSError:
+        pass
+    time.sleep(0.1)
+took = time.time() - t0
+print("healthz answered %.1f s after 70 dropped event streams" % took)
+sys.exit(0 if took < 3 else 1)
+PY
+ok "70 dropped event streams free their connections at once"
+
+h=(-H 'X-Keyline-Dashboard: 1' -u 'jürgen:op-secret')
+code=$(curl -s -o close.txt -w '%{http_code}' -X POST "${h[@]}" "$URL/order/close")
+[ "$code" = 400 ] || fail "order close without the order's id: HTTP $code"
+code=$(curl -s -o close.txt -w '%{http_code}' -X POST "${h[@]}" "$URL/order/close?id=$sim")
+[ "$code" = 409 ] && grep -q "works under production order $other now, not $sim" close.txt ||
+  fail "closing an order the station no longer shows: HTTP $code $(cat close.txt)"
+kca order show "$other" | grep -q "state:      open" || fail "order $other closed by a request naming $sim"
+
+python3 - "$URL" "$OUT" "$other" <<'PY' || fail "closing the order through the page (above)"
+import os, sys
+sys.path.insert(0, os.environ["KL_SRC"] + "/tests/lib")
+from cdp import Browser
+url, out, order = sys.argv[1:4]
+with Browser(log=out + "/chromium.log") as b:
+    b.open(url + "/", 1280, 800)
+    b.wait("document.getElementById('o-id').textContent == '%s'" % order, 20)
+    b.wait("!document.getElementById('o-close').classList.contains('hidden')", 10)
+    b.eval("window.confirm = () => true; document.getElementById('o-close').click(); true")
+    b.wait("!document.getElementById('login').classList.contains('hidden')", 10)
+    b.eval("""document.getElementById('login-user').value = 'j\u00fcrgen';
+              document.getElementById('login-pass').value = 'op-secret';
+              document.getElementById('login').requestSubmit(); true""")
+    # closed: the station shows another order of its own, or this one closed
+    b.wait("document.getElementById('o-id').textContent != '%s' || "
+           "document.getElementById('o-state').textContent == 'closed'" % order, 15)
+    errs = b.console_errors()
+    assert not errs, errs
+    b.screenshot(out + "/order-closed.png")
+PY
+kca order show "$other" | grep -q 'closed: .* for operator j\\xc3\\xbcrgen' || { kca order show "$other"; fail "closed by whom"; }
+kca order close "$other" --out report.txt 2>close.err || { cat close.err; fail "the report of an order an operator with a UTF-8 name closed"; }
+kca order verify report.txt | grep -q "good: order $other" || fail "order verify"
+ok "order $other closed on the page by operator jürgen; its signed report verifies"
