@@ -3,6 +3,7 @@
 #include "ceremony.h"
 
 #include <ctype.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
@@ -462,10 +463,45 @@ kl_rc ceremony_cert_sha256(X509 *x, char out[65])
     return KL_OK;
 }
 
+/* One EC key has several SubjectPublicKeyInfo encodings (its point compressed or not, its curve
+ * by name or by explicit parameters); hashing them as given would make one officer's key two
+ * "distinct" keys. A copy of `k` set to the form tokens and openssl write: uncompressed point,
+ * named curve. NULL (and nothing to free) for any other key type. */
+static kl_rc key_ec_canonical(EVP_PKEY *k, EVP_PKEY **out)
+{
+    *out = NULL;
+    if (EVP_PKEY_get_base_id(k) != EVP_PKEY_EC) {
+        return KL_OK;
+    }
+    OSSL_PARAM p[] = {OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                                       "uncompressed", 0),
+                      OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING,
+                                                       OSSL_PKEY_EC_ENCODING_GROUP, 0),
+                      OSSL_PARAM_construct_end()};
+    unsigned char *der = NULL;
+    int n = i2d_PUBKEY(k, &der); /* a public copy: a token's key (an engine's) does not dup */
+    const unsigned char *q = der;
+    *out = n > 0 ? d2i_PUBKEY(NULL, &q, n) : NULL;
+    OPENSSL_free(der);
+    if (!*out || EVP_PKEY_set_params(*out, p) != 1) {
+        EVP_PKEY_free(*out);
+        *out = NULL;
+        return kl_fail_ssl(KL_EINPUT,
+                           "cannot put the EC key in its named-curve, uncompressed form");
+    }
+    return KL_OK;
+}
+
 kl_rc ceremony_key_sha256(EVP_PKEY *k, char out[65])
 {
     unsigned char *der = NULL;
-    int n = i2d_PUBKEY(k, &der);
+    EVP_PKEY *c = NULL;
+    kl_rc rc = key_ec_canonical(k, &c);
+    if (rc != KL_OK) {
+        return rc;
+    }
+    int n = i2d_PUBKEY(c ? c : k, &der);
+    EVP_PKEY_free(c);
     if (n <= 0) {
         return kl_fail_ssl(KL_EINTERNAL, "cannot encode the public key");
     }

@@ -122,7 +122,9 @@ kl_rc ceremony_sig_check(EVP_PKEY *pub, const uint8_t *msg, size_t n, const uint
 kl_rc ceremony_token_sign(const char *module, const char *uri, const char *pin_spec,
                           const uint8_t *msg, size_t n, uint8_t **sig, size_t *sig_len,
                           EVP_PKEY **pub) KL_WUR;
-/* Lower-case hex SHA-256 of a certificate's DER / of a key's SubjectPublicKeyInfo DER. */
+/* Lower-case hex SHA-256 of a certificate's DER / of a key's SubjectPublicKeyInfo DER, an EC key
+ * taken as uncompressed on its named curve (one key, one fingerprint, however a certificate
+ * encodes it). */
 kl_rc ceremony_cert_sha256(X509 *x, char out[65]) KL_WUR;
 kl_rc ceremony_key_sha256(EVP_PKEY *k, char out[65]) KL_WUR;
 /* KL_EUSAGE unless `name` is 1-CEREMONY_NAME_MAX of [A-Za-z0-9._-]. */

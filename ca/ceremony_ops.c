@@ -402,7 +402,13 @@ kl_rc ceremony_officer_cert(const uint8_t *data, size_t len, const char *what, c
     ENSURE(x, KL_EINPUT, "%s: not a certificate (PEM or DER)", what);
     EVP_PKEY *pub = X509_get0_pubkey(x);
     int id = pub ? EVP_PKEY_get_base_id(pub) : 0, bits = pub ? EVP_PKEY_get_bits(pub) : 0;
-    ENSURE((id == EVP_PKEY_EC && (bits == 256 || bits == 384)) ||
+    char curve[32] = "";
+    if (id == EVP_PKEY_EC && EVP_PKEY_get_group_name(pub, curve, sizeof curve, NULL) != 1) {
+        curve[0] = 0; /* explicit parameters of no named curve */
+    }
+    ERR_clear_error();
+    ENSURE((id == EVP_PKEY_EC &&
+            (strcmp(curve, "prime256v1") == 0 || strcmp(curve, "secp384r1") == 0)) ||
                (id == EVP_PKEY_RSA && bits >= 2048),
            KL_EPOLICY, "%s: an officer key must be EC P-256, EC P-384 or RSA of 2048 bits or more",
            what);

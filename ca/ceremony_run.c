@@ -15,9 +15,11 @@
 #include "kl_log.h"
 
 /* Approval `a` of `rec` as the transcript shows it, with the officer's registered certificate;
- * KL_EPOLICY with the reason when it does not count. */
-static kl_rc run_approval(store *s, const ceremony_rec *rec, const ceremony_sig *a,
-                          ceremony_approval *out)
+ * KL_EPOLICY with the reason when it does not count: among them, a key that one of the n
+ * approvals counted before has (keys[], which gets this one's at keys[n]): two officer rows for
+ * one key, registered under two encodings or written beside keyline, are one officer. */
+static kl_rc run_approval(store *s, const ceremony_rec *rec, const ceremony_sig *a, char keys[][65],
+                          size_t n, ceremony_approval *out)
 {
     kl_rc rc = KL_OK;
     ceremony_officer o;
@@ -38,8 +40,13 @@ static kl_rc run_approval(store *s, const ceremony_rec *rec, const ceremony_sig 
     ENSURE(out->sig, KL_EINTERNAL, "out of memory");
     memcpy(out->sig, a->sig, a->sig_len);
     out->sig_len = a->sig_len;
-    rc = ceremony_approval_check(out, rec->req, rec->req_len, NULL);
+    rc = ceremony_approval_check(out, rec->req, rec->req_len, keys[n]);
     ENSURE(rc == KL_OK, KL_EPOLICY, "%s signed other bytes than this request", a->officer);
+    for (size_t j = 0; j < n; j++) {
+        ENSURE(strcmp(keys[j], keys[n]) != 0, KL_EPOLICY,
+               "%s approved with the key of an officer counted already (one key, one officer)",
+               a->officer);
+    }
 out:
     if (rc != KL_OK) {
         free(out->cert);
@@ -54,9 +61,10 @@ out:
 static kl_rc run_count(store *s, const ceremony_rec *rec, ceremony_transcript *t, char *why,
                        size_t cap)
 {
+    char keys[CEREMONY_APPROVALS_MAX][65];
     why[0] = 0;
     for (size_t i = 0; i < rec->nap; i++) {
-        kl_rc rc = run_approval(s, rec, &rec->ap[i], &t->ap[t->nap]);
+        kl_rc rc = run_approval(s, rec, &rec->ap[i], keys, t->nap, &t->ap[t->nap]);
         if (rc == KL_OK) {
             t->nap++;
         } else if (rc == KL_EPOLICY) {
@@ -188,7 +196,7 @@ static kl_rc run_op(ca_ctx *ca, const ceremony_rec *rec, ceremony_transcript *t,
     TRY(ceremony_req_parse(t->req, t->req_len, &req));
     char runner[400];
     run_runner_note(actor, runner, sizeof runner);
-    TRY(ceremony_db_claim(ca_store(ca), rec->id, actor, runner));
+    TRY(ceremony_db_claim(ca_store(ca), rec->id, t->req, t->req_len, actor, runner));
     rc = ceremony_op_find(req.op)->run(ca, &req, actor, &t->result);
     if (rc == KL_OK) {
         rc = run_sign(ca, t, out);

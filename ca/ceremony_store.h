@@ -95,8 +95,12 @@ kl_rc ceremony_db_approve(store *s, int64_t id, const char *officer, const uint8
 kl_rc ceremony_db_note(store *s, int64_t id, const char *action, const char *detail,
                        const char *actor) KL_WUR;
 /* proposed -> running (one runner wins), `runner` (who, which process on which host, since
- * when) as its note. KL_EPOLICY when it is not proposed. */
-kl_rc ceremony_db_claim(store *s, int64_t id, const char *actor, const char *runner) KL_WUR;
+ * when) as its note. KL_EPOLICY when it is not proposed, when its request is not `req` (the
+ * bytes whose approvals were counted), when the audit log has no ceremony-propose of id and
+ * request (a row inserted, copied or edited beside keyline), or has its ceremony-run already (a
+ * done ceremony set back to proposed). */
+kl_rc ceremony_db_claim(store *s, int64_t id, const uint8_t *req, size_t req_len, const char *actor,
+                        const char *runner) KL_WUR;
 /* running -> proposed after a run that died (its process is gone), `detail` as note; audit
  * ceremony-interrupted. KL_EPOLICY when it is not running. */
 kl_rc ceremony_db_interrupted(store *s, int64_t id, const char *detail, const char *actor) KL_WUR;

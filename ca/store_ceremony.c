@@ -512,12 +512,75 @@ kl_rc ceremony_db_note(store *s, int64_t id, const char *action, const char *det
     return store_write(s, cer_note_tx, &a);
 }
 
+static const store_q q_cer_request = {"SELECT op, request FROM ceremonies WHERE id = ?1", NULL};
+static const store_q q_audit_count = {
+    "SELECT count(*) FROM audit WHERE action = ?1 AND detail LIKE ?2", NULL};
+
+/* How many audit entries `action` have a detail matching the LIKE pattern `like`. */
+static kl_rc cer_audit_count(store_conn *c, const char *action, const char *like, int64_t *n)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    TRY(sc_stmt(c, &q_audit_count, &st));
+    TRY(sc_text(st, 1, action));
+    TRY(sc_text(st, 2, like));
+    TRY(sc_step(st, &row, "read the audit log"));
+    *n = row ? col_int(st, 0) : 0;
+out:
+    sc_done(st);
+    return rc;
+}
+
+/* The store's rows are only as good as the audit log that backs them: the request about to run
+ * (`req`, whose approvals were counted) must be the ceremony's row and the one its audited
+ * ceremony-propose entry hashed, and no ceremony-run may have run it already. Else a row copied
+ * with its approvals, or a done ceremony set back to proposed, would run an approved operation
+ * twice. */
+static kl_rc cer_claim_audited(store_conn *c, const cer_arg *a)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    int64_t n = 0;
+    uint8_t *req = NULL;
+    size_t len = 0;
+    char sha[65], like[200], op[40];
+    TRY(sc_stmt(c, &q_cer_request, &st));
+    TRY(sc_int(st, 1, a->id));
+    TRY(sc_step(st, &row, "read ceremony"));
+    ENSURE(row, KL_ENOTFOUND, "no ceremony %lld", (long long)a->id);
+    snprintf(op, sizeof op, "%s", col_text(st, 0, NULL) ? col_text(st, 0, NULL) : "");
+    ENSURE(col_bytes(st, 1, &req, &len) == 0, KL_EINTERNAL, "out of memory");
+    ENSURE(len == a->len && len > 0 && memcmp(req, a->data, len) == 0, KL_EPOLICY,
+           "ceremony %lld: its request changed while the approvals were counted", (long long)a->id);
+    sha256_hex(req, len, sha);
+    snprintf(like, sizeof like, "id=%lld op=%s request-sha256=%s", (long long)a->id, op, sha);
+    TRY(cer_audit_count(c, "ceremony-propose", like, &n));
+    ENSURE(n == 1, KL_EPOLICY,
+           "ceremony %lld is not the request its audited proposal recorded (no ceremony-propose "
+           "entry '%s'): the ceremonies table was changed outside keyline; not run",
+           (long long)a->id, like);
+    snprintf(like, sizeof like, "id=%lld transcript-sha256=%%", (long long)a->id);
+    TRY(cer_audit_count(c, "ceremony-run", like, &n));
+    ENSURE(
+        n == 0, KL_EPOLICY,
+        "ceremony %lld ran already (its ceremony-run is in the audit log) but is proposed in the "
+        "store: changed outside keyline; not run again",
+        (long long)a->id);
+out:
+    free(req);
+    sc_done(st);
+    return rc;
+}
+
 static kl_rc cer_claim_tx(store_conn *c, void *arg)
 {
     const cer_arg *a = arg;
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     TRY(cer_status_is(c, a->id, CEREMONY_ST_PROPOSED));
+    TRY(cer_claim_audited(c, a));
     TRY(sc_stmt(c, &q_cer_claim, &st));
     TRY(sc_int(st, 1, a->id));
     TRY(sc_text(st, 2, a->detail));
@@ -528,9 +591,10 @@ out:
     return rc;
 }
 
-kl_rc ceremony_db_claim(store *s, int64_t id, const char *actor, const char *runner)
+kl_rc ceremony_db_claim(store *s, int64_t id, const uint8_t *req, size_t req_len, const char *actor,
+                        const char *runner)
 {
-    cer_arg a = {id, NULL, actor, NULL, runner, NULL, 0};
+    cer_arg a = {id, NULL, actor, NULL, runner, req, req_len};
     return store_write(s, cer_claim_tx, &a);
 }
 

@@ -459,24 +459,27 @@ static void test_store_records(void **state)
     assert_memory_equal(r.ap[0].sig, "s2", 2);
     assert_memory_equal(r.req, req, sizeof req - 1);
     ceremony_rec_free(&r);
-    assert_int_equal(ceremony_db_claim(s, id, "t", "running: pid 1 on host h since x, by t"),
+    assert_int_equal(ceremony_db_claim(s, id, req, sizeof req - 1, "t",
+                                       "running: pid 1 on host h since x, by t"),
                      KL_OK);
     assert_int_equal(ceremony_db_get(s, id, &r), KL_OK);
     assert_string_equal(r.status, CEREMONY_ST_RUNNING);
     assert_string_equal(r.note, "running: pid 1 on host h since x, by t"); /* who runs it */
     ceremony_rec_free(&r);
-    assert_int_equal(ceremony_db_claim(s, id, "t", "x"), KL_EPOLICY); /* one runner */
+    assert_int_equal(ceremony_db_claim(s, id, req, sizeof req - 1, "t", "x"),
+                     KL_EPOLICY); /* one runner */
     assert_int_equal(ceremony_db_approve(s, id, "alice", (const uint8_t *)"s3", 2, "t"),
                      KL_EPOLICY);
     assert_int_equal(ceremony_db_finish(s, id, NULL, 0, "it failed", "t"), KL_OK);
     assert_int_equal(ceremony_db_interrupted(s, id, "x", "t"), KL_EPOLICY); /* not running */
-    assert_int_equal(ceremony_db_claim(s, id, "t", "x"), KL_OK);            /* failed: open again */
+    assert_int_equal(ceremony_db_claim(s, id, req, sizeof req - 1, "t", "x"),
+                     KL_OK); /* failed: open again */
     assert_int_equal(ceremony_db_interrupted(s, id, "the run died", "t"), KL_OK);
     assert_int_equal(ceremony_db_get(s, id, &r), KL_OK);
     assert_string_equal(r.status, CEREMONY_ST_PROPOSED); /* a dead run: open again */
     assert_string_equal(r.note, "the run died");
     ceremony_rec_free(&r);
-    assert_int_equal(ceremony_db_claim(s, id, "t", "x"), KL_OK);
+    assert_int_equal(ceremony_db_claim(s, id, req, sizeof req - 1, "t", "x"), KL_OK);
     assert_int_equal(ceremony_db_finish(s, id, (const uint8_t *)"tr", 2, NULL, "t"), KL_OK);
     assert_int_equal(ceremony_db_get(s, id, &r), KL_OK);
     assert_string_equal(r.status, CEREMONY_ST_DONE);

@@ -1,0 +1,58 @@
+# Quorum ceremonies against a hostile insider (docs/internals/ceremony.md): one officer's key
+# registered twice (its EC point compressed in the second certificate) and counted twice; a
+# done ceremony set back to proposed in the store, and a ceremony row copied with its
+# approvals, each run again. All refused; quorum 2, two officers, production orders (no CA key
+# made, so it stays fast).
+source "$KL_SRC/tests/lib/common.sh"
+source "$KL_SRC/tests/lib/officer.sh"
+sql() { sqlite3 keyline.db "$1"; }
+officer_token alice 1111 pkcs11-tool EC:prime256v1
+officer_token bob 2222 pkcs11-tool EC:prime256v1
+printf '\n[ceremony]\nquorum = 2\n' >> "$KL_CONF"
+approve() { # approve ID NAME PIN
+  OFFICER_PIN=$3 kca ceremony approve --id "$1" --token "pkcs11:token=officer-$2;object=$2" --pin env:OFFICER_PIN 2>/dev/null
+}
+refused() { # WHAT EXPECTED-MESSAGE COMMAND...: exit 4 (EXIT=N: N) with that message
+  local what=$1 want=$2 rc=0; shift 2
+  "$@" > out.txt 2> err.txt || rc=$?
+  [ $rc = "${EXIT:-4}" ] && grep -q "$want" err.txt || { cat out.txt err.txt; fail "$what (exit $rc)"; }
+  ok "$what refused: $(tail -1 err.txt)"
+}
+orders() { kca order list | grep -c "^O-" || true; }
+kca officer add --name alice --cert alice.pem >/dev/null
+
+# alice's key in a second certificate, its point compressed: another SubjectPublicKeyInfo, the
+# same key (the certificate's own signature is no matter: keyline checks none)
+openssl x509 -in alice.pem -noout -pubkey | openssl ec -pubin -conv_form compressed -pubout -out alicec.pub 2>/dev/null
+make_key ec-p256 other.key
+openssl req -new -key other.key -subj /CN=alice2 -out other.csr
+openssl x509 -req -in other.csr -signkey other.key -force_pubkey alicec.pub -days 30 -out alice2.pem 2>/dev/null
+openssl x509 -in alice2.pem -noout -pubkey | grep -q "^-----BEGIN PUBLIC KEY" || fail "no compressed certificate"
+EXIT=1 refused "alice's key under a second name, its point compressed" "or this key is registered already" \
+  kca officer add --name alice2 --cert alice2.pem
+kca officer add --name bob --cert bob.pem >/dev/null
+# a store that holds such a row (registered before keyline hashed keys in one form, or written
+# beside it): alice's one signature entered as alice2's counts once
+sql "INSERT INTO officers (name, cert, key_sha256, cert_sha256, status, added) VALUES ('alice2', X'$(openssl x509 -in alice2.pem -outform DER | xxd -p | tr -d '\n')', '$(openssl pkey -pubin -in alicec.pub -outform DER | sha256sum | cut -d' ' -f1)', '$(openssl x509 -in alice2.pem -outform DER | sha256sum | cut -d' ' -f1)', 'active', 0)"
+id=$(kca ceremony propose order create --model m1 --count 3 --station ST1 --expires 2099-12-31 2>/dev/null)
+approve "$id" alice 1111
+sql "INSERT INTO ceremony_approvals (ceremony, officer, sig, at) SELECT ceremony, 'alice2', sig, at FROM ceremony_approvals WHERE ceremony = $id AND officer = 'alice'"
+refused "one key's signature counted under two officer names" "alice2 approved with the key of an officer counted already" \
+  kca ceremony run --id "$id"
+[ "$(orders)" = 0 ] || fail "an order made with one officer's key"
+ok "one officer's key counts once, however its certificate encodes it"
+
+# approvals replayed: a done ceremony set back to proposed, and a ceremony row copied with its
+# approvals (its nonce column changed to pass the store's uniqueness), run again
+approve "$id" bob 2222
+kca ceremony run --id "$id" 2>/dev/null
+[ "$(orders)" = 1 ] || fail "the approved order was not made"
+sql "UPDATE ceremonies SET status = 'proposed' WHERE id = $id"
+refused "a done ceremony set back to proposed" "ceremony $id ran already" kca ceremony run --id "$id"
+sql "INSERT INTO ceremonies (op, nonce, request, status, proposed, proposer) SELECT op, nonce || 'x', request, 'proposed', proposed, proposer FROM ceremonies WHERE id = $id"
+cid=$(sql "SELECT max(id) FROM ceremonies")
+sql "INSERT INTO ceremony_approvals (ceremony, officer, sig, at) SELECT $cid, officer, sig, at FROM ceremony_approvals WHERE ceremony = $id"
+refused "a ceremony row copied with its approvals" "ceremony $cid is not the request its audited proposal recorded" \
+  kca ceremony run --id "$cid"
+[ "$(orders)" = 1 ] || fail "an approved order made twice"
+ok "an approved operation runs once: a done ceremony set back, or copied to another row, is refused"
