@@ -15,7 +15,6 @@
 
 #define ORDER_TEXT_MAGIC "keyline-order v1\n"
 #define ORDER_REPORT_MAGIC "keyline-order-report v1\n"
-#define ORDER_COUNT_MAX 100000000LL
 
 /* ---- values ---------------------------------------------------------------------------------- */
 
@@ -158,7 +157,9 @@ kl_rc ca_order_create(ca_ctx *ca, const order_req *r, const char *actor, store_o
     TRY(order_name_check("--model", r->model, 1));
     TRY(order_name_check("--station", r->station, 0));
     TRY(order_name_check("--profile", r->profile, 0));
-    ENSURE(r->count >= 1 && r->count <= ORDER_COUNT_MAX, KL_EUSAGE, "--count must be 1 .. %lld",
+    ENSURE(r->count >= 1 && r->count <= ORDER_COUNT_MAX, KL_EUSAGE,
+           "--count must be 1 .. %lld (the signed report lists every serial; make several "
+           "orders for more)",
            ORDER_COUNT_MAX);
     ENSURE(r->expires > now, KL_EUSAGE, "--expires is in the past");
     ENSURE(actor && strlen(actor) <= ORDER_VALUE_MAX, KL_EUSAGE, "order: actor too long");
@@ -213,15 +214,22 @@ out:
 
 /* ---- the report ------------------------------------------------------------------------------ */
 
+typedef struct {
+    kl_buf *b;
+    int full; /* a line did not fit: the report would leave serials out */
+} order_lines;
+
 static int order_cert_line(void *arg, const char *serial, const char *dev, time_t issued)
 {
-    kl_buf *b = arg;
+    order_lines *l = arg;
     char t[32];
     order_time_fmt(issued, t);
-    return kl_buf_printf(b, "serial: %s %s%s%s\n", serial, t, dev ? " " : "", dev ? dev : "") ==
-                   KL_OK
-               ? 0
-               : -1;
+    if (kl_buf_printf(l->b, "serial: %s %s%s%s\n", serial, t, dev ? " " : "", dev ? dev : "") !=
+        KL_OK) {
+        l->full = 1;
+        return -1;
+    }
+    return 0;
 }
 
 /* Everything the audit signature covers. serials: the "serial:" lines. */
@@ -255,14 +263,20 @@ kl_rc ca_order_close(ca_ctx *ca, const char *id, const char *actor, kl_buf *repo
     uint8_t *spki = NULL, *sig = NULL;
     size_t spki_len = 0, sig_len = 0;
     kl_buf serials;
-    kl_buf_init(&serials, ORDER_REPORT_MAX / 2, 0);
+    /* room for the rest of the report: two actors, two signatures, the audit key */
+    kl_buf_init(&serials, ORDER_REPORT_MAX - 64 * 1024, 0);
+    order_lines lines = {&serials, 0};
     memset(&o, 0, sizeof o);
     TRY(store_order_get(ca_store(ca), id, &o));
     TRY(ca_order_check(ca, &o));
     TRY(store_order_close(ca_store(ca), id, actor, NULL));
     store_order_free(&o);
     TRY(store_order_get(ca_store(ca), id, &o));
-    TRY(store_order_certs(ca_store(ca), id, order_cert_line, &serials));
+    TRY(store_order_certs(ca_store(ca), id, order_cert_line, &lines));
+    /* never a signed report that leaves serials out */
+    ENSURE(!lines.full, KL_EINPUT,
+           "order %s: its %lld serials do not fit a report of %d MiB; nothing written", id,
+           (long long)o.issued, ORDER_REPORT_MAX / (1024 * 1024));
     TRY(order_audit_key(ca, &spki, &spki_len, &key));
     TRY(order_report_body(&o, spki, spki_len, &serials, report));
     TRY(ceremony_sign(key, report->data, report->len, &sig, &sig_len));

@@ -23,11 +23,14 @@
 #include "store_order.h"
 
 #define ORDER_REPORT_MAX (64 * 1024 * 1024)
+/* The report lists every serial (a line is at most 135 bytes): an order's count is bounded so
+ * that its full report fits ORDER_REPORT_MAX. */
+#define ORDER_COUNT_MAX 400000LL
 #define ORDER_VALUE_MAX STORE_ORDER_ACTOR_MAX /* an actor: keyline-cad's peer and the operator */
 
 typedef struct {
     const char *model;   /* the device model (HELLO, the IDevID's CN) */
-    int64_t count;       /* 1 .. 100,000,000 */
+    int64_t count;       /* 1 .. ORDER_COUNT_MAX */
     const char *station; /* [station] id of the station that may use it */
     const char *profile; /* keyline-cad profile, default "station" */
     time_t expires;      /* in the future */

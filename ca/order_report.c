@@ -99,12 +99,30 @@ out:
     return rc;
 }
 
+static int rp_strcmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Each serial once: sorted, so a report of hundreds of thousands of serials is checked in
+ * n log n (a pairwise check took minutes, also on a forged report that is refused anyway). */
+static kl_rc rp_once(char **seen, size_t n)
+{
+    qsort(seen, n, sizeof *seen, rp_strcmp);
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(seen[i - 1], seen[i]) == 0) {
+            return kl_fail(KL_EPOLICY, "report: serial %s listed twice", seen[i]);
+        }
+    }
+    return KL_OK;
+}
+
 /* "serial: HEX TIME[ DEVICE]" lines, copied into `lines`; each serial once. */
 static kl_rc rp_serials(rp_view *v, kl_buf *lines, size_t *count)
 {
     kl_rc rc = KL_OK;
     char val[ORDER_VALUE_MAX + 64], **seen = NULL;
-    size_t n = 0;
+    size_t n = 0, cap = 0;
     while (v->n - v->pos > 8 && memcmp(v->p + v->pos, "serial: ", 8) == 0) {
         size_t start = v->pos;
         TRY(rp_field(v, "serial", val, sizeof val));
@@ -118,16 +136,17 @@ static kl_rc rp_serials(rp_view *v, kl_buf *lines, size_t *count)
         ENSURE(order_time_parse(ts, &t) == KL_OK && (val[hl + 21] == 0 || val[hl + 21] == ' '),
                KL_EINPUT, "report: malformed time in a serial line");
         val[hl] = 0;
-        for (size_t i = 0; i < n; i++) {
-            ENSURE(strcmp(seen[i], val) != 0, KL_EPOLICY, "report: serial %s listed twice", val);
+        if (n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            char **ns = realloc(seen, cap * sizeof *ns);
+            ENSURE(ns, KL_EINTERNAL, "out of memory");
+            seen = ns;
         }
-        char **ns = realloc(seen, (n + 1) * sizeof *ns);
-        ENSURE(ns, KL_EINTERNAL, "out of memory");
-        seen = ns;
         ENSURE((seen[n] = strdup(val)) != NULL, KL_EINTERNAL, "out of memory");
         n++;
         TRY(kl_buf_put(lines, v->p + start, v->pos - start));
     }
+    TRY(rp_once(seen, n));
     *count = n;
 out:
     for (size_t i = 0; i < n; i++) {

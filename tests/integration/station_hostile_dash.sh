@@ -108,3 +108,25 @@ kca order show "$other" | grep -q 'closed: .* for operator j\\xc3\\xbcrgen' || {
 kca order close "$other" --out report.txt 2>close.err || { cat close.err; fail "the report of an order an operator with a UTF-8 name closed"; }
 kca order verify report.txt | grep -q "good: order $other" || fail "order verify"
 ok "order $other closed on the page by operator jürgen; its signed report verifies"
+
+# ---- order sizes: a count whose report would not fit is refused; a forged report of 200,000
+# serials with one listed twice is refused at once (a pairwise check took minutes)
+expect_fail "an order larger than its report can list" kca order create --model keyline-sim --count 400001 --station line-7 --expires "$tomorrow"
+python3 - >forged.txt <<'PY'
+import sys
+w = sys.stdout.write
+w("keyline-order-report v1\nid: O-20261207-00000000\nmodel: keyline-sim\ncount: 400000\n"
+  "station: line-7\nprofile: station\nexpires: 2030-01-01T23:59:59Z\ncreated: 2026-01-01T00:00:00Z\n"
+  "created-by: cli:root\norder-signature: AAAA\nclosed: 2026-01-02T00:00:00Z\n"
+  "closed-by: cli:root\nissued: 200001\n")
+for i in range(200000):
+    w("serial: %032X 2026-01-01T00:00:00Z SN%d\n" % (i * 7919 + 1, i))
+w("serial: %032X 2026-01-01T00:00:00Z SN0\n" % 1)
+w("audit-key: AAAA\naudit-signature: AAAA\n")
+PY
+t0=$(date +%s%N)
+timeout 30 "$KL_BIN/keyline-ca" order verify forged.txt 2>verify.err && fail "a forged report verified"
+ms=$((($(date +%s%N) - t0) / 1000000))
+grep -q "listed twice" verify.err || fail "forged report: $(cat verify.err)"
+[ "$ms" -lt 5000 ] || fail "checking 200,000 serials took $ms ms"
+ok "an order of 400,001 is refused; a forged report of 200,001 serial lines refused in $ms ms"
