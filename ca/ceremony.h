@@ -205,10 +205,6 @@ kl_rc ceremony_officers_audit_check(store *s, long *count) KL_WUR;
  * 2048 bits or more. `what` names it in messages. o->name is left as it is. */
 kl_rc ceremony_officer_cert(const uint8_t *data, size_t len, const char *what,
                             ceremony_officer *o) KL_WUR;
-/* `officer add|remove` under the quorum: KL_OK while fewer than [ceremony] quorum officers are
- * active (registering the first M) or the quorum is 0; else KL_EPOLICY naming the ceremony
- * (M officers decide who the officers are). */
-kl_rc ceremony_officer_guard(const kl_conf *conf, store *s, const char *what) KL_WUR;
 
 /* `keyline-ca revoke` under the quorum: each certificate a revocation would revoke is judged
  * as the store resolves it (store_revoke_req.check, with ceremony_revoke_guard_check and the

@@ -426,37 +426,6 @@ out:
     return rc;
 }
 
-static int officer_count_active(store *s, kl_rc *rc)
-{
-    ceremony_officer *v = NULL;
-    size_t n = 0;
-    int active = 0;
-    *rc = ceremony_officer_list(s, &v, &n);
-    for (size_t i = 0; *rc == KL_OK && i < n; i++) {
-        active += strcmp(v[i].status, CEREMONY_OFFICER_ACTIVE) == 0;
-    }
-    ceremony_officer_list_free(v, n);
-    return active;
-}
-
-kl_rc ceremony_officer_guard(const kl_conf *conf, store *s, const char *what)
-{
-    kl_rc rc = KL_OK;
-    long q = 0;
-    TRY(ceremony_quorum(conf, &q));
-    if (q == 0) {
-        return KL_OK;
-    }
-    int active = officer_count_active(s, &rc);
-    TRY(rc);
-    ENSURE(active < q, KL_EPOLICY,
-           "'officer %s' needs a ceremony: %d officers are registered and [ceremony] quorum = %ld: "
-           "keyline-ca ceremony propose officer %s ...",
-           what, active, q, what);
-out:
-    return rc;
-}
-
 /* officer add --cert FILE: what the officers sign is the certificate itself (base64 DER). */
 static kl_rc ceremony_prep_officer_add(ceremony_kvs *params)
 {
@@ -496,7 +465,7 @@ static kl_rc ceremony_run_officer_add(ca_ctx *ca, const ceremony_req *r, const c
     snprintf(o.name, sizeof o.name, "%s", ceremony_req_get(r, "name"));
     TRY(kl_b64_decode(b64, strlen(b64), &der));
     TRY(ceremony_officer_cert(der.data, der.len, "the request's certificate", &o));
-    TRY(ceremony_officer_add(ca_store(ca), &o, actor));
+    TRY(ceremony_officer_add(ca_store(ca), &o, 0, actor));
     TRY(ceremony_kvs_set(res, "officer", o.name));
     TRY(ceremony_kvs_set(res, "cert-sha256", o.cert_sha256));
     TRY(ceremony_kvs_set(res, "key-sha256", o.key_sha256));
@@ -511,7 +480,7 @@ static kl_rc ceremony_run_officer_remove(ca_ctx *ca, const ceremony_req *r, cons
 {
     kl_rc rc = KL_OK;
     const char *name = ceremony_req_get(r, "name");
-    TRY(ceremony_officer_remove(ca_store(ca), name, actor));
+    TRY(ceremony_officer_remove(ca_store(ca), name, 0, actor));
     TRY(ceremony_kvs_set(res, "officer", name));
 out:
     return rc;

@@ -25,15 +25,21 @@ typedef struct {
 } ceremony_officer;
 
 /* Register `o` (name, cert, fingerprints) as active, audit officer-add. KL_EEXIST when the name or
- * the key is taken (also by a removed officer: a name or key is never reused). */
-kl_rc ceremony_officer_add(store *s, const ceremony_officer *o, const char *actor) KL_WUR;
+ * the key is taken (also by a removed officer: a name or key is never reused). direct_quorum:
+ * 0 for a ceremony's change; else [ceremony] quorum M of a change without one (keyline-ca officer
+ * add|remove), KL_EPOLICY naming the ceremony unless fewer than M officers are active, counted
+ * in the change's own transaction (the first M register directly, and only those). */
+kl_rc ceremony_officer_add(store *s, const ceremony_officer *o, long direct_quorum,
+                           const char *actor) KL_WUR;
 /* By name (any status) / by key fingerprint (active only). KL_ENOTFOUND. */
 kl_rc ceremony_officer_get(store *s, const char *name, ceremony_officer *out) KL_WUR;
 kl_rc ceremony_officer_by_key(store *s, const char *key_sha256, ceremony_officer *out) KL_WUR;
 /* All officers in name order. */
 kl_rc ceremony_officer_list(store *s, ceremony_officer **out, size_t *n) KL_WUR;
-/* active -> removed, audit officer-remove. KL_ENOTFOUND; KL_EPOLICY when removed already. */
-kl_rc ceremony_officer_remove(store *s, const char *name, const char *actor) KL_WUR;
+/* active -> removed, audit officer-remove. KL_ENOTFOUND; KL_EPOLICY when removed already, or
+ * (direct_quorum, as for ceremony_officer_add) when it needs a ceremony. */
+kl_rc ceremony_officer_remove(store *s, const char *name, long direct_quorum,
+                              const char *actor) KL_WUR;
 void ceremony_officer_free(ceremony_officer *o);
 void ceremony_officer_list_free(ceremony_officer *v, size_t n);
 

@@ -30,6 +30,7 @@ static kl_rc cmd_officer_add(cli *c, int argc, char **argv)
     kl_rc rc = KL_OK;
     const char *name = NULL, *cert = NULL;
     ca_ctx *ca = NULL;
+    long quorum = 0;
     ceremony_officer o;
     memset(&o, 0, sizeof o);
     static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
@@ -49,8 +50,8 @@ static kl_rc cmd_officer_add(cli *c, int argc, char **argv)
     snprintf(o.name, sizeof o.name, "%s", name);
     TRY(officer_cert_load(cert, &o));
     TRY(cli_open(c, 0, &ca));
-    TRY(ceremony_officer_guard(c->conf, ca_store(ca), "add"));
-    TRY(ceremony_officer_add(ca_store(ca), &o, c->actor));
+    TRY(ceremony_quorum(c->conf, &quorum)); /* M: the store lets only the first M in directly */
+    TRY(ceremony_officer_add(ca_store(ca), &o, quorum, c->actor));
     printf("officer %s registered: key sha256 %s, certificate sha256 %s\n", o.name, o.key_sha256,
            o.cert_sha256);
 out:
@@ -96,11 +97,12 @@ static kl_rc cmd_officer_remove(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
     ca_ctx *ca = NULL;
+    long quorum = 0;
     ENSURE(argc == 3 && strcmp(argv[1], "--name") == 0, KL_EUSAGE, "officer remove needs --name N");
     TRY(ceremony_name_check(argv[2]));
     TRY(cli_open(c, 0, &ca));
-    TRY(ceremony_officer_guard(c->conf, ca_store(ca), "remove"));
-    TRY(ceremony_officer_remove(ca_store(ca), argv[2], c->actor));
+    TRY(ceremony_quorum(c->conf, &quorum));
+    TRY(ceremony_officer_remove(ca_store(ca), argv[2], quorum, c->actor));
     printf("officer %s removed: approvals not yet run no longer count\n", argv[2]);
 out:
     ca_close(ca);

@@ -16,6 +16,7 @@ static const store_q q_off_get = {"SELECT " OFF_COLS " FROM officers WHERE name 
 static const store_q q_off_by_key = {
     "SELECT " OFF_COLS " FROM officers WHERE key_sha256 = ?1 AND status = 'active'", NULL};
 static const store_q q_off_list = {"SELECT " OFF_COLS " FROM officers ORDER BY name", NULL};
+static const store_q q_off_active = {"SELECT count(*) FROM officers WHERE status = 'active'", NULL};
 static const store_q q_off_remove = {
     "UPDATE officers SET status = 'removed', removed = ?2 WHERE name = ?1 AND status = 'active'",
     NULL};
@@ -72,8 +73,31 @@ static int row_officer(db_stmt *st, void *out)
 
 typedef struct {
     const ceremony_officer *o;
-    const char *name, *actor;
+    const char *name, *actor, *what;
+    long direct_quorum;
 } off_arg;
+
+/* A change without a ceremony (a->direct_quorum > 0) only while fewer officers are active,
+ * counted inside the change's transaction: two `officer add` at once cannot both pass. */
+static kl_rc off_direct_check(store_conn *c, const off_arg *a)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    if (a->direct_quorum <= 0) {
+        return KL_OK;
+    }
+    TRY(sc_stmt(c, &q_off_active, &st));
+    TRY(sc_step(st, &row, "count officers"));
+    int64_t active = row ? col_int(st, 0) : 0;
+    ENSURE(active < a->direct_quorum, KL_EPOLICY,
+           "'officer %s' needs a ceremony: %lld officers are registered and [ceremony] quorum = "
+           "%ld: keyline-ca ceremony propose officer %s ...",
+           a->what, (long long)active, a->direct_quorum, a->what);
+out:
+    sc_done(st);
+    return rc;
+}
 
 static kl_rc off_add_tx(store_conn *c, void *arg)
 {
@@ -81,6 +105,7 @@ static kl_rc off_add_tx(store_conn *c, void *arg)
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     char detail[300];
+    TRY(off_direct_check(c, a));
     TRY(sc_stmt(c, &q_off_insert, &st));
     TRY(sc_text(st, 1, a->o->name));
     TRY(sc_blob(st, 2, a->o->cert, a->o->cert_len));
@@ -100,9 +125,10 @@ out:
     return rc;
 }
 
-kl_rc ceremony_officer_add(store *s, const ceremony_officer *o, const char *actor)
+kl_rc ceremony_officer_add(store *s, const ceremony_officer *o, long direct_quorum,
+                           const char *actor)
 {
-    off_arg a = {o, NULL, actor};
+    off_arg a = {o, NULL, actor, "add", direct_quorum};
     return store_write(s, off_add_tx, &a);
 }
 
@@ -147,6 +173,7 @@ static kl_rc off_remove_tx(store_conn *c, void *arg)
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     char detail[100];
+    TRY(off_direct_check(c, a));
     TRY(sc_stmt(c, &q_off_remove, &st));
     TRY(sc_text(st, 1, a->name));
     TRY(sc_int(st, 2, (int64_t)time(NULL)));
@@ -159,7 +186,7 @@ out:
     return rc;
 }
 
-kl_rc ceremony_officer_remove(store *s, const char *name, const char *actor)
+kl_rc ceremony_officer_remove(store *s, const char *name, long direct_quorum, const char *actor)
 {
     ceremony_officer o;
     memset(&o, 0, sizeof o); /* freed below whatever ceremony_officer_get returns */
@@ -168,7 +195,7 @@ kl_rc ceremony_officer_remove(store *s, const char *name, const char *actor)
     if (rc != KL_OK) {
         return rc;
     }
-    off_arg a = {NULL, name, actor};
+    off_arg a = {NULL, name, actor, "remove", direct_quorum};
     return store_write(s, off_remove_tx, &a);
 }
 

@@ -56,3 +56,18 @@ refused "a ceremony row copied with its approvals" "ceremony $cid is not the req
   kca ceremony run --id "$cid"
 [ "$(orders)" = 1 ] || fail "an approved order made twice"
 ok "an approved operation runs once: a done ceremony set back, or copied to another row, is refused"
+
+# officer add racing around the quorum: with 3 active and the quorum raised to 5, five `officer
+# add` at once without a ceremony register two (the store counts the active officers inside
+# each registration's transaction), the others are told to propose a ceremony
+sed -i 's/^quorum = 2$/quorum = 5/' "$KL_CONF"
+for n in r1 r2 r3 r4 r5; do
+  make_key ec-p256 "$n.key"
+  openssl req -new -x509 -key "$n.key" -subj "/CN=$n" -days 30 -out "$n.pem" 2>/dev/null
+done
+for n in r1 r2 r3 r4 r5; do kca officer add --name "$n" --cert "$n.pem" > "$n.out" 2> "$n.err" & done
+wait
+active=$(kca officer list | grep -c " active ")
+[ "$active" = 5 ] || { kca officer list; fail "$active officers active after racing adds under quorum 5 (not 5)"; }
+[ "$(cat r?.err | grep -c "needs a ceremony")" = 3 ] || { cat r?.err; fail "the refused adds do not name the ceremony"; }
+ok "five officer adds at once under quorum 5 with 3 active: 2 registered, 3 refused"

@@ -428,22 +428,30 @@ static void test_store_records(void **state)
     ceremony_officer a = {.name = "alice", .cert = (uint8_t *)"x", .cert_len = 1};
     memset(a.key_sha256, 'a', 64);
     memset(a.cert_sha256, 'c', 64);
-    assert_int_equal(ceremony_officer_add(s, &a, "t"), KL_OK);
+    assert_int_equal(ceremony_officer_add(s, &a, 0, "t"), KL_OK);
     ceremony_officer b = a; /* another name, the same key */
     snprintf(b.name, sizeof b.name, "bob");
-    assert_int_equal(ceremony_officer_add(s, &b, "t"), KL_EEXIST);
+    assert_int_equal(ceremony_officer_add(s, &b, 0, "t"), KL_EEXIST);
     memset(b.key_sha256, 'b', 64);
-    assert_int_equal(ceremony_officer_add(s, &b, "t"), KL_OK);
+    assert_int_equal(ceremony_officer_add(s, &b, 0, "t"), KL_OK);
     ceremony_officer got;
     assert_int_equal(ceremony_officer_by_key(s, b.key_sha256, &got), KL_OK);
     assert_string_equal(got.name, "bob");
     ceremony_officer_free(&got);
-    assert_int_equal(ceremony_officer_remove(s, "bob", "t"), KL_OK);
-    assert_int_equal(ceremony_officer_remove(s, "bob", "t"), KL_EPOLICY);
-    assert_int_equal(ceremony_officer_remove(s, "nobody", "t"), KL_ENOTFOUND);
+    ceremony_officer c3 = a; /* without a ceremony: only while fewer than M are active */
+    snprintf(c3.name, sizeof c3.name, "carol");
+    memset(c3.key_sha256, 'd', 64);
+    assert_int_equal(ceremony_officer_add(s, &c3, 2, "t"), KL_EPOLICY);
+    assert_int_equal(ceremony_officer_remove(s, "bob", 2, "t"), KL_EPOLICY);
+    assert_int_equal(ceremony_officer_add(s, &c3, 3, "t"), KL_OK);
+    assert_int_equal(ceremony_officer_remove(s, "carol", 3, "t"), KL_EPOLICY);
+    assert_int_equal(ceremony_officer_remove(s, "carol", 0, "t"), KL_OK);
+    assert_int_equal(ceremony_officer_remove(s, "bob", 0, "t"), KL_OK);
+    assert_int_equal(ceremony_officer_remove(s, "bob", 0, "t"), KL_EPOLICY);
+    assert_int_equal(ceremony_officer_remove(s, "nobody", 0, "t"), KL_ENOTFOUND);
     assert_int_equal(ceremony_officer_by_key(s, b.key_sha256, &got), KL_ENOTFOUND);
     /* a removed officer's name and key stay taken */
-    assert_int_equal(ceremony_officer_add(s, &b, "t"), KL_EEXIST);
+    assert_int_equal(ceremony_officer_add(s, &b, 0, "t"), KL_EEXIST);
 
     const uint8_t req[] = "request bytes\n";
     int64_t id = 0, id2 = 0;
@@ -488,7 +496,7 @@ static void test_store_records(void **state)
     assert_int_equal(ceremony_db_get(s, 999, &r), KL_ENOTFOUND);
     int64_t n = 0;
     assert_int_equal(store_audit_verify(s, &n), KL_OK);
-    assert_int_equal(n, 9); /* 2 officer-add, officer-remove, propose, 2 approve, failed,
+    assert_int_equal(n, 11); /* 3 officer-add, 2 officer-remove, propose, 2 approve, failed,
                                 interrupted, run */
     store_close(s);
 }
