@@ -12,6 +12,9 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 printf 'op-secret\n' | openssl passwd -6 -stdin | sed 's/^/jürgen:/' >operators.htpasswd
 st_setup "id = line-7" "dashboard-users = operators.htpasswd"
 tomorrow=$(date -u -d '+1 day' +%Y-%m-%d)
+# a mistyped profile would make an order that controls nothing, leaving `station` uncontrolled
+expect_fail "an order for a profile keyline-cad does not have" kca order create --model keyline-sim --count 1 --station line-7 --profile statoin --expires "$tomorrow"
+[ "$(kca order list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 0 ] || fail "an order for profile statoin was recorded"
 sim=$(kca order create --model keyline-sim --count 1 --station line-7 --expires "$tomorrow")
 sleep 1.1 # a newer order (created has one-second resolution) for another model
 other=$(kca order create --model other-model --count 3 --station line-7 --expires "$tomorrow")
