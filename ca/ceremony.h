@@ -35,8 +35,9 @@
 #define CEREMONY_CERT_MAX (16 * 1024)        /* DER of an officer certificate */
 #define CEREMONY_SIG_MAX 1024                /* DER/raw bytes of one signature */
 
-/* One `key: value` pair: keys 1-32 of [a-z0-9-]; values 1-CEREMONY_VALUE_MAX bytes, no control
- * character (< 0x20, 0x7f), no leading or trailing space. */
+/* One `key: value` pair: keys 1-32 of [a-z0-9-]; values 1-CEREMONY_VALUE_MAX bytes of UTF-8
+ * (shortest form), no control character (C0, DEL, C1), no invisible or bidirectional format
+ * character (what an officer reads is what they sign), no leading or trailing space. */
 typedef struct {
     char *key;
     char *value;

@@ -140,7 +140,9 @@ static kl_rc cmd_ceremony_approve(cli *c, int argc, char **argv)
     ca_ctx *ca = NULL;
     ceremony_opts o;
     ceremony_rec rec;
+    ceremony_req req;
     memset(&rec, 0, sizeof rec);
+    memset(&req, 0, sizeof req);
     TRY(ceremony_opts_parse("approve", argc, argv, &o));
     ENSURE(o.token, KL_EUSAGE,
            "ceremony approve needs --token 'pkcs11:token=...;object=KEY' (the officer's token)");
@@ -148,11 +150,18 @@ static kl_rc cmd_ceremony_approve(cli *c, int argc, char **argv)
     TRY(ceremony_db_get(ca_store(ca), o.id, &rec));
     ENSURE(strcmp(rec.status, CEREMONY_ST_PROPOSED) == 0, KL_EPOLICY,
            "ceremony %lld is %s: nothing to approve", (long long)o.id, rec.status);
+    /* only a request that parses is shown and signed: stored bytes with a NUL would print
+     * short of what the signature covers */
+    rc = ceremony_req_parse(rec.req, rec.req_len, &req);
+    ENSURE(rc == KL_OK, KL_EPOLICY,
+           "ceremony %lld: its stored request does not parse (%s): not signed", (long long)o.id,
+           kl_errmsg());
     /* what the officer signs, byte for byte, before the PIN is asked for */
     fprintf(stderr, "keyline-ca: signing this request of ceremony %lld:\n%.*s", (long long)o.id,
             (int)rec.req_len, (const char *)rec.req);
     TRY(ceremony_approve_sign(c, ca, &rec, &o));
 out:
+    ceremony_req_free(&req);
     ceremony_rec_free(&rec);
     ca_close(ca);
     return rc;

@@ -57,6 +57,21 @@ refused "a ceremony row copied with its approvals" "ceremony $cid is not the req
 [ "$(orders)" = 1 ] || fail "an approved order made twice"
 ok "an approved operation runs once: a done ceremony set back, or copied to another row, is refused"
 
+# what officers read is what they sign: a value with a right-to-left override ("O=Acme<RLO>gro.live"
+# shows as "O=Acmeevil.org"), a zero-width space, a C1 control (NEL) or bytes that are not UTF-8
+# is refused at proposal; other Unicode is not
+for v in 'O=Acme\xe2\x80\xaegro.live' 'CN=Ro\xe2\x80\x8bot' 'CN=Root\xc2\x85CN=x' 'CN=Root\xff' 'CN=\xc0\xafRoot'; do
+  EXIT=2 refused "a subject with $v" "not UTF-8, or a control, invisible or bidirectional character" \
+    kca ceremony propose ca create --label u1 --template root --subject "$(printf "$v")"
+done
+uid=$(kca ceremony propose ca create --label u1 --template root --subject "CN=Müller Wurzel,O=Acme" 2>/dev/null)
+kca ceremony show --id "$uid" | grep -q "^param subject: CN=Müller Wurzel,O=Acme$" || fail "a UTF-8 subject refused"
+# a stored request that does not parse (edited in the store) is not shown to an officer and signed
+sql "UPDATE ceremonies SET request = CAST(replace(CAST(request AS TEXT), 'param label: u1', 'param label: u1 ') AS BLOB) WHERE id = $uid"
+OFFICER_PIN=1111 refused "approving a stored request that does not parse" "its stored request does not parse" \
+  kca ceremony approve --id "$uid" --token "pkcs11:token=officer-alice;object=alice" --pin env:OFFICER_PIN
+ok "requests: bidirectional, invisible and control characters and bad UTF-8 refused, Unicode names kept, an unparsable stored request not signed"
+
 # officer add racing around the quorum: with 3 active and the quorum raised to 5, five `officer
 # add` at once without a ceremony register two (the store counts the active officers inside
 # each registration's transaction), the others are told to propose a ceremony
