@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "kl_http.h"
@@ -26,6 +27,8 @@ struct st_dash {
     kl_htpasswd *users; /* NULL: no operator actions */
     atomic_int stopping;
     char addr[300];
+    int loopback;  /* listening on 127.0.0.0/8 or ::1: only a loopback Host is served */
+    uint16_t port; /* the port it listens on */
 };
 
 /* default-src 'none': the page loads only its own script and style sheet and talks only to
@@ -373,6 +376,36 @@ static enum MHD_Result st_dash_serve(st_dash *d, struct MHD_Connection *c, const
     return st_dash_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 
+/* DNS rebinding: a web page from elsewhere whose name was made to resolve to 127.0.0.1 reaches
+ * a loopback listener from the operator's own browser, as the same origin, and could read
+ * /state (device serials, the station) or act with credentials the browser holds. Its requests
+ * carry its own name in Host; a loopback dashboard answers only to loopback names. NULL (an
+ * HTTP/1.0 request without Host; a browser always sends one) is served. */
+static int st_dash_host_ok(const st_dash *d, const char *hosthdr)
+{
+    char host[256], with_port[300];
+    uint16_t port = 0;
+    if (!d->loopback || !hosthdr) {
+        return 1;
+    }
+    if (hosthdr[0] != '[' && !strchr(hosthdr, ':')) {
+        snprintf(with_port, sizeof with_port, "%s:80", hosthdr); /* the default port */
+        hosthdr = with_port;
+    }
+    if (kl_hostport_parse(hosthdr, host, sizeof host, &port) != KL_OK || port != d->port) {
+        return 0;
+    }
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    }
+    if (inet_pton(AF_INET6, host, &a6) == 1) {
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    }
+    return strcasecmp(host, "localhost") == 0;
+}
+
 static enum MHD_Result st_dash_ahc(void *cls, struct MHD_Connection *c, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_size, void **con_cls)
@@ -388,6 +421,10 @@ static enum MHD_Result st_dash_ahc(void *cls, struct MHD_Connection *c, const ch
     if (*upload_size) {
         *upload_size = 0; /* actions take no body: whatever comes is dropped */
         return MHD_YES;
+    }
+    if (!st_dash_host_ok(cls, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"))) {
+        return st_dash_text(c, MHD_HTTP_MISDIRECTED_REQUEST,
+                            "this dashboard answers to 127.0.0.1, localhost or [::1] only\n");
     }
     st_dash_route_parse(method, url, &rt);
     return st_dash_serve(cls, c, &rt);
@@ -421,6 +458,19 @@ static kl_rc st_dash_addr(const char *listen, char *out, size_t outlen)
     return KL_OK;
 }
 
+static void st_dash_where(const struct sockaddr_storage *ss, int *loopback, uint16_t *port)
+{
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        *loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+        *port = ntohs(a->sin6_port);
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        *loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+        *port = ntohs(a->sin_port);
+    }
+}
+
 kl_rc st_dash_start(st_station *st, const char *listen, const char *users, st_dash **out)
 {
     kl_rc rc = KL_OK;
@@ -440,6 +490,7 @@ kl_rc st_dash_start(st_station *st, const char *listen, const char *users, st_da
         }
     }
     TRY(kl_hostport_resolve(d->addr, &ss, &sl, &v6));
+    st_dash_where(&ss, &d->loopback, &d->port);
     d->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                                   MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0),
                               0, NULL, NULL, st_dash_ahc, d, MHD_OPTION_EXTERNAL_LOGGER,

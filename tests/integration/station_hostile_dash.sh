@@ -3,8 +3,10 @@
 # order's last unit and vanished before its certificate was stored resumes once the order is
 # used up (it takes no second unit), while a new device stays untouched; event streams dropped
 # by the dozen do not hold the dashboard's connection slots; closing an order on the dashboard
-# names the order the operator confirmed; an operator with a UTF-8 name closes it through the
-# page in Chromium and the officer's signed report of it still verifies.
+# names the order the operator confirmed; a loopback dashboard refuses other Host names (DNS
+# rebinding); an operator with a UTF-8 name closes it through the page in Chromium and the
+# officer's signed report of it still verifies; order create refuses a mistyped profile and a
+# count whose report would not fit; a forged report of 200,001 serials is refused at once.
 source "$KL_SRC/tests/integration/station_common.sh"
 command -v chromium >/dev/null || fail "chromium is not installed (scripts/deps installs it)"
 OUT="$KL_BUILD/test-output/station_hostile_dash"
@@ -57,7 +59,7 @@ port = int(sys.argv[1])
 streams = []
 for i in range(70):  # more than the listener's 64 connections
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
     streams.append(s)
 time.sleep(0.5)
 for s in streams:
@@ -66,7 +68,7 @@ t0 = time.time()
 while time.time() - t0 < 20:
     try:
         c = socket.create_connection(("127.0.0.1", port), timeout=1)
-        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % port)
         if c.recv(64).startswith(b"HTTP/1.1 200"):
             break
     except OSError:
@@ -77,6 +79,16 @@ print("healthz answered %.1f s after 70 dropped event streams" % took)
 sys.exit(0 if took < 3 else 1)
 PY
 ok "70 dropped event streams free their connections at once"
+
+# DNS rebinding: a page from elsewhere resolved to 127.0.0.1 sends its own name as Host
+for host in "evil.example:$port" "127.0.0.1.evil.example:$port" "127.0.0.1:1$port" "evil.example"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "$URL/state")
+  [ "$code" = 421 ] || fail "Host $host: HTTP $code"
+done
+for host in "localhost:$port" "LOCALHOST:$port" "127.0.0.1:$port"; do
+  curl -fs -o /dev/null -H "Host: $host" "$URL/state" || fail "Host $host refused"
+done
+ok "a loopback dashboard answers only to loopback Host names (421 otherwise)"
 
 h=(-H 'X-Keyline-Dashboard: 1' -u 'jürgen:op-secret')
 code=$(curl -s -o close.txt -w '%{http_code}' -X POST "${h[@]}" "$URL/order/close")
