@@ -176,7 +176,7 @@ static kl_rc run_recover(ca_ctx *ca, ceremony_rec *rec, const char *actor)
              "id=%lld op=%s: the run by pid %ld on host %s died before its end (check what it "
              "did: the CA, the token and the audit log)",
              (long long)rec->id, rec->op, pid, host);
-    TRY(ceremony_db_interrupted(ca_store(ca), rec->id, detail, actor));
+    TRY(ceremony_db_interrupted(ca_store(ca), rec->id, note, detail, actor));
     kl_warn("ceremony %lld: an earlier run died (pid %ld); counting the approvals again",
             (long long)rec->id, pid);
     int64_t id = rec->id;

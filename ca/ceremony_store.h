@@ -108,8 +108,11 @@ kl_rc ceremony_db_note(store *s, int64_t id, const char *action, const char *det
 kl_rc ceremony_db_claim(store *s, int64_t id, const uint8_t *req, size_t req_len, const char *actor,
                         const char *runner) KL_WUR;
 /* running -> proposed after a run that died (its process is gone), `detail` as note; audit
- * ceremony-interrupted. KL_EPOLICY when it is not running. */
-kl_rc ceremony_db_interrupted(store *s, int64_t id, const char *detail, const char *actor) KL_WUR;
+ * ceremony-interrupted. `was` is the note that named the dead run: KL_EPOLICY when it is not
+ * running or its note is another (a run that took it up meanwhile, which must not be reset
+ * under it). */
+kl_rc ceremony_db_interrupted(store *s, int64_t id, const char *was, const char *detail,
+                              const char *actor) KL_WUR;
 /* running -> done with its transcript (audit ceremony-run), or, transcript NULL, running ->
  * proposed with `detail` as note (audit ceremony-failed). */
 kl_rc ceremony_db_finish(store *s, int64_t id, const uint8_t *transcript, size_t len,

@@ -41,6 +41,12 @@ static const store_q q_cer_done = {"UPDATE ceremonies SET status = 'done', trans
 static const store_q q_cer_fail = {
     "UPDATE ceremonies SET status = 'proposed', note = ?2 WHERE id = ?1 AND status = 'running'",
     NULL};
+/* a dead run's ceremony back to proposed: only the run judged dead (its note), not one that
+ * took it up meanwhile */
+static const store_q q_cer_interrupted = {
+    "UPDATE ceremonies SET status = 'proposed', note = ?2 WHERE id = ?1 AND status = 'running' "
+    "AND note = ?3",
+    NULL};
 static const store_q q_ap_list = {
     "SELECT officer, sig, at FROM ceremony_approvals WHERE ceremony = ?1 ORDER BY officer", NULL};
 static const store_q q_ap_put = {
@@ -488,6 +494,7 @@ typedef struct {
     const char *officer, *actor, *action, *detail;
     const uint8_t *data;
     size_t len;
+    const char *was; /* interrupted: the note of the run judged dead */
 } cer_arg;
 
 static kl_rc cer_approve_tx(store_conn *c, void *arg)
@@ -513,7 +520,7 @@ out:
 kl_rc ceremony_db_approve(store *s, int64_t id, const char *officer, const uint8_t *sig,
                           size_t sig_len, const char *actor)
 {
-    cer_arg a = {id, officer, actor, NULL, NULL, sig, sig_len};
+    cer_arg a = {id, officer, actor, NULL, NULL, sig, sig_len, NULL};
     return store_write(s, cer_approve_tx, &a);
 }
 
@@ -535,7 +542,7 @@ out:
 kl_rc ceremony_db_note(store *s, int64_t id, const char *action, const char *detail,
                        const char *actor)
 {
-    cer_arg a = {id, NULL, actor, action, detail, NULL, 0};
+    cer_arg a = {id, NULL, actor, action, detail, NULL, 0, NULL};
     return store_write(s, cer_note_tx, &a);
 }
 
@@ -621,7 +628,7 @@ out:
 kl_rc ceremony_db_claim(store *s, int64_t id, const uint8_t *req, size_t req_len, const char *actor,
                         const char *runner)
 {
-    cer_arg a = {id, NULL, actor, NULL, runner, req, req_len};
+    cer_arg a = {id, NULL, actor, NULL, runner, req, req_len, NULL};
     return store_write(s, cer_claim_tx, &a);
 }
 
@@ -631,8 +638,11 @@ static kl_rc cer_finish_tx(store_conn *c, void *arg)
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     char detail[1400], sha[65];
-    TRY(sc_stmt(c, a->data ? &q_cer_done : &q_cer_fail, &st));
+    TRY(sc_stmt(c, a->data ? &q_cer_done : a->was ? &q_cer_interrupted : &q_cer_fail, &st));
     TRY(sc_int(st, 1, a->id));
+    if (a->was) {
+        TRY(sc_text(st, 3, a->was));
+    }
     if (a->data) {
         TRY(sc_blob(st, 2, a->data, a->len));
         sha256_hex(a->data, a->len, sha);
@@ -642,7 +652,10 @@ static kl_rc cer_finish_tx(store_conn *c, void *arg)
         snprintf(detail, sizeof detail, "%s", a->detail ? a->detail : "");
     }
     TRY(sc_run(st, "finish ceremony"));
-    ENSURE(sc_changes(st) == 1, KL_EPOLICY, "ceremony %lld is not running", (long long)a->id);
+    ENSURE(sc_changes(st) == 1, KL_EPOLICY,
+           a->was ? "ceremony %lld is not run by that run any more (another took it up)"
+                  : "ceremony %lld is not running",
+           (long long)a->id);
     TRY(st_audit_append_tx(c, a->actor,
                            a->data     ? "ceremony-run"
                            : a->action ? a->action
@@ -656,13 +669,14 @@ out:
 kl_rc ceremony_db_finish(store *s, int64_t id, const uint8_t *transcript, size_t len,
                          const char *detail, const char *actor)
 {
-    cer_arg a = {id, NULL, actor, NULL, detail, transcript, len};
+    cer_arg a = {id, NULL, actor, NULL, detail, transcript, len, NULL};
     return store_write(s, cer_finish_tx, &a);
 }
 
-kl_rc ceremony_db_interrupted(store *s, int64_t id, const char *detail, const char *actor)
+kl_rc ceremony_db_interrupted(store *s, int64_t id, const char *was, const char *detail,
+                              const char *actor)
 {
-    cer_arg a = {id, NULL, actor, "ceremony-interrupted", detail, NULL, 0};
+    cer_arg a = {id, NULL, actor, "ceremony-interrupted", detail, NULL, 0, was};
     return store_write(s, cer_finish_tx, &a);
 }
 

@@ -479,10 +479,13 @@ static void test_store_records(void **state)
     assert_int_equal(ceremony_db_approve(s, id, "alice", (const uint8_t *)"s3", 2, "t"),
                      KL_EPOLICY);
     assert_int_equal(ceremony_db_finish(s, id, NULL, 0, "it failed", "t"), KL_OK);
-    assert_int_equal(ceremony_db_interrupted(s, id, "x", "t"), KL_EPOLICY); /* not running */
+    assert_int_equal(ceremony_db_interrupted(s, id, "x", "x", "t"), KL_EPOLICY); /* not running */
     assert_int_equal(ceremony_db_claim(s, id, req, sizeof req - 1, "t", "x"),
                      KL_OK); /* failed: open again */
-    assert_int_equal(ceremony_db_interrupted(s, id, "the run died", "t"), KL_OK);
+    /* a run judged dead by its note: another run that took it up meanwhile is not reset */
+    assert_int_equal(ceremony_db_interrupted(s, id, "running: pid 1 on host h", "x", "t"),
+                     KL_EPOLICY);
+    assert_int_equal(ceremony_db_interrupted(s, id, "x", "the run died", "t"), KL_OK);
     assert_int_equal(ceremony_db_get(s, id, &r), KL_OK);
     assert_string_equal(r.status, CEREMONY_ST_PROPOSED); /* a dead run: open again */
     assert_string_equal(r.note, "the run died");
