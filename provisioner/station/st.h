@@ -350,7 +350,8 @@ typedef struct {
 typedef struct {
     long long started_unix_ms; /* the station started */
     long long first_unix_ms;   /* the first device of this run started (0: none yet) */
-    long ok, failed;
+    long ok, failed; /* ok: provisioned, resumed or activated (a certificate made valid) */
+    long already;    /* ok, but locked with a valid certificate before: nothing was made */
     long long ok_times[ST_RATE_KEPT]; /* a ring */
     size_t ok_next, ok_n;
     uint64_t *seen; /* hashes of the hardware serials seen (open addressing, 0 = empty) */

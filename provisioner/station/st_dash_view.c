@@ -56,8 +56,9 @@ static json_t *st_dash_counters(const st_stats *s, long long now)
 {
     double fpy = 0;
     int have_fpy = st_stats_fpy(s, &fpy);
-    return json_pack("{s:I, s:I, s:I, s:f, s:o}", "provisioned", (json_int_t)s->ok, "failed",
-                     (json_int_t)s->failed, "finished", (json_int_t)s->ok + s->failed, "per_hour",
+    return json_pack("{s:I, s:I, s:I, s:I, s:f, s:o}", "provisioned", (json_int_t)s->ok, "failed",
+                     (json_int_t)s->failed, "already_provisioned", (json_int_t)s->already,
+                     "finished", (json_int_t)s->ok + s->failed + s->already, "per_hour",
                      st_stats_per_hour(s, now), "first_pass_yield",
                      have_fpy ? json_real(fpy) : json_null());
 }
@@ -138,7 +139,7 @@ static kl_rc st_metrics_locked(st_station *st, kl_buf *out)
                       "outcome.\n# TYPE keyline_station_devices_total counter\n"
                       "keyline_station_devices_total{outcome=\"ok\"} %ld\n"
                       "keyline_station_devices_total{outcome=\"failed\"} %ld\n",
-                      s->ok, s->failed));
+                      s->ok + s->already, s->failed));
     TRY(st_metrics_hist(s, out));
     TRY(kl_buf_printf(out, "# HELP keyline_station_fixtures Fixtures by state.\n"
                            "# TYPE keyline_station_fixtures gauge\n"));

@@ -114,6 +114,30 @@ static void test_stats(void **state)
     st_stats_free(&s);
 }
 
+/* A locked unit re-seated ("already-provisioned") made nothing: not provisioned, not in the
+ * rate, not in the yield (the dashboard's counts are the store's). */
+static void test_stats_already(void **state)
+{
+    (void)state;
+    st_stats s;
+    memset(&s, 0, sizeof s);
+    double fpy = -1;
+    long long t0 = 1800000000000LL;
+    st_stats_record(&s, "fx1", outcome("A", 1, ST_PH_LOCK), t0);
+    for (int i = 0; i < 2; i++) {
+        st_outcome *o = outcome(i ? "OLD" : "A", 1, ST_PH_LOCK);
+        o->action = "already-provisioned";
+        st_stats_record(&s, "fx1", o, t0 + 1000 + i);
+    }
+    assert_int_equal(s.ok, 1);
+    assert_int_equal(s.already, 2);
+    assert_int_equal(s.seen_n, 1);
+    assert_int_equal(st_stats_fpy(&s, &fpy), 1);
+    assert_true(fpy == 1.0);
+    assert_true(st_stats_per_hour(&s, t0 + 3000) > 59.9 && st_stats_per_hour(&s, t0 + 3000) < 60.1);
+    st_stats_free(&s);
+}
+
 static void test_state_and_metrics(void **state)
 {
     (void)state;
@@ -182,6 +206,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hints_in_docs),
         cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_stats_already),
         cmocka_unit_test(test_state_and_metrics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
