@@ -595,6 +595,14 @@ static kl_rc cer_claim_audited(store_conn *c, const cer_arg *a)
            "ceremony %lld is not the request its audited proposal recorded (no ceremony-propose "
            "entry '%s'): the ceremonies table was changed outside keyline; not run",
            (long long)a->id, like);
+    /* a nonce is proposed once: the same bytes proposed under another id too is a copy, with
+     * an entry appended for it (the tail after the last checkpoint is anyone's to extend) */
+    snprintf(like, sizeof like, "id=%% request-sha256=%s", sha);
+    TRY(cer_audit_count(c, "ceremony-propose", like, &n));
+    ENSURE(n == 1, KL_EPOLICY,
+           "ceremony %lld: its request was proposed %lld times in the audit log (a copy of "
+           "another ceremony, with an audit entry added for it); not run",
+           (long long)a->id, (long long)n);
     snprintf(like, sizeof like, "id=%lld transcript-sha256=%%", (long long)a->id);
     TRY(cer_audit_count(c, "ceremony-run", like, &n));
     ENSURE(

@@ -54,8 +54,29 @@ cid=$(sql "SELECT max(id) FROM ceremonies")
 sql "INSERT INTO ceremony_approvals (ceremony, officer, sig, at) SELECT $cid, officer, sig, at FROM ceremony_approvals WHERE ceremony = $id"
 refused "a ceremony row copied with its approvals" "ceremony $cid is not the request its audited proposal recorded" \
   kca ceremony run --id "$cid"
+# the copy with its own ceremony-propose entry appended to the log (the chain extended by hand:
+# entries after the last checkpoint are anyone's to add): the same nonce proposed twice
+python3 - keyline.db "$cid" <<'PY'
+import hashlib, sqlite3, struct, sys, time
+db = sqlite3.connect(sys.argv[1]); cid = int(sys.argv[2])
+op, req = db.execute("SELECT op, request FROM ceremonies WHERE id = ?", (cid,)).fetchone()
+seq, prev = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+seq, ts, actor, action = seq + 1, int(time.time()), "cli:root", "ceremony-propose"
+detail = "id=%d op=%s request-sha256=%s" % (cid, op, hashlib.sha256(req).hexdigest())
+h = hashlib.sha256(b"keyline-audit-v1" + struct.pack(">QQ", seq, ts))
+for f in (actor, action, detail, prev):
+    h.update(struct.pack(">I", len(f.encode())) + f.encode())
+db.execute("INSERT INTO audit (seq, ts, actor, action, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+           (seq, ts, actor, action, detail, prev, h.hexdigest()))
+db.execute("UPDATE audit_head SET seq = ?, hash = ?", (seq, h.hexdigest()))
+db.commit()
+PY
+# the chain and its checkpoints accept it (what audit verify finds is the alice2 row above)
+kca audit verify --no-token > out.txt 2>&1 && fail "audit verify passes with the alice2 row"
+grep -q "^keyline-ca: officer alice2: " out.txt || { cat out.txt; fail "the appended entry breaks the chain (the test forged it wrong)"; }
+refused "a copied ceremony with a forged proposal entry" "its request was proposed 2 times" kca ceremony run --id "$cid"
 [ "$(orders)" = 1 ] || fail "an approved order made twice"
-ok "an approved operation runs once: a done ceremony set back, or copied to another row, is refused"
+ok "an approved operation runs once: a done ceremony set back, or copied to another row (with or without an audit entry forged for it), is refused"
 
 # what officers read is what they sign: a value with a right-to-left override ("O=Acme<RLO>gro.live"
 # shows as "O=Acmeevil.org"), a zero-width space, a C1 control (NEL) or bytes that are not UTF-8
