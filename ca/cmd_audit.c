@@ -60,6 +60,20 @@ out:
     return rc;
 }
 
+/* One field of an entry as a terminal shows it: control bytes (and, with `space`, spaces: the
+ * actor and the action are one word each) as \xNN, so no stored field can print a line or a
+ * column of its own (an actor "root officer-remove officer=alice\n9 ..." would). */
+static void audit_field_print(const char *s, int space)
+{
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p < 0x20 || *p == 0x7f || (space && *p == ' ')) {
+            printf("\\x%02x", *p);
+        } else {
+            putchar(*p);
+        }
+    }
+}
+
 static kl_rc cmd_audit_list(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
@@ -73,8 +87,13 @@ static kl_rc cmd_audit_list(cli *c, int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         char t[32];
         cli_time(list[i].ts, t, sizeof t);
-        printf("%lld %s %s %s %s %.16s\n", (long long)list[i].seq, t, list[i].actor, list[i].action,
-               list[i].detail ? list[i].detail : "", list[i].hash);
+        printf("%lld %s ", (long long)list[i].seq, t);
+        audit_field_print(list[i].actor, 1);
+        putchar(' ');
+        audit_field_print(list[i].action, 1);
+        putchar(' ');
+        audit_field_print(list[i].detail, 0);
+        printf(" %.16s\n", list[i].hash);
     }
 out:
     store_audit_list_free(list, n);
