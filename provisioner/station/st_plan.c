@@ -222,14 +222,19 @@ kl_rc st_csr_subject_check(const X509_NAME *name, const st_hello *h)
                    got, h->model, h->hw_serial);
 }
 
+/* UTF-8 (line-protocol.md: MODEL and FW_VERSION are UTF-8) without control characters, which
+ * would garble logs and the display. Invalid UTF-8 would not go into JSON either: jansson
+ * refuses the string, and the results line lost its model and error and the dashboard its
+ * fixture tile and failure, so a device could hide its own failure. */
 static int st_text_ok(const char *s)
 {
-    for (; *s; s++) {
-        if ((unsigned char)*s < 0x20 || *s == 0x7f) {
-            return 0; /* control characters would garble logs and the display */
-        }
+    json_t *utf8 = json_string(s); /* NULL unless valid UTF-8 */
+    int ok = utf8 != NULL;
+    json_decref(utf8);
+    for (; ok && *s; s++) {
+        ok = (unsigned char)*s >= 0x20 && *s != 0x7f;
     }
-    return 1;
+    return ok;
 }
 
 kl_rc st_hello_parse(const uint8_t *p, size_t n, st_hello *h)

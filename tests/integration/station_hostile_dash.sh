@@ -6,7 +6,8 @@
 # names the order the operator confirmed; a loopback dashboard refuses other Host names (DNS
 # rebinding); an operator with a UTF-8 name closes it through the page in Chromium and the
 # officer's signed report of it still verifies; order create refuses a mistyped profile and a
-# count whose report would not fit; a forged report of 200,001 serials is refused at once.
+# count whose report would not fit; a forged report of 200,001 serials is refused at once; a
+# device with a non-UTF-8 model is refused at hello and its failure is not lost.
 source "$KL_SRC/tests/integration/station_common.sh"
 command -v chromium >/dev/null || fail "chromium is not installed (scripts/deps installs it)"
 OUT="$KL_BUILD/test-output/station_hostile_dash"
@@ -79,6 +80,21 @@ print("healthz answered %.1f s after 70 dropped event streams" % took)
 sys.exit(0 if took < 3 else 1)
 PY
 ok "70 dropped event streams free their connections at once"
+
+# a device whose HELLO model is not UTF-8 (line-protocol.md) is refused at hello, and its
+# failure stays on the dashboard and in the results file (JSON takes no invalid UTF-8)
+st_dev 1 BADUTF-1 --model $'acme\xff' --misbehave evil-subject --csr-subject 'CN=x,O=y'
+st_wait_grep 'HELLO answer has no valid model' results.jsonl 20 || { tail -5 dash.log; fail "no result for BADUTF-1"; }
+curl -fs "$URL/state" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+assert [f["name"] for f in s["fixtures"]] == ["fix1"], s["fixtures"]
+assert any("no valid model" in f["error"] for f in s["failures"]), s["failures"]
+' || fail "the dashboard lost the fixture or the failure of a device with a non-UTF-8 model"
+grep '"outcome":"failed"' results.jsonl | tail -1 | grep -q '"error":"HELLO answer has no valid model"' ||
+  fail "results line: $(tail -1 results.jsonl)"
+kill "${st_fixdev[1]}" 2>/dev/null || true; st_fixdev[1]= # it never leaves by itself
+ok "a device with a non-UTF-8 model: refused at hello, shown on the dashboard and in the results"
 
 # DNS rebinding: a page from elsewhere resolved to 127.0.0.1 sends its own name as Host
 for host in "evil.example:$port" "127.0.0.1.evil.example:$port" "127.0.0.1:1$port" "evil.example"; do

@@ -213,6 +213,21 @@ static void test_hello_parse(void **state)
     for (size_t cut = 0; cut < n; cut++) {
         assert_int_equal(st_hello_parse(buf, cut, &h), KL_EINPUT); /* every prefix refused */
     }
+    /* MODEL and FW_VERSION are UTF-8: invalid bytes refuse the model, blank the version */
+    n = hello_payload(buf, sizeof buf, "SN1", KL_STATE_FACTORY_NEW, 0, 1);
+    uint8_t *m = memmem(buf, n, "model-x", 7), *fw = memmem(buf, n, "1.0", 3);
+    assert_non_null(m);
+    assert_non_null(fw);
+    memcpy(m, "mod\xc3\xa9-x", 7); /* valid UTF-8 */
+    assert_int_equal(st_hello_parse(buf, n, &h), KL_OK);
+    assert_string_equal(h.model, "mod\xc3\xa9-x");
+    fw[2] = 0xff;
+    assert_int_equal(st_hello_parse(buf, n, &h), KL_OK);
+    assert_string_equal(h.fw_version, "");
+    m[6] = 0xff;
+    assert_int_equal(st_hello_parse(buf, n, &h), KL_EINPUT);
+    m[6] = 0xc3; /* a lead byte with nothing after it */
+    assert_int_equal(st_hello_parse(buf, n, &h), KL_EINPUT);
     assert_true(st_serial_ok("AB 12'()+,-./:=?"));
     assert_false(st_serial_ok(""));
     assert_false(st_serial_ok("a@b"));
