@@ -110,28 +110,76 @@ static kl_rc run_refuse(store *s, const ceremony_rec *rec, const char *actor, co
     return kl_fail(KL_EPOLICY, "ceremony %lld refused: %s", (long long)rec->id, msg);
 }
 
-/* The running ceremony's note: who runs it, and which process on which host since when, so
- * that a run that died can be told from one still going (run_recover). */
+/* Where a run runs: the host's name, and (when readable) its machine id and boot id, which
+ * tell two hosts of one name apart and a run from before a restart. "" when unknown. */
+typedef struct {
+    char host[256], machine[40], boot[40];
+} run_where;
+
+/* The first line of `path` into out when it is 1..cap-1 of [0-9a-f-] (an id file), else "". */
+static void run_id_read(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    out[0] = 0;
+    if (f && fgets(out, (int)cap, f)) {
+        out[strcspn(out, "\n")] = 0;
+    }
+    if (f) {
+        fclose(f);
+    }
+    if (strspn(out, "0123456789abcdef-") != strlen(out)) {
+        out[0] = 0;
+    }
+}
+
+static void run_where_here(run_where *w)
+{
+    if (gethostname(w->host, sizeof w->host) != 0) {
+        snprintf(w->host, sizeof w->host, "?");
+    }
+    w->host[sizeof w->host - 1] = 0;
+    w->host[strcspn(w->host, " ")] = 0;
+    run_id_read("/etc/machine-id", w->machine, sizeof w->machine);
+    run_id_read("/proc/sys/kernel/random/boot_id", w->boot, sizeof w->boot);
+}
+
+/* The running ceremony's note: who runs it, and which process where since when, so that a run
+ * that died can be told from one still going (run_recover). */
 static void run_runner_note(const char *actor, char *out, size_t cap)
 {
-    char host[256] = "?", when[32] = "?";
+    char when[32] = "?";
     time_t now = time(NULL);
     struct tm tm;
-    if (gethostname(host, sizeof host) != 0) {
-        snprintf(host, sizeof host, "?");
-    }
-    host[sizeof host - 1] = 0;
+    run_where w;
+    run_where_here(&w);
     if (gmtime_r(&now, &tm)) {
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
     }
-    snprintf(out, cap, "running: pid %ld on host %s since %s, by %s", (long)getpid(), host, when,
+    snprintf(out, cap, "running: pid %ld on host %s (machine %s, boot %s) since %s, by %s",
+             (long)getpid(), w.host, w.machine[0] ? w.machine : "?", w.boot[0] ? w.boot : "?", when,
              actor);
 }
 
-/* The pid and host of a runner note (run_runner_note's form); 0 when it is not one. */
-static int run_note_parse(const char *note, long *pid, char *host, size_t cap)
+/* The bytes of s before the first of `stop` into out (cap bytes); NULL when none or too long,
+ * else s past them. */
+static const char *run_note_word(const char *s, const char *stop, char *out, size_t cap)
 {
-    static const char pre[] = "running: pid ", mid[] = " on host ";
+    size_t n = strcspn(s, stop);
+    if (n == 0 || n >= cap) {
+        return NULL;
+    }
+    memcpy(out, s, n);
+    out[n] = 0;
+    return s + n;
+}
+
+/* The pid and place of a runner note (run_runner_note's form; notes of earlier versions end
+ * after the host name: machine and boot ""); 0 when it is not one. */
+static int run_note_parse(const char *note, long *pid, run_where *w)
+{
+    static const char pre[] = "running: pid ", mid[] = " on host ", mach[] = " (machine ",
+                      boot[] = ", boot ";
+    memset(w, 0, sizeof *w);
     if (strncmp(note, pre, sizeof pre - 1) != 0) {
         return 0;
     }
@@ -141,41 +189,67 @@ static int run_note_parse(const char *note, long *pid, char *host, size_t cap)
     if (errno || *pid <= 0 || strncmp(end, mid, sizeof mid - 1) != 0) {
         return 0;
     }
-    const char *h = end + sizeof mid - 1;
-    size_t n = strcspn(h, " ");
-    if (n == 0 || n >= cap) {
+    const char *p = run_note_word(end + sizeof mid - 1, " ", w->host, sizeof w->host);
+    if (!p) {
         return 0;
     }
-    memcpy(host, h, n);
-    host[n] = 0;
+    if (strncmp(p, mach, sizeof mach - 1) == 0) {
+        p = run_note_word(p + sizeof mach - 1, ",", w->machine, sizeof w->machine);
+        p = p && strncmp(p, boot, sizeof boot - 1) == 0
+                ? run_note_word(p + sizeof boot - 1, ")", w->boot, sizeof w->boot)
+                : NULL;
+        if (!p) {
+            return 0;
+        }
+        if (strcmp(w->machine, "?") == 0) { /* not readable where it ran: unknown */
+            w->machine[0] = 0;
+        }
+        if (strcmp(w->boot, "?") == 0) {
+            w->boot[0] = 0;
+        }
+    }
     return 1;
 }
 
-/* A ceremony left running: when its note names a process of this host that is gone, the run
- * died (killed, power lost) before it recorded its end: back to proposed (audited
+/* Is the run noted (pid at `noted`) over? *elsewhere when it ran on another host (another name,
+ * or the same name and another machine id): that host alone can tell. Here: over when the host
+ * restarted since (another boot id), else when no process has that pid. */
+static int run_is_over(const run_where *noted, long pid, const run_where *me, int *elsewhere)
+{
+    *elsewhere = strcmp(noted->host, me->host) != 0 ||
+                 (noted->machine[0] && me->machine[0] && strcmp(noted->machine, me->machine) != 0);
+    if (*elsewhere) {
+        return 0;
+    }
+    if (noted->boot[0] && me->boot[0] && strcmp(noted->boot, me->boot) != 0) {
+        return 1;
+    }
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* A ceremony left running: when its note names a run of this host that is over, the run died
+ * (killed, power lost) before it recorded its end: back to proposed (audited
  * ceremony-interrupted) and *rec read again, so this run counts the approvals anew. A run
  * still going, or one on another host, is refused naming it. */
 static kl_rc run_recover(ca_ctx *ca, ceremony_rec *rec, const char *actor)
 {
     kl_rc rc = KL_OK;
     long pid = 0;
-    char host[256] = "", mine[256] = "", detail[700];
+    int elsewhere = 0;
+    char detail[700];
+    run_where noted, me;
     const char *note = rec->note ? rec->note : "";
-    int parsed = run_note_parse(note, &pid, host, sizeof host);
-    if (gethostname(mine, sizeof mine) != 0) {
-        mine[0] = 0;
-    }
-    mine[sizeof mine - 1] = 0;
-    int gone = parsed && strcmp(host, mine) == 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    int parsed = run_note_parse(note, &pid, &noted);
+    run_where_here(&me);
+    int gone = parsed && run_is_over(&noted, pid, &me, &elsewhere);
     ENSURE(gone, KL_EPOLICY, "ceremony %lld is being run (%s)%s", (long long)rec->id,
            note[0] ? note : "no runner noted",
-           parsed && strcmp(host, mine) != 0
-               ? ": if that run died, run it again on that host, which can tell"
-               : "");
+           parsed && elsewhere ? ": if that run died, run it again on that host, which can tell"
+                               : "");
     snprintf(detail, sizeof detail,
              "id=%lld op=%s: the run by pid %ld on host %s died before its end (check what it "
              "did: the CA, the token and the audit log)",
-             (long long)rec->id, rec->op, pid, host);
+             (long long)rec->id, rec->op, pid, noted.host);
     TRY(ceremony_db_interrupted(ca_store(ca), rec->id, note, detail, actor));
     kl_warn("ceremony %lld: an earlier run died (pid %ld); counting the approvals again",
             (long long)rec->id, pid);

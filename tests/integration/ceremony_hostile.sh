@@ -104,6 +104,28 @@ kca audit list > list.txt
 grep -q " officer-remove " list.txt && { grep " officer-remove " list.txt; fail "audit list shows a forged officer-remove"; }
 ok "audit list: one line per entry whatever its actor holds"
 
+# an interrupted run is taken up only where it ran: a note of this host's name but another
+# machine id (another host of the same name) is refused even when no such pid lives here; one
+# of this machine from before a restart (another boot id) is taken up even when its pid is
+# someone else's now
+machine=$(cat /etc/machine-id 2>/dev/null || true)
+if [ -n "$machine" ]; then
+  kid=$(kca ceremony propose order create --model m8 --count 1 --station ST1 --expires 2099-12-31 2>/dev/null)
+  approve "$kid" alice 1111; approve "$kid" bob 2222
+  running() { sql "UPDATE ceremonies SET status = 'running', note = 'running: pid $1 on host $(hostname) (machine $2, boot $3) since 2026-12-05T00:00:00Z, by someone' WHERE id = $kid"; }
+  sleep 300 & live=$!
+  dead=$(sh -c 'echo $$')
+  running "$dead" 0123456789abcdef0123456789abcdef "$(cat /proc/sys/kernel/random/boot_id)"
+  refused "taking up a run of another host of the same name" "run it again on that host" kca ceremony run --id "$kid"
+  running "$live" "$machine" 00000000-0000-0000-0000-000000000000
+  kca ceremony run --id "$kid" > /dev/null 2> err.txt || { cat err.txt; fail "a run from before a restart not taken up"; }
+  kill "$live"; wait "$live" 2>/dev/null || true
+  kca order list | grep -q " m8 " || fail "the order of the taken-up run"
+  ok "an interrupted run: another machine of the same name refused, a run from before a restart taken up"
+else
+  ok "no /etc/machine-id here: runs are told apart by host name alone (the interrupted-run checks of ceremony_quorum.sh)"
+fi
+
 # officer add racing around the quorum: with 3 active and the quorum raised to 5, five `officer
 # add` at once without a ceremony register two (the store counts the active officers inside
 # each registration's transaction), the others are told to propose a ceremony
