@@ -9,18 +9,25 @@
 
 #include "st.h"
 
+/* What the order still allows: none once it is closed or expired, whatever is left of its
+ * count (a monitoring alert on "remaining" must not see 7 units of a closed order). */
+static long st_order_remaining(const st_order_view *o)
+{
+    long left = o->count - o->issued;
+    return strcmp(o->state, "open") == 0 && left > 0 ? left : 0;
+}
+
 json_t *st_order_json(const st_station *st)
 {
     const st_order_view *o = &st->order;
     if (!o->have) {
         return json_null();
     }
-    long remaining = o->count - o->issued;
+    long remaining = st_order_remaining(o);
     return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o}", "id", o->id, "model", o->model,
                      "state", o->state, "count", (json_int_t)o->count, "issued",
-                     (json_int_t)o->issued, "remaining",
-                     (json_int_t)(remaining > 0 ? remaining : 0), "expires", o->expires, "why",
-                     o->why[0] ? json_string(o->why) : json_null());
+                     (json_int_t)o->issued, "remaining", (json_int_t)remaining, "expires",
+                     o->expires, "why", o->why[0] ? json_string(o->why) : json_null());
 }
 
 kl_rc st_order_metrics(const st_station *st, kl_buf *out)
@@ -29,7 +36,7 @@ kl_rc st_order_metrics(const st_station *st, kl_buf *out)
     if (!o->have) {
         return KL_OK;
     }
-    long remaining = o->count - o->issued;
+    long remaining = st_order_remaining(o);
     return kl_buf_printf(out,
                          "# HELP keyline_station_order_remaining Devices the production order "
                          "still allows.\n# TYPE keyline_station_order_remaining gauge\n"
@@ -37,8 +44,7 @@ kl_rc st_order_metrics(const st_station *st, kl_buf *out)
                          "# HELP keyline_station_order_open 1 while the order allows devices.\n"
                          "# TYPE keyline_station_order_open gauge\n"
                          "keyline_station_order_open{order=\"%s\"} %d\n",
-                         o->id, remaining > 0 ? remaining : 0, o->id,
-                         strcmp(o->state, "open") == 0 && remaining > 0);
+                         o->id, remaining, o->id, remaining > 0);
 }
 
 /* What keyline-cad's answer says, into st->order (caller holds no lock). */

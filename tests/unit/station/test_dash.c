@@ -195,6 +195,18 @@ static void test_state_and_metrics(void **state)
     assert_non_null(strstr(
         txt, "keyline_station_phase_duration_seconds_bucket{phase=\"issue\",le=\"+Inf\"} 1\n"));
     kl_buf_free(&b);
+    /* an expired (or closed) order allows nothing more, whatever is left of its count */
+    snprintf(st->order.state, sizeof st->order.state, "expired");
+    j = st_dash_state(st, 1, 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "order"), "remaining")),
+                     0);
+    json_decref(j);
+    kl_buf_init(&b, 1 << 20, 0);
+    assert_int_equal(st_dash_metrics(st, &b), KL_OK);
+    assert_int_equal(kl_buf_cstr(&b, &txt), KL_OK);
+    assert_non_null(strstr(txt, "keyline_station_order_remaining{order=\"O-1\"} 0\n"));
+    assert_non_null(strstr(txt, "keyline_station_order_open{order=\"O-1\"} 0\n"));
+    kl_buf_free(&b);
     st_stats_free(&st->stats);
     pthread_mutex_destroy(&st->mu);
     free(st);
