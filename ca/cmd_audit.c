@@ -60,13 +60,13 @@ out:
     return rc;
 }
 
-/* One field of an entry as a terminal shows it: control bytes (and, with `space`, spaces: the
- * actor and the action are one word each) as \xNN, so no stored field can print a line or a
- * column of its own (an actor "root officer-remove officer=alice\n9 ..." would). */
-static void audit_field_print(const char *s, int space)
+/* One field of an entry as a terminal shows it: control bytes as \xNN, so no stored field can
+ * print a line of its own (an actor "root\n9 2026-... officer-remove officer=alice" would).
+ * Spaces stay: actors of keyline-cad hold them ("uid 0 (root) as station"). */
+static void audit_field_print(const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p < 0x20 || *p == 0x7f || (space && *p == ' ')) {
+        if (*p < 0x20 || *p == 0x7f) {
             printf("\\x%02x", *p);
         } else {
             putchar(*p);
@@ -88,11 +88,11 @@ static kl_rc cmd_audit_list(cli *c, int argc, char **argv)
         char t[32];
         cli_time(list[i].ts, t, sizeof t);
         printf("%lld %s ", (long long)list[i].seq, t);
-        audit_field_print(list[i].actor, 1);
+        audit_field_print(list[i].actor);
         putchar(' ');
-        audit_field_print(list[i].action, 1);
+        audit_field_print(list[i].action);
         putchar(' ');
-        audit_field_print(list[i].detail, 0);
+        audit_field_print(list[i].detail);
         printf(" %.16s\n", list[i].hash);
     }
 out:

@@ -93,15 +93,15 @@ OFFICER_PIN=1111 refused "approving a stored request that does not parse" "its s
   kca ceremony approve --id "$uid" --token "pkcs11:token=officer-alice;object=alice" --pin env:OFFICER_PIN
 ok "requests: bidirectional, invisible and control characters and bad UTF-8 refused, Unicode names kept, an unparsable stored request not signed"
 
-# audit list prints one line per entry, one word for the actor: an actor (from SUDO_USER) with a
-# space and a newline does not print a forged officer-remove line
+# audit list prints one line per entry: an actor (from SUDO_USER) with a newline does not print
+# a forged entry line
 nid=$(kca ceremony propose order create --model m9 --count 1 --station ST1 --expires 2099-12-31 2>/dev/null)
-SUDO_USER=$'root officer-remove officer=alice\n99 2026-12-07T08:00:00Z cli:root' kca ceremony run --id "$nid" > /dev/null 2>&1 &&
+SUDO_USER=$'root\n99 2026-12-07T08:00:00Z cli:root officer-remove officer=alice' kca ceremony run --id "$nid" > /dev/null 2>&1 &&
   fail "a ceremony without approvals ran"
 [ "$(sql "SELECT count(*) FROM audit WHERE actor LIKE '%officer-remove%'")" = 1 ] || fail "the refusal is not logged with that actor"
 kca audit list > list.txt
 [ "$(wc -l < list.txt)" = "$(sql "SELECT count(*) FROM audit")" ] || { cat list.txt; fail "audit list printed more lines than entries"; }
-grep -q " officer-remove " list.txt && { grep " officer-remove " list.txt; fail "audit list shows a forged officer-remove"; }
+grep -q "^99 " list.txt && { grep "^99 " list.txt; fail "audit list shows a forged entry 99"; }
 ok "audit list: one line per entry whatever its actor holds"
 
 # an interrupted run is taken up only where it ran: a note of this host's name but another
