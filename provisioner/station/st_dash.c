@@ -24,7 +24,8 @@
 struct st_dash {
     st_station *st;
     struct MHD_Daemon *mhd;
-    kl_htpasswd *users; /* NULL: no operator actions */
+    kl_htpasswd *users;      /* NULL: no operator actions */
+    pthread_mutex_t auth_mu; /* one password check at a time, a failure's delay included */
     atomic_int stopping;
     char addr[300];
     int loopback;  /* listening on 127.0.0.0/8 or ::1: only a loopback Host is served */
@@ -240,6 +241,11 @@ static int st_dash_operator(st_dash *d, struct MHD_Connection *c, char *who, siz
     kl_buf_init(&pass, 1024, 1);
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     kl_rc rc = kl_basic_parse(auth, &user, &pass);
+    /* One check at a time for the whole listener, a failure's half second included: guesses
+     * from any number of connections cost the station at most one crypt_r at a time (32
+     * parallel bad log-ins took 82 % of a core with yescrypt, starving the fixtures), and
+     * whoever guesses gets two answers a second in all. */
+    pthread_mutex_lock(&d->auth_mu);
     if (rc == KL_OK) {
         rc = kl_htpasswd_verify(d->users, (const char *)user.data, (const char *)pass.data);
     }
@@ -253,6 +259,9 @@ static int st_dash_operator(st_dash *d, struct MHD_Connection *c, char *who, siz
         }
         kl_error("dashboard: operator action refused for '%s': %s", uname, kl_errmsg());
         st_sleep_ms(500); /* each guess costs the guesser, not only crypt_r */
+    }
+    pthread_mutex_unlock(&d->auth_mu);
+    if (rc != KL_OK) {
         *ret = st_dash_text(c, MHD_HTTP_UNAUTHORIZED, "operator log-in needed\n");
     }
     kl_buf_free(&user);
@@ -480,6 +489,7 @@ kl_rc st_dash_start(st_station *st, const char *listen, const char *users, st_da
     st_dash *d = calloc(1, sizeof *d);
     ENSURE(d, KL_EINTERNAL, "out of memory");
     d->st = st;
+    pthread_mutex_init(&d->auth_mu, NULL);
     atomic_init(&d->stopping, 0);
     TRY(st_dash_addr(listen, d->addr, sizeof d->addr));
     if (users) {
@@ -521,6 +531,7 @@ void st_dash_stop(st_dash *d)
         d->st->dash = NULL;
     }
     kl_htpasswd_free(d->users);
+    pthread_mutex_destroy(&d->auth_mu);
     free(d);
 }
 

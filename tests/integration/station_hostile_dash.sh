@@ -7,7 +7,8 @@
 # rebinding); an operator with a UTF-8 name closes it through the page in Chromium and the
 # officer's signed report of it still verifies; order create refuses a mistyped profile and a
 # count whose report would not fit; a forged report of 200,001 serials is refused at once; a
-# device with a non-UTF-8 model is refused at hello and its failure is not lost.
+# device with a non-UTF-8 model is refused at hello and its failure is not lost; parallel bad
+# log-ins are checked one at a time.
 source "$KL_SRC/tests/integration/station_common.sh"
 command -v chromium >/dev/null || fail "chromium is not installed (scripts/deps installs it)"
 OUT="$KL_BUILD/test-output/station_hostile_dash"
@@ -139,6 +140,30 @@ kca order show "$other" | grep -q 'closed: .* for operator j\\xc3\\xbcrgen' || {
 kca order close "$other" --out report.txt 2>close.err || { cat close.err; fail "the report of an order an operator with a UTF-8 name closed"; }
 kca order verify report.txt | grep -q "good: order $other" || fail "order verify"
 ok "order $other closed on the page by operator jürgen; its signed report verifies"
+
+# guessing in parallel: one password check at a time for the whole listener, a failure's half
+# second included (parallel guesses each cost crypt_r at once: 82 % of a core from one address)
+python3 - "$port" <<'PY' || fail "parallel bad log-ins (above)"
+import base64, socket, sys, threading, time
+port = int(sys.argv[1])
+auth = base64.b64encode(b"mallory:guess").decode()
+codes = []
+def guess():
+    c = socket.create_connection(("127.0.0.1", port), timeout=20)
+    c.sendall(("POST /fixture/fix1/pause HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Keyline-Dashboard: 1\r\n"
+               "Authorization: Basic %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+               % (port, auth)).encode())
+    codes.append(c.recv(64)[:12])
+t0 = time.time()
+ts = [threading.Thread(target=guess) for _ in range(6)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+took = time.time() - t0
+print("6 parallel bad log-ins answered in %.1f s" % took)
+assert codes == [b"HTTP/1.1 401"] * 6, codes
+sys.exit(0 if took >= 2.5 else 1)
+PY
+ok "parallel bad log-ins are checked one at a time (two answers a second)"
 
 # ---- order sizes: a count whose report would not fit is refused; a forged report of 200,000
 # serials with one listed twice is refused at once (a pairwise check took minutes)
