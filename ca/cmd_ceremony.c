@@ -285,15 +285,24 @@ static kl_rc cmd_ceremony_export(cli *c, int argc, char **argv)
     ca_ctx *ca = NULL;
     ceremony_opts o;
     ceremony_rec rec;
+    ceremony_transcript t;
     memset(&rec, 0, sizeof rec);
+    memset(&t, 0, sizeof t);
     TRY(ceremony_opts_parse("export", argc, argv, &o));
     TRY(cli_out_check(c, o.out));
     TRY(cli_open(c, 0, &ca));
     TRY(ceremony_db_get(ca_store(ca), o.id, &rec));
     ENSURE(rec.transcript, KL_EPOLICY, "ceremony %lld is %s: it has no transcript until it ran",
            (long long)o.id, rec.status);
+    /* a transcript is signed and names its ceremony: another one's in this row is no record
+     * of this ceremony (`ceremony verify` checks the signature, not which ceremony was asked) */
+    rc = ceremony_transcript_parse(rec.transcript, rec.transcript_len, &t);
+    ENSURE(rc == KL_OK && t.id == o.id, KL_EPOLICY,
+           "ceremony %lld: the stored transcript is %s: changed outside keyline", (long long)o.id,
+           rc == KL_OK ? "another ceremony's" : "malformed");
     TRY(cli_output(c, o.out, rec.transcript, rec.transcript_len));
 out:
+    ceremony_transcript_free(&t);
     ceremony_rec_free(&rec);
     ca_close(ca);
     return rc;

@@ -76,6 +76,10 @@ kca audit verify --no-token > out.txt 2>&1 && fail "audit verify passes with the
 grep -q "^keyline-ca: officer alice2: " out.txt || { cat out.txt; fail "the appended entry breaks the chain (the test forged it wrong)"; }
 refused "a copied ceremony with a forged proposal entry" "its request was proposed 2 times" kca ceremony run --id "$cid"
 [ "$(orders)" = 1 ] || fail "an approved order made twice"
+# a done ceremony's transcript swapped for another's in the store: export refuses it
+kca ceremony export --id "$id" --out t1.txt
+sql "UPDATE ceremonies SET status = 'done', transcript = (SELECT transcript FROM ceremonies WHERE id = $id) WHERE id = $cid"
+refused "exporting another ceremony's transcript" "the stored transcript is another ceremony's" kca ceremony export --id "$cid"
 ok "an approved operation runs once: a done ceremony set back, or copied to another row (with or without an audit entry forged for it), is refused"
 
 # what officers read is what they sign: a value with a right-to-left override ("O=Acme<RLO>gro.live"
