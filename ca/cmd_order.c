@@ -26,6 +26,12 @@ static const char *order_state(const store_order *o)
     return o->issued >= o->count ? "exhausted" : "open";
 }
 
+/* What the order still allows: nothing once closed, expired (or exhausted) */
+static long long order_remaining(const store_order *o)
+{
+    return strcmp(order_state(o), "open") == 0 ? (long long)(o->count - o->issued) : 0;
+}
+
 static json_t *order_json(const store_order *o)
 {
     char exp[32], created[32], closed[32];
@@ -35,7 +41,7 @@ static json_t *order_json(const store_order *o)
     return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:o, s:o}", "id",
                      o->id, "model", o->model, "station", o->station, "profile", o->profile,
                      "count", (json_int_t)o->count, "issued", (json_int_t)o->issued, "remaining",
-                     (json_int_t)(o->count - o->issued), "state", order_state(o), "expires", exp,
+                     (json_int_t)order_remaining(o), "state", order_state(o), "expires", exp,
                      "created", created, "created_by", o->created_by, "closed",
                      o->closed ? json_string(closed) : json_null(), "closed_by",
                      o->closed_by ? json_string(o->closed_by) : json_null());
@@ -119,7 +125,9 @@ static kl_rc cmd_order_create(cli *c, int argc, char **argv)
            "order create needs --model M --count N --station ID --expires DATE");
     char *end;
     r.count = strtoll(count, &end, 10);
-    ENSURE(*count && !*end, KL_EUSAGE, "--count '%s' is not a number", count);
+    /* digits only: strtoll also takes " 5" and "+5" */
+    ENSURE(*count && !*end && strspn(count, "0123456789") == strlen(count), KL_EUSAGE,
+           "--count '%s' is not a number", count);
     TRY(order_time_parse(expires, &r.expires));
     TRY(cli_conf(c));
     ENSURE(order_profile_known(c->conf, r.profile), KL_EUSAGE,
@@ -196,7 +204,7 @@ static kl_rc cmd_order_show(cli *c, int argc, char **argv)
         printf("id:         %s\nstate:      %s\nmodel:      %s\nstation:    %s\nprofile:    %s\n"
                "issued:     %lld of %lld (%lld remaining)\nexpires:    %s\ncreated:    %s by %s\n",
                o.id, order_state(&o), o.model, o.station, o.profile, (long long)o.issued,
-               (long long)o.count, (long long)(o.count - o.issued), exp, created, o.created_by);
+               (long long)o.count, order_remaining(&o), exp, created, o.created_by);
         if (o.closed_by) {
             printf("closed:     %s by %s\n", closed, o.closed_by);
         }

@@ -183,6 +183,9 @@ static kl_rc rp_parse(rp_view *v, order_report *r, kl_buf *serials, uint8_t **sp
     r->closed_by[cl] = 0;
     r->closed = o->closed;
     TRY(rp_int(v, "issued", &o->issued));
+    /* a report is written when the order is closed (order --json shows the state) */
+    o->state = strdup(STORE_ORDER_CLOSED);
+    ENSURE(o->state, KL_EINTERNAL, "out of memory");
     TRY(rp_serials(v, serials, &r->nserials));
     TRY(rp_b64(v, "audit-key", 4096, spki, spki_len));
     *body_end = v->pos;

@@ -137,8 +137,12 @@ with Browser(log=out + "/chromium.log") as b:
     b.screenshot(out + "/order-closed.png")
 PY
 kca order show "$other" | grep -q 'closed: .* for operator j\\xc3\\xbcrgen' || { kca order show "$other"; fail "closed by whom"; }
+kca order show "$other" | grep -q "issued:     0 of 3 (0 remaining)" || fail "a closed order still has units remaining"
 kca order close "$other" --out report.txt 2>close.err || { cat close.err; fail "the report of an order an operator with a UTF-8 name closed"; }
 kca order verify report.txt | grep -q "good: order $other" || fail "order verify"
+kca order verify report.txt --json >verify.json || fail "order verify --json (exit $?)"
+python3 -c 'import json,sys; j=json.load(open("verify.json")); assert j["state"] == "closed" and j["id"] == sys.argv[1] and j["serials"] == 0 and j["remaining"] == 0, j' "$other" ||
+  fail "order verify --json: $(cat verify.json)"
 ok "order $other closed on the page by operator jürgen; its signed report verifies"
 
 # guessing in parallel: one password check at a time for the whole listener, a failure's half
@@ -167,6 +171,7 @@ ok "parallel bad log-ins are checked one at a time (two answers a second)"
 
 # ---- order sizes: a count whose report would not fit is refused; a forged report of 200,000
 # serials with one listed twice is refused at once (a pairwise check took minutes)
+expect_fail "an order count with a sign" kca order create --model keyline-sim --count +4 --station line-7 --expires "$tomorrow"
 expect_fail "an order larger than its report can list" kca order create --model keyline-sim --count 400001 --station line-7 --expires "$tomorrow"
 python3 - >forged.txt <<'PY'
 import sys
