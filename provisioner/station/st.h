@@ -376,6 +376,8 @@ long long st_unix_ms(void);
 
 /* ---- the production order (st_order.c; docs/station.md "Production orders") --------------- */
 
+#define ST_ORDER_REFRESH_MS 5000 /* the dashboard's order is asked anew this often */
+
 /* What keyline-cad says of this station's order ([station] id), under st->mu. */
 typedef struct {
     int have; /* an order was found for [station] id */

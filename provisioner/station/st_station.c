@@ -745,13 +745,27 @@ static void st_station_join(st_station *st)
     }
 }
 
+/* The dashboard's order, asked anew every ST_ORDER_REFRESH_MS on an idle line too: closed by
+ * the officer, used up by another station under the same id, expired, or a new one opened (the
+ * fixtures ask only when a device answers). */
+static void st_station_order_tick(st_station *st, long *next)
+{
+    if (!st->dash || !st->cfg.station_id[0] || st_now_ms() < *next) {
+        return;
+    }
+    if (st_order_refresh(st) != KL_OK) {
+        kl_debug("dashboard: %s", kl_errmsg()); /* shown as before; a device says why */
+    }
+    *next = st_now_ms() + ST_ORDER_REFRESH_MS;
+}
+
 kl_rc st_station_run(st_station *st, int use_udev, const char *watch_glob)
 {
     kl_rc rc = KL_OK;
     struct udev *udev = NULL;
     struct udev_monitor *mon = NULL;
     long next_sweep = st_now_ms() + st->cfg.pending_window * 500L;
-    long sweep_every = st->cfg.pending_window * 500L;
+    long sweep_every = st->cfg.pending_window * 500L, next_order = 0;
     if (sweep_every > 60000) {
         sweep_every = 60000;
         next_sweep = st_now_ms() + sweep_every;
@@ -776,6 +790,7 @@ kl_rc st_station_run(st_station *st, int use_udev, const char *watch_glob)
             }
             next_sweep = st_now_ms() + sweep_every;
         }
+        st_station_order_tick(st, &next_order);
     }
     st_station_join(st);
 out:

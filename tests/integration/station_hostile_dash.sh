@@ -8,7 +8,7 @@
 # officer's signed report of it still verifies; order create refuses a mistyped profile and a
 # count whose report would not fit; a forged report of 200,001 serials is refused at once; a
 # device with a non-UTF-8 model is refused at hello and its failure is not lost; parallel bad
-# log-ins are checked one at a time.
+# log-ins are checked one at a time; an idle line's dashboard shows a new order by itself.
 source "$KL_SRC/tests/integration/station_common.sh"
 command -v chromium >/dev/null || fail "chromium is not installed (scripts/deps installs it)"
 OUT="$KL_BUILD/test-output/station_hostile_dash"
@@ -144,6 +144,15 @@ kca order verify report.txt --json >verify.json || fail "order verify --json (ex
 python3 -c 'import json,sys; j=json.load(open("verify.json")); assert j["state"] == "closed" and j["id"] == sys.argv[1] and j["serials"] == 0 and j["remaining"] == 0, j' "$other" ||
   fail "order verify --json: $(cat verify.json)"
 ok "order $other closed on the page by operator jürgen; its signed report verifies"
+
+# an idle line's dashboard learns of a new order by itself (no device needs to answer first)
+fresh=$(kca order create --model keyline-sim --count 2 --station line-7 --expires "$tomorrow")
+for i in $(seq 1 80); do
+  curl -fs "$URL/state" | grep -q "\"id\":\"$fresh\",[^}]*\"state\":\"open\"" && break
+  sleep 0.1
+done
+curl -fs "$URL/state" | grep -q "\"id\":\"$fresh\"" || fail "the idle dashboard does not show the new order $fresh"
+ok "an idle line's dashboard shows the officer's new order within seconds"
 
 # guessing in parallel: one password check at a time for the whole listener, a failure's half
 # second included (parallel guesses each cost crypt_r at once: 82 % of a core from one address)
