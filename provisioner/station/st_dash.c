@@ -385,27 +385,45 @@ static enum MHD_Result st_dash_serve(st_dash *d, struct MHD_Connection *c, const
     return st_dash_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 
-/* DNS rebinding: a web page from elsewhere whose name was made to resolve to 127.0.0.1 reaches
- * a loopback listener from the operator's own browser, as the same origin, and could read
- * /state (device serials, the station) or act with credentials the browser holds. Its requests
- * carry its own name in Host; a loopback dashboard answers only to loopback names. NULL (an
- * HTTP/1.0 request without Host; a browser always sends one) is served. */
-static int st_dash_host_ok(const st_dash *d, const char *hosthdr)
+/* The host part of a Host value that names `port` ("NAME:PORT", "[V6]:PORT", or "NAME" for
+ * port 80), into name; 0 when it names another port or is malformed. The port must be written
+ * as the listener's number (no sign, space or leading zero that strtol would take). */
+static int st_dash_host_name(const char *h, uint16_t port, char *name, size_t cap)
 {
-    char host[256], with_port[300];
-    uint16_t port = 0;
-    if (!d->loopback || !hosthdr) {
-        return 1;
-    }
-    if (hosthdr[0] != '[' && !strchr(hosthdr, ':')) {
-        snprintf(with_port, sizeof with_port, "%s:80", hosthdr); /* the default port */
-        hosthdr = with_port;
-    }
-    if (kl_hostport_parse(hosthdr, host, sizeof host, &port) != KL_OK || port != d->port) {
+    char suffix[8];
+    size_t hl = strlen(h);
+    snprintf(suffix, sizeof suffix, ":%u", (unsigned)port);
+    size_t sl = strlen(suffix), nl = hl;
+    if (hl > sl && strcmp(h + hl - sl, suffix) == 0) {
+        nl = hl - sl;
+    } else if (port != 80 || strchr(h, ':')) {
         return 0;
     }
+    if (nl >= 2 && h[0] == '[' && h[nl - 1] == ']') {
+        h++;
+        nl -= 2;
+    } else if (memchr(h, ':', nl) || memchr(h, '[', nl)) {
+        return 0; /* an IPv6 address only in brackets */
+    }
+    if (nl == 0 || nl >= cap) {
+        return 0;
+    }
+    memcpy(name, h, nl);
+    name[nl] = 0;
+    return 1;
+}
+
+int st_dash_host_allowed(int loopback, uint16_t port, const char *hosthdr)
+{
+    char host[256];
     struct in_addr a4;
     struct in6_addr a6;
+    if (!loopback || !hosthdr) {
+        return 1;
+    }
+    if (!st_dash_host_name(hosthdr, port, host, sizeof host)) {
+        return 0;
+    }
     if (inet_pton(AF_INET, host, &a4) == 1) {
         return (ntohl(a4.s_addr) >> 24) == 127;
     }
@@ -431,7 +449,9 @@ static enum MHD_Result st_dash_ahc(void *cls, struct MHD_Connection *c, const ch
         *upload_size = 0; /* actions take no body: whatever comes is dropped */
         return MHD_YES;
     }
-    if (!st_dash_host_ok(cls, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"))) {
+    st_dash *d = cls;
+    if (!st_dash_host_allowed(d->loopback, d->port,
+                              MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"))) {
         return st_dash_text(c, MHD_HTTP_MISDIRECTED_REQUEST,
                             "this dashboard answers to 127.0.0.1, localhost or [::1] only\n");
     }

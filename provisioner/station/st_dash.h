@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kl_buf.h"
 #include "kl_err.h"
@@ -67,6 +68,15 @@ typedef struct {
 /* GET serves assets and the read-only pages; POST the operator actions; other methods get
  * ST_ROUTE_BAD_METHOD. url is the decoded path (libmicrohttpd unescapes it). */
 void st_dash_route_parse(const char *method, const char *url, st_dash_route *rt);
+
+/* Whether a request with Host header `host` (NULL: none) is served (pure: fuzzed by
+ * fuzz/fuzz_dash_host.c). DNS rebinding: a web page from elsewhere whose name was made to
+ * resolve to 127.0.0.1 reaches a loopback listener from the operator's own browser, as the same
+ * origin, and could read /state or act with credentials the browser holds; its requests carry
+ * its own name. A loopback listener (`loopback`) serves only an IPv4 loopback literal, [::1] or
+ * localhost, with its `port` (a bare name means 80); no Host (HTTP/1.0; browsers always send
+ * one) is served; a listener on another address serves any. */
+int st_dash_host_allowed(int loopback, uint16_t port, const char *host);
 
 /* The state the page shows (st_dash_view.c); takes st->mu. actions: operator passwords are
  * configured. NULL when out of memory. */

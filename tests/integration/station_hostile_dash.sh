@@ -98,7 +98,7 @@ kill "${st_fixdev[1]}" 2>/dev/null || true; st_fixdev[1]= # it never leaves by i
 ok "a device with a non-UTF-8 model: refused at hello, shown on the dashboard and in the results"
 
 # DNS rebinding: a page from elsewhere resolved to 127.0.0.1 sends its own name as Host
-for host in "evil.example:$port" "127.0.0.1.evil.example:$port" "127.0.0.1:1$port" "evil.example"; do
+for host in "evil.example:$port" "127.0.0.1.evil.example:$port" "127.0.0.1:1$port" "evil.example" "127.0.0.1:0$port"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "$URL/state")
   [ "$code" = 421 ] || fail "Host $host: HTTP $code"
 done
