@@ -1159,18 +1159,22 @@ typedef struct {
 } cad_op_row;
 
 /* A station's production order, for its dashboard and to stop before a device it cannot serve:
- * state "none" when the station has no order for the profile. */
+ * the one a certificate for the device's model (CAP_T_MODEL, optional) would count against;
+ * state "none" when the station has no order for the profile, "missing" when it has none but
+ * the profile issues only under orders. */
 static kl_rc cad_op_order(cad_call *c)
 {
     kl_rc rc = KL_OK;
-    char station[65];
+    char station[65], model[129];
     int controlled = 0;
     store_order o;
     memset(&o, 0, sizeof o);
     TRY(cad_str(c, CAP_T_STATION, station, sizeof station));
-    rc = store_order_find(ca_store(c->d->ca), station, c->prof->name, NULL, &o, &controlled);
+    TRY(cad_str(c, CAP_T_MODEL, model, sizeof model));
+    rc = store_order_find(ca_store(c->d->ca), station, c->prof->name, model[0] ? model : NULL, &o,
+                          &controlled);
     if (rc == KL_ENOTFOUND) {
-        rc = cap_put_str(c->rsp, CAP_T_STATE, "none");
+        rc = cap_put_str(c->rsp, CAP_T_STATE, controlled ? "missing" : "none");
         goto out;
     }
     TRY(rc);

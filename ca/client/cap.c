@@ -74,7 +74,7 @@ typedef struct {
 
 /* The request table. Adding a row is adding something a compromised front end can ask. */
 static const cap_op_info cap_ops[CAP_OP__END] = {
-    [CAP_OP_ORDER] = {"order", B(CAP_T_PROFILE) | B(CAP_T_STATION),
+    [CAP_OP_ORDER] = {"order", B(CAP_T_PROFILE) | B(CAP_T_STATION) | B(CAP_T_MODEL),
                       B(CAP_T_PROFILE) | B(CAP_T_STATION),
                       B(CAP_T_ORDER) | B(CAP_T_MODEL) | B(CAP_T_COUNT) | B(CAP_T_ISSUED) |
                           B(CAP_T_EXPIRES) | B(CAP_T_STATE),

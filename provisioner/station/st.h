@@ -383,7 +383,7 @@ typedef struct {
     int have; /* an order was found for [station] id */
     char id[40];
     char model[65];
-    char state[16]; /* open, exhausted, expired, closed */
+    char state[16]; /* open, exhausted, expired, closed; missing: none, under an ordered profile */
     long count, issued;
     char expires[32]; /* ISO 8601 UTC */
     char why[256];    /* set: the station starts no device (the dashboard shows it) */
@@ -423,6 +423,7 @@ typedef struct st_station {
     st_stats stats;
     struct st_dash *dash; /* NULL: no dashboard */
     st_order_view order;
+    char order_model[KL_PROTO_MODEL_MAX + 1]; /* the model the dashboard's order is for ("": any) */
 } st_station;
 
 /* Load [station], connect to keyline-cad (st_cad_open) and fetch the chain (st_cad_chain).

@@ -41,11 +41,19 @@ st_check_device LAST-1
 kca order show "$sim" | grep -q "issued:     1 of 1 (0 remaining)" || fail "resuming took a second unit"
 ok "orders for two models; the device of $sim's last unit resumed with certificate $pending"
 
-# a new keyline-sim device gets nothing: its order is used up
+# a new keyline-sim device is not started: its model's order is used up (the other model's
+# open order does not let it in); a station with no order at all starts nothing either
 st_dev 1 NEW-1
-ST_STATION_TIMEOUT=15 st_station --port "$KL_TEST_DIR/fix1" --count 1 && fail "NEW-1 provisioned past order $sim"
+ST_STATION_TIMEOUT=2.5 st_station --port "$KL_TEST_DIR/fix1" --count 1 && fail "NEW-1 provisioned past order $sim"
+grep -q "NEW-1: not started: production order $sim is exhausted (1 of 1 issued)" station.log ||
+  { tail -3 station.log; fail "NEW-1 was not held back by order $sim"; }
+sed 's/^id = line-7$/id = line-9/' "$KL_CONF" >line9.conf
+timeout 2.5 "$KPROV" -c line9.conf --port "$KL_TEST_DIR/fix1" --count 1 >>line9.log 2>&1 && fail "line-9 provisioned"
+grep -q "NEW-1: not started: station line-9 has no production order (profile station)" line9.log ||
+  { tail -3 line9.log; fail "a station without an order started a device"; }
 [ "$(st_all_count NEW-1)" = 0 ] || fail "NEW-1 got a certificate"
-ok "a new device after the last unit gets nothing"
+grep -q '"hw_serial":"NEW-1"' results.jsonl && fail "NEW-1 was started"
+ok "a new device after the last unit, and one on a station without an order, are not started"
 st_unplug 1
 
 # ---- the dashboard: dropped event streams, closing the order the operator saw

@@ -38,11 +38,14 @@ st_dev 7 NOID-1
 timeout 60 "$KPROV" -c noid.conf --port "$KL_TEST_DIR/fix7" --count 1 >>noid.log 2>&1 && fail "a station without id provisioned under an ordered profile"
 grep -q "issues only under production orders" results.jsonl || { tail noid.log; fail "no reason for the refusal"; }
 [ "$(st_valid_count NOID-1)" = 0 ] || fail "NOID-1 got a certificate"
-# a device of another model is refused by the order
+# a device of a model the station has no order for is not started (left untouched)
 st_dev 7 MODEL-1 --model other-model
-st_station --port "$KL_TEST_DIR/fix7" --count 1 && fail "a device of another model was provisioned"
-grep -q "device model 'other-model' is not production order $id's model 'keyline-sim'" results.jsonl || fail "model refusal"
-ok "a station without [station] id, and a device of another model, are refused"
+timeout 10 "$KPROV" -c "$KL_CONF" --port "$KL_TEST_DIR/fix7" --count 1 >>model.log 2>&1 && fail "a device of another model was provisioned"
+grep -q "MODEL-1: not started: station line-7 has no production order for model 'other-model'" model.log ||
+  { tail -3 model.log; fail "model refusal"; }
+[ "$(st_all_count MODEL-1)" = 0 ] || fail "MODEL-1 got a certificate"
+grep -q '"hw_serial":"MODEL-1"' results.jsonl && fail "MODEL-1 was started"
+ok "a station without [station] id is refused; a device of another model is not started"
 
 # ---- two stations race six devices for the four units of the order
 : >results.jsonl

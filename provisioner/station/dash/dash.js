@@ -45,8 +45,9 @@
     $('o-expires').textContent = o && o.expires ? 'expires ' + o.expires : '';
     const pct = o && o.count ? Math.min(100, 100 * o.issued / o.count) : 0;
     $('o-bar').style.width = pct + '%';
-    $('o-progress').textContent = o ? o.issued + ' of ' + o.count + ' issued, ' + o.remaining +
-      ' remaining' : 'this station works without a production order';
+    $('o-progress').textContent = !o ? 'this station works without a production order'
+      : o.state === 'missing' ? 'no production order for this station'
+      : o.issued + ' of ' + o.count + ' issued, ' + o.remaining + ' remaining';
     $('o-why').textContent = o && o.why ? o.why : '';
     $('o-close').classList.toggle('hidden', !(o && o.state === 'open' && canAct));
     const b = $('banner');
