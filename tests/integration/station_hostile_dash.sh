@@ -8,7 +8,8 @@
 # officer's signed report of it still verifies; order create refuses a mistyped profile and a
 # count whose report would not fit; a forged report of 200,001 serials is refused at once; a
 # device with a non-UTF-8 model is refused at hello and its failure is not lost; parallel bad
-# log-ins are checked one at a time; an idle line's dashboard shows a new order by itself.
+# log-ins are checked one at a time; an idle line's dashboard shows a new order by itself; a
+# device model that is markup shows as text.
 source "$KL_SRC/tests/integration/station_common.sh"
 command -v chromium >/dev/null || fail "chromium is not installed (scripts/deps installs it)"
 OUT="$KL_BUILD/test-output/station_hostile_dash"
@@ -123,6 +124,9 @@ code=$(curl -s -o close.txt -w '%{http_code}' -X POST "${h[@]}" "$URL/order/clos
   fail "closing an order the station no longer shows: HTTP $code $(cat close.txt)"
 kca order show "$other" | grep -q "state:      open" || fail "order $other closed by a request naming $sim"
 
+# a device whose model is markup: held back (no order for that model), its model on the tile
+# and in the banner as text only
+st_dev 1 XSS-1 --model "<img src=x onerror=\"document.title='pwned'\">"
 python3 - "$URL" "$OUT" "$other" <<'PY' || fail "closing the order through the page (above)"
 import os, sys
 sys.path.insert(0, os.environ["KL_SRC"] + "/tests/lib")
@@ -130,6 +134,19 @@ from cdp import Browser
 url, out, order = sys.argv[1:4]
 with Browser(log=out + "/chromium.log") as b:
     b.open(url + "/", 1280, 800)
+    b.wait("document.querySelector('.tile').dataset.state == 'blocked'", 20)
+    banner = b.eval("document.getElementById('banner').textContent")
+    assert "<img src=x" in banner, banner
+    assert b.eval("document.querySelectorAll('img').length") == 0
+    assert b.eval("document.title") == "keyline station"
+    # a device's long word wraps inside its tile, on a panel and on a phone
+    for w, h, mobile in ((1280, 800, False), (390, 844, True)):
+        b.size(w, h, mobile=mobile)
+        b.wait("[...document.querySelectorAll('.tile .phase, .banner, .why')]"
+               ".every(e => e.scrollWidth <= e.clientWidth) && "
+               "document.documentElement.scrollWidth <= window.innerWidth", 5)
+    b.size(1280, 800)
+    b.screenshot(out + "/markup-model.png")
     b.wait("document.getElementById('o-id').textContent == '%s'" % order, 20)
     b.wait("!document.getElementById('o-close').classList.contains('hidden')", 10)
     b.eval("window.confirm = () => true; document.getElementById('o-close').click(); true")
@@ -144,6 +161,7 @@ with Browser(log=out + "/chromium.log") as b:
     assert not errs, errs
     b.screenshot(out + "/order-closed.png")
 PY
+kill "${st_fixdev[1]}" 2>/dev/null || true; st_fixdev[1]=
 kca order show "$other" | grep -q 'closed: .* for operator j\\xc3\\xbcrgen' || { kca order show "$other"; fail "closed by whom"; }
 kca order show "$other" | grep -q "issued:     0 of 3 (0 remaining)" || fail "a closed order still has units remaining"
 kca order close "$other" --out report.txt 2>close.err || { cat close.err; fail "the report of an order an operator with a UTF-8 name closed"; }
