@@ -1,6 +1,7 @@
 /* Fuzz the station dashboard's request routing (st_dash_route_parse): input is
  * "METHOD URL" (the first space splits them). Never crash; a fixture name never contains '/'
- * and always fits; only POST reaches an operator action; only GET reaches a page. */
+ * and always fits; only POST reaches an operator action; only GET or HEAD reaches a page, and
+ * only GET the event stream. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,8 +29,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
     if (!action && rt.kind != ST_ROUTE_NONE && rt.kind != ST_ROUTE_BAD_METHOD &&
-        strcmp(s, "GET") != 0) {
+        strcmp(s, "GET") != 0 && strcmp(s, "HEAD") != 0) {
         abort();
+    }
+    if (rt.kind == ST_ROUTE_EVENTS && strcmp(s, "GET") != 0) {
+        abort(); /* a stream only for GET */
     }
     if ((rt.kind == ST_ROUTE_PAUSE || rt.kind == ST_ROUTE_RESUME) &&
         (!rt.fixture[0] || strchr(rt.fixture, '/') || strlen(rt.fixture) >= sizeof rt.fixture)) {

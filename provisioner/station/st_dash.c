@@ -65,7 +65,7 @@ static enum MHD_Result st_dash_send(struct MHD_Connection *c, unsigned status, c
                                 "Basic realm=\"keyline station operator\", charset=\"UTF-8\"");
     }
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED) {
-        MHD_add_response_header(r, "Allow", "GET, POST");
+        MHD_add_response_header(r, "Allow", "GET, HEAD, POST");
     }
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
@@ -296,7 +296,9 @@ static enum MHD_Result st_dash_action(st_dash *d, struct MHD_Connection *c, cons
 void st_dash_route_parse(const char *method, const char *url, st_dash_route *rt)
 {
     memset(rt, 0, sizeof *rt);
-    int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    /* HEAD as GET (libmicrohttpd sends no body): uptime checks ask HEAD /healthz */
+    int head = strcmp(method, "HEAD") == 0;
+    int get = head || strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
     static const struct {
         const char *path;
         st_dash_route_kind kind;
@@ -320,7 +322,9 @@ void st_dash_route_parse(const char *method, const char *url, st_dash_route *rt)
         }
         for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
             if (strcmp(url, fixed[i].path) == 0) {
-                rt->kind = fixed[i].kind;
+                /* a stream has no end for HEAD to wait for */
+                rt->kind =
+                    head && fixed[i].kind == ST_ROUTE_EVENTS ? ST_ROUTE_BAD_METHOD : fixed[i].kind;
                 return;
             }
         }

@@ -65,8 +65,9 @@ typedef struct {
     const st_dash_asset *asset; /* ST_ROUTE_ASSET */
     char fixture[64];           /* ST_ROUTE_PAUSE, ST_ROUTE_RESUME */
 } st_dash_route;
-/* GET serves assets and the read-only pages; POST the operator actions; other methods get
- * ST_ROUTE_BAD_METHOD. url is the decoded path (libmicrohttpd unescapes it). */
+/* GET (and HEAD, but not of /events) serves assets and the read-only pages; POST the operator
+ * actions; other methods get ST_ROUTE_BAD_METHOD. url is the decoded path (libmicrohttpd
+ * unescapes it). */
 void st_dash_route_parse(const char *method, const char *url, st_dash_route *rt);
 
 /* Whether a request with Host header `host` (NULL: none) is served (pure: fuzzed by

@@ -172,7 +172,12 @@ grep -Eo '(src|href)="[^"]*"' page.txt | grep -v '="/' && fail "the page refers 
 curl -fs "$URL/dash.js" | grep -q "innerHTML" && fail "dash.js uses innerHTML"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$URL/")
 [ "$code" = 405 ] || fail "DELETE: HTTP $code"
-ok "no external assets; CSP; 405 for other methods"
+# HEAD as GET (uptime checks), but not of the event stream
+curl -fsI "$URL/healthz" | grep -q "^HTTP/1.1 200" || fail "HEAD /healthz"
+curl -fsI "$URL/" | grep -qi "^content-type: text/html" || fail "HEAD /"
+code=$(curl -s -I -o /dev/null -w '%{http_code}' "$URL/events")
+[ "$code" = 405 ] || fail "HEAD /events: HTTP $code"
+ok "no external assets; CSP; HEAD as GET; 405 for other methods"
 
 kill -TERM $station; st_wait_pid $station 20 || true
 # loopback unless an address says otherwise; a bad address or a port in use is refused
