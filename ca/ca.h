@@ -197,6 +197,18 @@ kl_rc ca_revoke(ca_ctx *ca, const char *serial_hex, int reason, const char *acto
 /* "keyCompromise" -> 1 etc.; -1 for unknown names. */
 int ca_reason_from_name(const char *name);
 const char *ca_reason_name(int reason);
+/* The profiles keyline-cad serves (ca_profiles.c), as the configuration names them: every
+ * [profile NAME] with its issuer, template and clients (values as written, NULL when absent);
+ * without any, those the front ends' sections imply: [est] issuer -> "est" (clients "est"),
+ * [est.label NAME] -> "est.NAME", [station] issuer -> "station" (clients "station"). `fn` is
+ * called for each in order; a non-KL_OK return stops the walk and is returned.
+ * ca_conf_has_profile: 1 when `name` is one of them. */
+#define CA_PROFILE_NAME_MAX 64
+typedef kl_rc (*ca_profile_fn)(void *arg, const char *name, const char *issuer,
+                               const char *template_name, const char *clients);
+kl_rc ca_conf_profiles(const kl_conf *conf, ca_profile_fn fn, void *arg) KL_WUR;
+int ca_conf_has_profile(const kl_conf *conf, const char *name);
+
 /* keyline-ca revoke's inputs (ca_revoke_input.c). ca_revoke_list_parse: the items of a --from
  * list `text` (NUL-terminated, `len` bytes; changed in place, the items point into it; *items
  * malloc'd): one serial or device id a line ("device:" takes the rest of the line to a '#',

@@ -352,14 +352,13 @@ static kl_rc ceremony_run_order_create(ca_ctx *ca, const ceremony_req *r, const 
 {
     kl_rc rc = KL_OK;
     store_order o;
-    char *end = NULL, num[32], when[32];
+    char num[32], when[32];
     const char *count = ceremony_req_get(r, "count");
     order_req rq = {.model = ceremony_req_get(r, "model"),
                     .station = ceremony_req_get(r, "station"),
                     .profile = ceremony_req_get(r, "profile")};
     memset(&o, 0, sizeof o);
-    rq.count = strtoll(count, &end, 10);
-    ENSURE(*count && !*end, KL_EUSAGE, "--count '%s' is not a number", count);
+    TRY(order_count_parse(count, &rq.count));
     TRY(order_time_parse(ceremony_req_get(r, "expires"), &rq.expires));
     TRY(ca_order_create(ca, &rq, actor, &o));
     TRY(ceremony_kvs_set(res, "order", o.id));

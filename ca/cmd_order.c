@@ -10,7 +10,6 @@
 
 #include "ca_backend.h"
 #include "keyline-ca.h"
-#include "kl_conf.h"
 #include "kl_file.h"
 #include "order.h"
 
@@ -59,39 +58,6 @@ static kl_rc order_json_print(json_t *j)
     return KL_OK;
 }
 
-/* Whether keyline-cad, reading this configuration, has profile p: its [profile NAME] sections,
- * or without any, the profiles it derives ([station] issuer: station; [est] issuer: est;
- * [est.label X]: est.X). An order for a profile keyline-cad does not have controls nothing,
- * and the real profile, having no order, stays uncontrolled: a typo must not pass. */
-static int order_profile_known(const kl_conf *conf, const char *p)
-{
-    char want[200];
-    int explicit_profiles = 0;
-    for (size_t i = 0; kl_conf_section(conf, i); i++) {
-        const char *sec = kl_conf_section(conf, i);
-        explicit_profiles |= strncmp(sec, "profile ", 8) == 0;
-        if (strncmp(sec, "profile ", 8) == 0 && strcmp(sec + 8, p) == 0) {
-            return 1;
-        }
-    }
-    if (explicit_profiles) {
-        return 0;
-    }
-    if (strcmp(p, "station") == 0 || strcmp(p, "est") == 0) {
-        return kl_conf_get(conf, p, "issuer") != NULL;
-    }
-    if (strncmp(p, "est.", 4) != 0) {
-        return 0;
-    }
-    snprintf(want, sizeof want, "est.label %s", p + 4);
-    for (size_t i = 0; kl_conf_section(conf, i); i++) {
-        if (strcmp(kl_conf_section(conf, i), want) == 0) {
-            return kl_conf_get(conf, "est", "issuer") || kl_conf_get(conf, want, "issuer");
-        }
-    }
-    return 0;
-}
-
 static kl_rc cmd_order_create(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
@@ -123,17 +89,8 @@ static kl_rc cmd_order_create(cli *c, int argc, char **argv)
     }
     ENSURE(r.model && count && r.station && expires && optind == argc, KL_EUSAGE,
            "order create needs --model M --count N --station ID --expires DATE");
-    char *end;
-    r.count = strtoll(count, &end, 10);
-    /* digits only: strtoll also takes " 5" and "+5" */
-    ENSURE(*count && !*end && strspn(count, "0123456789") == strlen(count), KL_EUSAGE,
-           "--count '%s' is not a number", count);
+    TRY(order_count_parse(count, &r.count));
     TRY(order_time_parse(expires, &r.expires));
-    TRY(cli_conf(c));
-    ENSURE(order_profile_known(c->conf, r.profile), KL_EUSAGE,
-           "keyline-cad has no profile '%s' in %s ([profile NAME], or [station] issuer for "
-           "'station'): an order for it would control nothing",
-           r.profile, c->config_path);
     TRY(cli_open(c, 1, &ca));
     TRY(ca_order_create(ca, &r, c->actor, &o));
     if (as_json) {

@@ -25,6 +25,17 @@ static void order_time_fmt(time_t t, char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+kl_rc order_count_parse(const char *s, int64_t *out)
+{
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || strspn(s, "0123456789") != strlen(s)) {
+        return kl_fail(KL_EUSAGE, "--count '%s' is not a number", s);
+    }
+    *out = (int64_t)v;
+    return KL_OK;
+}
+
 kl_rc order_time_parse(const char *s, time_t *out)
 {
     struct tm tm;
@@ -157,6 +168,10 @@ kl_rc ca_order_create(ca_ctx *ca, const order_req *r, const char *actor, store_o
     TRY(order_name_check("--model", r->model, 1));
     TRY(order_name_check("--station", r->station, 0));
     TRY(order_name_check("--profile", r->profile, 0));
+    ENSURE(!ca_conf(ca) || ca_conf_has_profile(ca_conf(ca), r->profile), KL_EUSAGE,
+           "keyline-cad has no profile '%s' in the configuration ([profile NAME], or [station] "
+           "issuer for 'station'): an order for it would control nothing",
+           r->profile);
     ENSURE(r->count >= 1 && r->count <= ORDER_COUNT_MAX, KL_EUSAGE,
            "--count must be 1 .. %lld (the signed report lists every serial; make several "
            "orders for more)",

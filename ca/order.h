@@ -36,6 +36,9 @@ typedef struct {
     time_t expires;      /* in the future */
 } order_req;
 
+/* --count: decimal digits only (strtoll alone also takes " 5" and "+5"). KL_EUSAGE otherwise;
+ * the range is ca_order_create's. */
+kl_rc order_count_parse(const char *s, int64_t *out) KL_WUR;
 /* "YYYY-MM-DD" (the end of that day, UTC) or "YYYY-MM-DDTHH:MM:SSZ". KL_EUSAGE otherwise. */
 kl_rc order_time_parse(const char *s, time_t *out) KL_WUR;
 /* Station ids and profiles: 1..64 of A-Z a-z 0-9 . _ -; models: 1..64 printable ASCII, no
@@ -46,7 +49,9 @@ kl_rc order_name_check(const char *what, const char *v, int model) KL_WUR;
 kl_rc order_text(const store_order *o, kl_buf *out) KL_WUR;
 
 /* Make, sign (audit key, made on first need) and record a new order. out: the recorded order
- * (free with store_order_free). */
+ * (free with store_order_free). Its profile must be one keyline-cad has in the configuration
+ * the CA was opened with (ca_conf_has_profile): an order for another would control nothing,
+ * and the real profile, having no order, would stay uncontrolled (KL_EUSAGE). */
 kl_rc ca_order_create(ca_ctx *ca, const order_req *r, const char *actor, store_order *out) KL_WUR;
 /* Check an order's recorded signature with the store's audit key: KL_EPOLICY when it does not
  * verify (the row was changed outside keyline). */

@@ -142,37 +142,11 @@ const cad_profile *cad_profile_find(const cad_cfg *cfg, const char *name)
     return NULL;
 }
 
-/* Profiles as the configuration before keyline-cad implied them: [est] issuer/template
- * ("est"), [est.label NAME] ("est.NAME"), [station] issuer/template ("station"). */
-static kl_rc cad_profiles_derive(cad_cfg *cfg, const kl_conf *conf)
+/* ca_conf_profiles' callback: one profile into cfg. */
+static kl_rc cad_profile_add_cb(void *arg, const char *name, const char *issuer,
+                                const char *template_name, const char *clients)
 {
-    kl_rc rc = KL_OK;
-    const char *est_issuer = kl_conf_get(conf, "est", "issuer");
-    const char *est_tpl = kl_conf_get_default(conf, "est", "template", "device-ldevid");
-    if (est_issuer) {
-        TRY(cad_profile_add(cfg, "est", est_issuer, est_tpl, "est"));
-    }
-    for (size_t i = 0;; i++) {
-        const char *sec = kl_conf_section(conf, i);
-        if (!sec) {
-            break;
-        }
-        if (strncmp(sec, "est.label ", 10) != 0) {
-            continue;
-        }
-        char name[CAD_NAME_MAX + 8];
-        snprintf(name, sizeof name, "est.%s", sec + 10);
-        TRY(cad_profile_add(cfg, name, kl_conf_get_default(conf, sec, "issuer", est_issuer),
-                            kl_conf_get_default(conf, sec, "template", est_tpl), "est"));
-    }
-    const char *st_issuer = kl_conf_get(conf, "station", "issuer");
-    if (st_issuer) {
-        TRY(cad_profile_add(cfg, "station", st_issuer,
-                            kl_conf_get_default(conf, "station", "template", "device-idevid"),
-                            "station"));
-    }
-out:
-    return rc;
+    return cad_profile_add(arg, name, issuer, template_name, clients);
 }
 
 static kl_rc cad_socket_opts(cad_cfg *cfg, const kl_conf *conf)
@@ -218,7 +192,6 @@ kl_rc cad_cfg_load(cad_cfg *cfg, const kl_conf *conf)
     kl_rc rc = KL_OK;
     memset(cfg, 0, sizeof *cfg);
     TRY(cad_socket_opts(cfg, conf));
-    int explicit_profiles = 0;
     for (size_t i = 0;; i++) {
         const char *sec = kl_conf_section(conf, i);
         if (!sec) {
@@ -239,16 +212,10 @@ kl_rc cad_cfg_load(cad_cfg *cfg, const kl_conf *conf)
                 cad_role *r = &cfg->roles[idx];
                 TRY(cad_list_split(sec, "certs", certs, r->certs, CAD_MAX_UIDS, &r->ncerts));
             }
-        } else if (strncmp(sec, "profile ", 8) == 0) {
-            explicit_profiles = 1;
-            TRY(cad_profile_add(cfg, sec + 8, kl_conf_get(conf, sec, "issuer"),
-                                kl_conf_get(conf, sec, "template"),
-                                kl_conf_get(conf, sec, "clients")));
         }
     }
-    if (!explicit_profiles) {
-        TRY(cad_profiles_derive(cfg, conf));
-    }
+    /* [profile NAME] sections, else the profiles [est] and [station] imply (ca_profiles.c) */
+    TRY(ca_conf_profiles(conf, cad_profile_add_cb, cfg));
     /* A role no [role] section binds is this daemon's own user (one-user deployments). */
     for (size_t i = 0; i < cfg->nroles; i++) {
         if (cfg->roles[i].nuids == 0 && cfg->roles[i].ncerts == 0) {

@@ -9,6 +9,8 @@ sql() { sqlite3 keyline.db "$1"; }
 officer_token alice 1111 pkcs11-tool EC:prime256v1
 officer_token bob 2222 pkcs11-tool EC:prime256v1
 printf '\n[ceremony]\nquorum = 2\n' >> "$KL_CONF"
+# keyline-cad's profile "station", which production orders name by default
+printf '\n[station]\nissuer = factory1\n' >> "$KL_CONF"
 approve() { # approve ID NAME PIN
   OFFICER_PIN=$3 kca ceremony approve --id "$1" --token "pkcs11:token=officer-$2;object=$2" --pin env:OFFICER_PIN 2>/dev/null
 }

@@ -31,6 +31,8 @@ officer_token mallory 4444 pkcs11-tool EC:prime256v1
 ok "four officer tokens (EC P-256, RSA-2048, EC P-384 by p11tool), certificates by openssl's pkcs11 engine"
 
 printf '\n[ceremony]\nquorum = 2\n' >> "$KL_CONF"
+# keyline-cad's profile "station", which production orders name by default
+printf '\n[station]\nissuer = factory1\n' >> "$KL_CONF"
 kca config check | grep -q "quorum" || fail "config check does not show [ceremony] quorum"
 approve() { # approve ID NAME PIN: with the officer's token, PIN from the environment
   OFFICER_PIN=$3 kca ceremony approve --id "$1" --token "pkcs11:token=officer-$2;object=$2" --pin env:OFFICER_PIN
@@ -251,6 +253,15 @@ kca order show "$oid" > order.txt || fail "order $oid not recorded"
 grep -q "sensor-v1" order.txt && grep -q "ST1" order.txt || { cat order.txt; fail "order $oid is not the one approved"; }
 grep -q "^result count: 3$" order.tr || fail "the transcript's count"
 ok "order create under the quorum: refused plain, made by a ceremony (order $oid)"
+# an order for a profile keyline-cad does not have controls nothing: refused by the run too
+pid=$(kca ceremony propose order create --model sensor-v1 --count 3 --station ST1 --profile statoin --expires 2099-12-31)
+approve "$pid" alice 1111 2>/dev/null
+approve "$pid" carol 3333 2>/dev/null
+rc=0; kca ceremony run --id "$pid" 2>err.txt || rc=$?
+[ $rc = 2 ] && grep -q "no profile 'statoin'" err.txt || { cat err.txt; fail "an approved order for profile statoin ran (exit $rc)"; }
+[ "$(kca order list --json | python3 -c 'import json,sys; print(sum(o["profile"] == "statoin" for o in json.load(sys.stdin)))')" = 0 ] ||
+  fail "an order for profile statoin was recorded"
+ok "an approved order create for a profile keyline-cad does not have is refused at its run, nothing recorded"
 
 # offline: no configuration, store or token
 mkdir offline && cp tr.txt alice.pem carol.pem bob.pem offline/
