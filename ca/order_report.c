@@ -108,6 +108,9 @@ static int rp_strcmp(const void *a, const void *b)
  * n log n (a pairwise check took minutes, also on a forged report that is refused anyway). */
 static kl_rc rp_once(char **seen, size_t n)
 {
+    if (n < 2) {
+        return KL_OK; /* seen is NULL when the report lists no serial */
+    }
     qsort(seen, n, sizeof *seen, rp_strcmp);
     for (size_t i = 1; i < n; i++) {
         if (strcmp(seen[i - 1], seen[i]) == 0) {
