@@ -334,11 +334,12 @@ static kl_rc kl_conf_unknown_key(const kl_conf *c, int line, const char *section
  * is an error naming file and line. What inih did and keyline.conf files rely on is kept: a
  * UTF-8 BOM at the start is skipped; whitespace around names and values is dropped; lines
  * starting with ';' or '#' are comments; ';' after whitespace starts an inline comment; a key
- * and its value are separated by the first '=' or ':'; a later value of the same key replaces
- * the earlier; a section is listed once it has a key. What changes: no line is cut, names are
+ * and its value are separated by the first '=' or ':'; a section is listed once it has a key
+ * (and may be opened again further down). What changes: no line is cut, names are
  * not cut at 50 bytes, an indented line is a line like any other (inih appended it to the
  * previous key as a "continuation", replacing that key's value), and a key without a name, an
- * empty section name, text after ']' and NUL bytes are errors instead of being passed on.
+ * empty section name, text after ']', NUL bytes, a key given twice in a section (inih kept the
+ * last) and a key without a value are errors instead of being passed on.
  * Every section header and key is looked up in the registry as it is read, so an error names
  * the line it is on (issue 12: `channel-bindings = required` was read, never looked at, and
  * left channel binding off). */
@@ -377,6 +378,27 @@ static const char *kl_conf_scan(const char *p, const char *e, const char *stop)
 static char *kl_conf_dup(const char *b, const char *e)
 {
     return strndup(b, (size_t)(e - b));
+}
+
+/* A key given twice or without a value is a mistake, not a default: the second of two lines
+ * silently won, and "crl-days =" quietly meant 7. */
+static kl_rc kl_conf_value_check(const kl_conf *c, int line, const char *section, const char *key,
+                                 const char *value)
+{
+    char sec[80], shown[80];
+    int first = kl_conf_line(c, section, key);
+    kl_conf_show(section, sec, sizeof sec);
+    kl_conf_show(key, shown, sizeof shown);
+    if (first > 0) {
+        return kl_fail(KL_EINPUT, "%s:%d: [%s] %s given twice (first on line %d)", c->file, line,
+                       sec, shown, first);
+    }
+    if (!*value) {
+        return kl_fail(KL_EINPUT,
+                       "%s:%d: [%s] %s has no value (remove the line to use the default)", c->file,
+                       line, sec, shown);
+    }
+    return KL_OK;
 }
 
 static kl_rc kl_conf_parse(kl_conf *c, const char *text, size_t len)
@@ -443,6 +465,7 @@ static kl_rc kl_conf_parse(kl_conf *c, const char *text, size_t len)
         if (!kl_conf_key_find(section, key)) {
             TRY(kl_conf_unknown_key(c, line, section, key));
         }
+        TRY(kl_conf_value_check(c, line, section, key, value));
         TRY(kl_conf_set_at(c, section, key, value, line));
         free(key);
         free(value);

@@ -72,6 +72,18 @@ line=$(grep -n '^crl-days' wrong.conf | cut -d: -f1)
 run_refused keyline-estd-wrong-section 3 "wrong.conf:$line: unknown key 'crl-days' in [est]; it belongs in [ca]" \
   env -u KEYLINE_PIN "$KL_BIN/keyline-estd" -c wrong.conf
 
+# a key given twice (the later silently won) or without a value (its default silently applied)
+{ cat typo.conf; printf '\n[ca]\ncrl-days = 30\n[est]\nrequest-timeout = 5\nrequest-timeout = 60\n'; } |
+  sed "s/^channel-bindings = required$/channel-binding = required/" > twice.conf
+line=$(grep -n '^request-timeout = 60' twice.conf | cut -d: -f1)
+run_refused keyline-estd-twice 3 "twice.conf:$line: [est] request-timeout given twice (first on line $((line - 1)))" \
+  env -u KEYLINE_PIN "$KL_BIN/keyline-estd" -c twice.conf
+sed 's/^crl-days = 30$/crl-days = ; a month/' twice.conf > empty.conf
+line=$(grep -n '^crl-days = ; a month' empty.conf | cut -d: -f1)
+run_refused keyline-ca-empty 3 "empty.conf:$line: [ca] crl-days has no value" \
+  "$KL_BIN/keyline-ca" -c empty.conf config check
+[ ! -e fresh.db ] || fail "the store was created from a refused configuration"
+
 # --- config check: the configuration as read, defaults filled in, never the PIN ---------------
 pin_value=pin-value-$RANDOM-never-printed
 printf '%s\n' "$pin_value" > pin.txt

@@ -278,7 +278,7 @@ static void test_conf_long_lines(void **state)
     assert_non_null(text);
     snprintf(text, cap,
              "\xEF\xBB\xBF# a comment\r\n[ca]\r\ncrl-url = %s\r\n[hsm]\ntoken=%s ; inline comment\n"
-             "module : /m.so\n  pin = env:X\nsofthsm2-conf =\n[%s]\nissuer = f1\n",
+             "module : /m.so\n  pin = env:X\n[%s]\nissuer = f1\n",
              url, uri, section);
     write_file("long.conf", text, 0644);
     char p[256];
@@ -289,7 +289,6 @@ static void test_conf_long_lines(void **state)
     assert_string_equal(kl_conf_get(c, "hsm", "token"), uri);
     assert_string_equal(kl_conf_get(c, "hsm", "module"), "/m.so");
     assert_string_equal(kl_conf_get(c, "hsm", "pin"), "env:X"); /* indented: a line of its own */
-    assert_string_equal(kl_conf_get(c, "hsm", "softhsm2-conf"), "");
     assert_string_equal(kl_conf_get(c, section, "issuer"), "f1");
     kl_conf_free(c);
 
@@ -397,6 +396,17 @@ static void test_conf_strict(void **state)
     /* a key before any section */
     conf_expect_error("; header\nmodule = /m.so\n[hsm]\n",
                       "strict.conf:2: key 'module' before any [section]");
+    /* a key given twice, in one section or when it is opened again: neither value wins */
+    conf_expect_error("[ca]\ncrl-days = 5\ncrl-days = 9\n",
+                      "strict.conf:3: [ca] crl-days given twice (first on line 2)");
+    conf_expect_error("[ca]\ncrl-days = 5\n[hsm]\nmodule = /m.so\n[ca]\ncrl-days = 9\n",
+                      "strict.conf:6: [ca] crl-days given twice (first on line 2)");
+    /* a key without a value, or with only a comment, is not its default */
+    conf_expect_error("[ca]\ncrl-days =\n",
+                      "strict.conf:2: [ca] crl-days has no value (remove the line to use the "
+                      "default)");
+    conf_expect_error("[est]\nchannel-binding = ; required\n",
+                      "strict.conf:2: [est] channel-binding has no value");
     /* what is echoed is bounded and printable */
     conf_expect_error("[hsm]\nmodule\x01\x1b[2J = x\n", "unknown key 'module??[2J' in [hsm]");
 
@@ -413,17 +423,16 @@ static void test_conf_strict(void **state)
                                      "tls-key-pin = env:T\nrequest-timeout = 10\nsigner = inline\n"
                                      "[est.label acme-2.x_y]\nissuer = f2\napproval = manual\n"
                                      "[station]\nissuer = factory1\nprofile = idevid\n"
-                                     "[est]\nchannel-binding = optional\n",
+                                     "[est]\nlisten = 127.0.0.1:8443\n",
                                      &c),
                      KL_OK);
     assert_string_equal(kl_conf_get(c, "est.label acme-2.x_y", "approval"), "manual");
     assert_string_equal(kl_conf_get(c, "role est", "users"), "keyline-est, 998");
     assert_int_equal(kl_conf_line(c, "hsm", "module"), 2);
     assert_int_equal(kl_conf_line(c, "profile ldevid", "clients"), 17);
-    /* a key set twice: the later value and its line count */
-    assert_string_equal(kl_conf_get(c, "est", "channel-binding"), "optional");
-    assert_int_equal(kl_conf_line(c, "est", "channel-binding"), 31);
-    assert_int_equal(kl_conf_line(c, "est", "listen"), 0);
+    /* a section opened again: its keys join the earlier ones */
+    assert_string_equal(kl_conf_get(c, "est", "channel-binding"), "required");
+    assert_int_equal(kl_conf_line(c, "est", "listen"), 31);
     kl_conf_free(c);
 
     /* confs built in memory are not checked (tests set what they need) */
