@@ -547,20 +547,31 @@ kl_rc ceremony_db_note(store *s, int64_t id, const char *action, const char *det
 }
 
 static const store_q q_cer_request = {"SELECT op, request FROM ceremonies WHERE id = ?1", NULL};
-static const store_q q_audit_count = {
-    "SELECT count(*) FROM audit WHERE action = ?1 AND detail LIKE ?2", NULL};
+/* One pass over the ceremony entries of the audit log for the three counts the claim needs
+ * (the table holds an entry per certificate: three passes cost three reads of it). */
+static const store_q q_audit_claim = {
+    "SELECT count(*) FILTER (WHERE action = 'ceremony-propose' AND detail LIKE ?1),"
+    " count(*) FILTER (WHERE action = 'ceremony-propose' AND detail LIKE ?2),"
+    " count(*) FILTER (WHERE action = 'ceremony-run' AND detail LIKE ?3)"
+    " FROM audit WHERE action IN ('ceremony-propose', 'ceremony-run')",
+    NULL};
 
-/* How many audit entries `action` have a detail matching the LIKE pattern `like`. */
-static kl_rc cer_audit_count(store_conn *c, const char *action, const char *like, int64_t *n)
+/* How many ceremony-propose entries match `own` and `same`, and ceremony-run entries `ran`
+ * (LIKE patterns over the detail). */
+static kl_rc cer_audit_counts(store_conn *c, const char *own, const char *same, const char *ran,
+                              int64_t n[3])
 {
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
-    TRY(sc_stmt(c, &q_audit_count, &st));
-    TRY(sc_text(st, 1, action));
-    TRY(sc_text(st, 2, like));
+    TRY(sc_stmt(c, &q_audit_claim, &st));
+    TRY(sc_text(st, 1, own));
+    TRY(sc_text(st, 2, same));
+    TRY(sc_text(st, 3, ran));
     TRY(sc_step(st, &row, "read the audit log"));
-    *n = row ? col_int(st, 0) : 0;
+    for (int i = 0; i < 3; i++) {
+        n[i] = row ? col_int(st, i) : 0;
+    }
 out:
     sc_done(st);
     return rc;
@@ -576,10 +587,10 @@ static kl_rc cer_claim_audited(store_conn *c, const cer_arg *a)
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     int row = 0;
-    int64_t n = 0;
+    int64_t n[3] = {0, 0, 0};
     uint8_t *req = NULL;
     size_t len = 0;
-    char sha[65], like[200], op[40];
+    char sha[65], own[200], same[120], ran[80], op[40];
     TRY(sc_stmt(c, &q_cer_request, &st));
     TRY(sc_int(st, 1, a->id));
     TRY(sc_step(st, &row, "read ceremony"));
@@ -589,24 +600,22 @@ static kl_rc cer_claim_audited(store_conn *c, const cer_arg *a)
     ENSURE(len == a->len && len > 0 && memcmp(req, a->data, len) == 0, KL_EPOLICY,
            "ceremony %lld: its request changed while the approvals were counted", (long long)a->id);
     sha256_hex(req, len, sha);
-    snprintf(like, sizeof like, "id=%lld op=%s request-sha256=%s", (long long)a->id, op, sha);
-    TRY(cer_audit_count(c, "ceremony-propose", like, &n));
-    ENSURE(n == 1, KL_EPOLICY,
-           "ceremony %lld is not the request its audited proposal recorded (no ceremony-propose "
-           "entry '%s'): the ceremonies table was changed outside keyline; not run",
-           (long long)a->id, like);
+    snprintf(own, sizeof own, "id=%lld op=%s request-sha256=%s", (long long)a->id, op, sha);
     /* a nonce is proposed once: the same bytes proposed under another id too is a copy, with
      * an entry appended for it (the tail after the last checkpoint is anyone's to extend) */
-    snprintf(like, sizeof like, "id=%% request-sha256=%s", sha);
-    TRY(cer_audit_count(c, "ceremony-propose", like, &n));
-    ENSURE(n == 1, KL_EPOLICY,
+    snprintf(same, sizeof same, "id=%% request-sha256=%s", sha);
+    snprintf(ran, sizeof ran, "id=%lld transcript-sha256=%%", (long long)a->id);
+    TRY(cer_audit_counts(c, own, same, ran, n));
+    ENSURE(n[0] == 1, KL_EPOLICY,
+           "ceremony %lld is not the request its audited proposal recorded (no ceremony-propose "
+           "entry '%s'): the ceremonies table was changed outside keyline; not run",
+           (long long)a->id, own);
+    ENSURE(n[1] == 1, KL_EPOLICY,
            "ceremony %lld: its request was proposed %lld times in the audit log (a copy of "
            "another ceremony, with an audit entry added for it); not run",
-           (long long)a->id, (long long)n);
-    snprintf(like, sizeof like, "id=%lld transcript-sha256=%%", (long long)a->id);
-    TRY(cer_audit_count(c, "ceremony-run", like, &n));
+           (long long)a->id, (long long)n[1]);
     ENSURE(
-        n == 0, KL_EPOLICY,
+        n[2] == 0, KL_EPOLICY,
         "ceremony %lld ran already (its ceremony-run is in the audit log) but is proposed in the "
         "store: changed outside keyline; not run again",
         (long long)a->id);
