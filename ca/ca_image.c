@@ -104,21 +104,6 @@ out:
     return rc;
 }
 
-int ca_image_release_key(const kl_conf *conf, const char *label)
-{
-    const char *v = conf ? kl_conf_get(conf, "ceremony", "release-keys") : NULL;
-    size_t n = label ? strlen(label) : 0;
-    for (const char *p = v; p && *p && n;) {
-        p += strspn(p, " ,\t");
-        size_t k = strcspn(p, " ,\t");
-        if ((k == n && strncmp(p, label, n) == 0) || (k == 1 && *p == '*')) {
-            return 1;
-        }
-        p += k;
-    }
-    return 0;
-}
-
 /* The subject of firmware key `label` (NULL when there is no such firmware key). */
 static X509_NAME *ca_image_key_subject(ca_ctx *ca, const char *label)
 {
@@ -134,21 +119,21 @@ static X509_NAME *ca_image_key_subject(ca_ctx *ca, const char *label)
     return name;
 }
 
-int ca_image_release_key_in(ca_ctx *ca, const kl_conf *conf, const char *label)
+int ca_image_release_key(ca_ctx *ca, const kl_conf *conf, const char *label)
 {
     const char *v = conf ? kl_conf_get(conf, "ceremony", "release-keys") : NULL;
-    if (ca_image_release_key(conf, label)) {
-        return 1;
-    }
-    X509_NAME *mine = v ? ca_image_key_subject(ca, label) : NULL;
+    size_t n = label ? strlen(label) : 0;
+    X509_NAME *mine = NULL; /* read at the first listed label that is not `label` */
     int yes = 0;
-    for (const char *p = v; mine && p && *p && !yes;) {
-        char listed[CA_LABEL_MAX + 1];
+    for (const char *p = v; p && *p && n && !yes;) {
         p += strspn(p, " ,\t");
         size_t k = strcspn(p, " ,\t");
-        if (k > 0 && k <= CA_LABEL_MAX) {
+        yes = (k == n && strncmp(p, label, n) == 0) || (k == 1 && *p == '*');
+        if (!yes && k > 0 && k <= CA_LABEL_MAX) {
+            char listed[CA_LABEL_MAX + 1];
             snprintf(listed, sizeof listed, "%.*s", (int)k, p);
-            X509_NAME *theirs = ca_image_key_subject(ca, listed);
+            mine = mine ? mine : ca_image_key_subject(ca, label);
+            X509_NAME *theirs = mine ? ca_image_key_subject(ca, listed) : NULL;
             yes = theirs && X509_NAME_cmp(theirs, mine) == 0;
             X509_NAME_free(theirs);
         }

@@ -39,12 +39,11 @@ kl_rc ca_image_req_parse(ca_image_req *req, const char *version, const char *cou
                          const char *header_size, const char *align, int pad_header,
                          const char *format) KL_WUR;
 /* 1 when `label` is in [ceremony] release-keys (labels separated by spaces or commas; "*": every
- * firmware key): its images are signed only through a ceremony (ca_image_ceremony.h). */
-int ca_image_release_key(const kl_conf *conf, const char *label);
-/* ca_image_release_key, and also 1 when `label` is a rotation of a listed firmware key: a
- * firmware key with the same subject (ca rotate keeps it), so a release key's successor does
- * not sign with the plain command before release-keys names it. */
-int ca_image_release_key_in(ca_ctx *ca, const kl_conf *conf, const char *label);
+ * firmware key), or is a rotation of a listed firmware key (a firmware key with the same
+ * subject: ca rotate keeps it, so a release key's successor does not sign with the plain command
+ * before release-keys names it): its images are signed only through a ceremony
+ * (ca_image_ceremony.h). */
+int ca_image_release_key(ca_ctx *ca, const kl_conf *conf, const char *label);
 /* Lower-case hex SHA-256 of p[0..n). */
 void ca_image_sha256_hex(const uint8_t *p, size_t n, char out[65]);
 /* The input `path` read as p[0..n): its lower-case hex SHA-256 into hex, and when `want` is not

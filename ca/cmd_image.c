@@ -61,7 +61,7 @@ out:
 static kl_rc cmd_image_release_guard(cli *c, ca_ctx *ca, const char *key)
 {
     kl_rc rc = cli_conf(c);
-    if (rc == KL_OK && ca_image_release_key_in(ca, c->conf, key)) {
+    if (rc == KL_OK && ca_image_release_key(ca, c->conf, key)) {
         rc = kl_fail(KL_EPOLICY,
                      "firmware key '%s' is a release key ([ceremony] release-keys names it or a "
                      "key of its subject, which it rotates): keyline-ca "
