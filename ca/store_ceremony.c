@@ -224,9 +224,7 @@ void ceremony_officer_list_free(ceremony_officer *v, size_t n)
 /* ---- officers against their audit entries ---- */
 
 static const store_q q_off_events = {
-    "SELECT seq, action, detail FROM audit WHERE action IN ('officer-add', 'officer-remove') "
-    "ORDER BY seq",
-    NULL};
+    "SELECT seq, action, detail FROM audit WHERE " AUDIT_OFFICER_EVENTS " ORDER BY seq", NULL};
 
 typedef struct {
     ceremony_officer_history *h;
@@ -547,13 +545,13 @@ kl_rc ceremony_db_note(store *s, int64_t id, const char *action, const char *det
 }
 
 static const store_q q_cer_request = {"SELECT op, request FROM ceremonies WHERE id = ?1", NULL};
-/* One pass over the ceremony entries of the audit log for the three counts the claim needs
- * (the table holds an entry per certificate: three passes cost three reads of it). */
+/* One pass over the ceremony entries of the audit log for the three counts the claim needs,
+ * through their partial index (schema step 16; the table holds an entry per certificate). */
 static const store_q q_audit_claim = {
     "SELECT count(*) FILTER (WHERE action = 'ceremony-propose' AND detail LIKE ?1),"
     " count(*) FILTER (WHERE action = 'ceremony-propose' AND detail LIKE ?2),"
     " count(*) FILTER (WHERE action = 'ceremony-run' AND detail LIKE ?3)"
-    " FROM audit WHERE action IN ('ceremony-propose', 'ceremony-run')",
+    " FROM audit WHERE " AUDIT_CEREMONY_EVENTS,
     NULL};
 
 /* How many ceremony-propose entries match `own` and `same`, and ceremony-run entries `ran`

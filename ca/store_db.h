@@ -198,6 +198,12 @@ typedef struct {
 } store_schema_step;
 /* Step i takes a store from version i to i + 1 (step 0 creates version 1). */
 extern const store_schema_step store_schema_steps[];
+
+/* The officer and the ceremony entries of the audit log, as the WHERE of their reads
+ * (store_ceremony.c) and of the partial indexes that serve those reads (schema step 16):
+ * SQLite uses a partial index only when the query's WHERE contains its terms as written. */
+#define AUDIT_OFFICER_EVENTS "action IN ('officer-add', 'officer-remove')"
+#define AUDIT_CEREMONY_EVENTS "action IN ('ceremony-propose', 'ceremony-run')"
 extern const size_t store_schema_nsteps;
 
 /* ---- logic shared between the store_*.c files ---- */

@@ -480,6 +480,18 @@
     " number " INT " NOT NULL,"                                                                    \
     " epoch " INT " NOT NULL);"
 
+/* Version 16: the audit entries the officer and ceremony checks read (store_ceremony.c: the
+ * officer history, a ceremony run's claim inside its write transaction) found through partial
+ * indexes holding those entries alone, instead of a scan of a table with an entry per
+ * certificate (2M entries: 0.19 s -> under 1 ms per read). Each index's WHERE is the very
+ * clause of its query (SQLite uses a partial index only for a query whose WHERE contains the
+ * index's terms as written). IF NOT EXISTS: the step can run again. */
+#define AUDIT_EVENT_INDEXES                                                                        \
+    "CREATE INDEX IF NOT EXISTS audit_officer_events ON audit(seq)"                                \
+    " WHERE " AUDIT_OFFICER_EVENTS ";"                                                             \
+    "CREATE INDEX IF NOT EXISTS audit_ceremony_events ON audit(seq)"                               \
+    " WHERE " AUDIT_CEREMONY_EVENTS ";"
+
 /* ---- the steps ---- */
 
 const store_schema_step store_schema_steps[] = {
@@ -515,5 +527,8 @@ const store_schema_step store_schema_steps[] = {
     {"add the crl_chunks table", CC_TABLE("INTEGER", "BLOB"), CC_TABLE("BIGINT", "BYTEA"), NULL},
     /* 15: the revocation epoch of each published CRL */
     {"add the crl_epochs table", CE_TABLE("INTEGER"), CE_TABLE("BIGINT"), NULL},
+    /* 16: the officer and ceremony entries of the audit log in indexes of their own */
+    {"index the officer and ceremony audit entries", AUDIT_EVENT_INDEXES, AUDIT_EVENT_INDEXES,
+     NULL},
 };
 const size_t store_schema_nsteps = sizeof store_schema_steps / sizeof store_schema_steps[0];

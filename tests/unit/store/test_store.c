@@ -30,11 +30,12 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "store_db.h" /* AUDIT_OFFICER_EVENTS, AUDIT_CEREMONY_EVENTS */
 
 static EVP_PKEY *g_key;
 static const char *g_pg; /* KL_TEST_STORE_URL: PostgreSQL mode */
 
-#define SCHEMA_VERSION 15 /* what store_open makes of any older file */
+#define SCHEMA_VERSION 16 /* what store_open makes of any older file */
 /* SQL that takes a current file back to version 5's tables (the triggers go with them) */
 #define DROP_V6                                                                                    \
     "DROP TABLE audit_key; DROP TABLE audit_checkpoints; DROP TABLE images;"                       \
@@ -3474,6 +3475,87 @@ static void test_checkpoint_migration(void **state)
     cp_tamper(f, "UPDATE audit SET detail = 'x' WHERE seq = 1", "audit checkpoint at entry 4");
 }
 
+/* The query plan SQLite makes for `sql` on the store file, one line. */
+static void sqlite_plan(const char *path, const char *sql, char *out, size_t cap)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    char q[512];
+    snprintf(q, sizeof q, "EXPLAIN QUERY PLAN %s", sql);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+    out[0] = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        size_t n = strlen(out);
+        snprintf(out + n, cap - n, "%s; ", (const char *)sqlite3_column_text(st, 3));
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static const char *const q_officer_events =
+    "SELECT seq, action, detail FROM audit WHERE " AUDIT_OFFICER_EVENTS " ORDER BY seq";
+static const char *const q_ceremony_events =
+    "SELECT count(*) FROM audit WHERE " AUDIT_CEREMONY_EVENTS;
+
+/* Schema step 16: the officer and ceremony reads of the audit log go through their partial
+ * indexes (no scan of an entry per certificate), on a new store and on a version-15 one once
+ * opened; the entries are found as before. */
+static void test_audit_event_indexes(void **state)
+{
+    fx *f = *state;
+    char plan[512];
+    assert_rc(store_audit_append(f->s, "t", "ceremony-propose", "id=1 op=x"), KL_OK);
+    assert_rc(store_audit_append(f->s, "t", "note", "serial=01"), KL_OK);
+    store_close(f->s);
+    f->s = NULL;
+    sqlite_plan(f->path, q_officer_events, plan, sizeof plan);
+    assert_non_null(strstr(plan, "USING INDEX audit_officer_events"));
+    sqlite_plan(f->path, q_ceremony_events, plan, sizeof plan);
+    assert_non_null(strstr(plan, "USING INDEX audit_ceremony_events"));
+    raw_sql(f->path, "DROP INDEX audit_officer_events; DROP INDEX audit_ceremony_events;"
+                     " PRAGMA user_version=15");
+    sqlite_plan(f->path, q_ceremony_events, plan, sizeof plan);
+    assert_null(strstr(plan, "USING INDEX")); /* the scan the step removes */
+    assert_rc(store_open(&f->s, f->path), KL_OK);
+    assert_int_equal(file_user_version(f->path), SCHEMA_VERSION);
+    sqlite_plan(f->path, q_officer_events, plan, sizeof plan);
+    assert_non_null(strstr(plan, "USING INDEX audit_officer_events"));
+    sqlite_plan(f->path, q_ceremony_events, plan, sizeof plan);
+    assert_non_null(strstr(plan, "USING INDEX audit_ceremony_events"));
+    int64_t n = 0;
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
+    assert_int_equal(n, 2);
+}
+
+/* PostgreSQL: both partial indexes exist and the planner can answer the two reads from them
+ * (their WHERE implies the index's predicate); with sequential scans off it must. */
+static void test_pg_audit_event_indexes(void **state)
+{
+    fx *f = *state;
+    PGconn *c = pg_connect(f->path);
+    PGresult *r = PQexec(c, "SET enable_seqscan = off");
+    PQclear(r);
+    const char *q[2] = {q_officer_events, q_ceremony_events};
+    const char *idx[2] = {"audit_officer_events", "audit_ceremony_events"};
+    for (int i = 0; i < 2; i++) {
+        char sql[512], plan[2048] = "";
+        snprintf(sql, sizeof sql, "EXPLAIN %s", q[i]);
+        r = PQexec(c, sql);
+        assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+        for (int row = 0; row < PQntuples(r); row++) {
+            size_t n = strlen(plan);
+            snprintf(plan + n, sizeof plan - n, "%s; ", PQgetvalue(r, row, 0));
+        }
+        PQclear(r);
+        if (!strstr(plan, idx[i])) {
+            fprintf(stderr, "plan of %s: %s\n", q[i], plan);
+        }
+        assert_non_null(strstr(plan, idx[i]));
+    }
+    PQfinish(c);
+}
+
 /* Threads append and sign through one handle (checkpoints are group-committed writes). */
 typedef struct {
     store *s;
@@ -3887,13 +3969,14 @@ int main(void)
         T(test_tamper_nul_detail), /* PostgreSQL text cannot hold a NUL at all */
         T(test_open_errors),          T(test_claims_migration),
         T(test_crls_migration),       T(test_audit_baseline_migration),
-        T(test_checkpoint_migration),
+        T(test_checkpoint_migration), T(test_audit_event_indexes),
     };
     /* the server */
     const struct CMUnitTest pg_tests[] = {
         T(test_pg_open_errors),
         T(test_pg_outage),
         T(test_pg_lost_in_transaction),
+        T(test_pg_audit_event_indexes),
     };
     g_pg = getenv("KL_TEST_STORE_URL");
     if (g_pg && *g_pg) {
