@@ -134,6 +134,19 @@ static kl_rc est_lt_ocsp(est_server *s, est_lt *l, const char *label, X509 *issu
     return rc;
 }
 
+/* `in` as a Prometheus label value (text format: backslash, double quote and line feed
+ * escaped as \\, \" and \n); out holds twice in's length. */
+static void est_lt_label_escape(const char *in, char *out)
+{
+    for (; *in; in++) {
+        if (*in == '\\' || *in == '"' || *in == '\n') {
+            *out++ = '\\';
+        }
+        *out++ = *in == '\n' ? 'n' : *in;
+    }
+    *out = 0;
+}
+
 /* One profile: its chain (issuing CA first), each CA's certificate and CRL, the signer. */
 static kl_rc est_lt_profile(est_server *s, est_lt *l, const char *profile)
 {
@@ -147,14 +160,12 @@ static kl_rc est_lt_profile(est_server *s, est_lt *l, const char *profile)
     for (int i = 0; i < sk_X509_num(sk) && label[0]; i++) {
         X509 *x = sk_X509_value(sk, i);
         if (est_lt_once(l, label)) {
-            char subj[256];
+            char subj[256], esc[2 * sizeof subj];
             X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof subj);
-            for (char *c = subj; *c; c++) {
-                *c = *c == '"' || *c == '\\' ? '_' : *c;
-            }
+            est_lt_label_escape(subj, esc);
             TRY(kl_buf_printf(&l->ca,
                               "keyline_ca_cert_expiry_seconds{ca=\"%s\",subject=\"%s\"} %lld\n",
-                              label, subj, est_lt_left(X509_get0_notAfter(x), l->now)));
+                              label, esc, est_lt_left(X509_get0_notAfter(x), l->now)));
             TRY(est_lt_crl(s, l, label));
             if (i == 0) {
                 TRY(est_lt_ocsp(s, l, label, x));

@@ -63,7 +63,7 @@ count_issued() { kca list --json | python3 -c 'import json,sys; print(len(json.l
 # est_setup_ca: root1 -> factory1 (IDevID CA), root1 -> field1 (LDevID CA), the EST server's
 # TLS certificate from field1, a bootstrap htpasswd, one IDevID.
 est_setup_ca() {
-    kca ca create --label root1 --template root --subject "CN=Keyline Test Root,O=Keyline Test" >/dev/null
+    kca ca create --label root1 --template root --subject "${EST_ROOT_SUBJECT:-CN=Keyline Test Root,O=Keyline Test}" >/dev/null
     kca ca create --label factory1 --template factory-ca --subject "CN=Keyline Factory CA,O=Keyline Test" --issuer root1 >/dev/null
     kca ca create --label field1 --template field-ca --subject "CN=Keyline Field CA,O=Keyline Test" --issuer root1 >/dev/null
     kca ca cert --label root1 > "$D/root1.pem"
