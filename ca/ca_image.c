@@ -1,5 +1,5 @@
 /* keyline: firmware signing (ca_image.h): the key checks, the MCUboot or CMS signature in the
- * token, the record in the store before the signed bytes are released. */
+ * token, the record in the store before the signed image is put in place. */
 #include "ca_image.h"
 
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "ca_internal.h"
+#include "kl_file.h"
 
 int ca_is_firmware_template(const char *template_name)
 {
@@ -85,6 +86,19 @@ kl_rc ca_image_req_parse(ca_image_req *req, const char *version, const char *cou
     p->align = 1;
     p->pad_header = pad_header;
     p->has_counter = counter != NULL;
+    format = format ? format : "mcuboot";
+    ENSURE(strcmp(format, "mcuboot") == 0 || strcmp(format, "cms") == 0, KL_EUSAGE,
+           "--format is mcuboot or cms, not '%s'", format);
+    req->format = strcmp(format, "cms") == 0 ? CA_IMAGE_CMS : CA_IMAGE_MCUBOOT;
+    /* ignored, they would suggest a header or trailer the CMS does not have */
+    const char *mcuboot_only = pad_header    ? "--pad-header"
+                               : header_size ? "--header-size"
+                               : align       ? "--align"
+                                             : NULL;
+    ENSURE(req->format == CA_IMAGE_MCUBOOT || !mcuboot_only, KL_EUSAGE,
+           "%s applies to --format mcuboot only (a detached CMS signature has no MCUboot header "
+           "or trailer)",
+           mcuboot_only);
     if (counter) {
         TRY(ca_image_num("--security-counter", counter, 0xffffffffULL, &p->counter));
     }
@@ -94,12 +108,8 @@ kl_rc ca_image_req_parse(ca_image_req *req, const char *version, const char *cou
     if (align) {
         TRY(ca_image_num("--align", align, 0xffffffffULL, &p->align));
     }
-    format = format ? format : "mcuboot";
-    ENSURE(strcmp(format, "mcuboot") == 0 || strcmp(format, "cms") == 0, KL_EUSAGE,
-           "--format is mcuboot or cms, not '%s'", format);
-    req->format = strcmp(format, "cms") == 0 ? CA_IMAGE_CMS : CA_IMAGE_MCUBOOT;
     TRY(img_version_parse(version, &p->version));
-    TRY(img_params_check(p)); /* also for cms: an option given is a valid one */
+    TRY(img_params_check(p)); /* also for cms: the counter given is a valid one */
 out:
     return rc;
 }
@@ -253,7 +263,9 @@ static kl_rc ca_image_record(ca_ctx *ca, const ca_image_req *req, const ca_image
     return store_image_put(ca->st, &rec, detail);
 }
 
-kl_rc ca_image_unwritten(kl_rc rc, const char *out, const ca_image_result *res)
+/* After the record, the image did not reach `out` (rc): the same rc, its message saying that the
+ * signing is recorded all the same (res's hash) and nothing was released. */
+static kl_rc ca_image_unwritten(kl_rc rc, const char *out, const ca_image_result *res)
 {
     char hash[65];
     ca_hex(res->hash, 32, hash);
@@ -263,17 +275,17 @@ kl_rc ca_image_unwritten(kl_rc rc, const char *out, const ca_image_result *res)
                    kl_errmsg(), hash, out);
 }
 
-kl_rc ca_image_sign(ca_ctx *ca, const ca_image_req *req, uint8_t **out, size_t *out_len,
-                    ca_image_result *res)
+kl_rc ca_image_sign(ca_ctx *ca, const ca_image_req *req, const char *out_path, ca_image_result *res)
 {
     kl_rc rc = KL_OK;
     const ca_entry *e = NULL;
     uint8_t *signed_bytes = NULL;
     size_t signed_len = 0;
-    *out = NULL;
-    *out_len = 0;
+    kl_file_staged staged;
+    memset(&staged, 0, sizeof staged);
     memset(res, 0, sizeof *res);
-    ENSURE(req->key_label && req->in, KL_EUSAGE, "sign-image needs a key and an input");
+    ENSURE(req->key_label && req->in && out_path, KL_EUSAGE,
+           "sign-image needs a key, an input and an output");
     TRY(ca_image_key(ca, req->key_label, &e));
     char *serial = ca_serial_hex(X509_get0_serialNumber(e->cert));
     ENSURE(serial, KL_EINTERNAL, "out of memory");
@@ -289,11 +301,19 @@ kl_rc ca_image_sign(ca_ctx *ca, const ca_image_req *req, uint8_t **out, size_t *
                              &signed_bytes, &signed_len, &ir));
         memcpy(res->hash, ir.hash, 32);
     }
-    TRY(ca_image_record(ca, req, res)); /* recorded before it is released */
-    *out = signed_bytes;
-    *out_len = signed_len;
-    signed_bytes = NULL;
+    /* written and fsynced but not yet at out_path; then recorded; only then released */
+    rc = kl_file_stage(&staged, out_path, signed_bytes, signed_len, 0644);
+    if (rc != KL_OK) {
+        rc = kl_fail(rc, "%s; nothing was recorded or written", kl_errmsg());
+        goto out;
+    }
+    TRY(ca_image_record(ca, req, res)); /* out: the temporary file removed */
+    rc = kl_file_stage_commit(&staged);
+    if (rc != KL_OK && !staged.placed) {
+        rc = ca_image_unwritten(rc, out_path, res);
+    }
 out:
+    kl_file_stage_abort(&staged);
     OPENSSL_free(signed_bytes);
     return rc;
 }

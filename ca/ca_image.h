@@ -34,7 +34,10 @@ typedef struct {
 /* The options as text, as the plain command and a ceremony take them: `version` required;
  * counter, header_size, align (decimal without leading zeros, or 0x and hex digits: no octal)
  * and format (mcuboot|cms) may be NULL for the defaults. Fills req->mcuboot and req->format and
- * checks the ranges (img_params_check), whatever the format. KL_EUSAGE naming the option. */
+ * checks the ranges (img_params_check). header_size, align and pad_header are MCUboot's: given
+ * with cms they are refused (a detached CMS has no MCUboot header or trailer); counter and
+ * version are recorded for cms too (the store row and audit entry), not signed. KL_EUSAGE
+ * naming the option. */
 kl_rc ca_image_req_parse(ca_image_req *req, const char *version, const char *counter,
                          const char *header_size, const char *align, int pad_header,
                          const char *format) KL_WUR;
@@ -58,16 +61,18 @@ typedef struct {
     char key_serial[48]; /* the firmware key certificate's serial (upper-case hex) */
 } ca_image_result;
 
-/* Sign `req->in` with the firmware key `req->key_label` (in the token) and record the signing
- * (image hash, version, security counter, key, who) in the store and its audit log before
- * returning the signed bytes in *out (OPENSSL_free). Refuses (KL_EPOLICY) a label that is not a
- * firmware key, a retired one, and one whose certificate or a CA above it is revoked, expired
- * or not yet valid; KL_ENOTFOUND for an unknown label; the writer's errors (image_mcuboot.h).
- * Nothing is recorded or returned on failure. */
-kl_rc ca_image_sign(ca_ctx *ca, const ca_image_req *req, uint8_t **out, size_t *out_len,
+/* Sign `req->in` with the firmware key `req->key_label` (in the token), write the signed image
+ * to `out_path` and record the signing (image hash, version, security counter, key, who) in the
+ * store and its audit log, in the order that never shows an image without its record: the
+ * image is written to a temporary file beside `out_path` and fsynced, then recorded, then
+ * renamed into place (kl_file_stage). Refuses (KL_EPOLICY) a label that is not a firmware key,
+ * a retired one, and one whose certificate or a CA above it is revoked, expired or not yet
+ * valid; KL_ENOTFOUND for an unknown label; the writer's errors (image_mcuboot.h); KL_EIO when
+ * the temporary file cannot be written: then nothing is recorded and no file is left, as when
+ * recording fails. Only when the rename fails after the record (or `out_path` is a device or
+ * FIFO, written through after the record: /dev/full) is the signing recorded with no image;
+ * the message says so, with the image hash as list --images shows it. */
+kl_rc ca_image_sign(ca_ctx *ca, const ca_image_req *req, const char *out_path,
                     ca_image_result *res) KL_WUR;
-/* After ca_image_sign, writing the image to `out` failed with rc: the same rc, its message
- * saying that the signing is recorded all the same (res's hash) and nothing was released. */
-kl_rc ca_image_unwritten(kl_rc rc, const char *out, const ca_image_result *res) KL_WUR;
 
 #endif

@@ -17,10 +17,17 @@ static kl_rc ca_image_ceremony_req(const ceremony_kvs *p, ca_image_req *req)
     if (!pad || (strcmp(pad, "yes") != 0 && strcmp(pad, "no") != 0)) {
         return kl_fail(KL_EUSAGE, "sign-image ceremony: --pad-header is yes or no");
     }
+    const char *format = ceremony_kvs_get(p, "format"), *hs = ceremony_kvs_get(p, "header-size"),
+               *align = ceremony_kvs_get(p, "align");
+    /* a request carries the defaults (32, 1) whatever the format: for cms only others were
+     * given, and those are refused as the plain command refuses them */
+    if (format && strcmp(format, "cms") == 0) {
+        hs = hs && strcmp(hs, "32") == 0 ? NULL : hs;
+        align = align && strcmp(align, "1") == 0 ? NULL : align;
+    }
     return ca_image_req_parse(req, ceremony_kvs_get(p, "version"),
-                              ceremony_kvs_get(p, "security-counter"),
-                              ceremony_kvs_get(p, "header-size"), ceremony_kvs_get(p, "align"),
-                              strcmp(pad, "yes") == 0, ceremony_kvs_get(p, "format"));
+                              ceremony_kvs_get(p, "security-counter"), hs, align,
+                              strcmp(pad, "yes") == 0, format);
 }
 
 /* `name` as an absolute path (the ceremony may run from another folder). */
@@ -74,8 +81,8 @@ kl_rc ca_image_ceremony_run(ca_ctx *ca, const ceremony_req *r, const char *actor
     kl_rc rc = KL_OK;
     ca_image_req req;
     ca_image_result ir;
-    uint8_t *data = NULL, *img = NULL;
-    size_t len = 0, img_len = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
     char hex[65];
     memset(&req, 0, sizeof req);
     TRY(ca_image_ceremony_req(&r->params, &req));
@@ -95,12 +102,7 @@ kl_rc ca_image_ceremony_run(ca_ctx *ca, const ceremony_req *r, const char *actor
     req.in = data;
     req.in_len = len;
     req.actor = actor;
-    TRY(ca_image_sign(ca, &req, &img, &img_len, &ir));
-    rc = kl_file_write_atomic(out_path, img, img_len, 0644);
-    if (rc != KL_OK) {
-        rc = ca_image_unwritten(rc, out_path, &ir);
-        goto out;
-    }
+    TRY(ca_image_sign(ca, &req, out_path, &ir)); /* written, recorded, then put in place */
     char khex[65], ihex[65];
     for (size_t i = 0; i < 32; i++) {
         snprintf(ihex + 2 * i, 3, "%02x", ir.hash[i]);
@@ -112,6 +114,5 @@ kl_rc ca_image_ceremony_run(ca_ctx *ca, const ceremony_req *r, const char *actor
     TRY(ceremony_kvs_set(res, "out", out_path));
 out:
     free(data);
-    OPENSSL_free(img);
     return rc;
 }

@@ -11,8 +11,8 @@
  * file (or, when given, checked against it). KL_EUSAGE / KL_EPOLICY / the file's errors. */
 kl_rc ca_image_ceremony_prep(ceremony_kvs *params) KL_WUR;
 /* Run an approved request: read `in`, refuse (KL_EPOLICY) when its SHA-256 is not the approved
- * one, sign and record (ca_image_sign), write `out` atomically. Results: sha256 (the image
- * hash), key-hash, key-serial, out. */
+ * one, sign, write `out` and record (ca_image_sign: recorded before `out` appears). Results: sha256
+ * (the image hash), key-hash, key-serial, out. */
 kl_rc ca_image_ceremony_run(ca_ctx *ca, const ceremony_req *r, const char *actor,
                             ceremony_kvs *res) KL_WUR;
 

@@ -78,8 +78,8 @@ kl_rc cmd_sign_image(cli *c, int argc, char **argv)
     cmd_image_args a;
     memset(&a, 0, sizeof a);
     ca_ctx *ca = NULL;
-    uint8_t *in = NULL, *img = NULL;
-    size_t in_len = 0, img_len = 0;
+    uint8_t *in = NULL;
+    size_t in_len = 0;
     ca_image_result res;
     char hex[65];
     TRY(cmd_image_parse(argc, argv, &a));
@@ -97,12 +97,7 @@ kl_rc cmd_sign_image(cli *c, int argc, char **argv)
     a.req.actor = c->actor;
     TRY(cli_open(c, 1, &ca));
     TRY(cmd_image_release_guard(c, ca, a.key));
-    TRY(ca_image_sign(ca, &a.req, &img, &img_len, &res));
-    rc = cli_output(c, a.out, img, img_len);
-    if (rc != KL_OK) {
-        rc = ca_image_unwritten(rc, a.out, &res); /* recorded before release: disk full, ... */
-        goto out;
-    }
+    TRY(ca_image_sign(ca, &a.req, a.out, &res)); /* written, recorded, then put in place */
     fprintf(stderr, "signed %s with firmware key '%s' (%s): sha256 ", a.in, a.key,
             a.req.format == CA_IMAGE_CMS ? "cms" : "mcuboot");
     for (int i = 0; i < 32; i++) {
@@ -111,7 +106,6 @@ kl_rc cmd_sign_image(cli *c, int argc, char **argv)
     fprintf(stderr, "\n");
 out:
     free(in);
-    OPENSSL_free(img);
     ca_close(ca);
     return rc;
 }

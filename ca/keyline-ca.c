@@ -51,7 +51,8 @@ static const cli_cmd cli_top[] = {
      "re-sign CRLs and renew OCSP signers past half their life (idempotent; the daily timer)"},
     {"sign-image", cmd_sign_image,
      "--key LABEL --in FILE --out FILE --version X.Y.Z[+B] [--security-counter N] "
-     "[--header-size BYTES] [--align N] [--pad-header] [--format mcuboot|cms] [--in-sha256 HEX]",
+     "[--format mcuboot [--header-size BYTES] [--align N] [--pad-header] | --format cms] "
+     "[--in-sha256 HEX]",
      "sign a firmware image in the HSM (MCUboot image or detached CMS) and record it"},
     {"store", cmd_store, "migrate --to URL | backup --out FILE",
      "copy the store into PostgreSQL, or back an SQLite store up (online, verified)"},

@@ -87,6 +87,24 @@ static kl_rc kl_write_all(int fd, const void *data, size_t len, const char *path
     return KL_OK;
 }
 
+/* The folder of `path`, malloc'd: "." for a bare name, "/" for "/x". NULL: out of memory. */
+static char *kl_file_dir(const char *path)
+{
+    size_t n = strlen(path);
+    char *dir = malloc(n + 2);
+    if (!dir) {
+        return NULL;
+    }
+    memcpy(dir, path, n + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash) {
+        snprintf(dir, n + 2, ".");
+    } else {
+        slash[slash == dir ? 1 : 0] = 0; /* "/x" -> "/", "a/b" -> "a" */
+    }
+    return dir;
+}
+
 kl_rc kl_file_writable(const char *path)
 {
     struct stat sb;
@@ -103,17 +121,9 @@ kl_rc kl_file_writable(const char *path)
                    : kl_fail(KL_EIO, "%s: cannot open: %s", path, strerror(errno));
     }
     /* a regular file or none: a temporary file is made beside it and renamed over it */
-    size_t n = strlen(path);
-    char *dir = malloc(n + 2);
+    char *dir = kl_file_dir(path);
     if (!dir) {
         return kl_fail(KL_EINTERNAL, "out of memory");
-    }
-    memcpy(dir, path, n + 1);
-    char *slash = strrchr(dir, '/');
-    if (!slash) {
-        snprintf(dir, n + 2, ".");
-    } else {
-        slash[slash == dir ? 1 : 0] = 0; /* "/x" -> "/", "a/b" -> "a" */
     }
     kl_rc rc = access(dir, W_OK | X_OK) == 0
                    ? KL_OK
@@ -122,28 +132,72 @@ kl_rc kl_file_writable(const char *path)
     return rc;
 }
 
-kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode)
+/* A device, FIFO or symbolic link (/dev/null, /dev/stdout, a link the user keeps): written
+ * through; a rename would replace the node itself. */
+static kl_rc kl_file_write_through(const char *path, const void *data, size_t len, unsigned mode)
 {
-    if (strcmp(path, "-") == 0) {
-        return kl_write_all(1, data, len, "stdout");
+    int fd = open(path, O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0) {
+        return kl_fail(KL_EIO, "%s: cannot open: %s", path, strerror(errno));
+    }
+    kl_rc rc = kl_write_all(fd, data, len, path);
+    if (close(fd) != 0 && rc == KL_OK) {
+        rc = kl_fail(KL_EIO, "%s: close: %s", path, strerror(errno));
+    }
+    return rc;
+}
+
+/* After the rename: the folder's entry made durable too, else a crash may lose the file. */
+static kl_rc kl_file_dir_sync(const char *path)
+{
+    char *dir = kl_file_dir(path);
+    if (!dir) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
+    }
+    kl_rc rc = KL_OK;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* EINVAL: a file system whose folders take no fsync */
+    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL)) {
+        rc = kl_fail(KL_EIO, "%s: written, but syncing its folder %s failed: %s", path, dir,
+                     strerror(errno));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(dir);
+    return rc;
+}
+
+void kl_file_stage_abort(kl_file_staged *s)
+{
+    if (s->tmp) {
+        unlink(s->tmp);
+    }
+    free(s->tmp);
+    free(s->path);
+    s->tmp = NULL;
+    s->path = NULL;
+}
+
+kl_rc kl_file_stage(kl_file_staged *s, const char *path, const void *data, size_t len,
+                    unsigned mode)
+{
+    memset(s, 0, sizeof *s);
+    s->data = data;
+    s->len = len;
+    s->mode = mode;
+    s->path = strdup(path);
+    if (!s->path) {
+        return kl_fail(KL_EINTERNAL, "out of memory");
     }
     struct stat sb;
-    if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-        /* a device, FIFO or symbolic link (/dev/null, /dev/stdout, a link the user keeps):
-         * write through it; a rename would replace the node itself */
-        int fd = open(path, O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, (mode_t)mode);
-        if (fd < 0) {
-            return kl_fail(KL_EIO, "%s: cannot open: %s", path, strerror(errno));
-        }
-        kl_rc rc = kl_write_all(fd, data, len, path);
-        if (close(fd) != 0 && rc == KL_OK) {
-            rc = kl_fail(KL_EIO, "%s: close: %s", path, strerror(errno));
-        }
-        return rc;
+    if (strcmp(path, "-") == 0 || (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode))) {
+        return KL_OK; /* stdout, a device, FIFO or link: written through at commit */
     }
     size_t n = strlen(path) + 16;
     char *tmp = malloc(n);
     if (!tmp) {
+        kl_file_stage_abort(s);
         return kl_fail(KL_EINTERNAL, "out of memory");
     }
     snprintf(tmp, n, "%s.tmpXXXXXX", path);
@@ -151,8 +205,10 @@ kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsig
     if (fd < 0) {
         kl_rc rc = kl_fail(KL_EIO, "%s: cannot create: %s", path, strerror(errno));
         free(tmp);
+        kl_file_stage_abort(s);
         return rc;
     }
+    s->tmp = tmp; /* from here on removed on failure */
     kl_rc rc = kl_write_all(fd, data, len, path);
     if (rc == KL_OK && fchmod(fd, mode) != 0) {
         rc = kl_fail(KL_EIO, "%s: chmod: %s", path, strerror(errno));
@@ -163,14 +219,36 @@ kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsig
     if (close(fd) != 0 && rc == KL_OK) {
         rc = kl_fail(KL_EIO, "%s: close: %s", path, strerror(errno));
     }
-    if (rc == KL_OK && rename(tmp, path) != 0) {
-        rc = kl_fail(KL_EIO, "%s: rename: %s", path, strerror(errno));
-    }
     if (rc != KL_OK) {
-        unlink(tmp);
+        kl_file_stage_abort(s);
     }
-    free(tmp);
     return rc;
+}
+
+kl_rc kl_file_stage_commit(kl_file_staged *s)
+{
+    kl_rc rc = KL_OK;
+    if (!s->tmp) {
+        rc = strcmp(s->path, "-") == 0 ? kl_write_all(1, s->data, s->len, "stdout")
+                                       : kl_file_write_through(s->path, s->data, s->len, s->mode);
+        s->placed = rc == KL_OK;
+    } else if (rename(s->tmp, s->path) != 0) {
+        rc = kl_fail(KL_EIO, "%s: rename: %s", s->path, strerror(errno));
+    } else {
+        s->placed = 1;
+        free(s->tmp);
+        s->tmp = NULL; /* in place: nothing to remove */
+        rc = kl_file_dir_sync(s->path);
+    }
+    kl_file_stage_abort(s);
+    return rc;
+}
+
+kl_rc kl_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode)
+{
+    kl_file_staged s;
+    kl_rc rc = kl_file_stage(&s, path, data, len, mode);
+    return rc != KL_OK ? rc : kl_file_stage_commit(&s);
 }
 
 kl_rc kl_stdout_close(void)

@@ -124,8 +124,9 @@ sha=$(sha256sum app.bin | cut -d' ' -f1 | tr a-f A-F)
 kca sign-image --key fw1 --in app.bin --out hex.img --version 1.0.0 --pad-header --security-counter 0x1A \
   --in-sha256 "$sha" 2>/dev/null || fail "--security-counter 0x1A --in-sha256 in upper case"
 [ "$(fw_field hex.img counter)" = 26 ] || fail "counter 0x1A is $(fw_field hex.img counter)"
-# an output that fails after the signing was recorded (disk full) says so: nothing is released,
-# the record stays (recorded before release)
+# a device is written through, so after the record (never released before it): when that write
+# fails (/dev/full), the message says the signing is recorded. A regular --out is written to a
+# temporary file before the record instead: a failure there records nothing (firmware_sign_io)
 n1=$(kca audit list | grep -c " sign-image ")
 rc=0; kca sign-image --key fw1 --in app.bin --out /dev/full --version 1.0.1 --pad-header 2>full.err || rc=$?
 [ $rc = 1 ] && grep -q "No space left on device; the signing is recorded (keyline-ca list --images: sha256 [0-9a-f]\{64\}) but the image was not written to /dev/full" full.err ||
