@@ -16,6 +16,7 @@
 #include "ceremony_internal.h"
 #include "hsm.h"
 #include "kl_secret.h"
+#include "kl_utf8.h"
 
 #define CEREMONY_REQ_MAGIC "keyline-ceremony-request v1"
 
@@ -35,31 +36,6 @@ int ceremony_key_ok(const char *k)
     return 1;
 }
 
-/* The code point of the UTF-8 sequence at v[*i] (n bytes in all), *i past it; -1 when it is no
- * shortest-form sequence of a scalar value (overlong, surrogate, past U+10FFFF, cut short). */
-static long utf8_next(const unsigned char *v, size_t n, size_t *i)
-{
-    unsigned char c = v[*i];
-    int len = c < 0x80             ? 1
-              : (c & 0xe0) == 0xc0 ? 2
-              : (c & 0xf0) == 0xe0 ? 3
-              : (c & 0xf8) == 0xf0 ? 4
-                                   : 0;
-    static const long min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (!len || *i + (size_t)len > n) {
-        return -1;
-    }
-    long cp = len == 1 ? c : c & (0x7f >> len);
-    for (int k = 1; k < len; k++) {
-        if ((v[*i + k] & 0xc0) != 0x80) {
-            return -1;
-        }
-        cp = (cp << 6) | (v[*i + k] & 0x3f);
-    }
-    *i += (size_t)len;
-    return cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? -1 : cp;
-}
-
 /* Characters a terminal does not show as themselves: controls (C0, DEL, C1), and the invisible
  * and bidirectional format characters (U+061C, U+200B-U+200F, U+2028-U+202E, U+2060-U+206F,
  * U+FEFF, U+FFF9-U+FFFB) that reorder or hide what an officer reads before signing. */
@@ -76,7 +52,7 @@ int ceremony_value_ok(const char *v, size_t n)
         return 0;
     }
     for (size_t i = 0; i < n;) {
-        long cp = utf8_next((const unsigned char *)v, n, &i);
+        long cp = kl_utf8_next((const unsigned char *)v, n, &i);
         if (cp < 0 || !shown_as_is(cp)) {
             return 0;
         }

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "kl_utf8.h"
+
 static kl_log_level kl_level = KL_LOG_INFO;
 static kl_log_format kl_format = KL_LOG_TEXT;
 static const char *kl_prog = "keyline";
@@ -57,43 +59,10 @@ out:
     return rc;
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), 0 if p does not start one (RFC 3629 4). */
-static size_t kl_utf8_len(const unsigned char *p)
-{
-    unsigned char c = p[0];
-    unsigned char lo = 0x80;
-    unsigned char hi = 0xbf;
-    size_t n;
-    if (c < 0x80) {
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        lo = c == 0xe0 ? 0xa0 : 0x80; /* no overlong forms */
-        hi = c == 0xed ? 0x9f : 0xbf; /* no surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        lo = c == 0xf0 ? 0x90 : 0x80;
-        hi = c == 0xf4 ? 0x8f : 0xbf; /* nothing above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (p[1] < lo || p[1] > hi) {
-        return 0;
-    }
-    for (size_t i = 2; i < n; i++) {
-        if (p[i] < 0x80 || p[i] > 0xbf) {
-            return 0;
-        }
-    }
-    return n;
-}
-
 size_t kl_log_json_escape(char *out, size_t cap, const char *in)
 {
     const unsigned char *p = (const unsigned char *)in;
+    const unsigned char *end = p + strlen(in);
     size_t o = 0;
     while (*p) {
         char tmp[8];
@@ -111,13 +80,12 @@ size_t kl_log_json_escape(char *out, size_t cap, const char *in)
         } else if (*p < 0x20 || *p == 0x7f) {
             snprintf(tmp, sizeof tmp, "\\u%04x", (unsigned)*p);
             plen = 6;
-        } else if ((adv = kl_utf8_len(p)) == 0) {
-            piece = "\\ufffd";
-            plen = 6;
-            adv = 1;
         } else {
-            piece = (const char *)p;
-            plen = adv;
+            size_t i = 0;
+            int ok = kl_utf8_next(p, (size_t)(end - p), &i) >= 0;
+            piece = ok ? (const char *)p : "\\ufffd"; /* not UTF-8: that byte replaced */
+            plen = ok ? i : 6;
+            adv = ok ? i : 1;
         }
         if (o + plen >= cap) {
             break;

@@ -20,6 +20,7 @@
 #include "kl_digest.h"
 #include "kl_file.h"
 #include "kl_secret.h"
+#include "kl_utf8.h"
 
 static char tmpdir[64];
 
@@ -560,6 +561,49 @@ static void test_file_atomic(void **state)
     assert_true(S_ISFIFO(sb.st_mode));
 }
 
+/* kl_utf8_next: each length at its bounds, and what is not a shortest-form scalar value. */
+static void test_utf8(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        long cp; /* -1: refused */
+    } c[] = {
+        {"A", 'A'},
+        {"\x7f", 0x7f},
+        {"\xc2\x80", 0x80},
+        {"\xdf\xbf", 0x7ff},
+        {"\xe0\xa0\x80", 0x800},
+        {"\xef\xbf\xbf", 0xffff},
+        {"\xf0\x90\x80\x80", 0x10000},
+        {"\xf4\x8f\xbf\xbf", 0x10ffff},
+        {"\xe2\x80\xae", 0x202e},
+        {"\x80", -1},                 /* a continuation byte alone */
+        {"\xc0\xaf", -1},             /* overlong '/' */
+        {"\xe0\x9f\xbf", -1},         /* overlong U+07FF */
+        {"\xf0\x8f\xbf\xbf", -1},     /* overlong U+FFFF */
+        {"\xed\xa0\x80", -1},         /* surrogate U+D800 */
+        {"\xed\xbf\xbf", -1},         /* surrogate U+DFFF */
+        {"\xf4\x90\x80\x80", -1},     /* U+110000 */
+        {"\xf8\x88\x80\x80\x80", -1}, /* five bytes */
+        {"\xe2\x82", -1},             /* cut short */
+        {"\xe2\x28\xa1", -1},         /* not a continuation */
+    };
+    for (size_t k = 0; k < sizeof c / sizeof c[0]; k++) {
+        size_t i = 0, n = strlen(c[k].s);
+        long cp = kl_utf8_next((const unsigned char *)c[k].s, n, &i);
+        if (cp != c[k].cp) {
+            fprintf(stderr, "case %zu: %ld, want %ld\n", k, cp, c[k].cp);
+        }
+        assert_int_equal(cp, c[k].cp);
+        assert_int_equal(i, cp < 0 ? 0 : n); /* moved past it, or not at all */
+    }
+    /* n bounds the read: a valid sequence longer than what is left is refused */
+    size_t i = 0;
+    assert_int_equal(kl_utf8_next((const unsigned char *)"\xc3\xa9", 1, &i), -1);
+    assert_int_equal(i, 0);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/kl-common-XXXXXX");
@@ -571,6 +615,7 @@ int main(void)
         cmocka_unit_test(test_conf),        cmocka_unit_test(test_conf_long_lines),
         cmocka_unit_test(test_conf_strict), cmocka_unit_test(test_secret),
         cmocka_unit_test(test_file_atomic), cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_utf8),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
