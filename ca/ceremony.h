@@ -174,11 +174,14 @@ kl_rc ceremony_approval_check(const ceremony_approval *a, const uint8_t *req, si
 typedef struct {
     const char *audit_key_sha256; /* the store's audit key (keyline-ca audit verify prints it) */
     STACK_OF(X509) * officers;    /* every approval's certificate must be one of these */
+    int64_t id;                   /* the ceremony the transcript must be of */
+    long quorum; /* the transcript's quorum, and so its counted approvals, at least this */
 } ceremony_pins;
 /* Offline verification: strict parse, the request parses, every approval checks, approvals
- * come from distinct officers (names and keys), at least `quorum` (>= 1) of them, the audit
- * signature covers the body, and the pins hold. KL_EINPUT (malformed) or KL_EPOLICY (a check
- * failed) with the reason. `out` (NULL ok) gets the parsed transcript. */
+ * come from distinct officers (names and keys), at least max(quorum, pins->quorum) (>= 1) of
+ * them, the transcript's quorum no lower than pins->quorum, the audit signature covers the
+ * body, and the other pins hold. KL_EINPUT (malformed) or KL_EPOLICY (a check failed) with the
+ * reason. `out` (NULL ok) gets the parsed transcript. */
 kl_rc ceremony_transcript_verify(const uint8_t *p, size_t n, const ceremony_pins *pins,
                                  ceremony_transcript *out) KL_WUR;
 

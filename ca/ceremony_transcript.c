@@ -299,7 +299,9 @@ out:
     return rc;
 }
 
-/* Every approval checks, from distinct keys, and `pins->officers` holds each certificate. */
+/* Every approval checks, from distinct keys, and `pins->officers` holds each certificate; the
+ * transcript's quorum is no lower than `pins->quorum` and the approvals so counted reach it (so
+ * they reach the pinned one too: one counting rule for both). */
 static kl_rc tr_check_approvals(const ceremony_transcript *t, const ceremony_pins *pins)
 {
     kl_rc rc = KL_OK;
@@ -322,6 +324,8 @@ static kl_rc tr_check_approvals(const ceremony_transcript *t, const ceremony_pin
         ENSURE(pinned, KL_EPOLICY, "approval by '%s': not one of the --officers certificates",
                t->ap[i].name);
     }
+    ENSURE(!pins || t->quorum >= pins->quorum, KL_EPOLICY, "quorum %ld is below the required %ld",
+           t->quorum, pins->quorum);
     ENSURE(t->quorum >= 1 && t->nap >= (size_t)t->quorum, KL_EPOLICY,
            "%zu approval%s, the quorum was %ld", t->nap, t->nap == 1 ? "" : "s", t->quorum);
 out:
@@ -357,6 +361,8 @@ kl_rc ceremony_transcript_verify(const uint8_t *p, size_t n, const ceremony_pins
     ceremony_transcript t;
     memset(&t, 0, sizeof t);
     TRY(ceremony_transcript_parse(p, n, &t));
+    ENSURE(!pins || !pins->id || t.id == pins->id, KL_EPOLICY,
+           "transcript is of ceremony %lld, not %lld", (long long)t.id, (long long)pins->id);
     TRY(tr_check_approvals(&t, pins));
     TRY(tr_check_audit(&t, pins));
     if (out) {

@@ -1,5 +1,6 @@
 /* keyline-ca ceremony propose|approve|run|show|list|export|verify: M of N officers approve the
  * exact request of a CA operation before it runs (docs/key-ceremony.md "Quorum ceremonies"). */
+#include <errno.h>
 #include <getopt.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -13,13 +14,25 @@
 #include "keyline-ca.h"
 #include "kl_file.h"
 
-/* --id N */
+/* N of --id N, M of verify --quorum M: 1 when `s` is decimal digits for a number in [1, max],
+ * no sign, blank or leading zero (strtoll alone takes "+7", " 7" and "07" for 7, and saturates
+ * what overflows). */
+static int ceremony_num_ok(const char *s, long long max, long long *out)
+{
+    size_t n = s ? strspn(s, "0123456789") : 0;
+    errno = 0;
+    long long v = n > 0 && !s[n] && s[0] != '0' ? strtoll(s, NULL, 10) : 0;
+    *out = v;
+    return v >= 1 && !errno && v <= max;
+}
+
 static kl_rc ceremony_id_arg(const char *s, int64_t *id)
 {
-    char *end;
-    long long v = s ? strtoll(s, &end, 10) : 0;
-    if (!s || !*s || *end || v < 1) {
-        return kl_fail(KL_EUSAGE, "--id takes a ceremony number");
+    long long v = 0;
+    if (!ceremony_num_ok(s, INT64_MAX, &v)) {
+        return kl_fail(KL_EUSAGE,
+                       "--id takes a ceremony number (decimal, no sign or leading zero), not '%s'",
+                       s ? s : "");
     }
     *id = v;
     return KL_OK;
@@ -374,29 +387,40 @@ out:
 static kl_rc cmd_ceremony_verify(cli *c, int argc, char **argv)
 {
     kl_rc rc = KL_OK;
-    const char *audit = NULL, *officers = NULL, *cert = NULL;
+    const char *officers = NULL, *cert = NULL;
     uint8_t *data = NULL;
     size_t len = 0;
-    ceremony_pins pins = {NULL, NULL};
+    long long quorum = 0;
+    ceremony_pins pins;
     ceremony_transcript t;
+    memset(&pins, 0, sizeof pins);
     memset(&t, 0, sizeof t);
     static const struct option opts[] = {{"audit-key-sha256", required_argument, NULL, 'a'},
                                          {"officers", required_argument, NULL, 'o'},
                                          {"cert", required_argument, NULL, 'c'},
+                                         {"id", required_argument, NULL, 'i'},
+                                         {"quorum", required_argument, NULL, 'q'},
                                          {NULL, 0, NULL, 0}};
     int ch;
     (void)c;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "a:o:c:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "a:o:c:i:q:", opts, NULL)) != -1) {
         switch (ch) {
-        case 'a': audit = optarg; break;
+        case 'a': pins.audit_key_sha256 = optarg; break;
         case 'o': officers = optarg; break;
         case 'c': cert = optarg; break;
+        case 'i': TRY(ceremony_id_arg(optarg, &pins.id)); break;
+        case 'q':
+            ENSURE(ceremony_num_ok(optarg, CEREMONY_APPROVALS_MAX, &quorum), KL_EUSAGE,
+                   "--quorum takes a number of officers from 1 to %d (decimal, no sign or "
+                   "leading zero), not '%s'",
+                   CEREMONY_APPROVALS_MAX, optarg);
+            pins.quorum = (long)quorum;
+            break;
         default: return kl_fail(KL_EUSAGE, "ceremony verify: bad option (see --help)");
         }
     }
     ENSURE(optind == argc - 1, KL_EUSAGE, "ceremony verify needs one transcript FILE");
-    pins.audit_key_sha256 = audit;
     if (officers) {
         TRY(ceremony_officers_load(officers, &pins.officers));
     }
@@ -429,9 +453,11 @@ static const cli_cmd cmd_ceremony_table[] = {
     {"export", cmd_ceremony_export, "--id N [--out FILE]",
      "write the signed transcript of a ceremony that ran"},
     {"verify", cmd_ceremony_verify,
-     "[--audit-key-sha256 HEX] [--officers PEMFILE] [--cert PEMFILE] TRANSCRIPT",
+     "[--id N] [--quorum M] [--audit-key-sha256 HEX] [--officers PEMFILE] [--cert PEMFILE] "
+     "TRANSCRIPT",
      "check a transcript offline (no store, no token): every signature, the quorum, the pins; "
-     "--cert: the certificate it made"},
+     "--id/--quorum: the ceremony and at least the quorum you expect; --cert: the certificate "
+     "it made"},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -1,8 +1,9 @@
 # Quorum ceremonies against a hostile insider (docs/internals/ceremony.md): one officer's key
 # registered twice (its EC point compressed in the second certificate) and counted twice; a
 # done ceremony set back to proposed in the store, and a ceremony row copied with its
-# approvals, each run again. All refused; quorum 2, two officers, production orders (no CA key
-# made, so it stays fast).
+# approvals, each run again; a transcript checked against another ceremony's id or a higher
+# quorum (ceremony verify --id/--quorum). All refused; quorum 2, two officers, production
+# orders (no CA key made, so it stays fast).
 source "$KL_SRC/tests/lib/common.sh"
 source "$KL_SRC/tests/lib/officer.sh"
 sql() { sqlite3 keyline.db "$1"; }
@@ -83,6 +84,22 @@ kca ceremony export --id "$id" --out t1.txt
 sql "UPDATE ceremonies SET status = 'done', transcript = (SELECT transcript FROM ceremonies WHERE id = $id) WHERE id = $cid"
 refused "exporting another ceremony's transcript" "the stored transcript is another ceremony's" kca ceremony export --id "$cid"
 ok "an approved operation runs once: a done ceremony set back, or copied to another row (with or without an audit entry forged for it), is refused"
+
+# verify pinned to what the auditor expects: the ceremony and at least the quorum agreed on (a
+# transcript of another ceremony, or of one run after [ceremony] quorum was lowered, fails)
+"$KL_BIN/keyline-ca" ceremony verify --id "$id" --quorum 2 t1.txt > out.txt || fail "verify --id $id --quorum 2"
+grep -q "^transcript verified$" out.txt || fail "verify --id --quorum says nothing"
+pinned() { # WHAT EXPECTED-MESSAGE VERIFY-OPTIONS...: refused, nothing said verified
+  local what=$1 want=$2; shift 2
+  refused "$what" "$want" "$KL_BIN/keyline-ca" ceremony verify "$@" t1.txt
+  grep -q "transcript verified" out.txt && fail "$what: printed 'transcript verified'" || true
+}
+pinned "verify --id of another ceremony" "t1.txt: transcript is of ceremony $id, not $((id + 5))" --id $((id + 5))
+pinned "verify --quorum above the transcript's" "quorum 2 is below the required 3" --id "$id" --quorum 3
+for bad in "--id 0$id" "--id x" "--id +$id" "--quorum 0" "--quorum 33"; do
+  opt=${bad%% *}
+  EXIT=2 pinned "verify $bad" "${opt#--} takes a .*(decimal, no sign or leading zero), not '${bad#* }'" $bad
+done
 
 # what officers read is what they sign: a value with a right-to-left override ("O=Acme<RLO>gro.live"
 # shows as "O=Acmeevil.org"), a zero-width space, a C1 control (NEL) or bytes that are not UTF-8

@@ -288,10 +288,20 @@ static void test_transcript_roundtrip(void **state)
     /* pinned audit key: right and wrong */
     char sha[65];
     assert_int_equal(ceremony_key_sha256(f.audit, sha), KL_OK);
-    ceremony_pins pins = {sha, NULL};
+    ceremony_pins pins = {.audit_key_sha256 = sha};
     assert_int_equal(ceremony_transcript_verify(f.enc.data, f.enc.len, &pins, NULL), KL_OK);
     pins.audit_key_sha256 = "00";
     assert_int_equal(ceremony_transcript_verify(f.enc.data, f.enc.len, &pins, NULL), KL_EPOLICY);
+    /* the ceremony and the quorum an auditor expects: ceremony 7, quorum 2 (3 approvals) */
+    ceremony_pins want = {.id = 7, .quorum = 2};
+    assert_int_equal(ceremony_transcript_verify(f.enc.data, f.enc.len, &want, NULL), KL_OK);
+    want.id = 12;
+    assert_int_equal(ceremony_transcript_verify(f.enc.data, f.enc.len, &want, NULL), KL_EPOLICY);
+    assert_string_equal(kl_errmsg(), "transcript is of ceremony 7, not 12");
+    want.id = 7;
+    want.quorum = 3; /* 3 approvals, but the transcript's quorum is 2 */
+    assert_int_equal(ceremony_transcript_verify(f.enc.data, f.enc.len, &want, NULL), KL_EPOLICY);
+    assert_string_equal(kl_errmsg(), "quorum 2 is below the required 3");
     tr_teardown(&f);
 }
 
@@ -375,7 +385,7 @@ static void test_transcript_quorum_and_officers(void **state)
     STACK_OF(X509) *sk = sk_X509_new_null();
     const unsigned char *p = f.t.ap[0].cert;
     sk_X509_push(sk, d2i_X509(NULL, &p, (long)f.t.ap[0].cert_len));
-    ceremony_pins pins = {NULL, sk};
+    ceremony_pins pins = {.officers = sk};
     assert_int_equal(ceremony_transcript_verify(f.enc.data, f.enc.len, &pins, NULL), KL_EPOLICY);
     p = f.t.ap[1].cert;
     sk_X509_push(sk, d2i_X509(NULL, &p, (long)f.t.ap[1].cert_len));
