@@ -19,7 +19,7 @@ static kl_rc cmd_audit_verify(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "", opts)) != -1) {
         switch (ch) {
         case 't': token = 1; break;
         case 'n': token = -1; break;
@@ -110,7 +110,7 @@ static kl_rc cmd_audit_checkpoint(cli *c, int argc, char **argv)
     static const struct option opts[] = {{"adopt-key", no_argument, NULL, 'a'}, {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "", opts)) != -1) {
         switch (ch) {
         case 'a': flags |= CA_AUDIT_ADOPT_KEY; break;
         default: return kl_fail(KL_EUSAGE, "audit checkpoint [--adopt-key]");

@@ -87,7 +87,7 @@ static kl_rc cmd_ca_create(cli *c, int argc, char **argv)
         {"pid", required_argument, NULL, 1002},    {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "l:t:s:k:i:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "l:t:s:k:i:", opts)) != -1) {
         switch (ch) {
         case 'l': req.label = optarg; break;
         case 't': req.template_name = optarg; break;
@@ -150,7 +150,7 @@ static kl_rc cmd_ca_import(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "l:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "l:", opts)) != -1) {
         switch (ch) {
         case 'l': req.label = optarg; break;
         case 'C': cert_path = optarg; break;
@@ -189,7 +189,7 @@ static kl_rc cmd_ca_cert(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "l:o:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "l:o:", opts)) != -1) {
         switch (ch) {
         case 'l': label = optarg; break;
         case 'o': out_path = optarg; break;
@@ -254,7 +254,7 @@ static kl_rc cmd_ca_rotate(cli *c, int argc, char **argv)
         {"token", required_argument, NULL, 'T'},    {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "l:n:k:i:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "l:n:k:i:", opts)) != -1) {
         switch (ch) {
         case 'l': req.label = optarg; break;
         case 'n': req.new_label = optarg; break;
@@ -296,7 +296,7 @@ static kl_rc cmd_ca_retire(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "l:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "l:", opts)) != -1) {
         switch (ch) {
         case 'l': req.label = optarg; break;
         default: return kl_fail(KL_EUSAGE, "ca retire: bad option (see --help)");

@@ -85,7 +85,7 @@ static kl_rc ceremony_opts_parse(const char *what, int argc, char **argv, ceremo
     int ch;
     memset(o, 0, sizeof *o);
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "i:t:p:o:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "i:t:p:o:", opts)) != -1) {
         kl_rc rc = KL_OK;
         switch (ch) {
         case 'i': rc = ceremony_id_arg(optarg, &o->id); break;
@@ -404,7 +404,7 @@ static kl_rc cmd_ceremony_verify(cli *c, int argc, char **argv)
     int ch;
     (void)c;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "a:o:c:i:q:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "a:o:c:i:q:", opts)) != -1) {
         switch (ch) {
         case 'a': pins.audit_key_sha256 = optarg; break;
         case 'o': officers = optarg; break;

@@ -32,7 +32,7 @@ static kl_rc cmd_image_parse(int argc, char **argv, cmd_image_args *a)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "k:i:o:v:s:H:a:f:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "k:i:o:v:s:H:a:f:", opts)) != -1) {
         switch (ch) {
         case 'k': a->key = optarg; break;
         case 'i': a->in = optarg; break;

@@ -40,7 +40,7 @@ kl_rc cmd_issue(cli *c, int argc, char **argv)
         {"device-id", required_argument, NULL, 'd'}, {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "i:t:r:o:d:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "i:t:r:o:d:", opts)) != -1) {
         switch (ch) {
         case 'i': issuer = optarg; break;
         case 't': tname = optarg; break;

@@ -67,7 +67,7 @@ kl_rc cmd_list(cli *c, int argc, char **argv)
         {"images", no_argument, NULL, 'I'},       {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "s:i:j", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "s:i:j", opts)) != -1) {
         switch (ch) {
         case 's': status = optarg; break;
         case 'i': issuer = optarg; break;
@@ -124,7 +124,7 @@ kl_rc cmd_show(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "s:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "s:", opts)) != -1) {
         if (ch == 's') {
             serial = optarg;
         } else {

@@ -117,7 +117,7 @@ kl_rc cmd_maintain(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "i:n", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "i:n", opts)) != -1) {
         switch (ch) {
         case 'i': only = optarg; break;
         case 'n': st.dry_run = 1; break;

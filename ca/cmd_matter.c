@@ -22,7 +22,7 @@ static kl_rc cmd_matter_passcode(cli *c, int argc, char **argv)
     int ch;
     memset(&m, 0, sizeof m);
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "d:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "d:", opts)) != -1) {
         switch (ch) {
         case 'd': dev = optarg; break;
         default: return kl_fail(KL_EUSAGE, "matter passcode: bad option (see --help)");

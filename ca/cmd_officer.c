@@ -38,7 +38,7 @@ static kl_rc cmd_officer_add(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "n:c:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "n:c:", opts)) != -1) {
         switch (ch) {
         case 'n': name = optarg; break;
         case 'c': cert = optarg; break;

@@ -76,7 +76,7 @@ static kl_rc cmd_order_create(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "m:n:s:e:p:j", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "m:n:s:e:p:j", opts)) != -1) {
         switch (ch) {
         case 'm': r.model = optarg; break;
         case 'n': count = optarg; break;

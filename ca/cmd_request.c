@@ -21,7 +21,7 @@ static kl_rc req_args(int argc, char **argv, const char *what, int64_t *id, cons
     int ch;
     const char *ids = NULL;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "i:r:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "i:r:", opts)) != -1) {
         switch (ch) {
         case 'i': ids = optarg; break;
         case 'r':
@@ -59,7 +59,7 @@ static kl_rc cmd_request_list(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "s:j", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "s:j", opts)) != -1) {
         switch (ch) {
         case 's': status = optarg; break;
         case 'j': as_json = 1; break;

@@ -226,7 +226,7 @@ kl_rc cmd_revoke(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "s:r:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "s:r:", opts)) != -1) {
         switch (ch) {
         case 's': serial = optarg; break;
         case 'r': reason_name = optarg; break;
@@ -286,7 +286,7 @@ kl_rc cmd_crl(cli *c, int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "i:o:", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "i:o:", opts)) != -1) {
         switch (ch) {
         case 'i': issuer = optarg; break;
         case 'p': part = optarg; break;

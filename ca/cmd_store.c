@@ -40,7 +40,7 @@ static kl_rc cmd_store_migrate(cli *c, int argc, char **argv)
     static const struct option opts[] = {{"to", required_argument, NULL, 't'}, {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "", opts)) != -1) {
         switch (ch) {
         case 't': target = optarg; break;
         default: return kl_fail(KL_EUSAGE, "store migrate --to postgresql://...");
@@ -75,7 +75,7 @@ static kl_rc cmd_store_backup(cli *c, int argc, char **argv)
     static const struct option opts[] = {{"out", required_argument, NULL, 'o'}, {NULL, 0, NULL, 0}};
     int ch;
     optind = 0;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((ch = cli_getopt(argc, argv, "", opts)) != -1) {
         switch (ch) {
         case 'o': out_path = optarg; break;
         default: return kl_fail(KL_EUSAGE, "store backup --out FILE");

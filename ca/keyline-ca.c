@@ -92,6 +92,33 @@ void cli_usage(const cli_cmd *cmd, const char *group)
            cmd->name, cmd->usage, cmd->help);
 }
 
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts)
+{
+    static unsigned char seen[4096]; /* by option value; single-threaded command line */
+    if (optind == 0) {
+        memset(seen, 0, sizeof seen);
+    }
+    int idx = -1;
+    int ch = getopt_long(argc, argv, shortopts, longopts, &idx);
+    if (ch <= 0 || ch >= (int)sizeof seen || ch == '?' || ch == ':' || !optarg) {
+        return ch;
+    }
+    if (seen[ch]) {
+        for (int i = 0; idx < 0 && longopts[i].name; i++) {
+            idx = longopts[i].val == ch && !longopts[i].flag ? i : -1;
+        }
+        if (idx >= 0) {
+            fprintf(stderr, "keyline-ca: option '--%s' given twice (it takes one value)\n",
+                    longopts[idx].name);
+        } else {
+            fprintf(stderr, "keyline-ca: option '-%c' given twice (it takes one value)\n", ch);
+        }
+        return '?';
+    }
+    seen[ch] = 1;
+    return ch;
+}
+
 kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, char **argv)
 {
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
@@ -365,7 +392,7 @@ int main(int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     int ch, done = 0;
     kl_rc rc = KL_OK;
-    while (!done && (ch = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
+    while (!done && (ch = cli_getopt(argc, argv, "+c:hV", opts)) != -1) {
         switch (ch) {
         case 'c': c.config_path = optarg; break;
         case 'h':

@@ -2,6 +2,7 @@
 #ifndef KEYLINE_CA_TOOL_H
 #define KEYLINE_CA_TOOL_H
 
+#include <getopt.h>
 #include "ca.h"
 
 typedef struct {
@@ -21,6 +22,11 @@ typedef struct {
 
 /* Dispatch argv[0] among a table (subcommand groups like "ca" and "audit" use it too). */
 kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, char **argv);
+/* getopt_long for keyline-ca and its commands (each sets optind = 0 before its loop, which
+ * starts a new count): an option that takes a value, given twice, is refused as getopt refuses
+ * an unknown one (a message on stderr, '?'), for the last value silently winning would act on
+ * one of two serials, labels or files the user named. */
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts);
 /* Print the usage of one command to stdout. */
 void cli_usage(const cli_cmd *cmd, const char *group);
 /* UTC time as 2026-11-25T20:00:00Z; "-" for 0 (not set). */

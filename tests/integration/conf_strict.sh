@@ -154,3 +154,16 @@ run_refused config-check-open-pin-file 4 "readable by others" "$KL_BIN/keyline-c
 # commands that do not use the token do not need the PIN
 "$KL_BIN/keyline-ca" -c nopin.conf list >/dev/null || fail "list needs no PIN"
 ok "list without a usable PIN source still works"
+
+# --- a command-line option that takes a value, given twice: refused (the last one silently won:
+# `revoke --serial A --serial B` revoked B alone), before anything is done ---------------------
+run_refused ca-create-label-twice 2 "option '--label' given twice" \
+  "$KL_BIN/keyline-ca" -c "$KL_CONF" ca create --label twice1 --template root --subject "CN=Twice" --label twice2
+kca ca list > cas.out 2>&1 || fail "ca list: $(cat cas.out)"
+if grep -q twice cas.out; then fail "a CA was made from a refused command line: $(cat cas.out)"; fi
+run_refused config-twice 2 "option '--config' given twice" \
+  "$KL_BIN/keyline-ca" -c "$KL_CONF" --config nopin.conf list
+run_refused short-and-long-twice 2 "option '--issuer' given twice" \
+  "$KL_BIN/keyline-ca" -c "$KL_CONF" crl -i root1 --issuer field1
+kca list --json --json >/dev/null || fail "a flag given twice (it takes no value) is still accepted"
+ok "an option given twice with values: exit 2, named; a flag twice: accepted"
