@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdio.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -561,6 +562,60 @@ static void test_file_atomic(void **state)
     assert_true(S_ISFIFO(sb.st_mode));
 }
 
+/* Files in tmpdir whose name starts with `prefix`. */
+static int files_like(const char *prefix)
+{
+    int n = 0;
+    DIR *d = opendir(tmpdir);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* kl_file_stage: nothing at the path until commit; abort leaves nothing; a failed stage leaves
+ * nothing; abort after commit keeps the file. */
+static void test_file_stage(void **state)
+{
+    (void)state;
+    char p[256];
+    kl_file_staged st;
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/staged.img", tmpdir);
+    assert_int_equal(kl_file_stage(&st, p, "image", 5, 0640), KL_OK);
+    assert_int_equal(stat(p, &sb), -1); /* not released yet */
+    assert_int_equal(files_like("staged.img.tmp"), 1);
+    kl_file_stage_abort(&st);
+    assert_int_equal(files_like("staged.img"), 0);
+    kl_file_stage_abort(&st); /* twice: nothing */
+
+    assert_int_equal(kl_file_stage(&st, p, "image", 5, 0640), KL_OK);
+    assert_int_equal(kl_file_stage_commit(&st), KL_OK);
+    assert_true(st.placed);
+    kl_file_stage_abort(&st); /* after commit: the file stays */
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0640);
+    assert_int_equal(files_like("staged.img"), 1); /* no temporary file left */
+    uint8_t *d = NULL;
+    size_t n = 0;
+    assert_int_equal(kl_file_read(p, 100, &d, &n), KL_OK);
+    assert_int_equal(n, 5);
+    assert_memory_equal(d, "image", 5);
+    free(d);
+
+    snprintf(p, sizeof p, "%s/nodir/staged.img", tmpdir);
+    assert_int_equal(kl_file_stage(&st, p, "image", 5, 0640), KL_EIO);
+    kl_file_stage_abort(&st); /* after a failed stage: nothing */
+    /* a device is written through at commit, not before */
+    assert_int_equal(kl_file_stage(&st, "/dev/null", "image", 5, 0640), KL_OK);
+    assert_null(st.tmp);
+    assert_int_equal(kl_file_stage_commit(&st), KL_OK);
+    assert_int_equal(lstat("/dev/null", &sb), 0);
+    assert_true(S_ISCHR(sb.st_mode));
+}
+
 /* kl_utf8_next: each length at its bounds, and what is not a shortest-form scalar value. */
 static void test_utf8(void **state)
 {
@@ -615,7 +670,7 @@ int main(void)
         cmocka_unit_test(test_conf),        cmocka_unit_test(test_conf_long_lines),
         cmocka_unit_test(test_conf_strict), cmocka_unit_test(test_secret),
         cmocka_unit_test(test_file_atomic), cmocka_unit_test(test_sha256),
-        cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_utf8),        cmocka_unit_test(test_file_stage),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
