@@ -47,17 +47,37 @@ libest_build() {
 
 # rate OUT MODE: enrollments/s of the 8-client MODE line of est_bench's table in OUT
 rate() { awk -v m="$2" '$1 == 8 && $2 == m {print $3}' "$1"; }
+median() { sort -n | awk '{v[NR] = $1} END {if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
 # median_rate WHO MODE: the median over the rounds of rate $D/WHO.R.out MODE
-median_rate() {
-    for r in $(seq 1 "$rounds"); do rate "$D/$1.$r.out" "$2"; done |
-        sort -n | awk '{v[NR] = $1} END {if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'
+median_rate() { for r in $(seq 1 "$rounds"); do rate "$D/$1.$r.out" "$2"; done | median; }
+# median_cpu_ms WHO MODE FIELD: the median over the rounds of the CPU milliseconds per
+# enrollment of the load generator (FIELD 3) or the server (4) in MODE
+median_cpu_ms() {
+    for r in $(seq 1 "$rounds"); do
+        awk -v m="$2" -v f="$3" -v s="$secs" '$1 == 8 && $2 == m {n = $3 * s}
+            $1 == "cpu" && $2 == m && n > 0 {printf "%.3f\n", 1000 * $f / n}' "$D/$1.$r.out"
+    done | median
 }
 
-bench() { # bench PORT OUT: est_bench's keep-alive and new-handshake rates, 8 clients
-    env -u KL_BENCH_RESULTS KL_BENCH_NO_RAW=1 "$BIN/est_bench" -c "$KL_CONF" --hsm-key field1 \
-        --port "$1" --cacert "$D/trust.pem" --cert "$D/idev.crt" --key "$D/idev.key" \
-        --csr "$D/bench.b64" --seconds "$secs" --clients 8 --modes keep-alive,new-handshake > "$2"
-    cat "$2"
+# cpu PID...: CPU seconds (user + system, every thread) the processes have used so far
+cpu() { for p in "$@"; do awk '{print ($14 + $15) / 100}' "/proc/$p/stat"; done | awk '{s += $1} END {printf "%.2f\n", s}'; }
+
+# bench PORT OUT PIDS...: est_bench's keep-alive and new-handshake rates, 8 clients, one mode at
+# a time, each followed in OUT by a "cpu MODE CLIENT SERVER" line: the CPU seconds the load
+# generator and the server processes PIDS used in that mode's run
+bench() {
+    local port=$1 out=$2 mode c0 c1
+    shift 2
+    : > "$out"
+    for mode in keep-alive new-handshake; do
+        c0=$(cpu "$@")
+        env -u KL_BENCH_RESULTS KL_BENCH_NO_RAW=1 /usr/bin/time -f '%U %S' -o "$out.time" "$BIN/est_bench" \
+            -c "$KL_CONF" --hsm-key field1 --port "$port" --cacert "$D/trust.pem" --cert "$D/idev.crt" \
+            --key "$D/idev.key" --csr "$D/bench.b64" --seconds "$secs" --clients 8 --modes "$mode" >> "$out"
+        c1=$(cpu "$@")
+        echo "cpu $mode $(awk '{print $1 + $2}' "$out.time") $(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')" >> "$out"
+    done
+    cat "$out"
 }
 
 if ! libest_build; then
@@ -151,10 +171,10 @@ echo "keyline-estd + keyline-cad, then libest estserver ($LIBEST_REV): $(nproc) 
 issued=0
 for r in $(seq 1 "$rounds"); do
     echo "-- keyline, round $r"
-    bench "$EST_PORT" "$D/keyline.$r.out"
+    bench "$EST_PORT" "$D/keyline.$r.out" "$EST_PID" "$CAD_PID"
     echo "-- libest, round $r"
     libest_start
-    bench "$LPORT" "$D/libest.$r.out"
+    bench "$LPORT" "$D/libest.$r.out" "$LPID"
     libest_stop
     n=$(grep -c '^V' "$L/estCA/index.txt" || true)
     [ "$n" -gt 0 ] || die "libest issued nothing: $(tail -n 5 "$L/estserver.log")"
@@ -162,16 +182,21 @@ for r in $(seq 1 "$rounds"); do
 done
 echo "libest issued $issued certificates (its index.txt, every round)"
 
-fig() { # fig NAME VALUE [LIMIT_NAME LIMIT_VALUE TARGET]
-    python3 - "$@" <<'PY'
+fig() { # fig NAME VALUE [LIMIT_NAME LIMIT_VALUE [TARGET]]; unit $UNIT (default 1/s)
+    UNIT=${UNIT:-1/s} python3 - "$@" <<'PY'
 import json, os, sys
 a = sys.argv[1:]
-f = {"name": a[0], "value": float(a[1]), "unit": "1/s"}
+u = os.environ["UNIT"]
+f = {"name": a[0], "value": float(a[1]), "unit": u}
 if len(a) > 2:
-    f.update(limit_name=a[2], limit_value=float(a[3]), target=float(a[4]))
-    print("  %-40s %10.1f 1/s = %.1f times %s (%.1f), target %s" % (a[0], f["value"], f["value"] / f["limit_value"], a[2], f["limit_value"], a[4]))
+    f.update(limit_name=a[2], limit_value=float(a[3]))
+    t = ""
+    if len(a) > 4:
+        f["target"] = float(a[4])
+        t = ", target " + a[4]
+    print("  %-48s %10.3g %s = %.2f times %s (%.3g)%s" % (a[0], f["value"], u, f["value"] / f["limit_value"], a[2], f["limit_value"], t))
 else:
-    print("  %-40s %10.1f 1/s" % (a[0], f["value"]))
+    print("  %-48s %10.3g %s" % (a[0], f["value"], u))
 out = os.environ.get("KL_BENCH_RESULTS")
 if out:
     with open(out, "a") as fh:
@@ -186,6 +211,21 @@ for m in keep-alive:keepalive:25 new-handshake:new_handshake:10; do
     fig "libest.est.mtls.$fname.8c" "$l"
     if [ "$(awk -v l="$l" 'BEGIN {print (l > 0)}')" = 1 ]; then
         fig "est.mtls.$fname.8c.vs_libest" "$k" "libest.est.mtls.$fname.8c" "$l" "$target"
+    fi
+    # where the CPU went, per enrollment: the load generator's and each server's, which share
+    # the machine's cores in these runs (docs/performance.md "EST against cisco/libest")
+    kcli=$(median_cpu_ms keyline "$mode" 3); ksrv=$(median_cpu_ms keyline "$mode" 4)
+    lcli=$(median_cpu_ms libest "$mode" 3); lsrv=$(median_cpu_ms libest "$mode" 4)
+    [ -n "$kcli" ] && [ -n "$ksrv" ] && [ -n "$lcli" ] && [ -n "$lsrv" ] || die "no $mode CPU figures"
+    UNIT=ms fig "est.mtls.$fname.8c.client_cpu_ms" "$kcli"
+    UNIT=ms fig "est.mtls.$fname.8c.server_cpu_ms" "$ksrv" "libest.est.mtls.$fname.8c.server_cpu_ms" "$lsrv"
+    UNIT=ms fig "libest.est.mtls.$fname.8c.client_cpu_ms" "$lcli"
+    UNIT=ms fig "libest.est.mtls.$fname.8c.server_cpu_ms" "$lsrv"
+    # keyline's rate were its server alone on the cores (the load generator elsewhere, as
+    # devices are): a bound from its CPU per enrollment, not a measured rate
+    if [ "$(awk -v l="$l" 'BEGIN {print (l > 0)}')" = 1 ]; then
+        fig "est.mtls.$fname.8c.server_cpu_bound" "$(awk -v n="$(nproc)" -v c="$ksrv" 'BEGIN {printf "%.1f", n * 1000 / c}')" \
+            "libest.est.mtls.$fname.8c" "$l"
     fi
 done
 kill "$LPID" 2>/dev/null || true
