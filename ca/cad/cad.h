@@ -23,6 +23,8 @@
 #define CAD_MAX_ROLES 32
 #define CAD_MAX_PROFILES 64
 #define CAD_MAX_UIDS 16
+/* the template of front ends' certificates on the TCP listener (templates/frontend.tmpl) */
+#define CAD_FRONTEND_TEMPLATE "frontend"
 
 typedef struct {
     char name[CAD_NAME_MAX + 1];

@@ -20,6 +20,7 @@
 
 #include "cad.h"
 #include "kl_log.h"
+#include "store.h"
 
 static atomic_ulong cad_tls_conns; /* connections identified on the TCP listener */
 
@@ -93,12 +94,19 @@ kl_rc cad_tls_peer(const cad *d, SSL *ssl, cad_peer *peer)
     kl_rc rc = KL_OK;
     char cn[128] = "";
     char *serial = NULL;
+    store_cert row;
     X509 *x = SSL_get1_peer_certificate(ssl);
     memset(peer, 0, sizeof *peer);
+    memset(&row, 0, sizeof row);
     ENSURE(x, KL_EAUTH, "no client certificate");
     ENSURE(SSL_get_verify_result(ssl) == X509_V_OK, KL_EAUTH, "client certificate: %s",
            X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
-    TRY(ca_cert_check_valid(d->ca, x));
+    TRY(ca_cert_check_row(d->ca, x, NULL, 0, &row));
+    /* the chain alone does not make a front end: a CA in tls-client-ca may also issue device
+     * certificates with clientAuth and a CN the device chose (device-ldevid) */
+    ENSURE(row.template_name && strcmp(row.template_name, CAD_FRONTEND_TEMPLATE) == 0, KL_EAUTH,
+           "client certificate %s (template %s) is not a front end's certificate (template %s)",
+           row.serial_hex, row.template_name ? row.template_name : "-", CAD_FRONTEND_TEMPLATE);
     ENSURE(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn) > 0,
            KL_EAUTH, "client certificate without a subject CN");
     ENSURE((X509_get_extended_key_usage(x) & XKU_SSL_CLIENT) != 0, KL_EAUTH,
@@ -130,6 +138,7 @@ kl_rc cad_tls_peer(const cad *d, SSL *ssl, cad_peer *peer)
     snprintf(peer->actor, sizeof peer->actor, "front end CN=%.100s (cert %.64s) as %.200s", cn,
              serial, roles[0] ? roles : "no role");
 out:
+    store_cert_free(&row);
     OPENSSL_free(serial);
     X509_free(x);
     return rc;

@@ -28,6 +28,10 @@ for fe in est1 rogue revoked; do
     key_csr "$fe" "/CN=$fe.example"
     kca issue --issuer field1 --template frontend --csr "$D/$fe.csr" --out "$D/$fe.crt" >/dev/null
 done
+# a device's LDevID whose CSR chose a front end's CN: same CA, clientAuth, but not a front end
+key_csr lookalike "/CN=est1.example"
+kca issue --issuer field1 --template device-ldevid --csr "$D/lookalike.csr" \
+    --out "$D/lookalike.crt" >/dev/null
 kca revoke --serial "$(openssl x509 -in "$D/revoked.crt" -noout -serial | cut -d= -f2)" \
     --reason keyCompromise >/dev/null
 # a TLS server certificate is not a front end's (no clientAuth)
@@ -127,6 +131,11 @@ out=$(fe revoked hello)
 grep -Eq "closed|tls-refused" <<<"$out" || die "revoked front end: $out"
 grep -q "revoked" "$D/cad.log" || die "log does not say why the revoked front end was refused"
 ok "a revoked front-end certificate is refused (store check, not just the chain)"
+
+out=$(fe lookalike hello)
+grep -Eq "closed|tls-refused" <<<"$out" || die "device certificate with a front end's CN: $out"
+grep -q "not a front end's certificate" "$D/cad.log" || die "log does not say why the lookalike was refused"
+ok "a device certificate (same CA, clientAuth) whose CN is a front end's gets no role: not the frontend template"
 
 out=$(fe none hello)
 grep -Eq "closed|tls-refused" <<<"$out" || die "no client certificate: $out"
