@@ -76,9 +76,10 @@ kl_rc st_matter_cfg_load(st_matter_cfg *cfg, const kl_conf *conf)
            "[station] matter = yes needs mode = csr (the device makes its DAC key)");
     TRY(st_matter_id_key(conf, "matter-vid", &cfg->vid));
     TRY(st_matter_id_key(conf, "matter-pid", &cfg->pid));
-    /* Matter 2.5.2: VID 0 is unassigned; PID 0 is reserved */
-    ENSURE(cfg->vid != 0 && cfg->pid != 0, KL_EUSAGE,
-           "[station] matter-vid and matter-pid must not be 0");
+    /* Matter 2.5.2: VID 0 is the Matter standard's and 0xFFF5..0xFFFF are reserved; PID 0 is
+     * reserved (2.5.3). A commissioner refuses an onboarding payload that carries them. */
+    ENSURE(cfg->vid != 0 && cfg->vid <= ST_MATTER_VID_MAX && cfg->pid != 0, KL_EUSAGE,
+           "[station] matter-vid must be 0x0001..0x%04X and matter-pid not 0", ST_MATTER_VID_MAX);
     TRY(kl_conf_get_long(conf, "station", "matter-iterations", 10000, ST_MATTER_ITER_MIN,
                          ST_MATTER_ITER_MAX, &cfg->iterations));
     ENSURE(kl_conf_get(conf, "station", "matter-cd"), KL_EUSAGE,

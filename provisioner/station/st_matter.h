@@ -31,8 +31,9 @@
 #define ST_MATTER_ITER_MIN 1000   /* Crypto_PBKDFParameterSet iterations: 1000..100000 */
 #define ST_MATTER_ITER_MAX 100000
 #define ST_MATTER_PASSCODE_MAX 99999998u
-#define ST_MATTER_QR_MAX 32     /* "MT:" + 19 characters + NUL */
-#define ST_MATTER_MANUAL_LEN 11 /* digits, without a NUL */
+#define ST_MATTER_VID_MAX 0xFFF4u /* Matter 2.5.2: the last test vendor; FFF5..FFFF reserved */
+#define ST_MATTER_QR_MAX 32       /* "MT:" + 19 characters + NUL */
+#define ST_MATTER_MANUAL_LEN 11   /* digits, without a NUL */
 
 /* QR payload discovery capabilities (5.1.3: bit 0 SoftAP, bit 1 BLE, bit 2 on IP network) */
 #define ST_MATTER_DISCOVERY_BLE 0x02u

@@ -151,12 +151,63 @@ static void test_onboard_and_label(void **state)
     assert_int_equal(a.passcode, 0);
 }
 
+/* [station] matter-vid/matter-pid: Matter 2.5.2 VendorIDs 0001..FFF4, 2.5.3 ProductID not 0000
+ * (the SDK's SetupPayload::IsValidQRCodePayload refuses the others: the label would not
+ * commission) */
+static kl_rc cfg_with(const char *dir, const char *vid, const char *pid)
+{
+    char conf[4096], cd[4096];
+    snprintf(cd, sizeof cd, "%s/cd.der", dir);
+    snprintf(conf, sizeof conf, "%s/k.conf", dir);
+    FILE *f = fopen(cd, "w");
+    assert_non_null(f);
+    fputs("not a real CD", f);
+    fclose(f);
+    f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[station]\nmatter = yes\nmatter-vid = %s\nmatter-pid = %s\nmatter-cd = %s\n"
+            "matter-iterations = 1000\n",
+            vid, pid, cd);
+    fclose(f);
+    kl_conf *c = NULL;
+    st_matter_cfg m;
+    assert_int_equal(kl_conf_load(&c, conf), KL_OK);
+    kl_rc rc = st_matter_cfg_load(&m, c);
+    if (rc == KL_OK) {
+        st_matter_cfg_free(&m);
+    }
+    kl_conf_free(c);
+    unlink(cd);
+    unlink(conf);
+    return rc;
+}
+
+static void test_cfg_ids(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kl-matter-cfg.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(cfg_with(dir, "0xFFF1", "0x8000"), KL_OK);
+    assert_int_equal(cfg_with(dir, "0x0001", "0xFFFF"), KL_OK);
+    assert_int_equal(cfg_with(dir, "0xFFF4", "1"), KL_OK);
+    static const char *const bad[][2] = {{"0", "0x8000"},       {"0xFFF5", "0x8000"},
+                                         {"0xFFFF", "0x8000"},  {"0xFFF1", "0"},
+                                         {"0x10000", "0x8000"}, {"0xFFF1", "0xG000"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (cfg_with(dir, bad[i][0], bad[i][1]) != KL_EUSAGE) {
+            fail_msg("matter-vid %s matter-pid %s accepted", bad[i][0], bad[i][1]);
+        }
+    }
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verifier_sdk),      cmocka_unit_test(test_qr_sdk),
         cmocka_unit_test(test_manual_sdk),        cmocka_unit_test(test_passcodes),
-        cmocka_unit_test(test_onboard_and_label),
+        cmocka_unit_test(test_onboard_and_label), cmocka_unit_test(test_cfg_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -196,6 +196,17 @@ static void test_refusals(void **state)
     expect_refused(issue("matter-paa", g_pai2_key, "CN=x", "CN=P,matter-vid=FFF1,matter-pid=8000",
                          NULL, g_pai2_key, &x),
                    KL_EPOLICY, "allowed");
+    /* Matter 2.5.2 and 2.5.3: VID 0000 and FFF5..FFFF are no vendor's, PID 0000 no product's;
+     * the SDK's payload parser refuses them (SetupPayload::IsValidQRCodePayload) */
+    expect_refused(
+        issue("matter-paa", g_pai2_key, "CN=x", "CN=P,matter-vid=0000", NULL, g_pai2_key, &x),
+        KL_EPOLICY, "VendorID 0000 is not");
+    expect_refused(
+        issue("matter-paa", g_pai2_key, "CN=x", "CN=P,matter-vid=FFFF", NULL, g_pai2_key, &x),
+        KL_EPOLICY, "VendorID FFFF is not");
+    expect_refused(issue("matter-dac", g_dac_key, "CN=D,matter-vid=FFF1,matter-pid=0000", NULL,
+                         g_pai_vid_only, g_pai2_key, &x),
+                   KL_EPOLICY, "ProductID 0000 is not");
     /* a DAC under a non-Matter issuer (the PAA itself has no pathLen 0, but is no PAI) */
     expect_refused(issue("matter-dac", g_dac_key, "CN=D,matter-vid=FFF1,matter-pid=8000", NULL,
                          g_paa, g_paa_key, &x),
