@@ -77,6 +77,7 @@ typedef struct {
 } cad_peer;
 
 typedef struct cad_rev cad_rev;
+typedef struct cad_conn cad_conn;
 
 typedef struct {
     const kl_conf *conf;
@@ -90,6 +91,8 @@ typedef struct {
     SSL_CTX *tls; /* the TCP listener's context */
     pthread_mutex_t lock;
     unsigned nconns;
+    unsigned nhandshakes; /* TCP connections not yet identified (TLS handshake) */
+    cad_conn *conns;      /* identified connections, each peer's share counted (under lock) */
 } cad;
 
 /* Answer one request: `rsp` gets a whole frame (success or refusal). Never fails: a refusal

@@ -54,12 +54,63 @@ kl_rc cad_peer_identify(const cad *d, int fd, cad_peer *peer)
     return KL_OK;
 }
 
-typedef struct {
+struct cad_conn {
     cad *d;
     int fd;
-    int tcp;  /* accepted on the TCP listener: mutual TLS */
-    SSL *ssl; /* NULL on the Unix socket */
-} cad_conn;
+    int tcp;        /* accepted on the TCP listener: mutual TLS */
+    SSL *ssl;       /* NULL on the Unix socket */
+    char key[80];   /* the peer it counts against: "uid N", or "CN=..." over TLS */
+    cad_conn *next; /* d->conns, once admitted */
+};
+
+/* One peer (a uid on the Unix socket, a front-end certificate CN on the TCP listener) holds at
+ * most half of [cad] max-connections, and so do TCP connections still in their handshake: a
+ * front end that opens connections and sends nothing (or half a frame) cannot lock the other
+ * front ends out. */
+static unsigned cad_conn_share(const cad *d)
+{
+    return d->cfg.max_conns > 1 ? d->cfg.max_conns / 2 : 1;
+}
+
+static kl_rc cad_conn_admit(cad_conn *cx, const cad_peer *peer)
+{
+    cad *d = cx->d;
+    unsigned n = 0, share = cad_conn_share(d);
+    if (cx->tcp) {
+        snprintf(cx->key, sizeof cx->key, "%s", peer->user);
+    } else {
+        snprintf(cx->key, sizeof cx->key, "uid %u", (unsigned)peer->uid);
+    }
+    pthread_mutex_lock(&d->lock);
+    for (const cad_conn *o = d->conns; o; o = o->next) {
+        n += strcmp(o->key, cx->key) == 0;
+    }
+    if (n < share) {
+        cx->next = d->conns;
+        d->conns = cx;
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (n >= share) {
+        return kl_fail(KL_EPOLICY,
+                       "%s holds %u connections already, its share of [cad] max-connections (%u)",
+                       peer->actor, n, d->cfg.max_conns);
+    }
+    return KL_OK;
+}
+
+static void cad_conn_leave(cad_conn *cx)
+{
+    cad *d = cx->d;
+    pthread_mutex_lock(&d->lock);
+    for (cad_conn **p = &d->conns; *p; p = &(*p)->next) {
+        if (*p == cx) {
+            *p = cx->next;
+            break;
+        }
+    }
+    d->nconns--;
+    pthread_mutex_unlock(&d->lock);
+}
 
 /* Read exactly n bytes, waking every half second to notice a stop. */
 static int cad_read_full(cad_conn *cx, uint8_t *p, size_t n, volatile int *stop)
@@ -175,6 +226,14 @@ static void *cad_conn_run(void *arg)
     kl_rc who = !body     ? kl_fail(KL_EINTERNAL, "out of memory")
                 : cx->tcp ? cad_conn_tls(cx, &peer)
                           : cad_peer_identify(d, cx->fd, &peer);
+    if (cx->tcp) {
+        pthread_mutex_lock(&d->lock);
+        d->nhandshakes--;
+        pthread_mutex_unlock(&d->lock);
+    }
+    if (who == KL_OK) {
+        who = cad_conn_admit(cx, &peer);
+    }
     if (who != KL_OK) {
         kl_warn("cad: connection refused: %s", kl_errmsg());
         goto done;
@@ -229,9 +288,7 @@ done:
     close(cx->fd);
     free(body);
     kl_buf_free(&rsp);
-    pthread_mutex_lock(&d->lock);
-    d->nconns--;
-    pthread_mutex_unlock(&d->lock);
+    cad_conn_leave(cx);
     free(cx);
     return NULL;
 }
@@ -317,20 +374,25 @@ kl_rc cad_serve(cad *d)
             continue;
         }
         pthread_mutex_lock(&d->lock);
-        int full = d->nconns >= d->cfg.max_conns;
+        int handshakes = tcp && d->nhandshakes >= cad_conn_share(d);
+        int full = d->nconns >= d->cfg.max_conns || handshakes;
         if (!full) {
             d->nconns++;
+            d->nhandshakes += tcp ? 1 : 0;
         }
         pthread_mutex_unlock(&d->lock);
-        cad_conn *cx = full ? NULL : malloc(sizeof *cx);
+        cad_conn *cx = full ? NULL : calloc(1, sizeof *cx);
         pthread_t t;
         if (!cx) {
             if (!full) {
                 pthread_mutex_lock(&d->lock);
                 d->nconns--;
+                d->nhandshakes -= tcp ? 1 : 0;
                 pthread_mutex_unlock(&d->lock);
             }
-            kl_warn("cad: connection limit (%u) reached; refusing one", d->cfg.max_conns);
+            kl_warn("cad: connection limit (%u%s) reached; refusing one",
+                    handshakes ? cad_conn_share(d) : d->cfg.max_conns,
+                    handshakes ? " in TLS handshakes" : "");
             close(fd);
             continue;
         }
@@ -340,6 +402,7 @@ kl_rc cad_serve(cad *d)
             free(cx);
             pthread_mutex_lock(&d->lock);
             d->nconns--;
+            d->nhandshakes -= tcp ? 1 : 0;
             pthread_mutex_unlock(&d->lock);
         }
     }
