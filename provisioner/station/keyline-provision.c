@@ -233,7 +233,8 @@ static kl_rc prov_apply(st_station *st, const prov_opts *o)
         if (st->results_fd >= 0) {
             close(st->results_fd);
         }
-        st->results_fd = open(o->results, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        /* 0640: a Matter line carries the setup passcode (docs/matter.md) */
+        st->results_fd = open(o->results, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
         ENSURE(st->results_fd >= 0, KL_EIO, "results file %s: %s", o->results, strerror(errno));
     }
     st->reprovision = o->reprovision;

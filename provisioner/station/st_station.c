@@ -852,7 +852,9 @@ kl_rc st_station_init(st_station *st, const kl_conf *conf)
            "the chain of issuer '%s' is longer than a device keeps", st->cfg.issuer);
     TRY(st_order_refresh(st)); /* [station] id: the dashboard shows the order from the start */
     if (st->cfg.results) {
-        st->results_fd = open(st->cfg.results, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        /* a Matter line carries the setup passcode in its QR and manual codes: 0640, as the
+         * labels (docs/matter.md) */
+        st->results_fd = open(st->cfg.results, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
         ENSURE(st->results_fd >= 0, KL_EIO, "results file %s: %s", st->cfg.results,
                strerror(errno));
     }

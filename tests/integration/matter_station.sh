@@ -166,6 +166,9 @@ PY
     fail "$s: the label's QR code reads '$(zbarimg --raw -q $s.label.png 2>/dev/null)', not $qr"
 done
 [ "$(st_result MT-0001 matter.qr)" != "$(st_result MT-0002 matter.qr)" ] || fail "same onboarding payload twice"
+# the results file carries the passcodes (QR and manual codes): not readable by others, as the labels
+[ "$(stat -c %a results.jsonl)" = 640 ] && [ "$(stat -c %a labels/MT-0001.svg)" = 640 ] ||
+  fail "results file mode $(stat -c %a results.jsonl), label mode $(stat -c %a labels/MT-0001.svg): passcodes readable by others"
 # the store keeps discriminator, salt, iterations and verifier beside the inventory row (read
 # with sqlite3, not keyline), with an audit entry; never the passcode
 store=$(sed -n 's/^path *= *//p' "$KL_CONF" | head -1)
