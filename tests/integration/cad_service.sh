@@ -245,6 +245,26 @@ rc=0; setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SO
 grep -q "not open to role station" "$D/err" || die "text: $(cat "$D/err")"
 ok "roles come from SO_PEERCRED: an unknown uid and the wrong role are refused"
 
+# the station's inventory row is not the est role's to overwrite: a row that names a
+# certificate of profiles the caller lacks stays as it is (a compromised keyline-estd cannot
+# mark a device the station is provisioning failed, or unlink its pending certificate)
+new_csr st1 "/CN=widget/serialNumber=HW7000"
+chmod 644 "$D/st1.der"
+setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SOCK" issue profile=idevid \
+    csr=@"$D/st1.der" auth=station device-id=HW7000 pending=1 > "$D/st1.out" 2>&1 \
+    || die "station issue: $(cat "$D/st1.out")"
+st1=$(sed -n 's/^serial=//p' "$D/st1.out")
+setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SOCK" inventory \
+    profile=idevid device-id=HW7000 model=widget state=pending detail="on the line" serial="$st1" \
+    >/dev/null 2>&1 || die "station inventory"
+rc=0; cc "$SOCK" inventory profile=ldevid device-id=HW7000 model=x state=failed detail=gone \
+    2>"$D/err" || rc=$?
+[ "$rc" = 4 ] && grep -q "names certificate $st1 (issuer factory1, template device-idevid), outside the profiles of" "$D/err" \
+    || die "est overwrote the station's inventory row: exit $rc ($(cat "$D/err"))"
+out=$(cc "$SOCK" device device-id=HW7000)
+grep -qx "state=pending" <<<"$out" && grep -qx "serial=$st1" <<<"$out" || die "row changed: $out"
+ok "inventory: a row naming another profile's certificate is not the caller's to overwrite"
+
 # a retired issuer signs nothing more, while what it issued stays good (issue 11: expired,
 # revoked and retired issuers are refused; expired and revoked: hostile_ca.sh,
 # hostile_est_revoked_ca.sh). No command retires a CA yet (issue 14), so the row is set here.
