@@ -226,6 +226,48 @@ out:
     return rc;
 }
 
+/* Matter 6.2.2.2 keeps a legacy encoding of VID and PID in the common name ("Mvid:FFF1
+ * Mpid:8000"). The SDK reads it from every CN beside the attributes (ExtractVIDPIDFromX509Cert)
+ * and refuses the whole certificate when a prefix is followed by no four upper-case hex digits;
+ * where it parses it must say what the attributes say. */
+static kl_rc matter_cn_legacy_check(const X509_NAME *name, const matter_ids *ids)
+{
+    kl_rc rc = KL_OK;
+    static const char *const prefix[2] = {"Mvid:", "Mpid:"};
+    for (int i = -1; (i = X509_NAME_get_index_by_NID(name, NID_commonName, i)) >= 0;) {
+        const ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+        const char *cn = (const char *)ASN1_STRING_get0_data(d);
+        size_t n = (size_t)ASN1_STRING_length(d);
+        for (int p = 0; p < 2; p++) {
+            int seen = 0, found = 0;
+            unsigned val = 0;
+            for (size_t k = 0; k + 5 <= n && !found; k++) {
+                if (memcmp(cn + k, prefix[p], 5) != 0) {
+                    continue;
+                }
+                seen = 1;
+                found = k + 9 <= n;
+                val = 0;
+                for (size_t h = k + 5; found && h < k + 9; h++) {
+                    const char c = cn[h];
+                    found = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+                    val = val * 16 + (unsigned)(c <= '9' ? c - '0' : c - 'A' + 10);
+                }
+            }
+            const int has = p == 0 ? ids->has_vid : ids->has_pid;
+            const unsigned want = p == 0 ? ids->vid : ids->pid;
+            ENSURE(!seen || found, KL_EPOLICY,
+                   "subject CN has '%s' without four upper-case hex digits after it: Matter "
+                   "commissioners refuse such a certificate",
+                   prefix[p]);
+            ENSURE(!found || (has && val == want), KL_EPOLICY,
+                   "subject CN says %s%04X, the Matter attribute says otherwise", prefix[p], val);
+        }
+    }
+out:
+    return rc;
+}
+
 kl_rc matter_policy_check(const tpl *t, const X509_NAME *subject, X509 *issuer)
 {
     kl_rc rc = KL_OK;
@@ -244,6 +286,7 @@ kl_rc matter_policy_check(const tpl *t, const X509_NAME *subject, X509 *issuer)
     ENSURE(!s.has_vid || (s.vid != 0 && s.vid <= MATTER_VID_MAX), KL_EPOLICY,
            "Matter VendorID %04X is not a vendor's (0001..%04X)", s.vid, MATTER_VID_MAX);
     ENSURE(!s.has_pid || s.pid != 0, KL_EPOLICY, "Matter ProductID 0000 is not a product's");
+    TRY(matter_cn_legacy_check(subject, &s));
     if (!issuer || t->matter == MATTER_PAA) {
         goto out;
     }

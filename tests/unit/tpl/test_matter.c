@@ -207,6 +207,26 @@ static void test_refusals(void **state)
     expect_refused(issue("matter-dac", g_dac_key, "CN=D,matter-vid=FFF1,matter-pid=0000", NULL,
                          g_pai_vid_only, g_pai2_key, &x),
                    KL_EPOLICY, "ProductID 0000 is not");
+    /* the legacy CN encoding (Matter 6.2.2.2, "Mvid:FFF1 Mpid:8000" in the common name): the
+     * SDK's ExtractVIDPIDFromX509Cert refuses the whole certificate when a prefix is not
+     * followed by four upper-case hex digits; it must not contradict the attributes either */
+    expect_refused(issue("matter-dac", g_dac_key,
+                         "CN=Plug Mvid:0xFFF1,matter-vid=FFF1,matter-pid=8000", NULL, g_pai,
+                         g_pai_key, &x),
+                   KL_EPOLICY, "Mvid:");
+    expect_refused(issue("matter-dac", g_dac_key,
+                         "CN=Plug Mpid:8001,matter-vid=FFF1,matter-pid=8000", NULL, g_pai,
+                         g_pai_key, &x),
+                   KL_EPOLICY, "Mpid:");
+    expect_refused(issue("matter-pai", g_pai2_key, "CN=x", "CN=P Mvid:fff1,matter-vid=FFF1", g_paa,
+                         g_paa_key, &x),
+                   KL_EPOLICY, "Mvid:");
+    assert_int_equal(issue("matter-dac", g_dac_key,
+                           "CN=Plug Mvid:FFF1 Mpid:8000,matter-vid=FFF1,matter-pid=8000", NULL,
+                           g_pai, g_pai_key, &x),
+                     KL_OK);
+    X509_free(x);
+    x = NULL;
     /* a DAC under a non-Matter issuer (the PAA itself has no pathLen 0, but is no PAI) */
     expect_refused(issue("matter-dac", g_dac_key, "CN=D,matter-vid=FFF1,matter-pid=8000", NULL,
                          g_paa, g_paa_key, &x),
