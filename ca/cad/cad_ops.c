@@ -834,11 +834,15 @@ static kl_rc cad_op_inventory(cad_call *c)
     rc = store_device_get(ca_store(c->d->ca), dev, &row);
     if (rc == KL_OK && row.cert_serial && *row.cert_serial && strcmp(row.cert_serial, norm) != 0 &&
         store_cert_get(ca_store(c->d->ca), row.cert_serial, &old) == KL_OK) {
-        /* another role's device (the station's, mid-flow) is not the caller's to overwrite */
-        ENSURE(cad_peer_may(c, old.issuer, old.template_name), KL_EPOLICY,
-               "device %s: its row names certificate %s (issuer %s, template %s), outside the "
+        /* another role's device (the station's, mid-flow) is not the caller's to overwrite;
+         * a row whose certificate is revoked or failed names no live flow */
+        ENSURE(cad_peer_may(c, old.issuer, old.template_name) ||
+                   strcmp(old.status, STORE_ST_REVOKED) == 0 ||
+                   strcmp(old.status, STORE_ST_FAILED) == 0,
+               KL_EPOLICY,
+               "device %s: its row names %s certificate %s (issuer %s, template %s), outside the "
                "profiles of %s",
-               dev, row.cert_serial, old.issuer, old.template_name, c->peer->actor);
+               dev, old.status, row.cert_serial, old.issuer, old.template_name, c->peer->actor);
         ENSURE(strcmp(old.status, STORE_ST_VALID) != 0, KL_EPOLICY,
                "device %s holds valid certificate %s: revoke it before recording another", dev,
                row.cert_serial);

@@ -259,10 +259,15 @@ setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SOCK" in
     >/dev/null 2>&1 || die "station inventory"
 rc=0; cc "$SOCK" inventory profile=ldevid device-id=HW7000 model=x state=failed detail=gone \
     2>"$D/err" || rc=$?
-[ "$rc" = 4 ] && grep -q "names certificate $st1 (issuer factory1, template device-idevid), outside the profiles of" "$D/err" \
+[ "$rc" = 4 ] && grep -q "names pending certificate $st1 (issuer factory1, template device-idevid), outside the profiles of" "$D/err" \
     || die "est overwrote the station's inventory row: exit $rc ($(cat "$D/err"))"
 out=$(cc "$SOCK" device device-id=HW7000)
 grep -qx "state=pending" <<<"$out" && grep -qx "serial=$st1" <<<"$out" || die "row changed: $out"
+# the station gives up on the device: its revoked certificate names no live flow
+setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SOCK" abandon \
+    serial="$st1" reason=5 >/dev/null 2>&1 || die "station abandon"
+cc "$SOCK" inventory profile=ldevid device-id=HW7000 model=x state=failed detail=gone >/dev/null \
+    || die "a row naming a revoked certificate of another profile is still locked"
 ok "inventory: a row naming another profile's certificate is not the caller's to overwrite"
 
 # a retired issuer signs nothing more, while what it issued stays good (issue 11: expired,
