@@ -800,6 +800,23 @@ out:
     return rc;
 }
 
+/* A device's record (inventory row, Matter onboarding data) that names a live certificate
+ * outside the caller's profiles is another role's flow (the station's, mid-way): not the
+ * caller's to overwrite. A revoked or failed certificate names no live flow. */
+static kl_rc cad_row_cert_check(const cad_call *c, const char *dev, const char *what,
+                                const store_cert *old)
+{
+    if (cad_peer_may(c, old->issuer, old->template_name) ||
+        strcmp(old->status, STORE_ST_REVOKED) == 0 || strcmp(old->status, STORE_ST_FAILED) == 0) {
+        return KL_OK;
+    }
+    return kl_fail(KL_EPOLICY,
+                   "device %s: its %s names %s certificate %s (issuer %s, template %s), outside "
+                   "the profiles of %s",
+                   dev, what, old->status, old->serial_hex, old->issuer,
+                   old->template_name ? old->template_name : "-", c->peer->actor);
+}
+
 /* The inventory row of a device, as the station sees it (states pending, failed, provisioned;
  * "revoked" is what a revocation writes). The certificate it names must be one of the caller's
  * profiles for that device, valid for "provisioned"; a row that points at a valid certificate
@@ -834,15 +851,7 @@ static kl_rc cad_op_inventory(cad_call *c)
     rc = store_device_get(ca_store(c->d->ca), dev, &row);
     if (rc == KL_OK && row.cert_serial && *row.cert_serial && strcmp(row.cert_serial, norm) != 0 &&
         store_cert_get(ca_store(c->d->ca), row.cert_serial, &old) == KL_OK) {
-        /* another role's device (the station's, mid-flow) is not the caller's to overwrite;
-         * a row whose certificate is revoked or failed names no live flow */
-        ENSURE(cad_peer_may(c, old.issuer, old.template_name) ||
-                   strcmp(old.status, STORE_ST_REVOKED) == 0 ||
-                   strcmp(old.status, STORE_ST_FAILED) == 0,
-               KL_EPOLICY,
-               "device %s: its row names %s certificate %s (issuer %s, template %s), outside the "
-               "profiles of %s",
-               dev, old.status, row.cert_serial, old.issuer, old.template_name, c->peer->actor);
+        TRY(cad_row_cert_check(c, dev, "row", &old));
         ENSURE(strcmp(old.status, STORE_ST_VALID) != 0, KL_EPOLICY,
                "device %s holds valid certificate %s: revoke it before recording another", dev,
                row.cert_serial);
@@ -1129,13 +1138,25 @@ static kl_rc cad_op_matter(cad_call *c)
     kl_rc rc = KL_OK;
     char dev[129], serial[65], norm[65];
     uint8_t sealed[MATTER_SEAL_LEN];
-    store_cert sc;
+    store_cert sc, old;
+    store_matter had;
     memset(&sc, 0, sizeof sc);
+    memset(&old, 0, sizeof old);
+    memset(&had, 0, sizeof had);
     const cap_field *salt = cap_find(c->req, CAP_T_MATTER_SALT, 0);
     const cap_field *ver = cap_find(c->req, CAP_T_MATTER_VERIFIER, 0);
     TRY(cad_str(c, CAP_T_DEVICE_ID, dev, sizeof dev));
     TRY(cad_str(c, CAP_T_SERIAL, serial, sizeof serial));
     TRY(cad_cert_own(c, serial, dev, norm, sizeof norm, &sc));
+    rc = store_matter_get(ca_store(c->d->ca), dev, &had);
+    if (rc == KL_OK && strcmp(had.cert_serial, norm) != 0 &&
+        store_cert_get(ca_store(c->d->ca), had.cert_serial, &old) == KL_OK) {
+        TRY(cad_row_cert_check(c, dev, "Matter onboarding data", &old));
+    }
+    if (rc == KL_ENOTFOUND) {
+        rc = KL_OK;
+    }
+    TRY(rc);
     store_matter m = {
         .device_id = dev,
         .cert_serial = norm,
@@ -1157,6 +1178,8 @@ static kl_rc cad_op_matter(cad_call *c)
     }
 out:
     store_cert_free(&sc);
+    store_cert_free(&old);
+    store_matter_free(&had);
     return rc;
 }
 

@@ -263,6 +263,28 @@ rc=0; cc "$SOCK" inventory profile=ldevid device-id=HW7000 model=x state=failed 
     || die "est overwrote the station's inventory row: exit $rc ($(cat "$D/err"))"
 out=$(cc "$SOCK" device device-id=HW7000)
 grep -qx "state=pending" <<<"$out" && grep -qx "serial=$st1" <<<"$out" || die "row changed: $out"
+# nor its Matter onboarding data, though the est role can mint a certificate of its own profile
+# for that device id (HTTP Basic names any device)
+python3 -c 'import sys; open(sys.argv[1], "wb").write(b"S" * 16); open(sys.argv[2], "wb").write(b"\1" * 32 + b"\4" + b"\2" * 64)' \
+    "$D/salt.bin" "$D/verifier.bin"
+chmod 644 "$D/salt.bin" "$D/verifier.bin"
+setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SOCK" matter profile=idevid \
+    device-id=HW7000 serial="$st1" matter-discriminator=100 matter-iterations=1000 \
+    matter-salt=@"$D/salt.bin" matter-verifier=@"$D/verifier.bin" >/dev/null 2>&1 \
+    || die "station matter"
+new_csr est7 "/CN=widget/serialNumber=HW7000"
+cc "$SOCK" issue profile=ldevid csr=@"$D/est7.der" auth=basic auth-user=b device-id=HW7000 \
+    > "$D/est7.out" || die "est issue for HW7000"
+est7=$(sed -n 's/^serial=//p' "$D/est7.out")
+rc=0; cc "$SOCK" matter profile=ldevid device-id=HW7000 serial="$est7" matter-discriminator=4095 \
+    matter-iterations=1000 matter-salt=@"$D/salt.bin" matter-verifier=@"$D/verifier.bin" \
+    2>"$D/err" || rc=$?
+[ "$rc" = 4 ] && grep -q "its Matter onboarding data names pending certificate $st1" "$D/err" \
+    || die "est replaced the station's Matter onboarding data: exit $rc ($(cat "$D/err"))"
+db=$(sed -n 's/^path = //p' "$KL_CONF" | head -1); case $db in /*) ;; *) db="$D/$db" ;; esac
+[ "$(sqlite3 "$db" "SELECT cert_serial || ' ' || discriminator FROM matter_onboarding WHERE device_id = 'HW7000'")" = "$st1 100" ] \
+    || die "Matter onboarding row changed"
+ok "matter: another role's onboarding data of a device is not the caller's to replace"
 # the station gives up on the device: its revoked certificate names no live flow
 setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SOCK" abandon \
     serial="$st1" reason=5 >/dev/null 2>&1 || die "station abandon"

@@ -3,13 +3,13 @@
  *   kl_cad_client [-o FILE] SOCKET OP [name=value | name=@FILE ...]
  *
  * OP: hello issue activate submit poll cacerts crl ocsp cert-status claim release abandon
- * device profile ca-chain pending inventory known revoke sweep proof-failed. Field names as in
- * docs/ca-protocol.md (profile, csr, auth, auth-serial, auth-user, auth-cert, device-id, pending,
- * serial, request-id, issuer, ocsp-req, cert, reason, instance, fixture, lease); @FILE reads the
- * value's bytes from a file (CSR, OCSP request, certificate: DER). Prints the answer's string and
- * integer fields as name=value; -o FILE writes certificates (cert, ca-cert) as PEM, a CRL or OCSP
- * response as DER. Exit status: kl_rc_exit of the answer (0 ok, 4 refused by policy, ...), 1 when
- * the daemon cannot be reached. */
+ * device profile ca-chain pending inventory known revoke sweep proof-failed matter. Field names as
+ * in docs/ca-protocol.md (profile, csr, auth, auth-serial, auth-user, auth-cert, device-id,
+ * pending, serial, request-id, issuer, ocsp-req, cert, reason, instance, fixture, lease); @FILE
+ * reads the value's bytes from a file (CSR, OCSP request, certificate: DER). Prints the answer's
+ * string and integer fields as name=value; -o FILE writes certificates (cert, ca-cert) as PEM, a
+ * CRL or OCSP response as DER. Exit status: kl_rc_exit of the answer (0 ok, 4 refused by policy,
+ * ...), 1 when the daemon cannot be reached. */
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -61,6 +61,11 @@ static const tool_field fields[] = {
     {"detail", CAP_T_DETAIL, 's'},
     {"pending-cert", CAP_T_PEND_CERT, 'b'},
     {"age", CAP_T_AGE, 'u'},
+    {"matter-discriminator", CAP_T_MATTER_DISCRIMINATOR, 'u'},
+    {"matter-iterations", CAP_T_MATTER_ITERATIONS, 'u'},
+    {"matter-salt", CAP_T_MATTER_SALT, 'b'},
+    {"matter-verifier", CAP_T_MATTER_VERIFIER, 'b'},
+    {"matter-passcode", CAP_T_MATTER_PASSCODE, 'u'},
     {NULL, 0, 0},
 };
 
