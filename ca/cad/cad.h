@@ -32,6 +32,7 @@ typedef struct {
     size_t nuids;
     char certs[CAD_MAX_UIDS][128]; /* front-end certificate subject CNs (TCP listener) */
     size_t ncerts;
+    uint32_t ops; /* bit op: the role may ask it ([role NAME] ops; default every op) */
 } cad_role;
 
 typedef struct {

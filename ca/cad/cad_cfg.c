@@ -52,6 +52,7 @@ static kl_rc cad_role_add(cad_cfg *cfg, const char *name, int *idx)
     cad_role *r = &cfg->roles[cfg->nroles];
     memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", name);
+    r->ops = UINT32_MAX;
     *idx = (int)cfg->nroles++;
     return KL_OK;
 }
@@ -94,6 +95,31 @@ static kl_rc cad_role_users(cad_role *r, const char *sec, const char *list)
         ENSURE(getpwnam_r(tok[i], &pw, buf, sizeof buf, &res) == 0 && res, KL_EINPUT,
                "[%s] users: no such user '%s'", sec, tok[i]);
         r->uids[r->nuids++] = res->pw_uid;
+    }
+out:
+    return rc;
+}
+
+/* "issue, submit, poll" -> the op bits a role may ask (hello always). A front end's role
+ * names only what it asks: a compromised keyline-estd then cannot claim the station's devices
+ * or write their inventory, whatever profile it names. */
+_Static_assert(CAP_OP__END <= 32, "cad_role.ops has a bit per op");
+
+static kl_rc cad_role_ops(cad_role *r, const char *sec, const char *list)
+{
+    kl_rc rc = KL_OK;
+    char tok[CAP_OP__END][128];
+    size_t n = 0;
+    TRY(cad_list_split(sec, "ops", list, tok, CAP_OP__END, &n));
+    r->ops = UINT32_C(1) << CAP_OP_HELLO;
+    for (size_t i = 0; i < n; i++) {
+        unsigned op = 1;
+        while (op < CAP_OP__END && strcmp(cap_op_name((uint8_t)op), tok[i]) != 0) {
+            op++;
+        }
+        ENSURE(op < CAP_OP__END, KL_EINPUT, "[%s] ops: no op '%s' (docs/ca-protocol.md)", sec,
+               tok[i]);
+        r->ops |= UINT32_C(1) << op;
     }
 out:
     return rc;
@@ -211,6 +237,10 @@ kl_rc cad_cfg_load(cad_cfg *cfg, const kl_conf *conf)
             if (certs) {
                 cad_role *r = &cfg->roles[idx];
                 TRY(cad_list_split(sec, "certs", certs, r->certs, CAD_MAX_UIDS, &r->ncerts));
+            }
+            const char *ops = kl_conf_get(conf, sec, "ops");
+            if (ops) {
+                TRY(cad_role_ops(&cfg->roles[idx], sec, ops));
             }
         }
     }

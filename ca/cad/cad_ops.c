@@ -70,6 +70,31 @@ static kl_rc cad_refuse_profile(cad_call *c, const char *profile)
                    c->peer->user);
 }
 
+/* The ops the peer's roles may ask ([role NAME] ops). */
+static uint32_t cad_roles_ops(const cad *d, uint32_t roles)
+{
+    uint32_t ops = 0;
+    for (size_t i = 0; i < d->cfg.nroles; i++) {
+        if (roles & (UINT32_C(1) << i)) {
+            ops |= d->cfg.roles[i].ops;
+        }
+    }
+    return ops;
+}
+
+/* An op none of the peer's roles names: refused and audited, as a profile it lacks. */
+static kl_rc cad_refuse_op(cad_call *c)
+{
+    char roles[256], detail[512];
+    cad_roles_text(c->d, c->peer->roles, roles, sizeof roles);
+    snprintf(detail, sizeof detail, "%s: op not open to role %s", cap_op_name(c->req->op), roles);
+    if (store_audit_append(ca_store(c->d->ca), c->peer->actor, "refused", detail) != KL_OK) {
+        kl_warn("cad: audit of a refusal failed: %s", kl_errmsg());
+    }
+    return kl_fail(KL_EPOLICY, "op %s is not open to role %s (%s)", cap_op_name(c->req->op), roles,
+                   c->peer->user);
+}
+
 static kl_rc cad_profile_for(cad_call *c)
 {
     char name[CAD_NAME_MAX + 1];
@@ -1303,6 +1328,9 @@ void cad_dispatch(cad *d, const cad_peer *peer, const cap_msg *req, kl_buf *rsp)
             snprintf(who, sizeof who, "front end %.80s", peer->user);
         }
         rc = kl_fail(KL_EPOLICY, "%s has no role at this keyline-cad", who);
+    } else if (req->op != CAP_OP_HELLO &&
+               !(cad_roles_ops(d, peer->roles) & (UINT32_C(1) << req->op))) {
+        rc = cad_refuse_op(&c);
     } else {
         rc = cap_msg_begin(rsp, (cap_op)req->op, KL_OK);
         if (rc == KL_OK && row->needs_profile) {
