@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "hsm.h"
+#include "kl_matter.h"
 #include "tpl_internal.h"
 
 static int g_nid_vid, g_nid_pid;
@@ -283,8 +284,8 @@ kl_rc matter_policy_check(const tpl *t, const X509_NAME *subject, X509 *issuer)
     /* Matter 2.5.2: VendorID 0x0000 is the Matter standard's and 0xFFF5..0xFFFF are reserved
      * (the test vendors are 0xFFF1..0xFFF4); 2.5.3: "A value of 0x0000 SHALL NOT be assigned to
      * a product". A commissioner refuses such an onboarding payload. */
-    ENSURE(!s.has_vid || (s.vid != 0 && s.vid <= MATTER_VID_MAX), KL_EPOLICY,
-           "Matter VendorID %04X is not a vendor's (0001..%04X)", s.vid, MATTER_VID_MAX);
+    ENSURE(!s.has_vid || kl_matter_vid_ok(s.vid), KL_EPOLICY,
+           "Matter VendorID %04X is not a vendor's (0001..%04X)", s.vid, KL_MATTER_VID_MAX);
     ENSURE(!s.has_pid || s.pid != 0, KL_EPOLICY, "Matter ProductID 0000 is not a product's");
     TRY(matter_cn_legacy_check(subject, &s));
     if (!issuer || t->matter == MATTER_PAA) {

@@ -22,9 +22,6 @@
  * UTF8String of exactly four upper-case hexadecimal digits. */
 #define MATTER_OID_VID "1.3.6.1.4.1.37244.2.1"
 #define MATTER_OID_PID "1.3.6.1.4.1.37244.2.2"
-/* Matter 2.5.2: the highest VendorID a certificate or onboarding payload may carry (the last
- * test vendor); 0x0000 and 0xFFF5..0xFFFF are no vendor's. */
-#define MATTER_VID_MAX 0xFFF4u
 /* Names the template grammar and `--subject` use for them. */
 #define MATTER_SN_VID "matter-vid"
 #define MATTER_SN_PID "matter-pid"

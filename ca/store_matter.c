@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kl_matter.h"
 #include "matter_seal.h"
 #include "store_db.h"
 
@@ -61,8 +62,8 @@ kl_rc store_matter_put(store *s, const store_matter *m, const char *actor)
     ENSURE(m->device_id && *m->device_id && strlen(m->device_id) <= 128 && m->cert_serial &&
                *m->cert_serial && strlen(m->cert_serial) <= 64,
            KL_EUSAGE, "store_matter_put: device id or certificate serial missing");
-    ENSURE(m->discriminator >= 0 && m->discriminator <= 0xfff && m->iterations >= 1000 &&
-               m->iterations <= 100000,
+    ENSURE(m->discriminator >= 0 && m->discriminator <= 0xfff &&
+               m->iterations >= KL_MATTER_ITER_MIN && m->iterations <= KL_MATTER_ITER_MAX,
            KL_EUSAGE, "store_matter_put: discriminator or iterations out of range");
     ENSURE(m->salt && m->salt_len >= 16 && m->salt_len <= 32 && m->verifier &&
                m->verifier_len == STORE_MATTER_VERIFIER_LEN && m->verifier[32] == 0x04,

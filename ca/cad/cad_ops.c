@@ -13,6 +13,7 @@
 #include "cad.h"
 #include "ca_backend.h"
 #include "kl_log.h"
+#include "kl_matter.h"
 #include "store.h"
 #include "matter_seal.h"
 #include "store_matter.h"
@@ -1139,7 +1140,7 @@ static kl_rc cad_matter_seal(cad_call *c, const char *dev, uint8_t out[MATTER_SE
     kl_rc rc = KL_OK;
     EVP_PKEY *pub = NULL;
     uint64_t p = cap_get_u64(c->req, CAP_T_MATTER_PASSCODE, 0);
-    ENSURE(p >= 1 && p <= 99999998u, KL_EPOLICY, "device %s: not a Matter setup passcode", dev);
+    ENSURE(kl_matter_passcode_valid(p), KL_EPOLICY, "device %s: not a Matter setup passcode", dev);
     ENSURE(ca_hsm(c->d->ca), KL_EINTERNAL, "no token open");
     rc = hsm_key_public(ca_hsm(c->d->ca), MATTER_PASSCODE_KEY, &pub);
     if (rc == KL_ENOTFOUND) {

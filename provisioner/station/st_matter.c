@@ -78,10 +78,10 @@ kl_rc st_matter_cfg_load(st_matter_cfg *cfg, const kl_conf *conf)
     TRY(st_matter_id_key(conf, "matter-pid", &cfg->pid));
     /* Matter 2.5.2: VID 0 is the Matter standard's and 0xFFF5..0xFFFF are reserved; PID 0 is
      * reserved (2.5.3). A commissioner refuses an onboarding payload that carries them. */
-    ENSURE(cfg->vid != 0 && cfg->vid <= ST_MATTER_VID_MAX && cfg->pid != 0, KL_EUSAGE,
-           "[station] matter-vid must be 0x0001..0x%04X and matter-pid not 0", ST_MATTER_VID_MAX);
-    TRY(kl_conf_get_long(conf, "station", "matter-iterations", 10000, ST_MATTER_ITER_MIN,
-                         ST_MATTER_ITER_MAX, &cfg->iterations));
+    ENSURE(kl_matter_vid_ok(cfg->vid) && cfg->pid != 0, KL_EUSAGE,
+           "[station] matter-vid must be 0x0001..0x%04X and matter-pid not 0", KL_MATTER_VID_MAX);
+    TRY(kl_conf_get_long(conf, "station", "matter-iterations", 10000, KL_MATTER_ITER_MIN,
+                         KL_MATTER_ITER_MAX, &cfg->iterations));
     ENSURE(kl_conf_get(conf, "station", "matter-cd"), KL_EUSAGE,
            "[station] matter = yes needs matter-cd (the Certification Declaration file)");
     cfg->cd_path = kl_conf_path(conf, "station", "matter-cd");
@@ -111,22 +111,6 @@ void st_matter_cfg_free(st_matter_cfg *cfg)
 
 /* ---- passcode, verifier -------------------------------------------------------------------- */
 
-int st_matter_passcode_valid(uint32_t p)
-{
-    /* Matter 5.1.7.1 Invalid Passcodes */
-    static const uint32_t invalid[] = {0,        11111111, 22222222, 33333333, 44444444, 55555555,
-                                       66666666, 77777777, 88888888, 99999999, 12345678, 87654321};
-    if (p < 1 || p > ST_MATTER_PASSCODE_MAX) {
-        return 0;
-    }
-    for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
-        if (p == invalid[i]) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* x = big-endian bytes mod n, or NULL */
 static BIGNUM *st_matter_mod_n(const uint8_t *b, size_t len, const BIGNUM *n, BN_CTX *ctx)
 {
@@ -147,10 +131,10 @@ kl_rc st_matter_verifier(uint32_t passcode, const uint8_t *salt, size_t salt_len
     EC_POINT *L = NULL;
     BN_CTX *ctx = NULL;
     BIGNUM *w0 = NULL, *w1 = NULL;
-    ENSURE(st_matter_passcode_valid(passcode), KL_EUSAGE, "not a valid Matter setup passcode");
+    ENSURE(kl_matter_passcode_valid(passcode), KL_EUSAGE, "not a valid Matter setup passcode");
     ENSURE(salt && salt_len >= 16 && salt_len <= 32, KL_EUSAGE, "salt must be 16..32 bytes");
-    ENSURE(iterations >= ST_MATTER_ITER_MIN && iterations <= ST_MATTER_ITER_MAX, KL_EUSAGE,
-           "iterations must be %d..%d", ST_MATTER_ITER_MIN, ST_MATTER_ITER_MAX);
+    ENSURE(iterations >= KL_MATTER_ITER_MIN && iterations <= KL_MATTER_ITER_MAX, KL_EUSAGE,
+           "iterations must be %d..%d", KL_MATTER_ITER_MIN, KL_MATTER_ITER_MAX);
     /* Matter 3.10: the passcode is the PBKDF2 input as a 4-byte little-endian integer */
     for (int i = 0; i < 4; i++) {
         pw[i] = (uint8_t)(passcode >> (8 * i));
@@ -297,7 +281,7 @@ kl_rc st_matter_onboard_new(st_matter_onboard *o, uint16_t vid, uint16_t pid, ui
         o->passcode =
             (((uint32_t)r[0] << 24) | ((uint32_t)r[1] << 16) | ((uint32_t)r[2] << 8) | r[3]) &
             0x7ffffffu;
-    } while (!st_matter_passcode_valid(o->passcode));
+    } while (!kl_matter_passcode_valid(o->passcode));
     ENSURE_SSL(RAND_bytes(r, 2) == 1 && RAND_bytes(o->salt, sizeof o->salt) == 1 &&
                    RAND_bytes(o->unique_id, sizeof o->unique_id) == 1,
                KL_EINTERNAL, "no random bytes");

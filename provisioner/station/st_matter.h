@@ -22,16 +22,13 @@
 
 #include "kl_conf.h"
 #include "kl_err.h"
+#include "kl_matter.h"
 
 #define ST_MATTER_SALT_LEN 32 /* spec: 16..32 bytes; we use the most */
 #define ST_MATTER_UID_LEN 16  /* rotating device id unique id: at least 128 bits */
 #define ST_MATTER_W0_LEN 32
 #define ST_MATTER_L_LEN 65
 #define ST_MATTER_VERIFIER_LEN 97 /* w0 || L */
-#define ST_MATTER_ITER_MIN 1000   /* Crypto_PBKDFParameterSet iterations: 1000..100000 */
-#define ST_MATTER_ITER_MAX 100000
-#define ST_MATTER_PASSCODE_MAX 99999998u
-#define ST_MATTER_VID_MAX 0xFFF4u /* Matter 2.5.2: the last test vendor; FFF5..FFFF reserved */
 #define ST_MATTER_QR_MAX 32       /* "MT:" + 19 characters + NUL */
 #define ST_MATTER_MANUAL_LEN 11   /* digits, without a NUL */
 
@@ -85,10 +82,6 @@ typedef struct {
 kl_rc st_matter_onboard_new(st_matter_onboard *o, uint16_t vid, uint16_t pid,
                             uint32_t iterations) KL_WUR;
 void st_matter_onboard_wipe(st_matter_onboard *o);
-
-/* Matter 5.1.7.1: 1..99999998 and none of 00000000, 11111111, ..., 99999999, 12345678,
- * 87654321. Nonzero when valid. */
-int st_matter_passcode_valid(uint32_t passcode);
 
 /* The SPAKE2+ verifier w0 || L for a passcode (see above). KL_EUSAGE on a bad passcode, salt
  * length (16..32) or iteration count; KL_EINTERNAL when OpenSSL fails. */

@@ -268,6 +268,13 @@ grep -qx "state=pending" <<<"$out" && grep -qx "serial=$st1" <<<"$out" || die "r
 python3 -c 'import sys; open(sys.argv[1], "wb").write(b"S" * 16); open(sys.argv[2], "wb").write(b"\1" * 32 + b"\4" + b"\2" * 64)' \
     "$D/salt.bin" "$D/verifier.bin"
 chmod 644 "$D/salt.bin" "$D/verifier.bin"
+# a passcode to seal that Matter 5.1.7.1 forbids is refused whoever sends it, before the token
+rc=0; setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SOCK" matter profile=idevid \
+    device-id=HW7000 serial="$st1" matter-discriminator=100 matter-iterations=1000 \
+    matter-salt=@"$D/salt.bin" matter-verifier=@"$D/verifier.bin" matter-passcode=11111111 \
+    >/dev/null 2>"$D/err" || rc=$?
+[ "$rc" = 4 ] && grep -q "device HW7000: not a Matter setup passcode" "$D/err" \
+    || die "keyline-cad took passcode 11111111 to seal: exit $rc ($(cat "$D/err"))"
 setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SOCK" matter profile=idevid \
     device-id=HW7000 serial="$st1" matter-discriminator=100 matter-iterations=1000 \
     matter-salt=@"$D/salt.bin" matter-verifier=@"$D/verifier.bin" >/dev/null 2>&1 \

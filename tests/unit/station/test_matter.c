@@ -91,11 +91,11 @@ static void test_passcodes(void **state)
                                    55555555, 66666666, 77777777,    88888888, 99999999,
                                    12345678, 87654321, 99999999 + 1};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_false(st_matter_passcode_valid(bad[i]));
+        assert_false(kl_matter_passcode_valid(bad[i]));
     }
-    assert_true(st_matter_passcode_valid(1));
-    assert_true(st_matter_passcode_valid(20202021));
-    assert_true(st_matter_passcode_valid(99999998));
+    assert_true(kl_matter_passcode_valid(1));
+    assert_true(kl_matter_passcode_valid(20202021));
+    assert_true(kl_matter_passcode_valid(99999998));
 }
 
 static void test_onboard_and_label(void **state)
@@ -106,7 +106,7 @@ static void test_onboard_and_label(void **state)
     char qr[ST_MATTER_QR_MAX], man[ST_MATTER_MANUAL_LEN + 1], path[4096];
     assert_int_equal(st_matter_onboard_new(&a, 0xFFF1, 0x8000, 1000), KL_OK);
     assert_int_equal(st_matter_onboard_new(&b, 0xFFF1, 0x8000, 1000), KL_OK);
-    assert_true(st_matter_passcode_valid(a.passcode));
+    assert_true(kl_matter_passcode_valid(a.passcode));
     assert_true(a.discriminator <= 0xfff);
     assert_memory_not_equal(a.salt, b.salt, sizeof a.salt);
     assert_memory_not_equal(a.unique_id, b.unique_id, sizeof a.unique_id);
