@@ -1,5 +1,7 @@
 /* keyline-cad: the Unix socket, peer credentials, one thread per connection. */
 #include <errno.h>
+#include <fcntl.h>
+#include <openssl/err.h>
 #include <openssl/crypto.h>
 #include <poll.h>
 #include <pwd.h>
@@ -9,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cad.h"
@@ -179,7 +182,49 @@ static int cad_write_full(cad_conn *cx, const uint8_t *p, size_t n)
     return 0;
 }
 
-/* The TLS handshake (at most 10 s) and the front end's identity from its certificate. */
+#define CAD_TLS_HANDSHAKE_MS 10000
+
+static long cad_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* SSL_accept within CAD_TLS_HANDSHAKE_MS in all: the socket non-blocking meanwhile, so that a
+ * client that trickles its handshake a byte at a time (each read well inside any per-read
+ * timeout) cannot hold a handshake slot for as long as it likes. */
+static kl_rc cad_tls_accept(SSL *ssl, int fd)
+{
+    kl_rc rc = KL_OK;
+    int fl = fcntl(fd, F_GETFL);
+    ENSURE(fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0, KL_EINTERNAL,
+           "TLS handshake: fcntl: %s", strerror(errno));
+    long deadline = cad_mono_ms() + CAD_TLS_HANDSHAKE_MS;
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_accept(ssl);
+        if (r == 1) {
+            break;
+        }
+        int e = SSL_get_error(ssl, r);
+        ENSURE_SSL(e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE, KL_EAUTH,
+                   "TLS handshake");
+        long left = deadline - cad_mono_ms();
+        ENSURE(left > 0, KL_EAUTH, "TLS handshake: not done within %d s",
+               CAD_TLS_HANDSHAKE_MS / 1000);
+        struct pollfd p = {.fd = fd, .events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT};
+        if (poll(&p, 1, (int)left) < 0 && errno != EINTR) {
+            rc = kl_fail(KL_EAUTH, "TLS handshake: poll: %s", strerror(errno));
+            goto out;
+        }
+    }
+    ENSURE(fcntl(fd, F_SETFL, fl) == 0, KL_EINTERNAL, "fcntl: %s", strerror(errno));
+out:
+    return rc;
+}
+
+/* The TLS handshake (at most 10 s in all) and the front end's identity from its certificate. */
 static kl_rc cad_conn_tls(cad_conn *cx, cad_peer *peer)
 {
     struct timeval tv = {10, 0};
@@ -189,10 +234,8 @@ static kl_rc cad_conn_tls(cad_conn *cx, cad_peer *peer)
     if (!cx->ssl || SSL_set_fd(cx->ssl, cx->fd) != 1) {
         return kl_fail_ssl(KL_EINTERNAL, "SSL_new");
     }
-    if (SSL_accept(cx->ssl) != 1) {
-        return kl_fail_ssl(KL_EAUTH, "TLS handshake");
-    }
-    return cad_tls_peer(cx->d, cx->ssl, peer);
+    kl_rc rc = cad_tls_accept(cx->ssl, cx->fd);
+    return rc == KL_OK ? cad_tls_peer(cx->d, cx->ssl, peer) : rc;
 }
 
 /* Ops that never append an audit entry when they succeed. */

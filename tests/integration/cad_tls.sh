@@ -143,6 +143,34 @@ out=$(fe server-as-client hello)
 grep -Eq "closed|tls-refused" <<<"$out" || die "serverAuth-only certificate as a client: $out"
 ok "no client certificate, or one not for TLS clients: no connection"
 
+# a client that trickles its handshake a byte at a time, each well inside a per-read timeout:
+# the handshake has 10 s in all, then its slot is free again (it could hold one for as long as
+# it kept trickling: 0x200 bytes at one every 2 s, 17 minutes)
+cat > "$D/trickle.py" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+t0 = time.monotonic()
+data = b"\x16\x03\x01\x02\x00" + b"\x01" * 0x200
+for b in data:
+    try:
+        s.sendall(bytes([b]))
+        s.settimeout(2)
+        if s.recv(1) == b"":
+            break
+    except socket.timeout:
+        pass
+    except OSError:
+        break
+    if time.monotonic() - t0 > 25:
+        print("still open after 25 s"); sys.exit(0)
+print("closed after %.0f s" % (time.monotonic() - t0))
+PY
+out=$(python3 "$D/trickle.py" "$PORT")
+secs=$(sed -n 's/^closed after \([0-9]*\) s$/\1/p' <<<"$out")
+[ -n "$secs" ] && [ "$secs" -ge 9 ] && [ "$secs" -le 14 ] || die "trickled handshake: $out"
+grep -q "TLS handshake: not done within 10 s" "$D/cad.log" || die "log does not say the handshake ran out of time"
+ok "a handshake trickled a byte at a time is cut at 10 s ($out)"
+
 kill -TERM "$CAD_PID"
 rc=0; wait "$CAD_PID" || rc=$?
 trap - EXIT
