@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kl_utf8.h"
 #include "store_db.h"
 
 #define OR_COLS                                                                                    \
@@ -287,23 +288,7 @@ out:
 
 void store_order_actor_clean(const char *in, char *out, size_t cap)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t k = 0;
-    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
-        int plain = *p >= 0x20 && *p <= 0x7e;
-        if (k + (plain ? 1 : 4) >= cap) {
-            break;
-        }
-        if (plain) {
-            out[k++] = (char)*p;
-        } else {
-            out[k++] = '\\';
-            out[k++] = 'x';
-            out[k++] = hex[*p >> 4];
-            out[k++] = hex[*p & 15];
-        }
-    }
-    out[k] = 0;
+    kl_ascii_escape(in, "", out, cap);
 }
 
 kl_rc store_order_close(store *s, const char *id, const char *actor, int *was_open)

@@ -1,6 +1,8 @@
 /* UTF-8 decoding (kl_utf8.h). */
 #include "kl_utf8.h"
 
+#include <string.h>
+
 long kl_utf8_next(const unsigned char *v, size_t n, size_t *i)
 {
     unsigned char c = v[*i];
@@ -25,4 +27,25 @@ long kl_utf8_next(const unsigned char *v, size_t n, size_t *i)
     }
     *i += (size_t)len;
     return cp;
+}
+
+void kl_ascii_escape(const char *in, const char *also, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+        int plain = *p >= 0x20 && *p <= 0x7e && !strchr(also, *p);
+        if (k + (plain ? 1 : 4) >= cap) {
+            break;
+        }
+        if (plain) {
+            out[k++] = (char)*p;
+        } else {
+            out[k++] = '\\';
+            out[k++] = 'x';
+            out[k++] = hex[*p >> 4];
+            out[k++] = hex[*p & 15];
+        }
+    }
+    out[k] = 0;
 }

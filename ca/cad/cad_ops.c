@@ -14,6 +14,7 @@
 #include "ca_backend.h"
 #include "kl_log.h"
 #include "kl_matter.h"
+#include "kl_utf8.h"
 #include "store.h"
 #include "matter_seal.h"
 #include "store_matter.h"
@@ -130,7 +131,7 @@ static int cad_peer_may(const cad_call *c, const char *issuer, const char *templ
 static kl_rc cad_actor(const cad_call *c, char *out, size_t cap)
 {
     kl_rc rc = KL_OK;
-    char method[17], serial[65], user[257];
+    char method[17], serial[65], user[257], shown[4 * sizeof user];
     TRY(cad_str(c, CAP_T_AUTH, method, sizeof method));
     TRY(cad_str(c, CAP_T_AUTH_SERIAL, serial, sizeof serial));
     TRY(cad_str(c, CAP_T_AUTH_USER, user, sizeof user));
@@ -139,7 +140,10 @@ static kl_rc cad_actor(const cad_call *c, char *out, size_t cap)
         snprintf(out, cap, "%.400s; client cert %.64s", c->peer->actor, serial);
     } else if (strcmp(method, "basic") == 0) {
         ENSURE(user[0], KL_EINPUT, "auth basic without the user name");
-        snprintf(out, cap, "%.400s; basic user %.256s", c->peer->actor, user);
+        /* as the front end sent it, but no byte of it can start a part of the actor of its
+         * own ("x; client cert 01") or a line of the log */
+        kl_ascii_escape(user, ";", shown, sizeof shown);
+        snprintf(out, cap, "%.400s; basic user %.600s", c->peer->actor, shown);
     } else if (strcmp(method, "station") == 0 || strcmp(method, "none") == 0) {
         snprintf(out, cap, "%.400s; %.16s", c->peer->actor, method);
     } else {
@@ -1252,13 +1256,14 @@ out:
 static kl_rc cad_op_order_close(cad_call *c)
 {
     kl_rc rc = KL_OK;
-    char station[65], id[65], user[257], actor[1024];
+    char station[65], id[65], user[257], shown[4 * sizeof user], actor[1600];
     store_order o;
     memset(&o, 0, sizeof o);
     TRY(cad_str(c, CAP_T_STATION, station, sizeof station));
     TRY(cad_str(c, CAP_T_ORDER, id, sizeof id));
     TRY(cad_str(c, CAP_T_AUTH_USER, user, sizeof user));
-    snprintf(actor, sizeof actor, "%s%s%s", c->peer->actor, user[0] ? " for operator " : "", user);
+    kl_ascii_escape(user, ";", shown, sizeof shown); /* as in cad_actor */
+    snprintf(actor, sizeof actor, "%s%s%s", c->peer->actor, user[0] ? " for operator " : "", shown);
     TRY(store_order_get(ca_store(c->d->ca), id, &o));
     ENSURE(strcmp(o.station, station) == 0 && strcmp(o.profile, c->prof->name) == 0, KL_EPOLICY,
            "production order %s is not station %s's (profile %s)", id, station, c->prof->name);

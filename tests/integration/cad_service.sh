@@ -68,6 +68,13 @@ kca show --serial "$serial1" | grep -q "HW0001" || die "store row lacks the devi
 kca audit list | grep -q "uid $(id -u) .* as est; basic user bootstrap" \
     || die "audit actor is not what keyline-cad authenticated: $(kca audit list | tail -3)"
 ok "issue: certificate from the profile's CA, recorded with device id and the authenticated actor"
+# a user name the front end passes on cannot add a part of its own to the actor
+new_csr dev1b "/CN=sensor-0001b/serialNumber=HW0001B"
+cc "$SOCK" issue profile=ldevid csr=@"$D/dev1b.der" auth=basic auth-user="x; client cert 01" \
+    device-id=HW0001B > /dev/null || die "issue with a user name holding ';'"
+kca audit list | grep -qF "as est; basic user x\x3b client cert 01" \
+    || die "a user name's ';' forged a part of the audit actor: $(kca audit list | grep HW0001B | tail -1)"
+ok "a basic user name's ';' is escaped in the audit actor (\\x3b), no forged 'client cert' part"
 
 # a profile the role lacks: refused, naming role and profile, audited
 rc=0; cc "$SOCK" issue profile=idevid csr=@"$D/dev1.der" auth=station 2>"$D/err" || rc=$?
