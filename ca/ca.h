@@ -292,6 +292,9 @@ kl_rc ca_ocsp_single(ca_ctx *ca, const char *issuer, const ca_ocsp_status *st, t
  * replaced, audit "ca-recert") once less than half of its validity is left. Both need the
  * issuer's key. *renewed (NULL ok) says whether it renewed one. */
 kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor, int *renewed) KL_WUR;
+/* 1 when the delegated OCSP signer certificate `cert` may sign answers at `now`: not expired
+ * and not revoked in the store (a revoked signer is not renewed either: the CA signs). */
+int ca_ocsp_signer_usable(ca_ctx *ca, const X509 *cert, time_t now);
 /* 1 when `issuer` has a delegated OCSP signer that is past half its validity (the next
  * ca_ocsp_signer_ensure renews it), else 0 (none, or fresh). *not_after (NULL ok) gets its
  * notAfter. */

@@ -95,6 +95,25 @@ kl_rc ca_crl_until(ca_ctx *ca, const char *issuer, time_t next_update, X509_CRL 
     return rc;
 }
 
+/* 1 when the store records `cert` revoked. */
+static int ca_cert_revoked(ca_ctx *ca, const X509 *cert)
+{
+    store_cert_state st;
+    char *hex = ca_serial_hex(X509_get0_serialNumber(cert));
+    int revoked = hex && store_cert_state_get(ca->st, hex, &st) == KL_OK &&
+                  strcmp(st.status, STORE_ST_REVOKED) == 0;
+    OPENSSL_free(hex);
+    ERR_clear_error();
+    return revoked;
+}
+
+int ca_ocsp_signer_usable(ca_ctx *ca, const X509 *cert, time_t now)
+{
+    /* RFC 6960 4.2.2.2.1: a relying party does not check a signer with id-pkix-ocsp-nocheck
+     * for revocation; a revoked signer is kept out of use here, or its revocation is void */
+    return X509_cmp_time(X509_get0_notAfter(cert), &now) > 0 && !ca_cert_revoked(ca, cert);
+}
+
 /* The delegated signer of `issuer` (record "<issuer>.ocsp", name into label): its certificate
  * (*cert, the caller frees) and whether it is past half its life (*due; also when it does
  * not parse). KL_ENOTFOUND when there is none. */
@@ -123,6 +142,9 @@ static kl_rc ca_ocsp_signer_renew(ca_ctx *ca, const char *issuer, const char *la
     unsigned char *der = NULL;
     char *sn = NULL;
     ENSURE(old, KL_EINPUT, "OCSP signer '%s': stored certificate does not parse", label);
+    /* a revoked signer's key may be compromised: never certified again */
+    ENSURE(!ca_cert_revoked(ca, old), KL_EPOLICY,
+           "OCSP signer '%s' is revoked: its key is not certified again", label);
     TRY(ca_entry_get(ca, label, 1, &se));
     TRY(ca_certify(ca, se->key, X509_get0_pubkey(old), X509_get_subject_name(old), "ocsp-signer",
                    issuer, NULL, actor, &cert));
@@ -253,7 +275,7 @@ static kl_rc ca_ocsp_sign(ca_ctx *ca, const char *issuer, OCSP_BASICRESP *bs, ti
     snprintf(signer_label, sizeof signer_label, "%s" CA_OCSP_SUFFIX, issuer);
     const ca_entry *signer = NULL;
     if (ca_entry_get(ca, signer_label, 1, &signer) == KL_OK &&
-        X509_cmp_time(X509_get0_notAfter(signer->cert), &now) > 0) {
+        ca_ocsp_signer_usable(ca, signer->cert, now)) {
         extra = sk_X509_new_null();
         ENSURE(extra, KL_EINTERNAL, "out of memory");
     } else {
