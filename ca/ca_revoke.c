@@ -115,8 +115,8 @@ int ca_ocsp_signer_usable(ca_ctx *ca, const X509 *cert, time_t now)
 }
 
 /* The delegated signer of `issuer` (record "<issuer>.ocsp", name into label): its certificate
- * (*cert, the caller frees) and whether it is past half its life (*due; also when it does
- * not parse). KL_ENOTFOUND when there is none. */
+ * (*cert, the caller frees) and whether it is past half its life and not revoked (*due; also
+ * when it does not parse). KL_ENOTFOUND when there is none. */
 static kl_rc ca_ocsp_signer_get(ca_ctx *ca, const char *issuer, char *label, size_t cap,
                                 X509 **cert, int *due)
 {
@@ -125,7 +125,9 @@ static kl_rc ca_ocsp_signer_get(ca_ctx *ca, const char *issuer, char *label, siz
     snprintf(label, cap, "%s" CA_OCSP_SUFFIX, issuer);
     kl_rc rc = store_ca_get(ca->st, label, &rec);
     *cert = rc == KL_OK ? ca_der_to_x509(rec.der, rec.der_len) : NULL;
-    *due = rc == KL_OK && (!*cert || ca_cert_past_half(*cert, time(NULL)));
+    /* a revoked signer is not renewed: nothing is due */
+    *due = rc == KL_OK &&
+           (!*cert || (ca_cert_past_half(*cert, time(NULL)) && !ca_cert_revoked(ca, *cert)));
     store_ca_free(&rec);
     return rc;
 }
@@ -170,7 +172,9 @@ kl_rc ca_ocsp_signer_final(ca_ctx *ca, const char *issuer, const char *actor)
     X509 *x = NULL;
     int due = 0;
     kl_rc rc = ca_ocsp_signer_get(ca, issuer, label, sizeof label, &x, &due);
-    if (rc == KL_OK) {
+    if (rc == KL_OK && x && ca_cert_revoked(ca, x)) {
+        rc = KL_OK; /* revoked: not renewed, its CA's OCSP answers end with its key */
+    } else if (rc == KL_OK) {
         rc = ca_ocsp_signer_renew(ca, issuer, label, x, actor);
     } else if (rc == KL_ENOTFOUND) {
         rc = ca_ocsp_signer_ensure(ca, issuer, actor, NULL);

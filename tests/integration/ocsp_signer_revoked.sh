@@ -5,7 +5,10 @@
 # it. Checked with openssl ocsp against the root:
 #   - before: answers (pre-produced and live) are signed by "field1 OCSP signer";
 #   - after the revocation: the pre-produced answers are signed again, by field1 itself, within
-#     a few seconds, and live answers (with a nonce) too; they still verify and say good.
+#     a few seconds, and live answers (with a nonce) too; they still verify and say good;
+#   - the revoked signer is never renewed (its key is not certified again), and it does not make
+#     the commands that renew signers fail: `keyline-ca crl` 20 days later (faketime: the signer
+#     is past half its 30 days) and `keyline-ca ca retire` succeed and leave it as it is.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 
@@ -58,4 +61,11 @@ grep -q "Responder Id: CN = field1 OCSP signer" "$D/o2" && die "a live answer na
 ok "live answer (nonce) signed by field1 itself, verifies"
 
 est_stop
-ok "done"
+command -v faketime >/dev/null || die "faketime is not installed (scripts/deps)"
+faketime -f "+20d" "$BIN/keyline-ca" -c "$KL_CONF" crl --issuer field1 > /dev/null 2> "$D/crl.err" ||
+    die "keyline-ca crl 20 days later: $(cat "$D/crl.err")"
+grep -q "renewed the OCSP signer" "$D/crl.err" && die "the revoked signer was renewed: $(cat "$D/crl.err")"
+kca ca retire --label field1 > /dev/null 2> "$D/retire.err" || die "ca retire: $(cat "$D/retire.err")"
+[ "$(kca ca cert --label field1.ocsp | openssl x509 -noout -serial | cut -d= -f2)" = "$sig" ] ||
+    die "the revoked signer got a new certificate"
+ok "the revoked signer is not renewed: keyline-ca crl (past its half-life) and ca retire succeed"
