@@ -226,6 +226,22 @@ out:
     return rc;
 }
 
+/* Do two verify reports say the same chain? */
+static kl_rc copy_reports_agree(const store_audit_report *f, const store_audit_report *t)
+{
+    if (f->entries != t->entries || f->head_seq != t->head_seq ||
+        strcmp(f->head_hash, t->head_hash) != 0 || f->checkpoints != t->checkpoints ||
+        f->cp_seq != t->cp_seq || f->has_key != t->has_key ||
+        strcmp(f->key_sha256, t->key_sha256) != 0) {
+        return kl_fail(KL_EPOLICY,
+                       "store migrate: the copy's audit chain differs from the source's (%lld "
+                       "entries, head %.16s, %lld checkpoints against %lld, %.16s, %lld)",
+                       (long long)t->entries, t->head_hash, (long long)t->checkpoints,
+                       (long long)f->entries, f->head_hash, (long long)f->checkpoints);
+    }
+    return KL_OK;
+}
+
 static kl_rc copy_tx(store_conn *t, void *arg)
 {
     copy_arg *a = arg;
@@ -240,6 +256,13 @@ static kl_rc copy_tx(store_conn *t, void *arg)
         TRY(copy_sequences(t, a->tables[i]));
         a->r->tables++;
     }
+    /* before the COMMIT: a copy that does not say what the source said is not kept */
+    rc = st_audit_verify_tx(t, &a->r->to);
+    if (rc != KL_OK) {
+        rc = kl_wrap(rc, "store migrate: the copy's audit log does not verify");
+        goto out;
+    }
+    TRY(copy_reports_agree(&a->r->from, &a->r->to));
 out:
     return rc;
 }
@@ -257,26 +280,17 @@ static kl_rc copy_src_tx(store_conn *c, void *arg)
     kl_rc rc = KL_OK;
     o->a->src = c;
     o->a->ntables = 0;
+    /* the chain verified in the snapshot that is copied: a writer of the source (a daemon not
+     * stopped) changes neither what is verified nor what is copied */
+    rc = st_audit_verify_tx(c, &o->a->r->from);
+    if (rc != KL_OK) {
+        rc = kl_wrap(rc, "store migrate: the source's audit log does not verify");
+        goto out;
+    }
     TRY(copy_list_tables(c, o->a));
     TRY(store_write(o->to, copy_tx, o->a));
 out:
     return rc;
-}
-
-/* Do two verify reports say the same chain? */
-static kl_rc copy_reports_agree(const store_audit_report *f, const store_audit_report *t)
-{
-    if (f->entries != t->entries || f->head_seq != t->head_seq ||
-        strcmp(f->head_hash, t->head_hash) != 0 || f->checkpoints != t->checkpoints ||
-        f->cp_seq != t->cp_seq || f->has_key != t->has_key ||
-        strcmp(f->key_sha256, t->key_sha256) != 0) {
-        return kl_fail(KL_EPOLICY,
-                       "store migrate: the copy's audit chain differs from the source's (%lld "
-                       "entries, head %.16s, %lld checkpoints against %lld, %.16s, %lld)",
-                       (long long)t->entries, t->head_hash, (long long)t->checkpoints,
-                       (long long)f->entries, f->head_hash, (long long)f->checkpoints);
-    }
-    return KL_OK;
 }
 
 kl_rc store_copy(store *from, store *to, store_copy_report *r)
@@ -287,21 +301,11 @@ kl_rc store_copy(store *from, store *to, store_copy_report *r)
         return kl_fail(KL_EUSAGE, "store_copy: missing argument");
     }
     memset(r, 0, sizeof *r);
-    rc = store_audit_verify_report(from, &r->from);
-    if (rc != KL_OK) {
-        return kl_wrap(rc, "store migrate: the source's audit log does not verify");
-    }
     a = calloc(1, sizeof *a);
     ENSURE(a, KL_EINTERNAL, "out of memory");
     a->r = r;
     copy_outer o = {to, a};
     TRY(store_read(from, copy_src_tx, &o));
-    rc = store_audit_verify_report(to, &r->to);
-    if (rc != KL_OK) {
-        rc = kl_wrap(rc, "store migrate: the copy's audit log does not verify");
-        goto out;
-    }
-    TRY(copy_reports_agree(&r->from, &r->to));
 out:
     free(a);
     return rc;

@@ -283,6 +283,8 @@ kl_rc st_audit_append(store *s, const char *actor, const char *action, const cha
 kl_rc st_audit_list(store *s, int64_t from, store_audit **out, size_t *n) KL_WUR;
 kl_rc st_audit_head(store *s, int64_t *seq, char hash[65]) KL_WUR;
 kl_rc st_audit_verify_report(store *s, store_audit_report *out) KL_WUR;
+/* The same walk in the caller's open transaction (its snapshot). */
+kl_rc st_audit_verify_tx(store_conn *c, store_audit_report *out) KL_WUR;
 kl_rc st_audit_checkpoint(store *s, const store_audit_signer *sg, store_audit_checkpoint *out,
                           int *made) KL_WUR;
 kl_rc st_audit_key_get(store *s, char **label, uint8_t **spki, size_t *spki_len) KL_WUR;

@@ -471,17 +471,28 @@ out:
     return rc;
 }
 
-kl_rc st_audit_verify_report(store *s, store_audit_report *out)
+kl_rc st_audit_verify_tx(store_conn *c, store_audit_report *out)
 {
     verify_arg a = {.out = out, .prev = STORE_ZERO_HASH};
     kl_rc rc = KL_OK;
     memset(out, 0, sizeof *out);
     TRY(store_audit_state_new(&a.x));
-    TRY(store_read(s, verify_tx, &a));
+    TRY(verify_tx(c, &a));
 out:
     store_audit_state_free(a.x);
     store_audit_cps_free(a.cps);
     return rc;
+}
+
+static kl_rc verify_report_tx(store_conn *c, void *arg)
+{
+    return st_audit_verify_tx(c, arg);
+}
+
+kl_rc st_audit_verify_report(store *s, store_audit_report *out)
+{
+    memset(out, 0, sizeof *out);
+    return store_read(s, verify_report_tx, out);
 }
 
 /* ---- checkpoints (in the caller's write transaction) ---- */

@@ -3737,6 +3737,80 @@ static void test_store_copy(void **state)
     store_close(src);
 }
 
+/* A writer on the source while store_copy runs (a keyline-cad not stopped): each copy is the
+ * snapshot it verified and reports, never "differs" after the target was written. */
+typedef struct {
+    const char *dsn;
+    volatile int stop;
+    volatile int n;
+} copy_writer;
+
+static void *copy_writer_main(void *arg)
+{
+    copy_writer *w = arg;
+    store *s = NULL;
+    if (store_open(&s, w->dsn) != KL_OK) {
+        return NULL;
+    }
+    while (!w->stop) {
+        if (store_audit_append(s, "writer", "note", "during the copy") == KL_OK) {
+            w->n++;
+        }
+    }
+    store_close(s);
+    return NULL;
+}
+
+#define COPY_LIVE_ROUNDS 10
+
+/* Copies of `src_dsn` into COPY_LIVE_ROUNDS fresh targets (`target(i)`) while it is written. */
+static void copy_live(fx *f, const char *src_dsn, int pg_targets)
+{
+    store *src = NULL;
+    store_copy_report r;
+    int64_t n = 0;
+    char url[700];
+    assert_rc(store_open(&src, src_dsn), KL_OK);
+    copy_fill(src);
+    notes(src, 300, "before the copy");
+    copy_writer w = {.dsn = src_dsn};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, copy_writer_main, &w), 0);
+    while (w.n < 3) {
+        usleep(1000);
+    }
+    for (int i = 0; i < COPY_LIVE_ROUNDS; i++) {
+        store *dst = NULL;
+        if (pg_targets) {
+            char name[80];
+            snprintf(name, sizeof name, "%.60s_l%d", f->db, i);
+            assert_true(pg_fresh(name, url, sizeof url));
+        } else {
+            snprintf(url, sizeof url, "%s/live-%d.db", f->dir, i);
+        }
+        assert_rc(store_open(&dst, url), KL_OK);
+        assert_rc(store_copy(src, dst, &r), KL_OK);
+        assert_int_equal(r.to.entries, r.from.entries);
+        assert_string_equal(r.to.head_hash, r.from.head_hash);
+        assert_rc(store_audit_verify(dst, &n), KL_OK);
+        assert_int_equal(n, r.to.entries);
+        store_close(dst);
+    }
+    w.stop = 1;
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_rc(store_audit_verify(src, &n), KL_OK);
+    assert_true(n > r.from.entries);
+    store_close(src);
+}
+
+static void test_store_copy_live(void **state)
+{
+    fx *f = *state;
+    char p[700];
+    snprintf(p, sizeof p, "%s/live-source.db", f->dir);
+    copy_live(f, p, g_pg != NULL); /* SQLite -> the fixture's backend */
+}
+
 /* store_backup: a verified copy in a new file; never over an existing one; not for PostgreSQL. */
 static void test_store_backup(void **state)
 {
@@ -3962,6 +4036,7 @@ int main(void)
         T(test_checkpoint_wrong_key),
         T(test_checkpoint_threads),
         T(test_store_copy),
+        T(test_store_copy_live),
         T(test_store_backup),
     };
     /* SQLite files: formats, and files written by earlier versions */
