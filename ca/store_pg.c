@@ -63,10 +63,11 @@ typedef struct {
     db base; /* first */
     PGconn *pg;
     char *url;
-    unsigned gen;                  /* +1 per (re)connection: server-side statements live in one */
-    unsigned next_name;            /* server-side statement names kl1, kl2, ... */
-    int begin;                     /* a BEGIN not sent yet: 0 none, 1 write, 2 read */
-    int reading;                   /* the open transaction is a read transaction */
+    unsigned gen;       /* +1 per (re)connection: server-side statements live in one */
+    unsigned next_name; /* server-side statement names kl1, kl2, ... */
+    int begin;          /* a BEGIN not sent yet: 0 none, 1 write, 2 read */
+    int reading;        /* the open transaction is a read transaction */
+    int open; /* a transaction begun (pg_begin) and not ended: never continued on a new session */
     const char *pend[PG_PEND_MAX]; /* savepoint commands not sent yet, in order */
     int npend;
     int async;          /* a pipeline (a read transaction's COMMIT) whose answer is not read */
@@ -374,7 +375,11 @@ static int pg_in_tx(db *d)
     if (q->begin) {
         return 1; /* begun, not sent yet */
     }
-    if (pg_lost(q) || q->async) {
+    if (pg_lost(q)) {
+        q->open = 0; /* the server rolled it back; the caller ends it without a statement */
+        return 0;
+    }
+    if (q->async) {
         return 0; /* a read transaction's COMMIT is under way */
     }
     PGTransactionStatusType t = PQtransactionStatus(q->pg);
@@ -396,6 +401,7 @@ static kl_rc pg_begin(db *d, int write)
     }
     q->begin = write ? 1 : 2;
     q->reading = !write;
+    q->open = 1;
     return KL_OK;
 }
 
@@ -419,6 +425,7 @@ static kl_rc pg_commit(db *d)
     pg_db *q = pgd(d);
     int reading = q->reading;
     q->reading = 0;
+    q->open = 0;
     pg_idle(q);
     if (q->begin) {
         pg_pend_clear(q); /* no statement ran: nothing was sent, nothing to commit */
@@ -436,6 +443,7 @@ static void pg_rollback(db *d)
     int sent = !q->begin;
     pg_pend_clear(q);
     q->reading = 0;
+    q->open = 0;
     pg_idle(q);
     if (sent && !pg_lost(q) && PQtransactionStatus(q->pg) != PQTRANS_IDLE) {
         (void)pg_cmd_raw(q, "ROLLBACK");
@@ -786,6 +794,15 @@ static kl_rc pg_run(pg_stmt *s)
 {
     pg_db *q = pgd(s->base.conn);
     pg_idle(q);
+    if (q->open && !q->begin && pg_lost(q)) {
+        /* lost inside a transaction (also while the rows of an earlier statement were read): the
+         * rest of it must not run on a new session, outside it and its lock, committed alone */
+        q->base.err = DB_E_UNAVAILABLE;
+        return kl_fail(KL_EUNAVAIL,
+                       "store unavailable: the connection to %s was lost inside a transaction "
+                       "(nothing of it is stored)",
+                       q->base.name);
+    }
     if (!pg_in_tx(&q->base)) {
         /* a point read outside a transaction: reconnect first if the connection is gone */
         kl_rc rc = pg_ensure(q);

@@ -158,12 +158,52 @@ static void test_begin_deferred(void **state)
     drv->close(d);
 }
 
+/* The session killed while a write transaction's rows were still coming: the statements
+ * after it fail and nothing of the transaction is stored; none runs on a new session outside
+ * the transaction (without its BEGIN and lock: committed one by one). */
+static void test_lost_while_streaming(void **state)
+{
+    (void)state;
+    db *d = conn_open(), *k = conn_open();
+    db_stmt *rows = NULL, *ins = NULL;
+    int row = 0;
+    char sql[128];
+    assert_int_equal(drv->exec(d, "CREATE TABLE lost_rows (x BIGINT)"), KL_OK);
+    assert_int_equal(drv->begin(d, 1), KL_OK);
+    int64_t pid = one_int(d, "SELECT pg_backend_pid()::bigint");
+    assert_int_equal(
+        drv->prepare(d, "SELECT x::bigint, repeat('r', 2000) FROM generate_series(1, 100000) x",
+                     &rows),
+        KL_OK);
+    assert_int_equal(drv->step(rows, &row), KL_OK);
+    assert_int_equal(row, 1);
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld)::int::bigint", (long long)pid);
+    assert_int_equal(one_int(k, sql), 1);
+    drv->reset(rows); /* the rest of the rows: the connection ends under them */
+    assert_int_equal(drv->prepare(d, "INSERT INTO lost_rows VALUES (1)", &ins), KL_OK);
+    kl_rc rc = drv->step(ins, &row);
+    if (rc == KL_OK) {
+        rc = drv->commit(d);
+    } else {
+        drv->rollback(d);
+    }
+    assert_int_not_equal(rc, KL_OK);
+    assert_int_equal(one_int(k, "SELECT count(*)::bigint FROM lost_rows"), 0);
+    /* and the handle works again */
+    assert_int_equal(one_int(d, "SELECT 6::bigint"), 6);
+    drv->finalize(ins);
+    drv->finalize(rows);
+    drv->close(k);
+    drv->close(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prepared),
         cmocka_unit_test(test_rows_interleaved),
         cmocka_unit_test(test_begin_deferred),
+        cmocka_unit_test(test_lost_while_streaming),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
