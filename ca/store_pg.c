@@ -504,6 +504,18 @@ static kl_rc pg_schema_get(db *d, int64_t *version)
                      " WHERE schemaname = current_schema() AND tablename = 'keyline_meta'",
                      &n));
     if (n == 0) {
+        /* a store later on the search path: this role's own schema ("$user") comes first and
+         * would get an empty store of its own beside the shared one */
+        TRY(pg_int_query(q,
+                         "SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename ="
+                         " 'keyline_meta' AND schemaname = ANY (current_schemas(false))",
+                         &n));
+        ENSURE(n == 0, KL_EINPUT,
+               "store: %s: the keyline store is in a schema later on this role's search_path "
+               "than its first one (a schema of the role's own name?); refusing to create a "
+               "second store there: name the store's schema in the URL "
+               "(options=-csearch_path%%3DSCHEMA)",
+               d->name);
         TRY(pg_int_query(q,
                          "SELECT count(*) FROM pg_catalog.pg_class c JOIN"
                          " pg_catalog.pg_namespace s ON s.oid = c.relnamespace"

@@ -3873,6 +3873,47 @@ static void test_pg_open_errors(void **state)
     assert_null(s);
 }
 
+/* A second role whose own schema comes first on its search_path (the "$user" schema PostgreSQL
+ * 15's documentation recommends): it must not get an empty store of its own beside the shared
+ * one (two stores: serials, CRL numbers and audit chains apart). Naming the schema in the URL
+ * is still a store of its own, as documented. */
+static void test_pg_schema_shadow(void **state)
+{
+    fx *f = *state;
+    char role[80], sql[512], url[700];
+    store *s = NULL;
+    int64_t n = 0;
+    assert_rc(store_audit_append(f->s, "t", "note", "shared"), KL_OK);
+    snprintf(role, sizeof role, "%.60s_u", f->db);
+    snprintf(sql, sizeof sql,
+             "DO $$ BEGIN CREATE ROLE %s LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+             role);
+    assert_true(pg_admin(sql));
+    snprintf(sql, sizeof sql,
+             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO %s;"
+             " GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO %s;"
+             " CREATE SCHEMA %s AUTHORIZATION %s",
+             role, role, role, role);
+    assert_string_equal(pg_raw(f->path, sql, 0), "00");
+    snprintf(url, sizeof url, "postgresql:///%s?host=%s&port=%s&user=%s", f->db,
+             getenv("KL_TEST_PG_HOST"), getenv("KL_TEST_PG_PORT"), role);
+    assert_rc(store_open(&s, url), KL_EINPUT);
+    assert_msg_has("search_path");
+    assert_null(s);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_tables WHERE schemaname = '%s'", role);
+    PGconn *c = pg_connect(f->path);
+    PGresult *r = PQexec(c, sql);
+    assert_string_equal(PQgetvalue(r, 0, 0), "0");
+    PQclear(r);
+    PQfinish(c);
+    /* the schema named: a store of its own, on purpose */
+    snprintf(url + strlen(url), sizeof url - strlen(url), "&options=-csearch_path%%3D%s", role);
+    assert_rc(store_open(&s, url), KL_OK);
+    assert_rc(store_audit_verify(s, &n), KL_OK);
+    assert_int_equal(n, 0);
+    store_close(s);
+}
+
 /* Stop or start the whole cluster (tests/lib/pg.sh down|up). */
 static void pg_ctl(const char *what)
 {
@@ -4048,10 +4089,8 @@ int main(void)
     };
     /* the server */
     const struct CMUnitTest pg_tests[] = {
-        T(test_pg_open_errors),
-        T(test_pg_outage),
-        T(test_pg_lost_in_transaction),
-        T(test_pg_audit_event_indexes),
+        T(test_pg_open_errors),         T(test_pg_outage),        T(test_pg_lost_in_transaction),
+        T(test_pg_audit_event_indexes), T(test_pg_schema_shadow),
     };
     g_pg = getenv("KL_TEST_STORE_URL");
     if (g_pg && *g_pg) {
