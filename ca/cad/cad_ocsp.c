@@ -586,6 +586,18 @@ size_t cad_ocsp_request_key(OCSP_REQUEST *req, uint8_t key[CAD_OCSP_REQUEST_KEY_
         serial->length > CAD_OCSP_KEY_MAX - 40) {
         return 0;
     }
+    /* the pre-produced answer's CertID names SHA-1 with NULL parameters (OCSP_cert_id_new);
+     * RFC 3370 2.1 lets a client leave them out (or OpenSSL take others): such a request is
+     * answered live, its CertID echoed as sent, for a client that matches CertIDs byte for byte */
+    static const uint8_t sha1_null[] = {0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e,
+                                        0x03, 0x02, 0x1a, 0x05, 0x00};
+    uint8_t cid[128], *cp = cid;
+    int cl = i2d_OCSP_CERTID(OCSP_onereq_get0_id(one), NULL);
+    if (cl < 2 + (int)sizeof sha1_null || cl > (int)sizeof cid ||
+        i2d_OCSP_CERTID(OCSP_onereq_get0_id(one), &cp) != cl ||
+        memcmp(cid + 2, sha1_null, sizeof sha1_null) != 0) {
+        return 0;
+    }
     memcpy(key, ASN1_STRING_get0_data(nh), 20);
     memcpy(key + 20, ASN1_STRING_get0_data(kh), 20);
     memcpy(key + 40, serial->data, (size_t)serial->length);

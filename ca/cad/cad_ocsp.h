@@ -16,9 +16,10 @@ typedef struct cad_ocsp cad_ocsp;
 kl_rc cad_ocsp_new(cad *d, cad_ocsp **out) KL_WUR;
 void cad_ocsp_free(cad_ocsp *o);
 int cad_ocsp_lookup(cad_ocsp *o, OCSP_REQUEST *req, kl_buf *out);
-/* The lookup key of a request of the RFC 5019 shape (one certificate, SHA-1 CertID, no
- * extension): issuer name hash, issuer key hash, serial octets; its length (41..72), or 0 for
- * any other request (req NULL too). No allocation; fuzzed by fuzz/fuzz_ocsp.c. */
+/* The lookup key of a request of the RFC 5019 shape (one certificate, SHA-1 CertID with NULL
+ * parameters, as the pre-produced answers carry it, no extension): issuer name hash, issuer key
+ * hash, serial octets; its length (41..72), or 0 for any other request (req NULL too). No
+ * allocation; fuzzed by fuzz/fuzz_ocsp.c. */
 #define CAD_OCSP_REQUEST_KEY_MAX 72 /* name hash 20 + key hash 20 + serial (<= 32 octets) */
 size_t cad_ocsp_request_key(OCSP_REQUEST *req, uint8_t key[CAD_OCSP_REQUEST_KEY_MAX]);
 /* Wake the thread now (after a revocation this process made). */
