@@ -301,6 +301,10 @@ kl_rc store_copy(store *from, store *to, store_copy_report *r)
         return kl_fail(KL_EUSAGE, "store_copy: missing argument");
     }
     memset(r, 0, sizeof *r);
+    /* PostgreSQL's tables carry listing ids (cas, devices) that SQLite keeps as rowids */
+    ENSURE(sc_dialect(&from->w) != DB_PG || sc_dialect(&to->w) != DB_SQLITE, KL_EUSAGE,
+           "store migrate: a PostgreSQL store is not copied into SQLite; keep it with pg_dump "
+           "(docs/deployment.md)");
     a = calloc(1, sizeof *a);
     ENSURE(a, KL_EINTERNAL, "out of memory");
     a->r = r;
