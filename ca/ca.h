@@ -265,8 +265,10 @@ kl_rc ca_crlpart_catch_up(ca_ctx *ca, const char *label, size_t *count) KL_WUR;
 
 /* Answer an OCSP request (RFC 6960) for certificates of our CAs. Signed by a delegated OCSP
  * signer for the issuer if one is set up (see ca_ocsp_signer_ensure), else by the issuing CA.
- * Unknown issuers give an "unauthorized" response, not an error. */
-kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out) KL_WUR;
+ * nextUpdate is `validity` seconds after thisUpdate (0: one day; keyline-cad gives its [cad]
+ * ocsp-validity, as its pre-produced answers have). Unknown issuers give an "unauthorized"
+ * response, not an error. */
+kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, long validity, OCSP_RESPONSE **out) KL_WUR;
 /* Whether an OCSP request's extensions let it be answered (ca_ocsp_respond answers
  * malformedRequest when not): KL_EINPUT, the message saying why, for an extension marked
  * critical that is not understood (only the nonce is, and only in requestExtensions), or a

@@ -424,7 +424,7 @@ static int ca_ocsp_past_revocation(time_t revoked_at, time_t *now)
     return 1;
 }
 
-kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
+kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, long validity, OCSP_RESPONSE **out)
 {
     kl_rc rc = KL_OK;
     OCSP_BASICRESP *bs = NULL;
@@ -441,8 +441,9 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
     }
     bs = OCSP_BASICRESP_new();
     time_t now = time(NULL);
+    validity = validity > 0 ? validity : 86400;
     now_t = ASN1_TIME_set(NULL, now);
-    next_t = ASN1_TIME_set(NULL, now + 86400);
+    next_t = ASN1_TIME_set(NULL, now + validity);
     ENSURE(bs && now_t && next_t, KL_EINTERNAL, "out of memory");
     for (int i = 0; i < nreq; i++) {
         OCSP_CERTID *cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(req, i));
@@ -471,7 +472,7 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, OCSP_RESPONSE **out)
             OPENSSL_free(hex);
         }
         if (status == V_OCSP_CERTSTATUS_REVOKED && ca_ocsp_past_revocation(revoked_at, &now)) {
-            ENSURE_SSL(ASN1_TIME_set(now_t, now) && ASN1_TIME_set(next_t, now + 86400),
+            ENSURE_SSL(ASN1_TIME_set(now_t, now) && ASN1_TIME_set(next_t, now + validity),
                        KL_EINTERNAL, "out of memory");
         }
         ASN1_TIME_free(rev_t);

@@ -59,7 +59,8 @@ struct cad_rev {
     cad_ocsp_slot ocsp[CAD_OCSP_SLOTS];
     pthread_mutex_t upkeep_lock;
     time_t upkeep_at, warned_at;
-    cad_ocsp *pre; /* NULL: [cad] ocsp-preproduce = 0 */
+    cad_ocsp *pre;      /* NULL: [cad] ocsp-preproduce = 0 */
+    long ocsp_validity; /* [cad] ocsp-validity: live answers' too */
 };
 
 static void cad_rev_startup(cad_rev *r);
@@ -75,6 +76,12 @@ kl_rc cad_rev_new(cad *d, cad_rev **out)
         free(r);
         return kl_fail(KL_EINPUT, "[cad] ca-keys = %s: expected intermediates or all", keys);
     }
+    kl_rc rc =
+        kl_conf_get_long(d->conf, "cad", "ocsp-validity", 86400, 4, 7 * 86400, &r->ocsp_validity);
+    if (rc != KL_OK) {
+        free(r);
+        return rc;
+    }
     r->d = d;
     r->all_keys = strcmp(keys, "all") == 0;
     pthread_mutex_init(&r->crl_lock, NULL);
@@ -82,7 +89,7 @@ kl_rc cad_rev_new(cad *d, cad_rev **out)
     pthread_mutex_init(&r->upkeep_lock, NULL);
     cad_rev_startup(r);
     /* after start-up: the delegated signers the answers are signed with exist now */
-    kl_rc rc = cad_ocsp_new(d, &r->pre);
+    rc = cad_ocsp_new(d, &r->pre);
     if (rc != KL_OK) {
         cad_rev_free(r);
         return rc;
@@ -488,7 +495,8 @@ kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
         pthread_mutex_lock(&r->ocsp_lock);
         cad_ocsp_slot *slot = &r->ocsp[(key[0] | key[1] << 8) % CAD_OCSP_SLOTS];
         int hit = cacheable && slot->der && memcmp(slot->key, key, sizeof key) == 0 &&
-                  slot->epoch_sum == esum && now >= slot->at && now - slot->at < CAD_OCSP_TTL;
+                  slot->epoch_sum == esum && now >= slot->at && now - slot->at < CAD_OCSP_TTL &&
+                  now - slot->at < r->ocsp_validity / 2; /* never an answer near its end */
         if (hit) {
             rc = cap_put_bytes(out, CAP_T_OCSP_RESP, slot->der, slot->len);
         }
@@ -497,7 +505,7 @@ kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
             goto out;
         }
     }
-    TRY(ca_ocsp_respond(r->d->ca, req, &resp));
+    TRY(ca_ocsp_respond(r->d->ca, req, r->ocsp_validity, &resp));
     int n = i2d_OCSP_RESPONSE(resp, &enc);
     ENSURE_SSL(n > 0, KL_EINTERNAL, "i2d_OCSP_RESPONSE");
     TRY(cap_put_bytes(out, CAP_T_OCSP_RESP, enc, (size_t)n));

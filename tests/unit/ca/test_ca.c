@@ -448,7 +448,7 @@ static int ocsp_status(X509 *leaf, X509 *issuer, X509 *root, int *reason)
     OCSP_request_add0_id(req, id);
     OCSP_request_add1_nonce(req, NULL, 16);
     OCSP_RESPONSE *resp = NULL;
-    assert_int_equal(ca_ocsp_respond(g_ca, req, &resp), KL_OK);
+    assert_int_equal(ca_ocsp_respond(g_ca, req, 0, &resp), KL_OK);
     assert_int_equal(OCSP_response_status(resp), OCSP_RESPONSE_STATUS_SUCCESSFUL);
     OCSP_BASICRESP *bs = OCSP_response_get1_basic(resp);
     assert_non_null(bs);
@@ -487,7 +487,7 @@ static int ocsp_ext_status(X509 *leaf, X509 *issuer, const char *oid, const uint
     assert_int_equal(
         single ? OCSP_ONEREQ_add_ext(one, ext, -1) : OCSP_REQUEST_add_ext(req, ext, -1), 1);
     OCSP_RESPONSE *resp = NULL;
-    assert_int_equal(ca_ocsp_respond(g_ca, req, &resp), KL_OK);
+    assert_int_equal(ca_ocsp_respond(g_ca, req, 0, &resp), KL_OK);
     int status = OCSP_response_status(resp);
     assert_int_equal(status == OCSP_RESPONSE_STATUS_SUCCESSFUL,
                      ca_ocsp_request_check(req) == KL_OK);
@@ -592,7 +592,7 @@ static void test_ocsp_and_crl(void **state)
         OCSP_request_add0_id(big, OCSP_cert_to_id(EVP_sha1(), good, issuer));
     }
     OCSP_RESPONSE *bresp = NULL;
-    assert_int_equal(ca_ocsp_respond(g_ca, big, &bresp), KL_OK);
+    assert_int_equal(ca_ocsp_respond(g_ca, big, 0, &bresp), KL_OK);
     assert_int_equal(OCSP_response_status(bresp), OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
     OCSP_RESPONSE_free(bresp);
     OCSP_REQUEST_free(big);
