@@ -51,7 +51,8 @@ static kl_rc list_push(char ***items, size_t *n, size_t *cap, char *item)
 }
 
 /* The length of the item `line` starts with: a word, or for "device:" the rest of the line
- * up to a '#' (a device id may hold spaces, never '#'), its trailing blanks left out. */
+ * up to a '#' (a device id may hold spaces, never '#'), its trailing blanks left out (the
+ * blanks right after "device:" are dropped by the caller). */
 static size_t revoke_item_len(const char *line)
 {
     if (strncmp(line, "device:", 7) != 0) {
@@ -90,6 +91,10 @@ kl_rc ca_revoke_list_parse(char *text, size_t len, const char *name, char ***ite
                "device id with spaces: device:ID)",
                name, lineno, line);
         line[item] = 0;
+        if (strncmp(line, "device:", 7) == 0) { /* "device: HW1" names HW1, as a reader sees */
+            size_t blanks = strspn(line + 7, " \t");
+            memmove(line + 7, line + 7 + blanks, strlen(line + 7 + blanks) + 1);
+        }
         if (*line) {
             TRY(list_push(items, n, &cap, line));
         }

@@ -86,11 +86,14 @@ static void revoke_report(const store_revoke_req *rq, const store_revoke_result 
         snprintf(what, whatsz, "revoked %s", rq->items[0] + strlen("serial:"));
         return;
     }
-    printf("revoked %zu certificate%s (%s)%s", res->revoked, res->revoked == 1 ? "" : "s", reason,
-           res->already ? "; " : "\n");
+    printf("revoked %zu certificate%s (%s)", res->revoked, res->revoked == 1 ? "" : "s", reason);
     if (res->already) {
-        printf("%zu already revoked\n", res->already);
+        printf("; %zu already revoked", res->already);
     }
+    if (res->repeated) {
+        printf("; %zu named more than once (revoked once)", res->repeated);
+    }
+    printf("\n");
     snprintf(what, whatsz, "revoked %zu certificates", res->revoked);
 }
 
@@ -166,9 +169,9 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
         ENSURE(fflush(stdout) == 0, KL_EIO, "stdout: cannot write");
         fprintf(stderr,
                 "keyline-ca: dry run: would revoke %zu certificate%s (%s); %zu already revoked; "
-                "nothing changed\n",
+                "%zu named more than once; nothing changed\n",
                 res.revoked, res.revoked == 1 ? "" : "s",
-                ca_reason_name(rq->reason < 0 ? 0 : rq->reason), res.already);
+                ca_reason_name(rq->reason < 0 ? 0 : rq->reason), res.already, res.repeated);
         goto out;
     }
     revoke_report(rq, &res, what, sizeof what);

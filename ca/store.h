@@ -219,6 +219,7 @@ typedef struct {
 } store_revoke_req;
 typedef struct {
     size_t revoked, already;
+    size_t repeated; /* items that name a certificate an earlier item named (counted once) */
     char issuers[STORE_REVOKE_ISSUERS_MAX][129]; /* whose certificates were revoked */
     size_t n_issuers;
 } store_revoke_result;

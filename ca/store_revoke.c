@@ -424,7 +424,7 @@ static kl_rc rv_list(store_conn *c, rv_arg *a)
             continue; /* already revoked (counted) */
         }
         if (i > 0 && k[i].id == k[i - 1].id) {
-            a->res->already++; /* named twice: revoked by its first mention */
+            a->res->repeated++; /* named twice: revoked by its first mention */
             continue;
         }
         TRY(a->req->preview ? rv_preview(a, k[i].serial, a->iss[k[i].iss])

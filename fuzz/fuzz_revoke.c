@@ -49,7 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t len = strlen(it);
             int dev = strncmp(it, "device:", 7) == 0;
             if (it < text || it >= text + size || !len || strpbrk(it, "\n#") ||
-                (!dev && strpbrk(it, " \t\r")) || strchr(" \t\r", it[len - 1])) {
+                (!dev && strpbrk(it, " \t\r")) || strchr(" \t\r", it[len - 1]) ||
+                (dev && it[7] && strchr(" \t", it[7]))) {
                 abort();
             }
         }

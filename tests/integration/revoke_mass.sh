@@ -64,7 +64,7 @@ kca revoke --from "$D/bad.txt" --dry-run > /dev/null 2> "$D/bad.out" && die "a d
 grep -q "bad.txt item 14" "$D/bad.out" || die "the dry run's refusal: $(cat "$D/bad.out")"
 kca revoke --from "$D/list.txt" --reason keyCompromise --dry-run > "$D/dry.out" 2> "$D/dry.err" ||
     die "revoke --from --dry-run: $(cat "$D/dry.err")"
-grep -q "dry run: would revoke 13 certificates (keyCompromise); 0 already revoked; nothing changed" "$D/dry.err" ||
+grep -q "dry run: would revoke 13 certificates (keyCompromise); 0 already revoked; 0 named more than once; nothing changed" "$D/dry.err" ||
     die "dry run said: $(cat "$D/dry.err")"
 for i in $(seq 1 13); do echo "$(serial_of "$D/a$i.pem") field1"; done | sort > "$D/dry.want"
 sort "$D/dry.out" | cmp -s - "$D/dry.want" || die "dry run listed: $(cat "$D/dry.out")"
@@ -128,6 +128,18 @@ printf 'device:Line 3 unit 42  # spaces inside the id\r\n' | kca revoke --from -
 echo "Line 3 unit 42" | kca revoke --from - > "$D/hs.out" 2>&1 && die "an unprefixed id with spaces was accepted"
 grep -q "line 1: more than one item .*device:ID" "$D/hs.out" || die "the refusal: $(cat "$D/hs.out")"
 ok "revoke --from: device:ID takes a device id with spaces (to a '#', blanks after it left out); unprefixed, refused with the hint"
+# blanks after "device:" are not part of the id; one certificate named twice (its serial in
+# two spellings, and its device) is revoked once and reported as named more than once, not as
+# already revoked
+printf 'device: \tLine 3 unit 42\n' | kca revoke --from - --dry-run > "$D/hs.out" 2> "$D/hs.err" ||
+    die "device: Line 3 unit 42: $(cat "$D/hs.err")"
+[ "$(cat "$D/hs.out")" = "$(serial_of "$D/hs.pem") factory1" ] || die "device: Line 3 unit 42 listed: $(cat "$D/hs.out")"
+hs=$(serial_of "$D/hs.pem")
+printf '%s\n0x%s\ndevice:Line 3 unit 42\n' "$hs" "$(tr 'A-F' 'a-f' <<<"$hs")" |
+    kca revoke --from - > "$D/hs.out" 2>&1 || die "the same certificate three times: $(cat "$D/hs.out")"
+grep -q "^revoked 1 certificate (unspecified); 2 named more than once (revoked once)$" "$D/hs.out" ||
+    die "the same certificate three times: $(cat "$D/hs.out")"
+ok "revoke --from: 'device: ID' names ID; a certificate named three ways is revoked once, reported as named more than once"
 
 # the batch: issued in [T1, T2] only
 sleep 1.1
