@@ -159,21 +159,34 @@ open(out, "w").write("\n".join(text) + "\n")
 PY
 }
 
+# cm_port_taken LOG: the daemon that wrote LOG stopped because its port was taken meanwhile
+# (cm_free_port's port is free when chosen; a test running beside this one may bind it first)
+cm_port_taken() { tail -n 3 "$1" | grep -q "Address already in use"; }
+
 # cm_cad_start NAME: keyline-cad with cad-NAME.conf (socket cad-NAME.sock, TLS on a free port
-# CM_PORT[NAME], kept across restarts), until it answers; CM_PID[NAME]
+# CM_PORT[NAME], kept across restarts), until it answers; CM_PID[NAME]. A first start whose
+# port another process took meanwhile tries another one (at most 3 in all).
 cm_cad_start() {
-  local n=$1 i
-  [ -n "${CM_PORT[$n]:-}" ] || CM_PORT[$n]=$(cm_free_port)
-  cm_conf "cad-$n.conf" "[cad] socket = cad-$n.sock" "[cad] listen = 127.0.0.1:${CM_PORT[$n]}" \
-    "[cad] tls-cert = cad-chain.pem" "[cad] tls-key = cad.key" "[cad] tls-client-ca = client-ca.pem"
-  "$KL_BIN/keyline-cad" -c "cad-$n.conf" >>"cad-$n.log" 2>&1 &
-  CM_PID[$n]=$!
-  for i in $(seq 1 100); do
-    "$CC" "cad-$n.sock" hello version=1 >/dev/null 2>&1 && return 0
-    kill -0 "${CM_PID[$n]}" 2>/dev/null || fail "keyline-cad $n exited during start-up"
-    sleep 0.1
+  local n=$1 i try fresh=0
+  [ -n "${CM_PORT[$n]:-}" ] || { CM_PORT[$n]=$(cm_free_port); fresh=1; }
+  for try in 1 2 3; do
+    cm_conf "cad-$n.conf" "[cad] socket = cad-$n.sock" "[cad] listen = 127.0.0.1:${CM_PORT[$n]}" \
+      "[cad] tls-cert = cad-chain.pem" "[cad] tls-key = cad.key" "[cad] tls-client-ca = client-ca.pem"
+    "$KL_BIN/keyline-cad" -c "cad-$n.conf" >>"cad-$n.log" 2>&1 &
+    CM_PID[$n]=$!
+    for i in $(seq 1 100); do
+      "$CC" "cad-$n.sock" hello version=1 >/dev/null 2>&1 && return 0
+      if ! kill -0 "${CM_PID[$n]}" 2>/dev/null; then
+        if [ $fresh = 1 ] && [ $try -lt 3 ] && cm_port_taken "cad-$n.log"; then
+          CM_PORT[$n]=$(cm_free_port)
+          continue 2
+        fi
+        fail "keyline-cad $n exited during start-up"
+      fi
+      sleep 0.1
+    done
+    fail "keyline-cad $n did not answer"
   done
-  fail "keyline-cad $n did not answer"
 }
 
 # cm_cad_stop NAME: SIGTERM, exit 0
@@ -191,19 +204,24 @@ cm_tls() { echo "tls:127.0.0.1:${CM_PORT[$1]}"; }
 # cm_est_start N CADLIST [TLS-FRONT-END]: keyline-estd N on a free port (CM_PORT[estN]) asking
 # the daemons in CADLIST, with the client certificate TLS-FRONT-END (est2) for tls: addresses
 cm_est_start() {
-  local n=$1 list=$2 fe=${3:-} i
-  CM_PORT[est$n]=$(cm_free_port)
+  local n=$1 list=$2 fe=${3:-} i try
   local extra=()
   [ -z "$fe" ] || extra=("[est] cad-tls-cert = $fe.crt" "[est] cad-tls-key = $fe.key" "[est] cad-tls-ca = root1.pem")
-  cm_conf "est$n.conf" "[est] listen = 127.0.0.1:${CM_PORT[est$n]}" "[est] cad = $list" "${extra[@]}"
-  env -u KEYLINE_PIN "$KL_BIN/keyline-estd" -c "est$n.conf" >>"est$n.log" 2>&1 &
-  CM_PID[est$n]=$!
-  for i in $(seq 1 150); do
-    curl -sf --cacert root1.pem "https://127.0.0.1:${CM_PORT[est$n]}/healthz" >/dev/null 2>&1 && return 0
-    kill -0 "${CM_PID[est$n]}" 2>/dev/null || fail "keyline-estd $n exited during start-up"
-    sleep 0.1
+  for try in 1 2 3; do
+    CM_PORT[est$n]=$(cm_free_port)
+    cm_conf "est$n.conf" "[est] listen = 127.0.0.1:${CM_PORT[est$n]}" "[est] cad = $list" "${extra[@]}"
+    env -u KEYLINE_PIN "$KL_BIN/keyline-estd" -c "est$n.conf" >>"est$n.log" 2>&1 &
+    CM_PID[est$n]=$!
+    for i in $(seq 1 150); do
+      curl -sf --cacert root1.pem "https://127.0.0.1:${CM_PORT[est$n]}/healthz" >/dev/null 2>&1 && return 0
+      if ! kill -0 "${CM_PID[est$n]}" 2>/dev/null; then
+        [ $try -lt 3 ] && cm_port_taken "est$n.log" && continue 2
+        fail "keyline-estd $n exited during start-up"
+      fi
+      sleep 0.1
+    done
+    fail "keyline-estd $n did not answer"
   done
-  fail "keyline-estd $n did not answer"
 }
 
 # cm_station_conf N CADLIST [TLS-FRONT-END]: stN.conf, results stN.jsonl
