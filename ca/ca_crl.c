@@ -473,7 +473,7 @@ static kl_rc crl_der(ca_ctx *ca, const char *issuer, time_t next_update, int reu
         TRY(store_crlpart_last(ca->st, label, &last));
         ENSURE(sc.part <= last, KL_ENOTFOUND, "CA %s has no CRL partition %lld", label,
                (long long)sc.part);
-        TRY(ca_crlpart_url(ca, label, sc.part, sc.idp, sizeof sc.idp));
+        TRY(ca_crlpart_dp_url(ca, label, sc.part, sc.idp, sizeof sc.idp));
     }
     /* signed again when the store refused it: with the next number when another CRL took
      * ours, with the entries read again when a revocation came in meanwhile, a second later

@@ -143,6 +143,13 @@ kl_rc ca_crlpart_url(ca_ctx *ca, const char *label, int64_t part, char *out, siz
     return KL_OK;
 }
 
+kl_rc ca_crlpart_dp_url(ca_ctx *ca, const char *label, int64_t part, char *out, size_t outlen)
+{
+    char now[1024];
+    kl_rc rc = ca_crlpart_url(ca, label, part, now, sizeof now);
+    return rc == KL_OK ? store_crlpart_url(ca->st, label, part, now, out, outlen) : rc;
+}
+
 kl_rc ca_crlpart_dpname(const char *url, DIST_POINT_NAME **out)
 {
     kl_rc rc = KL_OK;
@@ -207,7 +214,7 @@ kl_rc ca_crlpart_assign(ca_ctx *ca, const char *label, X509 *cert, int64_t *part
         return KL_OK;
     }
     TRY(store_crlpart_current(ca->st, label, n, part));
-    TRY(ca_crlpart_url(ca, label, *part, url, sizeof url));
+    TRY(ca_crlpart_dp_url(ca, label, *part, url, sizeof url));
     TRY(crlpart_cdp_set(cert, url));
     *size = n;
 out:

@@ -187,6 +187,10 @@ kl_rc ca_crlpart_size(ca_ctx *ca, const char *label, int64_t *size) KL_WUR;
 kl_rc ca_crlpart_conf_check(ca_ctx *ca) KL_WUR;
 kl_rc ca_crlpart_name_parse(const char *name, char *label, size_t label_sz, int64_t *part) KL_WUR;
 kl_rc ca_crlpart_url(ca_ctx *ca, const char *label, int64_t part, char *out, size_t outlen) KL_WUR;
+/* ca_crlpart_dp_url: the distribution point partition K's certificates and CRL name: the URL
+ * recorded for it in the store, else ca_crlpart_url's, recorded now (store_crlpart_url). */
+kl_rc ca_crlpart_dp_url(ca_ctx *ca, const char *label, int64_t part, char *out,
+                        size_t outlen) KL_WUR;
 kl_rc ca_crlpart_dpname(const char *url, DIST_POINT_NAME **out) KL_WUR;
 kl_rc ca_crlpart_assign(ca_ctx *ca, const char *label, X509 *cert, int64_t *part,
                         int64_t *size) KL_WUR;

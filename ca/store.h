@@ -255,6 +255,11 @@ kl_rc store_crlpart_last(store *s, const char *issuer, int64_t *last) KL_WUR;
 /* How many certificates of partition `part` of `issuer` are revoked (it only grows: a
  * revocation is never undone): keyline-cad keeps a partition's CRL while it stays the same. */
 kl_rc store_crlpart_revoked_count(store *s, const char *issuer, int64_t part, int64_t *n) KL_WUR;
+/* store_crlpart_url: the distribution point URL of partition `part` of `issuer`, as recorded
+ * by the first certificate or CRL that named it; url_now is recorded when none is (schema step
+ * 17). A partition keeps its URL for good, so its certificates and its CRL always agree. */
+kl_rc store_crlpart_url(store *s, const char *issuer, int64_t part, const char *url_now, char *out,
+                        size_t outlen) KL_WUR;
 
 /* Certificates of `issuer` with status pending and created before `older_than`. */
 kl_rc store_cert_list_pending(store *s, time_t older_than, store_cert_cb cb, void *arg) KL_WUR;

@@ -35,6 +35,12 @@ static const store_q q_cp_count = {
     " WHERE p.issuer = ?1 AND p.part = ?2 AND c.status = 'revoked'",
     NULL};
 static const store_q q_cp_of = {"SELECT part FROM crl_partition_certs WHERE serial = ?1", NULL};
+/* schema step 17: the distribution point each partition's certificates and CRL name */
+static const store_q q_cp_url = {
+    "SELECT url FROM crl_partition_urls WHERE issuer = ?1 AND part = ?2", NULL};
+static const store_q q_cp_url_add = {"INSERT INTO crl_partition_urls (issuer, part, url)"
+                                     " VALUES (?1, ?2, ?3) ON CONFLICT (issuer, part) DO NOTHING",
+                                     NULL};
 
 typedef struct {
     const char *issuer;
@@ -240,5 +246,68 @@ kl_rc store_crlpart_revoked_count(store *s, const char *issuer, int64_t part, in
     cp_count_arg a = {issuer, part, 0};
     kl_rc rc = store_read(s, cp_count_tx, &a);
     *n = a.n;
+    return rc;
+}
+
+typedef struct {
+    const char *issuer, *url_now;
+    int64_t part;
+    char *url; /* the recorded one, malloc'd */
+} cp_url_arg;
+
+static int row_url(db_stmt *st, void *out)
+{
+    cp_url_arg *a = out;
+    free(a->url);
+    a->url = NULL;
+    return col_str(st, 0, &a->url) == 0 && a->url ? 0 : -1;
+}
+
+static kl_rc cp_url_get_tx(store_conn *c, void *arg)
+{
+    cp_url_arg *a = arg;
+    return cp_rows(c, &q_cp_url, a->issuer, a->part, row_url, a,
+                   "read the CRL partition's distribution point");
+}
+
+/* Record url_now unless another process recorded one first, then read what is recorded. */
+static kl_rc cp_url_add_tx(store_conn *c, void *arg)
+{
+    cp_url_arg *a = arg;
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    TRY(sc_stmt(c, &q_cp_url_add, &st));
+    TRY(sc_text(st, 1, a->issuer));
+    TRY(sc_int(st, 2, a->part));
+    TRY(sc_text(st, 3, a->url_now));
+    TRY(sc_run(st, "record the CRL partition's distribution point"));
+    sc_done(st);
+    st = NULL;
+    TRY(cp_url_get_tx(c, a));
+out:
+    sc_done(st);
+    return rc;
+}
+
+kl_rc store_crlpart_url(store *s, const char *issuer, int64_t part, const char *url_now, char *out,
+                        size_t outlen)
+{
+    if (!s || !issuer || part < 0 || !url_now || !out || outlen == 0) {
+        return kl_fail(KL_EUSAGE, "store_crlpart_url: missing argument");
+    }
+    cp_url_arg a = {.issuer = issuer, .url_now = url_now, .part = part};
+    kl_rc rc = store_read(s, cp_url_get_tx, &a);
+    /* a write once per partition: the first certificate or CRL that names it */
+    if (rc == KL_OK && !a.url) {
+        rc = store_write(s, cp_url_add_tx, &a);
+    }
+    if (rc == KL_OK && (!a.url || strlen(a.url) >= outlen)) {
+        rc = kl_fail(KL_EINTERNAL, "CRL partition %lld of %s: no distribution point recorded",
+                     (long long)part, issuer);
+    }
+    if (rc == KL_OK) {
+        memcpy(out, a.url, strlen(a.url) + 1);
+    }
+    free(a.url);
     return rc;
 }

@@ -492,6 +492,30 @@
     "CREATE INDEX IF NOT EXISTS audit_ceremony_events ON audit(seq)"                               \
     " WHERE " AUDIT_CEREMONY_EVENTS ";"
 
+/* Version 17: the distribution point URL of each CRL partition, recorded by the first
+ * certificate or CRL that names the partition ([ca] crl-url as it was then): a crl-url change
+ * applies from the next partition on, and a partition's CRL names in its
+ * issuingDistributionPoint what its certificates name (RFC 5280 5.2.5), whatever the
+ * configuration says later. Never changed once written. A table of its own (no ALTER TABLE):
+ * the step can run again. */
+#define CU_TABLE(INT)                                                                              \
+    "CREATE TABLE IF NOT EXISTS crl_partition_urls ("                                              \
+    " issuer TEXT NOT NULL,"                                                                       \
+    " part " INT " NOT NULL CHECK (part >= 0),"                                                    \
+    " url TEXT NOT NULL,"                                                                          \
+    " PRIMARY KEY (issuer, part));"
+#define SQ_CRL_PARTITION_URLS                                                                      \
+    CU_TABLE("INTEGER")                                                                            \
+    "CREATE TRIGGER IF NOT EXISTS crl_partition_urls_no_update BEFORE UPDATE ON"                   \
+    " crl_partition_urls BEGIN SELECT RAISE(ABORT, 'CRL partitions are never changed'); END;"      \
+    "CREATE TRIGGER IF NOT EXISTS crl_partition_urls_no_delete BEFORE DELETE ON"                   \
+    " crl_partition_urls BEGIN SELECT RAISE(ABORT, 'CRL partitions are never changed'); END;"
+#define PG_CRL_PARTITION_URLS                                                                      \
+    CU_TABLE("BIGINT")                                                                             \
+    "CREATE OR REPLACE TRIGGER crl_partition_urls_no_change BEFORE UPDATE OR DELETE ON"            \
+    " crl_partition_urls FOR EACH ROW EXECUTE FUNCTION kl_refuse('CRL partitions are never "       \
+    "changed');"
+
 /* ---- the steps ---- */
 
 const store_schema_step store_schema_steps[] = {
@@ -530,5 +554,7 @@ const store_schema_step store_schema_steps[] = {
     /* 16: the officer and ceremony entries of the audit log in indexes of their own */
     {"index the officer and ceremony audit entries", AUDIT_EVENT_INDEXES, AUDIT_EVENT_INDEXES,
      NULL},
+    /* 17: the distribution point URL of each CRL partition */
+    {"add the crl_partition_urls table", SQ_CRL_PARTITION_URLS, PG_CRL_PARTITION_URLS, NULL},
 };
 const size_t store_schema_nsteps = sizeof store_schema_steps / sizeof store_schema_steps[0];

@@ -71,11 +71,48 @@ ok "each device names its partition's CRL (3 a partition, 4 partitions); a CA wi
 sed 's|^crl-url = .*|crl-url = http://127.0.0.1:8080/p/{issuer}-{partition}.der|' "$KL_CONF" > "$D/part.conf"
 "$BIN/keyline-ca" -c "$D/part.conf" issue --issuer fleet1 --template device-ldevid --csr "$D/dev.csr" \
     --out "$D/d11.pem" > /dev/null 2>&1 || die "issue with {partition} in crl-url"
-[ "$(cdp_of "$D/d11.pem")" = "http://127.0.0.1:8080/p/fleet1-3.der" ] || die "d11: CDP $(cdp_of "$D/d11.pem")"
+# d11 goes into partition 3 beside d10, which named its CRL by the old crl-url: the partition
+# keeps the URL recorded with it, or its CRL would be out of the scope of one of the two
+[ "$(cdp_of "$D/d11.pem")" = "$BASE/fleet1/3.crl" ] || die "d11: CDP $(cdp_of "$D/d11.pem")"
 "$BIN/keyline-ca" -c "$D/part.conf" issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" \
     > /dev/null 2> "$D/p.err" && die "{partition} in crl-url for a CA without partitions"
 grep -q "crl-partition-size" "$D/p.err" || die "refusal: $(cat "$D/p.err")"
+# a crl-url change applies from the next partition on (fleet2, 2 a partition): f1 under the old
+# URL, f2 in the same partition under the new one keeps the old, f3 opens partition 1 under the
+# new; each partition's CRL names what its certificates name, and covers them (openssl)
+kca ca create --label fleet2 --template field-ca --subject "CN=Keyline Fleet CA 2,O=Keyline Test" \
+    --issuer root1 >/dev/null
+printf '\n[ca fleet2]\ncrl-partition-size = 2\n' | tee -a "$KL_CONF" >> "$D/part.conf"
+kca ca cert --label fleet2 | cat "$D/root1.pem" - > "$D/chain2.pem"
+kca issue --issuer fleet2 --template device-ldevid --csr "$D/dev.csr" --out "$D/f1.pem" >/dev/null
+for f in f2 f3; do
+    "$BIN/keyline-ca" -c "$D/part.conf" issue --issuer fleet2 --template device-ldevid \
+        --csr "$D/dev.csr" --out "$D/$f.pem" > /dev/null || die "issue $f with the new crl-url"
+done
+for f in "f1 $BASE/fleet2/0.crl" "f2 $BASE/fleet2/0.crl" "f3 http://127.0.0.1:8080/p/fleet2-1.der"; do
+    set -- $f
+    [ "$(cdp_of "$D/$1.pem")" = "$2" ] || die "$1: CDP $(cdp_of "$D/$1.pem"), expected $2"
+done
+[ "$(q "SELECT url FROM crl_partition_urls WHERE issuer = 'fleet2' ORDER BY part")" = \
+  "$BASE/fleet2/0.crl
+http://127.0.0.1:8080/p/fleet2-1.der" ] || die "crl_partition_urls: $(q "SELECT * FROM crl_partition_urls")"
+q "UPDATE crl_partition_urls SET url = 'http://evil/' WHERE issuer = 'fleet2'" 2>/dev/null &&
+    die "a partition's recorded URL was changed"
+"$BIN/keyline-ca" -c "$D/part.conf" revoke --serial "$(serial_of "$D/f2.pem")" > /dev/null 2>&1 ||
+    die "revoke f2"
+"$BIN/keyline-ca" -c "$D/part.conf" crl --issuer fleet2 --partition 0 > "$D/f0.crl" || die "crl fleet2/0"
+openssl crl -in "$D/f0.crl" -noout -text | grep -A2 "Issuing Distribution Point" |
+    grep -q "URI:$BASE/fleet2/0.crl\$" || die "fleet2/0's CRL does not name its recorded URL"
+openssl verify -crl_check -CAfile "$D/chain2.pem" -CRLfile "$D/f0.crl" "$D/f1.pem" > "$D/v.txt" 2>&1 ||
+    die "f1 with its partition's CRL: $(cat "$D/v.txt")"
+openssl verify -crl_check -CAfile "$D/chain2.pem" -CRLfile "$D/f0.crl" "$D/f2.pem" > "$D/v.txt" 2>&1 &&
+    die "revoked f2 verifies"
+grep -q "certificate revoked" "$D/v.txt" || die "f2: $(cat "$D/v.txt")"
+"$BIN/keyline-ca" -c "$D/part.conf" crl --issuer fleet2 --partition 1 > "$D/f1.crl" || die "crl fleet2/1"
+openssl crl -in "$D/f1.crl" -noout -text | grep -A2 "Issuing Distribution Point" |
+    grep -q "URI:http://127.0.0.1:8080/p/fleet2-1.der\$" || die "fleet2/1's CRL IDP"
 ok "crl-url with {partition}: the partition where it says; a CA without the setting is refused"
+ok "a crl-url change applies from the next partition on: a partition's CRL and certificates keep the URL recorded with it"
 
 # the settings are checked when a program opens the CA, not at its first issuance
 sed 's|^crl-partition-size = 3$|crl-partition-size = abc|' "$KL_CONF" > "$D/bad.conf"

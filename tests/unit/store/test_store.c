@@ -35,7 +35,7 @@
 static EVP_PKEY *g_key;
 static const char *g_pg; /* KL_TEST_STORE_URL: PostgreSQL mode */
 
-#define SCHEMA_VERSION 16 /* what store_open makes of any older file */
+#define SCHEMA_VERSION 17 /* what store_open makes of any older file */
 /* SQL that takes a current file back to version 5's tables (the triggers go with them) */
 #define DROP_V6                                                                                    \
     "DROP TABLE audit_key; DROP TABLE audit_checkpoints; DROP TABLE images;"                       \

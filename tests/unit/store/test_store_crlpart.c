@@ -4,7 +4,7 @@
  * (KL_EEXIST: nothing recorded) and no partition ever holds more than its size, whoever races
  * (four processes on one store file); a partition's revoked stream lists its own certificates
  * alone, in serial order; the partitions touched by revocations since a time; a certificate's
- * partition; a partition's revoked count. */
+ * partition; a partition's revoked count; a partition's distribution point, recorded once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -191,12 +191,42 @@ static void test_race(void **state)
     assert_int_equal(store_open(&f->s, f->path), KL_OK);
 }
 
+/* A partition's distribution point: the first URL asked with is recorded and kept, whatever
+ * the next callers would name (a crl-url change); per partition and CA; bad arguments. */
+static void test_url(void **state)
+{
+    fx *f = *state;
+    char url[64];
+    assert_int_equal(store_crlpart_url(f->s, "fleet", 0, "http://a/0.crl", url, sizeof url), KL_OK);
+    assert_string_equal(url, "http://a/0.crl");
+    assert_int_equal(store_crlpart_url(f->s, "fleet", 0, "http://b/0.crl", url, sizeof url), KL_OK);
+    assert_string_equal(url, "http://a/0.crl");
+    assert_int_equal(store_crlpart_url(f->s, "fleet", 1, "http://b/1.crl", url, sizeof url), KL_OK);
+    assert_string_equal(url, "http://b/1.crl");
+    assert_int_equal(store_crlpart_url(f->s, "other", 0, "http://c/0.crl", url, sizeof url), KL_OK);
+    assert_string_equal(url, "http://c/0.crl");
+    assert_int_equal(store_crlpart_url(f->s, "fleet", 0, "http://b/0.crl", url, 4), KL_EINTERNAL);
+    assert_int_equal(store_crlpart_url(f->s, "fleet", -1, "http://b/0.crl", url, sizeof url),
+                     KL_EUSAGE);
+    /* never changed once written (the step's triggers) */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_not_equal(
+        sqlite3_exec(db, "UPDATE crl_partition_urls SET url = 'x'", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db, "DELETE FROM crl_partition_urls", NULL, NULL, NULL),
+                         SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(store_crlpart_url(f->s, "fleet", 0, "http://b/0.crl", url, sizeof url), KL_OK);
+    assert_string_equal(url, "http://a/0.crl");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_url, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
