@@ -367,6 +367,89 @@ typedef struct {
     const char *csr_sn;
 } tpl_subj;
 
+/* The name of an ASN.1 string type as X.680 and X.520 write it, for refusals. */
+static const char *tpl_string_type_name(int type)
+{
+    switch (type) {
+    case V_ASN1_PRINTABLESTRING: return "PrintableString";
+    case V_ASN1_UTF8STRING: return "UTF8String";
+    case V_ASN1_BMPSTRING: return "BMPString";
+    case V_ASN1_UNIVERSALSTRING: return "UniversalString";
+    case V_ASN1_T61STRING: return "TeletexString";
+    case V_ASN1_IA5STRING: return "IA5String";
+    case V_ASN1_VISIBLESTRING: return "VisibleString";
+    case V_ASN1_NUMERICSTRING: return "NumericString";
+    default: return ASN1_tag2str(type);
+    }
+}
+
+/* RFC 5280 Appendix A: X520SerialNumber ::= PrintableString (SIZE (1..ub-serial-number)), and
+ * countryName a PrintableString too. A CSR's value of another string type (UTF8String from
+ * mbed TLS 2, BMPString) is taken when every character is one PrintableString has (it is
+ * re-encoded as one); otherwise the refusal names the first character that is not, and the
+ * type the CSR gave. */
+static kl_rc tpl_printable_check(int nid, int type, const unsigned char *u, int ulen)
+{
+    char ch[16], b1[80];
+    int i = 0;
+    while (i < ulen && tpl_printable((const char *)u + i, 1)) {
+        i++;
+    }
+    if (i == ulen) {
+        return KL_OK;
+    }
+    int n = 1; /* the whole UTF-8 sequence of the character */
+    while (i + n < ulen && n < 4 && (u[i + n] & 0xc0) == 0x80) {
+        n++;
+    }
+    if (u[i] == ' ' || (u[i] >= 0x21 && u[i] < 0x7f)) {
+        snprintf(ch, sizeof ch, "'%c'", u[i]);
+    } else {
+        int k = 0;
+        for (int j = 0; j < n; j++) {
+            k += snprintf(ch + k, sizeof ch - (size_t)k, "%s%02X", j ? " " : "bytes ", u[i + j]);
+        }
+    }
+    tpl_safe(u, (size_t)ulen, b1, sizeof b1);
+    if (type == V_ASN1_PRINTABLESTRING) {
+        return kl_fail(KL_EPOLICY,
+                       "subject %s '%s' has %s, which PrintableString does not have (A-Z a-z "
+                       "0-9, space and '()+,-./:=?)",
+                       OBJ_nid2sn(nid), b1, ch);
+    }
+    return kl_fail(KL_EPOLICY,
+                   "subject %s '%s' is a %s with %s, which PrintableString does not have: %s "
+                   "must be a PrintableString (A-Z a-z 0-9, space and '()+,-./:=?)",
+                   OBJ_nid2sn(nid), b1, tpl_string_type_name(type), ch, OBJ_nid2sn(nid));
+}
+
+/* One attribute value as the policy reads it: a valid string (*u: its UTF-8, NUL-terminated,
+ * the caller frees it) of printable characters within the attribute's length limit;
+ * serialNumber and C also within PrintableString's alphabet. */
+static kl_rc tpl_attr_value(int nid, const ASN1_STRING *d, unsigned char **u, int *ulen)
+{
+    kl_rc rc = KL_OK;
+    *u = NULL;
+    *ulen = ASN1_STRING_to_UTF8(u, d);
+    ENSURE_SSL(*ulen >= 0, KL_EINPUT, "subject %s is not a valid %s", OBJ_nid2sn(nid),
+               tpl_string_type_name(ASN1_STRING_type(d)));
+    ENSURE(*ulen > 0, KL_EPOLICY, "subject %s is empty", OBJ_nid2sn(nid));
+    int chars = 0;
+    for (int k = 0; k < *ulen; k++) {
+        ENSURE((*u)[k] >= 0x20 && (*u)[k] != 0x7f, KL_EPOLICY,
+               "subject %s contains a control character", OBJ_nid2sn(nid));
+        chars += ((*u)[k] & 0xc0) != 0x80;
+    }
+    ENSURE(chars <= tpl_attr_max(nid), KL_EPOLICY,
+           "subject %s is %d characters long, more than the %d it may have", OBJ_nid2sn(nid), chars,
+           tpl_attr_max(nid));
+    if (nid == NID_serialNumber || nid == NID_countryName) {
+        TRY(tpl_printable_check(nid, ASN1_STRING_type(d), *u, *ulen));
+    }
+out:
+    return rc;
+}
+
 /* One attribute of the source subject: allowed by the template, not repeated, a valid string of
  * printable characters within the attribute's length limit; kept in `s`. */
 static kl_rc tpl_subject_attr_take(const tpl *t, const X509_NAME_ENTRY *e, tpl_subj *s)
@@ -387,23 +470,14 @@ static kl_rc tpl_subject_attr_take(const tpl *t, const X509_NAME_ENTRY *e, tpl_s
         ENSURE(s->nids[j] != nid || nid == NID_organizationalUnitName || nid == NID_domainComponent,
                KL_EPOLICY, "subject has %s more than once", OBJ_nid2sn(nid));
     }
-    const ASN1_STRING *d = X509_NAME_ENTRY_get_data(e);
     unsigned char *u = NULL;
-    int ulen = ASN1_STRING_to_UTF8(&u, d);
-    ENSURE_SSL(ulen >= 0, KL_EINPUT, "subject %s is not a valid string", OBJ_nid2sn(nid));
-    s->utf8[s->count] = u;
+    int ulen = 0;
+    rc = tpl_attr_value(nid, X509_NAME_ENTRY_get_data(e), &u, &ulen);
+    s->utf8[s->count] = u; /* freed with the others, whatever rc is */
     s->nids[s->count] = nid;
     s->lens[s->count] = ulen;
     s->count++;
-    ENSURE(ulen > 0, KL_EPOLICY, "subject %s is empty", OBJ_nid2sn(nid));
-    int chars = 0;
-    for (int k = 0; k < ulen; k++) {
-        ENSURE(u[k] >= 0x20 && u[k] != 0x7f, KL_EPOLICY, "subject %s contains a control character",
-               OBJ_nid2sn(nid));
-        chars += (u[k] & 0xc0) != 0x80;
-    }
-    ENSURE(chars <= tpl_attr_max(nid), KL_EPOLICY, "subject %s is longer than %d characters",
-           OBJ_nid2sn(nid), tpl_attr_max(nid));
+    TRY(rc);
     if (nid == NID_serialNumber) {
         s->csr_sn = (const char *)u; /* ASN1_STRING_to_UTF8 NUL-terminates */
         ENSURE((size_t)ulen == strlen(s->csr_sn), KL_EPOLICY,
@@ -474,10 +548,6 @@ static kl_rc tpl_subject_encode(const tpl *t, const tpl_subj *s, const char *dev
 {
     kl_rc rc = KL_OK;
     for (int i = 0; i < s->count; i++) {
-        if (s->nids[i] == NID_serialNumber || s->nids[i] == NID_countryName) {
-            ENSURE(tpl_printable((const char *)s->utf8[i], (size_t)s->lens[i]), KL_EPOLICY,
-                   "subject %s must be a PrintableString", OBJ_nid2sn(s->nids[i]));
-        }
         ENSURE(s->nids[i] != NID_countryName || s->lens[i] == 2, KL_EPOLICY,
                "subject C must be a two-letter country code");
         ENSURE_SSL(X509_NAME_add_entry_by_NID(name, s->nids[i], MBSTRING_UTF8, s->utf8[i],

@@ -635,10 +635,11 @@ static void test_ldevid_policy(void **state)
         {"CN=", {{NULL, NULL}}, "subject CN is empty"},
         {"CN=0123456789012345678901234567890123456789012345678901234567890123456789",
          {{NULL, NULL}},
-         "longer than 64 characters"},
+         "subject CN is 70 characters long, more than the 64 it may have"},
         {"CN=device-7,serialNumber=7_bad",
          {{NULL, NULL}},
-         "subject serialNumber must be a PrintableString"},
+         "subject serialNumber '7_bad' is a UTF8String with '_', which PrintableString does not "
+         "have: serialNumber must be a PrintableString (A-Z a-z 0-9, space and '()+,-./:=?)"},
         {"CN=device-7",
          {{"basicConstraints", "critical,CA:TRUE"}, {NULL, NULL}},
          "CSR requests extension basicConstraints (CA:TRUE) which template device-ldevid does "
@@ -711,6 +712,121 @@ static void test_ldevid_policy(void **state)
     late.now = ca_end + 10;
     assert_refused(issue("device-ldevid", csr, g_field, NULL, &late, &x), KL_EPOLICY,
                    "the issuing CA has expired");
+    X509_REQ_free(csr);
+    EVP_PKEY_free(k);
+}
+
+/* ---- subject serialNumber: length and string type --------------------------------------- */
+
+/* A CSR "CN=device-7" + serialNumber of ASN.1 string `type` holding the `len` bytes `v` as they
+ * are (a BMPString's are UCS-2 big-endian), which openssl(1) would not write. */
+static X509_REQ *csr_sn_new(EVP_PKEY *k, int type, const void *v, int len)
+{
+    X509_REQ *r = csr_new(k, "CN=device-7", NULL);
+    X509_NAME *n = X509_NAME_dup(X509_REQ_get_subject_name(r));
+    assert_non_null(n);
+    assert_int_equal(X509_NAME_add_entry_by_NID(n, NID_serialNumber, type, v, len, -1, 0), 1);
+    assert_int_equal(X509_REQ_set_subject_name(r, n), 1);
+    X509_NAME_free(n);
+    assert_true(X509_REQ_sign(r, k, EVP_sha256()) > 0);
+    return r;
+}
+
+/* "HW_01" as UCS-2 big-endian (BMPString) */
+static int bmp_of(const char *ascii, unsigned char *out)
+{
+    int n = 0;
+    for (const char *p = ascii; *p; p++) {
+        out[n++] = 0;
+        out[n++] = (unsigned char)*p;
+    }
+    return n;
+}
+
+/* RFC 5280 Appendix A: X520SerialNumber ::= PrintableString (SIZE (1..64)). A refusal says
+ * what is wrong: the length and the limit, or the type the CSR gave and the character that
+ * PrintableString lacks; a value of another type that fits PrintableString is re-encoded as
+ * one (docs/templates.md). */
+static void test_subject_serial_number(void **state)
+{
+    (void)state;
+    EVP_PKEY *k = key_new("P-256");
+    X509 *x = NULL;
+    X509_REQ *csr = NULL;
+    unsigned char bmp[600];
+    char big[201];
+    issue_opts o = {.crl_url = "http://pki.example.com/crl/{issuer}.crl",
+                    .ocsp_url = "http://pki.example.com/ocsp/{issuer}",
+                    .issuer_label = "field"};
+    static const struct {
+        int type;
+        const char *value; /* ASCII; for BMPString made UCS-2 here */
+        int len;           /* 0: strlen(value); else that many 'A' (value unused) */
+        kl_rc want_rc;
+        const char *want;
+    } refused[] = {
+        {V_ASN1_PRINTABLESTRING, NULL, 65, KL_EPOLICY,
+         "subject serialNumber is 65 characters long, more than the 64 it may have"},
+        {V_ASN1_PRINTABLESTRING, NULL, 200, KL_EPOLICY,
+         "subject serialNumber is 200 characters long, more than the 64 it may have"},
+        {V_ASN1_BMPSTRING, NULL, 65, KL_EPOLICY,
+         "subject serialNumber is 65 characters long, more than the 64 it may have"},
+        {V_ASN1_BMPSTRING, "HW_01", 0, KL_EPOLICY,
+         "subject serialNumber 'HW_01' is a BMPString with '_', which PrintableString does not "
+         "have: serialNumber must be a PrintableString (A-Z a-z 0-9, space and '()+,-./:=?)"},
+        {V_ASN1_UTF8STRING,
+         "HW\xc3\xa9"
+         "01",
+         0, KL_EPOLICY,
+         "subject serialNumber 'HW??01' is a UTF8String with bytes C3 A9, which PrintableString "
+         "does not have: serialNumber must be a PrintableString"},
+        /* OpenSSL does not check a PrintableString's alphabet when it parses one */
+        {V_ASN1_PRINTABLESTRING, "HW*01", 0, KL_EPOLICY,
+         "subject serialNumber 'HW*01' has '*', which PrintableString does not have (A-Z a-z "
+         "0-9, space and '()+,-./:=?)"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        const char *v = refused[i].value;
+        int len = refused[i].len;
+        if (len) {
+            memset(big, 'A', (size_t)len);
+            big[len] = 0;
+            v = big;
+        }
+        if (refused[i].type == V_ASN1_BMPSTRING) {
+            csr = csr_sn_new(k, V_ASN1_BMPSTRING, bmp, bmp_of(v, bmp));
+        } else {
+            csr = csr_sn_new(k, refused[i].type, v, (int)strlen(v));
+        }
+        kl_rc rc = issue("device-ldevid", csr, g_field, g_field_key, &o, &x);
+        if (rc != refused[i].want_rc || !strstr(kl_errmsg(), refused[i].want)) {
+            fail_msg("case %zu: rc %s '%s', want %s '%s'", i, kl_rc_name(rc), kl_errmsg(),
+                     kl_rc_name(refused[i].want_rc), refused[i].want);
+        }
+        X509_REQ_free(csr);
+    }
+
+    /* BMPString and UTF8String values that fit PrintableString: re-encoded as one */
+    for (int type = 0; type < 2; type++) {
+        if (type == 0) {
+            csr = csr_sn_new(k, V_ASN1_BMPSTRING, bmp, bmp_of("HW-0001", bmp));
+        } else {
+            csr = csr_sn_new(k, V_ASN1_UTF8STRING, "HW-0001", 7);
+        }
+        assert_int_equal(issue("device-ldevid", csr, g_field, g_field_key, &o, &x), KL_OK);
+        const X509_NAME *subj = X509_get_subject_name(x);
+        const ASN1_STRING *sn = X509_NAME_ENTRY_get_data(
+            X509_NAME_get_entry(subj, X509_NAME_get_index_by_NID(subj, NID_serialNumber, -1)));
+        assert_int_equal(ASN1_STRING_type(sn), V_ASN1_PRINTABLESTRING);
+        assert_string_equal((const char *)ASN1_STRING_get0_data(sn), "HW-0001");
+        X509_free(x);
+        X509_REQ_free(csr);
+    }
+    /* the limit itself is fine */
+    memset(big, '7', 64);
+    csr = csr_sn_new(k, V_ASN1_PRINTABLESTRING, big, 64);
+    assert_int_equal(issue("device-ldevid", csr, g_field, g_field_key, &o, &x), KL_OK);
+    X509_free(x);
     X509_REQ_free(csr);
     EVP_PKEY_free(k);
 }
@@ -1245,11 +1361,17 @@ int main(int argc, char **argv)
         return 2;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_load_shipped),    cmocka_unit_test(test_load_bad),
-        cmocka_unit_test(test_hierarchy),       cmocka_unit_test(test_idevid),
-        cmocka_unit_test(test_ldevid_policy),   cmocka_unit_test(test_csr_ext_ca_writes),
-        cmocka_unit_test(test_est_server),      cmocka_unit_test(test_ocsp_signer),
-        cmocka_unit_test(test_ca_issuer_rules), cmocka_unit_test(test_lint),
+        cmocka_unit_test(test_load_shipped),
+        cmocka_unit_test(test_load_bad),
+        cmocka_unit_test(test_hierarchy),
+        cmocka_unit_test(test_idevid),
+        cmocka_unit_test(test_ldevid_policy),
+        cmocka_unit_test(test_subject_serial_number),
+        cmocka_unit_test(test_csr_ext_ca_writes),
+        cmocka_unit_test(test_est_server),
+        cmocka_unit_test(test_ocsp_signer),
+        cmocka_unit_test(test_ca_issuer_rules),
+        cmocka_unit_test(test_lint),
         cmocka_unit_test(test_fixtures),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
