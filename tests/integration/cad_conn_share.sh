@@ -2,40 +2,16 @@
 # keyline-cad's connections are shared out: one peer (a uid on the Unix socket) holds at most
 # half of [cad] max-connections. A compromised front end that opens connections and sends
 # nothing, or half a frame, cannot lock the other front ends (the station) out.
-set -euo pipefail
-BIN=${KL_BUILD:?KL_BUILD not set}/bin
-D=${KL_TEST_DIR:?run under tests/lib/with-token.sh}
-kca() { "$BIN/keyline-ca" -c "$KL_CONF" "$@"; }
-die() { echo "FAIL: $*" >&2; [ -f "$D/cad.log" ] && tail -n 20 "$D/cad.log" >&2; exit 1; }
-ok() { echo "ok - $*"; }
+source "$KL_SRC/tests/lib/cad_common.sh"
 
 kca ca create --label root1 --template root --subject "CN=Share Test Root" >/dev/null
 kca ca create --label factory1 --template factory-ca --subject "CN=Share Factory" --issuer root1 >/dev/null
-SOCK="$D/cad.sock"
-cat >> "$KL_CONF" <<CONF
-
-[cad]
-socket = cad.sock
-socket-mode = 0666
-max-connections = 8
-
-[role est]
-users = $(id -u)
-
-[role station]
-users = 4242
-
-[profile idevid]
-issuer = factory1
-template = device-idevid
-clients = station
-CONF
+cad_conf "socket-mode = 0666" "max-connections = 8"
+cad_role est users "$(id -u)"
+cad_role station users 4242
+cad_profile idevid factory1 device-idevid station
 chmod 755 "$D"
-"$BIN/keyline-cad" -c "$KL_CONF" 2>"$D/cad.log" &
-CAD_PID=$!
-trap 'kill $CAD_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || die "keyline-cad did not create its socket"
+cad_start
 
 # the "est" front end opens every slot: half of them idle, half with a frame begun and never
 # finished; then asks hello on each to see which the daemon kept
@@ -98,8 +74,5 @@ out=$("$BIN/kl_cad_client" "$SOCK" hello version=1) || die "hello after the hog 
 grep -qx "role=est" <<<"$out" || die "hello after the hog left: $out"
 ok "its connections closed, the est uid is served again"
 
-kill -TERM "$CAD_PID"
-rc=0; wait "$CAD_PID" || rc=$?
-trap - EXIT
-[ "$rc" = 0 ] || die "keyline-cad exited $rc on SIGTERM"
+cad_stop
 ok "SIGTERM: exit 0"

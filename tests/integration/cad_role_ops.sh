@@ -2,32 +2,15 @@
 # [role NAME] ops: a role asks only the ops it names. "Roles of the profile" alone opens the
 # station's ops (claim, inventory, ...) to every role with a profile: a compromised keyline-estd
 # could claim a device for as long as its process lives (up to a day) and block the station.
-set -euo pipefail
-BIN=${KL_BUILD:?KL_BUILD not set}/bin
-D=${KL_TEST_DIR:?run under tests/lib/with-token.sh}
-kca() { "$BIN/keyline-ca" -c "$KL_CONF" "$@"; }
-cc() { "$BIN/kl_cad_client" "$@"; }
-die() { echo "FAIL: $*" >&2; [ -f "$D/cad.log" ] && tail -n 20 "$D/cad.log" >&2; exit 1; }
-ok() { echo "ok - $*"; }
+source "$KL_SRC/tests/lib/cad_common.sh"
 
 kca ca create --label root1 --template root --subject "CN=Ops Test Root" >/dev/null
 kca ca create --label field1 --template field-ca --subject "CN=Ops Field" --issuer root1 >/dev/null
-SOCK="$D/cad.sock"
 cp "$KL_CONF" "$D/base.conf"
-cat >> "$KL_CONF" <<CONF
-
-[cad]
-socket = cad.sock
-
-[role est]
-users = $(id -u)
-ops = issue, submit, poll, cacerts, crl, ocsp, cert-status, profile, ca-chain, pending
-
-[profile ldevid]
-issuer = field1
-template = device-ldevid
-clients = est
-CONF
+cad_conf
+cad_role est users "$(id -u)" \
+    "issue, submit, poll, cacerts, crl, ocsp, cert-status, profile, ca-chain, pending"
+cad_profile ldevid field1 device-ldevid est
 
 # an op name the table does not have: refused at start, naming it
 cp "$D/base.conf" "$D/bad.conf"
@@ -38,11 +21,7 @@ rc=0; timeout 20 "$BIN/keyline-cad" -c "$D/bad.conf" 2>"$D/bad.log" || rc=$?
     || die "unknown op name: exit $rc, $(tail -2 "$D/bad.log")"
 ok "an unknown op name in [role] ops is refused at start, naming it"
 
-"$BIN/keyline-cad" -c "$KL_CONF" 2>"$D/cad.log" &
-CAD_PID=$!
-trap 'kill $CAD_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || die "keyline-cad did not create its socket"
+cad_start
 
 cc "$SOCK" hello version=1 | grep -qx "role=est" || die "hello"
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$D/d.key" \
@@ -62,8 +41,5 @@ done
 kca audit list | grep -q "claim: op not open to role est" || die "op refusal not audited"
 ok "ops the role does not name (claim, inventory, known, sweep) are refused (policy) and audited"
 
-kill -TERM "$CAD_PID"
-rc=0; wait "$CAD_PID" || rc=$?
-trap - EXIT
-[ "$rc" = 0 ] || die "keyline-cad exited $rc on SIGTERM"
+cad_stop
 ok "SIGTERM: exit 0"

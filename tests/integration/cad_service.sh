@@ -3,17 +3,7 @@
 # the profiles each role may use, and refuses (with an audit entry) what a role lacks.
 # Real SoftHSM token, real SQLite store, the daemon as the tests' own user plus one request
 # from another uid (setpriv) that has no role.
-set -euo pipefail
-BIN=${KL_BUILD:?KL_BUILD not set}/bin
-D=${KL_TEST_DIR:?run under tests/lib/with-token.sh}
-kca() { "$BIN/keyline-ca" -c "$KL_CONF" "$@"; }
-cc() { "$BIN/kl_cad_client" "$@"; }
-die() { echo "FAIL: $*" >&2; [ -f "$D/cad.log" ] && tail -n 30 "$D/cad.log" >&2; exit 1; }
-ok() { echo "ok - $*"; }
-new_csr() {
-    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$D/$1.key" \
-        -subj "$2" -outform DER -out "$D/$1.der" 2>/dev/null
-}
+source "$KL_SRC/tests/lib/cad_common.sh"
 
 kca ca create --label root1 --template root --subject "CN=Keyline Test Root,O=Keyline Test" >/dev/null
 kca ca create --label factory1 --template factory-ca --subject "CN=Keyline Factory CA,O=Keyline Test" --issuer root1 >/dev/null
@@ -21,35 +11,12 @@ kca ca create --label field1 --template field-ca --subject "CN=Keyline Field CA,
 kca ca cert --label field1 --chain > "$D/field1-chain.pem"
 kca ca cert --label root1 > "$D/root1.pem"
 
-SOCK="$D/cad.sock"
-cat >> "$KL_CONF" <<CONF
-
-[cad]
-socket = cad.sock
-socket-mode = 0666
-
-[role est]
-users = $(id -u)
-
-[role station]
-users = 4242
-
-[profile ldevid]
-issuer = field1
-template = device-ldevid
-clients = est
-
-[profile idevid]
-issuer = factory1
-template = device-idevid
-clients = station
-CONF
-
-"$BIN/keyline-cad" -c "$KL_CONF" 2>"$D/cad.log" &
-CAD_PID=$!
-trap 'kill $CAD_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || die "keyline-cad did not create its socket"
+cad_conf "socket-mode = 0666"
+cad_role est users "$(id -u)"
+cad_role station users 4242
+cad_profile ldevid field1 device-ldevid est
+cad_profile idevid factory1 device-idevid station
+cad_start
 [ "$(stat -c %a "$SOCK")" = 666 ] || die "socket mode $(stat -c %a "$SOCK"), want 666"
 
 out=$(cc "$SOCK" hello version=1) || die "hello"
@@ -323,10 +290,7 @@ openssl verify -CAfile "$D/root1.pem" -untrusted "$D/cacerts2.pem" "$D/dev1.pem"
 sqlite3 "$db" "UPDATE cas SET status = 'active' WHERE label = 'field1'"
 ok "a retired issuer issues nothing; its certificates stay good and /cacerts still chains them"
 
-kill -TERM "$CAD_PID"
-rc=0; wait "$CAD_PID" || rc=$?
-trap - EXIT
-[ "$rc" = 0 ] || die "keyline-cad exited $rc on SIGTERM"
+cad_stop
 [ ! -e "$SOCK" ] || die "socket left behind"
 kca audit verify >/dev/null || die "audit chain broken"
 ok "SIGTERM: exit 0, socket removed, audit chain intact"

@@ -3,12 +3,7 @@
 # from its certificate (frontend template, subject CN), the certificate checked against the
 # store (a revoked front end is refused), no certificate no connection. The client is Python's
 # ssl module speaking the CA protocol's frames, so the daemon is not graded by its own client.
-set -euo pipefail
-BIN=${KL_BUILD:?KL_BUILD not set}/bin
-D=${KL_TEST_DIR:?run under tests/lib/with-token.sh}
-kca() { "$BIN/keyline-ca" -c "$KL_CONF" "$@"; }
-die() { echo "FAIL: $*" >&2; [ -f "$D/cad.log" ] && tail -n 20 "$D/cad.log" >&2; exit 1; }
-ok() { echo "ok - $*"; }
+source "$KL_SRC/tests/lib/cad_common.sh"
 key_csr() { # NAME SUBJECT [openssl req args]
     local n=$1 s=$2; shift 2
     openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$D/$n.key" \
@@ -38,27 +33,11 @@ kca revoke --serial "$(openssl x509 -in "$D/revoked.crt" -noout -serial | cut -d
 cp "$D/cad.crt" "$D/server-as-client.crt"; cp "$D/cad.key" "$D/server-as-client.key"
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >> "$KL_CONF" <<CONF
-
-[cad]
-socket = cad.sock
-listen = 127.0.0.1:$PORT
-tls-cert = cad-chain.pem
-tls-key = cad.key
-tls-client-ca = client-ca.pem
-
-[role est]
-certs = est1.example, revoked.example, 127.0.0.1
-
-[profile ldevid]
-issuer = field1
-template = device-ldevid
-clients = est
-CONF
-
-"$BIN/keyline-cad" -c "$KL_CONF" 2>"$D/cad.log" &
-CAD_PID=$!
-trap 'kill $CAD_PID 2>/dev/null || true' EXIT
+cad_conf "listen = 127.0.0.1:$PORT" "tls-cert = cad-chain.pem" "tls-key = cad.key" \
+    "tls-client-ca = client-ca.pem"
+cad_role est certs "est1.example, revoked.example, 127.0.0.1"
+cad_profile ldevid field1 device-ldevid est
+cad_start
 for _ in $(seq 1 100); do
     python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null && break
     sleep 0.1
@@ -171,8 +150,5 @@ secs=$(sed -n 's/^closed after \([0-9]*\) s$/\1/p' <<<"$out")
 grep -q "TLS handshake: not done within 10 s" "$D/cad.log" || die "log does not say the handshake ran out of time"
 ok "a handshake trickled a byte at a time is cut at 10 s ($out)"
 
-kill -TERM "$CAD_PID"
-rc=0; wait "$CAD_PID" || rc=$?
-trap - EXIT
-[ "$rc" = 0 ] || die "keyline-cad exited $rc"
+cad_stop
 ok "SIGTERM: exit 0"
