@@ -114,13 +114,21 @@ static kl_rc cad_profile_for(cad_call *c)
     return KL_OK;
 }
 
-/* Does one of the peer's profiles issue with (issuer, template)? (activate, abandon, poll) */
+/* Does one of the peer's profiles issue with (issuer, template)? (activate, abandon, poll,
+ * the station's ops on a certificate, and whose a device's row is). A row without a template
+ * was asked by no profile: every certificate keyline records carries the template it was made
+ * from (ca_issue, CA and OCSP signer certificates, imported chains as "external"), so such a
+ * row was written outside keyline (by hand, another tool, a forged row): it belongs to no
+ * front-end role, only to the officer. */
 static int cad_peer_may(const cad_call *c, const char *issuer, const char *template_name)
 {
+    if (!issuer || !template_name) {
+        return 0;
+    }
     for (size_t i = 0; i < c->d->cfg.nprofiles; i++) {
         const cad_profile *p = &c->d->cfg.profiles[i];
         if ((p->clients & c->peer->roles) && strcmp(p->issuer, issuer) == 0 &&
-            (!template_name || strcmp(p->template_name, template_name) == 0)) {
+            strcmp(p->template_name, template_name) == 0) {
             return 1;
         }
     }
@@ -482,7 +490,7 @@ static kl_rc cad_pending_own(cad_call *c, char *norm, size_t cap)
     TRY(store_cert_get(ca_store(c->d->ca), norm, &sc));
     ENSURE(cad_peer_may(c, sc.issuer, sc.template_name), KL_EPOLICY,
            "certificate %s (issuer %s, template %s) is outside the profiles of %s", norm, sc.issuer,
-           sc.template_name, c->peer->actor);
+           sc.template_name ? sc.template_name : "-", c->peer->actor);
     ENSURE(strcmp(sc.status, STORE_ST_PENDING) == 0, KL_EPOLICY,
            "certificate %s is %s, not pending", norm, sc.status);
 out:
@@ -823,7 +831,7 @@ static kl_rc cad_cert_own(cad_call *c, const char *serial, const char *dev, char
     TRY(store_cert_get(ca_store(c->d->ca), norm, sc));
     ENSURE(cad_peer_may(c, sc->issuer, sc->template_name), KL_EPOLICY,
            "certificate %s (issuer %s, template %s) is outside the profiles of %s", norm,
-           sc->issuer, sc->template_name, c->peer->actor);
+           sc->issuer, sc->template_name ? sc->template_name : "-", c->peer->actor);
     ENSURE(!dev || (sc->device_id && strcmp(sc->device_id, dev) == 0), KL_EPOLICY,
            "certificate %s is not a certificate of device %s", norm, dev);
 out:

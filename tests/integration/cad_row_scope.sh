@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# What of the store a front end may act on or see through keyline-cad (docs/ca-protocol.md):
+# - a certificate row without a template belongs to no front-end role: every row keyline writes
+#   names its template, so one without was written outside keyline (by hand, another tool, a
+#   forged row), and "no template" matched every template of its issuer: the est role could
+#   activate, abandon, revoke, name in proof-failed or inventory such a row of its CA.
+# Two uids (setpriv): the tests' own as role est (profile ldevid), 4242 as role station
+# (profile idevid).
+source "$KL_SRC/tests/lib/cad_common.sh"
+st() { setpriv --reuid 4242 --regid 4242 --clear-groups "$BIN/kl_cad_client" "$SOCK" "$@"; }
+# refused OP-ARGS... : exit 4 (policy), stderr in $D/err
+refused() {
+    local rc=0
+    cc "$SOCK" "$@" >"$D/out" 2>"$D/err" || rc=$?
+    [ "$rc" = 4 ] || die "$1 $2: exit $rc, want 4 (policy): $(cat "$D/out" "$D/err")"
+}
+
+kca ca create --label root1 --template root --subject "CN=Scope Root" >/dev/null
+kca ca create --label factory1 --template factory-ca --subject "CN=Scope Factory" --issuer root1 >/dev/null
+kca ca create --label field1 --template field-ca --subject "CN=Scope Field" --issuer root1 >/dev/null
+cad_conf "socket-mode = 0666"
+cad_role est users "$(id -u)"
+cad_role station users 4242
+cad_profile ldevid field1 device-ldevid est
+cad_profile idevid factory1 device-idevid station
+chmod 755 "$D"
+cad_start
+db="$D/keyline.db"
+
+# --- a row without a template -----------------------------------------------------------------
+new_csr n1 "/CN=sensor-n1/serialNumber=HWN001"
+cc "$SOCK" issue profile=ldevid csr=@"$D/n1.der" auth=basic auth-user=b pending=1 >"$D/n1.out" ||
+    die "issue: $(cat "$D/n1.out")"
+s1=$(sed -n 's/^serial=//p' "$D/n1.out")
+# rows as another tool would write them: the est role's issuer, no template; one pending (and
+# named by a device's row), one valid
+sqlite3 "$db" "INSERT INTO certs (serial, status, issuer, subject, template, device_id, not_before,
+  not_after, der, created) SELECT '7ADD0001', 'pending', issuer, subject, NULL, 'HWN002', not_before,
+  not_after, der, created FROM certs WHERE serial = '$s1';
+  INSERT INTO certs (serial, status, issuer, subject, template, device_id, not_before, not_after,
+  der, created) SELECT '7ADD0002', 'valid', issuer, subject, NULL, 'HWN002', not_before, not_after,
+  der, created FROM certs WHERE serial = '$s1';
+  INSERT INTO devices (device_id, model, cert_serial, state, detail, updated)
+  VALUES ('HWN002', 'm', '7ADD0001', 'pending', 'another tool', 1)"
+cc "$SOCK" cert-status serial=7ADD0001 | grep -qx "status=pending" || die "the forged row is not there"
+refused activate serial=7ADD0001
+grep -q "certificate 7ADD0001 (issuer field1, template -) is outside the profiles of" "$D/err" ||
+    die "activate: $(cat "$D/err")"
+refused abandon serial=7ADD0001 reason=5
+refused revoke serial=7ADD0002 reason=4
+refused proof-failed device-id=HWN002 serial=7ADD0002 message=x
+refused inventory profile=ldevid device-id=HWN002 model=m state=failed detail=x serial=7ADD0001
+refused inventory profile=ldevid device-id=HWN002 model=m state=failed detail=x
+grep -q "names pending certificate 7ADD0001 (issuer field1, template -), outside the profiles" "$D/err" ||
+    die "inventory over a row naming it: $(cat "$D/err")"
+[ "$(sqlite3 "$db" "SELECT status FROM certs WHERE serial IN ('7ADD0001', '7ADD0002') ORDER BY serial" | tr '\n' ' ')" = "pending valid " ] ||
+    die "a row without a template was changed"
+[ "$(sqlite3 "$db" "SELECT state || ' ' || cert_serial FROM devices WHERE device_id = 'HWN002'")" = "pending 7ADD0001" ] ||
+    die "the device row naming it was changed"
+# the role's own pending certificate: still its to activate
+cc "$SOCK" activate serial="$s1" >/dev/null || die "activate of the role's own certificate"
+ok "a row without a template is no front end's: activate, abandon, revoke, proof-failed, inventory refused"
+
+cad_stop
+ok "SIGTERM: exit 0"
