@@ -943,7 +943,12 @@ static int cad_known_cb(void *arg, const store_cert *sc)
 
 /* What the station decides a device's flow from: the inventory row (state, detail, its
  * certificate with status) and every pending certificate of the profile for that device id
- * (a crash between issue and the row's update leaves one the row does not name). */
+ * (a crash between issue and the row's update leaves one the row does not name). The row's
+ * detail and certificate are the caller's only when that certificate is one of its profiles
+ * (cad_peer_may): of another role's row (or one without a certificate) it learns only that the
+ * device is known and its state, which is what keeps it from giving the device a second
+ * identity; inventory refuses to overwrite a row that names a live certificate it may not see
+ * anyway. */
 static kl_rc cad_op_known(cad_call *c)
 {
     kl_rc rc = KL_OK;
@@ -958,21 +963,21 @@ static kl_rc cad_op_known(cad_call *c)
     rc = store_device_get(ca_store(c->d->ca), dev, &row);
     if (rc == KL_OK) {
         TRY(cap_put_str(c->rsp, CAP_T_STATE, row.state));
-        if (row.detail && *row.detail) {
-            TRY(cap_put_str(c->rsp, CAP_T_DETAIL, row.detail));
-        }
         if (row.cert_serial && *row.cert_serial) {
             rc = store_cert_get(ca_store(c->d->ca), row.cert_serial, &sc);
-            if (rc == KL_OK && sc.der) {
-                have_cert = 1;
-                TRY(cap_put_str(c->rsp, CAP_T_SERIAL, sc.serial_hex));
-                TRY(cap_put_str(c->rsp, CAP_T_STATUS, sc.status));
-                TRY(cap_put_bytes(c->rsp, CAP_T_CERT, sc.der, sc.der_len));
-            }
             if (rc == KL_ENOTFOUND) {
                 rc = KL_OK;
             }
             TRY(rc);
+            have_cert = sc.der && cad_peer_may(c, sc.issuer, sc.template_name);
+        }
+        if (have_cert && row.detail && *row.detail) {
+            TRY(cap_put_str(c->rsp, CAP_T_DETAIL, row.detail));
+        }
+        if (have_cert) {
+            TRY(cap_put_str(c->rsp, CAP_T_SERIAL, sc.serial_hex));
+            TRY(cap_put_str(c->rsp, CAP_T_STATUS, sc.status));
+            TRY(cap_put_bytes(c->rsp, CAP_T_CERT, sc.der, sc.der_len));
         }
     } else if (rc == KL_ENOTFOUND) {
         rc = KL_OK;

@@ -3,7 +3,8 @@
 # - a certificate row without a template belongs to no front-end role: every row keyline writes
 #   names its template, so one without was written outside keyline (by hand, another tool, a
 #   forged row), and "no template" matched every template of its issuer: the est role could
-#   activate, abandon, revoke, name in proof-failed or inventory such a row of its CA.
+#   activate, abandon, revoke, name in proof-failed or inventory such a row of its CA;
+# - known tells another role's row only its state: not its detail, certificate or serial;
 # Two uids (setpriv): the tests' own as role est (profile ldevid), 4242 as role station
 # (profile idevid).
 source "$KL_SRC/tests/lib/cad_common.sh"
@@ -60,6 +61,37 @@ grep -q "names pending certificate 7ADD0001 (issuer field1, template -), outside
 # the role's own pending certificate: still its to activate
 cc "$SOCK" activate serial="$s1" >/dev/null || die "activate of the role's own certificate"
 ok "a row without a template is no front end's: activate, abandon, revoke, proof-failed, inventory refused"
+
+# --- known: another role's row ------------------------------------------------------------------
+new_csr k1 "/CN=widget/serialNumber=HWK001"
+chmod 644 "$D/k1.der"
+st issue profile=idevid csr=@"$D/k1.der" auth=station device-id=HWK001 pending=1 >"$D/k1.out" 2>&1 ||
+    die "station issue: $(cat "$D/k1.out")"
+k1=$(sed -n 's/^serial=//p' "$D/k1.out")
+st inventory profile=idevid device-id=HWK001 model=widget state=pending \
+    detail="challenge passed on fixture 7" serial="$k1" >/dev/null 2>&1 || die "station inventory"
+st known profile=idevid device-id=HWK001 >"$D/known-st.txt" 2>&1 || die "station known"
+grep -qx "serial=$k1" "$D/known-st.txt" && grep -qx "detail=challenge passed on fixture 7" "$D/known-st.txt" &&
+    grep -qx "status=pending" "$D/known-st.txt" || die "station known of its own row: $(cat "$D/known-st.txt")"
+cc -o "$D/known-est.pem" "$SOCK" known profile=ldevid device-id=HWK001 >"$D/known-est.txt" ||
+    die "est known"
+[ "$(sort "$D/known-est.txt" | tr '\n' ' ')" = "device-id=HWK001 state=pending " ] ||
+    die "est known of the station's row: $(cat "$D/known-est.txt")"
+[ ! -s "$D/known-est.pem" ] || die "est known got the station's certificate"
+# a row without a template, or without a certificate, tells no role more than its state
+cc "$SOCK" known profile=ldevid device-id=HWN002 >"$D/known-n.txt" || die "known of HWN002"
+[ "$(sort "$D/known-n.txt" | tr '\n' ' ')" = "device-id=HWN002 state=pending " ] ||
+    die "known of a row naming a certificate without a template: $(cat "$D/known-n.txt")"
+# the est role's own row: all of it
+new_csr e1 "/CN=sensor-e1/serialNumber=HWE001"
+cc "$SOCK" issue profile=ldevid csr=@"$D/e1.der" auth=basic auth-user=b >"$D/e1.out" || die "issue e1"
+e1=$(sed -n 's/^serial=//p' "$D/e1.out")
+cc "$SOCK" inventory profile=ldevid device-id=HWE001 model=m state=provisioned detail=enrolled \
+    serial="$e1" >/dev/null || die "est inventory of its own device"
+cc "$SOCK" known profile=ldevid device-id=HWE001 >"$D/known-e.txt" || die "known of HWE001"
+grep -qx "serial=$e1" "$D/known-e.txt" && grep -qx "detail=enrolled" "$D/known-e.txt" ||
+    die "est known of its own row: $(cat "$D/known-e.txt")"
+ok "known: another role's row (or one without a template) gives its state only; the caller's own, all"
 
 cad_stop
 ok "SIGTERM: exit 0"
