@@ -161,16 +161,27 @@ out:
     return rc;
 }
 
-/* The subject serialNumber of a name (IEEE 802.1AR: the hardware serial), "" when absent. */
-static void cad_name_sn(const X509_NAME *n, char *out, size_t cap)
+/* The subject serialNumber of a name (IEEE 802.1AR: the hardware serial) as the template
+ * policy reads it: the UTF-8 of whatever string type it is (a BMPString or UTF8String that fits
+ * PrintableString is re-encoded as one, tpl_policy.c). 0 absent (out ""), 1 read, -1 there but
+ * not readable here (longer than out, not a string; out ""): no value the policy takes is, so
+ * a CSR's is left to it, which refuses it and says why (not "no serialNumber"). */
+static int cad_name_sn(const X509_NAME *n, char *out, size_t cap)
 {
     out[0] = 0;
     int i = X509_NAME_get_index_by_NID(n, NID_serialNumber, -1);
-    const ASN1_STRING *v = i >= 0 ? X509_NAME_ENTRY_get_data(X509_NAME_get_entry(n, i)) : NULL;
-    if (v && (size_t)ASN1_STRING_length(v) < cap) {
-        memcpy(out, ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
-        out[ASN1_STRING_length(v)] = 0;
+    if (i < 0) {
+        return 0;
     }
+    unsigned char *u = NULL;
+    int len = ASN1_STRING_to_UTF8(&u, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(n, i)));
+    int got = len >= 0 && (size_t)len < cap && !memchr(u, 0, (size_t)len);
+    if (got) {
+        memcpy(out, u, (size_t)len);
+        out[len] = 0;
+    }
+    OPENSSL_free(u);
+    return got ? 1 : -1;
 }
 
 /* A valid certificate is only as good as the CAs above it: its issuing CA certificate and every
@@ -223,7 +234,7 @@ static kl_rc cad_client_sn(const char *norm, const store_cert *sc, X509 *x, char
 {
     kl_rc rc = KL_OK;
     char sn[129];
-    cad_name_sn(X509_get_subject_name(x), sn, sizeof sn);
+    (void)cad_name_sn(X509_get_subject_name(x), sn, sizeof sn);
     if (sc->device_id && *sc->device_id) {
         ENSURE(!sn[0] || strcmp(sn, sc->device_id) == 0, KL_EAUTH,
                "client certificate %s: its subject serialNumber is not the device id %s recorded "
@@ -262,7 +273,7 @@ static kl_rc cad_client_device(const cad_call *c, const char *serial, char *dev,
     } else if (sc.device_id && *sc.device_id) {
         snprintf(dev, cap, "%s", sc.device_id);
     } else if (sc.der && ca_x509_load(sc.der, sc.der_len, &x, NULL) == KL_OK) {
-        cad_name_sn(X509_get_subject_name(x), dev, cap);
+        (void)cad_name_sn(X509_get_subject_name(x), dev, cap);
     }
 out:
     X509_free(x);
@@ -284,7 +295,7 @@ static kl_rc cad_device_bind(const cad_call *c, const ca_csr *csr, const char *b
     ca_tpl_info ti;
     TRY(cad_str(c, CAP_T_DEVICE_ID, device_id, cap));
     TRY(ca_template_info(c->d->ca, c->prof->template_name, &ti));
-    cad_name_sn(X509_REQ_get_subject_name(ca_csr_req(csr)), sn, sizeof sn);
+    int has_sn = cad_name_sn(X509_REQ_get_subject_name(ca_csr_req(csr)), sn, sizeof sn);
     if (bound) {
         TRY(cad_str(c, CAP_T_AUTH_SERIAL, serial, sizeof serial));
         if (!bound[0]) {
@@ -302,7 +313,7 @@ static kl_rc cad_device_bind(const cad_call *c, const ca_csr *csr, const char *b
     } else if (!device_id[0] && sn[0]) {
         snprintf(device_id, cap, "%s", sn);
     }
-    ENSURE((device_id[0] && sn[0]) || !ti.device_cert, KL_EPOLICY,
+    ENSURE((device_id[0] && sn[0]) || !ti.device_cert || has_sn < 0, KL_EPOLICY,
            "template %s makes device certificates: the CSR subject needs the device's "
            "serialNumber%s%s",
            c->prof->template_name, device_id[0] ? " " : "", device_id);

@@ -5,6 +5,8 @@
 #   forged row), and "no template" matched every template of its issuer: the est role could
 #   activate, abandon, revoke, name in proof-failed or inventory such a row of its CA;
 # - known tells another role's row only its state: not its detail, certificate or serial;
+# - a CSR's serialNumber that is a BMPString, or too long, is judged by the template policy
+#   with its reason, not refused as "no serialNumber".
 # Two uids (setpriv): the tests' own as role est (profile ldevid), 4242 as role station
 # (profile idevid).
 source "$KL_SRC/tests/lib/cad_common.sh"
@@ -92,6 +94,39 @@ cc "$SOCK" known profile=ldevid device-id=HWE001 >"$D/known-e.txt" || die "known
 grep -qx "serial=$e1" "$D/known-e.txt" && grep -qx "detail=enrolled" "$D/known-e.txt" ||
     die "est known of its own row: $(cat "$D/known-e.txt")"
 ok "known: another role's row (or one without a template) gives its state only; the caller's own, all"
+
+# --- a CSR's serialNumber: the policy's reason, not "no serialNumber" --------------------------
+csr_sn() { # NAME TYPE VALUE: a CSR with serialNumber VALUE of ASN.1 string TYPE (bmp, printable)
+    python3 - "$D/$1.der" "$2" "$3" <<'PY'
+import sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
+t = {"bmp": _ASN1Type.BMPString, "printable": _ASN1Type.PrintableString}[sys.argv[2]]
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sensor"),
+                  x509.NameAttribute(NameOID.SERIAL_NUMBER, sys.argv[3], _type=t)])
+csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(
+    ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+open(sys.argv[1], "wb").write(csr.public_bytes(serialization.Encoding.DER))
+PY
+}
+csr_sn b1 bmp HWB001
+cc -o "$D/b1.pem" "$SOCK" issue profile=ldevid csr=@"$D/b1.der" auth=basic auth-user=b >"$D/b1.out" ||
+    die "a BMPString serialNumber that fits PrintableString: $(cat "$D/b1.out")"
+grep -qx "device-id=HWB001" "$D/b1.out" || die "BMPString serialNumber: device id $(cat "$D/b1.out")"
+openssl asn1parse -in "$D/b1.pem" | grep -q "PRINTABLESTRING *:HWB001" ||
+    die "serialNumber not re-encoded as a PrintableString"
+csr_sn b2 bmp HW_B002
+refused issue profile=ldevid csr=@"$D/b2.der" auth=basic auth-user=b device-id=HW_B002
+grep -q "subject serialNumber 'HW_B002' is a BMPString with '_', which PrintableString does not have" "$D/err" ||
+    die "BMPString with '_': $(cat "$D/err")"
+csr_sn b3 printable "$(printf 'L%.0s' $(seq 1 200))"
+refused issue profile=ldevid csr=@"$D/b3.der" auth=basic auth-user=b
+grep -q "subject serialNumber is 200 characters long, more than the 64 it may have" "$D/err" ||
+    die "200-character serialNumber: $(cat "$D/err")"
+ok "a CSR's serialNumber: a BMPString that fits is re-encoded; '_' and 200 characters refused, saying so"
 
 cad_stop
 ok "SIGTERM: exit 0"
