@@ -35,7 +35,7 @@ static kl_rc cmd_matter_passcode(cli *c, int argc, char **argv)
     ENSURE(m.passcode_sealed, KL_ENOTFOUND,
            "device %s: no passcode kept (matter-keep-passcode was off when it was provisioned)",
            dev);
-    TRY(matter_passcode_open(ca_hsm(ca), dev, m.passcode_sealed, m.passcode_sealed_len, &pc));
+    TRY(matter_passcode_open(ca_hsm(ca), &m, &pc, NULL));
     /* recorded before it is shown */
     snprintf(detail, sizeof detail, "device %s: setup passcode opened", dev);
     TRY(store_audit_append(ca_store(ca), c->actor, "matter-passcode-read", detail));

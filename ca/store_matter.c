@@ -68,6 +68,7 @@ kl_rc store_matter_put(store *s, const store_matter *m, const char *actor)
     ENSURE(m->salt && m->salt_len >= 16 && m->salt_len <= 32 && m->verifier &&
                m->verifier_len == STORE_MATTER_VERIFIER_LEN && m->verifier[32] == 0x04,
            KL_EUSAGE, "store_matter_put: salt or verifier malformed");
+    /* what matter_passcode_seal writes (version 2); a version 1 value is only ever read */
     ENSURE(!m->passcode_sealed || m->passcode_sealed_len == MATTER_SEAL_LEN, KL_EUSAGE,
            "store_matter_put: sealed passcode malformed");
     mt_put_arg a = {m, actor};

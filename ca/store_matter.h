@@ -24,7 +24,9 @@ typedef struct {
     size_t salt_len;
     uint8_t *verifier; /* STORE_MATTER_VERIFIER_LEN bytes */
     size_t verifier_len;
-    uint8_t *passcode_sealed; /* NULL, or MATTER_SEAL_LEN bytes (ca/matter_seal.h) */
+    /* NULL, or sealed to this row (ca/matter_seal.h): MATTER_SEAL_LEN bytes, or
+     * MATTER_SEAL_V1_LEN in a row written before the seal was bound to the row */
+    uint8_t *passcode_sealed;
     size_t passcode_sealed_len;
     time_t updated;
 } store_matter;

@@ -1163,8 +1163,9 @@ out:
 
 /* matter-keep-passcode: the passcode sealed to the token key MATTER_PASSCODE_KEY (only its
  * public half is used here; ca/matter_seal.h). The officer makes that key (docs/matter.md). */
-static kl_rc cad_matter_seal(cad_call *c, const char *dev, uint8_t out[MATTER_SEAL_LEN])
+static kl_rc cad_matter_seal(cad_call *c, const store_matter *m, uint8_t out[MATTER_SEAL_LEN])
 {
+    const char *dev = m->device_id;
     kl_rc rc = KL_OK;
     EVP_PKEY *pub = NULL;
     uint64_t p = cap_get_u64(c->req, CAP_T_MATTER_PASSCODE, 0);
@@ -1178,7 +1179,7 @@ static kl_rc cad_matter_seal(cad_call *c, const char *dev, uint8_t out[MATTER_SE
                      MATTER_PASSCODE_KEY);
     }
     TRY(rc);
-    TRY(matter_passcode_seal(pub, dev, (uint32_t)p, out));
+    TRY(matter_passcode_seal(pub, m, (uint32_t)p, out)); /* bound to this row */
 out:
     EVP_PKEY_free(pub);
     return rc;
@@ -1222,7 +1223,7 @@ static kl_rc cad_op_matter(cad_call *c)
         .verifier_len = ver->len,
     };
     if (cap_find(c->req, CAP_T_MATTER_PASSCODE, 0)) {
-        TRY(cad_matter_seal(c, dev, sealed));
+        TRY(cad_matter_seal(c, &m, sealed));
         m.passcode_sealed = sealed;
         m.passcode_sealed_len = sizeof sealed;
     }

@@ -4,8 +4,12 @@
 # keyline: pkcs11-tool derives the ECDH secret inside the token (CKM_ECDH1_DERIVE with the
 # private half), Python (hashlib/hmac, python3-cryptography's AES-GCM) does the rest, and the
 # passcode must be the one the label's QR code carries; `keyline-ca matter passcode` (ECDH in
-# the token through hsm/) gives the same, audited. Without the key the station fails with a
-# clear message and nothing of the passcode is kept.
+# the token through hsm/) gives the same, audited. A sealed value is bound to its onboarding row
+# (format 2, AES-GCM additional data: device id, DAC, discriminator, iterations, salt, verifier):
+# moved to another row, or copied back into its own row after the device was provisioned again,
+# it does not open; a format 1 value (device id only, made here in Python as the earlier code
+# did) still opens. Without the key the station fails with a clear message and nothing of the
+# passcode is kept.
 source "$KL_SRC/tests/integration/station_common.sh"
 MC="python3 $KL_SRC/tests/lib/matter_check.py"
 P11=(pkcs11-tool --module "$KL_MODULE" --token-label keyline-test --login --pin "$KEYLINE_PIN")
@@ -49,46 +53,64 @@ ok "keep-passcode without a token key refused: $(st_result MP-0001 error)"
 # 2. the officer makes the key (P-256, derive only, never extractable)
 "${P11[@]}" --keypairgen --key-type EC:prime256v1 --label matter-passcode --id 4d50 --usage-derive >/dev/null ||
   fail "pkcs11-tool --keypairgen"
+# seal_open SEALED-HEX DEVICE ROW Z-FILE: the passcode of a format 2 value, opened in Python
+# from the ECDH secret the token derived (ROW: cert_serial|discriminator|iterations|salt|verifier
+# as sqlite3 prints them); exit 1 when it does not open
+seal_open() {
+  python3 - "$@" <<'PY'
+import hashlib, hmac, struct, sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+b, dev, z = bytes.fromhex(sys.argv[1]), sys.argv[2].encode(), open(sys.argv[4], "rb").read()
+serial, disc, it, salt, ver = sys.argv[3].split("|")
+serial, salt, ver = serial.encode(), bytes.fromhex(salt), bytes.fromhex(ver)
+assert len(b) == 98 and b[0] == 2 and b[1] == 4 and len(z) == 32
+label = b"keyline matter passcode v2"
+aad = (label + b"\0" + struct.pack(">H", len(dev)) + dev + struct.pack(">H", len(serial)) + serial
+       + struct.pack(">HIB", int(disc), int(it), len(salt)) + salt + ver)
+prk = hmac.new(b"\0" * 32, z, hashlib.sha256).digest()  # RFC 5869: empty salt = HashLen zeros
+key = hmac.new(prk, label + dev + b"\x01", hashlib.sha256).digest()
+try:
+    pt = AESGCM(key).decrypt(b[66:78], b[78:], aad)
+except Exception:
+    sys.exit(1)
+print(int.from_bytes(pt, "big"))
+PY
+}
+# derive_z SEALED-HEX OFFSET: the token's ECDH secret with the value's E (at byte OFFSET) in z.bin
+derive_z() {
+  python3 -c 'import sys; o=2*int(sys.argv[2]); sys.stdout.buffer.write(bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200" + sys.argv[1][o:o+130]))' "$1" "$2" >e.der
+  rm -f z.bin
+  # (by --id: pkcs11-tool 0.23's --derive does not select the key by --label)
+  "${P11[@]}" --derive -m ECDH1-DERIVE --id 4d50 -i e.der -o z.bin >derive.log 2>&1 ||
+    fail "pkcs11-tool --derive: $(cat derive.log)"
+}
+row_of() {
+  sqlite3 "$store" "SELECT cert_serial || '|' || discriminator || '|' || iterations || '|' || lower(hex(salt)) || '|' || lower(hex(verifier)) FROM matter_onboarding WHERE device_id = '$1'"
+}
+sealed_of() { sqlite3 "$store" "SELECT lower(hex(passcode_sealed)) FROM matter_onboarding WHERE device_id = '$1'"; }
+label_pc() {
+  $MC decode "$(st_result $1 matter.qr)" "$(st_result $1 matter.manual)" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["passcode"])'
+}
+
 pcs=
 for s in MP-0002 MP-0003; do
   st_dev 1 $s --model "Acme Plug" --matter-vid 0xFFF1 --matter-pid 0x8000; d=$st_last_dev
   st_station --port "$KL_TEST_DIR/fix1" --count 1 || { tail -5 station.log; fail "$s: station exit"; }
   st_wait_pid $d 10 || fail "$s did not leave after LOCK"
-  sealed=$(sqlite3 "$store" "SELECT lower(hex(passcode_sealed)) FROM matter_onboarding WHERE device_id = '$s'")
-  [ ${#sealed} = 194 ] || fail "$s: sealed passcode '$sealed'"
+  sealed=$(sealed_of $s)
+  [ ${#sealed} = 196 ] && [ "${sealed:0:2}" = 02 ] || fail "$s: sealed passcode '$sealed' (format 2: 98 bytes)"
   # E as a SubjectPublicKeyInfo for pkcs11-tool, the ECDH secret derived in the token
-  python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200" + sys.argv[1][:130]))' "$sealed" >e.der
-  rm -f z.bin
-  # (by --id: pkcs11-tool 0.23's --derive does not select the key by --label)
-  "${P11[@]}" --derive -m ECDH1-DERIVE --id 4d50 -i e.der -o z.bin >derive.log 2>&1 ||
-    fail "$s: pkcs11-tool --derive: $(cat derive.log)"
-  pc=$(python3 - "$sealed" "$s" z.bin <<'PY'
-import hashlib, hmac, sys
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-b, dev, z = bytes.fromhex(sys.argv[1]), sys.argv[2].encode(), open(sys.argv[3], "rb").read()
-assert len(b) == 97 and len(z) == 32
-prk = hmac.new(b"\0" * 32, z, hashlib.sha256).digest()  # RFC 5869: empty salt = HashLen zeros
-key = hmac.new(prk, b"keyline matter passcode v1" + dev + b"\x01", hashlib.sha256).digest()
-pt = AESGCM(key).decrypt(b[65:77], b[77:], dev)
-print(int.from_bytes(pt, "big"))
-PY
-) || fail "$s: the sealed passcode does not open"
-  want=$($MC decode "$(st_result $s matter.qr)" "$(st_result $s matter.manual)" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["passcode"])')
+  derive_z "$sealed" 1
+  row=$(row_of $s)
+  pc=$(seal_open "$sealed" "$s" "$row" z.bin) || fail "$s: the sealed passcode does not open"
+  want=$(label_pc $s)
   [ "$pc" = "$want" ] || fail "$s: sealed passcode $pc, label $want"
   pcs+=" $pc"
-  # bound to its device: the same blob does not open for another device id
-  python3 - "$sealed" MP-OTHER z.bin <<'PY' && fail "$s: the sealed passcode opens for another device id"
-import hashlib, hmac, sys
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-b, dev, z = bytes.fromhex(sys.argv[1]), sys.argv[2].encode(), open(sys.argv[3], "rb").read()
-prk = hmac.new(b"\0" * 32, z, hashlib.sha256).digest()
-key = hmac.new(prk, b"keyline matter passcode v1" + dev + b"\x01", hashlib.sha256).digest()
-try:
-    AESGCM(key).decrypt(b[65:77], b[77:], dev)
-except Exception:
-    sys.exit(1)
-PY
+  # bound to its device and to this row: not for another device id, nor with another salt
+  seal_open "$sealed" MP-OTHER "$row" z.bin >/dev/null && fail "$s: the sealed passcode opens for another device id"
+  other=$(python3 -c 'import sys; f=sys.argv[1].split("|"); f[3]="00"*32; print("|".join(f))' "$row")
+  seal_open "$sealed" "$s" "$other" z.bin >/dev/null && fail "$s: the sealed passcode opens with another salt"
   # and never in the clear: not in the store file, not in keyline-cad's log
   python3 - "$store" "$pc" <<'PY' || fail "$s: the passcode is in the store in the clear"
 import sys
@@ -102,13 +124,66 @@ PY
 done
 [ "$(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-passcode-read'")" = 2 ] ||
   fail "matter-passcode-read audit entries"
-# a sealed value moved to another device's row does not open (it is bound to its device id)
+# a sealed value moved to another device's row does not open (it is bound to its row)
 sqlite3 "$store" "UPDATE matter_onboarding SET passcode_sealed = (SELECT passcode_sealed FROM matter_onboarding WHERE device_id = 'MP-0002') WHERE device_id = 'MP-0003'"
 expect_fail "a passcode sealed for MP-0002 read as MP-0003's" "$KL_BIN/keyline-ca" -c "$KL_CONF" matter passcode --device MP-0003
 expect_fail "a device with no Matter row" "$KL_BIN/keyline-ca" -c "$KL_CONF" matter passcode --device NOPE
 [ "$(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-onboarding' AND detail LIKE '%passcode sealed to matter-passcode%'")" = 2 ] ||
   fail "audit entries for the sealed passcodes"
-ok "passcodes sealed to the token key: opened with pkcs11-tool's ECDH in the token, equal to the labels', bound to the device id, never in the clear"
+ok "passcodes sealed to the token key: opened with pkcs11-tool's ECDH in the token, equal to the labels', bound to their row, never in the clear"
+
+# 2b. MP-0002 is provisioned again (factory reset, --reprovision): its old sealed value, copied
+# back into its row, opens no more (it would give the old passcode, no longer the device's)
+old_sealed=$(sealed_of MP-0002); old_pc=$(label_pc MP-0002)
+mv "$KL_TEST_DIR/MP-0002.state" "$KL_TEST_DIR/MP-0002.state.old"
+st_dev 1 MP-0002 --model "Acme Plug" --matter-vid 0xFFF1 --matter-pid 0x8000; d=$st_last_dev
+st_station --port "$KL_TEST_DIR/fix1" --count 1 --reprovision --reason superseded ||
+  { tail -5 station.log; fail "MP-0002: reprovision"; }
+st_wait_pid $d 10 || fail "MP-0002 did not leave after LOCK"
+new_pc=$(label_pc MP-0002)
+[ "$new_pc" != "$old_pc" ] && [ "$(sealed_of MP-0002)" != "$old_sealed" ] || fail "MP-0002: the same passcode after reprovisioning"
+got=$(kca matter passcode --device MP-0002 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["passcode"]))')
+[ "$got" = "$new_pc" ] || fail "MP-0002 reprovisioned: keyline-ca matter passcode says $got, the new label $new_pc"
+sqlite3 "$store" "UPDATE matter_onboarding SET passcode_sealed = x'$old_sealed' WHERE device_id = 'MP-0002'"
+set +e; out=$(kca matter passcode --device MP-0002 2>&1); st=$?; set -e
+[ $st != 0 ] || fail "the old sealed value copied back after reprovisioning opens: $out"
+! grep -q "$old_pc" <<<"$out" && grep -q "earlier provisioning of this device" <<<"$out" ||
+  fail "the replayed sealed value: exit $st, '$out'"
+# and the token-side check agrees: the old value does not open for the new row
+derive_z "$old_sealed" 1
+seal_open "$old_sealed" MP-0002 "$(row_of MP-0002)" z.bin >/dev/null && fail "the old value opens for the new row (Python)"
+[ "$(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-passcode-read'")" = 3 ] ||
+  fail "a refused open was audited as read"
+ok "a sealed value replayed into its device's row after reprovisioning is refused: $out"
+
+# 2c. a value sealed by the earlier code (format 1: 97 bytes, device id as the only additional
+# data), made here in Python with the token key's public half, still opens
+"${P11[@]}" --read-object --type pubkey --id 4d50 -o pub.der >/dev/null 2>&1 || fail "pkcs11-tool --read-object pubkey"
+v1=$(python3 - pub.der MP-0003 20202021 <<'PY'
+import hashlib, hmac, os, sys
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+pub = serialization.load_der_public_key(open(sys.argv[1], "rb").read())
+dev, pc = sys.argv[2].encode(), int(sys.argv[3])
+e = ec.generate_private_key(ec.SECP256R1())
+z = e.exchange(ec.ECDH(), pub)
+prk = hmac.new(b"\0" * 32, z, hashlib.sha256).digest()
+key = hmac.new(prk, b"keyline matter passcode v1" + dev + b"\x01", hashlib.sha256).digest()
+iv = os.urandom(12)
+E = e.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+print((E + iv + AESGCM(key).encrypt(iv, pc.to_bytes(4, "big"), dev)).hex())
+PY
+) || fail "making a format 1 value"
+[ ${#v1} = 194 ] || fail "format 1 value '$v1'"
+sqlite3 "$store" "UPDATE matter_onboarding SET passcode_sealed = x'$v1' WHERE device_id = 'MP-0003'"
+got=$(kca matter passcode --device MP-0003 | python3 -c 'import json,sys; print(json.load(sys.stdin)["passcode"])') ||
+  fail "a format 1 value does not open"
+[ "$got" = 20202021 ] || fail "format 1 value opened to $got"
+# still bound to its device id: moved to MP-0002's row it does not open
+sqlite3 "$store" "UPDATE matter_onboarding SET passcode_sealed = x'$v1' WHERE device_id = 'MP-0002'"
+expect_fail "a format 1 value of MP-0003 read as MP-0002's" "$KL_BIN/keyline-ca" -c "$KL_CONF" matter passcode --device MP-0002
+ok "a format 1 sealed value (the earlier code's) still opens, for its device only"
 
 # 3. keyline-cad keeps no copy of a passcode it sealed: its memory (gcore, as root) holds no
 # request field carrying one (tag 39, length 8, the passcode big-endian)
