@@ -266,8 +266,10 @@ kl_rc ca_crlpart_catch_up(ca_ctx *ca, const char *label, size_t *count) KL_WUR;
 /* Answer an OCSP request (RFC 6960) for certificates of our CAs. Signed by a delegated OCSP
  * signer for the issuer if one is set up (see ca_ocsp_signer_ensure), else by the issuing CA.
  * nextUpdate is `validity` seconds after thisUpdate (0: one day; keyline-cad gives its [cad]
- * ocsp-validity, as its pre-produced answers have). Unknown issuers give an "unauthorized"
- * response, not an error. */
+ * ocsp-validity, as its pre-produced answers have), never past the notAfter of the certificate
+ * that signs (KL_EPOLICY when it has expired). Unknown issuers give an "unauthorized"
+ * response, not an error. A certificate whose CA or a CA above it is revoked is "revoked"
+ * (ca_ocsp_ca_revocation). */
 kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, long validity, OCSP_RESPONSE **out) KL_WUR;
 /* Whether an OCSP request's extensions let it be answered (ca_ocsp_respond answers
  * malformedRequest when not): KL_EINPUT, the message saying why, for an extension marked
@@ -284,10 +286,16 @@ typedef struct {
 } ca_ocsp_status;
 /* A nonce-less OCSP response (RFC 5019) for one certificate of `issuer`, made ahead of any
  * request (keyline-cad's pre-produced answers): SHA-1 CertID, thisUpdate `now`, nextUpdate
- * `next_update`, signed as ca_ocsp_respond signs, the responder named by key hash. *der
+ * `next_update` (or the signer's notAfter, when earlier), signed as ca_ocsp_respond signs, the
+ * responder named by key hash. *der
  * (OPENSSL_free) and *len get the DER OCSPResponse. KL_EINPUT: a bad serial; KL_EHSM. */
 kl_rc ca_ocsp_single(ca_ctx *ca, const char *issuer, const ca_ocsp_status *st, time_t now,
                      time_t next_update, uint8_t **der, size_t *len) KL_WUR;
+/* The revocation time of the certificate of CA `issuer` or of a CA above it, the earliest (0:
+ * none revoked): OCSP answers "revoked" (cACompromise, that time) for the certificates `issuer`
+ * vouches for that are not revoked themselves (ca_ocsp_respond; keyline-cad's pre-produced
+ * answers). A point read per CA of the chain. Store errors as such. */
+kl_rc ca_ocsp_ca_revocation(ca_ctx *ca, const char *issuer, time_t *revoked_at) KL_WUR;
 /* Ensure a delegated OCSP signer (key in the HSM, template ocsp-signer) exists for `issuer`
  * and is current: made when missing (a key generated in the token), renewed (a new
  * certificate for the same key, issued by `issuer`, recorded; the CA record's certificate

@@ -266,27 +266,57 @@ out:
     return rc;
 }
 
-/* Sign `bs` for `issuer`: by its delegated signer (RFC 6960 4.2.2.2) when set up and current,
- * with the signer's certificate in the response, else by the issuing CA itself. `flags`:
- * OCSP_RESPID_KEY and the like. */
-static kl_rc ca_ocsp_sign(ca_ctx *ca, const char *issuer, OCSP_BASICRESP *bs, time_t now,
+/* Who signs `issuer`'s answers at `now`: its delegated signer (RFC 6960 4.2.2.2) when set up
+ * and current (*delegated 1), else the issuing CA itself; with its key. */
+static kl_rc ca_ocsp_signer_pick(ca_ctx *ca, const char *issuer, time_t now,
+                                 const ca_entry **signer, int *delegated)
+{
+    kl_rc rc = KL_OK;
+    char signer_label[160];
+    TRY(ca_clock_check(ca, issuer, now, "signing an OCSP answer"));
+    snprintf(signer_label, sizeof signer_label, "%s" CA_OCSP_SUFFIX, issuer);
+    *delegated = ca_entry_get(ca, signer_label, 1, signer) == KL_OK &&
+                 ca_ocsp_signer_usable(ca, (*signer)->cert, now);
+    if (!*delegated) {
+        ERR_clear_error();
+        /* a retired CA's key is gone (read every time: a long-running process may hold it) */
+        TRY(ca_key_usable(ca, issuer, NULL));
+        TRY(ca_entry_get(ca, issuer, 1, signer));
+    }
+out:
+    return rc;
+}
+
+/* `next` (an answer's nextUpdate) no later than the notAfter of `signer`'s certificate: a
+ * relying party that checks the signer over the answer's validity would otherwise find it
+ * expired before the answer. KL_EPOLICY when that certificate has expired at `now`. */
+static kl_rc ca_ocsp_next_clamp(const ca_entry *signer, time_t now, time_t *next)
+{
+    time_t na = 0;
+    if (!ca_asn1_time(X509_get0_notAfter(signer->cert), &na)) {
+        return kl_fail(KL_EINTERNAL, "OCSP signer '%s': its notAfter does not convert",
+                       signer->label);
+    }
+    if (na <= now) {
+        char t[21];
+        return kl_fail(KL_EPOLICY, "no OCSP answer signed by '%s': its certificate expired at %s",
+                       signer->label, ca_time_iso(na, t));
+    }
+    *next = *next > na ? na : *next;
+    return KL_OK;
+}
+
+/* Sign `bs` with `signer` (ca_ocsp_signer_pick): a delegated signer's certificate goes in the
+ * response. `flags`: OCSP_RESPID_KEY and the like. */
+static kl_rc ca_ocsp_sign(const ca_entry *signer, int delegated, OCSP_BASICRESP *bs,
                           unsigned long flags)
 {
     kl_rc rc = KL_OK;
     STACK_OF(X509) *extra = NULL;
-    char signer_label[160];
-    TRY(ca_clock_check(ca, issuer, now, "signing an OCSP answer"));
-    snprintf(signer_label, sizeof signer_label, "%s" CA_OCSP_SUFFIX, issuer);
-    const ca_entry *signer = NULL;
-    if (ca_entry_get(ca, signer_label, 1, &signer) == KL_OK &&
-        ca_ocsp_signer_usable(ca, signer->cert, now)) {
+    if (delegated) {
         extra = sk_X509_new_null();
         ENSURE(extra, KL_EINTERNAL, "out of memory");
     } else {
-        ERR_clear_error();
-        /* a retired CA's key is gone (read every time: a long-running process may hold it) */
-        TRY(ca_key_usable(ca, issuer, NULL));
-        TRY(ca_entry_get(ca, issuer, 1, &signer));
         flags |= OCSP_NOCERTS;
     }
     ENSURE_SSL(
@@ -294,6 +324,44 @@ static kl_rc ca_ocsp_sign(ca_ctx *ca, const char *issuer, OCSP_BASICRESP *bs, ti
         KL_EHSM, "signing the OCSP response in the HSM failed");
 out:
     sk_X509_free(extra);
+    return rc;
+}
+
+kl_rc ca_ocsp_ca_revocation(ca_ctx *ca, const char *issuer, time_t *revoked_at)
+{
+    kl_rc rc = KL_OK;
+    char *hex = NULL;
+    store_cert c;
+    memset(&c, 0, sizeof c);
+    *revoked_at = 0;
+    const char *cur = issuer;
+    for (int depth = 0; cur; depth++) {
+        const ca_entry *e = NULL;
+        store_cert_state st;
+        ENSURE(depth < 16, KL_EINPUT, "CA chain of '%s' is too deep or loops", issuer);
+        TRY(ca_entry_get(ca, cur, 0, &e));
+        hex = ca_serial_hex(X509_get0_serialNumber(e->cert));
+        ENSURE(hex, KL_EINTERNAL, "out of memory");
+        /* one point read per CA; the row (for its time) only for a revoked one */
+        rc = store_cert_state_get(ca->st, hex, &st);
+        if (rc == KL_OK && strcmp(st.status, STORE_ST_REVOKED) == 0) {
+            TRY(store_cert_get(ca->st, hex, &c));
+            if (!*revoked_at || c.revoked_at < *revoked_at) {
+                *revoked_at = c.revoked_at;
+            }
+            store_cert_free(&c);
+        } else if (rc != KL_ENOTFOUND) { /* not recorded here (an imported parent): no verdict */
+            TRY(rc);
+        }
+        rc = KL_OK;
+        OPENSSL_free(hex);
+        hex = NULL;
+        cur = e->parent; /* cached entries live as long as the ctx */
+    }
+out:
+    store_cert_free(&c);
+    OPENSSL_free(hex);
+    ERR_clear_error();
     return rc;
 }
 
@@ -327,11 +395,16 @@ kl_rc ca_ocsp_single(ca_ctx *ca, const char *issuer, const ca_ocsp_status *st, t
         rev_t = ASN1_TIME_set(NULL, st->revoked_at);
         ENSURE_SSL(rev_t, KL_EINTERNAL, "out of memory");
     }
+    const ca_entry *signer = NULL;
+    int delegated = 0;
+    TRY(ca_ocsp_signer_pick(ca, issuer, now, &signer, &delegated));
+    TRY(ca_ocsp_next_clamp(signer, now, &next_update));
+    ENSURE_SSL(ASN1_TIME_set(next_t, next_update), KL_EINTERNAL, "out of memory");
     ENSURE_SSL(OCSP_basic_add1_status(bs, cid, status, reason, rev_t, now_t, next_t), KL_EINTERNAL,
                "cannot add OCSP status");
     /* no nonce (RFC 5019 4: pre-produced responses cannot carry the client's); the responder
      * named by its key hash, the smaller form */
-    TRY(ca_ocsp_sign(ca, issuer, bs, now, OCSP_RESPID_KEY));
+    TRY(ca_ocsp_sign(signer, delegated, bs, OCSP_RESPID_KEY));
     resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
     ENSURE_SSL(resp, KL_EINTERNAL, "cannot build OCSP response");
     unsigned char *enc = NULL;
@@ -424,12 +497,71 @@ static int ca_ocsp_past_revocation(time_t revoked_at, time_t *now)
     return 1;
 }
 
+/* One entry of a request, as answered. */
+typedef struct {
+    OCSP_CERTID *cid;
+    int status, reason;
+    time_t revoked_at;
+} ca_ocsp_entry;
+
+/* The status of the certificate `cid` names, when `issuer` (found so far; "" none yet) or, for
+ * the first, any CA of ours issued it: its own revocation, or when it is good and its CA or one
+ * above is revoked (*ca_rev, read once per request: ca_ocsp_ca_revocation), that one's. */
+static kl_rc ca_ocsp_entry_status(ca_ctx *ca, ca_ocsp_entry *en, char *issuer, size_t cap,
+                                  time_t *ca_rev, int *ca_rev_read)
+{
+    kl_rc rc = KL_OK;
+    char this_issuer[128], *hex = NULL;
+    ASN1_INTEGER *serial = NULL;
+    store_cert c;
+    memset(&c, 0, sizeof c);
+    en->status = V_OCSP_CERTSTATUS_UNKNOWN;
+    en->reason = -1;
+    en->revoked_at = 0;
+    if (ca_ocsp_find_issuer(ca, en->cid, this_issuer, sizeof this_issuer) != KL_OK ||
+        (issuer[0] && strcmp(issuer, this_issuer) != 0)) {
+        goto out; /* not ours, or another CA's than the request's first: "unknown" */
+    }
+    snprintf(issuer, cap, "%s", this_issuer);
+    OCSP_id_get0_info(NULL, NULL, NULL, &serial, en->cid);
+    hex = ca_serial_hex(serial);
+    if (!hex || store_cert_get(ca->st, hex, &c) != KL_OK || strcmp(c.issuer, issuer) != 0) {
+        goto out; /* unknown serial */
+    }
+    if (strcmp(c.status, STORE_ST_VALID) == 0) {
+        en->status = V_OCSP_CERTSTATUS_GOOD;
+    } else if (strcmp(c.status, STORE_ST_REVOKED) == 0) {
+        en->status = V_OCSP_CERTSTATUS_REVOKED;
+        en->reason = c.revoke_reason > 0 ? c.revoke_reason : OCSP_REVOKED_STATUS_NOSTATUS;
+        en->revoked_at = c.revoked_at;
+    }
+    /* pending (not yet confirmed by the device): "unknown" */
+    if (en->status == V_OCSP_CERTSTATUS_GOOD) {
+        if (!*ca_rev_read) {
+            TRY(ca_ocsp_ca_revocation(ca, issuer, ca_rev));
+            *ca_rev_read = 1;
+        }
+        if (*ca_rev) {
+            en->status = V_OCSP_CERTSTATUS_REVOKED;
+            en->reason = OCSP_REVOKED_STATUS_CACOMPROMISE;
+            en->revoked_at = *ca_rev;
+        }
+    }
+out:
+    store_cert_free(&c);
+    OPENSSL_free(hex);
+    return rc;
+}
+
 kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, long validity, OCSP_RESPONSE **out)
 {
     kl_rc rc = KL_OK;
     OCSP_BASICRESP *bs = NULL;
     ASN1_TIME *now_t = NULL, *next_t = NULL, *rev_t = NULL;
     char issuer[128] = "";
+    ca_ocsp_entry en[CA_OCSP_MAX_ENTRIES];
+    time_t ca_rev = 0;
+    int ca_rev_read = 0;
     *out = NULL;
 
     int nreq = OCSP_request_onereq_count(req);
@@ -439,46 +571,13 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, long validity, OCSP_RESPONS
         *out = OCSP_response_create(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, NULL);
         return *out ? KL_OK : kl_fail_ssl(KL_EINTERNAL, "cannot build OCSP response");
     }
-    bs = OCSP_BASICRESP_new();
     time_t now = time(NULL);
-    validity = validity > 0 ? validity : 86400;
-    now_t = ASN1_TIME_set(NULL, now);
-    next_t = ASN1_TIME_set(NULL, now + validity);
-    ENSURE(bs && now_t && next_t, KL_EINTERNAL, "out of memory");
     for (int i = 0; i < nreq; i++) {
-        OCSP_CERTID *cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(req, i));
-        char this_issuer[128];
-        ASN1_INTEGER *serial = NULL;
-        int status = V_OCSP_CERTSTATUS_UNKNOWN, reason = -1;
-        time_t revoked_at = 0;
-        if (ca_ocsp_find_issuer(ca, cid, this_issuer, sizeof this_issuer) == KL_OK &&
-            (!issuer[0] || strcmp(issuer, this_issuer) == 0)) {
-            snprintf(issuer, sizeof issuer, "%s", this_issuer);
-            OCSP_id_get0_info(NULL, NULL, NULL, &serial, cid);
-            char *hex = ca_serial_hex(serial);
-            store_cert c;
-            memset(&c, 0, sizeof c);
-            if (hex && store_cert_get(ca->st, hex, &c) == KL_OK && strcmp(c.issuer, issuer) == 0) {
-                if (strcmp(c.status, STORE_ST_VALID) == 0) {
-                    status = V_OCSP_CERTSTATUS_GOOD;
-                } else if (strcmp(c.status, STORE_ST_REVOKED) == 0) {
-                    status = V_OCSP_CERTSTATUS_REVOKED;
-                    reason = c.revoke_reason > 0 ? c.revoke_reason : OCSP_REVOKED_STATUS_NOSTATUS;
-                    revoked_at = c.revoked_at;
-                }
-                /* pending (not yet confirmed by the device) and unknown serials: "unknown" */
-            }
-            store_cert_free(&c);
-            OPENSSL_free(hex);
+        en[i].cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(req, i));
+        TRY(ca_ocsp_entry_status(ca, &en[i], issuer, sizeof issuer, &ca_rev, &ca_rev_read));
+        if (en[i].status == V_OCSP_CERTSTATUS_REVOKED) {
+            ca_ocsp_past_revocation(en[i].revoked_at, &now);
         }
-        if (status == V_OCSP_CERTSTATUS_REVOKED && ca_ocsp_past_revocation(revoked_at, &now)) {
-            ENSURE_SSL(ASN1_TIME_set(now_t, now) && ASN1_TIME_set(next_t, now + validity),
-                       KL_EINTERNAL, "out of memory");
-        }
-        ASN1_TIME_free(rev_t);
-        rev_t = status == V_OCSP_CERTSTATUS_REVOKED ? ASN1_TIME_set(NULL, revoked_at) : NULL;
-        ENSURE_SSL(OCSP_basic_add1_status(bs, cid, status, reason, rev_t, now_t, next_t),
-                   KL_EINTERNAL, "cannot add OCSP status");
     }
     if (!issuer[0]) {
         /* RFC 6960 2.3: "unauthorized" when the server is not authoritative for the request. */
@@ -486,8 +585,27 @@ kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, long validity, OCSP_RESPONS
         ENSURE_SSL(*out, KL_EINTERNAL, "cannot build OCSP response");
         goto out;
     }
+    const ca_entry *signer = NULL;
+    int delegated = 0;
+    TRY(ca_ocsp_signer_pick(ca, issuer, now, &signer, &delegated));
+    time_t next = now + (validity > 0 ? validity : 86400);
+    TRY(ca_ocsp_next_clamp(signer, now, &next));
+    bs = OCSP_BASICRESP_new();
+    now_t = ASN1_TIME_set(NULL, now);
+    next_t = ASN1_TIME_set(NULL, next);
+    ENSURE_SSL(bs && now_t && next_t, KL_EINTERNAL, "out of memory");
+    for (int i = 0; i < nreq; i++) {
+        ASN1_TIME_free(rev_t);
+        rev_t = en[i].status == V_OCSP_CERTSTATUS_REVOKED ? ASN1_TIME_set(NULL, en[i].revoked_at)
+                                                          : NULL;
+        ENSURE_SSL(en[i].status != V_OCSP_CERTSTATUS_REVOKED || rev_t, KL_EINTERNAL,
+                   "out of memory");
+        ENSURE_SSL(
+            OCSP_basic_add1_status(bs, en[i].cid, en[i].status, en[i].reason, rev_t, now_t, next_t),
+            KL_EINTERNAL, "cannot add OCSP status");
+    }
     ENSURE_SSL(OCSP_copy_nonce(bs, req) > 0, KL_EINTERNAL, "cannot copy OCSP nonce");
-    TRY(ca_ocsp_sign(ca, issuer, bs, now, 0));
+    TRY(ca_ocsp_sign(signer, delegated, bs, 0));
     *out = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
     ENSURE_SSL(*out, KL_EINTERNAL, "cannot build OCSP response");
 out:

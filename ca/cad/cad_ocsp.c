@@ -13,7 +13,15 @@
  *     moves, re-signs the answers of that CA's newly revoked certificates at once: a
  *     revocation is served within about a second plus the signing of what changed. An answer
  *     that says revoked is never replaced by one that says good (a pass that listed the
- *     certificate before its revocation), as a revocation is final.
+ *     certificate before its revocation), as a revocation is final;
+ *   - in the same thread, follows the revocation epochs of each CA's chain (itself and the CAs
+ *     above it): when the certificate of the CA or of one above it is revoked, every answer of
+ *     that CA that says good stops being served at once (the live path answers, revoked) and
+ *     is signed again "revoked", reason cACompromise, at that CA's revocation time (EJBCA's
+ *     answer for the certificates of a revoked CA; ca_ocsp_ca_revocation): a relying party
+ *     that checks only the leaf sees it too.
+ * No answer's nextUpdate, nor the time it is served until, passes the notAfter of the
+ * certificate that signs it (the delegated signer's, or the CA's).
  * A request is answered here only when it asks for one certificate by a SHA-1 CertID with no
  * extension (no nonce): the RFC 5019 shape. Everything else, and certificates not (yet)
  * pre-produced, take cad_rev.c's live path. */
@@ -54,6 +62,9 @@ typedef struct {
     int64_t epoch;
     uint8_t signer_fp[32]; /* SHA-256 of the delegated signer's certificate (zeros: none) */
     time_t signer_half;    /* when that certificate passes half its life (0: none) */
+    time_t signer_end;     /* the notAfter of whoever signs: that signer, or the CA (0: unread) */
+    int64_t chain_epoch;   /* sum of the revocation epochs of the CA and those above it */
+    time_t ca_revoked;     /* when the CA's or an ancestor's certificate was revoked (0: not) */
 } cad_pre_ca;
 
 struct cad_ocsp {
@@ -128,7 +139,7 @@ static int cad_pre_rehash(cad_ocsp *o, size_t cap, uint32_t keep_gen)
 
 /* Insert or replace; takes `der` (OPENSSL_free). */
 static void cad_pre_put(cad_ocsp *o, const cad_pre_ca *ca, const uint8_t *key, size_t klen,
-                        int status, time_t now, uint8_t *der, size_t len)
+                        int status, time_t now, time_t next, uint8_t *der, size_t len)
 {
     pthread_rwlock_wrlock(&o->lock);
     if ((o->n + 1) * 2 > o->cap && cad_pre_rehash(o, o->cap ? o->cap * 2 : 1024, 0) != 0) {
@@ -156,7 +167,7 @@ static void cad_pre_put(cad_ocsp *o, const cad_pre_ca *ca, const uint8_t *key, s
     /* A signer past half its life is being renewed (by keyline-cad, or by the officer for an
      * offline CA): from then on the live path answers, with whichever certificate is current,
      * until this one is re-signed. */
-    e->serve_until = now + o->validity;
+    e->serve_until = next; /* its nextUpdate: within the signer's notAfter (cad_pre_cert) */
     if (ca->signer_half && ca->signer_half < e->serve_until) {
         e->serve_until = ca->signer_half;
     }
@@ -248,23 +259,37 @@ static int cad_pre_cert(void *arg, const store_cert *c)
     }
     uint8_t key[CAD_OCSP_KEY_MAX];
     size_t klen = cad_pre_key(w->ca, c->serial_hex, key);
-    int status = revoked ? V_OCSP_CERTSTATUS_REVOKED : V_OCSP_CERTSTATUS_GOOD;
-    int keep = !revoked || c->revoked_at + CAD_OCSP_RECENT >= w->now;
+    ca_ocsp_status st = {.serial_hex = c->serial_hex,
+                         .status = revoked ? V_OCSP_CERTSTATUS_REVOKED : V_OCSP_CERTSTATUS_GOOD,
+                         .reason = c->revoke_reason,
+                         .revoked_at = c->revoked_at};
+    if (!revoked && w->ca->ca_revoked) { /* its CA, or one above, is revoked (as live) */
+        st.status = V_OCSP_CERTSTATUS_REVOKED;
+        st.reason = OCSP_REVOKED_STATUS_CACOMPROMISE;
+        st.revoked_at = w->ca->ca_revoked;
+    }
+    int status = st.status;
+    int keep = status != V_OCSP_CERTSTATUS_REVOKED || st.revoked_at + CAD_OCSP_RECENT >= w->now;
     time_t tu = w->now;
     if (!klen || !cad_pre_due(o, key, klen, status, w->now, keep, w->force, &tu)) {
         return 0;
     }
-    if (revoked && c->revoked_at == w->now) {
+    if (status == V_OCSP_CERTSTATUS_REVOKED && st.revoked_at == w->now) {
         w->deferred++; /* revoked this second: signed from the next (ca_ocsp_past_revocation) */
         return 0;
     }
-    ca_ocsp_status st = {.serial_hex = c->serial_hex,
-                         .status = status,
-                         .reason = c->revoke_reason,
-                         .revoked_at = c->revoked_at};
+    /* never valid past the notAfter of its signer (ca_ocsp_single holds to that too) */
+    if (!w->ca->signer_end) {
+        w->deferred++; /* not read yet (the pass thread reads it first): the next poll */
+        return 0;
+    }
+    time_t next = tu + o->validity < w->ca->signer_end ? tu + o->validity : w->ca->signer_end;
+    if (next <= tu) {
+        return 0; /* its signer has expired: the live path says why */
+    }
     uint8_t *der = NULL;
     size_t len = 0;
-    if (ca_ocsp_single(o->d->ca, w->ca->label, &st, tu, tu + o->validity, &der, &len) != KL_OK) {
+    if (ca_ocsp_single(o->d->ca, w->ca->label, &st, tu, next, &der, &len) != KL_OK) {
         if (atomic_fetch_add(&o->failures, 1) % 1000 == 0) {
             kl_warn("OCSP: pre-producing the answer for %s of %s failed: %s", c->serial_hex,
                     w->ca->label, kl_errmsg());
@@ -272,7 +297,7 @@ static int cad_pre_cert(void *arg, const store_cert *c)
         return 0;
     }
     atomic_fetch_add(&o->signs, 1);
-    cad_pre_put(o, w->ca, key, klen, status, tu, der, len);
+    cad_pre_put(o, w->ca, key, klen, status, tu, next, der, len);
     return 0;
 }
 
@@ -307,13 +332,19 @@ static void cad_pre_cas(cad_ocsp *o)
         }
         snprintf(c->label, sizeof c->label, "%s", list[i].label);
         c->epoch = -1;
+        c->chain_epoch = -1;
+        c->ca_revoked = 0;
         memset(c->signer_fp, 0, sizeof c->signer_fp);
         c->signer_half = 0;
+        c->signer_end = 0;
         for (size_t j = 0; j < o->ncas; j++) {
             if (strcmp(o->cas[j].label, c->label) == 0) {
                 c->epoch = o->cas[j].epoch;
+                c->chain_epoch = o->cas[j].chain_epoch;
+                c->ca_revoked = o->cas[j].ca_revoked;
                 memcpy(c->signer_fp, o->cas[j].signer_fp, sizeof c->signer_fp);
                 c->signer_half = o->cas[j].signer_half;
+                c->signer_end = o->cas[j].signer_end;
             }
         }
         nn++;
@@ -335,7 +366,7 @@ static size_t cad_pre_cas_copy(cad_ocsp *o, cad_pre_ca *out)
 }
 
 /* Write back the field `what` of CA `ca` (found by label: the list may have changed). */
-enum { CAD_PRE_EPOCH, CAD_PRE_SIGNER };
+enum { CAD_PRE_EPOCH, CAD_PRE_SIGNER, CAD_PRE_CHAIN };
 static void cad_pre_cas_note(cad_ocsp *o, const cad_pre_ca *ca, int what)
 {
     pthread_mutex_lock(&o->cas_mu);
@@ -345,9 +376,13 @@ static void cad_pre_cas_note(cad_ocsp *o, const cad_pre_ca *ca, int what)
         }
         if (what == CAD_PRE_EPOCH) {
             o->cas[j].epoch = ca->epoch;
+        } else if (what == CAD_PRE_CHAIN) {
+            o->cas[j].chain_epoch = ca->chain_epoch;
+            o->cas[j].ca_revoked = ca->ca_revoked;
         } else {
             memcpy(o->cas[j].signer_fp, ca->signer_fp, sizeof ca->signer_fp);
             o->cas[j].signer_half = ca->signer_half;
+            o->cas[j].signer_end = ca->signer_end;
         }
     }
     pthread_mutex_unlock(&o->cas_mu);
@@ -365,6 +400,7 @@ static int cad_pre_signer(cad_ocsp *o, cad_pre_ca *ca)
     unsigned int fl = sizeof fp;
     time_t now = time(NULL), nb = 0, na = 0, half = 0;
     memset(fp, 0, sizeof fp);
+    ca->signer_end = 0;
     snprintf(label, sizeof label, "%s" CA_OCSP_SUFFIX, ca->label);
     if (ca_entry_get(o->d->ca, label, 0, &se) == KL_OK &&
         ca_ocsp_signer_usable(o->d->ca, se->cert, now) &&
@@ -372,8 +408,14 @@ static int cad_pre_signer(cad_ocsp *o, cad_pre_ca *ca)
         ca_asn1_time(X509_get0_notBefore(se->cert), &nb) &&
         ca_asn1_time(X509_get0_notAfter(se->cert), &na)) {
         half = nb + (na - nb) / 2;
+        ca->signer_end = na;
     } else {
         memset(fp, 0, sizeof fp);
+        /* the CA signs: its own notAfter bounds its answers */
+        if (ca_entry_get(o->d->ca, ca->label, 0, &se) != KL_OK ||
+            !ca_asn1_time(X509_get0_notAfter(se->cert), &ca->signer_end)) {
+            ca->signer_end = 0;
+        }
     }
     ERR_clear_error();
     int changed = memcmp(fp, ca->signer_fp, sizeof fp) != 0;
@@ -445,12 +487,79 @@ static void cad_pre_signers(cad_ocsp *o)
     }
 }
 
+/* The answers of `ca` that do not say revoked: no longer served (the live path answers until
+ * they are signed again). */
+static void cad_pre_unserve(cad_ocsp *o, const cad_pre_ca *ca)
+{
+    pthread_rwlock_wrlock(&o->lock);
+    for (size_t i = 0; i < o->cap; i++) {
+        cad_pre *e = &o->tab[i];
+        if (e->klen && e->status != V_OCSP_CERTSTATUS_REVOKED &&
+            memcmp(e->key, ca->id, sizeof ca->id) == 0) {
+            e->serve_until = 0;
+        }
+    }
+    pthread_rwlock_unlock(&o->lock);
+}
+
+/* The sum of the revocation epochs of `ca` and the CAs above it: moves with any revocation
+ * that may revoke one of their certificates. */
+static kl_rc cad_pre_chain_epoch(cad_ocsp *o, const char *label, int64_t *sum)
+{
+    kl_rc rc = KL_OK;
+    *sum = 0;
+    for (int depth = 0; label; depth++) {
+        const ca_entry *e = NULL;
+        int64_t epoch = 0;
+        ENSURE(depth < 16, KL_EINPUT, "CA chain of '%s' is too deep or loops", label);
+        TRY(ca_entry_get(o->d->ca, label, 0, &e));
+        TRY(store_revocation_epoch(ca_store(o->d->ca), label, &epoch));
+        *sum += epoch;
+        label = e->parent; /* cached entries live as long as the ctx */
+    }
+out:
+    return rc;
+}
+
+/* The CA's chain: when a revocation was recorded in it, is the CA's certificate or one above
+ * it revoked now? Then its answers that say good are no longer served, and all of them are
+ * signed again (cad_pre_cert answers them revoked). Noted once walked whole (revocation
+ * thread). */
+static void cad_pre_chain(cad_ocsp *o, cad_pre_ca *ca)
+{
+    int64_t sum = 0;
+    time_t rev = 0;
+    if (cad_pre_chain_epoch(o, ca->label, &sum) != KL_OK || sum == ca->chain_epoch ||
+        ca_ocsp_ca_revocation(o->d->ca, ca->label, &rev) != KL_OK) {
+        ERR_clear_error();
+        return;
+    }
+    if (rev != ca->ca_revoked) {
+        ca->ca_revoked = rev;
+        cad_pre_cas_note(o, ca, CAD_PRE_CHAIN); /* the pass thread's walks answer so too */
+        if (rev) {
+            cad_pre_unserve(o, ca);
+            kl_info("OCSP: the certificate of %s or of a CA above it is revoked; its answers say "
+                    "revoked (cACompromise) from now on",
+                    ca->label);
+        }
+    }
+    if (rev && cad_pre_walk_ca(o, ca, 0, 0) != 0) {
+        return; /* some left for the next second: walked again at the next poll */
+    }
+    ca->chain_epoch = sum;
+    cad_pre_cas_note(o, ca, CAD_PRE_CHAIN);
+}
+
 /* The CAs whose revocation epoch moved (or that are new here): their revoked certificates'
  * answers, now (revocation thread). */
 static void cad_pre_revocations(cad_ocsp *o)
 {
     cad_pre_ca cas[CAD_OCSP_CAS];
     size_t ncas = cad_pre_cas_copy(o, cas);
+    for (size_t i = 0; i < ncas && !o->stop; i++) {
+        cad_pre_chain(o, &cas[i]);
+    }
     for (size_t i = 0; i < ncas && !o->stop; i++) {
         int64_t epoch = 0;
         if (store_revocation_epoch(ca_store(o->d->ca), cas[i].label, &epoch) != KL_OK ||

@@ -9,6 +9,7 @@
  *         OCSP signers made at start-up (cad_rev_startup) and renewed once past half their
  *         life. Before any of that, a request of the RFC 5019 shape is answered from the
  *         pre-produced answers (cad_ocsp.c) when there is one. */
+#include <openssl/err.h>
 #include <openssl/ocsp.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ typedef struct {
     uint8_t key[SHA256_DIGEST_LENGTH];
     int64_t epoch_sum;
     time_t at;
+    time_t until; /* its earliest nextUpdate (the signer's notAfter may cut it short) */
     uint8_t *der;
     size_t len;
 } cad_ocsp_slot;
@@ -466,6 +468,23 @@ static void cad_rev_upkeep(cad_rev *r, time_t now)
     pthread_mutex_unlock(&r->upkeep_lock);
 }
 
+/* The earliest nextUpdate of a successful answer: 1, or 0 when it has none that reads. */
+static int cad_rev_ocsp_until(OCSP_RESPONSE *resp, time_t *until)
+{
+    OCSP_BASICRESP *bs = OCSP_response_get1_basic(resp);
+    int n = bs ? OCSP_resp_count(bs) : 0, ok = n > 0;
+    for (int i = 0; ok && i < n; i++) {
+        ASN1_GENERALIZEDTIME *nu = NULL;
+        time_t t = 0;
+        ok = OCSP_single_get0_status(OCSP_resp_get0(bs, i), NULL, NULL, NULL, &nu) >= 0 &&
+             ca_asn1_time(nu, &t);
+        *until = i == 0 || t < *until ? t : *until;
+    }
+    OCSP_BASICRESP_free(bs);
+    ERR_clear_error();
+    return ok;
+}
+
 kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
 {
     kl_rc rc = KL_OK;
@@ -496,7 +515,7 @@ kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
         cad_ocsp_slot *slot = &r->ocsp[(key[0] | key[1] << 8) % CAD_OCSP_SLOTS];
         int hit = cacheable && slot->der && memcmp(slot->key, key, sizeof key) == 0 &&
                   slot->epoch_sum == esum && now >= slot->at && now - slot->at < CAD_OCSP_TTL &&
-                  now - slot->at < r->ocsp_validity / 2; /* never an answer near its end */
+                  now - slot->at < (slot->until - slot->at) / 2; /* never one near its end */
         if (hit) {
             rc = cap_put_bytes(out, CAP_T_OCSP_RESP, slot->der, slot->len);
         }
@@ -509,7 +528,9 @@ kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
     int n = i2d_OCSP_RESPONSE(resp, &enc);
     ENSURE_SSL(n > 0, KL_EINTERNAL, "i2d_OCSP_RESPONSE");
     TRY(cap_put_bytes(out, CAP_T_OCSP_RESP, enc, (size_t)n));
-    if (cacheable && OCSP_response_status(resp) == OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+    time_t until = 0;
+    if (cacheable && OCSP_response_status(resp) == OCSP_RESPONSE_STATUS_SUCCESSFUL &&
+        cad_rev_ocsp_until(resp, &until)) {
         uint8_t *copy = malloc((size_t)n);
         if (copy) {
             memcpy(copy, enc, (size_t)n);
@@ -521,6 +542,7 @@ kl_rc cad_rev_ocsp(cad_rev *r, const uint8_t *der, size_t len, kl_buf *out)
             slot->len = (size_t)n;
             slot->epoch_sum = esum;
             slot->at = now;
+            slot->until = until;
             pthread_mutex_unlock(&r->ocsp_lock);
         }
     }
