@@ -267,9 +267,10 @@ kl_rc ca_crlpart_catch_up(ca_ctx *ca, const char *label, size_t *count) KL_WUR;
  * signer for the issuer if one is set up (see ca_ocsp_signer_ensure), else by the issuing CA.
  * nextUpdate is `validity` seconds after thisUpdate (0: one day; keyline-cad gives its [cad]
  * ocsp-validity, as its pre-produced answers have), never past the notAfter of the certificate
- * that signs (KL_EPOLICY when it has expired). Unknown issuers give an "unauthorized"
- * response, not an error. A certificate whose CA or a CA above it is revoked is "revoked"
- * (ca_ocsp_ca_revocation). */
+ * that signs (KL_EPOLICY when it has expired). Unknown issuers, and CertIDs hashed with
+ * anything but SHA-1, SHA-256, SHA-384 or SHA-512, give an "unauthorized" response (or
+ * "unknown" for that entry beside one that is answered), not an error. A certificate whose CA
+ * or a CA above it is revoked is "revoked" (ca_ocsp_ca_revocation). */
 kl_rc ca_ocsp_respond(ca_ctx *ca, OCSP_REQUEST *req, long validity, OCSP_RESPONSE **out) KL_WUR;
 /* Whether an OCSP request's extensions let it be answered (ca_ocsp_respond answers
  * malformedRequest when not): KL_EINPUT, the message saying why, for an extension marked

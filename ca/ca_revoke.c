@@ -231,7 +231,22 @@ kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor, i
     return rc;
 }
 
-/* Find which of our CAs issued the certificate named by an OCSP CertID. */
+/* The hash of a CertID this responder answers: SHA-1 (RFC 5019 2.1.1: what clients send) and
+ * SHA-256/384/512. MD5 (RFC 6151: collisions are cheap) and SHA-224 (no client uses it) name
+ * no certificate here: such a CertID is not ours to answer, as one of another CA is. */
+static const EVP_MD *ca_ocsp_certid_md(const ASN1_OBJECT *obj)
+{
+    switch (obj ? OBJ_obj2nid(obj) : NID_undef) {
+    case NID_sha1: return EVP_sha1();
+    case NID_sha256: return EVP_sha256();
+    case NID_sha384: return EVP_sha384();
+    case NID_sha512: return EVP_sha512();
+    default: return NULL;
+    }
+}
+
+/* Find which of our CAs issued the certificate named by an OCSP CertID (hashed with one of
+ * ca_ocsp_certid_md's hashes: else KL_ENOTFOUND). */
 static kl_rc ca_ocsp_find_issuer(ca_ctx *ca, OCSP_CERTID *cid, char *label, size_t labellen)
 {
     kl_rc rc = KL_OK;
@@ -240,7 +255,7 @@ static kl_rc ca_ocsp_find_issuer(ca_ctx *ca, OCSP_CERTID *cid, char *label, size
     ASN1_OBJECT *md_obj = NULL;
     TRY(store_ca_list(ca->st, &list, &n));
     OCSP_id_get0_info(NULL, &md_obj, NULL, NULL, cid);
-    const EVP_MD *md = md_obj ? EVP_get_digestbyobj(md_obj) : NULL;
+    const EVP_MD *md = ca_ocsp_certid_md(md_obj);
     rc = KL_ENOTFOUND;
     for (size_t i = 0; md && i < n; i++) {
         if (ca_is_ocsp_signer_label(list[i].label) || strcmp(list[i].status, "rollover") == 0) {
