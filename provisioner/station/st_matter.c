@@ -20,7 +20,7 @@
 #include "kl_proto.h"
 
 /* the MATTER request carries it whole (line-protocol.md 4.10) */
-#define ST_MATTER_CD_MAX ((size_t)KL_PROTO_MATTER_CD_MAX)
+_Static_assert(ST_MATTER_CD_MAX <= KL_PROTO_MATTER_CD_MAX, "a CD the station takes fits MATTER");
 
 /* ---- configuration ---------------------------------------------------------------------- */
 
@@ -51,6 +51,31 @@ static kl_rc st_matter_bool(const kl_conf *conf, const char *key, int *out)
         return kl_fail(KL_EUSAGE, "[station] %s must be yes or no, got '%s'", key, v);
     }
     return KL_OK;
+}
+
+/* The Certification Declaration, refused past ST_MATTER_CD_MAX (st_matter.h: what fits an
+ * AttestationResponse), naming the limit and the file's size. */
+static kl_rc st_matter_cd_read(st_matter_cfg *cfg)
+{
+    kl_rc rc = KL_OK;
+    struct stat sb;
+    size_t size = 0;
+    rc = kl_file_read(cfg->cd_path, ST_MATTER_CD_MAX, &cfg->cd, &cfg->cd_len);
+    if (rc == KL_EINPUT && stat(cfg->cd_path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        size = (size_t)sb.st_size;
+    }
+    ENSURE(size <= ST_MATTER_CD_MAX, KL_EUSAGE,
+           "[station] matter-cd %s is %zu bytes: a Certification Declaration has at most %u (what "
+           "a device built on the Matter SDK holds; with the nonce and timestamp it must fit an "
+           "AttestationResponse, RESP_MAX %u bytes; docs/matter.md)",
+           cfg->cd_path, size, (unsigned)ST_MATTER_CD_MAX, ST_MATTER_RESP_MAX);
+    if (rc != KL_OK) {
+        kl_wrap(rc, "[station] matter-cd");
+        goto out;
+    }
+    ENSURE(cfg->cd_len > 0, KL_EUSAGE, "[station] matter-cd %s is empty", cfg->cd_path);
+out:
+    return rc;
 }
 
 kl_rc st_matter_cfg_load(st_matter_cfg *cfg, const kl_conf *conf)
@@ -86,14 +111,7 @@ kl_rc st_matter_cfg_load(st_matter_cfg *cfg, const kl_conf *conf)
            "[station] matter = yes needs matter-cd (the Certification Declaration file)");
     cfg->cd_path = kl_conf_path(conf, "station", "matter-cd");
     ENSURE(cfg->cd_path, KL_EINTERNAL, "out of memory");
-    rc = kl_file_read(cfg->cd_path, ST_MATTER_CD_MAX + 1, &cfg->cd, &cfg->cd_len);
-    if (rc != KL_OK) {
-        kl_wrap(rc, "[station] matter-cd");
-        goto out;
-    }
-    ENSURE(cfg->cd_len > 0 && cfg->cd_len <= ST_MATTER_CD_MAX, KL_EUSAGE,
-           "[station] matter-cd %s: %zu bytes (1..%zu)", cfg->cd_path, cfg->cd_len,
-           ST_MATTER_CD_MAX);
+    TRY(st_matter_cd_read(cfg));
 out:
     if (rc != KL_OK) {
         st_matter_cfg_free(cfg);

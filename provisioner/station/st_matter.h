@@ -32,6 +32,25 @@
 #define ST_MATTER_QR_MAX 32       /* "MT:" + 19 characters + NUL */
 #define ST_MATTER_MANUAL_LEN 11   /* digits, without a NUL */
 
+/* The largest Certification Declaration ([station] matter-cd) a device can present. A device
+ * sends its CD in the AttestationResponse, inside attestation_elements = anonymous structure
+ * { 1: CD (octstr), 2: attestation nonce (32 bytes), 3: timestamp (uint32), 4: firmware
+ * information (optional) }, and the Matter Core specification caps that field at RESP_MAX,
+ * 900 bytes (Operational Credentials cluster constants, 11.22.5.1 as the SDK cites it): a
+ * commissioner (the SDK's DefaultDACVerifier) refuses larger attestation elements. In TLV: 2
+ * (structure and its end) + 4 (CD control, tag, 2-byte length)
+ * + 35 (nonce) + 6 (timestamp) = 47 bytes besides the CD, so a CD above 853 bytes never fits.
+ * Tighter still, a device built on the Matter SDK reads its CD into a buffer of
+ * kMaxCMSSignedCDMessage bytes (credentials/CertificationDeclaration.h: 183 bytes of CMS
+ * around the largest CD content, 607 bytes of TLV) = 790: a larger one is never sent. */
+#define ST_MATTER_RESP_MAX 900u
+#define ST_MATTER_ATT_ELEMENTS_OVERHEAD 47u
+#define ST_MATTER_SDK_CD_MAX 790u
+#define ST_MATTER_CD_MAX                                                                           \
+    (ST_MATTER_SDK_CD_MAX < ST_MATTER_RESP_MAX - ST_MATTER_ATT_ELEMENTS_OVERHEAD                   \
+         ? ST_MATTER_SDK_CD_MAX                                                                    \
+         : ST_MATTER_RESP_MAX - ST_MATTER_ATT_ELEMENTS_OVERHEAD)
+
 /* QR payload discovery capabilities (5.1.3: bit 0 SoftAP, bit 1 BLE, bit 2 on IP network) */
 #define ST_MATTER_DISCOVERY_BLE 0x02u
 
@@ -48,8 +67,9 @@ typedef struct {
 } st_matter_cfg;
 
 /* Load the keys from [station]. With matter = yes, matter-vid, matter-pid and matter-cd are
- * required and the Certification Declaration is read (at most 4096 bytes, not empty). KL_EUSAGE
- * naming the key on a bad or missing value; KL_EIO/KL_ENOTFOUND for the file. */
+ * required and the Certification Declaration is read (1..ST_MATTER_CD_MAX bytes: a larger one is
+ * refused naming the limit and the file's size). KL_EUSAGE naming the key on a bad or missing
+ * value; KL_EIO/KL_ENOTFOUND for the file. */
 kl_rc st_matter_cfg_load(st_matter_cfg *cfg, const kl_conf *conf) KL_WUR;
 void st_matter_cfg_free(st_matter_cfg *cfg);
 

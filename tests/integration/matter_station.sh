@@ -186,6 +186,16 @@ ok "the store keeps each device's discriminator, salt, iterations and verifier w
 ok "QR and manual codes decode to VID FFF1, PID 8000, the discriminator and a valid passcode; the verifier recomputed from it is the device's; the passcode is not on the device; the labels' QR codes read back (zbarimg)"
 
 # ---- 7. refusals ------------------------------------------------------------------------------
+# a Certification Declaration past what fits a Matter AttestationResponse (790 bytes: the SDK's
+# kMaxCMSSignedCDMessage; with nonce and timestamp the attestation elements must fit RESP_MAX,
+# 900 bytes): refused before any device, naming the limit and the file's size
+head -c 791 /dev/urandom >cd-big.der
+sed -i 's/^matter-cd = cd.der/matter-cd = cd-big.der/' "$KL_CONF"
+set +e; "$KPROV" -c "$KL_CONF" --port "$KL_TEST_DIR/fix1" --count 1 >cd-big.log 2>&1; st=$?; set -e
+[ $st != 0 ] && grep -q "matter-cd .*cd-big.der is 791 bytes: a Certification Declaration has at most 790" cd-big.log ||
+  fail "a CD of 791 bytes: exit $st, $(cat cd-big.log)"
+sed -i 's/^matter-cd = cd-big.der/matter-cd = cd.der/' "$KL_CONF"
+ok "a 791-byte Certification Declaration is refused: $(tail -1 cd-big.log)"
 # a device of another product (its CSR names PID 8001): the station refuses before keyline-cad
 st_dev 1 MT-BAD1 --model "Acme Plug" --matter-vid 0xFFF1 --matter-pid 0x8001
 set +e; st_station --port "$KL_TEST_DIR/fix1" --count 1; st=$?; set -e

@@ -154,14 +154,16 @@ static void test_onboard_and_label(void **state)
 /* [station] matter-vid/matter-pid: Matter 2.5.2 VendorIDs 0001..FFF4, 2.5.3 ProductID not 0000
  * (the SDK's SetupPayload::IsValidQRCodePayload refuses the others: the label would not
  * commission) */
-static kl_rc cfg_with(const char *dir, const char *vid, const char *pid)
+static kl_rc cfg_with_cd(const char *dir, const char *vid, const char *pid, size_t cd_len)
 {
     char conf[4096], cd[4096];
     snprintf(cd, sizeof cd, "%s/cd.der", dir);
     snprintf(conf, sizeof conf, "%s/k.conf", dir);
     FILE *f = fopen(cd, "w");
     assert_non_null(f);
-    fputs("not a real CD", f);
+    for (size_t i = 0; i < cd_len; i++) {
+        fputc(0x30 + (int)(i % 64), f);
+    }
     fclose(f);
     f = fopen(conf, "w");
     assert_non_null(f);
@@ -183,6 +185,11 @@ static kl_rc cfg_with(const char *dir, const char *vid, const char *pid)
     return rc;
 }
 
+static kl_rc cfg_with(const char *dir, const char *vid, const char *pid)
+{
+    return cfg_with_cd(dir, vid, pid, 13);
+}
+
 static void test_cfg_ids(void **state)
 {
     (void)state;
@@ -202,12 +209,43 @@ static void test_cfg_ids(void **state)
     rmdir(dir);
 }
 
+/* [station] matter-cd: the attestation elements a device sends (CD, 32-byte nonce, timestamp)
+ * must fit RESP_MAX (900 bytes: a CD of 853 at most), and a device built on the Matter SDK holds
+ * kMaxCMSSignedCDMessage = 790 bytes: a larger CD never reaches a commissioner. The line
+ * protocol's 800 is not the bound. */
+static void test_cfg_cd_size(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kl-matter-cd.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(ST_MATTER_CD_MAX, 790);
+    assert_true(ST_MATTER_CD_MAX + ST_MATTER_ATT_ELEMENTS_OVERHEAD <= ST_MATTER_RESP_MAX);
+    assert_int_equal(cfg_with_cd(dir, "0xFFF1", "0x8000", 790), KL_OK);
+    assert_int_equal(cfg_with_cd(dir, "0xFFF1", "0x8000", 1), KL_OK);
+    static const size_t bad[] = {791, 800, 853, 5000};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char want[64];
+        if (cfg_with_cd(dir, "0xFFF1", "0x8000", bad[i]) != KL_EUSAGE) {
+            fail_msg("a CD of %zu bytes accepted", bad[i]);
+        }
+        /* the message names the file's size and the limit */
+        snprintf(want, sizeof want, "is %zu bytes", bad[i]);
+        if (!strstr(kl_errmsg(), want) || !strstr(kl_errmsg(), "at most 790")) {
+            fail_msg("a CD of %zu bytes: '%s'", bad[i], kl_errmsg());
+        }
+    }
+    assert_int_equal(cfg_with_cd(dir, "0xFFF1", "0x8000", 0), KL_EUSAGE);
+    assert_non_null(strstr(kl_errmsg(), "empty"));
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verifier_sdk),      cmocka_unit_test(test_qr_sdk),
         cmocka_unit_test(test_manual_sdk),        cmocka_unit_test(test_passcodes),
         cmocka_unit_test(test_onboard_and_label), cmocka_unit_test(test_cfg_ids),
+        cmocka_unit_test(test_cfg_cd_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
