@@ -14,7 +14,12 @@
  * class "unavailable" (kl_rc KL_EUNAVAIL: retry later; the transaction is gone, nothing of it
  * was committed). The next transaction (or point read) reconnects by itself. A COMMIT whose
  * answer was lost is reported as failed although the server may have committed it: a
- * certificate may then be recorded but was never released, never the reverse.
+ * certificate may then be recorded but was never released, never the reverse. "Went away"
+ * is: an error libpq made itself (no SQLSTATE, no severity: "server closed the connection
+ * unexpectedly", "could not receive data from server", "SSL SYSCALL error", often while
+ * PQstatus() still reads CONNECTION_OK), a session the server ended (severity FATAL or PANIC),
+ * SQLSTATE class 08, 53 or 57P01 to 57P05, or a read-only server (25006). Such a
+ * session is dropped (pg_db.broken) and never used again, whatever libpq's status says.
  *
  * Parameters are sent typed (text, int8 in binary, bytea in binary, NULL untyped); results
  * come back in binary. ?N in the SQL becomes $N.
@@ -72,6 +77,7 @@ typedef struct {
     int npend;
     int async;          /* a pipeline (a read transaction's COMMIT) whose answer is not read */
     pg_stmt *streaming; /* the statement whose rows are being read from the connection */
+    int broken;         /* the server or the connection went away: reconnect before any use */
 } pg_db;
 
 struct pg_stmt {
@@ -109,34 +115,70 @@ static pg_stmt *pgs(db_stmt *st)
 
 static int pg_lost(pg_db *q)
 {
-    return !q->pg || PQstatus(q->pg) != CONNECTION_OK;
+    return !q->pg || q->broken || PQstatus(q->pg) != CONNECTION_OK;
 }
 
-/* The class of a failed result (SQLSTATE, or the connection's state). */
-static int pg_class(pg_db *q, const PGresult *res)
+/* The class of a SQLSTATE (5 characters). */
+static int pg_code_class(const char *code)
 {
-    const char *code = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    if (pg_lost(q) || !code) {
-        return pg_lost(q) ? DB_E_UNAVAILABLE : DB_E_OTHER;
-    }
-    if (strcmp(code, "23505") == 0) {
+    if (strncmp(code, "23505", 5) == 0) {
         return DB_E_UNIQUE;
     }
-    if (strcmp(code, "23503") == 0) {
+    if (strncmp(code, "23503", 5) == 0) {
         return DB_E_FOREIGN;
     }
     if (strncmp(code, "23", 2) == 0) {
         return DB_E_CONSTRAINT;
     }
     /* serialization failure, deadlock, lock_timeout */
-    if (strcmp(code, "40001") == 0 || strcmp(code, "40P01") == 0 || strcmp(code, "55P03") == 0) {
+    if (strncmp(code, "40001", 5) == 0 || strncmp(code, "40P01", 5) == 0 ||
+        strncmp(code, "55P03", 5) == 0) {
         return DB_E_BUSY;
     }
-    /* connection exceptions; admin/crash shutdown, cannot connect now; read-only standby */
-    if (strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0 || strcmp(code, "25006") == 0) {
+    /* connection exceptions; insufficient resources (disk full, out of memory, too many
+     * connections); admin shutdown, crash shutdown, cannot connect now, database dropped, idle
+     * session timeout; a read-only server (a standby after a failover) */
+    if (strncmp(code, "08", 2) == 0 || strncmp(code, "53", 2) == 0 ||
+        strncmp(code, "57P01", 5) == 0 || strncmp(code, "57P02", 5) == 0 ||
+        strncmp(code, "57P03", 5) == 0 || strncmp(code, "57P04", 5) == 0 ||
+        strncmp(code, "57P05", 5) == 0 || strncmp(code, "25006", 5) == 0) {
         return DB_E_UNAVAILABLE;
     }
     return DB_E_OTHER;
+}
+
+/* An error libpq made itself, with no field from the server (NULL: no result came): the
+ * connection failed under it, whatever PQstatus() says yet (a failed write is reported before
+ * the EOF behind it is read). */
+static int pg_gone(const PGresult *res)
+{
+    ExecStatusType t = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    return (t == PGRES_FATAL_ERROR || t == PGRES_BAD_RESPONSE) &&
+           !PQresultErrorField(res, PG_DIAG_SQLSTATE) &&
+           !PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+}
+
+/* A connection gone, or a session the server ended (FATAL, PANIC), is broken: never used
+ * again, whatever it holds (pg_ensure opens a new one). */
+static void pg_mark(pg_db *q, const PGresult *res)
+{
+    const char *sev = res ? PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED) : NULL;
+    if (pg_gone(res) || (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))) {
+        q->broken = 1;
+    }
+}
+
+/* The class of a failed result (NULL: none came); marks the connection broken (pg_mark). */
+static int pg_class(pg_db *q, const PGresult *res)
+{
+    const char *code = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    int gone = pg_gone(res);
+    pg_mark(q, res);
+    int c = code ? pg_code_class(code) : DB_E_OTHER;
+    if (gone || (c == DB_E_OTHER && pg_lost(q))) {
+        return DB_E_UNAVAILABLE;
+    }
+    return c;
 }
 
 /* Record the failure of `res` (NULL: the connection's) as the connection's. */
@@ -172,6 +214,7 @@ static void pg_sync_end(pg_db *q)
         }
         nulls = 0;
         ExecStatusType t = PQresultStatus(r);
+        pg_mark(q, r); /* an unwaited COMMIT's answer may be the news of a lost connection */
         PQclear(r);
         if (t == PGRES_PIPELINE_SYNC) {
             break;
@@ -212,6 +255,7 @@ static void pg_stream_end(pg_db *q, int keep)
         if (keep) {
             pg_buf_push(s, r);
         } else {
+            pg_mark(q, r);
             PQclear(r);
         }
     }
@@ -308,7 +352,12 @@ static kl_rc pg_cmd(pg_db *q, const char *sql, PGresult **res_out)
     for (int attempt = 0; attempt < 2; attempt++) {
         int fresh = q->begin && PQtransactionStatus(q->pg) == PQTRANS_IDLE;
         rc = pg_cmd_once(q, sql, res_out);
-        if (rc == KL_OK || !fresh || !pg_lost(q) || pg_ensure(q) != KL_OK) {
+        if (rc == KL_OK || !fresh || !pg_lost(q) || attempt > 0) {
+            break;
+        }
+        kl_rc again = pg_ensure(q); /* its own failure (unreachable) is the answer */
+        if (again != KL_OK) {
+            rc = again;
             break;
         }
     }
@@ -362,9 +411,12 @@ static kl_rc pg_ensure(pg_db *q)
     if (!pg_lost(q)) {
         return KL_OK;
     }
-    if (q->streaming) {
+    if (q->streaming && !q->broken) {
         pg_stream_end(q, 1); /* whatever arrived before the loss */
     }
+    q->broken = 0;
+    q->streaming = NULL;
+    q->async = 0;
     PQreset(q->pg);
     return pg_lost(q) ? pg_unreachable(q, "reach") : pg_session(q);
 }
@@ -815,8 +867,9 @@ static kl_rc pg_run(pg_stmt *s)
                        "(nothing of it is stored)",
                        q->base.name);
     }
-    if (!pg_in_tx(&q->base)) {
-        /* a point read outside a transaction: reconnect first if the connection is gone */
+    if (!pg_in_tx(&q->base) || q->begin) {
+        /* a point read outside a transaction, or a transaction's first statement: reconnect
+         * first if the connection is gone */
         kl_rc rc = pg_ensure(q);
         if (rc != KL_OK) {
             return rc;
@@ -840,9 +893,11 @@ static kl_rc pg_run(pg_stmt *s)
         /* a statement (and a transaction not begun yet) on a connection that died while idle
          * is tried once more on a new one (it was not carried out); inside a transaction the
          * transaction is lost */
-        if (!fresh || attempt > 0 || q->base.err != DB_E_UNAVAILABLE || pg_ensure(q) != KL_OK) {
+        kl_rc again = KL_OK;
+        if (!fresh || attempt > 0 || q->base.err != DB_E_UNAVAILABLE ||
+            (again = pg_ensure(q)) != KL_OK) {
             pg_pend_clear(q);
-            return rc;
+            return again != KL_OK ? again : rc;
         }
     }
 }

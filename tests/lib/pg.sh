@@ -11,6 +11,8 @@
 #   tests/lib/pg.sh restart DIR [SECS]  stop it, wait SECS (default 0), start it again (the same
 #                                       data and socket): for tests of a database restart
 #   tests/lib/pg.sh down DIR | up DIR   stop / start it without removing anything
+#   tests/lib/pg.sh crash DIR           stop it at once (-m immediate: sessions cut without an
+#                                       error, no shutdown checkpoint); `up DIR` starts it again
 #
 # For CMD (run) and in DIR/env (start; `. DIR/env`):
 #   KL_PG_DIR            the cluster's folder (data in DIR/data, socket in DIR)
@@ -64,6 +66,13 @@ pg_down() {
   as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
 }
 
+pg_crash() {
+  local dir=$1 bin
+  bin=$(pg_bin)
+  [ -f "$dir/data/postmaster.pid" ] || return 0
+  as_pg "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 60 stop >/dev/null 2>&1
+}
+
 pg_start() {
   local dir=${1:-} bin port
   bin=$(pg_bin)
@@ -110,6 +119,7 @@ case "$cmd" in
   stop) pg_stop "${1:?pg.sh stop DIR}" ;;
   down) pg_down "${1:?pg.sh down DIR}" ;;
   up) pg_up "${1:?pg.sh up DIR}" ;;
+  crash) pg_crash "${1:?pg.sh crash DIR}" ;;
   restart)
     pg_down "${1:?pg.sh restart DIR}"
     sleep "${2:-0}"
@@ -131,7 +141,7 @@ case "$cmd" in
     exit $st
     ;;
   *)
-    sed -n '2,26p' "$0" >&2
+    sed -n '2,28p' "$0" >&2
     exit 2
     ;;
 esac

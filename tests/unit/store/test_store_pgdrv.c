@@ -3,7 +3,8 @@
  * prepared on the server and still right when its parameter types change; rows read one at a
  * time stay complete when another statement runs on the connection in between; BEGIN waits
  * for the first statement and a transaction that ran none sends nothing; a connection killed
- * under prepared statements prepares them again. */
+ * under prepared statements prepares them again; a server that went away is "unavailable"
+ * (also when libpq says so without a SQLSTATE). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kl_err.h"
 #include "store_db.h"
 
 static const db_driver *drv = &store_pg_driver;
@@ -158,6 +160,22 @@ static void test_begin_deferred(void **state)
     drv->close(d);
 }
 
+/* A write transaction begun on d, with the first of many rows of a statement read (the rest
+ * still coming from the server). */
+static db_stmt *rows_started(db *d)
+{
+    db_stmt *rows = NULL;
+    int row = 0;
+    assert_int_equal(drv->begin(d, 1), KL_OK);
+    assert_int_equal(
+        drv->prepare(d, "SELECT x::bigint, repeat('r', 2000) FROM generate_series(1, 100000) x",
+                     &rows),
+        KL_OK);
+    assert_int_equal(drv->step(rows, &row), KL_OK);
+    assert_int_equal(row, 1);
+    return rows;
+}
+
 /* The session killed while a write transaction's rows were still coming: the statements
  * after it fail and nothing of the transaction is stored; none runs on a new session outside
  * the transaction (without its BEGIN and lock: committed one by one). */
@@ -169,14 +187,8 @@ static void test_lost_while_streaming(void **state)
     int row = 0;
     char sql[128];
     assert_int_equal(drv->exec(d, "CREATE TABLE lost_rows (x BIGINT)"), KL_OK);
-    assert_int_equal(drv->begin(d, 1), KL_OK);
     int64_t pid = one_int(d, "SELECT pg_backend_pid()::bigint");
-    assert_int_equal(
-        drv->prepare(d, "SELECT x::bigint, repeat('r', 2000) FROM generate_series(1, 100000) x",
-                     &rows),
-        KL_OK);
-    assert_int_equal(drv->step(rows, &row), KL_OK);
-    assert_int_equal(row, 1);
+    rows = rows_started(d);
     snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld)::int::bigint", (long long)pid);
     assert_int_equal(one_int(k, sql), 1);
     drv->reset(rows); /* the rest of the rows: the connection ends under them */
@@ -197,13 +209,101 @@ static void test_lost_while_streaming(void **state)
     drv->close(d);
 }
 
+/* Run one statement to its end: its kl_rc. */
+static kl_rc run(db *d, const char *sql)
+{
+    db_stmt *st = NULL;
+    int row = 0;
+    assert_int_equal(drv->prepare(d, sql, &st), KL_OK);
+    kl_rc rc;
+    while ((rc = drv->step(st, &row)) == KL_OK && row) {
+    }
+    drv->finalize(st);
+    return rc;
+}
+
+/* tests/lib/pg.sh VERB on this test's cluster (crash: pg_ctl stop -m immediate; up). */
+static void cluster(const char *verb)
+{
+    const char *sh = getenv("KL_PG_SH"), *dir = getenv("KL_PG_DIR");
+    char cmd[1024];
+    assert_non_null(sh);
+    assert_non_null(dir);
+    snprintf(cmd, sizeof cmd, "'%s' %s '%s'", sh, verb, dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* The failure is "unavailable": retried by keyline-cad's clients. */
+static void assert_unavailable(db *d, kl_rc rc)
+{
+    if (rc != KL_EUNAVAIL || d->err != DB_E_UNAVAILABLE) {
+        fail_msg("want unavailable, got %s (class %d): %s", kl_rc_name(rc), d->err, kl_errmsg());
+    }
+}
+
+/* The server stopped at once (pg_ctl stop -m immediate: no error to the sessions) and started
+ * again before the next statement: libpq reports that statement's failed write ("server closed
+ * the connection unexpectedly") without a SQLSTATE while PQstatus() still reads CONNECTION_OK.
+ * It is "unavailable" (it was "io": a station failed its device for good), it does not go out
+ * on a new session in the middle of a transaction, and the next use reconnects. */
+static void test_gone_unavailable(void **state)
+{
+    (void)state;
+    db *d = conn_open(), *k = NULL;
+    db_stmt *rows = NULL;
+    int row = 0;
+    assert_int_equal(drv->exec(d, "CREATE TABLE gone_rows (x BIGINT)"), KL_OK);
+
+    /* between two statements of a write transaction */
+    assert_int_equal(drv->begin(d, 1), KL_OK);
+    assert_int_equal(run(d, "INSERT INTO gone_rows VALUES (1)"), KL_OK);
+    cluster("crash");
+    cluster("up");
+    assert_unavailable(d, run(d, "INSERT INTO gone_rows VALUES (2)"));
+    assert_false(drv->in_tx(d));
+    drv->rollback(d);
+    k = conn_open();
+    assert_int_equal(one_int(k, "SELECT count(*)::bigint FROM gone_rows"), 0);
+
+    /* at the COMMIT */
+    assert_int_equal(drv->begin(d, 1), KL_OK);
+    assert_int_equal(run(d, "INSERT INTO gone_rows VALUES (3)"), KL_OK);
+    cluster("crash");
+    cluster("up");
+    assert_unavailable(d, drv->commit(d));
+    drv->rollback(d);
+    drv->close(k);
+    k = conn_open();
+    assert_int_equal(one_int(k, "SELECT count(*)::bigint FROM gone_rows"), 0);
+
+    /* while a write transaction's rows are read */
+    rows = rows_started(d);
+    cluster("crash");
+    kl_rc rc;
+    while ((rc = drv->step(rows, &row)) == KL_OK && row) {
+    }
+    assert_unavailable(d, rc);
+    drv->finalize(rows);
+    drv->rollback(d);
+
+    /* a point read while the server is down, then once it is back: reconnected */
+    assert_unavailable(d, run(d, "SELECT 1::bigint"));
+    cluster("up");
+    assert_int_equal(one_int(d, "SELECT 7::bigint"), 7);
+    /* a point read on a session cut while idle: not carried out, so tried on a new one */
+    cluster("crash");
+    cluster("up");
+    assert_int_equal(one_int(d, "SELECT 8::bigint"), 8);
+    drv->close(k);
+    drv->close(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prepared),
-        cmocka_unit_test(test_rows_interleaved),
-        cmocka_unit_test(test_begin_deferred),
-        cmocka_unit_test(test_lost_while_streaming),
+        cmocka_unit_test(test_prepared),         cmocka_unit_test(test_rows_interleaved),
+        cmocka_unit_test(test_begin_deferred),   cmocka_unit_test(test_lost_while_streaming),
+        cmocka_unit_test(test_gone_unavailable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
