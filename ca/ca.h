@@ -192,8 +192,15 @@ kl_rc ca_all_certs(ca_ctx *ca, STACK_OF(X509) * *out) KL_WUR;
 kl_rc ca_cacerts(ca_ctx *ca, const char *label, time_t now, STACK_OF(X509) * *out) KL_WUR;
 
 /* Revocation. reason: RFC 5280 CRLReason code (0 unspecified, 1 keyCompromise, ...).
- * KL_ENOTFOUND for an unknown serial. */
+ * KL_ENOTFOUND for an unknown serial; KL_EPOLICY for a root's own certificate
+ * (ca_revoke_root_check). */
 kl_rc ca_revoke(ca_ctx *ca, const char *serial_hex, int reason, const char *actor) KL_WUR;
+/* KL_EPOLICY, saying what to do instead (ca retire, trust anchors), when `serial` (canonical
+ * hex) is the self-signed certificate of root CA `issuer` (NULL: the issuer the store records
+ * for it): a root revoked in its own CRL is revoked for no relying party. KL_OK otherwise
+ * (an unknown serial too); store errors as such. Uses the store only with issuer NULL or a
+ * CA not read yet (ca_entry_get). */
+kl_rc ca_revoke_root_check(ca_ctx *ca, const char *serial, const char *issuer) KL_WUR;
 /* "keyCompromise" -> 1 etc.; -1 for unknown names. */
 int ca_reason_from_name(const char *name);
 const char *ca_reason_name(int reason);

@@ -39,6 +39,43 @@ const char *ca_reason_name(int reason)
     return "unspecified";
 }
 
+kl_rc ca_revoke_root_check(ca_ctx *ca, const char *serial, const char *issuer)
+{
+    kl_rc rc = KL_OK;
+    store_cert c;
+    memset(&c, 0, sizeof c);
+    char *hex = NULL;
+    const ca_entry *e = NULL;
+    if (!issuer) {
+        rc = store_cert_get(ca->st, serial, &c);
+        if (rc != KL_OK) {
+            rc = rc == KL_ENOTFOUND ? KL_OK : rc; /* an unknown serial: the revocation says so */
+            goto out;
+        }
+        issuer = c.issuer;
+    }
+    /* a CA not readable here (its record alone) has no certificate of its own to compare */
+    if (ca_entry_get(ca, issuer, 0, &e) != KL_OK || e->parent) {
+        ERR_clear_error();
+        rc = KL_OK;
+        goto out;
+    }
+    hex = ca_serial_hex(X509_get0_serialNumber(e->cert));
+    ENSURE(hex, KL_EINTERNAL, "out of memory");
+    /* RFC 5280 6.1: a trust anchor is not validated, so nothing looks for it in a CRL, least of
+     * all its own: the revocation would change nothing for any relying party */
+    ENSURE(strcmp(hex, serial) != 0, KL_EPOLICY,
+           "revoking %s refused: it is the self-signed certificate of root CA '%s', which no "
+           "relying party looks for in a CRL (its own least of all): retire the root "
+           "(keyline-ca ca retire --label %s) and remove it from the relying parties' trust "
+           "anchors",
+           serial, issuer, issuer);
+out:
+    OPENSSL_free(hex);
+    store_cert_free(&c);
+    return rc;
+}
+
 kl_rc ca_revoke(ca_ctx *ca, const char *serial_hex, int reason, const char *actor)
 {
     char norm[64];
@@ -48,6 +85,10 @@ kl_rc ca_revoke(ca_ctx *ca, const char *serial_hex, int reason, const char *acto
     }
     if (reason < 0 || reason >= CA_NREASONS || !ca_reasons[reason] || reason == 8) {
         return kl_fail(KL_EUSAGE, "invalid revocation reason %d", reason);
+    }
+    rc = ca_revoke_root_check(ca, norm, NULL);
+    if (rc != KL_OK) {
+        return rc;
     }
     /* a revocation dated before its certificate: a clock that is wrong (ca_clock_check) */
     time_t now = time(NULL);

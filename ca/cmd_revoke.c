@@ -110,11 +110,13 @@ static kl_rc revoke_issuer_check(ca_ctx *ca, const char *issuer)
 /* What revoke_many checks of each certificate it would revoke (store_revoke_req.check): that
  * the clock is not before its CA (ca_clock_check, once per run of the same issuer: a host booted
  * without a real-time clock would date the revocation 1970, and no CRL could follow), then the
- * ceremony guard's judgement, when there is one. */
+ * ceremony guard's judgement, when there is one, then that it is no root's own certificate
+ * (ca_revoke_root_check). */
 typedef struct {
     ca_ctx *ca;
     time_t when;
     ceremony_revoke_guard *guard;
+    int batch;    /* --issued-by --between */
     char ok[128]; /* the last issuer found right (a CA label) */
 } revoke_checks;
 
@@ -131,7 +133,26 @@ static kl_rc revoke_check(void *arg, const char *serial, const char *issuer, con
         }
         snprintf(k->ok, sizeof k->ok, "%s", issuer);
     }
-    return k->guard ? ceremony_revoke_guard_check(k->guard, serial, issuer, tpl) : KL_OK;
+    if (k->guard) { /* under a quorum its judgement first: a CA's revocation needs a ceremony */
+        kl_rc rc = ceremony_revoke_guard_check(k->guard, serial, issuer, tpl);
+        if (rc != KL_OK) {
+            return rc;
+        }
+    }
+    /* a root's own certificate: refused in every form, a list or a batch whole (all or
+     * nothing); ca_clock_check above read the CA's entry, so the store is not used here */
+    if (ca_revoke_root_check(k->ca, serial, issuer) == KL_EPOLICY) {
+        if (k->batch) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", kl_errmsg());
+            return kl_fail(KL_EPOLICY,
+                           "%s; the period --between covers the time it was made: start it "
+                           "after that",
+                           why);
+        }
+        return KL_EPOLICY;
+    }
+    return KL_OK;
 }
 
 /* keyline-ca revoke, each form (a --serial is a list of one "serial:HEX" with rq->single): one
@@ -160,7 +181,7 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
     TRY(ceremony_revoke_guard_new(c->conf, ca, &guard));
     rq->actor = c->actor;
     rq->when = rq->when ? rq->when : time(NULL);
-    revoke_checks checks = {.ca = ca, .when = rq->when, .guard = guard};
+    revoke_checks checks = {.ca = ca, .when = rq->when, .guard = guard, .batch = !!rq->issuer};
     store_revoke_req checked = *rq; /* the checks live on this frame: so does the request */
     checked.check = revoke_check;
     checked.check_arg = &checks;
