@@ -234,8 +234,7 @@ static kl_rc prov_apply(st_station *st, const prov_opts *o)
             close(st->results_fd);
         }
         /* 0640: a Matter line carries the setup passcode (docs/matter.md) */
-        st->results_fd = open(o->results, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        ENSURE(st->results_fd >= 0, KL_EIO, "results file %s: %s", o->results, strerror(errno));
+        TRY(st_results_open(o->results, &st->results_fd));
     }
     st->reprovision = o->reprovision;
     st->reprovision_reason = o->reason_code;

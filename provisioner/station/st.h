@@ -440,6 +440,11 @@ kl_rc st_station_sweep(st_station *st, unsigned *revoked) KL_WUR;
  * watch_glob: also poll this glob(7) pattern for new ports; udev: use libudev hot-plug. */
 kl_rc st_station_run(st_station *st, int udev, const char *watch_glob) KL_WUR;
 
+/* Open the results file for appending: created 0640, an existing one made 0640 when it is
+ * readable beyond that (a Matter line carries the setup passcode; st_matter_file_private), with
+ * a warning in the log. KL_EIO when it cannot be opened, KL_EPOLICY when its mode cannot be
+ * fixed (nothing is left open then). */
+kl_rc st_results_open(const char *path, int *fd) KL_WUR;
 /* Record (display + log + results file) a finished device. */
 void st_station_report(st_station *st, st_fixture *fx, const st_outcome *o);
 /* An event line: above the live display on a tty, else an info/error log line. */

@@ -320,6 +320,34 @@ void st_matter_onboard_wipe(st_matter_onboard *o)
     OPENSSL_cleanse(o, sizeof *o);
 }
 
+/* ---- files that carry passcodes ---------------------------------------------------------- */
+
+kl_rc st_matter_file_private(int fd, const char *path, unsigned *fixed)
+{
+    struct stat sb;
+    if (fixed) {
+        *fixed = 0;
+    }
+    if ((fd >= 0 ? fstat(fd, &sb) : stat(path, &sb)) != 0) {
+        return kl_fail(KL_EIO, "%s: %s", path, strerror(errno));
+    }
+    const unsigned mode = (unsigned)sb.st_mode & 07777;
+    if (!S_ISREG(sb.st_mode) || (mode & ~0640u) == 0) {
+        return KL_OK;
+    }
+    if ((fd >= 0 ? fchmod(fd, mode & 0640) : chmod(path, mode & 0640)) != 0) {
+        return kl_fail(KL_EPOLICY,
+                       "%s is mode %04o, readable beyond 0640, and it carries Matter setup "
+                       "passcodes: cannot make it %04o (%s); change its mode or owner, or name "
+                       "another file",
+                       path, mode, mode & 0640, strerror(errno));
+    }
+    if (fixed) {
+        *fixed = mode;
+    }
+    return KL_OK;
+}
+
 /* ---- label ----------------------------------------------------------------------------------- */
 
 static kl_rc st_label_svg(kl_buf *b, const char *hw_serial, const st_matter_onboard *o)
@@ -392,6 +420,9 @@ kl_rc st_matter_label_write(const char *dir, const char *hw_serial, const st_mat
     ENSURE(n > 0 && (size_t)n < sizeof file, KL_EUSAGE, "labels folder path too long");
     TRY(st_label_svg(&b, hw_serial, o));
     TRY(kl_file_write_atomic(file, b.data, b.len, 0640));
+    /* a regular file is replaced by a new one of mode 0640; a link is written through, and
+     * its target must not stay readable by everyone */
+    TRY(st_matter_file_private(-1, file, NULL));
     if (path) {
         snprintf(path, path_cap, "%s", file);
     }

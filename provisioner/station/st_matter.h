@@ -37,12 +37,12 @@
  * { 1: CD (octstr), 2: attestation nonce (32 bytes), 3: timestamp (uint32), 4: firmware
  * information (optional) }, and the Matter Core specification caps that field at RESP_MAX,
  * 900 bytes (Operational Credentials cluster constants, 11.22.5.1 as the SDK cites it): a
- * commissioner (the SDK's DefaultDACVerifier) refuses larger attestation elements. In TLV: 2
- * (structure and its end) + 4 (CD control, tag, 2-byte length)
- * + 35 (nonce) + 6 (timestamp) = 47 bytes besides the CD, so a CD above 853 bytes never fits.
- * Tighter still, a device built on the Matter SDK reads its CD into a buffer of
- * kMaxCMSSignedCDMessage bytes (credentials/CertificationDeclaration.h: 183 bytes of CMS
- * around the largest CD content, 607 bytes of TLV) = 790: a larger one is never sent. */
+ * commissioner (the SDK's DefaultDACVerifier) refuses larger attestation elements. In TLV, 2
+ * bytes (structure and its end), 4 (CD control byte, tag, 2-byte length), 35 (nonce) and 6
+ * (timestamp), 47 in all, come besides the CD: a CD above 853 bytes never fits. Tighter still,
+ * a device built on the Matter SDK reads its CD into a buffer of kMaxCMSSignedCDMessage bytes
+ * (credentials/CertificationDeclaration.h: 183 bytes of CMS around the largest CD content, 607
+ * bytes of TLV) = 790: a larger one is never sent. */
 #define ST_MATTER_RESP_MAX 900u
 #define ST_MATTER_ATT_ELEMENTS_OVERHEAD 47u
 #define ST_MATTER_SDK_CD_MAX 790u
@@ -128,5 +128,14 @@ char st_matter_verhoeff(const char *digits);
  * (may be NULL) gets the file written. */
 kl_rc st_matter_label_write(const char *dir, const char *hw_serial, const st_matter_onboard *o,
                             char *path, size_t path_cap) KL_WUR;
+
+/* A file that carries setup passcodes (the results file, a label) is group-readable at most:
+ * mode 0640, as the station creates them. `fd` open on `path` (fd < 0: stat `path`, following
+ * a link). A regular file with any other bit (group write, anything for others, execute,
+ * set-id) is made `mode & 0640` and *fixed gets its old mode (0 when nothing was changed; fixed
+ * may be NULL); other nodes (a FIFO, a device, /dev/null) are left alone. KL_EPOLICY naming the
+ * file and its mode when it cannot be changed (another user's file); KL_EIO when it cannot be
+ * read. */
+kl_rc st_matter_file_private(int fd, const char *path, unsigned *fixed) KL_WUR;
 
 #endif

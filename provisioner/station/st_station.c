@@ -233,6 +233,29 @@ void st_station_release(st_station *st, st_fixture *fx, const char *serial)
 
 /* ---- results ------------------------------------------------------------------------------- */
 
+kl_rc st_results_open(const char *path, int *fd)
+{
+    kl_rc rc = KL_OK;
+    unsigned was = 0;
+    *fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    ENSURE(*fd >= 0, KL_EIO, "results file %s: %s", path, strerror(errno));
+    /* a file made before (by hand, by an older keyline-provision 0644) keeps its mode: fixed */
+    rc = st_matter_file_private(*fd, path, &was);
+    if (rc != KL_OK) {
+        close(*fd);
+        *fd = -1;
+        kl_wrap(rc, "results file");
+        goto out;
+    }
+    if (was) {
+        kl_warn("results file %s was mode %04o: made %04o (a Matter line carries the setup "
+                "passcode)",
+                path, was, was & 0640);
+    }
+out:
+    return rc;
+}
+
 void st_station_report(st_station *st, st_fixture *fx, const st_outcome *o)
 {
     struct timespec ts;
@@ -854,9 +877,7 @@ kl_rc st_station_init(st_station *st, const kl_conf *conf)
     if (st->cfg.results) {
         /* a Matter line carries the setup passcode in its QR and manual codes: 0640, as the
          * labels (docs/matter.md) */
-        st->results_fd = open(st->cfg.results, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        ENSURE(st->results_fd >= 0, KL_EIO, "results file %s: %s", st->cfg.results,
-               strerror(errno));
+        TRY(st_results_open(st->cfg.results, &st->results_fd));
     }
 out:
     return rc;

@@ -45,6 +45,16 @@ mkdir labels
 } >>"$KL_CONF"
 st_cad_start
 st_fixture 1
+# files that carry passcodes and exist before the station runs keep no wider mode: a results
+# file made 0644 (by hand, by an earlier keyline-provision) and a label written through a link
+# the operator keeps to a 0644 file; --results names another, 0666
+touch results.jsonl other-results.jsonl
+chmod 0644 results.jsonl
+chmod 0666 other-results.jsonl
+mkdir printed
+touch printed/MT-0002.svg
+chmod 0644 printed/MT-0002.svg
+ln -s "$KL_TEST_DIR/printed/MT-0002.svg" labels/MT-0002.svg
 
 # ---- 2. two devices ---------------------------------------------------------------------------
 for s in MT-0001 MT-0002; do
@@ -169,6 +179,15 @@ done
 # the results file carries the passcodes (QR and manual codes): not readable by others, as the labels
 [ "$(stat -c %a results.jsonl)" = 640 ] && [ "$(stat -c %a labels/MT-0001.svg)" = 640 ] ||
   fail "results file mode $(stat -c %a results.jsonl), label mode $(stat -c %a labels/MT-0001.svg): passcodes readable by others"
+grep -q "results file $KL_TEST_DIR/results.jsonl was mode 0644: made 0640" station.log ||
+  fail "the results file's mode was changed without a word in the log"
+[ -L labels/MT-0002.svg ] && [ "$(stat -L -c %a labels/MT-0002.svg)" = 640 ] && grep -q "S/N MT-0002" printed/MT-0002.svg ||
+  fail "the label written through a link: mode $(stat -L -c %a labels/MT-0002.svg)"
+# --results FILE (the command line over [station] results) likewise; a mode that cannot be
+# fixed (another user's file) is refused, not written to: st_matter_file_private
+timeout 30 "$KPROV" -c "$KL_CONF" --results other-results.jsonl --port "$KL_TEST_DIR/no-fixture" >>station.log 2>&1 || true
+[ "$(stat -c %a other-results.jsonl)" = 640 ] || fail "--results file left mode $(stat -c %a other-results.jsonl)"
+ok "an existing results file (0644, 0666) and a label behind a link (0644) are made 0640"
 # the store keeps discriminator, salt, iterations and verifier beside the inventory row (read
 # with sqlite3, not keyline), with an audit entry; never the passcode
 store=$(sed -n 's/^path *= *//p' "$KL_CONF" | head -1)

@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -239,13 +241,118 @@ static void test_cfg_cd_size(void **state)
     rmdir(dir);
 }
 
+/* Files that carry passcodes end up 0640 at most: an existing results file or label keeps its
+ * mode otherwise (open(2) and a write through a link do not change it). */
+static void test_file_private(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kl-matter-mode.XXXXXX", f[256], link[256], path[4096];
+    struct stat sb;
+    unsigned was = 1;
+    assert_non_null(mkdtemp(dir));
+    snprintf(f, sizeof f, "%s/results.jsonl", dir);
+    static const unsigned modes[][2] = {{0644, 0640}, {0666, 0640}, {0604, 0600},
+                                        {0755, 0640}, {0600, 0600}, {0640, 0640}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        FILE *fp = fopen(f, "w");
+        assert_non_null(fp);
+        fclose(fp);
+        assert_int_equal(chmod(f, modes[i][0]), 0);
+        int fd = open(f, O_WRONLY | O_APPEND);
+        assert_true(fd >= 0);
+        assert_int_equal(st_matter_file_private(fd, f, &was), KL_OK);
+        close(fd);
+        assert_int_equal(stat(f, &sb), 0);
+        if ((sb.st_mode & 07777) != modes[i][1]) {
+            fail_msg("mode %04o became %04o, not %04o", modes[i][0], sb.st_mode & 07777,
+                     modes[i][1]);
+        }
+        assert_int_equal(was, modes[i][0] == modes[i][1] ? 0 : modes[i][0]);
+    }
+    /* not a regular file: left alone */
+    assert_int_equal(st_matter_file_private(-1, "/dev/null", &was), KL_OK);
+    assert_int_equal(was, 0);
+
+    /* a label written through a link the operator keeps in the labels folder: its target */
+    st_matter_onboard o;
+    assert_int_equal(st_matter_onboard_new(&o, 0xFFF1, 0x8000, 1000), KL_OK);
+    assert_int_equal(chmod(f, 0644), 0);
+    snprintf(link, sizeof link, "%s/SN-LINK.svg", dir);
+    assert_int_equal(symlink(f, link), 0);
+    assert_int_equal(st_matter_label_write(dir, "SN-LINK", &o, path, sizeof path), KL_OK);
+    assert_string_equal(path, link);
+    assert_int_equal(stat(f, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0640);
+    /* a label file left 0644 (by hand, a copy) is replaced by one of mode 0640 */
+    unlink(link);
+    FILE *fp = fopen(link, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(chmod(link, 0644), 0);
+    assert_int_equal(st_matter_label_write(dir, "SN-LINK", &o, path, sizeof path), KL_OK);
+    assert_int_equal(lstat(link, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0640);
+    st_matter_onboard_wipe(&o);
+    unlink(link);
+    unlink(f);
+    rmdir(dir);
+}
+
+/* A file the station may not chmod (another user's) is refused, naming its mode, and keeps it. */
+static void test_file_private_not_ours(void **state)
+{
+    (void)state;
+    if (geteuid() != 0) {
+        /* root's /etc/passwd, 0644: no chmod for us */
+        assert_int_equal(st_matter_file_private(-1, "/etc/passwd", NULL), KL_EPOLICY);
+        assert_non_null(strstr(kl_errmsg(), "/etc/passwd is mode 0644"));
+        return;
+    }
+    /* as root: a child drops to uid 4242 and meets root's 0666 file it may write to */
+    char dir[] = "/tmp/kl-matter-own.XXXXXX", f[256];
+    struct stat sb;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(chmod(dir, 0755), 0);
+    snprintf(f, sizeof f, "%s/results.jsonl", dir);
+    FILE *fp = fopen(f, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(chmod(f, 0666), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgid(4242) != 0 || setuid(4242) != 0) {
+            _exit(2);
+        }
+        int fd = open(f, O_WRONLY | O_APPEND);
+        kl_rc rc = fd >= 0 ? st_matter_file_private(fd, f, NULL) : KL_EIO;
+        _exit(rc == KL_EPOLICY && strstr(kl_errmsg(), "is mode 0666") &&
+                      strstr(kl_errmsg(), "cannot make it 0640")
+                  ? 0
+                  : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(stat(f, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0666);
+    unlink(f);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_verifier_sdk),      cmocka_unit_test(test_qr_sdk),
-        cmocka_unit_test(test_manual_sdk),        cmocka_unit_test(test_passcodes),
-        cmocka_unit_test(test_onboard_and_label), cmocka_unit_test(test_cfg_ids),
+        cmocka_unit_test(test_verifier_sdk),
+        cmocka_unit_test(test_qr_sdk),
+        cmocka_unit_test(test_manual_sdk),
+        cmocka_unit_test(test_passcodes),
+        cmocka_unit_test(test_onboard_and_label),
+        cmocka_unit_test(test_cfg_ids),
         cmocka_unit_test(test_cfg_cd_size),
+        cmocka_unit_test(test_file_private),
+        cmocka_unit_test(test_file_private_not_ours),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
