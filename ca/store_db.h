@@ -31,11 +31,14 @@ enum db_dialect { DB_SQLITE, DB_PG };
 /* Why the last call on a connection failed (set together with the kl_fail message). */
 enum db_errclass {
     DB_E_OTHER = 0,
-    DB_E_UNIQUE,     /* UNIQUE or PRIMARY KEY clash: nothing written by that statement */
-    DB_E_FOREIGN,    /* foreign key */
-    DB_E_CONSTRAINT, /* CHECK, NOT NULL, a refusing trigger */
-    DB_E_BUSY,       /* locked by another writer past the driver's own waiting and retries */
-    DB_E_UNAVAILABLE /* the database cannot be reached now (server down, connection lost) */
+    DB_E_UNIQUE,      /* UNIQUE or PRIMARY KEY clash: nothing written by that statement */
+    DB_E_FOREIGN,     /* foreign key */
+    DB_E_CONSTRAINT,  /* CHECK, NOT NULL, a refusing trigger */
+    DB_E_BUSY,        /* locked by another writer past the driver's own waiting and retries */
+    DB_E_UNAVAILABLE, /* the database cannot be reached now (server down, connection lost) */
+    /* the database refuses this configuration (PostgreSQL: no such database, role or password
+     * refused): KL_EUSAGE, never retried */
+    DB_E_CONFIG
 };
 
 typedef struct db_driver db_driver;
@@ -166,7 +169,7 @@ kl_rc store_get(store *s, store_tx_fn fn, void *arg) KL_WUR;
 kl_rc sc_stmt(store_conn *c, const store_q *q, db_stmt **out) KL_WUR;
 /* Step; on failure the message names `what` and the error class becomes a kl_rc: unique
  * KL_EEXIST, other constraint KL_EINPUT, busy KL_EIO, unavailable KL_EUNAVAIL "store unavailable:
- * ...". */
+ * ...", config the driver's KL_EUSAGE. */
 kl_rc sc_step(db_stmt *st, int *row, const char *what) KL_WUR;
 /* Step to the end (rows ignored), then reset. */
 kl_rc sc_run(db_stmt *st, const char *what) KL_WUR;

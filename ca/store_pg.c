@@ -18,8 +18,15 @@
  * is: an error libpq made itself (no SQLSTATE, no severity: "server closed the connection
  * unexpectedly", "could not receive data from server", "SSL SYSCALL error", often while
  * PQstatus() still reads CONNECTION_OK), a session the server ended (severity FATAL or PANIC),
- * SQLSTATE class 08, 53 or 57P01 to 57P05, or a read-only server (25006). Such a
+ * SQLSTATE class 08, 53 or 57P01/57P02/57P03/57P05, or a read-only server (25006). Such a
  * session is dropped (pg_db.broken) and never used again, whatever libpq's status says.
+ *
+ * A refused login is not an outage: a missing database (3D000, or 57P04 when it is dropped
+ * under a session), a refused role or password (28000, 28P01) or a role without CONNECT
+ * (42501 at login) is the class "config" (kl_rc KL_EUSAGE: never retried), at open and at a
+ * later reconnect alike; a reconnect refused so is also logged (docs/deployment.md
+ * "PostgreSQL"). libpq has no SQLSTATE for a connection: logins run with verbose errors,
+ * whose message carries it.
  *
  * Parameters are sent typed (text, int8 in binary, bytea in binary, NULL untyped); results
  * come back in binary. ?N in the SQL becomes $N.
@@ -42,7 +49,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "kl_log.h"
 #include "store_db.h"
 
 #define STORE_PG_LOCK "1263293268" /* 0x4b4c5354 "KLST": the lock of write transactions */
@@ -55,8 +64,9 @@
 #define PG_BOOL_OID 16
 #define PG_BYTEA_OID 17
 
-#define PG_PEND_MAX 8  /* savepoint commands waiting for the next statement */
-#define PG_REPREPARE 4 /* new server-side statements for one pg_stmt whose types changed */
+#define PG_PEND_MAX 8       /* savepoint commands waiting for the next statement */
+#define PG_REPREPARE 4      /* new server-side statements for one pg_stmt whose types changed */
+#define PG_REFUSED_LOG_S 60 /* one log line a minute for a reconnect refused the same way */
 
 typedef struct pg_stmt pg_stmt;
 
@@ -78,6 +88,9 @@ typedef struct {
     int async;          /* a pipeline (a read transaction's COMMIT) whose answer is not read */
     pg_stmt *streaming; /* the statement whose rows are being read from the connection */
     int broken;         /* the server or the connection went away: reconnect before any use */
+    int reader;         /* the store's second connection (opened on first use, at run time) */
+    char refused[6];    /* the SQLSTATE of the last refused reconnect that was logged */
+    time_t refused_at;  /* when it was logged */
 } pg_db;
 
 struct pg_stmt {
@@ -118,6 +131,14 @@ static int pg_lost(pg_db *q)
     return !q->pg || q->broken || PQstatus(q->pg) != CONNECTION_OK;
 }
 
+/* A SQLSTATE that means a configuration mistake, not an outage: the database does not exist or
+ * was dropped, the role or its password is refused. */
+static int pg_code_config(const char *code)
+{
+    return strncmp(code, "3D000", 5) == 0 || strncmp(code, "57P04", 5) == 0 ||
+           strncmp(code, "28", 2) == 0;
+}
+
 /* The class of a SQLSTATE (5 characters). */
 static int pg_code_class(const char *code)
 {
@@ -135,13 +156,16 @@ static int pg_code_class(const char *code)
         strncmp(code, "55P03", 5) == 0) {
         return DB_E_BUSY;
     }
+    if (pg_code_config(code)) {
+        return DB_E_CONFIG;
+    }
     /* connection exceptions; insufficient resources (disk full, out of memory, too many
-     * connections); admin shutdown, crash shutdown, cannot connect now, database dropped, idle
-     * session timeout; a read-only server (a standby after a failover) */
+     * connections); admin shutdown, crash shutdown, cannot connect now, idle session timeout;
+     * a read-only server (a standby after a failover) */
     if (strncmp(code, "08", 2) == 0 || strncmp(code, "53", 2) == 0 ||
         strncmp(code, "57P01", 5) == 0 || strncmp(code, "57P02", 5) == 0 ||
-        strncmp(code, "57P03", 5) == 0 || strncmp(code, "57P04", 5) == 0 ||
-        strncmp(code, "57P05", 5) == 0 || strncmp(code, "25006", 5) == 0) {
+        strncmp(code, "57P03", 5) == 0 || strncmp(code, "57P05", 5) == 0 ||
+        strncmp(code, "25006", 5) == 0) {
         return DB_E_UNAVAILABLE;
     }
     return DB_E_OTHER;
@@ -181,6 +205,37 @@ static int pg_class(pg_db *q, const PGresult *res)
     return c;
 }
 
+/* What a refused login is, by SQLSTATE (for the message). */
+static const char *pg_config_hint(const char *code)
+{
+    if (strncmp(code, "3D000", 5) == 0) {
+        return "the database named in the URL does not exist";
+    }
+    if (strncmp(code, "57P04", 5) == 0) {
+        return "the database was dropped";
+    }
+    if (strncmp(code, "28P01", 5) == 0) {
+        return "the password is refused (the URL, ~/.pgpass or PGPASSWORD)";
+    }
+    if (strncmp(code, "42501", 5) == 0) {
+        return "the role may not connect to the database (GRANT CONNECT)";
+    }
+    return "the role does not exist, may not log in, or pg_hba.conf has no entry for it";
+}
+
+/* Log a refusal at run time (once a minute for the same SQLSTATE): the daemon's requests fail
+ * with it, and an operator must see why. */
+static void pg_refused_log(pg_db *q, const char *code)
+{
+    time_t now = time(NULL);
+    if (strncmp(q->refused, code, 5) == 0 && now - q->refused_at < PG_REFUSED_LOG_S) {
+        return;
+    }
+    snprintf(q->refused, sizeof q->refused, "%.5s", code);
+    q->refused_at = now;
+    kl_error("%s", kl_errmsg());
+}
+
 /* Record the failure of `res` (NULL: the connection's) as the connection's. */
 static kl_rc pg_err(pg_db *q, const PGresult *res, const char *what)
 {
@@ -193,6 +248,14 @@ static kl_rc pg_err(pg_db *q, const PGresult *res, const char *what)
         n--;
     }
     q->base.err = pg_class(q, res);
+    const char *code = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (q->base.err == DB_E_CONFIG && code) {
+        kl_rc rc =
+            kl_fail(KL_EUSAGE, "store: %s: %s (%s; a configuration error, not retried): %s: %.*s",
+                    q->base.name, pg_config_hint(code), code, what, (int)(n > 600 ? 600 : n), m);
+        pg_refused_log(q, code);
+        return rc;
+    }
     kl_rc rc = q->base.err == DB_E_UNAVAILABLE ? KL_EUNAVAIL
                : q->base.err == DB_E_BUSY      ? KL_EIO
                : q->base.err == DB_E_OTHER     ? KL_EIO
@@ -355,7 +418,7 @@ static kl_rc pg_cmd(pg_db *q, const char *sql, PGresult **res_out)
         if (rc == KL_OK || !fresh || !pg_lost(q) || attempt > 0) {
             break;
         }
-        kl_rc again = pg_ensure(q); /* its own failure (unreachable) is the answer */
+        kl_rc again = pg_ensure(q); /* its own failure (unreachable, refused) is the answer */
         if (again != KL_OK) {
             rc = again;
             break;
@@ -392,17 +455,88 @@ static kl_rc pg_session(pg_db *q)
                          " SET client_min_messages = warning");
 }
 
-/* The server cannot be reached: KL_EUNAVAIL with libpq's reason. */
-static kl_rc pg_unreachable(pg_db *q, const char *verb)
+/* libpq's message without its LOCATION lines (verbose errors) and trailing newlines. */
+static void pg_msg_clean(const char *m, char *out, size_t cap)
 {
-    const char *m = q->pg ? PQerrorMessage(q->pg) : "out of memory";
-    size_t n = strlen(m);
-    while (n && m[n - 1] == '\n') {
+    size_t n = 0;
+    while (*m && n + 1 < cap) {
+        const char *eol = strchr(m, '\n');
+        size_t len = eol ? (size_t)(eol - m) + 1 : strlen(m);
+        if (strncmp(m, "LOCATION:", 9) != 0) {
+            size_t k = len < cap - 1 - n ? len : cap - 1 - n;
+            memcpy(out + n, m, k);
+            n += k;
+        }
+        m += len;
+    }
+    while (n && (out[n - 1] == '\n' || out[n - 1] == ' ')) {
         n--;
     }
+    out[n] = 0;
+}
+
+/* The SQLSTATE of a refused login, from a message built with verbose errors ("FATAL:  28P01:
+ * password authentication failed ..."): a configuration one if any attempt (host) got one,
+ * else the first. code[0] 0: none (the server was not reached). */
+static void pg_login_code(const char *m, char code[6])
+{
+    code[0] = 0;
+    for (const char *p = strstr(m, ":  "); p; p = strstr(p + 1, ":  ")) {
+        const char *c = p + 3;
+        int ok = 1;
+        for (int i = 0; i < 5 && ok; i++) {
+            ok = (c[i] >= '0' && c[i] <= '9') || (c[i] >= 'A' && c[i] <= 'Z');
+        }
+        if (!ok || c[5] != ':') {
+            continue;
+        }
+        if (!code[0] || pg_code_config(c) || strncmp(c, "42501", 5) == 0) {
+            memcpy(code, c, 5);
+            code[5] = 0;
+        }
+        if (pg_code_config(code) || strncmp(code, "42501", 5) == 0) {
+            return;
+        }
+    }
+}
+
+/* A login failed: refused for a configuration mistake (KL_EUSAGE, DB_E_CONFIG; logged when at
+ * run time), or the server cannot be reached (KL_EUNAVAIL with libpq's reason). */
+static kl_rc pg_login_failed(pg_db *q, const char *verb)
+{
+    char m[700], code[6];
+    pg_msg_clean(q->pg ? PQerrorMessage(q->pg) : "out of memory", m, sizeof m);
+    pg_login_code(m, code);
+    if (code[0] && (pg_code_config(code) || strcmp(code, "42501") == 0)) {
+        q->base.err = DB_E_CONFIG;
+        kl_rc rc = kl_fail(KL_EUSAGE,
+                           "store: %s refuses keyline's login: %s (%s; a configuration error, "
+                           "not retried): %s",
+                           q->base.name, pg_config_hint(code), code, m);
+        if (q->gen > 0 || q->reader) {
+            pg_refused_log(q, code); /* a reconnect, or the reader's first open */
+        }
+        return rc;
+    }
     q->base.err = DB_E_UNAVAILABLE;
-    return kl_fail(KL_EUNAVAIL, "store unavailable: cannot %s %s: %.*s", verb, q->base.name,
-                   (int)(n > 600 ? 600 : n), m);
+    return kl_fail(KL_EUNAVAIL, "store unavailable: cannot %s %s: %s", verb, q->base.name, m);
+}
+
+/* (Re)connect with the connection's parameters, errors verbose for as long as it takes (their
+ * message is the only place libpq keeps a login's SQLSTATE). */
+static kl_rc pg_login(pg_db *q, const char *verb)
+{
+    q->broken = 0;
+    q->streaming = NULL;
+    q->async = 0;
+    PQsetErrorVerbosity(q->pg, PQERRORS_VERBOSE);
+    PQreset(q->pg);
+    if (PQstatus(q->pg) != CONNECTION_OK) {
+        return pg_login_failed(q, verb);
+    }
+    PQsetErrorVerbosity(q->pg, PQERRORS_DEFAULT);
+    q->refused[0] = 0;
+    return pg_session(q);
 }
 
 /* Reconnect when the connection is gone (never inside a transaction: that one is lost). */
@@ -414,11 +548,7 @@ static kl_rc pg_ensure(pg_db *q)
     if (q->streaming && !q->broken) {
         pg_stream_end(q, 1); /* whatever arrived before the loss */
     }
-    q->broken = 0;
-    q->streaming = NULL;
-    q->async = 0;
-    PQreset(q->pg);
-    return pg_lost(q) ? pg_unreachable(q, "reach") : pg_session(q);
+    return pg_login(q, "reach");
 }
 
 static int pg_in_tx(db *d)
@@ -1052,7 +1182,6 @@ static kl_rc pg_open(db **out, const char *url, int reader)
 {
     kl_rc rc = KL_OK;
     pg_db *q = calloc(1, sizeof *q);
-    (void)reader;
     *out = NULL;
     ENSURE(q, KL_EINTERNAL, "out of memory");
     q->base.drv = &store_pg_driver;
@@ -1062,13 +1191,30 @@ static kl_rc pg_open(db **out, const char *url, int reader)
     /* defaults first: what the URL says overrides them */
     const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
     const char *const vals[] = {"10", "keyline", url, NULL};
-    q->pg = PQconnectdbParams(keys, vals, 1);
-    ENSURE(q->pg, KL_EINTERNAL, "out of memory");
-    if (PQstatus(q->pg) != CONNECTION_OK) {
-        rc = pg_unreachable(q, "connect to");
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &perr);
+    PQconninfoFree(opts);
+    if (!opts) {
+        size_t n = perr ? strlen(perr) : 0;
+        while (n && perr[n - 1] == '\n') {
+            n--;
+        }
+        q->base.err = DB_E_CONFIG;
+        rc = kl_fail(KL_EUSAGE,
+                     "store: %s: not a valid PostgreSQL URL (a configuration error): %.*s",
+                     q->base.name, (int)n, perr ? perr : "out of memory");
+        PQfreemem(perr);
         goto out;
     }
-    TRY(pg_session(q));
+    /* the connection object first, so that the login runs with verbose errors (pg_login) */
+    q->reader = reader;
+    q->pg = PQconnectStartParams(keys, vals, 1);
+    ENSURE(q->pg, KL_EINTERNAL, "out of memory");
+    if (PQstatus(q->pg) == CONNECTION_BAD) {
+        rc = pg_login_failed(q, "connect to"); /* the URL itself, or no host resolved */
+        goto out;
+    }
+    TRY(pg_login(q, "connect to"));
     *out = &q->base;
     q = NULL;
 out:

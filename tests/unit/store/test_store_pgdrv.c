@@ -4,7 +4,7 @@
  * time stay complete when another statement runs on the connection in between; BEGIN waits
  * for the first statement and a transaction that ran none sends nothing; a connection killed
  * under prepared statements prepares them again; a server that went away is "unavailable"
- * (also when libpq says so without a SQLSTATE). */
+ * (also when libpq says so without a SQLSTATE), a refused login a configuration error. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -298,12 +298,94 @@ static void test_gone_unavailable(void **state)
     drv->close(d);
 }
 
+/* A URL for database `dbname` as `user` on the test cluster. */
+static const char *url_for(const char *dbname, const char *user, const char *port)
+{
+    static char url[1024];
+    const char *host = getenv("KL_TEST_PG_HOST");
+    assert_non_null(host);
+    snprintf(url, sizeof url, "postgresql:///%s?host=%s&port=%s&user=%s", dbname, host,
+             port ? port : getenv("KL_TEST_PG_PORT"), user);
+    return url;
+}
+
+/* A failure of class "config" whose message names `what`. */
+static void assert_config(db *d, kl_rc rc, const char *what)
+{
+    if (rc != KL_EUSAGE || (d && d->err != DB_E_CONFIG) || !strstr(kl_errmsg(), what) ||
+        !strstr(kl_errmsg(), "configuration error")) {
+        fail_msg("want a configuration error naming '%s', got %s (class %d): %s", what,
+                 kl_rc_name(rc), d ? d->err : -1, kl_errmsg());
+    }
+}
+
+/* Opening: a missing database, a missing role, a role that may not log in and a malformed URL
+ * are configuration errors (KL_EUSAGE: keyline-cad and keyline-ca exit at start with the
+ * reason), never "unavailable" (503 and retries for ever); a server not there stays
+ * "unavailable". */
+static void test_login_refused_open(void **state)
+{
+    (void)state;
+    db *k = conn_open(), *d = NULL;
+    assert_int_equal(run(k, "CREATE ROLE kl_nologin NOLOGIN"), KL_OK);
+    assert_config(NULL, drv->open(&d, url_for("kl_nope", "keyline", NULL), 0),
+                  "database \"kl_nope\" does not exist");
+    assert_true(strstr(kl_errmsg(), "3D000") != NULL);
+    assert_null(d);
+    assert_config(NULL, drv->open(&d, url_for("keyline", "kl_nobody", NULL), 0),
+                  "role \"kl_nobody\" does not exist");
+    assert_config(NULL, drv->open(&d, url_for("keyline", "kl_nologin", NULL), 0),
+                  "not permitted to log in");
+    char bad[1100];
+    snprintf(bad, sizeof bad, "%s&bogus=1", url_for("keyline", "keyline", NULL));
+    assert_config(NULL, drv->open(&d, bad, 0), "bogus");
+    /* nothing listens on port 1: the server is not there, not misconfigured */
+    kl_rc rc = drv->open(&d, url_for("keyline", "keyline", "1"), 0);
+    assert_int_equal(rc, KL_EUNAVAIL);
+    assert_null(d);
+    drv->close(k);
+}
+
+/* At run time (a reconnect): the database dropped under the connection, or the role no longer
+ * allowed to log in, is a configuration error too (not retried: docs/deployment.md
+ * "PostgreSQL"); once it is put right the same handle works again. */
+static void test_login_refused_runtime(void **state)
+{
+    (void)state;
+    db *k = conn_open(), *d = NULL;
+    assert_int_equal(run(k, "CREATE DATABASE kl_drop"), KL_OK);
+    assert_int_equal(run(k, "CREATE ROLE kl_rt LOGIN"), KL_OK);
+    assert_int_equal(drv->open(&d, url_for("kl_drop", "kl_rt", NULL), 0), KL_OK);
+    assert_int_equal(one_int(d, "SELECT 1::bigint"), 1);
+
+    assert_int_equal(run(k, "DROP DATABASE kl_drop WITH (FORCE)"), KL_OK);
+    assert_config(d, run(d, "SELECT 2::bigint"), "database \"kl_drop\" does not exist");
+    assert_config(d, drv->begin(d, 1), "database \"kl_drop\" does not exist");
+    assert_int_equal(run(k, "CREATE DATABASE kl_drop"), KL_OK);
+    assert_int_equal(one_int(d, "SELECT 3::bigint"), 3);
+
+    assert_int_equal(run(k, "ALTER ROLE kl_rt NOLOGIN"), KL_OK);
+    assert_int_equal(one_int(k,
+                             "SELECT count(pg_terminate_backend(pid))::bigint FROM pg_stat_activity"
+                             " WHERE usename = 'kl_rt'"),
+                     1);
+    assert_config(d, run(d, "SELECT 4::bigint"), "not permitted to log in");
+    assert_int_equal(run(k, "ALTER ROLE kl_rt LOGIN"), KL_OK);
+    assert_int_equal(one_int(d, "SELECT 5::bigint"), 5);
+    drv->close(d);
+    drv->close(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prepared),         cmocka_unit_test(test_rows_interleaved),
-        cmocka_unit_test(test_begin_deferred),   cmocka_unit_test(test_lost_while_streaming),
+        cmocka_unit_test(test_prepared),
+        cmocka_unit_test(test_rows_interleaved),
+        cmocka_unit_test(test_begin_deferred),
+        cmocka_unit_test(test_lost_while_streaming),
         cmocka_unit_test(test_gone_unavailable),
+        cmocka_unit_test(test_login_refused_open),
+        cmocka_unit_test(test_login_refused_runtime),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
