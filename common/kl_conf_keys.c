@@ -60,6 +60,7 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"role *", "users", NULL, "users or certs required", 0},
     {"role *", "certs", NULL, "users or certs required", 0},
     {"role *", "ops", NULL, "every op", 0},
+    {"role *", "stations", NULL, "any", 0},
 
     {"profile *", "issuer", NULL, "required", 0},
     {"profile *", "template", NULL, "required", 0},

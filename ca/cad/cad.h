@@ -23,6 +23,7 @@
 #define CAD_MAX_ROLES 32
 #define CAD_MAX_PROFILES 64
 #define CAD_MAX_UIDS 16
+#define CAD_MAX_STATIONS 16
 /* the template of front ends' certificates on the TCP listener (templates/frontend.tmpl) */
 #define CAD_FRONTEND_TEMPLATE "frontend"
 
@@ -33,6 +34,8 @@ typedef struct {
     char certs[CAD_MAX_UIDS][128]; /* front-end certificate subject CNs (TCP listener) */
     size_t ncerts;
     uint32_t ops; /* bit op: the role may ask it ([role NAME] ops; default every op) */
+    char stations[CAD_MAX_STATIONS][128]; /* [role NAME] stations: the [station] ids it may name */
+    size_t nstations;                     /* 0: any */
 } cad_role;
 
 typedef struct {
@@ -65,6 +68,9 @@ typedef struct {
 kl_rc cad_cfg_load(cad_cfg *cfg, const kl_conf *conf) KL_WUR;
 void cad_cfg_free(cad_cfg *cfg);
 const cad_profile *cad_profile_find(const cad_cfg *cfg, const char *name);
+/* Whether a peer with `roles` may name station `id` in a request (issue, order, order-close):
+ * some role of it lists the id in [role NAME] stations, or names no stations. */
+int cad_roles_station_ok(const cad_cfg *cfg, uint32_t roles, const char *id);
 
 /* What the daemon knows of a connected front end. */
 typedef struct {

@@ -125,6 +125,42 @@ out:
     return rc;
 }
 
+/* "cm-line-2, cm-line-3" -> the [station] ids a role may name. A production order is made for
+ * a station id, and the station says its id in each request: without this list any station
+ * of the role could use up or close another station's orders. */
+static kl_rc cad_role_stations(cad_role *r, const char *sec, const char *list)
+{
+    kl_rc rc = KL_OK;
+    TRY(cad_list_split(sec, "stations", list, r->stations, CAD_MAX_STATIONS - r->nstations,
+                       &r->nstations));
+    for (size_t i = 0; i < r->nstations; i++) {
+        ENSURE(cad_name_ok(r->stations[i]), KL_EINPUT,
+               "[%s] stations: '%s': 1-%d characters of A-Z a-z 0-9 . _ -", sec, r->stations[i],
+               CAD_NAME_MAX);
+    }
+out:
+    return rc;
+}
+
+int cad_roles_station_ok(const cad_cfg *cfg, uint32_t roles, const char *id)
+{
+    for (size_t i = 0; i < cfg->nroles; i++) {
+        const cad_role *r = &cfg->roles[i];
+        if (!(roles & (UINT32_C(1) << i))) {
+            continue;
+        }
+        if (r->nstations == 0) {
+            return 1;
+        }
+        for (size_t j = 0; j < r->nstations; j++) {
+            if (strcmp(r->stations[j], id) == 0) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 static kl_rc cad_profile_add(cad_cfg *cfg, const char *name, const char *issuer,
                              const char *template_name, const char *clients)
 {
@@ -241,6 +277,10 @@ kl_rc cad_cfg_load(cad_cfg *cfg, const kl_conf *conf)
             const char *ops = kl_conf_get(conf, sec, "ops");
             if (ops) {
                 TRY(cad_role_ops(&cfg->roles[idx], sec, ops));
+            }
+            const char *stations = kl_conf_get(conf, sec, "stations");
+            if (stations) {
+                TRY(cad_role_stations(&cfg->roles[idx], sec, stations));
             }
         }
     }

@@ -57,6 +57,14 @@ static void cad_roles_text(const cad *d, uint32_t roles, char *out, size_t cap)
     }
 }
 
+/* The audit entry of a refusal: who asked for what they may not have. */
+static void cad_audit_refusal(const cad_call *c, const char *detail)
+{
+    if (store_audit_append(ca_store(c->d->ca), c->peer->actor, "refused", detail) != KL_OK) {
+        kl_warn("cad: audit of a refusal failed: %s", kl_errmsg());
+    }
+}
+
 /* The refusal is an answer and an audit entry: who asked for what they may not have. */
 static kl_rc cad_refuse_profile(cad_call *c, const char *profile)
 {
@@ -65,9 +73,7 @@ static kl_rc cad_refuse_profile(cad_call *c, const char *profile)
     char detail[512];
     snprintf(detail, sizeof detail, "%s: profile '%s' is not open to role %s",
              cap_op_name(c->req->op), profile, roles);
-    if (store_audit_append(ca_store(c->d->ca), c->peer->actor, "refused", detail) != KL_OK) {
-        kl_warn("cad: audit of a refusal failed: %s", kl_errmsg());
-    }
+    cad_audit_refusal(c, detail);
     return kl_fail(KL_EPOLICY, "profile '%s' is not open to role %s (%s)", profile, roles,
                    c->peer->user);
 }
@@ -90,11 +96,29 @@ static kl_rc cad_refuse_op(cad_call *c)
     char roles[256], detail[512];
     cad_roles_text(c->d, c->peer->roles, roles, sizeof roles);
     snprintf(detail, sizeof detail, "%s: op not open to role %s", cap_op_name(c->req->op), roles);
-    if (store_audit_append(ca_store(c->d->ca), c->peer->actor, "refused", detail) != KL_OK) {
-        kl_warn("cad: audit of a refusal failed: %s", kl_errmsg());
-    }
+    cad_audit_refusal(c, detail);
     return kl_fail(KL_EPOLICY, "op %s is not open to role %s (%s)", cap_op_name(c->req->op), roles,
                    c->peer->user);
+}
+
+/* A station name none of the peer's roles may give ([role NAME] stations): refused and audited.
+ * Production orders are made for a station name, which the station states itself; without
+ * this a station could use up or close the orders of another station of its role. A request
+ * without a station (or with a malformed one, which the op itself refuses) passes. */
+static kl_rc cad_station_check(cad_call *c)
+{
+    char station[CAD_NAME_MAX + 1], roles[256], detail[512];
+    if (cap_get_str(c->req, CAP_T_STATION, station, sizeof station) != KL_OK ||
+        cad_roles_station_ok(&c->d->cfg, c->peer->roles, station)) {
+        return KL_OK;
+    }
+    cad_roles_text(c->d, c->peer->roles, roles, sizeof roles);
+    snprintf(detail, sizeof detail, "%s: station '%s' is not one of the stations of role %s",
+             cap_op_name(c->req->op), station, roles);
+    cad_audit_refusal(c, detail);
+    return kl_fail(KL_EPOLICY,
+                   "station '%s' is not one of the stations of role %s ([role] stations)", station,
+                   roles);
 }
 
 static kl_rc cad_profile_for(cad_call *c)
@@ -1362,7 +1386,7 @@ void cad_dispatch(cad *d, const cad_peer *peer, const cap_msg *req, kl_buf *rsp)
     } else if (req->op != CAP_OP_HELLO &&
                !(cad_roles_ops(d, peer->roles) & (UINT32_C(1) << req->op))) {
         rc = cad_refuse_op(&c);
-    } else {
+    } else if ((rc = cad_station_check(&c)) == KL_OK) {
         rc = cap_msg_begin(rsp, (cap_op)req->op, KL_OK);
         if (rc == KL_OK && row->needs_profile) {
             rc = cad_profile_for(&c);

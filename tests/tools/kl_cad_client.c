@@ -3,9 +3,10 @@
  *   kl_cad_client [-o FILE] SOCKET OP [name=value | name=@FILE ...]
  *
  * OP: hello issue activate submit poll cacerts crl ocsp cert-status claim release abandon
- * device profile ca-chain pending inventory known revoke sweep proof-failed matter. Field names as
- * in docs/ca-protocol.md (profile, csr, auth, auth-serial, auth-user, auth-cert, device-id,
- * pending, serial, request-id, issuer, ocsp-req, cert, reason, instance, fixture, lease); @FILE
+ * device profile ca-chain pending inventory known revoke sweep proof-failed matter order
+ * order-close. Field names as in docs/ca-protocol.md (profile, csr, auth, auth-serial, auth-user,
+ * auth-cert, device-id, pending, serial, request-id, issuer, ocsp-req, cert, reason, instance,
+ * fixture, lease, station, order, ...); @FILE
  * reads the value's bytes from a file (CSR, OCSP request, certificate: DER). Prints the answer's
  * string and integer fields as name=value; -o FILE writes certificates (cert, ca-cert) as PEM, a
  * CRL or OCSP response as DER. Exit status: kl_rc_exit of the answer (0 ok, 4 refused by policy,
@@ -66,6 +67,10 @@ static const tool_field fields[] = {
     {"matter-salt", CAP_T_MATTER_SALT, 'b'},
     {"matter-verifier", CAP_T_MATTER_VERIFIER, 'b'},
     {"matter-passcode", CAP_T_MATTER_PASSCODE, 'u'},
+    {"station", CAP_T_STATION, 's'},
+    {"order", CAP_T_ORDER, 's'},
+    {"expires", CAP_T_EXPIRES, 'u'},
+    {"issued", CAP_T_ISSUED, 'u'},
     {NULL, 0, 0},
 };
 
