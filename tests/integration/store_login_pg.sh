@@ -8,8 +8,9 @@
 #     (exit 2, not "unavailable") and keyline-cad logs why; the password put back, it serves
 #     again without a restart; the database dropped: the same, naming the database;
 #   - the server stopped at once (pg_ctl stop -m immediate: the sessions get no error) between
-#     two requests: while it is down a request is "unavailable" (not an I/O error, which the
-#     station takes for the device's failure); once it is back the next request is served.
+#     two requests, and in the middle of a burst: while it is down a request is "unavailable"
+#     (not an I/O error, which the station takes for the device's failure); once it is back
+#     the next request is served.
 source "$KL_SRC/tests/lib/cad_common.sh"
 command -v psql >/dev/null || die "psql is needed"
 
@@ -119,6 +120,49 @@ issue up || die "first request after the database came back: $(cat "$D/up.err")"
 "$KL_SRC/tests/lib/pg.sh" up "$PG_DIR" || die "PostgreSQL did not start again"
 issue up2 || die "first request after a restart between requests: $(cat "$D/up2.err")"
 ok "server stopped at once: 'store unavailable' while down, the next request served once it is back"
+
+# ... and in the middle of a burst (3 clients issuing one after the other until the server is
+# back and they got one more certificate): every request that fails says "store unavailable"
+# (what the front ends retry), none an I/O error
+burst() {
+    local w=$1 i=0 r end=$((SECONDS + 120))
+    while [ "$SECONDS" -lt "$end" ]; do
+        i=$((i + 1))
+        new_csr "b$w-$i" "/CN=dev-b$w-$i/serialNumber=B$w-$i"
+        r=ok
+        cc "$SOCK" issue profile=ldevid csr=@"$D/b$w-$i.der" auth=basic auth-user=bootstrap \
+            device-id="B$w-$i" >/dev/null 2>"$D/b$w-$i.err" || r=fail
+        echo "$r" >>"$D/b$w.res"
+        [ "$r" = ok ] && [ -f "$D/burst.stop" ] && break
+        [ "$r" = ok ] || sleep 0.1 # as a front end waits before its retry
+    done
+}
+bpids=()
+for w in 1 2 3; do
+    burst "$w" &
+    bpids+=($!)
+done
+for _ in $(seq 1 300); do
+    [ "$(cat "$D"/b?.res 2>/dev/null | wc -l)" -ge 6 ] && break
+    sleep 0.05
+done
+"$KL_SRC/tests/lib/pg.sh" crash "$PG_DIR" || die "pg_ctl stop -m immediate"
+sleep 1
+"$KL_SRC/tests/lib/pg.sh" up "$PG_DIR" || die "PostgreSQL did not start again"
+: >"$D/burst.stop"
+for p in "${bpids[@]}"; do wait "$p"; done
+nfail=0 nall=0
+for w in 1 2 3; do
+    for e in "$D"/b"$w"-*.err; do
+        nall=$((nall + 1))
+        [ -s "$e" ] || continue
+        nfail=$((nfail + 1))
+        grep -q "store unavailable" "$e" || die "burst: a request failed other than 'unavailable': $(cat "$e")"
+    done
+    [ "$(tail -1 "$D/b$w.res")" = ok ] || die "burst: client $w got no certificate after the server came back"
+done
+[ "$nfail" -ge 1 ] || die "burst: no request met the stopped server"
+ok "server stopped at once in a burst: $nfail of $nall requests 'store unavailable', none an I/O error; each client served again"
 
 # the database dropped under a running keyline-cad
 sql "DROP DATABASE kl_app WITH (FORCE)"
