@@ -76,8 +76,9 @@ static kl_rc sc_fail(db *d, kl_rc drc, const char *what)
     case DB_E_FOREIGN:
     case DB_E_CONSTRAINT:
         return kl_fail(KL_EINPUT, "store: %s: refused by the store (%s)", what, m);
-    case DB_E_BUSY:
-        return kl_fail(KL_EIO, "store: %s: store %s is busy, gave up (%s)", what, d->name, m);
+    case DB_E_BUSY: /* another writer held the lock past the driver's waiting: retry later */
+        return kl_fail(KL_EUNAVAIL, "store unavailable: %s: store %s is busy, gave up (%s)", what,
+                       d->name, m);
     case DB_E_UNAVAILABLE:
         if (strncmp(m, "store unavailable: ", 19) == 0) {
             return kl_fail(KL_EUNAVAIL, "%s", m);

@@ -257,7 +257,7 @@ static kl_rc pg_err(pg_db *q, const PGresult *res, const char *what)
         return rc;
     }
     kl_rc rc = q->base.err == DB_E_UNAVAILABLE ? KL_EUNAVAIL
-               : q->base.err == DB_E_BUSY      ? KL_EIO
+               : q->base.err == DB_E_BUSY      ? KL_EUNAVAIL
                : q->base.err == DB_E_OTHER     ? KL_EIO
                                                : KL_EINPUT;
     return kl_fail(rc, "%s: %.*s", what, (int)(n > 700 ? 700 : n), m);
