@@ -10,6 +10,7 @@
 
 #include "hsm.h"
 #include "kl_buf.h"
+#include "kl_matter.h"
 #include "tpl.h"
 
 static kl_rc seal_ecdh(EVP_PKEY *eph, EVP_PKEY *pub, uint8_t z[32])
@@ -105,6 +106,24 @@ out:
     return rc;
 }
 
+/* Is `passcode` the one the row's verifier stands for? KL_EINPUT naming `what` when not: a
+ * passcode is never kept, nor shown, apart from the onboarding data the device holds. */
+static kl_rc seal_verifier_check(const store_matter *r, uint32_t passcode, const char *what)
+{
+    kl_rc rc = KL_OK;
+    uint8_t v[KL_MATTER_VERIFIER_LEN];
+    ENSURE(r->verifier && r->verifier_len == sizeof v && r->iterations > 0 &&
+               r->iterations <= KL_MATTER_ITER_MAX,
+           KL_EUSAGE, "device %s: Matter onboarding row incomplete", r->device_id);
+    rc = kl_matter_verifier(passcode, r->salt, r->salt_len, (uint32_t)r->iterations, v);
+    ENSURE(rc != KL_EINTERNAL, KL_EINTERNAL, "%s", kl_errmsg());
+    ENSURE(rc == KL_OK && CRYPTO_memcmp(v, r->verifier, sizeof v) == 0, KL_EINPUT, "device %s: %s",
+           r->device_id, what);
+out:
+    OPENSSL_cleanse(v, sizeof v);
+    return rc;
+}
+
 kl_rc matter_passcode_seal(EVP_PKEY *pub, const store_matter *row, uint32_t passcode,
                            uint8_t out[MATTER_SEAL_LEN])
 {
@@ -120,6 +139,10 @@ kl_rc matter_passcode_seal(EVP_PKEY *pub, const store_matter *row, uint32_t pass
            "the key '%s' a passcode is sealed to must be EC P-256", MATTER_PASSCODE_KEY);
     ENSURE(row, KL_EUSAGE, "no onboarding row");
     TRY(seal_aad(row, &aad));
+    /* a station that sends a passcode beside another's verifier gets nothing kept */
+    TRY(seal_verifier_check(row, passcode,
+                            "the setup passcode is not the one the onboarding data's verifier "
+                            "stands for: not kept"));
     out[0] = MATTER_SEAL_V2;
     eph = EVP_EC_gen("P-256");
     ENSURE_SSL(eph &&
@@ -193,7 +216,15 @@ kl_rc matter_passcode_open(hsm_ctx *h, const store_matter *row, uint32_t *passco
            "sealed for another device's row or for an earlier provisioning of this device "
            "(copied or replayed into the row), or altered",
            dev, row->cert_serial ? row->cert_serial : "-");
-    *passcode = (uint32_t)pt[0] << 24 | (uint32_t)pt[1] << 16 | (uint32_t)pt[2] << 8 | pt[3];
+    const uint32_t pc =
+        (uint32_t)pt[0] << 24 | (uint32_t)pt[1] << 16 | (uint32_t)pt[2] << 8 | pt[3];
+    /* a format 1 value names only its device: one of an earlier provisioning of it opens, but
+     * its passcode is not the one this row's verifier stands for */
+    TRY(seal_verifier_check(row, pc,
+                            "the sealed passcode opens, but is not the one this row's verifier "
+                            "stands for: it was sealed for an earlier provisioning of this device "
+                            "(copied or replayed into the row)"));
+    *passcode = pc;
     if (version) {
         *version = v;
     }

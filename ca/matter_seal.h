@@ -14,7 +14,8 @@
  * Sealed, version 2 = 0x02 || E (65, uncompressed) || IV (12) || ciphertext (4) || tag (16).
  * Version 1 (keyline before the row binding; still opened) = E || IV || ciphertext || tag, 97
  * bytes beginning with E's 0x04, info "keyline matter passcode v1" || device id and the device
- * id alone as additional data: bound to the device, not to its provisioning.
+ * id alone as additional data: bound to the device, not to its provisioning; what it opens to
+ * is checked against the row's verifier instead (a passcode is PBKDF2'd with the row's salt).
  *
  * Only the token can open either (CKM_ECDH1_DERIVE with the private half, which never leaves
  * it); keyline-cad needs just the public half to seal. */
@@ -45,15 +46,19 @@ typedef struct hsm_ctx hsm_ctx;
 /* Seal `passcode` for the onboarding row `row` (its device_id, cert_serial, discriminator,
  * iterations, salt and verifier: its passcode_sealed is not read) to the P-256 public key `pub`,
  * version 2. KL_EUSAGE when pub is not a P-256 key or the row's fields are out of
- * store_matter_put's ranges; KL_EINTERNAL when OpenSSL fails. Ephemeral secrets are wiped. */
+ * store_matter_put's ranges; KL_EINPUT when the passcode is not the one the row's verifier
+ * stands for (kl_matter_verifier); KL_EINTERNAL when OpenSSL fails. Ephemeral secrets are
+ * wiped. */
 kl_rc matter_passcode_seal(EVP_PKEY *pub, const store_matter *row, uint32_t passcode,
                            uint8_t out[MATTER_SEAL_LEN]) KL_WUR;
 
 /* Open the row's passcode_sealed with the token key (hsm_ecdh: the private half stays in the
- * token): version 2 for exactly this row, version 1 for the row's device id. *version (may be
- * NULL) gets 1 or 2. KL_ENOTFOUND when the row keeps no passcode or the token has no key;
- * KL_EINPUT when the value is malformed or does not open (sealed for another device's row or
- * for an earlier provisioning of this device, or altered), with a message that says so. */
+ * token): version 2 for exactly this row, version 1 for the row's device id; either way the
+ * passcode must be the one the row's verifier stands for (a version 1 value of an earlier
+ * provisioning of the device opens, but is refused there). *version (may be NULL) gets 1 or 2.
+ * KL_ENOTFOUND when the row keeps no passcode or the token has no key; KL_EINPUT when the
+ * value is malformed or does not open (sealed for another device's row or for an earlier
+ * provisioning of this device, or altered), with a message that says so. */
 kl_rc matter_passcode_open(hsm_ctx *h, const store_matter *row, uint32_t *passcode,
                            int *version) KL_WUR;
 

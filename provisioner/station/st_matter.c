@@ -2,11 +2,8 @@
 #include "st_matter.h"
 
 #include <errno.h>
-#include <openssl/bn.h>
 #include <openssl/crypto.h>
-#include <openssl/ec.h>
 #include <openssl/evp.h>
-#include <openssl/obj_mac.h>
 #include <openssl/rand.h>
 #include <qrencode.h>
 #include <stdio.h>
@@ -129,58 +126,10 @@ void st_matter_cfg_free(st_matter_cfg *cfg)
 
 /* ---- passcode, verifier -------------------------------------------------------------------- */
 
-/* x = big-endian bytes mod n, or NULL */
-static BIGNUM *st_matter_mod_n(const uint8_t *b, size_t len, const BIGNUM *n, BN_CTX *ctx)
-{
-    BIGNUM *x = BN_bin2bn(b, (int)len, NULL);
-    if (x && BN_nnmod(x, x, n, ctx) != 1) {
-        BN_clear_free(x);
-        x = NULL;
-    }
-    return x;
-}
-
 kl_rc st_matter_verifier(uint32_t passcode, const uint8_t *salt, size_t salt_len,
                          uint32_t iterations, uint8_t out[ST_MATTER_VERIFIER_LEN])
 {
-    kl_rc rc = KL_OK;
-    uint8_t pw[4], ws[80];
-    EC_GROUP *g = NULL;
-    EC_POINT *L = NULL;
-    BN_CTX *ctx = NULL;
-    BIGNUM *w0 = NULL, *w1 = NULL;
-    ENSURE(kl_matter_passcode_valid(passcode), KL_EUSAGE, "not a valid Matter setup passcode");
-    ENSURE(salt && salt_len >= 16 && salt_len <= 32, KL_EUSAGE, "salt must be 16..32 bytes");
-    ENSURE(iterations >= KL_MATTER_ITER_MIN && iterations <= KL_MATTER_ITER_MAX, KL_EUSAGE,
-           "iterations must be %d..%d", KL_MATTER_ITER_MIN, KL_MATTER_ITER_MAX);
-    /* Matter 3.10: the passcode is the PBKDF2 input as a 4-byte little-endian integer */
-    for (int i = 0; i < 4; i++) {
-        pw[i] = (uint8_t)(passcode >> (8 * i));
-    }
-    ENSURE_SSL(PKCS5_PBKDF2_HMAC((const char *)pw, sizeof pw, salt, (int)salt_len, (int)iterations,
-                                 EVP_sha256(), sizeof ws, ws) == 1,
-               KL_EINTERNAL, "PBKDF2 failed");
-    g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
-    ctx = BN_CTX_new();
-    ENSURE_SSL(g && ctx, KL_EINTERNAL, "out of memory");
-    const BIGNUM *n = EC_GROUP_get0_order(g);
-    w0 = st_matter_mod_n(ws, 40, n, ctx);
-    w1 = st_matter_mod_n(ws + 40, 40, n, ctx);
-    L = EC_POINT_new(g);
-    ENSURE_SSL(w0 && w1 && L && EC_POINT_mul(g, L, w1, NULL, NULL, ctx) == 1 &&
-                   BN_bn2binpad(w0, out, ST_MATTER_W0_LEN) == ST_MATTER_W0_LEN &&
-                   EC_POINT_point2oct(g, L, POINT_CONVERSION_UNCOMPRESSED, out + ST_MATTER_W0_LEN,
-                                      ST_MATTER_L_LEN, ctx) == ST_MATTER_L_LEN,
-               KL_EINTERNAL, "cannot compute the SPAKE2+ verifier");
-out:
-    OPENSSL_cleanse(pw, sizeof pw);
-    OPENSSL_cleanse(ws, sizeof ws);
-    BN_clear_free(w0);
-    BN_clear_free(w1);
-    EC_POINT_clear_free(L);
-    EC_GROUP_free(g);
-    BN_CTX_free(ctx);
-    return rc;
+    return kl_matter_verifier(passcode, salt, salt_len, iterations, out);
 }
 
 /* ---- QR code payload ----------------------------------------------------------------------- */

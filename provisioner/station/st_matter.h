@@ -26,11 +26,11 @@
 
 #define ST_MATTER_SALT_LEN 32 /* spec: 16..32 bytes; we use the most */
 #define ST_MATTER_UID_LEN 16  /* rotating device id unique id: at least 128 bits */
-#define ST_MATTER_W0_LEN 32
-#define ST_MATTER_L_LEN 65
-#define ST_MATTER_VERIFIER_LEN 97 /* w0 || L */
-#define ST_MATTER_QR_MAX 32       /* "MT:" + 19 characters + NUL */
-#define ST_MATTER_MANUAL_LEN 11   /* digits, without a NUL */
+#define ST_MATTER_W0_LEN KL_MATTER_W0_LEN
+#define ST_MATTER_L_LEN KL_MATTER_L_LEN
+#define ST_MATTER_VERIFIER_LEN KL_MATTER_VERIFIER_LEN /* w0 || L */
+#define ST_MATTER_QR_MAX 32                           /* "MT:" + 19 characters + NUL */
+#define ST_MATTER_MANUAL_LEN 11                       /* digits, without a NUL */
 
 /* The largest Certification Declaration ([station] matter-cd) a device can present. A device
  * sends its CD in the AttestationResponse, inside attestation_elements = anonymous structure
@@ -103,8 +103,9 @@ kl_rc st_matter_onboard_new(st_matter_onboard *o, uint16_t vid, uint16_t pid,
                             uint32_t iterations) KL_WUR;
 void st_matter_onboard_wipe(st_matter_onboard *o);
 
-/* The SPAKE2+ verifier w0 || L for a passcode (see above). KL_EUSAGE on a bad passcode, salt
- * length (16..32) or iteration count; KL_EINTERNAL when OpenSSL fails. */
+/* The SPAKE2+ verifier w0 || L for a passcode (see above; kl_matter_verifier, shared with
+ * keyline-cad). KL_EUSAGE on a bad passcode, salt length (16..32) or iteration count;
+ * KL_EINTERNAL when OpenSSL fails. */
 kl_rc st_matter_verifier(uint32_t passcode, const uint8_t *salt, size_t salt_len,
                          uint32_t iterations, uint8_t out[ST_MATTER_VERIFIER_LEN]) KL_WUR;
 

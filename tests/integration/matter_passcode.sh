@@ -124,6 +124,21 @@ PY
 done
 [ "$(sqlite3 "$store" "SELECT count(*) FROM audit WHERE action = 'matter-passcode-read'")" = 2 ] ||
   fail "matter-passcode-read audit entries"
+# keyline-cad keeps only the passcode the onboarding data's verifier stands for: a front end
+# that sends another beside MP-0003's salt and verifier gets nothing kept, the row unchanged
+IFS='|' read -r dac3 disc3 it3 salt3 ver3 <<<"$(row_of MP-0003)"
+python3 -c 'import sys; open("salt3.bin", "wb").write(bytes.fromhex(sys.argv[1])); open("ver3.bin", "wb").write(bytes.fromhex(sys.argv[2]))' "$salt3" "$ver3"
+pc3=$(label_pc MP-0003); wrong=20202021; [ "$pc3" != $wrong ] || wrong=20202022
+before=$(sealed_of MP-0003)
+set +e
+"$KL_BIN/kl_cad_client" "$KL_TEST_DIR/cad.sock" matter profile=station device-id=MP-0003 serial="$dac3" \
+  matter-discriminator="$disc3" matter-iterations="$it3" matter-salt=@salt3.bin matter-verifier=@ver3.bin \
+  matter-passcode=$wrong >/dev/null 2>cc.err
+st=$?; set -e
+[ $st != 0 ] && grep -q "is not the one the onboarding data's verifier stands for: not kept" cc.err ||
+  fail "keyline-cad sealed a passcode that is not the verifier's: exit $st, $(cat cc.err)"
+[ "$(sealed_of MP-0003)" = "$before" ] || fail "MP-0003's row changed by a refused request"
+ok "keyline-cad refuses to keep a passcode the verifier does not stand for: $(cat cc.err)"
 # a sealed value moved to another device's row does not open (it is bound to its row)
 sqlite3 "$store" "UPDATE matter_onboarding SET passcode_sealed = (SELECT passcode_sealed FROM matter_onboarding WHERE device_id = 'MP-0002') WHERE device_id = 'MP-0003'"
 expect_fail "a passcode sealed for MP-0002 read as MP-0003's" "$KL_BIN/keyline-ca" -c "$KL_CONF" matter passcode --device MP-0003
@@ -157,9 +172,12 @@ seal_open "$old_sealed" MP-0002 "$(row_of MP-0002)" z.bin >/dev/null && fail "th
 ok "a sealed value replayed into its device's row after reprovisioning is refused: $out"
 
 # 2c. a value sealed by the earlier code (format 1: 97 bytes, device id as the only additional
-# data), made here in Python with the token key's public half, still opens
+# data), made here in Python with the token key's public half, still opens when it holds the
+# passcode the row's verifier stands for; one of an earlier provisioning (MP-0002's old
+# passcode) opens under the token but is refused against the verifier
 "${P11[@]}" --read-object --type pubkey --id 4d50 -o pub.der >/dev/null 2>&1 || fail "pkcs11-tool --read-object pubkey"
-v1=$(python3 - pub.der MP-0003 20202021 <<'PY'
+make_v1() { # DEVICE PASSCODE -> hex of a format 1 value
+  python3 - pub.der "$1" "$2" <<'PY'
 import hashlib, hmac, os, sys
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -174,16 +192,25 @@ iv = os.urandom(12)
 E = e.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 print((E + iv + AESGCM(key).encrypt(iv, pc.to_bytes(4, "big"), dev)).hex())
 PY
-) || fail "making a format 1 value"
+}
+pc3=$(label_pc MP-0003)
+v1=$(make_v1 MP-0003 "$pc3") || fail "making a format 1 value"
 [ ${#v1} = 194 ] || fail "format 1 value '$v1'"
 sqlite3 "$store" "UPDATE matter_onboarding SET passcode_sealed = x'$v1' WHERE device_id = 'MP-0003'"
-got=$(kca matter passcode --device MP-0003 | python3 -c 'import json,sys; print(json.load(sys.stdin)["passcode"])') ||
+got=$(kca matter passcode --device MP-0003 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["passcode"]))') ||
   fail "a format 1 value does not open"
-[ "$got" = 20202021 ] || fail "format 1 value opened to $got"
+[ "$got" = "$pc3" ] || fail "format 1 value opened to $got, the label says $pc3"
 # still bound to its device id: moved to MP-0002's row it does not open
 sqlite3 "$store" "UPDATE matter_onboarding SET passcode_sealed = x'$v1' WHERE device_id = 'MP-0002'"
 expect_fail "a format 1 value of MP-0003 read as MP-0002's" "$KL_BIN/keyline-ca" -c "$KL_CONF" matter passcode --device MP-0002
-ok "a format 1 sealed value (the earlier code's) still opens, for its device only"
+# MP-0002's passcode before it was provisioned again, sealed the old way: the AEAD opens (device
+# id only), the verifier refuses it
+v1=$(make_v1 MP-0002 "$old_pc") || fail "making a format 1 value"
+sqlite3 "$store" "UPDATE matter_onboarding SET passcode_sealed = x'$v1' WHERE device_id = 'MP-0002'"
+set +e; out=$(kca matter passcode --device MP-0002 2>&1); st=$?; set -e
+[ $st != 0 ] && ! grep -q "$old_pc" <<<"$out" && grep -q "is not the one this row's verifier stands for" <<<"$out" ||
+  fail "a format 1 value of MP-0002's earlier provisioning: exit $st, '$out'"
+ok "a format 1 sealed value (the earlier code's) still opens, for its device only and only with the passcode of the row's verifier: $out"
 
 # 3. keyline-cad keeps no copy of a passcode it sealed: its memory (gcore, as root) holds no
 # request field carrying one (tag 39, length 8, the passcode big-endian)
