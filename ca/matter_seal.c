@@ -35,8 +35,9 @@ static kl_rc seal_hkdf(const uint8_t z[32], const char *label, const char *devic
     size_t ll = strlen(label), dl = strlen(device_id), klen = 32;
     EVP_PKEY_CTX *c = NULL;
     ENSURE(ll <= 64 && dl <= 128, KL_EUSAGE, "device id too long");
-    memcpy(info, label, ll);
     /* HKDF info is bytes with its length passed along, not a C string: */
+    // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
+    memcpy(info, label, ll);
     // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
     memcpy(info + ll, device_id, dl);
     c = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
