@@ -376,10 +376,11 @@ typedef struct {
 kl_rc ca_audit_checkpoint(ca_ctx *ca, ca_audit_cp *out) KL_WUR;
 kl_rc ca_audit_checkpoint_ex(ca_ctx *ca, unsigned flags, ca_audit_cp *out) KL_WUR;
 /* The CA service's rule: ca_audit_checkpoint_due signs the head once it is `every` (> 0) or
- * more entries past the last checkpoint this ctx knows of. Cheap when nothing is due (one read
+ * more entries past the last checkpoint this ctx knows of, or once an entry has been unsigned
+ * for `max_age` (> 0) seconds since a call first found it. Cheap when nothing is due (one read
  * of the head on the store's reader connection); a failure is logged (kl_error) and retried
  * after 10 s. No-op without a local token or before ca_audit_checkpoint_every. */
-void ca_audit_checkpoint_every(ca_ctx *ca, int64_t every);
+void ca_audit_checkpoint_every(ca_ctx *ca, int64_t every, int64_t max_age);
 void ca_audit_checkpoint_due(ca_ctx *ca);
 /* ca_audit_checkpoint when the ctx has a local token (else nothing), logging a failure with
  * `why` (ca_crl: "CRL of field1"); never fails. */

@@ -26,12 +26,14 @@
 #define CA_AUDIT_RETRY_S 10 /* after a failed checkpoint, keyline-cad waits this long */
 
 struct ca_audit_state {
-    pthread_mutex_t mu;    /* one checkpoint at a time in this process */
-    atomic_llong every;    /* keyline-cad's rule; 0: none */
-    atomic_llong covered;  /* the last checkpoint's entry this process knows */
-    atomic_llong retry_at; /* no automatic checkpoint before this time (after a failure) */
-    int key_checked;       /* the token's audit key passed the protection check */
-    int made_key;          /* this process generated the key and has not seen it recorded */
+    pthread_mutex_t mu;         /* one checkpoint at a time in this process */
+    atomic_llong every;         /* keyline-cad's rule; 0: none */
+    atomic_llong covered;       /* the last checkpoint's entry this process knows */
+    atomic_llong retry_at;      /* no automatic checkpoint before this time (after a failure) */
+    atomic_llong max_age;       /* keyline-cad's rule: seconds an entry stays unsigned; 0: none */
+    atomic_llong pending_since; /* when this process first saw the head past `covered` */
+    int key_checked;            /* the token's audit key passed the protection check */
+    int made_key;               /* this process generated the key and has not seen it recorded */
     ca_close_fn close_fn;
     void *close_arg;
 };
@@ -47,6 +49,8 @@ static struct ca_audit_state *ca_audit_state(ca_ctx *ca)
             atomic_init(&st->every, 0);
             atomic_init(&st->covered, 0);
             atomic_init(&st->retry_at, 0);
+            atomic_init(&st->max_age, 0);
+            atomic_init(&st->pending_since, 0);
             ca->audit = st;
         }
     }
@@ -262,25 +266,43 @@ kl_rc ca_audit_checkpoint(ca_ctx *ca, ca_audit_cp *out)
     return ca_audit_checkpoint_ex(ca, 0, out);
 }
 
-void ca_audit_checkpoint_every(ca_ctx *ca, int64_t every)
+void ca_audit_checkpoint_every(ca_ctx *ca, int64_t every, int64_t max_age)
 {
     struct ca_audit_state *st = ca_audit_state(ca);
     if (st) {
         atomic_store(&st->every, every > 0 ? every : 0);
+        atomic_store(&st->max_age, max_age > 0 ? max_age : 0);
     }
+}
+
+/* Due: `every` entries past the last checkpoint, or an entry unsigned for `max_age` seconds
+ * (as this process saw it: from the first call that found the head past the checkpoint). */
+static int ca_audit_due(struct ca_audit_state *st, int64_t pending, int64_t now)
+{
+    if (pending <= 0) {
+        atomic_store(&st->pending_since, 0);
+        return 0;
+    }
+    int64_t since = atomic_load(&st->pending_since);
+    if (since == 0) {
+        atomic_store(&st->pending_since, now);
+        since = now;
+    }
+    int64_t age = atomic_load(&st->max_age);
+    return pending >= atomic_load(&st->every) || (age > 0 && now - since >= age);
 }
 
 void ca_audit_checkpoint_due(ca_ctx *ca)
 {
     struct ca_audit_state *st = ca->audit;
-    int64_t head = 0;
+    int64_t head = 0, now = (int64_t)time(NULL);
     char hash[65];
     if (!st || atomic_load(&st->every) <= 0 || !ca->hsm) {
         return;
     }
     if (store_audit_head(ca->st, &head, hash) != KL_OK ||
-        head - atomic_load(&st->covered) < atomic_load(&st->every) ||
-        (int64_t)time(NULL) < atomic_load(&st->retry_at)) {
+        !ca_audit_due(st, head - atomic_load(&st->covered), now) ||
+        now < atomic_load(&st->retry_at)) {
         return;
     }
     if (pthread_mutex_trylock(&st->mu) != 0) {

@@ -54,6 +54,7 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"cad", "tls-client-ca", NULL, "required with listen", P},
     {"cad", "ca-keys", "intermediates", NULL, 0},
     {"cad", "audit-checkpoint-every", "100", NULL, 0},
+    {"cad", "audit-checkpoint-seconds", "60", NULL, 0},
     {"cad", "ocsp-preproduce", "65536", NULL, 0},
     {"cad", "ocsp-validity", "86400", NULL, 0},
 

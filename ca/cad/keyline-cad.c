@@ -36,6 +36,22 @@ static void cad_on_signal(int sig)
     g_cad.stop = 1;
 }
 
+/* Once a second: sign the audit head when an entry has waited its [cad] audit-checkpoint-seconds
+ * (ca_audit_checkpoint_due; requests check it too, after each answer). */
+static void *cad_audit_timer(void *arg)
+{
+    (void)arg;
+    while (!g_cad.stop) {
+        for (int i = 0; i < 10 && !g_cad.stop; i++) {
+            usleep(100 * 1000);
+        }
+        if (!g_cad.stop) {
+            ca_audit_checkpoint_due(g_cad.ca);
+        }
+    }
+    return NULL;
+}
+
 /* Sign the audit head now and say so. */
 static kl_rc cad_audit_checkpoint(const char *when)
 {
@@ -54,7 +70,9 @@ static kl_rc cad_audit_checkpoint(const char *when)
 static kl_rc cad_run(const char *conf_path)
 {
     kl_rc rc = KL_OK;
-    long every = 0;
+    long every = 0, age = 0;
+    pthread_t timer_thr;
+    int timer = 0;
     kl_conf *conf = NULL;
     unsigned char rnd[16];
     memset(&g_cad, 0, sizeof g_cad);
@@ -82,11 +100,19 @@ static kl_rc cad_run(const char *conf_path)
     }
     /* The audit head is signed at start (what was appended while we were down; and the audit
      * key checked against the store before anything is served), every `every` entries (after
-     * each request, cad_server.c), on every CRL (ca_crl) and at shutdown. */
+     * each request, cad_server.c), once an entry is `age` seconds unsigned (a timer: a quiet
+     * service's last entries are not left open to a quiet rewrite until `every` more come),
+     * on every CRL (ca_crl) and at shutdown. */
     TRY(kl_conf_get_long(conf, "cad", "audit-checkpoint-every", 100, 1, 1000000, &every));
+    TRY(kl_conf_get_long(conf, "cad", "audit-checkpoint-seconds", 60, 0, 86400, &age));
     TRY(cad_audit_checkpoint("start"));
-    ca_audit_checkpoint_every(g_cad.ca, every);
+    ca_audit_checkpoint_every(g_cad.ca, every, age);
+    timer = age > 0 && pthread_create(&timer_thr, NULL, cad_audit_timer, NULL) == 0;
     rc = cad_serve(&g_cad); /* sends READY=1 once it listens, STOPPING=1 when asked to stop */
+    if (timer) {
+        g_cad.stop = 1;
+        pthread_join(timer_thr, NULL);
+    }
     if (rc == KL_OK) {
         /* after the last request, before the token and the store close */
         rc = cad_audit_checkpoint("shutdown");

@@ -210,3 +210,35 @@ last=$(sqlite3 keyline.db "SELECT max(seq) FROM audit_checkpoints")
 out=$(kca audit verify)
 grep -q "not signed yet" <<<"$out" && fail "entries unsigned after keyline-cad stopped: $out"
 ok "keyline-cad signs the head at shutdown (entry $last)"
+
+# --- keyline-cad: an entry left unsigned longer than audit-checkpoint-seconds is signed by the
+# timer, with no further request and far below `every`; an idle service signs nothing more
+sed -i 's/^audit-checkpoint-every = 3$/audit-checkpoint-every = 1000\naudit-checkpoint-seconds = 2/' "$KL_CONF"
+grep -q "^audit-checkpoint-seconds = 2$" "$KL_CONF" || fail "conf not rewritten"
+"$KL_BIN/keyline-cad" -c "$KL_CONF" 2>cad2.log &
+CAD_PID=$!
+trap 'kill $CAD_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [ -S cad.sock ] && break; sleep 0.1; done
+[ -S cad.sock ] || { cat cad2.log >&2; fail "keyline-cad did not start again"; }
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout c7.key \
+  -subj "/CN=cad 7/serialNumber=HWA7" -outform DER -out c7.der 2>/dev/null
+"$KL_BIN/kl_cad_client" -o c7.pem "$(pwd)/cad.sock" issue profile=ldevid csr=@c7.der \
+  auth=basic auth-user=audit device-id=HWA7 >/dev/null || { cat cad2.log >&2; fail "issue 7"; }
+gap=$(sqlite3 keyline.db "SELECT (SELECT seq FROM audit_head) - max(seq) FROM audit_checkpoints")
+[ "$gap" -gt 0 ] || fail "issue 7 left nothing unsigned (gap $gap): the test proves nothing"
+t0=$(date +%s.%N)
+for _ in $(seq 1 80); do
+  gap=$(sqlite3 keyline.db "SELECT (SELECT seq FROM audit_head) - max(seq) FROM audit_checkpoints")
+  [ "$gap" = 0 ] && break
+  sleep 0.1
+done
+waited=$(python3 -c "import time; print('%.1f' % (time.time() - $t0))")
+[ "$gap" = 0 ] || { cat cad2.log >&2; fail "an entry stayed unsigned for 8 s with audit-checkpoint-seconds = 2"; }
+n=$(sqlite3 keyline.db "SELECT count(*) FROM audit_checkpoints")
+sleep 3
+[ "$(sqlite3 keyline.db "SELECT count(*) FROM audit_checkpoints")" = "$n" ] || fail "an idle keyline-cad kept signing"
+grep -q "info audit checkpoint at entry [0-9]* [0-9a-f]\{64\}$" cad2.log || fail "timer checkpoint not logged"
+kill -TERM $CAD_PID
+wait $CAD_PID || { cat cad2.log >&2; fail "keyline-cad exit after SIGTERM (timer)"; }
+trap - EXIT
+ok "keyline-cad signs an entry left unsigned for audit-checkpoint-seconds = 2 (after ${waited} s), and nothing more while idle"

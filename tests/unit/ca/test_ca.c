@@ -803,7 +803,7 @@ static void test_audit_checkpoint(void **state)
     assert_string_equal(v.r.key_label, CA_AUDIT_KEY_LABEL);
 
     /* keyline-cad's rule: signed once `every` entries are unsigned */
-    ca_audit_checkpoint_every(g_ca, 2);
+    ca_audit_checkpoint_every(g_ca, 2, 0);
     x = issue_one("audited 2", 0);
     X509_free(x);
     ca_audit_checkpoint_due(g_ca); /* 1 unsigned: nothing */
@@ -814,7 +814,7 @@ static void test_audit_checkpoint(void **state)
     ca_audit_checkpoint_due(g_ca);
     assert_int_equal(ca_audit_verify(g_ca, 1, &v), KL_OK);
     assert_int_equal(v.r.entries, v.r.cp_seq);
-    ca_audit_checkpoint_every(g_ca, 0);
+    ca_audit_checkpoint_every(g_ca, 0, 0);
 
     /* a CRL signs the head too */
     assert_int_equal(store_audit_append(ca_store(g_ca), "test", "note", "before the CRL"), KL_OK);
