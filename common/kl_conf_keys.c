@@ -48,6 +48,7 @@ static const kl_conf_key kl_conf_key_table[] = {
     {"cad", "socket-mode", "0660", NULL, 0},
     {"cad", "socket-group", NULL, "the daemon's own group", 0},
     {"cad", "max-connections", "256", NULL, 0},
+    {"cad", "max-handshakes-per-ip", NULL, "a quarter of max-connections", 0},
     {"cad", "listen", NULL, NULL, 0},
     {"cad", "tls-cert", NULL, "required with listen", P},
     {"cad", "tls-key", NULL, "required with listen", P},

@@ -54,8 +54,9 @@ typedef struct {
     unsigned socket_mode;
     gid_t socket_gid; /* (gid_t)-1: leave as created */
     unsigned max_conns;
-    char *listen;   /* [cad] listen HOST:PORT (mutual TLS), NULL: none */
-    char *tls_cert; /* resolved paths */
+    unsigned max_hs_per_ip; /* TLS handshakes at once from one source address; 0: no limit */
+    char *listen;           /* [cad] listen HOST:PORT (mutual TLS), NULL: none */
+    char *tls_cert;         /* resolved paths */
     char *tls_key;
     char *tls_client_ca;
 } cad_cfg;
@@ -86,6 +87,17 @@ typedef struct {
 typedef struct cad_rev cad_rev;
 typedef struct cad_conn cad_conn;
 
+/* Connections the accept loop refused (a connection limit), logged once per burst: the first at
+ * once, then one line with how many more at most once a minute while they go on, and one when
+ * they stop (cad_server.c). Only the accept loop touches it. */
+typedef struct {
+    int on;                          /* a burst is going on */
+    unsigned long n;                 /* refused since the last line */
+    unsigned long total;             /* in this burst */
+    long first_ms, line_ms, last_ms; /* CLOCK_MONOTONIC */
+    char last[200];                  /* why the last one was refused */
+} cad_refusals;
+
 typedef struct {
     const kl_conf *conf;
     cad_cfg cfg;
@@ -98,8 +110,10 @@ typedef struct {
     SSL_CTX *tls; /* the TCP listener's context */
     pthread_mutex_t lock;
     unsigned nconns;
-    unsigned nhandshakes; /* TCP connections not yet identified (TLS handshake) */
-    cad_conn *conns;      /* identified connections, each peer's share counted (under lock) */
+    unsigned nhandshakes;  /* TCP connections not yet identified (TLS handshake) */
+    cad_conn *handshaking; /* those connections, each source address's share counted (lock) */
+    cad_conn *conns;       /* identified connections, each peer's share counted (under lock) */
+    cad_refusals refused;
 } cad;
 
 /* Answer one request: `rsp` gets a whole frame (success or refusal). Never fails: a refusal

@@ -237,6 +237,12 @@ static kl_rc cad_socket_opts(cad_cfg *cfg, const kl_conf *conf)
     }
     TRY(kl_conf_get_long(conf, "cad", "max-connections", 256, 1, 4096, &v));
     cfg->max_conns = (unsigned)v;
+    /* default: a quarter, half of the handshake half (cad_server.c), so that one address
+     * holding its share leaves as much to the others; a keyline-estd opens up to [est] workers
+     * connections at once at its start */
+    long quarter = v / 4 ? v / 4 : 1;
+    TRY(kl_conf_get_long(conf, "cad", "max-handshakes-per-ip", quarter, 0, 4096, &v));
+    cfg->max_hs_per_ip = (unsigned)v;
     const char *listen = kl_conf_get(conf, "cad", "listen");
     if (listen) {
         cfg->listen = strdup(listen);

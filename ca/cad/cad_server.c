@@ -1,6 +1,8 @@
 /* keyline-cad: the Unix socket, peer credentials, one thread per connection. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/crypto.h>
 #include <poll.h>
@@ -60,10 +62,12 @@ kl_rc cad_peer_identify(const cad *d, int fd, cad_peer *peer)
 struct cad_conn {
     cad *d;
     int fd;
-    int tcp;        /* accepted on the TCP listener: mutual TLS */
-    SSL *ssl;       /* NULL on the Unix socket */
-    char key[80];   /* the peer it counts against: "uid N", or "CN=..." over TLS */
-    cad_conn *next; /* d->conns, once admitted */
+    int tcp;                     /* accepted on the TCP listener: mutual TLS */
+    SSL *ssl;                    /* NULL on the Unix socket */
+    uint8_t addr[16];            /* TCP: the source address, IPv6 (IPv4 as ::ffff:a.b.c.d) */
+    char from[INET6_ADDRSTRLEN]; /* TCP: that address as text, IPv4 dotted */
+    char key[80];                /* the peer it counts against: "uid N", or "CN=..." over TLS */
+    cad_conn *next; /* d->handshaking during the TLS handshake; d->conns once admitted */
 };
 
 /* One peer (a uid on the Unix socket, a front-end certificate CN on the TCP listener) holds at
@@ -73,6 +77,128 @@ struct cad_conn {
 static unsigned cad_conn_share(const cad *d)
 {
     return d->cfg.max_conns > 1 ? d->cfg.max_conns / 2 : 1;
+}
+
+/* The source address of a TCP connection: an IPv4 peer, or an IPv4-mapped IPv6 one (a
+ * listener on [::]), counts as its IPv4 address, and is written as one. */
+static void cad_conn_addr(cad_conn *cx, const struct sockaddr_storage *sa)
+{
+    memset(cx->addr, 0, sizeof cx->addr);
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        cx->addr[10] = cx->addr[11] = 0xff;
+        memcpy(cx->addr + 12, &in->sin_addr, 4);
+    } else if (sa->ss_family == AF_INET6) {
+        memcpy(cx->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    }
+    if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)cx->addr)) {
+        (void)inet_ntop(AF_INET, cx->addr + 12, cx->from, sizeof cx->from);
+    } else {
+        (void)inet_ntop(AF_INET6, cx->addr, cx->from, sizeof cx->from);
+    }
+}
+
+/* Under d->lock: take a slot for a connection just accepted, or say why not. A TCP connection
+ * also takes one of the handshake half, and one of its source address's share of it ([cad]
+ * max-handshakes-per-ip): a peer that need not authenticate to open connections (and re-open
+ * them as they time out) cannot take the whole half from the front ends that reconnect. */
+static int cad_conn_enter(cad_conn *cx, char *why, size_t len)
+{
+    cad *d = cx->d;
+    unsigned share = cad_conn_share(d), per_ip = d->cfg.max_hs_per_ip, from = 0;
+    if (d->nconns >= d->cfg.max_conns) {
+        snprintf(why, len, "%u connections, [cad] max-connections", d->nconns);
+        return 0;
+    }
+    if (cx->tcp && d->nhandshakes >= share) {
+        snprintf(why, len,
+                 "%u TCP connections in their TLS handshake, half of [cad] max-connections",
+                 d->nhandshakes);
+        return 0;
+    }
+    if (cx->tcp) {
+        for (const cad_conn *o = d->handshaking; o; o = o->next) {
+            from += memcmp(o->addr, cx->addr, sizeof o->addr) == 0;
+        }
+        if (per_ip && from >= per_ip) {
+            snprintf(why, len,
+                     "%s has %u TCP connections in their TLS handshake, [cad] "
+                     "max-handshakes-per-ip",
+                     cx->from, from);
+            return 0;
+        }
+        cx->next = d->handshaking;
+        d->handshaking = cx;
+        d->nhandshakes++;
+    }
+    d->nconns++;
+    return 1;
+}
+
+/* Under d->lock: the TLS handshake is over (done or failed). */
+static void cad_conn_handshake_end(cad_conn *cx)
+{
+    cad *d = cx->d;
+    for (cad_conn **p = &d->handshaking; *p; p = &(*p)->next) {
+        if (*p == cx) {
+            *p = cx->next;
+            cx->next = NULL;
+            d->nhandshakes--;
+            break;
+        }
+    }
+}
+
+/* A connection refused at accept: the first of a burst is logged at once, the rest are counted
+ * (cad_refused_tick), so that a flood of connections is no flood of log lines. */
+#define CAD_REFUSED_QUIET_MS 5000  /* a burst is over after this long without a refusal */
+#define CAD_REFUSED_EVERY_MS 60000 /* while it goes on, the count at most this often */
+
+static long cad_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void cad_refused(cad *d, const char *why)
+{
+    cad_refusals *r = &d->refused;
+    long now = cad_mono_ms();
+    int first = !r->on;
+    if (first) {
+        *r = (cad_refusals){.on = 1, .first_ms = now, .line_ms = now};
+    } else {
+        r->n++;
+    }
+    r->total++;
+    r->last_ms = now;
+    snprintf(r->last, sizeof r->last, "%s", why);
+    if (!first) {
+        return;
+    }
+    kl_warn("cad: connection limit: refused a connection (%s); more such refusals are counted, "
+            "at most one line a minute",
+            why);
+}
+
+static void cad_refused_tick(cad *d)
+{
+    cad_refusals *r = &d->refused;
+    long now = cad_mono_ms();
+    if (!r->on) {
+        return;
+    }
+    int over = now - r->last_ms >= CAD_REFUSED_QUIET_MS;
+    if (r->n && (over || now - r->line_ms >= CAD_REFUSED_EVERY_MS)) {
+        kl_warn("cad: connection limit: refused %lu more connections in %ld s (%lu in %ld s in "
+                "all; the last: %s)",
+                r->n, (now - r->line_ms + 500) / 1000, r->total, (now - r->first_ms + 500) / 1000,
+                r->last);
+        r->n = 0;
+        r->line_ms = now;
+    }
+    r->on = !over;
 }
 
 static kl_rc cad_conn_admit(cad_conn *cx, const cad_peer *peer)
@@ -184,13 +310,6 @@ static int cad_write_full(cad_conn *cx, const uint8_t *p, size_t n)
 
 #define CAD_TLS_HANDSHAKE_MS 10000
 
-static long cad_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* SSL_accept within CAD_TLS_HANDSHAKE_MS in all: the socket non-blocking meanwhile, so that a
  * client that trickles its handshake a byte at a time (each read well inside any per-read
  * timeout) cannot hold a handshake slot for as long as it likes. */
@@ -271,14 +390,14 @@ static void *cad_conn_run(void *arg)
                           : cad_peer_identify(d, cx->fd, &peer);
     if (cx->tcp) {
         pthread_mutex_lock(&d->lock);
-        d->nhandshakes--;
+        cad_conn_handshake_end(cx);
         pthread_mutex_unlock(&d->lock);
     }
     if (who == KL_OK) {
         who = cad_conn_admit(cx, &peer);
     }
     if (who != KL_OK) {
-        kl_warn("cad: connection refused: %s", kl_errmsg());
+        kl_warn("cad: connection%s%s refused: %s", cx->tcp ? " from " : "", cx->from, kl_errmsg());
         goto done;
     }
     for (;;) {
@@ -408,45 +527,46 @@ kl_rc cad_serve(cad *d)
         struct pollfd pf[2] = {{.fd = d->listen_fd, .events = POLLIN},
                                {.fd = d->tcp_fd, .events = POLLIN}};
         int r = poll(pf, d->tcp_fd >= 0 ? 2 : 1, 500);
+        cad_refused_tick(d);
         if (r <= 0) {
             continue;
         }
         int tcp = !(pf[0].revents & POLLIN);
-        int fd = accept4(tcp ? d->tcp_fd : d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof sa;
+        memset(&sa, 0, sizeof sa);
+        int fd =
+            accept4(tcp ? d->tcp_fd : d->listen_fd, (struct sockaddr *)&sa, &salen, SOCK_CLOEXEC);
         if (fd < 0) {
             continue;
         }
-        pthread_mutex_lock(&d->lock);
-        int handshakes = tcp && d->nhandshakes >= cad_conn_share(d);
-        int full = d->nconns >= d->cfg.max_conns || handshakes;
-        if (!full) {
-            d->nconns++;
-            d->nhandshakes += tcp ? 1 : 0;
-        }
-        pthread_mutex_unlock(&d->lock);
-        cad_conn *cx = full ? NULL : calloc(1, sizeof *cx);
-        pthread_t t;
+        cad_conn *cx = calloc(1, sizeof *cx);
         if (!cx) {
-            if (!full) {
-                pthread_mutex_lock(&d->lock);
-                d->nconns--;
-                d->nhandshakes -= tcp ? 1 : 0;
-                pthread_mutex_unlock(&d->lock);
-            }
-            kl_warn("cad: connection limit (%u%s) reached; refusing one",
-                    handshakes ? cad_conn_share(d) : d->cfg.max_conns,
-                    handshakes ? " in TLS handshakes" : "");
+            cad_refused(d, "out of memory");
             close(fd);
             continue;
         }
         *cx = (cad_conn){.d = d, .fd = fd, .tcp = tcp};
-        if (pthread_create(&t, &attr, cad_conn_run, cx) != 0) {
+        if (tcp) {
+            cad_conn_addr(cx, &sa);
+        }
+        char why[160];
+        pthread_mutex_lock(&d->lock);
+        int in = cad_conn_enter(cx, why, sizeof why);
+        pthread_mutex_unlock(&d->lock);
+        pthread_t t;
+        if (in && pthread_create(&t, &attr, cad_conn_run, cx) != 0) {
+            pthread_mutex_lock(&d->lock);
+            cad_conn_handshake_end(cx);
+            d->nconns--;
+            pthread_mutex_unlock(&d->lock);
+            in = 0;
+            snprintf(why, sizeof why, "no thread for it");
+        }
+        if (!in) {
+            cad_refused(d, why);
             close(fd);
             free(cx);
-            pthread_mutex_lock(&d->lock);
-            d->nconns--;
-            d->nhandshakes -= tcp ? 1 : 0;
-            pthread_mutex_unlock(&d->lock);
         }
     }
     kl_notify_stopping();

@@ -47,6 +47,7 @@ key_csr dev "/CN=sensor-0009/serialNumber=HW0009" -outform DER
 cat > "$D/client.py" <<'PY'
 import socket, ssl, struct, sys
 d, port, who, op = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+src = (sys.argv[5], 0) if len(sys.argv) > 5 else None  # the source address to connect from
 def field(tag, v):
     if isinstance(v, int): v = struct.pack(">Q", v)
     if isinstance(v, str): v = v.encode()
@@ -59,7 +60,8 @@ ctx.load_verify_locations(d + "/root1.pem")
 if who != "none":
     ctx.load_cert_chain(d + "/" + who + ".crt", d + "/" + who + ".key")
 try:
-    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 10), server_hostname="127.0.0.1")
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 10, src),
+                        server_hostname="127.0.0.1")
     if op == "hello":
         s.sendall(frame(1, [(23, 1)]))
     else:
@@ -149,6 +151,61 @@ secs=$(sed -n 's/^closed after \([0-9]*\) s$/\1/p' <<<"$out")
 [ -n "$secs" ] && [ "$secs" -ge 9 ] && [ "$secs" -le 14 ] || die "trickled handshake: $out"
 grep -q "TLS handshake: not done within 10 s" "$D/cad.log" || die "log does not say the handshake ran out of time"
 ok "a handshake trickled a byte at a time is cut at 10 s ($out)"
+
+# Unauthenticated peers can open connections: one address holds at most [cad]
+# max-handshakes-per-ip (default a quarter of max-connections: 64 of 256) of those still in
+# their TLS handshake, so it cannot take the whole handshake half (128) from the front ends
+# that reconnect from other addresses. The hog opens the whole half from 127.0.0.1 and sends
+# nothing; a front end from 127.0.0.2 (loopback too) still completes its handshake.
+cat > "$D/hog.py" <<'PY'
+import os, socket, sys, time
+port, n, ready, done = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+held = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port), 5, ("127.0.0.1", 0))
+    held.append(s)
+time.sleep(1.5)
+alive = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        alive += s.recv(1) != b""
+    except BlockingIOError:
+        alive += 1  # nothing to read, not closed: the daemon waits for its ClientHello
+    except OSError:
+        pass
+print("held=%d" % alive, flush=True)
+open(ready, "w").close()
+t0 = time.monotonic()
+while not os.path.exists(done) and time.monotonic() - t0 < 20:
+    time.sleep(0.05)
+PY
+python3 "$D/hog.py" "$PORT" 128 "$D/hog.ready" "$D/hog.done" > "$D/hog.out" &
+HOG=$!
+for _ in $(seq 1 100); do [ -f "$D/hog.ready" ] && break; sleep 0.1; done
+[ -f "$D/hog.ready" ] || die "the hog did not start"
+other=$(fe est1 hello 127.0.0.2)
+same=$(fe est1 hello 127.0.0.1)
+touch "$D/hog.done"; wait "$HOG" || true
+grep -qx "status=0" <<<"$other" && grep -qx "24=est" <<<"$other" \
+    || die "a front end from 127.0.0.2 was locked out while 127.0.0.1 held TLS handshakes: $other"
+grep -qx "held=64" "$D/hog.out" || die "127.0.0.1 held $(cat "$D/hog.out") handshakes, want 64"
+grep -Eq "closed|tls-refused" <<<"$same" || die "a 65th handshake from 127.0.0.1: $same"
+ok "one address holds at most 64 handshakes (a quarter of max-connections); another address still gets answers"
+
+# the refusals (64 of the hog's, the front end's from 127.0.0.1) make one line at once and
+# one with their count when they stop (5 s without one), not a line each
+n=$(grep -c "connection limit: refused a connection (127.0.0.1 has 64 TCP connections in their TLS handshake, \[cad\] max-handshakes-per-ip)" "$D/cad.log" || true)
+[ "$n" = 1 ] || die "$n lines for the first refusal of the burst, want 1"
+for _ in $(seq 1 100); do
+    grep -q "connection limit: refused 64 more connections" "$D/cad.log" && break
+    sleep 0.1
+done
+grep -q "connection limit: refused 64 more connections in [0-9]* s (65 in [0-9]* s in all; the last: 127.0.0.1 has 64" \
+    "$D/cad.log" || die "no line counting the burst's refusals"
+n=$(grep -c "connection limit:" "$D/cad.log" || true)
+[ "$n" = 2 ] || die "$n log lines for one burst of 65 refusals, want 2"
+ok "a burst of refusals is logged in two lines: the first refusal, then their count"
 
 cad_stop
 ok "SIGTERM: exit 0"
