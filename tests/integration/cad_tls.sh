@@ -180,6 +180,7 @@ t0 = time.monotonic()
 while not os.path.exists(done) and time.monotonic() - t0 < 20:
     time.sleep(0.05)
 PY
+before=$(wc -l < "$D/cad.log")
 python3 "$D/hog.py" "$PORT" 128 "$D/hog.ready" "$D/hog.done" > "$D/hog.out" &
 HOG=$!
 for _ in $(seq 1 100); do [ -f "$D/hog.ready" ] && break; sleep 0.1; done
@@ -206,6 +207,18 @@ grep -q "connection limit: refused 64 more connections in [0-9]* s (65 in [0-9]*
 n=$(grep -c "connection limit:" "$D/cad.log" || true)
 [ "$n" = 2 ] || die "$n log lines for one burst of 65 refusals, want 2"
 ok "a burst of refusals is logged in two lines: the first refusal, then their count"
+
+# the hog gone, its 64 handshakes fail at once (end of file): counted too, not a line each
+for _ in $(seq 1 100); do
+    tail -n +$((before + 1)) "$D/cad.log" | grep -Eq "TLS handshake failed on 6[34] more connections" && break
+    sleep 0.1
+done
+tail -n +$((before + 1)) "$D/cad.log" > "$D/hog.log"
+grep -Eq "TLS handshake failed on 6[34] more connections in [0-9]* s \(6[45] in [0-9]* s in all; the last: from 127.0.0.1: TLS handshake" \
+    "$D/hog.log" || die "no line counting the hog's failed handshakes"
+n=$(grep -Ec "TLS handshake failed on|refused: TLS handshake" "$D/hog.log" || true)
+[ "$n" -le 2 ] || die "$n log lines for the hog's 64 failed handshakes, want at most 2"
+ok "64 failed handshakes (no certificate: anyone can cause them) make at most two log lines"
 
 cad_stop
 ok "SIGTERM: exit 0"
