@@ -226,6 +226,10 @@ int ca_conf_has_profile(const kl_conf *conf, const char *name);
  * (2026-02-31 is not read as March 3). */
 kl_rc ca_revoke_list_parse(char *text, size_t len, const char *name, char ***items,
                            size_t *n) KL_WUR;
+/* The same, and *lines (malloc'd, NULL ok: not wanted) the line of the list each item is on
+ * (from 1), for messages about an item. */
+kl_rc ca_revoke_list_parse_lines(char *text, size_t len, const char *name, char ***items,
+                                 size_t **lines, size_t *n) KL_WUR;
 int ca_revoke_time_parse(const char *s, time_t *out);
 /* Move a pending certificate to valid (station: after CHALLENGE). */
 kl_rc ca_activate(ca_ctx *ca, const char *serial_hex, const char *actor) KL_WUR;
