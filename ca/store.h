@@ -351,8 +351,25 @@ void store_crl_free(store_crl *c); /* NULL ok */
 
 /* --- device inventory --- */
 kl_rc store_device_get(store *s, const char *device_id, store_device *out) KL_WUR;
-/* Insert or update. */
+/* Insert or update. Unchecked: a writer that decides from the row it read first uses
+ * store_device_put_if. */
 kl_rc store_device_put(store *s, const store_device *d) KL_WUR;
+/* What a check of a device's row saw: the certificate the row named (NULL or "": no row, or a
+ * row naming none) and that certificate's status then (NULL: no such certificate). */
+typedef struct {
+    const char *cert_serial;
+    const char *cert_status;
+} store_device_seen;
+/* Compare-and-set: store_device_put only when the device's row still names seen->cert_serial
+ * and that certificate still has status seen->cert_status. The comparison and the write are one
+ * write transaction, which holds the store's write lock from its start, so no writer of any
+ * process or host (another front end's request, another keyline-cad on the same PostgreSQL
+ * store) comes between a check made on what was read and the write it allows. Otherwise
+ * KL_EEXIST "device D: its inventory row changed since it was read (it names certificate S,
+ * STATUS, now)" and nothing is written: the caller reads and checks again. `action` non-NULL:
+ * the audit entry (actor, action, detail) in the same transaction. seen NULL: as all NULL. */
+kl_rc store_device_put_if(store *s, const store_device *d, const store_device_seen *seen,
+                          const char *actor, const char *action, const char *detail) KL_WUR;
 kl_rc store_device_list(store *s, store_device **out, size_t *n) KL_WUR;
 void store_device_free(store_device *d);
 

@@ -271,6 +271,12 @@ kl_rc st_crl_get(store *s, const char *issuer, store_crl *out) KL_WUR;
 /* Inside a write transaction: the crls row `name` of `crl` (replaced only by a higher number)
  * with its chunks when der_len is above the chunk size (store_cert.c). */
 kl_rc st_crl_row_tx(store_conn *c, const char *name, const store_crl *crl) KL_WUR;
+/* A compare-and-set's compare, in the caller's write transaction (no writer can change the row
+ * before it ends): `q` reads (certificate serial, that certificate's status) of the row of
+ * device `id` (?1); KL_EEXIST "device ID: its WHAT changed since it was read (...)" unless they
+ * are what `seen` says (store_device_put_if; store_matter_put_if). */
+kl_rc st_row_seen_tx(store_conn *c, const store_q *q, const char *id, const char *what,
+                     const store_device_seen *seen) KL_WUR;
 kl_rc st_device_get(store *s, const char *id, store_device *out) KL_WUR;
 kl_rc st_device_put(store *s, const store_device *d) KL_WUR;
 kl_rc st_device_list(store *s, store_device **out, size_t *n) KL_WUR;

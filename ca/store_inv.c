@@ -20,6 +20,11 @@ static const store_q q_dev_put = {
     " cert_serial = excluded.cert_serial, state = excluded.state, detail = excluded.detail,"
     " updated = excluded.updated",
     NULL};
+/* what a compare-and-set compares: the certificate the row names and its status now */
+static const store_q q_dev_seen = {
+    "SELECT d.cert_serial, c.status FROM devices d LEFT JOIN certs c ON c.serial = d.cert_serial"
+    " WHERE d.device_id = ?1",
+    NULL};
 static const store_q q_dev_list = {"SELECT " DEV_COLS " FROM devices ORDER BY rowid",
                                    "SELECT " DEV_COLS " FROM devices ORDER BY id"};
 static const store_q q_rq_find = {
@@ -99,6 +104,78 @@ out:
 kl_rc st_device_put(store *s, const store_device *d)
 {
     return store_write(s, device_put_tx, (void *)d);
+}
+
+typedef struct {
+    const store_device *d;
+    const store_device_seen *seen;
+    const char *actor, *action, *detail;
+} device_put_if_arg;
+
+/* NULL and "" are the same: no certificate, no status */
+static int seen_same(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+kl_rc st_row_seen_tx(store_conn *c, const store_q *q, const char *id, const char *what,
+                     const store_device_seen *seen)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    TRY(sc_stmt(c, q, &st));
+    TRY(sc_text(st, 1, id));
+    TRY(sc_step(st, &row, what));
+    const char *serial = row ? col_text(st, 0, NULL) : NULL;
+    const char *status = serial && *serial ? col_text(st, 1, NULL) : NULL;
+    if (seen_same(serial, seen->cert_serial) &&
+        (!serial || !*serial || seen_same(status, seen->cert_status))) {
+        goto out;
+    }
+    if (!row) {
+        rc = kl_fail(KL_EEXIST, "device %s: its %s changed since it was read (gone)", id, what);
+    } else if (!serial || !*serial) {
+        rc = kl_fail(KL_EEXIST,
+                     "device %s: its %s changed since it was read (it names no certificate now)",
+                     id, what);
+    } else {
+        rc = kl_fail(KL_EEXIST,
+                     "device %s: its %s changed since it was read (it names certificate %s, %s, "
+                     "now)",
+                     id, what, serial, status ? status : "not in the store");
+    }
+out:
+    sc_done(st);
+    return rc;
+}
+
+static kl_rc device_put_if_tx(store_conn *c, void *arg)
+{
+    const device_put_if_arg *a = arg;
+    kl_rc rc = KL_OK;
+    TRY(st_row_seen_tx(c, &q_dev_seen, a->d->device_id, "inventory row", a->seen));
+    TRY(device_put_tx(c, (void *)a->d));
+    if (a->action) {
+        TRY(st_audit_append_tx(c, a->actor ? a->actor : "unknown", a->action,
+                               a->detail ? a->detail : ""));
+    }
+out:
+    return rc;
+}
+
+kl_rc store_device_put_if(store *s, const store_device *d, const store_device_seen *seen,
+                          const char *actor, const char *action, const char *detail)
+{
+    kl_rc rc = KL_OK;
+    static const store_device_seen none = {NULL, NULL};
+    ENSURE(s, KL_EUSAGE, "store: no store handle");
+    ENSURE(d && d->device_id && d->device_id[0], KL_EUSAGE,
+           "store: device record without a device id");
+    device_put_if_arg a = {d, seen ? seen : &none, actor, action, detail};
+    rc = store_write(s, device_put_if_tx, &a);
+out:
+    return rc;
 }
 
 kl_rc st_device_list(store *s, store_device **out, size_t *np)

@@ -20,12 +20,17 @@ static const store_q q_mt_put = {
     " salt = excluded.salt, verifier = excluded.verifier, updated = excluded.updated,"
     " passcode_sealed = excluded.passcode_sealed",
     NULL};
+static const store_q q_mt_seen = {
+    "SELECT m.cert_serial, c.status FROM matter_onboarding m"
+    " LEFT JOIN certs c ON c.serial = m.cert_serial WHERE m.device_id = ?1",
+    NULL};
 static const store_q q_mt_get = {"SELECT " MT_COLS " FROM matter_onboarding WHERE device_id = ?1",
                                  NULL};
 
 typedef struct {
     const store_matter *m;
     const char *actor;
+    const store_device_seen *seen; /* NULL: no compare */
 } mt_put_arg;
 
 static kl_rc mt_put_tx(store_conn *c, void *arg)
@@ -35,6 +40,9 @@ static kl_rc mt_put_tx(store_conn *c, void *arg)
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
     char detail[384];
+    if (a->seen) {
+        TRY(st_row_seen_tx(c, &q_mt_seen, m->device_id, "Matter onboarding data", a->seen));
+    }
     TRY(sc_stmt(c, &q_mt_put, &st));
     TRY(sc_text(st, 1, m->device_id));
     TRY(sc_text(st, 2, m->cert_serial));
@@ -57,6 +65,12 @@ out:
 
 kl_rc store_matter_put(store *s, const store_matter *m, const char *actor)
 {
+    return store_matter_put_if(s, m, actor, NULL);
+}
+
+kl_rc store_matter_put_if(store *s, const store_matter *m, const char *actor,
+                          const store_device_seen *seen)
+{
     kl_rc rc = KL_OK;
     ENSURE(s && m && actor && *actor, KL_EUSAGE, "store_matter_put: missing argument");
     ENSURE(m->device_id && *m->device_id && strlen(m->device_id) <= 128 && m->cert_serial &&
@@ -71,7 +85,7 @@ kl_rc store_matter_put(store *s, const store_matter *m, const char *actor)
     /* what matter_passcode_seal writes (version 2); a version 1 value is only ever read */
     ENSURE(!m->passcode_sealed || m->passcode_sealed_len == MATTER_SEAL_LEN, KL_EUSAGE,
            "store_matter_put: sealed passcode malformed");
-    mt_put_arg a = {m, actor};
+    mt_put_arg a = {m, actor, seen};
     TRY(store_write(s, mt_put_tx, &a));
 out:
     return rc;

@@ -35,6 +35,12 @@ typedef struct {
  * entry "matter-onboarding" naming device, DAC and discriminator, in one write transaction.
  * KL_EUSAGE for a field out of range; store errors as such. */
 kl_rc store_matter_put(store *s, const store_matter *m, const char *actor) KL_WUR;
+/* The same as a compare-and-set (store_device_put_if): written only while the device's row
+ * still names seen->cert_serial with status seen->cert_status (all NULL: no row), compared in
+ * the write's transaction; else KL_EEXIST "device D: its Matter onboarding data changed since
+ * it was read (...)", nothing written. seen NULL: no compare (store_matter_put). */
+kl_rc store_matter_put_if(store *s, const store_matter *m, const char *actor,
+                          const store_device_seen *seen) KL_WUR;
 /* The device's row. KL_ENOTFOUND when it has none. Free with store_matter_free. */
 kl_rc store_matter_get(store *s, const char *device_id, store_matter *out) KL_WUR;
 void store_matter_free(store_matter *m);

@@ -890,17 +890,84 @@ static kl_rc cad_row_cert_check(const cad_call *c, const char *dev, const char *
                    old->template_name ? old->template_name : "-", c->peer->actor);
 }
 
+/* A device's record (inventory row, Matter onboarding data) names certificate `named` (NULL or
+ * "": none): that certificate into old and what was seen into *seen (pointing into old and
+ * `named`, for the compare-and-set of the write: store_device_put_if, store_matter_put_if), and
+ * whether the caller may replace the record with one naming `norm` (cad_row_cert_check, unless
+ * it is `norm` itself). A certificate the store does not hold names no flow. */
+static kl_rc cad_row_seen(const cad_call *c, const char *dev, const char *what, const char *named,
+                          const char *norm, store_cert *old, store_device_seen *seen)
+{
+    kl_rc rc = KL_OK;
+    *seen = (store_device_seen){NULL, NULL};
+    if (!named || !*named) {
+        goto out;
+    }
+    seen->cert_serial = named;
+    rc = store_cert_get(ca_store(c->d->ca), named, old);
+    if (rc == KL_ENOTFOUND) {
+        rc = KL_OK;
+        goto out;
+    }
+    TRY(rc);
+    seen->cert_status = old->status;
+    if (strcmp(named, norm) != 0) {
+        TRY(cad_row_cert_check(c, dev, what, old));
+    }
+out:
+    return rc;
+}
+
+/* The device's inventory row (into row, the certificate it names into old) checked as
+ * cad_op_inventory writes it: cad_row_seen, and a row naming a valid certificate but `norm`
+ * keeps it. */
+static kl_rc cad_inventory_check(const cad_call *c, const char *dev, const char *norm,
+                                 store_device *row, store_cert *old, store_device_seen *seen)
+{
+    kl_rc rc = store_device_get(ca_store(c->d->ca), dev, row);
+    *seen = (store_device_seen){NULL, NULL};
+    if (rc == KL_ENOTFOUND) {
+        rc = KL_OK;
+        goto out;
+    }
+    TRY(rc);
+    TRY(cad_row_seen(c, dev, "row", row->cert_serial, norm, old, seen));
+    ENSURE(!seen->cert_status || strcmp(row->cert_serial, norm) == 0 ||
+               strcmp(old->status, STORE_ST_VALID) != 0,
+           KL_EPOLICY, "device %s holds valid certificate %s: revoke it before recording another",
+           dev, row->cert_serial);
+out:
+    return rc;
+}
+
+/* The answer of a compare-and-set (KL_EEXIST: the record changed since it was read and
+ * checked): the first time the caller reads, checks and writes again; the second fails,
+ * saying so. */
+static kl_rc cad_cas_again(kl_rc rc, int again, const char *what)
+{
+    if (rc != KL_EEXIST || !again) {
+        return rc;
+    }
+    char why[1024];
+    snprintf(why, sizeof why, "%s", kl_errmsg());
+    return kl_fail(KL_EEXIST, "%s not written (read and checked twice): %s", what, why);
+}
+
 /* The inventory row of a device, as the station sees it (states pending, failed, provisioned;
  * "revoked" is what a revocation writes). The certificate it names must be one of the caller's
  * profiles for that device, valid for "provisioned"; a row that points at a valid certificate
  * keeps pointing at it until that certificate is revoked (a front end does not hide a
- * provisioned device). Audited with the actor the daemon authenticated. */
+ * provisioned device). The row is checked and written as one compare-and-set (the write only
+ * when the row still names the certificate, with the status, the check saw): a row another
+ * front end or keyline-cad wrote meanwhile is read and checked again, once. Audited with the
+ * actor the daemon authenticated, in the write's transaction. */
 static kl_rc cad_op_inventory(cad_call *c)
 {
     kl_rc rc = KL_OK;
     char dev[129], model[65], state[33], detail[513], serial[65], norm[65] = "", audit[1024];
     store_cert sc, old;
     store_device row;
+    store_device_seen seen;
     memset(&sc, 0, sizeof sc);
     memset(&old, 0, sizeof old);
     memset(&row, 0, sizeof row);
@@ -921,18 +988,6 @@ static kl_rc cad_op_inventory(cad_call *c)
         ENSURE(strcmp(state, "provisioned") != 0, KL_EPOLICY,
                "device %s: provisioned names its certificate", dev);
     }
-    rc = store_device_get(ca_store(c->d->ca), dev, &row);
-    if (rc == KL_OK && row.cert_serial && *row.cert_serial && strcmp(row.cert_serial, norm) != 0 &&
-        store_cert_get(ca_store(c->d->ca), row.cert_serial, &old) == KL_OK) {
-        TRY(cad_row_cert_check(c, dev, "row", &old));
-        ENSURE(strcmp(old.status, STORE_ST_VALID) != 0, KL_EPOLICY,
-               "device %s holds valid certificate %s: revoke it before recording another", dev,
-               row.cert_serial);
-    }
-    if (rc == KL_ENOTFOUND) {
-        rc = KL_OK;
-    }
-    TRY(rc);
     store_device d = {
         .device_id = dev,
         .model = model,
@@ -941,10 +996,20 @@ static kl_rc cad_op_inventory(cad_call *c)
         .detail = detail,
         .updated = time(NULL),
     };
-    TRY(store_device_put(ca_store(c->d->ca), &d));
     snprintf(audit, sizeof audit, "device %s: %s, certificate %s: %s", dev, state,
              norm[0] ? norm : "-", detail);
-    TRY(store_audit_append(ca_store(c->d->ca), c->peer->actor, "inventory", audit));
+    for (int again = 0; again < 2; again++) {
+        store_device_free(&row);
+        store_cert_free(&old);
+        TRY(cad_inventory_check(c, dev, norm, &row, &old, &seen));
+        rc = cad_cas_again(
+            store_device_put_if(ca_store(c->d->ca), &d, &seen, c->peer->actor, "inventory", audit),
+            again, "inventory");
+        if (rc != KL_EEXIST) {
+            break;
+        }
+        kl_info("cad: inventory from %s: %s: checking it again", c->peer->actor, kl_errmsg());
+    }
 out:
     store_cert_free(&sc);
     store_cert_free(&old);
@@ -1142,7 +1207,13 @@ static kl_rc cad_op_sweep(cad_call *c)
                     nd.state = "failed";
                     nd.detail = detail;
                     nd.updated = time(NULL);
-                    if (store_device_put(s, &nd) != KL_OK) {
+                    /* only while the row still names the certificate just revoked: a flow
+                     * that recorded another one meanwhile keeps its row */
+                    store_device_seen seen = {serial, STORE_ST_REVOKED};
+                    kl_rc put = store_device_put_if(s, &nd, &seen, NULL, NULL, NULL);
+                    if (put == KL_EEXIST) {
+                        kl_info("cad: sweep: inventory row left as it is: %s", kl_errmsg());
+                    } else if (put != KL_OK) {
                         kl_warn("cad: sweep: inventory %s: %s", dev, kl_errmsg());
                     }
                 }
@@ -1209,6 +1280,21 @@ out:
     return rc;
 }
 
+/* The device's Matter onboarding data (into had, the certificate it names into old) checked as
+ * cad_op_matter writes it (cad_row_seen). */
+static kl_rc cad_matter_check(const cad_call *c, const char *dev, const char *norm,
+                              store_matter *had, store_cert *old, store_device_seen *seen)
+{
+    kl_rc rc = store_matter_get(ca_store(c->d->ca), dev, had);
+    *seen = (store_device_seen){NULL, NULL};
+    if (rc == KL_ENOTFOUND) {
+        return KL_OK;
+    }
+    return rc == KL_OK
+               ? cad_row_seen(c, dev, "Matter onboarding data", had->cert_serial, norm, old, seen)
+               : rc;
+}
+
 /* A Matter device's onboarding data (docs/matter.md), beside its inventory row: the DAC named
  * must be a certificate of the caller's profiles for that device; the values are checked
  * again here (the front end is not trusted to have). Audited "matter-onboarding". */
@@ -1219,6 +1305,7 @@ static kl_rc cad_op_matter(cad_call *c)
     uint8_t sealed[MATTER_SEAL_LEN];
     store_cert sc, old;
     store_matter had;
+    store_device_seen seen;
     memset(&sc, 0, sizeof sc);
     memset(&old, 0, sizeof old);
     memset(&had, 0, sizeof had);
@@ -1227,15 +1314,7 @@ static kl_rc cad_op_matter(cad_call *c)
     TRY(cad_str(c, CAP_T_DEVICE_ID, dev, sizeof dev));
     TRY(cad_str(c, CAP_T_SERIAL, serial, sizeof serial));
     TRY(cad_cert_own(c, serial, dev, norm, sizeof norm, &sc));
-    rc = store_matter_get(ca_store(c->d->ca), dev, &had);
-    if (rc == KL_OK && strcmp(had.cert_serial, norm) != 0 &&
-        store_cert_get(ca_store(c->d->ca), had.cert_serial, &old) == KL_OK) {
-        TRY(cad_row_cert_check(c, dev, "Matter onboarding data", &old));
-    }
-    if (rc == KL_ENOTFOUND) {
-        rc = KL_OK;
-    }
-    TRY(rc);
+    TRY(cad_matter_check(c, dev, norm, &had, &old, &seen));
     store_matter m = {
         .device_id = dev,
         .cert_serial = norm,
@@ -1251,7 +1330,19 @@ static kl_rc cad_op_matter(cad_call *c)
         m.passcode_sealed = sealed;
         m.passcode_sealed_len = sizeof sealed;
     }
-    rc = store_matter_put(ca_store(c->d->ca), &m, c->peer->actor);
+    for (int again = 0; again < 2; again++) {
+        if (again) {
+            kl_info("cad: matter from %s: %s: checking it again", c->peer->actor, kl_errmsg());
+            store_matter_free(&had);
+            store_cert_free(&old);
+            TRY(cad_matter_check(c, dev, norm, &had, &old, &seen));
+        }
+        rc = cad_cas_again(store_matter_put_if(ca_store(c->d->ca), &m, c->peer->actor, &seen),
+                           again, "Matter onboarding data");
+        if (rc != KL_EEXIST) {
+            break;
+        }
+    }
     if (rc == KL_EUSAGE) {
         rc = kl_fail(KL_EPOLICY, "device %s: %s", dev, kl_errmsg());
     }

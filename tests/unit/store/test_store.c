@@ -1168,6 +1168,88 @@ static void test_devices(void **state)
     store_device_free(&g);
 }
 
+static size_t audit_count(store *s, const char *action, int64_t *total); /* below */
+
+/* A lost update refused: keyline-cad A reads a device's row and checks it (the est role may
+ * overwrite a row naming no live certificate of another profile), keyline-cad B (another
+ * connection: another daemon on the same store) records the station's certificate in that row
+ * meanwhile; A's write, allowed by what it read, must not replace B's row. The compare and the
+ * write are one transaction: A's write is refused until it has read the row as it is. */
+static void test_device_put_if(void **state)
+{
+    fx *f = *state;
+    store *b = NULL;
+    store_device g;
+    assert_rc(store_open(&b, f->path), KL_OK);
+    assert_rc(issue(f->s, "0D01", "factory-ca", STORE_ST_PENDING), KL_OK); /* the station's */
+    assert_rc(issue(f->s, "0D02", "field-ca", STORE_ST_VALID), KL_OK);     /* est's */
+
+    /* A reads: no row */
+    assert_rc(store_device_get(f->s, "HW-R1", &g), KL_ENOTFOUND);
+    store_device_seen seen_a = {NULL, NULL};
+    /* B writes the station's row */
+    store_device st = {.device_id = (char *)"HW-R1",
+                       .model = (char *)"widget",
+                       .cert_serial = (char *)"0D01",
+                       .state = (char *)"pending",
+                       .detail = (char *)"on the line"};
+    assert_rc(store_device_put_if(b, &st, NULL, "station", "inventory", "device HW-R1"), KL_OK);
+    /* A writes what its check allowed: refused, B's row stands, no audit entry of A's */
+    store_device est = {.device_id = (char *)"HW-R1",
+                        .model = (char *)"x",
+                        .cert_serial = (char *)"0D02",
+                        .state = (char *)"failed",
+                        .detail = (char *)"gone"};
+    assert_rc(store_device_put_if(f->s, &est, &seen_a, "est", "inventory", "device HW-R1 x"),
+              KL_EEXIST);
+    assert_msg_has("device HW-R1: its inventory row changed since it was read (it names "
+                   "certificate 0D01, pending, now)");
+    assert_rc(store_device_get(f->s, "HW-R1", &g), KL_OK);
+    assert_string_equal(g.cert_serial, "0D01");
+    assert_string_equal(g.state, "pending");
+    assert_string_equal(g.detail, "on the line");
+    store_device_free(&g);
+    assert_int_equal(audit_count(f->s, "inventory", NULL), 1);
+
+    /* the same certificate with another status is another row for a check: A read 0D01
+     * pending, B activates it, A's write is refused again */
+    store_device_seen seen_p = {"0D01", STORE_ST_PENDING};
+    assert_rc(store_cert_activate(b, "0D01", "station"), KL_OK);
+    assert_rc(store_device_put_if(f->s, &est, &seen_p, "est", "inventory", "x"), KL_EEXIST);
+    assert_msg_has("(it names certificate 0D01, valid, now)");
+    /* B revokes it: a row gone, or naming no certificate, is a change too */
+    assert_rc(store_cert_revoke(b, "0D01", 5, 0, "station"), KL_OK);
+    store_device none = st;
+    none.cert_serial = NULL;
+    store_device_seen seen_r = {"0D01", STORE_ST_REVOKED};
+    assert_rc(store_device_put_if(b, &none, &seen_r, NULL, NULL, NULL), KL_OK);
+    assert_rc(store_device_put_if(f->s, &est, &seen_r, "est", "inventory", "x"), KL_EEXIST);
+    assert_msg_has("(it names no certificate now)");
+    assert_rc(store_device_put_if(f->s, &est, &seen_a, "est", "inventory", "x"), KL_OK);
+    assert_rc(store_device_put_if(f->s, &st, NULL, "est", NULL, NULL), KL_EEXIST);
+    assert_msg_has("(it names certificate 0D02, valid, now)");
+    /* what A saw as it is: written, with its audit entry in the same transaction */
+    store_device_seen seen_v = {"0D02", STORE_ST_VALID};
+    est.state = (char *)"provisioned";
+    assert_rc(store_device_put_if(f->s, &est, &seen_v, "est", "inventory", "device HW-R1 ok"),
+              KL_OK);
+    assert_rc(store_device_get(b, "HW-R1", &g), KL_OK);
+    assert_string_equal(g.cert_serial, "0D02");
+    assert_string_equal(g.state, "provisioned");
+    store_device_free(&g);
+    assert_int_equal(audit_count(f->s, "inventory", NULL), 3);
+    /* a row naming a certificate this store does not hold compares by its serial alone */
+    store_device forged = {.device_id = (char *)"HW-R2", .cert_serial = (char *)"7E57"};
+    assert_rc(store_device_put(b, &forged), KL_OK);
+    store_device_seen seen_f = {"7E57", NULL};
+    forged.state = (char *)"failed";
+    assert_rc(store_device_put_if(f->s, &forged, &seen_f, NULL, NULL, NULL), KL_OK);
+    assert_rc(store_device_put_if(f->s, &forged, &seen_a, NULL, NULL, NULL), KL_EEXIST);
+    assert_msg_has("(it names certificate 7E57, not in the store, now)");
+    assert_rc(store_device_put_if(f->s, NULL, NULL, NULL, NULL, NULL), KL_EUSAGE);
+    store_close(b);
+}
+
 static void test_cas(void **state)
 {
     fx *f = *state;
@@ -4047,6 +4129,7 @@ int main(void)
         T(test_crl_commit_fresh),
         T(test_crl_chunks_fresh_reads),
         T(test_devices),
+        T(test_device_put_if),
         T(test_cas),
         T(test_ca_status),
         T(test_ca_put_all),

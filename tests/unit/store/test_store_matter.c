@@ -134,11 +134,48 @@ static void test_refusals(void **state)
     assert_int_equal(sql_int(f->path, "SELECT count(*) FROM matter_onboarding"), 0);
 }
 
+/* A lost update refused: keyline-cad A reads a device's onboarding data (none) and checks it,
+ * keyline-cad B (another connection on the same store) records the station's meanwhile; A's
+ * write, allowed by what it read, does not replace it (store_matter_put_if compares the DAC the
+ * row names in the write's transaction). Read again, it is written. */
+static void test_put_if(void **state)
+{
+    fx *f = *state;
+    store *b = NULL;
+    store_matter got;
+    assert_int_equal(store_open(&b, f->path), KL_OK);
+    store_device_seen none = {NULL, NULL};
+    store_matter st = rec("SN-R", 100);
+    st.cert_serial = "0D01";
+    assert_int_equal(store_matter_put_if(b, &st, "station", &none), KL_OK);
+    store_matter est = rec("SN-R", 4095);
+    est.cert_serial = "0D02";
+    assert_int_equal(store_matter_put_if(f->s, &est, "est", &none), KL_EEXIST);
+    assert_non_null(strstr(kl_errmsg(), "device SN-R: its Matter onboarding data changed since "
+                                        "it was read (it names certificate 0D01, not in the "
+                                        "store, now)"));
+    assert_int_equal(store_matter_get(f->s, "SN-R", &got), KL_OK);
+    assert_string_equal(got.cert_serial, "0D01");
+    assert_int_equal(got.discriminator, 100);
+    store_matter_free(&got);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM audit WHERE action = "
+                                      "'matter-onboarding'"),
+                     1);
+    store_device_seen seen = {"0D01", NULL};
+    assert_int_equal(store_matter_put_if(f->s, &est, "est", &seen), KL_OK);
+    assert_int_equal(store_matter_get(b, "SN-R", &got), KL_OK);
+    assert_string_equal(got.cert_serial, "0D02");
+    store_matter_free(&got);
+    assert_int_equal(store_matter_put_if(b, &st, "station", &seen), KL_EEXIST);
+    store_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_get_replace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_if, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
