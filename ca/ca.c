@@ -289,13 +289,61 @@ X509 *ca_der_to_x509(const uint8_t *der, size_t len)
     return x;
 }
 
-/* With ca->mu held: *x becomes e's certificate (then *x = NULL); the old one is retired. */
+/* With ca->mu held: *x becomes e's certificate (then *x = NULL); the old one is retired. A
+ * certificate of another key (a delegated OCSP signer given a new key under its label) puts the
+ * cached key out of use: the next ca_entry_get that wants it finds the token's key again. */
 static void ca_entry_swap_cert(ca_ctx *ca, ca_entry *e, X509 **x)
 {
+    int same_key = EVP_PKEY_eq(X509_get0_pubkey(e->cert), X509_get0_pubkey(*x)) == 1;
+    ERR_clear_error();
     if ((ca->retired || (ca->retired = sk_X509_new_null())) && sk_X509_push(ca->retired, e->cert)) {
         e->cert = *x;
         *x = NULL;
+    } else {
+        return;
     }
+    hsm_ctx *h = NULL;
+    if (!same_key && ca_hsm_of(ca, e->label, &h) == KL_OK) {
+        hsm_key_forget(h, e->label);
+    }
+    ERR_clear_error();
+    if (!same_key && e->key) {
+        /* other threads may sign with it still: kept until the context closes (or, past that
+         * many, never freed) */
+        if (ca->ndropped < CA_DROPPED_KEYS_MAX) {
+            ca->dropped_keys[ca->ndropped++] = e->key;
+        }
+        e->key = NULL;
+    }
+}
+
+/* With ca->mu held: the store's certificate of `label` when it is another than e's (renewed or
+ * given a new key by another process). */
+static void ca_entry_reread_locked(ca_ctx *ca, ca_entry *e, const char *label)
+{
+    store_ca now_rec;
+    memset(&now_rec, 0, sizeof now_rec);
+    if (store_ca_get(ca->st, label, &now_rec) == KL_OK) {
+        X509 *x = ca_der_to_x509(now_rec.der, now_rec.der_len);
+        if (x && X509_cmp(x, e->cert) != 0) {
+            ca_entry_swap_cert(ca, e, &x);
+        }
+        X509_free(x);
+    }
+    ERR_clear_error();
+    store_ca_free(&now_rec);
+}
+
+void ca_entry_reread(ca_ctx *ca, const char *label)
+{
+    pthread_mutex_lock(&ca->mu);
+    for (size_t i = 0; i < ca->ncas; i++) {
+        if (strcmp(ca->cas[i].label, label) == 0) {
+            ca_entry_reread_locked(ca, &ca->cas[i], label);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ca->mu);
 }
 
 /* Whether CA `label`'s key may be used at all, from its store record (`rec`, or read when
@@ -402,16 +450,7 @@ kl_rc ca_entry_get(ca_ctx *ca, const char *label, int want_key, const ca_entry *
     if (ca_is_ocsp_signer_label(label) && ca_cert_past_half(e->cert, time(NULL))) {
         /* a delegated OCSP signer near its end: another process (keyline-ca crl, another
          * server) may have renewed it in the store */
-        store_ca now_rec;
-        memset(&now_rec, 0, sizeof now_rec);
-        if (store_ca_get(ca->st, label, &now_rec) == KL_OK) {
-            X509 *x = ca_der_to_x509(now_rec.der, now_rec.der_len);
-            if (x && X509_cmp(x, e->cert) != 0) {
-                ca_entry_swap_cert(ca, e, &x);
-            }
-            X509_free(x);
-        }
-        store_ca_free(&now_rec);
+        ca_entry_reread_locked(ca, e, label);
     }
     if (want_key && e->key && e->key_stale && ca->ndropped < CA_DROPPED_KEYS_MAX) {
         /* the token failed while signing with this handle (a token removed and put back, a

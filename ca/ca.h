@@ -226,6 +226,10 @@ int ca_conf_has_profile(const kl_conf *conf, const char *name);
  * (2026-02-31 is not read as March 3). */
 kl_rc ca_revoke_list_parse(char *text, size_t len, const char *name, char ***items,
                            size_t *n) KL_WUR;
+/* The same, and *lines (malloc'd, NULL ok: not wanted) the line of the list each item is on
+ * (from 1), for messages about an item. */
+kl_rc ca_revoke_list_parse_lines(char *text, size_t len, const char *name, char ***items,
+                                 size_t **lines, size_t *n) KL_WUR;
 int ca_revoke_time_parse(const char *s, time_t *out);
 /* Move a pending certificate to valid (station: after CHALLENGE). */
 kl_rc ca_activate(ca_ctx *ca, const char *serial_hex, const char *actor) KL_WUR;
@@ -310,6 +314,26 @@ kl_rc ca_ocsp_ca_revocation(ca_ctx *ca, const char *issuer, time_t *revoked_at) 
  * replaced, audit "ca-recert") once less than half of its validity is left. Both need the
  * issuer's key. *renewed (NULL ok) says whether it renewed one. */
 kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor, int *renewed) KL_WUR;
+/* What ca_ocsp_signer_new did: the new certificate (the caller frees it), the serial of the
+ * certificate it replaced ("" when there was none), whether that one was revoked now
+ * (superseded: it was current and `replace` was given) and whether its key was found and
+ * destroyed. */
+typedef struct {
+    X509 *cert;
+    char old_serial[64];
+    int superseded, old_key_destroyed;
+} ca_ocsp_signer_made;
+/* A new delegated OCSP signer for `issuer` after its signer was revoked or expired (or, with
+ * `replace`, while it is current: its certificate is then revoked, superseded): the old key
+ * destroyed in the token, a new key pair generated there under the same label (sensitive,
+ * never extractable; a new random CKA_ID), certified by `issuer` with the old subject, and the
+ * record's certificate replaced with the audit entry "ca-recert" ("(new key)"). With no signer
+ * yet, the first is made (ca_ocsp_signer_ensure). Processes that hold the old one (keyline-cad)
+ * take the new one up at their next answer (ca_ocsp_signer_current). KL_EPOLICY: the signer is
+ * current and `replace` is 0, or `issuer` is not an active issuing CA; KL_ENOTFOUND: no such CA; a
+ * failure once the new key exists destroys it again (ca_key_discard). */
+kl_rc ca_ocsp_signer_new(ca_ctx *ca, const char *issuer, int replace, const char *actor,
+                         ca_ocsp_signer_made *out) KL_WUR;
 /* 1 when the delegated OCSP signer certificate `cert` may sign answers at `now`: not expired
  * and not revoked in the store (a revoked signer is not renewed either: the CA signs). */
 int ca_ocsp_signer_usable(ca_ctx *ca, const X509 *cert, time_t now);
@@ -317,6 +341,9 @@ int ca_ocsp_signer_usable(ca_ctx *ca, const X509 *cert, time_t now);
  * ca_ocsp_signer_ensure renews it), else 0 (none, or fresh). *not_after (NULL ok) gets its
  * notAfter. */
 int ca_ocsp_signer_due(ca_ctx *ca, const char *issuer, time_t *not_after);
+/* 1 when `issuer`'s delegated OCSP signer is revoked (never renewed: ca_ocsp_signer_new gives
+ * it a new key), else 0 (none, or not revoked). */
+int ca_ocsp_signer_revoked(ca_ctx *ca, const char *issuer);
 
 /* Status of a certificate by X509 (for client-cert checks in EST): KL_OK when it was issued by
  * one of our CAs, is in the store and is "valid" and within its validity; KL_EAUTH otherwise,

@@ -25,6 +25,14 @@ typedef struct {
     int key_stale; /* signing with `key` failed in the token: find the key again before next use */
 } ca_entry;
 #define CA_DROPPED_KEYS_MAX 64
+/* Read CA `label`'s certificate from the store again when it is cached here: another process
+ * may have replaced it (a delegated OCSP signer renewed, or given a new key by keyline-ca
+ * ocsp-signer new: the cached key is then dropped too). Store errors leave the cache as it is. */
+void ca_entry_reread(ca_ctx *ca, const char *label);
+/* 1 when `issuer` has a delegated OCSP signer that may sign at `now` (ca_ocsp_signer_usable),
+ * its cache entry (certificate; the key not loaded) in *out; one found revoked or expired is
+ * read again from the store first (ca_entry_reread). 0 otherwise (*out: the entry, or NULL). */
+int ca_ocsp_signer_current(ca_ctx *ca, const char *issuer, time_t now, const ca_entry **out);
 
 struct ca_ctx {
     const kl_conf *conf;

@@ -12,6 +12,7 @@
 #include "ca_image.h"
 
 #define CA_OCSP_MAX_ENTRIES 32
+#define CA_REASON_SUPERSEDED 4 /* RFC 5280 5.3.1 */
 
 /* RFC 5280 5.3.1 CRLReason names (value 7 is not used). */
 static const char *const ca_reasons[] = {
@@ -224,6 +225,18 @@ kl_rc ca_ocsp_signer_final(ca_ctx *ca, const char *issuer, const char *actor)
     return rc;
 }
 
+int ca_ocsp_signer_revoked(ca_ctx *ca, const char *issuer)
+{
+    char label[128];
+    X509 *x = NULL;
+    int due = 0;
+    int revoked = ca_ocsp_signer_get(ca, issuer, label, sizeof label, &x, &due) == KL_OK && x &&
+                  ca_cert_revoked(ca, x);
+    X509_free(x);
+    ERR_clear_error();
+    return revoked;
+}
+
 int ca_ocsp_signer_due(ca_ctx *ca, const char *issuer, time_t *not_after)
 {
     char label[128];
@@ -269,6 +282,134 @@ kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor, i
     X509 *cert = NULL;
     rc = ca_create(ca, label, "ocsp-signer", subject, HSM_KEY_EC_P256, issuer, actor, &cert);
     X509_free(cert);
+    return rc;
+}
+
+/* The checks of ca_ocsp_signer_new before anything changes: `issuer` is an active CA that
+ * issues certificates and can sign now; *old gets the stored certificate of its signer `label`
+ * (NULL when there is none); KL_EPOLICY when that one is current and `replace` is not set. */
+static kl_rc ca_ocsp_signer_new_check(ca_ctx *ca, const char *issuer, const char *label,
+                                      int replace, X509 **old, store_ca *rec)
+{
+    kl_rc rc = KL_OK;
+    store_ca irec;
+    const ca_entry *ie = NULL;
+    char *sn = NULL;
+    memset(&irec, 0, sizeof irec);
+    *old = NULL;
+    ENSURE(!ca_is_ocsp_signer_label(issuer), KL_EUSAGE,
+           "'%s' is a delegated OCSP signer: name its CA (--issuer without " CA_OCSP_SUFFIX ")",
+           issuer);
+    rc = store_ca_get(ca->st, issuer, &irec);
+    if (rc == KL_ENOTFOUND) {
+        rc = kl_fail(KL_ENOTFOUND, "no CA labelled '%s' (see keyline-ca ca list)", issuer);
+    }
+    TRY(rc);
+    ENSURE(strcmp(irec.status, CA_ST_ACTIVE) == 0 && !ca_is_firmware_template(irec.template_name),
+           KL_EPOLICY, "'%s' is %s %s: only an active issuing CA has a delegated OCSP signer",
+           issuer, ca_is_firmware_template(irec.template_name) ? "a firmware key," : "a CA",
+           irec.status);
+    /* the issuer must be able to certify the new key before the old one is destroyed */
+    TRY(ca_entry_get(ca, issuer, 1, &ie));
+    TRY(ca_issuer_check(ca, issuer, time(NULL)));
+    rc = store_ca_get(ca->st, label, rec);
+    if (rc == KL_ENOTFOUND) {
+        rc = KL_OK; /* none yet: made as ca_ocsp_signer_ensure makes the first */
+        goto out;
+    }
+    TRY(rc);
+    *old = ca_der_to_x509(rec->der, rec->der_len);
+    ENSURE(*old, KL_EINPUT, "OCSP signer '%s': stored certificate does not parse", label);
+    sn = ca_serial_hex(X509_get0_serialNumber(*old));
+    ENSURE(sn, KL_EINTERNAL, "out of memory");
+    ENSURE(replace || !ca_ocsp_signer_usable(ca, *old, time(NULL)), KL_EPOLICY,
+           "the OCSP signer '%s' of %s (certificate %s) is valid and not revoked: it is renewed "
+           "when due (keyline-ca maintain); to replace its key anyway, give --replace (its "
+           "certificate is revoked, superseded, and its key destroyed)",
+           label, issuer, sn);
+out:
+    OPENSSL_free(sn);
+    store_ca_free(&irec);
+    return rc;
+}
+
+kl_rc ca_ocsp_signer_new(ca_ctx *ca, const char *issuer, int replace, const char *actor,
+                         ca_ocsp_signer_made *out)
+{
+    kl_rc rc = KL_OK;
+    char label[128], detail[400];
+    store_ca rec;
+    X509 *old = NULL, *cert = NULL;
+    EVP_PKEY *pub = NULL, *priv = NULL;
+    hsm_ctx *h = NULL;
+    unsigned char *der = NULL;
+    char *sn = NULL, *old_sn = NULL;
+    int generated = 0;
+    memset(&rec, 0, sizeof rec);
+    memset(out, 0, sizeof *out);
+    ENSURE(ca->hsm, KL_EUSAGE, "a new OCSP signer needs the token");
+    ENSURE(strlen(issuer) + strlen(CA_OCSP_SUFFIX) < sizeof label, KL_EUSAGE,
+           "CA label '%s' is too long", issuer);
+    snprintf(label, sizeof label, "%s" CA_OCSP_SUFFIX, issuer);
+    TRY(ca_ocsp_signer_new_check(ca, issuer, label, replace, &old, &rec));
+    if (!old) {
+        TRY(ca_ocsp_signer_ensure(ca, issuer, actor, NULL));
+        TRY(ca_cert(ca, label, &cert));
+        goto made;
+    }
+    old_sn = ca_serial_hex(X509_get0_serialNumber(old));
+    ENSURE(old_sn, KL_EINTERNAL, "out of memory");
+    snprintf(out->old_serial, sizeof out->old_serial, "%s", old_sn);
+    if (ca_ocsp_signer_usable(ca, old, time(NULL))) {
+        /* --replace: every process stops signing with it at its next answer (a revoked signer
+         * is never used: ca_ocsp_signer_usable), before its key is gone */
+        TRY(ca_revoke(ca, old_sn, CA_REASON_SUPERSEDED, actor));
+        out->superseded = 1;
+    }
+    /* RFC 6960 4.2.2.2.1: its certificate carries id-pkix-ocsp-nocheck, so no relying party
+     * would see a revocation of it: the key is destroyed, and the label is free for the new one
+     * (a key's label is its CA record's; CKA_ID is random per key) */
+    TRY(ca_hsm_of(ca, label, &h));
+    rc = hsm_key_destroy(h, label);
+    out->old_key_destroyed = rc == KL_OK;
+    rc = rc == KL_ENOTFOUND ? KL_OK : rc; /* gone already: an earlier run, or a key lost */
+    TRY(rc);
+    int kt = hsm_key_type_from_name(rec.key_type);
+    kt = kt < 0 ? HSM_KEY_EC_P256 : kt;
+    TRY(ca_key_token_check(ca, h, label, (hsm_key_type)kt));
+    TRY(hsm_key_generate(h, label, (hsm_key_type)kt, &pub));
+    generated = 1;
+    TRY(hsm_key_load(h, label, &priv));
+    TRY(ca_certify(ca, priv, pub, X509_get_subject_name(old), "ocsp-signer", issuer, NULL, actor,
+                   &cert));
+    int dl = i2d_X509(cert, &der);
+    ENSURE_SSL(dl > 0, KL_EINTERNAL, "cannot encode certificate");
+    sn = ca_serial_hex(X509_get0_serialNumber(cert));
+    ENSURE(sn, KL_EINTERNAL, "out of memory");
+    snprintf(detail, sizeof detail,
+             "label=%s issuer=%s serial=%s (new key) old-serial=%s old-key=%s%s", label, issuer, sn,
+             old_sn, out->old_key_destroyed ? "destroyed" : "absent",
+             out->superseded ? " old-revoked=superseded" : "");
+    TRY(store_ca_recert(ca->st, label, der, (size_t)dl, actor, detail));
+    generated = 0;
+    ca_entry_set_cert(ca, label, X509_dup(cert));
+made:
+    out->cert = cert;
+    cert = NULL;
+out:
+    if (generated) {
+        /* not recorded: the new certificate revoked, the new key destroyed; the record keeps
+         * the old certificate (revoked or expired: the CA signs its answers), run again */
+        ca_key_discard(ca, label, &cert, cert ? 1 : 0, actor, rc);
+    }
+    X509_free(old);
+    X509_free(cert);
+    EVP_PKEY_free(pub);
+    EVP_PKEY_free(priv);
+    OPENSSL_free(der);
+    OPENSSL_free(sn);
+    OPENSSL_free(old_sn);
+    store_ca_free(&rec);
     return rc;
 }
 
@@ -322,6 +463,25 @@ out:
     return rc;
 }
 
+int ca_ocsp_signer_current(ca_ctx *ca, const char *issuer, time_t now, const ca_entry **out)
+{
+    char label[160];
+    snprintf(label, sizeof label, "%s" CA_OCSP_SUFFIX, issuer);
+    *out = NULL;
+    if (ca_entry_get(ca, label, 0, out) != KL_OK) {
+        ERR_clear_error();
+        *out = NULL;
+        return 0;
+    }
+    if (ca_ocsp_signer_usable(ca, (*out)->cert, now)) {
+        return 1;
+    }
+    /* revoked or expired as cached here: keyline-ca ocsp-signer new (another process) may have
+     * given it a new key since; read only while the CA signs in its stead */
+    ca_entry_reread(ca, label);
+    return ca_ocsp_signer_usable(ca, (*out)->cert, now);
+}
+
 /* Who signs `issuer`'s answers at `now`: its delegated signer (RFC 6960 4.2.2.2) when set up
  * and current (*delegated 1), else the issuing CA itself; with its key. */
 static kl_rc ca_ocsp_signer_pick(ca_ctx *ca, const char *issuer, time_t now,
@@ -331,8 +491,8 @@ static kl_rc ca_ocsp_signer_pick(ca_ctx *ca, const char *issuer, time_t now,
     char signer_label[160];
     TRY(ca_clock_check(ca, issuer, now, "signing an OCSP answer"));
     snprintf(signer_label, sizeof signer_label, "%s" CA_OCSP_SUFFIX, issuer);
-    *delegated = ca_entry_get(ca, signer_label, 1, signer) == KL_OK &&
-                 ca_ocsp_signer_usable(ca, (*signer)->cert, now);
+    *delegated = ca_ocsp_signer_current(ca, issuer, now, signer) &&
+                 ca_entry_get(ca, signer_label, 1, signer) == KL_OK;
     if (!*delegated) {
         ERR_clear_error();
         /* a retired CA's key is gone (read every time: a long-running process may hold it) */

@@ -67,10 +67,19 @@ static size_t revoke_item_len(const char *line)
 
 kl_rc ca_revoke_list_parse(char *text, size_t len, const char *name, char ***items, size_t *n)
 {
+    return ca_revoke_list_parse_lines(text, len, name, items, NULL, n);
+}
+
+kl_rc ca_revoke_list_parse_lines(char *text, size_t len, const char *name, char ***items,
+                                 size_t **lines, size_t *n)
+{
     kl_rc rc = KL_OK;
-    size_t cap = 0, lineno = 0;
+    size_t cap = 0, lineno = 0, lcap = 0;
     *items = NULL;
     *n = 0;
+    if (lines) {
+        *lines = NULL;
+    }
     ENSURE(strlen(text) == len, KL_EINPUT, "%s: a NUL byte in the list", name);
     /* a UTF-8 byte order mark, as spreadsheet exports write one, is not part of the first item */
     if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
@@ -95,7 +104,17 @@ kl_rc ca_revoke_list_parse(char *text, size_t len, const char *name, char ***ite
             size_t blanks = strspn(line + 7, " \t");
             memmove(line + 7, line + 7 + blanks, strlen(line + 7 + blanks) + 1);
         }
+        if (*line && lines && *n == lcap) {
+            size_t nc = lcap ? lcap * 2 : 4096;
+            size_t *v = realloc(*lines, nc * sizeof *v);
+            ENSURE(v, KL_EINTERNAL, "out of memory");
+            *lines = v;
+            lcap = nc;
+        }
         if (*line) {
+            if (lines) {
+                (*lines)[*n] = lineno;
+            }
             TRY(list_push(items, n, &cap, line));
         }
     }
@@ -105,6 +124,10 @@ out:
         free(*items);
         *items = NULL;
         *n = 0;
+        if (lines) {
+            free(*lines);
+            *lines = NULL;
+        }
     }
     return rc;
 }

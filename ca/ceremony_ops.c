@@ -189,6 +189,42 @@ out:
     return rc;
 }
 
+/* ---- a new key for a delegated OCSP signer ---- */
+
+/* ocsp-signer new --replace: "yes" or "no" in a request (the plain command's flag). */
+static kl_rc ceremony_prep_ocsp_signer(ceremony_kvs *params)
+{
+    const char *v = ceremony_kvs_get(params, "replace");
+    return v && (strcmp(v, "yes") == 0 || strcmp(v, "no") == 0)
+               ? KL_OK
+               : kl_fail(KL_EUSAGE, "ocsp-signer new ceremony: --replace is yes or no");
+}
+
+static kl_rc ceremony_run_ocsp_signer(ca_ctx *ca, const ceremony_req *r, const char *actor,
+                                      ceremony_kvs *res)
+{
+    kl_rc rc = KL_OK;
+    char label[128];
+    X509_CRL *crl = NULL;
+    ca_ocsp_signer_made made;
+    const char *issuer = ceremony_req_get(r, "issuer"), *v = ceremony_req_get(r, "replace");
+    memset(&made, 0, sizeof made);
+    ENSURE(v && (strcmp(v, "yes") == 0 || strcmp(v, "no") == 0), KL_EUSAGE,
+           "ocsp-signer new ceremony: --replace is yes or no");
+    TRY(ca_ocsp_signer_new(ca, issuer, strcmp(v, "yes") == 0, actor, &made));
+    snprintf(label, sizeof label, "%s" CA_OCSP_SUFFIX, issuer);
+    TRY(ceremony_res_cert(res, label, made.cert));
+    TRY(ceremony_kvs_set(res, "old-serial", made.old_serial[0] ? made.old_serial : "-"));
+    if (made.superseded) { /* the replaced signer's revocation published, as the plain command */
+        TRY(ca_crl(ca, issuer, &crl));
+        TRY(ceremony_res_crl_number(res, "crl-number", crl));
+    }
+out:
+    X509_CRL_free(crl);
+    X509_free(made.cert);
+    return rc;
+}
+
 /* ---- revoking a CA certificate ---- */
 
 struct ceremony_revoke_guard {
@@ -524,6 +560,14 @@ const ceremony_op ceremony_ops[] = {
      {{"label", 1, NULL}, {"reason", 1, NULL}, {NULL, 0, NULL}},
      ceremony_run_ca_revoke,
      NULL,
+     0},
+    /* a key that answers for every certificate of the CA and that no relying party can see
+     * revoked (id-pkix-ocsp-nocheck): made as a CA key is */
+    {"ocsp-signer new",
+     "a new key for a CA's delegated OCSP signer (the old key destroyed)",
+     {{"issuer", 1, NULL}, {"replace", 0, "no"}, {NULL, 0, NULL}},
+     ceremony_run_ocsp_signer,
+     ceremony_prep_ocsp_signer,
      0},
     {"order create",
      "a production order: how many devices of a model a station may provision, until when",

@@ -5,7 +5,8 @@
  * signer), in store order:
  *   - its CRL is signed again once the published one is past half its validity (or missing),
  *     so relying parties never hold a CRL about to expire;
- *   - its delegated OCSP signer, when it has one, is renewed once past half its life.
+ *   - its delegated OCSP signer, when it has one, is renewed once past half its life; a revoked
+ *     one is never renewed, and said so, with the command that gives the CA a new one.
  * Nothing is due: nothing is signed (idempotent). A chore whose key is absent (an offline root
  * whose token is not plugged in) is reported with what to do and makes the exit status
  * non-zero, so the timer's unit shows as failed until an officer runs the ceremony. */
@@ -86,6 +87,13 @@ static void maint_ocsp(ca_ctx *ca, const char *label, maint_state *st)
     }
     if (!due) {
         cli_time(na, when, sizeof when);
+        if (ca_ocsp_signer_revoked(ca, label)) {
+            /* not a chore: a new key is the officer's decision (a ceremony under a quorum) */
+            printf("%s: OCSP signer revoked, never renewed: %s signs its own answers until "
+                   "keyline-ca ocsp-signer new --issuer %s\n",
+                   label, label, label);
+            return;
+        }
         printf("%s: OCSP signer fresh (notAfter %s)\n", label, when);
         return;
     }

@@ -12,9 +12,10 @@
 #include "kl_file.h"
 #include "ca_backend.h"
 
-/* The lines of FILE (serials or device ids) as items pointing into *text (the caller frees
- * both). */
-static kl_rc revoke_list_read(const char *path, char **text, char ***items, size_t *n)
+/* The lines of FILE (serials or device ids) as items pointing into *text, with the line each
+ * is on (the caller frees all three). */
+static kl_rc revoke_list_read(const char *path, char **text, char ***items, size_t **lines,
+                              size_t *n)
 {
     kl_rc rc = KL_OK;
     uint8_t *data = NULL;
@@ -28,7 +29,7 @@ static kl_rc revoke_list_read(const char *path, char **text, char ***items, size
     data = NULL;
     t[len] = 0;
     *text = t;
-    TRY(ca_revoke_list_parse(t, len, path, items, n));
+    TRY(ca_revoke_list_parse_lines(t, len, path, items, lines, n));
 out:
     free(data);
     return rc;
@@ -116,9 +117,27 @@ typedef struct {
     ca_ctx *ca;
     time_t when;
     ceremony_revoke_guard *guard;
-    int batch;    /* --issued-by --between */
-    char ok[128]; /* the last issuer found right (a CA label) */
+    int batch;                  /* --issued-by --between */
+    char ok[128];               /* the last issuer found right (a CA label) */
+    const store_revoke_req *rq; /* a --from list: its items, and (lines) the line of each */
+    const size_t *lines;
 } revoke_checks;
+
+/* The line of the --from list that names certificate `serial` by its serial (0: none does; a
+ * device id is not resolved here: the store is not used in a check). */
+static size_t revoke_item_line(const revoke_checks *k, const char *serial)
+{
+    for (size_t i = 0; k->lines && i < k->rq->n_items; i++) {
+        const char *it = k->rq->items[i];
+        char hex[64], norm[64];
+        it += strncmp(it, "serial:", 7) == 0 ? 7 : 0;
+        if (strncmp(it, "device:", 7) != 0 && ca_serial_normalise(it, hex, sizeof hex) == KL_OK &&
+            store_serial_normalize(hex, norm, sizeof norm) == KL_OK && strcmp(norm, serial) == 0) {
+            return k->lines[i];
+        }
+    }
+    return 0;
+}
 
 static kl_rc revoke_check(void *arg, const char *serial, const char *issuer, const char *tpl)
 {
@@ -142,15 +161,17 @@ static kl_rc revoke_check(void *arg, const char *serial, const char *issuer, con
     /* a root's own certificate: refused in every form, a list or a batch whole (all or
      * nothing); ca_clock_check above read the CA's entry, so the store is not used here */
     if (ca_revoke_root_check(k->ca, serial, issuer) == KL_EPOLICY) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", kl_errmsg());
         if (k->batch) {
-            char why[512];
-            snprintf(why, sizeof why, "%s", kl_errmsg());
             return kl_fail(KL_EPOLICY,
                            "%s; the period --between covers the time it was made: start it "
                            "after that",
                            why);
         }
-        return KL_EPOLICY;
+        /* which line of a --from list, as its other errors name theirs */
+        size_t line = k->rq->single ? 0 : revoke_item_line(k, serial);
+        return line ? kl_fail(KL_EPOLICY, "%s line %zu: %s", k->rq->source, line, why) : KL_EPOLICY;
     }
     return KL_OK;
 }
@@ -166,11 +187,11 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
     ca_ctx *ca = NULL;
     ceremony_revoke_guard *guard = NULL;
     char *text = NULL, **items = NULL, what[128];
-    size_t n = 0;
+    size_t n = 0, *lines = NULL;
     store_revoke_result res;
     memset(&res, 0, sizeof res);
     if (rq->source && !rq->single) {
-        TRY(revoke_list_read(rq->source, &text, &items, &n));
+        TRY(revoke_list_read(rq->source, &text, &items, &lines, &n));
         rq->items = (const char *const *)items;
         rq->n_items = n;
     }
@@ -181,7 +202,12 @@ static kl_rc revoke_many(cli *c, store_revoke_req *rq)
     TRY(ceremony_revoke_guard_new(c->conf, ca, &guard));
     rq->actor = c->actor;
     rq->when = rq->when ? rq->when : time(NULL);
-    revoke_checks checks = {.ca = ca, .when = rq->when, .guard = guard, .batch = !!rq->issuer};
+    revoke_checks checks = {.ca = ca,
+                            .when = rq->when,
+                            .guard = guard,
+                            .batch = !!rq->issuer,
+                            .rq = rq,
+                            .lines = lines};
     store_revoke_req checked = *rq; /* the checks live on this frame: so does the request */
     checked.check = revoke_check;
     checked.check_arg = &checks;
@@ -204,6 +230,7 @@ out:
     ceremony_revoke_guard_free(guard);
     ca_close(ca);
     free(items);
+    free(lines);
     free(text);
     return rc;
 }

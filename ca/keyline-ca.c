@@ -49,6 +49,8 @@ static const cli_cmd cli_top[] = {
      "production orders: how many devices a station may provision, and their signed report"},
     {"maintain", cmd_maintain, "[--issuer L] [--dry-run]",
      "re-sign CRLs and renew OCSP signers past half their life (idempotent; the daily timer)"},
+    {"ocsp-signer", cmd_ocsp_signer, "new --issuer L [--replace] [--out FILE]",
+     "a new key for a CA's delegated OCSP signer after its revocation (docs/ca.md \"OCSP\")"},
     {"sign-image", cmd_sign_image,
      "--key LABEL --in FILE --out FILE --version X.Y.Z[+B] [--security-counter N] "
      "[--format mcuboot [--header-size BYTES] [--align N] [--pad-header] | --format cms] "
@@ -143,6 +145,7 @@ kl_rc cli_dispatch(cli *c, const cli_cmd *table, const char *group, int argc, ch
                            t->fn == cmd_store;
             is_group |= t->fn == cmd_order;
             is_group |= t->fn == cmd_matter;
+            is_group |= t->fn == cmd_ocsp_signer;
             if (!is_group && argc > 1 &&
                 (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
                 cli_usage(t, group);

@@ -61,6 +61,7 @@ kl_rc cmd_config(cli *c, int argc, char **argv);
 kl_rc cmd_officer(cli *c, int argc, char **argv);
 kl_rc cmd_ceremony(cli *c, int argc, char **argv);
 kl_rc cmd_maintain(cli *c, int argc, char **argv);
+kl_rc cmd_ocsp_signer(cli *c, int argc, char **argv);
 kl_rc cmd_order(cli *c, int argc, char **argv);
 kl_rc cmd_matter(cli *c, int argc, char **argv);
 kl_rc cmd_sign_image(cli *c, int argc, char **argv);

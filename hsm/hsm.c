@@ -1271,6 +1271,28 @@ static void key_leave(hsm_ctx *h, int locked, char *label)
     free(label);
 }
 
+/* h->mu held: the cached key of `label` dropped (the EVP_PKEY lives on with its holders). */
+static void cache_drop(hsm_ctx *h, const char *label)
+{
+    for (size_t i = 0; i < h->ncache; i++) {
+        if (strcmp(h->cache[i].label, label) == 0) {
+            free(h->cache[i].label);
+            EVP_PKEY_free(h->cache[i].pk);
+            h->cache[i] = h->cache[--h->ncache];
+            break;
+        }
+    }
+}
+
+void hsm_key_forget(hsm_ctx *h, const char *label_arg)
+{
+    char *label = NULL;
+    if (key_enter(h, "hsm_key_forget", label_arg, &label) == KL_OK) {
+        cache_drop(h, label);
+        key_leave(h, 1, label);
+    }
+}
+
 kl_rc hsm_key_destroy(hsm_ctx *h, const char *label_arg)
 {
     kl_rc rc = KL_OK;
@@ -1296,14 +1318,7 @@ kl_rc hsm_key_destroy(hsm_ctx *h, const char *label_arg)
             destroyed++;
         }
     }
-    for (size_t i = 0; i < h->ncache; i++) {
-        if (strcmp(h->cache[i].label, label) == 0) {
-            free(h->cache[i].label);
-            EVP_PKEY_free(h->cache[i].pk);
-            h->cache[i] = h->cache[--h->ncache];
-            break;
-        }
-    }
+    cache_drop(h, label);
     ENSURE(destroyed > 0, KL_ENOTFOUND, "no key labelled %s on token %s", label, h->token_label);
 out:
     key_leave(h, locked, label);
@@ -1410,6 +1425,10 @@ kl_rc hsm_key_load(hsm_ctx *h, const char *label_arg, EVP_PKEY **priv_out)
     EVP_PKEY *pk = NULL;
     char ed[512];
     int locked = 0;
+    CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
+    CK_ULONG count = 0;
+    uint8_t *id = NULL;
+    size_t idlen = 0;
 
     ENSURE(priv_out != NULL, KL_EUSAGE, "hsm_key_load: no output");
     *priv_out = NULL;
@@ -1448,8 +1467,16 @@ kl_rc hsm_key_load(hsm_ctx *h, const char *label_arg, EVP_PKEY **priv_out)
         ENSURE(0, ckr ? hsm_rc_from_ckr(ckr) : KL_EHSM, "cannot list the keys on token '%s': %s",
                h->token_label, ckr ? hsm_ckr_name(ckr) : "libp11 failed");
     }
+    /* libp11 keeps the objects it listed once, a key destroyed since (by us or by another
+     * process: a delegated OCSP signer's replaced key, same label) among them: the one meant is
+     * the token's own key of that label, by its CKA_ID (random per key) */
+    TRY(raw_count_label(h, label, CKO_PRIVATE_KEY, &obj, &count));
+    if (count == 1) {
+        TRY(raw_attr(h, obj, CKA_ID, &id, &idlen));
+    }
     for (unsigned int i = 0; i < nkeys; i++) {
-        if (keys[i].isPrivate && keys[i].label != NULL && strcmp(keys[i].label, label) == 0) {
+        if (keys[i].isPrivate && keys[i].label != NULL && strcmp(keys[i].label, label) == 0 &&
+            (!id || (keys[i].id_len == idlen && memcmp(keys[i].id, id, idlen) == 0))) {
             if (hit == NULL) {
                 hit = &keys[i];
             }
@@ -1475,6 +1502,7 @@ kl_rc hsm_key_load(hsm_ctx *h, const char *label_arg, EVP_PKEY **priv_out)
     pk = NULL;
 out:
     key_leave(h, locked, label);
+    free(id);
     return rc;
 }
 

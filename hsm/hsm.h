@@ -70,6 +70,10 @@ kl_rc hsm_key_destroy(hsm_ctx *h, const char *label) KL_WUR;
  * (C_Sign with CKM_EDDSA over the whole message: sign with a NULL digest, X509_sign(x, k,
  * NULL) and the like; hsm_ed25519.c). */
 kl_rc hsm_key_load(hsm_ctx *h, const char *label, EVP_PKEY **priv_out) KL_WUR;
+/* Forget the key hsm_key_load handed out for `label` (it keeps one per label): the next load
+ * finds the token's key of that label again, a new one when another process replaced it
+ * (keys handed out earlier stay usable as far as the token lets them). */
+void hsm_key_forget(hsm_ctx *h, const char *label);
 
 /* Return the public half of the key labelled `label` as a software EVP_PKEY. */
 kl_rc hsm_key_public(hsm_ctx *h, const char *label, EVP_PKEY **pub_out) KL_WUR;

@@ -87,16 +87,16 @@ typedef struct {
 typedef struct cad_rev cad_rev;
 typedef struct cad_conn cad_conn;
 
-/* Connections the accept loop refused (a connection limit), logged once per burst: the first at
- * once, then one line with how many more at most once a minute while they go on, and one when
- * they stop (cad_server.c). Only the accept loop touches it. */
+/* Refusals that a peer without a certificate can cause as fast as it opens connections, logged
+ * once per burst: the first at once, then one line with how many more at most once a minute
+ * while they go on, and one when they stop (cad_server.c). Under cad.lock. */
 typedef struct {
     int on;                          /* a burst is going on */
     unsigned long n;                 /* refused since the last line */
     unsigned long total;             /* in this burst */
     long first_ms, line_ms, last_ms; /* CLOCK_MONOTONIC */
-    char last[200];                  /* why the last one was refused */
-} cad_refusals;
+    char last[300];                  /* why the last one was refused */
+} cad_burst;
 
 typedef struct {
     const kl_conf *conf;
@@ -113,7 +113,8 @@ typedef struct {
     unsigned nhandshakes;  /* TCP connections not yet identified (TLS handshake) */
     cad_conn *handshaking; /* those connections, each source address's share counted (lock) */
     cad_conn *conns;       /* identified connections, each peer's share counted (under lock) */
-    cad_refusals refused;
+    cad_burst refused;     /* connections refused at accept: a connection limit */
+    cad_burst failed;      /* TLS handshakes that failed before a certificate was verified */
 } cad;
 
 /* Answer one request: `rsp` gets a whole frame (success or refusal). Never fails: a refusal

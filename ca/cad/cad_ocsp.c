@@ -391,19 +391,17 @@ static void cad_pre_cas_note(cad_ocsp *o, const cad_pre_ca *ca, int what)
 /* The delegated signer `ca`'s answers are signed with now (ca_ocsp_single picks it, or the CA
  * itself when there is none or it has expired or been revoked): 1 when it is another certificate
  * than the last time. ca_entry_get re-reads a signer past half its life from the store (renewed by
- * another process). */
+ * another process), ca_ocsp_signer_current one revoked or expired (given a new key by keyline-ca
+ * ocsp-signer new): taken up at the next poll. */
 static int cad_pre_signer(cad_ocsp *o, cad_pre_ca *ca)
 {
-    char label[160];
     const ca_entry *se = NULL;
     uint8_t fp[32];
     unsigned int fl = sizeof fp;
     time_t now = time(NULL), nb = 0, na = 0, half = 0;
     memset(fp, 0, sizeof fp);
     ca->signer_end = 0;
-    snprintf(label, sizeof label, "%s" CA_OCSP_SUFFIX, ca->label);
-    if (ca_entry_get(o->d->ca, label, 0, &se) == KL_OK &&
-        ca_ocsp_signer_usable(o->d->ca, se->cert, now) &&
+    if (ca_ocsp_signer_current(o->d->ca, ca->label, now, &se) &&
         X509_digest(se->cert, EVP_sha256(), fp, &fl) &&
         ca_asn1_time(X509_get0_notBefore(se->cert), &nb) &&
         ca_asn1_time(X509_get0_notAfter(se->cert), &na)) {

@@ -149,11 +149,6 @@ static void cad_conn_handshake_end(cad_conn *cx)
     }
 }
 
-/* A connection refused at accept: the first of a burst is logged at once, the rest are counted
- * (cad_refused_tick), so that a flood of connections is no flood of log lines. */
-#define CAD_REFUSED_QUIET_MS 5000  /* a burst is over after this long without a refusal */
-#define CAD_REFUSED_EVERY_MS 60000 /* while it goes on, the count at most this often */
-
 static long cad_mono_ms(void)
 {
     struct timespec ts;
@@ -161,44 +156,60 @@ static long cad_mono_ms(void)
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void cad_refused(cad *d, const char *why)
+/* Refusals a peer without a certificate can cause at will (a connection over a limit at accept,
+ * a TLS handshake that fails) go to the log once per burst: the first at once, the rest counted
+ * (cad_burst_tick), so that a flood of connections is no flood of log lines. Refusals of a peer
+ * whose certificate the CA's chain verified (revoked, not a front end's, over its share) are
+ * logged each. */
+#define CAD_BURST_QUIET_MS 5000  /* a burst is over after this long without a refusal */
+#define CAD_BURST_EVERY_MS 60000 /* while it goes on, the count at most this often */
+#define CAD_REFUSED "connection limit: refused"
+#define CAD_FAILED "TLS handshake failed on"
+
+static void cad_burst_add(cad *d, cad_burst *b, const char *what, const char *why)
 {
-    cad_refusals *r = &d->refused;
     long now = cad_mono_ms();
-    int first = !r->on;
+    pthread_mutex_lock(&d->lock);
+    int first = !b->on;
     if (first) {
-        *r = (cad_refusals){.on = 1, .first_ms = now, .line_ms = now};
+        b->on = 1;
+        b->n = b->total = 0;
+        b->first_ms = b->line_ms = now;
     } else {
-        r->n++;
+        b->n++;
     }
-    r->total++;
-    r->last_ms = now;
-    snprintf(r->last, sizeof r->last, "%s", why);
-    if (!first) {
-        return;
+    b->total++;
+    b->last_ms = now;
+    snprintf(b->last, sizeof b->last, "%s", why);
+    pthread_mutex_unlock(&d->lock);
+    if (first) {
+        kl_warn("cad: %s a connection (%s); more such are counted, at most one line a minute", what,
+                why);
     }
-    kl_warn("cad: connection limit: refused a connection (%s); more such refusals are counted, "
-            "at most one line a minute",
-            why);
 }
 
-static void cad_refused_tick(cad *d)
+/* From the accept loop, at least every half second; `stop`: the daemon stops, say what is left. */
+static void cad_burst_tick(cad *d, cad_burst *b, const char *what, int stop)
 {
-    cad_refusals *r = &d->refused;
     long now = cad_mono_ms();
-    if (!r->on) {
-        return;
+    char line[512] = "";
+    pthread_mutex_lock(&d->lock);
+    if (b->on) {
+        int over = stop || now - b->last_ms >= CAD_BURST_QUIET_MS;
+        if (b->n && (over || now - b->line_ms >= CAD_BURST_EVERY_MS)) {
+            snprintf(line, sizeof line,
+                     "%s %lu more connections in %ld s (%lu in %ld s in all; the last: %s)", what,
+                     b->n, (now - b->line_ms + 500) / 1000, b->total,
+                     (now - b->first_ms + 500) / 1000, b->last);
+            b->n = 0;
+            b->line_ms = now;
+        }
+        b->on = !over;
     }
-    int over = now - r->last_ms >= CAD_REFUSED_QUIET_MS;
-    if (r->n && (over || now - r->line_ms >= CAD_REFUSED_EVERY_MS)) {
-        kl_warn("cad: connection limit: refused %lu more connections in %ld s (%lu in %ld s in "
-                "all; the last: %s)",
-                r->n, (now - r->line_ms + 500) / 1000, r->total, (now - r->first_ms + 500) / 1000,
-                r->last);
-        r->n = 0;
-        r->line_ms = now;
+    pthread_mutex_unlock(&d->lock);
+    if (line[0]) {
+        kl_warn("cad: %s", line);
     }
-    r->on = !over;
 }
 
 static kl_rc cad_conn_admit(cad_conn *cx, const cad_peer *peer)
@@ -343,8 +354,9 @@ out:
     return rc;
 }
 
-/* The TLS handshake (at most 10 s in all) and the front end's identity from its certificate. */
-static kl_rc cad_conn_tls(cad_conn *cx, cad_peer *peer)
+/* The TLS handshake (at most 10 s in all) and the front end's identity from its certificate.
+ * `unverified`: it failed before a certificate was verified (anyone can cause that). */
+static kl_rc cad_conn_tls(cad_conn *cx, cad_peer *peer, int *unverified)
 {
     struct timeval tv = {10, 0};
     (void)setsockopt(cx->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -354,6 +366,7 @@ static kl_rc cad_conn_tls(cad_conn *cx, cad_peer *peer)
         return kl_fail_ssl(KL_EINTERNAL, "SSL_new");
     }
     kl_rc rc = cad_tls_accept(cx->ssl, cx->fd);
+    *unverified = rc != KL_OK;
     return rc == KL_OK ? cad_tls_peer(cx->d, cx->ssl, peer) : rc;
 }
 
@@ -384,9 +397,10 @@ static void *cad_conn_run(void *arg)
     cad_peer peer;
     kl_buf rsp;
     uint8_t *body = malloc(CAP_REQ_MAX);
+    int unverified = 0;
     kl_buf_init(&rsp, CAP_RESP_MAX, 0);
     kl_rc who = !body     ? kl_fail(KL_EINTERNAL, "out of memory")
-                : cx->tcp ? cad_conn_tls(cx, &peer)
+                : cx->tcp ? cad_conn_tls(cx, &peer, &unverified)
                           : cad_peer_identify(d, cx->fd, &peer);
     if (cx->tcp) {
         pthread_mutex_lock(&d->lock);
@@ -395,6 +409,12 @@ static void *cad_conn_run(void *arg)
     }
     if (who == KL_OK) {
         who = cad_conn_admit(cx, &peer);
+    }
+    if (who != KL_OK && unverified) {
+        char why[300];
+        snprintf(why, sizeof why, "from %s: %s", cx->from, kl_errmsg());
+        cad_burst_add(d, &d->failed, CAD_FAILED, why);
+        goto done;
     }
     if (who != KL_OK) {
         kl_warn("cad: connection%s%s refused: %s", cx->tcp ? " from " : "", cx->from, kl_errmsg());
@@ -527,7 +547,8 @@ kl_rc cad_serve(cad *d)
         struct pollfd pf[2] = {{.fd = d->listen_fd, .events = POLLIN},
                                {.fd = d->tcp_fd, .events = POLLIN}};
         int r = poll(pf, d->tcp_fd >= 0 ? 2 : 1, 500);
-        cad_refused_tick(d);
+        cad_burst_tick(d, &d->refused, CAD_REFUSED, 0);
+        cad_burst_tick(d, &d->failed, CAD_FAILED, 0);
         if (r <= 0) {
             continue;
         }
@@ -542,7 +563,7 @@ kl_rc cad_serve(cad *d)
         }
         cad_conn *cx = calloc(1, sizeof *cx);
         if (!cx) {
-            cad_refused(d, "out of memory");
+            cad_burst_add(d, &d->refused, CAD_REFUSED, "out of memory");
             close(fd);
             continue;
         }
@@ -564,7 +585,7 @@ kl_rc cad_serve(cad *d)
             snprintf(why, sizeof why, "no thread for it");
         }
         if (!in) {
-            cad_refused(d, why);
+            cad_burst_add(d, &d->refused, CAD_REFUSED, why);
             close(fd);
             free(cx);
         }
@@ -580,6 +601,9 @@ kl_rc cad_serve(cad *d)
         }
         usleep(50 * 1000);
     }
+    /* what the last bursts left uncounted in the log */
+    cad_burst_tick(d, &d->refused, CAD_REFUSED, 1);
+    cad_burst_tick(d, &d->failed, CAD_FAILED, 1);
     close(d->listen_fd);
     (void)unlink(d->cfg.socket_path);
     if (d->tcp_fd >= 0) {

@@ -180,6 +180,7 @@ t0 = time.monotonic()
 while not os.path.exists(done) and time.monotonic() - t0 < 20:
     time.sleep(0.05)
 PY
+before=$(wc -l < "$D/cad.log")
 python3 "$D/hog.py" "$PORT" 128 "$D/hog.ready" "$D/hog.done" > "$D/hog.out" &
 HOG=$!
 for _ in $(seq 1 100); do [ -f "$D/hog.ready" ] && break; sleep 0.1; done
@@ -207,5 +208,49 @@ n=$(grep -c "connection limit:" "$D/cad.log" || true)
 [ "$n" = 2 ] || die "$n log lines for one burst of 65 refusals, want 2"
 ok "a burst of refusals is logged in two lines: the first refusal, then their count"
 
+# the hog gone, its 64 handshakes fail at once (end of file): counted too, not a line each
+for _ in $(seq 1 100); do
+    tail -n +$((before + 1)) "$D/cad.log" | grep -Eq "TLS handshake failed on 6[34] more connections" && break
+    sleep 0.1
+done
+tail -n +$((before + 1)) "$D/cad.log" > "$D/hog.log"
+grep -Eq "TLS handshake failed on 6[34] more connections in [0-9]* s \(6[45] in [0-9]* s in all; the last: from 127.0.0.1: TLS handshake" \
+    "$D/hog.log" || die "no line counting the hog's failed handshakes"
+n=$(grep -Ec "TLS handshake failed on|refused: TLS handshake" "$D/hog.log" || true)
+[ "$n" -le 2 ] || die "$n log lines for the hog's 64 failed handshakes, want at most 2"
+ok "64 failed handshakes (no certificate: anyone can cause them) make at most two log lines"
+
 cad_stop
 ok "SIGTERM: exit 0"
+
+# [cad] max-handshakes-per-ip set, on a dual-stack listener ([::]): the IPv4 peers arrive as
+# IPv4-mapped IPv6 addresses (::ffff:127.0.0.1) and count, and are named, as their IPv4 ones
+PORT2=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::", 0)); print(s.getsockname()[1])')
+sed -i "s/^listen = 127.0.0.1:$PORT\$/listen = [::]:$PORT2\nmax-handshakes-per-ip = 2/" "$KL_CONF"
+grep -qx "max-handshakes-per-ip = 2" "$KL_CONF" || die "keyline.conf: listen line not found"
+before=$(wc -l < "$D/cad.log")
+rm -f "$D/hog.ready" "$D/hog.done"
+cad_start
+for _ in $(seq 1 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT2), 1)" 2>/dev/null && break
+    sleep 0.1
+done
+# that probe's handshake ends (end of file) before the hog opens its own
+for _ in $(seq 1 50); do
+    tail -n +$((before + 1)) "$D/cad.log" | grep -q "TLS handshake failed on a connection" && break
+    sleep 0.1
+done
+python3 "$D/hog.py" "$PORT2" 4 "$D/hog.ready" "$D/hog.done" > "$D/hog.out" &
+HOG=$!
+for _ in $(seq 1 100); do [ -f "$D/hog.ready" ] && break; sleep 0.1; done
+[ -f "$D/hog.ready" ] || die "the hog did not start"
+other=$(python3 "$D/client.py" "$D" "$PORT2" est1 hello 127.0.0.2)
+touch "$D/hog.done"; wait "$HOG" || true
+grep -qx "held=2" "$D/hog.out" || die "127.0.0.1 held $(cat "$D/hog.out") handshakes on [::], want 2"
+grep -qx "status=0" <<<"$other" || die "a front end from 127.0.0.2 on [::]: $other"
+tail -n +$((before + 1)) "$D/cad.log" \
+    | grep -q "refused a connection (127.0.0.1 has 2 TCP connections in their TLS handshake" \
+    || die "the refusal does not name 127.0.0.1 (IPv4-mapped) with 2 handshakes"
+! tail -n +$((before + 1)) "$D/cad.log" | grep -q "ffff:" || die "the log names an IPv4-mapped address"
+ok "max-handshakes-per-ip = 2 on [::]: an IPv4-mapped peer counts and is named as its IPv4 address"
+cad_stop

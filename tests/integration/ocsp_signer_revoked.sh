@@ -11,24 +11,10 @@
 #     is past half its 30 days) and `keyline-ca ca retire` succeed and leave it as it is.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
+. "$(dirname "$0")/../lib/ocsp_signer.sh"
 
-est_setup_ca
-est_write_conf
-est_start
-new_csr dev "/CN=dev-sr/serialNumber=HWSR01"
-kca issue --issuer field1 --template device-ldevid --csr "$D/dev.csr" --device-id HWSR01 \
-    --out "$D/dev.pem" >/dev/null
+ocsp_signer_setup HWSR01
 
-# query OUT [openssl ocsp args...]: verified against the root, the response kept in OUT.der
-query() {
-    local out=$1
-    shift
-    openssl ocsp -issuer "$D/field1.pem" -cert "$D/dev.pem" -url "$EST_HTTP/ocsp" \
-        -CAfile "$D/root1.pem" -verify_other "$D/field1.pem" -respout "$out.der" -resp_text "$@" \
-        > "$out" 2>&1 || true
-    grep -q "Response verify OK" "$out" || die "OCSP answer does not verify: $(cat "$out")"
-    grep -q "dev.pem: good" "$out" || die "status: $(cat "$out")"
-}
 # the serial of the certificate an answer carries (its signer's), empty when none
 signer_serial() {
     openssl ocsp -respin "$1.der" -noverify -resp_text 2>/dev/null |

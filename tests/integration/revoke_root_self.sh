@@ -5,8 +5,8 @@
 # naming what to do instead (keyline-ca ca retire, remove it from the trust anchors), in every
 # form, dry run or not:
 #   - --serial ROOT: refused; the root stays valid, no revocation audited, no CRL published;
-#   - --from FILE naming a leaf and the root: the list refused whole (all or nothing), the leaf
-#     stays valid;
+#   - --from FILE naming a leaf and the root: the list refused whole (all or nothing), naming
+#     the root's line, the leaf stays valid;
 #   - --issued-by root1 --between a period over the root's own making: refused whole, saying to
 #     start the period after it; a period after it revokes what root1 issued then.
 set -euo pipefail
@@ -42,9 +42,13 @@ refused "--serial --dry-run" revoke --serial "$root" --dry-run
 [ "$(crls)" = "$c0" ] || die "a CRL was published"
 ok "revoke --serial of the root's own certificate: refused (exit 4), nothing revoked or published"
 
-printf '%s\n%s\n' "$leaf" "$root" > "$D/list.txt"
+# the root on line 4 (its second item): the refusal names the line, as the list's other errors do
+printf '# leaf first\n%s\n\nserial:%s  # the root\n' "$leaf" "$(tr A-F a-f <<< "$root")" > "$D/list.txt"
 refused "--from" revoke --from "$D/list.txt"
+grep -q "^keyline-ca: $D/list.txt line 4: revoking $root refused" "$D/err" ||
+    die "--from: the refusal does not name line 4: $(cat "$D/err")"
 refused "--from --dry-run" revoke --from "$D/list.txt" --dry-run
+grep -q "list.txt line 4: " "$D/err" || die "--from --dry-run: $(cat "$D/err")"
 [ "$(status_of "$leaf")" = valid ] || die "the list's leaf is $(status_of "$leaf")"
 [ "$(status_of "$root")" = valid ] || die "the root's certificate is $(status_of "$root")"
 [ "$(revokes)" = "$n0" ] || die "a revocation was audited"
