@@ -769,31 +769,6 @@ out:
     return rc;
 }
 
-static kl_rc cad_op_device(cad_call *c)
-{
-    kl_rc rc = KL_OK;
-    char dev[129];
-    store_device row;
-    store_cert sc;
-    memset(&row, 0, sizeof row);
-    memset(&sc, 0, sizeof sc);
-    TRY(cad_str(c, CAP_T_DEVICE_ID, dev, sizeof dev));
-    TRY(store_device_get(ca_store(c->d->ca), dev, &row));
-    TRY(cap_put_str(c->rsp, CAP_T_DEVICE_ID, row.device_id));
-    TRY(cap_put_str(c->rsp, CAP_T_STATE, row.state));
-    if (row.cert_serial && store_cert_get(ca_store(c->d->ca), row.cert_serial, &sc) == KL_OK) {
-        TRY(cap_put_str(c->rsp, CAP_T_SERIAL, sc.serial_hex));
-        TRY(cap_put_str(c->rsp, CAP_T_STATUS, sc.status));
-        if (sc.der) {
-            TRY(cap_put_bytes(c->rsp, CAP_T_CERT, sc.der, sc.der_len));
-        }
-    }
-out:
-    store_device_free(&row);
-    store_cert_free(&sc);
-    return rc;
-}
-
 /* What the profile's template asks of a CSR: the key types it takes (the first is the one a
  * server-generated key gets) and whether it makes device certificates. */
 static kl_rc cad_op_profile(cad_call *c)
@@ -1041,14 +1016,67 @@ static int cad_known_cb(void *arg, const store_cert *sc)
     return s->rc != KL_OK;
 }
 
-/* What the station decides a device's flow from: the inventory row (state, detail, its
- * certificate with status) and every pending certificate of the profile for that device id
- * (a crash between issue and the row's update leaves one the row does not name). The row's
- * detail and certificate are the caller's only when that certificate is one of its profiles
- * (cad_peer_may): of another role's row (or one without a certificate) it learns only that the
- * device is known and its state, which is what keeps it from giving the device a second
- * identity; inventory refuses to overwrite a row that names a live certificate it may not see
- * anyway. */
+/* A device's row as a front end may see it: its state; its certificate (serial, status, DER)
+ * and with `detail` its detail text only when that certificate is one of the caller's profiles
+ * (cad_peer_may). Of another role's row (or one without a certificate, or naming a row without
+ * a template) the caller learns that the device is known and its state: what keeps it from
+ * giving the device a second identity, and nothing of the other flow. *have_cert 1 when the
+ * certificate was answered (sc holds it). KL_ENOTFOUND (nothing answered) when the device has
+ * no row. */
+static kl_rc cad_row_answer(cad_call *c, const char *dev, int detail, store_device *row,
+                            store_cert *sc, int *have_cert)
+{
+    kl_rc rc = KL_OK;
+    *have_cert = 0;
+    TRY(store_device_get(ca_store(c->d->ca), dev, row));
+    TRY(cap_put_str(c->rsp, CAP_T_STATE, row->state));
+    if (row->cert_serial && *row->cert_serial) {
+        rc = store_cert_get(ca_store(c->d->ca), row->cert_serial, sc);
+        if (rc == KL_ENOTFOUND) {
+            rc = KL_OK;
+        }
+        TRY(rc);
+        *have_cert = sc->der && cad_peer_may(c, sc->issuer, sc->template_name);
+    }
+    if (*have_cert && detail && row->detail && *row->detail) {
+        TRY(cap_put_str(c->rsp, CAP_T_DETAIL, row->detail));
+    }
+    if (*have_cert) {
+        TRY(cap_put_str(c->rsp, CAP_T_SERIAL, sc->serial_hex));
+        TRY(cap_put_str(c->rsp, CAP_T_STATUS, sc->status));
+        TRY(cap_put_bytes(c->rsp, CAP_T_CERT, sc->der, sc->der_len));
+    }
+out:
+    return rc;
+}
+
+/* A device's inventory row (no front end asks it today: the station asks known, keyline-estd
+ * cert-status): scoped as known's row is (cad_row_answer), without the detail. KL_ENOTFOUND for
+ * a device without a row. */
+static kl_rc cad_op_device(cad_call *c)
+{
+    kl_rc rc = KL_OK;
+    char dev[129];
+    int have_cert = 0;
+    store_device row;
+    store_cert sc;
+    memset(&row, 0, sizeof row);
+    memset(&sc, 0, sizeof sc);
+    TRY(cad_str(c, CAP_T_DEVICE_ID, dev, sizeof dev));
+    TRY(cap_put_str(c->rsp, CAP_T_DEVICE_ID, dev));
+    TRY(cad_row_answer(c, dev, 0, &row, &sc, &have_cert));
+out:
+    store_device_free(&row);
+    store_cert_free(&sc);
+    return rc;
+}
+
+/* What the station decides a device's flow from: the inventory row as cad_row_answer gives it
+ * (state; detail and certificate with status when that certificate is one of the caller's
+ * profiles) and every pending certificate of the profile for that device id (a crash between
+ * issue and the row's update leaves one the row does not name). Of another role's row the state
+ * is enough: inventory refuses to overwrite a row that names a live certificate the caller may
+ * not see anyway. */
 static kl_rc cad_op_known(cad_call *c)
 {
     kl_rc rc = KL_OK;
@@ -1060,26 +1088,8 @@ static kl_rc cad_op_known(cad_call *c)
     memset(&sc, 0, sizeof sc);
     TRY(cad_str(c, CAP_T_DEVICE_ID, dev, sizeof dev));
     TRY(cap_put_str(c->rsp, CAP_T_DEVICE_ID, dev));
-    rc = store_device_get(ca_store(c->d->ca), dev, &row);
-    if (rc == KL_OK) {
-        TRY(cap_put_str(c->rsp, CAP_T_STATE, row.state));
-        if (row.cert_serial && *row.cert_serial) {
-            rc = store_cert_get(ca_store(c->d->ca), row.cert_serial, &sc);
-            if (rc == KL_ENOTFOUND) {
-                rc = KL_OK;
-            }
-            TRY(rc);
-            have_cert = sc.der && cad_peer_may(c, sc.issuer, sc.template_name);
-        }
-        if (have_cert && row.detail && *row.detail) {
-            TRY(cap_put_str(c->rsp, CAP_T_DETAIL, row.detail));
-        }
-        if (have_cert) {
-            TRY(cap_put_str(c->rsp, CAP_T_SERIAL, sc.serial_hex));
-            TRY(cap_put_str(c->rsp, CAP_T_STATUS, sc.status));
-            TRY(cap_put_bytes(c->rsp, CAP_T_CERT, sc.der, sc.der_len));
-        }
-    } else if (rc == KL_ENOTFOUND) {
+    rc = cad_row_answer(c, dev, 1, &row, &sc, &have_cert);
+    if (rc == KL_ENOTFOUND) {
         rc = KL_OK;
     }
     TRY(rc);

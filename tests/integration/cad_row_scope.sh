@@ -5,6 +5,7 @@
 #   forged row), and "no template" matched every template of its issuer: the est role could
 #   activate, abandon, revoke, name in proof-failed or inventory such a row of its CA;
 # - known tells another role's row only its state: not its detail, certificate or serial;
+# - so does device (it showed any device's row and certificate to any role);
 # - a CSR's serialNumber that is a BMPString, or too long, is judged by the template policy
 #   with its reason, not refused as "no serialNumber".
 # Two uids (setpriv): the tests' own as role est (profile ldevid), 4242 as role station
@@ -94,6 +95,26 @@ cc "$SOCK" known profile=ldevid device-id=HWE001 >"$D/known-e.txt" || die "known
 grep -qx "serial=$e1" "$D/known-e.txt" && grep -qx "detail=enrolled" "$D/known-e.txt" ||
     die "est known of its own row: $(cat "$D/known-e.txt")"
 ok "known: another role's row (or one without a template) gives its state only; the caller's own, all"
+
+# --- device: scoped as known -----------------------------------------------------------------
+st device device-id=HWK001 >"$D/dev-st.txt" 2>&1 || die "station device"
+grep -qx "serial=$k1" "$D/dev-st.txt" && grep -qx "status=pending" "$D/dev-st.txt" &&
+    grep -qx "state=pending" "$D/dev-st.txt" && grep -q "^cert=([0-9]* bytes)$" "$D/dev-st.txt" ||
+    die "station device of its own row: $(cat "$D/dev-st.txt")"
+cc -o "$D/dev-est.pem" "$SOCK" device device-id=HWK001 >"$D/dev-est.txt" || die "est device"
+[ "$(sort "$D/dev-est.txt" | tr '\n' ' ')" = "device-id=HWK001 state=pending " ] ||
+    die "est device of the station's row: $(cat "$D/dev-est.txt")"
+[ ! -s "$D/dev-est.pem" ] || die "est device got the station's certificate"
+cc -o "$D/dev-n.pem" "$SOCK" device device-id=HWN002 >"$D/dev-n.txt" || die "device of HWN002"
+[ "$(sort "$D/dev-n.txt" | tr '\n' ' ')" = "device-id=HWN002 state=pending " ] && [ ! -s "$D/dev-n.pem" ] ||
+    die "device of a row naming a certificate without a template: $(cat "$D/dev-n.txt")"
+cc "$SOCK" device device-id=HWE001 >"$D/dev-e.txt" || die "device of HWE001"
+grep -qx "serial=$e1" "$D/dev-e.txt" && grep -qx "status=valid" "$D/dev-e.txt" ||
+    die "est device of its own row: $(cat "$D/dev-e.txt")"
+st device device-id=HWE001 >"$D/dev-se.txt" 2>&1 || die "station device of HWE001"
+[ "$(sort "$D/dev-se.txt" | tr '\n' ' ')" = "device-id=HWE001 state=provisioned " ] ||
+    die "station device of the est role's row: $(cat "$D/dev-se.txt")"
+ok "device: another role's row (or one without a template) gives its state only; the caller's own, its certificate"
 
 # --- a CSR's serialNumber: the policy's reason, not "no serialNumber" --------------------------
 csr_sn() { # NAME TYPE VALUE: a CSR with serialNumber VALUE of ASN.1 string TYPE (bmp, printable)
