@@ -316,7 +316,7 @@ kl_rc ca_ocsp_ca_revocation(ca_ctx *ca, const char *issuer, time_t *revoked_at) 
 kl_rc ca_ocsp_signer_ensure(ca_ctx *ca, const char *issuer, const char *actor, int *renewed) KL_WUR;
 /* What ca_ocsp_signer_new did: the new certificate (the caller frees it), the serial of the
  * certificate it replaced ("" when there was none), whether that one was revoked now
- * (superseded: it was current and `replace` was given) and whether its key was found and
+ * (superseded: it was current, `replace` given, or expired) and whether its key was found and
  * destroyed. */
 typedef struct {
     X509 *cert;
@@ -324,14 +324,14 @@ typedef struct {
     int superseded, old_key_destroyed;
 } ca_ocsp_signer_made;
 /* A new delegated OCSP signer for `issuer` after its signer was revoked or expired (or, with
- * `replace`, while it is current: its certificate is then revoked, superseded): the old key
- * destroyed in the token, a new key pair generated there under the same label (sensitive,
- * never extractable; a new random CKA_ID), certified by `issuer` with the old subject, and the
- * record's certificate replaced with the audit entry "ca-recert" ("(new key)"). With no signer
- * yet, the first is made (ca_ocsp_signer_ensure). Processes that hold the old one (keyline-cad)
- * take the new one up at their next answer (ca_ocsp_signer_current). KL_EPOLICY: the signer is
- * current and `replace` is 0, or `issuer` is not an active issuing CA; KL_ENOTFOUND: no such CA; a
- * failure once the new key exists destroys it again (ca_key_discard). */
+ * `replace`, while it is current; a certificate not revoked yet is revoked, superseded): the old
+ * key destroyed in the token, a new key pair generated there under the same label (sensitive, never
+ * extractable; a new random CKA_ID), certified by `issuer` with the old subject, and the record's
+ * certificate replaced with the audit entry "ca-recert" ("(new key)"). With no signer yet, the
+ * first is made (ca_ocsp_signer_ensure). Processes that hold the old one (keyline-cad) take the new
+ * one up at their next answer (ca_ocsp_signer_current). KL_EPOLICY: the signer is current and
+ * `replace` is 0, or `issuer` is not an active issuing CA; KL_ENOTFOUND: no such CA; a failure once
+ * the new key exists destroys it again (ca_key_discard). */
 kl_rc ca_ocsp_signer_new(ca_ctx *ca, const char *issuer, int replace, const char *actor,
                          ca_ocsp_signer_made *out) KL_WUR;
 /* 1 when the delegated OCSP signer certificate `cert` may sign answers at `now`: not expired

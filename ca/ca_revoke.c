@@ -306,8 +306,8 @@ static kl_rc ca_ocsp_signer_new_check(ca_ctx *ca, const char *issuer, const char
     }
     TRY(rc);
     ENSURE(strcmp(irec.status, CA_ST_ACTIVE) == 0 && !ca_is_firmware_template(irec.template_name),
-           KL_EPOLICY, "'%s' is %s %s: only an active issuing CA has a delegated OCSP signer",
-           issuer, ca_is_firmware_template(irec.template_name) ? "a firmware key," : "a CA",
+           KL_EPOLICY, "'%s' is %s (%s): only an active issuing CA has a delegated OCSP signer",
+           issuer, ca_is_firmware_template(irec.template_name) ? "a firmware key" : "a CA",
            irec.status);
     /* the issuer must be able to certify the new key before the old one is destroyed */
     TRY(ca_entry_get(ca, issuer, 1, &ie));
@@ -360,9 +360,10 @@ kl_rc ca_ocsp_signer_new(ca_ctx *ca, const char *issuer, int replace, const char
     old_sn = ca_serial_hex(X509_get0_serialNumber(old));
     ENSURE(old_sn, KL_EINTERNAL, "out of memory");
     snprintf(out->old_serial, sizeof out->old_serial, "%s", old_sn);
-    if (ca_ocsp_signer_usable(ca, old, time(NULL))) {
-        /* --replace: every process stops signing with it at its next answer (a revoked signer
-         * is never used: ca_ocsp_signer_usable), before its key is gone */
+    if (!ca_cert_revoked(ca, old)) {
+        /* current (--replace) or expired: every process stops signing with it at its next
+         * answer, and none renews it (an expired one is due) for the key about to go: a
+         * revoked signer is never used or renewed (ca_ocsp_signer_usable, ca_ocsp_signer_get) */
         TRY(ca_revoke(ca, old_sn, CA_REASON_SUPERSEDED, actor));
         out->superseded = 1;
     }

@@ -51,14 +51,20 @@ static kl_rc cmd_ocsp_signer_new(cli *c, int argc, char **argv)
                 "keyline-ca: OCSP signer %s" CA_OCSP_SUFFIX ": new key, certificate %s; the old "
                 "certificate %s %s, its key %s\n",
                 issuer, sn ? sn : "?", made.old_serial,
-                made.superseded ? "revoked now (superseded)" : "stays as it was",
+                made.superseded ? "revoked now (superseded)" : "was revoked already",
                 made.old_key_destroyed ? "destroyed" : "was not in the token");
     }
-    if (made.superseded) {
-        /* its revocation in the CA's CRL, as keyline-ca revoke publishes one */
-        TRY(cli_crl_publish(ca, issuer, "the replaced OCSP signer", NULL));
-    }
     TRY(cli_output_cert(c, out, made.cert));
+    /* the old certificate's revocation in the CA's CRL, as keyline-ca revoke publishes one */
+    rc = made.superseded ? cli_crl_publish(ca, issuer, "the replaced OCSP signer", NULL) : KL_OK;
+    if (rc != KL_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", kl_errmsg());
+        rc = kl_fail(rc,
+                     "the new OCSP signer is in place, but the CRL of %s was not published: %s "
+                     "(run keyline-ca crl --issuer %s)",
+                     issuer, why, issuer);
+    }
 out:
     OPENSSL_free(sn);
     X509_free(made.cert);

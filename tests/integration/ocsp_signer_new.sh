@@ -11,7 +11,8 @@
 #     old private key is gone from the token (one key labelled field1.ocsp, another CKA_ID);
 #   - the audit log has the ca-recert entry "(new key)"; run again, it is refused (the new
 #     signer is current); with --replace the current signer's certificate is revoked
-#     (superseded, in the CRL published at once) and the answers move to a third key.
+#     (superseded, in the CRL published at once) and the answers move to a third key; an
+#     expired signer is replaced without --replace, revoked on the way (nothing renews it).
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 . "$(dirname "$0")/../lib/ocsp_signer.sh"
@@ -113,7 +114,7 @@ openssl x509 -in "$D/new1.pem" -noout -text | grep -q "OCSP No Check" ||
     die "the new certificate is not an ocsp-signer one: $(openssl x509 -in "$D/new1.pem" -noout -text)"
 openssl verify -CAfile "$D/root1.pem" -untrusted "$D/field1.pem" -purpose ocsphelper "$D/new1.pem" \
     >/dev/null || die "the new signer's certificate does not verify"
-grep -q "old certificate $sig0 stays as it was, its key destroyed" "$D/new1.err" ||
+grep -q "old certificate $sig0 was revoked already, its key destroyed" "$D/new1.err" ||
     die "ocsp-signer new said: $(cat "$D/new1.err")"
 wait_signer "$sig1" o2
 [ "$(signer_cert "$D/o2" | spki)" = "$spki1" ] && [ "$(signer_cert "$D/o2-live" | spki)" = "$spki1" ] ||
@@ -161,6 +162,7 @@ fail() { die "$@"; }
 . "$KL_SRC/tests/lib/officer.sh"
 cd "$D"
 officer_token alice 1111 pkcs11-tool EC:prime256v1
+cp "$KL_CONF" plain.conf
 printf '\n[ceremony]\nquorum = 1\n' >> "$KL_CONF"
 kca officer add --name alice --cert alice.pem >/dev/null
 rc=0
@@ -177,3 +179,15 @@ kca ceremony export --id "$id" --out t.txt
 grep -q "old-serial.*$sig2" t.txt && grep -q "serial.*$sig3" t.txt ||
     die "the transcript lacks the serials: $(cat t.txt)"
 ok "under [ceremony] quorum = 1: ocsp-signer new --replace yes as a ceremony ($sig2 -> $sig3)"
+
+# --- an expired signer (31 days on, its 30 are over): replaced without --replace, and revoked
+# (superseded) on the way, so that nothing renews its destroyed key (an expired signer is due) ---
+command -v faketime >/dev/null || die "faketime is not installed (scripts/deps)"
+faketime -f "+31d" "$BIN/keyline-ca" -c plain.conf ocsp-signer new --issuer field1 > new4.pem \
+    2> new4.err || die "ocsp-signer new for an expired signer: $(cat new4.err)"
+grep -q "old certificate $sig3 revoked now (superseded), its key destroyed" new4.err ||
+    die "ocsp-signer new (expired) said: $(cat new4.err)"
+kca show --serial "$sig3" | grep -q "^status: *revoked" || die "the expired signer $sig3 is not revoked"
+[ "$(signer_store_serial)" = "$(openssl x509 -in new4.pem -noout -serial | cut -d= -f2)" ] ||
+    die "the store's signer is not the one made for the expired one"
+ok "an expired signer: replaced without --replace, revoked (superseded) so that nothing renews it"
