@@ -367,7 +367,9 @@ typedef struct {
  * store) comes between a check made on what was read and the write it allows. Otherwise
  * KL_EEXIST "device D: its inventory row changed since it was read (it names certificate S,
  * STATUS, now)" and nothing is written: the caller reads and checks again. `action` non-NULL:
- * the audit entry (actor, action, detail) in the same transaction. seen NULL: as all NULL. */
+ * the audit entry (actor, action, detail) in the same transaction. seen NULL: as all NULL.
+ * A row written "provisioned" must name a certificate that is valid in the same transaction,
+ * else KL_EPOLICY (it was revoked after the caller checked it). */
 kl_rc store_device_put_if(store *s, const store_device *d, const store_device_seen *seen,
                           const char *actor, const char *action, const char *detail) KL_WUR;
 kl_rc store_device_list(store *s, store_device **out, size_t *n) KL_WUR;

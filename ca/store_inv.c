@@ -25,6 +25,8 @@ static const store_q q_dev_seen = {
     "SELECT d.cert_serial, c.status FROM devices d LEFT JOIN certs c ON c.serial = d.cert_serial"
     " WHERE d.device_id = ?1",
     NULL};
+/* the status of the certificate a "provisioned" row is about to name */
+static const store_q q_dev_cert_status = {"SELECT status FROM certs WHERE serial = ?1", NULL};
 static const store_q q_dev_list = {"SELECT " DEV_COLS " FROM devices ORDER BY rowid",
                                    "SELECT " DEV_COLS " FROM devices ORDER BY id"};
 static const store_q q_rq_find = {
@@ -150,11 +152,35 @@ out:
     return rc;
 }
 
+/* A row written "provisioned" names a certificate valid at the write: one revoked between the
+ * caller's check and the write (its revocation marked the devices that named it then, not this
+ * row) would leave a provisioned device with a revoked certificate. */
+static kl_rc device_provisioned_check_tx(store_conn *c, const store_device *d)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    if (!d->state || strcmp(d->state, "provisioned") != 0 || !d->cert_serial) {
+        return KL_OK;
+    }
+    TRY(sc_stmt(c, &q_dev_cert_status, &st));
+    TRY(sc_text(st, 1, d->cert_serial));
+    TRY(sc_step(st, &row, "read the certificate's status"));
+    const char *status = row ? col_text(st, 0, NULL) : NULL;
+    ENSURE(status && strcmp(status, STORE_ST_VALID) == 0, KL_EPOLICY,
+           "device %s: certificate %s is %s now, not valid: not provisioned", d->device_id,
+           d->cert_serial, status ? status : "not in the store");
+out:
+    sc_done(st);
+    return rc;
+}
+
 static kl_rc device_put_if_tx(store_conn *c, void *arg)
 {
     const device_put_if_arg *a = arg;
     kl_rc rc = KL_OK;
     TRY(st_row_seen_tx(c, &q_dev_seen, a->d->device_id, "inventory row", a->seen));
+    TRY(device_provisioned_check_tx(c, a->d));
     TRY(device_put_tx(c, (void *)a->d));
     if (a->action) {
         TRY(st_audit_append_tx(c, a->actor ? a->actor : "unknown", a->action,

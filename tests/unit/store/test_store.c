@@ -1238,6 +1238,17 @@ static void test_device_put_if(void **state)
     assert_string_equal(g.state, "provisioned");
     store_device_free(&g);
     assert_int_equal(audit_count(f->s, "inventory", NULL), 3);
+    /* "provisioned" with a certificate revoked after the caller checked it (valid then): the
+     * status is read again in the write's transaction; nothing written, no audit entry */
+    assert_rc(issue(f->s, "0D03", "field-ca", STORE_ST_VALID), KL_OK);
+    assert_rc(store_cert_revoke(b, "0D03", 1, 0, "officer"), KL_OK);
+    store_device late = est;
+    late.cert_serial = (char *)"0D03";
+    assert_rc(store_device_put_if(f->s, &late, &seen_v, "est", "inventory", "late"), KL_EPOLICY);
+    assert_msg_has("device HW-R1: certificate 0D03 is revoked now, not valid: not provisioned");
+    late.state = (char *)"failed"; /* any other state may name it */
+    assert_rc(store_device_put_if(f->s, &late, &seen_v, "est", "inventory", "late"), KL_OK);
+    assert_int_equal(audit_count(f->s, "inventory", NULL), 4);
     /* a row naming a certificate this store does not hold compares by its serial alone */
     store_device forged = {.device_id = (char *)"HW-R2", .cert_serial = (char *)"7E57"};
     assert_rc(store_device_put(b, &forged), KL_OK);
