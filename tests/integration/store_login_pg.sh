@@ -15,14 +15,13 @@ source "$KL_SRC/tests/lib/cad_common.sh"
 command -v psql >/dev/null || die "psql is needed"
 
 PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kl-pg.XXXXXX")
+# run by cad_common.sh's EXIT trap after keyline-cad is killed (a trap of our own was replaced
+# by cad_start's, and the cluster outlived every run)
 cleanup() {
-    local st=$?
-    if [ -n "$CAD_PID" ]; then kill -KILL "$CAD_PID" 2>/dev/null || true; fi
-    [ "$st" = 0 ] || { echo "--- PostgreSQL log (last lines)" >&2; tail -n 12 "$PG_DIR/log" >&2 || true; }
+    [ "$1" = 0 ] || { echo "--- PostgreSQL log (last lines)" >&2; tail -n 12 "$PG_DIR/log" >&2 || true; }
     "$KL_SRC/tests/lib/pg.sh" stop "$PG_DIR" || true
-    exit "$st"
 }
-trap cleanup EXIT
+CAD_ON_EXIT=cleanup
 SUPER=$("$KL_SRC/tests/lib/pg.sh" start "$PG_DIR") || die "PostgreSQL did not start"
 # shellcheck disable=SC1091
 . "$PG_DIR/env"

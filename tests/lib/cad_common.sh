@@ -9,6 +9,8 @@
 #   cad_start                       keyline-cad -c $KL_CONF, log $D/cad.log, until its socket is there
 #   cad_stop                        SIGTERM: the test fails unless it exits 0 within
 #                                   CAD_STOP_SECS (default 10) seconds
+#   CAD_ON_EXIT=FUNC                the test's clean-up, run at exit with its status (no trap
+#                                   of its own: this file's EXIT trap kills keyline-cad first)
 set -euo pipefail
 BIN=${KL_BUILD:?KL_BUILD not set}/bin
 D=${KL_TEST_DIR:?run under tests/lib/with-token.sh}
@@ -53,11 +55,22 @@ cad_alive() {
     [ "${st%% *}" != Z ]
 }
 
+# The one EXIT trap of a test that sources this file: keyline-cad killed if it still runs,
+# then the test's own clean-up, CAD_ON_EXIT (a function, given the exit status), e.g. a
+# PostgreSQL cluster stopped. A test sets CAD_ON_EXIT rather than a trap of its own, which
+# would take this one's place (or lose its own to it).
+cad_exit() {
+    local st=$?
+    if [ -n "$CAD_PID" ]; then kill -KILL "$CAD_PID" 2>/dev/null || true; fi
+    if [ -n "${CAD_ON_EXIT:-}" ]; then "$CAD_ON_EXIT" "$st" || true; fi
+    exit "$st"
+}
+trap cad_exit EXIT
+
 cad_start() {
     rm -f "$SOCK"
     "$BIN/keyline-cad" -c "$KL_CONF" 2>>"$D/cad.log" &
     CAD_PID=$!
-    trap 'if [ -n "$CAD_PID" ]; then kill -KILL "$CAD_PID" 2>/dev/null || true; fi' EXIT
     for _ in $(seq 1 100); do
         [ -S "$SOCK" ] && return 0
         cad_alive "$CAD_PID" || break
@@ -82,6 +95,5 @@ cad_stop() {
     fi
     wait "$pid" || rc=$?
     CAD_PID=
-    trap - EXIT
     [ "$rc" = 0 ] || die "keyline-cad exited $rc on SIGTERM"
 }
