@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "hsm.h"
+#include "kl_utf8.h"
 #include "matter.h"
 #include "tpl.h"
 #include "tpl_internal.h"
@@ -398,10 +399,11 @@ static kl_rc tpl_printable_check(int nid, int type, const unsigned char *u, int 
     if (i == ulen) {
         return KL_OK;
     }
-    int n = 1; /* the whole UTF-8 sequence of the character */
-    while (i + n < ulen && n < 4 && (u[i + n] & 0xc0) == 0x80) {
-        n++;
+    size_t next = (size_t)i; /* the whole UTF-8 sequence of the character */
+    if (kl_utf8_next(u, (size_t)ulen, &next) < 0) {
+        next = (size_t)i + 1;
     }
+    int n = (int)(next - (size_t)i);
     if (u[i] == ' ' || (u[i] >= 0x21 && u[i] < 0x7f)) {
         snprintf(ch, sizeof ch, "'%c'", u[i]);
     } else {
