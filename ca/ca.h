@@ -327,9 +327,10 @@ typedef struct {
  * `replace`, while it is current; a certificate not revoked yet is revoked, superseded): the old
  * key destroyed in the token, a new key pair generated there under the same label (sensitive, never
  * extractable; a new random CKA_ID), certified by `issuer` with the old subject, and the record's
- * certificate replaced with the audit entry "ca-recert" ("(new key)"). With no signer yet, the
- * first is made (ca_ocsp_signer_ensure). Processes that hold the old one (keyline-cad) take the new
- * one up at their next answer (ca_ocsp_signer_current). KL_EPOLICY: the signer is current and
+ * certificate replaced with the audit entry "ocsp-signer-new" (store_ca_rekey; a renewal of the
+ * same key is "ca-recert"). With no signer yet, the first is made (ca_ocsp_signer_ensure).
+ * Processes that hold the old one (keyline-cad) take the new one up at their next answer
+ * (ca_ocsp_signer_current). KL_EPOLICY: the signer is current and
  * `replace` is 0, or `issuer` is not an active issuing CA; KL_ENOTFOUND: no such CA; a failure once
  * the new key exists destroys it again (ca_key_discard). */
 kl_rc ca_ocsp_signer_new(ca_ctx *ca, const char *issuer, int replace, const char *actor,

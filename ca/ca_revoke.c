@@ -391,7 +391,8 @@ kl_rc ca_ocsp_signer_new(ca_ctx *ca, const char *issuer, int replace, const char
              "label=%s issuer=%s serial=%s (new key) old-serial=%s old-key=%s%s", label, issuer, sn,
              old_sn, out->old_key_destroyed ? "destroyed" : "absent",
              out->superseded ? " old-revoked=superseded" : "");
-    TRY(store_ca_recert(ca->st, label, der, (size_t)dl, actor, detail));
+    /* its own action: a key replaced must not read as a renewal of the same key (ca-recert) */
+    TRY(store_ca_rekey(ca->st, label, der, (size_t)dl, actor, detail));
     generated = 0;
     ca_entry_set_cert(ca, label, X509_dup(cert));
 made:

@@ -405,7 +405,17 @@ kl_rc store_ca_recert(store *s, const char *label, const uint8_t *der, size_t le
 {
     STORE_CHECK(s);
     ARG_CHECK(label && label[0] && der && len, "store_ca_recert: missing argument");
-    return st_ca_recert(s, label, der, len, actor ? actor : "keyline", detail ? detail : "");
+    return st_ca_recert(s, label, der, len, actor ? actor : "keyline", "ca-recert",
+                        detail ? detail : "");
+}
+
+kl_rc store_ca_rekey(store *s, const char *label, const uint8_t *der, size_t len, const char *actor,
+                     const char *detail)
+{
+    STORE_CHECK(s);
+    ARG_CHECK(label && label[0] && der && len, "store_ca_rekey: missing argument");
+    return st_ca_recert(s, label, der, len, actor ? actor : "keyline", "ocsp-signer-new",
+                        detail ? detail : "");
 }
 
 kl_rc store_crl_get(store *s, const char *issuer, store_crl *out)

@@ -141,6 +141,11 @@ kl_rc store_ca_get(store *s, const char *label, store_ca *out) KL_WUR; /* KL_ENO
  * transaction. KL_ENOTFOUND for an unknown label. */
 kl_rc store_ca_recert(store *s, const char *label, const uint8_t *der, size_t len,
                       const char *actor, const char *detail) KL_WUR;
+/* As store_ca_recert, for a certificate of a NEW key under the same label (keyline-ca
+ * ocsp-signer new: the old key destroyed), audited "ocsp-signer-new" so that the log tells a
+ * key replacement from a renewal; the audit check holds the record to it as to a ca-recert. */
+kl_rc store_ca_rekey(store *s, const char *label, const uint8_t *der, size_t len, const char *actor,
+                     const char *detail) KL_WUR;
 kl_rc store_ca_list(store *s, store_ca **out, size_t *n) KL_WUR;
 /* Set the status of CA record `label` from `from` to `to` ("active" -> "retired") and append
  * the audit entry actor/action/detail, in one write transaction (ca/store_ca_status.c).
@@ -453,7 +458,7 @@ kl_rc store_audit_append(store *s, const char *actor, const char *action,
  * KL_EPOLICY naming the first edited, inserted or deleted entry ("audit entry N: ...") or the
  * first row the log does not vouch for ("certificate S: ...", "CA 'L': ..."). *count gets the
  * number of entries checked. Actions the store writes itself (issue, activate, revoke,
- * ca-create, ca-recert, *-baseline) are KL_EUSAGE in store_audit_append. */
+ * ca-create, ca-recert, ocsp-signer-new, *-baseline) are KL_EUSAGE in store_audit_append. */
 kl_rc store_audit_verify(store *s, int64_t *count) KL_WUR;
 kl_rc store_audit_list(store *s, int64_t from_seq, store_audit **out, size_t *n) KL_WUR;
 void store_audit_free(store_audit *a);

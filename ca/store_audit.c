@@ -99,8 +99,9 @@ kl_rc store_audit_entry_hash(int64_t seq, time_t ts, const char *actor, const ch
 
 /* ---- details of the entries the store writes ------------------------------------------- */
 
-static const char *const store_actions[] = {"issue",     "activate",    "revoke",       "ca-create",
-                                            "ca-recert", "ca-baseline", "cert-baseline"};
+static const char *const store_actions[] = {"issue",       "activate",     "revoke",
+                                            "ca-create",   "ca-recert",    "ocsp-signer-new",
+                                            "ca-baseline", "cert-baseline"};
 
 int store_audit_action_reserved(const char *action)
 {
@@ -525,7 +526,9 @@ static kl_rc xc_cert_entry(store_audit_state *x, int64_t seq, const char *action
     return KL_OK;
 }
 
-/* A CA entry: ca-create, ca-recert, ca-baseline. */
+/* A CA entry: ca-create, ca-recert, ocsp-signer-new (a delegated OCSP signer's certificate of
+ * a new key: held to as a ca-recert, its own action so the log tells a new key from a
+ * renewal), ca-baseline. The latest of them gives the hash the record must match. */
 static kl_rc xc_ca_entry(store_audit_state *x, int64_t seq, const char *action, detail_view d)
 {
     char label[128], val[80];
@@ -537,9 +540,9 @@ static kl_rc xc_ca_entry(store_audit_state *x, int64_t seq, const char *action, 
     if (!f) {
         return XC_OOM();
     }
-    if (strcmp(action, "ca-recert") == 0 && !f->first) {
-        xc_fail(x, "audit entry %lld: ca-recert of CA '%s', which no audit entry created",
-                (long long)seq, label);
+    if ((strcmp(action, "ca-recert") == 0 || strcmp(action, "ocsp-signer-new") == 0) && !f->first) {
+        xc_fail(x, "audit entry %lld: %s of CA '%s', which no audit entry created", (long long)seq,
+                action, label);
         return KL_OK;
     }
     f->first = f->first ? f->first : seq;
@@ -563,7 +566,7 @@ kl_rc store_audit_state_entry(store_audit_state *x, int64_t seq, const char *act
         return xc_cert_entry(x, seq, action, d);
     }
     if (strcmp(action, "ca-create") == 0 || strcmp(action, "ca-recert") == 0 ||
-        strcmp(action, "ca-baseline") == 0) {
+        strcmp(action, "ocsp-signer-new") == 0 || strcmp(action, "ca-baseline") == 0) {
         return xc_ca_entry(x, seq, action, d);
     }
     return KL_OK; /* notes, requests, CRLs, ...: no state of a row */

@@ -3,8 +3,9 @@
  * - The entry hash over explicit lengths (store_audit_entry_hash in store.h is the C-string
  *   form): a verifier hashes the bytes as stored, so a NUL inside a field changes the hash.
  * - The details of the entries only the store writes (issue, activate, revoke, ca-create,
- *   ca-recert, and the baselines of a migrated store), which carry the certificate hashes and
- *   states the state check compares the rows with. store_audit_append refuses these actions.
+ *   ca-recert, ocsp-signer-new, and the baselines of a migrated store), which carry the
+ *   certificate hashes and states the state check compares the rows with. store_audit_append
+ *   refuses these actions.
  * - The state check of store_audit_verify: a backend feeds every entry (in seq order, after
  *   its hash was checked), then every CA record and certificate row, all from one read
  *   snapshot, and asks for the verdict.
@@ -36,8 +37,8 @@ kl_rc store_audit_detail_issue(const char *serial, const char *status, const uin
 /* revoke: "serial=SERIAL issuer=ISSUER reason=R revoked-at=T" (R -1: none). */
 kl_rc store_audit_detail_revoke(const char *serial, const char *issuer, int reason, time_t when,
                                 char **out) KL_WUR;
-/* ca-create, ca-recert, ca-baseline: `detail` (NULL: none) starting with "label=LABEL", then
- * " der-sha256=HEX". */
+/* ca-create, ca-recert, ocsp-signer-new, ca-baseline: `detail` (NULL: none) starting with
+ * "label=LABEL", then " der-sha256=HEX". */
 kl_rc store_audit_detail_ca(const char *label, const uint8_t *der, size_t der_len,
                             const char *detail, char **out) KL_WUR;
 /* cert-baseline: "serial=SERIAL status=STATUS[ reason=R revoked-at=T] der-sha256=HEX", the

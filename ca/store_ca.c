@@ -77,7 +77,7 @@ typedef struct {
     const char *label;
     const uint8_t *der;
     size_t len;
-    const char *actor, *detail;
+    const char *actor, *action, *detail;
 } ca_recert_arg;
 
 static kl_rc ca_recert_tx(store_conn *c, void *arg)
@@ -92,7 +92,7 @@ static kl_rc ca_recert_tx(store_conn *c, void *arg)
     TRY(sc_run(st, "renew CA certificate"));
     ENSURE(sc_changes(st) == 1, KL_ENOTFOUND, "no CA labelled '%s'", a->label);
     TRY(store_audit_detail_ca(a->label, a->der, a->len, a->detail, &full));
-    TRY(st_audit_append_tx(c, a->actor, "ca-recert", full));
+    TRY(st_audit_append_tx(c, a->actor, a->action, full));
 out:
     free(full);
     sc_done(st);
@@ -100,9 +100,9 @@ out:
 }
 
 kl_rc st_ca_recert(store *s, const char *label, const uint8_t *der, size_t len, const char *actor,
-                   const char *detail)
+                   const char *action, const char *detail)
 {
-    ca_recert_arg a = {label, der, len, actor, detail};
+    ca_recert_arg a = {label, der, len, actor, action, detail};
     return store_write(s, ca_recert_tx, &a);
 }
 

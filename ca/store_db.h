@@ -248,8 +248,9 @@ kl_rc st_ca_put_all(store *s, const store_ca *cas, size_t n, const char *actor, 
                     const char *detail) KL_WUR;
 kl_rc st_ca_get(store *s, const char *label, store_ca *out) KL_WUR;
 kl_rc st_ca_list(store *s, store_ca **out, size_t *n) KL_WUR;
+/* action: "ca-recert" (store_ca_recert) or "ocsp-signer-new" (store_ca_rekey) */
 kl_rc st_ca_recert(store *s, const char *label, const uint8_t *der, size_t len, const char *actor,
-                   const char *detail) KL_WUR;
+                   const char *action, const char *detail) KL_WUR;
 kl_rc st_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_t len,
                      const char *actor, const char *detail) KL_WUR;
 kl_rc st_cert_get(store *s, const char *serial, store_cert *out) KL_WUR;

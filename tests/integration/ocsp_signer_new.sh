@@ -9,10 +9,12 @@
 #     which openssl ocsp verifies against the root; the new certificate's key is a new one
 #     (another SPKI), made in the token sensitive and never extractable (pkcs11-tool), and the
 #     old private key is gone from the token (one key labelled field1.ocsp, another CKA_ID);
-#   - the audit log has the ca-recert entry "(new key)"; run again, it is refused (the new
-#     signer is current); with --replace the current signer's certificate is revoked
-#     (superseded, in the CRL published at once) and the answers move to a third key; an
-#     expired signer is replaced without --replace, revoked on the way (nothing renews it).
+#   - the audit log has the entry ocsp-signer-new (not ca-recert, a renewal of the same key:
+#     est_ocsp_renew.sh) naming both serials, which audit verify accepts; run again, it is
+#     refused (the new signer is current); with --replace the current signer's certificate is
+#     revoked (superseded, in the CRL published at once) and the answers move to a third key;
+#     an expired signer is replaced without --replace, revoked on the way (nothing renews it);
+#     each new key has its ocsp-signer-new entry, and audit verify accepts the log.
 set -euo pipefail
 . "$(dirname "$0")/est_common.sh"
 . "$(dirname "$0")/../lib/ocsp_signer.sh"
@@ -131,10 +133,12 @@ grep -q "Access:.*local" <<< "$keys" || die "the new signer key was not generate
 ok "the revoked key is gone; the new one (CKA_ID $id1) is sensitive, never extractable, local"
 
 kca audit list > "$D/audit.txt"
-grep "ca-recert" "$D/audit.txt" | grep -q "serial=$sig1 (new key) old-serial=$sig0 old-key=destroyed" ||
-    die "no audit entry for the new signer: $(grep ca-recert "$D/audit.txt")"
+grep -q " ocsp-signer-new label=field1.ocsp issuer=field1 serial=$sig1 (new key) old-serial=$sig0 old-key=destroyed der-sha256=[0-9a-f]\{64\} " "$D/audit.txt" ||
+    die "no ocsp-signer-new audit entry for the new signer: $(grep "field1.ocsp" "$D/audit.txt")"
+! grep " ca-recert " "$D/audit.txt" | grep -q "serial=$sig1" ||
+    die "the new key is audited as a renewal: $(grep " ca-recert " "$D/audit.txt")"
 kca audit verify > /dev/null || die "audit verify"
-ok "audit: ca-recert (new key) names the old and new serials"
+ok "audit: ocsp-signer-new names the old and new serials; audit verify accepts it"
 
 # --- the new signer is current: refused again; --replace supersedes it ---
 rc=0
@@ -191,3 +195,10 @@ kca show --serial "$sig3" | grep -q "^status: *revoked" || die "the expired sign
 [ "$(signer_store_serial)" = "$(openssl x509 -in new4.pem -noout -serial | cut -d= -f2)" ] ||
     die "the store's signer is not the one made for the expired one"
 ok "an expired signer: replaced without --replace, revoked (superseded) so that nothing renews it"
+
+# each new key (revoked, --replace, the ceremony, expired) has its ocsp-signer-new entry, and the
+# log vouches for the record's certificate (the latest one's hash)
+[ "$(kca audit list | grep -c " ocsp-signer-new label=field1.ocsp ")" = 4 ] ||
+    die "not 4 ocsp-signer-new entries: $(kca audit list | grep "field1.ocsp")"
+kca audit verify > /dev/null || die "audit verify after four new signers"
+ok "four new signers, four ocsp-signer-new entries; audit verify"

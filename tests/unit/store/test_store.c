@@ -2878,12 +2878,57 @@ static void test_audit_state_intact(void **state)
 static void test_audit_store_actions(void **state)
 {
     fx *f = *state;
-    static const char *const own[] = {"issue",     "revoke",        "activate",   "ca-create",
-                                      "ca-recert", "cert-baseline", "ca-baseline"};
+    static const char *const own[] = {"issue",         "revoke",     "activate",
+                                      "ca-create",     "ca-recert",  "ocsp-signer-new",
+                                      "cert-baseline", "ca-baseline"};
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
         assert_rc(store_audit_append(f->s, "mallory", own[i], "serial=0A01"), KL_EUSAGE);
     }
     assert_rc(store_audit_append(f->s, "alice", "issue-failed", "serial=0A01"), KL_OK);
+}
+
+/* keyline-ca ocsp-signer new: a delegated OCSP signer's certificate of a new key is audited
+ * ocsp-signer-new, not ca-recert (a renewal of the same key), and held to as a ca-recert is:
+ * the latest of them gives the hash the record must match. A ca-recert "(new key)" entry, as
+ * 1a01ce5 wrote them, still verifies. */
+static void test_audit_ocsp_signer_new(void **state)
+{
+    fx *f = *state;
+    uint8_t *der = NULL;
+    size_t len = 0;
+    char h[65], want[240];
+    int64_t n = 0;
+    state_fill(f);
+    assert_true(make_cert("03", "Field", &der, &len));
+    assert_rc(store_ca_recert(f->s, "field-ca", der, len, "test",
+                              "label=field-ca serial=03 (new key) old-serial=02 old-key=destroyed"),
+              KL_OK);
+    OPENSSL_free(der);
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
+    assert_true(make_cert("04", "Field", &der, &len));
+    assert_rc(store_ca_rekey(f->s, "missing", der, len, "test", "x"), KL_ENOTFOUND);
+    assert_rc(store_ca_rekey(f->s, "field-ca", der, len, "test",
+                             "label=field-ca serial=04 (new key) old-serial=03 old-key=destroyed"),
+              KL_OK);
+    sha256_hex(der, len, h);
+    OPENSSL_free(der);
+    snprintf(want, sizeof want,
+             "label=field-ca serial=04 (new key) old-serial=03 old-key=destroyed der-sha256=%s", h);
+    store_audit *a = NULL;
+    size_t na = 0;
+    assert_rc(store_audit_list(f->s, 1, &a, &na), KL_OK);
+    assert_int_equal(na, 14); /* state_fill's 12, the ca-recert; the unknown label added none */
+    assert_string_equal(a[13].action, "ocsp-signer-new");
+    assert_string_equal(a[13].actor, "test");
+    assert_string_equal(a[13].detail, want);
+    store_audit_list_free(a, na);
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
+    assert_int_equal(n, 14);
+    store_close(f->s);
+    f->s = NULL;
+    raw_sql(f->path, "UPDATE cas SET der = (SELECT der FROM cas WHERE label = 'root')"
+                     " WHERE label = 'field-ca'");
+    verify_fails(f, "CA 'field-ca': certificate does not match the hash in audit entry 14");
 }
 
 /* state_fill, then `sql` on the file: verify fails with every string of `msgs` in its message. */
@@ -3018,6 +3063,21 @@ static void legacy_append(const char *path, const char *action, const char *deta
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_free(sql);
     sqlite3_close(db);
+}
+
+/* An ocsp-signer-new entry (chained as keyline chains them) of a label that no entry created:
+ * refused as a ca-recert of it is; with the ca-create before it, it verifies. */
+static void test_audit_ocsp_signer_new_uncreated(void **state)
+{
+    fx *f = *state;
+    state_fill(f);
+    store_close(f->s);
+    f->s = NULL;
+    legacy_append(f->path, "ocsp-signer-new",
+                  "label=ghost.ocsp serial=05 (new key) old-serial=04 old-key=destroyed"
+                  " der-sha256=" ZERO64);
+    verify_fails(f, "audit entry 13: ocsp-signer-new of CA 'ghost.ocsp', which no audit entry "
+                    "created");
 }
 
 /* A version-4 store: its entries carry no certificate hashes. Opening it appends one baseline
@@ -4167,6 +4227,7 @@ int main(void)
         T(test_crls_threads),
         T(test_audit_state_intact),
         T(test_audit_store_actions),
+        T(test_audit_ocsp_signer_new),
         T(test_tamper_unrevoke),
         T(test_tamper_der_swap),
         T(test_tamper_empty_log),
@@ -4198,9 +4259,13 @@ int main(void)
     /* SQLite files: formats, and files written by earlier versions */
     const struct CMUnitTest sqlite_tests[] = {
         T(test_tamper_nul_detail), /* PostgreSQL text cannot hold a NUL at all */
-        T(test_open_errors),          T(test_claims_migration),
-        T(test_crls_migration),       T(test_audit_baseline_migration),
-        T(test_checkpoint_migration), T(test_audit_event_indexes),
+        T(test_open_errors),
+        T(test_claims_migration),
+        T(test_crls_migration),
+        T(test_audit_baseline_migration),
+        T(test_audit_ocsp_signer_new_uncreated),
+        T(test_checkpoint_migration),
+        T(test_audit_event_indexes),
     };
     /* the server */
     const struct CMUnitTest pg_tests[] = {
