@@ -564,15 +564,20 @@ static void test_idevid(void **state)
 
 /* ---- device-ldevid, policy refusals ------------------------------------------------------- */
 
-static void test_ldevid_policy(void **state)
+/* What every device-ldevid case below issues with: URLs naming the issuer, its label. */
+static const issue_opts ldevid_opts = {.crl_url = "http://pki.example.com/crl/{issuer}.crl",
+                                       .ocsp_url = "http://pki.example.com/ocsp/{issuer}",
+                                       .issuer_label = "field"};
+
+/* A good CSR issued (its URLs, lifetime, chain); the caller's options that contradict the CSR
+ * or the template refused. */
+static void test_ldevid_issue(void **state)
 {
     (void)state;
     EVP_PKEY *k = key_new("P-384");
     X509 *x = NULL;
     X509_REQ *csr = NULL;
-    issue_opts o = {.crl_url = "http://pki.example.com/crl/{issuer}.crl",
-                    .ocsp_url = "http://pki.example.com/ocsp/{issuer}",
-                    .issuer_label = "field"};
+    issue_opts o = ldevid_opts;
 
     /* good: CN + serialNumber, keyUsage digitalSignature and CA:FALSE tolerated, not copied */
     csr = csr_new(k, "CN=device-7,serialNumber=7",
@@ -618,6 +623,17 @@ static void test_ldevid_policy(void **state)
     assert_refused(issue("device-ldevid", csr, g_field, g_field_key, &nolabel, &x), KL_EUSAGE,
                    "contains {issuer} but no issuer label");
     X509_REQ_free(csr);
+    EVP_PKEY_free(k);
+}
+
+/* CSR subjects and extensions the template does not allow, each refused naming what. */
+static void test_ldevid_refusals(void **state)
+{
+    (void)state;
+    EVP_PKEY *k = key_new("P-384");
+    X509 *x = NULL;
+    X509_REQ *csr = NULL;
+    issue_opts o = ldevid_opts;
 
     static const struct {
         const char *subject;
@@ -673,6 +689,17 @@ static void test_ldevid_policy(void **state)
         }
         X509_REQ_free(csr);
     }
+    EVP_PKEY_free(k);
+}
+
+/* The template's limits: CSR size, key types, and a lifetime within the issuing CA's. */
+static void test_ldevid_limits(void **state)
+{
+    (void)state;
+    EVP_PKEY *k = key_new("P-384");
+    X509 *x = NULL;
+    X509_REQ *csr = NULL;
+    issue_opts o = ldevid_opts;
 
     /* oversized CSR (device-ldevid max-size = 8192): refused before anything else */
     /* an OCTET STRING of 9000 bytes: 04 82 23 28 41... */
@@ -1157,7 +1184,8 @@ static void lint_expect_ext(EVP_PKEY *k, int nid, const char *value, const char 
     tpl_free(t);
 }
 
-static void test_lint(void **state)
+/* The serial number (RFC 5280 4.1.2.2) and the encoding of an EC key (RFC 5480). */
+static void test_lint_serial_key(void **state)
 {
     (void)state;
     EVP_PKEY *k = key_new("P-256");
@@ -1205,6 +1233,17 @@ static void test_lint(void **state)
         X509_free(x);
         tpl_free(t);
     }
+    EVP_PKEY_free(k);
+}
+
+/* Extensions (key identifiers, keyUsage, basicConstraints, one not in the template) and the
+ * validity against the issuer's. */
+static void test_lint_ext_validity(void **state)
+{
+    (void)state;
+    EVP_PKEY *k = key_new("P-256");
+    tpl *t = NULL;
+    X509 *x = NULL;
 
     /* missing AKI */
     lint_expect_ext(k, NID_authority_key_identifier, NULL, "no authorityKeyIdentifier");
@@ -1245,46 +1284,55 @@ static void test_lint(void **state)
     /* missing SKI; an unexpected extension */
     lint_expect_ext(k, NID_subject_key_identifier, NULL, "no subjectKeyIdentifier");
     lint_expect_ext(k, NID_netscape_comment, "hello", "unexpected extension");
+    EVP_PKEY_free(k);
+}
+
+/* IEEE 802.1AR IDevIDs: the serialNumber names the device, notAfter 99991231235959Z, an
+ * exception that no other template shares. */
+static void test_lint_8021ar(void **state)
+{
+    (void)state;
+    EVP_PKEY *k = key_new("P-256");
+    tpl *t = NULL;
+    X509 *x = NULL;
 
     /* 802.1AR: serialNumber and HMN disagree; finite notAfter */
-    {
-        X509_REQ *csr = csr_new(k, "CN=sensor", NULL);
-        tpl *it = tpl_get("device-idevid");
-        ASN1_INTEGER *serial = serial_new();
-        tpl_policy_in in = {.t = it, .csr = csr, .issuer_cert = g_factory, .device_id = "HW-1"};
-        assert_int_equal(tpl_policy_build(&in, serial, &x), KL_OK);
-        assert_int_equal(tpl_lint(it, x, g_factory), KL_OK);
-        X509_NAME *n = name_new("CN=sensor,serialNumber=HW-2");
-        X509_set_subject_name(x, n);
-        X509_NAME_free(n);
-        lint_expect(it, x, g_factory, "802.1AR: subject serialNumber differs");
-        n = name_new("CN=sensor");
-        X509_set_subject_name(x, n);
-        X509_NAME_free(n);
-        lint_expect(it, x, g_factory, "802.1AR: no subject serialNumber");
-        X509_free(x);
-        assert_int_equal(tpl_policy_build(&in, serial, &x), KL_OK);
-        ASN1_TIME *fin = ASN1_TIME_set(NULL, time(NULL) + 86400);
-        X509_set1_notAfter(x, fin);
-        ASN1_TIME_free(fin);
-        lint_expect(it, x, g_factory, "wants notAfter 99991231235959Z");
-        X509_free(x);
-        /* the 802.1AR exception does not extend to other templates: an ldevid cert with
-         * notAfter 9999 under the factory CA fails */
-        tpl *lt = tpl_get("device-ldevid");
-        x = tbs_ldevid(&t, k);
-        ASN1_GENERALIZEDTIME *g = ASN1_GENERALIZEDTIME_new();
-        ASN1_GENERALIZEDTIME_set_string(g, "99991231235959Z");
-        X509_set1_notAfter(x, g);
-        ASN1_GENERALIZEDTIME_free(g);
-        lint_expect(lt, x, g_field, "validity is longer than");
-        X509_free(x);
-        tpl_free(t);
-        tpl_free(lt);
-        ASN1_INTEGER_free(serial);
-        tpl_free(it);
-        X509_REQ_free(csr);
-    }
+    X509_REQ *csr = csr_new(k, "CN=sensor", NULL);
+    tpl *it = tpl_get("device-idevid");
+    ASN1_INTEGER *serial = serial_new();
+    tpl_policy_in in = {.t = it, .csr = csr, .issuer_cert = g_factory, .device_id = "HW-1"};
+    assert_int_equal(tpl_policy_build(&in, serial, &x), KL_OK);
+    assert_int_equal(tpl_lint(it, x, g_factory), KL_OK);
+    X509_NAME *n = name_new("CN=sensor,serialNumber=HW-2");
+    X509_set_subject_name(x, n);
+    X509_NAME_free(n);
+    lint_expect(it, x, g_factory, "802.1AR: subject serialNumber differs");
+    n = name_new("CN=sensor");
+    X509_set_subject_name(x, n);
+    X509_NAME_free(n);
+    lint_expect(it, x, g_factory, "802.1AR: no subject serialNumber");
+    X509_free(x);
+    assert_int_equal(tpl_policy_build(&in, serial, &x), KL_OK);
+    ASN1_TIME *fin = ASN1_TIME_set(NULL, time(NULL) + 86400);
+    X509_set1_notAfter(x, fin);
+    ASN1_TIME_free(fin);
+    lint_expect(it, x, g_factory, "wants notAfter 99991231235959Z");
+    X509_free(x);
+    /* the 802.1AR exception does not extend to other templates: an ldevid cert with
+     * notAfter 9999 under the factory CA fails */
+    tpl *lt = tpl_get("device-ldevid");
+    x = tbs_ldevid(&t, k);
+    ASN1_GENERALIZEDTIME *g = ASN1_GENERALIZEDTIME_new();
+    ASN1_GENERALIZEDTIME_set_string(g, "99991231235959Z");
+    X509_set1_notAfter(x, g);
+    ASN1_GENERALIZEDTIME_free(g);
+    lint_expect(lt, x, g_field, "validity is longer than");
+    X509_free(x);
+    tpl_free(t);
+    tpl_free(lt);
+    ASN1_INTEGER_free(serial);
+    tpl_free(it);
+    X509_REQ_free(csr);
     EVP_PKEY_free(k);
 }
 
@@ -1365,13 +1413,19 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_load_bad),
         cmocka_unit_test(test_hierarchy),
         cmocka_unit_test(test_idevid),
-        cmocka_unit_test(test_ldevid_policy),
+        /* device-ldevid policy */
+        cmocka_unit_test(test_ldevid_issue),
+        cmocka_unit_test(test_ldevid_refusals),
+        cmocka_unit_test(test_ldevid_limits),
         cmocka_unit_test(test_subject_serial_number),
         cmocka_unit_test(test_csr_ext_ca_writes),
         cmocka_unit_test(test_est_server),
         cmocka_unit_test(test_ocsp_signer),
         cmocka_unit_test(test_ca_issuer_rules),
-        cmocka_unit_test(test_lint),
+        /* tpl_lint */
+        cmocka_unit_test(test_lint_serial_key),
+        cmocka_unit_test(test_lint_ext_validity),
+        cmocka_unit_test(test_lint_8021ar),
         cmocka_unit_test(test_fixtures),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
