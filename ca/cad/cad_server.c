@@ -98,10 +98,38 @@ static void cad_conn_addr(cad_conn *cx, const struct sockaddr_storage *sa)
     }
 }
 
+/* Whether two source addresses count as one for [cad] max-handshakes-per-ip: the same IPv4
+ * address, or two IPv6 addresses of one /64, the prefix a single host or LAN is given (RFC 4291
+ * 2.5.1, RFC 6177): one host can take any number of its addresses, so counting them one by one
+ * would let it fill the whole handshake half. */
+static int cad_addr_same_source(const uint8_t a[16], const uint8_t b[16])
+{
+    int a4 = IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a);
+    if (a4 != IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)b)) {
+        return 0;
+    }
+    return memcmp(a, b, a4 ? 16 : 8) == 0;
+}
+
+/* The source cx counts under, as text: its IPv4 address, or its IPv6 /64. */
+static void cad_addr_source(const cad_conn *cx, char *out, size_t len)
+{
+    if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)cx->addr)) {
+        snprintf(out, len, "%s", cx->from);
+        return;
+    }
+    uint8_t net[16] = {0};
+    char text[INET6_ADDRSTRLEN];
+    memcpy(net, cx->addr, 8);
+    (void)inet_ntop(AF_INET6, net, text, sizeof text);
+    snprintf(out, len, "%s/64", text);
+}
+
 /* Under d->lock: take a slot for a connection just accepted, or say why not. A TCP connection
- * also takes one of the handshake half, and one of its source address's share of it ([cad]
- * max-handshakes-per-ip): a peer that need not authenticate to open connections (and re-open
- * them as they time out) cannot take the whole half from the front ends that reconnect. */
+ * also takes one of the handshake half, and one of its source's share of it ([cad]
+ * max-handshakes-per-ip; an IPv4 address or an IPv6 /64: cad_addr_same_source): a peer that
+ * need not authenticate to open connections (and re-open them as they time out) cannot take
+ * the whole half from the front ends that reconnect. */
 static int cad_conn_enter(cad_conn *cx, char *why, size_t len)
 {
     cad *d = cx->d;
@@ -118,13 +146,15 @@ static int cad_conn_enter(cad_conn *cx, char *why, size_t len)
     }
     if (cx->tcp) {
         for (const cad_conn *o = d->handshaking; o; o = o->next) {
-            from += memcmp(o->addr, cx->addr, sizeof o->addr) == 0;
+            from += cad_addr_same_source(o->addr, cx->addr);
         }
         if (per_ip && from >= per_ip) {
+            char source[INET6_ADDRSTRLEN + 4];
+            cad_addr_source(cx, source, sizeof source);
             snprintf(why, len,
                      "%s has %u TCP connections in their TLS handshake, [cad] "
                      "max-handshakes-per-ip",
-                     cx->from, from);
+                     source, from);
             return 0;
         }
         cx->next = d->handshaking;

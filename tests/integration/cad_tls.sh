@@ -4,25 +4,9 @@
 # store (a revoked front end is refused), no certificate no connection. The client is Python's
 # ssl module speaking the CA protocol's frames, so the daemon is not graded by its own client.
 source "$KL_SRC/tests/lib/cad_common.sh"
-key_csr() { # NAME SUBJECT [openssl req args]
-    local n=$1 s=$2; shift 2
-    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$D/$n.key" \
-        -subj "$s" -out "$D/$n.csr" "$@" 2>/dev/null
-}
+source "$KL_SRC/tests/lib/cad_tls_common.sh"
 
-kca ca create --label root1 --template root --subject "CN=TLS Test Root" >/dev/null
-kca ca create --label field1 --template field-ca --subject "CN=TLS Test Field" --issuer root1 >/dev/null
-kca ca cert --label root1 > "$D/root1.pem"
-kca ca cert --label field1 > "$D/field1.pem"
-cat "$D/root1.pem" "$D/field1.pem" > "$D/client-ca.pem"
-
-key_csr cad "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1"
-kca issue --issuer field1 --template est-server --csr "$D/cad.csr" --out "$D/cad.crt" >/dev/null
-cat "$D/cad.crt" "$D/field1.pem" > "$D/cad-chain.pem"
-for fe in est1 rogue revoked; do
-    key_csr "$fe" "/CN=$fe.example"
-    kca issue --issuer field1 --template frontend --csr "$D/$fe.csr" --out "$D/$fe.crt" >/dev/null
-done
+cad_tls_pki 127.0.0.1 IP:127.0.0.1 est1 rogue revoked
 # a device's LDevID whose CSR chose a front end's CN: same CA, clientAuth, but not a front end
 key_csr lookalike "/CN=est1.example"
 kca issue --issuer field1 --template device-ldevid --csr "$D/lookalike.csr" \
@@ -44,52 +28,6 @@ for _ in $(seq 1 100); do
 done
 
 key_csr dev "/CN=sensor-0009/serialNumber=HW0009" -outform DER
-cat > "$D/client.py" <<'PY'
-import socket, ssl, struct, sys
-d, port, who, op = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-src = (sys.argv[5], 0) if len(sys.argv) > 5 else None  # the source address to connect from
-def field(tag, v):
-    if isinstance(v, int): v = struct.pack(">Q", v)
-    if isinstance(v, str): v = v.encode()
-    return bytes([tag]) + struct.pack(">I", len(v)) + v
-def frame(op, fields):
-    body = bytes([1, op, 0]) + b"".join(field(t, v) for t, v in fields)
-    return struct.pack(">I", len(body)) + body
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.load_verify_locations(d + "/root1.pem")
-if who != "none":
-    ctx.load_cert_chain(d + "/" + who + ".crt", d + "/" + who + ".key")
-try:
-    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 10, src),
-                        server_hostname="127.0.0.1")
-    if op == "hello":
-        s.sendall(frame(1, [(23, 1)]))
-    else:
-        csr = open(d + "/dev.csr", "rb").read()
-        s.sendall(frame(2, [(1, "ldevid"), (2, csr), (3, "basic"), (5, "bootstrap")]))
-    hdr = b""
-    while len(hdr) < 4:
-        chunk = s.recv(4 - len(hdr))
-        if not chunk: break
-        hdr += chunk
-    if len(hdr) < 4:
-        print("closed"); sys.exit(0)
-    n = struct.unpack(">I", hdr)[0]
-    body = b""
-    while len(body) < n:
-        chunk = s.recv(n - len(body))
-        if not chunk: break
-        body += chunk
-    print("status=%d" % body[2])
-    pos = 3
-    while pos < len(body):
-        tag, ln = body[pos], struct.unpack(">I", body[pos+1:pos+5])[0]
-        v = body[pos+5:pos+5+ln]; pos += 5 + ln
-        if tag in (17, 24, 8): print("%d=%s" % (tag, v.decode()))
-        if tag == 12: open(d + "/issued.der", "wb").write(v); print("cert")
-except (ssl.SSLError, ConnectionError, OSError) as e:
-    print("tls-refused %s" % type(e).__name__)
-PY
 fe() { python3 "$D/client.py" "$D" "$PORT" "$@"; }
 
 out=$(fe est1 hello)
@@ -157,31 +95,8 @@ ok "a handshake trickled a byte at a time is cut at 10 s ($out)"
 # their TLS handshake, so it cannot take the whole handshake half (128) from the front ends
 # that reconnect from other addresses. The hog opens the whole half from 127.0.0.1 and sends
 # nothing; a front end from 127.0.0.2 (loopback too) still completes its handshake.
-cat > "$D/hog.py" <<'PY'
-import os, socket, sys, time
-port, n, ready, done = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-held = []
-for _ in range(n):
-    s = socket.create_connection(("127.0.0.1", port), 5, ("127.0.0.1", 0))
-    held.append(s)
-time.sleep(1.5)
-alive = 0
-for s in held:
-    s.setblocking(False)
-    try:
-        alive += s.recv(1) != b""
-    except BlockingIOError:
-        alive += 1  # nothing to read, not closed: the daemon waits for its ClientHello
-    except OSError:
-        pass
-print("held=%d" % alive, flush=True)
-open(ready, "w").close()
-t0 = time.monotonic()
-while not os.path.exists(done) and time.monotonic() - t0 < 20:
-    time.sleep(0.05)
-PY
 before=$(wc -l < "$D/cad.log")
-python3 "$D/hog.py" "$PORT" 128 "$D/hog.ready" "$D/hog.done" > "$D/hog.out" &
+python3 "$D/hog.py" 127.0.0.1 "$PORT" "$D/hog.ready" "$D/hog.done" 128 127.0.0.1 > "$D/hog.out" &
 HOG=$!
 for _ in $(seq 1 100); do [ -f "$D/hog.ready" ] && break; sleep 0.1; done
 [ -f "$D/hog.ready" ] || die "the hog did not start"
@@ -240,7 +155,7 @@ for _ in $(seq 1 50); do
     tail -n +$((before + 1)) "$D/cad.log" | grep -q "TLS handshake failed on a connection" && break
     sleep 0.1
 done
-python3 "$D/hog.py" "$PORT2" 4 "$D/hog.ready" "$D/hog.done" > "$D/hog.out" &
+python3 "$D/hog.py" 127.0.0.1 "$PORT2" "$D/hog.ready" "$D/hog.done" 4 127.0.0.1 > "$D/hog.out" &
 HOG=$!
 for _ in $(seq 1 100); do [ -f "$D/hog.ready" ] && break; sleep 0.1; done
 [ -f "$D/hog.ready" ] || die "the hog did not start"
