@@ -179,7 +179,9 @@ kl_rc store_cert_state_get(store *s, const char *serial_hex, store_cert_state *o
 /* status NULL: all except reserved/failed. issuer NULL: any. Calls cb in issue order. */
 kl_rc store_cert_list(store *s, const char *status, const char *issuer, store_cert_cb cb,
                       void *arg) KL_WUR;
-/* pending -> valid. KL_ENOTFOUND; KL_EPOLICY if not pending. Audit appended. */
+/* pending -> valid. KL_ENOTFOUND; KL_EPOLICY if not pending, or if the certificate's device
+ * (its device id) holds another valid certificate of the same issuer and template (one valid
+ * identity per device: revoke that one first). Audit appended. */
 kl_rc store_cert_activate(store *s, const char *serial_hex, const char *actor) KL_WUR;
 /* Revoke: valid|pending -> revoked with reason and time; audit appended; KL_ENOTFOUND for an
  * unknown serial; KL_EEXIST if already revoked. */

@@ -36,6 +36,13 @@ static const store_q q_cert_pending = {"SELECT " CERT_COLS " FROM certs WHERE id
                                        NULL};
 static const store_q q_cert_activate = {
     "UPDATE certs SET status = 'valid' WHERE serial = ?1 AND status = 'pending'", NULL};
+/* another valid certificate of the same device from the same issuer and template */
+static const store_q q_cert_rival = {
+    "SELECT o.serial FROM certs p JOIN certs o ON o.device_id = p.device_id"
+    " AND o.issuer = p.issuer AND o.template = p.template"
+    " WHERE p.serial = ?1 AND p.device_id <> '' AND o.status = 'valid' AND o.serial <> p.serial"
+    " LIMIT 1",
+    NULL};
 static const store_q q_cert_revoke = {
     "UPDATE certs SET status = 'revoked', revoked_at = ?2, revoke_reason = ?3"
     " WHERE serial = ?1 AND status IN ('valid', 'pending')",
@@ -343,6 +350,31 @@ typedef struct {
     const char *actor;
 } cert_activate_arg;
 
+/* One valid identity per device: a pending certificate issued with a device id is not made
+ * valid while another certificate of that device from the same issuer and template is (a
+ * station reprovisioning a device revokes the old ones first). Read in the activation's write
+ * transaction, so two stations racing one device (a claim's lease run out, a cloned hardware
+ * serial) cannot both activate theirs. */
+static kl_rc cert_rival_check(store_conn *c, const char *serial)
+{
+    db_stmt *st = NULL;
+    kl_rc rc = KL_OK;
+    int row = 0;
+    TRY(sc_stmt(c, &q_cert_rival, &st));
+    TRY(sc_text(st, 1, serial));
+    TRY(sc_step(st, &row, "read the device's certificates"));
+    if (row) {
+        const char *other = col_text(st, 0, NULL);
+        rc = kl_fail(KL_EPOLICY,
+                     "certificate %s not activated: its device holds valid certificate %s of the "
+                     "same issuer and template (revoke it first)",
+                     serial, other ? other : "?");
+    }
+out:
+    sc_done(st);
+    return rc;
+}
+
 static kl_rc cert_activate_tx(store_conn *c, void *arg)
 {
     const cert_activate_arg *a = arg;
@@ -354,6 +386,7 @@ static kl_rc cert_activate_tx(store_conn *c, void *arg)
     TRY(cert_status(c, a->serial, cur, NULL, 0));
     ENSURE(strcmp(cur, STORE_ST_PENDING) == 0, KL_EPOLICY,
            "certificate %s is %s, not pending: cannot activate it", a->serial, cur);
+    TRY(cert_rival_check(c, a->serial));
     TRY(sc_stmt(c, &q_cert_activate, &st));
     TRY(sc_text(st, 1, a->serial));
     TRY(sc_run(st, "activate certificate"));

@@ -8,11 +8,13 @@
 #                    pending, inventory pending, activate, inventory provisioned, release), the
 #                    other is refused 'exists' naming the winner's fixture and pid.
 #   row (R-NN)       the claim is no guard any more (station 1's lease ran out while it stalled;
-#                    station 2 took the device over): each station issues and activates a
-#                    certificate, then both write the row 'provisioned' at once. The row's
-#                    compare-and-set (store_device_put_if) lets one in; the other is refused
-#                    ("holds valid certificate ...", or 'exists' after two reads) and revokes
-#                    its own certificate, as a station told so must.
+#                    station 2 took the device over): each station issues a pending certificate
+#                    and both activate theirs at once: one is activated, the other refused (one
+#                    valid identity per device, store_cert_activate). Then, at once, the winner
+#                    writes the row 'provisioned' and the loser writes it 'failed' naming its own
+#                    certificate: the row's compare-and-set (store_device_put_if) never lets the
+#                    loser's write replace the winner's ("holds valid certificate ...", or
+#                    'exists' after two reads); the loser revokes its own certificate.
 #   revoke (V-NN)    station 1 writes its activated certificate's row 'provisioned' while
 #                    station 2 revokes that certificate: the row never ends 'provisioned' with a
 #                    revoked certificate.
@@ -131,13 +133,6 @@ class Station:
             f["serial"] = serial
         return self.call("inventory", **f)
 
-    def issue_active(self, part, dev):
-        a = self.must(part, dev, "issue", profile="station", csr=csr_der(dev), auth="station",
-                      device_id=dev, pending=1)
-        open("race-%s-st%d.der" % (dev, self.n), "wb").write(a["cert"])
-        self.must(part, dev, "activate", serial=a["serial"])
-        return a["serial"]
-
 
 def part_claim(s, bar, q):
     """Both claim a fresh device at once; the winner provisions it as the station's flow does and
@@ -166,7 +161,8 @@ def part_claim(s, bar, q):
 
 def part_row(s, bar, q):
     """Station 1 claims with a 1 s lease and stalls past it; station 2 takes the devices over.
-    Station 1 goes on regardless, so both flows reach each row and race their 'provisioned'."""
+    Station 1 goes on regardless, so both flows reach each device: they race the activation,
+    then the winner's 'provisioned' against the loser's 'failed'."""
     devs = ["R-%02d" % i for i in range(rounds)]
     if s.n == 1:
         for dev in devs:
@@ -180,12 +176,22 @@ def part_row(s, bar, q):
     for dev in devs:
         st, ans = s.inventory(dev, "pending", "provisioning on %s" % s.fixture)
         s.rec("row", dev, "reserve", st, ans)
-        ser = s.issue_active("row", dev)
+        a = s.must("row", dev, "issue", profile="station", csr=csr_der(dev), auth="station",
+                   device_id=dev, pending=1)
+        open("race-%s-st%d.der" % (dev, s.n), "wb").write(a["cert"])
+        ser = a["serial"]
         bar.wait()
-        st, ans = s.inventory(dev, "provisioned", "locked on %s" % s.fixture, ser)
-        s.rec("row", dev, "provision", st, ans, serial=ser)
-        if st != 0:
-            # the row names another valid certificate: this one must not stay valid
+        won, ans = s.call("activate", serial=ser)
+        s.rec("row", dev, "activate", won, ans, serial=ser)
+        bar.wait()
+        if won == 0:
+            st, ans = s.inventory(dev, "provisioned", "locked on %s" % s.fixture, ser)
+            s.rec("row", dev, "provision", st, ans, serial=ser)
+        else:
+            st, ans = s.inventory(dev, "failed", "lock on %s: not activated" % s.fixture, ser)
+            s.rec("row", dev, "fail-row", st, ans, serial=ser)
+        bar.wait()
+        if won != 0:  # the certificate it could not activate is of no use to anyone
             s.must("row", dev, "revoke", serial=ser, reason=4)
         bar.wait()
     if s.n == 2:
@@ -285,15 +291,22 @@ for i in range(n):
     assert len(tk) == 1 and tk[0]["status"] == 0, "%s: a lapsed claim not taken over: %s" % (dev, tk)
     rs = of("row", dev, "reserve")
     assert [r["status"] for r in rs] == [0, 0], "%s: reserve %s" % (dev, rs)
-    p = of("row", dev, "provision")
-    won = [r for r in p if r["status"] == 0]
-    lost = [r for r in p if r["status"] != 0]
-    assert len(p) == 2 and len(won) == 1, "%s: 'provisioned' answered %s to the two stations" % (dev, [(r["station"], r["status"], r["serial"], r["message"]) for r in p])
+    act = of("row", dev, "activate")
+    won = [r for r in act if r["status"] == 0]
+    lost = [r for r in act if r["status"] != 0]
+    assert len(act) == 2 and len(won) == 1, "%s: 'activate' answered %s to the two stations" % (dev, [(r["station"], r["status"], r["serial"], r["message"]) for r in act])
     w, l = won[0], lost[0]
+    want = "certificate %s not activated: its device holds valid certificate %s of the same issuer and template (revoke it first)" % (l["serial"].upper(), w["serial"].upper())
+    assert (l["status"], l["message"].upper()) == (3, want.upper()), \
+        "%s: the second activation: status %d: %s" % (dev, l["status"], l["message"])
+    p = of("row", dev, "provision")
+    assert len(p) == 1 and p[0]["status"] == 0 and p[0]["station"] == w["station"], "%s: 'provisioned' %s" % (dev, p)
+    fr = of("row", dev, "fail-row")
     refusals = ("device %s holds valid certificate %s: revoke it before recording another" % (dev, w["serial"]),
                 "inventory not written (read and checked twice): device %s: its inventory row changed since it was read (it names certificate %s, valid, now)" % (dev, w["serial"]))
-    assert (l["status"], l["message"]) in ((3, refusals[0]), (8, refusals[1])), \
-        "%s: the loser's refusal: status %d: %s" % (dev, l["status"], l["message"])
+    assert len(fr) == 1 and fr[0]["station"] == l["station"] and \
+        (fr[0]["status"], fr[0]["message"]) in ((0, ""), (3, refusals[0]), (8, refusals[1])), \
+        "%s: the loser's 'failed': %s" % (dev, fr)
     rv = of("row", dev, "revoke")
     assert len(rv) == 1 and rv[0]["station"] == l["station"] and rv[0]["serial"] == l["serial"], "%s: %s" % (dev, rv)
     # revoke: the revocation always goes in; 'provisioned' only while the certificate is valid
@@ -308,7 +321,7 @@ for i in range(n):
             p[0]["message"]), "%s: 'provisioned' of a certificate being revoked: %d %s" % (dev, p[0]["status"], p[0]["message"])
         raced_revoked += " now," in p[0]["message"]
 print("every C device: one claim won, the other refused 'exists' (e.g. %s)" % of("claim", "C-00", "claim")[0 if of("claim", "C-00", "claim")[0]["status"] else 1]["message"])
-print("every R device: one 'provisioned' written, the other refused (e.g. %s)" % [r for r in of("row", "R-00", "provision") if r["status"]][0]["message"])
+print("every R device: one activation, the other refused (e.g. %s); the winner's 'provisioned' written, the loser's 'failed' refused %d times of %d" % ([r for r in of("row", "R-00", "activate") if r["status"]][0]["message"], sum(1 for i in range(n) if of("row", "R-%02d" % i, "fail-row")[0]["status"]), n))
 print("V devices: 'provisioned' written %d times (before the revocation, the store check below says), refused %d times, %d of them for a certificate revoked after its check saw it valid"
       % (sum(1 for i in range(n) if of("revoke", "V-%02d" % i, "provision")[0]["status"] == 0),
          sum(1 for i in range(n) if of("revoke", "V-%02d" % i, "provision")[0]["status"] != 0), raced_revoked))

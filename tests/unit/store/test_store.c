@@ -109,17 +109,23 @@ static void random_serial(char out[41])
     out[32] = '\0';
 }
 
-/* The row store_cert_insert records for make_cert(serial, cn): what ca_issue passes. */
+/* The row store_cert_insert records for make_cert(serial, cn): what ca_issue passes. Each
+ * certificate is a device of its own ("dev-SERIAL"): activation refuses a second valid one of a
+ * device (test_activate_one_per_device). */
 static store_cert cert_row(const char *serial, const char *issuer, const char *status,
                            const char *subject)
 {
+    static _Thread_local char ids[8][80];
+    static _Thread_local unsigned next;
+    char *id = ids[next++ % 8];
+    snprintf(id, sizeof ids[0], "dev-%s", serial);
     store_cert c;
     memset(&c, 0, sizeof c);
     c.serial_hex = (char *)serial;
     c.issuer = (char *)issuer;
     c.subject = (char *)subject;
     c.template_name = (char *)"device-ldevid";
-    c.device_id = (char *)"dev-1";
+    c.device_id = id;
     c.status = (char *)status;
     c.not_before = 1700000000;
     c.not_after = 1800000000;
@@ -607,7 +613,7 @@ static void test_insert_get_list(void **state)
     assert_string_equal(c.status, STORE_ST_VALID);
     assert_string_equal(c.issuer, "field-ca");
     assert_string_equal(c.template_name, "device-ldevid");
-    assert_string_equal(c.device_id, "dev-1");
+    assert_string_equal(c.device_id, "dev-0a1b2c");
     assert_string_equal(c.subject, "CN=dev-1,O=Keyline Test");
     assert_int_equal(c.not_before, 1700000000);
     assert_int_equal(c.not_after, 1800000000);
@@ -1092,6 +1098,44 @@ static void test_activate(void **state)
     assert_string_equal(a[0].action, "activate");
     assert_string_equal(a[0].actor, "station-3");
     store_audit_list_free(a, na);
+}
+
+/* One valid identity per device: a pending certificate of a device that holds a valid one of
+ * the same issuer and template is not activated (two stations racing one device, a cloned
+ * hardware serial) until that one is revoked; another template's, another issuer's or a
+ * revoked one does not count. */
+static void test_activate_one_per_device(void **state)
+{
+    fx *f = *state;
+    uint8_t *der = NULL;
+    size_t len = 0;
+    const char *rows[][4] = {{"51", "field-ca", "device-ldevid", STORE_ST_VALID},
+                             {"52", "field-ca", "device-ldevid", STORE_ST_PENDING},
+                             {"53", "field-ca", "device-idevid", STORE_ST_VALID},
+                             {"54", "other-ca", "device-ldevid", STORE_ST_VALID},
+                             {"55", "field-ca", "device-ldevid", STORE_ST_PENDING}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        assert_true(make_cert(rows[i][0], "twin", &der, &len));
+        store_cert c = cert_row(rows[i][0], rows[i][1], rows[i][3], "CN=twin");
+        c.template_name = (char *)rows[i][2];
+        c.device_id = (char *)"twin-1";
+        assert_rc(store_cert_insert(f->s, &c, der, len, "station-1", NULL), KL_OK);
+        OPENSSL_free(der);
+    }
+    assert_rc(store_cert_activate(f->s, "52", "station-2"), KL_EPOLICY);
+    assert_msg_has(
+        "certificate 52 not activated: its device holds valid certificate 51 of the same "
+        "issuer and template");
+    store_cert c;
+    assert_rc(store_cert_get(f->s, "52", &c), KL_OK);
+    assert_string_equal(c.status, STORE_ST_PENDING);
+    store_cert_free(&c);
+    assert_rc(store_cert_revoke(f->s, "51", 4, 1750000000, "station-2"), KL_OK);
+    assert_rc(store_cert_activate(f->s, "52", "station-2"), KL_OK); /* 53, 54: not rivals */
+    assert_rc(store_cert_activate(f->s, "55", "station-1"), KL_EPOLICY);
+    assert_msg_has("holds valid certificate 52");
+    int64_t n = 0;
+    assert_rc(store_audit_verify(f->s, &n), KL_OK);
 }
 
 static void test_crl_numbers(void **state)
@@ -4196,6 +4240,7 @@ int main(void)
         T(test_revoke_batch),
         T(test_revoke_batch_atomic),
         T(test_activate),
+        T(test_activate_one_per_device),
         T(test_crl_numbers),
         T(test_crl_commit_fresh),
         T(test_crl_chunks_fresh_reads),
