@@ -661,6 +661,12 @@ static kl_rc st_step_record(st_flow *f)
 {
     const char *serial = f->o->cert_serial;
     kl_rc rc = cac_activate(f->st->cac, serial);
+    if (rc == KL_EPOLICY) {
+        /* refused, not failed (another valid certificate of this device, one revoked by a
+         * sweep): the next HELLO would be refused the same, so promise nothing */
+        f->own_row = 0;
+        return kl_wrap(rc, "device locked, but %s refused", serial);
+    }
     if (rc == KL_OK) {
         rc = st_inv_put(f->st, f->h, serial, "provisioned", "locked on %s", f->fx->name);
     }
