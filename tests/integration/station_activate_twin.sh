@@ -9,7 +9,7 @@ ST_TIMEOUT_MS=3000 st_setup
 st_fixture 1
 F1="$KL_TEST_DIR/fix1"
 
-st_dev 1 T-twin --misbehave slow --delay-ms 400
+st_dev 1 T-twin --misbehave slow --delay-ms 800 # PUTCERT..LOCK: over 3 s for the twin below
 "$KPROV" -c "$KL_CONF" --port "$F1" --count 1 >>station.log 2>&1 & # $! is the station itself
 sa=$!; st_pids+=($sa)
 st_wait_grep "T-twin: issued pending certificate" station.log 30 || fail "the station never issued"
