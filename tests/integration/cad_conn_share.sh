@@ -45,7 +45,8 @@ for _ in range(200):
 PY
 python3 "$D/hog.py" "$SOCK" "$D/ready" "$D/done" > "$D/hog.out" &
 HOG=$!
-for _ in $(seq 1 100); do [ -f "$D/ready" ] && break; sleep 0.1; done
+# its own worst case is over 10 s (a 5 s wait for each of two answers on a loaded machine)
+for _ in $(seq 1 300); do [ -f "$D/ready" ] && break; sleep 0.1; done
 [ -f "$D/ready" ] || die "the hog did not start"
 # one attempt, no retry (the client library waits for a busy daemon)
 cat > "$D/one.py" <<'PY'
