@@ -211,8 +211,8 @@ kl_rc st_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_t l
 /* ---- reading ---- */
 
 /* Status and issuer of a serial; KL_ENOTFOUND when absent. */
-static kl_rc cert_status(store_conn *c, const char *serial, char status[16], char *issuer,
-                         size_t issuer_sz)
+kl_rc st_cert_status_tx(store_conn *c, const char *serial, char status[16], char *issuer,
+                        size_t issuer_sz)
 {
     db_stmt *st = NULL;
     kl_rc rc = KL_OK;
@@ -383,7 +383,7 @@ static kl_rc cert_activate_tx(store_conn *c, void *arg)
     char cur[16];
     char detail[96];
 
-    TRY(cert_status(c, a->serial, cur, NULL, 0));
+    TRY(st_cert_status_tx(c, a->serial, cur, NULL, 0));
     ENSURE(strcmp(cur, STORE_ST_PENDING) == 0, KL_EPOLICY,
            "certificate %s is %s, not pending: cannot activate it", a->serial, cur);
     TRY(cert_rival_check(c, a->serial));
@@ -441,7 +441,7 @@ static kl_rc cert_revoke_tx(store_conn *c, void *arg)
     char issuer[256];
     char *full = NULL; /* the revoke entry's detail (store_audit.h) */
 
-    TRY(cert_status(c, a->serial, cur, issuer, sizeof issuer));
+    TRY(st_cert_status_tx(c, a->serial, cur, issuer, sizeof issuer));
     ENSURE(strcmp(cur, STORE_ST_REVOKED) != 0, KL_EEXIST, "certificate %s is already revoked",
            a->serial);
     /* A reservation or an abandoned serial never became a certificate: nothing to revoke. */

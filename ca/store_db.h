@@ -254,6 +254,10 @@ kl_rc st_ca_recert(store *s, const char *label, const uint8_t *der, size_t len, 
 kl_rc st_cert_insert(store *s, const store_cert *c, const uint8_t *der, size_t len,
                      const char *actor, const char *detail) KL_WUR;
 kl_rc st_cert_get(store *s, const char *serial, store_cert *out) KL_WUR;
+/* Inside a transaction: certificate `serial`'s status (and issuer, when `issuer` is not NULL);
+ * KL_ENOTFOUND without a row. */
+kl_rc st_cert_status_tx(store_conn *c, const char *serial, char status[16], char *issuer,
+                        size_t issuer_sz) KL_WUR;
 kl_rc st_cert_state(store *s, const char *serial, store_cert_state *out) KL_WUR;
 kl_rc st_cert_list(store *s, const char *status, const char *issuer, store_cert_cb cb,
                    void *arg) KL_WUR;

@@ -26,7 +26,6 @@ static const store_q q_dev_seen = {
     " WHERE d.device_id = ?1",
     NULL};
 /* the status of the certificate a "provisioned" row is about to name */
-static const store_q q_dev_cert_status = {"SELECT status FROM certs WHERE serial = ?1", NULL};
 static const store_q q_dev_list = {"SELECT " DEV_COLS " FROM devices ORDER BY rowid",
                                    "SELECT " DEV_COLS " FROM devices ORDER BY id"};
 static const store_q q_rq_find = {
@@ -157,22 +156,20 @@ out:
  * row) would leave a provisioned device with a revoked certificate. */
 static kl_rc device_provisioned_check_tx(store_conn *c, const store_device *d)
 {
-    db_stmt *st = NULL;
-    kl_rc rc = KL_OK;
-    int row = 0;
+    char status[16];
     if (!d->state || strcmp(d->state, "provisioned") != 0 || !d->cert_serial) {
         return KL_OK;
     }
-    TRY(sc_stmt(c, &q_dev_cert_status, &st));
-    TRY(sc_text(st, 1, d->cert_serial));
-    TRY(sc_step(st, &row, "read the certificate's status"));
-    const char *status = row ? col_text(st, 0, NULL) : NULL;
-    ENSURE(status && strcmp(status, STORE_ST_VALID) == 0, KL_EPOLICY,
-           "device %s: certificate %s is %s now, not valid: not provisioned", d->device_id,
-           d->cert_serial, status ? status : "not in the store");
-out:
-    sc_done(st);
-    return rc;
+    kl_rc rc = st_cert_status_tx(c, d->cert_serial, status, NULL, 0);
+    if (rc != KL_OK && rc != KL_ENOTFOUND) {
+        return rc;
+    }
+    if (rc == KL_ENOTFOUND || strcmp(status, STORE_ST_VALID) != 0) {
+        return kl_fail(KL_EPOLICY,
+                       "device %s: certificate %s is %s now, not valid: not provisioned",
+                       d->device_id, d->cert_serial, rc == KL_OK ? status : "not in the store");
+    }
+    return KL_OK;
 }
 
 static kl_rc device_put_if_tx(store_conn *c, void *arg)

@@ -22,10 +22,7 @@ cad_conf "listen = 127.0.0.1:$PORT" "tls-cert = cad-chain.pem" "tls-key = cad.ke
 cad_role est certs "est1.example, revoked.example, 127.0.0.1"
 cad_profile ldevid field1 device-ldevid est
 cad_start
-for _ in $(seq 1 100); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null && break
-    sleep 0.1
-done
+cad_tls_ready 127.0.0.1 "$PORT"
 
 key_csr dev "/CN=sensor-0009/serialNumber=HW0009" -outform DER
 fe() { python3 "$D/client.py" "$D" "$PORT" "$@"; }
@@ -146,15 +143,7 @@ grep -qx "max-handshakes-per-ip = 2" "$KL_CONF" || die "keyline.conf: listen lin
 before=$(wc -l < "$D/cad.log")
 rm -f "$D/hog.ready" "$D/hog.done"
 cad_start
-for _ in $(seq 1 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT2), 1)" 2>/dev/null && break
-    sleep 0.1
-done
-# that probe's handshake ends (end of file) before the hog opens its own
-for _ in $(seq 1 50); do
-    tail -n +$((before + 1)) "$D/cad.log" | grep -q "TLS handshake failed on a connection" && break
-    sleep 0.1
-done
+cad_tls_ready 127.0.0.1 "$PORT2" "$before" # the probe's handshake over before the hog opens its own
 python3 "$D/hog.py" 127.0.0.1 "$PORT2" "$D/hog.ready" "$D/hog.done" 4 127.0.0.1 > "$D/hog.out" &
 HOG=$!
 for _ in $(seq 1 100); do [ -f "$D/hog.ready" ] && break; sleep 0.1; done

@@ -21,15 +21,7 @@ cad_conf "listen = [::]:$PORT" "tls-cert = cad-chain.pem" "tls-key = cad.key" \
     "tls-client-ca = client-ca.pem" "max-handshakes-per-ip = 2"
 cad_role est certs "est1.example"
 cad_start
-for _ in $(seq 1 100); do
-    python3 -c "import socket; socket.create_connection(('::1', $PORT), 1)" 2>/dev/null && break
-    sleep 0.1
-done
-# that probe's handshake ends (end of file) before the hogs open theirs
-for _ in $(seq 1 50); do
-    grep -q "TLS handshake failed on a connection" "$D/cad.log" && break
-    sleep 0.1
-done
+cad_tls_ready ::1 "$PORT" # the probe's handshake over before the hogs open theirs
 
 hello() { CAD_TLS_HOST=::1 python3 "$D/client.py" "$D" "$PORT" est1 hello "$1"; }
 

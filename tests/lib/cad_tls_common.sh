@@ -5,6 +5,9 @@
 #                        client-ca.pem), keyline-cad's certificate for CN with subjectAltName
 #                        SAN ($D/cad-chain.pem, cad.key), and a frontend-template certificate
 #                        $D/FRONTEND.crt (CN=FRONTEND.example) for each FRONTEND
+#   cad_tls_ready HOST PORT [LINE]            keyline-cad's listener answers a TCP connection
+#                        (10 s), and that probe's handshake has ended in $D/cad.log after
+#                        line LINE (default 0; 5 s), so it holds no handshake slot
 #   $D/hog.py HOST PORT READY DONE N SRC...   N TCP connections to HOST:PORT from the SRC
 #                        addresses in turn, nothing sent; prints held=K (those keyline-cad
 #                        kept open, waiting for a ClientHello), touches READY, holds them
@@ -35,6 +38,18 @@ cad_tls_pki() {
     for fe in "$@"; do
         key_csr "$fe" "/CN=$fe.example"
         kca issue --issuer field1 --template frontend --csr "$D/$fe.csr" --out "$D/$fe.crt" >/dev/null
+    done
+}
+
+cad_tls_ready() {
+    local host=$1 port=$2 from=${3:-0}
+    for _ in $(seq 1 100); do
+        python3 -c "import socket; socket.create_connection(('$host', $port), 1)" 2>/dev/null && break
+        sleep 0.1
+    done
+    for _ in $(seq 1 50); do
+        tail -n +$((from + 1)) "$D/cad.log" | grep -q "TLS handshake failed on a connection" && return 0
+        sleep 0.1
     done
 }
 
